@@ -1,0 +1,3 @@
+from segfew.cli import main
+
+main()

@@ -1,0 +1,45 @@
+"""What every command shares: error handling, the console, common option types."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """Turn a SegfewError into one red line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from segfew.errors import SegfewError
+
+        try:
+            return fn(*args, **kwargs)
+        except SegfewError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def split_list(value: str | None) -> list[str] | None:
+    """``"a,b"`` → ``["a", "b"]``; None stays None."""
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+SpecOpt = Annotated[Path | None, typer.Option("--spec", help="TOML or YAML run spec; flags override it.")]
+ChannelsOpt = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated channel suffixes: case X is X_<c1>.*, X_<c2>.* stacked."),
+]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]

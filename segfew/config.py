@@ -1,0 +1,231 @@
+"""Every setting of segfew, as pydantic models, and the run-spec loader.
+
+This is the one place where user input (flags and ``--spec`` files, TOML or YAML) becomes
+validated settings. Library functions take these models (or plain values taken from them);
+model files store them as JSON so prediction repeats training exactly.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from segfew.errors import SpecError
+
+Intensity = Literal["clahe", "ct", "minmax", "zscore"]
+Framework = Literal["manual", "threshold", "scratch", "vgg"]
+
+
+class Settings(BaseModel):
+    """Base of every settings model: unknown keys are errors, values are checked on set."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class PreprocessConfig(Settings):
+    """How an image is brought onto the network grid (SPEC §5). Stored in every model file."""
+
+    size: tuple[int, ...] = Field(
+        default=(128,), description="grid size per axis (one value = every axis); multiples of 16"
+    )
+    intensity: Intensity = "clahe"
+    window: tuple[float, float] | None = Field(
+        default=None, description="CT window (low, high) in HU, applied before scaling"
+    )
+    clahe_clip: float = Field(default=0.01, gt=0, le=1)
+    keep_aspect: bool = Field(
+        default=False, description="crop/pad to a square field of view before resizing"
+    )
+    slice_axis: int = Field(
+        default=2, ge=0, le=2, description="axis of a 3D volume that a 2D network slices along"
+    )
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_tuple(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, int) else v
+
+    @field_validator("size")
+    @classmethod
+    def _size_multiple_of_16(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not 1 <= len(v) <= 3:
+            raise ValueError("give one size, or one per axis (2 or 3 values)")
+        bad = [s for s in v if s < 16 or s % 16]
+        if bad:
+            raise ValueError(f"every size must be a positive multiple of 16, got {bad}")
+        return v
+
+    def grid(self, dim: int) -> tuple[int, ...]:
+        """The grid for a ``dim``-dimensional image."""
+        if len(self.size) == 1:
+            return self.size * dim
+        if len(self.size) != dim:
+            raise SpecError(f"size {list(self.size)} has {len(self.size)} axes, images have {dim}")
+        return self.size
+
+
+class AugmentConfig(Settings):
+    """Rigid augmentation (SPEC §4): each image transformed with probability ``p``."""
+
+    enabled: bool = True
+    p: float = Field(default=0.6, ge=0, le=1)
+    rotation_deg: float = Field(default=10.0, ge=0, le=180)
+    shift: float = Field(default=0.1, ge=0, le=0.5, description="fraction of the field of view")
+    zoom: float = Field(default=0.1, ge=0, lt=1, description="scale in [1-zoom, 1+zoom]")
+    flip: bool = Field(default=False, description="only where the anatomy is symmetric")
+
+
+class TrainConfig(Settings):
+    """Optimisation and bookkeeping, shared by segmentation and classification training."""
+
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    val_fraction: float = Field(default=0.2, ge=0, lt=1)
+    early_stopping: int | None = Field(default=None, ge=1, description="patience in epochs")
+    time_budget_s: float | None = Field(default=None, gt=0)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = Field(default=True, description="mixed precision on CUDA")
+    bf16_cpu: bool = Field(default=False, description="bf16 autocast on CPUs that support it")
+    channels_last: bool = False
+    num_workers: int = Field(default=0, ge=0)
+    progress: bool = True
+    augment: AugmentConfig = AugmentConfig()
+
+
+class MNetConfig(Settings):
+    """Modified M-Net (SPEC §2)."""
+
+    dim: Literal[2, 3] = 2
+    n_s: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.5, ge=0, lt=1)
+
+
+class HeadConfig(Settings):
+    """Classifier head (SPEC §3): ``r`` conv+pool repetitions of ``n_c·2^j`` channels, two FC."""
+
+    n_c: int = Field(default=16, ge=1)
+    n_fc: int = Field(default=100, ge=1)
+    r: int = Field(default=3, ge=0, le=6)
+    dropout: float = Field(default=0.5, ge=0, lt=1)
+
+
+# ---------------------------------------------------------------- command specs
+
+
+class DataSource(Settings):
+    images: Path
+    labels: Path | None = None
+    table: Path | None = None
+    channels: list[str] | None = None
+    id_column: str | None = None
+    label_column: str | None = None
+    group_column: str | None = None
+
+
+class LabelSpec(Settings):
+    images: Path
+    out: Path
+    k: int = Field(default=5, ge=2, le=64)
+    keep_background: bool = True
+    background_threshold: float | None = None
+    centres: Path | None = None
+    sample_per_image: int = Field(default=20000, ge=100)
+    seed: int = 0
+
+
+class PretrainSpec(Settings):
+    data: DataSource
+    out: Path
+    network: MNetConfig = MNetConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    train: TrainConfig = TrainConfig()
+    label_names: list[str] | None = None
+
+
+class ClassifierSpec(Settings):
+    data: DataSource
+    out: Path
+    framework: Framework = "manual"
+    features: Path | None = Field(default=None, description="segmentation model file (manual/threshold)")
+    vgg_weights: Path | None = None
+    finetune: bool = False
+    classes: int | None = Field(default=None, ge=2)
+    head: HeadConfig = HeadConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    train: TrainConfig = TrainConfig(epochs=50, batch_size=4, lr=1e-4)
+
+
+# ---------------------------------------------------------------- loading
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def read_spec_file(path: Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) spec file into a dict."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise SpecError(f"cannot read spec file ({e.strerror})", path) from None
+    try:
+        data = tomllib.loads(text) if Path(path).suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise SpecError(f"not valid {'TOML' if Path(path).suffix == '.toml' else 'YAML'}: "
+                        f"{str(e).splitlines()[0]}", path) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError("a spec file must hold a table of settings", path)
+    if Path(path).suffix != ".toml":
+        data = dict(data)
+    # Relative paths in a spec file are relative to the file, not the working directory.
+    return data
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` into ``base``; ``None`` in overrides means 'not given'."""
+    out: dict[str, Any] = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_spec(
+    model: type[S],
+    overrides: Mapping[str, Any],
+    spec_file: Path | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> S:
+    """Validate ``defaults`` < spec file < flags into ``model``; errors become one-line SpecErrors.
+
+    ``defaults`` are preset values (e.g. the paper's hyper-parameters); the spec file
+    overrides them and flags override both.
+    """
+    data = merge(defaults or {}, read_spec_file(spec_file) if spec_file else {})
+    data = merge(data, overrides)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(describe_validation_error(e), spec_file) from None
+
+
+def describe_validation_error(e: ValidationError) -> str:
+    """One line naming each offending key and what is wrong with it."""
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "spec"
+        msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{where}: {msg}")
+    return "invalid settings: " + "; ".join(parts)

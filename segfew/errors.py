@@ -1,0 +1,34 @@
+"""User-facing errors.
+
+Every problem a user can cause (a bad file, a bad spec, a missing model) is raised as a
+:class:`SegfewError`. Its message is one line that names the file and the problem, so the
+CLI can print it as it is and exit non-zero, and a batch job can put it in an error row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SegfewError(Exception):
+    """A problem the user can fix; ``str(err)`` is one line: ``<path>: <problem>``."""
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.message = " ".join(str(message).split())
+        self.path = None if path is None else Path(path)
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path is not None else self.message
+
+
+class DataError(SegfewError):
+    """An input image, label map, table or folder is missing, unreadable or inconsistent."""
+
+
+class SpecError(SegfewError):
+    """A run spec (flags or spec file) is invalid."""
+
+
+class ModelFileError(SegfewError):
+    """A model file is missing, corrupt, or from an incompatible segfew version."""
