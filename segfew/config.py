@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from segfew.errors import SpecError
 
@@ -162,6 +169,16 @@ class ClassifierSpec(Settings):
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig(epochs=50, batch_size=4, lr=1e-4)
 
+    @model_validator(mode="after")
+    def _framework_inputs(self) -> ClassifierSpec:
+        if self.framework in ("manual", "threshold") and self.features is None:
+            raise ValueError(f"framework {self.framework} needs --features (a segmentation "
+                             "model file from segfew pretrain)")
+        if self.framework == "vgg" and self.vgg_weights is None:
+            raise ValueError("framework vgg needs --vgg-weights (a local torchvision VGG-16 "
+                             "state dict; segfew never downloads)")
+        return self
+
 
 # ---------------------------------------------------------------- loading
 
@@ -169,7 +186,10 @@ S = TypeVar("S", bound=BaseModel)
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
-    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) spec file into a dict."""
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) spec file into a dict.
+
+    Paths inside it are taken as they are (relative to the working directory), like flags.
+    """
     try:
         text = Path(path).read_text()
     except OSError as e:
@@ -183,10 +203,7 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise SpecError("a spec file must hold a table of settings", path)
-    if Path(path).suffix != ".toml":
-        data = dict(data)
-    # Relative paths in a spec file are relative to the file, not the working directory.
-    return data
+    return dict(data)
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,7 +242,55 @@ def describe_validation_error(e: ValidationError) -> str:
     """One line naming each offending key and what is wrong with it."""
     parts = []
     for err in e.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "spec"
+        where = ".".join(str(p) for p in err["loc"])
         msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{where}: {msg}")
+        msg = msg.removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
     return "invalid settings: " + "; ".join(parts)
+
+
+# ---------------------------------------------------------------- presets
+
+# The paper's hyper-parameters (Wong et al. 2018, sections 3.1 and 4.1), as spec defaults.
+# Flags and spec files override them; nothing else in segfew hard-codes these values.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "brain-mr-3d": {
+        "pretrain": {
+            "network": {"dim": 3, "n_s": 12},
+            "preprocess": {"size": [128, 128, 128], "intensity": "clahe"},
+            "train": {"batch_size": 1, "lr": 1e-3, "epochs": 100},
+        },
+        "classifier": {
+            "head": {"n_c": 32, "n_fc": 200, "r": 4},
+            "preprocess": {"size": [128, 128, 128], "intensity": "clahe"},
+            "train": {"batch_size": 4, "lr": 1e-4, "epochs": 50},
+        },
+        "scratch": {"head": {"n_c": 16, "n_fc": 200}},
+    },
+    "cardiac-ct-2d": {
+        "pretrain": {
+            "network": {"dim": 2, "n_s": 16},
+            "preprocess": {"size": [128, 128], "intensity": "ct"},
+            "train": {"batch_size": 5, "lr": 1e-3, "epochs": 20},
+        },
+        "classifier": {
+            "head": {"n_c": 16, "n_fc": 100, "r": 3},
+            "preprocess": {"size": [128, 128], "intensity": "ct"},
+            "train": {"batch_size": 64, "lr": 5e-4, "epochs": 300},
+        },
+        "scratch": {"head": {"n_c": 16, "n_fc": 100}},
+    },
+}
+
+
+def preset(name: str | None, part: Literal["pretrain", "classifier"],
+           framework: str | None = None) -> dict[str, Any]:
+    """Spec defaults of a named preset (empty without one); unknown names are SpecErrors."""
+    if name is None:
+        return {}
+    if name not in PRESETS:
+        raise SpecError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    values = PRESETS[name][part]
+    if part == "classifier" and framework in ("scratch", "vgg"):
+        values = merge(values, PRESETS[name]["scratch"])
+    return values

@@ -37,6 +37,16 @@ def split_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def int_list(value: str | None) -> list[int] | None:
+    """``"64,64,16"`` → ``[64, 64, 16]``; None stays None."""
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"expected integers separated by commas, got {value!r}") from None
+
+
 SpecOpt = Annotated[Path | None, typer.Option("--spec", help="TOML or YAML run spec; flags override it.")]
 ChannelsOpt = Annotated[
     str | None,

@@ -1,0 +1,371 @@
+"""The two training jobs of segfew, from a validated spec to a model file.
+
+``pretrain`` trains the modified M-Net on voxel labels (SPEC §2, §4); ``train_classifier``
+trains a classifier with few image-level labels on the frozen network's features, or one
+of the baselines (SPEC §3). Both write a self-describing model file (``segfew.modelfile``)
+and, in a run folder beside it (``<model stem>-run/``), the checkpoints, ``metrics.csv``
+and ``run.json`` (spec, seed, versions, data manifest).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segfew.config import ClassifierSpec, PreprocessConfig, PretrainSpec
+from segfew.errors import DataError, SpecError
+
+if TYPE_CHECKING:
+    import torch
+    from rich.console import Console
+
+    from segfew.data import Case
+    from segfew.preprocess import PreprocessCache
+
+
+def run_dir_for(model_path: Path) -> Path:
+    """Where a model file's checkpoints, metrics and run info live: ``<stem>-run/`` beside it."""
+    return model_path.parent / f"{model_path.name.split('.')[0]}-run"
+
+
+class ArrayDataset:
+    """(image, target) pairs held in memory as numpy arrays; yields float32 / int64 tensors."""
+
+    def __init__(self, images: Sequence[np.ndarray], targets: Sequence[Any]) -> None:
+        if len(images) != len(targets):
+            raise ValueError("images and targets differ in length")
+        self.images = list(images)
+        self.targets = list(targets)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        image = torch.from_numpy(np.ascontiguousarray(self.images[i], dtype=np.float32))
+        target = torch.as_tensor(np.asarray(self.targets[i]), dtype=torch.long)
+        return image, target
+
+
+# ---------------------------------------------------------------- segmentation
+
+
+@dataclass
+class PretrainResult:
+    model_path: Path
+    run_dir: Path
+    dice: dict[str, float | None]
+    mean_dice: float | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped: str = "completed"
+
+
+def _segmentation_samples(cases: Sequence[Case], cfg: PreprocessConfig, dim: int,
+                          cache: PreprocessCache | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Pre-processed (C, *grid) images and label maps; a 2D network on volumes gets slices."""
+    from segfew.preprocess import load_case
+
+    images, labels = [], []
+    for case in cases:
+        image, label = load_case(case, cfg, cache)
+        if label is None:
+            raise DataError("case has no label map", case.images[0])
+        if label.ndim == image.ndim:  # one label per channel: only for single-channel cases here
+            label = label[0]
+        if image.ndim - 1 == dim:
+            images.append(image)
+            labels.append(label)
+        elif dim == 2 and image.ndim == 4:  # volume -> its slices along the (last) slice axis
+            images.extend(image[..., s] for s in range(image.shape[-1]))
+            labels.extend(label[..., s] for s in range(label.shape[-1]))
+        else:
+            raise DataError(f"a {dim}D network cannot train on {image.ndim - 1}D images",
+                            case.images[0])
+    return images, labels
+
+
+def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
+    from segfew.data import find_segmentation_cases
+
+    cases = find_segmentation_cases(spec.data.images, spec.data.labels, spec.data.channels)
+    if not cases:
+        raise DataError("no labelled images found", spec.data.images)
+    # A one-channel network learns from each channel's volume and its own label map
+    # (ACDC: ED and ES, each with a mask); the classifier later runs it per channel.
+    flat: list[Case] = []
+    for case in cases:
+        flat.extend(case.per_channel() if len(case.images) > 1 and len(case.labels) > 1 else [case])
+    return flat
+
+
+def validation_dice(model: Any, cases: Sequence[Case], cfg: PreprocessConfig,
+                    names: Sequence[str], cache: PreprocessCache | None
+                    ) -> dict[str, float | None]:
+    """Mean Dice per foreground label over ``cases``, on the network grid (None: never present)."""
+    from segfew.metrics import dice_per_label
+    from segfew.predict import segment_probabilities
+    from segfew.preprocess import load_case
+
+    device = next(model.parameters()).device
+    per_label: dict[int, list[float]] = {i: [] for i in range(1, len(names))}
+    for case in cases:
+        image, label = load_case(case, cfg, cache)
+        assert label is not None
+        if label.ndim == image.ndim:
+            label = label[0]
+        proba = segment_probabilities(model, image, device)
+        for i, value in dice_per_label(proba.argmax(0), label, range(1, len(names))).items():
+            if value is not None:
+                per_label[i].append(value)
+    return {names[i]: (float(np.mean(v)) if v else None) for i, v in per_label.items()}
+
+
+def pretrain(spec: PretrainSpec, *, resume: bool = False, console: Console | None = None,
+             cache: PreprocessCache | None = None) -> PretrainResult:
+    """Train the modified M-Net on images with voxel labels and write its model file."""
+    import torch
+
+    from segfew.data import stratified_split
+    from segfew.modelfile import Architecture, ModelMeta, save_model
+    from segfew.models import MNet
+    from segfew.preprocess import PreprocessCache
+    from segfew.runinfo import versions, write_run_info
+    from segfew.train import fit, label_weights, seed_everything
+
+    cache = cache if cache is not None else PreprocessCache()
+    seed_everything(spec.train.seed)
+    cases = _segmentation_cases(spec)
+    dim = spec.network.dim
+    if spec.train.val_fraction > 0 and len(cases) >= 2:
+        train_cases, val_cases = stratified_split(
+            cases, fraction=1 - spec.train.val_fraction, seed=spec.train.seed)
+    else:
+        train_cases, val_cases = list(cases), []
+    train_x, train_y = _segmentation_samples(train_cases, spec.preprocess, dim, cache)
+    val_x, val_y = _segmentation_samples(val_cases, spec.preprocess, dim, cache)
+
+    num_labels = int(max(int(y.max()) for y in train_y + val_y)) + 1
+    if spec.label_names is not None:
+        if len(spec.label_names) < num_labels:
+            raise SpecError(f"label_names has {len(spec.label_names)} names but the label maps "
+                            f"hold values up to {num_labels - 1}")
+        num_labels = len(spec.label_names)
+    names = spec.label_names or ["background"] + [f"label{i}" for i in range(1, num_labels)]
+    counts = np.zeros(num_labels)
+    for y in train_y:
+        counts += np.bincount(y.ravel(), minlength=num_labels)[:num_labels]
+    in_channels = train_x[0].shape[0]
+
+    model = MNet(dim, in_channels, num_labels, n_s=spec.network.n_s, dropout=spec.network.dropout)
+    run_dir = run_dir_for(spec.out)
+    write_run_info(run_dir, spec, spec.train.seed,
+                   [p for c in cases for p in (*c.images, *c.labels)])
+    result = fit(model, ArrayDataset(train_x, train_y),
+                 ArrayDataset(val_x, val_y) if val_x else None,
+                 task="segmentation", num_classes=num_labels, cfg=spec.train, out_dir=run_dir,
+                 class_weights=label_weights(counts).tolist(), resume=resume, console=console)
+    state = torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
+    model.load_state_dict(state)
+    model.eval()
+
+    dice = validation_dice(model, val_cases, spec.preprocess, names, cache)
+    known = [v for v in dice.values() if v is not None]
+    mean_dice = float(np.mean(known)) if known else None
+
+    meta = ModelMeta(
+        kind="segmentation",
+        architecture=Architecture(name="mnet", args={
+            "dim": dim, "in_channels": in_channels, "num_labels": num_labels,
+            "n_s": spec.network.n_s, "dropout": spec.network.dropout}),
+        preprocess=spec.preprocess,
+        classes=names,
+        channels=None,
+        spec=spec.model_dump(mode="json"),
+        versions=versions(),
+        metrics={"validation_dice": dice, "validation_mean_dice": mean_dice,
+                 "validation_cases": [c.id for c in val_cases], "best_epoch": result.best_epoch},
+    )
+    save_model(spec.out, model, meta)
+    return PretrainResult(spec.out, run_dir, dice, mean_dice, result.history, result.stopped)
+
+
+# ---------------------------------------------------------------- classification
+
+
+@dataclass
+class ClassifierResult:
+    model_path: Path
+    run_dir: Path
+    classes: list[str]
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped: str = "completed"
+    seconds: float = 0.0
+
+
+def classifier_preprocess(spec: ClassifierSpec, feature_meta: Any | None) -> PreprocessConfig:
+    """The classifier's pre-processing: the spec's grid, the feature network's intensities.
+
+    Features are only meaningful on images normalised as the segmentation network saw them,
+    so intensity settings come from its model file; framework vgg uses SPEC §3(c)'s
+    224×224 CLAHE input.
+    """
+    if spec.framework == "vgg":
+        return spec.preprocess.model_copy(update={"size": (224, 224), "intensity": "clahe"})
+    if feature_meta is None:
+        return spec.preprocess
+    seg = feature_meta.preprocess
+    return spec.preprocess.model_copy(update={
+        "intensity": seg.intensity, "window": seg.window, "clahe_clip": seg.clahe_clip,
+        "slice_axis": seg.slice_axis})
+
+
+def build_classifier(spec: ClassifierSpec, in_channels: int, num_classes: int,
+                     grid: tuple[int, ...]) -> tuple[Any, dict[str, Any], Any]:
+    """The network of ``spec.framework``, its architecture record and the feature model's meta."""
+    from segfew.modelfile import Architecture, load_model
+
+    head = spec.head
+    if spec.framework in ("manual", "threshold"):
+        if spec.features is None:
+            raise SpecError(f"framework {spec.framework} needs --features (a segmentation model file)")
+        feature_net, feature_meta = load_model(spec.features)
+        if feature_meta.kind != "segmentation":
+            raise SpecError("--features must be a segmentation model (from segfew pretrain)",
+                            spec.features)
+        if feature_net.in_channels not in (1, in_channels):
+            raise DataError(f"the segmentation model takes {feature_net.in_channels} channels, "
+                            f"the images have {in_channels}", spec.features)
+        from segfew.models import FeatureClassifier
+
+        args = {"in_channels": in_channels, "num_classes": num_classes, "input_size": grid,
+                "n_c": head.n_c, "n_fc": head.n_fc, "r": head.r, "dropout": head.dropout,
+                "finetune": spec.finetune}
+        model = FeatureClassifier(feature_net, **args)
+        arch = Architecture(name="feature_classifier", args=args,
+                            feature_net=feature_meta.architecture)
+        return model, arch.model_dump(), feature_meta
+    if spec.framework == "scratch":
+        from segfew.models import VGGClassifier
+
+        args = {"dim": len(grid), "in_channels": in_channels, "num_classes": num_classes,
+                "input_size": grid, "n_c": head.n_c, "n_fc": head.n_fc, "dropout": head.dropout}
+        return VGGClassifier(**args), Architecture(name="vgg", args=args).model_dump(), None
+    # framework vgg: ImageNet VGG-16 features, 2D only (SPEC §3(c))
+    if len(grid) != 2:
+        raise SpecError("framework vgg takes 2D images only (ImageNet VGG-16 is 2D)")
+    if spec.vgg_weights is None:
+        raise SpecError("framework vgg needs --vgg-weights (a local torchvision VGG-16 state dict)")
+    from segfew.models import ImageNetVGGClassifier
+
+    args = {"num_classes": num_classes, "n_fc": head.n_fc, "dropout": head.dropout,
+            "in_channels": in_channels}
+    model = ImageNetVGGClassifier(**args)
+    model.load_imagenet_weights(spec.vgg_weights)
+    return model, Architecture(name="imagenet_vgg", args=args).model_dump(), None
+
+
+def _classification_arrays(cases: Sequence[Case], cfg: PreprocessConfig,
+                           cache: PreprocessCache | None) -> list[np.ndarray]:
+    from segfew.preprocess import load_case
+
+    arrays = [load_case(case, cfg, cache)[0] for case in cases]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise SpecError(
+            f"images reach the classifier with different shapes {sorted(shapes)[:3]}; give a size "
+            "for every axis (e.g. size = [64, 64, 16]) so every volume is resampled alike")
+    return arrays
+
+
+def train_classifier(spec: ClassifierSpec, *, cases: Sequence[Case] | None = None,
+                     val_cases: Sequence[Case] | None = None, resume: bool = False,
+                     console: Console | None = None, cache: PreprocessCache | None = None,
+                     write_info: bool = True) -> ClassifierResult:
+    """Train a classifier of ``spec.framework`` with image-level labels; write its model file.
+
+    ``cases`` (with targets) replace discovery from ``spec.data`` — the learning-curve
+    experiment passes each split this way. ``val_cases`` replace the validation split.
+    """
+    import torch
+
+    from segfew.data import class_names, find_classification_cases, stratified_split
+    from segfew.modelfile import Architecture, ModelMeta, read_model_file, save_model
+    from segfew.preprocess import PreprocessCache
+    from segfew.runinfo import versions, write_run_info
+    from segfew.train import fit, label_weights, seed_everything
+
+    start = time.perf_counter()
+    cache = cache if cache is not None else PreprocessCache()
+    seed_everything(spec.train.seed)
+    if cases is None:
+        cases = find_classification_cases(
+            spec.data.images, spec.data.table, channels=spec.data.channels,
+            id_column=spec.data.id_column, label_column=spec.data.label_column,
+            group_column=spec.data.group_column)
+    if not cases:
+        raise DataError("no labelled images found", spec.data.table or spec.data.images)
+    classes = class_names(list(cases) + list(val_cases or []))
+    if spec.classes is not None and len(classes) != spec.classes:
+        raise DataError(f"expected {spec.classes} classes, the table has {len(classes)}: "
+                        f"{', '.join(classes)}", spec.data.table or spec.data.images)
+    if val_cases is None:
+        if spec.train.val_fraction > 0 and len(cases) >= 2 * len(classes):
+            train_cases, val_list = stratified_split(
+                cases, fraction=1 - spec.train.val_fraction, seed=spec.train.seed)
+        else:
+            train_cases, val_list = list(cases), []
+    else:
+        train_cases, val_list = list(cases), list(val_cases)
+
+    feature_meta = None
+    if spec.framework in ("manual", "threshold") and spec.features is not None:
+        feature_meta, _ = read_model_file(spec.features)
+    cfg = classifier_preprocess(spec, feature_meta)
+    train_x = _classification_arrays(train_cases, cfg, cache)
+    val_x = _classification_arrays(val_list, cfg, cache) if val_list else []
+    index = {name: i for i, name in enumerate(classes)}
+    train_y = [index[str(c.target)] for c in train_cases]
+    val_y = [index[str(c.target)] for c in val_list]
+    in_channels, grid = train_x[0].shape[0], tuple(train_x[0].shape[1:])
+
+    model, arch, _ = build_classifier(spec, in_channels, len(classes), grid)
+    run_dir = run_dir_for(spec.out)
+    if write_info:
+        write_run_info(run_dir, spec, spec.train.seed,
+                       [p for c in [*train_cases, *val_list] for p in c.images])
+    counts = np.bincount(np.asarray(train_y), minlength=len(classes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # absent classes are reported below
+        weights = label_weights(counts)
+    result = fit(model, ArrayDataset(train_x, train_y),
+                 ArrayDataset(val_x, val_y) if val_x else None,
+                 task="classification", num_classes=len(classes), cfg=spec.train,
+                 out_dir=run_dir, class_weights=weights.tolist(), resume=resume,
+                 console=console)
+    model.load_state_dict(torch.load(result.best_path, map_location="cpu",
+                                     weights_only=True)["model"])
+    meta = ModelMeta(
+        kind="classifier",
+        architecture=Architecture.model_validate(arch),
+        preprocess=cfg,
+        classes=classes,
+        channels=spec.data.channels,
+        framework=spec.framework,
+        spec=spec.model_dump(mode="json"),
+        versions=versions(),
+        metrics={"best_epoch": result.best_epoch, "best_metric": result.best_metric,
+                 "train_class_counts": dict(zip(classes, counts.tolist(), strict=True)),
+                 "train_cases": [c.id for c in train_cases],
+                 "validation_cases": [c.id for c in val_list]},
+        feature_source=feature_meta.model_dump(mode="json") if feature_meta else None,
+    )
+    save_model(spec.out, model, meta)
+    return ClassifierResult(spec.out, run_dir, classes, result.history, result.stopped,
+                            time.perf_counter() - start)

@@ -1,0 +1,109 @@
+"""Run specs: validation messages, file formats, precedence, presets, run info."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from segfew.config import (
+    ClassifierSpec,
+    PreprocessConfig,
+    PretrainSpec,
+    preset,
+    resolve_spec,
+)
+from segfew.errors import SpecError
+from segfew.runinfo import write_run_info
+
+BASE = {"data": {"images": "imgs", "labels": "labs"}, "out": "seg.pt"}
+
+
+def test_flags_override_file_which_overrides_preset(tmp_path: Path) -> None:
+    spec_file = tmp_path / "s.toml"
+    spec_file.write_text('[train]\nepochs = 7\nlr = 0.01\n[network]\nn_s = 4\n')
+    flags = {**BASE, "train": {"epochs": 3, "lr": None}}
+    spec = resolve_spec(PretrainSpec, flags, spec_file, preset("brain-mr-3d", "pretrain"))
+    assert spec.train.epochs == 3  # flag
+    assert spec.train.lr == 0.01  # file (flag not given)
+    assert spec.network.n_s == 4  # file over preset
+    assert spec.network.dim == 3  # preset
+    assert spec.train.batch_size == 1  # preset
+
+
+def test_yaml_spec_is_read(tmp_path: Path) -> None:
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text("network:\n  dim: 3\n  n_s: 2\npreprocess:\n  size: [32, 32, 16]\n")
+    spec = resolve_spec(PretrainSpec, BASE, spec_file)
+    assert spec.network.dim == 3
+    assert spec.preprocess.grid(3) == (32, 32, 16)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"network": {"n_z": 4}}, "network.n_z: unknown setting"),
+        ({"train": {"epochs": "many"}}, "train.epochs"),
+        ({"train": {"lr": -1}}, "train.lr: Input should be greater than 0"),
+        ({"preprocess": {"size": [100]}}, "multiple of 16"),
+        ({"preprocess": {"intensity": "gamma"}}, "preprocess.intensity"),
+    ],
+)
+def test_bad_values_are_one_line_errors_naming_the_key(overrides: dict, expected: str) -> None:
+    with pytest.raises(SpecError) as err:
+        resolve_spec(PretrainSpec, {**BASE, **overrides})
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_spec_file_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nepochs = 1\n")
+    with pytest.raises(SpecError, match=r"bad\.toml: not valid TOML"):
+        resolve_spec(PretrainSpec, BASE, bad)
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("epochz = 1\n")
+    with pytest.raises(SpecError, match=r"unknown\.toml: invalid settings: epochz: unknown"):
+        resolve_spec(PretrainSpec, BASE, unknown)
+
+
+def test_unknown_preset_lists_the_known_ones() -> None:
+    with pytest.raises(SpecError, match="brain-mr-3d, cardiac-ct-2d"):
+        preset("knee", "pretrain")
+
+
+def test_scratch_uses_the_papers_scratch_head() -> None:
+    manual = preset("brain-mr-3d", "classifier", "manual")
+    scratch = preset("brain-mr-3d", "classifier", "scratch")
+    assert manual["head"]["n_c"] == 32 and scratch["head"]["n_c"] == 16
+    assert scratch["head"]["n_fc"] == 200 and scratch["train"]["lr"] == 1e-4
+
+
+def test_classifier_framework_needs_its_inputs() -> None:
+    with pytest.raises(SpecError, match="needs --features"):
+        resolve_spec(ClassifierSpec, {"data": {"images": "i"}, "out": "c.pt"})
+    with pytest.raises(SpecError, match="needs --vgg-weights"):
+        resolve_spec(ClassifierSpec, {"data": {"images": "i"}, "out": "c.pt", "framework": "vgg"})
+    spec = resolve_spec(ClassifierSpec, {"data": {"images": "i"}, "out": "c.pt",
+                                         "framework": "scratch"})
+    assert spec.train.lr == 1e-4  # the paper's classifier default
+
+
+def test_grid_one_value_per_axis_or_one_for_all() -> None:
+    assert PreprocessConfig(size=64).grid(3) == (64, 64, 64)
+    assert PreprocessConfig(size=(64, 32)).grid(2) == (64, 32)
+
+
+def test_run_info_records_spec_seed_versions_and_manifest(tmp_path: Path) -> None:
+    data = tmp_path / "a.nii.gz"
+    data.write_bytes(b"abc")
+    spec = resolve_spec(PretrainSpec, {**BASE, "train": {"seed": 42}})
+    write_run_info(tmp_path / "run", spec, spec.train.seed, [data])
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["seed"] == 42
+    assert info["spec"]["train"]["seed"] == 42
+    assert info["versions"]["torch"] not in ("", "not installed")
+    assert info["data"] == [{
+        "path": str(data), "bytes": 3,
+        "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}]

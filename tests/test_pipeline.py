@@ -1,0 +1,99 @@
+"""End to end through the CLI on tiny phantoms: synth → pretrain → train-classifier → predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from segfew.cli import app
+
+runner = CliRunner()
+
+TINY_PRETRAIN = ["--dim", "2", "--n-s", "2", "--size", "32", "--epochs", "2", "--batch-size", "4",
+                 "--no-progress", "--no-cache"]
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from segfew.synth import make_phantoms
+
+    root = tmp_path_factory.mktemp("phantoms")
+    make_phantoms(root, dim=2, n_per_class=4, size=32, num_classes=3, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def seg_model(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("seg") / "seg.pt"
+    invoke("pretrain", "--images", str(phantoms / "images"), "--labels", str(phantoms / "labels"),
+           "--out", str(out), *TINY_PRETRAIN)
+    return out
+
+
+def test_pretrain_writes_model_dice_and_run_info(seg_model: Path) -> None:
+    from segfew.modelfile import read_model_file
+
+    meta, state = read_model_file(seg_model)
+    assert meta.kind == "segmentation"
+    assert meta.architecture.args["n_s"] == 2
+    dice = meta.metrics["validation_dice"]
+    assert set(dice) == set(meta.classes[1:])
+    assert all(v is None or 0.0 <= v <= 1.0 for v in dice.values())
+    run_dir = seg_model.parent / "seg-run"
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["spec"]["network"]["n_s"] == 2
+    assert info["versions"]["segfew"]
+    assert info["data"] and all(len(row["sha256"]) == 64 for row in info["data"])
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert len(rows) == 2
+
+
+@pytest.mark.parametrize("framework", ["manual", "scratch"])
+def test_classifier_file_reloads_with_identical_predictions(
+        framework: str, phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+           str(phantoms / "images"), "--framework", framework, "--features", str(seg_model),
+           "--out", str(clf), "--size", "32", "--epochs", "2", "--batch-size", "4",
+           "--classes", "3", "--no-progress", "--no-cache")
+    first = tmp_path / "first.csv"
+    invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"),
+           "--out", str(first), "--no-progress")
+    second = tmp_path / "second.csv"
+    subprocess.run([sys.executable, "-m", "segfew", "predict", "--model", str(clf), "--input",
+                    str(phantoms / "images"), "--out", str(second), "--no-progress"], check=True)
+    a = list(csv.DictReader(first.open()))
+    b = list(csv.DictReader(second.open()))
+    assert len(a) == 12
+    assert a == b
+
+
+def test_classifier_count_check_names_the_table(phantoms: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, [
+        "train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+        str(phantoms / "images"), "--framework", "scratch", "--out", str(tmp_path / "c.pt"),
+        "--size", "32", "--classes", "4", "--no-progress"])
+    assert result.exit_code == 2
+    assert "labels.csv" in result.output and "expected 4 classes" in result.output
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_manual_without_features_is_a_spec_error(phantoms: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, [
+        "train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+        str(phantoms / "images"), "--framework", "manual", "--out", str(tmp_path / "c.pt"),
+        "--no-progress"])
+    assert result.exit_code == 2
+    assert "--features" in result.output
