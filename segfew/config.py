@@ -85,13 +85,18 @@ class AugmentConfig(Settings):
     shift: float = Field(default=0.1, ge=0, le=0.5, description="fraction of the field of view")
     zoom: float = Field(default=0.1, ge=0, lt=1, description="scale in [1-zoom, 1+zoom]")
     flip: bool = Field(default=False, description="only where the anatomy is symmetric")
+    flip_axis: int = Field(
+        default=-1, ge=-3, le=2, description="spatial axis mirrored when flip is on (-1 = last)"
+    )
 
 
 class TrainConfig(Settings):
     """Optimisation and bookkeeping, shared by segmentation and classification training."""
 
     epochs: int = Field(default=20, ge=1)
-    batch_size: int = Field(default=4, ge=1)
+    batch_size: int = Field(
+        default=4, ge=1, description="global batch; split evenly over torchrun processes"
+    )
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
@@ -104,6 +109,15 @@ class TrainConfig(Settings):
     channels_last: bool = False
     num_workers: int = Field(default=0, ge=0)
     progress: bool = True
+    sync_bn: bool = Field(
+        default=True, description="SyncBatchNorm across GPUs under torchrun (CPU keeps per-rank BN)"
+    )
+    cache_features: bool = Field(
+        default=True, description="compute frozen features once per image when not augmenting"
+    )
+    cache_max_gb: float = Field(
+        default=4.0, gt=0, description="largest feature cache kept in memory"
+    )
     augment: AugmentConfig = AugmentConfig()
 
 
@@ -138,12 +152,20 @@ class DataSource(Settings):
 
 
 class LabelSpec(Settings):
+    """``segfew label``: k-means pseudo-labels (the paper's THRESHOLD framework, SPEC §5)."""
+
     images: Path
     out: Path
-    k: int = Field(default=5, ge=2, le=64)
-    keep_background: bool = True
-    background_threshold: float | None = None
-    centres: Path | None = None
+    k: int = Field(default=5, ge=2, le=64,
+                   description="clusters (paper: 5 brain MR, 10 cardiac CT)")
+    keep_background: bool = Field(
+        default=True, description="voxels at or below the background threshold are label 0"
+    )
+    background_threshold: float | None = Field(
+        default=None, description="in normalised units; default: each image's minimum"
+    )
+    centres: Path | None = Field(default=None, description="centres.json of an earlier run")
+    intensity: Intensity = Field(default="minmax", description="normalisation before clustering")
     sample_per_image: int = Field(default=20000, ge=100)
     seed: int = 0
 

@@ -1,0 +1,228 @@
+"""k-means pseudo-labels: the paper's THRESHOLD framework (Wong et al. 2018, §2.3; SPEC §5).
+
+Where no expert segmentation exists, the segmentation network is pre-trained on intensity
+clusters instead. The clusters are fitted once on intensities pooled over all training
+images (not per image) and numbered in order of their centre intensity, so label 1 is the
+darkest tissue class in every image and the network learns one consistent labelling.
+
+Each image is normalised first (``minmax`` by default), so images of different intensity
+scales share the centres. With ``keep_background`` the voxels at or below a background
+threshold are label 0 and take no part in the fit; the other voxels get labels 1..k. The
+default threshold is each image's own minimum after normalisation: it removes exactly the
+zero-filled background of skull-stripped or masked scans and never eats tissue, whereas an
+Otsu threshold in MR often cuts through dark tissue (lungs, bone) — with k clusters the
+darkest cluster already collects whatever dark background is left. Give a threshold to
+move it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segfew.atomic import write_json
+from segfew.config import LabelSpec, PreprocessConfig
+from segfew.errors import DataError
+
+__all__ = ["KMeansLabeller", "ProgressFn", "fit_kmeans", "label_images"]
+
+ProgressFn = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: called as work advances; the CLI draws a bar from it."""
+
+FORMAT = "segfew-kmeans"
+INTENSITIES = ("clahe", "ct", "minmax", "zscore")
+
+
+@dataclass
+class KMeansLabeller:
+    """Maps intensities to k-means labels with fixed centres (sorted ascending).
+
+    Centre ``i`` is label ``i + 1`` with ``keep_background`` (0 is background), else ``i``.
+    """
+
+    centres: np.ndarray
+    keep_background: bool = True
+    background_threshold: float | None = None
+    intensity: str = "minmax"
+
+    def __post_init__(self) -> None:
+        self.centres = np.sort(np.asarray(self.centres, dtype=np.float64).ravel())
+
+    @property
+    def k(self) -> int:
+        return int(self.centres.size)
+
+    def normalise(self, array: np.ndarray) -> np.ndarray:
+        return _normalise(array, self.intensity)
+
+    def threshold(self, normalised: np.ndarray) -> float:
+        """The background threshold of one (normalised) image."""
+        if self.background_threshold is not None:
+            return float(self.background_threshold)
+        return float(normalised.min())
+
+    def label(self, array: np.ndarray) -> np.ndarray:
+        """uint8 label map of ``array`` (same shape): nearest centre, background 0."""
+        x = self.normalise(array)
+        # Nearest of sorted 1D centres = which interval between midpoints x falls in.
+        labels = np.searchsorted((self.centres[1:] + self.centres[:-1]) / 2, x, side="left")
+        if not self.keep_background:
+            return labels.astype(np.uint8)
+        out = (labels + 1).astype(np.uint8)
+        out[x <= self.threshold(x)] = 0
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": 1,
+            "k": self.k,
+            "centres": [float(c) for c in self.centres],
+            "keep_background": self.keep_background,
+            "background_threshold": self.background_threshold,
+            "intensity": self.intensity,
+        }
+
+    def save(self, path: Path) -> None:
+        """Write the centres and settings as JSON (atomically), for ``--centres`` reuse."""
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def from_file(cls, path: Path) -> KMeansLabeller:
+        """Read a file written by :meth:`save`; DataError naming the file if it is not one."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as e:
+            raise DataError(f"cannot read k-means centres ({e.strerror})", path) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"not a k-means centres file: invalid JSON ({e})", path) from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise DataError("not a k-means centres file (written by `segfew label`)", path)
+        try:
+            centres = np.asarray(data["centres"], dtype=np.float64)
+            keep = data["keep_background"]
+            thr = data["background_threshold"]
+            intensity = data["intensity"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"k-means centres file is missing or has a bad entry: {e}",
+                            path) from None
+        if centres.ndim != 1 or centres.size < 1 or not np.all(np.isfinite(centres)):
+            raise DataError("k-means centres must be a non-empty list of numbers", path)
+        if (not isinstance(keep, bool) or intensity not in INTENSITIES
+                or not (thr is None or isinstance(thr, int | float))):
+            raise DataError("k-means centres file has invalid settings "
+                            "(keep_background, background_threshold or intensity)", path)
+        return cls(centres, keep_background=keep,
+                   background_threshold=None if thr is None else float(thr),
+                   intensity=intensity)
+
+
+def _normalise(array: np.ndarray, intensity: str) -> np.ndarray:
+    from segfew.preprocess import normalise
+
+    return normalise(array, PreprocessConfig(intensity=intensity))  # type: ignore[arg-type]
+
+
+def fit_kmeans(
+    arrays: Iterable[np.ndarray],
+    k: int,
+    *,
+    keep_background: bool = True,
+    background_threshold: float | None = None,
+    sample_per_image: int = 20000,
+    seed: int = 0,
+    intensity: str = "minmax",
+) -> KMeansLabeller:
+    """Fit k intensity clusters on voxels sampled from all ``arrays`` together.
+
+    Up to ``sample_per_image`` voxels (foreground only, with ``keep_background``) are drawn
+    from each image, so every image weighs the same whatever its size; MiniBatchKMeans then
+    clusters the pooled sample. Raises DataError when there are fewer distinct intensities
+    than clusters.
+    """
+    from sklearn.cluster import MiniBatchKMeans
+
+    rng = np.random.default_rng(seed)
+    probe = KMeansLabeller(np.zeros(1), keep_background, background_threshold, intensity)
+    samples = []
+    for array in arrays:
+        x = probe.normalise(array).ravel()
+        if keep_background:
+            x = x[x > probe.threshold(x)]
+        if x.size > sample_per_image:
+            x = rng.choice(x, sample_per_image, replace=False)
+        samples.append(x)
+    pooled = np.concatenate(samples) if samples else np.zeros(0)
+    distinct = np.unique(pooled).size
+    if distinct < k:
+        raise DataError(f"cannot fit {k} clusters: the images have only {distinct} distinct "
+                        "foreground intensities")
+    km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3,
+                         batch_size=min(4096, pooled.size))
+    km.fit(pooled.reshape(-1, 1))
+    return KMeansLabeller(km.cluster_centers_.ravel(), keep_background, background_threshold,
+                          intensity)
+
+
+def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Path]:
+    """``segfew label``: fit (or load) centres and write one label map per image.
+
+    Writes ``<out>/<id>_seg.nii.gz`` in each image's source geometry, ``<out>/centres.json``
+    and ``<out>/run.json``. Every image is read before anything is written, and label maps
+    are moved into ``out`` only when all of them are done, so a bad image stops the run
+    with a DataError naming it and leaves no partial output.
+    """
+    from segfew.data import find_image_cases
+    from segfew.io import case_id, read_image, write_image
+    from segfew.runinfo import write_run_info
+
+    report = progress or (lambda stage, done, total: None)
+    cases = find_image_cases([spec.images])
+    paths = [p for case in cases for p in case.images]
+    # One label map per image file: a multi-channel case gets one per channel file.
+    names = {p: f"{case.id if len(case.images) == 1 else case_id(p)}_seg.nii.gz"
+             for case in cases for p in case.images}
+
+    def arrays(stage: str) -> Iterator[np.ndarray]:
+        for i, p in enumerate(paths):
+            report(stage, i, len(paths))
+            yield read_image(p).array
+        report(stage, len(paths), len(paths))
+
+    if spec.centres is not None:
+        labeller = KMeansLabeller.from_file(spec.centres)
+    else:
+        labeller = fit_kmeans(arrays("sampling intensities"), spec.k,
+                              keep_background=spec.keep_background,
+                              background_threshold=spec.background_threshold,
+                              sample_per_image=spec.sample_per_image, seed=spec.seed,
+                              intensity=spec.intensity)
+
+    out = Path(spec.out)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".segfew-label-", dir=out))
+    try:
+        for i, p in enumerate(paths):
+            report("writing labels", i, len(paths))
+            image = read_image(p)
+            write_image(labeller.label(image.array), image, staging / names[p])
+        report("writing labels", len(paths), len(paths))
+        written = []
+        for p in paths:
+            os.replace(staging / names[p], out / names[p])
+            written.append(out / names[p])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    labeller.save(out / "centres.json")
+    write_run_info(out, spec, spec.seed, inputs=paths)
+    return written
+

@@ -1,0 +1,79 @@
+"""Weighted cross entropy with the paper's label weights (SPEC §4).
+
+``L = -Σ_x w_{l(x)} ln p_{l(x)}(x)`` with ``w_l = (Σ_k f_k / f_l)^0.5``, where ``f_l`` is the
+number of training pixels (segmentation) or images (classification) of label ``l``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["WeightedCrossEntropy", "label_weights", "weighted_cross_entropy"]
+
+
+def label_weights(counts: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Label weights ``w_l = (Σ_k f_k / f_l)^0.5`` from per-label counts ``f``.
+
+    A label that never occurs (count 0) gets weight 0 — it cannot be learnt from this
+    training set — and a warning naming it. Returns float64 of the same length.
+
+    >>> label_weights([75, 25]).round(3).tolist()
+    [1.155, 2.0]
+    """
+    f = np.asarray(counts, dtype=np.float64).reshape(-1)
+    if f.size == 0:
+        raise ValueError("label_weights needs at least one label count")
+    if np.any(f < 0) or not np.all(np.isfinite(f)):
+        raise ValueError(f"label counts must be finite and non-negative, got {f.tolist()}")
+    total = f.sum()
+    if total <= 0:
+        raise ValueError("every label count is 0: the training set holds no labelled data")
+    absent = np.flatnonzero(f == 0)
+    if absent.size:
+        warnings.warn(
+            f"label(s) {absent.tolist()} do not occur in the training set; "
+            "they get weight 0 and cannot be learnt",
+            stacklevel=2,
+        )
+    w = np.zeros_like(f)
+    present = f > 0
+    w[present] = np.sqrt(total / f[present])
+    return w
+
+
+class WeightedCrossEntropy(nn.Module):
+    """``mean_x [ -w_{l(x)} ln p_{l(x)}(x) ]`` over every voxel (or image) of the batch.
+
+    Input: logits ``(N, L, *spatial)`` or ``(N, L)``; target long ``(N, *spatial)`` or ``(N,)``.
+
+    Normalisation: divided by the number of voxels/images, NOT by ``Σ_x w_{l(x)}`` (which is
+    what ``nn.CrossEntropyLoss(weight=w)`` does with ``reduction="mean"``). Reasons: with Σw
+    normalisation a batch holding one class only (common with small classification batches)
+    has its weight cancel out entirely, so the re-weighting would act only through the mix of
+    labels within a batch; dividing by the count keeps the loss a constant multiple (1/N) of
+    the paper's sum. It also makes the gradient of a batch split over ranks equal to the mean
+    of the ranks' gradients (what DDP computes) when ranks hold equal numbers of samples.
+    The loss is computed in float32 even under autocast.
+    """
+
+    weight: Tensor | None
+
+    def __init__(self, weights: Tensor | Sequence[float] | np.ndarray | None = None) -> None:
+        super().__init__()
+        w = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float32))
+        self.register_buffer("weight", w)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        per_item = F.cross_entropy(logits.float(), target, weight=self.weight, reduction="none")
+        return per_item.mean()
+
+
+def weighted_cross_entropy(weights: Tensor | None) -> nn.Module:
+    """The SPEC §4 loss with ``weights`` (one per label), or plain cross entropy if None."""
+    return WeightedCrossEntropy(weights)

@@ -1,0 +1,168 @@
+"""k-means pseudo-labels: one labelling shared by all images, saved centres, the command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from segfew.cli import app
+from segfew.config import LabelSpec
+from segfew.errors import DataError
+from segfew.labels import KMeansLabeller, fit_kmeans, label_images
+from tests.conftest import real_data
+
+
+def phantom(rng: np.random.Generator, scale: float, offset: float = 0.0) -> np.ndarray:
+    """Zero background, a dim ring and a bright core (plus a mid blob), mild noise."""
+    shape = (48, 40)
+    yy, xx = np.indices(shape)
+    r = np.hypot(yy - 24, xx - 18)
+    image = np.zeros(shape)
+    image[r < 14] = 0.3
+    image[r < 7] = 0.9
+    image[np.hypot(yy - 8, xx - 34) < 4] = 0.6
+    inside = image > 0
+    image[inside] += rng.normal(0, 0.015, inside.sum())
+    return (image * scale + offset).astype(np.float32)
+
+
+def test_same_structure_gets_same_label_across_intensity_scales(rng):
+    a, b = phantom(rng, 100.0), phantom(rng, 2500.0)  # 25× apart
+    km = fit_kmeans([a, b], k=3, seed=0)
+    assert np.all(np.diff(km.centres) > 0)
+    la, lb = km.label(a), km.label(b)
+    assert la.dtype == np.uint8 and la.shape == a.shape
+    assert np.array_equal(la, lb)
+    assert la[24, 18] == 3 and la[24, 28] == 1 and la[8, 34] == 2  # ordered by intensity
+    assert la[0, 0] == 0 and lb[0, 0] == 0  # background kept
+
+
+def test_pooled_not_per_image(rng):
+    # One image holds only the dark ring: per-image clustering would call it "1..3";
+    # pooled centres keep it the dark label it is in the full image.
+    full = phantom(rng, 1.0)
+    ring_only = np.where((full > 0) & (full < 0.45), full, 0).astype(np.float32)
+    ring_only[0, 1] = 1.0  # same minmax range as the full image
+    km = fit_kmeans([full, ring_only], k=3, seed=0)
+    assert set(np.unique(km.label(ring_only)[2:, 2:])) <= {0, 1}
+
+
+def test_without_background_and_with_threshold(rng):
+    image = phantom(rng, 10.0)
+    km = fit_kmeans([image], k=4, keep_background=False)
+    labels = km.label(image)
+    assert labels.min() == 0 and labels.max() == 3 and labels[0, 0] == 0
+    km = fit_kmeans([image], k=2, background_threshold=0.45)
+    labels = km.label(image)
+    assert labels[24, 28] == 0 and labels[8, 34] == 1 and labels[24, 18] == 2
+
+
+def test_too_few_intensities():
+    with pytest.raises(DataError, match="distinct"):
+        fit_kmeans([np.zeros((8, 8)), np.ones((8, 8))], k=3)
+
+
+def test_centres_json_round_trip(tmp_path, rng):
+    image = phantom(rng, 10.0)
+    km = fit_kmeans([image], k=3, background_threshold=0.01, intensity="zscore")
+    km.save(tmp_path / "centres.json")
+    again = KMeansLabeller.from_file(tmp_path / "centres.json")
+    assert np.array_equal(again.centres, km.centres)
+    assert (again.keep_background, again.background_threshold, again.intensity) == (
+        True, 0.01, "zscore")
+    assert np.array_equal(again.label(image), km.label(image))
+
+
+@pytest.mark.parametrize(
+    "text", ["{not json", "[1, 2]", '{"format": "other"}',
+             '{"format": "segfew-kmeans", "centres": [0.1]}',
+             '{"format": "segfew-kmeans", "centres": [], "keep_background": true, '
+             '"background_threshold": null, "intensity": "minmax"}',
+             '{"format": "segfew-kmeans", "centres": [0.1], "keep_background": true, '
+             '"background_threshold": null, "intensity": "fancy"}'])
+def test_bad_centres_file(tmp_path, text):
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
+        KMeansLabeller.from_file(path)
+    assert str(err.value).startswith(str(path))
+    with pytest.raises(DataError, match="cannot read"):
+        KMeansLabeller.from_file(tmp_path / "missing.json")
+
+
+def write_folder(folder: Path, rng: np.random.Generator, scales=(1.0, 40.0, 900.0)) -> None:
+    folder.mkdir(parents=True)
+    for i, s in enumerate(scales):
+        affine = np.diag([-1.5, 0.8, 1.0, 1.0])  # LAS on disk: reoriented on reading
+        affine[:3, 3] = (10, -5, i)
+        volume = np.stack([phantom(rng, s)] * 3, axis=-1)[::-1]  # 3D, flipped first axis
+        nib.save(nib.Nifti1Image(volume, affine), str(folder / f"p{i}.nii.gz"))
+
+
+def test_label_images_writes_maps_in_source_geometry(tmp_path, rng):
+    write_folder(tmp_path / "images", rng)
+    out = tmp_path / "out"
+    written = label_images(LabelSpec(images=tmp_path / "images", out=out, k=3))
+    assert sorted(p.name for p in written) == ["p0_seg.nii.gz", "p1_seg.nii.gz", "p2_seg.nii.gz"]
+    maps = []
+    for p in written:
+        src = nib.load(str(tmp_path / "images" / p.name.replace("_seg", "")))
+        lab = nib.load(str(p))
+        assert lab.shape == src.shape and np.allclose(lab.affine, src.affine)
+        maps.append(np.asarray(lab.dataobj))
+    assert np.array_equal(maps[0], maps[2]) and maps[0][-25, 18, 1] == 3  # flipped back
+    assert json.loads((out / "run.json").read_text())["spec"]["k"] == 3
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_label_images_bad_image_writes_nothing(tmp_path, rng):
+    write_folder(tmp_path / "images", rng)
+    (tmp_path / "images" / "p9.nii.gz").write_bytes(b"broken")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="p9"):
+        label_images(LabelSpec(images=tmp_path / "images", out=out, k=3))
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_label_and_centres_reuse(tmp_path, rng):
+    write_folder(tmp_path / "images", rng)
+    runner = CliRunner()
+    first = runner.invoke(app, ["label", "--images", str(tmp_path / "images"),
+                                "--out", str(tmp_path / "a"), "--k", "3", "--no-progress"])
+    assert first.exit_code == 0, first.output
+    assert "3 label maps" in first.output
+    write_folder(tmp_path / "new", rng, scales=(7.0,))
+    second = runner.invoke(app, ["label", "--images", str(tmp_path / "new"),
+                                 "--out", str(tmp_path / "b"), "--no-progress",
+                                 "--centres", str(tmp_path / "a" / "centres.json")])
+    assert second.exit_code == 0, second.output
+    a = json.loads((tmp_path / "a" / "centres.json").read_text())
+    b = json.loads((tmp_path / "b" / "centres.json").read_text())
+    assert a["centres"] == b["centres"]  # reused, not refitted
+    reused = np.asarray(nib.load(str(tmp_path / "b" / "p0_seg.nii.gz")).dataobj)
+    fitted = np.asarray(nib.load(str(tmp_path / "a" / "p0_seg.nii.gz")).dataobj)
+    assert np.array_equal(reused, fitted)
+    bad = runner.invoke(app, ["label", "--images", str(tmp_path / "new"), "--out",
+                              str(tmp_path / "c"), "--k", "1"])
+    assert bad.exit_code == 2 and "k" in bad.output
+
+
+@pytest.mark.realdata
+def test_acdc_labels_match_image_geometry(tmp_path):
+    acdc = real_data("acdc")
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in sorted((acdc / "images").glob("*.nii.gz"))[:3]:
+        (images / p.name).symlink_to(p)
+    written = label_images(LabelSpec(images=images, out=tmp_path / "out", k=4))
+    assert len(written) == 3
+    for p in written:
+        src = nib.load(str(acdc / "images" / p.name.replace("_seg", "")))
+        lab = nib.load(str(p))
+        assert lab.shape == src.shape and np.array_equal(lab.affine, src.affine)
+        assert set(np.unique(np.asarray(lab.dataobj))) <= {0, 1, 2, 3, 4}

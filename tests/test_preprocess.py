@@ -1,0 +1,234 @@
+"""Pre-processing: intensity modes, grid shapes, exact inverse geometry, the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import segfew.preprocess as pp
+from segfew.config import PreprocessConfig
+from segfew.errors import DataError, SpecError
+from segfew.preprocess import (
+    PreprocessCache,
+    grid_shape,
+    load_case,
+    normalise,
+    preprocess_image,
+    preprocess_label,
+    restore,
+)
+
+
+def blobs(shape: tuple[int, ...], rng: np.random.Generator, n: int = 3) -> np.ndarray:
+    """A label map of ``n`` large ellipsoidal blobs (labels 1..n) on background 0."""
+    idx = np.indices(shape)
+    out = np.zeros(shape, np.int64)
+    for v in range(1, n + 1):
+        centre = [rng.uniform(0.3, 0.7) * s for s in shape]
+        radius = [max(2.0, 0.22 * s) for s in shape]
+        out[sum(((i - c) / r) ** 2 for i, c, r in zip(idx, centre, radius, strict=True)) <= 1] = v
+    return out
+
+
+def save(array: np.ndarray, path: Path) -> Path:
+    nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
+    return path
+
+
+# ---------------------------------------------------------------- intensity
+
+
+@pytest.mark.parametrize("shape", [(40, 48), (24, 20, 6), (24, 20, 3)])
+def test_clahe_spans_0_to_255(shape, rng):
+    image = rng.gamma(2.0, 300.0, shape)  # skewed MR-like intensities, far from 0-255
+    out = normalise(image, PreprocessConfig(intensity="clahe"))
+    assert out.dtype == np.float32 and out.shape == shape  # a 3-slice volume is not RGB
+    assert out.min() == pytest.approx(0.0) and out.max() == pytest.approx(255.0)
+
+
+def test_zscore_and_minmax(rng):
+    image = rng.normal(500, 80, (32, 32, 4))
+    z = normalise(image, PreprocessConfig(intensity="zscore"))
+    assert abs(z.mean()) < 1e-4 and z.std() == pytest.approx(1.0, abs=1e-4)
+    m = normalise(image, PreprocessConfig(intensity="minmax"))
+    assert m.min() == 0.0 and m.max() == pytest.approx(1.0)
+    assert not normalise(np.full((4, 4), 7.0), PreprocessConfig(intensity="minmax")).any()
+
+
+def test_ct_keeps_hounsfield_units_and_clips_to_window():
+    hu = np.array([[-1000.0, -100.0], [40.0, 1500.0]])
+    assert np.array_equal(normalise(hu, PreprocessConfig(intensity="ct")), hu)
+    windowed = normalise(hu, PreprocessConfig(intensity="ct", window=(-160, 240)))
+    assert windowed.tolist() == [[-160.0, -100.0], [40.0, 240.0]]
+
+
+def test_normalise_does_not_modify_input_and_handles_nan():
+    a = np.array([[1.0, np.nan], [3.0, 5.0]], np.float32)
+    out = normalise(a, PreprocessConfig(intensity="ct"))
+    assert np.isnan(a[0, 1]) and out[0, 1] == 1.0
+
+
+# ---------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "slice_axis", "expected"),
+    [
+        ((50, 70), (32,), 2, (32, 32)),
+        ((50, 70), (32, 48), 2, (32, 48)),
+        ((50, 70, 9), (32,), 2, (32, 32, 32)),
+        ((50, 70, 9), (32, 48), 2, (32, 48, 9)),  # native slice count kept
+        ((9, 50, 70), (32, 48), 0, (32, 48, 9)),  # slice axis moved last
+        ((50, 70, 9), (32, 48, 16), 2, (32, 48, 16)),
+        ((50, 9, 70), (32, 48, 16), 1, (32, 48, 16)),
+    ],
+)
+def test_grid_shape(shape, size, slice_axis, expected):
+    cfg = PreprocessConfig(size=size, slice_axis=slice_axis)
+    assert grid_shape(shape, cfg) == expected
+    assert preprocess_label(np.zeros(shape, np.uint8), cfg).shape == expected
+
+
+def test_grid_shape_rejects_3_sizes_for_2d_and_bad_dims():
+    with pytest.raises(SpecError):
+        grid_shape((40, 40), PreprocessConfig(size=(32, 32, 32)))
+    with pytest.raises(DataError):
+        grid_shape((4, 4, 4, 4), PreprocessConfig())
+
+
+@pytest.mark.parametrize(
+    ("shape", "cfg"),
+    [
+        ((40, 56), PreprocessConfig(size=64)),
+        ((30, 44, 7), PreprocessConfig(size=(48, 64))),
+        ((7, 30, 44), PreprocessConfig(size=(48, 64), slice_axis=0)),
+        ((30, 20, 12), PreprocessConfig(size=32, keep_aspect=True)),
+        ((24, 40), PreprocessConfig(size=(32, 64), keep_aspect=True)),
+        ((30, 13, 20), PreprocessConfig(size=(32, 32), slice_axis=1, keep_aspect=True)),
+    ],
+)
+def test_label_round_trip_is_exact_when_grid_is_not_smaller(shape, cfg, rng):
+    label = blobs(shape, rng)
+    grid = preprocess_label(label, cfg)
+    assert grid.dtype == np.int64
+    back = restore(grid, shape, cfg, order=0)
+    assert back.shape == shape
+    assert np.array_equal(back, label)
+
+
+@pytest.mark.parametrize("keep_aspect", [False, True])
+def test_label_round_trip_when_shrinking_moves_only_boundaries(keep_aspect, rng):
+    shape = (150, 110, 5)
+    cfg = PreprocessConfig(size=(64, 64), keep_aspect=keep_aspect)
+    label = blobs(shape, rng)
+    back = restore(preprocess_label(label, cfg), shape, cfg, order=0)
+    assert back.shape == shape
+    assert (back != label).mean() < 0.02
+    for v in (1, 2, 3):  # every structure survives, roughly the same size
+        assert abs((back == v).sum() / (label == v).sum() - 1) < 0.1
+
+
+def test_keep_aspect_pads_to_a_square_field_of_view(rng):
+    shape = (64, 32)
+    image = np.zeros(shape)
+    image[16:48, 8:24] = 1.0  # a square 32×16 block: stays 2:1 on a square grid
+    cfg = PreprocessConfig(size=32, intensity="minmax", keep_aspect=True)
+    grid = preprocess_image(image, cfg)
+    assert grid.shape == (32, 32)
+    rows, cols = np.nonzero(grid > 0.5)
+    assert np.ptp(rows) + 1 == pytest.approx(2 * (np.ptp(cols) + 1), abs=1)
+    assert grid[:, :8].max() == 0.0  # padding on both sides of the narrow axis
+    stretched = preprocess_image(image, PreprocessConfig(size=32, intensity="minmax"))
+    assert (stretched > 0.5).sum() > (grid > 0.5).sum()
+
+
+def test_restore_probabilities_keeps_leading_axes(rng):
+    shape = (20, 26, 5)
+    cfg = PreprocessConfig(size=(32, 32))
+    probs = rng.random((4, 32, 32, 5)).astype(np.float32)
+    back = restore(probs, shape, cfg, order=1)
+    assert back.shape == (4, *shape)
+    with pytest.raises(ValueError, match="grid"):
+        restore(probs[:, :16], shape, cfg, order=1)
+
+
+def test_preprocess_image_is_float32_on_the_grid(rng):
+    out = preprocess_image(rng.random((50, 40, 6)) * 900, PreprocessConfig(size=(32, 32)))
+    assert out.dtype == np.float32 and out.shape == (32, 32, 6)
+    assert out.min() >= 0 and out.max() <= 255
+
+
+# ---------------------------------------------------------------- cache
+
+
+def test_cache_hits_and_misses(tmp_path, rng, monkeypatch):
+    path = save(rng.random((40, 40)).astype(np.float32), tmp_path / "a.nii.gz")
+    calls = []
+    real = pp.preprocess_image
+    monkeypatch.setattr(pp, "preprocess_image", lambda a, c: calls.append(1) or real(a, c))
+    cache = PreprocessCache(tmp_path / "cache")
+    cfg = PreprocessConfig(size=32)
+
+    first = cache.image(path, cfg)
+    second = cache.image(path, cfg)
+    assert len(calls) == 1 and (cache.hits, cache.misses) == (1, 1)
+    assert np.array_equal(first, second) and isinstance(second, np.memmap)
+    assert not second.flags.writeable
+
+    cache.image(path, PreprocessConfig(size=32, intensity="zscore"))  # changed setting
+    assert len(calls) == 2
+    save(rng.random((40, 40)).astype(np.float32), path)  # changed content
+    cache.image(path, cfg)
+    assert len(calls) == 3
+    assert len(list((tmp_path / "cache").glob("image-*.npy"))) == 3
+    assert not list((tmp_path / "cache").glob(".*tmp*"))  # no temporary files left
+
+    fresh = PreprocessCache(tmp_path / "cache")  # another process, same folder
+    fresh.image(path, cfg)
+    assert len(calls) == 3 and fresh.hits == 1
+
+
+def test_cache_off_and_damaged_entries(tmp_path, rng, monkeypatch):
+    path = save(blobs((40, 40), rng).astype(np.uint8), tmp_path / "l.nii.gz")
+    cfg = PreprocessConfig(size=32)
+    monkeypatch.chdir(tmp_path)
+    for off in (PreprocessCache(None), PreprocessCache(enabled=False)):
+        assert off.label(path, cfg).dtype == np.int64
+    assert not (tmp_path / ".segfew-cache").exists()
+
+    monkeypatch.setenv("SEGFEW_CACHE", str(tmp_path / "env-cache"))
+    cache = PreprocessCache()
+    expected = preprocess_label(blobs((40, 40), np.random.default_rng(0)), cfg)
+    assert np.array_equal(cache.label(path, cfg), expected)
+    (entry,) = (tmp_path / "env-cache").glob("label-*.npy")
+    entry.write_bytes(b"not a numpy file")
+    assert np.array_equal(PreprocessCache().label(path, cfg), expected)
+
+
+def test_load_case_stacks_channels_and_labels(tmp_path, rng):
+    shape = (30, 34, 5)
+    images = tuple(save(rng.random(shape).astype(np.float32), tmp_path / f"c_{i}.nii.gz")
+                   for i in range(2))
+    labels = tuple(save(blobs(shape, rng).astype(np.uint8), tmp_path / f"c_{i}_seg.nii.gz")
+                   for i in range(2))
+    cfg = PreprocessConfig(size=(32, 32))
+    case = SimpleNamespace(id="c", images=images, labels=labels[:1], target=None, group=None)
+    image, label = load_case(case, cfg)  # type: ignore[arg-type]
+    assert image.shape == (2, 32, 32, 5) and image.dtype == np.float32
+    assert label is not None and label.shape == (32, 32, 5) and label.dtype == np.int64
+
+    both = SimpleNamespace(id="c", images=images, labels=labels, target=None, group=None)
+    _, per_channel = load_case(both, cfg, PreprocessCache(tmp_path / "cache"))  # type: ignore[arg-type]
+    assert per_channel is not None and per_channel.shape == (2, 32, 32, 5)
+
+    none = SimpleNamespace(id="c", images=images[:1], labels=(), target=None, group=None)
+    assert load_case(none, cfg)[1] is None  # type: ignore[arg-type]
+
+    other = save(rng.random((30, 34, 6)).astype(np.float32), tmp_path / "d.nii.gz")
+    bad = SimpleNamespace(id="c", images=(images[0], other), labels=(), target=None, group=None)
+    with pytest.raises(DataError, match="different grids"):
+        load_case(bad, cfg)  # type: ignore[arg-type]
