@@ -138,6 +138,7 @@ def pretrain(spec: PretrainSpec, *, resume: bool = False, console: Console | Non
     from segfew.preprocess import PreprocessCache
     from segfew.runinfo import versions, write_run_info
     from segfew.train import fit, label_weights, seed_everything
+    from segfew.train.distributed import is_main
 
     cache = cache if cache is not None else PreprocessCache()
     seed_everything(spec.train.seed)
@@ -165,8 +166,9 @@ def pretrain(spec: PretrainSpec, *, resume: bool = False, console: Console | Non
 
     model = MNet(dim, in_channels, num_labels, n_s=spec.network.n_s, dropout=spec.network.dropout)
     run_dir = run_dir_for(spec.out)
-    write_run_info(run_dir, spec, spec.train.seed,
-                   [p for c in cases for p in (*c.images, *c.labels)])
+    if is_main():
+        write_run_info(run_dir, spec, spec.train.seed,
+                       [p for c in cases for p in (*c.images, *c.labels)])
     result = fit(model, ArrayDataset(train_x, train_y),
                  ArrayDataset(val_x, val_y) if val_x else None,
                  task="segmentation", num_classes=num_labels, cfg=spec.train, out_dir=run_dir,
@@ -174,6 +176,8 @@ def pretrain(spec: PretrainSpec, *, resume: bool = False, console: Console | Non
     state = torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
     model.load_state_dict(state)
     model.eval()
+    if not is_main():  # under torchrun only rank 0 evaluates and writes
+        return PretrainResult(spec.out, run_dir, {}, None, result.history, result.stopped)
 
     dice = validation_dice(model, val_cases, spec.preprocess, names, cache)
     known = [v for v in dice.values() if v is not None]
@@ -300,6 +304,7 @@ def train_classifier(spec: ClassifierSpec, *, cases: Sequence[Case] | None = Non
     from segfew.preprocess import PreprocessCache
     from segfew.runinfo import versions, write_run_info
     from segfew.train import fit, label_weights, seed_everything
+    from segfew.train.distributed import is_main
 
     start = time.perf_counter()
     cache = cache if cache is not None else PreprocessCache()
@@ -337,7 +342,7 @@ def train_classifier(spec: ClassifierSpec, *, cases: Sequence[Case] | None = Non
 
     model, arch, _ = build_classifier(spec, in_channels, len(classes), grid)
     run_dir = run_dir_for(spec.out)
-    if write_info:
+    if write_info and is_main():
         write_run_info(run_dir, spec, spec.train.seed,
                        [p for c in [*train_cases, *val_list] for p in c.images])
     counts = np.bincount(np.asarray(train_y), minlength=len(classes))
@@ -351,6 +356,8 @@ def train_classifier(spec: ClassifierSpec, *, cases: Sequence[Case] | None = Non
                  console=console)
     model.load_state_dict(torch.load(result.best_path, map_location="cpu",
                                      weights_only=True)["model"])
+    if not is_main():
+        return ClassifierResult(spec.out, run_dir, classes, result.history, result.stopped)
     meta = ModelMeta(
         kind="classifier",
         architecture=Architecture.model_validate(arch),

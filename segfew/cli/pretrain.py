@@ -48,7 +48,7 @@ def pretrain(
     from segfew.config import PretrainSpec, preset as preset_values, resolve_spec
     from segfew.pipeline import pretrain as run_pretrain
     from segfew.preprocess import PreprocessCache
-    from segfew.train.distributed import is_main, setup, teardown
+    from segfew.train.distributed import is_main
 
     overrides = {
         "data": {"images": images, "labels": labels, "channels": split_list(channels)},
@@ -59,12 +59,8 @@ def pretrain(
                   "device": device, "progress": None if progress else False},
     }
     resolved = resolve_spec(PretrainSpec, overrides, spec, preset_values(preset, "pretrain"))
-    setup()
-    try:
-        result = run_pretrain(resolved, resume=resume, console=console,
-                              cache=PreprocessCache(enabled=not no_cache))
-    finally:
-        teardown()
+    result = run_pretrain(resolved, resume=resume, console=console,
+                          cache=PreprocessCache(enabled=not no_cache))
     if not is_main():
         return
     table = Table(title="Validation Dice (network grid)")

@@ -52,7 +52,7 @@ def train_classifier(
     from segfew.config import ClassifierSpec, preset as preset_values, resolve_spec
     from segfew.pipeline import train_classifier as run_train
     from segfew.preprocess import PreprocessCache
-    from segfew.train.distributed import is_main, setup, teardown
+    from segfew.train.distributed import is_main
 
     overrides = {
         "data": {"images": images, "table": table, "channels": split_list(channels),
@@ -71,12 +71,8 @@ def train_classifier(
         fw = read_spec_file(spec).get("framework")
     resolved = resolve_spec(ClassifierSpec, overrides, spec,
                             preset_values(preset, "classifier", fw))
-    setup()
-    try:
-        result = run_train(resolved, resume=resume, console=console,
-                           cache=PreprocessCache(enabled=not no_cache))
-    finally:
-        teardown()
+    result = run_train(resolved, resume=resume, console=console,
+                       cache=PreprocessCache(enabled=not no_cache))
     if is_main():
         last = result.history[-1] if result.history else {}
         figures = ", ".join(f"{k} {v:.3f}" for k, v in last.items()

@@ -1,0 +1,286 @@
+"""Check a dataset before training: what is there, and every problem that would break a run.
+
+:func:`inspect_dataset` matches cases with the same rules as training (``segfew.data``) but
+collects every problem instead of stopping at the first, then reads each file once, never
+stopping at a bad one, and summarises shapes, spacings, orientations, intensities, label
+values and classes (issue 2, item 6).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segfew.data import (
+    Case,
+    _find_class_folders,
+    _find_images,
+    _find_segmentation,
+    _nnunet_layout,
+    _Problems,
+    _read_table,
+    _with_targets,
+    check_label_values,
+    read_dataset_json,
+)
+from segfew.errors import DataError
+from segfew.io import Image, is_image_file, read_image
+
+__all__ = ["CaseReport", "DatasetReport", "inspect_dataset"]
+
+Progress = Callable[[int, int, str], None]
+"""Called after each case with (cases done, cases in all, case id)."""
+
+
+@dataclass
+class CaseReport:
+    """What one case holds; shape and spacing are in the file's own axis order."""
+
+    id: str
+    target: str | None = None
+    channels: int = 0
+    labels: int = 0
+    shape: tuple[int, ...] | None = None
+    spacing: tuple[float, ...] | None = None
+    orientation: str | None = None
+    intensity: tuple[float, float, float] | None = None
+    """(min, max, mean) over every channel."""
+    label_counts: dict[int, int] = field(default_factory=dict)
+    """Label value → voxel count over the case's label maps."""
+    ok: bool = True
+
+
+@dataclass
+class DatasetReport:
+    """The result of :func:`inspect_dataset`.
+
+    ``problems`` lists every problem found, one line each; ``fatal_problems`` are those that
+    would break training (a subset), and ``fatal`` says whether there are any.
+    """
+
+    images: Path
+    labels: Path | None = None
+    table: Path | None = None
+    kind: str = "images"
+    """``segmentation`` (with label maps), ``classification`` (with classes) or ``images``."""
+    channel_names: list[str] = field(default_factory=list)
+    cases: list[CaseReport] = field(default_factory=list)
+    label_counts: dict[int, int] = field(default_factory=dict)
+    """Label value → voxels over all label maps."""
+    label_volumes: dict[int, int] = field(default_factory=dict)
+    """Label value → number of label maps that contain it."""
+    label_names: dict[int, str] | None = None
+    class_counts: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    fatal_problems: list[str] = field(default_factory=list)
+
+    @property
+    def fatal(self) -> bool:
+        return bool(self.fatal_problems)
+
+    @property
+    def n_cases(self) -> int:
+        return len(self.cases)
+
+    @property
+    def n_channels(self) -> int:
+        counts = {c.channels for c in self.cases}
+        return counts.pop() if len(counts) == 1 else max(counts, default=0)
+
+    @property
+    def n_images(self) -> int:
+        return sum(c.channels for c in self.cases)
+
+    @property
+    def n_labelled(self) -> int:
+        """Number of label maps (labelled volumes or slices)."""
+        return sum(c.labels for c in self.cases)
+
+    @property
+    def dims(self) -> list[int]:
+        return sorted({len(c.shape) for c in self.cases if c.shape is not None})
+
+    def add(self, problem: str | DataError, fatal: bool = True) -> None:
+        text = str(problem)
+        self.problems.append(text)
+        if fatal:
+            self.fatal_problems.append(text)
+
+
+def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None = None,
+                    channels: Sequence[str] | None = None, id_column: str | None = None,
+                    label_column: str | None = None, group_column: str | None = None,
+                    label_values: set[int] | None = None,
+                    progress: Progress | None = None) -> DatasetReport:
+    """Match and read every case of a dataset, and report what it holds and what is wrong.
+
+    ``images``/``labels``/``table``/``channels`` and the column names mean what they mean
+    for training (see :mod:`segfew.data`). Without ``labels`` or ``table``, an nnU-Net
+    dataset is read with its ``labelsTr``, a folder of class sub-folders as classes, and
+    any other folder as unlabelled images. ``label_values`` is the declared label set
+    (default: the labels of an nnU-Net ``dataset.json``, else any non-negative integer).
+    """
+    images = Path(images)
+    labels = None if labels is None else Path(labels)
+    table = None if table is None else Path(table)
+    report = DatasetReport(images=images, labels=labels, table=table)
+    found = _Problems(collect=True)
+    try:
+        cases = _match(report, found, channels, id_column, label_column, group_column)
+    except DataError as e:  # a table that cannot be used at all
+        cases = []
+        found.items.append(e)
+    for err in found.items:
+        report.add(err)
+    if label_values is None and report.label_names:
+        label_values = set(report.label_names)
+    if channels:
+        report.channel_names = list(channels)
+    elif cases and not report.channel_names:
+        report.channel_names = cases[0].channel_names
+
+    for i, case in enumerate(cases):
+        report.cases.append(_inspect_case(case, label_values, report))
+        if progress is not None:
+            progress(i + 1, len(cases), case.id)
+    _check_dataset(report, cases)
+    return report
+
+
+def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | None,
+           id_column: str | None, label_column: str | None,
+           group_column: str | None) -> list[Case]:
+    images, labels, table = report.images, report.labels, report.table
+    layout = _nnunet_layout(images) if images.is_dir() else None
+    if layout is not None and layout[2] is not None:
+        names, label_names = read_dataset_json(layout[2])
+        report.label_names = label_names
+        if names and not channels:
+            report.channel_names = names
+    segmentation = labels is not None or (layout is not None and layout[1] is not None) or (
+        table is None and images.is_dir() and any(is_image_file(p) for p in images.iterdir()))
+    if segmentation:
+        cases = _find_segmentation(images, labels, channels, found)
+        report.kind = "segmentation" if any(c.labels for c in cases) else "images"
+        if table is not None:
+            classified = _read_table(table, images if layout is None else layout[0], channels,
+                                     id_column, label_column, group_column, found)
+            cases = _with_targets(cases, classified, found)
+        return cases
+    if table is not None:
+        report.kind = "classification"
+        return _read_table(table, images, channels, id_column, label_column, group_column, found)
+    if images.is_dir() and any(p.is_dir() for p in images.iterdir()):
+        report.kind = "classification"
+        return _find_class_folders(images, channels, found)
+    return _find_images(images, channels, False, found)
+
+
+def _inspect_case(case: Case, label_values: set[int] | None,
+                  report: DatasetReport) -> CaseReport:
+    out = CaseReport(id=case.id, target=case.target, channels=len(case.images),
+                     labels=len(case.labels))
+    first: Image | None = None
+    lo, hi, total, n = np.inf, -np.inf, 0.0, 0
+    for path in case.images:
+        img = _read(path, report, out)
+        if img is None:
+            continue
+        if first is None:
+            first = img
+            out.shape = _source_shape(img)
+            out.spacing = tuple(float(round(s, 4)) for s in
+                                np.linalg.norm(img.source_affine[:3, : img.dim], axis=0))
+            out.orientation = img.orientation
+        elif not _same_grid(img, first, report, out):
+            continue
+        arr = img.array
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            _fail(report, out, DataError("image has NaN or infinite values", path))
+            continue
+        lo, hi = min(lo, float(arr.min())), max(hi, float(arr.max()))
+        total += float(arr.sum(dtype=np.float64))
+        n += arr.size
+        if arr.min() == arr.max():
+            report.add(DataError(f"image is constant ({float(arr.min()):g})", path), fatal=False)
+    if n:
+        out.intensity = (lo, hi, total / n)
+    counts: Counter[int] = Counter()
+    for path in case.labels:
+        lab = _read(path, report, out)
+        if lab is None or (first is not None and not _same_grid(lab, first, report, out)):
+            continue
+        try:
+            arr = check_label_values(lab.array, label_values, path)
+        except DataError as e:
+            _fail(report, out, e)
+            continue
+        bins = np.bincount(arr.ravel().astype(np.int64, copy=False))
+        present = {int(v): int(c) for v, c in enumerate(bins) if c}
+        counts.update(present)
+        for value in present:
+            report.label_volumes[value] = report.label_volumes.get(value, 0) + 1
+        if set(present) == {0}:
+            report.add(DataError("label map is all background", path), fatal=False)
+    out.label_counts = dict(sorted(counts.items()))
+    for value, count in counts.items():
+        report.label_counts[value] = report.label_counts.get(value, 0) + count
+    return out
+
+
+def _read(path: Path, report: DatasetReport, out: CaseReport) -> Image | None:
+    try:
+        return read_image(path)
+    except DataError as e:
+        _fail(report, out, e)
+        return None
+
+
+def _fail(report: DatasetReport, out: CaseReport, problem: DataError) -> None:
+    report.add(problem)
+    out.ok = False
+
+
+def _same_grid(img: Image, first: Image, report: DatasetReport, out: CaseReport) -> bool:
+    if img.shape != first.shape:
+        _fail(report, out, DataError(f"shape {_source_shape(img)} differs from {first.path} "
+                                     f"{_source_shape(first)}", img.path))
+        return False
+    if not np.allclose(img.source_affine, first.source_affine, rtol=1e-5, atol=1e-3):
+        _fail(report, out, DataError("geometry (affine/spacing/origin/direction) differs from "
+                                     f"{first.path}", img.path))
+        return False
+    return True
+
+
+def _source_shape(img: Image) -> tuple[int, ...]:
+    shape = img.source_shape
+    while len(shape) > img.dim and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def _check_dataset(report: DatasetReport, cases: Sequence[Case]) -> None:
+    """Problems that only show across cases."""
+    if len(report.dims) > 1:
+        report.add("images mix 2D and 3D: "
+                   + ", ".join(f"{sum(1 for c in report.cases if c.shape and len(c.shape) == d)}"
+                               f" are {d}D" for d in report.dims))
+    targets = [c.target for c in cases if c.target is not None]
+    if targets:
+        report.class_counts = dict(sorted(Counter(targets).items()))
+        if len(report.class_counts) < 2:
+            report.add(f"only one class ({targets[0]!r}); a classifier needs at least two")
+        for name, count in report.class_counts.items():
+            if count < 2:
+                report.add(f"class {name!r} has only {count} case; a split needs at least two",
+                           fatal=False)
+    if report.label_names:
+        for value, name in sorted(report.label_names.items()):
+            if report.label_counts and value not in report.label_counts:
+                report.add(f"label {value} ({name}) never appears in the label maps",
+                           fatal=False)

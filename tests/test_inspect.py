@@ -1,0 +1,142 @@
+"""``inspect_dataset`` and ``segfew inspect``: summaries, collected problems, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from segfew.cli import app
+from segfew.inspect import inspect_dataset
+from tests.conftest import real_data
+from tests.test_data import nii
+
+LPS = np.diag([-1.5, -1.5, 5.0, 1.0])
+
+
+def dataset(root: Path, n: int = 4) -> tuple[Path, Path, Path]:
+    """n two-channel cases with per-channel labels and a class table."""
+    images, labels = root / "images", root / "labels"
+    for i in range(n):
+        for ch in ("ed", "es"):
+            nii(images / f"p{i}_{ch}.nii.gz", value=7, dtype=np.int16,
+                affine=LPS)
+            nii(labels / f"p{i}_{ch}_gt.nii.gz", value=1 + i % 2,
+                affine=LPS)
+    table = root / "t.csv"
+    table.write_text("id,label\n" + "".join(f"p{i},{'AB'[i % 2]}\n" for i in range(n)))
+    return images, labels, table
+
+
+def test_clean_dataset_summary(tmp_path: Path) -> None:
+    images, labels, table = dataset(tmp_path)
+    seen: list[int] = []
+    report = inspect_dataset(images, labels, table, ["ed", "es"],
+                             progress=lambda done, total, cid: seen.append(done))
+    assert report.problems == [] and not report.fatal
+    assert (report.n_cases, report.n_channels, report.n_images, report.n_labelled) == (4, 2, 8, 8)
+    assert report.kind == "segmentation" and report.channel_names == ["ed", "es"]
+    assert report.class_counts == {"A": 2, "B": 2}
+    assert report.label_counts == {0: 8 * 24, 1: 4 * 24, 2: 4 * 24}
+    assert report.label_volumes == {0: 8, 1: 4, 2: 4}
+    case = report.cases[0]
+    assert case.shape == (4, 4, 3) and case.spacing == (1.5, 1.5, 5.0)
+    assert case.orientation == "LPS" and case.intensity == (0.0, 7.0, 3.5)
+    assert seen == [1, 2, 3, 4]
+
+
+def test_every_problem_is_collected(tmp_path: Path) -> None:
+    images, labels, table = dataset(tmp_path, n=4)
+    (images / "p0_es.nii.gz").write_bytes(b"corrupt" * 20)                  # unreadable
+    nii(labels / "p1_ed_gt.nii.gz", shape=(4, 4, 2))                          # shape mismatch
+    nii(labels / "p2_es_gt.nii.gz", value=9, affine=LPS)                      # bad label value
+    nii(labels / "zz_ed_gt.nii.gz")                                           # label w/o image
+    with table.open("a") as f:
+        f.write("p9,A\n")                                                     # id w/o image
+    report = inspect_dataset(images, labels, table, ["ed", "es"], label_values={0, 1, 2})
+    text = "\n".join(report.problems)
+    assert report.fatal
+    assert "p0_es.nii.gz: cannot read image" in text
+    assert "p1_ed_gt.nii.gz: shape (4, 4, 2) differs" in text
+    assert "p2_es_gt.nii.gz: label values [9] outside the declared set [0, 1, 2]" in text
+    assert "zz_ed_gt.nii.gz: label without image" in text
+    assert "id 'p9' has no image" in text
+    assert report.n_cases == 4  # every matched case was still read
+    assert [c.ok for c in report.cases] == [False, False, False, True]
+
+
+def test_non_fatal_notes_and_single_class(tmp_path: Path) -> None:
+    images, labels, table = dataset(tmp_path, n=1)
+    report = inspect_dataset(images, labels, table, ["ed", "es"])
+    assert report.fatal
+    assert any("only one class" in p for p in report.fatal_problems)
+    assert any("has only 1 case" in p for p in report.problems)
+    assert not any("has only 1 case" in p for p in report.fatal_problems)
+
+
+def test_mixed_dimensions_is_fatal(tmp_path: Path) -> None:
+    nii(tmp_path / "a.nii.gz", shape=(4, 4, 3))
+    nii(tmp_path / "b.nii.gz", shape=(4, 4))
+    report = inspect_dataset(tmp_path)
+    assert report.kind == "images" and report.dims == [2, 3]
+    assert report.fatal and "mix 2D and 3D" in report.fatal_problems[0]
+
+
+def test_nnunet_and_class_folders(tmp_path: Path) -> None:
+    root = tmp_path / "Dataset002"
+    nii(root / "imagesTr" / "c1_0000.nii.gz")
+    nii(root / "labelsTr" / "c1.nii.gz")
+    (root / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "tumour": 2}}))
+    report = inspect_dataset(root)
+    assert report.kind == "segmentation" and report.channel_names == ["CT"]
+    assert report.label_names == {0: "background", 1: "liver", 2: "tumour"}
+    assert any("label 2 (tumour) never appears" in p for p in report.problems)
+    assert not report.fatal
+
+    nii(tmp_path / "cls" / "x" / "a.nii.gz")
+    nii(tmp_path / "cls" / "y" / "b.nii.gz")
+    report = inspect_dataset(tmp_path / "cls")
+    assert report.kind == "classification" and report.class_counts == {"x": 1, "y": 1}
+
+
+def test_missing_table_column_is_reported_not_raised(tmp_path: Path) -> None:
+    images, labels, table = dataset(tmp_path)
+    table.write_text("foo,bar\np0,A\n")
+    report = inspect_dataset(images, labels, table, ["ed", "es"])
+    assert report.fatal and "columns: foo, bar" in report.problems[0]
+
+
+def test_cli_clean_and_fatal(tmp_path: Path) -> None:
+    images, labels, table = dataset(tmp_path)
+    runner = CliRunner()
+    args = ["inspect", "--images", str(images), "--labels", str(labels), "--table", str(table),
+            "--channels", "ed,es", "--no-progress"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "no problems found" in result.output and "labelled volumes" in result.output
+    nii(labels / "zz_ed_gt.nii.gz")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "label without image" in result.output
+    result = runner.invoke(app, [*args, "--label-values", "0,x"])
+    assert result.exit_code == 2 and "--label-values must be integers" in result.output
+
+
+def test_cli_help_shows_example() -> None:
+    result = CliRunner().invoke(app, ["inspect", "--help"])
+    assert result.exit_code == 0 and "segfew inspect --images data/images" in result.output
+
+
+@pytest.mark.realdata
+def test_acdc_inspect() -> None:
+    acdc = real_data("acdc")
+    report = inspect_dataset(acdc / "images", acdc / "labels", acdc / "labels.csv",
+                             ["frame01", "frame02"])
+    assert report.problems == []
+    assert (report.n_cases, report.n_channels, report.n_labelled) == (60, 2, 120)
+    assert report.class_counts == {"DCM": 12, "HCM": 12, "MINF": 12, "NOR": 12, "RV": 12}
+    assert set(report.label_counts) == {0, 1, 2, 3}

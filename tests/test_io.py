@@ -1,0 +1,246 @@
+"""Image readers and writers: every format, canonical orientation, geometry round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from segfew.errors import DataError
+from segfew.io import IMAGE_SUFFIXES, case_id, is_image_file, read_image, write_image
+
+LPS_OBLIQUE = np.array([
+    [-0.9, 0.1, 0.0, 12.0],
+    [-0.1, -0.9, 0.2, -30.0],
+    [0.0, 0.3, 2.5, 7.5],
+    [0.0, 0.0, 0.0, 1.0],
+])
+
+
+def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def save_itk(path: Path, array_xyz: np.ndarray, spacing=None, origin=None, direction=None,
+             vector: bool = False) -> Path:
+    """Write an array indexed (X, Y[, Z]) with SimpleITK, which wants (Z, Y, X)."""
+    ndim = array_xyz.ndim - int(vector)
+    axes = tuple(range(ndim))[::-1] + ((ndim,) if vector else ())
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz.transpose(axes)), isVector=vector)
+    if spacing is not None:
+        img.SetSpacing(spacing)
+    if origin is not None:
+        img.SetOrigin(origin)
+    if direction is not None:
+        img.SetDirection(direction)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+def save_dicom_series(folder: Path, array_xyz: np.ndarray, spacing=(0.8, 0.8, 3.0),
+                      origin=(-10.0, 20.0, 5.0)) -> Path:
+    folder.mkdir(parents=True)
+    series_uid = "1.2.826.0.1.3680043.2.1125.1"
+    for z in range(array_xyz.shape[2]):
+        sl = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz[:, :, z].T.astype(np.int16)))
+        sl.SetSpacing(spacing[:2])
+        pos = (origin[0], origin[1], origin[2] + z * spacing[2])
+        for tag, value in {
+            "0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.2.1125.2",
+            "0020|000e": series_uid, "0020|0013": str(z + 1),
+            "0020|0032": "\\".join(f"{p:.4f}" for p in pos),
+            "0020|0037": "1\\0\\0\\0\\1\\0", "0018|0050": f"{spacing[2]:.4f}",
+            "0028|0030": f"{spacing[1]:.4f}\\{spacing[0]:.4f}",
+        }.items():
+            sl.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.Execute(sl)
+    return folder
+
+
+@pytest.fixture
+def vol(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 1000, size=(6, 5, 4)).astype(np.int16)
+
+
+def test_case_id_strips_every_image_suffix() -> None:
+    assert case_id(Path("a/b/p1_frame01.nii.gz")) == "p1_frame01"
+    assert case_id(Path("x.y.NRRD")) == "x.y"
+    assert case_id(Path("scan.mha")) == "scan"
+    assert ".nii.gz" in IMAGE_SUFFIXES and ".dcm" in IMAGE_SUFFIXES
+
+
+def test_is_image_file_ignores_hidden_and_other_files(tmp_path: Path) -> None:
+    (tmp_path / "a.nii.gz").write_bytes(b"x")
+    (tmp_path / ".a.nii.gz").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "b.raw").write_bytes(b"x")
+    found = sorted(p.name for p in tmp_path.iterdir() if is_image_file(p))
+    assert found == ["a.nii.gz"]
+
+
+def test_nifti_ras_is_read_unchanged(tmp_path: Path, vol: np.ndarray) -> None:
+    affine = np.diag([0.5, 0.7, 3.0, 1.0])
+    img = read_image(save_nifti(tmp_path / "a.nii.gz", vol, affine))
+    assert img.dim == 3 and img.array.dtype == np.int16
+    np.testing.assert_array_equal(img.array, vol)
+    np.testing.assert_allclose(img.affine, affine)
+    assert img.spacing == (0.5, 0.7, 3.0)
+    assert img.orientation == "RAS"
+
+
+def test_nifti_lps_is_reoriented_to_ras(tmp_path: Path, vol: np.ndarray) -> None:
+    affine = np.diag([-0.5, -0.7, 3.0, 1.0])
+    img = read_image(save_nifti(tmp_path / "a.nii", vol, affine))
+    assert img.orientation == "LPS"
+    np.testing.assert_array_equal(img.array, vol[::-1, ::-1, :])
+    assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
+    # the same voxel keeps its world position
+    world_src = affine @ np.array([1, 2, 3, 1])
+    world_new = img.affine @ np.array([vol.shape[0] - 2, vol.shape[1] - 3, 3, 1])
+    np.testing.assert_allclose(world_src, world_new)
+
+
+@pytest.mark.parametrize("affine", [np.diag([-0.5, -0.7, 3.0, 1.0]), LPS_OBLIQUE],
+                         ids=["lps", "oblique"])
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_write_image_round_trip_restores_source_geometry(
+        tmp_path: Path, vol: np.ndarray, affine: np.ndarray, suffix: str) -> None:
+    src = save_nifti(tmp_path / "src.nii.gz", vol, affine)
+    img = read_image(src)
+    labels = (img.array > 500).astype(np.int64)  # a label map on the canonical grid
+    out = write_image(labels, img, tmp_path / f"seg{suffix}")
+    if suffix == ".nii.gz":
+        raw = nib.load(str(out))
+        assert raw.shape == vol.shape
+        assert raw.get_data_dtype() == np.uint8
+        np.testing.assert_allclose(raw.affine, affine, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(raw.dataobj), (vol > 500).astype(np.uint8))
+    back = read_image(out)
+    np.testing.assert_array_equal(back.array, labels)
+    np.testing.assert_allclose(back.affine, img.affine, atol=1e-5)
+    np.testing.assert_allclose(back.source_affine, affine, atol=1e-5)
+    assert back.source_shape == vol.shape
+
+
+def test_write_probabilities_with_channel_axis(tmp_path: Path, vol: np.ndarray) -> None:
+    img = read_image(save_nifti(tmp_path / "src.nii.gz", vol, np.diag([-1.0, 1.0, 2.0, 1.0])))
+    probs = np.stack([img.array / 1000.0, 1 - img.array / 1000.0], axis=-1)
+    raw = nib.load(str(write_image(probs, img, tmp_path / "p.nii.gz")))
+    assert raw.shape == (*vol.shape, 2)
+    assert raw.get_data_dtype() == np.float32
+    np.testing.assert_allclose(raw.get_fdata()[..., 0], vol / 1000.0, rtol=1e-6)
+
+
+def test_write_rejects_wrong_shape(tmp_path: Path, vol: np.ndarray) -> None:
+    img = read_image(save_nifti(tmp_path / "src.nii.gz", vol))
+    with pytest.raises(DataError, match="does not fit the reference grid"):
+        write_image(np.zeros((3, 3, 3)), img, tmp_path / "x.nii.gz")
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_2d_slice_stored_as_3d_is_squeezed_and_written_back(tmp_path: Path) -> None:
+    arr = np.arange(12, dtype=np.uint8).reshape(4, 3, 1)
+    img = read_image(save_nifti(tmp_path / "s.nii.gz", arr))
+    assert img.dim == 2 and img.shape == (4, 3)
+    raw = nib.load(str(write_image(img.array, img, tmp_path / "o.nii.gz")))
+    assert raw.shape == (4, 3, 1)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".mhd", ".tif"])
+def test_itk_formats_read_3d_with_lps_geometry(tmp_path: Path, vol: np.ndarray,
+                                               suffix: str) -> None:
+    path = save_itk(tmp_path / f"a{suffix}", vol, spacing=(0.5, 0.7, 3.0), origin=(10, 20, 30))
+    img = read_image(path)
+    assert img.dim == 3
+    assert img.orientation == "LPS"  # ITK identity direction is LPS
+    np.testing.assert_array_equal(img.array, vol[::-1, ::-1, :])
+    if suffix != ".tif":  # TIFF does not store an origin
+        # voxel (0,0,0) of the file is at LPS (10,20,30) = RAS (-10,-20,30)
+        np.testing.assert_allclose(img.source_affine[:3, 3], [-10, -20, 30])
+        np.testing.assert_allclose(img.spacing, (0.5, 0.7, 3.0))
+    out = write_image(img.array, img, tmp_path / f"b{suffix}")
+    back = sitk.ReadImage(str(out))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), vol.transpose(2, 1, 0))
+    if suffix != ".tif":
+        np.testing.assert_allclose(back.GetOrigin(), (10, 20, 30))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".jpg"])
+def test_2d_formats(tmp_path: Path, suffix: str) -> None:
+    arr = np.zeros((7, 5), dtype=np.uint8)
+    arr[2:5, 1:3] = 200
+    img = read_image(save_itk(tmp_path / f"a{suffix}", arr))
+    assert img.dim == 2 and img.shape == (7, 5)
+    if suffix == ".jpg":  # lossy
+        assert abs(float(img.array[3, 2]) - 200) < 30 and float(img.array[6, 4]) < 30
+    else:
+        np.testing.assert_array_equal(img.array, arr)
+        out = write_image(img.array, img, tmp_path / f"b{suffix}")
+        np.testing.assert_array_equal(read_image(out).array, arr)
+
+
+def test_rgb_png_becomes_grayscale(tmp_path: Path) -> None:
+    rgb = np.zeros((4, 3, 3), dtype=np.uint8)
+    rgb[..., 1] = 100
+    img = read_image(save_itk(tmp_path / "rgb.png", rgb, vector=True))
+    assert img.dim == 2 and img.shape == (4, 3)
+    np.testing.assert_allclose(img.array, 71.54, atol=0.01)
+
+
+def test_png_rejects_float_output(tmp_path: Path) -> None:
+    img = read_image(save_itk(tmp_path / "a.png", np.zeros((4, 4), np.uint8)))
+    with pytest.raises(DataError, match="cannot hold float"):
+        write_image(np.zeros((4, 4), np.float32), img, tmp_path / "b.png")
+
+
+def test_dicom_series_folder(tmp_path: Path, vol: np.ndarray) -> None:
+    folder = save_dicom_series(tmp_path / "series", vol)
+    img = read_image(folder)
+    assert img.dim == 3 and img.shape == vol.shape
+    np.testing.assert_array_equal(img.array, vol[::-1, ::-1, :])
+    np.testing.assert_allclose(img.spacing, (0.8, 0.8, 3.0), atol=1e-4)
+    assert img.orientation == "LPS"
+    one = read_image(folder / "slice000.dcm")  # a single DICOM file is a 2D image
+    assert one.dim == 2
+
+
+def test_4d_and_1d_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"4 dimensions.*expected a 2D or 3D"):
+        read_image(save_nifti(tmp_path / "a.nii.gz", np.zeros((3, 3, 3, 2), np.float32)))
+    with pytest.raises(DataError, match="1 dimensions"):
+        read_image(save_nifti(tmp_path / "b.nii.gz", np.zeros((5,), np.float32)))
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("bad.nii.gz", b"not a gzip" * 40, "not a gzip file"),
+    ("bad.nrrd", b"garbage" * 40, "unknown format or corrupt file"),
+    ("empty.mha", b"", "empty file"),
+])
+def test_corrupt_files_give_one_line_error_naming_file(tmp_path: Path, name: str,
+                                                       content: bytes, reason: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        read_image(path)
+    assert str(err.value) == f"{path}: cannot read image ({reason})"
+
+
+def test_missing_file_and_folder_without_dicom(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        read_image(tmp_path / "none.nii.gz")
+    with pytest.raises(DataError, match="folder without DICOM"):
+        read_image(tmp_path)
+
+
+def test_truncated_nifti(tmp_path: Path, vol: np.ndarray) -> None:
+    path = save_nifti(tmp_path / "a.nii", vol)
+    path.write_bytes(path.read_bytes()[:400])
+    with pytest.raises(DataError, match=r"a\.nii: cannot read image"):
+        read_image(path)
