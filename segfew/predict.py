@@ -1,0 +1,520 @@
+"""Run a saved model on new scans: class probabilities, or label maps in the source geometry.
+
+A model file (``segfew.modelfile``) carries its pre-processing, so prediction repeats
+training's resampling and intensity normalisation exactly (SPEC §5). Classification is
+batched; a case that cannot be read or pre-processed becomes an error row and never stops
+the batch. A segmentation is written back on the input image's grid and geometry, so it
+overlays the scan in ITK-SNAP or 3D Slicer.
+
+Example::
+
+    from segfew.predict import predict_paths
+    out, n_failed = predict_paths("clf.pt", [Path("scans/")], Path("predictions.csv"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segfew.atomic import atomic_path
+from segfew.errors import DataError, SegfewError
+
+if TYPE_CHECKING:
+    import torch
+
+    from segfew.data import Case
+    from segfew.io import Image
+    from segfew.preprocess import PreprocessCache
+
+__all__ = [
+    "PredictionRow",
+    "Predictor",
+    "classify_probabilities",
+    "predict_paths",
+    "segment_probabilities",
+]
+
+Progress = Callable[[int], None]
+"""Called with the number of cases just finished (an increment)."""
+
+# Files in an input folder that are obviously not scans: skipped without an error row.
+NON_IMAGE_SUFFIXES = frozenset({
+    ".csv", ".tsv", ".json", ".txt", ".md", ".rst", ".toml", ".yaml", ".yml", ".xml",
+    ".html", ".pdf", ".log", ".pt", ".pth", ".py", ".sh", ".zip", ".tar", ".xlsx",
+    ".xls", ".ini", ".cfg", ".pkl", ".npy", ".npz",
+})
+
+
+# ----------------------------------------------------------------------------- tensors
+
+
+def network_dim(model: Any) -> int:
+    """Spatial dimensionality (2 or 3) of a network: its ``dim`` attribute or its first conv."""
+    import torch.nn as nn
+
+    dim = getattr(model, "dim", None)
+    if isinstance(dim, int):
+        return dim
+    for module in model.modules():
+        if isinstance(module, nn.Conv3d):
+            return 3
+        if isinstance(module, nn.Conv2d):
+            return 2
+    raise ValueError("cannot tell whether the network is 2D or 3D")
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
+    import torch
+
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def segment_probabilities(model: Any, image: np.ndarray, device: Any, batch_size: int = 8,
+                          amp: bool = True) -> np.ndarray:
+    """Softmax label probabilities of one pre-processed image.
+
+    ``image`` is ``(C, *grid)``; the result is ``(L, *grid)`` float32. A 2D network on a 3D
+    grid runs slice by slice along the last axis (where pre-processing puts the slice
+    axis), ``batch_size`` slices at a time.
+    """
+    import torch
+
+    device = torch.device(device)
+    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
+    spatial = x.ndim - 1
+    dim = network_dim(model)
+    with torch.inference_mode(), _autocast(device, amp):
+        if spatial == dim:
+            logits = model(x.unsqueeze(0).to(device))
+            return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+        if dim == 2 and spatial == 3:
+            slices = x.permute(3, 0, 1, 2)  # (D, C, H, W)
+            out = []
+            for start in range(0, slices.shape[0], max(1, batch_size)):
+                batch = slices[start:start + batch_size].to(device)
+                out.append(torch.softmax(model(batch).float(), dim=1).cpu())
+            return torch.cat(out).permute(1, 2, 3, 0).contiguous().numpy()  # (L, H, W, D)
+    raise DataError(f"a {dim}D network cannot segment a {spatial}D image")
+
+
+def classify_probabilities(model: Any, images: np.ndarray | torch.Tensor, device: Any,
+                           batch_size: int = 8, amp: bool = True) -> np.ndarray:
+    """Softmax class probabilities ``(N, K)`` float32 of pre-processed images ``(N, C, *grid)``."""
+    import torch
+
+    device = torch.device(device)
+    x = torch.as_tensor(images, dtype=torch.float32)
+    out = []
+    with torch.inference_mode(), _autocast(device, amp):
+        for start in range(0, x.shape[0], max(1, batch_size)):
+            logits = model(x[start:start + batch_size].to(device))
+            out.append(torch.softmax(logits.float(), dim=1).cpu())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy().astype(np.float32, copy=False)
+
+
+# ----------------------------------------------------------------------------- predictor
+
+
+@dataclass
+class PredictionRow:
+    """One case's prediction; ``status`` is ``"ok"`` or ``"error"`` (then ``error`` says why)."""
+
+    id: str
+    path: str
+    predicted: str = ""
+    probabilities: dict[str, float] = field(default_factory=dict)
+    status: str = "ok"
+    error: str = ""
+
+
+def case_path(case: Case) -> str:
+    """The first channel's path, or every channel's joined by ``;``."""
+    return ";".join(str(p) for p in case.images)
+
+
+def one_line(err: BaseException) -> str:
+    """A one-line message for an error row."""
+    if isinstance(err, SegfewError):
+        return str(err)
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text[:300]
+
+
+class Predictor:
+    """A loaded model with its pre-processing, ready to classify or segment cases.
+
+    ``meta``, ``model`` (eval mode, on ``device``) and ``device`` are public. ``cache`` is an
+    optional :class:`segfew.preprocess.PreprocessCache` shared with other runs.
+    """
+
+    def __init__(self, model_path: str | Path, device: str = "auto", batch_size: int = 8,
+                 cache: PreprocessCache | None = None, amp: bool = True) -> None:
+        from segfew.modelfile import load_model
+        from segfew.train.engine import resolve_device
+
+        self.model_path = Path(model_path)
+        self.device = resolve_device(device)
+        self.model, self.meta = load_model(self.model_path, self.device)
+        self.batch_size = max(1, int(batch_size))
+        self.cache = cache
+        self.amp = amp
+
+    # -- what the model expects
+
+    @property
+    def kind(self) -> str:
+        return self.meta.kind
+
+    @property
+    def dim(self) -> int:
+        """The network's dimensionality: 2 or 3."""
+        args = self.meta.architecture.args
+        if args.get("dim") is not None:
+            return int(args["dim"])
+        if args.get("input_size") is not None:
+            return len(args["input_size"])
+        return network_dim(self.model)
+
+    @property
+    def input_size(self) -> tuple[int, ...] | None:
+        """The grid a classifier was built for (its fully connected layers fix it), if any."""
+        size = self.meta.architecture.args.get("input_size")
+        return tuple(int(s) for s in size) if size is not None else None
+
+    @property
+    def in_channels(self) -> int | None:
+        """Channels the model takes, when known from its metadata."""
+        if self.meta.channels:
+            return len(self.meta.channels)
+        arch = self.meta.architecture
+        for args in (arch.args, arch.feature_net.args if arch.feature_net else {}):
+            if args.get("in_channels") is not None:
+                return int(args["in_channels"])
+        return None
+
+    def check_input(self, case: Case, x: np.ndarray) -> None:
+        """Raise a DataError when a pre-processed case ``(C, *grid)`` does not fit the model."""
+        expected = self.in_channels
+        if expected is not None and x.shape[0] != expected:
+            names = f" ({', '.join(self.meta.channels)})" if self.meta.channels else ""
+            raise DataError(f"case {case.id!r} has {x.shape[0]} channel(s), the model expects "
+                            f"{expected}{names}; use --channels", case.images[0])
+        spatial = x.ndim - 1
+        if spatial < self.dim or (self.kind == "classifier" and spatial != self.dim):
+            raise DataError(f"the model takes {self.dim}D images, this image is {spatial}D",
+                            case.images[0])
+        size = self.input_size
+        if self.kind == "classifier" and size is not None and tuple(x.shape[1:]) != size:
+            raise DataError(f"the image reaches the grid {list(x.shape[1:])}, the model was "
+                            f"trained on {list(size)}", case.images[0])
+
+    def split_channels(self, cases: Sequence[Case]) -> list[Case]:
+        """For a one-channel segmentation network, multi-channel cases become one case per
+        channel (``<id>_<channel>``), as in pre-training (ACDC: ED and ES); else unchanged."""
+        if self.kind != "segmentation" or self.in_channels != 1:
+            return list(cases)
+        return [c for case in cases for c in case.per_channel()]
+
+    def load(self, case: Case) -> np.ndarray:
+        """Pre-processed image ``(C, *grid)`` float32 of a case, checked against the model."""
+        from segfew.preprocess import load_case
+
+        x, _ = load_case(case, self.meta.preprocess, self.cache)
+        x = np.asarray(x, dtype=np.float32)
+        self.check_input(case, x)
+        return x
+
+    # -- classification
+
+    def classify(self, cases: Sequence[Case], progress: Progress | None = None
+                 ) -> list[PredictionRow]:
+        """One row per case, in order; cases that fail become error rows.
+
+        Cases are read ``batch_size`` at a time; cases of equal grid shape in a batch go
+        through the network together. If the network fails on a batch, its cases are
+        retried one by one so only the offending case becomes an error row.
+        """
+        if self.kind != "classifier":
+            raise DataError("this is a segmentation model; it writes label maps, not classes",
+                            self.model_path)
+        classes = list(self.meta.classes)
+        rows: list[PredictionRow] = []
+        for start in range(0, len(cases), self.batch_size):
+            chunk = cases[start:start + self.batch_size]
+            chunk_rows = [PredictionRow(id=c.id, path=case_path(c)) for c in chunk]
+            loaded: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+            for i, case in enumerate(chunk):
+                try:
+                    x = self.load(case)
+                except (SegfewError, OSError, ValueError, RuntimeError) as e:
+                    _fail(chunk_rows[i], e)
+                    continue
+                loaded.setdefault(x.shape, []).append((i, x))
+            for group in loaded.values():
+                self._classify_group(group, chunk_rows, classes)
+            rows.extend(chunk_rows)
+            if progress is not None:
+                progress(len(chunk))
+        return rows
+
+    def _classify_group(self, group: list[tuple[int, np.ndarray]], rows: list[PredictionRow],
+                        classes: list[str]) -> None:
+        try:
+            proba = self._run_classifier(np.stack([x for _, x in group]))
+            results: list[tuple[int, np.ndarray | BaseException]] = [
+                (i, p) for (i, _), p in zip(group, proba, strict=True)]
+        except RuntimeError:
+            results = []
+            for i, x in group:
+                try:
+                    results.append((i, self._run_classifier(x[None])[0]))
+                except RuntimeError as e:
+                    results.append((i, DataError(
+                        f"the model could not process this image ({one_line(e)[:200]})",
+                        rows[i].path.split(";")[0])))
+        for i, p in results:
+            if isinstance(p, BaseException):
+                _fail(rows[i], p)
+                continue
+            if p.shape[0] != len(classes):
+                _fail(rows[i], DataError(f"the model gave {p.shape[0]} outputs for "
+                                         f"{len(classes)} classes", self.model_path))
+                continue
+            rows[i].probabilities = {c: float(v) for c, v in zip(classes, p, strict=True)}
+            rows[i].predicted = classes[int(np.argmax(p))]
+
+    def _run_classifier(self, x: np.ndarray) -> np.ndarray:
+        return classify_probabilities(self.model, x, self.device, self.batch_size, self.amp)
+
+    # -- segmentation
+
+    def segment_case(self, case: Case) -> tuple[np.ndarray, np.ndarray, Image]:
+        """Label map and probabilities of a case on its source grid.
+
+        Returns ``(labels, probabilities, reference)``: ``labels`` has the shape of the
+        first channel's array (int16), ``probabilities`` is ``(L, *that shape)`` float32,
+        and ``reference`` is that channel's :class:`segfew.io.Image`, for writing back.
+        """
+        from segfew.data import read_case
+
+        images, _ = read_case(case)
+        return self.segment_images(case, images)
+
+    def segment_images(self, case: Case, images: Sequence[Image]
+                       ) -> tuple[np.ndarray, np.ndarray, Image]:
+        """:meth:`segment_case` on a case's channel images already read."""
+        from segfew.preprocess import preprocess_image, restore
+
+        if self.kind != "segmentation":
+            raise DataError("this is a classifier; it predicts classes, not label maps",
+                            self.model_path)
+        cfg = self.meta.preprocess
+        x = np.stack([np.asarray(preprocess_image(im.array, cfg), dtype=np.float32)
+                      for im in images])
+        self.check_input(case, x)
+        proba = segment_probabilities(self.model, x, self.device, self.batch_size, self.amp)
+        reference = images[0]
+        source_shape = tuple(reference.array.shape)
+        restored = np.asarray(restore(proba, source_shape, cfg, 1), dtype=np.float32)
+        labels = np.argmax(restored, axis=0).astype(np.int16)
+        return labels, restored, reference
+
+    def segment(self, case: Case, out_dir: str | Path, probabilities: bool = False
+                ) -> list[Path]:
+        """Write ``<out_dir>/<id>_seg.nii.gz`` (and ``<id>_prob.nii.gz``, labels last).
+
+        Both are in the input image's geometry (its shape, affine and orientation).
+        """
+        from segfew.io import write_image
+
+        labels, proba, reference = self.segment_case(case)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = [write_image(labels, reference, out_dir / f"{case.id}_seg.nii.gz")]
+        if probabilities:
+            written.append(write_image(np.moveaxis(proba, 0, -1), reference,
+                                       out_dir / f"{case.id}_prob.nii.gz"))
+        return [Path(p) for p in written]
+
+
+def _fail(row: PredictionRow, err: BaseException) -> None:
+    row.status = "error"
+    row.error = one_line(err)
+    row.predicted = ""
+    row.probabilities = {}
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def collect_cases(inputs: Sequence[Path], *, recursive: bool = False,
+                  channels: Sequence[str] | None = None) -> list[Case]:
+    """Cases for every input file or folder, in order, including files that are not images.
+
+    A named file always becomes a case (an unsupported or corrupt one then fails when it is
+    read, and gets an error row). In folders, files of unsupported formats also get a case,
+    except obviously non-image files (tables, text, JSON, model files) and hidden files.
+    """
+    from segfew.data import Case, find_image_cases
+    from segfew.io import case_id, is_image_file
+
+    cases: list[Case] = []
+    for raw in inputs:
+        path = Path(raw)
+        if not path.exists():
+            raise DataError("input not found", path)
+        if path.is_file():
+            try:
+                found = (find_image_cases(path, channels=channels, recursive=recursive)
+                         if is_image_file(path) else [])
+            except DataError:
+                found = []
+            # a named file always gets a row; reading it later says what is wrong with it
+            cases.extend(found or [Case(id=case_id(path), images=(path,))])
+            continue
+        try:
+            found = find_image_cases(path, channels=channels, recursive=recursive)
+        except DataError:
+            # e.g. "no images in folder": fine when the folder holds only unsupported files,
+            # which get error rows below; any other folder-level problem stands
+            if _has_images(path, recursive) or not _unsupported_files(path, recursive, set()):
+                raise
+            found = []
+        cases.extend(found)
+        listed = {p.resolve() for c in found for p in c.images}
+        cases.extend(Case(id=case_id(p), images=(p,))
+                     for p in _unsupported_files(path, recursive, listed))
+    return cases
+
+
+def _walk(folder: Path, recursive: bool) -> Iterator[Path]:
+    for p in sorted(folder.rglob("*") if recursive else folder.iterdir()):
+        rel = p.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.is_file():
+            yield p
+
+
+def _has_images(folder: Path, recursive: bool) -> bool:
+    from segfew.io import is_image_file
+
+    return any(is_image_file(p) for p in _walk(folder, recursive))
+
+
+def _unsupported_files(folder: Path, recursive: bool, listed: set[Path]) -> list[Path]:
+    from segfew.io import is_image_file
+
+    out = []
+    for p in _walk(folder, recursive):
+        resolved = p.resolve()
+        # a file already in a case, or inside a DICOM series folder that is one
+        if resolved in listed or any(parent in listed for parent in resolved.parents):
+            continue
+        if p.suffix.lower() in NON_IMAGE_SUFFIXES:
+            continue
+        if not is_image_file(p):
+            out.append(p)
+    return out
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def write_rows_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """Write a CSV atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_predictions_csv(path: Path, rows: Sequence[PredictionRow], classes: Sequence[str],
+                          targets: Sequence[str | None] | None = None) -> Path:
+    """``id, path, [target,] predicted, p_<class>..., status, error`` — one line per row."""
+    header = ["id", "path", *(["target"] if targets is not None else []), "predicted",
+              *(f"p_{c}" for c in classes), "status", "error"]
+    lines = []
+    for i, row in enumerate(rows):
+        probs = [f"{row.probabilities[c]:.6f}" if c in row.probabilities else ""
+                 for c in classes]
+        target = [targets[i] or ""] if targets is not None else []
+        lines.append([row.id, row.path, *target, row.predicted, *probs, row.status, row.error])
+    return write_rows_csv(path, header, lines)
+
+
+def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Path, *,
+                  recursive: bool = False, channels: Sequence[str] | None = None,
+                  device: str = "auto", batch_size: int = 8,
+                  progress: Callable[[int, int], None] | None = None,
+                  probabilities: bool = False) -> tuple[Path, int]:
+    """Predict every case under ``inputs`` and write the results; returns ``(out, n_failed)``.
+
+    Classifier: ``out`` is a CSV with one row per case (``id, path, predicted, p_<class>...,
+    status, error``). Segmentation model: ``out`` is a folder of ``<id>_seg.nii.gz`` label
+    maps in the source geometry (and ``<id>_prob.nii.gz`` with ``probabilities``) plus
+    ``predictions.csv`` (``id, path, output, status, error``). Cases are built with the
+    model's channel suffixes unless ``channels`` overrides them. ``progress(done, total)``
+    is called as cases finish.
+    """
+    predictor = Predictor(model_path, device=device, batch_size=batch_size)
+    meta = predictor.meta
+    if channels is None and meta.channels:
+        channels = list(meta.channels)
+    cases = collect_cases([Path(p) for p in inputs], recursive=recursive, channels=channels)
+    if not cases:
+        raise DataError("no images found in " + ", ".join(str(p) for p in inputs))
+    out = Path(out)
+
+    if meta.kind == "classifier":
+        if out.suffix.lower() not in (".csv", ".tsv") and out.is_dir():
+            raise DataError("a classifier writes a CSV file; give --out predictions.csv", out)
+        rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
+        write_predictions_csv(out, rows, meta.classes)
+        return out, sum(r.status != "ok" for r in rows)
+
+    if out.suffix.lower() in (".csv", ".tsv"):
+        raise DataError("a segmentation model writes label maps into a folder; give --out DIR",
+                        out)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = predictor.split_channels(cases)
+    report = progress_counter(progress, len(cases))
+    lines = []
+    failed = 0
+    for case in cases:
+        try:
+            written = predictor.segment(case, out, probabilities=probabilities)
+            lines.append([case.id, case_path(case), str(written[0]), "ok", ""])
+        except (SegfewError, OSError, ValueError, RuntimeError) as e:
+            failed += 1
+            lines.append([case.id, case_path(case), "", "error", one_line(e)])
+        report(1)
+    write_rows_csv(out / "predictions.csv", ["id", "path", "output", "status", "error"], lines)
+    return out, failed
+
+
+def progress_counter(progress: Callable[[int, int], None] | None, total: int) -> Progress:
+    """Turn ``progress(done, total)`` into an increment callback; announces the total now."""
+    done = 0
+    if progress is not None:
+        progress(0, total)
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    return advance

@@ -1,0 +1,115 @@
+"""segfew evaluate: classification metrics that match the predictions, Dice on the source grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_predict import (
+    CLASSES,
+    load_nifti,
+    make_classifier,
+    make_segmenter,
+    oblique_affine,
+    read_csv,
+    scan,
+    write_nifti,
+)
+
+REQUIRED = {"accuracy", "balanced_accuracy", "kappa", "macro_f1", "per_class",
+            "confusion_matrix", "ci", "n_cases", "n_failed", "model"}
+
+
+@pytest.fixture
+def labelled(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, Path]:
+    """Six 2D scans and a table giving each a class (two per class)."""
+    images = tmp_path / "images"
+    lines = ["id,label"]
+    for i in range(6):
+        write_nifti(images / f"s{i}.nii.gz", scan(rng))
+        lines.append(f"s{i},{CLASSES[i % 3]}")
+    table = tmp_path / "labels.csv"
+    table.write_text("\n".join(lines) + "\n")
+    return images, table
+
+
+def test_evaluate_cli_metrics_agree_with_the_predictions(
+        tmp_path: Path, labelled: tuple[Path, Path]) -> None:
+    from typer.testing import CliRunner
+
+    from segfew.cli import app
+
+    images, table = labelled
+    model = make_classifier(tmp_path / "clf.pt")
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--table", str(table),
+                                      "--images", str(images), "--out", str(out),
+                                      "--bootstrap", "20", "--device", "cpu", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= REQUIRED
+    assert metrics["n_cases"] == 6 and metrics["n_failed"] == 0
+    rows = read_csv(out / "predictions.csv")
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    matching = sum(r["predicted"] == r["target"] for r in rows)
+    assert metrics["accuracy"] == pytest.approx(matching / len(rows))
+    assert np.asarray(metrics["confusion_matrix"]).sum() == 6
+    assert (out / "confusion_matrix.png").stat().st_size > 0
+    assert (out / "run.json").is_file()
+
+
+def test_a_class_the_model_does_not_know_is_a_one_line_error(
+        tmp_path: Path, labelled: tuple[Path, Path]) -> None:
+    from segfew.data import find_classification_cases
+    from segfew.errors import DataError
+    from segfew.evaluate import evaluate_classifier
+
+    images, table = labelled
+    table.write_text(table.read_text().replace("s4,dog", "s4,zebra"))
+    model = make_classifier(tmp_path / "clf.pt")
+    cases = find_classification_cases(images, table)
+    with pytest.raises(DataError) as err:
+        evaluate_classifier(model, cases, tmp_path / "eval", device="cpu", table=table)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "'zebra'" in message and "'s4'" in message and str(table) in message
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_segmentation_dice_is_scored_on_the_source_grid(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    from segfew.data import find_segmentation_cases
+    from segfew.evaluate import evaluate_segmentation
+    from segfew.predict import predict_paths
+
+    model = make_segmenter(tmp_path / "seg.pt")
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    for name in ("v1", "v2"):
+        write_nifti(images / f"{name}.nii.gz", scan(rng, (20, 24, 5)), oblique_affine())
+    masks, failed = predict_paths(model, [images], tmp_path / "pred", device="cpu")
+    assert failed == 0
+    expected: dict[str, list[float]] = {"l1": [], "l2": []}
+    for k, name in enumerate(("v1", "v2")):
+        # truth: the model's own label map with two blocks overwritten, so the expected Dice
+        # is known exactly on the source grid (and is 1 nowhere by accident)
+        pred = np.asarray(load_nifti(masks / f"{name}_seg.nii.gz").dataobj).astype(np.int16)
+        truth = pred.copy()
+        truth[2 + k:9, 3:12, :3] = 1
+        truth[12:18, 10 + k:20, 2:] = 2
+        write_nifti(labels / f"{name}.nii.gz", truth, oblique_affine())
+        for label, key in ((1, "l1"), (2, "l2")):
+            a, b = pred == label, truth == label
+            expected[key].append(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+    metrics = evaluate_segmentation(model, find_segmentation_cases(images, labels),
+                                    tmp_path / "eval", device="cpu")
+    for key in ("l1", "l2"):
+        assert [c["dice"][key] for c in metrics["per_case"]] == pytest.approx(expected[key])
+        assert metrics["dice"][key] == pytest.approx(np.mean(expected[key]))
+    assert metrics["mean_dice"] == pytest.approx(np.mean([np.mean(v) for v in expected.values()]))
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["mean_dice"] == pytest.approx(metrics["mean_dice"])
+    assert len(read_csv(tmp_path / "eval" / "per_case.csv")) == 2
