@@ -202,6 +202,82 @@ class ClassifierSpec(Settings):
         return self
 
 
+class ExperimentSpec(Settings):
+    """``segfew experiment``: the paper's learning-curve protocol (SPEC §6, Fig. 5 and 8).
+
+    For every training size (labelled patients — groups — per class) and repetition, one
+    stratified, group-aware split is drawn and every framework is trained on it. The test
+    set is either drawn at random per repetition (``test = "random"``; ``test_per_class``
+    groups per class, default all that no training set of the repetition uses) or fixed
+    (``test = "fixed"``: the cases of ``test_table``, images in ``test_images`` or else
+    ``data.images``).
+    """
+
+    data: DataSource
+    sizes: list[int] = Field(default=[2, 4, 8],
+                             description="labelled training patients (groups) per class")
+    repetitions: int = Field(default=5, ge=1, description="random splits per size (paper: 5)")
+    frameworks: list[Framework] = Field(default=["manual", "scratch"])
+    test: Literal["random", "fixed"] = "random"
+    test_table: Path | None = Field(default=None, description="fixed test set (test = fixed)")
+    test_images: Path | None = Field(default=None, description="its images; default data.images")
+    test_per_class: int | None = Field(
+        default=None, ge=1, description="random test groups per class; default all remaining")
+    seed: int = 0
+    bootstrap: int = Field(default=1000, ge=0, description="resamples for each task's CIs")
+    features: Path | None = Field(default=None, description="segmentation model file (manual)")
+    threshold_features: Path | None = Field(
+        default=None, description="segmentation model trained on k-means labels (threshold)")
+    vgg_weights: Path | None = Field(default=None, description="local VGG-16 weights (vgg)")
+    head: HeadConfig = HeadConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    train: TrainConfig = TrainConfig(epochs=50, batch_size=4, lr=1e-4)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _table_means_fixed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("test_table") is not None and "test" not in data:
+            data = {**data, "test": "fixed"}
+        return data
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_ascending(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one training size")
+        if any(s < 1 for s in v):
+            raise ValueError(f"sizes must be positive, got {v}")
+        if sorted(set(v)) != v:
+            raise ValueError(f"sizes must be ascending without repeats, got {v}")
+        return v
+
+    @field_validator("frameworks")
+    @classmethod
+    def _frameworks_unique(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("give at least one framework (manual, threshold, scratch, vgg)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"frameworks repeat: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _inputs(self) -> ExperimentSpec:
+        if self.test == "fixed" and self.test_table is None:
+            raise ValueError("test = fixed needs test_table (a table of the test cases)")
+        if self.test == "random" and self.test_table is not None:
+            raise ValueError("test_table is only used with test = fixed")
+        if self.test == "fixed" and self.test_per_class is not None:
+            raise ValueError("test_per_class is only used with test = random")
+        needs = {"manual": ("features", "a segmentation model file from segfew pretrain"),
+                 "threshold": ("threshold_features", "a segmentation model pretrained on "
+                               "k-means labels from segfew label"),
+                 "vgg": ("vgg_weights", "a local torchvision VGG-16 state dict")}
+        for fw in self.frameworks:
+            if fw in needs and getattr(self, needs[fw][0]) is None:
+                raise ValueError(f"framework {fw} needs {needs[fw][0]} ({needs[fw][1]})")
+        return self
+
+
 # ---------------------------------------------------------------- loading
 
 S = TypeVar("S", bound=BaseModel)
@@ -234,8 +310,9 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
     for key, value in overrides.items():
         if value is None:
             continue
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
+        if isinstance(value, Mapping):
+            inner = out.get(key)
+            out[key] = merge(inner if isinstance(inner, Mapping) else {}, value)
         else:
             out[key] = value
     return out

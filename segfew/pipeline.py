@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.config import ClassifierSpec, PreprocessConfig, PretrainSpec
+from segfew.config import ClassifierSpec, ExperimentSpec, PreprocessConfig, PretrainSpec
 from segfew.errors import DataError, SpecError
 
 if TYPE_CHECKING:
@@ -376,3 +376,52 @@ def train_classifier(spec: ClassifierSpec, *, cases: Sequence[Case] | None = Non
     save_model(spec.out, model, meta)
     return ClassifierResult(spec.out, run_dir, classes, result.history, result.stopped,
                             time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------- learning curve
+
+
+def make_train_and_score(spec: ExperimentSpec, cache: PreprocessCache | None = None,
+                         console: Console | None = None) -> Callable[..., dict[str, Any]]:
+    """The experiment's training step: train one framework on a split, score it on the test set.
+
+    Every task of an experiment shares one pre-processing cache, so each scan is read and
+    normalised once however many sizes, repetitions and frameworks use it.
+    """
+    from segfew.metrics import classification_metrics
+    from segfew.predict import Predictor
+    from segfew.preprocess import PreprocessCache
+
+    shared_cache = cache if cache is not None else PreprocessCache()
+
+    def train_and_score(task: Any, train_cases: list[Case], test_cases: list[Case],
+                        task_dir: Path) -> dict[str, Any]:
+        start = time.perf_counter()
+        features = spec.threshold_features if task.framework == "threshold" else spec.features
+        clf_spec = ClassifierSpec(
+            data=spec.data, out=task_dir / "model.pt", framework=task.framework,
+            features=features if task.framework in ("manual", "threshold") else None,
+            vgg_weights=spec.vgg_weights, head=spec.head, preprocess=spec.preprocess,
+            train=spec.train.model_copy(update={"seed": spec.seed + task.repetition}))
+        result = train_classifier(clf_spec, cases=train_cases, val_cases=[],
+                                  cache=shared_cache, write_info=False, console=console)
+        predictor = Predictor(result.model_path, device=spec.train.device, cache=shared_cache)
+        rows = predictor.classify(test_cases)
+        index = {name: i for i, name in enumerate(result.classes)}
+        scored = [(case, row) for case, row in zip(test_cases, rows, strict=True)
+                  if row.status == "ok"]
+        if not scored:
+            raise DataError("no test case could be predicted", task_dir)
+        y_true = [index[str(case.target)] for case, _ in scored]
+        y_pred = [index[row.predicted] for _, row in scored]
+        proba = np.array([[row.probabilities[name] for name in result.classes]
+                          for _, row in scored])
+        metrics = classification_metrics(y_true, y_pred, proba, result.classes,
+                                         bootstrap=spec.bootstrap, seed=spec.seed)
+        predictions = [{"id": case.id, "target": case.target, "predicted": row.predicted,
+                        "status": row.status, "error": row.error}
+                       for case, row in zip(test_cases, rows, strict=True)]
+        return {"metrics": metrics, "predictions": predictions,
+                "seconds": time.perf_counter() - start, "epochs": len(result.history)}
+
+    return train_and_score

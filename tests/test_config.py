@@ -107,3 +107,11 @@ def test_run_info_records_spec_seed_versions_and_manifest(tmp_path: Path) -> Non
     assert info["data"] == [{
         "path": str(data), "bytes": 3,
         "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}]
+
+
+def test_unset_nested_flags_do_not_hide_file_values(tmp_path: Path) -> None:
+    spec_file = tmp_path / "s.toml"
+    spec_file.write_text("[train]\nlr = 0.5\n")
+    flags = {**BASE, "train": {"lr": None, "seed": None}, "network": {"n_s": None}}
+    spec = resolve_spec(PretrainSpec, flags, spec_file)
+    assert spec.train.lr == 0.5 and spec.train.seed == 0 and spec.network.n_s == 16

@@ -591,8 +591,11 @@ def fit(
                 train_data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
                 drop_last=False)
             sampler.set_epoch(epoch)
+            # A lone sample in the last batch breaks BatchNorm in the FC head: drop it
+            # (a different one each epoch, as the order is reshuffled).
+            lone = local_bs > 1 and len(sampler) % local_bs == 1
             loader = DataLoader(
-                train_data, batch_size=local_bs, sampler=sampler,
+                train_data, batch_size=local_bs, sampler=sampler, drop_last=lone,
                 num_workers=0 if use_cache else cfg.num_workers, pin_memory=pin,
                 worker_init_fn=_seed_worker,
                 generator=torch.Generator().manual_seed(_derive(cfg.seed, epoch, _PURPOSE_LOADER)),
