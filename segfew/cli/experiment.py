@@ -1,0 +1,111 @@
+"""``segfew experiment`` and ``segfew report``: the learning-curve protocol and its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from segfew.cli.common import ProgressOpt, console, handle_errors, int_list, split_list
+
+if TYPE_CHECKING:
+    from segfew.config import ExperimentSpec
+
+
+@handle_errors
+def experiment(
+    spec: Annotated[Path, typer.Option(
+        "--spec", help="TOML or YAML experiment spec; flags override it.")],
+    out: Annotated[Path, typer.Option(help="RUN_DIR: results, run info and the report.")],
+    shard: Annotated[str | None, typer.Option(
+        help="Run only shard i of N, e.g. 2/4 (one job of a job array).")] = None,
+    frameworks: Annotated[str | None, typer.Option(
+        help="Comma-separated: manual,threshold,scratch,vgg.")] = None,
+    sizes: Annotated[str | None, typer.Option(
+        help="Labelled patients per class, e.g. 1,2,4,8.")] = None,
+    repetitions: Annotated[int | None, typer.Option(
+        help="Random splits per size (paper: 5).")] = None,
+    test_table: Annotated[Path | None, typer.Option(
+        help="Fixed test set: table of test cases (sets test = fixed).")] = None,
+    test_images: Annotated[Path | None, typer.Option(
+        help="Images of the fixed test set (default: the spec's data.images).")] = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Run the paper's learning-curve protocol: every framework, size and repetition.
+
+    Each finished task is saved at once: run the same command again to resume.
+
+    Exits non-zero if any task failed (errors in RUN_DIR/results/*.error.json).
+
+    Examples:
+
+      segfew experiment --spec curve.toml --out runs/curve
+
+      segfew experiment --spec curve.toml --out runs/curve --sizes 1,2,4,8 --repetitions 3
+
+      segfew experiment --spec curve.toml --out runs/curve --shard $SLURM_ARRAY_TASK_ID/8
+    """
+    from segfew.config import ExperimentSpec, resolve_spec
+    from segfew.experiment import parse_shard, run_experiment, task_status
+    from segfew.pipeline import make_train_and_score
+    from segfew.report import write_report
+
+    overrides = {
+        "frameworks": split_list(frameworks),
+        "sizes": int_list(sizes),
+        "repetitions": repetitions,
+        "test_table": test_table,
+        "test_images": test_images,
+        "test": "fixed" if test_table is not None else None,
+        "train": {"progress": None if progress else False},
+    }
+    resolved = resolve_spec(ExperimentSpec, overrides, spec)
+    shard_range = parse_shard(shard)
+    run_experiment(resolved, out, make_train_and_score(resolved, console=console),
+                   shard=shard_range, console=console)
+    if shard_range is None:
+        md, page = write_report([out])
+        console.print(f"report: {page} (and {md.name})", highlight=False)
+        status = task_status([out])
+    else:
+        status = task_status([out])
+        console.print(f"shard {shard}: done. When every shard has finished: segfew report {out}",
+                      highlight=False)
+    console.print(f"tasks: {len(status.finished)} of {status.total} finished, "
+                  f"{len(status.failed)} failed, {len(status.missing)} not run", highlight=False)
+    if status.failed and (shard_range is None or _failed_in_shard(status.failed, resolved,
+                                                                     shard_range)):
+        raise typer.Exit(1)
+
+
+def _failed_in_shard(failed: dict[str, str], spec: ExperimentSpec, shard: tuple[int, int]
+                     ) -> bool:
+    from segfew.experiment import plan_tasks, shard_tasks
+
+    return any(t.key in failed for t in shard_tasks(plan_tasks(spec), shard))
+
+
+@handle_errors
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="RUN_DIR(s) of one experiment; shards are merged.")],
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for report.md, report.html and plots (default RUN_DIR/report).")] = None,
+) -> None:
+    """Write the learning-curve report (Markdown and one self-contained HTML file).
+
+    Examples:
+
+      segfew report runs/curve
+
+      segfew report runs/shard1 runs/shard2 --out runs/report
+    """
+    from segfew.experiment import task_status
+    from segfew.report import write_report
+
+    md, page = write_report(run_dirs, out)
+    status = task_status(run_dirs)
+    console.print(f"report: {page} (and {md.name})", highlight=False)
+    console.print(f"tasks: {len(status.finished)} of {status.total} finished, "
+                  f"{len(status.failed)} failed, {len(status.missing)} not run", highlight=False)

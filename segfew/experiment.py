@@ -1,0 +1,491 @@
+"""The paper's learning-curve protocol (SPEC §6; Wong et al. 2018, Fig. 5 and 8).
+
+For each training size k (labelled patients per class) and repetition r, one stratified,
+group-aware split is drawn; every framework is trained on exactly that split and scored on
+its test set. The training step is injected (:data:`TrainAndScore`), so the protocol and
+its bookkeeping are testable without a network.
+
+A run folder (RUN_DIR) holds::
+
+    spec.json            the validated ExperimentSpec (must match when resuming)
+    run.json             versions, platform, command (run-shard<i>of<N>.json for a shard)
+    data.json            classes, cases per class, test-set sizes per repetition
+    results/<key>.json   one per finished task, written as soon as it finishes
+    results/<key>.error.json   one per failed task (retried on the next run)
+    work/<key>/          scratch folder handed to the training step
+
+``<key>`` is ``size004_rep02_manual``. A task whose result file exists is never run again,
+so an interrupted experiment resumes where it stopped, and shards (``--shard i/N``) can
+write into one RUN_DIR or several that :func:`collect_results` merges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segfew.atomic import write_json
+from segfew.config import ExperimentSpec
+from segfew.errors import DataError, SpecError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from segfew.data import Case
+
+__all__ = [
+    "FRAMEWORK_NAMES",
+    "Task",
+    "TaskStatus",
+    "TrainAndScore",
+    "collect_results",
+    "load_spec",
+    "parse_shard",
+    "plan_tasks",
+    "run_experiment",
+    "shard_tasks",
+    "split_for",
+    "summarise",
+    "task_status",
+]
+
+#: What each framework is, in words (the paper's names in capitals).
+FRAMEWORK_NAMES = {
+    "manual": "Segmentation features, network trained on manual labels (MANUAL)",
+    "threshold": "Segmentation features, network trained on k-means labels (THRESHOLD)",
+    "scratch": "Network trained from scratch, modified VGG (SCRATCH)",
+    "vgg": "ImageNet VGG-16 features (VGG)",
+}
+FRAMEWORK_ORDER = ("manual", "threshold", "scratch", "vgg")
+
+# Settings that do not change results: a resumed run may differ in them.
+_IGNORED_ON_RESUME = {"train": ("progress", "device", "num_workers", "cache_features",
+                                "cache_max_gb")}
+
+
+@dataclass(frozen=True, order=True)
+class Task:
+    """One (training size, repetition, framework) of the protocol; repetitions count from 1."""
+
+    size: int
+    repetition: int
+    framework: str
+
+    @property
+    def key(self) -> str:
+        return f"size{self.size:03d}_rep{self.repetition:02d}_{self.framework}"
+
+
+#: ``train_and_score(task, train_cases, test_cases, work_dir) -> dict`` trains one framework
+#: on ``train_cases`` and scores it on ``test_cases``. The dict holds at least ``metrics``
+#: (a :func:`segfew.metrics.classification_metrics` dict); ``predictions`` (rows),
+#: ``seconds`` and any other JSON-serialisable keys are kept in the result file.
+TrainAndScore = Callable[["Task", list["Case"], list["Case"], Path], dict[str, Any]]
+
+
+def plan_tasks(spec: ExperimentSpec) -> list[Task]:
+    """Every task, repetition by repetition, size by size, framework by framework.
+
+    After each repetition the run holds one complete curve per framework, and the
+    frameworks of one split run one after the other.
+    """
+    return [Task(size, rep, fw) for rep in range(1, spec.repetitions + 1)
+            for size in spec.sizes for fw in spec.frameworks]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"2/4"`` → ``(2, 4)``; None stays None. Raises SpecError on anything else."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise SpecError(f"--shard must look like i/N (e.g. 2/4), got {text!r}") from None
+    return _check_shard((i, n))
+
+
+def _check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    i, n = shard
+    if n < 1 or not 1 <= i <= n:
+        raise SpecError(f"shard {i}/{n}: need 1 ≤ i ≤ N")
+    return i, n
+
+
+def shard_tasks(tasks: Sequence[Task], shard: tuple[int, int] | None) -> list[Task]:
+    """Shard ``i`` of ``N`` (1-based): tasks ``i-1, i-1+N, …`` — round-robin, so every shard
+    gets a mix of small and large sizes. The N shards together are exactly ``tasks``."""
+    if shard is None:
+        return list(tasks)
+    i, n = _check_shard(shard)
+    return list(tasks[i - 1::n])
+
+
+# ---------------------------------------------------------------- splits
+
+
+def _seed(spec_seed: int, repetition: int, part: int) -> int:
+    return int(np.random.SeedSequence([spec_seed, repetition, part]).generate_state(1)[0])
+
+
+def _stratified_split(cases: Sequence[Case], per_class: int, seed: int
+                      ) -> tuple[list[Case], list[Case]]:
+    from segfew.data import stratified_split
+
+    return stratified_split(cases, per_class=per_class, seed=seed)
+
+
+def _unit(case: Case) -> str:
+    return case.group or case.id
+
+
+def split_for(cases: Sequence[Case], spec: ExperimentSpec, size: int, repetition: int,
+              test_cases: Sequence[Case] | None = None) -> tuple[list[Case], list[Case]]:
+    """(training cases, test cases) of one (size, repetition) — the same for every framework.
+
+    Splits are stratified by class and group-aware (a group — a patient — is never on both
+    sides; ``size`` counts groups per class). Seeds derive from ``(spec.seed, repetition)``
+    only, so:
+
+    - every framework of a repetition gets the identical split;
+    - random test set: drawn first, and the same for every size of a repetition —
+      ``test_per_class`` groups per class, or by default every group that the largest
+      training set of the repetition does not use;
+    - the training sets are nested: size k's is a subset of size k' > k's (``stratified_split``
+      takes the first k of one seeded shuffle per class).
+
+    Fixed test set (``spec.test == "fixed"``): the test part is ``test_cases`` (the cases
+    of ``spec.test_table``, read here when not given) for every task; training draws from
+    ``cases`` minus any group that also appears in the test set.
+    """
+    labelled = [c for c in cases if c.target is not None]
+    train_seed = _seed(spec.seed, repetition, 2)
+    if spec.test == "fixed":
+        test = list(test_cases) if test_cases is not None else load_test_cases(spec)
+        held = {_unit(c) for c in test}
+        pool = [c for c in labelled if _unit(c) not in held]
+        return _stratified_split(pool, size, train_seed)[0], test
+    if spec.test_per_class is not None:
+        test_seed = _seed(spec.seed, repetition, 1)
+        test, pool = _stratified_split(labelled, spec.test_per_class, test_seed)
+        return _stratified_split(pool, size, train_seed)[0], test
+    largest = max(spec.sizes)
+    test = _stratified_split(labelled, largest, train_seed)[1]
+    return _stratified_split(labelled, size, train_seed)[0], test
+
+
+def load_cases(spec: ExperimentSpec) -> list[Case]:
+    """The labelled cases of ``spec.data`` (the pool that training sets are drawn from)."""
+    from segfew.data import find_classification_cases
+
+    d = spec.data
+    cases = find_classification_cases(d.images, d.table, d.channels, d.id_column,
+                                      d.label_column, d.group_column)
+    return [c for c in cases if c.target is not None]
+
+
+def load_test_cases(spec: ExperimentSpec) -> list[Case]:
+    """The fixed test set's cases (``spec.test_table``); empty for a random test set."""
+    from segfew.data import find_classification_cases
+
+    if spec.test_table is None:
+        return []
+    d = spec.data
+    cases = find_classification_cases(spec.test_images or d.images, spec.test_table,
+                                      d.channels, d.id_column, d.label_column, d.group_column)
+    return [c for c in cases if c.target is not None]
+
+
+def _check_splittable(cases: Sequence[Case], spec: ExperimentSpec) -> None:
+    groups: dict[str, set[str]] = {}
+    for c in cases:
+        groups.setdefault(str(c.target), set()).add(_unit(c))
+    test_groups = (spec.test_per_class or 1) if spec.test == "random" else 0
+    need = max(spec.sizes) + test_groups
+    short = {t: len(g) for t, g in sorted(groups.items()) if len(g) < need}
+    if short:
+        listed = ", ".join(f"{t}: {n}" for t, n in short.items())
+        what = "for the largest training size" + (" plus the test set" if spec.test == "random"
+                                                  else "")
+        raise DataError(f"{need} patients (groups) per class are needed {what}, but some "
+                        f"classes have fewer ({listed}); lower the sizes")
+
+
+def data_summary(cases: Sequence[Case], test_cases: Sequence[Case], spec: ExperimentSpec,
+                 splits: dict[tuple[int, int], tuple[list[Case], list[Case]]]) -> dict[str, Any]:
+    """Classes, cases and patients per class, and test-set sizes per repetition."""
+    from segfew.data import class_names
+
+    def per_class(cs: Iterable[Case]) -> dict[str, int]:
+        counts = Counter(str(c.target) for c in cs)
+        return {k: counts[k] for k in sorted(counts)}
+
+    def groups_per_class(cs: Iterable[Case]) -> dict[str, int]:
+        seen = {(str(c.target), _unit(c)) for c in cs}
+        return dict(sorted(Counter(t for t, _ in seen).items()))
+
+    tests: dict[str, dict[str, int]] = {}
+    for (_, rep), (_, test) in sorted(splits.items()):
+        tests.setdefault(str(rep), per_class(test))
+    return {
+        "classes": class_names(list(cases) + list(test_cases)),
+        "cases": len(cases),
+        "cases_per_class": per_class(cases),
+        "patients_per_class": groups_per_class(cases),
+        "test": spec.test,
+        "fixed_test_cases_per_class": per_class(test_cases) if spec.test == "fixed" else None,
+        "test_cases_per_class_by_repetition": tests,
+    }
+
+
+# ---------------------------------------------------------------- running
+
+
+def _comparable(spec_data: dict[str, Any]) -> dict[str, Any]:
+    data = json.loads(json.dumps(spec_data))
+    for section, keys in _IGNORED_ON_RESUME.items():
+        for k in keys:
+            (data.get(section) or {}).pop(k, None)
+    return data
+
+
+def spec_digest(spec: ExperimentSpec | dict[str, Any]) -> str:
+    """Short hash of the settings that determine results (shards must agree on it)."""
+    data = spec.model_dump(mode="json") if isinstance(spec, ExperimentSpec) else spec
+    text = json.dumps(_comparable(data), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_same_spec(out_dir: Path, spec: ExperimentSpec) -> None:
+    saved_path = out_dir / "spec.json"
+    if not saved_path.is_file():
+        return
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SpecError(f"cannot read the saved spec ({e}); use a new RUN_DIR",
+                        saved_path) from None
+    old, new = _comparable(saved), _comparable(spec.model_dump(mode="json"))
+    if old != new:
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise SpecError(f"this RUN_DIR holds an experiment with other settings (differs in: "
+                        f"{', '.join(keys)}); use a new RUN_DIR, or the same settings to "
+                        "resume", out_dir)
+
+
+def load_spec(run_dir: Path) -> ExperimentSpec:
+    """The spec saved in a RUN_DIR."""
+    path = Path(run_dir) / "spec.json"
+    try:
+        return ExperimentSpec.model_validate_json(path.read_text())
+    except OSError as e:
+        raise SpecError(f"not an experiment folder ({e.strerror})", path) from None
+    except ValueError as e:
+        raise SpecError(f"invalid saved spec: {str(e).splitlines()[0]}", path) from None
+
+
+def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAndScore, *,
+                   shard: tuple[int, int] | None = None, console: Console | None = None,
+                   cases: Sequence[Case] | None = None,
+                   test_cases: Sequence[Case] | None = None) -> Path:
+    """Run (or resume) the protocol's tasks (those of ``shard`` if given) into ``out_dir``.
+
+    Each finished task's result is written to ``out_dir/results/<key>.json`` at once;
+    tasks with a result file are skipped. A task that raises an ``Exception`` gets
+    ``<key>.error.json`` (message and traceback) and the run goes on; check
+    :func:`task_status` afterwards. ``KeyboardInterrupt`` stops the run; everything
+    finished so far is kept. ``cases`` / ``test_cases`` replace reading ``spec.data`` /
+    ``spec.test_table`` (tests, or callers that already hold them). Returns ``out_dir``.
+    """
+    from segfew.runinfo import write_run_info
+
+    out_dir = Path(out_dir)
+    _check_same_spec(out_dir, spec)
+    pool = [c for c in (cases if cases is not None else load_cases(spec)) if c.target is not None]
+    if spec.test == "fixed":
+        fixed = list(test_cases) if test_cases is not None else load_test_cases(spec)
+        if not fixed:
+            raise DataError("the fixed test set has no labelled cases", spec.test_table)
+    else:
+        fixed = []
+    if not pool:
+        raise DataError("no labelled cases to draw training sets from", spec.data.table)
+    held = {_unit(c) for c in fixed}
+    _check_splittable([c for c in pool if _unit(c) not in held], spec)
+
+    tasks = shard_tasks(plan_tasks(spec), shard)
+    # All splits first (cheap), so a data problem stops the run before any training.
+    splits = {(size, rep): split_for(pool, spec, size, rep, fixed)
+              for rep in range(1, spec.repetitions + 1) for size in spec.sizes}
+
+    results_dir = out_dir / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    spec_data = spec.model_dump(mode="json")
+    write_json(out_dir / "spec.json", spec_data)
+    run_name = "run.json" if shard is None else f"run-shard{shard[0]}of{shard[1]}.json"
+    write_run_info(out_dir / run_name, spec, spec.seed)
+    write_json(out_dir / "data.json", data_summary(pool, fixed, spec, splits))
+    digest = spec_digest(spec_data)
+
+    for n, task in enumerate(tasks, 1):
+        done = results_dir / f"{task.key}.json"
+        if done.is_file():
+            continue
+        train, test = splits[(task.size, task.repetition)]
+        work = out_dir / "work" / task.key
+        work.mkdir(parents=True, exist_ok=True)
+        if console is not None:
+            console.print(f"[{n}/{len(tasks)}] {task.framework}: {task.size} per class "
+                          f"({len(train)} training, {len(test)} test cases), repetition "
+                          f"{task.repetition}", highlight=False)
+        start = time.perf_counter()
+        error_path = results_dir / f"{task.key}.error.json"
+        try:
+            output = dict(train_and_score(task, list(train), list(test), work))
+        except Exception as e:  # one failed task must not stop the others
+            write_json(error_path, {**_task_fields(task, train, test, digest),
+                                    "error": f"{type(e).__name__}: {e}",
+                                    "traceback": traceback.format_exc(),
+                                    "seconds": time.perf_counter() - start})
+            if console is not None:
+                console.print(f"[bold red]failed:[/] {task.key}: {type(e).__name__}: {e}",
+                              highlight=False)
+            continue
+        if "metrics" not in output:
+            raise TypeError("train_and_score must return a dict with a 'metrics' key")
+        output.setdefault("seconds", time.perf_counter() - start)
+        write_json(done, {**output, **_task_fields(task, train, test, digest)})
+        error_path.unlink(missing_ok=True)
+    return out_dir
+
+
+def _task_fields(task: Task, train: Sequence[Case], test: Sequence[Case], digest: str
+                 ) -> dict[str, Any]:
+    return {"key": task.key, "size": task.size, "repetition": task.repetition,
+            "framework": task.framework, "n_train": len(train), "n_test": len(test),
+            "train_ids": [c.id for c in train], "test_ids": [c.id for c in test],
+            "spec_digest": digest}
+
+
+# ---------------------------------------------------------------- collecting
+
+
+def _spec_digest_of(run_dir: Path) -> str:
+    return spec_digest(load_spec(run_dir).model_dump(mode="json"))
+
+
+def _check_same_digest(run_dirs: Sequence[Path]) -> None:
+    digests = {Path(d): _spec_digest_of(Path(d)) for d in run_dirs}
+    if len(set(digests.values())) > 1:
+        raise SpecError("these RUN_DIRs hold experiments with different settings and cannot be "
+                        "merged: " + ", ".join(str(d) for d in digests))
+
+
+def collect_results(run_dir: Path | Sequence[Path]) -> list[dict[str, Any]]:
+    """Every finished task's result from one RUN_DIR or several (shards), sorted by task.
+
+    Several RUN_DIRs must hold the same spec; a task found twice is taken once.
+    """
+    dirs = [Path(run_dir)] if isinstance(run_dir, str | Path) else [Path(d) for d in run_dir]
+    if len(dirs) > 1:
+        _check_same_digest(dirs)
+    found: dict[str, dict[str, Any]] = {}
+    for d in dirs:
+        for path in sorted((d / "results").glob("*.json")):
+            if path.name.endswith(".error.json"):
+                continue
+            try:
+                result = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise DataError(f"unreadable result file ({e})", path) from None
+            found.setdefault(result.get("key", path.stem), result)
+    return sorted(found.values(), key=lambda r: (r["repetition"], r["size"],
+                                                 _framework_rank(r["framework"])))
+
+
+@dataclass
+class TaskStatus:
+    """Keys of the planned tasks that finished, failed (and were not redone) or are missing."""
+
+    finished: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # key -> error message
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.finished) + len(self.failed) + len(self.missing)
+
+
+def task_status(run_dirs: Path | Sequence[Path]) -> TaskStatus:
+    """Which of the spec's planned tasks are finished, failed or missing across RUN_DIRs."""
+    dirs = [Path(run_dirs)] if isinstance(run_dirs, str | Path) else [Path(d) for d in run_dirs]
+    _check_same_digest(dirs)
+    spec = load_spec(dirs[0])
+    status = TaskStatus()
+    for task in plan_tasks(spec):
+        if any((d / "results" / f"{task.key}.json").is_file() for d in dirs):
+            status.finished.append(task.key)
+            continue
+        errors = [d / "results" / f"{task.key}.error.json" for d in dirs]
+        error = next((p for p in errors if p.is_file()), None)
+        if error is None:
+            status.missing.append(task.key)
+            continue
+        try:
+            status.failed[task.key] = str(json.loads(error.read_text()).get("error", "failed"))
+        except (OSError, json.JSONDecodeError):
+            status.failed[task.key] = "failed (unreadable error file)"
+    return status
+
+
+# ---------------------------------------------------------------- summary
+
+
+def _framework_rank(fw: str) -> tuple[int, str]:
+    return (FRAMEWORK_ORDER.index(fw) if fw in FRAMEWORK_ORDER else len(FRAMEWORK_ORDER), fw)
+
+
+def _mean_std(values: Sequence[float | None]) -> dict[str, float | int | None]:
+    v = np.array([x for x in values if x is not None], dtype=np.float64)
+    return {"mean": float(v.mean()) if v.size else None,
+            "std": float(v.std(ddof=1)) if v.size > 1 else None,
+            "n": int(v.size)}
+
+
+def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± std over repetitions per (framework, size) — the points of the learning curves.
+
+    One row per (framework, size), frameworks in the paper's order, sizes ascending::
+
+        {"framework", "size", "repetitions",
+         "accuracy" | "balanced_accuracy" | "kappa" | "macro_f1": {"mean", "std", "n"},
+         "f1": {class: {"mean", "std", "n"}}}
+
+    ``std`` is the sample standard deviation (ddof=1) over repetitions, None with fewer
+    than two; undefined values (None) are left out, and ``n`` counts the values used.
+    """
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["framework"], int(r["size"])), []).append(r)
+    rows = []
+    for (fw, size) in sorted(groups, key=lambda g: (_framework_rank(g[0]), g[1])):
+        rs = sorted(groups[(fw, size)], key=lambda r: r["repetition"])
+        metrics = [r["metrics"] for r in rs]
+        classes: list[str] = []
+        for m in metrics:
+            classes += [c for c in (m.get("per_class") or {}) if c not in classes]
+        row: dict[str, Any] = {"framework": fw, "size": size, "repetitions": len(rs)}
+        for name in ("accuracy", "balanced_accuracy", "kappa", "macro_f1"):
+            row[name] = _mean_std([m.get(name) for m in metrics])
+        row["f1"] = {c: _mean_std([(m.get("per_class") or {}).get(c, {}).get("f1")
+                                   for m in metrics]) for c in classes}
+        rows.append(row)
+    return rows

@@ -1,0 +1,337 @@
+"""Classification metrics with bootstrap confidence intervals, Dice, and their display (SPEC §6).
+
+Point estimates come from scikit-learn. The bootstrap resamples cases with replacement; to
+stay fast (1000 resamples in milliseconds) every resample's confusion matrix is counted at
+once with ``numpy.bincount`` and the metrics are read off those matrices with the same
+definitions scikit-learn uses (a test checks they agree on the unresampled data).
+
+Conventions, shared by point estimates and intervals:
+
+- classes are ``0..K-1`` (``class_names`` order), so a class absent from the data still
+  has a confusion-matrix row and a ``per_class`` entry;
+- precision of a class never predicted is 0 (scikit-learn's ``zero_division=0``); recall,
+  F1 and AUROC of a class absent from the truth are ``None`` (undefined, not 0);
+- balanced accuracy is the mean recall over classes present in the truth, macro F1 the
+  mean F1 over classes present in the truth or the predictions (scikit-learn's defaults);
+- an undefined value is ``None``, never NaN, so the dict is valid JSON.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segfew.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+__all__ = [
+    "classification_metrics",
+    "dice_per_label",
+    "plot_confusion_matrix",
+    "render_metrics_tables",
+]
+
+SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "kappa", "macro_f1")
+PER_CLASS_CI = ("f1", "recall", "specificity", "auroc")
+
+
+def classification_metrics(
+    y_true: Sequence[int] | np.ndarray,
+    y_pred: Sequence[int] | np.ndarray,
+    proba: np.ndarray | None,
+    class_names: Sequence[str],
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, Cohen's kappa, macro F1, per-class figures and 95% CIs.
+
+    ``y_true``/``y_pred`` are class indices in ``0..K-1`` (``K = len(class_names)``);
+    ``proba`` (n, K) class probabilities, or None (then every AUROC is None).
+
+    Returns a JSON-serialisable dict::
+
+        accuracy, balanced_accuracy, kappa, macro_f1: float | None
+        per_class: {name: {precision, recall, specificity, f1, support, auroc}}
+        confusion_matrix: K×K list of lists, rows = truth, columns = prediction
+        ci: {accuracy: [lo, hi], balanced_accuracy, kappa, macro_f1,
+             per_class: {name: {f1, recall, specificity, auroc: [lo, hi] | None}}}
+        n: number of cases; bootstrap: number of resamples
+
+    ``ci`` holds bootstrap 95% percentile intervals from ``bootstrap`` resamples of the
+    cases (seeded by ``seed``); an interval is None where the metric is undefined in every
+    resample, and ``ci`` is empty when ``bootstrap`` is 0.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        cohen_kappa_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    names = [str(n) for n in class_names]
+    k = len(names)
+    yt = np.asarray(y_true, dtype=np.int64).ravel()
+    yp = np.asarray(y_pred, dtype=np.int64).ravel()
+    n = len(yt)
+    if len(yp) != n:
+        raise ValueError(f"y_true has {n} values, y_pred {len(yp)}")
+    if n == 0:
+        raise ValueError("no cases to score")
+    if k < 1 or yt.min() < 0 or yp.min() < 0 or yt.max() >= k or yp.max() >= k:
+        raise ValueError(f"class indices must lie in 0..{k - 1} ({k} class names)")
+    p = None if proba is None else np.asarray(proba, dtype=np.float64)
+    if p is not None and p.shape != (n, k):
+        raise ValueError(f"proba has shape {p.shape}, expected {(n, k)}")
+    labels = list(range(k))
+
+    with warnings.catch_warnings():  # undefined values are reported as None below
+        warnings.simplefilter("ignore")
+        cm = confusion_matrix(yt, yp, labels=labels)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            yt, yp, labels=labels, zero_division=0)
+        kappa = cohen_kappa_score(yt, yp, labels=labels)
+        out: dict[str, Any] = {
+            "accuracy": _num(accuracy_score(yt, yp)),
+            "balanced_accuracy": _num(balanced_accuracy_score(yt, yp)),
+            "kappa": _num(kappa),
+            "macro_f1": _num(f1_score(yt, yp, average="macro", zero_division=0)),
+        }
+    per_class: dict[str, dict[str, Any]] = {}
+    for c, name in enumerate(names):
+        negatives = n - int(support[c])
+        tn = n - cm[c, :].sum() - cm[:, c].sum() + cm[c, c]
+        present = support[c] > 0
+        auroc = None
+        if p is not None and present and negatives > 0:
+            auroc = _num(roc_auc_score(yt == c, p[:, c]))
+        per_class[name] = {
+            "precision": _num(precision[c]),
+            "recall": _num(recall[c]) if present else None,
+            "specificity": _num(tn / negatives) if negatives else None,
+            "f1": _num(f1[c]) if present else None,
+            "support": int(support[c]),
+            "auroc": auroc,
+        }
+    out["per_class"] = per_class
+    out["confusion_matrix"] = cm.astype(int).tolist()
+    out["ci"] = _bootstrap_ci(yt, yp, p, names, bootstrap, seed) if bootstrap > 0 else {}
+    out["n"] = n
+    out["bootstrap"] = int(bootstrap)
+    return out
+
+
+def _num(x: Any) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def metrics_from_confusion(cms: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics of a stack of confusion matrices ``(B, K, K)``; NaN where undefined.
+
+    Returns ``accuracy``, ``balanced_accuracy``, ``kappa``, ``macro_f1`` of shape (B,) and
+    ``recall``, ``specificity``, ``f1`` of shape (B, K), with the module's conventions.
+    """
+    cms = np.asarray(cms, dtype=np.float64)
+    n = cms.sum(axis=(1, 2))
+    tp = np.diagonal(cms, axis1=1, axis2=2)
+    true_k = cms.sum(axis=2)
+    pred_k = cms.sum(axis=1)
+    fn = true_k - tp
+    fp = pred_k - tp
+    tn = n[:, None] - tp - fn - fp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        accuracy = tp.sum(axis=1) / n
+        recall = np.where(true_k > 0, tp / true_k, np.nan)
+        specificity = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
+        f1_all = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+        f1 = np.where(true_k > 0, f1_all, np.nan)
+        balanced = np.nanmean(recall, axis=1) if recall.size else np.full(len(n), np.nan)
+        seen = (true_k + pred_k) > 0
+        macro_f1 = (f1_all * seen).sum(axis=1) / seen.sum(axis=1)
+        pe = (true_k * pred_k).sum(axis=1) / n**2
+        kappa = (accuracy - pe) / (1 - pe)
+    kappa = np.where(np.isclose(pe, 1.0), np.nan, kappa)
+    return {"accuracy": accuracy, "balanced_accuracy": balanced, "kappa": kappa,
+            "macro_f1": macro_f1, "recall": recall, "specificity": specificity, "f1": f1}
+
+
+def _bootstrap_ci(yt: np.ndarray, yp: np.ndarray, proba: np.ndarray | None,
+                  names: list[str], resamples: int, seed: int) -> dict[str, Any]:
+    n, k = len(yt), len(names)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(resamples, n))
+    # counts[b, i]: how often case i is in resample b
+    counts = np.bincount((draws + n * np.arange(resamples)[:, None]).ravel(),
+                         minlength=resamples * n).reshape(resamples, n).astype(np.float64)
+    pair = yt * k + yp  # (n,) index of each case's confusion-matrix cell
+    onehot = np.zeros((n, k * k))
+    onehot[np.arange(n), pair] = 1.0
+    cms = (counts @ onehot).reshape(resamples, k, k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices → None
+        m = metrics_from_confusion(cms)
+    ci: dict[str, Any] = {name: _interval(m[name]) for name in SUMMARY_METRICS}
+    per_class: dict[str, dict[str, list[float] | None]] = {}
+    for c, name in enumerate(names):
+        auroc = (_weighted_auroc(proba[:, c], yt == c, counts) if proba is not None
+                 else np.full(resamples, np.nan))
+        per_class[name] = {"f1": _interval(m["f1"][:, c]), "recall": _interval(m["recall"][:, c]),
+                           "specificity": _interval(m["specificity"][:, c]),
+                           "auroc": _interval(auroc)}
+    ci["per_class"] = per_class
+    return ci
+
+
+def _weighted_auroc(score: np.ndarray, positive: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """AUROC of every resample at once: the Mann–Whitney statistic with case weights.
+
+    ``counts`` (B, n) are the resample multiplicities. Ties count one half, as in
+    ``sklearn.metrics.roc_auc_score``. NaN where a resample lacks positives or negatives.
+    """
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    w = counts[:, order]
+    pos = positive[order].astype(np.float64)
+    wp, wn = w * pos, w * (1.0 - pos)
+    cum_neg = np.concatenate([np.zeros((len(w), 1)), np.cumsum(wn, axis=1)], axis=1)
+    start = np.searchsorted(s, s, side="left")  # first index of each case's tie group
+    end = np.searchsorted(s, s, side="right")
+    below = cum_neg[:, start]
+    tied = cum_neg[:, end] - below
+    num = (wp * (below + 0.5 * tied)).sum(axis=1)
+    den = wp.sum(axis=1) * wn.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def _interval(values: np.ndarray, level: float = 0.95) -> list[float] | None:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return None
+    lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
+    return [float(lo), float(hi)]
+
+
+# ---------------------------------------------------------------- segmentation
+
+
+def dice_per_label(pred: np.ndarray, truth: np.ndarray, labels: Sequence[int]
+                   ) -> dict[int, float | None]:
+    """Dice ``2|P∩T| / (|P|+|T|)`` of each label between two label maps of equal shape.
+
+    A label absent from both maps gets ``None``: there is nothing to overlap, and
+    reporting 1 (or 0) would bias the mean. Average with the ``None`` values left out.
+    """
+    pred = np.asarray(pred)
+    truth = np.asarray(truth)
+    if pred.shape != truth.shape:
+        raise ValueError(f"label maps differ in shape: {pred.shape} vs {truth.shape}")
+    out: dict[int, float | None] = {}
+    for label in labels:
+        p = pred == label
+        t = truth == label
+        total = int(p.sum()) + int(t.sum())
+        out[int(label)] = None if total == 0 else 2.0 * int(np.logical_and(p, t).sum()) / total
+    return out
+
+
+# ---------------------------------------------------------------- display
+
+
+def plot_confusion_matrix(cm: np.ndarray | Sequence[Sequence[int]], class_names: Sequence[str],
+                          path: Path, title: str = "") -> Path:
+    """Write the confusion matrix as a PNG: counts in the cells, colour = share of the row.
+
+    Rows are the true classes, columns the predicted ones. Written atomically.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cm = np.asarray(cm, dtype=float)
+    k = len(class_names)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    side = 2.0 + 0.6 * k
+    fig = Figure(figsize=(side + 1.0, side))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    ax.set_xticks(range(k), [str(c) for c in class_names], rotation=45, ha="right")
+    ax.set_yticks(range(k), [str(c) for c in class_names])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
+                    color="white" if share[i, j] > 0.5 else "black")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return path
+
+
+def _fmt(value: Any, ci: Any = None) -> str:
+    if value is None:
+        return "—"
+    text = f"{value:.3f}"
+    if ci:
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return text
+
+
+def render_metrics_tables(metrics: Mapping[str, Any]) -> list[Table]:
+    """Rich tables of a :func:`classification_metrics` dict: summary, per class, confusion."""
+    from rich.table import Table
+
+    ci = metrics.get("ci") or {}
+    summary = Table(title="Classification metrics (95% bootstrap interval)")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    labels = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+              "kappa": "Cohen's kappa", "macro_f1": "macro F1"}
+    for key, label in labels.items():
+        if key in metrics:
+            summary.add_row(label, _fmt(metrics[key], ci.get(key)))
+
+    per_class = metrics.get("per_class") or {}
+    class_ci = ci.get("per_class") or {}
+    detail = Table(title="Per class")
+    for column in ("class", "cases", "precision", "recall (sensitivity)", "specificity",
+                   "F1", "AUROC"):
+        detail.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in per_class.items():
+        c = class_ci.get(name) or {}
+        detail.add_row(str(name), str(row.get("support", "")), _fmt(row.get("precision")),
+                       _fmt(row.get("recall"), c.get("recall")),
+                       _fmt(row.get("specificity"), c.get("specificity")),
+                       _fmt(row.get("f1"), c.get("f1")), _fmt(row.get("auroc"), c.get("auroc")))
+    tables = [summary, detail]
+
+    cm = metrics.get("confusion_matrix")
+    if cm:
+        names = list(per_class) or [str(i) for i in range(len(cm))]
+        confusion = Table(title="Confusion matrix (rows: true class, columns: predicted)")
+        confusion.add_column("true \\ predicted")
+        for name in names:
+            confusion.add_column(str(name), justify="right")
+        for name, row in zip(names, cm, strict=False):
+            confusion.add_row(str(name), *(str(int(v)) for v in row))
+        tables.append(confusion)
+    return tables

@@ -1,0 +1,274 @@
+"""The learning-curve protocol: splits, resume, failures, shards and the summary table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from segfew.config import DataSource, ExperimentSpec
+from segfew.data import Case
+from segfew.errors import DataError, SpecError
+from segfew.experiment import (
+    Task,
+    collect_results,
+    parse_shard,
+    plan_tasks,
+    run_experiment,
+    shard_tasks,
+    split_for,
+    summarise,
+    task_status,
+)
+from segfew.metrics import classification_metrics
+
+CLASSES = ["dcm", "hcm", "nor"]
+
+
+def make_cases(patients_per_class: int = 7) -> list[Case]:
+    """Patients with two cases each (ED and ES frames): the group is the patient."""
+    cases = []
+    for c in CLASSES:
+        for p in range(patients_per_class):
+            for frame in ("ed", "es"):
+                pid = f"{c}{p:02d}"
+                cases.append(Case(id=f"{pid}_{frame}", images=(Path(f"{pid}_{frame}.nii.gz"),),
+                                  target=c, group=pid))
+    return cases
+
+
+def make_spec(**kw: Any) -> ExperimentSpec:
+    values: dict[str, Any] = {"data": DataSource(images=Path("images")), "sizes": [1, 2, 4],
+                              "repetitions": 2, "frameworks": ["manual", "scratch"],
+                              "features": Path("seg.pt"), "seed": 7}
+    values.update(kw)
+    return ExperimentSpec(**values)
+
+
+def fake_trainer(task: Task, train: list[Case], test: list[Case], work: Path) -> dict[str, Any]:
+    """Deterministic: more training patients → more test cases right; scratch is worse."""
+    assert work.is_dir()
+    hits = task.size * (2 if task.framework == "manual" else 1)
+    y_true = [CLASSES.index(str(c.target)) for c in test]
+    y_pred = [t if (i % 8) < hits else (t + 1) % 3 for i, t in enumerate(y_true)]
+    metrics = classification_metrics(y_true, y_pred, None, CLASSES, bootstrap=0)
+    return {"metrics": metrics, "seconds": 0.0,
+            "predictions": [{"id": c.id, "predicted": CLASSES[p]}
+                            for c, p in zip(test, y_pred, strict=True)]}
+
+
+class Counting:
+    def __init__(self, interrupt_at: int | None = None, fail_key: str | None = None) -> None:
+        self.calls: list[str] = []
+        self.interrupt_at = interrupt_at
+        self.fail_key = fail_key
+
+    def __call__(self, task: Task, train: list[Case], test: list[Case], work: Path
+                 ) -> dict[str, Any]:
+        self.calls.append(task.key)
+        if len(self.calls) == self.interrupt_at:
+            raise KeyboardInterrupt
+        if task.key == self.fail_key:
+            raise ValueError("out of memory, pretend")
+        return fake_trainer(task, train, test, work)
+
+
+def _groups(cases: list[Case]) -> set[str]:
+    return {str(c.group) for c in cases}
+
+
+# ---------------------------------------------------------------- splits
+
+
+def test_splits_nested_group_aware_and_disjoint() -> None:
+    cases, spec = make_cases(), make_spec()
+    for rep in (1, 2):
+        splits = {k: split_for(cases, spec, k, rep) for k in spec.sizes}
+        tests = {frozenset(c.id for c in splits[k][1]) for k in spec.sizes}
+        assert len(tests) == 1  # one test set per repetition, whatever the size
+        for k, (train, test) in splits.items():
+            per_class = {c: len({x.group for x in train if x.target == c}) for c in CLASSES}
+            assert per_class == dict.fromkeys(CLASSES, k)
+            assert len(train) == 2 * 3 * k  # both frames of every chosen patient
+            assert not _groups(train) & _groups(test)
+        assert _groups(splits[1][0]) < _groups(splits[2][0]) < _groups(splits[4][0])
+        # default test set: everything the largest training set leaves
+        assert len(splits[4][1]) == len(cases) - len(splits[4][0])
+
+
+def test_splits_differ_across_repetitions_and_repeat_exactly() -> None:
+    cases, spec = make_cases(), make_spec()
+    a = split_for(cases, spec, 2, 1)
+    assert a == split_for(cases, spec, 2, 1)
+    assert _groups(a[0]) != _groups(split_for(cases, spec, 2, 2)[0])
+    assert _groups(a[0]) != _groups(split_for(cases, make_spec(seed=8), 2, 1)[0])
+
+
+def test_test_per_class_and_fixed_test_set() -> None:
+    cases, spec = make_cases(), make_spec(test_per_class=2)
+    train, test = split_for(cases, spec, 4, 1)
+    assert len(_groups(test)) == 2 * 3 and not _groups(train) & _groups(test)
+    assert test == split_for(cases, spec, 1, 1)[1]
+
+    fixed_spec = make_spec(test_table=Path("test.csv"))
+    assert fixed_spec.test == "fixed"
+    held = [c for c in cases if c.group in ("dcm00", "hcm00", "nor00")]
+    for rep in (1, 2):
+        train, test = split_for(cases, fixed_spec, 4, rep, held)
+        assert test == held and not _groups(train) & _groups(held)
+
+
+def test_too_few_patients_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="lower the sizes"):
+        run_experiment(make_spec(sizes=[1, 7]), tmp_path, fake_trainer, cases=make_cases())
+
+
+# ---------------------------------------------------------------- runs
+
+
+def _strip(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in results]
+
+
+def test_identical_split_for_every_framework_in_results(tmp_path: Path) -> None:
+    run_experiment(make_spec(), tmp_path, fake_trainer, cases=make_cases())
+    by_key = {(r["size"], r["repetition"], r["framework"]): r for r in collect_results(tmp_path)}
+    assert len(by_key) == 3 * 2 * 2
+    for size in (1, 2, 4):
+        for rep in (1, 2):
+            m, s = by_key[(size, rep, "manual")], by_key[(size, rep, "scratch")]
+            assert m["train_ids"] == s["train_ids"] and m["test_ids"] == s["test_ids"]
+            assert m["n_train"] == 6 * size
+    saved = json.loads((tmp_path / "spec.json").read_text())
+    assert saved["sizes"] == [1, 2, 4]
+    assert (tmp_path / "run.json").is_file()
+    data = json.loads((tmp_path / "data.json").read_text())
+    assert data["patients_per_class"] == dict.fromkeys(CLASSES, 7)
+
+
+def test_interrupted_run_resumes_without_redoing_work(tmp_path: Path) -> None:
+    cases, spec = make_cases(), make_spec()
+    reference = tmp_path / "reference"
+    run_experiment(spec, reference, fake_trainer, cases=cases)
+
+    run = tmp_path / "run"
+    first = Counting(interrupt_at=5)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(spec, run, first, cases=cases)
+    assert len(collect_results(run)) == 4
+    second = Counting()
+    run_experiment(spec, run, second, cases=cases)
+    assert len(second.calls) == len(plan_tasks(spec)) - 4
+    assert not set(second.calls) & set(first.calls[:4])
+    assert _strip(collect_results(run)) == _strip(collect_results(reference))
+    third = Counting()
+    run_experiment(spec, run, third, cases=cases)
+    assert third.calls == []
+
+
+def test_failed_task_is_recorded_and_retried(tmp_path: Path) -> None:
+    cases, spec = make_cases(), make_spec()
+    bad = "size002_rep01_scratch"
+    trainer = Counting(fail_key=bad)
+    run_experiment(spec, tmp_path, trainer, cases=cases)
+    assert len(trainer.calls) == len(plan_tasks(spec))  # the run went on
+    error = json.loads((tmp_path / "results" / f"{bad}.error.json").read_text())
+    assert "out of memory" in error["error"] and "Traceback" in error["traceback"]
+    status = task_status(tmp_path)
+    assert list(status.failed) == [bad] and not status.missing
+    assert len(status.finished) == len(plan_tasks(spec)) - 1
+
+    retry = Counting()
+    run_experiment(spec, tmp_path, retry, cases=cases)
+    assert retry.calls == [bad]
+    assert not (tmp_path / "results" / f"{bad}.error.json").exists()
+    assert not task_status(tmp_path).failed
+
+
+def test_other_spec_in_same_run_dir_is_refused(tmp_path: Path) -> None:
+    cases = make_cases()
+    run_experiment(make_spec(), tmp_path, fake_trainer, cases=cases)
+    with pytest.raises(SpecError, match="new RUN_DIR") as e:
+        run_experiment(make_spec(repetitions=3), tmp_path, fake_trainer, cases=cases)
+    assert "repetitions" in str(e.value)
+    # a setting that cannot change results (progress bars) may differ
+    quiet = make_spec()
+    quiet.train.progress = False
+    run_experiment(quiet, tmp_path, Counting(), cases=cases)
+
+
+def test_two_shards_merged_equal_unsharded_run(tmp_path: Path) -> None:
+    cases, spec = make_cases(), make_spec()
+    run_experiment(spec, tmp_path / "all", fake_trainer, cases=cases)
+    one, two = Counting(), Counting()
+    run_experiment(spec, tmp_path / "s1", one, shard=(1, 2), cases=cases)
+    run_experiment(spec, tmp_path / "s2", two, shard=(2, 2), cases=cases)
+    assert not set(one.calls) & set(two.calls)
+    assert len(one.calls) + len(two.calls) == len(plan_tasks(spec))
+    expected = summarise(collect_results(tmp_path / "all"))
+    assert summarise(collect_results([tmp_path / "s1", tmp_path / "s2"])) == expected
+    # shards may also share one RUN_DIR
+    run_experiment(spec, tmp_path / "shared", fake_trainer, shard=(2, 2), cases=cases)
+    run_experiment(spec, tmp_path / "shared", fake_trainer, shard=(1, 2), cases=cases)
+    assert summarise(collect_results(tmp_path / "shared")) == expected
+    assert len(task_status([tmp_path / "s1", tmp_path / "s2"]).finished) == 12
+
+
+def test_shards_of_different_specs_do_not_merge(tmp_path: Path) -> None:
+    cases = make_cases()
+    run_experiment(make_spec(), tmp_path / "a", fake_trainer, shard=(1, 2), cases=cases)
+    run_experiment(make_spec(seed=1), tmp_path / "b", fake_trainer, shard=(2, 2), cases=cases)
+    with pytest.raises(SpecError, match="different settings"):
+        collect_results([tmp_path / "a", tmp_path / "b"])
+
+
+def test_shard_parsing_and_round_robin() -> None:
+    tasks = plan_tasks(make_spec())
+    assert parse_shard("2/3") == (2, 3) and parse_shard(None) is None
+    for text in ("0/2", "3/2", "a/b", "1"):
+        with pytest.raises(SpecError):
+            parse_shard(text)
+    parts = [shard_tasks(tasks, (i, 3)) for i in (1, 2, 3)]
+    assert sorted(t for p in parts for t in p) == sorted(tasks)
+    assert parts[0][:2] == [tasks[0], tasks[3]]
+    assert tasks[0].key == "size001_rep01_manual"
+
+
+def test_summary_mean_and_std() -> None:
+    def result(fw: str, size: int, rep: int, acc: float) -> dict[str, Any]:
+        return {"framework": fw, "size": size, "repetition": rep,
+                "metrics": {"accuracy": acc, "kappa": None, "macro_f1": acc,
+                            "balanced_accuracy": acc,
+                            "per_class": {"a": {"f1": acc}, "b": {"f1": 1 - acc}}}}
+    rows = summarise([result("scratch", 2, 1, 0.4), result("manual", 2, 1, 0.5),
+                      result("manual", 2, 2, 0.7), result("manual", 1, 1, 0.3)])
+    assert [(r["framework"], r["size"]) for r in rows] == [("manual", 1), ("manual", 2),
+                                                           ("scratch", 2)]
+    m2 = rows[1]
+    assert m2["accuracy"]["mean"] == pytest.approx(0.6)
+    assert m2["accuracy"]["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert m2["kappa"] == {"mean": None, "std": None, "n": 0}
+    assert m2["f1"]["b"]["mean"] == pytest.approx(0.4)
+    assert rows[0]["accuracy"]["std"] is None  # one repetition: no spread
+
+
+def test_spec_validation() -> None:
+    with pytest.raises(ValueError, match="ascending"):
+        make_spec(sizes=[4, 2])
+    with pytest.raises(ValueError, match="ascending"):
+        make_spec(sizes=[2, 2])
+    with pytest.raises(ValueError, match="positive"):
+        make_spec(sizes=[0, 2])
+    with pytest.raises(ValueError, match="at least one framework"):
+        make_spec(frameworks=[])
+    with pytest.raises(ValueError, match="features"):
+        make_spec(features=None)
+    with pytest.raises(ValueError, match="threshold_features"):
+        make_spec(frameworks=["threshold"])
+    with pytest.raises(ValueError, match="vgg_weights"):
+        make_spec(frameworks=["vgg"])
+    with pytest.raises(ValueError, match="test_table"):
+        make_spec(test="fixed")
