@@ -8,10 +8,39 @@ DATA="$DEMO/data"
 mkdir -p "$DEMO"
 
 echo "== 1. synth: 2D phantoms, 3 classes that differ in shape and arrangement"
-segfew synth --out "$DATA" --dim 2 --n-per-class 8 --size 64 --seed 0
+segfew synth --out "$DATA" --dim 2 --n-per-class 10 --size 64 --seed 0
 
 echo "== 2. inspect: check the dataset before training on it"
 segfew inspect --images "$DATA/images" --labels "$DATA/labels" --table "$DATA/labels.csv"
 
 echo "== 3. label: k-means pseudo-labels (the paper's THRESHOLD framework), k = 4"
 segfew label --images "$DATA/images" --out "$DEMO/kmeans" --k 4 --no-progress
+
+echo "== 4. pretrain: a small 2D M-Net on the expert masks, and one on the k-means labels"
+segfew pretrain --images "$DATA/images" --labels "$DATA/labels" --out "$DEMO/seg.pt" \
+    --dim 2 --n-s 4 --size 64 --intensity minmax --epochs 15 --batch-size 8 --no-progress
+segfew pretrain --images "$DATA/images" --labels "$DEMO/kmeans" --out "$DEMO/seg-kmeans.pt" \
+    --dim 2 --n-s 4 --size 64 --intensity minmax --epochs 15 --batch-size 8 --no-progress
+
+echo "== 5. train-classifier: frozen features (manual) and from scratch, 4 cases per class"
+segfew train-classifier --table "$DATA/labels.csv" --images "$DATA/images" --framework manual \
+    --features "$DEMO/seg.pt" --out "$DEMO/clf-manual.pt" --size 64 --epochs 25 --no-progress
+segfew train-classifier --table "$DATA/labels.csv" --images "$DATA/images" --framework scratch \
+    --out "$DEMO/clf-scratch.pt" --size 64 --epochs 25 --no-progress
+
+echo "== 6. evaluate and predict on a fresh set of phantoms (another seed)"
+segfew synth --out "$DEMO/test" --dim 2 --n-per-class 6 --size 64 --seed 1
+segfew evaluate --model "$DEMO/clf-manual.pt" --table "$DEMO/test/labels.csv" \
+    --images "$DEMO/test/images" --out "$DEMO/eval-manual" --no-progress
+segfew predict --model "$DEMO/clf-manual.pt" --input "$DEMO/test/images" \
+    --out "$DEMO/predictions.csv" --no-progress
+segfew predict --model "$DEMO/seg.pt" --input "$DEMO/test/images" --out "$DEMO/test-seg" \
+    --no-progress
+
+echo "== 7. experiment: the paper's learning-curve protocol, ending in a report"
+segfew experiment --spec examples/synthetic/curve.toml --out "$DEMO/curve" \
+    --images "$DATA/images" --table "$DATA/labels.csv" \
+    --features "$DEMO/seg.pt" --threshold-features "$DEMO/seg-kmeans.pt" --no-progress
+
+echo
+echo "Done. Open $DEMO/curve/report.html (or report.md) for the learning curves."

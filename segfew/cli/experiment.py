@@ -20,6 +20,12 @@ def experiment(
     out: Annotated[Path, typer.Option(help="RUN_DIR: results, run info and the report.")],
     shard: Annotated[str | None, typer.Option(
         help="Run only shard i of N, e.g. 2/4 (one job of a job array).")] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder of images (data.images).")] = None,
+    table: Annotated[Path | None, typer.Option(help="Table of ids and classes (data.table).")] = None,
+    features: Annotated[Path | None, typer.Option(
+        help="Segmentation model file for framework manual.")] = None,
+    threshold_features: Annotated[Path | None, typer.Option(
+        help="Segmentation model trained on k-means labels (framework threshold).")] = None,
     frameworks: Annotated[str | None, typer.Option(
         help="Comma-separated: manual,threshold,scratch,vgg.")] = None,
     sizes: Annotated[str | None, typer.Option(
@@ -52,6 +58,9 @@ def experiment(
     from segfew.report import write_report
 
     overrides = {
+        "data": {"images": images, "table": table},
+        "features": features,
+        "threshold_features": threshold_features,
         "frameworks": split_list(frameworks),
         "sizes": int_list(sizes),
         "repetitions": repetitions,

@@ -1,0 +1,160 @@
+"""Layers shared by the segfew networks: 2D/3D layer factories, conv blocks, the FC head.
+
+One code path serves 2D and 3D (MONAI-style): :func:`conv`, :func:`bn` and :func:`pool`
+map a spatial dimension to ``nn.Conv2d``/``nn.Conv3d`` and so on, so no architecture is
+written twice. Convolutions followed by BatchNorm carry no bias (the BatchNorm shift makes
+it redundant). Weights are initialised with Glorot (Xavier) uniform, as in the paper
+(Wong et al. 2018, section 2.3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "ConvBNAct",
+    "ConvBlock",
+    "FCHead",
+    "bn",
+    "check_dim",
+    "conv",
+    "conv_nd",
+    "init_glorot",
+    "max_pool_nd",
+    "pool",
+    "upsample2",
+]
+
+_CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_BN: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_POOL: dict[int, type[nn.Module]] = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+
+
+def check_dim(dim: int) -> int:
+    """``dim`` if it is 2 or 3, else a ``ValueError`` that says so."""
+    if dim not in (2, 3):
+        raise ValueError(f"dim must be 2 or 3, got {dim!r}")
+    return dim
+
+
+def conv(dim: int) -> type[nn.Conv2d] | type[nn.Conv3d]:
+    """``nn.Conv2d`` or ``nn.Conv3d``."""
+    return _CONV[check_dim(dim)]  # type: ignore[return-value]
+
+
+def bn(dim: int) -> type[nn.BatchNorm2d] | type[nn.BatchNorm3d]:
+    """``nn.BatchNorm2d`` or ``nn.BatchNorm3d``."""
+    return _BN[check_dim(dim)]  # type: ignore[return-value]
+
+
+def pool(dim: int) -> type[nn.MaxPool2d] | type[nn.MaxPool3d]:
+    """``nn.MaxPool2d`` or ``nn.MaxPool3d`` (use with ``kernel_size=2``: the ``2^dim`` pooling)."""
+    return _POOL[check_dim(dim)]  # type: ignore[return-value]
+
+
+def conv_nd(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Functional unpadded convolution of ``x`` (N, C, *spatial) with ``weight``, 2D or 3D."""
+    if x.dim() == 4:
+        return F.conv2d(x, weight, bias)
+    return F.conv3d(x, weight, bias)
+
+
+def max_pool_nd(x: Tensor) -> Tensor:
+    """``2^dim`` max-pooling (stride 2) of ``x`` (N, C, *spatial), 2D or 3D."""
+    if x.dim() == 4:
+        return F.max_pool2d(x, 2)
+    return F.max_pool3d(x, 2)
+
+
+def upsample2(x: Tensor) -> Tensor:
+    """Nearest-neighbour ×2 upsampling of every spatial axis (Keras' default ``UpSampling``)."""
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+def init_glorot(module: nn.Module) -> None:
+    """Glorot (Xavier) uniform weights and zero biases for every conv and linear layer.
+
+    The paper initialises both its convolutional and FC layers this way (section 2.3).
+    BatchNorm layers keep their default (weight 1, bias 0). Works on meta tensors too.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def glorot_bound(weight: Tensor) -> float:
+    """The Xavier uniform bound ``sqrt(6 / (fan_in + fan_out))`` of a conv/linear weight."""
+    receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
+    fan_in, fan_out = weight.shape[1] * receptive, weight.shape[0] * receptive
+    return math.sqrt(6.0 / (fan_in + fan_out))
+
+
+class ConvBNAct(nn.Module):
+    """``3^dim`` convolution (padding "same", no bias) → BatchNorm → ReLU.
+
+    (N, in_channels, *spatial) → (N, out_channels, *spatial).
+    """
+
+    def __init__(self, dim: int, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = conv(dim)(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.bn = bn(dim)(out_channels)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class ConvBlock(nn.Module):
+    """The M-Net conv block (SPEC §2, paper section 2.1): two cascaded ``ConvBNAct`` whose
+    outputs are added (the skip connection between cascaded convolutions).
+
+    (N, in_channels, *spatial) → (N, out_channels, *spatial). :meth:`forward_both` also
+    returns the first convolution's output, which is the source of the M-Net's left leg.
+    """
+
+    def __init__(self, dim: int, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = ConvBNAct(dim, in_channels, out_channels)
+        self.conv2 = ConvBNAct(dim, out_channels, out_channels)
+
+    def forward_both(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(first convolution's output, block output = first + second)."""
+        first = self.conv1(x)
+        return first, first + self.conv2(first)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_both(x)[1]
+
+
+class FCHead(nn.Module):
+    """The classifiers' fully-connected end (SPEC §3, paper Fig. 2):
+    FC(n_fc) + BN + ReLU + Dropout → FC(n_fc) + BN + ReLU + Dropout → FC(num_classes).
+
+    (N, in_features) → logits (N, num_classes); softmax is left to the loss / predictor.
+    With ``batch_norm=False`` the two hidden layers carry biases instead of BatchNorm
+    (plain VGG-16's head when ``n_fc = 4096``).
+    """
+
+    def __init__(self, in_features: int, n_fc: int, num_classes: int, dropout: float = 0.5,
+                 batch_norm: bool = True) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, n_fc, bias=not batch_norm)
+        self.bn1: nn.Module = nn.BatchNorm1d(n_fc) if batch_norm else nn.Identity()
+        self.fc2 = nn.Linear(n_fc, n_fc, bias=not batch_norm)
+        self.bn2: nn.Module = nn.BatchNorm1d(n_fc) if batch_norm else nn.Identity()
+        self.fc3 = nn.Linear(n_fc, num_classes)
+        self.act = nn.ReLU(inplace=True)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.flatten(x, 1)
+        x = self.dropout(self.act(self.bn1(self.fc1(x))))
+        x = self.dropout(self.act(self.bn2(self.fc2(x))))
+        return self.fc3(x)
