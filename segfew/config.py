@@ -7,11 +7,11 @@ model files store them as JSON so prediction repeats training exactly.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import tomllib
 import yaml
 from pydantic import (
     BaseModel,
@@ -62,9 +62,12 @@ class PreprocessConfig(Settings):
     def _size_multiple_of_16(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if not 1 <= len(v) <= 3:
             raise ValueError("give one size, or one per axis (2 or 3 values)")
-        bad = [s for s in v if s < 16 or s % 16]
-        if bad:
-            raise ValueError(f"every size must be a positive multiple of 16, got {bad}")
+        # In-plane axes are pooled four times by the M-Net. A third value may be any size:
+        # it is the slice axis of a 2D network run slice by slice (cine MRI has 6–18);
+        # a 3D network checks its own grid.
+        bad = [s for s in v[:2] if s < 16 or s % 16]
+        if bad or min(v) < 1:
+            raise ValueError(f"in-plane sizes must be positive multiples of 16, got {list(v)}")
         return v
 
     def grid(self, dim: int) -> tuple[int, ...]:
@@ -156,8 +159,9 @@ class LabelSpec(Settings):
 
     images: Path
     out: Path
-    k: int = Field(default=5, ge=2, le=64,
-                   description="clusters (paper: 5 brain MR, 10 cardiac CT)")
+    k: int = Field(
+        default=5, ge=2, le=64, description="clusters (paper: 5 brain MR, 10 cardiac CT)"
+    )
     keep_background: bool = Field(
         default=True, description="voxels at or below the background threshold are label 0"
     )
@@ -183,7 +187,9 @@ class ClassifierSpec(Settings):
     data: DataSource
     out: Path
     framework: Framework = "manual"
-    features: Path | None = Field(default=None, description="segmentation model file (manual/threshold)")
+    features: Path | None = Field(
+        default=None, description="segmentation model file (manual/threshold)"
+    )
     vgg_weights: Path | None = None
     finetune: bool = False
     classes: int | None = Field(default=None, ge=2)
@@ -194,11 +200,15 @@ class ClassifierSpec(Settings):
     @model_validator(mode="after")
     def _framework_inputs(self) -> ClassifierSpec:
         if self.framework in ("manual", "threshold") and self.features is None:
-            raise ValueError(f"framework {self.framework} needs --features (a segmentation "
-                             "model file from segfew pretrain)")
+            raise ValueError(
+                f"framework {self.framework} needs --features (a segmentation "
+                "model file from segfew pretrain)"
+            )
         if self.framework == "vgg" and self.vgg_weights is None:
-            raise ValueError("framework vgg needs --vgg-weights (a local torchvision VGG-16 "
-                             "state dict; segfew never downloads)")
+            raise ValueError(
+                "framework vgg needs --vgg-weights (a local torchvision VGG-16 "
+                "state dict; segfew never downloads)"
+            )
         return self
 
 
@@ -214,20 +224,23 @@ class ExperimentSpec(Settings):
     """
 
     data: DataSource
-    sizes: list[int] = Field(default=[2, 4, 8],
-                             description="labelled training patients (groups) per class")
+    sizes: list[int] = Field(
+        default=[2, 4, 8], description="labelled training patients (groups) per class"
+    )
     repetitions: int = Field(default=5, ge=1, description="random splits per size (paper: 5)")
     frameworks: list[Framework] = Field(default=["manual", "scratch"])
     test: Literal["random", "fixed"] = "random"
     test_table: Path | None = Field(default=None, description="fixed test set (test = fixed)")
     test_images: Path | None = Field(default=None, description="its images; default data.images")
     test_per_class: int | None = Field(
-        default=None, ge=1, description="random test groups per class; default all remaining")
+        default=None, ge=1, description="random test groups per class; default all remaining"
+    )
     seed: int = 0
     bootstrap: int = Field(default=1000, ge=0, description="resamples for each task's CIs")
     features: Path | None = Field(default=None, description="segmentation model file (manual)")
     threshold_features: Path | None = Field(
-        default=None, description="segmentation model trained on k-means labels (threshold)")
+        default=None, description="segmentation model trained on k-means labels (threshold)"
+    )
     vgg_weights: Path | None = Field(default=None, description="local VGG-16 weights (vgg)")
     head: HeadConfig = HeadConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
@@ -268,10 +281,14 @@ class ExperimentSpec(Settings):
             raise ValueError("test_table is only used with test = fixed")
         if self.test == "fixed" and self.test_per_class is not None:
             raise ValueError("test_per_class is only used with test = random")
-        needs = {"manual": ("features", "a segmentation model file from segfew pretrain"),
-                 "threshold": ("threshold_features", "a segmentation model pretrained on "
-                               "k-means labels from segfew label"),
-                 "vgg": ("vgg_weights", "a local torchvision VGG-16 state dict")}
+        needs = {
+            "manual": ("features", "a segmentation model file from segfew pretrain"),
+            "threshold": (
+                "threshold_features",
+                "a segmentation model pretrained on k-means labels from segfew label",
+            ),
+            "vgg": ("vgg_weights", "a local torchvision VGG-16 state dict"),
+        }
         for fw in self.frameworks:
             if fw in needs and getattr(self, needs[fw][0]) is None:
                 raise ValueError(f"framework {fw} needs {needs[fw][0]} ({needs[fw][1]})")
@@ -295,8 +312,11 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(text) if Path(path).suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-        raise SpecError(f"not valid {'TOML' if Path(path).suffix == '.toml' else 'YAML'}: "
-                        f"{str(e).splitlines()[0]}", path) from None
+        raise SpecError(
+            f"not valid {'TOML' if Path(path).suffix == '.toml' else 'YAML'}: "
+            f"{str(e).splitlines()[0]}",
+            path,
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -382,8 +402,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def preset(name: str | None, part: Literal["pretrain", "classifier"],
-           framework: str | None = None) -> dict[str, Any]:
+def preset(
+    name: str | None, part: Literal["pretrain", "classifier"], framework: str | None = None
+) -> dict[str, Any]:
     """Spec defaults of a named preset (empty without one); unknown names are SpecErrors."""
     if name is None:
         return {}

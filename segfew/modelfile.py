@@ -84,11 +84,15 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, Any]]:
     if version != FORMAT_VERSION:
         raise ModelFileError(
             f"model file format v{version} is not supported by this segfew "
-            f"(reads v{FORMAT_VERSION}); use the segfew version that wrote it", path)
+            f"(reads v{FORMAT_VERSION}); use the segfew version that wrote it",
+            path,
+        )
     try:
         meta = ModelMeta.model_validate(json.loads(payload["metadata"]))
     except (ValidationError, ValueError, KeyError) as e:
-        raise ModelFileError(f"model metadata is invalid ({str(e).splitlines()[0]})", path) from None
+        raise ModelFileError(
+            f"model metadata is invalid ({str(e).splitlines()[0]})", path
+        ) from None
     return meta, payload["state_dict"]
 
 
@@ -113,8 +117,8 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[Any, ModelMeta]:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, KeyError, ValueError) as e:
         raise ModelFileError(
-            f"weights do not fit the stored architecture ({str(e).splitlines()[0][:200]})",
-            path) from None
+            f"weights do not fit the stored architecture ({str(e).splitlines()[0][:200]})", path
+        ) from None
     return model.to(device).eval(), meta
 
 

@@ -22,7 +22,6 @@ from segfew.config import ClassifierSpec, ExperimentSpec, PreprocessConfig, Pret
 from segfew.errors import DataError, SpecError
 
 if TYPE_CHECKING:
-    import torch
     from rich.console import Console
 
     from segfew.data import Case
@@ -34,24 +33,14 @@ def run_dir_for(model_path: Path) -> Path:
     return model_path.parent / f"{model_path.name.split('.')[0]}-run"
 
 
-class ArrayDataset:
-    """(image, target) pairs held in memory as numpy arrays; yields float32 / int64 tensors."""
+def tensor_dataset(images: Sequence[np.ndarray], targets: Sequence[Any]) -> Any:
+    """A ``TensorDataset`` of float32 images (N, C, *grid) and int64 targets."""
+    import torch
+    from torch.utils.data import TensorDataset
 
-    def __init__(self, images: Sequence[np.ndarray], targets: Sequence[Any]) -> None:
-        if len(images) != len(targets):
-            raise ValueError("images and targets differ in length")
-        self.images = list(images)
-        self.targets = list(targets)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        import torch
-
-        image = torch.from_numpy(np.ascontiguousarray(self.images[i], dtype=np.float32))
-        target = torch.as_tensor(np.asarray(self.targets[i]), dtype=torch.long)
-        return image, target
+    x = torch.from_numpy(np.stack(images).astype(np.float32, copy=False))
+    y = torch.from_numpy(np.stack([np.asarray(t) for t in targets]).astype(np.int64))
+    return TensorDataset(x, y)
 
 
 # ---------------------------------------------------------------- segmentation
@@ -67,8 +56,9 @@ class PretrainResult:
     stopped: str = "completed"
 
 
-def _segmentation_samples(cases: Sequence[Case], cfg: PreprocessConfig, dim: int,
-                          cache: PreprocessCache | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _segmentation_samples(
+    cases: Sequence[Case], cfg: PreprocessConfig, dim: int, cache: PreprocessCache | None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Pre-processed (C, *grid) images and label maps; a 2D network on volumes gets slices."""
     from segfew.preprocess import load_case
 
@@ -86,8 +76,9 @@ def _segmentation_samples(cases: Sequence[Case], cfg: PreprocessConfig, dim: int
             images.extend(image[..., s] for s in range(image.shape[-1]))
             labels.extend(label[..., s] for s in range(label.shape[-1]))
         else:
-            raise DataError(f"a {dim}D network cannot train on {image.ndim - 1}D images",
-                            case.images[0])
+            raise DataError(
+                f"a {dim}D network cannot train on {image.ndim - 1}D images", case.images[0]
+            )
     return images, labels
 
 
@@ -105,9 +96,13 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
     return flat
 
 
-def validation_dice(model: Any, cases: Sequence[Case], cfg: PreprocessConfig,
-                    names: Sequence[str], cache: PreprocessCache | None
-                    ) -> dict[str, float | None]:
+def validation_dice(
+    model: Any,
+    cases: Sequence[Case],
+    cfg: PreprocessConfig,
+    names: Sequence[str],
+    cache: PreprocessCache | None,
+) -> dict[str, float | None]:
     """Mean Dice per foreground label over ``cases``, on the network grid (None: never present)."""
     from segfew.metrics import dice_per_label
     from segfew.predict import segment_probabilities
@@ -127,8 +122,13 @@ def validation_dice(model: Any, cases: Sequence[Case], cfg: PreprocessConfig,
     return {names[i]: (float(np.mean(v)) if v else None) for i, v in per_label.items()}
 
 
-def pretrain(spec: PretrainSpec, *, resume: bool = False, console: Console | None = None,
-             cache: PreprocessCache | None = None) -> PretrainResult:
+def pretrain(
+    spec: PretrainSpec,
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+    cache: PreprocessCache | None = None,
+) -> PretrainResult:
     """Train the modified M-Net on images with voxel labels and write its model file."""
     import torch
 
@@ -146,7 +146,8 @@ def pretrain(spec: PretrainSpec, *, resume: bool = False, console: Console | Non
     dim = spec.network.dim
     if spec.train.val_fraction > 0 and len(cases) >= 2:
         train_cases, val_cases = stratified_split(
-            cases, fraction=1 - spec.train.val_fraction, seed=spec.train.seed)
+            cases, fraction=1 - spec.train.val_fraction, seed=spec.train.seed
+        )
     else:
         train_cases, val_cases = list(cases), []
     train_x, train_y = _segmentation_samples(train_cases, spec.preprocess, dim, cache)
@@ -155,8 +156,10 @@ def pretrain(spec: PretrainSpec, *, resume: bool = False, console: Console | Non
     num_labels = int(max(int(y.max()) for y in train_y + val_y)) + 1
     if spec.label_names is not None:
         if len(spec.label_names) < num_labels:
-            raise SpecError(f"label_names has {len(spec.label_names)} names but the label maps "
-                            f"hold values up to {num_labels - 1}")
+            raise SpecError(
+                f"label_names has {len(spec.label_names)} names but the label maps "
+                f"hold values up to {num_labels - 1}"
+            )
         num_labels = len(spec.label_names)
     names = spec.label_names or ["background"] + [f"label{i}" for i in range(1, num_labels)]
     counts = np.zeros(num_labels)
@@ -167,12 +170,21 @@ def pretrain(spec: PretrainSpec, *, resume: bool = False, console: Console | Non
     model = MNet(dim, in_channels, num_labels, n_s=spec.network.n_s, dropout=spec.network.dropout)
     run_dir = run_dir_for(spec.out)
     if is_main():
-        write_run_info(run_dir, spec, spec.train.seed,
-                       [p for c in cases for p in (*c.images, *c.labels)])
-    result = fit(model, ArrayDataset(train_x, train_y),
-                 ArrayDataset(val_x, val_y) if val_x else None,
-                 task="segmentation", num_classes=num_labels, cfg=spec.train, out_dir=run_dir,
-                 class_weights=label_weights(counts).tolist(), resume=resume, console=console)
+        write_run_info(
+            run_dir, spec, spec.train.seed, [p for c in cases for p in (*c.images, *c.labels)]
+        )
+    result = fit(
+        model,
+        tensor_dataset(train_x, train_y),
+        tensor_dataset(val_x, val_y) if val_x else None,
+        task="segmentation",
+        num_classes=num_labels,
+        cfg=spec.train,
+        out_dir=run_dir,
+        class_weights=label_weights(counts).tolist(),
+        resume=resume,
+        console=console,
+    )
     state = torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
     model.load_state_dict(state)
     model.eval()
@@ -185,16 +197,27 @@ def pretrain(spec: PretrainSpec, *, resume: bool = False, console: Console | Non
 
     meta = ModelMeta(
         kind="segmentation",
-        architecture=Architecture(name="mnet", args={
-            "dim": dim, "in_channels": in_channels, "num_labels": num_labels,
-            "n_s": spec.network.n_s, "dropout": spec.network.dropout}),
+        architecture=Architecture(
+            name="mnet",
+            args={
+                "dim": dim,
+                "in_channels": in_channels,
+                "num_labels": num_labels,
+                "n_s": spec.network.n_s,
+                "dropout": spec.network.dropout,
+            },
+        ),
         preprocess=spec.preprocess,
         classes=names,
         channels=None,
         spec=spec.model_dump(mode="json"),
         versions=versions(),
-        metrics={"validation_dice": dice, "validation_mean_dice": mean_dice,
-                 "validation_cases": [c.id for c in val_cases], "best_epoch": result.best_epoch},
+        metrics={
+            "validation_dice": dice,
+            "validation_mean_dice": mean_dice,
+            "validation_cases": [c.id for c in val_cases],
+            "best_epoch": result.best_epoch,
+        },
     )
     save_model(spec.out, model, meta)
     return PretrainResult(spec.out, run_dir, dice, mean_dice, result.history, result.stopped)
@@ -225,20 +248,26 @@ def classifier_preprocess(spec: ClassifierSpec, feature_meta: Any | None) -> Pre
     if feature_meta is None:
         return spec.preprocess
     seg = feature_meta.preprocess
-    return spec.preprocess.model_copy(update={
-        "intensity": seg.intensity, "window": seg.window, "clahe_clip": seg.clahe_clip,
-        "slice_axis": seg.slice_axis})
+    return spec.preprocess.model_copy(
+        update={
+            "intensity": seg.intensity,
+            "window": seg.window,
+            "clahe_clip": seg.clahe_clip,
+            "slice_axis": seg.slice_axis,
+        }
+    )
 
 
-def build_classifier(spec: ClassifierSpec, in_channels: int, num_classes: int,
-                     grid: tuple[int, ...]) -> tuple[Any, dict[str, Any], Any]:
-    """The network of ``spec.framework``, its architecture record and the feature model's meta."""
+def build_classifier(
+    spec: ClassifierSpec, in_channels: int, num_classes: int, grid: tuple[int, ...]
+) -> tuple[Any, dict[str, Any]]:
+    """The network of ``spec.framework`` and its architecture record (for the model file)."""
     from segfew.modelfile import Architecture, load_model
+    from segfew.models import build_model
 
     head = spec.head
     if spec.framework in ("manual", "threshold"):
-        if spec.features is None:
-            raise SpecError(f"framework {spec.framework} needs --features (a segmentation model file)")
+        assert spec.features is not None  # checked by ClassifierSpec
         feature_net, feature_meta = load_model(spec.features)
         if feature_meta.kind != "segmentation":
             raise SpecError("--features must be a segmentation model (from segfew pretrain)",
@@ -246,37 +275,36 @@ def build_classifier(spec: ClassifierSpec, in_channels: int, num_classes: int,
         if feature_net.in_channels not in (1, in_channels):
             raise DataError(f"the segmentation model takes {feature_net.in_channels} channels, "
                             f"the images have {in_channels}", spec.features)
-        from segfew.models import FeatureClassifier
-
-        args = {"in_channels": in_channels, "num_classes": num_classes, "input_size": grid,
-                "n_c": head.n_c, "n_fc": head.n_fc, "r": head.r, "dropout": head.dropout,
-                "finetune": spec.finetune}
-        model = FeatureClassifier(feature_net, **args)
-        arch = Architecture(name="feature_classifier", args=args,
-                            feature_net=feature_meta.architecture)
-        return model, arch.model_dump(), feature_meta
-    if spec.framework == "scratch":
-        from segfew.models import VGGClassifier
-
-        args = {"dim": len(grid), "in_channels": in_channels, "num_classes": num_classes,
-                "input_size": grid, "n_c": head.n_c, "n_fc": head.n_fc, "dropout": head.dropout}
-        return VGGClassifier(**args), Architecture(name="vgg", args=args).model_dump(), None
-    # framework vgg: ImageNet VGG-16 features, 2D only (SPEC §3(c))
-    if len(grid) != 2:
-        raise SpecError("framework vgg takes 2D images only (ImageNet VGG-16 is 2D)")
-    if spec.vgg_weights is None:
-        raise SpecError("framework vgg needs --vgg-weights (a local torchvision VGG-16 state dict)")
-    from segfew.models import ImageNetVGGClassifier
-
-    args = {"num_classes": num_classes, "n_fc": head.n_fc, "dropout": head.dropout,
-            "in_channels": in_channels}
-    model = ImageNetVGGClassifier(**args)
-    model.load_imagenet_weights(spec.vgg_weights)
-    return model, Architecture(name="imagenet_vgg", args=args).model_dump(), None
+        arch = Architecture(
+            name="feature_classifier",
+            args={"in_channels": in_channels, "num_classes": num_classes, "input_size": grid,
+                  "n_c": head.n_c, "n_fc": head.n_fc, "r": head.r, "dropout": head.dropout,
+                  "finetune": spec.finetune},
+            feature_net=feature_meta.architecture)
+        model = build_model(arch.name, feature_net=feature_net, **arch.args)
+    elif spec.framework == "scratch":
+        arch = Architecture(
+            name="vgg",
+            args={"dim": len(grid), "in_channels": in_channels, "num_classes": num_classes,
+                  "input_size": grid, "n_c": head.n_c, "n_fc": head.n_fc,
+                  "dropout": head.dropout})
+        model = build_model(arch.name, **arch.args)
+    else:  # vgg: ImageNet VGG-16 features, 2D only (SPEC §3(c))
+        if len(grid) != 2:
+            raise SpecError("framework vgg takes 2D images only (ImageNet VGG-16 is 2D)")
+        assert spec.vgg_weights is not None  # checked by ClassifierSpec
+        arch = Architecture(
+            name="imagenet_vgg",
+            args={"num_classes": num_classes, "n_fc": head.n_fc, "dropout": head.dropout,
+                  "in_channels": in_channels})
+        model = build_model(arch.name, **arch.args)
+        model.load_imagenet_weights(spec.vgg_weights)  # type: ignore[operator]
+    return model, arch.model_dump()
 
 
-def _classification_arrays(cases: Sequence[Case], cfg: PreprocessConfig,
-                           cache: PreprocessCache | None) -> list[np.ndarray]:
+def _classification_arrays(
+    cases: Sequence[Case], cfg: PreprocessConfig, cache: PreprocessCache | None
+) -> list[np.ndarray]:
     from segfew.preprocess import load_case
 
     arrays = [load_case(case, cfg, cache)[0] for case in cases]
@@ -284,14 +312,21 @@ def _classification_arrays(cases: Sequence[Case], cfg: PreprocessConfig,
     if len(shapes) > 1:
         raise SpecError(
             f"images reach the classifier with different shapes {sorted(shapes)[:3]}; give a size "
-            "for every axis (e.g. size = [64, 64, 16]) so every volume is resampled alike")
+            "for every axis (e.g. size = [64, 64, 16]) so every volume is resampled alike"
+        )
     return arrays
 
 
-def train_classifier(spec: ClassifierSpec, *, cases: Sequence[Case] | None = None,
-                     val_cases: Sequence[Case] | None = None, resume: bool = False,
-                     console: Console | None = None, cache: PreprocessCache | None = None,
-                     write_info: bool = True) -> ClassifierResult:
+def train_classifier(
+    spec: ClassifierSpec,
+    *,
+    cases: Sequence[Case] | None = None,
+    val_cases: Sequence[Case] | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+    cache: PreprocessCache | None = None,
+    write_info: bool = True,
+) -> ClassifierResult:
     """Train a classifier of ``spec.framework`` with image-level labels; write its model file.
 
     ``cases`` (with targets) replace discovery from ``spec.data`` — the learning-curve
@@ -311,19 +346,26 @@ def train_classifier(spec: ClassifierSpec, *, cases: Sequence[Case] | None = Non
     seed_everything(spec.train.seed)
     if cases is None:
         cases = find_classification_cases(
-            spec.data.images, spec.data.table, channels=spec.data.channels,
-            id_column=spec.data.id_column, label_column=spec.data.label_column,
-            group_column=spec.data.group_column)
+            spec.data.images,
+            spec.data.table,
+            channels=spec.data.channels,
+            id_column=spec.data.id_column,
+            label_column=spec.data.label_column,
+            group_column=spec.data.group_column,
+        )
     if not cases:
         raise DataError("no labelled images found", spec.data.table or spec.data.images)
     classes = class_names(list(cases) + list(val_cases or []))
     if spec.classes is not None and len(classes) != spec.classes:
-        raise DataError(f"expected {spec.classes} classes, the table has {len(classes)}: "
-                        f"{', '.join(classes)}", spec.data.table or spec.data.images)
+        raise DataError(
+            f"expected {spec.classes} classes, the table has {len(classes)}: {', '.join(classes)}",
+            spec.data.table or spec.data.images,
+        )
     if val_cases is None:
         if spec.train.val_fraction > 0 and len(cases) >= 2 * len(classes):
             train_cases, val_list = stratified_split(
-                cases, fraction=1 - spec.train.val_fraction, seed=spec.train.seed)
+                cases, fraction=1 - spec.train.val_fraction, seed=spec.train.seed
+            )
         else:
             train_cases, val_list = list(cases), []
     else:
@@ -340,22 +382,31 @@ def train_classifier(spec: ClassifierSpec, *, cases: Sequence[Case] | None = Non
     val_y = [index[str(c.target)] for c in val_list]
     in_channels, grid = train_x[0].shape[0], tuple(train_x[0].shape[1:])
 
-    model, arch, _ = build_classifier(spec, in_channels, len(classes), grid)
+    model, arch = build_classifier(spec, in_channels, len(classes), grid)
     run_dir = run_dir_for(spec.out)
     if write_info and is_main():
-        write_run_info(run_dir, spec, spec.train.seed,
-                       [p for c in [*train_cases, *val_list] for p in c.images])
+        write_run_info(
+            run_dir, spec, spec.train.seed, [p for c in [*train_cases, *val_list] for p in c.images]
+        )
     counts = np.bincount(np.asarray(train_y), minlength=len(classes))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # absent classes are reported below
         weights = label_weights(counts)
-    result = fit(model, ArrayDataset(train_x, train_y),
-                 ArrayDataset(val_x, val_y) if val_x else None,
-                 task="classification", num_classes=len(classes), cfg=spec.train,
-                 out_dir=run_dir, class_weights=weights.tolist(), resume=resume,
-                 console=console)
-    model.load_state_dict(torch.load(result.best_path, map_location="cpu",
-                                     weights_only=True)["model"])
+    result = fit(
+        model,
+        tensor_dataset(train_x, train_y),
+        tensor_dataset(val_x, val_y) if val_x else None,
+        task="classification",
+        num_classes=len(classes),
+        cfg=spec.train,
+        out_dir=run_dir,
+        class_weights=weights.tolist(),
+        resume=resume,
+        console=console,
+    )
+    model.load_state_dict(
+        torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
+    )
     if not is_main():
         return ClassifierResult(spec.out, run_dir, classes, result.history, result.stopped)
     meta = ModelMeta(
@@ -367,22 +418,27 @@ def train_classifier(spec: ClassifierSpec, *, cases: Sequence[Case] | None = Non
         framework=spec.framework,
         spec=spec.model_dump(mode="json"),
         versions=versions(),
-        metrics={"best_epoch": result.best_epoch, "best_metric": result.best_metric,
-                 "train_class_counts": dict(zip(classes, counts.tolist(), strict=True)),
-                 "train_cases": [c.id for c in train_cases],
-                 "validation_cases": [c.id for c in val_list]},
+        metrics={
+            "best_epoch": result.best_epoch,
+            "best_metric": result.best_metric,
+            "train_class_counts": dict(zip(classes, counts.tolist(), strict=True)),
+            "train_cases": [c.id for c in train_cases],
+            "validation_cases": [c.id for c in val_list],
+        },
         feature_source=feature_meta.model_dump(mode="json") if feature_meta else None,
     )
     save_model(spec.out, model, meta)
-    return ClassifierResult(spec.out, run_dir, classes, result.history, result.stopped,
-                            time.perf_counter() - start)
+    return ClassifierResult(
+        spec.out, run_dir, classes, result.history, result.stopped, time.perf_counter() - start
+    )
 
 
 # ---------------------------------------------------------------- learning curve
 
 
-def make_train_and_score(spec: ExperimentSpec, cache: PreprocessCache | None = None,
-                         console: Console | None = None) -> Callable[..., dict[str, Any]]:
+def make_train_and_score(
+    spec: ExperimentSpec, cache: PreprocessCache | None = None, console: Console | None = None
+) -> Callable[..., dict[str, Any]]:
     """The experiment's training step: train one framework on a split, score it on the test set.
 
     Every task of an experiment shares one pre-processing cache, so each scan is read and
@@ -394,34 +450,60 @@ def make_train_and_score(spec: ExperimentSpec, cache: PreprocessCache | None = N
 
     shared_cache = cache if cache is not None else PreprocessCache()
 
-    def train_and_score(task: Any, train_cases: list[Case], test_cases: list[Case],
-                        task_dir: Path) -> dict[str, Any]:
+    def train_and_score(
+        task: Any, train_cases: list[Case], test_cases: list[Case], task_dir: Path
+    ) -> dict[str, Any]:
         start = time.perf_counter()
         features = spec.threshold_features if task.framework == "threshold" else spec.features
         clf_spec = ClassifierSpec(
-            data=spec.data, out=task_dir / "model.pt", framework=task.framework,
+            data=spec.data,
+            out=task_dir / "model.pt",
+            framework=task.framework,
             features=features if task.framework in ("manual", "threshold") else None,
-            vgg_weights=spec.vgg_weights, head=spec.head, preprocess=spec.preprocess,
-            train=spec.train.model_copy(update={"seed": spec.seed + task.repetition}))
-        result = train_classifier(clf_spec, cases=train_cases, val_cases=[],
-                                  cache=shared_cache, write_info=False, console=console)
+            vgg_weights=spec.vgg_weights,
+            head=spec.head,
+            preprocess=spec.preprocess,
+            train=spec.train.model_copy(update={"seed": spec.seed + task.repetition}),
+        )
+        result = train_classifier(
+            clf_spec,
+            cases=train_cases,
+            val_cases=[],
+            cache=shared_cache,
+            write_info=False,
+            console=console,
+        )
         predictor = Predictor(result.model_path, device=spec.train.device, cache=shared_cache)
         rows = predictor.classify(test_cases)
         index = {name: i for i, name in enumerate(result.classes)}
-        scored = [(case, row) for case, row in zip(test_cases, rows, strict=True)
-                  if row.status == "ok"]
+        scored = [
+            (case, row) for case, row in zip(test_cases, rows, strict=True) if row.status == "ok"
+        ]
         if not scored:
             raise DataError("no test case could be predicted", task_dir)
         y_true = [index[str(case.target)] for case, _ in scored]
         y_pred = [index[row.predicted] for _, row in scored]
-        proba = np.array([[row.probabilities[name] for name in result.classes]
-                          for _, row in scored])
-        metrics = classification_metrics(y_true, y_pred, proba, result.classes,
-                                         bootstrap=spec.bootstrap, seed=spec.seed)
-        predictions = [{"id": case.id, "target": case.target, "predicted": row.predicted,
-                        "status": row.status, "error": row.error}
-                       for case, row in zip(test_cases, rows, strict=True)]
-        return {"metrics": metrics, "predictions": predictions,
-                "seconds": time.perf_counter() - start, "epochs": len(result.history)}
+        proba = np.array(
+            [[row.probabilities[name] for name in result.classes] for _, row in scored]
+        )
+        metrics = classification_metrics(
+            y_true, y_pred, proba, result.classes, bootstrap=spec.bootstrap, seed=spec.seed
+        )
+        predictions = [
+            {
+                "id": case.id,
+                "target": case.target,
+                "predicted": row.predicted,
+                "status": row.status,
+                "error": row.error,
+            }
+            for case, row in zip(test_cases, rows, strict=True)
+        ]
+        return {
+            "metrics": metrics,
+            "predictions": predictions,
+            "seconds": time.perf_counter() - start,
+            "epochs": len(result.history),
+        }
 
     return train_and_score

@@ -46,7 +46,7 @@ def test_yaml_spec_is_read(tmp_path: Path) -> None:
         ({"network": {"n_z": 4}}, "network.n_z: unknown setting"),
         ({"train": {"epochs": "many"}}, "train.epochs"),
         ({"train": {"lr": -1}}, "train.lr: Input should be greater than 0"),
-        ({"preprocess": {"size": [100]}}, "multiple of 16"),
+        ({"preprocess": {"size": [100]}}, "multiples of 16"),
         ({"preprocess": {"intensity": "gamma"}}, "preprocess.intensity"),
     ],
 )

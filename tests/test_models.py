@@ -19,7 +19,7 @@ from segfew.models import (
     build_model,
     init_glorot,
 )
-from segfew.models.blocks import glorot_bound
+from segfew.models.blocks import glorot_bound, pool_kernels
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
@@ -216,11 +216,21 @@ def test_classifier_checks_its_settings() -> None:
         FeatureClassifier(MNet(2, 3, 3, n_s=2), 2, 4, (32, 32))
     with pytest.raises(SpecError, match="divisible by 16"):
         FeatureClassifier(MNet(2, 1, 3, n_s=2), 1, 4, (40, 40))
-    with pytest.raises(SpecError, match="too small"):
-        FeatureClassifier(MNet(2, 1, 3, n_s=2), 1, 4, (32, 32), r=5)
     clf = _classifier()
     with pytest.raises(ValueError, match="expected"):
         clf(torch.zeros(1, 1, 48, 48))
+
+
+def test_short_axes_stop_pooling_at_one_voxel() -> None:
+    """Cine MRI has 6–18 slices: an axis down to one voxel is no longer pooled."""
+    assert pool_kernels((32, 32, 4), 4) == [(2, 2, 2), (2, 2, 2), (2, 2, 1), (2, 2, 1)]
+    clf = FeatureClassifier(MNet(2, 1, 3, n_s=2), 2, 4, (32, 32, 4), n_c=2, n_fc=8, r=3)
+    assert clf(torch.randn(2, 2, 32, 32, 4)).shape == (2, 4)
+    assert clf.classifier.fc1.in_features == 8 * 2 * 2 * 1  # n_c·2^(r-1) · 32/16 · 32/16 · 1
+    vgg = VGGClassifier(3, 2, 5, (32, 32, 8), n_c=2, n_fc=8)
+    assert vgg(torch.randn(2, 2, 32, 32, 8)).shape == (2, 5)
+    # on grids large enough, the pooling is exactly the paper's 2^dim
+    assert pool_kernels((128, 128), 5) == [(2, 2)] * 5
 
 
 # ---------------------------------------------------------------- VGG classifiers

@@ -45,7 +45,7 @@ def seg_model(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_pretrain_writes_model_dice_and_run_info(seg_model: Path) -> None:
     from segfew.modelfile import read_model_file
 
-    meta, state = read_model_file(seg_model)
+    meta, _ = read_model_file(seg_model)
     assert meta.kind == "segmentation"
     assert meta.architecture.args["n_s"] == 2
     dice = meta.metrics["validation_dice"]

@@ -28,7 +28,7 @@ def make_classifier(path: Path, in_channels: int = 1) -> Path:
     spec = ClassifierSpec.model_validate({
         "data": {"images": "unused"}, "out": path, "framework": "scratch",
         "head": {"n_c": 2, "n_fc": 8}})
-    model, arch, _ = build_classifier(spec, in_channels, len(CLASSES), (GRID, GRID))
+    model, arch = build_classifier(spec, in_channels, len(CLASSES), (GRID, GRID))
     meta = ModelMeta(kind="classifier", architecture=Architecture.model_validate(arch),
                      preprocess=PreprocessConfig(size=(GRID,), intensity="minmax"),
                      classes=CLASSES, framework="scratch")

@@ -47,7 +47,9 @@ def int_list(value: str | None) -> list[int] | None:
         raise typer.BadParameter(f"expected integers separated by commas, got {value!r}") from None
 
 
-SpecOpt = Annotated[Path | None, typer.Option("--spec", help="TOML or YAML run spec; flags override it.")]
+SpecOpt = Annotated[
+    Path | None, typer.Option("--spec", help="TOML or YAML run spec; flags override it.")
+]
 ChannelsOpt = Annotated[
     str | None,
     typer.Option(help="Comma-separated channel suffixes: case X is X_<c1>.*, X_<c2>.* stacked."),

@@ -21,7 +21,8 @@ def experiment(
     shard: Annotated[str | None, typer.Option(
         help="Run only shard i of N, e.g. 2/4 (one job of a job array).")] = None,
     images: Annotated[Path | None, typer.Option(help="Folder of images (data.images).")] = None,
-    table: Annotated[Path | None, typer.Option(help="Table of ids and classes (data.table).")] = None,
+    table: Annotated[Path | None, typer.Option(
+        help="Table of ids and classes (data.table).")] = None,
     features: Annotated[Path | None, typer.Option(
         help="Segmentation model file for framework manual.")] = None,
     threshold_features: Annotated[Path | None, typer.Option(

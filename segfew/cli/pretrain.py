@@ -21,21 +21,33 @@ from segfew.cli.common import (
 @handle_errors
 def pretrain(
     images: Annotated[Path | None, typer.Option(help="Folder of images.")] = None,
-    labels: Annotated[Path | None, typer.Option(help="Folder of voxel label maps (matched by case id).")] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Folder of voxel label maps (matched by case id).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Model file to write, e.g. seg.pt.")] = None,
-    dim: Annotated[int | None, typer.Option(help="Network dimension: 2 (slices) or 3 (volumes).")] = None,
+    dim: Annotated[
+        int | None, typer.Option(help="Network dimension: 2 (slices) or 3 (volumes).")
+    ] = None,
     channels: ChannelsOpt = None,
-    preset: Annotated[str | None, typer.Option(help="Paper settings: brain-mr-3d or cardiac-ct-2d.")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Paper settings: brain-mr-3d or cardiac-ct-2d.")
+    ] = None,
     n_s: Annotated[int | None, typer.Option("--n-s", help="Base width n_s of the M-Net.")] = None,
-    size: Annotated[str | None, typer.Option(help="Grid size, one value or one per axis: 128 or 128,128.")] = None,
+    size: Annotated[
+        str | None, typer.Option(help="Grid size, one value or one per axis: 128 or 128,128.")
+    ] = None,
     intensity: Annotated[str | None, typer.Option(help="clahe, ct, minmax or zscore.")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue a stopped run from its last checkpoint.")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not cache pre-processed arrays.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue a stopped run from its last checkpoint.")
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not cache pre-processed arrays.")
+    ] = False,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -45,7 +57,8 @@ def pretrain(
     """
     from rich.table import Table
 
-    from segfew.config import PretrainSpec, preset as preset_values, resolve_spec
+    from segfew.config import PretrainSpec, resolve_spec
+    from segfew.config import preset as preset_values
     from segfew.pipeline import pretrain as run_pretrain
     from segfew.preprocess import PreprocessCache
     from segfew.train.distributed import is_main
@@ -55,12 +68,19 @@ def pretrain(
         "out": out,
         "network": {"dim": dim, "n_s": n_s},
         "preprocess": {"size": int_list(size), "intensity": intensity},
-        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                  "device": device, "progress": None if progress else False},
+        "train": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "device": device,
+            "progress": None if progress else False,
+        },
     }
     resolved = resolve_spec(PretrainSpec, overrides, spec, preset_values(preset, "pretrain"))
-    result = run_pretrain(resolved, resume=resume, console=console,
-                          cache=PreprocessCache(enabled=not no_cache))
+    result = run_pretrain(
+        resolved, resume=resume, console=console, cache=PreprocessCache(enabled=not no_cache)
+    )
     if not is_main():
         return
     table = Table(title="Validation Dice (network grid)")
@@ -72,4 +92,3 @@ def pretrain(
         table.add_row("[bold]mean", f"[bold]{result.mean_dice:.3f}")
     console.print(table)
     console.print(f"model: {result.model_path}  run folder: {result.run_dir}  ({result.stopped})")
-

@@ -20,27 +20,51 @@ from segfew.cli.common import (
 
 @handle_errors
 def train_classifier(
-    table: Annotated[Path | None, typer.Option(help="CSV/TSV of id (or path) and class; optional group.")] = None,
-    images: Annotated[Path | None, typer.Option(help="Folder of images (or of class sub-folders).")] = None,
+    table: Annotated[
+        Path | None, typer.Option(help="CSV/TSV of id (or path) and class; optional group.")
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Folder of images (or of class sub-folders).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Model file to write, e.g. clf.pt.")] = None,
-    framework: Annotated[str | None, typer.Option(help="manual, threshold, scratch or vgg.")] = None,
-    features: Annotated[Path | None, typer.Option(help="Segmentation model file (manual/threshold).")] = None,
-    vgg_weights: Annotated[Path | None, typer.Option(help="Local torchvision VGG-16 weights (vgg).")] = None,
+    framework: Annotated[
+        str | None, typer.Option(help="manual, threshold, scratch or vgg.")
+    ] = None,
+    features: Annotated[
+        Path | None, typer.Option(help="Segmentation model file (manual/threshold).")
+    ] = None,
+    vgg_weights: Annotated[
+        Path | None, typer.Option(help="Local torchvision VGG-16 weights (vgg).")
+    ] = None,
     channels: ChannelsOpt = None,
     id_column: Annotated[str | None, typer.Option()] = None,
     label_column: Annotated[str | None, typer.Option()] = None,
-    group_column: Annotated[str | None, typer.Option(help="Kept on one side of every split.")] = None,
-    classes: Annotated[int | None, typer.Option(help="Check that the table has this many classes.")] = None,
-    finetune: Annotated[bool | None, typer.Option("--finetune/--frozen", help="Unfreeze the segmentation network.")] = None,
-    preset: Annotated[str | None, typer.Option(help="Paper settings: brain-mr-3d or cardiac-ct-2d.")] = None,
-    size: Annotated[str | None, typer.Option(help="Grid size, one value or one per axis: 64,64,16.")] = None,
+    group_column: Annotated[
+        str | None, typer.Option(help="Kept on one side of every split.")
+    ] = None,
+    classes: Annotated[
+        int | None, typer.Option(help="Check that the table has this many classes.")
+    ] = None,
+    finetune: Annotated[
+        bool | None, typer.Option("--finetune/--frozen", help="Unfreeze the segmentation network.")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Paper settings: brain-mr-3d or cardiac-ct-2d.")
+    ] = None,
+    size: Annotated[
+        str | None, typer.Option(help="Grid size, one value or one per axis: 64,64,16.")
+    ] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue a stopped run from its last checkpoint.")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not cache pre-processed arrays.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue a stopped run from its last checkpoint.")
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not cache pre-processed arrays.")
+    ] = False,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -49,35 +73,56 @@ def train_classifier(
     Example: segfew train-classifier --table labels.csv --images images --framework manual
     --features seg.pt --out clf.pt
     """
-    from segfew.config import ClassifierSpec, preset as preset_values, resolve_spec
+    from segfew.config import ClassifierSpec, resolve_spec
+    from segfew.config import preset as preset_values
     from segfew.pipeline import train_classifier as run_train
     from segfew.preprocess import PreprocessCache
     from segfew.train.distributed import is_main
 
     overrides = {
-        "data": {"images": images, "table": table, "channels": split_list(channels),
-                 "id_column": id_column, "label_column": label_column,
-                 "group_column": group_column},
-        "out": out, "framework": framework, "features": features, "vgg_weights": vgg_weights,
-        "classes": classes, "finetune": finetune,
+        "data": {
+            "images": images,
+            "table": table,
+            "channels": split_list(channels),
+            "id_column": id_column,
+            "label_column": label_column,
+            "group_column": group_column,
+        },
+        "out": out,
+        "framework": framework,
+        "features": features,
+        "vgg_weights": vgg_weights,
+        "classes": classes,
+        "finetune": finetune,
         "preprocess": {"size": int_list(size)},
-        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                  "device": device, "progress": None if progress else False},
+        "train": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "device": device,
+            "progress": None if progress else False,
+        },
     }
     fw = framework
     if fw is None and spec is not None:
         from segfew.config import read_spec_file
 
         fw = read_spec_file(spec).get("framework")
-    resolved = resolve_spec(ClassifierSpec, overrides, spec,
-                            preset_values(preset, "classifier", fw))
-    result = run_train(resolved, resume=resume, console=console,
-                       cache=PreprocessCache(enabled=not no_cache))
+    resolved = resolve_spec(
+        ClassifierSpec, overrides, spec, preset_values(preset, "classifier", fw)
+    )
+    result = run_train(
+        resolved, resume=resume, console=console, cache=PreprocessCache(enabled=not no_cache)
+    )
     if is_main():
         last = result.history[-1] if result.history else {}
-        figures = ", ".join(f"{k} {v:.3f}" for k, v in last.items()
-                            if isinstance(v, float) and k != "seconds")
+        figures = ", ".join(
+            f"{k} {v:.3f}" for k, v in last.items() if isinstance(v, float) and k != "seconds"
+        )
         console.print(f"classes: {', '.join(result.classes)}")
         console.print(f"last epoch: {figures}")
-        console.print(f"model: {result.model_path}  run folder: {result.run_dir}  "
-                      f"({result.stopped}, {result.seconds:.0f} s)")
+        console.print(
+            f"model: {result.model_path}  run folder: {result.run_dir}  "
+            f"({result.stopped}, {result.seconds:.0f} s)"
+        )

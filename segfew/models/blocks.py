@@ -63,11 +63,34 @@ def conv_nd(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return F.conv3d(x, weight, bias)
 
 
-def max_pool_nd(x: Tensor) -> Tensor:
-    """``2^dim`` max-pooling (stride 2) of ``x`` (N, C, *spatial), 2D or 3D."""
+def max_pool_nd(x: Tensor, kernel: int | tuple[int, ...] = 2) -> Tensor:
+    """``2^dim`` max-pooling (stride = kernel) of ``x`` (N, C, *spatial), 2D or 3D."""
     if x.dim() == 4:
-        return F.max_pool2d(x, 2)
-    return F.max_pool3d(x, 2)
+        return F.max_pool2d(x, kernel)
+    return F.max_pool3d(x, kernel)
+
+
+def pool_kernels(size: tuple[int, ...], n: int) -> list[tuple[int, ...]]:
+    """Kernels of ``n`` successive ×2 max-poolings of a ``size`` grid.
+
+    An axis that has shrunk to one voxel is no longer pooled (kernel 1), so volumes with few
+    slices (cine MRI: 6–18) fit the paper's networks without resampling every axis to 32+;
+    on grids large enough this is exactly the paper's ``2^dim`` pooling.
+    """
+    kernels, current = [], list(size)
+    for _ in range(n):
+        k = tuple(2 if s >= 2 else 1 for s in current)
+        current = [s // kk for s, kk in zip(current, k, strict=True)]
+        kernels.append(k)
+    return kernels
+
+
+def pooled_size(size: tuple[int, ...], n: int) -> tuple[int, ...]:
+    """The grid after :func:`pool_kernels`' ``n`` poolings."""
+    current = list(size)
+    for k in pool_kernels(size, n):
+        current = [s // kk for s, kk in zip(current, k, strict=True)]
+    return tuple(current)
 
 
 def upsample2(x: Tensor) -> Tensor:

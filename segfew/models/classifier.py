@@ -31,7 +31,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segfew.errors import SpecError
-from segfew.models.blocks import ConvBNAct, FCHead, init_glorot, max_pool_nd
+from segfew.models.blocks import (
+    ConvBNAct,
+    FCHead,
+    init_glorot,
+    max_pool_nd,
+    pool_kernels,
+    pooled_size,
+)
 from segfew.models.mnet import MNet
 
 __all__ = ["FeatureClassifier"]
@@ -85,11 +92,11 @@ class FeatureClassifier(nn.Module):
         self.dim = len(input_size)  # the head's dimension
         self.num_features = feature_net.num_features * (in_channels if self.per_channel else 1)
 
-        pooled = [s // 2 for s in input_size]
-        final = [s // 2**r for s in pooled]
-        if min(final) < 1:
-            raise SpecError(f"input size {input_size} is too small for r = {r} poolings after "
-                            f"the first (every size must be at least {2 ** (r + 1)})")
+        # r + 1 poolings in all (the first on the features); an axis down to one voxel is
+        # no longer pooled, so volumes with few slices fit (blocks.pool_kernels).
+        kernels = pool_kernels(input_size, r + 1)
+        self.first_pool, self.head_pools = kernels[0], kernels[1:]
+        final = pooled_size(input_size, r + 1)
         widths = [self.num_features] + [n_c * 2**j for j in range(r)]
         self.convs = nn.ModuleList(
             [ConvBNAct(self.dim, widths[j], widths[j + 1]) for j in range(r)])
@@ -130,12 +137,12 @@ class FeatureClassifier(nn.Module):
             slices = x.permute(0, 4, 1, 2, 3).reshape(n * d, c, h, w)
             f = self._net_features_pooled(slices)  # (N·D, F, H/2, W/2)
             f = f.reshape(n, d, *f.shape[1:]).permute(0, 2, 3, 4, 1)  # (N, F, H/2, W/2, D)
-            return F.max_pool3d(f, kernel_size=(1, 1, 2))
+            return F.max_pool3d(f, kernel_size=(1, 1, self.first_pool[-1]))
 
     def forward_head(self, f: Tensor) -> Tensor:
         """(N, num_features, *input_size / 2) → logits (N, num_classes)."""
-        for block in self.convs:
-            f = max_pool_nd(block(f))
+        for block, kernel in zip(self.convs, self.head_pools, strict=True):
+            f = max_pool_nd(block(f), kernel)
         return self.classifier(f)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -21,7 +21,15 @@ import math
 from torch import Tensor, nn
 
 from segfew.errors import SpecError
-from segfew.models.blocks import ConvBNAct, FCHead, check_dim, init_glorot, max_pool_nd
+from segfew.models.blocks import (
+    ConvBNAct,
+    FCHead,
+    check_dim,
+    init_glorot,
+    max_pool_nd,
+    pool_kernels,
+    pooled_size,
+)
 
 __all__ = ["VGGClassifier"]
 
@@ -32,8 +40,10 @@ BLOCK_WIDTHS = (1, 2, 4, 8, 8)  # × n_c
 class VGGStage(nn.Module):
     """``n`` cascaded ``ConvBNAct`` then a ``2^dim`` max-pool; keys ``conv1``, ``conv2``, …"""
 
-    def __init__(self, dim: int, in_channels: int, out_channels: int, n: int) -> None:
+    def __init__(self, dim: int, in_channels: int, out_channels: int, n: int,
+                 pool: tuple[int, ...] | None = None) -> None:
         super().__init__()
+        self.pool = pool or (2,) * dim
         for k in range(n):
             self.add_module(f"conv{k + 1}",
                             ConvBNAct(dim, in_channels if k == 0 else out_channels, out_channels))
@@ -41,13 +51,14 @@ class VGGStage(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.children():
             x = layer(x)
-        return max_pool_nd(x)
+        return max_pool_nd(x, self.pool)
 
 
 class VGGClassifier(nn.Module):
     """Modified VGG-16 classifier: (N, in_channels, *input_size) → logits (N, num_classes).
 
-    Every size in ``input_size`` must be at least 32 (five poolings; sizes are floored).
+    Five poolings; an axis already down to one voxel is no longer pooled
+    (:func:`~segfew.models.blocks.pool_kernels`), so short axes (few slices) are allowed.
     State-dict keys: ``stages.<block>.conv<k>.{conv,bn}.*`` and ``classifier.fc{1,2,3}.*``.
     """
 
@@ -60,16 +71,17 @@ class VGGClassifier(nn.Module):
         if len(input_size) != dim:
             raise SpecError(f"input size {input_size} has {len(input_size)} axes, dim is {dim}")
         stages = len(BLOCK_CONVS)
-        if min(input_size) < 2**stages:
-            raise SpecError(f"input size {input_size} is too small for the VGG classifier "
-                            f"(every size must be at least {2**stages})")
+        if min(input_size) < 1:
+            raise SpecError(f"input size {input_size} must be positive")
+        kernels = pool_kernels(input_size, stages)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.input_size = input_size
         widths = [in_channels] + [n_c * w for w in BLOCK_WIDTHS]
         self.stages = nn.ModuleList(
-            [VGGStage(dim, widths[i], widths[i + 1], n) for i, n in enumerate(BLOCK_CONVS)])
-        final = math.prod(s // 2**stages for s in input_size)
+            [VGGStage(dim, widths[i], widths[i + 1], n, kernels[i])
+             for i, n in enumerate(BLOCK_CONVS)])
+        final = math.prod(pooled_size(input_size, stages))
         self.classifier = FCHead(widths[-1] * final, n_fc, num_classes, dropout,
                                  batch_norm=fc_batch_norm)
         init_glorot(self)
