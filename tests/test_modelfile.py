@@ -1,0 +1,77 @@
+"""Model files are data: self-describing, safe to load, and versioned."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from segfew.config import PreprocessConfig
+from segfew.errors import ModelFileError
+from segfew.modelfile import Architecture, ModelMeta, load_model, read_model_file, save_model
+from segfew.models import MNet
+
+
+def _meta() -> ModelMeta:
+    return ModelMeta(
+        kind="segmentation",
+        architecture=Architecture(name="mnet", args={"dim": 2, "in_channels": 1,
+                                                     "num_labels": 3, "n_s": 2}),
+        preprocess=PreprocessConfig(size=(32, 32), intensity="minmax"),
+        classes=["background", "a", "b"],
+    )
+
+
+def test_round_trip_rebuilds_the_same_network(tmp_path: Path) -> None:
+    net = MNet(2, 1, 3, n_s=2).eval()
+    path = save_model(tmp_path / "m.pt", net, _meta())
+    loaded, meta = load_model(path)
+    assert meta.classes == ["background", "a", "b"]
+    assert meta.preprocess.intensity == "minmax"
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
+
+
+class _Boom:
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (Path("/tmp/segfew-pwned"),))
+
+
+def test_a_pickled_object_is_refused_not_executed(tmp_path: Path) -> None:
+    marker = Path("/tmp/segfew-pwned")
+    marker.unlink(missing_ok=True)
+    evil = tmp_path / "evil.pt"
+    with evil.open("wb") as f:
+        pickle.dump({"format": "segfew-model", "payload": _Boom()}, f, protocol=2)
+    torch.save({"format": "segfew-model", "format_version": 1, "metadata": "{}",
+                "state_dict": {}, "extra": _Boom()}, tmp_path / "evil2.pt")
+    for path in (evil, tmp_path / "evil2.pt"):
+        with pytest.raises(ModelFileError, match="not a readable segfew model file"):
+            read_model_file(path)
+    assert not marker.exists()
+
+
+def test_other_format_versions_fail_clearly(tmp_path: Path) -> None:
+    path = save_model(tmp_path / "m.pt", MNet(2, 1, 3, n_s=2), _meta())
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 99
+    torch.save(payload, path)
+    with pytest.raises(ModelFileError, match=r"m\.pt: model file format v99 is not supported"):
+        load_model(path)
+
+
+def test_missing_corrupt_and_mismatched_files(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="model file not found"):
+        load_model(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00not a zip")
+    with pytest.raises(ModelFileError, match=r"junk\.pt: not a readable"):
+        load_model(tmp_path / "junk.pt")
+    meta = _meta()
+    meta.architecture.args["n_s"] = 4  # weights of n_s = 2 cannot fit
+    save_model(tmp_path / "bad.pt", MNet(2, 1, 3, n_s=2), meta)
+    with pytest.raises(ModelFileError, match="weights do not fit"):
+        load_model(tmp_path / "bad.pt")
