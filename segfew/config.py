@@ -25,7 +25,7 @@ from pydantic import (
 from segfew.errors import SpecError
 
 Intensity = Literal["clahe", "ct", "minmax", "zscore"]
-Framework = Literal["manual", "threshold", "scratch", "vgg"]
+Framework = Literal["manual", "threshold", "scratch", "vgg", "measures"]
 
 
 class Settings(BaseModel):
@@ -199,7 +199,7 @@ class ClassifierSpec(Settings):
 
     @model_validator(mode="after")
     def _framework_inputs(self) -> ClassifierSpec:
-        if self.framework in ("manual", "threshold") and self.features is None:
+        if self.framework in ("manual", "threshold", "measures") and self.features is None:
             raise ValueError(
                 f"framework {self.framework} needs --features (a segmentation "
                 "model file from segfew pretrain)"

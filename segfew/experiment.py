@@ -64,8 +64,9 @@ FRAMEWORK_NAMES = {
     "threshold": "Segmentation features, network trained on k-means labels (THRESHOLD)",
     "scratch": "Network trained from scratch, modified VGG (SCRATCH)",
     "vgg": "ImageNet VGG-16 features (VGG)",
+    "measures": "Volumes from the segmentation network, logistic regression (MEASURES)",
 }
-FRAMEWORK_ORDER = ("manual", "threshold", "scratch", "vgg")
+FRAMEWORK_ORDER = ("measures", "manual", "threshold", "scratch", "vgg")
 
 # Settings that do not change results: a resumed run may differ in them.
 _IGNORED_ON_RESUME = {"train": ("progress", "device", "num_workers", "cache_features",

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from segfew.preprocess import PreprocessCache
 
 
+#: frameworks that use a pre-trained segmentation network (``--features``)
+FEATURE_FRAMEWORKS = ("manual", "threshold", "measures")
+
+
 def run_dir_for(model_path: Path) -> Path:
     """Where a model file's checkpoints, metrics and run info live: ``<stem>-run/`` beside it."""
     return model_path.parent / f"{model_path.name.split('.')[0]}-run"
@@ -266,28 +270,44 @@ def build_classifier(
     from segfew.models import build_model
 
     head = spec.head
-    if spec.framework in ("manual", "threshold"):
+    if spec.framework in FEATURE_FRAMEWORKS:
         assert spec.features is not None  # checked by ClassifierSpec
         feature_net, feature_meta = load_model(spec.features)
         if feature_meta.kind != "segmentation":
-            raise SpecError("--features must be a segmentation model (from segfew pretrain)",
-                            spec.features)
+            raise SpecError(
+                "--features must be a segmentation model (from segfew pretrain)", spec.features
+            )
         if feature_net.in_channels not in (1, in_channels):
-            raise DataError(f"the segmentation model takes {feature_net.in_channels} channels, "
-                            f"the images have {in_channels}", spec.features)
-        arch = Architecture(
-            name="feature_classifier",
-            args={"in_channels": in_channels, "num_classes": num_classes, "input_size": grid,
-                  "n_c": head.n_c, "n_fc": head.n_fc, "r": head.r, "dropout": head.dropout,
-                  "finetune": spec.finetune},
-            feature_net=feature_meta.architecture)
+            raise DataError(
+                f"the segmentation model takes {feature_net.in_channels} channels, "
+                f"the images have {in_channels}",
+                spec.features,
+            )
+        args: dict[str, Any] = {
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "input_size": grid,
+        }
+        if spec.framework != "measures":
+            args.update(
+                n_c=head.n_c, n_fc=head.n_fc, r=head.r, dropout=head.dropout, finetune=spec.finetune
+            )
+        name = "measure_classifier" if spec.framework == "measures" else "feature_classifier"
+        arch = Architecture(name=name, args=args, feature_net=feature_meta.architecture)
         model = build_model(arch.name, feature_net=feature_net, **arch.args)
     elif spec.framework == "scratch":
         arch = Architecture(
             name="vgg",
-            args={"dim": len(grid), "in_channels": in_channels, "num_classes": num_classes,
-                  "input_size": grid, "n_c": head.n_c, "n_fc": head.n_fc,
-                  "dropout": head.dropout})
+            args={
+                "dim": len(grid),
+                "in_channels": in_channels,
+                "num_classes": num_classes,
+                "input_size": grid,
+                "n_c": head.n_c,
+                "n_fc": head.n_fc,
+                "dropout": head.dropout,
+            },
+        )
         model = build_model(arch.name, **arch.args)
     else:  # vgg: ImageNet VGG-16 features, 2D only (SPEC §3(c))
         if len(grid) != 2:
@@ -295,8 +315,13 @@ def build_classifier(
         assert spec.vgg_weights is not None  # checked by ClassifierSpec
         arch = Architecture(
             name="imagenet_vgg",
-            args={"num_classes": num_classes, "n_fc": head.n_fc, "dropout": head.dropout,
-                  "in_channels": in_channels})
+            args={
+                "num_classes": num_classes,
+                "n_fc": head.n_fc,
+                "dropout": head.dropout,
+                "in_channels": in_channels,
+            },
+        )
         model = build_model(arch.name, **arch.args)
         model.load_imagenet_weights(spec.vgg_weights)  # type: ignore[operator]
     return model, arch.model_dump()
@@ -338,7 +363,7 @@ def train_classifier(
     from segfew.modelfile import Architecture, ModelMeta, read_model_file, save_model
     from segfew.preprocess import PreprocessCache
     from segfew.runinfo import versions, write_run_info
-    from segfew.train import fit, label_weights, seed_everything
+    from segfew.train import fit, label_weights, resolve_device, seed_everything
     from segfew.train.distributed import is_main
 
     start = time.perf_counter()
@@ -372,7 +397,7 @@ def train_classifier(
         train_cases, val_list = list(cases), list(val_cases)
 
     feature_meta = None
-    if spec.framework in ("manual", "threshold") and spec.features is not None:
+    if spec.framework in FEATURE_FRAMEWORKS and spec.features is not None:
         feature_meta, _ = read_model_file(spec.features)
     cfg = classifier_preprocess(spec, feature_meta)
     train_x = _classification_arrays(train_cases, cfg, cache)
@@ -392,23 +417,40 @@ def train_classifier(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # absent classes are reported below
         weights = label_weights(counts)
-    result = fit(
-        model,
-        tensor_dataset(train_x, train_y),
-        tensor_dataset(val_x, val_y) if val_x else None,
-        task="classification",
-        num_classes=len(classes),
-        cfg=spec.train,
-        out_dir=run_dir,
-        class_weights=weights.tolist(),
-        resume=resume,
-        console=console,
-    )
-    model.load_state_dict(
-        torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
-    )
+    if spec.framework == "measures":  # a convex fit to convergence: no epochs, no checkpoints
+        device = resolve_device(spec.train.device)
+        model.to(device)
+        features = torch.cat(
+            [
+                model.forward_features(torch.from_numpy(np.stack(train_x[i : i + 8])).to(device))
+                for i in range(0, len(train_x), 8)
+            ]
+        )
+        model.fit_head(features, torch.as_tensor(train_y))
+        model.cpu()
+        history: list[dict[str, float]] = []
+        stopped, best = "completed", {}
+    else:
+        result = fit(
+            model,
+            tensor_dataset(train_x, train_y),
+            tensor_dataset(val_x, val_y) if val_x else None,
+            task="classification",
+            num_classes=len(classes),
+            cfg=spec.train,
+            out_dir=run_dir,
+            class_weights=weights.tolist(),
+            resume=resume,
+            console=console,
+        )
+        model.load_state_dict(
+            torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
+        )
+        history, stopped = result.history, result.stopped
+        best = {"best_epoch": result.best_epoch, "best_metric": result.best_metric}
+
     if not is_main():
-        return ClassifierResult(spec.out, run_dir, classes, result.history, result.stopped)
+        return ClassifierResult(spec.out, run_dir, classes, history, stopped)
     meta = ModelMeta(
         kind="classifier",
         architecture=Architecture.model_validate(arch),
@@ -419,8 +461,7 @@ def train_classifier(
         spec=spec.model_dump(mode="json"),
         versions=versions(),
         metrics={
-            "best_epoch": result.best_epoch,
-            "best_metric": result.best_metric,
+            **best,
             "train_class_counts": dict(zip(classes, counts.tolist(), strict=True)),
             "train_cases": [c.id for c in train_cases],
             "validation_cases": [c.id for c in val_list],
@@ -429,7 +470,7 @@ def train_classifier(
     )
     save_model(spec.out, model, meta)
     return ClassifierResult(
-        spec.out, run_dir, classes, result.history, result.stopped, time.perf_counter() - start
+        spec.out, run_dir, classes, history, stopped, time.perf_counter() - start
     )
 
 
@@ -459,7 +500,7 @@ def make_train_and_score(
             data=spec.data,
             out=task_dir / "model.pt",
             framework=task.framework,
-            features=features if task.framework in ("manual", "threshold") else None,
+            features=features if task.framework in FEATURE_FRAMEWORKS else None,
             vgg_weights=spec.vgg_weights,
             head=spec.head,
             preprocess=spec.preprocess,

@@ -376,3 +376,28 @@ def test_training_engine_sees_frozen_features() -> None:
     x = torch.randn(2, 1, 32, 32)
     assert features_are_frozen(_classifier(), x)
     assert not features_are_frozen(_classifier(finetune=True), x)
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def test_measure_classifier_reads_volumes_and_fits_a_logistic_head() -> None:
+    from segfew.models import MeasureClassifier
+
+    seg = MNet(2, 1, 3, n_s=2)
+    clf = MeasureClassifier(seg, in_channels=2, num_classes=3, input_size=(32, 32, 4)).train()
+    assert not seg.training  # frozen network stays in eval mode
+    x = torch.randn(6, 2, 32, 32, 4)
+    f = clf.forward_features(x)
+    assert f.shape == (6, 2 * 2)  # 2 channels × 2 foreground labels
+    # a soft volume is the sum of the softmax over the grid, per channel
+    p = torch.softmax(seg(x[:, 0].permute(0, 3, 1, 2).reshape(24, 1, 32, 32)), dim=1)
+    fraction = p[:, 1:].sum(dim=(2, 3)).reshape(6, 4, 2).sum(dim=1) / (32 * 32 * 4)
+    assert torch.allclose(f[:, :2], torch.log(fraction + 1e-4), atol=1e-5)
+    # three classes separable by the first feature: the fitted head gets them right
+    feats = torch.tensor([[0.0], [0.1], [1], [1.1], [2], [2.1]]) * torch.tensor([1.0, 0, 0, 0])
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    clf.fit_head(feats, y, c=100.0)
+    assert torch.equal(clf.forward_head(feats).argmax(1), y)
+    assert all(p.grad is None for p in seg.parameters())
+    assert not any(p.requires_grad for p in seg.parameters())

@@ -28,7 +28,7 @@ def experiment(
     threshold_features: Annotated[Path | None, typer.Option(
         help="Segmentation model trained on k-means labels (framework threshold).")] = None,
     frameworks: Annotated[str | None, typer.Option(
-        help="Comma-separated: manual,threshold,scratch,vgg.")] = None,
+        help="Comma-separated: manual,threshold,scratch,vgg,measures.")] = None,
     sizes: Annotated[str | None, typer.Option(
         help="Labelled patients per class, e.g. 1,2,4,8.")] = None,
     repetitions: Annotated[int | None, typer.Option(

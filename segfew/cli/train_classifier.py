@@ -28,7 +28,7 @@ def train_classifier(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Model file to write, e.g. clf.pt.")] = None,
     framework: Annotated[
-        str | None, typer.Option(help="manual, threshold, scratch or vgg.")
+        str | None, typer.Option(help="manual, threshold, scratch, vgg or measures.")
     ] = None,
     features: Annotated[
         Path | None, typer.Option(help="Segmentation model file (manual/threshold).")
