@@ -55,3 +55,34 @@ ChannelsOpt = Annotated[
     typer.Option(help="Comma-separated channel suffixes: case X is X_<c1>.*, X_<c2>.* stacked."),
 ]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+# Training options shared by `pretrain` and `train-classifier`.
+EpochsOpt = Annotated[int | None, typer.Option(help="Training epochs.")]
+BatchSizeOpt = Annotated[int | None, typer.Option(help="Global batch size.")]
+LrOpt = Annotated[float | None, typer.Option(help="Adam learning rate.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed of every random number.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")]
+PresetOpt = Annotated[
+    str | None, typer.Option(help="Paper settings: brain-mr-3d or cardiac-ct-2d.")
+]
+ResumeOpt = Annotated[bool, typer.Option(help="Continue a stopped run from its last checkpoint.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not cache pre-processed arrays.")]
+
+
+def train_overrides(
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    seed: int | None,
+    device: str | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """The ``train`` part of a spec from the shared training flags (None = not given)."""
+    return {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "device": device,
+        "progress": None if progress else False,
+    }

@@ -8,13 +8,22 @@ from typing import Annotated
 import typer
 
 from segfew.cli.common import (
+    BatchSizeOpt,
     ChannelsOpt,
+    DeviceOpt,
+    EpochsOpt,
+    LrOpt,
+    NoCacheOpt,
+    PresetOpt,
     ProgressOpt,
+    ResumeOpt,
+    SeedOpt,
     SpecOpt,
     console,
     handle_errors,
     int_list,
     split_list,
+    train_overrides,
 )
 
 
@@ -48,23 +57,17 @@ def train_classifier(
     finetune: Annotated[
         bool | None, typer.Option("--finetune/--frozen", help="Unfreeze the segmentation network.")
     ] = None,
-    preset: Annotated[
-        str | None, typer.Option(help="Paper settings: brain-mr-3d or cardiac-ct-2d.")
-    ] = None,
+    preset: PresetOpt = None,
     size: Annotated[
         str | None, typer.Option(help="Grid size, one value or one per axis: 64,64,16.")
     ] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue a stopped run from its last checkpoint.")
-    ] = False,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Do not cache pre-processed arrays.")
-    ] = False,
+    epochs: EpochsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    resume: ResumeOpt = False,
+    no_cache: NoCacheOpt = False,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -95,14 +98,7 @@ def train_classifier(
         "classes": classes,
         "finetune": finetune,
         "preprocess": {"size": int_list(size)},
-        "train": {
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "seed": seed,
-            "device": device,
-            "progress": None if progress else False,
-        },
+        "train": train_overrides(epochs, batch_size, lr, seed, device, progress),
     }
     fw = framework
     if fw is None and spec is not None:
