@@ -7,7 +7,8 @@ its bookkeeping are testable without a network.
 
 A run folder (RUN_DIR) holds::
 
-    spec.json            the validated ExperimentSpec (must match when resuming)
+    spec.json            the validated ExperimentSpec (must match when resuming, but for
+                         added frameworks)
     run.json             versions, platform, command (run-shard<i>of<N>.json for a shard)
     data.json            classes, cases per class, test-set sizes per repetition
     results/<key>.json   one per finished task, written as soon as it finishes
@@ -251,7 +252,11 @@ def data_summary(cases: Sequence[Case], test_cases: Sequence[Case], spec: Experi
 
 
 def _comparable(spec_data: dict[str, Any]) -> dict[str, Any]:
+    """The settings that determine a task's result. Splits do not depend on the frameworks
+    (seeds come from the spec's seed and the repetition), so frameworks may be added to a
+    RUN_DIR later: only the new ones are trained."""
     data = json.loads(json.dumps(spec_data))
+    data.pop("frameworks", None)
     for section, keys in _IGNORED_ON_RESUME.items():
         for k in keys:
             (data.get(section) or {}).pop(k, None)

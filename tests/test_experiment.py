@@ -200,6 +200,19 @@ def test_other_spec_in_same_run_dir_is_refused(tmp_path: Path) -> None:
     run_experiment(quiet, tmp_path, Counting(), cases=cases)
 
 
+def test_a_framework_added_later_trains_only_its_tasks(tmp_path: Path) -> None:
+    cases = make_cases()
+    run_experiment(make_spec(frameworks=["manual"]), tmp_path, fake_trainer, cases=cases)
+    later = Counting()
+    run_experiment(make_spec(), tmp_path, later, cases=cases)
+    assert later.calls and all(key.endswith("_scratch") for key in later.calls)
+    assert len(later.calls) == 3 * 2
+    by_key = {(r["size"], r["repetition"], r["framework"]): r for r in collect_results(tmp_path)}
+    for size in (1, 2, 4):  # the added framework got the very same splits
+        m, s = by_key[(size, 1, "manual")], by_key[(size, 1, "scratch")]
+        assert m["train_ids"] == s["train_ids"] and m["test_ids"] == s["test_ids"]
+
+
 def test_two_shards_merged_equal_unsharded_run(tmp_path: Path) -> None:
     cases, spec = make_cases(), make_spec()
     run_experiment(spec, tmp_path / "all", fake_trainer, cases=cases)
