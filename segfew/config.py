@@ -212,6 +212,55 @@ class ClassifierSpec(Settings):
         return self
 
 
+class InspectSpec(Settings):
+    """``segfew inspect``: the dataset to check (nothing is written)."""
+
+    images: Path
+    labels: Path | None = None
+    table: Path | None = None
+    channels: list[str] | None = None
+    id_column: str | None = None
+    label_column: str | None = None
+    group_column: str | None = None
+    label_values: list[int] | None = Field(
+        default=None, description="allowed label values (default: any)"
+    )
+    all_cases: bool = Field(default=False, description="list every case and every problem")
+
+
+class EvaluateSpec(Settings):
+    """``segfew evaluate``: a model file scored on labelled cases."""
+
+    model: Path
+    images: Path
+    out: Path
+    table: Path | None = Field(default=None, description="classifier: ids and true classes")
+    labels: Path | None = Field(default=None, description="segmentation: true label maps")
+    channels: list[str] | None = None
+    id_column: str | None = None
+    label_column: str | None = None
+    group_column: str | None = None
+    device: str = "auto"
+    batch_size: int = Field(default=8, ge=1)
+    bootstrap: int = Field(default=1000, ge=0, description="resamples for the 95% intervals")
+    seed: int = Field(default=0, description="seed of the bootstrap")
+
+
+class PredictSpec(Settings):
+    """``segfew predict``: a model file run over new scans."""
+
+    model: Path
+    inputs: list[Path] = Field(min_length=1, description="image files or folders")
+    out: Path
+    recursive: bool = False
+    channels: list[str] | None = None
+    device: str = "auto"
+    batch_size: int = Field(default=8, ge=1)
+    probabilities: bool = Field(
+        default=False, description="segmentation: also write <id>_prob.nii.gz"
+    )
+
+
 class ExperimentSpec(Settings):
     """``segfew experiment``: the paper's learning-curve protocol (SPEC §6, Fig. 5 and 8).
 

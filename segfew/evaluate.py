@@ -33,6 +33,8 @@ from segfew.predict import (
 )
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from segfew.data import Case
 
 __all__ = ["evaluate_classifier", "evaluate_paths", "evaluate_segmentation"]
@@ -61,13 +63,16 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
                         device: str = "auto", batch_size: int = 8, bootstrap: int = 1000,
                         seed: int = 0, progress: ProgressFn | None = None,
                         table: str | Path | None = None,
-                        predictor: Predictor | None = None) -> dict[str, Any]:
+                        predictor: Predictor | None = None,
+                        run_spec: BaseModel | dict[str, Any] | None = None) -> dict[str, Any]:
     """Predict ``cases`` with the classifier at ``model_path`` and score them; returns metrics.
 
     ``metrics.json`` holds ``accuracy``, ``balanced_accuracy``, ``kappa``, ``macro_f1``,
     ``per_class``, ``confusion_matrix``, ``ci`` (bootstrap 95% intervals), plus ``classes``,
     ``n_cases``, ``n_failed`` and ``model``. ``table`` only names the source in error
-    messages; ``predictor`` reuses an already loaded model.
+    messages; ``predictor`` reuses an already loaded model. ``run_spec`` (e.g. the resolved
+    :class:`segfew.config.EvaluateSpec`) is the spec saved in ``run.json``; by default the
+    arguments are.
     """
     from segfew.metrics import classification_metrics, plot_confusion_matrix
     from segfew.runinfo import write_run_info
@@ -108,9 +113,10 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
     plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), classes,
                           out_dir / "confusion_matrix.png",
                           title=f"{Path(model_path).name} — {len(ok)} cases")
-    spec = {"task": "evaluate", "model": str(model_path), "table": str(table) if table else None,
-            "bootstrap": bootstrap, "seed": seed, "device": str(predictor.device),
-            "batch_size": batch_size, "cases": [c.id for c in cases]}
+    spec = run_spec if run_spec is not None else {
+        "task": "evaluate", "model": str(model_path), "table": str(table) if table else None,
+        "bootstrap": bootstrap, "seed": seed, "device": str(predictor.device),
+        "batch_size": batch_size, "cases": [c.id for c in cases]}
     write_run_info(out_dir, spec, seed, [p for c in cases for p in c.images])
     return metrics
 
@@ -118,14 +124,17 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
 def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir: str | Path,
                           *, device: str = "auto", batch_size: int = 8,
                           progress: ProgressFn | None = None,
-                          predictor: Predictor | None = None) -> dict[str, Any]:
+                          predictor: Predictor | None = None,
+                          run_spec: BaseModel | dict[str, Any] | None = None
+                          ) -> dict[str, Any]:
     """Per-label Dice of the segmentation model at ``model_path`` on ``cases`` (with labels).
 
     Dice is computed on each image's source grid, after the prediction is restored to it.
     ``metrics.json``: ``{"dice": {label: mean over cases}, "mean_dice": mean over foreground
     labels, "per_case": [{"id", "dice": {label: value}, "status", "error"}], "n_cases",
     "n_failed", "model"}``. A label absent from both prediction and truth in a case has no
-    Dice there (None) and is left out of its mean. Also writes ``per_case.csv``.
+    Dice there (None) and is left out of its mean. Also writes ``per_case.csv``, and
+    ``run.json`` with ``run_spec`` (default: the arguments) as its spec.
     """
     from segfew.data import read_case
     from segfew.metrics import dice_per_label
@@ -189,8 +198,9 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
         lines.append([entry["id"], entry["path"], *cells,
                       f"{np.mean(known):.6f}" if known else "", entry["status"], entry["error"]])
     write_rows_csv(out_dir / "per_case.csv", header, lines)
-    spec = {"task": "evaluate", "model": str(model_path), "device": str(predictor.device),
-            "batch_size": batch_size, "cases": [c.id for c in cases]}
+    spec = run_spec if run_spec is not None else {
+        "task": "evaluate", "model": str(model_path), "device": str(predictor.device),
+        "batch_size": batch_size, "cases": [c.id for c in cases]}
     write_run_info(out_dir, spec, None, [p for c in cases for p in (*c.images, *c.labels)])
     return metrics
 
@@ -200,10 +210,12 @@ def evaluate_paths(model_path: str | Path, images: Path, out_dir: Path, *,
                    channels: Sequence[str] | None = None, id_column: str | None = None,
                    label_column: str | None = None, group_column: str | None = None,
                    device: str = "auto", batch_size: int = 8, bootstrap: int = 1000,
-                   seed: int = 0, progress: ProgressFn | None = None
+                   seed: int = 0, progress: ProgressFn | None = None,
+                   run_spec: BaseModel | dict[str, Any] | None = None
                    ) -> tuple[str, dict[str, Any]]:
     """Find the cases (a table for a classifier, label maps for a segmentation model) and
-    evaluate; returns ``(model kind, metrics)``. Channels default to the model's."""
+    evaluate; returns ``(model kind, metrics)``. Channels default to the model's.
+    ``run_spec`` (the command's resolved spec) is saved in ``run.json``."""
     from segfew.data import find_classification_cases, find_segmentation_cases
 
     predictor = Predictor(model_path, device=device, batch_size=batch_size)
@@ -218,13 +230,14 @@ def evaluate_paths(model_path: str | Path, images: Path, out_dir: Path, *,
                                           group_column=group_column)
         return meta.kind, evaluate_classifier(
             model_path, cases, out_dir, device=device, batch_size=batch_size,
-            bootstrap=bootstrap, seed=seed, progress=progress, table=table, predictor=predictor)
+            bootstrap=bootstrap, seed=seed, progress=progress, table=table, predictor=predictor,
+            run_spec=run_spec)
     if labels is None:
         raise SpecError("a segmentation model is evaluated against label maps: give --labels DIR")
     cases = predictor.split_channels(find_segmentation_cases(images, labels, channels=channels))
     return meta.kind, evaluate_segmentation(model_path, cases, out_dir, device=device,
                                             batch_size=batch_size, progress=progress,
-                                            predictor=predictor)
+                                            predictor=predictor, run_spec=run_spec)
 
 
 def _jsonable(value: Any) -> Any:

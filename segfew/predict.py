@@ -28,6 +28,7 @@ from segfew.errors import DataError, SegfewError
 
 if TYPE_CHECKING:
     import torch
+    from pydantic import BaseModel
 
     from segfew.data import Case
     from segfew.io import Image
@@ -459,7 +460,8 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
                   recursive: bool = False, channels: Sequence[str] | None = None,
                   device: str = "auto", batch_size: int = 8,
                   progress: Callable[[int, int], None] | None = None,
-                  probabilities: bool = False) -> tuple[Path, int]:
+                  probabilities: bool = False,
+                  run_spec: BaseModel | dict[str, Any] | None = None) -> tuple[Path, int]:
     """Predict every case under ``inputs`` and write the results; returns ``(out, n_failed)``.
 
     Classifier: ``out`` is a CSV with one row per case (``id, path, predicted, p_<class>...,
@@ -468,8 +470,20 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
     ``predictions.csv`` (``id, path, output, status, error``). Cases are built with the
     model's channel suffixes unless ``channels`` overrides them. ``progress(done, total)``
     is called as cases finish.
+
+    Beside the outputs goes a run record (:func:`segfew.runinfo.write_run_info`) holding
+    ``run_spec`` (e.g. the resolved :class:`segfew.config.PredictSpec`; default: these
+    arguments), versions and a manifest of the inputs: ``<out stem>.run.json`` next to a
+    classifier's CSV, ``run.json`` in a segmentation model's folder.
     """
+    from segfew.runinfo import write_run_info
+
     predictor = Predictor(model_path, device=device, batch_size=batch_size)
+    spec = run_spec if run_spec is not None else {
+        "task": "predict", "model": str(model_path), "inputs": [str(p) for p in inputs],
+        "recursive": recursive, "channels": list(channels) if channels else None,
+        "device": str(predictor.device), "batch_size": batch_size,
+        "probabilities": probabilities}
     meta = predictor.meta
     if channels is None and meta.channels:
         channels = list(meta.channels)
@@ -483,6 +497,8 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
             raise DataError("a classifier writes a CSV file; give --out predictions.csv", out)
         rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
         write_predictions_csv(out, rows, meta.classes)
+        write_run_info(out.with_name(out.stem + ".run.json"), spec, None,
+                       [p for c in cases for p in c.images])
         return out, sum(r.status != "ok" for r in rows)
 
     if out.suffix.lower() in (".csv", ".tsv"):
@@ -502,6 +518,7 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
             lines.append([case.id, case_path(case), "", "error", one_line(e)])
         report(1)
     write_rows_csv(out / "predictions.csv", ["id", "path", "output", "status", "error"], lines)
+    write_run_info(out / "run.json", spec, None, [p for c in cases for p in c.images])
     return out, failed
 
 

@@ -58,7 +58,12 @@ def test_evaluate_cli_metrics_agree_with_the_predictions(
     assert metrics["accuracy"] == pytest.approx(matching / len(rows))
     assert np.asarray(metrics["confusion_matrix"]).sum() == 6
     assert (out / "confusion_matrix.png").stat().st_size > 0
-    assert (out / "run.json").is_file()
+    info = json.loads((out / "run.json").read_text())
+    assert info["spec"] == {  # the resolved EvaluateSpec
+        "model": str(model), "images": str(images), "out": str(out), "table": str(table),
+        "labels": None, "channels": None, "id_column": None, "label_column": None,
+        "group_column": None, "device": "cpu", "batch_size": 8, "bootstrap": 20, "seed": 0}
+    assert info["seed"] == 0
 
 
 def test_a_class_the_model_does_not_know_is_a_one_line_error(
@@ -91,6 +96,7 @@ def test_segmentation_dice_is_scored_on_the_source_grid(
         write_nifti(images / f"{name}.nii.gz", scan(rng, (20, 24, 5)), oblique_affine())
     masks, failed = predict_paths(model, [images], tmp_path / "pred", device="cpu")
     assert failed == 0
+    assert json.loads((masks / "run.json").read_text())["spec"]["task"] == "predict"
     expected: dict[str, list[float]] = {"l1": [], "l2": []}
     for k, name in enumerate(("v1", "v2")):
         # truth: the model's own label map with two blocks overwritten, so the expected Dice

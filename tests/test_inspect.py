@@ -140,3 +140,21 @@ def test_acdc_inspect() -> None:
     assert (report.n_cases, report.n_channels, report.n_labelled) == (60, 2, 120)
     assert report.class_counts == {"DCM": 12, "HCM": 12, "MINF": 12, "NOR": 12, "RV": 12}
     assert set(report.label_counts) == {0, 1, 2, 3}
+
+
+def test_cli_spec_file_gives_the_same_report_as_flags(tmp_path: Path) -> None:
+    images, labels, table = dataset(tmp_path)
+    runner = CliRunner()
+    flags = runner.invoke(app, ["inspect", "--images", str(images), "--labels", str(labels),
+                                "--table", str(table), "--channels", "ed,es",
+                                "--label-values", "0,1,2", "--no-progress"])
+    spec = tmp_path / "inspect.yaml"
+    spec.write_text(f"images: {images}\nlabels: {labels}\ntable: {table}\n"
+                    "channels: [ed, es]\nlabel_values: [0, 1, 2]\n")
+    from_file = runner.invoke(app, ["inspect", "--spec", str(spec), "--no-progress"])
+    assert flags.exit_code == from_file.exit_code == 0, from_file.output
+    assert from_file.output == flags.output
+    # a flag overrides the file: label value 2 is no longer allowed
+    override = runner.invoke(app, ["inspect", "--spec", str(spec), "--label-values", "0,1",
+                                   "--no-progress"])
+    assert override.exit_code == 1 and override.output != flags.output

@@ -226,3 +226,48 @@ def test_segmentation_is_written_in_the_source_geometry(
     np.testing.assert_array_equal(p.argmax(-1), labels)
     rows = read_csv(out / "predictions.csv")
     assert rows[0]["status"] == "ok" and rows[0]["output"].endswith("vol_seg.nii.gz")
+
+
+# ------------------------------------------------------------------ run spec
+
+
+def test_predict_from_a_spec_file_with_a_flag_overriding_out(
+        classifier: Path, tmp_path: Path, rng: np.random.Generator) -> None:
+    from typer.testing import CliRunner
+
+    from segfew.cli import app
+
+    good = tmp_path / "good"
+    for name in ("a", "b"):
+        write_nifti(good / f"{name}.nii.gz", scan(rng))
+    spec = tmp_path / "predict.toml"
+    spec.write_text(f"model = {json.dumps(str(classifier))}\n"
+                    f"inputs = [{json.dumps(str(good))}]\n"
+                    f"out = {json.dumps(str(tmp_path / 'from_file.csv'))}\n"
+                    "device = 'cpu'\nbatch_size = 1\n")
+    out = tmp_path / "predictions.csv"
+    result = CliRunner().invoke(app, ["predict", "--spec", str(spec), "--out", str(out),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert {r["id"] for r in read_csv(out)} == {"a", "b"}
+    assert not (tmp_path / "from_file.csv").exists()
+    info = json.loads((tmp_path / "predictions.run.json").read_text())
+    assert info["spec"] == {"model": str(classifier), "inputs": [str(good)], "out": str(out),
+                            "recursive": False, "channels": None, "device": "cpu",
+                            "batch_size": 1, "probabilities": False}
+    assert info["seed"] is None and info["versions"]["segfew"]
+    assert {Path(d["path"]).name for d in info["data"]} == {"a.nii.gz", "b.nii.gz"}
+
+
+def test_an_unknown_key_in_a_predict_spec_is_named(classifier: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from segfew.cli import app
+
+    spec = tmp_path / "predict.yaml"
+    spec.write_text(f"model: {classifier}\ninputs: [{tmp_path}]\nout: p.csv\nbatchsize: 4\n")
+    result = CliRunner().invoke(app, ["predict", "--spec", str(spec), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "batchsize: unknown setting" in result.output
+    result = CliRunner().invoke(app, ["predict", "--out", "p.csv", "--no-progress"])
+    assert result.exit_code == 2 and "model: Field required" in result.output

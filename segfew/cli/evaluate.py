@@ -7,14 +7,24 @@ from typing import Annotated, Any
 
 import typer
 
-from segfew.cli.common import ChannelsOpt, ProgressOpt, console, handle_errors, split_list
+from segfew.cli.common import (
+    ChannelsOpt,
+    ProgressOpt,
+    SpecOpt,
+    console,
+    handle_errors,
+    split_list,
+)
 
 
 @handle_errors
 def evaluate(
-    model: Annotated[Path, typer.Option(help="Model file (segfew train-classifier or pretrain).")],
-    images: Annotated[Path, typer.Option(help="Folder of images (or of class sub-folders).")],
-    out: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv, plots.")],
+    model: Annotated[Path | None, typer.Option(
+        help="Model file (segfew train-classifier or pretrain).")] = None,
+    images: Annotated[Path | None, typer.Option(
+        help="Folder of images (or of class sub-folders).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for metrics.json, predictions.csv, plots.")] = None,
     table: Annotated[Path | None, typer.Option(
         help="Classifier: CSV/TSV of id (or path) and true class.")] = None,
     labels: Annotated[Path | None, typer.Option(
@@ -23,11 +33,13 @@ def evaluate(
     id_column: Annotated[str | None, typer.Option()] = None,
     label_column: Annotated[str | None, typer.Option()] = None,
     group_column: Annotated[str | None, typer.Option()] = None,
-    bootstrap: Annotated[int, typer.Option(
-        min=0, help="Bootstrap resamples for the 95% intervals (0: none).")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 8,
+    bootstrap: Annotated[int | None, typer.Option(
+        min=0, help="Bootstrap resamples for the 95% intervals (0: none).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the bootstrap.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Images per forward pass.")] = None,
+    spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Accuracy, kappa, per-class F1 and more with 95% intervals — or per-label Dice.
@@ -41,14 +53,33 @@ def evaluate(
     from rich.console import Console
 
     from segfew.cli.predict import CaseProgress
+    from segfew.config import EvaluateSpec, resolve_spec
     from segfew.evaluate import evaluate_paths
 
+    overrides = {
+        "model": model,
+        "images": images,
+        "out": out,
+        "table": table,
+        "labels": labels,
+        "channels": split_list(channels),
+        "id_column": id_column,
+        "label_column": label_column,
+        "group_column": group_column,
+        "device": device,
+        "batch_size": batch_size,
+        "bootstrap": bootstrap,
+        "seed": seed,
+    }
+    resolved = resolve_spec(EvaluateSpec, overrides, spec)
+    out = resolved.out
     with CaseProgress("evaluating", progress).show() as bar:
         kind, metrics = evaluate_paths(
-            model, images, out, table=table, labels=labels, channels=split_list(channels),
-            id_column=id_column, label_column=label_column, group_column=group_column,
-            device=device, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
-            progress=bar)
+            resolved.model, resolved.images, out, table=resolved.table, labels=resolved.labels,
+            channels=resolved.channels, id_column=resolved.id_column,
+            label_column=resolved.label_column, group_column=resolved.group_column,
+            device=resolved.device, batch_size=resolved.batch_size,
+            bootstrap=resolved.bootstrap, seed=resolved.seed, progress=bar, run_spec=resolved)
     stdout = Console()
     if kind == "classifier":
         from segfew.metrics import render_metrics_tables

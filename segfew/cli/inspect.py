@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from segfew.cli.common import ChannelsOpt, ProgressOpt, handle_errors, split_list
+from segfew.cli.common import ChannelsOpt, ProgressOpt, SpecOpt, handle_errors, split_list
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -20,8 +20,8 @@ MAX_PROBLEMS = 40
 
 @handle_errors
 def inspect(
-    images: Annotated[Path, typer.Option(help="Folder of images (or an nnU-Net dataset, or "
-                                              "class sub-folders).")],
+    images: Annotated[Path | None, typer.Option(help="Folder of images (or an nnU-Net dataset, "
+                                                     "or class sub-folders).")] = None,
     labels: Annotated[Path | None, typer.Option(help="Folder of label maps.")] = None,
     table: Annotated[Path | None, typer.Option(help="CSV/TSV table of ids and classes.")] = None,
     channels: ChannelsOpt = None,
@@ -33,6 +33,7 @@ def inspect(
         help="Allowed label values, e.g. 0,1,2,3 (default: any).")] = None,
     all_cases: Annotated[bool, typer.Option(
         "--all-cases", help="List every case and every problem.")] = False,
+    spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Check a dataset: cases, shapes, spacings, orientations, intensities, labels, classes.
@@ -43,14 +44,30 @@ def inspect(
     """
     from rich.console import Console
 
+    from segfew.config import InspectSpec, resolve_spec
     from segfew.errors import SpecError
     from segfew.inspect import inspect_dataset
 
     try:
-        allowed = None if label_values is None else {
-            int(v) for v in split_list(label_values) or []}
+        allowed = None if label_values is None else [
+            int(v) for v in split_list(label_values) or []]
     except ValueError:
         raise SpecError(f"--label-values must be integers, got {label_values!r}") from None
+    overrides = {
+        "images": images,
+        "labels": labels,
+        "table": table,
+        "channels": split_list(channels),
+        "id_column": id_column,
+        "label_column": label_column,
+        "group_column": group_column,
+        "label_values": allowed,
+        "all_cases": True if all_cases else None,
+    }
+    resolved = resolve_spec(InspectSpec, overrides, spec)
+    args = (resolved.images, resolved.labels, resolved.table, resolved.channels,
+            resolved.id_column, resolved.label_column, resolved.group_column,
+            None if resolved.label_values is None else set(resolved.label_values))
     out = Console()
     if progress:
         from rich.progress import Progress
@@ -61,12 +78,10 @@ def inspect(
             def step(done: int, total: int, case_id: str) -> None:
                 bar.update(task, completed=done, total=total, description=case_id)
 
-            report = inspect_dataset(images, labels, table, split_list(channels), id_column,
-                                     label_column, group_column, allowed, progress=step)
+            report = inspect_dataset(*args, progress=step)
     else:
-        report = inspect_dataset(images, labels, table, split_list(channels), id_column,
-                                 label_column, group_column, allowed)
-    show_report(report, out, all_cases=all_cases)
+        report = inspect_dataset(*args)
+    show_report(report, out, all_cases=resolved.all_cases)
     if report.fatal:
         raise typer.Exit(1)
 

@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from segfew.cli.common import ChannelsOpt, ProgressOpt, console, handle_errors, split_list
+from segfew.cli.common import (
+    ChannelsOpt,
+    ProgressOpt,
+    SpecOpt,
+    console,
+    handle_errors,
+    split_list,
+)
 
 
 class CaseProgress:
@@ -56,18 +63,22 @@ class CaseProgress:
 
 @handle_errors
 def predict(
-    model: Annotated[Path, typer.Option(help="Model file (segfew pretrain or train-classifier).")],
-    input: Annotated[list[Path], typer.Option(
-        "--input", "-i", metavar="PATH", help="Image file or folder; repeat for more.")],
-    out: Annotated[Path, typer.Option(
-        help="Classifier: the CSV to write. Segmentation model: the folder for label maps.")],
-    recursive: Annotated[bool, typer.Option(help="Look into sub-folders too.")] = False,
+    model: Annotated[Path | None, typer.Option(
+        help="Model file (segfew pretrain or train-classifier).")] = None,
+    input: Annotated[list[Path] | None, typer.Option(
+        "--input", "-i", metavar="PATH",
+        help="Image file or folder; repeat for more (spec key: inputs).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Classifier: the CSV to write. Segmentation model: the folder for label maps.")
+    ] = None,
+    recursive: Annotated[bool | None, typer.Option(help="Look into sub-folders too.")] = None,
     channels: ChannelsOpt = None,
-    probabilities: Annotated[bool, typer.Option(
-        help="Segmentation: also write <id>_prob.nii.gz (one channel per label).")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = "auto",
-    batch_size: Annotated[int, typer.Option(
-        min=1, help="Images (or slices) per forward pass.")] = 8,
+    probabilities: Annotated[bool | None, typer.Option(
+        help="Segmentation: also write <id>_prob.nii.gz (one channel per label).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Images (or slices) per forward pass.")] = None,
+    spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Predict a class (or a label map) for every scan; a bad file gets an error row.
@@ -78,14 +89,30 @@ def predict(
 
     Segmentation model: a folder (--out) of <id>_seg.nii.gz in each scan's own geometry.
 
+    Beside them goes the run record: <out stem>.run.json next to the CSV, or DIR/run.json.
+
     The exit code is 1 when any case failed, after every row is written.
     """
+    from segfew.config import PredictSpec, resolve_spec
     from segfew.predict import predict_paths
 
+    overrides = {
+        "model": model,
+        "inputs": input or None,
+        "out": out,
+        "recursive": recursive,
+        "channels": split_list(channels),
+        "device": device,
+        "batch_size": batch_size,
+        "probabilities": probabilities,
+    }
+    resolved = resolve_spec(PredictSpec, overrides, spec)
     with CaseProgress("predicting", progress).show() as bar:
         path, failed = predict_paths(
-            model, input, out, recursive=recursive, channels=split_list(channels),
-            device=device, batch_size=batch_size, progress=bar, probabilities=probabilities)
+            resolved.model, resolved.inputs, resolved.out, recursive=resolved.recursive,
+            channels=resolved.channels, device=resolved.device,
+            batch_size=resolved.batch_size, progress=bar,
+            probabilities=resolved.probabilities, run_spec=resolved)
     style = "bold red" if failed else "green"
     where = path if path.suffix else path / "predictions.csv"
     hint = f" (errors in {where})" if failed else ""
