@@ -1,5 +1,7 @@
 # Set-up and the two entry points: `make demo` and `make test`.
 VENV ?= .venv
+# UTF-8 everywhere, whatever the locale of the machine (reports and tables hold ±, →, …)
+export PYTHONUTF8 := 1
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.segfew-installed
 DEMO_DIR ?= demo-run

@@ -355,7 +355,7 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     Paths inside it are taken as they are (relative to the working directory), like flags.
     """
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(f"cannot read spec file ({e.strerror})", path) from None
     try:

@@ -159,7 +159,7 @@ def _index(paths: Iterable[Path], problems: _Problems) -> dict[str, Path]:
 def read_dataset_json(path: Path) -> tuple[list[str] | None, dict[int, str] | None]:
     """Channel names and label names from an nnU-Net ``dataset.json`` (v1 or v2 keys)."""
     try:
-        info = json.loads(Path(path).read_text())
+        info = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read dataset.json ({e})", path) from None
     channels_raw = info.get("channel_names") or info.get("modality")

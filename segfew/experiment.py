@@ -275,7 +275,7 @@ def _check_same_spec(out_dir: Path, spec: ExperimentSpec) -> None:
     if not saved_path.is_file():
         return
     try:
-        saved = json.loads(saved_path.read_text())
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise SpecError(f"cannot read the saved spec ({e}); use a new RUN_DIR",
                         saved_path) from None
@@ -291,7 +291,7 @@ def load_spec(run_dir: Path) -> ExperimentSpec:
     """The spec saved in a RUN_DIR."""
     path = Path(run_dir) / "spec.json"
     try:
-        return ExperimentSpec.model_validate_json(path.read_text())
+        return ExperimentSpec.model_validate_json(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise SpecError(f"not an experiment folder ({e.strerror})", path) from None
     except ValueError as e:
@@ -409,7 +409,7 @@ def collect_results(run_dir: Path | Sequence[Path]) -> list[dict[str, Any]]:
             if path.name.endswith(".error.json"):
                 continue
             try:
-                result = json.loads(path.read_text())
+                result = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as e:
                 raise DataError(f"unreadable result file ({e})", path) from None
             found.setdefault(result.get("key", path.stem), result)
@@ -446,7 +446,8 @@ def task_status(run_dirs: Path | Sequence[Path]) -> TaskStatus:
             status.missing.append(task.key)
             continue
         try:
-            status.failed[task.key] = str(json.loads(error.read_text()).get("error", "failed"))
+            saved = json.loads(error.read_text(encoding="utf-8"))
+            status.failed[task.key] = str(saved.get("error", "failed"))
         except (OSError, json.JSONDecodeError):
             status.failed[task.key] = "failed (unreadable error file)"
     return status

@@ -100,7 +100,7 @@ class KMeansLabeller:
         """Read a file written by :meth:`save`; DataError naming the file if it is not one."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except OSError as e:
             raise DataError(f"cannot read k-means centres ({e.strerror})", path) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -153,7 +153,7 @@ def plot_class_f1(rows: Sequence[dict[str, Any]], classes: Sequence[str], path: 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None

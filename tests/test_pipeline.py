@@ -150,7 +150,7 @@ def test_pretrain_under_torchrun_matches_one_process(phantoms: Path, tmp_path: P
         [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
          "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "segfew", *args,
          "--out", str(tmp_path / "two.pt")],
-        env=env, capture_output=True, text=True, timeout=300)
+        env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("Validation Dice") + proc.stdout.count("Validation Dice") == 1
     one = list(csv.DictReader((tmp_path / "one-run" / "metrics.csv").open()))

@@ -166,7 +166,7 @@ def test_a_model_file_predicts_identically_in_a_fresh_process(
         "[Case(f.name, (f,)) for f in files])\n"
         "print(json.dumps([r.probabilities for r in rows]))\n")
     proc = subprocess.run([sys.executable, "-c", code, str(classifier), *map(str, files)],
-                          capture_output=True, text=True, timeout=300, check=True)
+                          capture_output=True, text=True, encoding="utf-8", timeout=300, check=True)
     there = json.loads(proc.stdout.strip().splitlines()[-1])
     assert there == [r.probabilities for r in here]  # bit-identical floats
 

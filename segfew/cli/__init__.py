@@ -42,4 +42,9 @@ for module_name, function_name, command_name in COMMANDS:
 
 
 def main() -> None:
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):  # an ASCII locale must not crash on "±" or "→"
+        if (getattr(stream, "encoding", "") or "").lower().replace("-", "") != "utf8":
+            stream.reconfigure(errors="replace")  # type: ignore[union-attr]
     app()
