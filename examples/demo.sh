@@ -43,4 +43,4 @@ segfew experiment --spec examples/synthetic/curve.toml --out "$DEMO/curve" \
     --features "$DEMO/seg.pt" --threshold-features "$DEMO/seg-kmeans.pt" --no-progress
 
 echo
-echo "Done. Open $DEMO/curve/report.html (or report.md) for the learning curves."
+echo "Done. Open $DEMO/curve/report/report.html (or report.md) for the learning curves."
