@@ -212,34 +212,21 @@ class ClassifierSpec(Settings):
         return self
 
 
-class InspectSpec(Settings):
+class InspectSpec(DataSource):
     """``segfew inspect``: the dataset to check (nothing is written)."""
 
-    images: Path
-    labels: Path | None = None
-    table: Path | None = None
-    channels: list[str] | None = None
-    id_column: str | None = None
-    label_column: str | None = None
-    group_column: str | None = None
     label_values: list[int] | None = Field(
         default=None, description="allowed label values (default: any)"
     )
     all_cases: bool = Field(default=False, description="list every case and every problem")
 
 
-class EvaluateSpec(Settings):
-    """``segfew evaluate``: a model file scored on labelled cases."""
+class EvaluateSpec(DataSource):
+    """``segfew evaluate``: a model file scored on labelled cases (``table`` for a
+    classifier, ``labels`` for a segmentation model)."""
 
     model: Path
-    images: Path
     out: Path
-    table: Path | None = Field(default=None, description="classifier: ids and true classes")
-    labels: Path | None = Field(default=None, description="segmentation: true label maps")
-    channels: list[str] | None = None
-    id_column: str | None = None
-    label_column: str | None = None
-    group_column: str | None = None
     device: str = "auto"
     batch_size: int = Field(default=8, ge=1)
     bootstrap: int = Field(default=1000, ge=0, description="resamples for the 95% intervals")
@@ -317,7 +304,9 @@ class ExperimentSpec(Settings):
     @classmethod
     def _frameworks_unique(cls, v: list[str]) -> list[str]:
         if not v:
-            raise ValueError("give at least one framework (manual, threshold, scratch, vgg)")
+            raise ValueError(
+                "give at least one framework (manual, threshold, scratch, vgg, measures)"
+            )
         if len(set(v)) != len(v):
             raise ValueError(f"frameworks repeat: {v}")
         return v
@@ -337,6 +326,7 @@ class ExperimentSpec(Settings):
                 "a segmentation model pretrained on k-means labels from segfew label",
             ),
             "vgg": ("vgg_weights", "a local torchvision VGG-16 state dict"),
+            "measures": ("features", "a segmentation model file from segfew pretrain"),
         }
         for fw in self.frameworks:
             if fw in needs and getattr(self, needs[fw][0]) is None:
