@@ -169,7 +169,12 @@ def pretrain(
     counts = np.zeros(num_labels)
     for y in train_y:
         counts += np.bincount(y.ravel(), minlength=num_labels)[:num_labels]
-    in_channels = train_x[0].shape[0]
+    in_channels, grid = train_x[0].shape[0], train_x[0].shape[1:]
+    if any(size % 16 for size in grid):
+        raise SpecError(
+            f"the {dim}D network pools four times: every size of its grid {list(grid)} "
+            "must be a multiple of 16 (preprocess.size)"
+        )
 
     model = MNet(dim, in_channels, num_labels, n_s=spec.network.n_s, dropout=spec.network.dropout)
     run_dir = run_dir_for(spec.out)

@@ -160,3 +160,36 @@ def test_pretrain_under_torchrun_matches_one_process(phantoms: Path, tmp_path: P
         assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=0.2)
         assert float(b["val_metric"]) == pytest.approx(float(a["val_metric"]), abs=0.1)
     assert not list(tmp_path.glob(".*tmp*"))  # rank 1 wrote nothing half-way
+
+
+def test_a_3d_grid_that_cannot_be_pooled_is_a_spec_error(tmp_path: Path) -> None:
+    from segfew.synth import make_phantoms
+
+    make_phantoms(tmp_path / "d", dim=3, n_per_class=2, size=16, num_classes=2, seed=0)
+    result = runner.invoke(app, [
+        "pretrain", "--images", str(tmp_path / "d" / "images"), "--labels",
+        str(tmp_path / "d" / "labels"), "--out", str(tmp_path / "s.pt"), "--dim", "3",
+        "--n-s", "2", "--size", "16,16,8", "--epochs", "1", "--no-progress", "--no-cache"])
+    assert result.exit_code == 2
+    assert "must be a multiple of 16" in result.output
+    assert not (tmp_path / "s.pt").exists()
+
+
+def test_3d_pretrain_and_classifier_on_volumes(tmp_path: Path) -> None:
+    from segfew.modelfile import read_model_file
+    from segfew.synth import make_phantoms
+
+    data = tmp_path / "d"
+    make_phantoms(data, dim=3, n_per_class=3, size=16, num_classes=2, seed=0)
+    invoke("pretrain", "--images", str(data / "images"), "--labels", str(data / "labels"),
+           "--out", str(tmp_path / "seg3d.pt"), "--dim", "3", "--n-s", "2", "--size", "16",
+           "--epochs", "1", "--batch-size", "2", "--no-progress", "--no-cache")
+    invoke("train-classifier", "--table", str(data / "labels.csv"), "--images",
+           str(data / "images"), "--framework", "manual", "--features", str(tmp_path / "seg3d.pt"),
+           "--out", str(tmp_path / "clf3d.pt"), "--size", "16", "--epochs", "1",
+           "--batch-size", "2", "--no-progress", "--no-cache")
+    meta, _ = read_model_file(tmp_path / "clf3d.pt")
+    assert meta.architecture.feature_net is not None
+    assert meta.architecture.feature_net.args["dim"] == 3
+    assert meta.architecture.args["input_size"] == [16, 16, 16]
+    assert meta.feature_source is not None and meta.feature_source["kind"] == "segmentation"
