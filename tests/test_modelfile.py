@@ -37,18 +37,22 @@ def test_round_trip_rebuilds_the_same_network(tmp_path: Path) -> None:
 
 
 class _Boom:
+    """Unpickling this would create ``marker``: proof that code ran on load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
     def __reduce__(self) -> tuple:
-        return (Path.touch, (Path("/tmp/segfew-pwned"),))
+        return (Path.touch, (self.marker,))
 
 
 def test_a_pickled_object_is_refused_not_executed(tmp_path: Path) -> None:
-    marker = Path("/tmp/segfew-pwned")
-    marker.unlink(missing_ok=True)
+    marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
     with evil.open("wb") as f:
-        pickle.dump({"format": "segfew-model", "payload": _Boom()}, f, protocol=2)
+        pickle.dump({"format": "segfew-model", "payload": _Boom(marker)}, f, protocol=2)
     torch.save({"format": "segfew-model", "format_version": 1, "metadata": "{}",
-                "state_dict": {}, "extra": _Boom()}, tmp_path / "evil2.pt")
+                "state_dict": {}, "extra": _Boom(marker)}, tmp_path / "evil2.pt")
     for path in (evil, tmp_path / "evil2.pt"):
         with pytest.raises(ModelFileError, match="not a readable segfew model file"):
             read_model_file(path)
