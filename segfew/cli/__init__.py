@@ -32,12 +32,7 @@ COMMANDS = [
 ]
 
 for module_name, function_name, command_name in COMMANDS:
-    try:
-        module = importlib.import_module(f"segfew.cli.{module_name}")
-    except ModuleNotFoundError as e:  # a command still being built is simply absent
-        if e.name != f"segfew.cli.{module_name}":
-            raise
-        continue
+    module = importlib.import_module(f"segfew.cli.{module_name}")
     app.command(command_name)(getattr(module, function_name))
 
 
