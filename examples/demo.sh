@@ -22,7 +22,7 @@ segfew pretrain --images "$DATA/images" --labels "$DATA/labels" --out "$DEMO/seg
 segfew pretrain --images "$DATA/images" --labels "$DEMO/kmeans" --out "$DEMO/seg-kmeans.pt" \
     --dim 2 --n-s 4 --size 64 --intensity minmax --epochs 15 --batch-size 8 --no-progress
 
-echo "== 5. train-classifier: frozen features (manual) and from scratch, 4 cases per class"
+echo "== 5. train-classifier: frozen features (manual) and from scratch, 10 cases per class"
 segfew train-classifier --table "$DATA/labels.csv" --images "$DATA/images" --framework manual \
     --features "$DEMO/seg.pt" --out "$DEMO/clf-manual.pt" --size 64 --epochs 25 --no-progress
 segfew train-classifier --table "$DATA/labels.csv" --images "$DATA/images" --framework scratch \
