@@ -24,6 +24,7 @@ import numpy as np
 from segfew.atomic import write_json
 from segfew.errors import DataError, SegfewError, SpecError
 from segfew.predict import (
+    PredictionRow,
     Predictor,
     case_path,
     one_line,
@@ -37,7 +38,12 @@ if TYPE_CHECKING:
 
     from segfew.data import Case
 
-__all__ = ["evaluate_classifier", "evaluate_paths", "evaluate_segmentation"]
+__all__ = [
+    "evaluate_classifier",
+    "evaluate_paths",
+    "evaluate_segmentation",
+    "score_predictions",
+]
 
 ProgressFn = Callable[[int, int], None]
 """``progress(done, total)``: called with 0 first, then as cases finish."""
@@ -59,6 +65,28 @@ def check_targets(cases: Sequence[Case], classes: Sequence[str],
     return out
 
 
+def score_predictions(targets: Sequence[int], rows: Sequence[PredictionRow],
+                      classes: Sequence[str], *, bootstrap: int = 1000, seed: int = 0,
+                      source: str | Path | None = None) -> dict[str, Any]:
+    """Metrics (:func:`segfew.metrics.classification_metrics`) of the rows that were predicted.
+
+    ``targets`` are the cases' class indices (:func:`check_targets`), in the rows' order;
+    rows with an error are left out, and if every row failed it is a DataError.
+    """
+    from segfew.metrics import classification_metrics
+
+    ok = [i for i, row in enumerate(rows) if row.status == "ok"]
+    if not ok:
+        raise DataError(f"none of the {len(rows)} cases could be predicted; first error: "
+                        f"{rows[0].error if rows else 'no cases'}", source)
+    names = list(classes)
+    y_true = np.array([targets[i] for i in ok])
+    y_pred = np.array([names.index(rows[i].predicted) for i in ok])
+    proba = np.array([[rows[i].probabilities[c] for c in names] for i in ok])
+    return dict(classification_metrics(y_true, y_pred, proba, names,
+                                       bootstrap=bootstrap, seed=seed))
+
+
 def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: str | Path, *,
                         device: str = "auto", batch_size: int = 8, bootstrap: int = 1000,
                         seed: int = 0, progress: ProgressFn | None = None,
@@ -74,7 +102,7 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
     :class:`segfew.config.EvaluateSpec`) is the spec saved in ``run.json``; by default the
     arguments are.
     """
-    from segfew.metrics import classification_metrics, plot_confusion_matrix
+    from segfew.metrics import plot_confusion_matrix
     from segfew.runinfo import write_run_info
 
     predictor = predictor or Predictor(model_path, device=device, batch_size=batch_size)
@@ -89,21 +117,15 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
 
     rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
-    ok = [i for i, r in enumerate(rows) if r.status == "ok"]
     write_predictions_csv(out_dir / "predictions.csv", rows, classes,
                           targets=[str(c.target) for c in cases])
-    if not ok:
-        raise DataError(f"none of the {len(cases)} cases could be predicted; first error: "
-                        f"{rows[0].error}", table)
-    y_true = np.array([y_all[i] for i in ok])
-    y_pred = np.array([classes.index(rows[i].predicted) for i in ok])
-    proba = np.array([[rows[i].probabilities[c] for c in classes] for i in ok])
-    metrics = dict(classification_metrics(y_true, y_pred, proba, classes,
-                                          bootstrap=bootstrap, seed=seed))
+    metrics = score_predictions(y_all, rows, classes, bootstrap=bootstrap, seed=seed,
+                                source=table)
+    n_ok = sum(r.status == "ok" for r in rows)
     metrics.update({
         "classes": classes,
         "n_cases": len(cases),
-        "n_failed": len(cases) - len(ok),
+        "n_failed": len(cases) - n_ok,
         "failed": [{"id": rows[i].id, "error": rows[i].error}
                    for i in range(len(rows)) if rows[i].status != "ok"],
         "model": str(model_path),
@@ -112,7 +134,7 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
     write_json(out_dir / "metrics.json", metrics)
     plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), classes,
                           out_dir / "confusion_matrix.png",
-                          title=f"{Path(model_path).name} — {len(ok)} cases")
+                          title=f"{Path(model_path).name} — {n_ok} cases")
     spec = run_spec if run_spec is not None else {
         "task": "evaluate", "model": str(model_path), "table": str(table) if table else None,
         "bootstrap": bootstrap, "seed": seed, "device": str(predictor.device),

@@ -490,7 +490,7 @@ def make_train_and_score(
     Every task of an experiment shares one pre-processing cache, so each scan is read and
     normalised once however many sizes, repetitions and frameworks use it.
     """
-    from segfew.metrics import classification_metrics
+    from segfew.evaluate import check_targets, score_predictions
     from segfew.predict import Predictor
     from segfew.preprocess import PreprocessCache
 
@@ -521,19 +521,14 @@ def make_train_and_score(
         )
         predictor = Predictor(result.model_path, device=spec.train.device, cache=shared_cache)
         rows = predictor.classify(test_cases)
-        index = {name: i for i, name in enumerate(result.classes)}
-        scored = [
-            (case, row) for case, row in zip(test_cases, rows, strict=True) if row.status == "ok"
-        ]
-        if not scored:
-            raise DataError("no test case could be predicted", task_dir)
-        y_true = [index[str(case.target)] for case, _ in scored]
-        y_pred = [index[row.predicted] for _, row in scored]
-        proba = np.array(
-            [[row.probabilities[name] for name in result.classes] for _, row in scored]
-        )
-        metrics = classification_metrics(
-            y_true, y_pred, proba, result.classes, bootstrap=spec.bootstrap, seed=spec.seed
+        targets = check_targets(test_cases, result.classes)
+        metrics = score_predictions(
+            targets,
+            rows,
+            result.classes,
+            bootstrap=spec.bootstrap,
+            seed=spec.seed,
+            source=task_dir,
         )
         predictions = [
             {

@@ -193,3 +193,27 @@ def test_3d_pretrain_and_classifier_on_volumes(tmp_path: Path) -> None:
     assert meta.architecture.feature_net.args["dim"] == 3
     assert meta.architecture.args["input_size"] == [16, 16, 16]
     assert meta.feature_source is not None and meta.feature_source["kind"] == "segmentation"
+
+
+def test_experiment_trains_and_scores_each_framework_on_the_same_split(
+        phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "curve.toml"
+    spec.write_text(
+        'sizes = [1, 2]\nrepetitions = 1\nframeworks = ["measures", "scratch"]\nbootstrap = 20\n'
+        "[preprocess]\nsize = [32, 32]\n[train]\nepochs = 1\nbatch_size = 4\nval_fraction = 0.0\n"
+    )
+    out = tmp_path / "run"
+    invoke("experiment", "--spec", str(spec), "--out", str(out), "--images",
+           str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--features",
+           str(seg_model), "--no-progress")
+    results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
+    assert sorted(results) == ["size001_rep01_measures", "size001_rep01_scratch",
+                               "size002_rep01_measures", "size002_rep01_scratch"]
+    for key, result in results.items():
+        assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
+        assert len(result["predictions"]) == result["n_test"] == 6
+        hits = sum(p["predicted"] == p["target"] for p in result["predictions"])
+        assert result["metrics"]["accuracy"] == pytest.approx(hits / 6), key
+    assert results["size002_rep01_measures"]["test_ids"] == results["size002_rep01_scratch"][
+        "test_ids"]
+    assert (out / "report" / "report.html").is_file()
