@@ -60,19 +60,27 @@ class PretrainResult:
     stopped: str = "completed"
 
 
+def _labelled_case(
+    case: Case, cfg: PreprocessConfig, cache: PreprocessCache | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A single-channel-labelled case on the grid: image (C, *grid), label map (*grid)."""
+    from segfew.preprocess import load_case
+
+    image, label = load_case(case, cfg, cache)
+    if label is None:
+        raise DataError("case has no label map", case.images[0])
+    if label.ndim == image.ndim:  # one label per channel: only single-channel cases get here
+        label = label[0]
+    return image, label
+
+
 def _segmentation_samples(
     cases: Sequence[Case], cfg: PreprocessConfig, dim: int, cache: PreprocessCache | None
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Pre-processed (C, *grid) images and label maps; a 2D network on volumes gets slices."""
-    from segfew.preprocess import load_case
-
     images, labels = [], []
     for case in cases:
-        image, label = load_case(case, cfg, cache)
-        if label is None:
-            raise DataError("case has no label map", case.images[0])
-        if label.ndim == image.ndim:  # one label per channel: only for single-channel cases here
-            label = label[0]
+        image, label = _labelled_case(case, cfg, cache)
         if image.ndim - 1 == dim:
             images.append(image)
             labels.append(label)
@@ -110,15 +118,11 @@ def validation_dice(
     """Mean Dice per foreground label over ``cases``, on the network grid (None: never present)."""
     from segfew.metrics import dice_per_label
     from segfew.predict import segment_probabilities
-    from segfew.preprocess import load_case
 
     device = next(model.parameters()).device
     per_label: dict[int, list[float]] = {i: [] for i in range(1, len(names))}
     for case in cases:
-        image, label = load_case(case, cfg, cache)
-        assert label is not None
-        if label.ndim == image.ndim:
-            label = label[0]
+        image, label = _labelled_case(case, cfg, cache)
         proba = segment_probabilities(model, image, device)
         for i, value in dice_per_label(proba.argmax(0), label, range(1, len(names))).items():
             if value is not None:
