@@ -122,6 +122,32 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[Any, ModelMeta]:
     return model.to(device).eval(), meta
 
 
+def load_imagenet_vgg16(model: Any, path: str | Path) -> None:
+    """Load a local torchvision VGG-16 state dict into an ``ImageNetVGGClassifier``.
+
+    segfew never downloads weights (SPEC §3(c)). Read with ``weights_only=True``, so the
+    file cannot run code. Raises :class:`ModelFileError` naming the file when it is missing,
+    unreadable, or its keys or shapes are not VGG-16's.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError("VGG-16 weights file not found (give a local torchvision vgg16 "
+                             "state dict; segfew never downloads weights)", path)
+    try:
+        state: Any = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # torch raises many types for a bad file
+        raise ModelFileError(f"not a readable PyTorch state dict ({type(e).__name__})",
+                             path) from None
+    if not isinstance(state, dict):
+        raise ModelFileError("not a state dict (expected a dict of tensors)", path)
+    try:
+        model.load_imagenet_state(state)
+    except ValueError as e:
+        raise ModelFileError(str(e), path) from None
+
+
 def _unwrap(model: Any) -> Any:
     """The plain module inside a DDP (``.module``) or ``torch.compile`` (``._orig_mod``) wrapper."""
     from torch.nn.parallel import DistributedDataParallel

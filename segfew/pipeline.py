@@ -275,8 +275,14 @@ def build_classifier(
     spec: ClassifierSpec, in_channels: int, num_classes: int, grid: tuple[int, ...]
 ) -> tuple[Any, dict[str, Any]]:
     """The network of ``spec.framework`` and its architecture record (for the model file)."""
-    from segfew.modelfile import Architecture, load_model
-    from segfew.models import build_model
+    from segfew.modelfile import Architecture, load_imagenet_vgg16, load_model
+    from segfew.models import build_model as _build_model
+
+    def build_model(kind: str, **kwargs: Any) -> Any:
+        try:
+            return _build_model(kind, **kwargs)
+        except ValueError as e:  # the networks' own checks, as a spec error
+            raise SpecError(str(e)) from None
 
     head = spec.head
     if spec.framework in FEATURE_FRAMEWORKS:
@@ -332,7 +338,7 @@ def build_classifier(
             },
         )
         model = build_model(arch.name, **arch.args)
-        model.load_imagenet_weights(spec.vgg_weights)  # type: ignore[operator]
+        load_imagenet_vgg16(model, spec.vgg_weights)
     return model, arch.model_dump()
 
 

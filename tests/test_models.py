@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segfew.errors import ModelFileError, SpecError
+from segfew.errors import ModelFileError
+from segfew.modelfile import load_imagenet_vgg16
 from segfew.models import (
+    MODELS,
     FeatureClassifier,
     ImageNetVGGClassifier,
     MNet,
@@ -212,9 +214,9 @@ def test_3d_classifier_shapes_and_cached_head() -> None:
 
 
 def test_classifier_checks_its_settings() -> None:
-    with pytest.raises(SpecError, match="channels"):
+    with pytest.raises(ValueError, match="channels"):
         FeatureClassifier(MNet(2, 3, 3, n_s=2), 2, 4, (32, 32))
-    with pytest.raises(SpecError, match="divisible by 16"):
+    with pytest.raises(ValueError, match="divisible by 16"):
         FeatureClassifier(MNet(2, 1, 3, n_s=2), 1, 4, (40, 40))
     clf = _classifier()
     with pytest.raises(ValueError, match="expected"):
@@ -291,14 +293,14 @@ def test_imagenet_vgg_loads_full_and_features_only_files(
         imagenet_vgg: ImageNetVGGClassifier, tmp_path: Path) -> None:
     full = _fake_torchvision_state(1)
     torch.save(full, tmp_path / "vgg16.pth")
-    imagenet_vgg.load_imagenet_weights(tmp_path / "vgg16.pth")
+    load_imagenet_vgg16(imagenet_vgg, tmp_path / "vgg16.pth")
     for key, value in imagenet_vgg.state_dict().items():
         if key.startswith("features."):
             assert torch.equal(value, full[key]), key
     only = {k.removeprefix("features."): v for k, v in _fake_torchvision_state(2).items()
             if k.startswith("features.")}
     torch.save(only, tmp_path / "features.pth")
-    imagenet_vgg.load_imagenet_weights(tmp_path / "features.pth")
+    load_imagenet_vgg16(imagenet_vgg, tmp_path / "features.pth")
     assert torch.equal(imagenet_vgg.features[28].weight, only["28.weight"])
 
 
@@ -306,20 +308,20 @@ def test_imagenet_vgg_bad_files_raise_model_file_error(
         imagenet_vgg: ImageNetVGGClassifier, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.pth"
     with pytest.raises(ModelFileError, match="not found") as err:
-        imagenet_vgg.load_imagenet_weights(missing)
+        load_imagenet_vgg16(imagenet_vgg, missing)
     assert str(missing) in str(err.value) and "\n" not in str(err.value)
     state = _fake_torchvision_state(3)
     state["features.28.weight"] = torch.zeros(512, 512, 1, 1)
     torch.save(state, tmp_path / "shape.pth")
     with pytest.raises(ModelFileError, match=r"features\.28\.weight has shape"):
-        imagenet_vgg.load_imagenet_weights(tmp_path / "shape.pth")
+        load_imagenet_vgg16(imagenet_vgg, tmp_path / "shape.pth")
     del state["features.0.bias"]
     torch.save(state, tmp_path / "keys.pth")
     with pytest.raises(ModelFileError, match=r"missing \(first: features\.0\.bias\)"):
-        imagenet_vgg.load_imagenet_weights(tmp_path / "keys.pth")
+        load_imagenet_vgg16(imagenet_vgg, tmp_path / "keys.pth")
     (tmp_path / "junk.pth").write_text("not a tensor file")
     with pytest.raises(ModelFileError, match="not a readable"):
-        imagenet_vgg.load_imagenet_weights(tmp_path / "junk.pth")
+        load_imagenet_vgg16(imagenet_vgg, tmp_path / "junk.pth")
 
 
 def test_imagenet_vgg_forward_per_channel(imagenet_vgg: ImageNetVGGClassifier) -> None:
@@ -401,3 +403,40 @@ def test_measure_classifier_reads_volumes_and_fits_a_logistic_head() -> None:
     assert torch.equal(clf.forward_head(feats).argmax(1), y)
     assert all(p.grad is None for p in seg.parameters())
     assert not any(p.requires_grad for p in seg.parameters())
+
+
+# ---------------------------------------------------------------- every registered network
+
+#: the smallest settings of each registered network; a new entry in MODELS must add one here
+TINY: dict[str, tuple[dict[str, object], tuple[int, ...]]] = {
+    "mnet": ({"dim": 2, "in_channels": 1, "num_labels": 3, "n_s": 2}, (2, 1, 32, 32)),
+    "feature_classifier": ({"in_channels": 2, "num_classes": 3, "input_size": (32, 32),
+                            "n_c": 2, "n_fc": 8, "r": 2, "finetune": True}, (3, 2, 32, 32)),
+    "measure_classifier": ({"in_channels": 2, "num_classes": 3, "input_size": (32, 32)},
+                           (3, 2, 32, 32)),
+    "vgg": ({"dim": 3, "in_channels": 1, "num_classes": 2, "input_size": (16, 16, 16),
+             "n_c": 2, "n_fc": 4}, (3, 1, 16, 16, 16)),
+    "imagenet_vgg": ({"num_classes": 2, "n_fc": 4}, (2, 1, 224, 224)),
+}
+
+
+def test_every_registered_network_has_tiny_settings() -> None:
+    assert set(TINY) == set(MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_network_runs_forward_and_backward(name: str) -> None:
+    """timm's habit: each network, at tiny sizes, gives finite outputs and trains."""
+    torch.manual_seed(0)
+    args, shape = TINY[name]
+    kwargs = dict(args)
+    if name in ("feature_classifier", "measure_classifier"):
+        kwargs["feature_net"] = build_model("mnet", dim=2, in_channels=1, num_labels=3, n_s=2)
+    net = build_model(name, **kwargs).train()
+    out = net(torch.randn(*shape))
+    assert out.shape[0] == shape[0] and torch.isfinite(out).all()
+    out.float().square().mean().backward()
+    trainable = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    assert trainable, "a network with nothing to train"
+    for pname, p in trainable:
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname

@@ -103,6 +103,18 @@ def test_manual_without_features_is_a_spec_error(phantoms: Path, tmp_path: Path)
     assert "--features" in result.output
 
 
+def test_vgg_with_a_bad_weights_file_names_it(phantoms: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "vgg16.pth"
+    torch.save({"features.0.weight": torch.zeros(3, 3)}, weights)
+    result = runner.invoke(app, [
+        "train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+        str(phantoms / "images"), "--framework", "vgg", "--vgg-weights", str(weights),
+        "--out", str(tmp_path / "c.pt"), "--no-progress", "--no-cache"])
+    assert result.exit_code != 0
+    assert "vgg16.pth" in result.output and "not VGG-16 weights" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "c.pt").exists()
+
+
 def _state(path: Path) -> dict:
     from segfew.modelfile import read_model_file
 

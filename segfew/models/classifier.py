@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segfew.errors import SpecError
 from segfew.models.blocks import (
     ConvBNAct,
     FCHead,
@@ -72,16 +71,16 @@ class FeatureClassifier(nn.Module):
         input_size = tuple(int(s) for s in input_size)
         net_dim = feature_net.dim
         if len(input_size) not in (2, 3) or len(input_size) < net_dim:
-            raise SpecError(f"input size {input_size} does not fit a {net_dim}D feature network")
+            raise ValueError(f"input size {input_size} does not fit a {net_dim}D feature network")
         if feature_net.in_channels not in (1, in_channels):
-            raise SpecError(f"the feature network takes {feature_net.in_channels} channels, "
-                            f"the images have {in_channels}")
+            raise ValueError(f"the feature network takes {feature_net.in_channels} channels, "
+                             f"the images have {in_channels}")
         if any(s % 16 for s in input_size[:net_dim]):
-            raise SpecError(f"input size {input_size[:net_dim]} must be divisible by 16 "
-                            "(the segmentation network pools four times)")
+            raise ValueError(f"input size {input_size[:net_dim]} must be divisible by 16 "
+                             "(the segmentation network pools four times)")
         if r < 1 or n_c < 1 or n_fc < 1 or num_classes < 1:
-            raise SpecError(f"r, n_c, n_fc, num_classes must be positive, got {r}, {n_c}, "
-                            f"{n_fc}, {num_classes}")
+            raise ValueError(f"r, n_c, n_fc, num_classes must be positive, got {r}, {n_c}, "
+                             f"{n_fc}, {num_classes}")
         self.feature_net = feature_net
         self.in_channels = in_channels
         self.num_classes = num_classes

@@ -4,9 +4,11 @@ section 2.2.2; SPEC §3(c)).
 The convolutional part of torchvision's VGG-16 (13 convolutions with biases, no BatchNorm)
 is rebuilt here with the same state-dict keys (``features.0.weight`` … ``features.28.bias``),
 so a torchvision ``vgg16`` state dict loads directly — torchvision itself is not needed and
-nothing is ever downloaded: :meth:`ImageNetVGGClassifier.load_imagenet_weights` reads a
-local file the user gives. The convolutions are frozen; only the new FC head (the modified
-VGG head of SPEC §3(b), ``n_fc = 100``) is trained, as in the paper.
+nothing is ever downloaded: :func:`segfew.modelfile.load_imagenet_vgg16` reads a local
+file the user gives and hands the state dict to
+:meth:`ImageNetVGGClassifier.load_imagenet_state`. The convolutions are frozen; only the
+new FC head (the modified VGG head of SPEC §3(b), ``n_fc = 100``) is trained, as in the
+paper.
 
 Input convention (SPEC §3(c)): images already resized to 224×224 and CLAHE-normalised to
 0–255. The module itself replicates each image channel to the three RGB channels and
@@ -19,19 +21,18 @@ that normalisation instead (not the paper's, off by default).
 Example::
 
     net = ImageNetVGGClassifier(num_classes=9)
-    net.load_imagenet_weights(Path("vgg16-397923af.pth"))
+    net.load_imagenet_state(torch.load("vgg16-397923af.pth", weights_only=True))
     net(torch.zeros(4, 1, 224, 224)).shape                     # (4, 9)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from segfew.errors import ModelFileError
 from segfew.models.blocks import FCHead, init_glorot
 
 __all__ = ["VGG16_CONFIG", "ImageNetVGGClassifier", "vgg16_features"]
@@ -94,41 +95,31 @@ class ImageNetVGGClassifier(nn.Module):
         self.features.eval()
         return self
 
-    def load_imagenet_weights(self, path: Path) -> None:
-        """Load the VGG-16 convolutions from a local file (never downloads).
+    def load_imagenet_state(self, state: Mapping[str, Any]) -> None:
+        """Load the VGG-16 convolutions from a torchvision state dict already in memory.
 
         Accepts a full torchvision ``vgg16`` state dict (only its ``features.*`` entries are
-        used) or a features-only one (``features.N.*`` or ``N.*`` keys). Raises
-        :class:`ModelFileError` naming the file when it is missing, unreadable, or its keys
+        used), a features-only one (``features.N.*`` or ``N.*`` keys) or either wrapped in
+        ``{"state_dict": ...}``. Reading the file is the model-file layer's job
+        (:func:`segfew.modelfile.load_imagenet_vgg16`). Raises ``ValueError`` when the keys
         or shapes are not VGG-16's.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise ModelFileError("VGG-16 weights file not found (give a local torchvision vgg16 "
-                                 "state dict; segfew never downloads weights)", path)
-        try:
-            state: Any = torch.load(path, weights_only=True, map_location="cpu")
-        except Exception as e:  # torch raises many types for a bad file
-            raise ModelFileError(f"not a readable PyTorch state dict ({type(e).__name__})",
-                                 path) from None
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        if isinstance(state.get("state_dict"), Mapping):
             state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise ModelFileError("not a state dict (expected a dict of tensors)", path)
         if any(str(k).startswith("features.") for k in state):
             state = {k[len("features."):]: v for k, v in state.items()
                      if str(k).startswith("features.")}
         expected = self.features.state_dict()
         missing = sorted(set(expected) - set(state), key=_key_order)
         if missing:
-            raise ModelFileError(f"not VGG-16 weights: {len(missing)} of the 26 feature tensors "
-                                 f"are missing (first: features.{missing[0]})", path)
+            raise ValueError(f"not VGG-16 weights: {len(missing)} of the 26 feature tensors "
+                             f"are missing (first: features.{missing[0]})")
         for key, ref in expected.items():
             value = state[key]
             if not isinstance(value, Tensor) or tuple(value.shape) != tuple(ref.shape):
                 got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise ModelFileError(f"not VGG-16 weights: features.{key} has shape {got}, "
-                                     f"expected {tuple(ref.shape)}", path)
+                raise ValueError(f"not VGG-16 weights: features.{key} has shape {got}, "
+                                 f"expected {tuple(ref.shape)}")
         self.features.load_state_dict({k: state[k] for k in expected})
 
     def _prepare(self, x: Tensor) -> Tensor:

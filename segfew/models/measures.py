@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from segfew.errors import SpecError
 from segfew.models.mnet import MNet
 
 __all__ = ["MeasureClassifier"]
@@ -49,10 +48,10 @@ class MeasureClassifier(nn.Module):
         super().__init__()
         input_size = tuple(int(s) for s in input_size)
         if feature_net.in_channels not in (1, in_channels):
-            raise SpecError(f"the feature network takes {feature_net.in_channels} channels, "
-                            f"the images have {in_channels}")
+            raise ValueError(f"the feature network takes {feature_net.in_channels} channels, "
+                             f"the images have {in_channels}")
         if len(input_size) not in (feature_net.dim, 3):
-            raise SpecError(f"input size {input_size} does not fit a {feature_net.dim}D network")
+            raise ValueError(f"input size {input_size} does not fit a {feature_net.dim}D network")
         self.feature_net = feature_net
         self.in_channels = in_channels
         self.num_classes = num_classes

@@ -20,7 +20,6 @@ import math
 
 from torch import Tensor, nn
 
-from segfew.errors import SpecError
 from segfew.models.blocks import (
     ConvBNAct,
     FCHead,
@@ -69,10 +68,10 @@ class VGGClassifier(nn.Module):
         self.dim = check_dim(dim)
         input_size = tuple(int(s) for s in input_size)
         if len(input_size) != dim:
-            raise SpecError(f"input size {input_size} has {len(input_size)} axes, dim is {dim}")
+            raise ValueError(f"input size {input_size} has {len(input_size)} axes, dim is {dim}")
         stages = len(BLOCK_CONVS)
         if min(input_size) < 1:
-            raise SpecError(f"input size {input_size} must be positive")
+            raise ValueError(f"input size {input_size} must be positive")
         kernels = pool_kernels(input_size, stages)
         self.in_channels = in_channels
         self.num_classes = num_classes
