@@ -26,6 +26,8 @@ from segfew.errors import SpecError
 
 Intensity = Literal["clahe", "ct", "minmax", "zscore"]
 Framework = Literal["manual", "threshold", "scratch", "vgg", "measures"]
+#: how networks compute (segfew.runtime): auto picks the fastest safe one for the machine
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class Settings(BaseModel):
@@ -107,9 +109,13 @@ class TrainConfig(Settings):
     time_budget_s: float | None = Field(default=None, gt=0)
     seed: int = 0
     device: str = "auto"
-    amp: bool = Field(default=True, description="mixed precision on CUDA")
-    bf16_cpu: bool = Field(default=False, description="bf16 autocast on CPUs that support it")
-    channels_last: bool = False
+    precision: Precision = Field(
+        default="auto", description="auto (bf16 where the hardware has it, fp16 on older GPUs, "
+        "else fp32), fp32, bf16 or fp16"
+    )
+    channels_last: bool | None = Field(
+        default=None, description="channels-last memory format (None: where it pays)"
+    )
     num_workers: int = Field(default=0, ge=0)
     progress: bool = True
     sync_bn: bool = Field(

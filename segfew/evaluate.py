@@ -159,7 +159,7 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
     ``run.json`` with ``run_spec`` (default: the arguments) as its spec.
     """
     from segfew.data import read_case
-    from segfew.metrics import dice_per_label
+    from segfew.metrics import case_mean_dice, dice_per_label
     from segfew.runinfo import write_run_info
 
     predictor = predictor or Predictor(model_path, device=device, batch_size=batch_size)
@@ -195,14 +195,10 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
     if not ok:
         raise DataError(f"none of the {len(cases)} cases could be segmented; first error: "
                         f"{per_case[0]['error']}")
-    mean = {}
-    for i in foreground:
-        values = [c["dice"][names[i]] for c in ok if c["dice"].get(names[i]) is not None]
-        mean[names[i]] = float(np.mean(values)) if values else None
-    present = [v for v in mean.values() if v is not None]
+    mean, mean_dice = case_mean_dice([c["dice"] for c in ok], [names[i] for i in foreground])
     metrics: dict[str, Any] = {
         "dice": mean,
-        "mean_dice": float(np.mean(present)) if present else None,
+        "mean_dice": mean_dice,
         "per_case": per_case,
         "labels": names,
         "n_cases": len(cases),

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 __all__ = [
+    "case_mean_dice",
     "classification_metrics",
+    "dice",
     "dice_per_label",
     "plot_confusion_matrix",
     "render_metrics_tables",
@@ -228,13 +230,19 @@ def _interval(values: np.ndarray, level: float = 0.95) -> list[float] | None:
 # ---------------------------------------------------------------- segmentation
 
 
+def dice(intersection: float, pred_size: float, truth_size: float) -> float | None:
+    """Dice ``2|P∩T| / (|P|+|T|)`` from voxel counts; None when the label is in neither map.
+
+    A label absent from both maps has nothing to overlap: reporting 1 (or 0) would bias a
+    mean, so it is undefined and left out of :func:`case_mean_dice`.
+    """
+    total = pred_size + truth_size
+    return None if total == 0 else 2.0 * float(intersection) / float(total)
+
+
 def dice_per_label(pred: np.ndarray, truth: np.ndarray, labels: Sequence[int]
                    ) -> dict[int, float | None]:
-    """Dice ``2|P∩T| / (|P|+|T|)`` of each label between two label maps of equal shape.
-
-    A label absent from both maps gets ``None``: there is nothing to overlap, and
-    reporting 1 (or 0) would bias the mean. Average with the ``None`` values left out.
-    """
+    """:func:`dice` of each label between two label maps of equal shape (one case)."""
     pred = np.asarray(pred)
     truth = np.asarray(truth)
     if pred.shape != truth.shape:
@@ -243,9 +251,25 @@ def dice_per_label(pred: np.ndarray, truth: np.ndarray, labels: Sequence[int]
     for label in labels:
         p = pred == label
         t = truth == label
-        total = int(p.sum()) + int(t.sum())
-        out[int(label)] = None if total == 0 else 2.0 * int(np.logical_and(p, t).sum()) / total
+        out[int(label)] = dice(int(np.logical_and(p, t).sum()), int(p.sum()), int(t.sum()))
     return out
+
+
+def case_mean_dice(per_case: Sequence[Mapping[Any, float | None]], labels: Sequence[Any]
+                   ) -> tuple[dict[Any, float | None], float | None]:
+    """The Dice segfew reports everywhere (metrics.csv, model files, ``evaluate``).
+
+    Returns ``(per_label, mean)``: each label's Dice averaged over the cases where it is
+    defined (None if in none), and ``mean``, the average of those over the labels that
+    have one (the "mean Dice"; None if none has). ``per_case`` holds one mapping
+    label → Dice (or None) per case, as :func:`dice_per_label` gives.
+    """
+    per_label: dict[Any, float | None] = {}
+    for label in labels:
+        values = [v for case in per_case if (v := case.get(label)) is not None]
+        per_label[label] = float(np.mean(values)) if values else None
+    present = [v for v in per_label.values() if v is not None]
+    return per_label, (float(np.mean(present)) if present else None)
 
 
 # ---------------------------------------------------------------- display

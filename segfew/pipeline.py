@@ -76,22 +76,25 @@ def _labelled_case(
 
 def _segmentation_samples(
     cases: Sequence[Case], cfg: PreprocessConfig, dim: int, cache: PreprocessCache | None
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Pre-processed (C, *grid) images and label maps; a 2D network on volumes gets slices."""
-    images, labels = [], []
-    for case in cases:
+) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """Pre-processed (C, *grid) images, label maps and the index of each one's case; a 2D
+    network on volumes gets slices (which share their volume's case index)."""
+    images, labels, groups = [], [], []
+    for index, case in enumerate(cases):
         image, label = _labelled_case(case, cfg, cache)
         if image.ndim - 1 == dim:
             images.append(image)
             labels.append(label)
+            groups.append(index)
         elif dim == 2 and image.ndim == 4:  # volume -> its slices along the (last) slice axis
             images.extend(image[..., s] for s in range(image.shape[-1]))
             labels.extend(label[..., s] for s in range(label.shape[-1]))
+            groups.extend([index] * image.shape[-1])
         else:
             raise DataError(
                 f"a {dim}D network cannot train on {image.ndim - 1}D images", case.images[0]
             )
-    return images, labels
+    return images, labels, groups
 
 
 def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
@@ -106,28 +109,6 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
     for case in cases:
         flat.extend(case.per_channel() if len(case.images) > 1 and len(case.labels) > 1 else [case])
     return flat
-
-
-def validation_dice(
-    model: Any,
-    cases: Sequence[Case],
-    cfg: PreprocessConfig,
-    names: Sequence[str],
-    cache: PreprocessCache | None,
-) -> dict[str, float | None]:
-    """Mean Dice per foreground label over ``cases``, on the network grid (None: never present)."""
-    from segfew.metrics import dice_per_label
-    from segfew.predict import segment_probabilities
-
-    device = next(model.parameters()).device
-    per_label: dict[int, list[float]] = {i: [] for i in range(1, len(names))}
-    for case in cases:
-        image, label = _labelled_case(case, cfg, cache)
-        proba = segment_probabilities(model, image, device)
-        for i, value in dice_per_label(proba.argmax(0), label, range(1, len(names))).items():
-            if value is not None:
-                per_label[i].append(value)
-    return {names[i]: (float(np.mean(v)) if v else None) for i, v in per_label.items()}
 
 
 def pretrain(
@@ -145,7 +126,8 @@ def pretrain(
     from segfew.models import MNet
     from segfew.preprocess import PreprocessCache
     from segfew.runinfo import versions, write_run_info
-    from segfew.train import fit, label_weights, seed_everything
+    from segfew.runtime import describe, seed_everything
+    from segfew.train import fit, label_weights
     from segfew.train.distributed import is_main
 
     cache = cache if cache is not None else PreprocessCache()
@@ -158,8 +140,8 @@ def pretrain(
         )
     else:
         train_cases, val_cases = list(cases), []
-    train_x, train_y = _segmentation_samples(train_cases, spec.preprocess, dim, cache)
-    val_x, val_y = _segmentation_samples(val_cases, spec.preprocess, dim, cache)
+    train_x, train_y, _ = _segmentation_samples(train_cases, spec.preprocess, dim, cache)
+    val_x, val_y, val_groups = _segmentation_samples(val_cases, spec.preprocess, dim, cache)
 
     num_labels = int(max(int(y.max()) for y in train_y + val_y)) + 1
     if spec.label_names is not None:
@@ -184,7 +166,11 @@ def pretrain(
     run_dir = run_dir_for(spec.out)
     if is_main():
         write_run_info(
-            run_dir, spec, spec.train.seed, [p for c in cases for p in (*c.images, *c.labels)]
+            run_dir,
+            spec,
+            spec.train.seed,
+            [p for c in cases for p in (*c.images, *c.labels)],
+            runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),
         )
     result = fit(
         model,
@@ -196,6 +182,7 @@ def pretrain(
         out_dir=run_dir,
         class_weights=label_weights(counts).tolist(),
         resume=resume,
+        val_cases=val_groups,
         console=console,
     )
     state = torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
@@ -204,9 +191,10 @@ def pretrain(
     if not is_main():  # under torchrun only rank 0 evaluates and writes
         return PretrainResult(spec.out, run_dir, {}, None, result.history, result.stopped)
 
-    dice = validation_dice(model, val_cases, spec.preprocess, names, cache)
-    known = [v for v in dice.values() if v is not None]
-    mean_dice = float(np.mean(known)) if known else None
+    # the validation Dice of metrics.csv at the best epoch (segfew.metrics.case_mean_dice)
+    best = result.history[result.best_epoch - 1] if val_cases and result.best_epoch else {}
+    dice = {names[i]: _finite(best.get(f"val_dice_{i}")) for i in range(1, num_labels)}
+    mean_dice = _finite(best.get("val_metric"))
 
     meta = ModelMeta(
         kind="segmentation",
@@ -234,6 +222,10 @@ def pretrain(
     )
     save_model(spec.out, model, meta)
     return PretrainResult(spec.out, run_dir, dice, mean_dice, result.history, result.stopped)
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 # ---------------------------------------------------------------- classification
@@ -378,7 +370,8 @@ def train_classifier(
     from segfew.modelfile import Architecture, ModelMeta, read_model_file, save_model
     from segfew.preprocess import PreprocessCache
     from segfew.runinfo import versions, write_run_info
-    from segfew.train import fit, label_weights, resolve_device, seed_everything
+    from segfew.runtime import describe, resolve_device, seed_everything
+    from segfew.train import fit, label_weights
     from segfew.train.distributed import is_main
 
     start = time.perf_counter()
@@ -426,7 +419,11 @@ def train_classifier(
     run_dir = run_dir_for(spec.out)
     if write_info and is_main():
         write_run_info(
-            run_dir, spec, spec.train.seed, [p for c in [*train_cases, *val_list] for p in c.images]
+            run_dir,
+            spec,
+            spec.train.seed,
+            [p for c in [*train_cases, *val_list] for p in c.images],
+            runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),
         )
     counts = np.bincount(np.asarray(train_y), minlength=len(classes))
     with warnings.catch_warnings():

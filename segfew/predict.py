@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import csv
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from segfew.atomic import atomic_path
 from segfew.errors import DataError, SegfewError
 
 if TYPE_CHECKING:
-    import torch
     from pydantic import BaseModel
 
     from segfew.data import Case
@@ -37,9 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PredictionRow",
     "Predictor",
-    "classify_probabilities",
     "predict_paths",
-    "segment_probabilities",
 ]
 
 Progress = Callable[[int], None]
@@ -51,77 +47,6 @@ NON_IMAGE_SUFFIXES = frozenset({
     ".html", ".pdf", ".log", ".pt", ".pth", ".py", ".sh", ".zip", ".tar", ".xlsx",
     ".xls", ".ini", ".cfg", ".pkl", ".npy", ".npz",
 })
-
-
-# ----------------------------------------------------------------------------- tensors
-
-
-def network_dim(model: Any) -> int:
-    """Spatial dimensionality (2 or 3) of a network: its ``dim`` attribute or its first conv."""
-    import torch.nn as nn
-
-    dim = getattr(model, "dim", None)
-    if isinstance(dim, int):
-        return dim
-    for module in model.modules():
-        if isinstance(module, nn.Conv3d):
-            return 3
-        if isinstance(module, nn.Conv2d):
-            return 2
-    raise ValueError("cannot tell whether the network is 2D or 3D")
-
-
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    import torch
-
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def segment_probabilities(model: Any, image: np.ndarray, device: Any, batch_size: int = 8,
-                          amp: bool = True) -> np.ndarray:
-    """Softmax label probabilities of one pre-processed image.
-
-    ``image`` is ``(C, *grid)``; the result is ``(L, *grid)`` float32. A 2D network on a 3D
-    grid runs slice by slice along the last axis (where pre-processing puts the slice
-    axis), ``batch_size`` slices at a time.
-    """
-    import torch
-
-    device = torch.device(device)
-    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
-    spatial = x.ndim - 1
-    dim = network_dim(model)
-    with torch.inference_mode(), _autocast(device, amp):
-        if spatial == dim:
-            logits = model(x.unsqueeze(0).to(device))
-            return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
-        if dim == 2 and spatial == 3:
-            slices = x.permute(3, 0, 1, 2)  # (D, C, H, W)
-            out = []
-            for start in range(0, slices.shape[0], max(1, batch_size)):
-                batch = slices[start:start + batch_size].to(device)
-                out.append(torch.softmax(model(batch).float(), dim=1).cpu())
-            return torch.cat(out).permute(1, 2, 3, 0).contiguous().numpy()  # (L, H, W, D)
-    raise DataError(f"a {dim}D network cannot segment a {spatial}D image")
-
-
-def classify_probabilities(model: Any, images: np.ndarray | torch.Tensor, device: Any,
-                           batch_size: int = 8, amp: bool = True) -> np.ndarray:
-    """Softmax class probabilities ``(N, K)`` float32 of pre-processed images ``(N, C, *grid)``."""
-    import torch
-
-    device = torch.device(device)
-    x = torch.as_tensor(images, dtype=torch.float32)
-    out = []
-    with torch.inference_mode(), _autocast(device, amp):
-        for start in range(0, x.shape[0], max(1, batch_size)):
-            logits = model(x[start:start + batch_size].to(device))
-            out.append(torch.softmax(logits.float(), dim=1).cpu())
-    if not out:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(out).numpy().astype(np.float32, copy=False)
 
 
 # ----------------------------------------------------------------------------- predictor
@@ -155,21 +80,29 @@ def one_line(err: BaseException) -> str:
 class Predictor:
     """A loaded model with its pre-processing, ready to classify or segment cases.
 
-    ``meta``, ``model`` (eval mode, on ``device``) and ``device`` are public. ``cache`` is an
+    ``meta``, ``model`` (eval mode, on ``device``), ``device`` and ``plan`` (how the network
+    runs: :func:`segfew.runtime.resolve_plan` of ``precision``) are public. ``cache`` is an
     optional :class:`segfew.preprocess.PreprocessCache` shared with other runs.
     """
 
     def __init__(self, model_path: str | Path, device: str = "auto", batch_size: int = 8,
-                 cache: PreprocessCache | None = None, amp: bool = True) -> None:
+                 cache: PreprocessCache | None = None, precision: str = "auto") -> None:
         from segfew.modelfile import load_model
-        from segfew.train.engine import resolve_device
+        from segfew.runtime import resolve_device, resolve_plan
 
         self.model_path = Path(model_path)
         self.device = resolve_device(device)
         self.model, self.meta = load_model(self.model_path, self.device)
         self.batch_size = max(1, int(batch_size))
         self.cache = cache
-        self.amp = amp
+        self.plan = resolve_plan(self.device, precision)
+        self.plan.prepare_model(self.model, self.dim)
+
+    def runtime(self) -> dict[str, Any]:
+        """How the network runs, for run.json (:func:`segfew.runtime.describe`)."""
+        from segfew.runtime import describe
+
+        return describe(str(self.device), self.plan.precision, self.plan.channels_last)
 
     # -- what the model expects
 
@@ -185,6 +118,8 @@ class Predictor:
             return int(args["dim"])
         if args.get("input_size") is not None:
             return len(args["input_size"])
+        from segfew.inference import network_dim
+
         return network_dim(self.model)
 
     @property
@@ -296,7 +231,9 @@ class Predictor:
             rows[i].predicted = classes[int(np.argmax(p))]
 
     def _run_classifier(self, x: np.ndarray) -> np.ndarray:
-        return classify_probabilities(self.model, x, self.device, self.batch_size, self.amp)
+        from segfew.inference import classify_probabilities
+
+        return classify_probabilities(self.model, x, self.device, self.batch_size, self.plan)
 
     # -- segmentation
 
@@ -324,7 +261,9 @@ class Predictor:
         x = np.stack([np.asarray(preprocess_image(im.array, cfg), dtype=np.float32)
                       for im in images])
         self.check_input(case, x)
-        proba = segment_probabilities(self.model, x, self.device, self.batch_size, self.amp)
+        from segfew.inference import segment_probabilities
+
+        proba = segment_probabilities(self.model, x, self.device, self.batch_size, self.plan)
         reference = images[0]
         source_shape = tuple(reference.array.shape)
         restored = np.asarray(restore(proba, source_shape, cfg, 1), dtype=np.float32)
@@ -498,7 +437,7 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
         rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
         write_predictions_csv(out, rows, meta.classes)
         write_run_info(out.with_name(out.stem + ".run.json"), spec, None,
-                       [p for c in cases for p in c.images])
+                       [p for c in cases for p in c.images], runtime=predictor.runtime())
         return out, sum(r.status != "ok" for r in rows)
 
     if out.suffix.lower() in (".csv", ".tsv"):
@@ -518,7 +457,8 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
             lines.append([case.id, case_path(case), "", "error", one_line(e)])
         report(1)
     write_rows_csv(out / "predictions.csv", ["id", "path", "output", "status", "error"], lines)
-    write_run_info(out / "run.json", spec, None, [p for c in cases for p in c.images])
+    write_run_info(out / "run.json", spec, None, [p for c in cases for p in c.images],
+                   runtime=predictor.runtime())
     return out, failed
 
 

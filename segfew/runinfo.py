@@ -54,8 +54,9 @@ def manifest(paths: Iterable[Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def run_info(spec: BaseModel | dict[str, Any], seed: int | None, inputs: Iterable[Path] = ()
-             ) -> dict[str, Any]:
+def run_info(spec: BaseModel | dict[str, Any], seed: int | None, inputs: Iterable[Path] = (),
+             runtime: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record of a run; ``runtime`` is how its networks ran (segfew.runtime.describe)."""
     spec_data = spec.model_dump(mode="json") if isinstance(spec, BaseModel) else spec
     return {
         "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]),
@@ -64,16 +65,18 @@ def run_info(spec: BaseModel | dict[str, Any], seed: int | None, inputs: Iterabl
         "seed": seed,
         "versions": versions(),
         "platform": platform.platform(),
+        **({"runtime": runtime} if runtime is not None else {}),
         "data": manifest(inputs),
     }
 
 
 def write_run_info(path: Path, spec: BaseModel | dict[str, Any], seed: int | None,
-                   inputs: Iterable[Path] = ()) -> dict[str, Any]:
+                   inputs: Iterable[Path] = (), runtime: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
     """Write ``run.json`` (or ``path`` if it names a file) and return what was written."""
     path = Path(path)
     if path.suffix != ".json":
         path = path / "run.json"
-    info = run_info(spec, seed, inputs)
+    info = run_info(spec, seed, inputs, runtime)
     write_json(path, info)
     return info

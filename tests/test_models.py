@@ -373,7 +373,7 @@ def test_build_model_rebuilds_every_network() -> None:
 
 
 def test_training_engine_sees_frozen_features() -> None:
-    from segfew.train.engine import features_are_frozen
+    from segfew.train import features_are_frozen
 
     x = torch.randn(2, 1, 32, 32)
     assert features_are_frozen(_classifier(), x)

@@ -63,6 +63,34 @@ def test_pretrain_writes_model_dice_and_run_info(seg_model: Path) -> None:
     assert len(rows) == 2
 
 
+def test_metrics_csv_the_model_file_and_evaluate_share_one_dice(
+        seg_model: Path, phantoms: Path, tmp_path: Path) -> None:
+    """The model file's validation Dice is metrics.csv's row of the best epoch, and both use
+    evaluate's definition (per-case Dice averaged over cases, then over labels)."""
+    from segfew.data import find_segmentation_cases
+    from segfew.evaluate import evaluate_segmentation
+    from segfew.modelfile import read_model_file
+
+    meta, _ = read_model_file(seg_model)
+    with open(seg_model.parent / "seg-run" / "metrics.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    best = rows[meta.metrics["best_epoch"] - 1]
+    assert float(best["val_metric"]) == pytest.approx(meta.metrics["validation_mean_dice"],
+                                                      rel=1e-5)
+    for i, name in enumerate(meta.classes[1:], start=1):
+        value = meta.metrics["validation_dice"][name]
+        assert (value is None) == (best[f"val_dice_{i}"] == "nan")
+        if value is not None:
+            assert float(best[f"val_dice_{i}"]) == pytest.approx(value, rel=1e-5)
+    # evaluate on the validation cases gives the same numbers (source grid = network grid
+    # here; tolerance for the precision the two runs used)
+    val_ids = set(meta.metrics["validation_cases"])
+    cases = [c for c in find_segmentation_cases(phantoms / "images", phantoms / "labels")
+             if c.id in val_ids]
+    metrics = evaluate_segmentation(seg_model, cases, tmp_path / "eval", device="cpu")
+    assert metrics["mean_dice"] == pytest.approx(meta.metrics["validation_mean_dice"], abs=0.02)
+
+
 @pytest.mark.parametrize("framework", ["manual", "scratch", "measures"])
 def test_classifier_file_reloads_with_identical_predictions(
         framework: str, phantoms: Path, seg_model: Path, tmp_path: Path) -> None:

@@ -177,8 +177,8 @@ def test_a_model_file_predicts_identically_in_a_fresh_process(
 def test_slice_wise_segmentation_matches_slice_by_slice(tmp_path: Path) -> None:
     import torch
 
+    from segfew.inference import segment_probabilities
     from segfew.modelfile import load_model
-    from segfew.predict import segment_probabilities
 
     model, _ = load_model(make_segmenter(tmp_path / "seg.pt"), "cpu")
     volume = np.random.default_rng(1).normal(size=(1, GRID, GRID, 5)).astype(np.float32)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,6 @@ from segfew.train import (
     fit,
     label_weights,
     load_checkpoint,
-    predict_batches,
-    resolve_device,
     weighted_cross_entropy,
 )
 
@@ -254,7 +251,7 @@ def test_segmentation_loss_falls_and_dice_is_reported(tmp_path: Path) -> None:
               cfg=_cfg(epochs=4), out_dir=tmp_path, class_weights=[1.0, 2.0])
     losses = [r["train_loss"] for r in res.history]
     assert losses[-1] < losses[0]
-    assert all(0 <= r["val_metric"] <= 1 and "dice_1" in r for r in res.history)
+    assert all(0 <= r["val_metric"] <= 1 and "val_dice_1" in r for r in res.history)
     assert res.stopped == "completed" and res.monitor == "val_metric"
     assert res.best_metric == max(r["val_metric"] for r in res.history)
 
@@ -419,42 +416,29 @@ def test_progress_goes_to_the_console_only(tmp_path: Path, capsys: pytest.Captur
     assert out.out == "" and out.err == ""
 
 
-def test_channels_last_and_bf16_cpu_run(tmp_path: Path) -> None:
-    from segfew.train.engine import cpu_bf16_supported
+@pytest.mark.parametrize("precision", ["auto", "bf16", "fp32"])
+def test_precision_runs_and_is_recorded(tmp_path: Path, precision: str) -> None:
+    from segfew.runtime import resolve_plan
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = fit(_seg_model(), _seg_data(4), None, task="segmentation", num_classes=2,
-                  cfg=_cfg(epochs=1, channels_last=True, bf16_cpu=True), out_dir=tmp_path)
+    res = fit(_seg_model(), _seg_data(4), _seg_data(2, seed=1), task="segmentation",
+              num_classes=2, cfg=_cfg(epochs=1, precision=precision), out_dir=tmp_path)
     assert math.isfinite(res.history[0]["train_loss"])
-    fell_back = any("bf16" in str(w.message) for w in caught)
-    assert fell_back != cpu_bf16_supported()
+    expected = resolve_plan(torch.device("cpu"), precision)
+    assert res.plan["precision"] == expected.precision
+    assert res.plan["channels_last"] == expected.channels_last
+
+
+def test_fp16_on_a_cpu_is_refused_before_training(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="fp16 runs on CUDA only"):
+        fit(_seg_model(), _seg_data(4), None, task="segmentation", num_classes=2,
+            cfg=_cfg(epochs=1, precision="fp16"), out_dir=tmp_path)
+    assert not (tmp_path / "last.pt").exists()
 
 
 def test_wrong_output_count_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="num_classes = 3"):
         fit(_seg_model(), _seg_data(4), None, task="segmentation", num_classes=3,
             cfg=_cfg(epochs=1), out_dir=tmp_path)
-
-
-def test_predict_batches_gives_probabilities_and_restores_mode() -> None:
-    model = _seg_model().train()
-    data = _seg_data(5)
-    probs = predict_batches(model, data, "cpu", batch_size=2)
-    assert probs.shape == (5, 2, 16, 16) and model.training
-    assert torch.allclose(probs.sum(1), torch.ones(5, 16, 16), atol=1e-5)
-    again = predict_batches(model, [data.tensors[0][:3], data.tensors[0][3:]], "cpu")
-    assert torch.allclose(again, probs, atol=1e-6)
-
-
-def test_resolve_device() -> None:
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cpu") == torch.device("cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(SpecError, match="CUDA is not available"):
-            resolve_device("cuda")
-    with pytest.raises(SpecError, match="unknown device"):
-        resolve_device("abacus")
 
 
 def test_3d_segmentation_with_augmentation_runs(tmp_path: Path) -> None:

@@ -2,20 +2,13 @@
 
 The public API (SPEC §4)::
 
-    from segfew.train import fit, label_weights, augment_batch, predict_batches
+    from segfew.train import fit, label_weights, augment_batch
 """
 
 from segfew.train.augment import AugmentParams, apply_params, augment_batch, draw_params
-from segfew.train.engine import (
-    FitResult,
-    cache_features,
-    features_are_frozen,
-    fit,
-    load_checkpoint,
-    predict_batches,
-    resolve_device,
-    seed_everything,
-)
+from segfew.train.checkpoint import load_checkpoint
+from segfew.train.engine import FitResult, fit
+from segfew.train.feature_cache import cache_features, features_are_frozen
 from segfew.train.loss import WeightedCrossEntropy, label_weights, weighted_cross_entropy
 
 __all__ = [
@@ -30,8 +23,5 @@ __all__ = [
     "fit",
     "label_weights",
     "load_checkpoint",
-    "predict_batches",
-    "resolve_device",
-    "seed_everything",
     "weighted_cross_entropy",
 ]

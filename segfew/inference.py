@@ -1,0 +1,124 @@
+"""Running a network on pre-processed tensors: softmax probabilities, batched (SPEC §5).
+
+Shared by prediction (:mod:`segfew.predict`), ``evaluate`` and anything that scores a
+network. Every function runs in inference mode under an execution plan
+(:class:`segfew.runtime.Plan`: precision and memory format; default fp32) and returns
+float32 probabilities on the CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from segfew.errors import DataError
+from segfew.runtime import Plan
+
+__all__ = ["classify_probabilities", "network_dim", "predict_batches", "segment_probabilities"]
+
+
+def network_dim(model: Any) -> int:
+    """Spatial dimensionality (2 or 3) of a network: its ``dim`` attribute or its first conv.
+
+    Raises ``ValueError`` when the network has neither.
+    """
+    dim = getattr(model, "dim", None)
+    if isinstance(dim, int):
+        return dim
+    for module in model.modules():
+        if isinstance(module, nn.Conv3d):
+            return 3
+        if isinstance(module, nn.Conv2d):
+            return 2
+    raise ValueError("cannot tell whether the network is 2D or 3D")
+
+
+def _plan(device: torch.device, plan: Plan | None) -> Plan:
+    return plan if plan is not None else Plan(device.type, "fp32", False, False)
+
+
+def _softmax(model: Any, x: Tensor, device: torch.device, plan: Plan) -> Tensor:
+    """``softmax(model(x))`` float32 on the CPU, ``x`` (N, C, *spatial) on any device."""
+    x = plan.memory_format(x.to(device, non_blocking=device.type == "cuda"))
+    with plan.autocast():
+        logits = model(x)
+    return torch.softmax(logits.float(), dim=1).cpu()
+
+
+def segment_probabilities(model: Any, image: np.ndarray | Tensor, device: Any,
+                          batch_size: int = 8, plan: Plan | None = None) -> np.ndarray:
+    """Softmax label probabilities of one pre-processed image.
+
+    ``image`` is ``(C, *grid)``; the result is ``(L, *grid)`` float32. A 2D network on a 3D
+    grid runs slice by slice along the last axis (where pre-processing puts the slice
+    axis), ``batch_size`` slices at a time. Raises :class:`DataError` when the network's
+    dimensionality does not fit the image.
+    """
+    device = torch.device(device)
+    plan = _plan(device, plan)
+    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
+    spatial = x.ndim - 1
+    dim = network_dim(model)
+    with torch.inference_mode():
+        if spatial == dim:
+            return _softmax(model, x.unsqueeze(0), device, plan)[0].numpy()
+        if dim == 2 and spatial == 3:
+            slices = x.permute(3, 0, 1, 2)  # (D, C, H, W)
+            out = [_softmax(model, slices[s:s + batch_size], device, plan)
+                   for s in range(0, slices.shape[0], max(1, batch_size))]
+            return torch.cat(out).permute(1, 2, 3, 0).contiguous().numpy()  # (L, H, W, D)
+    raise DataError(f"a {dim}D network cannot segment a {spatial}D image")
+
+
+def classify_probabilities(model: Any, images: np.ndarray | Tensor, device: Any,
+                           batch_size: int = 8, plan: Plan | None = None) -> np.ndarray:
+    """Softmax class probabilities ``(N, K)`` float32 of pre-processed images ``(N, C, *grid)``."""
+    device = torch.device(device)
+    plan = _plan(device, plan)
+    x = torch.as_tensor(images, dtype=torch.float32)
+    with torch.inference_mode():
+        out = [_softmax(model, x[s:s + batch_size], device, plan)
+               for s in range(0, x.shape[0], max(1, batch_size))]
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy().astype(np.float32, copy=False)
+
+
+def predict_batches(model: nn.Module, data: Dataset | Iterable[Tensor],
+                    device: torch.device | str = "cpu", batch_size: int = 8,
+                    plan: Plan | None = None, *, batch_transform: Any = None) -> Tensor:
+    """Softmax probabilities of ``model`` in eval mode, concatenated on the CPU (float32).
+
+    ``data`` is a Dataset yielding images or ``(image, target)`` pairs, or an iterable of
+    image batches ``(N, C, *spatial)``. Returns ``(N, L)`` or ``(N, L, *spatial)``.
+    ``batch_transform`` maps a batch on the device to the model's input. The model's mode
+    is restored afterwards. Raises :class:`DataError` when ``data`` is empty.
+    """
+    device = torch.device(device)
+    plan = _plan(device, plan)
+    if isinstance(data, Dataset):
+        loader: Iterable[Any] = DataLoader(data, batch_size=batch_size, shuffle=False,
+                                           pin_memory=device.type == "cuda")
+    else:
+        loader = data
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.inference_mode():
+            for item in loader:
+                x = item[0] if isinstance(item, (list, tuple)) else item
+                x = x.to(device, non_blocking=device.type == "cuda")
+                if batch_transform is not None:
+                    x = batch_transform(x)
+                out.append(_softmax(model, x, device, plan))
+    finally:
+        model.train(was_training)
+    if not out:
+        raise DataError("nothing to predict: the dataset is empty")
+    return torch.cat(out)

@@ -1,0 +1,38 @@
+"""segfew.inference: batched softmax probabilities under an execution plan."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from segfew.inference import classify_probabilities, predict_batches
+from segfew.runtime import Capabilities, choose_plan
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(11)
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6),
+                         nn.ReLU(), nn.Dropout2d(0.2), nn.Conv2d(6, 2, 1))
+
+
+def test_predict_batches_gives_probabilities_and_restores_mode() -> None:
+    model = _model().train()
+    x = torch.randn(5, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    data = TensorDataset(x, torch.zeros(5, 16, 16, dtype=torch.long))
+    probs = predict_batches(model, data, "cpu", batch_size=2)
+    assert probs.shape == (5, 2, 16, 16) and model.training
+    assert torch.allclose(probs.sum(1), torch.ones(5, 16, 16), atol=1e-5)
+    again = predict_batches(model, [x[:3], x[3:]], "cpu")
+    assert torch.allclose(again, probs, atol=1e-6)
+
+
+def test_bf16_plan_is_close_to_fp32_and_returns_float32() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 16 * 16, 3)).eval()
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(1)).numpy()
+    fp32 = classify_probabilities(model, x, "cpu", batch_size=3)
+    plan = choose_plan("bf16", Capabilities("cpu", bf16=True, fp16=False))
+    bf16 = classify_probabilities(model, x, "cpu", batch_size=3, plan=plan)
+    assert bf16.dtype == fp32.dtype == "float32" and bf16.shape == (4, 3)
+    assert abs(bf16 - fp32).max() < 0.05

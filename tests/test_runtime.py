@@ -1,0 +1,95 @@
+"""segfew.runtime: device resolution, the precision policy, seeds, and what run.json records."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segfew.errors import SpecError
+from segfew.runtime import (
+    Capabilities,
+    choose_plan,
+    cpu_bf16_supported,
+    derive_seed,
+    describe,
+    resolve_device,
+    resolve_plan,
+)
+
+BF16_CPU = Capabilities("cpu", bf16=True, fp16=False)
+AVX2_CPU = Capabilities("cpu", bf16=False, fp16=False)
+AMPERE = Capabilities("cuda", bf16=True, fp16=True)
+VOLTA = Capabilities("cuda", bf16=False, fp16=True)
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SpecError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(SpecError, match="unknown device"):
+        resolve_device("abacus")
+    with pytest.raises(SpecError, match="not supported"):
+        resolve_device("meta")
+
+
+@pytest.mark.parametrize(("caps", "precision", "scaler"), [
+    (BF16_CPU, "bf16", False),  # native bf16 kernels: bf16 autocast
+    (AVX2_CPU, "fp32", False),  # emulated bf16 is many times slower than fp32
+    (AMPERE, "bf16", False),
+    (VOLTA, "fp16", True),      # fp16 needs a GradScaler
+])
+def test_auto_picks_the_fastest_safe_precision(caps: Capabilities, precision: str,
+                                               scaler: bool) -> None:
+    plan = choose_plan("auto", caps)
+    assert (plan.precision, plan.grad_scaler, plan.device_type) == (
+        precision, scaler, caps.device_type)
+    assert plan.autocast_dtype == {"bf16": torch.bfloat16, "fp16": torch.float16,
+                                   "fp32": None}[precision]
+
+
+def test_channels_last_where_it_pays_and_overrides() -> None:
+    assert choose_plan("auto", BF16_CPU).channels_last
+    assert choose_plan("auto", AVX2_CPU).channels_last  # fp32 3x3 convs gain on CPUs too
+    assert choose_plan("auto", AMPERE).channels_last
+    assert not choose_plan("fp32", AMPERE).channels_last
+    assert not choose_plan("auto", BF16_CPU, channels_last=False).channels_last
+    assert choose_plan("fp32", AMPERE, channels_last=True).channels_last
+
+
+def test_explicit_precisions_override_and_bad_ones_are_refused() -> None:
+    assert choose_plan("fp32", BF16_CPU).precision == "fp32"
+    assert choose_plan("bf16", AVX2_CPU).precision == "bf16"  # asked for: honoured
+    assert choose_plan("fp16", AMPERE).grad_scaler
+    with pytest.raises(SpecError, match="fp16 runs on CUDA only"):
+        choose_plan("fp16", BF16_CPU)
+    with pytest.raises(SpecError, match="unknown precision 'fp8'"):
+        choose_plan("fp8", BF16_CPU)
+
+
+def test_plan_autocasts_and_formats_as_it_says() -> None:
+    plan = choose_plan("bf16", BF16_CPU, channels_last=True)
+    x = torch.randn(2, 3, 8, 8)
+    assert plan.memory_format(x).is_contiguous(memory_format=torch.channels_last)
+    assert plan.memory_format(torch.randn(2, 3, 4, 4, 4)).is_contiguous(
+        memory_format=torch.channels_last_3d)
+    with plan.autocast():
+        y = torch.nn.functional.linear(x.flatten(1), torch.randn(4, 192))
+    assert y.dtype == torch.bfloat16
+    with choose_plan("fp32", BF16_CPU).autocast():
+        assert torch.nn.functional.linear(x.flatten(1), torch.randn(4, 192)).dtype == torch.float32
+
+
+def test_this_machine_plan_follows_its_capability() -> None:
+    plan = resolve_plan(torch.device("cpu"))
+    assert plan.precision == ("bf16" if cpu_bf16_supported() else "fp32")
+    info = describe("cpu")
+    assert info["precision"] == plan.precision and info["native_bf16"] == cpu_bf16_supported()
+    assert info["requested_precision"] == "auto" and info["threads"] >= 1
+
+
+def test_derived_seeds_depend_only_on_their_keys() -> None:
+    assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3)
+    assert len({derive_seed(1, e, 3) for e in range(50)}) == 50
+    assert 0 <= derive_seed(2**40, -1) < 2**63
