@@ -22,12 +22,11 @@ from pydantic import (
     model_validator,
 )
 
+from segfew.choices import Precision
 from segfew.errors import SpecError
 
 Intensity = Literal["clahe", "ct", "minmax", "zscore"]
 Framework = Literal["manual", "threshold", "scratch", "vgg", "measures"]
-#: how networks compute (segfew.runtime): auto picks the fastest safe one for the machine
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class Settings(BaseModel):
@@ -248,6 +247,7 @@ class PredictSpec(Settings):
     recursive: bool = False
     channels: list[str] | None = None
     device: str = "auto"
+    precision: Precision = "auto"
     batch_size: int = Field(default=8, ge=1)
     probabilities: bool = Field(
         default=False, description="segmentation: also write <id>_prob.nii.gz"

@@ -397,7 +397,7 @@ def write_predictions_csv(path: Path, rows: Sequence[PredictionRow], classes: Se
 
 def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Path, *,
                   recursive: bool = False, channels: Sequence[str] | None = None,
-                  device: str = "auto", batch_size: int = 8,
+                  device: str = "auto", batch_size: int = 8, precision: str = "auto",
                   progress: Callable[[int, int], None] | None = None,
                   probabilities: bool = False,
                   run_spec: BaseModel | dict[str, Any] | None = None) -> tuple[Path, int]:
@@ -417,11 +417,11 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
     """
     from segfew.runinfo import write_run_info
 
-    predictor = Predictor(model_path, device=device, batch_size=batch_size)
+    predictor = Predictor(model_path, device=device, batch_size=batch_size, precision=precision)
     spec = run_spec if run_spec is not None else {
         "task": "predict", "model": str(model_path), "inputs": [str(p) for p in inputs],
         "recursive": recursive, "channels": list(channels) if channels else None,
-        "device": str(predictor.device), "batch_size": batch_size,
+        "device": str(predictor.device), "precision": precision, "batch_size": batch_size,
         "probabilities": probabilities}
     meta = predictor.meta
     if channels is None and meta.channels:

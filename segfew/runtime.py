@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from segfew.config import Precision
+from segfew.choices import Precision
 from segfew.errors import SpecError
 
 __all__ = [

@@ -58,9 +58,25 @@ def test_pretrain_writes_model_dice_and_run_info(seg_model: Path) -> None:
     info = json.loads((run_dir / "run.json").read_text())
     assert info["spec"]["network"]["n_s"] == 2
     assert info["versions"]["segfew"]
+    from segfew.runtime import resolve_plan
+
+    assert info["runtime"]["precision"] == resolve_plan(torch.device("cpu")).precision
     assert info["data"] and all(len(row["sha256"]) == 64 for row in info["data"])
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert len(rows) == 2
+
+
+def test_precision_flag_overrides_the_default_and_run_json_says_so(
+        phantoms: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seg.pt"
+    invoke("pretrain", "--images", str(phantoms / "images"), "--labels", str(phantoms / "labels"),
+           "--out", str(out), *TINY_PRETRAIN, "--epochs", "1", "--precision", "fp32")
+    info = json.loads((tmp_path / "seg-run" / "run.json").read_text())
+    assert info["spec"]["train"]["precision"] == "fp32"
+    assert info["runtime"]["precision"] == "fp32" and info["runtime"]["autocast"] is None
+    result = runner.invoke(app, ["pretrain", "--images", str(phantoms / "images"),
+                                 "--precision", "fp8"])
+    assert result.exit_code != 0 and "fp8" in result.output
 
 
 def test_metrics_csv_the_model_file_and_evaluate_share_one_dice(

@@ -10,6 +10,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from segfew.choices import Precision
+
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,6 +64,9 @@ BatchSizeOpt = Annotated[int | None, typer.Option(help="Global batch size.")]
 LrOpt = Annotated[float | None, typer.Option(help="Adam learning rate.")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed of every random number.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")]
+PrecisionOpt = Annotated[Precision | None, typer.Option(
+    help="auto (default: bf16 on CPUs and GPUs with native bf16, fp16 on older GPUs, "
+         "else fp32), fp32, bf16 or fp16.")]
 PresetOpt = Annotated[
     str | None, typer.Option(help="Paper settings: brain-mr-3d or cardiac-ct-2d.")
 ]
@@ -76,6 +81,7 @@ def train_overrides(
     seed: int | None,
     device: str | None,
     progress: bool,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """The ``train`` part of a spec from the shared training flags (None = not given)."""
     return {
@@ -84,5 +90,6 @@ def train_overrides(
         "lr": lr,
         "seed": seed,
         "device": device,
+        "precision": precision,
         "progress": None if progress else False,
     }

@@ -11,6 +11,7 @@ import typer
 
 from segfew.cli.common import (
     ChannelsOpt,
+    PrecisionOpt,
     ProgressOpt,
     SpecOpt,
     console,
@@ -76,6 +77,7 @@ def predict(
     probabilities: Annotated[bool | None, typer.Option(
         help="Segmentation: also write <id>_prob.nii.gz (one channel per label).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
+    precision: PrecisionOpt = None,
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="Images (or slices) per forward pass.")] = None,
     spec: SpecOpt = None,
@@ -103,6 +105,7 @@ def predict(
         "recursive": recursive,
         "channels": split_list(channels),
         "device": device,
+        "precision": precision,
         "batch_size": batch_size,
         "probabilities": probabilities,
     }
@@ -111,7 +114,7 @@ def predict(
         path, failed = predict_paths(
             resolved.model, resolved.inputs, resolved.out, recursive=resolved.recursive,
             channels=resolved.channels, device=resolved.device,
-            batch_size=resolved.batch_size, progress=bar,
+            precision=resolved.precision, batch_size=resolved.batch_size, progress=bar,
             probabilities=resolved.probabilities, run_spec=resolved)
     style = "bold red" if failed else "green"
     where = path if path.suffix else path / "predictions.csv"

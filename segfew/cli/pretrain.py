@@ -14,6 +14,7 @@ from segfew.cli.common import (
     EpochsOpt,
     LrOpt,
     NoCacheOpt,
+    PrecisionOpt,
     PresetOpt,
     ProgressOpt,
     ResumeOpt,
@@ -49,6 +50,7 @@ def pretrain(
     lr: LrOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
     resume: ResumeOpt = False,
     no_cache: NoCacheOpt = False,
     spec: SpecOpt = None,
@@ -71,7 +73,7 @@ def pretrain(
         "out": out,
         "network": {"dim": dim, "n_s": n_s},
         "preprocess": {"size": int_list(size), "intensity": intensity},
-        "train": train_overrides(epochs, batch_size, lr, seed, device, progress),
+        "train": train_overrides(epochs, batch_size, lr, seed, device, progress, precision),
     }
     resolved = resolve_spec(PretrainSpec, overrides, spec, preset_values(preset, "pretrain"))
     result = run_pretrain(

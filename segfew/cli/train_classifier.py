@@ -14,6 +14,7 @@ from segfew.cli.common import (
     EpochsOpt,
     LrOpt,
     NoCacheOpt,
+    PrecisionOpt,
     PresetOpt,
     ProgressOpt,
     ResumeOpt,
@@ -66,6 +67,7 @@ def train_classifier(
     lr: LrOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
     resume: ResumeOpt = False,
     no_cache: NoCacheOpt = False,
     spec: SpecOpt = None,
@@ -98,7 +100,7 @@ def train_classifier(
         "classes": classes,
         "finetune": finetune,
         "preprocess": {"size": int_list(size)},
-        "train": train_overrides(epochs, batch_size, lr, seed, device, progress),
+        "train": train_overrides(epochs, batch_size, lr, seed, device, progress, precision),
     }
     fw = framework
     if fw is None and spec is not None:
