@@ -254,7 +254,7 @@ def test_predict_from_a_spec_file_with_a_flag_overriding_out(
     info = json.loads((tmp_path / "predictions.run.json").read_text())
     assert info["spec"] == {"model": str(classifier), "inputs": [str(good)], "out": str(out),
                             "recursive": False, "channels": None, "device": "cpu",
-                            "batch_size": 1, "probabilities": False}
+                            "precision": "auto", "batch_size": 1, "probabilities": False}
     assert info["seed"] is None and info["versions"]["segfew"]
     assert {Path(d["path"]).name for d in info["data"]} == {"a.nii.gz", "b.nii.gz"}
 
