@@ -168,15 +168,7 @@ def fit(
     out_dir = Path(out_dir)
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
     _check_arguments(task, num_classes, class_weights)
-    device = resolve_device(cfg.device)
-    D.setup(device.type)
-    world, rank = D.world_size(), D.rank()
-    if cfg.batch_size % world:
-        raise SpecError(f"batch_size {cfg.batch_size} is the global batch and must be a "
-                        f"multiple of the {world} processes")
-    local_bs = cfg.batch_size // world
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)
+    device, rank, local_bs = _setup_device(cfg)
     if val_set is not None and len(val_set) == 0:  # type: ignore[arg-type]
         val_set = None
 
@@ -203,64 +195,31 @@ def fit(
     state = _start_or_resume(last_path, resume, model, step, cfg)
     if D.is_distributed():
         step.net = _distribute(step.net, train_data, step, cfg.sync_bn)
+    epochs = _Epochs(step, cfg, train_data, val_data, val_cases, local_bs, augmenting)
 
     monitor = "val_metric" if val_data is not None else "train_loss"
-    stopped = "completed"
+    stopped = ("early_stopping" if _out_of_patience(state, cfg) and state.epoch < cfg.epochs
+               else "")
     show = cfg.progress and rank == 0 and console is not None
     with _progress(console, show) as progress:
-        epoch_bar = progress.add_task("epochs", total=cfg.epochs, completed=state.epoch, info="")
-        batch_bar = progress.add_task("batches", total=None, info="")
-
-        def on_batch(loss: Tensor | None, total: int | None) -> None:
-            if total is not None:
-                progress.reset(batch_bar, total=total, info="")
-            elif show and loss is not None:
-                progress.update(batch_bar, advance=1, info=f"loss {loss.item():.4f}")
-
-        if _out_of_patience(state, cfg) and state.epoch < cfg.epochs:
-            stopped = "early_stopping"
-        for epoch in range(state.epoch, cfg.epochs if stopped == "completed" else 0):
-            t_epoch = time.monotonic()
-            _seed_epoch(cfg.seed, epoch, rank)
-            row: dict[str, float] = {
-                "epoch": float(epoch + 1),
-                "train_loss": _train_epoch(step, train_data, cfg, epoch, local_bs,
-                                           augmenting, on_batch),
-                "val_loss": math.nan, "val_metric": math.nan}
-            if val_data is not None:
-                inner = step.net.module if isinstance(step.net, DistributedDataParallel) \
-                    else step.net
-                row.update(validate(inner, val_data, task=task, num_classes=num_classes,
-                                    criterion=step.criterion, device=device, plan=plan,
-                                    batch_size=local_bs, prepare=step.prepare,
-                                    cases=val_cases))
-            row["lr"] = float(step.optimizer.param_groups[0]["lr"])
-            row["seconds"] = time.monotonic() - t_epoch
+        bars = _Bars(progress, show, cfg.epochs, state.epoch)
+        for epoch in range(state.epoch, cfg.epochs if not stopped else state.epoch):
+            row = epochs.run(epoch, bars.batch)
             improved = state.update(row, monitor, higher_is_better=val_data is not None)
             if rank == 0:
                 _write_epoch(out_dir, model, step, state, improved, monitor=monitor, task=task,
                              num_classes=num_classes, config=cfg.model_dump(mode="json"))
             D.barrier()
-            value = row[monitor]
-            metric_text = f"{monitor} {value:.4f}" if not math.isnan(value) else ""
-            progress.update(epoch_bar, advance=1,
-                            info=f"loss {row['train_loss']:.4f} {metric_text}".strip())
+            bars.epoch(row, monitor)
             if callback is not None:
                 callback(epoch + 1, row)
-            if epoch + 1 >= cfg.epochs:
-                break
-            if _out_of_patience(state, cfg):
-                stopped = "early_stopping"
-                break
-            over_time = (cfg.time_budget_s is not None
-                         and time.monotonic() - start >= cfg.time_budget_s)
-            if D.broadcast_flag(over_time, device):
-                stopped = "time_budget"
+            stopped = _stop_reason(state, cfg, time.monotonic() - start, device)
+            if stopped:
                 break
     D.barrier()
     return FitResult(best_path=best_path, last_path=last_path, history=state.history,
                      best_epoch=state.best_epoch, best_metric=state.best_metric,
-                     stopped=stopped, cached_features=cached, monitor=monitor,
+                     stopped=stopped or "completed", cached_features=cached, monitor=monitor,
                      plan=plan.record())
 
 
@@ -274,6 +233,19 @@ def _check_arguments(task: str, num_classes: int, class_weights: Sequence[float]
         raise SpecError(f"at least two classes/labels are needed, got {num_classes}")
     if class_weights is not None and len(class_weights) != num_classes:
         raise SpecError(f"{len(class_weights)} class weights for {num_classes} classes")
+
+
+def _setup_device(cfg: TrainConfig) -> tuple[torch.device, int, int]:
+    """(device, rank, this rank's batch size); joins the torchrun group if there is one."""
+    device = resolve_device(cfg.device)
+    D.setup(device.type)
+    world = D.world_size()
+    if cfg.batch_size % world:
+        raise SpecError(f"batch_size {cfg.batch_size} is the global batch and must be a "
+                        f"multiple of the {world} processes")
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    return device, D.rank(), cfg.batch_size // world
 
 
 def _check_sample(train_set: Dataset, task: Task) -> Tensor:
@@ -377,41 +349,73 @@ def _epoch_loader(data: Dataset, cfg: TrainConfig, epoch: int, local_bs: int,
         generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, _PURPOSE_LOADER)))
 
 
-def _train_epoch(step: _Step, data: Dataset, cfg: TrainConfig, epoch: int, local_bs: int,
-                 augmenting: bool, on_batch: Callable[[Tensor | None, int | None], None]
-                 ) -> float:
-    """One pass over this rank's share; returns the mean training loss over all ranks."""
-    device, pin = step.device, step.device.type == "cuda"
-    world, rank = D.world_size(), D.rank()
-    cached = step.prepare is None
-    loader = _epoch_loader(data, cfg, epoch, local_bs, 0 if cached else cfg.num_workers, pin)
-    aug_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, _PURPOSE_AUGMENT))
-    on_batch(None, len(loader))
-    step.net.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
-    for x, y in loader:
-        x = x.to(device, non_blocking=pin)
-        y = y.to(device, non_blocking=pin)
-        if augmenting:
-            # Parameters for the whole global batch; this rank keeps its share.
-            drawn = draw_params(cfg.batch_size, x.dim() - 2, cfg.augment, aug_gen)
-            mine = drawn.select(slice(rank, None, world)).select(slice(0, len(x)))
-            x, y_aug = apply_params(x, y if step.task == "segmentation" else None, mine)
-            y = y_aug if y_aug is not None else y
-        if step.prepare is not None:
-            x = step.prepare(x)
-        loss = _step(step, x, y)
-        loss_sum += loss.detach().double() * len(x)
-        count += len(x)
-        on_batch(loss, None)
-    totals = D.all_reduce_sum(torch.stack(
-        [loss_sum, torch.tensor(float(count), dtype=torch.float64, device=device)]))
-    train_loss = (totals[0] / totals[1]).item()
-    if not math.isfinite(train_loss):
-        raise SegfewError(f"the training loss became {train_loss} in epoch {epoch + 1}; "
-                          "lower the learning rate or check the inputs")
-    return train_loss
+@dataclass
+class _Epochs:
+    """One epoch of training and validation, with everything it needs from the run."""
+
+    step: _Step
+    cfg: TrainConfig
+    train_data: Dataset
+    val_data: Dataset | None
+    val_cases: Sequence[int] | None
+    local_bs: int
+    augmenting: bool
+
+    def run(self, epoch: int, on_batch: Callable[[Tensor | None, int | None], None]
+            ) -> dict[str, float]:
+        """Train one epoch, validate, and return the metrics.csv row."""
+        t0 = time.monotonic()
+        _seed_epoch(self.cfg.seed, epoch, D.rank())
+        row: dict[str, float] = {"epoch": float(epoch + 1),
+                                 "train_loss": self.train(epoch, on_batch),
+                                 "val_loss": math.nan, "val_metric": math.nan}
+        if self.val_data is not None:
+            net = self.step.net
+            inner = net.module if isinstance(net, DistributedDataParallel) else net
+            row.update(validate(inner, self.val_data, task=self.step.task,
+                                num_classes=self.step.num_classes,
+                                criterion=self.step.criterion, device=self.step.device,
+                                plan=self.step.plan, batch_size=self.local_bs,
+                                prepare=self.step.prepare, cases=self.val_cases))
+        row["lr"] = float(self.step.optimizer.param_groups[0]["lr"])
+        row["seconds"] = time.monotonic() - t0
+        return row
+
+    def train(self, epoch: int, on_batch: Callable[[Tensor | None, int | None], None]
+              ) -> float:
+        """One pass over this rank's share; returns the mean training loss over all ranks."""
+        step, cfg = self.step, self.cfg
+        device, pin = step.device, step.device.type == "cuda"
+        world, rank = D.world_size(), D.rank()
+        workers = 0 if step.prepare is None else cfg.num_workers
+        loader = _epoch_loader(self.train_data, cfg, epoch, self.local_bs, workers, pin)
+        aug_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, _PURPOSE_AUGMENT))
+        on_batch(None, len(loader))
+        step.net.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        count = 0
+        for x, y in loader:
+            x = x.to(device, non_blocking=pin)
+            y = y.to(device, non_blocking=pin)
+            if self.augmenting:
+                # Parameters for the whole global batch; this rank keeps its share.
+                drawn = draw_params(cfg.batch_size, x.dim() - 2, cfg.augment, aug_gen)
+                mine = drawn.select(slice(rank, None, world)).select(slice(0, len(x)))
+                x, y_aug = apply_params(x, y if step.task == "segmentation" else None, mine)
+                y = y_aug if y_aug is not None else y
+            if step.prepare is not None:
+                x = step.prepare(x)
+            loss = _step(step, x, y)
+            loss_sum += loss.detach().double() * len(x)
+            count += len(x)
+            on_batch(loss, None)
+        totals = D.all_reduce_sum(torch.stack(
+            [loss_sum, torch.tensor(float(count), dtype=torch.float64, device=device)]))
+        train_loss = (totals[0] / totals[1]).item()
+        if not math.isfinite(train_loss):
+            raise SegfewError(f"the training loss became {train_loss} in epoch {epoch + 1}; "
+                              "lower the learning rate or check the inputs")
+        return train_loss
 
 
 def _step(step: _Step, x: Tensor, y: Tensor) -> Tensor:
@@ -441,6 +445,38 @@ def _write_epoch(out_dir: Path, model: nn.Module, step: _Step, state: RunState,
 
 def _out_of_patience(state: RunState, cfg: TrainConfig) -> bool:
     return cfg.early_stopping is not None and state.bad_epochs >= cfg.early_stopping
+
+
+def _stop_reason(state: RunState, cfg: TrainConfig, elapsed: float, device: torch.device
+                 ) -> str:
+    """Why training stops after this epoch ("" = it goes on); the same on every rank."""
+    if state.epoch >= cfg.epochs:
+        return "completed"
+    if _out_of_patience(state, cfg):
+        return "early_stopping"
+    over_time = cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s
+    return "time_budget" if D.broadcast_flag(over_time, device) else ""
+
+
+class _Bars:
+    """The epoch and batch progress bars (drawn only when ``show``)."""
+
+    def __init__(self, progress: Progress, show: bool, epochs: int, done: int) -> None:
+        self.progress, self.show = progress, show
+        self.epochs = progress.add_task("epochs", total=epochs, completed=done, info="")
+        self.batches = progress.add_task("batches", total=None, info="")
+
+    def batch(self, loss: Tensor | None, total: int | None) -> None:
+        if total is not None:
+            self.progress.reset(self.batches, total=total, info="")
+        elif self.show and loss is not None:
+            self.progress.update(self.batches, advance=1, info=f"loss {loss.item():.4f}")
+
+    def epoch(self, row: dict[str, float], monitor: str) -> None:
+        value = row[monitor]
+        metric = f"{monitor} {value:.4f}" if not math.isnan(value) else ""
+        self.progress.update(self.epochs, advance=1,
+                             info=f"loss {row['train_loss']:.4f} {metric}".strip())
 
 
 def _progress(console: Console | None, show: bool) -> Progress:
