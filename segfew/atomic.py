@@ -1,14 +1,38 @@
-"""Write files so a crash or a bad input never leaves a half-written output behind."""
+"""Write files so that a crash or a bad input never leaves a half-written output behind.
+
+Also the checks every command makes before writing anything: an output path is never one
+of its inputs, nor a folder inside one it reads (:func:`check_output`); a run folder is
+locked while a run writes to it (:func:`run_lock`). Files are created with the modes the
+user's umask gives (``0644`` under the usual ``022``), so a colleague on a shared server
+can read a report, not ``0600`` as temporary files are.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import socket
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from segfew.errors import DataError
+
+LOCK_NAME = "segfew.lock"
+
+
+def umask() -> int:
+    """The process's umask (read without changing it where the OS says it)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: set and restore
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -17,6 +41,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
 
     The temporary name keeps ``path``'s suffixes (``.nii.gz``, ``.csv``), so writers that
     choose a format by file name still work. On an exception the temporary file is removed.
+    The file gets the mode of a newly created file (``0666`` less the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,6 +53,8 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.is_file():
+            os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -40,3 +67,106 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+# ------------------------------------------------------------------------- output paths
+
+
+def check_output(out: str | Path, inputs: Iterable[str | Path],
+                 kind: Literal["file", "folder"], flag: str = "--out") -> Path:
+    """Refuse an output path that would clobber an input or be read back as one.
+
+    ``out`` may not be one of ``inputs``; a ``folder`` output may not lie inside an input
+    folder (its files would be read as inputs next time) nor contain an input file. It must
+    be of its kind if it exists, and creatable and writable where it does not.
+    Returns ``out``; raises :class:`DataError` naming it.
+    """
+    out = Path(out)
+    where = out.resolve()
+    for raw in inputs:
+        inp = Path(raw).resolve()
+        if where == inp:
+            raise DataError(f"{flag} is one of the inputs ({raw}); choose another path", out)
+        if kind == "folder" and inp.is_dir() and where.is_relative_to(inp):
+            raise DataError(f"{flag} is inside the input folder {raw}, so its outputs would be "
+                            "read as inputs next time; choose a folder outside it", out)
+        if kind == "folder" and inp.is_file() and inp.is_relative_to(where) and where.exists():
+            raise DataError(f"{flag} holds the input {raw}; its outputs could overwrite it; "
+                            "choose an empty folder", out)
+    if out.exists():
+        if kind == "folder" and not out.is_dir():
+            raise DataError(f"{flag} exists and is a file, not a folder", out)
+        if kind == "file" and out.is_dir():
+            raise DataError(f"{flag} is a folder; give a file name", out)
+    _check_writable(out if kind == "folder" and out.is_dir() else out.parent, out, flag)
+    return out
+
+
+def _check_writable(folder: Path, out: Path, flag: str) -> None:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DataError(f"{flag} cannot be created: {existing} is a file, not a folder", out)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"{flag} cannot be written: no permission to write in {existing}", out)
+
+
+# ------------------------------------------------------------------------- run lock
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold ``<folder>/segfew.lock`` while a run writes into ``folder``.
+
+    A second run on the same folder is refused with a :class:`DataError` naming the lock
+    and who holds it. The lock is an OS file lock (``flock``), so a run that dies releases
+    it; the file is removed when the run ends.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: an exclusive create stands in
+        fcntl = None  # type: ignore[assignment]
+    for _ in range(5):
+        if fcntl is None:  # pragma: no cover
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                raise _in_use(folder, lock) from None
+            break
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise _in_use(folder, lock) from None
+        try:  # the holder before us may have removed the file as we opened it
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    else:  # pragma: no cover - five races in a row
+        raise _in_use(folder, lock)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+
+
+def _in_use(folder: Path, lock: Path) -> DataError:
+    try:
+        holder = lock.read_text(encoding="utf-8").strip()
+    except OSError:
+        holder = ""
+    who = f" ({holder})" if holder else ""
+    return DataError(f"is in use by another segfew run{who}: lock file {lock}; wait for it "
+                     "to finish or choose another --out", folder)

@@ -7,9 +7,9 @@ model files store them as JSON so prediction repeats training exactly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import tomllib
 import yaml
@@ -25,6 +25,11 @@ from pydantic import (
 from segfew.choices import Precision
 from segfew.errors import SpecError
 
+if TYPE_CHECKING:
+    from segfew.cases import LabelRules
+
+MAX_SIZE = 1024
+"""Largest grid size per axis (a 1024² slice; the paper's grids are 128–224)."""
 Intensity = Literal["clahe", "ct", "minmax", "zscore"]
 Framework = Literal["manual", "threshold", "scratch", "vgg", "measures"]
 
@@ -69,6 +74,8 @@ class PreprocessConfig(Settings):
         bad = [s for s in v[:2] if s < 16 or s % 16]
         if bad or min(v) < 1:
             raise ValueError(f"in-plane sizes must be positive multiples of 16, got {list(v)}")
+        if max(v) > MAX_SIZE:
+            raise ValueError(f"sizes are at most {MAX_SIZE} voxels per axis, got {list(v)}")
         return v
 
     def grid(self, dim: int) -> tuple[int, ...]:
@@ -157,6 +164,15 @@ class DataSource(Settings):
     id_column: str | None = None
     label_column: str | None = None
     group_column: str | None = None
+    label_map: dict[int, int] | None = Field(
+        default=None, description="label values remapped before any check, e.g. {255: 1}"
+    )
+
+    def label_rules(self, values: Sequence[int] | None = None) -> LabelRules:
+        """The door's label rules (:class:`segfew.cases.LabelRules`) for this data."""
+        from segfew.cases import LabelRules
+
+        return LabelRules(None if values is None else frozenset(values), self.label_map)
 
 
 class LabelSpec(Settings):

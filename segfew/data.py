@@ -1,6 +1,7 @@
 """Find cases on disk: segmentation pairs, unlabelled images, classification tables and folders.
 
-A :class:`Case` lists file paths only; :func:`read_case` loads them. Matching is strict: every
+A :class:`Case` lists file paths only; :func:`segfew.cases.read_case` (the one door, with
+every check) loads them. Matching is strict: every
 inconsistency (image without label, duplicate id, table id without image, …) is a one-line
 :class:`~segfew.errors.DataError` naming the file, raised before any training starts
 (issue 2, item 3). ``segfew inspect`` runs the same matching in a collecting mode so it can
@@ -20,18 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from segfew.errors import DataError
-from segfew.io import Image, case_id, is_dicom_series_dir, is_image_file, read_image
+from segfew.io import case_id, is_dicom_series_dir, is_image_file
 
 __all__ = [
     "LABEL_SUFFIXES",
     "Case",
-    "check_label_values",
     "class_names",
     "find_class_folders",
     "find_classification_cases",
     "find_image_cases",
     "find_segmentation_cases",
-    "read_case",
     "read_dataset_json",
     "read_table",
     "stratified_split",
@@ -59,6 +58,9 @@ class Case:
     labels: tuple[Path, ...] = ()
     target: str | None = None
     group: str | None = None
+    problem: str | None = None
+    """Why the case cannot be used, found while matching (e.g. a missing channel file):
+    :func:`segfew.cases.read_case` raises it, so a batch makes it that case's error row."""
 
     @property
     def channel_names(self) -> list[str]:
@@ -78,7 +80,7 @@ class Case:
         ACDC's ED and ES frames). A case-level label map is shared by every channel. The
         new cases keep this case's group (or id), so a split never separates them.
         """
-        if len(self.images) <= 1:
+        if len(self.images) <= 1 or self.problem is not None:
             return [self]
         group = self.group or self.id
         out = []
@@ -195,8 +197,19 @@ def _nnunet_layout(images: Path) -> tuple[Path, Path | None, Path | None] | None
 
 
 def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnunet: bool,
-                    folder: Path, problems: _Problems) -> dict[str, tuple[Path, ...]]:
-    """Case id → channel files, by ``--channels`` suffixes or nnU-Net's ``_0000``."""
+                    folder: Path, problems: _Problems,
+                    incomplete: dict[str, Case] | None = None) -> dict[str, tuple[Path, ...]]:
+    """Case id → channel files, by ``--channels`` suffixes or nnU-Net's ``_0000``.
+
+    With ``incomplete``, a case missing a channel (or a file matching no channel) is put
+    there as a :class:`Case` with its ``problem``, instead of being a problem of the batch.
+    """
+    def per_case(message: str, path: Path, cid: str, paths: tuple[Path, ...]) -> None:
+        if incomplete is None:
+            problems.add(message, path)
+        else:
+            incomplete[cid] = Case(cid, paths, group=cid, problem=str(DataError(message, path)))
+
     if channels is None and not nnunet:
         return {cid: (path,) for cid, path in _index(files, problems).items()}
     by_case: dict[str, dict[str, Path]] = defaultdict(dict)
@@ -206,8 +219,8 @@ def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnune
             match = next((c for c in channels if cid.endswith(f"_{c}") and len(cid) > len(c) + 1),
                          None)
             if match is None:
-                problems.add("matches no channel (expected a name ending in "
-                             f"{', '.join('_' + c for c in channels)})", path)
+                per_case("matches no channel (expected a name ending in "
+                         f"{', '.join('_' + c for c in channels)})", path, cid, (path,))
                 continue
             case, channel = cid[: -len(match) - 1], match
         else:
@@ -226,9 +239,9 @@ def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnune
     for case, found in by_case.items():
         missing = [c for c in wanted if c not in found]
         if missing:
-            problems.add(f"case {case!r} has no file for channel(s) "
-                         f"{', '.join(missing)} ({', '.join(f'{case}_{c}.*' for c in missing)})",
-                         folder)
+            per_case(f"case {case!r} has no file for channel(s) "
+                     f"{', '.join(missing)} ({', '.join(f'{case}_{c}.*' for c in missing)})",
+                     folder, case, tuple(found[c] for c in wanted if c in found))
             continue
         out[case] = tuple(found[c] for c in wanted)
     return out
@@ -331,16 +344,19 @@ def _find_label(name: str, index: dict[str, Path], allow_own: bool) -> list[Path
 
 
 def find_image_cases(inputs: Path | Sequence[Path], channels: Sequence[str] | None = None,
-                     recursive: bool = False) -> list[Case]:
+                     recursive: bool = False, keep_incomplete: bool = False) -> list[Case]:
     """Unlabelled cases (for ``predict``) from folders, image files or DICOM series folders.
 
-    Every case id must be unique, since outputs are named after it.
+    Every case id must be unique, since outputs are named after it. With
+    ``keep_incomplete``, a case that lacks a channel file is returned with its ``problem``
+    (a batch gives it an error row) instead of stopping the whole batch.
     """
-    return _find_images(inputs, channels, recursive, _Problems(collect=False))
+    return _find_images(inputs, channels, recursive, _Problems(collect=False), keep_incomplete)
 
 
 def _find_images(inputs: Path | Sequence[Path], channels: Sequence[str] | None,
-                 recursive: bool, problems: _Problems) -> list[Case]:
+                 recursive: bool, problems: _Problems, keep_incomplete: bool = False
+                 ) -> list[Case]:
     items = [Path(inputs)] if isinstance(inputs, str | Path) else [Path(p) for p in inputs]
     files: list[Path] = []
     nnunet = False
@@ -357,9 +373,12 @@ def _find_images(inputs: Path | Sequence[Path], channels: Sequence[str] | None,
             problems.add("not an image file or folder", item)
         else:
             problems.add("no such file or folder", item)
+    incomplete: dict[str, Case] | None = {} if keep_incomplete else None
     grouped = _group_channels(files, channels, nnunet, items[0] if items else Path("."),
-                              problems)
-    return [Case(cid, paths, group=cid) for cid, paths in sorted(grouped.items())]
+                              problems, incomplete)
+    cases = {cid: Case(cid, paths, group=cid) for cid, paths in grouped.items()}
+    cases.update(incomplete or {})
+    return [cases[cid] for cid in sorted(cases)]
 
 
 # ------------------------------------------------------------------------- classification
@@ -368,9 +387,12 @@ def _find_images(inputs: Path | Sequence[Path], channels: Sequence[str] | None,
 def _sniff_rows(table: Path) -> list[dict[str, str]]:
     try:
         text = table.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read table ({getattr(e, 'strerror', None) or e})",
-                        table) from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"table is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                        f"{e.start}; Latin-1 or Windows-1252?): save it as UTF-8, e.g. Excel's "
+                        "'CSV UTF-8' or `iconv -f latin1 -t utf-8`", table) from None
+    except OSError as e:
+        raise DataError(f"cannot read table ({e.strerror or e})", table) from None
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise DataError("table is empty", table)
@@ -584,62 +606,6 @@ def _with_targets(cases: Sequence[Case], classified: Sequence[Case],
         if other.id not in ids:
             problems.add(f"table case {other.id!r} has no labelled image", other.images[0])
     return out
-
-
-# ------------------------------------------------------------------------- reading
-
-
-def read_case(case: Case) -> tuple[list[Image], list[Image]]:
-    """Read a case's channel images and label maps, checking they share one grid.
-
-    Label maps are returned with integer arrays (see :func:`check_label_values`).
-    """
-    images: list[Image] = []
-    labels: list[Image] = []
-    for path in case.images:
-        img = read_image(path)
-        _check_same_grid(img, images[0] if images else None)
-        images.append(img)
-    for path in case.labels:
-        lab = read_image(path)
-        _check_same_grid(lab, images[0])
-        labels.append(replace(lab, array=check_label_values(lab.array, None, path)))
-    return images, labels
-
-
-def _check_same_grid(img: Image, first: Image | None) -> None:
-    if first is None:
-        return
-    assert img.path is not None
-    if img.shape != first.shape:
-        raise DataError(f"shape {img.shape} differs from {first.path} {first.shape}", img.path)
-    if not np.allclose(img.source_affine, first.source_affine, rtol=1e-5, atol=1e-3):
-        raise DataError(f"geometry (affine/spacing/origin/direction) differs from {first.path}",
-                        img.path)
-
-
-def check_label_values(label: np.ndarray, allowed: set[int] | None, path: Path) -> np.ndarray:
-    """Return ``label`` as an integer array; non-integer or undeclared values are errors."""
-    arr = np.asarray(label)
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise DataError("label map has non-integer values", path)
-        arr = arr.astype(np.int64)
-    elif arr.dtype.kind == "b":
-        arr = arr.astype(np.uint8)
-    elif arr.dtype.kind not in "iu":
-        raise DataError(f"label map has unsupported type {arr.dtype}", path)
-    values = np.unique(arr)
-    if values.size and values[0] < 0:
-        raise DataError(f"label map has negative values ({int(values[0])})", path)
-    if allowed is not None:
-        bad = sorted(int(v) for v in values if int(v) not in allowed)
-        if bad:
-            raise DataError(f"label values {bad} outside the declared set {sorted(allowed)}", path)
-    if arr.dtype.kind == "f" or arr.dtype.itemsize > 2:
-        top = int(values[-1]) if values.size else 0
-        arr = arr.astype(np.uint8 if top < 256 else np.int16 if top < 32768 else np.int32)
-    return arr
 
 
 # ------------------------------------------------------------------------- splits

@@ -32,3 +32,19 @@ class SpecError(SegfewError):
 
 class ModelFileError(SegfewError):
     """A model file is missing, corrupt, or from an incompatible segfew version."""
+
+
+class DataWarning(UserWarning):
+    """Something segfew changed or noticed in an input, and went on: one line naming the file.
+
+    Raised with :func:`warnings.warn`; the CLI prints it as ``warning: <path>: <problem>``
+    and ``segfew inspect`` lists it among its notes.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.message = " ".join(str(message).split())
+        self.path = None if path is None else Path(path)
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path is not None else self.message

@@ -15,15 +15,16 @@ Every output is written atomically into ``out_dir``: ``metrics.json``, ``predict
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.atomic import write_json
-from segfew.errors import DataError, SegfewError, SpecError
+from segfew.atomic import check_output, write_json
+from segfew.errors import DataError, SpecError
 from segfew.predict import (
+    CASE_ERRORS,
     PredictionRow,
     Predictor,
     case_path,
@@ -36,6 +37,7 @@ from segfew.predict import (
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from segfew.cases import LabelRules
     from segfew.data import Case
 
 __all__ = [
@@ -113,7 +115,7 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
         raise DataError("no labelled cases to evaluate", table)
     classes = list(meta.classes)
     y_all = check_targets(cases, classes, table)
-    out_dir = Path(out_dir)
+    out_dir = check_out_dir(out_dir, cases, [Path(table)] if table else [])
     out_dir.mkdir(parents=True, exist_ok=True)
 
     rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
@@ -147,8 +149,8 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
                           *, device: str = "auto", batch_size: int = 8,
                           progress: ProgressFn | None = None,
                           predictor: Predictor | None = None,
-                          run_spec: BaseModel | dict[str, Any] | None = None
-                          ) -> dict[str, Any]:
+                          run_spec: BaseModel | dict[str, Any] | None = None,
+                          rules: LabelRules | None = None) -> dict[str, Any]:
     """Per-label Dice of the segmentation model at ``model_path`` on ``cases`` (with labels).
 
     Dice is computed on each image's source grid, after the prediction is restored to it.
@@ -158,7 +160,7 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
     Dice there (None) and is left out of its mean. Also writes ``per_case.csv``, and
     ``run.json`` with ``run_spec`` (default: the arguments) as its spec.
     """
-    from segfew.data import read_case
+    from segfew.cases import read_case
     from segfew.metrics import case_mean_dice, dice_per_label
     from segfew.runinfo import write_run_info
 
@@ -170,7 +172,7 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
         raise DataError("no labelled cases to evaluate")
     names = list(meta.classes)
     foreground = list(range(1, len(names)))
-    out_dir = Path(out_dir)
+    out_dir = check_out_dir(out_dir, cases)
     out_dir.mkdir(parents=True, exist_ok=True)
     advance = progress_counter(progress, len(cases))
 
@@ -181,12 +183,12 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
         try:
             if not case.labels:
                 raise DataError(f"case {case.id!r} has no label map", case.images[0])
-            images, truths = read_case(case)  # checks the label map is on the image's grid
+            images, truths = read_case(case, rules)  # the door: every check of the case
             pred, _, _ = predictor.segment_images(case, images)
             truth = truths[0].array
             dice = dice_per_label(pred, truth, foreground)
             entry["dice"] = {names[i]: (None if v is None else float(v)) for i, v in dice.items()}
-        except (SegfewError, OSError, ValueError, RuntimeError) as e:
+        except CASE_ERRORS as e:
             entry.update(status="error", error=one_line(e))
         per_case.append(entry)
         advance(1)
@@ -227,7 +229,8 @@ def evaluate_paths(model_path: str | Path, images: Path, out_dir: Path, *,
                    table: Path | None = None, labels: Path | None = None,
                    channels: Sequence[str] | None = None, id_column: str | None = None,
                    label_column: str | None = None, group_column: str | None = None,
-                   device: str = "auto", batch_size: int = 8, bootstrap: int = 1000,
+                   label_map: Mapping[int, int] | None = None, device: str = "auto",
+                   batch_size: int = 8, bootstrap: int = 1000,
                    seed: int = 0, progress: ProgressFn | None = None,
                    run_spec: BaseModel | dict[str, Any] | None = None
                    ) -> tuple[str, dict[str, Any]]:
@@ -253,9 +256,19 @@ def evaluate_paths(model_path: str | Path, images: Path, out_dir: Path, *,
     if labels is None:
         raise SpecError("a segmentation model is evaluated against label maps: give --labels DIR")
     cases = predictor.split_channels(find_segmentation_cases(images, labels, channels=channels))
+    from segfew.cases import LabelRules
+
     return meta.kind, evaluate_segmentation(model_path, cases, out_dir, device=device,
                                             batch_size=batch_size, progress=progress,
-                                            predictor=predictor, run_spec=run_spec)
+                                            predictor=predictor, run_spec=run_spec,
+                                            rules=LabelRules(remap=label_map))
+
+
+def check_out_dir(out_dir: str | Path, cases: Sequence[Case], extra: Sequence[Path] = ()
+                  ) -> Path:
+    """``out_dir`` may not clobber, or sit inside the folders of, the files evaluated."""
+    files = [p for c in cases for p in (*c.images, *c.labels)]
+    return check_output(out_dir, [*files, *{p.parent for p in files}, *extra], "folder")
 
 
 def _jsonable(value: Any) -> Any:

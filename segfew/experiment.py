@@ -309,11 +309,18 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     ``<key>.error.json`` (message and traceback) and the run goes on; check
     :func:`task_status` afterwards. ``KeyboardInterrupt`` stops the run; everything
     finished so far is kept. ``cases`` / ``test_cases`` replace reading ``spec.data`` /
-    ``spec.test_table`` (tests, or callers that already hold them). Returns ``out_dir``.
+    ``spec.test_table`` (tests, or callers that already hold them). A step with a
+    ``check_case`` attribute (the real one: :func:`segfew.cases.read_case`, the door) has
+    it called on every case first, so a bad file stops the run, in one line, before any
+    training. Returns ``out_dir``.
     """
+    from segfew.atomic import check_output
     from segfew.runinfo import write_run_info
 
     out_dir = Path(out_dir)
+    d = spec.data
+    check_output(out_dir, [p for p in (d.images, d.table, spec.test_table, spec.test_images)
+                           if p is not None], "folder")
     _check_same_spec(out_dir, spec)
     pool = [c for c in (cases if cases is not None else load_cases(spec)) if c.target is not None]
     if spec.test == "fixed":
@@ -327,6 +334,10 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     held = {_unit(c) for c in fixed}
     _check_splittable([c for c in pool if _unit(c) not in held], spec)
 
+    check_case: Callable[[Case], object] | None = getattr(train_and_score, "check_case", None)
+    if check_case is not None:
+        for case in [*pool, *fixed]:
+            check_case(case)
     tasks = shard_tasks(plan_tasks(spec), shard)
     # All splits first (cheap), so a data problem stops the run before any training.
     splits = {(size, rep): split_for(pool, spec, size, rep, fixed)

@@ -1,20 +1,23 @@
 """Check a dataset before training: what is there, and every problem that would break a run.
 
 :func:`inspect_dataset` matches cases with the same rules as training (``segfew.data``) but
-collects every problem instead of stopping at the first, then reads each file once, never
-stopping at a bad one, and summarises shapes, spacings, orientations, intensities, label
-values and classes (issue 2, item 6).
+collects every problem instead of stopping at the first, then reads each case through the
+door every command uses (:func:`segfew.cases.read_case`), never stopping at a bad one: what
+the door refuses is a fatal problem, what it warns about a note. It summarises shapes,
+spacings, orientations, intensities, label values and classes (issue 2, item 6).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from segfew.cases import LabelRules, read_case, source_shape
 from segfew.data import (
     Case,
     _find_class_folders,
@@ -24,11 +27,10 @@ from segfew.data import (
     _Problems,
     _read_table,
     _with_targets,
-    check_label_values,
     read_dataset_json,
 )
 from segfew.errors import DataError
-from segfew.io import Image, is_image_file, read_image
+from segfew.io import Image, is_image_file
 
 __all__ = ["CaseReport", "DatasetReport", "inspect_dataset"]
 
@@ -115,14 +117,18 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
                     channels: Sequence[str] | None = None, id_column: str | None = None,
                     label_column: str | None = None, group_column: str | None = None,
                     label_values: set[int] | None = None,
-                    progress: Progress | None = None) -> DatasetReport:
+                    progress: Progress | None = None,
+                    label_map: Mapping[int, int] | None = None) -> DatasetReport:
     """Match and read every case of a dataset, and report what it holds and what is wrong.
 
     ``images``/``labels``/``table``/``channels`` and the column names mean what they mean
     for training (see :mod:`segfew.data`). Without ``labels`` or ``table``, an nnU-Net
     dataset is read with its ``labelsTr``, a folder of class sub-folders as classes, and
     any other folder as unlabelled images. ``label_values`` is the declared label set
-    (default: the labels of an nnU-Net ``dataset.json``, else any non-negative integer).
+    (default: the labels of an nnU-Net ``dataset.json``, else any non-negative integer);
+    ``label_map`` remaps label values first (e.g. ``{255: 1}``). Each case is read through
+    the same door as training (:func:`segfew.cases.read_case`): what it refuses is a fatal
+    problem, what it warns about (rounded labels, NaN voxels, colour converted) a note.
     """
     images = Path(images)
     labels = None if labels is None else Path(labels)
@@ -144,7 +150,8 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
         report.channel_names = cases[0].channel_names
 
     for i, case in enumerate(cases):
-        report.cases.append(_inspect_case(case, label_values, report))
+        rules = LabelRules(None if label_values is None else frozenset(label_values), label_map)
+        report.cases.append(_inspect_case(case, rules, report))
         if progress is not None:
             progress(i + 1, len(cases), case.id)
     _check_dataset(report, cases)
@@ -180,88 +187,47 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
     return _find_images(images, channels, False, found)
 
 
-def _inspect_case(case: Case, label_values: set[int] | None,
-                  report: DatasetReport) -> CaseReport:
+def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport) -> CaseReport:
+    """Read a case through the door: what it refuses is fatal, what it warns is a note."""
     out = CaseReport(id=case.id, target=case.target, channels=len(case.images),
                      labels=len(case.labels))
-    first: Image | None = None
-    lo, hi, total, n = np.inf, -np.inf, 0.0, 0
-    for path in case.images:
-        img = _read(path, report, out)
-        if img is None:
-            continue
-        if first is None:
-            first = img
-            out.shape = _source_shape(img)
-            out.spacing = tuple(float(round(s, 4)) for s in
-                                np.linalg.norm(img.source_affine[:3, : img.dim], axis=0))
-            out.orientation = img.orientation
-        elif not _same_grid(img, first, report, out):
-            continue
-        arr = img.array
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            _fail(report, out, DataError("image has NaN or infinite values", path))
-            continue
-        lo, hi = min(lo, float(arr.min())), max(hi, float(arr.max()))
-        total += float(arr.sum(dtype=np.float64))
-        n += arr.size
-        if arr.min() == arr.max():
-            report.add(DataError(f"image is constant ({float(arr.min()):g})", path), fatal=False)
-    if n:
-        out.intensity = (lo, hi, total / n)
-    counts: Counter[int] = Counter()
-    for path in case.labels:
-        lab = _read(path, report, out)
-        if lab is None or (first is not None and not _same_grid(lab, first, report, out)):
-            continue
+    images: list[Image] = []
+    labels: list[Image] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
-            arr = check_label_values(lab.array, label_values, path)
+            images, labels = read_case(case, rules)
         except DataError as e:
-            _fail(report, out, e)
-            continue
-        bins = np.bincount(arr.ravel().astype(np.int64, copy=False))
+            report.add(e)
+            out.ok = False
+    for w in caught:
+        report.add(str(w.message), fatal=False)
+    if images:
+        first = images[0]
+        out.shape = source_shape(first)
+        out.spacing = tuple(float(round(s, 4)) for s in
+                            np.linalg.norm(first.source_affine[:3, : first.dim], axis=0))
+        out.orientation = first.orientation
+        lows, highs = [float(im.array.min()) for im in images], [float(im.array.max())
+                                                                 for im in images]
+        total = sum(float(im.array.sum(dtype=np.float64)) for im in images)
+        out.intensity = (min(lows), max(highs), total / sum(im.array.size for im in images))
+        for im, lo, hi in zip(images, lows, highs, strict=True):
+            if lo == hi:
+                report.add(DataError(f"image is constant ({lo:g})", im.path), fatal=False)
+    counts: Counter[int] = Counter()
+    for lab in labels:
+        bins = np.bincount(lab.array.ravel().astype(np.int64, copy=False))
         present = {int(v): int(c) for v, c in enumerate(bins) if c}
         counts.update(present)
         for value in present:
             report.label_volumes[value] = report.label_volumes.get(value, 0) + 1
         if set(present) == {0}:
-            report.add(DataError("label map is all background", path), fatal=False)
+            report.add(DataError("label map is all background", lab.path), fatal=False)
     out.label_counts = dict(sorted(counts.items()))
     for value, count in counts.items():
         report.label_counts[value] = report.label_counts.get(value, 0) + count
     return out
-
-
-def _read(path: Path, report: DatasetReport, out: CaseReport) -> Image | None:
-    try:
-        return read_image(path)
-    except DataError as e:
-        _fail(report, out, e)
-        return None
-
-
-def _fail(report: DatasetReport, out: CaseReport, problem: DataError) -> None:
-    report.add(problem)
-    out.ok = False
-
-
-def _same_grid(img: Image, first: Image, report: DatasetReport, out: CaseReport) -> bool:
-    if img.shape != first.shape:
-        _fail(report, out, DataError(f"shape {_source_shape(img)} differs from {first.path} "
-                                     f"{_source_shape(first)}", img.path))
-        return False
-    if not np.allclose(img.source_affine, first.source_affine, rtol=1e-5, atol=1e-3):
-        _fail(report, out, DataError("geometry (affine/spacing/origin/direction) differs from "
-                                     f"{first.path}", img.path))
-        return False
-    return True
-
-
-def _source_shape(img: Image) -> tuple[int, ...]:
-    shape = img.source_shape
-    while len(shape) > img.dim and shape[-1] == 1:
-        shape = shape[:-1]
-    return shape
 
 
 def _check_dataset(report: DatasetReport, cases: Sequence[Case]) -> None:

@@ -8,14 +8,20 @@ whatever the scanner wrote (issue 2, item 2). The source geometry is kept so tha
 same affine, so it overlays the input in ITK-SNAP or 3D Slicer.
 
 NIfTI is read with nibabel; NRRD, MHA/MHD, TIFF, PNG/JPEG/BMP, single DICOM files and DICOM
-series folders with SimpleITK (whose LPS geometry is converted to RAS).
+series folders (:mod:`segfew.dicom`) with SimpleITK (whose LPS geometry is converted to RAS).
+Reading is bounded: the header is checked against :class:`ReadLimits` before any voxel is
+read. What ITK would print goes out as :class:`~segfew.errors.DataWarning` naming the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import math
+import os
 import re
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +29,12 @@ from typing import Any
 import numpy as np
 
 from segfew.atomic import atomic_path
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "Image",
+    "ReadLimits",
     "case_id",
     "is_dicom_series_dir",
     "is_image_file",
@@ -41,7 +48,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
     ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm",
 )
 _RGB_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])  # scikit-image's rgb2gray (ITU-R BT.709)
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def _image_suffix(name: str) -> str | None:
@@ -106,6 +113,8 @@ class Image:
     """``nifti``, ``itk`` (any SimpleITK file) or ``dicom`` (a series folder)."""
     nifti_codes: tuple[int, int] = (1, 1)
     """(qform_code, sform_code) of a NIfTI source, so written files keep the same meaning."""
+    colour: bool = False
+    """The file held colour (RGB) pixels, converted to grey on reading."""
 
     def __post_init__(self) -> None:
         if not self.source_shape:
@@ -143,15 +152,81 @@ def _axcodes(affine: np.ndarray) -> str:
 # ------------------------------------------------------------------------- reading
 
 
-def read_image(path: str | Path) -> Image:
-    """Read a 2D or 3D image; any failure is a one-line :class:`DataError` naming the file."""
+@dataclass(frozen=True)
+class ReadLimits:
+    """What one image may claim before anything is allocated (issue 8, bounded reading).
+
+    ``max_voxels`` counts voxels times components; ``max_bytes`` the stored voxel data. Both
+    are checked against the file's header before its voxels are read, so a header that
+    claims 32000×32000×4 voxels, or a small ``.nii.gz`` that expands to gigabytes, is a
+    one-line error instead of an allocation. The defaults hold any routine CT or MR scan
+    (a 512×512×2000 int16 CT is 1 GiB); raise them with ``SEGFEW_MAX_VOXELS`` and
+    ``SEGFEW_MAX_IMAGE_BYTES``.
+    """
+
+    max_voxels: int = 2**30
+    max_bytes: int = 2**30
+
+    @classmethod
+    def from_env(cls) -> ReadLimits:
+        values = {}
+        for name, env in (("max_voxels", VOXELS_ENV), ("max_bytes", BYTES_ENV)):
+            raw = os.environ.get(env)
+            if raw:
+                try:
+                    values[name] = int(float(raw))
+                except ValueError:
+                    raise DataError(f"{env}={raw!r} is not a number") from None
+        return cls(**values)
+
+    def check(self, shape: tuple[int, ...], components: int, itemsize: int, path: Path) -> None:
+        voxels = math.prod(int(s) for s in shape) * max(1, components)
+        nbytes = voxels * itemsize
+        if voxels > self.max_voxels:
+            raise DataError(f"the header declares {_dims(shape, components)} = {voxels:,} voxels, "
+                            f"over the limit of {self.max_voxels:,} (raise it with {VOXELS_ENV})",
+                            path)
+        if nbytes > self.max_bytes:
+            raise DataError(f"the header declares {_dims(shape, components)} voxels = "
+                            f"{_size(nbytes)} of data, over the limit of {_size(self.max_bytes)} "
+                            f"(raise it with {BYTES_ENV})", path)
+
+
+VOXELS_ENV = "SEGFEW_MAX_VOXELS"
+BYTES_ENV = "SEGFEW_MAX_IMAGE_BYTES"
+
+
+def _dims(shape: tuple[int, ...], components: int) -> str:
+    dims = "×".join(str(int(s)) for s in shape)
+    return f"{dims}×{components}" if components > 1 else dims
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def read_image(path: str | Path, limits: ReadLimits | None = None) -> Image:
+    """Read a 2D or 3D image; any failure is a one-line :class:`DataError` naming the file.
+
+    The header is checked against ``limits`` (default :meth:`ReadLimits.from_env`) before
+    the voxels are read. RGB(A) pixels become grey (luminance, BT.709); an image whose
+    three channels differ is flagged ``colour`` and a warning says so (a label map must
+    not be colour: :mod:`segfew.cases` refuses it). Suffixes match in any case (``.Nii``).
+    """
     path = Path(path)
+    limits = limits if limits is not None else ReadLimits.from_env()
     if not path.exists():
         raise DataError("no such file", path)
+    from segfew import itk
+
     if path.is_dir():
         if not is_dicom_series_dir(path):
             raise DataError("is a folder without DICOM files", path)
-        loader = _read_dicom_series
+        loader: Callable[[Path, ReadLimits], tuple[np.ndarray, np.ndarray, dict[str, Any]]] = \
+            itk.read_dicom_series
     else:
         if path.stat().st_size == 0:
             raise DataError("cannot read image (empty file)", path)
@@ -159,11 +234,13 @@ def read_image(path: str | Path) -> Image:
         if suffix is None:
             raise DataError(f"not a supported image file (suffixes: {', '.join(IMAGE_SUFFIXES)})",
                             path)
-        loader = _read_nifti if suffix in NIFTI_SUFFIXES else _read_itk
+        loader = _read_nifti if suffix in NIFTI_SUFFIXES else itk.read_itk
     try:
-        array, affine, extra = loader(path)
+        array, affine, extra = loader(path, limits)
     except DataError:
         raise
+    except MemoryError:
+        raise DataError("not enough memory to read this image", path) from None
     except Exception as e:
         raise DataError(f"cannot read image ({_reason(e, path)})", path) from None
     return _make_image(array, affine, path, **extra)
@@ -182,81 +259,90 @@ def _reason(e: Exception, path: Path) -> str:
     return text[:160]
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _read_nifti(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """NIfTI-1/2, gzipped or not, recognised by content (so ``a.Nii.GZ`` opens too)."""
     import nibabel as nib
 
-    img = nib.load(str(path))
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-        raise DataError(f"not a NIfTI image ({type(img).__name__})", path)
-    header = img.header
-    slope, inter = header.get_slope_inter()
-    raw_dtype = np.dtype(header.get_data_dtype())
-    scaled = (slope not in (None, 1.0)) or (inter not in (None, 0.0))
-    if raw_dtype.kind in "iub" and not scaled:
-        array = np.asarray(img.dataobj)  # keeps label maps integer
-    else:
-        array = np.asarray(img.get_fdata(dtype=np.float32))
-    codes = (int(header["qform_code"]), int(header["sform_code"]))
-    return array, np.asarray(img.affine, dtype=float), {"format": "nifti", "nifti_codes": codes}
-
-
-def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    import SimpleITK as sitk
-
-    with _quiet_itk():
-        img = sitk.ReadImage(str(path))
-    return (*_from_sitk(img, path), {"format": "itk"})
-
-
-def _read_dicom_series(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    import SimpleITK as sitk
-
-    with _quiet_itk():
-        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-        if not series:
-            raise DataError("cannot read image (no DICOM series found)", path)
-        if len(series) > 1:
-            raise DataError(f"holds {len(series)} DICOM series; give one folder per series", path)
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
-        img = reader.Execute()
-    return (*_from_sitk(img, path), {"format": "dicom"})
-
-
-@contextlib.contextmanager
-def _quiet_itk() -> Iterator[None]:
-    """ITK prints warnings to stderr; library code must not."""
-    import SimpleITK as sitk
-
-    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
-
-
-def _from_sitk(img: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """SimpleITK image → (array indexed X, Y[, Z], RAS affine)."""
-    import SimpleITK as sitk
-
-    array = sitk.GetArrayFromImage(img)  # (Z, Y, X[, C]) or (Y, X[, C])
-    ncomp = img.GetNumberOfComponentsPerPixel()
-    dim = img.GetDimension()
-    if ncomp > 1:
-        if ncomp in (3, 4):  # RGB(A) photo or scan: luminance, alpha dropped
-            array = array[..., :3].astype(np.float64) @ _RGB_WEIGHTS
-            array = array.astype(np.float32)
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    if path.name.lower().endswith(".gz") and not gzipped:
+        raise DataError("cannot read image (not a gzip file)", path)
+    stream = gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115
+    with stream as f:
+        sizeof_hdr = int.from_bytes(f.read(4), "little")
+        if sizeof_hdr not in (348, 540):
+            sizeof_hdr = int.from_bytes(sizeof_hdr.to_bytes(4, "little"), "big")
+        if sizeof_hdr not in (348, 540):
+            raise DataError("cannot read image (not a NIfTI header)", path)
+        f.seek(0)
+        klass = nib.Nifti1Image if sizeof_hdr == 348 else nib.Nifti2Image
+        holder = nib.fileholders.FileHolder(fileobj=f)
+        img = klass.from_file_map({"header": holder, "image": holder})
+        header = img.header
+        raw_dtype = np.dtype(header.get_data_dtype())
+        shape = tuple(int(s) for s in img.shape)
+        components = len(raw_dtype.fields) if raw_dtype.fields else 1
+        limits.check(shape, components, raw_dtype.itemsize // components, path)
+        _check_stored_size(path, gzipped, int(header.get_data_offset()),
+                           math.prod(shape) * raw_dtype.itemsize)
+        slope, inter = header.get_slope_inter()
+        scaled = (slope not in (None, 1.0)) or (inter not in (None, 0.0))
+        extra: dict[str, Any] = {"format": "nifti", "nifti_codes":
+                                 (int(header["qform_code"]), int(header["sform_code"]))}
+        if raw_dtype.fields:  # RGB24 / RGBA32: a record per voxel
+            array = np.asarray(img.dataobj)
+            names = raw_dtype.names or ()
+            array, extra["colour"] = grey(np.stack([array[n] for n in names[:3]], -1), path)
+        elif raw_dtype.kind in "iub" and not scaled:
+            array = np.asarray(img.dataobj)  # keeps label maps integer
         else:
-            raise DataError(f"has {ncomp} components per pixel; give one file per channel", path)
-    array = np.ascontiguousarray(array.transpose(tuple(range(dim))[::-1]))
-    spacing = np.array(img.GetSpacing(), dtype=float)
-    origin = np.array(img.GetOrigin(), dtype=float)
-    direction = np.array(img.GetDirection(), dtype=float).reshape(dim, dim)
-    lps = np.eye(4)
-    lps[:dim, :dim] = direction * spacing
-    lps[:dim, 3] = origin
-    return array, _LPS_TO_RAS @ lps
+            array = np.asarray(img.get_fdata(dtype=np.float32))
+    if array.ndim == 5 and array.shape[3] == 1 and array.shape[4] in (3, 4):  # vector intent
+        array, extra["colour"] = grey(array[:, :, :, 0, :3], path)
+    return array, np.asarray(img.affine, dtype=float), extra
+
+
+def _check_stored_size(path: Path, gzipped: bool, offset: int, declared: int) -> None:
+    """The voxel data the header declares must be what the file holds.
+
+    A plain file shorter than declared is truncated. For gzip, the trailer's ISIZE (the
+    uncompressed size modulo 2^32) is compared: a stream that expands beyond what the
+    header declares is refused, as is one that stops short.
+    """
+    size = path.stat().st_size
+    if not gzipped:
+        if size < offset + declared:
+            raise DataError(f"file is truncated: the header declares {_size(declared)} of "
+                            f"voxels, the file holds {_size(max(0, size - offset))}", path)
+        return
+    if offset + declared >= 2**32:
+        return  # ISIZE wraps; nibabel then reads exactly the declared bytes
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(f.read(4), "little")
+    if isize > offset + declared + _GZIP_SLACK:
+        raise DataError(f"compressed stream expands to {_size(isize)}, more than the "
+                        f"{_size(offset + declared)} its header declares", path)
+    if isize < offset + declared:
+        raise DataError(f"file is truncated: the header declares {_size(declared)} of voxels, "
+                        f"the compressed stream holds {_size(max(0, isize - offset))}", path)
+
+
+_GZIP_SLACK = 1 << 20  # padding or extensions some writers append
+
+
+def grey(rgb: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
+    """RGB (last axis) → grey; equal channels are kept as stored (a grey image saved as RGB).
+
+    Returns ``(grey, colour)``: ``colour`` is True when the channels differed and the
+    luminance (scikit-image's rgb2gray weights, ITU-R BT.709) was taken, which is said in a
+    :class:`DataWarning`.
+    """
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return np.ascontiguousarray(rgb[..., 0]), False
+    warnings.warn(DataWarning("RGB image converted to grey (luminance, ITU-R BT.709)", path),
+                  stacklevel=3)
+    return (rgb.astype(np.float64) @ _RGB_WEIGHTS).astype(np.float32), True
 
 
 def _make_image(array: np.ndarray, affine: np.ndarray, path: Path, **extra: Any) -> Image:
@@ -314,6 +400,8 @@ def write_image(array: np.ndarray, reference: Image, path: str | Path) -> Path:
         array = nib.orientations.apply_orientation(array, back)
     array = array.reshape(reference.source_shape + channels)
 
+    from segfew import itk
+
     suffix = _image_suffix(path.name)
     if suffix is None:
         raise DataError(f"not a supported image suffix (use one of {', '.join(IMAGE_SUFFIXES)})",
@@ -323,10 +411,10 @@ def write_image(array: np.ndarray, reference: Image, path: str | Path) -> Path:
             _write_nifti(array, reference, tmp)
     elif suffix in (".mhd", ".nhdr"):  # a detached header names its data file: no renaming
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_itk(array, reference, path, suffix, vector=bool(channels))
+        itk.write_itk(array, reference, path, suffix, vector=bool(channels))
     else:
         with atomic_path(path) as tmp:
-            _write_itk(array, reference, tmp, suffix, vector=bool(channels))
+            itk.write_itk(array, reference, tmp, suffix, vector=bool(channels))
     return path
 
 
@@ -358,30 +446,3 @@ def _write_nifti(array: np.ndarray, reference: Image, path: Path) -> None:
     nib.save(img, str(path))
 
 
-def _write_itk(array: np.ndarray, reference: Image, path: Path, suffix: str,
-               vector: bool) -> None:
-    import SimpleITK as sitk
-
-    ndim = array.ndim - int(vector)
-    if suffix in (".png", ".jpg", ".jpeg", ".bmp"):
-        if array.dtype.kind == "f" or vector:
-            raise DataError(f"{suffix} cannot hold float or multi-channel values; "
-                            "write .nii.gz, .mha or .tif", path)
-        if ndim != 2:
-            raise DataError(f"{suffix} holds 2D images only; write .nii.gz or .mha", path)
-        if array.dtype != np.uint8:
-            if array.min() < 0 or array.max() > 65535:
-                raise DataError(f"values outside 0..65535 do not fit {suffix}", path)
-            array = array.astype(np.uint16)
-    axes = tuple(range(ndim))[::-1] + ((ndim,) if vector else ())
-    img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(axes)), isVector=vector)
-    lps = _LPS_TO_RAS @ reference.source_affine
-    linear = lps[:ndim, :ndim]
-    spacing = np.linalg.norm(linear, axis=0)
-    spacing[spacing == 0] = 1.0
-    img.SetSpacing([float(s) for s in spacing])
-    img.SetOrigin([float(o) for o in lps[:ndim, 3]])
-    with contextlib.suppress(RuntimeError):  # a singular direction is left as identity
-        img.SetDirection([float(d) for d in (linear / spacing).ravel()])
-    with _quiet_itk():
-        sitk.WriteImage(img, str(path), useCompression=suffix in (".nrrd", ".mha", ".nhdr"))

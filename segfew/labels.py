@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from segfew.atomic import write_json
+from segfew.atomic import check_output, write_json
 from segfew.config import LabelSpec, PreprocessConfig
 from segfew.errors import DataError
 
@@ -181,8 +181,9 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     are moved into ``out`` only when all of them are done, so a bad image stops the run
     with a DataError naming it and leaves no partial output.
     """
+    from segfew.cases import read_case
     from segfew.data import find_image_cases
-    from segfew.io import case_id, read_image, write_image
+    from segfew.io import Image, case_id, write_image
     from segfew.runinfo import write_run_info
 
     report = progress or (lambda stage, done, total: None)
@@ -191,31 +192,32 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     # One label map per image file: a multi-channel case gets one per channel file.
     names = {p: f"{case.id if len(case.images) == 1 else case_id(p)}_seg.nii.gz"
              for case in cases for p in case.images}
+    out = check_output(spec.out, [spec.images, *paths], "folder")
 
-    def arrays(stage: str) -> Iterator[np.ndarray]:
-        for i, p in enumerate(paths):
-            report(stage, i, len(paths))
-            yield read_image(p).array
+    def images(stage: str) -> Iterator[Image]:
+        """Every image file, read through the door (a case at a time, all its checks)."""
+        done = 0
+        for case in cases:
+            report(stage, done, len(paths))
+            yield from read_case(case)[0]
+            done += len(case.images)
         report(stage, len(paths), len(paths))
 
     if spec.centres is not None:
         labeller = KMeansLabeller.from_file(spec.centres)
     else:
-        labeller = fit_kmeans(arrays("sampling intensities"), spec.k,
+        labeller = fit_kmeans((im.array for im in images("sampling intensities")), spec.k,
                               keep_background=spec.keep_background,
                               background_threshold=spec.background_threshold,
                               sample_per_image=spec.sample_per_image, seed=spec.seed,
                               intensity=spec.intensity)
 
-    out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".segfew-label-", dir=out))
     try:
-        for i, p in enumerate(paths):
-            report("writing labels", i, len(paths))
-            image = read_image(p)
-            write_image(labeller.label(image.array), image, staging / names[p])
-        report("writing labels", len(paths), len(paths))
+        for image in images("writing labels"):
+            assert image.path is not None
+            write_image(labeller.label(image.array), image, staging / names[image.path])
         written = []
         for p in paths:
             os.replace(staging / names[p], out / names[p])

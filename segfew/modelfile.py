@@ -11,6 +11,7 @@ A classifier file embeds its frozen segmentation network's weights and metadata.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,7 +94,44 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, Any]]:
         raise ModelFileError(
             f"model metadata is invalid ({str(e).splitlines()[0]})", path
         ) from None
+    check_bounds(meta, path)
     return meta, payload["state_dict"]
+
+
+#: Upper bounds on architecture arguments (far above any segfew network: n_s = 16 … 64).
+ARG_BOUNDS = {"n_s": 256, "in_channels": 64, "num_labels": 1024, "num_classes": 1024,
+              "n_c": 1024, "n_fc": 65536, "r": 6, "dim": 3}
+#: Largest network grid in voxels (512³), for ``input_size`` and the pre-processing size.
+MAX_GRID_VOXELS = 512**3
+
+
+def check_bounds(meta: ModelMeta, path: str | Path) -> None:
+    """Refuse metadata that would build an absurdly large network, before any is built.
+
+    A model file is data from someone else: ``n_s = 400`` or ``size = [60000]`` would
+    otherwise allocate gigabytes before the weights are found not to fit.
+    """
+    archs = [meta.architecture]
+    if meta.architecture.feature_net is not None:
+        archs.append(meta.architecture.feature_net)
+    for arch in archs:
+        for key, bound in ARG_BOUNDS.items():
+            value = arch.args.get(key)
+            if value is not None and (not isinstance(value, int) or not 0 <= value <= bound):
+                raise ModelFileError(f"model metadata out of bounds: {arch.name} {key} = "
+                                     f"{value!r} (allowed 0 … {bound})", path)
+        size = arch.args.get("input_size")
+        if size is not None:
+            _check_grid(list(size), f"{arch.name} input_size", path)
+    size = list(meta.preprocess.size)
+    _check_grid(size * (3 // len(size)) if len(size) == 1 else size, "preprocess.size", path)
+
+
+def _check_grid(size: list[Any], what: str, path: str | Path) -> None:
+    if not all(isinstance(s, int) and s >= 1 for s in size) or \
+            math.prod(size) > MAX_GRID_VOXELS:
+        raise ModelFileError(f"model metadata out of bounds: {what} = {size} (at most "
+                             f"{MAX_GRID_VOXELS:,} voxels)", path)
 
 
 def build_network(arch: Architecture) -> Any:
@@ -113,6 +151,7 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[Any, ModelMeta]:
     """Rebuild the network of a model file, load its weights, put it in eval mode."""
     meta, state = read_model_file(path)
     try:
+        _check_shapes(meta.architecture, state)
         model = build_network(meta.architecture)
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, KeyError, ValueError) as e:
@@ -146,6 +185,23 @@ def load_imagenet_vgg16(model: Any, path: str | Path) -> None:
         model.load_imagenet_state(state)
     except ValueError as e:
         raise ModelFileError(str(e), path) from None
+
+
+def _check_shapes(arch: Architecture, state: dict[str, Any]) -> None:
+    """Build the network on PyTorch's meta device (no memory) and compare weight shapes."""
+    import torch
+
+    with torch.device("meta"):
+        probe = build_network(arch)
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    for key, shape in expected.items():
+        got = state.get(key)
+        if got is None or tuple(getattr(got, "shape", ())) != shape:
+            found = "missing" if got is None else list(getattr(got, "shape", ()))
+            raise ValueError(f"{key}: the architecture needs {list(shape)}, the file has {found}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise ValueError(f"unexpected weights {', '.join(extra[:3])}")
 
 
 def _unwrap(model: Any) -> Any:

@@ -9,6 +9,7 @@ and ``run.json`` (spec, seed, versions, data manifest).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -19,17 +20,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.config import ClassifierSpec, ExperimentSpec, PreprocessConfig, PretrainSpec
-from segfew.errors import DataError, SpecError
+from segfew.errors import DataError, DataWarning, SpecError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from segfew.cases import LabelRules
     from segfew.data import Case
     from segfew.preprocess import PreprocessCache
 
 
 #: frameworks that use a pre-trained segmentation network (``--features``)
 FEATURE_FRAMEWORKS = ("manual", "threshold", "measures")
+
+
+def _no_validation(val_fraction: float, n: int, needed: str) -> None:
+    """Say plainly why a run asked to validate does not (too few cases to split)."""
+    if val_fraction > 0:
+        warnings.warn(DataWarning(f"{n} case(s) are too few for a validation split (it needs "
+                                  f"{needed}): training on all of them, without validation"),
+                      stacklevel=3)
 
 
 def run_dir_for(model_path: Path) -> Path:
@@ -61,12 +71,13 @@ class PretrainResult:
 
 
 def _labelled_case(
-    case: Case, cfg: PreprocessConfig, cache: PreprocessCache | None
+    case: Case, cfg: PreprocessConfig, cache: PreprocessCache | None,
+    rules: LabelRules | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A single-channel-labelled case on the grid: image (C, *grid), label map (*grid)."""
     from segfew.preprocess import load_case
 
-    image, label = load_case(case, cfg, cache)
+    image, label = load_case(case, cfg, cache, rules)
     if label is None:
         raise DataError("case has no label map", case.images[0])
     if label.ndim == image.ndim:  # one label per channel: only single-channel cases get here
@@ -75,13 +86,14 @@ def _labelled_case(
 
 
 def _segmentation_samples(
-    cases: Sequence[Case], cfg: PreprocessConfig, dim: int, cache: PreprocessCache | None
+    cases: Sequence[Case], cfg: PreprocessConfig, dim: int, cache: PreprocessCache | None,
+    rules: LabelRules | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
     """Pre-processed (C, *grid) images, label maps and the index of each one's case; a 2D
     network on volumes gets slices (which share their volume's case index)."""
     images, labels, groups = [], [], []
     for index, case in enumerate(cases):
-        image, label = _labelled_case(case, cfg, cache)
+        image, label = _labelled_case(case, cfg, cache, rules)
         if image.ndim - 1 == dim:
             images.append(image)
             labels.append(label)
@@ -111,6 +123,20 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
     return flat
 
 
+def guarded_run(out: Path, data: Any) -> contextlib.AbstractContextManager[Any]:
+    """Check a job's model file path against its inputs, and lock its run folder.
+
+    A second run on the same run folder is refused while the first holds the lock
+    (:func:`segfew.atomic.run_lock`); under torchrun only rank 0 writes, so only it locks.
+    """
+    from segfew.atomic import check_output, run_lock
+    from segfew.train.distributed import is_main
+
+    inputs = [p for p in (data.images, data.labels, data.table) if p is not None]
+    check_output(out, inputs, "file")
+    return run_lock(run_dir_for(out)) if is_main() else contextlib.nullcontext()
+
+
 def pretrain(
     spec: PretrainSpec,
     *,
@@ -118,7 +144,21 @@ def pretrain(
     console: Console | None = None,
     cache: PreprocessCache | None = None,
 ) -> PretrainResult:
-    """Train the modified M-Net on images with voxel labels and write its model file."""
+    """Train the modified M-Net on images with voxel labels and write its model file.
+
+    The run folder is locked while the run writes to it (:func:`guarded_run`).
+    """
+    with guarded_run(spec.out, spec.data):
+        return _pretrain(spec, resume=resume, console=console, cache=cache)
+
+
+def _pretrain(
+    spec: PretrainSpec,
+    *,
+    resume: bool,
+    console: Console | None,
+    cache: PreprocessCache | None,
+) -> PretrainResult:
     import torch
 
     from segfew.data import stratified_split
@@ -139,9 +179,12 @@ def pretrain(
             cases, fraction=1 - spec.train.val_fraction, seed=spec.train.seed
         )
     else:
+        _no_validation(spec.train.val_fraction, len(cases), "2 cases")
         train_cases, val_cases = list(cases), []
-    train_x, train_y, _ = _segmentation_samples(train_cases, spec.preprocess, dim, cache)
-    val_x, val_y, val_groups = _segmentation_samples(val_cases, spec.preprocess, dim, cache)
+    rules = spec.data.label_rules()
+    train_x, train_y, _ = _segmentation_samples(train_cases, spec.preprocess, dim, cache, rules)
+    val_x, val_y, val_groups = _segmentation_samples(val_cases, spec.preprocess, dim, cache,
+                                                     rules)
 
     num_labels = int(max(int(y.max()) for y in train_y + val_y)) + 1
     if spec.label_names is not None:
@@ -363,7 +406,23 @@ def train_classifier(
 
     ``cases`` (with targets) replace discovery from ``spec.data`` — the learning-curve
     experiment passes each split this way. ``val_cases`` replace the validation split.
+    The run folder is locked while the run writes to it (:func:`guarded_run`).
     """
+    with guarded_run(spec.out, spec.data):
+        return _train_classifier(spec, cases=cases, val_cases=val_cases, resume=resume,
+                                 console=console, cache=cache, write_info=write_info)
+
+
+def _train_classifier(
+    spec: ClassifierSpec,
+    *,
+    cases: Sequence[Case] | None,
+    val_cases: Sequence[Case] | None,
+    resume: bool,
+    console: Console | None,
+    cache: PreprocessCache | None,
+    write_info: bool,
+) -> ClassifierResult:
     import torch
 
     from segfew.data import class_names, find_classification_cases, stratified_split
@@ -400,6 +459,8 @@ def train_classifier(
                 cases, fraction=1 - spec.train.val_fraction, seed=spec.train.seed
             )
         else:
+            _no_validation(spec.train.val_fraction, len(cases), f"{2 * len(classes)} cases "
+                           f"(two per class)")
             train_cases, val_list = list(cases), []
     else:
         train_cases, val_list = list(cases), list(val_cases)
@@ -554,4 +615,7 @@ def make_train_and_score(
             "epochs": len(result.history),
         }
 
+    from segfew.cases import read_case
+
+    train_and_score.check_case = read_case  # type: ignore[attr-defined]  # see run_experiment
     return train_and_score

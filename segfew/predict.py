@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.atomic import atomic_path
+from segfew.atomic import atomic_path, check_output
 from segfew.errors import DataError, SegfewError
 
 if TYPE_CHECKING:
@@ -40,6 +40,10 @@ __all__ = [
 
 Progress = Callable[[int], None]
 """Called with the number of cases just finished (an increment)."""
+
+#: What makes one case of a batch an error row (the batch goes on): a user-facing error, a
+#: file that cannot be read, a library's ValueError/RuntimeError, running out of memory.
+CASE_ERRORS = (SegfewError, OSError, ValueError, RuntimeError, MemoryError)
 
 # Files in an input folder that are obviously not scans: skipped without an error row.
 NON_IMAGE_SUFFIXES = frozenset({
@@ -73,6 +77,8 @@ def one_line(err: BaseException) -> str:
     """A one-line message for an error row."""
     if isinstance(err, SegfewError):
         return str(err)
+    if isinstance(err, MemoryError):
+        return "not enough memory to process this case"
     text = " ".join(str(err).split()) or type(err).__name__
     return text[:300]
 
@@ -193,7 +199,7 @@ class Predictor:
             for i, case in enumerate(chunk):
                 try:
                     x = self.load(case)
-                except (SegfewError, OSError, ValueError, RuntimeError) as e:
+                except CASE_ERRORS as e:
                     _fail(chunk_rows[i], e)
                     continue
                 loaded.setdefault(x.shape, []).append((i, x))
@@ -244,7 +250,7 @@ class Predictor:
         first channel's array (int16), ``probabilities`` is ``(L, *that shape)`` float32,
         and ``reference`` is that channel's :class:`segfew.io.Image`, for writing back.
         """
-        from segfew.data import read_case
+        from segfew.cases import read_case
 
         images, _ = read_case(case)
         return self.segment_images(case, images)
@@ -316,7 +322,8 @@ def collect_cases(inputs: Sequence[Path], *, recursive: bool = False,
             raise DataError("input not found", path)
         if path.is_file():
             try:
-                found = (find_image_cases(path, channels=channels, recursive=recursive)
+                found = (find_image_cases(path, channels=channels, recursive=recursive,
+                                          keep_incomplete=True)
                          if is_image_file(path) else [])
             except DataError:
                 found = []
@@ -324,7 +331,8 @@ def collect_cases(inputs: Sequence[Path], *, recursive: bool = False,
             cases.extend(found or [Case(id=case_id(path), images=(path,))])
             continue
         try:
-            found = find_image_cases(path, channels=channels, recursive=recursive)
+            found = find_image_cases(path, channels=channels, recursive=recursive,
+                                     keep_incomplete=True)
         except DataError:
             # e.g. "no images in folder": fine when the folder holds only unsupported files,
             # which get error rows below; any other folder-level problem stands
@@ -430,10 +438,13 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
     if not cases:
         raise DataError("no images found in " + ", ".join(str(p) for p in inputs))
     out = Path(out)
+    read = [*inputs, *(p for c in cases for p in c.images)]
 
     if meta.kind == "classifier":
-        if out.suffix.lower() not in (".csv", ".tsv") and out.is_dir():
-            raise DataError("a classifier writes a CSV file; give --out predictions.csv", out)
+        if out.suffix.lower() not in (".csv", ".tsv"):
+            raise DataError("a classifier writes a table: give --out a name ending in .csv or "
+                            ".tsv", out)
+        check_output(out, read, "file")
         rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
         write_predictions_csv(out, rows, meta.classes)
         write_run_info(out.with_name(out.stem + ".run.json"), spec, None,
@@ -443,6 +454,7 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
     if out.suffix.lower() in (".csv", ".tsv"):
         raise DataError("a segmentation model writes label maps into a folder; give --out DIR",
                         out)
+    check_output(out, read, "folder")
     out.mkdir(parents=True, exist_ok=True)
     cases = predictor.split_channels(cases)
     report = progress_counter(progress, len(cases))
@@ -452,7 +464,7 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
         try:
             written = predictor.segment(case, out, probabilities=probabilities)
             lines.append([case.id, case_path(case), str(written[0]), "ok", ""])
-        except (SegfewError, OSError, ValueError, RuntimeError) as e:
+        except CASE_ERRORS as e:
             failed += 1
             lines.append([case.id, case_path(case), "", "error", one_line(e)])
         report(1)

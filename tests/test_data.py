@@ -11,13 +11,11 @@ import pytest
 
 from segfew.data import (
     Case,
-    check_label_values,
     class_names,
     find_class_folders,
     find_classification_cases,
     find_image_cases,
     find_segmentation_cases,
-    read_case,
     read_table,
     stratified_split,
     with_targets,
@@ -265,40 +263,6 @@ def test_with_targets(tmp_path: Path) -> None:
         with_targets(seg, cls)
     (a,) = with_targets(seg[:1], cls)
     assert (a.target, a.group) == ("X", "P")
-
-
-# ------------------------------------------------------------------------- reading
-
-
-def test_read_case_checks_grid_and_returns_integer_labels(tmp_path: Path) -> None:
-    img = nii(tmp_path / "a.nii.gz", dtype=np.float32)
-    lab = nii(tmp_path / "a_gt.nii.gz", value=2, dtype=np.float32)
-    _, labels = read_case(Case("a", (img,), (lab,)))
-    assert labels[0].array.dtype == np.uint8 and set(np.unique(labels[0].array)) == {0, 2}
-    bad_shape = nii(tmp_path / "b_gt.nii.gz", shape=(4, 4, 2))
-    with pytest.raises(DataError, match=r"b_gt\.nii\.gz: shape \(4, 4, 2\) differs from"):
-        read_case(Case("a", (img,), (bad_shape,)))
-    moved = nii(tmp_path / "c_gt.nii.gz", affine=np.diag([1.0, 1.0, 2.0, 1.0]))
-    with pytest.raises(DataError, match=r"c_gt\.nii\.gz: geometry .* differs"):
-        read_case(Case("a", (img,), (moved,)))
-
-
-def test_read_case_wrong_dimensionality(tmp_path: Path) -> None:
-    img = nii(tmp_path / "a.nii.gz", shape=(3, 3, 3, 2))
-    with pytest.raises(DataError, match=r"a\.nii\.gz: has 4 dimensions"):
-        read_case(Case("a", (img,)))
-
-
-def test_check_label_values(tmp_path: Path) -> None:
-    p = tmp_path / "l.nii.gz"
-    out = check_label_values(np.array([0.0, 1.0, 3.0]), {0, 1, 3}, p)
-    assert out.dtype == np.uint8
-    with pytest.raises(DataError, match=r"l\.nii\.gz: label values \[5\] outside the declared set"):
-        check_label_values(np.array([0, 5]), {0, 1}, p)
-    with pytest.raises(DataError, match="non-integer"):
-        check_label_values(np.array([0.5]), None, p)
-    with pytest.raises(DataError, match="negative"):
-        check_label_values(np.array([-1, 0]), None, p)
 
 
 # ------------------------------------------------------------------------- splits

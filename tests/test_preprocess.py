@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 
 import segfew.preprocess as pp
 from segfew.config import PreprocessConfig
+from segfew.data import Case
 from segfew.errors import DataError, SpecError
 from segfew.preprocess import (
     PreprocessCache,
@@ -216,19 +216,20 @@ def test_load_case_stacks_channels_and_labels(tmp_path, rng):
     labels = tuple(save(blobs(shape, rng).astype(np.uint8), tmp_path / f"c_{i}_seg.nii.gz")
                    for i in range(2))
     cfg = PreprocessConfig(size=(32, 32))
-    case = SimpleNamespace(id="c", images=images, labels=labels[:1], target=None, group=None)
-    image, label = load_case(case, cfg)  # type: ignore[arg-type]
+    case = Case("c", images, labels[:1])
+    image, label = load_case(case, cfg)
     assert image.shape == (2, 32, 32, 5) and image.dtype == np.float32
     assert label is not None and label.shape == (32, 32, 5) and label.dtype == np.int64
 
-    both = SimpleNamespace(id="c", images=images, labels=labels, target=None, group=None)
-    _, per_channel = load_case(both, cfg, PreprocessCache(tmp_path / "cache"))  # type: ignore[arg-type]
+    both = Case("c", images, labels)
+    _, per_channel = load_case(both, cfg, PreprocessCache(tmp_path / "cache"))
     assert per_channel is not None and per_channel.shape == (2, 32, 32, 5)
 
-    none = SimpleNamespace(id="c", images=images[:1], labels=(), target=None, group=None)
-    assert load_case(none, cfg)[1] is None  # type: ignore[arg-type]
+    none = Case("c", images[:1], ())
+    assert load_case(none, cfg)[1] is None
 
     other = save(rng.random((30, 34, 6)).astype(np.float32), tmp_path / "d.nii.gz")
-    bad = SimpleNamespace(id="c", images=(images[0], other), labels=(), target=None, group=None)
-    with pytest.raises(DataError, match="different grids"):
-        load_case(bad, cfg)  # type: ignore[arg-type]
+    bad = Case("c", (images[0], other), ())
+    # channels of another shape are refused by the door, as every command refuses them
+    with pytest.raises(DataError, match=r"d\.nii\.gz: shape \(30, 34, 6\) differs from .*c_0"):
+        load_case(bad, cfg)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,19 +18,42 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(fn: F) -> F:
-    """Turn a SegfewError into one red line on stderr and exit code 2 (no traceback)."""
+    """One line on stderr per problem, and exit code 2 without a traceback.
+
+    A SegfewError is printed as it is; an OSError the library did not foresee (a full disk,
+    a folder that cannot be written) as ``<file>: <reason>``; a MemoryError as such.
+    Warnings (e.g. :class:`segfew.errors.DataWarning`) are printed as ``warning: …`` lines.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from segfew.errors import SegfewError
 
-        try:
-            return fn(*args, **kwargs)
-        except SegfewError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return fn(*args, **kwargs)
+            except SegfewError as e:
+                _error(str(e))
+            except OSError as e:
+                where = f"{e.filename}: " if e.filename else ""
+                _error(f"{where}{e.strerror or e}")
+            except MemoryError:
+                _error("not enough memory for this run (try a smaller --size or --batch-size)")
 
     return wrapper  # type: ignore[return-value]
+
+
+def _error(text: str) -> NoReturn:
+    console.print(f"[bold red]error:[/] {' '.join(text.split())}", highlight=False,
+                  soft_wrap=True)
+    raise typer.Exit(2) from None
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, file: Any = None, line: str | None = None) -> None:
+    console.print(f"[yellow]warning:[/] {' '.join(str(message).split())}", highlight=False,
+                  soft_wrap=True)
 
 
 def split_list(value: str | None) -> list[str] | None:
@@ -37,6 +61,17 @@ def split_list(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def parse_label_map(value: str | None) -> dict[int, int] | None:
+    """``"255:1,128:2"`` → ``{255: 1, 128: 2}``; None stays None."""
+    if value is None:
+        return None
+    try:
+        return {int(a): int(b) for a, b in (v.split(":") for v in value.split(",") if v.strip())}
+    except ValueError:
+        raise typer.BadParameter(f"expected OLD:NEW integer pairs, e.g. 255:1, got {value!r}"
+                                 ) from None
 
 
 def int_list(value: str | None) -> list[int] | None:
@@ -55,6 +90,10 @@ SpecOpt = Annotated[
 ChannelsOpt = Annotated[
     str | None,
     typer.Option(help="Comma-separated channel suffixes: case X is X_<c1>.*, X_<c2>.* stacked."),
+]
+LabelMapOpt = Annotated[
+    str | None,
+    typer.Option(help="Remap label values before the checks, e.g. 255:1 for a 0/255 mask."),
 ]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 

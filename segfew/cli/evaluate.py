@@ -9,10 +9,12 @@ import typer
 
 from segfew.cli.common import (
     ChannelsOpt,
+    LabelMapOpt,
     ProgressOpt,
     SpecOpt,
     console,
     handle_errors,
+    parse_label_map,
     split_list,
 )
 
@@ -30,6 +32,7 @@ def evaluate(
     labels: Annotated[Path | None, typer.Option(
         help="Segmentation model: folder of true label maps.")] = None,
     channels: ChannelsOpt = None,
+    label_map: LabelMapOpt = None,
     id_column: Annotated[str | None, typer.Option()] = None,
     label_column: Annotated[str | None, typer.Option()] = None,
     group_column: Annotated[str | None, typer.Option()] = None,
@@ -49,6 +52,7 @@ def evaluate(
     Example: segfew evaluate --model seg.pt --images images --labels masks --out eval
 
     Writes metrics.json, predictions.csv (or per_case.csv), confusion_matrix.png, run.json.
+    The exit code is 1 when any case failed, after every row is written.
     """
     from rich.console import Console
 
@@ -63,6 +67,7 @@ def evaluate(
         "table": table,
         "labels": labels,
         "channels": split_list(channels),
+        "label_map": parse_label_map(label_map),
         "id_column": id_column,
         "label_column": label_column,
         "group_column": group_column,
@@ -78,7 +83,7 @@ def evaluate(
             resolved.model, resolved.images, out, table=resolved.table, labels=resolved.labels,
             channels=resolved.channels, id_column=resolved.id_column,
             label_column=resolved.label_column, group_column=resolved.group_column,
-            device=resolved.device, batch_size=resolved.batch_size,
+            label_map=resolved.label_map, device=resolved.device, batch_size=resolved.batch_size,
             bootstrap=resolved.bootstrap, seed=resolved.seed, progress=bar, run_spec=resolved)
     stdout = Console()
     if kind == "classifier":
@@ -94,6 +99,8 @@ def evaluate(
         console.print(f"[bold red]{metrics['n_failed']} of {metrics['n_cases']} cases failed[/] "
                       f"(see {out / written[1]})", highlight=False)
     console.print("wrote " + ", ".join(str(out / name) for name in written), highlight=False)
+    if metrics.get("n_failed"):
+        raise typer.Exit(1)
 
 
 def dice_table(metrics: dict[str, Any]) -> Any:

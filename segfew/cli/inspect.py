@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from segfew.cli.common import ChannelsOpt, ProgressOpt, SpecOpt, handle_errors, split_list
+from segfew.cli.common import (
+    ChannelsOpt,
+    LabelMapOpt,
+    ProgressOpt,
+    SpecOpt,
+    handle_errors,
+    parse_label_map,
+    split_list,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -25,6 +33,7 @@ def inspect(
     labels: Annotated[Path | None, typer.Option(help="Folder of label maps.")] = None,
     table: Annotated[Path | None, typer.Option(help="CSV/TSV table of ids and classes.")] = None,
     channels: ChannelsOpt = None,
+    label_map: LabelMapOpt = None,
     id_column: Annotated[str | None, typer.Option(help="Table column of ids or paths.")] = None,
     label_column: Annotated[str | None, typer.Option(help="Table column of classes.")] = None,
     group_column: Annotated[str | None, typer.Option(
@@ -58,6 +67,7 @@ def inspect(
         "labels": labels,
         "table": table,
         "channels": split_list(channels),
+        "label_map": parse_label_map(label_map),
         "id_column": id_column,
         "label_column": label_column,
         "group_column": group_column,
@@ -78,9 +88,9 @@ def inspect(
             def step(done: int, total: int, case_id: str) -> None:
                 bar.update(task, completed=done, total=total, description=case_id)
 
-            report = inspect_dataset(*args, progress=step)
+            report = inspect_dataset(*args, progress=step, label_map=resolved.label_map)
     else:
-        report = inspect_dataset(*args)
+        report = inspect_dataset(*args, label_map=resolved.label_map)
     show_report(report, out, all_cases=resolved.all_cases)
     if report.fatal:
         raise typer.Exit(1)

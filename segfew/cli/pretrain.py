@@ -12,6 +12,7 @@ from segfew.cli.common import (
     ChannelsOpt,
     DeviceOpt,
     EpochsOpt,
+    LabelMapOpt,
     LrOpt,
     NoCacheOpt,
     PrecisionOpt,
@@ -23,6 +24,7 @@ from segfew.cli.common import (
     console,
     handle_errors,
     int_list,
+    parse_label_map,
     split_list,
     train_overrides,
 )
@@ -39,6 +41,7 @@ def pretrain(
         int | None, typer.Option(help="Network dimension: 2 (slices) or 3 (volumes).")
     ] = None,
     channels: ChannelsOpt = None,
+    label_map: LabelMapOpt = None,
     preset: PresetOpt = None,
     n_s: Annotated[int | None, typer.Option("--n-s", help="Base width n_s of the M-Net.")] = None,
     size: Annotated[
@@ -69,7 +72,8 @@ def pretrain(
     from segfew.train.distributed import is_main
 
     overrides = {
-        "data": {"images": images, "labels": labels, "channels": split_list(channels)},
+        "data": {"images": images, "labels": labels, "channels": split_list(channels),
+                 "label_map": parse_label_map(label_map)},
         "out": out,
         "network": {"dim": dim, "n_s": n_s},
         "preprocess": {"size": int_list(size), "intensity": intensity},

@@ -341,8 +341,9 @@ def _epoch_loader(data: Dataset, cfg: TrainConfig, epoch: int, local_bs: int,
         drop_last=False)
     sampler.set_epoch(epoch)
     # A lone sample in the last batch breaks BatchNorm in the FC head: drop it
-    # (a different one each epoch, as the order is reshuffled).
-    lone = local_bs > 1 and len(sampler) % local_bs == 1
+    # (a different one each epoch, as the order is reshuffled) — unless it is all the data
+    # there is, which is never dropped.
+    lone = local_bs > 1 and len(sampler) > local_bs and len(sampler) % local_bs == 1
     return DataLoader(
         data, batch_size=local_bs, sampler=sampler, drop_last=lone, num_workers=workers,
         pin_memory=pin, worker_init_fn=seed_worker,
@@ -411,6 +412,8 @@ class _Epochs:
             on_batch(loss, None)
         totals = D.all_reduce_sum(torch.stack(
             [loss_sum, torch.tensor(float(count), dtype=torch.float64, device=device)]))
+        if totals[1].item() == 0:
+            raise DataError(f"no training batch ran in epoch {epoch + 1}")
         train_loss = (totals[0] / totals[1]).item()
         if not math.isfinite(train_loss):
             raise SegfewError(f"the training loss became {train_loss} in epoch {epoch + 1}; "
@@ -421,7 +424,15 @@ class _Epochs:
 def _step(step: _Step, x: Tensor, y: Tensor) -> Tensor:
     """Forward, loss, backward and optimizer update of one batch; returns the loss."""
     with step.plan.autocast():
-        logits = step.net(x)
+        try:
+            logits = step.net(x)
+        except ValueError as e:  # BatchNorm's complaint about one sample, said plainly
+            if "more than 1 value per channel" not in str(e):
+                raise
+            raise SpecError(f"a training batch holds {len(x)} sample and the network's "
+                            "BatchNorm cannot train on one sample: give more training cases, "
+                            "a --batch-size that leaves no batch of one, or a larger --size"
+                            ) from None
         if logits.shape[1] != step.num_classes:
             raise SpecError(f"the model gives {logits.shape[1]} outputs per "
                             f"{'voxel' if step.task == 'segmentation' else 'image'}, "

@@ -1,0 +1,236 @@
+"""SimpleITK's formats: NRRD, MHA/MHD, TIFF, PNG/JPEG/BMP, DICOM files and DICOM series.
+
+Everything here is bounded like :func:`segfew.io.read_image` (the header is checked before
+the voxels are read) and quiet: what ITK would print is routed through a logger and said as
+:class:`~segfew.errors.DataWarning` naming the file. A DICOM series is read only when its
+slices are evenly spaced along the slice normal (:func:`check_slice_positions`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segfew.errors import DataError, DataWarning
+from segfew.io import LPS_TO_RAS, ReadLimits, grey
+
+if TYPE_CHECKING:
+    from segfew.io import Image
+
+def read_itk(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    with itk_messages(path):
+        reader.ReadImageInformation()
+        check_itk_header(reader, limits, path)
+        img = reader.Execute()
+    array, affine, colour = from_sitk(img, path)
+    return array, affine, {"format": "itk", "colour": colour}
+
+
+def check_itk_header(reader: Any, limits: ReadLimits, path: Path, slices: int = 1) -> None:
+    """Apply ``limits`` to a SimpleITK reader after ``ReadImageInformation``."""
+    import SimpleITK as sitk
+
+    shape = tuple(int(s) for s in reader.GetSize())
+    if slices > 1:
+        shape = (*shape[:2], slices)
+    components = int(reader.GetNumberOfComponents())
+    try:
+        itemsize = sitk.Image([1] * len(shape), reader.GetPixelID()).GetSizeOfPixelComponent()
+    except RuntimeError:
+        itemsize = 8
+    limits.check(shape, components, int(itemsize), path)
+
+
+class _ItkLogger:
+    """Collects what ITK would print, so it can be said as warnings naming the file."""
+
+    def __init__(self) -> None:
+        import SimpleITK as sitk
+
+        class Logger(sitk.LoggerBase):
+            def __init__(self, sink: list[str]) -> None:
+                super().__init__()
+                self.sink = sink
+
+            def DisplayText(self, t: str) -> None:
+                self.sink.append(t)
+
+            def DisplayWarningText(self, t: str) -> None:
+                self.sink.append(t)
+
+            def DisplayErrorText(self, t: str) -> None:
+                self.sink.append(t)
+
+            def DisplayGenericOutputText(self, t: str) -> None:
+                self.sink.append(t)
+
+            def DisplayDebugText(self, t: str) -> None:
+                pass
+
+        self.messages: list[str] = []
+        self.logger = Logger(self.messages)
+
+
+@contextlib.contextmanager
+def itk_messages(path: Path) -> Iterator[list[str]]:
+    """Route ITK's warnings into Python warnings naming ``path`` (the library never prints).
+
+    Yields the list of raw messages, for callers that turn a known one into an error.
+    """
+    capture = _ItkLogger()
+    previous = capture.logger.SetAsGlobalITKLogger()
+    try:
+        yield capture.messages
+    finally:
+        previous.SetAsGlobalITKLogger()
+    for text in capture.messages:
+        reason = _itk_reason(text)
+        if reason:
+            warnings.warn(DataWarning(f"ITK: {reason}", path), stacklevel=3)
+
+
+def _itk_reason(text: str) -> str:
+    text = text.split("WARNING:", 1)[-1]
+    text = re.sub(r"^\s*In\s+\S+,\s*line\s+\d+\s*", "", text)
+    text = re.sub(r"\w+ImageIO\s*\(0x[0-9a-f]+\):\s*", "", text)
+    text = re.sub(r"\w+\s*\(0x[0-9a-f]+\):\s*", "", text)
+    return " ".join(text.split())[:300]
+
+
+def from_sitk(img: Any, path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
+    """SimpleITK image → (array indexed X, Y[, Z], RAS affine, converted from colour)."""
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(img)  # (Z, Y, X[, C]) or (Y, X[, C])
+    ncomp = img.GetNumberOfComponentsPerPixel()
+    dim = img.GetDimension()
+    colour = False
+    if ncomp > 1:
+        if ncomp in (3, 4):  # RGB(A) photo or scan: luminance, alpha dropped
+            array, colour = grey(array[..., :3], path)
+        else:
+            raise DataError(f"has {ncomp} components per pixel; give one file per channel", path)
+    array = np.ascontiguousarray(array.transpose(tuple(range(dim))[::-1]))
+    spacing = np.array(img.GetSpacing(), dtype=float)
+    origin = np.array(img.GetOrigin(), dtype=float)
+    direction = np.array(img.GetDirection(), dtype=float).reshape(dim, dim)
+    lps = np.eye(4)
+    lps[:dim, :dim] = direction * spacing
+    lps[:dim, 3] = origin
+    return array, LPS_TO_RAS @ lps, colour
+
+
+
+def write_itk(array: np.ndarray, reference: Image, path: Path, suffix: str,
+               vector: bool) -> None:
+    import SimpleITK as sitk
+
+    ndim = array.ndim - int(vector)
+    if suffix in (".png", ".jpg", ".jpeg", ".bmp"):
+        if array.dtype.kind == "f" or vector:
+            raise DataError(f"{suffix} cannot hold float or multi-channel values; "
+                            "write .nii.gz, .mha or .tif", path)
+        if ndim != 2:
+            raise DataError(f"{suffix} holds 2D images only; write .nii.gz or .mha", path)
+        if array.dtype != np.uint8:
+            if array.min() < 0 or array.max() > 65535:
+                raise DataError(f"values outside 0..65535 do not fit {suffix}", path)
+            array = array.astype(np.uint16)
+    axes = tuple(range(ndim))[::-1] + ((ndim,) if vector else ())
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(axes)), isVector=vector)
+    lps = LPS_TO_RAS @ reference.source_affine
+    linear = lps[:ndim, :ndim]
+    spacing = np.linalg.norm(linear, axis=0)
+    spacing[spacing == 0] = 1.0
+    img.SetSpacing([float(s) for s in spacing])
+    img.SetOrigin([float(o) for o in lps[:ndim, 3]])
+    with contextlib.suppress(RuntimeError):  # a singular direction is left as identity
+        img.SetDirection([float(d) for d in (linear / spacing).ravel()])
+    with itk_messages(path):
+        sitk.WriteImage(img, str(path), useCompression=suffix in (".nrrd", ".mha", ".nhdr"))
+
+
+# ------------------------------------------------------------------------- DICOM series
+
+SPACING_RTOL = 0.01
+"""Slice steps may differ from their median by 1 % (plus 1 µm) before a series is uneven."""
+TILT_DEGREES = 0.1
+"""Slices displaced sideways by more than this angle from their normal are a gantry tilt."""
+
+
+def read_dicom_series(path: Path, limits: ReadLimits
+                      ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """One DICOM series folder, checked for even slice spacing and gantry tilt first."""
+    import SimpleITK as sitk
+
+    with itk_messages(path):
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+        if not series:
+            raise DataError("cannot read image (no DICOM series found)", path)
+        if len(series) > 1:
+            raise DataError(f"holds {len(series)} DICOM series; give one folder per series", path)
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+        positions, normal, first = [], None, None
+        for name in files:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(name)
+            reader.ReadImageInformation()
+            if first is None:
+                first = reader
+                check_itk_header(reader, limits, path, slices=len(files))
+            keys = set(reader.GetMetaDataKeys())
+            if "0020|0032" in keys and "0020|0037" in keys:
+                positions.append([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+                cosines = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+                normal = np.cross(cosines[:3], cosines[3:6])
+        if normal is not None and len(positions) == len(files):
+            check_slice_positions(np.array(positions), normal, [Path(f).name for f in files],
+                                  path)
+        series_reader = sitk.ImageSeriesReader()
+        series_reader.SetFileNames(files)
+        img = series_reader.Execute()
+    array, affine, colour = from_sitk(img, path)
+    return array, affine, {"format": "dicom", "colour": colour}
+
+
+def check_slice_positions(positions: np.ndarray, normal: np.ndarray, names: list[str],
+                          path: Path) -> None:
+    """Refuse a series that ITK would read as an evenly spaced box, but is not one.
+
+    ``positions`` are the slices' ImagePositionPatient (N, 3) in mm, in reading order;
+    ``normal`` the slice normal from ImageOrientationPatient. A missing slice shows as one
+    step longer than the others; a gantry tilt as steps that leave the normal.
+    """
+    if len(positions) < 2:
+        return
+    normal = np.asarray(normal, dtype=float) / (np.linalg.norm(normal) or 1.0)
+    steps = np.diff(positions, axis=0)
+    along = steps @ normal
+    median = float(np.median(np.abs(along)))
+    if median < 1e-6 or np.any(np.abs(along) < 1e-6):
+        i = int(np.argmin(np.abs(along)))
+        raise DataError(f"DICOM slices {names[i]} and {names[i + 1]} lie at the same position; "
+                        "give one series (one time point, one echo) per folder", path)
+    off = np.abs(np.abs(along) - median)
+    if np.any(off > SPACING_RTOL * median + 1e-3):
+        i = int(np.argmax(off))
+        raise DataError(f"DICOM slice spacing is uneven: {abs(along[i]):.3g} mm between "
+                        f"{names[i]} and {names[i + 1]}, {median:.3g} mm elsewhere (a missing "
+                        "slice?); segfew reads evenly spaced series only: complete the series "
+                        "or resample it (e.g. dcm2niix) first", path)
+    sideways = np.linalg.norm(steps - np.outer(along, normal), axis=1)
+    tilt = float(np.degrees(np.arctan2(float(np.max(sideways)), median)))
+    if tilt > TILT_DEGREES:
+        raise DataError(f"DICOM series has a gantry tilt of {tilt:.1f}° (slices sheared along "
+                        "their plane), which a box of voxels cannot hold; resample it first "
+                        "(e.g. dcm2niix corrects tilt)", path)
