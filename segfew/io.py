@@ -283,7 +283,8 @@ def _read_nifti(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray,
         shape = tuple(int(s) for s in img.shape)
         components = len(raw_dtype.fields) if raw_dtype.fields else 1
         limits.check(shape, components, raw_dtype.itemsize // components, path)
-        _check_stored_size(path, gzipped, int(header.get_data_offset()),
+        offset = int(getattr(img.dataobj, "offset", header.get_data_offset()))
+        _check_stored_size(path, gzipped, offset,
                            math.prod(shape) * raw_dtype.itemsize)
         slope, inter = header.get_slope_inter()
         scaled = (slope not in (None, 1.0)) or (inter not in (None, 0.0))

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from segfew.atomic import atomic_path
-from segfew.config import PreprocessConfig
+from segfew.config import PreprocessConfig, describe_validation_error
 from segfew.errors import ModelFileError
 
 FORMAT = "segfew-model"
@@ -90,7 +90,10 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, Any]]:
         )
     try:
         meta = ModelMeta.model_validate(json.loads(payload["metadata"]))
-    except (ValidationError, ValueError, KeyError) as e:
+    except ValidationError as e:
+        why = describe_validation_error(e).removeprefix("invalid settings: ")
+        raise ModelFileError(f"model metadata is invalid ({why[:300]})", path) from None
+    except (ValueError, KeyError) as e:
         raise ModelFileError(
             f"model metadata is invalid ({str(e).splitlines()[0]})", path
         ) from None

@@ -42,13 +42,18 @@ def save_itk(path: Path, array_xyz: np.ndarray, spacing=None, origin=None, direc
 
 
 def save_dicom_series(folder: Path, array_xyz: np.ndarray, spacing=(0.8, 0.8, 3.0),
-                      origin=(-10.0, 20.0, 5.0)) -> Path:
+                      origin=(-10.0, 20.0, 5.0), skip: tuple[int, ...] = (),
+                      shear: float = 0.0) -> Path:
+    """One file per slice; ``skip`` leaves slices out, ``shear`` (mm per slice along y)
+    places them as a gantry tilt does."""
     folder.mkdir(parents=True)
     series_uid = "1.2.826.0.1.3680043.2.1125.1"
     for z in range(array_xyz.shape[2]):
+        if z in skip:
+            continue
         sl = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz[:, :, z].T.astype(np.int16)))
         sl.SetSpacing(spacing[:2])
-        pos = (origin[0], origin[1], origin[2] + z * spacing[2])
+        pos = (origin[0], origin[1] + z * shear, origin[2] + z * spacing[2])
         for tag, value in {
             "0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.2.1125.2",
             "0020|000e": series_uid, "0020|0013": str(z + 1),
@@ -242,5 +247,91 @@ def test_missing_file_and_folder_without_dicom(tmp_path: Path) -> None:
 def test_truncated_nifti(tmp_path: Path, vol: np.ndarray) -> None:
     path = save_nifti(tmp_path / "a.nii", vol)
     path.write_bytes(path.read_bytes()[:400])
-    with pytest.raises(DataError, match=r"a\.nii: cannot read image"):
+    with pytest.raises(DataError, match=r"a\.nii: file is truncated: the header declares 240 "
+                                        r"bytes of voxels, the file holds 48 bytes"):
         read_image(path)
+
+
+# ------------------------------------------------------------------------- bounded reading
+
+
+def test_a_header_claiming_32000x32000x4_voxels_is_refused_before_reading(
+        tmp_path: Path) -> None:
+    header = nib.Nifti1Header()
+    header.set_data_shape((32000, 32000, 4))
+    header.set_data_dtype(np.uint8)
+    header["vox_offset"] = 352
+    path = tmp_path / "huge.nii"
+    path.write_bytes(header.binaryblock + bytes(1004))  # 1.4 KB in all
+    with pytest.raises(DataError) as err:
+        read_image(path)
+    assert str(err.value) == (f"{path}: the header declares 32000×32000×4 = 4,096,000,000 "
+                              "voxels, over the limit of 1,073,741,824 (raise it with "
+                              "SEGFEW_MAX_VOXELS)")
+
+
+def test_limits_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    path = save_nifti(tmp_path / "a.nii.gz", np.zeros((20, 20, 20), np.float32))
+    monkeypatch.setenv("SEGFEW_MAX_VOXELS", "1e3")
+    with pytest.raises(DataError, match=r"20×20×20 = 8,000 voxels, over the limit of 1,000"):
+        read_image(path)
+    monkeypatch.setenv("SEGFEW_MAX_VOXELS", "lots")
+    with pytest.raises(DataError, match=r"SEGFEW_MAX_VOXELS='lots' is not a number"):
+        read_image(path)
+
+
+def test_a_gzip_stream_may_not_expand_beyond_its_header(tmp_path: Path) -> None:
+    import gzip
+
+    img = nib.Nifti1Image(np.ones((8, 8), np.float32), np.eye(4))
+    img.header["vox_offset"] = 352
+    body = img.header.binaryblock + bytes(4) + np.ones((8, 8), np.float32).tobytes()
+    bomb = tmp_path / "bomb.nii.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(body + bytes(8 << 20))
+    with pytest.raises(DataError, match=r"bomb\.nii\.gz: compressed stream expands to 8\.0 MiB, "
+                                        r"more than the 608 bytes its header declares"):
+        read_image(bomb)
+    short = tmp_path / "short.nii.gz"
+    with gzip.open(short, "wb") as f:
+        f.write(body[:-100])
+    with pytest.raises(DataError, match=r"short\.nii\.gz: file is truncated"):
+        read_image(short)
+
+
+def test_a_truncated_plain_nifti_is_named(tmp_path: Path) -> None:
+    path = save_nifti(tmp_path / "a.nii", np.ones((16, 16, 4), np.float32))
+    path.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(DataError, match=r"a\.nii: file is truncated: the header declares "
+                                        r"4\.0 KiB of voxels, the file holds 3\.0 KiB"):
+        read_image(path)
+
+
+def test_mixed_case_suffixes_are_opened_by_their_real_name(tmp_path: Path,
+                                                           vol: np.ndarray) -> None:
+    path = save_nifti(tmp_path / "a.nii.gz", vol)
+    for name in ("B.Nii.GZ", "C.NII"):
+        other = tmp_path / name
+        if name.endswith("GZ"):
+            path.rename(other)
+        else:
+            save_nifti(tmp_path / "c.nii", vol).rename(other)
+        assert is_image_file(other) and case_id(other) == name.split(".")[0]
+        np.testing.assert_array_equal(read_image(other).array, vol)
+
+
+def test_rgb_nifti_becomes_grey_and_says_so(tmp_path: Path) -> None:
+    from segfew.errors import DataWarning
+
+    rgb = np.zeros((4, 5, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["R"], rgb["G"], rgb["B"] = 200, 100, 0
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(tmp_path / "rgb.nii"))
+    with pytest.warns(DataWarning, match=r"rgb\.nii: RGB image converted to grey"):
+        img = read_image(tmp_path / "rgb.nii")
+    assert img.shape == (4, 5, 3) and img.colour
+    np.testing.assert_allclose(img.array, 0.2125 * 200 + 0.7154 * 100, rtol=1e-5)
+    rgb["G"] = rgb["B"] = rgb["R"]  # a grey image stored as RGB: exact, no warning
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(tmp_path / "grey.nii"))
+    grey = read_image(tmp_path / "grey.nii")
+    assert not grey.colour and grey.array.dtype == np.uint8 and int(grey.array.max()) == 200

@@ -79,3 +79,48 @@ def test_missing_corrupt_and_mismatched_files(tmp_path: Path) -> None:
     save_model(tmp_path / "bad.pt", MNet(2, 1, 3, n_s=2), meta)
     with pytest.raises(ModelFileError, match="weights do not fit"):
         load_model(tmp_path / "bad.pt")
+
+
+def _tampered(tmp_path: Path, edit: dict) -> Path:
+    """A real model file whose metadata JSON says something else."""
+    import json
+
+    path = save_model(tmp_path / "m.pt", MNet(2, 1, 3, n_s=2).eval(), _meta())
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["metadata"])
+    for dotted, value in edit.items():
+        *parents, key = dotted.split(".")
+        node = meta
+        for p in parents:
+            node = node[p]
+        node[key] = value
+    payload["metadata"] = json.dumps(meta)
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    ({"architecture.args.n_s": 400}, r"model metadata out of bounds: mnet n_s = 400 "
+                                     r"\(allowed 0 … 256\)"),
+    ({"preprocess.size": [60000]}, r"model metadata is invalid .*sizes are at most 1024"),
+    ({"architecture.args.n_s": 4}, r"weights do not fit the stored architecture \(.*the "
+                                   r"architecture needs \[4, 1, 3, 3\], the file has \[2, 1"),
+])
+def test_metadata_is_bounded_before_any_network_is_built(tmp_path: Path, edit: dict,
+                                                         says: str,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    import segfew.models
+
+    built: list[str] = []
+    real = segfew.models.build_model
+
+    def spy(kind: str, **kwargs: object) -> object:
+        built.append(torch.empty(0).device.type)  # "meta" inside the probe
+        return real(kind, **kwargs)
+
+    monkeypatch.setattr(segfew.models, "build_model", spy)
+    path = _tampered(tmp_path, edit)
+    with pytest.raises(ModelFileError, match=says):
+        load_model(path)
+    assert built in ([], ["meta"])  # at most the allocation-free probe on the meta device

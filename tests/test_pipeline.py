@@ -273,3 +273,59 @@ def test_experiment_trains_and_scores_each_framework_on_the_same_split(
     assert results["size002_rep01_measures"]["test_ids"] == results["size002_rep01_scratch"][
         "test_ids"]
     assert (out / "report" / "report.html").is_file()
+
+
+def test_two_labelled_volumes_train_3d_with_the_default_batch_size(tmp_path: Path) -> None:
+    """The one training volume of a 1/1 split is a batch of one: it is never dropped."""
+    from segfew.synth import make_phantoms
+
+    data = tmp_path / "d"
+    make_phantoms(data, dim=3, n_per_class=1, size=32, num_classes=2, seed=0)
+    out = tmp_path / "seg3d.pt"
+    invoke("pretrain", "--images", str(data / "images"), "--labels", str(data / "labels"),
+           "--out", str(out), "--dim", "3", "--n-s", "2", "--size", "32", "--epochs", "1",
+           "--no-progress", "--no-cache")
+    with open(out.parent / "seg3d-run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and float(rows[0]["train_loss"]) > 0
+
+
+def test_too_few_cases_for_validation_is_said(tmp_path: Path) -> None:
+    from segfew.synth import make_phantoms
+
+    data = tmp_path / "d"
+    make_phantoms(data, dim=2, n_per_class=1, size=32, num_classes=2, seed=0)
+    for kind in ("images", "labels"):  # keep one case
+        for extra in sorted((data / kind).iterdir())[1:]:
+            extra.unlink()
+    out = invoke("pretrain", "--images", str(data / "images"), "--labels", str(data / "labels"),
+                 "--out", str(tmp_path / "seg.pt"), *TINY_PRETRAIN)
+    assert "warning: 1 case(s) are too few for a validation split" in " ".join(out.split())
+
+
+def test_a_run_folder_in_use_is_refused_naming_the_lock(phantoms: Path, tmp_path: Path) -> None:
+    from segfew.atomic import run_lock
+
+    out = tmp_path / "seg.pt"
+    with run_lock(tmp_path / "seg-run") as lock:
+        result = runner.invoke(app, ["pretrain", "--images", str(phantoms / "images"),
+                                     "--labels", str(phantoms / "labels"), "--out", str(out),
+                                     *TINY_PRETRAIN])
+    assert result.exit_code == 2 and not out.exists()
+    assert "is in use by another segfew run" in result.output, result.output
+    assert f"lock file {lock}" in result.output, result.output
+
+
+def test_batchnorm_on_one_sample_is_said_plainly(tmp_path: Path) -> None:
+    """16³ pools to one voxel: one training volume leaves BatchNorm one value per channel."""
+    from segfew.synth import make_phantoms
+
+    data = tmp_path / "d"
+    make_phantoms(data, dim=3, n_per_class=1, size=16, num_classes=2, seed=0)
+    result = runner.invoke(app, ["pretrain", "--images", str(data / "images"), "--labels",
+                                 str(data / "labels"), "--out", str(tmp_path / "s.pt"), "--dim",
+                                 "3", "--n-s", "2", "--size", "16", "--epochs", "1",
+                                 "--no-progress", "--no-cache"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "BatchNorm cannot train on one sample" in result.output
+    assert "--batch-size" in result.output and not (tmp_path / "s.pt").exists()

@@ -271,3 +271,37 @@ def test_an_unknown_key_in_a_predict_spec_is_named(classifier: Path, tmp_path: P
     assert "batchsize: unknown setting" in result.output
     result = CliRunner().invoke(app, ["predict", "--out", "p.csv", "--no-progress"])
     assert result.exit_code == 2 and "model: Field required" in result.output
+
+
+@pytest.mark.parametrize("target", ["scan", "folder-file", "not-csv", "inside-input"])
+def test_predict_refuses_outputs_that_would_clobber_or_feed_back(
+        classifier: Path, scans: Path, tmp_path: Path, target: str) -> None:
+    from typer.testing import CliRunner
+
+    from segfew.cli import app
+
+    model = classifier
+    if target == "scan":  # an input named as --out (a scan was once overwritten with CSV)
+        out = scans / "a.csv"
+        out.write_bytes(b"")
+        inputs = ["--input", str(scans), "--input", str(out)]
+        says = "--out is one of the inputs"
+    elif target == "folder-file":
+        model = make_segmenter(tmp_path / "seg.pt")
+        out = tmp_path / "taken"
+        out.write_text("x")
+        inputs, says = ["--input", str(scans)], "--out exists and is a file, not a folder"
+    elif target == "not-csv":  # the scan itself, as in the issue
+        out, inputs = scans / "a.nii.gz", ["--input", str(scans)]
+        says = "a classifier writes a table: give --out a name ending in .csv or .tsv"
+    else:
+        model = make_segmenter(tmp_path / "seg.pt")
+        out, inputs = scans / "preds", ["--input", str(scans)]
+        says = "--out is inside the input folder"
+    before = {p: p.read_bytes() for p in scans.iterdir() if p.is_file()}
+    result = CliRunner().invoke(app, ["predict", "--model", str(model), *inputs, "--out",
+                                      str(out), "--device", "cpu", "--no-progress"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and says in errors[0] and str(out) in errors[0], result.output
+    assert {p: p.read_bytes() for p in scans.iterdir() if p.is_file()} == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -233,3 +235,53 @@ def test_load_case_stacks_channels_and_labels(tmp_path, rng):
     # channels of another shape are refused by the door, as every command refuses them
     with pytest.raises(DataError, match=r"d\.nii\.gz: shape \(30, 34, 6\) differs from .*c_0"):
         load_case(bad, cfg)
+
+
+def test_a_cache_entry_overwritten_at_the_same_size_is_recomputed_with_a_warning(
+        tmp_path, rng):
+    from segfew.errors import DataWarning
+
+    path = save(rng.random((40, 40)).astype(np.float32), tmp_path / "a.nii.gz")
+    cfg = PreprocessConfig(size=32)
+    cache = PreprocessCache(tmp_path / "cache")
+    good = np.array(cache.image(path, cfg))
+    (entry,) = (tmp_path / "cache").glob("image-*.npy")
+    size = entry.stat().st_size
+    header = entry.read_bytes()[:128]  # still a valid .npy: the header kept, voxels zeroed
+    entry.write_bytes(header + bytes(size - 128))
+    with pytest.warns(DataWarning, match=r"image-.*\.npy: cache entry does not match its "
+                                         r"checksum; recomputed and replaced"):
+        again = PreprocessCache(tmp_path / "cache").image(path, cfg)
+    np.testing.assert_array_equal(again, good)
+    fresh = PreprocessCache(tmp_path / "cache")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the bad entry was replaced: no second warning
+        np.testing.assert_array_equal(fresh.image(path, cfg), good)
+    assert fresh.hits == 1
+
+
+def test_an_entry_made_with_other_settings_is_not_used(tmp_path, rng):
+    path = save(rng.random((40, 40)).astype(np.float32), tmp_path / "a.nii.gz")
+    cache = PreprocessCache(tmp_path / "cache")
+    cache.image(path, PreprocessConfig(size=32))
+    (entry,) = (tmp_path / "cache").glob("image-*.json")
+    record = json.loads(entry.read_text())
+    record["settings"] = record["settings"].replace('"minmax"', '"zscore"').replace(
+        '"clahe"', '"zscore"')
+    entry.write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="made with other settings"):
+        PreprocessCache(tmp_path / "cache").image(path, PreprocessConfig(size=32))
+
+
+def test_the_doors_warnings_are_said_again_on_a_cache_hit(tmp_path):
+    from segfew.errors import DataWarning
+
+    arr = np.ones((20, 20), np.float32)
+    arr[0, 0] = np.nan
+    path = save(arr, tmp_path / "n.nii.gz")
+    case = Case("n", (path,))
+    for _ in range(2):
+        cache = PreprocessCache(tmp_path / "cache")
+        with pytest.warns(DataWarning, match=r"n\.nii\.gz: 1 NaN/infinite voxel"):
+            load_case(case, PreprocessConfig(size=16), cache)
+    assert cache.hits == 1
