@@ -23,11 +23,21 @@ from segfew.io import LPS_TO_RAS, ReadLimits, grey
 if TYPE_CHECKING:
     from segfew.io import Image
 
+#: ITK's reader for each suffix, named so that ``a.MHA`` opens as ``a.mha`` does
+IMAGE_IOS = {".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO", ".mha": "MetaImageIO",
+             ".mhd": "MetaImageIO", ".png": "PNGImageIO", ".jpg": "JPEGImageIO",
+             ".jpeg": "JPEGImageIO", ".tif": "TIFFImageIO", ".tiff": "TIFFImageIO",
+             ".bmp": "BMPImageIO", ".dcm": "GDCMImageIO"}
+
+
 def read_itk(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
+    io = IMAGE_IOS.get(path.suffix.lower())
+    if io is not None and path.suffix != path.suffix.lower():
+        reader.SetImageIO(io)
     with itk_messages(path):
         reader.ReadImageInformation()
         check_itk_header(reader, limits, path)

@@ -335,3 +335,12 @@ def test_rgb_nifti_becomes_grey_and_says_so(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(tmp_path / "grey.nii"))
     grey = read_image(tmp_path / "grey.nii")
     assert not grey.colour and grey.array.dtype == np.uint8 and int(grey.array.max()) == 200
+
+
+@pytest.mark.parametrize("name", ["a.MHA", "a.Nrrd", "a.PNG", "a.TIF"])
+def test_mixed_case_itk_suffixes_are_read(tmp_path: Path, name: str) -> None:
+    arr = (np.arange(72) % 50).astype(np.uint8).reshape(8, 9)
+    lower = tmp_path / name.lower()
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(lower))
+    lower.rename(tmp_path / name)
+    np.testing.assert_array_equal(read_image(tmp_path / name).array, arr.T)

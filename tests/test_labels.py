@@ -166,3 +166,15 @@ def test_acdc_labels_match_image_geometry(tmp_path):
         lab = nib.load(str(p))
         assert lab.shape == src.shape and np.array_equal(lab.affine, src.affine)
         assert set(np.unique(np.asarray(lab.dataobj))) <= {0, 1, 2, 3, 4}
+
+
+def test_label_refuses_an_out_folder_inside_its_images(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((8, 8)).astype(np.float32),
+                             np.eye(4)), str(images / "a.nii.gz"))
+    result = CliRunner().invoke(app, ["label", "--images", str(images), "--out",
+                                      str(images / "labels"), "--k", "2"])
+    assert result.exit_code == 2, result.output
+    assert "--out is inside the input folder" in " ".join(result.output.split())
+    assert not (images / "labels").exists()
