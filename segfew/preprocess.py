@@ -327,8 +327,9 @@ class PreprocessCache:
                 warnings.warn(DataWarning(text), stacklevel=2)
         out = ([self._entry(k, cfg, functools.partial(compute, k)) for k in keys[0]],
                [self._entry(k, cfg, functools.partial(compute, k)) for k in keys[1]])
-        with contextlib.suppress(OSError):
-            write_json(record, said)
+        if ready:  # the door was passed in this call: record what it said
+            with contextlib.suppress(OSError):
+                write_json(record, said)
         return out
 
     def key(self, path: Path, cfg: PreprocessConfig, kind: str) -> str:

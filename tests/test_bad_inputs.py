@@ -246,6 +246,18 @@ def _args(command: str, root: Path, kind: str, models: dict[str, Path]) -> list[
             "--no-progress"]
 
 
+def _door_says(root: Path) -> str:
+    """What :func:`segfew.cases.read_case` says about the bad case of a label defect."""
+    from segfew.cases import read_case
+    from segfew.data import Case
+    from segfew.errors import DataError
+
+    (label,) = (root / "labels").glob("bad.*")
+    with pytest.raises(DataError) as err:
+        read_case(Case("bad", (root / "images" / "bad.nii.gz",), (label,)))
+    return str(err.value)
+
+
 def _classifies(root: Path, kind: str) -> bool:
     """predict runs the 2D classifier, except on volumes and channels (the segmenter)."""
     return kind != "channels" and not root.name.startswith("dicom")
@@ -292,6 +304,8 @@ def test_every_command_refuses_every_defect_in_one_line(
                 "dicom-missing-slice": "bad", "mask-colour-png": "bad.png"}.get(defect, "bad.")
     says, bad_name = SAYS_WITH_TABLE.get((defect, command), (SAYS[defect], bad_name))
     assert "".join(says.split()) in "".join(said.split()), said
+    if kind == "label":  # the very line the door gives, whatever the command
+        assert "".join(_door_says(root).split()) in "".join(said.split()), said
     assert bad_name in said, said
 
     leftovers = [p for p in root.rglob("*") if ".tmp" in p.name]
