@@ -307,8 +307,9 @@ def _check_stored_size(path: Path, gzipped: bool, offset: int, declared: int) ->
     """The voxel data the header declares must be what the file holds.
 
     A plain file shorter than declared is truncated. For gzip, the trailer's ISIZE (the
-    uncompressed size modulo 2^32) is compared: a stream that expands beyond what the
-    header declares is refused, as is one that stops short.
+    uncompressed size modulo 2^32, of the last member) is compared: a stream that expands
+    beyond what the header declares is refused. (A short stream is left to the reader: a
+    multi-member file, e.g. BGZF, ends in an empty member whose ISIZE is 0.)
     """
     size = path.stat().st_size
     if not gzipped:
@@ -324,9 +325,6 @@ def _check_stored_size(path: Path, gzipped: bool, offset: int, declared: int) ->
     if isize > offset + declared + _GZIP_SLACK:
         raise DataError(f"compressed stream expands to {_size(isize)}, more than the "
                         f"{_size(offset + declared)} its header declares", path)
-    if isize < offset + declared:
-        raise DataError(f"file is truncated: the header declares {_size(declared)} of voxels, "
-                        f"the compressed stream holds {_size(max(0, isize - offset))}", path)
 
 
 _GZIP_SLACK = 1 << 20  # padding or extensions some writers append

@@ -181,7 +181,8 @@ def _pretrain(
     else:
         _no_validation(spec.train.val_fraction, len(cases), "2 cases")
         train_cases, val_cases = list(cases), []
-    rules = spec.data.label_rules()
+    names_given = range(len(spec.label_names)) if spec.label_names else None
+    rules = spec.data.label_rules(names_given)  # label_names declare the label set
     train_x, train_y, _ = _segmentation_samples(train_cases, spec.preprocess, dim, cache, rules)
     val_x, val_y, val_groups = _segmentation_samples(val_cases, spec.preprocess, dim, cache,
                                                      rules)

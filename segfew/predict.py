@@ -216,12 +216,12 @@ class Predictor:
             proba = self._run_classifier(np.stack([x for _, x in group]))
             results: list[tuple[int, np.ndarray | BaseException]] = [
                 (i, p) for (i, _), p in zip(group, proba, strict=True)]
-        except RuntimeError:
+        except (RuntimeError, MemoryError):
             results = []
             for i, x in group:
                 try:
                     results.append((i, self._run_classifier(x[None])[0]))
-                except RuntimeError as e:
+                except (RuntimeError, MemoryError) as e:
                     results.append((i, DataError(
                         f"the model could not process this image ({one_line(e)[:200]})",
                         rows[i].path.split(";")[0])))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -158,3 +159,15 @@ def test_cli_spec_file_gives_the_same_report_as_flags(tmp_path: Path) -> None:
     override = runner.invoke(app, ["inspect", "--spec", str(spec), "--label-values", "0,1",
                                    "--no-progress"])
     assert override.exit_code == 1 and override.output != flags.output
+
+
+def test_nan_voxels_are_a_note_naming_the_count_not_fatal(tmp_path: Path) -> None:
+    images, labels, table = dataset(tmp_path, n=2)
+    img = nib.load(str(images / "p0_ed.nii.gz"))
+    arr = np.asarray(img.dataobj).astype(np.float32)
+    arr[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(arr, img.affine), str(images / "p0_ed.nii.gz"))
+    report = inspect_dataset(images, labels, table, ["ed", "es"])
+    assert not report.fatal
+    assert any("p0_ed.nii.gz: 1 NaN/infinite voxel(s) of 48 replaced by the image's finite "
+               "minimum (0)" in p for p in report.problems), report.problems

@@ -296,7 +296,7 @@ def test_a_gzip_stream_may_not_expand_beyond_its_header(tmp_path: Path) -> None:
     short = tmp_path / "short.nii.gz"
     with gzip.open(short, "wb") as f:
         f.write(body[:-100])
-    with pytest.raises(DataError, match=r"short\.nii\.gz: file is truncated"):
+    with pytest.raises(DataError, match=r"short\.nii\.gz: cannot read image"):
         read_image(short)
 
 

@@ -305,3 +305,25 @@ def test_predict_refuses_outputs_that_would_clobber_or_feed_back(
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and says in errors[0] and str(out) in errors[0], result.output
     assert {p: p.read_bytes() for p in scans.iterdir() if p.is_file()} == before
+
+
+def test_running_out_of_memory_on_one_case_is_its_error_row(
+        tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segfew.predict import Predictor, predict_paths
+
+    folder = tmp_path / "scans"
+    for name in ("a", "big", "c"):
+        write_nifti(folder / f"{name}.nii.gz", scan(rng))
+    real = Predictor.segment_case
+
+    def segment_case(self: Predictor, case: object) -> object:
+        if getattr(case, "id", "") == "big":
+            raise MemoryError
+        return real(self, case)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Predictor, "segment_case", segment_case)
+    out, failed = predict_paths(make_segmenter(tmp_path / "seg.pt"), [folder], tmp_path / "out",
+                                device="cpu")
+    rows = {r["id"]: r for r in read_csv(out / "predictions.csv")}
+    assert failed == 1 and rows["big"]["error"] == "not enough memory to process this case"
+    assert rows["a"]["status"] == rows["c"]["status"] == "ok"
