@@ -329,3 +329,19 @@ def test_batchnorm_on_one_sample_is_said_plainly(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "BatchNorm cannot train on one sample" in result.output
     assert "--batch-size" in result.output and not (tmp_path / "s.pt").exists()
+
+
+def test_label_names_declare_the_label_set(phantoms: Path, tmp_path: Path) -> None:
+    from segfew.config import PretrainSpec
+    from segfew.errors import DataError
+    from segfew.pipeline import pretrain
+    from segfew.preprocess import PreprocessCache
+
+    spec = PretrainSpec.model_validate({
+        "data": {"images": phantoms / "images", "labels": phantoms / "labels"},
+        "out": tmp_path / "seg.pt", "label_names": ["background", "wall"],
+        "preprocess": {"size": [32]}, "network": {"n_s": 2}, "train": {"epochs": 1}})
+    with pytest.raises(DataError, match=r"labels.*: label values \[2, 3\] outside the declared "
+                                        r"set \[0, 1\]"):
+        pretrain(spec, cache=PreprocessCache(None))
+    assert not (tmp_path / "seg.pt").exists()
