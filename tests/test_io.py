@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
 from segfew.io import IMAGE_SUFFIXES, case_id, is_image_file, read_image, write_image
 
 LPS_OBLIQUE = np.array([
@@ -194,7 +194,8 @@ def test_2d_formats(tmp_path: Path, suffix: str) -> None:
 def test_rgb_png_becomes_grayscale(tmp_path: Path) -> None:
     rgb = np.zeros((4, 3, 3), dtype=np.uint8)
     rgb[..., 1] = 100
-    img = read_image(save_itk(tmp_path / "rgb.png", rgb, vector=True))
+    with pytest.warns(DataWarning, match=r"rgb\.png: RGB image converted to grey"):
+        img = read_image(save_itk(tmp_path / "rgb.png", rgb, vector=True))
     assert img.dim == 2 and img.shape == (4, 3)
     np.testing.assert_allclose(img.array, 71.54, atol=0.01)
 
@@ -322,7 +323,6 @@ def test_mixed_case_suffixes_are_opened_by_their_real_name(tmp_path: Path,
 
 
 def test_rgb_nifti_becomes_grey_and_says_so(tmp_path: Path) -> None:
-    from segfew.errors import DataWarning
 
     rgb = np.zeros((4, 5, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
     rgb["R"], rgb["G"], rgb["B"] = 200, 100, 0
