@@ -323,7 +323,6 @@ def test_mixed_case_suffixes_are_opened_by_their_real_name(tmp_path: Path,
 
 
 def test_rgb_nifti_becomes_grey_and_says_so(tmp_path: Path) -> None:
-
     rgb = np.zeros((4, 5, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
     rgb["R"], rgb["G"], rgb["B"] = 200, 100, 0
     nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(tmp_path / "rgb.nii"))
