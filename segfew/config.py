@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import tomllib
 import yaml
@@ -101,20 +101,40 @@ class AugmentConfig(Settings):
     )
 
 
+#: fewest cases per class (segmentation: cases) for the default validation split
+MIN_CASES_FOR_VALIDATION = 10
+#: the default validation fraction where there are enough cases
+DEFAULT_VAL_FRACTION = 0.2
+
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")]
+"""``auto`` (CUDA if available, else CPU), ``cpu``, ``mps``, ``cuda`` or ``cuda:N``."""
+Threads = Annotated[int | None, Field(ge=1)]
+"""CPU threads for torch and the BLAS/OpenMP pools; None: what torch would use
+(``OMP_NUM_THREADS`` when set)."""
+
+
 class TrainConfig(Settings):
-    """Optimisation and bookkeeping, shared by segmentation and classification training."""
+    """Optimisation and bookkeeping of segmentation pre-training (Wong et al. 2018, §3.1:
+    Adam at 1e-3). Classifiers use :class:`ClassifierTrainConfig`."""
 
     epochs: int = Field(default=20, ge=1)
     batch_size: int = Field(
         default=4, ge=1, description="global batch; split evenly over torchrun processes"
     )
-    lr: float = Field(default=1e-3, gt=0)
+    lr: float = Field(default=1e-3, gt=0, description="Adam learning rate")
     weight_decay: float = Field(default=0.0, ge=0)
-    val_fraction: float = Field(default=0.2, ge=0, lt=1)
+    val_fraction: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description=f"held out for validation; default {DEFAULT_VAL_FRACTION} with at least "
+        f"{MIN_CASES_FOR_VALIDATION} cases per class, else none (the last epoch is kept)",
+    )
     early_stopping: int | None = Field(default=None, ge=1, description="patience in epochs")
     time_budget_s: float | None = Field(default=None, gt=0)
-    seed: int = 0
-    device: str = "auto"
+    seed: int = Field(default=0, description="seed of every random number")
+    device: Device = "auto"
+    threads: Threads = None
     precision: Precision = Field(
         default="auto", description="auto (bf16 where the hardware has it, fp16 on older GPUs, "
         "else fp32), fp32, bf16 or fp16"
@@ -134,6 +154,20 @@ class TrainConfig(Settings):
         default=4.0, gt=0, description="largest feature cache kept in memory"
     )
     augment: AugmentConfig = AugmentConfig()
+
+    def validation_fraction(self, smallest_class: int) -> float:
+        """The fraction to hold out, given the cases of the smallest class (or all cases)."""
+        if self.val_fraction is not None:
+            return self.val_fraction
+        return DEFAULT_VAL_FRACTION if smallest_class >= MIN_CASES_FOR_VALIDATION else 0.0
+
+
+class ClassifierTrainConfig(TrainConfig):
+    """Classifier training (Wong et al. 2018, §4.1: Adam at 1e-4, 50 epochs), also for
+    every task of ``experiment``. A partial ``[train]`` table keeps these defaults."""
+
+    epochs: int = Field(default=50, ge=1)
+    lr: float = Field(default=1e-4, gt=0, description="Adam learning rate")
 
 
 class MNetConfig(Settings):
@@ -157,6 +191,8 @@ class HeadConfig(Settings):
 
 
 class DataSource(Settings):
+    """Where cases are: a folder of images (or of class sub-folders), optionally a table."""
+
     images: Path
     labels: Path | None = None
     table: Path | None = None
@@ -175,14 +211,29 @@ class DataSource(Settings):
         return LabelRules(None if values is None else frozenset(values), self.label_map)
 
 
+class PretrainData(DataSource):
+    """Pre-training data: label maps in ``labels`` (expert or from ``segfew label``)."""
+
+    recursive: bool = Field(default=False, description="look for images in sub-folders too")
+
+
+K_MEANS_LABELS = (
+    "number of clusters k (paper: 5 brain MR, 10 cardiac CT): labels 1..k, darkest first, and "
+    "0 for the background (k + 1 labels); with no background, labels 0..k-1 (k labels)"
+)
+"""What ``--k`` means: the one statement of it, shown in help and docs."""
+
+
 class LabelSpec(Settings):
     """``segfew label``: k-means pseudo-labels (the paper's THRESHOLD framework, SPEC §5)."""
 
     images: Path
     out: Path
-    k: int = Field(
-        default=5, ge=2, le=64, description="clusters (paper: 5 brain MR, 10 cardiac CT)"
-    )
+    table: Path | None = Field(default=None, description="only the cases of this table")
+    id_column: str | None = None
+    channels: list[str] | None = None
+    recursive: bool = Field(default=False, description="look for images in sub-folders too")
+    k: int = Field(default=5, ge=2, le=64, description=K_MEANS_LABELS)
     keep_background: bool = Field(
         default=True, description="voxels at or below the background threshold are label 0"
     )
@@ -193,10 +244,11 @@ class LabelSpec(Settings):
     intensity: Intensity = Field(default="minmax", description="normalisation before clustering")
     sample_per_image: int = Field(default=20000, ge=100)
     seed: int = 0
+    threads: Threads = None
 
 
 class PretrainSpec(Settings):
-    data: DataSource
+    data: PretrainData
     out: Path
     network: MNetConfig = MNetConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
@@ -216,7 +268,7 @@ class ClassifierSpec(Settings):
     classes: int | None = Field(default=None, ge=2)
     head: HeadConfig = HeadConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
-    train: TrainConfig = TrainConfig(epochs=50, batch_size=4, lr=1e-4)
+    train: ClassifierTrainConfig = ClassifierTrainConfig()
 
     @model_validator(mode="after")
     def _framework_inputs(self) -> ClassifierSpec:
@@ -248,7 +300,8 @@ class EvaluateSpec(DataSource):
 
     model: Path
     out: Path
-    device: str = "auto"
+    device: Device = "auto"
+    threads: Threads = None
     batch_size: int = Field(default=8, ge=1)
     bootstrap: int = Field(default=1000, ge=0, description="resamples for the 95% intervals")
     seed: int = Field(default=0, description="seed of the bootstrap")
@@ -262,7 +315,8 @@ class PredictSpec(Settings):
     out: Path
     recursive: bool = False
     channels: list[str] | None = None
-    device: str = "auto"
+    device: Device = "auto"
+    threads: Threads = None
     precision: Precision = "auto"
     batch_size: int = Field(default=8, ge=1)
     probabilities: bool = Field(
@@ -302,7 +356,7 @@ class ExperimentSpec(Settings):
     vgg_weights: Path | None = Field(default=None, description="local VGG-16 weights (vgg)")
     head: HeadConfig = HeadConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
-    train: TrainConfig = TrainConfig(epochs=50, batch_size=4, lr=1e-4)
+    train: ClassifierTrainConfig = ClassifierTrainConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -404,28 +458,38 @@ def resolve_spec(
     overrides: Mapping[str, Any],
     spec_file: Path | None = None,
     defaults: Mapping[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> S:
     """Validate ``defaults`` < spec file < flags into ``model``; errors become one-line SpecErrors.
 
     ``defaults`` are preset values (e.g. the paper's hyper-parameters); the spec file
-    overrides them and flags override both.
+    overrides them and flags override both. ``flags`` maps spec keys (``train.epochs``) to
+    the command-line flag that sets them, so an error names both.
     """
     data = merge(defaults or {}, read_spec_file(spec_file) if spec_file else {})
     data = merge(data, overrides)
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise SpecError(describe_validation_error(e), spec_file) from None
+        raise SpecError(describe_validation_error(e, flags), spec_file) from None
 
 
-def describe_validation_error(e: ValidationError) -> str:
-    """One line naming each offending key and what is wrong with it."""
+def describe_validation_error(e: ValidationError, flags: Mapping[str, str] | None = None) -> str:
+    """One line naming each offending key (and its flag, where one sets it) and the problem."""
     parts = []
     for err in e.errors():
         where = ".".join(str(p) for p in err["loc"])
         msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
         msg = msg.removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}" if where else msg)
+        flag = (flags or {}).get(where)
+        if flag and err["type"] == "missing":
+            parts.append(f"{flag} is required (spec key {where})")
+        elif flag:
+            parts.append(f"{flag} (spec key {where}): {msg}")
+        elif err["type"] == "missing":
+            parts.append(f"spec key {where} is required")
+        else:
+            parts.append(f"{where}: {msg}" if where else msg)
     return "invalid settings: " + "; ".join(parts)
 
 

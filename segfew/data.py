@@ -26,11 +26,14 @@ from segfew.io import case_id, is_dicom_series_dir, is_image_file
 __all__ = [
     "LABEL_SUFFIXES",
     "Case",
+    "attach_labels",
     "class_names",
+    "find_cases",
     "find_class_folders",
     "find_classification_cases",
     "find_image_cases",
     "find_segmentation_cases",
+    "has_class_folders",
     "read_dataset_json",
     "read_table",
     "stratified_split",
@@ -579,6 +582,52 @@ def find_classification_cases(images: Path, table: Path | None = None,
     if table is not None:
         return read_table(table, images, channels, id_column, label_column, group_column)
     return find_class_folders(images, channels)
+
+
+def find_cases(images: Path, table: Path | None = None, channels: Sequence[str] | None = None,
+               id_column: str | None = None, recursive: bool = False) -> list[Case]:
+    """Cases (classes where known) the way ``train-classifier`` finds them, for commands that
+    need no classes (``label``, ``pretrain``): the rows of ``table``; else the images of
+    ``images`` (with ``recursive``, of its sub-folders too); else its class sub-folders.
+    """
+    images = Path(images)
+    if table is not None:
+        return read_table(table, images, channels, id_column)
+    if not recursive and has_class_folders(images):
+        return find_class_folders(images, channels)
+    return find_image_cases(images, channels, recursive)
+
+
+def has_class_folders(images: Path) -> bool:
+    """True if ``images`` holds sub-folders (not DICOM series) and no image files."""
+    images = Path(images)
+    if not images.is_dir() or is_dicom_series_dir(images):
+        return False
+    children = [c for c in images.iterdir() if not c.name.startswith(".")]
+    return not any(c.is_file() and is_image_file(c) for c in children) and any(
+        c.is_dir() and not is_dicom_series_dir(c) for c in children)
+
+
+def attach_labels(cases: Sequence[Case], labels: Path) -> list[Case]:
+    """Give each case its label map(s) from the flat folder ``labels``, matched by case id as
+    :func:`find_segmentation_cases` does (one per channel, or one for the case)."""
+    problems = _Problems(collect=False)
+    index = _index(_list_images(Path(labels), problems), problems)
+    out = []
+    for case in cases:
+        own = [case_id(p) for p in case.images]
+        per_channel = [_find_label(name, index, allow_own=True) for name in own]
+        case_level = _find_label(case.id, index, allow_own=True)
+        if len(own) > 1 and all(per_channel) and not case_level:
+            chosen = [m[0] for m in per_channel]
+        elif case_level:
+            chosen = [case_level[0]]
+        else:
+            names = ", ".join(f"{case.id}{s}.*" for s in ("", *LABEL_SUFFIXES))
+            raise DataError(f"image without label (looked for {names} in {labels})",
+                            case.images[0])
+        out.append(replace(case, labels=tuple(chosen)))
+    return out
 
 
 def with_targets(cases: Sequence[Case], classified: Sequence[Case]) -> list[Case]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import traceback
 from collections import Counter
@@ -38,9 +39,9 @@ from segfew.atomic import write_json
 from segfew.config import ExperimentSpec
 from segfew.errors import DataError, SpecError
 
-if TYPE_CHECKING:
-    from rich.console import Console
+log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:
     from segfew.data import Case
 
 __all__ = [
@@ -70,7 +71,7 @@ FRAMEWORK_NAMES = {
 FRAMEWORK_ORDER = ("measures", "manual", "threshold", "scratch", "vgg")
 
 # Settings that do not change results: a resumed run may differ in them.
-_IGNORED_ON_RESUME = {"train": ("progress", "device", "num_workers", "cache_features",
+_IGNORED_ON_RESUME = {"train": ("progress", "device", "threads", "num_workers", "cache_features",
                                 "cache_max_gb")}
 
 
@@ -299,7 +300,7 @@ def load_spec(run_dir: Path) -> ExperimentSpec:
 
 
 def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAndScore, *,
-                   shard: tuple[int, int] | None = None, console: Console | None = None,
+                   shard: tuple[int, int] | None = None,
                    cases: Sequence[Case] | None = None,
                    test_cases: Sequence[Case] | None = None) -> Path:
     """Run (or resume) the protocol's tasks (those of ``shard`` if given) into ``out_dir``.
@@ -312,7 +313,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     ``spec.test_table`` (tests, or callers that already hold them). A step with a
     ``check_case`` attribute (the real one: :func:`segfew.cases.read_case`, the door) has
     it called on every case first, so a bad file stops the run, in one line, before any
-    training. Returns ``out_dir``.
+    training. Each task is announced, and each failure reported, on the ``segfew``
+    logger. Returns ``out_dir``.
     """
     from segfew.atomic import check_output
     from segfew.runinfo import write_run_info
@@ -359,10 +361,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
         train, test = splits[(task.size, task.repetition)]
         work = out_dir / "work" / task.key
         work.mkdir(parents=True, exist_ok=True)
-        if console is not None:
-            console.print(f"[{n}/{len(tasks)}] {task.framework}: {task.size} per class "
-                          f"({len(train)} training, {len(test)} test cases), repetition "
-                          f"{task.repetition}", highlight=False)
+        log.info(f"[{n}/{len(tasks)}] {task.framework}: {task.size} per class "
+                 f"({len(train)} training, {len(test)} test cases), repetition "
+                 f"{task.repetition}")
         start = time.perf_counter()
         error_path = results_dir / f"{task.key}.error.json"
         try:
@@ -372,9 +373,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
                                     "error": f"{type(e).__name__}: {e}",
                                     "traceback": traceback.format_exc(),
                                     "seconds": time.perf_counter() - start})
-            if console is not None:
-                console.print(f"[bold red]failed:[/] {task.key}: {type(e).__name__}: {e}",
-                              highlight=False)
+            log.error(f"failed: {task.key}: {type(e).__name__}: {e}")
             continue
         if "metrics" not in output:
             raise TypeError("train_and_score must return a dict with a 'metrics' key")

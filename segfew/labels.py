@@ -5,6 +5,11 @@ clusters instead. The clusters are fitted once on intensities pooled over all tr
 images (not per image) and numbered in order of their centre intensity, so label 1 is the
 darkest tissue class in every image and the network learns one consistent labelling.
 
+``--k K`` (:data:`segfew.config.K_MEANS_LABELS`, the one statement of it) fits K clusters:
+with ``keep_background`` (the default) labels 1..K plus 0 for the background, K + 1 labels;
+without it labels 0..K-1. ``segfew pretrain`` reads ``centres.json`` beside the label maps
+and names the labels itself, so k-means labels need no ``label_names``.
+
 Each image is normalised first (``minmax`` by default), so images of different intensity
 scales share the centres. With ``keep_background`` the voxels at or below a background
 threshold are label 0 and take no part in the fit; the other voxels get labels 1..k. The
@@ -32,12 +37,16 @@ from segfew.atomic import check_output, write_json
 from segfew.config import LabelSpec, PreprocessConfig
 from segfew.errors import DataError
 
-__all__ = ["KMeansLabeller", "ProgressFn", "fit_kmeans", "label_images"]
+__all__ = ["CENTRES_FILE", "KMeansLabeller", "ProgressFn", "fit_kmeans", "label_images"]
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called as work advances; the CLI draws a bar from it."""
 
 FORMAT = "segfew-kmeans"
+CENTRES_FILE = "centres.json"
+PREVIEW_FILE = Path("preview") / "kmeans_preview.png"
+#: above this many distinct values an image is sampled instead of weighted exactly
+_EXACT_MAX_DISTINCT = 4096
 INTENSITIES = ("clahe", "ct", "minmax", "zscore")
 
 
@@ -59,6 +68,16 @@ class KMeansLabeller:
     @property
     def k(self) -> int:
         return int(self.centres.size)
+
+    @property
+    def num_labels(self) -> int:
+        """Labels in a map: k, plus the background with ``keep_background``."""
+        return self.k + int(self.keep_background)
+
+    def label_names(self) -> list[str]:
+        """``background`` (with ``keep_background``), then ``k1`` (darkest) … ``k<k>``."""
+        return (["background"] if self.keep_background else []) + [
+            f"k{i + 1}" for i in range(self.k)]
 
     def normalise(self, array: np.ndarray) -> np.ndarray:
         return _normalise(array, self.intensity)
@@ -142,33 +161,45 @@ def fit_kmeans(
     seed: int = 0,
     intensity: str = "minmax",
 ) -> KMeansLabeller:
-    """Fit k intensity clusters on voxels sampled from all ``arrays`` together.
+    """Fit k intensity clusters on voxels of all ``arrays`` together.
 
-    Up to ``sample_per_image`` voxels (foreground only, with ``keep_background``) are drawn
-    from each image, so every image weighs the same whatever its size; MiniBatchKMeans then
-    clusters the pooled sample. Raises DataError when there are fewer distinct intensities
+    Every image weighs as ``sample_per_image`` voxels (foreground only, with
+    ``keep_background``) whatever its size. k-means runs on the distinct values with their
+    counts as sample weights — the same objective as on every voxel, so exact: an image with
+    at most a few thousand distinct values (8-bit PNG/JPEG, integer CT/MR) adds its values
+    with weights ``count · sample_per_image / voxels``; a larger one adds a random sample of
+    ``sample_per_image`` voxels. Raises DataError when there are fewer distinct intensities
     than clusters.
     """
-    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.cluster import KMeans
 
     rng = np.random.default_rng(seed)
     probe = KMeansLabeller(np.zeros(1), keep_background, background_threshold, intensity)
-    samples = []
+    values, weights = [], []
     for array in arrays:
         x = probe.normalise(array).ravel()
         if keep_background:
             x = x[x > probe.threshold(x)]
-        if x.size > sample_per_image:
-            x = rng.choice(x, sample_per_image, replace=False)
-        samples.append(x)
-    pooled = np.concatenate(samples) if samples else np.zeros(0)
-    distinct = np.unique(pooled).size
-    if distinct < k:
-        raise DataError(f"cannot fit {k} clusters: the images have only {distinct} distinct "
-                        "foreground intensities")
-    km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3,
-                         batch_size=min(4096, pooled.size))
-    km.fit(pooled.reshape(-1, 1))
+        if x.size == 0:
+            continue
+        u, counts = np.unique(x, return_counts=True)
+        if u.size > _EXACT_MAX_DISTINCT and x.size > sample_per_image:
+            u, counts = np.unique(rng.choice(x, sample_per_image, replace=False),
+                                  return_counts=True)
+            scale = 1.0
+        else:
+            scale = min(1.0, sample_per_image / x.size)
+        values.append(u)
+        weights.append(counts * scale)
+    pooled = np.concatenate(values) if values else np.zeros(0)
+    pooled_weights = np.concatenate(weights) if weights else np.zeros(0)
+    distinct, inverse = np.unique(pooled, return_inverse=True)
+    if distinct.size < k:
+        raise DataError(f"cannot fit {k} clusters: the images have only {distinct.size} "
+                        "distinct foreground intensities")
+    summed = np.bincount(inverse.ravel(), weights=pooled_weights, minlength=distinct.size)
+    km = KMeans(n_clusters=k, random_state=seed, n_init=3)
+    km.fit(distinct.reshape(-1, 1), sample_weight=summed)
     return KMeansLabeller(km.cluster_centers_.ravel(), keep_background, background_threshold,
                           intensity)
 
@@ -176,18 +207,24 @@ def fit_kmeans(
 def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Path]:
     """``segfew label``: fit (or load) centres and write one label map per image.
 
-    Writes ``<out>/<id>_seg.nii.gz`` in each image's source geometry, ``<out>/centres.json``
-    and ``<out>/run.json``. Every image is read before anything is written, and label maps
-    are moved into ``out`` only when all of them are done, so a bad image stops the run
-    with a DataError naming it and leaves no partial output.
+    Images are found as ``train-classifier`` finds them (``spec.table``, class sub-folders,
+    ``spec.recursive``). Writes ``<out>/<id>_seg.nii.gz`` in each image's source geometry,
+    ``<out>/centres.json``, ``<out>/preview/kmeans_preview.png`` (a few images beside their
+    labels) and ``<out>/run.json``. Every image is read before anything is written, and
+    label maps are moved into ``out`` only when all of them are done, so a bad image stops
+    the run with a DataError naming it and leaves no partial output.
     """
     from segfew.cases import read_case
-    from segfew.data import find_image_cases
+    from segfew.data import find_cases
     from segfew.io import Image, case_id, write_image
     from segfew.runinfo import write_run_info
+    from segfew.runtime import set_threads
 
+    set_threads(spec.threads)
     report = progress or (lambda stage, done, total: None)
-    cases = find_image_cases([spec.images])
+    cases = find_cases(spec.images, spec.table, spec.channels, spec.id_column, spec.recursive)
+    if not cases:
+        raise DataError("no images found", spec.table or spec.images)
     paths = [p for case in cases for p in case.images]
     # One label map per image file: a multi-channel case gets one per channel file.
     names = {p: f"{case.id if len(case.images) == 1 else case_id(p)}_seg.nii.gz"
@@ -214,17 +251,64 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
 
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".segfew-label-", dir=out))
+    shown: list[tuple[str, np.ndarray, np.ndarray]] = []
     try:
         for image in images("writing labels"):
             assert image.path is not None
-            write_image(labeller.label(image.array), image, staging / names[image.path])
+            labels = labeller.label(image.array)
+            write_image(labels, image, staging / names[image.path])
+            if len(shown) < PREVIEW_IMAGES:
+                shown.append((names[image.path].removesuffix("_seg.nii.gz"), image.array,
+                              labels))
         written = []
         for p in paths:
             os.replace(staging / names[p], out / names[p])
             written.append(out / names[p])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    labeller.save(out / "centres.json")
+    labeller.save(out / CENTRES_FILE)
+    plot_preview(shown, labeller, out / PREVIEW_FILE)
     write_run_info(out, spec, spec.seed, inputs=paths)
     return written
 
+
+PREVIEW_IMAGES = 4
+
+
+def middle_slice(array: np.ndarray) -> np.ndarray:
+    """A 2D image as it is; the middle slice along the last axis of a volume."""
+    return array if array.ndim == 2 else array[..., array.shape[-1] // 2]
+
+
+def plot_preview(shown: list[tuple[str, np.ndarray, np.ndarray]], labeller: KMeansLabeller,
+                 path: Path) -> Path:
+    """A PNG of images (top row) above their k-means labels (bottom row); the middle slice
+    of a volume. Written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from segfew.atomic import atomic_path
+
+    n = max(len(shown), 1)
+    fig = Figure(figsize=(2.6 * n, 5.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, n, squeeze=False)
+    for col, (name, image, labels) in enumerate(shown):
+        # arrays are indexed (x, y[, z]): rows of the picture are y
+        image2d, labels2d = (middle_slice(a).T for a in (np.asarray(image), labels))
+        axes[0, col].imshow(image2d, cmap="gray")
+        axes[0, col].set_title(name, fontsize=9)
+        shown_labels = axes[1, col].imshow(
+            labels2d, cmap="viridis", vmin=0, vmax=max(labeller.num_labels - 1, 1),
+            interpolation="nearest")
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    if shown:
+        bar = fig.colorbar(shown_labels, ax=axes[1, :].tolist(), shrink=0.8,
+                           ticks=range(labeller.num_labels))
+        bar.ax.set_yticklabels(labeller.label_names(), fontsize=8)
+    fig.suptitle(f"k-means labels (k = {labeller.k})", fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path

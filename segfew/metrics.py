@@ -21,14 +21,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from segfew.atomic import atomic_path
-
-if TYPE_CHECKING:
-    from rich.table import Table
 
 __all__ = [
     "case_mean_dice",
@@ -36,7 +33,6 @@ __all__ = [
     "dice",
     "dice_per_label",
     "plot_confusion_matrix",
-    "render_metrics_tables",
 ]
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "kappa", "macro_f1")
@@ -309,53 +305,3 @@ def plot_confusion_matrix(cm: np.ndarray | Sequence[Sequence[int]], class_names:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     return path
-
-
-def _fmt(value: Any, ci: Any = None) -> str:
-    if value is None:
-        return "—"
-    text = f"{value:.3f}"
-    if ci:
-        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-    return text
-
-
-def render_metrics_tables(metrics: Mapping[str, Any]) -> list[Table]:
-    """Rich tables of a :func:`classification_metrics` dict: summary, per class, confusion."""
-    from rich.table import Table
-
-    ci = metrics.get("ci") or {}
-    summary = Table(title="Classification metrics (95% bootstrap interval)")
-    summary.add_column("metric")
-    summary.add_column("value", justify="right")
-    labels = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
-              "kappa": "Cohen's kappa", "macro_f1": "macro F1"}
-    for key, label in labels.items():
-        if key in metrics:
-            summary.add_row(label, _fmt(metrics[key], ci.get(key)))
-
-    per_class = metrics.get("per_class") or {}
-    class_ci = ci.get("per_class") or {}
-    detail = Table(title="Per class")
-    for column in ("class", "cases", "precision", "recall (sensitivity)", "specificity",
-                   "F1", "AUROC"):
-        detail.add_column(column, justify="left" if column == "class" else "right")
-    for name, row in per_class.items():
-        c = class_ci.get(name) or {}
-        detail.add_row(str(name), str(row.get("support", "")), _fmt(row.get("precision")),
-                       _fmt(row.get("recall"), c.get("recall")),
-                       _fmt(row.get("specificity"), c.get("specificity")),
-                       _fmt(row.get("f1"), c.get("f1")), _fmt(row.get("auroc"), c.get("auroc")))
-    tables = [summary, detail]
-
-    cm = metrics.get("confusion_matrix")
-    if cm:
-        names = list(per_class) or [str(i) for i in range(len(cm))]
-        confusion = Table(title="Confusion matrix (rows: true class, columns: predicted)")
-        confusion.add_column("true \\ predicted")
-        for name in names:
-            confusion.add_column(str(name), justify="right")
-        for name, row in zip(names, cm, strict=False):
-            confusion.add_row(str(name), *(str(int(v)) for v in row))
-        tables.append(confusion)
-    return tables

@@ -10,8 +10,10 @@ and ``run.json`` (spec, seed, versions, data manifest).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +21,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.config import ClassifierSpec, ExperimentSpec, PreprocessConfig, PretrainSpec
+from segfew.config import (
+    MIN_CASES_FOR_VALIDATION,
+    ClassifierSpec,
+    ExperimentSpec,
+    PreprocessConfig,
+    PretrainSpec,
+    TrainConfig,
+)
 from segfew.errors import DataError, DataWarning, SpecError
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from segfew.cases import LabelRules
     from segfew.data import Case
     from segfew.preprocess import PreprocessCache
+    from segfew.train.engine import TrainProgress
+
+log = logging.getLogger(__name__)
 
 
 #: frameworks that use a pre-trained segmentation network (``--features``)
@@ -110,9 +120,19 @@ def _segmentation_samples(
 
 
 def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
-    from segfew.data import find_segmentation_cases
+    """Labelled cases: images and label maps paired by id; with a table, ``recursive`` or
+    class sub-folders, the images are found as ``train-classifier`` finds them."""
+    from segfew.data import attach_labels, find_cases, find_segmentation_cases, has_class_folders
 
-    cases = find_segmentation_cases(spec.data.images, spec.data.labels, spec.data.channels)
+    d = spec.data
+    if d.table is None and not d.recursive and not has_class_folders(d.images):
+        cases = find_segmentation_cases(d.images, d.labels, d.channels)
+    elif d.labels is None:
+        raise SpecError("--labels (spec key data.labels) is needed with a table, --recursive "
+                        "or class sub-folders")
+    else:
+        found = find_cases(d.images, d.table, d.channels, d.id_column, d.recursive)
+        cases = attach_labels(found, d.labels)
     if not cases:
         raise DataError("no labelled images found", spec.data.images)
     # A one-channel network learns from each channel's volume and its own label map
@@ -137,65 +157,107 @@ def guarded_run(out: Path, data: Any) -> contextlib.AbstractContextManager[Any]:
     return run_lock(run_dir_for(out)) if is_main() else contextlib.nullcontext()
 
 
+def validation_split(
+    cases: Sequence[Case], cfg: TrainConfig, *, per_class: bool
+) -> tuple[list[Case], list[Case]]:
+    """(training, validation) cases by ``cfg.validation_fraction``, announced with their sizes.
+
+    ``per_class``: the default split needs enough cases in the smallest class (else in all).
+    """
+    from segfew.data import stratified_split
+
+    counts = Counter(c.target for c in cases) if per_class else Counter({None: len(cases)})
+    smallest = min(counts.values()) if counts else 0
+    fraction = cfg.validation_fraction(smallest)
+    if fraction > 0 and smallest >= 2:
+        train, val = stratified_split(cases, fraction=1 - fraction, seed=cfg.seed)
+        log.info(
+            f"validation split: {len(val)} of {len(cases)} cases held out "
+            f"(val_fraction {fraction}); the best epoch is picked on them"
+        )
+        return train, val
+    if fraction > 0:
+        _no_validation(fraction, len(cases), "2 per class" if per_class else "2 cases")
+    elif cfg.val_fraction is None:
+        where = "in the smallest class" if per_class else "in all"
+        log.info(
+            f"no validation split: {smallest} cases {where} (fewer than "
+            f"{MIN_CASES_FOR_VALIDATION}); training on all {len(cases)} and keeping the last "
+            "epoch (set train.val_fraction to hold some out)"
+        )
+    return list(cases), []
+
+
+def declared_label_names(spec: PretrainSpec) -> list[str] | None:
+    """The names of labels ``0, 1, …`` where they are declared: by the ``centres.json`` of a
+    labels folder written by ``segfew label`` (k-means labels need no names), else by
+    ``spec.label_names``; None when neither says (names are then made up from the maps)."""
+    from segfew.labels import CENTRES_FILE, KMeansLabeller
+
+    centres = spec.data.labels / CENTRES_FILE if spec.data.labels is not None else None
+    if centres is not None and centres.is_file():
+        names = KMeansLabeller.from_file(centres).label_names()
+        if spec.label_names is not None and spec.label_names != names:
+            log.info(
+                f"{spec.data.labels} holds k-means labels ({CENTRES_FILE}): their names "
+                f"{', '.join(names)} replace label_names"
+            )
+        return names
+    return None if spec.label_names is None else list(spec.label_names)
+
+
 def pretrain(
     spec: PretrainSpec,
     *,
     resume: bool = False,
-    console: Console | None = None,
+    progress: TrainProgress | None = None,
     cache: PreprocessCache | None = None,
 ) -> PretrainResult:
     """Train the modified M-Net on images with voxel labels and write its model file.
 
+    Label names come from ``spec.label_names``, or from the ``centres.json`` of a labels
+    folder written by ``segfew label`` (k-means labels need no names). ``progress`` is
+    passed to :func:`segfew.train.fit`; the validation split is announced on the
+    ``segfew`` logger.
+
     The run folder is locked while the run writes to it (:func:`guarded_run`).
     """
     with guarded_run(spec.out, spec.data):
-        return _pretrain(spec, resume=resume, console=console, cache=cache)
+        return _pretrain(spec, resume=resume, progress=progress, cache=cache)
 
 
 def _pretrain(
     spec: PretrainSpec,
     *,
     resume: bool,
-    console: Console | None,
+    progress: TrainProgress | None,
     cache: PreprocessCache | None,
 ) -> PretrainResult:
     import torch
 
-    from segfew.data import stratified_split
     from segfew.modelfile import Architecture, ModelMeta, save_model
     from segfew.models import MNet
     from segfew.preprocess import PreprocessCache
     from segfew.runinfo import versions, write_run_info
-    from segfew.runtime import describe, seed_everything
+    from segfew.runtime import describe, seed_everything, set_threads
     from segfew.train import fit, label_weights
     from segfew.train.distributed import is_main
 
     cache = cache if cache is not None else PreprocessCache()
+    set_threads(spec.train.threads)
     seed_everything(spec.train.seed)
     cases = _segmentation_cases(spec)
     dim = spec.network.dim
-    if spec.train.val_fraction > 0 and len(cases) >= 2:
-        train_cases, val_cases = stratified_split(
-            cases, fraction=1 - spec.train.val_fraction, seed=spec.train.seed
-        )
-    else:
-        _no_validation(spec.train.val_fraction, len(cases), "2 cases")
-        train_cases, val_cases = list(cases), []
-    names_given = range(len(spec.label_names)) if spec.label_names else None
-    rules = spec.data.label_rules(names_given)  # label_names declare the label set
+    train_cases, val_cases = validation_split(cases, spec.train, per_class=False)
+    declared = declared_label_names(spec)
+    rules = spec.data.label_rules(range(len(declared)) if declared else None)  # the label set
     train_x, train_y, _ = _segmentation_samples(train_cases, spec.preprocess, dim, cache, rules)
     val_x, val_y, val_groups = _segmentation_samples(val_cases, spec.preprocess, dim, cache,
                                                      rules)
 
     num_labels = int(max(int(y.max()) for y in train_y + val_y)) + 1
-    if spec.label_names is not None:
-        if len(spec.label_names) < num_labels:
-            raise SpecError(
-                f"label_names has {len(spec.label_names)} names but the label maps "
-                f"hold values up to {num_labels - 1}"
-            )
-        num_labels = len(spec.label_names)
-    names = spec.label_names or ["background"] + [f"label{i}" for i in range(1, num_labels)]
+    names = declared or ["background"] + [f"label{i}" for i in range(1, num_labels)]
+    num_labels = len(names)
     counts = np.zeros(num_labels)
     for y in train_y:
         counts += np.bincount(y.ravel(), minlength=num_labels)[:num_labels]
@@ -227,7 +289,7 @@ def _pretrain(
         class_weights=label_weights(counts).tolist(),
         resume=resume,
         val_cases=val_groups,
-        console=console,
+        progress=progress,
     )
     state = torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
     model.load_state_dict(state)
@@ -399,19 +461,20 @@ def train_classifier(
     cases: Sequence[Case] | None = None,
     val_cases: Sequence[Case] | None = None,
     resume: bool = False,
-    console: Console | None = None,
+    progress: TrainProgress | None = None,
     cache: PreprocessCache | None = None,
     write_info: bool = True,
 ) -> ClassifierResult:
     """Train a classifier of ``spec.framework`` with image-level labels; write its model file.
 
     ``cases`` (with targets) replace discovery from ``spec.data`` — the learning-curve
-    experiment passes each split this way. ``val_cases`` replace the validation split.
+    experiment passes each split this way. ``val_cases`` replace the validation split;
+    framework measures (a closed-form fit) always fits on every case.
     The run folder is locked while the run writes to it (:func:`guarded_run`).
     """
     with guarded_run(spec.out, spec.data):
         return _train_classifier(spec, cases=cases, val_cases=val_cases, resume=resume,
-                                 console=console, cache=cache, write_info=write_info)
+                                 progress=progress, cache=cache, write_info=write_info)
 
 
 def _train_classifier(
@@ -420,22 +483,23 @@ def _train_classifier(
     cases: Sequence[Case] | None,
     val_cases: Sequence[Case] | None,
     resume: bool,
-    console: Console | None,
+    progress: TrainProgress | None,
     cache: PreprocessCache | None,
     write_info: bool,
 ) -> ClassifierResult:
     import torch
 
-    from segfew.data import class_names, find_classification_cases, stratified_split
+    from segfew.data import class_names, find_classification_cases
     from segfew.modelfile import Architecture, ModelMeta, read_model_file, save_model
     from segfew.preprocess import PreprocessCache
     from segfew.runinfo import versions, write_run_info
-    from segfew.runtime import describe, resolve_device, seed_everything
+    from segfew.runtime import describe, resolve_device, seed_everything, set_threads
     from segfew.train import fit, label_weights
     from segfew.train.distributed import is_main
 
     start = time.perf_counter()
     cache = cache if cache is not None else PreprocessCache()
+    set_threads(spec.train.threads)
     seed_everything(spec.train.seed)
     if cases is None:
         cases = find_classification_cases(
@@ -454,15 +518,11 @@ def _train_classifier(
             f"expected {spec.classes} classes, the table has {len(classes)}: {', '.join(classes)}",
             spec.data.table or spec.data.images,
         )
-    if val_cases is None:
-        if spec.train.val_fraction > 0 and len(cases) >= 2 * len(classes):
-            train_cases, val_list = stratified_split(
-                cases, fraction=1 - spec.train.val_fraction, seed=spec.train.seed
-            )
-        else:
-            _no_validation(spec.train.val_fraction, len(cases), f"{2 * len(classes)} cases "
-                           f"(two per class)")
-            train_cases, val_list = list(cases), []
+    val_list: list[Case]
+    if spec.framework == "measures":  # fitted to convergence: nothing to pick an epoch on
+        train_cases, val_list = [*cases, *(val_cases or [])], []
+    elif val_cases is None:
+        train_cases, val_list = validation_split(cases, spec.train, per_class=True)
     else:
         train_cases, val_list = list(cases), list(val_cases)
 
@@ -515,7 +575,7 @@ def _train_classifier(
             out_dir=run_dir,
             class_weights=weights.tolist(),
             resume=resume,
-            console=console,
+            progress=progress,
         )
         model.load_state_dict(
             torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
@@ -552,7 +612,9 @@ def _train_classifier(
 
 
 def make_train_and_score(
-    spec: ExperimentSpec, cache: PreprocessCache | None = None, console: Console | None = None
+    spec: ExperimentSpec,
+    cache: PreprocessCache | None = None,
+    progress: TrainProgress | None = None,
 ) -> Callable[..., dict[str, Any]]:
     """The experiment's training step: train one framework on a split, score it on the test set.
 
@@ -586,7 +648,7 @@ def make_train_and_score(
             val_cases=[],
             cache=shared_cache,
             write_info=False,
-            console=console,
+            progress=progress,
         )
         predictor = Predictor(result.model_path, device=spec.train.device, cache=shared_cache)
         rows = predictor.classify(test_cases)

@@ -56,7 +56,11 @@ def manifest(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 def run_info(spec: BaseModel | dict[str, Any], seed: int | None, inputs: Iterable[Path] = (),
              runtime: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The record of a run; ``runtime`` is how its networks ran (segfew.runtime.describe)."""
+    """The record of a run; ``runtime`` is how its networks ran (segfew.runtime.describe).
+
+    ``threads`` is torch's CPU thread count (``--threads``) for every command."""
+    from segfew.runtime import threads
+
     spec_data = spec.model_dump(mode="json") if isinstance(spec, BaseModel) else spec
     return {
         "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]),
@@ -65,6 +69,7 @@ def run_info(spec: BaseModel | dict[str, Any], seed: int | None, inputs: Iterabl
         "seed": seed,
         "versions": versions(),
         "platform": platform.platform(),
+        "threads": threads(),
         **({"runtime": runtime} if runtime is not None else {}),
         "data": manifest(inputs),
     }

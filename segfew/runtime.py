@@ -41,6 +41,7 @@ __all__ = [
     "seed_everything",
     "seed_worker",
     "set_threads",
+    "threads",
 ]
 
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -75,11 +76,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 def set_threads(n: int | None) -> None:
-    """Use ``n`` CPU threads for torch's intra-op work (None: leave torch's default)."""
+    """Use ``n`` CPU threads for torch's intra-op work and the BLAS/OpenMP pools that
+    scikit-learn uses (None: leave the defaults, ``OMP_NUM_THREADS`` when set).
+
+    On a shared machine torch's default (a thread per core) can make small convolutions
+    many times slower than one thread per job.
+    """
     if n is not None:
         if n < 1:
             raise SpecError(f"threads must be at least 1, got {n}")
+        from threadpoolctl import threadpool_limits
+
         torch.set_num_threads(n)
+        threadpool_limits(n)
+
+
+def threads() -> int:
+    """CPU threads torch uses now (every ``run.json`` records it)."""
+    return int(torch.get_num_threads())
 
 
 # ---------------------------------------------------------------- precision

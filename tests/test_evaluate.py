@@ -62,7 +62,8 @@ def test_evaluate_cli_metrics_agree_with_the_predictions(
     assert info["spec"] == {  # the resolved EvaluateSpec
         "model": str(model), "images": str(images), "out": str(out), "table": str(table),
         "labels": None, "channels": None, "id_column": None, "label_column": None,
-        "group_column": None, "label_map": None, "device": "cpu", "batch_size": 8,
+        "group_column": None, "label_map": None, "device": "cpu", "threads": None,
+        "batch_size": 8,
         "bootstrap": 20, "seed": 0}
     assert info["seed"] == 0
 

@@ -254,8 +254,9 @@ def test_predict_from_a_spec_file_with_a_flag_overriding_out(
     info = json.loads((tmp_path / "predictions.run.json").read_text())
     assert info["spec"] == {"model": str(classifier), "inputs": [str(good)], "out": str(out),
                             "recursive": False, "channels": None, "device": "cpu",
-                            "precision": "auto", "batch_size": 1, "probabilities": False}
-    assert info["seed"] is None and info["versions"]["segfew"]
+                            "threads": None, "precision": "auto", "batch_size": 1,
+                            "probabilities": False}
+    assert info["seed"] is None and info["versions"]["segfew"] and info["threads"] >= 1
     assert {Path(d["path"]).name for d in info["data"]} == {"a.nii.gz", "b.nii.gz"}
 
 
@@ -270,7 +271,8 @@ def test_an_unknown_key_in_a_predict_spec_is_named(classifier: Path, tmp_path: P
     assert result.exit_code == 2, result.output
     assert "batchsize: unknown setting" in result.output
     result = CliRunner().invoke(app, ["predict", "--out", "p.csv", "--no-progress"])
-    assert result.exit_code == 2 and "model: Field required" in result.output
+    assert result.exit_code == 2
+    assert "--model is required (spec key model)" in result.output
 
 
 @pytest.mark.parametrize("target", ["scan", "folder-file", "not-csv", "inside-input"])

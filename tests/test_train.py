@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import csv
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from rich.console import Console
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
@@ -400,18 +398,22 @@ def test_cached_frozen_features_match_the_uncached_path(tmp_path: Path) -> None:
         "features.0.weight"])
 
 
-def test_progress_goes_to_the_console_only(tmp_path: Path, capsys: pytest.CaptureFixture
-                                           ) -> None:
-    buf = io.StringIO()
-    console = Console(file=buf, force_terminal=False, width=120)
+def test_progress_goes_to_the_callback_only(tmp_path: Path, capsys: pytest.CaptureFixture
+                                            ) -> None:
+    calls: list[tuple[str, int, int | None, str]] = []
     fit(_seg_model(), _seg_data(4), None, task="segmentation", num_classes=2,
-        cfg=_cfg(epochs=2, progress=True), out_dir=tmp_path / "a", console=console)
-    assert "epochs" in buf.getvalue()
-    quiet = io.StringIO()
+        cfg=_cfg(epochs=2, progress=True), out_dir=tmp_path / "a",
+        progress=lambda *args: calls.append(args))
+    epochs = [c for c in calls if c[0] == "epochs"]
+    assert [c[1:3] for c in epochs] == [(0, 2), (1, 2), (2, 2)]
+    assert epochs[-1][3].startswith("loss ") and "train_loss" in epochs[-1][3]
+    batches = [c for c in calls if c[0] == "batches"]
+    assert batches and batches[-1][1] == batches[-1][2]  # the last batch of an epoch
+    quiet: list[tuple[str, int, int | None, str]] = []
     fit(_seg_model(), _seg_data(4), None, task="segmentation", num_classes=2,
         cfg=_cfg(epochs=1, progress=False), out_dir=tmp_path / "b",
-        console=Console(file=quiet))
-    assert quiet.getvalue() == ""
+        progress=lambda *args: quiet.append(args))
+    assert quiet == []
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
 

@@ -7,6 +7,7 @@ the command, so ``segfew --help`` stays instant.
 from __future__ import annotations
 
 import importlib
+from typing import Annotated
 
 import typer
 
@@ -17,6 +18,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        from segfew.runinfo import versions
+
+        v = versions()
+        typer.echo(f"segfew {v['segfew']} (torch {v['torch']}, Python {v['python']})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", "-V", callback=_version, is_eager=True,
+        help="Show the version of segfew (and of torch and Python) and exit.")] = False,
+) -> None:
+    from segfew.cli.render import show_library_messages
+
+    show_library_messages()
+
 
 # (module, function, command name) — listed in the order a user runs them.
 COMMANDS = [

@@ -1,20 +1,37 @@
-"""What every command shares: error handling, the console, common option types."""
+"""What every command shares: error handling, the consoles, option types built from the specs.
+
+Option defaults are never written here: :func:`setting` reads them from the spec models in
+``segfew.config`` (the one source of defaults), so ``--help`` shows what the library uses.
+"""
 
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
-from segfew.choices import Precision
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
-console = Console(stderr=True)
+#: width of tables and lines when output goes to a file or a pipe (no cutting at 80 columns)
+WIDE = 400
+
+
+def make_console(stderr: bool) -> Console:
+    """A console that draws for a terminal, and prints full-width plain text to a file."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else WIDE)
+
+
+console = make_console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S", bound="BaseModel")
 
 
 def handle_errors(fn: F) -> F:
@@ -56,6 +73,78 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
                   soft_wrap=True)
 
 
+# ---------------------------------------------------------------- defaults from the specs
+
+
+def _field(model: type[BaseModel], key: str) -> Any:
+    """The pydantic field of dotted ``key`` ("train.epochs") in ``model``."""
+    part, _, rest = key.partition(".")
+    field = model.model_fields[part]
+    if not rest:
+        return field
+    return _field(field.annotation, rest)  # type: ignore[arg-type]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple | list):
+        return ",".join(_show(v) for v in value)
+    return str(value)
+
+
+def setting(model: type[BaseModel], key: str, help: str = "", *decls: str, **kwargs: Any) -> Any:
+    """A Typer option for spec key ``key`` of ``model``: its help shows the library default
+    (or marks it required), and its own default stays None so a ``--spec`` file may set it.
+
+    ``help`` defaults to the field's description.
+    """
+    from pydantic_core import PydanticUndefined
+
+    field = _field(model, key)
+    description = field.description or ""
+    text = help or description[:1].upper() + description[1:]
+    default = field.get_default(call_default_factory=True)
+    if default is PydanticUndefined:
+        text = f"{text} \\[required]".strip()
+        show: bool | str = False
+    elif default is None:
+        show = False
+    else:
+        show = _show(default)
+    return typer.Option(*decls, help=text, show_default=show, **kwargs)
+
+
+def _flags(overrides: Mapping[str, Any], rename: Mapping[str, str | None], prefix: str = ""
+           ) -> dict[str, str]:
+    """Spec key → flag, for the keys a command's flags set (``data.images`` → ``--images``)."""
+    out: dict[str, str] = {}
+    for key, value in overrides.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flags(value, rename, f"{path}."))
+        elif path in rename:
+            flag = rename[path]
+            if flag is not None:
+                out[path] = flag
+        else:
+            out[path] = "--" + key.replace("_", "-")
+    return out
+
+
+def resolve(model: type[S], overrides: Mapping[str, Any], spec_file: Path | None,
+            defaults: Mapping[str, Any] | None = None,
+            rename: Mapping[str, str | None] | None = None) -> S:
+    """Defaults < spec file < flags, validated; errors name the flag and the spec key.
+
+    ``rename`` maps spec keys whose flag is not ``--<key>`` (None: set by no flag).
+    """
+    from segfew.config import resolve_spec
+
+    flags = _flags(overrides, rename or {})
+    return resolve_spec(model, overrides, spec_file, defaults, flags=flags)
+
+
 def split_list(value: str | None) -> list[str] | None:
     """``"a,b"`` → ``["a", "b"]``; None stays None."""
     if value is None:
@@ -95,17 +184,12 @@ LabelMapOpt = Annotated[
     str | None,
     typer.Option(help="Remap label values before the checks, e.g. 255:1 for a 0/255 mask."),
 ]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
-
-# Training options shared by `pretrain` and `train-classifier`.
-EpochsOpt = Annotated[int | None, typer.Option(help="Training epochs.")]
-BatchSizeOpt = Annotated[int | None, typer.Option(help="Global batch size.")]
-LrOpt = Annotated[float | None, typer.Option(help="Adam learning rate.")]
-SeedOpt = Annotated[int | None, typer.Option(help="Seed of every random number.")]
-DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")]
-PrecisionOpt = Annotated[Precision | None, typer.Option(
-    help="auto (default: bf16 on CPUs and GPUs with native bf16, fp16 on older GPUs, "
-         "else fp32), fp32, bf16 or fp16.")]
+ProgressOpt = Annotated[bool, typer.Option(
+    "--progress/--no-progress",
+    help="Show progress: bars on a terminal, plain lines in a log file or pipe.")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    min=1, show_default="torch's choice, or OMP_NUM_THREADS when set",
+    help="CPU threads (torch, BLAS, OpenMP); 1 per job on a shared machine.")]
 PresetOpt = Annotated[
     str | None, typer.Option(help="Paper settings: brain-mr-3d or cardiac-ct-2d.")
 ]
@@ -120,6 +204,7 @@ def train_overrides(
     seed: int | None,
     device: str | None,
     progress: bool,
+    threads: int | None = None,
     precision: str | None = None,
 ) -> dict[str, Any]:
     """The ``train`` part of a spec from the shared training flags (None = not given)."""
@@ -129,6 +214,7 @@ def train_overrides(
         "lr": lr,
         "seed": seed,
         "device": device,
+        "threads": threads,
         "precision": precision,
         "progress": None if progress else False,
     }

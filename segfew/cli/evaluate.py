@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,36 +13,46 @@ from segfew.cli.common import (
     LabelMapOpt,
     ProgressOpt,
     SpecOpt,
+    ThreadsOpt,
     console,
     handle_errors,
+    make_console,
     parse_label_map,
+    resolve,
+    setting,
     split_list,
 )
+from segfew.config import EvaluateSpec
+
+E = EvaluateSpec
 
 
 @handle_errors
 def evaluate(
-    model: Annotated[Path | None, typer.Option(
-        help="Model file (segfew train-classifier or pretrain).")] = None,
-    images: Annotated[Path | None, typer.Option(
-        help="Folder of images (or of class sub-folders).")] = None,
-    out: Annotated[Path | None, typer.Option(
-        help="Folder for metrics.json, predictions.csv, plots.")] = None,
-    table: Annotated[Path | None, typer.Option(
-        help="Classifier: CSV/TSV of id (or path) and true class.")] = None,
-    labels: Annotated[Path | None, typer.Option(
-        help="Segmentation model: folder of true label maps.")] = None,
+    model: Annotated[Path | None, setting(
+        E, "model", "Model file (segfew train-classifier or pretrain).")] = None,
+    images: Annotated[Path | None, setting(
+        E, "images", "Folder of images (or of class sub-folders).")] = None,
+    out: Annotated[Path | None, setting(
+        E, "out", "Folder for metrics.json, predictions.csv, plots.")] = None,
+    table: Annotated[Path | None, setting(
+        E, "table", "Classifier: CSV/TSV of id (or path) and true class.")] = None,
+    labels: Annotated[Path | None, setting(
+        E, "labels", "Segmentation model: folder of true label maps.")] = None,
     channels: ChannelsOpt = None,
     label_map: LabelMapOpt = None,
-    id_column: Annotated[str | None, typer.Option()] = None,
-    label_column: Annotated[str | None, typer.Option()] = None,
-    group_column: Annotated[str | None, typer.Option()] = None,
-    bootstrap: Annotated[int | None, typer.Option(
-        min=0, help="Bootstrap resamples for the 95% intervals (0: none).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the bootstrap.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        min=1, help="Images per forward pass.")] = None,
+    id_column: Annotated[str | None, setting(E, "id_column", "Table column of ids.")] = None,
+    label_column: Annotated[str | None, setting(
+        E, "label_column", "Table column of classes.")] = None,
+    group_column: Annotated[str | None, setting(
+        E, "group_column", "Table column of groups (patients).")] = None,
+    bootstrap: Annotated[int | None, setting(
+        E, "bootstrap", "Bootstrap resamples for the 95% intervals (0: none).", min=0)] = None,
+    seed: Annotated[int | None, setting(E, "seed", "Seed of the bootstrap.")] = None,
+    device: Annotated[str | None, setting(E, "device", "auto, cpu, cuda, cuda:1 …")] = None,
+    threads: ThreadsOpt = None,
+    batch_size: Annotated[int | None, setting(
+        E, "batch_size", "Images per forward pass.", min=1)] = None,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -54,11 +65,9 @@ def evaluate(
     Writes metrics.json, predictions.csv (or per_case.csv), confusion_matrix.png, run.json.
     The exit code is 1 when any case failed, after every row is written.
     """
-    from rich.console import Console
-
-    from segfew.cli.predict import CaseProgress
-    from segfew.config import EvaluateSpec, resolve_spec
+    from segfew.cli.render import ProgressView
     from segfew.evaluate import evaluate_paths
+    from segfew.runtime import set_threads
 
     overrides = {
         "model": model,
@@ -72,24 +81,25 @@ def evaluate(
         "label_column": label_column,
         "group_column": group_column,
         "device": device,
+        "threads": threads,
         "batch_size": batch_size,
         "bootstrap": bootstrap,
         "seed": seed,
     }
-    resolved = resolve_spec(EvaluateSpec, overrides, spec)
+    resolved = resolve(EvaluateSpec, overrides, spec)
+    set_threads(resolved.threads)
     out = resolved.out
-    with CaseProgress("evaluating", progress).show() as bar:
+    with ProgressView(progress) as view:
         kind, metrics = evaluate_paths(
             resolved.model, resolved.images, out, table=resolved.table, labels=resolved.labels,
             channels=resolved.channels, id_column=resolved.id_column,
             label_column=resolved.label_column, group_column=resolved.group_column,
             label_map=resolved.label_map, device=resolved.device, batch_size=resolved.batch_size,
-            bootstrap=resolved.bootstrap, seed=resolved.seed, progress=bar, run_spec=resolved)
-    stdout = Console()
+            bootstrap=resolved.bootstrap, seed=resolved.seed, progress=view.cases("cases"),
+            run_spec=resolved)
+    stdout = make_console(stderr=False)
     if kind == "classifier":
-        from segfew.metrics import render_metrics_tables
-
-        for t in render_metrics_tables(metrics):
+        for t in metrics_tables(metrics):
             stdout.print(t)
         written = ["metrics.json", "predictions.csv", "confusion_matrix.png", "run.json"]
     else:
@@ -115,3 +125,54 @@ def dice_table(metrics: dict[str, Any]) -> Any:
     mean = metrics["mean_dice"]
     table.add_row("[bold]mean[/]", "—" if mean is None else f"[bold]{mean:.3f}[/]")
     return table
+
+
+def _fmt(value: Any, ci: Any = None) -> str:
+    if value is None:
+        return "—"
+    text = f"{value:.3f}"
+    if ci:
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return text
+
+
+def metrics_tables(metrics: Mapping[str, Any]) -> list[Any]:
+    """Rich tables of a :func:`segfew.metrics.classification_metrics` dict: summary, per
+    class, confusion matrix."""
+    from rich.table import Table
+
+    ci = metrics.get("ci") or {}
+    summary = Table(title="Classification metrics (95% bootstrap interval)")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    labels = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+              "kappa": "Cohen's kappa", "macro_f1": "macro F1"}
+    for key, label in labels.items():
+        if key in metrics:
+            summary.add_row(label, _fmt(metrics[key], ci.get(key)))
+
+    per_class = metrics.get("per_class") or {}
+    class_ci = ci.get("per_class") or {}
+    detail = Table(title="Per class")
+    for column in ("class", "cases", "precision", "recall (sensitivity)", "specificity",
+                   "F1", "AUROC"):
+        detail.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in per_class.items():
+        c = class_ci.get(name) or {}
+        detail.add_row(str(name), str(row.get("support", "")), _fmt(row.get("precision")),
+                       _fmt(row.get("recall"), c.get("recall")),
+                       _fmt(row.get("specificity"), c.get("specificity")),
+                       _fmt(row.get("f1"), c.get("f1")), _fmt(row.get("auroc"), c.get("auroc")))
+    tables = [summary, detail]
+
+    cm = metrics.get("confusion_matrix")
+    if cm:
+        names = list(per_class) or [str(i) for i in range(len(cm))]
+        confusion = Table(title="Confusion matrix (rows: true class, columns: predicted)")
+        confusion.add_column("true \\ predicted")
+        for name in names:
+            confusion.add_column(str(name), justify="right")
+        for name, row in zip(names, cm, strict=False):
+            confusion.add_row(str(name), *(str(int(v)) for v in row))
+        tables.append(confusion)
+    return tables

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from segfew.cli.common import ProgressOpt, console, handle_errors, int_list, split_list
+from segfew.cli.common import (
+    ProgressOpt,
+    ThreadsOpt,
+    console,
+    handle_errors,
+    int_list,
+    resolve,
+    split_list,
+)
 
 if TYPE_CHECKING:
     from segfew.config import ExperimentSpec
@@ -37,6 +45,7 @@ def experiment(
         help="Fixed test set: table of test cases (sets test = fixed).")] = None,
     test_images: Annotated[Path | None, typer.Option(
         help="Images of the fixed test set (default: the spec's data.images).")] = None,
+    threads: ThreadsOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Run the paper's learning-curve protocol: every framework, size and repetition.
@@ -53,7 +62,8 @@ def experiment(
 
       segfew experiment --spec curve.toml --out runs/curve --shard $SLURM_ARRAY_TASK_ID/8
     """
-    from segfew.config import ExperimentSpec, resolve_spec
+    from segfew.cli.render import ProgressView
+    from segfew.config import ExperimentSpec
     from segfew.experiment import parse_shard, run_experiment, task_status
     from segfew.pipeline import make_train_and_score
     from segfew.report import write_report
@@ -68,12 +78,13 @@ def experiment(
         "test_table": test_table,
         "test_images": test_images,
         "test": "fixed" if test_table is not None else None,
-        "train": {"progress": None if progress else False},
+        "train": {"progress": None if progress else False, "threads": threads},
     }
-    resolved = resolve_spec(ExperimentSpec, overrides, spec)
+    resolved = resolve(ExperimentSpec, overrides, spec, rename={"test": None})
     shard_range = parse_shard(shard)
-    run_experiment(resolved, out, make_train_and_score(resolved, console=console),
-                   shard=shard_range, console=console)
+    with ProgressView(resolved.train.progress) as view:
+        run_experiment(resolved, out, make_train_and_score(resolved, progress=view),
+                       shard=shard_range)
     if shard_range is None:
         md, page = write_report([out])
         console.print(f"report: {page} (and {md.name})", highlight=False)

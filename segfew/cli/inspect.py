@@ -13,7 +13,9 @@ from segfew.cli.common import (
     ProgressOpt,
     SpecOpt,
     handle_errors,
+    make_console,
     parse_label_map,
+    resolve,
     split_list,
 )
 
@@ -51,9 +53,8 @@ def inspect(
 
     Example: segfew inspect --images data/images --labels data/labels
     """
-    from rich.console import Console
-
-    from segfew.config import InspectSpec, resolve_spec
+    from segfew.cli.render import ProgressView
+    from segfew.config import InspectSpec
     from segfew.errors import SpecError
     from segfew.inspect import inspect_dataset
 
@@ -74,24 +75,14 @@ def inspect(
         "label_values": allowed,
         "all_cases": True if all_cases else None,
     }
-    resolved = resolve_spec(InspectSpec, overrides, spec)
+    resolved = resolve(InspectSpec, overrides, spec)
     args = (resolved.images, resolved.labels, resolved.table, resolved.channels,
             resolved.id_column, resolved.label_column, resolved.group_column,
             None if resolved.label_values is None else set(resolved.label_values))
-    out = Console()
-    if progress:
-        from rich.progress import Progress
-
-        with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task("reading", total=None)
-
-            def step(done: int, total: int, case_id: str) -> None:
-                bar.update(task, completed=done, total=total, description=case_id)
-
-            report = inspect_dataset(*args, progress=step, label_map=resolved.label_map)
-    else:
-        report = inspect_dataset(*args, label_map=resolved.label_map)
-    show_report(report, out, all_cases=resolved.all_cases)
+    with ProgressView(progress) as view:
+        report = inspect_dataset(*args, progress=view.cases("reading cases"),
+                                 label_map=resolved.label_map)
+    show_report(report, make_console(stderr=False), all_cases=resolved.all_cases)
     if report.fatal:
         raise typer.Exit(1)
 

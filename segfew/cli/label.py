@@ -5,75 +5,81 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
+from segfew.cli.common import (
+    ChannelsOpt,
+    ProgressOpt,
+    SpecOpt,
+    ThreadsOpt,
+    console,
+    handle_errors,
+    resolve,
+    setting,
+    split_list,
+)
+from segfew.config import Intensity, LabelSpec
 
-from segfew.cli.common import ProgressOpt, SpecOpt, console, handle_errors
+L = LabelSpec
 
 
 @handle_errors
 def label(
-    images: Annotated[Path | None, typer.Option(help="Folder of images to label.")] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Folder for <id>_seg.nii.gz, centres.json, run.json.")
-    ] = None,
-    k: Annotated[
-        int | None, typer.Option(help="Number of clusters (paper: 5 brain MR, 10 cardiac CT).")
-    ] = None,
-    keep_background: Annotated[
-        bool | None,
-        typer.Option("--keep-background/--no-keep-background",
-                     help="Keep the background (at or below the threshold) as label 0."),
-    ] = None,
-    background_threshold: Annotated[
-        float | None,
-        typer.Option(help="Background threshold after normalisation "
-                          "(default: each image's minimum)."),
-    ] = None,
-    centres: Annotated[
-        Path | None, typer.Option(help="centres.json of an earlier run: label with those centres.")
-    ] = None,
-    intensity: Annotated[
-        str | None,
-        typer.Option(help="Normalisation before clustering: minmax (default), zscore, clahe, ct."),
-    ] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
+    images: Annotated[Path | None, setting(
+        L, "images", "Folder of images (or of class sub-folders) to label.")] = None,
+    out: Annotated[Path | None, setting(
+        L, "out", "Folder for <id>_seg.nii.gz, centres.json, preview.png, run.json.")] = None,
+    table: Annotated[Path | None, setting(
+        L, "table", "CSV/TSV of the cases to label (id or path column); optional.")] = None,
+    id_column: Annotated[str | None, setting(L, "id_column", "Table column of ids.")] = None,
+    recursive: Annotated[bool | None, setting(
+        L, "recursive", "Look for images in sub-folders too.")] = None,
+    channels: ChannelsOpt = None,
+    k: Annotated[int | None, setting(L, "k")] = None,
+    keep_background: Annotated[bool | None, setting(
+        L, "keep_background", "Keep the background (at or below the threshold) as label 0.",
+        "--keep-background/--no-keep-background")] = None,
+    background_threshold: Annotated[float | None, setting(
+        L, "background_threshold", "Background threshold after normalisation "
+        "(default: each image's minimum).")] = None,
+    centres: Annotated[Path | None, setting(
+        L, "centres", "centres.json of an earlier run: label with those centres.")] = None,
+    intensity: Annotated[Intensity | None, setting(
+        L, "intensity", "Normalisation before clustering.")] = None,
+    seed: Annotated[int | None, setting(L, "seed", "Seed of the k-means fit.")] = None,
+    threads: ThreadsOpt = None,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Cluster intensities pooled over all images (k-means) and write one label map per image.
 
     Label 1 is the darkest cluster in every image, k the brightest; 0 is background.
+    The labels folder can be given as is to segfew pretrain --labels (no label names needed).
 
     Example: segfew label --images data/images --out data/kmeans --k 4
     """
-    from rich.progress import Progress, TaskID
     from rich.table import Table
 
-    from segfew.config import LabelSpec, resolve_spec
-    from segfew.labels import KMeansLabeller, label_images
+    from segfew.cli.render import ProgressView
+    from segfew.labels import CENTRES_FILE, KMeansLabeller, label_images
 
-    overrides = {"images": images, "out": out, "k": k, "keep_background": keep_background,
+    overrides = {"images": images, "out": out, "table": table, "id_column": id_column,
+                 "recursive": recursive, "channels": split_list(channels), "k": k,
+                 "keep_background": keep_background,
                  "background_threshold": background_threshold, "centres": centres,
-                 "intensity": intensity, "seed": seed}
-    resolved = resolve_spec(LabelSpec, overrides, spec)
-    with Progress(console=console, disable=not progress, transient=True) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def report(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
-        written = label_images(resolved, progress=report)
-    labeller = KMeansLabeller.from_file(resolved.out / "centres.json")
-    table = Table(title="k-means labels", caption=f"centres in {labeller.intensity} units")
-    table.add_column("label", justify="right")
-    table.add_column("centre", justify="right")
+                 "intensity": intensity, "seed": seed, "threads": threads}
+    resolved = resolve(LabelSpec, overrides, spec)
+    with ProgressView(progress) as view:
+        written = label_images(resolved, progress=view)
+    labeller = KMeansLabeller.from_file(resolved.out / CENTRES_FILE)
+    table_out = Table(title="k-means labels", caption=f"centres in {labeller.intensity} units")
+    table_out.add_column("label", justify="right")
+    table_out.add_column("centre", justify="right")
     if labeller.keep_background:
-        table.add_row("0", "background")
+        table_out.add_row("0", "background")
     offset = 1 if labeller.keep_background else 0
     for i, c in enumerate(labeller.centres):
-        table.add_row(str(i + offset), f"{c:.4g}")
-    console.print(table)
+        table_out.add_row(str(i + offset), f"{c:.4g}")
+    console.print(table_out)
     source = f"centres from {resolved.centres}" if resolved.centres else "centres fitted"
-    console.print(f"{len(written)} label maps written to {resolved.out} ({source})")
+    console.print(f"{len(written)} label maps written to {resolved.out} ({source}); "
+                  f"{labeller.num_labels} labels", highlight=False)
+

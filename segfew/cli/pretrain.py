@@ -3,57 +3,63 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-import typer
-
+from segfew.choices import Precision
 from segfew.cli.common import (
-    BatchSizeOpt,
     ChannelsOpt,
-    DeviceOpt,
-    EpochsOpt,
     LabelMapOpt,
-    LrOpt,
     NoCacheOpt,
-    PrecisionOpt,
     PresetOpt,
     ProgressOpt,
     ResumeOpt,
-    SeedOpt,
     SpecOpt,
+    ThreadsOpt,
     console,
     handle_errors,
     int_list,
     parse_label_map,
+    resolve,
+    setting,
     split_list,
     train_overrides,
 )
+from segfew.config import Intensity, PretrainSpec
+
+P = PretrainSpec
 
 
 @handle_errors
 def pretrain(
-    images: Annotated[Path | None, typer.Option(help="Folder of images.")] = None,
-    labels: Annotated[
-        Path | None, typer.Option(help="Folder of voxel label maps (matched by case id).")
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Model file to write, e.g. seg.pt.")] = None,
-    dim: Annotated[
-        int | None, typer.Option(help="Network dimension: 2 (slices) or 3 (volumes).")
-    ] = None,
+    images: Annotated[Path | None, setting(
+        P, "data.images", "Folder of images (or of class sub-folders).")] = None,
+    labels: Annotated[Path | None, setting(
+        P, "data.labels", "Folder of voxel label maps, matched by case id (expert masks, or "
+        "the output of segfew label).")] = None,
+    out: Annotated[Path | None, setting(P, "out", "Model file to write, e.g. seg.pt.")] = None,
+    table: Annotated[Path | None, setting(
+        P, "data.table", "CSV/TSV of the cases to use (id or path column); optional.")] = None,
+    recursive: Annotated[bool | None, setting(
+        P, "data.recursive", "Look for images in sub-folders too.")] = None,
+    dim: Annotated[Literal[2, 3] | None, setting(
+        P, "network.dim", "Network dimension: 2 (slices) or 3 (volumes).")] = None,
     channels: ChannelsOpt = None,
     label_map: LabelMapOpt = None,
     preset: PresetOpt = None,
-    n_s: Annotated[int | None, typer.Option("--n-s", help="Base width n_s of the M-Net.")] = None,
-    size: Annotated[
-        str | None, typer.Option(help="Grid size, one value or one per axis: 128 or 128,128.")
-    ] = None,
-    intensity: Annotated[str | None, typer.Option(help="clahe, ct, minmax or zscore.")] = None,
-    epochs: EpochsOpt = None,
-    batch_size: BatchSizeOpt = None,
-    lr: LrOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    precision: PrecisionOpt = None,
+    n_s: Annotated[int | None, setting(P, "network.n_s", "Base width n_s of the M-Net.",
+                                       "--n-s")] = None,
+    size: Annotated[str | None, setting(
+        P, "preprocess.size", "Grid size, one value or one per axis: 128 or 128,128.")] = None,
+    intensity: Annotated[Intensity | None, setting(
+        P, "preprocess.intensity", "Intensity normalisation.")] = None,
+    epochs: Annotated[int | None, setting(P, "train.epochs", "Training epochs.")] = None,
+    batch_size: Annotated[int | None, setting(P, "train.batch_size", "Global batch size.")
+                          ] = None,
+    lr: Annotated[float | None, setting(P, "train.lr", "Adam learning rate.")] = None,
+    seed: Annotated[int | None, setting(P, "train.seed", "Seed of every random number.")] = None,
+    device: Annotated[str | None, setting(P, "train.device", "auto, cpu, cuda, cuda:1 …")] = None,
+    threads: ThreadsOpt = None,
+    precision: Annotated[Precision | None, setting(P, "train.precision")] = None,
     resume: ResumeOpt = False,
     no_cache: NoCacheOpt = False,
     spec: SpecOpt = None,
@@ -65,32 +71,35 @@ def pretrain(
     """
     from rich.table import Table
 
-    from segfew.config import PretrainSpec, resolve_spec
+    from segfew.cli.render import ProgressView
     from segfew.config import preset as preset_values
     from segfew.pipeline import pretrain as run_pretrain
     from segfew.preprocess import PreprocessCache
     from segfew.train.distributed import is_main
 
     overrides = {
-        "data": {"images": images, "labels": labels, "channels": split_list(channels),
-                 "label_map": parse_label_map(label_map)},
+        "data": {"images": images, "labels": labels, "table": table, "recursive": recursive,
+                 "channels": split_list(channels), "label_map": parse_label_map(label_map)},
         "out": out,
         "network": {"dim": dim, "n_s": n_s},
         "preprocess": {"size": int_list(size), "intensity": intensity},
-        "train": train_overrides(epochs, batch_size, lr, seed, device, progress, precision),
+        "train": train_overrides(epochs, batch_size, lr, seed, device, progress, threads,
+                                 precision),
     }
-    resolved = resolve_spec(PretrainSpec, overrides, spec, preset_values(preset, "pretrain"))
-    result = run_pretrain(
-        resolved, resume=resume, console=console, cache=PreprocessCache(enabled=not no_cache)
-    )
+    resolved = resolve(PretrainSpec, overrides, spec, preset_values(preset, "pretrain"))
+    with ProgressView(resolved.train.progress and is_main()) as view:
+        result = run_pretrain(resolved, resume=resume, progress=view,
+                              cache=PreprocessCache(enabled=not no_cache))
     if not is_main():
         return
-    table = Table(title="Validation Dice (network grid)")
-    table.add_column("label")
-    table.add_column("Dice", justify="right")
+    table_out = Table(title="Validation Dice (network grid)")
+    table_out.add_column("label")
+    table_out.add_column("Dice", justify="right")
     for name, value in result.dice.items():
-        table.add_row(name, "—" if value is None else f"{value:.3f}")
+        table_out.add_row(name, "—" if value is None else f"{value:.3f}")
     if result.mean_dice is not None:
-        table.add_row("[bold]mean", f"[bold]{result.mean_dice:.3f}")
-    console.print(table)
-    console.print(f"model: {result.model_path}  run folder: {result.run_dir}  ({result.stopped})")
+        table_out.add_row("[bold]mean", f"[bold]{result.mean_dice:.3f}")
+    if result.dice:
+        console.print(table_out)
+    console.print(f"model: {result.model_path}  run folder: {result.run_dir}  ({result.stopped})",
+                  highlight=False)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from segfew.cli.common import SpecOpt, console, handle_errors
+from segfew.cli.common import SpecOpt, console, handle_errors, resolve
 
 
 @handle_errors
@@ -33,12 +33,11 @@ def synth(
 
     Example: segfew synth --out demo/data --dim 2 --n-per-class 8
     """
-    from segfew.config import resolve_spec
     from segfew.synth import CLASSES, SynthSpec, write_phantoms
 
     overrides = {"out": out, "dim": dim, "n_per_class": n_per_class, "size": size,
                  "classes": classes, "channels": channels, "seed": seed}
-    resolved = resolve_spec(SynthSpec, overrides, spec)
+    resolved = resolve(SynthSpec, overrides, spec)
     table = write_phantoms(resolved)
     names = ", ".join(c.name for c in CLASSES[: resolved.classes])
     console.print(

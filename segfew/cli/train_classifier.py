@@ -5,69 +5,63 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
+from segfew.choices import Precision
 from segfew.cli.common import (
-    BatchSizeOpt,
     ChannelsOpt,
-    DeviceOpt,
-    EpochsOpt,
-    LrOpt,
     NoCacheOpt,
-    PrecisionOpt,
     PresetOpt,
     ProgressOpt,
     ResumeOpt,
-    SeedOpt,
     SpecOpt,
+    ThreadsOpt,
     console,
     handle_errors,
     int_list,
+    resolve,
+    setting,
     split_list,
     train_overrides,
 )
+from segfew.config import ClassifierSpec, Framework
+
+C = ClassifierSpec
 
 
 @handle_errors
 def train_classifier(
-    table: Annotated[
-        Path | None, typer.Option(help="CSV/TSV of id (or path) and class; optional group.")
-    ] = None,
-    images: Annotated[
-        Path | None, typer.Option(help="Folder of images (or of class sub-folders).")
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Model file to write, e.g. clf.pt.")] = None,
-    framework: Annotated[
-        str | None, typer.Option(help="manual, threshold, scratch, vgg or measures.")
-    ] = None,
-    features: Annotated[
-        Path | None, typer.Option(help="Segmentation model file (manual/threshold).")
-    ] = None,
-    vgg_weights: Annotated[
-        Path | None, typer.Option(help="Local torchvision VGG-16 weights (vgg).")
-    ] = None,
+    table: Annotated[Path | None, setting(
+        C, "data.table", "CSV/TSV of id (or path) and class; optional group.")] = None,
+    images: Annotated[Path | None, setting(
+        C, "data.images", "Folder of images (or of class sub-folders).")] = None,
+    out: Annotated[Path | None, setting(C, "out", "Model file to write, e.g. clf.pt.")] = None,
+    framework: Annotated[Framework | None, setting(
+        C, "framework", "What the classifier learns from (see the README's table).")] = None,
+    features: Annotated[Path | None, setting(
+        C, "features", "Segmentation model file (manual, threshold, measures).")] = None,
+    vgg_weights: Annotated[Path | None, setting(
+        C, "vgg_weights", "Local torchvision VGG-16 weights (vgg).")] = None,
     channels: ChannelsOpt = None,
-    id_column: Annotated[str | None, typer.Option()] = None,
-    label_column: Annotated[str | None, typer.Option()] = None,
-    group_column: Annotated[
-        str | None, typer.Option(help="Kept on one side of every split.")
-    ] = None,
-    classes: Annotated[
-        int | None, typer.Option(help="Check that the table has this many classes.")
-    ] = None,
-    finetune: Annotated[
-        bool | None, typer.Option("--finetune/--frozen", help="Unfreeze the segmentation network.")
-    ] = None,
+    id_column: Annotated[str | None, setting(C, "data.id_column", "Table column of ids.")] = None,
+    label_column: Annotated[str | None, setting(
+        C, "data.label_column", "Table column of classes.")] = None,
+    group_column: Annotated[str | None, setting(
+        C, "data.group_column", "Table column of groups (patients), kept on one side of "
+        "every split.")] = None,
+    classes: Annotated[int | None, setting(
+        C, "classes", "Check that the table has this many classes.")] = None,
+    finetune: Annotated[bool | None, setting(
+        C, "finetune", "Unfreeze the segmentation network.", "--finetune/--frozen")] = None,
     preset: PresetOpt = None,
-    size: Annotated[
-        str | None, typer.Option(help="Grid size, one value or one per axis: 64,64,16.")
-    ] = None,
-    epochs: EpochsOpt = None,
-    batch_size: BatchSizeOpt = None,
-    lr: LrOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    precision: PrecisionOpt = None,
+    size: Annotated[str | None, setting(
+        C, "preprocess.size", "Grid size, one value or one per axis: 64,64,16.")] = None,
+    epochs: Annotated[int | None, setting(C, "train.epochs", "Training epochs.")] = None,
+    batch_size: Annotated[int | None, setting(C, "train.batch_size", "Global batch size.")
+                          ] = None,
+    lr: Annotated[float | None, setting(C, "train.lr", "Adam learning rate.")] = None,
+    seed: Annotated[int | None, setting(C, "train.seed", "Seed of every random number.")] = None,
+    device: Annotated[str | None, setting(C, "train.device", "auto, cpu, cuda, cuda:1 …")] = None,
+    threads: ThreadsOpt = None,
+    precision: Annotated[Precision | None, setting(C, "train.precision")] = None,
     resume: ResumeOpt = False,
     no_cache: NoCacheOpt = False,
     spec: SpecOpt = None,
@@ -78,7 +72,7 @@ def train_classifier(
     Example: segfew train-classifier --table labels.csv --images images --framework manual
     --features seg.pt --out clf.pt
     """
-    from segfew.config import ClassifierSpec, resolve_spec
+    from segfew.cli.render import ProgressView
     from segfew.config import preset as preset_values
     from segfew.pipeline import train_classifier as run_train
     from segfew.preprocess import PreprocessCache
@@ -100,27 +94,27 @@ def train_classifier(
         "classes": classes,
         "finetune": finetune,
         "preprocess": {"size": int_list(size)},
-        "train": train_overrides(epochs, batch_size, lr, seed, device, progress, precision),
+        "train": train_overrides(epochs, batch_size, lr, seed, device, progress, threads,
+                                 precision),
     }
     fw = framework
     if fw is None and spec is not None:
         from segfew.config import read_spec_file
 
         fw = read_spec_file(spec).get("framework")
-    resolved = resolve_spec(
-        ClassifierSpec, overrides, spec, preset_values(preset, "classifier", fw)
-    )
-    result = run_train(
-        resolved, resume=resume, console=console, cache=PreprocessCache(enabled=not no_cache)
-    )
+    resolved = resolve(ClassifierSpec, overrides, spec, preset_values(preset, "classifier", fw))
+    with ProgressView(resolved.train.progress and is_main()) as view:
+        result = run_train(resolved, resume=resume, progress=view,
+                           cache=PreprocessCache(enabled=not no_cache))
     if is_main():
         last = result.history[-1] if result.history else {}
         figures = ", ".join(
             f"{k} {v:.3f}" for k, v in last.items() if isinstance(v, float) and k != "seconds"
         )
-        console.print(f"classes: {', '.join(result.classes)}")
-        console.print(f"last epoch: {figures}")
+        console.print(f"classes: {', '.join(result.classes)}", highlight=False)
+        if figures:
+            console.print(f"last epoch: {figures}", highlight=False)
         console.print(
             f"model: {result.model_path}  run folder: {result.run_dir}  "
-            f"({result.stopped}, {result.seconds:.0f} s)"
+            f"({result.stopped}, {result.seconds:.0f} s)", highlight=False
         )

@@ -48,14 +48,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -142,7 +134,7 @@ def fit(
     augment: bool = True,
     batch_transform: BatchTransform | None = None,
     val_cases: Sequence[int] | None = None,
-    console: Console | None = None,
+    progress: TrainProgress | None = None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place (SPEC §4) and return where its checkpoints are.
@@ -155,8 +147,8 @@ def fit(
     deterministic. ``val_cases`` gives the case of each validation sample (the slices of one
     volume share one) for the per-case Dice; None means one case per sample.
     ``callback(epoch, row)`` runs on every rank after each epoch's checkpoint is written.
-    Progress is shown on ``console`` (only when ``cfg.progress``, a console is given, and on
-    rank 0); nothing is printed otherwise.
+    ``progress`` (see :data:`TrainProgress`) is called on rank 0 when ``cfg.progress``;
+    nothing is ever printed.
 
     Files in ``out_dir`` (rank 0 only): ``last.pt`` after every epoch, ``best.pt`` whenever
     the monitored value improves, ``metrics.csv`` with one row per epoch run. With
@@ -200,22 +192,21 @@ def fit(
     monitor = "val_metric" if val_data is not None else "train_loss"
     stopped = ("early_stopping" if _out_of_patience(state, cfg) and state.epoch < cfg.epochs
                else "")
-    show = cfg.progress and rank == 0 and console is not None
-    with _progress(console, show) as progress:
-        bars = _Bars(progress, show, cfg.epochs, state.epoch)
-        for epoch in range(state.epoch, cfg.epochs if not stopped else state.epoch):
-            row = epochs.run(epoch, bars.batch)
-            improved = state.update(row, monitor, higher_is_better=val_data is not None)
-            if rank == 0:
-                _write_epoch(out_dir, model, step, state, improved, monitor=monitor, task=task,
-                             num_classes=num_classes, config=cfg.model_dump(mode="json"))
-            D.barrier()
-            bars.epoch(row, monitor)
-            if callback is not None:
-                callback(epoch + 1, row)
-            stopped = _stop_reason(state, cfg, time.monotonic() - start, device)
-            if stopped:
-                break
+    show = cfg.progress and rank == 0 and progress is not None
+    bars = _Report(progress if show else None, cfg.epochs, state.epoch)
+    for epoch in range(state.epoch, cfg.epochs if not stopped else state.epoch):
+        row = epochs.run(epoch, bars.batch)
+        improved = state.update(row, monitor, higher_is_better=val_data is not None)
+        if rank == 0:
+            _write_epoch(out_dir, model, step, state, improved, monitor=monitor, task=task,
+                         num_classes=num_classes, config=cfg.model_dump(mode="json"))
+        D.barrier()
+        bars.epoch(epoch + 1, row, monitor)
+        if callback is not None:
+            callback(epoch + 1, row)
+        stopped = _stop_reason(state, cfg, time.monotonic() - start, device)
+        if stopped:
+            break
     D.barrier()
     return FitResult(best_path=best_path, last_path=last_path, history=state.history,
                      best_epoch=state.best_epoch, best_metric=state.best_metric,
@@ -469,30 +460,33 @@ def _stop_reason(state: RunState, cfg: TrainConfig, elapsed: float, device: torc
     return "time_budget" if D.broadcast_flag(over_time, device) else ""
 
 
-class _Bars:
-    """The epoch and batch progress bars (drawn only when ``show``)."""
+TrainProgress = Callable[[str, int, "int | None", str], None]
+"""``progress(stage, done, total, info)``: stage ``"epochs"`` after every epoch (info: loss
+and the monitored value), ``"batches"`` after every batch; the CLI draws it."""
 
-    def __init__(self, progress: Progress, show: bool, epochs: int, done: int) -> None:
-        self.progress, self.show = progress, show
-        self.epochs = progress.add_task("epochs", total=epochs, completed=done, info="")
-        self.batches = progress.add_task("batches", total=None, info="")
+
+class _Report:
+    """Epoch and batch progress through the ``progress`` callback (None: silent)."""
+
+    def __init__(self, progress: TrainProgress | None, epochs: int, done: int) -> None:
+        self.progress, self.epochs, self.done, self.total = progress, epochs, 0, 0
+        if progress is not None:
+            progress("epochs", done, epochs, "")
 
     def batch(self, loss: Tensor | None, total: int | None) -> None:
+        if self.progress is None:
+            return
         if total is not None:
-            self.progress.reset(self.batches, total=total, info="")
-        elif self.show and loss is not None:
-            self.progress.update(self.batches, advance=1, info=f"loss {loss.item():.4f}")
+            self.done, self.total = 0, total
+            self.progress("batches", 0, total, "")
+        elif loss is not None:
+            self.done += 1
+            self.progress("batches", self.done, self.total, f"loss {loss.item():.4f}")
 
-    def epoch(self, row: dict[str, float], monitor: str) -> None:
+    def epoch(self, epoch: int, row: dict[str, float], monitor: str) -> None:
+        if self.progress is None:
+            return
         value = row[monitor]
         metric = f"{monitor} {value:.4f}" if not math.isnan(value) else ""
-        self.progress.update(self.epochs, advance=1,
-                             info=f"loss {row['train_loss']:.4f} {metric}".strip())
-
-
-def _progress(console: Console | None, show: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-        console=console, disable=not show or console is None,
-    )
+        self.progress("epochs", epoch, self.epochs,
+                      f"loss {row['train_loss']:.4f} {metric}".strip())

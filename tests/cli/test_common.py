@@ -1,0 +1,145 @@
+"""What every command shares: one source of defaults, honest help, flag-named errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+import segfew.config
+from segfew.cli import app
+from segfew.config import (
+    ClassifierSpec,
+    EvaluateSpec,
+    ExperimentSpec,
+    InspectSpec,
+    LabelSpec,
+    PredictSpec,
+    PretrainSpec,
+)
+
+runner = CliRunner()
+_real_resolve = segfew.config.resolve_spec
+
+
+class _Resolved(Exception):
+    pass
+
+
+def _resolved_spec(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> BaseModel:
+    """The spec a command resolves from ``argv``, stopped before any work is done."""
+    seen: list[BaseModel] = []
+
+    def spy(*args: Any, **kwargs: Any) -> BaseModel:
+        seen.append(_real_resolve(*args, **kwargs))
+        raise _Resolved
+
+    monkeypatch.setattr(segfew.config, "resolve_spec", spy)
+    result = runner.invoke(app, argv)
+    assert isinstance(result.exception, _Resolved), result.output
+    return seen[0]
+
+
+def _commands(tmp: Path) -> list[tuple[list[str], BaseModel]]:
+    """Each command with only its required flags, and the library's default spec for them."""
+    curve = tmp / "curve.toml"
+    curve.write_text('frameworks = ["scratch"]\n[data]\nimages = "im"\ntable = "t.csv"\n',
+                     encoding="utf-8")
+    return [
+        (["label", "--images", "im", "--out", "o"], LabelSpec(images=Path("im"), out=Path("o"))),
+        (["pretrain", "--images", "im", "--labels", "lab", "--out", "s.pt"],
+         PretrainSpec(data={"images": "im", "labels": "lab"}, out=Path("s.pt"))),
+        (["train-classifier", "--images", "im", "--table", "t.csv", "--features", "s.pt",
+          "--out", "c.pt"],
+         ClassifierSpec(data={"images": "im", "table": "t.csv"}, features=Path("s.pt"),
+                        out=Path("c.pt"))),
+        (["evaluate", "--model", "c.pt", "--images", "im", "--out", "e"],
+         EvaluateSpec(model=Path("c.pt"), images=Path("im"), out=Path("e"))),
+        (["predict", "--model", "c.pt", "--input", "im", "--out", "p.csv"],
+         PredictSpec(model=Path("c.pt"), inputs=[Path("im")], out=Path("p.csv"))),
+        (["inspect", "--images", "im"], InspectSpec(images=Path("im"))),
+        (["experiment", "--spec", str(curve), "--out", "run"],
+         ExperimentSpec(data={"images": "im", "table": "t.csv"}, frameworks=["scratch"])),
+    ]
+
+
+def test_bare_flags_resolve_to_the_library_defaults(monkeypatch, tmp_path) -> None:
+    for argv, default in _commands(tmp_path):
+        resolved = _resolved_spec(monkeypatch, argv)
+        assert resolved == default, argv[0]
+
+
+def test_classifier_training_defaults_are_one_set_everywhere(tmp_path) -> None:
+    # The paper's classifier settings (§4.1) whether the [train] table is absent, partial or
+    # the spec comes from the Python API or an experiment.
+    api = ClassifierSpec(data={"images": "im"}, out="c.pt", framework="scratch")
+    spec = tmp_path / "clf.toml"
+    spec.write_text('framework = "scratch"\n[train]\nbatch_size = 2\n', encoding="utf-8")
+    partial = segfew.config.resolve_spec(
+        ClassifierSpec, {"data": {"images": "im"}, "out": "c.pt"}, spec)
+    experiment = ExperimentSpec(data={"images": "im"}, frameworks=["scratch"], train={"seed": 3})
+    for train in (api.train, partial.train, experiment.train):
+        assert (train.epochs, train.lr) == (50, 1e-4)
+    assert partial.train.batch_size == 2
+    assert (PretrainSpec(data={"images": "im"}, out="s.pt").train.lr) == 1e-3
+
+
+def _option_help(command: str) -> str:
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _line(text: str, flag: str) -> str:
+    return next(line for line in text.splitlines() if re.match(rf"\W*{flag}\b", line))
+
+
+def test_help_shows_the_library_defaults_and_required_options() -> None:
+    pretrain = _option_help("pretrain")
+    assert "128" in _line(pretrain, "--size")
+    assert "16" in _line(pretrain, "--n-s")
+    assert "clahe" in _line(pretrain, "--intensity")
+    assert "20" in _line(pretrain, "--epochs")
+    assert "required" in _line(pretrain, "--out")
+    clf = _option_help("train-classifier")
+    assert "50" in _line(clf, "--epochs") and "0.0001" in _line(clf, "--lr")
+    assert "manual" in _line(clf, "--framework")
+    assert "required" in _line(_option_help("label"), "--images")
+    assert "5" in _line(_option_help("label"), "--k")
+    for command in ("label", "pretrain", "train-classifier", "evaluate", "predict",
+                    "experiment"):
+        assert "--threads" in _option_help(command), command
+
+
+def test_missing_or_invalid_settings_name_the_flag_and_the_spec_key(tmp_path) -> None:
+    result = runner.invoke(app, ["pretrain", "--images", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--out is required (spec key out)" in result.output
+    result = runner.invoke(app, ["pretrain", "--images", str(tmp_path), "--out", "x.pt",
+                                 "--epochs", "0"])
+    assert "--epochs (spec key train.epochs)" in result.output
+    result = runner.invoke(app, ["predict", "--out", "p.csv", "--input", "x"])
+    assert "--model is required (spec key model)" in result.output
+    spec = tmp_path / "s.toml"
+    spec.write_text("[train]\nepochz = 3\n", encoding="utf-8")
+    result = runner.invoke(app, ["pretrain", "--spec", str(spec), "--images", "im",
+                                 "--out", "x.pt"])
+    assert "train.epochz: unknown setting" in result.output
+
+
+def test_choice_options_refuse_unknown_values() -> None:
+    result = runner.invoke(app, ["train-classifier", "--framework", "nope", "--out", "x"])
+    assert result.exit_code == 2 and "nope" in result.output
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag: str) -> None:
+    import segfew
+
+    result = runner.invoke(app, [flag])
+    assert result.exit_code == 0
+    assert result.output.startswith(f"segfew {segfew.__version__}")

@@ -1,0 +1,92 @@
+"""The no-expert workflow through the CLI: label → pretrain on k-means labels, with the inputs
+train-classifier takes, plain progress lines and the thread count recorded."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from segfew.cli import app
+
+runner = CliRunner()
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TINY = ["--dim", "2", "--n-s", "2", "--size", "32", "--epochs", "2", "--batch-size", "4",
+        "--no-cache", "--threads", "1"]
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from segfew.synth import make_phantoms
+
+    root = tmp_path_factory.mktemp("phantoms")
+    make_phantoms(root, dim=2, n_per_class=3, size=32, num_classes=2, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def class_folders(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The phantoms as DIR/<class>/<image>, as a user's JPEG folders are."""
+    root = tmp_path_factory.mktemp("by-class")
+    with (phantoms / "labels.csv").open() as f:
+        for row in csv.DictReader(f):
+            (root / row["label"]).mkdir(exist_ok=True)
+            name = f"{row['id']}.nii.gz"
+            shutil.copy(phantoms / "images" / name, root / row["label"] / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def kmeans(class_folders: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("km") / "kmeans"
+    invoke("label", "--images", str(class_folders), "--out", str(out), "--k", "3",
+           "--threads", "1")
+    return out
+
+
+def test_label_reads_class_folders_and_writes_a_preview(kmeans: Path) -> None:
+    assert len(list(kmeans.glob("*_seg.nii.gz"))) == 6
+    assert (kmeans / "preview" / "kmeans_preview.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((kmeans / "run.json").read_text())["threads"] == 1
+
+
+def test_pretrain_on_kmeans_labels_with_the_example_spec(kmeans: Path, class_folders: Path,
+                                                         tmp_path: Path) -> None:
+    # examples/acdc/pretrain.toml names 4 expert labels; k = 3 gives 4 labels of its own,
+    # and any k works: the names come from the k-means folder.
+    from segfew.modelfile import read_model_file
+
+    out = tmp_path / "seg.pt"
+    text = invoke("pretrain", "--spec", str(EXAMPLES / "acdc" / "pretrain.toml"),
+                  "--images", str(class_folders), "--labels", str(kmeans), "--out", str(out),
+                  *TINY)
+    meta, _ = read_model_file(out)
+    assert meta.classes == ["background", "k1", "k2", "k3"]
+    lines = text.splitlines()
+    assert any(line.startswith("epochs 1/2  loss ") for line in lines)  # piped: plain lines
+    assert any(line.startswith("epochs 2/2  loss ") for line in lines)
+    info = json.loads((tmp_path / "seg-run" / "run.json").read_text())
+    assert info["threads"] == 1 and info["spec"]["train"]["threads"] == 1
+
+
+def test_pretrain_with_a_table_and_no_validation_split_announced(
+        phantoms: Path, kmeans: Path, tmp_path: Path) -> None:
+    table = tmp_path / "some.csv"
+    rows = (phantoms / "labels.csv").read_text().splitlines()
+    table.write_text("\n".join(rows[:5]) + "\n")  # header and 4 cases
+    out = tmp_path / "seg.pt"
+    text = invoke("pretrain", "--table", str(table), "--images", str(phantoms / "images"),
+                  "--labels", str(kmeans), "--out", str(out), *TINY)
+    assert "no validation split: 4 cases" in text
+    info = json.loads((tmp_path / "seg-run" / "run.json").read_text())
+    assert len({Path(d["path"]).name for d in info["data"]}) == 8  # 4 images, 4 label maps
