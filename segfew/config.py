@@ -285,6 +285,28 @@ class ClassifierSpec(Settings):
         return self
 
 
+class SplitSpec(Settings):
+    """``segfew split``: a table split into train and test tables, by class and group."""
+
+    table: Path
+    out: Path = Field(description="folder for train.tsv, test.tsv and run.json")
+    test_per_class: int | None = Field(default=None, ge=1, description="test groups per class")
+    test_fraction: float | None = Field(
+        default=None, gt=0, lt=1, description="fraction of each class's groups for testing"
+    )
+    seed: int = 0
+    id_column: str | None = None
+    label_column: str | None = None
+    group_column: str | None = None
+
+    @model_validator(mode="after")
+    def _one_size(self) -> SplitSpec:
+        if (self.test_per_class is None) == (self.test_fraction is None):
+            raise ValueError("give one of --test-per-class and --test-fraction "
+                             "(test_per_class, test_fraction)")
+        return self
+
+
 class InspectSpec(DataSource):
     """``segfew inspect``: the dataset to check (nothing is written)."""
 

@@ -36,15 +36,18 @@ __all__ = [
     "has_class_folders",
     "read_dataset_json",
     "read_table",
+    "split_table",
     "stratified_split",
     "with_targets",
 ]
 
 LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels")
 ID_COLUMNS = ("id", "case", "case_id", "caseid", "image", "image_path", "filename", "file",
-              "path", "patient", "patient_id", "subject", "subject_id")
+              "path", "patient", "patient_id", "subject", "subject_id", "participant_id")
 LABEL_COLUMNS = ("label", "class", "diagnosis", "target", "y", "category")
-GROUP_COLUMNS = ("group", "patient", "patient_id", "subject", "subject_id")
+GROUP_COLUMNS = ("group", "patient", "patient_id", "subject", "subject_id", "participant_id")
+#: ClinicaDL tables: a case is ``<participant_id>_<session_id>``, grouped by participant
+CLINICADL_COLUMNS = ("participant_id", "session_id")
 _NNUNET_CHANNEL = re.compile(r"^(?P<id>.+)_(?P<channel>\d{4})$")
 
 
@@ -446,6 +449,8 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
     if not rows:
         problems.add("table has a header but no rows", table)
         return []
+    if id_column is None:
+        rows, columns, id_column, group_column = _clinicadl_ids(rows, columns, group_column)
     id_col = _pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
     label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "label", "--label-column",
                              table)
@@ -486,6 +491,18 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
         group = row.get(group_col) if group_col else None
         cases.append(Case(cid, paths, target=target, group=group or cid))
     return cases
+
+
+def _clinicadl_ids(rows: list[dict[str, str]], columns: list[str], group_column: str | None
+                   ) -> tuple[list[dict[str, str]], list[str], str | None, str | None]:
+    """A ClinicaDL table (participant_id and session_id) gets case ids ``<p>_<s>`` in a
+    column ``case_id`` and its participants as groups; other tables pass unchanged."""
+    lower = {c.lower(): c for c in columns}
+    if not all(c in lower for c in CLINICADL_COLUMNS) or "case_id" in lower:
+        return rows, columns, None, group_column
+    participant, session = (lower[c] for c in CLINICADL_COLUMNS)
+    rows = [{**row, "case_id": f"{row[participant]}_{row[session]}"} for row in rows]
+    return rows, [*columns, "case_id"], "case_id", group_column or participant
 
 
 def _strip_channel(cid: str, channels: Sequence[str]) -> str:
@@ -715,3 +732,62 @@ def stratified_split(cases: Sequence[Case], *, per_class: int | None = None,
     first = [c for c in cases if (c.group or c.id) in train_groups]
     second = [c for c in cases if (c.group or c.id) not in train_groups]
     return first, second
+
+
+def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
+                test_fraction: float | None = None, seed: int = 0,
+                id_column: str | None = None, label_column: str | None = None,
+                group_column: str | None = None) -> tuple[Path, Path, list[Case], list[Case]]:
+    """Write ``out/train.tsv`` and ``out/test.tsv``: the rows of ``table`` split by class,
+    never splitting a group (patient), as ClinicaDL's split tables are.
+
+    The test part takes ``test_per_class`` groups of each class, or ``test_fraction`` of
+    them (at least one of a class with two or more groups stays in training); see
+    :func:`stratified_split`. Rows keep their columns and order. Images are not looked up.
+    Returns the two paths and the (train, test) cases, which hold no image paths.
+    """
+    import io
+
+    from segfew.atomic import write_text
+
+    table = Path(table)
+    rows = _sniff_rows(table)
+    if not rows:
+        raise DataError("table has a header but no rows", table)
+    header = list(rows[0].keys())
+    keyed, columns, id_col, group_col = (rows, header, id_column, group_column)
+    if id_column is None:
+        keyed, columns, id_col, group_col = _clinicadl_ids(rows, header, group_column)
+    id_col = _pick_column(columns, id_col, ID_COLUMNS, "id or path", "--id-column", table)
+    label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "label", "--label-column",
+                             table)
+    if group_col is None:
+        group_col = next((c for c in columns if c.lower() in GROUP_COLUMNS and c != id_col), None)
+    elif group_col not in columns:
+        raise DataError(f"no column {group_col!r} (columns: {', '.join(columns)})", table)
+    cases = []
+    for line, row in enumerate(keyed, start=2):
+        cid, target = row.get(id_col, ""), row.get(label_col, "")
+        if not cid or not target:
+            raise DataError(f"row {line} has no {id_col if not cid else label_col!r}", table)
+        cases.append(Case(cid, (), target=target, group=(row.get(group_col) if group_col
+                                                         else None) or cid))
+    test, train = stratified_split(cases, per_class=test_per_class, fraction=test_fraction,
+                                   seed=seed)
+    left = {c.target for c in train}
+    empty = sorted({c.target or "" for c in test} - left)
+    if empty:
+        raise DataError(f"the test part takes every group of class {empty[0]!r}: no training "
+                        "case is left; ask for fewer test cases", table)
+    test_ids = {c.id for c in test}
+    out = Path(out)
+    paths = []
+    for name, keep in (("train.tsv", False), ("test.tsv", True)):
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=header, delimiter="\t", lineterminator="\n",
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(r for r, c in zip(rows, cases, strict=True) if (c.id in test_ids) == keep)
+        write_text(out / name, buf.getvalue())
+        paths.append(out / name)
+    return paths[0], paths[1], train, test

@@ -307,3 +307,16 @@ def test_split_fraction_and_no_targets() -> None:
     assert not {c.group for c in first} & {c.group for c in second}
     with pytest.raises(ValueError):
         stratified_split(plain)
+
+
+def test_clinicadl_table_ids_are_participant_and_session(tmp_path: Path) -> None:
+    from segfew.data import read_table
+
+    make(tmp_path, ["sub-01_ses-M00.nii.gz", "sub-01_ses-M12.nii.gz", "sub-02_ses-M00.nii.gz"])
+    table = tmp_path / "split.tsv"
+    table.write_text("participant_id\tsession_id\tdiagnosis\n"
+                     "sub-01\tses-M00\tAD\nsub-01\tses-M12\tAD\nsub-02\tses-M00\tCN\n")
+    cases = read_table(table)
+    assert [c.id for c in cases] == ["sub-01_ses-M00", "sub-01_ses-M12", "sub-02_ses-M00"]
+    assert [c.group for c in cases] == ["sub-01", "sub-01", "sub-02"]
+    assert [c.target for c in cases] == ["AD", "AD", "CN"]

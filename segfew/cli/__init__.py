@@ -45,6 +45,7 @@ def _root(
 COMMANDS = [
     ("synth", "synth", "synth"),
     ("inspect", "inspect", "inspect"),
+    ("split", "split", "split"),
     ("label", "label", "label"),
     ("pretrain", "pretrain", "pretrain"),
     ("train_classifier", "train_classifier", "train-classifier"),

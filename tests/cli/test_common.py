@@ -20,6 +20,7 @@ from segfew.config import (
     LabelSpec,
     PredictSpec,
     PretrainSpec,
+    SplitSpec,
 )
 
 runner = CliRunner()
@@ -62,6 +63,8 @@ def _commands(tmp: Path) -> list[tuple[list[str], BaseModel]]:
         (["predict", "--model", "c.pt", "--input", "im", "--out", "p.csv"],
          PredictSpec(model=Path("c.pt"), inputs=[Path("im")], out=Path("p.csv"))),
         (["inspect", "--images", "im"], InspectSpec(images=Path("im"))),
+        (["split", "--table", "t.csv", "--out", "o", "--test-per-class", "2"],
+         SplitSpec(table=Path("t.csv"), out=Path("o"), test_per_class=2)),
         (["experiment", "--spec", str(curve), "--out", "run"],
          ExperimentSpec(data={"images": "im", "table": "t.csv"}, frameworks=["scratch"])),
     ]
