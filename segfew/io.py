@@ -407,7 +407,7 @@ def write_image(array: np.ndarray, reference: Image, path: str | Path) -> Path:
                         path)
     if suffix in NIFTI_SUFFIXES:
         with atomic_path(path) as tmp:
-            _write_nifti(array, reference, tmp)
+            _write_nifti(array, reference, tmp, vector=bool(channels))
     elif suffix in (".mhd", ".nhdr"):  # a detached header names its data file: no renaming
         path.parent.mkdir(parents=True, exist_ok=True)
         itk.write_itk(array, reference, path, suffix, vector=bool(channels))
@@ -433,9 +433,14 @@ def _storage_dtype(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _write_nifti(array: np.ndarray, reference: Image, path: Path) -> None:
+def _write_nifti(array: np.ndarray, reference: Image, path: Path, vector: bool = False
+                 ) -> None:
+    """A channel axis (probability maps) is the 4th NIfTI axis; a 2D map gets a slice axis
+    of one first, so it stays a 2D image (X, Y, 1, C) rather than a volume of C slices."""
     import nibabel as nib
 
+    if vector and array.ndim == 3:
+        array = array[:, :, None, :]
     img = nib.Nifti1Image(array, reference.source_affine)
     qcode, scode = reference.nifti_codes
     img.set_qform(reference.source_affine, code=qcode or 1)

@@ -44,14 +44,6 @@ log = logging.getLogger(__name__)
 FEATURE_FRAMEWORKS = ("manual", "threshold", "measures")
 
 
-def _no_validation(val_fraction: float, n: int, needed: str) -> None:
-    """Say plainly why a run asked to validate does not (too few cases to split)."""
-    if val_fraction > 0:
-        warnings.warn(DataWarning(f"{n} case(s) are too few for a validation split (it needs "
-                                  f"{needed}): training on all of them, without validation"),
-                      stacklevel=3)
-
-
 def run_dir_for(model_path: Path) -> Path:
     """Where a model file's checkpoints, metrics and run info live: ``<stem>-run/`` beside it."""
     return model_path.parent / f"{model_path.name.split('.')[0]}-run"
@@ -176,15 +168,16 @@ def validation_split(
             f"(val_fraction {fraction}); the best epoch is picked on them"
         )
         return train, val
-    if fraction > 0:
-        _no_validation(fraction, len(cases), "2 per class" if per_class else "2 cases")
-    elif cfg.val_fraction is None:
-        where = "in the smallest class" if per_class else "in all"
-        log.info(
-            f"no validation split: {smallest} cases {where} (fewer than "
-            f"{MIN_CASES_FOR_VALIDATION}); training on all {len(cases)} and keeping the last "
-            "epoch (set train.val_fraction to hold some out)"
-        )
+    if fraction > 0 or cfg.val_fraction is None:
+        # Said as a warning: the best epoch cannot be picked, the last one is kept.
+        needs = ("2 per class" if per_class else "2 cases") if fraction > 0 else (
+            f"{MIN_CASES_FOR_VALIDATION} {'in the smallest class' if per_class else 'cases'} "
+            "by default; set train.val_fraction to hold some out anyway")
+        counted = (f"{smallest} case(s) in the smallest class" if per_class
+                   else f"{len(cases)} case(s)")
+        warnings.warn(DataWarning(
+            f"{counted} are too few for a validation split (it needs {needs}): training on "
+            f"all {len(cases)} without validation, keeping the last epoch"), stacklevel=3)
     return list(cases), []
 
 

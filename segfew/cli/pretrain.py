@@ -99,7 +99,9 @@ def pretrain(
         table_out.add_row(name, "—" if value is None else f"{value:.3f}")
     if result.mean_dice is not None:
         table_out.add_row("[bold]mean", f"[bold]{result.mean_dice:.3f}")
-    if result.dice:
+    if any(v is not None for v in result.dice.values()):
         console.print(table_out)
+    else:
+        console.print("no validation cases: Dice not measured", highlight=False)
     console.print(f"model: {result.model_path}  run folder: {result.run_dir}  ({result.stopped})",
                   highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -109,7 +110,8 @@ def train_classifier(
     if is_main():
         last = result.history[-1] if result.history else {}
         figures = ", ".join(
-            f"{k} {v:.3f}" for k, v in last.items() if isinstance(v, float) and k != "seconds"
+            f"{k} {v:.4g}" for k, v in last.items()
+            if isinstance(v, float) and k not in ("seconds", "epoch") and not math.isnan(v)
         )
         console.print(f"classes: {', '.join(result.classes)}", highlight=False)
         if figures:

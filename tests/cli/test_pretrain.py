@@ -60,23 +60,45 @@ def test_label_reads_class_folders_and_writes_a_preview(kmeans: Path) -> None:
     assert json.loads((kmeans / "run.json").read_text())["threads"] == 1
 
 
-def test_pretrain_on_kmeans_labels_with_the_example_spec(kmeans: Path, class_folders: Path,
-                                                         tmp_path: Path) -> None:
-    # examples/acdc/pretrain.toml names 4 expert labels; k = 3 gives 4 labels of its own,
-    # and any k works: the names come from the k-means folder.
-    from segfew.modelfile import read_model_file
-
-    out = tmp_path / "seg.pt"
+@pytest.fixture(scope="module")
+def kmeans_seg(kmeans: Path, class_folders: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> tuple[Path, str]:
+    """examples/acdc/pretrain.toml (4 expert label names) on k-means labels, and its log."""
+    out = tmp_path_factory.mktemp("seg") / "seg.pt"
     text = invoke("pretrain", "--spec", str(EXAMPLES / "acdc" / "pretrain.toml"),
                   "--images", str(class_folders), "--labels", str(kmeans), "--out", str(out),
                   *TINY)
+    return out, text
+
+
+def test_pretrain_on_kmeans_labels_with_the_example_spec(kmeans_seg: tuple[Path, str]) -> None:
+    # k = 3 gives 4 labels of their own; any k works: the names come from the k-means folder.
+    from segfew.modelfile import read_model_file
+
+    out, text = kmeans_seg
     meta, _ = read_model_file(out)
     assert meta.classes == ["background", "k1", "k2", "k3"]
     lines = text.splitlines()
     assert any(line.startswith("epochs 1/2  loss ") for line in lines)  # piped: plain lines
     assert any(line.startswith("epochs 2/2  loss ") for line in lines)
-    info = json.loads((tmp_path / "seg-run" / "run.json").read_text())
+    info = json.loads((out.parent / "seg-run" / "run.json").read_text())
     assert info["threads"] == 1 and info["spec"]["train"]["threads"] == 1
+
+
+def test_2d_probability_maps_are_2d_images(kmeans_seg: tuple[Path, str], phantoms: Path,
+                                           tmp_path: Path) -> None:
+    import nibabel as nib
+
+    out = tmp_path / "pred"
+    invoke("predict", "--model", str(kmeans_seg[0]), "--input", str(phantoms / "images"),
+           "--out", str(out), "--probabilities", "--threads", "1")
+    source = nib.load(str(phantoms / "images" / "case000.nii.gz"))
+    seg = nib.load(str(out / "case000_seg.nii.gz"))
+    prob = nib.load(str(out / "case000_prob.nii.gz"))
+    assert seg.shape == source.shape == (32, 32)
+    assert prob.shape == (32, 32, 1, 4)  # one slice, one map per label
+    assert abs(prob.get_fdata().sum(-1) - 1).max() < 1e-4
+    assert (prob.affine == source.affine).all()
 
 
 def test_pretrain_with_a_table_and_no_validation_split_announced(
@@ -87,6 +109,6 @@ def test_pretrain_with_a_table_and_no_validation_split_announced(
     out = tmp_path / "seg.pt"
     text = invoke("pretrain", "--table", str(table), "--images", str(phantoms / "images"),
                   "--labels", str(kmeans), "--out", str(out), *TINY)
-    assert "no validation split: 4 cases" in text
+    assert "warning: 4 case(s) are too few for a validation split" in " ".join(text.split())
     info = json.loads((tmp_path / "seg-run" / "run.json").read_text())
     assert len({Path(d["path"]).name for d in info["data"]}) == 8  # 4 images, 4 label maps
