@@ -18,17 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from segfew.cases import LabelRules, read_case, source_shape
-from segfew.data import (
-    Case,
-    _find_class_folders,
-    _find_images,
-    _find_segmentation,
-    _nnunet_layout,
-    _Problems,
-    _read_table,
-    _with_targets,
-    read_dataset_json,
-)
+from segfew.data import Case, read_dataset_json
+from segfew.data.case import _Problems
+from segfew.data.classes import _find_class_folders, _read_table, _with_targets
+from segfew.data.discover import _find_images, _find_segmentation, _nnunet_layout
 from segfew.errors import DataError
 from segfew.io import Image, is_image_file
 

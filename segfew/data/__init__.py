@@ -1,0 +1,48 @@
+"""Find cases on disk: segmentation pairs, unlabelled images, classification tables and folders.
+
+A :class:`Case` lists file paths only; :func:`segfew.cases.read_case` (the one door, with
+every check) loads them. Matching is strict: every
+inconsistency (image without label, duplicate id, table id without image, …) is a one-line
+:class:`~segfew.errors.DataError` naming the file, raised before any training starts
+(issue 2, item 3). ``segfew inspect`` runs the same matching in a collecting mode so it can
+list every problem at once instead of stopping at the first.
+"""
+
+
+from __future__ import annotations
+
+from segfew.data.case import LABEL_SUFFIXES, Case
+from segfew.data.classes import (
+    attach_labels,
+    find_cases,
+    find_class_folders,
+    find_classification_cases,
+    has_class_folders,
+    read_table,
+    with_targets,
+)
+from segfew.data.discover import (
+    find_image_cases,
+    find_segmentation_cases,
+    read_dataset_json,
+)
+from segfew.data.splits import class_names, split_table, stratified_split
+
+__all__ = [
+    "LABEL_SUFFIXES",
+    "Case",
+    "attach_labels",
+    "class_names",
+    "find_cases",
+    "find_class_folders",
+    "find_classification_cases",
+    "find_image_cases",
+    "find_segmentation_cases",
+    "has_class_folders",
+    "read_dataset_json",
+    "read_table",
+    "split_table",
+    "stratified_split",
+    "with_targets",
+]
+

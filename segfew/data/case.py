@@ -1,0 +1,88 @@
+"""A case (file paths, class, group) and the problem collector of case discovery.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from segfew.errors import DataError
+from segfew.io import case_id
+
+LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels")
+ID_COLUMNS = ("id", "case", "case_id", "caseid", "image", "image_path", "filename", "file",
+              "path", "patient", "patient_id", "subject", "subject_id", "participant_id")
+LABEL_COLUMNS = ("label", "class", "diagnosis", "target", "y", "category")
+GROUP_COLUMNS = ("group", "patient", "patient_id", "subject", "subject_id", "participant_id")
+#: ClinicaDL tables: a case is ``<participant_id>_<session_id>``, grouped by participant
+CLINICADL_COLUMNS = ("participant_id", "session_id")
+_NNUNET_CHANNEL = re.compile(r"^(?P<id>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One sample: its channel files, optional label maps, class and group.
+
+    ``labels`` is empty (no voxel labels), one map for the case, or one map per channel.
+    ``group`` (e.g. the patient) keeps related cases on one side of every split.
+    """
+
+    id: str
+    images: tuple[Path, ...]
+    labels: tuple[Path, ...] = ()
+    target: str | None = None
+    group: str | None = None
+    problem: str | None = None
+    """Why the case cannot be used, found while matching (e.g. a missing channel file):
+    :func:`segfew.cases.read_case` raises it, so a batch makes it that case's error row."""
+
+    @property
+    def channel_names(self) -> list[str]:
+        """Channel suffixes from the file names (``X_frame01`` → ``frame01``), else indices."""
+        names = []
+        for i, path in enumerate(self.images):
+            cid = case_id(path)
+            prefix = f"{self.id}_"
+            names.append(cid[len(prefix):] if cid.startswith(prefix) and len(self.images) > 1
+                         else str(i))
+        return names
+
+    def per_channel(self) -> list[Case]:
+        """Split a multi-channel case into single-channel cases ``<id>_<channel>``.
+
+        Used to pre-train a 1-channel segmentation network on every labelled volume (e.g.
+        ACDC's ED and ES frames). A case-level label map is shared by every channel. The
+        new cases keep this case's group (or id), so a split never separates them.
+        """
+        if len(self.images) <= 1 or self.problem is not None:
+            return [self]
+        group = self.group or self.id
+        out = []
+        for i, (path, name) in enumerate(zip(self.images, self.channel_names, strict=True)):
+            labels = self.labels if len(self.labels) <= 1 else (self.labels[i],)
+            out.append(Case(f"{self.id}_{name}", (path,), labels, self.target, group))
+        return out
+
+
+class _Problems:
+    """Raise each problem at once (library calls) or collect them all (``inspect``)."""
+
+    def __init__(self, collect: bool) -> None:
+        self.collect = collect
+        self.items: list[DataError] = []
+
+    def add(self, message: str, path: Path | None = None) -> None:
+        err = DataError(message, path)
+        if not self.collect:
+            raise err
+        self.items.append(err)
+
+    def extend(self, errors: Iterable[DataError]) -> None:
+        for err in errors:
+            if not self.collect:
+                raise err
+            self.items.append(err)
+
+

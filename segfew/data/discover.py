@@ -1,0 +1,286 @@
+"""Find cases on disk: files and DICOM series, nnU-Net layout, channels, segmentation
+pairs and unlabelled images.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
+from segfew.errors import DataError
+from segfew.io import case_id, is_dicom_series_dir, is_image_file
+
+# ------------------------------------------------------------------------- files
+
+
+def _list_images(folder: Path, problems: _Problems, recursive: bool = False) -> list[Path]:
+    """Image files (and DICOM series folders) in ``folder``, sorted; empty → problem."""
+    if not folder.exists():
+        problems.add("no such folder", folder)
+        return []
+    if not folder.is_dir():
+        problems.add("is not a folder", folder)
+        return []
+    found: list[Path] = []
+    series: dict[Path, bool] = {}
+    children = sorted(folder.rglob("*") if recursive else folder.iterdir())
+    for child in children:
+        if any(part.startswith(".") for part in child.relative_to(folder).parts):
+            continue
+        if child.is_file() and is_image_file(child):
+            parent = child.parent
+            if parent != folder and child.suffix.lower() == ".dcm":
+                if parent not in series:
+                    series[parent] = is_dicom_series_dir(parent)
+                if series[parent]:
+                    continue  # a slice of a series folder, which is listed itself
+            found.append(child)
+        elif child.is_dir():
+            if child not in series:
+                series[child] = is_dicom_series_dir(child)
+            if series[child]:
+                found.append(child)
+    if not found:
+        problems.add("no image files found (supported: .nii.gz, .nii, .nrrd, .mha, .mhd, "
+                     ".png, .jpg, .tif, .dcm, DICOM series folders)", folder)
+    return found
+
+
+def _index(paths: Iterable[Path], problems: _Problems) -> dict[str, Path]:
+    """Map case id → path; two files with one id is a problem."""
+    index: dict[str, Path] = {}
+    for path in paths:
+        cid = case_id(path)
+        if cid in index:
+            problems.add(f"duplicate case id {cid!r} (also {index[cid]})", path)
+            continue
+        index[cid] = path
+    return index
+
+
+def read_dataset_json(path: Path) -> tuple[list[str] | None, dict[int, str] | None]:
+    """Channel names and label names from an nnU-Net ``dataset.json`` (v1 or v2 keys)."""
+    try:
+        info = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read dataset.json ({e})", path) from None
+    channels_raw = info.get("channel_names") or info.get("modality")
+    channels = None
+    if isinstance(channels_raw, dict):
+        channels = [str(channels_raw[k]) for k in sorted(channels_raw, key=lambda k: int(k))]
+    labels_raw = info.get("labels")
+    labels = None
+    if isinstance(labels_raw, dict):
+        try:
+            if all(str(k).isdigit() for k in labels_raw):  # v1: {"0": "background"}
+                labels = {int(k): str(v) for k, v in labels_raw.items()}
+            else:  # v2: {"background": 0}
+                labels = {int(v): str(k) for k, v in labels_raw.items()
+                          if isinstance(v, int | str) and str(v).isdigit()}
+        except (TypeError, ValueError):
+            labels = None
+    return channels, labels
+
+
+def _nnunet_layout(images: Path) -> tuple[Path, Path | None, Path | None] | None:
+    """(images folder, labels folder, dataset.json) when ``images`` is an nnU-Net dataset."""
+    if (images / "imagesTr").is_dir():
+        labels = images / "labelsTr"
+        meta = images / "dataset.json"
+        return images / "imagesTr", labels if labels.is_dir() else None, \
+            meta if meta.is_file() else None
+    if images.name in ("imagesTr", "imagesTs"):
+        labels = images.parent / images.name.replace("images", "labels")
+        meta = images.parent / "dataset.json"
+        return images, labels if labels.is_dir() else None, meta if meta.is_file() else None
+    return None
+
+
+def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnunet: bool,
+                    folder: Path, problems: _Problems,
+                    incomplete: dict[str, Case] | None = None) -> dict[str, tuple[Path, ...]]:
+    """Case id → channel files, by ``--channels`` suffixes or nnU-Net's ``_0000``.
+
+    With ``incomplete``, a case missing a channel (or a file matching no channel) is put
+    there as a :class:`Case` with its ``problem``, instead of being a problem of the batch.
+    """
+    def per_case(message: str, path: Path, cid: str, paths: tuple[Path, ...]) -> None:
+        if incomplete is None:
+            problems.add(message, path)
+        else:
+            incomplete[cid] = Case(cid, paths, group=cid, problem=str(DataError(message, path)))
+
+    if channels is None and not nnunet:
+        return {cid: (path,) for cid, path in _index(files, problems).items()}
+    by_case: dict[str, dict[str, Path]] = defaultdict(dict)
+    for path in files:
+        cid = case_id(path)
+        if channels is not None:
+            match = next((c for c in channels if cid.endswith(f"_{c}") and len(cid) > len(c) + 1),
+                         None)
+            if match is None:
+                per_case("matches no channel (expected a name ending in "
+                         f"{', '.join('_' + c for c in channels)})", path, cid, (path,))
+                continue
+            case, channel = cid[: -len(match) - 1], match
+        else:
+            m = _NNUNET_CHANNEL.match(cid)
+            if m is None:
+                problems.add("nnU-Net image without a channel suffix (_0000)", path)
+                continue
+            case, channel = m["id"], m["channel"]
+        if channel in by_case[case]:
+            problems.add(f"duplicate case id {cid!r} (also {by_case[case][channel]})", path)
+            continue
+        by_case[case][channel] = path
+    wanted = list(channels) if channels is not None else \
+        sorted({c for chans in by_case.values() for c in chans})
+    out: dict[str, tuple[Path, ...]] = {}
+    for case, found in by_case.items():
+        missing = [c for c in wanted if c not in found]
+        if missing:
+            per_case(f"case {case!r} has no file for channel(s) "
+                     f"{', '.join(missing)} ({', '.join(f'{case}_{c}.*' for c in missing)})",
+                     folder, case, tuple(found[c] for c in wanted if c in found))
+            continue
+        out[case] = tuple(found[c] for c in wanted)
+    return out
+
+
+# ------------------------------------------------------------------------- segmentation
+
+
+def find_segmentation_cases(images: Path, labels: Path | None = None,
+                            channels: Sequence[str] | None = None) -> list[Case]:
+    """Pair images with label maps by case id.
+
+    ``images`` is a folder of images, or an nnU-Net dataset (``imagesTr/``, ``labelsTr/``,
+    ``dataset.json``; channels ``_0000``, ``_0001``… recognised without ``channels``). For
+    image ``<id>`` the label may be named ``<id>``, ``<id>_gt``, ``<id>_seg``, ``<id>_label``
+    or ``<id>_labels`` with any image suffix. With ``channels``, case ``X`` is made of
+    ``X_<c>.*`` for each channel, and takes one label per channel (``X_<c>_gt.*``) or one for
+    the case (``X_gt.*``). Without ``labels`` the images folder may hold the label files
+    itself (``<id>_seg.*`` beside ``<id>.*``); if it holds none the cases are unlabelled.
+    """
+    return _find_segmentation(Path(images), None if labels is None else Path(labels),
+                              channels, _Problems(collect=False))
+
+
+def _find_segmentation(images: Path, labels: Path | None, channels: Sequence[str] | None,
+                       problems: _Problems) -> list[Case]:
+    layout = _nnunet_layout(images)
+    nnunet = layout is not None and channels is None
+    if layout is not None:
+        images = layout[0]
+        labels = labels if labels is not None else layout[1]
+    files = _list_images(images, problems)
+    same_folder = labels is None or labels.resolve() == images.resolve()
+    if same_folder:  # label files (<id>_seg.* …) may sit beside the images
+        label_files = [p for p in files if case_id(p).endswith(LABEL_SUFFIXES)]
+        files = [p for p in files if p not in set(label_files)]
+        if not files and label_files:
+            problems.add("holds label files only", images)
+    else:
+        assert labels is not None
+        label_files = _list_images(labels, problems)
+    cases_files = _group_channels(files, channels, nnunet, images, problems)
+    if same_folder and not label_files:
+        return [Case(cid, paths, group=cid) for cid, paths in sorted(cases_files.items())]
+
+    label_index = _index(label_files, problems)
+    used: set[str] = set()
+    cases = []
+    where = labels or images
+    for cid, paths in sorted(cases_files.items()):
+        own = [case_id(p) for p in paths]
+        per_channel = [_find_label(name, label_index, allow_own=not same_folder) for name in own]
+        chosen: list[list[Path]] = []
+        if own == [cid]:
+            chosen = per_channel if per_channel[0] else []
+        else:
+            case_level = _find_label(cid, label_index, allow_own=not same_folder)
+            n_found = sum(1 for m in per_channel if m)
+            if case_level and n_found:
+                problems.add(f"case {cid!r} has both a case label ({case_level[0].name}) and "
+                             f"per-channel labels ({next(m for m in per_channel if m)[0].name})",
+                             paths[0])
+                continue
+            if case_level:
+                chosen = [case_level]
+            elif n_found == len(paths):
+                chosen = per_channel
+            elif n_found:
+                missing = [n for n, m in zip(own, per_channel, strict=True) if not m]
+                problems.add(f"no label for channel(s) {', '.join(missing)} in {where}",
+                             paths[0])
+                continue
+        if not chosen:
+            names = ", ".join(f"{cid}{s}.*" for s in ("", *LABEL_SUFFIXES))
+            problems.add(f"image without label (looked for {names} in {where})", paths[0])
+            continue
+        ok = True
+        for match in chosen:
+            used.update(case_id(m) for m in match)
+            if len(match) > 1:
+                problems.add(f"several label files for {case_id(paths[0])!r}: "
+                             f"{', '.join(p.name for p in match)}", match[0])
+                ok = False
+        if ok:
+            cases.append(Case(cid, paths, tuple(m[0] for m in chosen), group=cid))
+    for lid, path in sorted(label_index.items()):
+        if lid not in used:
+            problems.add(f"label without image (no image for it in {images})", path)
+    return cases
+
+
+def _find_label(name: str, index: dict[str, Path], allow_own: bool) -> list[Path]:
+    """Label files that may belong to image ``name`` (more than one is ambiguous)."""
+    keys = [name] if allow_own else []
+    keys += [name + s for s in LABEL_SUFFIXES]
+    return [index[k] for k in keys if k in index]
+
+
+# ------------------------------------------------------------------------- unlabelled
+
+
+def find_image_cases(inputs: Path | Sequence[Path], channels: Sequence[str] | None = None,
+                     recursive: bool = False, keep_incomplete: bool = False) -> list[Case]:
+    """Unlabelled cases (for ``predict``) from folders, image files or DICOM series folders.
+
+    Every case id must be unique, since outputs are named after it. With
+    ``keep_incomplete``, a case that lacks a channel file is returned with its ``problem``
+    (a batch gives it an error row) instead of stopping the whole batch.
+    """
+    return _find_images(inputs, channels, recursive, _Problems(collect=False), keep_incomplete)
+
+
+def _find_images(inputs: Path | Sequence[Path], channels: Sequence[str] | None,
+                 recursive: bool, problems: _Problems, keep_incomplete: bool = False
+                 ) -> list[Case]:
+    items = [Path(inputs)] if isinstance(inputs, str | Path) else [Path(p) for p in inputs]
+    files: list[Path] = []
+    nnunet = False
+    for item in items:
+        if item.is_dir() and not is_dicom_series_dir(item):
+            layout = _nnunet_layout(item)
+            if layout is not None:
+                nnunet = channels is None
+                item = layout[0]
+            files += _list_images(item, problems, recursive)
+        elif item.exists() and (is_image_file(item) or is_dicom_series_dir(item)):
+            files.append(item)
+        elif item.exists():
+            problems.add("not an image file or folder", item)
+        else:
+            problems.add("no such file or folder", item)
+    incomplete: dict[str, Case] | None = {} if keep_incomplete else None
+    grouped = _group_channels(files, channels, nnunet, items[0] if items else Path("."),
+                              problems, incomplete)
+    cases = {cid: Case(cid, paths, group=cid) for cid, paths in grouped.items()}
+    cases.update(incomplete or {})
+    return [cases[cid] for cid in sorted(cases)]
+
+
