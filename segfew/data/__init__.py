@@ -4,10 +4,9 @@ A :class:`Case` lists file paths only; :func:`segfew.cases.read_case` (the one d
 every check) loads them. Matching is strict: every
 inconsistency (image without label, duplicate id, table id without image, …) is a one-line
 :class:`~segfew.errors.DataError` naming the file, raised before any training starts
-(issue 2, item 3). ``segfew inspect`` runs the same matching in a collecting mode so it can
+``segfew inspect`` runs the same matching in a collecting mode so it can
 list every problem at once instead of stopping at the first.
 """
-
 
 from __future__ import annotations
 
