@@ -1,11 +1,10 @@
 """Find cases on disk: segmentation pairs, unlabelled images, classification tables and folders.
 
 A :class:`Case` lists file paths only; :func:`segfew.cases.read_case` (the one door, with
-every check) loads them. Matching is strict: every
-inconsistency (image without label, duplicate id, table id without image, …) is a one-line
-:class:`~segfew.errors.DataError` naming the file, raised before any training starts
-``segfew inspect`` runs the same matching in a collecting mode so it can
-list every problem at once instead of stopping at the first.
+every check) loads them. Matching is strict: every inconsistency (image without label,
+duplicate id, table id without image, …) is a one-line :class:`~segfew.errors.DataError`
+naming the file, raised before any training starts. ``segfew inspect`` runs the same
+matching in a collecting mode so it can list every problem at once.
 """
 
 from __future__ import annotations
