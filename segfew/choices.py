@@ -5,3 +5,7 @@ from typing import Literal
 
 #: how networks compute (segfew.runtime): auto picks the fastest safe one for the machine
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+#: intensity normalisation before the network grid (segfew.preprocess, SPEC §5)
+Intensity = Literal["clahe", "ct", "minmax", "zscore"]
+#: what a classifier learns from (README "The frameworks")
+Framework = Literal["manual", "threshold", "scratch", "vgg", "measures"]

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from segfew.choices import Precision
+from segfew.choices import Framework, Intensity, Precision
 from segfew.errors import SpecError
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 MAX_SIZE = 1024
 """Largest grid size per axis (a 1024² slice; the paper's grids are 128–224)."""
-Intensity = Literal["clahe", "ct", "minmax", "zscore"]
-Framework = Literal["manual", "threshold", "scratch", "vgg", "measures"]
 
 
 class Settings(BaseModel):

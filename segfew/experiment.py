@@ -243,6 +243,7 @@ def data_summary(cases: Sequence[Case], test_cases: Sequence[Case], spec: Experi
         "cases": len(cases),
         "cases_per_class": per_class(cases),
         "patients_per_class": groups_per_class(cases),
+        "grouped": any(c.group not in (None, c.id) for c in cases),  # a group column
         "test": spec.test,
         "fixed_test_cases_per_class": per_class(test_cases) if spec.test == "fixed" else None,
         "test_cases_per_class_by_repetition": tests,

@@ -216,6 +216,7 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     """
     from segfew.cases import read_case
     from segfew.data import find_cases
+    from segfew.figures import plot_label_preview
     from segfew.io import Image, case_id, write_image
     from segfew.runinfo import write_run_info
     from segfew.runtime import set_threads
@@ -267,48 +268,9 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     labeller.save(out / CENTRES_FILE)
-    plot_preview(shown, labeller, out / PREVIEW_FILE)
+    plot_label_preview(shown, labeller.label_names(), out / PREVIEW_FILE)
     write_run_info(out, spec, spec.seed, inputs=paths)
     return written
 
 
 PREVIEW_IMAGES = 4
-
-
-def middle_slice(array: np.ndarray) -> np.ndarray:
-    """A 2D image as it is; the middle slice along the last axis of a volume."""
-    return array if array.ndim == 2 else array[..., array.shape[-1] // 2]
-
-
-def plot_preview(shown: list[tuple[str, np.ndarray, np.ndarray]], labeller: KMeansLabeller,
-                 path: Path) -> Path:
-    """A PNG of images (top row) above their k-means labels (bottom row); the middle slice
-    of a volume. Written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from segfew.atomic import atomic_path
-
-    n = max(len(shown), 1)
-    fig = Figure(figsize=(2.6 * n, 5.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(2, n, squeeze=False)
-    for col, (name, image, labels) in enumerate(shown):
-        # arrays are indexed (x, y[, z]): rows of the picture are y
-        image2d, labels2d = (middle_slice(a).T for a in (np.asarray(image), labels))
-        axes[0, col].imshow(image2d, cmap="gray")
-        axes[0, col].set_title(name, fontsize=9)
-        shown_labels = axes[1, col].imshow(
-            labels2d, cmap="viridis", vmin=0, vmax=max(labeller.num_labels - 1, 1),
-            interpolation="nearest")
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    if shown:
-        bar = fig.colorbar(shown_labels, ax=axes[1, :].tolist(), shrink=0.8,
-                           ticks=range(labeller.num_labels))
-        bar.ax.set_yticklabels(labeller.label_names(), fontsize=8)
-    fig.suptitle(f"k-means labels (k = {labeller.k})", fontsize=11)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    return path

@@ -149,6 +149,14 @@ def guarded_run(out: Path, data: Any) -> contextlib.AbstractContextManager[Any]:
     return run_lock(run_dir_for(out)) if is_main() else contextlib.nullcontext()
 
 
+def _plot_training(history: Sequence[dict[str, float]], run_dir: Path, metric: str) -> None:
+    """``training_curve.png`` in the run folder: loss and validation metric per epoch."""
+    if history:
+        from segfew.figures import plot_training_curve
+
+        plot_training_curve(history, run_dir / "training_curve.png", metric)
+
+
 def validation_split(
     cases: Sequence[Case], cfg: TrainConfig, *, per_class: bool
 ) -> tuple[list[Case], list[Case]]:
@@ -289,6 +297,7 @@ def _pretrain(
     model.eval()
     if not is_main():  # under torchrun only rank 0 evaluates and writes
         return PretrainResult(spec.out, run_dir, {}, None, result.history, result.stopped)
+    _plot_training(result.history, run_dir, "validation Dice (mean over labels)")
 
     # the validation Dice of metrics.csv at the best epoch (segfew.metrics.case_mean_dice)
     best = result.history[result.best_epoch - 1] if val_cases and result.best_epoch else {}
@@ -578,6 +587,8 @@ def _train_classifier(
 
     if not is_main():
         return ClassifierResult(spec.out, run_dir, classes, history, stopped)
+    if write_info:
+        _plot_training(history, run_dir, "validation accuracy")
     meta = ModelMeta(
         kind="classifier",
         architecture=Architecture.model_validate(arch),

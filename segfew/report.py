@@ -1,10 +1,11 @@
 """The learning-curve report: Markdown with PNGs beside it, and one self-contained HTML file.
 
 Built from one or more RUN_DIRs of :func:`segfew.experiment.run_experiment` (shards are
-merged). Plots follow the paper's Fig. 5 and 8: mean ± standard deviation over repetitions
-against the number of labelled training patients per class, one line per framework. The
-document is assembled once as a list of blocks and rendered to both formats, so the two
-always say the same thing.
+merged). It opens with one sentence naming the best framework at each training size with
+its accuracy, a 95% bootstrap interval over the pooled test predictions and the number of
+test cases; the curves (``segfew.figures``) follow the paper's Fig. 5 and 8. It speaks of
+patients when the data have a group column, else of cases. The document is assembled
+once as a list of blocks and rendered to both formats, so the two always say the same.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from segfew.atomic import atomic_path, write_text
+from segfew.atomic import write_text
 from segfew.experiment import (
     FRAMEWORK_NAMES,
     collect_results,
@@ -32,12 +33,12 @@ __all__ = ["write_report"]
 
 _METRIC_WORDS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
                  "kappa": "Cohen's kappa", "macro_f1": "Macro F1"}
-_X_LABEL = "labelled training patients per class"
+_BOOTSTRAP = 1000
 
 
 @dataclass
 class _Block:
-    kind: str  # "h1" | "h2" | "p" | "list" | "table" | "image" | "code"
+    kind: str  # "h1" | "h2" | "p" | "list" | "table" | "image" | "code" (collapsed)
     text: str = ""
     items: Sequence[Any] = ()
     header: Sequence[str] = ()
@@ -53,99 +54,6 @@ def _ms(cell: dict[str, Any] | None) -> str:
         return "—"
     std = cell.get("std")
     return f"{cell['mean']:.3f}" + (f" ± {std:.3f}" if std is not None else "")
-
-
-# ---------------------------------------------------------------- plots
-
-
-def _x_positions(sizes: Sequence[int], j: int, m: int, log: bool) -> np.ndarray:
-    """Sizes nudged sideways per framework so error bars do not hide each other."""
-    x = np.asarray(sizes, dtype=float)
-    shift = (j - (m - 1) / 2) * 0.04
-    return x * 2.0**shift if log else x + shift * 2
-
-
-def _axes_setup(ax: Any, sizes: Sequence[int], log: bool) -> None:
-    if log:
-        ax.set_xscale("log", base=2)
-    ax.set_xticks(list(sizes), [str(s) for s in sizes])
-    ax.minorticks_off()
-    ax.set_xlabel(_X_LABEL)
-    ax.grid(alpha=0.3)
-
-
-def plot_learning_curves(rows: Sequence[dict[str, Any]], metric: str, path: Path, *,
-                         title: str, ylabel: str, chance: float | None = None) -> Path:
-    """One line per framework: ``metric`` mean ± std against training size; atomic PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    frameworks = list(dict.fromkeys(r["framework"] for r in rows))
-    sizes = sorted({r["size"] for r in rows})
-    log = len(sizes) > 1 and max(sizes) / min(sizes) >= 8
-    fig = Figure(figsize=(7.5, 4.8))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for j, fw in enumerate(frameworks):
-        pts = [r for r in rows if r["framework"] == fw and r[metric]["mean"] is not None]
-        x = _x_positions([r["size"] for r in pts], j, len(frameworks), log)
-        y = [r[metric]["mean"] for r in pts]
-        err = [r[metric]["std"] or 0.0 for r in pts]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=framework_words(fw))
-    if chance is not None:
-        ax.axhline(chance, color="grey", linestyle="--", linewidth=1,
-                   label=f"chance ({chance:.2f})")
-    _axes_setup(ax, sizes, log)
-    ax.set_ylabel(ylabel)
-    low = min([0.0] + [r[metric]["mean"] - (r[metric]["std"] or 0.0) for r in rows
-                       if r[metric]["mean"] is not None])
-    ax.set_ylim(low - 0.05 if low < 0 else 0.0, 1.02)
-    if low < 0:
-        ax.axhline(0.0, color="black", linewidth=0.6)
-    ax.set_title(title)
-    ax.legend(fontsize="small", loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
-
-
-def plot_class_f1(rows: Sequence[dict[str, Any]], classes: Sequence[str], path: Path) -> Path:
-    """One panel per class: F1 mean ± std against training size, one line per framework."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    frameworks = list(dict.fromkeys(r["framework"] for r in rows))
-    sizes = sorted({r["size"] for r in rows})
-    log = len(sizes) > 1 and max(sizes) / min(sizes) >= 8
-    cols = min(3, max(len(classes), 1))
-    nrows = -(-max(len(classes), 1) // cols)
-    fig = Figure(figsize=(4.2 * cols, 3.4 * nrows + 0.8))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, cols, squeeze=False, sharey=True)
-    for i, name in enumerate(classes):
-        ax = axes[i // cols][i % cols]
-        for j, fw in enumerate(frameworks):
-            pts = [r for r in rows if r["framework"] == fw
-                   and (r["f1"].get(name) or {}).get("mean") is not None]
-            x = _x_positions([r["size"] for r in pts], j, len(frameworks), log)
-            ax.errorbar(x, [r["f1"][name]["mean"] for r in pts],
-                        yerr=[r["f1"][name]["std"] or 0.0 for r in pts], marker="o",
-                        capsize=3, label=framework_words(fw))
-        _axes_setup(ax, sizes, log)
-        ax.set_ylim(0.0, 1.02)
-        ax.set_title(f"class {name}")
-        ax.set_ylabel("F1 score")
-    for i in range(len(classes), nrows * cols):
-        axes[i // cols][i % cols].set_visible(False)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncols=min(len(labels), 2) or 1,
-               fontsize="small")
-    fig.suptitle("F1 score of each class against the number of labelled patients")
-    fig.tight_layout(rect=(0, 0.08 + 0.02 * max(len(labels) - 2, 0), 1, 1))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
 
 
 # ---------------------------------------------------------------- document
@@ -168,7 +76,75 @@ def _run_info(run_dirs: Sequence[Path]) -> dict[str, Any]:
     return {}
 
 
+def _confusion(results: Sequence[dict[str, Any]], classes: Sequence[str]) -> np.ndarray:
+    """The confusion matrices of ``results`` summed, rows and columns in ``classes`` order."""
+    total = np.zeros((len(classes), len(classes)), dtype=int)
+    for r in results:
+        cm = (r.get("metrics") or {}).get("confusion_matrix")
+        names = list((r.get("metrics") or {}).get("per_class") or classes)
+        if not cm or len(names) != len(cm):
+            continue
+        for i, row in enumerate(cm):
+            for j, value in enumerate(row):
+                if names[i] in classes and names[j] in classes:
+                    total[classes.index(names[i]), classes.index(names[j])] += int(value)
+    return total
+
+
+def pooled_accuracy(results: Sequence[dict[str, Any]], classes: Sequence[str],
+                    bootstrap: int = _BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
+    """Accuracy of one point (framework, size) over the test cases of all its repetitions
+    pooled, with a 95% percentile bootstrap interval over those cases.
+
+    Returns ``{"accuracy", "low", "high", "n", "per_repetition"}``: ``n`` test cases in all,
+    ``per_repetition`` in each repetition (the largest when they differ).
+    """
+    cm = _confusion(results, classes)
+    right, n = int(np.trace(cm)), int(cm.sum())
+    per_rep = max((int(r.get("n_test") or 0) for r in results), default=0)
+    if n == 0:
+        return {"accuracy": None, "low": None, "high": None, "n": 0, "per_repetition": per_rep}
+    hits = np.zeros(n)
+    hits[:right] = 1.0
+    low = high = None
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        means = hits[rng.integers(0, n, (bootstrap, n))].mean(axis=1)
+        low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
+    return {"accuracy": right / n, "low": low, "high": high, "n": n, "per_repetition": per_rep}
+
+
+def _ci(point: dict[str, Any]) -> str:
+    if point["accuracy"] is None:
+        return "—"
+    text = f"{point['accuracy']:.3f}"
+    return text + (f" [{point['low']:.3f}, {point['high']:.3f}]" if point["low"] is not None
+                   else "")
+
+
+def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int],
+             unit: str, repetitions: int) -> str:
+    """One sentence: the best framework at each size, its accuracy, CI and test cases."""
+    parts = []
+    for size in sizes:
+        here = [(fw, p) for (fw, sz), p in points.items() if sz == size
+                and p["accuracy"] is not None]
+        if not here:
+            continue
+        fw, p = max(here, key=lambda item: item[1]["accuracy"])
+        ci = (f" (95% CI {p['low']:.2f}–{p['high']:.2f})" if p["low"] is not None else "")
+        parts.append(f"with {size} labelled {unit} per class, {framework_words(fw)} "
+                     f"({fw}) was best at accuracy {p['accuracy']:.2f}{ci}")
+    if not parts:
+        return "No task has finished yet."
+    test = next(iter(points.values()))["per_repetition"]
+    return ("In short: " + "; ".join(parts) + f" — each on {test} test {unit} per "
+            f"repetition, {repetitions} repetition{'s' if repetitions != 1 else ''} pooled.")
+
+
 def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
+    from segfew.figures import plot_class_f1, plot_learning_curves
+
     spec = load_spec(run_dirs[0])
     results = collect_results(run_dirs)
     rows = summarise(results)
@@ -177,15 +153,22 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
     classes: list[str] = list(data.get("classes") or [])
     for r in rows:
         classes += [c for c in r["f1"] if c not in classes]
+    unit = "patients" if data.get("grouped") else "cases"
+    xlabel = f"labelled training {unit} per class"
+    points = {(r["framework"], r["size"]): pooled_accuracy(
+        [t for t in results if t["framework"] == r["framework"] and int(t["size"]) == r["size"]],
+        classes) for r in rows}
 
-    b: list[_Block] = [_Block("h1", "Learning curves: classification from few labelled patients")]
+    b: list[_Block] = [_Block("h1", f"Learning curves: classification from few labelled {unit}")]
+    b.append(_Block("p", _summary(points, spec.sizes, unit, spec.repetitions)))
     test_words = ("a fixed test set" if spec.test == "fixed" else
-                  "the patients not used for training (a new random split each repetition)")
+                  f"the {unit} not used for training (a new random split each repetition)")
     b.append(_Block("p", (
-        f"Each method was trained with {', '.join(map(str, spec.sizes))} labelled patients "
-        f"per class, {spec.repetitions} times with a different random choice of patients, "
+        f"Each method was trained with {', '.join(map(str, spec.sizes))} labelled {unit} "
+        f"per class, {spec.repetitions} times with a different random choice of {unit}, "
         f"and scored on {test_words}. Within a repetition every method saw exactly the same "
-        "patients. Points show the mean over repetitions; bars show one standard deviation.")))
+        f"{unit}. Points show the mean over repetitions; bars show one standard deviation; "
+        "intervals in brackets are 95% bootstrap intervals over the pooled test predictions.")))
     b.append(_Block("p", (
         f"Tasks: {len(status.finished)} of {status.total} finished, {len(status.failed)} "
         f"failed, {len(status.missing)} not run yet.")))
@@ -195,30 +178,36 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
         chance = 1.0 / len(classes) if classes else None
         b.append(_Block("h2", "Learning curves"))
         plots = [
-            ("accuracy", "accuracy.png", "Accuracy against the number of labelled patients",
-             "accuracy (share of test patients classified correctly)", chance),
-            ("kappa", "kappa.png", "Cohen's kappa against the number of labelled patients",
+            ("accuracy", "accuracy.png", f"Accuracy against the number of labelled {unit}",
+             f"accuracy (share of test {unit} right)", chance),
+            ("kappa", "kappa.png", f"Cohen's kappa against the number of labelled {unit}",
              "Cohen's kappa (0 = chance, 1 = perfect)", None),
         ]
         for metric, name, title, ylabel, ch in plots:
             path = plot_learning_curves(rows, metric, out / name, title=title, ylabel=ylabel,
-                                        chance=ch)
+                                        xlabel=xlabel, words=FRAMEWORK_NAMES, chance=ch)
             b.append(_Block("image", title, path=path))
         if classes:
-            path = plot_class_f1(rows, classes, out / "f1_per_class.png")
+            path = plot_class_f1(rows, classes, out / "f1_per_class.png", xlabel=xlabel,
+                                 words=FRAMEWORK_NAMES)
             b.append(_Block("image", "F1 score of each class", path=path))
 
         b.append(_Block("h2", "Results (mean ± standard deviation over repetitions)"))
-        b.append(_Block("table", header=["method", "patients per class", "repetitions",
-                                         *_METRIC_WORDS.values()],
+        b.append(_Block("table", header=["method", f"{unit} per class", "repetitions",
+                                         *_METRIC_WORDS.values(), "accuracy, pooled [95% CI]",
+                                         "test cases, pooled"],
                         items=[[r["framework"], str(r["size"]), str(r["repetitions"]),
-                                *(_ms(r[m]) for m in _METRIC_WORDS)] for r in rows]))
+                                *(_ms(r[m]) for m in _METRIC_WORDS),
+                                _ci(points[(r["framework"], r["size"])]),
+                                str(points[(r["framework"], r["size"])]["n"])] for r in rows]))
         b.append(_Block("h2", "F1 score per class"))
-        b.append(_Block("table", header=["method", "patients per class", *classes],
+        b.append(_Block("table", header=["method", f"{unit} per class", *classes],
                         items=[[r["framework"], str(r["size"]),
                                 *(_ms(r["f1"].get(c)) for c in classes)] for r in rows]))
+        b += _best_confusion(results, points, classes, out)
     else:
         b.append(_Block("p", "No task has finished yet, so there is nothing to plot."))
+    b += _example_blocks(spec, classes, out)
 
     b += _data_blocks(data)
     if status.failed:
@@ -226,7 +215,8 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
         b.append(_Block("list", items=[f"{k}: {e}" for k, e in status.failed.items()]))
 
     b.append(_Block("h2", "Settings"))
-    b.append(_Block("code", json.dumps(spec.model_dump(mode="json"), indent=2)))
+    b.append(_Block("code", json.dumps(spec.model_dump(mode="json"), indent=2),
+                    header=["the experiment's settings (JSON)"]))
     info = _run_info(run_dirs)
     versions = info.get("versions") or {}
     b.append(_Block("h2", "Software"))
@@ -237,6 +227,58 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
     extra.append("run folders: " + ", ".join(str(d) for d in run_dirs))
     b.append(_Block("list", items=extra))
     return b
+
+
+def _best_confusion(results: Sequence[dict[str, Any]],
+                    points: dict[tuple[str, int], dict[str, Any]], classes: Sequence[str],
+                    out: Path) -> list[_Block]:
+    """The confusion matrix of the best framework at the largest size, summed over its
+    repetitions."""
+    from segfew.metrics import plot_confusion_matrix
+
+    largest = max(size for _, size in points)
+    scored = [(fw, p) for (fw, size), p in points.items()
+              if size == largest and p["accuracy"] is not None]
+    if not scored or not classes:
+        return []
+    fw = max(scored, key=lambda item: item[1]["accuracy"])[0]
+    total = _confusion([r for r in results if r["framework"] == fw
+                        and int(r["size"]) == largest], classes)
+    title = f"{fw}, {largest} per class, all repetitions"
+    path = plot_confusion_matrix(total, classes, out / "confusion_best.png", title=title)
+    return [_Block("h2", f"Confusion matrix of the best method ({fw}, {largest} per class)"),
+            _Block("image", f"Confusion matrix: {title}", path=path)]
+
+
+def _example_blocks(spec: Any, classes: Sequence[str], out: Path) -> list[_Block]:
+    """One image per class with the segmentation network's labels over it; nothing when the
+    experiment has no segmentation model or it cannot be read here."""
+    from segfew.errors import SegfewError
+    from segfew.experiment import load_cases
+    from segfew.figures import plot_examples
+
+    model = spec.features or spec.threshold_features
+    if model is None or not Path(model).is_file():
+        return []
+    try:
+        from segfew.predict import Predictor
+
+        predictor = Predictor(model, device="cpu")
+        examples = []
+        cases = load_cases(spec)
+        for name in classes:
+            case = next((c for c in cases if c.target == name), None)
+            if case is None:
+                continue
+            one = case.per_channel()[0] if len(case.images) > 1 else case
+            labels, _, reference = predictor.segment_case(one)
+            examples.append((f"{name}: {one.id}", reference.array, labels))
+        path = plot_examples(examples, out / "examples.png", len(predictor.meta.classes))
+    except (SegfewError, OSError) as e:
+        return [_Block("p", f"(No example images: {e})")]
+    return [_Block("h2", "Example images"),
+            _Block("p", f"The first case of each class, segmented by {Path(model).name}."),
+            _Block("image", "One example image per class with its segmentation", path=path)]
 
 
 def _data_blocks(data: dict[str, Any]) -> list[_Block]:
@@ -294,8 +336,10 @@ def _markdown(blocks: Sequence[_Block], out: Path) -> str:
             lines.append("")
         elif b.kind == "image" and b.path is not None:
             lines += [f"![{b.text}]({b.path.relative_to(out).as_posix()})", ""]
-        elif b.kind == "code":
-            lines += ["```json", b.text, "```", ""]
+        elif b.kind == "code":  # collapsed: GitHub and most viewers fold <details>
+            summary = b.header[0] if b.header else "details"
+            lines += [f"<details><summary>{summary}</summary>", "", "```json", b.text, "```",
+                      "", "</details>", ""]
     return "\n".join(lines)
 
 
@@ -332,7 +376,9 @@ def _html(blocks: Sequence[_Block]) -> str:
             data = base64.b64encode(b.path.read_bytes()).decode("ascii")
             parts.append(f'<img alt="{e(b.text)}" src="data:image/png;base64,{data}">')
         elif b.kind == "code":
-            parts.append(f"<pre><code>{e(b.text)}</code></pre>")
+            summary = e(b.header[0]) if b.header else "details"
+            parts.append(f"<details><summary>{summary}</summary>"
+                         f"<pre><code>{e(b.text)}</code></pre></details>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

@@ -273,6 +273,9 @@ def test_experiment_trains_and_scores_each_framework_on_the_same_split(
         assert result["metrics"]["accuracy"] == pytest.approx(hits / 6), key
     assert results["size002_rep01_measures"]["test_ids"] == results["size002_rep01_scratch"][
         "test_ids"]
+    # the report shows one image per class segmented by the experiment's network
+    assert (out / "report" / "examples.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Example images" in (out / "report" / "report.md").read_text()
     assert (out / "report" / "report.html").is_file()
 
 

@@ -26,7 +26,8 @@ def test_html_is_self_contained_and_names_every_framework(run_dir: Path) -> None
     md, page = write_report([run_dir])
     assert md.parent == page.parent == run_dir / "report"
     text = page.read_text()
-    assert text.count('src="data:image/png;base64,') == 3  # accuracy, kappa, F1 per class
+    # accuracy, kappa, F1 per class, confusion matrix of the best method
+    assert text.count('src="data:image/png;base64,') == 4
     assert not re.search(r'(src|href)="(?!data:)', text)  # no external assets
     assert "<link" not in text and "<script" not in text
     for fw in ("manual", "scratch"):
@@ -135,3 +136,31 @@ def test_failed_task_makes_the_command_fail(tmp_path: Path,
                                       str(tmp_path / "run")])
     assert result.exit_code == 1
     assert "2 failed" in result.output
+
+
+def test_report_opens_with_a_summary_and_folds_the_settings(run_dir: Path) -> None:
+    md, page = write_report([run_dir])
+    text = md.read_text()
+    first = text.split("\n\n")[1]  # the paragraph under the title
+    # manual is right on more test cases at every size (fake_trainer): named best, with CI
+    for size in (1, 2, 4):
+        assert re.search(rf"with {size} labelled patients per class, .+? \(manual\) was best "
+                         r"at accuracy \d\.\d\d \(95% CI \d\.\d\d–\d\.\d\d\)", first), first
+    assert "test patients per repetition, 2 repetitions pooled" in first
+    assert re.search(r"^\| manual \| 4 \| 2 \| .* \| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \| \d+ \|$",
+                     text, flags=re.M)
+    assert "<details><summary>the experiment's settings (JSON)</summary>" in text
+    html_text = page.read_text()
+    assert "<details><summary>" in html_text and "Confusion matrix of the best method (manual" \
+        in html_text
+
+
+def test_report_says_cases_without_a_group_column(tmp_path: Path) -> None:
+    from segfew.data import Case
+
+    cases = [Case(id=c.id, images=c.images, target=c.target) for c in make_cases()]
+    out = tmp_path / "run"
+    run_experiment(make_spec(), out, Counting(), cases=cases)
+    text = write_report([out])[0].read_text()
+    assert "labelled cases per class" in text and "patients per class" not in text
+

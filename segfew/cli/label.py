@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+from segfew.choices import Intensity
 from segfew.cli.common import (
     ChannelsOpt,
     ProgressOpt,
@@ -16,7 +17,7 @@ from segfew.cli.common import (
     setting,
     split_list,
 )
-from segfew.config import Intensity, LabelSpec
+from segfew.config import LabelSpec
 
 L = LabelSpec
 

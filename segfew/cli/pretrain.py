@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from segfew.choices import Precision
+from segfew.choices import Intensity, Precision
 from segfew.cli.common import (
     ChannelsOpt,
     LabelMapOpt,
@@ -24,7 +24,7 @@ from segfew.cli.common import (
     split_list,
     train_overrides,
 )
-from segfew.config import Intensity, PretrainSpec
+from segfew.config import PretrainSpec
 
 P = PretrainSpec
 

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Annotated
 
-from segfew.choices import Precision
+from segfew.choices import Framework, Precision
 from segfew.cli.common import (
     ChannelsOpt,
     NoCacheOpt,
@@ -23,7 +23,7 @@ from segfew.cli.common import (
     split_list,
     train_overrides,
 )
-from segfew.config import ClassifierSpec, Framework
+from segfew.config import ClassifierSpec
 
 C = ClassifierSpec
 

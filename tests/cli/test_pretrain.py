@@ -83,6 +83,7 @@ def test_pretrain_on_kmeans_labels_with_the_example_spec(kmeans_seg: tuple[Path,
     assert any(line.startswith("epochs 2/2  loss ") for line in lines)
     info = json.loads((out.parent / "seg-run" / "run.json").read_text())
     assert info["threads"] == 1 and info["spec"]["train"]["threads"] == 1
+    assert (out.parent / "seg-run" / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_2d_probability_maps_are_2d_images(kmeans_seg: tuple[Path, str], phantoms: Path,
