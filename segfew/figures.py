@@ -1,7 +1,7 @@
 """The figures of segfew's reports and run folders, drawn to be read on paper.
 
 Learning curves follow the paper's Fig. 5 and 8 (mean ± standard deviation over
-repetitions against the training size, one line per framework), with the legend beside the
+repetitions against the training size, one line per framework), with the legend below the
 plot, never over the data. Every figure is written atomically as a PNG at 150 dpi with
 fonts of at least 9 pt at its printed size.
 """
@@ -79,11 +79,11 @@ def plot_learning_curves(rows: Sequence[dict[str, Any]], metric: str, path: Path
                          title: str, ylabel: str, xlabel: str, words: Mapping[str, str],
                          chance: float | None = None) -> Path:
     """One line per framework: ``metric`` mean ± std (rows of
-    :func:`segfew.experiment.summarise`) against training size; legend to the right."""
+    :func:`segfew.experiment.summarise`) against training size; the legend below."""
     frameworks = list(dict.fromkeys(r["framework"] for r in rows))
     sizes = sorted({r["size"] for r in rows})
     log = _log_axis(sizes)
-    fig = _figure(8.0, 4.2)
+    fig = _figure(7.0, 4.4 + 0.22 * (len(frameworks) + (chance is not None)))
     ax = fig.add_subplot()
     for j, fw in enumerate(frameworks):
         pts = [r for r in rows if r["framework"] == fw and r[metric]["mean"] is not None]
@@ -102,7 +102,8 @@ def plot_learning_curves(rows: Sequence[dict[str, Any]], metric: str, path: Path
     if low < 0:
         ax.axhline(0.0, color="black", linewidth=0.6)
     ax.set_title(title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=1, frameon=False)
     return _save(fig, path)
 
 
@@ -116,7 +117,7 @@ def plot_class_f1(rows: Sequence[dict[str, Any]], classes: Sequence[str], path: 
     log = _log_axis(sizes)
     cols = min(2, max(len(classes), 1))
     nrows = -(-max(len(classes), 1) // cols)
-    fig = _figure(4.0 * cols, 2.9 * nrows + 0.9)
+    fig = _figure(4.2 * cols, 2.9 * nrows + 0.3 + 0.22 * len(frameworks))
     axes = fig.subplots(nrows, cols, squeeze=False, sharey=True)
     for i, name in enumerate(classes):
         ax = axes[i // cols][i % cols]
@@ -134,7 +135,7 @@ def plot_class_f1(rows: Sequence[dict[str, Any]], classes: Sequence[str], path: 
     for i in range(len(classes), nrows * cols):
         axes[i // cols][i % cols].set_visible(False)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 2) or 1)
+    fig.legend(handles, labels, loc="outside lower center", ncols=1, frameon=False)
     fig.suptitle("F1 score of each class")
     return _save(fig, path)
 
@@ -187,7 +188,7 @@ def plot_examples(examples: Sequence[tuple[str, np.ndarray, np.ndarray | None]],
                                 interpolation="nearest")
     for ax in axes.ravel():
         ax.set_axis_off()
-    fig.suptitle("One test image per class (top) and the segmentation network's labels "
+    fig.suptitle("One image per class (top) and the segmentation network's labels "
                  "(bottom)")
     return _save(fig, path)
 

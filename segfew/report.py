@@ -133,8 +133,8 @@ def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int]
             continue
         fw, p = max(here, key=lambda item: item[1]["accuracy"])
         ci = (f" (95% CI {p['low']:.2f}–{p['high']:.2f})" if p["low"] is not None else "")
-        parts.append(f"with {size} labelled {unit} per class, {framework_words(fw)} "
-                     f"({fw}) was best at accuracy {p['accuracy']:.2f}{ci}")
+        parts.append(f"with {size} labelled {unit} per class, {fw} was best at accuracy "
+                     f"{p['accuracy']:.2f}{ci}")
     if not parts:
         return "No task has finished yet."
     test = next(iter(points.values()))["per_repetition"]
