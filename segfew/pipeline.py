@@ -221,7 +221,10 @@ def pretrain(
     passed to :func:`segfew.train.fit`; the validation split is announced on the
     ``segfew`` logger.
 
-    The run folder is locked while the run writes to it (:func:`guarded_run`).
+    The run folder is locked while the run writes to it (:func:`guarded_run`). Before any
+    image is read, the memory of one training step is estimated (:mod:`segfew.train.memory`),
+    logged, and checked against what is free; a configuration that cannot fit raises
+    :class:`SpecError` naming the knobs.
     """
     with guarded_run(spec.out, spec.data):
         return _pretrain(spec, resume=resume, progress=progress, cache=cache)
@@ -252,6 +255,8 @@ def _pretrain(
     train_cases, val_cases = validation_split(cases, spec.train, per_class=False)
     declared = declared_label_names(spec)
     rules = spec.data.label_rules(range(len(declared)) if declared else None)  # the label set
+    runtime = describe(spec.train.device, spec.train.precision, spec.train.channels_last)
+    runtime["memory_estimate_gib"] = _check_memory(spec, cases, len(declared) if declared else 2)
     train_x, train_y, _ = _segmentation_samples(train_cases, spec.preprocess, dim, cache, rules)
     val_x, val_y, val_groups = _segmentation_samples(val_cases, spec.preprocess, dim, cache,
                                                      rules)
@@ -277,7 +282,7 @@ def _pretrain(
             spec,
             spec.train.seed,
             [p for c in cases for p in (*c.images, *c.labels)],
-            runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),
+            runtime=runtime,
         )
     result = fit(
         model,
@@ -330,6 +335,26 @@ def _pretrain(
     )
     save_model(spec.out, model, meta)
     return PretrainResult(spec.out, run_dir, dice, mean_dice, result.history, result.stopped)
+
+
+def _check_memory(spec: PretrainSpec, cases: Sequence[Case], num_labels: int) -> float | None:
+    """GiB one training step is estimated to need (None: unknown); refuses what cannot fit."""
+    from segfew.runtime import resolve_device, resolve_plan
+    from segfew.train.distributed import env_world_size
+    from segfew.train.memory import GiB, check_mnet_training
+
+    dim, size = spec.network.dim, spec.preprocess.size
+    grid = tuple(size * dim) if len(size) == 1 else tuple(size[:dim])
+    device = resolve_device(spec.train.device)
+    plan = resolve_plan(device, spec.train.precision, spec.train.channels_last)
+    batch = max(1, spec.train.batch_size // env_world_size())
+    estimate = check_mnet_training(
+        dim, len(cases[0].images), num_labels, spec.network.n_s, grid, batch, device, plan
+    )
+    if estimate is None:
+        return None
+    log.info("memory: one training step needs about %s (%s)", estimate.describe(), plan.precision)
+    return round(estimate.bytes / GiB, 3)
 
 
 def _finite(value: float | None) -> float | None:

@@ -41,7 +41,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.profiler import record_function
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from segfew.config import TrainConfig
@@ -198,8 +199,10 @@ def fit(
         row = epochs.run(epoch, bars.batch)
         improved = state.update(row, monitor, higher_is_better=val_data is not None)
         if rank == 0:
-            _write_epoch(out_dir, model, step, state, improved, monitor=monitor, task=task,
-                         num_classes=num_classes, config=cfg.model_dump(mode="json"))
+            with record_function("segfew.checkpoint"):
+                _write_epoch(out_dir, model, step, state, improved, monitor=monitor,
+                             task=task, num_classes=num_classes,
+                             config=cfg.model_dump(mode="json"))
         D.barrier()
         bars.epoch(epoch + 1, row, monitor)
         if callback is not None:
@@ -364,11 +367,13 @@ class _Epochs:
         if self.val_data is not None:
             net = self.step.net
             inner = net.module if isinstance(net, DistributedDataParallel) else net
-            row.update(validate(inner, self.val_data, task=self.step.task,
-                                num_classes=self.step.num_classes,
-                                criterion=self.step.criterion, device=self.step.device,
-                                plan=self.step.plan, batch_size=self.local_bs,
-                                prepare=self.step.prepare, cases=self.val_cases))
+            with record_function("segfew.validate"):
+                    row.update(validate(inner, self.val_data, task=self.step.task,
+                                    num_classes=self.step.num_classes,
+                                    criterion=self.step.criterion,
+                                    device=self.step.device, plan=self.step.plan,
+                                    batch_size=self.local_bs, prepare=self.step.prepare,
+                                    cases=self.val_cases))
         row["lr"] = float(self.step.optimizer.param_groups[0]["lr"])
         row["seconds"] = time.monotonic() - t0
         return row
@@ -386,18 +391,19 @@ class _Epochs:
         step.net.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         count = 0
-        for x, y in loader:
-            x = x.to(device, non_blocking=pin)
-            y = y.to(device, non_blocking=pin)
+        for x, y in _on_device(loader, device):
             if self.augmenting:
-                # Parameters for the whole global batch; this rank keeps its share.
-                drawn = draw_params(cfg.batch_size, x.dim() - 2, cfg.augment, aug_gen)
-                mine = drawn.select(slice(rank, None, world)).select(slice(0, len(x)))
-                x, y_aug = apply_params(x, y if step.task == "segmentation" else None, mine)
-                y = y_aug if y_aug is not None else y
+                with record_function("segfew.augment"):
+                    # Parameters for the whole global batch; this rank keeps its share.
+                    drawn = draw_params(cfg.batch_size, x.dim() - 2, cfg.augment, aug_gen)
+                    mine = drawn.select(slice(rank, None, world)).select(slice(0, len(x)))
+                    x, y_aug = apply_params(x, y if step.task == "segmentation" else None,
+                                            mine)
+                    y = y_aug if y_aug is not None else y
             if step.prepare is not None:
                 x = step.prepare(x)
-            loss = _step(step, x, y)
+            with record_function("segfew.step"):
+                loss = _step(step, x, y)
             loss_sum += loss.detach().double() * len(x)
             count += len(x)
             on_batch(loss, None)
@@ -410,6 +416,19 @@ class _Epochs:
             raise SegfewError(f"the training loss became {train_loss} in epoch {epoch + 1}; "
                               "lower the learning rate or check the inputs")
         return train_loss
+
+
+def _on_device(loader: DataLoader, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    """The loader's batches moved to ``device`` (asynchronously from pinned memory on CUDA)."""
+    batches = iter(loader)
+    while True:
+        with record_function("segfew.load"):
+            item = next(batches, None)
+            if item is None:
+                return
+            pin = device.type == "cuda"
+            x, y = item[0].to(device, non_blocking=pin), item[1].to(device, non_blocking=pin)
+        yield x, y
 
 
 def _step(step: _Step, x: Tensor, y: Tensor) -> Tensor:

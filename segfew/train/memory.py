@@ -1,0 +1,136 @@
+"""How much memory one training step needs, estimated before anything is allocated.
+
+The network is traced once on PyTorch's ``meta`` device (shapes only, no data): every
+tensor that autograd saves for the backward pass is counted, at the plan's precision (2
+bytes per value under bf16/fp16 autocast, 4 in fp32). A step then needs
+
+    saved activations + 2 × the largest saved tensor (the gradients alive while the
+    backward pass is at the finest level) + 16 bytes per parameter (weights, gradients
+    and Adam's two moments) + a fixed 160 MiB (kernels' workspaces, the allocator)
+
+— the constants calibrated against peak resident memory of the 3D M-Net (n_s = 12,
+64³–128³, fp32 and bf16) on a CPU; the README's benchmark quotes estimate and measurement
+side by side. :func:`check_fits` refuses, with a message that names the knobs, a run whose
+estimate exceeds the memory the device has free.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from segfew.errors import SpecError
+from segfew.runtime import Plan
+
+__all__ = ["MemoryEstimate", "available_bytes", "check_fits", "check_mnet_training",
+           "estimate_training_memory"]
+
+GiB = 2**30
+FIXED_BYTES = 160 * 2**20
+GRADIENT_COPIES = 2
+BYTES_PER_PARAMETER = 16  # fp32 weight, gradient, Adam's exp_avg and exp_avg_sq
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes one training step needs: ``activations`` saved for backward, ``largest``
+    of them, ``parameters`` (their count) and the total ``bytes``."""
+
+    activations: int
+    largest: int
+    parameters: int
+
+    @property
+    def bytes(self) -> int:
+        return (self.activations + GRADIENT_COPIES * self.largest
+                + BYTES_PER_PARAMETER * self.parameters + FIXED_BYTES)
+
+    def describe(self) -> str:
+        return (f"{self.bytes / GiB:.2f} GiB ({self.activations / GiB:.2f} GiB of saved "
+                f"activations, {self.parameters / 1e6:.2f} M parameters)")
+
+
+def estimate_training_memory(build: Callable[[], nn.Module], input_shape: tuple[int, ...],
+                             plan: Plan) -> MemoryEstimate:
+    """The :class:`MemoryEstimate` of one training step (cross entropy, backward, Adam) of
+    ``build()`` on a batch of ``input_shape`` ``(N, C, *spatial)``.
+
+    ``build`` is called under ``torch.device("meta")``, so nothing of the real size is
+    allocated whatever the shape. Raises ``ValueError`` if the network rejects the shape.
+    """
+    dtype = plan.autocast_dtype or torch.float32
+    with torch.device("meta"):
+        model = build().to(dtype)
+        x = torch.empty(input_shape, dtype=dtype)
+    saved: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        if not isinstance(t, nn.Parameter):
+            storage = t.untyped_storage()
+            saved[storage._cdata] = storage.nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits = model(x)
+        target = torch.zeros((logits.shape[0], *logits.shape[2:]), dtype=torch.long,
+                             device="meta")
+        F.cross_entropy(logits.float(), target)
+    return MemoryEstimate(activations=sum(saved.values()), largest=max(saved.values(), default=0),
+                          parameters=sum(p.numel() for p in model.parameters()))
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory free for a run: CUDA's free device memory, else the system's MemAvailable."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def check_fits(estimate: MemoryEstimate, available: int, what: str) -> None:
+    """Raise :class:`SpecError` when ``estimate`` exceeds ``available`` bytes.
+
+    ``what`` describes the run (e.g. "the 3D M-Net, n_s = 12, on 128×128×128, batch 2");
+    the message names the settings that lower the need.
+    """
+    if estimate.bytes > available:
+        raise SpecError(
+            f"training {what} needs about {estimate.describe()}, but only "
+            f"{available / GiB:.2f} GiB is free; lower the grid size (preprocess.size, "
+            "--size), the width n_s (network.n_s, --n-s) or the batch size (train.batch_size, "
+            "--batch-size), or use --precision bf16 where the hardware has it")
+
+
+def check_mnet_training(dim: int, in_channels: int, num_labels: int, n_s: int,
+                        grid: tuple[int, ...], batch: int, device: torch.device, plan: Plan
+                        ) -> MemoryEstimate | None:
+    """Estimate a training step of the M-Net on ``grid`` and refuse it if it cannot fit
+    (:func:`check_fits` against :func:`available_bytes` of ``device``).
+
+    Returns the estimate, or None when the M-Net rejects the grid (the caller's own check
+    then says why).
+    """
+    from segfew.models import MNet
+
+    try:
+        estimate = estimate_training_memory(
+            lambda: MNet(dim, in_channels, num_labels, n_s=n_s), (batch, in_channels, *grid),
+            plan)
+    except ValueError:
+        return None
+    check_fits(estimate, available_bytes(device),
+               f"the {dim}D M-Net (n_s = {n_s}) on {'×'.join(map(str, grid))}, batch {batch}")
+    return estimate

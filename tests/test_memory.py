@@ -1,0 +1,83 @@
+"""segfew.train.memory: the training-memory estimate and the refusal of runs that cannot fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from segfew.errors import SpecError
+from segfew.models import MNet
+from segfew.runtime import Plan
+from segfew.train.memory import GiB, MemoryEstimate, check_fits, estimate_training_memory
+
+FP32 = Plan("cpu", "fp32", False, False)
+BF16 = Plan("cpu", "bf16", False, True)
+
+
+def _real_saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if not isinstance(t, torch.nn.Parameter):
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits = model(x)
+        F.cross_entropy(logits.float(), torch.zeros(logits.shape[0], *logits.shape[2:],
+                                                    dtype=torch.long))
+    return sum(saved.values())
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_the_meta_trace_counts_what_a_real_step_saves(dim: int) -> None:
+    shape = (2, 1, *[16] * dim)
+    est = estimate_training_memory(lambda: MNet(dim, 1, 3, n_s=2), shape, FP32)
+    torch.manual_seed(0)
+    real = _real_saved_bytes(MNet(dim, 1, 3, n_s=2).train(), torch.randn(shape))
+    assert est.activations == real
+    assert est.parameters == sum(p.numel() for p in MNet(dim, 1, 3, n_s=2).parameters())
+
+
+def test_the_estimate_grows_with_grid_and_batch_and_halves_in_bf16() -> None:
+    def act(shape: tuple[int, ...], plan: Plan = FP32) -> int:
+        return estimate_training_memory(lambda: MNet(3, 1, 4, n_s=4), shape, plan).activations
+
+    small, large = act((1, 1, 32, 32, 32)), act((1, 1, 64, 64, 64))
+    assert 7.5 < large / small <= 8.5  # activations scale with the voxels
+    assert act((2, 1, 32, 32, 32)) == pytest.approx(2 * small, rel=0.05)
+    assert 0.45 * small < act((1, 1, 32, 32, 32), BF16) < 0.6 * small  # the loss stays fp32
+
+
+def test_the_paper_3d_setting_is_estimated_without_allocating_it() -> None:
+    est = estimate_training_memory(lambda: MNet(3, 1, 20, n_s=12), (1, 1, 128, 128, 128), BF16)
+    assert 0.5 * GiB < est.bytes < 8 * GiB  # the measured peak is in the README
+
+
+def test_a_run_that_cannot_fit_is_refused_with_the_knobs_named() -> None:
+    est = MemoryEstimate(activations=3 * GiB, largest=GiB // 2, parameters=10**6)
+    check_fits(est, 8 * GiB, "the 3D M-Net")
+    with pytest.raises(SpecError) as err:
+        check_fits(est, 2 * GiB, "the 3D M-Net (n_s = 12) on 128×128×128, batch 2")
+    text = str(err.value)
+    assert "\n" not in text and "only 2.00 GiB is free" in text
+    assert all(knob in text for knob in ("--size", "--n-s", "--batch-size"))
+
+
+def test_pretrain_refuses_an_impossible_grid_before_reading_any_image(tmp_path: Path) -> None:
+    from segfew.cli import app
+    from segfew.synth import make_phantoms
+
+    make_phantoms(tmp_path / "ph", dim=2, n_per_class=2, size=32, num_classes=2, seed=0)
+    out = tmp_path / "seg.pt"
+    result = CliRunner().invoke(app, [
+        "pretrain", "--images", str(tmp_path / "ph" / "images"), "--labels",
+        str(tmp_path / "ph" / "labels"), "--out", str(out), "--dim", "2", "--size", "32768",
+        "--epochs", "1", "--no-progress", "--no-cache"])
+    assert result.exit_code != 0
+    assert "needs about" in result.output and "--size" in result.output
+    assert not out.exists() and not (tmp_path / "seg-run").exists()
