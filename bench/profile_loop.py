@@ -95,33 +95,37 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.val} validation images; plan {plan.record()}; {torch.get_num_threads()} "
           "threads")
     with tempfile.TemporaryDirectory() as tmp:
-        steps, epochs = [], []
-        for i in range(args.epochs):  # interleaved: bare step, then one epoch of fit
+        steps: list[float] = []
+
+        def bare_step_after_epoch(epoch: int, row: dict[str, float]) -> None:
             steps.append(bare_step_seconds(cfg, train, args.n_s, labels, 2))
-            torch.manual_seed(0)
-            res = fit(MNet(2, 1, labels, n_s=args.n_s), train, val, task="segmentation",
-                      num_classes=labels, cfg=cfg.model_copy(update={"epochs": i + 1}),
-                      out_dir=Path(tmp), resume=i > 0)
-            epochs.append(res.history[-1]["seconds"])
+
+        torch.manual_seed(0)
+        res = fit(MNet(2, 1, labels, n_s=args.n_s), train, val, task="segmentation",
+                  num_classes=labels, cfg=cfg, out_dir=Path(tmp),
+                  callback=bare_step_after_epoch)
+        epochs = [row["seconds"] for row in res.history[1:]]  # the first warms up
         step_ips = cfg.batch_size / statistics.median(steps)
         loop_ips = args.images / statistics.median(epochs)
         print(f"bare step {step_ips:.2f} img/s; whole epoch (training + validation + "
               f"checkpoints) {loop_ips:.2f} training img/s = {loop_ips / step_ips:.2f} of the "
-              "bare step")
+              f"bare step (medians; epochs 2-{args.epochs}, a bare step after each)")
 
         torch.manual_seed(0)
         model = MNet(2, 1, labels, n_s=args.n_s)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             fit(model, train, val, task="segmentation", num_classes=labels,
-                cfg=cfg.model_copy(update={"epochs": 1}), out_dir=Path(tmp) / "profiled")
+                cfg=cfg.model_copy(update={"epochs": 2}), out_dir=Path(tmp) / "profiled")
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    print(f"\nprofiled epoch: {total / 1e6:.1f} s of CPU time (self, all operators)")
-    print("| region | share of the epoch |\n|---|---|")
+    print(f"\nprofiled: 2 epochs, {total / 1e6:.1f} s of CPU time (self, all operators)")
+    print("| region | calls | seconds | share |\n|---|---|---|---|")
     by_name = {e.key: e for e in events}
     for region in REGIONS:
         if region in by_name:
-            print(f"| {region} | {by_name[region].cpu_time_total / total:.1%} |")
+            e = by_name[region]
+            print(f"| {region} | {e.count} | {e.cpu_time_total / 1e6:.2f} | "
+                  f"{e.cpu_time_total / total:.1%} |")
     print("\n| operator | self CPU share |\n|---|---|")
     ops = sorted((e for e in events if not e.key.startswith("segfew.")),
                  key=lambda e: e.self_cpu_time_total, reverse=True)

@@ -10,12 +10,13 @@ can read a report, not ``0600`` as temporary files are.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -170,3 +171,12 @@ def _in_use(folder: Path, lock: Path) -> DataError:
     who = f" ({holder})" if holder else ""
     return DataError(f"is in use by another segfew run{who}: lock file {lock}; wait for it "
                      "to finish or choose another --out", folder)
+
+
+def write_rows_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """Write a CSV (UTF-8, a header line, then one line per row) atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

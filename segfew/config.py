@@ -339,6 +339,9 @@ class PredictSpec(Settings):
     threads: Threads = None
     precision: Precision = "auto"
     batch_size: int = Field(default=8, ge=1)
+    workers: int | None = Field(
+        default=None, ge=0, description="reading processes (None: one per spare core, at most 4)"
+    )
     probabilities: bool = Field(
         default=False, description="segmentation: also write <id>_prob.nii.gz"
     )

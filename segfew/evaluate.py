@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.atomic import check_output, write_json
+from segfew.atomic import check_output, write_json, write_rows_csv
 from segfew.errors import DataError, SpecError
 from segfew.predict import (
     CASE_ERRORS,
@@ -31,7 +31,6 @@ from segfew.predict import (
     one_line,
     progress_counter,
     write_predictions_csv,
-    write_rows_csv,
 )
 
 if TYPE_CHECKING:

@@ -3,12 +3,14 @@
 Shared by prediction (:mod:`segfew.predict`), ``evaluate`` and anything that scores a
 network. Every function runs in inference mode under an execution plan
 (:class:`segfew.runtime.Plan`: precision and memory format; default fp32) and returns
-float32 probabilities on the CPU.
+float32 probabilities on the CPU. :func:`read_ahead` reads and pre-processes the next cases
+in worker processes while the network runs on the current ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,10 +18,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from segfew.errors import DataError
+from segfew.errors import DataError, SegfewError
 from segfew.runtime import Plan
 
-__all__ = ["classify_probabilities", "network_dim", "predict_batches", "segment_probabilities"]
+__all__ = ["classify_probabilities", "default_workers", "network_dim", "predict_batches",
+           "read_ahead", "segment_probabilities"]
 
 
 def network_dim(model: Any) -> int:
@@ -122,3 +125,56 @@ def predict_batches(model: nn.Module, data: Dataset | Iterable[Tensor],
     if not out:
         raise DataError("nothing to predict: the dataset is empty")
     return torch.cat(out)
+
+
+# ---------------------------------------------------------------- reading ahead
+
+
+READ_ERRORS: tuple[type[BaseException], ...] = (SegfewError, OSError, ValueError, RuntimeError)
+
+
+class _Reader(Dataset):
+    """``(index, read(items[index]), "")``, or ``(index, None, message)`` when it fails."""
+
+    def __init__(self, items: Sequence[Any], read: Callable[[Any], Any],
+                 describe: Callable[[BaseException], str],
+                 errors: tuple[type[BaseException], ...]) -> None:
+        self.items, self.read, self.describe, self.errors = items, read, describe, errors
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[int, Any, str]:
+        try:
+            return index, self.read(self.items[index]), ""
+        except self.errors as e:
+            return index, None, self.describe(e)
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def read_ahead(items: Sequence[Any], read: Callable[[Any], Any], workers: int,
+               describe: Callable[[BaseException], str] = str,
+               errors: tuple[type[BaseException], ...] = READ_ERRORS
+               ) -> Iterator[tuple[int, Any, str]]:
+    """``read(item)`` for every item, in order, computed by ``workers`` processes ahead of
+    the caller (0: in this process), so reading and pre-processing overlap the network.
+
+    Yields ``(index, result, "")``, or ``(index, None, describe(error))`` for an item whose
+    reading raised one of ``errors``: a bad item never stops the others. At most
+    ``2 × workers`` results wait in memory.
+    """
+    reader = _Reader(items, read, describe, errors)
+    if workers <= 0 or len(items) < 2:
+        yield from (reader[i] for i in range(len(reader)))
+        return
+    loader = DataLoader(reader, batch_size=None, shuffle=False, collate_fn=_as_is,
+                        num_workers=min(workers, len(items)), prefetch_factor=2)
+    yield from loader
+
+
+def default_workers() -> int:
+    """Reading processes for prediction: one per spare CPU core, at most 4."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))

@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.atomic import atomic_path, check_output
+from segfew.atomic import check_output, write_rows_csv
 from segfew.errors import DataError, SegfewError
 
 if TYPE_CHECKING:
@@ -88,11 +87,15 @@ class Predictor:
 
     ``meta``, ``model`` (eval mode, on ``device``), ``device`` and ``plan`` (how the network
     runs: :func:`segfew.runtime.resolve_plan` of ``precision``) are public. ``cache`` is an
-    optional :class:`segfew.preprocess.PreprocessCache` shared with other runs.
+    optional :class:`segfew.preprocess.PreprocessCache` shared with other runs. ``workers``
+    processes read and pre-process cases ahead of the network (None: one per spare core, at
+    most 4; 0: none).
     """
 
     def __init__(self, model_path: str | Path, device: str = "auto", batch_size: int = 8,
-                 cache: PreprocessCache | None = None, precision: str = "auto") -> None:
+                 cache: PreprocessCache | None = None, precision: str = "auto",
+                 workers: int | None = None) -> None:
+        from segfew.inference import default_workers
         from segfew.modelfile import load_model
         from segfew.runtime import resolve_device, resolve_plan
 
@@ -102,6 +105,7 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         self.cache = cache
         self.plan = resolve_plan(self.device, precision)
+        self.workers = default_workers() if workers is None else max(0, int(workers))
         self.plan.prepare_model(self.model, self.dim)
 
     def runtime(self) -> dict[str, Any]:
@@ -183,31 +187,32 @@ class Predictor:
                  ) -> list[PredictionRow]:
         """One row per case, in order; cases that fail become error rows.
 
-        Cases are read ``batch_size`` at a time; cases of equal grid shape in a batch go
-        through the network together. If the network fails on a batch, its cases are
-        retried one by one so only the offending case becomes an error row.
+        Cases are read and pre-processed by ``workers`` processes ahead of the network;
+        every ``batch_size`` consecutive cases, those of equal grid shape go through the
+        network together. If the network fails on a batch, its cases are retried one by
+        one so only the offending case becomes an error row.
         """
         if self.kind != "classifier":
             raise DataError("this is a segmentation model; it writes label maps, not classes",
                             self.model_path)
+        from segfew.inference import read_ahead
+
         classes = list(self.meta.classes)
-        rows: list[PredictionRow] = []
-        for start in range(0, len(cases), self.batch_size):
-            chunk = cases[start:start + self.batch_size]
-            chunk_rows = [PredictionRow(id=c.id, path=case_path(c)) for c in chunk]
-            loaded: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
-            for i, case in enumerate(chunk):
-                try:
-                    x = self.load(case)
-                except CASE_ERRORS as e:
-                    _fail(chunk_rows[i], e)
-                    continue
-                loaded.setdefault(x.shape, []).append((i, x))
-            for group in loaded.values():
-                self._classify_group(group, chunk_rows, classes)
-            rows.extend(chunk_rows)
-            if progress is not None:
-                progress(len(chunk))
+        rows = [PredictionRow(id=c.id, path=case_path(c)) for c in cases]
+        chunk: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+        in_chunk = 0
+        for i, x, error in read_ahead(cases, self.load, self.workers, one_line, CASE_ERRORS):
+            if error:
+                _fail(rows[i], error)
+            else:
+                chunk.setdefault(x.shape, []).append((i, x))
+            in_chunk += 1
+            if in_chunk == self.batch_size or i == len(cases) - 1:
+                for group in chunk.values():
+                    self._classify_group(group, rows, classes)
+                if progress is not None:
+                    progress(in_chunk)
+                chunk, in_chunk = {}, 0
         return rows
 
     def _classify_group(self, group: list[tuple[int, np.ndarray]], rows: list[PredictionRow],
@@ -243,32 +248,40 @@ class Predictor:
 
     # -- segmentation
 
-    def segment_case(self, case: Case) -> tuple[np.ndarray, np.ndarray, Image]:
-        """Label map and probabilities of a case on its source grid.
+    def read_images(self, case: Case) -> tuple[list[Image], np.ndarray]:
+        """A case's channel images as read and their pre-processed stack ``(C, *grid)``."""
+        from segfew.cases import read_case
+
+        images, _ = read_case(case)
+        return list(images), self._prepare(case, images)
+
+    def _prepare(self, case: Case, images: Sequence[Image]) -> np.ndarray:
+        from segfew.preprocess import preprocess_image
+
+        if self.kind != "segmentation":
+            raise DataError("this is a classifier; it predicts classes, not label maps",
+                            self.model_path)
+        x = np.stack([np.asarray(preprocess_image(im.array, self.meta.preprocess),
+                                 dtype=np.float32) for im in images])
+        self.check_input(case, x)
+        return x
+
+    def segment_images(self, case: Case, images: Sequence[Image]
+                       ) -> tuple[np.ndarray, np.ndarray, Image]:
+        """Label map and probabilities of a case on its source grid, from its channel images.
 
         Returns ``(labels, probabilities, reference)``: ``labels`` has the shape of the
         first channel's array (int16), ``probabilities`` is ``(L, *that shape)`` float32,
         and ``reference`` is that channel's :class:`segfew.io.Image`, for writing back.
         """
-        from segfew.cases import read_case
+        return self._segment_prepared(images, self._prepare(case, images))
 
-        images, _ = read_case(case)
-        return self.segment_images(case, images)
-
-    def segment_images(self, case: Case, images: Sequence[Image]
-                       ) -> tuple[np.ndarray, np.ndarray, Image]:
-        """:meth:`segment_case` on a case's channel images already read."""
-        from segfew.preprocess import preprocess_image, restore
-
-        if self.kind != "segmentation":
-            raise DataError("this is a classifier; it predicts classes, not label maps",
-                            self.model_path)
-        cfg = self.meta.preprocess
-        x = np.stack([np.asarray(preprocess_image(im.array, cfg), dtype=np.float32)
-                      for im in images])
-        self.check_input(case, x)
+    def _segment_prepared(self, images: Sequence[Image], x: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, Image]:
         from segfew.inference import segment_probabilities
+        from segfew.preprocess import restore
 
+        cfg = self.meta.preprocess
         proba = segment_probabilities(self.model, x, self.device, self.batch_size, self.plan)
         reference = images[0]
         source_shape = tuple(reference.array.shape)
@@ -276,15 +289,16 @@ class Predictor:
         labels = np.argmax(restored, axis=0).astype(np.int16)
         return labels, restored, reference
 
-    def segment(self, case: Case, out_dir: str | Path, probabilities: bool = False
-                ) -> list[Path]:
+    def segment(self, case: Case, out_dir: str | Path, probabilities: bool = False,
+                read: tuple[list[Image], np.ndarray] | None = None) -> list[Path]:
         """Write ``<out_dir>/<id>_seg.nii.gz`` (and ``<id>_prob.nii.gz``, labels last).
 
         Both are in the input image's geometry (its shape, affine and orientation).
+        ``read`` is the case's :meth:`read_images`, when it was read ahead.
         """
         from segfew.io import write_image
 
-        labels, proba, reference = self.segment_case(case)
+        labels, proba, reference = self._segment_prepared(*(read or self.read_images(case)))
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         written = [write_image(labels, reference, out_dir / f"{case.id}_seg.nii.gz")]
@@ -294,9 +308,9 @@ class Predictor:
         return [Path(p) for p in written]
 
 
-def _fail(row: PredictionRow, err: BaseException) -> None:
+def _fail(row: PredictionRow, err: BaseException | str) -> None:
     row.status = "error"
-    row.error = one_line(err)
+    row.error = err if isinstance(err, str) else one_line(err)
     row.predicted = ""
     row.probabilities = {}
 
@@ -380,15 +394,6 @@ def _unsupported_files(folder: Path, recursive: bool, listed: set[Path]) -> list
 # ----------------------------------------------------------------------------- outputs
 
 
-def write_rows_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    """Write a CSV atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
 def write_predictions_csv(path: Path, rows: Sequence[PredictionRow], classes: Sequence[str],
                           targets: Sequence[str | None] | None = None) -> Path:
     """``id, path, [target,] predicted, p_<class>..., status, error`` — one line per row."""
@@ -406,6 +411,7 @@ def write_predictions_csv(path: Path, rows: Sequence[PredictionRow], classes: Se
 def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Path, *,
                   recursive: bool = False, channels: Sequence[str] | None = None,
                   device: str = "auto", batch_size: int = 8, precision: str = "auto",
+                  workers: int | None = None,
                   progress: Callable[[int, int], None] | None = None,
                   probabilities: bool = False,
                   run_spec: BaseModel | dict[str, Any] | None = None) -> tuple[Path, int]:
@@ -423,13 +429,16 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
     arguments), versions and a manifest of the inputs: ``<out stem>.run.json`` next to a
     classifier's CSV, ``run.json`` in a segmentation model's folder.
     """
+    from segfew.inference import read_ahead
     from segfew.runinfo import write_run_info
 
-    predictor = Predictor(model_path, device=device, batch_size=batch_size, precision=precision)
+    predictor = Predictor(model_path, device=device, batch_size=batch_size, precision=precision,
+                          workers=workers)
     spec = run_spec if run_spec is not None else {
         "task": "predict", "model": str(model_path), "inputs": [str(p) for p in inputs],
         "recursive": recursive, "channels": list(channels) if channels else None,
         "device": str(predictor.device), "precision": precision, "batch_size": batch_size,
+        "workers": workers,
         "probabilities": probabilities}
     meta = predictor.meta
     if channels is None and meta.channels:
@@ -460,13 +469,17 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
     report = progress_counter(progress, len(cases))
     lines = []
     failed = 0
-    for case in cases:
+    for i, loaded, error in read_ahead(cases, predictor.read_images, predictor.workers,
+                                        one_line, CASE_ERRORS):
+        case = cases[i]
         try:
-            written = predictor.segment(case, out, probabilities=probabilities)
+            if error:
+                raise DataError(error)
+            written = predictor.segment(case, out, probabilities=probabilities, read=loaded)
             lines.append([case.id, case_path(case), str(written[0]), "ok", ""])
         except CASE_ERRORS as e:
             failed += 1
-            lines.append([case.id, case_path(case), "", "error", one_line(e)])
+            lines.append([case.id, case_path(case), "", "error", error or one_line(e)])
         report(1)
     write_rows_csv(out / "predictions.csv", ["id", "path", "output", "status", "error"], lines)
     write_run_info(out / "run.json", spec, None, [p for c in cases for p in c.images],

@@ -36,3 +36,19 @@ def test_bf16_plan_is_close_to_fp32_and_returns_float32() -> None:
     bf16 = classify_probabilities(model, x, "cpu", batch_size=3, plan=plan)
     assert bf16.dtype == fp32.dtype == "float32" and bf16.shape == (4, 3)
     assert abs(bf16 - fp32).max() < 0.05
+
+
+def _square_or_fail(n: int) -> int:
+    if n == 3:
+        raise ValueError(f"bad item {n}")
+    return n * n
+
+
+def test_read_ahead_keeps_order_and_turns_failures_into_messages() -> None:
+    from segfew.inference import read_ahead
+
+    items = list(range(7))
+    here = list(read_ahead(items, _square_or_fail, workers=0))
+    assert [i for i, _, _ in here] == items
+    assert here[3] == (3, None, "bad item 3") and here[4] == (4, 16, "")
+    assert list(read_ahead(items, _square_or_fail, workers=2)) == here

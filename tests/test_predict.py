@@ -151,6 +151,16 @@ def test_wrong_channel_count_is_an_error_row_not_a_crash(
     assert sum(done) == 3
 
 
+def test_reading_ahead_in_workers_changes_no_row(classifier: Path, scans: Path) -> None:
+    from segfew.predict import Predictor, collect_cases
+
+    cases = collect_cases([scans])
+    rows = {w: Predictor(classifier, device="cpu", batch_size=2, workers=w).classify(cases)
+            for w in (0, 2)}
+    assert [r.status for r in rows[0]].count("error") == 2
+    assert rows[0] == rows[2]
+
+
 def test_a_model_file_predicts_identically_in_a_fresh_process(
         classifier: Path, scans: Path) -> None:
     from segfew.data import Case
@@ -228,6 +238,22 @@ def test_segmentation_is_written_in_the_source_geometry(
     assert rows[0]["status"] == "ok" and rows[0]["output"].endswith("vol_seg.nii.gz")
 
 
+def test_segmenting_a_folder_with_workers_keeps_every_good_case(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    from segfew.predict import predict_paths
+
+    model = make_segmenter(tmp_path / "seg.pt")
+    for name in ("a", "c"):
+        write_nifti(tmp_path / "in" / f"{name}.nii.gz", scan(rng, (20, 24, 5)), np.eye(4))
+    (tmp_path / "in" / "b.nii.gz").write_bytes(b"not a nifti")
+    out, failed = predict_paths(model, [tmp_path / "in"], tmp_path / "masks", device="cpu",
+                                workers=2)
+    rows = read_csv(out / "predictions.csv")
+    assert [(r["id"], r["status"]) for r in rows] == [("a", "ok"), ("b", "error"), ("c", "ok")]
+    assert failed == 1 and "b.nii.gz" in rows[1]["error"]
+    assert (out / "a_seg.nii.gz").is_file() and (out / "c_seg.nii.gz").is_file()
+
+
 # ------------------------------------------------------------------ run spec
 
 
@@ -255,6 +281,7 @@ def test_predict_from_a_spec_file_with_a_flag_overriding_out(
     assert info["spec"] == {"model": str(classifier), "inputs": [str(good)], "out": str(out),
                             "recursive": False, "channels": None, "device": "cpu",
                             "threads": None, "precision": "auto", "batch_size": 1,
+                            "workers": None,
                             "probabilities": False}
     assert info["seed"] is None and info["versions"]["segfew"] and info["threads"] >= 1
     assert {Path(d["path"]).name for d in info["data"]} == {"a.nii.gz", "b.nii.gz"}

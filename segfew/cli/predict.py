@@ -47,6 +47,9 @@ def predict(
         "fp32, bf16 or fp16.")] = None,
     batch_size: Annotated[int | None, setting(
         P, "batch_size", "Images (or slices) per forward pass.", min=1)] = None,
+    workers: Annotated[int | None, setting(
+        P, "workers", "Processes reading scans ahead of the network (default: spare cores).",
+        min=0)] = None,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -76,6 +79,7 @@ def predict(
         "threads": threads,
         "precision": precision,
         "batch_size": batch_size,
+        "workers": workers,
         "probabilities": probabilities,
     }
     resolved = resolve(PredictSpec, overrides, spec, rename={"inputs": "--input"})
@@ -85,7 +89,7 @@ def predict(
             resolved.model, resolved.inputs, resolved.out, recursive=resolved.recursive,
             channels=resolved.channels, device=resolved.device,
             precision=resolved.precision, batch_size=resolved.batch_size,
-            progress=bar.cases("cases"),
+            workers=resolved.workers, progress=bar.cases("cases"),
             probabilities=resolved.probabilities, run_spec=resolved)
     style = "bold red" if failed else "green"
     where = path if path.suffix else path / "predictions.csv"
