@@ -27,8 +27,9 @@ test: lint
 demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/demo.sh $(DEMO_DIR)
 
+# speed and memory tables (issue 11), a few minutes; BENCH_FLAGS=--quick for a short run
 bench: $(STAMP)
-	$(PY) bench/bench_models.py
+	$(PY) bench/bench_speed.py $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

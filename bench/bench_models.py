@@ -21,7 +21,7 @@ FeatureClassifier, it prints one Markdown table row per network with:
 Usage::
 
     python bench/bench_models.py --quick                     # CPU, a few minutes
-    python bench/bench_models.py --device cuda --amp --channels-last --repeats 20
+    python bench/bench_models.py --device cuda --precision auto --repeats 20
 
 This is a script, not a test; figures on a shared machine are noisy.
 """
@@ -49,6 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segfew.models import FeatureClassifier, MNet, VGGClassifier
+from segfew.runtime import Plan, resolve_plan
 
 Case = dict[str, Any]
 
@@ -83,12 +84,6 @@ def cases(quick: bool) -> list[Case]:
 
 
 # ---------------------------------------------------------------- measuring
-
-
-def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    if not amp:
-        return None
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
 def sync(device: torch.device) -> None:
@@ -128,23 +123,16 @@ def build(case: Case) -> tuple[nn.Module, Callable[[nn.Module, Tensor], Tensor],
             lambda m, x: m(x), 5)
 
 
-def run_case(case: Case, device: torch.device, amp: bool, channels_last: bool,
-             repeats: int) -> dict[str, Any]:
+def run_case(case: Case, device: torch.device, plan: Plan, repeats: int) -> dict[str, Any]:
     """Measure one case in this process; returns the row's numbers."""
     torch.manual_seed(0)
-    dtype = autocast_dtype(device, amp)
     model, call, classes = build(case)
     model.to(device)
-    fmt = torch.channels_last if case["dim"] == 2 else torch.channels_last_3d
-    if channels_last:
-        model.to(memory_format=fmt)  # type: ignore[call-overload]
+    plan.prepare_model(model, case["dim"])
     batch, size = case["batch"], tuple(case["size"])
-    x = torch.rand(batch, 1, *size, device=device) * 255
-    if channels_last:
-        x = x.contiguous(memory_format=fmt)
+    x = plan.memory_format(torch.rand(batch, 1, *size, device=device) * 255)
     if case["kind"] == "head":
-        with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32,
-                                             enabled=dtype is not None):
+        with torch.no_grad(), plan.autocast():
             x = model.forward_features(x)  # type: ignore[operator]
     if case["kind"] == "mnet":
         target = torch.randint(0, classes, (batch, *size), device=device)
@@ -153,19 +141,15 @@ def run_case(case: Case, device: torch.device, amp: bool, channels_last: bool,
     params = sum(p.numel() for p in model.parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=1e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-
-    def ctx() -> Any:
-        return torch.autocast(device.type, dtype=dtype or torch.float32,
-                              enabled=dtype is not None)
+    scaler = torch.amp.GradScaler("cuda", enabled=plan.grad_scaler)
 
     def forward() -> None:
-        with torch.no_grad(), ctx():
+        with torch.no_grad(), plan.autocast():
             call(model, x)
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with ctx():
+        with plan.autocast():
             loss = F.cross_entropy(call(model, x).float(), target)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -224,9 +208,10 @@ def _rss_bytes() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--amp", action="store_true",
-                        help="autocast: fp16 on CUDA (with a grad scaler), bf16 on CPU")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="segfew.runtime's precision (default fp32; auto = segfew's)")
+    parser.add_argument("--channels-last", default=None, choices=["on", "off"],
+                        help="memory format (default: the precision plan's choice)")
     parser.add_argument("--quick", action="store_true", help="64³ instead of 128³ in 3D")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed iterations per measurement (default 3, 2 with --quick)")
@@ -237,16 +222,18 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
     repeats = args.repeats or (2 if args.quick else 3)
+    plan = resolve_plan(device, args.precision,
+                        None if args.channels_last is None else args.channels_last == "on")
     if args.child is not None:
-        row = run_case(json.loads(args.child), device, args.amp, args.channels_last, repeats)
+        row = run_case(json.loads(args.child), device, plan, repeats)
         print(json.dumps(row))
         return 0
 
-    dtype = autocast_dtype(device, args.amp) or torch.float32
+    dtype = plan.autocast_dtype or torch.float32
     ceiling = matmul_ceiling(device, dtype)
     print(f"segfew model benchmark — torch {torch.__version__}, device {_describe(device)}, "
-          f"{torch.get_num_threads()} threads, autocast {dtype if args.amp else 'off'}, "
-          f"channels-last {'on' if args.channels_last else 'off'}, {repeats} timed repeats")
+          f"{torch.get_num_threads()} threads, precision {plan.precision}, "
+          f"channels-last {'on' if plan.channels_last else 'off'}, {repeats} timed repeats")
     print(f"matmul ceiling ({'4096' if device.type == 'cuda' else '2048'}², {dtype}): "
           f"{ceiling:.0f} GFLOP/s; peak memory: "
           + ("torch.cuda.max_memory_allocated above the allocation before the first step"
@@ -262,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cmd = [sys.executable, __file__, "--child", json.dumps(case), "--device", device.type,
                "--repeats", str(repeats)]
-        cmd += ["--amp"] if args.amp else []
-        cmd += ["--channels-last"] if args.channels_last else []
+        cmd += ["--precision", plan.precision,
+                "--channels-last", "on" if plan.channels_last else "off"]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             reason = (done.stderr.strip().splitlines() or ["failed"])[-1][:80]

@@ -34,3 +34,20 @@ def real_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data {name!r} not present")
     return path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu",
+                     help="device for the tests that take one (the `device` fixture): cpu, cuda")
+
+
+@pytest.fixture
+def device(request: pytest.FixtureRequest) -> str:
+    """The ``--device`` these tests run on; CUDA tests skip where no GPU is present."""
+    name = str(request.config.getoption("--device"))
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("--device cuda, but CUDA is not available")
+    return name

@@ -34,6 +34,7 @@ SCRIPT = textwrap.dedent('''
 
     torch.set_num_threads(1)
     out, epochs, resume = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+    device = sys.argv[4]  # cpu: gloo; cuda: NCCL, one GPU per rank
 
     def data(n, seed):
         g = torch.Generator().manual_seed(seed)
@@ -47,7 +48,7 @@ SCRIPT = textwrap.dedent('''
     torch.manual_seed(3)
     model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 2, 1))
     # fp32: bf16 rounding differs between a batch of 4 and two of 2 (about 1e-3)
-    cfg = TrainConfig(epochs=epochs, batch_size=4, lr=1e-2, seed=5, device="cpu",
+    cfg = TrainConfig(epochs=epochs, batch_size=4, lr=1e-2, seed=5, device=device,
                       precision="fp32", progress=False, augment=AugmentConfig(p=0.7))
     res = fit(model, data(12, 0), data(5, 1), task="segmentation", num_classes=2, cfg=cfg,
               out_dir=out, resume=resume)
@@ -81,13 +82,13 @@ def _torchrun(script: Path, *args: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_match_one(tmp_path: Path) -> None:
+def test_two_cpu_processes_match_one(tmp_path: Path, device: str) -> None:
     script = tmp_path / "train_tiny.py"
     script.write_text(SCRIPT)
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    _run([str(script), str(single), "4", "0"], tmp_path)
-    _torchrun(script, str(ddp), "2", "0")
-    _torchrun(script, str(ddp), "4", "1")  # resume from last.pt under torchrun
+    _run([str(script), str(single), "4", "0", device], tmp_path)
+    _torchrun(script, str(ddp), "2", "0", device)
+    _torchrun(script, str(ddp), "4", "1", device)  # resume from last.pt under torchrun
 
     ranks = [json.loads((ddp / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]

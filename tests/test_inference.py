@@ -16,14 +16,14 @@ def _model() -> nn.Module:
                          nn.ReLU(), nn.Dropout2d(0.2), nn.Conv2d(6, 2, 1))
 
 
-def test_predict_batches_gives_probabilities_and_restores_mode() -> None:
-    model = _model().train()
+def test_predict_batches_gives_probabilities_and_restores_mode(device: str) -> None:
+    model = _model().train().to(device)
     x = torch.randn(5, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     data = TensorDataset(x, torch.zeros(5, 16, 16, dtype=torch.long))
-    probs = predict_batches(model, data, "cpu", batch_size=2)
+    probs = predict_batches(model, data, device, batch_size=2)
     assert probs.shape == (5, 2, 16, 16) and model.training
     assert torch.allclose(probs.sum(1), torch.ones(5, 16, 16), atol=1e-5)
-    again = predict_batches(model, [x[:3], x[3:]], "cpu")
+    again = predict_batches(model, [x[:3], x[3:]], device)
     assert torch.allclose(again, probs, atol=1e-6)
 
 

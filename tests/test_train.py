@@ -243,10 +243,10 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_segmentation_loss_falls_and_dice_is_reported(tmp_path: Path) -> None:
+def test_segmentation_loss_falls_and_dice_is_reported(tmp_path: Path, device: str) -> None:
     model = _seg_model()
     res = fit(model, _seg_data(12), _seg_data(4, seed=1), task="segmentation", num_classes=2,
-              cfg=_cfg(epochs=4), out_dir=tmp_path, class_weights=[1.0, 2.0])
+              cfg=_cfg(device=device, epochs=4), out_dir=tmp_path, class_weights=[1.0, 2.0])
     losses = [r["train_loss"] for r in res.history]
     assert losses[-1] < losses[0]
     assert all(0 <= r["val_metric"] <= 1 and "val_dice_1" in r for r in res.history)
@@ -254,10 +254,10 @@ def test_segmentation_loss_falls_and_dice_is_reported(tmp_path: Path) -> None:
     assert res.best_metric == max(r["val_metric"] for r in res.history)
 
 
-def test_classification_loss_falls(tmp_path: Path) -> None:
+def test_classification_loss_falls(tmp_path: Path, device: str) -> None:
     model = _clf_model()
     res = fit(model, _clf_data(16), _clf_data(8, seed=1), task="classification",
-              num_classes=2, cfg=_cfg(epochs=5), out_dir=tmp_path, augment=False)
+              num_classes=2, cfg=_cfg(device=device, epochs=5), out_dir=tmp_path, augment=False)
     losses = [r["train_loss"] for r in res.history]
     assert losses[-1] < losses[0]
     assert 0 <= res.history[-1]["val_metric"] <= 1
@@ -285,19 +285,21 @@ def test_checkpoints_load_with_weights_only_and_metrics_csv(tmp_path: Path) -> N
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
 
 
-def test_resume_after_k_epochs_gives_identical_weights(tmp_path: Path) -> None:
+def test_resume_after_k_epochs_gives_identical_weights(tmp_path: Path, device: str) -> None:
     cfg = dict(augment=AugmentConfig(p=0.8, flip=True))
     train, val = _seg_data(10), _seg_data(4, seed=1)  # 10: a short last batch too
     full = _seg_model()
-    ref = fit(full, train, val, task="segmentation", num_classes=2, cfg=_cfg(epochs=4, **cfg),
+    ref = fit(full, train, val, task="segmentation", num_classes=2,
+              cfg=_cfg(device=device, epochs=4, **cfg),
               out_dir=tmp_path / "full")
 
     part = _seg_model()
-    fit(part, train, val, task="segmentation", num_classes=2, cfg=_cfg(epochs=2, **cfg),
+    fit(part, train, val, task="segmentation", num_classes=2,
+        cfg=_cfg(device=device, epochs=2, **cfg),
         out_dir=tmp_path / "part")
     resumed = _seg_model()  # a fresh process would start from a fresh model
     res = fit(resumed, train, val, task="segmentation", num_classes=2,
-              cfg=_cfg(epochs=4, **cfg), out_dir=tmp_path / "part", resume=True)
+              cfg=_cfg(device=device, epochs=4, **cfg), out_dir=tmp_path / "part", resume=True)
     assert _same_weights(resumed, full)
     assert [r["train_loss"] for r in res.history] == [r["train_loss"] for r in ref.history]
     assert len(list(csv.DictReader((tmp_path / "part" / "metrics.csv").open()))) == 4
@@ -374,7 +376,7 @@ def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path: Path) -> No
     assert load_checkpoint(res.last_path)["epoch"] == 1
 
 
-def test_cached_frozen_features_match_the_uncached_path(tmp_path: Path) -> None:
+def test_cached_frozen_features_match_the_uncached_path(tmp_path: Path, device: str) -> None:
     train, val = _clf_data(12), _clf_data(4, seed=1)
     x0 = train[0][0].unsqueeze(0)
     assert features_are_frozen(_clf_model(freeze=True), x0)
@@ -384,7 +386,7 @@ def test_cached_frozen_features_match_the_uncached_path(tmp_path: Path) -> None:
     for cache in (True, False):
         models[cache] = _clf_model(freeze=True)
         results[cache] = fit(models[cache], train, val, task="classification", num_classes=2,
-                             cfg=_cfg(epochs=3, cache_features=cache),
+                             cfg=_cfg(device=device, epochs=3, cache_features=cache),
                              out_dir=tmp_path / str(cache), augment=False)
     assert results[True].cached_features and not results[False].cached_features
     a, b = models[True].state_dict(), models[False].state_dict()
@@ -394,7 +396,7 @@ def test_cached_frozen_features_match_the_uncached_path(tmp_path: Path) -> None:
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5)
         assert ra["val_metric"] == rb["val_metric"]
     # The frozen part really is untouched.
-    assert torch.equal(a["features.0.weight"], _clf_model(freeze=True).state_dict()[
+    assert torch.equal(a["features.0.weight"].cpu(), _clf_model(freeze=True).state_dict()[
         "features.0.weight"])
 
 
@@ -419,13 +421,14 @@ def test_progress_goes_to_the_callback_only(tmp_path: Path, capsys: pytest.Captu
 
 
 @pytest.mark.parametrize("precision", ["auto", "bf16", "fp32"])
-def test_precision_runs_and_is_recorded(tmp_path: Path, precision: str) -> None:
+def test_precision_runs_and_is_recorded(tmp_path: Path, precision: str, device: str) -> None:
     from segfew.runtime import resolve_plan
 
     res = fit(_seg_model(), _seg_data(4), _seg_data(2, seed=1), task="segmentation",
-              num_classes=2, cfg=_cfg(epochs=1, precision=precision), out_dir=tmp_path)
+              num_classes=2, cfg=_cfg(device=device, epochs=1, precision=precision),
+              out_dir=tmp_path)
     assert math.isfinite(res.history[0]["train_loss"])
-    expected = resolve_plan(torch.device("cpu"), precision)
+    expected = resolve_plan(torch.device(device), precision)
     assert res.plan["precision"] == expected.precision
     assert res.plan["channels_last"] == expected.channels_last
 
@@ -443,14 +446,14 @@ def test_wrong_output_count_is_a_clear_error(tmp_path: Path) -> None:
             cfg=_cfg(epochs=1), out_dir=tmp_path)
 
 
-def test_3d_segmentation_with_augmentation_runs(tmp_path: Path) -> None:
+def test_3d_segmentation_with_augmentation_runs(tmp_path: Path, device: str) -> None:
     y = torch.zeros(4, 8, 8, 8, dtype=torch.long)
     y[:, 2:6, 2:6, 2:6] = 1
     x = y.float().unsqueeze(1) + 0.1 * torch.randn(4, 1, 8, 8, 8)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, 2, 1))
     res = fit(model, TensorDataset(x, y), TensorDataset(x, y), task="segmentation",
-              num_classes=2, cfg=_cfg(epochs=2, batch_size=2, channels_last=True,
+              num_classes=2, cfg=_cfg(device=device, epochs=2, batch_size=2, channels_last=True,
                                       augment=AugmentConfig(p=1.0, rotation_deg=20)),
               out_dir=tmp_path)
     assert len(res.history) == 2 and math.isfinite(res.history[-1]["val_loss"])
