@@ -343,14 +343,14 @@ def test_running_out_of_memory_on_one_case_is_its_error_row(
     folder = tmp_path / "scans"
     for name in ("a", "big", "c"):
         write_nifti(folder / f"{name}.nii.gz", scan(rng))
-    real = Predictor.segment_case
+    real = Predictor.segment
 
-    def segment_case(self: Predictor, case: object) -> object:
+    def segment(self: Predictor, case: object, *args: object, **kwargs: object) -> object:
         if getattr(case, "id", "") == "big":
             raise MemoryError
-        return real(self, case)  # type: ignore[arg-type]
+        return real(self, case, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Predictor, "segment_case", segment_case)
+    monkeypatch.setattr(Predictor, "segment", segment)
     out, failed = predict_paths(make_segmenter(tmp_path / "seg.pt"), [folder], tmp_path / "out",
                                 device="cpu")
     rows = {r["id"]: r for r in read_csv(out / "predictions.csv")}
