@@ -248,6 +248,10 @@ class Predictor:
 
     # -- segmentation
 
+    def segment_case(self, case: Case) -> tuple[np.ndarray, np.ndarray, Image]:
+        """:meth:`segment_images` of a case read from its files."""
+        return self._segment_prepared(*self.read_images(case))
+
     def read_images(self, case: Case) -> tuple[list[Image], np.ndarray]:
         """A case's channel images as read and their pre-processed stack ``(C, *grid)``."""
         from segfew.cases import read_case
@@ -298,7 +302,8 @@ class Predictor:
         """
         from segfew.io import write_image
 
-        labels, proba, reference = self._segment_prepared(*(read or self.read_images(case)))
+        labels, proba, reference = (self._segment_prepared(*read) if read is not None
+                                    else self.segment_case(case))
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         written = [write_image(labels, reference, out_dir / f"{case.id}_seg.nii.gz")]
