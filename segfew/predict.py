@@ -106,7 +106,7 @@ class Predictor:
         self.cache = cache
         self.plan = resolve_plan(self.device, precision)
         self.workers = default_workers() if workers is None else max(0, int(workers))
-        self.plan.prepare_model(self.model, self.dim)
+        self.plan.prepare_model(self.model)
 
     def runtime(self) -> dict[str, Any]:
         """How the network runs, for run.json (:func:`segfew.runtime.describe`)."""

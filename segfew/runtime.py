@@ -151,10 +151,18 @@ class Plan:
             return x
         return x.contiguous(memory_format=_channels_last(x.dim() - 2))
 
-    def prepare_model(self, model: torch.nn.Module, dim: int) -> torch.nn.Module:
-        """Move ``model``'s parameters to the plan's memory format, in place."""
-        if self.channels_last and dim in (2, 3):
-            model.to(memory_format=_channels_last(dim))  # type: ignore[call-overload]
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move ``model``'s convolution weights to the plan's memory format, in place.
+
+        Each weight gets the format of its own rank (4 → channels-last, 5 → channels-last-3d),
+        so a 2D network inside a classifier of 3D images (slice-wise) works too.
+        """
+        if self.channels_last:
+            with torch.no_grad():
+                for param in model.parameters():
+                    if param.dim() in (4, 5):
+                        param.data = param.data.contiguous(
+                            memory_format=_channels_last(param.dim() - 2))
         return model
 
     def record(self) -> dict[str, Any]:

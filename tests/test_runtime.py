@@ -93,3 +93,23 @@ def test_derived_seeds_depend_only_on_their_keys() -> None:
     assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3)
     assert len({derive_seed(1, e, 3) for e in range(50)}) == 50
     assert 0 <= derive_seed(2**40, -1) < 2**63
+
+
+def test_channels_last_fits_a_2d_network_inside_a_classifier_of_volumes() -> None:
+    """A 2D M-Net run slice by slice on 3D images: each weight takes its own rank's format."""
+    from segfew.models import FeatureClassifier, MNet, VGGClassifier
+
+    torch.manual_seed(0)
+    plan = choose_plan("fp32", BF16_CPU, channels_last=True)
+    clf = FeatureClassifier(MNet(2, 1, 3, n_s=2), 2, 3, (32, 32, 4), n_c=2, n_fc=8, r=2).eval()
+    x = torch.randn(2, 2, 32, 32, 4)
+    with torch.no_grad():
+        expected = clf(x)
+        plan.prepare_model(clf)
+        got = clf(plan.memory_format(x))
+    assert torch.allclose(got, expected, atol=1e-5)
+    conv2d = next(p for p in clf.parameters() if p.dim() == 4)
+    assert conv2d.is_contiguous(memory_format=torch.channels_last)
+    vgg = plan.prepare_model(VGGClassifier(3, 1, 2, (16, 16, 16), n_c=2, n_fc=4))
+    conv3d = next(p for p in vgg.parameters() if p.dim() == 5)
+    assert conv3d.is_contiguous(memory_format=torch.channels_last_3d)

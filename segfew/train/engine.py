@@ -168,10 +168,9 @@ def fit(
     seed_everything(cfg.seed)
     start = time.monotonic()
     sample = _check_sample(train_set, task)
-    dim = sample.dim() - 1
     plan = resolve_plan(device, cfg.precision, cfg.channels_last)
     model.to(device)
-    plan.prepare_model(model, dim)
+    plan.prepare_model(model)
 
     def prepare(x: Tensor) -> Tensor:
         return plan.memory_format(batch_transform(x) if batch_transform is not None else x)
