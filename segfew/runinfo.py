@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
 import platform
 import sys
 from collections.abc import Iterable
@@ -54,12 +55,23 @@ def manifest(paths: Iterable[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def cpu_threads() -> int:
+    """Threads of torch where it is loaded, else of the BLAS/OpenMP pools (``label``), so
+    recording them never loads torch."""
+    if "torch" in sys.modules:
+        from segfew.runtime import threads
+
+        return threads()
+    from threadpoolctl import threadpool_info
+
+    return max([int(p["num_threads"]) for p in threadpool_info()] or [os.cpu_count() or 1])
+
+
 def run_info(spec: BaseModel | dict[str, Any], seed: int | None, inputs: Iterable[Path] = (),
              runtime: dict[str, Any] | None = None) -> dict[str, Any]:
     """The record of a run; ``runtime`` is how its networks ran (segfew.runtime.describe).
 
-    ``threads`` is torch's CPU thread count (``--threads``) for every command."""
-    from segfew.runtime import threads
+    ``threads`` is the CPU thread count (``--threads``) of every command."""
 
     spec_data = spec.model_dump(mode="json") if isinstance(spec, BaseModel) else spec
     return {
@@ -69,7 +81,7 @@ def run_info(spec: BaseModel | dict[str, Any], seed: int | None, inputs: Iterabl
         "seed": seed,
         "versions": versions(),
         "platform": platform.platform(),
-        "threads": threads(),
+        "threads": cpu_threads(),
         **({"runtime": runtime} if runtime is not None else {}),
         "data": manifest(inputs),
     }
