@@ -76,24 +76,36 @@ def count_flops(fn: Callable[[], Any]) -> int:
 # ---------------------------------------------------------------- ceilings and steps
 
 
-def ceiling(device: torch.device, plan: Plan, repeats: int = 5) -> dict[str, float]:
-    """GFLOP/s of a big matmul and of a 3×3 convolution (64 → 64 channels, 8 × 128²) in
-    the plan's precision and memory format; ``best`` is the larger."""
-    n = 4096 if device.type == "cuda" else 2048
-    dtype = plan.autocast_dtype or torch.float32
-    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    mm = 2 * n**3 / median_seconds(lambda: a @ b, device, repeats) / 1e9
-    x = plan.memory_format(torch.randn(8, 64, 128, 128, device=device))
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).to(device)
-    plan.prepare_model(conv, 2)
+class Ceiling:
+    """The compute ceiling of one precision: a big matmul and a 3×3 convolution (64 → 64
+    channels, 8 × 128²) in the plan's dtype and memory format. :meth:`sample` times each once;
+    the ceiling is the best rate seen over all samples (the machine's least-loaded moment),
+    sampled between the measurements it is compared with."""
 
-    def run_conv() -> None:
-        with torch.no_grad(), plan.autocast():
-            conv(x)
+    def __init__(self, device: torch.device, plan: Plan) -> None:
+        self.device, self.plan = device, plan
+        n = self.n = 4096 if device.type == "cuda" else 2048
+        dtype = plan.autocast_dtype or torch.float32
+        self.a, self.b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        self.x = plan.memory_format(torch.randn(8, 64, 128, 128, device=device))
+        self.conv = plan.prepare_model(
+            torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).to(device), 2)
+        self.best = {"matmul": 0.0, "conv3x3": 0.0}
+        self.sample()
 
-    flops = 2 * 8 * 64 * 128 * 128 * 64 * 9
-    cv = flops / median_seconds(run_conv, device, repeats) / 1e9
-    return {"matmul": mm, "conv3x3": cv, "best": max(mm, cv)}
+    def _conv(self) -> None:
+        with torch.no_grad(), self.plan.autocast():
+            self.conv(self.x)
+
+    def sample(self) -> None:
+        flops = {"matmul": 2 * self.n**3, "conv3x3": 2 * 8 * 64 * 128 * 128 * 64 * 9}
+        for name, fn in (("matmul", lambda: self.a @ self.b), ("conv3x3", self._conv)):
+            rate = flops[name] / median_seconds(fn, self.device, 1) / 1e9
+            self.best[name] = max(self.best[name], rate)
+
+    @property
+    def value(self) -> float:
+        return max(self.best.values())
 
 
 class Step:
@@ -129,7 +141,7 @@ def table_modes(device: torch.device, repeats: int) -> tuple[list[str], dict[str
     precisions = ["fp32", "bf16"] if device.type == "cpu" else ["fp32", "bf16", "fp16"]
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         precisions.remove("bf16")
-    ceilings = {p: ceiling(device, Plan(device.type, p, False, device.type == "cpu"))
+    ceilings = {p: Ceiling(device, Plan(device.type, p, False, device.type == "cpu"))
                 for p in precisions}
     modes = [(p, cl) for p in precisions for cl in (False, True)]
     steps = {m: Step(2, 16, 128, 8, Plan(device.type, m[0], m[0] == "fp16", m[1]), device)
@@ -140,6 +152,8 @@ def table_modes(device: torch.device, repeats: int) -> tuple[list[str], dict[str
         steps[m].train()  # warm-up
     sync(device)
     for _ in range(repeats):  # interleaved, so the machine's load hits every mode alike
+        for c in ceilings.values():
+            c.sample()
         for m in modes:
             t0 = time.perf_counter()
             steps[m].train()
@@ -149,7 +163,8 @@ def table_modes(device: torch.device, repeats: int) -> tuple[list[str], dict[str
     base = statistics.median(times[("fp32", False)])
     lines = [
         "| precision | matmul GFLOP/s | 3×3 conv GFLOP/s |", "|---|---|---|",
-        *(f"| {p} | {c['matmul']:.0f} | {c['conv3x3']:.0f} |" for p, c in ceilings.items()),
+        *(f"| {p} | {c.best['matmul']:.0f} | {c.best['conv3x3']:.0f} |"
+          for p, c in ceilings.items()),
         "", "2D M-Net n_s = 16, 128², batch 8, one training step (forward, loss, backward, "
         "Adam); medians of interleaved repeats:", "",
         "| precision | memory format | img/s | GFLOP/s (share of its ceiling) | vs fp32 NCHW |",
@@ -159,7 +174,7 @@ def table_modes(device: torch.device, repeats: int) -> tuple[list[str], dict[str
         mark = " (default)" if (m[0], m[1]) == (default.precision, default.channels_last) else ""
         lines.append(f"| {m[0]}{mark} | {'channels-last' if m[1] else 'NCHW'} | "
                      f"{8 / t:.2f} | {flops / t / 1e9:.0f} "
-                     f"({flops / t / 1e9 / ceilings[m[0]]['best']:.0%}) | {base / t:.2f}× |")
+                     f"({flops / t / 1e9 / ceilings[m[0]].value:.0%}) | {base / t:.2f}× |")
     return lines, ceilings
 
 
@@ -193,8 +208,10 @@ def table_loop(device: torch.device, ceilings: dict[str, Any]) -> list[str]:
     rates: dict[str, list[float]] = {default.precision: [], "fp32": []}
     order = [default.precision, "fp32", default.precision] if default.precision != "fp32" \
         else ["fp32"]
-    for p in order:  # A-B-A, so a change of load hits both modes
+    for p in order:  # A-B-A, so a change of load hits both modes; ceilings sampled between
         rates[p].append(loop_rate(p, device))
+        for c in ceilings.values():
+            c.sample()
     lines = ["| mode | training img/s (whole epochs) | GFLOP/s | share of the ceiling |",
              "|---|---|---|---|"]
     for p, values in rates.items():
@@ -202,7 +219,7 @@ def table_loop(device: torch.device, ceilings: dict[str, Any]) -> list[str]:
             continue
         r = statistics.median(values)
         lines.append(f"| {p}{' (default)' if p == default.precision else ''} | {r:.2f} | "
-                     f"{r * flops / 1e9:.0f} | {r * flops / 1e9 / ceilings[p]['best']:.0%} |")
+                     f"{r * flops / 1e9:.0f} | {r * flops / 1e9 / ceilings[p].value:.0%} |")
     if default.precision != "fp32":
         ratio = statistics.median(rates[default.precision]) / statistics.median(rates["fp32"])
         lines.append(f"\nDefault mode / fp32, whole loop: {ratio:.2f}×")
@@ -256,13 +273,15 @@ def table_throughput(device: torch.device, ceilings: dict[str, Any], quick: bool
     for name, dim, n_s, size, batch in settings:
         r = run_child({"device": device.type, "dim": dim, "n_s": n_s, "size": size,
                        "batch": batch, "repeats": 2 if dim == 3 else 3, "throughput": True})
+        for c in ceilings.values():
+            c.sample()
         if isinstance(r, str):
             lines.append(f"| {name} | failed: {r} | | | |")
             continue
         gflops = r["train_flops"] / r["train_s"] / 1e9
         lines.append(f"| {name} | {n_s}, {size}{'³' if dim == 3 else '²'} × {batch} | "
                      f"{batch / r['train_s']:.2f} | {batch / r['fwd_s']:.2f} | {gflops:.0f} "
-                     f"({gflops / ceilings[r['precision']]['best']:.0%}) |")
+                     f"({gflops / ceilings[r['precision']].value:.0%}) |")
     return lines
 
 

@@ -7,6 +7,11 @@ model in ``DistributedDataParallel``, shards the data per rank, reduces metrics 
 ranks and lets only rank 0 write files and show progress.
 
 Outside ``torchrun`` every helper answers as for a single process (rank 0 of 1).
+
+BatchNorm under torchrun: on CUDA the model's BatchNorm layers are converted to
+``SyncBatchNorm`` when ``sync_bn`` (batch statistics over the global batch, which matters
+for 3D training with one volume per GPU); gloo/CPU has no SyncBatchNorm, so there each rank
+normalises its own share and DDP broadcasts rank 0's running statistics.
 """
 
 from __future__ import annotations
@@ -14,10 +19,15 @@ from __future__ import annotations
 import atexit
 import os
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+if TYPE_CHECKING:
+    from segfew.runtime import Plan
 
 __all__ = [
     "all_reduce_sum",
@@ -31,6 +41,7 @@ __all__ = [
     "setup",
     "teardown",
     "world_size",
+    "wrap",
 ]
 
 
@@ -110,3 +121,32 @@ def teardown() -> None:
     """Leave the process group, if one is active."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def wrap(net: nn.Module, sample: Tensor, plan: Plan, sync_bn: bool) -> nn.Module:
+    """``net`` in ``DistributedDataParallel`` (SyncBatchNorm on CUDA when ``sync_bn``).
+
+    ``sample`` is one prepared input batch on the training device; one forward of it tells
+    whether some trainable parameter gets no gradient (DDP must then look for unused ones).
+    """
+    device = sample.device
+    if device.type == "cuda" and sync_bn:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    return DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=_has_unused_parameters(net, sample, plan))
+
+
+def _has_unused_parameters(net: nn.Module, sample: Tensor, plan: Plan) -> bool:
+    """One forward in eval mode (no running statistics change) and ``autograd.grad`` with
+    ``allow_unused`` (no ``.grad`` is touched)."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    was_training = net.training
+    net.eval()
+    try:
+        with plan.autocast():
+            out = net(sample)
+        grads = torch.autograd.grad(out.float().sum(), params, allow_unused=True)
+    finally:
+        net.train(was_training)
+    return any(g is None for g in grads)

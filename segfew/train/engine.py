@@ -24,15 +24,11 @@ on GPUs) therefore trains to the same weights, up to float rounding, on any numb
 ranks — provided the training set size is a multiple of the global batch size (otherwise
 ``DistributedSampler`` pads the last batch with repeats).
 
-BatchNorm under torchrun: on CUDA the model's BatchNorm layers are converted to
-``SyncBatchNorm`` when ``cfg.sync_bn`` (batch statistics over the global batch, which
-matters for 3D training with one volume per GPU); gloo/CPU has no SyncBatchNorm, so there
-each rank normalises its own share and DDP broadcasts rank 0's running statistics.
-
 Precision, memory format and device follow :mod:`segfew.runtime` (``cfg.precision``, bf16
 autocast by default where the hardware has it); checkpoints and ``metrics.csv`` are
 :mod:`segfew.train.checkpoint`, validation and its Dice :mod:`segfew.train.validation`,
-the frozen-feature cache :mod:`segfew.train.feature_cache`.
+the frozen-feature cache :mod:`segfew.train.feature_cache`, BatchNorm and DDP under torchrun
+:mod:`segfew.train.distributed`, progress :mod:`segfew.train.progress`.
 """
 
 from __future__ import annotations
@@ -74,9 +70,10 @@ from segfew.train.checkpoint import (
 )
 from segfew.train.feature_cache import Head, maybe_cache
 from segfew.train.loss import weighted_cross_entropy
+from segfew.train.progress import EpochReport, TrainProgress
 from segfew.train.validation import validate
 
-__all__ = ["FitResult", "fit"]
+__all__ = ["FitResult", "TrainProgress", "fit"]
 
 Task = Literal["segmentation", "classification"]
 BatchTransform = Callable[[Tensor], Tensor]
@@ -186,14 +183,15 @@ def fit(
                        num_classes, class_weights, None if cached else prepare)
     state = _start_or_resume(last_path, resume, model, step, cfg)
     if D.is_distributed():
-        step.net = _distribute(step.net, train_data, step, cfg.sync_bn)
+        x = torch.as_tensor(train_data[0][0]).unsqueeze(0).to(device)
+        step.net = D.wrap(step.net, step.prepare(x) if step.prepare else x, plan, cfg.sync_bn)
     epochs = _Epochs(step, cfg, train_data, val_data, val_cases, local_bs, augmenting)
 
     monitor = "val_metric" if val_data is not None else "train_loss"
     stopped = ("early_stopping" if _out_of_patience(state, cfg) and state.epoch < cfg.epochs
                else "")
     show = cfg.progress and rank == 0 and progress is not None
-    bars = _Report(progress if show else None, cfg.epochs, state.epoch)
+    bars = EpochReport(progress if show else None, cfg.epochs, state.epoch)
     for epoch in range(state.epoch, cfg.epochs if not stopped else state.epoch):
         row = epochs.run(epoch, bars.batch)
         improved = state.update(row, monitor, higher_is_better=val_data is not None)
@@ -284,38 +282,6 @@ def _start_or_resume(last_path: Path, resume: bool, model: nn.Module, step: _Ste
         warnings.warn(f"{last_path}: no checkpoint to resume from; starting afresh",
                       stacklevel=3)
     return RunState()
-
-
-def _distribute(net: nn.Module, data: Dataset, step: _Step, sync_bn: bool) -> nn.Module:
-    """Wrap ``net`` in DDP (SyncBatchNorm on CUDA when ``sync_bn``)."""
-    device = step.device
-    if device.type == "cuda" and sync_bn:
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    unused = _has_unused_parameters(net, data, step)
-    return DistributedDataParallel(
-        net, device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=unused)
-
-
-def _has_unused_parameters(net: nn.Module, data: Dataset, step: _Step) -> bool:
-    """Whether some trainable parameter gets no gradient from the loss (DDP needs to know).
-
-    One forward in eval mode (no running statistics change) on one training sample, and
-    ``autograd.grad`` with ``allow_unused`` (no ``.grad`` is touched).
-    """
-    params = [p for p in net.parameters() if p.requires_grad]
-    x = torch.as_tensor(data[0][0]).unsqueeze(0).to(step.device)
-    if step.prepare is not None:
-        x = step.prepare(x)
-    was_training = net.training
-    net.eval()
-    try:
-        with step.plan.autocast():
-            out = net(x)
-        grads = torch.autograd.grad(out.float().sum(), params, allow_unused=True)
-    finally:
-        net.train(was_training)
-    return any(g is None for g in grads)
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -476,35 +442,3 @@ def _stop_reason(state: RunState, cfg: TrainConfig, elapsed: float, device: torc
         return "early_stopping"
     over_time = cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s
     return "time_budget" if D.broadcast_flag(over_time, device) else ""
-
-
-TrainProgress = Callable[[str, int, "int | None", str], None]
-"""``progress(stage, done, total, info)``: stage ``"epochs"`` after every epoch (info: loss
-and the monitored value), ``"batches"`` after every batch; the CLI draws it."""
-
-
-class _Report:
-    """Epoch and batch progress through the ``progress`` callback (None: silent)."""
-
-    def __init__(self, progress: TrainProgress | None, epochs: int, done: int) -> None:
-        self.progress, self.epochs, self.done, self.total = progress, epochs, 0, 0
-        if progress is not None:
-            progress("epochs", done, epochs, "")
-
-    def batch(self, loss: Tensor | None, total: int | None) -> None:
-        if self.progress is None:
-            return
-        if total is not None:
-            self.done, self.total = 0, total
-            self.progress("batches", 0, total, "")
-        elif loss is not None:
-            self.done += 1
-            self.progress("batches", self.done, self.total, f"loss {loss.item():.4f}")
-
-    def epoch(self, epoch: int, row: dict[str, float], monitor: str) -> None:
-        if self.progress is None:
-            return
-        value = row[monitor]
-        metric = f"{monitor} {value:.4f}" if not math.isnan(value) else ""
-        self.progress("epochs", epoch, self.epochs,
-                      f"loss {row['train_loss']:.4f} {metric}".strip())
