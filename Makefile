@@ -20,6 +20,7 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check segfew tests bench examples
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy bench  # the benchmarks call the library: keep them in step with it
 
 test: lint
 	$(VENV)/bin/pytest -q

@@ -117,7 +117,7 @@ def build(case: Case) -> tuple[nn.Module, Callable[[nn.Module, Tensor], Tensor],
         clf = FeatureClassifier(seg, 1, 5, size, n_c=case["n_c"], n_fc=case["n_fc"],
                                 r=case["r"])
         if case["kind"] == "head":
-            return clf, lambda m, f: m.forward_head(f), 5  # type: ignore[operator]
+            return clf, lambda m, f: m.forward_head(f), 5
         return clf, lambda m, x: m(x), 5
     return (VGGClassifier(dim, 1, 5, size, n_c=case["n_c"], n_fc=case["n_fc"]),
             lambda m, x: m(x), 5)
@@ -128,7 +128,7 @@ def run_case(case: Case, device: torch.device, plan: Plan, repeats: int) -> dict
     torch.manual_seed(0)
     model, call, classes = build(case)
     model.to(device)
-    plan.prepare_model(model, case["dim"])
+    plan.prepare_model(model)
     batch, size = case["batch"], tuple(case["size"])
     x = plan.memory_format(torch.rand(batch, 1, *size, device=device) * 255)
     if case["kind"] == "head":

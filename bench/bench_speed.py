@@ -89,7 +89,7 @@ class Ceiling:
         self.a, self.b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
         self.x = plan.memory_format(torch.randn(8, 64, 128, 128, device=device))
         self.conv = plan.prepare_model(
-            torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).to(device), 2)
+            torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).to(device))
         self.best = {"matmul": 0.0, "conv3x3": 0.0}
         self.sample()
 
@@ -115,7 +115,7 @@ class Step:
                  device: torch.device, labels: int = 4) -> None:
         torch.manual_seed(0)
         self.plan, self.device, self.batch = plan, device, batch
-        self.model = plan.prepare_model(MNet(dim, 1, labels, n_s=n_s).to(device), dim)
+        self.model = plan.prepare_model(MNet(dim, 1, labels, n_s=n_s).to(device))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
         self.x = plan.memory_format(torch.rand(batch, 1, *[size] * dim, device=device))
         self.y = torch.randint(0, labels, (batch, *[size] * dim), device=device)

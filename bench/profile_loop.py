@@ -57,7 +57,7 @@ def bare_step_seconds(cfg: TrainConfig, data: TensorDataset, n_s: int, labels: i
     device = resolve_device(cfg.device)
     plan = resolve_plan(device, cfg.precision, cfg.channels_last)
     torch.manual_seed(0)
-    model = plan.prepare_model(MNet(2, 1, labels, n_s=n_s).to(device), 2)
+    model = plan.prepare_model(MNet(2, 1, labels, n_s=n_s).to(device))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     criterion = weighted_cross_entropy(torch.ones(labels)).to(device)
     x = plan.memory_format(data.tensors[0][: cfg.batch_size].to(device))
