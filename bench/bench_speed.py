@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{info['threads']} threads; default plan: {info['precision']}, channels-last "
           f"{info['channels_last']}; load average {os.getloadavg()[0]:.1f}\n")
     t0 = time.perf_counter()
-    lines, ceilings = table_modes(device, args.repeats)
+    lines, ceilings = table_modes(device, args.repeats) if only & {1, 2, 3} else ([], {})
     if 1 in only:
         _section("1. Ceilings and modes", lines)
     if 2 in only:
