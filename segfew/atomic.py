@@ -77,10 +77,10 @@ def check_output(out: str | Path, inputs: Iterable[str | Path],
                  kind: Literal["file", "folder"], flag: str = "--out") -> Path:
     """Refuse an output path that would clobber an input or be read back as one.
 
-    ``out`` may not be one of ``inputs``; a ``folder`` output may not lie inside an input
-    folder (its files would be read as inputs next time) nor contain an input file. It must
-    be of its kind if it exists, and creatable and writable where it does not.
-    Returns ``out``; raises :class:`DataError` naming it.
+    ``out`` may not be one of ``inputs`` nor lie inside an input folder (it could replace
+    an input there, or be read as one next time); a ``folder`` output may not contain an
+    input file either. It must be of its kind if it exists, and creatable and writable
+    where it does not. Returns ``out``; raises :class:`DataError` naming it.
     """
     out = Path(out)
     where = out.resolve()
@@ -88,9 +88,10 @@ def check_output(out: str | Path, inputs: Iterable[str | Path],
         inp = Path(raw).resolve()
         if where == inp:
             raise DataError(f"{flag} is one of the inputs ({raw}); choose another path", out)
-        if kind == "folder" and inp.is_dir() and where.is_relative_to(inp):
-            raise DataError(f"{flag} is inside the input folder {raw}, so its outputs would be "
-                            "read as inputs next time; choose a folder outside it", out)
+        if inp.is_dir() and where.is_relative_to(inp):
+            raise DataError(f"{flag} is inside the input folder {raw}: it could replace an "
+                            "input there, or be read as one next time; choose a path outside "
+                            "it", out)
         if kind == "folder" and inp.is_file() and inp.is_relative_to(where) and where.exists():
             raise DataError(f"{flag} holds the input {raw}; its outputs could overwrite it; "
                             "choose an empty folder", out)
@@ -122,9 +123,12 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
 
     A second run on the same folder is refused with a :class:`DataError` naming the lock
     and who holds it. The lock is an OS file lock (``flock``), so a run that dies releases
-    it; the file is removed when the run ends.
+    it; the file is removed when the run ends, and so is the folder if the lock made it and
+    the run left nothing in it (a run refused after its checks).
     """
     folder = Path(folder)
+    created = [folder, *folder.parents]
+    created = created[:next(i for i, p in enumerate(created) if p.exists() or p == p.parent)]
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
     try:
@@ -161,6 +165,9 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             lock.unlink()
         os.close(fd)
+        with contextlib.suppress(OSError):  # stops at one that is not empty
+            for made in created:
+                made.rmdir()
 
 
 def _in_use(folder: Path, lock: Path) -> DataError:

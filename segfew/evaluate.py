@@ -114,7 +114,8 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
         raise DataError("no labelled cases to evaluate", table)
     classes = list(meta.classes)
     y_all = check_targets(cases, classes, table)
-    out_dir = check_out_dir(out_dir, cases, [Path(table)] if table else [])
+    inputs = [Path(model_path), *([Path(table)] if table else [])]
+    out_dir = check_out_dir(out_dir, cases, inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
@@ -140,7 +141,7 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
         "task": "evaluate", "model": str(model_path), "table": str(table) if table else None,
         "bootstrap": bootstrap, "seed": seed, "device": str(predictor.device),
         "batch_size": batch_size, "cases": [c.id for c in cases]}
-    write_run_info(out_dir, spec, seed, [p for c in cases for p in c.images])
+    write_run_info(out_dir, spec, seed, [*inputs, *(p for c in cases for p in c.images)])
     return metrics
 
 
@@ -171,7 +172,7 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
         raise DataError("no labelled cases to evaluate")
     names = list(meta.classes)
     foreground = list(range(1, len(names)))
-    out_dir = check_out_dir(out_dir, cases)
+    out_dir = check_out_dir(out_dir, cases, [Path(model_path)])
     out_dir.mkdir(parents=True, exist_ok=True)
     advance = progress_counter(progress, len(cases))
 
@@ -220,7 +221,8 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
     spec = run_spec if run_spec is not None else {
         "task": "evaluate", "model": str(model_path), "device": str(predictor.device),
         "batch_size": batch_size, "cases": [c.id for c in cases]}
-    write_run_info(out_dir, spec, None, [p for c in cases for p in (*c.images, *c.labels)])
+    write_run_info(out_dir, spec, None,
+                   [Path(model_path), *(p for c in cases for p in (*c.images, *c.labels))])
     return metrics
 
 

@@ -287,6 +287,33 @@ def _check_same_spec(out_dir: Path, spec: ExperimentSpec) -> None:
         raise SpecError(f"this RUN_DIR holds an experiment with other settings (differs in: "
                         f"{', '.join(keys)}); use a new RUN_DIR, or the same settings to "
                         "resume", out_dir)
+    _check_same_models(out_dir, spec)
+
+
+def _model_files(spec: ExperimentSpec) -> list[Path]:
+    return [p for p in (spec.features, spec.threshold_features, spec.vgg_weights)
+            if p is not None]
+
+
+def _check_same_models(out_dir: Path, spec: ExperimentSpec) -> None:
+    """A model file given again must hold what it held (its SHA-256 in the saved run.json):
+    a segmentation network retrained under the same name would mix two feature sources."""
+    from segfew.runinfo import file_digest
+
+    saved: dict[str, str] = {}
+    for info in sorted(out_dir.glob("run*.json")):
+        try:
+            rows = json.loads(info.read_text(encoding="utf-8")).get("data") or []
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        saved.update({r["path"]: r["sha256"] for r in rows if isinstance(r, dict)
+                      and "path" in r and "sha256" in r})
+    for path in _model_files(spec):
+        old = saved.get(str(path))
+        if old is not None and path.is_file() and file_digest(path) != old:
+            raise SpecError(f"the model file {path} has changed since this RUN_DIR was "
+                            "started (its SHA-256 differs); use a new RUN_DIR, or the "
+                            "original file to resume", out_dir)
 
 
 def load_spec(run_dir: Path) -> ExperimentSpec:
@@ -322,8 +349,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
 
     out_dir = Path(out_dir)
     d = spec.data
-    check_output(out_dir, [p for p in (d.images, d.table, spec.test_table, spec.test_images)
-                           if p is not None], "folder")
+    check_output(out_dir, [p for p in (d.images, d.table, spec.test_table, spec.test_images,
+                                       spec.features, spec.threshold_features,
+                                       spec.vgg_weights) if p is not None], "folder")
     _check_same_spec(out_dir, spec)
     pool = [c for c in (cases if cases is not None else load_cases(spec)) if c.target is not None]
     if spec.test == "fixed":
@@ -351,7 +379,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     spec_data = spec.model_dump(mode="json")
     write_json(out_dir / "spec.json", spec_data)
     run_name = "run.json" if shard is None else f"run-shard{shard[0]}of{shard[1]}.json"
-    write_run_info(out_dir / run_name, spec, spec.seed)
+    inputs = [*_model_files(spec), *(p for p in (spec.data.table, spec.test_table) if p),
+              *(p for c in [*pool, *fixed] for p in c.images)]
+    write_run_info(out_dir / run_name, spec, spec.seed, inputs)
     write_json(out_dir / "data.json", data_summary(pool, fixed, spec, splits))
     digest = spec_digest(spec_data)
 

@@ -308,7 +308,8 @@ def _check_stored_size(path: Path, gzipped: bool, offset: int, declared: int) ->
 
     A plain file shorter than declared is truncated. For gzip, the trailer's ISIZE (the
     uncompressed size modulo 2^32, of the last member) is compared: a stream that expands
-    beyond what the header declares is refused. (A short stream is left to the reader: a
+    beyond what the header declares is refused, after decompressing (bounded) to tell it
+    from a cut file, whose last 4 bytes are no trailer. (A short stream is left to the reader: a
     multi-member file, e.g. BGZF, ends in an empty member whose ISIZE is 0.)
     """
     size = path.stat().st_size
@@ -323,8 +324,39 @@ def _check_stored_size(path: Path, gzipped: bool, offset: int, declared: int) ->
         f.seek(-4, os.SEEK_END)
         isize = int.from_bytes(f.read(4), "little")
     if isize > offset + declared + _GZIP_SLACK:
-        raise DataError(f"compressed stream expands to {_size(isize)}, more than the "
-                        f"{_size(offset + declared)} its header declares", path)
+        # The trailer of a cut file is any 4 bytes: decompress (at most the bound) to tell.
+        if _gunzip_exceeds(path, offset + declared + _GZIP_SLACK):
+            raise DataError(f"compressed stream expands to {_size(isize)}, more than the "
+                            f"{_size(offset + declared)} its header declares", path)
+        raise DataError("truncated or corrupt gzip stream", path)
+
+
+def _gunzip_exceeds(path: Path, limit: int) -> bool:
+    """Whether the gzip members of ``path`` expand to more than ``limit`` bytes (False when
+    the stream is cut or corrupt before that). Reads at most ``limit + 1`` output bytes."""
+    import zlib
+
+    total = 0
+    with open(path, "rb") as f:
+        z = zlib.decompressobj(wbits=31)
+        pending = b""
+        while total <= limit:
+            if not pending:
+                pending = f.read(1 << 16)
+                if not pending:
+                    return False  # input ended inside a member: truncated
+            try:
+                total += len(z.decompress(pending, limit + 1 - total))
+            except zlib.error:
+                return False
+            pending = z.unconsumed_tail
+            if z.eof:  # next member, if any
+                rest = z.unused_data
+                z = zlib.decompressobj(wbits=31)
+                pending = rest + pending
+                if not pending and not (pending := f.read(1 << 16)):
+                    return False
+    return True
 
 
 _GZIP_SLACK = 1 << 20  # padding or extensions some writers append

@@ -232,7 +232,8 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     # One label map per image file: a multi-channel case gets one per channel file.
     names = {p: f"{case.id if len(case.images) == 1 else case_id(p)}_seg.nii.gz"
              for case in cases for p in case.images}
-    out = check_output(spec.out, [spec.images, *paths], "folder")
+    given = [p for p in (spec.images, spec.table, spec.centres) if p is not None]
+    out = check_output(spec.out, [*given, *paths], "folder")
 
     def images(stage: str) -> Iterator[Image]:
         """Every image file, read through the door (a case at a time, all its checks)."""

@@ -67,18 +67,39 @@ def save_model(path: str | Path, model: Any, meta: ModelMeta) -> Path:
     return path
 
 
+def load_weights(path: Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a file it refuses or cannot parse
+    raises :class:`ModelFileError` saying why, in words (``what``: the kind expected).
+
+    A file holding pickled Python objects is refused, never loaded: torch's hint to turn
+    the safety check off is not passed on.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" in str(e).lower():
+            raise ModelFileError(f"not a {what} (it holds Python objects, which segfew never "
+                                 "loads)", path) from None
+        raise ModelFileError(f"not a {what} (not a PyTorch file)", path) from None
+    except (KeyError, EOFError, ValueError, UnicodeDecodeError):  # raw bytes, text, empty
+        raise ModelFileError(f"not a {what} (not a PyTorch file)", path) from None
+    except Exception as e:  # a damaged zip archive, mostly
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFileError(f"not a readable {what} (damaged file: {first[:200]})",
+                             path) from None
+
+
 def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, Any]]:
     """Metadata and state dict of a model file, without building the network."""
-    import torch
 
     path = Path(path)
     if not path.is_file():
         raise ModelFileError("model file not found", path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt archive, or pickled objects refused by weights_only
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFileError(f"not a readable segfew model file ({first[:200]})", path) from None
+    payload = load_weights(path, "segfew model file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError("not a segfew model file", path)
     version = payload.get("format_version")
@@ -171,17 +192,12 @@ def load_imagenet_vgg16(model: Any, path: str | Path) -> None:
     file cannot run code. Raises :class:`ModelFileError` naming the file when it is missing,
     unreadable, or its keys or shapes are not VGG-16's.
     """
-    import torch
 
     path = Path(path)
     if not path.is_file():
         raise ModelFileError("VGG-16 weights file not found (give a local torchvision vgg16 "
                              "state dict; segfew never downloads weights)", path)
-    try:
-        state: Any = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # torch raises many types for a bad file
-        raise ModelFileError(f"not a readable PyTorch state dict ({type(e).__name__})",
-                             path) from None
+    state: Any = load_weights(path, "PyTorch state dict")
     if not isinstance(state, dict):
         raise ModelFileError("not a state dict (expected a dict of tensors)", path)
     try:

@@ -135,8 +135,10 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
     return flat
 
 
-def guarded_run(out: Path, data: Any) -> contextlib.AbstractContextManager[Any]:
-    """Check a job's model file path against its inputs, and lock its run folder.
+def guarded_run(out: Path, inputs: Sequence[Path | None]
+                ) -> contextlib.AbstractContextManager[Any]:
+    """Check a job's model file and run folder against all its inputs (None: not given),
+    and lock the run folder.
 
     A second run on the same run folder is refused while the first holds the lock
     (:func:`segfew.atomic.run_lock`); under torchrun only rank 0 writes, so only it locks.
@@ -144,8 +146,9 @@ def guarded_run(out: Path, data: Any) -> contextlib.AbstractContextManager[Any]:
     from segfew.atomic import check_output, run_lock
     from segfew.train.distributed import is_main
 
-    inputs = [p for p in (data.images, data.labels, data.table) if p is not None]
-    check_output(out, inputs, "file")
+    given = [p for p in inputs if p is not None]
+    check_output(out, given, "file")
+    check_output(run_dir_for(out), given, "folder", flag=f"the run folder of {out}")
     return run_lock(run_dir_for(out)) if is_main() else contextlib.nullcontext()
 
 
@@ -226,7 +229,8 @@ def pretrain(
     logged, and checked against what is free; a configuration that cannot fit raises
     :class:`SpecError` naming the knobs.
     """
-    with guarded_run(spec.out, spec.data):
+    d = spec.data
+    with guarded_run(spec.out, [d.images, d.labels, d.table]):
         return _pretrain(spec, resume=resume, progress=progress, cache=cache)
 
 
@@ -281,7 +285,8 @@ def _pretrain(
             run_dir,
             spec,
             spec.train.seed,
-            [p for c in cases for p in (*c.images, *c.labels)],
+            [*([spec.data.table] if spec.data.table else []),
+             *(p for c in cases for p in (*c.images, *c.labels))],
             runtime=runtime,
         )
     result = fit(
@@ -499,7 +504,8 @@ def train_classifier(
     framework measures (a closed-form fit) always fits on every case.
     The run folder is locked while the run writes to it (:func:`guarded_run`).
     """
-    with guarded_run(spec.out, spec.data):
+    d = spec.data
+    with guarded_run(spec.out, [d.images, d.labels, d.table, spec.features, spec.vgg_weights]):
         return _train_classifier(spec, cases=cases, val_cases=val_cases, resume=resume,
                                  progress=progress, cache=cache, write_info=write_info)
 
@@ -571,7 +577,8 @@ def _train_classifier(
             run_dir,
             spec,
             spec.train.seed,
-            [p for c in [*train_cases, *val_list] for p in c.images],
+            [*(p for p in (spec.data.table, spec.features, spec.vgg_weights) if p),
+             *(p for c in [*train_cases, *val_list] for p in c.images)],
             runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),
         )
     counts = np.bincount(np.asarray(train_y), minlength=len(classes))

@@ -452,7 +452,7 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
     if not cases:
         raise DataError("no images found in " + ", ".join(str(p) for p in inputs))
     out = Path(out)
-    read = [*inputs, *(p for c in cases for p in c.images)]
+    read = [Path(model_path), *inputs, *(p for c in cases for p in c.images)]
 
     if meta.kind == "classifier":
         if out.suffix.lower() not in (".csv", ".tsv"):
@@ -462,7 +462,8 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
         rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
         write_predictions_csv(out, rows, meta.classes)
         write_run_info(out.with_name(out.stem + ".run.json"), spec, None,
-                       [p for c in cases for p in c.images], runtime=predictor.runtime())
+                       [Path(model_path), *(p for c in cases for p in c.images)],
+                       runtime=predictor.runtime())
         return out, sum(r.status != "ok" for r in rows)
 
     if out.suffix.lower() in (".csv", ".tsv"):
@@ -487,7 +488,8 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
             lines.append([case.id, case_path(case), "", "error", error or one_line(e)])
         report(1)
     write_rows_csv(out / "predictions.csv", ["id", "path", "output", "status", "error"], lines)
-    write_run_info(out / "run.json", spec, None, [p for c in cases for p in c.images],
+    write_run_info(out / "run.json", spec, None,
+                   [Path(model_path), *(p for c in cases for p in c.images)],
                    runtime=predictor.runtime())
     return out, failed
 

@@ -301,6 +301,22 @@ def test_a_gzip_stream_may_not_expand_beyond_its_header(tmp_path: Path) -> None:
         read_image(short)
 
 
+def test_a_cut_gzip_file_is_truncated_not_a_bomb(tmp_path: Path) -> None:
+    """The last 4 bytes of a cut file are no ISIZE trailer: seen as what they are."""
+    import gzip
+
+    rng = np.random.default_rng(0)
+    path = save_nifti(tmp_path / "a.nii.gz", rng.random((32, 32, 4)).astype(np.float32))
+    data = path.read_bytes()
+    for n, tail in enumerate((b"\xff\xff\xff\x7f", b"\x00\x00\x00\x10")):
+        cut = tmp_path / f"cut{n}.nii.gz"
+        cut.write_bytes(data[: len(data) // 2] + tail)  # a trailer claiming a huge size
+        with pytest.raises(DataError, match=rf"cut{n}\.nii\.gz: truncated or corrupt gzip "
+                                            r"stream$"):
+            read_image(cut)
+    assert gzip.decompress(data)  # the whole file is fine
+
+
 def test_a_truncated_plain_nifti_is_named(tmp_path: Path) -> None:
     path = save_nifti(tmp_path / "a.nii", np.ones((16, 16, 4), np.float32))
     path.write_bytes(path.read_bytes()[:-1000])

@@ -121,8 +121,8 @@ def _flags(overrides: Mapping[str, Any], rename: Mapping[str, str | None], prefi
     out: dict[str, str] = {}
     for key, value in overrides.items():
         path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flags(value, rename, f"{path}."))
+        if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+            out.update(_flags(value, rename, f"{path}."))  # a section; else a value (a map)
         elif path in rename:
             flag = rename[path]
             if flag is not None:

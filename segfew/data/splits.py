@@ -88,9 +88,10 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     """
     import io
 
-    from segfew.atomic import write_text
+    from segfew.atomic import check_output, write_text
 
     table = Path(table)
+    check_output(out, [table], "folder")
     rows = _sniff_rows(table)
     if not rows:
         raise DataError("table has a header but no rows", table)
