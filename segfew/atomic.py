@@ -84,10 +84,11 @@ def check_output(out: str | Path, inputs: Iterable[str | Path],
     """
     out = Path(out)
     where = out.resolve()
-    for raw in inputs:
-        inp = Path(raw).resolve()
+    given = [(raw, Path(raw).resolve()) for raw in inputs]
+    for raw, inp in given:
         if where == inp:
             raise DataError(f"{flag} is one of the inputs ({raw}); choose another path", out)
+    for raw, inp in given:
         if inp.is_dir() and where.is_relative_to(inp):
             raise DataError(f"{flag} is inside the input folder {raw}: it could replace an "
                             "input there, or be read as one next time; choose a path outside "

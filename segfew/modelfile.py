@@ -81,7 +81,7 @@ def load_weights(path: Path, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only load failed" in str(e).lower():
+        if "unsupported global" in str(e).lower():
             raise ModelFileError(f"not a {what} (it holds Python objects, which segfew never "
                                  "loads)", path) from None
         raise ModelFileError(f"not a {what} (not a PyTorch file)", path) from None

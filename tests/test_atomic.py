@@ -33,11 +33,13 @@ def test_an_output_may_not_be_an_input_nor_inside_an_input_folder(tmp_path: Path
     scan.write_bytes(b"x")
     with pytest.raises(DataError, match=r"a\.nii\.gz: --out is one of the inputs"):
         check_output(scan, [scans, scan], "file")
-    with pytest.raises(DataError, match=r"preds: --out is inside the input folder .*scans, so "
-                                        r"its outputs would be read as inputs next time"):
+    with pytest.raises(DataError, match=r"preds: --out is inside the input folder .*scans: it "
+                                        r"could replace an input there, or be read as one"):
         check_output(scans / "preds", [scans], "folder")
     assert check_output(tmp_path / "preds", [scans, scan], "folder") == tmp_path / "preds"
-    assert check_output(scans / "predictions.csv", [scans, scan], "file")  # a table is fine
+    with pytest.raises(DataError, match=r"predictions\.csv: --out is inside the input folder"):
+        check_output(scans / "predictions.csv", [scans, scan], "file")  # a file too
+    assert check_output(tmp_path / "predictions.csv", [scans, scan], "file")
 
 
 def test_unwritable_and_clashing_outputs_are_one_line_errors(tmp_path: Path) -> None:

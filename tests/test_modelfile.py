@@ -54,8 +54,10 @@ def test_a_pickled_object_is_refused_not_executed(tmp_path: Path) -> None:
     torch.save({"format": "segfew-model", "format_version": 1, "metadata": "{}",
                 "state_dict": {}, "extra": _Boom(marker)}, tmp_path / "evil2.pt")
     for path in (evil, tmp_path / "evil2.pt"):
-        with pytest.raises(ModelFileError, match="not a readable segfew model file"):
+        with pytest.raises(ModelFileError, match=r"not a segfew model file \(it holds Python "
+                                                 r"objects, which segfew never loads\)$") as e:
             read_model_file(path)
+        assert "weights_only" not in str(e.value)
     assert not marker.exists()
 
 
@@ -72,8 +74,13 @@ def test_missing_corrupt_and_mismatched_files(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="model file not found"):
         load_model(tmp_path / "none.pt")
     (tmp_path / "junk.pt").write_bytes(b"\x00not a zip")
-    with pytest.raises(ModelFileError, match=r"junk\.pt: not a readable"):
+    with pytest.raises(ModelFileError, match=r"junk\.pt: not a segfew model file \(not a "
+                                             r"PyTorch file\)"):
         load_model(tmp_path / "junk.pt")
+    (tmp_path / "text.pt").write_text("hello\n")
+    with pytest.raises(ModelFileError, match=r"text\.pt: not a segfew model file \(not a "
+                                             r"PyTorch file\)$"):
+        load_model(tmp_path / "text.pt")
     meta = _meta()
     meta.architecture.args["n_s"] = 4  # weights of n_s = 2 cannot fit
     save_model(tmp_path / "bad.pt", MNet(2, 1, 3, n_s=2), meta)

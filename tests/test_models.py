@@ -320,7 +320,7 @@ def test_imagenet_vgg_bad_files_raise_model_file_error(
     with pytest.raises(ModelFileError, match=r"missing \(first: features\.0\.bias\)"):
         load_imagenet_vgg16(imagenet_vgg, tmp_path / "keys.pth")
     (tmp_path / "junk.pth").write_text("not a tensor file")
-    with pytest.raises(ModelFileError, match="not a readable"):
+    with pytest.raises(ModelFileError, match=r"not a PyTorch state dict \(not a PyTorch file\)"):
         load_imagenet_vgg16(imagenet_vgg, tmp_path / "junk.pth")
 
 

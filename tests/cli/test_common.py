@@ -146,3 +146,31 @@ def test_version(flag: str) -> None:
     result = runner.invoke(app, [flag])
     assert result.exit_code == 0
     assert result.output.startswith(f"segfew {segfew.__version__}")
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+@pytest.mark.parametrize("argv", [
+    ["pretrain", "--images", "im", "--labels", "lab", "--out", "s.pt", "--label-map", "255:1"],
+    ["evaluate", "--model", "c.pt", "--images", "im", "--out", "e", "--label-map", "255:1"],
+    ["inspect", "--images", "im", "--label-map", "255:1,128:2"],
+])
+def test_label_map_flag_resolves(monkeypatch, argv: list[str]) -> None:
+    spec = _resolved_spec(monkeypatch, argv)
+    data = getattr(spec, "data", spec)
+    assert data.label_map == ({255: 1, 128: 2} if "128:2" in argv[-1] else {255: 1})
+
+
+def test_the_readme_spec_form_of_label_map_works(tmp_path) -> None:
+    """The README says where ``label_map = {255 = 1}`` goes in a spec; it works there."""
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    assert ("`label_map = {255 = 1}` under `[data]` for `pretrain`, at the top level for "
+            "`inspect` and `evaluate`") in text
+    pre = tmp_path / "pre.toml"
+    pre.write_text('out = "s.pt"\n[data]\nimages = "im"\nlabels = "lab"\n'
+                   "label_map = {255 = 1}\n", encoding="utf-8")
+    assert _real_resolve(PretrainSpec, {}, pre).data.label_map == {255: 1}
+    top = tmp_path / "inspect.toml"
+    top.write_text('images = "im"\nlabel_map = {255 = 1}\n', encoding="utf-8")
+    assert _real_resolve(InspectSpec, {}, top).label_map == {255: 1}
