@@ -34,6 +34,10 @@ class ModelFileError(SegfewError):
     """A model file is missing, corrupt, or from an incompatible segfew version."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a training run; ``str(err)`` says how to continue it (CLI exit 130)."""
+
+
 class DataWarning(UserWarning):
     """Something segfew changed or noticed in an input, and went on: one line naming the file.
 

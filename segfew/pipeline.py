@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,21 +136,39 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
     return flat
 
 
-def guarded_run(out: Path, inputs: Sequence[Path | None]
-                ) -> contextlib.AbstractContextManager[Any]:
+@contextlib.contextmanager
+def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | ClassifierSpec,
+                resume: bool) -> Iterator[None]:
     """Check a job's model file and run folder against all its inputs (None: not given),
-    and lock the run folder.
+    and a resumed run folder against ``spec``; lock the run folder while the job runs.
 
     A second run on the same run folder is refused while the first holds the lock
     (:func:`segfew.atomic.run_lock`); under torchrun only rank 0 writes, so only it locks.
+    Ctrl-C becomes :class:`segfew.errors.Interrupted`, saying the epoch to resume from. A
+    run folder this job made is removed again when it fails before its first checkpoint.
     """
     from segfew.atomic import check_output, run_lock
+    from segfew.runinfo import check_resumable, interrupted
     from segfew.train.distributed import is_main
 
     given = [p for p in inputs if p is not None]
+    run_dir = run_dir_for(out)
     check_output(out, given, "file")
-    check_output(run_dir_for(out), given, "folder", flag=f"the run folder of {out}")
-    return run_lock(run_dir_for(out)) if is_main() else contextlib.nullcontext()
+    check_output(run_dir, given, "folder", flag=f"the run folder of {out}")
+    if resume:
+        check_resumable(run_dir, spec)
+    fresh = not run_dir.exists()
+    with run_lock(run_dir) if is_main() else contextlib.nullcontext() as lock:
+        try:
+            yield
+        except BaseException as e:
+            if fresh and lock is not None and not (run_dir / "last.pt").exists():
+                for made in run_dir.iterdir():  # a run refused before its first epoch
+                    if made != lock:
+                        shutil.rmtree(made) if made.is_dir() else made.unlink()
+            if isinstance(e, KeyboardInterrupt):
+                raise interrupted(run_dir, spec.train.epochs) from None
+            raise
 
 
 def _plot_training(history: Sequence[dict[str, float]], run_dir: Path, metric: str) -> None:
@@ -230,7 +249,7 @@ def pretrain(
     :class:`SpecError` naming the knobs.
     """
     d = spec.data
-    with guarded_run(spec.out, [d.images, d.labels, d.table]):
+    with guarded_run(spec.out, [d.images, d.labels, d.table], spec, resume):
         return _pretrain(spec, resume=resume, progress=progress, cache=cache)
 
 
@@ -505,7 +524,8 @@ def train_classifier(
     The run folder is locked while the run writes to it (:func:`guarded_run`).
     """
     d = spec.data
-    with guarded_run(spec.out, [d.images, d.labels, d.table, spec.features, spec.vgg_weights]):
+    with guarded_run(spec.out, [d.images, d.labels, d.table, spec.features, spec.vgg_weights],
+                     spec, resume):
         return _train_classifier(spec, cases=cases, val_cases=val_cases, resume=resume,
                                  progress=progress, cache=cache, write_info=write_info)
 

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from segfew.atomic import write_json
+from segfew.errors import Interrupted, SpecError
 
 LIBRARIES = ("torch", "numpy", "nibabel", "SimpleITK", "scikit-learn", "scikit-image",
              "pydantic", "typer", "rich", "matplotlib")
@@ -97,3 +98,51 @@ def write_run_info(path: Path, spec: BaseModel | dict[str, Any], seed: int | Non
     info = run_info(spec, seed, inputs, runtime)
     write_json(path, info)
     return info
+
+
+#: the settings a training run's checkpoint depends on (its network and inputs' shapes)
+RESUME_KEYS = ("network", "head", "preprocess", "framework", "finetune", "features",
+               "data.channels", "data.label_map", "label_names")
+
+
+def check_resumable(run_dir: Path, spec: BaseModel) -> None:
+    """A run folder resumed (``--resume``) must hold a run of these settings: those of
+    :data:`RESUME_KEYS` in its ``run.json`` must be the same. Raises :class:`SpecError`
+    naming the ones that differ; a folder without ``run.json`` passes."""
+    import json
+
+    saved_path = Path(run_dir) / "run.json"
+    try:
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))["spec"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    old, new = _flat(saved), _flat(spec.model_dump(mode="json"))
+    differ = sorted(k for k in set(old) | set(new)
+                    if k.startswith(RESUME_KEYS) and old.get(k) != new.get(k))
+    if differ:
+        shown = ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in differ[:6])
+        raise SpecError(f"the run folder holds another configuration ({shown}); resume with "
+                        "its settings, or drop --resume and choose another --out", run_dir)
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix.rstrip("."): data}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def interrupted(run_dir: Path, epochs: int) -> Interrupted:
+    """The Ctrl-C message of a training run: the epoch ``--resume`` continues from (one
+    after the last row of ``metrics.csv``, written with ``last.pt`` after every epoch)."""
+    try:
+        lines = (Path(run_dir) / "metrics.csv").read_text(encoding="utf-8").splitlines()
+        done = max(0, len(lines) - 1)
+    except OSError:
+        done = 0
+    if done == 0:
+        return Interrupted("interrupted before the first epoch ended; nothing to resume")
+    return Interrupted(f"interrupted; rerun with --resume to continue from epoch "
+                       f"{done + 1} of {epochs} ({run_dir}/last.pt)")

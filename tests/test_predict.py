@@ -284,7 +284,8 @@ def test_predict_from_a_spec_file_with_a_flag_overriding_out(
                             "workers": None,
                             "probabilities": False}
     assert info["seed"] is None and info["versions"]["segfew"] and info["threads"] >= 1
-    assert {Path(d["path"]).name for d in info["data"]} == {"a.nii.gz", "b.nii.gz"}
+    assert {Path(d["path"]).name for d in info["data"]} == {"a.nii.gz", "b.nii.gz",
+                                                              classifier.name}  # and the model
 
 
 def test_an_unknown_key_in_a_predict_spec_is_named(classifier: Path, tmp_path: Path) -> None:

@@ -38,7 +38,8 @@ def handle_errors(fn: F) -> F:
     """One line on stderr per problem, and exit code 2 without a traceback.
 
     A SegfewError is printed as it is; an OSError the library did not foresee (a full disk,
-    a folder that cannot be written) as ``<file>: <reason>``; a MemoryError as such.
+    a folder that cannot be written) as ``<file>: <reason>``; a MemoryError as such;
+    Ctrl-C as one line (how to resume, for training) and exit code 130.
     Warnings (e.g. :class:`segfew.errors.DataWarning`) are printed as ``warning: …`` lines.
     """
 
@@ -57,6 +58,9 @@ def handle_errors(fn: F) -> F:
                 _error(f"{where}{e.strerror or e}")
             except MemoryError:
                 _error("not enough memory for this run (try a smaller --size or --batch-size)")
+            except KeyboardInterrupt as e:  # Ctrl-C: one line, the shell's code for SIGINT
+                console.print(str(e) or "interrupted", highlight=False, soft_wrap=True)
+                raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 

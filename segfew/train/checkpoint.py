@@ -129,9 +129,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 def restore(ckpt: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             scaler: torch.amp.GradScaler | None, lr: float, weight_decay: float) -> RunState:
-    """Load a checkpoint's states into the objects of a new run; the RNGs too."""
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+    """Load a checkpoint's states into the objects of a new run; the RNGs too.
+
+    Raises :class:`SegfewError` when they do not fit (a run of another configuration)."""
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError):
+        raise SegfewError("the run folder holds another configuration (its checkpoint does "
+                          "not fit this network); resume with its settings, or drop --resume "
+                          "and choose another --out") from None
     for group in optimizer.param_groups:  # the settings of this call win
         group["lr"], group["weight_decay"] = lr, weight_decay
     if ckpt.get("scaler") and scaler is not None:

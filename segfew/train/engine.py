@@ -33,6 +33,7 @@ the frozen-feature cache :mod:`segfew.train.feature_cache`, BatchNorm and DDP un
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -74,6 +75,7 @@ from segfew.train.progress import EpochReport, TrainProgress
 from segfew.train.validation import validate
 
 __all__ = ["FitResult", "TrainProgress", "fit"]
+log = logging.getLogger(__name__)
 
 Task = Literal["segmentation", "classification"]
 BatchTransform = Callable[[Tensor], Tensor]
@@ -276,8 +278,10 @@ def _build_step(net: nn.Module, model: nn.Module, cfg: TrainConfig, plan: Plan,
 def _start_or_resume(last_path: Path, resume: bool, model: nn.Module, step: _Step,
                      cfg: TrainConfig) -> RunState:
     if resume and last_path.is_file():
-        return restore(load_checkpoint(last_path), model, step.optimizer, step.scaler,
-                       cfg.lr, cfg.weight_decay)
+        state = restore(load_checkpoint(last_path), model, step.optimizer, step.scaler,
+                        cfg.lr, cfg.weight_decay)
+        log.info(f"resuming from epoch {state.epoch + 1} of {cfg.epochs} ({last_path})")
+        return state
     if resume:
         warnings.warn(f"{last_path}: no checkpoint to resume from; starting afresh",
                       stacklevel=3)

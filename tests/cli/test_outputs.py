@@ -1,5 +1,7 @@
 """No command writes over, or into, what it reads: every input (images, labels, table,
---features, --model, --centres, --vgg-weights) and the run folders of training commands."""
+--features, --model, --centres, --vgg-weights) and the run folders of training commands.
+Training run folders: a refused run leaves none, a resumed one must hold the same settings,
+Ctrl-C says where to resume."""
 
 from __future__ import annotations
 
@@ -109,3 +111,58 @@ def test_no_command_writes_over_or_into_its_inputs(work: Path, name: str) -> Non
     assert result.exit_code == 2, result.output
     assert expected in result.output and result.output.count("\n") == 1, result.output
     assert snapshot(work) == before  # nothing replaced, nothing (not even a folder) made
+
+
+def test_resuming_a_run_folder_of_other_settings_is_one_line(work: Path, tmp_path: Path
+                                                             ) -> None:
+    d = work / "d"
+    args = ["pretrain", "--images", str(d / "images"), "--labels", str(d / "labels"), "--dim",
+            "2", "--out", str(tmp_path / "r.pt"), *TINY]
+    ok(*args)
+    wider = [a if a != "2" or args[i - 1] != "--n-s" else "4" for i, a in enumerate(args)]
+    result = runner.invoke(app, [*wider, "--resume"])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert ("r-run: the run folder holds another configuration (network.n_s 2 → 4)"
+            in " ".join(result.output.split()))
+    result = runner.invoke(app, [*args[:-len(TINY)], *TINY[:4], "--epochs", "2", *TINY[6:],
+                                 "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resuming from epoch 2 of 2" in result.output
+
+
+@pytest.mark.parametrize("command", ["pretrain", "train-classifier"])
+def test_a_refused_training_run_leaves_no_run_folder(work: Path, tmp_path: Path,
+                                                     command: str) -> None:
+    d = work / "d"
+    table = tmp_path / "one.csv"  # one class: refused after the run folder was locked
+    table.write_text("id,label\ncase000,a\ncase001,a\n", encoding="utf-8")
+    out = tmp_path / "sub" / "m.pt"
+    if command == "pretrain":
+        args = ["pretrain", "--images", str(d / "images"), "--labels", str(d / "labels"),
+                "--table", str(tmp_path / "none.csv"), "--dim", "2", *TINY]
+    else:
+        args = ["train-classifier", "--table", str(table), "--images", str(d / "images"),
+                "--framework", "scratch", *CLF]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert list(tmp_path.iterdir()) == [table]
+
+
+def test_ctrl_c_says_where_to_resume(work: Path, tmp_path: Path, monkeypatch) -> None:
+    import segfew.train
+
+    def stopped(*args, out_dir: Path, **kwargs):  # Ctrl-C after two epochs were saved
+        (out_dir / "metrics.csv").write_text("epoch\n1\n2\n", encoding="utf-8")
+        (out_dir / "last.pt").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(segfew.train, "fit", stopped)
+    d = work / "d"
+    result = runner.invoke(app, ["pretrain", "--images", str(d / "images"), "--labels",
+                                 str(d / "labels"), "--dim", "2", "--out",
+                                 str(tmp_path / "c.pt"), *TINY])
+    assert result.exit_code == 130, result.output
+    assert result.output.splitlines()[-1].startswith(
+        "interrupted; rerun with --resume to continue from epoch 3 of 1")
+    assert (tmp_path / "c-run" / "last.pt").exists()  # kept: the run can resume

@@ -112,4 +112,5 @@ def test_pretrain_with_a_table_and_no_validation_split_announced(
                   "--labels", str(kmeans), "--out", str(out), *TINY)
     assert "warning: 4 case(s) are too few for a validation split" in " ".join(text.split())
     info = json.loads((tmp_path / "seg-run" / "run.json").read_text())
-    assert len({Path(d["path"]).name for d in info["data"]}) == 8  # 4 images, 4 label maps
+    names = {Path(d["path"]).name for d in info["data"]}
+    assert len(names) == 9 and "some.csv" in names  # the table, 4 images, 4 label maps
