@@ -8,7 +8,7 @@ DATA="$DEMO/data"
 mkdir -p "$DEMO"
 
 echo "== 1. synth: 2D phantoms, 3 classes that differ in shape and arrangement"
-segfew synth --out "$DATA" --dim 2 --n-per-class 10 --size 64 --seed 0
+segfew synth --out "$DATA" --dim 2 --n-per-class 10 --size 64 --seed 0 --force
 
 echo "== 2. inspect: check the dataset before training on it"
 segfew inspect --images "$DATA/images" --labels "$DATA/labels" --table "$DATA/labels.csv"
@@ -29,7 +29,7 @@ segfew train-classifier --table "$DATA/labels.csv" --images "$DATA/images" --fra
     --out "$DEMO/clf-scratch.pt" --size 64 --epochs 25 --no-progress
 
 echo "== 6. evaluate and predict on a fresh set of phantoms (another seed)"
-segfew synth --out "$DEMO/test" --dim 2 --n-per-class 6 --size 64 --seed 1
+segfew synth --out "$DEMO/test" --dim 2 --n-per-class 6 --size 64 --seed 1 --force
 segfew evaluate --model "$DEMO/clf-manual.pt" --table "$DEMO/test/labels.csv" \
     --images "$DEMO/test/images" --out "$DEMO/eval-manual" --no-progress
 segfew predict --model "$DEMO/clf-manual.pt" --input "$DEMO/test/images" \

@@ -75,6 +75,7 @@ class SynthSpec(Settings):
     classes: int = Field(default=3, ge=2, le=len(CLASSES))
     channels: int = Field(default=1, ge=1, le=2, description="2: two phases, ch1 and ch2")
     seed: int = 0
+    force: bool = Field(default=False, description="replace what a non-empty out folder holds")
 
 
 def make_phantoms(out: Path, *, dim: int = 2, n_per_class: int = 12, size: int | None = None,
@@ -89,14 +90,22 @@ def make_phantoms(out: Path, *, dim: int = 2, n_per_class: int = 12, size: int |
     """
     try:
         spec = SynthSpec.model_validate(dict(out=out, dim=dim, n_per_class=n_per_class, size=size,
-                                             classes=num_classes, channels=channels, seed=seed))
+                                             classes=num_classes, channels=channels, seed=seed,
+                                             force=True))
     except ValidationError as e:
         raise SpecError(describe_validation_error(e)) from None
     return write_phantoms(spec)
 
 
 def write_phantoms(spec: SynthSpec) -> Path:
-    """:func:`make_phantoms` from a validated spec (what ``segfew synth`` calls)."""
+    """:func:`make_phantoms` from a validated spec (what ``segfew synth`` calls).
+
+    A non-empty ``spec.out`` is refused (:class:`SpecError`) unless ``spec.force``: a
+    dataset there would be replaced."""
+    out = Path(spec.out)
+    if not spec.force and out.is_dir() and any(out.iterdir()):
+        raise SpecError("--out is not empty (it may hold a dataset that this would replace); "
+                        "choose an empty folder, or give --force to write over it", out)
     return _make(spec)
 
 

@@ -105,3 +105,19 @@ def test_invalid_settings_and_cli(tmp_path):
     assert len(rows(tmp_path / "d" / "labels.csv")) == 3
     result = runner.invoke(app, ["synth", "--out", str(tmp_path / "e"), "--dim", "4"])
     assert result.exit_code == 2 and "dim" in result.output
+
+
+def test_synth_refuses_a_non_empty_out_unless_forced(tmp_path):
+    runner = CliRunner()
+    args = ["synth", "--out", str(tmp_path / "d"), "--dim", "2", "--n-per-class", "1",
+            "--size", "16", "--classes", "2"]
+    assert runner.invoke(app, args).exit_code == 0
+    label = tmp_path / "d" / "labels" / "case000_seg.nii.gz"
+    label.write_bytes(b"an expert's mask")
+    result = runner.invoke(app, [*args, "--seed", "1"])
+    assert result.exit_code == 2
+    assert "--out is not empty" in result.output and "--force" in result.output
+    assert label.read_bytes() == b"an expert's mask"
+    result = runner.invoke(app, [*args, "--seed", "1", "--force"])
+    assert result.exit_code == 0, result.output
+    assert label.read_bytes() != b"an expert's mask"

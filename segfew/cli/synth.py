@@ -25,6 +25,8 @@ def synth(
         int | None, typer.Option(help="2 writes two phases per case, <id>_ch1 and <id>_ch2.")
     ] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into a non-empty --out, replacing its phantoms.")] = False,
     spec: SpecOpt = None,
 ) -> None:
     """Write phantom images whose classes differ in the shape and arrangement of structures.
@@ -36,7 +38,8 @@ def synth(
     from segfew.synth import CLASSES, SynthSpec, write_phantoms
 
     overrides = {"out": out, "dim": dim, "n_per_class": n_per_class, "size": size,
-                 "classes": classes, "channels": channels, "seed": seed}
+                 "classes": classes, "channels": channels, "seed": seed,
+                 "force": force or None}
     resolved = resolve(SynthSpec, overrides, spec)
     table = write_phantoms(resolved)
     names = ", ".join(c.name for c in CLASSES[: resolved.classes])
