@@ -244,12 +244,10 @@ def evaluate_paths(model_path: str | Path, images: Path, out_dir: Path, *,
     meta = predictor.meta
     if channels is None and meta.channels:
         channels = list(meta.channels)
-    if meta.kind == "classifier":
-        if table is None:
-            raise SpecError("a classifier is evaluated against a table: give --table FILE")
+    if meta.kind == "classifier":  # a table, or class sub-folders; a missing image: its row
         cases = find_classification_cases(images, table, channels=channels,
                                           id_column=id_column, label_column=label_column,
-                                          group_column=group_column)
+                                          group_column=group_column, keep_missing=True)
         return meta.kind, evaluate_classifier(
             model_path, cases, out_dir, device=device, batch_size=batch_size,
             bootstrap=bootstrap, seed=seed, progress=progress, table=table, predictor=predictor,

@@ -68,6 +68,50 @@ def test_evaluate_cli_metrics_agree_with_the_predictions(
     assert info["seed"] == 0
 
 
+def test_a_table_id_without_an_image_is_an_error_row(
+        tmp_path: Path, labelled: tuple[Path, Path]) -> None:
+    """A batch keeps its good cases: the missing one is a row, the others are scored."""
+    from typer.testing import CliRunner
+
+    from segfew.cli import app
+
+    images, table = labelled
+    table.write_text(table.read_text() + f"ghost,{CLASSES[0]}\n")
+    model = make_classifier(tmp_path / "clf.pt")
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--table", str(table),
+                                      "--images", str(images), "--out", str(out),
+                                      "--bootstrap", "0", "--device", "cpu", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    rows = {r["id"]: r for r in read_csv(out / "predictions.csv")}
+    assert len(rows) == 7 and rows["ghost"]["status"] == "error"
+    assert "id 'ghost' has no image ghost.*" in rows["ghost"]["error"]
+    assert sum(r["status"] == "ok" for r in rows.values()) == 6
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_cases"] == 7 and metrics["n_failed"] == 1
+    info = json.loads((out / "run.json").read_text())  # the table and the model are listed
+    assert {Path(d["path"]).name for d in info["data"]} >= {"labels.csv", "clf.pt"}
+
+
+def test_evaluate_reads_class_sub_folders_without_a_table(
+        tmp_path: Path, labelled: tuple[Path, Path], rng: np.random.Generator) -> None:
+    from typer.testing import CliRunner
+
+    from segfew.cli import app
+
+    folders = tmp_path / "by-class"
+    for i in range(4):
+        write_nifti(folders / CLASSES[i % 3] / f"c{i}.nii.gz", scan(rng))
+    model = make_classifier(tmp_path / "clf.pt")
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--images",
+                                      str(folders), "--out", str(out), "--bootstrap", "0",
+                                      "--device", "cpu", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out / "predictions.csv")
+    assert sorted(r["target"] for r in rows) == sorted(CLASSES[i % 3] for i in range(4))
+
+
 def test_a_class_the_model_does_not_know_is_a_one_line_error(
         tmp_path: Path, labelled: tuple[Path, Path]) -> None:
     from segfew.data import find_classification_cases

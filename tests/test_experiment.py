@@ -169,6 +169,21 @@ def test_interrupted_run_resumes_without_redoing_work(tmp_path: Path) -> None:
     assert third.calls == []
 
 
+def test_resume_refuses_a_features_file_whose_content_changed(tmp_path: Path) -> None:
+    features = tmp_path / "seg.pt"
+    features.write_bytes(b"network one")
+    cases, spec = make_cases(), make_spec(features=features, sizes=[1], repetitions=1)
+    run = tmp_path / "run"
+    run_experiment(spec, run, fake_trainer, cases=cases)
+    info = json.loads((run / "run.json").read_text())
+    assert [d["path"] for d in info["data"]] == [str(features)]  # the manifest lists it
+    run_experiment(spec, run, fake_trainer, cases=cases)  # the same file: resumes
+    features.write_bytes(b"network two")  # retrained under the same name
+    with pytest.raises(SpecError, match=r"the model file .*seg\.pt has changed since this "
+                                        r"RUN_DIR was started"):
+        run_experiment(spec, run, fake_trainer, cases=cases)
+
+
 def test_failed_task_is_recorded_and_retried(tmp_path: Path) -> None:
     cases, spec = make_cases(), make_spec()
     bad = "size002_rep01_scratch"

@@ -36,7 +36,8 @@ def evaluate(
     out: Annotated[Path | None, setting(
         E, "out", "Folder for metrics.json, predictions.csv, plots.")] = None,
     table: Annotated[Path | None, setting(
-        E, "table", "Classifier: CSV/TSV of id (or path) and true class.")] = None,
+        E, "table", "Classifier: CSV/TSV of id (or path) and true class (default: class "
+        "sub-folders of --images).")] = None,
     labels: Annotated[Path | None, setting(
         E, "labels", "Segmentation model: folder of true label maps.")] = None,
     channels: ChannelsOpt = None,

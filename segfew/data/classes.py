@@ -65,21 +65,24 @@ def _pick_column(columns: Sequence[str], given: str | None, candidates: Sequence
 
 def read_table(table: Path, images: Path | None = None, channels: Sequence[str] | None = None,
                id_column: str | None = None, label_column: str | None = None,
-               group_column: str | None = None) -> list[Case]:
+               group_column: str | None = None, keep_missing: bool = False) -> list[Case]:
     """Classification cases from a CSV/TSV table of ids (or paths) and class labels.
 
     The id column holds case ids, matched to image files in ``images`` (default: the
     table's folder, searched recursively) by case id or the ``channels`` rule, or paths
     relative to the table's folder or to ``images``. A group column ("group", or "patient"
     when it is not the id column) keeps a patient's cases together in splits.
+    A row whose image is not found raises :class:`DataError`; with ``keep_missing`` (a
+    batch, e.g. ``evaluate``) it becomes a case without images whose ``problem`` says so.
     """
     return _read_table(Path(table), None if images is None else Path(images), channels,
-                       id_column, label_column, group_column, _Problems(collect=False))
+                       id_column, label_column, group_column, _Problems(collect=False),
+                       keep_missing)
 
 
 def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None,
                 id_column: str | None, label_column: str | None, group_column: str | None,
-                problems: _Problems) -> list[Case]:
+                problems: _Problems, keep_missing: bool = False) -> list[Case]:
     rows = _sniff_rows(table)
     columns = list(rows[0].keys()) if rows else []
     if not rows:
@@ -108,23 +111,27 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
         if not target:
             problems.add(f"row {line} ({value}) has no {label_col!r}", table)
             continue
+        found = _Problems(collect=True) if keep_missing else problems
         if "/" in value or "\\" in value or is_image_file(Path(value)):
-            paths = _resolve_paths(value, table, images, channels, problems)
+            paths = _resolve_paths(value, table, images, channels, found)
             cid = case_id(Path(value))
             if channels and paths:
                 cid = _strip_channel(cid, channels)
         else:
             if index is None:
                 index = _recursive_index(root)
-            paths = _lookup(value, index, channels, root, table, line, problems)
+            paths = _lookup(value, index, channels, root, table, line, found)
             cid = value
+        group = row.get(group_col) if group_col else None
         if paths is None:
+            if found is not problems and found.items:  # the case's error row, in a batch
+                cases.append(Case(cid, (), target=target, group=group or cid,
+                                  problem=str(found.items[0])))
             continue
         if cid in seen:
             problems.add(f"duplicate case id {cid!r} (rows {seen[cid]} and {line})", table)
             continue
         seen[cid] = line
-        group = row.get(group_col) if group_col else None
         cases.append(Case(cid, paths, target=target, group=group or cid))
     return cases
 
@@ -230,10 +237,13 @@ def _find_class_folders(root: Path, channels: Sequence[str] | None,
 def find_classification_cases(images: Path, table: Path | None = None,
                               channels: Sequence[str] | None = None,
                               id_column: str | None = None, label_column: str | None = None,
-                              group_column: str | None = None) -> list[Case]:
-    """Cases with classes from ``table`` if given, else from class sub-folders of ``images``."""
+                              group_column: str | None = None, keep_missing: bool = False
+                              ) -> list[Case]:
+    """Cases with classes from ``table`` if given, else from class sub-folders of ``images``.
+    ``keep_missing``: see :func:`read_table`."""
     if table is not None:
-        return read_table(table, images, channels, id_column, label_column, group_column)
+        return read_table(table, images, channels, id_column, label_column, group_column,
+                          keep_missing)
     return find_class_folders(images, channels)
 
 
