@@ -16,7 +16,10 @@ set -u
 cd "$(dirname "$0")/.."
 ACDC=${1:-}
 OUT=${2:-gpu-check}
-PY=${PY:-python}
+if [ -z "${PY:-}" ]; then  # the project's virtual environment (make install), else python
+    PY=python
+    [ -x .venv/bin/python ] && PY=.venv/bin/python
+fi
 mkdir -p "$OUT"
 declare -a SUMMARY=()
 step() {  # step NAME COMMAND...: run, log to $OUT/NAME.log, record the outcome
@@ -30,7 +33,10 @@ step() {  # step NAME COMMAND...: run, log to $OUT/NAME.log, record the outcome
     tail -n 3 "$OUT/$name.log"
 }
 
-GPUS=$($PY -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)")
+if ! GPUS=$($PY -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"); then
+    echo "no torch in $PY: run make install, or set PY to a python with segfew installed" >&2
+    exit 1
+fi
 $PY -c "import torch, segfew.runtime as r; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'GPUs', torch.cuda.device_count()); print('runtime', r.describe('auto'))" | tee "$OUT/device.txt"
 DEVICE=cpu
 [ "$GPUS" -ge 1 ] && DEVICE=cuda
