@@ -494,17 +494,61 @@ def resolve_spec(
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise SpecError(describe_validation_error(e, flags), spec_file) from None
+        given = _given(overrides)
+        from_flags = all(_setting(err["loc"], given) for err in e.errors())
+        raise SpecError(describe_validation_error(e, flags, model),
+                        None if from_flags else spec_file) from None
 
 
-def describe_validation_error(e: ValidationError, flags: Mapping[str, str] | None = None) -> str:
-    """One line naming each offending key (and its flag, where one sets it) and the problem."""
+def _given(overrides: Mapping[str, Any], prefix: str = "") -> set[str]:
+    """The dotted keys a command's flags set (not None): their errors are not the file's."""
+    keys: set[str] = set()
+    for k, v in overrides.items():
+        if isinstance(v, Mapping) and all(isinstance(x, str) for x in v):
+            keys |= _given(v, f"{prefix}{k}.")
+        elif v is not None:
+            keys.add(f"{prefix}{k}")
+    return keys
+
+
+def _setting(loc: Sequence[int | str], keys: Mapping[str, Any] | set[str]) -> str | None:
+    """The key of ``keys`` that error location ``loc`` lies in (``frameworks.0`` →
+    ``frameworks``), or None."""
+    parts = [str(p) for p in loc]
+    while parts:
+        if (key := ".".join(parts)) in keys:
+            return key
+        parts.pop()
+    return None
+
+
+def _near(model: type[BaseModel] | None, loc: Sequence[int | str]) -> str:
+    """`` (did you mean 'x'?)`` for an unknown key close to a known one at its level."""
+    import difflib
+
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if model is not None else None
+        annotation = field.annotation if field is not None else None
+        model = annotation if isinstance(annotation, type) and issubclass(
+            annotation, BaseModel) else None
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe_validation_error(e: ValidationError, flags: Mapping[str, str] | None = None,
+                              model: type[BaseModel] | None = None) -> str:
+    """One line naming each offending key (and its flag, where one sets it) and the problem;
+    an unknown key close to one of ``model``'s gets "did you mean"."""
     parts = []
     for err in e.errors():
         where = ".".join(str(p) for p in err["loc"])
-        msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = ("unknown setting" + _near(model, err["loc"]) if err["type"] == "extra_forbidden"
+               else err["msg"])
         msg = msg.removeprefix("Value error, ")
-        flag = (flags or {}).get(where)
+        key = _setting(err["loc"], flags or {})
+        flag = (flags or {}).get(key) if key else None
         if flag and err["type"] == "missing":
             parts.append(f"{flag} is required (spec key {where})")
         elif flag:

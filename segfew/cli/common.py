@@ -116,6 +116,7 @@ def setting(model: type[BaseModel], key: str, help: str = "", *decls: str, **kwa
         show = False
     else:
         show = _show(default)
+    show = kwargs.pop("show_default", show)  # a default said in words ("64 in 2D")
     return typer.Option(*decls, help=text, show_default=show, **kwargs)
 
 
@@ -186,7 +187,8 @@ ChannelsOpt = Annotated[
 ]
 LabelMapOpt = Annotated[
     str | None,
-    typer.Option(help="Remap label values before the checks, e.g. 255:1 for a 0/255 mask."),
+    typer.Option(help="Remap label values before the checks, e.g. 255:1 for a 0/255 mask.",
+                 show_default="none"),
 ]
 ProgressOpt = Annotated[bool, typer.Option(
     "--progress/--no-progress",
@@ -195,7 +197,8 @@ ThreadsOpt = Annotated[int | None, typer.Option(
     min=1, show_default="torch's choice, or OMP_NUM_THREADS when set",
     help="CPU threads (torch, BLAS, OpenMP); 1 per job on a shared machine.")]
 PresetOpt = Annotated[
-    str | None, typer.Option(help="Paper settings: brain-mr-3d or cardiac-ct-2d.")
+    str | None, typer.Option(help="Paper settings: brain-mr-3d or cardiac-ct-2d.",
+                             show_default="none: the defaults shown")
 ]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue a stopped run from its last checkpoint.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not cache pre-processed arrays.")]

@@ -14,8 +14,10 @@ from segfew.cli.common import (
     handle_errors,
     int_list,
     resolve,
+    setting,
     split_list,
 )
+from segfew.config import ExperimentSpec as X
 
 if TYPE_CHECKING:
     from segfew.config import ExperimentSpec
@@ -35,12 +37,12 @@ def experiment(
         help="Segmentation model file for framework manual.")] = None,
     threshold_features: Annotated[Path | None, typer.Option(
         help="Segmentation model trained on k-means labels (framework threshold).")] = None,
-    frameworks: Annotated[str | None, typer.Option(
-        help="Comma-separated: manual,threshold,scratch,vgg,measures.")] = None,
-    sizes: Annotated[str | None, typer.Option(
-        help="Labelled patients per class, e.g. 1,2,4,8.")] = None,
-    repetitions: Annotated[int | None, typer.Option(
-        help="Random splits per size (paper: 5).")] = None,
+    frameworks: Annotated[str | None, setting(
+        X, "frameworks", "Comma-separated: manual,threshold,scratch,vgg,measures.")] = None,
+    sizes: Annotated[str | None, setting(
+        X, "sizes", "Labelled patients per class, e.g. 1,2,4,8.")] = None,
+    repetitions: Annotated[int | None, setting(
+        X, "repetitions", "Random splits per size (paper: 5).")] = None,
     test_table: Annotated[Path | None, typer.Option(
         help="Fixed test set: table of test cases (sets test = fixed).")] = None,
     test_images: Annotated[Path | None, typer.Option(
@@ -110,7 +112,7 @@ def _failed_in_shard(failed: dict[str, str], spec: ExperimentSpec, shard: tuple[
 @handle_errors
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(
-        help="RUN_DIR(s) of one experiment; shards are merged.")],
+        metavar="RUN_DIR", help="RUN_DIR(s) of one experiment; shards are merged.")],
     out: Annotated[Path | None, typer.Option(
         help="Folder for report.md, report.html and plots (default RUN_DIR/report).")] = None,
 ) -> None:

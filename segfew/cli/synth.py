@@ -7,24 +7,22 @@ from typing import Annotated
 
 import typer
 
-from segfew.cli.common import SpecOpt, console, handle_errors, resolve
+from segfew.cli.common import SpecOpt, console, handle_errors, resolve, setting
+from segfew.synth import SynthSpec as Y
 
 
 @handle_errors
 def synth(
-    out: Annotated[
-        Path | None, typer.Option(help="Folder to write images/, labels/, labels.csv into.")
-    ] = None,
-    dim: Annotated[int | None, typer.Option(help="2 (images) or 3 (volumes).")] = None,
-    n_per_class: Annotated[int | None, typer.Option(help="Cases per class (default 12).")] = None,
-    size: Annotated[
-        int | None, typer.Option(help="Voxels per axis (default 64 in 2D, 32 in 3D).")
-    ] = None,
-    classes: Annotated[int | None, typer.Option(help="Number of classes, 2–8 (default 3).")] = None,
-    channels: Annotated[
-        int | None, typer.Option(help="2 writes two phases per case, <id>_ch1 and <id>_ch2.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
+    out: Annotated[Path | None, setting(
+        Y, "out", "Folder to write images/, labels/, labels.csv into.")] = None,
+    dim: Annotated[int | None, setting(Y, "dim", "2 (images) or 3 (volumes).")] = None,
+    n_per_class: Annotated[int | None, setting(Y, "n_per_class", "Cases per class.")] = None,
+    size: Annotated[int | None, setting(
+        Y, "size", "Voxels per axis.", show_default="64 in 2D, 32 in 3D")] = None,
+    classes: Annotated[int | None, setting(Y, "classes", "Number of classes, 2–8.")] = None,
+    channels: Annotated[int | None, setting(
+        Y, "channels", "2 writes two phases per case, <id>_ch1 and <id>_ch2.")] = None,
+    seed: Annotated[int | None, setting(Y, "seed", "Seed of the phantoms' shapes.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Write into a non-empty --out, replacing its phantoms.")] = False,
     spec: SpecOpt = None,
@@ -35,12 +33,12 @@ def synth(
 
     Example: segfew synth --out demo/data --dim 2 --n-per-class 8
     """
-    from segfew.synth import CLASSES, SynthSpec, write_phantoms
+    from segfew.synth import CLASSES, write_phantoms
 
     overrides = {"out": out, "dim": dim, "n_per_class": n_per_class, "size": size,
                  "classes": classes, "channels": channels, "seed": seed,
                  "force": force or None}
-    resolved = resolve(SynthSpec, overrides, spec)
+    resolved = resolve(Y, overrides, spec)
     table = write_phantoms(resolved)
     names = ", ".join(c.name for c in CLASSES[: resolved.classes])
     console.print(

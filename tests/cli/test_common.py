@@ -131,7 +131,38 @@ def test_missing_or_invalid_settings_name_the_flag_and_the_spec_key(tmp_path) ->
     spec.write_text("[train]\nepochz = 3\n", encoding="utf-8")
     result = runner.invoke(app, ["pretrain", "--spec", str(spec), "--images", "im",
                                  "--out", "x.pt"])
-    assert "train.epochz: unknown setting" in result.output
+    assert "train.epochz: unknown setting (did you mean 'epochs'?)" in result.output
+    assert result.output.startswith(f"error: {spec}: ")  # the file's error: it is named
+    spec.write_text("[train]\nzzz = 3\n", encoding="utf-8")
+    result = runner.invoke(app, ["pretrain", "--spec", str(spec), "--images", "im",
+                                 "--out", "x.pt"])
+    assert "train.zzz: unknown setting" in result.output and "did you mean" not in result.output
+
+
+def test_a_bad_flag_value_is_not_blamed_on_the_spec_file(tmp_path) -> None:
+    spec = tmp_path / "curve.toml"
+    spec.write_text('[data]\nimages = "im"\ntable = "t.csv"\n', encoding="utf-8")
+    result = runner.invoke(app, ["experiment", "--spec", str(spec), "--out",
+                                 str(tmp_path / "run"), "--frameworks", "manul"])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert text.startswith("error: invalid settings: --frameworks (spec key frameworks.0)")
+    assert str(spec) not in text and not (tmp_path / "run").exists()
+
+
+def test_help_shows_the_defaults_of_experiment_synth_and_pretrain_options() -> None:
+    experiment = _option_help("experiment")
+    assert "manual,scratch" in _line(experiment, "--frameworks")
+    assert "2,4,8" in _line(experiment, "--sizes") and "5" in _line(experiment, "--repetitions")
+    synth = _option_help("synth")
+    for flag, default in (("--dim", "2"), ("--n-per-class", "12"), ("--classes", "3"),
+                          ("--size", "64 in 2D, 32 in 3D"), ("--seed", "0")):
+        assert f"default: ({default})" in _line(synth, flag), flag
+    pretrain = _option_help("pretrain")
+    assert "default: (none" in _line(pretrain, "--label-map")
+    assert "default: (none" in _line(pretrain, "--preset")
+    usage = runner.invoke(app, ["report", "--help"]).output
+    assert "RUN_DIR" in usage and "run_dirs" not in usage
 
 
 def test_choice_options_refuse_unknown_values() -> None:
