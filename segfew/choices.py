@@ -7,5 +7,6 @@ from typing import Literal
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 #: intensity normalisation before the network grid (segfew.preprocess, SPEC §5)
 Intensity = Literal["clahe", "ct", "minmax", "zscore"]
-#: what a classifier learns from (README "The frameworks")
-Framework = Literal["manual", "threshold", "scratch", "vgg", "measures"]
+#: what a classifier learns from (README "The frameworks"): the names of
+#: ``segfew.frameworks.FRAMEWORKS``, in its order (a test keeps the two equal)
+Framework = Literal["measures", "manual", "threshold", "scratch", "vgg"]

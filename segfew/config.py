@@ -270,16 +270,15 @@ class ClassifierSpec(Settings):
 
     @model_validator(mode="after")
     def _framework_inputs(self) -> ClassifierSpec:
-        if self.framework in ("manual", "threshold", "measures") and self.features is None:
-            raise ValueError(
-                f"framework {self.framework} needs --features (a segmentation "
-                "model file from segfew pretrain)"
-            )
-        if self.framework == "vgg" and self.vgg_weights is None:
-            raise ValueError(
-                "framework vgg needs --vgg-weights (a local torchvision VGG-16 "
-                "state dict; segfew never downloads)"
-            )
+        from segfew.frameworks import NEEDS, framework
+
+        for need in framework(self.framework).needs:
+            field, _, words = NEEDS[need]
+            if getattr(self, field) is None:
+                never = "; segfew never downloads" if need == "vgg_weights" else ""
+                raise ValueError(
+                    f"framework {self.framework} needs --{field.replace('_', '-')} ({words}{never})"
+                )
         return self
 
 
@@ -377,6 +376,15 @@ class ExperimentSpec(Settings):
         default=None, description="segmentation model trained on k-means labels (threshold)"
     )
     vgg_weights: Path | None = Field(default=None, description="local VGG-16 weights (vgg)")
+    pretrain: Path | None = Field(
+        default=None,
+        description="pretrain spec: pre-train the segmentation network of every repetition on "
+        "its training side only (voxel labels from data.labels), instead of features",
+    )
+    allow_leakage: bool = Field(
+        default=False,
+        description="a feature network trained on test cases is a loud warning, not an error",
+    )
     head: HeadConfig = HeadConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     train: ClassifierTrainConfig = ClassifierTrainConfig()
@@ -402,9 +410,11 @@ class ExperimentSpec(Settings):
     @field_validator("frameworks")
     @classmethod
     def _frameworks_unique(cls, v: list[str]) -> list[str]:
+        from segfew.frameworks import help_list
+
         if not v:
             raise ValueError(
-                "give at least one framework (manual, threshold, scratch, vgg, measures)"
+                f"give at least one framework ({help_list()})"
             )
         if len(set(v)) != len(v):
             raise ValueError(f"frameworks repeat: {v}")
@@ -418,18 +428,17 @@ class ExperimentSpec(Settings):
             raise ValueError("test_table is only used with test = fixed")
         if self.test == "fixed" and self.test_per_class is not None:
             raise ValueError("test_per_class is only used with test = random")
-        needs = {
-            "manual": ("features", "a segmentation model file from segfew pretrain"),
-            "threshold": (
-                "threshold_features",
-                "a segmentation model pretrained on k-means labels from segfew label",
-            ),
-            "vgg": ("vgg_weights", "a local torchvision VGG-16 state dict"),
-            "measures": ("features", "a segmentation model file from segfew pretrain"),
-        }
+        from segfew.frameworks import NEEDS, framework
+
+        if self.pretrain is not None and self.data.labels is None:
+            raise ValueError("pretrain needs data.labels (the voxel labels to pre-train on)")
         for fw in self.frameworks:
-            if fw in needs and getattr(self, needs[fw][0]) is None:
-                raise ValueError(f"framework {fw} needs {needs[fw][0]} ({needs[fw][1]})")
+            for need in framework(fw).needs:
+                if need == "segmentation" and self.pretrain is not None:
+                    continue  # pre-trained per repetition
+                _, field, words = NEEDS[need]
+                if getattr(self, field) is None:
+                    raise ValueError(f"framework {fw} needs {field} ({words})")
         return self
 
 

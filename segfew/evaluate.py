@@ -10,7 +10,8 @@ Segmentation model: per-label Dice on the source grid (the prediction is restore
 image's own shape first, so the score is the one a user sees in a viewer).
 
 Every output is written atomically into ``out_dir``: ``metrics.json``, ``predictions.csv``
-(or ``per_case.csv``), ``confusion_matrix.png`` and ``run.json``.
+(or ``per_case.csv``), ``confusion_matrix.png`` and ``run.json``; for a measures classifier
+also ``measurements.csv`` (every case's named measurements, as the classifier saw them).
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
     rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
     write_predictions_csv(out_dir / "predictions.csv", rows, classes,
                           targets=[str(c.target) for c in cases])
+    predictor.write_measurements(out_dir / "measurements.csv", cases, rows)
     metrics = score_predictions(y_all, rows, classes, bootstrap=bootstrap, seed=seed,
                                 source=table)
     n_ok = sum(r.status == "ok" for r in rows)

@@ -27,8 +27,7 @@ import json
 import logging
 import time
 import traceback
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,16 @@ import numpy as np
 from segfew.atomic import write_json
 from segfew.config import ExperimentSpec
 from segfew.errors import DataError, SpecError
+from segfew.frameworks import FRAMEWORKS, framework, framework_rank
+from segfew.leakage import check_leakage
+from segfew.splits import (
+    _check_splittable,
+    _unit,
+    data_summary,
+    load_cases,
+    load_test_cases,
+    split_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +55,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FRAMEWORK_NAMES",
+    "PretrainStep",
     "Task",
     "TaskStatus",
     "TrainAndScore",
+    "check_leakage",
     "collect_results",
     "load_spec",
     "parse_shard",
     "plan_tasks",
+    "repetition_features",
     "run_experiment",
     "shard_tasks",
     "split_for",
@@ -60,15 +72,8 @@ __all__ = [
     "task_status",
 ]
 
-#: What each framework is, in words (the paper's names in capitals).
-FRAMEWORK_NAMES = {
-    "manual": "Segmentation features, network trained on manual labels (MANUAL)",
-    "threshold": "Segmentation features, network trained on k-means labels (THRESHOLD)",
-    "scratch": "Network trained from scratch, modified VGG (SCRATCH)",
-    "vgg": "ImageNet VGG-16 features (VGG)",
-    "measures": "Volumes from the segmentation network, logistic regression (MEASURES)",
-}
-FRAMEWORK_ORDER = ("measures", "manual", "threshold", "scratch", "vgg")
+#: What each framework is, in words (the paper's names in capitals), in registry order.
+FRAMEWORK_NAMES = {name: f.title for name, f in FRAMEWORKS.items()}
 
 # Settings that do not change results: a resumed run may differ in them.
 _IGNORED_ON_RESUME = {"train": ("progress", "device", "threads", "num_workers", "cache_features",
@@ -87,6 +92,11 @@ class Task:
     def key(self) -> str:
         return f"size{self.size:03d}_rep{self.repetition:02d}_{self.framework}"
 
+
+#: ``pretrain_step(repetition, train_side, model_path)`` pre-trains the segmentation network
+#: of one repetition on the voxel labels of ``train_side`` (every case of the pool outside
+#: that repetition's test set) and writes it to ``model_path``.
+PretrainStep = Callable[[int, list["Case"], Path], Any]
 
 #: ``train_and_score(task, train_cases, test_cases, work_dir) -> dict`` trains one framework
 #: on ``train_cases`` and scores it on ``test_cases``. The dict holds at least ``metrics``
@@ -132,122 +142,23 @@ def shard_tasks(tasks: Sequence[Task], shard: tuple[int, int] | None) -> list[Ta
     return list(tasks[i - 1::n])
 
 
-# ---------------------------------------------------------------- splits
+# ---------------------------------------------------------------- leakage
 
 
-def _seed(spec_seed: int, repetition: int, part: int) -> int:
-    return int(np.random.SeedSequence([spec_seed, repetition, part]).generate_state(1)[0])
+def repetition_features(out_dir: Path, repetition: int) -> Path:
+    """Where the segmentation network pre-trained for ``repetition`` lives in a RUN_DIR."""
+    return Path(out_dir) / "pretrain" / f"rep{repetition:02d}" / "seg.pt"
 
 
-def _stratified_split(cases: Sequence[Case], per_class: int, seed: int
-                      ) -> tuple[list[Case], list[Case]]:
-    from segfew.data import stratified_split
-
-    return stratified_split(cases, per_class=per_class, seed=seed)
-
-
-def _unit(case: Case) -> str:
-    return case.group or case.id
-
-
-def split_for(cases: Sequence[Case], spec: ExperimentSpec, size: int, repetition: int,
-              test_cases: Sequence[Case] | None = None) -> tuple[list[Case], list[Case]]:
-    """(training cases, test cases) of one (size, repetition) — the same for every framework.
-
-    Splits are stratified by class and group-aware (a group — a patient — is never on both
-    sides; ``size`` counts groups per class). Seeds derive from ``(spec.seed, repetition)``
-    only, so:
-
-    - every framework of a repetition gets the identical split;
-    - random test set: drawn first, and the same for every size of a repetition —
-      ``test_per_class`` groups per class, or by default every group that the largest
-      training set of the repetition does not use;
-    - the training sets are nested: size k's is a subset of size k' > k's (``stratified_split``
-      takes the first k of one seeded shuffle per class).
-
-    Fixed test set (``spec.test == "fixed"``): the test part is ``test_cases`` (the cases
-    of ``spec.test_table``, read here when not given) for every task; training draws from
-    ``cases`` minus any group that also appears in the test set.
-    """
-    labelled = [c for c in cases if c.target is not None]
-    train_seed = _seed(spec.seed, repetition, 2)
-    if spec.test == "fixed":
-        test = list(test_cases) if test_cases is not None else load_test_cases(spec)
-        held = {_unit(c) for c in test}
-        pool = [c for c in labelled if _unit(c) not in held]
-        return _stratified_split(pool, size, train_seed)[0], test
-    if spec.test_per_class is not None:
-        test_seed = _seed(spec.seed, repetition, 1)
-        test, pool = _stratified_split(labelled, spec.test_per_class, test_seed)
-        return _stratified_split(pool, size, train_seed)[0], test
-    largest = max(spec.sizes)
-    test = _stratified_split(labelled, largest, train_seed)[1]
-    return _stratified_split(labelled, size, train_seed)[0], test
-
-
-def load_cases(spec: ExperimentSpec) -> list[Case]:
-    """The labelled cases of ``spec.data`` (the pool that training sets are drawn from)."""
-    from segfew.data import find_classification_cases
-
-    d = spec.data
-    cases = find_classification_cases(d.images, d.table, d.channels, d.id_column,
-                                      d.label_column, d.group_column)
-    return [c for c in cases if c.target is not None]
-
-
-def load_test_cases(spec: ExperimentSpec) -> list[Case]:
-    """The fixed test set's cases (``spec.test_table``); empty for a random test set."""
-    from segfew.data import find_classification_cases
-
-    if spec.test_table is None:
-        return []
-    d = spec.data
-    cases = find_classification_cases(spec.test_images or d.images, spec.test_table,
-                                      d.channels, d.id_column, d.label_column, d.group_column)
-    return [c for c in cases if c.target is not None]
-
-
-def _check_splittable(cases: Sequence[Case], spec: ExperimentSpec) -> None:
-    groups: dict[str, set[str]] = {}
-    for c in cases:
-        groups.setdefault(str(c.target), set()).add(_unit(c))
-    test_groups = (spec.test_per_class or 1) if spec.test == "random" else 0
-    need = max(spec.sizes) + test_groups
-    short = {t: len(g) for t, g in sorted(groups.items()) if len(g) < need}
-    if short:
-        listed = ", ".join(f"{t}: {n}" for t, n in short.items())
-        what = "for the largest training size" + (" plus the test set" if spec.test == "random"
-                                                  else "")
-        raise DataError(f"{need} patients (groups) per class are needed {what}, but some "
-                        f"classes have fewer ({listed}); lower the sizes")
-
-
-def data_summary(cases: Sequence[Case], test_cases: Sequence[Case], spec: ExperimentSpec,
-                 splits: dict[tuple[int, int], tuple[list[Case], list[Case]]]) -> dict[str, Any]:
-    """Classes, cases and patients per class, and test-set sizes per repetition."""
-    from segfew.data import class_names
-
-    def per_class(cs: Iterable[Case]) -> dict[str, int]:
-        counts = Counter(str(c.target) for c in cs)
-        return {k: counts[k] for k in sorted(counts)}
-
-    def groups_per_class(cs: Iterable[Case]) -> dict[str, int]:
-        seen = {(str(c.target), _unit(c)) for c in cs}
-        return dict(sorted(Counter(t for t, _ in seen).items()))
-
-    tests: dict[str, dict[str, int]] = {}
-    for (_, rep), (_, test) in sorted(splits.items()):
-        tests.setdefault(str(rep), per_class(test))
-    return {
-        "classes": class_names(list(cases) + list(test_cases)),
-        "cases": len(cases),
-        "cases_per_class": per_class(cases),
-        "patients_per_class": groups_per_class(cases),
-        "grouped": any(c.group not in (None, c.id) for c in cases),  # a group column
-        "test": spec.test,
-        "fixed_test_cases_per_class": per_class(test_cases) if spec.test == "fixed" else None,
-        "test_cases_per_class_by_repetition": tests,
-    }
+def _shared_features(spec: ExperimentSpec) -> list[Path]:
+    """The segmentation model files every repetition uses (not pre-trained per repetition)."""
+    needs = {n for fw in spec.frameworks for n in framework(fw).needs}
+    paths = []
+    if spec.pretrain is None and spec.features is not None and "segmentation" in needs:
+        paths.append(spec.features)
+    if spec.threshold_features is not None and "kmeans_segmentation" in needs:
+        paths.append(spec.threshold_features)
+    return [Path(p) for p in paths if Path(p).is_file()]
 
 
 # ---------------------------------------------------------------- running
@@ -330,7 +241,8 @@ def load_spec(run_dir: Path) -> ExperimentSpec:
 def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAndScore, *,
                    shard: tuple[int, int] | None = None,
                    cases: Sequence[Case] | None = None,
-                   test_cases: Sequence[Case] | None = None) -> Path:
+                   test_cases: Sequence[Case] | None = None,
+                   pretrain_step: PretrainStep | None = None) -> Path:
     """Run (or resume) the protocol's tasks (those of ``shard`` if given) into ``out_dir``.
 
     Each finished task's result is written to ``out_dir/results/<key>.json`` at once;
@@ -343,6 +255,11 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     it called on every case first, so a bad file stops the run, in one line, before any
     training. Each task is announced, and each failure reported, on the ``segfew``
     logger. Returns ``out_dir``.
+
+    No leakage (SPEC §6): every shared feature network is checked against every test set
+    first (:func:`check_leakage`). With ``spec.pretrain``, ``pretrain_step`` trains one
+    network per repetition on its training side, before the repetition's first task, into
+    :func:`repetition_features` (kept, so a resumed run does not train it again).
     """
     from segfew.atomic import check_output
     from segfew.runinfo import write_run_info
@@ -374,6 +291,13 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     splits = {(size, rep): split_for(pool, spec, size, rep, fixed)
               for rep in range(1, spec.repetitions + 1) for size in spec.sizes}
 
+    all_test = {c.id: c for _, test in splits.values() for c in test}.values()
+    leaked = {str(p): check_leakage(p, all_test, spec.allow_leakage)
+              for p in _shared_features(spec)}
+    if spec.pretrain is not None and pretrain_step is None:
+        raise SpecError("this experiment pre-trains per repetition (pretrain) but no "
+                        "pre-training step was given")
+
     results_dir = out_dir / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     spec_data = spec.model_dump(mode="json")
@@ -382,7 +306,10 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     inputs = [*_model_files(spec), *(p for p in (spec.data.table, spec.test_table) if p),
               *(p for c in [*pool, *fixed] for p in c.images)]
     write_run_info(out_dir / run_name, spec, spec.seed, inputs)
-    write_json(out_dir / "data.json", data_summary(pool, fixed, spec, splits))
+    summary = data_summary(pool, fixed, spec, splits)
+    if any(leaked.values()):
+        summary["leakage"] = {p: ids for p, ids in leaked.items() if ids}
+    write_json(out_dir / "data.json", summary)
     digest = spec_digest(spec_data)
 
     for n, task in enumerate(tasks, 1):
@@ -390,6 +317,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
         if done.is_file():
             continue
         train, test = splits[(task.size, task.repetition)]
+        if pretrain_step is not None and spec.pretrain is not None:
+            _pretrain_repetition(out_dir, task.repetition, pool, test, pretrain_step, spec)
         work = out_dir / "work" / task.key
         work.mkdir(parents=True, exist_ok=True)
         log.info(f"[{n}/{len(tasks)}] {task.framework}: {task.size} per class "
@@ -412,6 +341,21 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
         write_json(done, {**output, **_task_fields(task, train, test, digest)})
         error_path.unlink(missing_ok=True)
     return out_dir
+
+
+def _pretrain_repetition(out_dir: Path, repetition: int, pool: Sequence[Case],
+                         test: Sequence[Case], pretrain_step: PretrainStep,
+                         spec: ExperimentSpec) -> Path:
+    path = repetition_features(out_dir, repetition)
+    if not path.is_file():
+        held = {_unit(c) for c in test}
+        side = [c for c in pool if _unit(c) not in held]
+        log.info(f"pre-training the segmentation network of repetition {repetition} on its "
+                 f"training side ({len(side)} cases)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pretrain_step(repetition, side, path)
+    check_leakage(path, test, spec.allow_leakage)  # a guard on the step itself
+    return path
 
 
 def _task_fields(task: Task, train: Sequence[Case], test: Sequence[Case], digest: str
@@ -455,7 +399,7 @@ def collect_results(run_dir: Path | Sequence[Path]) -> list[dict[str, Any]]:
                 raise DataError(f"unreadable result file ({e})", path) from None
             found.setdefault(result.get("key", path.stem), result)
     return sorted(found.values(), key=lambda r: (r["repetition"], r["size"],
-                                                 _framework_rank(r["framework"])))
+                                                 framework_rank(r["framework"])))
 
 
 @dataclass
@@ -497,10 +441,6 @@ def task_status(run_dirs: Path | Sequence[Path]) -> TaskStatus:
 # ---------------------------------------------------------------- summary
 
 
-def _framework_rank(fw: str) -> tuple[int, str]:
-    return (FRAMEWORK_ORDER.index(fw) if fw in FRAMEWORK_ORDER else len(FRAMEWORK_ORDER), fw)
-
-
 def _mean_std(values: Sequence[float | None]) -> dict[str, float | int | None]:
     v = np.array([x for x in values if x is not None], dtype=np.float64)
     return {"mean": float(v.mean()) if v.size else None,
@@ -524,7 +464,7 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in results:
         groups.setdefault((r["framework"], int(r["size"])), []).append(r)
     rows = []
-    for (fw, size) in sorted(groups, key=lambda g: (_framework_rank(g[0]), g[1])):
+    for (fw, size) in sorted(groups, key=lambda g: (framework_rank(g[0]), g[1])):
         rs = sorted(groups[(fw, size)], key=lambda r: r["repetition"])
         metrics = [r["metrics"] for r in rs]
         classes: list[str] = []

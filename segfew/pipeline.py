@@ -31,10 +31,12 @@ from segfew.config import (
     TrainConfig,
 )
 from segfew.errors import DataError, DataWarning, SpecError
+from segfew.frameworks import FRAMEWORKS, framework
 
 if TYPE_CHECKING:
     from segfew.cases import LabelRules
     from segfew.data import Case
+    from segfew.measurements import Measurer
     from segfew.preprocess import PreprocessCache
     from segfew.train.engine import TrainProgress
 
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 #: frameworks that use a pre-trained segmentation network (``--features``)
-FEATURE_FRAMEWORKS = ("manual", "threshold", "measures")
+FEATURE_FRAMEWORKS = tuple(n for n, f in FRAMEWORKS.items() if f.uses_segmentation)
 
 
 def run_dir_for(model_path: Path) -> Path:
@@ -235,13 +237,17 @@ def pretrain(
     resume: bool = False,
     progress: TrainProgress | None = None,
     cache: PreprocessCache | None = None,
+    cases: Sequence[Case] | None = None,
 ) -> PretrainResult:
     """Train the modified M-Net on images with voxel labels and write its model file.
 
     Label names come from ``spec.label_names``, or from the ``centres.json`` of a labels
     folder written by ``segfew label`` (k-means labels need no names). ``progress`` is
     passed to :func:`segfew.train.fit`; the validation split is announced on the
-    ``segfew`` logger.
+    ``segfew`` logger. ``cases`` (with label maps) replace discovery from ``spec.data`` —
+    the experiment pre-trains each repetition on its training side this way. The model
+    file records the SHA-256 of every training file (``metrics.training_data``), for
+    leakage checks.
 
     The run folder is locked while the run writes to it (:func:`guarded_run`). Before any
     image is read, the memory of one training step is estimated (:mod:`segfew.train.memory`),
@@ -250,7 +256,7 @@ def pretrain(
     """
     d = spec.data
     with guarded_run(spec.out, [d.images, d.labels, d.table], spec, resume):
-        return _pretrain(spec, resume=resume, progress=progress, cache=cache)
+        return _pretrain(spec, resume=resume, progress=progress, cache=cache, cases=cases)
 
 
 def _pretrain(
@@ -259,6 +265,7 @@ def _pretrain(
     resume: bool,
     progress: TrainProgress | None,
     cache: PreprocessCache | None,
+    cases: Sequence[Case] | None,
 ) -> PretrainResult:
     import torch
 
@@ -273,7 +280,11 @@ def _pretrain(
     cache = cache if cache is not None else PreprocessCache()
     set_threads(spec.train.threads)
     seed_everything(spec.train.seed)
-    cases = _segmentation_cases(spec)
+    if cases is None:
+        cases = _segmentation_cases(spec)
+    else:
+        cases = [c for case in cases for c in (
+            case.per_channel() if len(case.images) > 1 and len(case.labels) > 1 else [case])]
     dim = spec.network.dim
     train_cases, val_cases = validation_split(cases, spec.train, per_class=False)
     declared = declared_label_names(spec)
@@ -299,8 +310,9 @@ def _pretrain(
 
     model = MNet(dim, in_channels, num_labels, n_s=spec.network.n_s, dropout=spec.network.dropout)
     run_dir = run_dir_for(spec.out)
+    info: dict[str, Any] = {"data": []}
     if is_main():
-        write_run_info(
+        info = write_run_info(
             run_dir,
             spec,
             spec.train.seed,
@@ -355,6 +367,7 @@ def _pretrain(
             "validation_mean_dice": mean_dice,
             "validation_cases": [c.id for c in val_cases],
             "best_epoch": result.best_epoch,
+            "training_data": sorted({row["sha256"] for row in info["data"]}),
         },
     )
     save_model(spec.out, model, meta)
@@ -405,10 +418,13 @@ def classifier_preprocess(spec: ClassifierSpec, feature_meta: Any | None) -> Pre
     so intensity settings come from its model file; framework vgg uses SPEC §3(c)'s
     224×224 CLAHE input.
     """
-    if spec.framework == "vgg":
+    rule = framework(spec.framework).preprocess
+    if rule == "imagenet":
         return spec.preprocess.model_copy(update={"size": (224, 224), "intensity": "clahe"})
-    if feature_meta is None:
+    if rule == "spec" or feature_meta is None:
         return spec.preprocess
+    if rule == "feature_exact":
+        return feature_meta.preprocess  # it segments exactly as the network was trained
     seg = feature_meta.preprocess
     return spec.preprocess.model_copy(
         update={
@@ -451,13 +467,15 @@ def build_classifier(
             "in_channels": in_channels,
             "num_classes": num_classes,
             "input_size": grid,
+            "n_c": head.n_c,
+            "n_fc": head.n_fc,
+            "r": head.r,
+            "dropout": head.dropout,
+            "finetune": spec.finetune,
         }
-        if spec.framework != "measures":
-            args.update(
-                n_c=head.n_c, n_fc=head.n_fc, r=head.r, dropout=head.dropout, finetune=spec.finetune
-            )
-        name = "measure_classifier" if spec.framework == "measures" else "feature_classifier"
-        arch = Architecture(name=name, args=args, feature_net=feature_meta.architecture)
+        arch = Architecture(
+            name="feature_classifier", args=args, feature_net=feature_meta.architecture
+        )
         model = build_model(arch.name, feature_net=feature_net, **arch.args)
     elif spec.framework == "scratch":
         arch = Architecture(
@@ -515,19 +533,22 @@ def train_classifier(
     progress: TrainProgress | None = None,
     cache: PreprocessCache | None = None,
     write_info: bool = True,
+    measurer: Measurer | None = None,
 ) -> ClassifierResult:
     """Train a classifier of ``spec.framework`` with image-level labels; write its model file.
 
     ``cases`` (with targets) replace discovery from ``spec.data`` — the learning-curve
     experiment passes each split this way. ``val_cases`` replace the validation split;
-    framework measures (a closed-form fit) always fits on every case.
+    framework measures (a closed-form fit) always fits on every case. ``measurer``
+    (framework measures) reuses the measurements of an earlier call.
     The run folder is locked while the run writes to it (:func:`guarded_run`).
     """
     d = spec.data
     with guarded_run(spec.out, [d.images, d.labels, d.table, spec.features, spec.vgg_weights],
                      spec, resume):
         return _train_classifier(spec, cases=cases, val_cases=val_cases, resume=resume,
-                                 progress=progress, cache=cache, write_info=write_info)
+                                 progress=progress, cache=cache, write_info=write_info,
+                                 measurer=measurer)
 
 
 def _train_classifier(
@@ -539,6 +560,7 @@ def _train_classifier(
     progress: TrainProgress | None,
     cache: PreprocessCache | None,
     write_info: bool,
+    measurer: Measurer | None,
 ) -> ClassifierResult:
     import torch
 
@@ -583,14 +605,15 @@ def _train_classifier(
     if spec.framework in FEATURE_FRAMEWORKS and spec.features is not None:
         feature_meta, _ = read_model_file(spec.features)
     cfg = classifier_preprocess(spec, feature_meta)
-    train_x = _classification_arrays(train_cases, cfg, cache)
-    val_x = _classification_arrays(val_list, cfg, cache) if val_list else []
     index = {name: i for i, name in enumerate(classes)}
     train_y = [index[str(c.target)] for c in train_cases]
     val_y = [index[str(c.target)] for c in val_list]
-    in_channels, grid = train_x[0].shape[0], tuple(train_x[0].shape[1:])
-
-    model, arch = build_classifier(spec, in_channels, len(classes), grid)
+    if framework(spec.framework).preprocess == "feature_exact":  # measured on the source grid
+        train_x: list[np.ndarray] = []
+        val_x: list[np.ndarray] = []
+    else:
+        train_x = _classification_arrays(train_cases, cfg, cache)
+        val_x = _classification_arrays(val_list, cfg, cache) if val_list else []
     run_dir = run_dir_for(spec.out)
     if write_info and is_main():
         write_run_info(
@@ -605,20 +628,29 @@ def _train_classifier(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # absent classes are reported below
         weights = label_weights(counts)
-    if spec.framework == "measures":  # a convex fit to convergence: no epochs, no checkpoints
-        device = resolve_device(spec.train.device)
-        model.to(device)
-        features = torch.cat(
-            [
-                model.forward_features(torch.from_numpy(np.stack(train_x[i : i + 8])).to(device))
-                for i in range(0, len(train_x), 8)
-            ]
+    if framework(spec.framework).network == "measurement_classifier":  # closed form, inner CV
+        from segfew.measurements import Measurer, fit_measurement_classifier
+        from segfew.modelfile import load_model
+
+        assert spec.features is not None and feature_meta is not None
+        if measurer is None:
+            net, _ = load_model(spec.features, resolve_device(spec.train.device))
+            measurer = Measurer(net, feature_meta.preprocess, feature_meta.classes,
+                                resolve_device(spec.train.device))
+        model, fitted = fit_measurement_classifier(
+            measurer, train_cases, train_y, len(classes), seed=spec.train.seed
         )
-        model.fit_head(features, torch.as_tensor(train_y))
         model.cpu()
+        arch = Architecture(
+            name="measurement_classifier",
+            args=fitted["args"],
+            feature_net=feature_meta.architecture,
+        ).model_dump()
         history: list[dict[str, float]] = []
-        stopped, best = "completed", {}
+        stopped, best = "completed", fitted["metrics"]
     else:
+        in_channels, grid = train_x[0].shape[0], tuple(train_x[0].shape[1:])
+        model, arch = build_classifier(spec, in_channels, len(classes), grid)
         result = fit(
             model,
             tensor_dataset(train_x, train_y),
@@ -667,27 +699,68 @@ def _train_classifier(
 # ---------------------------------------------------------------- learning curve
 
 
+def make_pretrain_step(
+    spec: ExperimentSpec, cache: PreprocessCache | None = None,
+    progress: TrainProgress | None = None,
+) -> Callable[[int, list[Case], Path], Any]:
+    """The experiment's per-repetition pre-training (``spec.pretrain``, SPEC §6).
+
+    Trains the network of ``spec.pretrain`` (a pretrain spec file) on the voxel labels
+    (``spec.data.labels``) of the given training-side cases only.
+    """
+    from segfew.config import resolve_spec
+    from segfew.data import find_segmentation_cases
+
+    assert spec.pretrain is not None and spec.data.labels is not None
+
+    def pretrain_step(repetition: int, side: list[Case], out: Path) -> Any:
+        units = {c.group or c.id for c in side} | {c.id for c in side}
+        labelled = find_segmentation_cases(spec.data.images, spec.data.labels, spec.data.channels)
+        chosen = [c for c in labelled if (c.group or c.id) in units]
+        if not chosen:
+            raise DataError("no voxel labels for the training side of repetition "
+                            f"{repetition}", spec.data.labels)
+        pspec = resolve_spec(PretrainSpec, {
+            "data": {"images": spec.data.images, "labels": spec.data.labels,
+                     "channels": spec.data.channels},
+            "out": out,
+            "train": {"progress": False if not spec.train.progress else None},
+        }, spec.pretrain)
+        return pretrain(pspec, progress=progress, cache=cache, cases=chosen)
+
+    return pretrain_step
+
+
 def make_train_and_score(
     spec: ExperimentSpec,
     cache: PreprocessCache | None = None,
     progress: TrainProgress | None = None,
+    run_dir: Path | None = None,
 ) -> Callable[..., dict[str, Any]]:
     """The experiment's training step: train one framework on a split, score it on the test set.
 
     Every task of an experiment shares one pre-processing cache, so each scan is read and
-    normalised once however many sizes, repetitions and frameworks use it.
+    normalised once however many sizes, repetitions and frameworks use it; a measures task
+    reuses the measurements of its feature network. With ``spec.pretrain`` the feature
+    network of a task is its repetition's, in ``run_dir``.
     """
     from segfew.evaluate import check_targets, score_predictions
     from segfew.predict import Predictor
     from segfew.preprocess import PreprocessCache
 
     shared_cache = cache if cache is not None else PreprocessCache()
+    measurers: dict[str, Measurer] = {}  # feature network → its measurements of every case
 
     def train_and_score(
         task: Any, train_cases: list[Case], test_cases: list[Case], task_dir: Path
     ) -> dict[str, Any]:
+        from segfew.experiment import repetition_features
+
         start = time.perf_counter()
         features = spec.threshold_features if task.framework == "threshold" else spec.features
+        if spec.pretrain is not None and task.framework != "threshold":
+            features = repetition_features(run_dir or task_dir.parents[1], task.repetition)
+        measurer = measurers.get(str(features)) if task.framework == "measures" else None
         clf_spec = ClassifierSpec(
             data=spec.data,
             out=task_dir / "model.pt",
@@ -705,8 +778,12 @@ def make_train_and_score(
             cache=shared_cache,
             write_info=False,
             progress=progress,
+            measurer=measurer,
         )
-        predictor = Predictor(result.model_path, device=spec.train.device, cache=shared_cache)
+        predictor = Predictor(result.model_path, device=spec.train.device, cache=shared_cache,
+                              measurer=measurer)
+        if task.framework == "measures" and predictor.measurer is not None:
+            measurers[str(features)] = predictor.measurer
         rows = predictor.classify(test_cases)
         targets = check_targets(test_cases, result.classes)
         metrics = score_predictions(
@@ -727,11 +804,13 @@ def make_train_and_score(
             }
             for case, row in zip(test_cases, rows, strict=True)
         ]
+        kept = ("measures_model", "top_measurements")  # what the report shows of measures
         return {
             "metrics": metrics,
             "predictions": predictions,
             "seconds": time.perf_counter() - start,
             "epochs": len(result.history),
+            **{k: v for k, v in predictor.meta.metrics.items() if k in kept},
         }
 
     from segfew.cases import read_case

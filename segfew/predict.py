@@ -27,14 +27,18 @@ from segfew.errors import DataError, SegfewError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from segfew.config import PreprocessConfig
     from segfew.data import Case
     from segfew.io import Image
+    from segfew.measurements import Measurer
     from segfew.preprocess import PreprocessCache
+    from segfew.runtime import Plan
 
 __all__ = [
     "PredictionRow",
     "Predictor",
     "predict_paths",
+    "segment_on_source",
 ]
 
 Progress = Callable[[int], None]
@@ -50,6 +54,25 @@ NON_IMAGE_SUFFIXES = frozenset({
     ".html", ".pdf", ".log", ".pt", ".pth", ".py", ".sh", ".zip", ".tar", ".xlsx",
     ".xls", ".ini", ".cfg", ".pkl", ".npy", ".npz",
 })
+
+
+# ----------------------------------------------------------------------------- source grid
+
+
+def segment_on_source(model: Any, image: np.ndarray, source_shape: tuple[int, ...],
+                      cfg: PreprocessConfig, device: Any, batch_size: int = 8,
+                      plan: Plan | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Label map (int16, ``source_shape``) and probabilities ``(L, *source_shape)`` float32.
+
+    ``image`` is pre-processed ``(C, *grid)`` by ``cfg``; the softmax is mapped back onto the
+    source grid linearly before the arg-max, so boundaries are as fine as the source's.
+    """
+    from segfew.inference import segment_probabilities
+    from segfew.preprocess import restore
+
+    proba = segment_probabilities(model, image, device, batch_size, plan)
+    restored = np.asarray(restore(proba, tuple(source_shape), cfg, 1), dtype=np.float32)
+    return np.argmax(restored, axis=0).astype(np.int16), restored
 
 
 # ----------------------------------------------------------------------------- predictor
@@ -94,7 +117,7 @@ class Predictor:
 
     def __init__(self, model_path: str | Path, device: str = "auto", batch_size: int = 8,
                  cache: PreprocessCache | None = None, precision: str = "auto",
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, measurer: Measurer | None = None) -> None:
         from segfew.inference import default_workers
         from segfew.modelfile import load_model
         from segfew.runtime import resolve_device, resolve_plan
@@ -107,12 +130,33 @@ class Predictor:
         self.plan = resolve_plan(self.device, precision)
         self.workers = default_workers() if workers is None else max(0, int(workers))
         self.plan.prepare_model(self.model)
+        self._measurer = measurer
 
     def runtime(self) -> dict[str, Any]:
         """How the network runs, for run.json (:func:`segfew.runtime.describe`)."""
         from segfew.runtime import describe
 
         return describe(str(self.device), self.plan.precision, self.plan.channels_last)
+
+    @property
+    def measurer(self) -> Measurer | None:
+        """Framework measures: what segments and measures a case (None for other models)."""
+        if self.meta.framework != "measures":
+            return None
+        if self._measurer is None:
+            from segfew.measurements import Measurer
+
+            source = self.meta.feature_source or {}
+            self._measurer = Measurer(self.model.feature_net, self.meta.preprocess,
+                                      source.get("classes", []), self.device, self.batch_size,
+                                      self.plan)
+        return self._measurer
+
+    def measurements(self, case: Case) -> dict[str, float]:
+        """The named measurements of a case (framework measures); DataError otherwise."""
+        if self.measurer is None:
+            raise DataError("only a measures classifier measures cases", self.model_path)
+        return self.measurer(case)
 
     # -- what the model expects
 
@@ -176,10 +220,29 @@ class Predictor:
         """Pre-processed image ``(C, *grid)`` float32 of a case, checked against the model."""
         from segfew.preprocess import load_case
 
+        if self.measurer is not None:  # the measurements, in the order the model was fitted
+            m = self.measurer(case)
+            names = self.meta.architecture.args["feature_names"]
+            if len(case.images) != self.in_channels:
+                raise DataError(f"case {case.id!r} has {len(case.images)} channel(s), the model "
+                                f"expects {self.in_channels}; use --channels", case.images[0])
+            return np.array([m.get(n, np.nan) for n in names], dtype=np.float64)
         x, _ = load_case(case, self.meta.preprocess, self.cache)
         x = np.asarray(x, dtype=np.float32)
         self.check_input(case, x)
         return x
+
+    def write_measurements(self, path: Path, cases: Sequence[Case],
+                           rows: Sequence[PredictionRow]) -> Path | None:
+        """Framework measures: ``path`` gets every case's measurements (``id, <name>...``;
+        empty cells for a failed case). Other models: nothing, None."""
+        if self.measurer is None:
+            return None
+        from segfew.measurements import write_measurements_csv
+
+        return write_measurements_csv(path, [
+            (case.id, self.measurements(case) if row.status == "ok" else None)
+            for case, row in zip(cases, rows, strict=True)])
 
     # -- classification
 
@@ -282,16 +345,10 @@ class Predictor:
 
     def _segment_prepared(self, images: Sequence[Image], x: np.ndarray
                           ) -> tuple[np.ndarray, np.ndarray, Image]:
-        from segfew.inference import segment_probabilities
-        from segfew.preprocess import restore
-
-        cfg = self.meta.preprocess
-        proba = segment_probabilities(self.model, x, self.device, self.batch_size, self.plan)
-        reference = images[0]
-        source_shape = tuple(reference.array.shape)
-        restored = np.asarray(restore(proba, source_shape, cfg, 1), dtype=np.float32)
-        labels = np.argmax(restored, axis=0).astype(np.int16)
-        return labels, restored, reference
+        labels, restored = segment_on_source(self.model, x, images[0].shape,
+                                             self.meta.preprocess, self.device,
+                                             self.batch_size, self.plan)
+        return labels, restored, images[0]
 
     def segment(self, case: Case, out_dir: str | Path, probabilities: bool = False,
                 read: tuple[list[Image], np.ndarray] | None = None) -> list[Path]:
@@ -423,10 +480,12 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
     """Predict every case under ``inputs`` and write the results; returns ``(out, n_failed)``.
 
     Classifier: ``out`` is a CSV with one row per case (``id, path, predicted, p_<class>...,
-    status, error``). Segmentation model: ``out`` is a folder of ``<id>_seg.nii.gz`` label
-    maps in the source geometry (and ``<id>_prob.nii.gz`` with ``probabilities``) plus
-    ``predictions.csv`` (``id, path, output, status, error``). Cases are built with the
-    model's channel suffixes unless ``channels`` overrides them. ``progress(done, total)``
+    status, error``); a measures classifier also writes ``<out stem>.measurements.csv``
+    (the named measurements of every case). Segmentation model: ``out`` is a folder of
+    ``<id>_seg.nii.gz`` label maps in the source geometry (and ``<id>_prob.nii.gz`` with
+    ``probabilities``) plus ``predictions.csv`` (``id, path, output, status, error``).
+    Cases are built with the model's channel suffixes unless ``channels`` overrides them.
+    ``progress(done, total)``
     is called as cases finish.
 
     Beside the outputs goes a run record (:func:`segfew.runinfo.write_run_info`) holding
@@ -461,6 +520,7 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
         check_output(out, read, "file")
         rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
         write_predictions_csv(out, rows, meta.classes)
+        predictor.write_measurements(out.with_name(out.stem + ".measurements.csv"), cases, rows)
         write_run_info(out.with_name(out.stem + ".run.json"), spec, None,
                        [Path(model_path), *(p for c in cases for p in c.images)],
                        runtime=predictor.runtime())

@@ -205,10 +205,15 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
                         items=[[r["framework"], str(r["size"]),
                                 *(_ms(r["f1"].get(c)) for c in classes)] for r in rows]))
         b += _best_confusion(results, points, classes, out)
+        b += measurement_blocks(results)
     else:
         b.append(_Block("p", "No task has finished yet, so there is nothing to plot."))
     b += _example_blocks(spec, classes, out)
 
+    if data.get("leakage"):
+        b.append(_Block("h2", "LEAKAGE: feature networks trained on test cases"))
+        b.append(_Block("list", items=[f"{p}: {', '.join(ids)}"
+                                       for p, ids in data["leakage"].items()]))
     b += _data_blocks(data)
     if status.failed:
         b.append(_Block("h2", "Failed tasks"))
@@ -279,6 +284,33 @@ def _example_blocks(spec: Any, classes: Sequence[str], out: Path) -> list[_Block
     return [_Block("h2", "Example images"),
             _Block("p", f"The first case of each class, segmented by {Path(model).name}."),
             _Block("image", "One example image per class with its segmentation", path=path)]
+
+
+def measurement_blocks(results: Sequence[dict[str, Any]]) -> list[_Block]:
+    """The measurements the measures classifiers leaned on, over every task that has them:
+    mean importance (a task's importances sum to 1) and in how many tasks each was among
+    the ten largest; then which model the inner cross-validation chose how often."""
+    tasks = [r for r in results if r.get("top_measurements")]
+    if not tasks:
+        return []
+    weight: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for r in tasks:
+        for item in r["top_measurements"]:
+            name = str(item["measurement"])
+            weight[name] = weight.get(name, 0.0) + float(item["importance"]) / len(tasks)
+            count[name] = count.get(name, 0) + 1
+    top = sorted(weight, key=lambda n: -weight[n])[:12]
+    chosen: dict[str, int] = {}
+    for r in tasks:
+        chosen[str(r.get("measures_model"))] = chosen.get(str(r.get("measures_model")), 0) + 1
+    return [
+        _Block("h2", "Measurements behind the measures classifiers"),
+        _Block("table", header=["measurement", "mean importance", "tasks in its top ten"],
+               items=[[n, f"{weight[n]:.3f}", f"{count[n]} of {len(tasks)}"] for n in top]),
+        _Block("list", items=[f"{m}: chosen in {k} of {len(tasks)} tasks"
+                              for m, k in sorted(chosen.items(), key=lambda kv: -kv[1])]),
+    ]
 
 
 def _data_blocks(data: dict[str, Any]) -> list[_Block]:

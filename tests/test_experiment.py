@@ -300,3 +300,81 @@ def test_spec_validation() -> None:
         make_spec(frameworks=["vgg"])
     with pytest.raises(ValueError, match="test_table"):
         make_spec(test="fixed")
+
+
+# ---------------------------------------------------------------- leakage (SPEC §6)
+
+
+def _cases_on_disk(root: Path) -> list[Case]:
+    """make_cases() with real (tiny, distinct) image files, so they have SHA-256s."""
+    root.mkdir(parents=True, exist_ok=True)
+    cases = []
+    for i, c in enumerate(make_cases()):
+        path = root / c.images[0].name
+        path.write_bytes(f"scan {i}".encode())
+        cases.append(Case(id=c.id, images=(path,), target=c.target, group=c.group))
+    return cases
+
+
+def _feature_net(path: Path, trained_on: list[Path]) -> Path:
+    from segfew.modelfile import Architecture, ModelMeta, save_model
+    from segfew.models import MNet
+    from segfew.runinfo import file_digest
+
+    meta = ModelMeta(kind="segmentation", preprocess={"size": [32]},
+                     architecture=Architecture(name="mnet", args={
+                         "dim": 2, "in_channels": 1, "num_labels": 2, "n_s": 2}),
+                     classes=["background", "A"],
+                     metrics={"training_data": [file_digest(p) for p in trained_on]})
+    return save_model(path, MNet(2, 1, 2, n_s=2), meta)
+
+
+def test_experiment_refuses_a_feature_network_trained_on_one_of_its_test_cases(
+        tmp_path: Path) -> None:
+    cases = _cases_on_disk(tmp_path / "images")
+    spec = make_spec(repetitions=1, sizes=[1, 2], frameworks=["measures", "scratch"])
+    train, test = split_for(cases, spec, 2, 1)
+    leaked = test[3]
+    seg = _feature_net(tmp_path / "seg.pt", [c.images[0] for c in train] + [leaked.images[0]])
+    spec = spec.model_copy(update={"features": seg})
+    calls = Counting()
+    with pytest.raises(DataError) as err:
+        run_experiment(spec, tmp_path / "run", calls, cases=cases)
+    message = str(err.value)
+    assert "\n" not in message and "seg.pt" in message
+    assert "1 test case(s)" in message and leaked.id in message
+    assert calls.calls == []  # refused before any training
+    # the flag turns it into a loud warning, recorded beside the results
+    with pytest.warns(UserWarning, match="LEAKAGE"):
+        run_experiment(spec.model_copy(update={"allow_leakage": True}), tmp_path / "warned",
+                       calls, cases=cases)
+    data = json.loads((tmp_path / "warned" / "data.json").read_text())
+    assert data["leakage"] == {str(seg): [leaked.id]}
+    # a network trained on the training side only passes
+    clean = _feature_net(tmp_path / "clean.pt", [c.images[0] for c in train])
+    run_experiment(spec.model_copy(update={"features": clean}), tmp_path / "clean", calls,
+                   cases=cases)
+
+
+def test_per_repetition_pretraining_sees_only_the_training_side(tmp_path: Path) -> None:
+    cases = _cases_on_disk(tmp_path / "images")
+    spec = make_spec(repetitions=2, sizes=[1, 2], frameworks=["measures"], features=None,
+                     pretrain=Path("pretrain.toml"),
+                     data=DataSource(images=tmp_path / "images", labels=tmp_path / "labels"))
+    seen: dict[int, list[Case]] = {}
+
+    def pretrain_step(rep: int, side: list[Case], out: Path) -> None:
+        seen[rep] = side
+        _feature_net(out, [c.images[0] for c in side])
+
+    run_experiment(spec, tmp_path / "run", Counting(), cases=cases, pretrain_step=pretrain_step)
+    assert sorted(seen) == [1, 2]
+    for rep, side in seen.items():
+        test = {c.group for c in split_for(cases, spec, 2, rep)[1]}
+        assert test and not test & {c.group for c in side}
+        assert len(side) + 2 * len(test) == len(cases)  # everything else trains the network
+        assert (tmp_path / "run" / "pretrain" / f"rep{rep:02d}" / "seg.pt").is_file()
+    # resuming does not pre-train again
+    seen.clear()
+    run_experiment(spec, tmp_path / "run", Counting(), cases=cases, pretrain_step=pretrain_step)
+    assert seen == {}

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from segfew.errors import ModelFileError
+from segfew.frameworks import FRAMEWORKS
 from segfew.modelfile import load_imagenet_vgg16
 from segfew.models import (
     MODELS,
@@ -383,26 +385,41 @@ def test_training_engine_sees_frozen_features() -> None:
 # ---------------------------------------------------------------- measurements
 
 
-def test_measure_classifier_reads_volumes_and_fits_a_logistic_head() -> None:
-    from segfew.models import MeasureClassifier
+def _measurements(n_per_class: int = 6, seed: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Three classes told apart by an ejection fraction; a volume and noise beside it."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(3), n_per_class)
+    ef = np.array([0.2, 0.45, 0.7])[y] + rng.normal(0, 0.03, y.size)
+    volume = rng.lognormal(4, 0.3, y.size)
+    noise = rng.normal(0, 1, y.size)
+    names = ["LV_ejection_fraction_ED_ES", "LV_volume_ml_ED", "RV_solidity_ED"]
+    return np.stack([ef, volume, noise], 1), y, names
 
+
+def test_measurement_classifier_matches_its_fitted_choice_and_is_calibrated() -> None:
+    from segfew.models import MeasurementClassifier
+    from segfew.models.measures import CANDIDATES, predict_proba, select_classifier, transform
+
+    x, y, names = _measurements()
     seg = MNet(2, 1, 3, n_s=2)
-    clf = MeasureClassifier(seg, in_channels=2, num_classes=3, input_size=(32, 32, 4)).train()
-    assert not seg.training  # frozen network stays in eval mode
-    x = torch.randn(6, 2, 32, 32, 4)
-    f = clf.forward_features(x)
-    assert f.shape == (6, 2 * 2)  # 2 channels × 2 foreground labels
-    # a soft volume is the sum of the softmax over the grid, per channel
-    p = torch.softmax(seg(x[:, 0].permute(0, 3, 1, 2).reshape(24, 1, 32, 32)), dim=1)
-    fraction = p[:, 1:].sum(dim=(2, 3)).reshape(6, 4, 2).sum(dim=1) / (32 * 32 * 4)
-    assert torch.allclose(f[:, :2], torch.log(fraction + 1e-4), atol=1e-5)
-    # three classes separable by the first feature: the fitted head gets them right
-    feats = torch.tensor([[0.0], [0.1], [1], [1.1], [2], [2.1]]) * torch.tensor([1.0, 0, 0, 0])
-    y = torch.tensor([0, 0, 1, 1, 2, 2])
-    clf.fit_head(feats, y, c=100.0)
-    assert torch.equal(clf.forward_head(feats).argmax(1), y)
-    assert all(p.grad is None for p in seg.parameters())
+    for candidate in (c for c in CANDIDATES if c.subset == "all"):  # a forest and a logistic
+        choice = select_classifier(x, y, names, num_classes=4, candidates=[candidate])
+        assert choice.temperature > 0 and choice.cv_scores[candidate.label] > 0.8
+        clf = MeasurementClassifier(seg, names, 4, **choice.shape_args)
+        clf.load_choice(choice)
+        logp = clf(torch.from_numpy(x))
+        expected = predict_proba(choice, transform(x, names)) ** (1 / choice.temperature)
+        expected /= expected.sum(1, keepdims=True)
+        assert torch.allclose(torch.softmax(logp, 1), torch.from_numpy(expected).float(),
+                              atol=1e-5), candidate
+        assert float((logp.argmax(1) == torch.from_numpy(y)).float().mean()) > 0.9
+        assert float(torch.softmax(logp, 1)[:, 3].max()) < 1e-3  # class 3 never seen
     assert not any(p.requires_grad for p in seg.parameters())
+    # NaN (an absent structure) is imputed, never an error
+    x_nan = x.copy()
+    x_nan[0, 1] = np.nan
+    assert torch.isfinite(clf(torch.from_numpy(x_nan))).all()
 
 
 # ---------------------------------------------------------------- every registered network
@@ -412,12 +429,16 @@ TINY: dict[str, tuple[dict[str, object], tuple[int, ...]]] = {
     "mnet": ({"dim": 2, "in_channels": 1, "num_labels": 3, "n_s": 2}, (2, 1, 32, 32)),
     "feature_classifier": ({"in_channels": 2, "num_classes": 3, "input_size": (32, 32),
                             "n_c": 2, "n_fc": 8, "r": 2, "finetune": True}, (3, 2, 32, 32)),
-    "measure_classifier": ({"in_channels": 2, "num_classes": 3, "input_size": (32, 32)},
-                           (3, 2, 32, 32)),
+    "measurement_classifier": ({"feature_names": ["A_volume_ml_0", "A_solidity_0"],
+                                "num_classes": 3}, (3, 2)),
     "vgg": ({"dim": 3, "in_channels": 1, "num_classes": 2, "input_size": (16, 16, 16),
              "n_c": 2, "n_fc": 4}, (3, 1, 16, 16, 16)),
     "imagenet_vgg": ({"num_classes": 2, "n_fc": 4}, (2, 1, 224, 224)),
 }
+
+
+#: networks fitted in closed form (the frameworks registry says which)
+CLOSED_FORM = {f.network for f in FRAMEWORKS.values() if f.fitting == "closed-form"}
 
 
 def test_every_registered_network_has_tiny_settings() -> None:
@@ -430,13 +451,50 @@ def test_every_registered_network_runs_forward_and_backward(name: str) -> None:
     torch.manual_seed(0)
     args, shape = TINY[name]
     kwargs = dict(args)
-    if name in ("feature_classifier", "measure_classifier"):
+    if name in ("feature_classifier", "measurement_classifier"):
         kwargs["feature_net"] = build_model("mnet", dim=2, in_channels=1, num_labels=3, n_s=2)
     net = build_model(name, **kwargs).train()
     out = net(torch.randn(*shape))
     assert out.shape[0] == shape[0] and torch.isfinite(out).all()
+    if name in CLOSED_FORM:  # fitted by scikit-learn, held as buffers: nothing to train
+        assert not any(p.requires_grad for p in net.parameters())
+        return
     out.float().square().mean().backward()
     trainable = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     assert trainable, "a network with nothing to train"
     for pname, p in trainable:
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+
+def test_model_selection_sees_only_the_training_rows_and_never_its_held_out_fold() -> None:
+    from segfew.models import measures
+
+    x, y, names = _measurements(n_per_class=5)
+    x[:, 2] = np.arange(len(y))  # a row id in a column no transform touches
+    fits: list[set[int]] = []
+    predicted: list[set[int]] = []
+    real_fit, real_predict = measures._fit, measures.predict_proba
+
+    def spy_fit(cand, xs, ys, *args):  # type: ignore[no-untyped-def]
+        fits.append({int(v) for v in xs[:, 2]})
+        return real_fit(cand, xs, ys, *args)
+
+    def spy_predict(choice, xs):  # type: ignore[no-untyped-def]
+        predicted.append({int(v) for v in xs[:, 2]})
+        return real_predict(choice, xs)
+
+    train = np.arange(len(y)) % 3 != 0  # 10 of 15 rows; the others play the test set
+    measures.predict_proba = spy_predict  # type: ignore[assignment]
+    try:
+        choice = measures.select_classifier(x[train], y[train], names, 3, fit=spy_fit)
+    finally:
+        measures.predict_proba = real_predict  # type: ignore[assignment]
+    seen_rows = set(np.flatnonzero(train).tolist())
+    assert all(rows <= seen_rows for rows in fits + predicted)  # no test row, ever
+    inner = list(zip(fits[:-1], predicted, strict=True))
+    folds = int(np.bincount(y[train]).min())  # k-fold with k = the smallest class (3 here)
+    assert folds == 3 and len(inner) == len(measures.CANDIDATES) * folds
+    assert all(not (fit_rows & held) and fit_rows | held == seen_rows for fit_rows, held in inner)
+    assert fits[-1] == seen_rows  # the chosen model is refitted on the whole training set
+    assert set(choice.cv_scores) == {c.label for c in measures.CANDIDATES}

@@ -257,6 +257,7 @@ def test_experiment_trains_and_scores_each_framework_on_the_same_split(
     spec = tmp_path / "curve.toml"
     spec.write_text(
         'sizes = [1, 2]\nrepetitions = 1\nframeworks = ["measures", "scratch"]\nbootstrap = 20\n'
+        "allow_leakage = true\n"  # seg_model saw every phantom: only the protocol is tested here
         "[preprocess]\nsize = [32, 32]\n[train]\nepochs = 1\nbatch_size = 4\nval_fraction = 0.0\n"
     )
     out = tmp_path / "run"
@@ -352,3 +353,69 @@ def test_label_names_declare_the_label_set(phantoms: Path, tmp_path: Path) -> No
                                         r"set \[0, 1\]"):
         pretrain(spec, cache=PreprocessCache(None))
     assert not (tmp_path / "seg.pt").exists()
+
+
+def test_experiment_refuses_a_feature_network_trained_on_its_test_cases(
+        phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "curve.toml"
+    spec.write_text('sizes = [1]\nrepetitions = 1\nframeworks = ["measures"]\n')
+    result = runner.invoke(app, [
+        "experiment", "--spec", str(spec), "--out", str(tmp_path / "run"), "--images",
+        str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--features",
+        str(seg_model), "--no-progress"])
+    assert result.exit_code != 0
+    assert "seg.pt" in result.output and "test case(s)" in result.output
+    assert not (tmp_path / "run" / "results").exists()
+
+
+def test_experiment_pretrains_per_repetition_and_measures_never_fit_on_test_cases(
+        phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import segfew.measurements
+
+    fitted: list[set[str]] = []
+    real = segfew.measurements.fit_measurement_classifier
+
+    def spy(measurer, cases, *args, **kw):  # type: ignore[no-untyped-def]
+        fitted.append({c.id for c in cases})
+        return real(measurer, cases, *args, **kw)
+
+    monkeypatch.setattr(segfew.measurements, "fit_measurement_classifier", spy)
+    pre = tmp_path / "pretrain.toml"
+    pre.write_text("[network]\ndim = 2\nn_s = 2\n[preprocess]\nsize = [32, 32]\n"
+                   "[train]\nepochs = 1\nbatch_size = 4\nval_fraction = 0.0\n")
+    spec = tmp_path / "curve.toml"
+    spec.write_text('sizes = [1, 2]\nrepetitions = 1\nframeworks = ["measures"]\n'
+                    f'pretrain = "{pre.as_posix()}"\nbootstrap = 10\n')
+    out = tmp_path / "run"
+    invoke("experiment", "--spec", str(spec), "--out", str(out), "--images",
+           str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--labels",
+           str(phantoms / "labels"), "--no-progress")
+    results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
+    assert len(results) == 2 and len(fitted) == 2
+    test_ids = set(results[0]["test_ids"])
+    assert all(not ids & test_ids for ids in fitted)  # no test case reaches model selection
+    info = json.loads((out / "pretrain" / "rep01" / "seg-run" / "run.json").read_text())
+    trained = {Path(row["path"]).name.split(".")[0] for row in info["data"]}
+    assert trained and not {t.split("_")[0] for t in trained} & test_ids
+
+
+def test_measures_writes_every_case_measurements_from_predict_and_evaluate(
+        phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
+    from segfew.modelfile import read_model_file
+
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+           str(phantoms / "images"), "--framework", "measures", "--features", str(seg_model),
+           "--out", str(clf), "--no-progress", "--no-cache")
+    meta, _ = read_model_file(clf)
+    names = meta.architecture.args["feature_names"]
+    assert "label1_area_mm2_0" in names and "label1_to_label2_volume_ratio_0" in names
+    assert meta.metrics["measures_model"] and meta.metrics["top_measurements"]
+    invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"),
+           "--out", str(tmp_path / "pred.csv"), "--no-progress")
+    rows = list(csv.DictReader((tmp_path / "pred.measurements.csv").open()))
+    assert len(rows) == 12 and list(rows[0]) == ["id", *names]
+    invoke("evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
+           str(phantoms / "labels.csv"), "--out", str(tmp_path / "eval"), "--no-progress")
+    evaluated = list(csv.DictReader((tmp_path / "eval" / "measurements.csv").open()))
+    assert evaluated == rows  # the same measurements whichever command reads the case

@@ -18,6 +18,7 @@ from segfew.cli.common import (
     split_list,
 )
 from segfew.config import ExperimentSpec as X
+from segfew.frameworks import FRAMEWORKS
 
 if TYPE_CHECKING:
     from segfew.config import ExperimentSpec
@@ -34,11 +35,11 @@ def experiment(
     table: Annotated[Path | None, typer.Option(
         help="Table of ids and classes (data.table).")] = None,
     features: Annotated[Path | None, typer.Option(
-        help="Segmentation model file for framework manual.")] = None,
+        help="Segmentation model file (manual, measures).")] = None,
     threshold_features: Annotated[Path | None, typer.Option(
         help="Segmentation model trained on k-means labels (framework threshold).")] = None,
     frameworks: Annotated[str | None, setting(
-        X, "frameworks", "Comma-separated: manual,threshold,scratch,vgg,measures.")] = None,
+        X, "frameworks", f"Comma-separated: {','.join(FRAMEWORKS)}.")] = None,
     sizes: Annotated[str | None, setting(
         X, "sizes", "Labelled patients per class, e.g. 1,2,4,8.")] = None,
     repetitions: Annotated[int | None, setting(
@@ -47,6 +48,13 @@ def experiment(
         help="Fixed test set: table of test cases (sets test = fixed).")] = None,
     test_images: Annotated[Path | None, typer.Option(
         help="Images of the fixed test set (default: the spec's data.images).")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        help="Voxel labels for per-repetition pre-training (data.labels).")] = None,
+    pretrain: Annotated[Path | None, typer.Option(
+        help="Pretrain spec: pre-train per repetition on its training side only.")] = None,
+    allow_leakage: Annotated[bool, typer.Option(
+        "--allow-leakage", help="A feature network trained on test cases: warn, not refuse."
+    )] = False,
     threads: ThreadsOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -67,11 +75,14 @@ def experiment(
     from segfew.cli.render import ProgressView
     from segfew.config import ExperimentSpec
     from segfew.experiment import parse_shard, run_experiment, task_status
-    from segfew.pipeline import make_train_and_score
+    from segfew.pipeline import make_pretrain_step, make_train_and_score
+    from segfew.preprocess import PreprocessCache
     from segfew.report import write_report
 
     overrides = {
-        "data": {"images": images, "table": table},
+        "data": {"images": images, "table": table, "labels": labels},
+        "pretrain": pretrain,
+        "allow_leakage": True if allow_leakage else None,
         "features": features,
         "threshold_features": threshold_features,
         "frameworks": split_list(frameworks),
@@ -84,9 +95,12 @@ def experiment(
     }
     resolved = resolve(ExperimentSpec, overrides, spec, rename={"test": None})
     shard_range = parse_shard(shard)
+    cache = PreprocessCache()
     with ProgressView(resolved.train.progress) as view:
-        run_experiment(resolved, out, make_train_and_score(resolved, progress=view),
-                       shard=shard_range)
+        step = make_pretrain_step(resolved, cache, view) if resolved.pretrain else None
+        run_experiment(resolved, out,
+                       make_train_and_score(resolved, cache=cache, progress=view, run_dir=out),
+                       shard=shard_range, pretrain_step=step)
     if shard_range is None:
         md, page = write_report([out])
         console.print(f"report: {page} (and {md.name})", highlight=False)

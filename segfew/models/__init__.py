@@ -5,7 +5,7 @@
   manual / threshold);
 - :class:`VGGClassifier` — the modified VGG-16 trained from scratch (framework scratch);
 - :class:`ImageNetVGGClassifier` — frozen ImageNet VGG-16 features (framework vgg, 2D);
-- :class:`MeasureClassifier` — logistic regression on the volumes the frozen network
+- :class:`MeasurementClassifier` — a small classifier on measurements of what the frozen network
   segments (framework measures, an extension beyond the paper).
 
 :func:`build_model` rebuilds any of them by registry name from the constructor arguments a
@@ -21,7 +21,7 @@ from torch import nn
 from segfew.models.blocks import init_glorot
 from segfew.models.classifier import FeatureClassifier
 from segfew.models.imagenet_vgg import ImageNetVGGClassifier
-from segfew.models.measures import MeasureClassifier
+from segfew.models.measures import MeasurementClassifier
 from segfew.models.mnet import MNet
 from segfew.models.vgg import VGGClassifier
 
@@ -30,7 +30,7 @@ __all__ = [
     "FeatureClassifier",
     "ImageNetVGGClassifier",
     "MNet",
-    "MeasureClassifier",
+    "MeasurementClassifier",
     "VGGClassifier",
     "build_model",
     "init_glorot",
@@ -42,7 +42,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "feature_classifier": FeatureClassifier,
     "vgg": VGGClassifier,
     "imagenet_vgg": ImageNetVGGClassifier,
-    "measure_classifier": MeasureClassifier,
+    "measurement_classifier": MeasurementClassifier,
 }
 
 

@@ -1,25 +1,30 @@
-"""Classifier on measurements of the predicted segmentation (framework MEASURES).
+"""Classifier on named measurements of the predicted segmentation (framework MEASURES).
 
-Not in Wong et al. 2018: an extension that SPEC §7 motivates. With 10–20 labelled cases,
-the wide frozen representation (31·n_s channels per voxel) is hard to learn from, while a
-handful of measurements of the structures the network segments — their volumes in every
-channel (for cine MRI: every phase), whose log-differences are ejection fractions and
-volume ratios — carries what a clinician looks at. The frozen network's softmax gives a
-*soft* volume per foreground label and channel; a multinomial logistic regression on the
-standardised log-volumes is then fitted to convergence (convex, so no epochs to tune).
+Not in Wong et al. 2018: an extension that SPEC §7 motivates. With 10–20 labelled cases the
+wide frozen representation (31·n_s channels per voxel) is hard to learn from, while a few
+dozen measurements of the structures the network segments (``segfew.measurements``:
+volumes in mL, wall thickness, ejection fractions, volume ratios, on the source grid) carry
+what a clinician reads. :func:`select_classifier` picks a small, class-balanced scikit-learn
+model (logistic regression or random forest, on a subset of the measurements) by
+cross-validation **inside the training set only**, calibrates its probabilities by a
+temperature fitted on the out-of-fold predictions, and :class:`MeasurementClassifier`
+holds the result as tensors so the model file stays plain data (``weights_only=True``).
 
 Example::
 
-    seg = MNet(dim=2, in_channels=1, num_labels=4, n_s=8)
-    clf = MeasureClassifier(seg, in_channels=2, num_classes=5, input_size=(64, 64, 8))
-    f = clf.forward_features(x)   # (N, 2 channels · 3 labels) log-volumes
-    clf.fit_head(f, y)            # logistic regression, copied into a Linear layer
-    clf(x).shape                  # (N, 5) logits
+    choice = select_classifier(x, y, names, num_classes=5, seed=0)   # x (N, F), y (N,)
+    clf = MeasurementClassifier(seg_net, names, 5, **choice.shape_args)
+    clf.load_choice(choice)
+    clf(torch.from_numpy(x_new))   # (M, 5) calibrated log-probabilities
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,102 +32,341 @@ from torch import Tensor, nn
 
 from segfew.models.mnet import MNet
 
-__all__ = ["MeasureClassifier"]
+__all__ = ["CANDIDATES", "Candidate", "Choice", "MeasurementClassifier", "select_classifier"]
 
-EPS = 1e-4  # volume fraction floor: an absent structure has log-volume log(1e-4)
+#: measurement kinds whose logarithm the linear model sees (sizes are log-normal)
+LOG_KINDS = ("volume_ml", "surface_mm2", "area_mm2", "perimeter_mm")
+#: measurement subsets the selection may choose from, by the kinds they keep
+SUBSETS: dict[str, tuple[str, ...] | None] = {
+    "volumes": ("volume_ml", "area_mm2", "ejection_fraction", "volume_ratio"),
+    "volumes+thickness": ("volume_ml", "area_mm2", "ejection_fraction", "volume_ratio",
+                          "thickness_mean_mm", "thickness_max_mm"),
+    "all": None,
+}
+FOREST_TREES = 200
+_FLOOR = 1e-6  # smallest probability, so log-probabilities stay finite
 
 
-class MeasureClassifier(nn.Module):
-    """(N, C, *input_size) → logits (N, num_classes) from log soft volumes of each label.
+def kind_of(name: str) -> str:
+    """The measurement kind inside a name: ``LV_volume_ml_frame01`` → ``volume_ml``."""
+    for kind in (*LOG_KINDS, "ejection_fraction", "volume_ratio", "sphericity", "major_axis_mm",
+                 "minor_axis_mm", "solidity", "extent", "thickness_mean_mm", "thickness_max_mm"):
+        if f"_{kind}" in name:
+            return kind
+    return name
 
-    The segmentation network is frozen (eval mode, no gradients). It runs per channel when
-    it takes one channel and the images have more, and slice by slice along the last axis
-    when it is 2D and the grid 3D — as :class:`FeatureClassifier` does.
+
+def subset_mask(names: Sequence[str], subset: str) -> np.ndarray:
+    """Boolean mask over ``names`` of the measurements that ``subset`` keeps."""
+    kinds = SUBSETS[subset]
+    return np.array([kinds is None or kind_of(n) in kinds for n in names], dtype=bool)
+
+
+def transform(x: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Log of sizes (``LOG_KINDS``), other measurements unchanged; NaN stays NaN."""
+    x = np.array(x, dtype=np.float64)
+    logs = np.array([kind_of(n) in LOG_KINDS for n in names], dtype=bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x[:, logs] = np.log(np.maximum(x[:, logs], 0) + 1e-3)
+    return x
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model the selection may choose: ``model`` ∈ {logistic, forest} on ``subset``."""
+
+    model: str
+    subset: str
+    c: float = 1.0  # inverse L2 strength of the logistic regression
+
+    @property
+    def label(self) -> str:
+        detail = f", C={self.c:g}" if self.model == "logistic" else ""
+        return f"{self.model} on {self.subset}{detail}"
+
+
+#: in order of preference: a tie in cross-validated accuracy goes to the earlier one
+CANDIDATES = (
+    Candidate("forest", "volumes"),
+    Candidate("logistic", "volumes", 0.1),
+    Candidate("logistic", "volumes", 1.0),
+    Candidate("forest", "volumes+thickness"),
+    Candidate("logistic", "volumes+thickness", 0.1),
+    Candidate("forest", "all"),
+    Candidate("logistic", "all", 0.1),
+)
+
+
+@dataclass
+class Choice:
+    """The fitted result of :func:`select_classifier` (numpy arrays, ready for tensors)."""
+
+    candidate: Candidate
+    mask: np.ndarray  # (F,) measurements used
+    median: np.ndarray  # (F,) imputation of NaN
+    mean: np.ndarray  # (F,) standardisation
+    std: np.ndarray
+    present: np.ndarray  # class indices seen in training
+    linear: tuple[np.ndarray, np.ndarray] | None = None  # weight (K, F), bias (K,)
+    forest: dict[str, np.ndarray] | None = None  # node arrays (T, M); value (T, M, K)
+    temperature: float = 1.0
+    cv_scores: dict[str, float] = field(default_factory=dict)  # candidate label → accuracy
+    importance: np.ndarray | None = None  # (F,) what the model leans on (sums to 1)
+
+    @property
+    def shape_args(self) -> dict[str, int]:
+        """Constructor sizes of the :class:`MeasurementClassifier` that holds this choice."""
+        if self.forest is None:
+            return {"n_trees": 0, "max_nodes": 0}
+        t, m = self.forest["feature"].shape
+        return {"n_trees": int(t), "max_nodes": int(m)}
+
+
+def _standardise(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column
+        median = np.nanmedian(x, axis=0)
+    median = np.where(np.isfinite(median), median, 0.0)
+    filled = np.where(np.isnan(x), median, x)
+    mean, std = filled.mean(axis=0), filled.std(axis=0)
+    std = np.where(std > 1e-9, std, 1.0)
+    return median, mean, std, ((filled - mean) / std) * mask
+
+
+def _sk_model(candidate: Candidate, seed: int) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    if candidate.model == "forest":
+        return RandomForestClassifier(FOREST_TREES, class_weight="balanced", random_state=seed,
+                                      n_jobs=1)
+    return LogisticRegression(C=candidate.c, class_weight="balanced", max_iter=5000)
+
+
+def _fit(candidate: Candidate, x: np.ndarray, y: np.ndarray, names: Sequence[str],
+         num_classes: int, seed: int) -> Choice:
+    """Fit one candidate on (already transformed) ``x`` (N, F) and class indices ``y``."""
+    mask = subset_mask(names, candidate.subset)
+    median, mean, std, z = _standardise(x, mask)
+    present = np.unique(y)
+    choice = Choice(candidate, mask, median, mean, std, present)
+    f = x.shape[1]
+    if len(present) == 1:  # nothing to learn: the one class seen
+        choice.linear = (np.zeros((num_classes, f)), np.where(
+            np.arange(num_classes) == present[0], 0.0, math.log(_FLOOR)))
+        choice.importance = np.zeros(f)
+        return choice
+    model = _sk_model(candidate, seed).fit(z[:, mask], y)
+    if candidate.model == "logistic":
+        coef, intercept = model.coef_, model.intercept_
+        if len(present) == 2:  # scikit-learn's binary form: logit of the second class
+            coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+        weight = np.zeros((num_classes, f))
+        bias = np.full(num_classes, -1e4)  # a class absent from training is never chosen
+        weight[np.ix_(present, np.flatnonzero(mask))] = coef
+        bias[present] = intercept
+        choice.linear = (weight, bias)
+        imp = np.zeros(f)
+        imp[mask] = np.abs(coef).sum(axis=0)
+    else:
+        choice.forest = _export_forest(model, np.flatnonzero(mask), present, num_classes)
+        imp = np.zeros(f)
+        imp[mask] = model.feature_importances_
+    choice.importance = imp / imp.sum() if imp.sum() > 0 else imp
+    return choice
+
+
+def _export_forest(model: Any, columns: np.ndarray, present: np.ndarray, num_classes: int
+                   ) -> dict[str, np.ndarray]:
+    """A fitted RandomForestClassifier as padded node arrays (leaves: left = right = -1)."""
+    trees = [est.tree_ for est in model.estimators_]
+    m = max(t.node_count for t in trees)
+    out = {"feature": np.zeros((len(trees), m), np.int64),
+           "threshold": np.zeros((len(trees), m)),
+           "left": np.full((len(trees), m), -1, np.int64),
+           "right": np.full((len(trees), m), -1, np.int64),
+           "value": np.zeros((len(trees), m, num_classes))}
+    for i, t in enumerate(trees):
+        n = t.node_count
+        leaf = t.children_left[:n] < 0
+        out["feature"][i, :n] = np.where(leaf, 0, columns[np.maximum(t.feature[:n], 0)])
+        out["threshold"][i, :n] = t.threshold[:n]
+        out["left"][i, :n] = t.children_left[:n]
+        out["right"][i, :n] = t.children_right[:n]
+        value = t.value[:n, 0, :]
+        out["value"][i, :n][:, present] = value / np.maximum(value.sum(1, keepdims=True), 1e-12)
+    return out
+
+
+def _fold_count(y: np.ndarray) -> int:
+    return int(min(5, np.bincount(y)[np.unique(y)].min()))
+
+
+def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_classes: int,
+                      seed: int = 0, candidates: Sequence[Candidate] = CANDIDATES,
+                      fit: Callable[..., Choice] | None = None) -> Choice:
+    """Choose, fit and calibrate a measurement classifier on the training set ``(x, y)``.
+
+    ``x`` (N, F) raw measurements named ``names`` (NaN allowed), ``y`` (N,) class indices.
+    Each candidate is scored by stratified k-fold cross-validation **within** ``x``
+    (k = min(5, smallest class count)); the best mean accuracy wins (ties: the earlier
+    candidate), is refitted on all of ``x``, and its temperature is fitted on the
+    out-of-fold probabilities (minimal log-loss). With fewer than 2 cases in some class
+    there is no cross-validation: the first candidate is used, temperature 1. ``fit`` is
+    the fitting function (a test seam; default :func:`_fit`). Raises ValueError on
+    mismatched shapes.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    fit = fit or _fit
+    x = transform(x, names)
+    y = np.asarray(y, dtype=np.int64)
+    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(names):
+        raise ValueError(f"measurements {x.shape} do not fit {y.shape[0]} targets and "
+                         f"{len(names)} names")
+    k = _fold_count(y)
+    if len(np.unique(y)) < 2 or k < 2:
+        return fit(candidates[0], x, y, names, num_classes, seed)
+    folds = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y))
+    scores, oof = {}, {}
+    for cand in candidates:
+        proba = np.zeros((len(y), num_classes))
+        for train, held in folds:
+            proba[held] = predict_proba(fit(cand, x[train], y[train], names, num_classes, seed),
+                                        x[held])
+        scores[cand] = float((proba.argmax(1) == y).mean())
+        oof[cand] = proba
+    best = max(candidates, key=lambda c: (scores[c], -candidates.index(c)))
+    choice = fit(best, x, y, names, num_classes, seed)
+    choice.temperature = _temperature(oof[best], y)
+    choice.cv_scores = {c.label: s for c, s in scores.items()}
+    return choice
+
+
+def _temperature(proba: np.ndarray, y: np.ndarray) -> float:
+    """The T in p^(1/T)/Σ that minimises the log-loss of out-of-fold probabilities."""
+    logp = np.log(np.maximum(proba, _FLOOR))
+    best, best_t = math.inf, 1.0
+    for t in np.exp(np.linspace(math.log(0.25), math.log(8), 25)):
+        z = logp / t
+        z -= z.max(1, keepdims=True)
+        nll = -(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))).mean()
+        if nll < best - 1e-12:
+            best, best_t = nll, float(t)
+    return best_t
+
+
+def predict_proba(choice: Choice, x: np.ndarray) -> np.ndarray:
+    """(N, K) probabilities of transformed measurements ``x`` (N, F), before calibration."""
+    z = ((np.where(np.isnan(x), choice.median, x) - choice.mean) / choice.std) * choice.mask
+    if choice.linear is not None:
+        logits = z @ choice.linear[0].T + choice.linear[1]
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(1, keepdims=True)
+    assert choice.forest is not None
+    return _forest_proba(choice.forest, torch.from_numpy(z)).numpy()
+
+
+def _forest_proba(f: dict[str, Any], z: Tensor) -> Tensor:
+    """Mean leaf class frequencies over trees; ``f`` holds arrays or tensors (T, M[, K])."""
+    feature, threshold, left, right, value = (torch.as_tensor(f[k]) for k in (
+        "feature", "threshold", "left", "right", "value"))
+    t, _ = feature.shape
+    node = torch.zeros(z.shape[0], t, dtype=torch.long)
+    trees = torch.arange(t).expand(z.shape[0], t)
+    for _ in range(feature.shape[1]):  # depth ≤ nodes; stops as soon as all sit in leaves
+        lft = left[trees, node]
+        inner = lft >= 0
+        if not bool(inner.any()):
+            break
+        # scikit-learn compares float32 inputs with its thresholds
+        x = z.gather(1, feature[trees, node]).to(torch.float32).to(threshold.dtype)
+        go_left = x <= threshold[trees, node]
+        node = torch.where(inner, torch.where(go_left, lft, right[trees, node]), node)
+    return value[trees, node].mean(dim=1)
+
+
+class MeasurementClassifier(nn.Module):
+    """Measurements (N, F) → calibrated log-probabilities (N, num_classes).
+
+    Holds the frozen segmentation network (``feature_net``, eval mode) whose label maps the
+    measurements come from, the measurement names, and the fitted model as buffers: a
+    linear layer (``n_trees = 0``) or a forest of ``n_trees`` trees of at most
+    ``max_nodes`` nodes. The measurement step itself (segmenting on the source grid) is
+    :func:`segfew.measurements.case_measurements`; this module never reads files.
     """
 
-    mean: Tensor  # standardisation of the features, fitted with the head
+    mask: Tensor  # (F,) bool: measurements the model uses
+    median: Tensor  # (F,) imputation of NaN
+    mean: Tensor  # (F,) standardisation
     std: Tensor
+    weight: Tensor  # (K, F) linear model
+    bias: Tensor  # (K,)
+    tree_feature: Tensor  # (T, M) forest nodes: split feature, threshold, children, leaf values
+    tree_threshold: Tensor
+    tree_left: Tensor
+    tree_right: Tensor
+    tree_value: Tensor  # (T, M, K)
+    temperature: Tensor  # () calibration: p ∝ p_model^(1/T)
 
-    def __init__(self, feature_net: MNet, in_channels: int, num_classes: int,
-                 input_size: tuple[int, ...]) -> None:
+    def __init__(self, feature_net: MNet, feature_names: Sequence[str], num_classes: int,
+                 n_trees: int = 0, max_nodes: int = 0, in_channels: int | None = None) -> None:
         super().__init__()
-        input_size = tuple(int(s) for s in input_size)
-        if feature_net.in_channels not in (1, in_channels):
-            raise ValueError(f"the feature network takes {feature_net.in_channels} channels, "
-                             f"the images have {in_channels}")
-        if len(input_size) not in (feature_net.dim, 3):
-            raise ValueError(f"input size {input_size} does not fit a {feature_net.dim}D network")
-        self.feature_net = feature_net
+        f = len(feature_names)
+        if f == 0:
+            raise ValueError("a measurement classifier needs at least one measurement")
+        self.feature_net = feature_net.requires_grad_(False)
+        self.feature_names = list(feature_names)
+        self.num_classes = int(num_classes)
         self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.input_size = input_size
-        self.per_channel = feature_net.in_channels == 1 and in_channels > 1
-        self.slicewise = len(input_size) == 3 and feature_net.dim == 2
-        self.dim = len(input_size)
-        sets = in_channels if self.per_channel else 1
-        self.num_features = sets * (feature_net.num_labels - 1)
-        self.register_buffer("mean", torch.zeros(self.num_features))
-        self.register_buffer("std", torch.ones(self.num_features))
-        self.linear = nn.Linear(self.num_features, num_classes)
-        feature_net.requires_grad_(False)
+        for name, shape, dtype in (
+                ("mask", (f,), torch.bool), ("median", (f,), torch.float64),
+                ("mean", (f,), torch.float64), ("std", (f,), torch.float64),
+                ("weight", (num_classes, f), torch.float64), ("bias", (num_classes,),
+                                                              torch.float64),
+                ("tree_feature", (n_trees, max_nodes), torch.long),
+                ("tree_threshold", (n_trees, max_nodes), torch.float64),
+                ("tree_left", (n_trees, max_nodes), torch.long),
+                ("tree_right", (n_trees, max_nodes), torch.long),
+                ("tree_value", (n_trees, max_nodes, num_classes), torch.float64),
+                ("temperature", (), torch.float64)):
+            self.register_buffer(name, torch.zeros(shape, dtype=dtype))
+        self.std.fill_(1.0)
+        self.temperature.fill_(1.0)
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> MeasureClassifier:
+    def train(self, mode: bool = True) -> MeasurementClassifier:
         """Set training mode; the frozen segmentation network stays in eval mode."""
         super().train(mode)
         self.feature_net.eval()
         return self
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(N, C, *input_size) → (N, num_features): log fraction of the grid per label."""
-        n, c = x.shape[:2]
-        with torch.no_grad():
-            if self.per_channel:
-                x = x.reshape(n * c, 1, *x.shape[2:])
-            if self.slicewise:
-                b, ch, h, w, d = x.shape
-                slices = x.permute(0, 4, 1, 2, 3).reshape(b * d, ch, h, w)
-                p = torch.softmax(self.feature_net(slices).float(), dim=1)
-                volume = p.sum(dim=(2, 3)).reshape(b, d, -1).sum(dim=1)
-            else:
-                p = torch.softmax(self.feature_net(x).float(), dim=1)
-                volume = p.flatten(2).sum(dim=2)
-            fraction = volume[:, 1:] / math.prod(self.input_size)
-            return torch.log(fraction + EPS).reshape(n, -1)
+    def load_choice(self, choice: Choice) -> None:
+        """Copy a :class:`Choice` (from :func:`select_classifier`) into the buffers."""
+        def put(buffer: Tensor, value: Any) -> None:
+            buffer.copy_(torch.as_tensor(np.asarray(value)).to(buffer.dtype))
 
-    def forward_head(self, f: Tensor) -> Tensor:
-        """(N, num_features) → logits (N, num_classes)."""
-        return self.linear((f.float() - self.mean) / self.std)
+        for name in ("mask", "median", "mean", "std"):
+            put(getattr(self, name), getattr(choice, name))
+        if choice.linear is not None:
+            put(self.weight, choice.linear[0])
+            put(self.bias, choice.linear[1])
+        if choice.forest is not None:
+            for key in ("feature", "threshold", "left", "right", "value"):
+                put(getattr(self, f"tree_{key}"), choice.forest[key])
+        put(self.temperature, choice.temperature)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def fit_head(self, features: Tensor, targets: Tensor, c: float = 1.0,
-                 class_weight: str | None = "balanced") -> None:
-        """Fit the standardisation and an L2 multinomial logistic regression (scikit-learn)
-        on ``features`` (N, num_features) and class indices ``targets`` (N,)."""
-        from sklearn.linear_model import LogisticRegression
-
-        f = features.detach().double().cpu().numpy()
-        y = targets.detach().cpu().numpy().astype(int)
-        mean, std = f.mean(axis=0), f.std(axis=0)
-        std = np.where(std > 1e-6, std, 1.0)
-        z = (f - mean) / std
-        weight = np.zeros((self.num_classes, self.num_features))
-        bias = np.full(self.num_classes, -1e4)  # a class absent from training is never chosen
-        present = np.unique(y)
-        if len(present) == 1:
-            bias[present[0]] = 0.0
+        """(N, F) raw measurements (NaN allowed) → (N, num_classes) log-probabilities / T."""
+        z = torch.from_numpy(transform(x.detach().cpu().double().numpy(), self.feature_names))
+        z = ((torch.where(torch.isnan(z), self.median, z) - self.mean) / self.std) * self.mask
+        if self.tree_feature.shape[0]:
+            p = _forest_proba({"feature": self.tree_feature, "threshold": self.tree_threshold,
+                               "left": self.tree_left, "right": self.tree_right,
+                               "value": self.tree_value}, z)
+            logp = torch.log(p.clamp_min(_FLOOR))
         else:
-            lr = LogisticRegression(C=c, class_weight=class_weight, max_iter=5000)
-            lr.fit(z, y)
-            coef, intercept = lr.coef_, lr.intercept_
-            if len(present) == 2:  # scikit-learn's binary form: logit of the second class
-                coef = np.vstack([-coef[0] / 2, coef[0] / 2])
-                intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-            weight[present], bias[present] = coef, intercept
-        with torch.no_grad():
-            self.mean.copy_(torch.from_numpy(mean))
-            self.std.copy_(torch.from_numpy(std))
-            self.linear.weight.copy_(torch.from_numpy(weight))
-            self.linear.bias.copy_(torch.from_numpy(bias))
+            logp = torch.log_softmax(z @ self.weight.T + self.bias, dim=1)
+        return (logp / self.temperature).float().to(x.device)

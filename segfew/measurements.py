@@ -1,0 +1,306 @@
+"""Named measurements of a label map on its source grid, in physical units.
+
+Beyond Wong et al. 2018 (SPEC §7 motivates it): with 10–20 labelled cases, a few dozen
+measurements of the structures a segmentation network finds carry what a clinician reads —
+volumes, wall thickness and, across cine phases, ejection fractions. They are taken on the
+label map **mapped back to the source grid** and scaled by the voxel spacing, so they do
+not depend on the network's grid (whose scale differs per patient after resizing).
+
+Units: mL, mm² and mm from the image's spacing. A file without spacing (an identity
+affine, as in the public ACDC copy) reads as 1 mm voxels, so its "mL" are voxels / 1000 of
+the source grid — consistent within a data set, and ratios are unaffected.
+
+Per structure ``S`` and channel ``c`` (e.g. ``LV`` at ``frame01``; 3D images):
+
+- ``S_volume_ml_c``, ``S_surface_mm2_c`` (marching cubes of the mask smoothed by a voxel),
+  ``S_sphericity_c`` (π^⅓ (6V)^⅔ / A: 1 for a ball),
+- ``S_major_axis_mm_c``, ``S_minor_axis_mm_c``, ``S_solidity_c``, ``S_extent_c``
+  (scikit-image ``regionprops`` with the spacing),
+- ``S_thickness_mean_mm_c``, ``S_thickness_max_mm_c``: width of the structure in each slice
+  across ``slice_axis`` — twice the distance transform on its skeleton — the wall
+  thickness of a ring (myocardium), the diameter of a blob;
+
+across channels ``a`` (the first) and each later ``b``: ``S_ejection_fraction_a_b`` =
+1 − V_b / V_a (for cine MRI with ED first: each cavity's ejection fraction); between
+structures ``S`` and ``T`` per channel: ``S_to_T_volume_ratio_c`` (e.g. RV/LV,
+myocardium/LV). A value that is undefined (an absent structure) is NaN; 2D images give
+``S_area_mm2_c`` and ``S_perimeter_mm_c`` instead of volume and surface.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from segfew.config import PreprocessConfig
+    from segfew.data import Case
+    from segfew.runtime import Plan
+
+__all__ = [
+    "Measurer",
+    "case_measurements",
+    "channel_measurements",
+    "fit_measurement_classifier",
+    "keep_largest_component",
+    "measure_case",
+    "structure_measurements",
+    "write_measurements_csv",
+]
+
+NAN = float("nan")
+
+
+def _thickness(mask: np.ndarray, spacing: Sequence[float], slice_axis: int
+               ) -> tuple[float, float]:
+    """(mean, max) width in mm of a 3D mask, slice by slice across ``slice_axis``."""
+    from scipy.ndimage import distance_transform_edt
+    from skimage.morphology import skeletonize
+
+    if mask.ndim == 2:
+        in_plane, slices = list(spacing), [mask]
+    else:
+        in_plane = [s for i, s in enumerate(spacing) if i != slice_axis % 3]
+        slices = list(np.moveaxis(mask, slice_axis, 0))
+    widths = []
+    for sl in slices:
+        if not sl.any():
+            continue
+        # Distance from each voxel centre to the nearest background centre, in mm: on the
+        # skeleton it is half the local width (a ring of centres 10–16 mm from its axis
+        # reads 6 mm within a quarter voxel).
+        dist = distance_transform_edt(np.pad(sl, 1), sampling=in_plane)[1:-1, 1:-1]
+        widths.append(2 * dist[skeletonize(sl)])
+    if not widths:
+        return NAN, NAN
+    w = np.concatenate(widths)
+    return float(w.mean()), float(w.max())
+
+
+def structure_measurements(mask: np.ndarray, spacing: Sequence[float], slice_axis: int = -1
+                           ) -> dict[str, float]:
+    """Measurements of one binary ``mask`` (2D or 3D) with voxel ``spacing`` in mm.
+
+    Keys as in the module docstring without the structure and channel parts
+    (``volume_ml``, ``surface_mm2``, …). An empty mask gives volume 0 and NaN elsewhere.
+    """
+    from scipy.ndimage import gaussian_filter
+    from skimage.measure import marching_cubes, mesh_surface_area, perimeter, regionprops
+
+    mask = np.asarray(mask, dtype=bool)
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != mask.ndim:
+        raise ValueError(f"spacing {spacing} has {len(spacing)} axes, the mask has {mask.ndim}")
+    count = int(mask.sum())
+    size = "volume_ml" if mask.ndim == 3 else "area_mm2"
+    skin = "surface_mm2" if mask.ndim == 3 else "perimeter_mm"
+    keys = (size, skin, "sphericity", "major_axis_mm", "minor_axis_mm", "solidity", "extent",
+            "thickness_mean_mm", "thickness_max_mm")
+    out = dict.fromkeys(keys, NAN)
+    out[size] = count * math.prod(spacing) / (1000.0 if mask.ndim == 3 else 1.0)
+    if count == 0:
+        return out
+    if mask.ndim == 3:
+        # Marching cubes on the mask smoothed by one voxel: the raw staircase overstates
+        # the area by 10–25 % (more with thick slices), the smoothed one is within 2 %.
+        smooth = gaussian_filter(np.pad(mask, 2).astype(np.float32), 1.0)
+        verts, faces, _, _ = marching_cubes(smooth, 0.5, spacing=spacing)
+        area = float(mesh_surface_area(verts, faces))
+        volume_mm3 = count * math.prod(spacing)
+        out[skin] = area
+        out["sphericity"] = math.pi ** (1 / 3) * (6 * volume_mm3) ** (2 / 3) / area
+    else:
+        length = float(perimeter(mask)) * float(np.mean(spacing))
+        out[skin] = length
+        out["sphericity"] = 4 * math.pi * count * math.prod(spacing) / length**2 if length else NAN
+    props = regionprops(mask.astype(np.uint8), spacing=spacing)[0]
+    out["major_axis_mm"] = float(props.axis_major_length)
+    out["minor_axis_mm"] = float(props.axis_minor_length)
+    out["extent"] = float(props.extent)
+    try:
+        out["solidity"] = float(props.solidity)
+    except Exception:  # a flat region has no convex hull (scipy's Qhull refuses it)
+        out["solidity"] = NAN
+    out["thickness_mean_mm"], out["thickness_max_mm"] = _thickness(mask, spacing, slice_axis)
+    return out
+
+
+def channel_measurements(label_map: np.ndarray, spacing: Sequence[float],
+                         structures: Mapping[int, str], channel: str, slice_axis: int = -1
+                         ) -> dict[str, float]:
+    """``S_<measure>_<channel>`` for every structure (label value → name) of one label map."""
+    out: dict[str, float] = {}
+    for value, name in structures.items():
+        for key, v in structure_measurements(label_map == value, spacing, slice_axis).items():
+            out[f"{name}_{key}_{channel}"] = v
+    return out
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 and not math.isnan(a) else NAN
+
+
+def measure_case(label_maps: Sequence[np.ndarray], spacings: Sequence[Sequence[float]],
+                 structures: Mapping[int, str], channels: Sequence[str], slice_axis: int = -1
+                 ) -> dict[str, float]:
+    """Every measurement of one case: one label map per channel, each on its source grid.
+
+    ``label_maps[i]`` (integer array, 2D or 3D) belongs to channel ``channels[i]`` with voxel
+    size ``spacings[i]`` (mm); ``structures`` maps label values to names (background
+    left out). Returns an ordered dict of named floats (NaN where undefined); the names
+    depend only on ``structures``, ``channels`` and the dimensionality, so every case of a
+    data set has the same columns. Raises ValueError when the lengths disagree.
+    """
+    if not len(label_maps) == len(spacings) == len(channels):
+        raise ValueError(f"{len(label_maps)} label maps, {len(spacings)} spacings and "
+                         f"{len(channels)} channel names")
+    out: dict[str, float] = {}
+    for label_map, spacing, channel in zip(label_maps, spacings, channels, strict=True):
+        out.update(channel_measurements(np.asarray(label_map), spacing, structures, channel,
+                                        slice_axis))
+    size = "volume_ml" if np.asarray(label_maps[0]).ndim == 3 else "area_mm2"
+    names = list(structures.values())
+    first = channels[0]
+    for name in names:
+        for later in channels[1:]:
+            v_a, v_b = out[f"{name}_{size}_{first}"], out[f"{name}_{size}_{later}"]
+            out[f"{name}_ejection_fraction_{first}_{later}"] = (
+                1 - _ratio(v_b, v_a) if v_a > 0 else NAN)
+    for channel in channels:
+        for a, b in combinations(names, 2):
+            out[f"{a}_to_{b}_volume_ratio_{channel}"] = _ratio(out[f"{a}_{size}_{channel}"],
+                                                               out[f"{b}_{size}_{channel}"])
+    return out
+
+
+def keep_largest_component(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """``labels`` with every voxel of each value outside its largest connected component
+    (full connectivity) set to 0 — stray islands of a segmentation. Returns a copy."""
+    from skimage.measure import label as connected
+
+    out = np.array(labels, copy=True)
+    for value in values:
+        mask = out == value
+        if not mask.any():
+            continue
+        parts = connected(mask, connectivity=mask.ndim)
+        sizes = np.bincount(parts.ravel())
+        sizes[0] = 0
+        out[mask & (parts != int(sizes.argmax()))] = 0
+    return out
+
+
+def case_measurements(model: Any, cfg: PreprocessConfig, label_names: Sequence[str],
+                      case: Case, device: Any = "cpu", batch_size: int = 8,
+                      largest_component: bool = True, plan: Plan | None = None
+                      ) -> dict[str, float]:
+    """Segment a case with a segmentation network and measure it on the source grid.
+
+    ``model`` is an M-Net with its pre-processing ``cfg`` and label names (background
+    first). A one-channel network segments each channel of the case on its own (cine MRI:
+    each phase), and the measurements are named by the case's channel names; a network
+    taking every channel at once gives one label map, named ``all``. Each label map is
+    brought back to the source grid (:func:`segfew.predict.segment_on_source`), optionally
+    reduced to the largest connected component per structure, then measured with the
+    image's voxel spacing (:func:`measure_case`). Raises DataError for an unreadable case.
+    """
+    from segfew.cases import read_case
+    from segfew.predict import segment_on_source
+    from segfew.preprocess import preprocess_image
+
+    images, _ = read_case(case)
+    structures = dict(enumerate(label_names))
+    structures.pop(0, None)
+    groups = [[im] for im in images] if model.in_channels == 1 else [images]
+    names = case.channel_names if model.in_channels == 1 else ["all"]
+    maps = []
+    for group in groups:
+        x = np.stack([preprocess_image(im.array, cfg) for im in group])
+        labels, _ = segment_on_source(model, x, group[0].shape, cfg, device, batch_size, plan)
+        maps.append(keep_largest_component(labels, list(structures)) if largest_component
+                    else labels)
+    return measure_case(maps, [g[0].spacing for g in groups], structures, names,
+                        cfg.slice_axis)
+
+
+class Measurer:
+    """:func:`case_measurements` of one segmentation network, each case measured once.
+
+    ``model`` is the frozen M-Net, ``cfg`` and ``label_names`` come from its model file.
+    Calling it on a case returns its measurements (cached by the case's image paths, so
+    the sizes and repetitions of an experiment segment every scan once).
+    """
+
+    def __init__(self, model: Any, cfg: PreprocessConfig, label_names: Sequence[str],
+                 device: Any = "cpu", batch_size: int = 8, plan: Plan | None = None) -> None:
+        self.model, self.cfg, self.label_names = model, cfg, list(label_names)
+        self.device, self.batch_size, self.plan = device, batch_size, plan
+        self._done: dict[tuple[str, ...], dict[str, float]] = {}
+
+    def __call__(self, case: Case) -> dict[str, float]:
+        key = tuple(str(p) for p in case.images)
+        if key not in self._done:
+            self._done[key] = case_measurements(self.model, self.cfg, self.label_names, case,
+                                                self.device, self.batch_size, plan=self.plan)
+        return self._done[key]
+
+    def names(self, case: Case) -> list[str]:
+        """The measurement names of ``case`` (every case of a data set has the same)."""
+        return list(self(case))
+
+
+def fit_measurement_classifier(measurer: Measurer, cases: Sequence[Case], targets: Sequence[int],
+                               num_classes: int, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """Measure the training ``cases`` and fit the classifier (framework MEASURES).
+
+    The model is chosen by cross-validation inside these cases only
+    (:func:`segfew.models.measures.select_classifier`). Returns the
+    :class:`segfew.models.measures.MeasurementClassifier` and what the model file records:
+    its constructor arguments (``args``) and ``metrics`` (chosen model, cross-validated
+    accuracy of every candidate, temperature, the ten measurements it leans on most).
+    """
+    from segfew.models.measures import MeasurementClassifier, select_classifier
+
+    rows = [measurer(c) for c in cases]
+    names = list(rows[0])
+    x = np.array([[row.get(n, NAN) for n in names] for row in rows], dtype=np.float64)
+    choice = select_classifier(x, np.asarray(targets), names, num_classes, seed=seed)
+    args: dict[str, Any] = {"feature_names": names, "num_classes": num_classes, **choice.shape_args,
+            "in_channels": len(cases[0].images)}
+    model = MeasurementClassifier(measurer.model, **args)
+    model.load_choice(choice)
+    importance = choice.importance if choice.importance is not None else np.zeros(len(names))
+    top = [{"measurement": names[i], "importance": float(importance[i])}
+           for i in np.argsort(-importance)[:10] if importance[i] > 0]
+    metrics = {"measures_model": choice.candidate.label, "measures_cv_accuracy": choice.cv_scores,
+               "measures_temperature": choice.temperature, "top_measurements": top}
+    return model, {"args": args, "metrics": metrics}
+
+
+def write_measurements_csv(path: Path, rows: Sequence[tuple[str, Mapping[str, float] | None]]
+                           ) -> Path:
+    """``id, <measurement>...`` — one line per case, named columns in a fixed order.
+
+    ``rows`` are ``(case id, measurements)``; None (a case that failed) leaves its cells
+    empty, as does NaN (undefined: an absent structure). Written atomically.
+    """
+    import csv
+
+    from segfew.atomic import atomic_path
+
+    names: list[str] = []
+    for _, m in rows:
+        names += [n for n in (m or {}) if n not in names]
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", *names])
+        for case_id, m in rows:
+            values = [(m or {}).get(n, NAN) for n in names]
+            writer.writerow([case_id, *("" if math.isnan(v) else f"{v:.6g}" for v in values)])
+    return path

@@ -1,0 +1,136 @@
+"""The splits of the learning-curve protocol (SPEC §6): stratified, group-aware, nested.
+
+Seeds derive from the spec's seed and the repetition only, so every framework of a
+repetition sees the same patients and a resumed or sharded run draws the same splits.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segfew.config import ExperimentSpec
+from segfew.errors import DataError
+
+if TYPE_CHECKING:
+    from segfew.data import Case
+
+__all__ = ["data_summary", "load_cases", "load_test_cases", "split_for"]
+
+
+def _seed(spec_seed: int, repetition: int, part: int) -> int:
+    return int(np.random.SeedSequence([spec_seed, repetition, part]).generate_state(1)[0])
+
+
+def _stratified_split(cases: Sequence[Case], per_class: int, seed: int
+                      ) -> tuple[list[Case], list[Case]]:
+    from segfew.data import stratified_split
+
+    return stratified_split(cases, per_class=per_class, seed=seed)
+
+
+def _unit(case: Case) -> str:
+    return case.group or case.id
+
+
+def split_for(cases: Sequence[Case], spec: ExperimentSpec, size: int, repetition: int,
+              test_cases: Sequence[Case] | None = None) -> tuple[list[Case], list[Case]]:
+    """(training cases, test cases) of one (size, repetition) — the same for every framework.
+
+    Splits are stratified by class and group-aware (a group — a patient — is never on both
+    sides; ``size`` counts groups per class). Seeds derive from ``(spec.seed, repetition)``
+    only, so:
+
+    - every framework of a repetition gets the identical split;
+    - random test set: drawn first, and the same for every size of a repetition —
+      ``test_per_class`` groups per class, or by default every group that the largest
+      training set of the repetition does not use;
+    - the training sets are nested: size k's is a subset of size k' > k's (``stratified_split``
+      takes the first k of one seeded shuffle per class).
+
+    Fixed test set (``spec.test == "fixed"``): the test part is ``test_cases`` (the cases
+    of ``spec.test_table``, read here when not given) for every task; training draws from
+    ``cases`` minus any group that also appears in the test set.
+    """
+    labelled = [c for c in cases if c.target is not None]
+    train_seed = _seed(spec.seed, repetition, 2)
+    if spec.test == "fixed":
+        test = list(test_cases) if test_cases is not None else load_test_cases(spec)
+        held = {_unit(c) for c in test}
+        pool = [c for c in labelled if _unit(c) not in held]
+        return _stratified_split(pool, size, train_seed)[0], test
+    if spec.test_per_class is not None:
+        test_seed = _seed(spec.seed, repetition, 1)
+        test, pool = _stratified_split(labelled, spec.test_per_class, test_seed)
+        return _stratified_split(pool, size, train_seed)[0], test
+    largest = max(spec.sizes)
+    test = _stratified_split(labelled, largest, train_seed)[1]
+    return _stratified_split(labelled, size, train_seed)[0], test
+
+
+def load_cases(spec: ExperimentSpec) -> list[Case]:
+    """The labelled cases of ``spec.data`` (the pool that training sets are drawn from)."""
+    from segfew.data import find_classification_cases
+
+    d = spec.data
+    cases = find_classification_cases(d.images, d.table, d.channels, d.id_column,
+                                      d.label_column, d.group_column)
+    return [c for c in cases if c.target is not None]
+
+
+def load_test_cases(spec: ExperimentSpec) -> list[Case]:
+    """The fixed test set's cases (``spec.test_table``); empty for a random test set."""
+    from segfew.data import find_classification_cases
+
+    if spec.test_table is None:
+        return []
+    d = spec.data
+    cases = find_classification_cases(spec.test_images or d.images, spec.test_table,
+                                      d.channels, d.id_column, d.label_column, d.group_column)
+    return [c for c in cases if c.target is not None]
+
+
+def _check_splittable(cases: Sequence[Case], spec: ExperimentSpec) -> None:
+    groups: dict[str, set[str]] = {}
+    for c in cases:
+        groups.setdefault(str(c.target), set()).add(_unit(c))
+    test_groups = (spec.test_per_class or 1) if spec.test == "random" else 0
+    need = max(spec.sizes) + test_groups
+    short = {t: len(g) for t, g in sorted(groups.items()) if len(g) < need}
+    if short:
+        listed = ", ".join(f"{t}: {n}" for t, n in short.items())
+        what = "for the largest training size" + (" plus the test set" if spec.test == "random"
+                                                  else "")
+        raise DataError(f"{need} patients (groups) per class are needed {what}, but some "
+                        f"classes have fewer ({listed}); lower the sizes")
+
+
+def data_summary(cases: Sequence[Case], test_cases: Sequence[Case], spec: ExperimentSpec,
+                 splits: dict[tuple[int, int], tuple[list[Case], list[Case]]]) -> dict[str, Any]:
+    """Classes, cases and patients per class, and test-set sizes per repetition."""
+    from segfew.data import class_names
+
+    def per_class(cs: Iterable[Case]) -> dict[str, int]:
+        counts = Counter(str(c.target) for c in cs)
+        return {k: counts[k] for k in sorted(counts)}
+
+    def groups_per_class(cs: Iterable[Case]) -> dict[str, int]:
+        seen = {(str(c.target), _unit(c)) for c in cs}
+        return dict(sorted(Counter(t for t, _ in seen).items()))
+
+    tests: dict[str, dict[str, int]] = {}
+    for (_, rep), (_, test) in sorted(splits.items()):
+        tests.setdefault(str(rep), per_class(test))
+    return {
+        "classes": class_names(list(cases) + list(test_cases)),
+        "cases": len(cases),
+        "cases_per_class": per_class(cases),
+        "patients_per_class": groups_per_class(cases),
+        "grouped": any(c.group not in (None, c.id) for c in cases),  # a group column
+        "test": spec.test,
+        "fixed_test_cases_per_class": per_class(test_cases) if spec.test == "fixed" else None,
+        "test_cases_per_class_by_repetition": tests,
+    }
