@@ -37,9 +37,7 @@ import numpy as np
 from segfew.atomic import write_json
 from segfew.config import ExperimentSpec
 from segfew.errors import DataError, SpecError
-from segfew.frameworks import FRAMEWORKS, framework, framework_rank
-from segfew.leakage import check_leakage
-from segfew.splits import (
+from segfew.experiment_splits import (
     _check_splittable,
     _unit,
     data_summary,
@@ -47,6 +45,8 @@ from segfew.splits import (
     load_test_cases,
     split_for,
 )
+from segfew.frameworks import FRAMEWORKS, framework, framework_rank
+from segfew.leakage import check_leakage
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The splits of the learning-curve protocol (SPEC §6): stratified, group-aware, nested.
+"""The splits of the learning-curve protocol (SPEC §6); see :func:`split_for`.
 
 Seeds derive from the spec's seed and the repetition only, so every framework of a
 repetition sees the same patients and a resumed or sharded run draws the same splits.
