@@ -170,6 +170,7 @@ def _comparable(spec_data: dict[str, Any]) -> dict[str, Any]:
     RUN_DIR later: only the new ones are trained."""
     data = json.loads(json.dumps(spec_data))
     data.pop("frameworks", None)
+    data.pop("allow_leakage", None)  # decides whether to run, not what a task computes
     for section, keys in _IGNORED_ON_RESUME.items():
         for k in keys:
             (data.get(section) or {}).pop(k, None)

@@ -378,3 +378,11 @@ def test_per_repetition_pretraining_sees_only_the_training_side(tmp_path: Path) 
     seen.clear()
     run_experiment(spec, tmp_path / "run", Counting(), cases=cases, pretrain_step=pretrain_step)
     assert seen == {}
+
+
+def test_allow_leakage_may_change_when_resuming(tmp_path: Path) -> None:
+    cases = make_cases()
+    run_experiment(make_spec(), tmp_path, Counting(), cases=cases)
+    again = Counting()
+    run_experiment(make_spec(allow_leakage=True), tmp_path, again, cases=cases)
+    assert again.calls == []  # same results: nothing to redo, and no settings error
