@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from segfew.errors import DataError
+from segfew.errors import DataError, ModelFileError
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -27,11 +27,15 @@ def trained_digests(model_path: Path) -> set[str] | None:
     """SHA-256 of every file a segmentation network was trained on (None: not recorded).
 
     Read from the model file (``metrics.training_data``) or else from the ``run.json``
-    manifest in its run folder (``<stem>-run/``).
+    manifest in its run folder (``<stem>-run/``); None also for a file that is not a
+    readable model file.
     """
     from segfew.modelfile import read_model_file
 
-    meta, _ = read_model_file(model_path)
+    try:
+        meta, _ = read_model_file(model_path)
+    except ModelFileError:  # not readable here: the training step names the problem
+        return None
     recorded = meta.metrics.get("training_data")
     if isinstance(recorded, list):
         return {str(d) for d in recorded}
