@@ -77,3 +77,11 @@ def test_largest_component_drops_islands_per_structure() -> None:
     assert out[8, 8, 1] == 0
     assert (out == 1).sum() == 4 * 4 * 3 and (out == 2).sum() == 3 * 2 * 3
     assert labels[8, 8, 1] == 1  # the input is untouched
+
+
+def test_a_structure_of_one_voxel_is_measured_not_an_error() -> None:
+    mask = np.zeros((8, 8, 4), dtype=bool)
+    mask[4, 4, 2] = True  # a stray voxel: smoothing by a voxel leaves nothing above 0.5
+    m = structure_measurements(mask, (1.5, 1.5, 8.0))
+    assert m["volume_ml"] == pytest.approx(1.5 * 1.5 * 8.0 / 1000)
+    assert m["surface_mm2"] > 0
