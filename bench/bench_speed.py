@@ -192,7 +192,7 @@ def loop_rate(precision: str, device: torch.device, epochs: int = 3) -> float:
     y = torch.randint(0, 4, (60, 128, 128), generator=g)
     x = y.float().unsqueeze(1) / 4 + 0.1 * torch.randn(60, 1, 128, 128, generator=g)
     cfg = TrainConfig(epochs=epochs, batch_size=8, device=str(device), progress=False,
-                      precision=precision)  # type: ignore[arg-type]
+                      precision=precision).plain()  # type: ignore[arg-type]
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         res = fit(MNet(2, 1, 4, n_s=16), TensorDataset(x[:48], y[:48]),
@@ -316,8 +316,8 @@ def table_predict(device: torch.device, counts: list[int]) -> list[str]:
 
     from segfew.config import ClassifierSpec, PreprocessConfig
     from segfew.inference import classify_probabilities
+    from segfew.jobs.train_classifier import build_classifier
     from segfew.modelfile import Architecture, ModelMeta, save_model
-    from segfew.pipeline import build_classifier
     from segfew.predict import Predictor, predict_paths
 
     lines = ["| cases | seconds | s/case | network s/case | ratio |", "|---|---|---|---|---|"]

@@ -18,6 +18,7 @@ A script, not a test: on a shared machine read the ratios, not the absolute figu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from segfew.config import TrainConfig
 from segfew.models import MNet
 from segfew.runtime import resolve_device, resolve_plan
-from segfew.train import fit, weighted_cross_entropy
+from segfew.train import TrainOptions, fit, weighted_cross_entropy
 
 REGIONS = ("segfew.load", "segfew.augment", "segfew.step", "segfew.validate",
            "segfew.checkpoint")
@@ -51,7 +52,7 @@ def blobs(n: int, size: int, labels: int, seed: int) -> TensorDataset:
     return TensorDataset(x, y)
 
 
-def bare_step_seconds(cfg: TrainConfig, data: TensorDataset, n_s: int, labels: int,
+def bare_step_seconds(cfg: TrainOptions, data: TensorDataset, n_s: int, labels: int,
                       repeats: int) -> float:
     """Median seconds of forward + loss + backward + Adam on one fixed batch."""
     device = resolve_device(cfg.device)
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = 4
     train, val = blobs(args.images, args.size, labels, 0), blobs(args.val, args.size, labels, 1)
     cfg = TrainConfig(epochs=args.epochs, batch_size=8, lr=1e-3, device="cpu", progress=False,
-                      precision=args.precision)
+                      precision=args.precision).plain()
     plan = resolve_plan(resolve_device(cfg.device), cfg.precision, cfg.channels_last)
     print(f"2D M-Net n_s={args.n_s}, {args.size}², batch 8, {args.images} training and "
           f"{args.val} validation images; plan {plan.record()}; {torch.get_num_threads()} "
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         model = MNet(2, 1, labels, n_s=args.n_s)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             fit(model, train, val, task="segmentation", num_classes=labels,
-                cfg=cfg.model_copy(update={"epochs": 2}), out_dir=Path(tmp) / "profiled")
+                cfg=dataclasses.replace(cfg, epochs=2), out_dir=Path(tmp) / "profiled")
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     print(f"\nprofiled: 2 epochs, {total / 1e6:.1f} s of CPU time (self, all operators)")

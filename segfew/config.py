@@ -27,6 +27,9 @@ from segfew.errors import SpecError
 
 if TYPE_CHECKING:
     from segfew.cases import LabelRules
+    from segfew.preprocess import Preprocessing
+    from segfew.train.augment import Augmentation
+    from segfew.train.options import TrainOptions
 
 MAX_SIZE = 1024
 """Largest grid size per axis (a 1024² slice; the paper's grids are 128–224)."""
@@ -76,6 +79,12 @@ class PreprocessConfig(Settings):
             raise ValueError(f"sizes are at most {MAX_SIZE} voxels per axis, got {list(v)}")
         return v
 
+    def plain(self) -> Preprocessing:
+        """These settings as :mod:`segfew.preprocess` takes them."""
+        from segfew.preprocess import Preprocessing
+
+        return Preprocessing(**self.model_dump())
+
     def grid(self, dim: int) -> tuple[int, ...]:
         """The grid for a ``dim``-dimensional image."""
         if len(self.size) == 1:
@@ -97,6 +106,12 @@ class AugmentConfig(Settings):
     flip_axis: int = Field(
         default=-1, ge=-3, le=2, description="spatial axis mirrored when flip is on (-1 = last)"
     )
+
+    def plain(self) -> Augmentation:
+        """These settings as :mod:`segfew.train.augment` takes them."""
+        from segfew.train.augment import Augmentation
+
+        return Augmentation(**self.model_dump())
 
 
 #: fewest cases per class (segmentation: cases) for the default validation split
@@ -158,6 +173,16 @@ class TrainConfig(Settings):
         if self.val_fraction is not None:
             return self.val_fraction
         return DEFAULT_VAL_FRACTION if smallest_class >= MIN_CASES_FOR_VALIDATION else 0.0
+
+    def plain(self) -> TrainOptions:
+        """The settings of :func:`segfew.train.fit` (the validation split and threads are
+        the jobs' own)."""
+        from dataclasses import fields
+
+        from segfew.train.options import TrainOptions
+
+        own = {f.name for f in fields(TrainOptions)} - {"augment"}
+        return TrainOptions(**{k: getattr(self, k) for k in own}, augment=self.augment.plain())
 
 
 class ClassifierTrainConfig(TrainConfig):

@@ -23,21 +23,17 @@ move it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segfew.atomic import check_output, write_json
-from segfew.config import LabelSpec, PreprocessConfig
+from segfew.atomic import write_json
 from segfew.errors import DataError
 
-__all__ = ["CENTRES_FILE", "KMeansLabeller", "ProgressFn", "fit_kmeans", "label_images"]
+__all__ = ["CENTRES_FILE", "KMeansLabeller", "ProgressFn", "fit_kmeans"]
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called as work advances; the CLI draws a bar from it."""
@@ -146,9 +142,9 @@ class KMeansLabeller:
 
 
 def _normalise(array: np.ndarray, intensity: str) -> np.ndarray:
-    from segfew.preprocess import normalise
+    from segfew.preprocess import Preprocessing, normalise
 
-    return normalise(array, PreprocessConfig(intensity=intensity))  # type: ignore[arg-type]
+    return normalise(array, Preprocessing(intensity=intensity))  # type: ignore[arg-type]
 
 
 def fit_kmeans(
@@ -203,77 +199,3 @@ def fit_kmeans(
     return KMeansLabeller(km.cluster_centers_.ravel(), keep_background, background_threshold,
                           intensity)
 
-
-def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Path]:
-    """``segfew label``: fit (or load) centres and write one label map per image.
-
-    Images are found as ``train-classifier`` finds them (``spec.table``, class sub-folders,
-    ``spec.recursive``). Writes ``<out>/<id>_seg.nii.gz`` in each image's source geometry,
-    ``<out>/centres.json``, ``<out>/preview/kmeans_preview.png`` (a few images beside their
-    labels) and ``<out>/run.json``. Every image is read before anything is written, and
-    label maps are moved into ``out`` only when all of them are done, so a bad image stops
-    the run with a DataError naming it and leaves no partial output.
-    """
-    from segfew.cases import read_case
-    from segfew.data import find_cases
-    from segfew.figures import plot_label_preview
-    from segfew.io import Image, case_id, write_image
-    from segfew.runinfo import write_run_info
-
-    if spec.threads is not None:  # torch (which sets threads) is not needed otherwise
-        from segfew.runtime import set_threads
-
-        set_threads(spec.threads)
-    report = progress or (lambda stage, done, total: None)
-    cases = find_cases(spec.images, spec.table, spec.channels, spec.id_column, spec.recursive)
-    if not cases:
-        raise DataError("no images found", spec.table or spec.images)
-    paths = [p for case in cases for p in case.images]
-    # One label map per image file: a multi-channel case gets one per channel file.
-    names = {p: f"{case.id if len(case.images) == 1 else case_id(p)}_seg.nii.gz"
-             for case in cases for p in case.images}
-    given = [p for p in (spec.images, spec.table, spec.centres) if p is not None]
-    out = check_output(spec.out, [*given, *paths], "folder")
-
-    def images(stage: str) -> Iterator[Image]:
-        """Every image file, read through the door (a case at a time, all its checks)."""
-        done = 0
-        for case in cases:
-            report(stage, done, len(paths))
-            yield from read_case(case)[0]
-            done += len(case.images)
-        report(stage, len(paths), len(paths))
-
-    if spec.centres is not None:
-        labeller = KMeansLabeller.from_file(spec.centres)
-    else:
-        labeller = fit_kmeans((im.array for im in images("sampling intensities")), spec.k,
-                              keep_background=spec.keep_background,
-                              background_threshold=spec.background_threshold,
-                              sample_per_image=spec.sample_per_image, seed=spec.seed,
-                              intensity=spec.intensity)
-
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".segfew-label-", dir=out))
-    shown: list[tuple[str, np.ndarray, np.ndarray]] = []
-    try:
-        for image in images("writing labels"):
-            assert image.path is not None
-            labels = labeller.label(image.array)
-            write_image(labels, image, staging / names[image.path])
-            if len(shown) < PREVIEW_IMAGES:
-                shown.append((names[image.path].removesuffix("_seg.nii.gz"), image.array,
-                              labels))
-        written = []
-        for p in paths:
-            os.replace(staging / names[p], out / names[p])
-            written.append(out / names[p])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    labeller.save(out / CENTRES_FILE)
-    plot_label_preview(shown, labeller.label_names(), out / PREVIEW_FILE)
-    write_run_info(out, spec, spec.seed, inputs=paths)
-    return written
-
-
-PREVIEW_IMAGES = 4

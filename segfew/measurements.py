@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from segfew.config import PreprocessConfig
     from segfew.data import Case
+    from segfew.preprocess import Preprocessing
     from segfew.runtime import Plan
 
 __all__ = [
@@ -197,7 +197,7 @@ def keep_largest_component(labels: np.ndarray, values: Sequence[int]) -> np.ndar
     return out
 
 
-def case_measurements(model: Any, cfg: PreprocessConfig, label_names: Sequence[str],
+def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str],
                       case: Case, device: Any = "cpu", batch_size: int = 8,
                       largest_component: bool = True, plan: Plan | None = None
                       ) -> dict[str, float]:
@@ -238,7 +238,7 @@ class Measurer:
     the sizes and repetitions of an experiment segment every scan once).
     """
 
-    def __init__(self, model: Any, cfg: PreprocessConfig, label_names: Sequence[str],
+    def __init__(self, model: Any, cfg: Preprocessing, label_names: Sequence[str],
                  device: Any = "cpu", batch_size: int = 8, plan: Plan | None = None) -> None:
         self.model, self.cfg, self.label_names = model, cfg, list(label_names)
         self.device, self.batch_size, self.plan = device, batch_size, plan

@@ -27,11 +27,11 @@ from segfew.errors import DataError, SegfewError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from segfew.config import PreprocessConfig
     from segfew.data import Case
     from segfew.io import Image
     from segfew.measurements import Measurer
-    from segfew.preprocess import PreprocessCache
+    from segfew.preprocess import Preprocessing
+    from segfew.preprocess_cache import PreprocessCache
     from segfew.runtime import Plan
 
 __all__ = [
@@ -60,7 +60,7 @@ NON_IMAGE_SUFFIXES = frozenset({
 
 
 def segment_on_source(model: Any, image: np.ndarray, source_shape: tuple[int, ...],
-                      cfg: PreprocessConfig, device: Any, batch_size: int = 8,
+                      cfg: Preprocessing, device: Any, batch_size: int = 8,
                       plan: Plan | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Label map (int16, ``source_shape``) and probabilities ``(L, *source_shape)`` float32.
 
@@ -110,7 +110,7 @@ class Predictor:
 
     ``meta``, ``model`` (eval mode, on ``device``), ``device`` and ``plan`` (how the network
     runs: :func:`segfew.runtime.resolve_plan` of ``precision``) are public. ``cache`` is an
-    optional :class:`segfew.preprocess.PreprocessCache` shared with other runs. ``workers``
+    optional :class:`segfew.preprocess_cache.PreprocessCache` shared with other runs. ``workers``
     processes read and pre-process cases ahead of the network (None: one per spare core, at
     most 4; 0: none).
     """
@@ -125,6 +125,7 @@ class Predictor:
         self.model_path = Path(model_path)
         self.device = resolve_device(device)
         self.model, self.meta = load_model(self.model_path, self.device)
+        self.preprocessing = self.meta.preprocess.plain()  # how every image reaches the grid
         self.batch_size = max(1, int(batch_size))
         self.cache = cache
         self.plan = resolve_plan(self.device, precision)
@@ -147,7 +148,7 @@ class Predictor:
             from segfew.measurements import Measurer
 
             source = self.meta.feature_source or {}
-            self._measurer = Measurer(self.model.feature_net, self.meta.preprocess,
+            self._measurer = Measurer(self.model.feature_net, self.preprocessing,
                                       source.get("classes", []), self.device, self.batch_size,
                                       self.plan)
         return self._measurer
@@ -218,7 +219,7 @@ class Predictor:
 
     def load(self, case: Case) -> np.ndarray:
         """Pre-processed image ``(C, *grid)`` float32 of a case, checked against the model."""
-        from segfew.preprocess import load_case
+        from segfew.preprocess_cache import load_case
 
         if self.measurer is not None:  # the measurements, in the order the model was fitted
             m = self.measurer(case)
@@ -227,7 +228,7 @@ class Predictor:
                 raise DataError(f"case {case.id!r} has {len(case.images)} channel(s), the model "
                                 f"expects {self.in_channels}; use --channels", case.images[0])
             return np.array([m.get(n, np.nan) for n in names], dtype=np.float64)
-        x, _ = load_case(case, self.meta.preprocess, self.cache)
+        x, _ = load_case(case, self.preprocessing, self.cache)
         x = np.asarray(x, dtype=np.float32)
         self.check_input(case, x)
         return x
@@ -328,7 +329,7 @@ class Predictor:
         if self.kind != "segmentation":
             raise DataError("this is a classifier; it predicts classes, not label maps",
                             self.model_path)
-        x = np.stack([np.asarray(preprocess_image(im.array, self.meta.preprocess),
+        x = np.stack([np.asarray(preprocess_image(im.array, self.preprocessing),
                                  dtype=np.float32) for im in images])
         self.check_input(case, x)
         return x
@@ -346,7 +347,7 @@ class Predictor:
     def _segment_prepared(self, images: Sequence[Image], x: np.ndarray
                           ) -> tuple[np.ndarray, np.ndarray, Image]:
         labels, restored = segment_on_source(self.model, x, images[0].shape,
-                                             self.meta.preprocess, self.device,
+                                             self.preprocessing, self.device,
                                              self.batch_size, self.plan)
         return labels, restored, images[0]
 

@@ -115,3 +115,20 @@ def test_unset_nested_flags_do_not_hide_file_values(tmp_path: Path) -> None:
     flags = {**BASE, "train": {"lr": None, "seed": None}, "network": {"n_s": None}}
     spec = resolve_spec(PretrainSpec, flags, spec_file)
     assert spec.train.lr == 0.5 and spec.train.seed == 0 and spec.network.n_s == 16
+
+
+def test_library_settings_have_the_specs_defaults_and_values() -> None:
+    """The spec layer converts to the plain settings the library takes, losing nothing."""
+    from dataclasses import asdict
+
+    from segfew.config import AugmentConfig, TrainConfig
+    from segfew.preprocess import Preprocessing
+    from segfew.train import Augmentation, TrainOptions
+
+    assert PreprocessConfig().plain() == Preprocessing()
+    assert AugmentConfig().plain() == Augmentation()
+    assert TrainConfig().plain() == TrainOptions()
+    given = PreprocessConfig(size=64, window=(-160, 240), intensity="ct", slice_axis=0)
+    assert asdict(given.plain()) == given.model_dump()
+    train = TrainConfig(epochs=3, seed=7, augment=AugmentConfig(p=0.2, flip=True)).plain()
+    assert (train.epochs, train.seed, train.augment.p, train.augment.flip) == (3, 7, 0.2, True)

@@ -49,7 +49,7 @@ SCRIPT = textwrap.dedent('''
     model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 2, 1))
     # fp32: bf16 rounding differs between a batch of 4 and two of 2 (about 1e-3)
     cfg = TrainConfig(epochs=epochs, batch_size=4, lr=1e-2, seed=5, device=device,
-                      precision="fp32", progress=False, augment=AugmentConfig(p=0.7))
+                      precision="fp32", progress=False, augment=AugmentConfig(p=0.7)).plain()
     res = fit(model, data(12, 0), data(5, 1), task="segmentation", num_classes=2, cfg=cfg,
               out_dir=out, resume=resume)
     info = {"rank": D.rank(), "world": D.world_size(), "history": res.history,

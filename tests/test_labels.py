@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from segfew.cli import app
 from segfew.config import LabelSpec
 from segfew.errors import DataError
-from segfew.labels import KMeansLabeller, fit_kmeans, label_images
+from segfew.jobs.label import label_images
+from segfew.labels import KMeansLabeller, fit_kmeans
 from tests.conftest import real_data
 
 

@@ -342,8 +342,8 @@ def test_batchnorm_on_one_sample_is_said_plainly(tmp_path: Path) -> None:
 def test_label_names_declare_the_label_set(phantoms: Path, tmp_path: Path) -> None:
     from segfew.config import PretrainSpec
     from segfew.errors import DataError
-    from segfew.pipeline import pretrain
-    from segfew.preprocess import PreprocessCache
+    from segfew.jobs.pretrain import pretrain
+    from segfew.preprocess_cache import PreprocessCache
 
     spec = PretrainSpec.model_validate({
         "data": {"images": phantoms / "images", "labels": phantoms / "labels"},

@@ -22,8 +22,8 @@ CLASSES = ["cat", "dog", "fox"]
 def make_classifier(path: Path, in_channels: int = 1) -> Path:
     """A tiny untrained 2D scratch classifier (SPEC §3b) saved as a real model file."""
     from segfew.config import ClassifierSpec, PreprocessConfig
+    from segfew.jobs.train_classifier import build_classifier
     from segfew.modelfile import Architecture, ModelMeta, save_model
-    from segfew.pipeline import build_classifier
 
     spec = ClassifierSpec.model_validate({
         "data": {"images": "unused"}, "out": path, "framework": "scratch",

@@ -15,14 +15,13 @@ from segfew.config import PreprocessConfig
 from segfew.data import Case
 from segfew.errors import DataError, SpecError
 from segfew.preprocess import (
-    PreprocessCache,
     grid_shape,
-    load_case,
     normalise,
     preprocess_image,
     preprocess_label,
     restore,
 )
+from segfew.preprocess_cache import PreprocessCache, load_case
 
 
 def blobs(shape: tuple[int, ...], rng: np.random.Generator, n: int = 3) -> np.ndarray:
@@ -47,30 +46,30 @@ def save(array: np.ndarray, path: Path) -> Path:
 @pytest.mark.parametrize("shape", [(40, 48), (24, 20, 6), (24, 20, 3)])
 def test_clahe_spans_0_to_255(shape, rng):
     image = rng.gamma(2.0, 300.0, shape)  # skewed MR-like intensities, far from 0-255
-    out = normalise(image, PreprocessConfig(intensity="clahe"))
+    out = normalise(image, PreprocessConfig(intensity="clahe").plain())
     assert out.dtype == np.float32 and out.shape == shape  # a 3-slice volume is not RGB
     assert out.min() == pytest.approx(0.0) and out.max() == pytest.approx(255.0)
 
 
 def test_zscore_and_minmax(rng):
     image = rng.normal(500, 80, (32, 32, 4))
-    z = normalise(image, PreprocessConfig(intensity="zscore"))
+    z = normalise(image, PreprocessConfig(intensity="zscore").plain())
     assert abs(z.mean()) < 1e-4 and z.std() == pytest.approx(1.0, abs=1e-4)
-    m = normalise(image, PreprocessConfig(intensity="minmax"))
+    m = normalise(image, PreprocessConfig(intensity="minmax").plain())
     assert m.min() == 0.0 and m.max() == pytest.approx(1.0)
-    assert not normalise(np.full((4, 4), 7.0), PreprocessConfig(intensity="minmax")).any()
+    assert not normalise(np.full((4, 4), 7.0), PreprocessConfig(intensity="minmax").plain()).any()
 
 
 def test_ct_keeps_hounsfield_units_and_clips_to_window():
     hu = np.array([[-1000.0, -100.0], [40.0, 1500.0]])
-    assert np.array_equal(normalise(hu, PreprocessConfig(intensity="ct")), hu)
-    windowed = normalise(hu, PreprocessConfig(intensity="ct", window=(-160, 240)))
+    assert np.array_equal(normalise(hu, PreprocessConfig(intensity="ct").plain()), hu)
+    windowed = normalise(hu, PreprocessConfig(intensity="ct", window=(-160, 240)).plain())
     assert windowed.tolist() == [[-160.0, -100.0], [40.0, 240.0]]
 
 
 def test_normalise_does_not_modify_input_and_handles_nan():
     a = np.array([[1.0, np.nan], [3.0, 5.0]], np.float32)
-    out = normalise(a, PreprocessConfig(intensity="ct"))
+    out = normalise(a, PreprocessConfig(intensity="ct").plain())
     assert np.isnan(a[0, 1]) and out[0, 1] == 1.0
 
 
@@ -90,27 +89,27 @@ def test_normalise_does_not_modify_input_and_handles_nan():
     ],
 )
 def test_grid_shape(shape, size, slice_axis, expected):
-    cfg = PreprocessConfig(size=size, slice_axis=slice_axis)
+    cfg = PreprocessConfig(size=size, slice_axis=slice_axis).plain()
     assert grid_shape(shape, cfg) == expected
     assert preprocess_label(np.zeros(shape, np.uint8), cfg).shape == expected
 
 
 def test_grid_shape_rejects_3_sizes_for_2d_and_bad_dims():
     with pytest.raises(SpecError):
-        grid_shape((40, 40), PreprocessConfig(size=(32, 32, 32)))
+        grid_shape((40, 40), PreprocessConfig(size=(32, 32, 32)).plain())
     with pytest.raises(DataError):
-        grid_shape((4, 4, 4, 4), PreprocessConfig())
+        grid_shape((4, 4, 4, 4), PreprocessConfig().plain())
 
 
 @pytest.mark.parametrize(
     ("shape", "cfg"),
     [
-        ((40, 56), PreprocessConfig(size=64)),
-        ((30, 44, 7), PreprocessConfig(size=(48, 64))),
-        ((7, 30, 44), PreprocessConfig(size=(48, 64), slice_axis=0)),
-        ((30, 20, 12), PreprocessConfig(size=32, keep_aspect=True)),
-        ((24, 40), PreprocessConfig(size=(32, 64), keep_aspect=True)),
-        ((30, 13, 20), PreprocessConfig(size=(32, 32), slice_axis=1, keep_aspect=True)),
+        ((40, 56), PreprocessConfig(size=64).plain()),
+        ((30, 44, 7), PreprocessConfig(size=(48, 64)).plain()),
+        ((7, 30, 44), PreprocessConfig(size=(48, 64), slice_axis=0).plain()),
+        ((30, 20, 12), PreprocessConfig(size=32, keep_aspect=True).plain()),
+        ((24, 40), PreprocessConfig(size=(32, 64), keep_aspect=True).plain()),
+        ((30, 13, 20), PreprocessConfig(size=(32, 32), slice_axis=1, keep_aspect=True).plain()),
     ],
 )
 def test_label_round_trip_is_exact_when_grid_is_not_smaller(shape, cfg, rng):
@@ -125,7 +124,7 @@ def test_label_round_trip_is_exact_when_grid_is_not_smaller(shape, cfg, rng):
 @pytest.mark.parametrize("keep_aspect", [False, True])
 def test_label_round_trip_when_shrinking_moves_only_boundaries(keep_aspect, rng):
     shape = (150, 110, 5)
-    cfg = PreprocessConfig(size=(64, 64), keep_aspect=keep_aspect)
+    cfg = PreprocessConfig(size=(64, 64), keep_aspect=keep_aspect).plain()
     label = blobs(shape, rng)
     back = restore(preprocess_label(label, cfg), shape, cfg, order=0)
     assert back.shape == shape
@@ -138,19 +137,19 @@ def test_keep_aspect_pads_to_a_square_field_of_view(rng):
     shape = (64, 32)
     image = np.zeros(shape)
     image[16:48, 8:24] = 1.0  # a square 32×16 block: stays 2:1 on a square grid
-    cfg = PreprocessConfig(size=32, intensity="minmax", keep_aspect=True)
+    cfg = PreprocessConfig(size=32, intensity="minmax", keep_aspect=True).plain()
     grid = preprocess_image(image, cfg)
     assert grid.shape == (32, 32)
     rows, cols = np.nonzero(grid > 0.5)
     assert np.ptp(rows) + 1 == pytest.approx(2 * (np.ptp(cols) + 1), abs=1)
     assert grid[:, :8].max() == 0.0  # padding on both sides of the narrow axis
-    stretched = preprocess_image(image, PreprocessConfig(size=32, intensity="minmax"))
+    stretched = preprocess_image(image, PreprocessConfig(size=32, intensity="minmax").plain())
     assert (stretched > 0.5).sum() > (grid > 0.5).sum()
 
 
 def test_restore_probabilities_keeps_leading_axes(rng):
     shape = (20, 26, 5)
-    cfg = PreprocessConfig(size=(32, 32))
+    cfg = PreprocessConfig(size=(32, 32)).plain()
     probs = rng.random((4, 32, 32, 5)).astype(np.float32)
     back = restore(probs, shape, cfg, order=1)
     assert back.shape == (4, *shape)
@@ -159,7 +158,7 @@ def test_restore_probabilities_keeps_leading_axes(rng):
 
 
 def test_preprocess_image_is_float32_on_the_grid(rng):
-    out = preprocess_image(rng.random((50, 40, 6)) * 900, PreprocessConfig(size=(32, 32)))
+    out = preprocess_image(rng.random((50, 40, 6)) * 900, PreprocessConfig(size=(32, 32)).plain())
     assert out.dtype == np.float32 and out.shape == (32, 32, 6)
     assert out.min() >= 0 and out.max() <= 255
 
@@ -173,7 +172,7 @@ def test_cache_hits_and_misses(tmp_path, rng, monkeypatch):
     real = pp.preprocess_image
     monkeypatch.setattr(pp, "preprocess_image", lambda a, c: calls.append(1) or real(a, c))
     cache = PreprocessCache(tmp_path / "cache")
-    cfg = PreprocessConfig(size=32)
+    cfg = PreprocessConfig(size=32).plain()
 
     first = cache.image(path, cfg)
     second = cache.image(path, cfg)
@@ -181,7 +180,7 @@ def test_cache_hits_and_misses(tmp_path, rng, monkeypatch):
     assert np.array_equal(first, second) and isinstance(second, np.memmap)
     assert not second.flags.writeable
 
-    cache.image(path, PreprocessConfig(size=32, intensity="zscore"))  # changed setting
+    cache.image(path, PreprocessConfig(size=32, intensity="zscore").plain())  # changed setting
     assert len(calls) == 2
     save(rng.random((40, 40)).astype(np.float32), path)  # changed content
     cache.image(path, cfg)
@@ -196,7 +195,7 @@ def test_cache_hits_and_misses(tmp_path, rng, monkeypatch):
 
 def test_cache_off_and_damaged_entries(tmp_path, rng, monkeypatch):
     path = save(blobs((40, 40), rng).astype(np.uint8), tmp_path / "l.nii.gz")
-    cfg = PreprocessConfig(size=32)
+    cfg = PreprocessConfig(size=32).plain()
     monkeypatch.chdir(tmp_path)
     for off in (PreprocessCache(None), PreprocessCache(enabled=False)):
         assert off.label(path, cfg).dtype == np.int64
@@ -218,7 +217,7 @@ def test_load_case_stacks_channels_and_labels(tmp_path, rng):
                    for i in range(2))
     labels = tuple(save(blobs(shape, rng).astype(np.uint8), tmp_path / f"c_{i}_seg.nii.gz")
                    for i in range(2))
-    cfg = PreprocessConfig(size=(32, 32))
+    cfg = PreprocessConfig(size=(32, 32)).plain()
     case = Case("c", images, labels[:1])
     image, label = load_case(case, cfg)
     assert image.shape == (2, 32, 32, 5) and image.dtype == np.float32
@@ -243,7 +242,7 @@ def test_a_cache_entry_overwritten_at_the_same_size_is_recomputed_with_a_warning
     from segfew.errors import DataWarning
 
     path = save(rng.random((40, 40)).astype(np.float32), tmp_path / "a.nii.gz")
-    cfg = PreprocessConfig(size=32)
+    cfg = PreprocessConfig(size=32).plain()
     cache = PreprocessCache(tmp_path / "cache")
     good = np.array(cache.image(path, cfg))
     (entry,) = (tmp_path / "cache").glob("image-*.npy")
@@ -264,14 +263,14 @@ def test_a_cache_entry_overwritten_at_the_same_size_is_recomputed_with_a_warning
 def test_an_entry_made_with_other_settings_is_not_used(tmp_path, rng):
     path = save(rng.random((40, 40)).astype(np.float32), tmp_path / "a.nii.gz")
     cache = PreprocessCache(tmp_path / "cache")
-    cache.image(path, PreprocessConfig(size=32))
+    cache.image(path, PreprocessConfig(size=32).plain())
     (entry,) = (tmp_path / "cache").glob("image-*.json")
     record = json.loads(entry.read_text())
     record["settings"] = record["settings"].replace('"minmax"', '"zscore"').replace(
         '"clahe"', '"zscore"')
     entry.write_text(json.dumps(record))
     with pytest.warns(UserWarning, match="made with other settings"):
-        PreprocessCache(tmp_path / "cache").image(path, PreprocessConfig(size=32))
+        PreprocessCache(tmp_path / "cache").image(path, PreprocessConfig(size=32).plain())
 
 
 def test_the_doors_warnings_are_said_again_on_a_cache_hit(tmp_path):
@@ -284,5 +283,5 @@ def test_the_doors_warnings_are_said_again_on_a_cache_hit(tmp_path):
     for _ in range(2):
         cache = PreprocessCache(tmp_path / "cache")
         with pytest.warns(DataWarning, match=r"n\.nii\.gz: 1 NaN/infinite voxel"):
-            load_case(case, PreprocessConfig(size=16), cache)
+            load_case(case, PreprocessConfig(size=16).plain(), cache)
     assert cache.hits == 1

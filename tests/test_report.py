@@ -73,8 +73,8 @@ def _project(tmp_path: Path, frameworks: str = '["scratch"]') -> Path:
 
 
 @pytest.fixture
-def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    import segfew.pipeline
+def fake_step(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    import segfew.jobs.experiment_step
 
     made: list[Any] = []
 
@@ -82,11 +82,11 @@ def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         made.append(spec)
         return fake_trainer
 
-    monkeypatch.setattr(segfew.pipeline, "make_train_and_score", make, raising=False)
+    monkeypatch.setattr(segfew.jobs.experiment_step, "make_train_and_score", make, raising=False)
     return made
 
 
-def test_experiment_command_runs_and_reports(tmp_path: Path, fake_pipeline: list[Any]) -> None:
+def test_experiment_command_runs_and_reports(tmp_path: Path, fake_step: list[Any]) -> None:
     from segfew.cli import app
 
     spec = _project(tmp_path)
@@ -94,7 +94,7 @@ def test_experiment_command_runs_and_reports(tmp_path: Path, fake_pipeline: list
     result = CliRunner().invoke(app, ["experiment", "--spec", str(spec), "--out", str(out),
                                       "--sizes", "1,2,3", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert fake_pipeline[0].sizes == [1, 2, 3] and fake_pipeline[0].train.progress is False
+    assert fake_step[0].sizes == [1, 2, 3] and fake_step[0].train.progress is False
     assert (out / "report" / "report.html").is_file()
     assert "6 of 6 finished" in result.output
 
@@ -103,7 +103,7 @@ def test_experiment_command_runs_and_reports(tmp_path: Path, fake_pipeline: list
     assert result.exit_code == 2 and "new RUN_DIR" in result.output
 
 
-def test_sharded_commands_then_report_merges(tmp_path: Path, fake_pipeline: list[Any]) -> None:
+def test_sharded_commands_then_report_merges(tmp_path: Path, fake_step: list[Any]) -> None:
     from segfew.cli import app
 
     spec = _project(tmp_path)
@@ -121,7 +121,7 @@ def test_sharded_commands_then_report_merges(tmp_path: Path, fake_pipeline: list
 
 def test_failed_task_makes_the_command_fail(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import segfew.pipeline
+    import segfew.jobs.experiment_step
     from segfew.cli import app
 
     def broken(task: Task, *args: Any) -> dict[str, Any]:
@@ -129,8 +129,8 @@ def test_failed_task_makes_the_command_fail(tmp_path: Path,
             raise RuntimeError("boom")
         return fake_trainer(task, *args)
 
-    monkeypatch.setattr(segfew.pipeline, "make_train_and_score", lambda spec, **kw: broken,
-                        raising=False)
+    monkeypatch.setattr(segfew.jobs.experiment_step, "make_train_and_score",
+                        lambda spec, **kw: broken, raising=False)
     spec = _project(tmp_path)
     result = CliRunner().invoke(app, ["experiment", "--spec", str(spec), "--out",
                                       str(tmp_path / "run")])

@@ -15,6 +15,8 @@ from torch.utils.data import TensorDataset
 from segfew.config import AugmentConfig, TrainConfig
 from segfew.errors import SpecError
 from segfew.train import (
+    Augmentation,
+    TrainOptions,
     apply_params,
     augment_batch,
     draw_params,
@@ -81,14 +83,14 @@ def test_p0_leaves_everything_bit_identical(dim: int) -> None:
     shape = (3, 2, *(8,) * dim)
     x = torch.randn(shape)
     y = torch.randint(0, 4, (3, *(8,) * dim))
-    out, lab = augment_batch(x, y, AugmentConfig(p=0.0, flip=True),
+    out, lab = augment_batch(x, y, Augmentation(p=0.0, flip=True),
                              torch.Generator().manual_seed(1))
     assert torch.equal(out, x) and lab is not None and torch.equal(lab, y)
 
 
 def test_unselected_images_in_a_mixed_batch_are_bit_identical() -> None:
     x = torch.randn(16, 1, 16, 16)
-    cfg = AugmentConfig(p=0.5)
+    cfg = Augmentation(p=0.5)
     params = draw_params(16, 2, cfg, torch.Generator().manual_seed(3))
     assert 0 < int(params.apply.sum()) < 16
     out, _ = apply_params(x, None, params)
@@ -105,7 +107,7 @@ def test_pure_shift_moves_a_blob_by_the_drawn_fraction(dim: int) -> None:
     x = torch.zeros(2, 1, *(size,) * dim)
     region = (slice(None), 0, *(slice(size // 2 - 3, size // 2 + 1),) * dim)
     x[region] = 1.0
-    cfg = AugmentConfig(p=1.0, rotation_deg=0, zoom=0, shift=0.2)
+    cfg = Augmentation(p=1.0, rotation_deg=0, zoom=0, shift=0.2)
     params = draw_params(2, dim, cfg, torch.Generator().manual_seed(0))
     out, _ = apply_params(x, None, params)
     for i in range(2):
@@ -122,7 +124,7 @@ def test_labels_stay_in_set_and_follow_the_image(dim: int) -> None:
     y[(slice(None), *(slice(size // 4, 3 * size // 4),) * dim)] = 3
     y[(slice(None), *(slice(size // 4, size // 2),) * dim)] = 7
     x = (y > 0).float().unsqueeze(1) * 100.0
-    cfg = AugmentConfig(p=1.0, rotation_deg=30, shift=0.1, zoom=0.2, flip=True)
+    cfg = Augmentation(p=1.0, rotation_deg=30, shift=0.1, zoom=0.2, flip=True)
     out, lab = augment_batch(x, y, cfg, torch.Generator().manual_seed(5))
     assert lab is not None and lab.dtype == torch.long and lab.shape == y.shape
     assert set(lab.unique().tolist()) <= {0, 3, 7}
@@ -135,7 +137,7 @@ def test_labels_stay_in_set_and_follow_the_image(dim: int) -> None:
 
 def test_flip_only_mirrors_the_flip_axis() -> None:
     x = torch.randn(8, 1, 12, 16)
-    cfg = AugmentConfig(p=1.0, rotation_deg=0, shift=0, zoom=0, flip=True, flip_axis=-1)
+    cfg = Augmentation(p=1.0, rotation_deg=0, shift=0, zoom=0, flip=True, flip_axis=-1)
     params = draw_params(8, 2, cfg, torch.Generator().manual_seed(2))
     out, _ = apply_params(x, None, params)
     flipped = params.flip
@@ -149,7 +151,7 @@ def test_one_hot_labels_and_3d_rotation() -> None:
     y[:, 1, 2:6, 2:6, 2:6] = 1
     y[:, 0] = 1 - y[:, 1]
     x = torch.rand(2, 1, 8, 8, 8)
-    out, lab = augment_batch(x, y, AugmentConfig(p=1.0, rotation_deg=45),
+    out, lab = augment_batch(x, y, Augmentation(p=1.0, rotation_deg=45),
                              torch.Generator().manual_seed(0))
     assert lab is not None and lab.shape == y.shape and out.shape == x.shape
     assert set(lab.unique().tolist()) <= {0.0, 1.0}
@@ -217,11 +219,11 @@ class ClfNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _cfg(**kw: object) -> TrainConfig:
+def _cfg(**kw: object) -> TrainOptions:
     base: dict[str, object] = {"epochs": 3, "batch_size": 4, "lr": 1e-2, "seed": 7,
                                "device": "cpu", "progress": False}
     base.update(kw)
-    return TrainConfig.model_validate(base)
+    return TrainConfig.model_validate(base).plain()
 
 
 def _seg_model() -> SegNet:

@@ -75,8 +75,8 @@ def experiment(
     from segfew.cli.render import ProgressView
     from segfew.config import ExperimentSpec
     from segfew.experiment import parse_shard, run_experiment, task_status
-    from segfew.pipeline import make_pretrain_step, make_train_and_score
-    from segfew.preprocess import PreprocessCache
+    from segfew.jobs.experiment_step import make_pretrain_step, make_train_and_score
+    from segfew.preprocess_cache import PreprocessCache
     from segfew.report import write_report
 
     overrides = {

@@ -60,7 +60,8 @@ def label(
     from rich.table import Table
 
     from segfew.cli.render import ProgressView
-    from segfew.labels import CENTRES_FILE, KMeansLabeller, label_images
+    from segfew.jobs.label import label_images
+    from segfew.labels import CENTRES_FILE, KMeansLabeller
 
     overrides = {"images": images, "out": out, "table": table, "id_column": id_column,
                  "recursive": recursive, "channels": split_list(channels), "k": k,

@@ -73,8 +73,8 @@ def pretrain(
 
     from segfew.cli.render import ProgressView
     from segfew.config import preset as preset_values
-    from segfew.pipeline import pretrain as run_pretrain
-    from segfew.preprocess import PreprocessCache
+    from segfew.jobs.pretrain import pretrain as run_pretrain
+    from segfew.preprocess_cache import PreprocessCache
     from segfew.train.distributed import is_main
 
     overrides = {

@@ -75,8 +75,8 @@ def train_classifier(
     """
     from segfew.cli.render import ProgressView
     from segfew.config import preset as preset_values
-    from segfew.pipeline import train_classifier as run_train
-    from segfew.preprocess import PreprocessCache
+    from segfew.jobs.train_classifier import train_classifier as run_train
+    from segfew.preprocess_cache import PreprocessCache
     from segfew.train.distributed import is_main
 
     overrides = {

@@ -32,11 +32,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from segfew.config import AugmentConfig
-
-__all__ = ["AugmentParams", "apply_params", "augment_batch", "draw_params"]
+__all__ = ["AugmentParams", "Augmentation", "apply_params", "augment_batch", "draw_params"]
 
 _COLUMNS = 9  # apply, 3 angles, 3 shifts, zoom, flip — drawn for 2D and 3D alike
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Rigid augmentation settings: each image is transformed with probability ``p``.
+
+    ``rotation_deg`` largest angle in degrees; ``shift`` largest shift as a fraction of the
+    field of view; ``zoom`` scale in [1 - zoom, 1 + zoom]; ``flip`` mirrors along
+    ``flip_axis`` (spatial, -1 = last) half the time. Run specs hold it as
+    :class:`segfew.config.AugmentConfig`, which checks the values (``.plain()`` gives this).
+    """
+
+    enabled: bool = True
+    p: float = 0.6
+    rotation_deg: float = 10.0
+    shift: float = 0.1
+    zoom: float = 0.1
+    flip: bool = False
+    flip_axis: int = -1
 
 
 @dataclass(frozen=True)
@@ -64,7 +81,7 @@ class AugmentParams:
                              self.zoom[index], self.flip[index], self.flip_axis)
 
 
-def draw_params(n: int, dim: int, cfg: AugmentConfig, generator: torch.Generator
+def draw_params(n: int, dim: int, cfg: Augmentation, generator: torch.Generator
                 ) -> AugmentParams:
     """Draw transform parameters for ``n`` images of ``dim`` spatial dimensions."""
     if dim not in (2, 3):
@@ -156,7 +173,7 @@ def apply_params(images: Tensor, labels: Tensor | None, params: AugmentParams
     return out, lab_out
 
 
-def augment_batch(images: Tensor, labels: Tensor | None, cfg: AugmentConfig,
+def augment_batch(images: Tensor, labels: Tensor | None, cfg: Augmentation,
                   generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
     """Randomly transform a batch (SPEC §4); see the module docstring for the conventions.
 
@@ -166,7 +183,7 @@ def augment_batch(images: Tensor, labels: Tensor | None, cfg: AugmentConfig,
 
     >>> g = torch.Generator().manual_seed(0)
     >>> x, y = augment_batch(torch.rand(2, 1, 16, 16), torch.zeros(2, 16, 16, dtype=torch.long),
-    ...                      AugmentConfig(p=1.0), g)
+    ...                      Augmentation(p=1.0), g)
     >>> x.shape, y.dtype
     (torch.Size([2, 1, 16, 16]), torch.int64)
     """

@@ -39,7 +39,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,7 +50,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from segfew.config import TrainConfig
 from segfew.errors import DataError, SegfewError, SpecError
 from segfew.runtime import (
     Plan,
@@ -71,6 +70,7 @@ from segfew.train.checkpoint import (
 )
 from segfew.train.feature_cache import Head, maybe_cache
 from segfew.train.loss import weighted_cross_entropy
+from segfew.train.options import TrainOptions
 from segfew.train.progress import EpochReport, TrainProgress
 from segfew.train.validation import validate
 
@@ -127,7 +127,7 @@ def fit(
     *,
     task: Task,
     num_classes: int,
-    cfg: TrainConfig,
+    cfg: TrainOptions,
     out_dir: Path,
     class_weights: Sequence[float] | None = None,
     resume: bool = False,
@@ -201,7 +201,7 @@ def fit(
             with record_function("segfew.checkpoint"):
                 _write_epoch(out_dir, model, step, state, improved, monitor=monitor,
                              task=task, num_classes=num_classes,
-                             config=cfg.model_dump(mode="json"))
+                             config=asdict(cfg))
         D.barrier()
         bars.epoch(epoch + 1, row, monitor)
         if callback is not None:
@@ -228,7 +228,7 @@ def _check_arguments(task: str, num_classes: int, class_weights: Sequence[float]
         raise SpecError(f"{len(class_weights)} class weights for {num_classes} classes")
 
 
-def _setup_device(cfg: TrainConfig) -> tuple[torch.device, int, int]:
+def _setup_device(cfg: TrainOptions) -> tuple[torch.device, int, int]:
     """(device, rank, this rank's batch size); joins the torchrun group if there is one."""
     device = resolve_device(cfg.device)
     D.setup(device.type)
@@ -259,7 +259,7 @@ def _check_sample(train_set: Dataset, task: Task) -> Tensor:
     return x
 
 
-def _build_step(net: nn.Module, model: nn.Module, cfg: TrainConfig, plan: Plan,
+def _build_step(net: nn.Module, model: nn.Module, cfg: TrainOptions, plan: Plan,
                 device: torch.device, task: Task, num_classes: int,
                 class_weights: Sequence[float] | None,
                 prepare: Callable[[Tensor], Tensor] | None) -> _Step:
@@ -276,7 +276,7 @@ def _build_step(net: nn.Module, model: nn.Module, cfg: TrainConfig, plan: Plan,
 
 
 def _start_or_resume(last_path: Path, resume: bool, model: nn.Module, step: _Step,
-                     cfg: TrainConfig) -> RunState:
+                     cfg: TrainOptions) -> RunState:
     if resume and last_path.is_file():
         state = restore(load_checkpoint(last_path), model, step.optimizer, step.scaler,
                         cfg.lr, cfg.weight_decay)
@@ -296,7 +296,7 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
     random.seed(s)
 
 
-def _epoch_loader(data: Dataset, cfg: TrainConfig, epoch: int, local_bs: int,
+def _epoch_loader(data: Dataset, cfg: TrainOptions, epoch: int, local_bs: int,
                   workers: int, pin: bool) -> DataLoader:
     """This rank's share of the epoch's permutation, seeded by (seed, epoch)."""
     sampler: DistributedSampler = DistributedSampler(
@@ -318,7 +318,7 @@ class _Epochs:
     """One epoch of training and validation, with everything it needs from the run."""
 
     step: _Step
-    cfg: TrainConfig
+    cfg: TrainOptions
     train_data: Dataset
     val_data: Dataset | None
     val_cases: Sequence[int] | None
@@ -433,11 +433,11 @@ def _write_epoch(out_dir: Path, model: nn.Module, step: _Step, state: RunState,
     write_metrics(out_dir / "metrics.csv", state.history)
 
 
-def _out_of_patience(state: RunState, cfg: TrainConfig) -> bool:
+def _out_of_patience(state: RunState, cfg: TrainOptions) -> bool:
     return cfg.early_stopping is not None and state.bad_epochs >= cfg.early_stopping
 
 
-def _stop_reason(state: RunState, cfg: TrainConfig, elapsed: float, device: torch.device
+def _stop_reason(state: RunState, cfg: TrainOptions, elapsed: float, device: torch.device
                  ) -> str:
     """Why training stops after this epoch ("" = it goes on); the same on every rank."""
     if state.epoch >= cfg.epochs:

@@ -44,5 +44,5 @@ def test_disabled_view_prints_nothing() -> None:
 
 def test_library_notes_become_plain_lines(capsys) -> None:
     show_library_messages()
-    logging.getLogger("segfew.pipeline").info("validation split: 2 of 10 cases held out")
+    logging.getLogger("segfew.jobs.common").info("validation split: 2 of 10 cases held out")
     assert "validation split: 2 of 10 cases held out" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from segfew.cli import app
 from segfew.config import TrainConfig
 from segfew.data import Case
 from segfew.errors import DataWarning
-from segfew.pipeline import validation_split
+from segfew.jobs.common import validation_split
 
 runner = CliRunner()
 

@@ -1,0 +1,122 @@
+"""What the jobs share: run folders, their guard, the validation split, tensors.
+
+A job's model file has its checkpoints, ``metrics.csv`` and ``run.json`` (spec, seed,
+versions, data manifest) in a run folder beside it (``<model stem>-run/``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segfew.config import MIN_CASES_FOR_VALIDATION, ClassifierSpec, PretrainSpec, TrainConfig
+from segfew.errors import DataWarning
+from segfew.frameworks import FRAMEWORKS
+
+if TYPE_CHECKING:
+    from segfew.data import Case
+
+log = logging.getLogger(__name__)
+
+#: frameworks that use a pre-trained segmentation network (``--features``)
+FEATURE_FRAMEWORKS = tuple(n for n, f in FRAMEWORKS.items() if f.uses_segmentation)
+
+
+def run_dir_for(model_path: Path) -> Path:
+    """Where a model file's checkpoints, metrics and run info live: ``<stem>-run/`` beside it."""
+    return model_path.parent / f"{model_path.name.split('.')[0]}-run"
+
+
+def tensor_dataset(images: Sequence[np.ndarray], targets: Sequence[Any]) -> Any:
+    """A ``TensorDataset`` of float32 images (N, C, *grid) and int64 targets."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    x = torch.from_numpy(np.stack(images).astype(np.float32, copy=False))
+    y = torch.from_numpy(np.stack([np.asarray(t) for t in targets]).astype(np.int64))
+    return TensorDataset(x, y)
+
+
+@contextlib.contextmanager
+def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | ClassifierSpec,
+                resume: bool) -> Iterator[None]:
+    """Check a job's model file and run folder against all its inputs (None: not given),
+    and a resumed run folder against ``spec``; lock the run folder while the job runs.
+
+    A second run on the same run folder is refused while the first holds the lock
+    (:func:`segfew.atomic.run_lock`); under torchrun only rank 0 writes, so only it locks.
+    Ctrl-C becomes :class:`segfew.errors.Interrupted`, saying the epoch to resume from. A
+    run folder this job made is removed again when it fails before its first checkpoint.
+    """
+    from segfew.atomic import check_output, run_lock
+    from segfew.runinfo import check_resumable, interrupted
+    from segfew.train.distributed import is_main
+
+    given = [p for p in inputs if p is not None]
+    run_dir = run_dir_for(out)
+    check_output(out, given, "file")
+    check_output(run_dir, given, "folder", flag=f"the run folder of {out}")
+    if resume:
+        check_resumable(run_dir, spec)
+    fresh = not run_dir.exists()
+    with run_lock(run_dir) if is_main() else contextlib.nullcontext() as lock:
+        try:
+            yield
+        except BaseException as e:
+            if fresh and lock is not None and not (run_dir / "last.pt").exists():
+                for made in run_dir.iterdir():  # a run refused before its first epoch
+                    if made != lock:
+                        shutil.rmtree(made) if made.is_dir() else made.unlink()
+            if isinstance(e, KeyboardInterrupt):
+                raise interrupted(run_dir, spec.train.epochs) from None
+            raise
+
+
+def plot_training(history: Sequence[dict[str, float]], run_dir: Path, metric: str) -> None:
+    """``training_curve.png`` in the run folder: loss and validation metric per epoch."""
+    if history:
+        from segfew.figures import plot_training_curve
+
+        plot_training_curve(history, run_dir / "training_curve.png", metric)
+
+
+def validation_split(
+    cases: Sequence[Case], cfg: TrainConfig, *, per_class: bool
+) -> tuple[list[Case], list[Case]]:
+    """(training, validation) cases by ``cfg.validation_fraction``, announced with their sizes.
+
+    ``per_class``: the default split needs enough cases in the smallest class (else in all).
+    """
+    from segfew.data import stratified_split
+
+    counts = Counter(c.target for c in cases) if per_class else Counter({None: len(cases)})
+    smallest = min(counts.values()) if counts else 0
+    fraction = cfg.validation_fraction(smallest)
+    if fraction > 0 and smallest >= 2:
+        train, val = stratified_split(cases, fraction=1 - fraction, seed=cfg.seed)
+        log.info(
+            f"validation split: {len(val)} of {len(cases)} cases held out "
+            f"(val_fraction {fraction}); the best epoch is picked on them"
+        )
+        return train, val
+    if fraction > 0 or cfg.val_fraction is None:
+        # Said as a warning: the best epoch cannot be picked, the last one is kept.
+        needs = ("2 per class" if per_class else "2 cases") if fraction > 0 else (
+            f"{MIN_CASES_FOR_VALIDATION} {'in the smallest class' if per_class else 'cases'} "
+            "by default; set train.val_fraction to hold some out anyway")
+        counted = (f"{smallest} case(s) in the smallest class" if per_class
+                   else f"{len(cases)} case(s)")
+        warnings.warn(DataWarning(
+            f"{counted} are too few for a validation split (it needs {needs}): training on "
+            f"all {len(cases)} without validation, keeping the last epoch"), stacklevel=3)
+    return list(cases), []
+
+

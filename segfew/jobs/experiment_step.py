@@ -1,0 +1,144 @@
+"""The experiment's injected steps: per-repetition pre-training, train-and-score (SPEC §6).
+
+:func:`segfew.experiment.run_experiment` is generic over these; they turn the
+:class:`~segfew.config.ExperimentSpec` into the specs of the two training jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from segfew.config import ClassifierSpec, ExperimentSpec, PretrainSpec
+from segfew.errors import DataError
+from segfew.jobs.common import FEATURE_FRAMEWORKS
+from segfew.jobs.pretrain import pretrain
+from segfew.jobs.train_classifier import train_classifier
+
+if TYPE_CHECKING:
+    from segfew.data import Case
+    from segfew.measurements import Measurer
+    from segfew.preprocess_cache import PreprocessCache
+    from segfew.train.engine import TrainProgress
+
+
+def make_pretrain_step(
+    spec: ExperimentSpec, cache: PreprocessCache | None = None,
+    progress: TrainProgress | None = None,
+) -> Callable[[int, list[Case], Path], Any]:
+    """The experiment's per-repetition pre-training (``spec.pretrain``, SPEC §6).
+
+    Trains the network of ``spec.pretrain`` (a pretrain spec file) on the voxel labels
+    (``spec.data.labels``) of the given training-side cases only.
+    """
+    from segfew.config import resolve_spec
+    from segfew.data import find_segmentation_cases
+
+    assert spec.pretrain is not None and spec.data.labels is not None
+
+    def pretrain_step(repetition: int, side: list[Case], out: Path) -> Any:
+        units = {c.group or c.id for c in side} | {c.id for c in side}
+        labelled = find_segmentation_cases(spec.data.images, spec.data.labels, spec.data.channels)
+        chosen = [c for c in labelled if (c.group or c.id) in units]
+        if not chosen:
+            raise DataError("no voxel labels for the training side of repetition "
+                            f"{repetition}", spec.data.labels)
+        pspec = resolve_spec(PretrainSpec, {
+            "data": {"images": spec.data.images, "labels": spec.data.labels,
+                     "channels": spec.data.channels},
+            "out": out,
+            "train": {"progress": False if not spec.train.progress else None},
+        }, spec.pretrain)
+        return pretrain(pspec, progress=progress, cache=cache, cases=chosen)
+
+    return pretrain_step
+
+
+def make_train_and_score(
+    spec: ExperimentSpec,
+    cache: PreprocessCache | None = None,
+    progress: TrainProgress | None = None,
+    run_dir: Path | None = None,
+) -> Callable[..., dict[str, Any]]:
+    """The experiment's training step: train one framework on a split, score it on the test set.
+
+    Every task of an experiment shares one pre-processing cache, so each scan is read and
+    normalised once however many sizes, repetitions and frameworks use it; a measures task
+    reuses the measurements of its feature network. With ``spec.pretrain`` the feature
+    network of a task is its repetition's, in ``run_dir``.
+    """
+    from segfew.evaluate import check_targets, score_predictions
+    from segfew.predict import Predictor
+    from segfew.preprocess_cache import PreprocessCache
+
+    shared_cache = cache if cache is not None else PreprocessCache()
+    measurers: dict[str, Measurer] = {}  # feature network → its measurements of every case
+
+    def train_and_score(
+        task: Any, train_cases: list[Case], test_cases: list[Case], task_dir: Path
+    ) -> dict[str, Any]:
+        from segfew.experiment import repetition_features
+
+        start = time.perf_counter()
+        features = spec.threshold_features if task.framework == "threshold" else spec.features
+        if spec.pretrain is not None and task.framework != "threshold":
+            features = repetition_features(run_dir or task_dir.parents[1], task.repetition)
+        measurer = measurers.get(str(features)) if task.framework == "measures" else None
+        clf_spec = ClassifierSpec(
+            data=spec.data,
+            out=task_dir / "model.pt",
+            framework=task.framework,
+            features=features if task.framework in FEATURE_FRAMEWORKS else None,
+            vgg_weights=spec.vgg_weights,
+            head=spec.head,
+            preprocess=spec.preprocess,
+            train=spec.train.model_copy(update={"seed": spec.seed + task.repetition}),
+        )
+        result = train_classifier(
+            clf_spec,
+            cases=train_cases,
+            val_cases=[],
+            cache=shared_cache,
+            write_info=False,
+            progress=progress,
+            measurer=measurer,
+        )
+        predictor = Predictor(result.model_path, device=spec.train.device, cache=shared_cache,
+                              measurer=measurer)
+        if task.framework == "measures" and predictor.measurer is not None:
+            measurers[str(features)] = predictor.measurer
+        rows = predictor.classify(test_cases)
+        targets = check_targets(test_cases, result.classes)
+        metrics = score_predictions(
+            targets,
+            rows,
+            result.classes,
+            bootstrap=spec.bootstrap,
+            seed=spec.seed,
+            source=task_dir,
+        )
+        predictions = [
+            {
+                "id": case.id,
+                "target": case.target,
+                "predicted": row.predicted,
+                "status": row.status,
+                "error": row.error,
+            }
+            for case, row in zip(test_cases, rows, strict=True)
+        ]
+        kept = ("measures_model", "top_measurements")  # what the report shows of measures
+        return {
+            "metrics": metrics,
+            "predictions": predictions,
+            "seconds": time.perf_counter() - start,
+            "epochs": len(result.history),
+            **{k: v for k, v in predictor.meta.metrics.items() if k in kept},
+        }
+
+    from segfew.cases import read_case
+
+    train_and_score.check_case = read_case  # type: ignore[attr-defined]  # see run_experiment
+    return train_and_score

@@ -1,0 +1,99 @@
+"""The ``label`` job: k-means pseudo-labels for every image of a folder or table.
+
+From a validated :class:`~segfew.config.LabelSpec` to one label map per image, the
+centres and a preview (the algorithm is :mod:`segfew.labels`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from segfew.atomic import check_output
+from segfew.config import LabelSpec
+from segfew.errors import DataError
+from segfew.labels import CENTRES_FILE, PREVIEW_FILE, KMeansLabeller, ProgressFn, fit_kmeans
+
+if TYPE_CHECKING:
+    from segfew.io import Image
+
+#: how many images the preview shows beside their labels
+PREVIEW_IMAGES = 4
+
+
+def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Path]:
+    """``segfew label``: fit (or load) centres and write one label map per image.
+
+    Images are found as ``train-classifier`` finds them (``spec.table``, class sub-folders,
+    ``spec.recursive``). Writes ``<out>/<id>_seg.nii.gz`` in each image's source geometry,
+    ``<out>/centres.json``, ``<out>/preview/kmeans_preview.png`` (a few images beside their
+    labels) and ``<out>/run.json``. Every image is read before anything is written, and
+    label maps are moved into ``out`` only when all of them are done, so a bad image stops
+    the run with a DataError naming it and leaves no partial output.
+    """
+    from segfew.cases import read_case
+    from segfew.data import find_cases
+    from segfew.figures import plot_label_preview
+    from segfew.io import case_id, write_image
+    from segfew.runinfo import write_run_info
+
+    if spec.threads is not None:  # torch (which sets threads) is not needed otherwise
+        from segfew.runtime import set_threads
+
+        set_threads(spec.threads)
+    report = progress or (lambda stage, done, total: None)
+    cases = find_cases(spec.images, spec.table, spec.channels, spec.id_column, spec.recursive)
+    if not cases:
+        raise DataError("no images found", spec.table or spec.images)
+    paths = [p for case in cases for p in case.images]
+    # One label map per image file: a multi-channel case gets one per channel file.
+    names = {p: f"{case.id if len(case.images) == 1 else case_id(p)}_seg.nii.gz"
+             for case in cases for p in case.images}
+    given = [p for p in (spec.images, spec.table, spec.centres) if p is not None]
+    out = check_output(spec.out, [*given, *paths], "folder")
+
+    def images(stage: str) -> Iterator[Image]:
+        """Every image file, read through the door (a case at a time, all its checks)."""
+        done = 0
+        for case in cases:
+            report(stage, done, len(paths))
+            yield from read_case(case)[0]
+            done += len(case.images)
+        report(stage, len(paths), len(paths))
+
+    if spec.centres is not None:
+        labeller = KMeansLabeller.from_file(spec.centres)
+    else:
+        labeller = fit_kmeans((im.array for im in images("sampling intensities")), spec.k,
+                              keep_background=spec.keep_background,
+                              background_threshold=spec.background_threshold,
+                              sample_per_image=spec.sample_per_image, seed=spec.seed,
+                              intensity=spec.intensity)
+
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".segfew-label-", dir=out))
+    shown: list[tuple[str, np.ndarray, np.ndarray]] = []
+    try:
+        for image in images("writing labels"):
+            assert image.path is not None
+            labels = labeller.label(image.array)
+            write_image(labels, image, staging / names[image.path])
+            if len(shown) < PREVIEW_IMAGES:
+                shown.append((names[image.path].removesuffix("_seg.nii.gz"), image.array,
+                              labels))
+        written = []
+        for p in paths:
+            os.replace(staging / names[p], out / names[p])
+            written.append(out / names[p])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    labeller.save(out / CENTRES_FILE)
+    plot_label_preview(shown, labeller.label_names(), out / PREVIEW_FILE)
+    write_run_info(out, spec, spec.seed, inputs=paths)
+    return written

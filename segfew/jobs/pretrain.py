@@ -1,0 +1,295 @@
+"""The ``pretrain`` job: the modified M-Net trained on voxel labels (SPEC §2, §4).
+
+From a validated :class:`~segfew.config.PretrainSpec` to a segmentation model file
+(``segfew.modelfile``) and its run folder (:func:`segfew.jobs.common.run_dir_for`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segfew.config import PretrainSpec
+from segfew.errors import DataError, SpecError
+from segfew.jobs.common import (
+    guarded_run,
+    plot_training,
+    run_dir_for,
+    tensor_dataset,
+    validation_split,
+)
+
+if TYPE_CHECKING:
+    from segfew.cases import LabelRules
+    from segfew.data import Case
+    from segfew.preprocess import Preprocessing
+    from segfew.preprocess_cache import PreprocessCache
+    from segfew.train.engine import TrainProgress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainResult:
+    model_path: Path
+    run_dir: Path
+    dice: dict[str, float | None]
+    mean_dice: float | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped: str = "completed"
+
+
+def _labelled_case(
+    case: Case, cfg: Preprocessing, cache: PreprocessCache | None,
+    rules: LabelRules | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A single-channel-labelled case on the grid: image (C, *grid), label map (*grid)."""
+    from segfew.preprocess_cache import load_case
+
+    image, label = load_case(case, cfg, cache, rules)
+    if label is None:
+        raise DataError("case has no label map", case.images[0])
+    if label.ndim == image.ndim:  # one label per channel: only single-channel cases get here
+        label = label[0]
+    return image, label
+
+
+def _segmentation_samples(
+    cases: Sequence[Case], cfg: Preprocessing, dim: int, cache: PreprocessCache | None,
+    rules: LabelRules | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """Pre-processed (C, *grid) images, label maps and the index of each one's case; a 2D
+    network on volumes gets slices (which share their volume's case index)."""
+    images, labels, groups = [], [], []
+    for index, case in enumerate(cases):
+        image, label = _labelled_case(case, cfg, cache, rules)
+        if image.ndim - 1 == dim:
+            images.append(image)
+            labels.append(label)
+            groups.append(index)
+        elif dim == 2 and image.ndim == 4:  # volume -> its slices along the (last) slice axis
+            images.extend(image[..., s] for s in range(image.shape[-1]))
+            labels.extend(label[..., s] for s in range(label.shape[-1]))
+            groups.extend([index] * image.shape[-1])
+        else:
+            raise DataError(
+                f"a {dim}D network cannot train on {image.ndim - 1}D images", case.images[0]
+            )
+    return images, labels, groups
+
+
+def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
+    """Labelled cases: images and label maps paired by id; with a table, ``recursive`` or
+    class sub-folders, the images are found as ``train-classifier`` finds them."""
+    from segfew.data import attach_labels, find_cases, find_segmentation_cases, has_class_folders
+
+    d = spec.data
+    if d.table is None and not d.recursive and not has_class_folders(d.images):
+        cases = find_segmentation_cases(d.images, d.labels, d.channels)
+    elif d.labels is None:
+        raise SpecError("--labels (spec key data.labels) is needed with a table, --recursive "
+                        "or class sub-folders")
+    else:
+        found = find_cases(d.images, d.table, d.channels, d.id_column, d.recursive)
+        cases = attach_labels(found, d.labels)
+    if not cases:
+        raise DataError("no labelled images found", spec.data.images)
+    # A one-channel network learns from each channel's volume and its own label map
+    # (ACDC: ED and ES, each with a mask); the classifier later runs it per channel.
+    flat: list[Case] = []
+    for case in cases:
+        flat.extend(case.per_channel() if len(case.images) > 1 and len(case.labels) > 1 else [case])
+    return flat
+
+
+def declared_label_names(spec: PretrainSpec) -> list[str] | None:
+    """The names of labels ``0, 1, …`` where they are declared: by the ``centres.json`` of a
+    labels folder written by ``segfew label`` (k-means labels need no names), else by
+    ``spec.label_names``; None when neither says (names are then made up from the maps)."""
+    from segfew.labels import CENTRES_FILE, KMeansLabeller
+
+    centres = spec.data.labels / CENTRES_FILE if spec.data.labels is not None else None
+    if centres is not None and centres.is_file():
+        names = KMeansLabeller.from_file(centres).label_names()
+        if spec.label_names is not None and spec.label_names != names:
+            log.info(
+                f"{spec.data.labels} holds k-means labels ({CENTRES_FILE}): their names "
+                f"{', '.join(names)} replace label_names"
+            )
+        return names
+    return None if spec.label_names is None else list(spec.label_names)
+
+
+def pretrain(
+    spec: PretrainSpec,
+    *,
+    resume: bool = False,
+    progress: TrainProgress | None = None,
+    cache: PreprocessCache | None = None,
+    cases: Sequence[Case] | None = None,
+) -> PretrainResult:
+    """Train the modified M-Net on images with voxel labels and write its model file.
+
+    Label names come from ``spec.label_names``, or from the ``centres.json`` of a labels
+    folder written by ``segfew label`` (k-means labels need no names). ``progress`` is
+    passed to :func:`segfew.train.fit`; the validation split is announced on the
+    ``segfew`` logger. ``cases`` (with label maps) replace discovery from ``spec.data`` —
+    the experiment pre-trains each repetition on its training side this way. The model
+    file records the SHA-256 of every training file (``metrics.training_data``), for
+    leakage checks.
+
+    The run folder is locked while the run writes to it (:func:`guarded_run`). Before any
+    image is read, the memory of one training step is estimated (:mod:`segfew.train.memory`),
+    logged, and checked against what is free; a configuration that cannot fit raises
+    :class:`SpecError` naming the knobs.
+    """
+    d = spec.data
+    with guarded_run(spec.out, [d.images, d.labels, d.table], spec, resume):
+        return _pretrain(spec, resume=resume, progress=progress, cache=cache, cases=cases)
+
+
+def _pretrain(
+    spec: PretrainSpec,
+    *,
+    resume: bool,
+    progress: TrainProgress | None,
+    cache: PreprocessCache | None,
+    cases: Sequence[Case] | None,
+) -> PretrainResult:
+    import torch
+
+    from segfew.modelfile import Architecture, ModelMeta, save_model
+    from segfew.models import MNet
+    from segfew.preprocess_cache import PreprocessCache
+    from segfew.runinfo import versions, write_run_info
+    from segfew.runtime import describe, seed_everything, set_threads
+    from segfew.train import fit, label_weights
+    from segfew.train.distributed import is_main
+
+    cache = cache if cache is not None else PreprocessCache()
+    set_threads(spec.train.threads)
+    seed_everything(spec.train.seed)
+    if cases is None:
+        cases = _segmentation_cases(spec)
+    else:
+        cases = [c for case in cases for c in (
+            case.per_channel() if len(case.images) > 1 and len(case.labels) > 1 else [case])]
+    dim = spec.network.dim
+    train_cases, val_cases = validation_split(cases, spec.train, per_class=False)
+    declared = declared_label_names(spec)
+    rules = spec.data.label_rules(range(len(declared)) if declared else None)  # the label set
+    grid_cfg = spec.preprocess.plain()
+    runtime = describe(spec.train.device, spec.train.precision, spec.train.channels_last)
+    runtime["memory_estimate_gib"] = _check_memory(spec, cases, len(declared) if declared else 2)
+    train_x, train_y, _ = _segmentation_samples(train_cases, grid_cfg, dim, cache, rules)
+    val_x, val_y, val_groups = _segmentation_samples(val_cases, grid_cfg, dim, cache,
+                                                     rules)
+
+    num_labels = int(max(int(y.max()) for y in train_y + val_y)) + 1
+    names = declared or ["background"] + [f"label{i}" for i in range(1, num_labels)]
+    num_labels = len(names)
+    counts = np.zeros(num_labels)
+    for y in train_y:
+        counts += np.bincount(y.ravel(), minlength=num_labels)[:num_labels]
+    in_channels, grid = train_x[0].shape[0], train_x[0].shape[1:]
+    if any(size % 16 for size in grid):
+        raise SpecError(
+            f"the {dim}D network pools four times: every size of its grid {list(grid)} "
+            "must be a multiple of 16 (preprocess.size)"
+        )
+
+    model = MNet(dim, in_channels, num_labels, n_s=spec.network.n_s, dropout=spec.network.dropout)
+    run_dir = run_dir_for(spec.out)
+    info: dict[str, Any] = {"data": []}
+    if is_main():
+        info = write_run_info(
+            run_dir,
+            spec,
+            spec.train.seed,
+            [*([spec.data.table] if spec.data.table else []),
+             *(p for c in cases for p in (*c.images, *c.labels))],
+            runtime=runtime,
+        )
+    result = fit(
+        model,
+        tensor_dataset(train_x, train_y),
+        tensor_dataset(val_x, val_y) if val_x else None,
+        task="segmentation",
+        num_classes=num_labels,
+        cfg=spec.train.plain(),
+        out_dir=run_dir,
+        class_weights=label_weights(counts).tolist(),
+        resume=resume,
+        val_cases=val_groups,
+        progress=progress,
+    )
+    state = torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
+    model.load_state_dict(state)
+    model.eval()
+    if not is_main():  # under torchrun only rank 0 evaluates and writes
+        return PretrainResult(spec.out, run_dir, {}, None, result.history, result.stopped)
+    plot_training(result.history, run_dir, "validation Dice (mean over labels)")
+
+    # the validation Dice of metrics.csv at the best epoch (segfew.metrics.case_mean_dice)
+    best = result.history[result.best_epoch - 1] if val_cases and result.best_epoch else {}
+    dice = {names[i]: _finite(best.get(f"val_dice_{i}")) for i in range(1, num_labels)}
+    mean_dice = _finite(best.get("val_metric"))
+
+    meta = ModelMeta(
+        kind="segmentation",
+        architecture=Architecture(
+            name="mnet",
+            args={
+                "dim": dim,
+                "in_channels": in_channels,
+                "num_labels": num_labels,
+                "n_s": spec.network.n_s,
+                "dropout": spec.network.dropout,
+            },
+        ),
+        preprocess=spec.preprocess,
+        classes=names,
+        channels=None,
+        spec=spec.model_dump(mode="json"),
+        versions=versions(),
+        metrics={
+            "validation_dice": dice,
+            "validation_mean_dice": mean_dice,
+            "validation_cases": [c.id for c in val_cases],
+            "best_epoch": result.best_epoch,
+            "training_data": sorted({row["sha256"] for row in info["data"]}),
+        },
+    )
+    save_model(spec.out, model, meta)
+    return PretrainResult(spec.out, run_dir, dice, mean_dice, result.history, result.stopped)
+
+
+def _check_memory(spec: PretrainSpec, cases: Sequence[Case], num_labels: int) -> float | None:
+    """GiB one training step is estimated to need (None: unknown); refuses what cannot fit."""
+    from segfew.runtime import resolve_device, resolve_plan
+    from segfew.train.distributed import env_world_size
+    from segfew.train.memory import GiB, check_mnet_training
+
+    dim, size = spec.network.dim, spec.preprocess.size
+    grid = tuple(size * dim) if len(size) == 1 else tuple(size[:dim])
+    device = resolve_device(spec.train.device)
+    plan = resolve_plan(device, spec.train.precision, spec.train.channels_last)
+    batch = max(1, spec.train.batch_size // env_world_size())
+    estimate = check_mnet_training(
+        dim, len(cases[0].images), num_labels, spec.network.n_s, grid, batch, device, plan
+    )
+    if estimate is None:
+        return None
+    log.info("memory: one training step needs about %s (%s)", estimate.describe(), plan.precision)
+    return round(estimate.bytes / GiB, 3)
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+

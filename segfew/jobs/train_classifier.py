@@ -1,0 +1,331 @@
+"""The ``train-classifier`` job: few image-level labels, one framework (SPEC §3).
+
+From a validated :class:`~segfew.config.ClassifierSpec` to a classifier model file and
+its run folder: a head on the frozen segmentation network's features, its measurements,
+or a baseline (scratch, ImageNet VGG), as :mod:`segfew.frameworks` says.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segfew.config import ClassifierSpec, PreprocessConfig
+from segfew.errors import DataError, SpecError
+from segfew.frameworks import framework
+from segfew.jobs.common import (
+    FEATURE_FRAMEWORKS,
+    guarded_run,
+    plot_training,
+    run_dir_for,
+    tensor_dataset,
+    validation_split,
+)
+
+if TYPE_CHECKING:
+    from segfew.data import Case
+    from segfew.measurements import Measurer
+    from segfew.preprocess_cache import PreprocessCache
+    from segfew.train.engine import TrainProgress
+
+
+@dataclass
+class ClassifierResult:
+    model_path: Path
+    run_dir: Path
+    classes: list[str]
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped: str = "completed"
+    seconds: float = 0.0
+
+
+def classifier_preprocess(spec: ClassifierSpec, feature_meta: Any | None) -> PreprocessConfig:
+    """The classifier's pre-processing: the spec's grid, the feature network's intensities.
+
+    Features are only meaningful on images normalised as the segmentation network saw them,
+    so intensity settings come from its model file; framework vgg uses SPEC §3(c)'s
+    224×224 CLAHE input.
+    """
+    rule = framework(spec.framework).preprocess
+    if rule == "imagenet":
+        return spec.preprocess.model_copy(update={"size": (224, 224), "intensity": "clahe"})
+    if rule == "spec" or feature_meta is None:
+        return spec.preprocess
+    if rule == "feature_exact":
+        return feature_meta.preprocess  # it segments exactly as the network was trained
+    seg = feature_meta.preprocess
+    return spec.preprocess.model_copy(
+        update={
+            "intensity": seg.intensity,
+            "window": seg.window,
+            "clahe_clip": seg.clahe_clip,
+            "slice_axis": seg.slice_axis,
+        }
+    )
+
+
+def build_classifier(
+    spec: ClassifierSpec, in_channels: int, num_classes: int, grid: tuple[int, ...]
+) -> tuple[Any, dict[str, Any]]:
+    """The network of ``spec.framework`` and its architecture record (for the model file)."""
+    from segfew.modelfile import Architecture, load_imagenet_vgg16, load_model
+    from segfew.models import build_model as _build_model
+
+    def build_model(kind: str, **kwargs: Any) -> Any:
+        try:
+            return _build_model(kind, **kwargs)
+        except ValueError as e:  # the networks' own checks, as a spec error
+            raise SpecError(str(e)) from None
+
+    head = spec.head
+    if spec.framework in FEATURE_FRAMEWORKS:
+        assert spec.features is not None  # checked by ClassifierSpec
+        feature_net, feature_meta = load_model(spec.features)
+        if feature_meta.kind != "segmentation":
+            raise SpecError(
+                "--features must be a segmentation model (from segfew pretrain)", spec.features
+            )
+        if feature_net.in_channels not in (1, in_channels):
+            raise DataError(
+                f"the segmentation model takes {feature_net.in_channels} channels, "
+                f"the images have {in_channels}",
+                spec.features,
+            )
+        args: dict[str, Any] = {
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "input_size": grid,
+            "n_c": head.n_c,
+            "n_fc": head.n_fc,
+            "r": head.r,
+            "dropout": head.dropout,
+            "finetune": spec.finetune,
+        }
+        arch = Architecture(
+            name="feature_classifier", args=args, feature_net=feature_meta.architecture
+        )
+        model = build_model(arch.name, feature_net=feature_net, **arch.args)
+    elif spec.framework == "scratch":
+        arch = Architecture(
+            name="vgg",
+            args={
+                "dim": len(grid),
+                "in_channels": in_channels,
+                "num_classes": num_classes,
+                "input_size": grid,
+                "n_c": head.n_c,
+                "n_fc": head.n_fc,
+                "dropout": head.dropout,
+            },
+        )
+        model = build_model(arch.name, **arch.args)
+    else:  # vgg: ImageNet VGG-16 features, 2D only (SPEC §3(c))
+        if len(grid) != 2:
+            raise SpecError("framework vgg takes 2D images only (ImageNet VGG-16 is 2D)")
+        assert spec.vgg_weights is not None  # checked by ClassifierSpec
+        arch = Architecture(
+            name="imagenet_vgg",
+            args={
+                "num_classes": num_classes,
+                "n_fc": head.n_fc,
+                "dropout": head.dropout,
+                "in_channels": in_channels,
+            },
+        )
+        model = build_model(arch.name, **arch.args)
+        load_imagenet_vgg16(model, spec.vgg_weights)
+    return model, arch.model_dump()
+
+
+def _classification_arrays(
+    cases: Sequence[Case], cfg: PreprocessConfig, cache: PreprocessCache | None
+) -> list[np.ndarray]:
+    from segfew.preprocess_cache import load_case
+
+    grid_cfg = cfg.plain()
+    arrays = [load_case(case, grid_cfg, cache)[0] for case in cases]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise SpecError(
+            f"images reach the classifier with different shapes {sorted(shapes)[:3]}; give a size "
+            "for every axis (e.g. size = [64, 64, 16]) so every volume is resampled alike"
+        )
+    return arrays
+
+
+def train_classifier(
+    spec: ClassifierSpec,
+    *,
+    cases: Sequence[Case] | None = None,
+    val_cases: Sequence[Case] | None = None,
+    resume: bool = False,
+    progress: TrainProgress | None = None,
+    cache: PreprocessCache | None = None,
+    write_info: bool = True,
+    measurer: Measurer | None = None,
+) -> ClassifierResult:
+    """Train a classifier of ``spec.framework`` with image-level labels; write its model file.
+
+    ``cases`` (with targets) replace discovery from ``spec.data`` — the learning-curve
+    experiment passes each split this way. ``val_cases`` replace the validation split;
+    framework measures (a closed-form fit) always fits on every case. ``measurer``
+    (framework measures) reuses the measurements of an earlier call.
+    The run folder is locked while the run writes to it (:func:`guarded_run`).
+    """
+    d = spec.data
+    with guarded_run(spec.out, [d.images, d.labels, d.table, spec.features, spec.vgg_weights],
+                     spec, resume):
+        return _train_classifier(spec, cases=cases, val_cases=val_cases, resume=resume,
+                                 progress=progress, cache=cache, write_info=write_info,
+                                 measurer=measurer)
+
+
+def _train_classifier(
+    spec: ClassifierSpec,
+    *,
+    cases: Sequence[Case] | None,
+    val_cases: Sequence[Case] | None,
+    resume: bool,
+    progress: TrainProgress | None,
+    cache: PreprocessCache | None,
+    write_info: bool,
+    measurer: Measurer | None,
+) -> ClassifierResult:
+    import torch
+
+    from segfew.data import class_names, find_classification_cases
+    from segfew.modelfile import Architecture, ModelMeta, read_model_file, save_model
+    from segfew.preprocess_cache import PreprocessCache
+    from segfew.runinfo import versions, write_run_info
+    from segfew.runtime import describe, resolve_device, seed_everything, set_threads
+    from segfew.train import fit, label_weights
+    from segfew.train.distributed import is_main
+
+    start = time.perf_counter()
+    cache = cache if cache is not None else PreprocessCache()
+    set_threads(spec.train.threads)
+    seed_everything(spec.train.seed)
+    if cases is None:
+        cases = find_classification_cases(
+            spec.data.images,
+            spec.data.table,
+            channels=spec.data.channels,
+            id_column=spec.data.id_column,
+            label_column=spec.data.label_column,
+            group_column=spec.data.group_column,
+        )
+    if not cases:
+        raise DataError("no labelled images found", spec.data.table or spec.data.images)
+    classes = class_names(list(cases) + list(val_cases or []))
+    if spec.classes is not None and len(classes) != spec.classes:
+        raise DataError(
+            f"expected {spec.classes} classes, the table has {len(classes)}: {', '.join(classes)}",
+            spec.data.table or spec.data.images,
+        )
+    val_list: list[Case]
+    if spec.framework == "measures":  # fitted to convergence: nothing to pick an epoch on
+        train_cases, val_list = [*cases, *(val_cases or [])], []
+    elif val_cases is None:
+        train_cases, val_list = validation_split(cases, spec.train, per_class=True)
+    else:
+        train_cases, val_list = list(cases), list(val_cases)
+
+    feature_meta = None
+    if spec.framework in FEATURE_FRAMEWORKS and spec.features is not None:
+        feature_meta, _ = read_model_file(spec.features)
+    cfg = classifier_preprocess(spec, feature_meta)
+    index = {name: i for i, name in enumerate(classes)}
+    train_y = [index[str(c.target)] for c in train_cases]
+    val_y = [index[str(c.target)] for c in val_list]
+    if framework(spec.framework).preprocess == "feature_exact":  # measured on the source grid
+        train_x: list[np.ndarray] = []
+        val_x: list[np.ndarray] = []
+    else:
+        train_x = _classification_arrays(train_cases, cfg, cache)
+        val_x = _classification_arrays(val_list, cfg, cache) if val_list else []
+    run_dir = run_dir_for(spec.out)
+    if write_info and is_main():
+        write_run_info(
+            run_dir,
+            spec,
+            spec.train.seed,
+            [*(p for p in (spec.data.table, spec.features, spec.vgg_weights) if p),
+             *(p for c in [*train_cases, *val_list] for p in c.images)],
+            runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),
+        )
+    counts = np.bincount(np.asarray(train_y), minlength=len(classes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # absent classes are reported below
+        weights = label_weights(counts)
+    if framework(spec.framework).network == "measurement_classifier":  # closed form, inner CV
+        from segfew.measurements import Measurer, fit_measurement_classifier
+        from segfew.modelfile import load_model
+
+        assert spec.features is not None and feature_meta is not None
+        if measurer is None:
+            net, _ = load_model(spec.features, resolve_device(spec.train.device))
+            measurer = Measurer(net, feature_meta.preprocess.plain(), feature_meta.classes,
+                                resolve_device(spec.train.device))
+        model, fitted = fit_measurement_classifier(
+            measurer, train_cases, train_y, len(classes), seed=spec.train.seed
+        )
+        model.cpu()
+        arch = Architecture(
+            name="measurement_classifier",
+            args=fitted["args"],
+            feature_net=feature_meta.architecture,
+        ).model_dump()
+        history: list[dict[str, float]] = []
+        stopped, best = "completed", fitted["metrics"]
+    else:
+        in_channels, grid = train_x[0].shape[0], tuple(train_x[0].shape[1:])
+        model, arch = build_classifier(spec, in_channels, len(classes), grid)
+        result = fit(
+            model,
+            tensor_dataset(train_x, train_y),
+            tensor_dataset(val_x, val_y) if val_x else None,
+            task="classification",
+            num_classes=len(classes),
+            cfg=spec.train.plain(),
+            out_dir=run_dir,
+            class_weights=weights.tolist(),
+            resume=resume,
+            progress=progress,
+        )
+        model.load_state_dict(
+            torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
+        )
+        history, stopped = result.history, result.stopped
+        best = {"best_epoch": result.best_epoch, "best_metric": result.best_metric}
+
+    if not is_main():
+        return ClassifierResult(spec.out, run_dir, classes, history, stopped)
+    if write_info:
+        plot_training(history, run_dir, "validation accuracy")
+    meta = ModelMeta(
+        kind="classifier",
+        architecture=Architecture.model_validate(arch),
+        preprocess=cfg,
+        classes=classes,
+        channels=spec.data.channels,
+        framework=spec.framework,
+        spec=spec.model_dump(mode="json"),
+        versions=versions(),
+        metrics={
+            **best,
+            "train_class_counts": dict(zip(classes, counts.tolist(), strict=True)),
+            "train_cases": [c.id for c in train_cases],
+            "validation_cases": [c.id for c in val_list],
+        },
+        feature_source=feature_meta.model_dump(mode="json") if feature_meta else None,
+    )
+    save_model(spec.out, model, meta)
+    return ClassifierResult(
+        spec.out, run_dir, classes, history, stopped, time.perf_counter() - start
+    )

@@ -1,0 +1,44 @@
+"""The settings of one :func:`segfew.train.fit` run, as plain values (SPEC §4).
+
+Run specs hold them as :class:`segfew.config.TrainConfig`, which checks every value and
+gives this (``.plain()``); the defaults here are the spec's (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from segfew.choices import Precision
+from segfew.train.augment import Augmentation
+
+__all__ = ["TrainOptions"]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Optimisation, stopping, device and bookkeeping of a training run.
+
+    ``batch_size`` is the global batch (split evenly over torchrun processes); ``lr`` the
+    Adam learning rate; ``early_stopping`` the patience in epochs; ``time_budget_s`` a wall
+    limit in seconds; ``seed`` seeds every random number; ``device``/``precision``/
+    ``channels_last`` as :mod:`segfew.runtime` resolves them; ``sync_bn`` SyncBatchNorm
+    across GPUs under torchrun; ``cache_features`` computes frozen features once per image
+    when not augmenting, keeping at most ``cache_max_gb`` in memory.
+    """
+
+    epochs: int = 20
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    early_stopping: int | None = None
+    time_budget_s: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: Precision = "auto"
+    channels_last: bool | None = None
+    num_workers: int = 0
+    progress: bool = True
+    sync_bn: bool = True
+    cache_features: bool = True
+    cache_max_gb: float = 4.0
+    augment: Augmentation = field(default_factory=Augmentation)
