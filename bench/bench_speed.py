@@ -185,7 +185,7 @@ def loop_rate(precision: str, device: torch.device, epochs: int = 3) -> float:
     """Training images per second of whole fit epochs (median of epochs 2..), 2D paper M-Net."""
     from torch.utils.data import TensorDataset
 
-    from segfew.config import TrainConfig
+    from segfew.spec import TrainConfig
     from segfew.train import fit
 
     g = torch.Generator().manual_seed(0)
@@ -314,11 +314,11 @@ def table_predict(device: torch.device, counts: list[int]) -> list[str]:
     """predict over synthetic 128² scans with the paper's 2D feature classifier."""
     import nibabel as nib
 
-    from segfew.config import ClassifierSpec, PreprocessConfig
     from segfew.inference import classify_probabilities
     from segfew.jobs.train_classifier import build_classifier
     from segfew.modelfile import Architecture, ModelMeta, save_model
     from segfew.predict import Predictor, predict_paths
+    from segfew.spec import ClassifierSpec, PreprocessConfig
 
     lines = ["| cases | seconds | s/case | network s/case | ratio |", "|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,9 +31,9 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segfew.config import TrainConfig
 from segfew.models import MNet
 from segfew.runtime import resolve_device, resolve_plan
+from segfew.spec import TrainConfig
 from segfew.train import TrainOptions, fit, weighted_cross_entropy
 
 REGIONS = ("segfew.load", "segfew.augment", "segfew.step", "segfew.validate",

@@ -101,7 +101,7 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
     ``per_class``, ``confusion_matrix``, ``ci`` (bootstrap 95% intervals), plus ``classes``,
     ``n_cases``, ``n_failed`` and ``model``. ``table`` only names the source in error
     messages; ``predictor`` reuses an already loaded model. ``run_spec`` (e.g. the resolved
-    :class:`segfew.config.EvaluateSpec`) is the spec saved in ``run.json``; by default the
+    :class:`segfew.spec.EvaluateSpec`) is the spec saved in ``run.json``; by default the
     arguments are.
     """
     from segfew.metrics import plot_confusion_matrix

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.atomic import write_json
-from segfew.config import ExperimentSpec
 from segfew.errors import DataError, SpecError
 from segfew.experiment_splits import (
     _check_splittable,
@@ -47,6 +46,7 @@ from segfew.experiment_splits import (
 )
 from segfew.frameworks import FRAMEWORKS, framework, framework_rank
 from segfew.leakage import check_leakage
+from segfew.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
 

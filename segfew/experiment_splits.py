@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.config import ExperimentSpec
 from segfew.errors import DataError
+from segfew.spec import ExperimentSpec
 
 if TYPE_CHECKING:
     from segfew.data import Case

@@ -5,7 +5,7 @@ clusters instead. The clusters are fitted once on intensities pooled over all tr
 images (not per image) and numbered in order of their centre intensity, so label 1 is the
 darkest tissue class in every image and the network learns one consistent labelling.
 
-``--k K`` (:data:`segfew.config.K_MEANS_LABELS`, the one statement of it) fits K clusters:
+``--k K`` (:data:`segfew.spec.K_MEANS_LABELS`, the one statement of it) fits K clusters:
 with ``keep_background`` (the default) labels 1..K plus 0 for the background, K + 1 labels;
 without it labels 0..K-1. ``segfew pretrain`` reads ``centres.json`` beside the label maps
 and names the labels itself, so k-means labels need no ``label_names``.

@@ -18,8 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from segfew.atomic import atomic_path
-from segfew.config import PreprocessConfig, describe_validation_error
 from segfew.errors import ModelFileError
+from segfew.spec import PreprocessConfig, describe_validation_error
 
 FORMAT = "segfew-model"
 FORMAT_VERSION = 1

@@ -490,7 +490,7 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
     is called as cases finish.
 
     Beside the outputs goes a run record (:func:`segfew.runinfo.write_run_info`) holding
-    ``run_spec`` (e.g. the resolved :class:`segfew.config.PredictSpec`; default: these
+    ``run_spec`` (e.g. the resolved :class:`segfew.spec.PredictSpec`; default: these
     arguments), versions and a manifest of the inputs: ``<out stem>.run.json`` next to a
     classifier's CSV, ``run.json`` in a segmentation model's folder.
     """

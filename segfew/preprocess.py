@@ -49,7 +49,7 @@ class Preprocessing:
     ``intensity``: see :func:`normalise`; ``window``: CT window (low, high) in HU, applied
     before scaling; ``clahe_clip``: CLAHE clip limit; ``keep_aspect``: pad to the grid's
     aspect ratio before resizing; ``slice_axis``: the axis of a 3D volume that a 2D network
-    slices along. Run specs and model files hold it as :class:`segfew.config.PreprocessConfig`,
+    slices along. Run specs and model files hold it as :class:`segfew.spec.PreprocessConfig`,
     which checks the values and gives this (``.plain()``).
     """
 

@@ -31,8 +31,8 @@ import numpy as np
 from pydantic import Field, ValidationError
 
 from segfew.atomic import atomic_path, write_text
-from segfew.config import Settings, describe_validation_error
 from segfew.errors import SpecError
+from segfew.spec import Settings, describe_validation_error
 
 __all__ = ["CLASSES", "LABELS", "SynthSpec", "make_phantoms", "write_phantoms"]
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from segfew.config import (
+from segfew.errors import SpecError
+from segfew.runinfo import write_run_info
+from segfew.spec import (
     ClassifierSpec,
     PreprocessConfig,
     PretrainSpec,
     preset,
     resolve_spec,
 )
-from segfew.errors import SpecError
-from segfew.runinfo import write_run_info
 
 BASE = {"data": {"images": "imgs", "labels": "labs"}, "out": "seg.pt"}
 
@@ -121,8 +121,8 @@ def test_library_settings_have_the_specs_defaults_and_values() -> None:
     """The spec layer converts to the plain settings the library takes, losing nothing."""
     from dataclasses import asdict
 
-    from segfew.config import AugmentConfig, TrainConfig
     from segfew.preprocess import Preprocessing
+    from segfew.spec import AugmentConfig, TrainConfig
     from segfew.train import Augmentation, TrainOptions
 
     assert PreprocessConfig().plain() == Preprocessing()

@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent('''
     import torch
     from torch import nn
     from torch.utils.data import TensorDataset
-    from segfew.config import AugmentConfig, TrainConfig
+    from segfew.spec import AugmentConfig, TrainConfig
     from segfew.train import distributed as D
     from segfew.train import fit
 

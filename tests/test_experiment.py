@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from segfew.config import DataSource, ExperimentSpec
 from segfew.data import Case
 from segfew.errors import DataError, SpecError
 from segfew.experiment import (
@@ -24,6 +23,7 @@ from segfew.experiment import (
     task_status,
 )
 from segfew.metrics import classification_metrics
+from segfew.spec import DataSource, ExperimentSpec
 
 CLASSES = ["dcm", "hcm", "nor"]
 

@@ -7,11 +7,11 @@ from typing import get_args
 
 import pytest
 
-from segfew.config import ClassifierSpec, DataSource, ExperimentSpec, Framework
 from segfew.errors import SpecError
 from segfew.experiment import FRAMEWORK_NAMES, summarise
 from segfew.frameworks import FRAMEWORKS, NEEDS, framework, framework_rank, help_list
 from segfew.models import MODELS
+from segfew.spec import ClassifierSpec, DataSource, ExperimentSpec, Framework
 
 
 def test_the_spec_choices_the_models_and_the_report_words_follow_the_registry() -> None:
@@ -59,7 +59,7 @@ def test_train_classifier_help_names_every_framework() -> None:
 
 
 def test_spec_errors_name_the_missing_input() -> None:
-    from segfew.config import resolve_spec
+    from segfew.spec import resolve_spec
 
     with pytest.raises(SpecError, match="framework measures needs --features"):
         resolve_spec(ClassifierSpec, {"data": {"images": "x"}, "out": "c.pt",

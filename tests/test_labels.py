@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from segfew.cli import app
-from segfew.config import LabelSpec
 from segfew.errors import DataError
 from segfew.jobs.label import label_images
 from segfew.labels import KMeansLabeller, fit_kmeans
+from segfew.spec import LabelSpec
 from tests.conftest import real_data
 
 

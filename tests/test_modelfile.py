@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from segfew.config import PreprocessConfig
 from segfew.errors import ModelFileError
 from segfew.modelfile import Architecture, ModelMeta, load_model, read_model_file, save_model
 from segfew.models import MNet
+from segfew.spec import PreprocessConfig
 
 
 def _meta() -> ModelMeta:

@@ -340,10 +340,10 @@ def test_batchnorm_on_one_sample_is_said_plainly(tmp_path: Path) -> None:
 
 
 def test_label_names_declare_the_label_set(phantoms: Path, tmp_path: Path) -> None:
-    from segfew.config import PretrainSpec
     from segfew.errors import DataError
     from segfew.jobs.pretrain import pretrain
     from segfew.preprocess_cache import PreprocessCache
+    from segfew.spec import PretrainSpec
 
     spec = PretrainSpec.model_validate({
         "data": {"images": phantoms / "images", "labels": phantoms / "labels"},

@@ -21,9 +21,9 @@ CLASSES = ["cat", "dog", "fox"]
 
 def make_classifier(path: Path, in_channels: int = 1) -> Path:
     """A tiny untrained 2D scratch classifier (SPEC §3b) saved as a real model file."""
-    from segfew.config import ClassifierSpec, PreprocessConfig
     from segfew.jobs.train_classifier import build_classifier
     from segfew.modelfile import Architecture, ModelMeta, save_model
+    from segfew.spec import ClassifierSpec, PreprocessConfig
 
     spec = ClassifierSpec.model_validate({
         "data": {"images": "unused"}, "out": path, "framework": "scratch",
@@ -37,9 +37,9 @@ def make_classifier(path: Path, in_channels: int = 1) -> Path:
 
 def make_segmenter(path: Path, num_labels: int = 3) -> Path:
     """A tiny untrained 2D M-Net, slicing 3D volumes along their last axis."""
-    from segfew.config import PreprocessConfig
     from segfew.modelfile import Architecture, ModelMeta, save_model
     from segfew.models import MNet
+    from segfew.spec import PreprocessConfig
 
     args = {"dim": 2, "in_channels": 1, "num_labels": num_labels, "n_s": 2, "dropout": 0.5}
     model = MNet(2, 1, num_labels, n_s=2, dropout=0.5)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import segfew.preprocess as pp
-from segfew.config import PreprocessConfig
 from segfew.data import Case
 from segfew.errors import DataError, SpecError
 from segfew.preprocess import (
@@ -22,6 +21,7 @@ from segfew.preprocess import (
     restore,
 )
 from segfew.preprocess_cache import PreprocessCache, load_case
+from segfew.spec import PreprocessConfig
 
 
 def blobs(shape: tuple[int, ...], rng: np.random.Generator, n: int = 3) -> np.ndarray:

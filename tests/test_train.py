@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from segfew.config import AugmentConfig, TrainConfig
 from segfew.errors import SpecError
+from segfew.spec import AugmentConfig, TrainConfig
 from segfew.train import (
     Augmentation,
     TrainOptions,

@@ -1,7 +1,7 @@
 """What every command shares: error handling, the consoles, option types built from the specs.
 
 Option defaults are never written here: :func:`setting` reads them from the spec models in
-``segfew.config`` (the one source of defaults), so ``--help`` shows what the library uses.
+``segfew.spec`` (the one source of defaults), so ``--help`` shows what the library uses.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def resolve(model: type[S], overrides: Mapping[str, Any], spec_file: Path | None
 
     ``rename`` maps spec keys whose flag is not ``--<key>`` (None: set by no flag).
     """
-    from segfew.config import resolve_spec
+    from segfew.spec import resolve_spec
 
     flags = _flags(overrides, rename or {})
     return resolve_spec(model, overrides, spec_file, defaults, flags=flags)

@@ -22,7 +22,7 @@ from segfew.cli.common import (
     setting,
     split_list,
 )
-from segfew.config import EvaluateSpec
+from segfew.spec import EvaluateSpec
 
 E = EvaluateSpec
 

@@ -17,11 +17,11 @@ from segfew.cli.common import (
     setting,
     split_list,
 )
-from segfew.config import ExperimentSpec as X
 from segfew.frameworks import FRAMEWORKS
+from segfew.spec import ExperimentSpec as X
 
 if TYPE_CHECKING:
-    from segfew.config import ExperimentSpec
+    from segfew.spec import ExperimentSpec
 
 
 @handle_errors
@@ -73,11 +73,11 @@ def experiment(
       segfew experiment --spec curve.toml --out runs/curve --shard $SLURM_ARRAY_TASK_ID/8
     """
     from segfew.cli.render import ProgressView
-    from segfew.config import ExperimentSpec
     from segfew.experiment import parse_shard, run_experiment, task_status
     from segfew.jobs.experiment_step import make_pretrain_step, make_train_and_score
     from segfew.preprocess_cache import PreprocessCache
     from segfew.report import write_report
+    from segfew.spec import ExperimentSpec
 
     overrides = {
         "data": {"images": images, "table": table, "labels": labels},

@@ -54,9 +54,9 @@ def inspect(
     Example: segfew inspect --images data/images --labels data/labels
     """
     from segfew.cli.render import ProgressView
-    from segfew.config import InspectSpec
     from segfew.errors import SpecError
     from segfew.inspect import inspect_dataset
+    from segfew.spec import InspectSpec
 
     try:
         allowed = None if label_values is None else [

@@ -17,7 +17,7 @@ from segfew.cli.common import (
     setting,
     split_list,
 )
-from segfew.config import LabelSpec
+from segfew.spec import LabelSpec
 
 L = LabelSpec
 

@@ -19,7 +19,7 @@ from segfew.cli.common import (
     setting,
     split_list,
 )
-from segfew.config import PredictSpec
+from segfew.spec import PredictSpec
 
 P = PredictSpec
 

@@ -24,7 +24,7 @@ from segfew.cli.common import (
     split_list,
     train_overrides,
 )
-from segfew.config import PretrainSpec
+from segfew.spec import PretrainSpec
 
 P = PretrainSpec
 
@@ -72,9 +72,9 @@ def pretrain(
     from rich.table import Table
 
     from segfew.cli.render import ProgressView
-    from segfew.config import preset as preset_values
     from segfew.jobs.pretrain import pretrain as run_pretrain
     from segfew.preprocess_cache import PreprocessCache
+    from segfew.spec import preset as preset_values
     from segfew.train.distributed import is_main
 
     overrides = {

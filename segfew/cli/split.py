@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 from segfew.cli.common import SpecOpt, console, handle_errors, resolve, setting
-from segfew.config import SplitSpec
+from segfew.spec import SplitSpec
 
 S = SplitSpec
 

@@ -23,7 +23,7 @@ from segfew.cli.common import (
     split_list,
     train_overrides,
 )
-from segfew.config import ClassifierSpec
+from segfew.spec import ClassifierSpec
 
 C = ClassifierSpec
 
@@ -74,9 +74,9 @@ def train_classifier(
     --features seg.pt --out clf.pt
     """
     from segfew.cli.render import ProgressView
-    from segfew.config import preset as preset_values
     from segfew.jobs.train_classifier import train_classifier as run_train
     from segfew.preprocess_cache import PreprocessCache
+    from segfew.spec import preset as preset_values
     from segfew.train.distributed import is_main
 
     overrides = {
@@ -100,7 +100,7 @@ def train_classifier(
     }
     fw = framework
     if fw is None and spec is not None:
-        from segfew.config import read_spec_file
+        from segfew.spec import read_spec_file
 
         fw = read_spec_file(spec).get("framework")
     resolved = resolve(ClassifierSpec, overrides, spec, preset_values(preset, "classifier", fw))

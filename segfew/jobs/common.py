@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.config import MIN_CASES_FOR_VALIDATION, ClassifierSpec, PretrainSpec, TrainConfig
 from segfew.errors import DataWarning
 from segfew.frameworks import FRAMEWORKS
+from segfew.spec import MIN_CASES_FOR_VALIDATION, ClassifierSpec, PretrainSpec, TrainConfig
 
 if TYPE_CHECKING:
     from segfew.data import Case

@@ -1,7 +1,7 @@
 """The experiment's injected steps: per-repetition pre-training, train-and-score (SPEC §6).
 
 :func:`segfew.experiment.run_experiment` is generic over these; they turn the
-:class:`~segfew.config.ExperimentSpec` into the specs of the two training jobs.
+:class:`~segfew.spec.ExperimentSpec` into the specs of the two training jobs.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segfew.config import ClassifierSpec, ExperimentSpec, PretrainSpec
 from segfew.errors import DataError
 from segfew.jobs.common import FEATURE_FRAMEWORKS
 from segfew.jobs.pretrain import pretrain
 from segfew.jobs.train_classifier import train_classifier
+from segfew.spec import ClassifierSpec, ExperimentSpec, PretrainSpec
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -33,8 +33,8 @@ def make_pretrain_step(
     Trains the network of ``spec.pretrain`` (a pretrain spec file) on the voxel labels
     (``spec.data.labels``) of the given training-side cases only.
     """
-    from segfew.config import resolve_spec
     from segfew.data import find_segmentation_cases
+    from segfew.spec import resolve_spec
 
     assert spec.pretrain is not None and spec.data.labels is not None
 

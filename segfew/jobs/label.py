@@ -1,6 +1,6 @@
 """The ``label`` job: k-means pseudo-labels for every image of a folder or table.
 
-From a validated :class:`~segfew.config.LabelSpec` to one label map per image, the
+From a validated :class:`~segfew.spec.LabelSpec` to one label map per image, the
 centres and a preview (the algorithm is :mod:`segfew.labels`).
 """
 
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from segfew.atomic import check_output
-from segfew.config import LabelSpec
 from segfew.errors import DataError
 from segfew.labels import CENTRES_FILE, PREVIEW_FILE, KMeansLabeller, ProgressFn, fit_kmeans
+from segfew.spec import LabelSpec
 
 if TYPE_CHECKING:
     from segfew.io import Image

@@ -1,6 +1,6 @@
 """The ``pretrain`` job: the modified M-Net trained on voxel labels (SPEC §2, §4).
 
-From a validated :class:`~segfew.config.PretrainSpec` to a segmentation model file
+From a validated :class:`~segfew.spec.PretrainSpec` to a segmentation model file
 (``segfew.modelfile``) and its run folder (:func:`segfew.jobs.common.run_dir_for`).
 """
 
@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.config import PretrainSpec
 from segfew.errors import DataError, SpecError
 from segfew.jobs.common import (
     guarded_run,
@@ -23,6 +22,7 @@ from segfew.jobs.common import (
     tensor_dataset,
     validation_split,
 )
+from segfew.spec import PretrainSpec
 
 if TYPE_CHECKING:
     from segfew.cases import LabelRules

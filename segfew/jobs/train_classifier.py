@@ -1,6 +1,6 @@
 """The ``train-classifier`` job: few image-level labels, one framework (SPEC §3).
 
-From a validated :class:`~segfew.config.ClassifierSpec` to a classifier model file and
+From a validated :class:`~segfew.spec.ClassifierSpec` to a classifier model file and
 its run folder: a head on the frozen segmentation network's features, its measurements,
 or a baseline (scratch, ImageNet VGG), as :mod:`segfew.frameworks` says.
 """
@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.config import ClassifierSpec, PreprocessConfig
 from segfew.errors import DataError, SpecError
 from segfew.frameworks import framework
 from segfew.jobs.common import (
@@ -27,6 +26,7 @@ from segfew.jobs.common import (
     tensor_dataset,
     validation_split,
 )
+from segfew.spec import ClassifierSpec, PreprocessConfig
 
 if TYPE_CHECKING:
     from segfew.data import Case

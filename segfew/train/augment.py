@@ -44,7 +44,7 @@ class Augmentation:
     ``rotation_deg`` largest angle in degrees; ``shift`` largest shift as a fraction of the
     field of view; ``zoom`` scale in [1 - zoom, 1 + zoom]; ``flip`` mirrors along
     ``flip_axis`` (spatial, -1 = last) half the time. Run specs hold it as
-    :class:`segfew.config.AugmentConfig`, which checks the values (``.plain()`` gives this).
+    :class:`segfew.spec.AugmentConfig`, which checks the values (``.plain()`` gives this).
     """
 
     enabled: bool = True

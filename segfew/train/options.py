@@ -1,6 +1,6 @@
 """The settings of one :func:`segfew.train.fit` run, as plain values (SPEC §4).
 
-Run specs hold them as :class:`segfew.config.TrainConfig`, which checks every value and
+Run specs hold them as :class:`segfew.spec.TrainConfig`, which checks every value and
 gives this (``.plain()``); the defaults here are the spec's (a test keeps them equal).
 """
 

@@ -10,9 +10,9 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-import segfew.config
+import segfew.spec
 from segfew.cli import app
-from segfew.config import (
+from segfew.spec import (
     ClassifierSpec,
     EvaluateSpec,
     ExperimentSpec,
@@ -24,7 +24,7 @@ from segfew.config import (
 )
 
 runner = CliRunner()
-_real_resolve = segfew.config.resolve_spec
+_real_resolve = segfew.spec.resolve_spec
 
 
 class _Resolved(Exception):
@@ -39,7 +39,7 @@ def _resolved_spec(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> BaseMode
         seen.append(_real_resolve(*args, **kwargs))
         raise _Resolved
 
-    monkeypatch.setattr(segfew.config, "resolve_spec", spy)
+    monkeypatch.setattr(segfew.spec, "resolve_spec", spy)
     result = runner.invoke(app, argv)
     assert isinstance(result.exception, _Resolved), result.output
     return seen[0]
@@ -82,7 +82,7 @@ def test_classifier_training_defaults_are_one_set_everywhere(tmp_path) -> None:
     api = ClassifierSpec(data={"images": "im"}, out="c.pt", framework="scratch")
     spec = tmp_path / "clf.toml"
     spec.write_text('framework = "scratch"\n[train]\nbatch_size = 2\n', encoding="utf-8")
-    partial = segfew.config.resolve_spec(
+    partial = segfew.spec.resolve_spec(
         ClassifierSpec, {"data": {"images": "im"}, "out": "c.pt"}, spec)
     experiment = ExperimentSpec(data={"images": "im"}, frameworks=["scratch"], train={"seed": 3})
     for train in (api.train, partial.train, experiment.train):

@@ -12,10 +12,10 @@ from rich.table import Table
 from typer.testing import CliRunner
 
 from segfew.cli import app
-from segfew.config import TrainConfig
 from segfew.data import Case
 from segfew.errors import DataWarning
 from segfew.jobs.common import validation_split
+from segfew.spec import TrainConfig
 
 runner = CliRunner()
 

@@ -1,0 +1,249 @@
+"""One run spec per command: what ``label``, ``pretrain``, ``train-classifier``, ``split``,
+``inspect``, ``evaluate``, ``predict`` and ``experiment`` take, validated as a whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from segfew.choices import Framework, Intensity, Precision
+from segfew.spec.parts import (
+    ClassifierTrainConfig,
+    DataSource,
+    Device,
+    HeadConfig,
+    MNetConfig,
+    PreprocessConfig,
+    PretrainData,
+    Settings,
+    Threads,
+    TrainConfig,
+)
+
+K_MEANS_LABELS = (
+    "number of clusters k (paper: 5 brain MR, 10 cardiac CT): labels 1..k, darkest first, and "
+    "0 for the background (k + 1 labels); with no background, labels 0..k-1 (k labels)"
+)
+"""What ``--k`` means: the one statement of it, shown in help and docs."""
+
+
+class LabelSpec(Settings):
+    """``segfew label``: k-means pseudo-labels (the paper's THRESHOLD framework, SPEC §5)."""
+
+    images: Path
+    out: Path
+    table: Path | None = Field(default=None, description="only the cases of this table")
+    id_column: str | None = None
+    channels: list[str] | None = None
+    recursive: bool = Field(default=False, description="look for images in sub-folders too")
+    k: int = Field(default=5, ge=2, le=64, description=K_MEANS_LABELS)
+    keep_background: bool = Field(
+        default=True, description="voxels at or below the background threshold are label 0"
+    )
+    background_threshold: float | None = Field(
+        default=None, description="in normalised units; default: each image's minimum"
+    )
+    centres: Path | None = Field(default=None, description="centres.json of an earlier run")
+    intensity: Intensity = Field(default="minmax", description="normalisation before clustering")
+    sample_per_image: int = Field(default=20000, ge=100)
+    seed: int = 0
+    threads: Threads = None
+
+
+class PretrainSpec(Settings):
+    data: PretrainData
+    out: Path
+    network: MNetConfig = MNetConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    train: TrainConfig = TrainConfig()
+    label_names: list[str] | None = None
+
+
+class ClassifierSpec(Settings):
+    data: DataSource
+    out: Path
+    framework: Framework = "manual"
+    features: Path | None = Field(
+        default=None, description="segmentation model file (manual/threshold)"
+    )
+    vgg_weights: Path | None = None
+    finetune: bool = False
+    classes: int | None = Field(default=None, ge=2)
+    head: HeadConfig = HeadConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    train: ClassifierTrainConfig = ClassifierTrainConfig()
+
+    @model_validator(mode="after")
+    def _framework_inputs(self) -> ClassifierSpec:
+        from segfew.frameworks import NEEDS, framework
+
+        for need in framework(self.framework).needs:
+            field, _, words = NEEDS[need]
+            if getattr(self, field) is None:
+                never = "; segfew never downloads" if need == "vgg_weights" else ""
+                raise ValueError(
+                    f"framework {self.framework} needs --{field.replace('_', '-')} ({words}{never})"
+                )
+        return self
+
+
+class SplitSpec(Settings):
+    """``segfew split``: a table split into train and test tables, by class and group."""
+
+    table: Path
+    out: Path = Field(description="folder for train.tsv, test.tsv and run.json")
+    test_per_class: int | None = Field(default=None, ge=1, description="test groups per class")
+    test_fraction: float | None = Field(
+        default=None, gt=0, lt=1, description="fraction of each class's groups for testing"
+    )
+    seed: int = 0
+    id_column: str | None = None
+    label_column: str | None = None
+    group_column: str | None = None
+
+    @model_validator(mode="after")
+    def _one_size(self) -> SplitSpec:
+        if (self.test_per_class is None) == (self.test_fraction is None):
+            raise ValueError("give one of --test-per-class and --test-fraction "
+                             "(test_per_class, test_fraction)")
+        return self
+
+
+class InspectSpec(DataSource):
+    """``segfew inspect``: the dataset to check (nothing is written)."""
+
+    label_values: list[int] | None = Field(
+        default=None, description="allowed label values (default: any)"
+    )
+    all_cases: bool = Field(default=False, description="list every case and every problem")
+
+
+class EvaluateSpec(DataSource):
+    """``segfew evaluate``: a model file scored on labelled cases (``table`` for a
+    classifier, ``labels`` for a segmentation model)."""
+
+    model: Path
+    out: Path
+    device: Device = "auto"
+    threads: Threads = None
+    batch_size: int = Field(default=8, ge=1)
+    bootstrap: int = Field(default=1000, ge=0, description="resamples for the 95% intervals")
+    seed: int = Field(default=0, description="seed of the bootstrap")
+
+
+class PredictSpec(Settings):
+    """``segfew predict``: a model file run over new scans."""
+
+    model: Path
+    inputs: list[Path] = Field(min_length=1, description="image files or folders")
+    out: Path
+    recursive: bool = False
+    channels: list[str] | None = None
+    device: Device = "auto"
+    threads: Threads = None
+    precision: Precision = "auto"
+    batch_size: int = Field(default=8, ge=1)
+    workers: int | None = Field(
+        default=None, ge=0, description="reading processes (None: one per spare core, at most 4)"
+    )
+    probabilities: bool = Field(
+        default=False, description="segmentation: also write <id>_prob.nii.gz"
+    )
+
+
+class ExperimentSpec(Settings):
+    """``segfew experiment``: the paper's learning-curve protocol (SPEC §6, Fig. 5 and 8).
+
+    For every training size (labelled patients — groups — per class) and repetition, one
+    stratified, group-aware split is drawn and every framework is trained on it. The test
+    set is either drawn at random per repetition (``test = "random"``; ``test_per_class``
+    groups per class, default all that no training set of the repetition uses) or fixed
+    (``test = "fixed"``: the cases of ``test_table``, images in ``test_images`` or else
+    ``data.images``).
+    """
+
+    data: DataSource
+    sizes: list[int] = Field(
+        default=[2, 4, 8], description="labelled training patients (groups) per class"
+    )
+    repetitions: int = Field(default=5, ge=1, description="random splits per size (paper: 5)")
+    frameworks: list[Framework] = Field(default=["manual", "scratch"])
+    test: Literal["random", "fixed"] = "random"
+    test_table: Path | None = Field(default=None, description="fixed test set (test = fixed)")
+    test_images: Path | None = Field(default=None, description="its images; default data.images")
+    test_per_class: int | None = Field(
+        default=None, ge=1, description="random test groups per class; default all remaining"
+    )
+    seed: int = 0
+    bootstrap: int = Field(default=1000, ge=0, description="resamples for each task's CIs")
+    features: Path | None = Field(default=None, description="segmentation model file (manual)")
+    threshold_features: Path | None = Field(
+        default=None, description="segmentation model trained on k-means labels (threshold)"
+    )
+    vgg_weights: Path | None = Field(default=None, description="local VGG-16 weights (vgg)")
+    pretrain: Path | None = Field(
+        default=None,
+        description="pretrain spec: pre-train the segmentation network of every repetition on "
+        "its training side only (voxel labels from data.labels), instead of features",
+    )
+    allow_leakage: bool = Field(
+        default=False,
+        description="a feature network trained on test cases is a loud warning, not an error",
+    )
+    head: HeadConfig = HeadConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    train: ClassifierTrainConfig = ClassifierTrainConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _table_means_fixed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("test_table") is not None and "test" not in data:
+            data = {**data, "test": "fixed"}
+        return data
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_ascending(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one training size")
+        if any(s < 1 for s in v):
+            raise ValueError(f"sizes must be positive, got {v}")
+        if sorted(set(v)) != v:
+            raise ValueError(f"sizes must be ascending without repeats, got {v}")
+        return v
+
+    @field_validator("frameworks")
+    @classmethod
+    def _frameworks_unique(cls, v: list[str]) -> list[str]:
+        from segfew.frameworks import help_list
+
+        if not v:
+            raise ValueError(
+                f"give at least one framework ({help_list()})"
+            )
+        if len(set(v)) != len(v):
+            raise ValueError(f"frameworks repeat: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _inputs(self) -> ExperimentSpec:
+        if self.test == "fixed" and self.test_table is None:
+            raise ValueError("test = fixed needs test_table (a table of the test cases)")
+        if self.test == "random" and self.test_table is not None:
+            raise ValueError("test_table is only used with test = fixed")
+        if self.test == "fixed" and self.test_per_class is not None:
+            raise ValueError("test_per_class is only used with test = random")
+        from segfew.frameworks import NEEDS, framework
+
+        if self.pretrain is not None and self.data.labels is None:
+            raise ValueError("pretrain needs data.labels (the voxel labels to pre-train on)")
+        for fw in self.frameworks:
+            for need in framework(fw).needs:
+                if need == "segmentation" and self.pretrain is not None:
+                    continue  # pre-trained per repetition
+                _, field, words = NEEDS[need]
+                if getattr(self, field) is None:
+                    raise ValueError(f"framework {fw} needs {field} ({words})")
+        return self

@@ -1,0 +1,230 @@
+"""The parts run specs are built of: pre-processing, augmentation, training, networks, data.
+
+Each part checks its values on construction (unknown keys are errors); ``.plain()`` gives
+the plain settings the library takes (:class:`segfew.preprocess.Preprocessing`,
+:class:`segfew.train.Augmentation`, :class:`segfew.train.TrainOptions`). Model files store
+:class:`PreprocessConfig` as JSON so prediction repeats training exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from segfew.choices import Intensity, Precision
+from segfew.errors import SpecError
+
+if TYPE_CHECKING:
+    from segfew.cases import LabelRules
+    from segfew.preprocess import Preprocessing
+    from segfew.train.augment import Augmentation
+    from segfew.train.options import TrainOptions
+
+
+MAX_SIZE = 1024
+"""Largest grid size per axis (a 1024² slice; the paper's grids are 128–224)."""
+
+
+class Settings(BaseModel):
+    """Base of every settings model: unknown keys are errors, values are checked on set."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class PreprocessConfig(Settings):
+    """How an image is brought onto the network grid (SPEC §5). Stored in every model file."""
+
+    size: tuple[int, ...] = Field(
+        default=(128,), description="grid size per axis (one value = every axis); multiples of 16"
+    )
+    intensity: Intensity = "clahe"
+    window: tuple[float, float] | None = Field(
+        default=None, description="CT window (low, high) in HU, applied before scaling"
+    )
+    clahe_clip: float = Field(default=0.01, gt=0, le=1)
+    keep_aspect: bool = Field(
+        default=False, description="crop/pad to a square field of view before resizing"
+    )
+    slice_axis: int = Field(
+        default=2, ge=0, le=2, description="axis of a 3D volume that a 2D network slices along"
+    )
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_tuple(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, int) else v
+
+    @field_validator("size")
+    @classmethod
+    def _size_multiple_of_16(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not 1 <= len(v) <= 3:
+            raise ValueError("give one size, or one per axis (2 or 3 values)")
+        # In-plane axes are pooled four times by the M-Net. A third value may be any size:
+        # it is the slice axis of a 2D network run slice by slice (cine MRI has 6–18);
+        # a 3D network checks its own grid.
+        bad = [s for s in v[:2] if s < 16 or s % 16]
+        if bad or min(v) < 1:
+            raise ValueError(f"in-plane sizes must be positive multiples of 16, got {list(v)}")
+        if max(v) > MAX_SIZE:
+            raise ValueError(f"sizes are at most {MAX_SIZE} voxels per axis, got {list(v)}")
+        return v
+
+    def plain(self) -> Preprocessing:
+        """These settings as :mod:`segfew.preprocess` takes them."""
+        from segfew.preprocess import Preprocessing
+
+        return Preprocessing(**self.model_dump())
+
+    def grid(self, dim: int) -> tuple[int, ...]:
+        """The grid for a ``dim``-dimensional image."""
+        if len(self.size) == 1:
+            return self.size * dim
+        if len(self.size) != dim:
+            raise SpecError(f"size {list(self.size)} has {len(self.size)} axes, images have {dim}")
+        return self.size
+
+
+class AugmentConfig(Settings):
+    """Rigid augmentation (SPEC §4): each image transformed with probability ``p``."""
+
+    enabled: bool = True
+    p: float = Field(default=0.6, ge=0, le=1)
+    rotation_deg: float = Field(default=10.0, ge=0, le=180)
+    shift: float = Field(default=0.1, ge=0, le=0.5, description="fraction of the field of view")
+    zoom: float = Field(default=0.1, ge=0, lt=1, description="scale in [1-zoom, 1+zoom]")
+    flip: bool = Field(default=False, description="only where the anatomy is symmetric")
+    flip_axis: int = Field(
+        default=-1, ge=-3, le=2, description="spatial axis mirrored when flip is on (-1 = last)"
+    )
+
+    def plain(self) -> Augmentation:
+        """These settings as :mod:`segfew.train.augment` takes them."""
+        from segfew.train.augment import Augmentation
+
+        return Augmentation(**self.model_dump())
+
+
+#: fewest cases per class (segmentation: cases) for the default validation split
+MIN_CASES_FOR_VALIDATION = 10
+#: the default validation fraction where there are enough cases
+DEFAULT_VAL_FRACTION = 0.2
+
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")]
+"""``auto`` (CUDA if available, else CPU), ``cpu``, ``mps``, ``cuda`` or ``cuda:N``."""
+Threads = Annotated[int | None, Field(ge=1)]
+"""CPU threads for torch and the BLAS/OpenMP pools; None: what torch would use
+(``OMP_NUM_THREADS`` when set)."""
+
+
+class TrainConfig(Settings):
+    """Optimisation and bookkeeping of segmentation pre-training (Wong et al. 2018, §3.1:
+    Adam at 1e-3). Classifiers use :class:`ClassifierTrainConfig`."""
+
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(
+        default=4, ge=1, description="global batch; split evenly over torchrun processes"
+    )
+    lr: float = Field(default=1e-3, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(default=0.0, ge=0)
+    val_fraction: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description=f"held out for validation; default {DEFAULT_VAL_FRACTION} with at least "
+        f"{MIN_CASES_FOR_VALIDATION} cases per class, else none (the last epoch is kept)",
+    )
+    early_stopping: int | None = Field(default=None, ge=1, description="patience in epochs")
+    time_budget_s: float | None = Field(default=None, gt=0)
+    seed: int = Field(default=0, description="seed of every random number")
+    device: Device = "auto"
+    threads: Threads = None
+    precision: Precision = Field(
+        default="auto", description="auto (bf16 where the hardware has it, fp16 on older GPUs, "
+        "else fp32), fp32, bf16 or fp16"
+    )
+    channels_last: bool | None = Field(
+        default=None, description="channels-last memory format (None: where it pays)"
+    )
+    num_workers: int = Field(default=0, ge=0)
+    progress: bool = True
+    sync_bn: bool = Field(
+        default=True, description="SyncBatchNorm across GPUs under torchrun (CPU keeps per-rank BN)"
+    )
+    cache_features: bool = Field(
+        default=True, description="compute frozen features once per image when not augmenting"
+    )
+    cache_max_gb: float = Field(
+        default=4.0, gt=0, description="largest feature cache kept in memory"
+    )
+    augment: AugmentConfig = AugmentConfig()
+
+    def validation_fraction(self, smallest_class: int) -> float:
+        """The fraction to hold out, given the cases of the smallest class (or all cases)."""
+        if self.val_fraction is not None:
+            return self.val_fraction
+        return DEFAULT_VAL_FRACTION if smallest_class >= MIN_CASES_FOR_VALIDATION else 0.0
+
+    def plain(self) -> TrainOptions:
+        """The settings of :func:`segfew.train.fit` (the validation split and threads are
+        the jobs' own)."""
+        from dataclasses import fields
+
+        from segfew.train.options import TrainOptions
+
+        own = {f.name for f in fields(TrainOptions)} - {"augment"}
+        return TrainOptions(**{k: getattr(self, k) for k in own}, augment=self.augment.plain())
+
+
+class ClassifierTrainConfig(TrainConfig):
+    """Classifier training (Wong et al. 2018, §4.1: Adam at 1e-4, 50 epochs), also for
+    every task of ``experiment``. A partial ``[train]`` table keeps these defaults."""
+
+    epochs: int = Field(default=50, ge=1)
+    lr: float = Field(default=1e-4, gt=0, description="Adam learning rate")
+
+
+class MNetConfig(Settings):
+    """Modified M-Net (SPEC §2)."""
+
+    dim: Literal[2, 3] = 2
+    n_s: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.5, ge=0, lt=1)
+
+
+class HeadConfig(Settings):
+    """Classifier head (SPEC §3): ``r`` conv+pool repetitions of ``n_c·2^j`` channels, two FC."""
+
+    n_c: int = Field(default=16, ge=1)
+    n_fc: int = Field(default=100, ge=1)
+    r: int = Field(default=3, ge=0, le=6)
+    dropout: float = Field(default=0.5, ge=0, lt=1)
+
+
+class DataSource(Settings):
+    """Where cases are: a folder of images (or of class sub-folders), optionally a table."""
+
+    images: Path
+    labels: Path | None = None
+    table: Path | None = None
+    channels: list[str] | None = None
+    id_column: str | None = None
+    label_column: str | None = None
+    group_column: str | None = None
+    label_map: dict[int, int] | None = Field(
+        default=None, description="label values remapped before any check, e.g. {255: 1}"
+    )
+
+    def label_rules(self, values: Sequence[int] | None = None) -> LabelRules:
+        """The door's label rules (:class:`segfew.cases.LabelRules`) for this data."""
+        from segfew.cases import LabelRules
+
+        return LabelRules(None if values is None else frozenset(values), self.label_map)
+
+
+class PretrainData(DataSource):
+    """Pre-training data: label maps in ``labels`` (expert or from ``segfew label``)."""
+
+    recursive: bool = Field(default=False, description="look for images in sub-folders too")
