@@ -113,3 +113,27 @@ def test_channels_last_fits_a_2d_network_inside_a_classifier_of_volumes() -> Non
     vgg = plan.prepare_model(VGGClassifier(3, 1, 2, (16, 16, 16), n_c=2, n_fc=4))
     conv3d = next(p for p in vgg.parameters() if p.dim() == 5)
     assert conv3d.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_channels_last_plan_feeds_every_convolution_channels_last(dim: int) -> None:
+    """A one-channel image: unless the first weight is restrided too, its convolution returns
+    NCHW and every convolution after it copies its input back (issue 11's profile)."""
+    from torch import nn
+
+    from segfew.models import MNet
+
+    fmt = torch.channels_last if dim == 2 else torch.channels_last_3d
+    plan = choose_plan("fp32", BF16_CPU, channels_last=True)
+    net = plan.prepare_model(MNet(dim, 1, 3, n_s=2))
+    seen: list[tuple[int, bool]] = []
+
+    def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        seen.append((args[0].shape[1], args[0].is_contiguous(memory_format=fmt)))
+
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            m.register_forward_pre_hook(record)
+    net(plan.memory_format(torch.randn(2, 1, *([32] * dim)))).sum().backward()
+    assert len(seen) == 18
+    assert all(cl for channels, cl in seen if channels > 1), seen
