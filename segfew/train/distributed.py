@@ -118,9 +118,17 @@ def setup(device_type: str = "cpu", timeout_s: float = 1800.0) -> bool:
 
 
 def teardown() -> None:
-    """Leave the process group, if one is active."""
+    """Leave the process group, if one is active.
+
+    Every rank waits for the others first: a gloo rank whose peer has already destroyed the
+    group aborts the process ("terminate called without an active exception"), which a
+    loaded machine made happen when one rank finished writing well before the other.
+    """
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def wrap(net: nn.Module, sample: Tensor, plan: Plan, sync_bn: bool) -> nn.Module:
