@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.atomic import check_output, write_json, write_rows_csv
-from segfew.errors import DataError, SpecError
-from segfew.predict import (
+from segfew.batch import (
     CASE_ERRORS,
     PredictionRow,
-    Predictor,
     case_path,
     one_line,
     progress_counter,
     write_predictions_csv,
 )
+from segfew.errors import DataError, SpecError
+from segfew.predict import Predictor
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

@@ -17,7 +17,8 @@ A run folder (RUN_DIR) holds::
 
 ``<key>`` is ``size004_rep02_manual``. A task whose result file exists is never run again,
 so an interrupted experiment resumes where it stopped, and shards (``--shard i/N``) can
-write into one RUN_DIR or several that :func:`collect_results` merges.
+write into one RUN_DIR or several that :func:`segfew.experiment_results.collect_results`
+merges.
 """
 
 from __future__ import annotations
@@ -28,11 +29,9 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from segfew.atomic import write_json
 from segfew.errors import DataError, SpecError
@@ -44,7 +43,7 @@ from segfew.experiment_splits import (
     load_test_cases,
     split_for,
 )
-from segfew.frameworks import FRAMEWORKS, framework, framework_rank
+from segfew.frameworks import FRAMEWORKS, framework
 from segfew.leakage import check_leakage
 from segfew.spec import ExperimentSpec
 
@@ -57,10 +56,8 @@ __all__ = [
     "FRAMEWORK_NAMES",
     "PretrainStep",
     "Task",
-    "TaskStatus",
     "TrainAndScore",
     "check_leakage",
-    "collect_results",
     "load_spec",
     "parse_shard",
     "plan_tasks",
@@ -68,8 +65,6 @@ __all__ = [
     "run_experiment",
     "shard_tasks",
     "split_for",
-    "summarise",
-    "task_status",
 ]
 
 #: What each framework is, in words (the paper's names in capitals), in registry order.
@@ -365,116 +360,3 @@ def _task_fields(task: Task, train: Sequence[Case], test: Sequence[Case], digest
             "framework": task.framework, "n_train": len(train), "n_test": len(test),
             "train_ids": [c.id for c in train], "test_ids": [c.id for c in test],
             "spec_digest": digest}
-
-
-# ---------------------------------------------------------------- collecting
-
-
-def _spec_digest_of(run_dir: Path) -> str:
-    return spec_digest(load_spec(run_dir).model_dump(mode="json"))
-
-
-def _check_same_digest(run_dirs: Sequence[Path]) -> None:
-    digests = {Path(d): _spec_digest_of(Path(d)) for d in run_dirs}
-    if len(set(digests.values())) > 1:
-        raise SpecError("these RUN_DIRs hold experiments with different settings and cannot be "
-                        "merged: " + ", ".join(str(d) for d in digests))
-
-
-def collect_results(run_dir: Path | Sequence[Path]) -> list[dict[str, Any]]:
-    """Every finished task's result from one RUN_DIR or several (shards), sorted by task.
-
-    Several RUN_DIRs must hold the same spec; a task found twice is taken once.
-    """
-    dirs = [Path(run_dir)] if isinstance(run_dir, str | Path) else [Path(d) for d in run_dir]
-    if len(dirs) > 1:
-        _check_same_digest(dirs)
-    found: dict[str, dict[str, Any]] = {}
-    for d in dirs:
-        for path in sorted((d / "results").glob("*.json")):
-            if path.name.endswith(".error.json"):
-                continue
-            try:
-                result = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as e:
-                raise DataError(f"unreadable result file ({e})", path) from None
-            found.setdefault(result.get("key", path.stem), result)
-    return sorted(found.values(), key=lambda r: (r["repetition"], r["size"],
-                                                 framework_rank(r["framework"])))
-
-
-@dataclass
-class TaskStatus:
-    """Keys of the planned tasks that finished, failed (and were not redone) or are missing."""
-
-    finished: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # key -> error message
-    missing: list[str] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return len(self.finished) + len(self.failed) + len(self.missing)
-
-
-def task_status(run_dirs: Path | Sequence[Path]) -> TaskStatus:
-    """Which of the spec's planned tasks are finished, failed or missing across RUN_DIRs."""
-    dirs = [Path(run_dirs)] if isinstance(run_dirs, str | Path) else [Path(d) for d in run_dirs]
-    _check_same_digest(dirs)
-    spec = load_spec(dirs[0])
-    status = TaskStatus()
-    for task in plan_tasks(spec):
-        if any((d / "results" / f"{task.key}.json").is_file() for d in dirs):
-            status.finished.append(task.key)
-            continue
-        errors = [d / "results" / f"{task.key}.error.json" for d in dirs]
-        error = next((p for p in errors if p.is_file()), None)
-        if error is None:
-            status.missing.append(task.key)
-            continue
-        try:
-            saved = json.loads(error.read_text(encoding="utf-8"))
-            status.failed[task.key] = str(saved.get("error", "failed"))
-        except (OSError, json.JSONDecodeError):
-            status.failed[task.key] = "failed (unreadable error file)"
-    return status
-
-
-# ---------------------------------------------------------------- summary
-
-
-def _mean_std(values: Sequence[float | None]) -> dict[str, float | int | None]:
-    v = np.array([x for x in values if x is not None], dtype=np.float64)
-    return {"mean": float(v.mean()) if v.size else None,
-            "std": float(v.std(ddof=1)) if v.size > 1 else None,
-            "n": int(v.size)}
-
-
-def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± std over repetitions per (framework, size) — the points of the learning curves.
-
-    One row per (framework, size), frameworks in the paper's order, sizes ascending::
-
-        {"framework", "size", "repetitions",
-         "accuracy" | "balanced_accuracy" | "kappa" | "macro_f1": {"mean", "std", "n"},
-         "f1": {class: {"mean", "std", "n"}}}
-
-    ``std`` is the sample standard deviation (ddof=1) over repetitions, None with fewer
-    than two; undefined values (None) are left out, and ``n`` counts the values used.
-    """
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for r in results:
-        groups.setdefault((r["framework"], int(r["size"])), []).append(r)
-    rows = []
-    for (fw, size) in sorted(groups, key=lambda g: (framework_rank(g[0]), g[1])):
-        rs = sorted(groups[(fw, size)], key=lambda r: r["repetition"])
-        metrics = [r["metrics"] for r in rs]
-        classes: list[str] = []
-        for m in metrics:
-            classes += [c for c in (m.get("per_class") or {}) if c not in classes]
-        row: dict[str, Any] = {"framework": fw, "size": size, "repetitions": len(rs)}
-        for name in ("accuracy", "balanced_accuracy", "kappa", "macro_f1"):
-            row[name] = _mean_std([m.get(name) for m in metrics])
-        row["f1"] = {c: _mean_std([(m.get("per_class") or {}).get(c, {}).get("f1")
-                                   for m in metrics]) for c in classes}
-        rows.append(row)
-    return rows

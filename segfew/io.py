@@ -7,8 +7,9 @@ whatever the scanner wrote (issue 2, item 2). The source geometry is kept so tha
 :func:`write_image` puts a label or probability map back on the source grid: same shape,
 same affine, so it overlays the input in ITK-SNAP or 3D Slicer.
 
-NIfTI is read with nibabel; NRRD, MHA/MHD, TIFF, PNG/JPEG/BMP, single DICOM files and DICOM
-series folders (:mod:`segfew.dicom`) with SimpleITK (whose LPS geometry is converted to RAS).
+NIfTI is read with nibabel (:mod:`segfew.nifti`); NRRD, MHA/MHD, TIFF, PNG/JPEG/BMP, single
+DICOM files and DICOM series folders with SimpleITK (:mod:`segfew.itk`, whose LPS geometry
+is converted to RAS).
 Reading is bounded: the header is checked against :class:`ReadLimits` before any voxel is
 read. What ITK would print goes out as :class:`~segfew.errors.DataWarning` naming the file.
 """
@@ -16,7 +17,6 @@ read. What ITK would print goes out as :class:`~segfew.errors.DataWarning` namin
 from __future__ import annotations
 
 import contextlib
-import gzip
 import math
 import os
 import re
@@ -188,8 +188,8 @@ class ReadLimits:
                             path)
         if nbytes > self.max_bytes:
             raise DataError(f"the header declares {_dims(shape, components)} voxels = "
-                            f"{_size(nbytes)} of data, over the limit of {_size(self.max_bytes)} "
-                            f"(raise it with {BYTES_ENV})", path)
+                            f"{format_bytes(nbytes)} of data, over the limit of "
+                            f"{format_bytes(self.max_bytes)} (raise it with {BYTES_ENV})", path)
 
 
 VOXELS_ENV = "SEGFEW_MAX_VOXELS"
@@ -201,7 +201,8 @@ def _dims(shape: tuple[int, ...], components: int) -> str:
     return f"{dims}×{components}" if components > 1 else dims
 
 
-def _size(nbytes: int) -> str:
+def format_bytes(nbytes: int) -> str:
+    """A byte count in words for error messages (``1.5 GiB``)."""
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= scale:
             return f"{nbytes / scale:.1f} {unit}"
@@ -220,7 +221,7 @@ def read_image(path: str | Path, limits: ReadLimits | None = None) -> Image:
     limits = limits if limits is not None else ReadLimits.from_env()
     if not path.exists():
         raise DataError("no such file", path)
-    from segfew import itk
+    from segfew import itk, nifti
 
     if path.is_dir():
         if not is_dicom_series_dir(path):
@@ -234,7 +235,7 @@ def read_image(path: str | Path, limits: ReadLimits | None = None) -> Image:
         if suffix is None:
             raise DataError(f"not a supported image file (suffixes: {', '.join(IMAGE_SUFFIXES)})",
                             path)
-        loader = _read_nifti if suffix in NIFTI_SUFFIXES else itk.read_itk
+        loader = nifti.read_nifti if suffix in NIFTI_SUFFIXES else itk.read_itk
     try:
         array, affine, extra = loader(path, limits)
     except DataError:
@@ -257,109 +258,6 @@ def _reason(e: Exception, path: Path) -> str:
     if "Unable to determine ImageIO reader" in str(e):
         text = "unknown format or corrupt file"
     return text[:160]
-
-
-def _read_nifti(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """NIfTI-1/2, gzipped or not, recognised by content (so ``a.Nii.GZ`` opens too)."""
-    import nibabel as nib
-
-    with open(path, "rb") as raw:
-        gzipped = raw.read(2) == b"\x1f\x8b"
-    if path.name.lower().endswith(".gz") and not gzipped:
-        raise DataError("cannot read image (not a gzip file)", path)
-    stream = gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115
-    with stream as f:
-        sizeof_hdr = int.from_bytes(f.read(4), "little")
-        if sizeof_hdr not in (348, 540):
-            sizeof_hdr = int.from_bytes(sizeof_hdr.to_bytes(4, "little"), "big")
-        if sizeof_hdr not in (348, 540):
-            raise DataError("cannot read image (not a NIfTI header)", path)
-        f.seek(0)
-        klass = nib.Nifti1Image if sizeof_hdr == 348 else nib.Nifti2Image
-        holder = nib.fileholders.FileHolder(fileobj=f)
-        img = klass.from_file_map({"header": holder, "image": holder})
-        header = img.header
-        raw_dtype = np.dtype(header.get_data_dtype())
-        shape = tuple(int(s) for s in img.shape)
-        components = len(raw_dtype.fields) if raw_dtype.fields else 1
-        limits.check(shape, components, raw_dtype.itemsize // components, path)
-        offset = int(getattr(img.dataobj, "offset", header.get_data_offset()))
-        _check_stored_size(path, gzipped, offset,
-                           math.prod(shape) * raw_dtype.itemsize)
-        slope, inter = header.get_slope_inter()
-        scaled = (slope not in (None, 1.0)) or (inter not in (None, 0.0))
-        extra: dict[str, Any] = {"format": "nifti", "nifti_codes":
-                                 (int(header["qform_code"]), int(header["sform_code"]))}
-        if raw_dtype.fields:  # RGB24 / RGBA32: a record per voxel
-            array = np.asarray(img.dataobj)
-            names = raw_dtype.names or ()
-            array, extra["colour"] = grey(np.stack([array[n] for n in names[:3]], -1), path)
-        elif raw_dtype.kind in "iub" and not scaled:
-            array = np.asarray(img.dataobj)  # keeps label maps integer
-        else:
-            array = np.asarray(img.get_fdata(dtype=np.float32))
-    if array.ndim == 5 and array.shape[3] == 1 and array.shape[4] in (3, 4):  # vector intent
-        array, extra["colour"] = grey(array[:, :, :, 0, :3], path)
-    return array, np.asarray(img.affine, dtype=float), extra
-
-
-def _check_stored_size(path: Path, gzipped: bool, offset: int, declared: int) -> None:
-    """The voxel data the header declares must be what the file holds.
-
-    A plain file shorter than declared is truncated. For gzip, the trailer's ISIZE (the
-    uncompressed size modulo 2^32, of the last member) is compared: a stream that expands
-    beyond what the header declares is refused, after decompressing (bounded) to tell it
-    from a cut file, whose last 4 bytes are no trailer. (A short stream is left to the reader: a
-    multi-member file, e.g. BGZF, ends in an empty member whose ISIZE is 0.)
-    """
-    size = path.stat().st_size
-    if not gzipped:
-        if size < offset + declared:
-            raise DataError(f"file is truncated: the header declares {_size(declared)} of "
-                            f"voxels, the file holds {_size(max(0, size - offset))}", path)
-        return
-    if offset + declared >= 2**32:
-        return  # ISIZE wraps; nibabel then reads exactly the declared bytes
-    with open(path, "rb") as f:
-        f.seek(-4, os.SEEK_END)
-        isize = int.from_bytes(f.read(4), "little")
-    if isize > offset + declared + _GZIP_SLACK:
-        # The trailer of a cut file is any 4 bytes: decompress (at most the bound) to tell.
-        if _gunzip_exceeds(path, offset + declared + _GZIP_SLACK):
-            raise DataError(f"compressed stream expands to {_size(isize)}, more than the "
-                            f"{_size(offset + declared)} its header declares", path)
-        raise DataError("truncated or corrupt gzip stream", path)
-
-
-def _gunzip_exceeds(path: Path, limit: int) -> bool:
-    """Whether the gzip members of ``path`` expand to more than ``limit`` bytes (False when
-    the stream is cut or corrupt before that). Reads at most ``limit + 1`` output bytes."""
-    import zlib
-
-    total = 0
-    with open(path, "rb") as f:
-        z = zlib.decompressobj(wbits=31)
-        pending = b""
-        while total <= limit:
-            if not pending:
-                pending = f.read(1 << 16)
-                if not pending:
-                    return False  # input ended inside a member: truncated
-            try:
-                total += len(z.decompress(pending, limit + 1 - total))
-            except zlib.error:
-                return False
-            pending = z.unconsumed_tail
-            if z.eof:  # next member, if any
-                rest = z.unused_data
-                z = zlib.decompressobj(wbits=31)
-                pending = rest + pending
-                if not pending and not (pending := f.read(1 << 16)):
-                    return False
-    return True
-
-
-_GZIP_SLACK = 1 << 20  # padding or extensions some writers append
 
 
 def grey(rgb: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
@@ -431,7 +329,7 @@ def write_image(array: np.ndarray, reference: Image, path: str | Path) -> Path:
         array = nib.orientations.apply_orientation(array, back)
     array = array.reshape(reference.source_shape + channels)
 
-    from segfew import itk
+    from segfew import itk, nifti
 
     suffix = _image_suffix(path.name)
     if suffix is None:
@@ -439,7 +337,7 @@ def write_image(array: np.ndarray, reference: Image, path: str | Path) -> Path:
                         path)
     if suffix in NIFTI_SUFFIXES:
         with atomic_path(path) as tmp:
-            _write_nifti(array, reference, tmp, vector=bool(channels))
+            nifti.write_nifti(array, reference, tmp, vector=bool(channels))
     elif suffix in (".mhd", ".nhdr"):  # a detached header names its data file: no renaming
         path.parent.mkdir(parents=True, exist_ok=True)
         itk.write_itk(array, reference, path, suffix, vector=bool(channels))
@@ -463,22 +361,3 @@ def _storage_dtype(array: np.ndarray) -> np.ndarray:
                 return array.astype(dt)
         return array.astype(np.int64)
     return array.astype(np.float32)
-
-
-def _write_nifti(array: np.ndarray, reference: Image, path: Path, vector: bool = False
-                 ) -> None:
-    """A channel axis (probability maps) is the 4th NIfTI axis; a 2D map gets a slice axis
-    of one first, so it stays a 2D image (X, Y, 1, C) rather than a volume of C slices."""
-    import nibabel as nib
-
-    if vector and array.ndim == 3:
-        array = array[:, :, None, :]
-    img = nib.Nifti1Image(array, reference.source_affine)
-    qcode, scode = reference.nifti_codes
-    img.set_qform(reference.source_affine, code=qcode or 1)
-    img.set_sform(reference.source_affine, code=scode or (0 if qcode else 1))
-    img.header.set_data_dtype(array.dtype)
-    img.header.set_xyzt_units("mm")
-    nib.save(img, str(path))
-
-

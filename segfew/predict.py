@@ -14,15 +14,23 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segfew.atomic import check_output, write_rows_csv
-from segfew.errors import DataError, SegfewError
+from segfew.batch import (
+    CASE_ERRORS,
+    PredictionRow,
+    Progress,
+    case_path,
+    one_line,
+    progress_counter,
+    write_predictions_csv,
+)
+from segfew.errors import DataError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -40,21 +48,6 @@ __all__ = [
     "predict_paths",
     "segment_on_source",
 ]
-
-Progress = Callable[[int], None]
-"""Called with the number of cases just finished (an increment)."""
-
-#: What makes one case of a batch an error row (the batch goes on): a user-facing error, a
-#: file that cannot be read, a library's ValueError/RuntimeError, running out of memory.
-CASE_ERRORS = (SegfewError, OSError, ValueError, RuntimeError, MemoryError)
-
-# Files in an input folder that are obviously not scans: skipped without an error row.
-NON_IMAGE_SUFFIXES = frozenset({
-    ".csv", ".tsv", ".json", ".txt", ".md", ".rst", ".toml", ".yaml", ".yml", ".xml",
-    ".html", ".pdf", ".log", ".pt", ".pth", ".py", ".sh", ".zip", ".tar", ".xlsx",
-    ".xls", ".ini", ".cfg", ".pkl", ".npy", ".npz",
-})
-
 
 # ----------------------------------------------------------------------------- source grid
 
@@ -76,33 +69,6 @@ def segment_on_source(model: Any, image: np.ndarray, source_shape: tuple[int, ..
 
 
 # ----------------------------------------------------------------------------- predictor
-
-
-@dataclass
-class PredictionRow:
-    """One case's prediction; ``status`` is ``"ok"`` or ``"error"`` (then ``error`` says why)."""
-
-    id: str
-    path: str
-    predicted: str = ""
-    probabilities: dict[str, float] = field(default_factory=dict)
-    status: str = "ok"
-    error: str = ""
-
-
-def case_path(case: Case) -> str:
-    """The first channel's path, or every channel's joined by ``;``."""
-    return ";".join(str(p) for p in case.images)
-
-
-def one_line(err: BaseException) -> str:
-    """A one-line message for an error row."""
-    if isinstance(err, SegfewError):
-        return str(err)
-    if isinstance(err, MemoryError):
-        return "not enough memory to process this case"
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text[:300]
 
 
 class Predictor:
@@ -378,97 +344,7 @@ def _fail(row: PredictionRow, err: BaseException | str) -> None:
     row.probabilities = {}
 
 
-# ----------------------------------------------------------------------------- inputs
-
-
-def collect_cases(inputs: Sequence[Path], *, recursive: bool = False,
-                  channels: Sequence[str] | None = None) -> list[Case]:
-    """Cases for every input file or folder, in order, including files that are not images.
-
-    A named file always becomes a case (an unsupported or corrupt one then fails when it is
-    read, and gets an error row). In folders, files of unsupported formats also get a case,
-    except obviously non-image files (tables, text, JSON, model files) and hidden files.
-    """
-    from segfew.data import Case, find_image_cases
-    from segfew.io import case_id, is_image_file
-
-    cases: list[Case] = []
-    for raw in inputs:
-        path = Path(raw)
-        if not path.exists():
-            raise DataError("input not found", path)
-        if path.is_file():
-            try:
-                found = (find_image_cases(path, channels=channels, recursive=recursive,
-                                          keep_incomplete=True)
-                         if is_image_file(path) else [])
-            except DataError:
-                found = []
-            # a named file always gets a row; reading it later says what is wrong with it
-            cases.extend(found or [Case(id=case_id(path), images=(path,))])
-            continue
-        try:
-            found = find_image_cases(path, channels=channels, recursive=recursive,
-                                     keep_incomplete=True)
-        except DataError:
-            # e.g. "no images in folder": fine when the folder holds only unsupported files,
-            # which get error rows below; any other folder-level problem stands
-            if _has_images(path, recursive) or not _unsupported_files(path, recursive, set()):
-                raise
-            found = []
-        cases.extend(found)
-        listed = {p.resolve() for c in found for p in c.images}
-        cases.extend(Case(id=case_id(p), images=(p,))
-                     for p in _unsupported_files(path, recursive, listed))
-    return cases
-
-
-def _walk(folder: Path, recursive: bool) -> Iterator[Path]:
-    for p in sorted(folder.rglob("*") if recursive else folder.iterdir()):
-        rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if p.is_file():
-            yield p
-
-
-def _has_images(folder: Path, recursive: bool) -> bool:
-    from segfew.io import is_image_file
-
-    return any(is_image_file(p) for p in _walk(folder, recursive))
-
-
-def _unsupported_files(folder: Path, recursive: bool, listed: set[Path]) -> list[Path]:
-    from segfew.io import is_image_file
-
-    out = []
-    for p in _walk(folder, recursive):
-        resolved = p.resolve()
-        # a file already in a case, or inside a DICOM series folder that is one
-        if resolved in listed or any(parent in listed for parent in resolved.parents):
-            continue
-        if p.suffix.lower() in NON_IMAGE_SUFFIXES:
-            continue
-        if not is_image_file(p):
-            out.append(p)
-    return out
-
-
-# ----------------------------------------------------------------------------- outputs
-
-
-def write_predictions_csv(path: Path, rows: Sequence[PredictionRow], classes: Sequence[str],
-                          targets: Sequence[str | None] | None = None) -> Path:
-    """``id, path, [target,] predicted, p_<class>..., status, error`` — one line per row."""
-    header = ["id", "path", *(["target"] if targets is not None else []), "predicted",
-              *(f"p_{c}" for c in classes), "status", "error"]
-    lines = []
-    for i, row in enumerate(rows):
-        probs = [f"{row.probabilities[c]:.6f}" if c in row.probabilities else ""
-                 for c in classes]
-        target = [targets[i] or ""] if targets is not None else []
-        lines.append([row.id, row.path, *target, row.predicted, *probs, row.status, row.error])
-    return write_rows_csv(path, header, lines)
+# ----------------------------------------------------------------------------- a batch of paths
 
 
 def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Path, *,
@@ -494,6 +370,7 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
     arguments), versions and a manifest of the inputs: ``<out stem>.run.json`` next to a
     classifier's CSV, ``run.json`` in a segmentation model's folder.
     """
+    from segfew.data import collect_cases
     from segfew.inference import read_ahead
     from segfew.runinfo import write_run_info
 
@@ -553,18 +430,3 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
                    [Path(model_path), *(p for c in cases for p in c.images)],
                    runtime=predictor.runtime())
     return out, failed
-
-
-def progress_counter(progress: Callable[[int, int], None] | None, total: int) -> Progress:
-    """Turn ``progress(done, total)`` into an increment callback; announces the total now."""
-    done = 0
-    if progress is not None:
-        progress(0, total)
-
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
-
-    return advance

@@ -21,13 +21,8 @@ from typing import Any
 import numpy as np
 
 from segfew.atomic import write_text
-from segfew.experiment import (
-    FRAMEWORK_NAMES,
-    collect_results,
-    load_spec,
-    summarise,
-    task_status,
-)
+from segfew.experiment import FRAMEWORK_NAMES, load_spec
+from segfew.experiment_results import collect_results, summarise, task_status
 
 __all__ = ["write_report"]
 

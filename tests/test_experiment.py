@@ -13,15 +13,13 @@ from segfew.data import Case
 from segfew.errors import DataError, SpecError
 from segfew.experiment import (
     Task,
-    collect_results,
     parse_shard,
     plan_tasks,
     run_experiment,
     shard_tasks,
     split_for,
-    summarise,
-    task_status,
 )
+from segfew.experiment_results import collect_results, summarise, task_status
 from segfew.metrics import classification_metrics
 from segfew.spec import DataSource, ExperimentSpec
 

@@ -152,7 +152,8 @@ def test_wrong_channel_count_is_an_error_row_not_a_crash(
 
 
 def test_reading_ahead_in_workers_changes_no_row(classifier: Path, scans: Path) -> None:
-    from segfew.predict import Predictor, collect_cases
+    from segfew.data import collect_cases
+    from segfew.predict import Predictor
 
     cases = collect_cases([scans])
     rows = {w: Predictor(classifier, device="cpu", batch_size=2, workers=w).classify(cases)

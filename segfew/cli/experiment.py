@@ -73,7 +73,8 @@ def experiment(
       segfew experiment --spec curve.toml --out runs/curve --shard $SLURM_ARRAY_TASK_ID/8
     """
     from segfew.cli.render import ProgressView
-    from segfew.experiment import parse_shard, run_experiment, task_status
+    from segfew.experiment import parse_shard, run_experiment
+    from segfew.experiment_results import task_status
     from segfew.jobs.experiment_step import make_pretrain_step, make_train_and_score
     from segfew.preprocess_cache import PreprocessCache
     from segfew.report import write_report
@@ -138,7 +139,7 @@ def report(
 
       segfew report runs/shard1 runs/shard2 --out runs/report
     """
-    from segfew.experiment import task_status
+    from segfew.experiment_results import task_status
     from segfew.report import write_report
 
     md, page = write_report(run_dirs, out)

@@ -20,6 +20,7 @@ from segfew.data.classes import (
     with_targets,
 )
 from segfew.data.discover import (
+    collect_cases,
     find_image_cases,
     find_segmentation_cases,
     read_dataset_json,
@@ -31,6 +32,7 @@ __all__ = [
     "Case",
     "attach_labels",
     "class_names",
+    "collect_cases",
     "find_cases",
     "find_class_folders",
     "find_classification_cases",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
@@ -284,3 +284,78 @@ def _find_images(inputs: Path | Sequence[Path], channels: Sequence[str] | None,
     return [cases[cid] for cid in sorted(cases)]
 
 
+# Files in an input folder that are obviously not scans: skipped without an error row.
+NON_IMAGE_SUFFIXES = frozenset({
+    ".csv", ".tsv", ".json", ".txt", ".md", ".rst", ".toml", ".yaml", ".yml", ".xml",
+    ".html", ".pdf", ".log", ".pt", ".pth", ".py", ".sh", ".zip", ".tar", ".xlsx",
+    ".xls", ".ini", ".cfg", ".pkl", ".npy", ".npz",
+})
+
+
+# ------------------------------------------------------------------------- any inputs
+
+
+def collect_cases(inputs: Sequence[Path], *, recursive: bool = False,
+                  channels: Sequence[str] | None = None) -> list[Case]:
+    """Cases for every input file or folder, in order, including files that are not images.
+
+    A named file always becomes a case (an unsupported or corrupt one then fails when it is
+    read, and gets an error row). In folders, files of unsupported formats also get a case,
+    except obviously non-image files (tables, text, JSON, model files) and hidden files.
+    """
+    cases: list[Case] = []
+    for raw in inputs:
+        path = Path(raw)
+        if not path.exists():
+            raise DataError("input not found", path)
+        if path.is_file():
+            try:
+                found = (find_image_cases(path, channels=channels, recursive=recursive,
+                                          keep_incomplete=True)
+                         if is_image_file(path) else [])
+            except DataError:
+                found = []
+            # a named file always gets a row; reading it later says what is wrong with it
+            cases.extend(found or [Case(id=case_id(path), images=(path,))])
+            continue
+        try:
+            found = find_image_cases(path, channels=channels, recursive=recursive,
+                                     keep_incomplete=True)
+        except DataError:
+            # e.g. "no images in folder": fine when the folder holds only unsupported files,
+            # which get error rows below; any other folder-level problem stands
+            if _has_images(path, recursive) or not _unsupported_files(path, recursive, set()):
+                raise
+            found = []
+        cases.extend(found)
+        listed = {p.resolve() for c in found for p in c.images}
+        cases.extend(Case(id=case_id(p), images=(p,))
+                     for p in _unsupported_files(path, recursive, listed))
+    return cases
+
+
+def _walk(folder: Path, recursive: bool) -> Iterator[Path]:
+    for p in sorted(folder.rglob("*") if recursive else folder.iterdir()):
+        rel = p.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.is_file():
+            yield p
+
+
+def _has_images(folder: Path, recursive: bool) -> bool:
+    return any(is_image_file(p) for p in _walk(folder, recursive))
+
+
+def _unsupported_files(folder: Path, recursive: bool, listed: set[Path]) -> list[Path]:
+    out = []
+    for p in _walk(folder, recursive):
+        resolved = p.resolve()
+        # a file already in a case, or inside a DICOM series folder that is one
+        if resolved in listed or any(parent in listed for parent in resolved.parents):
+            continue
+        if p.suffix.lower() in NON_IMAGE_SUFFIXES:
+            continue
+        if not is_image_file(p):
+            out.append(p)
+    return out

@@ -1,0 +1,129 @@
+"""An experiment's results: finished tasks collected from RUN_DIRs, their status, the curves.
+
+Reads what :func:`segfew.experiment.run_experiment` wrote (``results/<key>.json``); shards
+written into several RUN_DIRs of one spec are merged. :func:`summarise` gives the points of
+the learning curves (SPEC §6; Wong et al. 2018, Fig. 5 and 8).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segfew.errors import DataError, SpecError
+from segfew.experiment import load_spec, plan_tasks, spec_digest
+from segfew.frameworks import framework_rank
+
+__all__ = ["TaskStatus", "collect_results", "summarise", "task_status"]
+
+
+def _spec_digest_of(run_dir: Path) -> str:
+    return spec_digest(load_spec(run_dir).model_dump(mode="json"))
+
+
+def _check_same_digest(run_dirs: Sequence[Path]) -> None:
+    digests = {Path(d): _spec_digest_of(Path(d)) for d in run_dirs}
+    if len(set(digests.values())) > 1:
+        raise SpecError("these RUN_DIRs hold experiments with different settings and cannot be "
+                        "merged: " + ", ".join(str(d) for d in digests))
+
+
+def collect_results(run_dir: Path | Sequence[Path]) -> list[dict[str, Any]]:
+    """Every finished task's result from one RUN_DIR or several (shards), sorted by task.
+
+    Several RUN_DIRs must hold the same spec; a task found twice is taken once.
+    """
+    dirs = [Path(run_dir)] if isinstance(run_dir, str | Path) else [Path(d) for d in run_dir]
+    if len(dirs) > 1:
+        _check_same_digest(dirs)
+    found: dict[str, dict[str, Any]] = {}
+    for d in dirs:
+        for path in sorted((d / "results").glob("*.json")):
+            if path.name.endswith(".error.json"):
+                continue
+            try:
+                result = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise DataError(f"unreadable result file ({e})", path) from None
+            found.setdefault(result.get("key", path.stem), result)
+    return sorted(found.values(), key=lambda r: (r["repetition"], r["size"],
+                                                 framework_rank(r["framework"])))
+
+
+@dataclass
+class TaskStatus:
+    """Keys of the planned tasks that finished, failed (and were not redone) or are missing."""
+
+    finished: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # key -> error message
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.finished) + len(self.failed) + len(self.missing)
+
+
+def task_status(run_dirs: Path | Sequence[Path]) -> TaskStatus:
+    """Which of the spec's planned tasks are finished, failed or missing across RUN_DIRs."""
+    dirs = [Path(run_dirs)] if isinstance(run_dirs, str | Path) else [Path(d) for d in run_dirs]
+    _check_same_digest(dirs)
+    spec = load_spec(dirs[0])
+    status = TaskStatus()
+    for task in plan_tasks(spec):
+        if any((d / "results" / f"{task.key}.json").is_file() for d in dirs):
+            status.finished.append(task.key)
+            continue
+        errors = [d / "results" / f"{task.key}.error.json" for d in dirs]
+        error = next((p for p in errors if p.is_file()), None)
+        if error is None:
+            status.missing.append(task.key)
+            continue
+        try:
+            saved = json.loads(error.read_text(encoding="utf-8"))
+            status.failed[task.key] = str(saved.get("error", "failed"))
+        except (OSError, json.JSONDecodeError):
+            status.failed[task.key] = "failed (unreadable error file)"
+    return status
+
+
+def _mean_std(values: Sequence[float | None]) -> dict[str, float | int | None]:
+    v = np.array([x for x in values if x is not None], dtype=np.float64)
+    return {"mean": float(v.mean()) if v.size else None,
+            "std": float(v.std(ddof=1)) if v.size > 1 else None,
+            "n": int(v.size)}
+
+
+def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± std over repetitions per (framework, size) — the points of the learning curves.
+
+    One row per (framework, size), frameworks in the paper's order, sizes ascending::
+
+        {"framework", "size", "repetitions",
+         "accuracy" | "balanced_accuracy" | "kappa" | "macro_f1": {"mean", "std", "n"},
+         "f1": {class: {"mean", "std", "n"}}}
+
+    ``std`` is the sample standard deviation (ddof=1) over repetitions, None with fewer
+    than two; undefined values (None) are left out, and ``n`` counts the values used.
+    """
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["framework"], int(r["size"])), []).append(r)
+    rows = []
+    for (fw, size) in sorted(groups, key=lambda g: (framework_rank(g[0]), g[1])):
+        rs = sorted(groups[(fw, size)], key=lambda r: r["repetition"])
+        metrics = [r["metrics"] for r in rs]
+        classes: list[str] = []
+        for m in metrics:
+            classes += [c for c in (m.get("per_class") or {}) if c not in classes]
+        row: dict[str, Any] = {"framework": fw, "size": size, "repetitions": len(rs)}
+        for name in ("accuracy", "balanced_accuracy", "kappa", "macro_f1"):
+            row[name] = _mean_std([m.get(name) for m in metrics])
+        row["f1"] = {c: _mean_std([(m.get("per_class") or {}).get(c, {}).get("f1")
+                                   for m in metrics]) for c in classes}
+        rows.append(row)
+    return rows
