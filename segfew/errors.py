@@ -10,16 +10,24 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _one_line(message: str, path: str | Path | None) -> tuple[str, Path | None]:
+    """The message on one line, and the file it names (None: none)."""
+    return " ".join(str(message).split()), None if path is None else Path(path)
+
+
+def _located(message: str, path: Path | None) -> str:
+    return f"{path}: {message}" if path is not None else message
+
+
 class SegfewError(Exception):
     """A problem the user can fix; ``str(err)`` is one line: ``<path>: <problem>``."""
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:
-        self.message = " ".join(str(message).split())
-        self.path = None if path is None else Path(path)
+        self.message, self.path = _one_line(message, path)
         super().__init__(self.message)
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path is not None else self.message
+        return _located(self.message, self.path)
 
 
 class DataError(SegfewError):
@@ -42,13 +50,12 @@ class DataWarning(UserWarning):
     """Something segfew changed or noticed in an input, and went on: one line naming the file.
 
     Raised with :func:`warnings.warn`; the CLI prints it as ``warning: <path>: <problem>``
-    and ``segfew inspect`` lists it among its notes.
+    and ``segfew inspect`` lists it among its notes. It reads like a :class:`SegfewError`.
     """
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:
-        self.message = " ".join(str(message).split())
-        self.path = None if path is None else Path(path)
+        self.message, self.path = _one_line(message, path)
         super().__init__(self.message)
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path is not None else self.message
+        return _located(self.message, self.path)

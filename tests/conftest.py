@@ -1,10 +1,14 @@
-"""Shared fixtures: seeded RNGs and the location of the optional real data."""
+"""Shared fixtures and helpers: seeded RNGs, tiny images in every format, tiny phantoms,
+the CLI runner, and the location of the optional real data."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -51,3 +55,159 @@ def device(request: pytest.FixtureRequest) -> str:
         if not torch.cuda.is_available():
             pytest.skip("--device cuda, but CUDA is not available")
     return name
+
+
+# ------------------------------------------------------------------------- writing images
+
+
+def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    """``array`` as a NIfTI-1 file (identity affine by default); parent folders are made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def nii(path: Path, shape: tuple[int, ...] = (4, 4, 3), value: int = 1,
+        affine: np.ndarray | None = None, dtype: type = np.uint8) -> Path:
+    """A NIfTI file whose first half of voxels holds ``value`` (a tiny image or label map)."""
+    arr = np.zeros(shape, dtype=dtype)
+    arr.flat[: arr.size // 2] = value
+    return save_nifti(path, arr, affine)
+
+
+def save_itk(path: Path, array_xyz: np.ndarray, spacing=None, origin=None, direction=None,
+             vector: bool = False) -> Path:
+    """Write an array indexed (X, Y[, Z]) with SimpleITK, which wants (Z, Y, X)."""
+    import SimpleITK as sitk
+
+    ndim = array_xyz.ndim - int(vector)
+    axes = tuple(range(ndim))[::-1] + ((ndim,) if vector else ())
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz.transpose(axes)), isVector=vector)
+    if spacing is not None:
+        img.SetSpacing(spacing)
+    if origin is not None:
+        img.SetOrigin(origin)
+    if direction is not None:
+        img.SetDirection(direction)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+def save_dicom_series(folder: Path, array_xyz: np.ndarray, spacing=(0.8, 0.8, 3.0),
+                      origin=(-10.0, 20.0, 5.0), skip: tuple[int, ...] = (),
+                      shear: float = 0.0) -> Path:
+    """One file per slice; ``skip`` leaves slices out, ``shear`` (mm per slice along y)
+    places them as a gantry tilt does."""
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True)
+    series_uid = "1.2.826.0.1.3680043.2.1125.1"
+    for z in range(array_xyz.shape[2]):
+        if z in skip:
+            continue
+        sl = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz[:, :, z].T.astype(np.int16)))
+        sl.SetSpacing(spacing[:2])
+        pos = (origin[0], origin[1] + z * shear, origin[2] + z * spacing[2])
+        for tag, value in {
+            "0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.2.1125.2",
+            "0020|000e": series_uid, "0020|0013": str(z + 1),
+            "0020|0032": "\\".join(f"{p:.4f}" for p in pos),
+            "0020|0037": "1\\0\\0\\0\\1\\0", "0018|0050": f"{spacing[2]:.4f}",
+            "0028|0030": f"{spacing[1]:.4f}\\{spacing[0]:.4f}",
+        }.items():
+            sl.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.Execute(sl)
+    return folder
+
+
+#: every format segfew reads, as :func:`tiny_images` writes it
+IMAGE_FORMATS = ("nii", "nii.gz", "nrrd", "mha", "dicom", "png", "jpg")
+TINY_SPACING = (0.8, 0.9, 3.0)  # mm, (X, Y, Z)
+TINY_ORIGIN_LPS = (10.0, 20.0, 30.0)  # mm: the world position of the file's first voxel
+
+
+@dataclass(frozen=True)
+class TinyImage:
+    """A tiny image on disk and what :func:`segfew.io.read_image` must make of it."""
+
+    path: Path
+    array: np.ndarray  # as read: (X, Y[, Z]), 3D reoriented to RAS
+    spacing: tuple[float, ...]  # mm
+    origin_ras: tuple[float, ...] | None  # the file's first voxel in RAS mm (3D only)
+    lossy: bool = False  # JPEG: values within a tolerance
+
+
+@pytest.fixture
+def tiny_images(tmp_path: Path, rng: np.random.Generator) -> dict[str, TinyImage]:
+    """The same tiny image in every supported format (:data:`IMAGE_FORMATS`), known geometry.
+
+    The volumes (NIfTI .nii/.nii.gz, NRRD, MHA, a DICOM series) are one 6×5×4 int16 volume,
+    spacing :data:`TINY_SPACING`, first voxel at :data:`TINY_ORIGIN_LPS` with ITK's identity
+    (LPS) directions, so every reader must return it flipped along X and Y (canonical RAS).
+    PNG and JPEG hold one 7×5 uint8 slice.
+    """
+    vol = rng.integers(0, 1000, size=(6, 5, 4)).astype(np.int16)
+    x, y, z = TINY_ORIGIN_LPS
+    lps = np.diag([-TINY_SPACING[0], -TINY_SPACING[1], TINY_SPACING[2], 1.0])
+    lps[:3, 3] = (-x, -y, z)  # the same geometry as a NIfTI affine (RAS)
+    ras = vol[::-1, ::-1, :]
+    origin = (-x, -y, z)
+    root = tmp_path / "formats"
+    out = {
+        "nii": TinyImage(save_nifti(root / "a.nii", vol, lps), ras, TINY_SPACING, origin),
+        "nii.gz": TinyImage(save_nifti(root / "a.nii.gz", vol, lps), ras, TINY_SPACING, origin),
+        "nrrd": TinyImage(save_itk(root / "a.nrrd", vol, TINY_SPACING, TINY_ORIGIN_LPS), ras,
+                          TINY_SPACING, origin),
+        "mha": TinyImage(save_itk(root / "a.mha", vol, TINY_SPACING, TINY_ORIGIN_LPS), ras,
+                         TINY_SPACING, origin),
+        "dicom": TinyImage(save_dicom_series(root / "series", vol, TINY_SPACING,
+                                             TINY_ORIGIN_LPS), ras, TINY_SPACING, origin),
+    }
+    flat = np.zeros((7, 5), dtype=np.uint8)
+    flat[2:5, 1:3] = 200
+    out["png"] = TinyImage(save_itk(root / "a.png", flat), flat, (1.0, 1.0), None)
+    out["jpg"] = TinyImage(save_itk(root / "a.jpg", flat), flat, (1.0, 1.0), None, lossy=True)
+    assert set(out) == set(IMAGE_FORMATS)
+    return out
+
+
+# ------------------------------------------------------------------------- the CLI, phantoms
+
+
+def invoke(*args: str) -> str:
+    """Run a segfew command in-process; it must succeed. Returns its output."""
+    from typer.testing import CliRunner
+
+    from segfew.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="session")
+def make_phantom_set(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, int], Path]:
+    """``make(n_per_class, num_classes)``: tiny 2D phantoms (32², :mod:`segfew.synth`, seed 1)
+    with label maps and ``labels.csv``, made once per session and shared read-only."""
+    made: dict[tuple[int, int], Path] = {}
+
+    def make(n_per_class: int, num_classes: int) -> Path:
+        if (n_per_class, num_classes) not in made:
+            from segfew.synth import make_phantoms
+
+            root = tmp_path_factory.mktemp(f"phantoms-{n_per_class}x{num_classes}")
+            make_phantoms(root, dim=2, n_per_class=n_per_class, size=32,
+                          num_classes=num_classes, seed=1)
+            made[(n_per_class, num_classes)] = root
+        return made[(n_per_class, num_classes)]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def phantoms(make_phantom_set: Callable[[int, int], Path]) -> Path:
+    """Twelve phantoms: four of each of three classes."""
+    return make_phantom_set(4, 3)

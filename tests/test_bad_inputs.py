@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from segfew.cli import app
+from tests.conftest import save_nifti
 from tests.test_predict import make_classifier, make_segmenter
 
 GOOD = ("g0", "g1", "g2")
@@ -45,18 +46,12 @@ def _mask(i: int) -> np.ndarray:
     return out
 
 
-def _nii(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
-    return path
-
-
 def _good(root: Path, affine: np.ndarray | None = None, channels: tuple[str, ...] = ()) -> None:
     for i, case in enumerate(GOOD):
         for ch in channels or ("",):
             name = f"{case}_{ch}" if ch else case
-            _nii(root / "images" / f"{name}.nii.gz", _scan(i), affine)
-            _nii(root / "labels" / f"{name}.nii.gz", _mask(i), affine)
+            save_nifti(root / "images" / f"{name}.nii.gz", _scan(i), affine)
+            save_nifti(root / "labels" / f"{name}.nii.gz", _mask(i), affine)
     names = [*GOOD, "bad"]
     rows = "".join(f"{c},{'AB'[i % 2]}\n" for i, c in enumerate(names))
     (root / "table.csv").write_text("id,label\n" + rows, encoding="utf-8")
@@ -66,7 +61,7 @@ def _bad_image(write: Callable[[Path], None], name: str = "bad.nii.gz") -> Write
     def make(root: Path) -> None:
         _good(root)
         write(root / "images" / name)
-        _nii(root / "labels" / "bad.nii.gz", _mask(0))
+        save_nifti(root / "labels" / "bad.nii.gz", _mask(0))
     return make
 
 
@@ -74,7 +69,7 @@ def _bad_label(array: np.ndarray | None = None, *, png: bool = False) -> Writer:
     def make(root: Path) -> None:
         png_affine = np.diag([-1.0, -1.0, 1.0, 1.0])  # a PNG's grid, so only colour differs
         _good(root)
-        _nii(root / "images" / "bad.nii.gz", _scan(3), png_affine if png else None)
+        save_nifti(root / "images" / "bad.nii.gz", _scan(3), png_affine if png else None)
         if png:
             import SimpleITK as sitk
 
@@ -85,7 +80,7 @@ def _bad_label(array: np.ndarray | None = None, *, png: bool = False) -> Writer:
                             str(root / "labels" / "bad.png"))
         else:
             assert array is not None
-            _nii(root / "labels" / "bad.nii.gz", array)
+            save_nifti(root / "labels" / "bad.nii.gz", array)
     return make
 
 
@@ -110,20 +105,20 @@ def _gzip_bomb(path: Path) -> None:
 
 def _truncated(path: Path) -> None:
     path = path.with_name("bad.nii")
-    _nii(path, _scan(3))
+    save_nifti(path, _scan(3))
     path.write_bytes(path.read_bytes()[:-2000])
 
 
 def _missing_channel(root: Path) -> None:
     _good(root, channels=("ed", "es"))
-    _nii(root / "images" / "bad_ed.nii.gz", _scan(3))
-    _nii(root / "labels" / "bad_ed.nii.gz", _mask(0))
+    save_nifti(root / "images" / "bad_ed.nii.gz", _scan(3))
+    save_nifti(root / "labels" / "bad_ed.nii.gz", _mask(0))
 
 
 def _latin1_table(root: Path) -> None:
     _good(root)
-    _nii(root / "images" / "bad.nii.gz", _scan(3))
-    _nii(root / "labels" / "bad.nii.gz", _mask(0))
+    save_nifti(root / "images" / "bad.nii.gz", _scan(3))
+    save_nifti(root / "labels" / "bad.nii.gz", _mask(0))
     rows = "".join(f"{c},{'AB'[i % 2]}\n" for i, c in enumerate(GOOD)) + "bad,Bénin\n"
     (root / "table.csv").write_bytes(("id,label\n" + rows).encode("latin-1"))
 
@@ -134,8 +129,8 @@ def _dicom_gap(root: Path) -> None:
 
     for i, case in enumerate(GOOD):
         vol = np.stack([_scan(i)] * 4, axis=-1)
-        _nii(root / "images" / f"{case}.nii.gz", vol)
-        _nii(root / "labels" / f"{case}.nii.gz", np.stack([_mask(i)] * 4, axis=-1))
+        save_nifti(root / "images" / f"{case}.nii.gz", vol)
+        save_nifti(root / "labels" / f"{case}.nii.gz", np.stack([_mask(i)] * 4, axis=-1))
     folder = root / "images" / "bad"
     folder.mkdir(parents=True)
     for k in (0, 1, 3, 4):  # slice 2 is missing
@@ -151,7 +146,7 @@ def _dicom_gap(root: Path) -> None:
             img.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
         writer.Execute(img)
-    _nii(root / "labels" / "bad.nii.gz", np.stack([_mask(0)] * 4, axis=-1))
+    save_nifti(root / "labels" / "bad.nii.gz", np.stack([_mask(0)] * 4, axis=-1))
     (root / "table.csv").write_text(
         "id,label\n" + "".join(f"{c},{'AB'[i % 2]}\n" for i, c in enumerate([*GOOD, "bad"])),
         encoding="utf-8")
@@ -162,7 +157,7 @@ DEFECTS: dict[str, tuple[Writer, str]] = {
     "header-32000x32000x4": (_bad_image(_huge_header), "image"),
     "gzip-bomb": (_bad_image(_gzip_bomb), "image"),
     "truncated": (_bad_image(_truncated), "image"),
-    "all-nan": (_bad_image(lambda p: _nii(p, np.full((SIZE, SIZE), np.nan, np.float32))),
+    "all-nan": (_bad_image(lambda p: save_nifti(p, np.full((SIZE, SIZE), np.nan, np.float32))),
                 "image"),
     "dicom-missing-slice": (_dicom_gap, "image"),
     "missing-channel": (_missing_channel, "channels"),

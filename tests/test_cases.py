@@ -10,7 +10,7 @@ import pytest
 from segfew.cases import LabelRules, check_label_values, read_case
 from segfew.data import Case
 from segfew.errors import DataError, DataWarning
-from tests.test_data import nii
+from tests.conftest import IMAGE_FORMATS, TinyImage, nii
 
 
 def test_read_case_checks_grid_and_returns_integer_labels(tmp_path: Path) -> None:
@@ -127,3 +127,20 @@ def test_a_case_with_a_matching_problem_is_refused_by_the_door(tmp_path: Path) -
     with pytest.raises(DataError, match="has no file for channel"):
         read_case(case)
     assert case.per_channel() == [case]
+
+
+@pytest.mark.parametrize("fmt", IMAGE_FORMATS)
+def test_the_door_reads_every_format_and_checks_its_label_map_against_it(
+        tiny_images: dict[str, TinyImage], fmt: str, tmp_path: Path) -> None:
+    from segfew.io import read_image, write_image
+
+    tiny = tiny_images[fmt]
+    source = read_image(tiny.path)
+    mask = (source.array > np.median(source.array)).astype(np.uint8)
+    label = write_image(mask, source, tmp_path / "a_seg.nii.gz")  # in the image's geometry
+    images, labels = read_case(Case("a", (tiny.path,), (label,)))
+    assert images[0].shape == tiny.array.shape
+    np.testing.assert_array_equal(labels[0].array, mask)
+    other = nii(tmp_path / "b_seg.nii.gz", shape=(3, 3) if source.dim == 2 else (3, 3, 3))
+    with pytest.raises(DataError, match=r"b_seg\.nii\.gz: shape .* differs from"):
+        read_case(Case("a", (tiny.path,), (other,)))

@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 
 from segfew.cli import app
 from segfew.inspect import inspect_dataset
-from tests.conftest import real_data
-from tests.test_data import nii
+from tests.conftest import nii, real_data
 
 LPS = np.diag([-1.5, -1.5, 5.0, 1.0])
 

@@ -11,6 +11,13 @@ import SimpleITK as sitk
 
 from segfew.errors import DataError, DataWarning
 from segfew.io import IMAGE_SUFFIXES, case_id, is_image_file, read_image, write_image
+from tests.conftest import (
+    IMAGE_FORMATS,
+    TinyImage,
+    save_dicom_series,
+    save_itk,
+    save_nifti,
+)
 
 LPS_OBLIQUE = np.array([
     [-0.9, 0.1, 0.0, 12.0],
@@ -18,55 +25,6 @@ LPS_OBLIQUE = np.array([
     [0.0, 0.3, 2.5, 7.5],
     [0.0, 0.0, 0.0, 1.0],
 ])
-
-
-def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
-    return path
-
-
-def save_itk(path: Path, array_xyz: np.ndarray, spacing=None, origin=None, direction=None,
-             vector: bool = False) -> Path:
-    """Write an array indexed (X, Y[, Z]) with SimpleITK, which wants (Z, Y, X)."""
-    ndim = array_xyz.ndim - int(vector)
-    axes = tuple(range(ndim))[::-1] + ((ndim,) if vector else ())
-    img = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz.transpose(axes)), isVector=vector)
-    if spacing is not None:
-        img.SetSpacing(spacing)
-    if origin is not None:
-        img.SetOrigin(origin)
-    if direction is not None:
-        img.SetDirection(direction)
-    sitk.WriteImage(img, str(path))
-    return path
-
-
-def save_dicom_series(folder: Path, array_xyz: np.ndarray, spacing=(0.8, 0.8, 3.0),
-                      origin=(-10.0, 20.0, 5.0), skip: tuple[int, ...] = (),
-                      shear: float = 0.0) -> Path:
-    """One file per slice; ``skip`` leaves slices out, ``shear`` (mm per slice along y)
-    places them as a gantry tilt does."""
-    folder.mkdir(parents=True)
-    series_uid = "1.2.826.0.1.3680043.2.1125.1"
-    for z in range(array_xyz.shape[2]):
-        if z in skip:
-            continue
-        sl = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz[:, :, z].T.astype(np.int16)))
-        sl.SetSpacing(spacing[:2])
-        pos = (origin[0], origin[1] + z * shear, origin[2] + z * spacing[2])
-        for tag, value in {
-            "0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.2.1125.2",
-            "0020|000e": series_uid, "0020|0013": str(z + 1),
-            "0020|0032": "\\".join(f"{p:.4f}" for p in pos),
-            "0020|0037": "1\\0\\0\\0\\1\\0", "0018|0050": f"{spacing[2]:.4f}",
-            "0028|0030": f"{spacing[1]:.4f}\\{spacing[0]:.4f}",
-        }.items():
-            sl.SetMetaData(tag, value)
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
-        writer.Execute(sl)
-    return folder
 
 
 @pytest.fixture
@@ -359,3 +317,21 @@ def test_mixed_case_itk_suffixes_are_read(tmp_path: Path, name: str) -> None:
     sitk.WriteImage(sitk.GetImageFromArray(arr), str(lower))
     lower.rename(tmp_path / name)
     np.testing.assert_array_equal(read_image(tmp_path / name).array, arr.T)
+
+
+@pytest.mark.parametrize("fmt", IMAGE_FORMATS)
+def test_every_format_reads_the_same_image_with_its_geometry(
+        tiny_images: dict[str, TinyImage], fmt: str) -> None:
+    tiny = tiny_images[fmt]
+    img = read_image(tiny.path)
+    assert img.shape == tiny.array.shape
+    if tiny.lossy:  # JPEG: the bright block stays bright, the background dark
+        assert abs(float(img.array[3, 2]) - 200) < 30 and float(img.array[6, 4]) < 30
+    else:
+        np.testing.assert_array_equal(img.array, tiny.array)
+    np.testing.assert_allclose(img.spacing, tiny.spacing, atol=1e-4)
+    if tiny.origin_ras is not None:  # the volumes: one geometry whatever the format
+        assert img.orientation == "LPS"
+        np.testing.assert_allclose(img.source_affine[:3, 3], tiny.origin_ras, atol=1e-4)
+        reference = read_image(tiny_images["nii.gz"].path)
+        np.testing.assert_allclose(img.affine, reference.affine, atol=1e-4)

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from segfew.errors import DataError, DataWarning
 from segfew.io import ReadLimits, read_image
 from segfew.itk import check_slice_positions
-from tests.test_io import save_dicom_series
+from tests.conftest import save_dicom_series
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 
@@ -22,6 +20,7 @@ from segfew.preprocess import (
 )
 from segfew.preprocess_cache import PreprocessCache, load_case
 from segfew.spec import PreprocessConfig
+from tests.conftest import save_nifti
 
 
 def blobs(shape: tuple[int, ...], rng: np.random.Generator, n: int = 3) -> np.ndarray:
@@ -33,11 +32,6 @@ def blobs(shape: tuple[int, ...], rng: np.random.Generator, n: int = 3) -> np.nd
         radius = [max(2.0, 0.22 * s) for s in shape]
         out[sum(((i - c) / r) ** 2 for i, c, r in zip(idx, centre, radius, strict=True)) <= 1] = v
     return out
-
-
-def save(array: np.ndarray, path: Path) -> Path:
-    nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
-    return path
 
 
 # ---------------------------------------------------------------- intensity
@@ -167,7 +161,7 @@ def test_preprocess_image_is_float32_on_the_grid(rng):
 
 
 def test_cache_hits_and_misses(tmp_path, rng, monkeypatch):
-    path = save(rng.random((40, 40)).astype(np.float32), tmp_path / "a.nii.gz")
+    path = save_nifti(tmp_path / "a.nii.gz", rng.random((40, 40)).astype(np.float32))
     calls = []
     real = pp.preprocess_image
     monkeypatch.setattr(pp, "preprocess_image", lambda a, c: calls.append(1) or real(a, c))
@@ -182,7 +176,7 @@ def test_cache_hits_and_misses(tmp_path, rng, monkeypatch):
 
     cache.image(path, PreprocessConfig(size=32, intensity="zscore").plain())  # changed setting
     assert len(calls) == 2
-    save(rng.random((40, 40)).astype(np.float32), path)  # changed content
+    save_nifti(path, rng.random((40, 40)).astype(np.float32))  # changed content
     cache.image(path, cfg)
     assert len(calls) == 3
     assert len(list((tmp_path / "cache").glob("image-*.npy"))) == 3
@@ -194,7 +188,7 @@ def test_cache_hits_and_misses(tmp_path, rng, monkeypatch):
 
 
 def test_cache_off_and_damaged_entries(tmp_path, rng, monkeypatch):
-    path = save(blobs((40, 40), rng).astype(np.uint8), tmp_path / "l.nii.gz")
+    path = save_nifti(tmp_path / "l.nii.gz", blobs((40, 40), rng).astype(np.uint8))
     cfg = PreprocessConfig(size=32).plain()
     monkeypatch.chdir(tmp_path)
     for off in (PreprocessCache(None), PreprocessCache(enabled=False)):
@@ -213,9 +207,9 @@ def test_cache_off_and_damaged_entries(tmp_path, rng, monkeypatch):
 
 def test_load_case_stacks_channels_and_labels(tmp_path, rng):
     shape = (30, 34, 5)
-    images = tuple(save(rng.random(shape).astype(np.float32), tmp_path / f"c_{i}.nii.gz")
+    images = tuple(save_nifti(tmp_path / f"c_{i}.nii.gz", rng.random(shape).astype(np.float32))
                    for i in range(2))
-    labels = tuple(save(blobs(shape, rng).astype(np.uint8), tmp_path / f"c_{i}_seg.nii.gz")
+    labels = tuple(save_nifti(tmp_path / f"c_{i}_seg.nii.gz", blobs(shape, rng).astype(np.uint8))
                    for i in range(2))
     cfg = PreprocessConfig(size=(32, 32)).plain()
     case = Case("c", images, labels[:1])
@@ -230,7 +224,7 @@ def test_load_case_stacks_channels_and_labels(tmp_path, rng):
     none = Case("c", images[:1], ())
     assert load_case(none, cfg)[1] is None
 
-    other = save(rng.random((30, 34, 6)).astype(np.float32), tmp_path / "d.nii.gz")
+    other = save_nifti(tmp_path / "d.nii.gz", rng.random((30, 34, 6)).astype(np.float32))
     bad = Case("c", (images[0], other), ())
     # channels of another shape are refused by the door, as every command refuses them
     with pytest.raises(DataError, match=r"d\.nii\.gz: shape \(30, 34, 6\) differs from .*c_0"):
@@ -241,7 +235,7 @@ def test_a_cache_entry_overwritten_at_the_same_size_is_recomputed_with_a_warning
         tmp_path, rng):
     from segfew.errors import DataWarning
 
-    path = save(rng.random((40, 40)).astype(np.float32), tmp_path / "a.nii.gz")
+    path = save_nifti(tmp_path / "a.nii.gz", rng.random((40, 40)).astype(np.float32))
     cfg = PreprocessConfig(size=32).plain()
     cache = PreprocessCache(tmp_path / "cache")
     good = np.array(cache.image(path, cfg))
@@ -261,7 +255,7 @@ def test_a_cache_entry_overwritten_at_the_same_size_is_recomputed_with_a_warning
 
 
 def test_an_entry_made_with_other_settings_is_not_used(tmp_path, rng):
-    path = save(rng.random((40, 40)).astype(np.float32), tmp_path / "a.nii.gz")
+    path = save_nifti(tmp_path / "a.nii.gz", rng.random((40, 40)).astype(np.float32))
     cache = PreprocessCache(tmp_path / "cache")
     cache.image(path, PreprocessConfig(size=32).plain())
     (entry,) = (tmp_path / "cache").glob("image-*.json")
@@ -278,7 +272,7 @@ def test_the_doors_warnings_are_said_again_on_a_cache_hit(tmp_path):
 
     arr = np.ones((20, 20), np.float32)
     arr[0, 0] = np.nan
-    path = save(arr, tmp_path / "n.nii.gz")
+    path = save_nifti(tmp_path / "n.nii.gz", arr)
     case = Case("n", (path,))
     for _ in range(2):
         cache = PreprocessCache(tmp_path / "cache")

@@ -6,32 +6,22 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from segfew.cli import app
+from tests.conftest import invoke
 
-runner = CliRunner()
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TINY = ["--dim", "2", "--n-s", "2", "--size", "32", "--epochs", "2", "--batch-size", "4",
         "--no-cache", "--threads", "1"]
 
 
-def invoke(*args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 @pytest.fixture(scope="module")
-def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from segfew.synth import make_phantoms
-
-    root = tmp_path_factory.mktemp("phantoms")
-    make_phantoms(root, dim=2, n_per_class=3, size=32, num_classes=2, seed=1)
-    return root
+def phantoms(make_phantom_set: Callable[[int, int], Path]) -> Path:
+    """Three phantoms of each of two classes: the label folders stay small."""
+    return make_phantom_set(3, 2)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""End to end through the CLI on tiny phantoms: synth → pretrain → train-classifier → predict."""
+"""The pretrain job end to end through the CLI on tiny phantoms: its model file, Dice,
+run folder, resume, torchrun, and what it refuses."""
 
 from __future__ import annotations
 
@@ -15,34 +16,10 @@ import torch
 from typer.testing import CliRunner
 
 from segfew.cli import app
+from tests.conftest import invoke
+from tests.jobs.conftest import TINY_PRETRAIN
 
 runner = CliRunner()
-
-TINY_PRETRAIN = ["--dim", "2", "--n-s", "2", "--size", "32", "--epochs", "2", "--batch-size", "4",
-                 "--no-progress", "--no-cache"]
-
-
-def invoke(*args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from segfew.synth import make_phantoms
-
-    root = tmp_path_factory.mktemp("phantoms")
-    make_phantoms(root, dim=2, n_per_class=4, size=32, num_classes=3, seed=1)
-    return root
-
-
-@pytest.fixture(scope="module")
-def seg_model(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("seg") / "seg.pt"
-    invoke("pretrain", "--images", str(phantoms / "images"), "--labels", str(phantoms / "labels"),
-           "--out", str(out), *TINY_PRETRAIN)
-    return out
 
 
 def test_pretrain_writes_model_dice_and_run_info(seg_model: Path) -> None:
@@ -105,58 +82,6 @@ def test_metrics_csv_the_model_file_and_evaluate_share_one_dice(
              if c.id in val_ids]
     metrics = evaluate_segmentation(seg_model, cases, tmp_path / "eval", device="cpu")
     assert metrics["mean_dice"] == pytest.approx(meta.metrics["validation_mean_dice"], abs=0.02)
-
-
-@pytest.mark.parametrize("framework", ["manual", "scratch", "measures"])
-def test_classifier_file_reloads_with_identical_predictions(
-        framework: str, phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
-    clf = tmp_path / "clf.pt"
-    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
-           str(phantoms / "images"), "--framework", framework, "--features", str(seg_model),
-           "--out", str(clf), "--size", "32", "--epochs", "2", "--batch-size", "4",
-           "--classes", "3", "--no-progress", "--no-cache")
-    first = tmp_path / "first.csv"
-    invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"),
-           "--out", str(first), "--no-progress")
-    second = tmp_path / "second.csv"
-    subprocess.run([sys.executable, "-m", "segfew", "predict", "--model", str(clf), "--input",
-                    str(phantoms / "images"), "--out", str(second), "--no-progress"], check=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})  # same threads, same sums
-    a = list(csv.DictReader(first.open()))
-    b = list(csv.DictReader(second.open()))
-    assert len(a) == 12
-    assert a == b
-
-
-def test_classifier_count_check_names_the_table(phantoms: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, [
-        "train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
-        str(phantoms / "images"), "--framework", "scratch", "--out", str(tmp_path / "c.pt"),
-        "--size", "32", "--classes", "4", "--no-progress"])
-    assert result.exit_code == 2
-    assert "labels.csv" in result.output and "expected 4 classes" in result.output
-    assert not (tmp_path / "c.pt").exists()
-
-
-def test_manual_without_features_is_a_spec_error(phantoms: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, [
-        "train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
-        str(phantoms / "images"), "--framework", "manual", "--out", str(tmp_path / "c.pt"),
-        "--no-progress"])
-    assert result.exit_code == 2
-    assert "--features" in result.output
-
-
-def test_vgg_with_a_bad_weights_file_names_it(phantoms: Path, tmp_path: Path) -> None:
-    weights = tmp_path / "vgg16.pth"
-    torch.save({"features.0.weight": torch.zeros(3, 3)}, weights)
-    result = runner.invoke(app, [
-        "train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
-        str(phantoms / "images"), "--framework", "vgg", "--vgg-weights", str(weights),
-        "--out", str(tmp_path / "c.pt"), "--no-progress", "--no-cache"])
-    assert result.exit_code != 0
-    assert "vgg16.pth" in result.output and "not VGG-16 weights" in result.output
-    assert "Traceback" not in result.output and not (tmp_path / "c.pt").exists()
 
 
 def _state(path: Path) -> dict:
@@ -252,34 +177,6 @@ def test_3d_pretrain_and_classifier_on_volumes(tmp_path: Path) -> None:
     assert meta.feature_source is not None and meta.feature_source["kind"] == "segmentation"
 
 
-def test_experiment_trains_and_scores_each_framework_on_the_same_split(
-        phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
-    spec = tmp_path / "curve.toml"
-    spec.write_text(
-        'sizes = [1, 2]\nrepetitions = 1\nframeworks = ["measures", "scratch"]\nbootstrap = 20\n'
-        "allow_leakage = true\n"  # seg_model saw every phantom: only the protocol is tested here
-        "[preprocess]\nsize = [32, 32]\n[train]\nepochs = 1\nbatch_size = 4\nval_fraction = 0.0\n"
-    )
-    out = tmp_path / "run"
-    invoke("experiment", "--spec", str(spec), "--out", str(out), "--images",
-           str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--features",
-           str(seg_model), "--no-progress")
-    results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
-    assert sorted(results) == ["size001_rep01_measures", "size001_rep01_scratch",
-                               "size002_rep01_measures", "size002_rep01_scratch"]
-    for key, result in results.items():
-        assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
-        assert len(result["predictions"]) == result["n_test"] == 6
-        hits = sum(p["predicted"] == p["target"] for p in result["predictions"])
-        assert result["metrics"]["accuracy"] == pytest.approx(hits / 6), key
-    assert results["size002_rep01_measures"]["test_ids"] == results["size002_rep01_scratch"][
-        "test_ids"]
-    # the report shows one image per class segmented by the experiment's network
-    assert (out / "report" / "examples.png").read_bytes()[:4] == b"\x89PNG"
-    assert "Example images" in (out / "report" / "report.md").read_text()
-    assert (out / "report" / "report.html").is_file()
-
-
 def test_two_labelled_volumes_train_3d_with_the_default_batch_size(tmp_path: Path) -> None:
     """The one training volume of a 1/1 split is a batch of one: it is never dropped."""
     from segfew.synth import make_phantoms
@@ -353,69 +250,3 @@ def test_label_names_declare_the_label_set(phantoms: Path, tmp_path: Path) -> No
                                         r"set \[0, 1\]"):
         pretrain(spec, cache=PreprocessCache(None))
     assert not (tmp_path / "seg.pt").exists()
-
-
-def test_experiment_refuses_a_feature_network_trained_on_its_test_cases(
-        phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
-    spec = tmp_path / "curve.toml"
-    spec.write_text('sizes = [1]\nrepetitions = 1\nframeworks = ["measures"]\n')
-    result = runner.invoke(app, [
-        "experiment", "--spec", str(spec), "--out", str(tmp_path / "run"), "--images",
-        str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--features",
-        str(seg_model), "--no-progress"])
-    assert result.exit_code != 0
-    assert "seg.pt" in result.output and "test case(s)" in result.output
-    assert not (tmp_path / "run" / "results").exists()
-
-
-def test_experiment_pretrains_per_repetition_and_measures_never_fit_on_test_cases(
-        phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import segfew.measurements
-
-    fitted: list[set[str]] = []
-    real = segfew.measurements.fit_measurement_classifier
-
-    def spy(measurer, cases, *args, **kw):  # type: ignore[no-untyped-def]
-        fitted.append({c.id for c in cases})
-        return real(measurer, cases, *args, **kw)
-
-    monkeypatch.setattr(segfew.measurements, "fit_measurement_classifier", spy)
-    pre = tmp_path / "pretrain.toml"
-    pre.write_text("[network]\ndim = 2\nn_s = 2\n[preprocess]\nsize = [32, 32]\n"
-                   "[train]\nepochs = 1\nbatch_size = 4\nval_fraction = 0.0\n")
-    spec = tmp_path / "curve.toml"
-    spec.write_text('sizes = [1, 2]\nrepetitions = 1\nframeworks = ["measures"]\n'
-                    f'pretrain = "{pre.as_posix()}"\nbootstrap = 10\n')
-    out = tmp_path / "run"
-    invoke("experiment", "--spec", str(spec), "--out", str(out), "--images",
-           str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--labels",
-           str(phantoms / "labels"), "--no-progress")
-    results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
-    assert len(results) == 2 and len(fitted) == 2
-    test_ids = set(results[0]["test_ids"])
-    assert all(not ids & test_ids for ids in fitted)  # no test case reaches model selection
-    info = json.loads((out / "pretrain" / "rep01" / "seg-run" / "run.json").read_text())
-    trained = {Path(row["path"]).name.split(".")[0] for row in info["data"]}
-    assert trained and not {t.split("_")[0] for t in trained} & test_ids
-
-
-def test_measures_writes_every_case_measurements_from_predict_and_evaluate(
-        phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
-    from segfew.modelfile import read_model_file
-
-    clf = tmp_path / "clf.pt"
-    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
-           str(phantoms / "images"), "--framework", "measures", "--features", str(seg_model),
-           "--out", str(clf), "--no-progress", "--no-cache")
-    meta, _ = read_model_file(clf)
-    names = meta.architecture.args["feature_names"]
-    assert "label1_area_mm2_0" in names and "label1_to_label2_volume_ratio_0" in names
-    assert meta.metrics["measures_model"] and meta.metrics["top_measurements"]
-    invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"),
-           "--out", str(tmp_path / "pred.csv"), "--no-progress")
-    rows = list(csv.DictReader((tmp_path / "pred.measurements.csv").open()))
-    assert len(rows) == 12 and list(rows[0]) == ["id", *names]
-    invoke("evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
-           str(phantoms / "labels.csv"), "--out", str(tmp_path / "eval"), "--no-progress")
-    evaluated = list(csv.DictReader((tmp_path / "eval" / "measurements.csv").open()))
-    assert evaluated == rows  # the same measurements whichever command reads the case

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 
@@ -21,15 +20,7 @@ from segfew.data import (
     with_targets,
 )
 from segfew.errors import DataError
-
-
-def nii(path: Path, shape: tuple[int, ...] = (4, 4, 3), value: int = 1,
-        affine: np.ndarray | None = None, dtype: type = np.uint8) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.zeros(shape, dtype=dtype)
-    arr.flat[: arr.size // 2] = value
-    nib.save(nib.Nifti1Image(arr, np.eye(4) if affine is None else affine), str(path))
-    return path
+from tests.conftest import nii
 
 
 def make(root: Path, names: list[str]) -> Path:
@@ -169,7 +160,7 @@ def test_find_image_cases_files_folders_recursive(tmp_path: Path) -> None:
 
 
 def test_dicom_series_folder_is_one_case(tmp_path: Path) -> None:
-    from tests.test_io import save_dicom_series
+    from tests.conftest import save_dicom_series
     save_dicom_series(tmp_path / "in" / "scan1", np.zeros((4, 4, 3), np.int16))
     cases = find_image_cases(tmp_path / "in")
     assert [(c.id, c.images) for c in cases] == [("scan1", (tmp_path / "in" / "scan1",))]

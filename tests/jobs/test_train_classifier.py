@@ -1,0 +1,93 @@
+"""The train-classifier job end to end through the CLI on tiny phantoms: every framework's
+model file, what it refuses, measures beside predict and evaluate."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from segfew.cli import app
+from tests.conftest import invoke
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("framework", ["manual", "scratch", "measures"])
+def test_classifier_file_reloads_with_identical_predictions(
+        framework: str, phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+           str(phantoms / "images"), "--framework", framework, "--features", str(seg_model),
+           "--out", str(clf), "--size", "32", "--epochs", "2", "--batch-size", "4",
+           "--classes", "3", "--no-progress", "--no-cache")
+    first = tmp_path / "first.csv"
+    invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"),
+           "--out", str(first), "--no-progress")
+    second = tmp_path / "second.csv"
+    subprocess.run([sys.executable, "-m", "segfew", "predict", "--model", str(clf), "--input",
+                    str(phantoms / "images"), "--out", str(second), "--no-progress"], check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})  # same threads, same sums
+    a = list(csv.DictReader(first.open()))
+    b = list(csv.DictReader(second.open()))
+    assert len(a) == 12
+    assert a == b
+
+
+def test_classifier_count_check_names_the_table(phantoms: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, [
+        "train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+        str(phantoms / "images"), "--framework", "scratch", "--out", str(tmp_path / "c.pt"),
+        "--size", "32", "--classes", "4", "--no-progress"])
+    assert result.exit_code == 2
+    assert "labels.csv" in result.output and "expected 4 classes" in result.output
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_manual_without_features_is_a_spec_error(phantoms: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, [
+        "train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+        str(phantoms / "images"), "--framework", "manual", "--out", str(tmp_path / "c.pt"),
+        "--no-progress"])
+    assert result.exit_code == 2
+    assert "--features" in result.output
+
+
+def test_vgg_with_a_bad_weights_file_names_it(phantoms: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "vgg16.pth"
+    torch.save({"features.0.weight": torch.zeros(3, 3)}, weights)
+    result = runner.invoke(app, [
+        "train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+        str(phantoms / "images"), "--framework", "vgg", "--vgg-weights", str(weights),
+        "--out", str(tmp_path / "c.pt"), "--no-progress", "--no-cache"])
+    assert result.exit_code != 0
+    assert "vgg16.pth" in result.output and "not VGG-16 weights" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "c.pt").exists()
+
+
+def test_measures_writes_every_case_measurements_from_predict_and_evaluate(
+        phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
+    from segfew.modelfile import read_model_file
+
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+           str(phantoms / "images"), "--framework", "measures", "--features", str(seg_model),
+           "--out", str(clf), "--no-progress", "--no-cache")
+    meta, _ = read_model_file(clf)
+    names = meta.architecture.args["feature_names"]
+    assert "label1_area_mm2_0" in names and "label1_to_label2_volume_ratio_0" in names
+    assert meta.metrics["measures_model"] and meta.metrics["top_measurements"]
+    invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"),
+           "--out", str(tmp_path / "pred.csv"), "--no-progress")
+    rows = list(csv.DictReader((tmp_path / "pred.measurements.csv").open()))
+    assert len(rows) == 12 and list(rows[0]) == ["id", *names]
+    invoke("evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
+           str(phantoms / "labels.csv"), "--out", str(tmp_path / "eval"), "--no-progress")
+    evaluated = list(csv.DictReader((tmp_path / "eval" / "measurements.csv").open()))
+    assert evaluated == rows  # the same measurements whichever command reads the case
