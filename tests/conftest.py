@@ -1,5 +1,5 @@
-"""Shared fixtures and helpers: seeded RNGs, tiny images in every format, tiny phantoms,
-the CLI runner, and the location of the optional real data."""
+"""Shared fixtures and helpers: seeded RNGs, tiny images in every format, tiny model files,
+tiny phantoms, the CLI runner, and the location of the optional real data."""
 
 from __future__ import annotations
 
@@ -172,6 +172,42 @@ def tiny_images(tmp_path: Path, rng: np.random.Generator) -> dict[str, TinyImage
     out["jpg"] = TinyImage(save_itk(root / "a.jpg", flat), flat, (1.0, 1.0), None, lossy=True)
     assert set(out) == set(IMAGE_FORMATS)
     return out
+
+
+# ------------------------------------------------------------------------- tiny model files
+
+GRID = 32  # the smallest grid a 5-pool VGG takes
+CLASSES = ["cat", "dog", "fox"]
+
+
+def make_classifier(path: Path, in_channels: int = 1) -> Path:
+    """A tiny untrained 2D scratch classifier (SPEC §3b) saved as a real model file."""
+    from segfew.jobs.train_classifier import build_classifier
+    from segfew.modelfile import Architecture, ModelMeta, save_model
+    from segfew.spec import ClassifierSpec, PreprocessConfig
+
+    spec = ClassifierSpec.model_validate({
+        "data": {"images": "unused"}, "out": path, "framework": "scratch",
+        "head": {"n_c": 2, "n_fc": 8}})
+    model, arch = build_classifier(spec, in_channels, len(CLASSES), (GRID, GRID))
+    meta = ModelMeta(kind="classifier", architecture=Architecture.model_validate(arch),
+                     preprocess=PreprocessConfig(size=(GRID,), intensity="minmax"),
+                     classes=CLASSES, framework="scratch")
+    return save_model(path, model.eval(), meta)
+
+
+def make_segmenter(path: Path, num_labels: int = 3) -> Path:
+    """A tiny untrained 2D M-Net, slicing 3D volumes along their last axis."""
+    from segfew.modelfile import Architecture, ModelMeta, save_model
+    from segfew.models import MNet
+    from segfew.spec import PreprocessConfig
+
+    args = {"dim": 2, "in_channels": 1, "num_labels": num_labels, "n_s": 2, "dropout": 0.5}
+    model = MNet(2, 1, num_labels, n_s=2, dropout=0.5)
+    meta = ModelMeta(kind="segmentation", architecture=Architecture(name="mnet", args=args),
+                     preprocess=PreprocessConfig(size=(GRID, GRID), intensity="minmax"),
+                     classes=["background", *(f"l{i}" for i in range(1, num_labels))])
+    return save_model(path, model.eval(), meta)
 
 
 # ------------------------------------------------------------------------- the CLI, phantoms

@@ -21,8 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from segfew.cli import app
-from tests.conftest import save_nifti
-from tests.test_predict import make_classifier, make_segmenter
+from tests.conftest import make_classifier, make_segmenter, save_nifti
 
 GOOD = ("g0", "g1", "g2")
 SIZE = 32

@@ -8,16 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_predict import (
-    CLASSES,
-    load_nifti,
-    make_classifier,
-    make_segmenter,
-    oblique_affine,
-    read_csv,
-    scan,
-    write_nifti,
-)
+from tests.conftest import CLASSES, make_classifier, make_segmenter, save_nifti
+from tests.test_predict import load_nifti, oblique_affine, read_csv, scan
 
 REQUIRED = {"accuracy", "balanced_accuracy", "kappa", "macro_f1", "per_class",
             "confusion_matrix", "ci", "n_cases", "n_failed", "model"}
@@ -29,7 +21,7 @@ def labelled(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, Path]:
     images = tmp_path / "images"
     lines = ["id,label"]
     for i in range(6):
-        write_nifti(images / f"s{i}.nii.gz", scan(rng))
+        save_nifti(images / f"s{i}.nii.gz", scan(rng))
         lines.append(f"s{i},{CLASSES[i % 3]}")
     table = tmp_path / "labels.csv"
     table.write_text("\n".join(lines) + "\n")
@@ -101,7 +93,7 @@ def test_evaluate_reads_class_sub_folders_without_a_table(
 
     folders = tmp_path / "by-class"
     for i in range(4):
-        write_nifti(folders / CLASSES[i % 3] / f"c{i}.nii.gz", scan(rng))
+        save_nifti(folders / CLASSES[i % 3] / f"c{i}.nii.gz", scan(rng))
     model = make_classifier(tmp_path / "clf.pt")
     out = tmp_path / "eval"
     result = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--images",
@@ -139,7 +131,7 @@ def test_segmentation_dice_is_scored_on_the_source_grid(
     model = make_segmenter(tmp_path / "seg.pt")
     images, labels = tmp_path / "images", tmp_path / "labels"
     for name in ("v1", "v2"):
-        write_nifti(images / f"{name}.nii.gz", scan(rng, (20, 24, 5)), oblique_affine())
+        save_nifti(images / f"{name}.nii.gz", scan(rng, (20, 24, 5)), oblique_affine())
     masks, failed = predict_paths(model, [images], tmp_path / "pred", device="cpu")
     assert failed == 0
     assert json.loads((masks / "run.json").read_text())["spec"]["task"] == "predict"
@@ -151,7 +143,7 @@ def test_segmentation_dice_is_scored_on_the_source_grid(
         truth = pred.copy()
         truth[2 + k:9, 3:12, :3] = 1
         truth[12:18, 10 + k:20, 2:] = 2
-        write_nifti(labels / f"{name}.nii.gz", truth, oblique_affine())
+        save_nifti(labels / f"{name}.nii.gz", truth, oblique_affine())
         for label, key in ((1, "l1"), (2, "l2")):
             a, b = pred == label, truth == label
             expected[key].append(2 * (a & b).sum() / (a.sum() + b.sum()))

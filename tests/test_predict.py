@@ -12,47 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-GRID = 32  # the smallest grid a 5-pool VGG takes
-CLASSES = ["cat", "dog", "fox"]
-
-
-# ------------------------------------------------------------------ tiny models and images
-
-
-def make_classifier(path: Path, in_channels: int = 1) -> Path:
-    """A tiny untrained 2D scratch classifier (SPEC §3b) saved as a real model file."""
-    from segfew.jobs.train_classifier import build_classifier
-    from segfew.modelfile import Architecture, ModelMeta, save_model
-    from segfew.spec import ClassifierSpec, PreprocessConfig
-
-    spec = ClassifierSpec.model_validate({
-        "data": {"images": "unused"}, "out": path, "framework": "scratch",
-        "head": {"n_c": 2, "n_fc": 8}})
-    model, arch = build_classifier(spec, in_channels, len(CLASSES), (GRID, GRID))
-    meta = ModelMeta(kind="classifier", architecture=Architecture.model_validate(arch),
-                     preprocess=PreprocessConfig(size=(GRID,), intensity="minmax"),
-                     classes=CLASSES, framework="scratch")
-    return save_model(path, model.eval(), meta)
-
-
-def make_segmenter(path: Path, num_labels: int = 3) -> Path:
-    """A tiny untrained 2D M-Net, slicing 3D volumes along their last axis."""
-    from segfew.modelfile import Architecture, ModelMeta, save_model
-    from segfew.models import MNet
-    from segfew.spec import PreprocessConfig
-
-    args = {"dim": 2, "in_channels": 1, "num_labels": num_labels, "n_s": 2, "dropout": 0.5}
-    model = MNet(2, 1, num_labels, n_s=2, dropout=0.5)
-    meta = ModelMeta(kind="segmentation", architecture=Architecture(name="mnet", args=args),
-                     preprocess=PreprocessConfig(size=(GRID, GRID), intensity="minmax"),
-                     classes=["background", *(f"l{i}" for i in range(1, num_labels))])
-    return save_model(path, model.eval(), meta)
-
-
-def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
-    return path
+from tests.conftest import CLASSES, GRID, make_classifier, make_segmenter, save_nifti
 
 
 def load_nifti(path: Path) -> nib.Nifti1Image:
@@ -83,9 +43,9 @@ def scans(tmp_path: Path, rng: np.random.Generator) -> Path:
     """Three good 2D scans, a corrupt file, a 4D NIfTI and a text file, in one folder."""
     folder = tmp_path / "scans"
     for name in ("a", "b", "c"):
-        write_nifti(folder / f"{name}.nii.gz", scan(rng))
+        save_nifti(folder / f"{name}.nii.gz", scan(rng))
     (folder / "corrupt.nii.gz").write_bytes(rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
-    write_nifti(folder / "fourd.nii.gz", rng.normal(size=(8, 8, 3, 2)).astype(np.float32))
+    save_nifti(folder / "fourd.nii.gz", rng.normal(size=(8, 8, 3, 2)).astype(np.float32))
     (folder / "notes.txt").write_text("not a scan\n")
     return folder
 
@@ -219,7 +179,7 @@ def test_segmentation_is_written_in_the_source_geometry(
 
     model = make_segmenter(tmp_path / "seg.pt")
     affine = oblique_affine()
-    write_nifti(tmp_path / "in" / "vol.nii.gz", scan(rng, (20, 24, 5)), affine)
+    save_nifti(tmp_path / "in" / "vol.nii.gz", scan(rng, (20, 24, 5)), affine)
     out = tmp_path / "masks"
     result = CliRunner().invoke(app, ["predict", "--model", str(model), "--input",
                                       str(tmp_path / "in"), "--out", str(out), "--probabilities",
@@ -245,7 +205,7 @@ def test_segmenting_a_folder_with_workers_keeps_every_good_case(
 
     model = make_segmenter(tmp_path / "seg.pt")
     for name in ("a", "c"):
-        write_nifti(tmp_path / "in" / f"{name}.nii.gz", scan(rng, (20, 24, 5)), np.eye(4))
+        save_nifti(tmp_path / "in" / f"{name}.nii.gz", scan(rng, (20, 24, 5)), np.eye(4))
     (tmp_path / "in" / "b.nii.gz").write_bytes(b"not a nifti")
     out, failed = predict_paths(model, [tmp_path / "in"], tmp_path / "masks", device="cpu",
                                 workers=2)
@@ -266,7 +226,7 @@ def test_predict_from_a_spec_file_with_a_flag_overriding_out(
 
     good = tmp_path / "good"
     for name in ("a", "b"):
-        write_nifti(good / f"{name}.nii.gz", scan(rng))
+        save_nifti(good / f"{name}.nii.gz", scan(rng))
     spec = tmp_path / "predict.toml"
     spec.write_text(f"model = {json.dumps(str(classifier))}\n"
                     f"inputs = [{json.dumps(str(good))}]\n"
@@ -344,7 +304,7 @@ def test_running_out_of_memory_on_one_case_is_its_error_row(
 
     folder = tmp_path / "scans"
     for name in ("a", "big", "c"):
-        write_nifti(folder / f"{name}.nii.gz", scan(rng))
+        save_nifti(folder / f"{name}.nii.gz", scan(rng))
     real = Predictor.segment
 
     def segment(self: Predictor, case: object, *args: object, **kwargs: object) -> object:

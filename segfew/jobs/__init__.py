@@ -3,11 +3,6 @@
 One module per job — :mod:`~segfew.jobs.label`, :mod:`~segfew.jobs.pretrain`,
 :mod:`~segfew.jobs.train_classifier` and the experiment's injected steps
 (:mod:`~segfew.jobs.experiment_step`); :mod:`~segfew.jobs.common` holds what they share.
-Below them the library takes plain typed arguments.
+Below them the library takes plain typed arguments. (Nothing is re-exported here, so
+``segfew.jobs.pretrain`` is always the module; ``segfew.pretrain`` is the job.)
 """
-
-from segfew.jobs.common import run_dir_for
-from segfew.jobs.pretrain import PretrainResult, pretrain
-from segfew.jobs.train_classifier import ClassifierResult, train_classifier
-
-__all__ = ["ClassifierResult", "PretrainResult", "pretrain", "run_dir_for", "train_classifier"]

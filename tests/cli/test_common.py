@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from rich.table import Table
 from typer.testing import CliRunner
 
 import segfew.spec
@@ -205,3 +206,14 @@ def test_the_readme_spec_form_of_label_map_works(tmp_path) -> None:
     top = tmp_path / "inspect.toml"
     top.write_text('images = "im"\nlabel_map = {255 = 1}\n', encoding="utf-8")
     assert _real_resolve(InspectSpec, {}, top).label_map == {255: 1}
+
+
+def test_tables_are_printed_at_full_width_when_not_a_terminal(capsys) -> None:
+    from segfew.cli.common import make_console
+
+    table = Table("class", "cases")
+    table.add_row("meningioma " * 12, "708")
+    make_console(stderr=False).print(table)  # stdout is captured here: not a terminal
+    out = capsys.readouterr().out
+    assert "meningioma " * 11 in out and "…" not in out
+    assert max(len(line) for line in out.splitlines()) > 120

@@ -91,3 +91,29 @@ def test_measures_writes_every_case_measurements_from_predict_and_evaluate(
            str(phantoms / "labels.csv"), "--out", str(tmp_path / "eval"), "--no-progress")
     evaluated = list(csv.DictReader((tmp_path / "eval" / "measurements.csv").open()))
     assert evaluated == rows  # the same measurements whichever command reads the case
+
+
+def test_measures_fits_on_every_training_case(tmp_path: Path) -> None:
+    from segfew.modelfile import read_model_file
+    from segfew.synth import make_phantoms
+
+    make_phantoms(tmp_path / "d", dim=2, n_per_class=3, size=32, num_classes=2, seed=0)
+    d = tmp_path / "d"
+    seg = tmp_path / "seg.pt"
+    for argv in (["pretrain", "--images", str(d / "images"), "--labels", str(d / "labels"),
+                  "--out", str(seg), "--dim", "2", "--n-s", "2", "--size", "32",
+                  "--epochs", "1", "--threads", "1", "--no-cache"],
+                 ["train-classifier", "--spec", str(_spec(tmp_path)), "--table",
+                  str(d / "labels.csv"), "--images", str(d / "images"), "--framework",
+                  "measures", "--features", str(seg), "--out", str(tmp_path / "m.pt"),
+                  "--size", "32", "--threads", "1", "--no-cache"]):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 0, result.output
+    meta, _ = read_model_file(tmp_path / "m.pt")
+    assert len(meta.metrics["train_cases"]) == 6 and meta.metrics["validation_cases"] == []
+
+
+def _spec(tmp_path: Path) -> Path:
+    spec = tmp_path / "clf.toml"
+    spec.write_text("[train]\nval_fraction = 0.5\n", encoding="utf-8")  # ignored by measures
+    return spec
