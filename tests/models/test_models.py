@@ -225,6 +225,54 @@ def test_classifier_checks_its_settings() -> None:
         clf(torch.zeros(1, 1, 48, 48))
 
 
+def test_slice_pooling_averages_each_slices_log_probabilities() -> None:
+    """pooling="slices": the 2D head on every slice, log-probabilities averaged."""
+    seg = MNet(2, 1, 3, n_s=2)
+    clf = FeatureClassifier(seg, 2, 4, (32, 32, 5), n_c=2, n_fc=8, r=2,
+                            pooling="slices").eval()
+    assert clf.dim == 2
+    x = torch.randn(2, 2, 32, 32, 5)
+    with torch.no_grad():
+        f = clf.forward_features(x)
+        logits = clf(x)
+        one = clf.forward_head(f[..., 3:4])  # slice 3 alone
+    assert f.shape == (2, 2 * seg.num_features, 16, 16, 5)  # the slices are not pooled
+    expected = torch.stack([F.log_softmax(clf.forward_head(f[..., k: k + 1]), 1)
+                            for k in range(5)]).mean(0)
+    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(one, F.log_softmax(one, 1))  # already log-probabilities
+    with pytest.raises(ValueError, match="slices"):
+        FeatureClassifier(seg, 1, 4, (32, 32), pooling="slices")
+
+
+def test_softmax_source_and_stats_pooling() -> None:
+    """source="softmax" reads the segmentation's softmax maps; pooling="stats" their mean
+    and std per channel over the whole image."""
+    seg = MNet(2, 1, 3, n_s=2)
+    clf = FeatureClassifier(seg, 2, 4, (32, 32, 4), n_fc=8, source="softmax",
+                            pooling="stats").eval()
+    x = torch.randn(3, 2, 32, 32, 4)
+    with torch.no_grad():
+        f = clf.forward_features(x)
+        maps = torch.stack([torch.cat([torch.softmax(seg(x[:, c: c + 1, ..., k]), 1)
+                                       for c in range(2)], 1) for k in range(4)], -1)
+        logits = clf(x)
+    assert clf.num_features == 2 * 3 and len(clf.convs) == 0
+    torch.testing.assert_close(f[:, :6], maps.mean((2, 3, 4)))
+    torch.testing.assert_close(f[:, 6:], maps.flatten(2).std(2, correction=0))
+    torch.testing.assert_close(f[:, :6].reshape(3, 2, 3).sum(2), torch.ones(3, 2))
+    assert logits.shape == (3, 4)
+    # the head trains, the frozen network does not
+    clf.train()
+    clf(x).sum().backward()
+    assert all(p.grad is None for p in seg.parameters())
+    assert clf.classifier.fc1.weight.grad is not None
+    pooled = FeatureClassifier(seg, 1, 4, (32, 32), n_c=2, n_fc=8, r=2, source="softmax")
+    assert pooled.forward_features(torch.randn(2, 1, 32, 32)).shape == (2, 3, 16, 16)
+    with pytest.raises(ValueError, match="source"):
+        FeatureClassifier(seg, 1, 4, (32, 32), source="logits")  # type: ignore[arg-type]
+
+
 def test_short_axes_stop_pooling_at_one_voxel() -> None:
     """Cine MRI has 6–18 slices: an axis down to one voxel is no longer pooled."""
     assert pool_kernels((32, 32, 4), 4) == [(2, 2, 2), (2, 2, 2), (2, 2, 1), (2, 2, 1)]
