@@ -106,6 +106,8 @@ def build_classifier(
             "r": head.r,
             "dropout": head.dropout,
             "finetune": spec.finetune,
+            "source": head.source,
+            "pooling": head.pooling,
         }
         arch = Architecture(
             name="feature_classifier", args=args, feature_net=feature_meta.architecture

@@ -195,12 +195,22 @@ class MNetConfig(Settings):
 
 
 class HeadConfig(Settings):
-    """Classifier head (SPEC §3): ``r`` conv+pool repetitions of ``n_c·2^j`` channels, two FC."""
+    """Classifier head (SPEC §3): ``r`` conv+pool repetitions of ``n_c·2^j`` channels, two FC.
+
+    ``source`` and ``pooling`` are the compact options of frameworks manual and threshold
+    (SPEC §7; :class:`segfew.models.FeatureClassifier`).
+    """
 
     n_c: int = Field(default=16, ge=1)
     n_fc: int = Field(default=100, ge=1)
     r: int = Field(default=3, ge=0, le=6)
     dropout: float = Field(default=0.5, ge=0, lt=1)
+    source: Literal["features", "softmax"] = Field(
+        default="features", description="what the head reads: the right-leg features (the "
+        "paper) or the segmentation's softmax maps")
+    pooling: Literal["volume", "slices", "stats"] = Field(
+        default="volume", description="how a volume reaches the head: the stacked slices (3D "
+        "head), each short-axis slice (2D head, averaged), or each channel's mean and std")
 
 
 class DataSource(Settings):

@@ -40,6 +40,35 @@ def test_classifier_file_reloads_with_identical_predictions(
     assert a == b
 
 
+def test_compact_head_options_reach_the_model_file_and_predict(
+        phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
+    """[head] source/pooling (SPEC §7's compact variants of manual) are saved and reloaded."""
+    from segfew.modelfile import read_model_file
+
+    spec = tmp_path / "clf.toml"
+    spec.write_text('framework = "manual"\n[head]\nn_fc = 8\nsource = "softmax"\n'
+                    'pooling = "stats"\n[preprocess]\nsize = [32, 32]\n'
+                    '[train]\nepochs = 2\nbatch_size = 4\n')
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", "--spec", str(spec), "--table", str(phantoms / "labels.csv"),
+           "--images", str(phantoms / "images"), "--features", str(seg_model), "--out", str(clf),
+           "--no-progress", "--no-cache")
+    meta, _ = read_model_file(clf)
+    assert (meta.architecture.args["source"], meta.architecture.args["pooling"]) == (
+        "softmax", "stats")
+    out = tmp_path / "p.csv"
+    invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"), "--out", str(out),
+           "--no-progress")
+    assert len(list(csv.DictReader(out.open()))) == 12
+    spec.write_text(spec.read_text().replace('"stats"', '"slices"'))  # 2D images: no slices
+    result = runner.invoke(app, ["train-classifier", "--spec", str(spec), "--table",
+                                 str(phantoms / "labels.csv"), "--images",
+                                 str(phantoms / "images"), "--features", str(seg_model),
+                                 "--out", str(tmp_path / "c2.pt"), "--no-progress"])
+    assert result.exit_code == 2 and "slices" in result.output
+    assert not (tmp_path / "c2.pt").exists()
+
+
 def test_classifier_count_check_names_the_table(phantoms: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, [
         "train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
