@@ -37,3 +37,40 @@ def test_no_expert_workflow_runs_end_to_end(tmp_path: Path) -> None:
         metrics = json.loads((out / f"eval-{framework}" / "metrics.json").read_text())
         assert metrics["n_cases"] == 2  # one held-out case per class
     assert len(list((out / "kmeans").glob("*_seg.nii.gz"))) == 6  # the training images only
+
+
+def test_acdc_recipes_are_valid_specs_that_declare_both_phases(tmp_path: Path) -> None:
+    """Every examples/acdc spec validates as the command it is for, names the ED and ES
+    channels itself, and the no-expert recipes need no expert label names."""
+    import pytest
+
+    from segfew.spec import (ClassifierSpec, ExperimentSpec, LabelSpec, PretrainSpec,
+                             read_spec_file, resolve_spec)
+
+    data = {"images": str(tmp_path), "table": str(tmp_path / "t.csv")}
+    specs = sorted((EXAMPLES / "acdc").glob("*.toml"))
+    names = {p.stem for p in specs}
+    assert {"label", "pretrain-kmeans", "no-expert", "classifier", "best", "pretrain"} <= names
+    for path in specs:
+        raw = read_spec_file(path)
+        channels = raw.get("channels") or raw.get("data", {}).get("channels")
+        assert channels == ["frame01", "frame02"], path.name
+        if path.stem == "label":
+            resolve_spec(LabelSpec, {"images": str(tmp_path), "out": str(tmp_path / "o")}, path)
+        elif path.stem.startswith("pretrain"):
+            spec = resolve_spec(PretrainSpec, {"data": {"images": str(tmp_path)},
+                                               "out": str(tmp_path / "s.pt")}, path)
+            assert (spec.label_names is None) == (path.stem == "pretrain-kmeans")
+        elif path.stem.startswith("curve"):
+            resolve_spec(ExperimentSpec, {"data": data}, path)
+        else:
+            spec = resolve_spec(ClassifierSpec, {"data": data, "out": str(tmp_path / "c.pt"),
+                                                 "features": str(tmp_path / "s.pt")}, path)
+            assert spec.framework in ("manual", "measures"), path.name
+    clf = resolve_spec(ClassifierSpec, {"data": data, "out": str(tmp_path / "c.pt"),
+                                        "features": str(tmp_path / "s.pt")},
+                       EXAMPLES / "acdc" / "classifier.toml")
+    assert (clf.head.source, clf.head.pooling) == ("softmax", "stats")
+    with pytest.raises(Exception, match="pooling"):
+        resolve_spec(ClassifierSpec, {"data": data, "out": str(tmp_path / "c.pt"),
+                                      "head": {"pooling": "max"}})

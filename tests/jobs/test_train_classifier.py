@@ -69,6 +69,30 @@ def test_compact_head_options_reach_the_model_file_and_predict(
     assert not (tmp_path / "c2.pt").exists()
 
 
+def test_measures_on_a_kmeans_network_needs_no_expert(phantoms: Path, tmp_path: Path) -> None:
+    """The no-expert path (examples/acdc/no-expert.toml): label → pretrain on the k-means
+    labels → measures of the clusters' structures (named k1…k3), no expert mask anywhere."""
+    from segfew.modelfile import read_model_file
+    from tests.jobs.conftest import TINY_PRETRAIN
+
+    invoke("label", "--images", str(phantoms / "images"), "--k", "3", "--out",
+           str(tmp_path / "km"), "--threads", "1")
+    invoke("pretrain", "--images", str(phantoms / "images"), "--labels", str(tmp_path / "km"),
+           "--out", str(tmp_path / "km.pt"), *TINY_PRETRAIN)
+    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+           str(phantoms / "images"), "--framework", "measures", "--features",
+           str(tmp_path / "km.pt"), "--out", str(tmp_path / "c.pt"), "--no-progress",
+           "--no-cache")
+    meta, _ = read_model_file(tmp_path / "c.pt")
+    names = meta.architecture.args["feature_names"]
+    assert {n.split("_")[0] for n in names} == {"k1", "k2", "k3"}
+    assert any(n.startswith("k3_area_mm2") for n in names)  # the brightest cluster's area
+    out = tmp_path / "p.csv"
+    invoke("predict", "--model", str(tmp_path / "c.pt"), "--input", str(phantoms / "images"),
+           "--out", str(out), "--no-progress")
+    assert len(list(csv.DictReader(out.open()))) == 12
+
+
 def test_classifier_count_check_names_the_table(phantoms: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, [
         "train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
