@@ -63,8 +63,11 @@ def subset_mask(names: Sequence[str], subset: str) -> np.ndarray:
 
 
 def transform(x: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """Log of sizes (``LOG_KINDS``), other measurements unchanged; NaN stays NaN."""
+    """Log of sizes (``LOG_KINDS``), other measurements unchanged; NaN stays NaN, and an
+    infinite value (a ratio or shape measure of a degenerate structure) becomes NaN too, so
+    it is imputed like a missing one."""
     x = np.array(x, dtype=np.float64)
+    x[np.isinf(x)] = np.nan
     logs = np.array([kind_of(n) in LOG_KINDS for n in names], dtype=bool)
     with np.errstate(invalid="ignore", divide="ignore"):
         x[:, logs] = np.log(np.maximum(x[:, logs], 0) + 1e-3)

@@ -468,6 +468,12 @@ def test_measurement_classifier_matches_its_fitted_choice_and_is_calibrated() ->
     x_nan = x.copy()
     x_nan[0, 1] = np.nan
     assert torch.isfinite(clf(torch.from_numpy(x_nan))).all()
+    # so is infinity (a ratio or shape measure of a degenerate structure), in fit and predict
+    x_inf = x.copy()
+    x_inf[1, 2], x_inf[2, 1] = np.inf, -np.inf
+    choice = select_classifier(x_inf, y, names, num_classes=4, candidates=CANDIDATES[:1])
+    assert np.isfinite(choice.median).all() and np.isfinite(choice.mean).all()
+    assert torch.isfinite(clf(torch.from_numpy(x_inf))).all()
 
 
 # ---------------------------------------------------------------- every registered network
