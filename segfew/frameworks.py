@@ -61,7 +61,8 @@ FRAMEWORKS: dict[str, FrameworkInfo] = {f.name: f for f in (
                   None, "measurements of the segmented structures (beyond the paper)",
                   ("segmentation",), "feature_exact", "measurement_classifier", "closed-form"),
     FrameworkInfo("manual", "Segmentation features, network trained on manual labels (MANUAL)",
-                  "MANUAL", "frozen features (or softmax maps) of a network trained on expert labels",
+                  "MANUAL", "frozen features (or softmax maps) of a network trained on "
+                  "expert labels",
                   ("segmentation",), "feature_intensity", "feature_classifier", "epochs"),
     FrameworkInfo("threshold",
                   "Segmentation features, network trained on k-means labels (THRESHOLD)",

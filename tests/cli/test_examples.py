@@ -44,8 +44,14 @@ def test_acdc_recipes_are_valid_specs_that_declare_both_phases(tmp_path: Path) -
     channels itself, and the no-expert recipes need no expert label names."""
     import pytest
 
-    from segfew.spec import (ClassifierSpec, ExperimentSpec, LabelSpec, PretrainSpec,
-                             read_spec_file, resolve_spec)
+    from segfew.spec import (
+        ClassifierSpec,
+        ExperimentSpec,
+        LabelSpec,
+        PretrainSpec,
+        read_spec_file,
+        resolve_spec,
+    )
 
     data = {"images": str(tmp_path), "table": str(tmp_path / "t.csv")}
     specs = sorted((EXAMPLES / "acdc").glob("*.toml"))
