@@ -48,6 +48,8 @@ class PredictionRow:
     probabilities: dict[str, float] = field(default_factory=dict)
     status: str = "ok"
     error: str = ""
+    confidence: float | None = None  # top probability (segfew.ensemble.flag_confidence)
+    low_confidence: bool = False
 
 
 def case_path(case: Case) -> str:
@@ -67,15 +69,19 @@ def one_line(err: BaseException) -> str:
 
 def write_predictions_csv(path: Path, rows: Sequence[PredictionRow], classes: Sequence[str],
                           targets: Sequence[str | None] | None = None) -> Path:
-    """``id, path, [target,] predicted, p_<class>..., status, error`` — one line per row."""
+    """``id, path, [target,] predicted, p_<class>..., confidence, low_confidence, status,
+    error`` — one line per row (confidence cells empty where not flagged or failed)."""
     header = ["id", "path", *(["target"] if targets is not None else []), "predicted",
-              *(f"p_{c}" for c in classes), "status", "error"]
+              *(f"p_{c}" for c in classes), "confidence", "low_confidence", "status", "error"]
     lines = []
     for i, row in enumerate(rows):
         probs = [f"{row.probabilities[c]:.6f}" if c in row.probabilities else ""
                  for c in classes]
         target = [targets[i] or ""] if targets is not None else []
-        lines.append([row.id, row.path, *target, row.predicted, *probs, row.status, row.error])
+        sure = (["", ""] if row.confidence is None else
+                [f"{row.confidence:.6f}", "yes" if row.low_confidence else "no"])
+        lines.append([row.id, row.path, *target, row.predicted, *probs, *sure, row.status,
+                      row.error])
     return write_rows_csv(path, header, lines)
 
 

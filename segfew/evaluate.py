@@ -31,6 +31,7 @@ from segfew.batch import (
     progress_counter,
     write_predictions_csv,
 )
+from segfew.ensemble import flag_confidence
 from segfew.errors import DataError, SpecError
 from segfew.predict import Predictor
 
@@ -120,6 +121,7 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
 
     rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
+    flag_confidence(rows)
     write_predictions_csv(out_dir / "predictions.csv", rows, classes,
                           targets=[str(c.target) for c in cases])
     predictor.write_measurements(out_dir / "measurements.csv", cases, rows)

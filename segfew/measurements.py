@@ -199,8 +199,8 @@ def keep_largest_component(labels: np.ndarray, values: Sequence[int]) -> np.ndar
 
 def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str],
                       case: Case, device: Any = "cpu", batch_size: int = 8,
-                      largest_component: bool = True, plan: Plan | None = None
-                      ) -> dict[str, float]:
+                      largest_component: bool = True, plan: Plan | None = None,
+                      tta: bool = False) -> dict[str, float]:
     """Segment a case with a segmentation network and measure it on the source grid.
 
     ``model`` is an M-Net with its pre-processing ``cfg`` and label names (background
@@ -209,7 +209,9 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
     taking every channel at once gives one label map, named ``all``. Each label map is
     brought back to the source grid (:func:`segfew.predict.segment_on_source`), optionally
     reduced to the largest connected component per structure, then measured with the
-    image's voxel spacing (:func:`measure_case`). Raises DataError for an unreadable case.
+    image's voxel spacing (:func:`measure_case`). ``tta``: test-time augmentation of the
+    segmentation (:func:`segfew.inference.segment_probabilities`). Raises DataError for an
+    unreadable case.
     """
     from segfew.cases import read_case
     from segfew.predict import segment_on_source
@@ -223,7 +225,8 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
     maps = []
     for group in groups:
         x = np.stack([preprocess_image(im.array, cfg) for im in group])
-        labels, _ = segment_on_source(model, x, group[0].shape, cfg, device, batch_size, plan)
+        labels, _ = segment_on_source(model, x, group[0].shape, cfg, device, batch_size, plan,
+                                      tta)
         maps.append(keep_largest_component(labels, list(structures)) if largest_component
                     else labels)
     return measure_case(maps, [g[0].spacing for g in groups], structures, names,
@@ -235,20 +238,23 @@ class Measurer:
 
     ``model`` is the frozen M-Net, ``cfg`` and ``label_names`` come from its model file.
     Calling it on a case returns its measurements (cached by the case's image paths, so
-    the sizes and repetitions of an experiment segment every scan once).
+    the sizes and repetitions of an experiment segment every scan once). ``tta``: segment
+    with test-time augmentation (recorded in the classifier fitted on these measurements).
     """
 
     def __init__(self, model: Any, cfg: Preprocessing, label_names: Sequence[str],
-                 device: Any = "cpu", batch_size: int = 8, plan: Plan | None = None) -> None:
+                 device: Any = "cpu", batch_size: int = 8, plan: Plan | None = None,
+                 tta: bool = False) -> None:
         self.model, self.cfg, self.label_names = model, cfg, list(label_names)
-        self.device, self.batch_size, self.plan = device, batch_size, plan
+        self.device, self.batch_size, self.plan, self.tta = device, batch_size, plan, tta
         self._done: dict[tuple[str, ...], dict[str, float]] = {}
 
     def __call__(self, case: Case) -> dict[str, float]:
         key = tuple(str(p) for p in case.images)
         if key not in self._done:
             self._done[key] = case_measurements(self.model, self.cfg, self.label_names, case,
-                                                self.device, self.batch_size, plan=self.plan)
+                                                self.device, self.batch_size, plan=self.plan,
+                                                tta=self.tta)
         return self._done[key]
 
     def names(self, case: Case) -> list[str]:
@@ -273,7 +279,7 @@ def fit_measurement_classifier(measurer: Measurer, cases: Sequence[Case], target
     x = np.array([[row.get(n, NAN) for n in names] for row in rows], dtype=np.float64)
     choice = select_classifier(x, np.asarray(targets), names, num_classes, seed=seed)
     args: dict[str, Any] = {"feature_names": names, "num_classes": num_classes, **choice.shape_args,
-            "in_channels": len(cases[0].images)}
+            "in_channels": len(cases[0].images), "tta": measurer.tta}
     model = MeasurementClassifier(measurer.model, **args)
     model.load_choice(choice)
     importance = choice.importance if choice.importance is not None else np.zeros(len(names))

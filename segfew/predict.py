@@ -54,16 +54,18 @@ __all__ = [
 
 def segment_on_source(model: Any, image: np.ndarray, source_shape: tuple[int, ...],
                       cfg: Preprocessing, device: Any, batch_size: int = 8,
-                      plan: Plan | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      plan: Plan | None = None, tta: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Label map (int16, ``source_shape``) and probabilities ``(L, *source_shape)`` float32.
 
     ``image`` is pre-processed ``(C, *grid)`` by ``cfg``; the softmax is mapped back onto the
     source grid linearly before the arg-max, so boundaries are as fine as the source's.
+    ``tta``: test-time augmentation (:func:`segfew.inference.segment_probabilities`).
     """
     from segfew.inference import segment_probabilities
     from segfew.preprocess import restore
 
-    proba = segment_probabilities(model, image, device, batch_size, plan)
+    proba = segment_probabilities(model, image, device, batch_size, plan, tta)
     restored = np.asarray(restore(proba, tuple(source_shape), cfg, 1), dtype=np.float32)
     return np.argmax(restored, axis=0).astype(np.int16), restored
 
@@ -83,7 +85,8 @@ class Predictor:
 
     def __init__(self, model_path: str | Path, device: str = "auto", batch_size: int = 8,
                  cache: PreprocessCache | None = None, precision: str = "auto",
-                 workers: int | None = None, measurer: Measurer | None = None) -> None:
+                 workers: int | None = None, measurer: Measurer | None = None,
+                 tta: bool = False) -> None:
         from segfew.inference import default_workers
         from segfew.modelfile import load_model
         from segfew.runtime import resolve_device, resolve_plan
@@ -98,6 +101,7 @@ class Predictor:
         self.workers = default_workers() if workers is None else max(0, int(workers))
         self.plan.prepare_model(self.model)
         self._measurer = measurer
+        self.tta = tta  # segmentation; a measures classifier measures as its file records
 
     def runtime(self) -> dict[str, Any]:
         """How the network runs, for run.json (:func:`segfew.runtime.describe`)."""
@@ -116,7 +120,7 @@ class Predictor:
             source = self.meta.feature_source or {}
             self._measurer = Measurer(self.model.feature_net, self.preprocessing,
                                       source.get("classes", []), self.device, self.batch_size,
-                                      self.plan)
+                                      self.plan, bool(self.meta.architecture.args.get("tta")))
         return self._measurer
 
     def measurements(self, case: Case) -> dict[str, float]:
@@ -314,7 +318,7 @@ class Predictor:
                           ) -> tuple[np.ndarray, np.ndarray, Image]:
         labels, restored = segment_on_source(self.model, x, images[0].shape,
                                              self.preprocessing, self.device,
-                                             self.batch_size, self.plan)
+                                             self.batch_size, self.plan, self.tta)
         return labels, restored, images[0]
 
     def segment(self, case: Case, out_dir: str | Path, probabilities: bool = False,
@@ -347,23 +351,24 @@ def _fail(row: PredictionRow, err: BaseException | str) -> None:
 # ----------------------------------------------------------------------------- a batch of paths
 
 
-def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Path, *,
-                  recursive: bool = False, channels: Sequence[str] | None = None,
-                  device: str = "auto", batch_size: int = 8, precision: str = "auto",
-                  workers: int | None = None,
+def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequence[Path],
+                  out: str | Path, *, recursive: bool = False,
+                  channels: Sequence[str] | None = None, device: str = "auto",
+                  batch_size: int = 8, precision: str = "auto", workers: int | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  probabilities: bool = False,
+                  probabilities: bool = False, min_confidence: float = 0.5, tta: bool = False,
                   run_spec: BaseModel | dict[str, Any] | None = None) -> tuple[Path, int]:
     """Predict every case under ``inputs`` and write the results; returns ``(out, n_failed)``.
 
     Classifier: ``out`` is a CSV with one row per case (``id, path, predicted, p_<class>...,
-    status, error``); a measures classifier also writes ``<out stem>.measurements.csv``
-    (the named measurements of every case). Segmentation model: ``out`` is a folder of
-    ``<id>_seg.nii.gz`` label maps in the source geometry (and ``<id>_prob.nii.gz`` with
-    ``probabilities``) plus ``predictions.csv`` (``id, path, output, status, error``).
+    confidence, low_confidence, status, error``; below ``min_confidence`` a case is flagged);
+    several classifier files (same classes) predict as one ensemble (:mod:`segfew.ensemble`).
+    A measures classifier also writes ``<out stem>.measurements.csv`` (every case's named
+    measurements). Segmentation model: ``out`` is a folder of ``<id>_seg.nii.gz`` label
+    maps in the source geometry (test-time augmented with ``tta``; and ``<id>_prob.nii.gz``
+    with ``probabilities``) plus ``predictions.csv`` (``id, path, output, status, error``).
     Cases are built with the model's channel suffixes unless ``channels`` overrides them.
-    ``progress(done, total)``
-    is called as cases finish.
+    ``progress(done, total)`` is called as cases finish.
 
     Beside the outputs goes a run record (:func:`segfew.runinfo.write_run_info`) holding
     ``run_spec`` (e.g. the resolved :class:`segfew.spec.PredictSpec`; default: these
@@ -371,17 +376,19 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
     classifier's CSV, ``run.json`` in a segmentation model's folder.
     """
     from segfew.data import collect_cases
+    from segfew.ensemble import classify_all, open_models
     from segfew.inference import read_ahead
     from segfew.runinfo import write_run_info
 
-    predictor = Predictor(model_path, device=device, batch_size=batch_size, precision=precision,
-                          workers=workers)
+    models, predictors = open_models(model_path, device=device, batch_size=batch_size,
+                                     precision=precision, workers=workers, tta=tta)
+    predictor = predictors[0]
     spec = run_spec if run_spec is not None else {
-        "task": "predict", "model": str(model_path), "inputs": [str(p) for p in inputs],
+        "task": "predict", "model": [str(m) for m in models], "inputs": [str(p) for p in inputs],
         "recursive": recursive, "channels": list(channels) if channels else None,
         "device": str(predictor.device), "precision": precision, "batch_size": batch_size,
-        "workers": workers,
-        "probabilities": probabilities}
+        "workers": workers, "probabilities": probabilities, "min_confidence": min_confidence,
+        "tta": tta}
     meta = predictor.meta
     if channels is None and meta.channels:
         channels = list(meta.channels)
@@ -389,18 +396,18 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
     if not cases:
         raise DataError("no images found in " + ", ".join(str(p) for p in inputs))
     out = Path(out)
-    read = [Path(model_path), *inputs, *(p for c in cases for p in c.images)]
+    read = [*models, *inputs, *(p for c in cases for p in c.images)]
 
     if meta.kind == "classifier":
         if out.suffix.lower() not in (".csv", ".tsv"):
             raise DataError("a classifier writes a table: give --out a name ending in .csv or "
                             ".tsv", out)
         check_output(out, read, "file")
-        rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
+        rows = classify_all(predictors, cases, progress, min_confidence)
         write_predictions_csv(out, rows, meta.classes)
         predictor.write_measurements(out.with_name(out.stem + ".measurements.csv"), cases, rows)
         write_run_info(out.with_name(out.stem + ".run.json"), spec, None,
-                       [Path(model_path), *(p for c in cases for p in c.images)],
+                       [*models, *(p for c in cases for p in c.images)],
                        runtime=predictor.runtime())
         return out, sum(r.status != "ok" for r in rows)
 
@@ -426,7 +433,6 @@ def predict_paths(model_path: str | Path, inputs: Sequence[Path], out: str | Pat
             lines.append([case.id, case_path(case), "", "error", error or one_line(e)])
         report(1)
     write_rows_csv(out / "predictions.csv", ["id", "path", "output", "status", "error"], lines)
-    write_run_info(out / "run.json", spec, None,
-                   [Path(model_path), *(p for c in cases for p in c.images)],
+    write_run_info(out / "run.json", spec, None, [*models, *(p for c in cases for p in c.images)],
                    runtime=predictor.runtime())
     return out, failed

@@ -52,3 +52,26 @@ def test_read_ahead_keeps_order_and_turns_failures_into_messages() -> None:
     assert [i for i, _, _ in here] == items
     assert here[3] == (3, None, "bad item 3") and here[4] == (4, 16, "")
     assert list(read_ahead(items, _square_or_fail, workers=2)) == here
+
+
+def test_test_time_augmentation_shifts_back_what_it_shifts() -> None:
+    import numpy as np
+
+    from segfew.inference import TTA_SHIFTS, segment_probabilities
+
+    torch.manual_seed(3)
+    # circular padding: the network commutes with rolling, so shifted-and-restored copies
+    # agree with the plain pass exactly when each shift is undone correctly
+    circular = nn.Conv2d(1, 3, 5, padding=2, padding_mode="circular").eval()
+    volume = torch.randn(1, 16, 16, 3, generator=torch.Generator().manual_seed(2)).numpy()
+    plain = segment_probabilities(circular, volume, "cpu")
+    tta = segment_probabilities(circular, volume, "cpu", tta=True)
+    assert tta.shape == plain.shape == (3, 16, 16, 3) and tta.dtype == np.float32
+    np.testing.assert_allclose(tta, plain, atol=1e-5)
+    # zero padding breaks that symmetry at the edges: the mean of the shifted passes differs
+    zero = nn.Conv2d(1, 3, 5, padding=2).eval()
+    zero.load_state_dict(circular.state_dict())
+    one = segment_probabilities(zero, volume, "cpu")
+    averaged = segment_probabilities(zero, volume, "cpu", tta=True)
+    assert len(TTA_SHIFTS) == 5 and np.abs(averaged - one).max() > 1e-3
+    np.testing.assert_allclose(averaged.sum(0), 1.0, atol=1e-5)

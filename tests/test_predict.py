@@ -68,6 +68,7 @@ def test_predict_cli_writes_a_row_per_file_and_fails_on_bad_files(
     rows = {r["id"]: r for r in read_csv(out)}
     assert set(rows) == {"a", "b", "c", "corrupt", "fourd"}  # notes.txt is not a scan
     assert list(read_csv(out)[0]) == ["id", "path", "predicted", "p_cat", "p_dog", "p_fox",
+                                      "confidence", "low_confidence",
                                       "status", "error"]
     assert rows["corrupt"]["status"] == "error" and "cannot read" in rows["corrupt"]["error"]
     assert rows["fourd"]["status"] == "error" and "4 dimensions" in rows["fourd"]["error"]
@@ -239,11 +240,11 @@ def test_predict_from_a_spec_file_with_a_flag_overriding_out(
     assert {r["id"] for r in read_csv(out)} == {"a", "b"}
     assert not (tmp_path / "from_file.csv").exists()
     info = json.loads((tmp_path / "predictions.run.json").read_text())
-    assert info["spec"] == {"model": str(classifier), "inputs": [str(good)], "out": str(out),
+    assert info["spec"] == {"model": [str(classifier)], "inputs": [str(good)], "out": str(out),
                             "recursive": False, "channels": None, "device": "cpu",
                             "threads": None, "precision": "auto", "batch_size": 1,
                             "workers": None,
-                            "probabilities": False}
+                            "probabilities": False, "min_confidence": 0.5, "tta": False}
     assert info["seed"] is None and info["versions"]["segfew"] and info["threads"] >= 1
     assert {Path(d["path"]).name for d in info["data"]} == {"a.nii.gz", "b.nii.gz",
                                                               classifier.name}  # and the model

@@ -26,8 +26,10 @@ P = PredictSpec
 
 @handle_errors
 def predict(
-    model: Annotated[Path | None, setting(
-        P, "model", "Model file (segfew pretrain or train-classifier).")] = None,
+    model: Annotated[list[Path] | None, setting(
+        P, "model", "Model file (segfew pretrain or train-classifier); repeat for an ensemble "
+        "of classifiers with the same classes (their probabilities averaged).",
+        "--model", "-m", metavar="PATH")] = None,
     input: Annotated[list[Path] | None, setting(
         P, "inputs", "Image file or folder; repeat for more (spec key: inputs).",
         "--input", "-i", metavar="PATH")] = None,
@@ -40,6 +42,12 @@ def predict(
     probabilities: Annotated[bool | None, setting(
         P, "probabilities", "Segmentation: also write <id>_prob.nii.gz, one channel per label."
     )] = None,
+    min_confidence: Annotated[float | None, setting(
+        P, "min_confidence", "Classifier: flag a case low_confidence when its top class "
+        "probability is below this.", min=0.0, max=1.0)] = None,
+    tta: Annotated[bool | None, setting(
+        P, "tta", "Segmentation: test-time augmentation, the mean of 5 shifted copies "
+        "(5× the time).")] = None,
     device: Annotated[str | None, setting(P, "device", "auto, cpu, cuda, cuda:1 …")] = None,
     threads: ThreadsOpt = None,
     precision: Annotated[Precision | None, setting(
@@ -57,7 +65,8 @@ def predict(
 
     Example: segfew predict --model clf.pt --input scans/ --out predictions.csv
 
-    Classifier: one CSV row per case (id, path, predicted, p_<class>…, status, error).
+    Classifier: one CSV row per case (id, path, predicted, p_<class>…, confidence,
+    low_confidence, status, error); several --model files predict as one ensemble.
 
     Segmentation model: a folder (--out) of <id>_seg.nii.gz in each scan's own geometry.
 
@@ -81,6 +90,8 @@ def predict(
         "batch_size": batch_size,
         "workers": workers,
         "probabilities": probabilities,
+        "min_confidence": min_confidence,
+        "tta": tta,
     }
     resolved = resolve(PredictSpec, overrides, spec, rename={"inputs": "--input"})
     set_threads(resolved.threads)
@@ -90,7 +101,8 @@ def predict(
             channels=resolved.channels, device=resolved.device,
             precision=resolved.precision, batch_size=resolved.batch_size,
             workers=resolved.workers, progress=bar.cases("cases"),
-            probabilities=resolved.probabilities, run_spec=resolved)
+            probabilities=resolved.probabilities, min_confidence=resolved.min_confidence,
+            tta=resolved.tta, run_spec=resolved)
     style = "bold red" if failed else "green"
     where = path if path.suffix else path / "predictions.csv"
     hint = f" (errors in {where})" if failed else ""

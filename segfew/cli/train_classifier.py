@@ -52,6 +52,8 @@ def train_classifier(
         C, "classes", "Check that the table has this many classes.")] = None,
     finetune: Annotated[bool | None, setting(
         C, "finetune", "Unfreeze the segmentation network.", "--finetune/--frozen")] = None,
+    tta: Annotated[bool | None, setting(
+        C, "tta", "measures: segment with test-time augmentation (5 shifted copies).")] = None,
     preset: PresetOpt = None,
     size: Annotated[str | None, setting(
         C, "preprocess.size", "Grid size, one value or one per axis: 64,64,16.")] = None,
@@ -94,6 +96,7 @@ def train_classifier(
         "vgg_weights": vgg_weights,
         "classes": classes,
         "finetune": finetune,
+        "tta": tta,
         "preprocess": {"size": int_list(size)},
         "train": train_overrides(epochs, batch_size, lr, seed, device, progress, threads,
                                  precision),

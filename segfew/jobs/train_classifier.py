@@ -273,7 +273,7 @@ def _train_classifier(
         if measurer is None:
             net, _ = load_model(spec.features, resolve_device(spec.train.device))
             measurer = Measurer(net, feature_meta.preprocess.plain(), feature_meta.classes,
-                                resolve_device(spec.train.device))
+                                resolve_device(spec.train.device), tta=spec.tta)
         model, fitted = fit_measurement_classifier(
             measurer, train_cases, train_y, len(classes), seed=spec.train.seed
         )

@@ -315,8 +315,10 @@ class MeasurementClassifier(nn.Module):
     temperature: Tensor  # () calibration: p ∝ p_model^(1/T)
 
     def __init__(self, feature_net: MNet, feature_names: Sequence[str], num_classes: int,
-                 n_trees: int = 0, max_nodes: int = 0, in_channels: int | None = None) -> None:
+                 n_trees: int = 0, max_nodes: int = 0, in_channels: int | None = None,
+                 tta: bool = False) -> None:
         super().__init__()
+        self.tta = tta  # whether its measurements come from test-time augmented label maps
         f = len(feature_names)
         if f == 0:
             raise ValueError("a measurement classifier needs at least one measurement")

@@ -71,6 +71,8 @@ class ClassifierSpec(Settings):
     vgg_weights: Path | None = None
     finetune: bool = False
     classes: int | None = Field(default=None, ge=2)
+    tta: bool = Field(default=False, description="measures: segment with test-time "
+                      "augmentation (5 shifted copies averaged; predict repeats it)")
     head: HeadConfig = HeadConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     train: ClassifierTrainConfig = ClassifierTrainConfig()
@@ -134,9 +136,10 @@ class EvaluateSpec(DataSource):
 
 
 class PredictSpec(Settings):
-    """``segfew predict``: a model file run over new scans."""
+    """``segfew predict``: a model file (or an ensemble of classifier files) over new scans."""
 
-    model: Path
+    model: list[Path] = Field(min_length=1, description="model file(s); several classifiers "
+                              "with the same classes predict as one (mean probabilities)")
     inputs: list[Path] = Field(min_length=1, description="image files or folders")
     out: Path
     recursive: bool = False
@@ -151,6 +154,16 @@ class PredictSpec(Settings):
     probabilities: bool = Field(
         default=False, description="segmentation: also write <id>_prob.nii.gz"
     )
+    min_confidence: float = Field(
+        default=0.5, ge=0, le=1,
+        description="classifier: low_confidence = yes below this top class probability")
+    tta: bool = Field(
+        default=False, description="segmentation: test-time augmentation (shifted copies)")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _one_or_more(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (str, Path)) else v
 
 
 class ExperimentSpec(Settings):

@@ -170,3 +170,18 @@ def _spec(tmp_path: Path) -> Path:
     spec = tmp_path / "clf.toml"
     spec.write_text("[train]\nval_fraction = 0.5\n", encoding="utf-8")  # ignored by measures
     return spec
+
+
+def test_measures_with_tta_records_it_and_predict_measures_the_same_way(
+        phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
+    from segfew.modelfile import read_model_file
+    from segfew.predict import Predictor
+
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+           str(phantoms / "images"), "--framework", "measures", "--features", str(seg_model),
+           "--tta", "--out", str(clf), "--no-progress", "--no-cache")
+    meta, _ = read_model_file(clf)
+    assert meta.architecture.args["tta"] is True and meta.spec["tta"] is True
+    measurer = Predictor(clf, device="cpu").measurer
+    assert measurer is not None and measurer.tta
