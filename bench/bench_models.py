@@ -9,9 +9,9 @@ FeatureClassifier, it prints one Markdown table row per network with:
 - forward throughput (eval mode, no autograd) and training-step throughput (forward, loss,
   backward, Adam step) in images/s;
 - achieved GFLOP/s, the FLOPs of one step counted by ``torch.utils.flop_counter.
-  FlopCounterMode`` divided by its measured (median) time, and that figure as a fraction of a
-  matrix-multiply ceiling measured in the same run (a 4096² matmul on CUDA, 2048² on CPU,
-  in the dtype the network runs in);
+  FlopCounterMode`` divided by its measured (median) time, and that figure as a fraction of
+  the compute ceiling measured in the same run (``bench_speed.Ceiling``: the best of a big
+  matmul and a 3×3 convolution, in the dtype the network runs in);
 - peak memory (the training step's, which exceeds the no-grad forward's): CUDA
   ``torch.cuda.max_memory_allocated`` minus what was allocated once the model and inputs
   were built; CPU the process's peak resident set (``resource.getrusage().ru_maxrss``)
@@ -33,10 +33,8 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,9 +42,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_speed import Ceiling, count_flops, median_seconds  # one ceiling, one timer
 
 from segfew.models import FeatureClassifier, MNet, VGGClassifier
 from segfew.runtime import Plan, resolve_plan
@@ -84,27 +85,6 @@ def cases(quick: bool) -> list[Case]:
 
 
 # ---------------------------------------------------------------- measuring
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_ceiling(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
-    """GFLOP/s of a big square matmul: the practical compute ceiling of this device."""
-    n = 4096 if device.type == "cuda" else 2048
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    a @ b
-    sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 def build(case: Case) -> tuple[nn.Module, Callable[[nn.Module, Tensor], Tensor], int]:
@@ -155,35 +135,17 @@ def run_case(case: Case, device: torch.device, plan: Plan, repeats: int) -> dict
         scaler.step(optimizer)
         scaler.update()
 
-    def timed(fn: Callable[[], None]) -> float:
-        """Median seconds per call (robust to other processes on a shared machine)."""
-        fn()  # warm-up (allocations, kernel choice)
-        sync(device)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-
-    def flops(fn: Callable[[], None]) -> int:
-        counter = FlopCounterMode(display=False)
-        with counter:
-            fn()
-        return counter.get_total_flops()
-
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     else:
         base = _rss_bytes()
     model.eval()
-    fwd_flops = flops(forward)
-    fwd_s = timed(forward)
+    fwd_flops = count_flops(forward)
+    fwd_s = median_seconds(forward, device, repeats)
     model.train()
-    train_flops = flops(train_step)
-    train_s = timed(train_step)
+    train_flops = count_flops(train_step)
+    train_s = median_seconds(train_step, device, repeats)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - base
     else:
@@ -230,11 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     dtype = plan.autocast_dtype or torch.float32
-    ceiling = matmul_ceiling(device, dtype)
+    ceiling = Ceiling(device, plan).value
     print(f"segfew model benchmark — torch {torch.__version__}, device {_describe(device)}, "
           f"{torch.get_num_threads()} threads, precision {plan.precision}, "
           f"channels-last {'on' if plan.channels_last else 'off'}, {repeats} timed repeats")
-    print(f"matmul ceiling ({'4096' if device.type == 'cuda' else '2048'}², {dtype}): "
+    print(f"compute ceiling ({dtype}, best of a big matmul and a 3×3 convolution): "
           f"{ceiling:.0f} GFLOP/s; peak memory: "
           + ("torch.cuda.max_memory_allocated above the allocation before the first step"
              if device.type == "cuda" else "peak RSS (ru_maxrss) above the RSS before the "
