@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segfew.errors import DataError
+from segfew.frameworks import framework
 from segfew.jobs.common import FEATURE_FRAMEWORKS
 from segfew.jobs.pretrain import pretrain
 from segfew.jobs.train_classifier import train_classifier
@@ -82,10 +83,13 @@ def make_train_and_score(
         from segfew.experiment import repetition_features
 
         start = time.perf_counter()
-        features = spec.threshold_features if task.framework == "threshold" else spec.features
-        if spec.pretrain is not None and task.framework != "threshold":
+        info = framework(task.framework)
+        kmeans = "kmeans_segmentation" in info.needs
+        features = spec.threshold_features if kmeans else spec.features
+        if spec.pretrain is not None and not kmeans:
             features = repetition_features(run_dir or task_dir.parents[1], task.repetition)
-        measurer = measurers.get(str(features)) if task.framework == "measures" else None
+        measures = info.network == "measurement_classifier"
+        measurer = measurers.get(str(features)) if measures else None
         clf_spec = ClassifierSpec(
             data=spec.data,
             out=task_dir / "model.pt",
@@ -107,7 +111,7 @@ def make_train_and_score(
         )
         predictor = Predictor(result.model_path, device=spec.train.device, cache=shared_cache,
                               measurer=measurer)
-        if task.framework == "measures" and predictor.measurer is not None:
+        if measures and predictor.measurer is not None:
             measurers[str(features)] = predictor.measurer
         rows = predictor.classify(test_cases)
         targets = check_targets(test_cases, result.classes)

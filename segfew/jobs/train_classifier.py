@@ -84,7 +84,8 @@ def build_classifier(
             raise SpecError(str(e)) from None
 
     head = spec.head
-    if spec.framework in FEATURE_FRAMEWORKS:
+    network = framework(spec.framework).network
+    if network == "feature_classifier":
         assert spec.features is not None  # checked by ClassifierSpec
         feature_net, feature_meta = load_model(spec.features)
         if feature_meta.kind != "segmentation":
@@ -113,7 +114,7 @@ def build_classifier(
             name="feature_classifier", args=args, feature_net=feature_meta.architecture
         )
         model = build_model(arch.name, feature_net=feature_net, **arch.args)
-    elif spec.framework == "scratch":
+    elif network == "vgg":
         arch = Architecture(
             name="vgg",
             args={
@@ -127,7 +128,7 @@ def build_classifier(
             },
         )
         model = build_model(arch.name, **arch.args)
-    else:  # vgg: ImageNet VGG-16 features, 2D only (SPEC §3(c))
+    elif network == "imagenet_vgg":  # ImageNet VGG-16 features, 2D only (SPEC §3(c))
         if len(grid) != 2:
             raise SpecError("framework vgg takes 2D images only (ImageNet VGG-16 is 2D)")
         assert spec.vgg_weights is not None  # checked by ClassifierSpec
@@ -142,6 +143,9 @@ def build_classifier(
         )
         model = build_model(arch.name, **arch.args)
         load_imagenet_vgg16(model, spec.vgg_weights)
+    else:
+        raise SpecError(f"framework {spec.framework} has no network that is trained here "
+                        f"({network})")
     return model, arch.model_dump()
 
 
@@ -231,7 +235,7 @@ def _train_classifier(
             spec.data.table or spec.data.images,
         )
     val_list: list[Case]
-    if spec.framework == "measures":  # fitted to convergence: nothing to pick an epoch on
+    if framework(spec.framework).fitting == "closed-form":  # no epoch to pick
         train_cases, val_list = [*cases, *(val_cases or [])], []
     elif val_cases is None:
         train_cases, val_list = validation_split(cases, spec.train, per_class=True)

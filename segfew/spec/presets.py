@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from segfew.errors import SpecError
+from segfew.frameworks import FRAMEWORKS
 from segfew.spec.loading import merge
 
 # The paper's hyper-parameters (Wong et al. 2018, sections 3.1 and 4.1), as spec defaults.
@@ -48,6 +49,7 @@ def preset(
     if name not in PRESETS:
         raise SpecError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
     values = PRESETS[name][part]
-    if part == "classifier" and framework in ("scratch", "vgg"):
+    info = FRAMEWORKS.get(framework or "")
+    if part == "classifier" and info is not None and not info.uses_segmentation:
         values = merge(values, PRESETS[name]["scratch"])
     return values
