@@ -111,8 +111,9 @@ class Predictor:
 
     @property
     def measurer(self) -> Measurer | None:
-        """Framework measures: what segments and measures a case (None for other models)."""
-        if self.meta.framework != "measures":
+        """A measurement classifier's measurer: what segments and measures a case (None
+        for other models)."""
+        if self.meta.architecture.name != "measurement_classifier":
             return None
         if self._measurer is None:
             from segfew.measurements import Measurer
