@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from segfew.errors import DataError
 from segfew.frameworks import framework
-from segfew.jobs.common import FEATURE_FRAMEWORKS
 from segfew.jobs.pretrain import pretrain
 from segfew.jobs.train_classifier import train_classifier
 from segfew.spec import ClassifierSpec, ExperimentSpec, PretrainSpec
@@ -94,7 +93,7 @@ def make_train_and_score(
             data=spec.data,
             out=task_dir / "model.pt",
             framework=task.framework,
-            features=features if task.framework in FEATURE_FRAMEWORKS else None,
+            features=features if info.uses_segmentation else None,
             vgg_weights=spec.vgg_weights,
             head=spec.head,
             preprocess=spec.preprocess,
