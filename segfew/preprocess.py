@@ -96,15 +96,13 @@ def normalise(array: np.ndarray, cfg: Preprocessing) -> np.ndarray:
 
 
 def _clahe(unit: np.ndarray, clip: float) -> np.ndarray:
-    """CLAHE of a [0, 1] image, [0, 1] out; 3D volumes are always treated as volumes."""
-    from skimage.exposure import equalize_adapthist
+    """CLAHE of a [0, 1] image, [0, 1] out: scikit-image's numbers (:mod:`segfew.clahe`);
+    3D volumes are always treated as volumes, whatever their last axis' length."""
+    from segfew.clahe import equalize_adapthist
 
-    # scikit-image treats a 3D array whose last axis has 3 or 4 entries as RGB(A); a volume
-    # with 3 or 4 slices is not a colour image, so the undecorated function is called.
-    clahe = getattr(equalize_adapthist, "__wrapped__", equalize_adapthist)
     if float(unit.max()) <= 0:
         return unit
-    return np.asarray(clahe(unit, clip_limit=clip), dtype=np.float32)
+    return np.asarray(equalize_adapthist(unit, clip_limit=clip), dtype=np.float32)
 
 
 # ---------------------------------------------------------------- geometry
