@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_speed import Ceiling, count_flops, median_seconds  # one ceiling, one timer
 
 from segfew.models import FeatureClassifier, MNet, VGGClassifier
-from segfew.runtime import Plan, resolve_plan
+from segfew.runtime import Plan, adam, resolve_plan
 
 Case = dict[str, Any]
 
@@ -120,7 +120,7 @@ def run_case(case: Case, device: torch.device, plan: Plan, repeats: int) -> dict
         target = torch.randint(0, classes, (batch,), device=device)
     params = sum(p.numel() for p in model.parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=1e-4)
+    optimizer = adam(trainable, 1e-4)  # as segfew.train.fit
     scaler = torch.amp.GradScaler("cuda", enabled=plan.grad_scaler)
 
     def forward() -> None:

@@ -45,7 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segfew.models import MNet
-from segfew.runtime import Plan, describe, resolve_device, resolve_plan
+from segfew.runtime import Plan, adam, describe, resolve_device, resolve_plan
 from segfew.train.memory import GiB, estimate_training_memory
 
 
@@ -116,7 +116,7 @@ class Step:
         torch.manual_seed(0)
         self.plan, self.device, self.batch = plan, device, batch
         self.model = plan.prepare_model(MNet(dim, 1, labels, n_s=n_s).to(device))
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+        self.optimizer = adam(self.model.parameters(), 1e-4)  # as segfew.train.fit
         self.x = plan.memory_format(torch.rand(batch, 1, *[size] * dim, device=device))
         self.y = torch.randint(0, labels, (batch, *[size] * dim), device=device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=plan.grad_scaler)

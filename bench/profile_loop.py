@@ -32,7 +32,7 @@ from torch.utils.data import TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segfew.models import MNet
-from segfew.runtime import resolve_device, resolve_plan
+from segfew.runtime import adam, resolve_device, resolve_plan
 from segfew.spec import TrainConfig
 from segfew.train import TrainOptions, fit, weighted_cross_entropy
 
@@ -59,7 +59,7 @@ def bare_step_seconds(cfg: TrainOptions, data: TensorDataset, n_s: int, labels: 
     plan = resolve_plan(device, cfg.precision, cfg.channels_last)
     torch.manual_seed(0)
     model = plan.prepare_model(MNet(2, 1, labels, n_s=n_s).to(device))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = adam(model.parameters(), cfg.lr)  # as fit
     criterion = weighted_cross_entropy(torch.ones(labels)).to(device)
     x = plan.memory_format(data.tensors[0][: cfg.batch_size].to(device))
     y = data.tensors[1][: cfg.batch_size].to(device)

@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from segfew.errors import DataError, SegfewError, SpecError
 from segfew.runtime import (
     Plan,
+    adam,
     derive_seed,
     resolve_device,
     resolve_plan,
@@ -269,7 +270,7 @@ def _build_step(net: nn.Module, model: nn.Module, cfg: TrainOptions, plan: Plan,
     weights = (None if class_weights is None
                else torch.tensor(list(class_weights), dtype=torch.float32))
     return _Step(net=net,
-                 optimizer=torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+                 optimizer=adam(params, cfg.lr, cfg.weight_decay),
                  scaler=torch.amp.GradScaler("cuda", enabled=plan.grad_scaler),
                  criterion=weighted_cross_entropy(weights).to(device), plan=plan,
                  device=device, task=task, num_classes=num_classes, prepare=prepare)

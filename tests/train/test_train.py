@@ -276,6 +276,7 @@ def test_checkpoints_load_with_weights_only_and_metrics_csv(tmp_path: Path) -> N
         assert {"model", "optimizer", "epoch", "rng", "history", "best_metric"} <= ckpt.keys()
     last = torch.load(res.last_path, weights_only=True)
     assert last["epoch"] == 3 and len(last["history"]) == 3
+    assert last["optimizer"]["param_groups"][0]["fused"]  # segfew.runtime.adam
     fresh = SegNet()
     fresh.load_state_dict(last["model"])
     assert _same_weights(fresh, model)
