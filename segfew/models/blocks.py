@@ -64,9 +64,17 @@ def conv_nd(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 def max_pool_nd(x: Tensor, kernel: int | tuple[int, ...] = 2) -> Tensor:
-    """``2^dim`` max-pooling (stride = kernel) of ``x`` (N, C, *spatial), 2D or 3D."""
+    """``2^dim`` max-pooling (stride = kernel) of ``x`` (N, C, *spatial), 2D or 3D.
+
+    Runs in ``x``'s dtype even under CPU autocast, whose fp32 list holds ``max_pool3d``: a
+    maximum is exact in bf16, and the fp32 copy would cost a pass over every pooled volume,
+    promote the concatenation after it to fp32 and double what autograd keeps for it.
+    """
     if x.dim() == 4:
         return F.max_pool2d(x, kernel)
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return F.max_pool3d(x, kernel)
     return F.max_pool3d(x, kernel)
 
 

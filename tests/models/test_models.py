@@ -120,6 +120,31 @@ def test_mnet_channels_last_and_bf16_autocast() -> None:
     torch.testing.assert_close(low.float(), ref, rtol=0.1, atol=0.1)
 
 
+def test_3d_max_pooling_stays_bf16_under_cpu_autocast() -> None:
+    """CPU autocast lists max_pool3d as fp32: the M-Net pools in bf16 instead (exact), so no
+    fp32 copy of a level is made and kept for backward (segfew.train.memory counts bf16)."""
+    from segfew.models.blocks import max_pool_nd
+
+    x = torch.randn(1, 3, 8, 8, 8).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert F.max_pool3d(x, 2).dtype == torch.float32  # what torch's autocast does
+        pooled = max_pool_nd(x)
+    assert pooled.dtype == torch.bfloat16
+    assert torch.equal(pooled.float(), F.max_pool3d(x.float(), 2))
+    saved: list[torch.dtype] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 5 and not isinstance(t, nn.Parameter):
+            saved.append(t.dtype)
+        return t
+
+    net = MNet(3, 1, 3, n_s=2)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            torch.autocast("cpu", dtype=torch.bfloat16):
+        net(torch.randn(2, 1, 16, 16, 16))
+    assert torch.float32 not in saved  # nothing but the bf16 levels (and pooling indices)
+
+
 # ---------------------------------------------------------------- FeatureClassifier
 
 
