@@ -4,7 +4,7 @@
 returns (same tiles, clip limit, 256 bins, 2**14 grey levels, interpolation and float32
 arithmetic; ``tests/test_clahe.py`` compares them on ACDC, brain-tumour and ultrasound images
 and on random 2D and 3D arrays). scikit-image computes and clips each tile's histogram in a
-Python loop (``np.apply_along_axis``), two thirds of its time on a 160 × 150 slice; here the
+Python loop (``np.apply_along_axis``), about half of its time on a 160 × 150 slice; here the
 histograms of all tiles are one ``bincount`` and the clipping, including the redistribution
 of the remaining excess, runs on every tile at once. scikit-image is still the
 reference: its conversion helpers are used as they are and its algorithm (Zuiderveld,
