@@ -33,13 +33,15 @@ import numpy as np
 from segfew.atomic import write_json
 from segfew.errors import DataError
 
-__all__ = ["CENTRES_FILE", "KMeansLabeller", "ProgressFn", "fit_kmeans"]
+__all__ = ["CENTRES_FILE", "LABEL_NAMES_FILE", "KMeansLabeller", "ProgressFn", "fit_kmeans"]
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called as work advances; the CLI draws a bar from it."""
 
 FORMAT = "segfew-kmeans"
 CENTRES_FILE = "centres.json"
+#: beside every folder of maps ``segfew label`` writes: the names of labels 0, 1, …
+LABEL_NAMES_FILE = "label_names.json"
 PREVIEW_FILE = Path("preview") / "kmeans_preview.png"
 #: above this many distinct values an image is sampled instead of weighted exactly
 _EXACT_MAX_DISTINCT = 4096

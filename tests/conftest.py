@@ -213,14 +213,15 @@ def make_segmenter(path: Path, num_labels: int = 3) -> Path:
 # ------------------------------------------------------------------------- the CLI, phantoms
 
 
-def invoke(*args: str) -> str:
-    """Run a segfew command in-process; it must succeed. Returns its output."""
+def invoke(*args: str, expect: int = 0) -> str:
+    """Run a segfew command in-process; it must exit with ``expect`` (0: success). Returns
+    its output."""
     from typer.testing import CliRunner
 
     from segfew.cli import app
 
     result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == expect, result.output
     return result.output
 
 

@@ -1,11 +1,11 @@
-"""``segfew label``: k-means pseudo-labels for pre-training without expert masks."""
+"""``segfew label``: labels without an expert (k-means or cine cavities) for pre-training."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
-from segfew.choices import Intensity
+from segfew.choices import Intensity, LabelMethod
 from segfew.cli.common import (
     ChannelsOpt,
     ProgressOpt,
@@ -34,6 +34,9 @@ def label(
     recursive: Annotated[bool | None, setting(
         L, "recursive", "Look for images in sub-folders too.")] = None,
     channels: ChannelsOpt = None,
+    method: Annotated[LabelMethod | None, setting(
+        L, "method", "kmeans: intensity clusters; cavities: RV, myocardium and LV of cine MRI "
+        "(--channels: two or more phases, ED first).")] = None,
     k: Annotated[int | None, setting(L, "k")] = None,
     keep_background: Annotated[bool | None, setting(
         L, "keep_background", "Keep the background (at or below the threshold) as label 0.",
@@ -50,12 +53,16 @@ def label(
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
-    """Cluster intensities pooled over all images (k-means) and write one label map per image.
+    """Label images without an expert and write one label map per image.
 
-    Label 1 is the darkest cluster in every image, k the brightest; 0 is background.
-    The labels folder can be given as is to segfew pretrain --labels (no label names needed).
+    kmeans (the default): intensities pooled over all images are clustered; label 1 is the
+    darkest cluster in every image, k the brightest; 0 is background. cavities: cine
+    cardiac MRI, each case's RV (1), myocardium (2) and LV (3) found by their motion and
+    brightness. The labels folder can be given as is to segfew pretrain --labels (no label
+    names needed).
 
     Example: segfew label --images data/images --out data/kmeans --k 4
+    Example: segfew label --method cavities --channels frame01,frame02 --images acdc --out cav
     """
     from rich.table import Table
 
@@ -64,13 +71,18 @@ def label(
     from segfew.labels import CENTRES_FILE, KMeansLabeller
 
     overrides = {"images": images, "out": out, "table": table, "id_column": id_column,
-                 "recursive": recursive, "channels": split_list(channels), "k": k,
+                 "recursive": recursive, "channels": split_list(channels), "method": method,
+                 "k": k,
                  "keep_background": keep_background,
                  "background_threshold": background_threshold, "centres": centres,
                  "intensity": intensity, "seed": seed, "threads": threads}
     resolved = resolve(LabelSpec, overrides, spec)
     with ProgressView(progress) as view:
         written = label_images(resolved, progress=view)
+    if resolved.method == "cavities":
+        console.print(f"{len(written)} label maps written to {resolved.out} (cine cavities: "
+                      f"1 RV, 2 myocardium, 3 LV)", highlight=False)
+        return
     labeller = KMeansLabeller.from_file(resolved.out / CENTRES_FILE)
     table_out = Table(title="k-means labels", caption=f"centres in {labeller.intensity} units")
     table_out.add_column("label", justify="right")

@@ -1,7 +1,8 @@
-"""The ``label`` job: k-means pseudo-labels for every image of a folder or table.
+"""The ``label`` job: labels without an expert for every image of a folder or table.
 
-From a validated :class:`~segfew.spec.LabelSpec` to one label map per image, the
-centres and a preview (the algorithm is :mod:`segfew.labels`).
+From a validated :class:`~segfew.spec.LabelSpec` to one label map per image, their names
+(``label_names.json``, which ``pretrain`` reads), a preview and, for k-means, the centres
+(the algorithms are :mod:`segfew.labels` and :mod:`segfew.cavities`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segfew.atomic import check_output
+from segfew.atomic import check_output, write_json
 from segfew.errors import DataError
-from segfew.labels import CENTRES_FILE, PREVIEW_FILE, KMeansLabeller, ProgressFn, fit_kmeans
+from segfew.labels import (
+    CENTRES_FILE,
+    LABEL_NAMES_FILE,
+    PREVIEW_FILE,
+    KMeansLabeller,
+    ProgressFn,
+    fit_kmeans,
+)
 from segfew.spec import LabelSpec
 
 if TYPE_CHECKING:
+    from segfew.data import Case
     from segfew.io import Image
 
 #: how many images the preview shows beside their labels
@@ -28,14 +37,16 @@ PREVIEW_IMAGES = 4
 
 
 def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Path]:
-    """``segfew label``: fit (or load) centres and write one label map per image.
+    """``segfew label``: write one label map per image, by k-means or cine cavities.
 
     Images are found as ``train-classifier`` finds them (``spec.table``, class sub-folders,
     ``spec.recursive``). Writes ``<out>/<id>_seg.nii.gz`` in each image's source geometry,
-    ``<out>/centres.json``, ``<out>/preview/kmeans_preview.png`` (a few images beside their
-    labels) and ``<out>/run.json``. Every image is read before anything is written, and
-    label maps are moved into ``out`` only when all of them are done, so a bad image stops
-    the run with a DataError naming it and leaves no partial output.
+    ``<out>/label_names.json``, ``<out>/preview/kmeans_preview.png`` (a few images beside
+    their labels) and ``<out>/run.json``; method ``kmeans`` fits (or loads) the centres and
+    writes ``<out>/centres.json``; method ``cavities`` labels each case from all its phases
+    at once (:func:`segfew.cavities.cine_cavities`). Label maps are moved into ``out`` only
+    when all of them are done, so a bad image stops the run with a DataError naming it and
+    leaves no partial output.
     """
     from segfew.cases import read_case
     from segfew.data import find_cases
@@ -67,7 +78,11 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
             done += len(case.images)
         report(stage, len(paths), len(paths))
 
-    if spec.centres is not None:
+    labeller: KMeansLabeller | None = None
+    if spec.method == "cavities":
+        from segfew.cavities import LABEL_NAMES
+        label_names = list(LABEL_NAMES)
+    elif spec.centres is not None:
         labeller = KMeansLabeller.from_file(spec.centres)
     else:
         labeller = fit_kmeans((im.array for im in images("sampling intensities")), spec.k,
@@ -75,14 +90,15 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
                               background_threshold=spec.background_threshold,
                               sample_per_image=spec.sample_per_image, seed=spec.seed,
                               intensity=spec.intensity)
+    if labeller is not None:
+        label_names = labeller.label_names()
 
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".segfew-label-", dir=out))
     shown: list[tuple[str, np.ndarray, np.ndarray]] = []
     try:
-        for image in images("writing labels"):
+        for image, labels in _label_maps(cases, labeller, report):
             assert image.path is not None
-            labels = labeller.label(image.array)
             write_image(labels, image, staging / names[image.path])
             if len(shown) < PREVIEW_IMAGES:
                 shown.append((names[image.path].removesuffix("_seg.nii.gz"), image.array,
@@ -93,7 +109,32 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
             written.append(out / names[p])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    labeller.save(out / CENTRES_FILE)
-    plot_label_preview(shown, labeller.label_names(), out / PREVIEW_FILE)
+    if labeller is not None:
+        labeller.save(out / CENTRES_FILE)
+    write_json(out / LABEL_NAMES_FILE, {"method": spec.method, "label_names": label_names})
+    plot_label_preview(shown, label_names, out / PREVIEW_FILE)
     write_run_info(out, spec, spec.seed, inputs=paths)
     return written
+
+
+def _label_maps(cases: list[Case], labeller: KMeansLabeller | None, report: ProgressFn
+                ) -> Iterator[tuple[Image, np.ndarray]]:
+    """(image, its label map) for every image file: k-means per image, cavities per case
+    (from all its phases); a case the cavities cannot take raises DataError naming it."""
+    from segfew.cases import read_case
+
+    total, done = sum(len(c.images) for c in cases), 0
+    for case in cases:
+        report("writing labels", done, total)
+        images = read_case(case)[0]
+        if labeller is not None:
+            maps = [labeller.label(im.array) for im in images]
+        else:
+            from segfew.cavities import cine_cavities
+            try:
+                maps = cine_cavities([im.array for im in images])
+            except ValueError as e:
+                raise DataError(str(e), case.images[0]) from None
+        yield from zip(images, maps, strict=True)
+        done += len(images)
+    report("writing labels", total, total)

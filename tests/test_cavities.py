@@ -1,0 +1,148 @@
+"""Cine cavities without an expert (segfew.cavities, ``segfew label --method cavities``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from segfew.cavities import LABEL_NAMES, LV, MYOCARDIUM, RV, cine_cavities
+from tests.conftest import invoke, real_data, save_nifti
+
+
+def _heart(lv_radius: float, rv_width: float, rng: np.random.Generator,
+           shape: tuple[int, int, int] = (96, 96, 4)) -> tuple[np.ndarray, np.ndarray]:
+    """A bSSFP-like short-axis stack: a bright LV disc in a 6-px dark wall, a bright RV
+    crescent beside it, lung-dark outside, mid-grey tissue beyond. (image, true labels)."""
+    rows, cols = np.indices(shape[:2])
+    r_lv = np.hypot(rows - 50, cols - 52)
+    r_rv = np.hypot(rows - 50, cols - 52 + lv_radius + 6 + rv_width)
+    truth = np.zeros(shape[:2], np.uint8)
+    truth[(r_rv < lv_radius + rv_width) & (r_lv > lv_radius + 7)] = RV
+    truth[(r_lv >= lv_radius) & (r_lv < lv_radius + 6)] = MYOCARDIUM
+    truth[r_lv < lv_radius] = LV
+    image = np.choose(truth, [0.08, 0.9, 0.3, 1.0]).astype(np.float32)
+    image[np.hypot(rows - 48, cols - 48) > 44] = 0.45  # chest wall
+    stack = np.repeat(image[..., None], shape[2], axis=2)
+    noisy = stack + rng.normal(0, 0.02, stack.shape).astype(np.float32)
+    return noisy * 300, np.repeat(truth[..., None], shape[2], axis=2)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def test_cavities_of_a_beating_phantom_follow_the_truth(rng: np.random.Generator) -> None:
+    ed, ed_truth = _heart(16, 8, rng)
+    es, es_truth = _heart(10, 5, rng)
+    maps = cine_cavities([ed, es])
+    assert [m.shape for m in maps] == [ed.shape, es.shape]
+    assert all(m.dtype == np.uint8 and set(np.unique(m)) <= {0, RV, MYOCARDIUM, LV}
+               for m in maps)
+    for found, truth in zip(maps, (ed_truth, es_truth), strict=True):
+        assert _dice(found == LV, truth == LV) > 0.9
+        assert _dice(found == MYOCARDIUM, truth == MYOCARDIUM) > 0.6
+        assert _dice(found == RV, truth == RV) > 0.6
+    # the ejection fraction that measurements would read: 1 − (10/16)² ≈ 0.61
+    ef = 1 - (maps[1] == LV).sum() / (maps[0] == LV).sum()
+    assert ef == pytest.approx(1 - (10 / 16) ** 2, abs=0.08)
+
+
+def test_no_motion_no_heart_gives_empty_maps() -> None:
+    still = np.full((48, 48, 3), 100.0, np.float32)
+    assert all(not m.any() for m in cine_cavities([still, still]))
+
+
+@pytest.mark.parametrize("phases, match", [
+    (lambda a: [a], "two or more"),
+    (lambda a: [a, a[:-1]], "one shape"),
+    (lambda a: [a[..., 0], a[..., 0]], "3D"),
+])
+def test_cavities_refuse_what_has_no_motion_to_find(phases, match, rng) -> None:
+    ed, _ = _heart(12, 6, rng, shape=(64, 64, 2))
+    with pytest.raises(ValueError, match=match):
+        cine_cavities(phases(ed))
+
+
+def _cine_folder(root: Path, rng: np.random.Generator, n: int = 2) -> Path:
+    images = root / "images"
+    images.mkdir(parents=True)
+    for i in range(n):
+        ed, _ = _heart(14 + i, 7, rng)
+        es, _ = _heart(9, 5, rng)
+        affine = np.diag([1.5, 1.5, 8.0, 1.0])
+        save_nifti(images / f"p{i}_frame01.nii.gz", ed, affine)
+        save_nifti(images / f"p{i}_frame02.nii.gz", es, affine)
+    return images
+
+
+def test_cli_label_cavities_writes_maps_names_and_run_info(tmp_path, rng) -> None:
+    images = _cine_folder(tmp_path, rng)
+    out = tmp_path / "cavities"
+    text = invoke("label", "--method", "cavities", "--channels", "frame01,frame02",
+                  "--images", str(images), "--out", str(out), "--no-progress")
+    assert "4 label maps" in text
+    written = sorted(p.name for p in out.glob("*_seg.nii.gz"))
+    assert written == [f"p{i}_frame0{f}_seg.nii.gz" for i in range(2) for f in (1, 2)]
+    seg = nib.load(out / "p0_frame01_seg.nii.gz")
+    assert np.allclose(seg.affine, nib.load(images / "p0_frame01.nii.gz").affine)
+    assert (np.asarray(seg.dataobj) == LV).any()
+    assert json.loads((out / "label_names.json").read_text())["label_names"] == list(LABEL_NAMES)
+    assert (out / "run.json").is_file() and not (out / "centres.json").exists()
+
+
+def test_pretrain_names_the_labels_from_the_labels_folder(tmp_path, rng) -> None:
+    from segfew.jobs.pretrain import declared_label_names
+    from segfew.spec import PretrainSpec
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "label_names.json").write_text(json.dumps({"label_names": list(LABEL_NAMES)}))
+    spec = PretrainSpec.model_validate({"data": {"images": str(tmp_path), "labels": str(labels)},
+                                        "out": str(tmp_path / "seg.pt"),
+                                        "label_names": ["a", "b", "c", "d"]})
+    assert declared_label_names(spec) == list(LABEL_NAMES)
+    (labels / "label_names.json").write_text("{}")
+    with pytest.raises(Exception, match="label names file"):
+        declared_label_names(spec)
+
+
+@pytest.mark.parametrize("extra, problem", [
+    (["--channels", "frame01"], "two or more cine phases"),
+    ([], "two or more cine phases"),
+])
+def test_cli_label_cavities_without_phases_is_one_line(tmp_path, rng, extra, problem) -> None:
+    images = _cine_folder(tmp_path, rng, n=1)
+    out = tmp_path / "cavities"
+    text = invoke("label", "--method", "cavities", "--images", str(images), "--out", str(out),
+                  *extra, expect=2)
+    assert problem in text and not out.exists()
+
+
+def test_cli_label_cavities_names_a_2d_case(tmp_path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for f in ("frame01", "frame02"):
+        save_nifti(images / f"flat_{f}.nii.gz", np.ones((16, 16), np.float32))
+    out = tmp_path / "cavities"
+    text = invoke("label", "--method", "cavities", "--channels", "frame01,frame02",
+                  "--images", str(images), "--out", str(out), expect=2)
+    assert "flat_frame01.nii.gz" in text and "3D" in text
+    assert not list(out.glob("*_seg.nii.gz"))
+
+
+@pytest.mark.realdata
+def test_acdc_cavities_follow_the_expert_masks() -> None:
+    """On public ACDC patients the LV found without an expert overlaps the expert's."""
+    acdc = real_data("acdc")
+    dice = []
+    for patient in ("patient009", "patient066", "patient099"):  # DCM, NOR, RV
+        phases = [np.asarray(nib.load(acdc / "images" / f"{patient}_{f}.nii.gz").dataobj)
+                  for f in ("frame01", "frame02")]
+        ed = cine_cavities(phases)[0]
+        truth = np.asarray(nib.load(acdc / "labels" / f"{patient}_frame01_gt.nii.gz").dataobj)
+        dice.append(_dice(ed == LV, truth == LV))
+    assert np.mean(dice) > 0.75, dice
