@@ -3,6 +3,7 @@ tiny phantoms, the CLI runner, and the location of the optional real data."""
 
 from __future__ import annotations
 
+import csv
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,6 +209,31 @@ def make_segmenter(path: Path, num_labels: int = 3) -> Path:
                      preprocess=PreprocessConfig(size=(GRID, GRID), intensity="minmax"),
                      classes=["background", *(f"l{i}" for i in range(1, num_labels))])
     return save_model(path, model.eval(), meta)
+
+
+def load_nifti(path: Path) -> nib.Nifti1Image:
+    img = nib.load(str(path))
+    assert isinstance(img, nib.Nifti1Image)
+    return img
+
+def scan(rng: np.random.Generator, shape: tuple[int, ...] = (20, 24)) -> np.ndarray:
+    """A blob on noise, so min-max normalisation has something to scale."""
+    grids = np.meshgrid(*(np.linspace(-1, 1, s) for s in shape), indexing="ij")
+    blob = np.exp(-sum(g**2 for g in grids) * rng.uniform(2, 6))
+    return (100 * blob + rng.normal(0, 5, shape)).astype(np.float32)
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+def oblique_affine() -> np.ndarray:
+    """Anisotropic spacing, a rotation, a flipped axis and an offset: nothing like eye(4)."""
+    c, s = np.cos(0.3), np.sin(0.3)
+    rotation = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([-0.8, 1.1, 3.0])
+    affine[:3, 3] = [12.0, -40.0, 7.5]
+    return affine
 
 
 # ------------------------------------------------------------------------- the CLI, phantoms

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import CLASSES, make_classifier, make_segmenter, save_nifti
-from tests.test_predict import read_csv, scan
+from tests.conftest import CLASSES, make_classifier, make_segmenter, read_csv, save_nifti, scan
 
 
 @pytest.fixture

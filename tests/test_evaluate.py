@@ -8,8 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CLASSES, make_classifier, make_segmenter, save_nifti
-from tests.test_predict import load_nifti, oblique_affine, read_csv, scan
+from tests.conftest import (
+    CLASSES,
+    invoke,
+    load_nifti,
+    make_classifier,
+    make_segmenter,
+    oblique_affine,
+    read_csv,
+    save_nifti,
+    scan,
+)
 
 REQUIRED = {"accuracy", "balanced_accuracy", "kappa", "macro_f1", "per_class",
             "confusion_matrix", "ci", "n_cases", "n_failed", "model"}
@@ -30,17 +39,11 @@ def labelled(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, Path]:
 
 def test_evaluate_cli_metrics_agree_with_the_predictions(
         tmp_path: Path, labelled: tuple[Path, Path]) -> None:
-    from typer.testing import CliRunner
-
-    from segfew.cli import app
-
     images, table = labelled
     model = make_classifier(tmp_path / "clf.pt")
     out = tmp_path / "eval"
-    result = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--table", str(table),
-                                      "--images", str(images), "--out", str(out),
-                                      "--bootstrap", "20", "--device", "cpu", "--no-progress"])
-    assert result.exit_code == 0, result.output
+    invoke("evaluate", "--model", str(model), "--table", str(table), "--images", str(images),
+           "--out", str(out), "--bootstrap", "20", "--device", "cpu", "--no-progress")
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= REQUIRED
     assert metrics["n_cases"] == 6 and metrics["n_failed"] == 0
@@ -63,18 +66,12 @@ def test_evaluate_cli_metrics_agree_with_the_predictions(
 def test_a_table_id_without_an_image_is_an_error_row(
         tmp_path: Path, labelled: tuple[Path, Path]) -> None:
     """A batch keeps its good cases: the missing one is a row, the others are scored."""
-    from typer.testing import CliRunner
-
-    from segfew.cli import app
-
     images, table = labelled
     table.write_text(table.read_text() + f"ghost,{CLASSES[0]}\n")
     model = make_classifier(tmp_path / "clf.pt")
     out = tmp_path / "eval"
-    result = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--table", str(table),
-                                      "--images", str(images), "--out", str(out),
-                                      "--bootstrap", "0", "--device", "cpu", "--no-progress"])
-    assert result.exit_code == 1, result.output
+    invoke("evaluate", "--model", str(model), "--table", str(table), "--images", str(images),
+           "--out", str(out), "--bootstrap", "0", "--device", "cpu", "--no-progress", expect=1)
     rows = {r["id"]: r for r in read_csv(out / "predictions.csv")}
     assert len(rows) == 7 and rows["ghost"]["status"] == "error"
     assert "id 'ghost' has no image ghost.*" in rows["ghost"]["error"]
@@ -87,19 +84,13 @@ def test_a_table_id_without_an_image_is_an_error_row(
 
 def test_evaluate_reads_class_sub_folders_without_a_table(
         tmp_path: Path, labelled: tuple[Path, Path], rng: np.random.Generator) -> None:
-    from typer.testing import CliRunner
-
-    from segfew.cli import app
-
     folders = tmp_path / "by-class"
     for i in range(4):
         save_nifti(folders / CLASSES[i % 3] / f"c{i}.nii.gz", scan(rng))
     model = make_classifier(tmp_path / "clf.pt")
     out = tmp_path / "eval"
-    result = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--images",
-                                      str(folders), "--out", str(out), "--bootstrap", "0",
-                                      "--device", "cpu", "--no-progress"])
-    assert result.exit_code == 0, result.output
+    invoke("evaluate", "--model", str(model), "--images", str(folders), "--out", str(out),
+           "--bootstrap", "0", "--device", "cpu", "--no-progress")
     rows = read_csv(out / "predictions.csv")
     assert sorted(r["target"] for r in rows) == sorted(CLASSES[i % 3] for i in range(4))
 

@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import CLASSES, GRID, make_classifier, make_segmenter, save_nifti
-
-
-def load_nifti(path: Path) -> nib.Nifti1Image:
-    img = nib.load(str(path))
-    assert isinstance(img, nib.Nifti1Image)
-    return img
-
-
-def scan(rng: np.random.Generator, shape: tuple[int, ...] = (20, 24)) -> np.ndarray:
-    """A blob on noise, so min-max normalisation has something to scale."""
-    grids = np.meshgrid(*(np.linspace(-1, 1, s) for s in shape), indexing="ij")
-    blob = np.exp(-sum(g**2 for g in grids) * rng.uniform(2, 6))
-    return (100 * blob + rng.normal(0, 5, shape)).astype(np.float32)
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+from tests.conftest import (
+    CLASSES,
+    GRID,
+    load_nifti,
+    make_classifier,
+    make_segmenter,
+    oblique_affine,
+    read_csv,
+    save_nifti,
+    scan,
+)
 
 
 @pytest.fixture
@@ -161,15 +151,6 @@ def test_slice_wise_segmentation_matches_slice_by_slice(tmp_path: Path) -> None:
     np.testing.assert_allclose(proba[..., 3], one, atol=1e-5)
     np.testing.assert_allclose(proba.sum(0), 1.0, atol=1e-5)
 
-
-def oblique_affine() -> np.ndarray:
-    """Anisotropic spacing, a rotation, a flipped axis and an offset: nothing like eye(4)."""
-    c, s = np.cos(0.3), np.sin(0.3)
-    rotation = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-    affine = np.eye(4)
-    affine[:3, :3] = rotation @ np.diag([-0.8, 1.1, 3.0])
-    affine[:3, 3] = [12.0, -40.0, 7.5]
-    return affine
 
 
 def test_segmentation_is_written_in_the_source_geometry(
