@@ -62,18 +62,18 @@ def _heart_point(ed: np.ndarray, es: np.ndarray) -> np.ndarray:
 
 def _nearest_component(parts: np.ndarray, n: int, point: np.ndarray) -> int:
     """Label of the component (≥ SMALLEST px) whose centre is nearest ``point``, within
-    LV_REACH; 0 if none."""
+    LV_REACH; 0 if none. Vectorised over components, so a noisy slice stays cheap."""
     from scipy import ndimage
 
-    best, best_d = 0, float(LV_REACH)
-    for i in range(1, n + 1):
-        mask = parts == i
-        if mask.sum() < SMALLEST:
-            continue
-        d = float(np.hypot(*(np.array(ndimage.center_of_mass(mask)) - point)))
-        if d < best_d:
-            best, best_d = i, d
-    return best
+    if n == 0:
+        return 0
+    index = np.arange(1, n + 1)
+    sizes = np.bincount(parts.ravel(), minlength=n + 1)[1:]
+    centres = np.array(ndimage.center_of_mass(np.ones_like(parts), parts, index)).reshape(n, 2)
+    distance = np.hypot(*(centres - point).T)
+    distance[sizes < SMALLEST] = np.inf
+    best = int(distance.argmin())
+    return int(index[best]) if distance[best] < LV_REACH else 0
 
 
 def _cavity(mask: np.ndarray) -> np.ndarray:
@@ -121,21 +121,20 @@ def _second_cavity(parts: np.ndarray, n: int, lv_part: int, lv: np.ndarray,
     from scipy import ndimage
     from skimage.morphology import disk
 
-    distance = ndimage.distance_transform_edt(~lv)
-    near_earlier = None if earlier is None else ndimage.binary_dilation(earlier, disk(3))
-    best, best_score = None, -1.0
-    for i in range(1, n + 1):
-        mask = (parts == i) & ~lv
-        area = int(mask.sum())
-        if i == lv_part or area < 20:
-            continue
-        d = float(distance[mask].min())
-        if d > WALL_MAX + 5 or (near_earlier is not None and not (mask & near_earlier).any()):
-            continue
-        score = area / (1 + d / 5)
-        if score > best_score:
-            best, best_score = mask, score
-    return best
+    if n == 0:
+        return None
+    index = np.arange(1, n + 1)
+    outside = np.where(lv, 0, parts)
+    area = np.bincount(outside.ravel(), minlength=n + 1)[1:]
+    gap = np.asarray(ndimage.minimum(ndimage.distance_transform_edt(~lv), outside, index))
+    keep = (area >= 20) & (index != lv_part) & (gap <= WALL_MAX + 5)
+    if earlier is not None:
+        near = ndimage.binary_dilation(earlier, disk(3))
+        keep &= np.bincount(outside[near].ravel(), minlength=n + 1)[1:] > 0
+    if not keep.any():
+        return None
+    score = np.where(keep, area / (1 + gap / 5), -1.0)
+    return outside == index[int(score.argmax())]
 
 
 def cine_cavities(phases: Sequence[np.ndarray]) -> list[np.ndarray]:
