@@ -61,7 +61,7 @@ def test_acdc_recipes_are_valid_specs_that_declare_both_phases(tmp_path: Path) -
         raw = read_spec_file(path)
         channels = raw.get("channels") or raw.get("data", {}).get("channels")
         assert channels == ["frame01", "frame02"], path.name
-        if path.stem == "label":
+        if path.stem.startswith("label"):
             resolve_spec(LabelSpec, {"images": str(tmp_path), "out": str(tmp_path / "o")}, path)
         elif path.stem.startswith("pretrain"):
             spec = resolve_spec(PretrainSpec, {"data": {"images": str(tmp_path)},
