@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from segfew.train.engine import TrainProgress
 
 
+#: train settings that say how to run on this machine, not what to learn
+MACHINE_SETTINGS = ("device", "threads", "precision", "num_workers")
+
+
 def make_pretrain_step(
     spec: ExperimentSpec, cache: PreprocessCache | None = None,
     progress: TrainProgress | None = None,
@@ -31,12 +35,16 @@ def make_pretrain_step(
     """The experiment's per-repetition pre-training (``spec.pretrain``, SPEC §6).
 
     Trains the network of ``spec.pretrain`` (a pretrain spec file) on the voxel labels
-    (``spec.data.labels``) of the given training-side cases only.
+    (``spec.data.labels``) of the given training-side cases only, with the experiment's
+    device, threads, precision and workers where it sets them.
     """
     from segfew.data import find_segmentation_cases
     from segfew.spec import resolve_spec
 
     assert spec.pretrain is not None and spec.data.labels is not None
+    # how to run here (given to the experiment) applies to its pre-training too
+    machine = {k: getattr(spec.train, k) for k in MACHINE_SETTINGS
+               if k in spec.train.model_fields_set}
 
     def pretrain_step(repetition: int, side: list[Case], out: Path) -> Any:
         units = {c.group or c.id for c in side} | {c.id for c in side}
@@ -49,7 +57,7 @@ def make_pretrain_step(
             "data": {"images": spec.data.images, "labels": spec.data.labels,
                      "channels": spec.data.channels},
             "out": out,
-            "train": {"progress": False if not spec.train.progress else None},
+            "train": {"progress": False if not spec.train.progress else None, **machine},
         }, spec.pretrain)
         return pretrain(pspec, progress=progress, cache=cache, cases=chosen)
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from segfew.cli import app
@@ -75,13 +76,19 @@ def test_experiment_pretrains_per_repetition_and_measures_never_fit_on_test_case
     spec.write_text('sizes = [1, 2]\nrepetitions = 1\nframeworks = ["measures"]\n'
                     f'pretrain = "{pre.as_posix()}"\nbootstrap = 10\n')
     out = tmp_path / "run"
-    invoke("experiment", "--spec", str(spec), "--out", str(out), "--images",
-           str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--labels",
-           str(phantoms / "labels"), "--no-progress")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the pre-training must take the experiment's --threads 1
+    try:
+        invoke("experiment", "--spec", str(spec), "--out", str(out), "--images",
+               str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--labels",
+               str(phantoms / "labels"), "--threads", "1", "--no-progress")
+    finally:
+        torch.set_num_threads(before)
     results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
     assert len(results) == 2 and len(fitted) == 2
     test_ids = set(results[0]["test_ids"])
     assert all(not ids & test_ids for ids in fitted)  # no test case reaches model selection
     info = json.loads((out / "pretrain" / "rep01" / "seg-run" / "run.json").read_text())
+    assert info["runtime"]["threads"] == 1
     trained = {Path(row["path"]).name.split(".")[0] for row in info["data"]}
     assert trained and not {t.split("_")[0] for t in trained} & test_ids
