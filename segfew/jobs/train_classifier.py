@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.errors import DataError, SpecError
+from segfew.errors import DataError, DataWarning, SpecError
 from segfew.frameworks import framework
 from segfew.jobs.common import (
     FEATURE_FRAMEWORKS,
@@ -49,8 +49,9 @@ def classifier_preprocess(spec: ClassifierSpec, feature_meta: Any | None) -> Pre
     """The classifier's pre-processing: the spec's grid, the feature network's intensities.
 
     Features are only meaningful on images normalised as the segmentation network saw them,
-    so intensity settings come from its model file; framework vgg uses SPEC §3(c)'s
-    224×224 CLAHE input.
+    so intensity settings come from its model file, and a DataWarning says when the
+    in-plane grid differs from the network's (the structures' scale then differs too);
+    framework vgg uses SPEC §3(c)'s 224×224 CLAHE input.
     """
     rule = framework(spec.framework).preprocess
     if rule == "imagenet":
@@ -60,6 +61,13 @@ def classifier_preprocess(spec: ClassifierSpec, feature_meta: Any | None) -> Pre
     if rule == "feature_exact":
         return feature_meta.preprocess  # it segments exactly as the network was trained
     seg = feature_meta.preprocess
+    ours, theirs = _in_plane(spec.preprocess.size), _in_plane(seg.size)
+    if ours != theirs:
+        warnings.warn(DataWarning(
+            f"{spec.features}: the segmentation network learnt on a {theirs[0]}×{theirs[1]} "
+            f"grid, the classifier's is {ours[0]}×{ours[1]} in-plane: its features see every "
+            f"structure at another scale; set "
+            f"preprocess.size to {list(theirs)} in-plane"), stacklevel=2)
     return spec.preprocess.model_copy(
         update={
             "intensity": seg.intensity,
@@ -68,6 +76,11 @@ def classifier_preprocess(spec: ClassifierSpec, feature_meta: Any | None) -> Pre
             "slice_axis": seg.slice_axis,
         }
     )
+
+
+def _in_plane(size: Sequence[int]) -> tuple[int, int]:
+    """The first two axes of a grid size (one value: every axis)."""
+    return (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
 
 
 def build_classifier(

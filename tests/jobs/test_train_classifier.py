@@ -185,3 +185,29 @@ def test_measures_with_tta_records_it_and_predict_measures_the_same_way(
     assert meta.architecture.args["tta"] is True and meta.spec["tta"] is True
     measurer = Predictor(clf, device="cpu").measurer
     assert measurer is not None and measurer.tta
+
+
+@pytest.mark.parametrize("size, warns", [((32, 32, 8), False), ((64, 64, 8), True), ((32,), False)])
+def test_a_classifier_grid_other_than_the_networks_is_said(tmp_path: Path, size, warns) -> None:
+    """Features of a network run at another in-plane scale than it learnt are not the
+    features it learnt: train-classifier says so (the network here learnt at 32 × 32)."""
+    import warnings
+
+    from segfew.errors import DataWarning
+    from segfew.jobs.train_classifier import classifier_preprocess
+    from segfew.modelfile import read_model_file
+    from segfew.spec import ClassifierSpec
+    from tests.conftest import make_segmenter
+
+    features = make_segmenter(tmp_path / "seg.pt")
+    spec = ClassifierSpec.model_validate({
+        "framework": "manual", "features": str(features), "out": str(tmp_path / "c.pt"),
+        "data": {"images": str(tmp_path)}, "preprocess": {"size": list(size)}})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cfg = classifier_preprocess(spec, read_model_file(features)[0])
+    said = [w for w in seen if issubclass(w.category, DataWarning)]
+    assert bool(said) == warns
+    if warns:
+        assert "32×32" in str(said[0].message) and "64×64" in str(said[0].message)
+    assert cfg.intensity == "minmax"  # the network's, whatever the grid
