@@ -24,8 +24,9 @@ On the 19 public ACDC patients used to design it (tested against their expert ma
 is RV 0.52, myocardium 0.49, LV 0.85 at ED (0.41 / 0.56 / 0.70 at ES): coarse, but the
 cavities' volumes and ejection fraction follow the experts' (r ≈ 0.9) — enough for
 measurements, and an M-Net pre-trained on them generalises the rules. Distances are in
-pixels of the in-plane grid, sized for cine MRI at 1.2–2 mm; images with far other pixel
-sizes should be resampled first.
+pixels of the in-plane grid, sized for cine MRI at 1.2–2 mm (``segfew label`` warns about
+other pixel sizes); the slice axis is the one with the widest spacing, so the result does
+not depend on how the file orders its axes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["LABEL_NAMES", "cine_cavities"]
+__all__ = ["LABEL_NAMES", "cine_cavities", "slice_axis_of"]
 
 #: label values 0..3, as in the ACDC expert masks (so the expert recipes apply unchanged)
 LABEL_NAMES = ("background", "RV", "myocardium", "LV")
@@ -137,26 +138,44 @@ def _second_cavity(parts: np.ndarray, n: int, lv_part: int, lv: np.ndarray,
     return outside == index[int(score.argmax())]
 
 
-def cine_cavities(phases: Sequence[np.ndarray]) -> list[np.ndarray]:
+def slice_axis_of(shape: Sequence[int], spacing: Sequence[float] | None = None) -> int:
+    """The short-axis stack's slice axis: the one with the widest spacing (cine MRI: 5–10
+    mm against 1–2 mm in-plane), then the fewest voxels, then the last."""
+    spacing = spacing or [1.0] * len(shape)
+    return max(range(len(shape)), key=lambda a: (round(float(spacing[a]), 3), -shape[a], a))
+
+
+def cine_cavities(phases: Sequence[np.ndarray], spacing: Sequence[float] | None = None
+                  ) -> list[np.ndarray]:
     """RV (1), myocardium (2) and LV (3) label maps of one cine MRI case, one per phase.
 
-    ``phases``: two or more 3D arrays (rows, cols, short-axis slices) of one shape, end-
-    diastole first (any intensity unit: each case is scaled by its ED 99.5th percentile).
+    ``phases``: two or more 3D arrays of one shape, end-diastole first (any intensity unit:
+    each case is scaled by its ED 99.5th percentile); ``spacing`` (mm per axis) picks the
+    slice axis (:func:`slice_axis_of`), whatever the orientation the arrays are stored in.
     Returns uint8 arrays of the same shape (values :data:`LABEL_NAMES`); where no cavity is
-    found (a slice beyond the heart) the map is 0. Raises ValueError for fewer than two
-    phases, arrays that are not 3D or that differ in shape — the heart is found by its
-    motion between phases.
+    found (a slice beyond the heart, an image with no moving heart) the map is 0. Raises
+    ValueError for fewer than two phases, arrays that are not 3D or that differ in shape —
+    the heart is found by its motion between phases.
     """
+    arrays = [np.asarray(p, dtype=np.float32) for p in phases]
+    if len(arrays) < 2:
+        raise ValueError("cavities need two or more cine phases (ED first) as channels")
+    if any(a.ndim != 3 for a in arrays):
+        raise ValueError(f"cavities need 3D phases (a stack of short-axis slices), got "
+                         f"{len(arrays[0].shape)}D images")
+    if any(a.shape != arrays[0].shape for a in arrays):
+        raise ValueError(f"cavities need phases of one shape, got {[a.shape for a in arrays]}")
+    axis = slice_axis_of(arrays[0].shape, spacing)
+    stacked = [np.moveaxis(a, axis, -1) for a in arrays]
+    return [np.moveaxis(m, -1, axis) for m in _cavities(stacked)]
+
+
+def _cavities(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """:func:`cine_cavities` of float arrays with the slices on the last axis."""
     from scipy import ndimage
     from skimage.filters import threshold_otsu
     from skimage.morphology import disk
 
-    arrays = [np.asarray(p, dtype=np.float32) for p in phases]
-    if len(arrays) < 2:
-        raise ValueError("cavities need two or more cine phases (ED first) as channels")
-    if any(a.ndim != 3 or a.shape != arrays[0].shape for a in arrays):
-        raise ValueError(f"cavities need 3D phases of one shape, got "
-                         f"{[a.shape for a in arrays]}")
     scale = float(np.percentile(arrays[0], 99.5)) or 1.0
     smooth = [ndimage.gaussian_filter(a / scale, (1, 1, 0)) for a in arrays]
     point = _heart_point(arrays[0] / scale, arrays[1] / scale)

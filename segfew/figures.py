@@ -199,8 +199,10 @@ def _middle(array: np.ndarray) -> np.ndarray:
 
 @_print_fonts
 def plot_label_preview(shown: Sequence[tuple[str, np.ndarray, np.ndarray]],
-                       label_names: Sequence[str], path: Path) -> Path:
-    """Images (top row) above their k-means labels (bottom row), with the label names."""
+                       label_names: Sequence[str], path: Path, what: str = "k-means labels"
+                       ) -> Path:
+    """Images (top row) above their labels (bottom row), with the label names; ``what``
+    names the labelling in the title."""
     n = max(len(shown), 1)
     fig = _figure(2.6 * n + 1.2, 5.6)
     axes = fig.subplots(2, n, squeeze=False)
@@ -216,5 +218,5 @@ def plot_label_preview(shown: Sequence[tuple[str, np.ndarray, np.ndarray]],
         bar = fig.colorbar(drawn, ax=axes[1, :].tolist(), shrink=0.8,
                            ticks=range(len(label_names)))
         bar.ax.set_yticklabels(list(label_names))
-    fig.suptitle(f"k-means labels ({len(label_names)} labels)")
+    fig.suptitle(f"{what} ({len(label_names)} labels)")
     return _save(fig, path)

@@ -113,6 +113,8 @@ def test_pretrain_names_the_labels_from_the_labels_folder(tmp_path, rng) -> None
 @pytest.mark.parametrize("extra, problem", [
     (["--channels", "frame01"], "two or more cine phases"),
     ([], "two or more cine phases"),
+    (["--channels", "frame01,frame02", "--k", "7"], "--k (k): for method kmeans only"),
+    (["--channels", "frame01,frame02", "--seed", "3"], "--seed (seed): for method kmeans only"),
 ])
 def test_cli_label_cavities_without_phases_is_one_line(tmp_path, rng, extra, problem) -> None:
     images = _cine_folder(tmp_path, rng, n=1)
@@ -130,8 +132,57 @@ def test_cli_label_cavities_names_a_2d_case(tmp_path) -> None:
     out = tmp_path / "cavities"
     text = invoke("label", "--method", "cavities", "--channels", "frame01,frame02",
                   "--images", str(images), "--out", str(out), expect=2)
-    assert "flat_frame01.nii.gz" in text and "3D" in text
-    assert not list(out.glob("*_seg.nii.gz"))
+    assert "flat_frame01.nii.gz" in text and "need 3D phases" in text and "2D images" in text
+    assert not out.exists()  # a refused run leaves no folder
+
+
+def test_cavities_do_not_depend_on_how_the_file_orders_its_axes(rng) -> None:
+    """The slice axis is the widest-spaced one, wherever the array holds it."""
+    ed, _ = _heart(16, 8, rng)
+    es, _ = _heart(10, 5, rng)
+    stored = cine_cavities([ed, es], spacing=(1.5, 1.5, 8.0))
+    moved = cine_cavities([np.moveaxis(ed, -1, 0), np.moveaxis(es, -1, 0)],
+                          spacing=(8.0, 1.5, 1.5))
+    for a, b in zip(stored, moved, strict=True):
+        assert np.array_equal(np.moveaxis(b, 0, -1), a) and (a == LV).any()
+
+
+def test_label_warns_about_a_case_with_no_heart_and_odd_pixels(tmp_path) -> None:
+    from segfew.errors import DataWarning
+    from segfew.jobs.label import label_images
+    from segfew.spec import LabelSpec
+
+    images = tmp_path / "images"
+    for f in ("frame01", "frame02"):
+        save_nifti(images / f"still_{f}.nii.gz", np.full((48, 48, 3), 100.0, np.float32),
+                   np.diag([0.5, 0.5, 8.0, 1.0]))
+    spec = LabelSpec(images=images, out=tmp_path / "out", method="cavities",
+                     channels=["frame01", "frame02"])
+    with pytest.warns(DataWarning) as seen:
+        label_images(spec)
+    said = " ".join(str(w.message) for w in seen)
+    assert "still_frame01.nii.gz: no heart found" in said and "0.5 × 0.5 mm" in said
+
+
+def test_label_refuses_a_folder_holding_another_runs_maps(tmp_path, rng) -> None:
+    images = _cine_folder(tmp_path, rng, n=1)
+    out = tmp_path / "labels"
+    (out / "old_seg.nii.gz").parent.mkdir()
+    (out / "old_seg.nii.gz").write_bytes(b"")
+    text = invoke("label", "--method", "cavities", "--channels", "frame01,frame02",
+                  "--images", str(images), "--out", str(out), expect=2)
+    assert "old_seg.nii.gz" in text and "another run" in text
+    assert sorted(p.name for p in out.iterdir()) == ["old_seg.nii.gz"]
+    (out / "old_seg.nii.gz").unlink()
+    (out / "centres.json").write_text("{}")  # k-means centres would name the wrong labels
+    text = invoke("label", "--method", "cavities", "--channels", "frame01,frame02",
+                  "--images", str(images), "--out", str(out), expect=2)
+    assert "centres.json" in text
+    (out / "centres.json").unlink()
+    for _ in range(2):  # the same run again replaces its own maps
+        invoke("label", "--method", "cavities", "--channels", "frame01,frame02",
+               "--images", str(images), "--out", str(out), "--no-progress")
+    assert len(list(out.glob("*_seg.nii.gz"))) == 2
 
 
 @pytest.mark.realdata

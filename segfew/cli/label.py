@@ -27,7 +27,8 @@ def label(
     images: Annotated[Path | None, setting(
         L, "images", "Folder of images (or of class sub-folders) to label.")] = None,
     out: Annotated[Path | None, setting(
-        L, "out", "Folder for <id>_seg.nii.gz, centres.json, preview.png, run.json.")] = None,
+        L, "out", "Folder for <id>_seg.nii.gz, label_names.json, preview/, run.json "
+        "(kmeans: centres.json).")] = None,
     table: Annotated[Path | None, setting(
         L, "table", "CSV/TSV of the cases to label (id or path column); optional.")] = None,
     id_column: Annotated[str | None, setting(L, "id_column", "Table column of ids.")] = None,
@@ -39,16 +40,18 @@ def label(
         "(--channels: two or more phases, ED first).")] = None,
     k: Annotated[int | None, setting(L, "k")] = None,
     keep_background: Annotated[bool | None, setting(
-        L, "keep_background", "Keep the background (at or below the threshold) as label 0.",
+        L, "keep_background", "kmeans: keep the background (at or below the threshold) as "
+        "label 0.",
         "--keep-background/--no-keep-background")] = None,
     background_threshold: Annotated[float | None, setting(
-        L, "background_threshold", "Background threshold after normalisation "
-        "(default: each image's minimum).")] = None,
+        L, "background_threshold", "kmeans: background threshold after "
+        "normalisation (default: each image's minimum).")] = None,
     centres: Annotated[Path | None, setting(
-        L, "centres", "centres.json of an earlier run: label with those centres.")] = None,
+        L, "centres", "kmeans: centres.json of an earlier run: label with those "
+        "centres.")] = None,
     intensity: Annotated[Intensity | None, setting(
-        L, "intensity", "Normalisation before clustering.")] = None,
-    seed: Annotated[int | None, setting(L, "seed", "Seed of the k-means fit.")] = None,
+        L, "intensity", "kmeans: normalisation before clustering.")] = None,
+    seed: Annotated[int | None, setting(L, "seed", "kmeans: seed of the fit.")] = None,
     threads: ThreadsOpt = None,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,

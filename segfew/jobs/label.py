@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from segfew.atomic import check_output, write_json
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
 from segfew.labels import (
     CENTRES_FILE,
     LABEL_NAMES_FILE,
@@ -93,6 +94,8 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     if labeller is not None:
         label_names = labeller.label_names()
 
+    _refuse_other_labels(out, set(names.values()), labeller is not None)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".segfew-label-", dir=out))
     shown: list[tuple[str, np.ndarray, np.ndarray]] = []
@@ -103,18 +106,36 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
             if len(shown) < PREVIEW_IMAGES:
                 shown.append((names[image.path].removesuffix("_seg.nii.gz"), image.array,
                               labels))
-        written = []
-        for p in paths:
-            os.replace(staging / names[p], out / names[p])
-            written.append(out / names[p])
-    finally:
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)  # a refused run leaves no folder
+        raise
+    written = []
+    for p in paths:
+        os.replace(staging / names[p], out / names[p])
+        written.append(out / names[p])
+    shutil.rmtree(staging, ignore_errors=True)
     if labeller is not None:
         labeller.save(out / CENTRES_FILE)
     write_json(out / LABEL_NAMES_FILE, {"method": spec.method, "label_names": label_names})
-    plot_label_preview(shown, label_names, out / PREVIEW_FILE)
+    plot_label_preview(shown, label_names, out / PREVIEW_FILE,
+                       "k-means labels" if labeller is not None else "cine cavities")
     write_run_info(out, spec, spec.seed, inputs=paths)
     return written
+
+
+def _refuse_other_labels(out: Path, maps: set[str], kmeans: bool) -> None:
+    """A folder already holding label maps (or k-means centres) this run would not replace
+    would mix two labellings, which ``pretrain`` reads as one: refused, naming one."""
+    if not out.is_dir():
+        return
+    stale = sorted(p.name for p in out.glob("*_seg.nii.gz") if p.name not in maps)
+    if not kmeans and (out / CENTRES_FILE).exists():
+        stale.insert(0, CENTRES_FILE)
+    if stale:
+        raise DataError(f"holds {len(stale)} label file(s) of another run (e.g. {stale[0]}) "
+                        "that this run would not replace: give an empty or new folder", out)
 
 
 def _label_maps(cases: list[Case], labeller: KMeansLabeller | None, report: ProgressFn
@@ -130,11 +151,34 @@ def _label_maps(cases: list[Case], labeller: KMeansLabeller | None, report: Prog
         if labeller is not None:
             maps = [labeller.label(im.array) for im in images]
         else:
-            from segfew.cavities import cine_cavities
-            try:
-                maps = cine_cavities([im.array for im in images])
-            except ValueError as e:
-                raise DataError(str(e), case.images[0]) from None
+            maps = _case_cavities(case, images)
         yield from zip(images, maps, strict=True)
         done += len(images)
     report("writing labels", total, total)
+
+
+def _case_cavities(case: Case, images: list[Image]) -> list[np.ndarray]:
+    """The cavities of one case; a DataWarning names a case whose maps say little (no heart
+    found, ES larger than ED, a pixel size the rules were not made for)."""
+    from segfew.cavities import LV, cine_cavities, slice_axis_of
+
+    first = case.images[0]
+    spacing = images[0].spacing
+    try:
+        maps = cine_cavities([im.array for im in images], spacing)
+    except ValueError as e:
+        raise DataError(str(e), first) from None
+    axis = slice_axis_of(images[0].shape, spacing)
+    in_plane = [float(v) for a, v in enumerate(spacing) if a != axis]
+    lv = [int((m == LV).sum()) for m in maps]
+    if lv[0] == 0:
+        warnings.warn(DataWarning(f"{first}: no heart found (no bright cavity that moves "
+                                  "between the phases): its label maps are empty"), stacklevel=2)
+    elif any(v > lv[0] for v in lv[1:]):
+        warnings.warn(DataWarning(f"{first}: the LV is larger in a later phase than in the "
+                                  "first: is the first channel end-diastole?"), stacklevel=2)
+    if not all(1.0 <= v <= 2.5 for v in in_plane):
+        warnings.warn(DataWarning(
+            f"{first}: pixels of {' × '.join(f'{v:g}' for v in in_plane)} mm; the cavity rules "
+            "are sized for cine MRI at 1.2–2 mm: resample in-plane first"), stacklevel=2)
+    return maps

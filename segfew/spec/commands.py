@@ -29,6 +29,11 @@ K_MEANS_LABELS = (
 """What ``--k`` means: the one statement of it, shown in help and docs."""
 
 
+#: the LabelSpec settings that only k-means reads
+KMEANS_ONLY = frozenset({"k", "keep_background", "background_threshold", "centres", "intensity",
+                         "sample_per_image", "seed"})
+
+
 class LabelSpec(Settings):
     """``segfew label``: labels without an expert — k-means pseudo-labels (the paper's
     THRESHOLD framework, SPEC §5) or the cavities of cine cardiac MRI."""
@@ -61,8 +66,10 @@ class LabelSpec(Settings):
             if self.channels is None or len(self.channels) < 2:
                 raise ValueError("method cavities finds the heart by its motion: give two or "
                                  "more cine phases as channels, ED first (e.g. frame01,frame02)")
-            if self.centres is not None:
-                raise ValueError("centres belong to method kmeans, not cavities")
+            kmeans_only = sorted(KMEANS_ONLY & self.model_fields_set)
+            if kmeans_only:
+                flags = ", ".join(f"--{k.replace('_', '-')} ({k})" for k in kmeans_only)
+                raise ValueError(f"{flags}: for method kmeans only, not cavities")
         return self
 
 
