@@ -47,6 +47,7 @@ WALL_MAX = 20  # px: the thickest wall a ray may measure
 RAYS = 48
 SMALLEST = 15  # px: smaller bright components are noise
 DARK_FRACTION = 0.5  # lung: darker than this fraction of the myocardium's intensity
+BLOOD_FRACTION = 0.5  # blood/myocardium threshold: half-way between their intensities
 
 
 def _heart_point(ed: np.ndarray, es: np.ndarray) -> np.ndarray:
@@ -203,7 +204,7 @@ def _cavities(arrays: list[np.ndarray]) -> list[np.ndarray]:
                      for z in range(ed.shape[2])], axis=2)
     blood = float(np.median(ed[core if core.any() else first]))
     myocardium = float(np.median(ed[band]))
-    threshold = myocardium + 0.5 * (blood - myocardium)
+    threshold = myocardium + BLOOD_FRACTION * (blood - myocardium)
     dark = DARK_FRACTION * myocardium
 
     # 4: per slice, phase after phase
