@@ -197,3 +197,4 @@ def test_acdc_cavities_follow_the_expert_masks() -> None:
         truth = np.asarray(nib.load(acdc / "labels" / f"{patient}_frame01_gt.nii.gz").dataobj)
         dice.append(_dice(ed == LV, truth == LV))
     assert np.mean(dice) > 0.75, dice
+

@@ -60,9 +60,17 @@ for module_name, function_name, command_name in COMMANDS:
     app.command(command_name)(getattr(module, function_name))
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (a job scheduler's stop, ``kill``) as Ctrl-C: the same clean-up — staging
+    folders removed, a training run's resume point said — instead of dying mid-write."""
+    raise KeyboardInterrupt("terminated")
+
+
 def main() -> None:
+    import signal
     import sys
 
+    signal.signal(signal.SIGTERM, _terminated)
     for stream in (sys.stdout, sys.stderr):  # an ASCII locale must not crash on "±" or "→"
         if (getattr(stream, "encoding", "") or "").lower().replace("-", "") != "utf8":
             stream.reconfigure(errors="replace")  # type: ignore[union-attr]

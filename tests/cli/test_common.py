@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pydantic import BaseModel
 from rich.table import Table
@@ -23,6 +24,7 @@ from segfew.spec import (
     PretrainSpec,
     SplitSpec,
 )
+from tests.conftest import save_nifti
 
 runner = CliRunner()
 _real_resolve = segfew.spec.resolve_spec
@@ -217,3 +219,30 @@ def test_tables_are_printed_at_full_width_when_not_a_terminal(capsys) -> None:
     out = capsys.readouterr().out
     assert "meningioma " * 11 in out and "…" not in out
     assert max(len(line) for line in out.splitlines()) > 120
+
+
+def test_a_terminated_run_cleans_up_as_ctrl_c_does(tmp_path, rng) -> None:
+    """SIGTERM (a scheduler's stop) cleans up as Ctrl-C does: no staging folder, no maps."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    images = tmp_path / "images"
+    for i in range(40):  # enough cases that the run is still writing when it is stopped
+        for f in ("frame01", "frame02"):
+            save_nifti(images / f"p{i:02d}_{f}.nii.gz",
+                       rng.normal(100, 30, (128, 128, 8)).astype(np.float32))
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "segfew", "label", "--method", "cavities",
+                            "--channels", "frame01,frame02", "--images", str(images),
+                            "--out", str(out), "--no-progress", "--threads", "1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".segfew-label-*")) and run.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 130, output
+    assert "terminated" in output and not out.exists()
