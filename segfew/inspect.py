@@ -161,6 +161,11 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
         report.label_names = label_names
         if names and not channels:
             report.channel_names = names
+    if labels is not None and labels.is_dir() and report.label_names is None:
+        from segfew.labels import read_label_names  # a folder that segfew label wrote
+
+        written = read_label_names(labels)
+        report.label_names = dict(enumerate(written)) if written else None
     segmentation = labels is not None or (layout is not None and layout[1] is not None) or (
         table is None and images.is_dir() and any(is_image_file(p) for p in images.iterdir()))
     if segmentation:

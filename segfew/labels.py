@@ -33,7 +33,8 @@ import numpy as np
 from segfew.atomic import write_json
 from segfew.errors import DataError
 
-__all__ = ["CENTRES_FILE", "LABEL_NAMES_FILE", "KMeansLabeller", "ProgressFn", "fit_kmeans"]
+__all__ = ["CENTRES_FILE", "LABEL_NAMES_FILE", "KMeansLabeller", "ProgressFn", "fit_kmeans",
+           "read_label_names"]
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called as work advances; the CLI draws a bar from it."""
@@ -201,3 +202,21 @@ def fit_kmeans(
     return KMeansLabeller(km.cluster_centers_.ravel(), keep_background, background_threshold,
                           intensity)
 
+
+
+def read_label_names(folder: Path) -> list[str] | None:
+    """The names of labels 0, 1, … of a folder of maps that ``segfew label`` wrote: its
+    ``label_names.json`` (or an older folder's ``centres.json``); None for other folders.
+    Raises DataError naming a file that is not what it says."""
+    path = folder / LABEL_NAMES_FILE
+    if path.is_file():
+        try:
+            names = json.loads(path.read_text(encoding="utf-8"))["label_names"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"not a label names file ({type(e).__name__})", path) from None
+        if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+            raise DataError("label_names must be a list of names", path)
+        return names
+    if (folder / CENTRES_FILE).is_file():
+        return KMeansLabeller.from_file(folder / CENTRES_FILE).label_names()
+    return None

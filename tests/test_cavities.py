@@ -92,6 +92,10 @@ def test_cli_label_cavities_writes_maps_names_and_run_info(tmp_path, rng) -> Non
     assert (np.asarray(seg.dataobj) == LV).any()
     assert json.loads((out / "label_names.json").read_text())["label_names"] == list(LABEL_NAMES)
     assert (out / "run.json").is_file() and not (out / "centres.json").exists()
+    # inspect names the values as the folder declares them
+    report = invoke("inspect", "--images", str(images), "--labels", str(out), "--channels",
+                    "frame01,frame02")
+    assert "myocardium" in report and "LV" in report
 
 
 def test_pretrain_names_the_labels_from_the_labels_folder(tmp_path, rng) -> None:

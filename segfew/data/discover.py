@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
-from segfew.errors import DataError
+from segfew.errors import DataError, SpecError
 from segfew.io import case_id, is_dicom_series_dir, is_image_file
 
 # ------------------------------------------------------------------------- files
@@ -115,6 +115,9 @@ def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnune
 
     if channels is None and not nnunet:
         return {cid: (path,) for cid, path in _index(files, problems).items()}
+    twice = sorted({c for c in channels or () if list(channels or ()).count(c) > 1})
+    if twice:
+        raise SpecError(f"channel {', '.join(twice)} given twice in --channels (channels)")
     by_case: dict[str, dict[str, Path]] = defaultdict(dict)
     for path in files:
         cid = case_id(path)

@@ -112,31 +112,15 @@ def declared_label_names(spec: PretrainSpec) -> list[str] | None:
     ``segfew label`` wrote it (``label_names.json``, or an older folder's ``centres.json``:
     such labels need no names), else by ``spec.label_names``; None when neither says (names
     are then made up from the maps)."""
-    from segfew.labels import CENTRES_FILE, LABEL_NAMES_FILE, KMeansLabeller
+    from segfew.labels import read_label_names
 
     folder = spec.data.labels
-    names: list[str] | None = None
-    if folder is not None and (folder / LABEL_NAMES_FILE).is_file():
-        names = _read_label_names(folder / LABEL_NAMES_FILE)
-    elif folder is not None and (folder / CENTRES_FILE).is_file():
-        names = KMeansLabeller.from_file(folder / CENTRES_FILE).label_names()
+    names = read_label_names(folder) if folder is not None else None
     if names is None:
         return None if spec.label_names is None else list(spec.label_names)
     if spec.label_names is not None and spec.label_names != names:
         log.info(f"{folder} holds labels of segfew label: their names {', '.join(names)} "
                  f"replace label_names")
-    return names
-
-
-def _read_label_names(path: Path) -> list[str]:
-    import json
-
-    try:
-        names = json.loads(path.read_text(encoding="utf-8"))["label_names"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"not a label names file ({type(e).__name__})", path) from None
-    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-        raise DataError("label_names must be a list of names", path)
     return names
 
 

@@ -127,6 +127,10 @@ def test_channel_errors(tmp_path: Path) -> None:
     labels3 = make(tmp_path / "lab3", ["p1_frame01_gt.nii.gz"])
     with pytest.raises(DataError, match=r"no label for channel\(s\) p1_frame02"):
         find_segmentation_cases(images3, labels3, ["frame01", "frame02"])
+    from segfew.errors import SpecError
+
+    with pytest.raises(SpecError, match="channel frame01 given twice in --channels"):
+        find_image_cases(images3, ["frame01", "frame01"])
 
 
 def test_nnunet_layout(tmp_path: Path) -> None:
