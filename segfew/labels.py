@@ -203,7 +203,6 @@ def fit_kmeans(
                           intensity)
 
 
-
 def read_label_names(folder: Path) -> list[str] | None:
     """The names of labels 0, 1, … of a folder of maps that ``segfew label`` wrote: its
     ``label_names.json`` (or an older folder's ``centres.json``); None for other folders.
