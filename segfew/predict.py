@@ -79,8 +79,8 @@ class Predictor:
     ``meta``, ``model`` (eval mode, on ``device``), ``device`` and ``plan`` (how the network
     runs: :func:`segfew.runtime.resolve_plan` of ``precision``) are public. ``cache`` is an
     optional :class:`segfew.preprocess_cache.PreprocessCache` shared with other runs. ``workers``
-    processes read and pre-process cases ahead of the network (None: one per spare core, at
-    most 4; 0: none).
+    processes read and pre-process cases ahead of the network (None:
+    :func:`segfew.inference.default_workers`; 0: none).
     """
 
     def __init__(self, model_path: str | Path, device: str = "auto", batch_size: int = 8,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -75,3 +76,11 @@ def test_test_time_augmentation_shifts_back_what_it_shifts() -> None:
     averaged = segment_probabilities(zero, volume, "cpu", tta=True)
     assert len(TTA_SHIFTS) == 5 and np.abs(averaged - one).max() > 1e-3
     np.testing.assert_allclose(averaged.sum(0), 1.0, atol=1e-5)
+
+
+def test_no_reading_worker_on_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segfew import inference
+
+    for cores, workers in ((1, 0), (2, 0), (3, 2), (8, 4)):
+        monkeypatch.setattr(inference.os, "cpu_count", lambda c=cores: c)
+        assert inference.default_workers() == workers

@@ -56,7 +56,8 @@ def predict(
     batch_size: Annotated[int | None, setting(
         P, "batch_size", "Images (or slices) per forward pass.", min=1)] = None,
     workers: Annotated[int | None, setting(
-        P, "workers", "Processes reading scans ahead of the network (default: spare cores).",
+        P, "workers", "Processes reading scans ahead of the network (default: one per core beyond "
+        "the first, at most 4; none on 2 cores).",
         min=0)] = None,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,

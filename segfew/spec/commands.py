@@ -170,7 +170,8 @@ class PredictSpec(Settings):
     precision: Precision = "auto"
     batch_size: int = Field(default=8, ge=1)
     workers: int | None = Field(
-        default=None, ge=0, description="reading processes (None: one per spare core, at most 4)"
+        default=None, ge=0, description="reading processes (None: one per core beyond the first, "
+                                        "at most 4; none on 2 cores)"
     )
     probabilities: bool = Field(
         default=False, description="segmentation: also write <id>_prob.nii.gz"
