@@ -221,28 +221,45 @@ def test_tables_are_printed_at_full_width_when_not_a_terminal(capsys) -> None:
     assert max(len(line) for line in out.splitlines()) > 120
 
 
-def test_a_terminated_run_cleans_up_as_ctrl_c_does(tmp_path, rng) -> None:
-    """SIGTERM (a scheduler's stop) cleans up as Ctrl-C does: no staging folder, no maps."""
+
+def test_sigterm_is_handled_as_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``segfew`` turns SIGTERM (a scheduler's stop) into the KeyboardInterrupt that every
+    command already cleans up after (exit 130, staging removed, resume point said)."""
     import signal
-    import subprocess
-    import sys
-    import time
+
+    from segfew.cli import _terminated, main
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr("sys.argv", ["segfew", "--version"])
+    try:
+        with pytest.raises(SystemExit):
+            main()
+        assert signal.getsignal(signal.SIGTERM) is _terminated
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    with pytest.raises(KeyboardInterrupt, match="terminated"):
+        _terminated(signal.SIGTERM, None)
+
+
+def test_an_interrupted_label_run_leaves_nothing(tmp_path, rng, monkeypatch) -> None:
+    """Stopped while writing its maps, label leaves no staging folder and no output."""
+    import segfew.io
 
     images = tmp_path / "images"
-    for i in range(40):  # enough cases that the run is still writing when it is stopped
-        for f in ("frame01", "frame02"):
-            save_nifti(images / f"p{i:02d}_{f}.nii.gz",
-                       rng.normal(100, 30, (128, 128, 8)).astype(np.float32))
+    for i in range(3):
+        save_nifti(images / f"p{i}.nii.gz", rng.normal(100, 30, (16, 16, 4)).astype(np.float32))
+    written: list[Path] = []
+    real = segfew.io.write_image
+
+    def stop_on_the_second(array, reference, path):  # type: ignore[no-untyped-def]
+        if written:
+            raise KeyboardInterrupt("terminated")
+        written.append(real(array, reference, path))
+        return written[-1]
+
+    monkeypatch.setattr(segfew.io, "write_image", stop_on_the_second)
     out = tmp_path / "out"
-    run = subprocess.Popen([sys.executable, "-m", "segfew", "label", "--method", "cavities",
-                            "--channels", "frame01,frame02", "--images", str(images),
-                            "--out", str(out), "--no-progress", "--threads", "1"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not list(out.glob(".segfew-label-*")) and run.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    run.send_signal(signal.SIGTERM)
-    output, _ = run.communicate(timeout=120)
-    assert run.returncode == 130, output
-    assert "terminated" in output and not out.exists()
+    result = runner.invoke(app, ["label", "--images", str(images), "--out", str(out), "--k", "2",
+                                 "--no-progress"])
+    assert result.exit_code == 130 and "terminated" in result.output
+    assert written and not out.exists()
