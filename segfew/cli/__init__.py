@@ -69,8 +69,10 @@ def _terminated(signum: int, frame: object) -> None:
 def main() -> None:
     import signal
     import sys
+    import threading
 
-    signal.signal(signal.SIGTERM, _terminated)
+    if threading.current_thread() is threading.main_thread():  # signals reach only it
+        signal.signal(signal.SIGTERM, _terminated)
     for stream in (sys.stdout, sys.stderr):  # an ASCII locale must not crash on "±" or "→"
         if (getattr(stream, "encoding", "") or "").lower().replace("-", "") != "utf8":
             stream.reconfigure(errors="replace")  # type: ignore[union-attr]
