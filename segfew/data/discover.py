@@ -5,7 +5,7 @@ pairs and unlabelled images.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -115,7 +115,7 @@ def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnune
 
     if channels is None and not nnunet:
         return {cid: (path,) for cid, path in _index(files, problems).items()}
-    twice = sorted({c for c in channels or () if list(channels or ()).count(c) > 1})
+    twice = sorted(c for c, n in Counter(channels or ()).items() if n > 1)
     if twice:
         raise SpecError(f"channel {', '.join(twice)} given twice in --channels (channels)")
     by_case: dict[str, dict[str, Path]] = defaultdict(dict)

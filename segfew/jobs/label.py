@@ -70,12 +70,12 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     given = [p for p in (spec.images, spec.table, spec.centres) if p is not None]
     out = check_output(spec.out, [*given, *paths], "folder")
 
-    def images(stage: str) -> Iterator[Image]:
-        """Every image file, read through the door (a case at a time, all its checks)."""
+    def read_cases(stage: str) -> Iterator[tuple[Case, list[Image]]]:
+        """Every case with its images, read through the door (all its checks)."""
         done = 0
         for case in cases:
             report(stage, done, len(paths))
-            yield from read_case(case)[0]
+            yield case, read_case(case)[0]
             done += len(case.images)
         report(stage, len(paths), len(paths))
 
@@ -86,7 +86,8 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     elif spec.centres is not None:
         labeller = KMeansLabeller.from_file(spec.centres)
     else:
-        labeller = fit_kmeans((im.array for im in images("sampling intensities")), spec.k,
+        labeller = fit_kmeans((im.array for _, ims in read_cases("sampling intensities")
+                               for im in ims), spec.k,
                               keep_background=spec.keep_background,
                               background_threshold=spec.background_threshold,
                               sample_per_image=spec.sample_per_image, seed=spec.seed,
@@ -100,12 +101,15 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     staging = Path(tempfile.mkdtemp(prefix=".segfew-label-", dir=out))
     shown: list[tuple[str, np.ndarray, np.ndarray]] = []
     try:
-        for image, labels in _label_maps(cases, labeller, report):
-            assert image.path is not None
-            write_image(labels, image, staging / names[image.path])
-            if len(shown) < PREVIEW_IMAGES:
-                shown.append((names[image.path].removesuffix("_seg.nii.gz"), image.array,
-                              labels))
+        for case, images in read_cases("writing labels"):
+            maps = ([labeller.label(im.array) for im in images] if labeller is not None
+                    else _case_cavities(case, images))
+            for image, labels in zip(images, maps, strict=True):
+                assert image.path is not None
+                write_image(labels, image, staging / names[image.path])
+                if len(shown) < PREVIEW_IMAGES:
+                    shown.append((names[image.path].removesuffix("_seg.nii.gz"), image.array,
+                                  labels))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created:
@@ -136,25 +140,6 @@ def _refuse_other_labels(out: Path, maps: set[str], kmeans: bool) -> None:
     if stale:
         raise DataError(f"holds {len(stale)} label file(s) of another run (e.g. {stale[0]}) "
                         "that this run would not replace: give an empty or new folder", out)
-
-
-def _label_maps(cases: list[Case], labeller: KMeansLabeller | None, report: ProgressFn
-                ) -> Iterator[tuple[Image, np.ndarray]]:
-    """(image, its label map) for every image file: k-means per image, cavities per case
-    (from all its phases); a case the cavities cannot take raises DataError naming it."""
-    from segfew.cases import read_case
-
-    total, done = sum(len(c.images) for c in cases), 0
-    for case in cases:
-        report("writing labels", done, total)
-        images = read_case(case)[0]
-        if labeller is not None:
-            maps = [labeller.label(im.array) for im in images]
-        else:
-            maps = _case_cavities(case, images)
-        yield from zip(images, maps, strict=True)
-        done += len(images)
-    report("writing labels", total, total)
 
 
 def _case_cavities(case: Case, images: list[Image]) -> list[np.ndarray]:
