@@ -50,6 +50,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from segfew.atomic import copy_file
 from segfew.errors import DataError, SegfewError, SpecError
 from segfew.runtime import (
     Plan,
@@ -428,9 +429,9 @@ def _step(step: _Step, x: Tensor, y: Tensor) -> Tensor:
 def _write_epoch(out_dir: Path, model: nn.Module, step: _Step, state: RunState,
                  improved: bool, **extra: Any) -> None:
     scaler = step.scaler if step.plan.grad_scaler else None
-    if improved:
-        save_checkpoint(out_dir / "best.pt", model, step.optimizer, scaler, state, **extra)
     save_checkpoint(out_dir / "last.pt", model, step.optimizer, scaler, state, **extra)
+    if improved:  # the same payload: linked, not serialised twice
+        copy_file(out_dir / "last.pt", out_dir / "best.pt")
     write_metrics(out_dir / "metrics.csv", state.history)
 
 
