@@ -44,10 +44,14 @@ RV, MYOCARDIUM, LV = 1, 2, 3
 SEARCH_RADIUS = 60  # px around the heart's point: where cavities may lie
 LV_REACH = 25  # px: an LV component's centre lies at most this far from the point
 WALL_MAX = 20  # px: the thickest wall a ray may measure
+WALL_TYPICAL = 6  # px: the wall of a slice where too few rays stop (about 9 mm at 1.5 mm)
+WALL_SPREAD = 1.5  # a ray is at most this many times the slice's typical wall
 RAYS = 48
 SMALLEST = 15  # px: smaller bright components are noise
 DARK_FRACTION = 0.5  # lung: darker than this fraction of the myocardium's intensity
 BLOOD_FRACTION = 0.5  # blood/myocardium threshold: half-way between their intensities
+GROW_FRACTION = 0.3  # cavities grow through pixels this far from myocardium toward blood
+LV_GROWTH, RV_GROWTH = 2, 8  # px: how far each cavity may grow through them
 
 
 def _heart_point(ed: np.ndarray, es: np.ndarray) -> np.ndarray:
@@ -87,14 +91,20 @@ def _cavity(mask: np.ndarray) -> np.ndarray:
 
 
 def _wall(lv: np.ndarray, stop: np.ndarray) -> np.ndarray:
-    """The ring from the LV border out to the first ``stop`` pixel along each ray."""
+    """The ring from the LV border out to the first ``stop`` pixel along each ray.
+
+    A ray that meets no stop within WALL_MAX (the wall borders liver or chest wall, as grey
+    as the myocardium) takes the slice's typical thickness: the median of the rays that
+    did stop (at the RV's blood, lung or bright fat), and rays are capped at WALL_SPREAD
+    times it. Without this the free walls ran out to WALL_MAX, twice the experts' thickness.
+    """
     from scipy import ndimage
     from skimage.draw import polygon
 
     cy, cx = ndimage.center_of_mass(lv)
     h, w = lv.shape
     angles = np.linspace(0, 2 * np.pi, RAYS, endpoint=False)
-    inner, width = np.zeros(RAYS), np.zeros(RAYS)
+    inner, width = np.zeros(RAYS), np.full(RAYS, np.nan)
     steps = np.arange(0, 4 * WALL_MAX, 0.5)
     for i, a in enumerate(angles):
         ys = np.rint(cy + np.sin(a) * steps).astype(int)
@@ -104,10 +114,13 @@ def _wall(lv: np.ndarray, stop: np.ndarray) -> np.ndarray:
         outside = np.flatnonzero(~lv[ys, xs])
         if outside.size == 0:
             continue
-        start = along[outside[0]]
-        ahead = (along > start + 1) & stop[ys, xs]
-        hit = along[ahead][0] - start if ahead.any() else WALL_MAX
-        inner[i], width[i] = start, min(hit, WALL_MAX)
+        inner[i] = along[outside[0]]
+        ahead = (along > inner[i] + 1) & stop[ys, xs]
+        if ahead.any() and along[ahead][0] - inner[i] < WALL_MAX:
+            width[i] = along[ahead][0] - inner[i]
+    stopped = np.isfinite(width)
+    typical = float(np.median(width[stopped])) if stopped.sum() >= RAYS // 6 else WALL_TYPICAL
+    width = np.where(stopped, np.minimum(width, WALL_SPREAD * typical), typical)
     width = ndimage.median_filter(width, size=7, mode="wrap")
     ring = np.zeros_like(lv)
     rr, cc = polygon(cy + np.sin(angles) * (inner + width), cx + np.cos(angles) * (inner + width),
@@ -117,9 +130,15 @@ def _wall(lv: np.ndarray, stop: np.ndarray) -> np.ndarray:
 
 
 def _second_cavity(parts: np.ndarray, n: int, lv_part: int, lv: np.ndarray,
-                   earlier: np.ndarray | None) -> np.ndarray | None:
-    """The RV: the bright component nearest the LV, weighted by size (and, in a later phase,
-    overlapping the earlier phase's RV)."""
+                   earlier: np.ndarray | None, emptied: np.ndarray | None) -> np.ndarray | None:
+    """The RV: the bright component beside the LV that empties most between the phases.
+
+    At ED (``earlier`` None) a component scores the area of it that is no longer bright in
+    some later phase (``emptied``): the RV ejects, while the stomach, fat or a vessel beside
+    the heart stay bright and often are larger. The score falls with the gap to the LV (the
+    RV lies across the septum). In a later phase, the component must overlap the earlier RV
+    and the score is its area.
+    """
     from scipy import ndimage
     from skimage.morphology import disk
 
@@ -133,10 +152,23 @@ def _second_cavity(parts: np.ndarray, n: int, lv_part: int, lv: np.ndarray,
     if earlier is not None:
         near = ndimage.binary_dilation(earlier, disk(3))
         keep &= np.bincount(outside[near].ravel(), minlength=n + 1)[1:] > 0
+    size = area if emptied is None else np.bincount(outside[emptied].ravel(),
+                                                    minlength=n + 1)[1:]
     if not keep.any():
         return None
-    score = np.where(keep, area / (1 + gap / 5), -1.0)
+    score = np.where(keep, size / (1 + gap / 5), -1.0)
     return outside == index[int(score.argmax())]
+
+
+def _grown(seed: np.ndarray, allowed: np.ndarray, growth: int) -> np.ndarray:
+    """``seed`` grown through the connected ``allowed`` pixels, at most ``growth`` px from it
+    (hysteresis: the half-way threshold finds a cavity, a lower one finds its extent — the
+    partial-volume border, and the RV's trabeculated, less bright parts)."""
+    from scipy import ndimage
+
+    near = ndimage.distance_transform_edt(~seed) <= growth
+    parts, _ = ndimage.label((allowed & near) | seed)
+    return np.isin(parts, np.unique(parts[seed]))
 
 
 def slice_axis_of(shape: Sequence[int], spacing: Sequence[float] | None = None) -> int:
@@ -206,6 +238,7 @@ def _cavities(arrays: list[np.ndarray]) -> list[np.ndarray]:
     myocardium = float(np.median(ed[band]))
     threshold = myocardium + BLOOD_FRACTION * (blood - myocardium)
     dark = DARK_FRACTION * myocardium
+    low = myocardium + GROW_FRACTION * (blood - myocardium)
 
     # 4: per slice, phase after phase
     for z in range(ed.shape[2]):
@@ -227,11 +260,15 @@ def _cavities(arrays: list[np.ndarray]) -> list[np.ndarray]:
                 if overlap[best] == 0:
                     continue
                 parts[(parts == best) & ~ndimage.binary_dilation(lv_before, disk(3))] = 0
-            lv = _cavity(parts == best)
-            rv = _second_cavity(parts, n, best, lv, rv_before if k else None)
+            grey = (image[..., z] > low) & search
+            lv = _cavity(_grown(_cavity(parts == best), grey, LV_GROWTH))
+            emptied = None if k else np.any([later[..., z] <= threshold
+                                             for later in smooth[1:]], axis=0)
+            rv = _second_cavity(parts, n, best, lv, rv_before if k else None, emptied)
             out = maps[k][..., z]
             out[lv] = LV
             if rv is not None:
+                rv = _grown(rv, grey & ~ndimage.binary_dilation(lv, disk(1)), RV_GROWTH)
                 out[rv] = RV
             wall = _wall(lv, (bright & ~lv) | (image[..., z] < dark))
             out[wall & (out == 0)] = MYOCARDIUM
