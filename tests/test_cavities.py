@@ -14,9 +14,12 @@ from tests.conftest import invoke, real_data, save_nifti
 
 
 def _heart(lv_radius: float, rv_width: float, rng: np.random.Generator,
-           shape: tuple[int, int, int] = (96, 96, 4)) -> tuple[np.ndarray, np.ndarray]:
+           shape: tuple[int, int, int] = (96, 96, 4), grey_below: bool = False
+           ) -> tuple[np.ndarray, np.ndarray]:
     """A bSSFP-like short-axis stack: a bright LV disc in a 6-px dark wall, a bright RV
-    crescent beside it, lung-dark outside, mid-grey tissue beyond. (image, true labels)."""
+    crescent beside it, lung-dark outside, mid-grey tissue beyond. (image, true labels).
+    ``grey_below``: below the heart, tissue as grey as the myocardium touches the wall (the
+    liver)."""
     rows, cols = np.indices(shape[:2])
     r_lv = np.hypot(rows - 50, cols - 52)
     r_rv = np.hypot(rows - 50, cols - 52 + lv_radius + 6 + rv_width)
@@ -26,6 +29,8 @@ def _heart(lv_radius: float, rv_width: float, rng: np.random.Generator,
     truth[r_lv < lv_radius] = LV
     image = np.choose(truth, [0.08, 0.9, 0.3, 1.0]).astype(np.float32)
     image[np.hypot(rows - 48, cols - 48) > 44] = 0.45  # chest wall
+    if grey_below:
+        image[(rows > 50 + lv_radius) & (truth == 0)] = 0.3
     stack = np.repeat(image[..., None], shape[2], axis=2)
     noisy = stack + rng.normal(0, 0.02, stack.shape).astype(np.float32)
     return noisy * 300, np.repeat(truth[..., None], shape[2], axis=2)
@@ -49,6 +54,32 @@ def test_cavities_of_a_beating_phantom_follow_the_truth(rng: np.random.Generator
     # the ejection fraction that measurements would read: 1 − (10/16)² ≈ 0.61
     ef = 1 - (maps[1] == LV).sum() / (maps[0] == LV).sum()
     assert ef == pytest.approx(1 - (10 / 16) ** 2, abs=0.08)
+
+
+def test_a_wall_beside_grey_tissue_keeps_the_thickness_of_the_rest(rng) -> None:
+    # Rays that meet no lung or blood (the liver is as grey as the myocardium) take the
+    # slice's typical wall, not the longest a ray may measure.
+    ed, ed_truth = _heart(16, 8, rng, grey_below=True)
+    es, _ = _heart(10, 5, rng, grey_below=True)
+    found = cine_cavities([ed, es])[0] == MYOCARDIUM
+    truth = ed_truth == MYOCARDIUM
+    assert _dice(found, truth) > 0.75
+    assert found.sum() < 1.3 * truth.sum()
+
+
+def test_the_rv_is_the_cavity_that_empties_not_the_largest_bright_one() -> None:
+    from segfew.cavities import _second_cavity
+
+    lv = np.zeros((64, 64), bool)
+    lv[24:40, 24:40] = True
+    parts = np.zeros((64, 64), int)
+    parts[24:40, 8:18] = 1  # the RV, across a 6-px septum: 160 px, most of it empties
+    parts[20:44, 46:58] = 2  # the stomach, as near on the other side: 288 px, still
+    emptied = np.zeros((64, 64), bool)
+    emptied[24:40, 8:16] = True
+    rv = _second_cavity(parts, 2, 0, lv, None, emptied)
+    assert rv is not None and (rv == (parts == 1)).all()
+    assert (_second_cavity(parts, 2, 0, lv, None, None) == (parts == 2)).all()  # by area
 
 
 def test_no_motion_no_heart_gives_empty_maps() -> None:
