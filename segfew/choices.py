@@ -5,6 +5,9 @@ from typing import Literal
 
 #: how networks compute (segfew.runtime): auto picks the fastest safe one for the machine
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+#: the learning rate over a training run: constant (the paper's Adam), or poly — lr ×
+#: (1 − epoch / epochs)^0.9, set at the start of each epoch (nnU-Net's schedule)
+LrSchedule = Literal["constant", "poly"]
 #: intensity normalisation before the network grid (segfew.preprocess, SPEC §5)
 Intensity = Literal["clahe", "ct", "minmax", "zscore"]
 #: how ``segfew label`` makes labels without an expert: k-means intensity clusters (the

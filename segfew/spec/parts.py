@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from segfew.choices import Intensity, Precision
+from segfew.choices import Intensity, LrSchedule, Precision
 from segfew.errors import SpecError
 
 if TYPE_CHECKING:
@@ -128,6 +128,8 @@ class TrainConfig(Settings):
         default=4, ge=1, description="global batch; split evenly over torchrun processes"
     )
     lr: float = Field(default=1e-3, gt=0, description="Adam learning rate")
+    lr_schedule: LrSchedule = Field(
+        default="constant", description="constant, or poly: lr × (1 − epoch/epochs)^0.9")
     weight_decay: float = Field(default=0.0, ge=0)
     val_fraction: float | None = Field(
         default=None,

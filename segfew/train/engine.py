@@ -72,7 +72,7 @@ from segfew.train.checkpoint import (
 )
 from segfew.train.feature_cache import Head, maybe_cache
 from segfew.train.loss import weighted_cross_entropy
-from segfew.train.options import TrainOptions
+from segfew.train.options import TrainOptions, epoch_lr
 from segfew.train.progress import EpochReport, TrainProgress
 from segfew.train.validation import validate
 
@@ -332,6 +332,8 @@ class _Epochs:
         """Train one epoch, validate, and return the metrics.csv row."""
         t0 = time.monotonic()
         _seed_epoch(self.cfg.seed, epoch, D.rank())
+        for group in self.step.optimizer.param_groups:
+            group["lr"] = epoch_lr(self.cfg, epoch)
         row: dict[str, float] = {"epoch": float(epoch + 1),
                                  "train_loss": self.train(epoch, on_batch),
                                  "val_loss": math.nan, "val_metric": math.nan}

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from segfew.choices import Precision
+from segfew.choices import LrSchedule, Precision
 from segfew.train.augment import Augmentation
 
-__all__ = ["TrainOptions"]
+__all__ = ["TrainOptions", "epoch_lr"]
+
+#: the exponent of the poly schedule (nnU-Net: Isensee et al. 2021, Nature Methods 18:203)
+POLY_EXPONENT = 0.9
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,7 @@ class TrainOptions:
     """Optimisation, stopping, device and bookkeeping of a training run.
 
     ``batch_size`` is the global batch (split evenly over torchrun processes); ``lr`` the
-    Adam learning rate; ``early_stopping`` the patience in epochs; ``time_budget_s`` a wall
+    Adam learning rate, constant or decayed by ``lr_schedule`` (:func:`epoch_lr`); ``early_stopping`` the patience in epochs; ``time_budget_s`` a wall
     limit in seconds; ``seed`` seeds every random number; ``device``/``precision``/
     ``channels_last`` as :mod:`segfew.runtime` resolves them; ``sync_bn`` SyncBatchNorm
     across GPUs under torchrun; ``cache_features`` computes frozen features once per image
@@ -29,6 +32,7 @@ class TrainOptions:
     epochs: int = 20
     batch_size: int = 4
     lr: float = 1e-3
+    lr_schedule: LrSchedule = "constant"
     weight_decay: float = 0.0
     early_stopping: int | None = None
     time_budget_s: float | None = None
@@ -42,3 +46,12 @@ class TrainOptions:
     cache_features: bool = True
     cache_max_gb: float = 4.0
     augment: Augmentation = field(default_factory=Augmentation)
+
+
+def epoch_lr(cfg: TrainOptions, epoch: int) -> float:
+    """The learning rate of epoch ``epoch`` (0-based) of ``cfg.epochs``: ``cfg.lr``, or for
+    ``poly`` ``lr × (1 − epoch / epochs)^0.9`` — a function of the epoch alone, so a resumed
+    run continues the same curve."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    return cfg.lr * (1 - epoch / cfg.epochs) ** POLY_EXPONENT

@@ -330,6 +330,21 @@ def test_resume_after_a_crash_mid_run_gives_identical_weights(tmp_path: Path) ->
         out_dir=tmp_path / "a", resume=True)
     assert _same_weights(resumed, full)
 
+    # The poly schedule is a function of the epoch: a resumed run continues its curve.
+    poly = _cfg(epochs=4, lr_schedule="poly")
+    full_poly = _seg_model()
+    fit(full_poly, train, None, task="segmentation", num_classes=2, cfg=poly,
+        out_dir=tmp_path / "poly-full")
+    with pytest.raises(Killed):
+        fit(_seg_model(), train, None, task="segmentation", num_classes=2, cfg=poly,
+            out_dir=tmp_path / "poly", callback=die_after_epoch_2)
+    resumed = _seg_model()
+    res = fit(resumed, train, None, task="segmentation", num_classes=2, cfg=poly,
+              out_dir=tmp_path / "poly", resume=True)
+    assert _same_weights(resumed, full_poly) and not _same_weights(resumed, full)
+    assert [r["lr"] for r in res.history] == pytest.approx(
+        [1e-2 * (1 - e / 4) ** 0.9 for e in range(4)])
+
     # Killed in the middle of epoch 3: epoch 3 is redone from last.pt (end of epoch 2).
     calls = {"n": 0}
 
