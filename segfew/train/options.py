@@ -22,11 +22,12 @@ class TrainOptions:
     """Optimisation, stopping, device and bookkeeping of a training run.
 
     ``batch_size`` is the global batch (split evenly over torchrun processes); ``lr`` the
-    Adam learning rate, constant or decayed by ``lr_schedule`` (:func:`epoch_lr`); ``early_stopping`` the patience in epochs; ``time_budget_s`` a wall
-    limit in seconds; ``seed`` seeds every random number; ``device``/``precision``/
-    ``channels_last`` as :mod:`segfew.runtime` resolves them; ``sync_bn`` SyncBatchNorm
-    across GPUs under torchrun; ``cache_features`` computes frozen features once per image
-    when not augmenting, keeping at most ``cache_max_gb`` in memory.
+    Adam learning rate, constant or decayed by ``lr_schedule`` (:func:`epoch_lr`);
+    ``early_stopping`` the patience in epochs; ``time_budget_s`` a wall limit in seconds;
+    ``seed`` seeds every random number; ``device``/``precision``/``channels_last`` as
+    :mod:`segfew.runtime` resolves them; ``sync_bn`` SyncBatchNorm across GPUs under
+    torchrun; ``cache_features`` computes frozen features once per image when not
+    augmenting, keeping at most ``cache_max_gb`` in memory.
     """
 
     epochs: int = 20
