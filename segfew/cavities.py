@@ -177,10 +177,15 @@ def _grown(seed: np.ndarray, allowed: np.ndarray, growth: int) -> np.ndarray:
 
 
 def slice_axis_of(shape: Sequence[int], spacing: Sequence[float] | None = None) -> int:
-    """The short-axis stack's slice axis: the one with the widest spacing (cine MRI: 5–10
-    mm against 1–2 mm in-plane), then the fewest voxels, then the last."""
-    spacing = spacing or [1.0] * len(shape)
-    return max(range(len(shape)), key=lambda a: (round(float(spacing[a]), 3), -shape[a], a))
+    """The short-axis stack's slice axis: :func:`segfew.preprocess.stack_axis` (cine MRI:
+    5–10 mm slices against 1–2 mm pixels), else the axis with the fewest voxels, then the
+    last."""
+    from segfew.preprocess import stack_axis
+
+    axis = stack_axis(spacing)
+    if axis is not None:
+        return axis
+    return max(range(len(shape)), key=lambda a: (-shape[a], a))
 
 
 def cine_cavities(phases: Sequence[np.ndarray], spacing: Sequence[float] | None = None

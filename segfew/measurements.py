@@ -215,7 +215,7 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
     """
     from segfew.cases import read_case
     from segfew.predict import segment_on_source
-    from segfew.preprocess import preprocess_image
+    from segfew.preprocess import preprocess_image, slice_axis_for
 
     images, _ = read_case(case)
     structures = dict(enumerate(label_names))
@@ -224,13 +224,13 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
     names = case.channel_names if model.in_channels == 1 else ["all"]
     maps = []
     for group in groups:
-        x = np.stack([preprocess_image(im.array, cfg) for im in group])
+        x = np.stack([preprocess_image(im.array, cfg, im.spacing) for im in group])
         labels, _ = segment_on_source(model, x, group[0].shape, cfg, device, batch_size, plan,
-                                      tta)
+                                      tta, group[0].spacing)
         maps.append(keep_largest_component(labels, list(structures)) if largest_component
                     else labels)
     return measure_case(maps, [g[0].spacing for g in groups], structures, names,
-                        cfg.slice_axis)
+                        slice_axis_for(cfg, images[0].spacing))
 
 
 class Measurer:

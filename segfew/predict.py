@@ -54,19 +54,22 @@ __all__ = [
 
 def segment_on_source(model: Any, image: np.ndarray, source_shape: tuple[int, ...],
                       cfg: Preprocessing, device: Any, batch_size: int = 8,
-                      plan: Plan | None = None, tta: bool = False
+                      plan: Plan | None = None, tta: bool = False,
+                      spacing: Sequence[float] | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Label map (int16, ``source_shape``) and probabilities ``(L, *source_shape)`` float32.
 
-    ``image`` is pre-processed ``(C, *grid)`` by ``cfg``; the softmax is mapped back onto the
-    source grid linearly before the arg-max, so boundaries are as fine as the source's.
+    ``image`` is pre-processed ``(C, *grid)`` by ``cfg`` from a source of voxel ``spacing``;
+    the softmax is mapped back onto the source grid linearly before the arg-max, so
+    boundaries are as fine as the source's.
     ``tta``: test-time augmentation (:func:`segfew.inference.segment_probabilities`).
     """
     from segfew.inference import segment_probabilities
     from segfew.preprocess import restore
 
     proba = segment_probabilities(model, image, device, batch_size, plan, tta)
-    restored = np.asarray(restore(proba, tuple(source_shape), cfg, 1), dtype=np.float32)
+    restored = np.asarray(restore(proba, tuple(source_shape), cfg, 1, spacing),
+                          dtype=np.float32)
     return np.argmax(restored, axis=0).astype(np.int16), restored
 
 
@@ -300,7 +303,7 @@ class Predictor:
         if self.kind != "segmentation":
             raise DataError("this is a classifier; it predicts classes, not label maps",
                             self.model_path)
-        x = np.stack([np.asarray(preprocess_image(im.array, self.preprocessing),
+        x = np.stack([np.asarray(preprocess_image(im.array, self.preprocessing, im.spacing),
                                  dtype=np.float32) for im in images])
         self.check_input(case, x)
         return x
@@ -319,7 +322,8 @@ class Predictor:
                           ) -> tuple[np.ndarray, np.ndarray, Image]:
         labels, restored = segment_on_source(self.model, x, images[0].shape,
                                              self.preprocessing, self.device,
-                                             self.batch_size, self.plan, self.tta)
+                                             self.batch_size, self.plan, self.tta,
+                                             images[0].spacing)
         return labels, restored, images[0]
 
     def segment(self, case: Case, out_dir: str | Path, probabilities: bool = False,

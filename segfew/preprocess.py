@@ -7,8 +7,9 @@ geometry, so predicted label and probability maps can be written back in the sou
 
 Geometry, in order (``restore`` undoes it in reverse):
 
-1. 3D only: the slice axis (``cfg.slice_axis``) is moved last — the layout a 2D network
-   trained on slices uses (it slices along the last axis).
+1. 3D only: the slice axis (``cfg.slice_axis``; ``"auto"``: :func:`slice_axis_for`) is
+   moved last — the layout a 2D network trained on slices uses (it slices along the last
+   axis).
 2. ``keep_aspect``: the field of view is padded (never cropped, so no anatomy is lost)
    around the centre to the grid's aspect ratio — square for a square grid.
 3. Resize: linear for images (Gaussian anti-aliasing when shrinking, as scikit-image does),
@@ -23,7 +24,9 @@ image at its own resolution.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
@@ -38,7 +41,13 @@ __all__ = [
     "preprocess_image",
     "preprocess_label",
     "restore",
+    "slice_axis_for",
+    "stack_axis",
 ]
+
+#: a 3D image is a stack of slices when one axis is spaced at least this many times wider
+#: than each other (cine MRI: 5–10 mm slices, 1–2 mm pixels)
+STACK_ANISOTROPY = 2.0
 
 
 @dataclass(frozen=True)
@@ -49,8 +58,9 @@ class Preprocessing:
     ``intensity``: see :func:`normalise`; ``window``: CT window (low, high) in HU, applied
     before scaling; ``clahe_clip``: CLAHE clip limit; ``keep_aspect``: pad to the grid's
     aspect ratio before resizing; ``slice_axis``: the axis of a 3D volume that a 2D network
-    slices along. Run specs and model files hold it as :class:`segfew.spec.PreprocessConfig`,
-    which checks the values and gives this (``.plain()``).
+    slices along (``"auto"``: per image, :func:`slice_axis_for`). Run specs and model files
+    hold it as :class:`segfew.spec.PreprocessConfig`, which checks the values and gives
+    this (``.plain()``).
     """
 
     size: tuple[int, ...] = (128,)
@@ -58,7 +68,7 @@ class Preprocessing:
     window: tuple[float, float] | None = None
     clahe_clip: float = 0.01
     keep_aspect: bool = False
-    slice_axis: int = 2
+    slice_axis: int | Literal["auto"] = "auto"
 
 
 # ---------------------------------------------------------------- intensity
@@ -123,7 +133,31 @@ class _Plan:
         return tuple((e // 2, e - e // 2) for e in extra)
 
 
-def _plan(spatial_shape: tuple[int, ...], cfg: Preprocessing) -> _Plan:
+def stack_axis(spacing: Sequence[float] | None) -> int | None:
+    """The slice axis of a stack of slices: the axis of a 3D ``spacing`` (mm) spaced
+    STACK_ANISOTROPY times wider than each other; None for a near-isotropic volume."""
+    if spacing is None or len(spacing) != 3:
+        return None
+    widest = max(range(3), key=lambda a: spacing[a])
+    others = max(spacing[a] for a in range(3) if a != widest)
+    return widest if spacing[widest] >= STACK_ANISOTROPY * others else None
+
+
+def slice_axis_for(cfg: Preprocessing, spacing: Sequence[float] | None) -> int:
+    """The axis of a 3D image that is moved last (the one a 2D network slices along).
+
+    ``cfg.slice_axis`` when it is a number. ``"auto"``: the :func:`stack_axis` — a short-axis
+    stack's slice axis, whichever axis of the RAS-reoriented array an oblique acquisition
+    lands on — else (a near-isotropic volume, or no ``spacing``) the last, axial in RAS.
+    """
+    if cfg.slice_axis != "auto":
+        return cfg.slice_axis
+    axis = stack_axis(spacing)
+    return 2 if axis is None else axis
+
+
+def _plan(spatial_shape: tuple[int, ...], cfg: Preprocessing,
+          spacing: Sequence[float] | None = None) -> _Plan:
     shape = tuple(int(s) for s in spatial_shape)
     dim, size = len(shape), tuple(cfg.size)
     if dim not in (2, 3) or min(shape, default=0) < 1:
@@ -136,7 +170,7 @@ def _plan(spatial_shape: tuple[int, ...], cfg: Preprocessing) -> _Plan:
         grid: tuple[int, ...] = size * 2 if len(size) == 1 else size
         resized: tuple[int, ...] = (0, 1)
     else:
-        s = cfg.slice_axis
+        s = slice_axis_for(cfg, spacing)
         perm = (*(a for a in range(3) if a != s), s)
         moved = tuple(shape[a] for a in perm)
         if len(size) == 2:  # a 2D network: in-plane resized, native slice count kept
@@ -153,14 +187,16 @@ def _plan(spatial_shape: tuple[int, ...], cfg: Preprocessing) -> _Plan:
     return _Plan(perm=perm, moved=moved, fov=fov, grid=tuple(grid))
 
 
-def grid_shape(spatial_shape: tuple[int, ...], cfg: Preprocessing) -> tuple[int, ...]:
-    """The network-grid shape of an image with this spatial shape.
+def grid_shape(spatial_shape: tuple[int, ...], cfg: Preprocessing,
+               spacing: Sequence[float] | None = None) -> tuple[int, ...]:
+    """The network-grid shape of an image with this spatial shape (and voxel ``spacing`` in
+    mm, which ``slice_axis = "auto"`` reads; every function here takes it).
 
     One size value: that size on every axis. Two values on a 3D image: the in-plane axes
     get them and the slice axis keeps its native count, moved last (a 2D network's
     layout). Three values: a full 3D grid, in grid order (slice axis last).
     """
-    return _plan(spatial_shape, cfg).grid
+    return _plan(spatial_shape, cfg, spacing).grid
 
 
 def _resize(a: np.ndarray, shape: tuple[int, ...], order: int, anti_alias: bool = False
@@ -185,27 +221,29 @@ def _to_grid(a: np.ndarray, plan: _Plan, order: int, fill: float, anti_alias: bo
     return np.ascontiguousarray(_resize(a, plan.grid, order, anti_alias))
 
 
-def preprocess_image(array: np.ndarray, cfg: Preprocessing) -> np.ndarray:
+def preprocess_image(array: np.ndarray, cfg: Preprocessing,
+                     spacing: Sequence[float] | None = None) -> np.ndarray:
     """Normalise, then resize linearly onto the grid; float32 of shape ``grid_shape``.
 
     Padding (``keep_aspect``) uses the normalised image's minimum, i.e. its background.
     """
-    plan = _plan(array.shape, cfg)
+    plan = _plan(array.shape, cfg, spacing)
     a = normalise(array, cfg)
     out = _to_grid(a, plan, order=1, fill=float(a.min()), anti_alias=True)
     return out.astype(np.float32, copy=False)
 
 
-def preprocess_label(array: np.ndarray, cfg: Preprocessing) -> np.ndarray:
+def preprocess_label(array: np.ndarray, cfg: Preprocessing,
+                     spacing: Sequence[float] | None = None) -> np.ndarray:
     """Resize a label map onto the grid by nearest neighbour; int64 (padding is label 0)."""
-    plan = _plan(array.shape, cfg)
+    plan = _plan(array.shape, cfg, spacing)
     a = np.asarray(array)
     a = (np.rint(a) if a.dtype.kind == "f" else a).astype(np.int64)
     return _to_grid(a, plan, order=0, fill=0, anti_alias=False)
 
 
 def restore(array: np.ndarray, source_shape: tuple[int, ...], cfg: Preprocessing,
-            order: int) -> np.ndarray:
+            order: int, spacing: Sequence[float] | None = None) -> np.ndarray:
     """Map an array on the grid back to ``source_shape``: the inverse of the geometry above.
 
     ``order`` 0 for label maps, 1 for probabilities. Leading axes beyond the grid's (e.g.
@@ -213,7 +251,7 @@ def restore(array: np.ndarray, source_shape: tuple[int, ...], cfg: Preprocessing
     label map is exact when the grid is at least as large as the source on every axis;
     when it is smaller, boundaries move by at most about one source voxel per axis.
     """
-    plan = _plan(tuple(source_shape), cfg)
+    plan = _plan(tuple(source_shape), cfg, spacing)
     n = len(plan.grid)
     a = np.asarray(array)
     if a.shape[a.ndim - n:] != plan.grid:

@@ -87,7 +87,7 @@ class PreprocessCache:
         def compute() -> np.ndarray:
             lab = read_image(path)
             arr = check_label_values(lab.array, rules.values, path, rules.remap, lab.colour)
-            return pp.preprocess_label(arr, cfg)
+            return pp.preprocess_label(arr, cfg, lab.spacing)
 
         return self._entry(self._key(Path(path), cfg, "label", rules), cfg, compute)
 
@@ -100,8 +100,8 @@ class PreprocessCache:
         if not self.enabled or self.root is None or case.problem is not None:
             self.misses += 1
             images, labels = read_case(case, rules)
-            return ([pp.preprocess_image(im.array, cfg) for im in images],
-                    [pp.preprocess_label(lab.array, cfg) for lab in labels])
+            return ([pp.preprocess_image(im.array, cfg, im.spacing) for im in images],
+                    [pp.preprocess_label(lab.array, cfg, lab.spacing) for lab in labels])
         keys = ([self._key(p, cfg, "image", rules) for p in case.images],
                 [self._key(p, cfg, "label", rules) for p in case.labels])
         record = self.root / f"case-{_hash([*keys[0], '|', *keys[1]])}.json"
@@ -116,9 +116,9 @@ class PreprocessCache:
             said = [str(w.message) for w in caught]
             for w in caught:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            ready.update({k: pp.preprocess_image(im.array, cfg)
+            ready.update({k: pp.preprocess_image(im.array, cfg, im.spacing)
                           for k, im in zip(keys[0], images, strict=True)})
-            ready.update({k: pp.preprocess_label(lab.array, cfg)
+            ready.update({k: pp.preprocess_label(lab.array, cfg, lab.spacing)
                           for k, lab in zip(keys[1], labels, strict=True)})
 
         def compute(key: str) -> np.ndarray:

@@ -198,7 +198,7 @@ def make_classifier(path: Path, in_channels: int = 1) -> Path:
 
 
 def make_segmenter(path: Path, num_labels: int = 3) -> Path:
-    """A tiny untrained 2D M-Net, slicing 3D volumes along their last axis."""
+    """A tiny untrained 2D M-Net, slicing a 3D stack along its slice axis (``"auto"``)."""
     from segfew.modelfile import Architecture, ModelMeta, save_model
     from segfew.models import MNet
     from segfew.spec import PreprocessConfig

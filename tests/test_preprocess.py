@@ -17,6 +17,7 @@ from segfew.preprocess import (
     preprocess_image,
     preprocess_label,
     restore,
+    slice_axis_for,
 )
 from segfew.preprocess_cache import PreprocessCache, load_case
 from segfew.spec import PreprocessConfig
@@ -86,6 +87,25 @@ def test_grid_shape(shape, size, slice_axis, expected):
     cfg = PreprocessConfig(size=size, slice_axis=slice_axis).plain()
     assert grid_shape(shape, cfg) == expected
     assert preprocess_label(np.zeros(shape, np.uint8), cfg).shape == expected
+
+
+@pytest.mark.parametrize(("spacing", "axis"), [
+    ((1.5, 1.5, 8.0), 2), ((8.0, 1.5, 1.5), 0), ((1.4, 10.0, 1.4), 1)])
+def test_a_stack_is_sliced_along_its_slice_axis_whatever_axis_holds_it(spacing, axis, rng):
+    # An oblique short-axis series, reoriented to RAS, may hold its slices on any axis.
+    cfg = PreprocessConfig(size=(32, 32), intensity="minmax").plain()  # slice_axis "auto"
+    stack = rng.random((20, 24, 6)).astype(np.float32)
+    stored = np.moveaxis(stack, 2, axis)
+    assert slice_axis_for(cfg, spacing) == axis
+    on_grid = preprocess_image(stored, cfg, spacing)
+    np.testing.assert_array_equal(on_grid, preprocess_image(stack, cfg, (1.5, 1.5, 8.0)))
+    assert restore(on_grid[None], stored.shape, cfg, 1, spacing)[0].shape == stored.shape
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (1.6, 1.0, 1.0), None])
+def test_a_volume_is_sliced_along_its_last_axis_unless_told(spacing):
+    assert slice_axis_for(PreprocessConfig().plain(), spacing) == 2
+    assert slice_axis_for(PreprocessConfig(slice_axis=0).plain(), (1.5, 1.5, 8.0)) == 0
 
 
 def test_grid_shape_rejects_3_sizes_for_2d_and_bad_dims():
@@ -164,7 +184,8 @@ def test_cache_hits_and_misses(tmp_path, rng, monkeypatch):
     path = save_nifti(tmp_path / "a.nii.gz", rng.random((40, 40)).astype(np.float32))
     calls = []
     real = pp.preprocess_image
-    monkeypatch.setattr(pp, "preprocess_image", lambda a, c: calls.append(1) or real(a, c))
+    monkeypatch.setattr(pp, "preprocess_image",
+                        lambda a, c, s=None: calls.append(1) or real(a, c, s))
     cache = PreprocessCache(tmp_path / "cache")
     cfg = PreprocessConfig(size=32).plain()
 

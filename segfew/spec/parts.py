@@ -48,8 +48,9 @@ class PreprocessConfig(Settings):
     keep_aspect: bool = Field(
         default=False, description="crop/pad to a square field of view before resizing"
     )
-    slice_axis: int = Field(
-        default=2, ge=0, le=2, description="axis of a 3D volume that a 2D network slices along"
+    slice_axis: Annotated[int, Field(ge=0, le=2)] | Literal["auto"] = Field(
+        default="auto", description="axis of a 3D volume that a 2D network slices along; "
+        "auto: per image, the one spaced ≥ 2× wider than the others (else 2)"
     )
 
     @field_validator("size", mode="before")
