@@ -82,6 +82,24 @@ def _thickness(mask: np.ndarray, spacing: Sequence[float], slice_axis: int
     return float(w.mean()), float(w.max())
 
 
+def _solidity(props: Any, mask: np.ndarray) -> float:
+    """Area (volume) over that of the convex hull; NaN for a region with no hull — one
+    lying in a single slice of a volume, or on a line — which Qhull refuses (with a
+    kilobyte-long warning)."""
+    import warnings
+
+    lo, hi = np.asarray(props.bbox[: mask.ndim]), np.asarray(props.bbox[mask.ndim:])
+    if np.any(hi - lo < 2):
+        return NAN
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Qhull's precision complaints on degenerate hulls
+        try:
+            value = float(props.solidity)
+        except Exception:  # scipy's Qhull refuses some near-flat regions
+            return NAN
+    return value if math.isfinite(value) else NAN
+
+
 def structure_measurements(mask: np.ndarray, spacing: Sequence[float], slice_axis: int = -1
                            ) -> dict[str, float]:
     """Measurements of one binary ``mask`` (2D or 3D) with voxel ``spacing`` in mm.
@@ -124,10 +142,7 @@ def structure_measurements(mask: np.ndarray, spacing: Sequence[float], slice_axi
     out["major_axis_mm"] = float(props.axis_major_length)
     out["minor_axis_mm"] = float(props.axis_minor_length)
     out["extent"] = float(props.extent)
-    try:
-        out["solidity"] = float(props.solidity)
-    except Exception:  # a flat region has no convex hull (scipy's Qhull refuses it)
-        out["solidity"] = NAN
+    out["solidity"] = _solidity(props, mask)
     out["thickness_mean_mm"], out["thickness_max_mm"] = _thickness(mask, spacing, slice_axis)
     return out
 

@@ -43,6 +43,22 @@ def test_ring_thickness_is_its_wall_width_in_mm() -> None:
     assert thin["thickness_mean_mm"] == pytest.approx(3.0, abs=0.5)
 
 
+def test_a_structure_in_one_slice_has_no_solidity_and_no_warning() -> None:
+    import warnings
+
+    flat = np.zeros((30, 30, 6), bool)
+    flat[5:25, 8:20, 3] = True  # one slice of a volume: Qhull has no 3D hull to build
+    cube = np.zeros((30, 30, 6), bool)
+    cube[5:25, 8:20, 1:5] = True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = structure_measurements(flat, (1.5, 1.5, 8.0))
+        solid = structure_measurements(cube, (1.5, 1.5, 8.0))["solidity"]
+    assert [str(w.message) for w in caught] == []
+    assert math.isnan(m["solidity"]) and m["volume_ml"] > 0
+    assert solid == pytest.approx(1.0)
+
+
 def test_ratios_between_channels_and_between_structures() -> None:
     ed = np.zeros((20, 20, 4), dtype=np.int16)
     es = np.zeros_like(ed)
