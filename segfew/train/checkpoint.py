@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segfew.atomic import atomic_path, write_text
+from segfew.atomic import atomic_path, copy_file, write_text
 from segfew.errors import SegfewError
 
 __all__ = ["CHECKPOINT_FORMAT", "METRIC_COLUMNS", "RunState", "load_checkpoint", "restore",
@@ -107,6 +107,17 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def write_epoch(out_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler | None, state: RunState, improved: bool,
+                **extra: Any) -> None:
+    """The files of an epoch: ``last.pt``, ``best.pt`` when it ``improved`` (a hard link to
+    that ``last.pt``, not a second serialisation), and ``metrics.csv``."""
+    save_checkpoint(out_dir / "last.pt", model, optimizer, scaler, state, **extra)
+    if improved:
+        copy_file(out_dir / "last.pt", out_dir / "best.pt")
+    write_metrics(out_dir / "metrics.csv", state.history)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

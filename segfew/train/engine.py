@@ -50,7 +50,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from segfew.atomic import copy_file
 from segfew.errors import DataError, SegfewError, SpecError
 from segfew.runtime import (
     Plan,
@@ -63,13 +62,7 @@ from segfew.runtime import (
 )
 from segfew.train import distributed as D
 from segfew.train.augment import apply_params, draw_params
-from segfew.train.checkpoint import (
-    RunState,
-    load_checkpoint,
-    restore,
-    save_checkpoint,
-    write_metrics,
-)
+from segfew.train.checkpoint import RunState, load_checkpoint, restore, write_epoch
 from segfew.train.feature_cache import Head, maybe_cache
 from segfew.train.loss import weighted_cross_entropy
 from segfew.train.options import TrainOptions, epoch_lr
@@ -201,9 +194,10 @@ def fit(
         improved = state.update(row, monitor, higher_is_better=val_data is not None)
         if rank == 0:
             with record_function("segfew.checkpoint"):
-                _write_epoch(out_dir, model, step, state, improved, monitor=monitor,
-                             task=task, num_classes=num_classes,
-                             config=asdict(cfg))
+                write_epoch(out_dir, model, step.optimizer,
+                            step.scaler if step.plan.grad_scaler else None, state, improved,
+                            monitor=monitor, task=task, num_classes=num_classes,
+                            config=asdict(cfg))
         D.barrier()
         bars.epoch(epoch + 1, row, monitor)
         if callback is not None:
@@ -426,15 +420,6 @@ def _step(step: _Step, x: Tensor, y: Tensor) -> Tensor:
     step.scaler.step(step.optimizer)
     step.scaler.update()
     return loss
-
-
-def _write_epoch(out_dir: Path, model: nn.Module, step: _Step, state: RunState,
-                 improved: bool, **extra: Any) -> None:
-    scaler = step.scaler if step.plan.grad_scaler else None
-    save_checkpoint(out_dir / "last.pt", model, step.optimizer, scaler, state, **extra)
-    if improved:  # the same payload: linked, not serialised twice
-        copy_file(out_dir / "last.pt", out_dir / "best.pt")
-    write_metrics(out_dir / "metrics.csv", state.history)
 
 
 def _out_of_patience(state: RunState, cfg: TrainOptions) -> bool:
