@@ -13,7 +13,6 @@ import contextlib
 import csv
 import json
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -60,18 +59,6 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def copy_file(src: str | Path, dst: str | Path) -> None:
-    """Make ``dst`` a copy of ``src``, atomically: a hard link where the file system allows
-    one (no bytes copied), else a byte copy. A link is safe because segfew never writes a
-    file in place: ``src`` is later replaced by a rename, which leaves ``dst`` as it was."""
-    with atomic_path(dst) as tmp:
-        tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
 
 
 def write_text(path: str | Path, text: str) -> None:

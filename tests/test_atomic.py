@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from segfew.atomic import check_output, copy_file, run_lock, write_text
+from segfew.atomic import check_output, run_lock, write_text
 from segfew.errors import DataError
 
 
@@ -24,15 +24,6 @@ def test_files_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "private.md").stat().st_mode) == 0o600
-
-
-def test_a_copy_survives_the_original_being_rewritten(tmp_path: Path) -> None:
-    write_text(tmp_path / "last.txt", "epoch 1")
-    copy_file(tmp_path / "last.txt", tmp_path / "best.txt")
-    copy_file(tmp_path / "last.txt", tmp_path / "best.txt")  # onto an existing copy
-    write_text(tmp_path / "last.txt", "epoch 2")
-    assert (tmp_path / "best.txt").read_text() == "epoch 1"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.txt", "last.txt"]
 
 
 def test_an_output_may_not_be_an_input_nor_inside_an_input_folder(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segfew.atomic import atomic_path, copy_file, write_text
+from segfew.atomic import atomic_path, write_text
 from segfew.errors import SegfewError
 
 __all__ = ["CHECKPOINT_FORMAT", "METRIC_COLUMNS", "RunState", "load_checkpoint", "restore",
@@ -88,10 +88,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler | None, state: RunState,
-                    **extra: Any) -> None:
-    """Write a checkpoint of the run's state atomically (``extra``: monitor, task, config…)."""
+def save_checkpoint(path: Path | Sequence[Path], model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                    state: RunState, **extra: Any) -> None:
+    """Write a checkpoint of the run's state atomically to ``path`` (or to each of several
+    paths: serialised once, written as independent files) (``extra``: monitor, task,
+    config…)."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "model": model.state_dict(),
@@ -105,18 +107,20 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         "bad_epochs": state.bad_epochs,
         **extra,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    for each in [path] if isinstance(path, Path) else path:
+        with atomic_path(each) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
 
 
 def write_epoch(out_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 scaler: torch.amp.GradScaler | None, state: RunState, improved: bool,
                 **extra: Any) -> None:
-    """The files of an epoch: ``last.pt``, ``best.pt`` when it ``improved`` (a hard link to
-    that ``last.pt``, not a second serialisation), and ``metrics.csv``."""
-    save_checkpoint(out_dir / "last.pt", model, optimizer, scaler, state, **extra)
-    if improved:
-        copy_file(out_dir / "last.pt", out_dir / "best.pt")
+    """The files of an epoch: ``last.pt``, ``best.pt`` when it ``improved`` (the same bytes,
+    serialised once), and ``metrics.csv``."""
+    paths = [out_dir / "last.pt", *([out_dir / "best.pt"] if improved else [])]
+    save_checkpoint(paths, model, optimizer, scaler, state, **extra)
     write_metrics(out_dir / "metrics.csv", state.history)
 
 

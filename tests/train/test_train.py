@@ -380,9 +380,11 @@ def test_early_stopping(tmp_path: Path) -> None:
     assert res.stopped == "early_stopping"
     assert len(res.history) == 3 and res.best_epoch == 1
     assert len(list(csv.DictReader((tmp_path / "metrics.csv").open()))) == 3
-    # best.pt is linked to the last.pt of its epoch; the later last.pt files leave it alone
+    # best.pt is the last.pt of its epoch, a file of its own: copying onto last.pt in place
+    # (cp, a notebook's torch.save) leaves it alone
     assert load_checkpoint(res.best_path)["epoch"] == 1
     assert load_checkpoint(res.last_path)["epoch"] == 3
+    assert res.best_path.stat().st_ino != res.last_path.stat().st_ino
     again = fit(_clf_model(freeze=True), _clf_data(8), _clf_data(4, seed=1),
                 task="classification",
                 num_classes=2, cfg=_cfg(epochs=10, lr=1e-12, early_stopping=2),
