@@ -177,15 +177,13 @@ def _grown(seed: np.ndarray, allowed: np.ndarray, growth: int) -> np.ndarray:
 
 
 def slice_axis_of(shape: Sequence[int], spacing: Sequence[float] | None = None) -> int:
-    """The short-axis stack's slice axis: :func:`segfew.preprocess.stack_axis` (cine MRI:
-    5–10 mm slices against 1–2 mm pixels), else the axis with the fewest voxels, then the
-    last."""
+    """The short-axis stack's slice axis: :func:`segfew.preprocess.stack_axis` (by spacing,
+    cine MRI's 5–10 mm slices against 1–2 mm pixels, or by the few slices when the spacing
+    is lost), else the last — the axis a 2D network would slice the same file along."""
     from segfew.preprocess import stack_axis
 
-    axis = stack_axis(spacing)
-    if axis is not None:
-        return axis
-    return max(range(len(shape)), key=lambda a: (-shape[a], a))
+    axis = stack_axis(shape, spacing)
+    return len(shape) - 1 if axis is None else axis
 
 
 def cine_cavities(phases: Sequence[np.ndarray], spacing: Sequence[float] | None = None

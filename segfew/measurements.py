@@ -245,7 +245,7 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
         maps.append(keep_largest_component(labels, list(structures)) if largest_component
                     else labels)
     return measure_case(maps, [g[0].spacing for g in groups], structures, names,
-                        slice_axis_for(cfg, images[0].spacing))
+                        slice_axis_for(cfg, images[0].shape, images[0].spacing))
 
 
 class Measurer:

@@ -24,6 +24,7 @@ image at its own resolution.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -32,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from segfew.choices import Intensity
-from segfew.errors import DataError, SpecError
+from segfew.errors import DataError, DataWarning, SpecError
 
 __all__ = [
     "Preprocessing",
@@ -46,8 +47,11 @@ __all__ = [
 ]
 
 #: a 3D image is a stack of slices when one axis is spaced at least this many times wider
-#: than each other (cine MRI: 5–10 mm slices, 1–2 mm pixels)
+#: than each other (cine MRI: 5–10 mm slices, 1–2 mm pixels) ...
 STACK_ANISOTROPY = 2.0
+#: ... or, where the spacing is the same on every axis, holds at most this fraction of the
+#: voxels of each other axis
+STACK_FEW = 0.25
 
 
 @dataclass(frozen=True)
@@ -133,27 +137,45 @@ class _Plan:
         return tuple((e // 2, e - e // 2) for e in extra)
 
 
-def stack_axis(spacing: Sequence[float] | None) -> int | None:
-    """The slice axis of a stack of slices: the axis of a 3D ``spacing`` (mm) spaced
-    STACK_ANISOTROPY times wider than each other; None for a near-isotropic volume."""
-    if spacing is None or len(spacing) != 3:
-        return None
-    widest = max(range(3), key=lambda a: spacing[a])
-    others = max(spacing[a] for a in range(3) if a != widest)
-    return widest if spacing[widest] >= STACK_ANISOTROPY * others else None
+def stack_axis(shape: Sequence[int], spacing: Sequence[float] | None) -> int | None:
+    """The slice axis of a 3D stack of slices, None for a volume (or a 2D image).
 
-
-def slice_axis_for(cfg: Preprocessing, spacing: Sequence[float] | None) -> int:
-    """The axis of a 3D image that is moved last (the one a 2D network slices along).
-
-    ``cfg.slice_axis`` when it is a number. ``"auto"``: the :func:`stack_axis` — a short-axis
-    stack's slice axis, whichever axis of the RAS-reoriented array an oblique acquisition
-    lands on — else (a near-isotropic volume, or no ``spacing``) the last, axial in RAS.
+    By spacing (mm): the axis spaced STACK_ANISOTROPY times wider than each other. Where
+    the spacing says nothing — equal on every axis, as in files written with an identity
+    affine — by shape: an axis holding at most STACK_FEW times the voxels of each other
+    (cine MRI: 6–18 slices of 200+ pixels).
     """
+    if len(shape) != 3:
+        return None
+    if spacing is not None and len(set(round(float(v), 3) for v in spacing)) > 1:
+        widest = max(range(3), key=lambda a: spacing[a])
+        others = max(spacing[a] for a in range(3) if a != widest)
+        return widest if spacing[widest] >= STACK_ANISOTROPY * others else None
+    fewest = min(range(3), key=lambda a: (shape[a], -a))
+    others = min(shape[a] for a in range(3) if a != fewest)
+    return fewest if shape[fewest] <= STACK_FEW * others else None
+
+
+def slice_axis_for(cfg: Preprocessing, shape: Sequence[int],
+                   spacing: Sequence[float] | None) -> int:
+    """The axis of a 3D image moved last: the one a 2D network slices along.
+
+    ``cfg.slice_axis`` when it is a number; a DataWarning says so when the image is a stack
+    whose slices lie along another axis (a model file from before ``"auto"`` meeting an
+    oblique series). ``"auto"``: for a 2D network's grid (two sizes), the
+    :func:`stack_axis` — a short-axis stack's slice axis, whichever axis of the RAS array
+    an oblique acquisition lands on — else the last, axial in RAS. A 3D grid is never
+    reordered: a 3D network sees every volume in RAS axis order.
+    """
+    axis = stack_axis(shape, spacing)
     if cfg.slice_axis != "auto":
+        if axis is not None and axis != cfg.slice_axis and len(cfg.size) == 2:
+            warnings.warn(DataWarning(  # one message per pair of axes: shown once
+                f"a stack with its slices along axis {axis} is cut along axis "
+                f"{cfg.slice_axis}, as slice_axis = {cfg.slice_axis} says: retrain with "
+                'slice_axis = "auto", or reslice such series'), stacklevel=2)
         return cfg.slice_axis
-    axis = stack_axis(spacing)
-    return 2 if axis is None else axis
+    return axis if axis is not None and len(cfg.size) == 2 else 2
 
 
 def _plan(spatial_shape: tuple[int, ...], cfg: Preprocessing,
@@ -170,7 +192,7 @@ def _plan(spatial_shape: tuple[int, ...], cfg: Preprocessing,
         grid: tuple[int, ...] = size * 2 if len(size) == 1 else size
         resized: tuple[int, ...] = (0, 1)
     else:
-        s = slice_axis_for(cfg, spacing)
+        s = slice_axis_for(cfg, shape, spacing)
         perm = (*(a for a in range(3) if a != s), s)
         moved = tuple(shape[a] for a in perm)
         if len(size) == 2:  # a 2D network: in-plane resized, native slice count kept

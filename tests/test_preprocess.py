@@ -10,7 +10,7 @@ import pytest
 
 import segfew.preprocess as pp
 from segfew.data import Case
-from segfew.errors import DataError, SpecError
+from segfew.errors import DataError, DataWarning, SpecError
 from segfew.preprocess import (
     grid_shape,
     normalise,
@@ -90,22 +90,35 @@ def test_grid_shape(shape, size, slice_axis, expected):
 
 
 @pytest.mark.parametrize(("spacing", "axis"), [
-    ((1.5, 1.5, 8.0), 2), ((8.0, 1.5, 1.5), 0), ((1.4, 10.0, 1.4), 1)])
+    ((1.5, 1.5, 8.0), 2), ((8.0, 1.5, 1.5), 0), ((1.4, 10.0, 1.4), 1),
+    ((1.0, 1.0, 1.0), 0)])  # spacing lost (identity affine): 6 slices of 32 × 36
 def test_a_stack_is_sliced_along_its_slice_axis_whatever_axis_holds_it(spacing, axis, rng):
     # An oblique short-axis series, reoriented to RAS, may hold its slices on any axis.
     cfg = PreprocessConfig(size=(32, 32), intensity="minmax").plain()  # slice_axis "auto"
-    stack = rng.random((20, 24, 6)).astype(np.float32)
+    stack = rng.random((32, 36, 6)).astype(np.float32)
     stored = np.moveaxis(stack, 2, axis)
-    assert slice_axis_for(cfg, spacing) == axis
+    assert slice_axis_for(cfg, stored.shape, spacing) == axis
     on_grid = preprocess_image(stored, cfg, spacing)
     np.testing.assert_array_equal(on_grid, preprocess_image(stack, cfg, (1.5, 1.5, 8.0)))
     assert restore(on_grid[None], stored.shape, cfg, 1, spacing)[0].shape == stored.shape
 
 
-@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (1.6, 1.0, 1.0), None])
-def test_a_volume_is_sliced_along_its_last_axis_unless_told(spacing):
-    assert slice_axis_for(PreprocessConfig().plain(), spacing) == 2
-    assert slice_axis_for(PreprocessConfig(slice_axis=0).plain(), (1.5, 1.5, 8.0)) == 0
+@pytest.mark.parametrize(("shape", "spacing"), [
+    ((64, 60, 56), (1.0, 1.0, 1.0)), ((64, 60, 56), (1.6, 1.0, 1.0)),
+    ((64, 60, 56), None), ((20, 24, 6), (1.0, 5.0, 5.0))])
+def test_a_volume_is_sliced_along_its_last_axis_unless_told(shape, spacing):
+    assert slice_axis_for(PreprocessConfig(size=(32, 32)).plain(), shape, spacing) == 2
+    assert slice_axis_for(PreprocessConfig(size=(32, 32), slice_axis=0).plain(), shape,
+                          spacing) == 0
+
+
+def test_a_3d_grid_keeps_ras_axis_order_and_a_fixed_axis_warns_on_a_stack(recwarn):
+    # A 3D network sees every volume in RAS order, whichever axis is the thick one.
+    assert slice_axis_for(PreprocessConfig(size=32).plain(), (20, 24, 6), (8.0, 1.5, 1.5)) == 2
+    # A model file fixed on axis 2 (from before "auto") meets a stack sliced along x.
+    fixed = PreprocessConfig(size=(32, 32), slice_axis=2).plain()
+    with pytest.warns(DataWarning, match="slices along axis 0 is cut along axis 2"):
+        assert slice_axis_for(fixed, (6, 20, 24), (8.0, 1.5, 1.5)) == 2
 
 
 def test_grid_shape_rejects_3_sizes_for_2d_and_bad_dims():
