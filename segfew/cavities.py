@@ -190,8 +190,8 @@ def cine_cavities(phases: Sequence[np.ndarray], spacing: Sequence[float] | None 
                   ) -> list[np.ndarray]:
     """RV (1), myocardium (2) and LV (3) label maps of one cine MRI case, one per phase.
 
-    ``phases``: two or more 3D arrays of one shape, end-diastole first (any intensity unit:
-    each case is scaled by its ED 99.5th percentile); ``spacing`` (mm per axis) picks the
+    ``phases``: two or more 3D arrays of one shape, end-diastole first (any intensity unit
+    and offset: each case is scaled to its ED 0.5th–99.5th percentiles); ``spacing`` (mm per axis) picks the
     slice axis (:func:`slice_axis_of`), whatever the orientation the arrays are stored in.
     Returns uint8 arrays of the same shape (values :data:`LABEL_NAMES`); where no cavity is
     found (a slice beyond the heart, an image with no moving heart) the map is 0. Raises
@@ -217,9 +217,12 @@ def _cavities(arrays: list[np.ndarray]) -> list[np.ndarray]:
     from skimage.filters import threshold_otsu
     from skimage.morphology import disk
 
-    scale = float(np.percentile(arrays[0], 99.5)) or 1.0
-    smooth = [ndimage.gaussian_filter(a / scale, (1, 1, 0)) for a in arrays]
-    point = _heart_point(arrays[0] / scale, arrays[1] / scale)
+    # 0 = the darkest (air, lung), 1 = the brightest blood: the rules' fractions assume it,
+    # whatever offset the file's intensities carry (z-scored or shifted images)
+    low, high = (float(v) for v in np.percentile(arrays[0], (0.5, 99.5)))
+    unit = [(a - low) / (high - low or 1.0) for a in arrays]
+    smooth = [ndimage.gaussian_filter(a, (1, 1, 0)) for a in unit]
+    point = _heart_point(unit[0], unit[1])
     rows, cols = np.indices(arrays[0].shape[:2])
     search = np.hypot(rows - point[0], cols - point[1]) < SEARCH_RADIUS
     maps = [np.zeros(arrays[0].shape, np.uint8) for _ in arrays]

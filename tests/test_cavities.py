@@ -82,6 +82,16 @@ def test_the_rv_is_the_cavity_that_empties_not_the_largest_bright_one() -> None:
     assert (_second_cavity(parts, 2, 0, lv, None, None) == (parts == 2)).all()  # by area
 
 
+def test_cavities_do_not_depend_on_the_intensity_offset_or_unit(rng) -> None:
+    ed, _ = _heart(16, 8, rng)
+    es, _ = _heart(10, 5, rng)
+    maps = cine_cavities([ed, es])
+    for scale, offset in ((1.0, -5000.0), (0.01, -1.5), (3.0, 50.0)):  # shifted, z-scored…
+        again = cine_cavities([ed * scale + offset, es * scale + offset])
+        for a, b in zip(maps, again, strict=True):
+            assert (a == b).mean() > 0.99
+
+
 def test_no_motion_no_heart_gives_empty_maps() -> None:
     still = np.full((48, 48, 3), 100.0, np.float32)
     assert all(not m.any() for m in cine_cavities([still, still]))
