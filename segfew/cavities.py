@@ -191,8 +191,9 @@ def cine_cavities(phases: Sequence[np.ndarray], spacing: Sequence[float] | None 
     """RV (1), myocardium (2) and LV (3) label maps of one cine MRI case, one per phase.
 
     ``phases``: two or more 3D arrays of one shape, end-diastole first (any intensity unit
-    and offset: each case is scaled to its ED 0.5th–99.5th percentiles); ``spacing`` (mm per axis) picks the
-    slice axis (:func:`slice_axis_of`), whatever the orientation the arrays are stored in.
+    and offset: each case is scaled to its ED 0.5th–99.5th percentiles); ``spacing`` (mm
+    per axis) picks the slice axis (:func:`slice_axis_of`), whatever the orientation the
+    arrays are stored in.
     Returns uint8 arrays of the same shape (values :data:`LABEL_NAMES`); where no cavity is
     found (a slice beyond the heart, an image with no moving heart) the map is 0. Raises
     ValueError for fewer than two phases, arrays that are not 3D or that differ in shape —

@@ -48,10 +48,17 @@ class PreprocessConfig(Settings):
     keep_aspect: bool = Field(
         default=False, description="crop/pad to a square field of view before resizing"
     )
-    slice_axis: Annotated[int, Field(ge=0, le=2)] | Literal["auto"] = Field(
+    slice_axis: int | Literal["auto"] = Field(
         default="auto", description="axis of a 3D volume that a 2D network slices along; "
         "auto: per image, the one spaced ≥ 2× wider than the others (else 2)"
     )
+
+    @field_validator("slice_axis", mode="before")
+    @classmethod
+    def _slice_axis(cls, v: Any) -> Any:
+        if v == "auto" or (type(v) is int and 0 <= v <= 2):
+            return v
+        raise ValueError(f'give 0, 1, 2 or "auto", not {v!r}')
 
     @field_validator("size", mode="before")
     @classmethod

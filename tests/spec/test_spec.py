@@ -48,6 +48,9 @@ def test_yaml_spec_is_read(tmp_path: Path) -> None:
         ({"train": {"lr": -1}}, "train.lr: Input should be greater than 0"),
         ({"preprocess": {"size": [100]}}, "multiples of 16"),
         ({"preprocess": {"intensity": "gamma"}}, "preprocess.intensity"),
+        ({"preprocess": {"slice_axis": True}}, 'preprocess.slice_axis: give 0, 1, 2 or "auto"'),
+        ({"preprocess": {"slice_axis": 3}}, 'preprocess.slice_axis: give 0, 1, 2 or "auto"'),
+        ({"train": {"lr_schedule": "cosine"}}, "train.lr_schedule"),
     ],
 )
 def test_bad_values_are_one_line_errors_naming_the_key(overrides: dict, expected: str) -> None:
