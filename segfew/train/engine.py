@@ -276,6 +276,10 @@ def _start_or_resume(last_path: Path, resume: bool, model: nn.Module, step: _Ste
     if resume and last_path.is_file():
         state = restore(load_checkpoint(last_path), model, step.optimizer, step.scaler,
                         cfg.lr, cfg.weight_decay)
+        if state.best_epoch and not (last_path.parent / "best.pt").is_file():
+            raise SegfewError("missing beside last.pt: the best epoch's weights are gone; "
+                              "put it back, or train afresh without --resume",
+                              last_path.parent / "best.pt")
         log.info(f"resuming from epoch {state.epoch + 1} of {cfg.epochs} ({last_path})")
         return state
     if resume:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from segfew.errors import SpecError
+from segfew.errors import SegfewError, SpecError
 from segfew.spec import AugmentConfig, TrainConfig
 from segfew.train import (
     Augmentation,
@@ -369,6 +369,15 @@ def test_resume_without_checkpoint_starts_afresh(tmp_path: Path) -> None:
         res = fit(_seg_model(), _seg_data(4), None, task="segmentation", num_classes=2,
                   cfg=_cfg(epochs=1), out_dir=tmp_path, resume=True)
     assert len(res.history) == 1
+
+
+def test_resume_refuses_a_run_whose_best_weights_are_gone(tmp_path: Path) -> None:
+    fit(_seg_model(), _seg_data(8), None, task="segmentation", num_classes=2,
+        cfg=_cfg(epochs=2), out_dir=tmp_path)
+    (tmp_path / "best.pt").unlink()
+    with pytest.raises(SegfewError, match=r"best\.pt: missing beside last\.pt"):
+        fit(_seg_model(), _seg_data(8), None, task="segmentation", num_classes=2,
+            cfg=_cfg(epochs=4), out_dir=tmp_path, resume=True)
 
 
 def test_early_stopping(tmp_path: Path) -> None:
