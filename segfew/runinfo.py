@@ -100,15 +100,17 @@ def write_run_info(path: Path, spec: BaseModel | dict[str, Any], seed: int | Non
     return info
 
 
-#: the settings a training run's checkpoint depends on (its network and inputs' shapes)
+#: the settings a training run's checkpoint depends on (its network and inputs' shapes, and
+#: the learning-rate schedule it is partway along)
 RESUME_KEYS = ("network", "head", "preprocess", "framework", "finetune", "features",
-               "data.channels", "data.label_map", "label_names")
+               "data.channels", "data.label_map", "label_names", "train.lr_schedule")
 
 
 def check_resumable(run_dir: Path, spec: BaseModel) -> None:
     """A run folder resumed (``--resume``) must hold a run of these settings: those of
-    :data:`RESUME_KEYS` in its ``run.json`` must be the same. Raises :class:`SpecError`
-    naming the ones that differ; a folder without ``run.json`` passes."""
+    :data:`RESUME_KEYS` in its ``run.json`` must be the same (a setting newer than the run,
+    absent from it, is not compared). Raises :class:`SpecError` naming the ones that differ;
+    a folder without ``run.json`` passes."""
     import json
 
     saved_path = Path(run_dir) / "run.json"
@@ -118,7 +120,7 @@ def check_resumable(run_dir: Path, spec: BaseModel) -> None:
         return
     old, new = _flat(saved), _flat(spec.model_dump(mode="json"))
     differ = sorted(k for k in set(old) | set(new)
-                    if k.startswith(RESUME_KEYS) and old.get(k) != new.get(k))
+                    if k.startswith(RESUME_KEYS) and k in old and old[k] != new.get(k))
     if differ:
         shown = ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in differ[:6])
         raise SpecError(f"the run folder holds another configuration ({shown}); resume with "

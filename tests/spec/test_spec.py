@@ -112,6 +112,20 @@ def test_run_info_records_spec_seed_versions_and_manifest(tmp_path: Path) -> Non
         "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}]
 
 
+def test_resume_compares_the_schedule_but_not_settings_newer_than_the_run(tmp_path: Path
+                                                                          ) -> None:
+    from segfew.runinfo import check_resumable
+
+    poly = resolve_spec(PretrainSpec, {**BASE, "train": {"lr_schedule": "poly"}})
+    saved = resolve_spec(PretrainSpec, BASE).model_dump(mode="json")
+    (tmp_path / "run.json").write_text(json.dumps({"spec": saved}))
+    with pytest.raises(SpecError, match=r"train\.lr_schedule 'constant' → 'poly'"):
+        check_resumable(tmp_path, poly)
+    del saved["train"]["lr_schedule"]  # a run from before the setting existed
+    (tmp_path / "run.json").write_text(json.dumps({"spec": saved}))
+    check_resumable(tmp_path, poly)
+
+
 def test_unset_nested_flags_do_not_hide_file_values(tmp_path: Path) -> None:
     spec_file = tmp_path / "s.toml"
     spec_file.write_text("[train]\nlr = 0.5\n")
