@@ -50,7 +50,8 @@ class PreprocessConfig(Settings):
     )
     slice_axis: int | Literal["auto"] = Field(
         default="auto", description="axis of a 3D volume that a 2D network slices along; "
-        "auto: per image, the one spaced ≥ 2× wider than the others (else 2)"
+        "auto: per image, a stack's slice axis (spaced ≥ 2× wider than the others, or with "
+        "≤ 1/4 of their voxels when the spacing is equal), else 2"
     )
 
     @field_validator("slice_axis", mode="before")
