@@ -112,7 +112,7 @@ def test_a_volume_is_sliced_along_its_last_axis_unless_told(shape, spacing):
                           spacing) == 0
 
 
-def test_a_3d_grid_keeps_ras_axis_order_and_a_fixed_axis_warns_on_a_stack(recwarn):
+def test_a_3d_grid_keeps_ras_axis_order_and_a_fixed_axis_warns_on_a_stack():
     # A 3D network sees every volume in RAS order, whichever axis is the thick one.
     assert slice_axis_for(PreprocessConfig(size=32).plain(), (20, 24, 6), (8.0, 1.5, 1.5)) == 2
     # A model file fixed on axis 2 (from before "auto") meets a stack sliced along x.
