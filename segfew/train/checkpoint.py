@@ -88,6 +88,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
 
 
+#: a run folder's checkpoints: the latest epoch's, and the best epoch's (the model it gives)
+LAST_FILE, BEST_FILE = "last.pt", "best.pt"
+
+
 def save_checkpoint(path: Path | Sequence[Path], model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
                     state: RunState, **extra: Any) -> None:
@@ -119,7 +123,7 @@ def write_epoch(out_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Op
                 **extra: Any) -> None:
     """The files of an epoch: ``last.pt``, ``best.pt`` when it ``improved`` (the same bytes,
     serialised once), and ``metrics.csv``."""
-    paths = [out_dir / "last.pt", *([out_dir / "best.pt"] if improved else [])]
+    paths = [out_dir / LAST_FILE, *([out_dir / BEST_FILE] if improved else [])]
     save_checkpoint(paths, model, optimizer, scaler, state, **extra)
     write_metrics(out_dir / "metrics.csv", state.history)
 

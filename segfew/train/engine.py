@@ -62,7 +62,14 @@ from segfew.runtime import (
 )
 from segfew.train import distributed as D
 from segfew.train.augment import apply_params, draw_params
-from segfew.train.checkpoint import RunState, load_checkpoint, restore, write_epoch
+from segfew.train.checkpoint import (
+    BEST_FILE,
+    LAST_FILE,
+    RunState,
+    load_checkpoint,
+    restore,
+    write_epoch,
+)
 from segfew.train.feature_cache import Head, maybe_cache
 from segfew.train.loss import weighted_cross_entropy
 from segfew.train.options import TrainOptions, epoch_lr
@@ -153,7 +160,7 @@ def fit(
     reproducibility, batch size under torchrun and BatchNorm.
     """
     out_dir = Path(out_dir)
-    best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
+    best_path, last_path = out_dir / BEST_FILE, out_dir / LAST_FILE
     _check_arguments(task, num_classes, class_weights)
     device, rank, local_bs = _setup_device(cfg)
     if val_set is not None and len(val_set) == 0:  # type: ignore[arg-type]
@@ -178,7 +185,7 @@ def fit(
             batch_transform=batch_transform)
     step = _build_step(Head(model) if cached else model, model, cfg, plan, device, task,
                        num_classes, class_weights, None if cached else prepare)
-    state = _start_or_resume(last_path, resume, model, step, cfg)
+    state = _start_or_resume(last_path, best_path, resume, model, step, cfg)
     if D.is_distributed():
         x = torch.as_tensor(train_data[0][0]).unsqueeze(0).to(device)
         step.net = D.wrap(step.net, step.prepare(x) if step.prepare else x, plan, cfg.sync_bn)
@@ -271,15 +278,14 @@ def _build_step(net: nn.Module, model: nn.Module, cfg: TrainOptions, plan: Plan,
                  device=device, task=task, num_classes=num_classes, prepare=prepare)
 
 
-def _start_or_resume(last_path: Path, resume: bool, model: nn.Module, step: _Step,
-                     cfg: TrainOptions) -> RunState:
+def _start_or_resume(last_path: Path, best_path: Path, resume: bool, model: nn.Module,
+                     step: _Step, cfg: TrainOptions) -> RunState:
     if resume and last_path.is_file():
         state = restore(load_checkpoint(last_path), model, step.optimizer, step.scaler,
                         cfg.lr, cfg.weight_decay)
-        if state.best_epoch and not (last_path.parent / "best.pt").is_file():
-            raise SegfewError("missing beside last.pt: the best epoch's weights are gone; "
-                              "put it back, or train afresh without --resume",
-                              last_path.parent / "best.pt")
+        if state.best_epoch and not best_path.is_file():
+            raise SegfewError(f"missing beside {LAST_FILE}: the best epoch's weights are "
+                              "gone; put it back, or train afresh without --resume", best_path)
         log.info(f"resuming from epoch {state.epoch + 1} of {cfg.epochs} ({last_path})")
         return state
     if resume:
