@@ -10,6 +10,7 @@ it redundant). Weights are initialised with Glorot (Xavier) uniform, as in the p
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ __all__ = [
     "ConvBlock",
     "FCHead",
     "bn",
+    "cat_channels",
     "check_dim",
     "conv",
     "conv_nd",
@@ -99,6 +101,35 @@ def pooled_size(size: tuple[int, ...], n: int) -> tuple[int, ...]:
     for k in pool_kernels(size, n):
         current = [s // kk for s, kk in zip(current, k, strict=True)]
     return tuple(current)
+
+
+class _CatChannels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, *tensors: Tensor) -> Tensor:
+        ctx.widths = [t.shape[1] for t in tensors]
+        return torch.cat(tensors, dim=1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, ...]:
+        fmt = torch.contiguous_format
+        if grad.dim() in (4, 5) and grad.shape[1] > 1:
+            cl = torch.channels_last if grad.dim() == 4 else torch.channels_last_3d
+            if grad.is_contiguous(memory_format=cl):
+                fmt = cl
+        return tuple(g.contiguous(memory_format=fmt) for g in grad.split(ctx.widths, dim=1))
+
+
+def cat_channels(tensors: list[Tensor]) -> Tensor:
+    """``torch.cat(tensors, dim=1)`` of (N, C_i, *spatial) tensors, whose backward hands each
+    input its gradient in the output's memory format.
+
+    Autograd's own backward gives each input a channel slice of the output's gradient,
+    contiguous in no layout: under channels-last the upsampling and pooling backward after
+    it copied that slice to NCHW, and the layers below then mixed NCHW gradients with
+    channels-last tensors (7 % of a bf16 training step of the 2D M-Net, measured
+    interleaved). Values are exactly ``torch.cat``'s.
+    """
+    return _CatChannels.apply(*tensors)
 
 
 def upsample2(x: Tensor) -> Tensor:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from segfew.models.blocks import (
     ConvBlock,
+    cat_channels,
     check_dim,
     conv,
     conv_nd,
@@ -109,13 +110,13 @@ class MNet(nn.Module):
         left = first
         for i in range(1, LEVELS):
             left = max_pool_nd(left)
-            h = torch.cat([max_pool_nd(skips[-1]), left], dim=1)
+            h = cat_channels([max_pool_nd(skips[-1]), left])
             if i == LEVELS - 1:
                 h = self.dropout(h)
             skips.append(self.encoder[i](h))
         outs: list[Tensor] = [skips[-1]]  # built coarse to fine, reversed below
         for i in range(LEVELS - 2, -1, -1):
-            outs.append(self.decoder[i](torch.cat([upsample2(outs[-1]), skips[i]], dim=1)))
+            outs.append(self.decoder[i](cat_channels([upsample2(outs[-1]), skips[i]])))
         return outs[::-1]
 
     def _right_leg(self, levels: list[Tensor], stop: int) -> Tensor:
@@ -178,14 +179,15 @@ class MNet(nn.Module):
         levels = self._levels(x)
         weight = self.head.weight
         widths = [lv.shape[1] for lv in levels]
-        # the head's input channels follow the right-leg order: start level first
+        # the head's input channels follow the right-leg order: start level first; the bias
+        # rides on the full-resolution part's convolution (a separate broadcast add of a
+        # few-channel channels-last map is a slow pass of its own)
         offset = 0
         y: Tensor | None = None
         for i in range(self.right_leg_start, -1, -1):
-            part = conv_nd(levels[i], weight[:, offset: offset + widths[i]])
+            bias = self.head.bias if i == 0 else None
+            part = conv_nd(levels[i], weight[:, offset: offset + widths[i]], bias)
             offset += widths[i]
             y = part if y is None else upsample2(y) + part
         assert y is not None
-        bias = self.head.bias
-        assert bias is not None
-        return y + bias.view(1, -1, *([1] * self.dim)).to(y.dtype)
+        return y

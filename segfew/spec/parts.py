@@ -149,6 +149,9 @@ class TrainConfig(Settings):
     )
     early_stopping: int | None = Field(default=None, ge=1, description="patience in epochs")
     time_budget_s: float | None = Field(default=None, gt=0)
+    checkpoint_interval_s: float = Field(
+        default=60.0, ge=0, description="seconds between writes of last.pt (0: every epoch); "
+        "the last finished epoch is also written at the end, on Ctrl-C and on an error")
     seed: int = Field(default=0, description="seed of every random number")
     device: Device = "auto"
     threads: Threads = None

@@ -65,10 +65,10 @@ from segfew.train.augment import apply_params, draw_params
 from segfew.train.checkpoint import (
     BEST_FILE,
     LAST_FILE,
+    EpochWriter,
     RunState,
     load_checkpoint,
     restore,
-    write_epoch,
 )
 from segfew.train.feature_cache import Head, maybe_cache
 from segfew.train.loss import weighted_cross_entropy
@@ -148,12 +148,12 @@ def fit(
     model's input (after augmentation; e.g. resizing or channel replication); it must be
     deterministic. ``val_cases`` gives the case of each validation sample (the slices of one
     volume share one) for the per-case Dice; None means one case per sample.
-    ``callback(epoch, row)`` runs on every rank after each epoch's checkpoint is written.
+    ``callback(epoch, row)`` runs on every rank after each epoch.
     ``progress`` (see :data:`TrainProgress`) is called on rank 0 when ``cfg.progress``;
     nothing is ever printed.
 
-    Files in ``out_dir`` (rank 0 only): ``last.pt`` after every epoch, ``best.pt`` whenever
-    the monitored value improves, ``metrics.csv`` with one row per epoch run. With
+    Files in ``out_dir`` (rank 0 only): ``metrics.csv`` (a row per epoch run), ``last.pt`` and
+    ``best.pt`` (the best epoch's), when :class:`~segfew.train.checkpoint.EpochWriter` says. With
     ``resume=True`` training continues from ``out_dir/last.pt`` (a fresh start, with a
     warning, when there is none). Raises :class:`SpecError` for settings that cannot work
     and :class:`DataError` for unusable datasets. See the module docstring for
@@ -196,22 +196,25 @@ def fit(
                else "")
     show = cfg.progress and rank == 0 and progress is not None
     bars = EpochReport(progress if show else None, cfg.epochs, state.epoch)
-    for epoch in range(state.epoch, cfg.epochs if not stopped else state.epoch):
-        row = epochs.run(epoch, bars.batch)
-        improved = state.update(row, monitor, higher_is_better=val_data is not None)
+    writer = EpochWriter(out_dir, cfg.checkpoint_interval_s, monitor=monitor, task=task,
+                         num_classes=num_classes, config=asdict(cfg))
+    try:
+        for epoch in range(state.epoch, cfg.epochs if not stopped else state.epoch):
+            row = epochs.run(epoch, bars.batch)
+            improved = state.update(row, monitor, higher_is_better=val_data is not None)
+            if rank == 0:
+                with record_function("segfew.checkpoint"):
+                    writer.epoch(model, step.optimizer, step.scaler, state, improved)
+            D.barrier()
+            bars.epoch(epoch + 1, row, monitor)
+            if callback is not None:
+                callback(epoch + 1, row)
+            stopped = _stop_reason(state, cfg, time.monotonic() - start, device)
+            if stopped:
+                break
+    finally:  # the last finished epoch reaches the disk on success, Ctrl-C or an error
         if rank == 0:
-            with record_function("segfew.checkpoint"):
-                write_epoch(out_dir, model, step.optimizer,
-                            step.scaler if step.plan.grad_scaler else None, state, improved,
-                            monitor=monitor, task=task, num_classes=num_classes,
-                            config=asdict(cfg))
-        D.barrier()
-        bars.epoch(epoch + 1, row, monitor)
-        if callback is not None:
-            callback(epoch + 1, row)
-        stopped = _stop_reason(state, cfg, time.monotonic() - start, device)
-        if stopped:
-            break
+            writer.flush()
     D.barrier()
     return FitResult(best_path=best_path, last_path=last_path, history=state.history,
                      best_epoch=state.best_epoch, best_metric=state.best_metric,

@@ -24,6 +24,8 @@ class TrainOptions:
     ``batch_size`` is the global batch (split evenly over torchrun processes); ``lr`` the
     Adam learning rate, constant or decayed by ``lr_schedule`` (:func:`epoch_lr`);
     ``early_stopping`` the patience in epochs; ``time_budget_s`` a wall limit in seconds;
+    ``checkpoint_interval_s`` the seconds between writes of ``last.pt`` (0: every epoch;
+    :class:`segfew.train.checkpoint.EpochWriter`);
     ``seed`` seeds every random number; ``device``/``precision``/``channels_last`` as
     :mod:`segfew.runtime` resolves them; ``sync_bn`` SyncBatchNorm across GPUs under
     torchrun; ``cache_features`` computes frozen features once per image when not
@@ -37,6 +39,7 @@ class TrainOptions:
     weight_decay: float = 0.0
     early_stopping: int | None = None
     time_budget_s: float | None = None
+    checkpoint_interval_s: float = 60.0
     seed: int = 0
     device: str = "auto"
     precision: Precision = "auto"

@@ -75,7 +75,7 @@ def validate(net: nn.Module, data: Dataset, *, task: Task, num_classes: int,
     conf = torch.zeros(max(n_cases, 1), num_classes, num_classes, dtype=torch.float64,
                        device=device)
     net.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         done = 0
         for x, y in DataLoader(Subset(data, mine), batch_size=batch_size, shuffle=False):
             x, y = x.to(device), y.to(device)

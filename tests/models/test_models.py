@@ -145,6 +145,30 @@ def test_3d_max_pooling_stays_bf16_under_cpu_autocast() -> None:
     assert torch.float32 not in saved  # nothing but the bf16 levels (and pooling indices)
 
 
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_concatenation_hands_back_gradients_in_the_outputs_memory_format(dim: int) -> None:
+    """torch.cat's own backward gives each input a channel slice of the gradient, contiguous in
+    no layout, which the upsampling backward then copied to NCHW (issue 11's profile)."""
+    from segfew.models.blocks import cat_channels
+
+    fmt = torch.channels_last if dim == 2 else torch.channels_last_3d
+    parts = [torch.randn(2, c, *([4] * dim)).contiguous(memory_format=fmt).requires_grad_()
+             for c in (3, 5)]
+    out = cat_channels(parts)
+    assert torch.equal(out, torch.cat(parts, dim=1))
+    grad = torch.randn_like(out)
+    mine = torch.autograd.grad(out, parts, grad)
+    theirs = torch.autograd.grad(torch.cat(parts, dim=1), parts, grad)
+    for g, ref in zip(mine, theirs, strict=True):
+        assert torch.equal(g, ref)
+        assert g.is_contiguous(memory_format=fmt)
+    assert not theirs[1].is_contiguous(memory_format=fmt)  # what this replaces
+    plain = [p.detach().contiguous().requires_grad_() for p in parts]
+    g = torch.autograd.grad(cat_channels(plain), plain, grad.contiguous())
+    assert all(t.is_contiguous() for t in g)
+
+
 # ---------------------------------------------------------------- FeatureClassifier
 
 

@@ -288,6 +288,50 @@ def test_checkpoints_load_with_weights_only_and_metrics_csv(tmp_path: Path) -> N
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
 
 
+
+def test_checkpoints_wait_for_their_interval_and_keep_the_best_epochs_weights(
+        tmp_path: Path) -> None:
+    """A run of short epochs writes last.pt once an interval has passed, or when it ends; the
+    epochs between are in-memory copies, so best.pt still holds the best epoch's weights."""
+    from segfew.train.checkpoint import EpochWriter, RunState
+
+    model = nn.Linear(2, 1)
+    optimizer = torch.optim.Adam(model.parameters())
+    writer = EpochWriter(tmp_path, interval_s=3600, monitor="train_loss")
+    state = RunState()
+    weights = []
+    for epoch, loss in enumerate([1.0, 0.5, 0.7], start=1):  # the best is epoch 2
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        weights.append(model.weight.detach().clone())
+        improved = state.update({"epoch": epoch, "train_loss": loss}, "train_loss", False)
+        writer.epoch(model, optimizer, None, state, improved)
+        assert not (tmp_path / "last.pt").exists()
+        assert len(list(csv.DictReader((tmp_path / "metrics.csv").open()))) == epoch
+    writer.flush()
+    last, best = (load_checkpoint(tmp_path / f) for f in ("last.pt", "best.pt"))
+    assert (last["epoch"], best["epoch"], last["best_epoch"]) == (3, 2, 2)
+    assert torch.equal(last["model"]["weight"], weights[2])
+    assert torch.equal(best["model"]["weight"], weights[1])  # a copy, not the live tensor
+
+    every = EpochWriter(tmp_path / "every", interval_s=0)
+    every.epoch(model, optimizer, None, state, True)
+    assert load_checkpoint(tmp_path / "every" / "last.pt")["epoch"] == 3
+
+
+def test_fit_writes_its_last_finished_epoch_when_interrupted(tmp_path: Path) -> None:
+    def stop_after_epoch_2(epoch: int, row: dict[str, float]) -> None:
+        assert not (tmp_path / "last.pt").exists()  # the interval has not passed
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(_seg_model(), _seg_data(8), None, task="segmentation", num_classes=2,
+            cfg=_cfg(epochs=4, checkpoint_interval_s=3600), out_dir=tmp_path,
+            callback=stop_after_epoch_2)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] <= 2
+
 def test_resume_after_k_epochs_gives_identical_weights(tmp_path: Path, device: str) -> None:
     cfg = dict(augment=AugmentConfig(p=0.8, flip=True))
     train, val = _seg_data(10), _seg_data(4, seed=1)  # 10: a short last batch too
