@@ -43,7 +43,7 @@ DEVICE=cpu
 
 # 1. tests that take a device
 step tests $PY -m pytest -q -p no:cacheprovider --device "$DEVICE" \
-    tests/test_train.py tests/test_inference.py tests/test_runtime.py tests/test_memory.py
+    tests/train/test_train.py tests/test_inference.py tests/test_runtime.py tests/train/test_memory.py
 
 # 2. the benchmark in the default mode
 step bench $PY bench/bench_speed.py --device "$DEVICE" --quick
@@ -73,7 +73,7 @@ fi
 
 # 4. two-process DDP with NCCL
 if [ "$GPUS" -ge 2 ]; then
-    step ddp-nccl $PY -m pytest -q -p no:cacheprovider --device cuda tests/test_distributed.py
+    step ddp-nccl $PY -m pytest -q -p no:cacheprovider --device cuda tests/train/test_distributed.py
 else
     SUMMARY+=("ddp-nccl: skipped (needs 2 GPUs, this machine has $GPUS; NCCL refuses two ranks on one GPU)")
 fi
