@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "Conv3d",
     "ConvBNAct",
     "ConvBlock",
     "FCHead",
@@ -31,7 +32,29 @@ __all__ = [
     "upsample2",
 ]
 
-_CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` that trains a layer two voxels deep in fp32 on the CPU.
+
+    torch 2.13's oneDNN computes the weight gradient of a bf16 3D convolution wrongly when
+    the input is two voxels deep and holds two or more samples. The errors reach 1e37, inf
+    and NaN, and vary from run to run. The M-Net's deepest levels on 16³–32³ grids are such
+    layers, so a default bf16 run lost its loss to NaN. Forward, input gradient and fp32
+    are right. Such a call runs in fp32; its few voxels cost nothing measurable
+    (``tests/models`` pins the gradient against fp32).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (x.device.type == "cpu" and x.dim() == 5 and x.shape[0] > 1 and x.shape[2] == 2
+                and self.kernel_size[0] > 1 and self.weight.requires_grad
+                and torch.is_grad_enabled()
+                and (x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu") and
+                     torch.get_autocast_dtype("cpu") == torch.bfloat16))):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
+_CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: Conv3d}
 _BN: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _POOL: dict[int, type[nn.Module]] = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
 
@@ -44,7 +67,7 @@ def check_dim(dim: int) -> int:
 
 
 def conv(dim: int) -> type[nn.Conv2d] | type[nn.Conv3d]:
-    """``nn.Conv2d`` or ``nn.Conv3d``."""
+    """``nn.Conv2d`` or :class:`Conv3d` (an ``nn.Conv3d``)."""
     return _CONV[check_dim(dim)]  # type: ignore[return-value]
 
 

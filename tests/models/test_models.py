@@ -141,7 +141,7 @@ def test_3d_max_pooling_stays_bf16_under_cpu_autocast() -> None:
     net = MNet(3, 1, 3, n_s=2)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
             torch.autocast("cpu", dtype=torch.bfloat16):
-        net(torch.randn(2, 1, 16, 16, 16))
+        net(torch.randn(2, 1, 48, 16, 16))  # no level two voxels deep (those train in fp32)
     assert torch.float32 not in saved  # nothing but the bf16 levels (and pooling indices)
 
 
@@ -168,6 +168,30 @@ def test_concatenation_hands_back_gradients_in_the_outputs_memory_format(dim: in
     g = torch.autograd.grad(cat_channels(plain), plain, grad.contiguous())
     assert all(t.is_contiguous() for t in g)
 
+
+
+def test_3d_convolutions_two_voxels_deep_get_true_weight_gradients_in_bf16() -> None:
+    """torch 2.13's oneDNN gets the bf16 weight gradient of a 3D convolution wrong for a
+    batch of inputs two voxels deep (relative error ~1, or inf/NaN): the M-Net's deepest
+    levels on 16³–32³ grids. segfew's Conv3d computes those layers in fp32."""
+    from segfew.models.blocks import Conv3d, conv
+
+    torch.manual_seed(0)
+    layer = conv(3)(16, 16, kernel_size=3, padding=1, bias=False)
+    x = torch.randn(2, 16, 2, 8, 8)
+    grads = []
+    for low in (False, True):
+        layer.weight.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
+            layer(x).float().square().sum().backward()
+        grads.append(layer.weight.grad.clone())
+    reference, bf16 = grads
+    assert torch.isfinite(bf16).all()
+    assert ((bf16 - reference).norm() / reference.norm()).item() < 0.05
+
+    # every 3D network builds its layers with it
+    assert all(type(m) is Conv3d for m in MNet(3, 1, 3, n_s=2).modules()
+               if isinstance(m, nn.Conv3d))
 
 # ---------------------------------------------------------------- FeatureClassifier
 
