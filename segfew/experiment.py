@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segfew.atomic import write_json
-from segfew.errors import DataError, SpecError
+from segfew.errors import DataError, Interrupted, SpecError
 from segfew.experiment_splits import (
     _check_splittable,
     _unit,
@@ -324,6 +324,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
         error_path = results_dir / f"{task.key}.error.json"
         try:
             output = dict(train_and_score(task, list(train), list(test), work))
+        except KeyboardInterrupt:  # the task's own "--resume" advice does not apply here
+            raise Interrupted(f"interrupted in task {task.key}; rerun the same command to "
+                              "continue (finished tasks are kept)") from None
         except Exception as e:  # one failed task must not stop the others
             write_json(error_path, {**_task_fields(task, train, test, digest),
                                     "error": f"{type(e).__name__}: {e}",

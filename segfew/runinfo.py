@@ -137,14 +137,20 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def interrupted(run_dir: Path, epochs: int) -> Interrupted:
-    """The Ctrl-C message of a training run: the epoch ``--resume`` continues from (one
-    after the last row of ``metrics.csv``, written with ``last.pt`` after every epoch)."""
+    """The Ctrl-C message of a training run: the epoch ``--resume`` continues from, one after
+    the epoch of ``last.pt`` (``metrics.csv`` may hold later rows that no checkpoint backs,
+    after a hard kill)."""
+    import torch
+
+    last = Path(run_dir) / "last.pt"
     try:
-        lines = (Path(run_dir) / "metrics.csv").read_text(encoding="utf-8").splitlines()
-        done = max(0, len(lines) - 1)
-    except OSError:
+        done = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # absent, torn or not a checkpoint: nothing --resume can use
         done = 0
     if done == 0:
         return Interrupted("interrupted before the first epoch ended; nothing to resume")
+    if done >= epochs:
+        return Interrupted(f"interrupted after the last epoch, before the model file was "
+                           f"written; rerun with --resume to write it ({last})")
     return Interrupted(f"interrupted; rerun with --resume to continue from epoch "
-                       f"{done + 1} of {epochs} ({run_dir}/last.pt)")
+                       f"{done + 1} of {epochs} ({last})")

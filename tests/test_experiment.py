@@ -154,7 +154,7 @@ def test_interrupted_run_resumes_without_redoing_work(tmp_path: Path) -> None:
 
     run = tmp_path / "run"
     first = Counting(interrupt_at=5)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="rerun the same command"):  # no --resume
         run_experiment(spec, run, first, cases=cases)
     assert len(collect_results(run)) == 4
     second = Counting()

@@ -116,7 +116,8 @@ def validation_split(
                    else f"{len(cases)} case(s)")
         warnings.warn(DataWarning(
             f"{counted} are too few for a validation split (it needs {needs}): training on "
-            f"all {len(cases)} without validation, keeping the last epoch"), stacklevel=3)
+            f"all {len(cases)} without validation, keeping the epoch of lowest training "
+            "loss"), stacklevel=3)
     return list(cases), []
 
 

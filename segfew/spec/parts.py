@@ -145,7 +145,8 @@ class TrainConfig(Settings):
         ge=0,
         lt=1,
         description=f"held out for validation; default {DEFAULT_VAL_FRACTION} with at least "
-        f"{MIN_CASES_FOR_VALIDATION} cases per class, else none (the last epoch is kept)",
+        f"{MIN_CASES_FOR_VALIDATION} cases per class, else none (the epoch of lowest "
+        "training loss is kept)",
     )
     early_stopping: int | None = Field(default=None, ge=1, description="patience in epochs")
     time_budget_s: float | None = Field(default=None, gt=0)

@@ -14,8 +14,10 @@ import csv
 import io
 import math
 import random
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,26 @@ def save_checkpoint(path: Path | Sequence[Path], payload: dict[str, Any]) -> Non
             tmp.write_bytes(buffer.getbuffer())
 
 
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block has run, then act as they would have (in the
+    main thread; elsewhere signals never arrive). A checkpoint being written is finished
+    rather than torn, even by a second Ctrl-C."""
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
+    if threading.current_thread() is not threading.main_thread() or not held:
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda number, frame: caught.append(number)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if caught:
+        signal.raise_signal(caught[0])
+
+
 class EpochWriter:
     """The files of a run, written after each epoch (rank 0): ``metrics.csv`` every epoch;
     ``last.pt``, and ``best.pt`` when the monitored value improved since the last write,
@@ -147,21 +169,24 @@ class EpochWriter:
 
     def epoch(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
               scaler: torch.amp.GradScaler | None, state: RunState, improved: bool) -> None:
-        """Record the epoch that just ended (``state`` holds its row)."""
-        write_metrics(self.out_dir / "metrics.csv", state.history)
-        payload = checkpoint_payload(model, optimizer, scaler, state, **self.extra)
-        if time.monotonic() - self.written_at >= self.interval_s:
-            self.last = payload
-            self._write(best_is_last=improved)
-            return
-        self.last = copy.deepcopy(payload)
-        if improved:
-            self.best = self.last
+        """Record the epoch that just ended (``state`` holds its row); a Ctrl-C waits until
+        it is recorded, so ``metrics.csv`` never names an epoch :meth:`flush` cannot write."""
+        with signals_held():
+            write_metrics(self.out_dir / "metrics.csv", state.history)
+            payload = checkpoint_payload(model, optimizer, scaler, state, **self.extra)
+            if time.monotonic() - self.written_at >= self.interval_s:
+                self.last = payload
+                self._write(best_is_last=improved)
+                return
+            self.last = copy.deepcopy(payload)
+            if improved:
+                self.best = self.last
 
     def flush(self) -> None:
-        """Write the epoch copies not yet on disk."""
+        """Write the epoch copies not yet on disk; a Ctrl-C or SIGTERM meanwhile waits."""
         if self.last is not None:
-            self._write(best_is_last=self.best is self.last)
+            with signals_held():
+                self._write(best_is_last=self.best is self.last)
 
     def _write(self, best_is_last: bool) -> None:
         last, best = self.out_dir / LAST_FILE, self.out_dir / BEST_FILE

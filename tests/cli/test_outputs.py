@@ -150,19 +150,25 @@ def test_a_refused_training_run_leaves_no_run_folder(work: Path, tmp_path: Path,
 
 
 def test_ctrl_c_says_where_to_resume(work: Path, tmp_path: Path, monkeypatch) -> None:
+    """The epoch to resume from is last.pt's: metrics.csv may hold rows no checkpoint backs
+    (a hard kill while last.pt waited for its interval)."""
+    import torch
+
     import segfew.train
 
     def stopped(*args, out_dir: Path, **kwargs):  # Ctrl-C after two epochs were saved
-        (out_dir / "metrics.csv").write_text("epoch\n1\n2\n", encoding="utf-8")
-        (out_dir / "last.pt").write_bytes(b"")
+        (out_dir / "metrics.csv").write_text("epoch\n1\n2\n3\n4\n", encoding="utf-8")
+        torch.save({"epoch": 2}, out_dir / "last.pt")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(segfew.train, "fit", stopped)
     d = work / "d"
+    six_epochs = [*TINY[:TINY.index("--epochs")], "--epochs", "6",
+                  *TINY[TINY.index("--epochs") + 2:]]
     result = runner.invoke(app, ["pretrain", "--images", str(d / "images"), "--labels",
                                  str(d / "labels"), "--dim", "2", "--out",
-                                 str(tmp_path / "c.pt"), *TINY])
+                                 str(tmp_path / "c.pt"), *six_epochs])
     assert result.exit_code == 130, result.output
     assert result.output.splitlines()[-1].startswith(
-        "interrupted; rerun with --resume to continue from epoch 3 of 1")
+        "interrupted; rerun with --resume to continue from epoch 3 of 6")
     assert (tmp_path / "c-run" / "last.pt").exists()  # kept: the run can resume

@@ -319,6 +319,33 @@ def test_checkpoints_wait_for_their_interval_and_keep_the_best_epochs_weights(
     assert load_checkpoint(tmp_path / "every" / "last.pt")["epoch"] == 3
 
 
+
+def test_a_ctrl_c_while_a_checkpoint_is_written_waits_for_it(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """A second Ctrl-C, or a scheduler's SIGTERM, during the final write used to tear it: the
+    run folder then held no last.pt and was removed as a run that never finished an epoch."""
+    import signal
+
+    import segfew.train.checkpoint as C
+
+    real = C.save_checkpoint
+
+    def interrupted_save(path: Path | list[Path], payload: dict[str, object]) -> None:
+        signal.raise_signal(signal.SIGINT)  # arrives as the write starts
+        real(path, payload)
+
+    monkeypatch.setattr(C, "save_checkpoint", interrupted_save)
+    model = nn.Linear(2, 1)
+    writer = C.EpochWriter(tmp_path, interval_s=3600)
+    state = C.RunState()
+    state.update({"epoch": 1, "train_loss": 1.0}, "train_loss", False)
+    writer.epoch(model, torch.optim.Adam(model.parameters()), None, state, True)
+    with pytest.raises(KeyboardInterrupt):
+        writer.flush()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
 def test_fit_writes_its_last_finished_epoch_when_interrupted(tmp_path: Path) -> None:
     def stop_after_epoch_2(epoch: int, row: dict[str, float]) -> None:
         assert not (tmp_path / "last.pt").exists()  # the interval has not passed
