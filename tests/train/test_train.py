@@ -336,15 +336,20 @@ def test_a_ctrl_c_while_a_checkpoint_is_written_waits_for_it(tmp_path: Path,
         real(path, payload)
 
     monkeypatch.setattr(C, "save_checkpoint", interrupted_save)
+    # Python's own Ctrl-C handler (a job started in the background inherits SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     model = nn.Linear(2, 1)
     writer = C.EpochWriter(tmp_path, interval_s=3600)
     state = C.RunState()
     state.update({"epoch": 1, "train_loss": 1.0}, "train_loss", False)
     writer.epoch(model, torch.optim.Adam(model.parameters()), None, state, True)
-    with pytest.raises(KeyboardInterrupt):
-        writer.flush()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            writer.flush()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 def test_fit_writes_its_last_finished_epoch_when_interrupted(tmp_path: Path) -> None:
     def stop_after_epoch_2(epoch: int, row: dict[str, float]) -> None:
