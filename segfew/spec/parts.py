@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from segfew.choices import Intensity, LrSchedule, Precision
 from segfew.errors import SpecError
@@ -29,9 +29,24 @@ MAX_SIZE = 1024
 
 
 class Settings(BaseModel):
-    """Base of every settings model: unknown keys are errors, values are checked on set."""
+    """Base of every settings model: unknown keys are errors, values are checked on set, and
+    a true/false where a number belongs is refused (pydantic would read ``lr = true`` as 1.0)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _is_number(field.annotation):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+
+def _is_number(annotation: Any) -> bool:
+    """``int``, ``float``, or either with ``None``."""
+    kinds = [a for a in get_args(annotation) or (annotation,) if a is not type(None)]
+    return bool(kinds) and all(a in (int, float) for a in kinds)
 
 
 class PreprocessConfig(Settings):

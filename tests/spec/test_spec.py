@@ -51,6 +51,9 @@ def test_yaml_spec_is_read(tmp_path: Path) -> None:
         ({"preprocess": {"slice_axis": True}}, 'preprocess.slice_axis: give 0, 1, 2 or "auto"'),
         ({"preprocess": {"slice_axis": 3}}, 'preprocess.slice_axis: give 0, 1, 2 or "auto"'),
         ({"train": {"lr_schedule": "cosine"}}, "train.lr_schedule"),
+        ({"train": {"lr": True}}, "train.lr: expected a number, got true"),  # not 1.0
+        ({"train": {"checkpoint_interval_s": True}}, "train.checkpoint_interval_s: expected"),
+        ({"network": {"n_s": False}}, "network.n_s: expected a number, got false"),
     ],
 )
 def test_bad_values_are_one_line_errors_naming_the_key(overrides: dict, expected: str) -> None:
