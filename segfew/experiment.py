@@ -39,6 +39,7 @@ from segfew.experiment_splits import (
     _check_splittable,
     _unit,
     data_summary,
+    group_identical_images,
     load_cases,
     load_test_cases,
     split_for,
@@ -273,6 +274,11 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
             raise DataError("the fixed test set has no labelled cases", spec.test_table)
     else:
         fixed = []
+    grouped, copies = group_identical_images([*pool, *fixed])
+    pool, fixed = grouped[:len(pool)], grouped[len(pool):]
+    for units in copies:
+        log.warning(f"identical images: {', '.join(units)} hold the same scan; they are kept "
+                    "on one side of every split")
     if not pool:
         raise DataError("no labelled cases to draw training sets from", spec.data.table)
     held = {_unit(c) for c in fixed}

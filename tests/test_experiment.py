@@ -147,6 +147,39 @@ def test_identical_split_for_every_framework_in_results(tmp_path: Path) -> None:
     assert data["patients_per_class"] == dict.fromkeys(CLASSES, 7)
 
 
+
+def test_identical_scans_under_two_ids_never_straddle_a_split(tmp_path: Path) -> None:
+    """The public ACDC copy holds one scan under two patients (074 and 076): a random split
+    put one in training and the other in the test set, a leak the ids cannot show."""
+    from segfew.experiment_splits import group_identical_images
+
+    cases = []
+    for c in make_cases(patients_per_class=6):
+        path = tmp_path / c.images[0].name
+        path.write_bytes(c.id.encode())  # every scan its own bytes ...
+        cases.append(Case(id=c.id, images=(path,), target=c.target, group=c.group))
+    copy = next(c for c in cases if c.group == "hcm03")
+    for c in cases:
+        if c.group == "hcm01":  # ... but patient hcm01's scans are copies of hcm03's
+            c.images[0].write_bytes(copy.images[0].read_bytes())
+    grouped, joined = group_identical_images(cases)
+    assert joined == [["hcm01", "hcm03"]]
+    assert [c.group for c in grouped if c.group not in ("hcm01", "hcm03")] == [
+        c.group for c in cases if c.group not in ("hcm01", "hcm03")]  # the others unchanged
+    spec = make_spec(sizes=[1, 2, 4], repetitions=6)
+    for rep in range(1, 7):
+        train, test = split_for(grouped, spec, 4, rep)
+        sides = {c.id.split("_")[0]: "train" for c in train} | {
+            c.id.split("_")[0]: "test" for c in test}
+        assert sides.get("hcm01", "out") == sides.get("hcm03", "out")
+    straddled = 0
+    for rep in range(1, 7):  # what the ids alone gave
+        train, test = split_for(cases, spec, 4, rep)
+        sides = {c.id.split("_")[0]: "train" for c in train} | {
+            c.id.split("_")[0]: "test" for c in test}
+        straddled += sides.get("hcm01", "out") != sides.get("hcm03", "out")
+    assert straddled
+
 def test_interrupted_run_resumes_without_redoing_work(tmp_path: Path) -> None:
     cases, spec = make_cases(), make_spec()
     reference = tmp_path / "reference"
