@@ -60,7 +60,8 @@ def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list
 
     first: dict[str, str] = {}  # digest → the unit that showed it first
     for case in cases:
-        for path in (p for p in case.images if Path(p).is_file()):  # absent: told elsewhere
+        # an absent or empty file is no scan (the reader refuses it)
+        for path in (p for p in case.images if Path(p).is_file() and Path(p).stat().st_size):
             digest = file_digest(Path(path))
             a, b = root(first.setdefault(digest, _unit(case))), root(_unit(case))
             if a != b:
