@@ -44,7 +44,7 @@ def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list
 
     Why: a copy of a test scan in the training set is leakage the protocol cannot see by
     id. The public ACDC copy holds one such pair (patient074 and patient076). Cases with
-    no copy keep their group, so their splits do not change.
+    no copy keep their group; where no scan has a copy, the splits are unchanged.
     """
     from dataclasses import replace
     from pathlib import Path
