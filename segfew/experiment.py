@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segfew.atomic import write_json
+from segfew.data import group_identical_images
 from segfew.errors import DataError, Interrupted, SpecError
 from segfew.experiment_splits import (
     _check_splittable,
     _unit,
     data_summary,
-    group_identical_images,
     load_cases,
     load_test_cases,
     split_for,

@@ -18,8 +18,7 @@ from segfew.spec import ExperimentSpec
 if TYPE_CHECKING:
     from segfew.data import Case
 
-__all__ = ["data_summary", "group_identical_images", "load_cases", "load_test_cases",
-           "split_for"]
+__all__ = ["data_summary", "load_cases", "load_test_cases", "split_for"]
 
 
 def _seed(spec_seed: int, repetition: int, part: int) -> int:
@@ -35,46 +34,6 @@ def _stratified_split(cases: Sequence[Case], per_class: int, seed: int
 
 def _unit(case: Case) -> str:
     return case.group or case.id
-
-
-def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list[str]]]:
-    """``cases`` with every set whose image files are byte-identical (one scan under two
-    ids) joined into one group, so no split puts a copy on each side (SPEC §6), and the
-    joined sets' unit names (patients or case ids).
-
-    Why: a copy of a test scan in the training set is leakage the protocol cannot see by
-    id. The public ACDC copy holds one such pair (patient074 and patient076). Cases with
-    no copy keep their group; where no scan has a copy, the splits are unchanged.
-    """
-    from dataclasses import replace
-    from pathlib import Path
-
-    from segfew.runinfo import file_digest
-
-    parent: dict[str, str] = {}
-
-    def root(unit: str) -> str:
-        while parent.get(unit, unit) != unit:
-            unit = parent[unit]
-        return unit
-
-    first: dict[str, str] = {}  # digest → the unit that showed it first
-    for case in cases:
-        # an absent or empty file is no scan (the reader refuses it)
-        for path in (p for p in case.images if Path(p).is_file() and Path(p).stat().st_size):
-            digest = file_digest(Path(path))
-            a, b = root(first.setdefault(digest, _unit(case))), root(_unit(case))
-            if a != b:
-                parent[b] = a
-    joined: dict[str, set[str]] = {}
-    out = []
-    for case in cases:
-        top = root(_unit(case))
-        if top != _unit(case) or top in parent.values():
-            joined.setdefault(top, {top}).add(_unit(case))
-            case = replace(case, group=top)
-        out.append(case)
-    return out, [sorted(units) for _, units in sorted(joined.items())]
 
 
 def split_for(cases: Sequence[Case], spec: ExperimentSpec, size: int, repetition: int,

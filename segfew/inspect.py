@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from segfew.cases import LabelRules, read_case, source_shape
-from segfew.data import Case, read_dataset_json
+from segfew.data import Case, group_identical_images, read_dataset_json
 from segfew.data.case import _Problems
 from segfew.data.classes import _find_class_folders, _read_table, _with_targets
 from segfew.data.discover import _find_images, _find_segmentation, _nnunet_layout
@@ -243,6 +243,10 @@ def _check_dataset(report: DatasetReport, cases: Sequence[Case]) -> None:
             if count < 2:
                 report.add(f"class {name!r} has only {count} case; a split needs at least two",
                            fatal=False)
+    for units in group_identical_images(cases)[1]:
+        report.add(f"identical images: {', '.join(units)} hold the same scan (experiment keeps "
+                   "them on one side of every split; a copy in training and in a test set "
+                   "would be leakage)", fatal=False)
     if report.label_names:
         for value, name in sorted(report.label_names.items()):
             if report.label_counts and value not in report.label_counts:

@@ -151,7 +151,7 @@ def test_identical_split_for_every_framework_in_results(tmp_path: Path) -> None:
 def test_identical_scans_under_two_ids_never_straddle_a_split(tmp_path: Path) -> None:
     """The public ACDC copy holds one scan under two patients (074 and 076): a random split
     put one in training and the other in the test set, a leak the ids cannot show."""
-    from segfew.experiment_splits import group_identical_images
+    from segfew.data import group_identical_images
 
     cases = []
     for c in make_cases(patients_per_class=6):

@@ -22,7 +22,7 @@ def dataset(root: Path, n: int = 4) -> tuple[Path, Path, Path]:
     images, labels = root / "images", root / "labels"
     for i in range(n):
         for ch in ("ed", "es"):
-            nii(images / f"p{i}_{ch}.nii.gz", value=7, dtype=np.int16,
+            nii(images / f"p{i}_{ch}.nii.gz", value=7 + i, dtype=np.int16,  # one scan each
                 affine=LPS)
             nii(labels / f"p{i}_{ch}_gt.nii.gz", value=1 + i % 2,
                 affine=LPS)
@@ -47,6 +47,17 @@ def test_clean_dataset_summary(tmp_path: Path) -> None:
     assert case.orientation == "LPS" and case.intensity == (0.0, 7.0, 3.5)
     assert seen == [1, 2, 3, 4]
 
+
+
+def test_one_scan_under_two_ids_is_noted(tmp_path: Path) -> None:
+    images, labels, table = dataset(tmp_path)
+    for ch in ("ed", "es"):
+        (images / f"p3_{ch}.nii.gz").write_bytes((images / f"p1_{ch}.nii.gz").read_bytes())
+    report = inspect_dataset(images, labels, table, ["ed", "es"])
+    assert report.problems == ["identical images: p1, p3 hold the same scan (experiment keeps "
+                               "them on one side of every split; a copy in training and in a "
+                               "test set would be leakage)"]
+    assert not report.fatal
 
 def test_every_problem_is_collected(tmp_path: Path) -> None:
     images, labels, table = dataset(tmp_path, n=4)
@@ -136,7 +147,9 @@ def test_acdc_inspect() -> None:
     acdc = real_data("acdc")
     report = inspect_dataset(acdc / "images", acdc / "labels", acdc / "labels.csv",
                              ["frame01", "frame02"])
-    assert report.problems == []
+    # the public copy holds one scan under two patients (074 and 076): a note, not a refusal
+    assert [p for p in report.problems if not p.startswith("identical images:")] == []
+    assert not report.fatal
     assert (report.n_cases, report.n_channels, report.n_labelled) == (60, 2, 120)
     assert report.class_counts == {"DCM": 12, "HCM": 12, "MINF": 12, "NOR": 12, "RV": 12}
     assert set(report.label_counts) == {0, 1, 2, 3}

@@ -25,7 +25,12 @@ from segfew.data.discover import (
     find_segmentation_cases,
     read_dataset_json,
 )
-from segfew.data.splits import class_names, split_table, stratified_split
+from segfew.data.splits import (
+    class_names,
+    group_identical_images,
+    split_table,
+    stratified_split,
+)
 
 __all__ = [
     "LABEL_SUFFIXES",
@@ -38,6 +43,7 @@ __all__ = [
     "find_classification_cases",
     "find_image_cases",
     "find_segmentation_cases",
+    "group_identical_images",
     "has_class_folders",
     "read_dataset_json",
     "read_table",

@@ -22,6 +22,47 @@ def class_names(cases: Sequence[Case]) -> list[str]:
     return sorted({c.target for c in cases if c.target is not None})
 
 
+def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list[str]]]:
+    """``cases`` with every set whose image files are byte-identical (one scan under two
+    ids) joined into one group, so no split puts a copy on each side (SPEC §6), and the
+    joined sets' group names (``case.group``, else the case id). ``inspect`` reports them.
+
+    Why: a copy of a test scan in the training set is leakage the protocol cannot see by
+    id. The public ACDC copy holds one such pair (patient074 and patient076). Cases with
+    no copy keep their group; where no scan has a copy, the splits are unchanged.
+    """
+    from dataclasses import replace
+
+    from segfew.runinfo import file_digest
+
+    parent: dict[str, str] = {}
+
+    def root(unit: str) -> str:
+        while parent.get(unit, unit) != unit:
+            unit = parent[unit]
+        return unit
+
+    first: dict[str, str] = {}  # digest → the unit that showed it first
+    for case in cases:
+        # an absent or empty file is no scan (the reader refuses it)
+        for path in (p for p in case.images if Path(p).is_file() and Path(p).stat().st_size):
+            digest = file_digest(Path(path))
+            unit = case.group or case.id
+            a, b = root(first.setdefault(digest, unit)), root(unit)
+            if a != b:
+                parent[b] = a
+    joined: dict[str, set[str]] = {}
+    out = []
+    for case in cases:
+        unit = case.group or case.id
+        top = root(unit)
+        if top != unit or top in parent.values():
+            joined.setdefault(top, {top}).add(unit)
+            case = replace(case, group=top)
+        out.append(case)
+    return out, [sorted(units) for _, units in sorted(joined.items())]
+
+
 def stratified_split(cases: Sequence[Case], *, per_class: int | None = None,
                      fraction: float | None = None, seed: int = 0
                      ) -> tuple[list[Case], list[Case]]:
