@@ -155,10 +155,10 @@ class EpochWriter:
 
     Why: two checkpoints of the paper's 2D M-Net with its Adam state are 49 MB, about 60 ms
     to write on a cloud disk — 8 % of a 48-image epoch, and short epochs are what a few
-    dozen scans give (nnU-Net, likewise, writes its latest checkpoint every 50 epochs). Each epoch
-    not written is kept as an in-memory copy (a few ms), so :meth:`flush`, which ``fit``
-    calls at the end and on any exception (Ctrl-C included), writes the last finished epoch;
-    only a hard kill loses up to ``interval_s`` of training.
+    dozen scans give (nnU-Net, likewise, writes its latest checkpoint every 50 epochs).
+    Each epoch not written is kept as an in-memory copy (a few ms), so :meth:`flush`, which
+    ``fit`` calls at the end and on any exception (Ctrl-C included), writes the last
+    finished epoch; only a hard kill loses up to ``interval_s`` of training.
     """
 
     def __init__(self, out_dir: Path, interval_s: float, **extra: Any) -> None:
