@@ -326,10 +326,10 @@ def table_predict(device: torch.device, counts: list[int]) -> list[str]:
     """predict over synthetic 128² scans with the paper's 2D feature classifier."""
     import nibabel as nib
 
-    from segfew.inference import classify_probabilities
+    from segfew.inference.predictor import Predictor, predict_paths
+    from segfew.inference.run import classify_probabilities
     from segfew.jobs.train_classifier import build_classifier
     from segfew.modelfile import Architecture, ModelMeta, save_model
-    from segfew.predict import Predictor, predict_paths
     from segfew.spec import ClassifierSpec, PreprocessConfig
 
     lines = ["| cases | seconds | s/case | network s/case | ratio |", "|---|---|---|---|---|"]

@@ -43,7 +43,7 @@ DEVICE=cpu
 
 # 1. tests that take a device
 step tests $PY -m pytest -q -p no:cacheprovider --device "$DEVICE" \
-    tests/train/test_train.py tests/test_inference.py tests/test_runtime.py tests/train/test_memory.py
+    tests/train/test_train.py tests/inference/test_run.py tests/test_runtime.py tests/train/test_memory.py
 
 # 2. the benchmark in the default mode
 step bench $PY bench/bench_speed.py --device "$DEVICE" --quick

@@ -21,8 +21,8 @@ __version__ = "0.1.0"
 #: public name → the module that defines it (imported when the name is first used)
 _PUBLIC = {
     "Image": "segfew.io", "read_image": "segfew.io", "write_image": "segfew.io",
-    "Case": "segfew.data", "read_case": "segfew.cases",
-    "Preprocessing": "segfew.preprocess", "PreprocessCache": "segfew.preprocess_cache",
+    "Case": "segfew.data", "read_case": "segfew.data.read",
+    "Preprocessing": "segfew.preprocess.grid", "PreprocessCache": "segfew.preprocess.cache",
     "MNet": "segfew.models", "FeatureClassifier": "segfew.models",
     "VGGClassifier": "segfew.models", "build_model": "segfew.models",
     "FRAMEWORKS": "segfew.frameworks",
@@ -32,7 +32,7 @@ _PUBLIC = {
     "ExperimentSpec": "segfew.spec", "resolve_spec": "segfew.spec",
     "pretrain": "segfew.jobs.pretrain", "train_classifier": "segfew.jobs.train_classifier",
     "label_images": "segfew.jobs.label",
-    "Predictor": "segfew.predict", "predict_paths": "segfew.predict",
+    "Predictor": "segfew.inference.predictor", "predict_paths": "segfew.inference.predictor",
 }
 
 __all__ = ["DataError", "DataWarning", "ModelFileError", "SegfewError", "SpecError",

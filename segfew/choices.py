@@ -8,10 +8,11 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 #: the learning rate over a training run: constant (the paper's Adam), or poly — lr ×
 #: (1 − epoch / epochs)^0.9, set at the start of each epoch (nnU-Net's schedule)
 LrSchedule = Literal["constant", "poly"]
-#: intensity normalisation before the network grid (segfew.preprocess, SPEC §5)
+#: intensity normalisation before the network grid (segfew.preprocess.grid, SPEC §5)
 Intensity = Literal["clahe", "ct", "minmax", "zscore"]
 #: how ``segfew label`` makes labels without an expert: k-means intensity clusters (the
-#: paper's THRESHOLD, segfew.labels) or the cavities of cine cardiac MRI (segfew.cavities)
+#: paper's THRESHOLD, segfew.labelling.kmeans) or the cavities of cine cardiac MRI
+#: (segfew.labelling.cavities)
 LabelMethod = Literal["kmeans", "cavities"]
 #: what a classifier learns from (README "The frameworks"): the names of
 #: ``segfew.frameworks.FRAMEWORKS``, in its order (a test keeps the two equal)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from segfew.atomic import atomic_path
+from segfew.files import atomic_path
 
 __all__ = [
     "case_mean_dice",

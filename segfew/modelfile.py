@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from segfew.atomic import atomic_path
 from segfew.errors import ModelFileError
+from segfew.files import atomic_path
 from segfew.spec import PreprocessConfig, describe_validation_error
 
 FORMAT = "segfew-model"

@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from segfew.atomic import write_json
 from segfew.errors import Interrupted, SpecError
+from segfew.files import write_json
 
 LIBRARIES = ("torch", "numpy", "nibabel", "SimpleITK", "scikit-learn", "scikit-image",
              "pydantic", "typer", "rich", "matplotlib")

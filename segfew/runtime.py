@@ -1,7 +1,7 @@
 """Where and how the networks run: device, precision, memory format, threads and seeds.
 
 One home for the execution rules that training (:mod:`segfew.train`) and prediction
-(:mod:`segfew.predict`) share, so the two run a network the same way.
+(:mod:`segfew.inference.predictor`) share, so the two run a network the same way.
 
 Precision policy (``--precision auto``, the default; :func:`choose_plan`): the fastest mode
 that is safe on this machine — bf16 autocast on CUDA GPUs with bf16 and on CPUs with native

@@ -30,8 +30,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationError
 
-from segfew.atomic import atomic_path, write_text
 from segfew.errors import SpecError
+from segfew.files import atomic_path, write_text
 from segfew.spec import Settings, describe_validation_error
 
 __all__ = ["CLASSES", "LABELS", "SynthSpec", "make_phantoms", "write_phantoms"]

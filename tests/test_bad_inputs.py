@@ -3,7 +3,7 @@
 Every dataset holds three good 2D cases (g0, g1, g2) and one bad one. For each defect and
 each command that reads what is defective, the command must: exit non-zero, print (or, in
 a batch, write in its error row) one line naming the bad file and the problem — the very
-line the door (:func:`segfew.cases.read_case`) gives — with no traceback, leave nothing
+line the door (:func:`segfew.data.read.read_case`) gives — with no traceback, leave nothing
 half-written, and keep the good cases of a batch in its output.
 """
 
@@ -242,9 +242,9 @@ def _args(command: str, root: Path, kind: str, models: dict[str, Path]) -> list[
 
 
 def _door_says(root: Path) -> str:
-    """What :func:`segfew.cases.read_case` says about the bad case of a label defect."""
-    from segfew.cases import read_case
+    """What :func:`segfew.data.read.read_case` says about the bad case of a label defect."""
     from segfew.data import Case
+    from segfew.data.read import read_case
     from segfew.errors import DataError
 
     (label,) = (root / "labels").glob("bad.*")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from segfew.atomic import check_output, run_lock, write_text
 from segfew.errors import DataError
+from segfew.files import check_output, run_lock, write_text
 
 
 def test_files_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_a_second_run_on_a_locked_folder_is_refused(tmp_path: Path) -> None:
     with run_lock(run) as lock:
         assert lock.read_text().startswith(f"pid {os.getpid()} on ")
         other = subprocess.run(
-            [sys.executable, "-c", "import sys; from segfew.atomic import run_lock\n"
+            [sys.executable, "-c", "import sys; from segfew.files import run_lock\n"
              "try:\n  run_lock(sys.argv[1]).__enter__()\n"
              "except Exception as e: print(e)", str(run)],
             capture_output=True, text=True, check=True)

@@ -8,8 +8,8 @@ from typing import get_args
 import pytest
 
 from segfew.errors import SpecError
-from segfew.experiment import FRAMEWORK_NAMES
-from segfew.experiment_results import summarise
+from segfew.experiment.protocol import FRAMEWORK_NAMES
+from segfew.experiment.results import summarise
 from segfew.frameworks import FRAMEWORKS, NEEDS, framework, framework_rank, help_list
 from segfew.models import MODELS
 from segfew.spec import ClassifierSpec, DataSource, ExperimentSpec, Framework

@@ -1,4 +1,5 @@
-"""The package's layout rules: module sizes, and which layer may import which.
+"""The package's layout rules: one order of layers, no import circle, module sizes, no
+printing outside the CLI, no measured figures in docstrings.
 
 Read from the source with ``ast`` (lazy imports inside functions and ``TYPE_CHECKING``
 imports count too), so a new module is checked without being listed here.
@@ -7,6 +8,8 @@ imports count too), so a new module is checked without being listed here.
 from __future__ import annotations
 
 import ast
+import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -15,33 +18,111 @@ PACKAGE = Path(__file__).resolve().parents[1] / "segfew"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 MAX_LINES = 450
 
+#: the layers, lowest first: a module imports only from its own layer or those before it.
+#: Data flows one way: files → io → data → preprocess → models → train → inference →
+#: evaluation → experiment; the jobs turn a spec into objects, the cli turns flags into a spec.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("segfew.errors", "segfew.choices", "segfew.frameworks", "segfew.typing"),
+    ("segfew.files",),
+    ("segfew.runtime",),
+    ("segfew.runinfo",),
+    ("segfew.metrics",),  # pure numpy: training's validation and evaluation share one Dice
+    ("segfew.io",),
+    ("segfew.data",),
+    ("segfew.preprocess",),
+    ("segfew.labelling",),
+    ("segfew.models",),
+    ("segfew.train",),
+    ("segfew.spec",),
+    ("segfew.modelfile", "segfew.synth"),
+    ("segfew.inference",),
+    ("segfew.evaluation",),
+    ("segfew.experiment",),
+    ("segfew.jobs",),
+    ("segfew.cli", "segfew.__main__", "segfew"),
+)
+
 
 def _name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """Every module ``path`` imports: ``from segfew import itk`` counts as ``segfew.itk``."""
+NAMES = {_name(p) for p in MODULES}
+
+
+@cache
+def _imports(path: Path) -> frozenset[str]:
+    """The segfew modules ``path`` imports: ``from segfew.io import itk`` counts as
+    ``segfew.io.itk``, ``from segfew.io import Image`` as ``segfew.io``."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module is not None and not node.level:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return found
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in NAMES else node.module)
+    return frozenset(found)
 
 
-def _reaches(imports: set[str], packages: tuple[str, ...]) -> list[str]:
+def _segfew_imports(path: Path) -> set[str]:
+    return {i for i in _imports(path) if i == "segfew" or i.startswith("segfew.")}
+
+
+def _reaches(imports: frozenset[str] | set[str], packages: tuple[str, ...]) -> list[str]:
     return sorted(i for i in imports
-                  if any(i == p or i.startswith(p + ".") or i.startswith(p + "_")
-                         for p in packages))
+                  if any(i == p or i.startswith(p + ".") for p in packages))
+
+
+def _layer(name: str) -> int:
+    """Index in :data:`LAYERS` of the longest entry that ``name`` is or lies under."""
+    best, length = -1, -1
+    for i, layer in enumerate(LAYERS):
+        for entry in layer:
+            if (name == entry or name.startswith(entry + ".")) and len(entry) > length:
+                best, length = i, len(entry)
+    return best
 
 
 def test_the_modules_are_found() -> None:
-    names = {_name(p) for p in MODULES}
-    assert {"segfew.predict", "segfew.models.mnet", "segfew.jobs.pretrain", "segfew.cli"} <= names
+    assert {"segfew.inference.predictor", "segfew.models.mnet", "segfew.jobs.pretrain",
+            "segfew.cli"} <= NAMES
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _name(p))
+def test_every_module_has_a_layer(path: Path) -> None:
+    assert _layer(_name(path)) >= 0, f"add {_name(path)} to LAYERS in tests/test_layout.py"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _name(p))
+def test_each_layer_imports_only_layers_below_it(path: Path) -> None:
+    here = _layer(_name(path))
+    above = [i for i in _segfew_imports(path) if _layer(i) > here]
+    assert above == [], (f"{_name(path)} (layer {LAYERS[here][0]}) imports {sorted(above)} "
+                         "from a higher layer")
+
+
+def test_no_import_circle() -> None:
+    graph = {_name(p): {i for i in _segfew_imports(p) if i in NAMES} for p in MODULES}
+    # a package's __init__ re-exports its modules; a module importing its own package's
+    # __init__ would close a circle, so it imports its siblings by their module path
+    state: dict[str, int] = {}
+    circles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                circles.append([*stack[stack.index(nxt):], node, nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert circles == [], "import circles: " + "; ".join(" → ".join(c) for c in circles)
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: _name(p))
@@ -50,15 +131,17 @@ def test_no_module_is_over_450_lines(path: Path) -> None:
     assert lines <= MAX_LINES, f"{_name(path)} has {lines} lines; split it along a concept"
 
 
-def test_predict_imports_nothing_from_train() -> None:
-    assert _reaches(_imports(PACKAGE / "predict.py"), ("segfew.train",)) == []
+@pytest.mark.parametrize("path", sorted((PACKAGE / "inference").glob("*.py")),
+                         ids=lambda p: _name(p))
+def test_inference_imports_nothing_from_train(path: Path) -> None:
+    assert _reaches(_imports(path), ("segfew.train",)) == []
 
 
 @pytest.mark.parametrize("path", sorted((PACKAGE / "models").glob("*.py")),
                          ids=lambda p: _name(p))
 def test_models_import_no_io_data_preprocess_or_modelfile(path: Path) -> None:
     below = ("segfew.io", "segfew.data", "segfew.preprocess", "segfew.modelfile",
-             "segfew.cases", "segfew.spec")
+             "segfew.spec")
     assert _reaches(_imports(path), below) == []
 
 
@@ -75,20 +158,49 @@ def test_only_the_cli_imports_rich_or_prints(path: Path) -> None:
 
 @pytest.mark.parametrize("path", [*sorted((PACKAGE / "train").glob("*.py")),
                                   *sorted((PACKAGE / "models").glob("*.py")),
-                                  PACKAGE / "preprocess.py", PACKAGE / "preprocess_cache.py"],
+                                  *sorted((PACKAGE / "preprocess").glob("*.py"))],
                          ids=lambda p: _name(p))
 def test_below_the_jobs_no_run_spec_arrives(path: Path) -> None:
     """The jobs turn a spec into objects; training, networks and pre-processing take plain
-    typed arguments (issue 7, item 3)."""
+    typed arguments."""
     assert _reaches(_imports(path), ("segfew.spec", "segfew.jobs", "pydantic")) == []
 
 
-def test_the_readme_says_where_every_module_and_package_lives() -> None:
-    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
-    developing = readme.split("## Developing", 1)[1].split("\n## ", 1)[0]
+#: a measured figure: a score, a speed-up, a time or a size quoted as a result
+FIGURE = re.compile(
+    r"\b(?:Dice|accuracy|AUROC|kappa)\s+(?:of\s+)?(?:0?\.\d|1\.0)"
+    r"|\d(?:\.\d+)?\s*[×x]\s+(?:faster|slower|the speed|as fast)"
+    r"|\b(?:measured|took|takes)\s+(?:about\s+)?\d+(?:\.\d+)?\s*(?:ms|s|min|%|MB|GB|GiB|MiB)\b",
+    re.IGNORECASE)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _name(p))
+def test_no_measured_figures_in_docstrings(path: Path) -> None:
+    """Figures rot in docstrings; they live in the docs beside the command that reproduces
+    them."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = [tree, *(n for n in ast.walk(tree)
+                     if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef))]
+    found = [m.group(0) for n in nodes for m in FIGURE.finditer(ast.get_docstring(n) or "")]
+    assert found == [], f"{_name(path)}: measured figures in docstrings: {found}"
+
+
+def test_the_figure_pattern_catches_figures() -> None:
+    assert FIGURE.search("the 2D M-Net reaches Dice 0.72 on ACDC")
+    assert FIGURE.search("1.9× faster than scikit-image")
+    assert FIGURE.search("an epoch took 12.5 s on two cores")
+    assert not FIGURE.search("Dice per label, then the mean over cases")
+
+
+def test_the_docs_say_where_every_module_and_package_lives() -> None:
+    root = PACKAGE.parent
+    docs = root / "docs" / "developing.md"
+    text = (docs if docs.is_file() else root / "README.md").read_text(encoding="utf-8")
+    developing = text.split("## Developing", 1)[1].split("\n## ", 1)[0] \
+        if not docs.is_file() else text
     modules = [f"{p.stem}.py" for p in PACKAGE.glob("*.py")
                if p.stem not in ("__init__", "__main__")]
     packages = [f"segfew/{p.name}/" for p in PACKAGE.iterdir()
                 if p.is_dir() and (p / "__init__.py").is_file()]
     missing = [name for name in modules + packages if f"{name}`" not in developing]
-    assert missing == [], f"README 'Developing' does not say where these live: {missing}"
+    assert missing == [], f"the developer docs do not say where these live: {missing}"

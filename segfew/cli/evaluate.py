@@ -67,7 +67,7 @@ def evaluate(
     The exit code is 1 when any case failed, after every row is written.
     """
     from segfew.cli.render import ProgressView
-    from segfew.evaluate import evaluate_paths
+    from segfew.evaluation.evaluate import evaluate_paths
     from segfew.runtime import set_threads
 
     overrides = {

@@ -73,11 +73,11 @@ def experiment(
       segfew experiment --spec curve.toml --out runs/curve --shard $SLURM_ARRAY_TASK_ID/8
     """
     from segfew.cli.render import ProgressView
-    from segfew.experiment import parse_shard, run_experiment
-    from segfew.experiment_results import task_status
+    from segfew.experiment.protocol import parse_shard, run_experiment
+    from segfew.experiment.report import write_report
+    from segfew.experiment.results import task_status
     from segfew.jobs.experiment_step import make_pretrain_step, make_train_and_score
-    from segfew.preprocess_cache import PreprocessCache
-    from segfew.report import write_report
+    from segfew.preprocess.cache import PreprocessCache
     from segfew.spec import ExperimentSpec
 
     overrides = {
@@ -119,7 +119,7 @@ def experiment(
 
 def _failed_in_shard(failed: dict[str, str], spec: ExperimentSpec, shard: tuple[int, int]
                      ) -> bool:
-    from segfew.experiment import plan_tasks, shard_tasks
+    from segfew.experiment.protocol import plan_tasks, shard_tasks
 
     return any(t.key in failed for t in shard_tasks(plan_tasks(spec), shard))
 
@@ -139,8 +139,8 @@ def report(
 
       segfew report runs/shard1 runs/shard2 --out runs/report
     """
-    from segfew.experiment_results import task_status
-    from segfew.report import write_report
+    from segfew.experiment.report import write_report
+    from segfew.experiment.results import task_status
 
     md, page = write_report(run_dirs, out)
     status = task_status(run_dirs)

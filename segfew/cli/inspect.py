@@ -22,7 +22,7 @@ from segfew.cli.common import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from segfew.inspect import DatasetReport
+    from segfew.data.inspect import DatasetReport
 
 MAX_ROWS = 20
 MAX_PROBLEMS = 40
@@ -54,8 +54,8 @@ def inspect(
     Example: segfew inspect --images data/images --labels data/labels
     """
     from segfew.cli.render import ProgressView
+    from segfew.data.inspect import inspect_dataset
     from segfew.errors import SpecError
-    from segfew.inspect import inspect_dataset
     from segfew.spec import InspectSpec
 
     try:

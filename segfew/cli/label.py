@@ -70,8 +70,9 @@ def label(
     from rich.table import Table
 
     from segfew.cli.render import ProgressView
+    from segfew.data.label_names import CENTRES_FILE
     from segfew.jobs.label import label_images
-    from segfew.labels import CENTRES_FILE, KMeansLabeller
+    from segfew.labelling.kmeans import KMeansLabeller
 
     overrides = {"images": images, "out": out, "table": table, "id_column": id_column,
                  "recursive": recursive, "channels": split_list(channels), "method": method,

@@ -73,7 +73,7 @@ def pretrain(
 
     from segfew.cli.render import ProgressView
     from segfew.jobs.pretrain import pretrain as run_pretrain
-    from segfew.preprocess_cache import PreprocessCache
+    from segfew.preprocess.cache import PreprocessCache
     from segfew.spec import preset as preset_values
     from segfew.train.distributed import is_main
 

@@ -77,7 +77,7 @@ def train_classifier(
     """
     from segfew.cli.render import ProgressView
     from segfew.jobs.train_classifier import train_classifier as run_train
-    from segfew.preprocess_cache import PreprocessCache
+    from segfew.preprocess.cache import PreprocessCache
     from segfew.spec import preset as preset_values
     from segfew.train.distributed import is_main
 

@@ -1,6 +1,6 @@
 """Find cases on disk: segmentation pairs, unlabelled images, classification tables and folders.
 
-A :class:`Case` lists file paths only; :func:`segfew.cases.read_case` (the one door, with
+A :class:`Case` lists file paths only; :func:`segfew.data.read.read_case` (the one door, with
 every check) loads them. Matching is strict: every inconsistency (image without label,
 duplicate id, table id without image, …) is a one-line :class:`~segfew.errors.DataError`
 naming the file, raised before any training starts. ``segfew inspect`` runs the same

@@ -36,7 +36,7 @@ class Case:
     group: str | None = None
     problem: str | None = None
     """Why the case cannot be used, found while matching (e.g. a missing channel file):
-    :func:`segfew.cases.read_case` raises it, so a batch makes it that case's error row."""
+    :func:`segfew.data.read.read_case` raises it, so a batch makes it that case's error row."""
 
     @property
     def channel_names(self) -> list[str]:

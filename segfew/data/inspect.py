@@ -2,7 +2,7 @@
 
 :func:`inspect_dataset` matches cases with the same rules as training (``segfew.data``) but
 collects every problem instead of stopping at the first, then reads each case through the
-door every command uses (:func:`segfew.cases.read_case`), never stopping at a bad one: what
+door every command uses (:func:`segfew.data.read.read_case`), never stopping at a bad one: what
 the door refuses is a fatal problem, what it warns about a note. It summarises shapes,
 spacings, orientations, intensities, label values and classes (issue 2, item 6).
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from segfew.cases import LabelRules, read_case, source_shape
 from segfew.data import Case, group_identical_images, read_dataset_json
 from segfew.data.case import _Problems
 from segfew.data.classes import _find_class_folders, _read_table, _with_targets
 from segfew.data.discover import _find_images, _find_segmentation, _nnunet_layout
+from segfew.data.read import LabelRules, read_case, source_shape
 from segfew.errors import DataError
 from segfew.io import Image, is_image_file
 
@@ -120,7 +120,7 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
     any other folder as unlabelled images. ``label_values`` is the declared label set
     (default: the labels of an nnU-Net ``dataset.json``, else any non-negative integer);
     ``label_map`` remaps label values first (e.g. ``{255: 1}``). Each case is read through
-    the same door as training (:func:`segfew.cases.read_case`): what it refuses is a fatal
+    the same door as training (:func:`segfew.data.read.read_case`): what it refuses is a fatal
     problem, what it warns about (rounded labels, NaN voxels, colour converted) a note.
     """
     images = Path(images)
@@ -162,7 +162,7 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
         if names and not channels:
             report.channel_names = names
     if labels is not None and labels.is_dir() and report.label_names is None:
-        from segfew.labels import read_label_names  # a folder that segfew label wrote
+        from segfew.data.label_names import read_label_names  # a folder that segfew label wrote
 
         written = read_label_names(labels)
         report.label_names = dict(enumerate(written)) if written else None

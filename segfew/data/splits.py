@@ -129,7 +129,7 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     """
     import io
 
-    from segfew.atomic import check_output, write_text
+    from segfew.files import check_output, write_text
 
     table = Path(table)
     check_output(out, [table], "folder")

@@ -1,6 +1,7 @@
 """Score a saved model on labelled cases (SPEC §6): classification metrics or per-label Dice.
 
-Classifier: every case is predicted with :class:`segfew.predict.Predictor`; the metrics of
+Classifier: every case is predicted with :class:`segfew.inference.predictor.Predictor`; the
+metrics of
 :func:`segfew.metrics.classification_metrics` (accuracy, balanced accuracy, Cohen's kappa,
 per-class precision / recall / specificity / F1, macro F1, confusion matrix, one-vs-rest
 AUROC, bootstrap 95% intervals) are computed on the cases that could be read. Cases that
@@ -22,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.atomic import check_output, write_json, write_rows_csv
-from segfew.batch import (
+from segfew.errors import DataError, SpecError
+from segfew.files import check_output, write_json, write_rows_csv
+from segfew.inference.batch import (
     CASE_ERRORS,
     PredictionRow,
     case_path,
@@ -31,15 +33,14 @@ from segfew.batch import (
     progress_counter,
     write_predictions_csv,
 )
-from segfew.ensemble import flag_confidence
-from segfew.errors import DataError, SpecError
-from segfew.predict import Predictor
+from segfew.inference.ensemble import flag_confidence
+from segfew.inference.predictor import Predictor
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from segfew.cases import LabelRules
     from segfew.data import Case
+    from segfew.data.read import LabelRules
 
 __all__ = [
     "evaluate_classifier",
@@ -164,7 +165,7 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
     Dice there (None) and is left out of its mean. Also writes ``per_case.csv``, and
     ``run.json`` with ``run_spec`` (default: the arguments) as its spec.
     """
-    from segfew.cases import read_case
+    from segfew.data.read import read_case
     from segfew.metrics import case_mean_dice, dice_per_label
     from segfew.runinfo import write_run_info
 
@@ -259,7 +260,7 @@ def evaluate_paths(model_path: str | Path, images: Path, out_dir: Path, *,
     if labels is None:
         raise SpecError("a segmentation model is evaluated against label maps: give --labels DIR")
     cases = predictor.split_channels(find_segmentation_cases(images, labels, channels=channels))
-    from segfew.cases import LabelRules
+    from segfew.data.read import LabelRules
 
     return meta.kind, evaluate_segmentation(model_path, cases, out_dir, device=device,
                                             batch_size=batch_size, progress=progress,

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from segfew.atomic import atomic_path
+from segfew.files import atomic_path
 
 __all__ = ["plot_class_f1", "plot_examples", "plot_label_preview", "plot_learning_curves",
            "plot_training_curve"]
@@ -79,7 +79,7 @@ def plot_learning_curves(rows: Sequence[dict[str, Any]], metric: str, path: Path
                          title: str, ylabel: str, xlabel: str, words: Mapping[str, str],
                          chance: float | None = None) -> Path:
     """One line per framework: ``metric`` mean ± std (rows of
-    :func:`segfew.experiment.summarise`) against training size; the legend below."""
+    :func:`segfew.experiment.protocol.summarise`) against training size; the legend below."""
     frameworks = list(dict.fromkeys(r["framework"] for r in rows))
     sizes = sorted({r["size"] for r in rows})
     log = _log_axis(sizes)

@@ -17,7 +17,7 @@ A run folder (RUN_DIR) holds::
 
 ``<key>`` is ``size004_rep02_manual``. A task whose result file exists is never run again,
 so an interrupted experiment resumes where it stopped, and shards (``--shard i/N``) can
-write into one RUN_DIR or several that :func:`segfew.experiment_results.collect_results`
+write into one RUN_DIR or several that :func:`segfew.experiment.results.collect_results`
 merges.
 """
 
@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segfew.atomic import write_json
 from segfew.data import group_identical_images
 from segfew.errors import DataError, Interrupted, SpecError
-from segfew.experiment_splits import (
+from segfew.evaluation.leakage import check_leakage
+from segfew.experiment.splits import (
     _check_splittable,
     _unit,
     data_summary,
@@ -44,8 +44,8 @@ from segfew.experiment_splits import (
     load_test_cases,
     split_for,
 )
+from segfew.files import write_json
 from segfew.frameworks import FRAMEWORKS, framework
-from segfew.leakage import check_leakage
 from segfew.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     :func:`task_status` afterwards. ``KeyboardInterrupt`` stops the run; everything
     finished so far is kept. ``cases`` / ``test_cases`` replace reading ``spec.data`` /
     ``spec.test_table`` (tests, or callers that already hold them). A step with a
-    ``check_case`` attribute (the real one: :func:`segfew.cases.read_case`, the door) has
+    ``check_case`` attribute (the real one: :func:`segfew.data.read.read_case`, the door) has
     it called on every case first, so a bad file stops the run, in one line, before any
     training. Each task is announced, and each failure reported, on the ``segfew``
     logger. Returns ``out_dir``.
@@ -258,7 +258,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     network per repetition on its training side, before the repetition's first task, into
     :func:`repetition_features` (kept, so a resumed run does not train it again).
     """
-    from segfew.atomic import check_output
+    from segfew.files import check_output
     from segfew.runinfo import write_run_info
 
     out_dir = Path(out_dir)

@@ -1,9 +1,9 @@
 """The learning-curve report: Markdown with PNGs beside it, and one self-contained HTML file.
 
-Built from one or more RUN_DIRs of :func:`segfew.experiment.run_experiment` (shards are
+Built from one or more RUN_DIRs of :func:`segfew.experiment.protocol.run_experiment` (shards are
 merged). It opens with one sentence naming the best framework at each training size with
 its accuracy, a 95% bootstrap interval over the pooled test predictions and the number of
-test cases; the curves (``segfew.figures``) follow the paper's Fig. 5 and 8. It speaks of
+test cases; the curves (``segfew.evaluation.figures``) follow the paper's Fig. 5 and 8. It speaks of
 patients when the data have a group column, else of cases. The document is assembled
 once as a list of blocks and rendered to both formats, so the two always say the same.
 """
@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from segfew.atomic import write_text
-from segfew.experiment import FRAMEWORK_NAMES, load_spec
-from segfew.experiment_results import collect_results, summarise, task_status
+from segfew.experiment.protocol import FRAMEWORK_NAMES, load_spec
+from segfew.experiment.results import collect_results, summarise, task_status
+from segfew.files import write_text
 
 __all__ = ["write_report"]
 
@@ -138,7 +138,7 @@ def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int]
 
 
 def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
-    from segfew.figures import plot_class_f1, plot_learning_curves
+    from segfew.evaluation.figures import plot_class_f1, plot_learning_curves
 
     spec = load_spec(run_dirs[0])
     results = collect_results(run_dirs)
@@ -254,14 +254,14 @@ def _example_blocks(spec: Any, classes: Sequence[str], out: Path) -> list[_Block
     """One image per class with the segmentation network's labels over it; nothing when the
     experiment has no segmentation model or it cannot be read here."""
     from segfew.errors import SegfewError
-    from segfew.experiment import load_cases
-    from segfew.figures import plot_examples
+    from segfew.evaluation.figures import plot_examples
+    from segfew.experiment.protocol import load_cases
 
     model = spec.features or spec.threshold_features
     if model is None or not Path(model).is_file():
         return []
     try:
-        from segfew.predict import Predictor
+        from segfew.inference.predictor import Predictor
 
         predictor = Predictor(model, device="cpu")
         examples = []

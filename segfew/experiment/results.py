@@ -1,6 +1,6 @@
 """An experiment's results: finished tasks collected from RUN_DIRs, their status, the curves.
 
-Reads what :func:`segfew.experiment.run_experiment` wrote (``results/<key>.json``); shards
+Reads what :func:`segfew.experiment.protocol.run_experiment` wrote (``results/<key>.json``); shards
 written into several RUN_DIRs of one spec are merged. :func:`summarise` gives the points of
 the learning curves (SPEC §6; Wong et al. 2018, Fig. 5 and 8).
 """
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from segfew.errors import DataError, SpecError
-from segfew.experiment import load_spec, plan_tasks, spec_digest
+from segfew.experiment.protocol import load_spec, plan_tasks, spec_digest
 from segfew.frameworks import framework_rank
 
 __all__ = ["TaskStatus", "collect_results", "summarise", "task_status"]

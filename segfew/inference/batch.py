@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from segfew.atomic import write_rows_csv
 from segfew.errors import SegfewError
+from segfew.files import write_rows_csv
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -48,7 +48,7 @@ class PredictionRow:
     probabilities: dict[str, float] = field(default_factory=dict)
     status: str = "ok"
     error: str = ""
-    confidence: float | None = None  # top probability (segfew.ensemble.flag_confidence)
+    confidence: float | None = None  # top probability (segfew.inference.ensemble.flag_confidence)
     low_confidence: bool = False
 
 

@@ -25,9 +25,9 @@ import numpy as np
 from segfew.errors import DataError
 
 if TYPE_CHECKING:
-    from segfew.batch import PredictionRow
     from segfew.data import Case
-    from segfew.predict import Predictor
+    from segfew.inference.batch import PredictionRow
+    from segfew.inference.predictor import Predictor
 
 __all__ = ["MIN_CONFIDENCE", "average_rows", "check_same_classes", "classify_all",
            "flag_confidence", "open_models"]
@@ -38,9 +38,10 @@ MIN_CONFIDENCE = 0.5
 
 def open_models(model_path: str | Path | Sequence[str | Path], **options: Any
                 ) -> tuple[list[Path], list[Predictor]]:
-    """The model files and their :class:`segfew.predict.Predictor` (``options``); several
+    """The model files and their :class:`segfew.inference.predictor.Predictor` (``options``);
+    several
     files must be classifiers of the same classes (:func:`check_same_classes`)."""
-    from segfew.predict import Predictor
+    from segfew.inference.predictor import Predictor
 
     paths = ([Path(model_path)] if isinstance(model_path, (str, Path))
              else [Path(m) for m in model_path])
@@ -57,7 +58,7 @@ def classify_all(predictors: Sequence[Predictor], cases: Sequence[Case],
                  min_confidence: float = MIN_CONFIDENCE) -> list[PredictionRow]:
     """Every model's rows of ``cases``, averaged (:func:`average_rows`) and flagged
     (:func:`flag_confidence`); ``progress(done, total)`` counts cases × models."""
-    from segfew.batch import progress_counter
+    from segfew.inference.batch import progress_counter
 
     report = progress_counter(progress, len(cases) * len(predictors))
     rows = average_rows([p.classify(cases, progress=report) for p in predictors],

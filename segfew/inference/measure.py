@@ -39,7 +39,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from segfew.data import Case
-    from segfew.preprocess import Preprocessing
+    from segfew.preprocess.grid import Preprocessing
     from segfew.runtime import Plan
 
 __all__ = [
@@ -222,15 +222,16 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
     first). A one-channel network segments each channel of the case on its own (cine MRI:
     each phase), and the measurements are named by the case's channel names; a network
     taking every channel at once gives one label map, named ``all``. Each label map is
-    brought back to the source grid (:func:`segfew.predict.segment_on_source`), optionally
+    brought back to the source grid (:func:`segfew.inference.predictor.segment_on_source`),
+    optionally
     reduced to the largest connected component per structure, then measured with the
     image's voxel spacing (:func:`measure_case`). ``tta``: test-time augmentation of the
-    segmentation (:func:`segfew.inference.segment_probabilities`). Raises DataError for an
+    segmentation (:func:`segfew.inference.run.segment_probabilities`). Raises DataError for an
     unreadable case.
     """
-    from segfew.cases import read_case
-    from segfew.predict import segment_on_source
-    from segfew.preprocess import preprocess_image, slice_axis_for
+    from segfew.data.read import read_case
+    from segfew.inference.predictor import segment_on_source
+    from segfew.preprocess.grid import preprocess_image, slice_axis_for
 
     images, _ = read_case(case)
     structures = dict(enumerate(label_names))
@@ -314,7 +315,7 @@ def write_measurements_csv(path: Path, rows: Sequence[tuple[str, Mapping[str, fl
     """
     import csv
 
-    from segfew.atomic import atomic_path
+    from segfew.files import atomic_path
 
     names: list[str] = []
     for _, m in rows:

@@ -8,7 +8,7 @@ overlays the scan in ITK-SNAP or 3D Slicer.
 
 Example::
 
-    from segfew.predict import predict_paths
+    from segfew.inference.predictor import predict_paths
     out, n_failed = predict_paths("clf.pt", [Path("scans/")], Path("predictions.csv"))
 """
 
@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.atomic import check_output, write_rows_csv
-from segfew.batch import (
+from segfew.errors import DataError
+from segfew.files import check_output, write_rows_csv
+from segfew.inference.batch import (
     CASE_ERRORS,
     PredictionRow,
     Progress,
@@ -30,16 +31,15 @@ from segfew.batch import (
     progress_counter,
     write_predictions_csv,
 )
-from segfew.errors import DataError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from segfew.data import Case
+    from segfew.inference.measure import Measurer
     from segfew.io import Image
-    from segfew.measurements import Measurer
-    from segfew.preprocess import Preprocessing
-    from segfew.preprocess_cache import PreprocessCache
+    from segfew.preprocess.cache import PreprocessCache
+    from segfew.preprocess.grid import Preprocessing
     from segfew.runtime import Plan
 
 __all__ = [
@@ -62,10 +62,10 @@ def segment_on_source(model: Any, image: np.ndarray, source_shape: tuple[int, ..
     ``image`` is pre-processed ``(C, *grid)`` by ``cfg`` from a source of voxel ``spacing``;
     the softmax is mapped back onto the source grid linearly before the arg-max, so
     boundaries are as fine as the source's.
-    ``tta``: test-time augmentation (:func:`segfew.inference.segment_probabilities`).
+    ``tta``: test-time augmentation (:func:`segfew.inference.run.segment_probabilities`).
     """
-    from segfew.inference import segment_probabilities
-    from segfew.preprocess import restore
+    from segfew.inference.run import segment_probabilities
+    from segfew.preprocess.grid import restore
 
     proba = segment_probabilities(model, image, device, batch_size, plan, tta)
     restored = np.asarray(restore(proba, tuple(source_shape), cfg, 1, spacing),
@@ -81,16 +81,16 @@ class Predictor:
 
     ``meta``, ``model`` (eval mode, on ``device``), ``device`` and ``plan`` (how the network
     runs: :func:`segfew.runtime.resolve_plan` of ``precision``) are public. ``cache`` is an
-    optional :class:`segfew.preprocess_cache.PreprocessCache` shared with other runs. ``workers``
+    optional :class:`segfew.preprocess.cache.PreprocessCache` shared with other runs. ``workers``
     processes read and pre-process cases ahead of the network (None:
-    :func:`segfew.inference.default_workers`; 0: none).
+    :func:`segfew.inference.run.default_workers`; 0: none).
     """
 
     def __init__(self, model_path: str | Path, device: str = "auto", batch_size: int = 8,
                  cache: PreprocessCache | None = None, precision: str = "auto",
                  workers: int | None = None, measurer: Measurer | None = None,
                  tta: bool = False) -> None:
-        from segfew.inference import default_workers
+        from segfew.inference.run import default_workers
         from segfew.modelfile import load_model
         from segfew.runtime import resolve_device, resolve_plan
 
@@ -119,7 +119,7 @@ class Predictor:
         if self.meta.architecture.name != "measurement_classifier":
             return None
         if self._measurer is None:
-            from segfew.measurements import Measurer
+            from segfew.inference.measure import Measurer
 
             source = self.meta.feature_source or {}
             self._measurer = Measurer(self.model.feature_net, self.preprocessing,
@@ -147,7 +147,7 @@ class Predictor:
             return int(args["dim"])
         if args.get("input_size") is not None:
             return len(args["input_size"])
-        from segfew.inference import network_dim
+        from segfew.inference.run import network_dim
 
         return network_dim(self.model)
 
@@ -193,7 +193,7 @@ class Predictor:
 
     def load(self, case: Case) -> np.ndarray:
         """Pre-processed image ``(C, *grid)`` float32 of a case, checked against the model."""
-        from segfew.preprocess_cache import load_case
+        from segfew.preprocess.cache import load_case
 
         if self.measurer is not None:  # the measurements, in the order the model was fitted
             m = self.measurer(case)
@@ -213,7 +213,7 @@ class Predictor:
         empty cells for a failed case). Other models: nothing, None."""
         if self.measurer is None:
             return None
-        from segfew.measurements import write_measurements_csv
+        from segfew.inference.measure import write_measurements_csv
 
         return write_measurements_csv(path, [
             (case.id, self.measurements(case) if row.status == "ok" else None)
@@ -233,7 +233,7 @@ class Predictor:
         if self.kind != "classifier":
             raise DataError("this is a segmentation model; it writes label maps, not classes",
                             self.model_path)
-        from segfew.inference import read_ahead
+        from segfew.inference.run import read_ahead
 
         classes = list(self.meta.classes)
         rows = [PredictionRow(id=c.id, path=case_path(c)) for c in cases]
@@ -280,7 +280,7 @@ class Predictor:
             rows[i].predicted = classes[int(np.argmax(p))]
 
     def _run_classifier(self, x: np.ndarray) -> np.ndarray:
-        from segfew.inference import classify_probabilities
+        from segfew.inference.run import classify_probabilities
 
         return classify_probabilities(self.model, x, self.device, self.batch_size, self.plan)
 
@@ -292,13 +292,13 @@ class Predictor:
 
     def read_images(self, case: Case) -> tuple[list[Image], np.ndarray]:
         """A case's channel images as read and their pre-processed stack ``(C, *grid)``."""
-        from segfew.cases import read_case
+        from segfew.data.read import read_case
 
         images, _ = read_case(case)
         return list(images), self._prepare(case, images)
 
     def _prepare(self, case: Case, images: Sequence[Image]) -> np.ndarray:
-        from segfew.preprocess import preprocess_image
+        from segfew.preprocess.grid import preprocess_image
 
         if self.kind != "segmentation":
             raise DataError("this is a classifier; it predicts classes, not label maps",
@@ -367,7 +367,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
 
     Classifier: ``out`` is a CSV with one row per case (``id, path, predicted, p_<class>...,
     confidence, low_confidence, status, error``; below ``min_confidence`` a case is flagged);
-    several classifier files (same classes) predict as one ensemble (:mod:`segfew.ensemble`).
+    several classifier files (same classes) predict as one ensemble
+    (:mod:`segfew.inference.ensemble`).
     A measures classifier also writes ``<out stem>.measurements.csv`` (every case's named
     measurements). Segmentation model: ``out`` is a folder of ``<id>_seg.nii.gz`` label
     maps in the source geometry (test-time augmented with ``tta``; and ``<id>_prob.nii.gz``
@@ -381,8 +382,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     classifier's CSV, ``run.json`` in a segmentation model's folder.
     """
     from segfew.data import collect_cases
-    from segfew.ensemble import classify_all, open_models
-    from segfew.inference import read_ahead
+    from segfew.inference.ensemble import classify_all, open_models
+    from segfew.inference.run import read_ahead
     from segfew.runinfo import write_run_info
 
     models, predictors = open_models(model_path, device=device, batch_size=batch_size,

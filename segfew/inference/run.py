@@ -1,6 +1,6 @@
 """Running a network on pre-processed tensors: softmax probabilities, batched (SPEC §5).
 
-Shared by prediction (:mod:`segfew.predict`), ``evaluate`` and anything that scores a
+Shared by prediction (:mod:`segfew.inference.predictor`), ``evaluate`` and anything that scores a
 network. Every function runs in inference mode under an execution plan
 (:class:`segfew.runtime.Plan`: precision and memory format; default fp32) and returns
 float32 probabilities on the CPU. :func:`read_ahead` reads and pre-processes the next cases

@@ -7,8 +7,8 @@ whatever the scanner wrote (issue 2, item 2). The source geometry is kept so tha
 :func:`write_image` puts a label or probability map back on the source grid: same shape,
 same affine, so it overlays the input in ITK-SNAP or 3D Slicer.
 
-NIfTI is read with nibabel (:mod:`segfew.nifti`); NRRD, MHA/MHD, TIFF, PNG/JPEG/BMP, single
-DICOM files and DICOM series folders with SimpleITK (:mod:`segfew.itk`, whose LPS geometry
+NIfTI is read with nibabel (:mod:`segfew.io.nifti`); NRRD, MHA/MHD, TIFF, PNG/JPEG/BMP, single
+DICOM files and DICOM series folders with SimpleITK (:mod:`segfew.io.itk`, whose LPS geometry
 is converted to RAS).
 Reading is bounded: the header is checked against :class:`ReadLimits` before any voxel is
 read. What ITK would print goes out as :class:`~segfew.errors.DataWarning` naming the file.
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from segfew.atomic import atomic_path
 from segfew.errors import DataError, DataWarning
+from segfew.files import atomic_path
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -215,13 +215,13 @@ def read_image(path: str | Path, limits: ReadLimits | None = None) -> Image:
     The header is checked against ``limits`` (default :meth:`ReadLimits.from_env`) before
     the voxels are read. RGB(A) pixels become grey (luminance, BT.709); an image whose
     three channels differ is flagged ``colour`` and a warning says so (a label map must
-    not be colour: :mod:`segfew.cases` refuses it). Suffixes match in any case (``.Nii``).
+    not be colour: :mod:`segfew.data.read` refuses it). Suffixes match in any case (``.Nii``).
     """
     path = Path(path)
     limits = limits if limits is not None else ReadLimits.from_env()
     if not path.exists():
         raise DataError("no such file", path)
-    from segfew import itk, nifti
+    from segfew.io import itk, nifti
 
     if path.is_dir():
         if not is_dicom_series_dir(path):
@@ -329,7 +329,7 @@ def write_image(array: np.ndarray, reference: Image, path: str | Path) -> Path:
         array = nib.orientations.apply_orientation(array, back)
     array = array.reshape(reference.source_shape + channels)
 
-    from segfew import itk, nifti
+    from segfew.io import itk, nifti
 
     suffix = _image_suffix(path.name)
     if suffix is None:

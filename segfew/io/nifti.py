@@ -1,7 +1,7 @@
 """NIfTI-1/2 with nibabel: bounded reading and writing in the source geometry.
 
 :func:`segfew.io.read_image` and :func:`segfew.io.write_image` dispatch here by suffix
-(the other formats are :mod:`segfew.itk`). Reading checks the header against
+(the other formats are :mod:`segfew.io.itk`). Reading checks the header against
 :class:`~segfew.io.ReadLimits` and the stored size against the header before any voxel is
 read, so a truncated file or a gzip bomb is a one-line error, never unbounded memory.
 """

@@ -52,11 +52,11 @@ def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | C
     and a resumed run folder against ``spec``; lock the run folder while the job runs.
 
     A second run on the same run folder is refused while the first holds the lock
-    (:func:`segfew.atomic.run_lock`); under torchrun only rank 0 writes, so only it locks.
+    (:func:`segfew.files.run_lock`); under torchrun only rank 0 writes, so only it locks.
     Ctrl-C becomes :class:`segfew.errors.Interrupted`, saying the epoch to resume from. A
     run folder this job made is removed again when it fails before its first checkpoint.
     """
-    from segfew.atomic import check_output, run_lock
+    from segfew.files import check_output, run_lock
     from segfew.runinfo import check_resumable, interrupted
     from segfew.train.distributed import is_main
 
@@ -83,7 +83,7 @@ def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | C
 def plot_training(history: Sequence[dict[str, float]], run_dir: Path, metric: str) -> None:
     """``training_curve.png`` in the run folder: loss and validation metric per epoch."""
     if history:
-        from segfew.figures import plot_training_curve
+        from segfew.evaluation.figures import plot_training_curve
 
         plot_training_curve(history, run_dir / "training_curve.png", metric)
 

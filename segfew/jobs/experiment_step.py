@@ -1,6 +1,6 @@
 """The experiment's injected steps: per-repetition pre-training, train-and-score (SPEC §6).
 
-:func:`segfew.experiment.run_experiment` is generic over these; they turn the
+:func:`segfew.experiment.protocol.run_experiment` is generic over these; they turn the
 :class:`~segfew.spec.ExperimentSpec` into the specs of the two training jobs.
 """
 
@@ -19,8 +19,8 @@ from segfew.spec import ClassifierSpec, ExperimentSpec, PretrainSpec
 
 if TYPE_CHECKING:
     from segfew.data import Case
-    from segfew.measurements import Measurer
-    from segfew.preprocess_cache import PreprocessCache
+    from segfew.inference.measure import Measurer
+    from segfew.preprocess.cache import PreprocessCache
     from segfew.train.engine import TrainProgress
 
 
@@ -77,9 +77,9 @@ def make_train_and_score(
     reuses the measurements of its feature network. With ``spec.pretrain`` the feature
     network of a task is its repetition's, in ``run_dir``.
     """
-    from segfew.evaluate import check_targets, score_predictions
-    from segfew.predict import Predictor
-    from segfew.preprocess_cache import PreprocessCache
+    from segfew.evaluation.evaluate import check_targets, score_predictions
+    from segfew.inference.predictor import Predictor
+    from segfew.preprocess.cache import PreprocessCache
 
     shared_cache = cache if cache is not None else PreprocessCache()
     measurers: dict[str, Measurer] = {}  # feature network → its measurements of every case
@@ -87,7 +87,7 @@ def make_train_and_score(
     def train_and_score(
         task: Any, train_cases: list[Case], test_cases: list[Case], task_dir: Path
     ) -> dict[str, Any]:
-        from segfew.experiment import repetition_features
+        from segfew.experiment.protocol import repetition_features
 
         start = time.perf_counter()
         info = framework(task.framework)
@@ -149,7 +149,7 @@ def make_train_and_score(
             **{k: v for k, v in predictor.meta.metrics.items() if k in kept},
         }
 
-    from segfew.cases import read_case
+    from segfew.data.read import read_case
 
     train_and_score.check_case = read_case  # type: ignore[attr-defined]  # see run_experiment
     return train_and_score

@@ -2,7 +2,7 @@
 
 From a validated :class:`~segfew.spec.LabelSpec` to one label map per image, their names
 (``label_names.json``, which ``pretrain`` reads), a preview and, for k-means, the centres
-(the algorithms are :mod:`segfew.labels` and :mod:`segfew.cavities`).
+(the algorithms are :mod:`segfew.labelling.kmeans` and :mod:`segfew.labelling.cavities`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segfew.atomic import check_output, write_json
+from segfew.data.label_names import CENTRES_FILE, LABEL_NAMES_FILE
 from segfew.errors import DataError, DataWarning
-from segfew.labels import (
-    CENTRES_FILE,
-    LABEL_NAMES_FILE,
+from segfew.files import check_output, write_json
+from segfew.labelling.kmeans import (
     PREVIEW_FILE,
     KMeansLabeller,
     ProgressFn,
@@ -45,13 +44,14 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     ``<out>/label_names.json``, ``<out>/preview/kmeans_preview.png`` (a few images beside
     their labels) and ``<out>/run.json``; method ``kmeans`` fits (or loads) the centres and
     writes ``<out>/centres.json``; method ``cavities`` labels each case from all its phases
-    at once (:func:`segfew.cavities.cine_cavities`). Label maps are moved into ``out`` only
+    at once (:func:`segfew.labelling.cavities.cine_cavities`). Label maps are moved into ``out``
+    only
     when all of them are done, so a bad image stops the run with a DataError naming it and
     leaves no partial output.
     """
-    from segfew.cases import read_case
     from segfew.data import find_cases
-    from segfew.figures import plot_label_preview
+    from segfew.data.read import read_case
+    from segfew.evaluation.figures import plot_label_preview
     from segfew.io import case_id, write_image
     from segfew.runinfo import write_run_info
 
@@ -81,7 +81,7 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
 
     labeller: KMeansLabeller | None = None
     if spec.method == "cavities":
-        from segfew.cavities import LABEL_NAMES
+        from segfew.labelling.cavities import LABEL_NAMES
         label_names = list(LABEL_NAMES)
     elif spec.centres is not None:
         labeller = KMeansLabeller.from_file(spec.centres)
@@ -145,7 +145,7 @@ def _refuse_other_labels(out: Path, maps: set[str], kmeans: bool) -> None:
 def _case_cavities(case: Case, images: list[Image]) -> list[np.ndarray]:
     """The cavities of one case; a DataWarning names a case whose maps say little (no heart
     found, ES larger than ED, a pixel size the rules were not made for)."""
-    from segfew.cavities import LV, cine_cavities, slice_axis_of
+    from segfew.labelling.cavities import LV, cine_cavities, slice_axis_of
 
     first = case.images[0]
     spacing = images[0].spacing

@@ -25,10 +25,10 @@ from segfew.jobs.common import (
 from segfew.spec import PretrainSpec
 
 if TYPE_CHECKING:
-    from segfew.cases import LabelRules
     from segfew.data import Case
-    from segfew.preprocess import Preprocessing
-    from segfew.preprocess_cache import PreprocessCache
+    from segfew.data.read import LabelRules
+    from segfew.preprocess.cache import PreprocessCache
+    from segfew.preprocess.grid import Preprocessing
     from segfew.train.engine import TrainProgress
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def _labelled_case(
     rules: LabelRules | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A single-channel-labelled case on the grid: image (C, *grid), label map (*grid)."""
-    from segfew.preprocess_cache import load_case
+    from segfew.preprocess.cache import load_case
 
     image, label = load_case(case, cfg, cache, rules)
     if label is None:
@@ -112,7 +112,7 @@ def declared_label_names(spec: PretrainSpec) -> list[str] | None:
     ``segfew label`` wrote it (``label_names.json``, or an older folder's ``centres.json``:
     such labels need no names), else by ``spec.label_names``; None when neither says (names
     are then made up from the maps)."""
-    from segfew.labels import read_label_names
+    from segfew.data.label_names import read_label_names
 
     folder = spec.data.labels
     names = read_label_names(folder) if folder is not None else None
@@ -164,7 +164,7 @@ def _pretrain(
 
     from segfew.modelfile import Architecture, ModelMeta, save_model
     from segfew.models import MNet
-    from segfew.preprocess_cache import PreprocessCache
+    from segfew.preprocess.cache import PreprocessCache
     from segfew.runinfo import versions, write_run_info
     from segfew.runtime import describe, seed_everything, set_threads
     from segfew.train import fit, label_weights

@@ -30,8 +30,8 @@ from segfew.spec import ClassifierSpec, PreprocessConfig
 
 if TYPE_CHECKING:
     from segfew.data import Case
-    from segfew.measurements import Measurer
-    from segfew.preprocess_cache import PreprocessCache
+    from segfew.inference.measure import Measurer
+    from segfew.preprocess.cache import PreprocessCache
     from segfew.train.engine import TrainProgress
 
 
@@ -165,7 +165,7 @@ def build_classifier(
 def _classification_arrays(
     cases: Sequence[Case], cfg: PreprocessConfig, cache: PreprocessCache | None
 ) -> list[np.ndarray]:
-    from segfew.preprocess_cache import load_case
+    from segfew.preprocess.cache import load_case
 
     grid_cfg = cfg.plain()
     arrays = [load_case(case, grid_cfg, cache)[0] for case in cases]
@@ -220,7 +220,7 @@ def _train_classifier(
 
     from segfew.data import class_names, find_classification_cases
     from segfew.modelfile import Architecture, ModelMeta, read_model_file, save_model
-    from segfew.preprocess_cache import PreprocessCache
+    from segfew.preprocess.cache import PreprocessCache
     from segfew.runinfo import versions, write_run_info
     from segfew.runtime import describe, resolve_device, seed_everything, set_threads
     from segfew.train import fit, label_weights
@@ -283,7 +283,7 @@ def _train_classifier(
         warnings.simplefilter("ignore", UserWarning)  # absent classes are reported below
         weights = label_weights(counts)
     if framework(spec.framework).network == "measurement_classifier":  # closed form, inner CV
-        from segfew.measurements import Measurer, fit_measurement_classifier
+        from segfew.inference.measure import Measurer, fit_measurement_classifier
         from segfew.modelfile import load_model
 
         assert spec.features is not None and feature_meta is not None

@@ -2,7 +2,7 @@
 
 The no-expert workflow's labeller for cine short-axis MRI, where k-means clusters are not
 anatomy (the blood pool splits across clusters and shares one with fat; SPEC §5's THRESHOLD
-framework stays as it is in :mod:`segfew.labels`). It uses what needs no expert: the heart
+framework stays as it is in :mod:`segfew.labelling.kmeans`). It uses what needs no expert: the heart
 is what moves between the cine phases, and its cavities are the bright blood pools of a
 balanced steady-state free precession (bSSFP) sequence. Per case (channels are phases, end-
 diastole first; short-axis slices along the last axis):
@@ -177,10 +177,10 @@ def _grown(seed: np.ndarray, allowed: np.ndarray, growth: int) -> np.ndarray:
 
 
 def slice_axis_of(shape: Sequence[int], spacing: Sequence[float] | None = None) -> int:
-    """The short-axis stack's slice axis: :func:`segfew.preprocess.stack_axis` (by spacing,
+    """The short-axis stack's slice axis: :func:`segfew.preprocess.grid.stack_axis` (by spacing,
     cine MRI's 5–10 mm slices against 1–2 mm pixels, or by the few slices when the spacing
     is lost), else the last — the axis a 2D network would slice the same file along."""
-    from segfew.preprocess import stack_axis
+    from segfew.preprocess.grid import stack_axis
 
     axis = stack_axis(shape, spacing)
     return len(shape) - 1 if axis is None else axis

@@ -30,19 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from segfew.atomic import write_json
+from segfew.data.label_names import kmeans_label_names
 from segfew.errors import DataError
+from segfew.files import write_json
 
-__all__ = ["CENTRES_FILE", "LABEL_NAMES_FILE", "KMeansLabeller", "ProgressFn", "fit_kmeans",
-           "read_label_names"]
+__all__ = ["KMeansLabeller", "ProgressFn", "fit_kmeans"]
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called as work advances; the CLI draws a bar from it."""
 
 FORMAT = "segfew-kmeans"
-CENTRES_FILE = "centres.json"
-#: beside every folder of maps ``segfew label`` writes: the names of labels 0, 1, …
-LABEL_NAMES_FILE = "label_names.json"
 PREVIEW_FILE = Path("preview") / "kmeans_preview.png"
 #: above this many distinct values an image is sampled instead of weighted exactly
 _EXACT_MAX_DISTINCT = 4096
@@ -75,8 +72,7 @@ class KMeansLabeller:
 
     def label_names(self) -> list[str]:
         """``background`` (with ``keep_background``), then ``k1`` (darkest) … ``k<k>``."""
-        return (["background"] if self.keep_background else []) + [
-            f"k{i + 1}" for i in range(self.k)]
+        return kmeans_label_names(self.k, self.keep_background)
 
     def normalise(self, array: np.ndarray) -> np.ndarray:
         return _normalise(array, self.intensity)
@@ -145,7 +141,7 @@ class KMeansLabeller:
 
 
 def _normalise(array: np.ndarray, intensity: str) -> np.ndarray:
-    from segfew.preprocess import Preprocessing, normalise
+    from segfew.preprocess.grid import Preprocessing, normalise
 
     return normalise(array, Preprocessing(intensity=intensity))  # type: ignore[arg-type]
 
@@ -201,21 +197,3 @@ def fit_kmeans(
     km.fit(distinct.reshape(-1, 1), sample_weight=summed)
     return KMeansLabeller(km.cluster_centers_.ravel(), keep_background, background_threshold,
                           intensity)
-
-
-def read_label_names(folder: Path) -> list[str] | None:
-    """The names of labels 0, 1, … of a folder of maps that ``segfew label`` wrote: its
-    ``label_names.json`` (or an older folder's ``centres.json``); None for other folders.
-    Raises DataError naming a file that is not what it says."""
-    path = folder / LABEL_NAMES_FILE
-    if path.is_file():
-        try:
-            names = json.loads(path.read_text(encoding="utf-8"))["label_names"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DataError(f"not a label names file ({type(e).__name__})", path) from None
-        if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-            raise DataError("label_names must be a list of names", path)
-        return names
-    if (folder / CENTRES_FILE).is_file():
-        return KMeansLabeller.from_file(folder / CENTRES_FILE).label_names()
-    return None

@@ -2,7 +2,7 @@
 
 Not in Wong et al. 2018: an extension that SPEC §7 motivates. With 10–20 labelled cases the
 wide frozen representation (31·n_s channels per voxel) is hard to learn from, while a few
-dozen measurements of the structures the network segments (``segfew.measurements``:
+dozen measurements of the structures the network segments (``segfew.inference.measure``:
 volumes in mL, wall thickness, ejection fractions, volume ratios, on the source grid) carry
 what a clinician reads. :func:`select_classifier` picks a small, class-balanced scikit-learn
 model (logistic regression or random forest, on a subset of the measurements) by
@@ -298,7 +298,7 @@ class MeasurementClassifier(nn.Module):
     measurements come from, the measurement names, and the fitted model as buffers: a
     linear layer (``n_trees = 0``) or a forest of ``n_trees`` trees of at most
     ``max_nodes`` nodes. The measurement step itself (segmenting on the source grid) is
-    :func:`segfew.measurements.case_measurements`; this module never reads files.
+    :func:`segfew.inference.measure.case_measurements`; this module never reads files.
     """
 
     mask: Tensor  # (F,) bool: measurements the model uses

@@ -1,7 +1,7 @@
 """The verified cache of pre-processed arrays, and a case on the grid (SPEC §5).
 
-:func:`load_case` reads a case through the door (:func:`segfew.cases.read_case`) and
-brings it onto the grid with :mod:`segfew.preprocess`, through a :class:`PreprocessCache`
+:func:`load_case` reads a case through the door (:func:`segfew.data.read.read_case`) and
+brings it onto the grid with :mod:`segfew.preprocess.grid`, through a :class:`PreprocessCache`
 on disk when given, so epochs and repeated runs skip reading and CLAHE.
 """
 
@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segfew import preprocess as pp
-from segfew.atomic import atomic_path, write_json
 from segfew.errors import DataError, DataWarning
-from segfew.preprocess import Preprocessing
+from segfew.files import atomic_path, write_json
+from segfew.preprocess import grid as pp
+from segfew.preprocess.grid import Preprocessing
 from segfew.runinfo import file_digest
 
 if TYPE_CHECKING:
-    from segfew.cases import LabelRules
     from segfew.data import Case
+    from segfew.data.read import LabelRules
 
 __all__ = ["PreprocessCache", "load_case"]
 
@@ -47,7 +47,7 @@ class PreprocessCache:
     ``.json`` record of its own SHA-256 and the settings that made it, checked on every
     read: an entry that does not match is recomputed and replaced, with a
     :class:`~segfew.errors.DataWarning`. A case is cached only after it passed the door
-    (:func:`segfew.cases.read_case`); a ``case-*.json`` record keeps the door's warnings,
+    (:func:`segfew.data.read.read_case`); a ``case-*.json`` record keeps the door's warnings,
     said again on every hit. Entries are written to a temporary file and renamed, so
     concurrent processes at worst compute the same entry twice.
 
@@ -79,7 +79,7 @@ class PreprocessCache:
     def label(self, path: Path, cfg: Preprocessing, rules: LabelRules | None = None
               ) -> np.ndarray:
         """``preprocess_label`` of the label map at ``path`` (int64 on the grid), cached."""
-        from segfew.cases import LabelRules, check_label_values
+        from segfew.data.read import LabelRules, check_label_values
         from segfew.io import read_image
 
         rules = rules or LabelRules()
@@ -94,7 +94,7 @@ class PreprocessCache:
     def arrays(self, case: Case, cfg: Preprocessing, rules: LabelRules | None = None
                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """A case's channels and label maps on the grid, read through the door once."""
-        from segfew.cases import LabelRules, read_case
+        from segfew.data.read import LabelRules, read_case
 
         rules = rules or LabelRules()
         if not self.enabled or self.root is None or case.problem is not None:
@@ -235,7 +235,7 @@ def load_case(case: Case, cfg: Preprocessing, cache: PreprocessCache | None = No
               rules: LabelRules | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """A case on the grid: ``(C, *grid)`` float32 images and its labels (int64) or None.
 
-    The case is read through the door (:func:`segfew.cases.read_case`, every check, with
+    The case is read through the door (:func:`segfew.data.read.read_case`, every check, with
     ``rules`` for its label maps), then pre-processed, through ``cache`` when given. One
     label map gives ``grid``-shaped labels; one per channel gives ``(C, *grid)``.
     """

@@ -110,9 +110,9 @@ def normalise(array: np.ndarray, cfg: Preprocessing) -> np.ndarray:
 
 
 def _clahe(unit: np.ndarray, clip: float) -> np.ndarray:
-    """CLAHE of a [0, 1] image, [0, 1] out: scikit-image's numbers (:mod:`segfew.clahe`);
+    """CLAHE of a [0, 1] image, [0, 1] out: scikit-image's numbers (:mod:`segfew.preprocess.clahe`);
     3D volumes are always treated as volumes, whatever their last axis' length."""
-    from segfew.clahe import equalize_adapthist
+    from segfew.preprocess.clahe import equalize_adapthist
 
     if float(unit.max()) <= 0:
         return unit

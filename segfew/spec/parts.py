@@ -1,7 +1,7 @@
 """The parts run specs are built of: pre-processing, augmentation, training, networks, data.
 
 Each part checks its values on construction (unknown keys are errors); ``.plain()`` gives
-the plain settings the library takes (:class:`segfew.preprocess.Preprocessing`,
+the plain settings the library takes (:class:`segfew.preprocess.grid.Preprocessing`,
 :class:`segfew.train.Augmentation`, :class:`segfew.train.TrainOptions`). Model files store
 :class:`PreprocessConfig` as JSON so prediction repeats training exactly.
 """
@@ -18,8 +18,8 @@ from segfew.choices import Intensity, LrSchedule, Precision
 from segfew.errors import SpecError
 
 if TYPE_CHECKING:
-    from segfew.cases import LabelRules
-    from segfew.preprocess import Preprocessing
+    from segfew.data.read import LabelRules
+    from segfew.preprocess.grid import Preprocessing
     from segfew.train.augment import Augmentation
     from segfew.train.options import TrainOptions
 
@@ -97,8 +97,8 @@ class PreprocessConfig(Settings):
         return v
 
     def plain(self) -> Preprocessing:
-        """These settings as :mod:`segfew.preprocess` takes them."""
-        from segfew.preprocess import Preprocessing
+        """These settings as :mod:`segfew.preprocess.grid` takes them."""
+        from segfew.preprocess.grid import Preprocessing
 
         return Preprocessing(**self.model_dump())
 
@@ -258,8 +258,8 @@ class DataSource(Settings):
     )
 
     def label_rules(self, values: Sequence[int] | None = None) -> LabelRules:
-        """The door's label rules (:class:`segfew.cases.LabelRules`) for this data."""
-        from segfew.cases import LabelRules
+        """The door's label rules (:class:`segfew.data.read.LabelRules`) for this data."""
+        from segfew.data.read import LabelRules
 
         return LabelRules(None if values is None else frozenset(values), self.label_map)
 

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from segfew.atomic import atomic_path, write_text
 from segfew.errors import SegfewError
+from segfew.files import atomic_path, write_text
 
 __all__ = ["CHECKPOINT_FORMAT", "METRIC_COLUMNS", "EpochWriter", "RunState", "checkpoint_payload",
            "load_checkpoint", "restore", "rng_state", "save_checkpoint", "set_rng_state",

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from segfew.cli import app
-from segfew.inspect import inspect_dataset
+from segfew.data.inspect import inspect_dataset
 from tests.conftest import nii, real_data
 
 LPS = np.diag([-1.5, -1.5, 5.0, 1.0])

@@ -1,4 +1,5 @@
-"""The one door (``segfew.cases.read_case``): every check, the same message for every command."""
+"""The one door (``segfew.data.read.read_case``): every check, the same message for every
+command."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segfew.cases import LabelRules, check_label_values, read_case
 from segfew.data import Case
+from segfew.data.read import LabelRules, check_label_values, read_case
 from segfew.errors import DataError, DataWarning
 from tests.conftest import IMAGE_FORMATS, TinyImage, nii
 

@@ -99,7 +99,7 @@ def test_a_class_the_model_does_not_know_is_a_one_line_error(
         tmp_path: Path, labelled: tuple[Path, Path]) -> None:
     from segfew.data import find_classification_cases
     from segfew.errors import DataError
-    from segfew.evaluate import evaluate_classifier
+    from segfew.evaluation.evaluate import evaluate_classifier
 
     images, table = labelled
     table.write_text(table.read_text().replace("s4,dog", "s4,zebra"))
@@ -116,8 +116,8 @@ def test_a_class_the_model_does_not_know_is_a_one_line_error(
 def test_segmentation_dice_is_scored_on_the_source_grid(
         tmp_path: Path, rng: np.random.Generator) -> None:
     from segfew.data import find_segmentation_cases
-    from segfew.evaluate import evaluate_segmentation
-    from segfew.predict import predict_paths
+    from segfew.evaluation.evaluate import evaluate_segmentation
+    from segfew.inference.predictor import predict_paths
 
     model = make_segmenter(tmp_path / "seg.pt")
     images, labels = tmp_path / "images", tmp_path / "labels"

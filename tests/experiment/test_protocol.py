@@ -11,7 +11,7 @@ import pytest
 
 from segfew.data import Case
 from segfew.errors import DataError, SpecError
-from segfew.experiment import (
+from segfew.experiment.protocol import (
     Task,
     parse_shard,
     plan_tasks,
@@ -19,7 +19,7 @@ from segfew.experiment import (
     shard_tasks,
     split_for,
 )
-from segfew.experiment_results import collect_results, summarise, task_status
+from segfew.experiment.results import collect_results, summarise, task_status
 from segfew.metrics import classification_metrics
 from segfew.spec import DataSource, ExperimentSpec
 

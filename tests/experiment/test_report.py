@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from segfew.experiment import FRAMEWORK_NAMES, Task, run_experiment
-from segfew.report import write_report
-from tests.test_experiment import CLASSES, Counting, fake_trainer, make_cases, make_spec
+from segfew.experiment.protocol import FRAMEWORK_NAMES, Task, run_experiment
+from segfew.experiment.report import write_report
+from tests.experiment.test_protocol import CLASSES, Counting, fake_trainer, make_cases, make_spec
 
 
 @pytest.fixture

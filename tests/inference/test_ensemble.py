@@ -1,4 +1,4 @@
-"""Ensembles of classifier files and per-case confidence (segfew.ensemble, predict)."""
+"""Ensembles of classifier files and per-case confidence (segfew.inference.ensemble, predict)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def probabilities(rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
 
 def test_an_ensemble_averages_its_models_and_flags_unsure_cases(
         two_classifiers: list[Path], folder: Path, tmp_path: Path) -> None:
-    from segfew.predict import predict_paths
+    from segfew.inference.predictor import predict_paths
 
     single = [probabilities(read_csv(predict_paths(m, [folder], tmp_path / f"{i}.csv",
                                                    device="cpu")[0]))
@@ -68,8 +68,8 @@ def test_an_ensemble_averages_its_models_and_flags_unsure_cases(
 def test_an_ensemble_refuses_other_classes_and_segmentation_models(
         two_classifiers: list[Path], folder: Path, tmp_path: Path) -> None:
     from segfew.errors import DataError
+    from segfew.inference.predictor import predict_paths
     from segfew.modelfile import load_model, save_model
-    from segfew.predict import predict_paths
 
     model, meta = load_model(two_classifiers[1])
     other = save_model(tmp_path / "other.pt", model,
@@ -84,8 +84,8 @@ def test_an_ensemble_refuses_other_classes_and_segmentation_models(
 
 
 def test_flag_confidence_marks_rows_below_the_threshold() -> None:
-    from segfew.batch import PredictionRow
-    from segfew.ensemble import flag_confidence
+    from segfew.inference.batch import PredictionRow
+    from segfew.inference.ensemble import flag_confidence
 
     rows = [PredictionRow("sure", "", "a", {"a": 0.8, "b": 0.2}),
             PredictionRow("unsure", "", "a", {"a": 0.55, "b": 0.45}),

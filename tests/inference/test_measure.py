@@ -1,4 +1,4 @@
-"""Measurements on synthetic shapes with known answers (segfew.measurements)."""
+"""Measurements on synthetic shapes with known answers (segfew.inference.measure)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from segfew.measurements import keep_largest_component, measure_case, structure_measurements
+from segfew.inference.measure import keep_largest_component, measure_case, structure_measurements
 
 
 def _grid(shape: tuple[int, ...], spacing: tuple[float, ...]) -> list[np.ndarray]:

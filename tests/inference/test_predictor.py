@@ -75,7 +75,7 @@ def test_predict_cli_writes_a_row_per_file_and_fails_on_bad_files(
 
 def test_a_named_file_of_unsupported_format_gets_an_error_row(
         classifier: Path, scans: Path, tmp_path: Path) -> None:
-    from segfew.predict import predict_paths
+    from segfew.inference.predictor import predict_paths
 
     odd = tmp_path / "scan.xyz"
     odd.write_bytes(b"\x00" * 64)
@@ -89,7 +89,7 @@ def test_a_named_file_of_unsupported_format_gets_an_error_row(
 def test_wrong_channel_count_is_an_error_row_not_a_crash(
         classifier: Path, scans: Path) -> None:
     from segfew.data import Case
-    from segfew.predict import Predictor
+    from segfew.inference.predictor import Predictor
 
     predictor = Predictor(classifier, device="cpu", batch_size=2)
     cases = [Case("a", (scans / "a.nii.gz",)),
@@ -104,7 +104,7 @@ def test_wrong_channel_count_is_an_error_row_not_a_crash(
 
 def test_reading_ahead_in_workers_changes_no_row(classifier: Path, scans: Path) -> None:
     from segfew.data import collect_cases
-    from segfew.predict import Predictor
+    from segfew.inference.predictor import Predictor
 
     cases = collect_cases([scans])
     rows = {w: Predictor(classifier, device="cpu", batch_size=2, workers=w).classify(cases)
@@ -116,13 +116,13 @@ def test_reading_ahead_in_workers_changes_no_row(classifier: Path, scans: Path) 
 def test_a_model_file_predicts_identically_in_a_fresh_process(
         classifier: Path, scans: Path) -> None:
     from segfew.data import Case
-    from segfew.predict import Predictor
+    from segfew.inference.predictor import Predictor
 
     files = [scans / f"{n}.nii.gz" for n in "abc"]
     here = Predictor(classifier, device="cpu").classify([Case(f.name, (f,)) for f in files])
     code = (
         "import json, sys; from pathlib import Path\n"
-        "from segfew.data import Case\nfrom segfew.predict import Predictor\n"
+        "from segfew.data import Case\nfrom segfew.inference.predictor import Predictor\n"
         "files = [Path(a) for a in sys.argv[2:]]\n"
         "rows = Predictor(Path(sys.argv[1]), device='cpu').classify("
         "[Case(f.name, (f,)) for f in files])\n"
@@ -139,7 +139,7 @@ def test_a_model_file_predicts_identically_in_a_fresh_process(
 def test_slice_wise_segmentation_matches_slice_by_slice(tmp_path: Path) -> None:
     import torch
 
-    from segfew.inference import segment_probabilities
+    from segfew.inference.run import segment_probabilities
     from segfew.modelfile import load_model
 
     model, _ = load_model(make_segmenter(tmp_path / "seg.pt"), "cpu")
@@ -185,7 +185,7 @@ def test_a_2d_network_segments_a_stack_stored_with_its_slices_on_any_axis(
         tmp_path: Path, rng: np.random.Generator) -> None:
     # The same short-axis stack, once with its slices along z and once along x (an oblique
     # series after RAS reorientation): the network sees the same slices, the maps agree.
-    from segfew.predict import predict_paths
+    from segfew.inference.predictor import predict_paths
 
     model = make_segmenter(tmp_path / "seg.pt")
     stack = scan(rng, (20, 24, 5))
@@ -202,7 +202,7 @@ def test_a_2d_network_segments_a_stack_stored_with_its_slices_on_any_axis(
 
 def test_segmenting_a_folder_with_workers_keeps_every_good_case(
         tmp_path: Path, rng: np.random.Generator) -> None:
-    from segfew.predict import predict_paths
+    from segfew.inference.predictor import predict_paths
 
     model = make_segmenter(tmp_path / "seg.pt")
     for name in ("a", "c"):
@@ -301,7 +301,7 @@ def test_predict_refuses_outputs_that_would_clobber_or_feed_back(
 
 def test_running_out_of_memory_on_one_case_is_its_error_row(
         tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
-    from segfew.predict import Predictor, predict_paths
+    from segfew.inference.predictor import Predictor, predict_paths
 
     folder = tmp_path / "scans"
     for name in ("a", "big", "c"):

@@ -1,4 +1,4 @@
-"""segfew.inference: batched softmax probabilities under an execution plan."""
+"""segfew.inference.run: batched softmax probabilities under an execution plan."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from segfew.inference import classify_probabilities, predict_batches
+from segfew.inference.run import classify_probabilities, predict_batches
 from segfew.runtime import Capabilities, choose_plan
 
 
@@ -46,7 +46,7 @@ def _square_or_fail(n: int) -> int:
 
 
 def test_read_ahead_keeps_order_and_turns_failures_into_messages() -> None:
-    from segfew.inference import read_ahead
+    from segfew.inference.run import read_ahead
 
     items = list(range(7))
     here = list(read_ahead(items, _square_or_fail, workers=0))
@@ -58,7 +58,7 @@ def test_read_ahead_keeps_order_and_turns_failures_into_messages() -> None:
 def test_test_time_augmentation_shifts_back_what_it_shifts() -> None:
     import numpy as np
 
-    from segfew.inference import TTA_SHIFTS, segment_probabilities
+    from segfew.inference.run import TTA_SHIFTS, segment_probabilities
 
     torch.manual_seed(3)
     # circular padding: the network commutes with rolling, so shifted-and-restored copies
@@ -79,7 +79,7 @@ def test_test_time_augmentation_shifts_back_what_it_shifts() -> None:
 
 
 def test_no_reading_worker_on_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    from segfew import inference
+    from segfew.inference import run as inference
 
     for cores, workers in ((1, 0), (2, 0), (3, 2), (8, 4)):
         monkeypatch.setattr(inference.os, "cpu_count", lambda c=cores: c)

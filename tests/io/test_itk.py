@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from segfew.errors import DataError, DataWarning
 from segfew.io import ReadLimits, read_image
-from segfew.itk import check_slice_positions
+from segfew.io.itk import check_slice_positions
 from tests.conftest import save_dicom_series
 
 
@@ -71,7 +71,7 @@ def test_the_header_is_checked_before_the_voxels_are_read(tmp_path: Path) -> Non
 def test_itk_warnings_become_warnings_naming_the_file(tmp_path: Path,
                                                       vol: np.ndarray) -> None:
     """What ITK prints (here: about the gap, reading the files behind segfew's back)."""
-    from segfew.itk import itk_messages
+    from segfew.io.itk import itk_messages
 
     folder = save_dicom_series(tmp_path / "gap", vol, skip=(3,))
     reader = sitk.ImageSeriesReader()

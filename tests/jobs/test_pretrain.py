@@ -61,7 +61,7 @@ def test_metrics_csv_the_model_file_and_evaluate_share_one_dice(
     """The model file's validation Dice is metrics.csv's row of the best epoch, and both use
     evaluate's definition (per-case Dice averaged over cases, then over labels)."""
     from segfew.data import find_segmentation_cases
-    from segfew.evaluate import evaluate_segmentation
+    from segfew.evaluation.evaluate import evaluate_segmentation
     from segfew.modelfile import read_model_file
 
     meta, _ = read_model_file(seg_model)
@@ -206,7 +206,7 @@ def test_too_few_cases_for_validation_is_said(tmp_path: Path) -> None:
 
 
 def test_a_run_folder_in_use_is_refused_naming_the_lock(phantoms: Path, tmp_path: Path) -> None:
-    from segfew.atomic import run_lock
+    from segfew.files import run_lock
 
     out = tmp_path / "seg.pt"
     with run_lock(tmp_path / "seg-run") as lock:
@@ -239,7 +239,7 @@ def test_batchnorm_on_one_sample_is_said_plainly(tmp_path: Path) -> None:
 def test_label_names_declare_the_label_set(phantoms: Path, tmp_path: Path) -> None:
     from segfew.errors import DataError
     from segfew.jobs.pretrain import pretrain
-    from segfew.preprocess_cache import PreprocessCache
+    from segfew.preprocess.cache import PreprocessCache
     from segfew.spec import PretrainSpec
 
     spec = PretrainSpec.model_validate({

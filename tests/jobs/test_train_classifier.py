@@ -174,8 +174,8 @@ def _spec(tmp_path: Path) -> Path:
 
 def test_measures_with_tta_records_it_and_predict_measures_the_same_way(
         phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
+    from segfew.inference.predictor import Predictor
     from segfew.modelfile import read_model_file
-    from segfew.predict import Predictor
 
     clf = tmp_path / "clf.pt"
     invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",

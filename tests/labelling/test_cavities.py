@@ -1,4 +1,5 @@
-"""Cine cavities without an expert (segfew.cavities, ``segfew label --method cavities``)."""
+"""Cine cavities without an expert (segfew.labelling.cavities, ``segfew label --method
+cavities``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from segfew.cavities import LABEL_NAMES, LV, MYOCARDIUM, RV, cine_cavities
+from segfew.labelling.cavities import LABEL_NAMES, LV, MYOCARDIUM, RV, cine_cavities
 from tests.conftest import invoke, real_data, save_nifti
 
 
@@ -68,7 +69,7 @@ def test_a_wall_beside_grey_tissue_keeps_the_thickness_of_the_rest(rng) -> None:
 
 
 def test_the_rv_is_the_cavity_that_empties_not_the_largest_bright_one() -> None:
-    from segfew.cavities import _second_cavity
+    from segfew.labelling.cavities import _second_cavity
 
     lv = np.zeros((64, 64), bool)
     lv[24:40, 24:40] = True

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from segfew.cli import app
 from segfew.errors import DataError
 from segfew.jobs.label import label_images
-from segfew.labels import KMeansLabeller, fit_kmeans
+from segfew.labelling.kmeans import KMeansLabeller, fit_kmeans
 from segfew.spec import LabelSpec
 from tests.conftest import real_data
 

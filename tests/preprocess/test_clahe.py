@@ -1,5 +1,6 @@
-"""segfew.clahe gives scikit-image's CLAHE numbers: on random and structured arrays, 2D and
-3D, every clip limit, and on real MR, brain-tumour MR and breast ultrasound images."""
+"""segfew.preprocess.clahe gives scikit-image's CLAHE numbers: on random and structured
+arrays, 2D and 3D, every clip limit, and on real MR, brain-tumour MR and breast ultrasound
+images."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.exposure import equalize_adapthist as skimage_clahe
 
-from segfew.clahe import _clip_histograms, equalize_adapthist
+from segfew.preprocess.clahe import _clip_histograms, equalize_adapthist
 from tests.conftest import real_data
 
 # the undecorated function: a 3D array whose last axis has 3 or 4 entries is a volume here

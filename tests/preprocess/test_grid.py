@@ -8,10 +8,11 @@ import warnings
 import numpy as np
 import pytest
 
-import segfew.preprocess as pp
+import segfew.preprocess.grid as pp
 from segfew.data import Case
 from segfew.errors import DataError, DataWarning, SpecError
-from segfew.preprocess import (
+from segfew.preprocess.cache import PreprocessCache, load_case
+from segfew.preprocess.grid import (
     grid_shape,
     normalise,
     preprocess_image,
@@ -19,7 +20,6 @@ from segfew.preprocess import (
     restore,
     slice_axis_for,
 )
-from segfew.preprocess_cache import PreprocessCache, load_case
 from segfew.spec import PreprocessConfig
 from tests.conftest import save_nifti
 

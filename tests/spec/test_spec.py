@@ -141,7 +141,7 @@ def test_library_settings_have_the_specs_defaults_and_values() -> None:
     """The spec layer converts to the plain settings the library takes, losing nothing."""
     from dataclasses import asdict
 
-    from segfew.preprocess import Preprocessing
+    from segfew.preprocess.grid import Preprocessing
     from segfew.spec import AugmentConfig, TrainConfig
     from segfew.train import Augmentation, TrainOptions
 
