@@ -7,8 +7,8 @@ Precision policy (``--precision auto``, the default; :func:`choose_plan`): the f
 that is safe on this machine — bf16 autocast on CUDA GPUs with bf16 and on CPUs with native
 bf16 kernels (AVX-512 BF16 or AMX), fp16 autocast with a ``GradScaler`` on CUDA GPUs
 without bf16, fp32 elsewhere (on an AVX2-only CPU emulated bf16 is many times slower than
-fp32). Channels-last memory format is used where it was measured to pay (CPU and CUDA 2D
-convolutions; see the README's benchmark). ``fp32``, ``bf16`` and ``fp16`` override the
+fp32; refused if asked for). Channels-last memory format is used where it pays (CPU and CUDA
+2D convolutions; docs/benchmarks.md). ``fp32``, ``bf16`` and ``fp16`` override the
 choice; run.json records the plan that ran (:meth:`Plan.record`).
 """
 
@@ -90,7 +90,8 @@ def idle_cores(cores: int, load: float) -> int:
 def default_threads() -> tuple[int, str]:
     """The thread count to use when none is given, and why: ``OMP_NUM_THREADS`` when set,
     else the idle cores of those this process may run on (``os.sched_getaffinity``) by the
-    1-minute load average (:func:`idle_cores`).
+    1-minute load average (:func:`idle_cores`), shared among the processes torchrun started
+    on this machine (``LOCAL_WORLD_SIZE``).
 
     On a shared machine a thread per core makes every operation wait for the busiest core;
     one thread per idle core does not fight the other jobs. The choice is made once per
@@ -107,7 +108,10 @@ def default_threads() -> tuple[int, str]:
             load = os.getloadavg()[0]
         except OSError:  # no load average on this platform: every core
             load = 0.0
-        _AUTO = idle_cores(cores, load), f"idle cores: {cores} cores, load average {load:.1f}"
+        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        share = f", shared by {ranks} processes" if ranks > 1 else ""
+        _AUTO = (max(1, idle_cores(cores, load) // ranks),
+                 f"idle cores: {cores} cores, load average {load:.1f}{share}")
     return _AUTO
 
 
@@ -129,10 +133,12 @@ def set_threads(n: int | None) -> int:
         raise SpecError(f"threads must be at least 1, got {n}")
     from threadpoolctl import threadpool_limits
 
+    said = (torch.get_num_threads(), _CHOSEN_BY)
     n, _CHOSEN_BY = (n, "--threads") if n is not None else default_threads()
     torch.set_num_threads(n)
     threadpool_limits(n)
-    log.info("CPU threads: %d (%s)", n, _CHOSEN_BY)
+    if (n, _CHOSEN_BY) != said:  # once, not again for every task of an experiment
+        log.info("CPU threads: %d (%s)", n, _CHOSEN_BY)
     return n
 
 
@@ -222,8 +228,7 @@ class Plan:
         so a 2D network inside a classifier of 3D images (slice-wise) works too.
         ``Tensor.to`` restrides even a weight whose layout is ambiguous (one input channel,
         which ``contiguous`` leaves as it is): its convolution then returns channels-last, and
-        the convolutions after it do not each copy their input back (a fifth of a bf16
-        training step of the M-Net, measured).
+        the convolutions after it do not each copy their input back (docs/benchmarks.md).
         """
         if self.channels_last:
             with torch.no_grad():
@@ -287,8 +292,7 @@ def resolve_plan(device: torch.device, requested: str = "auto",
 def adam(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
     """Adam (Kingma & Ba 2015; SPEC §4) with its fused kernel: one pass over every
     parameter on CPU and CUDA instead of a dozen small operations per tensor (the default
-    on a CPU). On the 2D M-Net (n_s = 16) it halves the optimizer's share of a step, to
-    about 3 %; the update is Adam's, up to float rounding.
+    on a CPU; its effect: docs/benchmarks.md). The update is Adam's, up to float rounding.
     """
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
 

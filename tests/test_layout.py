@@ -83,12 +83,12 @@ def test_below_the_jobs_no_run_spec_arrives(path: Path) -> None:
     assert _reaches(_imports(path), ("segfew.spec", "segfew.jobs", "pydantic")) == []
 
 
-def test_the_readme_says_where_every_module_and_package_lives() -> None:
-    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
-    developing = readme.split("## Developing", 1)[1].split("\n## ", 1)[0]
+def test_the_developing_page_says_where_every_module_and_package_lives() -> None:
+    page = (PACKAGE.parent / "docs" / "developing.md").read_text(encoding="utf-8")
+    developing = page.split("## Where each concept lives", 1)[1].split("\n## ", 1)[0]
     modules = [f"{p.stem}.py" for p in PACKAGE.glob("*.py")
                if p.stem not in ("__init__", "__main__")]
     packages = [f"segfew/{p.name}/" for p in PACKAGE.iterdir()
                 if p.is_dir() and (p / "__init__.py").is_file()]
     missing = [name for name in modules + packages if f"{name}`" not in developing]
-    assert missing == [], f"README 'Developing' does not say where these live: {missing}"
+    assert missing == [], f"docs/developing.md does not say where these live: {missing}"

@@ -110,6 +110,7 @@ def test_plan_autocasts_and_formats_as_it_says() -> None:
         assert torch.nn.functional.linear(x.flatten(1), torch.randn(4, 192)).dtype == torch.float32
 
 
+@pytest.mark.cpu_dependent
 def test_this_machine_plan_follows_its_capability() -> None:
     plan = resolve_plan(torch.device("cpu"))
     assert plan.precision == ("bf16" if cpu_bf16_supported() else "fp32")
@@ -202,6 +203,7 @@ def fresh_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(runtime, "_AUTO", None)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(runtime.os, "getloadavg", lambda: (2.2, 1.0, 0.5))
     before = torch.get_num_threads()
@@ -210,10 +212,15 @@ def fresh_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("fresh_threads")
-def test_the_default_threads_are_the_idle_cores_and_say_so() -> None:
-    assert set_threads(None) == 2 == torch.get_num_threads()
+def test_the_default_threads_are_the_idle_cores_and_say_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    torch.set_num_threads(1)
+    with caplog.at_level("INFO", logger="segfew.runtime"):
+        assert set_threads(None) == 2 == torch.get_num_threads()
+        set_threads(None)  # the same choice again (an experiment's next task): said once
     assert threads_chosen_by() == "idle cores: 4 cores, load average 2.2"
     assert describe("cpu")["threads_chosen_by"] == threads_chosen_by()
+    assert caplog.messages == ["CPU threads: 2 (idle cores: 4 cores, load average 2.2)"]
 
 
 @pytest.mark.usefixtures("fresh_threads")
@@ -224,3 +231,10 @@ def test_threads_given_or_from_omp_override_the_load(monkeypatch: pytest.MonkeyP
     assert set_threads(None) == 1 and threads_chosen_by() == "OMP_NUM_THREADS"
     with pytest.raises(SpecError, match="at least 1"):
         set_threads(0)
+
+
+@pytest.mark.usefixtures("fresh_threads")
+def test_processes_of_one_torchrun_share_the_idle_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # 2 idle cores among 4 ranks: one each
+    assert set_threads(None) == 1
+    assert threads_chosen_by().endswith("shared by 4 processes")

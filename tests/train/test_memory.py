@@ -39,6 +39,7 @@ def _real_saved_bytes(model: torch.nn.Module, x: torch.Tensor, plan: Plan = FP32
     return sum(saved.values())
 
 
+@pytest.mark.cpu_dependent
 @pytest.mark.parametrize("plan", [FP32, BF16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("dim", [2, 3])
 def test_the_meta_trace_counts_what_a_real_step_saves(dim: int, plan: Plan) -> None:
