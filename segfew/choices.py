@@ -13,6 +13,6 @@ Intensity = Literal["clahe", "ct", "minmax", "zscore"]
 #: how ``segfew label`` makes labels without an expert: k-means intensity clusters (the
 #: paper's THRESHOLD, segfew.labels) or the cavities of cine cardiac MRI (segfew.cavities)
 LabelMethod = Literal["kmeans", "cavities"]
-#: what a classifier learns from (README "The frameworks"): the names of
+#: what a classifier learns from (docs/frameworks.md): the names of
 #: ``segfew.frameworks.FRAMEWORKS``, in its order (a test keeps the two equal)
 Framework = Literal["measures", "manual", "threshold", "scratch", "vgg"]
