@@ -25,8 +25,11 @@ LIBRARIES = ("torch", "numpy", "nibabel", "SimpleITK", "scikit-learn", "scikit-i
 
 
 def versions() -> dict[str, str]:
-    """segfew, Python and library versions."""
-    out = {"segfew": _version("segfew"), "python": platform.python_version()}
+    """segfew, Python and library versions (segfew's of the code that runs, which an editable
+    install's metadata may not be)."""
+    from segfew import __version__
+
+    out = {"segfew": __version__, "python": platform.python_version()}
     out.update({name: _version(name) for name in LIBRARIES})
     return out
 
