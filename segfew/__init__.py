@@ -16,7 +16,7 @@ from typing import Any
 
 from segfew.errors import DataError, DataWarning, ModelFileError, SegfewError, SpecError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: public name → the module that defines it (imported when the name is first used)
 _PUBLIC = {

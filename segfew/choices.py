@@ -14,6 +14,6 @@ Intensity = Literal["clahe", "ct", "minmax", "zscore"]
 #: paper's THRESHOLD, segfew.labelling.kmeans) or the cavities of cine cardiac MRI
 #: (segfew.labelling.cavities)
 LabelMethod = Literal["kmeans", "cavities"]
-#: what a classifier learns from (README "The frameworks"): the names of
+#: what a classifier learns from (docs/frameworks.md): the names of
 #: ``segfew.frameworks.FRAMEWORKS``, in its order (a test keeps the two equal)
 Framework = Literal["measures", "manual", "threshold", "scratch", "vgg"]

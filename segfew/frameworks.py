@@ -5,7 +5,8 @@ A framework (Wong et al. 2018, section 3; the paper's names in capitals) is what
 what it needs, how its images are pre-processed, which network it builds and whether it is
 fitted by epochs or in closed form, and the words reports and help use. Specs, the
 training job, the experiment, the report and the CLI help read it. Adding a framework
-touches this registry, its network in ``segfew.models``, its test, and the README table.
+touches this registry, its network in ``segfew.models``, its test, and the table in
+docs/frameworks.md.
 """
 
 from __future__ import annotations

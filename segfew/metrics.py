@@ -1,9 +1,9 @@
 """Classification metrics with bootstrap confidence intervals, Dice, and their display (SPEC §6).
 
 Point estimates come from scikit-learn. The bootstrap resamples cases with replacement; to
-stay fast (1000 resamples in milliseconds) every resample's confusion matrix is counted at
-once with ``numpy.bincount`` and the metrics are read off those matrices with the same
-definitions scikit-learn uses (a test checks they agree on the unresampled data).
+stay fast, every resample's confusion matrix is counted at once with ``numpy.bincount`` and
+the metrics are read off those matrices with the same definitions scikit-learn uses (a test
+checks they agree on the unresampled data).
 
 Conventions, shared by point estimates and intervals:
 

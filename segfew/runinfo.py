@@ -25,8 +25,11 @@ LIBRARIES = ("torch", "numpy", "nibabel", "SimpleITK", "scikit-learn", "scikit-i
 
 
 def versions() -> dict[str, str]:
-    """segfew, Python and library versions."""
-    out = {"segfew": _version("segfew"), "python": platform.python_version()}
+    """segfew, Python and library versions (segfew's of the code that runs, which an editable
+    install's metadata may not be)."""
+    from segfew import __version__
+
+    out = {"segfew": __version__, "python": platform.python_version()}
     out.update({name: _version(name) for name in LIBRARIES})
     return out
 
@@ -68,11 +71,20 @@ def cpu_threads() -> int:
     return max([int(p["num_threads"]) for p in threadpool_info()] or [os.cpu_count() or 1])
 
 
+def _threads_chosen_by() -> str:
+    if "torch" in sys.modules:
+        from segfew.runtime import threads_chosen_by
+
+        return threads_chosen_by()
+    return "the BLAS/OpenMP default"
+
+
 def run_info(spec: BaseModel | dict[str, Any], seed: int | None, inputs: Iterable[Path] = (),
              runtime: dict[str, Any] | None = None) -> dict[str, Any]:
     """The record of a run; ``runtime`` is how its networks ran (segfew.runtime.describe).
 
-    ``threads`` is the CPU thread count (``--threads``) of every command."""
+    ``threads`` is the CPU thread count of every command, ``threads_chosen_by`` how it was
+    chosen (``--threads``, ``OMP_NUM_THREADS`` or the idle cores by the load average)."""
 
     spec_data = spec.model_dump(mode="json") if isinstance(spec, BaseModel) else spec
     return {
@@ -83,6 +95,7 @@ def run_info(spec: BaseModel | dict[str, Any], seed: int | None, inputs: Iterabl
         "versions": versions(),
         "platform": platform.platform(),
         "threads": cpu_threads(),
+        "threads_chosen_by": _threads_chosen_by(),
         **({"runtime": runtime} if runtime is not None else {}),
         "data": manifest(inputs),
     }

@@ -7,14 +7,15 @@ Precision policy (``--precision auto``, the default; :func:`choose_plan`): the f
 that is safe on this machine — bf16 autocast on CUDA GPUs with bf16 and on CPUs with native
 bf16 kernels (AVX-512 BF16 or AMX), fp16 autocast with a ``GradScaler`` on CUDA GPUs
 without bf16, fp32 elsewhere (on an AVX2-only CPU emulated bf16 is many times slower than
-fp32). Channels-last memory format is used where it was measured to pay (CPU and CUDA 2D
-convolutions; see the README's benchmark). ``fp32``, ``bf16`` and ``fp16`` override the
+fp32; refused if asked for). Channels-last memory format is used where it pays (CPU and CUDA
+2D convolutions; docs/benchmarks.md). ``fp32``, ``bf16`` and ``fp16`` override the
 choice; run.json records the plan that ran (:meth:`Plan.record`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -35,18 +36,22 @@ __all__ = [
     "capabilities",
     "choose_plan",
     "cpu_bf16_supported",
+    "default_threads",
     "derive_seed",
     "describe",
+    "idle_cores",
     "resolve_device",
     "resolve_plan",
     "seed_everything",
     "seed_worker",
     "set_threads",
     "threads",
+    "threads_chosen_by",
 ]
 
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- devices
@@ -76,20 +81,65 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def set_threads(n: int | None) -> None:
+def idle_cores(cores: int, load: float) -> int:
+    """Cores left idle by a 1-minute load average of ``load`` on ``cores`` cores, rounded,
+    at least 1 and at most ``cores``."""
+    return max(1, min(cores, round(cores - load)))
+
+
+def default_threads() -> tuple[int, str]:
+    """The thread count to use when none is given, and why: ``OMP_NUM_THREADS`` when set,
+    else the idle cores of those this process may run on (``os.sched_getaffinity``) by the
+    1-minute load average (:func:`idle_cores`), shared among the processes torchrun started
+    on this machine (``LOCAL_WORLD_SIZE``).
+
+    On a shared machine a thread per core makes every operation wait for the busiest core;
+    one thread per idle core does not fight the other jobs. The choice is made once per
+    process, so a long run does not shrink itself as its own load enters the average.
+    """
+    global _AUTO
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:
+        return int(omp), "OMP_NUM_THREADS"
+    if _AUTO is None:
+        cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else os.cpu_count() or 1)
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # no load average on this platform: every core
+            load = 0.0
+        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        share = f", shared by {ranks} processes" if ranks > 1 else ""
+        _AUTO = (max(1, idle_cores(cores, load) // ranks),
+                 f"idle cores: {cores} cores, load average {load:.1f}{share}")
+    return _AUTO
+
+
+_AUTO: tuple[int, str] | None = None
+_CHOSEN_BY = "torch's default"
+
+
+def set_threads(n: int | None) -> int:
     """Use ``n`` CPU threads for torch's intra-op work and the BLAS/OpenMP pools that
-    scikit-learn uses (None: leave the defaults, ``OMP_NUM_THREADS`` when set).
+    scikit-learn uses; None: :func:`default_threads` (``OMP_NUM_THREADS`` when set, else the
+    idle cores). Returns the count; the log and :func:`describe` (run.json) say how it was
+    chosen. Raises :class:`SpecError` for ``n`` < 1.
 
     On a shared machine torch's default (a thread per core) can make small convolutions
     many times slower than one thread per job.
     """
-    if n is not None:
-        if n < 1:
-            raise SpecError(f"threads must be at least 1, got {n}")
-        from threadpoolctl import threadpool_limits
+    global _CHOSEN_BY
+    if n is not None and n < 1:
+        raise SpecError(f"threads must be at least 1, got {n}")
+    from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(n)
-        threadpool_limits(n)
+    said = (torch.get_num_threads(), _CHOSEN_BY)
+    n, _CHOSEN_BY = (n, "--threads") if n is not None else default_threads()
+    torch.set_num_threads(n)
+    threadpool_limits(n)
+    if (n, _CHOSEN_BY) != said:  # once, not again for every task of an experiment
+        log.info("CPU threads: %d (%s)", n, _CHOSEN_BY)
+    return n
 
 
 def threads() -> int:
@@ -97,11 +147,30 @@ def threads() -> int:
     return int(torch.get_num_threads())
 
 
+def threads_chosen_by() -> str:
+    """How the thread count was chosen (``--threads``, ``OMP_NUM_THREADS``, the idle cores
+    with the core count and load average, or torch's default where nothing set it)."""
+    return _CHOSEN_BY
+
+
 # ---------------------------------------------------------------- precision
 
 
+#: oneDNN's instruction sets below AVX512_CORE_BF16 (``ONEDNN_MAX_CPU_ISA`` values): a limit
+#: to one of them leaves bf16 to emulation
+_ISAS_WITHOUT_BF16 = frozenset({"sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2",
+                                "avx512_core", "avx512_core_vnni"})
+
+
 def cpu_bf16_supported() -> bool:
-    """True when this CPU runs bf16 kernels natively (oneDNN with AVX-512 BF16 / AMX)."""
+    """True when this CPU runs bf16 kernels natively (oneDNN with AVX-512 BF16 / AMX).
+
+    A limit set by the user with ``ONEDNN_MAX_CPU_ISA`` (or the older ``DNNL_MAX_CPU_ISA``)
+    below AVX512_CORE_BF16 counts: oneDNN then emulates bf16, as on a CPU without it.
+    """
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    if limit.strip().lower() in _ISAS_WITHOUT_BF16:
+        return False
     try:
         return bool(torch.backends.mkldnn.is_available()
                     and torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -159,8 +228,7 @@ class Plan:
         so a 2D network inside a classifier of 3D images (slice-wise) works too.
         ``Tensor.to`` restrides even a weight whose layout is ambiguous (one input channel,
         which ``contiguous`` leaves as it is): its convolution then returns channels-last, and
-        the convolutions after it do not each copy their input back (a fifth of a bf16
-        training step of the M-Net, measured).
+        the convolutions after it do not each copy their input back (docs/benchmarks.md).
         """
         if self.channels_last:
             with torch.no_grad():
@@ -187,11 +255,14 @@ def choose_plan(requested: str, caps: Capabilities, channels_last: bool | None =
     """The execution plan for ``requested`` precision on a device with ``caps``.
 
     ``"auto"``: bf16 where ``caps.bf16``; else fp16 on CUDA; else fp32. ``"fp16"`` uses a
-    ``GradScaler`` and needs CUDA; ``"bf16"`` on a CPU without native bf16 runs (emulated,
-    slowly) because it was asked for. ``channels_last`` None means: on wherever the plan is
-    bf16/fp16 or the device is a CPU (measured to pay there for the M-Net's 3×3 convolutions).
+    ``GradScaler`` and needs CUDA. ``"bf16"`` on a CPU without native bf16 is refused: there
+    oneDNN emulates it, many times slower than fp32, and its kernels keep fp32 buffers, so
+    the memory estimate (:mod:`segfew.train.memory`) would not hold. ``channels_last`` None
+    means: on wherever the plan is bf16/fp16 or the device is a CPU (the M-Net's 3×3
+    convolutions run faster in it there; docs/benchmarks.md).
 
-    Raises :class:`SpecError` for an unknown precision or fp16 on a CPU.
+    Raises :class:`SpecError` for an unknown precision, fp16 on a CPU or bf16 on a CPU
+    without native bf16.
     """
     if requested not in PRECISIONS:
         raise SpecError(f"unknown precision {requested!r}; use one of {', '.join(PRECISIONS)}")
@@ -201,6 +272,12 @@ def choose_plan(requested: str, caps: Capabilities, channels_last: bool | None =
         precision = "bf16" if caps.bf16 else ("fp16" if cuda and caps.fp16 else "fp32")
     if precision == "fp16" and not cuda:
         raise SpecError("precision fp16 runs on CUDA only; use bf16 or fp32 on a CPU")
+    if precision == "bf16" and not cuda and not caps.bf16:
+        raise SpecError(
+            "precision bf16 needs a CPU with native bf16 (AVX-512 BF16 or AMX), and this one "
+            "has none (or ONEDNN_MAX_CPU_ISA limits it): emulated bf16 is many times slower "
+            "than fp32 and the memory estimate does not hold for it; use --precision auto "
+            "or fp32")
     if channels_last is None:
         channels_last = precision != "fp32" or not cuda
     return Plan(caps.device_type, precision, precision == "fp16", bool(channels_last))
@@ -215,8 +292,7 @@ def resolve_plan(device: torch.device, requested: str = "auto",
 def adam(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
     """Adam (Kingma & Ba 2015; SPEC §4) with its fused kernel: one pass over every
     parameter on CPU and CUDA instead of a dozen small operations per tensor (the default
-    on a CPU). On the 2D M-Net (n_s = 16) it halves the optimizer's share of a step, to
-    about 3 %; the update is Adam's, up to float rounding.
+    on a CPU; its effect: docs/benchmarks.md). The update is Adam's, up to float rounding.
     """
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
 
@@ -252,4 +328,4 @@ def describe(device: str, precision: str = "auto", channels_last: bool | None = 
     caps = capabilities(dev)
     return {**choose_plan(precision, caps, channels_last).record(), "device": str(dev),
             "requested_precision": precision, "native_bf16": caps.bf16,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "threads_chosen_by": _CHOSEN_BY}

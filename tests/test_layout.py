@@ -192,15 +192,12 @@ def test_the_figure_pattern_catches_figures() -> None:
     assert not FIGURE.search("Dice per label, then the mean over cases")
 
 
-def test_the_docs_say_where_every_module_and_package_lives() -> None:
-    root = PACKAGE.parent
-    docs = root / "docs" / "developing.md"
-    text = (docs if docs.is_file() else root / "README.md").read_text(encoding="utf-8")
-    developing = text.split("## Developing", 1)[1].split("\n## ", 1)[0] \
-        if not docs.is_file() else text
+def test_the_developing_page_says_where_every_module_and_package_lives() -> None:
+    page = (PACKAGE.parent / "docs" / "developing.md").read_text(encoding="utf-8")
+    developing = page.split("## Where each concept lives", 1)[1].split("\n## ", 1)[0]
     modules = [f"{p.stem}.py" for p in PACKAGE.glob("*.py")
                if p.stem not in ("__init__", "__main__")]
     packages = [f"segfew/{p.name}/" for p in PACKAGE.iterdir()
                 if p.is_dir() and (p / "__init__.py").is_file()]
     missing = [name for name in modules + packages if f"{name}`" not in developing]
-    assert missing == [], f"the developer docs do not say where these live: {missing}"
+    assert missing == [], f"docs/developing.md does not say where these live: {missing}"

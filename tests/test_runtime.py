@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -13,8 +15,11 @@ from segfew.runtime import (
     cpu_bf16_supported,
     derive_seed,
     describe,
+    idle_cores,
     resolve_device,
     resolve_plan,
+    set_threads,
+    threads_chosen_by,
 )
 
 BF16_CPU = Capabilities("cpu", bf16=True, fp16=False)
@@ -61,12 +66,35 @@ def test_channels_last_where_it_pays_and_overrides() -> None:
 
 def test_explicit_precisions_override_and_bad_ones_are_refused() -> None:
     assert choose_plan("fp32", BF16_CPU).precision == "fp32"
-    assert choose_plan("bf16", AVX2_CPU).precision == "bf16"  # asked for: honoured
+    assert choose_plan("bf16", BF16_CPU).precision == "bf16"
+    assert choose_plan("bf16", VOLTA).precision == "bf16"  # CUDA emulates no bf16 kernels
     assert choose_plan("fp16", AMPERE).grad_scaler
     with pytest.raises(SpecError, match="fp16 runs on CUDA only"):
         choose_plan("fp16", BF16_CPU)
     with pytest.raises(SpecError, match="unknown precision 'fp8'"):
         choose_plan("fp8", BF16_CPU)
+
+
+def test_bf16_asked_for_on_a_cpu_without_it_is_refused_saying_why() -> None:
+    with pytest.raises(SpecError) as err:
+        choose_plan("bf16", AVX2_CPU)
+    text = str(err.value)
+    assert "\n" not in text and "native bf16" in text
+    assert "slower than fp32" in text and "memory estimate" in text and "fp32" in text
+
+
+@pytest.mark.parametrize(("limit", "native"), [
+    ("AVX2", False), ("avx512_core", False), ("AVX512_CORE_VNNI", False), ("", None),
+    ("AVX512_CORE_BF16", None), ("ALL", None)])
+@pytest.mark.parametrize("variable", ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"])
+def test_a_user_limit_below_avx512_bf16_makes_bf16_emulated(
+        limit: str, native: bool | None, variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setenv(variable, limit)
+    assert cpu_bf16_supported() is (native if native is not None else
+                                     torch.backends.mkldnn.is_available())
 
 
 def test_plan_autocasts_and_formats_as_it_says() -> None:
@@ -82,6 +110,7 @@ def test_plan_autocasts_and_formats_as_it_says() -> None:
         assert torch.nn.functional.linear(x.flatten(1), torch.randn(4, 192)).dtype == torch.float32
 
 
+@pytest.mark.cpu_dependent
 def test_this_machine_plan_follows_its_capability() -> None:
     plan = resolve_plan(torch.device("cpu"))
     assert plan.precision == ("bf16" if cpu_bf16_supported() else "fp32")
@@ -158,3 +187,54 @@ def test_fused_adam_updates_as_adam_does() -> None:
     for a, b, s in zip(reference.parameters(), fused.parameters(), start, strict=True):
         assert torch.allclose(a, b, atol=1e-4)  # rounding, against moves of about 0.03
         assert not torch.allclose(a, s)  # both moved, by 3 steps of about lr each
+
+
+@pytest.mark.parametrize(("cores", "load", "idle"), [
+    (2, 0.2, 2), (2, 0.6, 1), (2, 2.0, 1), (2, 5.5, 1), (16, 3.4, 13), (4, 0.0, 4)])
+def test_idle_cores_leave_the_load_its_cores_and_keep_one(cores: int, load: float,
+                                                          idle: int) -> None:
+    assert idle_cores(cores, load) == idle
+
+
+@pytest.fixture
+def fresh_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A process that has chosen no threads yet, on 4 cores with a load average of 2.2."""
+    import segfew.runtime as runtime
+
+    monkeypatch.setattr(runtime, "_AUTO", None)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (2.2, 1.0, 0.5))
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("fresh_threads")
+def test_the_default_threads_are_the_idle_cores_and_say_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    torch.set_num_threads(1)
+    with caplog.at_level("INFO", logger="segfew.runtime"):
+        assert set_threads(None) == 2 == torch.get_num_threads()
+        set_threads(None)  # the same choice again (an experiment's next task): said once
+    assert threads_chosen_by() == "idle cores: 4 cores, load average 2.2"
+    assert describe("cpu")["threads_chosen_by"] == threads_chosen_by()
+    assert caplog.messages == ["CPU threads: 2 (idle cores: 4 cores, load average 2.2)"]
+
+
+@pytest.mark.usefixtures("fresh_threads")
+def test_threads_given_or_from_omp_override_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert set_threads(3) == 3 == torch.get_num_threads()
+    assert threads_chosen_by() == "--threads"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert set_threads(None) == 1 and threads_chosen_by() == "OMP_NUM_THREADS"
+    with pytest.raises(SpecError, match="at least 1"):
+        set_threads(0)
+
+
+@pytest.mark.usefixtures("fresh_threads")
+def test_processes_of_one_torchrun_share_the_idle_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # 2 idle cores among 4 ranks: one each
+    assert set_threads(None) == 1
+    assert threads_chosen_by().endswith("shared by 4 processes")

@@ -194,8 +194,8 @@ ProgressOpt = Annotated[bool, typer.Option(
     "--progress/--no-progress",
     help="Show progress: bars on a terminal, plain lines in a log file or pipe.")]
 ThreadsOpt = Annotated[int | None, typer.Option(
-    min=1, show_default="torch's choice, or OMP_NUM_THREADS when set",
-    help="CPU threads (torch, BLAS, OpenMP); 1 per job on a shared machine.")]
+    min=1, show_default="OMP_NUM_THREADS when set, else the idle cores by the load average",
+    help="CPU threads (torch, BLAS, OpenMP); the log and run.json say how many ran.")]
 PresetOpt = Annotated[
     str | None, typer.Option(help="Paper settings: brain-mr-3d or cardiac-ct-2d.",
                              show_default="none: the defaults shown")

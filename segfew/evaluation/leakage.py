@@ -1,10 +1,10 @@
 """No leakage (SPEC §6): has a test case trained the segmentation network?
 
 A segmentation network pre-trained on a test patient's masks makes its features on that
-patient unrealistically good (on ACDC: ``measures`` read 0.73–0.88 on such a curve and 0.50
-on patients the network never saw). Every model file from ``pretrain`` records the SHA-256
-of each file it was trained on (and its run folder's ``run.json`` holds the manifest), so
-an experiment or an evaluation can compare them with its test cases' images.
+patient unrealistically good (how much, on ACDC: docs/benchmarks.md). Every model file from
+``pretrain`` records the SHA-256 of each file it was trained on (and its run folder's
+``run.json`` holds the manifest), so an experiment or an evaluation can compare them with
+its test cases' images.
 """
 
 from __future__ import annotations

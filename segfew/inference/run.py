@@ -67,8 +67,8 @@ def segment_probabilities(model: Any, image: np.ndarray | Tensor, device: Any,
     axis), ``batch_size`` slices at a time. ``tta``: test-time augmentation, the mean
     softmax of the image shifted by :data:`TTA_SHIFTS` (± 2 voxels along the first two grid
     axes, each shifted back): rigid shifts are what training augments with, and unlike
-    mirroring they keep the anatomy's handedness (5 passes; on ACDC's held-out patients
-    Dice +0.005 to +0.01). Raises :class:`DataError` when the network's dimensionality
+    mirroring they keep the anatomy's handedness (5 passes; its effect on ACDC:
+    docs/benchmarks.md). Raises :class:`DataError` when the network's dimensionality
     does not fit the image.
     """
     if tta:
@@ -197,8 +197,6 @@ def read_ahead(items: Sequence[Any], read: Callable[[Any], Any], workers: int,
 def default_workers() -> int:
     """Reading processes for prediction: one per core beyond the first, at most 4; none on
     two cores or fewer. There a reader takes a core from the network's two threads, whose
-    parallel regions then wait for the pre-empted one: a folder of 160 × 150 scans with the
-    paper's 2D classifier ran 1.1× slower with one reader than reading in turn (measured
-    on a 2-core CPU; the README's benchmark)."""
+    parallel regions then wait for the pre-empted one (docs/benchmarks.md, predict)."""
     cores = os.cpu_count() or 1
     return 0 if cores <= 2 else min(4, cores - 1)

@@ -54,11 +54,9 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     from segfew.evaluation.figures import plot_label_preview
     from segfew.io import case_id, write_image
     from segfew.runinfo import write_run_info
+    from segfew.runtime import set_threads
 
-    if spec.threads is not None:  # torch (which sets threads) is not needed otherwise
-        from segfew.runtime import set_threads
-
-        set_threads(spec.threads)
+    set_threads(spec.threads)
     report = progress or (lambda stage, done, total: None)
     cases = find_cases(spec.images, spec.table, spec.channels, spec.id_column, spec.recursive)
     if not cases:

@@ -24,11 +24,9 @@ diastole first; short-axis slices along the last axis):
    as grey as the myocardium) takes the median of those that did, and the lengths are
    median-filtered around the circle (a wall is smooth).
 
-On the 19 public ACDC patients used to design it (tested against their expert masks) Dice
-is RV 0.69, myocardium 0.65, LV 0.87 at ED (0.51 / 0.64 / 0.72 at ES); on the other 41,
-0.61 / 0.59 / 0.83 (0.44 / 0.60 / 0.72). Coarse, but the ED volumes follow the experts'
-(on the 19: LV r = 0.89, myocardium 0.91, RV 0.69; LV ejection fraction 0.88): enough for
-measurements, and an M-Net pre-trained on them generalises the rules. Distances are in
+The maps are coarse against expert masks, but their ED volumes follow the experts' closely
+enough for measurements, and an M-Net pre-trained on them generalises the rules (Dice and
+volume correlations on ACDC: docs/benchmarks.md). Distances are in
 pixels of the in-plane grid, sized for cine MRI at 1.2–2 mm (``segfew label`` warns about
 other pixel sizes); the slice axis is the one with the widest spacing, so the result does
 not depend on how the file orders its axes.

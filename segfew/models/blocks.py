@@ -149,8 +149,8 @@ def cat_channels(tensors: list[Tensor]) -> Tensor:
     Autograd's own backward gives each input a channel slice of the output's gradient,
     contiguous in no layout: under channels-last the upsampling and pooling backward after
     it copied that slice to NCHW, and the layers below then mixed NCHW gradients with
-    channels-last tensors (5–7 % of a bf16 training step of the 2D M-Net, measured
-    interleaved). Values are exactly ``torch.cat``'s.
+    channels-last tensors, a cost docs/benchmarks.md measures. Values are exactly
+    ``torch.cat``'s.
     """
     return _CatChannels.apply(*tensors)
 

@@ -14,9 +14,9 @@ Geometry, in order (``restore`` undoes it in reverse):
    around the centre to the grid's aspect ratio — square for a square grid.
 3. Resize: linear for images (Gaussian anti-aliasing when shrinking, as scikit-image does),
    nearest for labels. ``scipy.ndimage.zoom`` with ``grid_mode=True`` is used: it is what
-   ``skimage.transform.resize`` calls internally, minus a float64 copy (256×256×10 →
-   128³: 0.13 s vs 0.14 s), and nearest resizing with it is exactly invertible whenever the
-   grid is at least as large as the source.
+   ``skimage.transform.resize`` calls internally, minus a float64 copy, and nearest
+   resizing with it is exactly invertible whenever the grid is at least as large as the
+   source.
 
 The intensity is normalised on the source array, before any resampling, so CLAHE sees the
 image at its own resolution.

@@ -139,8 +139,8 @@ DEFAULT_VAL_FRACTION = 0.2
 Device = Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")]
 """``auto`` (CUDA if available, else CPU), ``cpu``, ``mps``, ``cuda`` or ``cuda:N``."""
 Threads = Annotated[int | None, Field(ge=1)]
-"""CPU threads for torch and the BLAS/OpenMP pools; None: what torch would use
-(``OMP_NUM_THREADS`` when set)."""
+"""CPU threads for torch and the BLAS/OpenMP pools; None: ``OMP_NUM_THREADS`` when set, else
+the idle cores by the load average (:func:`segfew.runtime.default_threads`)."""
 
 
 class TrainConfig(Settings):

@@ -153,9 +153,9 @@ class EpochWriter:
     once ``interval_s`` seconds have passed since that write (0: every epoch), and at
     :meth:`flush`.
 
-    Why: two checkpoints of the paper's 2D M-Net with its Adam state are 49 MB, about 60 ms
-    to write on a cloud disk — 8 % of a 48-image epoch, and short epochs are what a few
-    dozen scans give (nnU-Net, likewise, writes its latest checkpoint every 50 epochs).
+    Why: two checkpoints of a network with its Adam state are large beside a short epoch,
+    and short epochs are what a few dozen scans give (docs/benchmarks.md; nnU-Net, likewise,
+    writes its latest checkpoint every 50 epochs).
     Each epoch not written is kept as an in-memory copy (a few ms), so :meth:`flush`, which
     ``fit`` calls at the end and on any exception (Ctrl-C included), writes the last
     finished epoch; only a hard kill loses up to ``interval_s`` of training.

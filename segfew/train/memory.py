@@ -9,10 +9,12 @@ copy of every weight that the convolutions save. A step then needs
     backward pass starts) + 16 bytes per parameter (weights, gradients and Adam's two
     moments) + a fixed 160 MiB (kernels' workspaces, the allocator, the runtime)
 
-Without the fixed part this is within 10 % of the peak that torch's allocator reaches in a
-step (``torch.profiler`` memory timeline; fp32 and bf16, 2D and 3D, tests/train/test_memory.py);
-with it, within 10 % of the peak resident memory of the 3D M-Net (n_s = 12) at 128³ on a
-CPU (the README's benchmark quotes estimate and measurement side by side). :func:`check_fits`
+Without the fixed part this is close to the peak that torch's allocator reaches in a step
+(``torch.profiler`` memory timeline; fp32, and bf16 where it is native:
+tests/train/test_memory.py); with it, close to the peak resident memory of the 3D M-Net at
+the paper's size (docs/benchmarks.md sets estimate and measurement side by side). It holds
+for the precision that runs: emulated bf16, which keeps fp32 buffers, is refused
+(:func:`segfew.runtime.choose_plan`). :func:`check_fits`
 refuses, with a message that names the knobs, a run whose estimate exceeds the memory the
 device has free.
 """

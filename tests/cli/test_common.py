@@ -182,7 +182,7 @@ def test_version(flag: str) -> None:
     assert result.output.startswith(f"segfew {segfew.__version__}")
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+YOUR_DATA = Path(__file__).resolve().parents[2] / "docs" / "your-data.md"
 
 
 @pytest.mark.parametrize("argv", [
@@ -196,9 +196,9 @@ def test_label_map_flag_resolves(monkeypatch, argv: list[str]) -> None:
     assert data.label_map == ({255: 1, 128: 2} if "128:2" in argv[-1] else {255: 1})
 
 
-def test_the_readme_spec_form_of_label_map_works(tmp_path) -> None:
-    """The README says where ``label_map = {255 = 1}`` goes in a spec; it works there."""
-    text = " ".join(README.read_text(encoding="utf-8").split())
+def test_the_documented_spec_form_of_label_map_works(tmp_path) -> None:
+    """docs/your-data.md says where ``label_map = {255 = 1}`` goes in a spec; it works there."""
+    text = " ".join(YOUR_DATA.read_text(encoding="utf-8").split())
     assert ("`label_map = {255 = 1}` under `[data]` for `pretrain`, at the top level for "
             "`inspect` and `evaluate`") in text
     pre = tmp_path / "pre.toml"

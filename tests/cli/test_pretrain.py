@@ -47,7 +47,8 @@ def kmeans(class_folders: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def test_label_reads_class_folders_and_writes_a_preview(kmeans: Path) -> None:
     assert len(list(kmeans.glob("*_seg.nii.gz"))) == 6
     assert (kmeans / "preview" / "kmeans_preview.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((kmeans / "run.json").read_text())["threads"] == 1
+    info = json.loads((kmeans / "run.json").read_text())
+    assert info["threads"] == 1 and info["threads_chosen_by"] == "--threads"
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,7 @@ def test_pretrain_on_kmeans_labels_with_the_example_spec(kmeans_seg: tuple[Path,
     assert any(line.startswith("epochs 2/2  loss ") for line in lines)
     info = json.loads((out.parent / "seg-run" / "run.json").read_text())
     assert info["threads"] == 1 and info["spec"]["train"]["threads"] == 1
+    assert info["runtime"]["threads_chosen_by"] == "--threads"
     assert (out.parent / "seg-run" / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 

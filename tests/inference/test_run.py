@@ -28,6 +28,7 @@ def test_predict_batches_gives_probabilities_and_restores_mode(device: str) -> N
     assert torch.allclose(again, probs, atol=1e-6)
 
 
+@pytest.mark.cpu_dependent
 def test_bf16_plan_is_close_to_fp32_and_returns_float32() -> None:
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
                           nn.Linear(4 * 16 * 16, 3)).eval()

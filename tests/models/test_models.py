@@ -104,6 +104,7 @@ def test_mnet_state_dict_keys_are_readable() -> None:
     assert not any(k.endswith("conv.bias") for k in keys)  # no bias before BatchNorm
 
 
+@pytest.mark.cpu_dependent
 def test_mnet_channels_last_and_bf16_autocast() -> None:
     net = MNet(2, 1, 3, n_s=2).eval()
     x = torch.randn(2, 1, 32, 32)
@@ -120,6 +121,7 @@ def test_mnet_channels_last_and_bf16_autocast() -> None:
     torch.testing.assert_close(low.float(), ref, rtol=0.1, atol=0.1)
 
 
+@pytest.mark.cpu_dependent
 def test_3d_max_pooling_stays_bf16_under_cpu_autocast() -> None:
     """CPU autocast lists max_pool3d as fp32: the M-Net pools in bf16 instead (exact), so no
     fp32 copy of a level is made and kept for backward (segfew.train.memory counts bf16)."""
@@ -170,6 +172,7 @@ def test_concatenation_hands_back_gradients_in_the_outputs_memory_format(dim: in
 
 
 
+@pytest.mark.cpu_dependent
 def test_3d_convolutions_two_voxels_deep_get_true_weight_gradients_in_bf16() -> None:
     """torch 2.13's oneDNN gets the bf16 weight gradient of a 3D convolution wrong for a
     batch of inputs two voxels deep (relative error ~1, or inf/NaN): the M-Net's deepest

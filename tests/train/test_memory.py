@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from segfew.errors import SpecError
 from segfew.models import MNet
-from segfew.runtime import Plan
+from segfew.runtime import Plan, cpu_bf16_supported, resolve_plan
 from segfew.train.memory import (
     FIXED_BYTES,
     GiB,
@@ -39,6 +39,7 @@ def _real_saved_bytes(model: torch.nn.Module, x: torch.Tensor, plan: Plan = FP32
     return sum(saved.values())
 
 
+@pytest.mark.cpu_dependent
 @pytest.mark.parametrize("plan", [FP32, BF16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("dim", [2, 3])
 def test_the_meta_trace_counts_what_a_real_step_saves(dim: int, plan: Plan) -> None:
@@ -90,9 +91,16 @@ def _allocator_peak(plan: Plan, shape: tuple[int, ...], tmp_path: Path) -> int:
     return max(sum(s) for s in sizes)
 
 
+@pytest.mark.cpu_dependent
 @pytest.mark.parametrize("plan", [FP32, BF16], ids=["fp32", "bf16"])
 def test_the_estimate_is_within_a_fifth_of_the_allocator_peak(plan: Plan, tmp_path: Path
                                                               ) -> None:
+    """Where bf16 is native the estimate holds for it; where it is not (oneDNN emulates it,
+    keeping fp32 buffers: a peak about 3× the estimate), bf16 is refused instead."""
+    if plan is BF16 and not cpu_bf16_supported():
+        with pytest.raises(SpecError, match="memory estimate does not hold"):
+            resolve_plan(torch.device("cpu"), "bf16")
+        return
     shape = (2, 1, 32, 32, 32)  # batch 2: oneDNN convolutions, as at the paper's sizes
     est = estimate_training_memory(lambda: MNet(3, 1, 4, n_s=4), shape, plan)
     peak = _allocator_peak(plan, shape, tmp_path)
@@ -112,7 +120,7 @@ def test_the_estimate_grows_with_grid_and_batch_and_halves_in_bf16() -> None:
 
 def test_the_paper_3d_setting_is_estimated_without_allocating_it() -> None:
     est = estimate_training_memory(lambda: MNet(3, 1, 20, n_s=12), (1, 1, 128, 128, 128), BF16)
-    assert 0.5 * GiB < est.bytes < 8 * GiB  # the measured peak is in the README
+    assert 0.5 * GiB < est.bytes < 8 * GiB  # the measured peak: docs/benchmarks.md
 
 
 def test_a_run_that_cannot_fit_is_refused_with_the_knobs_named() -> None:

@@ -528,10 +528,19 @@ def test_progress_goes_to_the_callback_only(tmp_path: Path, capsys: pytest.Captu
     assert out.out == "" and out.err == ""
 
 
+@pytest.mark.cpu_dependent
 @pytest.mark.parametrize("precision", ["auto", "bf16", "fp32"])
 def test_precision_runs_and_is_recorded(tmp_path: Path, precision: str, device: str) -> None:
-    from segfew.runtime import resolve_plan
+    """Every precision runs where the device has it; bf16 asked for on a CPU without native
+    bf16 is refused before training (emulated: slow, and the memory estimate fails)."""
+    from segfew.runtime import capabilities, resolve_plan
 
+    if precision == "bf16" and not capabilities(torch.device(device)).bf16 and device == "cpu":
+        with pytest.raises(SpecError, match="native bf16"):
+            fit(_seg_model(), _seg_data(4), None, task="segmentation", num_classes=2,
+                cfg=_cfg(device=device, epochs=1, precision=precision), out_dir=tmp_path)
+        assert not (tmp_path / "last.pt").exists()
+        return
     res = fit(_seg_model(), _seg_data(4), _seg_data(2, seed=1), task="segmentation",
               num_classes=2, cfg=_cfg(device=device, epochs=1, precision=precision),
               out_dir=tmp_path)
