@@ -22,7 +22,8 @@ MAX_LINES = 450
 #: Data flows one way: files → io → data → preprocess → models → train → inference →
 #: evaluation → experiment; the jobs turn a spec into objects, the cli turns flags into a spec.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("segfew.errors", "segfew.choices", "segfew.frameworks", "segfew.typing"),
+    # the root package imports only the errors and names the rest lazily (``__getattr__``)
+    ("segfew", "segfew.errors", "segfew.choices", "segfew.frameworks", "segfew.typing"),
     ("segfew.files",),
     ("segfew.runtime",),
     ("segfew.runinfo",),
@@ -39,7 +40,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segfew.evaluation",),
     ("segfew.experiment",),
     ("segfew.jobs",),
-    ("segfew.cli", "segfew.__main__", "segfew"),
+    ("segfew.cli", "segfew.__main__"),
 )
 
 
@@ -80,7 +81,8 @@ def _layer(name: str) -> int:
     best, length = -1, -1
     for i, layer in enumerate(LAYERS):
         for entry in layer:
-            if (name == entry or name.startswith(entry + ".")) and len(entry) > length:
+            under = name.startswith(entry + ".") and entry != "segfew"
+            if (name == entry or under) and len(entry) > length:
                 best, length = i, len(entry)
     return best
 
