@@ -33,6 +33,13 @@ IMAGE_IOS = {".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO", ".mha": "MetaImageI
 def read_itk(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     import SimpleITK as sitk
 
+    if path.name.lower().endswith((".mhd", ".nhdr", ".mha", ".nrrd")):
+        for data in detached_data_files(path):
+            if not data.is_file():
+                raise DataError(f"the header names the data file {data.name}, which is missing "
+                                "(copy it beside the header)", path)
+    if path.suffix.lower() not in IMAGE_IOS or path.suffix.lower() == ".dcm":
+        check_dicom_file(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     io = IMAGE_IOS.get(path.suffix.lower())
@@ -47,7 +54,8 @@ def read_itk(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, di
 
 
 def check_itk_header(reader: Any, limits: ReadLimits, path: Path, slices: int = 1) -> None:
-    """Apply ``limits`` to a SimpleITK reader after ``ReadImageInformation``."""
+    """Apply ``limits`` to a SimpleITK reader after ``ReadImageInformation``; ``slices`` is
+    the number of frames of a whole series (every frame of every multi-frame file)."""
     import SimpleITK as sitk
 
     shape = tuple(int(s) for s in reader.GetSize())
@@ -178,18 +186,76 @@ TILT_DEGREES = 0.1
 """Slices displaced sideways by more than this angle from their normal are a gantry tilt."""
 
 
+def detached_data_files(header: Path) -> list[Path]:
+    """The data files a detached header names: MetaImage ``ElementDataFile`` (not ``LOCAL``),
+    NRRD ``data file:``. Empty for an attached header or one that cannot be read."""
+    header = Path(header)
+    try:
+        with open(header, "rb") as f:
+            text = f.read(64 * 1024).decode("latin-1")
+    except OSError:
+        return []
+    names: list[str] = []
+    if header.suffix.lower() in (".mhd", ".mha"):
+        m = re.search(r"^\s*ElementDataFile\s*=\s*(.+?)\s*$", text, re.MULTILINE)
+        if m and m.group(1).upper() not in ("LOCAL", "LIST") and "%" not in m.group(1):
+            names = [m.group(1)]
+    else:
+        head = text.split("\n\n", 1)[0]
+        m = re.search(r"^data ?file\s*:\s*(.+?)\s*$", head, re.MULTILINE)
+        if m and not m.group(1).upper().startswith("LIST") and "%" not in m.group(1):
+            names = [m.group(1)]
+    return [(header.parent / n) for n in names]
+
+
+def check_dicom_file(path: Path) -> int:
+    """Refuse a DICOM file segfew would read wrongly or not at all; returns its frames.
+
+    A Siemens MOSAIC (many slices tiled in one frame) would be read as one large 2D image;
+    a transfer syntax GDCM has no decoder for, or a file without pixel data, would fail
+    with the library's words.
+    """
+    from segfew.dicom import GDCM_SYNTAXES, dicom_header
+
+    header = dicom_header(path)
+    if header is None:
+        return 1
+    if not header.has_pixels:
+        raise DataError(f"DICOM {header.kind} holds no image (no pixel data)", path)
+    if header.mosaic:
+        raise DataError("Siemens MOSAIC image (many slices tiled in one frame), which segfew "
+                        "does not unpack; convert it first (e.g. dcm2niix)", path)
+    if header.transfer_syntax and header.transfer_syntax not in GDCM_SYNTAXES:
+        raise DataError(f"no decoder for the transfer syntax {header.transfer_syntax_name}; "
+                        "decompress it first (e.g. gdcmconv --raw or dcmdjpeg)", path)
+    return header.frames
+
+
 def read_dicom_series(path: Path, limits: ReadLimits
                       ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One DICOM series folder, checked for even slice spacing and gantry tilt first."""
+    """One DICOM series folder, checked for even slice spacing and gantry tilt first.
+
+    The series is the DICOM image files of the folder grouped by SeriesInstanceUID
+    (:func:`segfew.dicom.dicom_series_files`); a series of one file beside others (a stray
+    slice) is not part of it. Every frame of every file counts against ``limits``.
+    """
     import SimpleITK as sitk
 
+    from segfew.dicom import dicom_series_files
+
+    grouped = dicom_series_files(path)
+    multi = {uid: files for uid, files in grouped.items() if len(files) > 1} or grouped
+    if not multi:
+        raise DataError("cannot read image (no DICOM series found)", path)
+    if len(multi) > 1:
+        raise DataError(f"holds {len(multi)} DICOM series; give one folder per series", path)
+    uid, found = next(iter(multi.items()))
+    frames = sum(check_dicom_file(f) for f in found)
     with itk_messages(path):
-        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-        if not series:
-            raise DataError("cannot read image (no DICOM series found)", path)
-        if len(series) > 1:
-            raise DataError(f"holds {len(series)} DICOM series; give one folder per series", path)
-        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), uid)) if uid \
+            else []
+        if sorted(Path(f).name for f in files) != sorted(f.name for f in found):
+            files = [str(f) for f in found]
         positions, normal, first = [], None, None
         for name in files:
             reader = sitk.ImageFileReader()
@@ -197,12 +263,15 @@ def read_dicom_series(path: Path, limits: ReadLimits
             reader.ReadImageInformation()
             if first is None:
                 first = reader
-                check_itk_header(reader, limits, path, slices=len(files))
+                check_itk_header(reader, limits, path, slices=max(frames, len(files)))
             keys = set(reader.GetMetaDataKeys())
             if "0020|0032" in keys and "0020|0037" in keys:
                 positions.append([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
                 cosines = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
                 normal = np.cross(cosines[:3], cosines[3:6])
+        if frames > len(files):
+            raise DataError(f"a series of {len(files)} multi-frame DICOM files ({frames} frames); "
+                            "give one multi-frame file per case", path)
         if normal is not None and len(positions) == len(files):
             check_slice_positions(np.array(positions), normal, [Path(f).name for f in files],
                                   path)
