@@ -23,7 +23,8 @@ from segfew.data.case import _Problems
 from segfew.data.classes import _find_class_folders, _read_table, _with_targets
 from segfew.data.discover import _find_images, _find_segmentation, _nnunet_layout
 from segfew.errors import DataError
-from segfew.io import Image, is_image_file
+from segfew.data.scan import list_folder
+from segfew.io import Image
 
 __all__ = ["CaseReport", "DatasetReport", "inspect_dataset"]
 
@@ -135,6 +136,8 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
         found.items.append(e)
     for err in found.items:
         report.add(err)
+    for err in found.skipped:
+        report.add(err, fatal=False)
     if label_values is None and report.label_names:
         label_values = set(report.label_names)
     if channels:
@@ -166,8 +169,10 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
 
         written = read_label_names(labels)
         report.label_names = dict(enumerate(written)) if written else None
+    # the same listing every command uses: images, DICOM series folders, a CD's DICOMDIR
+    listed = bool(list_folder(images).images) if images.is_dir() else False
     segmentation = labels is not None or (layout is not None and layout[1] is not None) or (
-        table is None and images.is_dir() and any(is_image_file(p) for p in images.iterdir()))
+        table is None and listed)
     if segmentation:
         cases = _find_segmentation(images, labels, channels, found)
         report.kind = "segmentation" if any(c.labels for c in cases) else "images"
@@ -231,9 +236,15 @@ def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport) -> CaseR
 def _check_dataset(report: DatasetReport, cases: Sequence[Case]) -> None:
     """Problems that only show across cases."""
     if len(report.dims) > 1:
-        report.add("images mix 2D and 3D: "
-                   + ", ".join(f"{sum(1 for c in report.cases if c.shape and len(c.shape) == d)}"
-                               f" are {d}D" for d in report.dims))
+        by_dim = {d: [case for case, c in zip(cases, report.cases, strict=False)
+                      if c.shape and len(c.shape) == d] for d in report.dims}
+        fewest = min(by_dim, key=lambda d: len(by_dim[d]))
+        names = [c.images[0].name for c in by_dim[fewest][:5]]
+        more = len(by_dim[fewest]) - len(names)
+        report.add(f"images mix 2D and 3D: {', '.join(names)}{f' and {more} more' if more else ''}"
+                   f" {'is' if len(by_dim[fewest]) == 1 else 'are'} {fewest}D; "
+                   + ", ".join(f"{len(v)} {'is' if len(v) == 1 else 'are'} {d}D"
+                               for d, v in by_dim.items() if d != fewest))
     targets = [c.target for c in cases if c.target is not None]
     if targets:
         report.class_counts = dict(sorted(Counter(targets).items()))

@@ -117,6 +117,9 @@ class Image:
     """(qform_code, sform_code) of a NIfTI source, so written files keep the same meaning."""
     colour: bool = False
     """The file held colour (RGB) pixels, converted to grey on reading."""
+    nifti_units: str = "mm"
+    """Spatial unit of a NIfTI source (``mm``, ``micron``, ``meter``); ``affine`` is in mm
+    whatever it is, and outputs are written in it."""
 
     def __post_init__(self) -> None:
         if not self.source_shape:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.errors import DataError, SpecError
+from segfew.modelfile import ARG_BOUNDS
 from segfew.jobs.common import (
     guarded_run,
     plot_training,
@@ -184,7 +185,6 @@ def _pretrain(
     rules = spec.data.label_rules(range(len(declared)) if declared else None)  # the label set
     grid_cfg = spec.preprocess.plain()
     runtime = describe(spec.train.device, spec.train.precision, spec.train.channels_last)
-    runtime["memory_estimate_gib"] = _check_memory(spec, cases, len(declared) if declared else 2)
     train_x, train_y, _ = _segmentation_samples(train_cases, grid_cfg, dim, cache, rules)
     val_x, val_y, val_groups = _segmentation_samples(val_cases, grid_cfg, dim, cache,
                                                      rules)
@@ -192,6 +192,13 @@ def _pretrain(
     num_labels = int(max(int(y.max()) for y in train_y + val_y)) + 1
     names = declared or ["background"] + [f"label{i}" for i in range(1, num_labels)]
     num_labels = len(names)
+    if num_labels > ARG_BOUNDS["num_labels"]:  # predict and evaluate would refuse the model
+        raise DataError(f"the label maps hold values up to {num_labels - 1}: a network with "
+                        f"{num_labels} outputs is over segfew's bound of "
+                        f"{ARG_BOUNDS['num_labels']}; remap the labels with --label-map",
+                        spec.data.labels or spec.data.images)
+    # the memory check, for the labels that will actually be trained
+    runtime["memory_estimate_gib"] = _check_memory(spec, cases, num_labels)
     counts = np.zeros(num_labels)
     for y in train_y:
         counts += np.bincount(y.ravel(), minlength=num_labels)[:num_labels]
