@@ -190,10 +190,9 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
         remap_hint = ",".join(f"{v}:{i}" for i, v in enumerate(shown) if v != i)
         listed = ", ".join(str(v) for v in shown[:8]) + (", …" if len(shown) > 8 else "")
         raise DataError(f"label values {listed} are far sparser than their range 0..{top} "
-                        f"({len(shown)} values; a network would get {top + 1} outputs), like "
-                        "FreeSurfer codes: remap them to 0, 1, 2, … with --label-map "
-                        f"{remap_hint if len(remap_hint) < 120 else 'OLD:NEW,…'} (spec key "
-                        "label_map), or declare the label set (nnU-Net dataset.json)", path)
+                        f"({len(shown)} values, {top + 1} network outputs): remap them with "
+                        f"--label-map {remap_hint if len(remap_hint) < 80 else 'OLD:NEW,…'}",
+                        path)
     dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32
     return arr if arr.dtype == dtype else arr.astype(dtype)
 

@@ -22,8 +22,8 @@ from segfew.data import Case, group_identical_images, read_dataset_json
 from segfew.data.case import _Problems
 from segfew.data.classes import _find_class_folders, _read_table, _with_targets
 from segfew.data.discover import _find_images, _find_segmentation, _nnunet_layout
-from segfew.errors import DataError
 from segfew.data.scan import list_folder
+from segfew.errors import DataError
 from segfew.io import Image
 
 __all__ = ["CaseReport", "DatasetReport", "inspect_dataset"]

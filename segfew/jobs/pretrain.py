@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.errors import DataError, SpecError
-from segfew.modelfile import ARG_BOUNDS
 from segfew.jobs.common import (
     guarded_run,
     plot_training,
@@ -23,6 +22,7 @@ from segfew.jobs.common import (
     tensor_dataset,
     validation_split,
 )
+from segfew.modelfile import ARG_BOUNDS
 from segfew.spec import PretrainSpec
 
 if TYPE_CHECKING:
