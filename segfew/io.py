@@ -69,11 +69,11 @@ def is_image_file(path: Path) -> bool:
 
 def is_dicom_series_dir(path: Path) -> bool:
     """True for a folder that directly holds DICOM image files, found by their headers
-    (:func:`segfew.dicom.dicom_series_files`), whatever their suffix."""
+    (:func:`segfew.itk.dicom_series_files`), whatever their suffix."""
     path = Path(path)
     if not path.is_dir():
         return False
-    from segfew.dicom import dicom_series_files
+    from segfew.itk import dicom_series_files
 
     return bool(dicom_series_files(path))
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
 from segfew.data.scan import list_folder
-from segfew.dicom import dicom_header
 from segfew.errors import DataError, SpecError
 from segfew.io import case_id, is_image_file
+from segfew.itk import dicom_header
 
 # ------------------------------------------------------------------------- files
 

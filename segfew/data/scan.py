@@ -20,10 +20,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segfew.dicom import dicom_header, dicom_series_files
 from segfew.errors import DataError
 from segfew.io import is_image_file
-from segfew.itk import detached_data_files
+from segfew.itk import detached_data_files, dicom_header, dicom_series_files
 
 __all__ = ["Listing", "list_folder"]
 
