@@ -25,7 +25,7 @@ The checks, in order:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,6 +41,7 @@ __all__ = [
     "LabelRules",
     "check_label_values",
     "check_same_grid",
+    "consecutive_label_map",
     "read_case",
     "replace_non_finite",
 ]
@@ -195,6 +196,22 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
                         path)
     dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32
     return arr if arr.dtype == dtype else arr.astype(dtype)
+
+
+def consecutive_label_map(paths: Iterable[Path], limits: ReadLimits | None = None
+                          ) -> dict[int, int]:
+    """``{value: index}`` over every value the label maps at ``paths`` hold, in order, so
+    that sparse codes (FreeSurfer's 0, 2, 41, 1035, 2035) become 0, 1, 2, … (``label_map =
+    "consecutive"``). Background 0, when present, stays 0. Raises :class:`DataError` for a
+    map that cannot be read."""
+    found: set[int] = set()
+    for path in sorted(set(paths)):
+        arr = read_image(path, limits).array
+        values = np.unique(arr)
+        if values.dtype.kind == "f":
+            values = np.unique(np.rint(values[np.isfinite(values)]))
+        found.update(int(v) for v in values)
+    return {v: i for i, v in enumerate(sorted(found)) if v != i}
 
 
 def _remap(arr: np.ndarray, remap: Mapping[int, int]) -> np.ndarray:

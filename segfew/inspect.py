@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segfew.cases import LabelRules, read_case, source_shape
+from segfew.cases import LabelRules, consecutive_label_map, read_case, source_shape
 from segfew.data import Case, group_identical_images, read_dataset_json
 from segfew.data.case import _Problems
 from segfew.data.classes import _find_class_folders, _read_table, _with_targets
@@ -112,7 +112,7 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
                     label_column: str | None = None, group_column: str | None = None,
                     label_values: set[int] | None = None,
                     progress: Progress | None = None,
-                    label_map: Mapping[int, int] | None = None) -> DatasetReport:
+                    label_map: Mapping[int, int] | str | None = None) -> DatasetReport:
     """Match and read every case of a dataset, and report what it holds and what is wrong.
 
     ``images``/``labels``/``table``/``channels`` and the column names mean what they mean
@@ -120,7 +120,8 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
     dataset is read with its ``labelsTr``, a folder of class sub-folders as classes, and
     any other folder as unlabelled images. ``label_values`` is the declared label set
     (default: the labels of an nnU-Net ``dataset.json``, else any non-negative integer);
-    ``label_map`` remaps label values first (e.g. ``{255: 1}``). Each case is read through
+    ``label_map`` remaps label values first (e.g. ``{255: 1}``; ``"consecutive"``: the
+    values found become 0, 1, 2, …). Each case is read through
     the same door as training (:func:`segfew.cases.read_case`): what it refuses is a fatal
     problem, what it warns about (rounded labels, NaN voxels, colour converted) a note.
     """
@@ -145,8 +146,18 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
     elif cases and not report.channel_names:
         report.channel_names = cases[0].channel_names
 
+    remap: Mapping[int, int] | None = None
+    if isinstance(label_map, str):  # "consecutive", as pretrain resolves it: every label map
+        try:
+            remap = consecutive_label_map(p for c in cases for p in c.labels)
+            report.add("label values remapped (--label-map consecutive): " + (", ".join(
+                f"{a} → {b}" for a, b in remap.items()) or "none needed"), fatal=False)
+        except DataError:
+            remap = None  # the unreadable map is reported by its case
+    else:
+        remap = label_map
     for i, case in enumerate(cases):
-        rules = LabelRules(None if label_values is None else frozenset(label_values), label_map)
+        rules = LabelRules(None if label_values is None else frozenset(label_values), remap)
         report.cases.append(_inspect_case(case, rules, report))
         if progress is not None:
             progress(i + 1, len(cases), case.id)

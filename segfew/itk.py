@@ -43,17 +43,23 @@ def read_itk(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, di
             if not data.is_file():
                 raise DataError(f"the header names the data file {data.name}, which is missing "
                                 "(copy it beside the header)", path)
-    if path.suffix.lower() not in IMAGE_IOS or path.suffix.lower() == ".dcm":
+    dicom = path.suffix.lower() not in IMAGE_IOS or path.suffix.lower() == ".dcm"
+    if dicom:
         check_dicom_file(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     io = IMAGE_IOS.get(path.suffix.lower())
     if io is not None and path.suffix != path.suffix.lower():
         reader.SetImageIO(io)
-    with itk_messages(path):
-        reader.ReadImageInformation()
-        check_itk_header(reader, limits, path)
-        img = reader.Execute()
+    try:
+        with itk_messages(path):
+            reader.ReadImageInformation()
+            check_itk_header(reader, limits, path)
+            img = reader.Execute()
+    except RuntimeError:
+        if dicom and not _has_pixel_data(path):
+            raise DataError("DICOM file has no pixel data", path) from None
+        raise
     array, affine, colour = from_sitk(img, path)
     return array, affine, {"format": "itk", "colour": colour}
 
@@ -419,6 +425,17 @@ def dicom_series_files(folder: Path) -> dict[str, list[Path]]:
         if header is not None and header.has_pixels:
             series[header.series_uid].append(child)
     return dict(series)
+
+
+def _has_pixel_data(path: Path) -> bool:
+    """Whether the file holds a (Float/DoubleFloat) Pixel Data element (values not loaded)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), defer_size=256, force=True)
+    except Exception:
+        return True  # not for pydicom to say: the library's message stands
+    return any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009))
 
 
 def _has_tag(ds: object, group: int, element: int) -> bool:

@@ -312,3 +312,111 @@ def test_library_messages_lose_addresses_and_source_paths(tmp_path: Path, text: 
 
     said = _reason(RuntimeError(text), tmp_path / "a.mhd")
     assert "0x" not in said and ".cxx" not in said and "odd" in said.lower(), said
+
+
+def pydicom_file(path: Path, syntax: str = "1.2.840.10008.1.2.1",
+                 sop: str = "1.2.840.10008.5.1.4.1.1.7", pixels: bool = True,
+                 image: bool = True) -> Path:
+    """A DICOM file built with pydicom: any transfer syntax or SOP class, with or without
+    pixel data."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.Modality = generate_uid(), generate_uid(), "OT"
+    if image:
+        ds.Rows = ds.Columns = 8
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit, ds.PixelRepresentation, ds.SamplesPerPixel = 15, 0, 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+    if pixels:
+        raw = np.zeros((8, 8), np.uint16).tobytes()
+        ds.PixelData = raw if syntax == "1.2.840.10008.1.2.1" else encapsulate([raw])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize(("kind", "says"), [
+    ({"pixels": False}, "DICOM file has no pixel data"),
+    ({"pixels": False, "image": False, "sop": "1.2.840.10008.5.1.4.1.1.88.11"},
+     "DICOM Basic Text SR Storage holds no image"),
+    ({"syntax": "1.2.840.10008.1.2.4.201"},
+     "no decoder for the transfer syntax High-Throughput JPEG 2000"),
+    ({"syntax": "1.2.840.10008.1.2.4.202"}, "no decoder for the transfer syntax"),
+])
+def test_dicom_failures_are_said_in_words(tmp_path: Path, kind: dict, says: str) -> None:
+    from segfew.io import read_image
+
+    path = pydicom_file(tmp_path / "x.dcm", **kind)
+    with pytest.raises(DataError) as err:
+        read_image(path)
+    said = str(err.value)
+    assert says in said and "x.dcm" in said and "0x" not in said and "ITK" not in said, said
+
+
+@pytest.mark.parametrize("sop", ["1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+                                 "1.2.840.10008.5.1.4.1.1.11.1"])  # presentation state
+def test_non_image_dicom_objects_in_a_folder_are_skipped_with_the_reason(
+        tmp_path: Path, sop: str) -> None:
+    _series(tmp_path / "series", "1.2.3.9")
+    pydicom_file(tmp_path / "series" / "report.dcm", sop=sop, pixels=False, image=False)
+    assert _ids(tmp_path / "series") == ["series"]
+    assert "report.dcm: skipped: DICOM" in _skipped(tmp_path / "series")
+    from segfew.io import read_image
+
+    assert read_image(tmp_path / "series").shape == (8, 8, 4)
+
+
+@pytest.mark.parametrize("values", [(0, 2, 41, 1035, 2035), (0, 1, 2, 100)])
+def test_label_map_consecutive_remaps_the_values_found(
+        tmp_path: Path, values: tuple[int, ...]) -> None:
+    from segfew.inspect import inspect_dataset
+
+    for i in range(2):
+        save_nifti(tmp_path / "images" / f"c{i}.nii.gz", np.ones((8, 8), np.float32) * i)
+        label = np.zeros((8, 8), np.uint16)
+        for k, v in enumerate(values[: len(values) - i]):
+            label[k] = v
+        save_nifti(tmp_path / "labels" / f"c{i}.nii.gz", label)
+    refused = inspect_dataset(tmp_path / "images", tmp_path / "labels")
+    assert any("sparser" in p and "--label-map" in p for p in refused.fatal_problems)
+    report = inspect_dataset(tmp_path / "images", tmp_path / "labels", label_map="consecutive")
+    assert not report.fatal, report.problems
+    assert sorted(report.label_counts) == list(range(len(values)))
+    assert any(f"{values[-1]} → {len(values) - 1}" in p for p in report.problems)
+
+
+def test_a_batch_with_an_unreadable_input_writes_its_table_and_run_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from segfew import runinfo
+    from tests.conftest import invoke, make_segmenter, read_csv
+
+    for name in ("a", "b"):
+        save_nifti(tmp_path / "in" / f"{name}.nii.gz", np.ones((32, 32), np.float32))
+    locked = tmp_path / "in" / "locked.nii.gz"
+    locked.write_bytes(b"\0" * 64)
+    real = runinfo.file_digest
+
+    def digest(path: Path, chunk: int = 1 << 20) -> str:
+        if Path(path).name == locked.name:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, chunk)
+
+    monkeypatch.setattr(runinfo, "file_digest", digest)
+    model = make_segmenter(tmp_path / "seg.pt")
+    invoke("predict", "--model", str(model), "--input", str(tmp_path / "in"), "--out",
+           str(tmp_path / "out"), "--device", "cpu", "--no-progress", expect=1)
+    rows = {r["id"]: r["status"] for r in read_csv(tmp_path / "out" / "predictions.csv")}
+    assert rows == {"a": "ok", "b": "ok", "locked": "error"}
+    data = json.loads((tmp_path / "out" / "run.json").read_text())["data"]
+    assert {Path(r["path"]).name: r.get("unreadable") for r in data}["locked.nii.gz"]

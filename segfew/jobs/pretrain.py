@@ -179,6 +179,8 @@ def _pretrain(
     else:
         cases = [c for case in cases for c in (
             case.per_channel() if len(case.images) > 1 and len(case.labels) > 1 else [case])]
+    if spec.data.label_map == "consecutive":
+        spec = _resolve_consecutive(spec, cases)
     dim = spec.network.dim
     train_cases, val_cases = validation_split(cases, spec.train, per_class=False)
     declared = declared_label_names(spec)
@@ -273,6 +275,17 @@ def _pretrain(
     )
     save_model(spec.out, model, meta)
     return PretrainResult(spec.out, run_dir, dice, mean_dice, result.history, result.stopped)
+
+
+def _resolve_consecutive(spec: PretrainSpec, cases: Sequence[Case]) -> PretrainSpec:
+    """``label_map = "consecutive"``: the values of every label map, in order, become 0, 1,
+    2, …; the table is logged (the CLI prints it) and kept in the spec that run.json records."""
+    from segfew.cases import consecutive_label_map
+
+    mapping = consecutive_label_map(p for c in cases for p in c.labels)
+    log.info("label values remapped (--label-map consecutive): %s",
+             ", ".join(f"{old} → {new}" for old, new in mapping.items()) or "none needed")
+    return spec.model_copy(update={"data": spec.data.model_copy(update={"label_map": mapping})})
 
 
 def _check_memory(spec: PretrainSpec, cases: Sequence[Case], num_labels: int) -> float | None:
