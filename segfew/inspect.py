@@ -214,6 +214,10 @@ def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport) -> CaseR
         except DataError as e:
             report.add(e)
             out.ok = False
+        except OSError as e:  # the whole report is printed, whatever one file does
+            report.add(DataError(f"cannot be read ({e.strerror or e})",
+                                 e.filename or case.images[0]))
+            out.ok = False
     for w in caught:
         report.add(str(w.message), fatal=False)
     if images:
@@ -259,12 +263,16 @@ def _check_dataset(report: DatasetReport, cases: Sequence[Case]) -> None:
     targets = [c.target for c in cases if c.target is not None]
     if targets:
         report.class_counts = dict(sorted(Counter(targets).items()))
+        where = report.table or report.images
         if len(report.class_counts) < 2:
-            report.add(f"only one class ({targets[0]!r}); a classifier needs at least two")
+            report.add(DataError(f"only one class ({targets[0]!r}); a classifier needs at "
+                                 "least two", where))
         for name, count in report.class_counts.items():
             if count < 2:
-                report.add(f"class {name!r} has only {count} case; a split needs at least two",
-                           fatal=False)
+                (lone,) = [c for c in cases if c.target == name]
+                report.add(DataError(f"class {name!r} has only {count} case "
+                                     f"({lone.images[0].name if lone.images else lone.id}); "
+                                     "a split needs at least two", where), fatal=False)
     for units in group_identical_images(cases)[1]:
         report.add(f"identical images: {', '.join(units)} hold the same scan (experiment keeps "
                    "them on one side of every split; a copy in training and in a test set "
@@ -272,5 +280,5 @@ def _check_dataset(report: DatasetReport, cases: Sequence[Case]) -> None:
     if report.label_names:
         for value, name in sorted(report.label_names.items()):
             if report.label_counts and value not in report.label_counts:
-                report.add(f"label {value} ({name}) never appears in the label maps",
-                           fatal=False)
+                report.add(DataError(f"label {value} ({name}) never appears in the label "
+                                     "maps", report.labels or report.images), fatal=False)

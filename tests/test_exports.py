@@ -7,6 +7,7 @@ kind. The label-map kinds (FreeSurfer codes, JPEG masks) are also in the bad-inp
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -123,9 +124,14 @@ def test_a_cd_export_is_followed_through_its_dicomdir(tmp_path: Path, patients: 
     cd = tmp_path / "cd"
     fs.write(cd)
     assert (cd / "DICOMDIR").is_file()
+    from segfew.data import find_cases
+    from segfew.inspect import inspect_dataset
+
     for recursive in (False, True):
         ids = _ids(cd, recursive=recursive)
         assert len(ids) == 2 and all(i.startswith("PT00000") for i in ids), ids
+        assert [c.id for c in find_cases(cd, recursive=recursive)] == ids  # label, pretrain
+    assert [c.id for c in inspect_dataset(cd).cases] == ids
     assert "DICOMDIR" in _skipped(cd)
 
 
@@ -420,3 +426,22 @@ def test_a_batch_with_an_unreadable_input_writes_its_table_and_run_json(
     assert rows == {"a": "ok", "b": "ok", "locked": "error"}
     data = json.loads((tmp_path / "out" / "run.json").read_text())["data"]
     assert {Path(r["path"]).name: r.get("unreadable") for r in data}["locked.nii.gz"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="mode 000 does not stop root from reading")
+@pytest.mark.parametrize("name", ["locked.nii.gz", "IM000009"])
+def test_inspect_prints_its_whole_report_beside_an_unreadable_file(
+        tmp_path: Path, name: str) -> None:
+    from tests.conftest import invoke
+
+    for i in range(2):
+        _volume(tmp_path / f"v{i}.nii.gz")
+    locked = _volume(tmp_path / "locked.nii.gz") if name.endswith(".gz") else \
+        dicom_file(tmp_path / name, _slices())
+    locked.chmod(0)
+    try:
+        out = invoke("inspect", "--images", str(tmp_path), "--no-progress", expect=1)
+    finally:
+        locked.chmod(0o644)
+    assert name in out and "v0" in out and "Traceback" not in out, out

@@ -187,8 +187,7 @@ ChannelsOpt = Annotated[
 ]
 LabelMapOpt = Annotated[
     str | None,
-    typer.Option(help="Remap label values before the checks, e.g. 255:1 for a 0/255 mask; "
-                 "'consecutive' makes the values found 0, 1, 2, … (a printed table).",
+    typer.Option(help="Remap label values first: 255:1 (a 0/255 mask), or consecutive.",
                  show_default="none"),
 ]
 ProgressOpt = Annotated[bool, typer.Option(
