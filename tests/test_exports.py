@@ -445,3 +445,17 @@ def test_inspect_prints_its_whole_report_beside_an_unreadable_file(
     finally:
         locked.chmod(0o644)
     assert name in out and "v0" in out and "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("recursive", [False, True])
+def test_sub_folders_and_link_loops_are_said_not_walked_forever(
+        tmp_path: Path, recursive: bool) -> None:
+    _volume(tmp_path / "top.nii.gz")
+    _volume(tmp_path / "sub" / "inner.nii.gz")
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    ids = _ids(tmp_path, recursive=recursive)
+    said = _skipped(tmp_path, recursive)
+    if recursive:
+        assert ids == ["inner", "top"] and "loop: skipped: a link to a folder already read" in said
+    else:
+        assert ids == ["top"] and "sub: skipped: a sub-folder, not read without --recursive" in said

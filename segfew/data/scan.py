@@ -51,13 +51,18 @@ def list_folder(folder: Path, recursive: bool = False) -> Listing:
     folder = Path(folder)
     out = Listing()
     recursive = recursive or (folder / "DICOMDIR").is_file()
-    _list_dir(folder, folder, recursive, out, top=True)
+    _list_dir(folder, set(), recursive, out, top=True)
     out.images.sort()
     return out
 
 
-def _list_dir(folder: Path, root: Path, recursive: bool, out: Listing, top: bool) -> None:
+def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top: bool) -> None:
     try:
+        real = folder.resolve()
+        if real in seen:  # a link back up the tree
+            out.skip("a link to a folder already read", folder)
+            return
+        seen.add(real)
         children = sorted(folder.iterdir())
     except OSError as e:
         out.skip(f"folder cannot be read ({e.strerror or e})", folder)
@@ -73,15 +78,20 @@ def _list_dir(folder: Path, root: Path, recursive: bool, out: Listing, top: bool
             continue
         if child.is_dir():
             if recursive:
-                _list_dir(child, root, recursive, out, top=False)
+                _list_dir(child, seen, recursive, out, top=False)
+                if is_image_file(Path(child.name)) and not dicom_series_files(child):
+                    out.skip("a folder named like an image file, holding no DICOM series",
+                             child)
             elif top:
                 sub = dicom_series_files(child)
                 if sub:
                     _add_series(child, sub, out, whole_folder=True)
                 elif is_image_file(Path(child.name)):
                     out.skip("a folder named like an image file, holding no DICOM series", child)
-            if recursive and is_image_file(Path(child.name)) and not dicom_series_files(child):
-                out.skip("a folder named like an image file, holding no DICOM series", child)
+                elif not os.access(child, os.R_OK | os.X_OK):
+                    out.skip("folder cannot be read (permission denied)", child)
+                elif any(not c.name.startswith(".") for c in child.iterdir()):
+                    out.skip("a sub-folder, not read without --recursive", child)
             continue
         if not child.is_file():
             out.skip("not a regular file", child)
