@@ -291,6 +291,9 @@ def _reason(e: Exception, path: Path) -> str:
         if needle.lower() in raw.lower():
             return words
     text = raw
+    teem = re.findall(r"\[\w+\]\s*\w+:\s*(.+)", text)  # teem (NRRD): a chain, innermost last
+    if teem:
+        text = teem[-1]
     if "ERROR:" in text:
         text = text.rsplit("ERROR:", 1)[1]
     text = re.sub(r"\w+\s*\(0x[0-9a-fA-F]+\)\s*:?", "", text)  # Class(0x55…):

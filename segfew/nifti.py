@@ -90,10 +90,10 @@ def _raw_pixdim(block: bytes, sizeof_hdr: int) -> np.ndarray:
 
 @contextlib.contextmanager
 def _quiet_nibabel() -> Iterator[None]:
-    """nibabel logs header fixes at WARNING (printed); segfew says them as warnings."""
+    """nibabel logs header fixes and problems (printed); segfew says them itself."""
     logger = logging.getLogger("nibabel.global")
     level = logger.level
-    logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:

@@ -459,3 +459,25 @@ def test_sub_folders_and_link_loops_are_said_not_walked_forever(
         assert ids == ["inner", "top"] and "loop: skipped: a link to a folder already read" in said
     else:
         assert ids == ["top"] and "sub: skipped: a sub-folder, not read without --recursive" in said
+
+
+@pytest.mark.parametrize(("name", "content", "cause"), [
+    ("d.nrrd", b"NRRD0004\ntype: shrt\ndimension: 2\nsizes: 4 4\nencoding: raw\n\n" + bytes(32),
+     'couldn\'t parse type "shrt"'),
+    ("e.nhdr", b"NRRD0004\ntype: short\ndimension: 2\nsizes: 4 4\nencoding: raw\n"
+     b"data file: e.raw\n\n", "e.raw, which is missing"),
+])
+def test_teem_call_chains_become_one_cause(tmp_path: Path, name: str, content: bytes,
+                                           cause: str, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from segfew.io import read_image
+
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError) as err, caplog.at_level(logging.DEBUG, logger="segfew"):
+        read_image(tmp_path / name)
+    said = str(err.value)
+    assert cause in said and name in said, said
+    assert "[nrrd]" not in said and "0x" not in said and ".cxx" not in said, said
+    if "parse" in cause:  # the library's own words are kept for a bug report, at DEBUG
+        assert any("[nrrd]" in r.getMessage() for r in caplog.records)
