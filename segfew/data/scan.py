@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segfew.errors import DataError
-from segfew.io import is_image_file
+from segfew.io import IMAGE_SUFFIXES, is_image_file
 from segfew.itk import detached_data_files, dicom_header, dicom_series_files
 
 __all__ = ["Listing", "list_folder"]
@@ -79,14 +79,14 @@ def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top:
         if child.is_dir():
             if recursive:
                 _list_dir(child, seen, recursive, out, top=False)
-                if is_image_file(Path(child.name)) and not dicom_series_files(child):
+                if _named_like_image(child) and not dicom_series_files(child):
                     out.skip("a folder named like an image file, holding no DICOM series",
                              child)
             elif top:
                 sub = dicom_series_files(child)
                 if sub:
                     _add_series(child, sub, out, whole_folder=True)
-                elif is_image_file(Path(child.name)):
+                elif _named_like_image(child):
                     out.skip("a folder named like an image file, holding no DICOM series", child)
                 elif not os.access(child, os.R_OK | os.X_OK):
                     out.skip("folder cannot be read (permission denied)", child)
@@ -132,6 +132,11 @@ def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top:
         # among other images, or a series of one file, is a case of its own
         others = any(p.parent == folder for p in out.images)
         _add_series(folder, series, out, whole_folder=not others or not top)
+
+
+def _named_like_image(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) and len(name) > len(s) for s in IMAGE_SUFFIXES)
 
 
 def _add_series(folder: Path, series: dict[str, list[Path]], out: Listing,
