@@ -51,12 +51,25 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def manifest(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """One entry per input file: path, size and SHA-256."""
-    rows = []
-    for p in sorted({Path(p) for p in paths}):
-        if p.is_file():
+    """One entry per input file: path, size and SHA-256 (a DICOM series folder: each of its
+    files). A file that cannot be read is recorded as such (``unreadable``: the reason),
+    never re-opened into a crash after the outputs are written."""
+    rows: list[dict[str, Any]] = []
+    files: set[Path] = set()
+    for p in (Path(p) for p in paths):
+        if p.is_dir():
+            try:
+                files.update(c for c in p.iterdir() if c.is_file() and not c.name.startswith("."))
+            except OSError:
+                rows.append({"path": str(p), "unreadable": "folder cannot be listed"})
+        elif p.is_file():
+            files.add(p)
+    for p in sorted(files):
+        try:
             rows.append({"path": str(p), "bytes": p.stat().st_size, "sha256": file_digest(p)})
-    return rows
+        except OSError as e:
+            rows.append({"path": str(p), "unreadable": e.strerror or type(e).__name__})
+    return sorted(rows, key=lambda r: r["path"])
 
 
 def cpu_threads() -> int:

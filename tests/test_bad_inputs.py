@@ -64,12 +64,18 @@ def _bad_image(write: Callable[[Path], None], name: str = "bad.nii.gz") -> Write
     return make
 
 
-def _bad_label(array: np.ndarray | None = None, *, png: bool = False) -> Writer:
+def _bad_label(array: np.ndarray | None = None, *, png: bool = False, jpeg: bool = False
+               ) -> Writer:
     def make(root: Path) -> None:
         png_affine = np.diag([-1.0, -1.0, 1.0, 1.0])  # a PNG's grid, so only colour differs
         _good(root)
-        save_nifti(root / "images" / "bad.nii.gz", _scan(3), png_affine if png else None)
-        if png:
+        save_nifti(root / "images" / "bad.nii.gz", _scan(3), png_affine if png or jpeg else None)
+        if jpeg:  # a binary mask saved as JPEG: 0/255 plus compression noise
+            import SimpleITK as sitk
+
+            mask = (_mask(0) > 0).astype(np.uint8).T * 255
+            sitk.WriteImage(sitk.GetImageFromArray(mask), str(root / "labels" / "bad.jpg"))
+        elif png:
             import SimpleITK as sitk
 
             rgb = np.zeros((SIZE, SIZE, 3), np.uint8)
@@ -81,6 +87,12 @@ def _bad_label(array: np.ndarray | None = None, *, png: bool = False) -> Writer:
             assert array is not None
             save_nifti(root / "labels" / "bad.nii.gz", array)
     return make
+
+
+def _freesurfer() -> np.ndarray:
+    """FreeSurfer-style codes (0, 2, 41, 1035, 1041, 2035): a network would get 2036 outputs."""
+    codes = np.array([0, 2, 41, 1035], np.uint16)[_mask(0) + (_scan(0) > 50)]
+    return (codes + 1000 * (_mask(1) == 2)).astype(np.uint16)
 
 
 def _huge_header(path: Path) -> None:
@@ -166,6 +178,8 @@ DEFECTS: dict[str, tuple[Writer, str]] = {
     "mask-colour-png": (_bad_label(png=True), "label"),
     "mask-negative": (_bad_label(_mask(0).astype(np.int16) - 1), "label"),
     "mask-float": (_bad_label(_mask(0).astype(np.float32) * 0.5), "label"),
+    "mask-freesurfer-codes": (_bad_label(_freesurfer()), "label"),
+    "mask-jpeg": (_bad_label(jpeg=True), "label"),
 }
 
 #: what each defect must say (the door's words)
@@ -182,6 +196,8 @@ SAYS = {
     "mask-colour-png": "colour label map: give one integer label per pixel",
     "mask-negative": "label map has negative values (-1)",
     "mask-float": "label map has non-integer values (e.g. 0.5)",
+    "mask-freesurfer-codes": "far sparser than their range",
+    "mask-jpeg": "masks must be stored losslessly: PNG, NIfTI, NRRD",
 }
 
 #: where a table names the cases, the table's row is named instead
@@ -297,7 +313,8 @@ def test_every_command_refuses_every_defect_in_one_line(
         assert len(errors) == 1, output
         said = errors[0]
     bad_name = {"missing-channel": "images", "latin1-table": "table.csv",
-                "dicom-missing-slice": "bad", "mask-colour-png": "bad.png"}.get(defect, "bad.")
+                "dicom-missing-slice": "bad", "mask-colour-png": "bad.png",
+                "mask-jpeg": "bad.jpg"}.get(defect, "bad.")
     says, bad_name = SAYS_WITH_TABLE.get((defect, command), (SAYS[defect], bad_name))
     assert "".join(says.split()) in "".join(said.split()), said
     if kind == "label":  # the very line the door gives, whatever the command

@@ -157,10 +157,10 @@ def split_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def parse_label_map(value: str | None) -> dict[int, int] | None:
-    """``"255:1,128:2"`` → ``{255: 1, 128: 2}``; None stays None."""
-    if value is None:
-        return None
+def parse_label_map(value: str | None) -> dict[int, int] | str | None:
+    """``"255:1,128:2"`` → ``{255: 1, 128: 2}``; ``"consecutive"`` stays; None stays None."""
+    if value is None or value.strip().lower() == "consecutive":
+        return None if value is None else "consecutive"
     try:
         return {int(a): int(b) for a, b in (v.split(":") for v in value.split(",") if v.strip())}
     except ValueError:
@@ -187,7 +187,7 @@ ChannelsOpt = Annotated[
 ]
 LabelMapOpt = Annotated[
     str | None,
-    typer.Option(help="Remap label values before the checks, e.g. 255:1 for a 0/255 mask.",
+    typer.Option(help="Remap label values first: 255:1 (a 0/255 mask), or consecutive.",
                  show_default="none"),
 ]
 ProgressOpt = Annotated[bool, typer.Option(

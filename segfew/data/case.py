@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
 from segfew.io import case_id
 
 LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels")
@@ -72,6 +73,16 @@ class _Problems:
     def __init__(self, collect: bool) -> None:
         self.collect = collect
         self.items: list[DataError] = []
+        self.skipped: list[DataError] = []
+
+    def skip(self, skipped: Iterable[DataError]) -> None:
+        """Paths that are not part of any case: kept (``inspect``) or said as warnings."""
+        for err in skipped:
+            if any(str(err) == str(s) for s in self.skipped):
+                continue
+            self.skipped.append(err)
+            if not self.collect:
+                warnings.warn(DataWarning(err.message, err.path), stacklevel=4)
 
     def add(self, message: str, path: Path | None = None) -> None:
         err = DataError(message, path)

@@ -20,6 +20,7 @@ from segfew.data.case import (
     _Problems,
 )
 from segfew.data.discover import _find_images, _find_label, _index, _list_images, find_image_cases
+from segfew.data.scan import list_folder
 from segfew.errors import DataError
 from segfew.io import case_id, is_dicom_series_dir, is_image_file
 
@@ -262,13 +263,13 @@ def find_cases(images: Path, table: Path | None = None, channels: Sequence[str] 
 
 
 def has_class_folders(images: Path) -> bool:
-    """True if ``images`` holds sub-folders (not DICOM series) and no image files."""
+    """True if ``images`` holds sub-folders and no image (no image file, no DICOM series
+    sub-folder, no ``DICOMDIR``: :func:`segfew.data.scan.list_folder` finds none)."""
     images = Path(images)
-    if not images.is_dir() or is_dicom_series_dir(images):
+    if not images.is_dir() or is_dicom_series_dir(images) or (images / "DICOMDIR").is_file():
         return False
     children = [c for c in images.iterdir() if not c.name.startswith(".")]
-    return not any(c.is_file() and is_image_file(c) for c in children) and any(
-        c.is_dir() and not is_dicom_series_dir(c) for c in children)
+    return any(c.is_dir() for c in children) and not list_folder(images).images
 
 
 def attach_labels(cases: Sequence[Case], labels: Path) -> list[Case]:

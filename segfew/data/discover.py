@@ -6,47 +6,33 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
+from segfew.data.scan import list_folder
 from segfew.errors import DataError, SpecError
-from segfew.io import case_id, is_dicom_series_dir, is_image_file
+from segfew.io import case_id, is_image_file
+from segfew.io.itk import dicom_header
 
 # ------------------------------------------------------------------------- files
 
 
 def _list_images(folder: Path, problems: _Problems, recursive: bool = False) -> list[Path]:
-    """Image files (and DICOM series folders) in ``folder``, sorted; empty → problem."""
+    """Image files and DICOM series folders in ``folder``, sorted (:func:`list_folder`);
+    what is skipped is said (:meth:`_Problems.skip`); no image → a problem."""
     if not folder.exists():
         problems.add("no such folder", folder)
         return []
     if not folder.is_dir():
         problems.add("is not a folder", folder)
         return []
-    found: list[Path] = []
-    series: dict[Path, bool] = {}
-    children = sorted(folder.rglob("*") if recursive else folder.iterdir())
-    for child in children:
-        if any(part.startswith(".") for part in child.relative_to(folder).parts):
-            continue
-        if child.is_file() and is_image_file(child):
-            parent = child.parent
-            if parent != folder and child.suffix.lower() == ".dcm":
-                if parent not in series:
-                    series[parent] = is_dicom_series_dir(parent)
-                if series[parent]:
-                    continue  # a slice of a series folder, which is listed itself
-            found.append(child)
-        elif child.is_dir():
-            if child not in series:
-                series[child] = is_dicom_series_dir(child)
-            if series[child]:
-                found.append(child)
-    if not found:
+    listing = list_folder(folder, recursive)
+    problems.skip(listing.skipped)
+    if not listing.images:
         problems.add("no image files found (supported: .nii.gz, .nii, .nrrd, .mha, .mhd, "
-                     ".png, .jpg, .tif, .dcm, DICOM series folders)", folder)
-    return found
+                     ".png, .jpg, .tif, .dcm, DICOM series folders, DICOMDIR)", folder)
+    return listing.images
 
 
 def _index(paths: Iterable[Path], problems: _Problems) -> dict[str, Path]:
@@ -267,13 +253,13 @@ def _find_images(inputs: Path | Sequence[Path], channels: Sequence[str] | None,
     files: list[Path] = []
     nnunet = False
     for item in items:
-        if item.is_dir() and not is_dicom_series_dir(item):
+        if item.is_dir():
             layout = _nnunet_layout(item)
             if layout is not None:
                 nnunet = channels is None
                 item = layout[0]
             files += _list_images(item, problems, recursive)
-        elif item.exists() and (is_image_file(item) or is_dicom_series_dir(item)):
+        elif item.is_file() and (is_image_file(item) or dicom_header(item) is not None):
             files.append(item)
         elif item.exists():
             problems.add("not an image file or folder", item)
@@ -287,24 +273,17 @@ def _find_images(inputs: Path | Sequence[Path], channels: Sequence[str] | None,
     return [cases[cid] for cid in sorted(cases)]
 
 
-# Files in an input folder that are obviously not scans: skipped without an error row.
-NON_IMAGE_SUFFIXES = frozenset({
-    ".csv", ".tsv", ".json", ".txt", ".md", ".rst", ".toml", ".yaml", ".yml", ".xml",
-    ".html", ".pdf", ".log", ".pt", ".pth", ".py", ".sh", ".zip", ".tar", ".xlsx",
-    ".xls", ".ini", ".cfg", ".pkl", ".npy", ".npz",
-})
-
-
 # ------------------------------------------------------------------------- any inputs
 
 
 def collect_cases(inputs: Sequence[Path], *, recursive: bool = False,
                   channels: Sequence[str] | None = None) -> list[Case]:
-    """Cases for every input file or folder, in order, including files that are not images.
+    """Cases for every input file or folder, in order (the batch commands' door).
 
     A named file always becomes a case (an unsupported or corrupt one then fails when it is
-    read, and gets an error row). In folders, files of unsupported formats also get a case,
-    except obviously non-image files (tables, text, JSON, model files) and hidden files.
+    read, and gets an error row). In folders, what is not part of an image (tables, text,
+    data files no header names, non-image DICOM objects, dangling links) is skipped with a
+    :class:`~segfew.errors.DataWarning` naming it (:func:`segfew.data.scan.list_folder`).
     """
     cases: list[Case] = []
     for raw in inputs:
@@ -313,52 +292,13 @@ def collect_cases(inputs: Sequence[Path], *, recursive: bool = False,
             raise DataError("input not found", path)
         if path.is_file():
             try:
-                found = (find_image_cases(path, channels=channels, recursive=recursive,
-                                          keep_incomplete=True)
-                         if is_image_file(path) else [])
+                found = find_image_cases(path, channels=channels, recursive=recursive,
+                                         keep_incomplete=True)
             except DataError:
                 found = []
             # a named file always gets a row; reading it later says what is wrong with it
             cases.extend(found or [Case(id=case_id(path), images=(path,))])
             continue
-        try:
-            found = find_image_cases(path, channels=channels, recursive=recursive,
-                                     keep_incomplete=True)
-        except DataError:
-            # e.g. "no images in folder": fine when the folder holds only unsupported files,
-            # which get error rows below; any other folder-level problem stands
-            if _has_images(path, recursive) or not _unsupported_files(path, recursive, set()):
-                raise
-            found = []
-        cases.extend(found)
-        listed = {p.resolve() for c in found for p in c.images}
-        cases.extend(Case(id=case_id(p), images=(p,))
-                     for p in _unsupported_files(path, recursive, listed))
+        cases.extend(find_image_cases(path, channels=channels, recursive=recursive,
+                                      keep_incomplete=True))
     return cases
-
-
-def _walk(folder: Path, recursive: bool) -> Iterator[Path]:
-    for p in sorted(folder.rglob("*") if recursive else folder.iterdir()):
-        rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if p.is_file():
-            yield p
-
-
-def _has_images(folder: Path, recursive: bool) -> bool:
-    return any(is_image_file(p) for p in _walk(folder, recursive))
-
-
-def _unsupported_files(folder: Path, recursive: bool, listed: set[Path]) -> list[Path]:
-    out = []
-    for p in _walk(folder, recursive):
-        resolved = p.resolve()
-        # a file already in a case, or inside a DICOM series folder that is one
-        if resolved in listed or any(parent in listed for parent in resolved.parents):
-            continue
-        if p.suffix.lower() in NON_IMAGE_SUFFIXES:
-            continue
-        if not is_image_file(p):
-            out.append(p)
-    return out

@@ -21,9 +21,10 @@ from segfew.data import Case, group_identical_images, read_dataset_json
 from segfew.data.case import _Problems
 from segfew.data.classes import _find_class_folders, _read_table, _with_targets
 from segfew.data.discover import _find_images, _find_segmentation, _nnunet_layout
-from segfew.data.read import LabelRules, read_case, source_shape
+from segfew.data.read import LabelRules, consecutive_label_map, read_case, source_shape
+from segfew.data.scan import list_folder
 from segfew.errors import DataError
-from segfew.io import Image, is_image_file
+from segfew.io import Image
 
 __all__ = ["CaseReport", "DatasetReport", "inspect_dataset"]
 
@@ -111,7 +112,7 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
                     label_column: str | None = None, group_column: str | None = None,
                     label_values: set[int] | None = None,
                     progress: Progress | None = None,
-                    label_map: Mapping[int, int] | None = None) -> DatasetReport:
+                    label_map: Mapping[int, int] | str | None = None) -> DatasetReport:
     """Match and read every case of a dataset, and report what it holds and what is wrong.
 
     ``images``/``labels``/``table``/``channels`` and the column names mean what they mean
@@ -119,7 +120,8 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
     dataset is read with its ``labelsTr``, a folder of class sub-folders as classes, and
     any other folder as unlabelled images. ``label_values`` is the declared label set
     (default: the labels of an nnU-Net ``dataset.json``, else any non-negative integer);
-    ``label_map`` remaps label values first (e.g. ``{255: 1}``). Each case is read through
+    ``label_map`` remaps label values first (e.g. ``{255: 1}``; ``"consecutive"``: the
+    values found become 0, 1, 2, …). Each case is read through
     the same door as training (:func:`segfew.data.read.read_case`): what it refuses is a fatal
     problem, what it warns about (rounded labels, NaN voxels, colour converted) a note.
     """
@@ -135,6 +137,8 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
         found.items.append(e)
     for err in found.items:
         report.add(err)
+    for err in found.skipped:
+        report.add(err, fatal=False)
     if label_values is None and report.label_names:
         label_values = set(report.label_names)
     if channels:
@@ -142,8 +146,18 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
     elif cases and not report.channel_names:
         report.channel_names = cases[0].channel_names
 
+    remap: Mapping[int, int] | None = None
+    if isinstance(label_map, str):  # "consecutive", as pretrain resolves it: every label map
+        try:
+            remap = consecutive_label_map(p for c in cases for p in c.labels)
+            report.add("label values remapped (--label-map consecutive): " + (", ".join(
+                f"{a} → {b}" for a, b in remap.items()) or "none needed"), fatal=False)
+        except DataError:
+            remap = None  # the unreadable map is reported by its case
+    else:
+        remap = label_map
     for i, case in enumerate(cases):
-        rules = LabelRules(None if label_values is None else frozenset(label_values), label_map)
+        rules = LabelRules(None if label_values is None else frozenset(label_values), remap)
         report.cases.append(_inspect_case(case, rules, report))
         if progress is not None:
             progress(i + 1, len(cases), case.id)
@@ -166,8 +180,10 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
 
         written = read_label_names(labels)
         report.label_names = dict(enumerate(written)) if written else None
+    # the same listing every command uses: images, DICOM series folders, a CD's DICOMDIR
+    listed = bool(list_folder(images).images) if images.is_dir() else False
     segmentation = labels is not None or (layout is not None and layout[1] is not None) or (
-        table is None and images.is_dir() and any(is_image_file(p) for p in images.iterdir()))
+        table is None and listed)
     if segmentation:
         cases = _find_segmentation(images, labels, channels, found)
         report.kind = "segmentation" if any(c.labels for c in cases) else "images"
@@ -197,6 +213,10 @@ def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport) -> CaseR
             images, labels = read_case(case, rules)
         except DataError as e:
             report.add(e)
+            out.ok = False
+        except OSError as e:  # the whole report is printed, whatever one file does
+            report.add(DataError(f"cannot be read ({e.strerror or e})",
+                                 e.filename or case.images[0]))
             out.ok = False
     for w in caught:
         report.add(str(w.message), fatal=False)
@@ -231,18 +251,28 @@ def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport) -> CaseR
 def _check_dataset(report: DatasetReport, cases: Sequence[Case]) -> None:
     """Problems that only show across cases."""
     if len(report.dims) > 1:
-        report.add("images mix 2D and 3D: "
-                   + ", ".join(f"{sum(1 for c in report.cases if c.shape and len(c.shape) == d)}"
-                               f" are {d}D" for d in report.dims))
+        by_dim = {d: [case for case, c in zip(cases, report.cases, strict=False)
+                      if c.shape and len(c.shape) == d] for d in report.dims}
+        fewest = min(by_dim, key=lambda d: len(by_dim[d]))
+        names = [c.images[0].name for c in by_dim[fewest][:5]]
+        more = len(by_dim[fewest]) - len(names)
+        report.add(f"images mix 2D and 3D: {', '.join(names)}{f' and {more} more' if more else ''}"
+                   f" {'is' if len(by_dim[fewest]) == 1 else 'are'} {fewest}D; "
+                   + ", ".join(f"{len(v)} {'is' if len(v) == 1 else 'are'} {d}D"
+                               for d, v in by_dim.items() if d != fewest))
     targets = [c.target for c in cases if c.target is not None]
     if targets:
         report.class_counts = dict(sorted(Counter(targets).items()))
+        where = report.table or report.images
         if len(report.class_counts) < 2:
-            report.add(f"only one class ({targets[0]!r}); a classifier needs at least two")
+            report.add(DataError(f"only one class ({targets[0]!r}); a classifier needs at "
+                                 "least two", where))
         for name, count in report.class_counts.items():
             if count < 2:
-                report.add(f"class {name!r} has only {count} case; a split needs at least two",
-                           fatal=False)
+                (lone,) = [c for c in cases if c.target == name]
+                report.add(DataError(f"class {name!r} has only {count} case "
+                                     f"({lone.images[0].name if lone.images else lone.id}); "
+                                     "a split needs at least two", where), fatal=False)
     for units in group_identical_images(cases)[1]:
         report.add(f"identical images: {', '.join(units)} hold the same scan (experiment keeps "
                    "them on one side of every split; a copy in training and in a test set "
@@ -250,5 +280,5 @@ def _check_dataset(report: DatasetReport, cases: Sequence[Case]) -> None:
     if report.label_names:
         for value, name in sorted(report.label_names.items()):
             if report.label_counts and value not in report.label_counts:
-                report.add(f"label {value} ({name}) never appears in the label maps",
-                           fatal=False)
+                report.add(DataError(f"label {value} ({name}) never appears in the label "
+                                     "maps", report.labels or report.images), fatal=False)

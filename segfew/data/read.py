@@ -25,7 +25,7 @@ The checks, in order:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,6 +41,7 @@ __all__ = [
     "LabelRules",
     "check_label_values",
     "check_same_grid",
+    "consecutive_label_map",
     "read_case",
     "replace_non_finite",
 ]
@@ -131,6 +132,13 @@ def replace_non_finite(array: np.ndarray, path: Path) -> np.ndarray:
     return np.where(finite, array, low).astype(array.dtype, copy=False)
 
 
+SPARSE_MIN_TOP = 16
+"""A label map whose largest value is at least this, and more than ``SPARSE_RATIO`` times
+the number of values present, is a code book (FreeSurfer's 0, 2, 41, 1035, 2035), not
+consecutive labels: a network would get an output per unused code."""
+SPARSE_RATIO = 4
+
+
 def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | None,
                        path: Path, remap: Mapping[int, int] | None = None,
                        colour: bool = False) -> np.ndarray:
@@ -141,6 +149,9 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
     """
     if colour:
         raise DataError("colour label map: give one integer label per pixel", path)
+    if Path(path).name.lower().endswith((".jpg", ".jpeg")):
+        raise DataError("label map stored as JPEG, whose lossy compression changes label "
+                        "values: masks must be stored losslessly: PNG, NIfTI, NRRD", path)
     arr = np.asarray(label)
     if arr.dtype.kind == "b":
         arr = arr.astype(np.uint8)
@@ -175,8 +186,32 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
         if bad:
             raise DataError(f"label values {bad} outside the declared set {sorted(allowed)}", path)
     top = int(values[-1]) if values.size else 0
+    if allowed is None and top >= SPARSE_MIN_TOP and top + 1 > SPARSE_RATIO * len(present):
+        shown = sorted(present)
+        remap_hint = ",".join(f"{v}:{i}" for i, v in enumerate(shown) if v != i)
+        listed = ", ".join(str(v) for v in shown[:8]) + (", …" if len(shown) > 8 else "")
+        raise DataError(f"label values {listed} are far sparser than their range 0..{top} "
+                        f"({len(shown)} values, {top + 1} network outputs): remap them with "
+                        f"--label-map {remap_hint if len(remap_hint) < 80 else 'OLD:NEW,…'}",
+                        path)
     dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32
     return arr if arr.dtype == dtype else arr.astype(dtype)
+
+
+def consecutive_label_map(paths: Iterable[Path], limits: ReadLimits | None = None
+                          ) -> dict[int, int]:
+    """``{value: index}`` over every value the label maps at ``paths`` hold, in order, so
+    that sparse codes (FreeSurfer's 0, 2, 41, 1035, 2035) become 0, 1, 2, … (``label_map =
+    "consecutive"``). Background 0, when present, stays 0. Raises :class:`DataError` for a
+    map that cannot be read."""
+    found: set[int] = set()
+    for path in sorted(set(paths)):
+        arr = read_image(path, limits).array
+        values = np.unique(arr)
+        if values.dtype.kind == "f":
+            values = np.unique(np.rint(values[np.isfinite(values)]))
+        found.update(int(v) for v in values)
+    return {v: i for i, v in enumerate(sorted(found)) if v != i}
 
 
 def _remap(arr: np.ndarray, remap: Mapping[int, int]) -> np.ndarray:

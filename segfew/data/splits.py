@@ -46,7 +46,10 @@ def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list
     for case in cases:
         # an absent or empty file is no scan (the reader refuses it)
         for path in (p for p in case.images if Path(p).is_file() and Path(p).stat().st_size):
-            digest = file_digest(Path(path))
+            try:
+                digest = file_digest(Path(path))
+            except OSError:
+                continue  # an unreadable file: the reader says so, naming it
             unit = case.group or case.id
             a, b = root(first.setdefault(digest, unit)), root(unit)
             if a != b:

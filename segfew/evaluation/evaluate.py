@@ -235,7 +235,7 @@ def evaluate_paths(model_path: str | Path, images: Path, out_dir: Path, *,
                    table: Path | None = None, labels: Path | None = None,
                    channels: Sequence[str] | None = None, id_column: str | None = None,
                    label_column: str | None = None, group_column: str | None = None,
-                   label_map: Mapping[int, int] | None = None, device: str = "auto",
+                   label_map: Mapping[int, int] | str | None = None, device: str = "auto",
                    batch_size: int = 8, bootstrap: int = 1000,
                    seed: int = 0, progress: ProgressFn | None = None,
                    run_spec: BaseModel | dict[str, Any] | None = None
@@ -245,6 +245,9 @@ def evaluate_paths(model_path: str | Path, images: Path, out_dir: Path, *,
     ``run_spec`` (the command's resolved spec) is saved in ``run.json``."""
     from segfew.data import find_classification_cases, find_segmentation_cases
 
+    if isinstance(label_map, str):  # the test labels may lack a value the training maps held
+        raise SpecError("--label-map consecutive is for pretrain; to evaluate, give the table "
+                        "pretrain printed (OLD:NEW pairs, e.g. 2:1,41:2)")
     predictor = Predictor(model_path, device=device, batch_size=batch_size)
     meta = predictor.meta
     if channels is None and meta.channels:

@@ -16,7 +16,7 @@ read. What ITK would print goes out as :class:`~segfew.errors.DataWarning` namin
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import math
 import os
 import re
@@ -68,26 +68,28 @@ def is_image_file(path: Path) -> bool:
 
 
 def is_dicom_series_dir(path: Path) -> bool:
-    """True for a folder whose files are DICOM (``.dcm`` or the ``DICM`` preamble)."""
+    """True for a folder that directly holds DICOM image files, found by their headers
+    (:func:`segfew.io.itk.dicom_series_files`), whatever their suffix."""
     path = Path(path)
     if not path.is_dir():
         return False
-    for child in sorted(path.iterdir())[:50]:
-        if not child.is_file() or child.name.startswith("."):
-            continue
-        if child.suffix.lower() == ".dcm":
-            return True
-        if child.suffix == "" or child.suffix.lower() == ".ima":
-            with contextlib.suppress(OSError), open(child, "rb") as f:
-                f.seek(128)
-                if f.read(4) == b"DICM":
-                    return True
-    return False
+    from segfew.io.itk import dicom_series_files
+
+    return bool(dicom_series_files(path))
 
 
 def case_id(path: Path) -> str:
-    """File name without its image suffix: ``a/b/p1_frame01.nii.gz`` → ``p1_frame01``."""
-    name = Path(path).name
+    """File name without its image suffix: ``a/b/p1_frame01.nii.gz`` → ``p1_frame01``.
+
+    A series folder of a CD export (below a ``DICOMDIR``) is named by its path from there,
+    ``PT000000_ST000000_SE000000``, since every patient's first series is ``SE000000``.
+    """
+    path = Path(path)
+    name = path.name
+    if not _image_suffix(name) and path.is_dir():
+        for parent in list(path.parents)[:6]:
+            if (parent / "DICOMDIR").is_file():
+                return "_".join(path.relative_to(parent).parts)
     suffix = _image_suffix(name)
     return name[: -len(suffix)] if suffix else name
 
@@ -115,6 +117,9 @@ class Image:
     """(qform_code, sform_code) of a NIfTI source, so written files keep the same meaning."""
     colour: bool = False
     """The file held colour (RGB) pixels, converted to grey on reading."""
+    nifti_units: str = "mm"
+    """Spatial unit of a NIfTI source (``mm``, ``micron``, ``meter``); ``affine`` is in mm
+    whatever it is, and outputs are written in it."""
 
     def __post_init__(self) -> None:
         if not self.source_shape:
@@ -232,6 +237,8 @@ def read_image(path: str | Path, limits: ReadLimits | None = None) -> Image:
         if path.stat().st_size == 0:
             raise DataError("cannot read image (empty file)", path)
         suffix = _image_suffix(path.name)
+        if suffix is None and _is_dicom_file(path):
+            suffix = ".dcm"  # DICOM files often have no suffix (IM000001)
         if suffix is None:
             raise DataError(f"not a supported image file (suffixes: {', '.join(IMAGE_SUFFIXES)})",
                             path)
@@ -242,21 +249,60 @@ def read_image(path: str | Path, limits: ReadLimits | None = None) -> Image:
         raise
     except MemoryError:
         raise DataError("not enough memory to read this image", path) from None
+    except PermissionError:
+        raise DataError("file cannot be read (permission denied)", path) from None
     except Exception as e:
+        log.debug("%s: %s", path, e)  # the library's own words, for a bug report
         raise DataError(f"cannot read image ({_reason(e, path)})", path) from None
     return _make_image(array, affine, path, **extra)
 
 
+def _is_dicom_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+log = logging.getLogger("segfew.io")
+
+#: library messages that have a cause in words
+_CAUSES = (
+    ("Unable to determine ImageIO reader", "unknown format or corrupt file"),
+    ("File cannot be read", "file cannot be read (missing data file or corrupt header)"),
+    ("No pixel data", "no pixel data"),
+    ("Could not find a decoder", "no decoder for the transfer syntax"),
+    ("Unhandled Transfer Syntax", "no decoder for the transfer syntax"),
+    ("Unsupported", "unsupported object type"),
+)
+
+
 def _reason(e: Exception, path: Path) -> str:
-    """The useful part of a library's error message, without paths or C++ locations."""
-    text = str(e).strip()
+    """The cause in words, without pointer addresses, C++ source paths or call chains.
+
+    Known library messages become a fixed phrase; others are stripped of ITK's
+    ``Class(0x…)`` prefixes, ``/…/file.cxx:123`` locations and ``sitk::ERROR`` chains. The raw
+    text goes to the ``segfew.io`` logger at DEBUG level.
+    """
+    raw = str(e).strip()
+    for needle, words in _CAUSES:
+        if needle.lower() in raw.lower():
+            return words
+    text = raw
+    teem = re.findall(r"\[\w+\]\s*\w+:\s*(.+)", text)  # teem (NRRD): a chain, innermost last
+    if teem:
+        text = teem[-1]
     if "ERROR:" in text:
         text = text.rsplit("ERROR:", 1)[1]
+    text = re.sub(r"\w+\s*\(0x[0-9a-fA-F]+\)\s*:?", "", text)  # Class(0x55…):
+    text = re.sub(r"\S+\.(cxx|cpp|hxx|h|txx|c)(:\d+)?:?", "", text)  # C++ source locations
+    text = re.sub(r"\b(in|In)\s+\S+::\S+", "", text)
+    text = re.sub(r"0x[0-9a-fA-F]{6,}", "", text)
     text = text.replace(f'"{path}"', "").replace(str(path), "").replace(path.name, "")
     text = re.sub(r"^\s*File\s+(is\s+)?", "", text.replace('""', "").replace("''", ""))
     text = " ".join(text.split()).strip(" :.") or type(e).__name__
-    if "Unable to determine ImageIO reader" in str(e):
-        text = "unknown format or corrupt file"
     return text[:160]
 
 

@@ -8,15 +8,19 @@ read, so a truncated file or a gzip bomb is a one-line error, never unbounded me
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
 import math
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
 from segfew.io import ReadLimits, format_bytes, grey
 
 if TYPE_CHECKING:
@@ -41,9 +45,12 @@ def read_nifti(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, 
         if sizeof_hdr not in (348, 540):
             raise DataError("cannot read image (not a NIfTI header)", path)
         f.seek(0)
+        raw_header = f.read(sizeof_hdr)
+        f.seek(0)
         klass = nib.Nifti1Image if sizeof_hdr == 348 else nib.Nifti2Image
         holder = nib.fileholders.FileHolder(fileobj=f)
-        img = klass.from_file_map({"header": holder, "image": holder})
+        with _quiet_nibabel():
+            img = klass.from_file_map({"header": holder, "image": holder})
         header = img.header
         raw_dtype = np.dtype(header.get_data_dtype())
         shape = tuple(int(s) for s in img.shape)
@@ -56,6 +63,7 @@ def read_nifti(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, 
         scaled = (slope not in (None, 1.0)) or (inter not in (None, 0.0))
         extra: dict[str, Any] = {"format": "nifti", "nifti_codes":
                                  (int(header["qform_code"]), int(header["sform_code"]))}
+        affine = _affine_in_mm(img, path, extra, _raw_pixdim(raw_header, sizeof_hdr))
         if raw_dtype.fields:  # RGB24 / RGBA32: a record per voxel
             array = np.asarray(img.dataobj)
             names = raw_dtype.names or ()
@@ -66,7 +74,56 @@ def read_nifti(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, 
             array = np.asarray(img.get_fdata(dtype=np.float32))
     if array.ndim == 5 and array.shape[3] == 1 and array.shape[4] in (3, 4):  # vector intent
         array, extra["colour"] = grey(array[:, :, :, 0, :3], path)
-    return array, np.asarray(img.affine, dtype=float), extra
+    return array, affine, extra
+
+
+#: NIfTI spatial units (``xyzt_units``) → millimetres; "unknown" is taken as mm, as ITK does
+UNIT_MM = {"mm": 1.0, "micron": 1e-3, "meter": 1e3, "unknown": 1.0}
+
+
+def _raw_pixdim(block: bytes, sizeof_hdr: int) -> np.ndarray:
+    """pixdim as stored (nibabel replaces a 0 by 1 on loading, with a log line)."""
+    little = int.from_bytes(block[:4], "little") == sizeof_hdr
+    offset, kind = (76, "f4") if sizeof_hdr == 348 else (104, "f8")
+    return np.frombuffer(block, dtype=("<" if little else ">") + kind, count=8, offset=offset)
+
+
+@contextlib.contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """nibabel logs header fixes and problems (printed); segfew says them itself."""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _affine_in_mm(img: Any, path: Path, extra: dict[str, Any], pixdim: np.ndarray
+                  ) -> np.ndarray:
+    """The voxel → world affine in mm, whatever spatial unit the file declares.
+
+    The unit is kept (``extra["nifti_units"]``) so that :func:`write_nifti` writes outputs in
+    it: ITK-SNAP and 3D Slicer convert µm and m to mm, so a label map must say the scan's
+    unit to overlay it. A voxel size of 0 (pixdim) is taken as 1 and said in a warning.
+    """
+    header = img.header
+    unit = header.get_xyzt_units()[0] or "unknown"
+    scale = UNIT_MM.get(unit, 1.0)
+    if unit in ("micron", "meter"):
+        extra["nifti_units"] = unit
+    affine = np.array(img.affine, dtype=float)
+    ndim = min(3, len(img.shape))
+    zooms = pixdim[1: ndim + 1]
+    for axis, zoom in enumerate(zooms):
+        if np.linalg.norm(affine[:3, axis]) == 0 or (zoom == 0 and not header["sform_code"]):
+            warnings.warn(DataWarning(f"pixdim[{axis + 1}] (voxel size along axis {axis}) is "
+                                      f"{zoom:g}: taken as 1", path), stacklevel=4)
+            if np.linalg.norm(affine[:3, axis]) == 0:
+                affine[axis, axis] = 1.0
+    affine[:3, :] *= scale
+    return affine
 
 
 def _check_stored_size(path: Path, gzipped: bool, offset: int, declared: int) -> None:
@@ -136,10 +193,13 @@ def write_nifti(array: np.ndarray, reference: Image, path: Path, vector: bool = 
 
     if vector and array.ndim == 3:
         array = array[:, :, None, :]
-    img = nib.Nifti1Image(array, reference.source_affine)
+    unit = reference.nifti_units
+    affine = np.array(reference.source_affine, dtype=float)
+    affine[:3, :] /= UNIT_MM.get(unit, 1.0)  # back in the scan's unit, so viewers overlay
+    img = nib.Nifti1Image(array, affine)
     qcode, scode = reference.nifti_codes
-    img.set_qform(reference.source_affine, code=qcode or 1)
-    img.set_sform(reference.source_affine, code=scode or (0 if qcode else 1))
+    img.set_qform(affine, code=qcode or 1)
+    img.set_sform(affine, code=scode or (0 if qcode else 1))
     img.header.set_data_dtype(array.dtype)
-    img.header.set_xyzt_units("mm")
+    img.header.set_xyzt_units(unit)
     nib.save(img, str(path))

@@ -22,6 +22,7 @@ from segfew.jobs.common import (
     tensor_dataset,
     validation_split,
 )
+from segfew.modelfile import ARG_BOUNDS
 from segfew.spec import PretrainSpec
 
 if TYPE_CHECKING:
@@ -178,13 +179,14 @@ def _pretrain(
     else:
         cases = [c for case in cases for c in (
             case.per_channel() if len(case.images) > 1 and len(case.labels) > 1 else [case])]
+    if spec.data.label_map == "consecutive":
+        spec = _resolve_consecutive(spec, cases)
     dim = spec.network.dim
     train_cases, val_cases = validation_split(cases, spec.train, per_class=False)
     declared = declared_label_names(spec)
     rules = spec.data.label_rules(range(len(declared)) if declared else None)  # the label set
     grid_cfg = spec.preprocess.plain()
     runtime = describe(spec.train.device, spec.train.precision, spec.train.channels_last)
-    runtime["memory_estimate_gib"] = _check_memory(spec, cases, len(declared) if declared else 2)
     train_x, train_y, _ = _segmentation_samples(train_cases, grid_cfg, dim, cache, rules)
     val_x, val_y, val_groups = _segmentation_samples(val_cases, grid_cfg, dim, cache,
                                                      rules)
@@ -192,6 +194,13 @@ def _pretrain(
     num_labels = int(max(int(y.max()) for y in train_y + val_y)) + 1
     names = declared or ["background"] + [f"label{i}" for i in range(1, num_labels)]
     num_labels = len(names)
+    if num_labels > ARG_BOUNDS["num_labels"]:  # predict and evaluate would refuse the model
+        raise DataError(f"the label maps hold values up to {num_labels - 1}: a network with "
+                        f"{num_labels} outputs is over segfew's bound of "
+                        f"{ARG_BOUNDS['num_labels']}; remap the labels with --label-map",
+                        spec.data.labels or spec.data.images)
+    # the memory check, for the labels that will actually be trained
+    runtime["memory_estimate_gib"] = _check_memory(spec, cases, num_labels)
     counts = np.zeros(num_labels)
     for y in train_y:
         counts += np.bincount(y.ravel(), minlength=num_labels)[:num_labels]
@@ -266,6 +275,17 @@ def _pretrain(
     )
     save_model(spec.out, model, meta)
     return PretrainResult(spec.out, run_dir, dice, mean_dice, result.history, result.stopped)
+
+
+def _resolve_consecutive(spec: PretrainSpec, cases: Sequence[Case]) -> PretrainSpec:
+    """``label_map = "consecutive"``: the values of every label map, in order, become 0, 1,
+    2, …; the table is logged (the CLI prints it) and kept in the spec that run.json records."""
+    from segfew.data.read import consecutive_label_map
+
+    mapping = consecutive_label_map(p for c in cases for p in c.labels)
+    log.info("label values remapped (--label-map consecutive): %s",
+             ", ".join(f"{old} → {new}" for old, new in mapping.items()) or "none needed")
+    return spec.model_copy(update={"data": spec.data.model_copy(update={"label_map": mapping})})
 
 
 def _check_memory(spec: PretrainSpec, cases: Sequence[Case], num_labels: int) -> float | None:

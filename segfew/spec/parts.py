@@ -253,14 +253,19 @@ class DataSource(Settings):
     id_column: str | None = None
     label_column: str | None = None
     group_column: str | None = None
-    label_map: dict[int, int] | None = Field(
-        default=None, description="label values remapped before any check, e.g. {255: 1}"
+    label_map: dict[int, int] | Literal["consecutive"] | None = Field(
+        default=None, description="label values remapped before any check, e.g. {255: 1}; "
+        '"consecutive": the values found become 0, 1, 2, … in order (pretrain prints the table)'
     )
 
     def label_rules(self, values: Sequence[int] | None = None) -> LabelRules:
-        """The door's label rules (:class:`segfew.data.read.LabelRules`) for this data."""
+        """The door's label rules (:class:`segfew.data.read.LabelRules`) for this data
+        (``label_map = "consecutive"`` must be resolved first, see
+        :func:`segfew.data.read.consecutive_label_map`)."""
         from segfew.data.read import LabelRules
 
+        if self.label_map == "consecutive":
+            raise SpecError('label_map "consecutive" is resolved by pretrain only')
         return LabelRules(None if values is None else frozenset(values), self.label_map)
 
 

@@ -1,0 +1,161 @@
+"""What a folder holds: images, DICOM series (grouped by header), and everything skipped.
+
+One listing serves every command (issue 19, "one door for folders"): :mod:`segfew.data`
+builds cases from :func:`list_folder`, so ``inspect``, ``label``, ``pretrain``,
+``train-classifier``, ``evaluate``, ``predict`` and ``experiment`` see the same cases in the
+same folder. A DICOM series is the DICOM image files of one SeriesInstanceUID in one folder,
+found by their headers (pydicom, without reading pixels), not by a suffix; a folder holding
+one series is a case, a DICOM file alone in its series is a case of its own. A ``DICOMDIR``
+(a CD export) is followed into its sub-folders. A detached header (``.mhd``, ``.nhdr``) and
+the data file it names are one image. Everything else under the input (data files no header
+names, non-image DICOM objects, READMEs and tables, dangling links, unreadable files,
+folders named like images) is returned in ``skipped`` with the reason, never dropped
+silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from segfew.errors import DataError
+from segfew.io import IMAGE_SUFFIXES, is_image_file
+from segfew.io.itk import detached_data_files, dicom_header, dicom_series_files
+
+__all__ = ["Listing", "list_folder"]
+
+#: suffixes a DICOM file may carry; any file may be DICOM, these are checked first
+DICOM_SUFFIXES = (".dcm", ".ima", ".dicom", ".dic")
+#: data files a detached header names (a file with one of these and no header is skipped)
+DATA_SUFFIXES = (".raw", ".zraw", ".raw.gz", ".img", ".dat", ".bin")
+
+
+@dataclass
+class Listing:
+    """``images``: files and DICOM series folders, one per image; ``skipped``: one
+    :class:`~segfew.errors.DataError` per path that is not part of an image, saying why."""
+
+    images: list[Path] = field(default_factory=list)
+    skipped: list[DataError] = field(default_factory=list)
+
+    def skip(self, reason: str, path: Path) -> None:
+        self.skipped.append(DataError(f"skipped: {reason}", path))
+
+
+def list_folder(folder: Path, recursive: bool = False) -> Listing:
+    """The images of ``folder`` (and its DICOM series sub-folders; with ``recursive``, of
+    every sub-folder), sorted, and what was skipped. A folder holding a ``DICOMDIR`` is read
+    recursively (a CD export keeps its series in ``PT*/ST*/SE*`` folders)."""
+    folder = Path(folder)
+    out = Listing()
+    recursive = recursive or (folder / "DICOMDIR").is_file()
+    _list_dir(folder, set(), recursive, out, top=True)
+    out.images.sort()
+    return out
+
+
+def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top: bool) -> None:
+    try:
+        real = folder.resolve()
+        if real in seen:  # a link back up the tree
+            out.skip("a link to a folder already read", folder)
+            return
+        seen.add(real)
+        children = sorted(folder.iterdir())
+    except OSError as e:
+        out.skip(f"folder cannot be read ({e.strerror or e})", folder)
+        return
+    series: dict[str, list[Path]] = defaultdict(list)
+    data_files: list[Path] = []
+    named: set[Path] = set()
+    for child in children:
+        if child.name.startswith("."):
+            continue  # hidden files (.DS_Store, ._a.nii.gz) are no one's scans
+        if child.is_symlink() and not child.exists():
+            out.skip("dangling symbolic link (its target does not exist)", child)
+            continue
+        if child.is_dir():
+            if recursive:
+                _list_dir(child, seen, recursive, out, top=False)
+                if _named_like_image(child) and not dicom_series_files(child):
+                    out.skip("a folder named like an image file, holding no DICOM series",
+                             child)
+            elif top:
+                sub = dicom_series_files(child)
+                if sub:
+                    _add_series(child, sub, out, whole_folder=True)
+                elif _named_like_image(child):
+                    out.skip("a folder named like an image file, holding no DICOM series", child)
+                elif not os.access(child, os.R_OK | os.X_OK):
+                    out.skip("folder cannot be read (permission denied)", child)
+                elif any(not c.name.startswith(".") for c in child.iterdir()):
+                    out.skip("a sub-folder, not read without --recursive", child)
+            continue
+        if not child.is_file():
+            out.skip("not a regular file", child)
+            continue
+        if not os.access(child, os.R_OK) and not is_image_file(child):
+            out.skip("file cannot be read (permission denied)", child)
+            continue
+        lower = child.name.lower()
+        if is_image_file(child) and not lower.endswith(DICOM_SUFFIXES):
+            out.images.append(child)
+            if lower.endswith((".mhd", ".nhdr")):
+                named.update(p.resolve() for p in detached_data_files(child))
+            continue
+        if lower.endswith(DATA_SUFFIXES):
+            data_files.append(child)
+            continue
+        if Path(lower).suffix in _TEXT_SUFFIXES:
+            out.skip("not an image (a table, text or other non-image file)", child)
+            continue
+        header = dicom_header(child)
+        if header is None:
+            if lower.endswith(DICOM_SUFFIXES):
+                out.images.append(child)  # reading it says what is wrong with it
+            else:
+                out.skip("not an image format segfew reads", child)
+        elif lower == "dicomdir" or header.sop_class_uid == _DICOMDIR_SOP:
+            out.skip("DICOMDIR, the index of a CD export (its series are read from the "
+                     "folders below it)", child)
+        elif not header.has_pixels:
+            out.skip(f"DICOM {header.kind} holds no image (no pixel data)", child)
+        else:
+            series[header.series_uid].append(child)
+    for path in data_files:
+        if path.resolve() not in named:
+            out.skip("data file that no header (.mhd, .nhdr) beside it names", path)
+    if series:
+        # a folder of one series (nothing else) is read as one series; a stray DICOM file
+        # among other images, or a series of one file, is a case of its own
+        others = any(p.parent == folder for p in out.images)
+        _add_series(folder, series, out, whole_folder=not others or not top)
+
+
+def _named_like_image(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) and len(name) > len(s) for s in IMAGE_SUFFIXES)
+
+
+def _add_series(folder: Path, series: dict[str, list[Path]], out: Listing,
+                whole_folder: bool) -> None:
+    if whole_folder and (len(series) == 1 or all(len(f) > 1 for f in series.values())):
+        if len(series) == 1 and len(next(iter(series.values()))) == 1:
+            out.images.append(next(iter(series.values()))[0])
+        else:
+            out.images.append(folder)  # several series: reading it says so
+        return
+    singles = [files[0] for files in series.values() if len(files) == 1]
+    out.images.extend(singles)
+    if len(singles) < len(series):
+        out.images.append(folder)
+
+
+_DICOMDIR_SOP = "1.2.840.10008.1.3.10"
+_TEXT_SUFFIXES = frozenset({
+    ".csv", ".tsv", ".json", ".txt", ".md", ".rst", ".toml", ".yaml", ".yml", ".xml",
+    ".html", ".pdf", ".log", ".pt", ".pth", ".py", ".sh", ".zip", ".tar", ".xlsx",
+    ".xls", ".ini", ".cfg", ".pkl", ".npy", ".npz", ".gz", ".bz2", ".7z",
+})
