@@ -10,6 +10,7 @@ from segfew.cli.common import (
     ChannelsOpt,
     LabelMapOpt,
     NoCacheOpt,
+    OverwriteOpt,
     PresetOpt,
     ProgressOpt,
     ResumeOpt,
@@ -61,6 +62,7 @@ def pretrain(
     threads: ThreadsOpt = None,
     precision: Annotated[Precision | None, setting(P, "train.precision")] = None,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     no_cache: NoCacheOpt = False,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
@@ -88,7 +90,7 @@ def pretrain(
     }
     resolved = resolve(PretrainSpec, overrides, spec, preset_values(preset, "pretrain"))
     with ProgressView(resolved.train.progress and is_main()) as view:
-        result = run_pretrain(resolved, resume=resume, progress=view,
+        result = run_pretrain(resolved, resume=resume, overwrite=overwrite, progress=view,
                               cache=PreprocessCache(enabled=not no_cache))
     if not is_main():
         return

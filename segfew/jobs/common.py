@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.errors import DataWarning
+from segfew.errors import DataWarning, SpecError
 from segfew.frameworks import FRAMEWORKS
 from segfew.spec import MIN_CASES_FOR_VALIDATION, ClassifierSpec, PretrainSpec, TrainConfig
 
@@ -47,9 +47,13 @@ def tensor_dataset(images: Sequence[np.ndarray], targets: Sequence[Any]) -> Any:
 
 @contextlib.contextmanager
 def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | ClassifierSpec,
-                resume: bool) -> Iterator[None]:
+                resume: bool, overwrite: bool = False) -> Iterator[None]:
     """Check a job's model file and run folder against all its inputs (None: not given),
     and a resumed run folder against ``spec``; lock the run folder while the job runs.
+
+    A run folder holding an unfinished run (:func:`segfew.runinfo.unfinished_run`) is
+    never restarted silently: without ``resume`` or ``overwrite`` it is a
+    :class:`SpecError` naming both; ``overwrite`` removes its checkpoints first.
 
     A second run on the same run folder is refused while the first holds the lock
     (:func:`segfew.atomic.run_lock`); under torchrun only rank 0 writes, so only it locks.
@@ -57,17 +61,27 @@ def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | C
     run folder this job made is removed again when it fails before its first checkpoint.
     """
     from segfew.atomic import check_output, run_lock
-    from segfew.runinfo import check_resumable, interrupted
+    from segfew.runinfo import check_resumable, interrupted, unfinished_run
     from segfew.train.distributed import is_main
 
+    if resume and overwrite:
+        raise SpecError("--resume continues a run, --overwrite starts it afresh: give one")
     given = [p for p in inputs if p is not None]
     run_dir = run_dir_for(out)
     check_output(out, given, "file")
     check_output(run_dir, given, "folder", flag=f"the run folder of {out}")
     if resume:
         check_resumable(run_dir, spec)
+    else:
+        why = unfinished_run(run_dir, out)
+        if why is not None and not overwrite:
+            raise SpecError(f"the run folder holds an unfinished run ({why}): continue it with "
+                            "--resume, or start afresh with --overwrite", run_dir)
     fresh = not run_dir.exists()
     with run_lock(run_dir) if is_main() else contextlib.nullcontext() as lock:
+        if overwrite and lock is not None:
+            for name in ("last.pt", "best.pt", "metrics.csv"):
+                (run_dir / name).unlink(missing_ok=True)
         try:
             yield
         except BaseException as e:

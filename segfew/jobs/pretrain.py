@@ -131,6 +131,7 @@ def pretrain(
     progress: TrainProgress | None = None,
     cache: PreprocessCache | None = None,
     cases: Sequence[Case] | None = None,
+    overwrite: bool = False,
 ) -> PretrainResult:
     """Train the modified M-Net on images with voxel labels and write its model file.
 
@@ -142,13 +143,14 @@ def pretrain(
     file records the SHA-256 of every training file (``metrics.training_data``), for
     leakage checks.
 
-    The run folder is locked while the run writes to it (:func:`guarded_run`). Before any
+    The run folder is locked while the run writes to it (:func:`guarded_run`); one holding
+    an unfinished run needs ``resume`` or ``overwrite``. Before any
     image is read, the memory of one training step is estimated (:mod:`segfew.train.memory`),
     logged, and checked against what is free; a configuration that cannot fit raises
     :class:`SpecError` naming the knobs.
     """
     d = spec.data
-    with guarded_run(spec.out, [d.images, d.labels, d.table], spec, resume):
+    with guarded_run(spec.out, [d.images, d.labels, d.table], spec, resume, overwrite):
         return _pretrain(spec, resume=resume, progress=progress, cache=cache, cases=cases)
 
 
@@ -165,7 +167,7 @@ def _pretrain(
     from segfew.modelfile import Architecture, ModelMeta, save_model
     from segfew.models import MNet
     from segfew.preprocess_cache import PreprocessCache
-    from segfew.runinfo import versions, write_run_info
+    from segfew.runinfo import update_run_info, versions, write_run_info
     from segfew.runtime import describe, seed_everything, set_threads
     from segfew.train import fit, label_weights
     from segfew.train.distributed import is_main
@@ -213,6 +215,7 @@ def _pretrain(
             [*([spec.data.table] if spec.data.table else []),
              *(p for c in cases for p in (*c.images, *c.labels))],
             runtime=runtime,
+            extra={"status": "running"},
         )
     result = fit(
         model,
@@ -265,6 +268,7 @@ def _pretrain(
         },
     )
     save_model(spec.out, model, meta)
+    update_run_info(run_dir, status="completed")
     return PretrainResult(spec.out, run_dir, dice, mean_dice, result.history, result.stopped)
 
 

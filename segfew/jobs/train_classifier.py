@@ -188,6 +188,7 @@ def train_classifier(
     cache: PreprocessCache | None = None,
     write_info: bool = True,
     measurer: Measurer | None = None,
+    overwrite: bool = False,
 ) -> ClassifierResult:
     """Train a classifier of ``spec.framework`` with image-level labels; write its model file.
 
@@ -195,11 +196,12 @@ def train_classifier(
     experiment passes each split this way. ``val_cases`` replace the validation split;
     framework measures (a closed-form fit) always fits on every case. ``measurer``
     (framework measures) reuses the measurements of an earlier call.
-    The run folder is locked while the run writes to it (:func:`guarded_run`).
+    The run folder is locked while the run writes to it (:func:`guarded_run`); one holding
+    an unfinished run needs ``resume`` or ``overwrite``.
     """
     d = spec.data
     with guarded_run(spec.out, [d.images, d.labels, d.table, spec.features, spec.vgg_weights],
-                     spec, resume):
+                     spec, resume, overwrite):
         return _train_classifier(spec, cases=cases, val_cases=val_cases, resume=resume,
                                  progress=progress, cache=cache, write_info=write_info,
                                  measurer=measurer)
@@ -221,7 +223,7 @@ def _train_classifier(
     from segfew.data import class_names, find_classification_cases
     from segfew.modelfile import Architecture, ModelMeta, read_model_file, save_model
     from segfew.preprocess_cache import PreprocessCache
-    from segfew.runinfo import versions, write_run_info
+    from segfew.runinfo import update_run_info, versions, write_run_info
     from segfew.runtime import describe, resolve_device, seed_everything, set_threads
     from segfew.train import fit, label_weights
     from segfew.train.distributed import is_main
@@ -277,6 +279,7 @@ def _train_classifier(
             [*(p for p in (spec.data.table, spec.features, spec.vgg_weights) if p),
              *(p for c in [*train_cases, *val_list] for p in c.images)],
             runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),
+            extra={"status": "running"},
         )
     counts = np.bincount(np.asarray(train_y), minlength=len(classes))
     with warnings.catch_warnings():
@@ -345,6 +348,7 @@ def _train_classifier(
         feature_source=feature_meta.model_dump(mode="json") if feature_meta else None,
     )
     save_model(spec.out, model, meta)
+    update_run_info(run_dir, status="completed")
     return ClassifierResult(
         spec.out, run_dir, classes, history, stopped, time.perf_counter() - start
     )
