@@ -95,7 +95,8 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
         raise SpecError("--labels (spec key data.labels) is needed with a table, --recursive "
                         "or class sub-folders")
     else:
-        found = find_cases(d.images, d.table, d.channels, d.id_column, d.recursive)
+        found = find_cases(d.images, d.table, d.channels, d.id_column, d.recursive,
+                           d.label_column, d.group_column)
         cases = attach_labels(found, d.labels)
     if not cases:
         raise DataError("no labelled images found", spec.data.images)
