@@ -43,7 +43,9 @@ def read_itk(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, di
         check_itk_header(reader, limits, path)
         img = reader.Execute()
     array, affine, colour = from_sitk(img, path)
-    return array, affine, {"format": "itk", "colour": colour}
+    # photographs and slice exports (PNG, JPEG, BMP, TIFF) carry no pixel size as read
+    stated = path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+    return array, affine, {"format": "itk", "colour": colour, "units_stated": stated}
 
 
 def check_itk_header(reader: Any, limits: ReadLimits, path: Path, slices: int = 1) -> None:

@@ -220,6 +220,7 @@ def _train_classifier(
 ) -> ClassifierResult:
     import torch
 
+    from segfew.cases import warn_placeholder_spacing
     from segfew.data import class_names, find_classification_cases
     from segfew.modelfile import Architecture, ModelMeta, read_model_file, save_model
     from segfew.preprocess_cache import PreprocessCache
@@ -243,6 +244,8 @@ def _train_classifier(
         )
     if not cases:
         raise DataError("no labelled images found", spec.data.table or spec.data.images)
+    if write_info:  # said once per command (an experiment's tasks share its data)
+        warn_placeholder_spacing(cases)
     classes = class_names(list(cases) + list(val_cases or []))
     if spec.classes is not None and len(classes) != spec.classes:
         raise DataError(
