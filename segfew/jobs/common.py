@@ -19,7 +19,13 @@ import numpy as np
 
 from segfew.errors import DataWarning, SpecError
 from segfew.frameworks import FRAMEWORKS
-from segfew.spec import MIN_CASES_FOR_VALIDATION, ClassifierSpec, PretrainSpec, TrainConfig
+from segfew.spec import (
+    MIN_CASES_FOR_VALIDATION,
+    MIN_CASES_TO_PICK_EPOCH,
+    ClassifierSpec,
+    PretrainSpec,
+    TrainConfig,
+)
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -94,6 +100,38 @@ def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | C
             raise
 
 
+def epoch_choice(n_val: int, cfg: TrainConfig) -> tuple[str, str]:
+    """(``"best"`` or ``"last"``, what to say about it: "" when nothing) — the epoch a
+    classifier keeps after training with ``n_val`` validation cases (``train.select_epoch``).
+
+    Why: on a few cases the validation accuracy moves in steps of 1/n and the best of 50
+    such values is mostly the luckiest epoch; ``auto`` keeps the last epoch below
+    :data:`~segfew.spec.MIN_CASES_TO_PICK_EPOCH` validation cases
+    (docs/splits-and-units.md gives the measurement behind this).
+    """
+    small = 0 < n_val < MIN_CASES_TO_PICK_EPOCH
+    step = f"one case moves the accuracy by {1 / n_val:.2f}" if n_val else ""
+    if cfg.select_epoch == "last" or (cfg.select_epoch == "auto" and small):
+        return "last", (f"{n_val} validation cases are too few to pick an epoch on ({step}): "
+                        "the last epoch is kept (train.select_epoch = \"best\" picks on them "
+                        "anyway)" if small else "the last epoch is kept (train.select_epoch)")
+    if small:  # best, on the user's word
+        return "best", (f"the best epoch is picked on {n_val} validation cases ({step}): "
+                        "expect it to be the luckiest rather than the best")
+    return "best", ""
+
+
+def one_class_share(top_class: float, top_share: float, n: int, classes: Sequence[str]
+                    ) -> dict[str, Any] | None:
+    """``{"class", "share", "cases"}`` when a classifier predicts one class for nearly
+    every one of ``n`` cases (:data:`segfew.metrics.ONE_CLASS_SHARE`), else None."""
+    from segfew.metrics import ONE_CLASS_SHARE
+
+    if n < 2 or not np.isfinite(top_share) or top_share < ONE_CLASS_SHARE:
+        return None
+    return {"class": classes[int(top_class)], "share": round(float(top_share), 4), "cases": n}
+
+
 def plot_training(history: Sequence[dict[str, float]], run_dir: Path, metric: str) -> None:
     """``training_curve.png`` in the run folder: loss and validation metric per epoch."""
     if history:
@@ -116,10 +154,9 @@ def validation_split(
     fraction = cfg.validation_fraction(smallest)
     if fraction > 0 and smallest >= 2:
         train, val = stratified_split(cases, fraction=1 - fraction, seed=cfg.seed)
-        log.info(
-            f"validation split: {len(val)} of {len(cases)} cases held out "
-            f"(val_fraction {fraction}); the best epoch is picked on them"
-        )
+        why = epoch_choice(len(val), cfg)[1] if per_class else ""
+        log.info(f"validation split: {len(val)} of {len(cases)} cases held out "
+                 f"(val_fraction {fraction}); " + (why or "the best epoch is picked on them"))
         return train, val
     if fraction > 0 or cfg.val_fraction is None:
         # Said as a warning: the best epoch cannot be picked, the last one is kept.
