@@ -96,3 +96,18 @@ def test_pretrain_spec_label_column_is_used_not_ignored(phantoms: Path, tmp_path
                                      "train-classifier", "split"])
 def test_every_command_that_reads_a_table_has_label_column(command: str) -> None:
     assert "--label-column" in invoke(command, "--help")
+
+
+@pytest.mark.realdata
+def test_the_lgg_table_needs_no_class_for_pretraining_and_names_one_for_training() -> None:
+    from segfew.data import find_cases, read_table
+    from segfew.errors import DataError
+    from tests.conftest import real_data
+
+    lgg = real_data("lgg")
+    cases = find_cases(lgg / "images", lgg / "labels.csv")  # id, grade, patient, histology
+    assert cases and all(c.target is None for c in cases)
+    with pytest.raises(DataError, match="--label-column"):
+        read_table(lgg / "labels.csv", lgg / "images")
+    graded = read_table(lgg / "labels.csv", lgg / "images", label_column="grade")
+    assert {c.target for c in graded} >= {"G2", "G3"}
