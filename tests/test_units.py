@@ -104,3 +104,23 @@ def test_train_classifier_and_predict_say_a_missing_spacing(tmp_path: Path) -> N
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert warn_placeholder_spacing([real]) is None
+
+
+@pytest.mark.parametrize(("suffix", "unit"), [(".png", "px"), (".nii.gz", "vox")])
+def test_a_case_without_spacing_is_measured_in_voxels_end_to_end(
+        tmp_path: Path, suffix: str, unit: str) -> None:
+    from segfew.measurements import case_measurements
+    from segfew.modelfile import load_model
+    from tests.conftest import make_segmenter, scan
+
+    rng = np.random.default_rng(0)
+    if suffix == ".png":
+        path = save_itk(tmp_path / f"a{suffix}", (scan(rng, (32, 32)) + 50).astype(np.uint8))
+    else:  # an identity affine, as in the public ACDC copy
+        path = save_nifti(tmp_path / f"a{suffix}", scan(rng, (32, 32, 4)))
+    model, meta = load_model(make_segmenter(tmp_path / "seg.pt"))
+    m = case_measurements(model, meta.preprocess.plain(), meta.classes, Case("a", (path,)))
+    kind = "area" if unit == "px" else "volume"
+    assert [k for k in m if k.startswith(f"l1_{kind}_")] == [f"l1_{kind}_{unit}_0"]
+    assert f"l1_major_axis_{unit}_0" in m
+    assert not [k for k in m if any(u in k for u in ("_ml_", "_mm_", "_mm2_"))]

@@ -395,7 +395,8 @@ def _train_classifier(
         feature_source=feature_meta.model_dump(mode="json") if feature_meta else None,
     )
     save_model(spec.out, model, meta)
-    update_run_info(run_dir, status="completed")
+    update_run_info(run_dir, status="completed",
+                    one_class_validation=best.get("one_class_validation"))
     return ClassifierResult(
         spec.out, run_dir, classes, history, stopped, time.perf_counter() - start
     )

@@ -40,6 +40,8 @@ def test_a_few_validation_cases_keep_the_last_epoch_and_say_so(phantoms: Path,
     meta, _ = read_model_file(tmp_path / "c.pt")
     assert meta.metrics["epoch_choice"] == "last" and meta.metrics["kept_epoch"] == 3
     assert "one_class_validation" in meta.metrics
+    finished = json.loads((tmp_path / "c-run" / "run.json").read_text())
+    assert finished["one_class_validation"] == meta.metrics["one_class_validation"]
     # the weights are those of the last epoch, not of best.pt
     last = torch.load(tmp_path / "c-run" / "last.pt", weights_only=True)["model"]
     from segfew.modelfile import load_model
