@@ -175,12 +175,13 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
         report.kind = "segmentation" if any(c.labels for c in cases) else "images"
         if table is not None:
             classified = _read_table(table, images if layout is None else layout[0], channels,
-                                     id_column, label_column, group_column, found)
+                                     id_column, label_column, group_column, found, classes=None)
             cases = _with_targets(cases, classified, found)
         return cases
     if table is not None:
         report.kind = "classification"
-        return _read_table(table, images, channels, id_column, label_column, group_column, found)
+        return _read_table(table, images, channels, id_column, label_column, group_column, found,
+                           classes=None)  # a table of ids only (pretraining) is inspected too
     if images.is_dir() and any(p.is_dir() for p in images.iterdir()):
         report.kind = "classification"
         return _find_class_folders(images, channels, found)

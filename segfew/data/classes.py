@@ -119,7 +119,9 @@ def read_table(table: Path, images: Path | None = None, channels: Sequence[str] 
 def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None,
                 id_column: str | None, label_column: str | None, group_column: str | None,
                 problems: _Problems, keep_missing: bool = False,
-                classes: bool = True) -> list[Case]:
+                classes: bool | None = True) -> list[Case]:
+    """:func:`read_table`; ``classes`` None (``inspect``): a class column where there is
+    one, and then every row needs its class."""
     rows = _sniff_rows(table)
     columns = list(rows[0].keys()) if rows else []
     if not rows:
@@ -128,7 +130,8 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
     if id_column is None:
         rows, columns, id_column, group_column = _clinicadl_ids(rows, columns, group_column)
     id_col = _pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
-    label_col = pick_label_column(columns, label_column, table, required=classes)
+    label_col = pick_label_column(columns, label_column, table, required=classes is True)
+    need_class = label_col is not None and classes is not False
     group_col = pick_group_column(columns, group_column, id_col, table)
 
     root = images if images is not None else table.parent
@@ -140,7 +143,7 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
         if not value:
             problems.add(f"row {line} has no {id_col!r}", table)
             continue
-        if not target and classes:
+        if not target and need_class:
             problems.add(f"row {line} ({value}) has no {label_col!r}", table)
             continue
         found = _Problems(collect=True) if keep_missing else problems

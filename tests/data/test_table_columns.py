@@ -111,3 +111,18 @@ def test_the_lgg_table_needs_no_class_for_pretraining_and_names_one_for_training
         read_table(lgg / "labels.csv", lgg / "images")
     graded = read_table(lgg / "labels.csv", lgg / "images", label_column="grade")
     assert {c.target for c in graded} >= {"G2", "G3"}
+
+
+def test_inspect_takes_a_table_of_ids_and_still_checks_a_class_column(phantoms: Path,
+                                                                      tmp_path: Path) -> None:
+    from segfew.inspect import inspect_dataset
+
+    ids = _phantom_ids(phantoms)
+    only_ids = _write(tmp_path / "ids.csv", ["id", "patient"], [[r["id"], r["group"]]
+                                                                for r in ids])
+    report = inspect_dataset(phantoms / "images", table=only_ids)
+    assert not report.fatal and report.n_cases == len(ids) and report.class_counts == {}
+    gap = _write(tmp_path / "gap.csv", ["id", "label"], [[r["id"], "" if k == 0 else r["label"]]
+                                                         for k, r in enumerate(ids)])
+    report = inspect_dataset(phantoms / "images", table=gap)
+    assert any("has no 'label'" in p for p in report.fatal_problems), report.problems
