@@ -303,7 +303,8 @@ def _train_classifier(
         val_x = _classification_arrays(val_list, cfg, cache) if val_list else []
     run_dir = run_dir_for(spec.out)
     closed_form = framework(spec.framework).fitting == "closed-form"
-    choice, why = epoch_choice(len(val_list), spec.train) if val_list else ("best", "")
+    choice, why = epoch_choice(len(val_list), spec.train) if val_list else (
+        "last" if spec.train.select_epoch == "last" else "best", "")  # best: lowest loss
     validation = {"cases": len(val_list), "epoch_choice": None if closed_form else choice,
                   "small": 0 < len(val_list) < MIN_CASES_TO_PICK_EPOCH, "note": why or None}
     if write_info and is_main():
