@@ -339,7 +339,9 @@ def fit_measurement_classifier(measurer: Measurer, cases: Sequence[Case], target
                                num_classes: int, seed: int = 0) -> tuple[Any, dict[str, Any]]:
     """Measure the training ``cases`` and fit the classifier (framework MEASURES).
 
-    The model is chosen by cross-validation inside these cases only
+    Every case must give the first case's measurements (a set mixing files with and without
+    a real spacing is a DataError, not NaN). The model is chosen by cross-validation
+    inside these cases only
     (:func:`segfew.models.measures.select_classifier`). Returns the
     :class:`segfew.models.measures.MeasurementClassifier` and what the model file records:
     its constructor arguments (``args``) and ``metrics`` (chosen model, cross-validated
@@ -349,6 +351,8 @@ def fit_measurement_classifier(measurer: Measurer, cases: Sequence[Case], target
 
     rows = [measurer(c) for c in cases]
     names = list(rows[0])
+    for case, row in zip(cases, rows, strict=True):  # e.g. one case in mL, another in voxels
+        fitted_names(names, row, case)
     x = np.array([[row.get(n, NAN) for n in names] for row in rows], dtype=np.float64)
     choice = select_classifier(x, np.asarray(targets), names, num_classes, seed=seed)
     args: dict[str, Any] = {"feature_names": names, "num_classes": num_classes, **choice.shape_args,
@@ -406,10 +410,10 @@ def fitted_names(names: Sequence[str], measured: Mapping[str, float], case: Case
         from segfew.errors import DataError
 
         units = {u for n in measured for u in ("_vox", "_px", "_ml", "_mm") if u in n}
-        raise DataError(f"the model was fitted on measurements this case does not give "
-                        f"({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}); "
-                        f"its sizes are in {'/'.join(sorted(u[1:] for u in units)) or '?'}: "
-                        "train and predict on images with the same spacing information",
-                        case.images[0])
+        raise DataError(f"this case does not give measurements the model (or the first "
+                        f"training case) has: {', '.join(missing[:3])}"
+                        f"{', …' if len(missing) > 3 else ''}; its sizes are in "
+                        f"{'/'.join(sorted(u[1:] for u in units)) or '?'}: train and predict "
+                        "on images with the same spacing information", case.images[0])
     return out
 

@@ -124,3 +124,18 @@ def test_a_case_without_spacing_is_measured_in_voxels_end_to_end(
     assert [k for k in m if k.startswith(f"l1_{kind}_")] == [f"l1_{kind}_{unit}_0"]
     assert f"l1_major_axis_{unit}_0" in m
     assert not [k for k in m if any(u in k for u in ("_ml_", "_mm_", "_mm2_"))]
+
+
+def test_measures_refuses_a_training_set_mixing_ml_and_voxels(tmp_path: Path) -> None:
+    from segfew.measurements import Measurer, fit_measurement_classifier
+    from segfew.modelfile import load_model
+    from tests.conftest import make_segmenter, scan
+
+    rng = np.random.default_rng(0)
+    real = np.diag([1.4, 1.4, 8.0, 1.0])
+    cases = [Case(f"c{i}", (save_nifti(tmp_path / f"c{i}.nii.gz", scan(rng, (32, 32, 4)),
+                                       None if i == 3 else real),)) for i in range(4)]
+    model, meta = load_model(make_segmenter(tmp_path / "seg.pt"))
+    measurer = Measurer(model, meta.preprocess.plain(), meta.classes)
+    with pytest.raises(DataError, match=r"c3.nii.gz: this case does not give measurements"):
+        fit_measurement_classifier(measurer, cases, [0, 1, 0, 1], 2)
