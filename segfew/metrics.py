@@ -32,10 +32,14 @@ __all__ = [
     "classification_metrics",
     "dice",
     "dice_per_label",
+    "one_class",
     "plot_confusion_matrix",
 ]
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "kappa", "macro_f1")
+#: a classifier predicting one class for at least this share of the cases (whose truth is
+#: less one-sided) is flagged: it learnt the majority, not the classes
+ONE_CLASS_SHARE = 0.9
 PER_CLASS_CI = ("f1", "recall", "specificity", "auroc")
 
 
@@ -61,6 +65,7 @@ def classification_metrics(
         ci: {accuracy: [lo, hi], balanced_accuracy, kappa, macro_f1,
              per_class: {name: {f1, recall, specificity, auroc: [lo, hi] | None}}}
         n: number of cases; bootstrap: number of resamples
+        one_class: {class, share, truth_share, cases} | None (see :func:`one_class`)
 
     ``ci`` holds bootstrap 95% percentile intervals from ``bootstrap`` resamples of the
     cases (seeded by ``seed``); an interval is None where the metric is undefined in every
@@ -125,7 +130,28 @@ def classification_metrics(
     out["ci"] = _bootstrap_ci(yt, yp, p, names, bootstrap, seed) if bootstrap > 0 else {}
     out["n"] = n
     out["bootstrap"] = int(bootstrap)
+    out["one_class"] = one_class(yt, yp, names)
     return out
+
+
+def one_class(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray,
+              class_names: Sequence[str]) -> dict[str, Any] | None:
+    """``{"class", "share", "truth_share", "cases"}`` when one class is predicted for at
+    least :data:`ONE_CLASS_SHARE` of two or more cases while less of the truth is that
+    class; else None. Such a classifier has learnt the majority, whatever its accuracy.
+    """
+    yt = np.asarray(y_true, dtype=np.int64).ravel()
+    yp = np.asarray(y_pred, dtype=np.int64).ravel()
+    n = len(yp)
+    if n < 2:
+        return None
+    counts = np.bincount(yp, minlength=len(class_names))
+    top = int(counts.argmax())
+    share, truth = counts[top] / n, float(np.mean(yt == top))
+    if share < ONE_CLASS_SHARE or truth >= ONE_CLASS_SHARE:
+        return None
+    return {"class": str(class_names[top]), "share": round(float(share), 4),
+            "truth_share": round(truth, 4), "cases": n}
 
 
 def _num(x: Any) -> float | None:

@@ -93,8 +93,10 @@ def _threads_chosen_by() -> str:
 
 
 def run_info(spec: BaseModel | dict[str, Any], seed: int | None, inputs: Iterable[Path] = (),
-             runtime: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The record of a run; ``runtime`` is how its networks ran (segfew.runtime.describe).
+             runtime: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+             ) -> dict[str, Any]:
+    """The record of a run; ``runtime`` is how its networks ran (segfew.runtime.describe);
+    ``extra`` adds fields (a training run's ``status``, its ``validation`` set).
 
     ``threads`` is the CPU thread count of every command, ``threads_chosen_by`` how it was
     chosen (``--threads``, ``OMP_NUM_THREADS`` or the idle cores by the load average)."""
@@ -110,20 +112,59 @@ def run_info(spec: BaseModel | dict[str, Any], seed: int | None, inputs: Iterabl
         "threads": cpu_threads(),
         "threads_chosen_by": _threads_chosen_by(),
         **({"runtime": runtime} if runtime is not None else {}),
+        **(extra or {}),
         "data": manifest(inputs),
     }
 
 
 def write_run_info(path: Path, spec: BaseModel | dict[str, Any], seed: int | None,
-                   inputs: Iterable[Path] = (), runtime: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
+                   inputs: Iterable[Path] = (), runtime: dict[str, Any] | None = None,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``run.json`` (or ``path`` if it names a file) and return what was written."""
     path = Path(path)
     if path.suffix != ".json":
         path = path / "run.json"
-    info = run_info(spec, seed, inputs, runtime)
+    info = run_info(spec, seed, inputs, runtime, extra)
     write_json(path, info)
     return info
+
+
+def update_run_info(run_dir: Path, **fields: Any) -> None:
+    """Set ``fields`` in a run folder's ``run.json`` (nothing when there is none), e.g.
+    ``status="completed"`` once the model file is written."""
+    import json
+
+    path = Path(run_dir) / "run.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(info, dict):
+        write_json(path, {**info, **fields})
+
+
+def unfinished_run(run_dir: Path, model_path: Path) -> str | None:
+    """Why ``run_dir`` holds a training run that did not finish, or None.
+
+    Unfinished: a checkpoint (``last.pt``) is there, but the model file is not, or
+    ``run.json`` says ``status: running`` (a run started again after an earlier one ended,
+    then stopped). A folder of an older segfew, without a status, counts as finished when
+    its model file exists.
+    """
+    import json
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "last.pt").is_file():
+        return None
+    if not Path(model_path).is_file():
+        return f"a checkpoint last.pt but no model file {Path(model_path).name}"
+    try:
+        status = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status == "running":
+        return "run.json says status running"
+    return None
 
 
 #: the settings a training run's checkpoint depends on (its network and inputs' shapes, and

@@ -201,6 +201,8 @@ PresetOpt = Annotated[
                              show_default="none: the defaults shown")
 ]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue a stopped run from its last checkpoint.")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    help="Start afresh in a run folder that holds an unfinished run (its checkpoints go).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not cache pre-processed arrays.")]
 
 

@@ -32,6 +32,8 @@ def experiment(
     shard: Annotated[str | None, typer.Option(
         help="Run only shard i of N, e.g. 2/4 (one job of a job array).")] = None,
     images: Annotated[Path | None, typer.Option(help="Folder of images (data.images).")] = None,
+    label_column: Annotated[str | None, typer.Option(
+        help="Table column of classes (data.label_column).")] = None,
     table: Annotated[Path | None, typer.Option(
         help="Table of ids and classes (data.table).")] = None,
     features: Annotated[Path | None, typer.Option(
@@ -81,7 +83,8 @@ def experiment(
     from segfew.spec import ExperimentSpec
 
     overrides = {
-        "data": {"images": images, "table": table, "labels": labels},
+        "data": {"images": images, "table": table, "labels": labels,
+                 "label_column": label_column},
         "pretrain": pretrain,
         "allow_leakage": True if allow_leakage else None,
         "features": features,

@@ -32,6 +32,8 @@ def label(
     table: Annotated[Path | None, setting(
         L, "table", "CSV/TSV of the cases to label (id or path column); optional.")] = None,
     id_column: Annotated[str | None, setting(L, "id_column", "Table column of ids.")] = None,
+    label_column: Annotated[str | None, setting(
+        L, "label_column", "Table column of classes (none is needed).")] = None,
     recursive: Annotated[bool | None, setting(
         L, "recursive", "Look for images in sub-folders too.")] = None,
     channels: ChannelsOpt = None,
@@ -75,6 +77,7 @@ def label(
     from segfew.labelling.kmeans import KMeansLabeller
 
     overrides = {"images": images, "out": out, "table": table, "id_column": id_column,
+                 "label_column": label_column,
                  "recursive": recursive, "channels": split_list(channels), "method": method,
                  "k": k,
                  "keep_background": keep_background,

@@ -10,6 +10,7 @@ from segfew.cli.common import (
     ChannelsOpt,
     LabelMapOpt,
     NoCacheOpt,
+    OverwriteOpt,
     PresetOpt,
     ProgressOpt,
     ResumeOpt,
@@ -41,6 +42,9 @@ def pretrain(
         P, "data.table", "CSV/TSV of the cases to use (id or path column); optional.")] = None,
     recursive: Annotated[bool | None, setting(
         P, "data.recursive", "Look for images in sub-folders too.")] = None,
+    id_column: Annotated[str | None, setting(P, "data.id_column", "Table column of ids.")] = None,
+    label_column: Annotated[str | None, setting(
+        P, "data.label_column", "Table column of classes (none is needed).")] = None,
     dim: Annotated[Literal[2, 3] | None, setting(
         P, "network.dim", "Network dimension: 2 (slices) or 3 (volumes).")] = None,
     channels: ChannelsOpt = None,
@@ -61,6 +65,7 @@ def pretrain(
     threads: ThreadsOpt = None,
     precision: Annotated[Precision | None, setting(P, "train.precision")] = None,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     no_cache: NoCacheOpt = False,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
@@ -79,6 +84,7 @@ def pretrain(
 
     overrides = {
         "data": {"images": images, "labels": labels, "table": table, "recursive": recursive,
+                 "id_column": id_column, "label_column": label_column,
                  "channels": split_list(channels), "label_map": parse_label_map(label_map)},
         "out": out,
         "network": {"dim": dim, "n_s": n_s},
@@ -88,7 +94,7 @@ def pretrain(
     }
     resolved = resolve(PretrainSpec, overrides, spec, preset_values(preset, "pretrain"))
     with ProgressView(resolved.train.progress and is_main()) as view:
-        result = run_pretrain(resolved, resume=resume, progress=view,
+        result = run_pretrain(resolved, resume=resume, overwrite=overwrite, progress=view,
                               cache=PreprocessCache(enabled=not no_cache))
     if not is_main():
         return

@@ -22,7 +22,13 @@ def split(
         S, "test_per_class", "Test groups (patients) per class.", min=1)] = None,
     test_fraction: Annotated[float | None, setting(
         S, "test_fraction", "Or: the fraction of each class's groups for testing.")] = None,
+    train_per_class: Annotated[int | None, setting(
+        S, "train_per_class", "Or: draw N groups (patients) per class into train.tsv, the "
+        "others into rest.tsv; with one seed, N=2 is part of N=4.", min=1)] = None,
     seed: Annotated[int | None, setting(S, "seed", "Seed of the split.")] = None,
+    images: Annotated[Path | None, setting(
+        S, "images", "Folder of the table's images (default: the table's folder): "
+        "byte-identical scans are kept on one side.")] = None,
     id_column: Annotated[str | None, setting(S, "id_column", "Table column of ids.")] = None,
     label_column: Annotated[str | None, setting(
         S, "label_column", "Table column of classes.")] = None,
@@ -33,7 +39,14 @@ def split(
 ) -> None:
     """Split a table into train.tsv and test.tsv, by class, keeping each patient on one side.
 
-    Example: segfew split --table labels.csv --test-per-class 5 --out splits --seed 0
+    A patient is a value of the group column; rows whose images are byte-identical are one
+    patient too. --train-per-class N draws N patients per class (train.tsv; rest.tsv).
+
+    Examples:
+
+      segfew split --table labels.csv --test-per-class 5 --out splits --seed 0
+
+      segfew split --table splits/train.tsv --train-per-class 4 --out k4 --seed 1
     """
     from rich.table import Table
 
@@ -41,23 +54,32 @@ def split(
     from segfew.runinfo import write_run_info
 
     overrides = {"table": table, "out": out, "test_per_class": test_per_class,
-                 "test_fraction": test_fraction, "seed": seed, "id_column": id_column,
+                 "test_fraction": test_fraction, "train_per_class": train_per_class,
+                 "seed": seed, "images": images, "id_column": id_column,
                  "label_column": label_column, "group_column": group_column}
     resolved = resolve(SplitSpec, overrides, spec)
-    train_path, test_path, train, test = split_table(
+    done = split_table(
         resolved.table, resolved.out, test_per_class=resolved.test_per_class,
-        test_fraction=resolved.test_fraction, seed=resolved.seed,
-        id_column=resolved.id_column, label_column=resolved.label_column,
-        group_column=resolved.group_column)
-    write_run_info(resolved.out, resolved, resolved.seed, [resolved.table])
-    counts = {"train": Counter(c.target for c in train), "test": Counter(c.target for c in test)}
-    groups = {"train": len({c.group for c in train}), "test": len({c.group for c in test})}
+        test_fraction=resolved.test_fraction, train_per_class=resolved.train_per_class,
+        seed=resolved.seed, images=resolved.images, id_column=resolved.id_column,
+        label_column=resolved.label_column, group_column=resolved.group_column)
+    write_run_info(resolved.out, resolved, resolved.seed, [resolved.table],
+                   extra={"grouping": done.record()})
+    names = [p.stem for p in done.paths]
+    parts = dict(zip(names, (done.first, done.second), strict=True))
+    counts = {n: Counter(c.target for c in part) for n, part in parts.items()}
+    groups = {n: len({c.group for c in part}) for n, part in parts.items()}
     shown = Table(title="Split (cases per class)")
     shown.add_column("class")
-    shown.add_column("train", justify="right")
-    shown.add_column("test", justify="right")
-    for name in sorted(counts["train"] | counts["test"], key=str):
-        shown.add_row(str(name), str(counts["train"][name]), str(counts["test"][name]))
-    shown.add_row("[bold]groups[/]", str(groups["train"]), str(groups["test"]))
+    for n in names:
+        shown.add_column(n, justify="right")
+    for name in sorted(counts[names[0]] | counts[names[1]], key=str):
+        shown.add_row(str(name), *(str(counts[n][name]) for n in names))
+    shown.add_row("[bold]groups[/]", *(str(groups[n]) for n in names))
     console.print(shown)
-    console.print(f"wrote {train_path} and {test_path}", highlight=False)
+    grouped_by = (f"column {done.group_column!r}" if done.group_column else
+                  "the id column (one row per patient)" if done.rows_are_patients else
+                  "row (no group column)")
+    console.print(f"groups: by {grouped_by}; {done.scans} of {len(done.first) + len(done.second)}"
+                  " rows' scans compared for byte-identical copies", highlight=False)
+    console.print(f"wrote {done.paths[0]} and {done.paths[1]}", highlight=False)

@@ -10,6 +10,7 @@ from segfew.choices import Framework, Precision
 from segfew.cli.common import (
     ChannelsOpt,
     NoCacheOpt,
+    OverwriteOpt,
     PresetOpt,
     ProgressOpt,
     ResumeOpt,
@@ -66,6 +67,7 @@ def train_classifier(
     threads: ThreadsOpt = None,
     precision: Annotated[Precision | None, setting(C, "train.precision")] = None,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     no_cache: NoCacheOpt = False,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
@@ -108,7 +110,7 @@ def train_classifier(
         fw = read_spec_file(spec).get("framework")
     resolved = resolve(ClassifierSpec, overrides, spec, preset_values(preset, "classifier", fw))
     with ProgressView(resolved.train.progress and is_main()) as view:
-        result = run_train(resolved, resume=resume, progress=view,
+        result = run_train(resolved, resume=resume, overwrite=overwrite, progress=view,
                            cache=PreprocessCache(enabled=not no_cache))
     if is_main():
         last = result.history[-1] if result.history else {}

@@ -26,6 +26,7 @@ from segfew.data.discover import (
     read_dataset_json,
 )
 from segfew.data.splits import (
+    TableSplit,
     class_names,
     group_identical_images,
     split_table,
@@ -35,6 +36,7 @@ from segfew.data.splits import (
 __all__ = [
     "LABEL_SUFFIXES",
     "Case",
+    "TableSplit",
     "attach_labels",
     "class_names",
     "collect_cases",

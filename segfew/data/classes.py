@@ -64,9 +64,43 @@ def _pick_column(columns: Sequence[str], given: str | None, candidates: Sequence
                     f"name one with {flag}", table)
 
 
+def pick_label_column(columns: Sequence[str], given: str | None, table: Path,
+                      required: bool = True) -> str | None:
+    """The table's class column: ``given`` (``--label-column``), else the one column named
+    like a class (:data:`LABEL_COLUMNS`). Two such columns (e.g. ``label`` and ``diagnosis``)
+    are a :class:`DataError` asking for ``--label-column``: which one is meant is the
+    user's call, not the column order's. None where the command needs no classes
+    (``required`` false) and no column is named or found."""
+    if given is not None:
+        return _pick_column(columns, given, LABEL_COLUMNS, "label", "--label-column", table)
+    found = [c for c in columns if c.lower() in LABEL_COLUMNS]
+    if len(found) > 1:
+        raise DataError(f"several class columns ({', '.join(found)}): name one with "
+                        "--label-column (spec key data.label_column)", table)
+    if found:
+        return found[0]
+    if not required:
+        return None
+    raise DataError(f"no label column (columns: {', '.join(columns)}); name one with "
+                    "--label-column (spec key data.label_column)", table)
+
+
+def pick_group_column(columns: Sequence[str], given: str | None, id_column: str,
+                      table: Path) -> str | None:
+    """The table's group (patient) column: ``given`` (``--group-column``), else the first
+    column named like one (:data:`GROUP_COLUMNS`) that is not the id column; None: none,
+    each row is its own group."""
+    if given is not None:
+        if given not in columns:
+            raise DataError(f"no column {given!r} (columns: {', '.join(columns)})", table)
+        return given
+    return next((c for c in columns if c.lower() in GROUP_COLUMNS and c != id_column), None)
+
+
 def read_table(table: Path, images: Path | None = None, channels: Sequence[str] | None = None,
                id_column: str | None = None, label_column: str | None = None,
-               group_column: str | None = None, keep_missing: bool = False) -> list[Case]:
+               group_column: str | None = None, keep_missing: bool = False,
+               classes: bool = True) -> list[Case]:
     """Classification cases from a CSV/TSV table of ids (or paths) and class labels.
 
     The id column holds case ids, matched to image files in ``images`` (default: the
@@ -75,15 +109,20 @@ def read_table(table: Path, images: Path | None = None, channels: Sequence[str] 
     when it is not the id column) keeps a patient's cases together in splits.
     A row whose image is not found raises :class:`DataError`; with ``keep_missing`` (a
     batch, e.g. ``evaluate``) it becomes a case without images whose ``problem`` says so.
+    ``classes`` false (``pretrain``, ``label``): the table needs no class column (ids,
+    paths and groups are enough); cases take their class where one is named or found.
     """
     return _read_table(Path(table), None if images is None else Path(images), channels,
                        id_column, label_column, group_column, _Problems(collect=False),
-                       keep_missing)
+                       keep_missing, classes)
 
 
 def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None,
                 id_column: str | None, label_column: str | None, group_column: str | None,
-                problems: _Problems, keep_missing: bool = False) -> list[Case]:
+                problems: _Problems, keep_missing: bool = False,
+                classes: bool | None = True) -> list[Case]:
+    """:func:`read_table`; ``classes`` None (``inspect``): a class column where there is
+    one, and then every row needs its class."""
     rows = _sniff_rows(table)
     columns = list(rows[0].keys()) if rows else []
     if not rows:
@@ -92,49 +131,84 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
     if id_column is None:
         rows, columns, id_column, group_column = _clinicadl_ids(rows, columns, group_column)
     id_col = _pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
-    label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "label", "--label-column",
-                             table)
-    group_col = group_column
-    if group_col is None:
-        group_col = next((c for c in columns if c.lower() in GROUP_COLUMNS and c != id_col), None)
-    elif group_col not in columns:
-        raise DataError(f"no column {group_col!r} (columns: {', '.join(columns)})", table)
+    label_col = pick_label_column(columns, label_column, table, required=classes is True)
+    need_class = label_col is not None and classes is not False
+    group_col = pick_group_column(columns, group_column, id_col, table)
 
     root = images if images is not None else table.parent
     index: dict[str, list[Path]] | None = None
     seen: dict[str, int] = {}
     cases = []
     for line, row in enumerate(rows, start=2):
-        value, target = row.get(id_col, ""), row.get(label_col, "")
+        value, target = row.get(id_col, ""), row.get(label_col, "") if label_col else ""
         if not value:
             problems.add(f"row {line} has no {id_col!r}", table)
             continue
-        if not target:
+        if not target and need_class:
             problems.add(f"row {line} ({value}) has no {label_col!r}", table)
             continue
         found = _Problems(collect=True) if keep_missing else problems
-        if "/" in value or "\\" in value or is_image_file(Path(value)):
-            paths = _resolve_paths(value, table, images, channels, found)
-            cid = case_id(Path(value))
-            if channels and paths:
-                cid = _strip_channel(cid, channels)
-        else:
-            if index is None:
-                index = _recursive_index(root)
-            paths = _lookup(value, index, channels, root, table, line, found)
-            cid = value
+        if index is None and not _is_path(value):
+            index = _recursive_index(root)
+        paths, cid = _row_paths(value, table, images, channels, index, line, found)
         group = row.get(group_col) if group_col else None
         if paths is None:
             if found is not problems and found.items:  # the case's error row, in a batch
-                cases.append(Case(cid, (), target=target, group=group or cid,
+                cases.append(Case(cid, (), target=target or None, group=group or cid,
                                   problem=str(found.items[0])))
             continue
         if cid in seen:
             problems.add(f"duplicate case id {cid!r} (rows {seen[cid]} and {line})", table)
             continue
         seen[cid] = line
-        cases.append(Case(cid, paths, target=target, group=group or cid))
+        cases.append(Case(cid, paths, target=target or None, group=group or cid))
     return cases
+
+
+def _is_path(value: str) -> bool:
+    return "/" in value or "\\" in value or is_image_file(Path(value))
+
+
+def _row_paths(value: str, table: Path, images: Path | None, channels: Sequence[str] | None,
+               index: dict[str, list[Path]] | None, line: int, problems: _Problems
+               ) -> tuple[tuple[Path, ...] | None, str]:
+    """(image paths or None, case id) of a table row's id or path ``value``: a path is
+    relative to the table's folder or ``images``; an id is looked up in ``index`` (the
+    recursive index of ``images``, else of the table's folder)."""
+    if _is_path(value):
+        paths = _resolve_paths(value, table, images, channels, problems)
+        cid = case_id(Path(value))
+        return paths, _strip_channel(cid, channels) if channels and paths else cid
+    root = images if images is not None else table.parent
+    assert index is not None
+    return _lookup(value, index, channels, root, table, line, problems), value
+
+
+def row_images(values: Sequence[str], table: Path, images: Path | None = None
+               ) -> list[tuple[Path, ...]]:
+    """The image files of each table row's id or path, found as training finds them
+    (:func:`read_table`), or else every file ``<id>_*`` (its channels); ``()`` where none
+    is found. Nothing is raised for a missing file:
+    ``split`` compares the scans it finds and groups the other rows by the table alone."""
+    import bisect
+
+    table = Path(table)
+    root = images if images is not None else table.parent
+    index = _recursive_index(root) if not all(_is_path(v) for v in values) else None
+    keys = sorted(index or {})
+    quiet = _Problems(collect=True)
+    out = []
+    for line, value in enumerate(values, start=2):
+        paths = _row_paths(value, table, images, None, index, line, quiet)[0]
+        if paths is None and index is not None and value:  # its channels: <id>_<channel>
+            at = bisect.bisect_left(keys, f"{value}_")
+            near = []
+            while at < len(keys) and keys[at].startswith(f"{value}_"):
+                near += index[keys[at]]
+                at += 1
+            paths = tuple(near)
+        out.append(paths or ())
+    return out
 
 
 def _clinicadl_ids(rows: list[dict[str, str]], columns: list[str], group_column: str | None
@@ -249,14 +323,17 @@ def find_classification_cases(images: Path, table: Path | None = None,
 
 
 def find_cases(images: Path, table: Path | None = None, channels: Sequence[str] | None = None,
-               id_column: str | None = None, recursive: bool = False) -> list[Case]:
+               id_column: str | None = None, recursive: bool = False,
+               label_column: str | None = None, group_column: str | None = None) -> list[Case]:
     """Cases (classes where known) the way ``train-classifier`` finds them, for commands that
-    need no classes (``label``, ``pretrain``): the rows of ``table``; else the images of
-    ``images`` (with ``recursive``, of its sub-folders too); else its class sub-folders.
+    need no classes (``label``, ``pretrain``): the rows of ``table`` (which needs no class
+    column); else the images of ``images`` (with ``recursive``, of its sub-folders too);
+    else its class sub-folders.
     """
     images = Path(images)
     if table is not None:
-        return read_table(table, images, channels, id_column)
+        return read_table(table, images, channels, id_column, label_column, group_column,
+                          classes=False)
     if not recursive and has_class_folders(images):
         return find_class_folders(images, channels)
     return find_image_cases(images, channels, recursive)

@@ -71,6 +71,8 @@ class DatasetReport:
     """Label value → number of label maps that contain it."""
     label_names: dict[int, str] | None = None
     class_counts: dict[str, int] = field(default_factory=dict)
+    no_spacing: dict[str, str] = field(default_factory=dict)
+    """Case id → why its voxel size is a placeholder (sizes in voxels, not mm)."""
     problems: list[str] = field(default_factory=list)
     fatal_problems: list[str] = field(default_factory=list)
 
@@ -189,12 +191,13 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
         report.kind = "segmentation" if any(c.labels for c in cases) else "images"
         if table is not None:
             classified = _read_table(table, images if layout is None else layout[0], channels,
-                                     id_column, label_column, group_column, found)
+                                     id_column, label_column, group_column, found, classes=None)
             cases = _with_targets(cases, classified, found)
         return cases
     if table is not None:
         report.kind = "classification"
-        return _read_table(table, images, channels, id_column, label_column, group_column, found)
+        return _read_table(table, images, channels, id_column, label_column, group_column, found,
+                           classes=None)  # a table of ids only (pretraining) is inspected too
     if images.is_dir() and any(p.is_dir() for p in images.iterdir()):
         report.kind = "classification"
         return _find_class_folders(images, channels, found)
@@ -226,6 +229,8 @@ def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport) -> CaseR
         out.spacing = tuple(float(round(s, 4)) for s in
                             np.linalg.norm(first.source_affine[:3, : first.dim], axis=0))
         out.orientation = first.orientation
+        if first.spacing_placeholder is not None:
+            report.no_spacing[case.id] = first.spacing_placeholder
         lows, highs = [float(im.array.min()) for im in images], [float(im.array.max())
                                                                  for im in images]
         total = sum(float(im.array.sum(dtype=np.float64)) for im in images)
@@ -273,10 +278,15 @@ def _check_dataset(report: DatasetReport, cases: Sequence[Case]) -> None:
                 report.add(DataError(f"class {name!r} has only {count} case "
                                      f"({lone.images[0].name if lone.images else lone.id}); "
                                      "a split needs at least two", where), fatal=False)
+    if report.no_spacing:
+        why = sorted(set(report.no_spacing.values()))
+        report.add(f"{len(report.no_spacing)} of {len(report.cases)} cases have no real voxel "
+                   f"size ({', '.join(why)}): it reads as 1 mm, but sizes are in voxels — "
+                   "measurements say vox/px instead of ml/mm", fatal=False)
     for units in group_identical_images(cases)[1]:
-        report.add(f"identical images: {', '.join(units)} hold the same scan (experiment keeps "
-                   "them on one side of every split; a copy in training and in a test set "
-                   "would be leakage)", fatal=False)
+        report.add(f"identical images: {', '.join(units)} hold the same scan (split and "
+                   "experiment keep them on one side of every split; a copy in training and "
+                   "in a test set would be leakage)", fatal=False)
     if report.label_names:
         for value, name in sorted(report.label_names.items()):
             if report.label_counts and value not in report.label_counts:

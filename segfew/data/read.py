@@ -25,7 +25,7 @@ The checks, in order:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -219,3 +219,28 @@ def _remap(arr: np.ndarray, remap: Mapping[int, int]) -> np.ndarray:
     for old, new in remap.items():
         out[arr == old] = new
     return out
+
+
+def warn_placeholder_spacing(cases: Sequence[Case]) -> str | None:
+    """Read the first case's first image; where its voxel size is a placeholder
+    (:func:`segfew.io.placeholder_spacing`), say so in a :class:`DataWarning` — sizes and
+    measurements are then in voxels (``vox``/``px``), not mm — and return why (else None).
+
+    One file stands for the data set (its files come from one source); ``inspect`` checks
+    every case. A file that cannot be read is left to the door that reads it next.
+    """
+    first = next((c for c in cases if c.images), None)
+    if first is None:
+        return None
+    try:
+        image = read_image(first.images[0])
+    except DataError:
+        return None
+    why = image.spacing_placeholder
+    if why is not None:
+        unit = "voxels (vox)" if image.dim == 3 else "pixels (px)"
+        warnings.warn(DataWarning(
+            f"no real voxel size ({why}): sizes are in {unit}, not mm; measurements say "
+            f"{'vox' if image.dim == 3 else 'px'} instead of ml/mm", first.images[0]),
+            stacklevel=2)
+    return why

@@ -6,12 +6,20 @@ from __future__ import annotations
 import csv
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from segfew.data.case import GROUP_COLUMNS, ID_COLUMNS, LABEL_COLUMNS, Case
-from segfew.data.classes import _clinicadl_ids, _pick_column, _sniff_rows
+from segfew.data.case import GROUP_COLUMNS, ID_COLUMNS, Case
+from segfew.data.classes import (
+    _clinicadl_ids,
+    _pick_column,
+    _sniff_rows,
+    pick_group_column,
+    pick_label_column,
+)
 from segfew.errors import DataError
 
 # ------------------------------------------------------------------------- splits
@@ -118,22 +126,60 @@ def stratified_split(cases: Sequence[Case], *, per_class: int | None = None,
     return first, second
 
 
-def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
-                test_fraction: float | None = None, seed: int = 0,
-                id_column: str | None = None, label_column: str | None = None,
-                group_column: str | None = None) -> tuple[Path, Path, list[Case], list[Case]]:
-    """Write ``out/train.tsv`` and ``out/test.tsv``: the rows of ``table`` split by class,
-    never splitting a group (patient), as ClinicaDL's split tables are.
+@dataclass
+class TableSplit:
+    """What :func:`split_table` wrote and how it grouped the rows.
 
-    The test part takes ``test_per_class`` groups of each class, or ``test_fraction`` of
-    them (at least one of a class with two or more groups stays in training); see
-    :func:`stratified_split`. Rows keep their columns and order. Images are not looked up.
-    Returns the two paths and the (train, test) cases, which hold no image paths.
+    ``first``/``second``: the cases of ``paths[0]``/``paths[1]`` (train and test, or the
+    draw and the rest); ``group_column``: the table's patient column (None: each row was
+    its own patient); ``scans``: rows whose image files were found and compared;
+    ``copies``: the groups joined because they hold byte-identical scans.
+    """
+
+    paths: tuple[Path, Path]
+    first: list[Case]
+    second: list[Case]
+    group_column: str | None
+    rows_are_patients: bool
+    scans: int
+    copies: list[list[str]] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """The grouping, as ``run.json`` keeps it."""
+        return {"group_column": self.group_column, "rows_are_patients": self.rows_are_patients,
+                "scans_compared": self.scans, "identical_scans": self.copies}
+
+
+def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
+                test_fraction: float | None = None, train_per_class: int | None = None,
+                seed: int = 0, images: Path | None = None, id_column: str | None = None,
+                label_column: str | None = None, group_column: str | None = None) -> TableSplit:
+    """Write two tables of the rows of ``table``, split by class and never splitting a group
+    (patient), as ClinicaDL's split tables are, with the grouping of ``experiment``.
+
+    ``test_per_class``/``test_fraction``: ``out/train.tsv`` and ``out/test.tsv``, the test
+    part taking that many (that fraction of) groups of each class (at least one of a class
+    with two or more groups stays in training). ``train_per_class=N``: ``out/train.tsv``
+    holds N groups of each class drawn by ``seed`` — the learning-curve unit (with one
+    seed, N=2 ⊂ N=4 ⊂ …) — and ``out/rest.tsv`` the others. See :func:`stratified_split`.
+
+    Groups are the group column's values (else each row is its own patient, and a
+    :class:`DataWarning` names ``--group-column``), joined where rows' image files are
+    byte-identical (:func:`group_identical_images`): the images are looked up as training
+    does (in ``images``, default the table's folder); rows without a file found are
+    grouped by the table alone. Rows keep their columns and order. Raises
+    :class:`DataError` for a bad table or a split that leaves a class without training rows.
     """
     import io
+    import warnings
 
+    from segfew.data.classes import row_images
+    from segfew.errors import DataWarning
     from segfew.files import check_output, write_text
 
+    sizes = [test_per_class, test_fraction, train_per_class]
+    if sum(v is not None for v in sizes) != 1:
+        raise ValueError("give exactly one of test_per_class, test_fraction, train_per_class")
     table = Path(table)
     check_output(out, [table], "folder")
     rows = _sniff_rows(table)
@@ -144,35 +190,57 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     if id_column is None:
         keyed, columns, id_col, group_col = _clinicadl_ids(rows, header, group_column)
     id_col = _pick_column(columns, id_col, ID_COLUMNS, "id or path", "--id-column", table)
-    label_col = _pick_column(columns, label_column, LABEL_COLUMNS, "label", "--label-column",
-                             table)
-    if group_col is None:
-        group_col = next((c for c in columns if c.lower() in GROUP_COLUMNS and c != id_col), None)
-    elif group_col not in columns:
-        raise DataError(f"no column {group_col!r} (columns: {', '.join(columns)})", table)
+    label_col = pick_label_column(columns, label_column, table)
+    group_col = pick_group_column(columns, group_col, id_col, table)
+    found = row_images([row.get(id_col, "") for row in keyed], table,
+                       None if images is None else Path(images))
     cases = []
     for line, row in enumerate(keyed, start=2):
-        cid, target = row.get(id_col, ""), row.get(label_col, "")
+        cid, target = row.get(id_col, ""), row.get(label_col or "", "")
         if not cid or not target:
             raise DataError(f"row {line} has no {id_col if not cid else label_col!r}", table)
-        cases.append(Case(cid, (), target=target, group=(row.get(group_col) if group_col
-                                                         else None) or cid))
-    test, train = stratified_split(cases, per_class=test_per_class, fraction=test_fraction,
-                                   seed=seed)
-    left = {c.target for c in train}
-    empty = sorted({c.target or "" for c in test} - left)
-    if empty:
-        raise DataError(f"the test part takes every group of class {empty[0]!r}: no training "
-                        "case is left; ask for fewer test cases", table)
-    test_ids = {c.id for c in test}
+        cases.append(Case(cid, found[line - 2], target=target,
+                          group=(row.get(group_col) if group_col else None) or cid))
+    rows_are_patients = group_col is None and id_col.lower() in GROUP_COLUMNS
+    if group_col is None and not rows_are_patients:
+        warnings.warn(DataWarning(
+            f"no group (patient) column among {', '.join(columns)} (looked for "
+            f"{', '.join(GROUP_COLUMNS)}): each row is taken as its own patient; if rows "
+            "share patients (slices, sessions), name the column with --group-column",
+            table), stacklevel=2)
+    cases, copies = group_identical_images(cases)
+    scans = sum(bool(c.images) for c in cases)
+    if not scans:
+        warnings.warn(DataWarning(
+            f"no image file found for the table's rows (in {images or table.parent}): "
+            "byte-identical scans under two ids could not be looked for; give --images",
+            table), stacklevel=2)
+    for units in copies:
+        warnings.warn(DataWarning(
+            f"identical images: {', '.join(units)} hold the same scan; they are kept on one "
+            "side of the split", table), stacklevel=2)
+    names = ("train.tsv", "test.tsv")
+    if train_per_class is not None:
+        first, second = stratified_split(cases, per_class=train_per_class, seed=seed)
+        names = ("train.tsv", "rest.tsv")
+    else:
+        second, first = stratified_split(cases, per_class=test_per_class,
+                                         fraction=test_fraction, seed=seed)
+        empty = sorted({c.target or "" for c in second} - {c.target for c in first})
+        if empty:
+            raise DataError(f"the test part takes every group of class {empty[0]!r}: no "
+                            "training case is left; ask for fewer test cases", table)
+    first_ids = {c.id for c in first}
     out = Path(out)
     paths = []
-    for name, keep in (("train.tsv", False), ("test.tsv", True)):
+    for name, keep in ((names[0], True), (names[1], False)):
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=header, delimiter="\t", lineterminator="\n",
                                 extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(r for r, c in zip(rows, cases, strict=True) if (c.id in test_ids) == keep)
+        writer.writerows(r for r, c in zip(rows, cases, strict=True)
+                         if (c.id in first_ids) == keep)
         write_text(out / name, buf.getvalue())
         paths.append(out / name)
-    return paths[0], paths[1], train, test
+    return TableSplit((paths[0], paths[1]), first, second, group_col, rows_are_patients, scans,
+                      copies)

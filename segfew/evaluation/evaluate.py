@@ -87,8 +87,19 @@ def score_predictions(targets: Sequence[int], rows: Sequence[PredictionRow],
     y_true = np.array([targets[i] for i in ok])
     y_pred = np.array([names.index(rows[i].predicted) for i in ok])
     proba = np.array([[rows[i].probabilities[c] for c in names] for i in ok])
-    return dict(classification_metrics(y_true, y_pred, proba, names,
-                                       bootstrap=bootstrap, seed=seed))
+    metrics = dict(classification_metrics(y_true, y_pred, proba, names,
+                                          bootstrap=bootstrap, seed=seed))
+    if metrics["one_class"]:  # said, and kept in metrics.json (one_class)
+        import warnings
+
+        from segfew.errors import DataWarning
+
+        flag = metrics["one_class"]
+        warnings.warn(DataWarning(
+            f"the classifier predicts {flag['class']!r} for {flag['share']:.0%} of the "
+            f"{flag['cases']} cases ({flag['truth_share']:.0%} of them are): it learnt the "
+            "majority, not the classes", source), stacklevel=2)
+    return metrics
 
 
 def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: str | Path, *,

@@ -6,9 +6,12 @@ volumes, wall thickness and, across cine phases, ejection fractions. They are ta
 label map **mapped back to the source grid** and scaled by the voxel spacing, so they do
 not depend on the network's grid (whose scale differs per patient after resizing).
 
-Units: mL, mm² and mm from the image's spacing. A file without spacing (an identity
-affine, as in the public ACDC copy) reads as 1 mm voxels, so its "mL" are voxels / 1000 of
-the source grid — consistent within a data set, and ratios are unaffected.
+Units: mL, mm² and mm from the image's spacing. A file whose spacing is a placeholder
+(:func:`segfew.io.placeholder_spacing`: an identity affine, as in the public ACDC copy, a
+voxel size 1 with no unit, a PNG or JPEG) has no physical size: its measurements are in
+voxels of the source grid and say so — ``_vox`` (3D: voxels, voxel faces, voxel edges) or
+``_px`` (2D: pixels, pixel edges) in place of ``_ml``, ``_mm2`` and ``_mm``. Ratios and
+shape measures are unit-free and keep their names.
 
 Per structure ``S`` and channel ``c`` (e.g. ``LV`` at ``frame01``; 3D images):
 
@@ -20,8 +23,10 @@ Per structure ``S`` and channel ``c`` (e.g. ``LV`` at ``frame01``; 3D images):
   across ``slice_axis`` — twice the distance transform on its skeleton — the wall
   thickness of a ring (myocardium), the diameter of a blob;
 
-across channels ``a`` (the first) and each later ``b``: ``S_ejection_fraction_a_b`` =
-1 − V_b / V_a (for cine MRI with ED first: each cavity's ejection fraction); between
+across channels ``a`` (the first) and each later ``b``: 1 − V_b / V_a, named
+``S_ejection_fraction_a_b`` for a cavity (:func:`is_cavity`: for cine MRI with ED first,
+each cavity's ejection fraction) and ``S_volume_change_a_b`` for any other structure (a
+wall's or a tumour's "ejection fraction" has no clinical meaning); between
 structures ``S`` and ``T`` per channel: ``S_to_T_volume_ratio_c`` (e.g. RV/LV,
 myocardium/LV). A value that is undefined (an absent structure) is NaN; 2D images give
 ``S_area_mm2_c`` and ``S_perimeter_mm_c`` instead of volume and surface.
@@ -47,6 +52,8 @@ __all__ = [
     "case_measurements",
     "channel_measurements",
     "fit_measurement_classifier",
+    "fitted_names",
+    "is_cavity",
     "keep_largest_component",
     "measure_case",
     "structure_measurements",
@@ -54,6 +61,34 @@ __all__ = [
 ]
 
 NAN = float("nan")
+#: words of a structure name that make it a cavity (blood pool), whose emptying between
+#: phases is an ejection fraction; any other structure's is a volume change
+CAVITY_WORDS = ("lv", "rv", "la", "ra", "cavity", "ventricle", "atrium", "blood")
+_WALL_WORDS = ("myocard", "wall", "muscle")
+
+
+def is_cavity(name: str) -> bool:
+    """Whether a structure named ``name`` is a cavity (``LV``, ``RV cavity``, ``left
+    ventricle``…) rather than a wall (``myocardium``, ``LV wall``) or anything else."""
+    import re
+
+    low = name.lower()
+    if any(w in low for w in _WALL_WORDS):
+        return False
+    words = re.split(r"[^a-z]+", low)
+    return any(w in CAVITY_WORDS for w in words) or any(
+        w in low for w in CAVITY_WORDS if len(w) > 2)
+
+
+def unit_name(key: str, unit: str | None) -> str:
+    """``key`` (e.g. ``volume_ml``) with its physical unit replaced by ``unit`` (``vox`` or
+    ``px``); ``unit`` None keeps it."""
+    if unit is None:
+        return key
+    for suffix in ("_ml", "_mm2", "_mm"):
+        if key.endswith(suffix):
+            return key[: -len(suffix)] + f"_{unit}"
+    return key
 
 
 def _thickness(mask: np.ndarray, spacing: Sequence[float], slice_axis: int
@@ -100,13 +135,26 @@ def _solidity(props: Any, mask: np.ndarray) -> float:
     return value if math.isfinite(value) else NAN
 
 
-def structure_measurements(mask: np.ndarray, spacing: Sequence[float], slice_axis: int = -1
-                           ) -> dict[str, float]:
+def structure_measurements(mask: np.ndarray, spacing: Sequence[float] | None,
+                           slice_axis: int = -1) -> dict[str, float]:
     """Measurements of one binary ``mask`` (2D or 3D) with voxel ``spacing`` in mm.
 
     Keys as in the module docstring without the structure and channel parts
     (``volume_ml``, ``surface_mm2``, …). An empty mask gives volume 0 and NaN elsewhere.
+    ``spacing`` None: no real spacing; sizes in voxels (``volume_vox``: a voxel count,
+    ``area_px``, ``major_axis_vox``…).
     """
+    if spacing is None:
+        unit = "vox" if np.ndim(mask) == 3 else "px"
+        out = _structure_measurements(mask, (1.0,) * np.ndim(mask), slice_axis)
+        if "volume_ml" in out:
+            out["volume_ml"] *= 1000.0  # a voxel count
+        return {unit_name(k, unit): v for k, v in out.items()}
+    return _structure_measurements(mask, spacing, slice_axis)
+
+
+def _structure_measurements(mask: np.ndarray, spacing: Sequence[float], slice_axis: int
+                            ) -> dict[str, float]:
     from scipy.ndimage import gaussian_filter
     from skimage.measure import marching_cubes, mesh_surface_area, perimeter, regionprops
 
@@ -147,10 +195,11 @@ def structure_measurements(mask: np.ndarray, spacing: Sequence[float], slice_axi
     return out
 
 
-def channel_measurements(label_map: np.ndarray, spacing: Sequence[float],
+def channel_measurements(label_map: np.ndarray, spacing: Sequence[float] | None,
                          structures: Mapping[int, str], channel: str, slice_axis: int = -1
                          ) -> dict[str, float]:
-    """``S_<measure>_<channel>`` for every structure (label value → name) of one label map."""
+    """``S_<measure>_<channel>`` for every structure (label value → name) of one label map;
+    ``spacing`` None: in voxels (:func:`structure_measurements`)."""
     out: dict[str, float] = {}
     for value, name in structures.items():
         for key, v in structure_measurements(label_map == value, spacing, slice_axis).items():
@@ -162,31 +211,39 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 and not math.isnan(a) else NAN
 
 
-def measure_case(label_maps: Sequence[np.ndarray], spacings: Sequence[Sequence[float]],
+def measure_case(label_maps: Sequence[np.ndarray],
+                 spacings: Sequence[Sequence[float] | None],
                  structures: Mapping[int, str], channels: Sequence[str], slice_axis: int = -1
                  ) -> dict[str, float]:
     """Every measurement of one case: one label map per channel, each on its source grid.
 
     ``label_maps[i]`` (integer array, 2D or 3D) belongs to channel ``channels[i]`` with voxel
-    size ``spacings[i]`` (mm); ``structures`` maps label values to names (background
+    size ``spacings[i]`` (mm; None where the file has none: then every size of the case is
+    in voxels, ``_vox``/``_px``); ``structures`` maps label values to names (background
     left out). Returns an ordered dict of named floats (NaN where undefined); the names
-    depend only on ``structures``, ``channels`` and the dimensionality, so every case of a
-    data set has the same columns. Raises ValueError when the lengths disagree.
+    depend only on ``structures``, ``channels``, the dimensionality and whether the
+    spacing is known, so every case of a consistent data set has the same columns.
+    Raises ValueError when the lengths disagree.
     """
     if not len(label_maps) == len(spacings) == len(channels):
         raise ValueError(f"{len(label_maps)} label maps, {len(spacings)} spacings and "
                          f"{len(channels)} channel names")
     out: dict[str, float] = {}
+    if any(s is None for s in spacings):  # one placeholder: the whole case in voxels
+        spacings = [None] * len(spacings)
     for label_map, spacing, channel in zip(label_maps, spacings, channels, strict=True):
         out.update(channel_measurements(np.asarray(label_map), spacing, structures, channel,
                                         slice_axis))
-    size = "volume_ml" if np.asarray(label_maps[0]).ndim == 3 else "area_mm2"
+    three_d = np.asarray(label_maps[0]).ndim == 3
+    size = unit_name("volume_ml" if three_d else "area_mm2",
+                     None if spacings[0] is not None else "vox" if three_d else "px")
     names = list(structures.values())
     first = channels[0]
     for name in names:
+        change = "ejection_fraction" if is_cavity(name) else "volume_change"
         for later in channels[1:]:
             v_a, v_b = out[f"{name}_{size}_{first}"], out[f"{name}_{size}_{later}"]
-            out[f"{name}_ejection_fraction_{first}_{later}"] = (
+            out[f"{name}_{change}_{first}_{later}"] = (
                 1 - _ratio(v_b, v_a) if v_a > 0 else NAN)
     for channel in channels:
         for a, b in combinations(names, 2):
@@ -245,7 +302,8 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
                                       tta, group[0].spacing)
         maps.append(keep_largest_component(labels, list(structures)) if largest_component
                     else labels)
-    return measure_case(maps, [g[0].spacing for g in groups], structures, names,
+    return measure_case(maps, [g[0].spacing if g[0].spacing_known else None for g in groups],
+                        structures, names,
                         slice_axis_for(cfg, images[0].shape, images[0].spacing))
 
 
@@ -282,7 +340,9 @@ def fit_measurement_classifier(measurer: Measurer, cases: Sequence[Case], target
                                num_classes: int, seed: int = 0) -> tuple[Any, dict[str, Any]]:
     """Measure the training ``cases`` and fit the classifier (framework MEASURES).
 
-    The model is chosen by cross-validation inside these cases only
+    Every case must give the first case's measurements (a set mixing files with and without
+    a real spacing is a DataError, not NaN). The model is chosen by cross-validation
+    inside these cases only
     (:func:`segfew.models.measures.select_classifier`). Returns the
     :class:`segfew.models.measures.MeasurementClassifier` and what the model file records:
     its constructor arguments (``args``) and ``metrics`` (chosen model, cross-validated
@@ -292,6 +352,8 @@ def fit_measurement_classifier(measurer: Measurer, cases: Sequence[Case], target
 
     rows = [measurer(c) for c in cases]
     names = list(rows[0])
+    for case, row in zip(cases, rows, strict=True):  # e.g. one case in mL, another in voxels
+        fitted_names(names, row, case)
     x = np.array([[row.get(n, NAN) for n in names] for row in rows], dtype=np.float64)
     choice = select_classifier(x, np.asarray(targets), names, num_classes, seed=seed)
     args: dict[str, Any] = {"feature_names": names, "num_classes": num_classes, **choice.shape_args,
@@ -328,3 +390,31 @@ def write_measurements_csv(path: Path, rows: Sequence[tuple[str, Mapping[str, fl
             values = [(m or {}).get(n, NAN) for n in names]
             writer.writerow([case_id, *("" if math.isnan(v) else f"{v:.6g}" for v in values)])
     return path
+
+
+def fitted_names(names: Sequence[str], measured: Mapping[str, float], case: Case) -> list[str]:
+    """The names in ``measured`` of the measurements a measures model was fitted on.
+
+    A model file of an older segfew names a wall's volume change ``…_ejection_fraction_…``;
+    it is read under its new name. A measurement the case does not give — most often one in
+    mL measured here in voxels, or the reverse, because one set of files has a real spacing
+    and the other has not — is a :class:`DataError`: the model would otherwise see NaN.
+    """
+    out, missing = [], []
+    for name in names:
+        renamed = name.replace("_ejection_fraction_", "_volume_change_")
+        if name in measured or renamed in measured:
+            out.append(name if name in measured else renamed)
+        else:
+            missing.append(name)
+    if missing:
+        from segfew.errors import DataError
+
+        units = {u for n in measured for u in ("_vox", "_px", "_ml", "_mm") if u in n}
+        raise DataError(f"this case does not give measurements the model (or the first "
+                        f"training case) has: {', '.join(missing[:3])}"
+                        f"{', …' if len(missing) > 3 else ''}; its sizes are in "
+                        f"{'/'.join(sorted(u[1:] for u in units)) or '?'}: train and predict "
+                        "on images with the same spacing information", case.images[0])
+    return out
+

@@ -201,7 +201,9 @@ class Predictor:
             if len(case.images) != self.in_channels:
                 raise DataError(f"case {case.id!r} has {len(case.images)} channel(s), the model "
                                 f"expects {self.in_channels}; use --channels", case.images[0])
-            return np.array([m.get(n, np.nan) for n in names], dtype=np.float64)
+            from segfew.inference.measure import fitted_names
+
+            return np.array([m[n] for n in fitted_names(names, m, case)], dtype=np.float64)
         x, _ = load_case(case, self.preprocessing, self.cache)
         x = np.asarray(x, dtype=np.float32)
         self.check_input(case, x)
@@ -382,6 +384,7 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     classifier's CSV, ``run.json`` in a segmentation model's folder.
     """
     from segfew.data import collect_cases
+    from segfew.data.read import warn_placeholder_spacing
     from segfew.inference.ensemble import classify_all, open_models
     from segfew.inference.run import read_ahead
     from segfew.runinfo import write_run_info
@@ -401,6 +404,7 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     cases = collect_cases([Path(p) for p in inputs], recursive=recursive, channels=channels)
     if not cases:
         raise DataError("no images found in " + ", ".join(str(p) for p in inputs))
+    warn_placeholder_spacing(cases)  # a line: sizes in voxels, not mm
     out = Path(out)
     read = [*models, *inputs, *(p for c in cases for p in c.images)]
 
@@ -442,3 +446,4 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     write_run_info(out / "run.json", spec, None, [*models, *(p for c in cases for p in c.images)],
                    runtime=predictor.runtime())
     return out, failed
+

@@ -120,6 +120,9 @@ class Image:
     nifti_units: str = "mm"
     """Spatial unit of a NIfTI source (``mm``, ``micron``, ``meter``); ``affine`` is in mm
     whatever it is, and outputs are written in it."""
+    spacing_placeholder: str | None = None
+    """Why the file holds no real voxel size (:func:`placeholder_spacing`), or None: sizes
+    measured on it are then in voxels (pixels), not mm."""
 
     def __post_init__(self) -> None:
         if not self.source_shape:
@@ -138,6 +141,11 @@ class Image:
         """Voxel size in mm along each axis of ``array``."""
         norms = np.linalg.norm(self.affine[:3, : self.dim], axis=0)
         return tuple(float(round(s, 6)) for s in norms)
+
+    @property
+    def spacing_known(self) -> bool:
+        """Whether :attr:`spacing` is a measurement (not a placeholder of 1)."""
+        return self.spacing_placeholder is None
 
     @property
     def orientation(self) -> str:
@@ -320,10 +328,26 @@ def grey(rgb: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
     return (rgb.astype(np.float64) @ _RGB_WEIGHTS).astype(np.float32), True
 
 
+def placeholder_spacing(affine: np.ndarray, dim: int, units_stated: bool) -> str | None:
+    """Why a file's voxel size is a placeholder rather than a measurement, or None.
+
+    An identity affine (no geometry was stored: the public ACDC copy), or a spacing of 1 in
+    a file that states no unit (NIfTI ``xyzt_units`` unknown; PNG/JPEG, which hold no pixel
+    size) is read as 1 mm by every library, but means nothing: sizes are then in voxels.
+    """
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :dim], axis=0)
+    if np.allclose(affine, np.eye(4)):
+        return "identity affine"
+    if not units_stated and np.allclose(spacing, 1.0):
+        return "pixel size 1 with no unit" if dim == 2 else "voxel size 1 with no unit"
+    return None
+
+
 def _make_image(array: np.ndarray, affine: np.ndarray, path: Path, **extra: Any) -> Image:
     """Squeeze trailing singleton axes, check dimensionality, reorient 3D to RAS."""
     import nibabel as nib
 
+    units_stated = bool(extra.pop("units_stated", True))
     source_shape = tuple(int(s) for s in array.shape)
     while array.ndim > 2 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -345,7 +369,9 @@ def _make_image(array: np.ndarray, affine: np.ndarray, path: Path, **extra: Any)
             canonical = affine @ nib.orientations.inv_ornt_aff(ornt, array.shape)
             array = nib.orientations.apply_orientation(array, ornt)
     return Image(array=np.ascontiguousarray(array), affine=canonical, path=path,
-                 source_affine=affine, source_shape=source_shape, ornt=ornt, **extra)
+                 source_affine=affine, source_shape=source_shape, ornt=ornt,
+                 spacing_placeholder=placeholder_spacing(affine, array.ndim, units_stated),
+                 **extra)
 
 
 # ------------------------------------------------------------------------- writing

@@ -61,7 +61,9 @@ def read_itk(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, di
             raise DataError("DICOM file has no pixel data", path) from None
         raise
     array, affine, colour = from_sitk(img, path)
-    return array, affine, {"format": "itk", "colour": colour}
+    # photographs and slice exports (PNG, JPEG, BMP, TIFF) carry no pixel size as read
+    stated = path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+    return array, affine, {"format": "itk", "colour": colour, "units_stated": stated}
 
 
 def check_itk_header(reader: Any, limits: ReadLimits, path: Path, slices: int = 1) -> None:

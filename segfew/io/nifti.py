@@ -62,7 +62,8 @@ def read_nifti(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, 
         slope, inter = header.get_slope_inter()
         scaled = (slope not in (None, 1.0)) or (inter not in (None, 0.0))
         extra: dict[str, Any] = {"format": "nifti", "nifti_codes":
-                                 (int(header["qform_code"]), int(header["sform_code"]))}
+                                 (int(header["qform_code"]), int(header["sform_code"])),
+                                 "units_stated": header.get_xyzt_units()[0] != "unknown"}
         affine = _affine_in_mm(img, path, extra, _raw_pixdim(raw_header, sizeof_hdr))
         if raw_dtype.fields:  # RGB24 / RGBA32: a record per voxel
             array = np.asarray(img.dataobj)

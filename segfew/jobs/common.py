@@ -17,9 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.errors import DataWarning
+from segfew.errors import DataWarning, SpecError
 from segfew.frameworks import FRAMEWORKS
-from segfew.spec import MIN_CASES_FOR_VALIDATION, ClassifierSpec, PretrainSpec, TrainConfig
+from segfew.spec import (
+    MIN_CASES_FOR_VALIDATION,
+    MIN_CASES_TO_PICK_EPOCH,
+    ClassifierSpec,
+    PretrainSpec,
+    TrainConfig,
+)
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -47,9 +53,13 @@ def tensor_dataset(images: Sequence[np.ndarray], targets: Sequence[Any]) -> Any:
 
 @contextlib.contextmanager
 def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | ClassifierSpec,
-                resume: bool) -> Iterator[None]:
+                resume: bool, overwrite: bool = False) -> Iterator[None]:
     """Check a job's model file and run folder against all its inputs (None: not given),
     and a resumed run folder against ``spec``; lock the run folder while the job runs.
+
+    A run folder holding an unfinished run (:func:`segfew.runinfo.unfinished_run`) is
+    never restarted silently: without ``resume`` or ``overwrite`` it is a
+    :class:`SpecError` naming both; ``overwrite`` removes its checkpoints first.
 
     A second run on the same run folder is refused while the first holds the lock
     (:func:`segfew.files.run_lock`); under torchrun only rank 0 writes, so only it locks.
@@ -57,17 +67,27 @@ def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | C
     run folder this job made is removed again when it fails before its first checkpoint.
     """
     from segfew.files import check_output, run_lock
-    from segfew.runinfo import check_resumable, interrupted
+    from segfew.runinfo import check_resumable, interrupted, unfinished_run
     from segfew.train.distributed import is_main
 
+    if resume and overwrite:
+        raise SpecError("--resume continues a run, --overwrite starts it afresh: give one")
     given = [p for p in inputs if p is not None]
     run_dir = run_dir_for(out)
     check_output(out, given, "file")
     check_output(run_dir, given, "folder", flag=f"the run folder of {out}")
     if resume:
         check_resumable(run_dir, spec)
+    else:
+        why = unfinished_run(run_dir, out)
+        if why is not None and not overwrite:
+            raise SpecError(f"the run folder holds an unfinished run ({why}): continue it with "
+                            "--resume, or start afresh with --overwrite", run_dir)
     fresh = not run_dir.exists()
     with run_lock(run_dir) if is_main() else contextlib.nullcontext() as lock:
+        if overwrite and lock is not None:
+            for name in ("last.pt", "best.pt", "metrics.csv"):
+                (run_dir / name).unlink(missing_ok=True)
         try:
             yield
         except BaseException as e:
@@ -78,6 +98,38 @@ def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | C
             if isinstance(e, KeyboardInterrupt):
                 raise interrupted(run_dir, spec.train.epochs) from None
             raise
+
+
+def epoch_choice(n_val: int, cfg: TrainConfig) -> tuple[str, str]:
+    """(``"best"`` or ``"last"``, what to say about it: "" when nothing) — the epoch a
+    classifier keeps after training with ``n_val`` validation cases (``train.select_epoch``).
+
+    Why: on a few cases the validation accuracy moves in steps of 1/n and the best of 50
+    such values is mostly the luckiest epoch; ``auto`` keeps the last epoch below
+    :data:`~segfew.spec.MIN_CASES_TO_PICK_EPOCH` validation cases
+    (docs/splits-and-units.md gives the measurement behind this).
+    """
+    small = 0 < n_val < MIN_CASES_TO_PICK_EPOCH
+    step = f"one case moves the accuracy by {1 / n_val:.2f}" if n_val else ""
+    if cfg.select_epoch == "last" or (cfg.select_epoch == "auto" and small):
+        return "last", (f"{n_val} validation cases are too few to pick an epoch on ({step}): "
+                        "the last epoch is kept (train.select_epoch = \"best\" picks on them "
+                        "anyway)" if small else "the last epoch is kept (train.select_epoch)")
+    if small:  # best, on the user's word
+        return "best", (f"the best epoch is picked on {n_val} validation cases ({step}): "
+                        "expect it to be the luckiest rather than the best")
+    return "best", ""
+
+
+def one_class_share(top_class: float, top_share: float, n: int, classes: Sequence[str]
+                    ) -> dict[str, Any] | None:
+    """``{"class", "share", "cases"}`` when a classifier predicts one class for nearly
+    every one of ``n`` cases (:data:`segfew.metrics.ONE_CLASS_SHARE`), else None."""
+    from segfew.metrics import ONE_CLASS_SHARE
+
+    if n < 2 or not np.isfinite(top_share) or top_share < ONE_CLASS_SHARE:
+        return None
+    return {"class": classes[int(top_class)], "share": round(float(top_share), 4), "cases": n}
 
 
 def plot_training(history: Sequence[dict[str, float]], run_dir: Path, metric: str) -> None:
@@ -102,10 +154,9 @@ def validation_split(
     fraction = cfg.validation_fraction(smallest)
     if fraction > 0 and smallest >= 2:
         train, val = stratified_split(cases, fraction=1 - fraction, seed=cfg.seed)
-        log.info(
-            f"validation split: {len(val)} of {len(cases)} cases held out "
-            f"(val_fraction {fraction}); the best epoch is picked on them"
-        )
+        why = epoch_choice(len(val), cfg)[1] if per_class else ""
+        log.info(f"validation split: {len(val)} of {len(cases)} cases held out "
+                 f"(val_fraction {fraction}); " + (why or "the best epoch is picked on them"))
         return train, val
     if fraction > 0 or cfg.val_fraction is None:
         # Said as a warning: the best epoch cannot be picked, the last one is kept.

@@ -59,7 +59,8 @@ def make_pretrain_step(
             "out": out,
             "train": {"progress": False if not spec.train.progress else None, **machine},
         }, spec.pretrain)
-        return pretrain(pspec, progress=progress, cache=cache, cases=chosen)
+        # a repetition stopped part-way is trained again from its start (the experiment's rule)
+        return pretrain(pspec, progress=progress, cache=cache, cases=chosen, overwrite=True)
 
     return pretrain_step
 
@@ -115,6 +116,7 @@ def make_train_and_score(
             write_info=False,
             progress=progress,
             measurer=measurer,
+            overwrite=True,  # a task stopped part-way is trained again from its start
         )
         predictor = Predictor(result.model_path, device=spec.train.device, cache=shared_cache,
                               measurer=measurer)

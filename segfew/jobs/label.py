@@ -58,7 +58,8 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
 
     set_threads(spec.threads)
     report = progress or (lambda stage, done, total: None)
-    cases = find_cases(spec.images, spec.table, spec.channels, spec.id_column, spec.recursive)
+    cases = find_cases(spec.images, spec.table, spec.channels, spec.id_column, spec.recursive,
+                       spec.label_column)
     if not cases:
         raise DataError("no images found", spec.table or spec.images)
     paths = [p for case in cases for p in case.images]

@@ -96,7 +96,8 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
         raise SpecError("--labels (spec key data.labels) is needed with a table, --recursive "
                         "or class sub-folders")
     else:
-        found = find_cases(d.images, d.table, d.channels, d.id_column, d.recursive)
+        found = find_cases(d.images, d.table, d.channels, d.id_column, d.recursive,
+                           d.label_column, d.group_column)
         cases = attach_labels(found, d.labels)
     if not cases:
         raise DataError("no labelled images found", spec.data.images)
@@ -132,6 +133,7 @@ def pretrain(
     progress: TrainProgress | None = None,
     cache: PreprocessCache | None = None,
     cases: Sequence[Case] | None = None,
+    overwrite: bool = False,
 ) -> PretrainResult:
     """Train the modified M-Net on images with voxel labels and write its model file.
 
@@ -143,13 +145,14 @@ def pretrain(
     file records the SHA-256 of every training file (``metrics.training_data``), for
     leakage checks.
 
-    The run folder is locked while the run writes to it (:func:`guarded_run`). Before any
+    The run folder is locked while the run writes to it (:func:`guarded_run`); one holding
+    an unfinished run needs ``resume`` or ``overwrite``. Before any
     image is read, the memory of one training step is estimated (:mod:`segfew.train.memory`),
     logged, and checked against what is free; a configuration that cannot fit raises
     :class:`SpecError` naming the knobs.
     """
     d = spec.data
-    with guarded_run(spec.out, [d.images, d.labels, d.table], spec, resume):
+    with guarded_run(spec.out, [d.images, d.labels, d.table], spec, resume, overwrite):
         return _pretrain(spec, resume=resume, progress=progress, cache=cache, cases=cases)
 
 
@@ -166,7 +169,7 @@ def _pretrain(
     from segfew.modelfile import Architecture, ModelMeta, save_model
     from segfew.models import MNet
     from segfew.preprocess.cache import PreprocessCache
-    from segfew.runinfo import versions, write_run_info
+    from segfew.runinfo import update_run_info, versions, write_run_info
     from segfew.runtime import describe, seed_everything, set_threads
     from segfew.train import fit, label_weights
     from segfew.train.distributed import is_main
@@ -222,6 +225,7 @@ def _pretrain(
             [*([spec.data.table] if spec.data.table else []),
              *(p for c in cases for p in (*c.images, *c.labels))],
             runtime=runtime,
+            extra={"status": "running"},
         )
     result = fit(
         model,
@@ -274,6 +278,7 @@ def _pretrain(
         },
     )
     save_model(spec.out, model, meta)
+    update_run_info(run_dir, status="completed")
     return PretrainResult(spec.out, run_dir, dice, mean_dice, result.history, result.stopped)
 
 

@@ -7,6 +7,7 @@ or a baseline (scratch, ImageNet VGG), as :mod:`segfew.frameworks` says.
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Sequence
@@ -20,19 +21,23 @@ from segfew.errors import DataError, DataWarning, SpecError
 from segfew.frameworks import framework
 from segfew.jobs.common import (
     FEATURE_FRAMEWORKS,
+    epoch_choice,
     guarded_run,
+    one_class_share,
     plot_training,
     run_dir_for,
     tensor_dataset,
     validation_split,
 )
-from segfew.spec import ClassifierSpec, PreprocessConfig
+from segfew.spec import MIN_CASES_TO_PICK_EPOCH, ClassifierSpec, PreprocessConfig
 
 if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.inference.measure import Measurer
     from segfew.preprocess.cache import PreprocessCache
     from segfew.train.engine import TrainProgress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -178,6 +183,29 @@ def _classification_arrays(
     return arrays
 
 
+def _say_network(model: Any, name: str, sample_shape: tuple[int, ...], samples: int,
+                 spec: ClassifierSpec) -> dict[str, Any]:
+    """Log the 3D network's size and its estimated cost per epoch
+    (:func:`segfew.train.memory.network_cost`: one batch timed on the device)."""
+    from segfew.runtime import resolve_device, resolve_plan
+    from segfew.train.memory import network_cost
+
+    device = resolve_device(spec.train.device)
+    plan = resolve_plan(device, spec.train.precision, spec.train.channels_last)
+    batch = max(1, min(spec.train.batch_size, samples))
+    cost = network_cost(model, tuple(sample_shape), batch, samples, device, plan)
+    grid = "×".join(str(s) for s in sample_shape[1:])
+    memory = f", one training step about {cost['memory_gib']:.2f} GiB" if cost[
+        "memory_gib"] is not None else ""
+    timing = (f"; one batch of {batch} took {cost['step_s']:.1f} s on {device.type}: about "
+              f"{cost['epoch_s']:.0f} s per epoch of {samples} cases" if cost["epoch_s"]
+              is not None else "")
+    log.info(f"network: a 3D {name} on a {grid} grid ({sample_shape[0]} channel(s)), "
+             f"{(cost['parameters'] or 0) / 1e6:.2f} M parameters{memory}{timing}; a smaller "
+             "--size makes it cheaper")
+    return cost
+
+
 def train_classifier(
     spec: ClassifierSpec,
     *,
@@ -188,6 +216,7 @@ def train_classifier(
     cache: PreprocessCache | None = None,
     write_info: bool = True,
     measurer: Measurer | None = None,
+    overwrite: bool = False,
 ) -> ClassifierResult:
     """Train a classifier of ``spec.framework`` with image-level labels; write its model file.
 
@@ -195,11 +224,12 @@ def train_classifier(
     experiment passes each split this way. ``val_cases`` replace the validation split;
     framework measures (a closed-form fit) always fits on every case. ``measurer``
     (framework measures) reuses the measurements of an earlier call.
-    The run folder is locked while the run writes to it (:func:`guarded_run`).
+    The run folder is locked while the run writes to it (:func:`guarded_run`); one holding
+    an unfinished run needs ``resume`` or ``overwrite``.
     """
     d = spec.data
     with guarded_run(spec.out, [d.images, d.labels, d.table, spec.features, spec.vgg_weights],
-                     spec, resume):
+                     spec, resume, overwrite):
         return _train_classifier(spec, cases=cases, val_cases=val_cases, resume=resume,
                                  progress=progress, cache=cache, write_info=write_info,
                                  measurer=measurer)
@@ -219,9 +249,10 @@ def _train_classifier(
     import torch
 
     from segfew.data import class_names, find_classification_cases
+    from segfew.data.read import warn_placeholder_spacing
     from segfew.modelfile import Architecture, ModelMeta, read_model_file, save_model
     from segfew.preprocess.cache import PreprocessCache
-    from segfew.runinfo import versions, write_run_info
+    from segfew.runinfo import update_run_info, versions, write_run_info
     from segfew.runtime import describe, resolve_device, seed_everything, set_threads
     from segfew.train import fit, label_weights
     from segfew.train.distributed import is_main
@@ -241,6 +272,8 @@ def _train_classifier(
         )
     if not cases:
         raise DataError("no labelled images found", spec.data.table or spec.data.images)
+    if write_info:  # said once per command (an experiment's tasks share its data)
+        warn_placeholder_spacing(cases)
     classes = class_names(list(cases) + list(val_cases or []))
     if spec.classes is not None and len(classes) != spec.classes:
         raise DataError(
@@ -269,6 +302,11 @@ def _train_classifier(
         train_x = _classification_arrays(train_cases, cfg, cache)
         val_x = _classification_arrays(val_list, cfg, cache) if val_list else []
     run_dir = run_dir_for(spec.out)
+    closed_form = framework(spec.framework).fitting == "closed-form"
+    choice, why = epoch_choice(len(val_list), spec.train) if val_list else (
+        "last" if spec.train.select_epoch == "last" else "best", "")  # best: lowest loss
+    validation = {"cases": len(val_list), "epoch_choice": None if closed_form else choice,
+                  "small": 0 < len(val_list) < MIN_CASES_TO_PICK_EPOCH, "note": why or None}
     if write_info and is_main():
         write_run_info(
             run_dir,
@@ -277,6 +315,7 @@ def _train_classifier(
             [*(p for p in (spec.data.table, spec.features, spec.vgg_weights) if p),
              *(p for c in [*train_cases, *val_list] for p in c.images)],
             runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),
+            extra={"status": "running", "validation": validation},
         )
     counts = np.bincount(np.asarray(train_y), minlength=len(classes))
     with warnings.catch_warnings():
@@ -305,6 +344,8 @@ def _train_classifier(
     else:
         in_channels, grid = train_x[0].shape[0], tuple(train_x[0].shape[1:])
         model, arch = build_classifier(spec, in_channels, len(classes), grid)
+        if len(grid) == 3 and is_main():  # a volume network: its size and cost, said first
+            _say_network(model, arch["name"], train_x[0].shape, len(train_x), spec)
         result = fit(
             model,
             tensor_dataset(train_x, train_y),
@@ -317,11 +358,21 @@ def _train_classifier(
             resume=resume,
             progress=progress,
         )
-        model.load_state_dict(
-            torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
-        )
+        kept = result.last_path if choice == "last" else result.best_path
+        model.load_state_dict(torch.load(kept, map_location="cpu", weights_only=True)["model"])
         history, stopped = result.history, result.stopped
-        best = {"best_epoch": result.best_epoch, "best_metric": result.best_metric}
+        epoch = len(history) if choice == "last" else result.best_epoch
+        best = {"best_epoch": result.best_epoch, "best_metric": result.best_metric,
+                "kept_epoch": epoch, "epoch_choice": choice, "validation": validation}
+        row = history[epoch - 1] if val_list and 0 < epoch <= len(history) else {}
+        flag = one_class_share(row.get("val_top_class", 0.0),
+                               row.get("val_top_share", float("nan")), len(val_list), classes)
+        best["one_class_validation"] = flag
+        if flag is not None:
+            warnings.warn(DataWarning(
+                f"at the kept epoch {epoch} the classifier predicts {flag['class']!r} for "
+                f"{flag['share']:.0%} of the {flag['cases']} validation cases: it learnt the "
+                "majority, not the classes", spec.out), stacklevel=2)
 
     if not is_main():
         return ClassifierResult(spec.out, run_dir, classes, history, stopped)
@@ -345,6 +396,8 @@ def _train_classifier(
         feature_source=feature_meta.model_dump(mode="json") if feature_meta else None,
     )
     save_model(spec.out, model, meta)
+    update_run_info(run_dir, status="completed",
+                    one_class_validation=best.get("one_class_validation"))
     return ClassifierResult(
         spec.out, run_dir, classes, history, stopped, time.perf_counter() - start
     )

@@ -38,21 +38,29 @@ __all__ = ["CANDIDATES", "Candidate", "Choice", "MeasurementClassifier", "select
 LOG_KINDS = ("volume_ml", "surface_mm2", "area_mm2", "perimeter_mm")
 #: measurement subsets the selection may choose from, by the kinds they keep
 SUBSETS: dict[str, tuple[str, ...] | None] = {
-    "volumes": ("volume_ml", "area_mm2", "ejection_fraction", "volume_ratio"),
-    "volumes+thickness": ("volume_ml", "area_mm2", "ejection_fraction", "volume_ratio",
-                          "thickness_mean_mm", "thickness_max_mm"),
+    "volumes": ("volume_ml", "area_mm2", "ejection_fraction", "volume_change", "volume_ratio"),
+    "volumes+thickness": ("volume_ml", "area_mm2", "ejection_fraction", "volume_change",
+                          "volume_ratio", "thickness_mean_mm", "thickness_max_mm"),
     "all": None,
 }
+#: kinds measured in voxels (a file without real spacing) → the physical kind they stand for
+VOXEL_KINDS = {f"{base}_{unit}": physical for unit in ("vox", "px") for base, physical in (
+    ("volume", "volume_ml"), ("surface", "surface_mm2"), ("area", "area_mm2"),
+    ("perimeter", "perimeter_mm"), ("major_axis", "major_axis_mm"),
+    ("minor_axis", "minor_axis_mm"), ("thickness_mean", "thickness_mean_mm"),
+    ("thickness_max", "thickness_max_mm"))}
 FOREST_TREES = 200
 _FLOOR = 1e-6  # smallest probability, so log-probabilities stay finite
 
 
 def kind_of(name: str) -> str:
-    """The measurement kind inside a name: ``LV_volume_ml_frame01`` → ``volume_ml``."""
-    for kind in (*LOG_KINDS, "ejection_fraction", "volume_ratio", "sphericity", "major_axis_mm",
-                 "minor_axis_mm", "solidity", "extent", "thickness_mean_mm", "thickness_max_mm"):
+    """The measurement kind inside a name: ``LV_volume_ml_frame01`` → ``volume_ml``; one in
+    voxels gives the kind it stands for (``LV_volume_vox_frame01`` → ``volume_ml``)."""
+    for kind in (*LOG_KINDS, "ejection_fraction", "volume_change", "volume_ratio", "sphericity",
+                 "major_axis_mm", "minor_axis_mm", "solidity", "extent", "thickness_mean_mm",
+                 "thickness_max_mm", *VOXEL_KINDS):
         if f"_{kind}" in name:
-            return kind
+            return VOXEL_KINDS.get(kind, kind)
     return name
 
 

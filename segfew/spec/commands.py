@@ -45,6 +45,8 @@ class LabelSpec(Settings):
         "myocardium and LV of cine cardiac MRI (two or more phases as channels, ED first)")
     table: Path | None = Field(default=None, description="only the cases of this table")
     id_column: str | None = None
+    label_column: str | None = Field(default=None, description="the table's class column "
+                                     "(none is needed)")
     channels: list[str] | None = None
     recursive: bool = Field(default=False, description="look for images in sub-folders too")
     k: int = Field(default=5, ge=2, le=64, description=K_MEANS_LABELS)
@@ -113,24 +115,33 @@ class ClassifierSpec(Settings):
 
 
 class SplitSpec(Settings):
-    """``segfew split``: a table split into train and test tables, by class and group."""
+    """``segfew split``: a table split into train and test tables, by class and group, or
+    N groups per class drawn from it (the learning-curve unit)."""
 
     table: Path
-    out: Path = Field(description="folder for train.tsv, test.tsv and run.json")
+    out: Path = Field(description="folder for train.tsv, test.tsv (or rest.tsv) and run.json")
     test_per_class: int | None = Field(default=None, ge=1, description="test groups per class")
     test_fraction: float | None = Field(
         default=None, gt=0, lt=1, description="fraction of each class's groups for testing"
     )
+    train_per_class: int | None = Field(
+        default=None, ge=1, description="groups per class drawn into train.tsv (the others: "
+        "rest.tsv); with one seed, a smaller draw is part of a larger one")
     seed: int = 0
+    images: Path | None = Field(
+        default=None, description="where the table's images are (default: the table's "
+        "folder), to keep byte-identical scans on one side")
     id_column: str | None = None
     label_column: str | None = None
     group_column: str | None = None
 
     @model_validator(mode="after")
     def _one_size(self) -> SplitSpec:
-        if (self.test_per_class is None) == (self.test_fraction is None):
-            raise ValueError("give one of --test-per-class and --test-fraction "
-                             "(test_per_class, test_fraction)")
+        given = [self.test_per_class, self.test_fraction, self.train_per_class]
+        if sum(v is not None for v in given) != 1:
+            raise ValueError("give one of --test-per-class, --test-fraction and "
+                             "--train-per-class (test_per_class, test_fraction, "
+                             "train_per_class)")
         return self
 
 

@@ -242,10 +242,12 @@ def restore(ckpt: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim
 
 
 def write_metrics(path: Path, history: Sequence[dict[str, float]]) -> None:
-    """``metrics.csv``: :data:`METRIC_COLUMNS`, then any ``val_dice_<label>`` columns."""
+    """``metrics.csv``: :data:`METRIC_COLUMNS`, then any ``val_dice_<label>`` columns, or a
+    classifier's ``val_top_class`` and ``val_top_share``."""
     extra = sorted({k for row in history for k in row if k.startswith("val_dice_")},
                    key=lambda k: int(k.rsplit("_", 1)[1]))
-    columns = (*METRIC_COLUMNS, *extra)
+    top = [k for k in ("val_top_class", "val_top_share") if any(k in row for row in history)]
+    columns = (*METRIC_COLUMNS, *extra, *top)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)

@@ -143,3 +143,48 @@ def check_mnet_training(dim: int, in_channels: int, num_labels: int, n_s: int,
     check_fits(estimate, available_bytes(device),
                f"the {dim}D M-Net (n_s = {n_s}) on {'×'.join(map(str, grid))}, batch {batch}")
     return estimate
+
+
+def network_cost(model: nn.Module, sample_shape: tuple[int, ...], batch: int, samples: int,
+                 device: torch.device, plan: Plan) -> dict[str, float | None]:
+    """What training ``model`` costs, said before a 3D network trains on volumes:
+    ``parameters``, ``memory_gib`` of one step (:func:`estimate_training_memory`; None if
+    the trace fails), ``step_s``: one forward and backward pass of a ``batch`` of
+    ``sample_shape`` ``(C, *grid)`` timed on ``device``, and ``epoch_s``: that times the
+    batches of ``samples`` cases (None where the pass fails).
+
+    The pass runs on a copy of the network with the random number generators restored
+    afterwards, so the training that follows is the same with or without it. The first
+    pass includes the device's warm-up, so ``epoch_s`` errs high.
+    """
+    import copy
+    import math
+    import time
+
+    out: dict[str, float | None] = {
+        "parameters": float(sum(p.numel() for p in model.parameters())),
+        "memory_gib": None, "step_s": None, "epoch_s": None}
+    try:
+        estimate = estimate_training_memory(lambda: copy.deepcopy(model).to("meta"),
+                                            (batch, *sample_shape), plan)
+        out["memory_gib"] = round(estimate.bytes / GiB, 3)
+    except Exception:  # an estimate is a courtesy: the run goes on without it
+        pass
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            net = copy.deepcopy(model).to(device).train()
+            x = torch.zeros((batch, *sample_shape), device=device)
+            y = torch.zeros(batch, dtype=torch.long, device=device)
+            start = time.perf_counter()
+            with plan.autocast():
+                loss = F.cross_entropy(net(x).float(), y)
+            loss.backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            step = time.perf_counter() - start
+    except Exception:
+        return out
+    out["step_s"] = round(step, 3)
+    out["epoch_s"] = round(step * math.ceil(samples / batch), 1)
+    return out

@@ -38,12 +38,17 @@ def confusion_per_sample(logits: Tensor, target: Tensor, num_classes: int) -> Te
 
 def scores_from_confusion(conf: Tensor, task: Task) -> dict[str, float]:
     """``val_metric`` (accuracy, or the mean Dice) and ``val_dice_<label>`` from per-case
-    confusion matrices ``(G, L, L)``."""
+    confusion matrices ``(G, L, L)``; for classification also ``val_top_class`` and
+    ``val_top_share``: the class predicted most and its share of the cases (a classifier
+    that predicts one class for nearly every case is flagged by the job)."""
     c = conf.double().cpu()
     if task == "classification":
         total = c.sum().item()
+        predicted = c.sum(dim=(0, 1))
         return {"val_metric": c.diagonal(dim1=1, dim2=2).sum().item() / total
-                if total else math.nan}
+                if total else math.nan,
+                "val_top_class": float(predicted.argmax().item()),
+                "val_top_share": predicted.max().item() / total if total else math.nan}
     labels = range(1, c.shape[1])
     per_case = [{label: dice(m[label, label].item(), m[:, label].sum().item(),
                              m[label, :].sum().item()) for label in labels}

@@ -54,9 +54,9 @@ def test_one_scan_under_two_ids_is_noted(tmp_path: Path) -> None:
     for ch in ("ed", "es"):
         (images / f"p3_{ch}.nii.gz").write_bytes((images / f"p1_{ch}.nii.gz").read_bytes())
     report = inspect_dataset(images, labels, table, ["ed", "es"])
-    assert report.problems == ["identical images: p1, p3 hold the same scan (experiment keeps "
-                               "them on one side of every split; a copy in training and in a "
-                               "test set would be leakage)"]
+    assert report.problems == ["identical images: p1, p3 hold the same scan (split and "
+                               "experiment keep them on one side of every split; a copy in "
+                               "training and in a test set would be leakage)"]
     assert not report.fatal
 
 def test_every_problem_is_collected(tmp_path: Path) -> None:
@@ -147,8 +147,11 @@ def test_acdc_inspect() -> None:
     acdc = real_data("acdc")
     report = inspect_dataset(acdc / "images", acdc / "labels", acdc / "labels.csv",
                              ["frame01", "frame02"])
-    # the public copy holds one scan under two patients (074 and 076): a note, not a refusal
-    assert [p for p in report.problems if not p.startswith("identical images:")] == []
+    # the public copy holds one scan under two patients (074 and 076), and its affines are
+    # the identity (no spacing): notes, not refusals
+    assert [p for p in report.problems if not p.startswith("identical images:")] == [
+        "60 of 60 cases have no real voxel size (identity affine): it reads as 1 mm, but "
+        "sizes are in voxels — measurements say vox/px instead of ml/mm"]
     assert not report.fatal
     assert (report.n_cases, report.n_channels, report.n_labelled) == (60, 2, 120)
     assert report.class_counts == {"DCM": 12, "HCM": 12, "MINF": 12, "NOR": 12, "RV": 12}

@@ -1,0 +1,56 @@
+"""No silent restart: a run folder holding an unfinished run needs --resume or --overwrite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from segfew.cli import app
+from tests.conftest import invoke
+from tests.jobs.conftest import TINY_PRETRAIN
+
+runner = CliRunner()
+
+
+def _pretrain_args(phantoms: Path, out: Path) -> list[str]:
+    return ["pretrain", "--images", str(phantoms / "images"), "--labels",
+            str(phantoms / "labels"), "--out", str(out), *TINY_PRETRAIN, "--epochs", "1"]
+
+
+def test_pretrain_on_an_interrupted_run_is_refused_naming_resume_and_overwrite(
+        phantoms: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seg.pt"
+    invoke(*_pretrain_args(phantoms, out))
+    info = json.loads((tmp_path / "seg-run" / "run.json").read_text())
+    assert info["status"] == "completed"
+    out.unlink()  # stopped before the model file was written: last.pt and no model
+    result = runner.invoke(app, _pretrain_args(phantoms, out))
+    assert result.exit_code == 2 and not out.exists()
+    line = " ".join(result.output.split())
+    assert "unfinished run" in line and "--resume" in line and "--overwrite" in line
+    assert len(result.output.strip().splitlines()) == 1
+    invoke(*_pretrain_args(phantoms, out), "--overwrite")
+    assert out.exists()
+    # a finished run may be trained again (its model file is replaced)
+    invoke(*_pretrain_args(phantoms, out))
+
+
+def test_train_classifier_on_a_run_marked_running_is_refused(
+        phantoms: Path, tmp_path: Path) -> None:
+    out = tmp_path / "clf.pt"
+    args = ["train-classifier", "--images", str(phantoms / "images"), "--table",
+            str(phantoms / "labels.csv"), "--framework", "scratch", "--size", "32",
+            "--epochs", "1", "--no-progress", "--no-cache", "--out", str(out)]
+    invoke(*args)
+    run_json = tmp_path / "clf-run" / "run.json"
+    info = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**info, "status": "running"}))  # a later run, stopped
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "--resume" in result.output and "--overwrite" in result.output
+    result = runner.invoke(app, [*args, "--resume", "--overwrite"])
+    assert result.exit_code == 2 and "give one" in result.output
+    invoke(*args, "--overwrite")
+    assert json.loads(run_json.read_text())["status"] == "completed"
