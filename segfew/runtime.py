@@ -102,8 +102,7 @@ def default_threads() -> tuple[int, str]:
     if omp.isdigit() and int(omp) >= 1:
         return int(omp), "OMP_NUM_THREADS"
     if _AUTO is None:
-        cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                 else os.cpu_count() or 1)
+        cores = _usable_cores()
         try:
             load = os.getloadavg()[0]
         except OSError:  # no load average on this platform: every core
@@ -116,6 +115,12 @@ def default_threads() -> tuple[int, str]:
 
 
 _AUTO: tuple[int, str] | None = None
+
+
+def _usable_cores() -> int:
+    return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1)
+
 _CHOSEN_BY = "torch's default"
 
 
@@ -138,7 +143,9 @@ def set_threads(n: int | None) -> int:
     torch.set_num_threads(n)
     threadpool_limits(n)
     if (n, _CHOSEN_BY) != said:  # once, not again for every task of an experiment
-        log.info("CPU threads: %d (%s)", n, _CHOSEN_BY)
+        # said aloud where the load took cores away; run.json records every choice
+        busy = _CHOSEN_BY.startswith("idle cores") and n < _usable_cores()
+        log.log(logging.INFO if busy else logging.DEBUG, "CPU threads: %d (%s)", n, _CHOSEN_BY)
     return n
 
 

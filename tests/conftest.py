@@ -4,6 +4,7 @@ tiny phantoms, the CLI runner, and the location of the optional real data."""
 from __future__ import annotations
 
 import csv
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
+# one CPU thread per test process: the same sums on every machine, and no note of threads
+# taken by the load in front of the one-line errors the tests read
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

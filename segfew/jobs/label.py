@@ -56,7 +56,6 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     from segfew.runinfo import write_run_info
     from segfew.runtime import set_threads
 
-    set_threads(spec.threads)
     report = progress or (lambda stage, done, total: None)
     cases = find_cases(spec.images, spec.table, spec.channels, spec.id_column, spec.recursive,
                        spec.label_column)
@@ -68,6 +67,7 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
              for case in cases for p in case.images}
     given = [p for p in (spec.images, spec.table, spec.centres) if p is not None]
     out = check_output(spec.out, [*given, *paths], "folder")
+    set_threads(spec.threads)  # said once the run is known to start
 
     def read_cases(stage: str) -> Iterator[tuple[Case, list[Image]]]:
         """Every case with its images, read through the door (all its checks)."""
