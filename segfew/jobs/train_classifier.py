@@ -43,6 +43,7 @@ class ClassifierResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: str = "completed"
     seconds: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)  # as the model file records them
 
 
 def classifier_preprocess(spec: ClassifierSpec, feature_meta: Any | None) -> PreprocessConfig:
@@ -321,7 +322,8 @@ def _train_classifier(
             torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
         )
         history, stopped = result.history, result.stopped
-        best = {"best_epoch": result.best_epoch, "best_metric": result.best_metric}
+        best = {"best_epoch": result.best_epoch, "best_metric": result.best_metric,
+                "validation": _validation_summary(result.best_metric, val_y, spec.train.seed)}
 
     if not is_main():
         return ClassifierResult(spec.out, run_dir, classes, history, stopped)
@@ -341,10 +343,31 @@ def _train_classifier(
             "train_class_counts": dict(zip(classes, counts.tolist(), strict=True)),
             "train_cases": [c.id for c in train_cases],
             "validation_cases": [c.id for c in val_list],
+            "training_data": _digests([*train_cases, *val_list]),
         },
         feature_source=feature_meta.model_dump(mode="json") if feature_meta else None,
     )
     save_model(spec.out, model, meta)
     return ClassifierResult(
-        spec.out, run_dir, classes, history, stopped, time.perf_counter() - start
+        spec.out, run_dir, classes, history, stopped, time.perf_counter() - start, meta.metrics
     )
+
+
+def _digests(cases: Sequence[Case]) -> list[str]:
+    """SHA-256 of every training image: the manifest ``evaluate`` checks for leakage."""
+    from segfew.runinfo import file_digest
+
+    return sorted({file_digest(p) for c in cases for p in c.images if Path(p).is_file()})
+
+
+def _validation_summary(best: float | None, val_y: Sequence[int], seed: int
+                        ) -> dict[str, Any] | None:
+    """The best epoch's validation accuracy with its 95% interval and the chance rate
+    (:func:`segfew.metrics.accuracy_summary`): a handful of validation cases is noise."""
+    from segfew.metrics import accuracy_summary
+
+    if best is None or not val_y or not np.isfinite(best):
+        return None
+    n = len(val_y)
+    hits = np.arange(n) < round(float(best) * n)  # which cases were right does not matter
+    return accuracy_summary(hits, val_y, seed=seed)
