@@ -48,13 +48,16 @@ class LeakageCheck:
                     "that no evaluated case trained it could not be made")
         if not self.leaked:
             return f"{self.model}: no evaluated case trained it (SHA-256 of every image compared)"
-        shown = ", ".join(self.leaked[:8]) + (
-            f" and {len(self.leaked) - 8} more" if len(self.leaked) > 8 else "")
-        return f"{self.model} was trained on {len(self.leaked)} evaluated case(s): {shown}"
+        return (f"{self.model} was trained on {len(self.leaked)} evaluated case(s): "
+                f"{_shown(self.leaked)}")
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "checked": self.checked, "leaked": list(self.leaked),
                 "verdict": self.describe()}
+
+
+def _shown(ids: Sequence[str], most: int = 8) -> str:
+    return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
 
 
 def _recorded(meta_metrics: dict[str, Any]) -> set[str] | None:
@@ -114,9 +117,10 @@ def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool
     checks = [find_leakage(Path(p), cases) for p in model_paths]
     for check in checks:
         if check.leaked and not allow:
-            raise DataError(f"{check.describe()}; a score on them is not a test — evaluate "
-                            "other cases, or pass --allow-leakage to score them with a "
-                            "warning", check.model)
+            raise DataError(f"the model was trained on {len(check.leaked)} evaluated case(s) "
+                            f"({_shown(check.leaked)}); a score on them is not a test — "
+                            "evaluate other cases, or pass --allow-leakage to score them with "
+                            "a warning", check.model)
     return checks
 
 
@@ -135,11 +139,9 @@ def check_leakage(model_path: Path, test_cases: Iterable[Case], allow: bool = Fa
                       "that no test case trained it", stacklevel=2)
         return check
     if check.leaked:
-        shown = ", ".join(check.leaked[:8]) + (
-            f" and {len(check.leaked) - 8} more" if len(check.leaked) > 8 else "")
         message = (f"the segmentation network was trained on {len(check.leaked)} test case(s) "
-                   f"({shown}); pre-train per repetition (pretrain = <spec>) or on a disjoint "
-                   "pool, or set allow_leakage = true")
+                   f"({_shown(check.leaked)}); pre-train per repetition (pretrain = <spec>) "
+                   "or on a disjoint pool, or set allow_leakage = true")
         if not allow:
             raise DataError(message, model_path)
         warnings.warn(f"{model_path}: LEAKAGE: {message}", stacklevel=2)
