@@ -45,7 +45,7 @@ SUBSETS: dict[str, tuple[str, ...] | None] = {
     "all": None,
 }
 FOREST_TREES = 200
-NESTED_TREES = 50  # forests of the nested estimate's refits (time, see nested_estimate)
+NESTED_TREES = 25  # forests of the nested estimate's refits (time, see nested_estimate)
 CI_RESAMPLES = 500  # bootstrap resamples of the inner scores' intervals
 _FLOOR = 1e-6  # smallest probability, so log-probabilities stay finite
 
