@@ -28,7 +28,10 @@ import numpy as np
 from segfew.files import atomic_path
 
 __all__ = [
+    "accuracy_summary",
     "case_mean_dice",
+    "chance_fields",
+    "chance_words",
     "classification_metrics",
     "dice",
     "dice_per_label",
@@ -66,6 +69,7 @@ def classification_metrics(
              per_class: {name: {f1, recall, specificity, auroc: [lo, hi] | None}}}
         n: number of cases; bootstrap: number of resamples
         one_class: {class, share, truth_share, cases} | None (see :func:`one_class`)
+        chance_rate, distinguishable_from_chance: see :func:`chance_fields`
 
     ``ci`` holds bootstrap 95% percentile intervals from ``bootstrap`` resamples of the
     cases (seeded by ``seed``); an interval is None where the metric is undefined in every
@@ -128,6 +132,7 @@ def classification_metrics(
     out["per_class"] = per_class
     out["confusion_matrix"] = cm.astype(int).tolist()
     out["ci"] = _bootstrap_ci(yt, yp, p, names, bootstrap, seed) if bootstrap > 0 else {}
+    out.update(chance_fields(out["ci"].get("accuracy"), yt))
     out["n"] = n
     out["bootstrap"] = int(bootstrap)
     out["one_class"] = one_class(yt, yp, names)
@@ -192,14 +197,18 @@ def metrics_from_confusion(cms: np.ndarray) -> dict[str, np.ndarray]:
             "macro_f1": macro_f1, "recall": recall, "specificity": specificity, "f1": f1}
 
 
+def _resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
+    """(B, n) multiplicities: how often case i is in resample b (the one bootstrap of segfew)."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(resamples, n))
+    return np.bincount((draws + n * np.arange(resamples)[:, None]).ravel(),
+                       minlength=resamples * n).reshape(resamples, n).astype(np.float64)
+
+
 def _bootstrap_ci(yt: np.ndarray, yp: np.ndarray, proba: np.ndarray | None,
                   names: list[str], resamples: int, seed: int) -> dict[str, Any]:
     n, k = len(yt), len(names)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(resamples, n))
-    # counts[b, i]: how often case i is in resample b
-    counts = np.bincount((draws + n * np.arange(resamples)[:, None]).ravel(),
-                         minlength=resamples * n).reshape(resamples, n).astype(np.float64)
+    counts = _resample_counts(n, resamples, seed)
     pair = yt * k + yp  # (n,) index of each case's confusion-matrix cell
     onehot = np.zeros((n, k * k))
     onehot[np.arange(n), pair] = 1.0
@@ -247,6 +256,70 @@ def _interval(values: np.ndarray, level: float = 0.95) -> list[float] | None:
         return None
     lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
     return [float(lo), float(hi)]
+
+
+# ---------------------------------------------------------------- chance
+
+
+def chance_fields(accuracy_ci: Sequence[float] | None, y_true: Sequence[int] | np.ndarray,
+                  balanced: bool = False) -> dict[str, Any]:
+    """``chance_rate`` (the majority-class share of ``y_true``: the accuracy of always
+    answering the commonest class; with ``balanced``, 1 / the number of classes present: the
+    balanced accuracy of any constant answer) and ``distinguishable_from_chance`` (False
+    when the 95% interval ``accuracy_ci`` holds it; None without an interval).
+
+    Why: with a few dozen test cases an accuracy of 0.55 on two classes is as likely from a
+    coin as from a model; the interval says so, and the words must too.
+    """
+    yt = np.asarray(y_true, dtype=np.int64).ravel()
+    if not len(yt):
+        return {"chance_rate": None, "distinguishable_from_chance": None}
+    counts = np.bincount(yt)
+    rate = float(1 / np.count_nonzero(counts) if balanced else counts.max() / len(yt))
+    if not accuracy_ci:
+        return {"chance_rate": rate, "distinguishable_from_chance": None}
+    lo, hi = float(accuracy_ci[0]), float(accuracy_ci[1])
+    return {"chance_rate": rate, "distinguishable_from_chance": not lo <= rate <= hi}
+
+
+def chance_words(summary: Mapping[str, Any], ci_key: str = "accuracy") -> str:
+    """The sentence to print beside an accuracy whose interval holds the chance rate (else
+    ""). ``summary`` holds ``chance_rate``, ``distinguishable_from_chance`` and the interval
+    (``summary["ci"][ci_key]`` or ``summary["ci"]`` when it is a pair)."""
+    if summary.get("distinguishable_from_chance") is not False:
+        return ""
+    ci = summary.get("ci")
+    pair = ci.get(ci_key) if isinstance(ci, Mapping) else ci
+    where = f"its 95% CI {pair[0]:.2f}–{pair[1]:.2f} holds " if pair else "its CI holds "
+    return (f"not distinguishable from chance: {where}the chance rate "
+            f"{summary['chance_rate']:.2f} (the share of the largest class)")
+
+
+def accuracy_summary(correct: Sequence[bool] | np.ndarray, y_true: Sequence[int] | np.ndarray,
+                     *, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Accuracy of ``correct`` (n,) with its 95% bootstrap interval and :func:`chance_fields`.
+
+    ``y_true`` (n,) class indices of the same cases (for the chance rate). Returns
+    ``{"accuracy", "ci": [lo, hi] | None, "n", "chance_rate",
+    "distinguishable_from_chance"}``; ``accuracy`` None when n is 0.
+    """
+    hits = np.asarray(correct, dtype=np.float64).ravel()
+    n = len(hits)
+    if n == 0:
+        return {"accuracy": None, "ci": None, "n": 0, "chance_rate": None,
+                "distinguishable_from_chance": None}
+    ci = _interval(_resample_counts(n, bootstrap, seed) @ hits / n) if bootstrap > 0 else None
+    return {"accuracy": float(hits.mean()), "ci": ci, "n": n, **chance_fields(ci, y_true)}
+
+
+def cases_from_confusion(cm: np.ndarray | Sequence[Sequence[int]]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """``(y_true, y_pred)`` class indices of the cases a confusion matrix counts (rows:
+    truth), so a pooled matrix can be bootstrapped like any predictions."""
+    cm = np.asarray(cm, dtype=np.int64)
+    k = cm.shape[0]
+    cells = np.repeat(np.arange(k * k), cm.ravel())
+    return cells // k, cells % k
 
 
 # ---------------------------------------------------------------- segmentation

@@ -29,15 +29,16 @@ E = EvaluateSpec
 
 @handle_errors
 def evaluate(
-    model: Annotated[Path | None, setting(
-        E, "model", "Model file (segfew train-classifier or pretrain).")] = None,
+    model: Annotated[list[Path] | None, setting(
+        E, "model", "Model file (segfew train-classifier or pretrain); repeat for an ensemble "
+        "of classifiers with the same classes.", "--model", "-m", metavar="PATH")] = None,
     images: Annotated[Path | None, setting(
         E, "images", "Folder of images (or of class sub-folders).")] = None,
     out: Annotated[Path | None, setting(
         E, "out", "Folder for metrics.json, predictions.csv, plots.")] = None,
     table: Annotated[Path | None, setting(
-        E, "table", "Classifier: CSV/TSV of id (or path) and true class (default: class "
-        "sub-folders of --images).")] = None,
+        E, "table", "The cases to score: CSV/TSV of id (or path) and, for a classifier, true "
+        "class (default: every case of --images; a classifier's class sub-folders).")] = None,
     labels: Annotated[Path | None, setting(
         E, "labels", "Segmentation model: folder of true label maps.")] = None,
     channels: ChannelsOpt = None,
@@ -54,6 +55,9 @@ def evaluate(
     threads: ThreadsOpt = None,
     batch_size: Annotated[int | None, setting(
         E, "batch_size", "Images per forward pass.", min=1)] = None,
+    allow_leakage: Annotated[bool, typer.Option(
+        "--allow-leakage", help="Cases a model was trained on: score them with a warning "
+        "(recorded in every output), not refuse.")] = False,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -63,6 +67,8 @@ def evaluate(
 
     Example: segfew evaluate --model seg.pt --images images --labels masks --out eval
 
+    Exactly the cases of --table are scored (for a segmentation model too). A model file's
+    training manifest is compared with them first: a case it was trained on is refused.
     Writes metrics.json, predictions.csv (or per_case.csv), confusion_matrix.png, run.json.
     The exit code is 1 when any case failed, after every row is written.
     """
@@ -86,6 +92,7 @@ def evaluate(
         "batch_size": batch_size,
         "bootstrap": bootstrap,
         "seed": seed,
+        "allow_leakage": True if allow_leakage else None,
     }
     resolved = resolve(EvaluateSpec, overrides, spec)
     set_threads(resolved.threads)
@@ -97,8 +104,10 @@ def evaluate(
             label_column=resolved.label_column, group_column=resolved.group_column,
             label_map=resolved.label_map, device=resolved.device, batch_size=resolved.batch_size,
             bootstrap=resolved.bootstrap, seed=resolved.seed, progress=view.cases("cases"),
-            run_spec=resolved)
+            run_spec=resolved, allow_leakage=resolved.allow_leakage)
     stdout = make_console(stderr=False)
+    for line in door_lines(metrics, resolved.table):
+        console.print(line, highlight=False)
     if kind == "classifier":
         for t in metrics_tables(metrics):
             stdout.print(t)
@@ -112,6 +121,28 @@ def evaluate(
     console.print("wrote " + ", ".join(str(out / name) for name in written), highlight=False)
     if metrics.get("n_failed"):
         raise typer.Exit(1)
+
+
+def door_lines(metrics: dict[str, Any], table: Path | None) -> list[str]:
+    """How many cases were scored (and from where), the leakage verdict, and chance."""
+    from rich.markup import escape
+
+    from segfew.metrics import chance_words
+
+    source = f"the cases of {table}" if table else "every case found"
+    lines = [escape(f"scored {metrics['n_scored']} of {metrics['n_cases']} cases ({source})")]
+    leakage = metrics.get("leakage") or {}
+    verdict = escape(f"leakage check: {leakage.get('verdict', 'not made')}")
+    if leakage.get("leaked"):
+        lines.append(f"[bold red]{verdict}: {escape(', '.join(leakage['leaked']))}[/]")
+    elif not leakage.get("checked", False):
+        lines.append(f"[yellow]{verdict}[/]")
+    else:
+        lines.append(verdict)
+    words = chance_words(metrics)
+    if words:
+        lines.append(f"[bold yellow]accuracy {escape(words)}[/]")
+    return lines
 
 
 def dice_table(metrics: dict[str, Any]) -> Any:

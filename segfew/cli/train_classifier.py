@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from segfew.choices import Framework, Precision
 from segfew.cli.common import (
@@ -125,3 +125,23 @@ def train_classifier(
             f"model: {result.model_path}  run folder: {result.run_dir}  "
             f"({result.stopped}, {result.seconds:.0f} s)", highlight=False
         )
+        for line in trust_lines(result.metrics):
+            console.print(line, highlight=False, markup=False)
+
+
+def trust_lines(metrics: dict[str, Any]) -> list[str]:
+    """The validation accuracy with its interval and chance (fitted networks), or what the
+    inner cross-validation of framework measures tried, chose and honestly estimates."""
+    from segfew.inference.measure import describe_selection
+    from segfew.metrics import chance_words
+
+    lines = describe_selection(metrics)
+    val = metrics.get("validation_accuracy")
+    if val and val.get("accuracy") is not None:
+        ci = val.get("ci")
+        text = (f"validation accuracy (kept epoch): {val['accuracy']:.2f}"
+                + (f" [95% CI {ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+                + f" on {val['n']} cases")
+        words = chance_words(val)
+        lines.append(text + (f" — {words}" if words else ""))
+    return lines

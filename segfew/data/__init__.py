@@ -17,6 +17,7 @@ from segfew.data.classes import (
     find_classification_cases,
     has_class_folders,
     read_table,
+    table_ids,
     with_targets,
 )
 from segfew.data.discover import (
@@ -51,6 +52,7 @@ __all__ = [
     "read_table",
     "split_table",
     "stratified_split",
+    "table_ids",
     "with_targets",
 ]
 

@@ -398,3 +398,19 @@ def _with_targets(cases: Sequence[Case], classified: Sequence[Case],
     return out
 
 
+
+
+def table_ids(table: Path, id_column: str | None = None) -> list[str]:
+    """The case ids a table lists, in order (a path becomes its file's case id), for
+    commands that only select cases by it (``evaluate --table`` of a segmentation model);
+    no class column is needed."""
+    rows = _sniff_rows(Path(table))
+    columns = list(rows[0].keys()) if rows else []
+    if not rows:
+        raise DataError("table has a header but no rows", table)
+    if id_column is None:
+        rows, columns, id_column, _ = _clinicadl_ids(rows, columns, None)
+    col = _pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
+    values = [row.get(col, "") for row in rows]
+    return [case_id(Path(v)) if "/" in v or "\\" in v or is_image_file(Path(v)) else v
+            for v in values if v]

@@ -10,6 +10,11 @@ failed are reported (``n_failed`` and error rows), never silently dropped.
 Segmentation model: per-label Dice on the source grid (the prediction is restored to the
 image's own shape first, so the score is the one a user sees in a viewer).
 
+One door for both: exactly the cases of ``--table`` are scored (else every case found), and
+before any is, every model file's training manifest is compared with them
+(:mod:`segfew.evaluation.leakage`): a model scored on its own training cases is refused, or with
+``allow_leakage`` scored and marked everywhere it is written.
+
 Every output is written atomically into ``out_dir``: ``metrics.json``, ``predictions.csv``
 (or ``per_case.csv``), ``confusion_matrix.png`` and ``run.json``; for a measures classifier
 also ``measurements.csv`` (every case's named measurements, as the classifier saw them).
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segfew.data import Case
 from segfew.errors import DataError, SpecError
 from segfew.files import check_output, write_json, write_rows_csv
 from segfew.inference.batch import (
@@ -33,13 +39,11 @@ from segfew.inference.batch import (
     progress_counter,
     write_predictions_csv,
 )
-from segfew.inference.ensemble import flag_confidence
 from segfew.inference.predictor import Predictor
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from segfew.data import Case
     from segfew.data.read import LabelRules
 
 __all__ = [
@@ -47,6 +51,7 @@ __all__ = [
     "evaluate_paths",
     "evaluate_segmentation",
     "score_predictions",
+    "select_table_cases",
 ]
 
 ProgressFn = Callable[[int, int], None]
@@ -102,61 +107,93 @@ def score_predictions(targets: Sequence[int], rows: Sequence[PredictionRow],
     return metrics
 
 
-def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: str | Path, *,
-                        device: str = "auto", batch_size: int = 8, bootstrap: int = 1000,
+ModelPaths = str | Path | Sequence[str | Path]
+"""One model file, or several classifiers of the same classes (an ensemble)."""
+
+
+def _paths(model_path: ModelPaths) -> list[Path]:
+    return ([Path(model_path)] if isinstance(model_path, (str, Path))
+            else [Path(m) for m in model_path])
+
+
+def _predictors(paths: Sequence[Path], given: Predictor | Sequence[Predictor] | None,
+                device: str, batch_size: int) -> list[Predictor]:
+    from segfew.inference.ensemble import open_models
+
+    if given is None:
+        return open_models(paths, device=device, batch_size=batch_size)[1]
+    return [given] if isinstance(given, Predictor) else list(given)
+
+
+def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: str | Path,
+                        *, device: str = "auto", batch_size: int = 8, bootstrap: int = 1000,
                         seed: int = 0, progress: ProgressFn | None = None,
                         table: str | Path | None = None,
-                        predictor: Predictor | None = None,
-                        run_spec: BaseModel | dict[str, Any] | None = None) -> dict[str, Any]:
-    """Predict ``cases`` with the classifier at ``model_path`` and score them; returns metrics.
+                        predictor: Predictor | Sequence[Predictor] | None = None,
+                        run_spec: BaseModel | dict[str, Any] | None = None,
+                        allow_leakage: bool = False) -> dict[str, Any]:
+    """Predict ``cases`` with the classifier(s) at ``model_path`` and score them.
 
-    ``metrics.json`` holds ``accuracy``, ``balanced_accuracy``, ``kappa``, ``macro_f1``,
-    ``per_class``, ``confusion_matrix``, ``ci`` (bootstrap 95% intervals), plus ``classes``,
-    ``n_cases``, ``n_failed`` and ``model``. ``table`` only names the source in error
-    messages; ``predictor`` reuses an already loaded model. ``run_spec`` (e.g. the resolved
+    Several model files predict as one ensemble (:mod:`segfew.inference.ensemble`). First the
+    training manifest of every model file is compared with the cases' images
+    (:func:`segfew.evaluation.leakage.check_models`): an overlap is a one-line DataError naming the
+    cases, unless ``allow_leakage`` (then it is recorded). ``metrics.json`` holds
+    ``accuracy``, ``balanced_accuracy``, ``kappa``, ``macro_f1``, ``per_class``,
+    ``confusion_matrix``, ``ci`` (bootstrap 95% intervals), ``chance_rate`` and
+    ``distinguishable_from_chance``, plus ``classes``, ``n_cases``, ``n_scored``,
+    ``n_failed``, ``model`` and ``leakage`` (:func:`segfew.evaluation.leakage.leakage_record`);
+    ``predictions.csv`` has a ``leaked`` column. ``table`` only names the source in error
+    messages; ``predictor`` reuses already loaded models. ``run_spec`` (e.g. the resolved
     :class:`segfew.spec.EvaluateSpec`) is the spec saved in ``run.json``; by default the
     arguments are.
     """
+    from segfew.evaluation.leakage import check_models, leakage_record
+    from segfew.inference.ensemble import classify_all
     from segfew.metrics import plot_confusion_matrix
     from segfew.runinfo import write_run_info
 
-    predictor = predictor or Predictor(model_path, device=device, batch_size=batch_size)
-    meta = predictor.meta
+    paths = _paths(model_path)
+    predictors = _predictors(paths, predictor, device, batch_size)
+    meta = predictors[0].meta
     if meta.kind != "classifier":
-        raise SpecError("this is a segmentation model; evaluate it with --labels", model_path)
+        raise SpecError("this is a segmentation model; evaluate it with --labels", paths[0])
     if not cases:
         raise DataError("no labelled cases to evaluate", table)
     classes = list(meta.classes)
     y_all = check_targets(cases, classes, table)
-    inputs = [Path(model_path), *([Path(table)] if table else [])]
+    inputs = [*paths, *([Path(table)] if table else [])]
     out_dir = check_out_dir(out_dir, cases, inputs)
+    checks = check_models(paths, cases, allow_leakage)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
-    flag_confidence(rows)
+    rows = classify_all(predictors, cases, progress)
+    leakage = leakage_record(checks, allow_leakage)
     write_predictions_csv(out_dir / "predictions.csv", rows, classes,
-                          targets=[str(c.target) for c in cases])
-    predictor.write_measurements(out_dir / "measurements.csv", cases, rows)
+                          targets=[str(c.target) for c in cases], leaked=set(leakage["leaked"]))
+    predictors[0].write_measurements(out_dir / "measurements.csv", cases, rows)
     metrics = score_predictions(y_all, rows, classes, bootstrap=bootstrap, seed=seed,
                                 source=table)
     n_ok = sum(r.status == "ok" for r in rows)
     metrics.update({
         "classes": classes,
         "n_cases": len(cases),
+        "n_scored": n_ok,
         "n_failed": len(cases) - n_ok,
         "failed": [{"id": rows[i].id, "error": rows[i].error}
                    for i in range(len(rows)) if rows[i].status != "ok"],
-        "model": str(model_path),
+        "model": str(paths[0]) if len(paths) == 1 else [str(m) for m in paths],
+        "leakage": leakage,
     })
     metrics = _jsonable(metrics)
     write_json(out_dir / "metrics.json", metrics)
+    names = ", ".join(m.name for m in paths)
     plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), classes,
-                          out_dir / "confusion_matrix.png",
-                          title=f"{Path(model_path).name} — {n_ok} cases")
+                          out_dir / "confusion_matrix.png", title=f"{names} — {n_ok} cases")
     spec = run_spec if run_spec is not None else {
-        "task": "evaluate", "model": str(model_path), "table": str(table) if table else None,
-        "bootstrap": bootstrap, "seed": seed, "device": str(predictor.device),
-        "batch_size": batch_size, "cases": [c.id for c in cases]}
+        "task": "evaluate", "model": [str(m) for m in paths],
+        "table": str(table) if table else None, "bootstrap": bootstrap, "seed": seed,
+        "device": str(predictors[0].device), "batch_size": batch_size,
+        "allow_leakage": allow_leakage, "cases": [c.id for c in cases]}
     write_run_info(out_dir, spec, seed, [*inputs, *(p for c in cases for p in c.images)])
     return metrics
 
@@ -166,17 +203,22 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
                           progress: ProgressFn | None = None,
                           predictor: Predictor | None = None,
                           run_spec: BaseModel | dict[str, Any] | None = None,
-                          rules: LabelRules | None = None) -> dict[str, Any]:
+                          rules: LabelRules | None = None,
+                          allow_leakage: bool = False) -> dict[str, Any]:
     """Per-label Dice of the segmentation model at ``model_path`` on ``cases`` (with labels).
 
-    Dice is computed on each image's source grid, after the prediction is restored to it.
-    ``metrics.json``: ``{"dice": {label: mean over cases}, "mean_dice": mean over foreground
-    labels, "per_case": [{"id", "dice": {label: value}, "status", "error"}], "n_cases",
-    "n_failed", "model"}``. A label absent from both prediction and truth in a case has no
-    Dice there (None) and is left out of its mean. Also writes ``per_case.csv``, and
-    ``run.json`` with ``run_spec`` (default: the arguments) as its spec.
+    The leakage check comes first, as in :func:`evaluate_classifier`. Dice is computed on
+    each image's source grid, after the prediction is restored to it. ``metrics.json``:
+    ``{"dice": {label: mean over cases}, "mean_dice": mean over foreground labels,
+    "per_case": [{"id", "dice": {label: value}, "leaked", "status", "error"}], "n_cases",
+    "n_scored", "n_failed", "model", "leakage"}``. A label absent from both prediction and
+    truth in a case has no Dice there (None) and is left out of its mean. A case with a
+    ``problem`` (e.g. a table id without a labelled image) is an error row. Also writes
+    ``per_case.csv`` (with a ``leaked`` column), and ``run.json`` with ``run_spec``
+    (default: the arguments) as its spec.
     """
     from segfew.data.read import read_case
+    from segfew.evaluation.leakage import check_models, leakage_record
     from segfew.metrics import case_mean_dice, dice_per_label
     from segfew.runinfo import write_run_info
 
@@ -189,14 +231,19 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
     names = list(meta.classes)
     foreground = list(range(1, len(names)))
     out_dir = check_out_dir(out_dir, cases, [Path(model_path)])
+    leakage = leakage_record(check_models([Path(model_path)], cases, allow_leakage),
+                             allow_leakage)
     out_dir.mkdir(parents=True, exist_ok=True)
     advance = progress_counter(progress, len(cases))
 
     per_case: list[dict[str, Any]] = []
     for case in cases:
         entry: dict[str, Any] = {"id": case.id, "path": case_path(case), "dice": {},
-                                 "status": "ok", "error": ""}
+                                 "leaked": case.id in leakage["leaked"], "status": "ok",
+                                 "error": ""}
         try:
+            if case.problem is not None:
+                raise DataError(case.problem)
             if not case.labels:
                 raise DataError(f"case {case.id!r} has no label map", case.images[0])
             images, truths = read_case(case, rules)  # the door: every check of the case
@@ -220,47 +267,70 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
         "per_case": per_case,
         "labels": names,
         "n_cases": len(cases),
+        "n_scored": len(ok),
         "n_failed": len(cases) - len(ok),
         "model": str(model_path),
+        "leakage": leakage,
     }
     write_json(out_dir / "metrics.json", metrics)
-    header = ["id", "path", *(f"dice_{names[i]}" for i in foreground), "mean_dice", "status",
-              "error"]
+    header = ["id", "path", *(f"dice_{names[i]}" for i in foreground), "mean_dice", "leaked",
+              "status", "error"]
     lines = []
     for entry in per_case:
         values = [entry["dice"].get(names[i]) for i in foreground]
         known = [v for v in values if v is not None]
         cells = ["" if v is None else f"{v:.6f}" for v in values]
         lines.append([entry["id"], entry["path"], *cells,
-                      f"{np.mean(known):.6f}" if known else "", entry["status"], entry["error"]])
+                      f"{np.mean(known):.6f}" if known else "",
+                      "yes" if entry["leaked"] else "no", entry["status"], entry["error"]])
     write_rows_csv(out_dir / "per_case.csv", header, lines)
     spec = run_spec if run_spec is not None else {
         "task": "evaluate", "model": str(model_path), "device": str(predictor.device),
-        "batch_size": batch_size, "cases": [c.id for c in cases]}
+        "batch_size": batch_size, "allow_leakage": allow_leakage,
+        "cases": [c.id for c in cases]}
     write_run_info(out_dir, spec, None,
                    [Path(model_path), *(p for c in cases for p in (*c.images, *c.labels))])
     return metrics
 
 
-def evaluate_paths(model_path: str | Path, images: Path, out_dir: Path, *,
+def select_table_cases(cases: Sequence[Case], ids: Sequence[str], table: Path) -> list[Case]:
+    """The ``cases`` a table lists: a case whose id is a table id, or begins with one and
+    ``_`` (the frames or channels of a patient: ``patient003_frame01`` of ``patient003``).
+    A table id that matches no case becomes a case with a ``problem`` (its error row), so
+    exactly the table's cases are scored and none is silently lost."""
+    out: list[Case] = []
+    for tid in dict.fromkeys(ids):
+        hits = [c for c in cases if c.id == tid or c.id.startswith(f"{tid}_")]
+        out += hits or [Case(tid, (), problem=f"table case {tid!r} has no labelled image "
+                                                f"(in {table})")]
+    return out
+
+
+def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
                    table: Path | None = None, labels: Path | None = None,
                    channels: Sequence[str] | None = None, id_column: str | None = None,
                    label_column: str | None = None, group_column: str | None = None,
                    label_map: Mapping[int, int] | str | None = None, device: str = "auto",
                    batch_size: int = 8, bootstrap: int = 1000,
                    seed: int = 0, progress: ProgressFn | None = None,
-                   run_spec: BaseModel | dict[str, Any] | None = None
-                   ) -> tuple[str, dict[str, Any]]:
-    """Find the cases (a table for a classifier, label maps for a segmentation model) and
-    evaluate; returns ``(model kind, metrics)``. Channels default to the model's.
-    ``run_spec`` (the command's resolved spec) is saved in ``run.json``."""
-    from segfew.data import find_classification_cases, find_segmentation_cases
+                   run_spec: BaseModel | dict[str, Any] | None = None,
+                   allow_leakage: bool = False) -> tuple[str, dict[str, Any]]:
+    """Find the cases and evaluate; returns ``(model kind, metrics)``.
+
+    The cases are those of ``table`` when given (for a segmentation model too: its ids
+    select the labelled images, :func:`select_table_cases`), else every case of
+    ``images`` (class sub-folders for a classifier, images with label maps in ``labels``
+    for a segmentation model). Channels default to the model's. ``run_spec`` (the
+    command's resolved spec) is saved in ``run.json``.
+    """
+    from segfew.data import find_classification_cases, find_segmentation_cases, table_ids
+    from segfew.inference.ensemble import open_models
 
     if isinstance(label_map, str):  # the test labels may lack a value the training maps held
         raise SpecError("--label-map consecutive is for pretrain; to evaluate, give the table "
                         "pretrain printed (OLD:NEW pairs, e.g. 2:1,41:2)")
-    predictor = Predictor(model_path, device=device, batch_size=batch_size)
-    meta = predictor.meta
+    paths, predictors = open_models(_paths(model_path), device=device, batch_size=batch_size)
+    meta = predictors[0].meta
     if channels is None and meta.channels:
         channels = list(meta.channels)
     if meta.kind == "classifier":  # a table, or class sub-folders; a missing image: its row
@@ -268,18 +338,22 @@ def evaluate_paths(model_path: str | Path, images: Path, out_dir: Path, *,
                                           id_column=id_column, label_column=label_column,
                                           group_column=group_column, keep_missing=True)
         return meta.kind, evaluate_classifier(
-            model_path, cases, out_dir, device=device, batch_size=batch_size,
-            bootstrap=bootstrap, seed=seed, progress=progress, table=table, predictor=predictor,
-            run_spec=run_spec)
+            paths, cases, out_dir, device=device, batch_size=batch_size,
+            bootstrap=bootstrap, seed=seed, progress=progress, table=table,
+            predictor=predictors, run_spec=run_spec, allow_leakage=allow_leakage)
     if labels is None:
         raise SpecError("a segmentation model is evaluated against label maps: give --labels DIR")
+    predictor = predictors[0]
     cases = predictor.split_channels(find_segmentation_cases(images, labels, channels=channels))
+    if table is not None:
+        cases = select_table_cases(cases, table_ids(table, id_column), table)
     from segfew.data.read import LabelRules
 
-    return meta.kind, evaluate_segmentation(model_path, cases, out_dir, device=device,
+    return meta.kind, evaluate_segmentation(paths[0], cases, out_dir, device=device,
                                             batch_size=batch_size, progress=progress,
                                             predictor=predictor, run_spec=run_spec,
-                                            rules=LabelRules(remap=label_map))
+                                            rules=LabelRules(remap=label_map),
+                                            allow_leakage=allow_leakage)
 
 
 def check_out_dir(out_dir: str | Path, cases: Sequence[Case], extra: Sequence[Path] = ()

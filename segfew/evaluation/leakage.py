@@ -1,44 +1,70 @@
-"""No leakage (SPEC §6): has a test case trained the segmentation network?
+"""No leakage (SPEC §6): has an evaluated or test case trained the model?
 
 A segmentation network pre-trained on a test patient's masks makes its features on that
-patient unrealistically good (how much, on ACDC: docs/benchmarks.md). Every model file from
-``pretrain`` records the SHA-256 of each file it was trained on (and its run folder's
-``run.json`` holds the manifest), so an experiment or an evaluation can compare them with
-its test cases' images.
+patient unrealistically good (how much, on ACDC: docs/benchmarks.md), and a classifier
+scored on its own training cases reads as if they were unseen. Every model file records the
+SHA-256 of each image it was trained on (``metrics.training_data``; a classifier also carries
+its segmentation network's record in ``feature_source``), and its run folder's ``run.json``
+holds the manifest, so ``experiment`` and ``evaluate`` compare them with the cases they score.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from segfew.errors import DataError, ModelFileError
 
 if TYPE_CHECKING:
     from segfew.data import Case
 
-__all__ = ["check_leakage", "trained_digests"]
+__all__ = ["LeakageCheck", "check_leakage", "check_models", "experiment_verdict", "find_leakage",
+           "leakage_record",
+           "trained_digests"]
 
 
-def trained_digests(model_path: Path) -> set[str] | None:
-    """SHA-256 of every file a segmentation network was trained on (None: not recorded).
+@dataclass(frozen=True)
+class LeakageCheck:
+    """The verdict of one model file against the cases it scores.
 
-    Read from the model file (``metrics.training_data``) or else from the ``run.json``
-    manifest in its run folder (``<stem>-run/``); None also for a file that is not a
-    readable model file.
+    ``checked`` is False when the model file (or the segmentation network inside a
+    classifier) records no training data: nothing could be compared. ``leaked`` are the ids
+    of the cases whose images trained it.
     """
-    from segfew.modelfile import read_model_file
 
-    try:
-        meta, _ = read_model_file(model_path)
-    except ModelFileError:  # not readable here: the training step names the problem
-        return None
-    recorded = meta.metrics.get("training_data")
-    if isinstance(recorded, list):
-        return {str(d) for d in recorded}
+    model: str
+    checked: bool
+    leaked: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One sentence for a log, a report or ``metrics.json``."""
+        if not self.checked:
+            return (f"{self.model}: the model file records no training data, so the check "
+                    "that no evaluated case trained it could not be made")
+        if not self.leaked:
+            return f"{self.model}: no evaluated case trained it (SHA-256 of every image compared)"
+        return (f"{self.model} was trained on {len(self.leaked)} evaluated case(s): "
+                f"{_shown(self.leaked)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "checked": self.checked, "leaked": list(self.leaked),
+                "verdict": self.describe()}
+
+
+def _shown(ids: Sequence[str], most: int = 8) -> str:
+    return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
+def _recorded(meta_metrics: dict[str, Any]) -> set[str] | None:
+    recorded = meta_metrics.get("training_data")
+    return {str(d) for d in recorded} if isinstance(recorded, list) else None
+
+
+def _run_json_digests(model_path: Path) -> set[str] | None:
     run_json = model_path.parent / f"{model_path.name.split('.')[0]}-run" / "run.json"
     try:
         rows = json.loads(run_json.read_text(encoding="utf-8")).get("data") or []
@@ -47,31 +73,122 @@ def trained_digests(model_path: Path) -> set[str] | None:
         return None
 
 
-def check_leakage(model_path: Path, test_cases: Iterable[Case], allow: bool = False
-                  ) -> list[str]:
-    """The test cases whose images (by SHA-256) trained the network at ``model_path``.
+def trained_digests(model_path: Path) -> set[str] | None:
+    """SHA-256 of every file a model was trained on (None: not recorded).
 
-    SPEC §6: a test case's voxel labels must not reach training. An overlap is a one-line
-    DataError naming the cases, or — with ``allow`` — a warning (the ids are returned so
-    the run can record them). A network whose training data is not recorded is a warning:
-    nothing can be checked.
+    Read from the model file (``metrics.training_data``) or else from the ``run.json``
+    manifest in its run folder (``<stem>-run/``). A classifier's set also holds its
+    segmentation network's (``feature_source``); if that network's record is missing, so
+    is the classifier's. None also for a file that is not a readable model file.
     """
+    from segfew.modelfile import read_model_file
+
+    try:
+        meta, _ = read_model_file(model_path)
+    except ModelFileError:  # not readable here: the step that loads it names the problem
+        return None
+    own = _recorded(meta.metrics)
+    if own is None:
+        own = _run_json_digests(Path(model_path))
+    if own is None or meta.feature_source is None:
+        return own
+    source = _recorded(dict(meta.feature_source.get("metrics") or {}))
+    return None if source is None else own | source
+
+
+def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
+    """Compare the model's training manifest with the images of ``cases`` (never raises)."""
     from segfew.runinfo import file_digest
 
     digests = trained_digests(Path(model_path))
     if digests is None:
-        warnings.warn(f"{model_path}: no record of the network's training data; cannot check "
-                      "that no test case trained it", stacklevel=2)
-        return []
-    leaked = sorted({c.id for c in test_cases
+        return LeakageCheck(str(model_path), checked=False)
+    leaked = sorted({c.id for c in cases
                      if any(Path(p).is_file() and file_digest(Path(p)) in digests
                             for p in c.images)})
-    if leaked:
-        shown = ", ".join(leaked[:8]) + (f" and {len(leaked) - 8} more" if len(leaked) > 8 else "")
-        message = (f"the segmentation network was trained on {len(leaked)} test case(s) "
-                   f"({shown}); pre-train per repetition (pretrain = <spec>) or on a disjoint "
-                   "pool, or set allow_leakage = true")
+    return LeakageCheck(str(model_path), checked=True, leaked=leaked)
+
+
+def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool = False
+                 ) -> list[LeakageCheck]:
+    """:func:`find_leakage` of every model file; an overlap is a one-line DataError naming the
+    cases unless ``allow`` (then the caller records and shows the verdicts)."""
+    checks = [find_leakage(Path(p), cases) for p in model_paths]
+    for check in checks:
+        if check.leaked and not allow:
+            raise DataError(f"the model was trained on {len(check.leaked)} evaluated case(s) "
+                            f"({_shown(check.leaked)}); a score on them is not a test — "
+                            "evaluate other cases, or pass --allow-leakage to score them with "
+                            "a warning", check.model)
+    return checks
+
+
+def check_leakage(model_path: Path, test_cases: Iterable[Case], allow: bool = False
+                  ) -> LeakageCheck:
+    """Which test cases' images (by SHA-256) trained the network at ``model_path``.
+
+    SPEC §6: a test case's voxel labels must not reach training. An overlap is a one-line
+    DataError naming the cases, or — with ``allow`` — a warning (the check is returned so
+    the run can record it). A network whose training data is not recorded is a warning:
+    nothing can be checked.
+    """
+    check = find_leakage(Path(model_path), test_cases)
+    if not check.checked:
+        warnings.warn(f"{model_path}: no record of the network's training data; cannot check "
+                      "that no test case trained it", stacklevel=2)
+        return check
+    if check.leaked:
+        message = (f"the segmentation network was trained on {len(check.leaked)} test case(s) "
+                   f"({_shown(check.leaked)}); pre-train per repetition (pretrain = <spec>) "
+                   "or on a disjoint pool, or set allow_leakage = true")
         if not allow:
             raise DataError(message, model_path)
         warnings.warn(f"{model_path}: LEAKAGE: {message}", stacklevel=2)
-    return leaked
+    return check
+
+
+def leakage_record(checks: Sequence[LeakageCheck], allowed: bool) -> dict[str, Any]:
+    """What ``metrics.json`` keeps of the checks: ``checked`` (every model's manifest was
+    compared), ``leaked`` (ids of evaluated cases that trained a model), ``allowed``
+    (``--allow-leakage``), ``verdict`` (one sentence) and each model's check."""
+    leaked = sorted({i for c in checks for i in c.leaked})
+    checked = all(c.checked for c in checks)
+    if leaked:
+        verdict = (f"LEAKAGE: {len(leaked)} evaluated case(s) trained the model; their "
+                   "scores are not a test")
+    elif checked:
+        verdict = "no evaluated case trained the model (SHA-256 of every image compared)"
+    else:
+        verdict = ("not checked: " + "; ".join(c.describe() for c in checks if not c.checked))
+    return {"checked": checked, "leaked": leaked, "allowed": allowed, "verdict": verdict,
+            "models": [c.as_dict() for c in checks]}
+
+
+def experiment_verdict(data: dict[str, Any], unit: str) -> tuple[bool, str]:
+    """The leakage check of an experiment (its ``data.json``) in words, for the report's
+    first screen: ``(alarm, sentence)``; ``alarm`` when a network was trained on test cases
+    (every score is then optimistic) or nothing could be checked."""
+    check = data.get("leakage_check")
+    if data.get("leakage"):
+        names = "; ".join(f"{Path(p).name} on {len(ids)} test {unit} ({', '.join(ids[:6])}"
+                          f"{' …' if len(ids) > 6 else ''})" for p, ids in data["leakage"].items())
+        return True, (f"LEAKAGE — these curves are not a test: the segmentation network was "
+                      f"trained on test {unit} ({names}). Every score below is optimistic. "
+                      "Pre-train per repetition (pretrain = <spec>) or on a pool disjoint "
+                      "from every test set.")
+    if check is None:
+        return False, "Leakage check: not recorded in this run folder."
+    networks = check.get("networks") or []
+    unchecked = [Path(n["model"]).name for n in networks if not n.get("checked")]
+    if unchecked:
+        return True, (f"Leakage check not made: {', '.join(unchecked)} records no training "
+                      f"data, so whether test {unit} trained it is unknown.")
+    if check.get("per_repetition"):
+        return False, ("Leakage check: passed. The segmentation network was pre-trained anew "
+                       f"in each repetition on its training {unit} only, and checked against "
+                       "its test set (SHA-256 of every image).")
+    if networks:
+        shown = ", ".join(Path(n["model"]).name for n in networks)
+        return False, (f"Leakage check: passed. No test {unit}' images trained the "
+                       f"segmentation network ({shown}; SHA-256 of every image compared).")
+    return False, "Leakage check: no pre-trained network is shared by the repetitions."

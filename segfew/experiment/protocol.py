@@ -294,8 +294,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
               for rep in range(1, spec.repetitions + 1) for size in spec.sizes}
 
     all_test = {c.id: c for _, test in splits.values() for c in test}.values()
-    leaked = {str(p): check_leakage(p, all_test, spec.allow_leakage)
-              for p in _shared_features(spec)}
+    checks = [check_leakage(p, all_test, spec.allow_leakage) for p in _shared_features(spec)]
     if spec.pretrain is not None and pretrain_step is None:
         raise SpecError("this experiment pre-trains per repetition (pretrain) but no "
                         "pre-training step was given")
@@ -309,8 +308,10 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
               *(p for c in [*pool, *fixed] for p in c.images)]
     write_run_info(out_dir / run_name, spec, spec.seed, inputs)
     summary = data_summary(pool, fixed, spec, splits)
-    if any(leaked.values()):
-        summary["leakage"] = {p: ids for p, ids in leaked.items() if ids}
+    if any(c.leaked for c in checks):
+        summary["leakage"] = {c.model: c.leaked for c in checks if c.leaked}
+    summary["leakage_check"] = {"per_repetition": spec.pretrain is not None,
+                                "networks": [c.as_dict() for c in checks]}
     write_json(out_dir / "data.json", summary)
     digest = spec_digest(spec_data)
 

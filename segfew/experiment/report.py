@@ -20,8 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from segfew.evaluation.leakage import experiment_verdict
 from segfew.experiment.protocol import FRAMEWORK_NAMES, load_spec
-from segfew.experiment.results import collect_results, summarise, task_status
+from segfew.experiment.results import (
+    collect_results,
+    summarise,
+    summarise_selection,
+    task_status,
+)
 from segfew.files import write_text
 
 __all__ = ["write_report"]
@@ -33,7 +39,7 @@ _BOOTSTRAP = 1000
 
 @dataclass
 class _Block:
-    kind: str  # "h1" | "h2" | "p" | "list" | "table" | "image" | "code" (collapsed)
+    kind: str  # "h1" | "h2" | "p" | "banner" | "list" | "table" | "image" | "code" (folded)
     text: str = ""
     items: Sequence[Any] = ()
     header: Sequence[str] = ()
@@ -89,32 +95,31 @@ def _confusion(results: Sequence[dict[str, Any]], classes: Sequence[str]) -> np.
 def pooled_accuracy(results: Sequence[dict[str, Any]], classes: Sequence[str],
                     bootstrap: int = _BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
     """Accuracy of one point (framework, size) over the test cases of all its repetitions
-    pooled, with a 95% percentile bootstrap interval over those cases.
+    pooled, with a 95% bootstrap interval over those cases and the chance rate
+    (:func:`segfew.metrics.accuracy_summary`).
 
-    Returns ``{"accuracy", "low", "high", "n", "per_repetition"}``: ``n`` test cases in all,
-    ``per_repetition`` in each repetition (the largest when they differ).
+    Returns ``{"accuracy", "low", "high", "n", "per_repetition", "chance_rate",
+    "distinguishable_from_chance"}``: ``n`` test cases in all, ``per_repetition`` in each
+    repetition (the largest when they differ).
     """
-    cm = _confusion(results, classes)
-    right, n = int(np.trace(cm)), int(cm.sum())
+    from segfew.metrics import accuracy_summary, cases_from_confusion
+
+    y_true, y_pred = cases_from_confusion(_confusion(results, classes))
     per_rep = max((int(r.get("n_test") or 0) for r in results), default=0)
-    if n == 0:
-        return {"accuracy": None, "low": None, "high": None, "n": 0, "per_repetition": per_rep}
-    hits = np.zeros(n)
-    hits[:right] = 1.0
-    low = high = None
-    if bootstrap:
-        rng = np.random.default_rng(seed)
-        means = hits[rng.integers(0, n, (bootstrap, n))].mean(axis=1)
-        low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
-    return {"accuracy": right / n, "low": low, "high": high, "n": n, "per_repetition": per_rep}
+    summary = accuracy_summary(y_true == y_pred, y_true, bootstrap=bootstrap, seed=seed)
+    low, high = summary["ci"] or (None, None)
+    return {"accuracy": summary["accuracy"], "low": low, "high": high, "n": summary["n"],
+            "per_repetition": per_rep, "chance_rate": summary["chance_rate"],
+            "distinguishable_from_chance": summary["distinguishable_from_chance"]}
 
 
 def _ci(point: dict[str, Any]) -> str:
     if point["accuracy"] is None:
         return "—"
     text = f"{point['accuracy']:.3f}"
-    return text + (f" [{point['low']:.3f}, {point['high']:.3f}]" if point["low"] is not None
-                   else "")
+    text += f" [{point['low']:.3f}, {point['high']:.3f}]" if point["low"] is not None else ""
+    return text + (" not distinguishable from chance"
+                   if point.get("distinguishable_from_chance") is False else "")
 
 
 def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int],
@@ -128,8 +133,10 @@ def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int]
             continue
         fw, p = max(here, key=lambda item: item[1]["accuracy"])
         ci = (f" (95% CI {p['low']:.2f}–{p['high']:.2f})" if p["low"] is not None else "")
+        chance = (f", not distinguishable from chance ({p['chance_rate']:.2f}, the share of "
+                  "the largest class)" if p.get("distinguishable_from_chance") is False else "")
         parts.append(f"with {size} labelled {unit} per class, {fw} was best at accuracy "
-                     f"{p['accuracy']:.2f}{ci}")
+                     f"{p['accuracy']:.2f}{ci}{chance}")
     if not parts:
         return "No task has finished yet."
     test = next(iter(points.values()))["per_repetition"]
@@ -155,6 +162,8 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
         classes) for r in rows}
 
     b: list[_Block] = [_Block("h1", f"Learning curves: classification from few labelled {unit}")]
+    alarm, verdict = experiment_verdict(data, unit)  # the first screen states it
+    b.append(_Block("banner" if alarm else "p", verdict))
     b.append(_Block("p", _summary(points, spec.sizes, unit, spec.repetitions)))
     test_words = ("a fixed test set" if spec.test == "fixed" else
                   f"the {unit} not used for training (a new random split each repetition)")
@@ -200,15 +209,11 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
                         items=[[r["framework"], str(r["size"]),
                                 *(_ms(r["f1"].get(c)) for c in classes)] for r in rows]))
         b += _best_confusion(results, points, classes, out)
-        b += measurement_blocks(results)
+        b += measurement_blocks(results, unit)
     else:
         b.append(_Block("p", "No task has finished yet, so there is nothing to plot."))
     b += _example_blocks(spec, classes, out)
 
-    if data.get("leakage"):
-        b.append(_Block("h2", "LEAKAGE: feature networks trained on test cases"))
-        b.append(_Block("list", items=[f"{p}: {', '.join(ids)}"
-                                       for p, ids in data["leakage"].items()]))
     b += _data_blocks(data)
     if status.failed:
         b.append(_Block("h2", "Failed tasks"))
@@ -281,10 +286,12 @@ def _example_blocks(spec: Any, classes: Sequence[str], out: Path) -> list[_Block
             _Block("image", "One example image per class with its segmentation", path=path)]
 
 
-def measurement_blocks(results: Sequence[dict[str, Any]]) -> list[_Block]:
+def measurement_blocks(results: Sequence[dict[str, Any]], unit: str = "cases"
+                       ) -> list[_Block]:
     """The measurements the measures classifiers leaned on, over every task that has them:
     mean importance (a task's importances sum to 1) and in how many tasks each was among
-    the ten largest; then which model the inner cross-validation chose how often."""
+    the ten largest; which model the inner cross-validation chose how often; and its inner
+    score against the nested estimate and the test (:func:`summarise_selection`)."""
     tasks = [r for r in results if r.get("top_measurements")]
     if not tasks:
         return []
@@ -299,13 +306,23 @@ def measurement_blocks(results: Sequence[dict[str, Any]]) -> list[_Block]:
     chosen: dict[str, int] = {}
     for r in tasks:
         chosen[str(r.get("measures_model"))] = chosen.get(str(r.get("measures_model")), 0) + 1
-    return [
-        _Block("h2", "Measurements behind the measures classifiers"),
-        _Block("table", header=["measurement", "mean importance", "tasks in its top ten"],
-               items=[[n, f"{weight[n]:.3f}", f"{count[n]} of {len(tasks)}"] for n in top]),
-        _Block("list", items=[f"{m}: chosen in {k} of {len(tasks)} tasks"
-                              for m, k in sorted(chosen.items(), key=lambda kv: -kv[1])]),
-    ]
+    b = [_Block("h2", "Measurements behind the measures classifiers"),
+         _Block("table", header=["measurement", "mean importance", "tasks in its top ten"],
+                items=[[n, f"{weight[n]:.3f}", f"{count[n]} of {len(tasks)}"] for n in top]),
+         _Block("list", items=[f"{m}: chosen in {k} of {len(tasks)} tasks"
+                               for m, k in sorted(chosen.items(), key=lambda kv: -kv[1])])]
+    rows = summarise_selection(tasks)
+    if rows:
+        b.append(_Block("p", "The inner cross-validation keeps the best of several noisy "
+                             "scores, which is biased upward; the nested estimate repeats the "
+                             "whole selection in outer folds of the training cases."))
+        b.append(_Block("table", header=[
+            f"{unit} per class", "tasks", "chosen model's inner balanced accuracy",
+            "nested estimate", "test balanced accuracy", "nested estimate at chance"], items=[
+            [str(r["size"]), str(r["tasks"]),
+             *("—" if r[k] is None else f"{r[k]:.3f}" for k in ("inner", "nested", "test")),
+             f"{r['at_chance']} of {r['tasks']}"] for r in rows]))
+    return b
 
 
 def _data_blocks(data: dict[str, Any]) -> list[_Block]:
@@ -354,6 +371,8 @@ def _markdown(blocks: Sequence[_Block], out: Path) -> str:
             lines += [f"## {b.text}", ""]
         elif b.kind == "p":
             lines += [b.text, ""]
+        elif b.kind == "banner":
+            lines += [f"> **{b.text}**", ""]
         elif b.kind == "list":
             lines += [f"- {cell(i)}" for i in b.items] + [""]
         elif b.kind == "table":
@@ -379,6 +398,7 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f2f2f2}
 img{max-width:100%;height:auto;display:block;margin:.8em 0}
 pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.85em}
+.banner{background:#fdecea;border:2px solid #c62828;color:#8e0000;padding:.8em 1em}
 """
 
 
@@ -392,6 +412,8 @@ def _html(blocks: Sequence[_Block]) -> str:
             parts.append(f"<{b.kind}>{e(b.text)}</{b.kind}>")
         elif b.kind == "p":
             parts.append(f"<p>{e(b.text)}</p>")
+        elif b.kind == "banner":
+            parts.append(f'<p class="banner"><strong>{e(b.text)}</strong></p>')
         elif b.kind == "list":
             parts.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in b.items) + "</ul>")
         elif b.kind == "table":

@@ -19,7 +19,7 @@ from segfew.errors import DataError, SpecError
 from segfew.experiment.protocol import load_spec, plan_tasks, spec_digest
 from segfew.frameworks import framework_rank
 
-__all__ = ["TaskStatus", "collect_results", "summarise", "task_status"]
+__all__ = ["TaskStatus", "collect_results", "summarise", "summarise_selection", "task_status"]
 
 
 def _spec_digest_of(run_dir: Path) -> str:
@@ -126,4 +126,31 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         row["f1"] = {c: _mean_std([(m.get("per_class") or {}).get(c, {}).get("f1")
                                    for m in metrics]) for c in classes}
         rows.append(row)
+    return rows
+
+
+def summarise_selection(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per training size, what framework measures' inner selection claimed against what it
+    got: the mean inner balanced accuracy of the chosen model (biased upward: the best of
+    several noisy scores), the mean nested estimate of the whole selection, the mean test
+    balanced accuracy, and in how many tasks the nested estimate was not above chance.
+    Rows ``{"size", "tasks", "inner", "nested", "test", "at_chance"}`` (None: unknown)."""
+    def mean(values: Sequence[float | None]) -> float | None:
+        known = [float(v) for v in values if v is not None]
+        return float(np.mean(known)) if known else None
+
+    by_size: dict[int, list[dict[str, Any]]] = {}
+    for r in results:
+        if r.get("measures_selection"):
+            by_size.setdefault(int(r["size"]), []).append(r)
+    rows = []
+    for size, group in sorted(by_size.items()):
+        nested = [r.get("measures_nested") or {} for r in group]
+        rows.append({
+            "size": size, "tasks": len(group),
+            "inner": mean([next((e["balanced_accuracy"] for e in r["measures_selection"]
+                                 if e.get("chosen")), None) for r in group]),
+            "nested": mean([n.get("balanced_accuracy") for n in nested]),
+            "test": mean([(r.get("metrics") or {}).get("balanced_accuracy") for r in group]),
+            "at_chance": sum(n.get("distinguishable_from_chance") is not True for n in nested)})
     return rows

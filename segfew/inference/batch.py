@@ -8,7 +8,7 @@ the progress count.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,11 +68,14 @@ def one_line(err: BaseException) -> str:
 
 
 def write_predictions_csv(path: Path, rows: Sequence[PredictionRow], classes: Sequence[str],
-                          targets: Sequence[str | None] | None = None) -> Path:
-    """``id, path, [target,] predicted, p_<class>..., confidence, low_confidence, status,
-    error`` — one line per row (confidence cells empty where not flagged or failed)."""
+                          targets: Sequence[str | None] | None = None,
+                          leaked: Collection[str] | None = None) -> Path:
+    """``id, path, [target,] predicted, p_<class>..., confidence, low_confidence, [leaked,]
+    status, error`` — one line per row (confidence cells empty where not flagged or failed);
+    ``leaked`` (``evaluate``): the ids of cases the model was trained on, a yes/no column."""
     header = ["id", "path", *(["target"] if targets is not None else []), "predicted",
-              *(f"p_{c}" for c in classes), "confidence", "low_confidence", "status", "error"]
+              *(f"p_{c}" for c in classes), "confidence", "low_confidence",
+              *(["leaked"] if leaked is not None else []), "status", "error"]
     lines = []
     for i, row in enumerate(rows):
         probs = [f"{row.probabilities[c]:.6f}" if c in row.probabilities else ""
@@ -80,8 +83,9 @@ def write_predictions_csv(path: Path, rows: Sequence[PredictionRow], classes: Se
         target = [targets[i] or ""] if targets is not None else []
         sure = (["", ""] if row.confidence is None else
                 [f"{row.confidence:.6f}", "yes" if row.low_confidence else "no"])
-        lines.append([row.id, row.path, *target, row.predicted, *probs, *sure, row.status,
-                      row.error])
+        leak = [] if leaked is None else ["yes" if row.id in leaked else "no"]
+        lines.append([row.id, row.path, *target, row.predicted, *probs, *sure, *leak,
+                      row.status, row.error])
     return write_rows_csv(path, header, lines)
 
 

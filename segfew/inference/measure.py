@@ -345,10 +345,12 @@ def fit_measurement_classifier(measurer: Measurer, cases: Sequence[Case], target
     inside these cases only
     (:func:`segfew.models.measures.select_classifier`). Returns the
     :class:`segfew.models.measures.MeasurementClassifier` and what the model file records:
-    its constructor arguments (``args``) and ``metrics`` (chosen model, cross-validated
-    accuracy of every candidate, temperature, the ten measurements it leans on most).
+    its constructor arguments (``args``) and ``metrics`` (chosen model, every candidate's
+    inner balanced accuracy with its 95% interval — ``measures_selection`` —, the nested
+    estimate of the whole selection — ``measures_nested``, None with under 2 cases in a
+    class —, temperature, the ten measurements it leans on most).
     """
-    from segfew.models.measures import MeasurementClassifier, select_classifier
+    from segfew.models.measures import MeasurementClassifier, nested_estimate, select_classifier
 
     rows = [measurer(c) for c in cases]
     names = list(rows[0])
@@ -363,9 +365,42 @@ def fit_measurement_classifier(measurer: Measurer, cases: Sequence[Case], target
     importance = choice.importance if choice.importance is not None else np.zeros(len(names))
     top = [{"measurement": names[i], "importance": float(importance[i])}
            for i in np.argsort(-importance)[:10] if importance[i] > 0]
+    selection = [{"candidate": label, **score, "chosen": label == choice.candidate.label}
+                 for label, score in choice.cv_summary.items()]
     metrics = {"measures_model": choice.candidate.label, "measures_cv_accuracy": choice.cv_scores,
+               "measures_selection": selection,
+               "measures_nested": nested_estimate(x, np.asarray(targets), names, num_classes,
+                                                  seed=seed),
                "measures_temperature": choice.temperature, "top_measurements": top}
     return model, {"args": args, "metrics": metrics}
+
+
+def describe_selection(metrics: Mapping[str, Any]) -> list[str]:
+    """What a measures model file's ``metrics`` say of its selection, one line each: every
+    candidate with its inner balanced accuracy and 95% interval (the chosen one marked),
+    then the nested estimate — with a warning when it is not above chance."""
+    def score(entry: Mapping[str, Any]) -> str:
+        value, ci = entry.get("balanced_accuracy"), entry.get("ci")
+        text = "—" if value is None else f"{value:.2f}"
+        return text + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+    lines = [f"{'→' if e.get('chosen') else ' '} {e['candidate']}: inner balanced accuracy "
+             f"{score(e)}" for e in metrics.get("measures_selection") or []]
+    nested = metrics.get("measures_nested")
+    if not lines:
+        return [f"chosen: {metrics.get('measures_model')} (too few cases per class for an "
+                "inner cross-validation)"] if metrics.get("measures_model") else []
+    if nested is None:
+        lines.append("nested estimate: none (too few cases per class)")
+        return lines
+    lines.append(f"nested estimate of the whole selection ({nested['folds']} outer folds, "
+                 f"{nested['n']} cases): balanced accuracy {score(nested)}; the chosen "
+                 "model's inner score above is optimistic")
+    if nested.get("distinguishable_from_chance") is not True:
+        lines.append(f"WARNING: the nested estimate is not above chance "
+                     f"({nested['chance_rate']:.2f}): these measurements may not tell the "
+                     "classes apart with this few cases")
+    return lines
 
 
 def write_measurements_csv(path: Path, rows: Sequence[tuple[str, Mapping[str, float] | None]]

@@ -142,7 +142,8 @@ def make_train_and_score(
             }
             for case, row in zip(test_cases, rows, strict=True)
         ]
-        kept = ("measures_model", "top_measurements")  # what the report shows of measures
+        kept = ("measures_model", "top_measurements", "measures_selection",
+                "measures_nested")  # what the report shows of measures
         return {
             "metrics": metrics,
             "predictions": predictions,

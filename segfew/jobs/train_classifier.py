@@ -48,6 +48,7 @@ class ClassifierResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: str = "completed"
     seconds: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)  # as the model file records them
 
 
 def classifier_preprocess(spec: ClassifierSpec, feature_meta: Any | None) -> PreprocessConfig:
@@ -373,6 +374,8 @@ def _train_classifier(
                 f"at the kept epoch {epoch} the classifier predicts {flag['class']!r} for "
                 f"{flag['share']:.0%} of the {flag['cases']} validation cases: it learnt the "
                 "majority, not the classes", spec.out), stacklevel=2)
+        kept_metric = row.get("val_metric", result.best_metric) if row else result.best_metric
+        best["validation_accuracy"] = _validation_summary(kept_metric, val_y, spec.train.seed)
 
     if not is_main():
         return ClassifierResult(spec.out, run_dir, classes, history, stopped)
@@ -392,6 +395,7 @@ def _train_classifier(
             "train_class_counts": dict(zip(classes, counts.tolist(), strict=True)),
             "train_cases": [c.id for c in train_cases],
             "validation_cases": [c.id for c in val_list],
+            "training_data": _digests([*train_cases, *val_list]),
         },
         feature_source=feature_meta.model_dump(mode="json") if feature_meta else None,
     )
@@ -399,5 +403,25 @@ def _train_classifier(
     update_run_info(run_dir, status="completed",
                     one_class_validation=best.get("one_class_validation"))
     return ClassifierResult(
-        spec.out, run_dir, classes, history, stopped, time.perf_counter() - start
+        spec.out, run_dir, classes, history, stopped, time.perf_counter() - start, meta.metrics
     )
+
+
+def _digests(cases: Sequence[Case]) -> list[str]:
+    """SHA-256 of every training image: the manifest ``evaluate`` checks for leakage."""
+    from segfew.runinfo import file_digest
+
+    return sorted({file_digest(p) for c in cases for p in c.images if Path(p).is_file()})
+
+
+def _validation_summary(best: float | None, val_y: Sequence[int], seed: int
+                        ) -> dict[str, Any] | None:
+    """The kept epoch's validation accuracy with its 95% interval and the chance rate
+    (:func:`segfew.metrics.accuracy_summary`): a handful of validation cases is noise."""
+    from segfew.metrics import accuracy_summary
+
+    if best is None or not val_y or not np.isfinite(best):
+        return None
+    n = len(val_y)
+    hits = np.arange(n) < round(float(best) * n)  # which cases were right does not matter
+    return accuracy_summary(hits, val_y, seed=seed)

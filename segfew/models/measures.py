@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from segfew.models.mnet import MNet
 
-__all__ = ["CANDIDATES", "Candidate", "Choice", "MeasurementClassifier", "select_classifier"]
+__all__ = ["CANDIDATES", "Candidate", "Choice", "MeasurementClassifier", "nested_estimate",
+           "select_classifier"]
 
 #: measurement kinds whose logarithm the linear model sees (sizes are log-normal)
 LOG_KINDS = ("volume_ml", "surface_mm2", "area_mm2", "perimeter_mm")
@@ -50,6 +51,8 @@ VOXEL_KINDS = {f"{base}_{unit}": physical for unit in ("vox", "px") for base, ph
     ("minor_axis", "minor_axis_mm"), ("thickness_mean", "thickness_mean_mm"),
     ("thickness_max", "thickness_max_mm"))}
 FOREST_TREES = 200
+NESTED_TREES = 25  # forests of the nested estimate's refits (time, see nested_estimate)
+CI_RESAMPLES = 500  # bootstrap resamples of the inner scores' intervals
 _FLOOR = 1e-6  # smallest probability, so log-probabilities stay finite
 
 
@@ -122,6 +125,8 @@ class Choice:
     forest: dict[str, np.ndarray] | None = None  # node arrays (T, M); value (T, M, K)
     temperature: float = 1.0
     cv_scores: dict[str, float] = field(default_factory=dict)  # candidate label → accuracy
+    #: every candidate's inner score: label → {balanced_accuracy, ci, accuracy}
+    cv_summary: dict[str, dict[str, Any]] = field(default_factory=dict)
     importance: np.ndarray | None = None  # (F,) what the model leans on (sums to 1)
 
     @property
@@ -144,18 +149,18 @@ def _standardise(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
     return median, mean, std, ((filled - mean) / std) * mask
 
 
-def _sk_model(candidate: Candidate, seed: int) -> Any:
+def _sk_model(candidate: Candidate, seed: int, trees: int = FOREST_TREES) -> Any:
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
 
     if candidate.model == "forest":
-        return RandomForestClassifier(FOREST_TREES, class_weight="balanced", random_state=seed,
+        return RandomForestClassifier(trees, class_weight="balanced", random_state=seed,
                                       n_jobs=1)
     return LogisticRegression(C=candidate.c, class_weight="balanced", max_iter=5000)
 
 
 def _fit(candidate: Candidate, x: np.ndarray, y: np.ndarray, names: Sequence[str],
-         num_classes: int, seed: int) -> Choice:
+         num_classes: int, seed: int, trees: int = FOREST_TREES) -> Choice:
     """Fit one candidate on (already transformed) ``x`` (N, F) and class indices ``y``."""
     mask = subset_mask(names, candidate.subset)
     median, mean, std, z = _standardise(x, mask)
@@ -167,7 +172,7 @@ def _fit(candidate: Candidate, x: np.ndarray, y: np.ndarray, names: Sequence[str
             np.arange(num_classes) == present[0], 0.0, math.log(_FLOOR)))
         choice.importance = np.zeros(f)
         return choice
-    model = _sk_model(candidate, seed).fit(z[:, mask], y)
+    model = _sk_model(candidate, seed, trees).fit(z[:, mask], y)
     if candidate.model == "logistic":
         coef, intercept = model.coef_, model.intercept_
         if len(present) == 2:  # scikit-learn's binary form: logit of the second class
@@ -221,14 +226,17 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
 
     ``x`` (N, F) raw measurements named ``names`` (NaN allowed), ``y`` (N,) class indices.
     Each candidate is scored by stratified k-fold cross-validation **within** ``x``
-    (k = min(5, smallest class count)); the best mean accuracy wins (ties: the earlier
+    (k = min(5, smallest class count)); the best balanced accuracy wins (ties: the earlier
     candidate), is refitted on all of ``x``, and its temperature is fitted on the
-    out-of-fold probabilities (minimal log-loss). With fewer than 2 cases in some class
-    there is no cross-validation: the first candidate is used, temperature 1. ``fit`` is
-    the fitting function (a test seam; default :func:`_fit`). Raises ValueError on
-    mismatched shapes.
+    out-of-fold probabilities (minimal log-loss). ``cv_summary`` keeps every candidate's
+    score with its 95% bootstrap interval (:func:`segfew.metrics.classification_metrics`).
+    With fewer than 2 cases in some class there is no cross-validation: the first
+    candidate is used, temperature 1. ``fit`` is the fitting function (a test seam;
+    default :func:`_fit`). Raises ValueError on mismatched shapes.
     """
     from sklearn.model_selection import StratifiedKFold
+
+    from segfew.metrics import classification_metrics
 
     fit = fit or _fit
     x = transform(x, names)
@@ -240,19 +248,61 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
     if len(np.unique(y)) < 2 or k < 2:
         return fit(candidates[0], x, y, names, num_classes, seed)
     folds = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y))
-    scores, oof = {}, {}
+    scores, oof, summary = {}, {}, {}
     for cand in candidates:
         proba = np.zeros((len(y), num_classes))
         for train, held in folds:
             proba[held] = predict_proba(fit(cand, x[train], y[train], names, num_classes, seed),
                                         x[held])
-        scores[cand] = float((proba.argmax(1) == y).mean())
+        m = classification_metrics(y, proba.argmax(1), None, [str(i) for i in range(num_classes)],
+                                   bootstrap=CI_RESAMPLES, seed=seed)
+        scores[cand] = (m["balanced_accuracy"] or 0.0, m["accuracy"] or 0.0)
+        summary[cand.label] = {"balanced_accuracy": m["balanced_accuracy"],
+                               "ci": m["ci"].get("balanced_accuracy"), "accuracy": m["accuracy"]}
         oof[cand] = proba
-    best = max(candidates, key=lambda c: (scores[c], -candidates.index(c)))
+    best = max(candidates, key=lambda c: (scores[c][0], -candidates.index(c)))
     choice = fit(best, x, y, names, num_classes, seed)
     choice.temperature = _temperature(oof[best], y)
-    choice.cv_scores = {c.label: s for c, s in scores.items()}
+    choice.cv_scores = {c.label: s[1] for c, s in scores.items()}
+    choice.cv_summary = summary
     return choice
+
+
+def nested_estimate(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_classes: int,
+                    seed: int = 0, candidates: Sequence[Candidate] = CANDIDATES,
+                    outer_folds: int = 3, trees: int = NESTED_TREES) -> dict[str, Any] | None:
+    """An honest estimate of :func:`select_classifier` as a whole: nested cross-validation.
+
+    The winner's own inner score is biased upward (it is the maximum of several noisy
+    scores; Cawley & Talbot 2010, JMLR 11). Here the whole selection runs again inside
+    each of ``min(outer_folds, smallest class count)`` stratified outer folds of ``(x, y)``
+    and its chosen model predicts the held-out fold; the pooled held-out predictions are
+    scored. Forests have ``trees`` trees here (fewer than the model file's, to bound the
+    time: the estimate is, if anything, pessimistic). Returns ``{"balanced_accuracy",
+    "ci", "accuracy", "folds", "n", "chance_rate", "distinguishable_from_chance"}`` (chance:
+    1 / classes present, the balanced accuracy of a constant answer), or None when a class
+    has fewer than 2 cases.
+    """
+    from functools import partial
+
+    from sklearn.model_selection import StratifiedKFold
+
+    from segfew.metrics import chance_fields, classification_metrics
+
+    y = np.asarray(y, dtype=np.int64)
+    k = min(outer_folds, _fold_count(y))
+    if len(np.unique(y)) < 2 or k < 2:
+        return None
+    fit = partial(_fit, trees=trees)
+    pred = np.zeros(len(y), dtype=np.int64)
+    for train, held in StratifiedKFold(k, shuffle=True, random_state=seed + 1).split(x, y):
+        choice = select_classifier(x[train], y[train], names, num_classes, seed, candidates, fit)
+        pred[held] = predict_proba(choice, transform(x[held], names)).argmax(1)
+    m = classification_metrics(y, pred, None, [str(i) for i in range(num_classes)],
+                               bootstrap=CI_RESAMPLES, seed=seed)
+    ci = m["ci"].get("balanced_accuracy")
+    return {"balanced_accuracy": m["balanced_accuracy"], "ci": ci, "accuracy": m["accuracy"],
+            "folds": k, "n": len(y), **chance_fields(ci, y, balanced=True)}
 
 
 def _temperature(proba: np.ndarray, y: np.ndarray) -> float:

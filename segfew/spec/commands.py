@@ -158,13 +158,21 @@ class EvaluateSpec(DataSource):
     """``segfew evaluate``: a model file scored on labelled cases (``table`` for a
     classifier, ``labels`` for a segmentation model)."""
 
-    model: Path
+    model: list[Path] = Field(min_length=1, description="model file(s); several classifiers "
+                              "with the same classes are scored as one ensemble")
     out: Path
     device: Device = "auto"
     threads: Threads = None
     batch_size: int = Field(default=8, ge=1)
     bootstrap: int = Field(default=1000, ge=0, description="resamples for the 95% intervals")
     seed: int = Field(default=0, description="seed of the bootstrap")
+    allow_leakage: bool = Field(
+        default=False, description="score cases a model was trained on, with a warning")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _one_or_more(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (str, Path)) else v
 
 
 class PredictSpec(Settings):

@@ -55,11 +55,11 @@ def test_evaluate_cli_metrics_agree_with_the_predictions(
     assert (out / "confusion_matrix.png").stat().st_size > 0
     info = json.loads((out / "run.json").read_text())
     assert info["spec"] == {  # the resolved EvaluateSpec
-        "model": str(model), "images": str(images), "out": str(out), "table": str(table),
+        "model": [str(model)], "images": str(images), "out": str(out), "table": str(table),
         "labels": None, "channels": None, "id_column": None, "label_column": None,
         "group_column": None, "label_map": None, "device": "cpu", "threads": None,
         "batch_size": 8,
-        "bootstrap": 20, "seed": 0}
+        "bootstrap": 20, "seed": 0, "allow_leakage": False}
     assert info["seed"] == 0
 
 

@@ -141,7 +141,8 @@ def test_failed_task_makes_the_command_fail(tmp_path: Path,
 def test_report_opens_with_a_summary_and_folds_the_settings(run_dir: Path) -> None:
     md, page = write_report([run_dir])
     text = md.read_text()
-    first = text.split("\n\n")[1]  # the paragraph under the title
+    verdict, first = text.split("\n\n")[1:3]  # the paragraphs under the title
+    assert verdict.startswith("Leakage check:"), verdict
     # manual is right on more test cases at every size (fake_trainer): named best, with CI
     for size in (1, 2, 4):
         assert re.search(rf"with {size} labelled patients per class, manual was best "

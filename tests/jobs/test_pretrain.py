@@ -80,7 +80,9 @@ def test_metrics_csv_the_model_file_and_evaluate_share_one_dice(
     val_ids = set(meta.metrics["validation_cases"])
     cases = [c for c in find_segmentation_cases(phantoms / "images", phantoms / "labels")
              if c.id in val_ids]
-    metrics = evaluate_segmentation(seg_model, cases, tmp_path / "eval", device="cpu")
+    metrics = evaluate_segmentation(seg_model, cases, tmp_path / "eval", device="cpu",
+                                    allow_leakage=True)  # validation cases are in its manifest
+    assert metrics["leakage"]["leaked"] == sorted(val_ids)
     assert metrics["mean_dice"] == pytest.approx(meta.metrics["validation_mean_dice"], abs=0.02)
 
 

@@ -129,21 +129,37 @@ def test_measures_writes_every_case_measurements_from_predict_and_evaluate(
     from segfew.modelfile import read_model_file
 
     clf = tmp_path / "clf.pt"
-    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
-           str(phantoms / "images"), "--framework", "measures", "--features", str(seg_model),
-           "--out", str(clf), "--no-progress", "--no-cache")
+    trained = invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+                     str(phantoms / "images"), "--framework", "measures", "--features",
+                     str(seg_model), "--out", str(clf), "--no-progress", "--no-cache")
     meta, _ = read_model_file(clf)
     names = meta.architecture.args["feature_names"]
     assert "label1_area_mm2_0" in names and "label1_to_label2_volume_ratio_0" in names
     assert meta.metrics["measures_model"] and meta.metrics["top_measurements"]
+    # its choice is shown and kept: every candidate's inner score, the chosen one, the nested
+    # estimate of the whole selection (issue 18, item 4)
+    selection = meta.metrics["measures_selection"]
+    assert [e["candidate"] for e in selection if e["chosen"]] == [meta.metrics["measures_model"]]
+    assert len(selection) > 1 and all(len(e["ci"]) == 2 for e in selection)
+    nested = meta.metrics["measures_nested"]
+    assert nested["n"] == 12 and 0 <= nested["balanced_accuracy"] <= 1
+    output = " ".join(trained.split())
+    assert f"→ {meta.metrics['measures_model']}: inner balanced accuracy" in output
+    assert "nested estimate of the whole selection" in output
+    assert meta.metrics["training_data"]  # the manifest evaluate checks
     invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"),
            "--out", str(tmp_path / "pred.csv"), "--no-progress")
     rows = list(csv.DictReader((tmp_path / "pred.measurements.csv").open()))
     assert len(rows) == 12 and list(rows[0]) == ["id", *names]
-    invoke("evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
-           str(phantoms / "labels.csv"), "--out", str(tmp_path / "eval"), "--no-progress")
+    args = ["evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
+            str(phantoms / "labels.csv"), "--out", str(tmp_path / "eval"), "--no-progress"]
+    refused = invoke(*args, expect=2)  # its own training cases: not a test
+    assert "trained on 12 evaluated case(s)" in refused
+    invoke(*args, "--allow-leakage")
     evaluated = list(csv.DictReader((tmp_path / "eval" / "measurements.csv").open()))
     assert evaluated == rows  # the same measurements whichever command reads the case
+    predictions = list(csv.DictReader((tmp_path / "eval" / "predictions.csv").open()))
+    assert {r["leaked"] for r in predictions} == {"yes"}
 
 
 def test_measures_fits_on_every_training_case(tmp_path: Path) -> None:
