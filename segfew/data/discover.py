@@ -13,7 +13,7 @@ from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
 from segfew.data.scan import list_folder
 from segfew.errors import DataError, SpecError
 from segfew.io import case_id, is_image_file
-from segfew.io.itk import dicom_header
+from segfew.io.dicom import dicom_header
 
 # ------------------------------------------------------------------------- files
 

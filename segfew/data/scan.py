@@ -22,7 +22,8 @@ from pathlib import Path
 
 from segfew.errors import DataError
 from segfew.io import IMAGE_SUFFIXES, is_image_file
-from segfew.io.itk import detached_data_files, dicom_header, dicom_series_files
+from segfew.io.dicom import dicom_header, dicom_series_files
+from segfew.io.itk import detached_data_files
 
 __all__ = ["Listing", "list_folder"]
 

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.errors import DataError, DataWarning
-from segfew.io import ReadLimits, format_bytes, grey
+from segfew.io.image import ReadLimits, format_bytes, grey
 
 if TYPE_CHECKING:
-    from segfew.io import Image
+    from segfew.io.image import Image
 
 __all__ = ["read_nifti", "write_nifti"]
 

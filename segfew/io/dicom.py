@@ -1,0 +1,174 @@
+"""DICOM headers, read with pydicom before any pixel (``stop_before_pixels``): what a file is
+(an image, a structured report, a MOSAIC, a compressed syntax GDCM cannot decode), and which
+files of a folder form one series (by SeriesInstanceUID, whatever their suffix)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from segfew.errors import DataError
+
+__all__ = [
+    "GDCM_SYNTAXES",
+    "DicomHeader",
+    "check_dicom_file",
+    "dicom_header",
+    "dicom_series_files",
+    "has_pixel_data",
+    "is_dicom_series_dir",
+]
+
+log = logging.getLogger("segfew.io")
+
+
+def is_dicom_series_dir(path: Path) -> bool:
+    """True for a folder that directly holds DICOM image files, found by their headers
+    (:func:`segfew.io.dicom.dicom_series_files`), whatever their suffix."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    return bool(dicom_series_files(path))
+
+
+def check_dicom_file(path: Path) -> int:
+    """Refuse a DICOM file segfew would read wrongly or not at all; returns its frames.
+
+    A Siemens MOSAIC (many slices tiled in one frame) would be read as one large 2D image;
+    a transfer syntax GDCM has no decoder for, or a file without pixel data, would fail
+    with the library's words.
+    """
+    header = dicom_header(path)
+    if header is None:
+        return 1
+    if not header.has_pixels:
+        raise DataError(f"DICOM {header.kind} holds no image (no pixel data)", path)
+    if header.mosaic:
+        raise DataError("Siemens MOSAIC image (many slices tiled in one frame), which segfew "
+                        "does not unpack; convert it first (e.g. dcm2niix)", path)
+    if header.transfer_syntax and header.transfer_syntax not in GDCM_SYNTAXES:
+        raise DataError(f"no decoder for the transfer syntax {header.transfer_syntax_name}; "
+                        "decompress it first (e.g. gdcmconv --raw or dcmdjpeg)", path)
+    return header.frames
+
+
+#: transfer syntaxes GDCM (SimpleITK's DICOM reader) decodes: uncompressed, deflate,
+#: JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE
+GDCM_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.5",
+})
+
+
+_NOT_DICOM = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg",
+              ".tif", ".tiff", ".bmp", ".raw", ".zraw", ".csv", ".txt", ".json", ".md")
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    """What segfew needs from one DICOM file's header."""
+
+    series_uid: str
+    sop_class_uid: str
+    kind: str
+    """The SOP class in words (e.g. ``Basic Text SR Storage``), or ``object``."""
+    has_pixels: bool
+    """Rows and Columns are present (an image object)."""
+    frames: int
+    """NumberOfFrames (1 for a single-frame file)."""
+    mosaic: bool
+    """A Siemens MOSAIC: many slices tiled in one frame (ImageType holds MOSAIC)."""
+    transfer_syntax: str
+    transfer_syntax_name: str
+
+
+def dicom_header(path: Path) -> DicomHeader | None:
+    """The header of ``path`` if it is a DICOM file (preamble ``DICM``, or a ``.dcm`` file
+    with DICOM tags), else None. Never raises for a file that cannot be read."""
+    import pydicom
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            preamble = f.read(4) == b"DICM"
+    except OSError:
+        return None
+    if not preamble and path.suffix.lower() not in (".dcm", ".ima", ".dicom", ".dic"):
+        return None
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=not preamble)
+    except Exception as e:  # a corrupt header: pydicom raises many kinds
+        log.debug("%s: pydicom: %r", path, e)
+        return None
+    meta = getattr(ds, "file_meta", None)
+    sop = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "")
+                                             if meta is not None else ""))
+    if not preamble and not sop and "Rows" not in ds:
+        return None  # forced open of something that is not DICOM
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    image_type = ds.get("ImageType", "")
+    if isinstance(image_type, str):
+        types = image_type.upper().split("\\")
+    else:
+        types = [str(t).upper() for t in image_type]
+    mosaic = "MOSAIC" in types or 0x0019100A in ds  # Siemens NumberOfImagesInMosaic
+    return DicomHeader(
+        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        sop_class_uid=sop,
+        kind=_uid_name(sop) or "object",
+        has_pixels="Rows" in ds and "Columns" in ds,
+        frames=max(1, frames),
+        mosaic=mosaic,
+        transfer_syntax=syntax,
+        transfer_syntax_name=_uid_name(syntax) or syntax,
+    )
+
+
+def dicom_series_files(folder: Path) -> dict[str, list[Path]]:
+    """SeriesInstanceUID → the DICOM image files of that series directly in ``folder``."""
+    series: dict[str, list[Path]] = defaultdict(list)
+    try:
+        children = sorted(Path(folder).iterdir())
+    except OSError:
+        return {}
+    for child in children:
+        if child.name.startswith(".") or child.name.lower().endswith(_NOT_DICOM) or \
+                not child.is_file():
+            continue
+        header = dicom_header(child)
+        if header is not None and header.has_pixels:
+            series[header.series_uid].append(child)
+    return dict(series)
+
+
+def has_pixel_data(path: Path) -> bool:
+    """Whether the file holds a (Float/DoubleFloat) Pixel Data element (values not loaded)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), defer_size=256, force=True)
+    except Exception:
+        return True  # not for pydicom to say: the library's message stands
+    return any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009))
+
+
+def _uid_name(uid: str) -> str:
+    if not uid:
+        return ""
+    from pydicom.uid import UID
+
+    try:
+        name = UID(uid).name
+    except Exception:
+        return ""
+    return "" if name == uid else str(name)

@@ -1,0 +1,208 @@
+"""``read_image`` and ``write_image``: the format of a file chosen by its suffix (or its
+DICOM preamble), the reader's failure said in words, and 3D arrays reoriented to RAS."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segfew.errors import DataError
+from segfew.files import atomic_path
+from segfew.io.dicom import is_dicom_series_dir
+from segfew.io.image import (
+    IMAGE_SUFFIXES,
+    NIFTI_SUFFIXES,
+    Image,
+    ReadLimits,
+    image_suffix,
+    placeholder_spacing,
+)
+
+
+def read_image(path: str | Path, limits: ReadLimits | None = None) -> Image:
+    """Read a 2D or 3D image; any failure is a one-line :class:`DataError` naming the file.
+
+    The header is checked against ``limits`` (default :meth:`ReadLimits.from_env`) before
+    the voxels are read. RGB(A) pixels become grey (luminance, BT.709); an image whose
+    three channels differ is flagged ``colour`` and a warning says so (a label map must
+    not be colour: :mod:`segfew.data.read` refuses it). Suffixes match in any case (``.Nii``).
+    """
+    path = Path(path)
+    limits = limits if limits is not None else ReadLimits.from_env()
+    if not path.exists():
+        raise DataError("no such file", path)
+    from segfew.io import itk, nifti
+
+    if path.is_dir():
+        if not is_dicom_series_dir(path):
+            raise DataError("is a folder without DICOM files", path)
+        loader: Callable[[Path, ReadLimits], tuple[np.ndarray, np.ndarray, dict[str, Any]]] = \
+            itk.read_dicom_series
+    else:
+        if path.stat().st_size == 0:
+            raise DataError("cannot read image (empty file)", path)
+        suffix = image_suffix(path.name)
+        if suffix is None and _is_dicom_file(path):
+            suffix = ".dcm"  # DICOM files often have no suffix (IM000001)
+        if suffix is None:
+            raise DataError(f"not a supported image file (suffixes: {', '.join(IMAGE_SUFFIXES)})",
+                            path)
+        loader = nifti.read_nifti if suffix in NIFTI_SUFFIXES else itk.read_itk
+    try:
+        array, affine, extra = loader(path, limits)
+    except DataError:
+        raise
+    except MemoryError:
+        raise DataError("not enough memory to read this image", path) from None
+    except PermissionError:
+        raise DataError("file cannot be read (permission denied)", path) from None
+    except Exception as e:
+        log.debug("%s: %s", path, e)  # the library's own words, for a bug report
+        raise DataError(f"cannot read image ({_reason(e, path)})", path) from None
+    return _make_image(array, affine, path, **extra)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+log = logging.getLogger("segfew.io")
+
+#: library messages that have a cause in words
+_CAUSES = (
+    ("Unable to determine ImageIO reader", "unknown format or corrupt file"),
+    ("File cannot be read", "file cannot be read (missing data file or corrupt header)"),
+    ("No pixel data", "no pixel data"),
+    ("Could not find a decoder", "no decoder for the transfer syntax"),
+    ("Unhandled Transfer Syntax", "no decoder for the transfer syntax"),
+    ("Unsupported", "unsupported object type"),
+)
+
+
+def _reason(e: Exception, path: Path) -> str:
+    """The cause in words, without pointer addresses, C++ source paths or call chains.
+
+    Known library messages become a fixed phrase; others are stripped of ITK's
+    ``Class(0x…)`` prefixes, ``/…/file.cxx:123`` locations and ``sitk::ERROR`` chains. The raw
+    text goes to the ``segfew.io`` logger at DEBUG level.
+    """
+    raw = str(e).strip()
+    for needle, words in _CAUSES:
+        if needle.lower() in raw.lower():
+            return words
+    text = raw
+    teem = re.findall(r"\[\w+\]\s*\w+:\s*(.+)", text)  # teem (NRRD): a chain, innermost last
+    if teem:
+        text = teem[-1]
+    if "ERROR:" in text:
+        text = text.rsplit("ERROR:", 1)[1]
+    text = re.sub(r"\w+\s*\(0x[0-9a-fA-F]+\)\s*:?", "", text)  # Class(0x55…):
+    text = re.sub(r"\S+\.(cxx|cpp|hxx|h|txx|c)(:\d+)?:?", "", text)  # C++ source locations
+    text = re.sub(r"\b(in|In)\s+\S+::\S+", "", text)
+    text = re.sub(r"0x[0-9a-fA-F]{6,}", "", text)
+    text = text.replace(f'"{path}"', "").replace(str(path), "").replace(path.name, "")
+    text = re.sub(r"^\s*File\s+(is\s+)?", "", text.replace('""', "").replace("''", ""))
+    text = " ".join(text.split()).strip(" :.") or type(e).__name__
+    return text[:160]
+
+
+def _make_image(array: np.ndarray, affine: np.ndarray, path: Path, **extra: Any) -> Image:
+    """Squeeze trailing singleton axes, check dimensionality, reorient 3D to RAS."""
+    import nibabel as nib
+
+    units_stated = bool(extra.pop("units_stated", True))
+    source_shape = tuple(int(s) for s in array.shape)
+    while array.ndim > 2 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3):
+        raise DataError(f"has {array.ndim} dimensions (shape {source_shape}); "
+                        "expected a 2D or 3D image", path)
+    if array.size == 0:
+        raise DataError(f"cannot read image (empty array, shape {source_shape})", path)
+    ornt = None
+    canonical = affine
+    if array.ndim == 3:
+        try:
+            ornt = nib.orientations.io_orientation(affine)
+        except Exception:
+            ornt = None
+        if ornt is not None and np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+            ornt = None
+        if ornt is not None:
+            canonical = affine @ nib.orientations.inv_ornt_aff(ornt, array.shape)
+            array = nib.orientations.apply_orientation(array, ornt)
+    return Image(array=np.ascontiguousarray(array), affine=canonical, path=path,
+                 source_affine=affine, source_shape=source_shape, ornt=ornt,
+                 spacing_placeholder=placeholder_spacing(affine, array.ndim, units_stated),
+                 **extra)
+
+
+# ------------------------------------------------------------------------- writing
+
+
+def write_image(array: np.ndarray, reference: Image, path: str | Path) -> Path:
+    """Write ``array`` (on ``reference.array``'s grid) in the source geometry of ``reference``.
+
+    ``array`` has ``reference.shape`` or, for probability maps, ``(*reference.shape, C)``.
+    It is mapped back to the file's stored orientation and shape, so the result overlays the
+    reference's source file. The format follows the suffix of ``path``. Integer and boolean
+    maps are written as uint8 / int16 / int32 (the smallest that holds them), others as float32.
+    The file is written atomically.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    array = np.asarray(array)
+    spatial = reference.shape
+    if array.shape[: len(spatial)] != spatial or array.ndim > len(spatial) + 1:
+        raise DataError(f"array of shape {array.shape} does not fit the reference grid {spatial} "
+                        "(give the spatial shape, or it plus one channel axis)", path)
+    channels = array.shape[len(spatial):]
+    array = _storage_dtype(array)
+    if reference.ornt is not None:
+        back = nib.orientations.ornt_transform(_RAS_ORNT, reference.ornt)
+        array = nib.orientations.apply_orientation(array, back)
+    array = array.reshape(reference.source_shape + channels)
+
+    from segfew.io import itk, nifti
+
+    suffix = image_suffix(path.name)
+    if suffix is None:
+        raise DataError(f"not a supported image suffix (use one of {', '.join(IMAGE_SUFFIXES)})",
+                        path)
+    if suffix in NIFTI_SUFFIXES:
+        with atomic_path(path) as tmp:
+            nifti.write_nifti(array, reference, tmp, vector=bool(channels))
+    elif suffix in (".mhd", ".nhdr"):  # a detached header names its data file: no renaming
+        path.parent.mkdir(parents=True, exist_ok=True)
+        itk.write_itk(array, reference, path, suffix, vector=bool(channels))
+    else:
+        with atomic_path(path) as tmp:
+            itk.write_itk(array, reference, tmp, suffix, vector=bool(channels))
+    return path
+
+
+_RAS_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+
+
+def _storage_dtype(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind == "b":
+        return array.astype(np.uint8)
+    if array.dtype.kind in "iu":
+        lo, hi = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        for dt in (np.uint8, np.int16, np.int32):
+            info = np.iinfo(dt)
+            if info.min <= lo and hi <= info.max:
+                return array.astype(dt)
+        return array.astype(np.int64)
+    return array.astype(np.float32)

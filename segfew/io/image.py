@@ -1,0 +1,215 @@
+"""The image type and the bounds on reading: :class:`Image` (an array with its geometry),
+:class:`ReadLimits`, the suffixes segfew reads, and the helpers every format's reader shares
+(grey from RGB, placeholder spacings). The readers (:mod:`segfew.io.nifti`,
+:mod:`segfew.io.itk`) build on this module; :mod:`segfew.io.dispatch` chooses between them."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segfew.errors import DataError, DataWarning
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd",
+    ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm",
+)
+_RGB_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])  # scikit-image's rgb2gray (ITU-R BT.709)
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def image_suffix(name: str) -> str | None:
+    """The image suffix ``name`` ends with (any case), or None."""
+    lower = name.lower()
+    for suffix in IMAGE_SUFFIXES:  # ".nii.gz" is listed before ".nii"
+        if lower.endswith(suffix) and len(lower) > len(suffix):
+            return suffix
+    return None
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a visible file with a supported image suffix (DICOM folders: see below)."""
+    path = Path(path)
+    return not path.name.startswith(".") and image_suffix(path.name) is not None and (
+        path.is_file() or not path.exists()
+    )
+
+
+def case_id(path: Path) -> str:
+    """File name without its image suffix: ``a/b/p1_frame01.nii.gz`` → ``p1_frame01``.
+
+    A series folder of a CD export (below a ``DICOMDIR``) is named by its path from there,
+    ``PT000000_ST000000_SE000000``, since every patient's first series is ``SE000000``.
+    """
+    path = Path(path)
+    name = path.name
+    if not image_suffix(name) and path.is_dir():
+        for parent in list(path.parents)[:6]:
+            if (parent / "DICOMDIR").is_file():
+                return "_".join(path.relative_to(parent).parts)
+    suffix = image_suffix(name)
+    return name[: -len(suffix)] if suffix else name
+
+
+@dataclass
+class Image:
+    """An image on its canonical grid, plus what is needed to write results back.
+
+    ``array`` has spatial axes only, ``(X, Y)`` or ``(X, Y, Z)``; a 3D array is in RAS.
+    ``affine`` maps voxel indices of ``array`` to RAS world coordinates (mm).
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    path: Path | None = None
+    source_affine: np.ndarray = field(default_factory=lambda: np.eye(4))
+    """RAS affine of the array as stored in the file (before reorientation)."""
+    source_shape: tuple[int, ...] = ()
+    """Array shape as stored in the file, trailing singleton axes included."""
+    ornt: np.ndarray | None = None
+    """nibabel orientation transform from the stored axes to RAS (None: unchanged)."""
+    format: str = "nifti"
+    """``nifti``, ``itk`` (any SimpleITK file) or ``dicom`` (a series folder)."""
+    nifti_codes: tuple[int, int] = (1, 1)
+    """(qform_code, sform_code) of a NIfTI source, so written files keep the same meaning."""
+    colour: bool = False
+    """The file held colour (RGB) pixels, converted to grey on reading."""
+    nifti_units: str = "mm"
+    """Spatial unit of a NIfTI source (``mm``, ``micron``, ``meter``); ``affine`` is in mm
+    whatever it is, and outputs are written in it."""
+    spacing_placeholder: str | None = None
+    """Why the file holds no real voxel size (:func:`placeholder_spacing`), or None: sizes
+    measured on it are then in voxels (pixels), not mm."""
+
+    def __post_init__(self) -> None:
+        if not self.source_shape:
+            self.source_shape = tuple(self.array.shape)
+
+    @property
+    def dim(self) -> int:
+        return int(self.array.ndim)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.array.shape)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size in mm along each axis of ``array``."""
+        norms = np.linalg.norm(self.affine[:3, : self.dim], axis=0)
+        return tuple(float(round(s, 6)) for s in norms)
+
+    @property
+    def spacing_known(self) -> bool:
+        """Whether :attr:`spacing` is a measurement (not a placeholder of 1)."""
+        return self.spacing_placeholder is None
+
+    @property
+    def orientation(self) -> str:
+        """Axis codes of the source file, e.g. ``"LPS"`` (``"RA"`` for a 2D image)."""
+        return _axcodes(self.source_affine)[: self.dim]
+
+
+def _axcodes(affine: np.ndarray) -> str:
+    import nibabel as nib
+
+    try:
+        return "".join(c or "?" for c in nib.aff2axcodes(affine))
+    except Exception:  # a singular affine has no orientation
+        return "???"
+
+
+# ------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What one image may claim before anything is allocated (issue 8, bounded reading).
+
+    ``max_voxels`` counts voxels times components; ``max_bytes`` the stored voxel data. Both
+    are checked against the file's header before its voxels are read, so a header that
+    claims 32000×32000×4 voxels, or a small ``.nii.gz`` that expands to gigabytes, is a
+    one-line error instead of an allocation. The defaults hold any routine CT or MR scan
+    (a 512×512×2000 int16 CT is 1 GiB); raise them with ``SEGFEW_MAX_VOXELS`` and
+    ``SEGFEW_MAX_IMAGE_BYTES``.
+    """
+
+    max_voxels: int = 2**30
+    max_bytes: int = 2**30
+
+    @classmethod
+    def from_env(cls) -> ReadLimits:
+        values = {}
+        for name, env in (("max_voxels", VOXELS_ENV), ("max_bytes", BYTES_ENV)):
+            raw = os.environ.get(env)
+            if raw:
+                try:
+                    values[name] = int(float(raw))
+                except ValueError:
+                    raise DataError(f"{env}={raw!r} is not a number") from None
+        return cls(**values)
+
+    def check(self, shape: tuple[int, ...], components: int, itemsize: int, path: Path) -> None:
+        voxels = math.prod(int(s) for s in shape) * max(1, components)
+        nbytes = voxels * itemsize
+        if voxels > self.max_voxels:
+            raise DataError(f"the header declares {_dims(shape, components)} = {voxels:,} voxels, "
+                            f"over the limit of {self.max_voxels:,} (raise it with {VOXELS_ENV})",
+                            path)
+        if nbytes > self.max_bytes:
+            raise DataError(f"the header declares {_dims(shape, components)} voxels = "
+                            f"{format_bytes(nbytes)} of data, over the limit of "
+                            f"{format_bytes(self.max_bytes)} (raise it with {BYTES_ENV})", path)
+
+
+VOXELS_ENV = "SEGFEW_MAX_VOXELS"
+BYTES_ENV = "SEGFEW_MAX_IMAGE_BYTES"
+
+
+def _dims(shape: tuple[int, ...], components: int) -> str:
+    dims = "×".join(str(int(s)) for s in shape)
+    return f"{dims}×{components}" if components > 1 else dims
+
+
+def format_bytes(nbytes: int) -> str:
+    """A byte count in words for error messages (``1.5 GiB``)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+
+def grey(rgb: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
+    """RGB (last axis) → grey; equal channels are kept as stored (a grey image saved as RGB).
+
+    Returns ``(grey, colour)``: ``colour`` is True when the channels differed and the
+    luminance (scikit-image's rgb2gray weights, ITU-R BT.709) was taken, which is said in a
+    :class:`DataWarning`.
+    """
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return np.ascontiguousarray(rgb[..., 0]), False
+    warnings.warn(DataWarning("RGB image converted to grey (luminance, ITU-R BT.709)", path),
+                  stacklevel=3)
+    return (rgb.astype(np.float64) @ _RGB_WEIGHTS).astype(np.float32), True
+
+
+def placeholder_spacing(affine: np.ndarray, dim: int, units_stated: bool) -> str | None:
+    """Why a file's voxel size is a placeholder rather than a measurement, or None.
+
+    An identity affine (no geometry was stored: the public ACDC copy), or a spacing of 1 in
+    a file that states no unit (NIfTI ``xyzt_units`` unknown; PNG/JPEG, which hold no pixel
+    size) is read as 1 mm by every library, but means nothing: sizes are then in voxels.
+    """
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :dim], axis=0)
+    if np.allclose(affine, np.eye(4)):
+        return "identity affine"
+    if not units_stated and np.allclose(spacing, 1.0):
+        return "pixel size 1 with no unit" if dim == 2 else "voxel size 1 with no unit"
+    return None
