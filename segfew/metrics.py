@@ -268,8 +268,8 @@ def chance_fields(accuracy_ci: Sequence[float] | None, y_true: Sequence[int] | n
     balanced accuracy of any constant answer) and ``distinguishable_from_chance`` (False
     when the 95% interval ``accuracy_ci`` holds it; None without an interval).
 
-    Why: with a few dozen test cases an accuracy a little over one half on two classes is as likely from a
-    coin as from a model; the interval says so, and the words must too.
+    Why: with a few dozen test cases, an accuracy a little over one half on two classes is as
+    likely from a coin as from a model; the interval says so, and the words must too.
     """
     yt = np.asarray(y_true, dtype=np.int64).ravel()
     if not len(yt):
