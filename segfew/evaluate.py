@@ -237,14 +237,17 @@ def evaluate_paths(model_path: str | Path, images: Path, out_dir: Path, *,
                    label_map: Mapping[int, int] | None = None, device: str = "auto",
                    batch_size: int = 8, bootstrap: int = 1000,
                    seed: int = 0, progress: ProgressFn | None = None,
-                   run_spec: BaseModel | dict[str, Any] | None = None
-                   ) -> tuple[str, dict[str, Any]]:
+                   run_spec: BaseModel | dict[str, Any] | None = None,
+                   masks: Path | None = None) -> tuple[str, dict[str, Any]]:
     """Find the cases (a table for a classifier, label maps for a segmentation model) and
     evaluate; returns ``(model kind, metrics)``. Channels default to the model's.
-    ``run_spec`` (the command's resolved spec) is saved in ``run.json``."""
+    ``run_spec`` (the command's resolved spec) is saved in ``run.json``. ``masks``: the
+    label maps of a classifier trained with ``--masks``."""
     from segfew.data import find_classification_cases, find_segmentation_cases
+    from segfew.masks import give_masks
 
     predictor = Predictor(model_path, device=device, batch_size=batch_size)
+    give_masks([predictor], masks)  # a classifier of another tool's label maps reads them
     meta = predictor.meta
     if channels is None and meta.channels:
         channels = list(meta.channels)

@@ -39,6 +39,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from segfew.data import Case
+    from segfew.masks import MaskMeasurer
     from segfew.preprocess import Preprocessing
     from segfew.runtime import Plan
 
@@ -244,8 +245,12 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
                                       tta, group[0].spacing)
         maps.append(keep_largest_component(labels, list(structures)) if largest_component
                     else labels)
-    return measure_case(maps, [g[0].spacing for g in groups], structures, names,
-                        slice_axis_for(cfg, images[0].shape, images[0].spacing))
+    axis = slice_axis_for(cfg, images[0].shape, images[0].spacing)
+    out = measure_case(maps, [g[0].spacing for g in groups], structures, names, axis)
+    from segfew.radiomics import image_measurements  # intensity, texture, location
+
+    return out | image_measurements([im.array for im in images], case.channel_names, maps,
+                                    images[0].spacing, structures, axis)
 
 
 class Measurer:
@@ -277,8 +282,9 @@ class Measurer:
         return list(self(case))
 
 
-def fit_measurement_classifier(measurer: Measurer, cases: Sequence[Case], targets: Sequence[int],
-                               num_classes: int, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+def fit_measurement_classifier(measurer: Measurer | MaskMeasurer, cases: Sequence[Case],
+                               targets: Sequence[int], num_classes: int, seed: int = 0
+                               ) -> tuple[Any, dict[str, Any]]:
     """Measure the training ``cases`` and fit the classifier (framework MEASURES).
 
     The model is chosen by cross-validation inside these cases only

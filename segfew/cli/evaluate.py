@@ -40,6 +40,9 @@ def evaluate(
         "sub-folders of --images).")] = None,
     labels: Annotated[Path | None, setting(
         E, "labels", "Segmentation model: folder of true label maps.")] = None,
+    masks: Annotated[Path | None, setting(
+        E, "masks", "Classifier trained with --masks: the folder of these cases' label maps.")
+    ] = None,
     channels: ChannelsOpt = None,
     label_map: LabelMapOpt = None,
     id_column: Annotated[str | None, setting(E, "id_column", "Table column of ids.")] = None,
@@ -86,6 +89,7 @@ def evaluate(
         "batch_size": batch_size,
         "bootstrap": bootstrap,
         "seed": seed,
+        "masks": masks,
     }
     resolved = resolve(EvaluateSpec, overrides, spec)
     set_threads(resolved.threads)
@@ -97,7 +101,7 @@ def evaluate(
             label_column=resolved.label_column, group_column=resolved.group_column,
             label_map=resolved.label_map, device=resolved.device, batch_size=resolved.batch_size,
             bootstrap=resolved.bootstrap, seed=resolved.seed, progress=view.cases("cases"),
-            run_spec=resolved)
+            run_spec=resolved, masks=resolved.masks)
     stdout = make_console(stderr=False)
     if kind == "classifier":
         for t in metrics_tables(metrics):

@@ -94,6 +94,11 @@ class ClassifierSpec(Settings):
     classes: int | None = Field(default=None, ge=2)
     tta: bool = Field(default=False, description="measures: segment with test-time "
                       "augmentation (5 shifted copies averaged; predict repeats it)")
+    masks: Path | None = Field(default=None, description="measures: folder of label maps "
+                               "from another tool, matched to images by id (no network)")
+    label_names: list[str] | None = Field(
+        default=None, description="masks: names of label values 1, 2, … (else "
+        "label_names.json in the masks folder)")
     head: HeadConfig = HeadConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     train: ClassifierTrainConfig = ClassifierTrainConfig()
@@ -102,6 +107,13 @@ class ClassifierSpec(Settings):
     def _framework_inputs(self) -> ClassifierSpec:
         from segfew.frameworks import NEEDS, framework
 
+        if self.masks is not None:
+            if self.framework != "measures":
+                raise ValueError("--masks (masks) is for framework measures")
+            if self.features is not None:
+                raise ValueError("give --masks or --features, not both: the measurements "
+                                 "come from one segmentation")
+            return self
         for need in framework(self.framework).needs:
             field, _, words = NEEDS[need]
             if getattr(self, field) is None:
@@ -154,6 +166,8 @@ class EvaluateSpec(DataSource):
     batch_size: int = Field(default=8, ge=1)
     bootstrap: int = Field(default=1000, ge=0, description="resamples for the 95% intervals")
     seed: int = Field(default=0, description="seed of the bootstrap")
+    masks: Path | None = Field(default=None, description="a measures classifier fitted on "
+                               "label maps from another tool: their folder for these cases")
 
 
 class PredictSpec(Settings):
@@ -181,6 +195,8 @@ class PredictSpec(Settings):
         description="classifier: low_confidence = yes below this top class probability")
     tta: bool = Field(
         default=False, description="segmentation: test-time augmentation (shifted copies)")
+    masks: Path | None = Field(default=None, description="a measures classifier fitted on "
+                               "label maps from another tool: their folder for these scans")
 
     @field_validator("model", mode="before")
     @classmethod
