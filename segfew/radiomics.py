@@ -216,7 +216,7 @@ def body_mask(image: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     image = np.asarray(image, dtype=np.float64)
     body = np.asarray(foreground, dtype=bool).copy()
     if image.max() > image.min():
-        body |= image > threshold_otsu(image)
+        body |= image > threshold_otsu(image.ravel())
     if not body.any():
         return body
     parts = label(body, connectivity=1)

@@ -85,9 +85,10 @@ def subset_mask(names: Sequence[str], subset: str) -> np.ndarray:
     return np.array([by(n) in kinds for n in names], dtype=bool)
 
 
-def _top_k(z: np.ndarray, y: np.ndarray, mask: np.ndarray, k: int = SELECT_K) -> np.ndarray:
-    """``mask`` narrowed to the ``k`` columns of largest ANOVA F on these rows (standardised
-    ``z``); constant columns never count."""
+def _top_k(z: np.ndarray, y: np.ndarray, mask: np.ndarray, k: int | None = None
+           ) -> np.ndarray:
+    """``mask`` narrowed to the ``k`` (default ``SELECT_K``) columns of largest ANOVA F on
+    these rows (standardised ``z``); constant columns never count."""
     from sklearn.feature_selection import f_classif
 
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
@@ -95,7 +96,7 @@ def _top_k(z: np.ndarray, y: np.ndarray, mask: np.ndarray, k: int = SELECT_K) ->
         f, _ = f_classif(z, y)
     f = np.where(np.isfinite(f) & mask & (z.std(0) > 0), f, -1.0)
     out = np.zeros_like(mask)
-    out[np.argsort(-f, kind="stable")[:k]] = True
+    out[np.argsort(-f, kind="stable")[:SELECT_K if k is None else k]] = True
     return out & (f >= 0)
 
 
