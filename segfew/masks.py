@@ -4,7 +4,8 @@ Many teams already segment with nnU-Net, TotalSegmentator or by hand. ``train-cl
 --framework measures --masks DIR`` measures those label maps instead of segmenting: each
 case's map(s) are found in ``DIR`` by case id exactly as voxel labels are
 (:func:`segfew.data.attach_labels`: ``<id>.nii.gz``, ``<id>_seg…``, or one per channel), the
-structures are named by ``label_names.json`` in ``DIR`` or by ``--label-names``, and every
+label values 0, 1, … are named by ``label_names.json`` in ``DIR`` (as ``segfew label`` writes
+it) or by ``--label-names``, and every
 measurement of :mod:`segfew.measurements` (shape) and :mod:`segfew.radiomics` (intensity,
 surroundings, texture, location) is taken on the source grid. No network runs. The model
 file records that its masks come from outside (``feature_source = {"masks": "external",
@@ -13,7 +14,6 @@ file records that its masks come from outside (``feature_source = {"masks": "ext
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,32 +36,23 @@ EXTERNAL = "external"
 def read_label_names(masks: Path, names: Sequence[str] | None = None) -> dict[int, str]:
     """Label value → structure name for the label maps in ``masks``.
 
-    ``names`` (``--label-names a,b``) name the values 1, 2, …; otherwise ``masks/label_names.json``
-    holds a list (values 1, 2, …), ``{"1": "tumour"}`` (value → name) or nnU-Net's
-    ``{"tumour": 1}`` (name → value); value 0 is background and never measured. Raises
-    DataError naming the file when there is neither, or the file cannot be read.
+    ``names`` (``--label-names background,tumour``) or else ``masks/label_names.json`` (the
+    file ``segfew label`` writes: ``{"label_names": ["background", …]}``) name the values
+    0, 1, … as everywhere in segfew; value 0 is background and never measured. Raises
+    DataError naming the folder or file when neither names a structure.
     """
+    from segfew.labels import read_label_names as names_file
+
     masks = Path(masks)
-    if names:
-        return {i + 1: str(n).strip() for i, n in enumerate(names)}
-    path = masks / NAMES_FILE
-    if not path.is_file():
-        raise DataError(f"no {NAMES_FILE} names the label values: add it (e.g. "
-                        '["tumour"] for value 1) or give --label-names', masks)
-    try:
-        raw: Any = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(raw, list):
-            out = {i + 1: str(n) for i, n in enumerate(raw)}
-        elif all(str(k).strip().isdigit() for k in raw):
-            out = {int(k): str(v) for k, v in raw.items()}
-        else:
-            out = {int(v): str(k) for k, v in raw.items()}
-    except (ValueError, TypeError, AttributeError) as e:
-        raise DataError(f"not a list or mapping of label names ({str(e)[:100]})",
-                        path) from None
-    out = {v: n for v, n in out.items() if v != 0}
+    given = list(names) if names else names_file(masks)
+    if given is None:
+        raise DataError(f"nothing names the label values: add {NAMES_FILE} "
+                        '({"label_names": ["background", "tumour"]}) or give --label-names '
+                        "background,tumour", masks)
+    out = {i: str(n).strip() for i, n in enumerate(given) if i > 0}
     if not out or any(not n.replace("-", "").replace("_", "").isalnum() for n in out.values()):
-        raise DataError("label names must be non-empty words (letters, digits, - or _)", path)
+        raise DataError("label names must be the background's, then one word (letters, "
+                        f"digits, - or _) per structure: {', '.join(map(str, given))}", masks)
     return out
 
 

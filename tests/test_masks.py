@@ -21,7 +21,8 @@ from tests.conftest import invoke, make_segmenter
 def masks(phantoms: Path, tmp_path: Path) -> Path:
     """The phantoms' label maps as another tool would hand them over, with their names."""
     out = shutil.copytree(phantoms / "labels", tmp_path / "masks")
-    (out / "label_names.json").write_text(json.dumps({"1": "wall", "2": "cavity", "3": "blob"}))
+    (out / "label_names.json").write_text(json.dumps(
+        {"label_names": ["background", "wall", "cavity", "blob"]}))  # as segfew label writes
     return out
 
 
@@ -79,20 +80,18 @@ def test_masks_are_refused_where_they_do_not_belong(phantoms: Path, masks: Path,
 
 
 def test_label_names_come_from_the_option_or_the_folder(tmp_path: Path) -> None:
-    assert read_label_names(tmp_path, ["liver", "spleen"]) == {1: "liver", 2: "spleen"}
-    with pytest.raises(DataError, match=r"label_names\.json"):
+    given = ["background", "liver", "spleen"]  # values 0, 1, … as everywhere in segfew
+    assert read_label_names(tmp_path, given) == {1: "liver", 2: "spleen"}
+    with pytest.raises(DataError, match="--label-names"):
         read_label_names(tmp_path)
     names = tmp_path / "label_names.json"
-    for content, expected in ((["tumour"], {1: "tumour"}),
-                              ({"background": 0, "tumour": 2}, {2: "tumour"}),  # nnU-Net's
-                              ({"1": "edema", "4": "enhancing"}, {1: "edema", 4: "enhancing"})):
-        names.write_text(json.dumps(content))
-        assert read_label_names(tmp_path) == expected
-    names.write_text('{"1": "two words"}')
-    with pytest.raises(DataError, match="words"):
-        read_label_names(tmp_path)
+    names.write_text(json.dumps({"label_names": ["background", "tumour"]}))
+    assert read_label_names(tmp_path) == {1: "tumour"}
+    for bad in (["background"], ["background", "two words"]):
+        with pytest.raises(DataError, match="one word"):
+            read_label_names(tmp_path, bad)
     names.write_text("not json")
-    with pytest.raises(DataError, match=r"label_names\.json"):
+    with pytest.raises(DataError, match="label names file"):
         read_label_names(tmp_path)
 
 

@@ -43,8 +43,8 @@ def train_classifier(
         C, "masks", "measures: folder of label maps from another tool, matched to the "
         "images by id (instead of --features).")] = None,
     label_names: Annotated[str | None, setting(
-        C, "label_names", "measures --masks: names of label values 1, 2, … (default: "
-        "label_names.json in the masks folder).")] = None,
+        C, "label_names", "measures --masks: names of label values 0, 1, …, background first "
+        "(default: label_names.json in the masks folder).")] = None,
     vgg_weights: Annotated[Path | None, setting(
         C, "vgg_weights", "Local torchvision VGG-16 weights (vgg).")] = None,
     channels: ChannelsOpt = None,

@@ -97,8 +97,8 @@ class ClassifierSpec(Settings):
     masks: Path | None = Field(default=None, description="measures: folder of label maps "
                                "from another tool, matched to images by id (no network)")
     label_names: list[str] | None = Field(
-        default=None, description="masks: names of label values 1, 2, … (else "
-        "label_names.json in the masks folder)")
+        default=None, description="masks: names of label values 0, 1, …, background first "
+        "(else label_names.json in the masks folder)")
     head: HeadConfig = HeadConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     train: ClassifierTrainConfig = ClassifierTrainConfig()
