@@ -132,3 +132,31 @@ def test_selection_inside_the_folds_never_sees_a_held_out_row(
     top = measures.Candidate("logistic", "top", 0.1)
     choice = measures.select_classifier(x[~held_out], y[~held_out], names, 2, candidates=[top])
     assert choice.mask.tolist() == [False, False, True, False, False, False]
+
+
+def test_an_experiment_measures_given_masks_and_never_fits_on_its_test_cases(
+        phantoms: Path, masks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The learning curve of measures on another tool's masks: no network anywhere, each
+    task's classifier (family choice included) fitted on its training side only."""
+    import segfew.measurements
+
+    fitted: list[set[str]] = []
+    real = segfew.measurements.fit_measurement_classifier
+
+    def spy(measurer, cases, *args, **kw):  # type: ignore[no-untyped-def]
+        fitted.append({c.id for c in cases})
+        assert measurer.model is None  # measured from the masks, nothing segments
+        return real(measurer, cases, *args, **kw)
+
+    monkeypatch.setattr(segfew.measurements, "fit_measurement_classifier", spy)
+    spec = tmp_path / "curve.toml"
+    spec.write_text('sizes = [2]\nrepetitions = 2\nframeworks = ["measures"]\nbootstrap = 10\n')
+    out = tmp_path / "run"
+    invoke("experiment", "--spec", str(spec), "--out", str(out), "--images",
+           str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--masks",
+           str(masks), "--threads", "1", "--no-progress")
+    results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
+    assert len(results) == 2 and len(fitted) == 2
+    for result in results:
+        ids = next(f for f in fitted if f == set(result["train_ids"]))
+        assert len(ids) == 6 and not ids & set(result["test_ids"])  # 2 per class

@@ -243,6 +243,11 @@ class ExperimentSpec(Settings):
         default=False,
         description="a feature network trained on test cases is a loud warning, not an error",
     )
+    masks: Path | None = Field(default=None, description="measures: label maps from another "
+                               "tool, matched to the images by id, instead of a network's")
+    label_names: list[str] | None = Field(
+        default=None, description="masks: names of label values 0, 1, …, background first "
+        "(else label_names.json in the masks folder)")
     head: HeadConfig = HeadConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     train: ClassifierTrainConfig = ClassifierTrainConfig()
@@ -294,6 +299,8 @@ class ExperimentSpec(Settings):
             for need in framework(fw).needs:
                 if need == "segmentation" and self.pretrain is not None:
                     continue  # pre-trained per repetition
+                if fw == "measures" and self.masks is not None:
+                    continue  # measures the given masks
                 _, field, words = NEEDS[need]
                 if getattr(self, field) is None:
                     raise ValueError(f"framework {fw} needs {field} ({words})")
