@@ -85,7 +85,13 @@ def test_acdc_recipes_are_valid_specs_that_declare_both_phases(tmp_path: Path) -
 def test_lgg_recipes_are_valid_specs_that_name_the_grade(tmp_path: Path) -> None:
     """Every examples/lgg spec validates as the command it is for and classifies the grade,
     one case per patient; masks.toml needs no network, only --masks."""
-    from segfew.spec import ClassifierSpec, PretrainSpec, read_spec_file, resolve_spec
+    from segfew.spec import (
+        ClassifierSpec,
+        ExperimentSpec,
+        PretrainSpec,
+        read_spec_file,
+        resolve_spec,
+    )
 
     data = {"images": str(tmp_path), "table": str(tmp_path / "t.csv")}
     specs = sorted((EXAMPLES / "lgg").glob("*.toml"))
@@ -95,6 +101,10 @@ def test_lgg_recipes_are_valid_specs_that_name_the_grade(tmp_path: Path) -> None
             spec = resolve_spec(PretrainSpec, {"data": {"images": str(tmp_path)},
                                                "out": str(tmp_path / "s.pt")}, path)
             assert spec.label_names == ["background", "tumour"]
+            continue
+        if path.stem.startswith("curve"):
+            curve = resolve_spec(ExperimentSpec, {"data": data, "masks": str(tmp_path)}, path)
+            assert curve.data.label_column == "grade" and curve.frameworks == ["measures"]
             continue
         source = {"masks": str(tmp_path)} if path.stem == "masks" else {
             "features": str(tmp_path / "s.pt")}
