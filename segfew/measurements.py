@@ -24,7 +24,9 @@ across channels ``a`` (the first) and each later ``b``: ``S_ejection_fraction_a_
 1 − V_b / V_a (for cine MRI with ED first: each cavity's ejection fraction); between
 structures ``S`` and ``T`` per channel: ``S_to_T_volume_ratio_c`` (e.g. RV/LV,
 myocardium/LV). A value that is undefined (an absent structure) is NaN; 2D images give
-``S_area_mm2_c`` and ``S_perimeter_mm_c`` instead of volume and surface.
+``S_area_mm2_c`` and ``S_perimeter_mm_c`` instead of volume and surface. Beside these
+shape measurements, :mod:`segfew.radiomics` adds what the image shows inside and around
+each structure (intensity, surroundings, texture, location).
 """
 
 from __future__ import annotations
@@ -225,7 +227,8 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
     taking every channel at once gives one label map, named ``all``. Each label map is
     brought back to the source grid (:func:`segfew.predict.segment_on_source`), optionally
     reduced to the largest connected component per structure, then measured with the
-    image's voxel spacing (:func:`measure_case`). ``tta``: test-time augmentation of the
+    image's voxel spacing (:func:`measure_case`) and on each channel's intensities
+    (:func:`segfew.radiomics.image_measurements`). ``tta``: test-time augmentation of the
     segmentation (:func:`segfew.inference.segment_probabilities`). Raises DataError for an
     unreadable case.
     """
