@@ -41,6 +41,9 @@ def evaluate(
         "class (default: every case of --images; a classifier's class sub-folders).")] = None,
     labels: Annotated[Path | None, setting(
         E, "labels", "Segmentation model: folder of true label maps.")] = None,
+    masks: Annotated[Path | None, setting(
+        E, "masks", "Classifier trained with --masks: the folder of these cases' label maps.")
+    ] = None,
     channels: ChannelsOpt = None,
     label_map: LabelMapOpt = None,
     id_column: Annotated[str | None, setting(E, "id_column", "Table column of ids.")] = None,
@@ -93,6 +96,7 @@ def evaluate(
         "bootstrap": bootstrap,
         "seed": seed,
         "allow_leakage": True if allow_leakage else None,
+        "masks": masks,
     }
     resolved = resolve(EvaluateSpec, overrides, spec)
     set_threads(resolved.threads)
@@ -104,7 +108,8 @@ def evaluate(
             label_column=resolved.label_column, group_column=resolved.group_column,
             label_map=resolved.label_map, device=resolved.device, batch_size=resolved.batch_size,
             bootstrap=resolved.bootstrap, seed=resolved.seed, progress=view.cases("cases"),
-            run_spec=resolved, allow_leakage=resolved.allow_leakage)
+            run_spec=resolved, allow_leakage=resolved.allow_leakage,
+            masks=resolved.masks)
     stdout = make_console(stderr=False)
     for line in door_lines(metrics, resolved.table):
         console.print(line, highlight=False)

@@ -40,6 +40,8 @@ def experiment(
         help="Segmentation model file (manual, measures).")] = None,
     threshold_features: Annotated[Path | None, typer.Option(
         help="Segmentation model trained on k-means labels (framework threshold).")] = None,
+    masks: Annotated[Path | None, typer.Option(
+        help="measures: label maps from another tool, matched to the images by id.")] = None,
     frameworks: Annotated[str | None, setting(
         X, "frameworks", f"Comma-separated: {','.join(FRAMEWORKS)}.")] = None,
     sizes: Annotated[str | None, setting(
@@ -89,6 +91,7 @@ def experiment(
         "allow_leakage": True if allow_leakage else None,
         "features": features,
         "threshold_features": threshold_features,
+        "masks": masks,
         "frameworks": split_list(frameworks),
         "sizes": int_list(sizes),
         "repetitions": repetitions,

@@ -48,6 +48,9 @@ def predict(
     tta: Annotated[bool | None, setting(
         P, "tta", "Segmentation: test-time augmentation, the mean of 5 shifted copies "
         "(5× the time).")] = None,
+    masks: Annotated[Path | None, setting(
+        P, "masks", "Classifier trained with --masks: the folder of these scans' label maps.")
+    ] = None,
     device: Annotated[str | None, setting(P, "device", "auto, cpu, cuda, cuda:1 …")] = None,
     threads: ThreadsOpt = None,
     precision: Annotated[Precision | None, setting(
@@ -93,6 +96,7 @@ def predict(
         "probabilities": probabilities,
         "min_confidence": min_confidence,
         "tta": tta,
+        "masks": masks,
     }
     resolved = resolve(PredictSpec, overrides, spec, rename={"inputs": "--input"})
     set_threads(resolved.threads)
@@ -103,7 +107,7 @@ def predict(
             precision=resolved.precision, batch_size=resolved.batch_size,
             workers=resolved.workers, progress=bar.cases("cases"),
             probabilities=resolved.probabilities, min_confidence=resolved.min_confidence,
-            tta=resolved.tta, run_spec=resolved)
+            tta=resolved.tta, run_spec=resolved, masks=resolved.masks)
     style = "bold red" if failed else "green"
     where = path if path.suffix else path / "predictions.csv"
     hint = f" (errors in {where})" if failed else ""

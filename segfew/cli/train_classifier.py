@@ -40,6 +40,12 @@ def train_classifier(
         C, "framework", "What the classifier learns from (see the README's table).")] = None,
     features: Annotated[Path | None, setting(
         C, "features", "Segmentation model file (manual, threshold, measures).")] = None,
+    masks: Annotated[Path | None, setting(
+        C, "masks", "measures: folder of label maps from another tool, matched to the "
+        "images by id (instead of --features).")] = None,
+    label_names: Annotated[str | None, setting(
+        C, "label_names", "measures --masks: names of label values 0, 1, …, background first "
+        "(default: label_names.json in the masks folder).")] = None,
     vgg_weights: Annotated[Path | None, setting(
         C, "vgg_weights", "Local torchvision VGG-16 weights (vgg).")] = None,
     channels: ChannelsOpt = None,
@@ -95,6 +101,8 @@ def train_classifier(
         "out": out,
         "framework": framework,
         "features": features,
+        "masks": masks,
+        "label_names": split_list(label_names),
         "vgg_weights": vgg_weights,
         "classes": classes,
         "finetune": finetune,

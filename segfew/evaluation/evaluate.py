@@ -314,22 +314,26 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
                    batch_size: int = 8, bootstrap: int = 1000,
                    seed: int = 0, progress: ProgressFn | None = None,
                    run_spec: BaseModel | dict[str, Any] | None = None,
-                   allow_leakage: bool = False) -> tuple[str, dict[str, Any]]:
+                   allow_leakage: bool = False, masks: Path | None = None
+                   ) -> tuple[str, dict[str, Any]]:
     """Find the cases and evaluate; returns ``(model kind, metrics)``.
 
     The cases are those of ``table`` when given (for a segmentation model too: its ids
     select the labelled images, :func:`select_table_cases`), else every case of
     ``images`` (class sub-folders for a classifier, images with label maps in ``labels``
     for a segmentation model). Channels default to the model's. ``run_spec`` (the
-    command's resolved spec) is saved in ``run.json``.
+    command's resolved spec) is saved in ``run.json``. ``masks``: the label maps of a
+    classifier trained with ``--masks``.
     """
     from segfew.data import find_classification_cases, find_segmentation_cases, table_ids
     from segfew.inference.ensemble import open_models
+    from segfew.inference.masks import give_masks
 
     if isinstance(label_map, str):  # the test labels may lack a value the training maps held
         raise SpecError("--label-map consecutive is for pretrain; to evaluate, give the table "
                         "pretrain printed (OLD:NEW pairs, e.g. 2:1,41:2)")
     paths, predictors = open_models(_paths(model_path), device=device, batch_size=batch_size)
+    give_masks(predictors, masks)  # a classifier of another tool's label maps reads them
     meta = predictors[0].meta
     if channels is None and meta.channels:
         channels = list(meta.channels)

@@ -29,7 +29,9 @@ each cavity's ejection fraction) and ``S_volume_change_a_b`` for any other struc
 wall's or a tumour's "ejection fraction" has no clinical meaning); between
 structures ``S`` and ``T`` per channel: ``S_to_T_volume_ratio_c`` (e.g. RV/LV,
 myocardium/LV). A value that is undefined (an absent structure) is NaN; 2D images give
-``S_area_mm2_c`` and ``S_perimeter_mm_c`` instead of volume and surface.
+``S_area_mm2_c`` and ``S_perimeter_mm_c`` instead of volume and surface. Beside these
+shape measurements, :mod:`segfew.inference.radiomics` adds what the image shows inside and around
+each structure (intensity, surroundings, texture, location).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from segfew.data import Case
+    from segfew.inference.masks import MaskMeasurer
     from segfew.preprocess.grid import Preprocessing
     from segfew.runtime import Plan
 
@@ -282,7 +285,8 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
     brought back to the source grid (:func:`segfew.inference.predictor.segment_on_source`),
     optionally
     reduced to the largest connected component per structure, then measured with the
-    image's voxel spacing (:func:`measure_case`). ``tta``: test-time augmentation of the
+    image's voxel spacing (:func:`measure_case`) and on each channel's intensities
+    (:func:`segfew.inference.radiomics.image_measurements`). ``tta``: test-time augmentation of the
     segmentation (:func:`segfew.inference.run.segment_probabilities`). Raises DataError for an
     unreadable case.
     """
@@ -302,9 +306,13 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
                                       tta, group[0].spacing)
         maps.append(keep_largest_component(labels, list(structures)) if largest_component
                     else labels)
-    return measure_case(maps, [g[0].spacing if g[0].spacing_known else None for g in groups],
-                        structures, names,
-                        slice_axis_for(cfg, images[0].shape, images[0].spacing))
+    axis = slice_axis_for(cfg, images[0].shape, images[0].spacing)
+    spacings = [g[0].spacing if g[0].spacing_known else None for g in groups]
+    out = measure_case(maps, spacings, structures, names, axis)
+    from segfew.inference.radiomics import image_measurements  # intensity, texture, location
+
+    return out | image_measurements([im.array for im in images], case.channel_names, maps,
+                                    images[0].spacing, structures, axis)
 
 
 class Measurer:
@@ -336,8 +344,9 @@ class Measurer:
         return list(self(case))
 
 
-def fit_measurement_classifier(measurer: Measurer, cases: Sequence[Case], targets: Sequence[int],
-                               num_classes: int, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+def fit_measurement_classifier(measurer: Measurer | MaskMeasurer, cases: Sequence[Case],
+                               targets: Sequence[int], num_classes: int, seed: int = 0
+                               ) -> tuple[Any, dict[str, Any]]:
     """Measure the training ``cases`` and fit the classifier (framework MEASURES).
 
     Every case must give the first case's measurements (a set mixing files with and without

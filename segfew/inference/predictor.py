@@ -105,6 +105,7 @@ class Predictor:
         self.plan.prepare_model(self.model)
         self._measurer = measurer
         self.tta = tta  # segmentation; a measures classifier measures as its file records
+        self.masks: Path | None = None  # another tool's label maps (segfew.inference.masks)
 
     def runtime(self) -> dict[str, Any]:
         """How the network runs, for run.json (:func:`segfew.runtime.describe`)."""
@@ -118,6 +119,9 @@ class Predictor:
         for other models)."""
         if self.meta.architecture.name != "measurement_classifier":
             return None
+        if self._measurer is None and (self.meta.feature_source or {}).get("masks"):
+            from segfew.inference.masks import MaskMeasurer  # label maps from another tool
+            self._measurer = MaskMeasurer.for_model(self)  # type: ignore[assignment]
         if self._measurer is None:
             from segfew.inference.measure import Measurer
 
@@ -364,7 +368,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
                   batch_size: int = 8, precision: str = "auto", workers: int | None = None,
                   progress: Callable[[int, int], None] | None = None,
                   probabilities: bool = False, min_confidence: float = 0.5, tta: bool = False,
-                  run_spec: BaseModel | dict[str, Any] | None = None) -> tuple[Path, int]:
+                  run_spec: BaseModel | dict[str, Any] | None = None,
+                  masks: Path | None = None) -> tuple[Path, int]:
     """Predict every case under ``inputs`` and write the results; returns ``(out, n_failed)``.
 
     Classifier: ``out`` is a CSV with one row per case (``id, path, predicted, p_<class>...,
@@ -386,12 +391,14 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     from segfew.data import collect_cases
     from segfew.data.read import warn_placeholder_spacing
     from segfew.inference.ensemble import classify_all, open_models
+    from segfew.inference.masks import give_masks
     from segfew.inference.run import read_ahead
     from segfew.runinfo import write_run_info
 
     models, predictors = open_models(model_path, device=device, batch_size=batch_size,
                                      precision=precision, workers=workers, tta=tta)
     predictor = predictors[0]
+    give_masks(predictors, masks)  # a classifier of another tool's label maps reads them
     spec = run_spec if run_spec is not None else {
         "task": "predict", "model": [str(m) for m in models], "inputs": [str(p) for p in inputs],
         "recursive": recursive, "channels": list(channels) if channels else None,

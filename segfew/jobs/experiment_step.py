@@ -97,12 +97,16 @@ def make_train_and_score(
         if spec.pretrain is not None and not kmeans:
             features = repetition_features(run_dir or task_dir.parents[1], task.repetition)
         measures = info.network == "measurement_classifier"
-        measurer = measurers.get(str(features)) if measures else None
+        masks = spec.masks if measures else None  # another tool's label maps, no network
+        key = "masks" if masks is not None else str(features)
+        measurer = measurers.get(key) if measures else None
         clf_spec = ClassifierSpec(
             data=spec.data,
             out=task_dir / "model.pt",
             framework=task.framework,
-            features=features if info.uses_segmentation else None,
+            features=features if info.uses_segmentation and masks is None else None,
+            masks=masks,
+            label_names=spec.label_names if masks is not None else None,
             vgg_weights=spec.vgg_weights,
             head=spec.head,
             preprocess=spec.preprocess,
@@ -120,8 +124,9 @@ def make_train_and_score(
         )
         predictor = Predictor(result.model_path, device=spec.train.device, cache=shared_cache,
                               measurer=measurer)
+        predictor.masks = masks
         if measures and predictor.measurer is not None:
-            measurers[str(features)] = predictor.measurer
+            measurers[key] = predictor.measurer
         rows = predictor.classify(test_cases)
         targets = check_targets(test_cases, result.classes)
         metrics = score_predictions(

@@ -205,6 +205,11 @@ def _say_network(model: Any, name: str, sample_shape: tuple[int, ...], samples: 
              f"{(cost['parameters'] or 0) / 1e6:.2f} M parameters{memory}{timing}; a smaller "
              "--size makes it cheaper")
     return cost
+def _with_masks(cases: Sequence[Case], masks: Path | None) -> list[Case]:
+    """``cases`` with their label maps from ``masks`` (``--masks``), for the manifest."""
+    from segfew.data import attach_labels
+
+    return attach_labels(cases, masks) if masks is not None else []
 
 
 def train_classifier(
@@ -229,8 +234,8 @@ def train_classifier(
     an unfinished run needs ``resume`` or ``overwrite``.
     """
     d = spec.data
-    with guarded_run(spec.out, [d.images, d.labels, d.table, spec.features, spec.vgg_weights],
-                     spec, resume, overwrite):
+    with guarded_run(spec.out, [d.images, d.labels, d.table, spec.features, spec.vgg_weights,
+                                spec.masks], spec, resume, overwrite):
         return _train_classifier(spec, cases=cases, val_cases=val_cases, resume=resume,
                                  progress=progress, cache=cache, write_info=write_info,
                                  measurer=measurer)
@@ -290,6 +295,7 @@ def _train_classifier(
         train_cases, val_list = list(cases), list(val_cases)
 
     feature_meta = None
+    source: dict[str, Any] | None = None  # feature_source of a model measuring given masks
     if spec.framework in FEATURE_FRAMEWORKS and spec.features is not None:
         feature_meta, _ = read_model_file(spec.features)
     cfg = classifier_preprocess(spec, feature_meta)
@@ -314,6 +320,7 @@ def _train_classifier(
             spec,
             spec.train.seed,
             [*(p for p in (spec.data.table, spec.features, spec.vgg_weights) if p),
+             *(p for c in _with_masks(train_cases, spec.masks) for p in c.labels),
              *(p for c in [*train_cases, *val_list] for p in c.images)],
             runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),
             extra={"status": "running", "validation": validation},
@@ -323,22 +330,29 @@ def _train_classifier(
         warnings.simplefilter("ignore", UserWarning)  # absent classes are reported below
         weights = label_weights(counts)
     if framework(spec.framework).network == "measurement_classifier":  # closed form, inner CV
+        from segfew.inference.masks import MaskMeasurer, mask_label_names
         from segfew.inference.measure import Measurer, fit_measurement_classifier
         from segfew.modelfile import load_model
 
-        assert spec.features is not None and feature_meta is not None
-        if measurer is None:
+        used: Measurer | MaskMeasurer
+        if measurer is not None:
+            used = measurer
+        elif spec.masks is not None:  # label maps from another tool
+            used = MaskMeasurer(spec.masks, mask_label_names(spec.masks, spec.label_names))
+            source = used.source
+        else:
+            assert spec.features is not None and feature_meta is not None
             net, _ = load_model(spec.features, resolve_device(spec.train.device))
-            measurer = Measurer(net, feature_meta.preprocess.plain(), feature_meta.classes,
-                                resolve_device(spec.train.device), tta=spec.tta)
+            used = Measurer(net, feature_meta.preprocess.plain(), feature_meta.classes,
+                            resolve_device(spec.train.device), tta=spec.tta)
         model, fitted = fit_measurement_classifier(
-            measurer, train_cases, train_y, len(classes), seed=spec.train.seed
+            used, train_cases, train_y, len(classes), seed=spec.train.seed
         )
         model.cpu()
         arch = Architecture(
             name="measurement_classifier",
             args=fitted["args"],
-            feature_net=feature_meta.architecture,
+            feature_net=feature_meta.architecture if feature_meta else None,
         ).model_dump()
         history: list[dict[str, float]] = []
         stopped, best = "completed", fitted["metrics"]
@@ -397,7 +411,7 @@ def _train_classifier(
             "validation_cases": [c.id for c in val_list],
             "training_data": _digests([*train_cases, *val_list]),
         },
-        feature_source=feature_meta.model_dump(mode="json") if feature_meta else None,
+        feature_source=feature_meta.model_dump(mode="json") if feature_meta else source,
     )
     save_model(spec.out, model, meta)
     update_run_info(run_dir, status="completed",

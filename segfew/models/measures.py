@@ -43,6 +43,14 @@ SUBSETS: dict[str, tuple[str, ...] | None] = {
     "volumes+thickness": ("volume_ml", "area_mm2", "ejection_fraction", "volume_change",
                           "volume_ratio", "thickness_mean_mm", "thickness_max_mm"),
     "all": None,
+    # families of segfew.inference.radiomics, one or two at a time: 8 cases meet a few dozen
+    # columns
+    "intensity": ("intensity",),
+    "intensity+surround": ("intensity", "surround"),
+    "texture": ("texture",),
+    "location": ("location",),
+    "shape+location": ("shape", "location"),
+    "top": None,  # narrowed inside each fit (SELECT)
 }
 #: kinds measured in voxels (a file without real spacing) → the physical kind they stand for
 VOXEL_KINDS = {f"{base}_{unit}": physical for unit in ("vox", "px") for base, physical in (
@@ -50,6 +58,12 @@ VOXEL_KINDS = {f"{base}_{unit}": physical for unit in ("vox", "px") for base, ph
     ("perimeter", "perimeter_mm"), ("major_axis", "major_axis_mm"),
     ("minor_axis", "minor_axis_mm"), ("thickness_mean", "thickness_mean_mm"),
     ("thickness_max", "thickness_max_mm"))}
+#: subsets whose columns are chosen inside each fit: the ``SELECT_K`` of largest ANOVA F
+#: on that fit's rows only (an inner fold's training rows), so no held-out case picks them
+SELECT = ("top",)
+SELECT_K = 8
+#: measurement families: shape (segfew.inference.measure), then those of segfew.inference.radiomics
+FAMILIES = ("shape", "intensity", "surround", "texture", "location")
 FOREST_TREES = 200
 NESTED_TREES = 25  # forests of the nested estimate's refits (time, see nested_estimate)
 CI_RESAMPLES = 500  # bootstrap resamples of the inner scores' intervals
@@ -67,10 +81,35 @@ def kind_of(name: str) -> str:
     return name
 
 
+def family_of(name: str) -> str:
+    """A measurement's family: ``tumour_texture_…_flair`` → ``texture`` (the families of
+    ``segfew.inference.radiomics``), else ``shape`` (``segfew.inference.measure``)."""
+    return next((f for f in FAMILIES[1:] if f"_{f}_" in name), "shape")
+
+
 def subset_mask(names: Sequence[str], subset: str) -> np.ndarray:
-    """Boolean mask over ``names`` of the measurements that ``subset`` keeps."""
-    kinds = SUBSETS[subset]
-    return np.array([kinds is None or kind_of(n) in kinds for n in names], dtype=bool)
+    """Boolean mask over ``names`` of the measurements that ``subset`` keeps: by kind for
+    the shape subsets, by family for the others; ``top`` keeps all, narrowed in each fit."""
+    kinds = SUBSETS.get(subset)
+    if kinds is None:
+        return np.ones(len(names), dtype=bool)
+    by = family_of if set(kinds) & set(FAMILIES) else kind_of
+    return np.array([by(n) in kinds for n in names], dtype=bool)
+
+
+def _top_k(z: np.ndarray, y: np.ndarray, mask: np.ndarray, k: int | None = None
+           ) -> np.ndarray:
+    """``mask`` narrowed to the ``k`` (default ``SELECT_K``) columns of largest ANOVA F on
+    these rows (standardised ``z``); constant columns never count."""
+    from sklearn.feature_selection import f_classif
+
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore")
+        f, _ = f_classif(z, y)
+    f = np.where(np.isfinite(f) & mask & (z.std(0) > 0), f, -1.0)
+    out = np.zeros_like(mask)
+    out[np.argsort(-f, kind="stable")[:SELECT_K if k is None else k]] = True
+    return out & (f >= 0)
 
 
 def transform(x: np.ndarray, names: Sequence[str]) -> np.ndarray:
@@ -108,6 +147,15 @@ CANDIDATES = (
     Candidate("logistic", "volumes+thickness", 0.1),
     Candidate("forest", "all"),
     Candidate("logistic", "all", 0.1),
+    Candidate("logistic", "intensity", 0.1),
+    Candidate("forest", "intensity+surround"),
+    Candidate("logistic", "intensity+surround", 0.1),
+    Candidate("logistic", "texture", 0.1),
+    Candidate("forest", "texture"),
+    Candidate("logistic", "location", 0.1),
+    Candidate("logistic", "shape+location", 0.1),
+    Candidate("logistic", "top", 0.1),
+    Candidate("forest", "top"),
 )
 
 
@@ -164,12 +212,15 @@ def _fit(candidate: Candidate, x: np.ndarray, y: np.ndarray, names: Sequence[str
     """Fit one candidate on (already transformed) ``x`` (N, F) and class indices ``y``."""
     mask = subset_mask(names, candidate.subset)
     median, mean, std, z = _standardise(x, mask)
+    if candidate.subset in SELECT and len(np.unique(y)) > 1:
+        mask = _top_k(z, y, mask)
+        z = z * mask
     present = np.unique(y)
     choice = Choice(candidate, mask, median, mean, std, present)
     f = x.shape[1]
-    if len(present) == 1:  # nothing to learn: the one class seen
-        choice.linear = (np.zeros((num_classes, f)), np.where(
-            np.arange(num_classes) == present[0], 0.0, math.log(_FLOOR)))
+    if len(present) == 1 or not mask.any():  # nothing to learn from: the class frequencies
+        prior = np.bincount(y, minlength=num_classes) / len(y)
+        choice.linear = (np.zeros((num_classes, f)), np.log(np.maximum(prior, _FLOOR)))
         choice.importance = np.zeros(f)
         return choice
     model = _sk_model(candidate, seed, trees).fit(z[:, mask], y)
@@ -352,10 +403,11 @@ def _forest_proba(f: dict[str, Any], z: Tensor) -> Tensor:
 class MeasurementClassifier(nn.Module):
     """Measurements (N, F) → calibrated log-probabilities (N, num_classes).
 
-    Holds the frozen segmentation network (``feature_net``, eval mode) whose label maps the
-    measurements come from, the measurement names, and the fitted model as buffers: a
-    linear layer (``n_trees = 0``) or a forest of ``n_trees`` trees of at most
-    ``max_nodes`` nodes. The measurement step itself (segmenting on the source grid) is
+    Holds the frozen segmentation network (``feature_net``, eval mode; None when the label
+    maps come from another tool) whose label maps the measurements come from, the
+    measurement names, and the fitted model as buffers: a linear layer (``n_trees = 0``)
+    or a forest of ``n_trees`` trees of at most ``max_nodes`` nodes. The measurement step
+    itself (segmenting on the source grid) is
     :func:`segfew.inference.measure.case_measurements`; this module never reads files.
     """
 
@@ -372,15 +424,16 @@ class MeasurementClassifier(nn.Module):
     tree_value: Tensor  # (T, M, K)
     temperature: Tensor  # () calibration: p ∝ p_model^(1/T)
 
-    def __init__(self, feature_net: MNet, feature_names: Sequence[str], num_classes: int,
-                 n_trees: int = 0, max_nodes: int = 0, in_channels: int | None = None,
-                 tta: bool = False) -> None:
+    def __init__(self, feature_net: MNet | None = None, feature_names: Sequence[str] = (),
+                 num_classes: int = 2, n_trees: int = 0, max_nodes: int = 0,
+                 in_channels: int | None = None, tta: bool = False) -> None:
         super().__init__()
         self.tta = tta  # whether its measurements come from test-time augmented label maps
         f = len(feature_names)
         if f == 0:
             raise ValueError("a measurement classifier needs at least one measurement")
-        self.feature_net = feature_net.requires_grad_(False)
+        # None: the label maps come from another tool (``--masks``), nothing segments here
+        self.feature_net = feature_net.requires_grad_(False) if feature_net else None
         self.feature_names = list(feature_names)
         self.num_classes = int(num_classes)
         self.in_channels = in_channels
@@ -403,7 +456,8 @@ class MeasurementClassifier(nn.Module):
     def train(self, mode: bool = True) -> MeasurementClassifier:
         """Set training mode; the frozen segmentation network stays in eval mode."""
         super().train(mode)
-        self.feature_net.eval()
+        if self.feature_net is not None:
+            self.feature_net.eval()
         return self
 
     def load_choice(self, choice: Choice) -> None:

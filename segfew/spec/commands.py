@@ -96,6 +96,11 @@ class ClassifierSpec(Settings):
     classes: int | None = Field(default=None, ge=2)
     tta: bool = Field(default=False, description="measures: segment with test-time "
                       "augmentation (5 shifted copies averaged; predict repeats it)")
+    masks: Path | None = Field(default=None, description="measures: folder of label maps "
+                               "from another tool, matched to images by id (no network)")
+    label_names: list[str] | None = Field(
+        default=None, description="masks: names of label values 0, 1, …, background first "
+        "(else label_names.json in the masks folder)")
     head: HeadConfig = HeadConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     train: ClassifierTrainConfig = ClassifierTrainConfig()
@@ -104,6 +109,13 @@ class ClassifierSpec(Settings):
     def _framework_inputs(self) -> ClassifierSpec:
         from segfew.frameworks import NEEDS, framework
 
+        if self.masks is not None:
+            if self.framework != "measures":
+                raise ValueError("--masks (masks) is for framework measures")
+            if self.features is not None:
+                raise ValueError("give --masks or --features, not both: the measurements "
+                                 "come from one segmentation")
+            return self
         for need in framework(self.framework).needs:
             field, _, words = NEEDS[need]
             if getattr(self, field) is None:
@@ -173,6 +185,8 @@ class EvaluateSpec(DataSource):
     @classmethod
     def _one_or_more(cls, v: Any) -> Any:
         return [v] if isinstance(v, (str, Path)) else v
+    masks: Path | None = Field(default=None, description="a measures classifier fitted on "
+                               "label maps from another tool: their folder for these cases")
 
 
 class PredictSpec(Settings):
@@ -200,6 +214,8 @@ class PredictSpec(Settings):
         description="classifier: low_confidence = yes below this top class probability")
     tta: bool = Field(
         default=False, description="segmentation: test-time augmentation (shifted copies)")
+    masks: Path | None = Field(default=None, description="a measures classifier fitted on "
+                               "label maps from another tool: their folder for these scans")
 
     @field_validator("model", mode="before")
     @classmethod
@@ -246,6 +262,11 @@ class ExperimentSpec(Settings):
         default=False,
         description="a feature network trained on test cases is a loud warning, not an error",
     )
+    masks: Path | None = Field(default=None, description="measures: label maps from another "
+                               "tool, matched to the images by id, instead of a network's")
+    label_names: list[str] | None = Field(
+        default=None, description="masks: names of label values 0, 1, …, background first "
+        "(else label_names.json in the masks folder)")
     head: HeadConfig = HeadConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     train: ClassifierTrainConfig = ClassifierTrainConfig()
@@ -297,6 +318,8 @@ class ExperimentSpec(Settings):
             for need in framework(fw).needs:
                 if need == "segmentation" and self.pretrain is not None:
                     continue  # pre-trained per repetition
+                if fw == "measures" and self.masks is not None:
+                    continue  # measures the given masks
                 _, field, words = NEEDS[need]
                 if getattr(self, field) is None:
                     raise ValueError(f"framework {fw} needs {field} ({words})")

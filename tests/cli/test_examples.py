@@ -80,3 +80,35 @@ def test_acdc_recipes_are_valid_specs_that_declare_both_phases(tmp_path: Path) -
     with pytest.raises(Exception, match="pooling"):
         resolve_spec(ClassifierSpec, {"data": data, "out": str(tmp_path / "c.pt"),
                                       "head": {"pooling": "max"}})
+
+
+def test_lgg_recipes_are_valid_specs_that_name_the_grade(tmp_path: Path) -> None:
+    """Every examples/lgg spec validates as the command it is for and classifies the grade,
+    one case per patient; masks.toml needs no network, only --masks."""
+    from segfew.spec import (
+        ClassifierSpec,
+        ExperimentSpec,
+        PretrainSpec,
+        read_spec_file,
+        resolve_spec,
+    )
+
+    data = {"images": str(tmp_path), "table": str(tmp_path / "t.csv")}
+    specs = sorted((EXAMPLES / "lgg").glob("*.toml"))
+    assert {"pretrain", "best", "classifier", "masks"} <= {p.stem for p in specs}
+    for path in specs:
+        if path.stem == "pretrain":
+            spec = resolve_spec(PretrainSpec, {"data": {"images": str(tmp_path)},
+                                               "out": str(tmp_path / "s.pt")}, path)
+            assert spec.label_names == ["background", "tumour"]
+            continue
+        if path.stem.startswith("curve"):
+            curve = resolve_spec(ExperimentSpec, {"data": data, "masks": str(tmp_path)}, path)
+            assert curve.data.label_column == "grade" and curve.frameworks == ["measures"]
+            continue
+        source = {"masks": str(tmp_path)} if path.stem == "masks" else {
+            "features": str(tmp_path / "s.pt")}
+        clf = resolve_spec(ClassifierSpec, {"data": data, "out": str(tmp_path / "c.pt"),
+                                            **source}, path)
+        assert (clf.data.label_column, clf.data.group_column) == ("grade", "patient")
+        assert read_spec_file(path)["framework"] == clf.framework

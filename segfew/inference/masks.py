@@ -1,0 +1,149 @@
+"""Measurements of label maps made by another tool (``--masks DIR``, framework measures).
+
+Many teams already segment with nnU-Net, TotalSegmentator or by hand. ``train-classifier
+--framework measures --masks DIR`` measures those label maps instead of segmenting: each
+case's map(s) are found in ``DIR`` by case id exactly as voxel labels are
+(:func:`segfew.data.attach_labels`: ``<id>.nii.gz``, ``<id>_seg…``, or one per channel), the
+label values 0, 1, … are named by ``label_names.json`` in ``DIR`` (as ``segfew label`` writes
+it) or by ``--label-names``, and every measurement of :mod:`segfew.inference.measure`
+(shape) and :mod:`segfew.inference.radiomics` (intensity, surroundings, texture, location)
+is taken on the source grid. No network runs. The model file records that its masks come
+from outside (``feature_source = {"masks": "external", "structures": …}``), so ``predict``
+and ``evaluate`` ask for ``--masks`` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from segfew.errors import DataError
+
+if TYPE_CHECKING:
+    from segfew.data import Case
+    from segfew.inference.predictor import Predictor
+
+__all__ = ["EXTERNAL", "NAMES_FILE", "MaskMeasurer", "check_masks", "external_structures",
+           "mask_label_names"]
+
+#: the file in a masks folder that names its label values
+NAMES_FILE = "label_names.json"
+#: ``feature_source["masks"]`` of a classifier whose label maps come from another tool
+EXTERNAL = "external"
+
+
+def mask_label_names(masks: Path, names: Sequence[str] | None = None) -> dict[int, str]:
+    """Label value → structure name for the label maps in ``masks``.
+
+    ``names`` (``--label-names background,tumour``) or else ``masks/label_names.json`` (the
+    file ``segfew label`` writes: ``{"label_names": ["background", …]}``) name the values
+    0, 1, … as everywhere in segfew; value 0 is background and never measured. Raises
+    DataError naming the folder or file when neither names a structure.
+    """
+    from segfew.data.label_names import read_label_names as names_file
+
+    masks = Path(masks)
+    given = list(names) if names else names_file(masks)
+    if given is None:
+        raise DataError(f"nothing names the label values: add {NAMES_FILE} "
+                        '({"label_names": ["background", "tumour"]}) or give --label-names '
+                        "background,tumour", masks)
+    out = {i: str(n).strip() for i, n in enumerate(given) if i > 0}
+    if not out or any(not n.replace("-", "").replace("_", "").isalnum() for n in out.values()):
+        raise DataError("label names must be the background's, then one word (letters, "
+                        f"digits, - or _) per structure: {', '.join(map(str, given))}", masks)
+    return out
+
+
+def external_structures(source: Mapping[str, Any] | None) -> dict[int, str] | None:
+    """The structures of a classifier's ``feature_source`` whose masks come from another
+    tool, or None when it segments its own."""
+    if not source or source.get("masks") != EXTERNAL:
+        return None
+    return {int(k): str(v) for k, v in source.get("structures", {}).items()}
+
+
+def check_masks(source: Mapping[str, Any] | None, masks: Path | None, model: Path
+                ) -> Path | None:
+    """``masks`` for a model whose ``feature_source`` is ``source``; DataError (one line,
+    naming the ``model`` file) when it measures another tool's label maps and none are
+    given, or they are given to a model that segments its own."""
+    external = external_structures(source) is not None
+    if external and masks is None:
+        raise DataError("this classifier measures label maps from another tool: give "
+                        "--masks DIR (their folder, matched to the images by id)", model)
+    if masks is not None and not external:
+        raise DataError("--masks is for a measures classifier trained with --masks", model)
+    return masks
+
+
+def give_masks(predictors: Sequence[Predictor], masks: Path | None) -> None:
+    """Hand ``masks`` (``--masks``) to each :class:`segfew.inference.predictor.Predictor`,
+    checked by :func:`check_masks` before any case is read."""
+    for p in predictors:
+        p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
+
+
+class MaskMeasurer:
+    """Measurements of each case's label maps in ``masks`` (cached per case).
+
+    Same interface as :class:`segfew.inference.measure.Measurer` (``model`` is None: nothing
+    segments; ``tta`` is False). ``structures`` maps label values to names
+    (:func:`mask_label_names`). Calling it on a case raises DataError (one line, naming the
+    file) when its label map is missing, unreadable or off the image's grid.
+    """
+
+    model = None
+    tta = False
+
+    def __init__(self, masks: Path, structures: Mapping[int, str]) -> None:
+        self.masks = Path(masks)
+        if not self.masks.is_dir():
+            raise DataError("masks folder not found", self.masks)
+        self.structures = dict(structures)
+        self._done: dict[tuple[str, ...], dict[str, float]] = {}
+
+    @classmethod
+    def for_model(cls, predictor: Predictor) -> MaskMeasurer:
+        """The measurer of a :class:`segfew.inference.predictor.Predictor` of a classifier
+        trained with ``--masks``, reading its ``masks`` (:func:`check_masks`)."""
+        source = predictor.meta.feature_source
+        masks = check_masks(source, predictor.masks, predictor.model_path)
+        assert masks is not None
+        return cls(masks, external_structures(source) or {})
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """What a model file records as its ``feature_source``."""
+        return {"masks": EXTERNAL, "structures": {str(k): v for k, v in self.structures.items()},
+                "classes": ["background", *self.structures.values()]}
+
+    def __call__(self, case: Case) -> dict[str, float]:
+        key = tuple(str(p) for p in case.images)
+        if key not in self._done:
+            self._done[key] = self._measure(case)
+        return self._done[key]
+
+    def names(self, case: Case) -> list[str]:
+        """The measurement names of ``case`` (every case of a data set has the same)."""
+        return list(self(case))
+
+    def _measure(self, case: Case) -> dict[str, float]:
+        from segfew.data import attach_labels
+        from segfew.data.read import read_case
+        from segfew.inference.measure import measure_case
+        from segfew.inference.radiomics import image_measurements
+        from segfew.preprocess.grid import stack_axis
+
+        images, labels = read_case(attach_labels([case], self.masks)[0])
+        maps = [lab.array for lab in labels]
+        if len(maps) == 1 and len(images) > 1:  # one map for the case: each channel's
+            maps = maps * len(images)
+        spacing = images[0].spacing
+        axis = stack_axis(images[0].shape, spacing)
+        axis = -1 if axis is None else axis
+        names = case.channel_names
+        out = measure_case(maps, [spacing] * len(maps), self.structures, names, axis)
+        return out | image_measurements([im.array for im in images], names, maps, spacing,
+                                        self.structures, axis)

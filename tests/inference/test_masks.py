@@ -1,0 +1,162 @@
+"""Framework measures on label maps from another tool (``--masks``): train-classifier →
+predict → evaluate with no network, what the model file records, what is refused; and the
+inner cross-validation choosing measurement families from the training rows only."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segfew.errors import DataError
+from segfew.inference.masks import mask_label_names
+from tests.conftest import invoke, make_segmenter
+
+
+@pytest.fixture
+def masks(phantoms: Path, tmp_path: Path) -> Path:
+    """The phantoms' label maps as another tool would hand them over, with their names."""
+    out = shutil.copytree(phantoms / "labels", tmp_path / "masks")
+    (out / "label_names.json").write_text(json.dumps(
+        {"label_names": ["background", "wall", "cavity", "blob"]}))  # as segfew label writes
+    return out
+
+
+def test_masks_train_predict_evaluate_end_to_end_without_a_network(
+        phantoms: Path, masks: Path, tmp_path: Path) -> None:
+    from segfew.modelfile import read_model_file
+
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+           str(phantoms / "images"), "--framework", "measures", "--masks", str(masks),
+           "--out", str(clf), "--threads", "1", "--no-progress", "--no-cache")
+    meta, state = read_model_file(clf)
+    assert meta.feature_source == {"masks": "external", "classes": [
+        "background", "wall", "cavity", "blob"], "structures": {"1": "wall", "2": "cavity",
+                                                               "3": "blob"}}
+    assert meta.architecture.feature_net is None
+    assert not any(k.startswith("feature_net") for k in state)  # no network inside
+    names = meta.architecture.args["feature_names"]
+    assert {"cavity_area_mm2_0", "cavity_intensity_mean_0", "blob_location_distance_mm_0",
+            "wall_texture_cooccurrence_contrast_0"} <= set(names)
+    run = json.loads((tmp_path / "clf-run" / "run.json").read_text())
+    assert any("case000_seg" in str(entry) for entry in json.dumps(run).split(","))
+
+    out = tmp_path / "p.csv"
+    missing = invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"),
+                     "--out", str(out), "--no-progress", expect=2)
+    assert "--masks" in missing and len(missing.strip().splitlines()) == 1
+    assert not out.exists()
+    invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"), "--out",
+           str(out), "--masks", str(masks), "--threads", "1", "--no-progress")
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
+    assert (tmp_path / "p.measurements.csv").is_file()
+
+    ev = tmp_path / "ev"
+    invoke("evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
+           str(phantoms / "labels.csv"), "--masks", str(masks), "--out", str(ev),
+           "--bootstrap", "20", "--threads", "1", "--no-progress")
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert metrics["n_cases"] == 12 and metrics["accuracy"] > 1 / 3  # seen cases: above chance
+
+
+def test_masks_are_refused_where_they_do_not_belong(phantoms: Path, masks: Path,
+                                                    tmp_path: Path) -> None:
+    seg_model = make_segmenter(tmp_path / "seg.pt")
+    common = ["--table", str(phantoms / "labels.csv"), "--images", str(phantoms / "images"),
+              "--masks", str(masks), "--out", str(tmp_path / "c.pt"), "--no-progress"]
+    assert "framework measures" in invoke("train-classifier", "--framework", "manual",
+                                          "--features", str(seg_model), *common, expect=2)
+    assert "not both" in invoke("train-classifier", "--framework", "measures", "--features",
+                                str(seg_model), *common, expect=2)
+    (masks / "case005_seg.nii.gz").unlink()  # one case without its map: a one-line error
+    out = invoke("train-classifier", "--framework", "measures", *common, expect=2)
+    assert "case005" in out and not (tmp_path / "c.pt").exists()
+
+
+def test_label_names_come_from_the_option_or_the_folder(tmp_path: Path) -> None:
+    given = ["background", "liver", "spleen"]  # values 0, 1, … as everywhere in segfew
+    assert mask_label_names(tmp_path, given) == {1: "liver", 2: "spleen"}
+    with pytest.raises(DataError, match="--label-names"):
+        mask_label_names(tmp_path)
+    names = tmp_path / "label_names.json"
+    names.write_text(json.dumps({"label_names": ["background", "tumour"]}))
+    assert mask_label_names(tmp_path) == {1: "tumour"}
+    for bad in (["background"], ["background", "two words"]):
+        with pytest.raises(DataError, match="one word"):
+            mask_label_names(tmp_path, bad)
+    names.write_text("not json")
+    with pytest.raises(DataError, match="label names file"):
+        mask_label_names(tmp_path)
+
+
+def _families_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """12 cases, 2 classes: only the intensity family tells them apart."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], 6)
+    names = ["t_volume_ml_0", "t_thickness_mean_mm_0", "t_intensity_mean_0",
+             "t_intensity_sd_0", "t_texture_cooccurrence_contrast_0", "t_location_right_fraction_0"]
+    x = rng.normal(size=(12, len(names)))
+    x[:, 0] = np.exp(x[:, 0])
+    x[:, 2] += 4 * y
+    return x, y, names
+
+
+def test_the_inner_cross_validation_chooses_the_family_that_tells_the_classes_apart() -> None:
+    from segfew.models.measures import family_of, select_classifier
+
+    x, y, names = _families_data()
+    choice = select_classifier(x, y, names, num_classes=2, seed=0)
+    used = {family_of(n) for n, m in zip(names, choice.mask, strict=True) if m}
+    assert "intensity" in used and choice.cv_scores[choice.candidate.label] == 1.0
+    shape_only = max(s for label, s in choice.cv_scores.items() if "volumes" in label)
+    assert shape_only < 1.0
+
+
+def test_selection_inside_the_folds_never_sees_a_held_out_row(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``top`` narrows the columns inside each fit, on that fit's rows: a column that
+    separates the classes only among the held-out rows is never the one chosen."""
+    from segfew.models import measures
+
+    x, y, names = _families_data()
+    held_out = np.arange(12) % 3 == 0
+    noise = np.random.default_rng(1).normal(size=12)
+    x[:, 3] = np.where(held_out, 100 * y, noise)  # perfect on held-out rows, noise elsewhere
+    monkeypatch.setattr(measures, "SELECT_K", 1)
+    top = measures.Candidate("logistic", "top", 0.1)
+    choice = measures.select_classifier(x[~held_out], y[~held_out], names, 2, candidates=[top])
+    assert choice.mask.tolist() == [False, False, True, False, False, False]
+
+
+def test_an_experiment_measures_given_masks_and_never_fits_on_its_test_cases(
+        phantoms: Path, masks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The learning curve of measures on another tool's masks: no network anywhere, each
+    task's classifier (family choice included) fitted on its training side only."""
+    import segfew.inference.measure
+
+    fitted: list[set[str]] = []
+    real = segfew.inference.measure.fit_measurement_classifier
+
+    def spy(measurer, cases, *args, **kw):  # type: ignore[no-untyped-def]
+        fitted.append({c.id for c in cases})
+        assert measurer.model is None  # measured from the masks, nothing segments
+        return real(measurer, cases, *args, **kw)
+
+    monkeypatch.setattr(segfew.inference.measure, "fit_measurement_classifier", spy)
+    spec = tmp_path / "curve.toml"
+    spec.write_text('sizes = [2]\nrepetitions = 2\nframeworks = ["measures"]\nbootstrap = 10\n')
+    out = tmp_path / "run"
+    invoke("experiment", "--spec", str(spec), "--out", str(out), "--images",
+           str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--masks",
+           str(masks), "--threads", "1", "--no-progress")
+    results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
+    assert len(results) == 2 and len(fitted) == 2
+    for result in results:
+        ids = next(f for f in fitted if f == set(result["train_ids"]))
+        assert len(ids) == 6 and not ids & set(result["test_ids"])  # 2 per class
