@@ -95,7 +95,8 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
                         seed: int = 0, progress: ProgressFn | None = None,
                         table: str | Path | None = None,
                         predictor: Predictor | None = None,
-                        run_spec: BaseModel | dict[str, Any] | None = None) -> dict[str, Any]:
+                        run_spec: BaseModel | dict[str, Any] | None = None,
+                        explain: Path | None = None) -> dict[str, Any]:
     """Predict ``cases`` with the classifier at ``model_path`` and score them; returns metrics.
 
     ``metrics.json`` holds ``accuracy``, ``balanced_accuracy``, ``kappa``, ``macro_f1``,
@@ -103,7 +104,8 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
     ``n_cases``, ``n_failed`` and ``model``. ``table`` only names the source in error
     messages; ``predictor`` reuses an already loaded model. ``run_spec`` (e.g. the resolved
     :class:`segfew.spec.EvaluateSpec`) is the spec saved in ``run.json``; by default the
-    arguments are.
+    arguments are. ``explain``: a folder for one evidence sheet per case, with its true
+    class, and ``index.html`` (:mod:`segfew.explain`).
     """
     from segfew.metrics import plot_confusion_matrix
     from segfew.runinfo import write_run_info
@@ -119,9 +121,15 @@ def evaluate_classifier(model_path: str | Path, cases: Sequence[Case], out_dir: 
     inputs = [Path(model_path), *([Path(table)] if table else [])]
     out_dir = check_out_dir(out_dir, cases, inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if explain is not None:
+        from segfew.explain import check_explain, explain_batch
+        check_explain(explain, [predictor], [*inputs, *(p for c in cases for p in c.images)])
 
     rows = predictor.classify(cases, progress=progress_counter(progress, len(cases)))
     flag_confidence(rows)
+    if explain is not None:
+        explain_batch(predictor, list(cases), rows, explain,
+                      targets=[None if c.target is None else str(c.target) for c in cases])
     write_predictions_csv(out_dir / "predictions.csv", rows, classes,
                           targets=[str(c.target) for c in cases])
     predictor.write_measurements(out_dir / "measurements.csv", cases, rows)
@@ -237,11 +245,12 @@ def evaluate_paths(model_path: str | Path, images: Path, out_dir: Path, *,
                    label_map: Mapping[int, int] | None = None, device: str = "auto",
                    batch_size: int = 8, bootstrap: int = 1000,
                    seed: int = 0, progress: ProgressFn | None = None,
-                   run_spec: BaseModel | dict[str, Any] | None = None
-                   ) -> tuple[str, dict[str, Any]]:
+                   run_spec: BaseModel | dict[str, Any] | None = None,
+                   explain: Path | None = None) -> tuple[str, dict[str, Any]]:
     """Find the cases (a table for a classifier, label maps for a segmentation model) and
     evaluate; returns ``(model kind, metrics)``. Channels default to the model's.
-    ``run_spec`` (the command's resolved spec) is saved in ``run.json``."""
+    ``run_spec`` (the command's resolved spec) is saved in ``run.json``; ``explain``: a
+    classifier's evidence sheets (:func:`evaluate_classifier`)."""
     from segfew.data import find_classification_cases, find_segmentation_cases
 
     predictor = Predictor(model_path, device=device, batch_size=batch_size)
@@ -255,7 +264,7 @@ def evaluate_paths(model_path: str | Path, images: Path, out_dir: Path, *,
         return meta.kind, evaluate_classifier(
             model_path, cases, out_dir, device=device, batch_size=batch_size,
             bootstrap=bootstrap, seed=seed, progress=progress, table=table, predictor=predictor,
-            run_spec=run_spec)
+            run_spec=run_spec, explain=explain)
     if labels is None:
         raise SpecError("a segmentation model is evaluated against label maps: give --labels DIR")
     cases = predictor.split_channels(find_segmentation_cases(images, labels, channels=channels))

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Measurer",
+    "case_label_maps",
     "case_measurements",
     "channel_measurements",
     "fit_measurement_classifier",
@@ -228,24 +229,39 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
     segmentation (:func:`segfew.inference.segment_probabilities`). Raises DataError for an
     unreadable case.
     """
-    from segfew.cases import read_case
-    from segfew.predict import segment_on_source
-    from segfew.preprocess import preprocess_image, slice_axis_for
+    from segfew.preprocess import slice_axis_for
 
-    images, _ = read_case(case)
+    images, maps, names = case_label_maps(model, cfg, label_names, case, device, batch_size,
+                                          largest_component, plan, tta)
     structures = dict(enumerate(label_names))
     structures.pop(0, None)
-    groups = [[im] for im in images] if model.in_channels == 1 else [images]
+    return measure_case(maps, [im.spacing for im in images[:len(maps)]], structures, names,
+                        slice_axis_for(cfg, images[0].shape, images[0].spacing))
+
+
+def case_label_maps(model: Any, cfg: Preprocessing, label_names: Sequence[str], case: Case,
+                    device: Any = "cpu", batch_size: int = 8, largest_component: bool = True,
+                    plan: Plan | None = None, tta: bool = False
+                    ) -> tuple[list[Any], list[np.ndarray], list[str]]:
+    """The label maps :func:`case_measurements` measures: ``(images, maps, names)`` — the
+    case's channel images as read, one int16 label map on the source grid per channel
+    (one for every channel together, named ``all``, with a multi-channel network)."""
+    from segfew.cases import read_case
+    from segfew.predict import segment_on_source
+    from segfew.preprocess import preprocess_image
+
+    images, _ = read_case(case)
+    structures = list(range(1, len(label_names)))
+    groups = [[im] for im in images] if model.in_channels == 1 else [list(images)]
     names = case.channel_names if model.in_channels == 1 else ["all"]
     maps = []
     for group in groups:
         x = np.stack([preprocess_image(im.array, cfg, im.spacing) for im in group])
         labels, _ = segment_on_source(model, x, group[0].shape, cfg, device, batch_size, plan,
                                       tta, group[0].spacing)
-        maps.append(keep_largest_component(labels, list(structures)) if largest_component
+        maps.append(keep_largest_component(labels, structures) if largest_component
                     else labels)
-    return measure_case(maps, [g[0].spacing for g in groups], structures, names,
-                        slice_axis_for(cfg, images[0].shape, images[0].spacing))
+    return list(images), maps, list(names)
 
 
 class Measurer:
@@ -285,7 +301,8 @@ def fit_measurement_classifier(measurer: Measurer, cases: Sequence[Case], target
     (:func:`segfew.models.measures.select_classifier`). Returns the
     :class:`segfew.models.measures.MeasurementClassifier` and what the model file records:
     its constructor arguments (``args``) and ``metrics`` (chosen model, cross-validated
-    accuracy of every candidate, temperature, the ten measurements it leans on most).
+    accuracy of every candidate, temperature, the ten measurements it leans on most with
+    the training cases' values per class, ``by_class``: what a case is shown against).
     """
     from segfew.models.measures import MeasurementClassifier, select_classifier
 
@@ -298,7 +315,10 @@ def fit_measurement_classifier(measurer: Measurer, cases: Sequence[Case], target
     model = MeasurementClassifier(measurer.model, **args)
     model.load_choice(choice)
     importance = choice.importance if choice.importance is not None else np.zeros(len(names))
-    top = [{"measurement": names[i], "importance": float(importance[i])}
+    y = np.asarray(targets)
+    top = [{"measurement": names[i], "importance": float(importance[i]),
+            "by_class": [[None if math.isnan(v) else float(f"{v:.4g}") for v in x[y == k, i]]
+                         for k in range(num_classes)]}
            for i in np.argsort(-importance)[:10] if importance[i] > 0]
     metrics = {"measures_model": choice.candidate.label, "measures_cv_accuracy": choice.cv_scores,
                "measures_temperature": choice.temperature, "top_measurements": top}

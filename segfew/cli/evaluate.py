@@ -54,6 +54,10 @@ def evaluate(
     threads: ThreadsOpt = None,
     batch_size: Annotated[int | None, setting(
         E, "batch_size", "Images per forward pass.", min=1)] = None,
+    explain: Annotated[Path | None, setting(
+        E, "explain", "Classifier: a folder for one evidence sheet per case (segmentation, "
+        "where the classifier looked or which measurements drove it, probabilities) and "
+        "index.html, lowest confidence first.", metavar="DIR")] = None,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -86,6 +90,7 @@ def evaluate(
         "batch_size": batch_size,
         "bootstrap": bootstrap,
         "seed": seed,
+        "explain": explain,
     }
     resolved = resolve(EvaluateSpec, overrides, spec)
     set_threads(resolved.threads)
@@ -97,7 +102,7 @@ def evaluate(
             label_column=resolved.label_column, group_column=resolved.group_column,
             label_map=resolved.label_map, device=resolved.device, batch_size=resolved.batch_size,
             bootstrap=resolved.bootstrap, seed=resolved.seed, progress=view.cases("cases"),
-            run_spec=resolved)
+            run_spec=resolved, explain=resolved.explain)
     stdout = make_console(stderr=False)
     if kind == "classifier":
         for t in metrics_tables(metrics):

@@ -154,6 +154,8 @@ class EvaluateSpec(DataSource):
     batch_size: int = Field(default=8, ge=1)
     bootstrap: int = Field(default=1000, ge=0, description="resamples for the 95% intervals")
     seed: int = Field(default=0, description="seed of the bootstrap")
+    explain: Path | None = Field(default=None, description="classifier: a folder for one "
+                                 "evidence sheet per case and index.html")
 
 
 class PredictSpec(Settings):
@@ -181,6 +183,8 @@ class PredictSpec(Settings):
         description="classifier: low_confidence = yes below this top class probability")
     tta: bool = Field(
         default=False, description="segmentation: test-time augmentation (shifted copies)")
+    explain: Path | None = Field(default=None, description="classifier: a folder for one "
+                                 "evidence sheet per case and index.html")
 
     @field_validator("model", mode="before")
     @classmethod
