@@ -72,7 +72,8 @@ class Explainer:
         """Write ``case``'s sheet (unless its row failed); returns and keeps its record."""
         record: dict[str, Any] = {"id": row.id, "predicted": row.predicted, "target": target,
                                   "confidence": row.confidence, "low_confidence":
-                                  row.low_confidence, "sheet": None, "error": row.error}
+                                  row.low_confidence, "sheet": None, "error": row.error,
+                                  "runner_up": _runner_up(row.probabilities)}
         if row.status == "ok":
             name = re.sub(r"[^\w.-]", "_", row.id) or "case"
             if name in self._names:  # two ids that read the same as file names
@@ -163,6 +164,11 @@ class Explainer:
                  for c, vs in zip(self.classes, per_class, strict=False)},
                 float(share[names.index(name)])))
         ev.measured = shown
+
+
+def _runner_up(probabilities: dict[str, float]) -> str:
+    ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
+    return f"{ranked[1][0]} ({ranked[1][1]:.2f})" if len(ranked) > 1 else ""
 
 
 def explain_batch(predictor: Predictor, cases: list[Case], rows: list[PredictionRow],

@@ -23,6 +23,8 @@ import numpy as np
 from segfew.atomic import write_text
 from segfew.experiment import FRAMEWORK_NAMES, load_spec
 from segfew.experiment_results import collect_results, summarise, task_status
+from segfew.gallery import misclassified_sheets
+from segfew.measure_names import label
 
 __all__ = ["write_report"]
 
@@ -200,6 +202,9 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
                         items=[[r["framework"], str(r["size"]),
                                 *(_ms(r["f1"].get(c)) for c in classes)] for r in rows]))
         b += _best_confusion(results, points, classes, out)
+        sheets = misclassified_sheets(run_dirs, results, points, spec, out / "misclassified")
+        b += [_Block("h2", "Misclassified test cases of the best method")] if sheets else []
+        b += [_Block("image", caption, path=png) for caption, png in sheets]
         b += measurement_blocks(results)
     else:
         b.append(_Block("p", "No task has finished yet, so there is nothing to plot."))
@@ -302,7 +307,8 @@ def measurement_blocks(results: Sequence[dict[str, Any]]) -> list[_Block]:
     return [
         _Block("h2", "Measurements behind the measures classifiers"),
         _Block("table", header=["measurement", "mean importance", "tasks in its top ten"],
-               items=[[n, f"{weight[n]:.3f}", f"{count[n]} of {len(tasks)}"] for n in top]),
+               items=[[label(n), f"{weight[n]:.3f}", f"{count[n]} of {len(tasks)}"]
+                      for n in top]),
         _Block("list", items=[f"{m}: chosen in {k} of {len(tasks)} tasks"
                               for m, k in sorted(chosen.items(), key=lambda kv: -kv[1])]),
     ]

@@ -244,12 +244,13 @@ def write_sheet(ev: Evidence, path: Path) -> Path:
 def write_index(records: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
     """A self-contained HTML page: one row per case, lowest confidence first, each linking
     its sheet (relative to ``path``); failed cases last with their error. ``records`` hold
-    ``id, predicted, target, confidence, low_confidence, sheet, error``."""
+    ``id, predicted, target, confidence, low_confidence, sheet, error`` and optionally
+    ``runner_up`` (the next class and its probability)."""
     ok = sorted((r for r in records if r.get("sheet")), key=lambda r: r["confidence"])
     failed = [r for r in records if not r.get("sheet")]
     has_target = any(r.get("target") is not None for r in records)
     head = ["case", "predicted", *(["true class"] if has_target else []), "confidence",
-            "flag", "sheet"]
+            "next class", "flag", "sheet"]
     lines = []
     for r in ok:
         e = html.escape
@@ -258,7 +259,7 @@ def write_index(records: Sequence[Mapping[str, Any]], path: Path, title: str) ->
         cells = [e(r["id"]), e(r["predicted"]),
                  *([e(str(r.get("target") or "")) + (" ✗" if wrong else "")]
                    if has_target else []),
-                 f"{r['confidence']:.3f}", flag,
+                 f"{r['confidence']:.3f}", e(r.get("runner_up") or ""), flag,
                  f'<a href="{e(r["sheet"])}">{e(Path(r["sheet"]).name)}</a>']
         cls = ' class="low"' if r["low_confidence"] else ""
         lines.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
