@@ -180,7 +180,7 @@ def test_grad_cam_reaches_a_frozen_feature_network_for_every_pooling() -> None:
                                 pooling=pooling).eval()
         cam = grad_cam(clf, image, target=1)
         assert cam.shape == (GRID, GRID, 4) and np.isfinite(cam).all()
-        assert 0 <= cam.min() and cam.max() <= 1
+        assert cam.min() >= 0 and cam.max() <= 1
 
 
 # ------------------------------------------------------------------ measures
