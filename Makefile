@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.segfew-installed
 DEMO_DIR ?= demo-run
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench explain-shot clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,13 @@ demo: $(STAMP)
 # speed and memory tables (issue 11), a few minutes; BENCH_FLAGS=--quick for a short run
 bench: $(STAMP)
 	$(PY) bench/bench_speed.py $(BENCH_FLAGS)
+
+# render an --explain index (default: the demo's) to index.png in headless Chromium
+EXPLAIN ?= $(DEMO_DIR)/explain
+CHROMIUM ?= chromium
+explain-shot:
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1100,800 \
+	    --screenshot="$(abspath $(EXPLAIN))/index.png" "file://$(abspath $(EXPLAIN))/index.html"
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -90,7 +90,7 @@ class Explainer:
 
     def write_index(self, title: str) -> Path:
         """``<out_dir>/index.html`` of every record so far (:func:`segfew.sheet.write_index`)."""
-        return write_index(self.records, self.out_dir / INDEX, title)
+        return write_index(self.records, self.out_dir / INDEX, title, self.min_confidence)
 
     # -- evidence
 

@@ -196,6 +196,7 @@ def _measure_rows(fig: Any, gs: Any, row: int, ev: Evidence, ncols: int) -> int:
     ax.axvline(0, color="k", linewidth=0.8)
     ax.invert_yaxis()
     ax.set_title(f"what drove {ev.predicted}: {ev.decision}")
+    ax.set_xlabel(f"contribution to the {ev.predicted} score (right: for it, left: against)")
     return row + 1
 
 
@@ -241,11 +242,13 @@ def write_sheet(ev: Evidence, path: Path) -> Path:
 # ----------------------------------------------------------------------------- the index
 
 
-def write_index(records: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
+def write_index(records: Sequence[Mapping[str, Any]], path: Path, title: str,
+                threshold: float | None = None) -> Path:
     """A self-contained HTML page: one row per case, lowest confidence first, each linking
     its sheet (relative to ``path``); failed cases last with their error. ``records`` hold
     ``id, predicted, target, confidence, low_confidence, sheet, error`` and optionally
-    ``runner_up`` (the next class and its probability)."""
+    ``runner_up`` (the next class and its probability); ``threshold``: the confidence
+    below which a case is flagged, as the page states it."""
     ok = sorted((r for r in records if r.get("sheet")), key=lambda r: r["confidence"])
     failed = [r for r in records if not r.get("sheet")]
     has_target = any(r.get("target") is not None for r in records)
@@ -268,6 +271,7 @@ def write_index(records: Sequence[Mapping[str, Any]], path: Path, title: str) ->
                        "</td></tr>" for r in failed)
     failed_part = (f"<h2>Failed cases ({len(failed)})</h2>\n<table><tr><th>case</th>"
                    f"<th>error</th></tr>\n{errors}\n</table>") if failed else ""
+    limit = "the threshold" if threshold is None else f"{threshold:.2f}"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -278,7 +282,7 @@ tr.low {{ background: #fde8e8; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{len(ok)} sheets, lowest confidence first; {len(failed)} failed.
-Confidence is the top class probability; a case below the threshold is flagged.</p>
+Confidence is the top class probability; a case below {limit} is flagged.</p>
 <table><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>
 {rows}
 </table>

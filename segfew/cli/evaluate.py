@@ -115,6 +115,8 @@ def evaluate(
         console.print(f"[bold red]{metrics['n_failed']} of {metrics['n_cases']} cases failed[/] "
                       f"(see {out / written[1]})", highlight=False)
     console.print("wrote " + ", ".join(str(out / name) for name in written), highlight=False)
+    if resolved.explain is not None:
+        console.print(f"evidence sheets → {resolved.explain / 'index.html'}", highlight=False)
     if metrics.get("n_failed"):
         raise typer.Exit(1)
 

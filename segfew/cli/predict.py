@@ -114,5 +114,7 @@ def predict(
     hint = f" (errors in {where})" if failed else ""
     console.print(f"[{style}]{bar.total} cases, {failed} failed[/] → {path}{hint}",
                   highlight=False)
+    if resolved.explain is not None:
+        console.print(f"evidence sheets → {resolved.explain / 'index.html'}", highlight=False)
     if failed:
         raise typer.Exit(1)
