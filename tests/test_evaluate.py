@@ -59,7 +59,7 @@ def test_evaluate_cli_metrics_agree_with_the_predictions(
         "labels": None, "channels": None, "id_column": None, "label_column": None,
         "group_column": None, "label_map": None, "device": "cpu", "threads": None,
         "batch_size": 8,
-        "bootstrap": 20, "seed": 0}
+        "bootstrap": 20, "seed": 0, "explain": None}
     assert info["seed"] == 0
 
 
