@@ -9,7 +9,7 @@ SITE_DIR ?= site
 # the tests whose behaviour depends on the CPU run again as on a CPU with AVX2 only
 AVX2_ONLY := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
 
-.PHONY: install test lint docs demo bench clean
+.PHONY: install test lint docs demo bench explain-shot clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,13 @@ demo: $(STAMP)
 # speed and memory tables (docs/benchmarks.md), a few minutes; BENCH_FLAGS=--quick for a short run
 bench: $(STAMP)
 	$(PY) bench/bench_speed.py $(BENCH_FLAGS)
+
+# render an --explain index (default: the demo's) to index.png in headless Chromium
+EXPLAIN ?= $(DEMO_DIR)/explain
+CHROMIUM ?= chromium
+explain-shot:
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1100,800 \
+	    --screenshot="$(abspath $(EXPLAIN))/index.png" "file://$(abspath $(EXPLAIN))/index.html"
 
 clean:
 	rm -rf $(DEMO_DIR) $(SITE_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -24,7 +24,7 @@ import numpy as np
 
 def main() -> None:
     from segfew.data import find_classification_cases
-    from segfew.inference.masks import MaskMeasurer, read_label_names
+    from segfew.inference.masks import MaskMeasurer, mask_label_names
     from segfew.models.measures import (
         CANDIDATES,
         family_of,
@@ -46,7 +46,7 @@ def main() -> None:
                                       channels=channels, label_column=args.label_column)
     names_given = args.label_names.split(",") if args.label_names else None
     measurer = MaskMeasurer(args.data / "labels",
-                            read_label_names(args.data / "labels", names_given))
+                            mask_label_names(args.data / "labels", names_given))
     start = time.perf_counter()
     rows = {c.id: measurer(c) for c in cases}
     print(f"measured {len(rows)} cases in {time.perf_counter() - start:.0f} s")

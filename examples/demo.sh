@@ -33,7 +33,7 @@ segfew synth --out "$DEMO/test" --dim 2 --n-per-class 6 --size 64 --seed 1 --for
 segfew evaluate --model "$DEMO/clf-manual.pt" --table "$DEMO/test/labels.csv" \
     --images "$DEMO/test/images" --out "$DEMO/eval-manual" --no-progress
 segfew predict --model "$DEMO/clf-manual.pt" --input "$DEMO/test/images" \
-    --out "$DEMO/predictions.csv" --no-progress
+    --out "$DEMO/predictions.csv" --explain "$DEMO/explain" --no-progress
 segfew predict --model "$DEMO/seg.pt" --input "$DEMO/test/images" --out "$DEMO/test-seg" \
     --no-progress
 

@@ -30,8 +30,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationError
 
+from segfew.data.label_names import LABEL_NAMES_FILE
 from segfew.errors import SpecError
-from segfew.files import atomic_path, write_text
+from segfew.files import atomic_path, write_json, write_text
 from segfew.spec import Settings, describe_validation_error
 
 __all__ = ["CLASSES", "LABELS", "SynthSpec", "make_phantoms", "write_phantoms"]
@@ -141,6 +142,9 @@ def _make(spec: SynthSpec) -> Path:
     writer.writerow(["id", "label", "group"])
     writer.writerows(rows)
     write_text(out / "labels.csv", table.getvalue())
+    # the structures' names, as `segfew label` records them, so pre-training names them
+    write_json(out / "labels" / LABEL_NAMES_FILE,
+               {"method": "synth", "label_names": [LABELS[k] for k in sorted(LABELS)]})
     info = spec.model_dump(mode="json")
     info["labels"] = LABELS
     info["class_names"] = [k.name for k in CLASSES[: spec.classes]]

@@ -314,7 +314,7 @@ def test_inspect_names_the_images_that_break_a_rule(tmp_path: Path, odd: str) ->
     "Exception thrown in SimpleITK ImageFileReader_Execute: /src/itkGDCMImageIO.cxx:400: "
     "ITK ERROR: GDCMImageIO(0x5600aa): Odd thing"])
 def test_library_messages_lose_addresses_and_source_paths(tmp_path: Path, text: str) -> None:
-    from segfew.io import _reason
+    from segfew.io.dispatch import _reason
 
     said = _reason(RuntimeError(text), tmp_path / "a.mhd")
     assert "0x" not in said and ".cxx" not in said and "odd" in said.lower(), said

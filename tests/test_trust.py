@@ -256,7 +256,7 @@ def test_the_nested_estimate_warns_when_at_chance() -> None:
 def test_the_report_opens_with_the_leakage_verdict(tmp_path: Path) -> None:
     from segfew.experiment.protocol import run_experiment, split_for
     from segfew.experiment.report import write_report
-    from tests.test_experiment import Counting, _cases_on_disk, _feature_net, make_spec
+    from tests.experiment.test_protocol import Counting, _cases_on_disk, _feature_net, make_spec
 
     cases = _cases_on_disk(tmp_path / "images")
     spec = make_spec(repetitions=1, sizes=[1, 2], frameworks=["manual", "scratch"])

@@ -61,6 +61,10 @@ def evaluate(
     allow_leakage: Annotated[bool, typer.Option(
         "--allow-leakage", help="Cases a model was trained on: score them with a warning "
         "(recorded in every output), not refuse.")] = False,
+    explain: Annotated[Path | None, setting(
+        E, "explain", "Classifier: a folder for one evidence sheet per case (segmentation, "
+        "where the classifier looked or which measurements drove it, probabilities) and "
+        "index.html, lowest confidence first.", metavar="DIR")] = None,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -97,6 +101,7 @@ def evaluate(
         "seed": seed,
         "allow_leakage": True if allow_leakage else None,
         "masks": masks,
+        "explain": explain,
     }
     resolved = resolve(EvaluateSpec, overrides, spec)
     set_threads(resolved.threads)
@@ -109,7 +114,7 @@ def evaluate(
             label_map=resolved.label_map, device=resolved.device, batch_size=resolved.batch_size,
             bootstrap=resolved.bootstrap, seed=resolved.seed, progress=view.cases("cases"),
             run_spec=resolved, allow_leakage=resolved.allow_leakage,
-            masks=resolved.masks)
+            masks=resolved.masks, explain=resolved.explain)
     stdout = make_console(stderr=False)
     for line in door_lines(metrics, resolved.table):
         console.print(line, highlight=False)
@@ -124,6 +129,8 @@ def evaluate(
         console.print(f"[bold red]{metrics['n_failed']} of {metrics['n_cases']} cases failed[/] "
                       f"(see {out / written[1]})", highlight=False)
     console.print("wrote " + ", ".join(str(out / name) for name in written), highlight=False)
+    if resolved.explain is not None:
+        console.print(f"evidence sheets → {resolved.explain / 'index.html'}", highlight=False)
     if metrics.get("n_failed"):
         raise typer.Exit(1)
 

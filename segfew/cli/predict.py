@@ -62,6 +62,10 @@ def predict(
         P, "workers", "Processes reading scans ahead of the network (default: one per core beyond "
         "the first, at most 4; none on 2 cores).",
         min=0)] = None,
+    explain: Annotated[Path | None, setting(
+        P, "explain", "Classifier: a folder for one evidence sheet per case (segmentation, "
+        "where the classifier looked or which measurements drove it, probabilities) and "
+        "index.html, lowest confidence first.", metavar="DIR")] = None,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -97,6 +101,7 @@ def predict(
         "min_confidence": min_confidence,
         "tta": tta,
         "masks": masks,
+        "explain": explain,
     }
     resolved = resolve(PredictSpec, overrides, spec, rename={"inputs": "--input"})
     set_threads(resolved.threads)
@@ -107,11 +112,14 @@ def predict(
             precision=resolved.precision, batch_size=resolved.batch_size,
             workers=resolved.workers, progress=bar.cases("cases"),
             probabilities=resolved.probabilities, min_confidence=resolved.min_confidence,
-            tta=resolved.tta, run_spec=resolved, masks=resolved.masks)
+            tta=resolved.tta, run_spec=resolved, masks=resolved.masks,
+            explain=resolved.explain)
     style = "bold red" if failed else "green"
     where = path if path.suffix else path / "predictions.csv"
     hint = f" (errors in {where})" if failed else ""
     console.print(f"[{style}]{bar.total} cases, {failed} failed[/] → {path}{hint}",
                   highlight=False)
+    if resolved.explain is not None:
+        console.print(f"evidence sheets → {resolved.explain / 'index.html'}", highlight=False)
     if failed:
         raise typer.Exit(1)

@@ -131,7 +131,8 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
                         table: str | Path | None = None,
                         predictor: Predictor | Sequence[Predictor] | None = None,
                         run_spec: BaseModel | dict[str, Any] | None = None,
-                        allow_leakage: bool = False) -> dict[str, Any]:
+                        allow_leakage: bool = False, explain: Path | None = None
+                        ) -> dict[str, Any]:
     """Predict ``cases`` with the classifier(s) at ``model_path`` and score them.
 
     Several model files predict as one ensemble (:mod:`segfew.inference.ensemble`). First the
@@ -145,7 +146,8 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     ``predictions.csv`` has a ``leaked`` column. ``table`` only names the source in error
     messages; ``predictor`` reuses already loaded models. ``run_spec`` (e.g. the resolved
     :class:`segfew.spec.EvaluateSpec`) is the spec saved in ``run.json``; by default the
-    arguments are.
+    arguments are. ``explain``: a folder for one evidence sheet per case, with its true
+    class, and ``index.html`` (:mod:`segfew.inference.explain`).
     """
     from segfew.evaluation.leakage import check_models, leakage_record
     from segfew.inference.ensemble import classify_all
@@ -165,9 +167,15 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     out_dir = check_out_dir(out_dir, cases, inputs)
     checks = check_models(paths, cases, allow_leakage)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if explain is not None:
+        from segfew.inference.explain import check_explain, explain_batch
+        check_explain(explain, predictors, [*inputs, *(p for c in cases for p in c.images)])
 
     rows = classify_all(predictors, cases, progress)
     leakage = leakage_record(checks, allow_leakage)
+    if explain is not None:
+        explain_batch(predictors[0], list(cases), rows, explain,
+                      targets=[None if c.target is None else str(c.target) for c in cases])
     write_predictions_csv(out_dir / "predictions.csv", rows, classes,
                           targets=[str(c.target) for c in cases], leaked=set(leakage["leaked"]))
     predictors[0].write_measurements(out_dir / "measurements.csv", cases, rows)
@@ -314,7 +322,8 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
                    batch_size: int = 8, bootstrap: int = 1000,
                    seed: int = 0, progress: ProgressFn | None = None,
                    run_spec: BaseModel | dict[str, Any] | None = None,
-                   allow_leakage: bool = False, masks: Path | None = None
+                   allow_leakage: bool = False, masks: Path | None = None,
+                   explain: Path | None = None
                    ) -> tuple[str, dict[str, Any]]:
     """Find the cases and evaluate; returns ``(model kind, metrics)``.
 
@@ -323,7 +332,8 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     ``images`` (class sub-folders for a classifier, images with label maps in ``labels``
     for a segmentation model). Channels default to the model's. ``run_spec`` (the
     command's resolved spec) is saved in ``run.json``. ``masks``: the label maps of a
-    classifier trained with ``--masks``.
+    classifier trained with ``--masks``; ``explain``: a classifier's evidence sheets
+    (:func:`evaluate_classifier`).
     """
     from segfew.data import find_classification_cases, find_segmentation_cases, table_ids
     from segfew.inference.ensemble import open_models
@@ -344,7 +354,8 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
         return meta.kind, evaluate_classifier(
             paths, cases, out_dir, device=device, batch_size=batch_size,
             bootstrap=bootstrap, seed=seed, progress=progress, table=table,
-            predictor=predictors, run_spec=run_spec, allow_leakage=allow_leakage)
+            predictor=predictors, run_spec=run_spec, allow_leakage=allow_leakage,
+            explain=explain)
     if labels is None:
         raise SpecError("a segmentation model is evaluated against label maps: give --labels DIR")
     predictor = predictors[0]

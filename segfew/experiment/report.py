@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from segfew.evaluation.leakage import experiment_verdict
+from segfew.experiment.gallery import misclassified_sheets
 from segfew.experiment.protocol import FRAMEWORK_NAMES, load_spec
 from segfew.experiment.results import (
     collect_results,
@@ -29,6 +30,7 @@ from segfew.experiment.results import (
     task_status,
 )
 from segfew.files import write_text
+from segfew.inference.measure_names import label
 
 __all__ = ["write_report"]
 
@@ -209,6 +211,9 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
                         items=[[r["framework"], str(r["size"]),
                                 *(_ms(r["f1"].get(c)) for c in classes)] for r in rows]))
         b += _best_confusion(results, points, classes, out)
+        sheets = misclassified_sheets(run_dirs, results, points, spec, out / "misclassified")
+        b += [_Block("h2", "Misclassified test cases of the best method")] if sheets else []
+        b += [_Block("image", caption, path=png) for caption, png in sheets]
         b += measurement_blocks(results, unit)
     else:
         b.append(_Block("p", "No task has finished yet, so there is nothing to plot."))
@@ -308,7 +313,7 @@ def measurement_blocks(results: Sequence[dict[str, Any]], unit: str = "cases"
         chosen[str(r.get("measures_model"))] = chosen.get(str(r.get("measures_model")), 0) + 1
     b = [_Block("h2", "Measurements behind the measures classifiers"),
          _Block("table", header=["measurement", "mean importance", "tasks in its top ten"],
-                items=[[n, f"{weight[n]:.3f}", f"{count[n]} of {len(tasks)}"] for n in top]),
+                items=[[label(n), f"{weight[n]:.3f}", f"{count[n]} of {len(tasks)}"] for n in top]),
          _Block("list", items=[f"{m}: chosen in {k} of {len(tasks)} tasks"
                                for m, k in sorted(chosen.items(), key=lambda kv: -kv[1])])]
     rows = summarise_selection(tasks)

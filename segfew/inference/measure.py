@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Measurer",
+    "case_label_maps",
     "case_measurements",
     "channel_measurements",
     "fit_measurement_classifier",
@@ -290,29 +291,44 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
     segmentation (:func:`segfew.inference.run.segment_probabilities`). Raises DataError for an
     unreadable case.
     """
-    from segfew.data.read import read_case
-    from segfew.inference.predictor import segment_on_source
-    from segfew.preprocess.grid import preprocess_image, slice_axis_for
+    from segfew.inference.radiomics import image_measurements  # intensity, texture, location
+    from segfew.preprocess.grid import slice_axis_for
 
-    images, _ = read_case(case)
+    images, maps, names = case_label_maps(model, cfg, label_names, case, device, batch_size,
+                                          largest_component, plan, tta)
     structures = dict(enumerate(label_names))
     structures.pop(0, None)
-    groups = [[im] for im in images] if model.in_channels == 1 else [images]
+    axis = slice_axis_for(cfg, images[0].shape, images[0].spacing)
+    spacings = [im.spacing if im.spacing_known else None for im in images[:len(maps)]]
+    out = measure_case(maps, spacings, structures, names, axis)
+    return out | image_measurements([im.array for im in images], case.channel_names, maps,
+                                    images[0].spacing if images[0].spacing_known else None,
+                                    structures, axis)
+
+
+def case_label_maps(model: Any, cfg: Preprocessing, label_names: Sequence[str], case: Case,
+                    device: Any = "cpu", batch_size: int = 8, largest_component: bool = True,
+                    plan: Plan | None = None, tta: bool = False
+                    ) -> tuple[list[Any], list[np.ndarray], list[str]]:
+    """The label maps :func:`case_measurements` measures: ``(images, maps, names)`` — the
+    case's channel images as read, one int16 label map on the source grid per channel
+    (one for every channel together, named ``all``, with a multi-channel network)."""
+    from segfew.data.read import read_case
+    from segfew.inference.predictor import segment_on_source
+    from segfew.preprocess.grid import preprocess_image
+
+    images, _ = read_case(case)
+    structures = list(range(1, len(label_names)))
+    groups = [[im] for im in images] if model.in_channels == 1 else [list(images)]
     names = case.channel_names if model.in_channels == 1 else ["all"]
     maps = []
     for group in groups:
         x = np.stack([preprocess_image(im.array, cfg, im.spacing) for im in group])
         labels, _ = segment_on_source(model, x, group[0].shape, cfg, device, batch_size, plan,
                                       tta, group[0].spacing)
-        maps.append(keep_largest_component(labels, list(structures)) if largest_component
+        maps.append(keep_largest_component(labels, structures) if largest_component
                     else labels)
-    axis = slice_axis_for(cfg, images[0].shape, images[0].spacing)
-    spacings = [g[0].spacing if g[0].spacing_known else None for g in groups]
-    out = measure_case(maps, spacings, structures, names, axis)
-    from segfew.inference.radiomics import image_measurements  # intensity, texture, location
-
-    return out | image_measurements([im.array for im in images], case.channel_names, maps,
-                                    images[0].spacing, structures, axis)
+    return list(images), maps, list(names)
 
 
 class Measurer:
@@ -357,7 +373,8 @@ def fit_measurement_classifier(measurer: Measurer | MaskMeasurer, cases: Sequenc
     its constructor arguments (``args``) and ``metrics`` (chosen model, every candidate's
     inner balanced accuracy with its 95% interval — ``measures_selection`` —, the nested
     estimate of the whole selection — ``measures_nested``, None with under 2 cases in a
-    class —, temperature, the ten measurements it leans on most).
+    class —, temperature, and the ten measurements it leans on most with the training
+    cases' values per class, ``by_class``: what a case is shown against).
     """
     from segfew.models.measures import MeasurementClassifier, nested_estimate, select_classifier
 
@@ -367,12 +384,16 @@ def fit_measurement_classifier(measurer: Measurer | MaskMeasurer, cases: Sequenc
         fitted_names(names, row, case)
     x = np.array([[row.get(n, NAN) for n in names] for row in rows], dtype=np.float64)
     choice = select_classifier(x, np.asarray(targets), names, num_classes, seed=seed)
-    args: dict[str, Any] = {"feature_names": names, "num_classes": num_classes, **choice.shape_args,
-            "in_channels": len(cases[0].images), "tta": measurer.tta}
+    args: dict[str, Any] = {"feature_names": names, "num_classes": num_classes,
+                            **choice.shape_args, "in_channels": len(cases[0].images),
+                            "tta": measurer.tta}
     model = MeasurementClassifier(measurer.model, **args)
     model.load_choice(choice)
     importance = choice.importance if choice.importance is not None else np.zeros(len(names))
-    top = [{"measurement": names[i], "importance": float(importance[i])}
+    y = np.asarray(targets)
+    top = [{"measurement": names[i], "importance": float(importance[i]),
+            "by_class": [[None if math.isnan(v) else float(f"{v:.4g}") for v in x[y == k, i]]
+                         for k in range(num_classes)]}
            for i in np.argsort(-importance)[:10] if importance[i] > 0]
     selection = [{"candidate": label, **score, "chosen": label == choice.candidate.label}
                  for label, score in choice.cv_summary.items()]

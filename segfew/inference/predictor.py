@@ -369,7 +369,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
                   progress: Callable[[int, int], None] | None = None,
                   probabilities: bool = False, min_confidence: float = 0.5, tta: bool = False,
                   run_spec: BaseModel | dict[str, Any] | None = None,
-                  masks: Path | None = None) -> tuple[Path, int]:
+                  masks: Path | None = None, explain: str | Path | None = None
+                  ) -> tuple[Path, int]:
     """Predict every case under ``inputs`` and write the results; returns ``(out, n_failed)``.
 
     Classifier: ``out`` is a CSV with one row per case (``id, path, predicted, p_<class>...,
@@ -381,7 +382,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     maps in the source geometry (test-time augmented with ``tta``; and ``<id>_prob.nii.gz``
     with ``probabilities``) plus ``predictions.csv`` (``id, path, output, status, error``).
     Cases are built with the model's channel suffixes unless ``channels`` overrides them.
-    ``progress(done, total)`` is called as cases finish.
+    ``progress(done, total)`` is called as cases finish. ``explain`` (one classifier file): a
+    folder for one evidence sheet per case and ``index.html`` (:mod:`segfew.inference.explain`).
 
     Beside the outputs goes a run record (:func:`segfew.runinfo.write_run_info`) holding
     ``run_spec`` (e.g. the resolved :class:`segfew.spec.PredictSpec`; default: these
@@ -404,7 +406,7 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
         "recursive": recursive, "channels": list(channels) if channels else None,
         "device": str(predictor.device), "precision": precision, "batch_size": batch_size,
         "workers": workers, "probabilities": probabilities, "min_confidence": min_confidence,
-        "tta": tta}
+        "tta": tta, "explain": str(explain) if explain else None}
     meta = predictor.meta
     if channels is None and meta.channels:
         channels = list(meta.channels)
@@ -414,6 +416,9 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     warn_placeholder_spacing(cases)  # a line: sizes in voxels, not mm
     out = Path(out)
     read = [*models, *inputs, *(p for c in cases for p in c.images)]
+    if explain is not None:
+        from segfew.inference.explain import check_explain, explain_batch
+        check_explain(explain, predictors, read)
 
     if meta.kind == "classifier":
         if out.suffix.lower() not in (".csv", ".tsv"):
@@ -422,6 +427,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
         check_output(out, read, "file")
         rows = classify_all(predictors, cases, progress, min_confidence)
         write_predictions_csv(out, rows, meta.classes)
+        if explain is not None:
+            explain_batch(predictor, cases, rows, Path(explain), min_confidence)
         predictor.write_measurements(out.with_name(out.stem + ".measurements.csv"), cases, rows)
         write_run_info(out.with_name(out.stem + ".run.json"), spec, None,
                        [*models, *(p for c in cases for p in c.images)],

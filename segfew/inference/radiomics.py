@@ -308,20 +308,23 @@ def structure_image_measurements(image: np.ndarray, mask: np.ndarray, others: np
 
 
 def image_measurements(images: Sequence[np.ndarray], channels: Sequence[str],
-                       label_maps: Sequence[np.ndarray], spacing: Sequence[float],
+                       label_maps: Sequence[np.ndarray], spacing: Sequence[float] | None,
                        structures: Mapping[int, str], slice_axis: int = -1
                        ) -> dict[str, float]:
     """``S_<family>_<feature>_<channel>`` for every structure and channel of one case.
 
-    ``images[i]`` is channel ``channels[i]`` (2D or 3D arrays of one grid, voxel ``spacing``
-    in mm); ``label_maps`` holds one map for the case or one per channel (cine MRI: each
-    phase its own); ``structures`` maps label values to names. The names depend only on
-    the structures, channels and dimensionality. Raises ValueError on mismatched lengths.
+    ``images[i]`` is channel ``channels[i]`` (2D or 3D arrays of one grid, voxel ``spacing`` in
+    mm; None for a file without a real voxel size: distances are then in voxels, named ``_vox``
+    / ``_px``); ``label_maps`` holds one map for the case or one per channel (cine MRI: each
+    phase its own); ``structures`` maps label values to names. The names depend only on the
+    structures, channels and dimensionality. Raises ValueError on mismatched lengths.
     """
     if len(images) != len(channels) or len(label_maps) not in (1, len(images)):
         raise ValueError(f"{len(images)} images, {len(channels)} channel names and "
                          f"{len(label_maps)} label maps")
     out: dict[str, float] = {}
+    unit = "mm" if spacing is not None else ("px" if np.ndim(images[0]) == 2 else "vox")
+    step = spacing if spacing is not None else (1.0,) * np.ndim(images[0])
     for i, (image, channel) in enumerate(zip(images, channels, strict=True)):
         labels = np.asarray(label_maps[i if len(label_maps) > 1 else 0])
         image = np.asarray(image, dtype=np.float64)
@@ -331,6 +334,7 @@ def image_measurements(images: Sequence[np.ndarray], channels: Sequence[str],
         body = body_mask(image, others)
         for value, name in structures.items():
             values = structure_image_measurements(image, labels == value, others, body,
-                                                  spacing, slice_axis)
-            out |= {f"{name}_{k}_{channel}": v for k, v in values.items()}
+                                                  step, slice_axis)
+            out |= {f"{name}_{k.replace('_mm', '_' + unit)}_{channel}": v
+                    for k, v in values.items()}
     return out

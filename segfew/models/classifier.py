@@ -179,6 +179,18 @@ class FeatureClassifier(nn.Module):
         (N, C, *input_size) → (N, num_features, *input_size / 2); with ``pooling="slices"``
         the slices are not pooled together, (N, num_features, H/2, W/2, D); with
         ``"stats"``, (N, 2·num_features): each channel's mean, then each one's std."""
+        f = self.source_maps(x)
+        return self.stats(f) if self.pooling == "stats" else f
+
+    @staticmethod
+    def stats(f: Tensor) -> Tensor:
+        """Each channel's mean, then each one's std, over space: (N, F, ...) → (N, 2F)."""
+        flat = f.float().flatten(2)
+        return torch.cat([flat.mean(2), flat.std(2, correction=0)], 1)
+
+    def source_maps(self, x: Tensor) -> Tensor:
+        """The spatial maps the head reads (before ``"stats"`` pooling summarises them):
+        :meth:`forward_features` for the other poolings. Saliency maps are drawn on them."""
         if tuple(x.shape[1:]) != (self.in_channels, *self.input_size):
             raise ValueError(f"expected (N, {self.in_channels}, "
                              f"{', '.join(map(str, self.input_size))}), got {tuple(x.shape)}")
@@ -192,9 +204,6 @@ class FeatureClassifier(nn.Module):
                 f = f.reshape(n, d, *f.shape[1:]).permute(0, 2, 3, 4, 1)  # (N, F, H', W', D)
                 if self.pooling == "volume":
                     f = F.max_pool3d(f, kernel_size=(1, 1, self.first_pool[-1]))
-            if self.pooling == "stats":
-                flat = f.float().flatten(2)
-                return torch.cat([flat.mean(2), flat.std(2, correction=0)], 1)
             return f
 
     def forward_head(self, f: Tensor) -> Tensor:

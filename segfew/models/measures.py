@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from segfew.models.mnet import MNet
 
-__all__ = ["CANDIDATES", "Candidate", "Choice", "MeasurementClassifier", "nested_estimate",
-           "select_classifier"]
+__all__ = ["CANDIDATES", "Candidate", "Choice", "MeasurementClassifier", "contributions",
+           "nested_estimate", "select_classifier"]
 
 #: measurement kinds whose logarithm the linear model sees (sizes are log-normal)
 LOG_KINDS = ("volume_ml", "surface_mm2", "area_mm2", "perimeter_mm")
@@ -487,3 +487,44 @@ class MeasurementClassifier(nn.Module):
         else:
             logp = torch.log_softmax(z @ self.weight.T + self.bias, dim=1)
         return (logp / self.temperature).float().to(x.device)
+
+
+def contributions(model: MeasurementClassifier, x: np.ndarray, k: int
+                  ) -> tuple[np.ndarray, float, float, str]:
+    """Each measurement's share of class ``k``'s decision score for one case.
+
+    ``x`` (F,) raw measurements in ``model.feature_names`` order. Returns
+    ``(contributions (F,), base, score, method)`` with ``base + contributions.sum() ==
+    score``:
+
+    - linear model: contribution = coefficient × standardised (log-)value, base = the
+      intercept, score = the class logit (before the temperature) — exact;
+    - forest: the path decomposition of Saabas (as in the ``treeinterpreter`` package):
+      along each tree's decision path, every split adds the change in the class frequency
+      to the measurement it splits on; base = the root's frequency, score = the forest's
+      class probability (before the temperature), averaged over trees — exact too, but a
+      split's credit depends on the order of splits in the tree.
+    """
+    z = torch.from_numpy(transform(np.asarray(x, dtype=np.float64)[None], model.feature_names))
+    z = ((torch.where(torch.isnan(z), model.median, z) - model.mean) / model.std) * model.mask
+    zz = z[0].numpy()
+    if not model.tree_feature.shape[0]:
+        share = model.weight[k].numpy() * zz
+        base = float(model.bias[k])
+        return share, base, base + float(share.sum()), "coefficient × standardised value"
+    feature, threshold = model.tree_feature.numpy(), model.tree_threshold.numpy()
+    left, right, value = (model.tree_left.numpy(), model.tree_right.numpy(),
+                          model.tree_value.numpy()[..., k])
+    share = np.zeros(len(zz))
+    z32 = zz.astype(np.float32).astype(threshold.dtype)  # as _forest_proba compares
+    trees = feature.shape[0]
+    for t in range(trees):
+        node = 0
+        while left[t, node] >= 0:
+            f = feature[t, node]
+            nxt = left[t, node] if z32[f] <= threshold[t, node] else right[t, node]
+            share[f] += value[t, nxt] - value[t, node]
+            node = nxt
+    share /= trees
+    base = float(value[:, 0].mean())
+    return share, base, base + float(share.sum()), "tree path decomposition (Saabas)"

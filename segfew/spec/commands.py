@@ -187,6 +187,8 @@ class EvaluateSpec(DataSource):
         return [v] if isinstance(v, (str, Path)) else v
     masks: Path | None = Field(default=None, description="a measures classifier fitted on "
                                "label maps from another tool: their folder for these cases")
+    explain: Path | None = Field(default=None, description="classifier: a folder for one "
+                                 "evidence sheet per case and index.html")
 
 
 class PredictSpec(Settings):
@@ -216,6 +218,8 @@ class PredictSpec(Settings):
         default=False, description="segmentation: test-time augmentation (shifted copies)")
     masks: Path | None = Field(default=None, description="a measures classifier fitted on "
                                "label maps from another tool: their folder for these scans")
+    explain: Path | None = Field(default=None, description="classifier: a folder for one "
+                                 "evidence sheet per case and index.html")
 
     @field_validator("model", mode="before")
     @classmethod

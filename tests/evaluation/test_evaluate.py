@@ -60,7 +60,7 @@ def test_evaluate_cli_metrics_agree_with_the_predictions(
         "group_column": None, "label_map": None, "device": "cpu", "threads": None,
         "batch_size": 8,
         "bootstrap": 20, "seed": 0, "allow_leakage": False,
-        "masks": None}
+        "masks": None, "explain": None}
     assert info["seed"] == 0
 
 

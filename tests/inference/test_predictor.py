@@ -245,7 +245,7 @@ def test_predict_from_a_spec_file_with_a_flag_overriding_out(
                             "threads": None, "precision": "auto", "batch_size": 1,
                             "workers": None,
                             "probabilities": False, "min_confidence": 0.5, "tta": False,
-                            "masks": None}
+                            "masks": None, "explain": None}
     assert info["seed"] is None and info["versions"]["segfew"] and info["threads"] >= 1
     assert {Path(d["path"]).name for d in info["data"]} == {"a.nii.gz", "b.nii.gz",
                                                               classifier.name}  # and the model

@@ -239,13 +239,17 @@ def test_batchnorm_on_one_sample_is_said_plainly(tmp_path: Path) -> None:
 
 
 def test_label_names_declare_the_label_set(phantoms: Path, tmp_path: Path) -> None:
+    import shutil
+
     from segfew.errors import DataError
     from segfew.jobs.pretrain import pretrain
     from segfew.preprocess.cache import PreprocessCache
     from segfew.spec import PretrainSpec
 
+    labels = tmp_path / "labels"  # the maps alone: synth's label_names.json would name them
+    shutil.copytree(phantoms / "labels", labels, ignore=shutil.ignore_patterns("*.json"))
     spec = PretrainSpec.model_validate({
-        "data": {"images": phantoms / "images", "labels": phantoms / "labels"},
+        "data": {"images": phantoms / "images", "labels": labels},
         "out": tmp_path / "seg.pt", "label_names": ["background", "wall"],
         "preprocess": {"size": [32]}, "network": {"n_s": 2}, "train": {"epochs": 1}})
     with pytest.raises(DataError, match=r"labels.*: label values \[2, 3\] outside the declared "

@@ -134,7 +134,7 @@ def test_measures_writes_every_case_measurements_from_predict_and_evaluate(
                      str(seg_model), "--out", str(clf), "--no-progress", "--no-cache")
     meta, _ = read_model_file(clf)
     names = meta.architecture.args["feature_names"]
-    assert "label1_area_mm2_0" in names and "label1_to_label2_volume_ratio_0" in names
+    assert "wall_area_mm2_0" in names and "wall_to_cavity_volume_ratio_0" in names
     assert meta.metrics["measures_model"] and meta.metrics["top_measurements"]
     # its choice is shown and kept: every candidate's inner score, the chosen one, the nested
     # estimate of the whole selection (issue 18, item 4)

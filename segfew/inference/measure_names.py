@@ -1,0 +1,102 @@
+"""Measurement column names in words and units: the one mapping a person reads.
+
+:mod:`segfew.inference.measure` names its columns for machines (``LV_volume_ml_frame01``,
+``RV_to_LV_volume_ratio_frame02``, ``LV_ejection_fraction_frame01_frame02``); sheets,
+tables and reports show ``LV volume at frame01 (mL)`` instead. Structure names are the
+segmentation's label names (``label_names.json`` of ``segfew label``, or the pre-training
+spec); channel names are the case's channels (``--channels``), optionally shown under
+other names (``channel_words={"frame01": "ED", "frame02": "ES"}``: ACDC's first frame is
+end-diastole, its second end-systole). Units follow each measurement's definition in
+:mod:`segfew.inference.measure`; ejection fractions are shown in % (the stored value × 100).
+
+When the structures are those of cine cardiac MRI (RV, myocardium and LV, as ``segfew
+label --method cavities`` names them) and a case has two phases, the first is end-diastole
+and the second end-systole — the convention of the cavities labels (ED first) and of
+ACDC — so :func:`cine_channel_words` shows them as ED and ES.
+
+Example::
+
+    describe("LV_volume_ml_frame01", {"frame01": "ED"}).label   # 'LV volume at ED (mL)'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = ["KINDS", "Described", "cine_channel_words", "describe", "label"]
+
+#: measurement kind → (words, unit, factor from the stored value to the shown one)
+KINDS: dict[str, tuple[str, str, float]] = {
+    "ejection_fraction": ("ejection fraction", "%", 100.0),
+    "volume_ratio": ("volume ratio", "", 1.0),
+    "volume_ml": ("volume", "mL", 1.0),
+    "surface_mm2": ("surface area", "mm²", 1.0),
+    "area_mm2": ("area", "mm²", 1.0),
+    "perimeter_mm": ("perimeter", "mm", 1.0),
+    "sphericity": ("sphericity", "", 1.0),
+    "major_axis_mm": ("long axis length", "mm", 1.0),
+    "minor_axis_mm": ("short axis length", "mm", 1.0),
+    "solidity": ("solidity", "", 1.0),
+    "extent": ("extent", "", 1.0),
+    "thickness_mean_mm": ("mean thickness", "mm", 1.0),
+    "thickness_max_mm": ("maximum thickness", "mm", 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Described:
+    """A measurement in words: ``label`` (words and unit), ``unit``, and ``factor`` (shown
+    value = stored value × factor)."""
+
+    label: str
+    unit: str
+    factor: float
+
+
+def describe(name: str, channel_words: Mapping[str, str] | None = None) -> Described:
+    """Words and unit of a measurement column ``name`` (:mod:`segfew.inference.measure`).
+
+    ``channel_words`` renames channels (``frame01`` → ``ED``; to ``""``: not shown, as
+    for the one channel of a single-image case). The channel ``all`` (one label map of
+    every channel) is not shown. A name that is no known measurement is returned as it
+    is, without a unit.
+    """
+    words = dict(channel_words or {})
+
+    def ch(c: str) -> str:
+        return words.get(c, c)
+
+    for kind, (text, unit, factor) in KINDS.items():
+        marker = f"_{kind}_"
+        if marker not in name:
+            continue
+        structure, _, channels = name.partition(marker)
+        at = f" at {ch(channels)}" if ch(channels) and channels != "all" else ""
+        if kind == "volume_ratio":  # S_to_T_volume_ratio_c
+            a, _, b = structure.partition("_to_")
+            shown = f"{a}/{b} volume ratio{at}"
+        elif kind == "ejection_fraction":  # S_ejection_fraction_a_b
+            first, _, later = channels.partition("_")
+            shown = f"{structure} {text} ({ch(first)}→{ch(later)})"
+        else:
+            shown = f"{structure} {text}{at}"
+        return Described(f"{shown} ({unit})" if unit else shown, unit, factor)
+    return Described(name, "", 1.0)
+
+
+def label(name: str, channel_words: Mapping[str, str] | None = None) -> str:
+    """:func:`describe`'s label alone."""
+    return describe(name, channel_words).label
+
+
+#: the structures of cine cardiac MRI (``segfew.labelling.cavities.LABEL_NAMES``, background aside)
+CINE_STRUCTURES = frozenset({"RV", "myocardium", "LV"})
+
+
+def cine_channel_words(channels: Sequence[str], structures: Sequence[str]) -> dict[str, str]:
+    """``{first: "ED", second: "ES"}`` for two cine phases of the heart's structures
+    (module docstring); for a single image, its channel ``0`` unsaid; else no renaming."""
+    if len(channels) == 2 and set(structures) >= CINE_STRUCTURES:
+        return {channels[0]: "ED", channels[1]: "ES"}
+    return {} if len(channels) > 1 else {"0": ""}  # one image: its channel goes unsaid
