@@ -3,7 +3,7 @@
 Framework measures on a data set's own label maps (``--masks``), two ways on the same
 leak-free draws: **shape** — the shape measurements and the 7 candidates segfew had before
 the radiomics families — and **all** — every family and every candidate of
-``segfew.models.measures.CANDIDATES``. Each case is measured once; for every size and
+``segfew.models.measures_selection.CANDIDATES``. Each case is measured once; for every size and
 repetition, ``size`` patients per class are drawn (one case per patient) and the rest are
 the test set. Prints one Markdown row per size: test accuracy mean ± SD for both.
 
@@ -25,7 +25,7 @@ import numpy as np
 def main() -> None:
     from segfew.data import find_classification_cases
     from segfew.inference.masks import MaskMeasurer, mask_label_names
-    from segfew.models.measures import (
+    from segfew.models.measures_selection import (
         CANDIDATES,
         family_of,
         predict_proba,

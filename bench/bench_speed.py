@@ -326,7 +326,8 @@ def table_predict(device: torch.device, counts: list[int]) -> list[str]:
     """predict over synthetic 128² scans with the paper's 2D feature classifier."""
     import nibabel as nib
 
-    from segfew.inference.predictor import Predictor, predict_paths
+    from segfew.inference.paths import predict_paths
+    from segfew.inference.predictor import Predictor
     from segfew.inference.run import classify_probabilities
     from segfew.jobs.train_classifier import build_classifier
     from segfew.modelfile import Architecture, ModelMeta, save_model

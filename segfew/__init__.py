@@ -32,7 +32,7 @@ _PUBLIC = {
     "ExperimentSpec": "segfew.spec", "resolve_spec": "segfew.spec",
     "pretrain": "segfew.jobs.pretrain", "train_classifier": "segfew.jobs.train_classifier",
     "label_images": "segfew.jobs.label",
-    "Predictor": "segfew.inference.predictor", "predict_paths": "segfew.inference.predictor",
+    "Predictor": "segfew.inference.predictor", "predict_paths": "segfew.inference.paths",
 }
 
 __all__ = ["DataError", "DataWarning", "ModelFileError", "SegfewError", "SpecError",

@@ -225,8 +225,8 @@ def test_validation_accuracy_carries_its_interval_and_chance() -> None:
 
 
 def test_the_nested_estimate_warns_when_at_chance() -> None:
-    from segfew.inference.measure import describe_selection
-    from segfew.models.measures import CANDIDATES, nested_estimate
+    from segfew.inference.fit_measures import describe_selection
+    from segfew.models.measures_selection import CANDIDATES, nested_estimate
     from tests.models.test_models import _measurements
 
     x, y, names = _measurements(n_per_class=6)

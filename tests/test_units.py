@@ -127,7 +127,8 @@ def test_a_case_without_spacing_is_measured_in_voxels_end_to_end(
 
 
 def test_measures_refuses_a_training_set_mixing_ml_and_voxels(tmp_path: Path) -> None:
-    from segfew.inference.measure import Measurer, fit_measurement_classifier
+    from segfew.inference.fit_measures import fit_measurement_classifier
+    from segfew.inference.measure import Measurer
     from segfew.modelfile import load_model
     from tests.conftest import make_segmenter, scan
 

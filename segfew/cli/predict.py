@@ -83,7 +83,7 @@ def predict(
     The exit code is 1 when any case failed, after every row is written.
     """
     from segfew.cli.render import ProgressView
-    from segfew.inference.predictor import predict_paths
+    from segfew.inference.paths import predict_paths
     from segfew.runtime import set_threads
 
     overrides = {

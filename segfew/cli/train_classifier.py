@@ -140,7 +140,7 @@ def train_classifier(
 def trust_lines(metrics: dict[str, Any]) -> list[str]:
     """The validation accuracy with its interval and chance (fitted networks), or what the
     inner cross-validation of framework measures tried, chose and honestly estimates."""
-    from segfew.inference.measure import describe_selection
+    from segfew.inference.fit_measures import describe_selection
     from segfew.metrics import chance_words
 
     lines = describe_selection(metrics)

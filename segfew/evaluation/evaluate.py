@@ -337,13 +337,14 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     """
     from segfew.data import find_classification_cases, find_segmentation_cases, table_ids
     from segfew.inference.ensemble import open_models
-    from segfew.inference.masks import give_masks
+    from segfew.inference.masks import check_masks
 
     if isinstance(label_map, str):  # the test labels may lack a value the training maps held
         raise SpecError("--label-map consecutive is for pretrain; to evaluate, give the table "
                         "pretrain printed (OLD:NEW pairs, e.g. 2:1,41:2)")
     paths, predictors = open_models(_paths(model_path), device=device, batch_size=batch_size)
-    give_masks(predictors, masks)  # a classifier of another tool's label maps reads them
+    for p in predictors:  # a classifier of another tool's label maps reads them
+        p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
     meta = predictors[0].meta
     if channels is None and meta.channels:
         channels = list(meta.channels)

@@ -10,11 +10,8 @@ once as a list of blocks and rendered to both formats, so the two always say the
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ import numpy as np
 from segfew.evaluation.leakage import experiment_verdict
 from segfew.experiment.gallery import misclassified_sheets
 from segfew.experiment.protocol import FRAMEWORK_NAMES, load_spec
+from segfew.experiment.render import Block, html_page, markdown
 from segfew.experiment.results import (
     collect_results,
     summarise,
@@ -37,15 +35,6 @@ __all__ = ["write_report"]
 _METRIC_WORDS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
                  "kappa": "Cohen's kappa", "macro_f1": "Macro F1"}
 _BOOTSTRAP = 1000
-
-
-@dataclass
-class _Block:
-    kind: str  # "h1" | "h2" | "p" | "banner" | "list" | "table" | "image" | "code" (folded)
-    text: str = ""
-    items: Sequence[Any] = ()
-    header: Sequence[str] = ()
-    path: Path | None = None
 
 
 def framework_words(fw: str) -> str:
@@ -146,7 +135,7 @@ def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int]
             f"repetition, {repetitions} repetition{'s' if repetitions != 1 else ''} pooled.")
 
 
-def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
+def _blocks(run_dirs: Sequence[Path], out: Path) -> list[Block]:
     from segfew.evaluation.figures import plot_class_f1, plot_learning_curves
 
     spec = load_spec(run_dirs[0])
@@ -163,26 +152,26 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
         [t for t in results if t["framework"] == r["framework"] and int(t["size"]) == r["size"]],
         classes) for r in rows}
 
-    b: list[_Block] = [_Block("h1", f"Learning curves: classification from few labelled {unit}")]
+    b: list[Block] = [Block("h1", f"Learning curves: classification from few labelled {unit}")]
     alarm, verdict = experiment_verdict(data, unit)  # the first screen states it
-    b.append(_Block("banner" if alarm else "p", verdict))
-    b.append(_Block("p", _summary(points, spec.sizes, unit, spec.repetitions)))
+    b.append(Block("banner" if alarm else "p", verdict))
+    b.append(Block("p", _summary(points, spec.sizes, unit, spec.repetitions)))
     test_words = ("a fixed test set" if spec.test == "fixed" else
                   f"the {unit} not used for training (a new random split each repetition)")
-    b.append(_Block("p", (
+    b.append(Block("p", (
         f"Each method was trained with {', '.join(map(str, spec.sizes))} labelled {unit} "
         f"per class, {spec.repetitions} times with a different random choice of {unit}, "
         f"and scored on {test_words}. Within a repetition every method saw exactly the same "
         f"{unit}. Points show the mean over repetitions; bars show one standard deviation; "
         "intervals in brackets are 95% bootstrap intervals over the pooled test predictions.")))
-    b.append(_Block("p", (
+    b.append(Block("p", (
         f"Tasks: {len(status.finished)} of {status.total} finished, {len(status.failed)} "
         f"failed, {len(status.missing)} not run yet.")))
-    b.append(_Block("list", items=[f"{fw}: {framework_words(fw)}" for fw in spec.frameworks]))
+    b.append(Block("list", items=[f"{fw}: {framework_words(fw)}" for fw in spec.frameworks]))
 
     if rows:
         chance = 1.0 / len(classes) if classes else None
-        b.append(_Block("h2", "Learning curves"))
+        b.append(Block("h2", "Learning curves"))
         plots = [
             ("accuracy", "accuracy.png", f"Accuracy against the number of labelled {unit}",
              f"accuracy (share of test {unit} right)", chance),
@@ -192,56 +181,56 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[_Block]:
         for metric, name, title, ylabel, ch in plots:
             path = plot_learning_curves(rows, metric, out / name, title=title, ylabel=ylabel,
                                         xlabel=xlabel, words=FRAMEWORK_NAMES, chance=ch)
-            b.append(_Block("image", title, path=path))
+            b.append(Block("image", title, path=path))
         if classes:
             path = plot_class_f1(rows, classes, out / "f1_per_class.png", xlabel=xlabel,
                                  words=FRAMEWORK_NAMES)
-            b.append(_Block("image", "F1 score of each class", path=path))
+            b.append(Block("image", "F1 score of each class", path=path))
 
-        b.append(_Block("h2", "Results (mean ± standard deviation over repetitions)"))
-        b.append(_Block("table", header=["method", f"{unit} per class", "repetitions",
+        b.append(Block("h2", "Results (mean ± standard deviation over repetitions)"))
+        b.append(Block("table", header=["method", f"{unit} per class", "repetitions",
                                          *_METRIC_WORDS.values(), "accuracy, pooled [95% CI]",
                                          "test cases, pooled"],
                         items=[[r["framework"], str(r["size"]), str(r["repetitions"]),
                                 *(_ms(r[m]) for m in _METRIC_WORDS),
                                 _ci(points[(r["framework"], r["size"])]),
                                 str(points[(r["framework"], r["size"])]["n"])] for r in rows]))
-        b.append(_Block("h2", "F1 score per class"))
-        b.append(_Block("table", header=["method", f"{unit} per class", *classes],
+        b.append(Block("h2", "F1 score per class"))
+        b.append(Block("table", header=["method", f"{unit} per class", *classes],
                         items=[[r["framework"], str(r["size"]),
                                 *(_ms(r["f1"].get(c)) for c in classes)] for r in rows]))
         b += _best_confusion(results, points, classes, out)
         sheets = misclassified_sheets(run_dirs, results, points, spec, out / "misclassified")
-        b += [_Block("h2", "Misclassified test cases of the best method")] if sheets else []
-        b += [_Block("image", caption, path=png) for caption, png in sheets]
+        b += [Block("h2", "Misclassified test cases of the best method")] if sheets else []
+        b += [Block("image", caption, path=png) for caption, png in sheets]
         b += measurement_blocks(results, unit)
     else:
-        b.append(_Block("p", "No task has finished yet, so there is nothing to plot."))
+        b.append(Block("p", "No task has finished yet, so there is nothing to plot."))
     b += _example_blocks(spec, classes, out)
 
     b += _data_blocks(data)
     if status.failed:
-        b.append(_Block("h2", "Failed tasks"))
-        b.append(_Block("list", items=[f"{k}: {e}" for k, e in status.failed.items()]))
+        b.append(Block("h2", "Failed tasks"))
+        b.append(Block("list", items=[f"{k}: {e}" for k, e in status.failed.items()]))
 
-    b.append(_Block("h2", "Settings"))
-    b.append(_Block("code", json.dumps(spec.model_dump(mode="json"), indent=2),
+    b.append(Block("h2", "Settings"))
+    b.append(Block("code", json.dumps(spec.model_dump(mode="json"), indent=2),
                     header=["the experiment's settings (JSON)"]))
     info = _run_info(run_dirs)
     versions = info.get("versions") or {}
-    b.append(_Block("h2", "Software"))
+    b.append(Block("h2", "Software"))
     if versions:
-        b.append(_Block("table", header=["software", "version"],
+        b.append(Block("table", header=["software", "version"],
                         items=[[k, str(v)] for k, v in versions.items()]))
     extra = [f"{k}: {info[k]}" for k in ("platform", "created", "command") if info.get(k)]
     extra.append("run folders: " + ", ".join(str(d) for d in run_dirs))
-    b.append(_Block("list", items=extra))
+    b.append(Block("list", items=extra))
     return b
 
 
 def _best_confusion(results: Sequence[dict[str, Any]],
                     points: dict[tuple[str, int], dict[str, Any]], classes: Sequence[str],
-                    out: Path) -> list[_Block]:
+                    out: Path) -> list[Block]:
     """The confusion matrix of the best framework at the largest size, summed over its
     repetitions."""
     from segfew.metrics import plot_confusion_matrix
@@ -256,11 +245,11 @@ def _best_confusion(results: Sequence[dict[str, Any]],
                         and int(r["size"]) == largest], classes)
     title = f"{fw}, {largest} per class, all repetitions"
     path = plot_confusion_matrix(total, classes, out / "confusion_best.png", title=title)
-    return [_Block("h2", f"Confusion matrix of the best method ({fw}, {largest} per class)"),
-            _Block("image", f"Confusion matrix: {title}", path=path)]
+    return [Block("h2", f"Confusion matrix of the best method ({fw}, {largest} per class)"),
+            Block("image", f"Confusion matrix: {title}", path=path)]
 
 
-def _example_blocks(spec: Any, classes: Sequence[str], out: Path) -> list[_Block]:
+def _example_blocks(spec: Any, classes: Sequence[str], out: Path) -> list[Block]:
     """One image per class with the segmentation network's labels over it; nothing when the
     experiment has no segmentation model or it cannot be read here."""
     from segfew.errors import SegfewError
@@ -285,14 +274,14 @@ def _example_blocks(spec: Any, classes: Sequence[str], out: Path) -> list[_Block
             examples.append((f"{name}: {one.id}", reference.array, labels))
         path = plot_examples(examples, out / "examples.png", len(predictor.meta.classes))
     except (SegfewError, OSError) as e:
-        return [_Block("p", f"(No example images: {e})")]
-    return [_Block("h2", "Example images"),
-            _Block("p", f"The first case of each class, segmented by {Path(model).name}."),
-            _Block("image", "One example image per class with its segmentation", path=path)]
+        return [Block("p", f"(No example images: {e})")]
+    return [Block("h2", "Example images"),
+            Block("p", f"The first case of each class, segmented by {Path(model).name}."),
+            Block("image", "One example image per class with its segmentation", path=path)]
 
 
 def measurement_blocks(results: Sequence[dict[str, Any]], unit: str = "cases"
-                       ) -> list[_Block]:
+                       ) -> list[Block]:
     """The measurements the measures classifiers leaned on, over every task that has them:
     mean importance (a task's importances sum to 1) and in how many tasks each was among
     the ten largest; which model the inner cross-validation chose how often; and its inner
@@ -311,17 +300,17 @@ def measurement_blocks(results: Sequence[dict[str, Any]], unit: str = "cases"
     chosen: dict[str, int] = {}
     for r in tasks:
         chosen[str(r.get("measures_model"))] = chosen.get(str(r.get("measures_model")), 0) + 1
-    b = [_Block("h2", "Measurements behind the measures classifiers"),
-         _Block("table", header=["measurement", "mean importance", "tasks in its top ten"],
+    b = [Block("h2", "Measurements behind the measures classifiers"),
+         Block("table", header=["measurement", "mean importance", "tasks in its top ten"],
                 items=[[label(n), f"{weight[n]:.3f}", f"{count[n]} of {len(tasks)}"] for n in top]),
-         _Block("list", items=[f"{m}: chosen in {k} of {len(tasks)} tasks"
+         Block("list", items=[f"{m}: chosen in {k} of {len(tasks)} tasks"
                                for m, k in sorted(chosen.items(), key=lambda kv: -kv[1])])]
     rows = summarise_selection(tasks)
     if rows:
-        b.append(_Block("p", "The inner cross-validation keeps the best of several noisy "
+        b.append(Block("p", "The inner cross-validation keeps the best of several noisy "
                              "scores, which is biased upward; the nested estimate repeats the "
                              "whole selection in outer folds of the training cases."))
-        b.append(_Block("table", header=[
+        b.append(Block("table", header=[
             f"{unit} per class", "tasks", "chosen model's inner balanced accuracy",
             "nested estimate", "test balanced accuracy", "nested estimate at chance"], items=[
             [str(r["size"]), str(r["tasks"]),
@@ -330,7 +319,7 @@ def measurement_blocks(results: Sequence[dict[str, Any]], unit: str = "cases"
     return b
 
 
-def _data_blocks(data: dict[str, Any]) -> list[_Block]:
+def _data_blocks(data: dict[str, Any]) -> list[Block]:
     if not data:
         return []
     classes = list(data.get("classes") or [])
@@ -355,86 +344,10 @@ def _data_blocks(data: dict[str, Any]) -> list[_Block]:
             row += [str(t.get(c, 0)) for t in by_rep.values()]
         items.append(row)
     where = ("a fixed test set" if fixed else "random test sets drawn per repetition")
-    return [_Block("h2", "Data"),
-            _Block("p", f"{data.get('cases', 0)} labelled cases in {len(classes)} classes "
+    return [Block("h2", "Data"),
+            Block("p", f"{data.get('cases', 0)} labelled cases in {len(classes)} classes "
                         f"available for training; {where}."),
-            _Block("table", header=header, items=items)]
-
-
-# ---------------------------------------------------------------- rendering
-
-
-def _markdown(blocks: Sequence[_Block], out: Path) -> str:
-    def cell(s: str) -> str:
-        return str(s).replace("|", "\\|").replace("\n", " ")
-
-    lines: list[str] = []
-    for b in blocks:
-        if b.kind == "h1":
-            lines += [f"# {b.text}", ""]
-        elif b.kind == "h2":
-            lines += [f"## {b.text}", ""]
-        elif b.kind == "p":
-            lines += [b.text, ""]
-        elif b.kind == "banner":
-            lines += [f"> **{b.text}**", ""]
-        elif b.kind == "list":
-            lines += [f"- {cell(i)}" for i in b.items] + [""]
-        elif b.kind == "table":
-            lines.append("| " + " | ".join(cell(h) for h in b.header) + " |")
-            lines.append("|" + "|".join("---" for _ in b.header) + "|")
-            lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in b.items]
-            lines.append("")
-        elif b.kind == "image" and b.path is not None:
-            lines += [f"![{b.text}]({b.path.relative_to(out).as_posix()})", ""]
-        elif b.kind == "code":  # collapsed: GitHub and most viewers fold <details>
-            summary = b.header[0] if b.header else "details"
-            lines += [f"<details><summary>{summary}</summary>", "", "```json", b.text, "```",
-                      "", "</details>", ""]
-    return "\n".join(lines)
-
-
-_CSS = """
-body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:980px;
-margin:2em auto;padding:0 1em;color:#1b1b1b;line-height:1.45}
-h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#f2f2f2}
-img{max-width:100%;height:auto;display:block;margin:.8em 0}
-pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.85em}
-.banner{background:#fdecea;border:2px solid #c62828;color:#8e0000;padding:.8em 1em}
-"""
-
-
-def _html(blocks: Sequence[_Block]) -> str:
-    e = html.escape
-    title = next((b.text for b in blocks if b.kind == "h1"), "segfew report")
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"]
-    for b in blocks:
-        if b.kind in ("h1", "h2"):
-            parts.append(f"<{b.kind}>{e(b.text)}</{b.kind}>")
-        elif b.kind == "p":
-            parts.append(f"<p>{e(b.text)}</p>")
-        elif b.kind == "banner":
-            parts.append(f'<p class="banner"><strong>{e(b.text)}</strong></p>')
-        elif b.kind == "list":
-            parts.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in b.items) + "</ul>")
-        elif b.kind == "table":
-            head = "".join(f"<th>{e(h)}</th>" for h in b.header)
-            body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>"
-                           for row in b.items)
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif b.kind == "image" and b.path is not None:
-            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
-            parts.append(f'<img alt="{e(b.text)}" src="data:image/png;base64,{data}">')
-        elif b.kind == "code":
-            summary = e(b.header[0]) if b.header else "details"
-            parts.append(f"<details><summary>{summary}</summary>"
-                         f"<pre><code>{e(b.text)}</code></pre></details>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+            Block("table", header=header, items=items)]
 
 
 def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> tuple[Path, Path]:
@@ -452,6 +365,6 @@ def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> tuple[Pat
     out.mkdir(parents=True, exist_ok=True)
     blocks = _blocks(dirs, out)
     md, page = out / "report.md", out / "report.html"
-    write_text(md, _markdown(blocks, out))
-    write_text(page, _html(blocks))
+    write_text(md, markdown(blocks, out))
+    write_text(page, html_page(blocks))
     return md, page

@@ -22,7 +22,6 @@ from segfew.errors import DataError
 
 if TYPE_CHECKING:
     from segfew.data import Case
-    from segfew.inference.predictor import Predictor
 
 __all__ = ["EXTERNAL", "NAMES_FILE", "MaskMeasurer", "check_masks", "external_structures",
            "mask_label_names"]
@@ -78,13 +77,6 @@ def check_masks(source: Mapping[str, Any] | None, masks: Path | None, model: Pat
     return masks
 
 
-def give_masks(predictors: Sequence[Predictor], masks: Path | None) -> None:
-    """Hand ``masks`` (``--masks``) to each :class:`segfew.inference.predictor.Predictor`,
-    checked by :func:`check_masks` before any case is read."""
-    for p in predictors:
-        p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
-
-
 class MaskMeasurer:
     """Measurements of each case's label maps in ``masks`` (cached per case).
 
@@ -105,11 +97,11 @@ class MaskMeasurer:
         self._done: dict[tuple[str, ...], dict[str, float]] = {}
 
     @classmethod
-    def for_model(cls, predictor: Predictor) -> MaskMeasurer:
-        """The measurer of a :class:`segfew.inference.predictor.Predictor` of a classifier
-        trained with ``--masks``, reading its ``masks`` (:func:`check_masks`)."""
-        source = predictor.meta.feature_source
-        masks = check_masks(source, predictor.masks, predictor.model_path)
+    def for_model(cls, source: Mapping[str, Any] | None, masks: Path | None, model: Path
+                  ) -> MaskMeasurer:
+        """The measurer of the classifier in ``model``, trained with ``--masks`` (its
+        ``feature_source`` is ``source``), reading ``masks`` (:func:`check_masks`)."""
+        masks = check_masks(source, masks, model)
         assert masks is not None
         return cls(masks, external_structures(source) or {})
 
@@ -140,9 +132,9 @@ class MaskMeasurer:
         maps = [lab.array for lab in labels]
         if len(maps) == 1 and len(images) > 1:  # one map for the case: each channel's
             maps = maps * len(images)
-        spacing = images[0].spacing
-        axis = stack_axis(images[0].shape, spacing)
+        axis = stack_axis(images[0].shape, images[0].spacing)
         axis = -1 if axis is None else axis
+        spacing = images[0].spacing if images[0].spacing_known else None  # else: voxels
         names = case.channel_names
         out = measure_case(maps, [spacing] * len(maps), self.structures, names, axis)
         return out | image_measurements([im.array for im in images], names, maps, spacing,

@@ -46,7 +46,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from segfew.data import Case
-    from segfew.inference.masks import MaskMeasurer
     from segfew.preprocess.grid import Preprocessing
     from segfew.runtime import Plan
 
@@ -55,7 +54,6 @@ __all__ = [
     "case_label_maps",
     "case_measurements",
     "channel_measurements",
-    "fit_measurement_classifier",
     "fitted_names",
     "is_cavity",
     "keep_largest_component",
@@ -283,7 +281,7 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
     first). A one-channel network segments each channel of the case on its own (cine MRI:
     each phase), and the measurements are named by the case's channel names; a network
     taking every channel at once gives one label map, named ``all``. Each label map is
-    brought back to the source grid (:func:`segfew.inference.predictor.segment_on_source`),
+    brought back to the source grid (:func:`segfew.inference.run.segment_on_source`),
     optionally
     reduced to the largest connected component per structure, then measured with the
     image's voxel spacing (:func:`measure_case`) and on each channel's intensities
@@ -314,7 +312,7 @@ def case_label_maps(model: Any, cfg: Preprocessing, label_names: Sequence[str], 
     case's channel images as read, one int16 label map on the source grid per channel
     (one for every channel together, named ``all``, with a multi-channel network)."""
     from segfew.data.read import read_case
-    from segfew.inference.predictor import segment_on_source
+    from segfew.inference.run import segment_on_source
     from segfew.preprocess.grid import preprocess_image
 
     images, _ = read_case(case)
@@ -358,79 +356,6 @@ class Measurer:
     def names(self, case: Case) -> list[str]:
         """The measurement names of ``case`` (every case of a data set has the same)."""
         return list(self(case))
-
-
-def fit_measurement_classifier(measurer: Measurer | MaskMeasurer, cases: Sequence[Case],
-                               targets: Sequence[int], num_classes: int, seed: int = 0
-                               ) -> tuple[Any, dict[str, Any]]:
-    """Measure the training ``cases`` and fit the classifier (framework MEASURES).
-
-    Every case must give the first case's measurements (a set mixing files with and without
-    a real spacing is a DataError, not NaN). The model is chosen by cross-validation
-    inside these cases only
-    (:func:`segfew.models.measures.select_classifier`). Returns the
-    :class:`segfew.models.measures.MeasurementClassifier` and what the model file records:
-    its constructor arguments (``args``) and ``metrics`` (chosen model, every candidate's
-    inner balanced accuracy with its 95% interval — ``measures_selection`` —, the nested
-    estimate of the whole selection — ``measures_nested``, None with under 2 cases in a
-    class —, temperature, and the ten measurements it leans on most with the training
-    cases' values per class, ``by_class``: what a case is shown against).
-    """
-    from segfew.models.measures import MeasurementClassifier, nested_estimate, select_classifier
-
-    rows = [measurer(c) for c in cases]
-    names = list(rows[0])
-    for case, row in zip(cases, rows, strict=True):  # e.g. one case in mL, another in voxels
-        fitted_names(names, row, case)
-    x = np.array([[row.get(n, NAN) for n in names] for row in rows], dtype=np.float64)
-    choice = select_classifier(x, np.asarray(targets), names, num_classes, seed=seed)
-    args: dict[str, Any] = {"feature_names": names, "num_classes": num_classes,
-                            **choice.shape_args, "in_channels": len(cases[0].images),
-                            "tta": measurer.tta}
-    model = MeasurementClassifier(measurer.model, **args)
-    model.load_choice(choice)
-    importance = choice.importance if choice.importance is not None else np.zeros(len(names))
-    y = np.asarray(targets)
-    top = [{"measurement": names[i], "importance": float(importance[i]),
-            "by_class": [[None if math.isnan(v) else float(f"{v:.4g}") for v in x[y == k, i]]
-                         for k in range(num_classes)]}
-           for i in np.argsort(-importance)[:10] if importance[i] > 0]
-    selection = [{"candidate": label, **score, "chosen": label == choice.candidate.label}
-                 for label, score in choice.cv_summary.items()]
-    metrics = {"measures_model": choice.candidate.label, "measures_cv_accuracy": choice.cv_scores,
-               "measures_selection": selection,
-               "measures_nested": nested_estimate(x, np.asarray(targets), names, num_classes,
-                                                  seed=seed),
-               "measures_temperature": choice.temperature, "top_measurements": top}
-    return model, {"args": args, "metrics": metrics}
-
-
-def describe_selection(metrics: Mapping[str, Any]) -> list[str]:
-    """What a measures model file's ``metrics`` say of its selection, one line each: every
-    candidate with its inner balanced accuracy and 95% interval (the chosen one marked),
-    then the nested estimate — with a warning when it is not above chance."""
-    def score(entry: Mapping[str, Any]) -> str:
-        value, ci = entry.get("balanced_accuracy"), entry.get("ci")
-        text = "—" if value is None else f"{value:.2f}"
-        return text + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-
-    lines = [f"{'→' if e.get('chosen') else ' '} {e['candidate']}: inner balanced accuracy "
-             f"{score(e)}" for e in metrics.get("measures_selection") or []]
-    nested = metrics.get("measures_nested")
-    if not lines:
-        return [f"chosen: {metrics.get('measures_model')} (too few cases per class for an "
-                "inner cross-validation)"] if metrics.get("measures_model") else []
-    if nested is None:
-        lines.append("nested estimate: none (too few cases per class)")
-        return lines
-    lines.append(f"nested estimate of the whole selection ({nested['folds']} outer folds, "
-                 f"{nested['n']} cases): balanced accuracy {score(nested)}; the chosen "
-                 "model's inner score above is optimistic")
-    if nested.get("distinguishable_from_chance") is not True:
-        lines.append(f"WARNING: the nested estimate is not above chance "
-                     f"({nested['chance_rate']:.2f}): these measurements may not tell the "
-                     "classes apart with this few cases")
-    return lines
 
 
 def write_measurements_csv(path: Path, rows: Sequence[tuple[str, Mapping[str, float] | None]]

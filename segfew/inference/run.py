@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,8 +21,11 @@ from torch.utils.data import DataLoader, Dataset
 from segfew.errors import DataError, SegfewError
 from segfew.runtime import Plan
 
+if TYPE_CHECKING:
+    from segfew.preprocess.grid import Preprocessing
+
 __all__ = ["TTA_SHIFTS", "classify_probabilities", "default_workers", "network_dim",
-           "predict_batches", "read_ahead", "segment_probabilities"]
+           "predict_batches", "read_ahead", "segment_on_source", "segment_probabilities"]
 
 
 def network_dim(model: Any) -> int:
@@ -200,3 +203,23 @@ def default_workers() -> int:
     parallel regions then wait for the pre-empted one (docs/benchmarks.md, predict)."""
     cores = os.cpu_count() or 1
     return 0 if cores <= 2 else min(4, cores - 1)
+
+
+def segment_on_source(model: Any, image: np.ndarray, source_shape: tuple[int, ...],
+                      cfg: Preprocessing, device: Any, batch_size: int = 8,
+                      plan: Plan | None = None, tta: bool = False,
+                      spacing: Sequence[float] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Label map (int16, ``source_shape``) and probabilities ``(L, *source_shape)`` float32.
+
+    ``image`` is pre-processed ``(C, *grid)`` by ``cfg`` from a source of voxel ``spacing``;
+    the softmax is mapped back onto the source grid linearly before the arg-max, so
+    boundaries are as fine as the source's.
+    ``tta``: test-time augmentation (:func:`segfew.inference.run.segment_probabilities`).
+    """
+    from segfew.preprocess.grid import restore
+
+    proba = segment_probabilities(model, image, device, batch_size, plan, tta)
+    restored = np.asarray(restore(proba, tuple(source_shape), cfg, 1, spacing),
+                          dtype=np.float32)
+    return np.argmax(restored, axis=0).astype(np.int16), restored

@@ -330,8 +330,9 @@ def _train_classifier(
         warnings.simplefilter("ignore", UserWarning)  # absent classes are reported below
         weights = label_weights(counts)
     if framework(spec.framework).network == "measurement_classifier":  # closed form, inner CV
+        from segfew.inference.fit_measures import fit_measurement_classifier
         from segfew.inference.masks import MaskMeasurer, mask_label_names
-        from segfew.inference.measure import Measurer, fit_measurement_classifier
+        from segfew.inference.measure import Measurer
         from segfew.modelfile import load_model
 
         used: Measurer | MaskMeasurer

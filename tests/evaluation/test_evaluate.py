@@ -118,7 +118,7 @@ def test_segmentation_dice_is_scored_on_the_source_grid(
         tmp_path: Path, rng: np.random.Generator) -> None:
     from segfew.data import find_segmentation_cases
     from segfew.evaluation.evaluate import evaluate_segmentation
-    from segfew.inference.predictor import predict_paths
+    from segfew.inference.paths import predict_paths
 
     model = make_segmenter(tmp_path / "seg.pt")
     images, labels = tmp_path / "images", tmp_path / "labels"

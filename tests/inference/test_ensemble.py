@@ -42,7 +42,7 @@ def probabilities(rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
 
 def test_an_ensemble_averages_its_models_and_flags_unsure_cases(
         two_classifiers: list[Path], folder: Path, tmp_path: Path) -> None:
-    from segfew.inference.predictor import predict_paths
+    from segfew.inference.paths import predict_paths
 
     single = [probabilities(read_csv(predict_paths(m, [folder], tmp_path / f"{i}.csv",
                                                    device="cpu")[0]))
@@ -68,7 +68,7 @@ def test_an_ensemble_averages_its_models_and_flags_unsure_cases(
 def test_an_ensemble_refuses_other_classes_and_segmentation_models(
         two_classifiers: list[Path], folder: Path, tmp_path: Path) -> None:
     from segfew.errors import DataError
-    from segfew.inference.predictor import predict_paths
+    from segfew.inference.paths import predict_paths
     from segfew.modelfile import load_model, save_model
 
     model, meta = load_model(two_classifiers[1])

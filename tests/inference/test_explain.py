@@ -41,7 +41,7 @@ def _index_rows(index: Path) -> list[tuple[str, float, str]]:
 
 def test_a_sheet_for_each_good_case_none_for_a_failed_one_and_an_index_by_confidence(
         scans: Path, tmp_path: Path) -> None:
-    from segfew.inference.predictor import predict_paths
+    from segfew.inference.paths import predict_paths
 
     model = make_classifier(tmp_path / "clf.pt")
     out, failed = predict_paths(model, [scans], tmp_path / "p.csv", device="cpu", workers=0,
@@ -65,7 +65,7 @@ def test_a_sheet_that_fails_to_draw_leaves_no_file_and_an_error_row(
         scans: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from matplotlib.figure import Figure
 
-    from segfew.inference.predictor import predict_paths
+    from segfew.inference.paths import predict_paths
 
     def broken(self: Figure, fname: Any, **kwargs: Any) -> None:
         Path(fname).write_bytes(b"\x89PNG half")  # a partial write, then the disk is full
@@ -84,7 +84,7 @@ def test_a_sheet_that_fails_to_draw_leaves_no_file_and_an_error_row(
 def test_explain_refuses_a_segmentation_model_before_any_work(tmp_path: Path,
                                                                scans: Path) -> None:
     from segfew.errors import DataError
-    from segfew.inference.predictor import predict_paths
+    from segfew.inference.paths import predict_paths
     from tests.conftest import make_segmenter
 
     with pytest.raises(DataError, match="segmentation model"):
@@ -188,7 +188,8 @@ def test_grad_cam_reaches_a_frozen_feature_network_for_every_pooling() -> None:
 
 def _measures_model(model: str, rng: np.random.Generator) -> tuple[Any, np.ndarray]:
     from segfew.models import MNet
-    from segfew.models.measures import Candidate, MeasurementClassifier, _fit, transform
+    from segfew.models.measures import MeasurementClassifier
+    from segfew.models.measures_selection import Candidate, _fit, transform
 
     names = ["LV_volume_ml_ED", "LV_volume_ml_ES", "RV_to_LV_volume_ratio_ED",
              "LV_ejection_fraction_ED_ES"]

@@ -108,7 +108,7 @@ def _families_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def test_the_inner_cross_validation_chooses_the_family_that_tells_the_classes_apart() -> None:
-    from segfew.models.measures import family_of, select_classifier
+    from segfew.models.measures_selection import family_of, select_classifier
 
     x, y, names = _families_data()
     choice = select_classifier(x, y, names, num_classes=2, seed=0)
@@ -122,7 +122,7 @@ def test_selection_inside_the_folds_never_sees_a_held_out_row(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """``top`` narrows the columns inside each fit, on that fit's rows: a column that
     separates the classes only among the held-out rows is never the one chosen."""
-    from segfew.models import measures
+    from segfew.models import measures_selection as measures
 
     x, y, names = _families_data()
     held_out = np.arange(12) % 3 == 0
@@ -138,17 +138,17 @@ def test_an_experiment_measures_given_masks_and_never_fits_on_its_test_cases(
         phantoms: Path, masks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The learning curve of measures on another tool's masks: no network anywhere, each
     task's classifier (family choice included) fitted on its training side only."""
-    import segfew.inference.measure
+    import segfew.inference.fit_measures
 
     fitted: list[set[str]] = []
-    real = segfew.inference.measure.fit_measurement_classifier
+    real = segfew.inference.fit_measures.fit_measurement_classifier
 
     def spy(measurer, cases, *args, **kw):  # type: ignore[no-untyped-def]
         fitted.append({c.id for c in cases})
         assert measurer.model is None  # measured from the masks, nothing segments
         return real(measurer, cases, *args, **kw)
 
-    monkeypatch.setattr(segfew.inference.measure, "fit_measurement_classifier", spy)
+    monkeypatch.setattr(segfew.inference.fit_measures, "fit_measurement_classifier", spy)
     spec = tmp_path / "curve.toml"
     spec.write_text('sizes = [2]\nrepetitions = 2\nframeworks = ["measures"]\nbootstrap = 10\n')
     out = tmp_path / "run"

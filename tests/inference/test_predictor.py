@@ -75,7 +75,7 @@ def test_predict_cli_writes_a_row_per_file_and_fails_on_bad_files(
 
 def test_a_named_file_of_unsupported_format_gets_an_error_row(
         classifier: Path, scans: Path, tmp_path: Path) -> None:
-    from segfew.inference.predictor import predict_paths
+    from segfew.inference.paths import predict_paths
 
     odd = tmp_path / "scan.xyz"
     odd.write_bytes(b"\x00" * 64)
@@ -185,7 +185,7 @@ def test_a_2d_network_segments_a_stack_stored_with_its_slices_on_any_axis(
         tmp_path: Path, rng: np.random.Generator) -> None:
     # The same short-axis stack, once with its slices along z and once along x (an oblique
     # series after RAS reorientation): the network sees the same slices, the maps agree.
-    from segfew.inference.predictor import predict_paths
+    from segfew.inference.paths import predict_paths
 
     model = make_segmenter(tmp_path / "seg.pt")
     stack = scan(rng, (20, 24, 5))
@@ -202,7 +202,7 @@ def test_a_2d_network_segments_a_stack_stored_with_its_slices_on_any_axis(
 
 def test_segmenting_a_folder_with_workers_keeps_every_good_case(
         tmp_path: Path, rng: np.random.Generator) -> None:
-    from segfew.inference.predictor import predict_paths
+    from segfew.inference.paths import predict_paths
 
     model = make_segmenter(tmp_path / "seg.pt")
     for name in ("a", "c"):
@@ -302,7 +302,8 @@ def test_predict_refuses_outputs_that_would_clobber_or_feed_back(
 
 def test_running_out_of_memory_on_one_case_is_its_error_row(
         tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
-    from segfew.inference.predictor import Predictor, predict_paths
+    from segfew.inference.paths import predict_paths
+    from segfew.inference.predictor import Predictor
 
     folder = tmp_path / "scans"
     for name in ("a", "big", "c"):

@@ -102,7 +102,7 @@ def test_an_absent_structure_gives_nan_and_the_same_names() -> None:
 
 
 def test_the_families_are_those_the_measures_selection_knows() -> None:
-    from segfew.models.measures import FAMILIES, family_of, subset_mask
+    from segfew.models.measures_selection import FAMILIES, family_of, subset_mask
 
     assert FAMILIES[1:] == r.FAMILIES
     names = ["tumour_volume_ml_0", "tumour_intensity_mean_0",

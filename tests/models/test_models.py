@@ -523,7 +523,12 @@ def _measurements(n_per_class: int = 6, seed: int = 0
 
 def test_measurement_classifier_matches_its_fitted_choice_and_is_calibrated() -> None:
     from segfew.models import MeasurementClassifier
-    from segfew.models.measures import CANDIDATES, predict_proba, select_classifier, transform
+    from segfew.models.measures_selection import (
+        CANDIDATES,
+        predict_proba,
+        select_classifier,
+        transform,
+    )
 
     x, y, names = _measurements()
     seg = MNet(2, 1, 3, n_s=2)

@@ -1,0 +1,133 @@
+"""``predict_paths``: every case under some files and folders through one model (or an
+ensemble of classifiers), one row per case, written as the batch goes; a bad case is an error
+row and never stops the batch.
+
+Example::
+
+    from segfew.inference.paths import predict_paths
+    out, n_failed = predict_paths("clf.pt", [Path("scans/")], Path("predictions.csv"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from segfew.errors import DataError
+from segfew.files import check_output, write_rows_csv
+from segfew.inference.batch import (
+    CASE_ERRORS,
+    case_path,
+    one_line,
+    progress_counter,
+    write_predictions_csv,
+)
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+__all__ = ["predict_paths"]
+
+
+
+def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequence[Path],
+                  out: str | Path, *, recursive: bool = False,
+                  channels: Sequence[str] | None = None, device: str = "auto",
+                  batch_size: int = 8, precision: str = "auto", workers: int | None = None,
+                  progress: Callable[[int, int], None] | None = None,
+                  probabilities: bool = False, min_confidence: float = 0.5, tta: bool = False,
+                  run_spec: BaseModel | dict[str, Any] | None = None,
+                  masks: Path | None = None, explain: str | Path | None = None
+                  ) -> tuple[Path, int]:
+    """Predict every case under ``inputs`` and write the results; returns ``(out, n_failed)``.
+
+    Classifier: ``out`` is a CSV with one row per case (``id, path, predicted, p_<class>...,
+    confidence, low_confidence, status, error``; below ``min_confidence`` a case is flagged);
+    several classifier files (same classes) predict as one ensemble
+    (:mod:`segfew.inference.ensemble`).
+    A measures classifier also writes ``<out stem>.measurements.csv`` (every case's named
+    measurements). Segmentation model: ``out`` is a folder of ``<id>_seg.nii.gz`` label
+    maps in the source geometry (test-time augmented with ``tta``; and ``<id>_prob.nii.gz``
+    with ``probabilities``) plus ``predictions.csv`` (``id, path, output, status, error``).
+    Cases are built with the model's channel suffixes unless ``channels`` overrides them.
+    ``progress(done, total)`` is called as cases finish. ``explain`` (one classifier file): a
+    folder for one evidence sheet per case and ``index.html`` (:mod:`segfew.inference.explain`).
+
+    Beside the outputs goes a run record (:func:`segfew.runinfo.write_run_info`) holding
+    ``run_spec`` (e.g. the resolved :class:`segfew.spec.PredictSpec`; default: these
+    arguments), versions and a manifest of the inputs: ``<out stem>.run.json`` next to a
+    classifier's CSV, ``run.json`` in a segmentation model's folder.
+    """
+    from segfew.data import collect_cases
+    from segfew.data.read import warn_placeholder_spacing
+    from segfew.inference.ensemble import classify_all, open_models
+    from segfew.inference.masks import check_masks
+    from segfew.inference.run import read_ahead
+    from segfew.runinfo import write_run_info
+
+    models, predictors = open_models(model_path, device=device, batch_size=batch_size,
+                                     precision=precision, workers=workers, tta=tta)
+    predictor = predictors[0]
+    for p in predictors:  # a classifier of another tool's label maps reads them
+        p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
+    spec = run_spec if run_spec is not None else {
+        "task": "predict", "model": [str(m) for m in models], "inputs": [str(p) for p in inputs],
+        "recursive": recursive, "channels": list(channels) if channels else None,
+        "device": str(predictor.device), "precision": precision, "batch_size": batch_size,
+        "workers": workers, "probabilities": probabilities, "min_confidence": min_confidence,
+        "tta": tta, "explain": str(explain) if explain else None}
+    meta = predictor.meta
+    if channels is None and meta.channels:
+        channels = list(meta.channels)
+    cases = collect_cases([Path(p) for p in inputs], recursive=recursive, channels=channels)
+    if not cases:
+        raise DataError("no images found in " + ", ".join(str(p) for p in inputs))
+    warn_placeholder_spacing(cases)  # a line: sizes in voxels, not mm
+    out = Path(out)
+    read = [*models, *inputs, *(p for c in cases for p in c.images)]
+    if explain is not None:
+        from segfew.inference.explain import check_explain, explain_batch
+        check_explain(explain, predictors, read)
+
+    if meta.kind == "classifier":
+        if out.suffix.lower() not in (".csv", ".tsv"):
+            raise DataError("a classifier writes a table: give --out a name ending in .csv or "
+                            ".tsv", out)
+        check_output(out, read, "file")
+        rows = classify_all(predictors, cases, progress, min_confidence)
+        write_predictions_csv(out, rows, meta.classes)
+        if explain is not None:
+            explain_batch(predictor, cases, rows, Path(explain), min_confidence)
+        predictor.write_measurements(out.with_name(out.stem + ".measurements.csv"), cases, rows)
+        write_run_info(out.with_name(out.stem + ".run.json"), spec, None,
+                       [*models, *(p for c in cases for p in c.images)],
+                       runtime=predictor.runtime())
+        return out, sum(r.status != "ok" for r in rows)
+
+    if out.suffix.lower() in (".csv", ".tsv"):
+        raise DataError("a segmentation model writes label maps into a folder; give --out DIR",
+                        out)
+    check_output(out, read, "folder")
+    out.mkdir(parents=True, exist_ok=True)
+    cases = predictor.split_channels(cases)
+    report = progress_counter(progress, len(cases))
+    lines = []
+    failed = 0
+    for i, loaded, error in read_ahead(cases, predictor.read_images, predictor.workers,
+                                        one_line, CASE_ERRORS):
+        case = cases[i]
+        try:
+            if error:
+                raise DataError(error)
+            written = predictor.segment(case, out, probabilities=probabilities, read=loaded)
+            lines.append([case.id, case_path(case), str(written[0]), "ok", ""])
+        except CASE_ERRORS as e:
+            failed += 1
+            lines.append([case.id, case_path(case), "", "error", error or one_line(e)])
+        report(1)
+    write_rows_csv(out / "predictions.csv", ["id", "path", "output", "status", "error"], lines)
+    write_run_info(out / "run.json", spec, None, [*models, *(p for c in cases for p in c.images)],
+                   runtime=predictor.runtime())
+    return out, failed
+
