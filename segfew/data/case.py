@@ -40,6 +40,11 @@ class Case:
     :func:`segfew.data.read.read_case` raises it, so a batch makes it that case's error row."""
 
     @property
+    def unit(self) -> str:
+        """What a split keeps on one side: the case's group (the patient), else its id."""
+        return self.group or self.id
+
+    @property
     def channel_names(self) -> list[str]:
         """Channel suffixes from the file names (``X_frame01`` → ``frame01``), else indices."""
         names = []
@@ -59,7 +64,7 @@ class Case:
         """
         if len(self.images) <= 1 or self.problem is not None:
             return [self]
-        group = self.group or self.id
+        group = self.unit
         out = []
         for i, (path, name) in enumerate(zip(self.images, self.channel_names, strict=True)):
             labels = self.labels if len(self.labels) <= 1 else (self.labels[i],)

@@ -58,14 +58,14 @@ def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list
                 digest = file_digest(Path(path))
             except OSError:
                 continue  # an unreadable file: the reader says so, naming it
-            unit = case.group or case.id
+            unit = case.unit
             a, b = root(first.setdefault(digest, unit)), root(unit)
             if a != b:
                 parent[b] = a
     joined: dict[str, set[str]] = {}
     out = []
     for case in cases:
-        unit = case.group or case.id
+        unit = case.unit
         top = root(unit)
         if top != unit or top in parent.values():
             joined.setdefault(top, {top}).add(unit)
@@ -97,7 +97,7 @@ def stratified_split(cases: Sequence[Case], *, per_class: int | None = None,
 
     members: dict[str, list[Case]] = defaultdict(list)
     for case in cases:
-        members[case.group or case.id].append(case)
+        members[case.unit].append(case)
     strata: dict[str, list[str]] = defaultdict(list)
     for group in sorted(members):
         counts = Counter(c.target or "" for c in members[group])
@@ -121,8 +121,8 @@ def stratified_split(cases: Sequence[Case], *, per_class: int | None = None,
             if fraction < 1 and len(groups) > 1:
                 n_train = min(n_train, len(groups) - 1)
         train_groups.update(order[:n_train])
-    first = [c for c in cases if (c.group or c.id) in train_groups]
-    second = [c for c in cases if (c.group or c.id) not in train_groups]
+    first = [c for c in cases if c.unit in train_groups]
+    second = [c for c in cases if c.unit not in train_groups]
     return first, second
 
 

@@ -38,7 +38,6 @@ from segfew.errors import DataError, Interrupted, SpecError
 from segfew.evaluation.leakage import check_leakage
 from segfew.experiment.splits import (
     _check_splittable,
-    _unit,
     data_summary,
     load_cases,
     load_test_cases,
@@ -281,8 +280,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
                     "on one side of every split")
     if not pool:
         raise DataError("no labelled cases to draw training sets from", spec.data.table)
-    held = {_unit(c) for c in fixed}
-    _check_splittable([c for c in pool if _unit(c) not in held], spec)
+    held = {c.unit for c in fixed}
+    _check_splittable([c for c in pool if c.unit not in held], spec)
 
     check_case: Callable[[Case], object] | None = getattr(train_and_score, "check_case", None)
     if check_case is not None:
@@ -354,8 +353,8 @@ def _pretrain_repetition(out_dir: Path, repetition: int, pool: Sequence[Case],
                          spec: ExperimentSpec) -> Path:
     path = repetition_features(out_dir, repetition)
     if not path.is_file():
-        held = {_unit(c) for c in test}
-        side = [c for c in pool if _unit(c) not in held]
+        held = {c.unit for c in test}
+        side = [c for c in pool if c.unit not in held]
         log.info(f"pre-training the segmentation network of repetition {repetition} on its "
                  f"training side ({len(side)} cases)")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,10 +32,6 @@ def _stratified_split(cases: Sequence[Case], per_class: int, seed: int
     return stratified_split(cases, per_class=per_class, seed=seed)
 
 
-def _unit(case: Case) -> str:
-    return case.group or case.id
-
-
 def split_for(cases: Sequence[Case], spec: ExperimentSpec, size: int, repetition: int,
               test_cases: Sequence[Case] | None = None) -> tuple[list[Case], list[Case]]:
     """(training cases, test cases) of one (size, repetition) — the same for every framework.
@@ -59,8 +55,8 @@ def split_for(cases: Sequence[Case], spec: ExperimentSpec, size: int, repetition
     train_seed = _seed(spec.seed, repetition, 2)
     if spec.test == "fixed":
         test = list(test_cases) if test_cases is not None else load_test_cases(spec)
-        held = {_unit(c) for c in test}
-        pool = [c for c in labelled if _unit(c) not in held]
+        held = {c.unit for c in test}
+        pool = [c for c in labelled if c.unit not in held]
         return _stratified_split(pool, size, train_seed)[0], test
     if spec.test_per_class is not None:
         test_seed = _seed(spec.seed, repetition, 1)
@@ -96,7 +92,7 @@ def load_test_cases(spec: ExperimentSpec) -> list[Case]:
 def _check_splittable(cases: Sequence[Case], spec: ExperimentSpec) -> None:
     groups: dict[str, set[str]] = {}
     for c in cases:
-        groups.setdefault(str(c.target), set()).add(_unit(c))
+        groups.setdefault(str(c.target), set()).add(c.unit)
     test_groups = (spec.test_per_class or 1) if spec.test == "random" else 0
     need = max(spec.sizes) + test_groups
     short = {t: len(g) for t, g in sorted(groups.items()) if len(g) < need}
@@ -118,7 +114,7 @@ def data_summary(cases: Sequence[Case], test_cases: Sequence[Case], spec: Experi
         return {k: counts[k] for k in sorted(counts)}
 
     def groups_per_class(cs: Iterable[Case]) -> dict[str, int]:
-        seen = {(str(c.target), _unit(c)) for c in cs}
+        seen = {(str(c.target), c.unit) for c in cs}
         return dict(sorted(Counter(t for t, _ in seen).items()))
 
     tests: dict[str, dict[str, int]] = {}

@@ -47,9 +47,9 @@ def make_pretrain_step(
                if k in spec.train.model_fields_set}
 
     def pretrain_step(repetition: int, side: list[Case], out: Path) -> Any:
-        units = {c.group or c.id for c in side} | {c.id for c in side}
+        units = {c.unit for c in side} | {c.id for c in side}
         labelled = find_segmentation_cases(spec.data.images, spec.data.labels, spec.data.channels)
-        chosen = [c for c in labelled if (c.group or c.id) in units]
+        chosen = [c for c in labelled if c.unit in units]
         if not chosen:
             raise DataError("no voxel labels for the training side of repetition "
                             f"{repetition}", spec.data.labels)

@@ -315,3 +315,11 @@ def test_clinicadl_table_ids_are_participant_and_session(tmp_path: Path) -> None
     assert [c.id for c in cases] == ["sub-01_ses-M00", "sub-01_ses-M12", "sub-02_ses-M00"]
     assert [c.group for c in cases] == ["sub-01", "sub-01", "sub-02"]
     assert [c.target for c in cases] == ["AD", "AD", "CN"]
+
+
+def test_a_case_unit_is_its_group_else_its_id() -> None:
+    from segfew.data import Case
+
+    assert Case("p1_ed", (Path("a.nii.gz"),)).unit == "p1_ed"
+    assert Case("p1_ed", (Path("a.nii.gz"),), group="p1").unit == "p1"
+    assert {c.unit for c in Case("p1", (Path("a"), Path("b"))).per_channel()} == {"p1"}
