@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ from segfew.spec import MIN_CASES_TO_PICK_EPOCH, ClassifierSpec, PreprocessConfi
 if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.inference.measure import Measurer
+    from segfew.modelfile import Architecture
     from segfew.preprocess.cache import PreprocessCache
     from segfew.train.engine import TrainProgress
 
@@ -89,82 +90,86 @@ def _in_plane(size: Sequence[int]) -> tuple[int, int]:
     return (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
 
 
+def _built(kind: str, **kwargs: Any) -> Any:
+    from segfew.models import build_model
+
+    try:
+        return build_model(kind, **kwargs)
+    except ValueError as e:  # the networks' own checks, as a spec error
+        raise SpecError(str(e)) from None
+
+
+def _feature_classifier(spec: ClassifierSpec, in_channels: int, num_classes: int,
+                        grid: tuple[int, ...]) -> tuple[Any, Architecture]:
+    """The paper's head on the frozen segmentation network of ``spec.features``."""
+    from segfew.modelfile import Architecture, load_model
+
+    assert spec.features is not None  # checked by ClassifierSpec
+    feature_net, feature_meta = load_model(spec.features)
+    if feature_meta.kind != "segmentation":
+        raise SpecError("--features must be a segmentation model (from segfew pretrain)",
+                        spec.features)
+    if feature_net.in_channels not in (1, in_channels):
+        raise DataError(f"the segmentation model takes {feature_net.in_channels} channels, "
+                        f"the images have {in_channels}", spec.features)
+    head = spec.head
+    args: dict[str, Any] = {
+        "in_channels": in_channels, "num_classes": num_classes, "input_size": grid,
+        "n_c": head.n_c, "n_fc": head.n_fc, "r": head.r, "dropout": head.dropout,
+        "finetune": spec.finetune, "source": head.source, "pooling": head.pooling,
+    }
+    arch = Architecture(name="feature_classifier", args=args,
+                        feature_net=feature_meta.architecture)
+    return _built(arch.name, feature_net=feature_net, **arch.args), arch
+
+
+def _vgg(spec: ClassifierSpec, in_channels: int, num_classes: int, grid: tuple[int, ...]
+         ) -> tuple[Any, Architecture]:
+    """The modified VGG trained from scratch (SPEC §3(b)), 2D or 3D."""
+    from segfew.modelfile import Architecture
+
+    head = spec.head
+    arch = Architecture(name="vgg", args={
+        "dim": len(grid), "in_channels": in_channels, "num_classes": num_classes,
+        "input_size": grid, "n_c": head.n_c, "n_fc": head.n_fc, "dropout": head.dropout})
+    return _built(arch.name, **arch.args), arch
+
+
+def _imagenet_vgg(spec: ClassifierSpec, in_channels: int, num_classes: int,
+                  grid: tuple[int, ...]) -> tuple[Any, Architecture]:
+    """Frozen ImageNet VGG-16 convolutions from a local weights file, 2D only (SPEC §3(c))."""
+    from segfew.modelfile import Architecture, load_imagenet_vgg16
+
+    if len(grid) != 2:
+        raise SpecError("framework vgg takes 2D images only (ImageNet VGG-16 is 2D)")
+    assert spec.vgg_weights is not None  # checked by ClassifierSpec
+    arch = Architecture(name="imagenet_vgg", args={
+        "num_classes": num_classes, "n_fc": spec.head.n_fc, "dropout": spec.head.dropout,
+        "in_channels": in_channels})
+    model = _built(arch.name, **arch.args)
+    load_imagenet_vgg16(model, spec.vgg_weights)
+    return model, arch
+
+
+#: how each trained network of the frameworks registry (its ``network``) is built
+BUILDERS: dict[str, Callable[[ClassifierSpec, int, int, tuple[int, ...]],
+                             tuple[Any, Architecture]]] = {
+    "feature_classifier": _feature_classifier,
+    "vgg": _vgg,
+    "imagenet_vgg": _imagenet_vgg,
+}
+
+
 def build_classifier(
     spec: ClassifierSpec, in_channels: int, num_classes: int, grid: tuple[int, ...]
 ) -> tuple[Any, dict[str, Any]]:
-    """The network of ``spec.framework`` and its architecture record (for the model file)."""
-    from segfew.modelfile import Architecture, load_imagenet_vgg16, load_model
-    from segfew.models import build_model as _build_model
-
-    def build_model(kind: str, **kwargs: Any) -> Any:
-        try:
-            return _build_model(kind, **kwargs)
-        except ValueError as e:  # the networks' own checks, as a spec error
-            raise SpecError(str(e)) from None
-
-    head = spec.head
+    """The network of ``spec.framework`` (by its registry entry's ``network``,
+    :data:`BUILDERS`) and its architecture record (for the model file)."""
     network = framework(spec.framework).network
-    if network == "feature_classifier":
-        assert spec.features is not None  # checked by ClassifierSpec
-        feature_net, feature_meta = load_model(spec.features)
-        if feature_meta.kind != "segmentation":
-            raise SpecError(
-                "--features must be a segmentation model (from segfew pretrain)", spec.features
-            )
-        if feature_net.in_channels not in (1, in_channels):
-            raise DataError(
-                f"the segmentation model takes {feature_net.in_channels} channels, "
-                f"the images have {in_channels}",
-                spec.features,
-            )
-        args: dict[str, Any] = {
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "input_size": grid,
-            "n_c": head.n_c,
-            "n_fc": head.n_fc,
-            "r": head.r,
-            "dropout": head.dropout,
-            "finetune": spec.finetune,
-            "source": head.source,
-            "pooling": head.pooling,
-        }
-        arch = Architecture(
-            name="feature_classifier", args=args, feature_net=feature_meta.architecture
-        )
-        model = build_model(arch.name, feature_net=feature_net, **arch.args)
-    elif network == "vgg":
-        arch = Architecture(
-            name="vgg",
-            args={
-                "dim": len(grid),
-                "in_channels": in_channels,
-                "num_classes": num_classes,
-                "input_size": grid,
-                "n_c": head.n_c,
-                "n_fc": head.n_fc,
-                "dropout": head.dropout,
-            },
-        )
-        model = build_model(arch.name, **arch.args)
-    elif network == "imagenet_vgg":  # ImageNet VGG-16 features, 2D only (SPEC §3(c))
-        if len(grid) != 2:
-            raise SpecError("framework vgg takes 2D images only (ImageNet VGG-16 is 2D)")
-        assert spec.vgg_weights is not None  # checked by ClassifierSpec
-        arch = Architecture(
-            name="imagenet_vgg",
-            args={
-                "num_classes": num_classes,
-                "n_fc": head.n_fc,
-                "dropout": head.dropout,
-                "in_channels": in_channels,
-            },
-        )
-        model = build_model(arch.name, **arch.args)
-        load_imagenet_vgg16(model, spec.vgg_weights)
-    else:
+    if network not in BUILDERS:
         raise SpecError(f"framework {spec.framework} has no network that is trained here "
                         f"({network})")
+    model, arch = BUILDERS[network](spec, in_channels, num_classes, grid)
     return model, arch.model_dump()
 
 
