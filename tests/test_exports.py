@@ -481,3 +481,18 @@ def test_teem_call_chains_become_one_cause(tmp_path: Path, name: str, content: b
     assert "[nrrd]" not in said and "0x" not in said and ".cxx" not in said, said
     if "parse" in cause:  # the library's own words are kept for a bug report, at DEBUG
         assert any("[nrrd]" in r.getMessage() for r in caplog.records)
+
+
+def test_a_data_sets_own_description_files_are_not_skipped_aloud(tmp_path: Path) -> None:
+    """label_names.json (segfew label, synth), centres.json and an nnU-Net dataset.json
+    describe the folder; a README beside them is still said."""
+    from segfew.data.scan import list_folder
+
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), folder / "a.nii.gz")
+    for name in ("label_names.json", "centres.json", "dataset.json", "README.md"):
+        (folder / name).write_text("{}")
+    listing = list_folder(folder)
+    assert [p.name for p in listing.images] == ["a.nii.gz"]
+    assert [str(e).split(":")[0].rsplit("/", 1)[-1] for e in listing.skipped] == ["README.md"]

@@ -30,6 +30,9 @@ __all__ = ["Listing", "list_folder"]
 #: suffixes a DICOM file may carry; any file may be DICOM, these are checked first
 DICOM_SUFFIXES = (".dcm", ".ima", ".dicom", ".dic")
 #: data files a detached header names (a file with one of these and no header is skipped)
+#: files that describe a folder of images or label maps rather than being one: the label
+#: names ``segfew label`` writes, its k-means centres, an nnU-Net ``dataset.json``
+DATASET_FILES = frozenset({"label_names.json", "centres.json", "dataset.json"})
 DATA_SUFFIXES = (".raw", ".zraw", ".raw.gz", ".img", ".dat", ".bin")
 
 
@@ -108,6 +111,8 @@ def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top:
             continue
         if lower.endswith(DATA_SUFFIXES):
             data_files.append(child)
+            continue
+        if lower in DATASET_FILES:  # the data set's own description: nothing to say
             continue
         if Path(lower).suffix in _TEXT_SUFFIXES:
             out.skip("not an image (a table, text or other non-image file)", child)

@@ -134,14 +134,12 @@ class Explainer:
         ev.labels = maps if len(maps) == len(x) else maps * len(x)
 
     def _measures(self, case: Case, k: int, ev: Evidence) -> None:
-        from segfew.inference.measure import case_label_maps
         from segfew.models.measures import contributions
 
         p = self.predictor
         m = p.measurer
         assert m is not None
-        images, maps, _ = case_label_maps(m.model, m.cfg, m.label_names, case, m.device,
-                                          m.batch_size, plan=m.plan, tta=m.tta)
+        images, maps = m.label_maps(case)  # segmented, or another tool's (--masks)
         ev.images = [im.array for im in images]
         ev.labels = maps if len(maps) == len(images) else maps * len(images)
         values = p.measurements(case)

@@ -121,17 +121,24 @@ class MaskMeasurer:
         """The measurement names of ``case`` (every case of a data set has the same)."""
         return list(self(case))
 
-    def _measure(self, case: Case) -> dict[str, float]:
+    def label_maps(self, case: Case) -> tuple[list[Any], list[Any]]:
+        """The case's channel images as read and its label maps from ``masks`` (one per
+        channel: a single map for the case serves every channel)."""
         from segfew.data import attach_labels
         from segfew.data.read import read_case
-        from segfew.inference.measure import measure_case
-        from segfew.inference.radiomics import image_measurements
-        from segfew.preprocess.grid import stack_axis
 
         images, labels = read_case(attach_labels([case], self.masks)[0])
         maps = [lab.array for lab in labels]
         if len(maps) == 1 and len(images) > 1:  # one map for the case: each channel's
             maps = maps * len(images)
+        return list(images), maps
+
+    def _measure(self, case: Case) -> dict[str, float]:
+        from segfew.inference.measure import measure_case
+        from segfew.inference.radiomics import image_measurements
+        from segfew.preprocess.grid import stack_axis
+
+        images, maps = self.label_maps(case)
         axis = stack_axis(images[0].shape, images[0].spacing)
         axis = -1 if axis is None else axis
         spacing = images[0].spacing if images[0].spacing_known else None  # else: voxels

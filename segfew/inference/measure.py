@@ -357,6 +357,13 @@ class Measurer:
         """The measurement names of ``case`` (every case of a data set has the same)."""
         return list(self(case))
 
+    def label_maps(self, case: Case) -> tuple[list[Any], list[np.ndarray]]:
+        """The case's channel images as read and the label maps it is measured on."""
+        images, maps, _ = case_label_maps(self.model, self.cfg, self.label_names, case,
+                                          self.device, self.batch_size, plan=self.plan,
+                                          tta=self.tta)
+        return images, maps
+
 
 def write_measurements_csv(path: Path, rows: Sequence[tuple[str, Mapping[str, float] | None]]
                            ) -> Path:

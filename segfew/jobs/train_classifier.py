@@ -345,12 +345,13 @@ def _train_classifier(
             used = measurer
         elif spec.masks is not None:  # label maps from another tool
             used = MaskMeasurer(spec.masks, mask_label_names(spec.masks, spec.label_names))
-            source = used.source
         else:
             assert spec.features is not None and feature_meta is not None
             net, _ = load_model(spec.features, resolve_device(spec.train.device))
             used = Measurer(net, feature_meta.preprocess.plain(), feature_meta.classes,
                             resolve_device(spec.train.device), tta=spec.tta)
+        if isinstance(used, MaskMeasurer):  # an experiment's shared measurer too
+            source = used.source
         model, fitted = fit_measurement_classifier(
             used, train_cases, train_y, len(classes), seed=spec.train.seed
         )
