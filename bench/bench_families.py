@@ -1,4 +1,4 @@
-"""Do the radiomics families cost the shape measurements anything? (issue 21, item 5)
+"""Do the radiomics families cost the shape measurements anything?
 
 Framework measures on a data set's own label maps (``--masks``), two ways on the same
 leak-free draws: **shape** — the shape measurements and the 7 candidates segfew had before

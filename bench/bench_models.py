@@ -1,4 +1,4 @@
-"""Benchmark of segfew's networks (issue 3 item 4): size, speed, efficiency and memory.
+"""Benchmark of segfew's networks: size, speed, efficiency and memory.
 
 For the paper's settings (2D M-Net n_s = 16 on 128², batch 8; 3D M-Net n_s = 12 on 128³,
 batch 1 — 64³ with ``--quick``), small CPU-friendly ones (2D n_s = 8 on 64², 3D n_s = 4 on

@@ -1,4 +1,4 @@
-"""segfew's speed and memory benchmark (``make bench``): the tables of issue 11.
+"""segfew's speed and memory benchmark (``make bench``).
 
 1. **Modes**: the compute ceiling (best of a large matmul and a 3×3 convolution) per
    precision, and one training step of the paper's 2D M-Net (n_s = 16, 128², batch 8) in

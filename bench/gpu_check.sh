@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA check of issue 11: the paths that only run on a GPU (autocast bf16/fp16,
+# The CUDA check: the paths that only run on a GPU (autocast bf16/fp16,
 # GradScaler, pinned memory, NCCL, SyncBatchNorm), in one short script.
 #
 #   bash bench/gpu_check.sh [ACDC_DIR] [OUT_DIR]

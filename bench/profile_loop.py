@@ -1,4 +1,4 @@
-"""Where the time of ``pretrain``'s loop goes, against the bare training step (issue 11).
+"""Where the time of ``pretrain``'s loop goes, against the bare training step.
 
 Trains the paper's 2D M-Net (n_s = 16, 128², batch 8) on synthetic images with
 :func:`segfew.train.fit` — augmentation, validation and checkpoints as in ``pretrain`` —

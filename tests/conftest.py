@@ -241,6 +241,19 @@ def oblique_affine() -> np.ndarray:
     return affine
 
 
+@pytest.fixture
+def labelled(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, Path]:
+    """Six 2D scans and a table giving each a class (two per class)."""
+    images = tmp_path / "scans"
+    lines = ["id,label"]
+    for i in range(6):
+        save_nifti(images / f"s{i}.nii.gz", scan(rng))
+        lines.append(f"s{i},{CLASSES[i % 3]}")
+    table = tmp_path / "labels.csv"
+    table.write_text("\n".join(lines) + "\n")
+    return images, table
+
+
 # ------------------------------------------------------------------------- the CLI, phantoms
 
 

@@ -1,4 +1,4 @@
-"""Hospital exports (issue 19): every file accounted for, nothing silently wrong, words.
+"""Hospital exports: every file accounted for, nothing silently wrong, words.
 
 Each test pins one kind of input, with the issue's example and a second instance of the
 kind. The label-map kinds (FreeSurfer codes, JPEG masks) are also in the bad-input corpus

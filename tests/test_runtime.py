@@ -148,7 +148,7 @@ def test_channels_last_fits_a_2d_network_inside_a_classifier_of_volumes() -> Non
 @pytest.mark.parametrize("dim", [2, 3])
 def test_channels_last_plan_feeds_every_convolution_channels_last(dim: int) -> None:
     """A one-channel image: unless the first weight is restrided too, its convolution returns
-    NCHW and every convolution after it copies its input back (issue 11's profile)."""
+    NCHW and every convolution after it copies its input back."""
     from torch import nn
 
     from segfew.models import MNet

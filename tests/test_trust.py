@@ -1,4 +1,4 @@
-"""Issue 18: no door lets a wrong number through silently — evaluate's one door (the table's
+"""No door lets a wrong number through silently — evaluate's one door (the table's
 cases, the leakage check), chance named beside accuracies, measures' honest estimate, and a
 report that opens with the leakage verdict."""
 
@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from tests.conftest import (
-    CLASSES,
     invoke,
     make_classifier,
     make_segmenter,
@@ -51,25 +50,12 @@ def volumes(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, Path]:
     return images, labels
 
 
-@pytest.fixture
-def labelled(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, Path]:
-    """Six 2D scans and a table giving each a class (two per class)."""
-    images = tmp_path / "scans"
-    lines = ["id,label"]
-    for i in range(6):
-        save_nifti(images / f"s{i}.nii.gz", scan(rng))
-        lines.append(f"s{i},{CLASSES[i % 3]}")
-    table = tmp_path / "labels.csv"
-    table.write_text("\n".join(lines) + "\n")
-    return images, table
-
-
 # ---------------------------------------------------------------- one evaluation door
 
 
 def test_evaluate_table_selects_a_segmentation_models_cases(
         tmp_path: Path, volumes: tuple[Path, Path]) -> None:
-    """Issue 18 row 1: --table was ignored for a segmentation model (Dice over all volumes)."""
+    """--table was ignored for a segmentation model (Dice over all volumes)."""
     images, labels = volumes
     model = make_segmenter(tmp_path / "seg.pt", num_labels=2)
     table = tmp_path / "test.csv"

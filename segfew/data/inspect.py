@@ -4,7 +4,7 @@
 collects every problem instead of stopping at the first, then reads each case through the
 door every command uses (:func:`segfew.data.read.read_case`), never stopping at a bad one: what
 the door refuses is a fatal problem, what it warns about a note. It summarises shapes,
-spacings, orientations, intensities, label values and classes (issue 2, item 6).
+spacings, orientations, intensities, label values and classes.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Every command — inspect, label, pretrain, train-classifier, evaluate, predict, experiment —
 reads a :class:`~segfew.data.Case` with :func:`read_case` (pre-processing and its cache go
 through it too, :func:`segfew.preprocess.cache.load_case`), so a case that one command refuses,
-every command refuses, with the same one-line :class:`~segfew.errors.DataError`
-(issue 7, item 1). What the door changes and goes on with is a
-:class:`~segfew.errors.DataWarning` naming the file, which ``segfew inspect`` lists too.
+every command refuses, with the same one-line :class:`~segfew.errors.DataError`. What the door
+changes and goes on with is a :class:`~segfew.errors.DataWarning` naming the file, which
+``segfew inspect`` lists too.
 
 The checks, in order:
 

@@ -1,6 +1,6 @@
 """What a folder holds: images, DICOM series (grouped by header), and everything skipped.
 
-One listing serves every command (issue 19, "one door for folders"): :mod:`segfew.data`
+One listing serves every command: :mod:`segfew.data`
 builds cases from :func:`list_folder`, so ``inspect``, ``label``, ``pretrain``,
 ``train-classifier``, ``evaluate``, ``predict`` and ``experiment`` see the same cases in the
 same folder. A DICOM series is the DICOM image files of one SeriesInstanceUID in one folder,

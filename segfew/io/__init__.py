@@ -3,7 +3,7 @@
 Every reader returns an :class:`Image` whose array holds spatial axes only, indexed
 ``(X, Y[, Z])`` like nibabel, with a 4×4 voxel→world affine in RAS. 3D arrays are reoriented
 to the closest canonical (RAS) orientation so that every network sees anatomy the same way
-whatever the scanner wrote (issue 2, item 2). The source geometry is kept so that
+whatever the scanner wrote. The source geometry is kept so that
 :func:`write_image` puts a label or probability map back on the source grid: same shape,
 same affine, so it overlays the input in ITK-SNAP or 3D Slicer.
 

@@ -130,7 +130,7 @@ def _axcodes(affine: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class ReadLimits:
-    """What one image may claim before anything is allocated (issue 8, bounded reading).
+    """What one image may claim before anything is allocated.
 
     ``max_voxels`` counts voxels times components; ``max_bytes`` the stored voxel data. Both
     are checked against the file's header before its voxels are read, so a header that

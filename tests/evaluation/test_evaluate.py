@@ -24,19 +24,6 @@ REQUIRED = {"accuracy", "balanced_accuracy", "kappa", "macro_f1", "per_class",
             "confusion_matrix", "ci", "n_cases", "n_failed", "model"}
 
 
-@pytest.fixture
-def labelled(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, Path]:
-    """Six 2D scans and a table giving each a class (two per class)."""
-    images = tmp_path / "images"
-    lines = ["id,label"]
-    for i in range(6):
-        save_nifti(images / f"s{i}.nii.gz", scan(rng))
-        lines.append(f"s{i},{CLASSES[i % 3]}")
-    table = tmp_path / "labels.csv"
-    table.write_text("\n".join(lines) + "\n")
-    return images, table
-
-
 def test_evaluate_cli_metrics_agree_with_the_predictions(
         tmp_path: Path, labelled: tuple[Path, Path]) -> None:
     images, table = labelled

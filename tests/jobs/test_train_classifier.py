@@ -137,7 +137,7 @@ def test_measures_writes_every_case_measurements_from_predict_and_evaluate(
     assert "wall_area_mm2_0" in names and "wall_to_cavity_volume_ratio_0" in names
     assert meta.metrics["measures_model"] and meta.metrics["top_measurements"]
     # its choice is shown and kept: every candidate's inner score, the chosen one, the nested
-    # estimate of the whole selection (issue 18, item 4)
+    # estimate of the whole selection
     selection = meta.metrics["measures_selection"]
     assert [e["candidate"] for e in selection if e["chosen"]] == [meta.metrics["measures_model"]]
     assert len(selection) > 1 and all(len(e["ci"]) == 2 for e in selection)

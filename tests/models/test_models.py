@@ -151,7 +151,7 @@ def test_3d_max_pooling_stays_bf16_under_cpu_autocast() -> None:
 @pytest.mark.parametrize("dim", [2, 3])
 def test_concatenation_hands_back_gradients_in_the_outputs_memory_format(dim: int) -> None:
     """torch.cat's own backward gives each input a channel slice of the gradient, contiguous in
-    no layout, which the upsampling backward then copied to NCHW (issue 11's profile)."""
+    no layout, which the upsampling backward then copied to NCHW."""
     from segfew.models.blocks import cat_channels
 
     fmt = torch.channels_last if dim == 2 else torch.channels_last_3d
