@@ -56,7 +56,6 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     from segfew.runinfo import write_run_info
     from segfew.runtime import set_threads
 
-    set_threads(spec.threads)
     report = progress or (lambda stage, done, total: None)
     cases = find_cases(spec.images, spec.table, spec.channels, spec.id_column, spec.recursive)
     if not cases:
@@ -77,13 +76,16 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
             done += len(case.images)
         report(stage, len(paths), len(paths))
 
+    # refusals before any work (and before the thread count is said)
+    _refuse_other_labels(out, set(names.values()), spec.method != "cavities")
     labeller: KMeansLabeller | None = None
     if spec.method == "cavities":
         from segfew.cavities import LABEL_NAMES
         label_names = list(LABEL_NAMES)
     elif spec.centres is not None:
         labeller = KMeansLabeller.from_file(spec.centres)
-    else:
+    set_threads(spec.threads)
+    if spec.method != "cavities" and labeller is None:
         labeller = fit_kmeans((im.array for _, ims in read_cases("sampling intensities")
                                for im in ims), spec.k,
                               keep_background=spec.keep_background,
@@ -93,7 +95,6 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     if labeller is not None:
         label_names = labeller.label_names()
 
-    _refuse_other_labels(out, set(names.values()), labeller is not None)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".segfew-label-", dir=out))
