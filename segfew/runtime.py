@@ -143,9 +143,7 @@ def set_threads(n: int | None) -> int:
     torch.set_num_threads(n)
     threadpool_limits(n)
     if (n, _CHOSEN_BY) != said:  # once, not again for every task of an experiment
-        # said aloud where the load took cores away; run.json records every choice
-        busy = _CHOSEN_BY.startswith("idle cores") and n < _usable_cores()
-        log.log(logging.INFO if busy else logging.DEBUG, "CPU threads: %d (%s)", n, _CHOSEN_BY)
+        log.info("CPU threads: %d (%s)", n, _CHOSEN_BY)
     return n
 
 

@@ -14,8 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-# one CPU thread per test process: the same sums on every machine, and no note of threads
-# taken by the load in front of the one-line errors the tests read
+# one CPU thread per test process: the same sums on every machine, whatever its load
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -45,13 +45,17 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from segfew.cli.render import say_held_notes
         from segfew.errors import SegfewError
 
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                say_held_notes()
+                return result
             except SegfewError as e:
+                say_held_notes(drop=True)  # refused before it ran: the one error line
                 _error(str(e))
             except OSError as e:
                 where = f"{e.filename}: " if e.filename else ""

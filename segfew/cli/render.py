@@ -59,6 +59,7 @@ class ProgressView:
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
+        say_held_notes(drop=kind is not None and not issubclass(kind, KeyboardInterrupt))
         if self._bar is not None:
             self._bar.__exit__(kind, value, tb)
             self._bar = None
@@ -80,6 +81,7 @@ class ProgressView:
             self._printed[stage] = done
             elapsed = time.monotonic() - self._start
             text = f"{stage} {done}/{total}" + (f"  {info}" if info else "")
+            say_held_notes()
             self.out.print(f"{text}  ({elapsed:.0f} s)", highlight=False, markup=False)
 
     def cases(self, stage: str) -> Any:
@@ -87,15 +89,39 @@ class ProgressView:
         return lambda done, total, *_: self(stage, done, total)
 
 
+#: notes said only once work is under way (the next line printed, or the end of the work),
+#: so that a run refused before it starts prints its one error line and nothing else
+_HELD_BACK = frozenset({"segfew.runtime"})
+_held: list[logging.LogRecord] = []
+
+
+def say_held_notes(drop: bool = False) -> None:
+    """Print the notes held back (e.g. the CPU thread count), or forget them (``drop``:
+    the command failed before it ran)."""
+    records = list(_held)
+    _held.clear()
+    if not drop:
+        for record in records:
+            _print_record(record)
+
+
 class _ConsoleHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        style = "bold red" if record.levelno >= logging.ERROR else (
-            "yellow" if record.levelno >= logging.WARNING else None)
-        message = record.getMessage()
-        if style:
-            console.print(f"[{style}]{message}[/]", highlight=False, soft_wrap=True)
-        else:
-            console.print(message, highlight=False, markup=False, soft_wrap=True)
+        if record.name in _HELD_BACK and record.levelno < logging.WARNING:
+            _held.append(record)
+            return
+        say_held_notes()
+        _print_record(record)
+
+
+def _print_record(record: logging.LogRecord) -> None:
+    style = "bold red" if record.levelno >= logging.ERROR else (
+        "yellow" if record.levelno >= logging.WARNING else None)
+    message = record.getMessage()
+    if style:
+        console.print(f"[{style}]{message}[/]", highlight=False, soft_wrap=True)
+    else:
+        console.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 def show_library_messages() -> None:

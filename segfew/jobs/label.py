@@ -67,7 +67,6 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
              for case in cases for p in case.images}
     given = [p for p in (spec.images, spec.table, spec.centres) if p is not None]
     out = check_output(spec.out, [*given, *paths], "folder")
-    set_threads(spec.threads)  # said once the run is known to start
 
     def read_cases(stage: str) -> Iterator[tuple[Case, list[Image]]]:
         """Every case with its images, read through the door (all its checks)."""
@@ -78,13 +77,16 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
             done += len(case.images)
         report(stage, len(paths), len(paths))
 
+    # refusals before any work (and before the thread count is said)
+    _refuse_other_labels(out, set(names.values()), spec.method != "cavities")
     labeller: KMeansLabeller | None = None
     if spec.method == "cavities":
         from segfew.labelling.cavities import LABEL_NAMES
         label_names = list(LABEL_NAMES)
     elif spec.centres is not None:
         labeller = KMeansLabeller.from_file(spec.centres)
-    else:
+    set_threads(spec.threads)
+    if spec.method != "cavities" and labeller is None:
         labeller = fit_kmeans((im.array for _, ims in read_cases("sampling intensities")
                                for im in ims), spec.k,
                               keep_background=spec.keep_background,
@@ -94,7 +96,6 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     if labeller is not None:
         label_names = labeller.label_names()
 
-    _refuse_other_labels(out, set(names.values()), labeller is not None)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".segfew-label-", dir=out))

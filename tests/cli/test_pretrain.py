@@ -110,3 +110,26 @@ def test_pretrain_with_a_table_and_no_validation_split_announced(
     info = json.loads((tmp_path / "seg-run" / "run.json").read_text())
     names = {Path(d["path"]).name for d in info["data"]}
     assert len(names) == 9 and "some.csv" in names  # the table, 4 images, 4 label maps
+
+
+def test_the_thread_count_is_said_once_work_runs_and_not_before_a_refusal(
+        class_folders: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log names the threads a run uses and why; a run refused before it starts prints
+    its one error line only."""
+    from typer.testing import CliRunner
+
+    import segfew.runtime as runtime
+    from segfew.cli import app
+
+    monkeypatch.setattr(runtime, "_CHOSEN_BY", "nothing yet")  # as in a fresh process
+    out = tmp_path / "km"
+    ran = CliRunner().invoke(app, ["label", "--images", str(class_folders), "--out", str(out),
+                                   "--k", "2", "--threads", "1", "--no-progress"])
+    assert ran.exit_code == 0, ran.output
+    assert "CPU threads: 1 (--threads)" in ran.output.splitlines()
+    monkeypatch.setattr(runtime, "_CHOSEN_BY", "nothing yet")
+    inside = class_folders / "km"  # an output folder inside the input folder: refused
+    refused = CliRunner().invoke(app, ["label", "--images", str(class_folders), "--out",
+                                       str(inside), "--k", "2", "--threads", "1"])
+    assert refused.exit_code == 2 and refused.output.count("\n") == 1, refused.output
+    assert "CPU threads" not in refused.output and not inside.exists()
