@@ -356,7 +356,7 @@ def table_predict(device: torch.device, counts: list[int]) -> list[str]:
             folder.mkdir(exist_ok=True)
             nib.save(nib.Nifti1Image(rng.normal(100, 20, (160, 150)).astype(np.float32),
                                      np.eye(4)), str(folder / f"case{i:04d}.nii.gz"))
-        predictor = Predictor(root / "clf.pt", device=str(device))
+        predictor = Predictor.open(root / "clf.pt", device=str(device))
         x = rng.normal(0, 1, (64, 1, 128, 128)).astype(np.float32)
 
         def network() -> float:  # seconds per case of the network alone

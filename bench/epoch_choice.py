@@ -50,7 +50,7 @@ def balanced_accuracy(model_path: Path, test_images: Path, test_table: Path) -> 
     from segfew.metrics import classification_metrics
 
     cases = read_table(test_table, test_images)
-    predictor = Predictor(model_path, device="cpu")
+    predictor = Predictor.open(model_path, device="cpu")
     names = list(predictor.meta.classes)
     rows = predictor.classify(cases)
     metrics = classification_metrics([names.index(str(c.target)) for c in cases],

@@ -230,7 +230,7 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
     from segfew.metrics import case_mean_dice, dice_per_label
     from segfew.runinfo import write_run_info
 
-    predictor = predictor or Predictor(model_path, device=device, batch_size=batch_size)
+    predictor = predictor or Predictor.open(model_path, device=device, batch_size=batch_size)
     meta = predictor.meta
     if meta.kind != "segmentation":
         raise SpecError("this is a classifier; evaluate it with --table", model_path)

@@ -61,7 +61,7 @@ def misclassified_sheets(run_dirs: Sequence[Path], results: Sequence[Mapping[str
             if cases is None:
                 cases = {c.id: c for c in load_cases(spec)}
             chosen = [cases[p["id"]] for p in wrong if p["id"] in cases][:limit - len(shown)]
-            predictor = Predictor(model, device="cpu", workers=0)
+            predictor = Predictor.open(model, device="cpu", workers=0)
             predictor.masks = getattr(spec, "masks", None)  # another tool's label maps
             rows = predictor.classify(chosen)
             flag_confidence(rows)

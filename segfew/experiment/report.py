@@ -262,7 +262,7 @@ def _example_blocks(spec: Any, classes: Sequence[str], out: Path) -> list[Block]
     try:
         from segfew.inference.predictor import Predictor
 
-        predictor = Predictor(model, device="cpu")
+        predictor = Predictor.open(model, device="cpu")
         examples = []
         cases = load_cases(spec)
         for name in classes:

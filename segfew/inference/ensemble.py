@@ -47,7 +47,7 @@ def open_models(model_path: str | Path | Sequence[str | Path], **options: Any
              else [Path(m) for m in model_path])
     if not paths:
         raise DataError("no model file given")
-    predictors = [Predictor(p, **options) for p in paths]
+    predictors = [Predictor.open(p, **options) for p in paths]
     if len(paths) > 1:
         check_same_classes(predictors, paths)
     return paths, predictors

@@ -122,8 +122,9 @@ def make_train_and_score(
             measurer=measurer,
             overwrite=True,  # a task stopped part-way is trained again from its start
         )
-        predictor = Predictor(result.model_path, device=spec.train.device, cache=shared_cache,
-                              measurer=measurer)
+        shared = {"measurer": measurer} if measures else {}  # a measures classifier's
+        predictor = Predictor.open(result.model_path, device=spec.train.device,
+                                   cache=shared_cache, **shared)
         predictor.masks = masks
         if measures and predictor.measurer is not None:
             measurers[key] = predictor.measurer

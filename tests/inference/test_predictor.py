@@ -91,7 +91,7 @@ def test_wrong_channel_count_is_an_error_row_not_a_crash(
     from segfew.data import Case
     from segfew.inference.predictor import Predictor
 
-    predictor = Predictor(classifier, device="cpu", batch_size=2)
+    predictor = Predictor.open(classifier, device="cpu", batch_size=2)
     cases = [Case("a", (scans / "a.nii.gz",)),
              Case("two", (scans / "b.nii.gz", scans / "c.nii.gz")),
              Case("c", (scans / "c.nii.gz",))]
@@ -107,7 +107,7 @@ def test_reading_ahead_in_workers_changes_no_row(classifier: Path, scans: Path) 
     from segfew.inference.predictor import Predictor
 
     cases = collect_cases([scans])
-    rows = {w: Predictor(classifier, device="cpu", batch_size=2, workers=w).classify(cases)
+    rows = {w: Predictor.open(classifier, device="cpu", batch_size=2, workers=w).classify(cases)
             for w in (0, 2)}
     assert [r.status for r in rows[0]].count("error") == 2
     assert rows[0] == rows[2]
@@ -119,12 +119,12 @@ def test_a_model_file_predicts_identically_in_a_fresh_process(
     from segfew.inference.predictor import Predictor
 
     files = [scans / f"{n}.nii.gz" for n in "abc"]
-    here = Predictor(classifier, device="cpu").classify([Case(f.name, (f,)) for f in files])
+    here = Predictor.open(classifier, device="cpu").classify([Case(f.name, (f,)) for f in files])
     code = (
         "import json, sys; from pathlib import Path\n"
         "from segfew.data import Case\nfrom segfew.inference.predictor import Predictor\n"
         "files = [Path(a) for a in sys.argv[2:]]\n"
-        "rows = Predictor(Path(sys.argv[1]), device='cpu').classify("
+        "rows = Predictor.open(Path(sys.argv[1]), device='cpu').classify("
         "[Case(f.name, (f,)) for f in files])\n"
         "print(json.dumps([r.probabilities for r in rows]))\n")
     proc = subprocess.run([sys.executable, "-c", code, str(classifier), *map(str, files)],
@@ -303,21 +303,69 @@ def test_predict_refuses_outputs_that_would_clobber_or_feed_back(
 def test_running_out_of_memory_on_one_case_is_its_error_row(
         tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     from segfew.inference.paths import predict_paths
-    from segfew.inference.predictor import Predictor
+    from segfew.inference.segment import Segmenter
 
     folder = tmp_path / "scans"
     for name in ("a", "big", "c"):
         save_nifti(folder / f"{name}.nii.gz", scan(rng))
-    real = Predictor.segment
+    real = Segmenter.segment
 
-    def segment(self: Predictor, case: object, *args: object, **kwargs: object) -> object:
+    def segment(self: Segmenter, case: object, *args: object, **kwargs: object) -> object:
         if getattr(case, "id", "") == "big":
             raise MemoryError
         return real(self, case, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Predictor, "segment", segment)
+    monkeypatch.setattr(Segmenter, "segment", segment)
     out, failed = predict_paths(make_segmenter(tmp_path / "seg.pt"), [folder], tmp_path / "out",
                                 device="cpu")
     rows = {r["id"]: r for r in read_csv(out / "predictions.csv")}
     assert failed == 1 and rows["big"]["error"] == "not enough memory to process this case"
     assert rows["a"]["status"] == rows["c"]["status"] == "ok"
+
+
+# ------------------------------------------------------------------ kinds
+
+
+def test_open_gives_each_kind_its_predictor_and_refuses_another_kinds_method(
+        phantoms: Path, tmp_path: Path, rng: np.random.Generator) -> None:
+    import shutil
+
+    import segfew
+    from segfew.data import Case
+    from segfew.errors import DataError
+    from segfew.inference.classify import ImageClassifier, MeasuresClassifier
+    from segfew.inference.predictor import Predictor
+    from segfew.inference.segment import Segmenter
+    from tests.conftest import invoke
+
+    masks = shutil.copytree(phantoms / "labels", tmp_path / "masks")  # another tool's maps
+    (masks / "label_names.json").write_text(json.dumps(
+        {"label_names": ["background", "wall", "cavity", "blob"]}))
+    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+           str(phantoms / "images"), "--framework", "measures", "--masks", str(masks),
+           "--out", str(tmp_path / "measures.pt"), "--threads", "1", "--no-progress",
+           "--no-cache")
+    files = {ImageClassifier: make_classifier(tmp_path / "clf.pt"),
+             MeasuresClassifier: tmp_path / "measures.pt",
+             Segmenter: make_segmenter(tmp_path / "seg.pt")}
+    opened = {kind: segfew.Predictor.open(path, device="cpu") for kind, path in files.items()}
+    assert segfew.Predictor is Predictor
+    assert {kind: type(p) for kind, p in opened.items()} == {kind: kind for kind in files}
+
+    case = Case("a", (save_nifti(tmp_path / "a.nii.gz", scan(rng)),))
+    refused = [(opened[Segmenter], lambda p: p.classify([case]),
+                "this is a segmentation model; it writes label maps, not classes")]
+    for kind in (ImageClassifier, MeasuresClassifier):
+        refused += [(opened[kind], call, "this is a classifier; it predicts classes, not label "
+                     "maps") for call in (lambda p: p.segment_case(case),
+                                          lambda p: p.read_images(case),
+                                          lambda p: p.segment(case, tmp_path / "out"))]
+    for kind in (ImageClassifier, Segmenter):
+        refused.append((opened[kind], lambda p: p.measurements(case),
+                        "only a measures classifier measures cases"))
+        assert opened[kind].measurer is None
+    for predictor, call, words in refused:
+        with pytest.raises(DataError) as err:
+            call(predictor)
+        assert str(err.value) == f"{predictor.model_path}: {words}"
+    assert not (tmp_path / "out").exists()

@@ -199,7 +199,7 @@ def test_measures_with_tta_records_it_and_predict_measures_the_same_way(
            "--tta", "--out", str(clf), "--no-progress", "--no-cache")
     meta, _ = read_model_file(clf)
     assert meta.architecture.args["tta"] is True and meta.spec["tta"] is True
-    measurer = Predictor(clf, device="cpu").measurer
+    measurer = Predictor.open(clf, device="cpu").measurer
     assert measurer is not None and measurer.tta
 
 

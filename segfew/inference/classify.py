@@ -1,0 +1,179 @@
+"""Classifiers of saved model files: on images, and on measurements (framework measures).
+
+Classification is batched; a case that cannot be read or pre-processed becomes an error row
+and never stops the batch. :meth:`segfew.inference.predictor.Predictor.open` returns the
+kind a model file holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segfew.errors import DataError
+from segfew.inference.batch import (
+    CASE_ERRORS,
+    PredictionRow,
+    Progress,
+    case_path,
+    one_line,
+)
+from segfew.inference.predictor import Predictor
+
+if TYPE_CHECKING:
+    from segfew.data import Case
+    from segfew.inference.measure import Measurer
+
+__all__ = ["Classifier", "ImageClassifier", "MeasuresClassifier"]
+
+
+class Classifier(Predictor):
+    """Class probabilities of cases, in batches; :meth:`load` gives what the network reads."""
+
+    def classify(self, cases: Sequence[Case], progress: Progress | None = None
+                 ) -> list[PredictionRow]:
+        """One row per case, in order; cases that fail become error rows.
+
+        Cases are read and pre-processed by ``workers`` processes ahead of the network;
+        every ``batch_size`` consecutive cases, those of equal grid shape go through the
+        network together. If the network fails on a batch, its cases are retried one by
+        one so only the offending case becomes an error row.
+        """
+        from segfew.inference.run import read_ahead
+
+        classes = list(self.meta.classes)
+        rows = [PredictionRow(id=c.id, path=case_path(c)) for c in cases]
+        chunk: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+        in_chunk = 0
+        for i, x, error in read_ahead(cases, self.load, self.workers, one_line, CASE_ERRORS):
+            if error:
+                _fail(rows[i], error)
+            else:
+                chunk.setdefault(x.shape, []).append((i, x))
+            in_chunk += 1
+            if in_chunk == self.batch_size or i == len(cases) - 1:
+                for group in chunk.values():
+                    self._classify_group(group, rows, classes)
+                if progress is not None:
+                    progress(in_chunk)
+                chunk, in_chunk = {}, 0
+        return rows
+
+    def _classify_group(self, group: list[tuple[int, np.ndarray]], rows: list[PredictionRow],
+                        classes: list[str]) -> None:
+        try:
+            proba = self._run_classifier(np.stack([x for _, x in group]))
+            results: list[tuple[int, np.ndarray | BaseException]] = [
+                (i, p) for (i, _), p in zip(group, proba, strict=True)]
+        except (RuntimeError, MemoryError):
+            results = []
+            for i, x in group:
+                try:
+                    results.append((i, self._run_classifier(x[None])[0]))
+                except (RuntimeError, MemoryError) as e:
+                    results.append((i, DataError(
+                        f"the model could not process this image ({one_line(e)[:200]})",
+                        rows[i].path.split(";")[0])))
+        for i, p in results:
+            if isinstance(p, BaseException):
+                _fail(rows[i], p)
+                continue
+            if p.shape[0] != len(classes):
+                _fail(rows[i], DataError(f"the model gave {p.shape[0]} outputs for "
+                                         f"{len(classes)} classes", self.model_path))
+                continue
+            rows[i].probabilities = {c: float(v) for c, v in zip(classes, p, strict=True)}
+            rows[i].predicted = classes[int(np.argmax(p))]
+
+    def _run_classifier(self, x: np.ndarray) -> np.ndarray:
+        from segfew.inference.run import classify_probabilities
+
+        return classify_probabilities(self.model, x, self.device, self.batch_size, self.plan)
+
+
+class ImageClassifier(Classifier, kind="image classifier"):
+    """A classifier on images: the head on frozen segmentation features (frameworks manual,
+    threshold), the VGG-16 from scratch or on ImageNet features; it reads images of exactly
+    its dimensionality and, where its fully connected layers fix one, its grid."""
+
+    @property
+    def input_size(self) -> tuple[int, ...] | None:
+        """The grid the classifier was built for (its fully connected layers fix it), if any."""
+        size = self.meta.architecture.args.get("input_size")
+        return tuple(int(s) for s in size) if size is not None else None
+
+    def check_input(self, case: Case, x: np.ndarray) -> None:
+        super().check_input(case, x)
+        if x.ndim - 1 != self.dim:
+            raise DataError(f"the model takes {self.dim}D images, this image is {x.ndim - 1}D",
+                            case.images[0])
+        size = self.input_size
+        if size is not None and tuple(x.shape[1:]) != size:
+            raise DataError(f"the image reaches the grid {list(x.shape[1:])}, the model was "
+                            f"trained on {list(size)}", case.images[0])
+
+
+class MeasuresClassifier(Classifier, kind="measures classifier"):
+    """A classifier on named measurements of each case's label maps (framework measures):
+    segmented by its frozen network, or another tool's (``masks``, matched by id).
+
+    ``measurer``: a :class:`segfew.inference.measure.Measurer` already holding these cases'
+    measurements (an experiment shares one per feature network); by default one is made.
+    """
+
+    def __init__(self, *args: Any, measurer: Measurer | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._measurer = measurer
+
+    @property
+    def measurer(self) -> Measurer:
+        """What segments and measures a case: the model's frozen network, or the label maps
+        in ``masks`` (:class:`segfew.inference.masks.MaskMeasurer`)."""
+        if self._measurer is None and (self.meta.feature_source or {}).get("masks"):
+            from segfew.inference.masks import MaskMeasurer  # label maps from another tool
+
+            self._measurer = MaskMeasurer.for_model(  # type: ignore[assignment]
+                self.meta.feature_source, self.masks, self.model_path)
+        if self._measurer is None:
+            from segfew.inference.measure import Measurer
+
+            source = self.meta.feature_source or {}
+            self._measurer = Measurer(self.model.feature_net, self.preprocessing,
+                                      source.get("classes", []), self.device, self.batch_size,
+                                      self.plan, bool(self.meta.architecture.args.get("tta")))
+        return self._measurer
+
+    def measurements(self, case: Case) -> dict[str, float]:
+        """The named measurements of a case."""
+        return self.measurer(case)
+
+    def load(self, case: Case) -> np.ndarray:
+        """The measurements of a case ``(F,)`` float64, in the order the model was fitted."""
+        m = self.measurer(case)
+        names = self.meta.architecture.args["feature_names"]
+        if len(case.images) != self.in_channels:
+            raise DataError(f"case {case.id!r} has {len(case.images)} channel(s), the model "
+                            f"expects {self.in_channels}; use --channels", case.images[0])
+        from segfew.inference.measure import fitted_names
+
+        return np.array([m[n] for n in fitted_names(names, m, case)], dtype=np.float64)
+
+    def write_measurements(self, path: Path, cases: Sequence[Case],
+                           rows: Sequence[PredictionRow]) -> Path:
+        """``path`` gets every case's measurements (``id, <name>...``; empty cells for a
+        failed case)."""
+        from segfew.inference.measure import write_measurements_csv
+
+        return write_measurements_csv(path, [
+            (case.id, self.measurements(case) if row.status == "ok" else None)
+            for case, row in zip(cases, rows, strict=True)])
+
+
+def _fail(row: PredictionRow, err: BaseException | str) -> None:
+    row.status = "error"
+    row.error = err if isinstance(err, str) else one_line(err)
+    row.predicted = ""
+    row.probabilities = {}
