@@ -7,6 +7,7 @@ Option defaults are never written here: :func:`setting` reads them from the spec
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import warnings
 from collections.abc import Callable, Mapping
@@ -30,6 +31,35 @@ def make_console(stderr: bool) -> Console:
 
 
 console = make_console(stderr=True)
+
+
+#: notes said only once work is under way (the next line printed, or the end of the work),
+#: so that a run refused before it starts prints its one error line and nothing else
+HELD_BACK = frozenset({"segfew.runtime"})
+held: list[logging.LogRecord] = []
+
+
+def say_held_notes(drop: bool = False) -> None:
+    """Print the notes held back (e.g. the CPU thread count), or forget them (``drop``:
+    the command failed before it ran)."""
+    records = list(held)
+    held.clear()
+    if not drop:
+        for record in records:
+            print_record(record)
+
+
+def print_record(record: logging.LogRecord) -> None:
+    """A library log record as one line: errors red, warnings yellow, notes plain."""
+    style = "bold red" if record.levelno >= logging.ERROR else (
+        "yellow" if record.levelno >= logging.WARNING else None)
+    message = record.getMessage()
+    if style:
+        console.print(f"[{style}]{message}[/]", highlight=False, soft_wrap=True)
+    else:
+        console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S", bound="BaseModel")
 
@@ -45,7 +75,6 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from segfew.cli.render import say_held_notes
         from segfew.errors import SegfewError
 
         with warnings.catch_warnings():

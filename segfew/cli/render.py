@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from segfew.cli.common import console
+from segfew.cli.common import HELD_BACK, console, held, print_record, say_held_notes
 
 #: stages too fine for plain lines (one per batch)
 _DETAIL = frozenset({"batches"})
@@ -89,39 +89,13 @@ class ProgressView:
         return lambda done, total, *_: self(stage, done, total)
 
 
-#: notes said only once work is under way (the next line printed, or the end of the work),
-#: so that a run refused before it starts prints its one error line and nothing else
-_HELD_BACK = frozenset({"segfew.runtime"})
-_held: list[logging.LogRecord] = []
-
-
-def say_held_notes(drop: bool = False) -> None:
-    """Print the notes held back (e.g. the CPU thread count), or forget them (``drop``:
-    the command failed before it ran)."""
-    records = list(_held)
-    _held.clear()
-    if not drop:
-        for record in records:
-            _print_record(record)
-
-
 class _ConsoleHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name in _HELD_BACK and record.levelno < logging.WARNING:
-            _held.append(record)
+        if record.name in HELD_BACK and record.levelno < logging.WARNING:
+            held.append(record)
             return
         say_held_notes()
-        _print_record(record)
-
-
-def _print_record(record: logging.LogRecord) -> None:
-    style = "bold red" if record.levelno >= logging.ERROR else (
-        "yellow" if record.levelno >= logging.WARNING else None)
-    message = record.getMessage()
-    if style:
-        console.print(f"[{style}]{message}[/]", highlight=False, soft_wrap=True)
-    else:
-        console.print(message, highlight=False, markup=False, soft_wrap=True)
+        print_record(record)
 
 
 def show_library_messages() -> None:
