@@ -195,7 +195,7 @@ class Training:
     train: Any | None
     val: Any | None
     task: Task
-    num_classes: int
+    classes: list[str]  # the names of the network's outputs
     class_weights: list[float]
     manifest: list[Path]
     runtime: dict[str, Any]
@@ -212,6 +212,7 @@ class Saved:
     """What :func:`fit_and_save` did; ``meta`` is None on a torchrun rank other than 0."""
 
     run_dir: Path
+    classes: list[str]
     history: list[dict[str, float]]
     stopped: str
     meta: ModelMeta | None
@@ -255,7 +256,7 @@ def fit_and_save(
     result = None
     if job.train is not None:
         result = train.fit(job.model, job.train, job.val, task=job.task,
-                           num_classes=job.num_classes, cfg=spec.train.plain(), out_dir=run_dir,
+                           num_classes=len(job.classes), cfg=spec.train.plain(), out_dir=run_dir,
                            class_weights=job.class_weights, resume=resume,
                            val_cases=job.val_groups, progress=progress)
         kept = result.last_path if job.keep == "last" else result.best_path
@@ -264,11 +265,11 @@ def fit_and_save(
         job.model.eval()
     history, stopped = (result.history, result.stopped) if result else ([], "completed")
     if not is_main():  # under torchrun only rank 0 writes
-        return Saved(run_dir, history, stopped, None)
+        return Saved(run_dir, job.classes, history, stopped, None)
     if write_info:
         plot_training(history, run_dir, job.metric)
     meta = job.describe(result, info)
     save_model(spec.out, job.model, meta)
     update_run_info(run_dir, status="completed",
                     **{name: meta.metrics.get(name) for name in job.completed})
-    return Saved(run_dir, history, stopped, meta)
+    return Saved(run_dir, job.classes, history, stopped, meta)

@@ -245,7 +245,7 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
     return Training(
         model=MNet(**args), train=tensor_dataset(train_x, train_y),
         val=tensor_dataset(val_x, val_y) if val_x else None, task="segmentation",
-        num_classes=num_labels, class_weights=label_weights(counts).tolist(),
+        classes=names, class_weights=label_weights(counts).tolist(),
         manifest=[*([spec.data.table] if spec.data.table else []),
                   *(p for c in cases for p in (*c.images, *c.labels))],
         runtime=runtime, metric="validation Dice (mean over labels)", describe=describe_model,
