@@ -20,8 +20,8 @@ import numpy as np
 from segfew.errors import DataError
 from segfew.inference.batch import (
     CASE_ERRORS,
+    Advance,
     PredictionRow,
-    Progress,
     case_path,
     one_line,
 )
@@ -191,7 +191,7 @@ class Predictor:
 
     # -- classification
 
-    def classify(self, cases: Sequence[Case], progress: Progress | None = None
+    def classify(self, cases: Sequence[Case], progress: Advance | None = None
                  ) -> list[PredictionRow]:
         """One row per case, in order; cases that fail become error rows.
 
