@@ -177,8 +177,6 @@ def validation_split(
     return list(cases), []
 
 
-
-
 @dataclass
 class Training:
     """What a training job hands :func:`fit_and_save`: its network and tensors, what
@@ -197,8 +195,8 @@ class Training:
     task: Task
     classes: list[str]  # the names of the network's outputs
     class_weights: list[float]
-    manifest: list[Path]
-    runtime: dict[str, Any]
+    manifest: list[Path]  # the files run.json's data manifest hashes
+    runtime: dict[str, Any]  # how it runs (segfew.runtime.describe), for run.json
     metric: str  # the training curve's validation metric, e.g. "validation accuracy"
     describe: Callable[[FitResult | None, dict[str, Any]], ModelMeta]
     keep: str = "best"  # the checkpoint the model file keeps: "best" or "last"
