@@ -85,7 +85,7 @@ def label(
                  "intensity": intensity, "seed": seed, "threads": threads}
     resolved = resolve(LabelSpec, overrides, spec)
     with ProgressView(progress) as view:
-        written = label_images(resolved, progress=view)
+        written = label_images(resolved, progress=view.cases())
     if resolved.method == "cavities":
         console.print(f"{len(written)} label maps written to {resolved.out} (cine cavities: "
                       f"1 RV, 2 myocardium, 3 LV)", highlight=False)

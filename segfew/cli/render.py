@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from segfew.cli.common import HELD_BACK, console, held, print_record, say_held_notes
+from segfew.typing import Progress
 
 #: stages too fine for plain lines (one per batch)
 _DETAIL = frozenset({"batches"})
@@ -24,8 +25,9 @@ _DETAIL = frozenset({"batches"})
 class ProgressView:
     """``view(stage, done, total, info="")``: draws progress of named stages.
 
-    Use as a context manager around the library call; pass the instance (or
-    :meth:`cases`) as the library's ``progress`` callback.
+    Use as a context manager around the library call; pass the instance as training's
+    ``progress`` (:data:`segfew.typing.TrainProgress`), or :meth:`cases` as any other
+    (:data:`segfew.typing.Progress`).
     """
 
     def __init__(self, enabled: bool = True, out: Console | None = None,
@@ -84,9 +86,10 @@ class ProgressView:
             say_held_notes()
             self.out.print(f"{text}  ({elapsed:.0f} s)", highlight=False, markup=False)
 
-    def cases(self, stage: str) -> Any:
-        """A ``progress(done, total)`` callback for predict, evaluate and inspect."""
-        return lambda done, total, *_: self(stage, done, total)
+    def cases(self, stage: str | None = None) -> Progress:
+        """A :data:`~segfew.typing.Progress` callback drawn as ``stage`` (None: its ``what``
+        names the stage, as ``label``'s do)."""
+        return lambda done, total, what: self(stage or what, done, total)
 
 
 class _ConsoleHandler(logging.Handler):

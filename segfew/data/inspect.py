@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +25,10 @@ from segfew.data.read import LabelRules, consecutive_label_map, read_case, sourc
 from segfew.data.scan import list_folder
 from segfew.errors import DataError
 from segfew.io import Image
+from segfew.typing import Progress
 
 __all__ = ["CaseReport", "DatasetReport", "inspect_dataset"]
 
-Progress = Callable[[int, int, str], None]
 """Called after each case with (cases done, cases in all, case id)."""
 
 

@@ -22,7 +22,7 @@ also ``measurements.csv`` (every case's named measurements, as the classifier sa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from segfew.data.read import LabelRules
+    from segfew.typing import Progress
 
 __all__ = [
     "evaluate_classifier",
@@ -54,8 +55,6 @@ __all__ = [
     "select_table_cases",
 ]
 
-ProgressFn = Callable[[int, int], None]
-"""``progress(done, total)``: called with 0 first, then as cases finish."""
 
 
 def check_targets(cases: Sequence[Case], classes: Sequence[str],
@@ -127,7 +126,7 @@ def _predictors(paths: Sequence[Path], given: Predictor | Sequence[Predictor] | 
 
 def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: str | Path,
                         *, device: str = "auto", batch_size: int = 8, bootstrap: int = 1000,
-                        seed: int = 0, progress: ProgressFn | None = None,
+                        seed: int = 0, progress: Progress | None = None,
                         table: str | Path | None = None,
                         predictor: Predictor | Sequence[Predictor] | None = None,
                         run_spec: BaseModel | dict[str, Any] | None = None,
@@ -208,7 +207,7 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
 
 def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir: str | Path,
                           *, device: str = "auto", batch_size: int = 8,
-                          progress: ProgressFn | None = None,
+                          progress: Progress | None = None,
                           predictor: Predictor | None = None,
                           run_spec: BaseModel | dict[str, Any] | None = None,
                           rules: LabelRules | None = None,
@@ -320,7 +319,7 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
                    label_column: str | None = None, group_column: str | None = None,
                    label_map: Mapping[int, int] | str | None = None, device: str = "auto",
                    batch_size: int = 8, bootstrap: int = 1000,
-                   seed: int = 0, progress: ProgressFn | None = None,
+                   seed: int = 0, progress: Progress | None = None,
                    run_spec: BaseModel | dict[str, Any] | None = None,
                    allow_leakage: bool = False, masks: Path | None = None,
                    explain: Path | None = None

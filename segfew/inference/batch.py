@@ -15,22 +15,24 @@ from typing import TYPE_CHECKING
 
 from segfew.errors import SegfewError
 from segfew.files import write_rows_csv
+from segfew.typing import Progress
 
 if TYPE_CHECKING:
     from segfew.data import Case
 
 __all__ = [
     "CASE_ERRORS",
+    "Advance",
     "PredictionRow",
-    "Progress",
     "case_path",
     "one_line",
     "progress_counter",
     "write_predictions_csv",
 ]
 
-Progress = Callable[[int], None]
-"""Called with the number of cases just finished (an increment)."""
+Advance = Callable[[int], None]
+"""Called with the number of cases just finished (an increment): how a model's batch loop
+counts, turned into a :data:`segfew.typing.Progress` report by :func:`progress_counter`."""
 
 
 #: What makes one case of a batch an error row (the batch goes on): a user-facing error, a
@@ -89,16 +91,16 @@ def write_predictions_csv(path: Path, rows: Sequence[PredictionRow], classes: Se
     return write_rows_csv(path, header, lines)
 
 
-def progress_counter(progress: Callable[[int, int], None] | None, total: int) -> Progress:
-    """Turn ``progress(done, total)`` into an increment callback; announces the total now."""
+def progress_counter(progress: Progress | None, total: int) -> Advance:
+    """Turn ``progress(done, total, "")`` into an increment callback; announces the total now."""
     done = 0
     if progress is not None:
-        progress(0, total)
+        progress(0, total, "")
 
     def advance(n: int) -> None:
         nonlocal done
         done += n
         if progress is not None:
-            progress(done, total)
+            progress(done, total, "")
 
     return advance

@@ -16,8 +16,8 @@ import numpy as np
 from segfew.errors import DataError
 from segfew.inference.batch import (
     CASE_ERRORS,
+    Advance,
     PredictionRow,
-    Progress,
     case_path,
     one_line,
 )
@@ -33,7 +33,7 @@ __all__ = ["Classifier", "ImageClassifier", "MeasuresClassifier"]
 class Classifier(Predictor):
     """Class probabilities of cases, in batches; :meth:`load` gives what the network reads."""
 
-    def classify(self, cases: Sequence[Case], progress: Progress | None = None
+    def classify(self, cases: Sequence[Case], progress: Advance | None = None
                  ) -> list[PredictionRow]:
         """One row per case, in order; cases that fail become error rows.
 

@@ -16,7 +16,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.inference.batch import PredictionRow
     from segfew.inference.predictor import Predictor
+    from segfew.typing import Progress
 
 __all__ = ["MIN_CONFIDENCE", "average_rows", "check_same_classes", "classify_all",
            "flag_confidence", "open_models"]
@@ -54,10 +55,10 @@ def open_models(model_path: str | Path | Sequence[str | Path], **options: Any
 
 
 def classify_all(predictors: Sequence[Predictor], cases: Sequence[Case],
-                 progress: Callable[[int, int], None] | None = None,
+                 progress: Progress | None = None,
                  min_confidence: float = MIN_CONFIDENCE) -> list[PredictionRow]:
     """Every model's rows of ``cases``, averaged (:func:`average_rows`) and flagged
-    (:func:`flag_confidence`); ``progress(done, total)`` counts cases × models."""
+    (:func:`flag_confidence`); ``progress(done, total, what)`` counts cases × models."""
     from segfew.inference.batch import progress_counter
 
     report = progress_counter(progress, len(cases) * len(predictors))

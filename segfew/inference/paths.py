@@ -10,7 +10,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,8 @@ from segfew.inference.batch import (
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from segfew.typing import Progress
+
 __all__ = ["predict_paths"]
 
 
@@ -35,7 +37,7 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
                   out: str | Path, *, recursive: bool = False,
                   channels: Sequence[str] | None = None, device: str = "auto",
                   batch_size: int = 8, precision: str = "auto", workers: int | None = None,
-                  progress: Callable[[int, int], None] | None = None,
+                  progress: Progress | None = None,
                   probabilities: bool = False, min_confidence: float = 0.5, tta: bool = False,
                   run_spec: BaseModel | dict[str, Any] | None = None,
                   masks: Path | None = None, explain: str | Path | None = None
@@ -51,7 +53,7 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     maps in the source geometry (test-time augmented with ``tta``; and ``<id>_prob.nii.gz``
     with ``probabilities``) plus ``predictions.csv`` (``id, path, output, status, error``).
     Cases are built with the model's channel suffixes unless ``channels`` overrides them.
-    ``progress(done, total)`` is called as cases finish. ``explain`` (one classifier file): a
+    ``progress(done, total, what)`` is called as cases finish. ``explain`` (one classifier file): a
     folder for one evidence sheet per case and ``index.html`` (:mod:`segfew.inference.explain`).
 
     Beside the outputs goes a run record (:func:`segfew.runinfo.write_run_info`) holding

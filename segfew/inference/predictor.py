@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.errors import DataError
-from segfew.inference.batch import PredictionRow, Progress
+from segfew.inference.batch import Advance, PredictionRow
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -167,7 +167,7 @@ class Predictor:
 
     # -- the interface of every kind; another kind's method is refused in one line
 
-    def classify(self, cases: Sequence[Case], progress: Progress | None = None
+    def classify(self, cases: Sequence[Case], progress: Advance | None = None
                  ) -> list[PredictionRow]:
         """One row per case, in order (:class:`segfew.inference.classify.Classifier`)."""
         raise DataError(NOT_SEGMENTER, self.model_path)

@@ -1,4 +1,5 @@
-"""What the jobs share: run folders, their guard, the validation split, tensors.
+"""What the jobs share: run folders, their guard, the validation split, tensors, and
+the skeleton of a training job (:func:`fit_and_save`).
 
 A job's model file has its checkpoints, ``metrics.csv`` and ``run.json`` (spec, seed,
 versions, data manifest) in a run folder beside it (``<model stem>-run/``).
@@ -11,7 +12,8 @@ import logging
 import shutil
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,9 @@ from segfew.spec import (
 
 if TYPE_CHECKING:
     from segfew.data import Case
+    from segfew.modelfile import ModelMeta
+    from segfew.preprocess.cache import PreprocessCache
+    from segfew.train.engine import FitResult, Task, TrainProgress
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +177,97 @@ def validation_split(
     return list(cases), []
 
 
+@dataclass
+class Training:
+    """What a training job hands :func:`fit_and_save`: its network and tensors, what
+    ``run.json`` records, and how its model file is described once trained.
+
+    ``train`` is None for a model fitted already (a closed-form fit: nothing to train).
+    ``describe(result, info)`` makes the model file's :class:`~segfew.modelfile.ModelMeta`
+    from the fit (None: closed form) and ``run.json`` as written (``{"data": []}`` when
+    not written). ``completed`` names fields of its ``metrics`` that ``run.json`` also
+    records when the run completes.
+    """
+
+    model: Any
+    train: Any | None
+    val: Any | None
+    task: Task
+    classes: list[str]  # the names of the network's outputs
+    class_weights: list[float]
+    manifest: list[Path]  # the files run.json's data manifest hashes
+    runtime: dict[str, Any]  # how it runs (segfew.runtime.describe), for run.json
+    metric: str  # the training curve's validation metric, e.g. "validation accuracy"
+    describe: Callable[[FitResult | None, dict[str, Any]], ModelMeta]
+    keep: str = "best"  # the checkpoint the model file keeps: "best" or "last"
+    val_groups: list[int] | None = None  # the case of each validation sample (slices)
+    run_info: dict[str, Any] = field(default_factory=dict)  # more fields of run.json
+    completed: tuple[str, ...] = ()
+
+
+@dataclass
+class Saved:
+    """What :func:`fit_and_save` did; ``meta`` is None on a torchrun rank other than 0."""
+
+    run_dir: Path
+    classes: list[str]
+    history: list[dict[str, float]]
+    stopped: str
+    meta: ModelMeta | None
+
+
+def fit_and_save(
+    spec: PretrainSpec | ClassifierSpec,
+    prepare: Callable[[PreprocessCache], Training],
+    *,
+    resume: bool,
+    progress: TrainProgress | None,
+    cache: PreprocessCache | None,
+    write_info: bool = True,
+) -> Saved:
+    """The skeleton of ``pretrain`` and ``train-classifier``, inside :func:`guarded_run`.
+
+    Sets the threads and seed, runs ``prepare`` (cases to tensors and a network; given
+    the pre-processing cache), writes ``run.json`` with status ``running``, fits
+    (:func:`segfew.train.fit`: ``best.pt``/``last.pt``, ``metrics.csv``), loads the kept
+    checkpoint, plots ``training_curve.png``, saves the model file and sets ``run.json``'s
+    status to ``completed``. ``write_info=False`` (an experiment's tasks) writes neither
+    ``run.json`` nor the plot. Under torchrun only rank 0 writes.
+    """
+    import torch
+
+    from segfew import train
+    from segfew.modelfile import save_model
+    from segfew.preprocess.cache import PreprocessCache
+    from segfew.runinfo import update_run_info, write_run_info
+    from segfew.runtime import seed_everything, set_threads
+    from segfew.train.distributed import is_main
+
+    set_threads(spec.train.threads)
+    seed_everything(spec.train.seed)
+    job = prepare(cache if cache is not None else PreprocessCache())
+    run_dir = run_dir_for(spec.out)
+    info: dict[str, Any] = {"data": []}
+    if write_info and is_main():
+        info = write_run_info(run_dir, spec, spec.train.seed, job.manifest, runtime=job.runtime,
+                              extra={"status": "running", **job.run_info})
+    result = None
+    if job.train is not None:
+        result = train.fit(job.model, job.train, job.val, task=job.task,
+                           num_classes=len(job.classes), cfg=spec.train.plain(), out_dir=run_dir,
+                           class_weights=job.class_weights, resume=resume,
+                           val_cases=job.val_groups, progress=progress)
+        kept = result.last_path if job.keep == "last" else result.best_path
+        job.model.load_state_dict(
+            torch.load(kept, map_location="cpu", weights_only=True)["model"])
+        job.model.eval()
+    history, stopped = (result.history, result.stopped) if result else ([], "completed")
+    if not is_main():  # under torchrun only rank 0 writes
+        return Saved(run_dir, job.classes, history, stopped, None)
+    if write_info:
+        plot_training(history, run_dir, job.metric)
+    meta = job.describe(result, info)
+    save_model(spec.out, job.model, meta)
+    update_run_info(run_dir, status="completed",
+                    **{name: meta.metrics.get(name) for name in job.completed})
+    return Saved(run_dir, job.classes, history, stopped, meta)

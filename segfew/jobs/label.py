@@ -23,7 +23,6 @@ from segfew.files import check_output, write_json
 from segfew.labelling.kmeans import (
     PREVIEW_FILE,
     KMeansLabeller,
-    ProgressFn,
     fit_kmeans,
 )
 from segfew.spec import LabelSpec
@@ -31,12 +30,13 @@ from segfew.spec import LabelSpec
 if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.io import Image
+    from segfew.typing import Progress
 
 #: how many images the preview shows beside their labels
 PREVIEW_IMAGES = 4
 
 
-def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Path]:
+def label_images(spec: LabelSpec, progress: Progress | None = None) -> list[Path]:
     """``segfew label``: write one label map per image, by k-means or cine cavities.
 
     Images are found as ``train-classifier`` finds them (``spec.table``, class sub-folders,
@@ -56,7 +56,7 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
     from segfew.runinfo import write_run_info
     from segfew.runtime import set_threads
 
-    report = progress or (lambda stage, done, total: None)
+    report = progress or (lambda done, total, what: None)
     cases = find_cases(spec.images, spec.table, spec.channels, spec.id_column, spec.recursive,
                        spec.label_column)
     if not cases:
@@ -72,10 +72,10 @@ def label_images(spec: LabelSpec, progress: ProgressFn | None = None) -> list[Pa
         """Every case with its images, read through the door (all its checks)."""
         done = 0
         for case in cases:
-            report(stage, done, len(paths))
+            report(done, len(paths), stage)
             yield case, read_case(case)[0]
             done += len(case.images)
-        report(stage, len(paths), len(paths))
+        report(len(paths), len(paths), stage)
 
     # refusals before any work (and before the thread count is said)
     _refuse_other_labels(out, set(names.values()), spec.method != "cavities")

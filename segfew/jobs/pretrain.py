@@ -16,9 +16,9 @@ import numpy as np
 
 from segfew.errors import DataError, SpecError
 from segfew.jobs.common import (
+    Training,
+    fit_and_save,
     guarded_run,
-    plot_training,
-    run_dir_for,
     tensor_dataset,
     validation_split,
 )
@@ -28,9 +28,10 @@ from segfew.spec import PretrainSpec
 if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.data.read import LabelRules
+    from segfew.modelfile import ModelMeta
     from segfew.preprocess.cache import PreprocessCache
     from segfew.preprocess.grid import Preprocessing
-    from segfew.train.engine import TrainProgress
+    from segfew.train.engine import FitResult, TrainProgress
 
 log = logging.getLogger(__name__)
 
@@ -164,19 +165,22 @@ def _pretrain(
     cache: PreprocessCache | None,
     cases: Sequence[Case] | None,
 ) -> PretrainResult:
-    import torch
+    saved = fit_and_save(spec, lambda cache: _prepare(spec, cache, cases), resume=resume,
+                         progress=progress, cache=cache)
+    metrics = saved.meta.metrics if saved.meta is not None else {}
+    return PretrainResult(spec.out, saved.run_dir, metrics.get("validation_dice", {}),
+                          metrics.get("validation_mean_dice"), saved.history, saved.stopped)
 
-    from segfew.modelfile import Architecture, ModelMeta, save_model
+
+def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] | None
+             ) -> Training:
+    """The M-Net, its tensors and its model file's description (:func:`fit_and_save`)."""
+    from segfew.modelfile import Architecture, ModelMeta
     from segfew.models import MNet
-    from segfew.preprocess.cache import PreprocessCache
-    from segfew.runinfo import update_run_info, versions, write_run_info
-    from segfew.runtime import describe, seed_everything, set_threads
-    from segfew.train import fit, label_weights
-    from segfew.train.distributed import is_main
+    from segfew.runinfo import versions
+    from segfew.runtime import describe
+    from segfew.train import label_weights
 
-    cache = cache if cache is not None else PreprocessCache()
-    set_threads(spec.train.threads)
-    seed_everything(spec.train.seed)
     if cases is None:
         cases = _segmentation_cases(spec)
     else:
@@ -213,73 +217,39 @@ def _pretrain(
             f"the {dim}D network pools four times: every size of its grid {list(grid)} "
             "must be a multiple of 16 (preprocess.size)"
         )
+    args: dict[str, Any] = {"dim": dim, "in_channels": in_channels, "num_labels": num_labels,
+            "n_s": spec.network.n_s, "dropout": spec.network.dropout}
 
-    model = MNet(dim, in_channels, num_labels, n_s=spec.network.n_s, dropout=spec.network.dropout)
-    run_dir = run_dir_for(spec.out)
-    info: dict[str, Any] = {"data": []}
-    if is_main():
-        info = write_run_info(
-            run_dir,
-            spec,
-            spec.train.seed,
-            [*([spec.data.table] if spec.data.table else []),
-             *(p for c in cases for p in (*c.images, *c.labels))],
-            runtime=runtime,
-            extra={"status": "running"},
-        )
-    result = fit(
-        model,
-        tensor_dataset(train_x, train_y),
-        tensor_dataset(val_x, val_y) if val_x else None,
-        task="segmentation",
-        num_classes=num_labels,
-        cfg=spec.train.plain(),
-        out_dir=run_dir,
-        class_weights=label_weights(counts).tolist(),
-        resume=resume,
-        val_cases=val_groups,
-        progress=progress,
-    )
-    state = torch.load(result.best_path, map_location="cpu", weights_only=True)["model"]
-    model.load_state_dict(state)
-    model.eval()
-    if not is_main():  # under torchrun only rank 0 evaluates and writes
-        return PretrainResult(spec.out, run_dir, {}, None, result.history, result.stopped)
-    plot_training(result.history, run_dir, "validation Dice (mean over labels)")
-
-    # the validation Dice of metrics.csv at the best epoch (segfew.metrics.case_mean_dice)
-    best = result.history[result.best_epoch - 1] if val_cases and result.best_epoch else {}
-    dice = {names[i]: _finite(best.get(f"val_dice_{i}")) for i in range(1, num_labels)}
-    mean_dice = _finite(best.get("val_metric"))
-
-    meta = ModelMeta(
-        kind="segmentation",
-        architecture=Architecture(
-            name="mnet",
-            args={
-                "dim": dim,
-                "in_channels": in_channels,
-                "num_labels": num_labels,
-                "n_s": spec.network.n_s,
-                "dropout": spec.network.dropout,
+    def describe_model(result: FitResult | None, info: dict[str, Any]) -> ModelMeta:
+        assert result is not None
+        # the validation Dice of metrics.csv at the best epoch (segfew.metrics.case_mean_dice)
+        best = result.history[result.best_epoch - 1] if val_cases and result.best_epoch else {}
+        return ModelMeta(
+            kind="segmentation",
+            architecture=Architecture(name="mnet", args=args),
+            preprocess=spec.preprocess,
+            classes=names,
+            channels=None,
+            spec=spec.model_dump(mode="json"),
+            versions=versions(),
+            metrics={
+                "validation_dice": {names[i]: _finite(best.get(f"val_dice_{i}"))
+                                    for i in range(1, num_labels)},
+                "validation_mean_dice": _finite(best.get("val_metric")),
+                "validation_cases": [c.id for c in val_cases],
+                "best_epoch": result.best_epoch,
+                "training_data": sorted({row["sha256"] for row in info["data"]}),
             },
-        ),
-        preprocess=spec.preprocess,
-        classes=names,
-        channels=None,
-        spec=spec.model_dump(mode="json"),
-        versions=versions(),
-        metrics={
-            "validation_dice": dice,
-            "validation_mean_dice": mean_dice,
-            "validation_cases": [c.id for c in val_cases],
-            "best_epoch": result.best_epoch,
-            "training_data": sorted({row["sha256"] for row in info["data"]}),
-        },
-    )
-    save_model(spec.out, model, meta)
-    update_run_info(run_dir, status="completed")
-    return PretrainResult(spec.out, run_dir, dice, mean_dice, result.history, result.stopped)
+        )
+
+    return Training(
+        model=MNet(**args), train=tensor_dataset(train_x, train_y),
+        val=tensor_dataset(val_x, val_y) if val_x else None, task="segmentation",
+        classes=names, class_weights=label_weights(counts).tolist(),
+        manifest=[*([spec.data.table] if spec.data.table else []),
+                  *(p for c in cases for p in (*c.images, *c.labels))],
+        runtime=runtime, metric="validation Dice (mean over labels)", describe=describe_model,
+        val_groups=val_groups)
 
 
 def _resolve_consecutive(spec: PretrainSpec, cases: Sequence[Case]) -> PretrainSpec:

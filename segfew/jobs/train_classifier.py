@@ -21,11 +21,11 @@ from segfew.errors import DataError, DataWarning, SpecError
 from segfew.frameworks import framework
 from segfew.jobs.common import (
     FEATURE_FRAMEWORKS,
+    Training,
     epoch_choice,
+    fit_and_save,
     guarded_run,
     one_class_share,
-    plot_training,
-    run_dir_for,
     tensor_dataset,
     validation_split,
 )
@@ -34,9 +34,9 @@ from segfew.spec import MIN_CASES_TO_PICK_EPOCH, ClassifierSpec, PreprocessConfi
 if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.inference.measure import Measurer
-    from segfew.modelfile import Architecture
+    from segfew.modelfile import Architecture, ModelMeta
     from segfew.preprocess.cache import PreprocessCache
-    from segfew.train.engine import TrainProgress
+    from segfew.train.engine import FitResult, TrainProgress
 
 log = logging.getLogger(__name__)
 
@@ -257,21 +257,30 @@ def _train_classifier(
     write_info: bool,
     measurer: Measurer | None,
 ) -> ClassifierResult:
-    import torch
+    start = time.perf_counter()
+    saved = fit_and_save(
+        spec, lambda cache: _prepare(spec, cache, cases, val_cases, write_info, measurer),
+        resume=resume, progress=progress, cache=cache, write_info=write_info)
+    if saved.meta is None:
+        return ClassifierResult(spec.out, saved.run_dir, saved.classes, saved.history,
+                                saved.stopped)
+    return ClassifierResult(spec.out, saved.run_dir, saved.classes, saved.history,
+                            saved.stopped, time.perf_counter() - start, saved.meta.metrics)
 
+
+def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case] | None,
+             val_cases: Sequence[Case] | None, write_info: bool, measurer: Measurer | None
+             ) -> Training:
+    """The classifier, its tensors and its model file's description (:func:`fit_and_save`);
+    a measurement classifier is fitted here (closed form)."""
     from segfew.data import class_names, find_classification_cases
     from segfew.data.read import warn_placeholder_spacing
-    from segfew.modelfile import Architecture, ModelMeta, read_model_file, save_model
-    from segfew.preprocess.cache import PreprocessCache
-    from segfew.runinfo import update_run_info, versions, write_run_info
-    from segfew.runtime import describe, resolve_device, seed_everything, set_threads
-    from segfew.train import fit, label_weights
+    from segfew.modelfile import Architecture, ModelMeta, read_model_file
+    from segfew.runinfo import versions
+    from segfew.runtime import describe, resolve_device
+    from segfew.train import label_weights
     from segfew.train.distributed import is_main
 
-    start = time.perf_counter()
-    cache = cache if cache is not None else PreprocessCache()
-    set_threads(spec.train.threads)
-    seed_everything(spec.train.seed)
     if cases is None:
         cases = find_classification_cases(
             spec.data.images,
@@ -313,28 +322,18 @@ def _train_classifier(
     else:
         train_x = _classification_arrays(train_cases, cfg, cache)
         val_x = _classification_arrays(val_list, cfg, cache) if val_list else []
-    run_dir = run_dir_for(spec.out)
     closed_form = framework(spec.framework).fitting == "closed-form"
     choice, why = epoch_choice(len(val_list), spec.train) if val_list else (
         "last" if spec.train.select_epoch == "last" else "best", "")  # best: lowest loss
     validation = {"cases": len(val_list), "epoch_choice": None if closed_form else choice,
                   "small": 0 < len(val_list) < MIN_CASES_TO_PICK_EPOCH, "note": why or None}
-    if write_info and is_main():
-        write_run_info(
-            run_dir,
-            spec,
-            spec.train.seed,
-            [*(p for p in (spec.data.table, spec.features, spec.vgg_weights) if p),
-             *(p for c in _with_masks(train_cases, spec.masks) for p in c.labels),
-             *(p for c in [*train_cases, *val_list] for p in c.images)],
-            runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),
-            extra={"status": "running", "validation": validation},
-        )
     counts = np.bincount(np.asarray(train_y), minlength=len(classes))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # absent classes are reported below
         weights = label_weights(counts)
-    if framework(spec.framework).network == "measurement_classifier":  # closed form, inner CV
+    fitted: dict[str, Any] = {}
+    measured = framework(spec.framework).network == "measurement_classifier"
+    if measured:  # closed form, inner CV
         from segfew.inference.fit_measures import fit_measurement_classifier
         from segfew.inference.masks import MaskMeasurer, mask_label_names
         from segfew.inference.measure import Measurer
@@ -361,71 +360,67 @@ def _train_classifier(
             args=fitted["args"],
             feature_net=feature_meta.architecture if feature_meta else None,
         ).model_dump()
-        history: list[dict[str, float]] = []
-        stopped, best = "completed", fitted["metrics"]
     else:
         in_channels, grid = train_x[0].shape[0], tuple(train_x[0].shape[1:])
         model, arch = build_classifier(spec, in_channels, len(classes), grid)
         if len(grid) == 3 and is_main():  # a volume network: its size and cost, said first
             _say_network(model, arch["name"], train_x[0].shape, len(train_x), spec)
-        result = fit(
-            model,
-            tensor_dataset(train_x, train_y),
-            tensor_dataset(val_x, val_y) if val_x else None,
-            task="classification",
-            num_classes=len(classes),
-            cfg=spec.train.plain(),
-            out_dir=run_dir,
-            class_weights=weights.tolist(),
-            resume=resume,
-            progress=progress,
-        )
-        kept = result.last_path if choice == "last" else result.best_path
-        model.load_state_dict(torch.load(kept, map_location="cpu", weights_only=True)["model"])
-        history, stopped = result.history, result.stopped
-        epoch = len(history) if choice == "last" else result.best_epoch
-        best = {"best_epoch": result.best_epoch, "best_metric": result.best_metric,
-                "kept_epoch": epoch, "epoch_choice": choice, "validation": validation}
-        row = history[epoch - 1] if val_list and 0 < epoch <= len(history) else {}
-        flag = one_class_share(row.get("val_top_class", 0.0),
-                               row.get("val_top_share", float("nan")), len(val_list), classes)
-        best["one_class_validation"] = flag
-        if flag is not None:
-            warnings.warn(DataWarning(
-                f"at the kept epoch {epoch} the classifier predicts {flag['class']!r} for "
-                f"{flag['share']:.0%} of the {flag['cases']} validation cases: it learnt the "
-                "majority, not the classes", spec.out), stacklevel=2)
-        kept_metric = row.get("val_metric", result.best_metric) if row else result.best_metric
-        best["validation_accuracy"] = _validation_summary(kept_metric, val_y, spec.train.seed)
 
-    if not is_main():
-        return ClassifierResult(spec.out, run_dir, classes, history, stopped)
-    if write_info:
-        plot_training(history, run_dir, "validation accuracy")
-    meta = ModelMeta(
-        kind="classifier",
-        architecture=Architecture.model_validate(arch),
-        preprocess=cfg,
-        classes=classes,
-        channels=spec.data.channels,
-        framework=spec.framework,
-        spec=spec.model_dump(mode="json"),
-        versions=versions(),
-        metrics={
-            **best,
-            "train_class_counts": dict(zip(classes, counts.tolist(), strict=True)),
-            "train_cases": [c.id for c in train_cases],
-            "validation_cases": [c.id for c in val_list],
-            "training_data": _digests([*train_cases, *val_list]),
-        },
-        feature_source=feature_meta.model_dump(mode="json") if feature_meta else source,
-    )
-    save_model(spec.out, model, meta)
-    update_run_info(run_dir, status="completed",
-                    one_class_validation=best.get("one_class_validation"))
-    return ClassifierResult(
-        spec.out, run_dir, classes, history, stopped, time.perf_counter() - start, meta.metrics
-    )
+    def describe_model(result: FitResult | None, info: dict[str, Any]) -> ModelMeta:
+        best = fitted["metrics"] if result is None else _kept(result, choice, validation,
+                                                                 val_y, classes, spec)
+        return ModelMeta(
+            kind="classifier",
+            architecture=Architecture.model_validate(arch),
+            preprocess=cfg,
+            classes=classes,
+            channels=spec.data.channels,
+            framework=spec.framework,
+            spec=spec.model_dump(mode="json"),
+            versions=versions(),
+            metrics={
+                **best,
+                "train_class_counts": dict(zip(classes, counts.tolist(), strict=True)),
+                "train_cases": [c.id for c in train_cases],
+                "validation_cases": [c.id for c in val_list],
+                "training_data": _digests([*train_cases, *val_list]),
+            },
+            feature_source=feature_meta.model_dump(mode="json") if feature_meta else source,
+        )
+
+    return Training(
+        model=model, train=None if measured else tensor_dataset(train_x, train_y),
+        val=tensor_dataset(val_x, val_y) if val_x else None, task="classification",
+        classes=classes, class_weights=weights.tolist(),
+        manifest=[*(p for p in (spec.data.table, spec.features, spec.vgg_weights) if p),
+                  *(p for c in _with_masks(train_cases, spec.masks) for p in c.labels),
+                  *(p for c in [*train_cases, *val_list] for p in c.images)],
+        runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),
+        metric="validation accuracy", describe=describe_model, keep=choice,
+        run_info={"validation": validation}, completed=("one_class_validation",))
+
+
+def _kept(result: FitResult, choice: str, validation: dict[str, Any], val_y: Sequence[int],
+          classes: Sequence[str], spec: ClassifierSpec) -> dict[str, Any]:
+    """The model file's record of the kept epoch: which, why, its validation accuracy, and
+    whether it predicts one class for nearly every validation case (a DataWarning too)."""
+    history = result.history
+    epoch = len(history) if choice == "last" else result.best_epoch
+    best: dict[str, Any] = {"best_epoch": result.best_epoch, "best_metric": result.best_metric,
+                            "kept_epoch": epoch, "epoch_choice": choice,
+                            "validation": validation}
+    row = history[epoch - 1] if val_y and 0 < epoch <= len(history) else {}
+    flag = one_class_share(row.get("val_top_class", 0.0),
+                           row.get("val_top_share", float("nan")), len(val_y), classes)
+    best["one_class_validation"] = flag
+    if flag is not None:
+        warnings.warn(DataWarning(
+            f"at the kept epoch {epoch} the classifier predicts {flag['class']!r} for "
+            f"{flag['share']:.0%} of the {flag['cases']} validation cases: it learnt the "
+            "majority, not the classes", spec.out), stacklevel=2)
+    kept_metric = row.get("val_metric", result.best_metric) if row else result.best_metric
+    best["validation_accuracy"] = _validation_summary(kept_metric, val_y, spec.train.seed)
+    return best
 
 
 def _digests(cases: Sequence[Case]) -> list[str]:

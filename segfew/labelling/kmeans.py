@@ -23,7 +23,7 @@ move it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,10 +34,7 @@ from segfew.data.label_names import kmeans_label_names
 from segfew.errors import DataError
 from segfew.files import write_json
 
-__all__ = ["KMeansLabeller", "ProgressFn", "fit_kmeans"]
-
-ProgressFn = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``: called as work advances; the CLI draws a bar from it."""
+__all__ = ["KMeansLabeller", "fit_kmeans"]
 
 FORMAT = "segfew-kmeans"
 PREVIEW_FILE = Path("preview") / "kmeans_preview.png"

@@ -4,15 +4,12 @@ never prints."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 from torch import Tensor
 
-__all__ = ["EpochReport", "TrainProgress"]
+from segfew.typing import TrainProgress
 
-TrainProgress = Callable[[str, int, "int | None", str], None]
-"""``progress(stage, done, total, info)``: stage ``"epochs"`` after every epoch (info: loss
-and the monitored value), ``"batches"`` after every batch; the CLI draws it."""
+__all__ = ["EpochReport", "TrainProgress"]
 
 
 class EpochReport:

@@ -25,7 +25,7 @@ def test_plain_lines_one_per_epoch_and_per_tenth_of_the_cases() -> None:
             view("epochs", epoch, 3, f"loss 0.{epoch} val_metric 0.8")
         cases = view.cases("cases")
         for done in range(0, 101):
-            cases(done, 100)
+            cases(done, 100, "")
     lines = buf.getvalue().splitlines()
     assert [line.split("  ")[0] for line in lines[:3]] == ["epochs 1/3", "epochs 2/3",
                                                            "epochs 3/3"]
@@ -33,6 +33,18 @@ def test_plain_lines_one_per_epoch_and_per_tenth_of_the_cases() -> None:
     assert not any(line.startswith("batches") for line in lines)
     case_lines = [line for line in lines if line.startswith("cases")]
     assert len(case_lines) == 10 and case_lines[-1].startswith("cases 100/100")
+
+
+def test_a_progress_without_a_stage_is_drawn_under_the_stage_it_names() -> None:
+    """``label`` names its stages in ``what`` (segfew.typing.Progress)."""
+    view, buf = _plain_view()
+    with view:
+        report = view.cases()
+        for stage in ("fitting", "labelling"):
+            for done in range(0, 3):
+                report(done, 2, stage)
+    assert [line.split("  ")[0] for line in buf.getvalue().splitlines()] == [
+        "fitting 1/2", "fitting 2/2", "labelling 1/2", "labelling 2/2"]
 
 
 def test_disabled_view_prints_nothing() -> None:
