@@ -13,7 +13,7 @@ import shutil
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,7 +158,11 @@ def validation_split(
     smallest = min(counts.values()) if counts else 0
     fraction = cfg.validation_fraction(smallest)
     if fraction > 0 and smallest >= 2:
-        train, val = stratified_split(cases, fraction=1 - fraction, seed=cfg.seed)
+        # segmentation: one stratum (a class would put one patient of each in validation)
+        pool = cases if per_class else [replace(c, target=None) for c in cases]
+        kept, held = stratified_split(pool, fraction=1 - fraction, seed=cfg.seed)
+        by_id = {c.id: c for c in cases}
+        train, val = [by_id[c.id] for c in kept], [by_id[c.id] for c in held]
         why = epoch_choice(len(val), cfg)[1] if per_class else ""
         log.info(f"validation split: {len(val)} of {len(cases)} cases held out "
                  f"(val_fraction {fraction}); " + (why or "the best epoch is picked on them"))

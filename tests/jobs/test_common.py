@@ -35,3 +35,15 @@ def test_with_few_cases_the_default_holds_nothing_out_and_says_so() -> None:
         warnings.simplefilter("error")  # asked for: held out, nothing to say
         _, val = validation_split(_cases(3), TrainConfig(val_fraction=0.4), per_class=True)
     assert len(val) == 3
+
+
+def test_a_segmentation_split_holds_out_its_fraction_whatever_the_classes() -> None:
+    """Pre-training ignores classes: ten patients of five classes, val_fraction 0.2, hold
+    out two, not one of each class (five)."""
+    cases = [Case(f"{c}{i}", (Path(f"{c}{i}.nii.gz"),), target=c) for c in "abcde"
+             for i in range(2)]
+    train, val = validation_split(cases, TrainConfig(val_fraction=0.2), per_class=False)
+    assert (len(train), len(val)) == (8, 2)
+    assert {c.target for c in val} <= set("abcde")  # the cases themselves, classes kept
+    train_c, val_c = validation_split(cases, TrainConfig(val_fraction=0.2), per_class=True)
+    assert len(val_c) == 5  # a classifier's split still keeps every class on both sides
