@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from segfew.files import atomic_path
 
 __all__ = [
     "accuracy_summary",
@@ -36,7 +33,6 @@ __all__ = [
     "dice",
     "dice_per_label",
     "one_class",
-    "plot_confusion_matrix",
 ]
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "kappa", "macro_f1")
@@ -368,39 +364,3 @@ def case_mean_dice(per_case: Sequence[Mapping[Any, float | None]], labels: Seque
 
 
 # ---------------------------------------------------------------- display
-
-
-def plot_confusion_matrix(cm: np.ndarray | Sequence[Sequence[int]], class_names: Sequence[str],
-                          path: Path, title: str = "") -> Path:
-    """Write the confusion matrix as a PNG: counts in the cells, colour = share of the row.
-
-    Rows are the true classes, columns the predicted ones. Written atomically.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    cm = np.asarray(cm, dtype=float)
-    k = len(class_names)
-    rows = cm.sum(axis=1, keepdims=True)
-    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    side = 2.0 + 0.6 * k
-    fig = Figure(figsize=(side + 1.0, side))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, label="share of the true class")
-    ax.set_xticks(range(k), [str(c) for c in class_names], rotation=45, ha="right")
-    ax.set_yticks(range(k), [str(c) for c in class_names])
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
-                    color="white" if share[i, j] > 0.5 else "black")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return path

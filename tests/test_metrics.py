@@ -18,7 +18,6 @@ from segfew.metrics import (
     classification_metrics,
     dice_per_label,
     metrics_from_confusion,
-    plot_confusion_matrix,
 )
 
 # 3 classes, 6 cases; confusion matrix [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
@@ -133,6 +132,8 @@ def test_dice_values_and_none_rule() -> None:
 
 def test_confusion_png(tmp_path) -> None:
     m = classification_metrics(Y_TRUE, Y_PRED, None, NAMES, bootstrap=100)
+    from segfew.evaluation.figures import plot_confusion_matrix
+
     path = plot_confusion_matrix(m["confusion_matrix"], NAMES, tmp_path / "cm.png", title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["cm.png"]  # no temporary left over

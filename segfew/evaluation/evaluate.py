@@ -148,9 +148,9 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     arguments are. ``explain``: a folder for one evidence sheet per case, with its true
     class, and ``index.html`` (:mod:`segfew.inference.explain`).
     """
+    from segfew.evaluation.figures import plot_confusion_matrix
     from segfew.evaluation.leakage import check_models, leakage_record
     from segfew.inference.ensemble import classify_all
-    from segfew.metrics import plot_confusion_matrix
     from segfew.runinfo import write_run_info
 
     paths = _paths(model_path)

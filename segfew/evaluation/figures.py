@@ -17,8 +17,8 @@ import numpy as np
 
 from segfew.files import atomic_path
 
-__all__ = ["plot_class_f1", "plot_examples", "plot_label_preview", "plot_learning_curves",
-           "plot_training_curve"]
+__all__ = ["plot_class_f1", "plot_confusion_matrix", "plot_examples", "plot_label_preview",
+           "plot_learning_curves", "plot_training_curve"]
 
 DPI = 150
 _FONT: dict[str, Any] = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
@@ -220,3 +220,32 @@ def plot_label_preview(shown: Sequence[tuple[str, np.ndarray, np.ndarray]],
         bar.ax.set_yticklabels(list(label_names))
     fig.suptitle(f"{what} ({len(label_names)} labels)")
     return _save(fig, path)
+
+
+@_print_fonts
+def plot_confusion_matrix(cm: np.ndarray | Sequence[Sequence[int]], class_names: Sequence[str],
+                          path: Path, title: str = "") -> Path:
+    """Write the confusion matrix as a PNG: counts in the cells, colour = share of the row.
+
+    Rows are the true classes, columns the predicted ones. Written atomically.
+    """
+    cm = np.asarray(cm, dtype=float)
+    k = len(class_names)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    side = 2.0 + 0.6 * k
+    fig = _figure(side + 1.0, side)
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    ax.set_xticks(range(k), [str(c) for c in class_names], rotation=45, ha="right")
+    ax.set_yticks(range(k), [str(c) for c in class_names])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
+                    color="white" if share[i, j] > 0.5 else "black")
+    if title:
+        ax.set_title(title)
+    return _save(fig, Path(path))

@@ -233,7 +233,7 @@ def _best_confusion(results: Sequence[dict[str, Any]],
                     out: Path) -> list[Block]:
     """The confusion matrix of the best framework at the largest size, summed over its
     repetitions."""
-    from segfew.metrics import plot_confusion_matrix
+    from segfew.evaluation.figures import plot_confusion_matrix
 
     largest = max(size for _, size in points)
     scored = [(fw, p) for (fw, size), p in points.items()

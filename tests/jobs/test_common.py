@@ -45,5 +45,5 @@ def test_a_segmentation_split_holds_out_its_fraction_whatever_the_classes() -> N
     train, val = validation_split(cases, TrainConfig(val_fraction=0.2), per_class=False)
     assert (len(train), len(val)) == (8, 2)
     assert {c.target for c in val} <= set("abcde")  # the cases themselves, classes kept
-    train_c, val_c = validation_split(cases, TrainConfig(val_fraction=0.2), per_class=True)
+    _, val_c = validation_split(cases, TrainConfig(val_fraction=0.2), per_class=True)
     assert len(val_c) == 5  # a classifier's split still keeps every class on both sides
