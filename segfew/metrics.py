@@ -297,7 +297,7 @@ def proportion_ci(successes: int, n: int, level: float = 0.95) -> list[float] | 
     p, z2 = successes / n, z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    return [max(0.0, centre - half) if successes else 0.0, min(1.0, centre + half)]
 
 
 # ---------------------------------------------------------------- chance

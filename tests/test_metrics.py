@@ -167,7 +167,7 @@ def test_zero_of_ten_has_an_upper_bound_above_zero() -> None:
     out = accuracy_summary([False] * 10, [0] * 5 + [1] * 5, bootstrap=200)
     assert out["ci"][0] == 0.0 and out["ci"][1] == pytest.approx(_wilson(0, 10)[1])
     assert out["ci"][1] > 0 and out["distinguishable_from_chance"] is True
-    assert proportion_ci(3, 0) is None
+    assert proportion_ci(0, 10)[0] == 0.0 and proportion_ci(3, 0) is None
 
 
 def test_informative_bootstrap_interval_is_left_unchanged() -> None:
