@@ -13,13 +13,20 @@ Conventions, shared by point estimates and intervals:
   F1 and AUROC of a class absent from the truth are ``None`` (undefined, not 0);
 - balanced accuracy is the mean recall over classes present in the truth, macro F1 the
   mean F1 over classes present in the truth or the predictions (scikit-learn's defaults);
+- a percentile bootstrap collapses to one point when every case is right (or wrong), so a
+  zero-width interval is widened to the Wilson score interval (:func:`proportion_ci`) of
+  the proportion behind it: accuracy, recall, specificity of their cases; balanced
+  accuracy, macro F1 and kappa (on its scale) of the cases correct; F1 of ``TP/(TP+FP+FN)``
+  (on its scale); AUROC of the pairs of its smaller class; a wider one stays bootstrap;
 - an undefined value is ``None``, never NaN, so the dict is valid JSON.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -33,6 +40,7 @@ __all__ = [
     "dice",
     "dice_per_label",
     "one_class",
+    "proportion_ci",
 ]
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "kappa", "macro_f1")
@@ -68,8 +76,8 @@ def classification_metrics(
         chance_rate, distinguishable_from_chance: see :func:`chance_fields`
 
     ``ci`` holds bootstrap 95% percentile intervals from ``bootstrap`` resamples of the
-    cases (seeded by ``seed``); an interval is None where the metric is undefined in every
-    resample, and ``ci`` is empty when ``bootstrap`` is 0.
+    cases (seeded by ``seed``; zero-width ones widened, see above); None where undefined in
+    every resample; ``ci`` is empty when ``bootstrap`` is 0.
     """
     from sklearn.metrics import (
         accuracy_score,
@@ -212,14 +220,26 @@ def _bootstrap_ci(yt: np.ndarray, yp: np.ndarray, proba: np.ndarray | None,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices → None
         m = metrics_from_confusion(cms)
-    ci: dict[str, Any] = {name: _interval(m[name]) for name in SUMMARY_METRICS}
+    cm = onehot.sum(axis=0).reshape(k, k)
+    tp, true_k, pred_k = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+    correct = proportion_ci(int(tp.sum()), n)
+    pe = float((true_k * pred_k).sum()) / n**2
+    floors = {"kappa": [(w - pe) / (1 - pe) for w in correct] if correct and pe < 1 else None}
+    ci: dict[str, Any] = {name: _widened(_interval(m[name]), floors.get(name, correct))
+                          for name in SUMMARY_METRICS}
     per_class: dict[str, dict[str, list[float] | None]] = {}
     for c, name in enumerate(names):
         auroc = (_weighted_auroc(proba[:, c], yt == c, counts) if proba is not None
                  else np.full(resamples, np.nan))
-        per_class[name] = {"f1": _interval(m["f1"][:, c]), "recall": _interval(m["recall"][:, c]),
-                           "specificity": _interval(m["specificity"][:, c]),
-                           "auroc": _interval(auroc)}
+        t, pos = int(tp[c]), int(true_k[c])
+        jac = proportion_ci(t, pos + int(pred_k[c]) - t)  # TP / (TP + FN + FP)
+        pairs, a = min(pos, n - pos), _interval(auroc)  # a zero-width ``a`` is [AUROC, AUROC]
+        per_class[name] = {
+            "f1": _widened(_interval(m["f1"][:, c]), jac and [2 * j / (1 + j) for j in jac]),
+            "recall": _widened(_interval(m["recall"][:, c]), proportion_ci(t, pos)),
+            "specificity": _widened(_interval(m["specificity"][:, c]),
+                                    proportion_ci(n - int(pred_k[c]) - pos + t, n - pos)),
+            "auroc": _widened(a, a and proportion_ci(round(a[0] * pairs), pairs))}
     ci["per_class"] = per_class
     return ci
 
@@ -252,6 +272,28 @@ def _interval(values: np.ndarray, level: float = 0.95) -> list[float] | None:
         return None
     lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
     return [float(lo), float(hi)]
+
+
+def _widened(ci: list[float] | None, floor: list[float] | None) -> list[float] | None:
+    """``ci``, or where it has zero width its union with ``floor`` (module docstring)."""
+    if ci is None or floor is None or ci[1] - ci[0] > 1e-12:
+        return ci
+    return [min(ci[0], floor[0]), max(ci[1], floor[1])]
+
+
+def proportion_ci(successes: int, n: int, level: float = 0.95) -> list[float] | None:
+    """Wilson score interval ``[lo, hi]`` of the proportion ``successes / n``; None if n is 0.
+
+    Why: unlike a percentile bootstrap it keeps its width at 0/n and n/n. Wilson, J Am Stat
+    Assoc 1927; Brown, Cai & DasGupta, Stat Sci 2001.
+    """
+    if n <= 0:
+        return None
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p, z2 = successes / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return [max(0.0, centre - half) if successes else 0.0, min(1.0, centre + half)]
 
 
 # ---------------------------------------------------------------- chance
@@ -293,7 +335,8 @@ def chance_words(summary: Mapping[str, Any], ci_key: str = "accuracy") -> str:
 
 def accuracy_summary(correct: Sequence[bool] | np.ndarray, y_true: Sequence[int] | np.ndarray,
                      *, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Accuracy of ``correct`` (n,) with its 95% bootstrap interval and :func:`chance_fields`.
+    """Accuracy of ``correct`` (n,) with its 95% bootstrap interval (widened to the Wilson
+    interval where zero-width: all right or all wrong) and :func:`chance_fields`.
 
     ``y_true`` (n,) class indices of the same cases (for the chance rate). Returns
     ``{"accuracy", "ci": [lo, hi] | None, "n", "chance_rate",
@@ -304,7 +347,8 @@ def accuracy_summary(correct: Sequence[bool] | np.ndarray, y_true: Sequence[int]
     if n == 0:
         return {"accuracy": None, "ci": None, "n": 0, "chance_rate": None,
                 "distinguishable_from_chance": None}
-    ci = _interval(_resample_counts(n, bootstrap, seed) @ hits / n) if bootstrap > 0 else None
+    ci = (_widened(_interval(_resample_counts(n, bootstrap, seed) @ hits / n),
+                   proportion_ci(int(hits.sum()), n)) if bootstrap > 0 else None)
     return {"accuracy": float(hits.mean()), "ci": ci, "n": n, **chance_fields(ci, y_true)}
 
 

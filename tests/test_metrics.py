@@ -15,9 +15,12 @@ from sklearn.metrics import (
 )
 
 from segfew.metrics import (
+    _resample_counts,
+    accuracy_summary,
     classification_metrics,
     dice_per_label,
     metrics_from_confusion,
+    proportion_ci,
 )
 
 # 3 classes, 6 cases; confusion matrix [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
@@ -137,3 +140,39 @@ def test_confusion_png(tmp_path) -> None:
     path = plot_confusion_matrix(m["confusion_matrix"], NAMES, tmp_path / "cm.png", title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["cm.png"]  # no temporary left over
+
+
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return ci.low, ci.high
+
+
+def test_perfect_score_gets_a_wilson_interval_not_a_point() -> None:
+    y = [0] * 12 + [1] * 12  # 24/24 right
+    proba = np.eye(2)[y]
+    out = classification_metrics(y, y, proba, ["a", "b"], bootstrap=200)
+    lo, hi = out["ci"]["accuracy"]
+    assert lo == pytest.approx(_wilson(24, 24)[0]) and lo == pytest.approx(0.862, abs=0.002)
+    assert hi == 1.0 and out["distinguishable_from_chance"] is True
+    for name in ("balanced_accuracy", "macro_f1", "kappa"):
+        assert out["ci"][name][0] < out["ci"][name][1] == pytest.approx(1.0), name
+    for figure, ci in out["ci"]["per_class"]["a"].items():
+        assert ci[0] < ci[1] == pytest.approx(1.0), figure
+    # specificity of "a" counts the 12 cases of "b"
+    assert out["ci"]["per_class"]["a"]["specificity"][0] == pytest.approx(_wilson(12, 12)[0])
+
+
+def test_zero_of_ten_has_an_upper_bound_above_zero() -> None:
+    out = accuracy_summary([False] * 10, [0] * 5 + [1] * 5, bootstrap=200)
+    assert out["ci"][0] == 0.0 and out["ci"][1] == pytest.approx(_wilson(0, 10)[1])
+    assert out["ci"][1] > 0 and out["distinguishable_from_chance"] is True
+    assert proportion_ci(0, 10)[0] == 0.0 and proportion_ci(3, 0) is None
+
+
+def test_informative_bootstrap_interval_is_left_unchanged() -> None:
+    hits = np.array([1, 0, 1, 1, 0, 1, 1, 1, 0, 1], dtype=float)
+    out = accuracy_summary(hits, [0] * 10, bootstrap=300, seed=4)
+    means = _resample_counts(10, 300, 4) @ hits / 10
+    assert out["ci"] == pytest.approx(list(np.percentile(means, [2.5, 97.5])))

@@ -115,7 +115,8 @@ def _ci(point: dict[str, Any]) -> str:
 
 def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int],
              unit: str, repetitions: int) -> str:
-    """One sentence: the best framework at each size, its accuracy, CI and test cases."""
+    """One sentence: the best framework at each size (all that tie at 3 decimals), its
+    accuracy, CI and test cases."""
     parts = []
     for size in sizes:
         here = [(fw, p) for (fw, sz), p in points.items() if sz == size
@@ -123,10 +124,13 @@ def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int]
         if not here:
             continue
         fw, p = max(here, key=lambda item: item[1]["accuracy"])
+        best = [f for f, q in here if round(q["accuracy"], 3) == round(p["accuracy"], 3)]
+        who = (f"{', '.join(best[:-1])} and {best[-1]} tied" if len(best) > 1
+               else f"{fw} was best")
         ci = (f" (95% CI {p['low']:.2f}–{p['high']:.2f})" if p["low"] is not None else "")
         chance = (f", not distinguishable from chance ({p['chance_rate']:.2f}, the share of "
                   "the largest class)" if p.get("distinguishable_from_chance") is False else "")
-        parts.append(f"with {size} labelled {unit} per class, {fw} was best at accuracy "
+        parts.append(f"with {size} labelled {unit} per class, {who} at accuracy "
                      f"{p['accuracy']:.2f}{ci}{chance}")
     if not parts:
         return "No task has finished yet."

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from segfew.experiment.protocol import FRAMEWORK_NAMES, Task, run_experiment
-from segfew.experiment.report import write_report
+from segfew.experiment.report import _summary, write_report
 from tests.experiment.test_protocol import CLASSES, Counting, fake_trainer, make_cases, make_spec
 
 
@@ -165,3 +165,17 @@ def test_report_says_cases_without_a_group_column(tmp_path: Path) -> None:
     text = write_report([out])[0].read_text()
     assert "labelled cases per class" in text and "patients per class" not in text
 
+
+
+def test_summary_names_every_method_that_ties_for_best() -> None:
+    def point(acc: float) -> dict[str, Any]:
+        return {"accuracy": acc, "low": 0.49, "high": 0.88, "n": 24, "per_repetition": 8,
+                "chance_rate": 0.5, "distinguishable_from_chance": True}
+
+    points = {("measures", 2): point(17 / 24), ("manual", 2): point(0.7083),
+              ("scratch", 2): point(0.5), ("measures", 4): point(0.75),
+              ("manual", 4): point(0.7)}
+    text = _summary(points, [2, 4], "cases", 3)
+    assert "with 2 labelled cases per class, measures and manual tied at accuracy 0.71" in text
+    assert "with 4 labelled cases per class, measures was best at accuracy 0.75" in text
+    assert "scratch" not in text
