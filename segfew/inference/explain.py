@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.inference.batch import CASE_ERRORS, one_line
-from segfew.inference.measure_names import cine_channel_words, describe
-from segfew.inference.sheet import Evidence, Measured, write_index, write_sheet
+from segfew.inference.measure_names import cine_channel_words, describe, structure_names
+from segfew.inference.sheet import SHOWN_BARS, Evidence, Measured, write_index, write_sheet
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -63,8 +63,10 @@ class Explainer:
         meta = predictor.meta
         self.classes = list(meta.classes)
         names = list((meta.feature_source or {}).get("classes") or [])
-        self.structures = {i: n for i, n in enumerate(names) if i}
-        self.channel_words = cine_channel_words(meta.channels or [], names)
+        self.structures = structure_names(names)
+        # every channel is said by name (so measurements read as words), cine phases as ED/ES
+        self.channel_words = {c: c for c in meta.channels or []} | cine_channel_words(
+            meta.channels or [], names)
         self.records: list[dict[str, Any]] = []
         self._names: set[str] = set()
 
@@ -147,7 +149,7 @@ class Explainer:
         x = np.array([values.get(n, np.nan) for n in names], dtype=np.float64)
         share, base, score, method = contributions(p.model, x, k)
         kind = "probability" if "tree" in method else "logit"
-        ev.decision = (f"{method}; {base:+.2f} + contributions = {kind} {score:.2f}")
+        ev.decision = f"{method}; {round(base, 2) + 0.0:+.2f} + contributions = {kind} {score:.2f}"
         top = p.meta.metrics.get("top_measurements") or []
         chosen = [t["measurement"] for t in top if t["measurement"] in names]
         if not chosen:  # an older model file: the largest contributions
@@ -155,14 +157,18 @@ class Explainer:
         by_name = {t["measurement"]: t.get("by_class") or [] for t in top}
         shown = []
         for name in chosen[:SHOWN_MEASUREMENTS]:
-            d = describe(name, self.channel_words)
+            d = describe(name, self.channel_words, self.structures)
             per_class = by_name.get(name, [])
             shown.append(Measured(
                 d.label, values.get(name, math.nan) * d.factor,
                 {c: [v * d.factor for v in vs if v is not None]
                  for c, vs in zip(self.classes, per_class, strict=False)},
-                float(share[names.index(name)])))
+                float(share[names.index(name)]), d.unit,
+                d.label.removesuffix(f" ({d.unit})") if d.unit else d.label))
         ev.measured = shown
+        ev.n_measurements = len(names)
+        shown_bars = sorted(shown, key=lambda m: -abs(m.contribution))[:SHOWN_BARS]
+        ev.rest = float(share.sum() - sum(m.contribution for m in shown_bars))
 
 
 def _runner_up(probabilities: dict[str, float]) -> str:

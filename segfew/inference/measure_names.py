@@ -21,10 +21,11 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["KINDS", "Described", "cine_channel_words", "describe", "label"]
+__all__ = ["KINDS", "Described", "cine_channel_words", "describe", "label", "structure_names"]
 
 #: measurement kind → (words, unit, factor from the stored value to the shown one)
 KINDS: dict[str, tuple[str, str, float]] = {
@@ -54,15 +55,29 @@ class Described:
     factor: float
 
 
-def describe(name: str, channel_words: Mapping[str, str] | None = None) -> Described:
+def structure_names(names: Sequence[str]) -> dict[int, str]:
+    """Label value → the name a person reads, background (0) aside: a segmentation model's
+    own names, where ``segfew pretrain`` had none (``label1``, …) ``structure 1``, …"""
+    return {i: f"structure {i}" if re.fullmatch(r"label\d+", n) else n
+            for i, n in enumerate(names) if i}
+
+
+def describe(name: str, channel_words: Mapping[str, str] | None = None,
+             structures: Mapping[int, str] | None = None) -> Described:
     """Words and unit of a measurement column ``name`` (:mod:`segfew.inference.measure`).
 
     ``channel_words`` renames channels (``frame01`` → ``ED``; to ``""``: not shown, as
     for the one channel of a single-image case). The channel ``all`` (one label map of
     every channel) is not shown. A name that is no known measurement is returned as it
-    is, without a unit.
+    is, without a unit, unless it ends in a renamed channel: then its words are spaced and
+    the channel said (``label2_texture_contrast_frame01`` → ``structure 2 texture contrast
+    at ED``). ``structures`` (label value → name) renames the unnamed ``label<i>`` of a
+    segmentation model trained without names.
     """
     words = dict(channel_words or {})
+    lead = re.match(r"label(\d+)_", name)
+    if lead and structures and int(lead[1]) in structures:
+        name = f"{structures[int(lead[1])]}_{name[lead.end():]}"
 
     def ch(c: str) -> str:
         return words.get(c, c)
@@ -82,6 +97,10 @@ def describe(name: str, channel_words: Mapping[str, str] | None = None) -> Descr
         else:
             shown = f"{structure} {text}{at}"
         return Described(f"{shown} ({unit})" if unit else shown, unit, factor)
+    head, _, last = name.rpartition("_")
+    if head and last in words:
+        at = f" at {words[last]}" if words[last] else ""
+        return Described(head.replace("_", " ") + at, "", 1.0)
     return Described(name, "", 1.0)
 
 

@@ -23,12 +23,14 @@ import numpy as np
 
 from segfew.files import atomic_path, write_text
 
-__all__ = ["Evidence", "Measured", "choose_slices", "write_index", "write_sheet"]
+__all__ = ["Evidence", "Measured", "choose_slices", "contribution_caption", "write_index",
+           "write_sheet"]
 
 DPI = 110
 _FONT: dict[str, Any] = {"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8,
                          "xtick.labelsize": 8, "ytick.labelsize": 8}
 MAX_SLICES = 4  # columns of scan panels
+SHOWN_BARS = 8  # contributions drawn, largest first
 
 
 @dataclass
@@ -40,6 +42,11 @@ class Measured:
     value: float
     by_class: dict[str, list[float]] = field(default_factory=dict)
     contribution: float = 0.0
+    unit: str = ""
+    title: str = ""  # the label without its unit (the unit is the box plot's y-axis)
+
+    def __post_init__(self) -> None:
+        self.title = self.title or self.label
 
 
 @dataclass
@@ -65,6 +72,8 @@ class Evidence:
     saliency_method: str = ""
     measured: Sequence[Measured] = ()
     decision: str = ""  # how the contributions are computed, base and score
+    n_measurements: int = 0  # how many the model reads (the bars show the largest few)
+    rest: float = 0.0  # what the measurements not shown add to the score
 
 
 def choose_slices(labels: np.ndarray | None, saliency: np.ndarray | None,
@@ -97,11 +106,12 @@ def _colours(n: int) -> list[Any]:
     return [cmap(i % 10) for i in range(n)]
 
 
-def _panels(ev: Evidence) -> list[list[tuple[str, np.ndarray, np.ndarray | None,
-                                             np.ndarray | None, int]]]:
-    """Rows of scan panels ``(title, image, labels, saliency, slice)``: per channel one row
-    of its chosen slices with contours, and one with the saliency map; 2D images' panels
-    are packed side by side instead."""
+def _panels(ev: Evidence) -> list[tuple[str, list[tuple[str, np.ndarray, np.ndarray | None,
+                                                       np.ndarray | None, int]]]]:
+    """Rows of scan panels ``(what, [(title, image, labels, saliency, slice), …])``: per
+    channel one row of its chosen slices with contours, and one with the saliency map; the
+    kind of panel (``what``) labels the row, the short title names channel and slice. 2D
+    images' panels are packed side by side instead (their titles then say the kind)."""
     values = sorted(v for v in ev.structures if v != 0)
     rows = []
     for c, (name, image) in enumerate(zip(ev.channels, ev.images, strict=True)):
@@ -111,25 +121,30 @@ def _panels(ev: Evidence) -> list[list[tuple[str, np.ndarray, np.ndarray | None,
         for what, overlay in (("segmentation", None), ("Grad-CAM", sal)):
             if what == "Grad-CAM" and sal is None:
                 continue
-            where = [f", slice {s}" if image.ndim == 3 else "" for s in slices]
-            rows.append([(f"{name}{w}: {what}", image, lab if overlay is None else None,
-                          overlay, s) for w, s in zip(where, slices, strict=True)])
-    if all(len(r) == 1 for r in rows):  # 2D: pack
-        flat = [r[0] for r in rows]
-        rows = [flat[i:i + MAX_SLICES] for i in range(0, len(flat), MAX_SLICES)]
+            rows.append((what, [(f"{name} · slice {s}" if image.ndim == 3 else name, image,
+                                 lab if overlay is None else None, overlay, s)
+                                for s in slices]))
+    if all(len(r) == 1 for _, r in rows):  # 2D: pack, the kind in each title
+        flat = [(f"{t} · {what}", im, lab, sal, s) for what, r in rows
+                for t, im, lab, sal, s in r]
+        rows = [("", flat[i:i + MAX_SLICES]) for i in range(0, len(flat), MAX_SLICES)]
     return rows
 
 
-def _scan_rows(fig: Any, gs: Any, panels: list[list[Any]], ev: Evidence) -> int:
-    """Draw the scan panels; returns the next free row."""
+def _scan_rows(fig: Any, panels: list[Any], ev: Evidence, ncols: int) -> None:
+    """Draw the scan panels into (sub)figure ``fig``, a row label naming each row's kind."""
     from matplotlib.patches import Patch
 
     values = sorted(v for v in ev.structures if v != 0)
     colours = dict(zip(values, _colours(len(values)), strict=True))
-    for row, strip in enumerate(panels):
-        for j, (title, image, lab, sal, s) in enumerate(strip):
+    axes = fig.subplots(len(panels), ncols, squeeze=False)
+    for row, (what, strip) in enumerate(panels):
+        for j, ax in enumerate(axes[row]):
+            ax.set_axis_off()
+            if j >= len(strip):
+                continue
+            title, image, lab, sal, s = strip[j]
             lo, hi = np.percentile(image, [1, 99.5])
-            ax = fig.add_subplot(gs[row, j])
             ax.imshow(_plane(image, s), cmap="gray", vmin=lo, vmax=hi, origin="lower")
             for v in values if lab is not None else []:
                 mask = _plane(lab, s) == v
@@ -140,12 +155,13 @@ def _scan_rows(fig: Any, gs: Any, panels: list[list[Any]], ev: Evidence) -> int:
                 ax.imshow(_plane(sal, s), cmap="inferno", vmin=0, vmax=1, alpha=0.5,
                           origin="lower")
             ax.set_title(title)
-            ax.set_axis_off()
+            if j == 0 and what:
+                ax.text(-0.06, 0.5, what, rotation=90, ha="right", va="center",
+                        transform=ax.transAxes, fontweight="bold")
     if ev.labels is not None and values:
         fig.legend(handles=[Patch(color=colours[v], label=ev.structures[v]) for v in values],
                    loc="outside upper right", ncols=len(values), frameon=False,
                    title="structures (contours)")
-    return len(panels)
 
 
 def _probabilities(ax: Any, ev: Evidence) -> None:
@@ -171,64 +187,117 @@ def _verdict(ev: Evidence) -> str:
     return f"{why}; margin over the next class {ev.confidence - second:.2f}"
 
 
-def _measure_rows(fig: Any, gs: Any, row: int, ev: Evidence, ncols: int) -> int:
+#: a case's value this far beyond the classes' range (× the range) is marked, not shown
+OFF_AXIS = 0.5
+
+
+def _box(ax: Any, m: Measured) -> None:
+    """One measurement: a box and the points per class, the case as a red line; a value far
+    outside every class's range is drawn as an arrow at the axis's edge, with its value."""
+    classes = list(m.by_class)
+    data = [[v for v in m.by_class[c] if np.isfinite(v)] for c in classes]
+    ax.boxplot([d or [np.nan] for d in data], positions=range(len(classes)), widths=0.5,
+               showfliers=False)
+    rng = np.random.default_rng(0)
+    for i, d in enumerate(data):
+        ax.plot(i + rng.uniform(-0.15, 0.15, len(d)), d, "o", ms=2.5, color="tab:blue",
+                alpha=0.6)
+    ax.set_xticks(range(len(classes)), classes, rotation=45)
+    ax.set_title(_wrap(m.title), fontsize=8)
+    ax.set_ylabel(m.unit)
+    every = [v for d in data for v in d]
+    if not np.isfinite(m.value):
+        return
+    if not every:
+        ax.axhline(m.value, color="tab:red", linewidth=1.5)
+        return
+    lo, hi = min(every), max(every)
+    pad = OFF_AXIS * max(hi - lo, abs(hi) * 1e-3, 1e-12)
+    if lo - pad <= m.value <= hi + pad:
+        ax.axhline(m.value, color="tab:red", linewidth=1.5)
+        return
+    top = m.value > hi
+    ax.set_ylim(lo - 0.1 * pad, hi + 0.1 * pad)
+    edge = 1.0 if top else 0.0
+    ax.annotate(f"this case {m.value:.3g} {'↑' if top else '↓'}", xy=(0.5, edge),
+                xytext=(0.5, edge - (0.12 if top else -0.12)), xycoords="axes fraction",
+                textcoords="axes fraction", ha="center", va="center", color="tab:red",
+                fontsize=8, fontweight="bold",
+                arrowprops={"arrowstyle": "->", "color": "tab:red", "linewidth": 1.5})
+
+
+def contribution_caption(ev: Evidence) -> str:
+    """The contributions chart's title: how the score is made, and how many measurements
+    the bars leave out and what those add (so the bars need not sum to the score)."""
+    shown = min(SHOWN_BARS, len(ev.measured))
+    n = max(ev.n_measurements, shown)
+    rest = f"; the other {n - shown} add {ev.rest:+.2f}" if n > shown else ""
+    return (f"what drove {ev.predicted}: {ev.decision}\n"
+            f"top {shown} of {n} measurements shown{rest}")
+
+
+def _measure_rows(boxes: Any, bars: Any, ev: Evidence, ncols: int) -> None:
+    from matplotlib.lines import Line2D
+
     shown = list(ev.measured)
-    for j, m in enumerate(shown[:ncols]):
-        ax = fig.add_subplot(gs[row, j])
-        classes = list(m.by_class)
-        data = [[v for v in m.by_class[c] if np.isfinite(v)] for c in classes]
-        ax.boxplot([d or [np.nan] for d in data], positions=range(len(classes)), widths=0.5,
-                   showfliers=False)
-        rng = np.random.default_rng(0)
-        for i, d in enumerate(data):
-            ax.plot(i + rng.uniform(-0.15, 0.15, len(d)), d, "o", ms=2.5, color="tab:blue",
-                    alpha=0.6)
-        if np.isfinite(m.value):
-            ax.axhline(m.value, color="tab:red", linewidth=1.5)
-        ax.set_xticks(range(len(classes)), classes, rotation=45)
-        ax.set_title(_wrap(m.label), fontsize=8)
-    row += 1
-    ax = fig.add_subplot(gs[row, :])
-    order = sorted(shown, key=lambda m: -abs(m.contribution))[:8]
-    ax.barh([_wrap(m.label, 60) for m in order], [m.contribution for m in order],
+    axes = boxes.subplots(1, ncols, squeeze=False)[0]
+    for j, ax in enumerate(axes):
+        if j < len(shown):
+            _box(ax, shown[j])
+        else:
+            ax.set_axis_off()
+    boxes.legend(handles=[Line2D([], [], color="tab:red", linewidth=1.5,
+                                 label="this case (arrow: off the axis, its value)"),
+                          Line2D([], [], marker="o", ls="", ms=3, color="tab:blue",
+                                 label="training cases, per class")],
+                 loc="outside upper right", ncols=2, frameon=False)
+    ax = bars.subplots()
+    order = sorted(shown, key=lambda m: -abs(m.contribution))[:SHOWN_BARS]
+    ax.barh([m.label for m in order], [m.contribution for m in order],
             color=["tab:green" if m.contribution > 0 else "tab:purple" for m in order])
     ax.axvline(0, color="k", linewidth=0.8)
     ax.invert_yaxis()
-    ax.set_title(f"what drove {ev.predicted}: {ev.decision}")
+    ax.set_title(contribution_caption(ev), fontsize=8)
     ax.set_xlabel(f"contribution to the {ev.predicted} score (right: for it, left: against)")
-    return row + 1
 
 
 def _wrap(text: str, width: int = 28) -> str:
+    """Wrapped at word boundaries only (a long word stays whole)."""
     import textwrap
 
-    return "\n".join(textwrap.wrap(text, width))
+    return "\n".join(textwrap.wrap(text, width, break_long_words=False,
+                                    break_on_hyphens=False))
 
 
 def write_sheet(ev: Evidence, path: Path) -> Path:
-    """Draw ``ev`` and write it as a PNG at ``path``, atomically; returns ``path``."""
+    """Draw ``ev`` and write it as a PNG at ``path``, atomically; returns ``path``. Each part
+    (scans, measurements, contributions, probabilities) is a subfigure with its own margins,
+    so long names in one do not squeeze the others."""
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     panels = _panels(ev)
-    n_img = len(panels)
-    ncols = MAX_SLICES if ev.measured else max(3, max(len(r) for r in panels))
-    n_rows = n_img + (2 if ev.measured else 0) + 1
-    heights = [2.6] * n_img + ([2.2, 0.35 * min(8, len(ev.measured)) + 0.8]
-                               if ev.measured else []) + [0.25 * len(ev.probabilities) + 0.9]
+    ncols = MAX_SLICES if ev.measured else max(3, max(len(r) for _, r in panels))
+    width = 2.6 * ncols
+    aspect = max((_plane(im, 0).shape[0] / _plane(im, 0).shape[1]) for im in ev.images)
+    heights = [len(panels) * (min(width / ncols * aspect, 3.0) + 0.35) + 0.5]
+    if ev.measured:
+        heights += [2.9, 0.3 * min(SHOWN_BARS, len(ev.measured)) + 1.1]
+    heights += [0.25 * len(ev.probabilities) + 1.0]
     with matplotlib.rc_context(_FONT):  # type: ignore[arg-type]
-        fig = Figure(figsize=(2.6 * ncols, sum(heights) + 1.0), layout="constrained")
+        fig = Figure(figsize=(width, sum(heights) + 0.4), layout="constrained")
         FigureCanvasAgg(fig)
-        gs = fig.add_gridspec(n_rows, ncols, height_ratios=heights)
+        parts: Any = fig.subfigures(len(heights), 1, height_ratios=heights, squeeze=False)
+        parts = parts[:, 0]
         truth = f" · true class {ev.target}" if ev.target is not None else ""
         fig.suptitle(f"case {ev.case_id} · predicted {ev.predicted} "
                      f"(confidence {ev.confidence:.2f}){truth}", fontweight="bold",
                      x=0.02, ha="left")
-        row = _scan_rows(fig, gs, panels, ev)
+        _scan_rows(parts[0], panels, ev, ncols)
         if ev.measured:
-            row = _measure_rows(fig, gs, row, ev, ncols)
-        ax = fig.add_subplot(gs[row, :])
+            _measure_rows(parts[1], parts[2], ev, ncols)
+        ax = parts[-1].subplots()
         _probabilities(ax, ev)
         method = f"\nsaliency: {ev.saliency_method}" if ev.saliency_method else ""
         ax.set_title(_verdict(ev) + method, fontsize=8, loc="left")

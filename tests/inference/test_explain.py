@@ -253,3 +253,40 @@ def test_measurement_names_in_words_and_units() -> None:
     assert cine_channel_words(["frame01", "frame02"], ["background", "RV", "myocardium",
                                                        "LV"]) == ed
     assert cine_channel_words(["a", "b"], ["background", "wall"]) == {}
+
+
+def test_contribution_caption_names_the_measurements_left_out_and_what_they_add() -> None:
+    from segfew.inference.sheet import Evidence, Measured, contribution_caption
+
+    measured = [Measured(f"m{i}", 1.0, contribution=0.05) for i in range(8)]
+    ev = Evidence("a", "MINF", {"MINF": 0.6, "DCM": 0.4}, 0.6, 0.5, ["ED"], [],
+                  measured=measured, decision="d", n_measurements=20, rest=1.11)
+    caption = contribution_caption(ev)
+    assert "top 8 of 20 measurements shown" in caption and "the other 12 add +1.11" in caption
+    ev.n_measurements = 8
+    assert "other" not in contribution_caption(ev)
+
+
+def test_a_case_value_far_outside_every_class_is_marked_with_its_value() -> None:
+    from matplotlib.figure import Figure
+
+    from segfew.inference.sheet import Measured, _box
+
+    by_class = {"DCM": [900.0, 1000.0], "NOR": [500.0, 700.0]}
+    ax = Figure().subplots()
+    _box(ax, Measured("size (mm)", 2790.0, by_class, unit="mm"))
+    texts = [t.get_text() for t in ax.texts]
+    assert any("2.79e+03" in t and "↑" in t for t in texts)
+    assert ax.get_ylim()[1] < 2790.0 and ax.get_ylabel() == "mm"
+    ax = Figure().subplots()
+    _box(ax, Measured("size (mm)", 800.0, by_class))  # inside: a line, no mark
+    assert not ax.texts and any(line.get_color() == "tab:red" for line in ax.lines)
+
+
+def test_unnamed_structures_and_texture_measurements_read_as_words() -> None:
+    from segfew.inference.measure_names import describe, structure_names
+
+    names = structure_names(["background", "label1", "label2"])
+    assert names == {1: "structure 1", 2: "structure 2"}
+    assert describe("label2_texture_cooccurrence_contrast_frame01", {"frame01": "ED"},
+                    names).label == "structure 2 texture cooccurrence contrast at ED"
