@@ -83,6 +83,20 @@ def test_evaluate_reads_class_sub_folders_without_a_table(
     assert sorted(r["target"] for r in rows) == sorted(CLASSES[i % 3] for i in range(4))
 
 
+@pytest.mark.parametrize("with_table", [False, True])
+def test_labels_given_to_a_classifier_is_a_one_line_error(
+        tmp_path: Path, labelled: tuple[Path, Path], with_table: bool) -> None:
+    images, table = labelled
+    model = make_classifier(tmp_path / "clf.pt")
+    out = tmp_path / "eval"
+    output = invoke("evaluate", "--model", str(model), "--images", str(images),
+                    "--labels", str(images), *(("--table", str(table)) if with_table else ()),
+                    "--out", str(out), "--bootstrap", "0", "--device", "cpu", "--no-progress",
+                    expect=2)
+    assert "--labels is for a segmentation model; this is a classifier" in output
+    assert "no class sub-folders" not in output and not out.exists()
+
+
 def test_a_class_the_model_does_not_know_is_a_one_line_error(
         tmp_path: Path, labelled: tuple[Path, Path]) -> None:
     from segfew.data import find_classification_cases
