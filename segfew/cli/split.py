@@ -27,8 +27,8 @@ def split(
         "others into rest.tsv; with one seed, N=2 is part of N=4.", min=1)] = None,
     seed: Annotated[int | None, setting(S, "seed", "Seed of the split.")] = None,
     images: Annotated[Path | None, setting(
-        S, "images", "Folder of the table's images (default: the table's folder): "
-        "byte-identical scans are kept on one side.")] = None,
+        S, "images", "Folder of the table's images (default: the parent split's, else the table's "
+        "folder): byte-identical scans are kept on one side.")] = None,
     id_column: Annotated[str | None, setting(S, "id_column", "Table column of ids.")] = None,
     label_column: Annotated[str | None, setting(
         S, "label_column", "Table column of classes.")] = None,

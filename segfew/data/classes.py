@@ -287,7 +287,7 @@ def find_class_folders(root: Path, channels: Sequence[str] | None = None) -> lis
 
 
 def _find_class_folders(root: Path, channels: Sequence[str] | None,
-                        problems: _Problems) -> list[Case]:
+                        problems: _Problems, keep_clashing: bool = False) -> list[Case]:
     if not root.is_dir():
         problems.add("no such folder", root)
         return []
@@ -299,12 +299,18 @@ def _find_class_folders(root: Path, channels: Sequence[str] | None,
     cases: list[Case] = []
     seen: dict[str, Path] = {}
     for folder in classes:
-        for case in _find_images(folder, channels, False, problems):
-            if case.id in seen:
-                problems.add(f"duplicate case id {case.id!r} (also in {seen[case.id]})",
-                             case.images[0])
-                continue
-            seen[case.id] = folder
+        for case in _find_images(folder, channels, False, problems, keep_clashing):
+            if case.id in seen and case.problem is None:
+                message = f"duplicate case id {case.id!r} (also in {seen[case.id]})"
+                if not keep_clashing:
+                    problems.add(message, case.images[0])
+                    continue
+                case = replace(case, problem=str(DataError(message, case.images[0])))
+                for i, c in enumerate(cases):  # the other file: its error row names this one
+                    if c.id == case.id and c.problem is None:
+                        cases[i] = replace(c, problem=str(DataError(
+                            f"duplicate case id {c.id!r} (also in {folder})", c.images[0])))
+            seen.setdefault(case.id, folder)
             cases.append(replace(case, target=folder.name))
     return cases
 
@@ -315,11 +321,12 @@ def find_classification_cases(images: Path, table: Path | None = None,
                               group_column: str | None = None, keep_missing: bool = False
                               ) -> list[Case]:
     """Cases with classes from ``table`` if given, else from class sub-folders of ``images``.
-    ``keep_missing``: see :func:`read_table`."""
+    ``keep_missing``: see :func:`read_table`; for class sub-folders, a case lacking a channel
+    or sharing its id with another file is kept with its ``problem`` (a batch's error row)."""
     if table is not None:
         return read_table(table, images, channels, id_column, label_column, group_column,
                           keep_missing)
-    return find_class_folders(images, channels)
+    return _find_class_folders(Path(images), channels, _Problems(collect=False), keep_missing)
 
 
 def find_cases(images: Path, table: Path | None = None, channels: Sequence[str] | None = None,

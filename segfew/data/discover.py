@@ -87,24 +87,35 @@ def _nnunet_layout(images: Path) -> tuple[Path, Path | None, Path | None] | None
 
 def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnunet: bool,
                     folder: Path, problems: _Problems,
-                    incomplete: dict[str, Case] | None = None) -> dict[str, tuple[Path, ...]]:
+                    incomplete: list[Case] | None = None) -> dict[str, tuple[Path, ...]]:
     """Case id → channel files, by ``--channels`` suffixes or nnU-Net's ``_0000``.
 
-    With ``incomplete``, a case missing a channel (or a file matching no channel) is put
-    there as a :class:`Case` with its ``problem``, instead of being a problem of the batch.
+    With ``incomplete``, a case missing a channel (or a file matching no channel, or files
+    whose case ids clash) is put there as a :class:`Case` with its ``problem``, instead of
+    being a problem of the batch.
     """
     def per_case(message: str, path: Path, cid: str, paths: tuple[Path, ...]) -> None:
         if incomplete is None:
             problems.add(message, path)
         else:
-            incomplete[cid] = Case(cid, paths, group=cid, problem=str(DataError(message, path)))
+            incomplete.append(Case(cid, paths, group=cid, problem=str(DataError(message, path))))
 
     if channels is None and not nnunet:
-        return {cid: (path,) for cid, path in _index(files, problems).items()}
+        if incomplete is None:
+            return {cid: (path,) for cid, path in _index(files, problems).items()}
+        by_id: dict[str, list[Path]] = defaultdict(list)
+        for path in files:
+            by_id[case_id(path)].append(path)
+        for cid, paths in by_id.items():
+            for path in paths if len(paths) > 1 else ():  # each clashing file: an error row
+                others = ", ".join(str(p) for p in paths if p != path)
+                per_case(f"duplicate case id {cid!r} (also {others})", path, cid, (path,))
+        return {cid: (paths[0],) for cid, paths in by_id.items() if len(paths) == 1}
     twice = sorted(c for c, n in Counter(channels or ()).items() if n > 1)
     if twice:
         raise SpecError(f"channel {', '.join(twice)} given twice in --channels (channels)")
     by_case: dict[str, dict[str, Path]] = defaultdict(dict)
+    clashes: dict[str, list[Path]] = defaultdict(list)
     for path in files:
         cid = case_id(path)
         if channels is not None:
@@ -122,9 +133,18 @@ def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnune
                 continue
             case, channel = m["id"], m["channel"]
         if channel in by_case[case]:
+            if incomplete is not None:
+                clashes[case].append(path)
+                continue
             problems.add(f"duplicate case id {cid!r} (also {by_case[case][channel]})", path)
             continue
         by_case[case][channel] = path
+    for case, extra in clashes.items():
+        found = by_case.pop(case)
+        for path in extra:
+            first = next(p for p in found.values() if case_id(p) == case_id(path))
+            per_case(f"duplicate case id {case_id(path)!r} (also {first})", path, case, (path,))
+            per_case(f"duplicate case id {case_id(path)!r} (also {path})", first, case, (first,))
     wanted = list(channels) if channels is not None else \
         sorted({c for chans in by_case.values() for c in chans})
     out: dict[str, tuple[Path, ...]] = {}
@@ -240,8 +260,9 @@ def find_image_cases(inputs: Path | Sequence[Path], channels: Sequence[str] | No
     """Unlabelled cases (for ``predict``) from folders, image files or DICOM series folders.
 
     Every case id must be unique, since outputs are named after it. With
-    ``keep_incomplete``, a case that lacks a channel file is returned with its ``problem``
-    (a batch gives it an error row) instead of stopping the whole batch.
+    ``keep_incomplete``, a case that lacks a channel file, and each file whose case id
+    clashes with another's, is returned with its ``problem`` (a batch gives it an error row)
+    instead of stopping the whole batch.
     """
     return _find_images(inputs, channels, recursive, _Problems(collect=False), keep_incomplete)
 
@@ -265,12 +286,11 @@ def _find_images(inputs: Path | Sequence[Path], channels: Sequence[str] | None,
             problems.add("not an image file or folder", item)
         else:
             problems.add("no such file or folder", item)
-    incomplete: dict[str, Case] | None = {} if keep_incomplete else None
+    incomplete: list[Case] | None = [] if keep_incomplete else None
     grouped = _group_channels(files, channels, nnunet, items[0] if items else Path("."),
                               problems, incomplete)
-    cases = {cid: Case(cid, paths, group=cid) for cid, paths in grouped.items()}
-    cases.update(incomplete or {})
-    return [cases[cid] for cid in sorted(cases)]
+    cases = [Case(cid, paths, group=cid) for cid, paths in grouped.items()]
+    return sorted([*cases, *(incomplete or [])], key=lambda c: (c.id, str(c.images[:1])))
 
 
 # ------------------------------------------------------------------------- any inputs

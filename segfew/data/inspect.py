@@ -192,7 +192,13 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
         if table is not None:
             classified = _read_table(table, images if layout is None else layout[0], channels,
                                      id_column, label_column, group_column, found, classes=None)
-            cases = _with_targets(cases, classified, found)
+            listed_ids = {c.id for c in classified}
+            unused = [c for c in cases if c.id not in listed_ids]
+            if unused:  # training uses the table's cases only: a note, not a problem each
+                n = len(unused)
+                found.skip([DataError(f"{n} image{'s are' if n > 1 else ' is'} not in the table "
+                                      f"and {'are' if n > 1 else 'is'} not used", table)])
+            cases = _with_targets([c for c in cases if c.id in listed_ids], classified, found)
         return cases
     if table is not None:
         report.kind = "classification"

@@ -133,7 +133,8 @@ class TableSplit:
     ``first``/``second``: the cases of ``paths[0]``/``paths[1]`` (train and test, or the
     draw and the rest); ``group_column``: the table's patient column (None: each row was
     its own patient); ``scans``: rows whose image files were found and compared;
-    ``copies``: the groups joined because they hold byte-identical scans.
+    ``copies``: the groups joined because they hold byte-identical scans; ``images``: the
+    folder the images were looked up in (None: the table's folder).
     """
 
     paths: tuple[Path, Path]
@@ -143,11 +144,26 @@ class TableSplit:
     rows_are_patients: bool
     scans: int
     copies: list[list[str]] = field(default_factory=list)
+    images: Path | None = None
 
     def record(self) -> dict[str, Any]:
         """The grouping, as ``run.json`` keeps it."""
         return {"group_column": self.group_column, "rows_are_patients": self.rows_are_patients,
-                "scans_compared": self.scans, "identical_scans": self.copies}
+                "scans_compared": self.scans, "identical_scans": self.copies,
+                "images": None if self.images is None else str(self.images)}
+
+
+def _parent_split_images(table: Path) -> Path | None:
+    """The image folder of the split that wrote ``table`` (its ``run.json`` beside it), so a
+    split of a split (learning-curve draws from a training part) compares the same scans."""
+    import json
+
+    try:
+        info = json.loads((table.parent / "run.json").read_text(encoding="utf-8"))
+        found = (info.get("grouping") or {}).get("images") or (info.get("spec") or {})["images"]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return Path(found) if isinstance(found, str) and Path(found).is_dir() else None
 
 
 def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
@@ -166,7 +182,8 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     Groups are the group column's values (else each row is its own patient, and a
     :class:`DataWarning` names ``--group-column``), joined where rows' image files are
     byte-identical (:func:`group_identical_images`): the images are looked up as training
-    does (in ``images``, default the table's folder); rows without a file found are
+    does (in ``images``; default: the folder of the split that wrote ``table``, named in its
+    ``run.json``, else the table's folder); rows without a file found are
     grouped by the table alone. Rows keep their columns and order. Raises
     :class:`DataError` for a bad table or a split that leaves a class without training rows.
     """
@@ -182,6 +199,8 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
         raise ValueError("give exactly one of test_per_class, test_fraction, train_per_class")
     table = Path(table)
     check_output(out, [table], "folder")
+    if images is None:
+        images = _parent_split_images(table)
     rows = _sniff_rows(table)
     if not rows:
         raise DataError("table has a header but no rows", table)
@@ -243,4 +262,4 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
         write_text(out / name, buf.getvalue())
         paths.append(out / name)
     return TableSplit((paths[0], paths[1]), first, second, group_col, rows_are_patients, scans,
-                      copies)
+                      copies, None if images is None else Path(images))

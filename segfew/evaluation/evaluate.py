@@ -330,7 +330,8 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     select the labelled images, :func:`select_table_cases`), else every case of
     ``images`` (class sub-folders for a classifier, images with label maps in ``labels``
     for a segmentation model). Channels default to the model's. ``run_spec`` (the
-    command's resolved spec) is saved in ``run.json``. ``masks``: the label maps of a
+    command's resolved spec) is saved in ``run.json``; ``labels`` given with a classifier
+    raises :class:`SpecError`. ``masks``: the label maps of a
     classifier trained with ``--masks``; ``explain``: a classifier's evidence sheets
     (:func:`evaluate_classifier`).
     """
@@ -347,6 +348,9 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     meta = predictors[0].meta
     if channels is None and meta.channels:
         channels = list(meta.channels)
+    if meta.kind == "classifier" and labels is not None:  # not silently ignored
+        raise SpecError("--labels is for a segmentation model; this is a classifier: give "
+                        "--table (or class sub-folders)")
     if meta.kind == "classifier":  # a table, or class sub-folders; a missing image: its row
         cases = find_classification_cases(images, table, channels=channels,
                                           id_column=id_column, label_column=label_column,

@@ -141,8 +141,8 @@ class SplitSpec(Settings):
         "rest.tsv); with one seed, a smaller draw is part of a larger one")
     seed: int = 0
     images: Path | None = Field(
-        default=None, description="where the table's images are (default: the table's "
-        "folder), to keep byte-identical scans on one side")
+        default=None, description="where the table's images are (default: the split's that "
+        "wrote the table, else the table's folder), to keep byte-identical scans on one side")
     id_column: str | None = None
     label_column: str | None = None
     group_column: str | None = None

@@ -105,6 +105,29 @@ def test_byte_identical_scans_under_two_patients_land_on_one_side(tmp_path: Path
     assert info["grouping"]["group_column"] == "patient"
 
 
+def test_a_split_of_a_split_finds_the_scans_through_the_parents_run_json(
+        tmp_path: Path) -> None:
+    ids = [f"c{i}" for i in range(12)]
+    _scans(tmp_path / "images", ids, {"c7": "c2"})
+    lines = ["id\tpatient\tlabel"] + [f"{cid}\tp{i}\t{'AB'[i % 2]}" for i, cid in enumerate(ids)]
+    lines[8] = "c7\tp7\tA"
+    table = tmp_path / "t.tsv"
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _split(table, tmp_path / "s1", "--images", str(tmp_path / "images"), "--test-per-class", "1")
+    n_train = len(_rows(tmp_path / "s1" / "train.tsv"))
+    result = runner.invoke(app, ["split", "--table", str(tmp_path / "s1" / "train.tsv"),
+                                 "--train-per-class", "2", "--out", str(tmp_path / "k2")])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"{n_train} of {n_train} rows' scans compared" in said and "give --images" not in said
+    info = json.loads((tmp_path / "k2" / "run.json").read_text())
+    assert info["grouping"]["images"] == str(tmp_path / "images")
+    (tmp_path / "s1" / "run.json").unlink()  # no parent record: said, not silent
+    result = runner.invoke(app, ["split", "--table", str(tmp_path / "s1" / "train.tsv"),
+                                 "--train-per-class", "2", "--out", str(tmp_path / "k2b")])
+    assert result.exit_code == 0 and "give --images" in " ".join(result.output.split())
+
+
 def test_a_slice_table_without_group_column_says_each_row_is_a_patient(tmp_path: Path) -> None:
     lines = ["file,class"] + [f"slices/{k}.png,{'ab'[k % 2]}" for k in range(8)]
     table = tmp_path / "slices.csv"

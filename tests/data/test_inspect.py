@@ -59,6 +59,19 @@ def test_one_scan_under_two_ids_is_noted(tmp_path: Path) -> None:
                                "training and in a test set would be leakage)"]
     assert not report.fatal
 
+def test_images_a_subset_table_leaves_out_are_one_note(tmp_path: Path) -> None:
+    images, labels, table = dataset(tmp_path, n=6)
+    table.write_text("id,label\np0,A\np1,B\n")  # as train-classifier uses: the listed ones
+    (images / "p1_es.nii.gz").write_bytes(b"corrupt" * 20)  # a real problem stays visible
+    report = inspect_dataset(images, labels, table, ["ed", "es"])
+    assert [p for p in report.problems if "not in the table" in p] == [
+        f"{table}: 4 images are not in the table and are not used"]
+    assert not any("no row in the table" in p for p in report.problems)
+    assert report.n_cases == 2 and report.class_counts == {"A": 1, "B": 1}
+    assert [p for p in report.fatal_problems if "p1_es.nii.gz: cannot read" in p]
+    assert not any("not in the table" in p for p in report.fatal_problems)
+
+
 def test_every_problem_is_collected(tmp_path: Path) -> None:
     images, labels, table = dataset(tmp_path, n=4)
     (images / "p0_es.nii.gz").write_bytes(b"corrupt" * 20)                  # unreadable

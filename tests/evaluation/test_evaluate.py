@@ -83,6 +83,39 @@ def test_evaluate_reads_class_sub_folders_without_a_table(
     assert sorted(r["target"] for r in rows) == sorted(CLASSES[i % 3] for i in range(4))
 
 
+@pytest.mark.parametrize("with_table", [False, True])
+def test_labels_given_to_a_classifier_is_a_one_line_error(
+        tmp_path: Path, labelled: tuple[Path, Path], with_table: bool) -> None:
+    images, table = labelled
+    model = make_classifier(tmp_path / "clf.pt")
+    out = tmp_path / "eval"
+    output = invoke("evaluate", "--model", str(model), "--images", str(images),
+                    "--labels", str(images), *(("--table", str(table)) if with_table else ()),
+                    "--out", str(out), "--bootstrap", "0", "--device", "cpu", "--no-progress",
+                    expect=2)
+    assert "--labels is for a segmentation model; this is a classifier" in output
+    assert "no class sub-folders" not in output and not out.exists()
+
+
+def test_class_folders_with_clashing_case_ids_keep_the_good_cases(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    folders = tmp_path / "by-class"
+    for i in range(4):
+        save_nifti(folders / CLASSES[i % 3] / f"c{i}.nii.gz", scan(rng))
+    save_nifti(folders / CLASSES[0] / "c1.nii", scan(rng))  # c1 in two class folders
+    save_nifti(folders / CLASSES[2] / "c2.nii", scan(rng))  # c2 twice in one folder
+    model = make_classifier(tmp_path / "clf.pt")
+    out = tmp_path / "eval"
+    invoke("evaluate", "--model", str(model), "--images", str(folders), "--out", str(out),
+           "--bootstrap", "0", "--device", "cpu", "--no-progress", expect=1)
+    rows = read_csv(out / "predictions.csv")
+    bad = sorted(Path(r["path"]).name for r in rows if r["status"] == "error")
+    assert bad == ["c1.nii", "c1.nii.gz", "c2.nii", "c2.nii.gz"]
+    assert all("duplicate case id" in r["error"] for r in rows if r["status"] == "error")
+    assert sorted(r["id"] for r in rows if r["status"] == "ok") == ["c0", "c3"]
+    assert (out / "run.json").is_file()
+
+
 def test_a_class_the_model_does_not_know_is_a_one_line_error(
         tmp_path: Path, labelled: tuple[Path, Path]) -> None:
     from segfew.data import find_classification_cases

@@ -73,6 +73,27 @@ def test_predict_cli_writes_a_row_per_file_and_fails_on_bad_files(
         assert row["predicted"] == CLASSES[int(np.argmax(p))]
 
 
+@pytest.mark.parametrize("clash", ["case002.dcm", "a.nii"])
+def test_files_sharing_a_case_id_are_error_rows_and_the_rest_is_predicted(
+        classifier: Path, tmp_path: Path, rng: np.random.Generator, clash: str) -> None:
+    from segfew.inference.paths import predict_paths
+
+    folder = tmp_path / "in"
+    for name in ("case000", "case001", "case002", "a"):
+        save_nifti(folder / f"{name}.nii.gz", scan(rng))
+    (folder / clash).write_bytes(b"\x00" * 64)  # a second file with the same id
+    out, failed = predict_paths(classifier, [folder], tmp_path / "p.csv", device="cpu")
+    rows = read_csv(out)
+    twin = folder / (clash.split(".")[0] + ".nii.gz")
+    bad = [r for r in rows if r["status"] == "error"]
+    assert failed == 2 and sorted(Path(r["path"]).name for r in bad) == sorted([clash, twin.name])
+    for row in bad:
+        other = twin if Path(row["path"]) != twin else folder / clash
+        assert "duplicate case id" in row["error"] and str(other) in row["error"]
+    assert sum(r["status"] == "ok" for r in rows) == 3
+    assert (tmp_path / "p.run.json").is_file()
+
+
 def test_a_named_file_of_unsupported_format_gets_an_error_row(
         classifier: Path, scans: Path, tmp_path: Path) -> None:
     from segfew.inference.paths import predict_paths
