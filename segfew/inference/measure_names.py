@@ -30,6 +30,7 @@ __all__ = ["KINDS", "Described", "cine_channel_words", "describe", "label", "str
 #: measurement kind → (words, unit, factor from the stored value to the shown one)
 KINDS: dict[str, tuple[str, str, float]] = {
     "ejection_fraction": ("ejection fraction", "%", 100.0),
+    "volume_change": ("volume change", "%", 100.0),
     "volume_ratio": ("volume ratio", "", 1.0),
     "volume_ml": ("volume", "mL", 1.0),
     "surface_mm2": ("surface area", "mm²", 1.0),
@@ -42,6 +43,14 @@ KINDS: dict[str, tuple[str, str, float]] = {
     "extent": ("extent", "", 1.0),
     "thickness_mean_mm": ("mean thickness", "mm", 1.0),
     "thickness_max_mm": ("maximum thickness", "mm", 1.0),
+    # a file without a real voxel size is measured in voxels (3D) or pixels (2D)
+    **{f"{base}_{unit}": (words, unit_words, 1.0)
+       for unit, unit_words in (("vox", "voxels"), ("px", "pixels"))
+       for base, words in (
+           ("volume", "volume"), ("surface", "surface area"), ("area", "area"),
+           ("perimeter", "perimeter"), ("major_axis", "long axis length"),
+           ("minor_axis", "short axis length"), ("thickness_mean", "mean thickness"),
+           ("thickness_max", "maximum thickness"))},
 }
 
 
@@ -91,7 +100,7 @@ def describe(name: str, channel_words: Mapping[str, str] | None = None,
         if kind == "volume_ratio":  # S_to_T_volume_ratio_c
             a, _, b = structure.partition("_to_")
             shown = f"{a}/{b} volume ratio{at}"
-        elif kind == "ejection_fraction":  # S_ejection_fraction_a_b
+        elif kind in ("ejection_fraction", "volume_change"):  # S_<kind>_a_b
             first, _, later = channels.partition("_")
             shown = f"{structure} {text} ({ch(first)}→{ch(later)})"
         else:

@@ -290,3 +290,15 @@ def test_unnamed_structures_and_texture_measurements_read_as_words() -> None:
     assert names == {1: "structure 1", 2: "structure 2"}
     assert describe("label2_texture_cooccurrence_contrast_frame01", {"frame01": "ED"},
                     names).label == "structure 2 texture cooccurrence contrast at ED"
+
+
+def test_voxel_sizes_and_volume_changes_are_named_in_words() -> None:
+    """A file without a real spacing is measured in voxels (pixels in 2D), and a wall's
+    emptying is a volume change: both read as words, with their unit."""
+    from segfew.inference.measure_names import describe, label
+
+    ed = {"frame01": "ED", "frame02": "ES"}
+    assert label("LV_volume_vox_frame01", ed) == "LV volume at ED (voxels)"
+    assert label("blob_area_px_0", {"0": ""}) == "blob area (pixels)"
+    change = describe("myocardium_volume_change_frame01_frame02", ed)
+    assert change.label == "myocardium volume change (ED→ES) (%)" and change.factor == 100.0
