@@ -3,6 +3,10 @@
 # Usage: bash examples/demo.sh DEMO_DIR   (with segfew on PATH, as `make demo` arranges)
 set -euo pipefail
 
+# The demo's networks are tiny (64², n_s 4): one CPU thread runs them fastest and leaves the
+# other cores to other jobs. segfew honours OMP_NUM_THREADS (and says so); set it to override.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+
 DEMO="${1:-demo-run}"
 DATA="$DEMO/data"
 mkdir -p "$DEMO"
