@@ -134,15 +134,11 @@ class MaskMeasurer:
         return list(images), maps
 
     def _measure(self, case: Case) -> dict[str, float]:
-        from segfew.inference.measure import measure_case
-        from segfew.inference.radiomics import image_measurements
+        from segfew.inference.measure import measure_images
         from segfew.preprocess.grid import stack_axis
 
         images, maps = self.label_maps(case)
         axis = stack_axis(images[0].shape, images[0].spacing)
-        axis = -1 if axis is None else axis
-        spacing = images[0].spacing if images[0].spacing_known else None  # else: voxels
         names = case.channel_names
-        out = measure_case(maps, [spacing] * len(maps), self.structures, names, axis)
-        return out | image_measurements([im.array for im in images], names, maps, spacing,
-                                        self.structures, axis)
+        return measure_images(images, maps, self.structures, names, names,
+                              -1 if axis is None else axis)

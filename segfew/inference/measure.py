@@ -58,6 +58,7 @@ __all__ = [
     "is_cavity",
     "keep_largest_component",
     "measure_case",
+    "measure_images",
     "structure_measurements",
     "write_measurements_csv",
 ]
@@ -289,19 +290,30 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
     segmentation (:func:`segfew.inference.run.segment_probabilities`). Raises DataError for an
     unreadable case.
     """
-    from segfew.inference.radiomics import image_measurements  # intensity, texture, location
     from segfew.preprocess.grid import slice_axis_for
 
     images, maps, names = case_label_maps(model, cfg, label_names, case, device, batch_size,
                                           largest_component, plan, tta)
     structures = dict(enumerate(label_names))
     structures.pop(0, None)
-    axis = slice_axis_for(cfg, images[0].shape, images[0].spacing)
-    spacings = [im.spacing if im.spacing_known else None for im in images[:len(maps)]]
-    out = measure_case(maps, spacings, structures, names, axis)
-    return out | image_measurements([im.array for im in images], case.channel_names, maps,
-                                    images[0].spacing if images[0].spacing_known else None,
-                                    structures, axis)
+    return measure_images(images, maps, structures, names, case.channel_names,
+                          slice_axis_for(cfg, images[0].shape, images[0].spacing))
+
+
+def measure_images(images: Sequence[Any], label_maps: Sequence[np.ndarray],
+                   structures: Mapping[int, str], map_names: Sequence[str],
+                   channel_names: Sequence[str], slice_axis: int) -> dict[str, float]:
+    """Every measurement of one case's label maps on its channel images (``Image``, read
+    through the door): shape (:func:`measure_case`, maps named ``map_names``) and intensity,
+    surroundings, texture and location (:func:`segfew.inference.radiomics.image_measurements`).
+    A file without a real voxel size is measured in voxels."""
+    from segfew.inference.radiomics import image_measurements
+
+    spacing = images[0].spacing if images[0].spacing_known else None  # one grid per case
+    out = measure_case(label_maps, [spacing] * len(label_maps), structures, map_names,
+                       slice_axis)
+    return out | image_measurements([im.array for im in images], channel_names, label_maps,
+                                    spacing, structures, slice_axis)
 
 
 def case_label_maps(model: Any, cfg: Preprocessing, label_names: Sequence[str], case: Case,
