@@ -216,3 +216,37 @@ def test_segmenting_with_nnunet_never_imports_torchvision(phantoms: Path, nnunet
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_label_maps_land_on_the_voxels_they_segment_whatever_the_stored_orientation(
+        nnunet: Path, tmp_path: Path) -> None:
+    """nnU-Net sees the file's stored axes reversed (as its readers give them) and its label
+    map comes back onto segfew's RAS grid: a stand-in network that marks the bright voxels
+    marks exactly the bright box of a volume stored neither in RAS nor with equal axes."""
+    import nibabel as nib
+    import torch
+
+    from segfew.data import Case
+    from segfew.inference.nnunet import NnUNetMeasurer
+
+    stored = np.ones((20, 24, 6), dtype=np.float32)  # non-zero: nnU-Net crops nothing
+    stored[3:9, 5:20, 1:3] = 10.0  # an asymmetric bright box
+    affine = np.array([[0, 0, -3.0, 10], [-1.25, 0, 0, 5], [0, 1.25, 0, -4], [0, 0, 0, 1]])
+    path = tmp_path / "oblique.nii.gz"
+    nib.save(nib.Nifti1Image(stored, affine), str(path))
+
+    seen: list[np.ndarray] = []
+
+    def bright(data: torch.Tensor) -> torch.Tensor:  # logits: label 1 where z-score > 0
+        seen.append(data.numpy().copy())
+        return torch.stack([torch.zeros_like(data[0]), data[0], data[0] - 1e3, data[0] - 1e3])
+
+    m = NnUNetMeasurer(nnunet)
+    m.predictor.predict_logits_from_preprocessed_data = bright
+    images, maps = m.label_maps(Case(id="oblique", images=(path,)))
+    # what nnU-Net's SimpleITKIO would give: the stored axes reversed, (C, Z, Y, X)
+    assert seen[0].shape == (1, 6, 24, 20)
+    np.testing.assert_array_equal(seen[0][0] > 0, stored.T > 5)
+    assert images[0].ornt is not None  # segfew reoriented it
+    assert maps[0].shape == images[0].shape
+    np.testing.assert_array_equal(maps[0], (images[0].array > 5).astype(np.int16))
