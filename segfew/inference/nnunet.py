@@ -85,8 +85,10 @@ def folder_identity(folder: Path) -> dict[str, Any]:
     if not folds:
         missing.append(f"fold_N/{CHECKPOINT}")
     if missing:
+        inside = sorted(p.name for p in folder.iterdir() if p.is_dir() and "__" in p.name)
+        hint = f"; give one of the folders it holds: {', '.join(inside[:3])}" if inside else ""
         raise DataError(f"not an nnU-Net results folder (Trainer__Plans__configuration): no "
-                        f"{', no '.join(missing)}", folder)
+                        f"{', no '.join(missing)}{hint}", folder)
     files = ["plans.json", "dataset.json", *(f"fold_{f}/{CHECKPOINT}" for f in folds)]
     return {"folder": str(folder), "folds": folds,
             "sha256": {name: file_digest(folder / name) for name in files}}

@@ -166,6 +166,8 @@ def test_a_changed_or_missing_folder_is_refused_in_one_line(
     assert "not an nnU-Net results folder" in said and "dataset.json" in said
     assert "fold_N/checkpoint_final.pth" in said and len(said.strip().splitlines()) == 1
     assert not (tmp_path / "c2.pt").exists()
+    said = _train(phantoms, nnunet.parent, tmp_path / "c2.pt", expect=2)  # the Dataset's
+    assert "give one of the folders it holds: nnUNetTrainer__nnUNetPlans__2d" in said
     said = invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
                   str(phantoms / "images"), "--framework", "manual", "--features",
                   str(nnunet), "--out", str(tmp_path / "c3.pt"), "--no-progress", expect=2)
