@@ -23,24 +23,29 @@ LABELS = {"background": 0, "wall": 1, "cavity": 2, "blob": 3}
 _RESAMPLE = {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None}
 
 
-def _plans() -> dict:
-    """nnU-Net v2 plans of a 2D PlainConvUNet with two stages of 4 and 8 features on 32²
-    patches, in the layout nnUNetv2_plan_and_preprocess writes."""
+def _plans(configuration: str = "2d") -> dict:
+    """nnU-Net v2 plans of one configuration, a PlainConvUNet with two stages of 4 and 8
+    features on 32² (2d) or 16³ (3d_fullres) patches, in the layout
+    nnUNetv2_plan_and_preprocess writes."""
+    d = 2 if configuration == "2d" else 3
+    conv = f"{d}d"
     return {
         "dataset_name": "Dataset001_Tiny", "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": [999.0, 1.25, 1.25],
-        "original_median_shape_after_transp": [1, 32, 32],
+        "original_median_spacing_after_transp": [999.0 if d == 2 else 2.0, 1.25, 1.25],
+        "original_median_shape_after_transp": [1 if d == 2 else 8, 32, 32],
         "image_reader_writer": "SimpleITKIO",
         "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
         "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {"0": {
             "max": 1.0, "mean": 0.5, "median": 0.5, "min": 0.0, "percentile_00_5": 0.0,
             "percentile_99_5": 1.0, "std": 0.2}},
-        "configurations": {"2d": {
-            "data_identifier": "nnUNetPlans_2d", "preprocessor_name": "DefaultPreprocessor",
-            "batch_size": 2, "patch_size": [32, 32], "median_image_size_in_voxels": [32, 32],
-            "spacing": [1.25, 1.25], "normalization_schemes": ["ZScoreNormalization"],
-            "use_mask_for_norm": [False],
+        "configurations": {configuration: {
+            "data_identifier": f"nnUNetPlans_{configuration}",
+            "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+            "patch_size": [32, 32] if d == 2 else [16, 16, 16],
+            "median_image_size_in_voxels": [32, 32] if d == 2 else [8, 32, 32],
+            "spacing": [1.25, 1.25] if d == 2 else [2.0, 1.25, 1.25],
+            "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
             "resampling_fn_data": "resample_data_or_seg_to_shape",
             "resampling_fn_seg": "resample_data_or_seg_to_shape",
             "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
@@ -52,11 +57,11 @@ def _plans() -> dict:
                     "dynamic_network_architectures.architectures.unet.PlainConvUNet",
                 "arch_kwargs": {
                     "n_stages": 2, "features_per_stage": [4, 8],
-                    "conv_op": "torch.nn.modules.conv.Conv2d",
-                    "kernel_sizes": [[3, 3], [3, 3]], "strides": [[1, 1], [2, 2]],
+                    "conv_op": f"torch.nn.modules.conv.Conv{conv}",
+                    "kernel_sizes": [[3] * d, [3] * d], "strides": [[1] * d, [2] * d],
                     "n_conv_per_stage": [1, 1], "n_conv_per_stage_decoder": [1],
                     "conv_bias": True,
-                    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
+                    "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{conv}",
                     "norm_op_kwargs": {"eps": 1e-5, "affine": True},
                     "dropout_op": None, "dropout_op_kwargs": None,
                     "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}},
@@ -65,17 +70,17 @@ def _plans() -> dict:
     }
 
 
-def make_nnunet_folder(root: Path, seed: int = 0) -> Path:
-    """``root/Dataset001_Tiny/nnUNetTrainer__nnUNetPlans__2d``: plans, dataset and
-    fingerprint JSON, and ``fold_0/checkpoint_final.pth`` as nnUNetTrainer.save_checkpoint
-    writes it (numpy scalars in its log included)."""
+def make_nnunet_folder(root: Path, configuration: str = "2d", seed: int = 0) -> Path:
+    """``root/Dataset001_Tiny/nnUNetTrainer__nnUNetPlans__<configuration>``: plans, dataset
+    and fingerprint JSON, and ``fold_0/checkpoint_final.pth`` as
+    nnUNetTrainer.save_checkpoint writes it (numpy scalars in its log included)."""
     import torch
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    folder = root / "Dataset001_Tiny" / "nnUNetTrainer__nnUNetPlans__2d"
+    folder = root / "Dataset001_Tiny" / f"nnUNetTrainer__nnUNetPlans__{configuration}"
     (folder / "fold_0").mkdir(parents=True)
-    plans = _plans()
+    plans = _plans(configuration)
     dataset = {"channel_names": {"0": "MRI"}, "labels": LABELS, "numTraining": 12,
                "file_ending": ".nii.gz"}
     (folder / "plans.json").write_text(json.dumps(plans))
@@ -85,7 +90,7 @@ def make_nnunet_folder(root: Path, seed: int = 0) -> Path:
         "median_relative_size_after_cropping": 1.0,
         "foreground_intensity_properties_per_channel":
             plans["foreground_intensity_properties_per_channel"]}))
-    config = PlansManager(plans).get_configuration("2d")
+    config = PlansManager(plans).get_configuration(configuration)
     torch.manual_seed(seed)
     net = get_network_from_plans(config.network_arch_class_name,
                                  config.network_arch_init_kwargs,
@@ -95,9 +100,10 @@ def make_nnunet_folder(root: Path, seed: int = 0) -> Path:
                 "grad_scaler_state": None,
                 "logging": {"mean_fg_dice": [np.float64(0.5)], "train_losses": [np.float32(1)]},
                 "_best_ema": np.float64(0.5), "current_epoch": 1,
-                "init_args": {"plans": plans, "configuration": "2d", "fold": 0,
+                "init_args": {"plans": plans, "configuration": configuration, "fold": 0,
                               "dataset_json": dataset, "device": torch.device("cpu")},
-                "trainer_name": "nnUNetTrainer", "inference_allowed_mirroring_axes": (0, 1)},
+                "trainer_name": "nnUNetTrainer",
+                "inference_allowed_mirroring_axes": (0, 1) if configuration == "2d" else (0, 1, 2)},
                folder / "fold_0" / "checkpoint_final.pth")
     return folder
 
@@ -252,3 +258,28 @@ def test_label_maps_land_on_the_voxels_they_segment_whatever_the_stored_orientat
     assert images[0].ornt is not None  # segfew reoriented it
     assert maps[0].shape == images[0].shape
     np.testing.assert_array_equal(maps[0], (images[0].array > 5).astype(np.int16))
+
+
+def test_a_3d_fullres_model_segments_volumes_and_refuses_a_2d_image(
+        phantoms: Path, tmp_path: Path) -> None:
+    """The 3D path: a sliding window of 16³ patches over a 20×24×10 volume of anisotropic
+    voxels, resampled to the plans' spacing and back onto the volume's grid."""
+    import nibabel as nib
+
+    from segfew.data import Case
+    from segfew.errors import DataError
+    from segfew.inference.nnunet import NnUNetMeasurer
+
+    m = NnUNetMeasurer(make_nnunet_folder(tmp_path / "results", "3d_fullres"))
+    volume = np.random.default_rng(0).normal(size=(20, 24, 10)).astype(np.float32)
+    volume[5:15, 6:18, 3:7] += 4
+    path = tmp_path / "volume.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.diag([1.5, 1.5, 3.0, 1.0])), str(path))
+    case = Case(id="volume", images=(path,))
+    images, maps = m.label_maps(case)
+    assert maps[0].shape == images[0].shape == (20, 24, 10)
+    assert set(np.unique(maps[0]).tolist()) <= {0, 1, 2, 3}
+    measured = m(case)
+    assert "wall_volume_ml_0" in measured and "wall_area_mm2_0" not in measured
+    with pytest.raises(DataError, match="the nnU-Net model is 3D, this image is 2D"):
+        m.label_maps(Case(id="flat", images=(phantoms / "images" / "case000.nii.gz",)))
