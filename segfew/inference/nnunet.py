@@ -165,7 +165,10 @@ class NnUNetMeasurer(LabelMapMeasurer):
                   ) -> NnUNetMeasurer:
         """The measurer of the classifier in ``model`` (its ``feature_source`` is
         ``source``); DataError naming ``model`` when the folder is gone or changed."""
-        recorded = dict(source[NNUNET])
+        recorded = source.get(NNUNET)
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("folder"), str) or \
+                not isinstance(recorded.get("sha256"), dict) or not recorded.get("folds"):
+            raise ModelFileError("its record of the nnU-Net folder is incomplete", model)
         folder = Path(recorded["folder"])
         if not folder.is_dir():
             raise DataError(f"the nnU-Net folder of this classifier is not found ({folder})",
@@ -173,7 +176,7 @@ class NnUNetMeasurer(LabelMapMeasurer):
         require_nnunetv2()
         from segfew.runinfo import file_digest
 
-        for name, digest in recorded.get("sha256", {}).items():
+        for name, digest in recorded["sha256"].items():
             path = folder / name
             if not path.is_file() or file_digest(path) != digest:
                 what = name if "/" not in name else "{1} of {0}".format(*name.split("/"))
