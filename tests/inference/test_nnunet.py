@@ -283,3 +283,31 @@ def test_a_3d_fullres_model_segments_volumes_and_refuses_a_2d_image(
     assert "wall_volume_ml_0" in measured and "wall_area_mm2_0" not in measured
     with pytest.raises(DataError, match="the nnU-Net model is 3D, this image is 2D"):
         m.label_maps(Case(id="flat", images=(phantoms / "images" / "case000.nii.gz",)))
+
+
+def test_the_label_map_is_what_nnunets_own_reader_and_predictor_give(
+        nnunet: Path, tmp_path: Path) -> None:
+    """segfew's door then nnU-Net's predictor gives, voxel for voxel, the map nnU-Net's own
+    SimpleITKIO reading and ``predict_single_npy_array`` give for a volume stored obliquely
+    (not RAS, anisotropic)."""
+    import nibabel as nib
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    from segfew.data import Case
+    from segfew.inference.nnunet import NnUNetMeasurer
+    from segfew.io.dispatch import to_stored
+
+    rng = np.random.default_rng(0)
+    stored = rng.normal(size=(28, 22, 5)).astype(np.float32)
+    stored[4:20, 6:15, 1:4] += 3.0
+    affine = np.array([[0, 0, -3.0, 10], [-1.1, 0, 0, 5], [0, 1.4, 0, -4], [0, 0, 0, 1]])
+    path = tmp_path / "oblique.nii.gz"
+    nib.save(nib.Nifti1Image(stored, affine), str(path))
+
+    m = NnUNetMeasurer(nnunet)
+    images, maps = m.label_maps(Case(id="oblique", images=(path,)))
+    data, props = SimpleITKIO().read_images([str(path)])
+    theirs = m.predictor.predict_single_npy_array(data, props)
+    ours = to_stored(maps[0], images[0]).T  # segfew's grid → nnU-Net's (Z, Y, X)
+    assert len(np.unique(theirs)) > 1  # the untrained network draws more than one label
+    np.testing.assert_array_equal(ours, theirs)
