@@ -151,6 +151,12 @@ def test_an_nnunet_folder_trains_a_measures_classifier_that_predicts(
     measured = list(csv.DictReader((tmp_path / "p.measurements.csv").open()))
     assert len(measured) == 12 and set(names) <= set(measured[0])
 
+    ev = tmp_path / "ev"
+    invoke("evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
+           str(phantoms / "labels.csv"), "--out", str(ev), "--bootstrap", "10",
+           "--allow-leakage", "--threads", "1", "--no-progress")
+    assert json.loads((ev / "metrics.json").read_text())["n_cases"] == 12
+
 
 def test_a_changed_or_missing_folder_is_refused_in_one_line(
         phantoms: Path, nnunet: Path, tmp_path: Path) -> None:
