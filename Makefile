@@ -14,8 +14,9 @@ AVX2_ONLY := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# one command: torch pinned beside the extras, or pip upgrades it (through nnunetv2's
+	# torchvision) to a CUDA build; segfew never imports torchvision
+	$(PY) -m pip install -q torch==2.13.0 -e '.[dev,nnunet]'
 	touch $(STAMP)
 
 install: $(STAMP)

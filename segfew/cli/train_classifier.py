@@ -39,7 +39,8 @@ def train_classifier(
     framework: Annotated[Framework | None, setting(
         C, "framework", "What the classifier learns from (see the README's table).")] = None,
     features: Annotated[Path | None, setting(
-        C, "features", "Segmentation model file (manual, threshold, measures).")] = None,
+        C, "features", "Segmentation model file (manual, threshold, measures), or a trained "
+        "nnU-Net v2 results folder (measures; pip install 'segfew[nnunet]').")] = None,
     masks: Annotated[Path | None, setting(
         C, "masks", "measures: folder of label maps from another tool, matched to the "
         "images by id (instead of --features).")] = None,

@@ -345,6 +345,7 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     paths, predictors = open_models(_paths(model_path), device=device, batch_size=batch_size)
     for p in predictors:  # a classifier of another tool's label maps reads them
         p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
+        _ = p.measurer  # its label maps' source checked once, before any case
     meta = predictors[0].meta
     if channels is None and meta.channels:
         channels = list(meta.channels)

@@ -118,7 +118,8 @@ class ImageClassifier(Classifier, kind="image classifier"):
 
 class MeasuresClassifier(Classifier, kind="measures classifier"):
     """A classifier on named measurements of each case's label maps (framework measures):
-    segmented by its frozen network, or another tool's (``masks``, matched by id).
+    segmented by its frozen network or a trained nnU-Net, or another tool's (``masks``,
+    matched by id).
 
     ``measurer``: a :class:`segfew.inference.measure.Measurer` already holding these cases'
     measurements (an experiment shares one per feature network); by default one is made.
@@ -130,17 +131,23 @@ class MeasuresClassifier(Classifier, kind="measures classifier"):
 
     @property
     def measurer(self) -> Measurer:
-        """What segments and measures a case: the model's frozen network, or the label maps
-        in ``masks`` (:class:`segfew.inference.masks.MaskMeasurer`)."""
-        if self._measurer is None and (self.meta.feature_source or {}).get("masks"):
+        """What segments and measures a case: the model's frozen network, the nnU-Net
+        folder it records (:class:`segfew.inference.nnunet.NnUNetMeasurer`), or the label
+        maps in ``masks`` (:class:`segfew.inference.masks.MaskMeasurer`)."""
+        source = self.meta.feature_source or {}
+        if self._measurer is None and source.get("masks"):
             from segfew.inference.masks import MaskMeasurer  # label maps from another tool
 
             self._measurer = MaskMeasurer.for_model(  # type: ignore[assignment]
-                self.meta.feature_source, self.masks, self.model_path)
+                source, self.masks, self.model_path)
+        if self._measurer is None and source.get("nnunet"):
+            from segfew.inference.nnunet import NnUNetMeasurer  # a trained nnU-Net's maps
+
+            self._measurer = NnUNetMeasurer.for_model(  # type: ignore[assignment]
+                source, self.model_path, self.device)
         if self._measurer is None:
             from segfew.inference.measure import Measurer
 
-            source = self.meta.feature_source or {}
             self._measurer = Measurer(self.model.feature_net, self.preprocessing,
                                       source.get("classes", []), self.device, self.batch_size,
                                       self.plan, bool(self.meta.architecture.args.get("tta")))

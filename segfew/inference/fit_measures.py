@@ -1,11 +1,12 @@
-"""Fitting the ``measures`` classifier on measured training cases, and its selection in
-words (every candidate the inner cross-validation tried, the one chosen, the nested
-estimate of the whole procedure)."""
+"""Fitting the ``measures`` classifier on measured training cases, where its label maps come
+from (:func:`open_measurer`), and its selection in words (every candidate the inner
+cross-validation tried, the one chosen, the nested estimate of the whole procedure)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,13 +15,36 @@ from segfew.inference.measure import NAN, fitted_names
 
 if TYPE_CHECKING:
     from segfew.data import Case
-    from segfew.inference.masks import MaskMeasurer
+    from segfew.inference.masks import LabelMapMeasurer
     from segfew.inference.measure import Measurer
 
-__all__ = ["describe_selection", "fit_measurement_classifier"]
+__all__ = ["describe_selection", "fit_measurement_classifier", "open_measurer"]
 
 
-def fit_measurement_classifier(measurer: Measurer | MaskMeasurer, cases: Sequence[Case],
+def open_measurer(features: Path | None, masks: Path | None, label_names: Sequence[str] | None,
+                  device: Any = "cpu", tta: bool = False) -> Measurer | LabelMapMeasurer:
+    """What segments and measures the training cases of a measures classifier: another
+    tool's label maps in ``masks`` (named by ``label_names`` or the folder's
+    ``label_names.json``), a trained nnU-Net when ``features`` is its results folder, or
+    else the segfew segmentation model file ``features`` (``tta``: test-time augmentation).
+    Raises DataError, SpecError or ModelFileError (one line, naming the file)."""
+    from segfew.inference.nnunet import NnUNetMeasurer, is_nnunet_folder
+
+    if masks is not None:
+        from segfew.inference.masks import MaskMeasurer, mask_label_names
+
+        return MaskMeasurer(masks, mask_label_names(masks, label_names))
+    assert features is not None
+    if is_nnunet_folder(features):
+        return NnUNetMeasurer(Path(features), device=device)
+    from segfew.inference.measure import Measurer
+    from segfew.modelfile import load_model
+
+    net, meta = load_model(features, device)
+    return Measurer(net, meta.preprocess.plain(), meta.classes, device, tta=tta)
+
+
+def fit_measurement_classifier(measurer: Measurer | LabelMapMeasurer, cases: Sequence[Case],
                                targets: Sequence[int], num_classes: int, seed: int = 0
                                ) -> tuple[Any, dict[str, Any]]:
     """Measure the training ``cases`` and fit the classifier (framework MEASURES).

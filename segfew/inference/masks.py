@@ -23,8 +23,8 @@ from segfew.errors import DataError
 if TYPE_CHECKING:
     from segfew.data import Case
 
-__all__ = ["EXTERNAL", "NAMES_FILE", "MaskMeasurer", "check_masks", "external_structures",
-           "mask_label_names"]
+__all__ = ["EXTERNAL", "NAMES_FILE", "LabelMapMeasurer", "MaskMeasurer", "check_masks",
+           "external_structures", "mask_label_names"]
 
 #: the file in a masks folder that names its label values
 NAMES_FILE = "label_names.json"
@@ -77,24 +77,74 @@ def check_masks(source: Mapping[str, Any] | None, masks: Path | None, model: Pat
     return masks
 
 
-class MaskMeasurer:
-    """Measurements of each case's label maps in ``masks`` (cached per case).
+class LabelMapMeasurer:
+    """Measurements of each case's label maps made by something other than segfew's own
+    network (cached per case): another tool's files (:class:`MaskMeasurer`) or a trained
+    nnU-Net (:class:`segfew.inference.nnunet.NnUNetMeasurer`).
 
-    Same interface as :class:`segfew.inference.measure.Measurer` (``model`` is None: nothing
-    segments; ``tta`` is False). ``structures`` maps label values to names
-    (:func:`mask_label_names`). Calling it on a case raises DataError (one line, naming the
-    file) when its label map is missing, unreadable or off the image's grid.
+    Same interface as :class:`segfew.inference.measure.Measurer` (``model`` is None: no
+    segfew network; ``tta`` is False). ``structures`` maps label values to names; a
+    subclass gives :meth:`label_maps` and records what a model file needs in :attr:`source`.
     """
 
     model = None
     tta = False
 
+    def __init__(self, structures: Mapping[int, str]) -> None:
+        self.structures = dict(structures)
+        self._done: dict[tuple[str, ...], dict[str, float]] = {}
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """What a model file records as its ``feature_source``."""
+        raise NotImplementedError
+
+    @property
+    def files(self) -> list[Path]:
+        """The files behind the label maps beyond the cases' own (for run.json's manifest)."""
+        return []
+
+    def __call__(self, case: Case) -> dict[str, float]:
+        key = tuple(str(p) for p in case.images)
+        if key not in self._done:
+            self._done[key] = self._measure(case)
+        return self._done[key]
+
+    def names(self, case: Case) -> list[str]:
+        """The measurement names of ``case`` (every case of a data set has the same)."""
+        return list(self(case))
+
+    def label_maps(self, case: Case) -> tuple[list[Any], list[Any]]:
+        """The case's channel images as read and its label maps on their grid."""
+        raise NotImplementedError
+
+    def map_names(self, case: Case) -> list[str]:
+        """The names of :meth:`label_maps`' maps in measurement names: one per channel."""
+        return list(case.channel_names)
+
+    def _measure(self, case: Case) -> dict[str, float]:
+        from segfew.inference.measure import measure_images
+        from segfew.preprocess.grid import stack_axis
+
+        images, maps = self.label_maps(case)
+        axis = stack_axis(images[0].shape, images[0].spacing)
+        return measure_images(images, maps, self.structures, self.map_names(case),
+                              case.channel_names, -1 if axis is None else axis)
+
+
+class MaskMeasurer(LabelMapMeasurer):
+    """Measurements of each case's label maps in ``masks`` (cached per case).
+
+    ``structures`` maps label values to names (:func:`mask_label_names`). Calling it on a
+    case raises DataError (one line, naming the file) when its label map is missing,
+    unreadable or off the image's grid.
+    """
+
     def __init__(self, masks: Path, structures: Mapping[int, str]) -> None:
         self.masks = Path(masks)
         if not self.masks.is_dir():
             raise DataError("masks folder not found", self.masks)
-        self.structures = dict(structures)
-        self._done: dict[tuple[str, ...], dict[str, float]] = {}
+        super().__init__(structures)
 
     @classmethod
     def for_model(cls, source: Mapping[str, Any] | None, masks: Path | None, model: Path
@@ -111,16 +161,6 @@ class MaskMeasurer:
         return {"masks": EXTERNAL, "structures": {str(k): v for k, v in self.structures.items()},
                 "classes": ["background", *self.structures.values()]}
 
-    def __call__(self, case: Case) -> dict[str, float]:
-        key = tuple(str(p) for p in case.images)
-        if key not in self._done:
-            self._done[key] = self._measure(case)
-        return self._done[key]
-
-    def names(self, case: Case) -> list[str]:
-        """The measurement names of ``case`` (every case of a data set has the same)."""
-        return list(self(case))
-
     def label_maps(self, case: Case) -> tuple[list[Any], list[Any]]:
         """The case's channel images as read and its label maps from ``masks`` (one per
         channel: a single map for the case serves every channel)."""
@@ -132,13 +172,3 @@ class MaskMeasurer:
         if len(maps) == 1 and len(images) > 1:  # one map for the case: each channel's
             maps = maps * len(images)
         return list(images), maps
-
-    def _measure(self, case: Case) -> dict[str, float]:
-        from segfew.inference.measure import measure_images
-        from segfew.preprocess.grid import stack_axis
-
-        images, maps = self.label_maps(case)
-        axis = stack_axis(images[0].shape, images[0].spacing)
-        names = case.channel_names
-        return measure_images(images, maps, self.structures, names, names,
-                              -1 if axis is None else axis)

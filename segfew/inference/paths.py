@@ -73,6 +73,7 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     predictor = predictors[0]
     for p in predictors:  # a classifier of another tool's label maps reads them
         p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
+        _ = p.measurer  # its label maps' source checked once, before any case
     spec = run_spec if run_spec is not None else {
         "task": "predict", "model": [str(m) for m in models], "inputs": [str(p) for p in inputs],
         "recursive": recursive, "channels": list(channels) if channels else None,

@@ -159,8 +159,6 @@ def write_image(array: np.ndarray, reference: Image, path: str | Path) -> Path:
     maps are written as uint8 / int16 / int32 (the smallest that holds them), others as float32.
     The file is written atomically.
     """
-    import nibabel as nib
-
     path = Path(path)
     array = np.asarray(array)
     spatial = reference.shape
@@ -168,11 +166,7 @@ def write_image(array: np.ndarray, reference: Image, path: str | Path) -> Path:
         raise DataError(f"array of shape {array.shape} does not fit the reference grid {spatial} "
                         "(give the spatial shape, or it plus one channel axis)", path)
     channels = array.shape[len(spatial):]
-    array = _storage_dtype(array)
-    if reference.ornt is not None:
-        back = nib.orientations.ornt_transform(_RAS_ORNT, reference.ornt)
-        array = nib.orientations.apply_orientation(array, back)
-    array = array.reshape(reference.source_shape + channels)
+    array = to_stored(_storage_dtype(array), reference).reshape(reference.source_shape + channels)
 
     from segfew.io import itk, nifti
 
@@ -193,6 +187,34 @@ def write_image(array: np.ndarray, reference: Image, path: str | Path) -> Path:
 
 
 _RAS_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+
+
+def to_stored(array: np.ndarray, reference: Image) -> np.ndarray:
+    """``array`` on ``reference.array``'s grid (RAS; trailing channel axes kept) in the
+    axis order and directions the file stores (trailing singleton axes left out): what
+    another tool reading the file sees, e.g. nnU-Net's readers."""
+    import nibabel as nib
+
+    if reference.ornt is None:
+        return array
+    back = nib.orientations.ornt_transform(_RAS_ORNT, reference.ornt)
+    return nib.orientations.apply_orientation(array, back)
+
+
+def from_stored(array: np.ndarray, reference: Image) -> np.ndarray:
+    """The inverse of :func:`to_stored`: an array in the file's stored axis order on
+    ``reference.array``'s grid (RAS)."""
+    import nibabel as nib
+
+    if reference.ornt is None:
+        return array
+    return nib.orientations.apply_orientation(array, reference.ornt)
+
+
+def stored_spacing(reference: Image) -> tuple[float, ...]:
+    """Voxel size in mm along each stored axis of the file (:func:`to_stored`'s order)."""
+    norms = np.linalg.norm(np.asarray(reference.source_affine)[:3, : reference.dim], axis=0)
+    return tuple(float(round(s, 6)) for s in norms)
 
 
 def _storage_dtype(array: np.ndarray) -> np.ndarray:

@@ -275,6 +275,7 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
     a measurement classifier is fitted here (closed form)."""
     from segfew.data import class_names, find_classification_cases
     from segfew.data.read import warn_placeholder_spacing
+    from segfew.inference.nnunet import is_nnunet_folder
     from segfew.modelfile import Architecture, ModelMeta, read_model_file
     from segfew.runinfo import versions
     from segfew.runtime import describe, resolve_device
@@ -310,7 +311,8 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
 
     feature_meta = None
     source: dict[str, Any] | None = None  # feature_source of a model measuring given masks
-    if spec.framework in FEATURE_FRAMEWORKS and spec.features is not None:
+    if spec.framework in FEATURE_FRAMEWORKS and spec.features is not None and \
+            not is_nnunet_folder(spec.features):
         feature_meta, _ = read_model_file(spec.features)
     cfg = classifier_preprocess(spec, feature_meta)
     index = {name: i for i, name in enumerate(classes)}
@@ -333,24 +335,14 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
         weights = label_weights(counts)
     fitted: dict[str, Any] = {}
     measured = framework(spec.framework).network == "measurement_classifier"
-    if measured:  # closed form, inner CV
-        from segfew.inference.fit_measures import fit_measurement_classifier
-        from segfew.inference.masks import MaskMeasurer, mask_label_names
-        from segfew.inference.measure import Measurer
-        from segfew.modelfile import load_model
+    used_files: list[Path] = []  # an nnU-Net folder's checkpoints and plans
+    if measured:  # closed form, inner CV; label maps of a network, another tool, an nnU-Net
+        from segfew.inference.fit_measures import fit_measurement_classifier, open_measurer
 
-        used: Measurer | MaskMeasurer
-        if measurer is not None:
-            used = measurer
-        elif spec.masks is not None:  # label maps from another tool
-            used = MaskMeasurer(spec.masks, mask_label_names(spec.masks, spec.label_names))
-        else:
-            assert spec.features is not None and feature_meta is not None
-            net, _ = load_model(spec.features, resolve_device(spec.train.device))
-            used = Measurer(net, feature_meta.preprocess.plain(), feature_meta.classes,
-                            resolve_device(spec.train.device), tta=spec.tta)
-        if isinstance(used, MaskMeasurer):  # an experiment's shared measurer too
-            source = used.source
+        used = measurer or open_measurer(spec.features, spec.masks, spec.label_names,
+                                         resolve_device(spec.train.device), spec.tta)
+        source = getattr(used, "source", None)  # an experiment's shared measurer too
+        used_files = getattr(used, "files", [])
         model, fitted = fit_measurement_classifier(
             used, train_cases, train_y, len(classes), seed=spec.train.seed
         )
@@ -394,6 +386,7 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
         classes=classes, class_weights=weights.tolist(),
         manifest=[*(p for p in (spec.data.table, spec.features, spec.vgg_weights) if p),
                   *(p for c in _with_masks(train_cases, spec.masks) for p in c.labels),
+                  *used_files,
                   *(p for c in [*train_cases, *val_list] for p in c.images)],
         runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),
         metric="validation accuracy", describe=describe_model, keep=choice,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,13 +85,22 @@ class PretrainSpec(Settings):
     label_names: list[str] | None = None
 
 
+def _nnunet_for_measures(features: Path | None, frameworks: Sequence[str]) -> None:
+    """An nnU-Net results folder as ``features`` feeds framework measures only."""
+    others = [f for f in frameworks if f != "measures"]
+    if features is not None and features.is_dir() and others:
+        raise ValueError(f"--features {features} is a folder (an nnU-Net results folder): it "
+                         f"feeds framework measures; {others[0]} needs a segmentation model "
+                         "file from segfew pretrain")
+
+
 class ClassifierSpec(Settings):
     data: DataSource
     out: Path
     framework: Framework = "manual"
     features: Path | None = Field(
-        default=None, description="segmentation model file (manual/threshold)"
-    )
+        default=None, description="segmentation model file (manual/threshold/measures), or "
+        "a trained nnU-Net v2 results folder (measures)")
     vgg_weights: Path | None = None
     finetune: bool = False
     classes: int | None = Field(default=None, ge=2)
@@ -116,6 +126,7 @@ class ClassifierSpec(Settings):
                 raise ValueError("give --masks or --features, not both: the measurements "
                                  "come from one segmentation")
             return self
+        _nnunet_for_measures(self.features, [self.framework])
         for need in framework(self.framework).needs:
             field, _, words = NEEDS[need]
             if getattr(self, field) is None:
@@ -316,6 +327,7 @@ class ExperimentSpec(Settings):
             raise ValueError("test_per_class is only used with test = random")
         from segfew.frameworks import NEEDS, framework
 
+        _nnunet_for_measures(self.features, self.frameworks)
         if self.pretrain is not None and self.data.labels is None:
             raise ValueError("pretrain needs data.labels (the voxel labels to pre-train on)")
         for fw in self.frameworks:
