@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from segfew.cli.common import (
     ChannelsOpt,
@@ -22,6 +24,7 @@ from segfew.cli.common import (
     setting,
     split_list,
 )
+from segfew.cli.render import ProgressView
 from segfew.spec import EvaluateSpec
 
 E = EvaluateSpec
@@ -79,7 +82,6 @@ def evaluate(
     Writes metrics.json, predictions.csv (or per_case.csv), confusion_matrix.png, run.json.
     The exit code is 1 when any case failed, after every row is written.
     """
-    from segfew.cli.render import ProgressView
     from segfew.evaluation.evaluate import evaluate_paths
     from segfew.runtime import set_threads
 
@@ -137,8 +139,6 @@ def evaluate(
 
 def door_lines(metrics: dict[str, Any], table: Path | None) -> list[str]:
     """How many cases were scored (and from where), the leakage verdict, and chance."""
-    from rich.markup import escape
-
     from segfew.metrics import chance_words
 
     source = f"the cases of {table}" if table else "every case found"
@@ -159,8 +159,6 @@ def door_lines(metrics: dict[str, Any], table: Path | None) -> list[str]:
 
 def dice_table(metrics: dict[str, Any]) -> Any:
     """Mean Dice per label and over foreground labels, as a rich table."""
-    from rich.table import Table
-
     table = Table(title=f"Dice ({metrics['n_cases'] - metrics['n_failed']} cases)")
     table.add_column("label")
     table.add_column("mean Dice", justify="right")
@@ -183,8 +181,6 @@ def _fmt(value: Any, ci: Any = None) -> str:
 def metrics_tables(metrics: Mapping[str, Any]) -> list[Any]:
     """Rich tables of a :func:`segfew.metrics.classification_metrics` dict: summary, per
     class, confusion matrix."""
-    from rich.table import Table
-
     ci = metrics.get("ci") or {}
     summary = Table(title="Classification metrics (95% bootstrap interval)")
     summary.add_column("metric")

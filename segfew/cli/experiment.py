@@ -17,7 +17,9 @@ from segfew.cli.common import (
     setting,
     split_list,
 )
+from segfew.cli.render import ProgressView
 from segfew.frameworks import FRAMEWORKS
+from segfew.spec import ExperimentSpec
 from segfew.spec import ExperimentSpec as X
 
 if TYPE_CHECKING:
@@ -76,13 +78,11 @@ def experiment(
 
       segfew experiment --spec curve.toml --out runs/curve --shard $SLURM_ARRAY_TASK_ID/8
     """
-    from segfew.cli.render import ProgressView
     from segfew.experiment.protocol import parse_shard, run_experiment
     from segfew.experiment.report import write_report
     from segfew.experiment.results import task_status
     from segfew.jobs.experiment_step import make_pretrain_step, make_train_and_score
     from segfew.preprocess.cache import PreprocessCache
-    from segfew.spec import ExperimentSpec
 
     overrides = {
         "data": {"images": images, "table": table, "labels": labels,

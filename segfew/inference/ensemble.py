@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.errors import DataError
+from segfew.inference.batch import progress_counter
+from segfew.inference.predictor import Predictor
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -42,8 +44,6 @@ def open_models(model_path: str | Path | Sequence[str | Path], **options: Any
     """The model files and their :class:`segfew.inference.predictor.Predictor` (``options``);
     several
     files must be classifiers of the same classes (:func:`check_same_classes`)."""
-    from segfew.inference.predictor import Predictor
-
     paths = ([Path(model_path)] if isinstance(model_path, (str, Path))
              else [Path(m) for m in model_path])
     if not paths:
@@ -59,8 +59,6 @@ def classify_all(predictors: Sequence[Predictor], cases: Sequence[Case],
                  min_confidence: float = MIN_CONFIDENCE) -> list[PredictionRow]:
     """Every model's rows of ``cases``, averaged (:func:`average_rows`) and flagged
     (:func:`flag_confidence`); ``progress(done, total, what)`` counts cases × models."""
-    from segfew.inference.batch import progress_counter
-
     report = progress_counter(progress, len(cases) * len(predictors))
     rows = average_rows([p.classify(cases, progress=report) for p in predictors],
                         predictors[0].meta.classes)

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.inference.measure import NAN, fitted_names
+from segfew.models.measures import MeasurementClassifier
+from segfew.models.measures_selection import nested_estimate, select_classifier
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -36,9 +38,6 @@ def fit_measurement_classifier(measurer: Measurer | MaskMeasurer, cases: Sequenc
     class —, temperature, and the ten measurements it leans on most with the training
     cases' values per class, ``by_class``: what a case is shown against).
     """
-    from segfew.models.measures import MeasurementClassifier
-    from segfew.models.measures_selection import nested_estimate, select_classifier
-
     rows = [measurer(c) for c in cases]
     names = list(rows[0])
     for case, row in zip(cases, rows, strict=True):  # e.g. one case in mL, another in voxels

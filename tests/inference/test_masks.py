@@ -139,6 +139,7 @@ def test_an_experiment_measures_given_masks_and_never_fits_on_its_test_cases(
     """The learning curve of measures on another tool's masks: no network anywhere, each
     task's classifier (family choice included) fitted on its training side only."""
     import segfew.inference.fit_measures
+    import segfew.jobs.train_classifier
 
     fitted: list[set[str]] = []
     real = segfew.inference.fit_measures.fit_measurement_classifier
@@ -148,7 +149,7 @@ def test_an_experiment_measures_given_masks_and_never_fits_on_its_test_cases(
         assert measurer.model is None  # measured from the masks, nothing segments
         return real(measurer, cases, *args, **kw)
 
-    monkeypatch.setattr(segfew.inference.fit_measures, "fit_measurement_classifier", spy)
+    monkeypatch.setattr(segfew.jobs.train_classifier, "fit_measurement_classifier", spy)
     spec = tmp_path / "curve.toml"
     spec.write_text('sizes = [2]\nrepetitions = 2\nframeworks = ["measures"]\nbootstrap = 10\n')
     out = tmp_path / "run"

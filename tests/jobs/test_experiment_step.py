@@ -60,6 +60,7 @@ def test_experiment_refuses_a_feature_network_trained_on_its_test_cases(
 def test_experiment_pretrains_per_repetition_and_measures_never_fit_on_test_cases(
         phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import segfew.inference.fit_measures
+    import segfew.jobs.train_classifier
 
     fitted: list[set[str]] = []
     real = segfew.inference.fit_measures.fit_measurement_classifier
@@ -68,7 +69,7 @@ def test_experiment_pretrains_per_repetition_and_measures_never_fit_on_test_case
         fitted.append({c.id for c in cases})
         return real(measurer, cases, *args, **kw)
 
-    monkeypatch.setattr(segfew.inference.fit_measures, "fit_measurement_classifier", spy)
+    monkeypatch.setattr(segfew.jobs.train_classifier, "fit_measurement_classifier", spy)
     pre = tmp_path / "pretrain.toml"
     pre.write_text("[network]\ndim = 2\nn_s = 2\n[preprocess]\nsize = [32, 32]\n"
                    "[train]\nepochs = 1\nbatch_size = 4\nval_fraction = 0.0\n")

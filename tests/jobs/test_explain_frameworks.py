@@ -57,7 +57,7 @@ def test_report_gallery_shows_the_best_methods_misclassified_cases(
                {"key": "size001_rep01_manual", "framework": "manual", "size": 1,
                 "repetition": 1, "predictions": []}]
     points = {("scratch", 1): {"accuracy": 0.4}, ("manual", 1): {"accuracy": 0.3}}
-    monkeypatch.setattr("segfew.experiment.protocol.load_cases", lambda spec: cases)
+    monkeypatch.setattr("segfew.experiment.gallery.load_cases", lambda spec: cases)
     shown = misclassified_sheets([run], results, points, None, tmp_path / "gallery")
     assert [caption.split(":")[0] for caption, _ in shown] == ["a", "c"]  # b was right
     assert all(png.is_file() for _, png in shown)
