@@ -79,7 +79,8 @@ def evaluate(
 
     Exactly the cases of --table are scored (for a segmentation model too). A model file's
     training manifest is compared with them first: a case it was trained on is refused.
-    Writes metrics.json, predictions.csv (or per_case.csv), confusion_matrix.png, run.json.
+    Writes metrics.json, predictions.csv (or per_case.csv), measurements.csv (a measures
+    classifier), confusion_matrix.png, run.json.
     The exit code is 1 when any case failed, after every row is written.
     """
     from segfew.evaluation.evaluate import evaluate_paths
@@ -123,7 +124,9 @@ def evaluate(
     if kind == "classifier":
         for t in metrics_tables(metrics):
             stdout.print(t)
-        written = ["metrics.json", "predictions.csv", "confusion_matrix.png", "run.json"]
+        measured = [metrics["measurements"]] if "measurements" in metrics else []
+        written = ["metrics.json", "predictions.csv", *measured, "confusion_matrix.png",
+                   "run.json"]
     else:
         stdout.print(dice_table(metrics))
         written = ["metrics.json", "per_case.csv", "run.json"]

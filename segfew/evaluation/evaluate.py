@@ -143,12 +143,13 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     ``accuracy``, ``balanced_accuracy``, ``kappa``, ``macro_f1``, ``per_class``,
     ``confusion_matrix``, ``ci`` (bootstrap 95% intervals), ``chance_rate`` and
     ``distinguishable_from_chance``, plus ``classes``, ``n_cases``, ``n_scored``,
-    ``n_failed``, ``model`` and ``leakage`` (:func:`segfew.evaluation.leakage.leakage_record`);
-    ``predictions.csv`` has a ``leaked`` column. ``table`` only names the source in error
-    messages; ``predictor`` reuses already loaded models. ``run_spec`` (e.g. the resolved
-    :class:`segfew.spec.EvaluateSpec`) is the spec saved in ``run.json``; by default the
-    arguments are. ``explain``: a folder for one evidence sheet per case, with its true
-    class, and ``index.html`` (:mod:`segfew.inference.explain`).
+    ``n_failed``, ``model`` and ``leakage`` (:func:`segfew.evaluation.leakage.leakage_record`),
+    and for a ``measures`` classifier ``measurements``: the file of every case's measurements
+    (``measurements.csv``); ``predictions.csv`` has a ``leaked`` column. ``table`` only names
+    the source in error messages; ``predictor`` reuses already loaded models. ``run_spec``
+    (e.g. the resolved :class:`segfew.spec.EvaluateSpec`) is the spec saved in ``run.json``;
+    by default the arguments are. ``explain``: a folder for one evidence sheet per case, with
+    its true class, and ``index.html`` (:mod:`segfew.inference.explain`).
     """
     paths = _paths(model_path)
     predictors = _predictors(paths, predictor, device, batch_size)
@@ -173,7 +174,7 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
                       targets=[None if c.target is None else str(c.target) for c in cases])
     write_predictions_csv(out_dir / "predictions.csv", rows, classes,
                           targets=[str(c.target) for c in cases], leaked=set(leakage["leaked"]))
-    predictors[0].write_measurements(out_dir / "measurements.csv", cases, rows)
+    measured = predictors[0].write_measurements(out_dir / "measurements.csv", cases, rows)
     metrics = score_predictions(y_all, rows, classes, bootstrap=bootstrap, seed=seed,
                                 source=table)
     n_ok = sum(r.status == "ok" for r in rows)
@@ -186,6 +187,7 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
                    for i in range(len(rows)) if rows[i].status != "ok"],
         "model": str(paths[0]) if len(paths) == 1 else [str(m) for m in paths],
         "leakage": leakage,
+        **({"measurements": measured.name} if measured is not None else {}),
     })
     metrics = _jsonable(metrics)
     write_json(out_dir / "metrics.json", metrics)

@@ -155,7 +155,8 @@ def test_measures_writes_every_case_measurements_from_predict_and_evaluate(
             str(phantoms / "labels.csv"), "--out", str(tmp_path / "eval"), "--no-progress"]
     refused = invoke(*args, expect=2)  # its own training cases: not a test
     assert "trained on 12 evaluated case(s)" in refused
-    invoke(*args, "--allow-leakage")
+    said = invoke(*args, "--allow-leakage")
+    assert str(tmp_path / "eval" / "measurements.csv") in said  # named in what it wrote
     evaluated = list(csv.DictReader((tmp_path / "eval" / "measurements.csv").open()))
     assert evaluated == rows  # the same measurements whichever command reads the case
     predictions = list(csv.DictReader((tmp_path / "eval" / "predictions.csv").open()))
