@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -21,9 +21,6 @@ from segfew.cli.render import ProgressView
 from segfew.frameworks import FRAMEWORKS
 from segfew.spec import ExperimentSpec
 from segfew.spec import ExperimentSpec as X
-
-if TYPE_CHECKING:
-    from segfew.spec import ExperimentSpec
 
 
 @handle_errors

@@ -43,7 +43,7 @@ from segfew.inference.batch import (
     progress_counter,
     write_predictions_csv,
 )
-from segfew.inference.ensemble import classify_all, open_models
+from segfew.inference.ensemble import ModelPaths, classify_all, model_paths, open_models
 from segfew.inference.explain import check_explain, explain_batch
 from segfew.inference.masks import check_masks
 from segfew.inference.predictor import Predictor
@@ -53,7 +53,6 @@ from segfew.runinfo import write_run_info
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from segfew.data.read import LabelRules
     from segfew.typing import Progress
 
 __all__ = [
@@ -101,22 +100,12 @@ def score_predictions(targets: Sequence[int], rows: Sequence[PredictionRow],
     metrics = dict(classification_metrics(y_true, y_pred, proba, names,
                                           bootstrap=bootstrap, seed=seed))
     if metrics["one_class"]:  # said, and kept in metrics.json (one_class)
-
         flag = metrics["one_class"]
         warnings.warn(DataWarning(
             f"the classifier predicts {flag['class']!r} for {flag['share']:.0%} of the "
             f"{flag['cases']} cases ({flag['truth_share']:.0%} of them are): it learnt the "
             "majority, not the classes", source), stacklevel=2)
     return metrics
-
-
-ModelPaths = str | Path | Sequence[str | Path]
-"""One model file, or several classifiers of the same classes (an ensemble)."""
-
-
-def _paths(model_path: ModelPaths) -> list[Path]:
-    return ([Path(model_path)] if isinstance(model_path, (str, Path))
-            else [Path(m) for m in model_path])
 
 
 def _predictors(paths: Sequence[Path], given: Predictor | Sequence[Predictor] | None,
@@ -151,7 +140,7 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     by default the arguments are. ``explain``: a folder for one evidence sheet per case, with
     its true class, and ``index.html`` (:mod:`segfew.inference.explain`).
     """
-    paths = _paths(model_path)
+    paths = model_paths(model_path)
     predictors = _predictors(paths, predictor, device, batch_size)
     meta = predictors[0].meta
     if meta.kind != "classifier":
@@ -331,7 +320,7 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     if isinstance(label_map, str):  # the test labels may lack a value the training maps held
         raise SpecError("--label-map consecutive is for pretrain; to evaluate, give the table "
                         "pretrain printed (OLD:NEW pairs, e.g. 2:1,41:2)")
-    paths, predictors = open_models(_paths(model_path), device=device, batch_size=batch_size)
+    paths, predictors = open_models(model_path, device=device, batch_size=batch_size)
     for p in predictors:  # a classifier of another tool's label maps reads them
         p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
     meta = predictors[0].meta

@@ -28,7 +28,6 @@ from segfew.inference.run import classify_probabilities, read_ahead
 
 if TYPE_CHECKING:
     from segfew.data import Case
-    from segfew.inference.measure import Measurer
 
 __all__ = ["Classifier", "ImageClassifier", "MeasuresClassifier"]
 

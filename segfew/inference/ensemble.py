@@ -29,25 +29,32 @@ from segfew.inference.predictor import Predictor
 if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.inference.batch import PredictionRow
-    from segfew.inference.predictor import Predictor
     from segfew.typing import Progress
 
-__all__ = ["MIN_CONFIDENCE", "average_rows", "check_same_classes", "classify_all",
-           "flag_confidence", "open_models"]
+__all__ = ["MIN_CONFIDENCE", "ModelPaths", "average_rows", "check_same_classes", "classify_all",
+           "flag_confidence", "model_paths", "open_models"]
 
 #: default threshold of ``low_confidence``: the top class holds under half the probability
 MIN_CONFIDENCE = 0.5
 
 
-def open_models(model_path: str | Path | Sequence[str | Path], **options: Any
-                ) -> tuple[list[Path], list[Predictor]]:
-    """The model files and their :class:`segfew.inference.predictor.Predictor` (``options``);
-    several
-    files must be classifiers of the same classes (:func:`check_same_classes`)."""
+ModelPaths = str | Path | Sequence[str | Path]
+"""One model file, or several classifiers of the same classes (an ensemble)."""
+
+
+def model_paths(model_path: ModelPaths) -> list[Path]:
+    """The model file(s) of ``model_path`` as a list; DataError when it names none."""
     paths = ([Path(model_path)] if isinstance(model_path, (str, Path))
              else [Path(m) for m in model_path])
     if not paths:
         raise DataError("no model file given")
+    return paths
+
+
+def open_models(model_path: ModelPaths, **options: Any) -> tuple[list[Path], list[Predictor]]:
+    """The model files and their :class:`segfew.inference.predictor.Predictor` (``options``);
+    several files must be classifiers of the same classes (:func:`check_same_classes`)."""
+    paths = model_paths(model_path)
     predictors = [Predictor.open(p, **options) for p in paths]
     if len(paths) > 1:
         check_same_classes(predictors, paths)

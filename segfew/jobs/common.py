@@ -45,7 +45,6 @@ from segfew.train.distributed import is_main
 if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.modelfile import ModelMeta
-    from segfew.preprocess.cache import PreprocessCache
     from segfew.train.engine import FitResult, Task, TrainProgress
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,6 @@ from segfew.spec import ClassifierSpec, ExperimentSpec, PretrainSpec, resolve_sp
 if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.inference.measure import Measurer
-    from segfew.preprocess.cache import PreprocessCache
     from segfew.train.engine import TrainProgress
 
 

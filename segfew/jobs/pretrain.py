@@ -16,7 +16,7 @@ import numpy as np
 
 from segfew.data import attach_labels, find_cases, find_segmentation_cases, has_class_folders
 from segfew.data.label_names import read_label_names
-from segfew.data.read import consecutive_label_map
+from segfew.data.read import check_lossless, consecutive_label_map
 from segfew.errors import DataError, SpecError
 from segfew.jobs.common import (
     Training,
@@ -38,7 +38,6 @@ from segfew.train.memory import GiB, check_mnet_training
 if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.data.read import LabelRules
-    from segfew.modelfile import ModelMeta
     from segfew.preprocess.cache import PreprocessCache
     from segfew.preprocess.grid import Preprocessing
     from segfew.train.engine import FitResult, TrainProgress
@@ -184,6 +183,9 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
     else:
         cases = [c for case in cases for c in (
             case.per_channel() if len(case.images) > 1 and len(case.labels) > 1 else [case])]
+    for case in cases:  # a refusal that needs no reading comes before any other line
+        for label in case.labels:
+            check_lossless(label)
     if spec.data.label_map == "consecutive":
         spec = _resolve_consecutive(spec, cases)
     dim = spec.network.dim

@@ -53,8 +53,6 @@ from segfew.train.memory import network_cost
 
 if TYPE_CHECKING:
     from segfew.data import Case
-    from segfew.inference.measure import Measurer
-    from segfew.modelfile import Architecture, ModelMeta
     from segfew.preprocess.cache import PreprocessCache
     from segfew.train.engine import FitResult, TrainProgress
 
@@ -331,7 +329,6 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
     fitted: dict[str, Any] = {}
     measured = framework(spec.framework).network == "measurement_classifier"
     if measured:  # closed form, inner CV
-
         used: Measurer | MaskMeasurer
         if measurer is not None:
             used = measurer

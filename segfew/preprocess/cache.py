@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import EllipsisType
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,10 +28,6 @@ from segfew.io import ReadLimits, case_id, read_image
 from segfew.preprocess import grid as pp
 from segfew.preprocess.grid import Preprocessing
 from segfew.runinfo import file_digest
-
-if TYPE_CHECKING:
-    from segfew.data import Case
-    from segfew.data.read import LabelRules
 
 __all__ = ["PreprocessCache", "load_case"]
 
