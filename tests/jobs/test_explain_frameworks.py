@@ -9,16 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import invoke, make_classifier
+from tests.jobs.conftest import tiny_classifier
 
 
 @pytest.mark.parametrize("framework", ["manual", "measures"])
 def test_predict_and_evaluate_explain_write_a_sheet_per_case(
         framework: str, phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
-    clf = tmp_path / "clf.pt"
-    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
-           str(phantoms / "images"), "--framework", framework, "--features", str(seg_model),
-           "--out", str(clf), "--size", "32", "--epochs", "2", "--batch-size", "4",
-           "--classes", "3", "--no-progress", "--no-cache")
+    clf = tiny_classifier(framework, phantoms, seg_model, tmp_path / "clf.pt")
     if framework == "measures":  # the training cases' values per class travel in the file
         from segfew.modelfile import read_model_file
 
