@@ -22,6 +22,11 @@ from typing import Any, Literal
 
 from segfew.errors import DataError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: an exclusive create stands in
+    fcntl = None  # type: ignore[assignment]
+
 LOCK_NAME = "segfew.lock"
 
 
@@ -132,10 +137,6 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
     created = created[:next(i for i, p in enumerate(created) if p.exists() or p == p.parent)]
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: an exclusive create stands in
-        fcntl = None  # type: ignore[assignment]
     for _ in range(5):
         if fcntl is None:  # pragma: no cover
             try:

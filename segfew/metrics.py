@@ -30,6 +30,15 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 __all__ = [
     "accuracy_summary",
@@ -79,16 +88,6 @@ def classification_metrics(
     cases (seeded by ``seed``; zero-width ones widened, see above); None where undefined in
     every resample; ``ci`` is empty when ``bootstrap`` is 0.
     """
-    from sklearn.metrics import (
-        accuracy_score,
-        balanced_accuracy_score,
-        cohen_kappa_score,
-        confusion_matrix,
-        f1_score,
-        precision_recall_fscore_support,
-        roc_auc_score,
-    )
-
     names = [str(n) for n in class_names]
     k = len(names)
     yt = np.asarray(y_true, dtype=np.int64).ravel()

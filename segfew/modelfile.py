@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
+from torch.nn.parallel import DistributedDataParallel
 
 from segfew.errors import ModelFileError
 from segfew.files import atomic_path
+from segfew.models import build_model
 from segfew.spec import PreprocessConfig, describe_validation_error
 
 FORMAT = "segfew-model"
@@ -52,8 +56,6 @@ class ModelMeta(BaseModel):
 
 def save_model(path: str | Path, model: Any, meta: ModelMeta) -> Path:
     """Write ``model``'s weights and ``meta`` to ``path`` atomically."""
-    import torch
-
     path = Path(path)
     state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
     payload = {
@@ -74,10 +76,6 @@ def load_weights(path: Path, what: str) -> Any:
     A file holding pickled Python objects is refused, never loaded: torch's hint to turn
     the safety check off is not passed on.
     """
-    import pickle
-
-    import torch
-
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -160,8 +158,6 @@ def _check_grid(size: list[Any], what: str, path: str | Path) -> None:
 
 def build_network(arch: Architecture) -> Any:
     """Rebuild an (untrained) network from its architecture record."""
-    from segfew.models import build_model
-
     args = dict(arch.args)
     if arch.feature_net is not None:
         args["feature_net"] = build_network(arch.feature_net)
@@ -208,8 +204,6 @@ def load_imagenet_vgg16(model: Any, path: str | Path) -> None:
 
 def _check_shapes(arch: Architecture, state: dict[str, Any]) -> None:
     """Build the network on PyTorch's meta device (no memory) and compare weight shapes."""
-    import torch
-
     with torch.device("meta"):
         probe = build_network(arch)
     expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
@@ -225,8 +219,6 @@ def _check_shapes(arch: Architecture, state: dict[str, Any]) -> None:
 
 def _unwrap(model: Any) -> Any:
     """The plain module inside a DDP (``.module``) or ``torch.compile`` (``._orig_mod``) wrapper."""
-    from torch.nn.parallel import DistributedDataParallel
-
     if isinstance(model, DistributedDataParallel):
         model = model.module
     return getattr(model, "_orig_mod", model)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import sys
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from threadpoolctl import threadpool_info
 
-from segfew.errors import Interrupted, SpecError
+from segfew import __version__
+from segfew.errors import SpecError
 from segfew.files import write_json
 
 LIBRARIES = ("torch", "numpy", "nibabel", "SimpleITK", "scikit-learn", "scikit-image",
@@ -27,8 +30,6 @@ LIBRARIES = ("torch", "numpy", "nibabel", "SimpleITK", "scikit-learn", "scikit-i
 def versions() -> dict[str, str]:
     """segfew, Python and library versions (segfew's of the code that runs, which an editable
     install's metadata may not be)."""
-    from segfew import __version__
-
     out = {"segfew": __version__, "python": platform.python_version()}
     out.update({name: _version(name) for name in LIBRARIES})
     return out
@@ -79,7 +80,6 @@ def cpu_threads() -> int:
         from segfew.runtime import threads
 
         return threads()
-    from threadpoolctl import threadpool_info
 
     return max([int(p["num_threads"]) for p in threadpool_info()] or [os.cpu_count() or 1])
 
@@ -132,8 +132,6 @@ def write_run_info(path: Path, spec: BaseModel | dict[str, Any], seed: int | Non
 def update_run_info(run_dir: Path, **fields: Any) -> None:
     """Set ``fields`` in a run folder's ``run.json`` (nothing when there is none), e.g.
     ``status="completed"`` once the model file is written."""
-    import json
-
     path = Path(run_dir) / "run.json"
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -151,8 +149,6 @@ def unfinished_run(run_dir: Path, model_path: Path) -> str | None:
     then stopped). A folder of an older segfew, without a status, counts as finished when
     its model file exists.
     """
-    import json
-
     run_dir = Path(run_dir)
     if not (run_dir / "last.pt").is_file():
         return None
@@ -178,8 +174,6 @@ def check_resumable(run_dir: Path, spec: BaseModel) -> None:
     :data:`RESUME_KEYS` in its ``run.json`` must be the same (a setting newer than the run,
     absent from it, is not compared). Raises :class:`SpecError` naming the ones that differ;
     a folder without ``run.json`` passes."""
-    import json
-
     saved_path = Path(run_dir) / "run.json"
     try:
         saved = json.loads(saved_path.read_text(encoding="utf-8"))["spec"]
@@ -201,23 +195,3 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     for k, v in data.items():
         out.update(_flat(v, f"{prefix}{k}."))
     return out
-
-
-def interrupted(run_dir: Path, epochs: int) -> Interrupted:
-    """The Ctrl-C message of a training run: the epoch ``--resume`` continues from, one after
-    the epoch of ``last.pt`` (``metrics.csv`` may hold later rows that no checkpoint backs,
-    after a hard kill)."""
-    import torch
-
-    last = Path(run_dir) / "last.pt"
-    try:
-        done = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"])
-    except Exception:  # absent, torn or not a checkpoint: nothing --resume can use
-        done = 0
-    if done == 0:
-        return Interrupted("interrupted before the first epoch ended; nothing to resume")
-    if done >= epochs:
-        return Interrupted(f"interrupted after the last epoch, before the model file was "
-                           f"written; rerun with --resume to write it ({last})")
-    return Interrupted(f"interrupted; rerun with --resume to continue from epoch "
-                       f"{done + 1} of {epochs} ({last})")

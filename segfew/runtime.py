@@ -23,6 +23,7 @@ from typing import Any, get_args
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from segfew.choices import Precision
@@ -136,7 +137,6 @@ def set_threads(n: int | None) -> int:
     global _CHOSEN_BY
     if n is not None and n < 1:
         raise SpecError(f"threads must be at least 1, got {n}")
-    from threadpoolctl import threadpool_limits
 
     said = (torch.get_num_threads(), _CHOSEN_BY)
     n, _CHOSEN_BY = (n, "--threads") if n is not None else default_threads()

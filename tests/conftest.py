@@ -9,6 +9,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -215,6 +216,16 @@ def make_segmenter(path: Path, num_labels: int = 3) -> Path:
     return save_model(path, model.eval(), meta)
 
 
+def huge_nifti(path: Path) -> Path:
+    """A NIfTI of 1.4 KB whose header claims 32000×32000×4 voxels (refused before reading)."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((32000, 32000, 4))
+    header.set_data_dtype(np.uint8)
+    header["vox_offset"] = 352
+    path.write_bytes(header.binaryblock + bytes(1004))
+    return path
+
+
 def load_nifti(path: Path) -> nib.Nifti1Image:
     img = nib.load(str(path))
     assert isinstance(img, nib.Nifti1Image)
@@ -266,6 +277,23 @@ def invoke(*args: str, expect: int = 0) -> str:
     result = CliRunner().invoke(app, list(args))
     assert result.exit_code == expect, result.output
     return result.output
+
+
+@pytest.fixture
+def measures_fits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[set[str], Any]]:
+    """``(case ids, measurer)`` of every fit of a ``measures`` classifier in this test (the
+    fit itself runs): which cases it learnt from, and what measured them."""
+    import segfew.jobs.train_classifier
+
+    fits: list[tuple[set[str], Any]] = []
+    real = segfew.jobs.train_classifier.fit_measurement_classifier
+
+    def spy(measurer, cases, *args, **kw):  # type: ignore[no-untyped-def]
+        fits.append(({c.id for c in cases}, measurer))
+        return real(measurer, cases, *args, **kw)
+
+    monkeypatch.setattr(segfew.jobs.train_classifier, "fit_measurement_classifier", spy)
+    return fits
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from segfew.cli import app
-from tests.conftest import make_classifier, make_segmenter, save_nifti
+from tests.conftest import huge_nifti, make_classifier, make_segmenter, save_nifti
 
 GOOD = ("g0", "g1", "g2")
 SIZE = 32
@@ -96,13 +96,7 @@ def _freesurfer() -> np.ndarray:
 
 
 def _huge_header(path: Path) -> None:
-    """A 1.4 KB NIfTI whose header claims 32000×32000×4 voxels."""
-    header = nib.Nifti1Header()
-    header.set_data_shape((32000, 32000, 4))
-    header.set_data_dtype(np.uint8)
-    header["vox_offset"] = 352
-    path = path.with_name("bad.nii")
-    path.write_bytes(header.binaryblock + b"\0" * 4 + bytes(1000))
+    huge_nifti(path.with_name("bad.nii"))
 
 
 def _gzip_bomb(path: Path) -> None:

@@ -1,5 +1,6 @@
 """The package's layout rules: one order of layers, no import circle, module sizes, no
-printing outside the CLI, no measured figures in docstrings.
+printing outside the CLI, no measured figures in docstrings, imports at the top of modules
+(but for a short list of modules that keep ``import segfew`` and ``segfew --help`` light).
 
 Read from the source with ``ast`` (lazy imports inside functions and ``TYPE_CHECKING``
 imports count too), so a new module is checked without being listed here.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -203,3 +206,84 @@ def test_the_developing_page_says_where_every_module_and_package_lives() -> None
                 if p.is_dir() and (p / "__init__.py").is_file()]
     missing = [name for name in modules + packages if f"{name}`" not in developing]
     assert missing == [], f"docs/developing.md does not say where these live: {missing}"
+
+
+#: the modules that may import inside a function, and why: everything else imports at its top.
+#: A key names a module or a package (all its modules).
+LAZY_IMPORTS = {
+    "segfew.cli": "each command imports the library when it runs: `segfew --help` loads no "
+                  "torch",
+    "segfew.io": "`segfew --help` reaches it through segfew.data: SimpleITK, nibabel and "
+                 "pydicom load when a file of theirs is read",
+    "segfew.data.splits": "`segfew --help` reaches it through segfew.data: run.json's module "
+                          "loads when a split is written",
+    "segfew.spec.parts": "the specs build `--help`'s options: pre-processing's and training's "
+                         "own types (torch) load when a job asks for them",
+    "segfew.synth": "`segfew synth --help` reads its spec: nibabel and scipy load when "
+                    "phantoms are written",
+    "segfew.runinfo": "torch's thread count is read only where torch is loaded already: "
+                      "`label`, `split` and `synth` record run.json without torch",
+    "segfew.inference.nnunet": "nnunetv2 is an optional extra (segfew[nnunet]): it loads when "
+                               "an nnU-Net folder segments",
+    "segfew.inference.saliency": "captum is slow to load and only `--explain` (Grad-CAM) "
+                                 "needs it",
+}
+
+
+def _function_imports(path: Path) -> list[str]:
+    """``line: import`` of each import inside a function (or a method) of ``path``."""
+    found: list[str] = []
+
+    def visit(node: ast.AST, inside: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import | ast.ImportFrom) and inside:
+                found.append(f"{child.lineno}: {ast.unparse(child)}")
+            visit(child, inside or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), False)
+    return found
+
+
+def _lazy_allowed(name: str) -> bool:
+    return any(name == key or name.startswith(key + ".") for key in LAZY_IMPORTS)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _name(p))
+def test_imports_are_at_the_top_of_modules(path: Path) -> None:
+    if _lazy_allowed(_name(path)):
+        return
+    found = _function_imports(path)
+    assert found == [], (f"{_name(path)} imports inside functions ({found}): import at the "
+                         "top of the module, or add it to LAZY_IMPORTS with the reason")
+
+
+def test_every_lazy_import_allowance_is_used() -> None:
+    used = {key for key in LAZY_IMPORTS
+            if any(_function_imports(p) for p in MODULES
+                   if _name(p) == key or _name(p).startswith(key + "."))}
+    assert used == set(LAZY_IMPORTS), f"unused: {sorted(set(LAZY_IMPORTS) - used)}"
+
+
+#: slow to import and not needed to say what segfew offers
+HEAVY = ("torch", "captum", "SimpleITK", "nibabel", "pydicom", "skimage", "sklearn", "scipy",
+         "matplotlib")
+
+
+def test_import_segfew_and_help_load_no_heavy_library() -> None:
+    """``import segfew``, ``segfew --help`` and every ``segfew <command> --help`` load none
+    of :data:`HEAVY`: the lazy imports above are what keeps them light."""
+    code = (
+        "import sys, segfew\n"
+        "print('loaded:', sorted(m for m in HEAVY if m in sys.modules))\n"
+        "from segfew.cli import COMMANDS, app\n"
+        "for argv in [['--help'], *([c, '--help'] for _, _, c in COMMANDS)]:\n"
+        "    try:\n"
+        "        app(argv, standalone_mode=False)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('loaded:', sorted(m for m in HEAVY if m in sys.modules))\n"
+    ).replace("HEAVY", repr(HEAVY))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    loaded = [line for line in out if line.startswith("loaded:")]
+    assert loaded == ["loaded: []", "loaded: []"], f"import segfew, then --help: {loaded}"

@@ -117,6 +117,7 @@ def test_metadata_is_bounded_before_any_network_is_built(tmp_path: Path, edit: d
                                                          says: str,
                                                          monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
+    import segfew.modelfile
     import segfew.models
 
     built: list[str] = []
@@ -126,7 +127,7 @@ def test_metadata_is_bounded_before_any_network_is_built(tmp_path: Path, edit: d
         built.append(torch.empty(0).device.type)  # "meta" inside the probe
         return real(kind, **kwargs)
 
-    monkeypatch.setattr(segfew.models, "build_model", spy)
+    monkeypatch.setattr(segfew.modelfile, "build_model", spy)
     path = _tampered(tmp_path, edit)
     with pytest.raises(ModelFileError, match=says):
         load_model(path)

@@ -7,9 +7,14 @@ the command, so ``segfew --help`` stays instant.
 from __future__ import annotations
 
 import importlib
+import signal
+import sys
+import threading
 from typing import Annotated
 
 import typer
+
+from segfew.cli.render import show_library_messages
 
 app = typer.Typer(
     name="segfew",
@@ -36,8 +41,6 @@ def _root(
         "--version", "-V", callback=_version, is_eager=True,
         help="Show the version of segfew (and of torch and Python) and exit.")] = False,
 ) -> None:
-    from segfew.cli.render import show_library_messages
-
     show_library_messages()
 
 
@@ -67,10 +70,6 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    import signal
-    import sys
-    import threading
-
     if threading.current_thread() is threading.main_thread():  # signals reach only it
         signal.signal(signal.SIGTERM, _terminated)
     for stream in (sys.stdout, sys.stderr):  # an ASCII locale must not crash on "±" or "→"

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic_core import PydanticUndefined
 from rich.console import Console
+
+from segfew.errors import SegfewError
+from segfew.spec import resolve_spec
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -75,8 +79,6 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from segfew.errors import SegfewError
-
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             try:
@@ -136,8 +138,6 @@ def setting(model: type[BaseModel], key: str, help: str = "", *decls: str, **kwa
 
     ``help`` defaults to the field's description.
     """
-    from pydantic_core import PydanticUndefined
-
     field = _field(model, key)
     description = field.description or ""
     text = help or description[:1].upper() + description[1:]
@@ -177,8 +177,6 @@ def resolve(model: type[S], overrides: Mapping[str, Any], spec_file: Path | None
 
     ``rename`` maps spec keys whose flag is not ``--<key>`` (None: set by no flag).
     """
-    from segfew.spec import resolve_spec
-
     flags = _flags(overrides, rename or {})
     return resolve_spec(model, overrides, spec_file, defaults, flags=flags)
 

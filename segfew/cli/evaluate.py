@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from segfew.cli.common import (
     ChannelsOpt,
@@ -22,6 +24,7 @@ from segfew.cli.common import (
     setting,
     split_list,
 )
+from segfew.cli.render import ProgressView
 from segfew.spec import EvaluateSpec
 
 E = EvaluateSpec
@@ -76,10 +79,10 @@ def evaluate(
 
     Exactly the cases of --table are scored (for a segmentation model too). A model file's
     training manifest is compared with them first: a case it was trained on is refused.
-    Writes metrics.json, predictions.csv (or per_case.csv), confusion_matrix.png, run.json.
+    Writes metrics.json, predictions.csv (or per_case.csv), measurements.csv (a measures
+    classifier), confusion_matrix.png, run.json.
     The exit code is 1 when any case failed, after every row is written.
     """
-    from segfew.cli.render import ProgressView
     from segfew.evaluation.evaluate import evaluate_paths
     from segfew.runtime import set_threads
 
@@ -121,7 +124,9 @@ def evaluate(
     if kind == "classifier":
         for t in metrics_tables(metrics):
             stdout.print(t)
-        written = ["metrics.json", "predictions.csv", "confusion_matrix.png", "run.json"]
+        measured = [metrics["measurements"]] if "measurements" in metrics else []
+        written = ["metrics.json", "predictions.csv", *measured, "confusion_matrix.png",
+                   "run.json"]
     else:
         stdout.print(dice_table(metrics))
         written = ["metrics.json", "per_case.csv", "run.json"]
@@ -137,8 +142,6 @@ def evaluate(
 
 def door_lines(metrics: dict[str, Any], table: Path | None) -> list[str]:
     """How many cases were scored (and from where), the leakage verdict, and chance."""
-    from rich.markup import escape
-
     from segfew.metrics import chance_words
 
     source = f"the cases of {table}" if table else "every case found"
@@ -159,8 +162,6 @@ def door_lines(metrics: dict[str, Any], table: Path | None) -> list[str]:
 
 def dice_table(metrics: dict[str, Any]) -> Any:
     """Mean Dice per label and over foreground labels, as a rich table."""
-    from rich.table import Table
-
     table = Table(title=f"Dice ({metrics['n_cases'] - metrics['n_failed']} cases)")
     table.add_column("label")
     table.add_column("mean Dice", justify="right")
@@ -183,8 +184,6 @@ def _fmt(value: Any, ci: Any = None) -> str:
 def metrics_tables(metrics: Mapping[str, Any]) -> list[Any]:
     """Rich tables of a :func:`segfew.metrics.classification_metrics` dict: summary, per
     class, confusion matrix."""
-    from rich.table import Table
-
     ci = metrics.get("ci") or {}
     summary = Table(title="Classification metrics (95% bootstrap interval)")
     summary.add_column("metric")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -17,11 +17,10 @@ from segfew.cli.common import (
     setting,
     split_list,
 )
+from segfew.cli.render import ProgressView
 from segfew.frameworks import FRAMEWORKS
+from segfew.spec import ExperimentSpec
 from segfew.spec import ExperimentSpec as X
-
-if TYPE_CHECKING:
-    from segfew.spec import ExperimentSpec
 
 
 @handle_errors
@@ -76,13 +75,11 @@ def experiment(
 
       segfew experiment --spec curve.toml --out runs/curve --shard $SLURM_ARRAY_TASK_ID/8
     """
-    from segfew.cli.render import ProgressView
     from segfew.experiment.protocol import parse_shard, run_experiment
     from segfew.experiment.report import write_report
     from segfew.experiment.results import task_status
     from segfew.jobs.experiment_step import make_pretrain_step, make_train_and_score
     from segfew.preprocess.cache import PreprocessCache
-    from segfew.spec import ExperimentSpec
 
     overrides = {
         "data": {"images": images, "table": table, "labels": labels,

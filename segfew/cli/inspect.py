@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich import box
+from rich.table import Table
 
 from segfew.cli.common import (
     ChannelsOpt,
@@ -18,6 +20,9 @@ from segfew.cli.common import (
     resolve,
     split_list,
 )
+from segfew.cli.render import ProgressView
+from segfew.errors import SpecError
+from segfew.spec import InspectSpec
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -53,10 +58,7 @@ def inspect(
 
     Example: segfew inspect --images data/images --labels data/labels
     """
-    from segfew.cli.render import ProgressView
     from segfew.data.inspect import inspect_dataset
-    from segfew.errors import SpecError
-    from segfew.spec import InspectSpec
 
     try:
         allowed = None if label_values is None else [
@@ -89,9 +91,6 @@ def inspect(
 
 def show_report(report: DatasetReport, console: Console, all_cases: bool = False) -> None:
     """Print the report as rich tables: summary, cases, labels, classes, problems."""
-    from rich import box
-    from rich.table import Table
-
     summary = Table(title="Dataset", show_header=False, title_justify="left")
     summary.add_column(style="bold")
     summary.add_column()

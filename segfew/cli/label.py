@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+from rich.table import Table
+
 from segfew.choices import Intensity, LabelMethod
 from segfew.cli.common import (
     ChannelsOpt,
@@ -17,6 +19,8 @@ from segfew.cli.common import (
     setting,
     split_list,
 )
+from segfew.cli.render import ProgressView
+from segfew.data.label_names import CENTRES_FILE
 from segfew.spec import LabelSpec
 
 L = LabelSpec
@@ -69,10 +73,6 @@ def label(
     Example: segfew label --images data/images --out data/kmeans --k 4
     Example: segfew label --method cavities --channels frame01,frame02 --images acdc --out cav
     """
-    from rich.table import Table
-
-    from segfew.cli.render import ProgressView
-    from segfew.data.label_names import CENTRES_FILE
     from segfew.jobs.label import label_images
     from segfew.labelling.kmeans import KMeansLabeller
 

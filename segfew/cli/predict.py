@@ -19,6 +19,7 @@ from segfew.cli.common import (
     setting,
     split_list,
 )
+from segfew.cli.render import ProgressView
 from segfew.spec import PredictSpec
 
 P = PredictSpec
@@ -82,7 +83,6 @@ def predict(
 
     The exit code is 1 when any case failed, after every row is written.
     """
-    from segfew.cli.render import ProgressView
     from segfew.inference.paths import predict_paths
     from segfew.runtime import set_threads
 

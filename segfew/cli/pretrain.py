@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
+from rich.table import Table
+
 from segfew.choices import Intensity, Precision
 from segfew.cli.common import (
     ChannelsOpt,
@@ -25,7 +27,9 @@ from segfew.cli.common import (
     split_list,
     train_overrides,
 )
+from segfew.cli.render import ProgressView
 from segfew.spec import PretrainSpec
+from segfew.spec import preset as preset_values
 
 P = PretrainSpec
 
@@ -74,12 +78,8 @@ def pretrain(
 
     Example: segfew pretrain --images data/images --labels data/labels --dim 2 --out seg.pt
     """
-    from rich.table import Table
-
-    from segfew.cli.render import ProgressView
     from segfew.jobs.pretrain import pretrain as run_pretrain
     from segfew.preprocess.cache import PreprocessCache
-    from segfew.spec import preset as preset_values
     from segfew.train.distributed import is_main
 
     overrides = {

@@ -6,7 +6,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
+from rich.table import Table
+
 from segfew.cli.common import SpecOpt, console, handle_errors, resolve, setting
+from segfew.data import split_table
 from segfew.spec import SplitSpec
 
 S = SplitSpec
@@ -48,9 +51,6 @@ def split(
 
       segfew split --table splits/train.tsv --train-per-class 4 --out k4 --seed 1
     """
-    from rich.table import Table
-
-    from segfew.data import split_table
     from segfew.runinfo import write_run_info
 
     overrides = {"table": table, "out": out, "test_per_class": test_per_class,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from segfew.cli.common import SpecOpt, console, handle_errors, resolve, setting
+from segfew.synth import CLASSES, write_phantoms
 from segfew.synth import SynthSpec as Y
 
 
@@ -33,8 +34,6 @@ def synth(
 
     Example: segfew synth --out demo/data --dim 2 --n-per-class 8
     """
-    from segfew.synth import CLASSES, write_phantoms
-
     overrides = {"out": out, "dim": dim, "n_per_class": n_per_class, "size": size,
                  "classes": classes, "channels": channels, "seed": seed,
                  "force": force or None}

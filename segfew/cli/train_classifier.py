@@ -24,7 +24,9 @@ from segfew.cli.common import (
     split_list,
     train_overrides,
 )
-from segfew.spec import ClassifierSpec
+from segfew.cli.render import ProgressView
+from segfew.spec import ClassifierSpec, read_spec_file
+from segfew.spec import preset as preset_values
 
 C = ClassifierSpec
 
@@ -84,10 +86,8 @@ def train_classifier(
     Example: segfew train-classifier --table labels.csv --images images --framework manual
     --features seg.pt --out clf.pt
     """
-    from segfew.cli.render import ProgressView
     from segfew.jobs.train_classifier import train_classifier as run_train
     from segfew.preprocess.cache import PreprocessCache
-    from segfew.spec import preset as preset_values
     from segfew.train.distributed import is_main
 
     overrides = {
@@ -114,8 +114,6 @@ def train_classifier(
     }
     fw = framework
     if fw is None and spec is not None:
-        from segfew.spec import read_spec_file
-
         fw = read_spec_file(spec).get("framework")
     resolved = resolve(ClassifierSpec, overrides, spec, preset_values(preset, "classifier", fw))
     with ProgressView(resolved.train.progress and is_main()) as view:

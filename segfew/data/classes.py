@@ -4,6 +4,7 @@ and class sub-folders, matched to the cases they name.
 
 from __future__ import annotations
 
+import bisect
 import csv
 from collections import defaultdict
 from collections.abc import Sequence
@@ -190,8 +191,6 @@ def row_images(values: Sequence[str], table: Path, images: Path | None = None
     (:func:`read_table`), or else every file ``<id>_*`` (its channels); ``()`` where none
     is found. Nothing is raised for a missing file:
     ``split`` compares the scans it finds and groups the other rows by the table alone."""
-    import bisect
-
     table = Path(table)
     root = images if images is not None else table.parent
     index = _recursive_index(root) if not all(_is_path(v) for v in values) else None

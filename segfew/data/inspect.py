@@ -21,6 +21,7 @@ from segfew.data import Case, group_identical_images, read_dataset_json
 from segfew.data.case import _Problems
 from segfew.data.classes import _find_class_folders, _read_table, _with_targets
 from segfew.data.discover import _find_images, _find_segmentation, _nnunet_layout
+from segfew.data.label_names import read_label_names
 from segfew.data.read import LabelRules, consecutive_label_map, read_case, source_shape
 from segfew.data.scan import list_folder
 from segfew.errors import DataError
@@ -178,9 +179,7 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
         if names and not channels:
             report.channel_names = names
     if labels is not None and labels.is_dir() and report.label_names is None:
-        from segfew.data.label_names import read_label_names  # a folder that segfew label wrote
-
-        written = read_label_names(labels)
+        written = read_label_names(labels)  # a folder that segfew label wrote
         report.label_names = dict(enumerate(written)) if written else None
     # the same listing every command uses: images, DICOM series folders, a CD's DICOMDIR
     listed = bool(list_folder(images).images) if images.is_dir() else False

@@ -40,6 +40,7 @@ __all__ = [
     "ROUNDING_TOL",
     "LabelRules",
     "check_label_values",
+    "check_lossless",
     "check_same_grid",
     "consecutive_label_map",
     "read_case",
@@ -80,6 +81,8 @@ def read_case(case: Case, rules: LabelRules | None = None, limits: ReadLimits | 
     """
     if case.problem is not None:
         raise DataError(case.problem)
+    for path in case.labels:
+        check_lossless(path)
     rules = rules or LabelRules()
     limits = limits if limits is not None else ReadLimits.from_env()
     images: list[Image] = []
@@ -139,6 +142,14 @@ consecutive labels: a network would get an output per unused code."""
 SPARSE_RATIO = 4
 
 
+def check_lossless(label: Path) -> None:
+    """Raise :class:`DataError` for a label map stored as JPEG, whose lossy compression
+    changes label values: said from the name, before any file is read."""
+    if Path(label).name.lower().endswith((".jpg", ".jpeg")):
+        raise DataError("label map stored as JPEG, whose lossy compression changes label "
+                        "values: masks must be stored losslessly: PNG, NIfTI, NRRD", label)
+
+
 def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | None,
                        path: Path, remap: Mapping[int, int] | None = None,
                        colour: bool = False) -> np.ndarray:
@@ -149,9 +160,7 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
     """
     if colour:
         raise DataError("colour label map: give one integer label per pixel", path)
-    if Path(path).name.lower().endswith((".jpg", ".jpeg")):
-        raise DataError("label map stored as JPEG, whose lossy compression changes label "
-                        "values: masks must be stored losslessly: PNG, NIfTI, NRRD", path)
+    check_lossless(path)
     arr = np.asarray(label)
     if arr.dtype.kind == "b":
         arr = arr.astype(np.uint8)

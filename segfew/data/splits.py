@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import csv
+import io
+import json
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,10 @@ from segfew.data.classes import (
     _sniff_rows,
     pick_group_column,
     pick_label_column,
+    row_images,
 )
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
+from segfew.files import check_output, write_text
 
 # ------------------------------------------------------------------------- splits
 
@@ -39,8 +44,6 @@ def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list
     id. The public ACDC copy holds one such pair (patient074 and patient076). Cases with
     no copy keep their group; where no scan has a copy, the splits are unchanged.
     """
-    from dataclasses import replace
-
     from segfew.runinfo import file_digest
 
     parent: dict[str, str] = {}
@@ -156,8 +159,6 @@ class TableSplit:
 def _parent_split_images(table: Path) -> Path | None:
     """The image folder of the split that wrote ``table`` (its ``run.json`` beside it), so a
     split of a split (learning-curve draws from a training part) compares the same scans."""
-    import json
-
     try:
         info = json.loads((table.parent / "run.json").read_text(encoding="utf-8"))
         found = (info.get("grouping") or {}).get("images") or (info.get("spec") or {})["images"]
@@ -187,13 +188,6 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     grouped by the table alone. Rows keep their columns and order. Raises
     :class:`DataError` for a bad table or a split that leaves a class without training rows.
     """
-    import io
-    import warnings
-
-    from segfew.data.classes import row_images
-    from segfew.errors import DataWarning
-    from segfew.files import check_output, write_text
-
     sizes = [test_per_class, test_fraction, train_per_class]
     if sum(v is not None for v in sizes) != 1:
         raise ValueError("give exactly one of test_per_class, test_fraction, train_per_class")

@@ -22,14 +22,18 @@ also ``measurements.csv`` (every case's named measurements, as the classifier sa
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.data import Case
-from segfew.errors import DataError, SpecError
+from segfew.data import Case, find_classification_cases, find_segmentation_cases, table_ids
+from segfew.data.read import LabelRules, read_case
+from segfew.errors import DataError, DataWarning, SpecError
+from segfew.evaluation.figures import plot_confusion_matrix
+from segfew.evaluation.leakage import check_models, leakage_record
 from segfew.files import check_output, write_json, write_rows_csv
 from segfew.inference.batch import (
     CASE_ERRORS,
@@ -39,12 +43,16 @@ from segfew.inference.batch import (
     progress_counter,
     write_predictions_csv,
 )
+from segfew.inference.ensemble import ModelPaths, classify_all, model_paths, open_models
+from segfew.inference.explain import check_explain, explain_batch
+from segfew.inference.masks import check_masks
 from segfew.inference.predictor import Predictor
+from segfew.metrics import case_mean_dice, classification_metrics, dice_per_label
+from segfew.runinfo import write_run_info
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from segfew.data.read import LabelRules
     from segfew.typing import Progress
 
 __all__ = [
@@ -81,8 +89,6 @@ def score_predictions(targets: Sequence[int], rows: Sequence[PredictionRow],
     ``targets`` are the cases' class indices (:func:`check_targets`), in the rows' order;
     rows with an error are left out, and if every row failed it is a DataError.
     """
-    from segfew.metrics import classification_metrics
-
     ok = [i for i, row in enumerate(rows) if row.status == "ok"]
     if not ok:
         raise DataError(f"none of the {len(rows)} cases could be predicted; first error: "
@@ -94,10 +100,6 @@ def score_predictions(targets: Sequence[int], rows: Sequence[PredictionRow],
     metrics = dict(classification_metrics(y_true, y_pred, proba, names,
                                           bootstrap=bootstrap, seed=seed))
     if metrics["one_class"]:  # said, and kept in metrics.json (one_class)
-        import warnings
-
-        from segfew.errors import DataWarning
-
         flag = metrics["one_class"]
         warnings.warn(DataWarning(
             f"the classifier predicts {flag['class']!r} for {flag['share']:.0%} of the "
@@ -106,19 +108,8 @@ def score_predictions(targets: Sequence[int], rows: Sequence[PredictionRow],
     return metrics
 
 
-ModelPaths = str | Path | Sequence[str | Path]
-"""One model file, or several classifiers of the same classes (an ensemble)."""
-
-
-def _paths(model_path: ModelPaths) -> list[Path]:
-    return ([Path(model_path)] if isinstance(model_path, (str, Path))
-            else [Path(m) for m in model_path])
-
-
 def _predictors(paths: Sequence[Path], given: Predictor | Sequence[Predictor] | None,
                 device: str, batch_size: int) -> list[Predictor]:
-    from segfew.inference.ensemble import open_models
-
     if given is None:
         return open_models(paths, device=device, batch_size=batch_size)[1]
     return [given] if isinstance(given, Predictor) else list(given)
@@ -141,19 +132,15 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     ``accuracy``, ``balanced_accuracy``, ``kappa``, ``macro_f1``, ``per_class``,
     ``confusion_matrix``, ``ci`` (bootstrap 95% intervals), ``chance_rate`` and
     ``distinguishable_from_chance``, plus ``classes``, ``n_cases``, ``n_scored``,
-    ``n_failed``, ``model`` and ``leakage`` (:func:`segfew.evaluation.leakage.leakage_record`);
-    ``predictions.csv`` has a ``leaked`` column. ``table`` only names the source in error
-    messages; ``predictor`` reuses already loaded models. ``run_spec`` (e.g. the resolved
-    :class:`segfew.spec.EvaluateSpec`) is the spec saved in ``run.json``; by default the
-    arguments are. ``explain``: a folder for one evidence sheet per case, with its true
-    class, and ``index.html`` (:mod:`segfew.inference.explain`).
+    ``n_failed``, ``model`` and ``leakage`` (:func:`segfew.evaluation.leakage.leakage_record`),
+    and for a ``measures`` classifier ``measurements``: the file of every case's measurements
+    (``measurements.csv``); ``predictions.csv`` has a ``leaked`` column. ``table`` only names
+    the source in error messages; ``predictor`` reuses already loaded models. ``run_spec``
+    (e.g. the resolved :class:`segfew.spec.EvaluateSpec`) is the spec saved in ``run.json``;
+    by default the arguments are. ``explain``: a folder for one evidence sheet per case, with
+    its true class, and ``index.html`` (:mod:`segfew.inference.explain`).
     """
-    from segfew.evaluation.figures import plot_confusion_matrix
-    from segfew.evaluation.leakage import check_models, leakage_record
-    from segfew.inference.ensemble import classify_all
-    from segfew.runinfo import write_run_info
-
-    paths = _paths(model_path)
+    paths = model_paths(model_path)
     predictors = _predictors(paths, predictor, device, batch_size)
     meta = predictors[0].meta
     if meta.kind != "classifier":
@@ -167,7 +154,6 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     checks = check_models(paths, cases, allow_leakage)
     out_dir.mkdir(parents=True, exist_ok=True)
     if explain is not None:
-        from segfew.inference.explain import check_explain, explain_batch
         check_explain(explain, predictors, [*inputs, *(p for c in cases for p in c.images)])
 
     rows = classify_all(predictors, cases, progress)
@@ -177,7 +163,7 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
                       targets=[None if c.target is None else str(c.target) for c in cases])
     write_predictions_csv(out_dir / "predictions.csv", rows, classes,
                           targets=[str(c.target) for c in cases], leaked=set(leakage["leaked"]))
-    predictors[0].write_measurements(out_dir / "measurements.csv", cases, rows)
+    measured = predictors[0].write_measurements(out_dir / "measurements.csv", cases, rows)
     metrics = score_predictions(y_all, rows, classes, bootstrap=bootstrap, seed=seed,
                                 source=table)
     n_ok = sum(r.status == "ok" for r in rows)
@@ -190,6 +176,7 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
                    for i in range(len(rows)) if rows[i].status != "ok"],
         "model": str(paths[0]) if len(paths) == 1 else [str(m) for m in paths],
         "leakage": leakage,
+        **({"measurements": measured.name} if measured is not None else {}),
     })
     metrics = _jsonable(metrics)
     write_json(out_dir / "metrics.json", metrics)
@@ -224,11 +211,6 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
     ``per_case.csv`` (with a ``leaked`` column), and ``run.json`` with ``run_spec``
     (default: the arguments) as its spec.
     """
-    from segfew.data.read import read_case
-    from segfew.evaluation.leakage import check_models, leakage_record
-    from segfew.metrics import case_mean_dice, dice_per_label
-    from segfew.runinfo import write_run_info
-
     predictor = predictor or Predictor.open(model_path, device=device, batch_size=batch_size)
     meta = predictor.meta
     if meta.kind != "segmentation":
@@ -335,14 +317,10 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     classifier trained with ``--masks``; ``explain``: a classifier's evidence sheets
     (:func:`evaluate_classifier`).
     """
-    from segfew.data import find_classification_cases, find_segmentation_cases, table_ids
-    from segfew.inference.ensemble import open_models
-    from segfew.inference.masks import check_masks
-
     if isinstance(label_map, str):  # the test labels may lack a value the training maps held
         raise SpecError("--label-map consecutive is for pretrain; to evaluate, give the table "
                         "pretrain printed (OLD:NEW pairs, e.g. 2:1,41:2)")
-    paths, predictors = open_models(_paths(model_path), device=device, batch_size=batch_size)
+    paths, predictors = open_models(model_path, device=device, batch_size=batch_size)
     for p in predictors:  # a classifier of another tool's label maps reads them
         p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
         _ = p.measurer  # its label maps' source checked once, before any case
@@ -367,7 +345,6 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     cases = predictor.split_channels(find_segmentation_cases(images, labels, channels=channels))
     if table is not None:
         cases = select_table_cases(cases, table_ids(table, id_column), table)
-    from segfew.data.read import LabelRules
 
     return meta.kind, evaluate_segmentation(paths[0], cases, out_dir, device=device,
                                             batch_size=batch_size, progress=progress,

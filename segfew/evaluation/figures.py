@@ -13,7 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import matplotlib
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from segfew.files import atomic_path
 
@@ -31,8 +35,6 @@ def _print_fonts(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Path:
-        import matplotlib
-
         with matplotlib.rc_context(_FONT):  # type: ignore[arg-type]
             return fn(*args, **kwargs)
 
@@ -40,9 +42,6 @@ def _print_fonts(fn: F) -> F:
 
 
 def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -170,8 +169,6 @@ def plot_examples(examples: Sequence[tuple[str, np.ndarray, np.ndarray | None]],
     ``examples`` holds ``(title, image, labels)``; arrays are indexed (x, y[, z]) and a
     volume shows its middle slice; ``labels`` None draws the image alone.
     """
-    from matplotlib import colormaps
-
     n = max(len(examples), 1)
     fig = _figure(2.6 * n, 5.4)
     axes = fig.subplots(2, n, squeeze=False)

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segfew.errors import DataError, ModelFileError
+from segfew.modelfile import read_model_file
+from segfew.runinfo import file_digest
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -81,8 +83,6 @@ def trained_digests(model_path: Path) -> set[str] | None:
     segmentation network's (``feature_source``); if that network's record is missing, so
     is the classifier's. None also for a file that is not a readable model file.
     """
-    from segfew.modelfile import read_model_file
-
     try:
         meta, _ = read_model_file(model_path)
     except ModelFileError:  # not readable here: the step that loads it names the problem
@@ -98,8 +98,6 @@ def trained_digests(model_path: Path) -> set[str] | None:
 
 def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
     """Compare the model's training manifest with the images of ``cases`` (never raises)."""
-    from segfew.runinfo import file_digest
-
     digests = trained_digests(Path(model_path))
     if digests is None:
         return LeakageCheck(str(model_path), checked=False)

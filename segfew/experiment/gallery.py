@@ -14,6 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from segfew.errors import SegfewError
+from segfew.experiment.protocol import load_cases
+from segfew.inference.ensemble import flag_confidence
+from segfew.inference.explain import Explainer
+from segfew.inference.predictor import Predictor
+
 __all__ = ["LIMIT", "best_method", "misclassified_sheets"]
 
 LIMIT = 8  # sheets in the report (each is embedded in its HTML)
@@ -36,12 +42,6 @@ def misclassified_sheets(run_dirs: Sequence[Path], results: Sequence[Mapping[str
     """Sheets of the best method's misclassified test cases: ``[(caption, png)]`` under
     ``out``. Tasks whose model file is gone, and cases that cannot be read here, are left
     out (the report still stands)."""
-    from segfew.errors import SegfewError
-    from segfew.experiment.protocol import load_cases
-    from segfew.inference.ensemble import flag_confidence
-    from segfew.inference.explain import Explainer
-    from segfew.inference.predictor import Predictor
-
     best = best_method(points)
     if best is None:
         return []

@@ -43,8 +43,9 @@ from segfew.experiment.splits import (
     load_test_cases,
     split_for,
 )
-from segfew.files import write_json
+from segfew.files import check_output, write_json
 from segfew.frameworks import FRAMEWORKS, framework
+from segfew.runinfo import file_digest, write_run_info
 from segfew.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -205,8 +206,6 @@ def _model_files(spec: ExperimentSpec) -> list[Path]:
 def _check_same_models(out_dir: Path, spec: ExperimentSpec) -> None:
     """A model file given again must hold what it held (its SHA-256 in the saved run.json):
     a segmentation network retrained under the same name would mix two feature sources."""
-    from segfew.runinfo import file_digest
-
     saved: dict[str, str] = {}
     for info in sorted(out_dir.glob("run*.json")):
         try:
@@ -257,9 +256,6 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     network per repetition on its training side, before the repetition's first task, into
     :func:`repetition_features` (kept, so a resumed run does not train it again).
     """
-    from segfew.files import check_output
-    from segfew.runinfo import write_run_info
-
     out_dir = Path(out_dir)
     d = spec.data
     check_output(out_dir, [p for p in (d.images, d.table, spec.test_table, spec.test_images,

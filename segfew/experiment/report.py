@@ -17,9 +17,16 @@ from typing import Any
 
 import numpy as np
 
+from segfew.errors import SegfewError
+from segfew.evaluation.figures import (
+    plot_class_f1,
+    plot_confusion_matrix,
+    plot_examples,
+    plot_learning_curves,
+)
 from segfew.evaluation.leakage import experiment_verdict
 from segfew.experiment.gallery import misclassified_sheets
-from segfew.experiment.protocol import FRAMEWORK_NAMES, load_spec
+from segfew.experiment.protocol import FRAMEWORK_NAMES, load_cases, load_spec
 from segfew.experiment.render import Block, html_page, markdown
 from segfew.experiment.results import (
     collect_results,
@@ -29,6 +36,8 @@ from segfew.experiment.results import (
 )
 from segfew.files import write_text
 from segfew.inference.measure_names import label
+from segfew.inference.predictor import Predictor
+from segfew.metrics import accuracy_summary, cases_from_confusion
 
 __all__ = ["write_report"]
 
@@ -93,8 +102,6 @@ def pooled_accuracy(results: Sequence[dict[str, Any]], classes: Sequence[str],
     "distinguishable_from_chance"}``: ``n`` test cases in all, ``per_repetition`` in each
     repetition (the largest when they differ).
     """
-    from segfew.metrics import accuracy_summary, cases_from_confusion
-
     y_true, y_pred = cases_from_confusion(_confusion(results, classes))
     per_rep = max((int(r.get("n_test") or 0) for r in results), default=0)
     summary = accuracy_summary(y_true == y_pred, y_true, bootstrap=bootstrap, seed=seed)
@@ -140,8 +147,6 @@ def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int]
 
 
 def _blocks(run_dirs: Sequence[Path], out: Path) -> list[Block]:
-    from segfew.evaluation.figures import plot_class_f1, plot_learning_curves
-
     spec = load_spec(run_dirs[0])
     results = collect_results(run_dirs)
     rows = summarise(results)
@@ -237,8 +242,6 @@ def _best_confusion(results: Sequence[dict[str, Any]],
                     out: Path) -> list[Block]:
     """The confusion matrix of the best framework at the largest size, summed over its
     repetitions."""
-    from segfew.evaluation.figures import plot_confusion_matrix
-
     largest = max(size for _, size in points)
     scored = [(fw, p) for (fw, size), p in points.items()
               if size == largest and p["accuracy"] is not None]
@@ -256,16 +259,10 @@ def _best_confusion(results: Sequence[dict[str, Any]],
 def _example_blocks(spec: Any, classes: Sequence[str], out: Path) -> list[Block]:
     """One image per class with the segmentation network's labels over it; nothing when the
     experiment has no segmentation model or it cannot be read here."""
-    from segfew.errors import SegfewError
-    from segfew.evaluation.figures import plot_examples
-    from segfew.experiment.protocol import load_cases
-
     model = spec.features or spec.threshold_features
     if model is None or not Path(model).is_file():
         return []
     try:
-        from segfew.inference.predictor import Predictor
-
         predictor = Predictor.open(model, device="cpu")
         examples = []
         cases = load_cases(spec)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segfew.data import class_names, find_classification_cases, stratified_split
 from segfew.errors import DataError
 from segfew.spec import ExperimentSpec
 
@@ -27,8 +28,6 @@ def _seed(spec_seed: int, repetition: int, part: int) -> int:
 
 def _stratified_split(cases: Sequence[Case], per_class: int, seed: int
                       ) -> tuple[list[Case], list[Case]]:
-    from segfew.data import stratified_split
-
     return stratified_split(cases, per_class=per_class, seed=seed)
 
 
@@ -69,8 +68,6 @@ def split_for(cases: Sequence[Case], spec: ExperimentSpec, size: int, repetition
 
 def load_cases(spec: ExperimentSpec) -> list[Case]:
     """The labelled cases of ``spec.data`` (the pool that training sets are drawn from)."""
-    from segfew.data import find_classification_cases
-
     d = spec.data
     cases = find_classification_cases(d.images, d.table, d.channels, d.id_column,
                                       d.label_column, d.group_column)
@@ -79,8 +76,6 @@ def load_cases(spec: ExperimentSpec) -> list[Case]:
 
 def load_test_cases(spec: ExperimentSpec) -> list[Case]:
     """The fixed test set's cases (``spec.test_table``); empty for a random test set."""
-    from segfew.data import find_classification_cases
-
     if spec.test_table is None:
         return []
     d = spec.data
@@ -107,8 +102,6 @@ def _check_splittable(cases: Sequence[Case], spec: ExperimentSpec) -> None:
 def data_summary(cases: Sequence[Case], test_cases: Sequence[Case], spec: ExperimentSpec,
                  splits: dict[tuple[int, int], tuple[list[Case], list[Case]]]) -> dict[str, Any]:
     """Classes, cases and patients per class, and test-set sizes per repetition."""
-    from segfew.data import class_names
-
     def per_class(cs: Iterable[Case]) -> dict[str, int]:
         counts = Counter(str(c.target) for c in cs)
         return {k: counts[k] for k in sorted(counts)}

@@ -21,11 +21,14 @@ from segfew.inference.batch import (
     case_path,
     one_line,
 )
+from segfew.inference.masks import MaskMeasurer
+from segfew.inference.measure import Measurer, fitted_names, write_measurements_csv
+from segfew.inference.nnunet import NnUNetMeasurer
 from segfew.inference.predictor import Predictor
+from segfew.inference.run import classify_probabilities, read_ahead
 
 if TYPE_CHECKING:
     from segfew.data import Case
-    from segfew.inference.measure import Measurer
 
 __all__ = ["Classifier", "ImageClassifier", "MeasuresClassifier"]
 
@@ -42,8 +45,6 @@ class Classifier(Predictor):
         network together. If the network fails on a batch, its cases are retried one by
         one so only the offending case becomes an error row.
         """
-        from segfew.inference.run import read_ahead
-
         classes = list(self.meta.classes)
         rows = [PredictionRow(id=c.id, path=case_path(c)) for c in cases]
         chunk: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
@@ -89,8 +90,6 @@ class Classifier(Predictor):
             rows[i].predicted = classes[int(np.argmax(p))]
 
     def _run_classifier(self, x: np.ndarray) -> np.ndarray:
-        from segfew.inference.run import classify_probabilities
-
         return classify_probabilities(self.model, x, self.device, self.batch_size, self.plan)
 
 
@@ -135,19 +134,13 @@ class MeasuresClassifier(Classifier, kind="measures classifier"):
         folder it records (:class:`segfew.inference.nnunet.NnUNetMeasurer`), or the label
         maps in ``masks`` (:class:`segfew.inference.masks.MaskMeasurer`)."""
         source = self.meta.feature_source or {}
-        if self._measurer is None and source.get("masks"):
-            from segfew.inference.masks import MaskMeasurer  # label maps from another tool
-
+        if self._measurer is None and source.get("masks"):  # label maps from another tool
             self._measurer = MaskMeasurer.for_model(  # type: ignore[assignment]
                 source, self.masks, self.model_path)
-        if self._measurer is None and source.get("nnunet"):
-            from segfew.inference.nnunet import NnUNetMeasurer  # a trained nnU-Net's maps
-
+        if self._measurer is None and source.get("nnunet"):  # a trained nnU-Net's maps
             self._measurer = NnUNetMeasurer.for_model(  # type: ignore[assignment]
                 source, self.model_path, self.device)
         if self._measurer is None:
-            from segfew.inference.measure import Measurer
-
             self._measurer = Measurer(self.model.feature_net, self.preprocessing,
                                       source.get("classes", []), self.device, self.batch_size,
                                       self.plan, bool(self.meta.architecture.args.get("tta")))
@@ -164,7 +157,6 @@ class MeasuresClassifier(Classifier, kind="measures classifier"):
         if len(case.images) != self.in_channels:
             raise DataError(f"case {case.id!r} has {len(case.images)} channel(s), the model "
                             f"expects {self.in_channels}; use --channels", case.images[0])
-        from segfew.inference.measure import fitted_names
 
         return np.array([m[n] for n in fitted_names(names, m, case)], dtype=np.float64)
 
@@ -172,8 +164,6 @@ class MeasuresClassifier(Classifier, kind="measures classifier"):
                            rows: Sequence[PredictionRow]) -> Path:
         """``path`` gets every case's measurements (``id, <name>...``; empty cells for a
         failed case)."""
-        from segfew.inference.measure import write_measurements_csv
-
         return write_measurements_csv(path, [
             (case.id, self.measurements(case) if row.status == "ok" else None)
             for case, row in zip(cases, rows, strict=True)])

@@ -23,31 +23,38 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.errors import DataError
+from segfew.inference.batch import progress_counter
+from segfew.inference.predictor import Predictor
 
 if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.inference.batch import PredictionRow
-    from segfew.inference.predictor import Predictor
     from segfew.typing import Progress
 
-__all__ = ["MIN_CONFIDENCE", "average_rows", "check_same_classes", "classify_all",
-           "flag_confidence", "open_models"]
+__all__ = ["MIN_CONFIDENCE", "ModelPaths", "average_rows", "check_same_classes", "classify_all",
+           "flag_confidence", "model_paths", "open_models"]
 
 #: default threshold of ``low_confidence``: the top class holds under half the probability
 MIN_CONFIDENCE = 0.5
 
 
-def open_models(model_path: str | Path | Sequence[str | Path], **options: Any
-                ) -> tuple[list[Path], list[Predictor]]:
-    """The model files and their :class:`segfew.inference.predictor.Predictor` (``options``);
-    several
-    files must be classifiers of the same classes (:func:`check_same_classes`)."""
-    from segfew.inference.predictor import Predictor
+ModelPaths = str | Path | Sequence[str | Path]
+"""One model file, or several classifiers of the same classes (an ensemble)."""
 
+
+def model_paths(model_path: ModelPaths) -> list[Path]:
+    """The model file(s) of ``model_path`` as a list; DataError when it names none."""
     paths = ([Path(model_path)] if isinstance(model_path, (str, Path))
              else [Path(m) for m in model_path])
     if not paths:
         raise DataError("no model file given")
+    return paths
+
+
+def open_models(model_path: ModelPaths, **options: Any) -> tuple[list[Path], list[Predictor]]:
+    """The model files and their :class:`segfew.inference.predictor.Predictor` (``options``);
+    several files must be classifiers of the same classes (:func:`check_same_classes`)."""
+    paths = model_paths(model_path)
     predictors = [Predictor.open(p, **options) for p in paths]
     if len(paths) > 1:
         check_same_classes(predictors, paths)
@@ -59,8 +66,6 @@ def classify_all(predictors: Sequence[Predictor], cases: Sequence[Case],
                  min_confidence: float = MIN_CONFIDENCE) -> list[PredictionRow]:
     """Every model's rows of ``cases``, averaged (:func:`average_rows`) and flagged
     (:func:`flag_confidence`); ``progress(done, total, what)`` counts cases × models."""
-    from segfew.inference.batch import progress_counter
-
     report = progress_counter(progress, len(cases) * len(predictors))
     rows = average_rows([p.classify(cases, progress=report) for p in predictors],
                         predictors[0].meta.classes)

@@ -27,9 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segfew.errors import DataError
+from segfew.files import check_output
 from segfew.inference.batch import CASE_ERRORS, one_line
 from segfew.inference.measure_names import cine_channel_words, describe, structure_names
+from segfew.inference.run import segment_probabilities
+from segfew.inference.saliency import grad_cam
 from segfew.inference.sheet import SHOWN_BARS, Evidence, Measured, write_index, write_sheet
+from segfew.models.measures import contributions
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -53,8 +58,6 @@ class Explainer:
 
     def __init__(self, predictor: Predictor, out_dir: Path, min_confidence: float = 0.5
                  ) -> None:
-        from segfew.errors import DataError
-
         if predictor.kind != "classifier":
             raise DataError("--explain draws a classifier's evidence; this is a segmentation "
                             "model", predictor.model_path)
@@ -116,9 +119,6 @@ class Explainer:
         return ev
 
     def _network(self, case: Case, k: int, ev: Evidence) -> None:
-        from segfew.inference.run import segment_probabilities
-        from segfew.inference.saliency import grad_cam
-
         p = self.predictor
         x = p.load(case)  # (C, *grid), as the classifier saw it
         cam = grad_cam(p.model, x, k, p.device)
@@ -136,8 +136,6 @@ class Explainer:
         ev.labels = maps if len(maps) == len(x) else maps * len(x)
 
     def _measures(self, case: Case, k: int, ev: Evidence) -> None:
-        from segfew.models.measures import contributions
-
         p = self.predictor
         m = p.measurer
         assert m is not None
@@ -189,9 +187,6 @@ def explain_batch(predictor: Predictor, cases: list[Case], rows: list[Prediction
 def check_explain(out_dir: str | Path, predictors: list[Predictor], inputs: list[Path]) -> None:
     """Refuse ``--explain`` before any work where it cannot be done: a segmentation model,
     an ensemble (whose evidence is not one network's), or a folder among the inputs."""
-    from segfew.errors import DataError
-    from segfew.files import check_output
-
     if predictors[0].kind != "classifier":
         raise DataError("--explain draws a classifier's evidence; this is a segmentation "
                         "model", predictors[0].model_path)

@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.inference.measure import NAN, fitted_names
+from segfew.inference.masks import MaskMeasurer, mask_label_names
+from segfew.inference.measure import NAN, Measurer, fitted_names
+from segfew.inference.nnunet import NnUNetMeasurer, is_nnunet_folder
+from segfew.modelfile import load_model
+from segfew.models.measures import MeasurementClassifier
+from segfew.models.measures_selection import nested_estimate, select_classifier
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -28,18 +33,11 @@ def open_measurer(features: Path | None, masks: Path | None, label_names: Sequen
     ``label_names.json``), a trained nnU-Net when ``features`` is its results folder, or
     else the segfew segmentation model file ``features`` (``tta``: test-time augmentation).
     Raises DataError, SpecError or ModelFileError (one line, naming the file)."""
-    from segfew.inference.nnunet import NnUNetMeasurer, is_nnunet_folder
-
     if masks is not None:
-        from segfew.inference.masks import MaskMeasurer, mask_label_names
-
         return MaskMeasurer(masks, mask_label_names(masks, label_names))
     assert features is not None
     if is_nnunet_folder(features):
         return NnUNetMeasurer(Path(features), device=device)
-    from segfew.inference.measure import Measurer
-    from segfew.modelfile import load_model
-
     net, meta = load_model(features, device)
     return Measurer(net, meta.preprocess.plain(), meta.classes, device, tta=tta)
 
@@ -60,9 +58,6 @@ def fit_measurement_classifier(measurer: Measurer | LabelMapMeasurer, cases: Seq
     class —, temperature, and the ten measurements it leans on most with the training
     cases' values per class, ``by_class``: what a case is shown against).
     """
-    from segfew.models.measures import MeasurementClassifier
-    from segfew.models.measures_selection import nested_estimate, select_classifier
-
     rows = [measurer(c) for c in cases]
     names = list(rows[0])
     for case, row in zip(cases, rows, strict=True):  # e.g. one case in mL, another in voxels

@@ -18,7 +18,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from segfew.data import attach_labels
+from segfew.data.label_names import read_label_names as names_file
+from segfew.data.read import read_case
 from segfew.errors import DataError
+from segfew.inference.measure import measure_images
+from segfew.preprocess.grid import stack_axis
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -40,8 +45,6 @@ def mask_label_names(masks: Path, names: Sequence[str] | None = None) -> dict[in
     0, 1, … as everywhere in segfew; value 0 is background and never measured. Raises
     DataError naming the folder or file when neither names a structure.
     """
-    from segfew.data.label_names import read_label_names as names_file
-
     masks = Path(masks)
     given = list(names) if names else names_file(masks)
     if given is None:
@@ -123,9 +126,6 @@ class LabelMapMeasurer:
         return list(case.channel_names)
 
     def _measure(self, case: Case) -> dict[str, float]:
-        from segfew.inference.measure import measure_images
-        from segfew.preprocess.grid import stack_axis
-
         images, maps = self.label_maps(case)
         axis = stack_axis(images[0].shape, images[0].spacing)
         return measure_images(images, maps, self.structures, self.map_names(case),
@@ -164,9 +164,6 @@ class MaskMeasurer(LabelMapMeasurer):
     def label_maps(self, case: Case) -> tuple[list[Any], list[Any]]:
         """The case's channel images as read and its label maps from ``masks`` (one per
         channel: a single map for the case serves every channel)."""
-        from segfew.data import attach_labels
-        from segfew.data.read import read_case
-
         images, labels = read_case(attach_labels([case], self.masks)[0])
         maps = [lab.array for lab in labels]
         if len(maps) == 1 and len(images) > 1:  # one map for the case: each channel's

@@ -36,13 +36,27 @@ each structure (intensity, surroundings, texture, location).
 
 from __future__ import annotations
 
+import csv
 import math
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy.ndimage import distance_transform_edt, gaussian_filter
+from skimage.measure import label as connected
+from skimage.measure import marching_cubes, mesh_surface_area, perimeter, regionprops
+from skimage.morphology import skeletonize
+
+from segfew.data.read import read_case
+from segfew.errors import DataError
+from segfew.files import atomic_path
+from segfew.inference.radiomics import image_measurements
+from segfew.inference.run import segment_on_source
+from segfew.preprocess.grid import preprocess_image, slice_axis_for
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -73,8 +87,6 @@ _WALL_WORDS = ("myocard", "wall", "muscle")
 def is_cavity(name: str) -> bool:
     """Whether a structure named ``name`` is a cavity (``LV``, ``RV cavity``, ``left
     ventricle``…) rather than a wall (``myocardium``, ``LV wall``) or anything else."""
-    import re
-
     low = name.lower()
     if any(w in low for w in _WALL_WORDS):
         return False
@@ -97,9 +109,6 @@ def unit_name(key: str, unit: str | None) -> str:
 def _thickness(mask: np.ndarray, spacing: Sequence[float], slice_axis: int
                ) -> tuple[float, float]:
     """(mean, max) width in mm of a 3D mask, slice by slice across ``slice_axis``."""
-    from scipy.ndimage import distance_transform_edt
-    from skimage.morphology import skeletonize
-
     if mask.ndim == 2:
         in_plane, slices = list(spacing), [mask]
     else:
@@ -124,8 +133,6 @@ def _solidity(props: Any, mask: np.ndarray) -> float:
     """Area (volume) over that of the convex hull; NaN for a region with no hull — one
     lying in a single slice of a volume, or on a line — which Qhull refuses (with a
     kilobyte-long warning)."""
-    import warnings
-
     lo, hi = np.asarray(props.bbox[: mask.ndim]), np.asarray(props.bbox[mask.ndim:])
     if np.any(hi - lo < 2):
         return NAN
@@ -158,9 +165,6 @@ def structure_measurements(mask: np.ndarray, spacing: Sequence[float] | None,
 
 def _structure_measurements(mask: np.ndarray, spacing: Sequence[float], slice_axis: int
                             ) -> dict[str, float]:
-    from scipy.ndimage import gaussian_filter
-    from skimage.measure import marching_cubes, mesh_surface_area, perimeter, regionprops
-
     mask = np.asarray(mask, dtype=bool)
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != mask.ndim:
@@ -258,8 +262,6 @@ def measure_case(label_maps: Sequence[np.ndarray],
 def keep_largest_component(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
     """``labels`` with every voxel of each value outside its largest connected component
     (full connectivity) set to 0 — stray islands of a segmentation. Returns a copy."""
-    from skimage.measure import label as connected
-
     out = np.array(labels, copy=True)
     for value in values:
         mask = out == value
@@ -290,8 +292,6 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
     segmentation (:func:`segfew.inference.run.segment_probabilities`). Raises DataError for an
     unreadable case.
     """
-    from segfew.preprocess.grid import slice_axis_for
-
     images, maps, names = case_label_maps(model, cfg, label_names, case, device, batch_size,
                                           largest_component, plan, tta)
     structures = dict(enumerate(label_names))
@@ -307,8 +307,6 @@ def measure_images(images: Sequence[Any], label_maps: Sequence[np.ndarray],
     through the door): shape (:func:`measure_case`, maps named ``map_names``) and intensity,
     surroundings, texture and location (:func:`segfew.inference.radiomics.image_measurements`).
     A file without a real voxel size is measured in voxels."""
-    from segfew.inference.radiomics import image_measurements
-
     spacing = images[0].spacing if images[0].spacing_known else None  # one grid per case
     out = measure_case(label_maps, [spacing] * len(label_maps), structures, map_names,
                        slice_axis)
@@ -323,10 +321,6 @@ def case_label_maps(model: Any, cfg: Preprocessing, label_names: Sequence[str], 
     """The label maps :func:`case_measurements` measures: ``(images, maps, names)`` — the
     case's channel images as read, one int16 label map on the source grid per channel
     (one for every channel together, named ``all``, with a multi-channel network)."""
-    from segfew.data.read import read_case
-    from segfew.inference.run import segment_on_source
-    from segfew.preprocess.grid import preprocess_image
-
     images, _ = read_case(case)
     structures = list(range(1, len(label_names)))
     groups = [[im] for im in images] if model.in_channels == 1 else [list(images)]
@@ -384,10 +378,6 @@ def write_measurements_csv(path: Path, rows: Sequence[tuple[str, Mapping[str, fl
     ``rows`` are ``(case id, measurements)``; None (a case that failed) leaves its cells
     empty, as does NaN (undefined: an absent structure). Written atomically.
     """
-    import csv
-
-    from segfew.files import atomic_path
-
     names: list[str] = []
     for _, m in rows:
         names += [n for n in (m or {}) if n not in names]
@@ -417,8 +407,6 @@ def fitted_names(names: Sequence[str], measured: Mapping[str, float], case: Case
         else:
             missing.append(name)
     if missing:
-        from segfew.errors import DataError
-
         units = {u for n in measured for u in ("_vox", "_px", "_ml", "_mm") if u in n}
         raise DataError(f"this case does not give measurements the model (or the first "
                         f"training case) has: {', '.join(missing[:3])}"

@@ -24,6 +24,8 @@ an optional extra (``pip install 'segfew[nnunet]'``).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -31,9 +33,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
+from segfew.data.read import read_case
 from segfew.errors import DataError, ModelFileError, SpecError
 from segfew.inference.masks import LabelMapMeasurer
+from segfew.io.dispatch import from_stored, stored_spacing, to_stored
+from segfew.modelfile import load_weights
+from segfew.runinfo import file_digest
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -75,8 +82,6 @@ def folder_identity(folder: Path) -> dict[str, Any]:
     """The identity of an nnU-Net results folder: its path, the folds used and the SHA-256
     of ``plans.json``, ``dataset.json`` and each fold's ``checkpoint_final.pth``. Raises
     DataError naming the folder and what it lacks when it is not a results folder."""
-    from segfew.runinfo import file_digest
-
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise DataError("nnU-Net results folder not found", folder)
@@ -108,10 +113,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _checkpoint(path: Path) -> dict[str, Any]:
     """An nnU-Net checkpoint as plain data (``weights_only=True``; numpy scalars of its
     training log allowed); ModelFileError naming the file otherwise."""
-    import torch
-
-    from segfew.modelfile import load_weights
-
     scalar = (getattr(np, "_core", None) or np.core).multiarray.scalar
     allowed: list[Any] = [  # numpy scalars, whichever numpy pickled them
         (scalar, "numpy._core.multiarray.scalar"), (scalar, "numpy.core.multiarray.scalar"),
@@ -174,8 +175,6 @@ class NnUNetMeasurer(LabelMapMeasurer):
             raise DataError(f"the nnU-Net folder of this classifier is not found ({folder})",
                             model)
         require_nnunetv2()
-        from segfew.runinfo import file_digest
-
         for name, digest in recorded["sha256"].items():
             path = folder / name
             if not path.is_file() or file_digest(path) != digest:
@@ -204,16 +203,12 @@ class NnUNetMeasurer(LabelMapMeasurer):
     @property
     def predictor(self) -> Any:
         """nnunetv2's ``nnUNetPredictor``, set up from the folder's checkpoints."""
-        import contextlib
-        import io
-
         if self._predictor is None:
             with contextlib.redirect_stdout(io.StringIO()):  # its notes: devices, trainers
                 self._predictor = self._open()
         return self._predictor
 
     def _open(self) -> Any:
-        import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
         from nnunetv2.utilities.label_handling.label_handling import (
@@ -263,8 +258,6 @@ class NnUNetMeasurer(LabelMapMeasurer):
     def label_maps(self, case: Case) -> tuple[list[Any], list[Any]]:
         """The case's channel images as read and nnU-Net's label maps on their grid (one
         per channel for a one-channel model, one for all channels otherwise)."""
-        from segfew.data.read import read_case
-
         images, _ = read_case(case)
         n = self.in_channels
         if n not in (1, len(images)):
@@ -277,12 +270,9 @@ class NnUNetMeasurer(LabelMapMeasurer):
         """The label map of one image stack (``Image`` list, one per network channel) on
         the first image's grid, int16: nnunetv2's pre-processing, sliding window and
         resampling back, with torch's thread count."""
-        import torch
         from nnunetv2.inference.export_prediction import (
             convert_predicted_logits_to_segmentation_with_correct_shape as to_segmentation,
         )
-
-        from segfew.io.dispatch import from_stored, stored_spacing, to_stored
 
         p = self.predictor
         reference = images[0]

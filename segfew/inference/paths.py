@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from segfew.data import collect_cases
+from segfew.data.read import warn_placeholder_spacing
 from segfew.errors import DataError
 from segfew.files import check_output, write_rows_csv
 from segfew.inference.batch import (
@@ -23,6 +25,11 @@ from segfew.inference.batch import (
     progress_counter,
     write_predictions_csv,
 )
+from segfew.inference.ensemble import classify_all, open_models
+from segfew.inference.explain import check_explain, explain_batch
+from segfew.inference.masks import check_masks
+from segfew.inference.run import read_ahead
+from segfew.runinfo import write_run_info
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -61,13 +68,6 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     arguments), versions and a manifest of the inputs: ``<out stem>.run.json`` next to a
     classifier's CSV, ``run.json`` in a segmentation model's folder.
     """
-    from segfew.data import collect_cases
-    from segfew.data.read import warn_placeholder_spacing
-    from segfew.inference.ensemble import classify_all, open_models
-    from segfew.inference.masks import check_masks
-    from segfew.inference.run import read_ahead
-    from segfew.runinfo import write_run_info
-
     models, predictors = open_models(model_path, device=device, batch_size=batch_size,
                                      precision=precision, workers=workers, tta=tta)
     predictor = predictors[0]
@@ -90,7 +90,6 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     out = Path(out)
     read = [*models, *inputs, *(p for c in cases for p in c.images)]
     if explain is not None:
-        from segfew.inference.explain import check_explain, explain_batch
         check_explain(explain, predictors, read)
 
     if meta.kind == "classifier":

@@ -27,6 +27,10 @@ import numpy as np
 
 from segfew.errors import DataError
 from segfew.inference.batch import Advance, PredictionRow
+from segfew.inference.run import default_workers, network_dim
+from segfew.modelfile import load_model
+from segfew.preprocess.cache import load_case
+from segfew.runtime import describe, resolve_device, resolve_plan
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -81,9 +85,6 @@ class Predictor:
         ``workers``, ``tta``; a measures classifier also takes ``measurer``). Raises
         ModelFileError for a file that is not a readable segfew model.
         """
-        from segfew.modelfile import load_model
-        from segfew.runtime import resolve_device
-
         resolved = resolve_device(device)
         model, meta = load_model(model_path, resolved)
         return KINDS[model_kind(meta)](Path(model_path), model, meta, resolved, **options)
@@ -92,9 +93,6 @@ class Predictor:
                  batch_size: int = 8, cache: PreprocessCache | None = None,
                  precision: str = "auto", workers: int | None = None,
                  tta: bool = False) -> None:
-        from segfew.inference.run import default_workers
-        from segfew.runtime import resolve_plan
-
         self.model_path, self.model, self.meta, self.device = model_path, model, meta, device
         self.preprocessing = meta.preprocess.plain()  # how every image reaches the grid
         self.batch_size = max(1, int(batch_size))
@@ -106,8 +104,6 @@ class Predictor:
 
     def runtime(self) -> dict[str, Any]:
         """How the network runs, for run.json (:func:`segfew.runtime.describe`)."""
-        from segfew.runtime import describe
-
         return describe(str(self.device), self.plan.precision, self.plan.channels_last)
 
     # -- what the model expects
@@ -125,7 +121,6 @@ class Predictor:
             return int(args["dim"])
         if args.get("input_size") is not None:
             return len(args["input_size"])
-        from segfew.inference.run import network_dim
 
         return network_dim(self.model)
 
@@ -158,8 +153,6 @@ class Predictor:
 
     def load(self, case: Case) -> np.ndarray:
         """Pre-processed image ``(C, *grid)`` float32 of a case, checked against the model."""
-        from segfew.preprocess.cache import load_case
-
         x, _ = load_case(case, self.preprocessing, self.cache)
         x = np.asarray(x, dtype=np.float32)
         self.check_input(case, x)

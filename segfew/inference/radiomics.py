@@ -38,6 +38,10 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.ndimage import binary_fill_holes, distance_transform_edt
+from skimage.feature import graycomatrix, graycoprops
+from skimage.filters import threshold_otsu
+from skimage.measure import label
 
 __all__ = ["FAMILIES", "LEVELS", "RING_MM", "body_mask", "cooccurrence", "first_order",
            "image_measurements", "location", "quantise", "run_length", "size_zone",
@@ -104,8 +108,6 @@ def cooccurrence(q: np.ndarray, levels: int = LEVELS, slice_axis: int = -1
     (scikit-image's homogeneity), angular second moment, correlation (scikit-image's: 1 for a
     constant) and joint entropy in bits (IBSI 3.6).
     """
-    from skimage.feature import graycomatrix, graycoprops
-
     keys = ("contrast", "dissimilarity", "inverse_difference_moment",
             "angular_second_moment", "correlation", "joint_entropy_bits")
     angles = [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4]
@@ -180,8 +182,6 @@ def size_zone(q: np.ndarray, levels: int = LEVELS) -> dict[str, float]:
     of each grey level (26-connected in 3D, 8 in 2D; ``skimage.measure.label``); small and
     large zone emphasis, grey level and zone size non-uniformity normalised by the number
     of zones, zone percentage (zones over voxels) (IBSI 3.8)."""
-    from skimage.measure import label
-
     keys = ("small_zone_emphasis", "large_zone_emphasis", "grey_level_nonuniformity",
             "zone_size_nonuniformity", "zone_percentage")
     sizes, greys = [], []
@@ -209,10 +209,6 @@ def body_mask(image: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     """The imaged body: voxels above Otsu's threshold, with the structures
     (``foreground``), its largest connected component, holes filled (slice by slice
     along the last axis of a volume as well)."""
-    from scipy.ndimage import binary_fill_holes
-    from skimage.filters import threshold_otsu
-    from skimage.measure import label
-
     image = np.asarray(image, dtype=np.float64)
     body = np.asarray(foreground, dtype=bool).copy()
     if image.max() > image.min():
@@ -234,8 +230,6 @@ def surround(image: np.ndarray, mask: np.ndarray, others: np.ndarray, body: np.n
     """The structure ``mask`` against a ring ``ring_mm`` wide around it (outside ``others``,
     every structure, and inside ``body``) and against the body outside the structures.
     See the module docstring; NaN where a side is empty or has SD 0."""
-    from scipy.ndimage import distance_transform_edt
-
     out = dict.fromkeys(("ring_contrast", "ring_ratio", "body_contrast", "body_percentile"),
                         NAN)
     if not mask.any():

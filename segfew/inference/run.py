@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from segfew.errors import DataError, SegfewError
+from segfew.preprocess.grid import restore
 from segfew.runtime import Plan
 
 if TYPE_CHECKING:
@@ -217,8 +218,6 @@ def segment_on_source(model: Any, image: np.ndarray, source_shape: tuple[int, ..
     boundaries are as fine as the source's.
     ``tta``: test-time augmentation (:func:`segfew.inference.run.segment_probabilities`).
     """
-    from segfew.preprocess.grid import restore
-
     proba = segment_probabilities(model, image, device, batch_size, plan, tta)
     restored = np.asarray(restore(proba, tuple(source_shape), cfg, 1, spacing),
                           dtype=np.float32)

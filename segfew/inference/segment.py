@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from segfew.data.read import read_case
 from segfew.inference.predictor import Predictor
+from segfew.inference.run import segment_on_source
+from segfew.io import write_image
+from segfew.preprocess.grid import preprocess_image
 
 if TYPE_CHECKING:
     from segfew.data import Case
@@ -38,14 +42,10 @@ class Segmenter(Predictor, kind="segmentation"):
 
     def read_images(self, case: Case) -> tuple[list[Image], np.ndarray]:
         """A case's channel images as read and their pre-processed stack ``(C, *grid)``."""
-        from segfew.data.read import read_case
-
         images, _ = read_case(case)
         return list(images), self._prepare(case, images)
 
     def _prepare(self, case: Case, images: Sequence[Image]) -> np.ndarray:
-        from segfew.preprocess.grid import preprocess_image
-
         x = np.stack([np.asarray(preprocess_image(im.array, self.preprocessing, im.spacing),
                                  dtype=np.float32) for im in images])
         self.check_input(case, x)
@@ -63,8 +63,6 @@ class Segmenter(Predictor, kind="segmentation"):
 
     def _segment_prepared(self, images: Sequence[Image], x: np.ndarray
                           ) -> tuple[np.ndarray, np.ndarray, Image]:
-        from segfew.inference.run import segment_on_source
-
         labels, restored = segment_on_source(self.model, x, images[0].shape,
                                              self.preprocessing, self.device,
                                              self.batch_size, self.plan, self.tta,
@@ -78,8 +76,6 @@ class Segmenter(Predictor, kind="segmentation"):
         Both are in the input image's geometry (its shape, affine and orientation).
         ``read`` is the case's :meth:`read_images`, when it was read ahead.
         """
-        from segfew.io import write_image
-
         labels, proba, reference = (self._segment_prepared(*read) if read is not None
                                     else self.segment_case(case))
         out_dir = Path(out_dir)

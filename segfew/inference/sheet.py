@@ -14,12 +14,19 @@ API (no global state); each figure is dropped after it is written, atomically.
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from segfew.files import atomic_path, write_text
 
@@ -100,8 +107,6 @@ def _plane(a: np.ndarray, s: int) -> np.ndarray:
 
 
 def _colours(n: int) -> list[Any]:
-    from matplotlib import colormaps
-
     cmap = colormaps["tab10"]
     return [cmap(i % 10) for i in range(n)]
 
@@ -133,8 +138,6 @@ def _panels(ev: Evidence) -> list[tuple[str, list[tuple[str, np.ndarray, np.ndar
 
 def _scan_rows(fig: Any, panels: list[Any], ev: Evidence, ncols: int) -> None:
     """Draw the scan panels into (sub)figure ``fig``, a row label naming each row's kind."""
-    from matplotlib.patches import Patch
-
     values = sorted(v for v in ev.structures if v != 0)
     colours = dict(zip(values, _colours(len(values)), strict=True))
     axes = fig.subplots(len(panels), ncols, squeeze=False)
@@ -237,8 +240,6 @@ def contribution_caption(ev: Evidence) -> str:
 
 
 def _measure_rows(boxes: Any, bars: Any, ev: Evidence, ncols: int) -> None:
-    from matplotlib.lines import Line2D
-
     shown = list(ev.measured)
     axes = boxes.subplots(1, ncols, squeeze=False)[0]
     for j, ax in enumerate(axes):
@@ -263,8 +264,6 @@ def _measure_rows(boxes: Any, bars: Any, ev: Evidence, ncols: int) -> None:
 
 def _wrap(text: str, width: int = 28) -> str:
     """Wrapped at word boundaries only (a long word stays whole)."""
-    import textwrap
-
     return "\n".join(textwrap.wrap(text, width, break_long_words=False,
                                     break_on_hyphens=False))
 
@@ -273,10 +272,6 @@ def write_sheet(ev: Evidence, path: Path) -> Path:
     """Draw ``ev`` and write it as a PNG at ``path``, atomically; returns ``path``. Each part
     (scans, measurements, contributions, probabilities) is a subfigure with its own margins,
     so long names in one do not squeeze the others."""
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     panels = _panels(ev)
     ncols = MAX_SLICES if ev.measured else max(3, max(len(r) for _, r in panels))
     width = 2.6 * ncols

@@ -13,6 +13,7 @@ import numpy as np
 
 from segfew.errors import DataError
 from segfew.files import atomic_path
+from segfew.io import itk, nifti
 from segfew.io.dicom import is_dicom_series_dir
 from segfew.io.image import (
     IMAGE_SUFFIXES,
@@ -36,7 +37,6 @@ def read_image(path: str | Path, limits: ReadLimits | None = None) -> Image:
     limits = limits if limits is not None else ReadLimits.from_env()
     if not path.exists():
         raise DataError("no such file", path)
-    from segfew.io import itk, nifti
 
     if path.is_dir():
         if not is_dicom_series_dir(path):
@@ -167,8 +167,6 @@ def write_image(array: np.ndarray, reference: Image, path: str | Path) -> Path:
                         "(give the spatial shape, or it plus one channel axis)", path)
     channels = array.shape[len(spatial):]
     array = to_stored(_storage_dtype(array), reference).reshape(reference.source_shape + channels)
-
-    from segfew.io import itk, nifti
 
     suffix = image_suffix(path.name)
     if suffix is None:

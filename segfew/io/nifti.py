@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import warnings
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,8 +159,6 @@ def _check_stored_size(path: Path, gzipped: bool, offset: int, declared: int) ->
 def _gunzip_exceeds(path: Path, limit: int) -> bool:
     """Whether the gzip members of ``path`` expand to more than ``limit`` bytes (False when
     the stream is cut or corrupt before that). Reads at most ``limit + 1`` output bytes."""
-    import zlib
-
     total = 0
     with open(path, "rb") as f:
         z = zlib.decompressobj(wbits=31)

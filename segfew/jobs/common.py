@@ -18,9 +18,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+from torch.utils.data import TensorDataset
 
+from segfew import train
+from segfew.data import stratified_split
 from segfew.errors import DataWarning, SpecError
+from segfew.evaluation.figures import plot_training_curve
+from segfew.files import check_output, run_lock
 from segfew.frameworks import FRAMEWORKS
+from segfew.metrics import ONE_CLASS_SHARE
+from segfew.modelfile import save_model
+from segfew.preprocess.cache import PreprocessCache
+from segfew.runinfo import check_resumable, unfinished_run, update_run_info, write_run_info
+from segfew.runtime import seed_everything, set_threads
 from segfew.spec import (
     MIN_CASES_FOR_VALIDATION,
     MIN_CASES_TO_PICK_EPOCH,
@@ -28,11 +39,12 @@ from segfew.spec import (
     PretrainSpec,
     TrainConfig,
 )
+from segfew.train.checkpoint import interrupted
+from segfew.train.distributed import is_main
 
 if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.modelfile import ModelMeta
-    from segfew.preprocess.cache import PreprocessCache
     from segfew.train.engine import FitResult, Task, TrainProgress
 
 log = logging.getLogger(__name__)
@@ -48,9 +60,6 @@ def run_dir_for(model_path: Path) -> Path:
 
 def tensor_dataset(images: Sequence[np.ndarray], targets: Sequence[Any]) -> Any:
     """A ``TensorDataset`` of float32 images (N, C, *grid) and int64 targets."""
-    import torch
-    from torch.utils.data import TensorDataset
-
     x = torch.from_numpy(np.stack(images).astype(np.float32, copy=False))
     y = torch.from_numpy(np.stack([np.asarray(t) for t in targets]).astype(np.int64))
     return TensorDataset(x, y)
@@ -71,10 +80,6 @@ def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | C
     Ctrl-C becomes :class:`segfew.errors.Interrupted`, saying the epoch to resume from. A
     run folder this job made is removed again when it fails before its first checkpoint.
     """
-    from segfew.files import check_output, run_lock
-    from segfew.runinfo import check_resumable, interrupted, unfinished_run
-    from segfew.train.distributed import is_main
-
     if resume and overwrite:
         raise SpecError("--resume continues a run, --overwrite starts it afresh: give one")
     given = [p for p in inputs if p is not None]
@@ -130,8 +135,6 @@ def one_class_share(top_class: float, top_share: float, n: int, classes: Sequenc
                     ) -> dict[str, Any] | None:
     """``{"class", "share", "cases"}`` when a classifier predicts one class for nearly
     every one of ``n`` cases (:data:`segfew.metrics.ONE_CLASS_SHARE`), else None."""
-    from segfew.metrics import ONE_CLASS_SHARE
-
     if n < 2 or not np.isfinite(top_share) or top_share < ONE_CLASS_SHARE:
         return None
     return {"class": classes[int(top_class)], "share": round(float(top_share), 4), "cases": n}
@@ -140,8 +143,6 @@ def one_class_share(top_class: float, top_share: float, n: int, classes: Sequenc
 def plot_training(history: Sequence[dict[str, float]], run_dir: Path, metric: str) -> None:
     """``training_curve.png`` in the run folder: loss and validation metric per epoch."""
     if history:
-        from segfew.evaluation.figures import plot_training_curve
-
         plot_training_curve(history, run_dir / "training_curve.png", metric)
 
 
@@ -152,8 +153,6 @@ def validation_split(
 
     ``per_class``: the default split needs enough cases in the smallest class (else in all).
     """
-    from segfew.data import stratified_split
-
     counts = Counter(c.target for c in cases) if per_class else Counter({None: len(cases)})
     smallest = min(counts.values()) if counts else 0
     fraction = cfg.validation_fraction(smallest)
@@ -238,15 +237,6 @@ def fit_and_save(
     status to ``completed``. ``write_info=False`` (an experiment's tasks) writes neither
     ``run.json`` nor the plot. Under torchrun only rank 0 writes.
     """
-    import torch
-
-    from segfew import train
-    from segfew.modelfile import save_model
-    from segfew.preprocess.cache import PreprocessCache
-    from segfew.runinfo import update_run_info, write_run_info
-    from segfew.runtime import seed_everything, set_threads
-    from segfew.train.distributed import is_main
-
     set_threads(spec.train.threads)
     seed_everything(spec.train.seed)
     job = prepare(cache if cache is not None else PreprocessCache())

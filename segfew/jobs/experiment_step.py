@@ -11,16 +11,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from segfew.data import find_segmentation_cases
+from segfew.data.read import read_case
 from segfew.errors import DataError
+from segfew.evaluation.evaluate import check_targets, score_predictions
+from segfew.experiment.protocol import repetition_features
 from segfew.frameworks import framework
+from segfew.inference.predictor import Predictor
 from segfew.jobs.pretrain import pretrain
 from segfew.jobs.train_classifier import train_classifier
-from segfew.spec import ClassifierSpec, ExperimentSpec, PretrainSpec
+from segfew.preprocess.cache import PreprocessCache
+from segfew.spec import ClassifierSpec, ExperimentSpec, PretrainSpec, resolve_spec
 
 if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.inference.measure import Measurer
-    from segfew.preprocess.cache import PreprocessCache
     from segfew.train.engine import TrainProgress
 
 
@@ -38,9 +43,6 @@ def make_pretrain_step(
     (``spec.data.labels``) of the given training-side cases only, with the experiment's
     device, threads, precision and workers where it sets them.
     """
-    from segfew.data import find_segmentation_cases
-    from segfew.spec import resolve_spec
-
     assert spec.pretrain is not None and spec.data.labels is not None
     # how to run here (given to the experiment) applies to its pre-training too
     machine = {k: getattr(spec.train, k) for k in MACHINE_SETTINGS
@@ -78,18 +80,12 @@ def make_train_and_score(
     reuses the measurements of its feature network. With ``spec.pretrain`` the feature
     network of a task is its repetition's, in ``run_dir``.
     """
-    from segfew.evaluation.evaluate import check_targets, score_predictions
-    from segfew.inference.predictor import Predictor
-    from segfew.preprocess.cache import PreprocessCache
-
     shared_cache = cache if cache is not None else PreprocessCache()
     measurers: dict[str, Measurer] = {}  # feature network → its measurements of every case
 
     def train_and_score(
         task: Any, train_cases: list[Case], test_cases: list[Case], task_dir: Path
     ) -> dict[str, Any]:
-        from segfew.experiment.protocol import repetition_features
-
         start = time.perf_counter()
         info = framework(task.framework)
         kmeans = "kmeans_segmentation" in info.needs
@@ -157,8 +153,6 @@ def make_train_and_score(
             "epochs": len(result.history),
             **{k: v for k, v in predictor.meta.metrics.items() if k in kept},
         }
-
-    from segfew.data.read import read_case
 
     train_and_score.check_case = read_case  # type: ignore[attr-defined]  # see run_experiment
     return train_and_score

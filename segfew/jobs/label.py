@@ -17,14 +17,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from segfew.data import find_cases
 from segfew.data.label_names import CENTRES_FILE, LABEL_NAMES_FILE
+from segfew.data.read import read_case
 from segfew.errors import DataError, DataWarning
+from segfew.evaluation.figures import plot_label_preview
 from segfew.files import check_output, write_json
+from segfew.io import case_id, write_image
+from segfew.labelling.cavities import LABEL_NAMES, LV, cine_cavities, slice_axis_of
 from segfew.labelling.kmeans import (
     PREVIEW_FILE,
     KMeansLabeller,
     fit_kmeans,
 )
+from segfew.runinfo import write_run_info
+from segfew.runtime import set_threads
 from segfew.spec import LabelSpec
 
 if TYPE_CHECKING:
@@ -49,13 +56,6 @@ def label_images(spec: LabelSpec, progress: Progress | None = None) -> list[Path
     when all of them are done, so a bad image stops the run with a DataError naming it and
     leaves no partial output.
     """
-    from segfew.data import find_cases
-    from segfew.data.read import read_case
-    from segfew.evaluation.figures import plot_label_preview
-    from segfew.io import case_id, write_image
-    from segfew.runinfo import write_run_info
-    from segfew.runtime import set_threads
-
     report = progress or (lambda done, total, what: None)
     cases = find_cases(spec.images, spec.table, spec.channels, spec.id_column, spec.recursive,
                        spec.label_column)
@@ -81,7 +81,6 @@ def label_images(spec: LabelSpec, progress: Progress | None = None) -> list[Path
     _refuse_other_labels(out, set(names.values()), spec.method != "cavities")
     labeller: KMeansLabeller | None = None
     if spec.method == "cavities":
-        from segfew.labelling.cavities import LABEL_NAMES
         label_names = list(LABEL_NAMES)
     elif spec.centres is not None:
         labeller = KMeansLabeller.from_file(spec.centres)
@@ -145,8 +144,6 @@ def _refuse_other_labels(out: Path, maps: set[str], kmeans: bool) -> None:
 def _case_cavities(case: Case, images: list[Image]) -> list[np.ndarray]:
     """The cavities of one case; a DataWarning names a case whose maps say little (no heart
     found, ES larger than ED, a pixel size the rules were not made for)."""
-    from segfew.labelling.cavities import LV, cine_cavities, slice_axis_of
-
     first = case.images[0]
     spacing = images[0].spacing
     try:

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segfew.data import attach_labels, find_cases, find_segmentation_cases, has_class_folders
+from segfew.data.label_names import read_label_names
+from segfew.data.read import check_lossless, consecutive_label_map
 from segfew.errors import DataError, SpecError
 from segfew.jobs.common import (
     Training,
@@ -22,13 +25,19 @@ from segfew.jobs.common import (
     tensor_dataset,
     validation_split,
 )
-from segfew.modelfile import ARG_BOUNDS
+from segfew.modelfile import ARG_BOUNDS, Architecture, ModelMeta
+from segfew.models import MNet
+from segfew.preprocess.cache import load_case
+from segfew.runinfo import versions
+from segfew.runtime import describe, resolve_device, resolve_plan
 from segfew.spec import PretrainSpec
+from segfew.train import label_weights
+from segfew.train.distributed import env_world_size
+from segfew.train.memory import GiB, check_mnet_training
 
 if TYPE_CHECKING:
     from segfew.data import Case
     from segfew.data.read import LabelRules
-    from segfew.modelfile import ModelMeta
     from segfew.preprocess.cache import PreprocessCache
     from segfew.preprocess.grid import Preprocessing
     from segfew.train.engine import FitResult, TrainProgress
@@ -51,8 +60,6 @@ def _labelled_case(
     rules: LabelRules | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A single-channel-labelled case on the grid: image (C, *grid), label map (*grid)."""
-    from segfew.preprocess.cache import load_case
-
     image, label = load_case(case, cfg, cache, rules)
     if label is None:
         raise DataError("case has no label map", case.images[0])
@@ -88,8 +95,6 @@ def _segmentation_samples(
 def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
     """Labelled cases: images and label maps paired by id; with a table, ``recursive`` or
     class sub-folders, the images are found as ``train-classifier`` finds them."""
-    from segfew.data import attach_labels, find_cases, find_segmentation_cases, has_class_folders
-
     d = spec.data
     if d.table is None and not d.recursive and not has_class_folders(d.images):
         cases = find_segmentation_cases(d.images, d.labels, d.channels)
@@ -115,8 +120,6 @@ def declared_label_names(spec: PretrainSpec) -> list[str] | None:
     ``segfew label`` wrote it (``label_names.json``, or an older folder's ``centres.json``:
     such labels need no names), else by ``spec.label_names``; None when neither says (names
     are then made up from the maps)."""
-    from segfew.data.label_names import read_label_names
-
     folder = spec.data.labels
     names = read_label_names(folder) if folder is not None else None
     if names is None:
@@ -175,17 +178,14 @@ def _pretrain(
 def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] | None
              ) -> Training:
     """The M-Net, its tensors and its model file's description (:func:`fit_and_save`)."""
-    from segfew.modelfile import Architecture, ModelMeta
-    from segfew.models import MNet
-    from segfew.runinfo import versions
-    from segfew.runtime import describe
-    from segfew.train import label_weights
-
     if cases is None:
         cases = _segmentation_cases(spec)
     else:
         cases = [c for case in cases for c in (
             case.per_channel() if len(case.images) > 1 and len(case.labels) > 1 else [case])]
+    for case in cases:  # a refusal that needs no reading comes before any other line
+        for label in case.labels:
+            check_lossless(label)
     if spec.data.label_map == "consecutive":
         spec = _resolve_consecutive(spec, cases)
     dim = spec.network.dim
@@ -255,8 +255,6 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
 def _resolve_consecutive(spec: PretrainSpec, cases: Sequence[Case]) -> PretrainSpec:
     """``label_map = "consecutive"``: the values of every label map, in order, become 0, 1,
     2, …; the table is logged (the CLI prints it) and kept in the spec that run.json records."""
-    from segfew.data.read import consecutive_label_map
-
     mapping = consecutive_label_map(p for c in cases for p in c.labels)
     log.info("label values remapped (--label-map consecutive): %s",
              ", ".join(f"{old} → {new}" for old, new in mapping.items()) or "none needed")
@@ -265,10 +263,6 @@ def _resolve_consecutive(spec: PretrainSpec, cases: Sequence[Case]) -> PretrainS
 
 def _check_memory(spec: PretrainSpec, cases: Sequence[Case], num_labels: int) -> float | None:
     """GiB one training step is estimated to need (None: unknown); refuses what cannot fit."""
-    from segfew.runtime import resolve_device, resolve_plan
-    from segfew.train.distributed import env_world_size
-    from segfew.train.memory import GiB, check_mnet_training
-
     dim, size = spec.network.dim, spec.preprocess.size
     grid = tuple(size * dim) if len(size) == 1 else tuple(size[:dim])
     device = resolve_device(spec.train.device)

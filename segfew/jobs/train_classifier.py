@@ -17,8 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segfew.data import attach_labels, class_names, find_classification_cases
+from segfew.data.read import warn_placeholder_spacing
 from segfew.errors import DataError, DataWarning, SpecError
 from segfew.frameworks import framework
+from segfew.inference.fit_measures import fit_measurement_classifier, open_measurer
+from segfew.inference.measure import Measurer
+from segfew.inference.nnunet import is_nnunet_folder
 from segfew.jobs.common import (
     FEATURE_FRAMEWORKS,
     Training,
@@ -29,12 +34,25 @@ from segfew.jobs.common import (
     tensor_dataset,
     validation_split,
 )
+from segfew.metrics import accuracy_summary
+from segfew.modelfile import (
+    Architecture,
+    ModelMeta,
+    load_imagenet_vgg16,
+    load_model,
+    read_model_file,
+)
+from segfew.models import build_model
+from segfew.preprocess.cache import load_case
+from segfew.runinfo import file_digest, versions
+from segfew.runtime import describe, resolve_device, resolve_plan
 from segfew.spec import MIN_CASES_TO_PICK_EPOCH, ClassifierSpec, PreprocessConfig
+from segfew.train import label_weights
+from segfew.train.distributed import is_main
+from segfew.train.memory import network_cost
 
 if TYPE_CHECKING:
     from segfew.data import Case
-    from segfew.inference.measure import Measurer
-    from segfew.modelfile import Architecture, ModelMeta
     from segfew.preprocess.cache import PreprocessCache
     from segfew.train.engine import FitResult, TrainProgress
 
@@ -91,8 +109,6 @@ def _in_plane(size: Sequence[int]) -> tuple[int, int]:
 
 
 def _built(kind: str, **kwargs: Any) -> Any:
-    from segfew.models import build_model
-
     try:
         return build_model(kind, **kwargs)
     except ValueError as e:  # the networks' own checks, as a spec error
@@ -102,8 +118,6 @@ def _built(kind: str, **kwargs: Any) -> Any:
 def _feature_classifier(spec: ClassifierSpec, in_channels: int, num_classes: int,
                         grid: tuple[int, ...]) -> tuple[Any, Architecture]:
     """The paper's head on the frozen segmentation network of ``spec.features``."""
-    from segfew.modelfile import Architecture, load_model
-
     assert spec.features is not None  # checked by ClassifierSpec
     feature_net, feature_meta = load_model(spec.features)
     if feature_meta.kind != "segmentation":
@@ -126,8 +140,6 @@ def _feature_classifier(spec: ClassifierSpec, in_channels: int, num_classes: int
 def _vgg(spec: ClassifierSpec, in_channels: int, num_classes: int, grid: tuple[int, ...]
          ) -> tuple[Any, Architecture]:
     """The modified VGG trained from scratch (SPEC §3(b)), 2D or 3D."""
-    from segfew.modelfile import Architecture
-
     head = spec.head
     arch = Architecture(name="vgg", args={
         "dim": len(grid), "in_channels": in_channels, "num_classes": num_classes,
@@ -138,8 +150,6 @@ def _vgg(spec: ClassifierSpec, in_channels: int, num_classes: int, grid: tuple[i
 def _imagenet_vgg(spec: ClassifierSpec, in_channels: int, num_classes: int,
                   grid: tuple[int, ...]) -> tuple[Any, Architecture]:
     """Frozen ImageNet VGG-16 convolutions from a local weights file, 2D only (SPEC §3(c))."""
-    from segfew.modelfile import Architecture, load_imagenet_vgg16
-
     if len(grid) != 2:
         raise SpecError("framework vgg takes 2D images only (ImageNet VGG-16 is 2D)")
     assert spec.vgg_weights is not None  # checked by ClassifierSpec
@@ -176,8 +186,6 @@ def build_classifier(
 def _classification_arrays(
     cases: Sequence[Case], cfg: PreprocessConfig, cache: PreprocessCache | None
 ) -> list[np.ndarray]:
-    from segfew.preprocess.cache import load_case
-
     grid_cfg = cfg.plain()
     arrays = [load_case(case, grid_cfg, cache)[0] for case in cases]
     shapes = {a.shape for a in arrays}
@@ -193,9 +201,6 @@ def _say_network(model: Any, name: str, sample_shape: tuple[int, ...], samples: 
                  spec: ClassifierSpec) -> dict[str, Any]:
     """Log the 3D network's size and its estimated cost per epoch
     (:func:`segfew.train.memory.network_cost`: one batch timed on the device)."""
-    from segfew.runtime import resolve_device, resolve_plan
-    from segfew.train.memory import network_cost
-
     device = resolve_device(spec.train.device)
     plan = resolve_plan(device, spec.train.precision, spec.train.channels_last)
     batch = max(1, min(spec.train.batch_size, samples))
@@ -212,8 +217,6 @@ def _say_network(model: Any, name: str, sample_shape: tuple[int, ...], samples: 
     return cost
 def _with_masks(cases: Sequence[Case], masks: Path | None) -> list[Case]:
     """``cases`` with their label maps from ``masks`` (``--masks``), for the manifest."""
-    from segfew.data import attach_labels
-
     return attach_labels(cases, masks) if masks is not None else []
 
 
@@ -273,15 +276,6 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
              ) -> Training:
     """The classifier, its tensors and its model file's description (:func:`fit_and_save`);
     a measurement classifier is fitted here (closed form)."""
-    from segfew.data import class_names, find_classification_cases
-    from segfew.data.read import warn_placeholder_spacing
-    from segfew.inference.nnunet import is_nnunet_folder
-    from segfew.modelfile import Architecture, ModelMeta, read_model_file
-    from segfew.runinfo import versions
-    from segfew.runtime import describe, resolve_device
-    from segfew.train import label_weights
-    from segfew.train.distributed import is_main
-
     if cases is None:
         cases = find_classification_cases(
             spec.data.images,
@@ -337,8 +331,6 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
     measured = framework(spec.framework).network == "measurement_classifier"
     used_files: list[Path] = []  # an nnU-Net folder's checkpoints and plans
     if measured:  # closed form, inner CV; label maps of a network, another tool, an nnU-Net
-        from segfew.inference.fit_measures import fit_measurement_classifier, open_measurer
-
         used = measurer or open_measurer(spec.features, spec.masks, spec.label_names,
                                          resolve_device(spec.train.device), spec.tta)
         source = getattr(used, "source", None)  # an experiment's shared measurer too
@@ -418,8 +410,6 @@ def _kept(result: FitResult, choice: str, validation: dict[str, Any], val_y: Seq
 
 def _digests(cases: Sequence[Case]) -> list[str]:
     """SHA-256 of every training image: the manifest ``evaluate`` checks for leakage."""
-    from segfew.runinfo import file_digest
-
     return sorted({file_digest(p) for c in cases for p in c.images if Path(p).is_file()})
 
 
@@ -427,8 +417,6 @@ def _validation_summary(best: float | None, val_y: Sequence[int], seed: int
                         ) -> dict[str, Any] | None:
     """The kept epoch's validation accuracy with its 95% interval and the chance rate
     (:func:`segfew.metrics.accuracy_summary`): a handful of validation cases is noise."""
-    from segfew.metrics import accuracy_summary
-
     if best is None or not val_y or not np.isfinite(best):
         return None
     n = len(val_y)

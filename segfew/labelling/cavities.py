@@ -37,6 +37,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
+from skimage.draw import polygon
+from skimage.filters import threshold_otsu
+from skimage.morphology import convex_hull_image, disk
+
+from segfew.preprocess.grid import stack_axis
 
 __all__ = ["LABEL_NAMES", "cine_cavities", "slice_axis_of"]
 
@@ -59,8 +65,6 @@ LV_GROWTH, RV_GROWTH = 2, 8  # px: how far each cavity may grow through them
 
 def _heart_point(ed: np.ndarray, es: np.ndarray) -> np.ndarray:
     """(row, col) of the strongest motion between the phases, toward the image centre."""
-    from scipy import ndimage
-
     motion = ndimage.gaussian_filter(np.abs(ed - es), (4, 4, 0)).mean(axis=2)
     motion = ndimage.gaussian_filter(motion, 6)
     rows, cols = np.indices(motion.shape)
@@ -72,8 +76,6 @@ def _heart_point(ed: np.ndarray, es: np.ndarray) -> np.ndarray:
 def _nearest_component(parts: np.ndarray, n: int, point: np.ndarray) -> int:
     """Label of the component (≥ SMALLEST px) whose centre is nearest ``point``, within
     LV_REACH; 0 if none. Vectorised over components, so a noisy slice stays cheap."""
-    from scipy import ndimage
-
     if n == 0:
         return 0
     index = np.arange(1, n + 1)
@@ -86,9 +88,6 @@ def _nearest_component(parts: np.ndarray, n: int, point: np.ndarray) -> int:
 
 
 def _cavity(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-    from skimage.morphology import convex_hull_image
-
     filled = ndimage.binary_fill_holes(mask)
     return convex_hull_image(filled) if filled.sum() >= 3 else filled
 
@@ -101,9 +100,6 @@ def _wall(lv: np.ndarray, stop: np.ndarray) -> np.ndarray:
     did stop (at the RV's blood, lung or bright fat), and rays are capped at WALL_SPREAD
     times it. Without this the free walls ran out to WALL_MAX, twice the experts' thickness.
     """
-    from scipy import ndimage
-    from skimage.draw import polygon
-
     cy, cx = ndimage.center_of_mass(lv)
     h, w = lv.shape
     angles = np.linspace(0, 2 * np.pi, RAYS, endpoint=False)
@@ -142,9 +138,6 @@ def _second_cavity(parts: np.ndarray, n: int, lv_part: int, lv: np.ndarray,
     RV lies across the septum). In a later phase, the component must overlap the earlier RV
     and the score is its area.
     """
-    from scipy import ndimage
-    from skimage.morphology import disk
-
     if n == 0:
         return None
     index = np.arange(1, n + 1)
@@ -167,8 +160,6 @@ def _grown(seed: np.ndarray, allowed: np.ndarray, growth: int) -> np.ndarray:
     """``seed`` grown through the connected ``allowed`` pixels, at most ``growth`` px from it
     (hysteresis: the half-way threshold finds a cavity, a lower one finds its extent — the
     partial-volume border, and the RV's trabeculated, less bright parts)."""
-    from scipy import ndimage
-
     near = ndimage.distance_transform_edt(~seed) <= growth
     parts, _ = ndimage.label((allowed & near) | seed)
     return np.isin(parts, np.unique(parts[seed]))
@@ -178,8 +169,6 @@ def slice_axis_of(shape: Sequence[int], spacing: Sequence[float] | None = None) 
     """The short-axis stack's slice axis: :func:`segfew.preprocess.grid.stack_axis` (by spacing,
     cine MRI's 5–10 mm slices against 1–2 mm pixels, or by the few slices when the spacing
     is lost), else the last — the axis a 2D network would slice the same file along."""
-    from segfew.preprocess.grid import stack_axis
-
     axis = stack_axis(shape, spacing)
     return len(shape) - 1 if axis is None else axis
 
@@ -212,10 +201,6 @@ def cine_cavities(phases: Sequence[np.ndarray], spacing: Sequence[float] | None 
 
 def _cavities(arrays: list[np.ndarray]) -> list[np.ndarray]:
     """:func:`cine_cavities` of float arrays with the slices on the last axis."""
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
-    from skimage.morphology import disk
-
     # 0 = the darkest (air, lung), 1 = the brightest blood: the rules' fractions assume it,
     # whatever offset the file's intensities carry (z-scored or shifted images)
     low, high = (float(v) for v in np.percentile(arrays[0], (0.5, 99.5)))

@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.cluster import KMeans
 
 from segfew.data.label_names import kmeans_label_names
 from segfew.errors import DataError
 from segfew.files import write_json
+from segfew.preprocess.grid import Preprocessing, normalise
 
 __all__ = ["KMeansLabeller", "fit_kmeans"]
 
@@ -138,8 +140,6 @@ class KMeansLabeller:
 
 
 def _normalise(array: np.ndarray, intensity: str) -> np.ndarray:
-    from segfew.preprocess.grid import Preprocessing, normalise
-
     return normalise(array, Preprocessing(intensity=intensity))  # type: ignore[arg-type]
 
 
@@ -163,8 +163,6 @@ def fit_kmeans(
     ``sample_per_image`` voxels. Raises DataError when there are fewer distinct intensities
     than clusters.
     """
-    from sklearn.cluster import KMeans
-
     rng = np.random.default_rng(seed)
     probe = KMeansLabeller(np.zeros(1), keep_background, background_threshold, intensity)
     values, weights = [], []

@@ -10,11 +10,18 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.feature_selection import f_classif
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from torch import Tensor
+
+from segfew.metrics import chance_fields, classification_metrics
 
 __all__ = [
     "CANDIDATES",
@@ -97,8 +104,6 @@ def _top_k(z: np.ndarray, y: np.ndarray, mask: np.ndarray, k: int | None = None
            ) -> np.ndarray:
     """``mask`` narrowed to the ``k`` (default ``SELECT_K``) columns of largest ANOVA F on
     these rows (standardised ``z``); constant columns never count."""
-    from sklearn.feature_selection import f_classif
-
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore")
         f, _ = f_classif(z, y)
@@ -194,9 +199,6 @@ def _standardise(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _sk_model(candidate: Candidate, seed: int, trees: int = FOREST_TREES) -> Any:
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-
     if candidate.model == "forest":
         return RandomForestClassifier(trees, class_weight="balanced", random_state=seed,
                                       n_jobs=1)
@@ -281,10 +283,6 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
     candidate is used, temperature 1. ``fit`` is the fitting function (a test seam;
     default :func:`_fit`). Raises ValueError on mismatched shapes.
     """
-    from sklearn.model_selection import StratifiedKFold
-
-    from segfew.metrics import classification_metrics
-
     fit = fit or _fit
     x = transform(x, names)
     y = np.asarray(y, dtype=np.int64)
@@ -330,12 +328,6 @@ def nested_estimate(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_clas
     1 / classes present, the balanced accuracy of a constant answer), or None when a class
     has fewer than 2 cases.
     """
-    from functools import partial
-
-    from sklearn.model_selection import StratifiedKFold
-
-    from segfew.metrics import chance_fields, classification_metrics
-
     y = np.asarray(y, dtype=np.int64)
     k = min(outer_folds, _fold_count(y))
     if len(np.unique(y)) < 2 or k < 2:

@@ -17,19 +17,17 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import EllipsisType
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from segfew.data import Case
+from segfew.data.read import LabelRules, check_label_values, read_case
 from segfew.errors import DataError, DataWarning
 from segfew.files import atomic_path, write_json
+from segfew.io import ReadLimits, case_id, read_image
 from segfew.preprocess import grid as pp
 from segfew.preprocess.grid import Preprocessing
 from segfew.runinfo import file_digest
-
-if TYPE_CHECKING:
-    from segfew.data import Case
-    from segfew.data.read import LabelRules
 
 __all__ = ["PreprocessCache", "load_case"]
 
@@ -71,17 +69,11 @@ class PreprocessCache:
 
     def image(self, path: Path, cfg: Preprocessing) -> np.ndarray:
         """``preprocess_image`` of the image at ``path`` (float32 on the grid), cached."""
-        from segfew.data import Case
-        from segfew.io import case_id
-
         return self.arrays(Case(case_id(Path(path)), (Path(path),)), cfg)[0][0]
 
     def label(self, path: Path, cfg: Preprocessing, rules: LabelRules | None = None
               ) -> np.ndarray:
         """``preprocess_label`` of the label map at ``path`` (int64 on the grid), cached."""
-        from segfew.data.read import LabelRules, check_label_values
-        from segfew.io import read_image
-
         rules = rules or LabelRules()
 
         def compute() -> np.ndarray:
@@ -94,8 +86,6 @@ class PreprocessCache:
     def arrays(self, case: Case, cfg: Preprocessing, rules: LabelRules | None = None
                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """A case's channels and label maps on the grid, read through the door once."""
-        from segfew.data.read import LabelRules, read_case
-
         rules = rules or LabelRules()
         if not self.enabled or self.root is None or case.problem is not None:
             self.misses += 1
@@ -143,8 +133,6 @@ class PreprocessCache:
 
     def _key(self, path: Path, cfg: Preprocessing, kind: str, rules: LabelRules | None
              ) -> str:
-        from segfew.io import ReadLimits
-
         parts = [str(_CACHE_FORMAT), kind, self._digest(Path(path)), _settings(cfg),
                  repr(ReadLimits.from_env())]
         if kind == "label" and rules is not None:

@@ -16,6 +16,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from skimage._shared.utils import _supported_float_type
+from skimage.exposure import rescale_intensity
+from skimage.util import img_as_uint
 
 __all__ = ["equalize_adapthist"]
 
@@ -30,10 +33,6 @@ def equalize_adapthist(image: np.ndarray, clip_limit: float = 0.01, nbins: int =
     ``skimage.exposure.equalize_adapthist(image, clip_limit=clip_limit, nbins=nbins)``
     (without its colour handling: a last axis of 3 or 4 is a volume here, not RGB).
     """
-    from skimage._shared.utils import _supported_float_type
-    from skimage.exposure import rescale_intensity
-    from skimage.util import img_as_uint
-
     float_dtype = _supported_float_type(image.dtype)
     grey = img_as_uint(image)
     grey = np.round(rescale_intensity(grey, out_range=(0, _GREY_LEVELS - 1))).astype(

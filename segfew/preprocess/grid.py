@@ -34,6 +34,7 @@ from scipy import ndimage
 
 from segfew.choices import Intensity
 from segfew.errors import DataError, DataWarning, SpecError
+from segfew.preprocess.clahe import equalize_adapthist
 
 __all__ = [
     "Preprocessing",
@@ -112,8 +113,6 @@ def normalise(array: np.ndarray, cfg: Preprocessing) -> np.ndarray:
 def _clahe(unit: np.ndarray, clip: float) -> np.ndarray:
     """CLAHE of a [0, 1] image, [0, 1] out: scikit-image's numbers (:mod:`segfew.preprocess.clahe`);
     3D volumes are always treated as volumes, whatever their last axis' length."""
-    from segfew.preprocess.clahe import equalize_adapthist
-
     if float(unit.max()) <= 0:
         return unit
     return np.asarray(equalize_adapthist(unit, clip_limit=clip), dtype=np.float32)

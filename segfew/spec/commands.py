@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from segfew.choices import Framework, Intensity, LabelMethod, Precision
+from segfew.frameworks import NEEDS, framework, help_list
 from segfew.spec.parts import (
     ClassifierTrainConfig,
     DataSource,
@@ -117,8 +118,6 @@ class ClassifierSpec(Settings):
 
     @model_validator(mode="after")
     def _framework_inputs(self) -> ClassifierSpec:
-        from segfew.frameworks import NEEDS, framework
-
         if self.masks is not None:
             if self.framework != "measures":
                 raise ValueError("--masks (masks) is for framework measures")
@@ -307,8 +306,6 @@ class ExperimentSpec(Settings):
     @field_validator("frameworks")
     @classmethod
     def _frameworks_unique(cls, v: list[str]) -> list[str]:
-        from segfew.frameworks import help_list
-
         if not v:
             raise ValueError(
                 f"give at least one framework ({help_list()})"
@@ -325,7 +322,6 @@ class ExperimentSpec(Settings):
             raise ValueError("test_table is only used with test = fixed")
         if self.test == "fixed" and self.test_per_class is not None:
             raise ValueError("test_per_class is only used with test = random")
-        from segfew.frameworks import NEEDS, framework
 
         _nnunet_for_measures(self.features, self.frameworks)
         if self.pretrain is not None and self.data.labels is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -101,8 +102,6 @@ def _setting(loc: Sequence[int | str], keys: Mapping[str, Any] | set[str]) -> st
 
 def _near(model: type[BaseModel] | None, loc: Sequence[int | str]) -> str:
     """`` (did you mean 'x'?)`` for an unknown key close to a known one at its level."""
-    import difflib
-
     for part in loc[:-1]:
         field = model.model_fields.get(str(part)) if model is not None else None
         annotation = field.annotation if field is not None else None

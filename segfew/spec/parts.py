@@ -9,6 +9,7 @@ the plain settings the library takes (:class:`segfew.preprocess.grid.Preprocessi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
@@ -208,8 +209,6 @@ class TrainConfig(Settings):
     def plain(self) -> TrainOptions:
         """The settings of :func:`segfew.train.fit` (the validation split and threads are
         the jobs' own)."""
-        from dataclasses import fields
-
         from segfew.train.options import TrainOptions
 
         own = {f.name for f in fields(TrainOptions)} - {"augment"}

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from segfew.errors import SegfewError
+from segfew.errors import Interrupted, SegfewError
 from segfew.files import atomic_path, write_text
 
 __all__ = ["CHECKPOINT_FORMAT", "METRIC_COLUMNS", "EpochWriter", "RunState", "checkpoint_payload",
-           "load_checkpoint", "restore", "rng_state", "save_checkpoint", "set_rng_state",
-           "write_metrics"]
+           "interrupted", "load_checkpoint", "restore", "rng_state", "save_checkpoint",
+           "set_rng_state", "write_metrics"]
 
 CHECKPOINT_FORMAT = "segfew-train-checkpoint/1"
 #: the columns of metrics.csv always present; segmentation adds ``val_dice_<label>`` after them
@@ -255,3 +255,21 @@ def write_metrics(path: Path, history: Sequence[dict[str, float]]) -> None:
         w.writerow([int(row["epoch"]) if c == "epoch" else f"{row.get(c, math.nan):.6g}"
                     for c in columns])
     write_text(path, buf.getvalue())
+
+
+def interrupted(run_dir: Path, epochs: int) -> Interrupted:
+    """The Ctrl-C message of a training run: the epoch ``--resume`` continues from, one after
+    the epoch of ``last.pt`` (``metrics.csv`` may hold later rows that no checkpoint backs,
+    after a hard kill)."""
+    last = Path(run_dir) / "last.pt"
+    try:
+        done = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # absent, torn or not a checkpoint: nothing --resume can use
+        done = 0
+    if done == 0:
+        return Interrupted("interrupted before the first epoch ended; nothing to resume")
+    if done >= epochs:
+        return Interrupted(f"interrupted after the last epoch, before the model file was "
+                           f"written; rerun with --resume to write it ({last})")
+    return Interrupted(f"interrupted; rerun with --resume to continue from epoch "
+                       f"{done + 1} of {epochs} ({last})")

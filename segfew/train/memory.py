@@ -21,7 +21,10 @@ device has free.
 
 from __future__ import annotations
 
+import copy
+import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segfew.errors import SpecError
+from segfew.models import MNet
 from segfew.runtime import Plan
 
 __all__ = ["MemoryEstimate", "available_bytes", "check_fits", "check_mnet_training",
@@ -132,8 +136,6 @@ def check_mnet_training(dim: int, in_channels: int, num_labels: int, n_s: int,
     Returns the estimate, or None when the M-Net rejects the grid (the caller's own check
     then says why).
     """
-    from segfew.models import MNet
-
     try:
         estimate = estimate_training_memory(
             lambda: MNet(dim, in_channels, num_labels, n_s=n_s), (batch, in_channels, *grid),
@@ -157,10 +159,6 @@ def network_cost(model: nn.Module, sample_shape: tuple[int, ...], batch: int, sa
     afterwards, so the training that follows is the same with or without it. The first
     pass includes the device's warm-up, so ``epoch_s`` errs high.
     """
-    import copy
-    import math
-    import time
-
     out: dict[str, float | None] = {
         "parameters": float(sum(p.numel() for p in model.parameters())),
         "memory_gib": None, "step_s": None, "epoch_s": None}

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from rich.table import Table
 from typer.testing import CliRunner
 
+import segfew.cli.common
 import segfew.spec
 from segfew.cli import app
 from segfew.spec import (
@@ -42,7 +43,7 @@ def _resolved_spec(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> BaseMode
         seen.append(_real_resolve(*args, **kwargs))
         raise _Resolved
 
-    monkeypatch.setattr(segfew.spec, "resolve_spec", spy)
+    monkeypatch.setattr(segfew.cli.common, "resolve_spec", spy)
     result = runner.invoke(app, argv)
     assert isinstance(result.exception, _Resolved), result.output
     return seen[0]
@@ -244,6 +245,7 @@ def test_sigterm_is_handled_as_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_interrupted_label_run_leaves_nothing(tmp_path, rng, monkeypatch) -> None:
     """Stopped while writing its maps, label leaves no staging folder and no output."""
     import segfew.io
+    import segfew.jobs.label
 
     images = tmp_path / "images"
     for i in range(3):
@@ -257,7 +259,7 @@ def test_an_interrupted_label_run_leaves_nothing(tmp_path, rng, monkeypatch) -> 
         written.append(real(array, reference, path))
         return written[-1]
 
-    monkeypatch.setattr(segfew.io, "write_image", stop_on_the_second)
+    monkeypatch.setattr(segfew.jobs.label, "write_image", stop_on_the_second)
     out = tmp_path / "out"
     result = runner.invoke(app, ["label", "--images", str(images), "--out", str(out), "--k", "2",
                                  "--no-progress"])

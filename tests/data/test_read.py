@@ -11,7 +11,7 @@ import pytest
 from segfew.data import Case
 from segfew.data.read import LabelRules, check_label_values, read_case
 from segfew.errors import DataError, DataWarning
-from tests.conftest import IMAGE_FORMATS, TinyImage, nii
+from tests.conftest import IMAGE_FORMATS, TinyImage, nii, save_itk
 
 
 def test_read_case_checks_grid_and_returns_integer_labels(tmp_path: Path) -> None:
@@ -145,3 +145,12 @@ def test_the_door_reads_every_format_and_checks_its_label_map_against_it(
     other = nii(tmp_path / "b_seg.nii.gz", shape=(3, 3) if source.dim == 2 else (3, 3, 3))
     with pytest.raises(DataError, match=r"b_seg\.nii\.gz: shape .* differs from"):
         read_case(Case("a", (tiny.path,), (other,)))
+
+
+def test_a_jpeg_mask_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """The JPEG refusal needs only the name: it comes before what reading would say (here a
+    grid that differs from the image's)."""
+    img = nii(tmp_path / "a.nii.gz", dtype=np.float32)
+    mask = save_itk(tmp_path / "a_seg.jpg", np.zeros((5, 7), np.uint8))
+    with pytest.raises(DataError, match=r"a_seg\.jpg: label map stored as JPEG"):
+        read_case(Case("a", (img,), (mask,)))

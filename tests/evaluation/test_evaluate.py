@@ -29,10 +29,13 @@ def test_evaluate_cli_metrics_agree_with_the_predictions(
     images, table = labelled
     model = make_classifier(tmp_path / "clf.pt")
     out = tmp_path / "eval"
-    invoke("evaluate", "--model", str(model), "--table", str(table), "--images", str(images),
-           "--out", str(out), "--bootstrap", "20", "--device", "cpu", "--no-progress")
+    said = invoke("evaluate", "--model", str(model), "--table", str(table), "--images",
+                  str(images), "--out", str(out), "--bootstrap", "20", "--device", "cpu",
+                  "--no-progress")
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= REQUIRED
+    assert "measurements" not in metrics and not (out / "measurements.csv").exists()
+    assert str(out / "predictions.csv") in said and "measurements.csv" not in said
     assert metrics["n_cases"] == 6 and metrics["n_failed"] == 0
     rows = read_csv(out / "predictions.csv")
     assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)

@@ -83,6 +83,28 @@ def test_an_ensemble_refuses_other_classes_and_segmentation_models(
     assert not (tmp_path / "p.csv").exists() and not (tmp_path / "q.csv").exists()
 
 
+def test_one_reading_of_model_paths_serves_predict_and_evaluate(
+        two_classifiers: list[Path], tmp_path: Path, rng: np.random.Generator) -> None:
+    """A path or a list of them, the same to every command; none is a one-line error, also
+    where evaluate is handed its predictors already open."""
+    from segfew.data import Case
+    from segfew.errors import DataError
+    from segfew.evaluation.evaluate import evaluate_classifier
+    from segfew.inference.ensemble import model_paths, open_models
+
+    assert model_paths(str(two_classifiers[0])) == [two_classifiers[0]]
+    assert model_paths([str(two_classifiers[0]), two_classifiers[1]]) == two_classifiers
+    with pytest.raises(DataError, match="no model file given"):
+        model_paths([])
+    paths, predictors = open_models(two_classifiers, device="cpu")
+    assert paths == two_classifiers and len(predictors) == 2
+    case = Case("a", (save_nifti(tmp_path / "a.nii.gz", scan(rng)),),
+                target=CLASSES[0])
+    with pytest.raises(DataError, match="no model file given"):
+        evaluate_classifier([], [case], tmp_path / "eval", predictor=predictors)
+    assert not (tmp_path / "eval").exists()
+
+
 def test_flag_confidence_marks_rows_below_the_threshold() -> None:
     from segfew.inference.batch import PredictionRow
     from segfew.inference.ensemble import flag_confidence

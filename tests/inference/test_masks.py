@@ -8,6 +8,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -135,20 +136,10 @@ def test_selection_inside_the_folds_never_sees_a_held_out_row(
 
 
 def test_an_experiment_measures_given_masks_and_never_fits_on_its_test_cases(
-        phantoms: Path, masks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        phantoms: Path, masks: Path, tmp_path: Path,
+        measures_fits: list[tuple[set[str], Any]]) -> None:
     """The learning curve of measures on another tool's masks: no network anywhere, each
     task's classifier (family choice included) fitted on its training side only."""
-    import segfew.inference.fit_measures
-
-    fitted: list[set[str]] = []
-    real = segfew.inference.fit_measures.fit_measurement_classifier
-
-    def spy(measurer, cases, *args, **kw):  # type: ignore[no-untyped-def]
-        fitted.append({c.id for c in cases})
-        assert measurer.model is None  # measured from the masks, nothing segments
-        return real(measurer, cases, *args, **kw)
-
-    monkeypatch.setattr(segfew.inference.fit_measures, "fit_measurement_classifier", spy)
     spec = tmp_path / "curve.toml"
     spec.write_text('sizes = [2]\nrepetitions = 2\nframeworks = ["measures"]\nbootstrap = 10\n')
     out = tmp_path / "run"
@@ -156,7 +147,10 @@ def test_an_experiment_measures_given_masks_and_never_fits_on_its_test_cases(
            str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--masks",
            str(masks), "--threads", "1", "--no-progress")
     results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
+    fitted = [ids for ids, _ in measures_fits]
     assert len(results) == 2 and len(fitted) == 2
+    # measured from the masks, nothing segments
+    assert all(measurer.model is None for _, measurer in measures_fits)
     for result in results:
         ids = next(f for f in fitted if f == set(result["train_ids"]))
         assert len(ids) == 6 and not ids & set(result["test_ids"])  # 2 per class

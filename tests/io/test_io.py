@@ -14,6 +14,7 @@ from segfew.io import IMAGE_SUFFIXES, case_id, is_image_file, read_image, write_
 from tests.conftest import (
     IMAGE_FORMATS,
     TinyImage,
+    huge_nifti,
     save_dicom_series,
     save_itk,
     save_nifti,
@@ -216,12 +217,7 @@ def test_truncated_nifti(tmp_path: Path, vol: np.ndarray) -> None:
 
 def test_a_header_claiming_32000x32000x4_voxels_is_refused_before_reading(
         tmp_path: Path) -> None:
-    header = nib.Nifti1Header()
-    header.set_data_shape((32000, 32000, 4))
-    header.set_data_dtype(np.uint8)
-    header["vox_offset"] = 352
-    path = tmp_path / "huge.nii"
-    path.write_bytes(header.binaryblock + bytes(1004))  # 1.4 KB in all
+    path = huge_nifti(tmp_path / "huge.nii")
     with pytest.raises(DataError) as err:
         read_image(path)
     assert str(err.value) == (f"{path}: the header declares 32000×32000×4 = 4,096,000,000 "

@@ -19,3 +19,13 @@ def seg_model(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     invoke("pretrain", "--images", str(phantoms / "images"), "--labels", str(phantoms / "labels"),
            "--out", str(out), *TINY_PRETRAIN)
     return out
+
+
+def tiny_classifier(framework: str, phantoms: Path, seg_model: Path, out: Path) -> Path:
+    """A tiny classifier of ``framework`` on the shared phantoms (three classes), on the
+    features of ``seg_model``."""
+    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+           str(phantoms / "images"), "--framework", framework, "--features", str(seg_model),
+           "--out", str(out), "--size", "32", "--epochs", "2", "--batch-size", "4",
+           "--classes", "3", "--no-progress", "--no-cache")
+    return out

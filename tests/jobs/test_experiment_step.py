@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -58,17 +59,7 @@ def test_experiment_refuses_a_feature_network_trained_on_its_test_cases(
 
 
 def test_experiment_pretrains_per_repetition_and_measures_never_fit_on_test_cases(
-        phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import segfew.inference.fit_measures
-
-    fitted: list[set[str]] = []
-    real = segfew.inference.fit_measures.fit_measurement_classifier
-
-    def spy(measurer, cases, *args, **kw):  # type: ignore[no-untyped-def]
-        fitted.append({c.id for c in cases})
-        return real(measurer, cases, *args, **kw)
-
-    monkeypatch.setattr(segfew.inference.fit_measures, "fit_measurement_classifier", spy)
+        phantoms: Path, tmp_path: Path, measures_fits: list[tuple[set[str], Any]]) -> None:
     pre = tmp_path / "pretrain.toml"
     pre.write_text("[network]\ndim = 2\nn_s = 2\n[preprocess]\nsize = [32, 32]\n"
                    "[train]\nepochs = 1\nbatch_size = 4\nval_fraction = 0.0\n")
@@ -85,6 +76,7 @@ def test_experiment_pretrains_per_repetition_and_measures_never_fit_on_test_case
     finally:
         torch.set_num_threads(before)
     results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
+    fitted = [ids for ids, _ in measures_fits]
     assert len(results) == 2 and len(fitted) == 2
     test_ids = set(results[0]["test_ids"])
     assert all(not ids & test_ids for ids in fitted)  # no test case reaches model selection

@@ -9,16 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import invoke, make_classifier
+from tests.jobs.conftest import tiny_classifier
 
 
 @pytest.mark.parametrize("framework", ["manual", "measures"])
 def test_predict_and_evaluate_explain_write_a_sheet_per_case(
         framework: str, phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
-    clf = tmp_path / "clf.pt"
-    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
-           str(phantoms / "images"), "--framework", framework, "--features", str(seg_model),
-           "--out", str(clf), "--size", "32", "--epochs", "2", "--batch-size", "4",
-           "--classes", "3", "--no-progress", "--no-cache")
+    clf = tiny_classifier(framework, phantoms, seg_model, tmp_path / "clf.pt")
     if framework == "measures":  # the training cases' values per class travel in the file
         from segfew.modelfile import read_model_file
 
@@ -57,7 +54,7 @@ def test_report_gallery_shows_the_best_methods_misclassified_cases(
                {"key": "size001_rep01_manual", "framework": "manual", "size": 1,
                 "repetition": 1, "predictions": []}]
     points = {("scratch", 1): {"accuracy": 0.4}, ("manual", 1): {"accuracy": 0.3}}
-    monkeypatch.setattr("segfew.experiment.protocol.load_cases", lambda spec: cases)
+    monkeypatch.setattr("segfew.experiment.gallery.load_cases", lambda spec: cases)
     shown = misclassified_sheets([run], results, points, None, tmp_path / "gallery")
     assert [caption.split(":")[0] for caption, _ in shown] == ["a", "c"]  # b was right
     assert all(png.is_file() for _, png in shown)

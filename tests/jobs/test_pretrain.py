@@ -9,14 +9,17 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from segfew.cli import app
-from tests.conftest import invoke
+from tests.conftest import invoke, save_itk
 from tests.jobs.conftest import TINY_PRETRAIN
 
 runner = CliRunner()
@@ -256,3 +259,23 @@ def test_label_names_declare_the_label_set(phantoms: Path, tmp_path: Path) -> No
                                         r"set \[0, 1\]"):
         pretrain(spec, cache=PreprocessCache(None))
     assert not (tmp_path / "seg.pt").exists()
+
+
+def test_jpeg_masks_are_refused_in_one_line_before_any_other(
+        make_phantom_set: Callable[[int, int], Path], tmp_path: Path) -> None:
+    """Four cases would warn that they are too few for a validation split, and the masks'
+    grid differs from the scans': neither is said, only the refusal the names alone give."""
+    phantoms = make_phantom_set(2, 2)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for label in sorted((phantoms / "labels").glob("*.nii.gz")):
+        array = np.asarray(nib.load(label).dataobj).squeeze().astype(np.uint8)
+        save_itk(masks / label.name.replace(".nii.gz", ".jpg"), array)
+    out = tmp_path / "seg.pt"
+    result = runner.invoke(app, ["pretrain", "--images", str(phantoms / "images"), "--labels",
+                                 str(masks), "--out", str(out), *TINY_PRETRAIN])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "case000_seg.jpg: label map stored as JPEG" in lines[0]
+    assert not out.exists()

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from segfew.cli import app
 from tests.conftest import invoke
+from tests.jobs.conftest import tiny_classifier
 
 runner = CliRunner()
 
@@ -22,11 +23,7 @@ runner = CliRunner()
 @pytest.mark.parametrize("framework", ["manual", "scratch", "measures"])
 def test_classifier_file_reloads_with_identical_predictions(
         framework: str, phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
-    clf = tmp_path / "clf.pt"
-    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
-           str(phantoms / "images"), "--framework", framework, "--features", str(seg_model),
-           "--out", str(clf), "--size", "32", "--epochs", "2", "--batch-size", "4",
-           "--classes", "3", "--no-progress", "--no-cache")
+    clf = tiny_classifier(framework, phantoms, seg_model, tmp_path / "clf.pt")
     first = tmp_path / "first.csv"
     invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"),
            "--out", str(first), "--no-progress")
@@ -155,7 +152,8 @@ def test_measures_writes_every_case_measurements_from_predict_and_evaluate(
             str(phantoms / "labels.csv"), "--out", str(tmp_path / "eval"), "--no-progress"]
     refused = invoke(*args, expect=2)  # its own training cases: not a test
     assert "trained on 12 evaluated case(s)" in refused
-    invoke(*args, "--allow-leakage")
+    said = invoke(*args, "--allow-leakage")
+    assert str(tmp_path / "eval" / "measurements.csv") in said  # named in what it wrote
     evaluated = list(csv.DictReader((tmp_path / "eval" / "measurements.csv").open()))
     assert evaluated == rows  # the same measurements whichever command reads the case
     predictions = list(csv.DictReader((tmp_path / "eval" / "predictions.csv").open()))
