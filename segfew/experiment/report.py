@@ -111,13 +111,21 @@ def pooled_accuracy(results: Sequence[dict[str, Any]], classes: Sequence[str],
             "distinguishable_from_chance": summary["distinguishable_from_chance"]}
 
 
+def _below_chance(point: dict[str, Any]) -> bool:
+    """The interval excludes the chance rate from below: worse than always answering the
+    largest class, which "distinguishable from chance" alone would not say."""
+    return (point.get("distinguishable_from_chance") is True and point.get("high") is not None
+            and point["high"] < point["chance_rate"])
+
+
 def _ci(point: dict[str, Any]) -> str:
     if point["accuracy"] is None:
         return "—"
     text = f"{point['accuracy']:.3f}"
     text += f" [{point['low']:.3f}, {point['high']:.3f}]" if point["low"] is not None else ""
     return text + (" not distinguishable from chance"
-                   if point.get("distinguishable_from_chance") is False else "")
+                   if point.get("distinguishable_from_chance") is False
+                   else " below chance" if _below_chance(point) else "")
 
 
 def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int],
@@ -136,7 +144,9 @@ def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int]
                else f"{fw} was best")
         ci = (f" (95% CI {p['low']:.2f}–{p['high']:.2f})" if p["low"] is not None else "")
         chance = (f", not distinguishable from chance ({p['chance_rate']:.2f}, the share of "
-                  "the largest class)" if p.get("distinguishable_from_chance") is False else "")
+                  "the largest class)" if p.get("distinguishable_from_chance") is False
+                  else f", below chance ({p['chance_rate']:.2f}, the share of the largest "
+                  "class)" if _below_chance(p) else "")
         parts.append(f"with {size} labelled {unit} per class, {who} at accuracy "
                      f"{p['accuracy']:.2f}{ci}{chance}")
     if not parts:

@@ -95,16 +95,23 @@ def test_lgg_recipes_are_valid_specs_that_name_the_grade(tmp_path: Path) -> None
 
     data = {"images": str(tmp_path), "table": str(tmp_path / "t.csv")}
     specs = sorted((EXAMPLES / "lgg").glob("*.toml"))
-    assert {"pretrain", "best", "classifier", "masks"} <= {p.stem for p in specs}
+    assert {"pretrain", "best", "classifier", "masks", "curve", "curve-manual"} <= {
+        p.stem for p in specs}
     for path in specs:
         if path.stem == "pretrain":
             spec = resolve_spec(PretrainSpec, {"data": {"images": str(tmp_path)},
                                                "out": str(tmp_path / "s.pt")}, path)
             assert spec.label_names == ["background", "tumour"]
             continue
-        if path.stem.startswith("curve"):
+        if path.stem == "curve-masks":
             curve = resolve_spec(ExperimentSpec, {"data": data, "masks": str(tmp_path)}, path)
             assert curve.data.label_column == "grade" and curve.frameworks == ["measures"]
+            continue
+        if path.stem.startswith("curve"):  # leak-free: a network per repetition
+            curve = resolve_spec(ExperimentSpec, {"data": {**data, "labels": str(tmp_path)}},
+                                 path)
+            assert (curve.data.label_column, curve.data.group_column) == ("grade", "patient")
+            assert curve.pretrain is not None and curve.pretrain.name == "pretrain.toml"
             continue
         source = {"masks": str(tmp_path)} if path.stem == "masks" else {
             "features": str(tmp_path / "s.pt")}

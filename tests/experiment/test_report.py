@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from segfew.experiment.protocol import FRAMEWORK_NAMES, Task, run_experiment
-from segfew.experiment.report import _summary, write_report
+from segfew.experiment.report import _ci, _summary, write_report
 from tests.experiment.test_protocol import CLASSES, Counting, fake_trainer, make_cases, make_spec
 
 
@@ -179,3 +179,15 @@ def test_summary_names_every_method_that_ties_for_best() -> None:
     assert "with 2 labelled cases per class, measures and manual tied at accuracy 0.71" in text
     assert "with 4 labelled cases per class, measures was best at accuracy 0.75" in text
     assert "scratch" not in text
+
+
+def test_an_interval_below_the_chance_rate_is_called_below_chance() -> None:
+    """An interval that excludes the chance rate from below is "distinguishable from
+    chance" and still worse than always answering the largest class: the words say so."""
+    low = {"accuracy": 0.46, "low": 0.37, "high": 0.55, "n": 111, "per_repetition": 37,
+           "chance_rate": 0.59, "distinguishable_from_chance": True}
+    above = {**low, "accuracy": 0.8, "low": 0.7, "high": 0.9}
+    text = _summary({("measures", 2): low, ("measures", 4): above}, [2, 4], "patients", 3)
+    assert "accuracy 0.46 (95% CI 0.37–0.55), below chance (0.59" in text
+    assert "accuracy 0.80 (95% CI 0.70–0.90) —" in text
+    assert _ci(low).endswith(" below chance") and not _ci(above).endswith("chance")
