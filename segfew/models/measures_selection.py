@@ -70,7 +70,7 @@ FAMILIES = ("shape", "intensity", "surround", "texture", "location")
 FOREST_TREES = 200
 #: cases in the smallest class from which the inner CV chooses among the candidates (each of
 #: its 5 folds then holds 2 per class); below, the first candidate is fitted as it is: the
-#: winner among many scores of a few held-out cases is mostly noise (docs/acdc.md)
+#: winner among many scores of a few held-out cases is mostly noise (examples/acdc/README.md)
 SELECT_FROM = 10
 NESTED_TREES = 25  # forests of the nested estimate's refits (time, see nested_estimate)
 CI_RESAMPLES = 500  # bootstrap resamples of the inner scores' intervals
@@ -302,7 +302,7 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
     smallest = int(np.bincount(y)[np.unique(y)].min())
     if len(np.unique(y)) < 2 or k < 2:
         choice = fit(candidates[0], x, y, names, num_classes, seed)
-        choice.chosen_by = f"the default: {smallest} case(s) in a class, no cross-validation"
+        choice.chosen_by = "the default: too few cases for a cross-validation"
         return choice
     default = smallest < SELECT_FROM
     if default:
