@@ -77,7 +77,8 @@ def fit_measurement_classifier(measurer: Measurer | LabelMapMeasurer, cases: Seq
            for i in np.argsort(-importance)[:10] if importance[i] > 0]
     selection = [{"candidate": label, **score, "chosen": label == choice.candidate.label}
                  for label, score in choice.cv_summary.items()]
-    metrics = {"measures_model": choice.candidate.label, "measures_cv_accuracy": choice.cv_scores,
+    metrics = {"measures_model": choice.candidate.label, "measures_chosen_by": choice.chosen_by,
+               "measures_cv_accuracy": choice.cv_scores,
                "measures_selection": selection,
                "measures_nested": nested_estimate(x, np.asarray(targets), names, num_classes,
                                                   seed=seed),
@@ -97,6 +98,9 @@ def describe_selection(metrics: Mapping[str, Any]) -> list[str]:
     lines = [f"{'→' if e.get('chosen') else ' '} {e['candidate']}: inner balanced accuracy "
              f"{score(e)}" for e in metrics.get("measures_selection") or []]
     nested = metrics.get("measures_nested")
+    chosen_by = metrics.get("measures_chosen_by", "")
+    if chosen_by.startswith("the default"):  # nothing chosen: too few cases per class
+        lines.insert(0, f"model: {metrics.get('measures_model')}, {chosen_by}")
     if not lines:
         return [f"chosen: {metrics.get('measures_model')} (too few cases per class for an "
                 "inner cross-validation)"] if metrics.get("measures_model") else []
@@ -104,8 +108,9 @@ def describe_selection(metrics: Mapping[str, Any]) -> list[str]:
         lines.append("nested estimate: none (too few cases per class)")
         return lines
     lines.append(f"nested estimate of the whole selection ({nested['folds']} outer folds, "
-                 f"{nested['n']} cases): balanced accuracy {score(nested)}; the chosen "
-                 "model's inner score above is optimistic")
+                 f"{nested['n']} cases): balanced accuracy {score(nested)}"
+                 + ("" if chosen_by.startswith("the default") else
+                    "; the chosen model's inner score above is optimistic"))
     if nested.get("distinguishable_from_chance") is not True:
         lines.append(f"WARNING: the nested estimate is not above chance "
                      f"({nested['chance_rate']:.2f}): these measurements may not tell the "

@@ -4,9 +4,10 @@ Not in Wong et al. 2018: an extension that SPEC §7 motivates. With 10–20 labe
 frozen representation (31·n_s channels per voxel) is hard to learn from, while a few dozen
 measurements of the structures the network segments (``segfew.inference.measure``: volumes in
 mL, wall thickness, ejection fractions, volume ratios, on the source grid) carry what a
-clinician reads. :func:`segfew.models.measures_selection.select_classifier` picks a small,
+clinician reads. :func:`segfew.models.measures_selection.select_classifier` fits a small,
 class-balanced scikit-learn model (logistic regression or random forest, on a subset of the
-measurements) by cross-validation **inside the training set only**, calibrates its probabilities
+measurements) — chosen by cross-validation **inside the training set only** once each class
+has ``SELECT_FROM`` cases, the first candidate below —, calibrates its probabilities
 by a temperature fitted on the out-of-fold predictions, and :class:`MeasurementClassifier` holds
 the result as tensors so the model file stays plain data (``weights_only=True``).
 

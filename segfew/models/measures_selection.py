@@ -68,6 +68,10 @@ SELECT_K = 8
 #: measurement families: shape (segfew.inference.measure), then those of segfew.inference.radiomics
 FAMILIES = ("shape", "intensity", "surround", "texture", "location")
 FOREST_TREES = 200
+#: cases in the smallest class from which the inner CV chooses among the candidates (each of
+#: its 5 folds then holds 2 per class); below, the first candidate is fitted as it is: the
+#: winner among many scores of a few held-out cases is mostly noise (examples/acdc/README.md)
+SELECT_FROM = 10
 NESTED_TREES = 25  # forests of the nested estimate's refits (time, see nested_estimate)
 CI_RESAMPLES = 500  # bootstrap resamples of the inner scores' intervals
 FLOOR = 1e-6  # smallest probability, so log-probabilities stay finite
@@ -177,6 +181,8 @@ class Choice:
     #: every candidate's inner score: label → {balanced_accuracy, ci, accuracy}
     cv_summary: dict[str, dict[str, Any]] = field(default_factory=dict)
     importance: np.ndarray | None = None  # (F,) what the model leans on (sums to 1)
+    #: "inner cross-validation", or why the first candidate was fitted as it is
+    chosen_by: str = "inner cross-validation"
 
     @property
     def shape_args(self) -> dict[str, int]:
@@ -279,9 +285,12 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
     candidate), is refitted on all of ``x``, and its temperature is fitted on the
     out-of-fold probabilities (minimal log-loss). ``cv_summary`` keeps every candidate's
     score with its 95% bootstrap interval (:func:`segfew.metrics.classification_metrics`).
-    With fewer than 2 cases in some class there is no cross-validation: the first
-    candidate is used, temperature 1. ``fit`` is the fitting function (a test seam;
-    default :func:`_fit`). Raises ValueError on mismatched shapes.
+    With fewer than ``SELECT_FROM`` cases in some class nothing is chosen: the first
+    candidate is fitted (scored by the inner CV all the same, for its temperature and its
+    ``cv_summary`` entry), since the winner among many noisy scores of a handful of
+    held-out cases is mostly the luckiest (Cawley & Talbot 2010, JMLR 11); with fewer than
+    2 there is no cross-validation, temperature 1. ``fit`` is the fitting function (a test
+    seam; default :func:`_fit`). Raises ValueError on mismatched shapes.
     """
     fit = fit or _fit
     x = transform(x, names)
@@ -290,8 +299,14 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
         raise ValueError(f"measurements {x.shape} do not fit {y.shape[0]} targets and "
                          f"{len(names)} names")
     k = _fold_count(y)
+    smallest = int(np.bincount(y)[np.unique(y)].min())
     if len(np.unique(y)) < 2 or k < 2:
-        return fit(candidates[0], x, y, names, num_classes, seed)
+        choice = fit(candidates[0], x, y, names, num_classes, seed)
+        choice.chosen_by = "the default: too few cases for a cross-validation"
+        return choice
+    default = smallest < SELECT_FROM
+    if default:
+        candidates = candidates[:1]
     folds = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y))
     scores, oof, summary = {}, {}, {}
     for cand in candidates:
@@ -310,6 +325,9 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
     choice.temperature = _temperature(oof[best], y)
     choice.cv_scores = {c.label: s[1] for c, s in scores.items()}
     choice.cv_summary = summary
+    if default:
+        choice.chosen_by = (f"the default: {smallest} case(s) in a class, fewer than the "
+                            f"{SELECT_FROM} a choice among candidates needs")
     return choice
 
 

@@ -119,6 +119,20 @@ def test_the_inner_cross_validation_chooses_the_family_that_tells_the_classes_ap
     assert shape_only < 1.0
 
 
+def test_with_few_cases_per_class_the_default_is_fitted_and_nothing_chosen() -> None:
+    """Below SELECT_FROM cases in a class the inner CV's winner is mostly luck: the first
+    candidate is fitted whatever the others score, and the model says why."""
+    from segfew.models.measures_selection import CANDIDATES, SELECT_FROM, select_classifier
+
+    x, y, names = _families_data()  # 6 per class: intensity alone tells the classes apart
+    few = np.concatenate([np.flatnonzero(y == k)[:SELECT_FROM - 1] for k in (0, 1)])
+    choice = select_classifier(x[few], y[few], names, num_classes=2, seed=0)
+    assert choice.candidate == CANDIDATES[0] and choice.chosen_by.startswith("the default")
+    assert list(choice.cv_summary) == [CANDIDATES[0].label]  # scored, for its temperature
+    chosen = select_classifier(x, y, names, num_classes=2, seed=0)
+    assert chosen.candidate != CANDIDATES[0] and chosen.chosen_by == "inner cross-validation"
+
+
 def test_selection_inside_the_folds_never_sees_a_held_out_row(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """``top`` narrows the columns inside each fit, on that fit's rows: a column that

@@ -133,14 +133,16 @@ def test_measures_writes_every_case_measurements_from_predict_and_evaluate(
     names = meta.architecture.args["feature_names"]
     assert "wall_area_mm2_0" in names and "wall_to_cavity_volume_ratio_0" in names
     assert meta.metrics["measures_model"] and meta.metrics["top_measurements"]
-    # its choice is shown and kept: every candidate's inner score, the chosen one, the nested
-    # estimate of the whole selection
+    # its choice is shown and kept: with 4 cases per class the default, nothing chosen, and
+    # why; its inner score; the nested estimate of the whole procedure
     selection = meta.metrics["measures_selection"]
     assert [e["candidate"] for e in selection if e["chosen"]] == [meta.metrics["measures_model"]]
-    assert len(selection) > 1 and all(len(e["ci"]) == 2 for e in selection)
+    assert len(selection) == 1 and all(len(e["ci"]) == 2 for e in selection)
+    assert meta.metrics["measures_chosen_by"].startswith("the default: 4 case(s) in a class")
     nested = meta.metrics["measures_nested"]
     assert nested["n"] == 12 and 0 <= nested["balanced_accuracy"] <= 1
     output = " ".join(trained.split())
+    assert f"model: {meta.metrics['measures_model']}, the default: 4 case(s)" in output
     assert f"→ {meta.metrics['measures_model']}: inner balanced accuracy" in output
     assert "nested estimate of the whole selection" in output
     assert meta.metrics["training_data"]  # the manifest evaluate checks

@@ -602,9 +602,11 @@ def test_every_registered_network_runs_forward_and_backward(name: str) -> None:
 
 
 
-def test_model_selection_sees_only_the_training_rows_and_never_its_held_out_fold() -> None:
+def test_model_selection_sees_only_the_training_rows_and_never_its_held_out_fold(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from segfew.models import measures_selection as measures
 
+    monkeypatch.setattr(measures, "SELECT_FROM", 2)  # every candidate scored at 3 per class
     x, y, names = _measurements(n_per_class=5)
     x[:, 2] = np.arange(len(y))  # a row id in a column no transform touches
     fits: list[set[int]] = []

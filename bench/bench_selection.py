@@ -1,0 +1,117 @@
+"""How should ``measures`` choose its classifier with a handful of cases per class?
+
+A nested study on the repetitions of a leak-free experiment run (``segfew experiment`` with
+``pretrain = …``: ``RUN/pretrain/repNN/seg.pt`` and ``RUN/results/*.json``). Every case is
+measured once by each repetition's network (kept in ``--cache``). Then, for every
+repetition, size ``k`` and draw, ``k`` cases per class are drawn from the repetition's
+training side and each procedure is fitted on them:
+
+- ``--protocol dev`` scores them on the rest of the training side: the test set is never
+  read, so a procedure chosen on these figures is chosen blind;
+- ``--protocol outer`` scores them on the repetition's test set (do this once, for the
+  procedure chosen).
+
+Procedures: ``default`` (the first candidate, fitted as it is), ``select`` (the inner CV
+chooses among every candidate at any size — segfew before ``SELECT_FROM``), ``shipped``
+(what :func:`segfew.models.measures_selection.select_classifier` does now). Prints one line
+per procedure and size: mean accuracy, the SD over draws, each repetition's mean, the worst
+draw.
+
+    python bench/bench_selection.py runs/acdc-curve $ACDC --channels frame01,frame02 \\
+        --protocol dev --sizes 2,4,6 --draws 5 --cache runs/acdc-measurements
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from segfew.data import class_names, find_classification_cases
+from segfew.inference.measure import Measurer, write_measurements_csv
+from segfew.modelfile import load_model
+from segfew.models import measures_selection as ms
+
+
+def measurements(run: Path, rep: int, cases: list, cache: Path) -> tuple[list[str], np.ndarray]:
+    """Every case measured by repetition ``rep``'s network: names and (N, F)."""
+    path = cache / f"rep{rep:02d}.measurements.csv"
+    if not path.is_file():
+        net, meta = load_model(run / "pretrain" / f"rep{rep:02d}" / "seg.pt", "cpu")
+        measure = Measurer(net, meta.preprocess.plain(), meta.classes, "cpu")
+        cache.mkdir(parents=True, exist_ok=True)
+        write_measurements_csv(path, [(c.id, measure(c)) for c in cases])
+    rows = list(csv.reader(path.open(encoding="utf-8")))
+    by_id = {r[0]: [float(v) if v else np.nan for v in r[1:]] for r in rows[1:]}
+    return rows[0][1:], np.array([by_id[c.id] for c in cases])
+
+
+def test_ids(run: Path, rep: int) -> set[str]:
+    for path in sorted((run / "results").glob(f"size*_rep{rep:02d}_*.json")):
+        return set(json.loads(path.read_text(encoding="utf-8"))["test_ids"])
+    raise SystemExit(f"{run}: no results of repetition {rep}")
+
+
+def fit_and_predict(procedure: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,
+                    names: list[str], classes: int, seed: int) -> np.ndarray:
+    if procedure == "default":
+        choice = ms.select_classifier(xtr, ytr, names, classes, seed, ms.CANDIDATES[:1])
+    else:
+        kept = ms.SELECT_FROM
+        ms.SELECT_FROM = 0 if procedure == "select" else kept
+        try:
+            choice = ms.select_classifier(xtr, ytr, names, classes, seed)
+        finally:
+            ms.SELECT_FROM = kept
+    return ms.predict_proba(choice, ms.transform(xte, names)).argmax(1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="a leak-free experiment's output folder")
+    ap.add_argument("data", type=Path, help="folder with images/ and labels.csv")
+    ap.add_argument("--channels", default=None, help="channel suffixes, e.g. frame01,frame02")
+    ap.add_argument("--label-column", default=None)
+    ap.add_argument("--protocol", choices=("dev", "outer"), default="dev")
+    ap.add_argument("--procedures", default="default,select,shipped")
+    ap.add_argument("--sizes", default="2,4,6")
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--repetitions", type=int, default=3)
+    ap.add_argument("--cache", type=Path, required=True, help="folder for the measurements")
+    args = ap.parse_args()
+
+    cases = find_classification_cases(
+        args.data / "images", args.data / "labels.csv", label_column=args.label_column,
+        channels=args.channels.split(",") if args.channels else None)
+    classes = class_names(cases)
+    y = np.array([classes.index(c.target) for c in cases])
+    scores: dict[tuple[str, int], list[tuple[int, float]]] = {}
+    for rep in range(1, args.repetitions + 1):
+        names, x = measurements(args.run, rep, cases, args.cache)
+        held = test_ids(args.run, rep)
+        side = np.array([c.id not in held for c in cases])
+        for k in (int(s) for s in args.sizes.split(",")):
+            for draw in range(args.draws):
+                rng = np.random.default_rng(1000 * rep + 10 * k + draw)
+                train = np.zeros(len(cases), dtype=bool)
+                for c in range(len(classes)):
+                    train[rng.choice(np.flatnonzero(side & (y == c)), k, replace=False)] = True
+                test = side & ~train if args.protocol == "dev" else ~side
+                for procedure in args.procedures.split(","):
+                    pred = fit_and_predict(procedure, x[train], y[train], x[test], names,
+                                           len(classes), seed=draw)
+                    scores.setdefault((procedure, k), []).append(
+                        (rep, float((pred == y[test]).mean())))
+    for (procedure, k), got in sorted(scores.items()):
+        acc = np.array([a for _, a in got])
+        reps = " ".join(f"{np.mean([a for r, a in got if r == rep]):.3f}"
+                        for rep in range(1, args.repetitions + 1))
+        print(f"{args.protocol} {procedure:8s} {k} per class: accuracy {acc.mean():.3f}, "
+              f"SD over draws {acc.std():.3f}, repetitions {reps}, worst {acc.min():.2f}")
+
+
+if __name__ == "__main__":
+    main()
