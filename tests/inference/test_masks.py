@@ -15,7 +15,7 @@ import pytest
 
 from segfew.errors import DataError
 from segfew.inference.masks import mask_label_names
-from tests.conftest import invoke, make_segmenter
+from tests.conftest import invoke, load_nifti, make_segmenter, save_nifti
 
 
 @pytest.fixture
@@ -78,6 +78,50 @@ def test_masks_are_refused_where_they_do_not_belong(phantoms: Path, masks: Path,
     (masks / "case005_seg.nii.gz").unlink()  # one case without its map: a one-line error
     out = invoke("train-classifier", "--framework", "measures", *common, expect=2)
     assert "case005" in out and not (tmp_path / "c.pt").exists()
+
+
+def _rewrite(path: Path, change: Any) -> None:
+    """The label map at ``path`` with ``change(array)`` applied in place."""
+    img = load_nifti(path)
+    arr = np.asarray(img.dataobj).copy()
+    change(arr)
+    save_nifti(path, arr, img.affine)
+
+
+def test_an_empty_map_or_an_unnamed_value_is_refused_naming_the_file(
+        phantoms: Path, masks: Path, tmp_path: Path) -> None:
+    """Another tool that found nothing, or wrote a value nobody named, is no measurement: a
+    confident answer about nothing, or a structure silently dropped."""
+    common = ["--table", str(phantoms / "labels.csv"), "--images", str(phantoms / "images"),
+              "--framework", "measures", "--threads", "1", "--no-progress", "--no-cache"]
+    fewer = invoke("train-classifier", *common, "--masks", str(masks), "--label-names",
+                   "background,wall", "--out", str(tmp_path / "w.pt"), expect=2)
+    assert "label values 2, 3 are not in the label names (0–1: background, wall)" in fewer
+    assert len(fewer.strip().splitlines()) == 1 and not (tmp_path / "w.pt").exists()
+
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", *common, "--masks", str(masks), "--out", str(clf))
+    bad = Path(shutil.copytree(masks, tmp_path / "bad"))
+    empty, seven, nine = (lambda a: a.fill(0), lambda a: a.__setitem__(np.s_[:3, :3], 7),
+                          lambda a: a.__setitem__(np.s_[:3, :3], 9))
+    for case, change, problem in (
+            ("case000", empty, "the label map holds no structure (all background)"),
+            ("case001", seven, "label value 7 is not in the label names "
+                               "(0–3: background, wall, cavity, blob)")):
+        _rewrite(bad / f"{case}_seg.nii.gz", change)
+        out = invoke("train-classifier", *common, "--masks", str(bad), "--out",
+                     str(tmp_path / "c.pt"), expect=2)
+        assert f"{case}_seg.nii.gz: {problem}" in out and not (tmp_path / "c.pt").exists()
+        shutil.copy(masks / f"{case}_seg.nii.gz", bad)
+    _rewrite(bad / "case000_seg.nii.gz", empty)
+    _rewrite(bad / "case001_seg.nii.gz", nine)
+    out = tmp_path / "p.csv"
+    invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"), "--out",
+           str(out), "--masks", str(bad), "--threads", "1", "--no-progress", expect=1)
+    rows = {r["id"]: r for r in csv.DictReader(out.open())}
+    assert rows["case000"]["status"] == "error" and "all background" in rows["case000"]["error"]
+    assert rows["case001"]["status"] == "error" and "label value 9" in rows["case001"]["error"]
+    assert sum(r["status"] == "ok" for r in rows.values()) == 10  # the batch keeps the rest
 
 
 def test_label_names_come_from_the_option_or_the_folder(tmp_path: Path) -> None:
