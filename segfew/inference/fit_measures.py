@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segfew.errors import SpecError
 from segfew.inference.masks import MaskMeasurer, mask_label_names
 from segfew.inference.measure import NAN, Measurer, fitted_names
 from segfew.inference.nnunet import NnUNetMeasurer, is_nnunet_folder
@@ -43,6 +44,9 @@ def open_measurer(features: Path | None, masks: Path | None, label_names: Sequen
     if is_nnunet_folder(features):
         return NnUNetMeasurer(Path(features), device=device)
     net, meta = load_model(features, device)
+    if meta.kind != "segmentation":  # e.g. a classifier file: it has no label maps to give
+        raise SpecError("--features must be a segmentation model (from segfew pretrain)",
+                        features)
     return Measurer(net, meta.preprocess.plain(), meta.classes, device, tta=tta)
 
 

@@ -124,6 +124,20 @@ def test_an_empty_map_or_an_unnamed_value_is_refused_naming_the_file(
     assert sum(r["status"] == "ok" for r in rows.values()) == 10  # the batch keeps the rest
 
 
+def test_a_classifier_file_given_as_features_is_refused_in_one_line(
+        phantoms: Path, masks: Path, tmp_path: Path) -> None:
+    """measures segments with ``--features``: a classifier file has no label maps to give."""
+    common = ["--table", str(phantoms / "labels.csv"), "--images", str(phantoms / "images"),
+              "--framework", "measures", "--threads", "1", "--no-progress", "--no-cache"]
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", *common, "--masks", str(masks), "--out", str(clf))
+    out = invoke("train-classifier", *common, "--features", str(clf), "--out",
+                 str(tmp_path / "c.pt"), expect=2)
+    assert out.strip() == (f"error: {clf}: --features must be a segmentation model "
+                           "(from segfew pretrain)")
+    assert not (tmp_path / "c.pt").exists()
+
+
 def test_label_names_come_from_the_option_or_the_folder(tmp_path: Path) -> None:
     given = ["background", "liver", "spleen"]  # values 0, 1, … as everywhere in segfew
     assert mask_label_names(tmp_path, given) == {1: "liver", 2: "spleen"}
