@@ -42,17 +42,18 @@ EXTERNAL = "external"
 def mask_label_names(masks: Path, names: Sequence[str] | None = None) -> dict[int, str]:
     """Label value → structure name for the label maps in ``masks``.
 
-    ``names`` (``--label-names background,tumour``) or else ``masks/label_names.json`` (the
-    file ``segfew label`` writes: ``{"label_names": ["background", …]}``) name the values
-    0, 1, … as everywhere in segfew; value 0 is background and never measured. Raises
+    ``names`` (``--label-names background,tumour``, spec key ``label_names``) or else
+    ``masks/label_names.json`` (the file ``segfew label`` writes: ``{"label_names":
+    ["background", …]}``) name the values 0, 1, … as everywhere in segfew; value 0 is background and never measured. Raises
     DataError naming the folder or file when neither names a structure.
     """
     masks = Path(masks)
     given = list(names) if names else names_file(masks)
     if given is None:
         raise DataError(f"nothing names the label values: add {NAMES_FILE} "
-                        '({"label_names": ["background", "tumour"]}) or give --label-names '
-                        "background,tumour", masks)
+                        '({"label_names": ["background", "tumour"]}) or set label_names = '
+                        '["background", "tumour"] in the spec (train-classifier: '
+                        "--label-names background,tumour)", masks)
     out = {i: str(n).strip() for i, n in enumerate(given) if i > 0}
     if not out or any(not n.replace("-", "").replace("_", "").isalnum() for n in out.values()):
         raise DataError("label names must be the background's, then one word (letters, "

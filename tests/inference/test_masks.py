@@ -141,8 +141,9 @@ def test_a_classifier_file_given_as_features_is_refused_in_one_line(
 def test_label_names_come_from_the_option_or_the_folder(tmp_path: Path) -> None:
     given = ["background", "liver", "spleen"]  # values 0, 1, … as everywhere in segfew
     assert mask_label_names(tmp_path, given) == {1: "liver", 2: "spleen"}
-    with pytest.raises(DataError, match="--label-names"):
+    with pytest.raises(DataError, match="--label-names") as refused:
         mask_label_names(tmp_path)
+    assert 'label_names = ["background", "tumour"] in the spec' in str(refused.value)  # experiment
     names = tmp_path / "label_names.json"
     names.write_text(json.dumps({"label_names": ["background", "tumour"]}))
     assert mask_label_names(tmp_path) == {1: "tumour"}
