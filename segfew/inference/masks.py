@@ -44,8 +44,9 @@ def mask_label_names(masks: Path, names: Sequence[str] | None = None) -> dict[in
 
     ``names`` (``--label-names background,tumour``, spec key ``label_names``) or else
     ``masks/label_names.json`` (the file ``segfew label`` writes: ``{"label_names":
-    ["background", …]}``) name the values 0, 1, … as everywhere in segfew; value 0 is background and never measured. Raises
-    DataError naming the folder or file when neither names a structure.
+    ["background", …]}``) name the values 0, 1, … as everywhere in segfew; value 0 is
+    background and never measured. Raises DataError naming the folder or file when neither
+    names a structure.
     """
     masks = Path(masks)
     given = list(names) if names else names_file(masks)
