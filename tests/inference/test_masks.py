@@ -155,13 +155,15 @@ def test_label_names_come_from_the_option_or_the_folder(tmp_path: Path) -> None:
         mask_label_names(tmp_path)
 
 
-def _families_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """12 cases, 2 classes: only the intensity family tells them apart."""
+def _families_data(seed: int = 0, per_class: int = 12
+                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """2 classes of ``per_class`` cases (enough for a choice: SELECT_FROM): only the
+    intensity family tells them apart."""
     rng = np.random.default_rng(seed)
-    y = np.repeat([0, 1], 6)
+    y = np.repeat([0, 1], per_class)
     names = ["t_volume_ml_0", "t_thickness_mean_mm_0", "t_intensity_mean_0",
              "t_intensity_sd_0", "t_texture_cooccurrence_contrast_0", "t_location_right_fraction_0"]
-    x = rng.normal(size=(12, len(names)))
+    x = rng.normal(size=(2 * per_class, len(names)))
     x[:, 0] = np.exp(x[:, 0])
     x[:, 2] += 4 * y
     return x, y, names
@@ -183,7 +185,7 @@ def test_with_few_cases_per_class_the_default_is_fitted_and_nothing_chosen() -> 
     candidate is fitted whatever the others score, and the model says why."""
     from segfew.models.measures_selection import CANDIDATES, SELECT_FROM, select_classifier
 
-    x, y, names = _families_data()  # 6 per class: intensity alone tells the classes apart
+    x, y, names = _families_data()  # intensity alone tells the classes apart
     few = np.concatenate([np.flatnonzero(y == k)[:SELECT_FROM - 1] for k in (0, 1)])
     choice = select_classifier(x[few], y[few], names, num_classes=2, seed=0)
     assert choice.candidate == CANDIDATES[0] and choice.chosen_by.startswith("the default")
@@ -198,7 +200,7 @@ def test_selection_inside_the_folds_never_sees_a_held_out_row(
     separates the classes only among the held-out rows is never the one chosen."""
     from segfew.models import measures_selection as measures
 
-    x, y, names = _families_data()
+    x, y, names = _families_data(per_class=6)
     held_out = np.arange(12) % 3 == 0
     noise = np.random.default_rng(1).normal(size=12)
     x[:, 3] = np.where(held_out, 100 * y, noise)  # perfect on held-out rows, noise elsewhere
