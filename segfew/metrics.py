@@ -42,6 +42,7 @@ from sklearn.metrics import (
 
 __all__ = [
     "accuracy_summary",
+    "below_chance",
     "case_mean_dice",
     "chance_fields",
     "chance_words",
@@ -317,6 +318,13 @@ def chance_fields(accuracy_ci: Sequence[float] | None, y_true: Sequence[int] | n
         return {"chance_rate": rate, "distinguishable_from_chance": None}
     lo, hi = float(accuracy_ci[0]), float(accuracy_ci[1])
     return {"chance_rate": rate, "distinguishable_from_chance": not lo <= rate <= hi}
+
+
+def below_chance(high: float | None, chance_rate: float | None) -> bool:
+    """Whether a 95% interval whose upper end is ``high`` lies wholly below ``chance_rate``:
+    worse than any constant answer, which "not distinguishable from chance" alone would not
+    say (a model that learnt the classes the wrong way round, or a leak in reverse)."""
+    return high is not None and chance_rate is not None and high < chance_rate
 
 
 def chance_words(summary: Mapping[str, Any], ci_key: str = "accuracy") -> str:

@@ -236,6 +236,25 @@ def test_the_nested_estimate_warns_when_at_chance() -> None:
     assert nested_estimate(x[:7], y[:7], names, 3, candidates=few) is None
 
 
+def test_a_nested_estimate_below_chance_or_none_at_all_is_said_plainly() -> None:
+    from segfew.inference.fit_measures import describe_selection
+
+    selection = [{"candidate": "forest on volumes", "balanced_accuracy": 0.3,
+                  "ci": [0.1, 0.6], "chosen": True}]
+    below = {"balanced_accuracy": 0.0, "ci": [0.0, 0.39], "chance_rate": 0.5,
+             "distinguishable_from_chance": True, "folds": 3, "n": 6}
+    lines = describe_selection({"measures_selection": selection, "measures_nested": below})
+    assert any(line.startswith("WARNING: the nested estimate is below chance (0.50)")
+               for line in lines)
+    above = {**below, "balanced_accuracy": 0.9, "ci": [0.61, 1.0]}
+    lines = describe_selection({"measures_selection": selection, "measures_nested": above})
+    assert not any("WARNING" in line for line in lines)
+    one_each = {"measures_selection": selection, "measures_nested": None,
+                "measures_model": "forest on volumes"}
+    for metrics in (one_each, {**one_each, "measures_selection": []}):
+        assert "no estimate of accuracy is possible" in describe_selection(metrics)[-1]
+
+
 # ---------------------------------------------------------------- the report's first screen
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic_core import PydanticUndefined
 from rich.console import Console
+from rich.markup import escape
 
 from segfew.errors import SegfewError
 from segfew.spec import resolve_spec
@@ -59,7 +60,7 @@ def print_record(record: logging.LogRecord) -> None:
         "yellow" if record.levelno >= logging.WARNING else None)
     message = record.getMessage()
     if style:
-        console.print(f"[{style}]{message}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[{style}]{escape(message)}[/]", highlight=False, soft_wrap=True)
     else:
         console.print(message, highlight=False, markup=False, soft_wrap=True)
 
@@ -101,14 +102,15 @@ def handle_errors(fn: F) -> F:
 
 
 def _error(text: str) -> NoReturn:
-    console.print(f"[bold red]error:[/] {' '.join(text.split())}", highlight=False,
+    console.print(f"[bold red]error:[/] {escape(' '.join(text.split()))}", highlight=False,
                   soft_wrap=True)
     raise typer.Exit(2) from None
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str,
                   lineno: int, file: Any = None, line: str | None = None) -> None:
-    console.print(f"[yellow]warning:[/] {' '.join(str(message).split())}", highlight=False,
+    console.print(f"[yellow]warning:[/] {escape(' '.join(str(message).split()))}",
+                  highlight=False,
                   soft_wrap=True)
 
 

@@ -37,7 +37,7 @@ from segfew.experiment.results import (
 from segfew.files import write_text
 from segfew.inference.measure_names import label
 from segfew.inference.predictor import Predictor
-from segfew.metrics import accuracy_summary, cases_from_confusion
+from segfew.metrics import accuracy_summary, below_chance, cases_from_confusion
 
 __all__ = ["write_report"]
 
@@ -112,10 +112,7 @@ def pooled_accuracy(results: Sequence[dict[str, Any]], classes: Sequence[str],
 
 
 def _below_chance(point: dict[str, Any]) -> bool:
-    """The interval excludes the chance rate from below: worse than always answering the
-    largest class, which "distinguishable from chance" alone would not say."""
-    return (point.get("distinguishable_from_chance") is True and point.get("high") is not None
-            and point["high"] < point["chance_rate"])
+    return below_chance(point.get("high"), point.get("chance_rate"))
 
 
 def _ci(point: dict[str, Any]) -> str:

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segfew.errors import SpecError
 from segfew.inference.masks import MaskMeasurer, mask_label_names
 from segfew.inference.measure import NAN, Measurer, fitted_names
 from segfew.inference.nnunet import NnUNetMeasurer, is_nnunet_folder
+from segfew.metrics import below_chance
 from segfew.modelfile import load_model
 from segfew.models.measures import MeasurementClassifier
 from segfew.models.measures_selection import nested_estimate, select_classifier
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
     from segfew.inference.measure import Measurer
 
 __all__ = ["describe_selection", "fit_measurement_classifier", "open_measurer"]
+
+NO_ESTIMATE = ("no estimate of accuracy is possible: a class has fewer than 2 cases, so none "
+               "can be held out to test the model on")
 
 
 def open_measurer(features: Path | None, masks: Path | None, label_names: Sequence[str] | None,
@@ -39,6 +44,9 @@ def open_measurer(features: Path | None, masks: Path | None, label_names: Sequen
     if is_nnunet_folder(features):
         return NnUNetMeasurer(Path(features), device=device)
     net, meta = load_model(features, device)
+    if meta.kind != "segmentation":  # e.g. a classifier file: it has no label maps to give
+        raise SpecError("--features must be a segmentation model (from segfew pretrain)",
+                        features)
     return Measurer(net, meta.preprocess.plain(), meta.classes, device, tta=tta)
 
 
@@ -89,7 +97,9 @@ def fit_measurement_classifier(measurer: Measurer | LabelMapMeasurer, cases: Seq
 def describe_selection(metrics: Mapping[str, Any]) -> list[str]:
     """What a measures model file's ``metrics`` say of its selection, one line each: every
     candidate with its inner balanced accuracy and 95% interval (the chosen one marked),
-    then the nested estimate — with a warning when it is not above chance."""
+    then the nested estimate — with a warning when it is not above chance, another when its
+    interval lies wholly below chance —, or that no estimate is possible (a class with one
+    case: none can be held out)."""
     def score(entry: Mapping[str, Any]) -> str:
         value, ci = entry.get("balanced_accuracy"), entry.get("ci")
         text = "—" if value is None else f"{value:.2f}"
@@ -103,15 +113,19 @@ def describe_selection(metrics: Mapping[str, Any]) -> list[str]:
         lines.insert(0, f"model: {metrics.get('measures_model')}, {chosen_by}")
     if not lines:
         return [f"chosen: {metrics.get('measures_model')} (too few cases per class for an "
-                "inner cross-validation)"] if metrics.get("measures_model") else []
+                "inner cross-validation)", NO_ESTIMATE] if metrics.get("measures_model") else []
     if nested is None:
-        lines.append("nested estimate: none (too few cases per class)")
-        return lines
+        return [*lines, NO_ESTIMATE]
     lines.append(f"nested estimate of the whole selection ({nested['folds']} outer folds, "
                  f"{nested['n']} cases): balanced accuracy {score(nested)}"
                  + ("" if chosen_by.startswith("the default") else
                     "; the chosen model's inner score above is optimistic"))
-    if nested.get("distinguishable_from_chance") is not True:
+    ci = nested.get("ci") or [None, None]
+    if below_chance(ci[1], nested.get("chance_rate")):
+        lines.append(f"WARNING: the nested estimate is below chance "
+                     f"({nested['chance_rate']:.2f}): the chosen model answers worse than any "
+                     "constant answer would")
+    elif nested.get("distinguishable_from_chance") is not True:
         lines.append(f"WARNING: the nested estimate is not above chance "
                      f"({nested['chance_rate']:.2f}): these measurements may not tell the "
                      "classes apart with this few cases")

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from segfew.data import attach_labels
 from segfew.data.label_names import read_label_names as names_file
 from segfew.data.read import read_case
@@ -40,17 +42,19 @@ EXTERNAL = "external"
 def mask_label_names(masks: Path, names: Sequence[str] | None = None) -> dict[int, str]:
     """Label value → structure name for the label maps in ``masks``.
 
-    ``names`` (``--label-names background,tumour``) or else ``masks/label_names.json`` (the
-    file ``segfew label`` writes: ``{"label_names": ["background", …]}``) name the values
-    0, 1, … as everywhere in segfew; value 0 is background and never measured. Raises
-    DataError naming the folder or file when neither names a structure.
+    ``names`` (``--label-names background,tumour``, spec key ``label_names``) or else
+    ``masks/label_names.json`` (the file ``segfew label`` writes: ``{"label_names":
+    ["background", …]}``) name the values 0, 1, … as everywhere in segfew; value 0 is
+    background and never measured. Raises DataError naming the folder or file when neither
+    names a structure.
     """
     masks = Path(masks)
     given = list(names) if names else names_file(masks)
     if given is None:
         raise DataError(f"nothing names the label values: add {NAMES_FILE} "
-                        '({"label_names": ["background", "tumour"]}) or give --label-names '
-                        "background,tumour", masks)
+                        '({"label_names": ["background", "tumour"]}) or set label_names = '
+                        '["background", "tumour"] in the spec (train-classifier: '
+                        "--label-names background,tumour)", masks)
     out = {i: str(n).strip() for i, n in enumerate(given) if i > 0}
     if not out or any(not n.replace("-", "").replace("_", "").isalnum() for n in out.values()):
         raise DataError("label names must be the background's, then one word (letters, "
@@ -163,9 +167,26 @@ class MaskMeasurer(LabelMapMeasurer):
 
     def label_maps(self, case: Case) -> tuple[list[Any], list[Any]]:
         """The case's channel images as read and its label maps from ``masks`` (one per
-        channel: a single map for the case serves every channel)."""
-        images, labels = read_case(attach_labels([case], self.masks)[0])
+        channel: a single map for the case serves every channel). DataError naming the map
+        when it holds a value the label names do not name, or no structure at all (the
+        other tool found nothing: measuring it would be a confident answer about nothing)."""
+        attached = attach_labels([case], self.masks)[0]
+        images, labels = read_case(attached)
         maps = [lab.array for lab in labels]
+        for path, arr in zip(attached.labels, maps, strict=True):
+            self._check_values(path, arr)
         if len(maps) == 1 and len(images) > 1:  # one map for the case: each channel's
             maps = maps * len(images)
         return list(images), maps
+
+    def _check_values(self, path: Path, arr: Any) -> None:
+        values = {int(v) for v in np.unique(arr)}
+        unnamed = sorted(values - {0, *self.structures})
+        if unnamed:
+            names = ["background", *self.structures.values()]
+            raise DataError(f"label value{'s' if len(unnamed) > 1 else ''} "
+                            f"{', '.join(map(str, unnamed))} "
+                            f"{'are' if len(unnamed) > 1 else 'is'} not in the label names "
+                            f"(0–{len(names) - 1}: {', '.join(names)})", path)
+        if not values - {0}:
+            raise DataError("the label map holds no structure (all background)", path)

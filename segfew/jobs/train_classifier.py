@@ -290,6 +290,9 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
     if write_info:  # said once per command (an experiment's tasks share its data)
         warn_placeholder_spacing(cases)
     classes = class_names(list(cases) + list(val_cases or []))
+    if len(classes) < 2:  # every framework: nothing to tell apart
+        raise DataError(f"one class only ({', '.join(classes)}): a classifier needs cases of "
+                        "at least two", spec.data.table or spec.data.images)
     if spec.classes is not None and len(classes) != spec.classes:
         raise DataError(
             f"expected {spec.classes} classes, the table has {len(classes)}: {', '.join(classes)}",

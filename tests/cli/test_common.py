@@ -265,3 +265,18 @@ def test_an_interrupted_label_run_leaves_nothing(tmp_path, rng, monkeypatch) -> 
                                  "--no-progress"])
     assert result.exit_code == 130 and "terminated" in result.output
     assert written and not out.exists()
+
+
+def test_square_brackets_in_help_and_errors_are_printed_as_written(monkeypatch) -> None:
+    """Rich reads ``[nnunet]`` as a style tag and drops it: what to install must survive."""
+    import typer
+
+    from segfew.cli.common import handle_errors, make_console
+    from segfew.errors import SpecError
+
+    assert "'segfew[nnunet]'" in _option_help("train-classifier")
+    console = make_console(stderr=False)
+    monkeypatch.setattr(segfew.cli.common, "console", console)
+    with console.capture() as captured, pytest.raises(typer.Exit):
+        handle_errors(lambda: (_ for _ in ()).throw(SpecError("pip install 'segfew[nnunet]'")))()
+    assert "error: pip install 'segfew[nnunet]'" in captured.get()

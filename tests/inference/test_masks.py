@@ -15,7 +15,7 @@ import pytest
 
 from segfew.errors import DataError
 from segfew.inference.masks import mask_label_names
-from tests.conftest import invoke, make_segmenter
+from tests.conftest import invoke, load_nifti, make_segmenter, save_nifti
 
 
 @pytest.fixture
@@ -80,11 +80,70 @@ def test_masks_are_refused_where_they_do_not_belong(phantoms: Path, masks: Path,
     assert "case005" in out and not (tmp_path / "c.pt").exists()
 
 
+def _rewrite(path: Path, change: Any) -> None:
+    """The label map at ``path`` with ``change(array)`` applied in place."""
+    img = load_nifti(path)
+    arr = np.asarray(img.dataobj).copy()
+    change(arr)
+    save_nifti(path, arr, img.affine)
+
+
+def test_an_empty_map_or_an_unnamed_value_is_refused_naming_the_file(
+        phantoms: Path, masks: Path, tmp_path: Path) -> None:
+    """Another tool that found nothing, or wrote a value nobody named, is no measurement: a
+    confident answer about nothing, or a structure silently dropped."""
+    common = ["--table", str(phantoms / "labels.csv"), "--images", str(phantoms / "images"),
+              "--framework", "measures", "--threads", "1", "--no-progress", "--no-cache"]
+    fewer = invoke("train-classifier", *common, "--masks", str(masks), "--label-names",
+                   "background,wall", "--out", str(tmp_path / "w.pt"), expect=2)
+    assert "label values 2, 3 are not in the label names (0–1: background, wall)" in fewer
+    assert len(fewer.strip().splitlines()) == 1 and not (tmp_path / "w.pt").exists()
+
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", *common, "--masks", str(masks), "--out", str(clf))
+    bad = Path(shutil.copytree(masks, tmp_path / "bad"))
+    empty, seven, nine = (lambda a: a.fill(0), lambda a: a.__setitem__(np.s_[:3, :3], 7),
+                          lambda a: a.__setitem__(np.s_[:3, :3], 9))
+    for case, change, problem in (
+            ("case000", empty, "the label map holds no structure (all background)"),
+            ("case001", seven, "label value 7 is not in the label names "
+                               "(0–3: background, wall, cavity, blob)")):
+        _rewrite(bad / f"{case}_seg.nii.gz", change)
+        out = invoke("train-classifier", *common, "--masks", str(bad), "--out",
+                     str(tmp_path / "c.pt"), expect=2)
+        assert f"{case}_seg.nii.gz: {problem}" in out and not (tmp_path / "c.pt").exists()
+        shutil.copy(masks / f"{case}_seg.nii.gz", bad)
+    _rewrite(bad / "case000_seg.nii.gz", empty)
+    _rewrite(bad / "case001_seg.nii.gz", nine)
+    out = tmp_path / "p.csv"
+    invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"), "--out",
+           str(out), "--masks", str(bad), "--threads", "1", "--no-progress", expect=1)
+    rows = {r["id"]: r for r in csv.DictReader(out.open())}
+    assert rows["case000"]["status"] == "error" and "all background" in rows["case000"]["error"]
+    assert rows["case001"]["status"] == "error" and "label value 9" in rows["case001"]["error"]
+    assert sum(r["status"] == "ok" for r in rows.values()) == 10  # the batch keeps the rest
+
+
+def test_a_classifier_file_given_as_features_is_refused_in_one_line(
+        phantoms: Path, masks: Path, tmp_path: Path) -> None:
+    """measures segments with ``--features``: a classifier file has no label maps to give."""
+    common = ["--table", str(phantoms / "labels.csv"), "--images", str(phantoms / "images"),
+              "--framework", "measures", "--threads", "1", "--no-progress", "--no-cache"]
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", *common, "--masks", str(masks), "--out", str(clf))
+    out = invoke("train-classifier", *common, "--features", str(clf), "--out",
+                 str(tmp_path / "c.pt"), expect=2)
+    assert out.strip() == (f"error: {clf}: --features must be a segmentation model "
+                           "(from segfew pretrain)")
+    assert not (tmp_path / "c.pt").exists()
+
+
 def test_label_names_come_from_the_option_or_the_folder(tmp_path: Path) -> None:
     given = ["background", "liver", "spleen"]  # values 0, 1, … as everywhere in segfew
     assert mask_label_names(tmp_path, given) == {1: "liver", 2: "spleen"}
-    with pytest.raises(DataError, match="--label-names"):
+    with pytest.raises(DataError, match="--label-names") as refused:
         mask_label_names(tmp_path)
+    assert 'label_names = ["background", "tumour"] in the spec' in str(refused.value)  # experiment
     names = tmp_path / "label_names.json"
     names.write_text(json.dumps({"label_names": ["background", "tumour"]}))
     assert mask_label_names(tmp_path) == {1: "tumour"}
@@ -96,13 +155,15 @@ def test_label_names_come_from_the_option_or_the_folder(tmp_path: Path) -> None:
         mask_label_names(tmp_path)
 
 
-def _families_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """12 cases, 2 classes: only the intensity family tells them apart."""
+def _families_data(seed: int = 0, per_class: int = 12
+                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """2 classes of ``per_class`` cases (enough for a choice: SELECT_FROM): only the
+    intensity family tells them apart."""
     rng = np.random.default_rng(seed)
-    y = np.repeat([0, 1], 6)
+    y = np.repeat([0, 1], per_class)
     names = ["t_volume_ml_0", "t_thickness_mean_mm_0", "t_intensity_mean_0",
              "t_intensity_sd_0", "t_texture_cooccurrence_contrast_0", "t_location_right_fraction_0"]
-    x = rng.normal(size=(12, len(names)))
+    x = rng.normal(size=(2 * per_class, len(names)))
     x[:, 0] = np.exp(x[:, 0])
     x[:, 2] += 4 * y
     return x, y, names
@@ -124,7 +185,7 @@ def test_with_few_cases_per_class_the_default_is_fitted_and_nothing_chosen() -> 
     candidate is fitted whatever the others score, and the model says why."""
     from segfew.models.measures_selection import CANDIDATES, SELECT_FROM, select_classifier
 
-    x, y, names = _families_data()  # 6 per class: intensity alone tells the classes apart
+    x, y, names = _families_data()  # intensity alone tells the classes apart
     few = np.concatenate([np.flatnonzero(y == k)[:SELECT_FROM - 1] for k in (0, 1)])
     choice = select_classifier(x[few], y[few], names, num_classes=2, seed=0)
     assert choice.candidate == CANDIDATES[0] and choice.chosen_by.startswith("the default")
@@ -139,7 +200,7 @@ def test_selection_inside_the_folds_never_sees_a_held_out_row(
     separates the classes only among the held-out rows is never the one chosen."""
     from segfew.models import measures_selection as measures
 
-    x, y, names = _families_data()
+    x, y, names = _families_data(per_class=6)
     held_out = np.arange(12) % 3 == 0
     noise = np.random.default_rng(1).normal(size=12)
     x[:, 3] = np.where(held_out, 100 * y, noise)  # perfect on held-out rows, noise elsewhere

@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from segfew.cli import app
-from tests.conftest import invoke
+from tests.conftest import invoke, make_segmenter
 from tests.jobs.conftest import tiny_classifier
 
 runner = CliRunner()
@@ -98,6 +98,25 @@ def test_classifier_count_check_names_the_table(phantoms: Path, tmp_path: Path) 
     assert result.exit_code == 2
     assert "labels.csv" in result.output and "expected 4 classes" in result.output
     assert not (tmp_path / "c.pt").exists()
+
+
+@pytest.mark.parametrize("framework", ["scratch", "manual", "measures"])
+def test_a_table_of_one_class_is_refused_by_every_framework(
+        phantoms: Path, tmp_path: Path, framework: str) -> None:
+    """One class: nothing to tell apart, yet measures would fit and answer p = 1."""
+    rows = (phantoms / "labels.csv").read_text().splitlines()
+    one = tmp_path / "one.csv"
+    first = rows[1].split(",")[1]
+    one.write_text("\n".join([rows[0], *(r for r in rows[1:] if r.split(",")[1] == first)]))
+    features = [] if framework == "scratch" else [
+        "--features", str(make_segmenter(tmp_path / "seg.pt"))]
+    result = runner.invoke(app, [
+        "train-classifier", "--table", str(one), "--images", str(phantoms / "images"),
+        "--framework", framework, *features, "--out", str(tmp_path / "c.pt"), "--size", "32",
+        "--no-progress", "--no-cache", "--threads", "1"])
+    assert result.exit_code == 2, result.output
+    assert f"one.csv: one class only ({first})" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "c.pt").exists()
 
 
 def test_manual_without_features_is_a_spec_error(phantoms: Path, tmp_path: Path) -> None:
