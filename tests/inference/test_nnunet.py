@@ -152,10 +152,14 @@ def test_an_nnunet_folder_trains_a_measures_classifier_that_predicts(
     assert len(measured) == 12 and set(names) <= set(measured[0])
 
     ev = tmp_path / "ev"
-    invoke("evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
-           str(phantoms / "labels.csv"), "--out", str(ev), "--bootstrap", "10",
-           "--allow-leakage", "--threads", "1", "--no-progress")
-    assert json.loads((ev / "metrics.json").read_text())["n_cases"] == 12
+    evaluate = ("evaluate", "--model", str(clf), "--images", str(phantoms / "images"),
+                "--table", str(phantoms / "labels.csv"), "--out", str(ev), "--bootstrap", "10",
+                "--threads", "1", "--no-progress")
+    refused = " ".join(invoke(*evaluate, expect=2).split())  # its own training cases
+    assert "trained on 12 evaluated case(s)" in refused and not ev.exists()
+    invoke(*evaluate, "--allow-leakage")
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert metrics["n_cases"] == 12 and len(metrics["leakage"]["leaked"]) == 12
 
 
 def test_a_changed_or_missing_folder_is_refused_in_one_line(
