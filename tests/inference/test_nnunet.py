@@ -321,3 +321,18 @@ def test_the_label_map_is_what_nnunets_own_reader_and_predictor_give(
     ours = to_stored(maps[0], images[0]).T  # segfew's grid → nnU-Net's (Z, Y, X)
     assert len(np.unique(theirs)) > 1  # the untrained network draws more than one label
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_an_experiment_measures_an_nnunet_and_says_its_training_is_unchecked(
+        phantoms: Path, nnunet: Path, tmp_path: Path) -> None:
+    """``experiment --features FOLDER``: the learning curve runs on the nnU-Net's label maps,
+    and data.json says the folder's training data could not be checked."""
+    spec = tmp_path / "curve.toml"
+    spec.write_text('sizes = [2]\nrepetitions = 1\nframeworks = ["measures"]\nbootstrap = 0\n')
+    out = tmp_path / "run"
+    invoke("experiment", "--spec", str(spec), "--out", str(out), "--images",
+           str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--features",
+           str(nnunet), "--threads", "1", "--no-progress")
+    assert len(list((out / "results").glob("*.json"))) == 1
+    networks = json.loads((out / "data.json").read_text())["leakage_check"]["networks"]
+    assert [(n["model"], n["checked"]) for n in networks] == [(str(nnunet), False)]
