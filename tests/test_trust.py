@@ -147,12 +147,44 @@ def test_a_model_file_without_a_manifest_says_the_check_could_not_be_made(
            "not be made" in output
     leakage = json.loads((tmp_path / "e" / "metrics.json").read_text())["leakage"]
     assert leakage["checked"] is False and leakage["verdict"].startswith("not checked")
+    leaked = {r["leaked"] for r in read_csv(tmp_path / "e" / "predictions.csv")}
+    assert leaked == {"not checked"}  # never "no" where nothing was compared
     seg_images, labels = volumes
     seg = make_segmenter(tmp_path / "seg.pt", num_labels=2)
     output = " ".join(invoke("evaluate", "--model", str(seg), "--images", str(seg_images),
                              "--labels", str(labels), "--out", str(tmp_path / "s"),
                              "--device", "cpu", "--no-progress").split())
     assert "could not be made" in output
+
+
+@pytest.mark.parametrize("source", [
+    {"masks": "external", "structures": {"1": "wall"}},  # another tool's label maps
+    {"nnunet": {"folder": "results", "sha256": {}}, "structures": {"1": "wall"}},
+])
+def test_a_classifier_of_given_or_nnunet_label_maps_is_checked_on_its_own_manifest(
+        tmp_path: Path, labelled: tuple[Path, Path], source: dict) -> None:
+    """Its label maps' source records no training data; its own training cases still do."""
+    from segfew.data import collect_cases
+    from segfew.errors import DataError
+    from segfew.evaluation.leakage import check_models, find_leakage
+    from segfew.modelfile import read_model_file, save_model
+    from segfew.models import build_model
+
+    images, _ = labelled
+    clf = with_manifest(make_classifier(tmp_path / "c.pt"), [images / "s0.nii.gz"])
+    meta, state = read_model_file(clf)
+    model = build_model(meta.architecture.name, **meta.architecture.args)
+    model.load_state_dict(state)
+    clf = save_model(tmp_path / "m.pt", model, meta.model_copy(update={"feature_source": source}))
+    cases = collect_cases([images])
+    check = find_leakage(clf, cases)
+    assert check.checked and check.leaked == ["s0"] and check.unrecorded
+    with pytest.raises(DataError, match=r"trained on 1 evaluated case\(s\) \(s0\)"):
+        check_models([clf], cases)
+    others = [c for c in cases if c.id != "s0"]
+    (clean,) = check_models([clf], others)
+    assert clean.checked and clean.leaked == []
+    assert "is not recorded" in clean.describe()  # the source's training is not claimed
 
 
 def test_a_classifier_carries_its_feature_networks_manifest(tmp_path: Path) -> None:

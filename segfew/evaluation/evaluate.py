@@ -39,6 +39,7 @@ from segfew.inference.batch import (
     CASE_ERRORS,
     PredictionRow,
     case_path,
+    leaked_cell,
     one_line,
     progress_counter,
     write_predictions_csv,
@@ -152,20 +153,21 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     inputs = [*paths, *([Path(table)] if table else [])]
     out_dir = check_out_dir(out_dir, cases, inputs)
     checks = check_models(paths, cases, allow_leakage)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if explain is not None:
         check_explain(explain, predictors, [*inputs, *(p for c in cases for p in c.images)])
 
     rows = classify_all(predictors, cases, progress)
     leakage = leakage_record(checks, allow_leakage)
+    metrics = score_predictions(y_all, rows, classes, bootstrap=bootstrap, seed=seed,
+                                source=table)  # every case failed: a DataError, nothing written
+    out_dir.mkdir(parents=True, exist_ok=True)
     if explain is not None:
         explain_batch(predictors[0], list(cases), rows, explain,
                       targets=[None if c.target is None else str(c.target) for c in cases])
     write_predictions_csv(out_dir / "predictions.csv", rows, classes,
-                          targets=[str(c.target) for c in cases], leaked=set(leakage["leaked"]))
+                          targets=[str(c.target) for c in cases], leaked=set(leakage["leaked"]),
+                          checked=leakage["checked"])
     measured = predictors[0].write_measurements(out_dir / "measurements.csv", cases, rows)
-    metrics = score_predictions(y_all, rows, classes, bootstrap=bootstrap, seed=seed,
-                                source=table)
     n_ok = sum(r.status == "ok" for r in rows)
     metrics.update({
         "classes": classes,
@@ -271,7 +273,8 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
         cells = ["" if v is None else f"{v:.6f}" for v in values]
         lines.append([entry["id"], entry["path"], *cells,
                       f"{np.mean(known):.6f}" if known else "",
-                      "yes" if entry["leaked"] else "no", entry["status"], entry["error"]])
+                      leaked_cell(entry["leaked"], leakage["checked"]), entry["status"],
+                      entry["error"]])
     write_rows_csv(out_dir / "per_case.csv", header, lines)
     spec = run_spec if run_spec is not None else {
         "task": "evaluate", "model": str(model_path), "device": str(predictor.device),

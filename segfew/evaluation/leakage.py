@@ -6,6 +6,8 @@ scored on its own training cases reads as if they were unseen. Every model file 
 SHA-256 of each image it was trained on (``metrics.training_data``; a classifier also carries
 its segmentation network's record in ``feature_source``), and its run folder's ``run.json``
 holds the manifest, so ``experiment`` and ``evaluate`` compare them with the cases they score.
+A classifier measuring another tool's label maps (``--masks``) or an nnU-Net's is checked
+against its own manifest; that tool's training data is not recorded, and the verdict says so.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segfew.errors import DataError, ModelFileError
+from segfew.inference.masks import EXTERNAL
+from segfew.inference.nnunet import NNUNET
 from segfew.modelfile import read_model_file
 from segfew.runinfo import file_digest
 
@@ -35,18 +39,24 @@ class LeakageCheck:
 
     ``checked`` is False when the model file (or the segmentation network inside a
     classifier) records no training data: nothing could be compared. ``leaked`` are the ids
-    of the cases whose images trained it.
+    of the cases whose images trained it. ``unrecorded`` names what the classifier
+    measures whose training data is not recorded (another tool's label maps, an nnU-Net):
+    then only the classifier's own training cases were compared.
     """
 
     model: str
     checked: bool
     leaked: list[str] = field(default_factory=list)
+    unrecorded: str | None = None
 
     def describe(self) -> str:
         """One sentence for a log, a report or ``metrics.json``."""
         if not self.checked:
             return (f"{self.model}: the model file records no training data, so the check "
                     "that no evaluated case trained it could not be made")
+        if not self.leaked and self.unrecorded:
+            return (f"{self.model}: no evaluated case trained the classifier (SHA-256 of every "
+                    f"image compared); whether any trained {self.unrecorded} is not recorded")
         if not self.leaked:
             return f"{self.model}: no evaluated case trained it (SHA-256 of every image compared)"
         return (f"{self.model} was trained on {len(self.leaked)} evaluated case(s): "
@@ -54,7 +64,7 @@ class LeakageCheck:
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "checked": self.checked, "leaked": list(self.leaked),
-                "verdict": self.describe()}
+                "unrecorded": self.unrecorded, "verdict": self.describe()}
 
 
 def _shown(ids: Sequence[str], most: int = 8) -> str:
@@ -75,36 +85,54 @@ def _run_json_digests(model_path: Path) -> set[str] | None:
         return None
 
 
+def _unrecorded_source(source: dict[str, Any]) -> str | None:
+    """What a classifier measures whose training data segfew cannot know, or None."""
+    if source.get("masks") == EXTERNAL:
+        return "the tool that made its label maps (--masks)"
+    if NNUNET in source:
+        return "the nnU-Net that segments its cases"
+    return None
+
+
+def _manifest(model_path: Path) -> tuple[set[str] | None, str | None]:
+    """:func:`trained_digests` and what the classifier measures with no record of its own."""
+    try:
+        meta, _ = read_model_file(model_path)
+    except (ModelFileError, OSError):  # the step that loads it names the problem
+        return None, None
+    own = _recorded(meta.metrics)
+    if own is None:
+        own = _run_json_digests(Path(model_path))
+    if own is None or meta.feature_source is None:
+        return own, None
+    untracked = _unrecorded_source(dict(meta.feature_source))
+    if untracked is not None:
+        return own, untracked
+    source = _recorded(dict(meta.feature_source.get("metrics") or {}))
+    return (None if source is None else own | source), None
+
+
 def trained_digests(model_path: Path) -> set[str] | None:
     """SHA-256 of every file a model was trained on (None: not recorded).
 
     Read from the model file (``metrics.training_data``) or else from the ``run.json``
     manifest in its run folder (``<stem>-run/``). A classifier's set also holds its
     segmentation network's (``feature_source``); if that network's record is missing, so
-    is the classifier's. None also for a file that is not a readable model file.
+    is the classifier's. A classifier of another tool's or an nnU-Net's label maps has
+    only its own. None also for a file that is not a readable model file.
     """
-    try:
-        meta, _ = read_model_file(model_path)
-    except ModelFileError:  # not readable here: the step that loads it names the problem
-        return None
-    own = _recorded(meta.metrics)
-    if own is None:
-        own = _run_json_digests(Path(model_path))
-    if own is None or meta.feature_source is None:
-        return own
-    source = _recorded(dict(meta.feature_source.get("metrics") or {}))
-    return None if source is None else own | source
+    return _manifest(Path(model_path))[0]
 
 
 def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
     """Compare the model's training manifest with the images of ``cases`` (never raises)."""
-    digests = trained_digests(Path(model_path))
+    digests, unrecorded = _manifest(Path(model_path))
     if digests is None:
         return LeakageCheck(str(model_path), checked=False)
     leaked = sorted({c.id for c in cases
                      if any(Path(p).is_file() and file_digest(Path(p)) in digests
                             for p in c.images)})
-    return LeakageCheck(str(model_path), checked=True, leaked=leaked)
+    return LeakageCheck(str(model_path), checked=True, leaked=leaked, unrecorded=unrecorded)
 
 
 def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool = False
@@ -154,6 +182,8 @@ def leakage_record(checks: Sequence[LeakageCheck], allowed: bool) -> dict[str, A
     if leaked:
         verdict = (f"LEAKAGE: {len(leaked)} evaluated case(s) trained the model; their "
                    "scores are not a test")
+    elif checked and any(c.unrecorded for c in checks):
+        verdict = "; ".join(c.describe() for c in checks)
     elif checked:
         verdict = "no evaluated case trained the model (SHA-256 of every image compared)"
     else:

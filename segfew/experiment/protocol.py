@@ -147,14 +147,18 @@ def repetition_features(out_dir: Path, repetition: int) -> Path:
 
 
 def _shared_features(spec: ExperimentSpec) -> list[Path]:
-    """The segmentation model files every repetition uses (not pre-trained per repetition)."""
+    """The segmentation sources every repetition uses (not pre-trained per repetition):
+    model files, an nnU-Net results folder, another tool's label maps (``masks``) — the
+    last two record no training data, so their check is reported as not made."""
     needs = {n for fw in spec.frameworks for n in framework(fw).needs}
     paths = []
     if spec.pretrain is None and spec.features is not None and "segmentation" in needs:
         paths.append(spec.features)
     if spec.threshold_features is not None and "kmeans_segmentation" in needs:
         paths.append(spec.threshold_features)
-    return [Path(p) for p in paths if Path(p).is_file()]
+    if spec.masks is not None and "measures" in spec.frameworks:
+        paths.append(spec.masks)
+    return [Path(p) for p in paths if Path(p).exists()]
 
 
 # ---------------------------------------------------------------- running

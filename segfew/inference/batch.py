@@ -25,6 +25,7 @@ __all__ = [
     "Advance",
     "PredictionRow",
     "case_path",
+    "leaked_cell",
     "one_line",
     "progress_counter",
     "write_predictions_csv",
@@ -71,10 +72,11 @@ def one_line(err: BaseException) -> str:
 
 def write_predictions_csv(path: Path, rows: Sequence[PredictionRow], classes: Sequence[str],
                           targets: Sequence[str | None] | None = None,
-                          leaked: Collection[str] | None = None) -> Path:
+                          leaked: Collection[str] | None = None, checked: bool = True) -> Path:
     """``id, path, [target,] predicted, p_<class>..., confidence, low_confidence, [leaked,]
     status, error`` — one line per row (confidence cells empty where not flagged or failed);
-    ``leaked`` (``evaluate``): the ids of cases the model was trained on, a yes/no column."""
+    ``leaked`` (``evaluate``): the ids of cases the model was trained on, a yes/no column —
+    "not checked" for the others when the model records no training data (``checked``)."""
     header = ["id", "path", *(["target"] if targets is not None else []), "predicted",
               *(f"p_{c}" for c in classes), "confidence", "low_confidence",
               *(["leaked"] if leaked is not None else []), "status", "error"]
@@ -85,10 +87,15 @@ def write_predictions_csv(path: Path, rows: Sequence[PredictionRow], classes: Se
         target = [targets[i] or ""] if targets is not None else []
         sure = (["", ""] if row.confidence is None else
                 [f"{row.confidence:.6f}", "yes" if row.low_confidence else "no"])
-        leak = [] if leaked is None else ["yes" if row.id in leaked else "no"]
+        leak = [] if leaked is None else [leaked_cell(row.id in leaked, checked)]
         lines.append([row.id, row.path, *target, row.predicted, *probs, *sure, *leak,
                       row.status, row.error])
     return write_rows_csv(path, header, lines)
+
+
+def leaked_cell(leaked: bool, checked: bool) -> str:
+    """A ``leaked`` cell: "yes", "no", or "not checked" when no training record was found."""
+    return "yes" if leaked else "no" if checked else "not checked"
 
 
 def progress_counter(progress: Progress | None, total: int) -> Advance:

@@ -161,9 +161,11 @@ class MeasuresClassifier(Classifier, kind="measures classifier"):
         return np.array([m[n] for n in fitted_names(names, m, case)], dtype=np.float64)
 
     def write_measurements(self, path: Path, cases: Sequence[Case],
-                           rows: Sequence[PredictionRow]) -> Path:
+                           rows: Sequence[PredictionRow]) -> Path | None:
         """``path`` gets every case's measurements (``id, <name>...``; empty cells for a
-        failed case)."""
+        failed case); None, and no file, when every case failed (nothing was measured)."""
+        if not any(row.status == "ok" for row in rows):
+            return None
         return write_measurements_csv(path, [
             (case.id, self.measurements(case) if row.status == "ok" else None)
             for case, row in zip(cases, rows, strict=True)])

@@ -56,9 +56,10 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     several classifier files (same classes) predict as one ensemble
     (:mod:`segfew.inference.ensemble`).
     A measures classifier also writes ``<out stem>.measurements.csv`` (every case's named
-    measurements). Segmentation model: ``out`` is a folder of ``<id>_seg.nii.gz`` label
-    maps in the source geometry (test-time augmented with ``tta``; and ``<id>_prob.nii.gz``
-    with ``probabilities``) plus ``predictions.csv`` (``id, path, output, status, error``).
+    measurements; none when every case failed). Segmentation model: ``out`` is a folder of
+    ``<id>_seg.nii.gz`` label maps in the source geometry (test-time augmented with ``tta``;
+    and ``<id>_prob.nii.gz`` with ``probabilities``) plus ``predictions.csv``
+    (``id, path, output, status, error``).
     Cases are built with the model's channel suffixes unless ``channels`` overrides them.
     ``progress(done, total, what)`` is called as cases finish. ``explain`` (one classifier file): a
     folder for one evidence sheet per case and ``index.html`` (:mod:`segfew.inference.explain`).

@@ -262,7 +262,9 @@ class ExperimentSpec(Settings):
     )
     seed: int = 0
     bootstrap: int = Field(default=1000, ge=0, description="resamples for each task's CIs")
-    features: Path | None = Field(default=None, description="segmentation model file (manual)")
+    features: Path | None = Field(
+        default=None, description="segmentation model file (manual, measures), or a trained "
+        "nnU-Net v2 results folder (measures)")
     threshold_features: Path | None = Field(
         default=None, description="segmentation model trained on k-means labels (threshold)"
     )

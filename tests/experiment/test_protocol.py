@@ -11,6 +11,7 @@ import pytest
 
 from segfew.data import Case
 from segfew.errors import DataError, SpecError
+from segfew.evaluation.leakage import experiment_verdict
 from segfew.experiment.protocol import (
     Task,
     parse_shard,
@@ -385,6 +386,23 @@ def test_experiment_refuses_a_feature_network_trained_on_one_of_its_test_cases(
     clean = _feature_net(tmp_path / "clean.pt", [c.images[0] for c in train])
     run_experiment(spec.model_copy(update={"features": clean}), tmp_path / "clean", calls,
                    cases=cases)
+
+
+def test_an_nnunet_folder_shared_by_the_repetitions_is_reported_unchecked(
+        tmp_path: Path) -> None:
+    """An nnU-Net results folder records no training data segfew can compare: the run says
+    the check was not made rather than that no network is shared."""
+    cases = _cases_on_disk(tmp_path / "images")
+    folder = tmp_path / "Dataset001" / "nnUNetTrainer__nnUNetPlans__2d"
+    folder.mkdir(parents=True)
+    spec = make_spec(repetitions=1, sizes=[1], frameworks=["measures"], features=folder)
+    with pytest.warns(UserWarning, match="no record"):
+        run_experiment(spec, tmp_path / "run", Counting(), cases=cases)
+    data = json.loads((tmp_path / "run" / "data.json").read_text())
+    networks = data["leakage_check"]["networks"]
+    assert [(n["model"], n["checked"]) for n in networks] == [(str(folder), False)]
+    alarm, sentence = experiment_verdict(data, "cases")
+    assert alarm and "not made" in sentence and folder.name in sentence
 
 
 def test_per_repetition_pretraining_sees_only_the_training_side(tmp_path: Path) -> None:

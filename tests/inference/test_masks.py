@@ -59,11 +59,29 @@ def test_masks_train_predict_evaluate_end_to_end_without_a_network(
     assert (tmp_path / "p.measurements.csv").is_file()
 
     ev = tmp_path / "ev"
-    invoke("evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
-           str(phantoms / "labels.csv"), "--masks", str(masks), "--out", str(ev),
-           "--bootstrap", "20", "--threads", "1", "--no-progress")
+    evaluate = ("evaluate", "--model", str(clf), "--images", str(phantoms / "images"),
+                "--table", str(phantoms / "labels.csv"), "--out", str(ev), "--bootstrap", "20",
+                "--threads", "1", "--no-progress")
+    refused = invoke(*evaluate, "--masks", str(masks), expect=2)  # its own training cases
+    assert "trained on 12 evaluated case(s)" in " ".join(refused.split())
+    assert len(refused.strip().splitlines()) == 1 and not ev.exists()
+    invoke(*evaluate, "--masks", str(masks), "--allow-leakage")
     metrics = json.loads((ev / "metrics.json").read_text())
     assert metrics["n_cases"] == 12 and metrics["accuracy"] > 1 / 3  # seen cases: above chance
+    assert metrics["leakage"]["leaked"] == sorted(r["id"] for r in rows)
+    assert {r["leaked"] for r in csv.DictReader((ev / "predictions.csv").open())} == {"yes"}
+
+    # every case failing writes nothing: no predictions or measurements without a score
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    failed = invoke(*[a if a != str(ev) else str(tmp_path / "ev2") for a in evaluate],
+                    "--masks", str(empty), "--allow-leakage", expect=2)
+    assert "none of the 12 cases could be predicted" in failed
+    assert not (tmp_path / "ev2").exists()
+    invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"), "--out",
+           str(tmp_path / "q.csv"), "--masks", str(empty), "--threads", "1", "--no-progress",
+           expect=1)
+    assert (tmp_path / "q.csv").is_file() and not (tmp_path / "q.measurements.csv").exists()
 
 
 def test_masks_are_refused_where_they_do_not_belong(phantoms: Path, masks: Path,
@@ -222,6 +240,8 @@ def test_an_experiment_measures_given_masks_and_never_fits_on_its_test_cases(
            str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--masks",
            str(masks), "--threads", "1", "--no-progress")
     results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
+    check = json.loads((out / "data.json").read_text())["leakage_check"]
+    assert [(n["model"], n["checked"]) for n in check["networks"]] == [(str(masks), False)]
     fitted = [ids for ids, _ in measures_fits]
     assert len(results) == 2 and len(fitted) == 2
     # measured from the masks, nothing segments

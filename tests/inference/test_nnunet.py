@@ -152,10 +152,14 @@ def test_an_nnunet_folder_trains_a_measures_classifier_that_predicts(
     assert len(measured) == 12 and set(names) <= set(measured[0])
 
     ev = tmp_path / "ev"
-    invoke("evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
-           str(phantoms / "labels.csv"), "--out", str(ev), "--bootstrap", "10",
-           "--allow-leakage", "--threads", "1", "--no-progress")
-    assert json.loads((ev / "metrics.json").read_text())["n_cases"] == 12
+    evaluate = ("evaluate", "--model", str(clf), "--images", str(phantoms / "images"),
+                "--table", str(phantoms / "labels.csv"), "--out", str(ev), "--bootstrap", "10",
+                "--threads", "1", "--no-progress")
+    refused = " ".join(invoke(*evaluate, expect=2).split())  # its own training cases
+    assert "trained on 12 evaluated case(s)" in refused and not ev.exists()
+    invoke(*evaluate, "--allow-leakage")
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert metrics["n_cases"] == 12 and len(metrics["leakage"]["leaked"]) == 12
 
 
 def test_a_changed_or_missing_folder_is_refused_in_one_line(
@@ -317,3 +321,18 @@ def test_the_label_map_is_what_nnunets_own_reader_and_predictor_give(
     ours = to_stored(maps[0], images[0]).T  # segfew's grid → nnU-Net's (Z, Y, X)
     assert len(np.unique(theirs)) > 1  # the untrained network draws more than one label
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_an_experiment_measures_an_nnunet_and_says_its_training_is_unchecked(
+        phantoms: Path, nnunet: Path, tmp_path: Path) -> None:
+    """``experiment --features FOLDER``: the learning curve runs on the nnU-Net's label maps,
+    and data.json says the folder's training data could not be checked."""
+    spec = tmp_path / "curve.toml"
+    spec.write_text('sizes = [2]\nrepetitions = 1\nframeworks = ["measures"]\nbootstrap = 0\n')
+    out = tmp_path / "run"
+    invoke("experiment", "--spec", str(spec), "--out", str(out), "--images",
+           str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--features",
+           str(nnunet), "--threads", "1", "--no-progress")
+    assert len(list((out / "results").glob("*.json"))) == 1
+    networks = json.loads((out / "data.json").read_text())["leakage_check"]["networks"]
+    assert [(n["model"], n["checked"]) for n in networks] == [(str(nnunet), False)]
