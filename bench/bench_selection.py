@@ -87,7 +87,7 @@ def main() -> None:
         args.data / "images", args.data / "labels.csv", label_column=args.label_column,
         channels=args.channels.split(",") if args.channels else None)
     classes = class_names(cases)
-    y = np.array([classes.index(c.target) for c in cases])
+    y = np.array([classes.index(str(c.target)) for c in cases])
     scores: dict[tuple[str, int], list[tuple[int, float]]] = {}
     for rep in range(1, args.repetitions + 1):
         names, x = measurements(args.run, rep, cases, args.cache)
