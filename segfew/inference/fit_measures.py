@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from segfew.inference.masks import LabelMapMeasurer
     from segfew.inference.measure import Measurer
 
-__all__ = ["describe_selection", "fit_measurement_classifier", "open_measurer"]
+__all__ = ["describe_selection", "estimate_caveat", "fit_measurement_classifier",
+           "open_measurer"]
 
 NO_ESTIMATE = ("no estimate of accuracy is possible: a class has fewer than 2 cases, so none "
                "can be held out to test the model on")
@@ -130,3 +131,22 @@ def describe_selection(metrics: Mapping[str, Any]) -> list[str]:
                      f"({nested['chance_rate']:.2f}): these measurements may not tell the "
                      "classes apart with this few cases")
     return lines
+
+
+def estimate_caveat(metrics: Mapping[str, Any]) -> str | None:
+    """What ``predict`` must say of a measures model whose own estimate gives its answers no
+    weight: none recorded (a class had one training case), or a nested estimate whose
+    interval holds or lies below chance; None for any other model."""
+    if "measures_model" not in metrics:
+        return None
+    nested = metrics.get("measures_nested")
+    if nested is None:
+        return ("the model records no estimate of its accuracy (a class had fewer than 2 "
+                "training cases): its confidences do not say how often it is right")
+    if nested.get("distinguishable_from_chance") is True and not below_chance(
+            (nested.get("ci") or [None, None])[1], nested.get("chance_rate")):
+        return None
+    ci = nested.get("ci") or [0.0, 0.0]
+    return (f"the model's own nested estimate, balanced accuracy "
+            f"{nested['balanced_accuracy']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}], is not above "
+            f"chance ({nested['chance_rate']:.2f}): read its predictions as guesses")

@@ -10,13 +10,14 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segfew.data import collect_cases
 from segfew.data.read import warn_placeholder_spacing
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
 from segfew.files import check_output, write_rows_csv
 from segfew.inference.batch import (
     CASE_ERRORS,
@@ -27,6 +28,7 @@ from segfew.inference.batch import (
 )
 from segfew.inference.ensemble import classify_all, open_models
 from segfew.inference.explain import check_explain, explain_batch
+from segfew.inference.fit_measures import estimate_caveat
 from segfew.inference.masks import check_masks
 from segfew.inference.run import read_ahead
 from segfew.runinfo import write_run_info
@@ -75,6 +77,9 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     for p in predictors:  # a classifier of another tool's label maps reads them
         p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
         _ = p.measurer  # its label maps' source checked once, before any case
+        caveat = estimate_caveat(p.meta.metrics or {})
+        if caveat is not None:  # said before any answer it gives
+            warnings.warn(DataWarning(caveat, p.model_path), stacklevel=2)
     spec = run_spec if run_spec is not None else {
         "task": "predict", "model": [str(m) for m in models], "inputs": [str(p) for p in inputs],
         "recursive": recursive, "channels": list(channels) if channels else None,

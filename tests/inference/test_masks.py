@@ -156,6 +156,39 @@ def test_a_classifier_file_given_as_features_is_refused_in_one_line(
     assert not (tmp_path / "c.pt").exists()
 
 
+def test_predict_says_when_the_models_own_estimate_gives_its_answers_no_weight(
+        phantoms: Path, masks: Path, tmp_path: Path) -> None:
+    """Confidences of 0.9 from a model trained on one case per class, or whose nested
+    estimate holds chance, read as knowledge: predict says so before its answers."""
+    from segfew.inference.fit_measures import estimate_caveat
+
+    one_each = tmp_path / "one.csv"
+    rows = list(csv.DictReader((phantoms / "labels.csv").open()))
+    seen: set[str] = set()
+    kept = [r for r in rows if not (r["label"] in seen or seen.add(r["label"]))]
+    with one_each.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", "--table", str(one_each), "--images", str(phantoms / "images"),
+           "--framework", "measures", "--masks", str(masks), "--out", str(clf),
+           "--threads", "1", "--no-progress", "--no-cache")
+    out = invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"), "--out",
+                 str(tmp_path / "p.csv"), "--masks", str(masks), "--threads", "1",
+                 "--no-progress")
+    assert f"warning: {clf}: the model records no estimate of its accuracy" in " ".join(
+        out.split())
+    nested = {"balanced_accuracy": 0.55, "ci": [0.3, 0.8], "chance_rate": 0.5,
+              "distinguishable_from_chance": False}
+    held = estimate_caveat({"measures_model": "m", "measures_nested": nested})
+    assert held is not None and "0.55 [0.30, 0.80], is not above chance (0.50)" in held
+    above = {**nested, "balanced_accuracy": 0.9, "ci": [0.7, 1.0],
+             "distinguishable_from_chance": True}
+    assert estimate_caveat({"measures_model": "m", "measures_nested": above}) is None
+    assert estimate_caveat({}) is None  # not a measures model: nothing said here
+
+
 def test_label_names_come_from_the_option_or_the_folder(tmp_path: Path) -> None:
     given = ["background", "liver", "spleen"]  # values 0, 1, … as everywhere in segfew
     assert mask_label_names(tmp_path, given) == {1: "liver", 2: "spleen"}
