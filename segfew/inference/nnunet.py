@@ -91,6 +91,10 @@ def folder_identity(folder: Path) -> dict[str, Any]:
         missing.append(f"fold_N/{CHECKPOINT}")
     if missing:
         inside = sorted(p.name for p in folder.iterdir() if p.is_dir() and "__" in p.name)
+        # nnUNet_results itself: its Dataset folders hold the results folders, one level down
+        deeper = sorted(f"{p.parent.name}/{p.name}" for p in folder.glob("Dataset*/*__*")
+                        if p.is_dir())
+        inside = inside or deeper
         hint = f"; give one of the folders it holds: {', '.join(inside[:3])}" if inside else ""
         raise DataError(f"not an nnU-Net results folder (Trainer__Plans__configuration): no "
                         f"{', no '.join(missing)}{hint}", folder)

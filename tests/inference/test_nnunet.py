@@ -184,6 +184,8 @@ def test_a_changed_or_missing_folder_is_refused_in_one_line(
     assert not (tmp_path / "c2.pt").exists()
     said = _train(phantoms, nnunet.parent, tmp_path / "c2.pt", expect=2)  # the Dataset's
     assert "give one of the folders it holds: nnUNetTrainer__nnUNetPlans__2d" in said
+    said = _train(phantoms, nnunet.parents[1], tmp_path / "c2.pt", expect=2)  # nnUNet_results
+    assert f"give one of the folders it holds: {nnunet.parent.name}/{nnunet.name}" in said
     said = invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
                   str(phantoms / "images"), "--framework", "manual", "--features",
                   str(nnunet), "--out", str(tmp_path / "c3.pt"), "--no-progress", expect=2)
