@@ -17,6 +17,7 @@ from segfew.errors import DataError
 from segfew.evaluation.evaluate import check_targets, score_predictions
 from segfew.experiment.protocol import repetition_features
 from segfew.frameworks import framework
+from segfew.inference.masks import mask_label_names
 from segfew.inference.predictor import Predictor
 from segfew.jobs.pretrain import pretrain
 from segfew.jobs.train_classifier import train_classifier
@@ -80,6 +81,8 @@ def make_train_and_score(
     reuses the measurements of its feature network. With ``spec.pretrain`` the feature
     network of a task is its repetition's, in ``run_dir``.
     """
+    if spec.masks is not None and "measures" in spec.frameworks:
+        mask_label_names(spec.masks, spec.label_names)  # unnamed: one line now, not per task
     shared_cache = cache if cache is not None else PreprocessCache()
     measurers: dict[str, Measurer] = {}  # feature network → its measurements of every case
 

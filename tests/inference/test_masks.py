@@ -261,6 +261,21 @@ def test_selection_inside_the_folds_never_sees_a_held_out_row(
     assert choice.mask.tolist() == [False, False, True, False, False, False]
 
 
+def test_an_experiment_on_unnamed_masks_stops_once_before_any_task(
+        phantoms: Path, tmp_path: Path) -> None:
+    """Label maps nobody named fail every task alike: one line before the first, no run."""
+    unnamed = shutil.copytree(phantoms / "labels", tmp_path / "unnamed")
+    (unnamed / "label_names.json").unlink(missing_ok=True)  # as another tool writes them
+    spec = tmp_path / "curve.toml"
+    spec.write_text('sizes = [2]\nrepetitions = 1\nframeworks = ["measures"]\n')
+    out = tmp_path / "run"
+    said = invoke("experiment", "--spec", str(spec), "--out", str(out), "--images",
+                  str(phantoms / "images"), "--table", str(phantoms / "labels.csv"),
+                  "--masks", str(unnamed), "--threads", "1", "--no-progress", expect=2)
+    assert "label_names" in said and len(said.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_an_experiment_measures_given_masks_and_never_fits_on_its_test_cases(
         phantoms: Path, masks: Path, tmp_path: Path,
         measures_fits: list[tuple[set[str], Any]]) -> None:
