@@ -95,6 +95,14 @@ def fit_measurement_classifier(measurer: Measurer | LabelMapMeasurer, cases: Seq
     return model, {"args": args, "metrics": metrics}
 
 
+def _chance_verdict(nested: Mapping[str, Any]) -> str | None:
+    """A nested estimate against chance: "below" (its interval wholly under the chance
+    rate), "not above" (the interval holds it), or None (above chance)."""
+    if below_chance((nested.get("ci") or [None, None])[1], nested.get("chance_rate")):
+        return "below"
+    return None if nested.get("distinguishable_from_chance") is True else "not above"
+
+
 def describe_selection(metrics: Mapping[str, Any]) -> list[str]:
     """What a measures model file's ``metrics`` say of its selection, one line each: every
     candidate with its inner balanced accuracy and 95% interval (the chosen one marked),
@@ -110,7 +118,8 @@ def describe_selection(metrics: Mapping[str, Any]) -> list[str]:
              f"{score(e)}" for e in metrics.get("measures_selection") or []]
     nested = metrics.get("measures_nested")
     chosen_by = metrics.get("measures_chosen_by", "")
-    if chosen_by.startswith("the default"):  # nothing chosen: too few cases per class
+    default = chosen_by.startswith("the default")  # nothing chosen: too few cases per class
+    if default:
         lines.insert(0, f"model: {metrics.get('measures_model')}, {chosen_by}")
     if not lines:
         return [f"chosen: {metrics.get('measures_model')} (too few cases per class for an "
@@ -119,14 +128,13 @@ def describe_selection(metrics: Mapping[str, Any]) -> list[str]:
         return [*lines, NO_ESTIMATE]
     lines.append(f"nested estimate of the whole selection ({nested['folds']} outer folds, "
                  f"{nested['n']} cases): balanced accuracy {score(nested)}"
-                 + ("" if chosen_by.startswith("the default") else
-                    "; the chosen model's inner score above is optimistic"))
-    ci = nested.get("ci") or [None, None]
-    if below_chance(ci[1], nested.get("chance_rate")):
+                 + ("" if default else "; the chosen model's inner score above is optimistic"))
+    verdict = _chance_verdict(nested)
+    if verdict == "below":
         lines.append(f"WARNING: the nested estimate is below chance "
                      f"({nested['chance_rate']:.2f}): the chosen model answers worse than any "
                      "constant answer would")
-    elif nested.get("distinguishable_from_chance") is not True:
+    elif verdict == "not above":
         lines.append(f"WARNING: the nested estimate is not above chance "
                      f"({nested['chance_rate']:.2f}): these measurements may not tell the "
                      "classes apart with this few cases")
@@ -143,8 +151,7 @@ def estimate_caveat(metrics: Mapping[str, Any]) -> str | None:
     if nested is None:
         return ("the model records no estimate of its accuracy (a class had fewer than 2 "
                 "training cases): its confidences do not say how often it is right")
-    if nested.get("distinguishable_from_chance") is True and not below_chance(
-            (nested.get("ci") or [None, None])[1], nested.get("chance_rate")):
+    if _chance_verdict(nested) is None:
         return None
     ci = nested.get("ci") or [0.0, 0.0]
     return (f"the model's own nested estimate, balanced accuracy "
