@@ -13,7 +13,8 @@ training side and each procedure is fitted on them:
 
 Procedures: ``default`` (the first candidate, fitted as it is), ``select`` (the inner CV
 chooses among every candidate at any size — segfew before ``SELECT_FROM``), ``shipped``
-(what :func:`segfew.models.measures_selection.select_classifier` does now). Prints one line
+(what :func:`segfew.models.measures_selection.select_classifier` does now), or one candidate
+fitted as it is, named ``model/subset[/c]`` (``forest/volumes+thickness``). Prints one line
 per procedure and size: mean accuracy, the SD over draws, each repetition's mean, the worst
 draw.
 
@@ -59,6 +60,10 @@ def fit_and_predict(procedure: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.nd
                     names: list[str], classes: int, seed: int) -> np.ndarray:
     if procedure == "default":
         choice = ms.select_classifier(xtr, ytr, names, classes, seed, ms.CANDIDATES[:1])
+    elif "/" in procedure:
+        model, subset, *c = procedure.split("/")
+        one = ms.Candidate(model, subset, *(float(v) for v in c))
+        choice = ms.select_classifier(xtr, ytr, names, classes, seed, [one])
     else:
         kept = ms.SELECT_FROM
         ms.SELECT_FROM = 0 if procedure == "select" else kept
