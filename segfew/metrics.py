@@ -9,8 +9,9 @@ Conventions, shared by point estimates and intervals:
 
 - classes are ``0..K-1`` (``class_names`` order), so a class absent from the data still
   has a confusion-matrix row and a ``per_class`` entry;
-- precision of a class never predicted is 0 (scikit-learn's ``zero_division=0``); recall,
-  F1 and AUROC of a class absent from the truth are ``None`` (undefined, not 0);
+- precision of a class never predicted is ``None``, and recall, F1 and AUROC of a class
+  absent from the truth are ``None`` (undefined, not 0 as scikit-learn's
+  ``zero_division=0`` would write);
 - balanced accuracy is the mean recall over classes present in the truth, macro F1 the
   mean F1 over classes present in the truth or the predictions (scikit-learn's defaults);
 - a percentile bootstrap collapses to one point when every case is right (or wrong), so a
@@ -126,7 +127,7 @@ def classification_metrics(
         if p is not None and present and negatives > 0:
             auroc = _num(roc_auc_score(yt == c, p[:, c]))
         per_class[name] = {
-            "precision": _num(precision[c]),
+            "precision": _num(precision[c]) if cm[:, c].sum() else None,
             "recall": _num(recall[c]) if present else None,
             "specificity": _num(tn / negatives) if negatives else None,
             "f1": _num(f1[c]) if present else None,

@@ -88,6 +88,7 @@ def test_absent_class_gets_a_row_and_no_auroc() -> None:
     other = m["per_class"]["other"]
     assert other["auroc"] is None and other["recall"] is None and other["f1"] is None
     assert other["support"] == 0
+    assert other["precision"] is None  # never predicted: undefined, not 0
     assert m["ci"]["per_class"]["other"]["auroc"] is None
     assert m["per_class"]["normal"]["auroc"] == pytest.approx(0.5)  # all scores tied
     json.dumps(m, allow_nan=False)  # plain floats and None, no NaN

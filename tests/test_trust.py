@@ -237,6 +237,8 @@ def test_validation_accuracy_carries_its_interval_and_chance() -> None:
     many = accuracy_summary([True] * 40, [0, 1] * 20)
     assert many["distinguishable_from_chance"] is True
     assert "chance" not in " ".join(trust_lines({"validation_accuracy": many}))
+    # a network trained with val_fraction = 0 (or one case per class) says it has no estimate
+    assert trust_lines({})[0].startswith("no estimate of accuracy")
 
 
 # ---------------------------------------------------------------- measures' honest estimate

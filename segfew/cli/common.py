@@ -19,6 +19,7 @@ from pydantic_core import PydanticUndefined
 from rich.console import Console
 from rich.markup import escape
 
+from segfew.data.case import GROUP_COLUMNS, ID_COLUMNS, LABEL_COLUMNS
 from segfew.errors import SegfewError
 from segfew.spec import resolve_spec
 
@@ -211,6 +212,14 @@ def int_list(value: str | None) -> list[int] | None:
         raise typer.BadParameter(f"expected integers separated by commas, got {value!r}") from None
 
 
+#: help of the table's column options: what is found when none is named
+ID_COLUMN_HELP = (f"Table column of ids or paths (default: the first column named "
+                  f"{', '.join(ID_COLUMNS[:8])} …).")
+LABEL_COLUMN_HELP = (f"Table column of classes (default: the one column named "
+                     f"{', '.join(LABEL_COLUMNS)}).")
+GROUP_COLUMN_HELP = (f"Table column of groups (patients), kept on one side of every split "
+                     f"(default: a column named {', '.join(GROUP_COLUMNS[:4])} …, if any).")
+
 SpecOpt = Annotated[
     Path | None, typer.Option("--spec", help="TOML or YAML run spec; flags override it.")
 ]
@@ -225,7 +234,8 @@ LabelMapOpt = Annotated[
 ]
 ProgressOpt = Annotated[bool, typer.Option(
     "--progress/--no-progress",
-    help="Show progress: bars on a terminal, plain lines in a log file or pipe.")]
+    help="Show progress: bars on a terminal, plain lines in a log file or pipe.",
+    show_default="on")]
 ThreadsOpt = Annotated[int | None, typer.Option(
     min=1, show_default="OMP_NUM_THREADS when set, else the idle cores by the load average",
     help="CPU threads (torch, BLAS, OpenMP); the log and run.json say how many ran.")]
@@ -233,9 +243,11 @@ PresetOpt = Annotated[
     str | None, typer.Option(help="Paper settings: brain-mr-3d or cardiac-ct-2d.",
                              show_default="none: the defaults shown")
 ]
-ResumeOpt = Annotated[bool, typer.Option(help="Continue a stopped run from its last checkpoint.")]
+ResumeOpt = Annotated[bool, typer.Option(help="Continue a stopped run from its last checkpoint.",
+                                         show_default="off")]
 OverwriteOpt = Annotated[bool, typer.Option(
-    help="Start afresh in a run folder that holds an unfinished run (its checkpoints go).")]
+    help="Start afresh in a run folder that holds an unfinished run (its checkpoints go).",
+    show_default="off")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not cache pre-processed arrays.")]
 
 

@@ -11,6 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from segfew.cli.common import (
+    GROUP_COLUMN_HELP,
+    ID_COLUMN_HELP,
+    LABEL_COLUMN_HELP,
     ChannelsOpt,
     LabelMapOpt,
     ProgressOpt,
@@ -34,7 +37,7 @@ E = EvaluateSpec
 def evaluate(
     model: Annotated[list[Path] | None, setting(
         E, "model", "Model file (segfew train-classifier or pretrain); repeat for an ensemble "
-        "of classifiers with the same classes.", "--model", "-m", metavar="PATH")] = None,
+        "of classifiers with the same classes.", "--model", "-m", metavar="<path>")] = None,
     images: Annotated[Path | None, setting(
         E, "images", "Folder of images (or of class sub-folders).")] = None,
     out: Annotated[Path | None, setting(
@@ -49,11 +52,11 @@ def evaluate(
     ] = None,
     channels: ChannelsOpt = None,
     label_map: LabelMapOpt = None,
-    id_column: Annotated[str | None, setting(E, "id_column", "Table column of ids.")] = None,
+    id_column: Annotated[str | None, setting(E, "id_column", ID_COLUMN_HELP)] = None,
     label_column: Annotated[str | None, setting(
-        E, "label_column", "Table column of classes.")] = None,
+        E, "label_column", LABEL_COLUMN_HELP)] = None,
     group_column: Annotated[str | None, setting(
-        E, "group_column", "Table column of groups (patients).")] = None,
+        E, "group_column", GROUP_COLUMN_HELP)] = None,
     bootstrap: Annotated[int | None, setting(
         E, "bootstrap", "Bootstrap resamples for the 95% intervals (0: none).", min=0)] = None,
     seed: Annotated[int | None, setting(E, "seed", "Seed of the bootstrap.")] = None,
@@ -67,7 +70,7 @@ def evaluate(
     explain: Annotated[Path | None, setting(
         E, "explain", "Classifier: a folder for one evidence sheet per case (segmentation, "
         "where the classifier looked or which measurements drove it, probabilities) and "
-        "index.html, lowest confidence first.", metavar="DIR")] = None,
+        "index.html, lowest confidence first.", metavar="<dir>")] = None,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:

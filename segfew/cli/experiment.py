@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from segfew.cli.common import (
+    LABEL_COLUMN_HELP,
     ProgressOpt,
     ThreadsOpt,
     console,
@@ -32,7 +33,7 @@ def experiment(
         help="Run only shard i of N, e.g. 2/4 (one job of a job array).")] = None,
     images: Annotated[Path | None, typer.Option(help="Folder of images (data.images).")] = None,
     label_column: Annotated[str | None, typer.Option(
-        help="Table column of classes (data.label_column).")] = None,
+        help=LABEL_COLUMN_HELP)] = None,
     table: Annotated[Path | None, typer.Option(
         help="Table of ids and classes (data.table).")] = None,
     features: Annotated[Path | None, typer.Option(

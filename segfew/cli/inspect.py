@@ -10,6 +10,9 @@ from rich import box
 from rich.table import Table
 
 from segfew.cli.common import (
+    GROUP_COLUMN_HELP,
+    ID_COLUMN_HELP,
+    LABEL_COLUMN_HELP,
     ChannelsOpt,
     LabelMapOpt,
     ProgressOpt,
@@ -41,10 +44,10 @@ def inspect(
     table: Annotated[Path | None, typer.Option(help="CSV/TSV table of ids and classes.")] = None,
     channels: ChannelsOpt = None,
     label_map: LabelMapOpt = None,
-    id_column: Annotated[str | None, typer.Option(help="Table column of ids or paths.")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Table column of classes.")] = None,
+    id_column: Annotated[str | None, typer.Option(help=ID_COLUMN_HELP)] = None,
+    label_column: Annotated[str | None, typer.Option(help=LABEL_COLUMN_HELP)] = None,
     group_column: Annotated[str | None, typer.Option(
-        help="Table column of groups (e.g. patient) kept on one side of every split.")] = None,
+        help=GROUP_COLUMN_HELP)] = None,
     label_values: Annotated[str | None, typer.Option(
         help="Allowed label values, e.g. 0,1,2,3 (default: any).")] = None,
     all_cases: Annotated[bool, typer.Option(

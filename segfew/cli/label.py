@@ -9,6 +9,7 @@ from rich.table import Table
 
 from segfew.choices import Intensity, LabelMethod
 from segfew.cli.common import (
+    ID_COLUMN_HELP,
     ChannelsOpt,
     ProgressOpt,
     SpecOpt,
@@ -35,7 +36,7 @@ def label(
         "(kmeans: centres.json).")] = None,
     table: Annotated[Path | None, setting(
         L, "table", "CSV/TSV of the cases to label (id or path column); optional.")] = None,
-    id_column: Annotated[str | None, setting(L, "id_column", "Table column of ids.")] = None,
+    id_column: Annotated[str | None, setting(L, "id_column", ID_COLUMN_HELP)] = None,
     label_column: Annotated[str | None, setting(
         L, "label_column", "Table column of classes (none is needed).")] = None,
     recursive: Annotated[bool | None, setting(

@@ -30,10 +30,10 @@ def predict(
     model: Annotated[list[Path] | None, setting(
         P, "model", "Model file (segfew pretrain or train-classifier); repeat for an ensemble "
         "of classifiers with the same classes (their probabilities averaged).",
-        "--model", "-m", metavar="PATH")] = None,
+        "--model", "-m", metavar="<path>")] = None,
     input: Annotated[list[Path] | None, setting(
         P, "inputs", "Image file or folder; repeat for more (spec key: inputs).",
-        "--input", "-i", metavar="PATH")] = None,
+        "--input", "-i", metavar="<path>")] = None,
     out: Annotated[Path | None, setting(
         P, "out", "Classifier: the CSV to write. Segmentation model: the folder for label maps."
     )] = None,
@@ -66,7 +66,7 @@ def predict(
     explain: Annotated[Path | None, setting(
         P, "explain", "Classifier: a folder for one evidence sheet per case (segmentation, "
         "where the classifier looked or which measurements drove it, probabilities) and "
-        "index.html, lowest confidence first.", metavar="DIR")] = None,
+        "index.html, lowest confidence first.", metavar="<dir>")] = None,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:

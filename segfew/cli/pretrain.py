@@ -9,6 +9,7 @@ from rich.table import Table
 
 from segfew.choices import Intensity, Precision
 from segfew.cli.common import (
+    ID_COLUMN_HELP,
     ChannelsOpt,
     LabelMapOpt,
     NoCacheOpt,
@@ -46,7 +47,7 @@ def pretrain(
         P, "data.table", "CSV/TSV of the cases to use (id or path column); optional.")] = None,
     recursive: Annotated[bool | None, setting(
         P, "data.recursive", "Look for images in sub-folders too.")] = None,
-    id_column: Annotated[str | None, setting(P, "data.id_column", "Table column of ids.")] = None,
+    id_column: Annotated[str | None, setting(P, "data.id_column", ID_COLUMN_HELP)] = None,
     label_column: Annotated[str | None, setting(
         P, "data.label_column", "Table column of classes (none is needed).")] = None,
     dim: Annotated[Literal[2, 3] | None, setting(

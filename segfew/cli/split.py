@@ -8,7 +8,16 @@ from typing import Annotated
 
 from rich.table import Table
 
-from segfew.cli.common import SpecOpt, console, handle_errors, resolve, setting
+from segfew.cli.common import (
+    GROUP_COLUMN_HELP,
+    ID_COLUMN_HELP,
+    LABEL_COLUMN_HELP,
+    SpecOpt,
+    console,
+    handle_errors,
+    resolve,
+    setting,
+)
 from segfew.data import split_table
 from segfew.spec import SplitSpec
 
@@ -32,12 +41,11 @@ def split(
     images: Annotated[Path | None, setting(
         S, "images", "Folder of the table's images (default: the parent split's, else the table's "
         "folder): byte-identical scans are kept on one side.")] = None,
-    id_column: Annotated[str | None, setting(S, "id_column", "Table column of ids.")] = None,
+    id_column: Annotated[str | None, setting(S, "id_column", ID_COLUMN_HELP)] = None,
     label_column: Annotated[str | None, setting(
-        S, "label_column", "Table column of classes.")] = None,
+        S, "label_column", LABEL_COLUMN_HELP)] = None,
     group_column: Annotated[str | None, setting(
-        S, "group_column", "Table column of groups, never split (default: a group, patient "
-        "or participant_id column).")] = None,
+        S, "group_column", GROUP_COLUMN_HELP)] = None,
     spec: SpecOpt = None,
 ) -> None:
     """Split a table into train.tsv and test.tsv, by class, keeping each patient on one side.

@@ -8,6 +8,9 @@ from typing import Annotated, Any
 
 from segfew.choices import Framework, Precision
 from segfew.cli.common import (
+    GROUP_COLUMN_HELP,
+    ID_COLUMN_HELP,
+    LABEL_COLUMN_HELP,
     ChannelsOpt,
     NoCacheOpt,
     OverwriteOpt,
@@ -52,12 +55,11 @@ def train_classifier(
     vgg_weights: Annotated[Path | None, setting(
         C, "vgg_weights", "Local torchvision VGG-16 weights (vgg).")] = None,
     channels: ChannelsOpt = None,
-    id_column: Annotated[str | None, setting(C, "data.id_column", "Table column of ids.")] = None,
+    id_column: Annotated[str | None, setting(C, "data.id_column", ID_COLUMN_HELP)] = None,
     label_column: Annotated[str | None, setting(
-        C, "data.label_column", "Table column of classes.")] = None,
+        C, "data.label_column", LABEL_COLUMN_HELP)] = None,
     group_column: Annotated[str | None, setting(
-        C, "data.group_column", "Table column of groups (patients), kept on one side of "
-        "every split.")] = None,
+        C, "data.group_column", GROUP_COLUMN_HELP)] = None,
     classes: Annotated[int | None, setting(
         C, "classes", "Check that the table has this many classes.")] = None,
     finetune: Annotated[bool | None, setting(
@@ -137,8 +139,9 @@ def train_classifier(
 
 
 def trust_lines(metrics: dict[str, Any]) -> list[str]:
-    """The validation accuracy with its interval and chance (fitted networks), or what the
-    inner cross-validation of framework measures tried, chose and honestly estimates."""
+    """The validation accuracy with its interval and chance (fitted networks; that there is
+    no estimate when no case was held out), or what the inner cross-validation of framework
+    measures tried, chose and honestly estimates."""
     from segfew.inference.fit_measures import describe_selection
     from segfew.metrics import chance_words
 
@@ -151,4 +154,8 @@ def trust_lines(metrics: dict[str, Any]) -> list[str]:
                 + f" on {val['n']} cases")
         words = chance_words(val)
         lines.append(text + (f" — {words}" if words else ""))
+    elif not lines:  # a fitted network with no validation cases
+        lines.append("no estimate of accuracy: no cases were held out for validation — score "
+                     "the model with `segfew evaluate` on cases it never saw, or draw a "
+                     "learning curve with `segfew experiment`")
     return lines

@@ -125,6 +125,10 @@ def _ci(point: dict[str, Any]) -> str:
                    else " below chance" if _below_chance(point) else "")
 
 
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
 def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int],
              unit: str, repetitions: int) -> str:
     """One sentence: the best framework at each size (all that tie at 3 decimals), its
@@ -176,7 +180,7 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[Block]:
                   f"the {unit} not used for training (a new random split each repetition)")
     b.append(Block("p", (
         f"Each method was trained with {', '.join(map(str, spec.sizes))} labelled {unit} "
-        f"per class, {spec.repetitions} times with a different random choice of {unit}, "
+        f"per class, {_times(spec.repetitions)} with a different random choice of {unit}, "
         f"and scored on {test_words}. Within a repetition every method saw exactly the same "
         f"{unit}. Points show the mean over repetitions; bars show one standard deviation; "
         "intervals in brackets are 95% bootstrap intervals over the pooled test predictions.")))

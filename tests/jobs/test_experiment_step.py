@@ -41,7 +41,9 @@ def test_experiment_trains_and_scores_each_framework_on_the_same_split(
         "test_ids"]
     # the report shows one image per class segmented by the experiment's network
     assert (out / "report" / "examples.png").read_bytes()[:4] == b"\x89PNG"
-    assert "Example images" in (out / "report" / "report.md").read_text()
+    report = (out / "report" / "report.md").read_text()
+    assert "Example images" in report
+    assert "per class, once with a different random choice" in report  # not "1 times"
     assert (out / "report" / "report.html").is_file()
 
 
