@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from segfew.choices import Intensity, LrSchedule, Precision
+from segfew.choices import Intensity, LrSchedule, Precision, SegLoss
 from segfew.errors import SpecError
 
 if TYPE_CHECKING:
@@ -160,6 +160,9 @@ class TrainConfig(Settings):
     lr_schedule: LrSchedule = Field(
         default="constant", description="constant, or poly: lr × (1 − epoch/epochs)^0.9")
     weight_decay: float = Field(default=0.0, ge=0)
+    loss: SegLoss = Field(
+        default="weighted_ce", description="segmentation: weighted_ce (the paper's), or "
+        "dice_ce (that plus the soft Dice of the foreground labels over the batch, nnU-Net's)")
     val_fraction: float | None = Field(
         default=None,
         ge=0,
@@ -221,6 +224,8 @@ class ClassifierTrainConfig(TrainConfig):
 
     epochs: int = Field(default=50, ge=1)
     lr: float = Field(default=1e-4, gt=0, description="Adam learning rate")
+    loss: Literal["weighted_ce"] = Field(
+        default="weighted_ce", description="the weighted cross entropy (a class has no Dice)")
 
 
 class MNetConfig(Settings):

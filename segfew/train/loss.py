@@ -1,4 +1,5 @@
-"""Weighted cross entropy with the paper's label weights (SPEC §4).
+"""Weighted cross entropy with the paper's label weights (SPEC §4), and the soft Dice term
+nnU-Net adds to it for segmentation.
 
 ``L = -Σ_x w_{l(x)} ln p_{l(x)}(x)`` with ``w_l = (Σ_k f_k / f_l)^0.5``, where ``f_l`` is the
 number of training pixels (segmentation) or images (classification) of label ``l``.
@@ -14,7 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["WeightedCrossEntropy", "label_weights", "weighted_cross_entropy"]
+__all__ = ["DiceCrossEntropy", "WeightedCrossEntropy", "label_weights", "segmentation_loss",
+           "weighted_cross_entropy"]
+
+#: keeps the soft Dice of a label absent from both prediction and truth finite (nnU-Net's)
+DICE_SMOOTH = 1e-5
 
 
 def label_weights(counts: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -77,3 +82,39 @@ class WeightedCrossEntropy(nn.Module):
 def weighted_cross_entropy(weights: Tensor | None) -> nn.Module:
     """The SPEC §4 loss with ``weights`` (one per label), or plain cross entropy if None."""
     return WeightedCrossEntropy(weights)
+
+
+class DiceCrossEntropy(nn.Module):
+    """:class:`WeightedCrossEntropy` plus ``1 − mean_l Dice_l``, the soft Dice of each
+    foreground label ``l`` (label 0 is the background) over the whole batch (nnU-Net's
+    "batch Dice", Isensee et al. 2021, Nature Methods 18:203). Cross entropy alone weighs
+    every voxel, so thin structures (the myocardium, the RV at the apex) count little;
+    the Dice term weighs each structure as a whole, as the evaluation does.
+
+    Input: logits ``(N, L, *spatial)``, target long ``(N, *spatial)``; computed in float32.
+    Under torchrun each process takes the Dice of its own share of the batch.
+    """
+
+    def __init__(self, weights: Tensor | Sequence[float] | np.ndarray | None = None) -> None:
+        super().__init__()
+        self.cross_entropy = WeightedCrossEntropy(weights)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if logits.ndim < 3:
+            raise ValueError(f"the Dice term needs label maps, got logits {tuple(logits.shape)}")
+        p = torch.softmax(logits.float(), 1)[:, 1:]
+        truth = F.one_hot(target, logits.shape[1]).movedim(-1, 1)[:, 1:].float()
+        axes = [0, *range(2, p.ndim)]
+        overlap = (p * truth).sum(axes)
+        dice = (2 * overlap + DICE_SMOOTH) / (p.sum(axes) + truth.sum(axes) + DICE_SMOOTH)
+        return self.cross_entropy(logits, target) + 1 - dice.mean()
+
+
+def segmentation_loss(name: str, weights: Tensor | None) -> nn.Module:
+    """The loss ``name`` (``weighted_ce`` or ``dice_ce``, :data:`segfew.choices.SegLoss`)
+    with the label ``weights``; ValueError for another name."""
+    if name == "weighted_ce":
+        return WeightedCrossEntropy(weights)
+    if name == "dice_ce":
+        return DiceCrossEntropy(weights)
+    raise ValueError(f"unknown loss {name!r}: weighted_ce or dice_ce")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from segfew.choices import LrSchedule, Precision
+from segfew.choices import LrSchedule, Precision, SegLoss
 from segfew.train.augment import Augmentation
 
 __all__ = ["TrainOptions", "epoch_lr"]
@@ -22,7 +22,8 @@ class TrainOptions:
     """Optimisation, stopping, device and bookkeeping of a training run.
 
     ``batch_size`` is the global batch (split evenly over torchrun processes); ``lr`` the
-    Adam learning rate, constant or decayed by ``lr_schedule`` (:func:`epoch_lr`);
+    Adam learning rate, constant or decayed by ``lr_schedule`` (:func:`epoch_lr`); ``loss``
+    the segmentation loss (:func:`segfew.train.loss.segmentation_loss`);
     ``early_stopping`` the patience in epochs; ``time_budget_s`` a wall limit in seconds;
     ``checkpoint_interval_s`` the seconds between writes of ``last.pt`` (0: every epoch;
     :class:`segfew.train.checkpoint.EpochWriter`);
@@ -37,6 +38,7 @@ class TrainOptions:
     lr: float = 1e-3
     lr_schedule: LrSchedule = "constant"
     weight_decay: float = 0.0
+    loss: SegLoss = "weighted_ce"
     early_stopping: int | None = None
     time_budget_s: float | None = None
     checkpoint_interval_s: float = 60.0

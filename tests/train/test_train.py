@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from segfew.errors import SegfewError, SpecError
-from segfew.spec import AugmentConfig, TrainConfig
+from segfew.spec import AugmentConfig, ClassifierTrainConfig, TrainConfig
 from segfew.train import (
     Augmentation,
     TrainOptions,
@@ -26,6 +26,7 @@ from segfew.train import (
     load_checkpoint,
     weighted_cross_entropy,
 )
+from segfew.train.loss import DiceCrossEntropy, segmentation_loss
 
 # ---------------------------------------------------------------- loss
 
@@ -66,6 +67,32 @@ def test_loss_weight_survives_single_class_batches() -> None:
     plain = nn.functional.cross_entropy(logits, target).item()
     assert weighted_cross_entropy(torch.tensor([1.0, 3.0]))(logits, target).item() == (
         pytest.approx(3 * plain, rel=1e-6))
+
+
+def test_dice_term_is_one_minus_the_batch_dice_of_the_foreground() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4)
+    target = torch.randint(0, 3, (2, 4, 4))
+    got = DiceCrossEntropy([1.0, 2.0, 3.0])(logits, target)
+    p = torch.softmax(logits, 1)
+    dice = [2 * (p[:, c] * (target == c)).sum() / (p[:, c].sum() + (target == c).sum())
+            for c in (1, 2)]  # over the whole batch, the background left out
+    ce = weighted_cross_entropy(torch.tensor([1.0, 2.0, 3.0]))(logits, target)
+    assert got.item() == pytest.approx(ce.item() + 1 - sum(dice).item() / 2, rel=1e-5)
+    # a confident, right answer costs almost nothing; the Dice term then vanishes
+    sure = 50 * nn.functional.one_hot(target, 3).movedim(-1, 1).float()
+    assert DiceCrossEntropy()(sure, target).item() == pytest.approx(0.0, abs=1e-4)
+    with pytest.raises(ValueError, match="label maps"):
+        DiceCrossEntropy()(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
+
+
+def test_loss_names_and_the_classifier_keeps_the_cross_entropy() -> None:
+    assert isinstance(segmentation_loss("dice_ce", None), DiceCrossEntropy)
+    with pytest.raises(ValueError, match="unknown loss"):
+        segmentation_loss("focal", None)
+    assert TrainConfig.model_validate({"loss": "dice_ce"}).plain().loss == "dice_ce"
+    with pytest.raises(ValueError, match="weighted_ce"):  # a class has no Dice
+        ClassifierTrainConfig.model_validate({"loss": "dice_ce"})
 
 
 # ---------------------------------------------------------------- augmentation
@@ -254,6 +281,13 @@ def test_segmentation_loss_falls_and_dice_is_reported(tmp_path: Path, device: st
     assert all(0 <= r["val_metric"] <= 1 and "val_dice_1" in r for r in res.history)
     assert res.stopped == "completed" and res.monitor == "val_metric"
     assert res.best_metric == max(r["val_metric"] for r in res.history)
+
+
+def test_dice_ce_trains_a_segmentation(tmp_path: Path) -> None:
+    res = fit(_seg_model(), _seg_data(12), _seg_data(4, seed=1), task="segmentation",
+              num_classes=2, cfg=_cfg(epochs=4, loss="dice_ce"), out_dir=tmp_path)
+    losses = [r["train_loss"] for r in res.history]
+    assert losses[-1] < losses[0]
 
 
 def test_classification_loss_falls(tmp_path: Path, device: str) -> None:
