@@ -71,6 +71,11 @@ def test_an_nnunet_folder_feeds_the_head_from_train_classifier_to_predict(
     assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
     p = np.array([[float(r[f"p_{c}"]) for c in meta.classes] for r in rows])
     np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+    said = invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"), "--out",
+                  str(tmp_path / "q.csv"), "--explain", str(tmp_path / "ex"), expect=2)
+    assert "--explain draws a map on the image or named measurements" in said
+    assert len(said.strip().splitlines()) == 1 and not (tmp_path / "q.csv").exists()
+    assert not (tmp_path / "ex").exists()
 
     ev = tmp_path / "ev"
     invoke("evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
