@@ -83,6 +83,7 @@ def test_an_nnunet_folder_feeds_the_head_from_train_classifier_to_predict(
            "1", "--no-progress", "--allow-leakage")
     metrics = json.loads((ev / "metrics.json").read_text())
     assert metrics["n_cases"] == 12 and len(metrics["leakage"]["leaked"]) == 12
+    assert metrics["leakage"]["models"][0]["unrecorded"] == "the nnU-Net it reads"
 
 
 @pytest.mark.parametrize("reads", ["softmax", "features"])
@@ -111,25 +112,32 @@ def test_the_statistics_are_a_fixed_length_deterministic_function_of_the_image(
         assert first[:width].sum() == pytest.approx(1, abs=1e-5)
 
 
+@pytest.mark.parametrize("configuration", ["2d", "3d_fullres"])
 def test_the_bottleneck_statistics_are_those_of_every_tile_together(
-        nnunet: Path, tmp_path: Path) -> None:
+        tmp_path: Path, configuration: str) -> None:
     """Sums and sums of squares accumulated tile by tile give the mean and std of all the
-    tiles' bottleneck voxels at once."""
+    tiles' bottleneck voxels at once, 2D (each slice's tiles) and 3D (16³ patches over a
+    volume of anisotropic voxels)."""
     import nibabel as nib
 
     from segfew.data import Case
     from segfew.data.read import read_case
     from segfew.inference.nnunet_stats import NnUNetStats
 
-    image = np.random.default_rng(1).normal(size=(45, 60, 1)).astype(np.float32)
-    path = tmp_path / "wide.nii.gz"
-    nib.save(nib.Nifti1Image(image, np.diag([1.25, 1.25, 8.0, 1.0])), str(path))
-    case = Case(id="wide", images=(path,))
-    stats = NnUNetStats(nnunet, reads="features")
+    three = configuration != "2d"
+    shape, zooms = ((20, 24, 10), [1.5, 1.5, 3.0]) if three else ((45, 60, 1), [1.25, 1.25, 8.0])
+    image = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    path = tmp_path / "image.nii.gz"
+    nib.save(nib.Nifti1Image(image, np.diag([*zooms, 1.0])), str(path))
+    case = Case(id="image", images=(path,))
+    stats = NnUNetStats(make_nnunet_folder(tmp_path / "results", configuration),
+                        reads="features")
     got = stats(case)
+    assert got.shape == (2 * BOTTLENECK,)
     data = torch.from_numpy(stats.preprocessed(read_case(case)[0], case)[0])
     tiles = list(stats.tiles(data))
-    assert len(tiles) > 1 and all(t.shape == (1, 1, 32, 32) for t in tiles)
+    patch = (1, 1, 16, 16, 16) if three else (1, 1, 32, 32)
+    assert len(tiles) > 1 and all(t.shape == patch for t in tiles)
     with torch.no_grad():
         maps = torch.cat([stats.encoder(t)[-1].flatten(2) for t in tiles], 2)[0].double()
     np.testing.assert_allclose(got[:BOTTLENECK], maps.mean(1).numpy(), rtol=1e-5, atol=1e-6)
