@@ -11,7 +11,8 @@ the fully connected layers (:class:`segfew.models.StatsHead`). What the channels
 - ``reads="softmax"``: nnU-Net's class probabilities (its logits from
   ``predict_logits_from_preprocessed_data`` — sliding window with Gaussian weighting,
   mirroring as the checkpoint allows, the folds' mean — through its label manager's
-  softmax or sigmoid), over the pre-processed image;
+  softmax or sigmoid), over the pre-processed image (summed a few channels at a time in
+  float64: no float64 copy of the volume);
 - ``reads="features"``: the encoder's deepest stage (the bottleneck) on each tile of
   nnunetv2's own sliding window (its slicers and patch size, zero padding to at least one
   patch), the sums and sums of squares of each channel accumulated over every tile (in
@@ -45,6 +46,9 @@ __all__ = ["READS", "NnUNetStats"]
 
 #: what the head reads of an nnU-Net: its class probabilities or its bottleneck features
 READS = ("softmax", "features")
+#: values summed at a time in float64 (a softmax volume is summed a few channels at a time,
+#: so the sums never hold a float64 copy of it)
+CHUNK = 1 << 24
 
 
 class NnUNetStats(NnUNetFolder):
@@ -95,15 +99,17 @@ class NnUNetStats(NnUNetFolder):
     def _moments(self, images: Sequence[Any], case: Case) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std (F,) of each channel of one image stack's maps."""
         data = torch.from_numpy(self.preprocessed(images, case)[0])
-        total = squares = None
+        total: Any = 0.0
+        squares: Any = 0.0
         count = 0
         with torch.inference_mode():
-            for maps in self._maps(data):  # (1, F, *spatial) each
-                flat = maps.double().transpose(0, 1).flatten(1)
-                total = flat.sum(1) + (0 if total is None else total)
-                squares = flat.square().sum(1) + (0 if squares is None else squares)
+            for maps in self._maps(data):  # (F, *spatial) each
+                flat = maps.flatten(1)
+                step = max(1, CHUNK // max(1, flat.shape[1]))  # channels at a time
+                chunks = [flat[i:i + step].double() for i in range(0, flat.shape[0], step)]
+                total = total + torch.cat([c.sum(1) for c in chunks])
+                squares = squares + torch.cat([c.square().sum(1) for c in chunks])
                 count += flat.shape[1]
-        assert total is not None and squares is not None and count > 0
         mean = total / count
         std = (squares / count - mean.square()).clamp_min(0).sqrt()
         return mean.cpu().numpy(), std.cpu().numpy()
@@ -114,7 +120,7 @@ class NnUNetStats(NnUNetFolder):
         if self.reads == "softmax":
             p = self.predictor
             logits = p.predict_logits_from_preprocessed_data(data).float()
-            return [p.label_manager.apply_inference_nonlin(logits)[None]]
+            return [p.label_manager.apply_inference_nonlin(logits)]
         encoder = self.encoder
         device = torch.device(str(self.device))
         return (_deepest(encoder(tile.to(device))) for tile in self.tiles(data))
@@ -137,9 +143,10 @@ class NnUNetStats(NnUNetFolder):
 
 
 def _deepest(out: Any) -> torch.Tensor:
-    """The bottleneck of an encoder's output (its skips' last, or the output itself)."""
+    """The bottleneck (F, *spatial) of an encoder's output for one tile (its skips' last,
+    or the output itself)."""
     if isinstance(out, list | tuple):
         out = out[-1]
     if not isinstance(out, torch.Tensor):
         raise DataError(f"the nnU-Net encoder gave {type(out).__name__}, not feature maps")
-    return out
+    return out[0]

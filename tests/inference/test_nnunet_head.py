@@ -88,10 +88,12 @@ def test_an_nnunet_folder_feeds_the_head_from_train_classifier_to_predict(
 
 @pytest.mark.parametrize("reads", ["softmax", "features"])
 def test_the_statistics_are_a_fixed_length_deterministic_function_of_the_image(
-        phantoms: Path, nnunet: Path, tmp_path: Path, reads: str) -> None:
+        phantoms: Path, nnunet: Path, tmp_path: Path, reads: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     import nibabel as nib
 
     from segfew.data import Case
+    from segfew.inference import nnunet_stats
     from segfew.inference.nnunet_stats import NnUNetStats
 
     # larger than one 32² patch: several tiles of the sliding window
@@ -104,6 +106,8 @@ def test_the_statistics_are_a_fixed_length_deterministic_function_of_the_image(
     width = len(LABELS) if reads == "softmax" else BOTTLENECK
     assert first.shape == (2 * width,) and first.dtype == np.float32
     np.testing.assert_array_equal(first, again)
+    monkeypatch.setattr(nnunet_stats, "CHUNK", 1)  # summed one channel at a time
+    np.testing.assert_allclose(NnUNetStats(nnunet, reads=reads)(case), first, rtol=1e-6)
     assert (first[width:] >= 0).all() and np.isfinite(first).all()
     small = NnUNetStats(nnunet, reads=reads)(Case(id="c", images=(phantoms / "images" /
                                                                   "case000.nii.gz",)))
