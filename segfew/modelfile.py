@@ -122,7 +122,7 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, Any]]:
 
 #: Upper bounds on architecture arguments (far above any segfew network: n_s = 16 … 64).
 ARG_BOUNDS = {"n_s": 256, "in_channels": 64, "num_labels": 1024, "num_classes": 1024,
-              "n_c": 1024, "n_fc": 65536, "r": 6, "dim": 3}
+              "n_c": 1024, "n_fc": 65536, "r": 6, "dim": 3, "num_features": 65536}
 #: Largest network grid in voxels (512³), for ``input_size`` and the pre-processing size.
 MAX_GRID_VOXELS = 512**3
 

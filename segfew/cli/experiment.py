@@ -38,7 +38,7 @@ def experiment(
         help="Table of ids and classes (data.table).")] = None,
     features: Annotated[Path | None, typer.Option(
         help="Segmentation model file (manual, measures), or a trained nnU-Net v2 results "
-        "folder (measures; pip install 'segfew\\[nnunet]').")] = None,
+        "folder (measures, manual; pip install 'segfew\\[nnunet]').")] = None,
     threshold_features: Annotated[Path | None, typer.Option(
         help="Segmentation model trained on k-means labels (framework threshold).")] = None,
     masks: Annotated[Path | None, typer.Option(

@@ -45,7 +45,7 @@ def train_classifier(
         C, "framework", "What the classifier learns from (see the README's table).")] = None,
     features: Annotated[Path | None, setting(
         C, "features", "Segmentation model file (manual, threshold, measures), or a trained "
-        "nnU-Net v2 results folder (measures; pip install 'segfew\\[nnunet]').")] = None,
+        "nnU-Net v2 results folder (measures, manual; pip install 'segfew\\[nnunet]').")] = None,
     masks: Annotated[Path | None, setting(
         C, "masks", "measures: folder of label maps from another tool, matched to the "
         "images by id (instead of --features).")] = None,

@@ -90,7 +90,7 @@ def _unrecorded_source(source: dict[str, Any]) -> str | None:
     if source.get("masks") == EXTERNAL:
         return "the tool that made its label maps (--masks)"
     if NNUNET in source:
-        return "the nnU-Net that segments its cases"
+        return "the nnU-Net it reads"
     return None
 
 

@@ -24,13 +24,14 @@ from segfew.inference.batch import (
 from segfew.inference.masks import MaskMeasurer
 from segfew.inference.measure import Measurer, fitted_names, write_measurements_csv
 from segfew.inference.nnunet import NnUNetMeasurer
+from segfew.inference.nnunet_stats import NnUNetStats
 from segfew.inference.predictor import Predictor
 from segfew.inference.run import classify_probabilities, read_ahead
 
 if TYPE_CHECKING:
     from segfew.data import Case
 
-__all__ = ["Classifier", "ImageClassifier", "MeasuresClassifier"]
+__all__ = ["Classifier", "ImageClassifier", "MeasuresClassifier", "NnUNetClassifier"]
 
 
 class Classifier(Predictor):
@@ -169,6 +170,39 @@ class MeasuresClassifier(Classifier, kind="measures classifier"):
         return write_measurements_csv(path, [
             (case.id, self.measurements(case) if row.status == "ok" else None)
             for case, row in zip(cases, rows, strict=True)])
+
+
+class NnUNetClassifier(Classifier, kind="nnunet classifier"):
+    """The paper's head on a trained nnU-Net's statistics of each case (framework manual
+    with an nnU-Net results folder): :class:`segfew.inference.nnunet_stats.NnUNetStats` of
+    the folder its model file records, which must be unchanged.
+
+    ``measurer``: an :class:`~segfew.inference.nnunet_stats.NnUNetStats` already holding
+    these cases' statistics (an experiment shares one); by default one is made. nnU-Net
+    runs in this process (not in reading processes: it holds the device).
+    """
+
+    def __init__(self, *args: Any, measurer: NnUNetStats | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stats = measurer
+        self.workers = 0
+
+    @property
+    def measurer(self) -> NnUNetStats:  # type: ignore[override]
+        """What computes a case's statistics; DataError naming the model file when its
+        nnU-Net folder is gone or changed (checked once, before any case)."""
+        if self._stats is None:
+            self._stats = NnUNetStats.for_model(self.meta.feature_source or {},
+                                                self.model_path, self.device)
+        return self._stats
+
+    def load(self, case: Case) -> np.ndarray:
+        """The statistics of a case ``(2F,)`` float32, in the order the head was trained."""
+        expected = self.in_channels
+        if expected is not None and len(case.images) != expected:
+            raise DataError(f"case {case.id!r} has {len(case.images)} channel(s), the model "
+                            f"expects {expected}; use --channels", case.images[0])
+        return self.measurer(case)
 
 
 def _fail(row: PredictionRow, err: BaseException | str) -> None:

@@ -31,6 +31,7 @@ from segfew.errors import DataError
 from segfew.files import check_output
 from segfew.inference.batch import CASE_ERRORS, one_line
 from segfew.inference.measure_names import cine_channel_words, describe, structure_names
+from segfew.inference.predictor import model_kind
 from segfew.inference.run import segment_probabilities
 from segfew.inference.saliency import grad_cam
 from segfew.inference.sheet import SHOWN_BARS, Evidence, Measured, write_index, write_sheet
@@ -186,10 +187,16 @@ def explain_batch(predictor: Predictor, cases: list[Case], rows: list[Prediction
 
 def check_explain(out_dir: str | Path, predictors: list[Predictor], inputs: list[Path]) -> None:
     """Refuse ``--explain`` before any work where it cannot be done: a segmentation model,
-    an ensemble (whose evidence is not one network's), or a folder among the inputs."""
+    an ensemble (whose evidence is not one network's), a head on an nnU-Net's per-case
+    statistics (neither a map on the image nor named measurements), or a folder among the
+    inputs."""
     if predictors[0].kind != "classifier":
         raise DataError("--explain draws a classifier's evidence; this is a segmentation "
                         "model", predictors[0].model_path)
+    if model_kind(predictors[0].meta) == "nnunet classifier":
+        raise DataError("--explain draws a map on the image or named measurements; this "
+                        "classifier reads an nnU-Net's statistics of each case, which have "
+                        "neither", predictors[0].model_path)
     if len(predictors) > 1:
         raise DataError("--explain draws one model's evidence; give one --model",
                         predictors[1].model_path)

@@ -28,7 +28,7 @@ import contextlib
 import io
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,8 +45,8 @@ from segfew.runinfo import file_digest
 if TYPE_CHECKING:
     from segfew.data import Case
 
-__all__ = ["CHECKPOINT", "NNUNET", "NnUNetMeasurer", "folder_identity", "is_nnunet_folder",
-           "require_nnunetv2"]
+__all__ = ["CHECKPOINT", "NNUNET", "NnUNetFolder", "NnUNetMeasurer", "folder_identity",
+           "is_nnunet_folder", "require_nnunetv2"]
 
 #: ``feature_source`` key of a classifier measuring an nnU-Net's segmentations
 NNUNET = "nnunet"
@@ -143,14 +143,16 @@ def _structures(labels: Mapping[str, Any], path: Path) -> dict[int, str]:
     return dict(sorted(out.items()))
 
 
-class NnUNetMeasurer(LabelMapMeasurer):
-    """Measurements of each case segmented by the nnU-Net in ``folder`` (cached per case).
+class NnUNetFolder:
+    """An nnU-Net results folder opened for inference: its identity, plans, dataset and
+    nnunetv2's predictor, and a case's images as nnU-Net pre-processes them. The base of
+    :class:`NnUNetMeasurer` (its label maps) and
+    :class:`segfew.inference.nnunet_stats.NnUNetStats` (its features for the paper's head).
 
     ``identity``: :func:`folder_identity` of the folder (computed when not given); ``device``
     where the network runs (CPU: torch's thread setting bounds nnU-Net's too). Raises
     SpecError when nnunetv2 is missing, DataError / ModelFileError naming the file for a
-    folder nnU-Net could not use, and, on a case, DataError for an image the model cannot
-    take (its channels, a 2D image for a 3D configuration).
+    folder nnU-Net could not use.
     """
 
     def __init__(self, folder: Path, identity: Mapping[str, Any] | None = None,
@@ -160,16 +162,14 @@ class NnUNetMeasurer(LabelMapMeasurer):
         self.folder = Path(self.identity["folder"])
         self.dataset = _read_json(self.folder / "dataset.json")
         self.plans = _read_json(self.folder / "plans.json")
-        super().__init__(_structures(self.dataset.get("labels") or {},
-                                     self.folder / "dataset.json"))
         self.device = device
         self._predictor: Any = None
 
     @classmethod
-    def for_model(cls, source: Mapping[str, Any], model: Path, device: Any = "cpu"
-                  ) -> NnUNetMeasurer:
-        """The measurer of the classifier in ``model`` (its ``feature_source`` is
-        ``source``); DataError naming ``model`` when the folder is gone or changed."""
+    def verified(cls, source: Mapping[str, Any], model: Path) -> tuple[Path, dict[str, Any]]:
+        """The folder and identity that ``source`` (a model file's ``feature_source``)
+        records, checked against the files; DataError naming ``model`` when the folder is
+        gone or changed, ModelFileError when the record is incomplete."""
         recorded = source.get(NNUNET)
         if not isinstance(recorded, dict) or not isinstance(recorded.get("folder"), str) or \
                 not isinstance(recorded.get("sha256"), dict) or not recorded.get("folds"):
@@ -185,15 +185,13 @@ class NnUNetMeasurer(LabelMapMeasurer):
                 what = name if "/" not in name else "{1} of {0}".format(*name.split("/"))
                 raise DataError(f"the nnU-Net folder changed since training ({what}) — "
                                 f"train the classifier again on {folder}", model)
-        return cls(folder, recorded, device)
+        return folder, recorded
 
     @property
-    def source(self) -> dict[str, Any]:
-        """What a model file records as its ``feature_source``: the folder's identity with
-        its trainer, plans and configuration, and the structures."""
-        return {NNUNET: {**self.identity, **self._names()},
-                "structures": {str(k): v for k, v in self.structures.items()},
-                "classes": ["background", *self.structures.values()]}
+    def record(self) -> dict[str, Any]:
+        """The folder's identity with its trainer, plans and configuration (a model file's
+        ``feature_source["nnunet"]``)."""
+        return {**self.identity, **self._names()}
 
     @property
     def files(self) -> list[Path]:
@@ -256,19 +254,89 @@ class NnUNetMeasurer(LabelMapMeasurer):
         names = self.dataset.get("channel_names") or self.dataset.get("modality") or {"0": ""}
         return len(names)
 
+    def image_groups(self, case: Case) -> list[list[Any]]:
+        """The case's channel images as read, grouped as the network takes them: one group
+        per channel for a one-channel model, one of all channels otherwise. DataError naming
+        the image when the counts fit neither."""
+        images, _ = read_case(case)
+        n = self.in_channels
+        if n not in (1, len(images)):
+            raise DataError(f"the nnU-Net model takes {n} channels, case {case.id!r} has "
+                            f"{len(images)}; use --channels", case.images[0])
+        return [[im] for im in images] if n == 1 else [list(images)]
+
+    @property
+    def _reorient(self) -> bool:
+        return self.plans.get("image_reader_writer") == "NibabelIOWithReorient"
+
+    def preprocessed(self, images: Sequence[Any], case: Case) -> tuple[np.ndarray, Any]:
+        """One image stack (``Image`` list, one per network channel) through nnunetv2's
+        pre-processing (cropping, resampling to the plans' spacing, normalisation):
+        ``(data (C, Z, Y, X) float32, properties)`` as its predictor takes them."""
+        p = self.predictor
+        reference = images[0]
+        if reference.dim == 2 and len(p.configuration_manager.patch_size) == 3:
+            raise DataError("the nnU-Net model is 3D, this image is 2D", case.images[0])
+        arrays = [im.array if self._reorient else to_stored(im.array, im) for im in images]
+        spacing = list(reference.spacing if self._reorient else stored_spacing(reference))[::-1]
+        x = np.stack([a.T for a in arrays]).astype(np.float32)  # nnU-Net's (C, Z, Y, X)
+        if reference.dim == 2:
+            x, spacing = x[:, None], [999.0 * max(spacing), *spacing]
+        pre = p.configuration_manager.preprocessor_class(verbose=False)
+        data, _, props = pre.run_case_npy(x, None, {"spacing": spacing}, p.plans_manager,
+                                          p.configuration_manager, self.dataset)
+        return data, props
+
+    def tiles(self, data: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The sliding window's tiles of pre-processed ``data`` (C, Z, Y, X), each
+        ``(1, C, *patch_size)``, as nnunetv2's predictor cuts them: padded with zeros to
+        at least the patch size, its own slicers and step (2D: every slice's tiles)."""
+        from acvl_utils.cropping_and_padding.padding import pad_nd_image
+
+        p = self.predictor
+        padded, _ = pad_nd_image(data, p.configuration_manager.patch_size, "constant",
+                                 {"value": 0}, True, None)
+        for slicer in p._internal_get_sliding_window_slicers(padded.shape[1:]):
+            yield padded[slicer][None]
+
+
+class NnUNetMeasurer(NnUNetFolder, LabelMapMeasurer):
+    """Measurements of each case segmented by the nnU-Net in ``folder`` (cached per case).
+
+    Arguments and errors as :class:`NnUNetFolder`'s; on a case, DataError for an image the
+    model cannot take (its channels, a 2D image for a 3D configuration).
+    """
+
+    def __init__(self, folder: Path, identity: Mapping[str, Any] | None = None,
+                 device: Any = "cpu") -> None:
+        NnUNetFolder.__init__(self, folder, identity, device)
+        LabelMapMeasurer.__init__(self, _structures(self.dataset.get("labels") or {},
+                                                    self.folder / "dataset.json"))
+
+    @classmethod
+    def for_model(cls, source: Mapping[str, Any], model: Path, device: Any = "cpu"
+                  ) -> NnUNetMeasurer:
+        """The measurer of the classifier in ``model`` (its ``feature_source`` is
+        ``source``); DataError naming ``model`` when the folder is gone or changed."""
+        folder, recorded = cls.verified(source, model)
+        return cls(folder, recorded, device)
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """What a model file records as its ``feature_source``: the folder's identity with
+        its trainer, plans and configuration, and the structures."""
+        return {NNUNET: self.record,
+                "structures": {str(k): v for k, v in self.structures.items()},
+                "classes": ["background", *self.structures.values()]}
+
     def map_names(self, case: Case) -> list[str]:
         return list(case.channel_names) if self.in_channels == 1 else ["all"]
 
     def label_maps(self, case: Case) -> tuple[list[Any], list[Any]]:
         """The case's channel images as read and nnU-Net's label maps on their grid (one
         per channel for a one-channel model, one for all channels otherwise)."""
-        images, _ = read_case(case)
-        n = self.in_channels
-        if n not in (1, len(images)):
-            raise DataError(f"the nnU-Net model takes {n} channels, case {case.id!r} has "
-                            f"{len(images)}; use --channels", case.images[0])
-        groups = [[im] for im in images] if n == 1 else [list(images)]
-        return list(images), [self.segment(group, case) for group in groups]
+        groups = self.image_groups(case)
+        return [im for g in groups for im in g], [self.segment(g, case) for g in groups]
 
     def segment(self, images: Sequence[Any], case: Case) -> np.ndarray:
         """The label map of one image stack (``Image`` list, one per network channel) on
@@ -280,21 +348,10 @@ class NnUNetMeasurer(LabelMapMeasurer):
 
         p = self.predictor
         reference = images[0]
-        patch = len(p.configuration_manager.patch_size)
-        if reference.dim == 2 and patch == 3:
-            raise DataError("the nnU-Net model is 3D, this image is 2D", case.images[0])
-        reorient = self.plans.get("image_reader_writer") == "NibabelIOWithReorient"
-        arrays = [im.array if reorient else to_stored(im.array, im) for im in images]
-        spacing = list(reference.spacing if reorient else stored_spacing(reference))[::-1]
-        x = np.stack([a.T for a in arrays]).astype(np.float32)  # nnU-Net's (C, Z, Y, X)
-        if reference.dim == 2:
-            x, spacing = x[:, None], [999.0 * max(spacing), *spacing]
-        pre = p.configuration_manager.preprocessor_class(verbose=False)
-        data, _, props = pre.run_case_npy(x, None, {"spacing": spacing}, p.plans_manager,
-                                          p.configuration_manager, self.dataset)
+        data, props = self.preprocessed(images, case)
         logits = p.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
         seg = to_segmentation(logits, p.plans_manager, p.configuration_manager,
                               p.label_manager, props, num_threads_torch=torch.get_num_threads())
         seg = np.asarray(seg)[0].T if reference.dim == 2 else np.asarray(seg).T
-        out = seg if reorient else from_stored(seg, reference)
+        out = seg if self._reorient else from_stored(seg, reference)
         return np.ascontiguousarray(out, dtype=np.int16)

@@ -8,6 +8,8 @@ reads a model file and returns the predictor of its kind, each in its own module
   manual / threshold / scratch / vgg);
 - :class:`segfew.inference.classify.MeasuresClassifier` — a classifier on measurements of
   label maps (framework measures: its own segmentation, or another tool's ``--masks``);
+- :class:`segfew.inference.classify.NnUNetClassifier` — the head on a trained nnU-Net's
+  statistics of each case (framework manual with an nnU-Net results folder);
 - :class:`segfew.inference.segment.Segmenter` — a segmentation network, whose label maps are
   written back on the input image's grid and geometry (they overlay the scan in ITK-SNAP or
   3D Slicer).
@@ -50,11 +52,14 @@ NOT_SEGMENTER = "this is a segmentation model; it writes label maps, not classes
 
 
 def model_kind(meta: ModelMeta) -> str:
-    """``"segmentation"``, ``"measures classifier"`` or ``"image classifier"``."""
+    """``"segmentation"``, ``"measures classifier"``, ``"nnunet classifier"`` or
+    ``"image classifier"``."""
     if meta.kind != "classifier":
         return "segmentation"
     if meta.architecture.name == "measurement_classifier":
         return "measures classifier"
+    if meta.architecture.name == "stats_head":
+        return "nnunet classifier"
     return "image classifier"
 
 

@@ -203,6 +203,7 @@ class Training:
     metric: str  # the training curve's validation metric, e.g. "validation accuracy"
     describe: Callable[[FitResult | None, dict[str, Any]], ModelMeta]
     keep: str = "best"  # the checkpoint the model file keeps: "best" or "last"
+    augment: bool = True  # False: the samples are not images (per-case statistics)
     val_groups: list[int] | None = None  # the case of each validation sample (slices)
     run_info: dict[str, Any] = field(default_factory=dict)  # more fields of run.json
     completed: tuple[str, ...] = ()
@@ -250,7 +251,7 @@ def fit_and_save(
         result = train.fit(job.model, job.train, job.val, task=job.task,
                            num_classes=len(job.classes), cfg=spec.train.plain(), out_dir=run_dir,
                            class_weights=job.class_weights, resume=resume,
-                           val_cases=job.val_groups, progress=progress)
+                           augment=job.augment, val_cases=job.val_groups, progress=progress)
         kept = result.last_path if job.keep == "last" else result.best_path
         job.model.load_state_dict(
             torch.load(kept, map_location="cpu", weights_only=True)["model"])

@@ -18,10 +18,13 @@ from segfew.evaluation.evaluate import check_targets, score_predictions
 from segfew.experiment.protocol import repetition_features
 from segfew.frameworks import framework
 from segfew.inference.masks import mask_label_names
+from segfew.inference.nnunet import is_nnunet_folder
+from segfew.inference.nnunet_stats import NnUNetStats
 from segfew.inference.predictor import Predictor
 from segfew.jobs.pretrain import pretrain
 from segfew.jobs.train_classifier import train_classifier
 from segfew.preprocess.cache import PreprocessCache
+from segfew.runtime import resolve_device
 from segfew.spec import ClassifierSpec, ExperimentSpec, PretrainSpec, resolve_spec
 
 if TYPE_CHECKING:
@@ -84,7 +87,8 @@ def make_train_and_score(
     if spec.masks is not None and "measures" in spec.frameworks:
         mask_label_names(spec.masks, spec.label_names)  # unnamed: one line now, not per task
     shared_cache = cache if cache is not None else PreprocessCache()
-    measurers: dict[str, Measurer] = {}  # feature network → its measurements of every case
+    # feature network → its measurements (an nnU-Net's head: its statistics) of every case
+    measurers: dict[str, Measurer | NnUNetStats] = {}
 
     def train_and_score(
         task: Any, train_cases: list[Case], test_cases: list[Case], task_dir: Path
@@ -97,8 +101,14 @@ def make_train_and_score(
             features = repetition_features(run_dir or task_dir.parents[1], task.repetition)
         measures = info.network == "measurement_classifier"
         masks = spec.masks if measures else None  # another tool's label maps, no network
-        key = "masks" if masks is not None else str(features)
-        measurer = measurers.get(key) if measures else None
+        # the head on an nnU-Net's statistics shares them too (they are not label maps)
+        head = not measures and info.uses_segmentation and is_nnunet_folder(features)
+        shares = measures or head
+        key = ("masks" if masks is not None else str(features)) + (" head" if head else "")
+        if head and key not in measurers:  # each case's statistics computed once in all
+            measurers[key] = NnUNetStats(Path(str(features)), device=resolve_device(
+                spec.train.device), reads=spec.head.source)
+        measurer = measurers.get(key) if shares else None
         clf_spec = ClassifierSpec(
             data=spec.data,
             out=task_dir / "model.pt",
@@ -121,11 +131,11 @@ def make_train_and_score(
             measurer=measurer,
             overwrite=True,  # a task stopped part-way is trained again from its start
         )
-        shared = {"measurer": measurer} if measures else {}  # a measures classifier's
+        shared = {"measurer": measurer} if shares else {}  # a measures classifier's
         predictor = Predictor.open(result.model_path, device=spec.train.device,
                                    cache=shared_cache, **shared)
         predictor.masks = masks
-        if measures and predictor.measurer is not None:
+        if shares and predictor.measurer is not None:
             measurers[key] = predictor.measurer
         rows = predictor.classify(test_cases)
         targets = check_targets(test_cases, result.classes)

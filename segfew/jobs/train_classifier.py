@@ -24,6 +24,7 @@ from segfew.frameworks import framework
 from segfew.inference.fit_measures import fit_measurement_classifier, open_measurer
 from segfew.inference.measure import Measurer
 from segfew.inference.nnunet import is_nnunet_folder
+from segfew.inference.nnunet_stats import NnUNetStats
 from segfew.jobs.common import (
     FEATURE_FRAMEWORKS,
     Training,
@@ -34,6 +35,7 @@ from segfew.jobs.common import (
     tensor_dataset,
     validation_split,
 )
+from segfew.jobs.nnunet_head import open_stats, stats_head
 from segfew.metrics import accuracy_summary
 from segfew.modelfile import (
     Architecture,
@@ -229,7 +231,7 @@ def train_classifier(
     progress: TrainProgress | None = None,
     cache: PreprocessCache | None = None,
     write_info: bool = True,
-    measurer: Measurer | None = None,
+    measurer: Measurer | NnUNetStats | None = None,
     overwrite: bool = False,
 ) -> ClassifierResult:
     """Train a classifier of ``spec.framework`` with image-level labels; write its model file.
@@ -237,7 +239,8 @@ def train_classifier(
     ``cases`` (with targets) replace discovery from ``spec.data`` — the learning-curve
     experiment passes each split this way. ``val_cases`` replace the validation split;
     framework measures (a closed-form fit) always fits on every case. ``measurer``
-    (framework measures) reuses the measurements of an earlier call.
+    (framework measures; manual on an nnU-Net folder: its statistics) reuses the
+    measurements of an earlier call.
     The run folder is locked while the run writes to it (:func:`guarded_run`); one holding
     an unfinished run needs ``resume`` or ``overwrite``.
     """
@@ -258,7 +261,7 @@ def _train_classifier(
     progress: TrainProgress | None,
     cache: PreprocessCache | None,
     write_info: bool,
-    measurer: Measurer | None,
+    measurer: Measurer | NnUNetStats | None,
 ) -> ClassifierResult:
     start = time.perf_counter()
     saved = fit_and_save(
@@ -272,8 +275,8 @@ def _train_classifier(
 
 
 def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case] | None,
-             val_cases: Sequence[Case] | None, write_info: bool, measurer: Measurer | None
-             ) -> Training:
+             val_cases: Sequence[Case] | None, write_info: bool,
+             measurer: Measurer | NnUNetStats | None) -> Training:
     """The classifier, its tensors and its model file's description (:func:`fit_and_save`);
     a measurement classifier is fitted here (closed form)."""
     if cases is None:
@@ -308,14 +311,14 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
 
     feature_meta = None
     source: dict[str, Any] | None = None  # feature_source of a model measuring given masks
-    if spec.framework in FEATURE_FRAMEWORKS and spec.features is not None and \
-            not is_nnunet_folder(spec.features):
+    nnunet = is_nnunet_folder(spec.features)  # an nnU-Net results folder, not a model file
+    if spec.framework in FEATURE_FRAMEWORKS and spec.features is not None and not nnunet:
         feature_meta, _ = read_model_file(spec.features)
     cfg = classifier_preprocess(spec, feature_meta)
     index = {name: i for i, name in enumerate(classes)}
     train_y = [index[str(c.target)] for c in train_cases]
     val_y = [index[str(c.target)] for c in val_list]
-    if framework(spec.framework).preprocess == "feature_exact":  # measured on the source grid
+    if framework(spec.framework).preprocess == "feature_exact" or nnunet:  # on the source grid
         train_x: list[np.ndarray] = []
         val_x: list[np.ndarray] = []
     else:
@@ -333,9 +336,16 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
     fitted: dict[str, Any] = {}
     measured = framework(spec.framework).network == "measurement_classifier"
     used_files: list[Path] = []  # an nnU-Net folder's checkpoints and plans
-    if measured:  # closed form, inner CV; label maps of a network, another tool, an nnU-Net
-        used = measurer or open_measurer(spec.features, spec.masks, spec.label_names,
-                                         resolve_device(spec.train.device), spec.tta)
+    if nnunet and not measured:  # the head on an nnU-Net's statistics, computed once
+        stats = measurer if isinstance(measurer, NnUNetStats) else open_stats(
+            spec, resolve_device(spec.train.device))
+        source, used_files = stats.source, stats.files
+        model, arch, train_x, val_x = stats_head(spec, stats, train_cases, val_list,
+                                                 len(classes))
+    elif measured:  # closed form, inner CV; label maps of a network, another tool, an nnU-Net
+        shared = None if isinstance(measurer, NnUNetStats) else measurer
+        used = shared or open_measurer(spec.features, spec.masks, spec.label_names,
+                                       resolve_device(spec.train.device), spec.tta)
         source = getattr(used, "source", None)  # an experiment's shared measurer too
         used_files = getattr(used, "files", [])
         model, fitted = fit_measurement_classifier(
@@ -384,7 +394,7 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
                   *used_files,
                   *(p for c in [*train_cases, *val_list] for p in c.images)],
         runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),
-        metric="validation accuracy", describe=describe_model, keep=choice,
+        metric="validation accuracy", describe=describe_model, keep=choice, augment=not nnunet,
         run_info={"validation": validation}, completed=("one_class_validation",))
 
 

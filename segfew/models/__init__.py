@@ -5,6 +5,8 @@
   manual / threshold);
 - :class:`VGGClassifier` — the modified VGG-16 trained from scratch (framework scratch);
 - :class:`ImageNetVGGClassifier` — frozen ImageNet VGG-16 features (framework vgg, 2D);
+- :class:`StatsHead` — the compact head alone, on per-channel statistics of a network run
+  elsewhere (a trained nnU-Net: framework manual with an nnU-Net folder);
 - :class:`MeasurementClassifier` — a small classifier on measurements of what the frozen network
   segments (framework measures, an extension beyond the paper).
 
@@ -19,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from segfew.models.blocks import init_glorot
-from segfew.models.classifier import FeatureClassifier
+from segfew.models.classifier import FeatureClassifier, StatsHead
 from segfew.models.imagenet_vgg import ImageNetVGGClassifier
 from segfew.models.measures import MeasurementClassifier
 from segfew.models.mnet import MNet
@@ -31,6 +33,7 @@ __all__ = [
     "ImageNetVGGClassifier",
     "MNet",
     "MeasurementClassifier",
+    "StatsHead",
     "VGGClassifier",
     "build_model",
     "init_glorot",
@@ -43,6 +46,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "vgg": VGGClassifier,
     "imagenet_vgg": ImageNetVGGClassifier,
     "measurement_classifier": MeasurementClassifier,
+    "stats_head": StatsHead,
 }
 
 

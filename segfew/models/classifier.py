@@ -51,7 +51,7 @@ from segfew.models.blocks import (
 )
 from segfew.models.mnet import MNet
 
-__all__ = ["POOLINGS", "SOURCES", "FeatureClassifier"]
+__all__ = ["POOLINGS", "SOURCES", "FeatureClassifier", "StatsHead"]
 
 Source = Literal["features", "softmax"]
 Pooling = Literal["volume", "slices", "stats"]
@@ -223,3 +223,43 @@ class FeatureClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, *input_size) → logits (N, num_classes); softmax is left to the loss."""
         return self.forward_head(self.forward_features(x))
+
+
+class StatsHead(nn.Module):
+    """The head of ``pooling="stats"`` alone, on statistics computed outside it: each
+    channel's mean and std over the image from a frozen network run elsewhere (a trained
+    nnU-Net's softmax maps or encoder features, :mod:`segfew.inference.nnunet_stats`).
+    BatchNorm1d without affine (the statistics differ by orders of magnitude between
+    channels) → FC(n_fc)+BN+ReLU+Dropout → FC(n_fc)+BN+ReLU+Dropout → FC(num_classes), as
+    :class:`FeatureClassifier` with ``pooling="stats"``.
+
+    Args:
+        in_channels: image channels the statistics come from (recorded, so a case with
+            other channels is refused before its statistics are computed).
+        num_features: channels F whose mean and std are read (2F inputs).
+        num_classes, n_fc, dropout: as :class:`FeatureClassifier`'s.
+
+    Input (N, 2F) — each channel's mean, then each one's std — or (N, 2F, 1, …) (one-voxel
+    images, as the training engine takes samples) → logits (N, num_classes). Raises
+    ValueError for sizes that do not fit.
+    """
+
+    def __init__(self, in_channels: int, num_features: int, num_classes: int,
+                 n_fc: int = 100, dropout: float = 0.5) -> None:
+        super().__init__()
+        if min(in_channels, num_features, num_classes, n_fc) < 1:
+            raise ValueError(f"in_channels, num_features, num_classes, n_fc must be positive, "
+                             f"got {in_channels}, {num_features}, {num_classes}, {n_fc}")
+        self.in_channels, self.num_features = in_channels, num_features
+        self.num_classes = num_classes
+        self.norm = nn.BatchNorm1d(2 * num_features, affine=False)
+        self.classifier = FCHead(2 * num_features, n_fc, num_classes, dropout)
+        init_glorot(self.classifier)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 2F[, 1, …]) → logits (N, num_classes); softmax is left to the loss."""
+        f = x.float().flatten(1)
+        if f.shape[1] != 2 * self.num_features:
+            raise ValueError(f"expected {2 * self.num_features} statistics per case, got "
+                             f"{f.shape[1]}")
+        return self.classifier(self.norm(f))

@@ -86,13 +86,34 @@ class PretrainSpec(Settings):
     label_names: list[str] | None = None
 
 
-def _nnunet_for_measures(features: Path | None, frameworks: Sequence[str]) -> None:
-    """An nnU-Net results folder as ``features`` feeds framework measures only."""
-    others = [f for f in frameworks if f != "measures"]
-    if features is not None and features.is_dir() and others:
+#: the frameworks an nnU-Net results folder feeds: its label maps measured, its maps
+#: summarised for the paper's head
+NNUNET_FRAMEWORKS = ("measures", "manual")
+
+
+def _nnunet_folder(features: Path | None, frameworks: Sequence[str], head: HeadConfig,
+                   finetune: bool = False) -> HeadConfig:
+    """The head settings with an nnU-Net results folder as ``features`` (others: ``head``
+    as given): it feeds frameworks measures and manual; manual reads one vector per case
+    (``pooling = "stats"``, the default there) from a frozen network."""
+    if features is None or not features.is_dir():
+        return head
+    others = [f for f in frameworks if f not in NNUNET_FRAMEWORKS]
+    if others:
         raise ValueError(f"--features {features} is a folder (an nnU-Net results folder): it "
-                         f"feeds framework measures; {others[0]} needs a segmentation model "
-                         "file from segfew pretrain")
+                         f"feeds framework measures or manual; {others[0]} needs a "
+                         "segmentation model file from segfew pretrain")
+    if "manual" not in frameworks:
+        return head
+    if finetune:
+        raise ValueError("--finetune: an nnU-Net results folder stays frozen (its statistics "
+                         "are computed once per case); drop --finetune")
+    if head.pooling != "stats" and "pooling" in head.model_fields_set:
+        raise ValueError(f'head.pooling = "{head.pooling}" with an nnU-Net results folder: '
+                         "nnU-Net works at each case's own spacing, so its maps differ in "
+                         'size between cases; pooling = "stats" (each channel\'s mean and '
+                         "std) gives the head one vector per case")
+    return head if head.pooling == "stats" else head.model_copy(update={"pooling": "stats"})
 
 
 class ClassifierSpec(Settings):
@@ -101,7 +122,7 @@ class ClassifierSpec(Settings):
     framework: Framework = "manual"
     features: Path | None = Field(
         default=None, description="segmentation model file (manual/threshold/measures), or "
-        "a trained nnU-Net v2 results folder (measures)")
+        "a trained nnU-Net v2 results folder (measures, manual)")
     vgg_weights: Path | None = None
     finetune: bool = False
     classes: int | None = Field(default=None, ge=2)
@@ -125,7 +146,9 @@ class ClassifierSpec(Settings):
                 raise ValueError("give --masks or --features, not both: the measurements "
                                  "come from one segmentation")
             return self
-        _nnunet_for_measures(self.features, [self.framework])
+        head = _nnunet_folder(self.features, [self.framework], self.head, self.finetune)
+        if head is not self.head:
+            self.head = head
         for need in framework(self.framework).needs:
             field, _, words = NEEDS[need]
             if getattr(self, field) is None:
@@ -264,7 +287,7 @@ class ExperimentSpec(Settings):
     bootstrap: int = Field(default=1000, ge=0, description="resamples for each task's CIs")
     features: Path | None = Field(
         default=None, description="segmentation model file (manual, measures), or a trained "
-        "nnU-Net v2 results folder (measures)")
+        "nnU-Net v2 results folder (measures, manual)")
     threshold_features: Path | None = Field(
         default=None, description="segmentation model trained on k-means labels (threshold)"
     )
@@ -325,7 +348,10 @@ class ExperimentSpec(Settings):
         if self.test == "fixed" and self.test_per_class is not None:
             raise ValueError("test_per_class is only used with test = random")
 
-        _nnunet_for_measures(self.features, self.frameworks)
+        readers = [f for f in self.frameworks if "segmentation" in framework(f).needs]
+        head = _nnunet_folder(self.features, readers, self.head)
+        if head is not self.head:
+            self.head = head
         if self.pretrain is not None and self.data.labels is None:
             raise ValueError("pretrain needs data.labels (the voxel labels to pre-train on)")
         for fw in self.frameworks:

@@ -187,9 +187,10 @@ def test_a_changed_or_missing_folder_is_refused_in_one_line(
     said = _train(phantoms, nnunet.parents[1], tmp_path / "c2.pt", expect=2)  # nnUNet_results
     assert f"give one of the folders it holds: {nnunet.parent.name}/{nnunet.name}" in said
     said = invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
-                  str(phantoms / "images"), "--framework", "manual", "--features",
+                  str(phantoms / "images"), "--framework", "threshold", "--features",
                   str(nnunet), "--out", str(tmp_path / "c3.pt"), "--no-progress", expect=2)
-    assert "framework measures" in said and len(said.strip().splitlines()) == 1
+    assert "framework measures or manual; threshold needs" in said
+    assert len(said.strip().splitlines()) == 1
 
 
 def test_a_missing_nnunetv2_says_what_to_install(

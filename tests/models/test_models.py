@@ -569,6 +569,8 @@ TINY: dict[str, tuple[dict[str, object], tuple[int, ...]]] = {
     "vgg": ({"dim": 3, "in_channels": 1, "num_classes": 2, "input_size": (16, 16, 16),
              "n_c": 2, "n_fc": 4}, (3, 1, 16, 16, 16)),
     "imagenet_vgg": ({"num_classes": 2, "n_fc": 4}, (2, 1, 224, 224)),
+    "stats_head": ({"in_channels": 2, "num_features": 3, "num_classes": 2, "n_fc": 4},
+                   (3, 6, 1, 1)),
 }
 
 
