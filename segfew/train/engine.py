@@ -71,7 +71,7 @@ from segfew.train.checkpoint import (
     restore,
 )
 from segfew.train.feature_cache import Head, maybe_cache
-from segfew.train.loss import segmentation_loss, weighted_cross_entropy
+from segfew.train.loss import training_loss
 from segfew.train.options import TrainOptions, epoch_lr
 from segfew.train.progress import EpochReport, TrainProgress
 from segfew.train.validation import validate
@@ -277,8 +277,7 @@ def _build_step(net: nn.Module, model: nn.Module, cfg: TrainOptions, plan: Plan,
     return _Step(net=net,
                  optimizer=adam(params, cfg.lr, cfg.weight_decay),
                  scaler=torch.amp.GradScaler("cuda", enabled=plan.grad_scaler),
-                 criterion=(segmentation_loss(cfg.loss, weights) if task == "segmentation"
-                            else weighted_cross_entropy(weights)).to(device), plan=plan,
+                 criterion=training_loss(cfg.loss, weights, task).to(device), plan=plan,
                  device=device, task=task, num_classes=num_classes, prepare=prepare)
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DiceCrossEntropy", "WeightedCrossEntropy", "label_weights", "segmentation_loss",
+__all__ = ["DiceCrossEntropy", "WeightedCrossEntropy", "label_weights", "training_loss",
            "weighted_cross_entropy"]
 
 #: keeps the soft Dice of a label absent from both prediction and truth finite (nnU-Net's)
@@ -110,10 +110,11 @@ class DiceCrossEntropy(nn.Module):
         return self.cross_entropy(logits, target) + 1 - dice.mean()
 
 
-def segmentation_loss(name: str, weights: Tensor | None) -> nn.Module:
+def training_loss(name: str, weights: Tensor | None, task: str = "segmentation") -> nn.Module:
     """The loss ``name`` (``weighted_ce`` or ``dice_ce``, :data:`segfew.choices.SegLoss`)
-    with the label ``weights``; ValueError for another name."""
-    if name == "weighted_ce":
+    with the label ``weights``; a classification always has the weighted cross entropy.
+    ValueError for another name."""
+    if name == "weighted_ce" or task == "classification":
         return WeightedCrossEntropy(weights)
     if name == "dice_ce":
         return DiceCrossEntropy(weights)

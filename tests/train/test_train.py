@@ -26,7 +26,7 @@ from segfew.train import (
     load_checkpoint,
     weighted_cross_entropy,
 )
-from segfew.train.loss import DiceCrossEntropy, segmentation_loss
+from segfew.train.loss import DiceCrossEntropy, WeightedCrossEntropy, training_loss
 
 # ---------------------------------------------------------------- loss
 
@@ -87,9 +87,10 @@ def test_dice_term_is_one_minus_the_batch_dice_of_the_foreground() -> None:
 
 
 def test_loss_names_and_the_classifier_keeps_the_cross_entropy() -> None:
-    assert isinstance(segmentation_loss("dice_ce", None), DiceCrossEntropy)
+    assert isinstance(training_loss("dice_ce", None), DiceCrossEntropy)
+    assert isinstance(training_loss("dice_ce", None, "classification"), WeightedCrossEntropy)
     with pytest.raises(ValueError, match="unknown loss"):
-        segmentation_loss("focal", None)
+        training_loss("focal", None)
     assert TrainConfig.model_validate({"loss": "dice_ce"}).plain().loss == "dice_ce"
     with pytest.raises(ValueError, match="weighted_ce"):  # a class has no Dice
         ClassifierTrainConfig.model_validate({"loss": "dice_ce"})
