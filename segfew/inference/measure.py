@@ -306,7 +306,14 @@ def measure_images(images: Sequence[Any], label_maps: Sequence[np.ndarray],
     """Every measurement of one case's label maps on its channel images (``Image``, read
     through the door): shape (:func:`measure_case`, maps named ``map_names``) and intensity,
     surroundings, texture and location (:func:`segfew.inference.radiomics.image_measurements`).
-    A file without a real voxel size is measured in voxels."""
+    A file without a real voxel size is measured in voxels. DataError naming the image when
+    a map holds no structure: a segmentation that found nothing has nothing to measure, and
+    its zero volumes would give a confident answer about nothing."""
+    for name, arr in zip(map_names, label_maps, strict=True):
+        if not np.any(np.isin(arr, list(structures))):
+            where = images[min(len(images) - 1, list(map_names).index(name))]
+            raise DataError(f"the segmentation{'' if name == 'all' else f' of {name}'} holds "
+                            "no structure (all background): nothing to measure", where.path)
     spacing = images[0].spacing if images[0].spacing_known else None  # one grid per case
     out = measure_case(label_maps, [spacing] * len(label_maps), structures, map_names,
                        slice_axis)

@@ -101,3 +101,20 @@ def test_a_structure_of_one_voxel_is_measured_not_an_error() -> None:
     m = structure_measurements(mask, (1.5, 1.5, 8.0))
     assert m["volume_ml"] == pytest.approx(1.5 * 1.5 * 8.0 / 1000)
     assert m["surface_mm2"] > 0
+
+
+def test_a_segmentation_that_found_nothing_is_an_error_naming_the_image() -> None:
+    from pathlib import Path
+
+    from segfew.errors import DataError
+    from segfew.inference.measure import measure_images
+    from segfew.io import Image
+
+    images = [Image(np.ones((8, 8, 4), np.float32), np.eye(4), Path(f"p_{c}.nii.gz"))
+              for c in ("ED", "ES")]
+    found = np.zeros((8, 8, 4), np.int16)
+    found[2:5, 2:5, 1:3] = 1
+    measure_images(images, [found, found], {1: "LV"}, ["ED", "ES"], ["ED", "ES"], 2)
+    with pytest.raises(DataError, match=r"p_ES\.nii\.gz.*of ES holds no structure"):
+        measure_images(images, [found, np.zeros_like(found)], {1: "LV"}, ["ED", "ES"],
+                       ["ED", "ES"], 2)
