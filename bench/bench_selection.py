@@ -56,6 +56,15 @@ def test_ids(run: Path, rep: int) -> set[str]:
     raise SystemExit(f"{run}: no results of repetition {rep}")
 
 
+def draw_training(side: np.ndarray, y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """A mask of ``k`` cases of each class drawn from the ``side`` mask (seeded)."""
+    rng = np.random.default_rng(seed)
+    train = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        train[rng.choice(np.flatnonzero(side & (y == c)), k, replace=False)] = True
+    return train
+
+
 def fit_and_predict(procedure: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,
                     names: list[str], classes: int, seed: int) -> np.ndarray:
     if procedure == "default":
@@ -100,10 +109,7 @@ def main() -> None:
         side = np.array([c.id not in held for c in cases])
         for k in (int(s) for s in args.sizes.split(",")):
             for draw in range(args.draws):
-                rng = np.random.default_rng(1000 * rep + 10 * k + draw)
-                train = np.zeros(len(cases), dtype=bool)
-                for c in range(len(classes)):
-                    train[rng.choice(np.flatnonzero(side & (y == c)), k, replace=False)] = True
+                train = draw_training(side, y, k, 1000 * rep + 10 * k + draw)
                 test = side & ~train if args.protocol == "dev" else ~side
                 for procedure in args.procedures.split(","):
                     pred = fit_and_predict(procedure, x[train], y[train], x[test], names,
