@@ -46,10 +46,10 @@ def main() -> None:
     ap.add_argument("--repetitions", type=int, default=3)
     args = ap.parse_args()
 
-    specs = [resolve_spec(ClassifierSpec, {"table": args.data / "labels.csv",
-                                           "images": args.data / "images", "out": "x.pt",
-                                           "train": {"progress": False}}, path)
-             for path in args.specs]
+    given = {"data": {"table": args.data / "labels.csv", "images": args.data / "images"},
+             "out": "model.pt", "features": args.run / "pretrain" / "rep01" / "seg.pt",
+             "train": {"progress": False}}  # features: each repetition's network, below
+    specs = [resolve_spec(ClassifierSpec, given, path) for path in args.specs]
     cases = find_classification_cases(args.data / "images", args.data / "labels.csv",
                                       channels=specs[0].data.channels)
     classes = class_names(cases)
