@@ -21,7 +21,8 @@ Need = Literal["segmentation", "kmeans_segmentation", "vgg_weights"]
 
 #: what each need is, in words: (spec field of train-classifier, of experiment, description)
 NEEDS: dict[str, tuple[str, str, str]] = {
-    "segmentation": ("features", "features", "a segmentation model file from segfew pretrain"),
+    "segmentation": ("features", "features", "a segmentation model file from segfew pretrain, "
+                     "or a trained nnU-Net v2 results folder"),
     "kmeans_segmentation": ("features", "threshold_features",
                             "a segmentation model pretrained on k-means labels from segfew label"),
     "vgg_weights": ("vgg_weights", "vgg_weights", "a local torchvision VGG-16 state dict"),

@@ -134,7 +134,7 @@ def report(
     run_dirs: Annotated[list[Path], typer.Argument(
         metavar="RUN_DIR", help="RUN_DIR(s) of one experiment; shards are merged.")],
     out: Annotated[Path | None, typer.Option(
-        help="Folder for report.md, report.html and plots (default RUN_DIR/report).")] = None,
+        help="Folder for report.md, report.html and plots (default: RUN_DIR/report).")] = None,
 ) -> None:
     """Write the learning-curve report (Markdown and one self-contained HTML file).
 

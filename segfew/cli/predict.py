@@ -106,7 +106,7 @@ def predict(
     resolved = resolve(PredictSpec, overrides, spec, rename={"inputs": "--input"})
     set_threads(resolved.threads)
     with ProgressView(progress) as bar:
-        path, failed = predict_paths(
+        path, failed, count = predict_paths(
             resolved.model, resolved.inputs, resolved.out, recursive=resolved.recursive,
             channels=resolved.channels, device=resolved.device,
             precision=resolved.precision, batch_size=resolved.batch_size,
@@ -117,7 +117,7 @@ def predict(
     style = "bold red" if failed else "green"
     where = path if path.suffix else path / "predictions.csv"
     hint = f" (errors in {where})" if failed else ""
-    console.print(f"[{style}]{bar.total} cases, {failed} failed[/] → {path}{hint}",
+    console.print(f"[{style}]{count} cases, {failed} failed[/] → {path}{hint}",
                   highlight=False)
     if resolved.explain is not None:
         console.print(f"evidence sheets → {resolved.explain / 'index.html'}", highlight=False)

@@ -312,7 +312,8 @@ def measure_images(images: Sequence[Any], label_maps: Sequence[np.ndarray],
     for name, arr in zip(map_names, label_maps, strict=True):
         if not np.any(np.isin(arr, list(structures))):
             where = images[min(len(images) - 1, list(map_names).index(name))]
-            raise DataError(f"the segmentation{'' if name == 'all' else f' of {name}'} holds "
+            which = "" if len(label_maps) == 1 else f" of {name}"
+            raise DataError(f"the segmentation{which} holds "
                             "no structure (all background): nothing to measure", where.path)
     spacing = images[0].spacing if images[0].spacing_known else None  # one grid per case
     out = measure_case(label_maps, [spacing] * len(label_maps), structures, map_names,

@@ -5,7 +5,7 @@ row and never stops the batch.
 Example::
 
     from segfew.inference.paths import predict_paths
-    out, n_failed = predict_paths("clf.pt", [Path("scans/")], Path("predictions.csv"))
+    out, n_failed, n_cases = predict_paths("clf.pt", [Path("scans/")], Path("predictions.csv"))
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
                   probabilities: bool = False, min_confidence: float = 0.5, tta: bool = False,
                   run_spec: BaseModel | dict[str, Any] | None = None,
                   masks: Path | None = None, explain: str | Path | None = None
-                  ) -> tuple[Path, int]:
-    """Predict every case under ``inputs`` and write the results; returns ``(out, n_failed)``.
+                  ) -> tuple[Path, int, int]:
+    """Predict every case under ``inputs`` and write the results; returns ``(out, n_failed,
+    n_cases)``, the cases (rows) written, whatever the number of models.
 
     Classifier: ``out`` is a CSV with one row per case (``id, path, predicted, p_<class>...,
     confidence, low_confidence, status, error``; below ``min_confidence`` a case is flagged);
@@ -111,7 +112,7 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
         write_run_info(out.with_name(out.stem + ".run.json"), spec, None,
                        [*models, *(p for c in cases for p in c.images)],
                        runtime=predictor.runtime())
-        return out, sum(r.status != "ok" for r in rows)
+        return out, sum(r.status != "ok" for r in rows), len(rows)
 
     if out.suffix.lower() in (".csv", ".tsv"):
         raise DataError("a segmentation model writes label maps into a folder; give --out DIR",
@@ -137,5 +138,5 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     write_rows_csv(out / "predictions.csv", ["id", "path", "output", "status", "error"], lines)
     write_run_info(out / "run.json", spec, None, [*models, *(p for c in cases for p in c.images)],
                    runtime=predictor.runtime())
-    return out, failed
+    return out, failed, len(cases)
 

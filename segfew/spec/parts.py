@@ -224,8 +224,15 @@ class ClassifierTrainConfig(TrainConfig):
 
     epochs: int = Field(default=50, ge=1)
     lr: float = Field(default=1e-4, gt=0, description="Adam learning rate")
-    loss: Literal["weighted_ce"] = Field(
-        default="weighted_ce", description="the weighted cross entropy (a class has no Dice)")
+    loss: SegLoss = Field(default="weighted_ce", description="the weighted cross entropy")
+
+    @field_validator("loss")
+    @classmethod
+    def _no_dice_for_classes(cls, value: str) -> str:
+        if value != "weighted_ce":
+            raise ValueError(f"loss = {value!r} is for pre-training a segmentation; a "
+                             "classifier trains with the weighted cross entropy (weighted_ce)")
+        return value
 
 
 class MNetConfig(Settings):

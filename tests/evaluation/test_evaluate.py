@@ -147,7 +147,7 @@ def test_segmentation_dice_is_scored_on_the_source_grid(
     images, labels = tmp_path / "images", tmp_path / "labels"
     for name in ("v1", "v2"):
         save_nifti(images / f"{name}.nii.gz", scan(rng, (20, 24, 5)), oblique_affine())
-    masks, failed = predict_paths(model, [images], tmp_path / "pred", device="cpu")
+    masks, failed, _ = predict_paths(model, [images], tmp_path / "pred", device="cpu")
     assert failed == 0
     assert json.loads((masks / "run.json").read_text())["spec"]["task"] == "predict"
     expected: dict[str, list[float]] = {"l1": [], "l2": []}

@@ -48,9 +48,10 @@ def test_an_ensemble_averages_its_models_and_flags_unsure_cases(
                                                    device="cpu")[0]))
               for i, m in enumerate(two_classifiers)]
     assert not np.allclose(single[0]["a"], single[1]["a"])  # the members differ
-    out, failed = predict_paths(two_classifiers, [folder], tmp_path / "ens.csv", device="cpu",
-                                min_confidence=0.9)
+    out, failed, count = predict_paths(two_classifiers, [folder], tmp_path / "ens.csv",
+                                       device="cpu", min_confidence=0.9)
     rows = {r["id"]: r for r in read_csv(out)}
+    assert count == len(rows)  # cases, not cases × models
     assert failed == 1 and rows["corrupt"]["status"] == "error"
     assert rows["corrupt"]["confidence"] == rows["corrupt"]["low_confidence"] == ""
     both = probabilities(list(rows.values()))

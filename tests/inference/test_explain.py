@@ -44,7 +44,7 @@ def test_a_sheet_for_each_good_case_none_for_a_failed_one_and_an_index_by_confid
     from segfew.inference.paths import predict_paths
 
     model = make_classifier(tmp_path / "clf.pt")
-    out, failed = predict_paths(model, [scans], tmp_path / "p.csv", device="cpu", workers=0,
+    out, failed, _ = predict_paths(model, [scans], tmp_path / "p.csv", device="cpu", workers=0,
                                 explain=tmp_path / "explain")
     assert failed == 1
     sheets = tmp_path / "explain" / "sheets"
@@ -73,7 +73,7 @@ def test_a_sheet_that_fails_to_draw_leaves_no_file_and_an_error_row(
 
     monkeypatch.setattr(Figure, "savefig", broken)
     model = make_classifier(tmp_path / "clf.pt")
-    _, failed = predict_paths(model, [scans], tmp_path / "p.csv", device="cpu", workers=0,
+    _, failed, _ = predict_paths(model, [scans], tmp_path / "p.csv", device="cpu", workers=0,
                               explain=tmp_path / "explain")
     assert failed == 1  # the predictions stand; only the sheets are missing
     assert list((tmp_path / "explain" / "sheets").iterdir()) == []

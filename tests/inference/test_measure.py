@@ -118,3 +118,5 @@ def test_a_segmentation_that_found_nothing_is_an_error_naming_the_image() -> Non
     with pytest.raises(DataError, match=r"p_ES\.nii\.gz.*of ES holds no structure"):
         measure_images(images, [found, np.zeros_like(found)], {1: "LV"}, ["ED", "ES"],
                        ["ED", "ES"], 2)
+    with pytest.raises(DataError, match=r"p_ED\.nii\.gz: the segmentation holds no"):
+        measure_images(images[:1], [np.zeros_like(found)], {1: "LV"}, ["0"], ["0"], 2)

@@ -82,7 +82,7 @@ def test_files_sharing_a_case_id_are_error_rows_and_the_rest_is_predicted(
     for name in ("case000", "case001", "case002", "a"):
         save_nifti(folder / f"{name}.nii.gz", scan(rng))
     (folder / clash).write_bytes(b"\x00" * 64)  # a second file with the same id
-    out, failed = predict_paths(classifier, [folder], tmp_path / "p.csv", device="cpu")
+    out, failed, _ = predict_paths(classifier, [folder], tmp_path / "p.csv", device="cpu")
     rows = read_csv(out)
     twin = folder / (clash.split(".")[0] + ".nii.gz")
     bad = [r for r in rows if r["status"] == "error"]
@@ -100,7 +100,7 @@ def test_a_named_file_of_unsupported_format_gets_an_error_row(
 
     odd = tmp_path / "scan.xyz"
     odd.write_bytes(b"\x00" * 64)
-    out, failed = predict_paths(classifier, [scans / "a.nii.gz", odd], tmp_path / "p.csv",
+    out, failed, _ = predict_paths(classifier, [scans / "a.nii.gz", odd], tmp_path / "p.csv",
                                 device="cpu")
     rows = read_csv(out)
     assert [r["status"] for r in rows] == ["ok", "error"] and failed == 1
@@ -213,7 +213,7 @@ def test_a_2d_network_segments_a_stack_stored_with_its_slices_on_any_axis(
     save_nifti(tmp_path / "in" / "z.nii.gz", stack, np.diag([1.5, 1.5, 8.0, 1.0]))
     save_nifti(tmp_path / "in" / "x.nii.gz", np.moveaxis(stack, 2, 0),
                np.diag([8.0, 1.5, 1.5, 1.0]))
-    out, failed = predict_paths(model, [tmp_path / "in"], tmp_path / "masks", device="cpu")
+    out, failed, _ = predict_paths(model, [tmp_path / "in"], tmp_path / "masks", device="cpu")
     assert failed == 0
     along_z = np.asarray(load_nifti(out / "z_seg.nii.gz").dataobj)
     along_x = np.asarray(load_nifti(out / "x_seg.nii.gz").dataobj)
@@ -229,7 +229,7 @@ def test_segmenting_a_folder_with_workers_keeps_every_good_case(
     for name in ("a", "c"):
         save_nifti(tmp_path / "in" / f"{name}.nii.gz", scan(rng, (20, 24, 5)), np.eye(4))
     (tmp_path / "in" / "b.nii.gz").write_bytes(b"not a nifti")
-    out, failed = predict_paths(model, [tmp_path / "in"], tmp_path / "masks", device="cpu",
+    out, failed, _ = predict_paths(model, [tmp_path / "in"], tmp_path / "masks", device="cpu",
                                 workers=2)
     rows = read_csv(out / "predictions.csv")
     assert [(r["id"], r["status"]) for r in rows] == [("a", "ok"), ("b", "error"), ("c", "ok")]
@@ -337,7 +337,7 @@ def test_running_out_of_memory_on_one_case_is_its_error_row(
         return real(self, case, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Segmenter, "segment", segment)
-    out, failed = predict_paths(make_segmenter(tmp_path / "seg.pt"), [folder], tmp_path / "out",
+    out, failed, _ = predict_paths(make_segmenter(tmp_path / "seg.pt"), [folder], tmp_path / "out",
                                 device="cpu")
     rows = {r["id"]: r for r in read_csv(out / "predictions.csv")}
     assert failed == 1 and rows["big"]["error"] == "not enough memory to process this case"
