@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from segfew.cli.common import (
+    GROUP_COLUMN_HELP,
+    ID_COLUMN_HELP,
     LABEL_COLUMN_HELP,
     ProgressOpt,
     ThreadsOpt,
@@ -32,8 +34,9 @@ def experiment(
     shard: Annotated[str | None, typer.Option(
         help="Run only shard i of N, e.g. 2/4 (one job of a job array).")] = None,
     images: Annotated[Path | None, typer.Option(help="Folder of images (data.images).")] = None,
-    label_column: Annotated[str | None, typer.Option(
-        help=LABEL_COLUMN_HELP)] = None,
+    id_column: Annotated[str | None, typer.Option(help=ID_COLUMN_HELP)] = None,
+    label_column: Annotated[str | None, typer.Option(help=LABEL_COLUMN_HELP)] = None,
+    group_column: Annotated[str | None, typer.Option(help=GROUP_COLUMN_HELP)] = None,
     table: Annotated[Path | None, typer.Option(
         help="Table of ids and classes (data.table).")] = None,
     features: Annotated[Path | None, typer.Option(
@@ -85,7 +88,8 @@ def experiment(
 
     overrides = {
         "data": {"images": images, "table": table, "labels": labels,
-                 "label_column": label_column},
+                 "id_column": id_column, "label_column": label_column,
+                 "group_column": group_column},
         "pretrain": pretrain,
         "allow_leakage": True if allow_leakage else None,
         "features": features,

@@ -60,6 +60,19 @@ def test_experiment_refuses_a_feature_network_trained_on_its_test_cases(
     assert not (tmp_path / "run" / "results").exists()
 
 
+@pytest.mark.parametrize("flag", ["--id-column", "--label-column", "--group-column"])
+def test_experiment_takes_the_tables_columns_as_flags(phantoms: Path, seg_model: Path,
+                                                      tmp_path: Path, flag: str) -> None:
+    spec = tmp_path / "curve.toml"
+    spec.write_text('sizes = [1]\nrepetitions = 1\nframeworks = ["measures"]\n')
+    result = runner.invoke(app, [
+        "experiment", "--spec", str(spec), "--out", str(tmp_path / "run"), "--images",
+        str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--features",
+        str(seg_model), flag, "nosuch", "--no-progress"])
+    assert result.exit_code != 0 and "no column 'nosuch'" in result.output
+    assert not (tmp_path / "run" / "results").exists()
+
+
 def test_experiment_pretrains_per_repetition_and_measures_never_fit_on_test_cases(
         phantoms: Path, tmp_path: Path, measures_fits: list[tuple[set[str], Any]]) -> None:
     pre = tmp_path / "pretrain.toml"
