@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from segfew.models import MNet
 from segfew.runtime import adam, resolve_device, resolve_plan
 from segfew.spec import TrainConfig
-from segfew.train import TrainOptions, fit, weighted_cross_entropy
+from segfew.train import TrainOptions, WeightedCrossEntropy, fit
 
 REGIONS = ("segfew.load", "segfew.augment", "segfew.step", "segfew.validate",
            "segfew.checkpoint")
@@ -60,7 +60,7 @@ def bare_step_seconds(cfg: TrainOptions, data: TensorDataset, n_s: int, labels: 
     torch.manual_seed(0)
     model = plan.prepare_model(MNet(2, 1, labels, n_s=n_s).to(device))
     optimizer = adam(model.parameters(), cfg.lr)  # as fit
-    criterion = weighted_cross_entropy(torch.ones(labels)).to(device)
+    criterion = WeightedCrossEntropy(torch.ones(labels)).to(device)
     x = plan.memory_format(data.tensors[0][: cfg.batch_size].to(device))
     y = data.tensors[1][: cfg.batch_size].to(device)
     times = []

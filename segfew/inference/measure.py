@@ -309,9 +309,9 @@ def measure_images(images: Sequence[Any], label_maps: Sequence[np.ndarray],
     A file without a real voxel size is measured in voxels. DataError naming the image when
     a map holds no structure: a segmentation that found nothing has nothing to measure, and
     its zero volumes would give a confident answer about nothing."""
-    for name, arr in zip(map_names, label_maps, strict=True):
+    for i, (name, arr) in enumerate(zip(map_names, label_maps, strict=True)):
         if not np.any(np.isin(arr, list(structures))):
-            where = images[min(len(images) - 1, list(map_names).index(name))]
+            where = images[min(len(images) - 1, i)]
             which = "" if len(label_maps) == 1 else f" of {name}"
             raise DataError(f"the segmentation{which} holds "
                             "no structure (all background): nothing to measure", where.path)

@@ -15,7 +15,7 @@ from segfew.train.augment import (
 from segfew.train.checkpoint import load_checkpoint
 from segfew.train.engine import FitResult, fit
 from segfew.train.feature_cache import cache_features, features_are_frozen
-from segfew.train.loss import WeightedCrossEntropy, label_weights, weighted_cross_entropy
+from segfew.train.loss import WeightedCrossEntropy, label_weights, training_loss
 from segfew.train.options import TrainOptions
 
 __all__ = [
@@ -32,5 +32,5 @@ __all__ = [
     "fit",
     "label_weights",
     "load_checkpoint",
-    "weighted_cross_entropy",
+    "training_loss",
 ]

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DiceCrossEntropy", "WeightedCrossEntropy", "label_weights", "training_loss",
-           "weighted_cross_entropy"]
+__all__ = ["DiceCrossEntropy", "WeightedCrossEntropy", "label_weights", "training_loss"]
 
 #: keeps the soft Dice of a label absent from both prediction and truth finite (nnU-Net's)
 DICE_SMOOTH = 1e-5
@@ -77,11 +76,6 @@ class WeightedCrossEntropy(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         per_item = F.cross_entropy(logits.float(), target, weight=self.weight, reduction="none")
         return per_item.mean()
-
-
-def weighted_cross_entropy(weights: Tensor | None) -> nn.Module:
-    """The SPEC §4 loss with ``weights`` (one per label), or plain cross entropy if None."""
-    return WeightedCrossEntropy(weights)
 
 
 class DiceCrossEntropy(nn.Module):

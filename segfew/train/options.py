@@ -23,7 +23,7 @@ class TrainOptions:
 
     ``batch_size`` is the global batch (split evenly over torchrun processes); ``lr`` the
     Adam learning rate, constant or decayed by ``lr_schedule`` (:func:`epoch_lr`); ``loss``
-    the segmentation loss (:func:`segfew.train.loss.segmentation_loss`);
+    the segmentation loss (:func:`segfew.train.loss.training_loss`);
     ``early_stopping`` the patience in epochs; ``time_budget_s`` a wall limit in seconds;
     ``checkpoint_interval_s`` the seconds between writes of ``last.pt`` (0: every epoch;
     :class:`segfew.train.checkpoint.EpochWriter`);

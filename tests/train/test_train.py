@@ -24,7 +24,6 @@ from segfew.train import (
     fit,
     label_weights,
     load_checkpoint,
-    weighted_cross_entropy,
 )
 from segfew.train.loss import DiceCrossEntropy, WeightedCrossEntropy, training_loss
 
@@ -48,7 +47,7 @@ def test_loss_equals_hand_computation_on_2x2_image() -> None:
                             [[0.0, 1.0], [1.0, 2.0]]]])  # (1, 2 labels, 2, 2)
     target = torch.tensor([[[0, 1], [1, 0]]])
     w = [0.5, 2.0]
-    loss = weighted_cross_entropy(torch.tensor(w))(logits, target)
+    loss = WeightedCrossEntropy(torch.tensor(w))(logits, target)
 
     def ln_p(label: int, i: int, j: int) -> float:
         z = [logits[0, k, i, j].item() for k in range(2)]
@@ -57,7 +56,7 @@ def test_loss_equals_hand_computation_on_2x2_image() -> None:
     by_hand = -sum(w[int(target[0, i, j])] * ln_p(int(target[0, i, j]), i, j)
                    for i in range(2) for j in range(2)) / 4  # mean over the 4 pixels
     assert loss.item() == pytest.approx(by_hand, rel=1e-6)
-    assert weighted_cross_entropy(None)(logits, target).item() == pytest.approx(
+    assert WeightedCrossEntropy(None)(logits, target).item() == pytest.approx(
         nn.functional.cross_entropy(logits, target).item(), rel=1e-6)
 
 
@@ -65,7 +64,7 @@ def test_loss_weight_survives_single_class_batches() -> None:
     logits = torch.tensor([[0.3, -0.2], [0.1, 0.4]])
     target = torch.tensor([1, 1])
     plain = nn.functional.cross_entropy(logits, target).item()
-    assert weighted_cross_entropy(torch.tensor([1.0, 3.0]))(logits, target).item() == (
+    assert WeightedCrossEntropy(torch.tensor([1.0, 3.0]))(logits, target).item() == (
         pytest.approx(3 * plain, rel=1e-6))
 
 
@@ -77,7 +76,7 @@ def test_dice_term_is_one_minus_the_batch_dice_of_the_foreground() -> None:
     p = torch.softmax(logits, 1)
     dice = [2 * (p[:, c] * (target == c)).sum() / (p[:, c].sum() + (target == c).sum())
             for c in (1, 2)]  # over the whole batch, the background left out
-    ce = weighted_cross_entropy(torch.tensor([1.0, 2.0, 3.0]))(logits, target)
+    ce = WeightedCrossEntropy(torch.tensor([1.0, 2.0, 3.0]))(logits, target)
     assert got.item() == pytest.approx(ce.item() + 1 - sum(dice).item() / 2, rel=1e-5)
     # a confident, right answer costs almost nothing; the Dice term then vanishes
     sure = 50 * nn.functional.one_hot(target, 3).movedim(-1, 1).float()
