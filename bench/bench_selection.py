@@ -9,7 +9,12 @@ training side and each procedure is fitted on them:
 - ``--protocol dev`` scores them on the rest of the training side: the test set is never
   read, so a procedure chosen on these figures is chosen blind;
 - ``--protocol outer`` scores them on the repetition's test set (do this once, for the
-  procedure chosen).
+  procedure chosen);
+- ``--protocol unseen``: ``RUN`` holds ``splitNN/`` folders instead, each a network
+  (``seg.pt``) pre-trained on the patients of ``train.csv`` only; ``k`` per class are drawn
+  from those and scored on ``held.csv``'s, patients the network never saw, as a team's
+  new patients are (on the rest of a training side the network segments patients it
+  learnt from, which flatters every measurement).
 
 Procedures: ``default`` (the first candidate, fitted as it is), ``select`` (the inner CV
 chooses among every candidate at any size — segfew before ``SELECT_FROM``), ``shipped``
@@ -37,13 +42,12 @@ from segfew.modelfile import load_model
 from segfew.models import measures_selection as ms
 
 
-def measurements(run: Path, rep: int, cases: list, cache: Path) -> tuple[list[str], np.ndarray]:
-    """Every case measured by repetition ``rep``'s network: names and (N, F)."""
-    path = cache / f"rep{rep:02d}.measurements.csv"
+def measurements(network: Path, cases: list, path: Path) -> tuple[list[str], np.ndarray]:
+    """Every case measured by ``network`` (kept in the CSV ``path``): names and (N, F)."""
     if not path.is_file():
-        net, meta = load_model(run / "pretrain" / f"rep{rep:02d}" / "seg.pt", "cpu")
+        net, meta = load_model(network, "cpu")
         measure = Measurer(net, meta.preprocess.plain(), meta.classes, "cpu")
-        cache.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_measurements_csv(path, [(c.id, measure(c)) for c in cases])
     rows = list(csv.reader(path.open(encoding="utf-8")))
     by_id = {r[0]: [float(v) if v else np.nan for v in r[1:]] for r in rows[1:]}
@@ -54,6 +58,30 @@ def test_ids(run: Path, rep: int) -> set[str]:
     for path in sorted((run / "results").glob(f"size*_rep{rep:02d}_*.json")):
         return set(json.loads(path.read_text(encoding="utf-8"))["test_ids"])
     raise SystemExit(f"{run}: no results of repetition {rep}")
+
+
+def ids_in(table: Path) -> set[str]:
+    """The first column of a CSV table: its case ids."""
+    return {row[0] for row in list(csv.reader(table.open(encoding="utf-8")))[1:]}
+
+
+def sides(run: Path, protocol: str, repetitions: int, cases: list
+          ) -> list[tuple[str, Path, np.ndarray, np.ndarray]]:
+    """``(name, network, training side, scored cases)`` masks of each repetition or split:
+    dev scores the rest of the side (its draw is removed later), outer the test set."""
+    ids = np.array([c.id for c in cases])
+    if protocol == "unseen":
+        splits = sorted(p for p in run.glob("split*") if (p / "seg.pt").is_file())
+        if not splits:
+            raise SystemExit(f"{run}: no splitNN/seg.pt")
+        return [(p.name, p / "seg.pt", np.isin(ids, list(ids_in(p / "train.csv"))),
+                 np.isin(ids, list(ids_in(p / "held.csv")))) for p in splits]
+    out = []
+    for rep in range(1, repetitions + 1):
+        side = ~np.isin(ids, list(test_ids(run, rep)))
+        out.append((f"rep{rep:02d}", run / "pretrain" / f"rep{rep:02d}" / "seg.pt", side,
+                    side if protocol == "dev" else ~side))
+    return out
 
 
 def draw_training(side: np.ndarray, y: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -89,7 +117,7 @@ def main() -> None:
     ap.add_argument("data", type=Path, help="folder with images/ and labels.csv")
     ap.add_argument("--channels", default=None, help="channel suffixes, e.g. frame01,frame02")
     ap.add_argument("--label-column", default=None)
-    ap.add_argument("--protocol", choices=("dev", "outer"), default="dev")
+    ap.add_argument("--protocol", choices=("dev", "outer", "unseen"), default="dev")
     ap.add_argument("--procedures", default="default,select,shipped")
     ap.add_argument("--sizes", default="2,4,6")
     ap.add_argument("--draws", type=int, default=5)
@@ -103,25 +131,25 @@ def main() -> None:
     classes = class_names(cases)
     y = np.array([classes.index(str(c.target)) for c in cases])
     scores: dict[tuple[str, int], list[tuple[int, float]]] = {}
-    for rep in range(1, args.repetitions + 1):
-        names, x = measurements(args.run, rep, cases, args.cache)
-        held = test_ids(args.run, rep)
-        side = np.array([c.id not in held for c in cases])
+    parts = sides(args.run, args.protocol, args.repetitions, cases)
+    for rep, (name, network, side, scored) in enumerate(parts, 1):
+        names, x = measurements(network, cases, args.cache / f"{name}.measurements.csv")
         for k in (int(s) for s in args.sizes.split(",")):
             for draw in range(args.draws):
                 train = draw_training(side, y, k, 1000 * rep + 10 * k + draw)
-                test = side & ~train if args.protocol == "dev" else ~side
+                test = scored & ~train
                 for procedure in args.procedures.split(","):
                     pred = fit_and_predict(procedure, x[train], y[train], x[test], names,
                                            len(classes), seed=draw)
                     scores.setdefault((procedure, k), []).append(
                         (rep, float((pred == y[test]).mean())))
+    part = "splits" if args.protocol == "unseen" else "repetitions"
     for (procedure, k), got in sorted(scores.items()):
         acc = np.array([a for _, a in got])
         reps = " ".join(f"{np.mean([a for r, a in got if r == rep]):.3f}"
-                        for rep in range(1, args.repetitions + 1))
+                        for rep in range(1, len(parts) + 1))
         print(f"{args.protocol} {procedure:8s} {k} per class: accuracy {acc.mean():.3f}, "
-              f"SD over draws {acc.std():.3f}, repetitions {reps}, worst {acc.min():.2f}")
+              f"SD over draws {acc.std():.3f}, {part} {reps}, worst {acc.min():.2f}")
 
 
 if __name__ == "__main__":
