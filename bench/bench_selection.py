@@ -68,7 +68,8 @@ def ids_in(table: Path) -> set[str]:
 def sides(run: Path, protocol: str, repetitions: int, cases: list
           ) -> list[tuple[str, Path, np.ndarray, np.ndarray]]:
     """``(name, network, training side, scored cases)`` masks of each repetition or split:
-    dev scores the rest of the side (its draw is removed later), outer the test set."""
+    dev scores the rest of the side (the draw is taken out in ``main``), outer the test set,
+    unseen ``held.csv``'s cases."""
     ids = np.array([c.id for c in cases])
     if protocol == "unseen":
         splits = sorted(p for p in run.glob("split*") if (p / "seg.pt").is_file())
