@@ -42,16 +42,20 @@ from segfew.modelfile import load_model
 from segfew.models import measures_selection as ms
 
 
-def measurements(network: Path, cases: list, path: Path) -> tuple[list[str], np.ndarray]:
-    """Every case measured by ``network`` (kept in the CSV ``path``): names and (N, F)."""
+def measurements(network: Path, cases: list, path: Path, needed: np.ndarray
+                 ) -> tuple[list[str], np.ndarray]:
+    """The ``needed`` cases measured by ``network`` (kept in the CSV ``path``): names and
+    (N, F), NaN rows for the others."""
     if not path.is_file():
         net, meta = load_model(network, "cpu")
         measure = Measurer(net, meta.preprocess.plain(), meta.classes, "cpu")
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_measurements_csv(path, [(c.id, measure(c)) for c in cases])
+        write_measurements_csv(path, [(cases[i].id, measure(cases[i]))
+                                      for i in np.flatnonzero(needed)])
     rows = list(csv.reader(path.open(encoding="utf-8")))
     by_id = {r[0]: [float(v) if v else np.nan for v in r[1:]] for r in rows[1:]}
-    return rows[0][1:], np.array([by_id[c.id] for c in cases])
+    missing = [np.nan] * (len(rows[0]) - 1)
+    return rows[0][1:], np.array([by_id.get(c.id, missing) for c in cases])
 
 
 def test_ids(run: Path, rep: int) -> set[str]:
@@ -134,7 +138,8 @@ def main() -> None:
     scores: dict[tuple[str, int], list[tuple[int, float]]] = {}
     parts = sides(args.run, args.protocol, args.repetitions, cases)
     for rep, (name, network, side, scored) in enumerate(parts, 1):
-        names, x = measurements(network, cases, args.cache / f"{name}.measurements.csv")
+        names, x = measurements(network, cases, args.cache / f"{name}.measurements.csv",
+                                side | scored)
         for k in (int(s) for s in args.sizes.split(",")):
             for draw in range(args.draws):
                 train = draw_training(side, y, k, 1000 * rep + 10 * k + draw)
