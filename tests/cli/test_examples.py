@@ -56,7 +56,8 @@ def test_acdc_recipes_are_valid_specs_that_declare_both_phases(tmp_path: Path) -
     data = {"images": str(tmp_path), "table": str(tmp_path / "t.csv")}
     specs = sorted((EXAMPLES / "acdc").glob("*.toml"))
     names = {p.stem for p in specs}
-    assert {"label", "pretrain-kmeans", "no-expert", "classifier", "best", "pretrain"} <= names
+    assert {"label", "pretrain-kmeans", "pretrain-cavities", "no-expert", "classifier", "best",
+            "pretrain"} <= names
     for path in specs:
         raw = read_spec_file(path)
         channels = raw.get("channels") or raw.get("data", {}).get("channels")
