@@ -54,6 +54,9 @@ def measurements(network: Path, cases: list, path: Path, needed: np.ndarray
                                       for i in np.flatnonzero(needed)])
     rows = list(csv.reader(path.open(encoding="utf-8")))
     by_id = {r[0]: [float(v) if v else np.nan for v in r[1:]] for r in rows[1:]}
+    absent = [c.id for c, n in zip(cases, needed, strict=True) if n and c.id not in by_id]
+    if absent:
+        raise SystemExit(f"{path}: no measurements of {', '.join(absent[:3])}; remove it")
     missing = [np.nan] * (len(rows[0]) - 1)
     return rows[0][1:], np.array([by_id.get(c.id, missing) for c in cases])
 
