@@ -6,8 +6,8 @@ One home for the execution rules that training (:mod:`segfew.train`) and predict
 Precision policy (``--precision auto``, the default; :func:`choose_plan`): the fastest mode
 that is safe on this machine — bf16 autocast on CUDA GPUs with bf16 and on CPUs with native
 bf16 kernels (AVX-512 BF16 or AMX), fp16 autocast with a ``GradScaler`` on CUDA GPUs
-without bf16, fp32 elsewhere (on an AVX2-only CPU emulated bf16 is many times slower than
-fp32; refused if asked for). Channels-last memory format is used where it pays (CPU and CUDA
+without bf16, fp32 elsewhere (on a CPU without those instructions — AVX2 only, or AVX-512
+without BF16 — emulated bf16 is many times slower than fp32; refused if asked for). Channels-last memory format is used where it pays (CPU and CUDA
 2D convolutions; docs/benchmarks.md). ``fp32``, ``bf16`` and ``fp16`` override the
 choice; run.json records the plan that ran (:meth:`Plan.record`).
 """
@@ -165,6 +165,8 @@ def threads_chosen_by() -> str:
 #: to one of them leaves bf16 to emulation
 _ISAS_WITHOUT_BF16 = frozenset({"sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2",
                                 "avx512_core", "avx512_core_vnni"})
+#: ``torch.cpu.get_capabilities()["architecture"]`` of an x86 CPU
+_X86 = frozenset({"x86_64", "x86", "amd64", "AMD64", "i386", "i686"})
 
 
 def cpu_bf16_supported() -> bool:
@@ -177,8 +179,14 @@ def cpu_bf16_supported() -> bool:
     if limit.strip().lower() in _ISAS_WITHOUT_BF16:
         return False
     try:
-        return bool(torch.backends.mkldnn.is_available()
-                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not torch.backends.mkldnn.is_available():
+            return False
+        caps = torch.cpu.get_capabilities()
+        if caps.get("architecture") in _X86:
+            # oneDNN's own check accepts any AVX-512 CPU, where it converts bf16 to fp32
+            # and back: many times slower than fp32 (docs/benchmarks.md)
+            return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 

@@ -92,9 +92,28 @@ def test_a_user_limit_below_avx512_bf16_makes_bf16_emulated(
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "get_capabilities",
+                        lambda: {"architecture": "x86_64", "avx512_bf16": True})
     monkeypatch.setenv(variable, limit)
     assert cpu_bf16_supported() is (native if native is not None else
                                      torch.backends.mkldnn.is_available())
+
+
+@pytest.mark.parametrize(("capabilities", "native"), [
+    ({"architecture": "x86_64", "avx512_f": True, "avx512_bf16": False}, False),
+    ({"architecture": "x86_64", "avx2": True}, False),
+    ({"architecture": "x86_64", "avx512_bf16": True}, True),
+    ({"architecture": "x86_64", "amx_bf16": True}, True),
+    ({"architecture": "aarch64"}, True)])
+def test_bf16_is_native_only_with_its_instructions(
+        capabilities: dict, native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """oneDNN's check says yes on any AVX-512 CPU, where bf16 is converted, not computed:
+    only AVX-512 BF16 or AMX counts on x86 (elsewhere oneDNN's check is trusted)."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert cpu_bf16_supported() is (native and torch.backends.mkldnn.is_available())
 
 
 def test_plan_autocasts_and_formats_as_it_says() -> None:
