@@ -19,7 +19,9 @@ training side and each procedure is fitted on them:
 Procedures: ``default`` (the first candidate, fitted as it is), ``select`` (the inner CV
 chooses among every candidate at any size — segfew before ``SELECT_FROM``), ``shipped``
 (what :func:`segfew.models.measures_selection.select_classifier` does now), or one candidate
-fitted as it is, named ``model/subset[/c]`` (``forest/volumes+thickness``). Prints one line
+fitted as it is, named ``model/subset[/c]`` (``forest/volumes+thickness``; ``--subset
+NAME=KIND,…`` adds a subset by measurement kinds, e.g. ``ratios=ejection_fraction,
+volume_change,volume_ratio``, for ``forest/ratios``). Prints one line
 per procedure and size: mean accuracy, the SD over draws, each repetition's mean, the worst
 draw.
 
@@ -131,7 +133,12 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--repetitions", type=int, default=3)
     ap.add_argument("--cache", type=Path, required=True, help="folder for the measurements")
+    ap.add_argument("--subset", action="append", default=[], metavar="NAME=KIND,…",
+                    help="an extra measurement subset, by kinds (ms.kind_of), for model/NAME")
     args = ap.parse_args()
+    for item in args.subset:
+        name, _, kinds = item.partition("=")
+        ms.SUBSETS[name] = tuple(k.strip() for k in kinds.split(",") if k.strip())
 
     cases = find_classification_cases(
         args.data / "images", args.data / "labels.csv", label_column=args.label_column,

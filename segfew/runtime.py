@@ -7,8 +7,9 @@ Precision policy (``--precision auto``, the default; :func:`choose_plan`): the f
 that is safe on this machine — bf16 autocast on CUDA GPUs with bf16 and on CPUs with native
 bf16 kernels (AVX-512 BF16 or AMX), fp16 autocast with a ``GradScaler`` on CUDA GPUs
 without bf16, fp32 elsewhere (on a CPU without those instructions — AVX2 only, or AVX-512
-without BF16 — emulated bf16 is many times slower than fp32; refused if asked for). Channels-last memory format is used where it pays (CPU and CUDA
-2D convolutions; docs/benchmarks.md). ``fp32``, ``bf16`` and ``fp16`` override the
+without BF16 — emulated bf16 is many times slower than fp32; refused if asked for).
+Channels-last memory format is used where it pays (CPU and CUDA 2D convolutions;
+docs/benchmarks.md). ``fp32``, ``bf16`` and ``fp16`` override the
 choice; run.json records the plan that ran (:meth:`Plan.record`).
 """
 
