@@ -166,8 +166,8 @@ def threads_chosen_by() -> str:
 #: to one of them leaves bf16 to emulation
 _ISAS_WITHOUT_BF16 = frozenset({"sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2",
                                 "avx512_core", "avx512_core_vnni"})
-#: ``torch.cpu.get_capabilities()["architecture"]`` of an x86 CPU
-_X86 = frozenset({"x86_64", "x86", "amd64", "AMD64", "i386", "i686"})
+#: ``torch.cpu.get_capabilities()["architecture"]`` of an x86 CPU, lower case
+_X86 = frozenset({"x86_64", "amd64", "x86", "i386", "i686"})
 
 
 def cpu_bf16_supported() -> bool:
@@ -183,7 +183,7 @@ def cpu_bf16_supported() -> bool:
         if not torch.backends.mkldnn.is_available():
             return False
         caps = torch.cpu.get_capabilities()
-        if caps.get("architecture") in _X86:
+        if str(caps.get("architecture", "")).lower() in _X86:
             # oneDNN's own check accepts any AVX-512 CPU, where it converts bf16 to fp32
             # and back: many times slower than fp32 (docs/benchmarks.md)
             return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
