@@ -83,15 +83,21 @@ def test_bf16_asked_for_on_a_cpu_without_it_is_refused_saying_why() -> None:
     assert "slower than fp32" in text and "memory estimate" in text and "fp32" in text
 
 
+@pytest.fixture
+def onednn_says_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ISA limit in the environment, and oneDNN's own check saying yes."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+
+
+@pytest.mark.usefixtures("onednn_says_bf16")
 @pytest.mark.parametrize(("limit", "native"), [
     ("AVX2", False), ("avx512_core", False), ("AVX512_CORE_VNNI", False), ("", None),
     ("AVX512_CORE_BF16", None), ("ALL", None)])
 @pytest.mark.parametrize("variable", ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"])
 def test_a_user_limit_below_avx512_bf16_makes_bf16_emulated(
         limit: str, native: bool | None, variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     monkeypatch.setattr(torch.cpu, "get_capabilities",
                         lambda: {"architecture": "x86_64", "avx512_bf16": True})
     monkeypatch.setenv(variable, limit)
@@ -105,13 +111,11 @@ def test_a_user_limit_below_avx512_bf16_makes_bf16_emulated(
     ({"architecture": "x86_64", "avx512_bf16": True}, True),
     ({"architecture": "x86_64", "amx_bf16": True}, True),
     ({"architecture": "aarch64"}, True)])
+@pytest.mark.usefixtures("onednn_says_bf16")
 def test_bf16_is_native_only_with_its_instructions(
         capabilities: dict, native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """oneDNN's check says yes on any AVX-512 CPU, where bf16 is converted, not computed:
     only AVX-512 BF16 or AMX counts on x86 (elsewhere oneDNN's check is trusted)."""
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
     assert cpu_bf16_supported() is (native and torch.backends.mkldnn.is_available())
 
