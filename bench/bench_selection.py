@@ -22,8 +22,9 @@ chooses among every candidate at any size — segfew before ``SELECT_FROM``), ``
 fitted as it is, named ``model/subset[/c]`` (``forest/volumes+thickness``; ``--subset
 NAME=KIND,…`` adds a subset by measurement kinds, e.g. ``ratios=ejection_fraction,
 volume_change,volume_ratio``, for ``forest/ratios``). Prints one line
-per procedure and size: mean accuracy, the SD over draws, each repetition's mean, the worst
-draw.
+per procedure and size: mean accuracy, the SD over all draws and the mean SD over the draws
+of one repetition (the same network and test set, only the labelled patients drawn
+differ), each repetition's mean, the worst draw.
 
     python bench/bench_selection.py runs/acdc-curve $ACDC --channels frame01,frame02 \\
         --protocol dev --sizes 2,4,6 --draws 5 --cache runs/acdc-measurements
@@ -162,10 +163,12 @@ def main() -> None:
     part = "splits" if args.protocol == "unseen" else "repetitions"
     for (procedure, k), got in sorted(scores.items()):
         acc = np.array([a for _, a in got])
-        reps = " ".join(f"{np.mean([a for r, a in got if r == rep]):.3f}"
-                        for rep in range(1, len(parts) + 1))
+        by_part = [[a for r, a in got if r == rep] for rep in range(1, len(parts) + 1)]
+        reps = " ".join(f"{np.mean(a):.3f}" for a in by_part)
+        within = float(np.mean([np.std(a) for a in by_part]))
         print(f"{args.protocol} {procedure:8s} {k} per class: accuracy {acc.mean():.3f}, "
-              f"SD over draws {acc.std():.3f}, {part} {reps}, worst {acc.min():.2f}")
+              f"SD over draws {acc.std():.3f} (within one of the {part} {within:.3f}), "
+              f"{part} {reps}, worst {acc.min():.2f}")
 
 
 if __name__ == "__main__":
