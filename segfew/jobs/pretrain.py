@@ -217,6 +217,12 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
             f"the {dim}D network pools four times: every size of its grid {list(grid)} "
             "must be a multiple of 16 (preprocess.size)"
         )
+    patch = spec.train.patch_size
+    if patch is not None and (len(patch) != dim or any(p % 16 or p > g for p, g in
+                                                       zip(patch, grid, strict=False))):
+        raise SpecError(f"train.patch_size {patch} must give each of the grid's {dim} axes "
+                        f"{list(grid)} a size no larger than it and a multiple of 16 (the "
+                        "network pools four times)")
     args: dict[str, Any] = {"dim": dim, "in_channels": in_channels, "num_labels": num_labels,
             "n_s": spec.network.n_s, "dropout": spec.network.dropout}
 
@@ -265,6 +271,8 @@ def _check_memory(spec: PretrainSpec, cases: Sequence[Case], num_labels: int) ->
     """GiB one training step is estimated to need (None: unknown); refuses what cannot fit."""
     dim, size = spec.network.dim, spec.preprocess.size
     grid = tuple(size * dim) if len(size) == 1 else tuple(size[:dim])
+    if spec.train.patch_size and len(spec.train.patch_size) == dim:
+        grid = tuple(spec.train.patch_size)  # a step sees a patch
     device = resolve_device(spec.train.device)
     plan = resolve_plan(device, spec.train.precision, spec.train.channels_last)
     batch = max(1, spec.train.batch_size // env_world_size())

@@ -13,7 +13,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+)
 
 from segfew.choices import Intensity, LrSchedule, Precision, SegLoss
 from segfew.errors import SpecError
@@ -177,6 +184,10 @@ class TrainConfig(Settings):
         "last (picking on a few cases is noise); segmentation keeps its best")
     early_stopping: int | None = Field(default=None, ge=1, description="patience in epochs")
     time_budget_s: float | None = Field(default=None, gt=0)
+    patch_size: list[PositiveInt] | None = Field(
+        default=None, min_length=1, max_length=3, description="pre-training only: each step "
+        "sees a random patch of this size of the grid (nnU-Net's patch training), a multiple "
+        "of 16 per axis; prediction sees the whole grid. None: the whole grid")
     checkpoint_interval_s: float = Field(
         default=60.0, ge=0, description="seconds between writes of last.pt (0: every epoch); "
         "the last finished epoch is also written at the end, on Ctrl-C and on an error")
@@ -214,8 +225,10 @@ class TrainConfig(Settings):
         the jobs' own)."""
         from segfew.train.options import TrainOptions
 
-        own = {f.name for f in fields(TrainOptions)} - {"augment"}
-        return TrainOptions(**{k: getattr(self, k) for k in own}, augment=self.augment.plain())
+        own = {f.name for f in fields(TrainOptions)} - {"augment", "patch_size"}
+        patch = tuple(self.patch_size) if self.patch_size else None
+        return TrainOptions(**{k: getattr(self, k) for k in own}, patch_size=patch,
+                            augment=self.augment.plain())
 
 
 class ClassifierTrainConfig(TrainConfig):
@@ -232,6 +245,14 @@ class ClassifierTrainConfig(TrainConfig):
         if value != "weighted_ce":
             raise ValueError(f"loss = {value!r} is for pre-training a segmentation; a "
                              "classifier trains with the weighted cross entropy (weighted_ce)")
+        return value
+
+    @field_validator("patch_size")
+    @classmethod
+    def _no_patches_for_classes(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            raise ValueError("patch_size is for pre-training a segmentation; a classifier "
+                             "sees each whole image")
         return value
 
 

@@ -21,18 +21,25 @@ Choices left open by the paper:
   not it is transformed, so the random stream consumed depends only on the batch size.
 
 Images that are not transformed come back bit-identical.
+
+Patch training (``[train] patch_size``, nnU-Net's): after the rigid transform each image
+and its labels are cut to a patch of the given size at a corner drawn uniformly over the
+grid (:func:`draw_patch_corners`, :func:`take_patches`); prediction still sees the whole
+grid, as the network is fully convolutional.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["AugmentParams", "Augmentation", "apply_params", "augment_batch", "draw_params"]
+__all__ = ["AugmentParams", "Augmentation", "apply_params", "augment_batch", "draw_params",
+           "draw_patch_corners", "take_patches", "transform_share"]
 
 _COLUMNS = 9  # apply, 3 angles, 3 shifts, zoom, flip — drawn for 2D and 3D alike
 
@@ -189,3 +196,58 @@ def augment_batch(images: Tensor, labels: Tensor | None, cfg: Augmentation,
     """
     params = draw_params(images.shape[0], images.dim() - 2, cfg, generator)
     return apply_params(images, labels, params)
+
+
+def draw_patch_corners(n: int, spatial: Sequence[int], size: Sequence[int],
+                       generator: torch.Generator) -> Tensor:
+    """(n, dim) int64 first index of a ``size`` patch in a ``spatial`` grid for each of ``n``
+    images, uniform over the positions that keep the patch inside the grid. ValueError when
+    ``size`` has another number of axes or exceeds the grid."""
+    if len(size) != len(spatial) or any(p > g for p, g in zip(size, spatial, strict=True)):
+        raise ValueError(f"a patch of {list(size)} does not fit the grid {list(spatial)}")
+    u = torch.rand(n, len(spatial), generator=generator, device=generator.device,
+                   dtype=torch.float64).cpu()
+    room = torch.tensor([g - p + 1 for g, p in zip(spatial, size, strict=True)],
+                        dtype=torch.float64)
+    return (u * room).floor().long()
+
+
+def take_patches(images: Tensor, labels: Tensor | None, corners: Tensor, size: Sequence[int]
+                 ) -> tuple[Tensor, Tensor | None]:
+    """The ``size`` patch at each image's ``corners`` row: images (N, C, *spatial) → (N, C,
+    *size); labels (N, *spatial) or (N, C, *spatial) likewise (None stays None)."""
+    def cut(t: Tensor, spatial_from: int) -> Tensor:
+        parts = []
+        for i, corner in enumerate(corners.tolist()):
+            part = t[i]
+            for axis, (start, length) in enumerate(zip(corner, size, strict=True)):
+                part = part.narrow(spatial_from - 1 + axis, start, length)
+            parts.append(part)
+        return torch.stack(parts)
+
+    if len(corners) != images.shape[0]:
+        raise ValueError(f"{len(corners)} patch corners for a batch of {images.shape[0]}")
+    dim = corners.shape[1]
+    return (cut(images, images.dim() - dim),
+            None if labels is None else cut(labels, labels.dim() - dim))
+
+
+def transform_share(images: Tensor, labels: Tensor | None, augment: Augmentation | None,
+                    patch_size: Sequence[int] | None,
+                    generators: tuple[torch.Generator, torch.Generator],
+                    global_batch: int, rank: int = 0, world: int = 1
+                    ) -> tuple[Tensor, Tensor | None]:
+    """One process's share of a training batch, transformed (``augment``; None: not) and
+    cut to patches (``patch_size``; None: not), with a segmentation's ``labels`` (None for
+    class labels); ``generators`` draw the transforms and the patch corners. Both are drawn
+    for the whole ``global_batch`` and rank ``rank`` of ``world`` keeps its share, so the
+    numbers drawn do not depend on the number of processes."""
+    if augment is not None:
+        drawn = draw_params(global_batch, images.dim() - 2, augment, generators[0])
+        mine = drawn.select(slice(rank, None, world)).select(slice(0, len(images)))
+        images, labels = apply_params(images, labels, mine)
+    if patch_size is not None:
+        corners = draw_patch_corners(global_batch, images.shape[2:], patch_size, generators[1])
+        images, labels = take_patches(images, labels, corners[rank::world][:len(images)],
+                                      patch_size)
+    return images, labels

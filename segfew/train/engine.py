@@ -61,7 +61,7 @@ from segfew.runtime import (
     seed_worker,
 )
 from segfew.train import distributed as D
-from segfew.train.augment import apply_params, draw_params
+from segfew.train.augment import transform_share
 from segfew.train.checkpoint import (
     BEST_FILE,
     LAST_FILE,
@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 
 Task = Literal["segmentation", "classification"]
 BatchTransform = Callable[[Tensor], Tensor]
-_PURPOSE_GLOBAL, _PURPOSE_AUGMENT, _PURPOSE_LOADER = 1, 2, 3
+_PURPOSE_GLOBAL, _PURPOSE_AUGMENT, _PURPOSE_LOADER, _PURPOSE_PATCH = 1, 2, 3, 4
 
 
 @dataclass
@@ -367,19 +367,19 @@ class _Epochs:
         workers = 0 if step.prepare is None else cfg.num_workers
         loader = _epoch_loader(self.train_data, cfg, epoch, self.local_bs, workers, pin)
         aug_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, _PURPOSE_AUGMENT))
+        patch_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, _PURPOSE_PATCH))
+        seg = step.task == "segmentation"
+        augment = cfg.augment if self.augmenting else None
+        patches = cfg.patch_size if seg else None
         on_batch(None, len(loader))
         step.net.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         count = 0
         for x, y in _on_device(loader, device):
-            if self.augmenting:
-                with record_function("segfew.augment"):
-                    # Parameters for the whole global batch; this rank keeps its share.
-                    drawn = draw_params(cfg.batch_size, x.dim() - 2, cfg.augment, aug_gen)
-                    mine = drawn.select(slice(rank, None, world)).select(slice(0, len(x)))
-                    x, y_aug = apply_params(x, y if step.task == "segmentation" else None,
-                                            mine)
-                    y = y_aug if y_aug is not None else y
+            with record_function("segfew.augment"):  # and the patches, where asked for
+                x, y_seg = transform_share(x, y if seg else None, augment, patches,
+                                           (aug_gen, patch_gen), cfg.batch_size, rank, world)
+                y = y_seg if y_seg is not None else y
             if step.prepare is not None:
                 x = step.prepare(x)
             with record_function("segfew.step"):

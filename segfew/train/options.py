@@ -27,7 +27,9 @@ class TrainOptions:
     ``early_stopping`` the patience in epochs; ``time_budget_s`` a wall limit in seconds;
     ``checkpoint_interval_s`` the seconds between writes of ``last.pt`` (0: every epoch;
     :class:`segfew.train.checkpoint.EpochWriter`);
-    ``seed`` seeds every random number; ``device``/``precision``/``channels_last`` as
+    ``patch_size`` trains a segmentation on random patches of that size of the grid
+    (:func:`segfew.train.augment.take_patches`; None: the whole grid); ``seed`` seeds every
+    random number; ``device``/``precision``/``channels_last`` as
     :mod:`segfew.runtime` resolves them; ``sync_bn`` SyncBatchNorm across GPUs under
     torchrun; ``cache_features`` computes frozen features once per image when not
     augmenting, keeping at most ``cache_max_gb`` in memory.
@@ -41,6 +43,7 @@ class TrainOptions:
     loss: SegLoss = "weighted_ce"
     early_stopping: int | None = None
     time_budget_s: float | None = None
+    patch_size: tuple[int, ...] | None = None
     checkpoint_interval_s: float = 60.0
     seed: int = 0
     device: str = "auto"

@@ -56,10 +56,13 @@ def kmeans_seg(kmeans: Path, class_folders: Path, tmp_path_factory: pytest.TempP
                ) -> tuple[Path, str]:
     """examples/acdc/pretrain.toml (4 expert label names) on k-means labels, and its log."""
     out = tmp_path_factory.mktemp("seg") / "seg.pt"
-    # the recipe declares ACDC's channels (frame01, frame02); these images have one
+    # the recipe declares ACDC's channels (frame01, frame02); these images have one, and
+    # its 80 × 80 patches would not fit the tiny grid
     recipe = (EXAMPLES / "acdc" / "pretrain.toml").read_text(encoding="utf-8")
+    assert "patch_size = [80, 80]" in recipe
     spec = out.parent / "pretrain.toml"
-    spec.write_text(recipe.replace('channels = ["frame01", "frame02"]', ""), encoding="utf-8")
+    spec.write_text(recipe.replace('channels = ["frame01", "frame02"]', "").replace(
+        "patch_size = [80, 80]", "patch_size = [16, 16]"), encoding="utf-8")
     text = invoke("pretrain", "--spec", str(spec),
                   "--images", str(class_folders), "--labels", str(kmeans), "--out", str(out),
                   *TINY)

@@ -279,3 +279,18 @@ def test_jpeg_masks_are_refused_in_one_line_before_any_other(
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert "case000_seg.jpg: label map stored as JPEG" in lines[0]
     assert not out.exists()
+
+
+def test_a_patch_the_network_cannot_pool_is_a_spec_error(tmp_path: Path) -> None:
+    from segfew.synth import make_phantoms
+
+    make_phantoms(tmp_path / "d", dim=2, n_per_class=2, size=32, num_classes=2, seed=0)
+    spec = tmp_path / "p.toml"
+    spec.write_text("[train]\npatch_size = [24, 32]\n", encoding="utf-8")
+    result = runner.invoke(app, [
+        "pretrain", "--spec", str(spec), "--images", str(tmp_path / "d" / "images"),
+        "--labels", str(tmp_path / "d" / "labels"), "--out", str(tmp_path / "s.pt"),
+        "--n-s", "2", "--size", "32", "--epochs", "1", "--no-progress", "--no-cache"])
+    assert result.exit_code == 2
+    assert "patch_size [24, 32]" in result.output and "multiple of 16" in result.output
+    assert not (tmp_path / "s.pt").exists()

@@ -25,6 +25,7 @@ from segfew.train import (
     label_weights,
     load_checkpoint,
 )
+from segfew.train.augment import draw_patch_corners, take_patches, transform_share
 from segfew.train.loss import DiceCrossEntropy, WeightedCrossEntropy, training_loss
 
 # ---------------------------------------------------------------- loss
@@ -184,6 +185,46 @@ def test_one_hot_labels_and_3d_rotation() -> None:
     assert set(lab.unique().tolist()) <= {0.0, 1.0}
 
 
+
+def test_patches_are_windows_of_the_grid_at_their_corners() -> None:
+    g = torch.Generator().manual_seed(0)
+    corners = draw_patch_corners(400, (16, 12), (8, 12), g)
+    assert corners[:, 0].min() == 0 and corners[:, 0].max() == 8  # every place, none outside
+    assert (corners[:, 1] == 0).all()  # a patch as wide as the grid has one place
+    x = torch.arange(3 * 2 * 16 * 12.0).view(3, 2, 16, 12)
+    for y in (x[:, 0].long(), x.clone()):  # label maps, and one channel per label
+        xs, ys = take_patches(x, y, corners[:3], (8, 12))
+        assert ys is not None and xs.shape == (3, 2, 8, 12)
+        for i, (r, c) in enumerate(corners[:3].tolist()):
+            assert torch.equal(xs[i], x[i, :, r:r + 8, c:c + 12])
+            assert torch.equal(ys[i], y[i, ..., r:r + 8, c:c + 12])
+    with pytest.raises(ValueError, match="does not fit"):
+        draw_patch_corners(1, (16, 12), (8, 16), g)
+    assert TrainConfig.model_validate({"patch_size": [96, 96]}).plain().patch_size == (96, 96)
+    with pytest.raises(ValueError, match="a classifier sees each whole image"):
+        ClassifierTrainConfig.model_validate({"patch_size": [16, 16]})
+
+
+
+def test_each_rank_cuts_its_share_of_the_global_batch() -> None:
+    x = torch.arange(4 * 1 * 32 * 32.0).view(4, 1, 32, 32)
+    y = x[:, 0].long()
+
+    def generators() -> tuple[torch.Generator, torch.Generator]:
+        return torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+
+    aug = Augmentation(p=1.0)
+    whole, whole_y = transform_share(x, y, aug, (16, 16), generators(), 4)
+    assert whole_y is not None and whole.shape == (4, 1, 16, 16)
+    for rank in (0, 1):  # two processes, each with every other image of the global batch
+        part, part_y = transform_share(x[rank::2], y[rank::2], aug, (16, 16), generators(),
+                                       4, rank, 2)
+        assert part_y is not None
+        assert torch.equal(part, whole[rank::2]) and torch.equal(part_y, whole_y[rank::2])
+    same, same_y = transform_share(x, y, None, None, generators(), 4)
+    assert same is x and same_y is y  # nothing asked, nothing done
+
+
 # ---------------------------------------------------------------- tiny problems
 
 
@@ -288,6 +329,19 @@ def test_dice_ce_trains_a_segmentation(tmp_path: Path) -> None:
               num_classes=2, cfg=_cfg(epochs=4, loss="dice_ce"), out_dir=tmp_path)
     losses = [r["train_loss"] for r in res.history]
     assert losses[-1] < losses[0]
+
+
+def test_patch_training_steps_on_patches_and_validates_on_the_whole_grid(tmp_path: Path) -> None:
+    seen: list[tuple[bool, tuple[int, ...]]] = []
+    model = _seg_model()
+    model.register_forward_pre_hook(
+        lambda m, args: seen.append((m.training, tuple(args[0].shape[2:]))))
+    res = fit(model, _seg_data(8, size=32), _seg_data(4, size=32, seed=1),
+              task="segmentation", num_classes=2, cfg=_cfg(epochs=2, patch_size=[16, 16]),
+              out_dir=tmp_path)
+    assert {shape for training, shape in seen if training} == {(16, 16)}
+    assert {shape for training, shape in seen if not training} == {(32, 32)}
+    assert len(res.history) == 2 and all(math.isfinite(r["val_metric"]) for r in res.history)
 
 
 def test_classification_loss_falls(tmp_path: Path, device: str) -> None:
