@@ -219,7 +219,7 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
         )
     patch = spec.train.patch_size
     if patch is not None and (len(patch) != dim or any(p % 16 or p > g for p, g in
-                                                       zip(patch, grid, strict=False))):
+                                                       zip(patch, grid, strict=True))):
         raise SpecError(f"train.patch_size {patch} must give each of the grid's {dim} axes "
                         f"{list(grid)} a size no larger than it and a multiple of 16 (the "
                         "network pools four times)")

@@ -205,7 +205,6 @@ def test_patches_are_windows_of_the_grid_at_their_corners() -> None:
         ClassifierTrainConfig.model_validate({"patch_size": [16, 16]})
 
 
-
 def test_each_rank_cuts_its_share_of_the_global_batch() -> None:
     x = torch.arange(4 * 1 * 32 * 32.0).view(4, 1, 32, 32)
     y = x[:, 0].long()
