@@ -51,12 +51,13 @@ __all__ = [
     "dice",
     "dice_per_label",
     "one_class",
+    "one_class_words",
     "proportion_ci",
 ]
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "kappa", "macro_f1")
 #: a classifier predicting one class for at least this share of the cases (whose truth is
-#: less one-sided) is flagged: it learnt the majority, not the classes
+#: less one-sided) is flagged: it has not learnt the classes
 ONE_CLASS_SHARE = 0.9
 PER_CLASS_CI = ("f1", "recall", "specificity", "auroc")
 
@@ -83,8 +84,8 @@ def classification_metrics(
         ci: {accuracy: [lo, hi], balanced_accuracy, kappa, macro_f1,
              per_class: {name: {f1, recall, specificity, auroc: [lo, hi] | None}}}
         n: number of cases; bootstrap: number of resamples
-        one_class: {class, share, truth_share, cases} | None (see :func:`one_class`)
-        chance_rate, distinguishable_from_chance: see :func:`chance_fields`
+        one_class: {class, share, truth_share, cases, truth_majority} | None (:func:`one_class`)
+        chance_rate, distinguishable_from_chance, below_chance: see :func:`chance_fields`
 
     ``ci`` holds bootstrap 95% percentile intervals from ``bootstrap`` resamples of the
     cases (seeded by ``seed``; zero-width ones widened, see above); None where undefined in
@@ -146,9 +147,10 @@ def classification_metrics(
 
 def one_class(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray,
               class_names: Sequence[str]) -> dict[str, Any] | None:
-    """``{"class", "share", "truth_share", "cases"}`` when one class is predicted for at
-    least :data:`ONE_CLASS_SHARE` of two or more cases while less of the truth is that
-    class; else None. Such a classifier has learnt the majority, whatever its accuracy.
+    """``{"class", "share", "truth_share", "cases", "truth_majority"}`` when one class is
+    predicted for at least :data:`ONE_CLASS_SHARE` of two or more cases while less of the
+    truth is that class; else None. Such a classifier has not learnt the classes, whatever
+    its accuracy (``truth_majority``: the class it answers is the largest of the truth).
     """
     yt = np.asarray(y_true, dtype=np.int64).ravel()
     yp = np.asarray(y_pred, dtype=np.int64).ravel()
@@ -160,8 +162,25 @@ def one_class(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.nda
     share, truth = counts[top] / n, float(np.mean(yt == top))
     if share < ONE_CLASS_SHARE or truth >= ONE_CLASS_SHARE:
         return None
+    truth_counts = np.bincount(yt, minlength=len(class_names))
+    biggest = truth_counts.max()
     return {"class": str(class_names[top]), "share": round(float(share), 4),
-            "truth_share": round(truth, 4), "cases": n}
+            "truth_share": round(truth, 4), "cases": n,
+            "truth_majority": bool(truth_counts[top] > 0 and truth_counts[top] == biggest
+                                   and np.count_nonzero(truth_counts == biggest) == 1)}
+
+
+def one_class_words(flag: Mapping[str, Any], what: str = "cases") -> str:
+    """The warning for a :func:`one_class` (or validation) flag: what is predicted, and
+    whether that class is the largest of the truth (it learnt the majority) or not (it
+    answers one class whatever the case)."""
+    text = f"the classifier predicts {flag['class']!r} for {flag['share']:.0%} of the " \
+           f"{flag['cases']} {what}"
+    if "truth_share" in flag:
+        text += f" ({flag['truth_share']:.0%} of them are)"
+    if flag.get("truth_majority"):
+        return text + ": it learnt the majority, not the classes"
+    return text + ": it answers one class whatever the case, not the classes"
 
 
 def _num(x: Any) -> float | None:
@@ -304,21 +323,26 @@ def chance_fields(accuracy_ci: Sequence[float] | None, y_true: Sequence[int] | n
                   balanced: bool = False) -> dict[str, Any]:
     """``chance_rate`` (the majority-class share of ``y_true``: the accuracy of always
     answering the commonest class; with ``balanced``, 1 / the number of classes present: the
-    balanced accuracy of any constant answer) and ``distinguishable_from_chance`` (False
-    when the 95% interval ``accuracy_ci`` holds it; None without an interval).
+    balanced accuracy of any constant answer), ``distinguishable_from_chance`` (False
+    when the 95% interval ``accuracy_ci`` holds it; None without an interval) and, with an
+    interval, ``below_chance`` (True when it lies wholly under the rate: distinguishable, but
+    the wrong way).
 
     Why: with a few dozen test cases, an accuracy a little over one half on two classes is as
     likely from a coin as from a model; the interval says so, and the words must too.
     """
     yt = np.asarray(y_true, dtype=np.int64).ravel()
     if not len(yt):
-        return {"chance_rate": None, "distinguishable_from_chance": None}
+        return {"chance_rate": None, "distinguishable_from_chance": None,
+                "below_chance": None}
     counts = np.bincount(yt)
     rate = float(1 / np.count_nonzero(counts) if balanced else counts.max() / len(yt))
     if not accuracy_ci:
-        return {"chance_rate": rate, "distinguishable_from_chance": None}
+        return {"chance_rate": rate, "distinguishable_from_chance": None,
+                "below_chance": None}
     lo, hi = float(accuracy_ci[0]), float(accuracy_ci[1])
-    return {"chance_rate": rate, "distinguishable_from_chance": not lo <= rate <= hi}
+    return {"chance_rate": rate, "distinguishable_from_chance": not lo <= rate <= hi,
+            "below_chance": hi < rate}
 
 
 def below_chance(high: float | None, chance_rate: float | None) -> bool:
@@ -329,16 +353,22 @@ def below_chance(high: float | None, chance_rate: float | None) -> bool:
 
 
 def chance_words(summary: Mapping[str, Any], ci_key: str = "accuracy") -> str:
-    """The sentence to print beside an accuracy whose interval holds the chance rate (else
-    ""). ``summary`` holds ``chance_rate``, ``distinguishable_from_chance`` and the interval
-    (``summary["ci"][ci_key]`` or ``summary["ci"]`` when it is a pair)."""
-    if summary.get("distinguishable_from_chance") is not False:
-        return ""
+    """The sentence to print beside an accuracy whose interval holds the chance rate, or
+    lies wholly below it (else ""). ``summary`` holds ``chance_rate``,
+    ``distinguishable_from_chance`` and the interval (``summary["ci"][ci_key]`` or
+    ``summary["ci"]`` when it is a pair)."""
     ci = summary.get("ci")
     pair = ci.get(ci_key) if isinstance(ci, Mapping) else ci
-    where = f"its 95% CI {pair[0]:.2f}–{pair[1]:.2f} holds " if pair else "its CI holds "
-    return (f"not distinguishable from chance: {where}the chance rate "
-            f"{summary['chance_rate']:.2f} (the share of the largest class)")
+    rate = summary.get("chance_rate")
+    if summary.get("distinguishable_from_chance") is False:
+        where = f"its 95% CI {pair[0]:.2f}–{pair[1]:.2f} holds " if pair else "its CI holds "
+        return (f"not distinguishable from chance: {where}the chance rate {rate:.2f} (the "
+                "share of the largest class)")
+    if pair and below_chance(pair[1], rate):
+        return (f"below chance: its 95% CI {pair[0]:.2f}–{pair[1]:.2f} lies under the "
+                f"chance rate {rate:.2f} (the share of the largest class) — worse than "
+                "always answering the largest class")
+    return ""
 
 
 def accuracy_summary(correct: Sequence[bool] | np.ndarray, y_true: Sequence[int] | np.ndarray,
@@ -348,13 +378,12 @@ def accuracy_summary(correct: Sequence[bool] | np.ndarray, y_true: Sequence[int]
 
     ``y_true`` (n,) class indices of the same cases (for the chance rate). Returns
     ``{"accuracy", "ci": [lo, hi] | None, "n", "chance_rate",
-    "distinguishable_from_chance"}``; ``accuracy`` None when n is 0.
+    "distinguishable_from_chance", "below_chance"}``; ``accuracy`` None when n is 0.
     """
     hits = np.asarray(correct, dtype=np.float64).ravel()
     n = len(hits)
     if n == 0:
-        return {"accuracy": None, "ci": None, "n": 0, "chance_rate": None,
-                "distinguishable_from_chance": None}
+        return {"accuracy": None, "ci": None, "n": 0, **chance_fields(None, [])}
     ci = (_widened(_interval(_resample_counts(n, bootstrap, seed) @ hits / n),
                    proportion_ci(int(hits.sum()), n)) if bootstrap > 0 else None)
     return {"accuracy": float(hits.mean()), "ci": ci, "n": n, **chance_fields(ci, y_true)}

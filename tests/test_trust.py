@@ -225,6 +225,22 @@ def test_an_accuracy_whose_interval_holds_chance_says_so(
     assert right["distinguishable_from_chance"] is True and chance_words(right) == ""
 
 
+@pytest.mark.parametrize(("y_true", "y_pred"), [
+    ([0] * 5 + [1], [1] * 6),  # always the minority: accuracy 1/6, chance 5/6
+    ([0, 1] * 10, [1, 0] * 10),  # two classes learnt the wrong way round
+])
+def test_an_accuracy_below_chance_says_so(y_true: list[int], y_pred: list[int]) -> None:
+    from segfew.metrics import chance_words, classification_metrics
+
+    m = classification_metrics(y_true, y_pred, None, ["0", "1"], bootstrap=500)
+    assert m["ci"]["accuracy"][1] < m["chance_rate"]
+    assert m["distinguishable_from_chance"] is True and m["below_chance"] is True
+    assert chance_words(m).startswith("below chance: its 95% CI")
+    right = classification_metrics(y_true, y_true, None, ["0", "1"], bootstrap=500)
+    assert right["below_chance"] is False
+    assert not chance_words(right).startswith("below")
+
+
 def test_validation_accuracy_carries_its_interval_and_chance() -> None:
     from segfew.cli.train_classifier import trust_lines
     from segfew.metrics import accuracy_summary

@@ -48,7 +48,12 @@ from segfew.inference.ensemble import ModelPaths, classify_all, model_paths, ope
 from segfew.inference.explain import check_explain, explain_batch
 from segfew.inference.masks import check_masks
 from segfew.inference.predictor import Predictor
-from segfew.metrics import case_mean_dice, classification_metrics, dice_per_label
+from segfew.metrics import (
+    case_mean_dice,
+    classification_metrics,
+    dice_per_label,
+    one_class_words,
+)
 from segfew.runinfo import write_run_info
 
 if TYPE_CHECKING:
@@ -101,11 +106,7 @@ def score_predictions(targets: Sequence[int], rows: Sequence[PredictionRow],
     metrics = dict(classification_metrics(y_true, y_pred, proba, names,
                                           bootstrap=bootstrap, seed=seed))
     if metrics["one_class"]:  # said, and kept in metrics.json (one_class)
-        flag = metrics["one_class"]
-        warnings.warn(DataWarning(
-            f"the classifier predicts {flag['class']!r} for {flag['share']:.0%} of the "
-            f"{flag['cases']} cases ({flag['truth_share']:.0%} of them are): it learnt the "
-            "majority, not the classes", source), stacklevel=2)
+        warnings.warn(DataWarning(one_class_words(metrics["one_class"]), source), stacklevel=2)
     return metrics
 
 

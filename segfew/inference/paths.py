@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from segfew.inference.explain import check_explain, explain_batch
 from segfew.inference.fit_measures import estimate_caveat
 from segfew.inference.masks import check_masks
 from segfew.inference.run import read_ahead
+from segfew.metrics import ONE_CLASS_SHARE
 from segfew.runinfo import write_run_info
 
 if TYPE_CHECKING:
@@ -38,8 +40,10 @@ if TYPE_CHECKING:
 
     from segfew.typing import Progress
 
-__all__ = ["predict_paths"]
+__all__ = ["one_class_batch", "predict_paths"]
 
+#: fewer predictions than this say nothing about a classifier answering one class
+ONE_CLASS_MIN_CASES = 5
 
 
 def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequence[Path],
@@ -109,9 +113,16 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
         if explain is not None:
             explain_batch(predictor, cases, rows, Path(explain), min_confidence)
         predictor.write_measurements(out.with_name(out.stem + ".measurements.csv"), cases, rows)
+        flag = one_class_batch([r.predicted for r in rows if r.status == "ok"], meta.classes)
+        if flag is not None:
+            warnings.warn(DataWarning(
+                f"the classifier predicts {flag['class']!r} for {flag['share']:.0%} of the "
+                f"{flag['cases']} cases: unless nearly all of them are {flag['class']!r}, it "
+                "has not learnt the classes (score it on labelled cases: segfew evaluate)",
+                out), stacklevel=2)
         write_run_info(out.with_name(out.stem + ".run.json"), spec, None,
                        [*models, *(p for c in cases for p in c.images)],
-                       runtime=predictor.runtime())
+                       runtime=predictor.runtime(), extra={"one_class": flag})
         return out, sum(r.status != "ok" for r in rows), len(rows)
 
     if out.suffix.lower() in (".csv", ".tsv"):
@@ -140,3 +151,18 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
                    runtime=predictor.runtime())
     return out, failed, len(cases)
 
+
+
+def one_class_batch(predicted: Sequence[str], classes: Sequence[str]
+                    ) -> dict[str, Any] | None:
+    """``{"class", "share", "cases"}`` when one class is predicted for at least
+    :data:`segfew.metrics.ONE_CLASS_SHARE` of :data:`ONE_CLASS_MIN_CASES` or more cases, else
+    None. With no truth to compare, a batch of one class is as likely as a classifier that
+    learnt one class; the warning says both (``evaluate`` tells them apart)."""
+    if len(predicted) < ONE_CLASS_MIN_CASES or len(classes) < 2:
+        return None
+    top, count = Counter(predicted).most_common(1)[0]
+    share = count / len(predicted)
+    if share < ONE_CLASS_SHARE:
+        return None
+    return {"class": top, "share": round(share, 4), "cases": len(predicted)}

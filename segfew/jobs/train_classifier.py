@@ -36,7 +36,7 @@ from segfew.jobs.common import (
     validation_split,
 )
 from segfew.jobs.nnunet_head import open_stats, stats_head
-from segfew.metrics import accuracy_summary
+from segfew.metrics import accuracy_summary, one_class_words
 from segfew.modelfile import (
     Architecture,
     ModelMeta,
@@ -412,10 +412,8 @@ def _kept(result: FitResult, choice: str, validation: dict[str, Any], val_y: Seq
                            row.get("val_top_share", float("nan")), len(val_y), classes)
     best["one_class_validation"] = flag
     if flag is not None:
-        warnings.warn(DataWarning(
-            f"at the kept epoch {epoch} the classifier predicts {flag['class']!r} for "
-            f"{flag['share']:.0%} of the {flag['cases']} validation cases: it learnt the "
-            "majority, not the classes", spec.out), stacklevel=2)
+        warnings.warn(DataWarning(f"at the kept epoch {epoch} " + one_class_words(
+            flag, "validation cases"), spec.out), stacklevel=2)
     kept_metric = row.get("val_metric", result.best_metric) if row else result.best_metric
     best["validation_accuracy"] = _validation_summary(kept_metric, val_y, spec.train.seed)
     return best

@@ -76,13 +76,14 @@ def test_one_class_predictions_are_flagged() -> None:
     names = ["G2", "G3"]
     truth = [0] * 20 + [1] * 20
     flagged = one_class(truth, [1] * 37 + [0] * 3, names)
-    assert flagged == {"class": "G3", "share": 0.925, "truth_share": 0.5, "cases": 40}
+    assert flagged == {"class": "G3", "share": 0.925, "truth_share": 0.5, "cases": 40,
+                       "truth_majority": False}  # a tie is no majority
     assert one_class(truth, [0] * 10 + [1] * 30, names) is None  # 75 %: a bias, not one class
     assert one_class([1] * 40, [1] * 40, names) is None  # the truth is one class: right
     assert classification_metrics(truth, [1] * 40, None, names, bootstrap=0)["one_class"]
     rows = [PredictionRow(id=f"c{i}", path="", predicted="G3", status="ok",
                           probabilities={"G2": 0.2, "G3": 0.8}) for i in range(40)]
-    with pytest.warns(DataWarning, match="predicts 'G3' for 100% of the 40 cases"):
+    with pytest.warns(DataWarning, match="predicts 'G3' for 100% of the 40 cases .* whatever"):
         metrics = score_predictions(truth, rows, names, bootstrap=0)
     assert metrics["one_class"]["share"] == 1.0
     # validation: the confusion matrices of 6 cases, all predicted as class 1
@@ -127,3 +128,30 @@ def test_timing_the_network_leaves_training_unchanged() -> None:
     assert cost["parameters"] == sum(p.numel() for p in model.parameters())
     assert cost["epoch_s"] is not None and cost["memory_gib"] is not None
     assert np.isclose(cost["epoch_s"], cost["step_s"] * 4, atol=0.1)
+
+
+@pytest.mark.parametrize(("truth", "answer", "words"), [
+    ([0] * 5 + [1], 1, "it answers one class whatever the case"),  # the minority, always
+    ([0] * 4 + [1] * 2, 0, "it learnt the majority"),
+    ([0] * 3 + [1] * 3 + [2] * 4, 0, "it answers one class whatever the case"),
+])
+def test_the_one_class_warning_says_which_class_it_answers(truth: list[int], answer: int,
+                                                            words: str) -> None:
+    from segfew.metrics import one_class, one_class_words
+
+    names = ["a", "b", "c"]
+    flag = one_class(truth, [answer] * len(truth), names)
+    assert flag is not None and flag["class"] == names[answer]
+    assert one_class_words(flag).endswith(words + ", not the classes")
+    # a validation flag carries no truth: it never claims a majority
+    assert "whatever the case" in one_class_words({"class": "a", "share": 1.0, "cases": 6})
+
+
+def test_predict_flags_a_batch_answered_with_one_class() -> None:
+    from segfew.inference.paths import one_class_batch
+
+    assert one_class_batch(["b"] * 6, ["a", "b"]) == {"class": "b", "share": 1.0, "cases": 6}
+    assert one_class_batch(["b"] * 9 + ["a"], ["a", "b"])["share"] == 0.9
+    assert one_class_batch(["b"] * 8 + ["a"] * 2, ["a", "b"]) is None  # 80 %: a bias
+    assert one_class_batch(["b"] * 4, ["a", "b"]) is None  # too few to say
+    assert one_class_batch(["a"] * 6, ["a"]) is None  # a one-class model answers one class
