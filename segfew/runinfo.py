@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.metadata
 import json
@@ -43,7 +44,7 @@ def _version(name: str) -> str:
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (the cache key and manifest use it)."""
+    """SHA-256 of a file's bytes (the cache key uses it; a scan's is :func:`scan_digest`)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -51,26 +52,113 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def scan_files(path: Path) -> list[Path]:
+    """The files that hold the image at ``path``, whose bytes are the scan's identity.
+
+    A DICOM series folder: the image files of the series the reader reads (its one series,
+    or its one series of several files beside single-file strays), sorted; empty for a
+    folder holding no such series, or several. One series of a folder holding several
+    (``<folder>/<name>``, :func:`segfew.io.dicom.series_of_path`): its files. A detached
+    header (``.mhd``, ``.nhdr``, the ``.hdr`` of a NIfTI or Analyze pair): the data file it
+    names, not itself — a header is the same for every scan of one size and spacing, and a
+    copy renamed changes only the data file's name in it. Anything else (a single DICOM
+    file too): the file itself.
+    """
+    from segfew.io.dicom import dicom_series_files, series_path_files
+
+    path = Path(path)
+    if path.is_dir():
+        grouped = dicom_series_files(path)
+        series = {uid: f for uid, f in grouped.items() if len(f) > 1} or grouped
+        return sorted(series[next(iter(series))]) if len(series) == 1 else []
+    if not path.exists():
+        return series_path_files(path) or [path]  # [path]: its digest says it is missing
+    return _data_files(path) or [path]
+
+
+def _data_files(header: Path) -> list[Path]:
+    """The data file a detached header names ([]: not a detached header, or its data is
+    inside it); one that is missing is returned, for its digest to say so."""
+    lower = header.name.lower()
+    if lower.endswith((".mhd", ".nhdr")):
+        from segfew.io.itk import detached_data_files
+
+        return detached_data_files(header)
+    if lower.endswith(".hdr"):
+        from segfew.io.nifti import is_pair_header, pair_data_file
+
+        if is_pair_header(header):
+            return [pair_data_file(header) or header.with_name(header.name[:-4] + ".img")]
+    return []
+
+
+def scan_digest(path: Path, files: list[Path] | None = None) -> str:
+    """The SHA-256 that identifies the scan at ``path`` in every manifest and comparison
+    (``run.json``, a model's ``training_data``, the leakage check, the grouping of copies).
+
+    One file (a NIfTI, an attached header, a single DICOM file, a detached header's data
+    file): its bytes' SHA-256, as :func:`file_digest`. A DICOM series of several files
+    (:func:`scan_files`): the SHA-256 of their SHA-256s sorted, one a line, so a copy with
+    its slices renamed is the same scan. ``files``: :func:`scan_files` of ``path`` if
+    known. Raises OSError when the scan cannot be read, IsADirectoryError for a folder
+    that holds no single DICOM series.
+    """
+    path = Path(path)
+    files = scan_files(path) if files is None else files
+    if not files:
+        raise IsADirectoryError(errno.EISDIR, "holds no single DICOM series", str(path))
+    if len(files) == 1:
+        return file_digest(files[0])
+    digests = [file_digest(f) for f in files]
+    if not path.is_file():  # a series: its slices in any order, under any names
+        digests.sort()
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
 def manifest(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """One entry per input file: path, size and SHA-256 (a DICOM series folder: each of its
-    files). A file that cannot be read is recorded as such (``unreadable``: the reason),
+    """One entry per input scan: path, size and :func:`scan_digest` (a DICOM series or a
+    detached header also ``files``: the files hashed); any other folder: one entry per file
+    in it. A scan that cannot be read is recorded as such (``unreadable``: the reason),
     never re-opened into a crash after the outputs are written."""
-    rows: list[dict[str, Any]] = []
-    files: set[Path] = set()
+    rows: dict[str, dict[str, Any]] = {}
+    scans: dict[Path, list[Path]] = {}
     for p in (Path(p) for p in paths):
         if p.is_dir():
             try:
-                files.update(c for c in p.iterdir() if c.is_file() and not c.name.startswith("."))
+                series = scan_files(p)
+                children = [] if series else [c for c in p.iterdir()
+                                              if c.is_file() and not c.name.startswith(".")]
             except OSError:
-                rows.append({"path": str(p), "unreadable": "folder cannot be listed"})
+                rows[str(p)] = {"path": str(p), "unreadable": "folder cannot be listed"}
+                continue
+            if series:
+                scans[p] = series
+            for c in children:
+                scans.setdefault(c, [])
         elif p.is_file():
-            files.add(p)
-    for p in sorted(files):
+            scans.setdefault(p, [])
+        else:
+            try:  # one series of a folder holding several: a path on no disk
+                series = scan_files(p) if p.parent.is_dir() else []
+            except OSError:
+                series = []
+            if series and series != [p]:
+                scans[p] = series
+    for p, series in sorted(scans.items()):
         try:
-            rows.append({"path": str(p), "bytes": p.stat().st_size, "sha256": file_digest(p)})
+            files = series or scan_files(p)
+            row: dict[str, Any] = {"path": str(p), "bytes": sum(f.stat().st_size for f in files),
+                                   "sha256": scan_digest(p, files)}
+            if files != [p]:
+                base = p if p.is_dir() else p.parent
+                row["files"] = [os.path.relpath(f, base) for f in files]
+            rows[str(p)] = row
         except OSError as e:
-            rows.append({"path": str(p), "unreadable": e.strerror or type(e).__name__})
-    return sorted(rows, key=lambda r: r["path"])
+            why = e.strerror or type(e).__name__
+            if e.filename and Path(e.filename) != p:  # a series' or header's data file
+                why += f": {Path(e.filename).name}"
+            rows[str(p)] = {"path": str(p), "unreadable": why}
+    return sorted(rows.values(), key=lambda r: r["path"])
 
 
 def cpu_threads() -> int:
@@ -141,25 +229,44 @@ def update_run_info(run_dir: Path, **fields: Any) -> None:
         write_json(path, {**info, **fields})
 
 
+def run_dir_for(model_path: Path) -> Path:
+    """Where a model file's checkpoints, metrics and ``run.json`` live: ``<name>-run/``
+    beside it, the name less only the model file's own suffix (``m.v1.pt`` → ``m.v1-run``),
+    so models whose names share a first part never share a run."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}-run")
+
+
+def legacy_run_dir(model_path: Path) -> Path | None:
+    """The run folder an older segfew gave a dotted model name (``m.v1.pt`` → ``m-run``), or
+    None where it is :func:`run_dir_for`'s. It may hold another model's run (``m.v2.pt``
+    shared it): check its spec's ``out``."""
+    model_path = Path(model_path)
+    old = model_path.with_name(f"{model_path.name.split('.')[0]}-run")
+    return None if old == run_dir_for(model_path) else old
+
+
 def unfinished_run(run_dir: Path, model_path: Path) -> str | None:
     """Why ``run_dir`` holds a training run that did not finish, or None.
 
-    Unfinished: a checkpoint (``last.pt``) is there, but the model file is not, or
-    ``run.json`` says ``status: running`` (a run started again after an earlier one ended,
-    then stopped). A folder of an older segfew, without a status, counts as finished when
-    its model file exists.
+    Unfinished: ``run.json`` says ``status: running`` (it started and never completed:
+    killed, or stopped before its first checkpoint), whatever checkpoints exist; or a
+    checkpoint (``last.pt``) is there but the model file is not. A folder of an older
+    segfew, without a status, counts as finished when its model file exists.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "last.pt").is_file():
-        return None
-    if not Path(model_path).is_file():
-        return f"a checkpoint last.pt but no model file {Path(model_path).name}"
+    has_last = (run_dir / "last.pt").is_file()
     try:
-        status = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("status")
+        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        status = info.get("status")
     except (OSError, ValueError, AttributeError):
-        status = None
+        info, status = {}, None
     if status == "running":
-        return "run.json says status running"
+        since = f" on {info['created']}" if isinstance(info.get("created"), str) else ""
+        kept = "its checkpoint last.pt is kept" if has_last else "no checkpoint was written"
+        return f"run.json says it started{since} and never completed; {kept}"
+    if has_last and not Path(model_path).is_file():
+        return f"a checkpoint last.pt but no model file {Path(model_path).name}"
     return None
 
 

@@ -29,9 +29,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segfew", "segfew.errors", "segfew.choices", "segfew.frameworks", "segfew.typing"),
     ("segfew.files",),
     ("segfew.runtime",),
-    ("segfew.runinfo",),
     ("segfew.metrics",),  # pure numpy: training's validation and evaluation share one Dice
     ("segfew.io",),
+    ("segfew.runinfo",),  # a scan's digest: a DICOM series' files, a header's data file (io)
     ("segfew.data",),
     ("segfew.preprocess",),
     ("segfew.labelling",),
@@ -215,6 +215,8 @@ LAZY_IMPORTS = {
                   "torch",
     "segfew.io": "`segfew --help` reaches it through segfew.data: SimpleITK, nibabel and "
                  "pydicom load when a file of theirs is read",
+    "segfew.data.read": "`segfew --help` reaches it through segfew.data: Pillow and pydicom "
+                        "load when a label map's header is checked for lossy storage",
     "segfew.data.splits": "`segfew --help` reaches it through segfew.data: run.json's module "
                           "loads when a split is written",
     "segfew.spec.parts": "the specs build `--help`'s options: pre-processing's and training's "

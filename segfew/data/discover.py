@@ -13,7 +13,7 @@ from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
 from segfew.data.scan import list_folder
 from segfew.errors import DataError, SpecError
 from segfew.io import case_id, is_image_file
-from segfew.io.dicom import dicom_header
+from segfew.io.dicom import dicom_header, series_of_path
 
 # ------------------------------------------------------------------------- files
 
@@ -30,8 +30,8 @@ def _list_images(folder: Path, problems: _Problems, recursive: bool = False) -> 
     listing = list_folder(folder, recursive)
     problems.skip(listing.skipped)
     if not listing.images:
-        problems.add("no image files found (supported: .nii.gz, .nii, .nrrd, .mha, .mhd, "
-                     ".png, .jpg, .tif, .dcm, DICOM series folders, DICOMDIR)", folder)
+        problems.add("no image files found (supported: .nii.gz, .nii, .hdr/.img, .nrrd, .mha, "
+                     ".mhd, .png, .jpg, .tif, .dcm, DICOM series folders, DICOMDIR)", folder)
     return listing.images
 
 
@@ -301,13 +301,18 @@ def collect_cases(inputs: Sequence[Path], *, recursive: bool = False,
     """Cases for every input file or folder, in order (the batch commands' door).
 
     A named file always becomes a case (an unsupported or corrupt one then fails when it is
-    read, and gets an error row). In folders, what is not part of an image (tables, text,
-    data files no header names, non-image DICOM objects, dangling links) is skipped with a
+    read, and gets an error row); so does one series of a folder holding several, named
+    as its case is (``exam1/exam1_series3``, :func:`segfew.io.dicom.series_names`). In
+    folders, what is not part of an image (tables, text, data files no header names,
+    non-image DICOM objects, dangling links) is skipped with a
     :class:`~segfew.errors.DataWarning` naming it (:func:`segfew.data.scan.list_folder`).
     """
     cases: list[Case] = []
     for raw in inputs:
         path = Path(raw)
+        if not path.exists() and series_of_path(path) is not None:
+            cases.append(Case(id=case_id(path), images=(path,)))  # one series of a folder
+            continue
         if not path.exists():
             raise DataError("input not found", path)
         if path.is_file():

@@ -16,10 +16,14 @@ The checks, in order:
 3. Images: NaN and ±inf voxels are replaced by the image's finite minimum, with a warning
    that gives their count (no scanner value means "missing"; one NaN would otherwise
    spread through every resize). An image without one finite voxel is an error.
-4. Label maps (:func:`check_label_values`): not colour; ``label_map`` remaps values
-   first; integers (a float map within ``ROUNDING_TOL`` of integers is rounded, with a
-   warning); no negative values; a binary mask stored as 0/255 is an error that names
-   ``--label-map 255:1``; values within the declared set, when one is given.
+4. Label maps: stored losslessly, said from the content (:func:`check_lossless`); then
+   (:func:`check_label_values`) not colour; ``label_map`` remaps values first, never onto
+   a value the map leaves unmapped (:func:`check_remap_keeps_labels_apart`); integers (a
+   float map within ``ROUNDING_TOL`` of integers is rounded, with a warning); no negative
+   values; a binary mask stored as 0/255 is an error that names
+   ``--label-map 255:1``; values within the declared set, when one is given; codes far
+   sparser than their range refused (:class:`SparseLabelsError`) with the ``--label-map``
+   that makes them 0, 1, 2, ….
 """
 
 from __future__ import annotations
@@ -34,15 +38,20 @@ import numpy as np
 from segfew.data import Case
 from segfew.errors import DataError, DataWarning
 from segfew.io import Image, ReadLimits, read_image
+from segfew.io.dicom import dicom_series_files
 
 __all__ = [
     "GEOMETRY_ATOL",
     "ROUNDING_TOL",
     "LabelRules",
+    "SparseLabelsError",
     "check_label_values",
     "check_lossless",
+    "check_remap_keeps_labels_apart",
     "check_same_grid",
     "consecutive_label_map",
+    "label_map_hint",
+    "label_values",
     "read_case",
     "replace_non_finite",
 ]
@@ -143,11 +152,97 @@ SPARSE_RATIO = 4
 
 
 def check_lossless(label: Path) -> None:
-    """Raise :class:`DataError` for a label map stored as JPEG, whose lossy compression
-    changes label values: said from the name, before any file is read."""
-    if Path(label).name.lower().endswith((".jpg", ".jpeg")):
-        raise DataError("label map stored as JPEG, whose lossy compression changes label "
-                        "values: masks must be stored losslessly: PNG, NIfTI, NRRD", label)
+    """Raise :class:`DataError` for a label map stored with lossy compression, which changes
+    label values: a JPEG (or JPEG 2000) file, a TIFF compressed as JPEG, a DICOM whose
+    transfer syntax or Lossy Image Compression flag says lossy. Said from the content — the
+    first bytes, a TIFF's directories, a DICOM header — before any pixel is read, never
+    from the name: a PNG called ``.jpg`` holds exact values, JPEG bytes called ``.png`` not.
+    A file that cannot be opened is left to the reader's words."""
+    label = Path(label)
+    for path in sorted(dicom_file for files in dicom_series_files(label).values()
+                       for dicom_file in files) if label.is_dir() else [label]:
+        lossy = _lossy_storage(path)
+        if lossy is not None:  # a DICOM series: its file is named
+            raise DataError(f"label map stored as {lossy}, whose lossy compression changes "
+                            "label values: masks must be stored losslessly: PNG, NIfTI, NRRD",
+                            path)
+
+
+#: TIFF Compression tag (259) values that are lossy: JPEG (old, new, DNG lossy), JPEG 2000
+#: (Aperio's and the registered code), JPEG XR, WebP, JPEG XL
+_TIFF_LOSSY = {6: "JPEG", 7: "JPEG", 34892: "JPEG", 33003: "JPEG 2000", 33005: "JPEG 2000",
+               34712: "JPEG 2000", 34934: "JPEG XR", 50001: "WebP", 50002: "JPEG XL"}
+_TIFF_MAX_PAGES = 100_000
+#: DICOM transfer syntaxes that are always lossy (PS3.5 §8.2): JPEG baseline, extended and
+#: the retired DCT processes (and MPEG video, pydicom's MPEGTransferSyntaxes)
+_DICOM_LOSSY = frozenset(f"1.2.840.10008.1.2.4.{n}" for n in (
+    50, 51, 52, 53, 54, 55, 56, 59, 60, 61, 62, 63, 64))
+#: ... and those that may be either (JPEG-LS near-lossless, JPEG 2000, HTJ2K): lossy unless
+#: the header's Lossy Image Compression (0028,2110) is "00"
+_DICOM_MAYBE_LOSSY = frozenset(f"1.2.840.10008.1.2.4.{n}" for n in (81, 91, 93, 203))
+_DICOM_SUFFIXES = (".dcm", ".ima", ".dicom", ".dic")
+
+
+def _lossy_storage(path: Path) -> str | None:
+    """How ``path`` is stored lossily, in words (e.g. ``TIFF with JPEG compression``), or
+    None: lossless, or not for this check to say."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return None
+    if head.startswith(b"\xff\xd8\xff"):
+        named = path.name.lower().endswith((".jpg", ".jpeg"))
+        return "JPEG" if named else "JPEG (by its bytes, whatever its name)"
+    if head.startswith((b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  \r\n\x87\n")):
+        return "JPEG 2000"
+    if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+        return _lossy_tiff(path, head)
+    if head[128:132] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES:
+        return _lossy_dicom(path)
+    return None
+
+
+def _lossy_tiff(path: Path, head: bytes) -> str | None:
+    """The lossy Compression of any page of a (Big)TIFF, read from its directories only."""
+    from PIL.TiffImagePlugin import ImageFileDirectory_v2
+
+    try:
+        ifh = head[:16] if head[2:4] in (b"+\0", b"\0+") else head[:8]
+        ifd = ImageFileDirectory_v2(ifh)
+        offset, seen = ifd.next, set[int]()
+        with open(path, "rb") as f:
+            while offset and offset not in seen and len(seen) < _TIFF_MAX_PAGES:
+                seen.add(offset)
+                f.seek(offset)
+                ifd.load(f)
+                how = _TIFF_LOSSY.get(int(ifd.get(259, 1)))
+                if how is not None:
+                    return f"TIFF with {how} compression"
+                offset = ifd.next
+    except Exception:  # a corrupt TIFF: the reader says what is wrong
+        return None
+    return None
+
+
+def _lossy_dicom(path: Path) -> str | None:
+    """The lossy transfer syntax, or the Lossy Image Compression flag, of a DICOM file."""
+    import pydicom
+    from pydicom.uid import UID, MPEGTransferSyntaxes
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                             specific_tags=["LossyImageCompression"])
+        syntax = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
+        flag = str(ds.get("LossyImageCompression", "") or "").strip()
+    except Exception:  # not DICOM after all, or a corrupt header: the reader says
+        return None
+    if syntax in _DICOM_LOSSY or syntax in MPEGTransferSyntaxes or (
+            syntax in _DICOM_MAYBE_LOSSY and flag != "00"):
+        return f"DICOM compressed as {UID(syntax).name}"
+    if flag == "01":
+        return "DICOM once lossy compressed (Lossy Image Compression 01)"
+    return None
 
 
 def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | None,
@@ -179,9 +274,12 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
         arr = rounded.astype(np.int64)
     elif arr.dtype.kind not in "iu":
         raise DataError(f"label map has unsupported type {arr.dtype}", path)
+    raw = np.unique(arr)
+    values = raw
     if remap:
-        arr = _remap(arr, remap)
-    values = np.unique(arr)
+        check_remap_keeps_labels_apart(raw, remap, path)
+        arr = _remap(arr, raw, remap)
+        values = np.unique(_remap(raw, raw, remap))
     if values.size and values[0] < 0:
         raise DataError(f"label map has negative values ({int(values[0])}); labels are 0 "
                         "(background), 1, 2, …", path)
@@ -196,15 +294,91 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
             raise DataError(f"label values {bad} outside the declared set {sorted(allowed)}", path)
     top = int(values[-1]) if values.size else 0
     if allowed is None and top >= SPARSE_MIN_TOP and top + 1 > SPARSE_RATIO * len(present):
-        shown = sorted(present)
-        remap_hint = ",".join(f"{v}:{i}" for i, v in enumerate(shown) if v != i)
-        listed = ", ".join(str(v) for v in shown[:8]) + (", …" if len(shown) > 8 else "")
-        raise DataError(f"label values {listed} are far sparser than their range 0..{top} "
-                        f"({len(shown)} values, {top + 1} network outputs): remap them with "
-                        f"--label-map {remap_hint if len(remap_hint) < 80 else 'OLD:NEW,…'}",
-                        path)
+        raise SparseLabelsError.of(sorted(present), {int(v) for v in raw}, remap, path)
     dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32
     return arr if arr.dtype == dtype else arr.astype(dtype)
+
+
+class SparseLabelsError(DataError):
+    """Label codes far sparser than their range. The door sees one map, so it names
+    ``--label-map consecutive`` (numbered over every map) and gives this map's own pairs
+    only as such: other maps may hold values those pairs would merge with. Where every map
+    is known (``pretrain``), :meth:`over` adds the pairs over all of them."""
+
+    HINT_MAX = 80
+    """Longer pair lists are not spelled out: ``--label-map consecutive`` is the way."""
+
+    @classmethod
+    def of(cls, present: Sequence[int], raw: Iterable[int], remap: Mapping[int, int] | None,
+           path: Path) -> SparseLabelsError:
+        """The refusal of the map at ``path``: ``present`` its values after ``remap``,
+        ``raw`` before."""
+        hint = label_map_hint(raw, remap)
+        listed = ", ".join(str(v) for v in present[:8]) + (", …" if len(present) > 8 else "")
+        alone = f" (this map alone: {hint})" if len(hint) < cls.HINT_MAX else ""
+        return cls(f"label values {listed} are far sparser than their range 0..{present[-1]} "
+                   f"({len(present)} values, {present[-1] + 1} network outputs): remap them "
+                   f"with --label-map consecutive{alone}", path)
+
+    def over(self, paths: Iterable[Path], remap: Mapping[int, int] | None,
+             limits: ReadLimits | None = None) -> SparseLabelsError:
+        """This refusal, with the ``--label-map`` pairs from the values of every map at
+        ``paths`` added (the ones safe to follow); itself when one cannot be read (its case
+        says why) or the pairs would be too long to give."""
+        paths = sorted(set(paths))
+        if len(paths) < 2:
+            return self
+        try:
+            hint = label_map_hint(label_values(paths, limits), remap)
+        except DataError:
+            return self
+        if len(hint) >= self.HINT_MAX:
+            return self
+        return SparseLabelsError(f"{self.message}; over all {len(paths)} label maps that is "
+                                 f"--label-map {hint}", self.path)
+
+
+def label_map_hint(raw: Iterable[int], remap: Mapping[int, int] | None = None) -> str:
+    """The ``--label-map`` pairs that make the values ``raw`` 0, 1, 2, … in order, after
+    ``remap`` (whose pairs it keeps, so it replaces ``remap`` whole)."""
+    remap = remap or {}
+    index = {v: i for i, v in enumerate(sorted({remap.get(v, v) for v in raw}))}
+    pairs = {v: index[remap.get(v, v)] for v in sorted(raw)}
+    return ",".join(f"{a}:{b}" for a, b in pairs.items() if a != b or a in remap)
+
+
+def check_remap_keeps_labels_apart(raw: Iterable[int], remap: Mapping[int, int],
+                                   path: Path) -> None:
+    """Raise :class:`DataError` where ``remap`` turns a value into one this map holds and
+    leaves as it is (``3:1`` on a map with 1s): two labels would silently become one.
+
+    Each map is checked, so a remap built from some maps' values is checked against them all.
+    0 may be a target (that is what mapping to background means); a 0/1/255 mask under
+    ``255:1`` is the merge the binary-mask refusal proposes. ``1:1`` merges on purpose."""
+    raw = {int(v) for v in raw}
+    targets = {t: sorted(s for s, u in remap.items() if u == t) for t in set(remap.values())}
+    kept = sorted(v for v in raw if v != 0 and v not in remap and v in targets)
+    if not kept or (raw <= {0, 1, 255} and kept == [1] and targets[1] == [255]):
+        return
+    pairs = ", ".join(f"{s}:{v}" for v in kept for s in targets[v])
+    these = ", ".join(str(v) for v in kept)
+    one = len(kept) == 1
+    raise DataError(f"label value{'' if one else 's'} {these} {'is' if one else 'are'} left "
+                    f"unmapped by --label-map, which also maps {pairs}: the labels would merge; "
+                    f"map {these} too ({kept[0]}:{kept[0]} merges on purpose) or use "
+                    "--label-map consecutive", path)
+
+
+def label_values(paths: Iterable[Path], limits: ReadLimits | None = None) -> set[int]:
+    """Every value the label maps at ``paths`` hold, as stored (floats rounded). Raises
+    :class:`DataError` for a map that cannot be read."""
+    found: set[int] = set()
+    for path in sorted(set(paths)):
+        values = np.unique(read_image(path, limits).array)
+        if values.dtype.kind == "f":
+            values = np.unique(np.rint(values[np.isfinite(values)]))
+        found.update(int(v) for v in values)
+    return found
 
 
 def consecutive_label_map(paths: Iterable[Path], limits: ReadLimits | None = None
@@ -213,21 +387,13 @@ def consecutive_label_map(paths: Iterable[Path], limits: ReadLimits | None = Non
     that sparse codes (FreeSurfer's 0, 2, 41, 1035, 2035) become 0, 1, 2, … (``label_map =
     "consecutive"``). Background 0, when present, stays 0. Raises :class:`DataError` for a
     map that cannot be read."""
-    found: set[int] = set()
-    for path in sorted(set(paths)):
-        arr = read_image(path, limits).array
-        values = np.unique(arr)
-        if values.dtype.kind == "f":
-            values = np.unique(np.rint(values[np.isfinite(values)]))
-        found.update(int(v) for v in values)
-    return {v: i for i, v in enumerate(sorted(found)) if v != i}
+    return {v: i for i, v in enumerate(sorted(label_values(paths, limits))) if v != i}
 
 
-def _remap(arr: np.ndarray, remap: Mapping[int, int]) -> np.ndarray:
-    out = arr.astype(np.int64, copy=True)
-    for old, new in remap.items():
-        out[arr == old] = new
-    return out
+def _remap(arr: np.ndarray, raw: np.ndarray, remap: Mapping[int, int]) -> np.ndarray:
+    """``arr`` with ``remap`` applied in one pass (``raw``: its sorted unique values)."""
+    new = np.array([remap.get(int(v), int(v)) for v in raw], np.int64)
+    return new[np.searchsorted(raw, arr)]
 
 
 def warn_placeholder_spacing(cases: Sequence[Case]) -> str | None:

@@ -5,12 +5,13 @@ builds cases from :func:`list_folder`, so ``inspect``, ``label``, ``pretrain``,
 ``train-classifier``, ``evaluate``, ``predict`` and ``experiment`` see the same cases in the
 same folder. A DICOM series is the DICOM image files of one SeriesInstanceUID in one folder,
 found by their headers (pydicom, without reading pixels), not by a suffix; a folder holding
-one series is a case, a DICOM file alone in its series is a case of its own. A ``DICOMDIR``
-(a CD export) is followed into its sub-folders. A detached header (``.mhd``, ``.nhdr``) and
-the data file it names are one image. Everything else under the input (data files no header
-names, non-image DICOM objects, READMEs and tables, dangling links, unreadable files,
-folders named like images) is returned in ``skipped`` with the reason, never dropped
-silently.
+one series is a case, a folder holding several gives each series its own case, and a DICOM
+file alone in its series is a case of its own. A ``DICOMDIR`` (a CD export) is followed into
+its sub-folders. A detached header (``.mhd``, ``.nhdr``; ``.hdr`` of a NIfTI or Analyze
+pair) and the data file it names are one image. Everything else under the input (data
+files no header names, non-image DICOM objects, READMEs and tables, dangling links,
+unreadable files, folders named like images) is returned in ``skipped`` with the reason,
+never dropped silently.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from pathlib import Path
 
 from segfew.errors import DataError
 from segfew.io import IMAGE_SUFFIXES, is_image_file
-from segfew.io.dicom import dicom_header, dicom_series_files
+from segfew.io.dicom import dicom_header, dicom_series_files, series_names
 from segfew.io.itk import detached_data_files
+from segfew.io.nifti import is_pair_header, pair_files
 
 __all__ = ["Listing", "list_folder"]
 
@@ -104,12 +106,18 @@ def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top:
             out.skip("file cannot be read (permission denied)", child)
             continue
         lower = child.name.lower()
+        if lower.endswith(".hdr") and not is_pair_header(child):
+            out.skip("not an image format segfew reads (a .hdr that is no NIfTI or Analyze "
+                     "header)", child)
+            continue
         if is_image_file(child) and not lower.endswith(DICOM_SUFFIXES):
             out.images.append(child)
             if lower.endswith((".mhd", ".nhdr")):
                 named.update(p.resolve() for p in detached_data_files(child))
+            if lower.endswith(".hdr"):
+                named.update(p.resolve() for p in pair_files(child))
             continue
-        if lower.endswith(DATA_SUFFIXES):
+        if lower.endswith((*DATA_SUFFIXES, ".mat")):  # a .mat: SPM's affine of a pair
             data_files.append(child)
             continue
         if lower in DATASET_FILES:  # the data set's own description: nothing to say
@@ -131,8 +139,12 @@ def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top:
         else:
             series[header.series_uid].append(child)
     for path in data_files:
-        if path.resolve() not in named:
-            out.skip("data file that no header (.mhd, .nhdr) beside it names", path)
+        if path.resolve() in named:
+            continue
+        if path.name.lower().endswith(".mat"):
+            out.skip("not an image format segfew reads", path)
+        else:
+            out.skip("data file that no header (.mhd, .nhdr, .hdr) beside it names", path)
     if series:
         # a folder of one series (nothing else) is read as one series; a stray DICOM file
         # among other images, or a series of one file, is a case of its own
@@ -147,11 +159,17 @@ def _named_like_image(path: Path) -> bool:
 
 def _add_series(folder: Path, series: dict[str, list[Path]], out: Listing,
                 whole_folder: bool) -> None:
-    if whole_folder and (len(series) == 1 or all(len(f) > 1 for f in series.values())):
-        if len(series) == 1 and len(next(iter(series.values()))) == 1:
-            out.images.append(next(iter(series.values()))[0])
-        else:
-            out.images.append(folder)  # several series: reading it says so
+    """One image per series: the folder for its one series of several files, a file for a
+    series of one; a folder holding several series of several files (a PACS study export)
+    gives each its own ``<folder>/<name>`` (:func:`segfew.io.dicom.series_names`)."""
+    multi = {uid: files for uid, files in series.items() if len(files) > 1}
+    if len(multi) > 1:
+        out.images.extend(folder / name for name in series_names(folder, multi).values())
+        out.images.extend(files[0] for files in series.values() if len(files) == 1)
+        return
+    if whole_folder and len(series) == 1:
+        files = next(iter(series.values()))
+        out.images.append(files[0] if len(files) == 1 else folder)
         return
     singles = [files[0] for files in series.values() if len(files) == 1]
     out.images.extend(singles)

@@ -36,15 +36,17 @@ def class_names(cases: Sequence[Case]) -> list[str]:
 
 
 def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list[str]]]:
-    """``cases`` with every set whose image files are byte-identical (one scan under two
-    ids) joined into one group, so no split puts a copy on each side (SPEC §6), and the
-    joined sets' group names (``case.group``, else the case id). ``inspect`` reports them.
+    """``cases`` with every set whose scans are byte-identical (one scan under two ids, by
+    :func:`segfew.runinfo.scan_digest`: a file, a DICOM series folder's files, a detached
+    header's data file) joined into one group, so no split puts a copy on each side (SPEC
+    §6), and the joined sets' group names (``case.group``, else the case id). ``inspect``
+    reports them.
 
     Why: a copy of a test scan in the training set is leakage the protocol cannot see by
     id. The public ACDC copy holds one such pair (patient074 and patient076). Cases with
     no copy keep their group; where no scan has a copy, the splits are unchanged.
     """
-    from segfew.runinfo import file_digest
+    from segfew.runinfo import scan_digest, scan_files
 
     parent: dict[str, str] = {}
 
@@ -55,12 +57,14 @@ def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list
 
     first: dict[str, str] = {}  # digest → the unit that showed it first
     for case in cases:
-        # an absent or empty file is no scan (the reader refuses it)
-        for path in (p for p in case.images if Path(p).is_file() and Path(p).stat().st_size):
+        for path in map(Path, case.images):
             try:
-                digest = file_digest(Path(path))
+                files = scan_files(path)
+                if not sum(f.stat().st_size for f in files):
+                    continue  # empty files are no scan (the reader refuses them)
+                digest = scan_digest(path, files)
             except OSError:
-                continue  # an unreadable file: the reader says so, naming it
+                continue  # absent, unreadable, a folder of no series: the reader says so
             unit = case.unit
             a, b = root(first.setdefault(digest, unit)), root(unit)
             if a != b:

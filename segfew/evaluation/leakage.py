@@ -3,9 +3,11 @@
 A segmentation network pre-trained on a test patient's masks makes its features on that
 patient unrealistically good (how much, on ACDC: docs/benchmarks.md), and a classifier
 scored on its own training cases reads as if they were unseen. Every model file records the
-SHA-256 of each image it was trained on (``metrics.training_data``; a classifier also carries
+digest of each scan it was trained on (``metrics.training_data``; a classifier also carries
 its segmentation network's record in ``feature_source``), and its run folder's ``run.json``
 holds the manifest, so ``experiment`` and ``evaluate`` compare them with the cases they score.
+A scan's digest (:func:`segfew.runinfo.scan_digest`) covers a DICOM series folder's files and
+a detached header's data file, so a copy under another id or file name is found.
 A classifier measuring another tool's label maps (``--masks``) or an nnU-Net's is checked
 against its own manifest; that tool's training data is not recorded, and the verdict says so.
 """
@@ -23,14 +25,13 @@ from segfew.errors import DataError, ModelFileError
 from segfew.inference.masks import EXTERNAL
 from segfew.inference.nnunet import NNUNET
 from segfew.modelfile import read_model_file
-from segfew.runinfo import file_digest
+from segfew.runinfo import file_digest, legacy_run_dir, run_dir_for, scan_digest, scan_files
 
 if TYPE_CHECKING:
     from segfew.data import Case
 
 __all__ = ["LeakageCheck", "check_leakage", "check_models", "experiment_verdict", "find_leakage",
-           "leakage_record",
-           "trained_digests"]
+           "leakage_record", "trained_digests", "trained_on"]
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,27 @@ def _recorded(meta_metrics: dict[str, Any]) -> set[str] | None:
     return {str(d) for d in recorded} if isinstance(recorded, list) else None
 
 
-def _run_json_digests(model_path: Path) -> set[str] | None:
-    run_json = model_path.parent / f"{model_path.name.split('.')[0]}-run" / "run.json"
-    try:
-        rows = json.loads(run_json.read_text(encoding="utf-8")).get("data") or []
-        return {str(r["sha256"]) for r in rows}
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
-        return None
+def _run_json_digests(model_path: Path) -> tuple[set[str] | None, bool]:
+    """The digests of the ``run.json`` manifest in the model's run folder (None: none of this
+    model's) and whether that run is still marked running. The run folder an older segfew
+    gave a dotted name (``m-run`` for ``m.v1.pt``) counts only if its spec names this file."""
+    model_path = Path(model_path)
+    for run_dir in (run_dir_for(model_path), legacy_run_dir(model_path)):
+        if run_dir is None:
+            continue
+        try:
+            info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+            out = (info.get("spec") or {}).get("out")
+            rows = info.get("data") or []
+            digests = {str(r["sha256"]) for r in rows if "sha256" in r}
+        except (OSError, json.JSONDecodeError, TypeError, AttributeError):
+            continue
+        if isinstance(out, str) and Path(out).name != model_path.name:
+            continue  # another model's run
+        if out is None and run_dir != run_dir_for(model_path):
+            continue
+        return digests, info.get("status") == "running"
+    return None, False
 
 
 def _unrecorded_source(source: dict[str, Any]) -> str | None:
@@ -101,8 +116,11 @@ def _manifest(model_path: Path) -> tuple[set[str] | None, str | None]:
     except (ModelFileError, OSError):  # the step that loads it names the problem
         return None, None
     own = _recorded(meta.metrics)
+    folder, running = _run_json_digests(Path(model_path))
     if own is None:
-        own = _run_json_digests(Path(model_path))
+        own = folder
+    elif folder is not None and not running:
+        own |= folder  # a classifier's own record skips series folders
     if own is None or meta.feature_source is None:
         return own, None
     untracked = _unrecorded_source(dict(meta.feature_source))
@@ -113,15 +131,38 @@ def _manifest(model_path: Path) -> tuple[set[str] | None, str | None]:
 
 
 def trained_digests(model_path: Path) -> set[str] | None:
-    """SHA-256 of every file a model was trained on (None: not recorded).
+    """The digests of every scan a model was trained on (None: not recorded):
+    :func:`~segfew.runinfo.scan_digest`, or each file's for an older segfew's manifest.
 
-    Read from the model file (``metrics.training_data``) or else from the ``run.json``
-    manifest in its run folder (``<stem>-run/``). A classifier's set also holds its
-    segmentation network's (``feature_source``); if that network's record is missing, so
-    is the classifier's. A classifier of another tool's or an nnU-Net's label maps has
-    only its own. None also for a file that is not a readable model file.
+    Read from the model file (``metrics.training_data``) and the ``run.json`` manifest in
+    its run folder (:func:`~segfew.runinfo.run_dir_for`), which holds the DICOM series a
+    classifier's own record may lack — unless that folder holds a later run still marked
+    running. A classifier's set also holds its segmentation network's (``feature_source``); if that
+    network's record is missing, so is the classifier's. A classifier of another tool's
+    or an nnU-Net's label maps has only its own. None also for a file that is not a
+    readable model file.
     """
     return _manifest(Path(model_path))[0]
+
+
+def trained_on(image: Path, digests: set[str]) -> bool:
+    """Whether the scan at ``image`` (a file, a detached header with its data, a DICOM
+    series folder) is among ``digests``: its :func:`~segfew.runinfo.scan_digest`, or — the
+    manifest of an older segfew, which hashed each file — the file's own digest, or every
+    one of a series' files'. False for a scan that cannot be read (reading it says why)."""
+    image = Path(image)
+    try:
+        files = scan_files(image)
+        if not files:
+            return False
+        if scan_digest(image, files) in digests:
+            return True
+        each = [image] if image.is_file() else files
+        if each == files and len(files) == 1:
+            return False  # its own digest was the scan's
+        return all(file_digest(f) in digests for f in each)
+    except OSError:
+        return False
 
 
 def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
@@ -129,9 +170,7 @@ def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
     digests, unrecorded = _manifest(Path(model_path))
     if digests is None:
         return LeakageCheck(str(model_path), checked=False)
-    leaked = sorted({c.id for c in cases
-                     if any(Path(p).is_file() and file_digest(Path(p)) in digests
-                            for p in c.images)})
+    leaked = sorted({c.id for c in cases if any(trained_on(Path(p), digests) for p in c.images)})
     return LeakageCheck(str(model_path), checked=True, leaked=leaked, unrecorded=unrecorded)
 
 

@@ -7,9 +7,10 @@ whatever the scanner wrote. The source geometry is kept so that
 :func:`write_image` puts a label or probability map back on the source grid: same shape,
 same affine, so it overlays the input in ITK-SNAP or 3D Slicer.
 
-NIfTI is read with nibabel (:mod:`segfew.io.nifti`); NRRD, MHA/MHD, TIFF, PNG/JPEG/BMP, single
-DICOM files and DICOM series folders with SimpleITK (:mod:`segfew.io.itk`, whose LPS geometry
-is converted to RAS).
+NIfTI (and NIfTI/Analyze ``.hdr``/``.img`` pairs) is read with nibabel
+(:mod:`segfew.io.nifti`); NRRD, MHA/MHD, TIFF, PNG/JPEG/BMP, single DICOM files and DICOM
+series with SimpleITK (:mod:`segfew.io.itk`, whose LPS geometry is converted to RAS), the
+picture modes ITK cannot read with Pillow (:mod:`segfew.io.raster`).
 Reading is bounded: the header is checked against :class:`ReadLimits` before any voxel is
 read. What ITK would print goes out as :class:`~segfew.errors.DataWarning` naming the file.
 """

@@ -14,7 +14,7 @@ import numpy as np
 from segfew.errors import DataError
 from segfew.files import atomic_path
 from segfew.io import itk, nifti
-from segfew.io.dicom import is_dicom_series_dir
+from segfew.io.dicom import is_dicom_series_dir, series_of_path
 from segfew.io.image import (
     IMAGE_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -32,14 +32,18 @@ def read_image(path: str | Path, limits: ReadLimits | None = None) -> Image:
     the voxels are read. RGB(A) pixels become grey (luminance, BT.709); an image whose
     three channels differ is flagged ``colour`` and a warning says so (a label map must
     not be colour: :mod:`segfew.data.read` refuses it). Suffixes match in any case (``.Nii``).
+    ``path`` may also name one series of a folder holding several
+    (:func:`segfew.io.dicom.series_of_path`), a path no disk holds, as the folder's listing
+    gives it.
     """
     path = Path(path)
     limits = limits if limits is not None else ReadLimits.from_env()
-    if not path.exists():
+    series = not path.exists() and series_of_path(path) is not None
+    if not path.exists() and not series:
         raise DataError("no such file", path)
 
-    if path.is_dir():
-        if not is_dicom_series_dir(path):
+    if path.is_dir() or series:
+        if not series and not is_dicom_series_dir(path):
             raise DataError("is a folder without DICOM files", path)
         loader: Callable[[Path, ReadLimits], tuple[np.ndarray, np.ndarray, dict[str, Any]]] = \
             itk.read_dicom_series
@@ -52,7 +56,8 @@ def read_image(path: str | Path, limits: ReadLimits | None = None) -> Image:
         if suffix is None:
             raise DataError(f"not a supported image file (suffixes: {', '.join(IMAGE_SUFFIXES)})",
                             path)
-        loader = nifti.read_nifti if suffix in NIFTI_SUFFIXES else itk.read_itk
+        loader = nifti.read_nifti if suffix in (*NIFTI_SUFFIXES, ".hdr") else \
+            itk.read_itk
     try:
         array, affine, extra = loader(path, limits)
     except DataError:
@@ -121,6 +126,10 @@ def _make_image(array: np.ndarray, affine: np.ndarray, path: Path, **extra: Any)
     import nibabel as nib
 
     units_stated = bool(extra.pop("units_stated", True))
+    placeholder = extra.pop("spacing_placeholder", None)
+    if not np.all(np.isfinite(affine)):
+        raise DataError("voxel size or position is not a finite number (NaN or inf in the "
+                        "geometry); the file's header is damaged", path)
     source_shape = tuple(int(s) for s in array.shape)
     while array.ndim > 2 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -143,7 +152,8 @@ def _make_image(array: np.ndarray, affine: np.ndarray, path: Path, **extra: Any)
             array = nib.orientations.apply_orientation(array, ornt)
     return Image(array=np.ascontiguousarray(array), affine=canonical, path=path,
                  source_affine=affine, source_shape=source_shape, ornt=ornt,
-                 spacing_placeholder=placeholder_spacing(affine, array.ndim, units_stated),
+                 spacing_placeholder=placeholder or placeholder_spacing(affine, array.ndim,
+                                                                        units_stated),
                  **extra)
 
 
@@ -172,6 +182,8 @@ def write_image(array: np.ndarray, reference: Image, path: str | Path) -> Path:
     if suffix is None:
         raise DataError(f"not a supported image suffix (use one of {', '.join(IMAGE_SUFFIXES)})",
                         path)
+    if suffix == ".hdr":  # a pair is two files; one renamed into place could be half of one
+        raise DataError("a .hdr/.img pair is read but not written; write .nii.gz", path)
     if suffix in NIFTI_SUFFIXES:
         with atomic_path(path) as tmp:
             nifti.write_nifti(array, reference, tmp, vector=bool(channels))

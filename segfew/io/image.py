@@ -16,8 +16,9 @@ import numpy as np
 from segfew.errors import DataError, DataWarning
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: ``.hdr`` is the header of a NIfTI/Analyze pair (SPM); its data file ``.img`` is no image
 IMAGE_SUFFIXES: tuple[str, ...] = (
-    ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd",
+    ".nii.gz", ".nii", ".hdr", ".nrrd", ".nhdr", ".mha", ".mhd",
     ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm",
 )
 _RGB_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])  # scikit-image's rgb2gray (ITU-R BT.709)
@@ -81,8 +82,9 @@ class Image:
     colour: bool = False
     """The file held colour (RGB) pixels, converted to grey on reading."""
     nifti_units: str = "mm"
-    """Spatial unit of a NIfTI source (``mm``, ``micron``, ``meter``); ``affine`` is in mm
-    whatever it is, and outputs are written in it."""
+    """Spatial unit of a NIfTI source (``mm``, ``micron``, ``meter``, or ``unknown``: none
+    stated, read as mm as ITK and nibabel do); ``affine`` is in mm whatever it is, and
+    outputs are written in it."""
     spacing_placeholder: str | None = None
     """Why the file holds no real voxel size (:func:`placeholder_spacing`), or None: sizes
     measured on it are then in voxels (pixels), not mm."""
@@ -204,8 +206,9 @@ def placeholder_spacing(affine: np.ndarray, dim: int, units_stated: bool) -> str
     """Why a file's voxel size is a placeholder rather than a measurement, or None.
 
     An identity affine (no geometry was stored: the public ACDC copy), or a spacing of 1 in
-    a file that states no unit (NIfTI ``xyzt_units`` unknown; PNG/JPEG, which hold no pixel
-    size) is read as 1 mm by every library, but means nothing: sizes are then in voxels.
+    a file that states no unit (NIfTI ``xyzt_units`` unknown; PNG, JPEG, TIFF and BMP, whose
+    DPI is a print size, not a pixel size) is read as 1 mm by every library, but means
+    nothing: sizes are then in voxels. (A NIfTI voxel size of 0 is said by its reader.)
     """
     spacing = np.linalg.norm(np.asarray(affine)[:3, :dim], axis=0)
     if np.allclose(affine, np.eye(4)):

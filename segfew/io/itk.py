@@ -19,8 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.errors import DataError, DataWarning
-from segfew.io.dicom import check_dicom_file, dicom_series_files, has_pixel_data
+from segfew.io.dicom import (
+    check_dicom_file,
+    dicom_series_files,
+    has_pixel_data,
+    series_names,
+    series_of_path,
+)
 from segfew.io.image import LPS_TO_RAS, ReadLimits, grey
+from segfew.io.raster import is_raster, pillow_mode, read_with_pillow
 
 if TYPE_CHECKING:
     from segfew.io.image import Image
@@ -50,19 +57,25 @@ def read_itk(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, di
     io = IMAGE_IOS.get(path.suffix.lower())
     if io is not None and path.suffix != path.suffix.lower():
         reader.SetImageIO(io)
+    raster = not dicom and is_raster(path, io or reader.GetImageIOFromFileName(str(path)))
+    if raster and pillow_mode(path) is not None:  # grey + alpha, a palette TIFF
+        return read_with_pillow(path, limits)
     try:
         with itk_messages(path):
             reader.ReadImageInformation()
             check_itk_header(reader, limits, path)
             img = reader.Execute()
-    except RuntimeError:
+    except RuntimeError as e:
         if dicom and not has_pixel_data(path):
             raise DataError("DICOM file has no pixel data", path) from None
+        if raster:  # a mode ITK has no reader for (a 1-bit BMP): Pillow, or ITK's words
+            return read_with_pillow(path, limits, after=e)
         raise
+    if raster:  # a picture's DPI is a print size: pixels of 1, no unit (as PNG)
+        img.SetSpacing([1.0] * img.GetDimension())
+        img.SetOrigin([0.0] * img.GetDimension())
     array, affine, colour = from_sitk(img, path)
-    # photographs and slice exports (PNG, JPEG, BMP, TIFF) carry no pixel size as read
-    stated = path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-    return array, affine, {"format": "itk", "colour": colour, "units_stated": stated}
+    return array, affine, {"format": "itk", "colour": colour, "units_stated": not raster}
 
 
 def check_itk_header(reader: Any, limits: ReadLimits, path: Path, slices: int = 1) -> None:
@@ -222,24 +235,31 @@ def detached_data_files(header: Path) -> list[Path]:
 
 def read_dicom_series(path: Path, limits: ReadLimits
                       ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One DICOM series folder, checked for even slice spacing and gantry tilt first.
+    """One DICOM series, checked for even slice spacing and gantry tilt first.
 
-    The series is the DICOM image files of the folder grouped by SeriesInstanceUID
-    (:func:`segfew.io.dicom.dicom_series_files`); a series of one file beside others (a stray
-    slice) is not part of it. Every frame of every file counts against ``limits``.
+    ``path`` is a folder, whose series is its DICOM image files grouped by
+    SeriesInstanceUID (:func:`segfew.io.dicom.dicom_series_files`; a series of one file
+    beside others, a stray slice, is not part of it), or one series of a folder holding
+    several (:func:`segfew.io.dicom.series_of_path`). Every frame of every file counts
+    against ``limits``.
     """
     import SimpleITK as sitk
 
-    grouped = dicom_series_files(path)
+    folder, wanted = (path, None) if path.is_dir() else (path.parent, series_of_path(path))
+    grouped = dicom_series_files(folder)
     multi = {uid: files for uid, files in grouped.items() if len(files) > 1} or grouped
-    if not multi:
+    if wanted is not None:
+        multi = {wanted: grouped.get(wanted, [])}
+    if not multi or not next(iter(multi.values())):
         raise DataError("cannot read image (no DICOM series found)", path)
     if len(multi) > 1:
-        raise DataError(f"holds {len(multi)} DICOM series; give one folder per series", path)
+        names = ", ".join(sorted(series_names(folder, multi).values()))
+        raise DataError(f"holds {len(multi)} DICOM series; each is read as {folder}/<name> "
+                        f"({names}), as a folder input lists them", path)
     uid, found = next(iter(multi.items()))
     frames = sum(check_dicom_file(f) for f in found)
     with itk_messages(path):
-        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), uid)) if uid \
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) if uid \
             else []
         if sorted(Path(f).name for f in files) != sorted(f.name for f in found):
             files = [str(f) for f in found]

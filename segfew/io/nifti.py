@@ -27,53 +27,105 @@ from segfew.io.image import ReadLimits, format_bytes, grey
 if TYPE_CHECKING:
     from segfew.io.image import Image
 
-__all__ = ["read_nifti", "write_nifti"]
+__all__ = ["is_pair_header", "pair_data_file", "pair_files", "read_nifti", "write_nifti"]
 
 
 def read_nifti(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """NIfTI-1/2, gzipped or not, recognised by content (so ``a.Nii.GZ`` opens too)."""
+    """NIfTI-1/2, gzipped or not, recognised by content (so ``a.Nii.GZ`` opens too).
+
+    A ``.hdr`` is the header of a pair (a NIfTI pair, or Analyze 7.5 as SPM writes it)
+    whose voxels are in the ``.img`` beside it (:func:`pair_data_file`).
+    """
+    pair = path.name.lower().endswith(".hdr")
+    data = pair_data_file(path) if pair else path
+    if data is None:
+        raise DataError(f"the data file {path.name[:-4]}.img of this header is missing (copy it "
+                        "beside the header)", path)
+    with open(data, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    if not pair and path.name.lower().endswith(".gz") and not gzipped:
+        raise DataError("cannot read image (not a gzip file)", path)
+    with contextlib.ExitStack() as files:
+        f = files.enter_context(gzip.open(data, "rb") if gzipped else open(data, "rb"))  # noqa: SIM115
+        h = files.enter_context(open(path, "rb")) if pair else f
+        return _read_opened(h, f, path, data, gzipped, limits)
+
+
+def pair_files(header: Path) -> list[Path]:
+    """The files a ``.hdr`` reads besides itself: its data file, and SPM's ``.mat`` (the
+    voxel-to-world affine SPM keeps beside an Analyze pair) where there is one."""
+    data = pair_data_file(header)
+    mat = header.parent / (header.name[:-4] + ".mat")
+    return [p for p in (data, mat) if p is not None and p.is_file()]
+
+
+def pair_data_file(header: Path) -> Path | None:
+    """The data file of a ``.hdr`` (``.img`` or ``.img.gz`` beside it, in the header's
+    case), or None when there is none."""
+    stem = header.name[:-4]
+    for suffix in (".img", ".IMG", ".img.gz", ".IMG.GZ"):
+        if (header.parent / (stem + suffix)).is_file():
+            return header.parent / (stem + suffix)
+    return None
+
+
+def is_pair_header(path: Path) -> bool:
+    """Whether ``path`` starts like a NIfTI-1/2 or Analyze header (sizeof_hdr 348 or 540):
+    ``.hdr`` also names ENVI and Interfile headers, which are no images segfew reads."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return len(head) == 4 and {int.from_bytes(head, "little"), int.from_bytes(head, "big")} \
+        & {348, 540} != set()
+
+
+def _read_opened(h: Any, f: Any, path: Path, data: Path, gzipped: bool, limits: ReadLimits
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read from the header stream ``h`` and the voxel stream ``f`` (one stream for ``.nii``)."""
     import nibabel as nib
 
-    with open(path, "rb") as raw:
-        gzipped = raw.read(2) == b"\x1f\x8b"
-    if path.name.lower().endswith(".gz") and not gzipped:
-        raise DataError("cannot read image (not a gzip file)", path)
-    stream = gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115
-    with stream as f:
-        sizeof_hdr = int.from_bytes(f.read(4), "little")
-        if sizeof_hdr not in (348, 540):
-            sizeof_hdr = int.from_bytes(sizeof_hdr.to_bytes(4, "little"), "big")
-        if sizeof_hdr not in (348, 540):
-            raise DataError("cannot read image (not a NIfTI header)", path)
-        f.seek(0)
-        raw_header = f.read(sizeof_hdr)
-        f.seek(0)
-        klass = nib.Nifti1Image if sizeof_hdr == 348 else nib.Nifti2Image
-        holder = nib.fileholders.FileHolder(fileobj=f)
-        with _quiet_nibabel():
-            img = klass.from_file_map({"header": holder, "image": holder})
-        header = img.header
-        raw_dtype = np.dtype(header.get_data_dtype())
-        shape = tuple(int(s) for s in img.shape)
-        components = len(raw_dtype.fields) if raw_dtype.fields else 1
-        limits.check(shape, components, raw_dtype.itemsize // components, path)
-        offset = int(getattr(img.dataobj, "offset", header.get_data_offset()))
-        _check_stored_size(path, gzipped, offset,
-                           math.prod(shape) * raw_dtype.itemsize)
-        slope, inter = header.get_slope_inter()
-        scaled = (slope not in (None, 1.0)) or (inter not in (None, 0.0))
-        extra: dict[str, Any] = {"format": "nifti", "nifti_codes":
-                                 (int(header["qform_code"]), int(header["sform_code"])),
-                                 "units_stated": header.get_xyzt_units()[0] != "unknown"}
-        affine = _affine_in_mm(img, path, extra, _raw_pixdim(raw_header, sizeof_hdr))
-        if raw_dtype.fields:  # RGB24 / RGBA32: a record per voxel
-            array = np.asarray(img.dataobj)
-            names = raw_dtype.names or ()
-            array, extra["colour"] = grey(np.stack([array[n] for n in names[:3]], -1), path)
-        elif raw_dtype.kind in "iub" and not scaled:
-            array = np.asarray(img.dataobj)  # keeps label maps integer
-        else:
-            array = np.asarray(img.get_fdata(dtype=np.float32))
+    sizeof_hdr = int.from_bytes(h.read(4), "little")
+    if sizeof_hdr not in (348, 540):
+        sizeof_hdr = int.from_bytes(sizeof_hdr.to_bytes(4, "little"), "big")
+    if sizeof_hdr not in (348, 540):
+        raise DataError("cannot read image (not a NIfTI header)", path)
+    h.seek(0)
+    raw_header = h.read(sizeof_hdr)
+    h.seek(0)
+    f.seek(0)
+    klass: Any = nib.Nifti1Image if sizeof_hdr == 348 else nib.Nifti2Image
+    if h is not f:  # a pair: NIfTI magic "ni1"/"ni2", else Analyze 7.5
+        klass = nib.Nifti2Pair if sizeof_hdr == 540 else nib.Nifti1Pair \
+            if raw_header[344:347] in (b"ni1", b"n+1") else nib.Spm2AnalyzeImage
+    file_map = {"header": nib.fileholders.FileHolder(fileobj=h),
+                "image": nib.fileholders.FileHolder(fileobj=f)}
+    mat = path.parent / (path.name[:-4] + ".mat")
+    if klass is nib.Spm2AnalyzeImage and mat.is_file():  # SPM's affine beside the pair
+        file_map["mat"] = nib.fileholders.FileHolder(filename=str(mat))
+    with _quiet_nibabel():
+        img = klass.from_file_map(file_map)
+    header = img.header
+    raw_dtype = np.dtype(header.get_data_dtype())
+    shape = tuple(int(s) for s in img.shape)
+    components = len(raw_dtype.fields) if raw_dtype.fields else 1
+    limits.check(shape, components, raw_dtype.itemsize // components, path)
+    offset = int(getattr(img.dataobj, "offset", header.get_data_offset()))
+    _check_stored_size(data, gzipped, offset, math.prod(shape) * raw_dtype.itemsize)
+    slope, inter = header.get_slope_inter()
+    scaled = (slope not in (None, 1.0)) or (inter not in (None, 0.0))
+    extra: dict[str, Any] = {"format": "nifti", "nifti_codes": _codes(header),
+                             "units_stated": _unit(header) != "unknown"}
+    affine = _affine_in_mm(img, path, extra, _raw_pixdim(raw_header, sizeof_hdr))
+    if raw_dtype.fields:  # RGB24 / RGBA32: a record per voxel
+        array = np.asarray(img.dataobj)
+        names = raw_dtype.names or ()
+        array, extra["colour"] = grey(np.stack([array[n] for n in names[:3]], -1), path)
+    elif raw_dtype.kind in "iub" and not scaled:
+        array = np.asarray(img.dataobj)  # keeps label maps integer
+    else:
+        array = np.asarray(img.get_fdata(dtype=np.float32))
     if array.ndim == 5 and array.shape[3] == 1 and array.shape[4] in (3, 4):  # vector intent
         array, extra["colour"] = grey(array[:, :, :, 0, :3], path)
     return array, affine, extra
@@ -81,6 +133,20 @@ def read_nifti(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, 
 
 #: NIfTI spatial units (``xyzt_units``) → millimetres; "unknown" is taken as mm, as ITK does
 UNIT_MM = {"mm": 1.0, "micron": 1e-3, "meter": 1e3, "unknown": 1.0}
+
+
+def _codes(header: Any) -> tuple[int, int]:
+    """(qform_code, sform_code); (0, 0) for Analyze, which has neither."""
+    keys = set(header.keys())
+    return tuple(int(header[k]) if k in keys else 0  # type: ignore[return-value]
+                 for k in ("qform_code", "sform_code"))
+
+
+def _unit(header: Any) -> str:
+    """The spatial unit a NIfTI header states; Analyze 7.5 sizes are mm (SPM, ITK)."""
+    if not hasattr(header, "get_xyzt_units"):
+        return "mm"
+    return str(header.get_xyzt_units()[0] or "unknown")
 
 
 def _raw_pixdim(block: bytes, sizeof_hdr: int) -> np.ndarray:
@@ -108,24 +174,56 @@ def _affine_in_mm(img: Any, path: Path, extra: dict[str, Any], pixdim: np.ndarra
 
     The unit is kept (``extra["nifti_units"]``) so that :func:`write_nifti` writes outputs in
     it: ITK-SNAP and 3D Slicer convert µm and m to mm, so a label map must say the scan's
-    unit to overlay it. A voxel size of 0 (pixdim) is taken as 1 and said in a warning.
+    unit to overlay it. A voxel size of 0 (pixdim, or an sform column of zeros) is taken as
+    1 and said in a warning; the file then has no real voxel size (sizes in voxels). A
+    voxel size or position that is NaN or infinite is refused: no grid can be drawn from it.
     """
     header = img.header
-    unit = header.get_xyzt_units()[0] or "unknown"
+    unit = _unit(header)
     scale = UNIT_MM.get(unit, 1.0)
-    if unit in ("micron", "meter"):
+    if unit in ("micron", "meter", "unknown"):
         extra["nifti_units"] = unit
-    affine = np.array(img.affine, dtype=float)
+    qcode, scode = extra["nifti_codes"]
     ndim = min(3, len(img.shape))
     zooms = pixdim[1: ndim + 1]
+    _check_finite(header, path, zooms, qcode, scode)
+    affine = np.array(img.affine, dtype=float)
     for axis, zoom in enumerate(zooms):
-        if np.linalg.norm(affine[:3, axis]) == 0 or (zoom == 0 and not header["sform_code"]):
-            warnings.warn(DataWarning(f"pixdim[{axis + 1}] (voxel size along axis {axis}) is "
-                                      f"{zoom:g}: taken as 1", path), stacklevel=4)
-            if np.linalg.norm(affine[:3, axis]) == 0:
+        column = float(np.linalg.norm(affine[:3, axis]))
+        if column == 0 or (zoom == 0 and not scode):
+            where = f"pixdim[{axis + 1}] (voxel size along axis {axis}) is {zoom:g}" \
+                if not scode else f"the sform gives axis {axis} no extent (a column of zeros)"
+            warnings.warn(DataWarning(f"{where}: taken as 1", path), stacklevel=4)
+            extra["spacing_placeholder"] = "voxel size 0 in the header"
+            if column == 0:
                 affine[axis, axis] = 1.0
+        elif zoom < 0 and not scode:
+            warnings.warn(DataWarning(f"pixdim[{axis + 1}] (voxel size along axis {axis}) is "
+                                      f"negative ({zoom:g}): its size {-zoom:g} is used, as "
+                                      "nibabel does", path), stacklevel=4)
     affine[:3, :] *= scale
     return affine
+
+
+def _check_finite(header: Any, path: Path, zooms: np.ndarray, qcode: int, scode: int) -> None:
+    """Refuse a NaN or infinite voxel size or position in the fields the affine comes from:
+    the sform (``srow_*``) where its code is set, else pixdim and the qform's quaternion and
+    offsets."""
+    if not scode:
+        for axis, zoom in enumerate(zooms):
+            if not np.isfinite(zoom):
+                raise DataError(f"voxel size is not a finite positive number (pixdim[{axis + 1}]"
+                                f" = {zoom:g})", path)
+    fields = ("srow_x", "srow_y", "srow_z") if scode else (
+        ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z")
+        if qcode else ())
+    for name in fields:
+        values = np.asarray(header[name], dtype=float)
+        if not np.all(np.isfinite(values)):
+            form = "sform" if scode else "qform"
+            raise DataError(f"the {form} holds a value that is not a finite number ({name} = "
+                            f"{' '.join(f'{v:g}' for v in np.atleast_1d(values))}): the voxel "
+                            "size or position is unusable", path)
 
 
 def _check_stored_size(path: Path, gzipped: bool, offset: int, declared: int) -> None:
@@ -201,5 +299,5 @@ def write_nifti(array: np.ndarray, reference: Image, path: Path, vector: bool = 
     img.set_qform(affine, code=qcode or 1)
     img.set_sform(affine, code=scode or (0 if qcode else 1))
     img.header.set_data_dtype(array.dtype)
-    img.header.set_xyzt_units(unit)
+    img.header.set_xyzt_units(unit)  # "unknown" stays unknown: no unit the scan did not state
     nib.save(img, str(path))

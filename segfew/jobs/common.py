@@ -2,7 +2,8 @@
 the skeleton of a training job (:func:`fit_and_save`).
 
 A job's model file has its checkpoints, ``metrics.csv`` and ``run.json`` (spec, seed,
-versions, data manifest) in a run folder beside it (``<model stem>-run/``).
+versions, data manifest) in a run folder beside it (:func:`segfew.runinfo.run_dir_for`:
+``m.v1.pt`` → ``m.v1-run/``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from segfew.frameworks import FRAMEWORKS
 from segfew.metrics import ONE_CLASS_SHARE
 from segfew.modelfile import save_model
 from segfew.preprocess.cache import PreprocessCache
-from segfew.runinfo import check_resumable, unfinished_run, update_run_info, write_run_info
+from segfew.runinfo import (
+    check_resumable,
+    run_dir_for,
+    unfinished_run,
+    update_run_info,
+    write_run_info,
+)
 from segfew.runtime import seed_everything, set_threads
 from segfew.spec import (
     MIN_CASES_FOR_VALIDATION,
@@ -51,11 +58,6 @@ log = logging.getLogger(__name__)
 
 #: frameworks that use a pre-trained segmentation network (``--features``)
 FEATURE_FRAMEWORKS = tuple(n for n, f in FRAMEWORKS.items() if f.uses_segmentation)
-
-
-def run_dir_for(model_path: Path) -> Path:
-    """Where a model file's checkpoints, metrics and run info live: ``<stem>-run/`` beside it."""
-    return model_path.parent / f"{model_path.name.split('.')[0]}-run"
 
 
 def tensor_dataset(images: Sequence[np.ndarray], targets: Sequence[Any]) -> Any:
@@ -88,13 +90,13 @@ def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | C
     check_output(run_dir, given, "folder", flag=f"the run folder of {out}")
     if resume:
         check_resumable(run_dir, spec)
-    else:
-        why = unfinished_run(run_dir, out)
-        if why is not None and not overwrite:
-            raise SpecError(f"the run folder holds an unfinished run ({why}): continue it with "
-                            "--resume, or start afresh with --overwrite", run_dir)
     fresh = not run_dir.exists()
     with run_lock(run_dir) if is_main() else contextlib.nullcontext() as lock:
+        # judged under the lock, so a run still going is named as such (the lock's message)
+        why = unfinished_run(run_dir, out) if lock is not None else None
+        if why is not None and not (resume or overwrite):
+            raise SpecError(f"the run folder holds an unfinished run ({why}): continue it with "
+                            "--resume, or start afresh with --overwrite", run_dir)
         if overwrite and lock is not None:
             for name in ("last.pt", "best.pt", "metrics.csv"):
                 (run_dir / name).unlink(missing_ok=True)

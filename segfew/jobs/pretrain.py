@@ -16,7 +16,7 @@ import numpy as np
 
 from segfew.data import attach_labels, find_cases, find_segmentation_cases, has_class_folders
 from segfew.data.label_names import read_label_names
-from segfew.data.read import check_lossless, consecutive_label_map
+from segfew.data.read import SparseLabelsError, check_lossless, consecutive_label_map
 from segfew.errors import DataError, SpecError
 from segfew.jobs.common import (
     Training,
@@ -183,7 +183,7 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
     else:
         cases = [c for case in cases for c in (
             case.per_channel() if len(case.images) > 1 and len(case.labels) > 1 else [case])]
-    for case in cases:  # a refusal that needs no reading comes before any other line
+    for case in cases:  # a refusal from headers alone comes before any other line
         for label in case.labels:
             check_lossless(label)
     if spec.data.label_map == "consecutive":
@@ -194,9 +194,12 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
     rules = spec.data.label_rules(range(len(declared)) if declared else None)  # the label set
     grid_cfg = spec.preprocess.plain()
     runtime = describe(spec.train.device, spec.train.precision, spec.train.channels_last)
-    train_x, train_y, _ = _segmentation_samples(train_cases, grid_cfg, dim, cache, rules)
-    val_x, val_y, val_groups = _segmentation_samples(val_cases, grid_cfg, dim, cache,
-                                                     rules)
+    try:
+        train_x, train_y, _ = _segmentation_samples(train_cases, grid_cfg, dim, cache, rules)
+        val_x, val_y, val_groups = _segmentation_samples(val_cases, grid_cfg, dim, cache,
+                                                         rules)
+    except SparseLabelsError as e:  # the --label-map to follow: from every map, not one
+        raise e.over((p for c in cases for p in c.labels), rules.remap) from None
 
     num_labels = int(max(int(y.max()) for y in train_y + val_y)) + 1
     names = declared or ["background"] + [f"label{i}" for i in range(1, num_labels)]

@@ -46,7 +46,7 @@ from segfew.modelfile import (
 )
 from segfew.models import build_model
 from segfew.preprocess.cache import load_case
-from segfew.runinfo import file_digest, versions
+from segfew.runinfo import scan_digest, versions
 from segfew.runtime import describe, resolve_device, resolve_plan
 from segfew.spec import MIN_CASES_TO_PICK_EPOCH, ClassifierSpec, PreprocessConfig
 from segfew.train import label_weights
@@ -420,8 +420,16 @@ def _kept(result: FitResult, choice: str, validation: dict[str, Any], val_y: Seq
 
 
 def _digests(cases: Sequence[Case]) -> list[str]:
-    """SHA-256 of every training image: the manifest ``evaluate`` checks for leakage."""
-    return sorted({file_digest(p) for c in cases for p in c.images if Path(p).is_file()})
+    """The digest of every training scan (:func:`segfew.runinfo.scan_digest`: a DICOM
+    series' files, a detached header's data file): the manifest ``evaluate`` checks for
+    leakage. A scan that cannot be read again is left out (the run's ``run.json`` says so)."""
+    digests = set()
+    for path in (Path(p) for c in cases for p in c.images):
+        try:
+            digests.add(scan_digest(path))
+        except OSError:
+            continue
+    return sorted(digests)
 
 
 def _validation_summary(best: float | None, val_y: Sequence[int], seed: int

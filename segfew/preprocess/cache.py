@@ -27,7 +27,7 @@ from segfew.files import atomic_path, write_json
 from segfew.io import ReadLimits, case_id, read_image
 from segfew.preprocess import grid as pp
 from segfew.preprocess.grid import Preprocessing
-from segfew.runinfo import file_digest
+from segfew.runinfo import file_digest, scan_files
 
 __all__ = ["PreprocessCache", "load_case"]
 
@@ -62,7 +62,7 @@ class PreprocessCache:
         self.hits = 0
         self.misses = 0
         # Hashing a file costs a full read; remember digests while the file is unchanged.
-        self._digests: dict[tuple[str, int, int, int], str] = {}
+        self._digests: dict[tuple[tuple[str, int, int, int], ...], str] = {}
 
     def __repr__(self) -> str:
         return f"PreprocessCache({str(self.root) if self.enabled else None!r})"
@@ -144,17 +144,19 @@ class PreprocessCache:
         return self.root / f"{key}.npy"
 
     def _digest(self, path: Path) -> str:
+        """The identity of every byte the image at ``path`` is read from: the file itself and
+        the rest of its scan (:func:`segfew.runinfo.scan_files`: a detached header's data
+        file, the slices of a DICOM series, one series of a folder holding several)."""
         try:
-            st = path.stat()
+            files = sorted({*([path] if path.is_file() else []), *scan_files(path)})
+            memo = tuple((str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+                         for f in files for st in (f.stat(),))
         except OSError as e:
             raise DataError(f"cannot read image ({e.strerror})", path) from None
-        memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+        if not files:
+            raise DataError("cannot read image (no DICOM series found)", path)
         if memo not in self._digests:
-            if path.is_dir():  # a DICOM series: its files' digests
-                files = sorted(p for p in path.iterdir() if p.is_file())
-                self._digests[memo] = _hash([f"{p.name}:{file_digest(p)}" for p in files])
-            else:
-                self._digests[memo] = file_digest(path)
+            self._digests[memo] = _hash([f"{f.name}:{file_digest(f)}" for f in files])
         return self._digests[memo]
 
     def _entry(self, key: str, cfg: Preprocessing, compute: Callable[[], np.ndarray]
