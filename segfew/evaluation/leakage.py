@@ -120,7 +120,7 @@ def _manifest(model_path: Path) -> tuple[set[str] | None, str | None]:
     if own is None:
         own = folder
     elif folder is not None and not running:
-        own |= folder  # a classifier's own record skips series folders
+        own |= folder  # an older classifier's own record skipped series folders
     if own is None or meta.feature_source is None:
         return own, None
     untracked = _unrecorded_source(dict(meta.feature_source))
@@ -135,8 +135,8 @@ def trained_digests(model_path: Path) -> set[str] | None:
     :func:`~segfew.runinfo.scan_digest`, or each file's for an older segfew's manifest.
 
     Read from the model file (``metrics.training_data``) and the ``run.json`` manifest in
-    its run folder (:func:`~segfew.runinfo.run_dir_for`), which holds the DICOM series a
-    classifier's own record may lack — unless that folder holds a later run still marked
+    its run folder (:func:`~segfew.runinfo.run_dir_for`), which holds the DICOM series an
+    older classifier's own record lacks — unless that folder holds a later run still marked
     running. A classifier's set also holds its segmentation network's (``feature_source``); if that
     network's record is missing, so is the classifier's. A classifier of another tool's
     or an nnU-Net's label maps has only its own. None also for a file that is not a
