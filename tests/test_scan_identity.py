@@ -309,3 +309,34 @@ def test_the_preprocessing_cache_keys_a_scan_by_all_of_its_files(tmp_path: Path)
         shutil.copyfile(f, exam / f"b_{f.name}")
     parts = [p for p in list_folder(exam).images if not p.exists()]
     assert len({cache.key(p, cfg, "image") for p in parts}) == 2
+
+
+@pytest.mark.parametrize("form", ["pattern", "list"])
+def test_a_header_naming_one_file_a_slice_is_identified_by_all_of_them(
+        tmp_path: Path, form: str) -> None:
+    """MetaImage's ``ElementDataFile = sl%03d.raw 0 5 1`` and ``LIST``: two scans sharing the
+    header's text are two scans, and a slice rewritten is another scan."""
+    from segfew.io import read_image
+
+    names = [f"sl{i:03d}.raw" for i in range(6)]
+    data_file = "sl%03d.raw 0 5 1" if form == "pattern" else "LIST\n" + "\n".join(names)
+    headers = []
+    for seed, name in enumerate("ab"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i, slice_name in enumerate(names):
+            (folder / slice_name).write_bytes(_volume(seed)[..., i].T.tobytes())
+        header = folder / "scan.mhd"
+        header.write_text("ObjectType = Image\nNDims = 3\nDimSize = 16 16 6\n"
+                          "ElementType = MET_FLOAT\nElementSpacing = 1 1 1\n"
+                          f"ElementDataFile = {data_file}\n")
+        headers.append(header)
+    a, b = headers
+    assert a.read_bytes() == b.read_bytes()
+    assert [f.name for f in scan_files(a)] == names
+    assert scan_digest(a) != scan_digest(b)
+    read = read_image(a).array  # every slice read (in RAS order: compare the values)
+    assert np.array_equal(np.sort(read.ravel()), np.sort(_volume(0).ravel()))
+    before = scan_digest(a)
+    (a.parent / names[3]).write_bytes(_volume(5)[..., 3].T.tobytes())
+    assert scan_digest(a) != before

@@ -212,25 +212,53 @@ TILT_DEGREES = 0.1
 
 
 def detached_data_files(header: Path) -> list[Path]:
-    """The data files a detached header names: MetaImage ``ElementDataFile`` (not ``LOCAL``),
-    NRRD ``data file:``. Empty for an attached header or one that cannot be read."""
+    """The data files a detached header names: MetaImage ``ElementDataFile`` (not
+    ``LOCAL``), NRRD ``data file:`` — one file, a ``printf`` pattern with its first, last and
+    step (``sl%03d.raw 0 15 1``: one file a slice), or ``LIST`` and the names on the lines
+    after it. Empty for an attached header or one that cannot be read. All of them are the
+    scan: its identity and its cache key cover every one."""
     header = Path(header)
     try:
         with open(header, "rb") as f:
-            text = f.read(64 * 1024).decode("latin-1")
+            text = f.read(MAX_HEADER_BYTES).decode("latin-1")
     except OSError:
         return []
-    names: list[str] = []
     if header.suffix.lower() in (".mhd", ".mha"):
-        m = re.search(r"^\s*ElementDataFile\s*=\s*(.+?)\s*$", text, re.MULTILINE)
-        if m and m.group(1).upper() not in ("LOCAL", "LIST") and "%" not in m.group(1):
-            names = [m.group(1)]
+        key = r"^\s*ElementDataFile\s*=\s*(.+?)\s*$"
     else:
-        head = text.split("\n\n", 1)[0]
-        m = re.search(r"^data ?file\s*:\s*(.+?)\s*$", head, re.MULTILINE)
-        if m and not m.group(1).upper().startswith("LIST") and "%" not in m.group(1):
-            names = [m.group(1)]
-    return [(header.parent / n) for n in names]
+        text = text.split("\n\n", 1)[0]
+        key = r"^data ?file\s*:\s*(.+?)\s*$"
+    m = re.search(key, text, re.MULTILINE)
+    if m is None or m.group(1).upper() == "LOCAL":
+        return []
+    value = m.group(1)
+    if value.upper().split()[0] == "LIST":
+        names = [line.strip() for line in text[m.end():].splitlines() if line.strip()]
+    else:
+        names = _pattern_names(value) or [value]
+    return [header.parent / n for n in names]
+
+
+#: a header's text read for its data file names (a ``LIST`` of a few thousand slices)
+MAX_HEADER_BYTES = 1 << 20
+#: more files than this in a pattern is no scan segfew reads (the voxel limit says so first)
+MAX_PATTERN_FILES = 100_000
+
+
+def _pattern_names(value: str) -> list[str] | None:
+    """The file names of a ``printf`` pattern ``name%03d.raw first last step`` (MetaImage and
+    NRRD both), or None when ``value`` is not one."""
+    parts = value.split()
+    if len(parts) < 4 or "%" not in parts[0]:
+        return None
+    try:
+        first, last, step = (int(p) for p in parts[1:4])
+        numbers = range(first, last + (1 if step > 0 else -1), step)
+        if len(numbers) > MAX_PATTERN_FILES:
+            return None
+        return [parts[0] % i for i in numbers]
+    except (ValueError, TypeError):  # not integers, a zero step, a pattern without %d
+        return None
 
 
 def read_dicom_series(path: Path, limits: ReadLimits

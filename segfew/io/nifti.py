@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import logging
 import math
 import os
@@ -102,8 +103,9 @@ def _read_opened(h: Any, f: Any, path: Path, data: Path, gzipped: bool, limits: 
     file_map = {"header": nib.fileholders.FileHolder(fileobj=h),
                 "image": nib.fileholders.FileHolder(fileobj=f)}
     mat = path.parent / (path.name[:-4] + ".mat")
-    if klass is nib.Spm2AnalyzeImage and mat.is_file():  # SPM's affine beside the pair
-        file_map["mat"] = nib.fileholders.FileHolder(filename=str(mat))
+    if klass is nib.Spm2AnalyzeImage:  # SPM's affine beside the pair, where there is one
+        file_map["mat"] = nib.fileholders.FileHolder(filename=str(mat)) if mat.is_file() \
+            else nib.fileholders.FileHolder(fileobj=io.BytesIO())
     with _quiet_nibabel():
         img = klass.from_file_map(file_map)
     header = img.header

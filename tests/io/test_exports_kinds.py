@@ -66,13 +66,13 @@ def test_a_pictures_dpi_is_no_pixel_size(tmp_path: Path, name: str, dpi: int) ->
 # ------------------------------------------------------------------ 2. NIfTI/Analyze pairs
 
 
-@pytest.mark.parametrize("klass", [nib.Nifti1Pair, nib.Spm2AnalyzeImage])
+@pytest.mark.parametrize("klass", [nib.Nifti1Pair, nib.Spm2AnalyzeImage, nib.AnalyzeImage])
 def test_a_hdr_img_pair_is_one_case(tmp_path: Path, klass: type) -> None:
     from segfew.data.inspect import inspect_dataset
 
     data = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)
     img = klass(data, np.diag([2.0, 2.0, 3.0, 1.0]))
-    nib.save(img, str(tmp_path / "pairum.img"))  # SPM Analyze: a .mat beside it too
+    nib.save(img, str(tmp_path / "pairum.img"))  # SPM Analyze: a .mat beside it; plain: none
     save_nifti(tmp_path / "other.nii.gz", data)
     assert {"pairum.hdr", "pairum.img"} < {p.name for p in tmp_path.iterdir()}
     assert _ids(tmp_path) == ["other", "pairum"]
