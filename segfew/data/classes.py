@@ -249,7 +249,10 @@ def _lookup(value: str, index: dict[str, list[Path]], channels: Sequence[str] | 
             return None
         if not hits:
             near = sorted(k for k in index if k.startswith(f"{value}_"))[:3]
-            hint = f" (found {', '.join(near)}; use --channels?)" if near and not channels else ""
+            series = near and all(k.startswith(f"{value}_series") for k in near)
+            hint = "" if not near or channels else (
+                f" (its folder holds several DICOM series, each a case: {', '.join(near)})"
+                if series else f" (found {', '.join(near)}; use --channels?)")
             problems.add(f"row {line}: id {value!r} has no image {name}.* in {root}{hint}", table)
             return None
         paths.append(hits[0])

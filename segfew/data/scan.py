@@ -89,9 +89,8 @@ def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top:
                     out.skip("a folder named like an image file, holding no DICOM series",
                              child)
             elif top:
-                sub = dicom_series_files(child)
-                if sub:
-                    _add_series(child, sub, out, whole_folder=True)
+                if dicom_series_files(child):  # a series folder: its series, and what else
+                    _list_dir(child, seen, recursive, out, top=False)  # it holds, said
                 elif _named_like_image(child):
                     out.skip("a folder named like an image file, holding no DICOM series", child)
                 elif not os.access(child, os.R_OK | os.X_OK):

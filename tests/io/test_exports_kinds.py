@@ -138,6 +138,19 @@ def test_each_series_of_a_folder_is_a_case(tmp_path: Path, numbers: tuple[str, s
     means = sorted(float(_quiet_read(study / "exam1" / i).array.mean()) for i in ids)
     assert means[1] - means[0] == pytest.approx(100.0)  # each case holds its own series
     assert _ids(study / "exam1" / ids[0]) == [ids[0]]  # a case named by its path
+    # README.txt is said from the study folder too (it is no part of either series)
+    assert "exam1/README.txt: skipped" in _skipped(study)
+
+
+def test_a_table_naming_the_folder_of_several_series_names_its_cases(tmp_path: Path) -> None:
+    from segfew.data import find_classification_cases
+
+    _two_series(tmp_path / "study" / "exam1", ("2", "5"))
+    table = tmp_path / "labels.csv"
+    table.write_text("id,label\nexam1,a\n")
+    with pytest.raises(DataError, match=r"several DICOM series, each a case: exam1_series2, "
+                                        r"exam1_series5\)"):
+        find_classification_cases(tmp_path / "study", table)
 
 
 def test_a_batch_predicts_each_series_of_a_folder(tmp_path: Path) -> None:
@@ -293,6 +306,11 @@ def test_a_dicom_object_without_pixel_data_in_a_series_is_skipped(tmp_path: Path
     pydicom_file(series / "SR0001", sop=sop, pixels=False, image=True)
     assert _ids(series) == ["exam2"] and _ids(tmp_path) == ["exam2"]
     assert "SR0001: skipped: DICOM" in _skipped(series)
+    # read from the folder above too: what the series folder holds besides is said there
+    (series / "README.txt").write_text("exported by the PACS")
+    assert "SR0001: skipped: DICOM" in _skipped(tmp_path)
+    assert "README.txt: skipped: not an image" in _skipped(tmp_path)
+    assert _ids(tmp_path) == ["exam2"]
     assert read_image(series).shape == (8, 8, 4)
     report = inspect_dataset(tmp_path)
     assert not report.fatal, report.problems
