@@ -197,6 +197,7 @@ def _affine_in_mm(img: Any, path: Path, extra: dict[str, Any], pixdim: np.ndarra
                 if not scode else f"the sform gives axis {axis} no extent (a column of zeros)"
             warnings.warn(DataWarning(f"{where}: taken as 1", path), stacklevel=4)
             extra["spacing_placeholder"] = "voxel size 0 in the header"
+            extra["nifti_units"] = "unknown"  # outputs claim no mm the scan never had
             if column == 0:
                 affine[axis, axis] = 1.0
         elif zoom < 0 and not scode:

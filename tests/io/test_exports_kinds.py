@@ -173,6 +173,7 @@ def _nifti_with(path: Path, pixdim: tuple[float, float, float], codes: tuple[int
                 **fields: list[float]) -> Path:
     img = nib.Nifti1Image(np.random.default_rng(0).random((6, 6, 4)).astype(np.float32), None)
     header = img.header
+    header.set_xyzt_units("mm")  # a unit stated, as scanners' exports do
     header["pixdim"][1:4] = pixdim
     for name, value in fields.items():
         header[name] = value
@@ -288,6 +289,9 @@ def test_a_voxel_size_of_zero_is_no_real_voxel_size(tmp_path: Path, where: str) 
     assert image.spacing == pytest.approx((1.5, 1.5, 1.0))
     assert not image.spacing_known
     assert inspect_dataset(tmp_path).no_spacing == {"flat": "voxel size 0 in the header"}
+    # a label map written on it claims no unit the scan never had
+    write_image(np.ones(image.shape, np.uint8), image, tmp_path / "seg.nii.gz")
+    assert nib.load(str(tmp_path / "seg.nii.gz")).header.get_xyzt_units()[0] == "unknown"
 
 
 # ------------------------------------------------------------------ 7. DICOM without pixels
