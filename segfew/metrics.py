@@ -51,6 +51,7 @@ __all__ = [
     "dice",
     "dice_per_label",
     "one_class",
+    "one_class_share",
     "one_class_words",
     "proportion_ci",
 ]
@@ -154,33 +155,38 @@ def one_class(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.nda
     """
     yt = np.asarray(y_true, dtype=np.int64).ravel()
     yp = np.asarray(y_pred, dtype=np.int64).ravel()
-    n = len(yp)
-    if n < 2:
-        return None
     counts = np.bincount(yp, minlength=len(class_names))
     top = int(counts.argmax())
-    share, truth = counts[top] / n, float(np.mean(yt == top))
-    if share < ONE_CLASS_SHARE or truth >= ONE_CLASS_SHARE:
+    flag = one_class_share(top, counts[top] / max(len(yp), 1), len(yp), class_names)
+    truth = float(np.mean(yt == top)) if flag else 1.0
+    if flag is None or truth >= ONE_CLASS_SHARE:
         return None
     truth_counts = np.bincount(yt, minlength=len(class_names))
-    biggest = truth_counts.max()
-    return {"class": str(class_names[top]), "share": round(float(share), 4),
-            "truth_share": round(truth, 4), "cases": n,
-            "truth_majority": bool(truth_counts[top] > 0 and truth_counts[top] == biggest
-                                   and np.count_nonzero(truth_counts == biggest) == 1)}
+    largest = np.flatnonzero(truth_counts == truth_counts.max()).tolist()  # ties: no majority
+    return {**flag, "truth_share": round(truth, 4),
+            "truth_majority": bool(truth_counts[top] > 0 and largest == [top])}
+
+
+def one_class_share(top_class: float, top_share: float, n: int, classes: Sequence[str]
+                    ) -> dict[str, Any] | None:
+    """``{"class", "share", "cases"}`` when class index ``top_class`` is predicted for the
+    share ``top_share`` of ``n`` cases, nearly every one (:data:`ONE_CLASS_SHARE`), else
+    None: the flag without the truth (validation epochs, a batch of predictions)."""
+    if n < 2 or not np.isfinite(top_share) or top_share < ONE_CLASS_SHARE:
+        return None
+    return {"class": str(classes[int(top_class)]), "share": round(float(top_share), 4),
+            "cases": n}
 
 
 def one_class_words(flag: Mapping[str, Any], what: str = "cases") -> str:
     """The warning for a :func:`one_class` (or validation) flag: what is predicted, and
     whether that class is the largest of the truth (it learnt the majority) or not (it
     answers one class whatever the case)."""
-    text = f"the classifier predicts {flag['class']!r} for {flag['share']:.0%} of the " \
-           f"{flag['cases']} {what}"
-    if "truth_share" in flag:
-        text += f" ({flag['truth_share']:.0%} of them are)"
-    if flag.get("truth_majority"):
-        return text + ": it learnt the majority, not the classes"
-    return text + ": it answers one class whatever the case, not the classes"
+    are = f" ({flag['truth_share']:.0%} of them are)" if "truth_share" in flag else ""
+    why = ("it learnt the majority" if flag.get("truth_majority")
+           else "it answers one class whatever the case")
+    return (f"the classifier predicts {flag['class']!r} for {flag['share']:.0%} of the "
+            f"{flag['cases']} {what}{are}: {why}, not the classes")
 
 
 def _num(x: Any) -> float | None:
@@ -332,17 +338,14 @@ def chance_fields(accuracy_ci: Sequence[float] | None, y_true: Sequence[int] | n
     likely from a coin as from a model; the interval says so, and the words must too.
     """
     yt = np.asarray(y_true, dtype=np.int64).ravel()
-    if not len(yt):
-        return {"chance_rate": None, "distinguishable_from_chance": None,
-                "below_chance": None}
     counts = np.bincount(yt)
-    rate = float(1 / np.count_nonzero(counts) if balanced else counts.max() / len(yt))
-    if not accuracy_ci:
-        return {"chance_rate": rate, "distinguishable_from_chance": None,
-                "below_chance": None}
+    rate = (float(1 / np.count_nonzero(counts) if balanced else counts.max() / len(yt))
+            if len(yt) else None)
+    if rate is None or not accuracy_ci:
+        return {"chance_rate": rate, "distinguishable_from_chance": None, "below_chance": None}
     lo, hi = float(accuracy_ci[0]), float(accuracy_ci[1])
     return {"chance_rate": rate, "distinguishable_from_chance": not lo <= rate <= hi,
-            "below_chance": hi < rate}
+            "below_chance": below_chance(hi, rate)}
 
 
 def below_chance(high: float | None, chance_rate: float | None) -> bool:

@@ -32,7 +32,7 @@ from segfew.inference.explain import check_explain, explain_batch
 from segfew.inference.fit_measures import estimate_caveat
 from segfew.inference.masks import check_masks
 from segfew.inference.run import read_ahead
-from segfew.metrics import ONE_CLASS_SHARE
+from segfew.metrics import one_class_share
 from segfew.runinfo import write_run_info
 
 if TYPE_CHECKING:
@@ -156,13 +156,12 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
 def one_class_batch(predicted: Sequence[str], classes: Sequence[str]
                     ) -> dict[str, Any] | None:
     """``{"class", "share", "cases"}`` when one class is predicted for at least
-    :data:`segfew.metrics.ONE_CLASS_SHARE` of :data:`ONE_CLASS_MIN_CASES` or more cases, else
-    None. With no truth to compare, a batch of one class is as likely as a classifier that
-    learnt one class; the warning says both (``evaluate`` tells them apart)."""
+    :data:`segfew.metrics.ONE_CLASS_SHARE` of :data:`ONE_CLASS_MIN_CASES` or more cases
+    (:func:`segfew.metrics.one_class_share`), else None. With no truth to compare, a batch
+    of one class is as likely as a classifier that learnt one class; the warning says both
+    (``evaluate`` tells them apart)."""
     if len(predicted) < ONE_CLASS_MIN_CASES or len(classes) < 2:
         return None
     top, count = Counter(predicted).most_common(1)[0]
-    share = count / len(predicted)
-    if share < ONE_CLASS_SHARE:
-        return None
-    return {"class": top, "share": round(share, 4), "cases": len(predicted)}
+    return one_class_share(list(classes).index(top), count / len(predicted), len(predicted),
+                           classes)

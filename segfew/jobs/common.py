@@ -28,7 +28,6 @@ from segfew.errors import DataWarning, SpecError
 from segfew.evaluation.figures import plot_training_curve
 from segfew.files import check_output, run_lock
 from segfew.frameworks import FRAMEWORKS
-from segfew.metrics import ONE_CLASS_SHARE
 from segfew.modelfile import save_model
 from segfew.preprocess.cache import PreprocessCache
 from segfew.runinfo import (
@@ -131,15 +130,6 @@ def epoch_choice(n_val: int, cfg: TrainConfig) -> tuple[str, str]:
         return "best", (f"the best epoch is picked on {n_val} validation cases ({step}): "
                         "expect it to be the luckiest rather than the best")
     return "best", ""
-
-
-def one_class_share(top_class: float, top_share: float, n: int, classes: Sequence[str]
-                    ) -> dict[str, Any] | None:
-    """``{"class", "share", "cases"}`` when a classifier predicts one class for nearly
-    every one of ``n`` cases (:data:`segfew.metrics.ONE_CLASS_SHARE`), else None."""
-    if n < 2 or not np.isfinite(top_share) or top_share < ONE_CLASS_SHARE:
-        return None
-    return {"class": classes[int(top_class)], "share": round(float(top_share), 4), "cases": n}
 
 
 def plot_training(history: Sequence[dict[str, float]], run_dir: Path, metric: str) -> None:

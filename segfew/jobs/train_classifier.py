@@ -31,12 +31,11 @@ from segfew.jobs.common import (
     epoch_choice,
     fit_and_save,
     guarded_run,
-    one_class_share,
     tensor_dataset,
     validation_split,
 )
 from segfew.jobs.nnunet_head import open_stats, stats_head
-from segfew.metrics import accuracy_summary, one_class_words
+from segfew.metrics import accuracy_summary, one_class_share, one_class_words
 from segfew.modelfile import (
     Architecture,
     ModelMeta,

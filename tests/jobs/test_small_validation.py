@@ -69,8 +69,7 @@ def test_picking_the_best_on_a_few_cases_is_allowed_but_said(phantoms: Path,
 def test_one_class_predictions_are_flagged() -> None:
     from segfew.evaluation.evaluate import score_predictions
     from segfew.inference.batch import PredictionRow
-    from segfew.jobs.common import one_class_share
-    from segfew.metrics import classification_metrics, one_class
+    from segfew.metrics import classification_metrics, one_class, one_class_share
     from segfew.train.validation import scores_from_confusion
 
     names = ["G2", "G3"]
