@@ -4,6 +4,7 @@ files of a folder form one series (by SeriesInstanceUID, whatever their suffix).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -100,8 +101,22 @@ class DicomHeader:
 
 def dicom_header(path: Path) -> DicomHeader | None:
     """The header of ``path`` if it is a DICOM file (preamble ``DICM``, or a ``.dcm`` file
-    with DICOM tags), else None. Never raises for a file that cannot be read."""
+    with DICOM tags), else None. Never raises for a file that cannot be read.
+
+    Kept per file (its path, size, modification time and inode): listing a folder, naming
+    its series, digesting and reading one series each ask for every header of the folder,
+    and a study export holds thousands of files."""
     path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return _header(path, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _header(path: Path, size: int, mtime_ns: int, inode: int) -> DicomHeader | None:
+    """:func:`dicom_header` of a file as it is now (the stat fields are the cache key)."""
     try:
         with open(path, "rb") as f:
             f.seek(128)
