@@ -102,7 +102,7 @@ def read_case(case: Case, rules: LabelRules | None = None, limits: ReadLimits | 
         images.append(replace(img, array=replace_non_finite(img.array, path)))
     labels: list[Image] = []
     for path in case.labels:
-        lab = read_image(path, limits)
+        lab = read_image(path, limits, label=True)
         check_same_grid(lab, images[0])
         arr = check_label_values(lab.array, rules.values, path, rules.remap, colour=lab.colour)
         labels.append(replace(lab, array=arr))
@@ -288,13 +288,14 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
         raise DataError(f"binary mask stored as {'/'.join(str(v) for v in sorted(present))}: "
                         "remap it with --label-map 255:1 (spec key label_map; data.label_map "
                         "in a pretrain spec)", path)
-    if allowed is not None:
-        bad = sorted(v for v in present if v not in allowed)
-        if bad:
-            raise DataError(f"label values {bad} outside the declared set {sorted(allowed)}", path)
     top = int(values[-1]) if values.size else 0
-    if allowed is None and top >= SPARSE_MIN_TOP and top + 1 > SPARSE_RATIO * len(present):
+    sparse = top >= SPARSE_MIN_TOP and top + 1 > SPARSE_RATIO * len(present)
+    bad = sorted(v for v in present if v not in allowed) if allowed is not None else []
+    if sparse and (allowed is None or bad):  # a code book: remapping is the way
         raise SparseLabelsError.of(sorted(present), {int(v) for v in raw}, remap, path)
+    if bad:
+        assert allowed is not None
+        raise DataError(f"label values {bad} outside the declared set {sorted(allowed)}", path)
     dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32
     return arr if arr.dtype == dtype else arr.astype(dtype)
 
@@ -374,7 +375,7 @@ def label_values(paths: Iterable[Path], limits: ReadLimits | None = None) -> set
     :class:`DataError` for a map that cannot be read."""
     found: set[int] = set()
     for path in sorted(set(paths)):
-        values = np.unique(read_image(path, limits).array)
+        values = np.unique(read_image(path, limits, label=True).array)
         if values.dtype.kind == "f":
             values = np.unique(np.rint(values[np.isfinite(values)]))
         found.update(int(v) for v in values)

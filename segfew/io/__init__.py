@@ -10,7 +10,9 @@ same affine, so it overlays the input in ITK-SNAP or 3D Slicer.
 NIfTI (and NIfTI/Analyze ``.hdr``/``.img`` pairs) is read with nibabel
 (:mod:`segfew.io.nifti`); NRRD, MHA/MHD, TIFF, PNG/JPEG/BMP, single DICOM files and DICOM
 series with SimpleITK (:mod:`segfew.io.itk`, whose LPS geometry is converted to RAS), the
-picture modes ITK cannot read with Pillow (:mod:`segfew.io.raster`).
+picture modes ITK cannot read with Pillow (:mod:`segfew.io.raster`). What ITK leaves out is
+read from the headers: a NRRD's stated unit (:mod:`segfew.io.headers`), a DICOM file's
+missing voxel sizes and orientation (:func:`segfew.io.dicom.dicom_geometry`).
 Reading is bounded: the header is checked against :class:`ReadLimits` before any voxel is
 read. What ITK would print goes out as :class:`~segfew.errors.DataWarning` naming the file.
 """

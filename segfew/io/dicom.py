@@ -1,22 +1,31 @@
 """DICOM headers, read with pydicom before any pixel (``stop_before_pixels``): what a file is
-(an image, a structured report, a MOSAIC, a compressed syntax GDCM cannot decode), and which
-files of a folder form one series (by SeriesInstanceUID, whatever their suffix)."""
+(an image, a structured report, a MOSAIC, a compressed syntax GDCM cannot decode), which
+files of a folder form one series (by SeriesInstanceUID, whatever their suffix), and what
+the header says of the voxel size (:func:`dicom_geometry`), where ITK puts 1 mm for what is
+missing."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import math
+import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segfew.errors import DataError
+import numpy as np
+
+from segfew.errors import DataError, DataWarning
 
 __all__ = [
     "GDCM_SYNTAXES",
     "DicomHeader",
     "check_dicom_file",
+    "dicom_geometry",
     "dicom_header",
     "dicom_series_files",
     "has_pixel_data",
@@ -97,6 +106,17 @@ class DicomHeader:
     """A Siemens MOSAIC: many slices tiled in one frame (ImageType holds MOSAIC)."""
     transfer_syntax: str
     transfer_syntax_name: str
+    pixel_spacing: tuple[float, float] | None = None
+    """PixelSpacing (row spacing, column spacing) in mm, of the file or of a multi-frame
+    file's pixel measures; None where absent or not positive numbers."""
+    imager_pixel_spacing: tuple[float, float] | None = None
+    """ImagerPixelSpacing (0018,1164): the detector's spacing, in mm."""
+    slice_thickness: float | None = None
+    spacing_between_slices: float | None = None
+    positioned: bool = False
+    """ImagePositionPatient is present (a multi-frame file's first frame's, too)."""
+    oriented: bool = False
+    """ImageOrientationPatient is present (a multi-frame file's plane orientation, too)."""
 
 
 def dicom_header(path: Path) -> DicomHeader | None:
@@ -158,7 +178,108 @@ def _header(path: Path, size: int, mtime_ns: int, inode: int) -> DicomHeader | N
         mosaic=mosaic,
         transfer_syntax=syntax,
         transfer_syntax_name=_uid_name(syntax) or syntax,
+        **_geometry_fields(ds),
     )
+
+
+def _geometry_fields(ds: Any) -> dict[str, Any]:
+    """What a dataset says of its voxel size and placement: the file's own elements, else
+    those of a multi-frame file's shared or first per-frame functional groups."""
+    groups = [ds]
+    for name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        with contextlib.suppress(TypeError, IndexError, KeyError, AttributeError):
+            groups.append(ds.get(name)[0])
+
+    def find(macro: str | None, keyword: str) -> Any:
+        for i, group in enumerate(groups):  # the file's own element, then the groups' macro
+            try:
+                item = group if macro is None or i == 0 else group.get(macro)[0]
+                value = item.get(keyword)
+            except (TypeError, IndexError, KeyError, AttributeError):
+                continue
+            if value not in (None, ""):
+                return value
+        return None
+
+    def numbers(value: Any, n: int) -> tuple[float, ...] | None:
+        try:
+            out = tuple(float(v) for v in (value if n > 1 else [value]))
+        except (TypeError, ValueError):
+            return None
+        good = len(out) == n and all(math.isfinite(v) and v > 0 for v in out)
+        return out if good else None
+
+    pixel = numbers(find("PixelMeasuresSequence", "PixelSpacing"), 2)
+    imager = numbers(find(None, "ImagerPixelSpacing"), 2)
+    thickness = numbers(find("PixelMeasuresSequence", "SliceThickness"), 1)
+    between = numbers(find("PixelMeasuresSequence", "SpacingBetweenSlices"), 1)
+    return {
+        "pixel_spacing": pixel, "imager_pixel_spacing": imager,
+        "slice_thickness": thickness[0] if thickness else None,
+        "spacing_between_slices": between[0] if between else None,
+        "positioned": find("PlanePositionSequence", "ImagePositionPatient") is not None,
+        "oriented": find("PlaneOrientationSequence", "ImageOrientationPatient") is not None,
+    }
+
+
+def dicom_geometry(files: Sequence[Path], path: Path, size: Sequence[int],
+                   affine: np.ndarray, extra: dict[str, Any]) -> np.ndarray:
+    """``affine`` (ITK's RAS affine of the image read from ``files``, of ``size`` voxels) with
+    the voxel sizes the headers give, where ITK put 1 mm for a missing one.
+
+    In-plane: PixelSpacing (GDCM reads a digital X-ray's ImagerPixelSpacing first, and a
+    multi-frame file's without positions not at all); without it, the detector's
+    ImagerPixelSpacing, said in a :class:`DataWarning` (the standard's fallback for a
+    projection image, not corrected for magnification); without either, no real voxel size
+    (``extra["spacing_placeholder"]``).
+    Between slices, where the files give no ImagePositionPatient and
+    ImageOrientationPatient to measure it: SpacingBetweenSlices, else SliceThickness (said
+    in a warning), else no real voxel size. Without ImageOrientationPatient the image
+    claims no orientation (``extra["orientation_stated"]``). Warnings name ``path``.
+    """
+    headers = [h for h in (dicom_header(f) for f in files) if h is not None]
+    if not headers:
+        return affine
+    first = headers[0]
+    dim = min(3, len(size))
+    spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :dim], axis=0)
+    wanted = spacing.copy()
+    reasons = []
+    if first.pixel_spacing is not None:  # GDCM may take another (a DX's ImagerPixelSpacing)
+        wanted[:2] = first.pixel_spacing[::-1]
+    elif first.imager_pixel_spacing is not None:
+        row, column = first.imager_pixel_spacing
+        wanted[:2] = (column, row)
+        warnings.warn(DataWarning(
+            f"no PixelSpacing: the detector's ImagerPixelSpacing ({column:g} × {row:g} mm) is "
+            "used, which for a projection image is not corrected for magnification", path),
+            stacklevel=4)
+    elif np.allclose(spacing[:2], 1.0):
+        reasons.append("no PixelSpacing in the DICOM header")
+    slices = int(size[2]) if len(size) > 2 else 1
+    if slices > 1 and not all(h.positioned and h.oriented for h in headers):
+        if first.spacing_between_slices is not None:
+            wanted[2] = first.spacing_between_slices
+        elif first.slice_thickness is not None:
+            wanted[2] = first.slice_thickness
+            warnings.warn(DataWarning(
+                f"no ImagePositionPatient to measure the slice spacing: slices are taken "
+                f"SliceThickness ({first.slice_thickness:g} mm) apart, which holds only for "
+                "contiguous slices", path), stacklevel=4)
+        else:
+            wanted[2] = 1.0
+            reasons.append("no slice positions or slice spacing in the DICOM header")
+    if not all(h.oriented for h in headers):
+        extra["orientation_stated"] = False
+    if reasons:
+        extra["spacing_placeholder"] = reasons[0]
+    affine = np.array(affine, dtype=float)
+    for axis in range(dim):
+        if spacing[axis] > 0:
+            affine[:3, axis] *= wanted[axis] / spacing[axis]
+        else:
+            affine[axis, axis] = wanted[axis]
+    return affine
 
 
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # (Float/DoubleFloat) Pixel Data

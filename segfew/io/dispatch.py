@@ -3,6 +3,7 @@ DICOM preamble), the reader's failure said in words, and 3D arrays reoriented to
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -25,8 +26,15 @@ from segfew.io.image import (
 )
 
 
-def read_image(path: str | Path, limits: ReadLimits | None = None) -> Image:
+def read_image(path: str | Path, limits: ReadLimits | None = None, label: bool = False
+               ) -> Image:
     """Read a 2D or 3D image; any failure is a one-line :class:`DataError` naming the file.
+
+    ``affine`` and :attr:`Image.spacing` are in mm whatever unit the file states (NIfTI
+    ``xyzt_units``, NRRD ``space units``); where the file holds no real voxel size,
+    :attr:`Image.spacing_placeholder` says why (sizes are then in voxels). ``label``: read
+    as a label map, so a palette picture (a VOC-style PNG mask) gives its indices, the
+    labels, instead of its colours.
 
     The header is checked against ``limits`` (default :meth:`ReadLimits.from_env`) before
     the voxels are read. RGB(A) pixels become grey (luminance, BT.709); an image whose
@@ -57,7 +65,7 @@ def read_image(path: str | Path, limits: ReadLimits | None = None) -> Image:
             raise DataError(f"not a supported image file (suffixes: {', '.join(IMAGE_SUFFIXES)})",
                             path)
         loader = nifti.read_nifti if suffix in (*NIFTI_SUFFIXES, ".hdr") else \
-            itk.read_itk
+            functools.partial(itk.read_itk, label=label)
     try:
         array, affine, extra = loader(path, limits)
     except DataError:

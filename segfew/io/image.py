@@ -88,6 +88,9 @@ class Image:
     spacing_placeholder: str | None = None
     """Why the file holds no real voxel size (:func:`placeholder_spacing`), or None: sizes
     measured on it are then in voxels (pixels), not mm."""
+    orientation_stated: bool = True
+    """False where the file states no orientation (a DICOM without ImageOrientationPatient):
+    its axes are then laid out as ITK's default, and :attr:`orientation` claims none."""
 
     def __post_init__(self) -> None:
         if not self.source_shape:
@@ -114,11 +117,15 @@ class Image:
 
     @property
     def orientation(self) -> str:
-        """Axis codes of the source file, e.g. ``"LPS"`` (``"RA"`` for a 2D image)."""
-        return _axcodes(self.source_affine)[: self.dim]
+        """Axis codes of the source file, e.g. ``"LPS"`` (``"RA"`` for a 2D image); empty
+        where the file states none (:attr:`orientation_stated`)."""
+        if not self.orientation_stated:
+            return ""
+        return axcodes(self.source_affine)[: self.dim]
 
 
-def _axcodes(affine: np.ndarray) -> str:
+def axcodes(affine: np.ndarray) -> str:
+    """nibabel's axis codes of ``affine`` (``"RAS"``), ``"???"`` for a singular one."""
     import nibabel as nib
 
     try:

@@ -21,11 +21,13 @@ import numpy as np
 from segfew.errors import DataError, DataWarning
 from segfew.io.dicom import (
     check_dicom_file,
+    dicom_geometry,
     dicom_series_files,
     has_pixel_data,
     series_names,
     series_of_path,
 )
+from segfew.io.headers import detached_data_files, nrrd_world_units
 from segfew.io.image import LPS_TO_RAS, ReadLimits, grey
 from segfew.io.raster import is_raster, pillow_mode, read_with_pillow
 
@@ -41,7 +43,16 @@ IMAGE_IOS = {".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO", ".mha": "MetaImageI
              ".bmp": "BMPImageIO", ".dcm": "GDCMImageIO"}
 
 
-def read_itk(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def read_itk(path: Path, limits: ReadLimits, label: bool = False
+             ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """A NRRD, MetaImage, raster picture or single DICOM file: (array indexed X, Y[, Z];
+    RAS affine in mm; extra fields of :class:`~segfew.io.Image`).
+
+    A NRRD's ``space units`` (or ``units``) are converted to mm; a unit segfew does not know
+    leaves the file without a real voxel size (a warning says so). ``label``: the file is
+    read as a label map, so a palette picture gives its indices (the labels), not colours.
+    Raises :class:`DataError` for a missing data file or a header over ``limits``.
+    """
     import SimpleITK as sitk
 
     if path.name.lower().endswith((".mhd", ".nhdr", ".mha", ".nrrd")):
@@ -58,8 +69,8 @@ def read_itk(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, di
     if io is not None and path.suffix != path.suffix.lower():
         reader.SetImageIO(io)
     raster = not dicom and is_raster(path, io or reader.GetImageIOFromFileName(str(path)))
-    if raster and pillow_mode(path) is not None:  # grey + alpha, a palette TIFF
-        return read_with_pillow(path, limits)
+    if raster and pillow_mode(path, palette=label) is not None:  # grey + alpha, a palette
+        return read_with_pillow(path, limits, indices=label)
     try:
         with itk_messages(path):
             reader.ReadImageInformation()
@@ -75,7 +86,28 @@ def read_itk(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, di
         img.SetSpacing([1.0] * img.GetDimension())
         img.SetOrigin([0.0] * img.GetDimension())
     array, affine, colour = from_sitk(img, path)
-    return array, affine, {"format": "itk", "colour": colour, "units_stated": not raster}
+    extra: dict[str, Any] = {"format": "itk", "colour": colour, "units_stated": not raster}
+    if path.name.lower().endswith((".nrrd", ".nhdr")):
+        affine = _nrrd_in_mm(affine, path, img.GetDimension(), extra)
+    elif dicom:
+        affine = dicom_geometry([path], path, img.GetSize(), affine, extra)
+    return array, affine, extra
+
+
+def _nrrd_in_mm(affine: np.ndarray, path: Path, dim: int, extra: dict[str, Any]
+                ) -> np.ndarray:
+    """``affine`` (ITK's numbers, read as mm) in mm by the NRRD's stated units; a unit
+    segfew does not know is said in a warning and leaves no real voxel size."""
+    scales, unknown = nrrd_world_units(path, dim)
+    if unknown is not None:
+        warnings.warn(DataWarning(f"NRRD unit \"{unknown}\" is none segfew knows (mm, cm, m, "
+                                  "µm, nm): no real voxel size, sizes are in voxels", path),
+                      stacklevel=4)
+        extra["spacing_placeholder"] = f"unknown unit \"{unknown}\""
+        return affine
+    affine = np.array(affine, dtype=float)
+    affine[:dim, :] *= np.array(scales)[:, None]  # world axes: ITK's LPS ↔ RAS flips no axis
+    return affine
 
 
 def check_itk_header(reader: Any, limits: ReadLimits, path: Path, slices: int = 1) -> None:
@@ -211,56 +243,6 @@ TILT_DEGREES = 0.1
 """Slices displaced sideways by more than this angle from their normal are a gantry tilt."""
 
 
-def detached_data_files(header: Path) -> list[Path]:
-    """The data files a detached header names: MetaImage ``ElementDataFile`` (not
-    ``LOCAL``), NRRD ``data file:`` — one file, a ``printf`` pattern with its first, last and
-    step (``sl%03d.raw 0 15 1``: one file a slice), or ``LIST`` and the names on the lines
-    after it. Empty for an attached header or one that cannot be read. All of them are the
-    scan: its identity and its cache key cover every one."""
-    header = Path(header)
-    try:
-        with open(header, "rb") as f:
-            text = f.read(MAX_HEADER_BYTES).decode("latin-1")
-    except OSError:
-        return []
-    if header.suffix.lower() in (".mhd", ".mha"):
-        key = r"^\s*ElementDataFile\s*=\s*(.+?)\s*$"
-    else:
-        text = text.split("\n\n", 1)[0]
-        key = r"^data ?file\s*:\s*(.+?)\s*$"
-    m = re.search(key, text, re.MULTILINE)
-    if m is None or m.group(1).upper() == "LOCAL":
-        return []
-    value = m.group(1)
-    if value.upper().split()[0] == "LIST":
-        names = [line.strip() for line in text[m.end():].splitlines() if line.strip()]
-    else:
-        names = _pattern_names(value) or [value]
-    return [header.parent / n for n in names]
-
-
-#: a header's text read for its data file names (a ``LIST`` of a few thousand slices)
-MAX_HEADER_BYTES = 1 << 20
-#: more files than this in a pattern is no scan segfew reads (the voxel limit says so first)
-MAX_PATTERN_FILES = 100_000
-
-
-def _pattern_names(value: str) -> list[str] | None:
-    """The file names of a ``printf`` pattern ``name%03d.raw first last step`` (MetaImage and
-    NRRD both), or None when ``value`` is not one."""
-    parts = value.split()
-    if len(parts) < 4 or "%" not in parts[0]:
-        return None
-    try:
-        first, last, step = (int(p) for p in parts[1:4])
-        numbers = range(first, last + (1 if step > 0 else -1), step)
-        if len(numbers) > MAX_PATTERN_FILES:
-            return None
-        return [parts[0] % i for i in numbers]
-    except (ValueError, TypeError):  # not integers, a zero step, a pattern without %d
-        return None
-
-
 def read_dicom_series(path: Path, limits: ReadLimits
                       ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """One DICOM series, checked for even slice spacing and gantry tilt first.
@@ -314,7 +296,9 @@ def read_dicom_series(path: Path, limits: ReadLimits
         series_reader.SetFileNames(files)
         img = series_reader.Execute()
     array, affine, colour = from_sitk(img, path)
-    return array, affine, {"format": "dicom", "colour": colour}
+    extra: dict[str, Any] = {"format": "dicom", "colour": colour}
+    affine = dicom_geometry([Path(f) for f in files], path, img.GetSize(), affine, extra)
+    return array, affine, extra
 
 
 def check_slice_positions(positions: np.ndarray, normal: np.ndarray, names: list[str],

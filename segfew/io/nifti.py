@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.errors import DataError, DataWarning
-from segfew.io.image import ReadLimits, format_bytes, grey
+from segfew.io.image import ReadLimits, axcodes, format_bytes, grey
 
 if TYPE_CHECKING:
     from segfew.io.image import Image
@@ -204,8 +204,34 @@ def _affine_in_mm(img: Any, path: Path, extra: dict[str, Any], pixdim: np.ndarra
             warnings.warn(DataWarning(f"pixdim[{axis + 1}] (voxel size along axis {axis}) is "
                                       f"negative ({zoom:g}): its size {-zoom:g} is used, as "
                                       "nibabel does", path), stacklevel=4)
+    if qcode > 0 and scode > 0:
+        _check_forms_agree(header, path, ndim, unit)
     affine[:3, :] *= scale
     return affine
+
+
+#: relative difference of voxel sizes taken as float noise between the qform and the sform
+FORMS_RTOL = 1e-3
+
+
+def _check_forms_agree(header: Any, path: Path, ndim: int, unit: str) -> None:
+    """Warn where the qform and the sform (both set) give different voxel sizes or
+    orientations: segfew uses the sform, as the NIfTI standard prefers, while ITK-based
+    viewers (ITK-SNAP, 3D Slicer) may show the qform."""
+    qform, sform = (np.asarray(f, dtype=float) for f in (header.get_qform(),
+                                                          header.get_sform()))
+    sizes = [np.linalg.norm(f[:3, :ndim], axis=0) for f in (qform, sform)]
+    axes = [axcodes(f)[:ndim] for f in (qform, sform)]
+    if np.allclose(sizes[0], sizes[1], rtol=FORMS_RTOL, atol=1e-6) and axes[0] == axes[1]:
+        return
+    word = {"unknown": "", "micron": " µm", "meter": " m"}.get(unit, f" {unit}")
+    q, s = ("×".join(f"{v:.4g}" for v in size) + word for size in sizes)
+    if axes[0] != axes[1]:
+        q, s = f"{q} ({axes[0]})", f"{s} ({axes[1]})"
+    warnings.warn(DataWarning(f"qform and sform disagree: the sform gives voxels of {s}, the "
+                              f"qform {q}; segfew uses the sform (the NIfTI standard's "
+                              "choice), which ITK-SNAP or 3D Slicer may not show", path),
+                  stacklevel=5)
 
 
 def _check_finite(header: Any, path: Path, zooms: np.ndarray, qcode: int, scode: int) -> None:

@@ -8,6 +8,10 @@ PNG always was (:func:`segfew.io.placeholder_spacing`).
 SimpleITK cannot read grey + alpha (PIL mode ``LA``) PNGs, reads a grey + alpha TIFF as
 interleaved samples, 1-bit BMPs not at all, and palette TIFFs as 16-bit colours; those are
 read with Pillow instead (a dependency of scikit-image), alpha dropped as it is for RGBA.
+
+A palette picture (PIL mode ``P``, a VOC-style mask) read as a label map gives its indices,
+which are the labels: its colours are only how a viewer shows them (three labels may all
+show white). Read as an image, it gives its colours, as any picture does.
 """
 
 from __future__ import annotations
@@ -40,8 +44,11 @@ def is_raster(path: Path, io: str) -> bool:
     return io in RASTER_IOS if io else path.name.lower().endswith(_RASTER_SUFFIXES)
 
 
-def pillow_mode(path: Path) -> str | None:
-    """The Pillow mode of a raster file that SimpleITK must not read, else None."""
+def pillow_mode(path: Path, palette: bool = False) -> str | None:
+    """The Pillow mode of a raster file that SimpleITK must not read, else None.
+
+    ``palette``: a palette file (mode ``P`` or ``PA``) is one too, whatever its format: it is
+    read as a label map, whose indices SimpleITK would turn into colours."""
     if not path.name.lower().endswith(_RASTER_SUFFIXES):
         return None
     try:
@@ -52,16 +59,18 @@ def pillow_mode(path: Path) -> str | None:
             fmt = str(im.format)
     except Exception:  # not Pillow's to say: ITK reads it or says why not
         return None
-    if mode in _PILLOW_MODES or (mode == "P" and fmt == "TIFF"):
+    if mode in _PILLOW_MODES or (mode == "P" and (fmt == "TIFF" or palette)):
         return mode
     return None
 
 
-def read_with_pillow(path: Path, limits: ReadLimits, after: Exception | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def read_with_pillow(path: Path, limits: ReadLimits, after: Exception | None = None,
+                     indices: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """A one-frame raster file through Pillow: (array indexed X, Y; RAS affine of a 1-pixel
-    grid; extra). ``after``: ITK's failure, re-raised when Pillow cannot read the file
-    either, or the file holds another format than its suffix says."""
+    grid, no unit; extra). ``after``: ITK's failure, re-raised when Pillow cannot read the
+    file either, or the file holds another format than its suffix says. ``indices``: a
+    palette file gives its indices (uint8, a label map's labels) instead of its colours.
+    Raises :class:`DataError` for a file of several frames or one over ``limits``."""
     from PIL import Image as PILImage
 
     try:
@@ -87,7 +96,7 @@ def read_with_pillow(path: Path, limits: ReadLimits, after: Exception | None = N
         limits.check((width, height), bands, itemsize, path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's own notes (palette transparency)
-            array = _pixels(im)
+            array = _pixels(im, indices)
     colour = False
     if array.ndim == 3:
         array, colour = grey(array[..., :3], path)
@@ -96,9 +105,12 @@ def read_with_pillow(path: Path, limits: ReadLimits, after: Exception | None = N
             {"format": "itk", "colour": colour, "units_stated": False})
 
 
-def _pixels(im: Any) -> np.ndarray:
-    """Grey (Y, X) or RGB(A) (Y, X, C) pixels; alpha is dropped by the caller."""
+def _pixels(im: Any, indices: bool = False) -> np.ndarray:
+    """Grey (Y, X) or RGB(A) (Y, X, C) pixels; alpha is dropped by the caller. ``indices``:
+    a palette image's indices (Y, X), not its colours."""
     mode = im.mode
+    if indices and mode in ("P", "PA"):
+        return np.asarray(im.getchannel(0) if mode == "PA" else im)
     if mode in ("LA", "La"):
         return np.asarray(im.convert("LA"))[..., 0]
     if mode == "1":

@@ -33,7 +33,7 @@ __all__ = ["PreprocessCache", "load_case"]
 
 CACHE_ENV = "SEGFEW_CACHE"
 DEFAULT_CACHE = ".segfew-cache"
-_CACHE_FORMAT = 2  # bump when the meaning of a cached array changes
+_CACHE_FORMAT = 3  # bump when the meaning of a cached array changes
 
 
 class PreprocessCache:
@@ -77,7 +77,7 @@ class PreprocessCache:
         rules = rules or LabelRules()
 
         def compute() -> np.ndarray:
-            lab = read_image(path)
+            lab = read_image(path, label=True)
             arr = check_label_values(lab.array, rules.values, path, rules.remap, lab.colour)
             return pp.preprocess_label(arr, cfg, lab.spacing)
 

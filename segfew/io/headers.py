@@ -1,0 +1,144 @@
+"""The text headers of NRRD and MetaImage files, read without ITK: the data files a detached
+header names (:func:`detached_data_files`), and the units of a NRRD's voxel size
+(:func:`nrrd_world_units`), which ITK ignores.
+
+A NRRD may state its unit (``space units: "cm" "cm" "cm"``, or per axis ``units:`` where
+it has no ``space``); ITK reads the numbers as mm whatever the unit, so a volume saved in
+cm or µm would measure 10³ or 10⁻⁹ times off. MetaImage has no unit field: ITK's
+convention, mm, stands.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+__all__ = ["MAX_HEADER_BYTES", "MM_PER_UNIT", "detached_data_files", "nrrd_world_units"]
+
+#: a header's text read for its data file names (a ``LIST`` of a few thousand slices)
+MAX_HEADER_BYTES = 1 << 20
+#: more files than this in a pattern is no scan segfew reads (the voxel limit says so first)
+MAX_PATTERN_FILES = 100_000
+
+#: millimetres per unit, for the units a NRRD header may state (lower case; a plural ``s``
+#: is dropped before looking up: ``microns``, ``meters``)
+MM_PER_UNIT = {
+    "mm": 1.0, "millimeter": 1.0, "millimetre": 1.0,
+    "cm": 10.0, "centimeter": 10.0, "centimetre": 10.0,
+    "m": 1000.0, "meter": 1000.0, "metre": 1000.0,
+    "um": 1e-3, "\u00b5m": 1e-3, "\u03bcm": 1e-3, "micron": 1e-3, "micrometer": 1e-3,
+    "micrometre": 1e-3,
+    "nm": 1e-6, "nanometer": 1e-6, "nanometre": 1e-6,
+}
+#: what a NRRD writes for a unit it does not state: read as mm, as ITK does
+_UNSTATED = frozenset({"", "???", "none"})
+#: the kinds of NRRD axes that are image axes (the others are a pixel's components)
+_DOMAIN_KINDS = frozenset({"domain", "space", "time", "???", "none", ""})
+
+
+def _read_head(header: Path) -> bytes | None:
+    try:
+        with open(header, "rb") as f:
+            return f.read(MAX_HEADER_BYTES)
+    except OSError:
+        return None
+
+
+def detached_data_files(header: Path) -> list[Path]:
+    """The data files a detached header names: MetaImage ``ElementDataFile`` (not
+    ``LOCAL``), NRRD ``data file:`` — one file, a ``printf`` pattern with its first, last and
+    step (``sl%03d.raw 0 15 1``: one file a slice), or ``LIST`` and the names on the lines
+    after it. Empty for an attached header or one that cannot be read. All of them are the
+    scan: its identity and its cache key cover every one."""
+    header = Path(header)
+    head = _read_head(header)
+    if head is None:
+        return []
+    text = head.decode("latin-1")
+    if header.suffix.lower() in (".mhd", ".mha"):
+        key = r"^\s*ElementDataFile\s*=\s*(.+?)\s*$"
+    else:
+        text = text.split("\n\n", 1)[0]
+        key = r"^data ?file\s*:\s*(.+?)\s*$"
+    m = re.search(key, text, re.MULTILINE)
+    if m is None or m.group(1).upper() == "LOCAL":
+        return []
+    value = m.group(1)
+    if value.upper().split()[0] == "LIST":
+        names = [line.strip() for line in text[m.end():].splitlines() if line.strip()]
+    else:
+        names = _pattern_names(value) or [value]
+    return [header.parent / n for n in names]
+
+
+def _pattern_names(value: str) -> list[str] | None:
+    """The file names of a ``printf`` pattern ``name%03d.raw first last step`` (MetaImage and
+    NRRD both), or None when ``value`` is not one."""
+    parts = value.split()
+    if len(parts) < 4 or "%" not in parts[0]:
+        return None
+    try:
+        first, last, step = (int(p) for p in parts[1:4])
+        numbers = range(first, last + (1 if step > 0 else -1), step)
+        if len(numbers) > MAX_PATTERN_FILES:
+            return None
+        return [parts[0] % i for i in numbers]
+    except (ValueError, TypeError):  # not integers, a zero step, a pattern without %d
+        return None
+
+
+def nrrd_fields(header: Path) -> dict[str, str]:
+    """The fields of a NRRD header (``.nrrd`` up to its blank line, or a ``.nhdr``), keys in
+    lower case; comments and ``key:=value`` pairs are left out. Empty when it cannot be
+    read."""
+    head = _read_head(header)
+    if head is None:
+        return {}
+    head = head.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:  # µ in Latin-1
+        text = head.decode("latin-1")
+    fields = {}
+    for line in text.split("\n")[1:]:  # the first line is the magic, NRRD000x
+        key, sep, value = line.partition(":")
+        if sep and not line.startswith("#") and not value.startswith("="):
+            fields[key.strip().lower()] = value.strip()
+    return fields
+
+
+def _quoted(value: str) -> list[str]:
+    return re.findall(r'"([^"]*)"', value)
+
+
+def nrrd_world_units(header: Path, dim: int) -> tuple[tuple[float, ...], str | None]:
+    """Millimetres per unit along each of the first ``dim`` world axes of a NRRD, and the
+    first unit segfew does not know (None when it knows them all).
+
+    ``space units`` gives one unit per world axis; without ``space``, the ``units`` of the
+    image (domain) axes give them (the axes of such a file are the world axes). A unit not
+    stated (no field, ``""``, ``"???"``) is mm, ITK's convention; ``units`` of the other
+    axes (a vector or list axis, a time axis beyond ``dim``) are not spatial and ignored. With
+    an unknown unit, the scales are 1: the file then has no real voxel size. Never raises.
+    """
+    fields = nrrd_fields(header)
+    if "space" in fields or "space dimension" in fields:
+        units = _quoted(fields.get("space units", ""))
+    else:
+        units = _quoted(fields.get("units", ""))
+        kinds = fields.get("kinds", "").split()
+        if kinds and len(kinds) == len(units):
+            units = [u for u, k in zip(units, kinds, strict=True)
+                     if k.lower() in _DOMAIN_KINDS]
+    scales = []
+    for unit in units[:dim]:
+        key = unit.strip().lower()
+        if key in _UNSTATED:
+            scales.append(1.0)
+            continue
+        plural = key.endswith("s") and len(key) > 3  # microns, meters (never ms: a time)
+        scale = MM_PER_UNIT.get(key[:-1] if plural else key)
+        if scale is None:
+            return (1.0,) * dim, unit
+        scales.append(scale)
+    return tuple(scales) + (1.0,) * (dim - len(scales)), None

@@ -1,0 +1,77 @@
+"""A NIfTI whose qform and sform (both set) disagree: segfew keeps the sform, the NIfTI
+standard's choice, and says so once, naming both voxel sizes (and orientations)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from segfew.errors import DataWarning
+from segfew.io import read_image
+
+DATA = np.zeros((4, 3, 2), np.uint8)
+
+
+def forms(path: Path, sform: np.ndarray, qform: np.ndarray, codes: tuple[int, int] = (1, 1),
+          unit: str = "mm") -> Path:
+    img = nib.Nifti1Image(DATA, None)
+    img.set_sform(sform, code=codes[1])
+    img.set_qform(qform, code=codes[0])
+    img.header.set_xyzt_units(unit)
+    nib.save(img, path)
+    return path
+
+
+def read(path: Path) -> tuple[object, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img = read_image(path)
+    return img, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+
+
+def affine(*sizes: float) -> np.ndarray:
+    out = np.diag([*sizes, 1.0])
+    out[:3, 3] = (-3, 7, 11)
+    return out
+
+
+def test_a_qform_twice_the_sform_is_said_once(tmp_path: Path) -> None:
+    path = forms(tmp_path / "qs.nii.gz", affine(1.25, 1.25, 1.25), affine(2.5, 2.5, 2.5))
+    img, said = read(path)
+    assert img.spacing == (1.25, 1.25, 1.25)  # the sform
+    assert said == [f"{path}: qform and sform disagree: the sform gives voxels of "
+                    "1.25×1.25×1.25 mm, the qform 2.5×2.5×2.5 mm; segfew uses the sform (the "
+                    "NIfTI standard's choice), which ITK-SNAP or 3D Slicer may not show"]
+
+
+def test_one_axis_and_another_unit(tmp_path: Path) -> None:
+    path = forms(tmp_path / "z.nii", affine(500, 500, 3000), affine(500, 500, 5000),
+                 unit="micron")
+    img, said = read(path)
+    assert img.spacing == (0.5, 0.5, 3.0)
+    assert len(said) == 1 and "500×500×3000 µm, the qform 500×500×5000 µm" in said[0]
+
+
+def test_an_orientation_that_differs_is_named(tmp_path: Path) -> None:
+    flipped = affine(-1.0, 1.0, 2.0)
+    img, said = read(forms(tmp_path / "o.nii.gz", affine(1.0, 1.0, 2.0), flipped))
+    assert len(said) == 1 and "1×1×2 mm (RAS), the qform 1×1×2 mm (LAS)" in said[0]
+    assert img.orientation == "RAS"
+
+
+@pytest.mark.parametrize("codes", [(1, 1), (0, 1), (1, 0), (2, 4)])
+def test_forms_that_agree_or_one_unset_say_nothing(tmp_path: Path,
+                                                   codes: tuple[int, int]) -> None:
+    """Float noise (the qform's quaternion in float32) is no disagreement; a form whose code
+    is 0 is not used by anyone."""
+    rotation = nib.eulerangles.euler2mat(0.3, 0.2, 0.1)
+    sform = np.eye(4)
+    sform[:3, :3] = rotation @ np.diag([0.7, 0.9, 3.3])
+    sform[:3, 3] = (1.1, -2.2, 3.3)
+    qform = sform if codes[0] and codes[1] else affine(2.5, 2.5, 2.5)
+    _, said = read(forms(tmp_path / "a.nii.gz", sform, qform, codes))
+    assert said == []
