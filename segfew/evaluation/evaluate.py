@@ -54,7 +54,7 @@ from segfew.metrics import (
     dice_per_label,
     one_class_words,
 )
-from segfew.runinfo import write_run_info
+from segfew.runinfo import legacy_run_dir, run_dir_for, write_run_info
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -152,7 +152,7 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     classes = list(meta.classes)
     y_all = check_targets(cases, classes, table)
     inputs = [*paths, *([Path(table)] if table else [])]
-    out_dir = check_out_dir(out_dir, cases, inputs)
+    out_dir = check_out_dir(out_dir, cases, inputs, paths)
     checks = check_models(paths, cases, allow_leakage)
     if explain is not None:
         check_explain(explain, predictors, [*inputs, *(p for c in cases for p in c.images)])
@@ -161,7 +161,7 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     leakage = leakage_record(checks, allow_leakage)
     metrics = score_predictions(y_all, rows, classes, bootstrap=bootstrap, seed=seed,
                                 source=table)  # every case failed: a DataError, nothing written
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _clear_outputs(out_dir)
     if explain is not None:
         explain_batch(predictors[0], list(cases), rows, explain,
                       targets=[None if c.target is None else str(c.target) for c in cases])
@@ -222,7 +222,9 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
         raise DataError("no labelled cases to evaluate")
     names = list(meta.classes)
     foreground = list(range(1, len(names)))
-    out_dir = check_out_dir(out_dir, cases, [Path(model_path)])
+    # a truth value the model has no output for would score as a miss of nothing: refused
+    rules = LabelRules(values=frozenset(range(len(names))), remap=rules.remap if rules else None)
+    out_dir = check_out_dir(out_dir, cases, [Path(model_path)], [Path(model_path)])
     leakage = leakage_record(check_models([Path(model_path)], cases, allow_leakage),
                              allow_leakage)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -253,6 +255,7 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
         raise DataError(f"none of the {len(cases)} cases could be segmented; first error: "
                         f"{per_case[0]['error']}")
     mean, mean_dice = case_mean_dice([c["dice"] for c in ok], [names[i] for i in foreground])
+    _clear_outputs(out_dir)
     metrics: dict[str, Any] = {
         "dice": mean,
         "mean_dice": mean_dice,
@@ -357,11 +360,25 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
                                             allow_leakage=allow_leakage)
 
 
-def check_out_dir(out_dir: str | Path, cases: Sequence[Case], extra: Sequence[Path] = ()
-                  ) -> Path:
-    """``out_dir`` may not clobber, or sit inside the folders of, the files evaluated."""
+def check_out_dir(out_dir: str | Path, cases: Sequence[Case], extra: Sequence[Path] = (),
+                  models: Sequence[Path] = ()) -> Path:
+    """``out_dir`` may not clobber, or sit inside the folders of, the files evaluated, nor
+    be one of the ``models``' run folders (its ``run.json`` records how it was trained)."""
     files = [p for c in cases for p in (*c.images, *c.labels)]
-    return check_output(out_dir, [*files, *{p.parent for p in files}, *extra], "folder")
+    runs = [d for p in models for d in (run_dir_for(p), legacy_run_dir(p)) if d and d.is_dir()]
+    return check_output(out_dir, [*files, *{p.parent for p in files}, *extra, *runs], "folder")
+
+
+#: what an evaluation writes; an earlier one's files are removed before a new one writes,
+#: so a folder never shows a per-case table of one model beside the metrics of another
+OUTPUTS = ("metrics.json", "per_case.csv", "predictions.csv", "measurements.csv",
+           "confusion_matrix.png")
+
+
+def _clear_outputs(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def _jsonable(value: Any) -> Any:

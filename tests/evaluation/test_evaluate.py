@@ -172,3 +172,61 @@ def test_segmentation_dice_is_scored_on_the_source_grid(
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["mean_dice"] == pytest.approx(metrics["mean_dice"])
     assert len(read_csv(tmp_path / "eval" / "per_case.csv")) == 2
+
+
+def test_a_truth_value_the_model_cannot_predict_is_an_error_row_not_a_zero_dice(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    """A structure relabelled 3, or a map whose scl_slope doubles every value, scored
+    against a model of labels 0–2 would read as missed structures, silently."""
+    import nibabel as nib
+
+    from segfew.data import find_segmentation_cases
+    from segfew.evaluation.evaluate import evaluate_segmentation
+
+    model = make_segmenter(tmp_path / "seg.pt")  # background, l1, l2
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    truth = np.zeros((20, 24, 5), np.uint8)
+    truth[2:9, 3:12, :3], truth[12:18, 10:20, 2:] = 1, 2
+    for name in ("good", "extra", "slope"):
+        save_nifti(images / f"{name}.nii.gz", scan(rng, (20, 24, 5)), oblique_affine())
+    save_nifti(labels / "good.nii.gz", truth, oblique_affine())
+    save_nifti(labels / "extra.nii.gz", np.where(truth == 2, 3, truth), oblique_affine())
+    scaled = nib.Nifti1Image(truth, oblique_affine())
+    scaled.header.set_slope_inter(2.0, 0.0)  # reads 0, 2, 4
+    nib.save(scaled, labels / "slope.nii.gz")
+
+    metrics = evaluate_segmentation(model, find_segmentation_cases(images, labels),
+                                    tmp_path / "eval", device="cpu")
+    rows = {c["id"]: c for c in metrics["per_case"]}
+    assert rows["good"]["status"] == "ok" and metrics["n_scored"] == 1
+    for name, values in (("extra", "[3]"), ("slope", "[4]")):
+        assert rows[name]["status"] == "error"
+        assert f"{name}.nii.gz" in rows[name]["error"] and values in rows[name]["error"]
+
+
+def test_an_evaluation_neither_writes_into_a_model_run_nor_leaves_another_ones_table(
+        tmp_path: Path, labelled: tuple[Path, Path], rng: np.random.Generator) -> None:
+    from segfew.data import find_classification_cases, find_segmentation_cases
+    from segfew.errors import DataError
+    from segfew.evaluation.evaluate import evaluate_classifier, evaluate_segmentation
+
+    images, table = labelled
+    model = make_classifier(tmp_path / "clf.pt")
+    run = tmp_path / "clf-run"
+    run.mkdir()
+    (run / "run.json").write_text('{"status": "completed"}')
+    cases = find_classification_cases(images, table)
+    with pytest.raises(DataError, match="clf-run"):
+        evaluate_classifier(model, cases, run, device="cpu", table=table, bootstrap=10)
+    assert (run / "run.json").read_text() == '{"status": "completed"}'
+
+    out = tmp_path / "eval"  # first a segmentation model's Dice, then a classifier's scores
+    seg = make_segmenter(tmp_path / "seg.pt")
+    (tmp_path / "vol").mkdir()
+    save_nifti(tmp_path / "vol" / "v.nii.gz", scan(rng, (20, 24, 5)))
+    save_nifti(tmp_path / "lab" / "v.nii.gz", np.ones((20, 24, 5), np.uint8))
+    evaluate_segmentation(seg, find_segmentation_cases(tmp_path / "vol", tmp_path / "lab"),
+                          out, device="cpu")
+    assert (out / "per_case.csv").is_file()
+    evaluate_classifier(model, cases, out, device="cpu", table=table, bootstrap=10)
+    assert (out / "predictions.csv").is_file() and not (out / "per_case.csv").exists()
