@@ -35,6 +35,7 @@ __all__ = [
     "Plan",
     "Precision",
     "adam",
+    "available_bytes",
     "capabilities",
     "choose_plan",
     "cpu_bf16_supported",
@@ -343,3 +344,18 @@ def describe(device: str, precision: str = "auto", channels_last: bool | None = 
     return {**choose_plan(precision, caps, channels_last).record(), "device": str(dev),
             "requested_precision": precision, "native_bf16": caps.bf16,
             "threads": torch.get_num_threads(), "threads_chosen_by": _CHOSEN_BY}
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory free for a run: CUDA's free device memory, else the system's MemAvailable."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

@@ -55,7 +55,7 @@ from segfew.data.read import read_case
 from segfew.errors import DataError
 from segfew.files import atomic_path
 from segfew.inference.radiomics import image_measurements
-from segfew.inference.run import segment_on_source
+from segfew.inference.run import check_source_memory, segment_on_source
 from segfew.preprocess.grid import preprocess_image, slice_axis_for
 
 if TYPE_CHECKING:
@@ -330,6 +330,7 @@ def case_label_maps(model: Any, cfg: Preprocessing, label_names: Sequence[str], 
     case's channel images as read, one int16 label map on the source grid per channel
     (one for every channel together, named ``all``, with a multi-channel network)."""
     images, _ = read_case(case)
+    check_source_memory(images, case.images[0])
     structures = list(range(1, len(label_names)))
     groups = [[im] for im in images] if model.in_channels == 1 else [list(images)]
     names = case.channel_names if model.in_channels == 1 else ["all"]

@@ -20,13 +20,42 @@ from torch.utils.data import DataLoader, Dataset
 
 from segfew.errors import DataError, SegfewError
 from segfew.preprocess.grid import restore
-from segfew.runtime import Plan
+from segfew.runtime import Plan, available_bytes
 
 if TYPE_CHECKING:
     from segfew.preprocess.grid import Preprocessing
 
-__all__ = ["TTA_SHIFTS", "classify_probabilities", "default_workers", "network_dim",
-           "predict_batches", "read_ahead", "segment_on_source", "segment_probabilities"]
+__all__ = ["SOURCE_BYTES_PER_VOXEL", "TTA_SHIFTS", "check_source_memory",
+           "classify_probabilities", "default_workers", "network_dim", "predict_batches",
+           "read_ahead", "segment_on_source", "segment_probabilities"]
+
+#: peak bytes per voxel of a scan's own grid to pre-process, segment and measure it (the
+#: anti-aliased resize, the probabilities mapped back, distance maps, texture); measured
+#: on 128³ and 192³ scans, docs/benchmarks.md "Memory of one case"
+SOURCE_BYTES_PER_VOXEL = 128
+
+
+def check_source_memory(images: Sequence[Any], path: Any = None) -> None:
+    """Refuse, before any work, a case whose source grid would not fit in free memory.
+
+    ``images`` are the case's channel images (``.shape``). The reader bounds what a file
+    may claim (:class:`segfew.io.ReadLimits`, 2³⁰ voxels); work on the scan's own grid
+    needs about :data:`SOURCE_BYTES_PER_VOXEL` per voxel more, so a legal scan could still
+    be killed by the system and take its batch with it. Raises :class:`DataError` naming
+    ``path`` (a batch's error row).
+    """
+    voxels = int(np.prod(images[0].shape)) if images else 0
+    need = voxels * (SOURCE_BYTES_PER_VOXEL + 8 * max(0, len(images) - 1))
+    free = available_bytes(torch.device("cpu"))
+    if need > free:
+        grid = "×".join(str(s) for s in images[0].shape)
+        raise DataError(f"segmenting and measuring this scan on its own grid ({grid} voxels) "
+                        f"needs about {_size(need)} and {_size(free)} is free: crop or "
+                        "resample it first", path)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def network_dim(model: Any) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 from segfew.data.read import read_case
 from segfew.inference.predictor import Predictor
-from segfew.inference.run import segment_on_source
+from segfew.inference.run import check_source_memory, segment_on_source
 from segfew.io import write_image
 from segfew.preprocess.grid import preprocess_image
 
@@ -46,6 +46,7 @@ class Segmenter(Predictor, kind="segmentation"):
         return list(images), self._prepare(case, images)
 
     def _prepare(self, case: Case, images: Sequence[Image]) -> np.ndarray:
+        check_source_memory(images, case.images[0] if case.images else None)
         x = np.stack([np.asarray(preprocess_image(im.array, self.preprocessing, im.spacing),
                                  dtype=np.float32) for im in images])
         self.check_input(case, x)

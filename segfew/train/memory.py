@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,9 +33,9 @@ from torch import Tensor, nn
 
 from segfew.errors import SpecError
 from segfew.models import MNet
-from segfew.runtime import Plan
+from segfew.runtime import Plan, available_bytes
 
-__all__ = ["MemoryEstimate", "available_bytes", "check_fits", "check_mnet_training",
+__all__ = ["MemoryEstimate", "check_fits", "check_mnet_training",
            "estimate_training_memory"]
 
 GiB = 2**30
@@ -96,21 +95,6 @@ def estimate_training_memory(build: Callable[[], nn.Module], input_shape: tuple[
     return MemoryEstimate(activations=sum(saved.values()) + copies,
                           largest=max(saved.values(), default=0),
                           parameters=sum(p.numel() for p in model.parameters()))
-
-
-def available_bytes(device: torch.device) -> int:
-    """Memory free for a run: CUDA's free device memory, else the system's MemAvailable."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 def check_fits(estimate: MemoryEstimate, available: int, what: str) -> None:

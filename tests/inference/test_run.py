@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -9,6 +13,7 @@ from torch.utils.data import TensorDataset
 
 from segfew.inference.run import classify_probabilities, predict_batches
 from segfew.runtime import Capabilities, choose_plan
+from tests.conftest import make_segmenter, save_nifti, scan
 
 
 def _model() -> nn.Module:
@@ -85,3 +90,25 @@ def test_no_reading_worker_on_two_cores(monkeypatch: pytest.MonkeyPatch) -> None
     for cores, workers in ((1, 0), (2, 0), (3, 2), (8, 4)):
         monkeypatch.setattr(inference.os, "cpu_count", lambda c=cores: c)
         assert inference.default_workers() == workers
+
+
+def test_a_scan_too_large_to_segment_in_free_memory_is_an_error_row_the_batch_goes_on(
+        tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scan legal to read can still need more memory than is free on its own grid: it is
+    refused before any work, naming it, and the batch's other scans are segmented."""
+    import segfew.inference.run
+    from segfew.inference.paths import predict_paths
+    from segfew.inference.run import SOURCE_BYTES_PER_VOXEL
+
+    model = make_segmenter(tmp_path / "seg.pt")
+    images = tmp_path / "images"
+    save_nifti(images / "small.nii.gz", scan(rng, (20, 24, 5)))
+    save_nifti(images / "large.nii.gz", scan(rng, (40, 48, 10)))
+    free = 20 * 24 * 5 * SOURCE_BYTES_PER_VOXEL * 2  # the small one fits, the large not
+    monkeypatch.setattr(segfew.inference.run, "available_bytes", lambda device: free)
+    out, failed, count = predict_paths(model, [images], tmp_path / "pred", device="cpu")
+    assert (count, failed) == (2, 1)
+    assert (out / "small_seg.nii.gz").is_file() and not (out / "large_seg.nii.gz").exists()
+    rows = {r["id"]: r for r in csv.DictReader((out / "predictions.csv").open())}
+    assert rows["large"]["status"] == "error"
+    assert "large.nii.gz" in rows["large"]["error"] and "MiB is free" in rows["large"]["error"]
