@@ -161,9 +161,12 @@ def test_dangling_links_and_folders_named_like_images_are_said(
     (tmp_path / name).mkdir()
     (tmp_path / f"link_{name}").symlink_to(tmp_path / "gone.nii.gz")
     (tmp_path / "README.md").write_text("export notes\n")
+    (tmp_path / ".DS_Store").write_bytes(b"\0Bud1")
+    (tmp_path / "._good.nii.gz").write_bytes(b"\0\5\26\7")  # a macOS AppleDouble file
     said = _skipped(tmp_path)
     for what in (f"{name}: skipped: a folder named like an image",
-                 f"link_{name}: skipped: dangling symbolic link", "README.md: skipped"):
+                 f"link_{name}: skipped: dangling symbolic link", "README.md: skipped",
+                 ".DS_Store: skipped: a hidden file", "._good.nii.gz: skipped: a hidden file"):
         assert what in said, said
     with pytest.warns(Warning, match="dangling symbolic link"):
         from segfew.data import collect_cases

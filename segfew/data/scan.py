@@ -77,8 +77,9 @@ def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top:
     data_files: list[Path] = []
     named: set[Path] = set()
     for child in children:
-        if child.name.startswith("."):
-            continue  # hidden files (.DS_Store, ._a.nii.gz) are no one's scans
+        if child.name.startswith("."):  # .DS_Store, a macOS ._a.nii.gz: no one's scans
+            out.skip("a hidden file or folder (its name starts with '.')", child)
+            continue
         if child.is_symlink() and not child.exists():
             out.skip("dangling symbolic link (its target does not exist)", child)
             continue
