@@ -12,16 +12,18 @@ import json
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 from threadpoolctl import threadpool_info
 
 from segfew import __version__
-from segfew.errors import SpecError
+from segfew.errors import DataError, SpecError
 from segfew.files import write_json
 
 LIBRARIES = ("torch", "numpy", "nibabel", "SimpleITK", "scikit-learn", "scikit-image",
@@ -94,7 +96,8 @@ def _data_files(header: Path) -> list[Path]:
 
 def scan_digest(path: Path, files: list[Path] | None = None) -> str:
     """The SHA-256 that identifies the scan at ``path`` in every manifest and comparison
-    (``run.json``, a model's ``training_data``, the leakage check, the grouping of copies).
+    (``run.json``, a model's ``training_data``, the leakage check, the grouping of copies);
+    beside it, :func:`voxel_digest` identifies the scan by its voxels, however stored.
 
     One file (a NIfTI, an attached header, a single DICOM file, a detached header's data
     file): its bytes' SHA-256, as :func:`file_digest`. A DICOM series of several files
@@ -113,6 +116,106 @@ def scan_digest(path: Path, files: list[Path] | None = None) -> str:
     if not path.is_file():  # a series: its slices in any order, under any names
         digests.sort()
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+#: what :func:`voxel_digest` hashes first; another canonical form would be another version
+VOXELS_V1 = b"segfew voxels v1\n"
+_CHUNK = 1 << 18  # voxels hashed at a time: 2 MiB of float64
+_voxel_cache: dict[tuple[Any, ...], str | None] = {}
+
+
+def _scan_key(path: Path) -> tuple[Any, ...] | None:
+    """What the cache knows a scan by: path, and each of its files' path, size, mtime and
+    inode (a detached header's own too: its shape is in it). None: no such scan."""
+    try:
+        files = scan_files(path)
+        if not files:
+            return None
+        every = sorted({*([path] if path.is_file() else []), *files})
+        stats = [(str(f), s.st_size, s.st_mtime_ns, s.st_ino) for f in every
+                 for s in [f.stat()]]
+    except OSError:
+        return None
+    return (str(path), *stats)
+
+
+def voxel_digest(path: Path, array: np.ndarray | None = None) -> str | None:
+    """The SHA-256 of the scan's voxels: its identity by content, whatever stores it.
+
+    The array :func:`segfew.io.read_image` returns (a 3D scan in its canonical RAS
+    orientation, so a re-save in another storage order is the same scan): ``VOXELS_V1``,
+    the shape as text (``"256x256x10\\n"``), then the values in C order as little-endian
+    float32 where float32 holds every one exactly (``"<f4\\n"``: half the bytes to hash),
+    else float64 (``"<f8\\n"``) — a choice made by the values, so the same values in any
+    dtype give one digest — hashed :data:`_CHUNK` voxels at a time (memory stays bounded);
+    -0.0 is hashed as 0.0, and NaN/±inf as the image's finite minimum, as
+    :func:`segfew.data.read.read_case` gives them (``array`` may be that). So a scan
+    decompressed, recompressed, converted to another format or dtype that holds its
+    values is the same scan. The geometry (spacing, origin, direction) does not enter:
+    the same voxels under another header are the same patient's data. ``array``: the scan
+    as ``read_image`` read it, if it is in memory already (it is hashed instead of the file
+    being read again).
+
+    Returns None for a scan that cannot be read (reading it says why) and for a constant
+    image or one without a finite voxel (a blank scan is every blank scan of its shape: it
+    identifies nothing). Cached within the process by the path, size, mtime and inode of
+    each of its files (:func:`scan_files`).
+    """
+    path = Path(path)
+    key = _scan_key(path)
+    if key is not None and key in _voxel_cache and array is None:
+        return _voxel_cache[key]
+    if array is None:
+        from segfew.io import read_image
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # reading it for a command says it
+                array = read_image(path).array
+        except (DataError, OSError, MemoryError):
+            return None
+    digest = _array_digest(array)
+    if key is not None:
+        if len(_voxel_cache) >= 1 << 16:
+            _voxel_cache.clear()
+        _voxel_cache[key] = digest
+    return digest
+
+
+def _array_digest(array: np.ndarray) -> str | None:
+    array = np.asarray(array)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        finite = np.isfinite(array)  # as the door gives it: NaN/inf → the finite minimum
+        if not finite.any():
+            return None
+        array = np.where(finite, array, array[finite].min())
+    flat = array.reshape(-1)  # C order (a copy only where not contiguous)
+    if flat.size == 0:
+        return None
+    kind = "<f4" if _float32_holds(flat) else "<f8"
+    h = hashlib.sha256(VOXELS_V1 + f"{'x'.join(map(str, array.shape))}\n{kind}\n".encode())
+    first, constant = float(flat[0]), True
+    for start in range(0, flat.size, _CHUNK):
+        part = np.array(flat[start:start + _CHUNK], dtype=kind)
+        part += 0  # -0.0 → 0.0
+        constant = constant and bool(np.all(part == first))
+        h.update(part.tobytes())
+    return None if constant else h.hexdigest()
+
+
+def _float32_holds(flat: np.ndarray) -> bool:
+    """Whether float32 holds every value exactly (by the values, never the dtype alone, so
+    the choice is the same for the same values in any dtype)."""
+    if flat.dtype.char in "?bBhHef":  # every value of these
+        return True
+    return all(np.array_equal(part.astype(np.float32), part)
+               for part in (flat[i:i + _CHUNK] for i in range(0, flat.size, _CHUNK)))
+
+
+def voxel_digests(paths: Iterable[Path]) -> list[str]:
+    """The :func:`voxel_digest` of each scan, sorted and unique (a scan without one is left
+    out): what a model file records of its training images (``metrics.training_voxels``)."""
+    return sorted({d for d in map(voxel_digest, map(Path, paths)) if d is not None})
 
 
 def manifest(paths: Iterable[Path]) -> list[dict[str, Any]]:

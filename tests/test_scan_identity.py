@@ -54,8 +54,8 @@ def _mhd(header: Path, data: Path, seed: int) -> Path:
     return header
 
 
-def _segmenter(path: Path, training_data: list[str]) -> Path:
-    """A tiny M-Net whose file records ``training_data`` as pretrain does."""
+def _segmenter(path: Path, training_data: list[str], **metrics: Any) -> Path:
+    """A tiny M-Net whose file records ``training_data`` (and ``metrics``) as pretrain does."""
     from segfew.modelfile import Architecture, ModelMeta, save_model
     from segfew.models import MNet
     from segfew.spec import PreprocessConfig
@@ -63,13 +63,14 @@ def _segmenter(path: Path, training_data: list[str]) -> Path:
     args = {"dim": 2, "in_channels": 1, "num_labels": 2, "n_s": 2}
     meta = ModelMeta(kind="segmentation", architecture=Architecture(name="mnet", args=args),
                      preprocess=PreprocessConfig(size=(32, 32), intensity="minmax"),
-                     classes=["background", "l1"], metrics={"training_data": training_data})
+                     classes=["background", "l1"],
+                     metrics={"training_data": training_data, **metrics})
     return save_model(path, MNet(2, 1, 2, n_s=2), meta)
 
 
-def _pretrained_on(path: Path, scans: list[Path]) -> Path:
-    """What pretrain records: the digests of its run.json manifest."""
-    return _segmenter(path, sorted({row["sha256"] for row in manifest(scans)}))
+def _pretrained_on(path: Path, scans: list[Path], **metrics: Any) -> Path:
+    """What an older pretrain records: the digests of its run.json manifest."""
+    return _segmenter(path, sorted({row["sha256"] for row in manifest(scans)}), **metrics)
 
 
 # ------------------------------------------------------------------------- the digest
@@ -340,3 +341,231 @@ def test_a_header_naming_one_file_a_slice_is_identified_by_all_of_them(
     before = scan_digest(a)
     (a.parent / names[3]).write_bytes(_volume(5)[..., 3].T.tobytes())
     assert scan_digest(a) != before
+
+
+# ------------------------------------------------------------------------- the voxels
+
+
+def _restored(scan: Path, folder: Path) -> dict[str, Path]:
+    """``scan`` (a .nii.gz) re-stored without changing a voxel: gunzipped, re-gzipped at
+    level 9, written as NRRD by SimpleITK, and stored in the other orientation (LAS: the
+    array flipped along x, the affine saying so)."""
+    import gzip
+
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = gzip.decompress(scan.read_bytes())
+    (folder / "gunzipped.nii").write_bytes(raw)
+    with gzip.GzipFile(folder / "regzipped.nii.gz", "wb", compresslevel=9, mtime=12345) as f:
+        f.write(raw)
+    sitk.WriteImage(sitk.ReadImage(str(scan)), str(folder / "converted.nrrd"))
+    img = nib.load(str(scan))
+    flip = np.diag([-1.0, 1, 1, 1])
+    flip[0, 3] = img.shape[0] - 1
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1], img.affine @ flip),
+             str(folder / "las.nii.gz"))
+    return {p.name.split(".")[0]: p for p in folder.iterdir()}
+
+
+def test_a_scan_re_stored_without_changing_a_voxel_has_its_voxel_digest(
+        tmp_path: Path) -> None:
+    from segfew.runinfo import voxel_digest
+
+    scan = save_nifti(tmp_path / "a.nii.gz", _volume(1))
+    copies = _restored(scan, tmp_path / "copies")
+    assert len({scan_digest(p) for p in [scan, *copies.values()]}) == 5  # other bytes
+    assert {voxel_digest(p) for p in copies.values()} == {voxel_digest(scan)}
+    ints = save_nifti(tmp_path / "i.nii.gz", _volume(2).astype(np.int16))
+    as_float = save_nifti(tmp_path / "f.nii.gz", _volume(2).astype(np.int16).astype(np.float32))
+    assert voxel_digest(ints) == voxel_digest(as_float)  # the same values in another dtype
+    other = save_nifti(tmp_path / "b.nii.gz", _volume(3))
+    reshaped = save_nifti(tmp_path / "r.nii.gz", _volume(1).reshape(16, 6, 16))
+    assert len({voxel_digest(p) for p in (scan, other, reshaped)}) == 3
+    blank = save_nifti(tmp_path / "z.nii.gz", np.zeros(SHAPE, np.float32))
+    assert voxel_digest(blank) is None and voxel_digest(tmp_path / "absent.nii") is None
+    # float32 is hashed where it holds every value, whatever the dtype; float64 where not
+    values = _volume(5)
+    assert voxel_digest(other, values.astype(np.float64)) == voxel_digest(other, values)
+    assert voxel_digest(other, values.astype(np.float64) + 1e-9) != voxel_digest(other, values)
+    big = np.arange(np.prod(SHAPE), dtype=np.int32).reshape(SHAPE) + 2**25 + 1
+    assert voxel_digest(other, big) == voxel_digest(other, big.astype(np.float64)) != \
+        voxel_digest(other, big.astype(np.float32))
+
+
+def test_a_voxel_digest_is_read_once_and_again_when_the_file_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import segfew.io
+    from segfew.runinfo import voxel_digest
+
+    reads: list[Path] = []
+    real = segfew.io.read_image
+    monkeypatch.setattr(segfew.io, "read_image", lambda p, *a: reads.append(p) or real(p, *a))
+    scan = save_nifti(tmp_path / "a.nii.gz", _volume(1))
+    first = voxel_digest(scan)
+    assert voxel_digest(scan) == first and len(reads) == 1
+    save_nifti(scan, _volume(2))
+    assert voxel_digest(scan) not in (None, first) and len(reads) == 2
+
+
+def _recording_voxels(path: Path, scans: list[Path]) -> Path:
+    """A model file recording what this segfew's pretrain records: both digests."""
+    from segfew.runinfo import voxel_digests
+
+    return _pretrained_on(path, scans, training_voxels=voxel_digests(scans))
+
+
+def test_leakage_refuses_a_training_scan_re_stored_naming_it(tmp_path: Path) -> None:
+    from segfew.evaluation.leakage import leakage_record
+
+    train = [save_nifti(tmp_path / "train" / f"c{i}.nii.gz", _volume(i)) for i in range(3)]
+    model = _recording_voxels(tmp_path / "seg.pt", train)
+    copies = _restored(train[0], tmp_path / "test")
+    cases = [Case(name, (p,)) for name, p in sorted(copies.items())]
+    fresh = [Case("fresh", (save_nifti(tmp_path / "fresh.nii.gz", _volume(9)),))]
+    byte_copy = Case("bytes", (Path(shutil.copy(train[1], tmp_path / "b.nii.gz")),))
+    check = find_leakage(model, [*cases, *fresh, byte_copy])
+    assert check.by_voxels and check.leaked == sorted(["bytes", *copies])
+    assert check.restored == sorted(copies)
+    with pytest.raises(DataError, match="gunzipped, las, regzipped: the same voxels as "
+                                        "training scans, re-stored in other files"):
+        check_leakage(model, cases)
+    clean = find_leakage(model, fresh)
+    assert clean.leaked == [] and "by its voxels" in clean.describe()
+    verdict = leakage_record([check], allowed=True)["verdict"]
+    assert "4 of them the same voxels as a training scan, re-stored" in verdict
+
+
+def test_a_model_without_voxel_digests_still_finds_byte_copies_and_says_what_it_cannot(
+        tmp_path: Path) -> None:
+    from segfew.evaluation.leakage import experiment_verdict, leakage_record
+
+    train = [save_nifti(tmp_path / "train" / f"c{i}.nii.gz", _volume(i)) for i in range(2)]
+    old = _pretrained_on(tmp_path / "old.pt", train)  # training_data only
+    gunzipped = _restored(train[0], tmp_path / "test")["gunzipped"]
+    copy = Path(shutil.copy(train[1], tmp_path / "copy.nii.gz"))
+    check = find_leakage(old, [Case("g", (gunzipped,)), Case("copy", (copy,))])
+    assert check.leaked == ["copy"] and not check.by_voxels
+    clean = find_leakage(old, [Case("g", (gunzipped,))])
+    words = "can only be found for models that record their training images' voxel digests"
+    assert words in clean.describe() and words in leakage_record([clean], False)["verdict"]
+    data = {"leakage_check": {"per_repetition": False, "networks": [clean.as_dict()]}}
+    alarm, sentence = experiment_verdict(data, "cases")
+    assert not alarm and sentence.startswith("Leakage check: passed.") and words in sentence
+
+
+def test_a_classifier_whose_network_records_no_voxels_is_checked_by_bytes_there(
+        tmp_path: Path) -> None:
+    """Its own training scans are found re-stored; the network's need its voxel record."""
+    from segfew.modelfile import read_model_file, save_model
+    from segfew.models import MNet
+
+    own = save_nifti(tmp_path / "own.nii.gz", _volume(1))
+    theirs = save_nifti(tmp_path / "theirs.nii.gz", _volume(2))
+    network = read_model_file(_pretrained_on(tmp_path / "seg.pt", [theirs]))[0]
+    meta = read_model_file(_recording_voxels(tmp_path / "clf.pt", [own]))[0]
+    meta = meta.model_copy(update={"feature_source": network.model_dump(mode="json")})
+    clf = save_model(tmp_path / "clf.pt", MNet(2, 1, 2, n_s=2), meta)
+    a = _restored(own, tmp_path / "a")["gunzipped"]
+    b = _restored(theirs, tmp_path / "b")["gunzipped"]
+    check = find_leakage(clf, [Case("a", (a,)), Case("b", (b,))])
+    assert check.leaked == ["a"] and not check.by_voxels
+
+
+def test_evaluate_refuses_a_classifier_on_its_training_scan_gunzipped(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    for i in range(4):
+        save_nifti(images / f"c{i}.nii.gz", _volume(10 + i))
+    (tmp_path / "labels.csv").write_text("id,label\nc0,a\nc1,b\nc2,a\nc3,b\n")
+    model = tmp_path / "clf.pt"
+    invoke("train-classifier", "--table", str(tmp_path / "labels.csv"), "--images",
+           str(images), "--framework", "scratch", "--size", "16", "--epochs", "1",
+           "--threads", "1", "--no-progress", "--no-cache", "--out", str(model))
+    test = tmp_path / "test"
+    _restored(images / "c2.nii.gz", test / "x")["gunzipped"].rename(test / "g.nii")
+    save_nifti(test / "e0.nii.gz", _volume(20))
+    (tmp_path / "test.csv").write_text("id,label\ne0,a\ng,a\n")
+    out = invoke("evaluate", "-m", str(model), "--images", str(test), "--table",
+                 str(tmp_path / "test.csv"), "--out", str(tmp_path / "ev"), "--threads", "1",
+                 "--no-progress", expect=2)
+    assert "trained on 1 evaluated case(s) (g: the same voxels" in " ".join(out.split())
+
+
+def test_pretrain_records_its_images_voxels_and_not_its_label_maps(
+        phantoms: Path, tmp_path: Path) -> None:
+    from segfew.modelfile import read_model_file
+    from segfew.runinfo import voxel_digest
+    from tests.jobs.conftest import TINY_PRETRAIN
+
+    out = tmp_path / "seg.pt"
+    invoke("pretrain", "--images", str(phantoms / "images"), "--labels",
+           str(phantoms / "labels"), "--out", str(out), *TINY_PRETRAIN, "--epochs", "1")
+    recorded = set(read_model_file(out)[0].metrics["training_voxels"])
+    images = sorted((phantoms / "images").iterdir())
+    assert recorded == {voxel_digest(p) for p in images}
+    assert not recorded & {voxel_digest(p) for p in (phantoms / "labels").iterdir()}
+    gunzipped = _restored(images[0], tmp_path / "copies")["gunzipped"]
+    assert find_leakage(out, [Case("g", (gunzipped,))]).restored == ["g"]
+
+
+def test_split_inspect_and_experiment_join_a_scan_re_stored(tmp_path: Path) -> None:
+    from segfew.data.inspect import inspect_dataset
+    from segfew.experiment.splits import split_for
+    from segfew.spec import DataSource, ExperimentSpec
+
+    images = tmp_path / "images"
+    for i in range(6):
+        save_nifti(images / f"n{i}.nii.gz", _volume(40 + i))
+    _restored(images / "n0.nii.gz", tmp_path / "x")["converted"].rename(images / "g.nrrd")
+    rows = ["id,label", "g,b", *(f"n{i},{'ab'[i % 2]}" for i in range(6))]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    for seed in range(4):
+        out = tmp_path / f"s{seed}"
+        invoke("split", "--table", str(tmp_path / "t.csv"), "--images", str(images),
+               "--test-per-class", "1", "--seed", str(seed), "--out", str(out))
+        with open(out / "train.tsv", encoding="utf-8") as f:
+            train = {r["id"] for r in csv.DictReader(f, delimiter="\t")}
+        assert ("g" in train) == ("n0" in train), seed
+    grouping = json.loads((tmp_path / "s0" / "run.json").read_text())["grouping"]
+    assert grouping["identical_scans"] == [["g", "n0"]] and "voxels" in grouping["compared_by"]
+    report = inspect_dataset(images, table=tmp_path / "t.csv")
+    assert any(p.startswith("identical images: g, n0 hold the same scan")
+               for p in report.problems)
+    paths = {p.name.split(".")[0]: p for p in images.iterdir()}
+    cases = [Case(r.split(",")[0], (paths[r.split(",")[0]],), target=r.split(",")[1])
+             for r in rows[1:]]
+    from segfew.data import group_identical_images
+
+    grouped = group_identical_images(cases)[0]
+    spec = ExperimentSpec(data=DataSource(images=images), sizes=[1], repetitions=1,
+                          frameworks=["scratch"], test_per_class=1, seed=0)
+    for rep in range(1, 5):
+        train_cases, test = split_for(grouped, spec, 1, rep)
+        sides = {c.id: "train" for c in train_cases} | {c.id: "test" for c in test}
+        assert sides.get("g", "out") == sides.get("n0", "out"), rep
+
+
+@pytest.mark.parametrize("records", [True, False])
+def test_an_experiment_pretraining_per_repetition_says_whether_voxels_were_compared(
+        tmp_path: Path, records: bool) -> None:
+    from segfew.evaluation.leakage import experiment_verdict
+    from segfew.experiment.protocol import run_experiment
+    from segfew.spec import DataSource
+    from tests.experiment.test_protocol import Counting, _cases_on_disk, make_spec
+
+    cases = _cases_on_disk(tmp_path / "images")
+    spec = make_spec(repetitions=2, sizes=[1], frameworks=["measures"], features=None,
+                     pretrain=Path("pretrain.toml"),
+                     data=DataSource(images=tmp_path / "images", labels=tmp_path / "labels"))
+
+    def pretrain_step(rep: int, side: list[Case], out: Path) -> None:
+        _pretrained_on(out, [c.images[0] for c in side],
+                       **({"training_voxels": []} if records or rep == 1 else {}))
+
+    run_experiment(spec, tmp_path / "run", Counting(), cases=cases, pretrain_step=pretrain_step)
+    data = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert data["leakage_check"]["by_voxels"] is records
+    sentence = experiment_verdict(data, "cases")[1]
+    assert sentence.startswith("Leakage check: passed.")
+    assert ("by its voxels" in sentence) is records
+    assert ("can only be found for models that record" in sentence) is not records

@@ -153,8 +153,8 @@ def door_lines(metrics: dict[str, Any], table: Path | None) -> list[str]:
     verdict = escape(f"leakage check: {leakage.get('verdict', 'not made')}")
     if leakage.get("leaked"):
         lines.append(f"[bold red]{verdict}: {escape(', '.join(leakage['leaked']))}[/]")
-    elif not leakage.get("checked", False):
-        lines.append(f"[yellow]{verdict}[/]")
+    elif not leakage.get("checked", False) or leakage.get("by_voxels") is False:
+        lines.append(f"[yellow]{verdict}[/]")  # not made, or blind to re-stored copies
     else:
         lines.append(verdict)
     words = chance_words(metrics)

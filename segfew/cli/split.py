@@ -40,7 +40,8 @@ def split(
     seed: Annotated[int | None, setting(S, "seed", "Seed of the split.")] = None,
     images: Annotated[Path | None, setting(
         S, "images", "Folder of the table's images (default: the parent split's, else the table's "
-        "folder): byte-identical scans are kept on one side.")] = None,
+        "folder): copies of one scan (the same file bytes or the same voxels) are kept on one "
+        "side.")] = None,
     id_column: Annotated[str | None, setting(S, "id_column", ID_COLUMN_HELP)] = None,
     label_column: Annotated[str | None, setting(
         S, "label_column", LABEL_COLUMN_HELP)] = None,
@@ -50,8 +51,9 @@ def split(
 ) -> None:
     """Split a table into train.tsv and test.tsv, by class, keeping each patient on one side.
 
-    A patient is a value of the group column; rows whose images are byte-identical are one
-    patient too. --train-per-class N draws N patients per class (train.tsv; rest.tsv).
+    A patient is a value of the group column; rows whose images are copies of one scan (the
+    same file bytes or the same voxels) are one patient too. --train-per-class N draws N
+    patients per class (train.tsv; rest.tsv).
 
     Examples:
 
@@ -89,5 +91,6 @@ def split(
                   "the id column (one row per patient)" if done.rows_are_patients else
                   "row (no group column)")
     console.print(f"groups: by {grouped_by}; {done.scans} of {len(done.first) + len(done.second)}"
-                  " rows' scans compared for byte-identical copies", highlight=False)
+                  " rows' scans compared for copies (the same file bytes or the same voxels)",
+                  highlight=False)
     console.print(f"wrote {done.paths[0]} and {done.paths[1]}", highlight=False)

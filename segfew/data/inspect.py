@@ -26,6 +26,7 @@ from segfew.data.read import LabelRules, consecutive_label_map, read_case, sourc
 from segfew.data.scan import list_folder
 from segfew.errors import DataError
 from segfew.io import Image
+from segfew.runinfo import voxel_digest
 from segfew.typing import Progress
 
 __all__ = ["CaseReport", "DatasetReport", "inspect_dataset"]
@@ -228,6 +229,9 @@ def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport) -> CaseR
             out.ok = False
     for w in caught:
         report.add(str(w.message), fatal=False)
+    for im in images:  # its voxels' digest, for the copies note: no second read
+        if im.path is not None:
+            voxel_digest(im.path, im.array)
     if images:
         first = images[0]
         out.shape = source_shape(first)

@@ -30,23 +30,31 @@ from segfew.files import check_output, write_text
 # ------------------------------------------------------------------------- splits
 
 
+#: what :func:`group_identical_images` compares, as ``run.json`` records it
+COMPARED_BY = "SHA-256 of the image files and of the decoded voxels (segfew.runinfo)"
+
+
 def class_names(cases: Sequence[Case]) -> list[str]:
     """Sorted unique targets (cases without a target are ignored)."""
     return sorted({c.target for c in cases if c.target is not None})
 
 
 def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list[str]]]:
-    """``cases`` with every set whose scans are byte-identical (one scan under two ids, by
-    :func:`segfew.runinfo.scan_digest`: a file, a DICOM series folder's files, a detached
-    header's data file) joined into one group, so no split puts a copy on each side (SPEC
-    §6), and the joined sets' group names (``case.group``, else the case id). ``inspect``
-    reports them.
+    """``cases`` with every set that holds one scan under two ids joined into one group, so
+    no split puts a copy on each side (SPEC §6), and the joined sets' group names
+    (``case.group``, else the case id). ``inspect`` reports them.
+
+    One scan: the same file bytes (:func:`segfew.runinfo.scan_digest`: a file, a DICOM
+    series folder's files, a detached header's data file) or the same voxels
+    (:func:`segfew.runinfo.voxel_digest`: the same shape and values however stored — a
+    copy decompressed, recompressed or converted to another format). Every image is read
+    once for its voxels (cached within the process).
 
     Why: a copy of a test scan in the training set is leakage the protocol cannot see by
     id. The public ACDC copy holds one such pair (patient074 and patient076). Cases with
     no copy keep their group; where no scan has a copy, the splits are unchanged.
     """
-    from segfew.runinfo import scan_digest, scan_files
+    from segfew.runinfo import scan_digest, scan_files, voxel_digest
 
     parent: dict[str, str] = {}
 
@@ -55,20 +63,24 @@ def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list
             unit = parent[unit]
         return unit
 
-    first: dict[str, str] = {}  # digest → the unit that showed it first
+    first: dict[tuple[str, str], str] = {}  # (kind, digest) → the unit that showed it first
     for case in cases:
         for path in map(Path, case.images):
             try:
                 files = scan_files(path)
                 if not sum(f.stat().st_size for f in files):
                     continue  # empty files are no scan (the reader refuses them)
-                digest = scan_digest(path, files)
+                keys = [("bytes", scan_digest(path, files))]
             except OSError:
                 continue  # absent, unreadable, a folder of no series: the reader says so
+            voxels = voxel_digest(path)
+            if voxels is not None:
+                keys.append(("voxels", voxels))
             unit = case.unit
-            a, b = root(first.setdefault(digest, unit)), root(unit)
-            if a != b:
-                parent[b] = a
+            for key in keys:
+                a, b = root(first.setdefault(key, unit)), root(unit)
+                if a != b:
+                    parent[b] = a
     joined: dict[str, set[str]] = {}
     out = []
     for case in cases:
@@ -140,8 +152,9 @@ class TableSplit:
     ``first``/``second``: the cases of ``paths[0]``/``paths[1]`` (train and test, or the
     draw and the rest); ``group_column``: the table's patient column (None: each row was
     its own patient); ``scans``: rows whose image files were found and compared;
-    ``copies``: the groups joined because they hold byte-identical scans; ``images``: the
-    folder the images were looked up in (None: the table's folder).
+    ``copies``: the groups joined because they hold one scan (the same file bytes or the
+    same voxels, :func:`group_identical_images`); ``images``: the folder the images were
+    looked up in (None: the table's folder).
     """
 
     paths: tuple[Path, Path]
@@ -156,7 +169,8 @@ class TableSplit:
     def record(self) -> dict[str, Any]:
         """The grouping, as ``run.json`` keeps it."""
         return {"group_column": self.group_column, "rows_are_patients": self.rows_are_patients,
-                "scans_compared": self.scans, "identical_scans": self.copies,
+                "scans_compared": self.scans, "compared_by": COMPARED_BY,
+                "identical_scans": self.copies,
                 "images": None if self.images is None else str(self.images)}
 
 
@@ -185,11 +199,11 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     seed, N=2 ⊂ N=4 ⊂ …) — and ``out/rest.tsv`` the others. See :func:`stratified_split`.
 
     Groups are the group column's values (else each row is its own patient, and a
-    :class:`DataWarning` names ``--group-column``), joined where rows' image files are
-    byte-identical (:func:`group_identical_images`): the images are looked up as training
-    does (in ``images``; default: the folder of the split that wrote ``table``, named in its
-    ``run.json``, else the table's folder); rows without a file found are
-    grouped by the table alone. Rows keep their columns and order. Raises
+    :class:`DataWarning` names ``--group-column``), joined where rows' images hold one scan
+    (the same file bytes or the same voxels, :func:`group_identical_images`): the images
+    are looked up as training does (in ``images``; default: the folder of the split that
+    wrote ``table``, named in its ``run.json``, else the table's folder); rows without a
+    file found are grouped by the table alone. Rows keep their columns and order. Raises
     :class:`DataError` for a bad table or a split that leaves a class without training rows.
     """
     sizes = [test_per_class, test_fraction, train_per_class]
@@ -230,12 +244,13 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     if not scans:
         warnings.warn(DataWarning(
             f"no image file found for the table's rows (in {images or table.parent}): "
-            "byte-identical scans under two ids could not be looked for; give --images",
+            "copies of one scan under two ids (the same file bytes or the same voxels) could "
+            "not be looked for; give --images",
             table), stacklevel=2)
     for units in copies:
         warnings.warn(DataWarning(
-            f"identical images: {', '.join(units)} hold the same scan; they are kept on one "
-            "side of the split", table), stacklevel=2)
+            f"identical images: {', '.join(units)} hold the same scan (the same file bytes or "
+            "the same voxels); they are kept on one side of the split", table), stacklevel=2)
     names = ("train.tsv", "test.tsv")
     if train_per_class is not None:
         first, second = stratified_split(cases, per_class=train_per_class, seed=seed)

@@ -7,7 +7,12 @@ digest of each scan it was trained on (``metrics.training_data``; a classifier a
 its segmentation network's record in ``feature_source``), and its run folder's ``run.json``
 holds the manifest, so ``experiment`` and ``evaluate`` compare them with the cases they score.
 A scan's digest (:func:`segfew.runinfo.scan_digest`) covers a DICOM series folder's files and
-a detached header's data file, so a copy under another id or file name is found.
+a detached header's data file, so a copy under another id or file name is found. A model file
+of this segfew also records the digest of each training image's voxels
+(``metrics.training_voxels``, :func:`segfew.runinfo.voxel_digest`), so a training scan
+re-stored without changing a voxel (decompressed, recompressed, converted to another format)
+is found too; for a model file without them the verdict says that such copies were not
+looked for.
 A classifier measuring another tool's label maps (``--masks``) or an nnU-Net's is checked
 against its own manifest; that tool's training data is not recorded, and the verdict says so.
 """
@@ -25,13 +30,20 @@ from segfew.errors import DataError, ModelFileError
 from segfew.inference.masks import EXTERNAL
 from segfew.inference.nnunet import NNUNET
 from segfew.modelfile import read_model_file
-from segfew.runinfo import file_digest, legacy_run_dir, run_dir_for, scan_digest, scan_files
+from segfew.runinfo import (
+    file_digest,
+    legacy_run_dir,
+    run_dir_for,
+    scan_digest,
+    scan_files,
+    voxel_digest,
+)
 
 if TYPE_CHECKING:
     from segfew.data import Case
 
 __all__ = ["LeakageCheck", "check_leakage", "check_models", "experiment_verdict", "find_leakage",
-           "leakage_record", "trained_digests", "trained_on"]
+           "leakage_record", "records_voxels", "trained_digests", "trained_on"]
 
 
 @dataclass(frozen=True)
@@ -40,15 +52,20 @@ class LeakageCheck:
 
     ``checked`` is False when the model file (or the segmentation network inside a
     classifier) records no training data: nothing could be compared. ``leaked`` are the ids
-    of the cases whose images trained it. ``unrecorded`` names what the classifier
-    measures whose training data is not recorded (another tool's label maps, an nnU-Net):
-    then only the classifier's own training cases were compared.
+    of the cases whose images trained it; ``restored`` those of them found by their voxels
+    only (a training scan re-stored in another file). ``by_voxels``: every record compared
+    holds its training images' voxel digests (False: an older model file, whose re-stored
+    copies cannot be found). ``unrecorded`` names what the classifier measures whose
+    training data is not recorded (another tool's label maps, an nnU-Net): then only the
+    classifier's own training cases were compared.
     """
 
     model: str
     checked: bool
     leaked: list[str] = field(default_factory=list)
     unrecorded: str | None = None
+    restored: list[str] = field(default_factory=list)
+    by_voxels: bool = False
 
     def describe(self) -> str:
         """One sentence for a log, a report or ``metrics.json``."""
@@ -56,16 +73,51 @@ class LeakageCheck:
             return (f"{self.model}: the model file records no training data, so the check "
                     "that no evaluated case trained it could not be made")
         if not self.leaked and self.unrecorded:
-            return (f"{self.model}: no evaluated case trained the classifier (SHA-256 of every "
-                    f"image compared); whether any trained {self.unrecorded} is not recorded")
+            return (f"{self.model}: no evaluated case trained the classifier "
+                    f"({_compared(self.by_voxels)}); whether any trained {self.unrecorded} "
+                    "is not recorded")
         if not self.leaked:
-            return f"{self.model}: no evaluated case trained it (SHA-256 of every image compared)"
+            return (f"{self.model}: no evaluated case trained it "
+                    f"({_compared(self.by_voxels)})")
         return (f"{self.model} was trained on {len(self.leaked)} evaluated case(s): "
-                f"{_shown(self.leaked)}")
+                f"{self.named()}")
+
+    def named(self) -> str:
+        """The leaked ids, and which of them are training scans re-stored in other files."""
+        return _shown(self.leaked) + _restored_note(self.restored, self.leaked)
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "checked": self.checked, "leaked": list(self.leaked),
+                "restored": list(self.restored), "by_voxels": self.by_voxels,
                 "unrecorded": self.unrecorded, "verdict": self.describe()}
+
+
+def _compared(by_voxels: bool, lacking: str = "this model file records none") -> str:
+    """What the check compared, in words: by voxels too, or by file bytes only and why
+    (``lacking``: which model records no voxel digests)."""
+    if by_voxels:
+        return ("every image compared with the training scans by its file's SHA-256 and by "
+                "its voxels")
+    return ("SHA-256 of every image file compared; re-stored copies of training scans "
+            "(decompressed, recompressed, converted) can only be found for models that record "
+            f"their training images' voxel digests, and {lacking}: retrain to have them "
+            "looked for")
+
+
+def _none(names: Sequence[str]) -> str:
+    """``"a.pt records none"``, ``"a.pt, b.pt record none"``."""
+    return f"{', '.join(names)} record{'s' if len(names) == 1 else ''} none"
+
+
+def _restored_note(ids: Sequence[str], leaked: Sequence[str] = ()) -> str:
+    """What to add after the leaked ids ``leaked`` of those found by their voxels only: ""
+    for none, ``": the same voxels …"`` when they are all of ``leaked``, else
+    ``"; X, Y: the same voxels …"``."""
+    if not ids:
+        return ""
+    if set(ids) == set(leaked):
+        return ": the same voxels as training scans, re-stored in other files"
+    return f"; {_shown(ids)}: the same voxels as a training scan, re-stored in another file"
 
 
 def _shown(ids: Sequence[str], most: int = 8) -> str:
@@ -109,25 +161,54 @@ def _unrecorded_source(source: dict[str, Any]) -> str | None:
     return None
 
 
-def _manifest(model_path: Path) -> tuple[set[str] | None, str | None]:
-    """:func:`trained_digests` and what the classifier measures with no record of its own."""
+@dataclass(frozen=True)
+class _Record:
+    """What a model file records of its training scans: ``digests`` (None: nothing, or
+    not its segmentation network's), the voxel digests of its training images, whether
+    every part records those (``by_voxels``) and what it measures with no record."""
+
+    digests: set[str] | None
+    voxels: set[str] = field(default_factory=set)
+    by_voxels: bool = False
+    unrecorded: str | None = None
+
+
+def _voxels(meta_metrics: dict[str, Any]) -> set[str] | None:
+    recorded = meta_metrics.get("training_voxels")
+    return {str(d) for d in recorded} if isinstance(recorded, list) else None
+
+
+def _manifest(model_path: Path) -> _Record:
+    """:func:`trained_digests`, the voxel digests, and what the classifier measures with no
+    record of its own."""
     try:
         meta, _ = read_model_file(model_path)
     except (ModelFileError, OSError):  # the step that loads it names the problem
-        return None, None
-    own = _recorded(meta.metrics)
+        return _Record(None)
+    own, voxels = _recorded(meta.metrics), _voxels(meta.metrics)
     folder, running = _run_json_digests(Path(model_path))
     if own is None:
         own = folder
     elif folder is not None and not running:
         own |= folder  # an older classifier's own record skipped series folders
+    mine = _Record(own, voxels or set(), voxels is not None)
     if own is None or meta.feature_source is None:
-        return own, None
+        return mine
     untracked = _unrecorded_source(dict(meta.feature_source))
     if untracked is not None:
-        return own, untracked
-    source = _recorded(dict(meta.feature_source.get("metrics") or {}))
-    return (None if source is None else own | source), None
+        return _Record(own, mine.voxels, mine.by_voxels, untracked)
+    source_metrics = dict(meta.feature_source.get("metrics") or {})
+    source, theirs = _recorded(source_metrics), _voxels(source_metrics)
+    if source is None:
+        return _Record(None)
+    return _Record(own | source, mine.voxels | (theirs or set()),
+                   mine.by_voxels and theirs is not None)
+
+
+def records_voxels(model_path: Path) -> bool:
+    """Whether the model file (and the segmentation network inside a classifier) records
+    its training images' voxel digests, so that re-stored copies can be found."""
+    return _manifest(Path(model_path)).by_voxels
 
 
 def trained_digests(model_path: Path) -> set[str] | None:
@@ -142,7 +223,7 @@ def trained_digests(model_path: Path) -> set[str] | None:
     or an nnU-Net's label maps has only its own. None also for a file that is not a
     readable model file.
     """
-    return _manifest(Path(model_path))[0]
+    return _manifest(Path(model_path)).digests
 
 
 def trained_on(image: Path, digests: set[str]) -> bool:
@@ -166,12 +247,27 @@ def trained_on(image: Path, digests: set[str]) -> bool:
 
 
 def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
-    """Compare the model's training manifest with the images of ``cases`` (never raises)."""
-    digests, unrecorded = _manifest(Path(model_path))
+    """Compare the model's training manifest with the images of ``cases`` (never raises).
+
+    A case leaked when one of its images is a training scan by :func:`trained_on` (its
+    file digests), or — for a model that records its training images' voxel digests — by
+    :func:`~segfew.runinfo.voxel_digest` (then it is also in ``restored``). Label maps are
+    not compared: only images are test data."""
+    record = _manifest(Path(model_path))
+    digests = record.digests
     if digests is None:
         return LeakageCheck(str(model_path), checked=False)
-    leaked = sorted({c.id for c in cases if any(trained_on(Path(p), digests) for p in c.images)})
-    return LeakageCheck(str(model_path), checked=True, leaked=leaked, unrecorded=unrecorded)
+    leaked, restored = set(), set()
+    for case in cases:
+        images = [Path(p) for p in case.images]
+        if any(trained_on(p, digests) for p in images):
+            leaked.add(case.id)
+        elif record.voxels and any(voxel_digest(p) in record.voxels for p in images):
+            leaked.add(case.id)
+            restored.add(case.id)
+    return LeakageCheck(str(model_path), checked=True, leaked=sorted(leaked),
+                        unrecorded=record.unrecorded, restored=sorted(restored),
+                        by_voxels=record.by_voxels)
 
 
 def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool = False
@@ -182,9 +278,9 @@ def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool
     for check in checks:
         if check.leaked and not allow:
             raise DataError(f"the model was trained on {len(check.leaked)} evaluated case(s) "
-                            f"({_shown(check.leaked)}); a score on them is not a test — "
-                            "evaluate other cases, or pass --allow-leakage to score them with "
-                            "a warning", check.model)
+                            f"({check.named()}); a score on them is not a test — evaluate "
+                            "other cases, or pass --allow-leakage to score them with a warning",
+                            check.model)
     return checks
 
 
@@ -204,7 +300,7 @@ def check_leakage(model_path: Path, test_cases: Iterable[Case], allow: bool = Fa
         return check
     if check.leaked:
         message = (f"the segmentation network was trained on {len(check.leaked)} test case(s) "
-                   f"({_shown(check.leaked)}); pre-train per repetition (pretrain = <spec>) "
+                   f"({check.named()}); pre-train per repetition (pretrain = <spec>) "
                    "or on a disjoint pool, or set allow_leakage = true")
         if not allow:
             raise DataError(message, model_path)
@@ -214,21 +310,28 @@ def check_leakage(model_path: Path, test_cases: Iterable[Case], allow: bool = Fa
 
 def leakage_record(checks: Sequence[LeakageCheck], allowed: bool) -> dict[str, Any]:
     """What ``metrics.json`` keeps of the checks: ``checked`` (every model's manifest was
-    compared), ``leaked`` (ids of evaluated cases that trained a model), ``allowed``
+    compared), ``leaked`` (ids of evaluated cases that trained a model), ``restored`` (those
+    of them found by their voxels only), ``by_voxels`` (every model records its training
+    images' voxel digests: re-stored copies were looked for), ``allowed``
     (``--allow-leakage``), ``verdict`` (one sentence) and each model's check."""
     leaked = sorted({i for c in checks for i in c.leaked})
+    restored = sorted({i for c in checks for i in c.restored})
     checked = all(c.checked for c in checks)
+    by_voxels = checked and all(c.by_voxels for c in checks)
     if leaked:
         verdict = (f"LEAKAGE: {len(leaked)} evaluated case(s) trained the model; their "
-                   "scores are not a test")
+                   "scores are not a test" + (f" ({len(restored)} of them the same voxels as "
+                                              "a training scan, re-stored in another file: "
+                                              f"{_shown(restored)})" if restored else ""))
     elif checked and any(c.unrecorded for c in checks):
         verdict = "; ".join(c.describe() for c in checks)
     elif checked:
-        verdict = "no evaluated case trained the model (SHA-256 of every image compared)"
+        lacking = [Path(c.model).name for c in checks if not c.by_voxels]
+        verdict = f"no evaluated case trained the model ({_compared(by_voxels, _none(lacking))})"
     else:
         verdict = ("not checked: " + "; ".join(c.describe() for c in checks if not c.checked))
-    return {"checked": checked, "leaked": leaked, "allowed": allowed, "verdict": verdict,
-            "models": [c.as_dict() for c in checks]}
+    return {"checked": checked, "leaked": leaked, "restored": restored, "by_voxels": by_voxels,
+            "allowed": allowed, "verdict": verdict, "models": [c.as_dict() for c in checks]}
 
 
 def experiment_verdict(data: dict[str, Any], unit: str) -> tuple[bool, str]:
@@ -239,8 +342,12 @@ def experiment_verdict(data: dict[str, Any], unit: str) -> tuple[bool, str]:
     if data.get("leakage"):
         names = "; ".join(f"{Path(p).name} on {len(ids)} test {unit} ({', '.join(ids[:6])}"
                           f"{' …' if len(ids) > 6 else ''})" for p, ids in data["leakage"].items())
+        restored = sorted({i for n in (check or {}).get("networks") or []
+                           for i in n.get("restored") or []})
+        note = f" ({_restored_note(restored)[2:]})" if restored else ""
         return True, (f"LEAKAGE — these curves are not a test: the segmentation network was "
-                      f"trained on test {unit} ({names}). Every score below is optimistic. "
+                      f"trained on test {unit} ({names}){note}. Every score below is "
+                      "optimistic. "
                       "Pre-train per repetition (pretrain = <spec>) or on a pool disjoint "
                       "from every test set.")
     if check is None:
@@ -251,11 +358,14 @@ def experiment_verdict(data: dict[str, Any], unit: str) -> tuple[bool, str]:
         return True, (f"Leakage check not made: {', '.join(unchecked)} records no training "
                       f"data, so whether test {unit} trained it is unknown.")
     if check.get("per_repetition"):
+        how = _compared(bool(check.get("by_voxels")), "those networks record none")
         return False, ("Leakage check: passed. The segmentation network was pre-trained anew "
                        f"in each repetition on its training {unit} only, and checked against "
-                       "its test set (SHA-256 of every image).")
+                       f"its test set ({how}).")
     if networks:
         shown = ", ".join(Path(n["model"]).name for n in networks)
+        lacking = [Path(n["model"]).name for n in networks if not n.get("by_voxels")]
+        how = _compared(not lacking, _none(lacking))
         return False, (f"Leakage check: passed. No test {unit}' images trained the "
-                       f"segmentation network ({shown}; SHA-256 of every image compared).")
+                       f"segmentation network ({shown}; {how}).")
     return False, "Leakage check: no pre-trained network is shared by the repetitions."

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from segfew.data import group_identical_images
 from segfew.errors import DataError, Interrupted, SpecError
-from segfew.evaluation.leakage import check_leakage
+from segfew.evaluation.leakage import check_leakage, records_voxels
 from segfew.experiment.splits import (
     _check_splittable,
     data_summary,
@@ -276,8 +276,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     grouped, copies = group_identical_images([*pool, *fixed])
     pool, fixed = grouped[:len(pool)], grouped[len(pool):]
     for units in copies:
-        log.warning(f"identical images: {', '.join(units)} hold the same scan; they are kept "
-                    "on one side of every split")
+        log.warning(f"identical images: {', '.join(units)} hold the same scan (the same file "
+                    "bytes or the same voxels); they are kept on one side of every split")
     if not pool:
         raise DataError("no labelled cases to draw training sets from", spec.data.table)
     held = {c.unit for c in fixed}
@@ -345,6 +345,11 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
         output.setdefault("seconds", time.perf_counter() - start)
         write_json(done, {**output, **_task_fields(task, train, test, digest)})
         error_path.unlink(missing_ok=True)
+    made = [p for p in (repetition_features(out_dir, r) for r in range(1, spec.repetitions + 1))
+            if p.is_file()]
+    if spec.pretrain is not None and made:  # could re-stored copies be looked for?
+        summary["leakage_check"]["by_voxels"] = all(records_voxels(p) for p in made)
+        write_json(out_dir / "data.json", summary)
     return out_dir
 
 

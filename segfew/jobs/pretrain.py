@@ -28,7 +28,7 @@ from segfew.jobs.common import (
 from segfew.modelfile import ARG_BOUNDS, Architecture, ModelMeta
 from segfew.models import MNet
 from segfew.preprocess.cache import load_case
-from segfew.runinfo import versions
+from segfew.runinfo import versions, voxel_digests
 from segfew.runtime import describe, resolve_device, resolve_plan
 from segfew.spec import PretrainSpec
 from segfew.train import label_weights
@@ -146,8 +146,8 @@ def pretrain(
     passed to :func:`segfew.train.fit`; the validation split is announced on the
     ``segfew`` logger. ``cases`` (with label maps) replace discovery from ``spec.data`` —
     the experiment pre-trains each repetition on its training side this way. The model
-    file records the SHA-256 of every training file (``metrics.training_data``), for
-    leakage checks.
+    file records the SHA-256 of every training file (``metrics.training_data``) and of every
+    training image's voxels (``metrics.training_voxels``), for leakage checks.
 
     The run folder is locked while the run writes to it (:func:`guarded_run`); one holding
     an unfinished run needs ``resume`` or ``overwrite``. Before any
@@ -229,6 +229,8 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
     args: dict[str, Any] = {"dim": dim, "in_channels": in_channels, "num_labels": num_labels,
             "n_s": spec.network.n_s, "dropout": spec.network.dropout}
 
+    voxels = voxel_digests(p for c in cases for p in c.images)  # images only: test data
+
     def describe_model(result: FitResult | None, info: dict[str, Any]) -> ModelMeta:
         assert result is not None
         # the validation Dice of metrics.csv at the best epoch (segfew.metrics.case_mean_dice)
@@ -248,6 +250,7 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
                 "validation_cases": [c.id for c in val_cases],
                 "best_epoch": result.best_epoch,
                 "training_data": sorted({row["sha256"] for row in info["data"]}),
+                "training_voxels": voxels,
             },
         )
 

@@ -175,7 +175,8 @@ class SplitSpec(Settings):
     seed: int = 0
     images: Path | None = Field(
         default=None, description="where the table's images are (default: the split's that "
-        "wrote the table, else the table's folder), to keep byte-identical scans on one side")
+        "wrote the table, else the table's folder), to keep copies of one scan (the same file "
+        "bytes or the same voxels) on one side")
     id_column: str | None = None
     label_column: str | None = None
     group_column: str | None = None
