@@ -372,6 +372,13 @@ def attach_labels(cases: Sequence[Case], labels: Path) -> list[Case]:
             chosen = [m[0] for m in per_channel]
         elif case_level:
             chosen = [case_level[0]]
+        elif len(own) > 1 and any(per_channel):  # name the channel whose map is missing
+            missing = [name for name, m in zip(own, per_channel, strict=True) if not m]
+            names = ", ".join(f"{n}{s}.*" for n in missing for s in ("", *LABEL_SUFFIXES))
+            raise DataError(f"label map of channel {', '.join(missing)} missing (looked for "
+                            f"{names} in {labels}; found "
+                            f"{', '.join(m[0].name for m in per_channel if m)})",
+                            case.images[0])
         else:
             names = ", ".join(f"{case.id}{s}.*" for s in ("", *LABEL_SUFFIXES))
             raise DataError(f"image without label (looked for {names} in {labels})",

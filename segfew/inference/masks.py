@@ -25,6 +25,7 @@ from segfew.data.label_names import read_label_names as names_file
 from segfew.data.read import read_case
 from segfew.errors import DataError
 from segfew.inference.measure import measure_images
+from segfew.inference.run import check_source_memory
 from segfew.preprocess.grid import stack_axis
 
 if TYPE_CHECKING:
@@ -144,11 +145,15 @@ class MaskMeasurer(LabelMapMeasurer):
     unreadable or off the image's grid.
     """
 
-    def __init__(self, masks: Path, structures: Mapping[int, str]) -> None:
+    def __init__(self, masks: Path, structures: Mapping[int, str],
+                 per_channel: bool | None = None) -> None:
         self.masks = Path(masks)
         if not self.masks.is_dir():
             raise DataError("masks folder not found", self.masks)
         super().__init__(structures)
+        #: the layout of a multi-channel case's maps: one per channel (True) or one for the
+        #: case (False); learnt from the first such case when training (None)
+        self.per_channel = per_channel
 
     @classmethod
     def for_model(cls, source: Mapping[str, Any] | None, masks: Path | None, model: Path
@@ -157,13 +162,15 @@ class MaskMeasurer(LabelMapMeasurer):
         ``feature_source`` is ``source``), reading ``masks`` (:func:`check_masks`)."""
         masks = check_masks(source, masks, model)
         assert masks is not None
-        return cls(masks, external_structures(source) or {})
+        assert source is not None
+        return cls(masks, external_structures(source) or {}, source.get("per_channel"))
 
     @property
     def source(self) -> dict[str, Any]:
         """What a model file records as its ``feature_source``."""
-        return {"masks": EXTERNAL, "structures": {str(k): v for k, v in self.structures.items()},
-                "classes": ["background", *self.structures.values()]}
+        out = {"masks": EXTERNAL, "structures": {str(k): v for k, v in self.structures.items()},
+               "classes": ["background", *self.structures.values()]}
+        return out if self.per_channel is None else {**out, "per_channel": self.per_channel}
 
     def label_maps(self, case: Case) -> tuple[list[Any], list[Any]]:
         """The case's channel images as read and its label maps from ``masks`` (one per
@@ -172,12 +179,29 @@ class MaskMeasurer(LabelMapMeasurer):
         other tool found nothing: measuring it would be a confident answer about nothing)."""
         attached = attach_labels([case], self.masks)[0]
         images, labels = read_case(attached)
+        check_source_memory(images, case.images[0])
         maps = [lab.array for lab in labels]
         for path, arr in zip(attached.labels, maps, strict=True):
             self._check_values(path, arr)
+        if len(images) > 1:
+            self._check_layout(attached, len(maps) > 1)
         if len(maps) == 1 and len(images) > 1:  # one map for the case: each channel's
             maps = maps * len(images)
         return list(images), maps
+
+    def _check_layout(self, case: Case, per_channel: bool) -> None:
+        """A multi-channel case's maps laid out as the training cases' were: one map
+        copied to every channel reads as no change between the channels (an ED and ES of
+        equal volumes), a silent wrong answer for a classifier that learnt from two."""
+        if self.per_channel is None:
+            self.per_channel = per_channel
+        elif per_channel != self.per_channel:
+            channels = ", ".join(case.channel_names)
+            said = ("one label map for each channel" if self.per_channel
+                    else "one label map for all channels")
+            raise DataError(f"the classifier was measured on {said} ({channels}); this case "
+                            f"has {'one per channel' if per_channel else 'one for all'}: give "
+                            "its maps as the training cases had them", case.labels[0])
 
     def _check_values(self, path: Path, arr: Any) -> None:
         values = {int(v) for v in np.unique(arr)}

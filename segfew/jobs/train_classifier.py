@@ -45,7 +45,7 @@ from segfew.modelfile import (
 )
 from segfew.models import build_model
 from segfew.preprocess.cache import load_case
-from segfew.runinfo import scan_digest, versions
+from segfew.runinfo import scan_digest, versions, voxel_digests
 from segfew.runtime import describe, resolve_device, resolve_plan
 from segfew.spec import MIN_CASES_TO_PICK_EPOCH, ClassifierSpec, PreprocessConfig
 from segfew.train import label_weights
@@ -345,11 +345,11 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
         shared = None if isinstance(measurer, NnUNetStats) else measurer
         used = shared or open_measurer(spec.features, spec.masks, spec.label_names,
                                        resolve_device(spec.train.device), spec.tta)
-        source = getattr(used, "source", None)  # an experiment's shared measurer too
-        used_files = getattr(used, "files", [])
         model, fitted = fit_measurement_classifier(
             used, train_cases, train_y, len(classes), seed=spec.train.seed
         )
+        source = getattr(used, "source", None)  # after measuring: it holds the mask layout
+        used_files = getattr(used, "files", [])
         model.cpu()
         arch = Architecture(
             name="measurement_classifier",
@@ -380,6 +380,8 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
                 "train_cases": [c.id for c in train_cases],
                 "validation_cases": [c.id for c in val_list],
                 "training_data": _digests([*train_cases, *val_list]),
+                "training_voxels": voxel_digests(
+                    p for c in [*train_cases, *val_list] for p in c.images),
             },
             feature_source=feature_meta.model_dump(mode="json") if feature_meta else source,
         )
@@ -420,8 +422,9 @@ def _kept(result: FitResult, choice: str, validation: dict[str, Any], val_y: Seq
 
 def _digests(cases: Sequence[Case]) -> list[str]:
     """The digest of every training scan (:func:`segfew.runinfo.scan_digest`: a DICOM
-    series' files, a detached header's data file): the manifest ``evaluate`` checks for
-    leakage. A scan that cannot be read again is left out (the run's ``run.json`` says so)."""
+    series' files, a detached header's data file), beside ``training_voxels``: the manifest
+    ``evaluate`` checks for leakage. A scan that cannot be read again is left out (run.json
+    says so)."""
     digests = set()
     for path in (Path(p) for c in cases for p in c.images):
         try:

@@ -297,3 +297,43 @@ def test_an_experiment_measures_given_masks_and_never_fits_on_its_test_cases(
     for result in results:
         ids = next(f for f in fitted if f == set(result["train_ids"]))
         assert len(ids) == 6 and not ids & set(result["test_ids"])  # 2 per class
+
+
+def test_a_two_channel_case_keeps_the_mask_layout_it_was_trained_on(tmp_path: Path) -> None:
+    """One map copied to both channels of an ED/ES case reads as no change between them:
+    a classifier measured on one map per channel refuses it, naming the file, and a case
+    missing one channel's map is told which."""
+    from segfew.data import attach_labels, find_classification_cases
+    from segfew.inference.masks import MaskMeasurer
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    base = np.zeros((24, 24, 4), np.uint8)
+    base[6:18, 6:18, 1:3] = 1
+    for case in ("a", "b", "c"):
+        for ch, grow in (("ed", 0), ("es", 3)):
+            save_nifti(images / f"{case}_{ch}.nii.gz", base.astype(np.float32) * 100 + 10)
+            label = base.copy()
+            label[:6 + grow] = 0  # ES smaller than ED
+            if case == "a" or (case == "c" and ch == "ed"):
+                save_nifti(masks / f"{case}_{ch}_seg.nii.gz", label)
+    save_nifti(masks / "b_seg.nii.gz", base)  # one map for both channels
+    (tmp_path / "t.csv").write_text("id,label\na,x\nb,y\nc,x\n")
+    cases = {c.id: c for c in find_classification_cases(images, tmp_path / "t.csv",
+                                                         channels=["ed", "es"])}
+
+    measure = MaskMeasurer(masks, {1: "cavity"})
+    assert measure(cases["a"])  # trains on one map per channel
+    assert measure.source["per_channel"] is True
+    with pytest.raises(DataError, match=r"b_seg\.nii\.gz: .*one label map for each channel"):
+        measure(cases["b"])
+    reopened = MaskMeasurer.for_model(measure.source, masks, tmp_path / "clf.pt")
+    with pytest.raises(DataError, match="one label map for each channel"):
+        reopened(cases["b"])
+    with pytest.raises(DataError, match=r"label map of channel c_es missing .*found "
+                                        r"c_ed_seg\.nii\.gz"):
+        attach_labels([cases["c"]], masks)
+    # a classifier trained on one map for the case keeps that layout too
+    single = MaskMeasurer(masks, {1: "cavity"})
+    assert single(cases["b"]) and single.source["per_channel"] is False
+    with pytest.raises(DataError, match="one label map for all channels"):
+        single(cases["a"])
