@@ -8,7 +8,6 @@ orientation claimed.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from segfew.errors import DataWarning
-from segfew.io import read_image
+from tests.io import read_warned as read
 
 SHAPE = (6, 5, 4)  # X (columns), Y (rows), slices
 FULL = {"PixelSpacing": [0.6, 0.5], "ImageOrientationPatient": [1, 0, 0, 0, 1, 0],
@@ -76,12 +74,6 @@ def one_file(path: Path, drop: tuple[str, ...] = (), **tags: Any) -> Path:
              np.arange(30).reshape(6, 5), 0).save_as(path, enforce_file_format=True)
     return path
 
-
-def read(path: Path) -> tuple[Any, list[str]]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        img = read_image(path)
-    return img, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
 
 
 def test_a_complete_series_keeps_its_geometry_without_a_word(tmp_path: Path) -> None:

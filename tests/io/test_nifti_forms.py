@@ -3,15 +3,13 @@ standard's choice, and says so once, naming both voxel sizes (and orientations).
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from segfew.errors import DataWarning
-from segfew.io import read_image
+from tests.io import read_warned as read
 
 DATA = np.zeros((4, 3, 2), np.uint8)
 
@@ -25,12 +23,6 @@ def forms(path: Path, sform: np.ndarray, qform: np.ndarray, codes: tuple[int, in
     nib.save(img, path)
     return path
 
-
-def read(path: Path) -> tuple[object, list[str]]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        img = read_image(path)
-    return img, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
 
 
 def affine(*sizes: float) -> np.ndarray:

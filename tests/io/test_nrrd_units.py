@@ -3,14 +3,13 @@ the voxel size is converted to mm; a unit segfew does not know leaves no real vo
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from segfew.errors import DataWarning
 from segfew.io import read_image
+from tests.io import read_warned as read
 
 VOL = np.arange(24, dtype=np.uint8).reshape(4, 3, 2)  # X, Y, Z
 
@@ -37,12 +36,6 @@ def spaced(sx: float, sy: float, sz: float, units: str | None) -> list[str]:
               f"space directions: ({sx},0,0) (0,{sy},0) (0,0,{sz})", "space origin: (4,8,12)"]
     return fields + ([f"space units: {units}"] if units else [])
 
-
-def read(path: Path) -> tuple[object, list[str]]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        img = read_image(path)
-    return img, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
 
 
 @pytest.mark.parametrize(("unit", "size"), [
