@@ -79,13 +79,16 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def check_output(out: str | Path, inputs: Iterable[str | Path],
-                 kind: Literal["file", "folder"], flag: str = "--out") -> Path:
+                 kind: Literal["file", "folder"], flag: str = "--out",
+                 run_folder: bool = False) -> Path:
     """Refuse an output path that would clobber an input or be read back as one.
 
     ``out`` may not be one of ``inputs`` nor lie inside an input folder (it could replace
     an input there, or be read as one next time); a ``folder`` output may not contain an
-    input file either. It must be of its kind if it exists, and creatable and writable
-    where it does not. Returns ``out``; raises :class:`DataError` naming it.
+    input file either, nor be a trained model's run folder (its ``run.json`` with a
+    ``status``: how the model was trained) unless ``run_folder`` (the training's own). It
+    must be of its kind if it exists, and creatable and writable where it does not.
+    Returns ``out``; raises :class:`DataError` naming it.
     """
     out = Path(out)
     where = out.resolve()
@@ -101,6 +104,9 @@ def check_output(out: str | Path, inputs: Iterable[str | Path],
         if kind == "folder" and inp.is_file() and inp.is_relative_to(where) and where.exists():
             raise DataError(f"{flag} holds the input {raw}; its outputs could overwrite it; "
                             "choose an empty folder", out)
+    if kind == "folder" and not run_folder and _training_run(out):
+        raise DataError(f"{flag} is a trained model's run folder: its run.json records how the "
+                        "model was trained and would be overwritten; choose another folder", out)
     if out.exists():
         if kind == "folder" and not out.is_dir():
             raise DataError(f"{flag} exists and is a file, not a folder", out)
@@ -108,6 +114,16 @@ def check_output(out: str | Path, inputs: Iterable[str | Path],
             raise DataError(f"{flag} is a folder; give a file name", out)
     _check_writable(out if kind == "folder" and out.is_dir() else out.parent, out, flag)
     return out
+
+
+def _training_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a training's ``run.json`` (``pretrain``, ``train-classifier``
+    record a ``status``; an evaluation's or a prediction's has none)."""
+    try:
+        info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "status" in info
 
 
 def _check_writable(folder: Path, out: Path, flag: str) -> None:

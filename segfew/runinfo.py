@@ -143,7 +143,8 @@ def voxel_digest(path: Path, array: np.ndarray | None = None) -> str | None:
     """The SHA-256 of the scan's voxels: its identity by content, whatever stores it.
 
     The array :func:`segfew.io.read_image` returns (a 3D scan in its canonical RAS
-    orientation, so a re-save in another storage order is the same scan): ``VOXELS_V1``,
+    orientation, so a re-save in another storage order is the same scan; a 2D picture, which
+    states no orientation, by the least digest of its 8 rotations and mirrors): ``VOXELS_V1``,
     the shape as text (``"256x256x10\\n"``), then the values in C order as little-endian
     float32 where float32 holds every one exactly (``"<f4\\n"``: half the bytes to hash),
     else float64 (``"<f8\\n"``) — a choice made by the values, so the same values in any
@@ -174,12 +175,22 @@ def voxel_digest(path: Path, array: np.ndarray | None = None) -> str | None:
                 array = read_image(path).array
         except (DataError, OSError, MemoryError):
             return None
-    digest = _array_digest(array)
+    digest = _picture_digest(array) if np.ndim(array) == 2 else _array_digest(array)
     if key is not None:
         if len(_voxel_cache) >= 1 << 16:
             _voxel_cache.clear()
         _voxel_cache[key] = digest
     return digest
+
+
+def _picture_digest(array: np.ndarray) -> str | None:
+    """A 2D picture states no orientation (a PNG written from a numpy array is the
+    transpose of the same image written by ITK): the least digest over its 8 rotations and
+    mirrors, so any of them is the same scan."""
+    a = np.asarray(array)
+    turns = [np.rot90(b, k) for b in (a, a[::-1]) for k in range(4)]
+    digests = [d for d in map(_array_digest, turns) if d is not None]
+    return min(digests) if digests else None
 
 
 def _array_digest(array: np.ndarray) -> str | None:

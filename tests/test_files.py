@@ -42,6 +42,22 @@ def test_an_output_may_not_be_an_input_nor_inside_an_input_folder(tmp_path: Path
     assert check_output(tmp_path / "predictions.csv", [scans, scan], "file")
 
 
+def test_a_folder_output_may_not_be_a_trained_models_run_folder(tmp_path: Path) -> None:
+    """Any model's: evaluating a classifier into its feature network's run folder, or
+    predicting into a segmentation model's own, replaced the training's run.json."""
+    run = tmp_path / "seg-run"
+    run.mkdir()
+    (run / "run.json").write_text('{"command": "segfew pretrain", "status": "completed"}')
+    with pytest.raises(DataError, match="seg-run: --out is a trained model's run folder"):
+        check_output(run, [], "folder")
+    assert check_output(run, [], "folder", run_folder=True) == run  # the training's own
+    assert check_output(run / "sub", [], "folder") == run / "sub"
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    (evaluation / "run.json").write_text('{"command": "segfew evaluate"}')
+    assert check_output(evaluation, [], "folder") == evaluation  # written again, as before
+
+
 def test_unwritable_and_clashing_outputs_are_one_line_errors(tmp_path: Path) -> None:
     a_file = tmp_path / "taken"
     a_file.write_text("x")

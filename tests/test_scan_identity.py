@@ -393,6 +393,24 @@ def test_a_scan_re_stored_without_changing_a_voxel_has_its_voxel_digest(
         voxel_digest(other, big.astype(np.float32))
 
 
+def test_a_2d_picture_written_transposed_or_mirrored_is_the_same_scan(tmp_path: Path) -> None:
+    """A PNG from ``Image.fromarray(nifti_array)`` is the transpose of what ITK writes of
+    the same image: a picture states no orientation, so any rotation or mirror matches."""
+    from PIL import Image as PILImage
+
+    from segfew.runinfo import voxel_digest
+
+    plane = (np.arange(12 * 9).reshape(12, 9) * 2).astype(np.uint8)
+    paths = []
+    for name, picture in (("a", plane), ("t", plane.T), ("m", plane[:, ::-1]),
+                          ("r", np.rot90(plane))):
+        PILImage.fromarray(np.ascontiguousarray(picture)).save(tmp_path / f"{name}.png")
+        paths.append(tmp_path / f"{name}.png")
+    PILImage.fromarray(plane + 1).save(tmp_path / "other.png")
+    assert len({voxel_digest(p) for p in paths}) == 1
+    assert voxel_digest(tmp_path / "other.png") != voxel_digest(paths[0])
+
+
 def test_a_voxel_digest_is_read_once_and_again_when_the_file_changes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import segfew.io

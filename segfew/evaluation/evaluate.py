@@ -54,7 +54,7 @@ from segfew.metrics import (
     dice_per_label,
     one_class_words,
 )
-from segfew.runinfo import legacy_run_dir, run_dir_for, write_run_info
+from segfew.runinfo import write_run_info
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -152,7 +152,7 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     classes = list(meta.classes)
     y_all = check_targets(cases, classes, table)
     inputs = [*paths, *([Path(table)] if table else [])]
-    out_dir = check_out_dir(out_dir, cases, inputs, paths)
+    out_dir = check_out_dir(out_dir, cases, inputs)
     checks = check_models(paths, cases, allow_leakage)
     if explain is not None:
         check_explain(explain, predictors, [*inputs, *(p for c in cases for p in c.images)])
@@ -224,7 +224,7 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
     foreground = list(range(1, len(names)))
     # a truth value the model has no output for would score as a miss of nothing: refused
     rules = LabelRules(values=frozenset(range(len(names))), remap=rules.remap if rules else None)
-    out_dir = check_out_dir(out_dir, cases, [Path(model_path)], [Path(model_path)])
+    out_dir = check_out_dir(out_dir, cases, [Path(model_path)])
     leakage = leakage_record(check_models([Path(model_path)], cases, allow_leakage),
                              allow_leakage)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -324,10 +324,8 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     classifier trained with ``--masks``; ``explain``: a classifier's evidence sheets
     (:func:`evaluate_classifier`).
     """
-    if isinstance(label_map, str):  # the test labels may lack a value the training maps held
-        raise SpecError("--label-map consecutive is for pretrain; to evaluate, give the table "
-                        "pretrain printed (OLD:NEW pairs, e.g. 2:1,41:2)")
     paths, predictors = open_models(model_path, device=device, batch_size=batch_size)
+    label_map = _label_map_as_trained(label_map, predictors[0].meta.spec, paths[0])
     for p in predictors:  # a classifier of another tool's label maps reads them
         p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
         _ = p.measurer  # its label maps' source checked once, before any case
@@ -360,13 +358,34 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
                                             allow_leakage=allow_leakage)
 
 
-def check_out_dir(out_dir: str | Path, cases: Sequence[Case], extra: Sequence[Path] = (),
-                  models: Sequence[Path] = ()) -> Path:
+def _label_map_as_trained(given: Mapping[int, int] | str | None, spec: Mapping[str, Any],
+                          model: Path) -> Mapping[int, int] | None:
+    """The remap of the truth maps: ``consecutive`` is the table the model was pre-trained
+    with (its spec's ``data.label_map``; numbering this set's values afresh would give other
+    numbers where a value is missing); pairs other than that table are warned."""
+    recorded = (spec.get("data") or {}).get("label_map")
+    trained = ({int(k): int(v) for k, v in recorded.items()} if isinstance(recorded, dict)
+               else None)
+    if isinstance(given, str):
+        if trained is None:
+            raise SpecError("--label-map consecutive: the model records no label map of its "
+                            "pre-training; give OLD:NEW pairs (e.g. 2:1,41:2)", model)
+        return trained
+    if given is not None and trained is not None and dict(given) != trained:
+        pairs = ",".join(f"{k}:{v}" for k, v in sorted(trained.items()))
+        warnings.warn(DataWarning(f"--label-map differs from the table the model was "
+                                  f"pre-trained with ({pairs}): each truth label is compared "
+                                  "with the model's output of that number; --label-map "
+                                  "consecutive uses the model's table", model), stacklevel=3)
+    return given
+
+
+def check_out_dir(out_dir: str | Path, cases: Sequence[Case], extra: Sequence[Path] = ()
+                  ) -> Path:
     """``out_dir`` may not clobber, or sit inside the folders of, the files evaluated, nor
-    be one of the ``models``' run folders (its ``run.json`` records how it was trained)."""
+    be a model's run folder (:func:`segfew.files.check_output`)."""
     files = [p for c in cases for p in (*c.images, *c.labels)]
-    runs = [d for p in models for d in (run_dir_for(p), legacy_run_dir(p)) if d and d.is_dir()]
-    return check_output(out_dir, [*files, *{p.parent for p in files}, *extra, *runs], "folder")
+    return check_output(out_dir, [*files, *{p.parent for p in files}, *extra], "folder")
 
 
 #: what an evaluation writes; an earlier one's files are removed before a new one writes,

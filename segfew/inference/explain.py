@@ -73,6 +73,8 @@ class Explainer:
             meta.channels or [], names)
         self.records: list[dict[str, Any]] = []
         self._names: set[str] = set()
+        for old in (self.out_dir / SHEETS).glob("*.png"):  # an earlier batch's sheets would
+            old.unlink(missing_ok=True)  # stand beside an index that no longer lists them
 
     def add(self, case: Case, row: PredictionRow, target: str | None = None) -> dict[str, Any]:
         """Write ``case``'s sheet (unless its row failed); returns and keeps its record."""

@@ -86,7 +86,7 @@ def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | C
     given = [p for p in inputs if p is not None]
     run_dir = run_dir_for(out)
     check_output(out, given, "file")
-    check_output(run_dir, given, "folder", flag=f"the run folder of {out}")
+    check_output(run_dir, given, "folder", flag=f"the run folder of {out}", run_folder=True)
     if resume:
         check_resumable(run_dir, spec)
     fresh = not run_dir.exists()

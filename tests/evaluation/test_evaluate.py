@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -230,3 +231,38 @@ def test_an_evaluation_neither_writes_into_a_model_run_nor_leaves_another_ones_t
     assert (out / "per_case.csv").is_file()
     evaluate_classifier(model, cases, out, device="cpu", table=table, bootstrap=10)
     assert (out / "predictions.csv").is_file() and not (out / "per_case.csv").exists()
+
+
+def test_label_map_consecutive_at_evaluate_is_the_table_the_model_was_trained_with(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    """Codes 0, 2, 17, 41 pre-trained as 0–3: a test map without 17, numbered afresh, would
+    compare code 41 with the model's code-17 output. ``consecutive`` takes the model's
+    table; other pairs are warned."""
+    from segfew.errors import SpecError
+    from segfew.evaluation.evaluate import evaluate_paths
+    from segfew.modelfile import read_model_file, save_model
+    from segfew.models import MNet
+
+    seg = make_segmenter(tmp_path / "seg.pt", num_labels=4)
+    meta, _ = read_model_file(seg)
+    net = MNet(2, 1, 4, n_s=2, dropout=0.5)
+    spec = {"data": {"label_map": {"2": 1, "17": 2, "41": 3}}}
+    model = save_model(tmp_path / "fs.pt", net.eval(), meta.model_copy(update={"spec": spec}))
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    save_nifti(images / "v.nii.gz", scan(rng, (20, 24, 5)))
+    truth = np.zeros((20, 24, 5), np.uint8)
+    truth[2:9, 3:12], truth[12:18, 10:20] = 2, 41  # no 17 in this map
+    save_nifti(labels / "v.nii.gz", truth)
+
+    def dice(label_map: Any, out: str) -> dict[str, Any]:
+        return evaluate_paths(model, images, tmp_path / out, labels=labels,
+                              label_map=label_map, device="cpu")[1]["per_case"][0]
+
+    as_trained = dice("consecutive", "a")
+    assert as_trained["status"] == "ok"
+    assert as_trained == {**dice({2: 1, 17: 2, 41: 3}, "b"), "path": as_trained["path"]}
+    with pytest.warns(Warning, match=r"pre-trained with \(2:1,17:2,41:3\)"):
+        dice({2: 1, 41: 2}, "c")
+    with pytest.raises(SpecError, match="records no label map"):
+        evaluate_paths(seg, images, tmp_path / "d", labels=labels, label_map="consecutive",
+                       device="cpu")

@@ -60,6 +60,13 @@ def test_a_sheet_for_each_good_case_none_for_a_failed_one_and_an_index_by_confid
     text = index.read_text(encoding="utf-8")
     assert "corrupt" in text and "Failed cases (1)" in text
 
+    fewer = tmp_path / "fewer"  # the same folder for a smaller batch: no earlier sheet stays
+    fewer.mkdir()
+    (fewer / "a.nii.gz").write_bytes((scans / "a.nii.gz").read_bytes())
+    predict_paths(model, [fewer], tmp_path / "q.csv", device="cpu", workers=0,
+                  explain=tmp_path / "explain")
+    assert [p.name for p in sheets.iterdir()] == ["a.png"]
+
 
 def test_a_sheet_that_fails_to_draw_leaves_no_file_and_an_error_row(
         scans: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
