@@ -38,6 +38,7 @@ import torch
 from segfew.data.read import read_case
 from segfew.errors import DataError, ModelFileError, SpecError
 from segfew.inference.masks import LabelMapMeasurer
+from segfew.inference.run import check_source_memory
 from segfew.io.dispatch import from_stored, stored_spacing, to_stored
 from segfew.modelfile import load_weights
 from segfew.runinfo import file_digest
@@ -336,7 +337,9 @@ class NnUNetMeasurer(NnUNetFolder, LabelMapMeasurer):
         """The case's channel images as read and nnU-Net's label maps on their grid (one
         per channel for a one-channel model, one for all channels otherwise)."""
         groups = self.image_groups(case)
-        return [im for g in groups for im in g], [self.segment(g, case) for g in groups]
+        images = [im for g in groups for im in g]
+        check_source_memory(images, case.images[0])
+        return images, [self.segment(g, case) for g in groups]
 
     def segment(self, images: Sequence[Any], case: Case) -> np.ndarray:
         """The label map of one image stack (``Image`` list, one per network channel) on

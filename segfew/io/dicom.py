@@ -241,6 +241,11 @@ def dicom_geometry(files: Sequence[Path], path: Path, size: Sequence[int],
     if not headers:
         return affine
     first = headers[0]
+    given = sorted({h.pixel_spacing for h in headers if h.pixel_spacing is not None})
+    if len(given) > 1 and not np.allclose(given[0], given[-1], rtol=1e-4):
+        low, high = ("×".join(f"{v:g}" for v in g) for g in (given[0], given[-1]))
+        raise DataError(f"PixelSpacing differs between the slices of the series ({low} and "
+                        f"{high} mm): they are no one volume", path)
     dim = min(3, len(size))
     spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :dim], axis=0)
     wanted = spacing.copy()

@@ -23,6 +23,7 @@ from segfew.data.read import read_case
 from segfew.errors import DataError, DataWarning
 from segfew.evaluation.figures import plot_label_preview
 from segfew.files import check_output, write_json
+from segfew.inference.run import check_source_memory
 from segfew.io import case_id, write_image
 from segfew.labelling.cavities import LABEL_NAMES, LV, cine_cavities, slice_axis_of
 from segfew.labelling.kmeans import (
@@ -73,7 +74,9 @@ def label_images(spec: LabelSpec, progress: Progress | None = None) -> list[Path
         done = 0
         for case in cases:
             report(done, len(paths), stage)
-            yield case, read_case(case)[0]
+            images = read_case(case)[0]
+            check_source_memory(images, case.images[0])  # labels are made on its own grid
+            yield case, images
             done += len(case.images)
         report(len(paths), len(paths), stage)
 

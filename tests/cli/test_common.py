@@ -267,6 +267,24 @@ def test_an_interrupted_label_run_leaves_nothing(tmp_path, rng, monkeypatch) -> 
     assert written and not out.exists()
 
 
+def test_label_refuses_a_scan_too_large_for_free_memory_before_writing(
+        tmp_path, rng, monkeypatch) -> None:
+    """Labels are made on each scan's own grid: one that cannot fit is one line naming it,
+    and nothing is written."""
+    import segfew.inference.run
+
+    images = tmp_path / "images"
+    save_nifti(images / "small.nii.gz", rng.normal(100, 30, (16, 16, 4)).astype(np.float32))
+    save_nifti(images / "large.nii.gz", rng.normal(100, 30, (32, 32, 8)).astype(np.float32))
+    free = 16 * 16 * 4 * segfew.inference.run.SOURCE_BYTES_PER_VOXEL * 2
+    monkeypatch.setattr(segfew.inference.run, "available_bytes", lambda device: free)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["label", "--images", str(images), "--out", str(out), "--k", "2",
+                                 "--no-progress"])
+    assert result.exit_code == 2 and "large.nii.gz" in result.output
+    assert "is free" in " ".join(result.output.split()) and not out.exists()
+
+
 def test_square_brackets_in_help_and_errors_are_printed_as_written(monkeypatch) -> None:
     """Rich reads ``[nnunet]`` as a style tag and drops it: what to install must survive."""
     import typer

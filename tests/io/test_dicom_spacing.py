@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -23,6 +24,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from segfew.errors import DataError
+from segfew.io import read_image
 from tests.io import read_warned as read
 
 SHAPE = (6, 5, 4)  # X (columns), Y (rows), slices
@@ -175,3 +178,16 @@ def test_a_multi_frame_file_reads_its_functional_groups(tmp_path: Path,
     img, said = read(path)
     assert img.shape == (6, 5, 3) and img.spacing == (0.5, 0.6, 2.0) and img.spacing_known
     assert img.orientation == "LPS" and len(said) == (0 if positions else 1)
+
+
+def test_slices_of_one_series_with_other_pixel_spacings_are_refused(tmp_path: Path) -> None:
+    """Half the slices at 0.7 mm read as 0.5 with the first: a silent error of 2× in area."""
+    folder = series(tmp_path / "A")
+    for k in range(SHAPE[2] // 2, SHAPE[2]):
+        path = folder / f"IM{k:03d}.dcm"
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing = [0.7, 0.7]
+        ds.save_as(path)
+    with pytest.raises(DataError, match=r"PixelSpacing differs between the slices of the "
+                                        r"series \(0\.6×0\.5 and 0\.7×0\.7 mm\)"):
+        read_image(folder)
