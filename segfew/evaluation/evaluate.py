@@ -22,6 +22,7 @@ also ``measurements.csv`` (every case's named measurements, as the classifier sa
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from segfew.typing import Progress
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "evaluate_classifier",
@@ -360,12 +363,18 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
 
 def _label_map_as_trained(given: Mapping[int, int] | str | None, spec: Mapping[str, Any],
                           model: Path) -> Mapping[int, int] | None:
-    """The remap of the truth maps: ``consecutive`` is the table the model was pre-trained
-    with (its spec's ``data.label_map``; numbering this set's values afresh would give other
-    numbers where a value is missing); pairs other than that table are warned."""
+    """The remap of the truth maps: the table the model was pre-trained with (its spec's
+    ``data.label_map``) unless other pairs are given — they are warned —; ``consecutive``
+    is that table too (numbering this set's values afresh would give other numbers where a
+    value is missing). Truth maps already numbered as the model's outputs are refused under
+    a table that moves their values (:func:`segfew.data.read.check_remap_keeps_labels_apart`)."""
     recorded = (spec.get("data") or {}).get("label_map")
     trained = ({int(k): int(v) for k, v in recorded.items()} if isinstance(recorded, dict)
                else None)
+    if given is None and trained:
+        log.info("label values remapped as the model was pre-trained: %s",
+                 ", ".join(f"{k} → {v}" for k, v in sorted(trained.items())))
+        return trained
     if isinstance(given, str):
         if trained is None:
             raise SpecError("--label-map consecutive: the model records no label map of its "

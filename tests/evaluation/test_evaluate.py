@@ -236,8 +236,8 @@ def test_an_evaluation_neither_writes_into_a_model_run_nor_leaves_another_ones_t
 def test_label_map_consecutive_at_evaluate_is_the_table_the_model_was_trained_with(
         tmp_path: Path, rng: np.random.Generator) -> None:
     """Codes 0, 2, 17, 41 pre-trained as 0–3: a test map without 17, numbered afresh, would
-    compare code 41 with the model's code-17 output. ``consecutive`` takes the model's
-    table; other pairs are warned."""
+    compare code 41 with the model's code-17 output. The model's table is applied (by
+    default and for ``consecutive``); other pairs are warned."""
     from segfew.errors import SpecError
     from segfew.evaluation.evaluate import evaluate_paths
     from segfew.modelfile import read_model_file, save_model
@@ -261,6 +261,7 @@ def test_label_map_consecutive_at_evaluate_is_the_table_the_model_was_trained_wi
     as_trained = dice("consecutive", "a")
     assert as_trained["status"] == "ok"
     assert as_trained == {**dice({2: 1, 17: 2, 41: 3}, "b"), "path": as_trained["path"]}
+    assert as_trained == dice(None, "e")  # by default, as the model was pre-trained
     with pytest.warns(Warning, match=r"pre-trained with \(2:1,17:2,41:3\)"):
         dice({2: 1, 41: 2}, "c")
     with pytest.raises(SpecError, match="records no label map"):
