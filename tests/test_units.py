@@ -12,7 +12,8 @@ import pytest
 
 from segfew.data import Case
 from segfew.errors import DataError, DataWarning
-from segfew.inference.measure import fitted_names, is_cavity, measure_case
+from segfew.inference.measure import is_cavity, measure_case
+from segfew.inference.measure_names import fitted_names
 from segfew.io import read_image
 from tests.conftest import save_itk, save_nifti
 
@@ -140,3 +141,27 @@ def test_measures_refuses_a_training_set_mixing_ml_and_voxels(tmp_path: Path) ->
     measurer = Measurer(model, meta.preprocess.plain(), meta.classes)
     with pytest.raises(DataError, match=r"c3.nii.gz: this case does not give measurements"):
         fit_measurement_classifier(measurer, cases, [0, 1, 0, 1], 2)
+
+
+def test_a_case_in_voxels_against_a_model_in_ml_is_refused_before_any_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measuring a large scan takes minutes; the mismatch is known from its header."""
+    import segfew.inference.measure
+    from segfew.inference.measure import Measurer
+    from segfew.inference.measure_names import spacing_expected
+    from segfew.modelfile import load_model
+    from tests.conftest import make_segmenter, scan
+
+    rng = np.random.default_rng(0)
+    in_voxels = Case("v", (save_nifti(tmp_path / "v.nii.gz", scan(rng, (32, 32, 4))),))
+    model, meta = load_model(make_segmenter(tmp_path / "seg.pt"))
+    measure = Measurer(model, meta.preprocess.plain(), meta.classes)
+    measure.expect_real = spacing_expected(["l1_volume_ml_0", "l1_volume_change_0"])
+    assert measure.expect_real is True and spacing_expected(["l1_volume_vox_0"]) is False
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("segmented before the refusal")
+
+    monkeypatch.setattr(segfew.inference.measure, "segment_on_source", never)
+    with pytest.raises(DataError, match=r"v\.nii\.gz: this case's sizes would be in voxels"):
+        measure(in_voxels)

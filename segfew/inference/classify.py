@@ -22,7 +22,8 @@ from segfew.inference.batch import (
     one_line,
 )
 from segfew.inference.masks import MaskMeasurer
-from segfew.inference.measure import Measurer, fitted_names, write_measurements_csv
+from segfew.inference.measure import Measurer, write_measurements_csv
+from segfew.inference.measure_names import fitted_names, spacing_expected
 from segfew.inference.nnunet import NnUNetMeasurer
 from segfew.inference.nnunet_stats import NnUNetStats
 from segfew.inference.predictor import Predictor
@@ -145,6 +146,9 @@ class MeasuresClassifier(Classifier, kind="measures classifier"):
             self._measurer = Measurer(self.model.feature_net, self.preprocessing,
                                       source.get("classes", []), self.device, self.batch_size,
                                       self.plan, bool(self.meta.architecture.args.get("tta")))
+        # a case in voxels against a model in mm (or the reverse) is refused before the work
+        self._measurer.expect_real = spacing_expected(
+            self.meta.architecture.args.get("feature_names", []))
         return self._measurer
 
     def measurements(self, case: Case) -> dict[str, float]:

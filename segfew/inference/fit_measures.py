@@ -13,7 +13,8 @@ import numpy as np
 
 from segfew.errors import SpecError
 from segfew.inference.masks import MaskMeasurer, mask_label_names
-from segfew.inference.measure import NAN, Measurer, fitted_names
+from segfew.inference.measure import NAN, Measurer
+from segfew.inference.measure_names import fitted_names
 from segfew.inference.nnunet import NnUNetMeasurer, is_nnunet_folder
 from segfew.metrics import below_chance
 from segfew.modelfile import load_model

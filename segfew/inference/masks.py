@@ -25,6 +25,7 @@ from segfew.data.label_names import read_label_names as names_file
 from segfew.data.read import read_case
 from segfew.errors import DataError
 from segfew.inference.measure import measure_images
+from segfew.inference.measure_names import check_spacing_expected
 from segfew.inference.run import check_source_memory
 from segfew.preprocess.grid import stack_axis
 
@@ -97,6 +98,7 @@ class LabelMapMeasurer:
 
     model = None
     tta = False
+    expect_real: bool | None = None  # as :class:`segfew.inference.measure.Measurer`'s
 
     def __init__(self, structures: Mapping[int, str]) -> None:
         self.structures = dict(structures)
@@ -180,6 +182,7 @@ class MaskMeasurer(LabelMapMeasurer):
         attached = attach_labels([case], self.masks)[0]
         images, labels = read_case(attached)
         check_source_memory(images, case.images[0])
+        check_spacing_expected(images, case.images[0], self.expect_real)
         maps = [lab.array for lab in labels]
         for path, arr in zip(attached.labels, maps, strict=True):
             self._check_values(path, arr)

@@ -54,6 +54,7 @@ from skimage.morphology import skeletonize
 from segfew.data.read import read_case
 from segfew.errors import DataError
 from segfew.files import atomic_path
+from segfew.inference.measure_names import check_spacing_expected
 from segfew.inference.radiomics import image_measurements
 from segfew.inference.run import check_source_memory, segment_on_source
 from segfew.preprocess.grid import preprocess_image, slice_axis_for
@@ -68,7 +69,6 @@ __all__ = [
     "case_label_maps",
     "case_measurements",
     "channel_measurements",
-    "fitted_names",
     "is_cavity",
     "keep_largest_component",
     "measure_case",
@@ -277,7 +277,8 @@ def keep_largest_component(labels: np.ndarray, values: Sequence[int]) -> np.ndar
 def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str],
                       case: Case, device: Any = "cpu", batch_size: int = 8,
                       largest_component: bool = True, plan: Plan | None = None,
-                      tta: bool = False) -> dict[str, float]:
+                      tta: bool = False, expect_real: bool | None = None
+                      ) -> dict[str, float]:
     """Segment a case with a segmentation network and measure it on the source grid.
 
     ``model`` is an M-Net with its pre-processing ``cfg`` and label names (background
@@ -290,10 +291,11 @@ def case_measurements(model: Any, cfg: Preprocessing, label_names: Sequence[str]
     image's voxel spacing (:func:`measure_case`) and on each channel's intensities
     (:func:`segfew.inference.radiomics.image_measurements`). ``tta``: test-time augmentation of the
     segmentation (:func:`segfew.inference.run.segment_probabilities`). Raises DataError for an
-    unreadable case.
+    unreadable case, and before any work for one whose voxel size is not what
+    ``expect_real`` says the model was fitted on (:func:`check_spacing_expected`).
     """
     images, maps, names = case_label_maps(model, cfg, label_names, case, device, batch_size,
-                                          largest_component, plan, tta)
+                                          largest_component, plan, tta, expect_real)
     structures = dict(enumerate(label_names))
     structures.pop(0, None)
     return measure_images(images, maps, structures, names, case.channel_names,
@@ -324,13 +326,15 @@ def measure_images(images: Sequence[Any], label_maps: Sequence[np.ndarray],
 
 def case_label_maps(model: Any, cfg: Preprocessing, label_names: Sequence[str], case: Case,
                     device: Any = "cpu", batch_size: int = 8, largest_component: bool = True,
-                    plan: Plan | None = None, tta: bool = False
+                    plan: Plan | None = None, tta: bool = False,
+                    expect_real: bool | None = None
                     ) -> tuple[list[Any], list[np.ndarray], list[str]]:
     """The label maps :func:`case_measurements` measures: ``(images, maps, names)`` — the
     case's channel images as read, one int16 label map on the source grid per channel
     (one for every channel together, named ``all``, with a multi-channel network)."""
     images, _ = read_case(case)
     check_source_memory(images, case.images[0])
+    check_spacing_expected(images, case.images[0], expect_real)
     structures = list(range(1, len(label_names)))
     groups = [[im] for im in images] if model.in_channels == 1 else [list(images)]
     names = case.channel_names if model.in_channels == 1 else ["all"]
@@ -358,6 +362,9 @@ class Measurer:
                  tta: bool = False) -> None:
         self.model, self.cfg, self.label_names = model, cfg, list(label_names)
         self.device, self.batch_size, self.plan, self.tta = device, batch_size, plan, tta
+        #: whether the classifier measuring with it was fitted on real sizes (mm, mL), on
+        #: voxel counts (False), or nothing is known (None): :func:`check_spacing_expected`
+        self.expect_real: bool | None = None
         self._done: dict[tuple[str, ...], dict[str, float]] = {}
 
     def __call__(self, case: Case) -> dict[str, float]:
@@ -365,7 +372,7 @@ class Measurer:
         if key not in self._done:
             self._done[key] = case_measurements(self.model, self.cfg, self.label_names, case,
                                                 self.device, self.batch_size, plan=self.plan,
-                                                tta=self.tta)
+                                                tta=self.tta, expect_real=self.expect_real)
         return self._done[key]
 
     def names(self, case: Case) -> list[str]:
@@ -398,29 +405,4 @@ def write_measurements_csv(path: Path, rows: Sequence[tuple[str, Mapping[str, fl
             values = [(m or {}).get(n, NAN) for n in names]
             writer.writerow([case_id, *("" if math.isnan(v) else f"{v:.6g}" for v in values)])
     return path
-
-
-def fitted_names(names: Sequence[str], measured: Mapping[str, float], case: Case) -> list[str]:
-    """The names in ``measured`` of the measurements a measures model was fitted on.
-
-    A model file of an older segfew names a wall's volume change ``…_ejection_fraction_…``;
-    it is read under its new name. A measurement the case does not give — most often one in
-    mL measured here in voxels, or the reverse, because one set of files has a real spacing
-    and the other has not — is a :class:`DataError`: the model would otherwise see NaN.
-    """
-    out, missing = [], []
-    for name in names:
-        renamed = name.replace("_ejection_fraction_", "_volume_change_")
-        if name in measured or renamed in measured:
-            out.append(name if name in measured else renamed)
-        else:
-            missing.append(name)
-    if missing:
-        units = {u for n in measured for u in ("_vox", "_px", "_ml", "_mm") if u in n}
-        raise DataError(f"this case does not give measurements the model (or the first "
-                        f"training case) has: {', '.join(missing[:3])}"
-                        f"{', …' if len(missing) > 3 else ''}; its sizes are in "
-                        f"{'/'.join(sorted(u[1:] for u in units)) or '?'}: train and predict "
-                        "on images with the same spacing information", case.images[0])
-    return out
 

@@ -24,8 +24,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["KINDS", "Described", "cine_channel_words", "describe", "label", "structure_names"]
+from segfew.errors import DataError
+
+if TYPE_CHECKING:
+    from segfew.data import Case
+
+__all__ = ["KINDS", "Described", "check_spacing_expected", "cine_channel_words", "describe",
+           "fitted_names", "label", "spacing_expected", "structure_names"]
 
 #: measurement kind → (words, unit, factor from the stored value to the shown one)
 KINDS: dict[str, tuple[str, str, float]] = {
@@ -128,3 +136,55 @@ def cine_channel_words(channels: Sequence[str], structures: Sequence[str]) -> di
     if len(channels) == 2 and set(structures) >= CINE_STRUCTURES:
         return {channels[0]: "ED", channels[1]: "ES"}
     return {} if len(channels) > 1 else {"0": ""}  # one image: its channel goes unsaid
+
+
+# ------------------------------------------------------------- names against a model
+
+
+def spacing_expected(names: Sequence[str]) -> bool | None:
+    """Whether measurements ``names`` were taken with a real voxel size (mm, mL: True), in
+    voxels (False), or say neither (None)."""
+    if any("_vox" in n or "_px" in n for n in names):
+        return False
+    if any("_ml" in n or "_mm" in n for n in names):
+        return True
+    return None
+
+
+def check_spacing_expected(images: Sequence[Any], path: Path, expect_real: bool | None
+                           ) -> None:
+    """Refuse, before segmenting and measuring, a case whose voxel size is not the kind
+    the classifier was fitted on (:func:`spacing_expected`): :func:`fitted_names` would
+    refuse it anyway, after all the work. DataError naming ``path``."""
+    if expect_real is None or not images or images[0].spacing_known == expect_real:
+        return
+    have, want = ("voxels", "mm and mL") if expect_real else ("mm and mL", "voxels")
+    raise DataError(f"this case's sizes would be in {have} (its file "
+                    f"{'gives no real voxel size' if expect_real else 'gives one'}) and the "
+                    f"model was fitted on measurements in {want}: train and predict on images "
+                    "with the same spacing information", path)
+
+
+def fitted_names(names: Sequence[str], measured: Mapping[str, float], case: Case) -> list[str]:
+    """The names in ``measured`` of the measurements a measures model was fitted on.
+
+    A model file of an older segfew names a wall's volume change ``…_ejection_fraction_…``;
+    it is read under its new name. A measurement the case does not give — most often one in
+    mL measured here in voxels, or the reverse, because one set of files has a real spacing
+    and the other has not — is a :class:`DataError`: the model would otherwise see NaN.
+    """
+    out, missing = [], []
+    for name in names:
+        renamed = name.replace("_ejection_fraction_", "_volume_change_")
+        if name in measured or renamed in measured:
+            out.append(name if name in measured else renamed)
+        else:
+            missing.append(name)
+    if missing:
+        units = {u for n in measured for u in ("_vox", "_px", "_ml", "_mm") if u in n}
+        raise DataError(f"this case does not give measurements the model (or the first "
+                        f"training case) has: {', '.join(missing[:3])}"
+                        f"{', …' if len(missing) > 3 else ''}; its sizes are in "
+                        f"{'/'.join(sorted(u[1:] for u in units)) or '?'}: train and predict "
+                        "on images with the same spacing information", case.images[0])
+    return out

@@ -38,6 +38,7 @@ import torch
 from segfew.data.read import read_case
 from segfew.errors import DataError, ModelFileError, SpecError
 from segfew.inference.masks import LabelMapMeasurer
+from segfew.inference.measure_names import check_spacing_expected
 from segfew.inference.run import check_source_memory
 from segfew.io.dispatch import from_stored, stored_spacing, to_stored
 from segfew.modelfile import load_weights
@@ -339,6 +340,7 @@ class NnUNetMeasurer(NnUNetFolder, LabelMapMeasurer):
         groups = self.image_groups(case)
         images = [im for g in groups for im in g]
         check_source_memory(images, case.images[0])
+        check_spacing_expected(images, case.images[0], self.expect_real)
         return images, [self.segment(g, case) for g in groups]
 
     def segment(self, images: Sequence[Any], case: Case) -> np.ndarray:
