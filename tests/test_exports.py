@@ -487,15 +487,22 @@ def test_teem_call_chains_become_one_cause(tmp_path: Path, name: str, content: b
 
 
 def test_a_data_sets_own_description_files_are_not_skipped_aloud(tmp_path: Path) -> None:
-    """label_names.json (segfew label, synth), centres.json and an nnU-Net dataset.json
-    describe the folder; a README beside them is still said."""
+    """label_names.json (segfew label, synth), centres.json, an nnU-Net dataset.json and
+    segfew label's run.json and preview/ describe the folder; a README beside them is
+    still said, and so is a preview/ folder where no label_names.json says whose it is."""
     from segfew.data.scan import list_folder
 
     folder = tmp_path / "labels"
     folder.mkdir()
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), folder / "a.nii.gz")
-    for name in ("label_names.json", "centres.json", "dataset.json", "README.md"):
+    for name in ("label_names.json", "centres.json", "dataset.json", "run.json", "README.md"):
         (folder / name).write_text("{}")
-    listing = list_folder(folder)
-    assert [p.name for p in listing.images] == ["a.nii.gz"]
-    assert [str(e).split(":")[0].rsplit("/", 1)[-1] for e in listing.skipped] == ["README.md"]
+    (folder / "preview").mkdir()
+    (folder / "preview" / "kmeans_preview.png").write_bytes(b"\x89PNG")
+    for recursive in (False, True):
+        listing = list_folder(folder, recursive)
+        assert [p.name for p in listing.images] == ["a.nii.gz"]
+        assert [str(e).split(":")[0].rsplit("/", 1)[-1]
+                for e in listing.skipped] == ["README.md"]
+    (folder / "label_names.json").unlink()
+    assert "preview: skipped: a sub-folder" in " ".join(map(str, list_folder(folder).skipped))

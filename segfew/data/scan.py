@@ -34,7 +34,10 @@ DICOM_SUFFIXES = (".dcm", ".ima", ".dicom", ".dic")
 #: data files a detached header names (a file with one of these and no header is skipped)
 #: files that describe a folder of images or label maps rather than being one: the label
 #: names ``segfew label`` writes, its k-means centres, an nnU-Net ``dataset.json``
-DATASET_FILES = frozenset({"label_names.json", "centres.json", "dataset.json"})
+DATASET_FILES = frozenset({"label_names.json", "centres.json", "dataset.json", "run.json"})
+#: the sub-folder of a ``segfew label`` output (beside its label_names.json) holding its
+#: preview picture, which is no label map
+LABEL_PREVIEW = "preview"
 DATA_SUFFIXES = (".raw", ".zraw", ".raw.gz", ".img", ".dat", ".bin")
 
 
@@ -84,6 +87,8 @@ def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top:
             out.skip("dangling symbolic link (its target does not exist)", child)
             continue
         if child.is_dir():
+            if child.name == LABEL_PREVIEW and (folder / "label_names.json").is_file():
+                continue  # segfew label's own preview: nothing to say, nothing to read
             if recursive:
                 _list_dir(child, seen, recursive, out, top=False)
                 if _named_like_image(child) and not dicom_series_files(child):
