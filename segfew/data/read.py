@@ -288,14 +288,13 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
         raise DataError(f"binary mask stored as {'/'.join(str(v) for v in sorted(present))}: "
                         "remap it with --label-map 255:1 (spec key label_map; data.label_map "
                         "in a pretrain spec)", path)
+    if allowed is not None:
+        bad = sorted(v for v in present if v not in allowed)
+        if bad:
+            raise DataError(f"label values {bad} outside the declared set {sorted(allowed)}", path)
     top = int(values[-1]) if values.size else 0
-    sparse = top >= SPARSE_MIN_TOP and top + 1 > SPARSE_RATIO * len(present)
-    bad = sorted(v for v in present if v not in allowed) if allowed is not None else []
-    if sparse and (allowed is None or bad):  # a code book: remapping is the way
+    if allowed is None and top >= SPARSE_MIN_TOP and top + 1 > SPARSE_RATIO * len(present):
         raise SparseLabelsError.of(sorted(present), {int(v) for v in raw}, remap, path)
-    if bad:
-        assert allowed is not None
-        raise DataError(f"label values {bad} outside the declared set {sorted(allowed)}", path)
     dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32
     return arr if arr.dtype == dtype else arr.astype(dtype)
 

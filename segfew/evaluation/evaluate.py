@@ -22,6 +22,7 @@ also ``measurements.csv`` (every case's named measurements, as the classifier sa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.data import Case, find_classification_cases, find_segmentation_cases, table_ids
-from segfew.data.read import LabelRules, read_case
+from segfew.data.read import LabelRules, label_values, read_case
 from segfew.errors import DataError, DataWarning, SpecError
 from segfew.evaluation.figures import plot_confusion_matrix
 from segfew.evaluation.leakage import check_models, leakage_record
@@ -225,8 +226,6 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
         raise DataError("no labelled cases to evaluate")
     names = list(meta.classes)
     foreground = list(range(1, len(names)))
-    # a truth value the model has no output for would score as a miss of nothing: refused
-    rules = LabelRules(values=frozenset(range(len(names))), remap=rules.remap if rules else None)
     out_dir = check_out_dir(out_dir, cases, [Path(model_path)])
     leakage = leakage_record(check_models([Path(model_path)], cases, allow_leakage),
                              allow_leakage)
@@ -246,6 +245,7 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
             images, truths = read_case(case, rules)  # the door: every check of the case
             pred, _, _ = predictor.segment_images(case, images)
             truth = truths[0].array
+            _check_truth_values(truth, names, case.labels[0])
             dice = dice_per_label(pred, truth, foreground)
             entry["dice"] = {names[i]: (None if v is None else float(v)) for i, v in dice.items()}
         except CASE_ERRORS as e:
@@ -255,7 +255,7 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
 
     ok = [c for c in per_case if c["status"] == "ok"]
     if not ok:
-        raise DataError(f"none of the {len(cases)} cases could be segmented; first error: "
+        raise DataError(f"none of the {len(cases)} cases could be scored; first error: "
                         f"{per_case[0]['error']}")
     mean, mean_dice = case_mean_dice([c["dice"] for c in ok], [names[i] for i in foreground])
     _clear_outputs(out_dir)
@@ -328,7 +328,6 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     (:func:`evaluate_classifier`).
     """
     paths, predictors = open_models(model_path, device=device, batch_size=batch_size)
-    label_map = _label_map_as_trained(label_map, predictors[0].meta.spec, paths[0])
     for p in predictors:  # a classifier of another tool's label maps reads them
         p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
         _ = p.measurer  # its label maps' source checked once, before any case
@@ -353,7 +352,7 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     cases = predictor.split_channels(find_segmentation_cases(images, labels, channels=channels))
     if table is not None:
         cases = select_table_cases(cases, table_ids(table, id_column), table)
-
+    label_map = _truth_remap(label_map, meta.spec, cases, len(meta.classes), paths[0])
     return meta.kind, evaluate_segmentation(paths[0], cases, out_dir, device=device,
                                             batch_size=batch_size, progress=progress,
                                             predictor=predictor, run_spec=run_spec,
@@ -361,32 +360,58 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
                                             allow_leakage=allow_leakage)
 
 
-def _label_map_as_trained(given: Mapping[int, int] | str | None, spec: Mapping[str, Any],
-                          model: Path) -> Mapping[int, int] | None:
-    """The remap of the truth maps: the table the model was pre-trained with (its spec's
-    ``data.label_map``) unless other pairs are given — they are warned —; ``consecutive``
-    is that table too (numbering this set's values afresh would give other numbers where a
-    value is missing). Truth maps already numbered as the model's outputs are refused under
-    a table that moves their values (:func:`segfew.data.read.check_remap_keeps_labels_apart`)."""
+def _check_truth_values(truth: np.ndarray, names: Sequence[str], path: Path) -> None:
+    """A truth value the model has no output for would score as a structure missed: its
+    case is refused (an error row), naming the values and the model's labels."""
+    extra = sorted(int(v) for v in np.unique(truth) if v >= len(names))
+    if extra:
+        labels = ", ".join(f"{i} {n}" for i, n in enumerate(names))
+        raise DataError(f"label value{'s' if len(extra) > 1 else ''} "
+                        f"{', '.join(map(str, extra))} {'are' if len(extra) > 1 else 'is'} not "
+                        f"among the model's labels ({labels}): remap the truth with "
+                        "--label-map OLD:NEW pairs", path)
+
+
+def _truth_remap(given: Mapping[int, int] | str | None, spec: Mapping[str, Any],
+                cases: Sequence[Case], num_labels: int, model: Path) -> Mapping[int, int] | None:
+    """How the truth maps of ``cases`` are remapped for a model of ``num_labels`` outputs
+    whose pre-training spec is ``spec``. Given pairs are used as given (warned where they map a code of the pre-training table,
+    ``data.label_map``, elsewhere). Otherwise — and for ``consecutive``, which means that
+    table, not a numbering of these maps afresh (a map missing a code would shift the rest)
+    — the table is applied when the truths hold its codes beyond the model's outputs, and
+    nothing when they hold only the model's own numbering; values that could be either are
+    a :class:`DataError` asking for pairs. SpecError: ``consecutive`` for a model without a
+    table.
+    """
     recorded = (spec.get("data") or {}).get("label_map")
     trained = ({int(k): int(v) for k, v in recorded.items()} if isinstance(recorded, dict)
-               else None)
-    if given is None and trained:
-        log.info("label values remapped as the model was pre-trained: %s",
-                 ", ".join(f"{k} → {v}" for k, v in sorted(trained.items())))
+               else {})
+    table = ",".join(f"{k}:{v}" for k, v in sorted(trained.items()))
+    if isinstance(given, str) and not trained:
+        raise SpecError("--label-map consecutive: the model records no label table of its "
+                        "pre-training; give OLD:NEW pairs (e.g. 2:1,41:2)", model)
+    if given is not None and not isinstance(given, str):
+        if any(k in trained and v != trained[k] for k, v in given.items()):
+            warnings.warn(DataWarning(f"--label-map maps codes otherwise than the table the "
+                                      f"model was pre-trained with ({table})", model),
+                          stacklevel=3)
+        return given
+    codes = {k for k, v in trained.items() if k != v}
+    if not codes:
+        return None
+    found: set[int] = set()
+    for path in (p for c in cases for p in c.labels):
+        with contextlib.suppress(DataError):  # an unreadable map: its case's error row
+            found |= label_values([path])
+    if found & {k for k in codes if k >= num_labels}:
+        log.info("truth label values remapped as the model was pre-trained: %s", table)
         return trained
-    if isinstance(given, str):
-        if trained is None:
-            raise SpecError("--label-map consecutive: the model records no label map of its "
-                            "pre-training; give OLD:NEW pairs (e.g. 2:1,41:2)", model)
-        return trained
-    if given is not None and trained is not None and dict(given) != trained:
-        pairs = ",".join(f"{k}:{v}" for k, v in sorted(trained.items()))
-        warnings.warn(DataWarning(f"--label-map differs from the table the model was "
-                                  f"pre-trained with ({pairs}): each truth label is compared "
-                                  "with the model's output of that number; --label-map "
-                                  "consecutive uses the model's table", model), stacklevel=3)
-    return given
+    if found & codes:
+        raise DataError(f"the truth maps hold {', '.join(map(str, sorted(found & codes)))}: "
+                        f"codes of the table the model was pre-trained with ({table}) and "
+                        "also its own outputs; say which with --label-map: that table, or "
+                        "N:N pairs for the model's own numbering", model)
+    return None
 
 
 def check_out_dir(out_dir: str | Path, cases: Sequence[Case], extra: Sequence[Path] = ()

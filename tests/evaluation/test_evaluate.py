@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +201,9 @@ def test_a_truth_value_the_model_cannot_predict_is_an_error_row_not_a_zero_dice(
                                     tmp_path / "eval", device="cpu")
     rows = {c["id"]: c for c in metrics["per_case"]}
     assert rows["good"]["status"] == "ok" and metrics["n_scored"] == 1
-    for name, values in (("extra", "[3]"), ("slope", "[4]")):
+    for name, values in (("extra", "value 3 is not among the model's labels"),
+                         ("slope", "value 4 is not among the model's labels (0 background, "
+                                   "1 l1, 2 l2)")):
         assert rows[name]["status"] == "error"
         assert f"{name}.nii.gz" in rows[name]["error"] and values in rows[name]["error"]
 
@@ -238,7 +241,7 @@ def test_label_map_consecutive_at_evaluate_is_the_table_the_model_was_trained_wi
     """Codes 0, 2, 17, 41 pre-trained as 0–3: a test map without 17, numbered afresh, would
     compare code 41 with the model's code-17 output. The model's table is applied (by
     default and for ``consecutive``); other pairs are warned."""
-    from segfew.errors import SpecError
+    from segfew.errors import DataError, SpecError
     from segfew.evaluation.evaluate import evaluate_paths
     from segfew.modelfile import read_model_file, save_model
     from segfew.models import MNet
@@ -262,8 +265,21 @@ def test_label_map_consecutive_at_evaluate_is_the_table_the_model_was_trained_wi
     assert as_trained["status"] == "ok"
     assert as_trained == {**dice({2: 1, 17: 2, 41: 3}, "b"), "path": as_trained["path"]}
     assert as_trained == dice(None, "e")  # by default, as the model was pre-trained
-    with pytest.warns(Warning, match=r"pre-trained with \(2:1,17:2,41:3\)"):
+    with pytest.warns(Warning, match=r"otherwise than the table the model was pre-trained "
+                                     r"with \(2:1,17:2,41:3\)"):
         dice({2: 1, 41: 2}, "c")
-    with pytest.raises(SpecError, match="records no label map"):
+    with pytest.raises(SpecError, match="records no label table"):
         evaluate_paths(seg, images, tmp_path / "d", labels=labels, label_map="consecutive",
                        device="cpu")
+
+    # truths already numbered as the model's outputs: scored as they are, by default
+    save_nifti(labels / "v.nii.gz", np.where(truth == 41, 3, truth == 2).astype(np.uint8))
+    assert dice(None, "f") == dice("consecutive", "g") == as_trained
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pairs that move no code of the table: no word
+        dice({1: 1, 3: 3}, "h")
+    # only values that are both codes of the table and outputs: which, it cannot tell
+    save_nifti(labels / "v.nii.gz", (truth == 2).astype(np.uint8) * 2)
+    with pytest.raises(DataError, match=r"truth maps hold 2: codes of the table .* also its "
+                                        r"own outputs"):
+        dice(None, "i")
