@@ -373,16 +373,15 @@ def _check_truth_values(truth: np.ndarray, names: Sequence[str], path: Path) -> 
 
 
 def _truth_remap(given: Mapping[int, int] | str | None, spec: Mapping[str, Any],
-                cases: Sequence[Case], num_labels: int, model: Path) -> Mapping[int, int] | None:
-    """How the truth maps of ``cases`` are remapped for a model of ``num_labels`` outputs
-    whose pre-training spec is ``spec``. Given pairs are used as given (warned where they map a code of the pre-training table,
-    ``data.label_map``, elsewhere). Otherwise — and for ``consecutive``, which means that
-    table, not a numbering of these maps afresh (a map missing a code would shift the rest)
-    — the table is applied when the truths hold its codes beyond the model's outputs, and
-    nothing when they hold only the model's own numbering; values that could be either are
-    a :class:`DataError` asking for pairs. SpecError: ``consecutive`` for a model without a
-    table.
-    """
+                 cases: Sequence[Case], num_labels: int, model: Path
+                 ) -> Mapping[int, int] | None:
+    """The remap of the truth maps of ``cases`` for a model of ``num_labels`` outputs and
+    pre-training ``spec``. Pairs are used as given (warned where they map a code of the
+    table ``data.label_map`` otherwise). Else, and for ``consecutive`` (that table, not a
+    numbering afresh: a map missing a code would shift the rest), the table is applied to
+    truths holding its codes beyond the outputs, nothing to truths in the model's own
+    numbering; values that could be either: DataError. SpecError: ``consecutive`` without
+    a table."""
     recorded = (spec.get("data") or {}).get("label_map")
     trained = ({int(k): int(v) for k, v in recorded.items()} if isinstance(recorded, dict)
                else {})
