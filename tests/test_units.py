@@ -102,6 +102,9 @@ def test_train_classifier_and_predict_say_a_missing_spacing(tmp_path: Path) -> N
     for case, unit in ((eye, "vox"), (png, "px")):
         with pytest.warns(DataWarning, match=f"no real voxel size.*say {unit} instead of ml/mm"):
             assert warn_placeholder_spacing([case]) is not None
+        with pytest.warns(DataWarning) as said:  # a model without measurements: none said
+            warn_placeholder_spacing([case], measures=False)
+        assert "measurements" not in str(said[0].message)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert warn_placeholder_spacing([real]) is None

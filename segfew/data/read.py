@@ -396,10 +396,11 @@ def _remap(arr: np.ndarray, raw: np.ndarray, remap: Mapping[int, int]) -> np.nda
     return new[np.searchsorted(raw, arr)]
 
 
-def warn_placeholder_spacing(cases: Sequence[Case]) -> str | None:
+def warn_placeholder_spacing(cases: Sequence[Case], measures: bool = True) -> str | None:
     """Read the first case's first image; where its voxel size is a placeholder
-    (:func:`segfew.io.placeholder_spacing`), say so in a :class:`DataWarning` — sizes and
-    measurements are then in voxels (``vox``/``px``), not mm — and return why (else None).
+    (:func:`segfew.io.placeholder_spacing`), say so in a :class:`DataWarning` — sizes and,
+    where there are ``measures``, measurements are then in voxels (``vox``/``px``), not
+    mm — and return why (else None).
 
     One file stands for the data set (its files come from one source); ``inspect`` checks
     every case. A file that cannot be read is left to the door that reads it next.
@@ -414,8 +415,8 @@ def warn_placeholder_spacing(cases: Sequence[Case]) -> str | None:
     why = image.spacing_placeholder
     if why is not None:
         unit = "voxels (vox)" if image.dim == 3 else "pixels (px)"
-        warnings.warn(DataWarning(
-            f"no real voxel size ({why}): sizes are in {unit}, not mm; measurements say "
-            f"{'vox' if image.dim == 3 else 'px'} instead of ml/mm", first.images[0]),
-            stacklevel=2)
+        said = (f"; measurements say {'vox' if image.dim == 3 else 'px'} instead of ml/mm"
+                if measures else "")
+        warnings.warn(DataWarning(f"no real voxel size ({why}): sizes are in {unit}, not "
+                                  f"mm{said}", first.images[0]), stacklevel=2)
     return why

@@ -97,7 +97,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     cases = collect_cases([Path(p) for p in inputs], recursive=recursive, channels=channels)
     if not cases:
         raise DataError("no images found in " + ", ".join(str(p) for p in inputs))
-    warn_placeholder_spacing(cases)  # a line: sizes in voxels, not mm
+    measured = meta.architecture.name == "measurement_classifier"
+    warn_placeholder_spacing(cases, measured)  # a line: sizes in voxels, not mm
     out = Path(out)
     read = [*models, *inputs, *(p for c in cases for p in c.images)]
     if explain is not None:

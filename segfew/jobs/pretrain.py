@@ -189,6 +189,8 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
     if spec.data.label_map == "consecutive":
         spec = _resolve_consecutive(spec, cases)
     dim = spec.network.dim
+    size = spec.preprocess.size  # the grid, checked before any image is read
+    _check_grid(dim, tuple(size * dim if len(size) == 1 else size[:dim]), spec.train.patch_size)
     train_cases, val_cases = validation_split(cases, spec.train, per_class=False)
     declared = declared_label_names(spec)
     rules = spec.data.label_rules(range(len(declared)) if declared else None)  # the label set
@@ -214,18 +216,8 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
     counts = np.zeros(num_labels)
     for y in train_y:
         counts += np.bincount(y.ravel(), minlength=num_labels)[:num_labels]
-    in_channels, grid = train_x[0].shape[0], train_x[0].shape[1:]
-    if any(size % 16 for size in grid):
-        raise SpecError(
-            f"the {dim}D network pools four times: every size of its grid {list(grid)} "
-            "must be a multiple of 16 (preprocess.size)"
-        )
-    patch = spec.train.patch_size
-    if patch is not None and (len(patch) != dim or any(p % 16 or p > g for p, g in
-                                                       zip(patch, grid, strict=True))):
-        raise SpecError(f"train.patch_size {patch} must give each of the grid's {dim} axes "
-                        f"{list(grid)} a size no larger than it and a multiple of 16 (the "
-                        "network pools four times)")
+    in_channels = train_x[0].shape[0]
+    _check_grid(dim, tuple(train_x[0].shape[1:]), spec.train.patch_size)
     args: dict[str, Any] = {"dim": dim, "in_channels": in_channels, "num_labels": num_labels,
             "n_s": spec.network.n_s, "dropout": spec.network.dropout}
 
@@ -262,6 +254,19 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
                   *(p for c in cases for p in (*c.images, *c.labels))],
         runtime=runtime, metric="validation Dice (mean over labels)", describe=describe_model,
         val_groups=val_groups)
+
+
+def _check_grid(dim: int, grid: tuple[int, ...], patch: Sequence[int] | None) -> None:
+    """SpecError unless every size of the grid, and of the training patch, is a multiple of
+    16 (four poolings) and the patch fits the grid."""
+    if any(size % 16 for size in grid):
+        raise SpecError(f"the {dim}D network pools four times: every size of its grid "
+                        f"{list(grid)} must be a multiple of 16 (preprocess.size)")
+    if patch is not None and (len(patch) != dim or any(p % 16 or p > g for p, g in
+                                                       zip(patch, grid, strict=True))):
+        raise SpecError(f"train.patch_size {list(patch)} must give each of the grid's {dim} "
+                        f"axes {list(grid)} a size no larger than it and a multiple of 16 "
+                        "(the network pools four times)")
 
 
 def _resolve_consecutive(spec: PretrainSpec, cases: Sequence[Case]) -> PretrainSpec:

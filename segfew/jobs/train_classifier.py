@@ -290,7 +290,8 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
     if not cases:
         raise DataError("no labelled images found", spec.data.table or spec.data.images)
     if write_info:  # said once per command (an experiment's tasks share its data)
-        warn_placeholder_spacing(cases)
+        warn_placeholder_spacing(cases, framework(spec.framework).network
+                                 == "measurement_classifier")
     classes = class_names(list(cases) + list(val_cases or []))
     if len(classes) < 2:  # every framework: nothing to tell apart
         raise DataError(f"one class only ({', '.join(classes)}): a classifier needs cases of "

@@ -281,16 +281,25 @@ def test_jpeg_masks_are_refused_in_one_line_before_any_other(
     assert not out.exists()
 
 
-def test_a_patch_the_network_cannot_pool_is_a_spec_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("patch", "says"), [("[24, 32]", "multiple of 16"),
+                                             ("[80, 80]", "no larger than it")])
+def test_a_patch_the_network_cannot_pool_is_a_spec_error_before_any_reading(
+        tmp_path: Path, patch: str, says: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import segfew.jobs.pretrain
     from segfew.synth import make_phantoms
 
     make_phantoms(tmp_path / "d", dim=2, n_per_class=2, size=32, num_classes=2, seed=0)
     spec = tmp_path / "p.toml"
-    spec.write_text("[train]\npatch_size = [24, 32]\n", encoding="utf-8")
+    spec.write_text(f"[train]\npatch_size = {patch}\n", encoding="utf-8")
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("images read before the refusal")
+
+    monkeypatch.setattr(segfew.jobs.pretrain, "_segmentation_samples", never)
     result = runner.invoke(app, [
         "pretrain", "--spec", str(spec), "--images", str(tmp_path / "d" / "images"),
         "--labels", str(tmp_path / "d" / "labels"), "--out", str(tmp_path / "s.pt"),
         "--n-s", "2", "--size", "32", "--epochs", "1", "--no-progress", "--no-cache"])
-    assert result.exit_code == 2
-    assert "patch_size [24, 32]" in result.output and "multiple of 16" in result.output
+    assert result.exit_code == 2, result.output
+    assert f"patch_size {patch}" in result.output and says in result.output
     assert not (tmp_path / "s.pt").exists()
