@@ -216,6 +216,22 @@ def make_segmenter(path: Path, num_labels: int = 3) -> Path:
     return save_model(path, model.eval(), meta)
 
 
+def dicom_dataset(sop: str, syntax: str = "1.2.840.10008.1.2.1") -> Any:
+    """A pydicom ``Dataset`` with its file meta: the SOP class ``sop``, new UIDs, the
+    transfer ``syntax`` (explicit VR little endian by default); the caller adds the rest."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
+    return ds
+
+
 def huge_nifti(path: Path) -> Path:
     """A NIfTI of 1.4 KB whose header claims 32000×32000×4 voxels (refused before reading)."""
     header = nib.Nifti1Header()

@@ -328,17 +328,12 @@ def pydicom_file(path: Path, syntax: str = "1.2.840.10008.1.2.1",
                  image: bool = True) -> Path:
     """A DICOM file built with pydicom: any transfer syntax or SOP class, with or without
     pixel data."""
-    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
     from pydicom.uid import generate_uid
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
+    from tests.conftest import dicom_dataset
+
+    ds = dicom_dataset(sop, syntax)
     ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.Modality = generate_uid(), generate_uid(), "OT"
     if image:
         ds.Rows = ds.Columns = 8

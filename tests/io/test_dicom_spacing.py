@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     CTImageStorage,
@@ -26,6 +26,7 @@ from pydicom.uid import (
 
 from segfew.errors import DataError
 from segfew.io import read_image
+from tests.conftest import dicom_dataset
 from tests.io import read_warned as read
 
 SHAPE = (6, 5, 4)  # X (columns), Y (rows), slices
@@ -35,13 +36,7 @@ NO_POSITION = ("ImagePositionPatient", "ImageOrientationPatient")
 
 
 def _dataset(sop_class: str, tags: dict[str, Any], plane: np.ndarray, k: int) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds = dicom_dataset(sop_class, ExplicitVRLittleEndian)
     ds.PatientID, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "P", "CT", 1, k + 1
     ds.Rows, ds.Columns = plane.shape[1], plane.shape[0]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
