@@ -148,7 +148,8 @@ def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int]
                   "the largest class)" if p.get("distinguishable_from_chance") is False
                   else f", below chance ({p['chance_rate']:.2f}, the share of the largest "
                   "class)" if _below_chance(p) else "")
-        parts.append(f"with {size} labelled {unit} per class, {who} at accuracy "
+        one = unit.removesuffix("s") if size == 1 else unit  # 1 labelled patient
+        parts.append(f"with {size} labelled {one} per class, {who} at accuracy "
                      f"{p['accuracy']:.2f}{ci}{chance}")
     if not parts:
         return "No task has finished yet."

@@ -144,8 +144,9 @@ def test_report_opens_with_a_summary_and_folds_the_settings(run_dir: Path) -> No
     verdict, first = text.split("\n\n")[1:3]  # the paragraphs under the title
     assert verdict.startswith("Leakage check:"), verdict
     # manual is right on more test cases at every size (fake_trainer): named best, with CI
-    for size in (1, 2, 4):
-        assert re.search(rf"with {size} labelled patients per class, manual was best "
+    for size in (1, 2, 4):  # 1 labelled patient, 2 labelled patients
+        unit = "patient" if size == 1 else "patients"
+        assert re.search(rf"with {size} labelled {unit} per class, manual was best "
                          r"at accuracy \d\.\d\d \(95% CI \d\.\d\d–\d\.\d\d\)", first), first
     assert "test patients per repetition, 2 repetitions pooled" in first
     assert re.search(r"^\| manual \| 4 \| 2 \| .* \| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \| \d+ \|$",
