@@ -379,9 +379,8 @@ def _truth_remap(given: Mapping[int, int] | str | None, spec: Mapping[str, Any],
     pre-training ``spec``. Pairs are used as given (warned where they map a code of the
     table ``data.label_map`` otherwise). Else, and for ``consecutive`` (that table, not a
     numbering afresh: a map missing a code would shift the rest), the table is applied to
-    truths holding its codes beyond the outputs, nothing to truths in the model's own
-    numbering; values that could be either: DataError. SpecError: ``consecutive`` without
-    a table."""
+    truths in its codes, nothing to truths in the model's own numbering; values that could
+    be either: DataError. SpecError: ``consecutive`` without a table."""
     recorded = (spec.get("data") or {}).get("label_map")
     trained = ({int(k): int(v) for k, v in recorded.items()} if isinstance(recorded, dict)
                else {})
@@ -402,15 +401,18 @@ def _truth_remap(given: Mapping[int, int] | str | None, spec: Mapping[str, Any],
     for path in (p for c in cases for p in c.labels):
         with contextlib.suppress(DataError):  # an unreadable map: its case's error row
             found |= label_values([path])
-    if found & {k for k in codes if k >= num_labels}:
+    source, own = found <= {0, *trained}, found <= set(range(num_labels))
+    if own and not (source and found & codes):
+        return None
+    if not own and (source or found & {k for k in codes if k >= num_labels}):
         log.info("truth label values remapped as the model was pre-trained: %s", table)
         return trained
-    if found & codes:
+    if own:  # every value could be a code of the table or an output
         raise DataError(f"the truth maps hold {', '.join(map(str, sorted(found & codes)))}: "
                         f"codes of the table the model was pre-trained with ({table}) and "
                         "also its own outputs; say which with --label-map: that table, or "
                         "N:N pairs for the model's own numbering", model)
-    return None
+    return None  # neither: each case's values are said in its row
 
 
 def check_out_dir(out_dir: str | Path, cases: Sequence[Case], extra: Sequence[Path] = ()

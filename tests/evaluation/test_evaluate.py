@@ -278,6 +278,10 @@ def test_label_map_consecutive_at_evaluate_is_the_table_the_model_was_trained_wi
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # pairs that move no code of the table: no word
         dice({1: 1, 3: 3}, "h")
+    every = np.where(truth == 41, 3, truth == 2).astype(np.uint8)
+    every[10:12, 2:5] = 2  # 2 is also a code of the table, but 1 and 3 are none of its
+    save_nifti(labels / "v.nii.gz", every)
+    assert dice(None, "j")["status"] == "ok"
     # only values that are both codes of the table and outputs: which, it cannot tell
     save_nifti(labels / "v.nii.gz", (truth == 2).astype(np.uint8) * 2)
     with pytest.raises(DataError, match=r"truth maps hold 2: codes of the table .* also its "
