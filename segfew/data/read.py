@@ -38,7 +38,7 @@ import numpy as np
 from segfew.data import Case
 from segfew.errors import DataError, DataWarning
 from segfew.io import Image, ReadLimits, read_image
-from segfew.io.dicom import dicom_series_files
+from segfew.io.dicom import dicom_header, dicom_series_files
 
 __all__ = [
     "GEOMETRY_ATOL",
@@ -180,7 +180,6 @@ _DICOM_LOSSY = frozenset(f"1.2.840.10008.1.2.4.{n}" for n in (
 #: ... and those that may be either (JPEG-LS near-lossless, JPEG 2000, HTJ2K): lossy unless
 #: the header's Lossy Image Compression (0028,2110) is "00"
 _DICOM_MAYBE_LOSSY = frozenset(f"1.2.840.10008.1.2.4.{n}" for n in (81, 91, 93, 203))
-_DICOM_SUFFIXES = (".dcm", ".ima", ".dicom", ".dic")
 
 
 def _lossy_storage(path: Path) -> str | None:
@@ -198,9 +197,7 @@ def _lossy_storage(path: Path) -> str | None:
         return "JPEG 2000"
     if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
         return _lossy_tiff(path, head)
-    if head[128:132] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES:
-        return _lossy_dicom(path)
-    return None
+    return _lossy_dicom(path)
 
 
 def _lossy_tiff(path: Path, head: bytes) -> str | None:
@@ -226,20 +223,17 @@ def _lossy_tiff(path: Path, head: bytes) -> str | None:
 
 
 def _lossy_dicom(path: Path) -> str | None:
-    """The lossy transfer syntax, or the Lossy Image Compression flag, of a DICOM file."""
-    import pydicom
-    from pydicom.uid import UID, MPEGTransferSyntaxes
+    """The lossy transfer syntax, or the Lossy Image Compression flag, of a DICOM file
+    (its header as :func:`segfew.io.dicom.dicom_header` reads it; None for another file)."""
+    from pydicom.uid import MPEGTransferSyntaxes
 
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                             specific_tags=["LossyImageCompression"])
-        syntax = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
-        flag = str(ds.get("LossyImageCompression", "") or "").strip()
-    except Exception:  # not DICOM after all, or a corrupt header: the reader says
+    header = dicom_header(path)
+    if header is None:
         return None
+    syntax, flag = header.transfer_syntax, header.lossy_compression
     if syntax in _DICOM_LOSSY or syntax in MPEGTransferSyntaxes or (
             syntax in _DICOM_MAYBE_LOSSY and flag != "00"):
-        return f"DICOM compressed as {UID(syntax).name}"
+        return f"DICOM compressed as {header.transfer_syntax_name}"
     if flag == "01":
         return "DICOM once lossy compressed (Lossy Image Compression 01)"
     return None

@@ -106,6 +106,9 @@ class DicomHeader:
     """A Siemens MOSAIC: many slices tiled in one frame (ImageType holds MOSAIC)."""
     transfer_syntax: str
     transfer_syntax_name: str
+    lossy_compression: str = ""
+    """Lossy Image Compression (0028,2110): ``01`` once lossy compressed, ``00`` never;
+    empty where absent."""
     pixel_spacing: tuple[float, float] | None = None
     """PixelSpacing (row spacing, column spacing) in mm, of the file or of a multi-frame
     file's pixel measures; None where absent or not positive numbers."""
@@ -178,6 +181,7 @@ def _header(path: Path, size: int, mtime_ns: int, inode: int) -> DicomHeader | N
         mosaic=mosaic,
         transfer_syntax=syntax,
         transfer_syntax_name=_uid_name(syntax) or syntax,
+        lossy_compression=str(ds.get("LossyImageCompression", "") or "").strip(),
         **_geometry_fields(ds),
     )
 
