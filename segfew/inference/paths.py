@@ -153,7 +153,6 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     return out, failed, len(cases)
 
 
-
 def one_class_batch(predicted: Sequence[str], classes: Sequence[str]
                     ) -> dict[str, Any] | None:
     """``{"class", "share", "cases"}`` when one class is predicted for at least
