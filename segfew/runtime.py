@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from segfew.choices import Precision
-from segfew.errors import SpecError
+from segfew.errors import DataError, SpecError
 
 __all__ = [
     "Capabilities",
@@ -37,6 +37,7 @@ __all__ = [
     "adam",
     "available_bytes",
     "capabilities",
+    "check_free_memory",
     "choose_plan",
     "cpu_bf16_supported",
     "default_threads",
@@ -359,3 +360,17 @@ def available_bytes(device: torch.device) -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def check_free_memory(need: int, work: str, path: Any = None) -> None:
+    """Refuse, before it starts, work on one scan that needs ``need`` bytes of CPU memory
+    when less is free: a DataError naming ``path`` (a batch's error row) instead of the
+    system killing the process and the batch with it. ``work`` says what, and the grid."""
+    free = available_bytes(torch.device("cpu"))
+    if need > free:
+        raise DataError(f"{work} needs about {_size(need)} and {_size(free)} is free: crop "
+                        "or resample it first", path)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from segfew.errors import DataError, SegfewError
 from segfew.preprocess.grid import restore
-from segfew.runtime import Plan, available_bytes
+from segfew.runtime import Plan, check_free_memory
 
 if TYPE_CHECKING:
     from segfew.preprocess.grid import Preprocessing
@@ -45,17 +45,10 @@ def check_source_memory(images: Sequence[Any], path: Any = None) -> None:
     ``path`` (a batch's error row).
     """
     voxels = int(np.prod(images[0].shape)) if images else 0
-    need = voxels * (SOURCE_BYTES_PER_VOXEL + 8 * max(0, len(images) - 1))
-    free = available_bytes(torch.device("cpu"))
-    if need > free:
-        grid = "×".join(str(s) for s in images[0].shape)
-        raise DataError(f"segmenting and measuring this scan on its own grid ({grid} voxels) "
-                        f"needs about {_size(need)} and {_size(free)} is free: crop or "
-                        "resample it first", path)
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+    grid = "×".join(str(s) for s in images[0].shape) if images else "no"
+    check_free_memory(voxels * (SOURCE_BYTES_PER_VOXEL + 8 * max(0, len(images) - 1)),
+                      f"segmenting and measuring this scan on its own grid ({grid} voxels)",
+                      path)
 
 
 def network_dim(model: Any) -> int:

@@ -78,6 +78,7 @@ class PreprocessCache:
 
         def compute() -> np.ndarray:
             lab = read_image(path, label=True)
+            pp.check_memory([lab.array], path)
             arr = check_label_values(lab.array, rules.values, path, rules.remap, lab.colour)
             return pp.preprocess_label(arr, cfg, lab.spacing)
 
@@ -90,6 +91,7 @@ class PreprocessCache:
         if not self.enabled or self.root is None or case.problem is not None:
             self.misses += 1
             images, labels = read_case(case, rules)
+            pp.check_memory([im.array for im in images + labels], case.images[0])
             return ([pp.preprocess_image(im.array, cfg, im.spacing) for im in images],
                     [pp.preprocess_label(lab.array, cfg, lab.spacing) for lab in labels])
         keys = ([self._key(p, cfg, "image", rules) for p in case.images],
@@ -106,6 +108,7 @@ class PreprocessCache:
             said = [str(w.message) for w in caught]
             for w in caught:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            pp.check_memory([im.array for im in images + labels], case.images[0])
             ready.update({k: pp.preprocess_image(im.array, cfg, im.spacing)
                           for k, im in zip(keys[0], images, strict=True)})
             ready.update({k: pp.preprocess_label(lab.array, cfg, lab.spacing)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -35,9 +36,12 @@ from scipy import ndimage
 from segfew.choices import Intensity
 from segfew.errors import DataError, DataWarning, SpecError
 from segfew.preprocess.clahe import equalize_adapthist
+from segfew.runtime import check_free_memory
 
 __all__ = [
+    "PREPROCESS_BYTES_PER_VOXEL",
     "Preprocessing",
+    "check_memory",
     "grid_shape",
     "normalise",
     "preprocess_image",
@@ -46,6 +50,11 @@ __all__ = [
     "slice_axis_for",
     "stack_axis",
 ]
+
+#: peak bytes per voxel of a scan's own grid to bring it onto the network grid (CLAHE's
+#: float64 tiles, the anti-aliasing filter, int64 label maps); docs/benchmarks.md "Memory
+#: of one case"
+PREPROCESS_BYTES_PER_VOXEL = 64
 
 #: a 3D image is a stack of slices when one axis is spaced at least this many times wider
 #: than each other (cine MRI: 5–10 mm slices, 1–2 mm pixels) ...
@@ -240,6 +249,19 @@ def _to_grid(a: np.ndarray, plan: _Plan, order: int, fill: float, anti_alias: bo
     if plan.fov != plan.moved:
         a = np.pad(a, plan.pad, mode="constant", constant_values=fill)
     return np.ascontiguousarray(_resize(a, plan.grid, order, anti_alias))
+
+
+def check_memory(arrays: Sequence[np.ndarray], path: str | Path | None = None) -> None:
+    """Refuse, before any work, a scan whose own grid is too large to pre-process in the
+    memory free (:data:`PREPROCESS_BYTES_PER_VOXEL` per voxel of its largest array).
+
+    The reader bounds a file at 2³⁰ voxels; bringing one that size onto the grid would
+    need 64 GiB. Raises :class:`DataError` naming ``path``.
+    """
+    shape = max((a.shape for a in arrays), key=lambda s: int(np.prod(s)), default=())
+    check_free_memory(int(np.prod(shape)) * PREPROCESS_BYTES_PER_VOXEL,
+                      f"bringing this scan ({'×'.join(map(str, shape))} voxels) onto the "
+                      "network grid", path)
 
 
 def preprocess_image(array: np.ndarray, cfg: Preprocessing,

@@ -272,12 +272,13 @@ def test_label_refuses_a_scan_too_large_for_free_memory_before_writing(
     """Labels are made on each scan's own grid: one that cannot fit is one line naming it,
     and nothing is written."""
     import segfew.inference.run
+    import segfew.runtime
 
     images = tmp_path / "images"
     save_nifti(images / "small.nii.gz", rng.normal(100, 30, (16, 16, 4)).astype(np.float32))
     save_nifti(images / "large.nii.gz", rng.normal(100, 30, (32, 32, 8)).astype(np.float32))
     free = 16 * 16 * 4 * segfew.inference.run.SOURCE_BYTES_PER_VOXEL * 2
-    monkeypatch.setattr(segfew.inference.run, "available_bytes", lambda device: free)
+    monkeypatch.setattr(segfew.runtime, "available_bytes", lambda device: free)
     out = tmp_path / "out"
     result = runner.invoke(app, ["label", "--images", str(images), "--out", str(out), "--k", "2",
                                  "--no-progress"])

@@ -344,6 +344,29 @@ def test_running_out_of_memory_on_one_case_is_its_error_row(
     assert rows["a"]["status"] == rows["c"]["status"] == "ok"
 
 
+def test_a_scan_too_large_to_bring_onto_the_grid_is_its_error_row_before_any_work(
+        classifier: Path, tmp_path: Path, rng: np.random.Generator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grid classifier pre-processes each scan on its own grid first: a legal scan whose
+    CLAHE and resize would not fit in free memory is refused, naming it, and the rest of
+    the batch is predicted."""
+    import segfew.runtime
+    from segfew.inference.paths import predict_paths
+    from segfew.preprocess.grid import PREPROCESS_BYTES_PER_VOXEL
+
+    folder = tmp_path / "scans"
+    save_nifti(folder / "small.nii.gz", scan(rng, (20, 24)))
+    save_nifti(folder / "large.nii.gz", scan(rng, (80, 96)))
+    free = 20 * 24 * PREPROCESS_BYTES_PER_VOXEL * 2  # the small one fits, the large not
+    monkeypatch.setattr(segfew.runtime, "available_bytes", lambda device: free)
+    out, failed, count = predict_paths(classifier, [folder], tmp_path / "p.csv", device="cpu",
+                                       workers=0)
+    rows = {r["id"]: r for r in read_csv(out)}
+    assert (count, failed) == (2, 1) and rows["small"]["status"] == "ok"
+    assert "large.nii.gz" in rows["large"]["error"]
+    assert "onto the network grid" in rows["large"]["error"]
+
+
 # ------------------------------------------------------------------ kinds
 
 

@@ -96,7 +96,7 @@ def test_a_scan_too_large_to_segment_in_free_memory_is_an_error_row_the_batch_go
         tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     """A scan legal to read can still need more memory than is free on its own grid: it is
     refused before any work, naming it, and the batch's other scans are segmented."""
-    import segfew.inference.run
+    import segfew.runtime
     from segfew.inference.paths import predict_paths
     from segfew.inference.run import SOURCE_BYTES_PER_VOXEL
 
@@ -105,7 +105,7 @@ def test_a_scan_too_large_to_segment_in_free_memory_is_an_error_row_the_batch_go
     save_nifti(images / "small.nii.gz", scan(rng, (20, 24, 5)))
     save_nifti(images / "large.nii.gz", scan(rng, (40, 48, 10)))
     free = 20 * 24 * 5 * SOURCE_BYTES_PER_VOXEL * 2  # the small one fits, the large not
-    monkeypatch.setattr(segfew.inference.run, "available_bytes", lambda device: free)
+    monkeypatch.setattr(segfew.runtime, "available_bytes", lambda device: free)
     out, failed, count = predict_paths(model, [images], tmp_path / "pred", device="cpu")
     assert (count, failed) == (2, 1)
     assert (out / "small_seg.nii.gz").is_file() and not (out / "large_seg.nii.gz").exists()

@@ -313,3 +313,26 @@ def test_the_doors_warnings_are_said_again_on_a_cache_hit(tmp_path):
         with pytest.warns(DataWarning, match=r"n\.nii\.gz: 1 NaN/infinite voxel"):
             load_case(case, PreprocessConfig(size=16).plain(), cache)
     assert cache.hits == 1
+
+
+def test_a_case_too_large_to_preprocess_in_free_memory_is_refused_naming_its_file(
+        tmp_path, rng, monkeypatch) -> None:
+    """Through the cache or not, image or label map: the scan is refused before CLAHE and
+    the resize, naming the file, and nothing is cached for it."""
+    import segfew.runtime
+
+    image = save_nifti(tmp_path / "a.nii.gz", rng.normal(100, 30, (40, 40, 6)).astype(np.float32))
+    label = save_nifti(tmp_path / "a_seg.nii.gz", np.zeros((40, 40, 6), np.uint8))
+    cfg = pp.Preprocessing(size=(16, 16), intensity="clahe")
+    monkeypatch.setattr(segfew.runtime, "available_bytes",
+                        lambda device: 40 * 40 * 6 * pp.PREPROCESS_BYTES_PER_VOXEL - 1)
+    cache = PreprocessCache(tmp_path / "cache")
+    for call in (lambda: load_case(Case("a", (image,), (label,)), cfg, cache),
+                 lambda: load_case(Case("a", (image,), (label,)), cfg, PreprocessCache(None)),
+                 lambda: cache.label(label, cfg)):
+        with pytest.raises(DataError, match="onto the network grid") as err:
+            call()
+        assert "a.nii.gz" in str(err.value) or "a_seg.nii.gz" in str(err.value)
+    assert not list((tmp_path / "cache").glob("*.npy"))
+    monkeypatch.setattr(segfew.runtime, "available_bytes", lambda device: 2**40)
+    assert load_case(Case("a", (image,), (label,)), cfg, cache)[0].shape == (1, 16, 16, 6)
