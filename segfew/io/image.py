@@ -79,6 +79,9 @@ class Image:
     """``nifti``, ``itk`` (any SimpleITK file) or ``dicom`` (a series folder)."""
     nifti_codes: tuple[int, int] = (1, 1)
     """(qform_code, sform_code) of a NIfTI source, so written files keep the same meaning."""
+    nifti_qform: np.ndarray | None = None
+    """A NIfTI source's qform as stored, where it differs from the sform (both set): written
+    back as it was, so an output overlays its scan in a viewer that shows the qform."""
     colour: bool = False
     """The file held colour (RGB) pixels, converted to grey on reading."""
     nifti_units: str = "mm"

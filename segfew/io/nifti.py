@@ -206,6 +206,9 @@ def _affine_in_mm(img: Any, path: Path, extra: dict[str, Any], pixdim: np.ndarra
                                       "nibabel does", path), stacklevel=4)
     if qcode > 0 and scode > 0:
         _check_forms_agree(header, path, ndim, unit)
+        qform = np.asarray(header.get_qform(), dtype=float)
+        if not np.allclose(qform, header.get_sform(), rtol=FORMS_RTOL, atol=1e-4):
+            extra["nifti_qform"] = qform
     affine[:3, :] *= scale
     return affine
 
@@ -325,7 +328,8 @@ def write_nifti(array: np.ndarray, reference: Image, path: Path, vector: bool = 
     affine[:3, :] /= UNIT_MM.get(unit, 1.0)  # back in the scan's unit, so viewers overlay
     img = nib.Nifti1Image(array, affine)
     qcode, scode = reference.nifti_codes
-    img.set_qform(affine, code=qcode or 1)
+    qform = affine if reference.nifti_qform is None else reference.nifti_qform
+    img.set_qform(qform, code=qcode or 1)
     img.set_sform(affine, code=scode or (0 if qcode else 1))
     img.header.set_data_dtype(array.dtype)
     img.header.set_xyzt_units(unit)  # "unknown" stays unknown: no unit the scan did not state

@@ -67,3 +67,30 @@ def test_forms_that_agree_or_one_unset_say_nothing(tmp_path: Path,
     qform = sform if codes[0] and codes[1] else affine(2.5, 2.5, 2.5)
     _, said = read(forms(tmp_path / "a.nii.gz", sform, qform, codes))
     assert said == []
+
+
+@pytest.mark.parametrize("qform", [affine(2.5, 2.5, 2.5), affine(-1.0, 1.0, 2.0),
+                                   np.diag([1.0, 1.0, 2.0, 1.0])],  # the position alone
+                         ids=["size", "orientation", "position"])
+def test_an_output_keeps_both_forms_so_it_overlays_its_scan_in_any_viewer(
+        tmp_path: Path, qform: np.ndarray) -> None:
+    """A label map written for such a scan carries its qform and its sform as stored, each
+    with its code: a viewer that shows the qform places it where it places the scan."""
+    from segfew.io import read_image, write_image
+
+    path = forms(tmp_path / "s.nii.gz", affine(1.0, 1.0, 2.0), qform, codes=(1, 2))
+    img = read_image(path, label=True)
+    out = write_image(np.ones(img.shape, np.uint8), img, tmp_path / "s_seg.nii.gz")
+    source, written = nib.load(path), nib.load(out)
+    for get in ("get_qform", "get_sform"):
+        expected, code = getattr(source, get)(coded=True)
+        actual, written_code = getattr(written, get)(coded=True)
+        assert written_code == code and np.allclose(actual, expected, atol=1e-5), get
+    assert np.array_equal(np.asarray(written.dataobj), np.ones(DATA.shape, np.uint8))
+
+
+def test_a_position_alone_that_differs_is_not_said(tmp_path: Path) -> None:
+    """segfew's numbers do not depend on where the scan lies, and outputs keep both forms."""
+    _, said = read(forms(tmp_path / "p.nii.gz", affine(1.0, 1.0, 2.0),
+                         np.diag([1.0, 1.0, 2.0, 1.0])))
+    assert said == []
