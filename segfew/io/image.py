@@ -198,13 +198,28 @@ def format_bytes(nbytes: int) -> str:
 
 
 
-def grey(rgb: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
-    """RGB (last axis) → grey; equal channels are kept as stored (a grey image saved as RGB).
+#: why a complex-valued image is refused: its real part is not the image a reader sees
+COMPLEX = ("holds complex values (real and imaginary parts); save its magnitude (|x|) as a "
+           "real image")
 
+
+def grey(pixels: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
+    """Colour pixels (components on the last axis) → grey; equal RGB channels are kept as
+    stored (a grey image saved as RGB).
+
+    Only an RGB or RGBA picture of integers is colour (alpha dropped); any other number of
+    components, or components of floats (T1, T2, FLAIR stacked in one file), are channels
+    that no weighting of colours may mix: :class:`DataError` asking for a file per channel.
     Returns ``(grey, colour)``: ``colour`` is True when the channels differed and the
     luminance (scikit-image's rgb2gray weights, ITU-R BT.709) was taken, which is said in a
     :class:`DataWarning`.
     """
+    n = pixels.shape[-1]
+    if n not in (3, 4) or pixels.dtype.kind not in "ub":
+        kind = f" of {pixels.dtype.name}" if n in (3, 4) else ""
+        raise DataError(f"has {n} components{kind} per pixel: channels, not a colour picture; "
+                        "give one file per channel", path)
+    rgb = pixels[..., :3]
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
         return np.ascontiguousarray(rgb[..., 0]), False
     warnings.warn(DataWarning("RGB image converted to grey (luminance, ITU-R BT.709)", path),

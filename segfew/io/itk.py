@@ -28,7 +28,7 @@ from segfew.io.dicom import (
     series_of_path,
 )
 from segfew.io.headers import detached_data_files, nrrd_world_units
-from segfew.io.image import LPS_TO_RAS, ReadLimits, grey
+from segfew.io.image import COMPLEX, LPS_TO_RAS, ReadLimits, grey
 from segfew.io.raster import is_raster, pillow_mode, read_with_pillow
 
 if TYPE_CHECKING:
@@ -119,6 +119,8 @@ def check_itk_header(reader: Any, limits: ReadLimits, path: Path, slices: int = 
     if slices > 1:
         shape = (*shape[:2], slices)
     components = int(reader.GetNumberOfComponents())
+    if reader.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise DataError(COMPLEX, path)
     try:
         itemsize = sitk.Image([1] * len(shape), reader.GetPixelID()).GetSizeOfPixelComponent()
     except RuntimeError:
@@ -191,10 +193,7 @@ def from_sitk(img: Any, path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
     dim = img.GetDimension()
     colour = False
     if ncomp > 1:
-        if ncomp in (3, 4):  # RGB(A) photo or scan: luminance, alpha dropped
-            array, colour = grey(array[..., :3], path)
-        else:
-            raise DataError(f"has {ncomp} components per pixel; give one file per channel", path)
+        array, colour = grey(array, path)
     array = np.ascontiguousarray(array.transpose(tuple(range(dim))[::-1]))
     spacing = np.array(img.GetSpacing(), dtype=float)
     origin = np.array(img.GetOrigin(), dtype=float)

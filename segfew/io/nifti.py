@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.errors import DataError, DataWarning
-from segfew.io.image import ReadLimits, axcodes, format_bytes, grey
+from segfew.io.image import COMPLEX, ReadLimits, axcodes, format_bytes, grey
 
 if TYPE_CHECKING:
     from segfew.io.image import Image
@@ -113,6 +113,8 @@ def _read_opened(h: Any, f: Any, path: Path, data: Path, gzipped: bool, limits: 
     shape = tuple(int(s) for s in img.shape)
     components = len(raw_dtype.fields) if raw_dtype.fields else 1
     limits.check(shape, components, raw_dtype.itemsize // components, path)
+    if raw_dtype.kind == "c":
+        raise DataError(COMPLEX, path)
     offset = int(getattr(img.dataobj, "offset", header.get_data_offset()))
     _check_stored_size(data, gzipped, offset, math.prod(shape) * raw_dtype.itemsize)
     slope, inter = header.get_slope_inter()
@@ -123,13 +125,13 @@ def _read_opened(h: Any, f: Any, path: Path, data: Path, gzipped: bool, limits: 
     if raw_dtype.fields:  # RGB24 / RGBA32: a record per voxel
         array = np.asarray(img.dataobj)
         names = raw_dtype.names or ()
-        array, extra["colour"] = grey(np.stack([array[n] for n in names[:3]], -1), path)
+        array, extra["colour"] = grey(np.stack([array[n] for n in names], -1), path)
     elif raw_dtype.kind in "iub" and not scaled:
         array = np.asarray(img.dataobj)  # keeps label maps integer
     else:
         array = np.asarray(img.get_fdata(dtype=np.float32))
     if array.ndim == 5 and array.shape[3] == 1 and array.shape[4] in (3, 4):  # vector intent
-        array, extra["colour"] = grey(array[:, :, :, 0, :3], path)
+        array, extra["colour"] = grey(array[:, :, :, 0, :], path)
     return array, affine, extra
 
 
