@@ -120,6 +120,8 @@ class DicomHeader:
     """ImagePositionPatient is present (a multi-frame file's first frame's, too)."""
     oriented: bool = False
     """ImageOrientationPatient is present (a multi-frame file's plane orientation, too)."""
+    sop_instance_uid: str = ""
+    """SOPInstanceUID: the same in a copy of the file, another in each slice of a series."""
 
 
 def dicom_header(path: Path) -> DicomHeader | None:
@@ -182,6 +184,7 @@ def _header(path: Path, size: int, mtime_ns: int, inode: int) -> DicomHeader | N
         transfer_syntax=syntax,
         transfer_syntax_name=_uid_name(syntax) or syntax,
         lossy_compression=str(ds.get("LossyImageCompression", "") or "").strip(),
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "") or ""),
         **_geometry_fields(ds),
     )
 
