@@ -63,8 +63,10 @@ def scan_files(path: Path) -> list[Path]:
     (``<folder>/<name>``, :func:`segfew.io.dicom.series_of_path`): its files. A detached
     header (``.mhd``, ``.nhdr``, the ``.hdr`` of a NIfTI or Analyze pair): the data file it
     names, not itself — a header is the same for every scan of one size and spacing, and a
-    copy renamed changes only the data file's name in it. Anything else (a single DICOM
-    file too): the file itself.
+    copy renamed changes only the data file's name in it — and, after it, an Analyze pair's
+    SPM ``.mat`` where there is one: the reader takes the scan's affine from it, so a
+    ``.mat`` rewritten (SPM's reorient) is another input to the cache key, the manifest
+    and the digest. Anything else (a single DICOM file too): the file itself.
     """
     from segfew.io.dicom import dicom_series_files, series_path_files
 
@@ -79,8 +81,10 @@ def scan_files(path: Path) -> list[Path]:
 
 
 def _data_files(header: Path) -> list[Path]:
-    """The data file a detached header names ([]: not a detached header, or its data is
-    inside it); one that is missing is returned, for its digest to say so."""
+    """The files a detached header's image is read from besides it ([]: not a detached
+    header, or its data is inside it): the data file it names (one that is missing is
+    returned, for its digest to say so), and an Analyze pair's SPM ``.mat`` where the
+    reader takes its affine from one (:func:`_spm_mat`)."""
     lower = header.name.lower()
     if lower.endswith((".mhd", ".nhdr")):
         from segfew.io.itk import detached_data_files
@@ -90,8 +94,25 @@ def _data_files(header: Path) -> list[Path]:
         from segfew.io.nifti import is_pair_header, pair_data_file
 
         if is_pair_header(header):
-            return [pair_data_file(header) or header.with_name(header.name[:-4] + ".img")]
+            mat = _spm_mat(header)
+            return [pair_data_file(header) or header.with_name(header.name[:-4] + ".img"),
+                    *([mat] if mat is not None else [])]
     return []
+
+
+def _spm_mat(header: Path) -> Path | None:
+    """The SPM ``.mat`` beside an Analyze 7.5 ``.hdr`` (sizeof_hdr 348, no NIfTI magic),
+    whose affine the reader takes instead of the header's (:mod:`segfew.io.nifti`); None
+    where there is none, or the pair is NIfTI (its reader never opens a ``.mat``)."""
+    mat = header.parent / (header.name[:-4] + ".mat")
+    try:
+        with open(header, "rb") as f:
+            head = f.read(348)
+    except OSError:
+        return None
+    analyze = len(head) == 348 and 348 in {int.from_bytes(head[:4], "little"),
+                                           int.from_bytes(head[:4], "big")}
+    return mat if analyze and head[344:347] not in (b"ni1", b"n+1") and mat.is_file() else None
 
 
 def scan_digest(path: Path, files: list[Path] | None = None) -> str:
@@ -100,9 +121,12 @@ def scan_digest(path: Path, files: list[Path] | None = None) -> str:
     beside it, :func:`voxel_digest` identifies the scan by its voxels, however stored.
 
     One file (a NIfTI, an attached header, a single DICOM file, a detached header's data
-    file): its bytes' SHA-256, as :func:`file_digest`. A DICOM series of several files
-    (:func:`scan_files`): the SHA-256 of their SHA-256s sorted, one a line, so a copy with
-    its slices renamed is the same scan. ``files``: :func:`scan_files` of ``path`` if
+    file): its bytes' SHA-256, as :func:`file_digest`. Several (:func:`scan_files`): the
+    SHA-256 of their SHA-256s one a line — sorted for a DICOM series, so a copy with its
+    slices renamed is the same scan; in order for a header's (an Analyze pair's data file,
+    then its ``.mat``: the same voxels under another ``.mat`` are another digest, as a NIfTI
+    with another affine is, found again by :func:`voxel_digest` where they are the same in
+    RAS). ``files``: :func:`scan_files` of ``path`` if
     known. Raises OSError when the scan cannot be read, IsADirectoryError for a folder
     that holds no single DICOM series.
     """

@@ -238,6 +238,9 @@ def trained_on(image: Path, digests: set[str]) -> bool:
             return False
         if scan_digest(image, files) in digests:
             return True
+        if image.is_file() and len(files) == 2 and files[1].suffix.lower() == ".mat" \
+                and file_digest(files[0]) in digests:
+            return True  # an Analyze pair's, as an older segfew recorded it: without its .mat
         each = [image] if image.is_file() else files
         if each == files and len(files) == 1:
             return False  # its own digest was the scan's
