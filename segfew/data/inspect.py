@@ -292,7 +292,12 @@ def _check_dataset(report: DatasetReport, cases: Sequence[Case]) -> None:
         report.add(f"{len(report.no_spacing)} of {len(report.cases)} cases have no real voxel "
                    f"size ({', '.join(why)}): it reads as 1 mm, but sizes are in voxels — "
                    "measurements say vox/px instead of ml/mm", fatal=False)
-    for units in group_identical_images(cases)[1]:
+    with warnings.catch_warnings(record=True) as caught:  # groups crossing classes: a note
+        warnings.simplefilter("always")
+        copies = group_identical_images(cases, report.table or report.images)[1]
+    for w in caught:
+        report.add(str(w.message), fatal=False)
+    for units in copies:
         report.add(f"identical images: {', '.join(units)} hold the same scan (split and "
                    "experiment keep them on one side of every split; a copy in training and "
                    "in a test set would be leakage)", fatal=False)

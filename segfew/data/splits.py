@@ -39,10 +39,13 @@ def class_names(cases: Sequence[Case]) -> list[str]:
     return sorted({c.target for c in cases if c.target is not None})
 
 
-def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list[str]]]:
+def group_identical_images(cases: Sequence[Case], where: Path | None = None
+                           ) -> tuple[list[Case], list[list[str]]]:
     """``cases`` with every set that holds one scan under two ids joined into one group, so
     no split puts a copy on each side (SPEC §6), and the joined sets' group names
-    (``case.group``, else the case id). ``inspect`` reports them.
+    (``case.group``, else the case id). ``inspect`` reports them. A group then holding
+    cases of several classes is said in one :class:`DataWarning` naming ``where`` (the
+    table; :func:`warn_mixed_classes`): ``split``, ``experiment`` and ``inspect`` group here.
 
     One scan: the same file bytes (:func:`segfew.runinfo.scan_digest`: a file, a DICOM
     series folder's files, a detached header's data file) or the same voxels
@@ -64,6 +67,7 @@ def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list
         return unit
 
     first: dict[tuple[str, str], str] = {}  # (kind, digest) → the unit that showed it first
+    labelled: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)  # → case id → class
     for case in cases:
         for path in map(Path, case.images):
             try:
@@ -78,6 +82,8 @@ def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list
                 keys.append(("voxels", voxels))
             unit = case.unit
             for key in keys:
+                if case.target is not None:
+                    labelled[key][case.id] = case.target
                 a, b = root(first.setdefault(key, unit)), root(unit)
                 if a != b:
                     parent[b] = a
@@ -90,7 +96,63 @@ def group_identical_images(cases: Sequence[Case]) -> tuple[list[Case], list[list
             joined.setdefault(top, {top}).add(unit)
             case = replace(case, group=top)
         out.append(case)
+    relabelled = {tuple(sorted(ids.items())) for ids in labelled.values()
+                  if len(set(ids.values())) > 1}
+    warn_mixed_classes(cases, out, joined, sorted(relabelled), where)
     return out, [sorted(units) for _, units in sorted(joined.items())]
+
+
+#: the mixed groups (and relabelled scans) a warning names before it counts the rest
+NAMED_MIXED = 3
+
+
+def warn_mixed_classes(cases: Sequence[Case], grouped: Sequence[Case],
+                       joined: dict[str, set[str]],
+                       relabelled: Sequence[tuple[tuple[str, str], ...]],
+                       where: Path | None) -> None:
+    """One :class:`DataWarning` for the groups of ``grouped`` holding cases of several
+    classes. A group column crossing classes usually means the wrong column or a labelling
+    error, and one scan under two classes (``relabelled``: its cases' ids and classes) is
+    one; a patient may carry several labels in some studies, so nothing is refused.
+    ``cases``: before :func:`group_identical_images` joined the groups of ``joined``."""
+    by_group: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for case in grouped:
+        if case.target is not None:
+            by_group[case.unit][case.target].append(case.id)
+    mixed = sorted(g for g, classes in by_group.items() if len(classes) > 1)
+    if not mixed:
+        return
+    own: dict[str, set[str]] = defaultdict(set)
+    for case in cases:
+        if case.target is not None:
+            own[case.unit].add(case.target)
+
+    def more(n: int) -> str:
+        return f" and {n - NAMED_MIXED} more" if n > NAMED_MIXED else ""
+
+    def named(group: str) -> str:
+        classes = by_group[group]
+        return "+".join(sorted(joined.get(group, {group}))) + " (" + "; ".join(
+            f"{t}: {', '.join(ids[:2])}{', …' if len(ids) > 2 else ''}"
+            for t, ids in sorted(classes.items())) + ")"
+
+    why = []
+    if relabelled:
+        scans = "; ".join(" and ".join(f"{cid} ({t})" for cid, t in ids)
+                          for ids in relabelled[:NAMED_MIXED])
+        why.append(f"identical images labelled differently ({scans}{more(len(relabelled))}): "
+                   "one scan (the same file bytes or the same voxels) under two classes is a "
+                   "labelling error")
+    if any(len(t) > 1 for t in own.values()) or not why:
+        why.append("a group column crossing classes usually means the wrong column "
+                   "(--group-column) or a labelling error")
+    n = len(mixed)
+    warnings.warn(DataWarning(
+        f"{n} group{'s (patients) hold' if n > 1 else ' (patient) holds'} cases of several "
+        f"classes: {', '.join(named(g) for g in mixed[:NAMED_MIXED])}{more(n)}; "
+        f"{'; '.join(why)}; "
+        "each group stays on one side of every split, counted in its most common class",
+        where), stacklevel=3)
 
 
 def stratified_split(cases: Sequence[Case], *, per_class: int | None = None,
@@ -239,7 +301,7 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
             f"{', '.join(GROUP_COLUMNS)}): each row is taken as its own patient; if rows "
             "share patients (slices, sessions), name the column with --group-column",
             table), stacklevel=2)
-    cases, copies = group_identical_images(cases)
+    cases, copies = group_identical_images(cases, table)
     scans = sum(bool(c.images) for c in cases)
     if not scans:
         warnings.warn(DataWarning(
