@@ -81,6 +81,11 @@ def nii(path: Path, shape: tuple[int, ...] = (4, 4, 3), value: int = 1,
     return save_nifti(path, arr, affine)
 
 
+def ramp(shape: tuple[int, ...], dtype: type = np.float32, base: float = 0.0) -> np.ndarray:
+    """A tiny image that is not blank (the door refuses one value everywhere): a ramp."""
+    return (np.arange(int(np.prod(shape))).reshape(shape) % 50 + base).astype(dtype)
+
+
 def save_itk(path: Path, array_xyz: np.ndarray, spacing=None, origin=None, direction=None,
              vector: bool = False) -> Path:
     """Write an array indexed (X, Y[, Z]) with SimpleITK, which wants (Z, Y, X)."""

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from segfew.errors import DataError
-from tests.conftest import save_itk, save_nifti
+from tests.conftest import ramp, save_itk, save_nifti
 
 NIBABEL_MOSAIC = Path(nib.__file__).parent / "nicom" / "tests" / "data" / "0.dcm"
 
@@ -385,7 +385,7 @@ def test_label_map_consecutive_remaps_the_values_found(
     from segfew.data.inspect import inspect_dataset
 
     for i in range(2):
-        save_nifti(tmp_path / "images" / f"c{i}.nii.gz", np.ones((8, 8), np.float32) * i)
+        save_nifti(tmp_path / "images" / f"c{i}.nii.gz", ramp((8, 8), base=i))
         label = np.zeros((8, 8), np.uint16)
         for k, v in enumerate(values[: len(values) - i]):
             label[k] = v
@@ -406,7 +406,7 @@ def test_a_batch_with_an_unreadable_input_writes_its_table_and_run_json(
     from tests.conftest import invoke, make_segmenter, read_csv
 
     for name in ("a", "b"):
-        save_nifti(tmp_path / "in" / f"{name}.nii.gz", np.ones((32, 32), np.float32))
+        save_nifti(tmp_path / "in" / f"{name}.nii.gz", ramp((32, 32), base=ord(name)))
     locked = tmp_path / "in" / "locked.nii.gz"
     locked.write_bytes(b"\0" * 64)
     real = runinfo.file_digest

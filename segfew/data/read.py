@@ -15,7 +15,9 @@ The checks, in order:
    affines agree to ``GEOMETRY_ATOL`` mm (and 1e-5 relative).
 3. Images: NaN and ±inf voxels are replaced by the image's finite minimum, with a warning
    that gives their count (no scanner value means "missing"; one NaN would otherwise
-   spread through every resize). An image without one finite voxel is an error.
+   spread through every resize). An image without one finite voxel is an error, as is
+   one of a single value or fewer than 4 voxels across; spikes are said
+   (:mod:`segfew.data.content`).
 4. Label maps: stored losslessly, said from the content (:func:`check_lossless`); then
    (:func:`check_label_values`) not colour; ``label_map`` remaps values first, never onto
    a value the map leaves unmapped (:func:`check_remap_keeps_labels_apart`); integers (a
@@ -36,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from segfew.data import Case
+from segfew.data.content import check_scan_content
 from segfew.errors import DataError, DataWarning
 from segfew.io import Image, ReadLimits, read_image
 from segfew.io.dicom import dicom_header, dicom_series_files
@@ -99,7 +102,9 @@ def read_case(case: Case, rules: LabelRules | None = None, limits: ReadLimits | 
         img = read_image(path, limits)
         if images:
             check_same_grid(img, images[0])
-        images.append(replace(img, array=replace_non_finite(img.array, path)))
+        array = replace_non_finite(img.array, path)
+        check_scan_content(array, path)
+        images.append(replace(img, array=array))
     labels: list[Image] = []
     for path in case.labels:
         lab = read_image(path, limits, label=True)
@@ -121,6 +126,12 @@ def check_same_grid(img: Image, first: Image) -> None:
     """Raise when ``img`` is not on ``first``'s grid (shape, then affine within tolerance)."""
     assert img.path is not None
     if img.shape != first.shape:
+        if source_shape(img) == source_shape(first):  # the same array, other axes
+            raise DataError(f"orientation {img.orientation or 'unstated'} differs from "
+                            f"{first.path} ({first.orientation or 'unstated'}): its "
+                            f"{'×'.join(map(str, source_shape(img)))} voxels lie along other "
+                            "axes (its affine permutes them); save both with one affine",
+                            img.path)
         raise DataError(f"shape {source_shape(img)} differs from {first.path} "
                         f"{source_shape(first)}", img.path)
     if not np.allclose(img.source_affine, first.source_affine, rtol=1e-5, atol=GEOMETRY_ATOL):

@@ -34,6 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from segfew.choices import Intensity
+from segfew.data.content import spike_range
 from segfew.errors import DataError, DataWarning, SpecError
 from segfew.preprocess.clahe import equalize_adapthist
 from segfew.runtime import check_free_memory
@@ -96,7 +97,9 @@ def normalise(array: np.ndarray, cfg: Preprocessing) -> np.ndarray:
     - ``minmax``: [0, 1] over the image.
     - ``zscore``: mean 0, standard deviation 1 over the image.
 
-    ``cfg.window`` (low, high), when given, clips the intensities first, in every mode.
+    ``cfg.window`` (low, high), when given, clips the intensities first, in every mode;
+    without one, spikes (:func:`segfew.data.content.spike_range`: a few voxels far beyond
+    the rest) are clipped to the rest's range before any scaling.
 
     Non-finite voxels (NaN, ±inf) become the image's finite minimum, since no scanner
     value means "missing" and one NaN would otherwise spread through every resize.
@@ -109,6 +112,8 @@ def normalise(array: np.ndarray, cfg: Preprocessing) -> np.ndarray:
         a = np.clip(a, *cfg.window)
     if cfg.intensity == "ct":
         return a.copy() if a is array else a
+    if cfg.window is None and (rest := spike_range(a)) is not None:
+        a = np.clip(a, *rest)  # a hot pixel must not squeeze the contrast of the rest
     if cfg.intensity == "zscore":
         std = float(a.std())
         return ((a - a.mean()) / (std if std > 0 else 1.0)).astype(np.float32)

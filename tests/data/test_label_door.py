@@ -20,7 +20,7 @@ from segfew.data.read import (
     read_case,
 )
 from segfew.errors import DataError
-from tests.conftest import invoke, save_nifti
+from tests.conftest import invoke, ramp, save_nifti
 from tests.jobs.conftest import TINY_PRETRAIN
 
 LOSSY = "masks must be stored losslessly: PNG, NIfTI, NRRD"
@@ -127,7 +127,7 @@ def test_a_png_called_jpg_is_read_exactly_and_jpeg_in_a_tiff_refused(tmp_path: P
     not change a value); a mask in a JPEG-compressed TIFF is refused before it is read."""
     from PIL import Image
 
-    Image.fromarray(np.full((32, 32), 100, np.uint8)).save(tmp_path / "case000.png")
+    Image.fromarray(ramp((32, 32), np.uint8, 100)).save(tmp_path / "case000.png")
     Image.fromarray(_mask()).save(tmp_path / "case000_seg.jpg", format="PNG")
     _, (label,) = read_case(Case("case000", (tmp_path / "case000.png",),
                                  (tmp_path / "case000_seg.jpg",)))
@@ -203,7 +203,7 @@ def test_inspect_refuses_a_remap_onto_values_other_maps_keep(tmp_path: Path) -> 
     hold 0, 1, 2, 3: their 1 and 2 would have taken 3's and 17's places without a word."""
     images, labels = tmp_path / "images", tmp_path / "labels"
     for i in range(3):
-        save_nifti(images / f"case{i:03d}.nii.gz", np.full((8, 8), 10.0 + i, np.float32))
+        save_nifti(images / f"case{i:03d}.nii.gz", ramp((8, 8), base=10.0 + i))
         label = np.repeat(np.array([0, 3, 17, 42] if i == 0 else [0, 1, 2, 3], np.int16), 16)
         save_nifti(labels / f"case{i:03d}_seg.nii.gz", label.reshape(8, 8))
     said = invoke("inspect", "--images", str(images), "--labels", str(labels),

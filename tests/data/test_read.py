@@ -113,10 +113,10 @@ def test_label_rules_remap_and_declared_set(tmp_path: Path) -> None:
 def test_nan_voxels_are_replaced_with_a_warning_that_counts_them(tmp_path: Path) -> None:
     import nibabel as nib
 
-    arr = np.arange(24, dtype=np.float32).reshape(4, 3, 2) + 5
+    arr = np.arange(32, dtype=np.float32).reshape(4, 4, 2) + 5
     arr[0, 0, 0], arr[1, 1, 1] = np.nan, np.inf
     nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / "a.nii.gz"))
-    with pytest.warns(DataWarning, match=r"a\.nii\.gz: 2 NaN/infinite voxel\(s\) of 24 "
+    with pytest.warns(DataWarning, match=r"a\.nii\.gz: 2 NaN/infinite voxel\(s\) of 32 "
                                          r"replaced by the image's finite minimum \(6\)"):
         (img,), _ = read_case(Case("a", (tmp_path / "a.nii.gz",)))
     assert np.isfinite(img.array).all() and img.array[0, 0, 0] == 6

@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 
 from segfew.errors import DataError
 from segfew.io import read_image, write_image
-from tests.conftest import save_nifti
+from tests.conftest import ramp, save_nifti
 from tests.test_exports import dicom_file, pydicom_file
 
 
@@ -194,7 +194,7 @@ def test_a_non_finite_voxel_size_or_position_is_one_line(
     from segfew.data.inspect import inspect_dataset
 
     path = _nifti_with(tmp_path / "bad.nii.gz", pixdim, codes, **fields)
-    save_nifti(tmp_path / "good.nii.gz", np.ones((6, 6, 4), np.float32))
+    save_nifti(tmp_path / "good.nii.gz", ramp((6, 6, 4)))
     with pytest.raises(DataError, match=says) as err:
         read_image(path)
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
@@ -208,7 +208,7 @@ def test_a_batch_keeps_its_good_cases_beside_a_nan_voxel_size(tmp_path: Path) ->
 
     (tmp_path / "in").mkdir()
     _nifti_with(tmp_path / "in" / "nanpix.nii.gz", (np.nan, 1.5, 1.5))
-    save_nifti(tmp_path / "in" / "ok.nii.gz", np.ones((6, 6, 4), np.float32))
+    save_nifti(tmp_path / "in" / "ok.nii.gz", ramp((6, 6, 4)))
     out = invoke("predict", "-m", str(make_segmenter(tmp_path / "seg.pt")), "-i",
                  str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--threads", "1",
                  "--no-progress", expect=1)

@@ -12,7 +12,8 @@ from PIL import Image as PILImage
 
 from segfew.io import read_image
 
-LABELS = np.array([[0, 0, 1, 1, 2], [0, 3, 3, 1, 2], [0, 0, 2, 2, 2]], np.uint8)  # (Y, X)
+LABELS = np.array([[0, 0, 1, 1, 2], [0, 3, 3, 1, 2], [0, 0, 2, 2, 2], [0, 0, 0, 1, 1]],
+                  np.uint8)  # (Y, X)
 VOC = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0]  # black, dark red, green, olive
 WHITE = [0, 0, 0] + [255, 255, 255] * 3  # labels 1, 2 and 3 all show white
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from segfew.labelling.cavities import LABEL_NAMES, LV, MYOCARDIUM, RV, cine_cavities
-from tests.conftest import invoke, real_data, save_nifti
+from tests.conftest import invoke, ramp, real_data, save_nifti
 
 
 def _heart(lv_radius: float, rv_width: float, rng: np.random.Generator,
@@ -174,7 +174,7 @@ def test_cli_label_cavities_names_a_2d_case(tmp_path) -> None:
     images = tmp_path / "images"
     images.mkdir()
     for f in ("frame01", "frame02"):
-        save_nifti(images / f"flat_{f}.nii.gz", np.ones((16, 16), np.float32))
+        save_nifti(images / f"flat_{f}.nii.gz", ramp((16, 16)))
     out = tmp_path / "cavities"
     text = invoke("label", "--method", "cavities", "--channels", "frame01,frame02",
                   "--images", str(images), "--out", str(out), expect=2)
@@ -200,7 +200,7 @@ def test_label_warns_about_a_case_with_no_heart_and_odd_pixels(tmp_path) -> None
 
     images = tmp_path / "images"
     for f in ("frame01", "frame02"):
-        save_nifti(images / f"still_{f}.nii.gz", np.full((48, 48, 3), 100.0, np.float32),
+        save_nifti(images / f"still_{f}.nii.gz", ramp((48, 48, 3), base=100.0),
                    np.diag([0.5, 0.5, 8.0, 1.0]))
     spec = LabelSpec(images=images, out=tmp_path / "out", method="cavities",
                      channels=["frame01", "frame02"])

@@ -21,7 +21,7 @@ from segfew.preprocess.grid import (
     slice_axis_for,
 )
 from segfew.spec import PreprocessConfig
-from tests.conftest import save_nifti
+from tests.conftest import ramp, save_nifti
 
 
 def blobs(shape: tuple[int, ...], rng: np.random.Generator, n: int = 3) -> np.ndarray:
@@ -304,7 +304,7 @@ def test_an_entry_made_with_other_settings_is_not_used(tmp_path, rng):
 def test_the_doors_warnings_are_said_again_on_a_cache_hit(tmp_path):
     from segfew.errors import DataWarning
 
-    arr = np.ones((20, 20), np.float32)
+    arr = ramp((20, 20))
     arr[0, 0] = np.nan
     path = save_nifti(tmp_path / "n.nii.gz", arr)
     case = Case("n", (path,))
