@@ -95,8 +95,13 @@ def test_the_experiment_says_it_too(tmp_path: Path) -> None:
 
     cases = make_cases()
     cases[1] = cases[1].__class__(**{**cases[1].__dict__, "target": "hcm"})  # dcm00_es
-    with pytest.warns(DataWarning, match=r"dcm00 \(dcm: dcm00_ed; hcm: dcm00_es\)"):
-        run_experiment(make_spec(sizes=[1]), tmp_path, fake_trainer, cases=cases)
+    spec = make_spec(sizes=[1])
+    spec = spec.model_copy(update={"data": spec.data.model_copy(
+        update={"table": tmp_path / "labels.csv"})})  # named, not read: the cases are given
+    with pytest.warns(DataWarning, match=r"dcm00 \(dcm: dcm00_ed; hcm: dcm00_es\)") as seen:
+        run_experiment(spec, tmp_path, fake_trainer, cases=cases)
+    said = [str(w.message) for w in seen if "dcm00 (dcm" in str(w.message)]
+    assert said[0].startswith(str(tmp_path / "labels.csv"))
 
 
 def test_inspect_notes_it(tmp_path: Path) -> None:
