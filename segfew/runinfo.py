@@ -84,35 +84,20 @@ def _data_files(header: Path) -> list[Path]:
     """The files a detached header's image is read from besides it ([]: not a detached
     header, or its data is inside it): the data file it names (one that is missing is
     returned, for its digest to say so), and an Analyze pair's SPM ``.mat`` where the
-    reader takes its affine from one (:func:`_spm_mat`)."""
+    reader takes its affine from one (:func:`segfew.io.nifti.spm_mat`)."""
     lower = header.name.lower()
     if lower.endswith((".mhd", ".nhdr")):
         from segfew.io.itk import detached_data_files
 
         return detached_data_files(header)
     if lower.endswith(".hdr"):
-        from segfew.io.nifti import is_pair_header, pair_data_file
+        from segfew.io.nifti import is_pair_header, pair_data_file, spm_mat
 
         if is_pair_header(header):
-            mat = _spm_mat(header)
+            mat = spm_mat(header)
             return [pair_data_file(header) or header.with_name(header.name[:-4] + ".img"),
                     *([mat] if mat is not None else [])]
     return []
-
-
-def _spm_mat(header: Path) -> Path | None:
-    """The SPM ``.mat`` beside an Analyze 7.5 ``.hdr`` (sizeof_hdr 348, no NIfTI magic),
-    whose affine the reader takes instead of the header's (:mod:`segfew.io.nifti`); None
-    where there is none, or the pair is NIfTI (its reader never opens a ``.mat``)."""
-    mat = header.parent / (header.name[:-4] + ".mat")
-    try:
-        with open(header, "rb") as f:
-            head = f.read(348)
-    except OSError:
-        return None
-    analyze = len(head) == 348 and 348 in {int.from_bytes(head[:4], "little"),
-                                           int.from_bytes(head[:4], "big")}
-    return mat if analyze and head[344:347] not in (b"ni1", b"n+1") and mat.is_file() else None
 
 
 def scan_digest(path: Path, files: list[Path] | None = None) -> str:

@@ -28,7 +28,8 @@ from segfew.io.image import COMPLEX, ReadLimits, axcodes, format_bytes, grey
 if TYPE_CHECKING:
     from segfew.io.image import Image
 
-__all__ = ["is_pair_header", "pair_data_file", "pair_files", "read_nifti", "write_nifti"]
+__all__ = ["is_pair_header", "pair_data_file", "pair_files", "read_nifti", "spm_mat",
+           "write_nifti"]
 
 
 def read_nifti(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -58,6 +59,21 @@ def pair_files(header: Path) -> list[Path]:
     data = pair_data_file(header)
     mat = header.parent / (header.name[:-4] + ".mat")
     return [p for p in (data, mat) if p is not None and p.is_file()]
+
+
+def spm_mat(header: Path) -> Path | None:
+    """The SPM ``.mat`` beside an Analyze 7.5 ``.hdr`` (sizeof_hdr 348, no NIfTI magic),
+    whose affine :func:`read_nifti` takes instead of the header's; None where there is
+    none, or the pair is NIfTI (its reader never opens a ``.mat``)."""
+    mat = header.parent / (header.name[:-4] + ".mat")
+    try:
+        with open(header, "rb") as f:
+            head = f.read(348)
+    except OSError:
+        return None
+    analyze = len(head) == 348 and 348 in {int.from_bytes(head[:4], "little"),
+                                           int.from_bytes(head[:4], "big")}
+    return mat if analyze and head[344:347] not in (b"ni1", b"n+1") and mat.is_file() else None
 
 
 def pair_data_file(header: Path) -> Path | None:
