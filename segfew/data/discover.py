@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
-from segfew.data.scan import DICOM_SUFFIXES, list_folder
+from segfew.data.scan import list_folder
+from segfew.data.split_series import _refuse_split_series
 from segfew.errors import DataError, SpecError
 from segfew.io import case_id, is_image_file
-from segfew.io.dicom import dicom_header, dicom_series_files, series_of_path
+from segfew.io.dicom import dicom_header, series_of_path
 
 # ------------------------------------------------------------------------- files
 
@@ -265,14 +265,16 @@ def find_image_cases(inputs: Path | Sequence[Path], channels: Sequence[str] | No
     ``keep_incomplete``, a case that lacks a channel file, and each file whose case id
     clashes with another's, is returned with its ``problem`` (a batch gives it an error row)
     instead of stopping the whole batch; so is each folder of a DICOM series whose files lie
-    in several folders (:func:`_split_series`).
+    in several folders (:mod:`segfew.data.split_series`).
     """
     return _find_images(inputs, channels, recursive, _Problems(collect=False), keep_incomplete)
 
 
 def _find_images(inputs: Path | Sequence[Path], channels: Sequence[str] | None,
-                 recursive: bool, problems: _Problems, keep_incomplete: bool = False
-                 ) -> list[Case]:
+                 recursive: bool, problems: _Problems, keep_incomplete: bool = False,
+                 refuse_split: bool = True) -> list[Case]:
+    """:func:`find_image_cases`; ``refuse_split`` false: the caller checks the split series
+    of all the cases it builds at once (class sub-folders, several inputs)."""
     items = [Path(inputs)] if isinstance(inputs, str | Path) else [Path(p) for p in inputs]
     files: list[Path] = []
     nnunet = False
@@ -293,7 +295,9 @@ def _find_images(inputs: Path | Sequence[Path], channels: Sequence[str] | None,
     grouped = _group_channels(files, channels, nnunet, items[0] if items else Path("."),
                               problems, incomplete)
     cases = [Case(cid, paths, group=cid) for cid, paths in grouped.items()]
-    cases = _refuse_split_series([*cases, *(incomplete or [])], problems, keep_incomplete)
+    cases = [*cases, *(incomplete or [])]
+    if refuse_split:
+        cases = _refuse_split_series(cases, problems, keep_incomplete)
     return sorted(cases, key=lambda c: (c.id, str(c.images[:1])))
 
 
@@ -311,7 +315,7 @@ def collect_cases(inputs: Sequence[Path], *, recursive: bool = False,
     non-image DICOM objects, dangling links) is skipped with a
     :class:`~segfew.errors.DataWarning` naming it (:func:`segfew.data.scan.list_folder`).
     A DICOM series whose files lie in several folders, of one input or of several, gives
-    each folder an error row naming the others (:func:`_split_series`).
+    each folder an error row naming all the others (:mod:`segfew.data.split_series`).
     """
     cases: list[Case] = []
     for raw in inputs:
@@ -323,84 +327,13 @@ def collect_cases(inputs: Sequence[Path], *, recursive: bool = False,
             raise DataError("input not found", path)
         if path.is_file():
             try:
-                found = find_image_cases(path, channels=channels, recursive=recursive,
-                                         keep_incomplete=True)
+                found = _find_images(path, channels, recursive, _Problems(collect=False),
+                                     keep_incomplete=True, refuse_split=False)
             except DataError:
                 found = []
             # a named file always gets a row; reading it later says what is wrong with it
             cases.extend(found or [Case(id=case_id(path), images=(path,))])
             continue
-        cases.extend(find_image_cases(path, channels=channels, recursive=recursive,
-                                      keep_incomplete=True))
-    return _refuse_split_series(cases, _Problems(collect=False), keep=True)  # across inputs
-
-
-# ------------------------------------------------------------------------- split series
-
-
-def _refuse_split_series(cases: list[Case], problems: _Problems, keep: bool = False
-                         ) -> list[Case]:
-    """``cases`` less each whose DICOM series continues in another case's folder (with
-    ``keep``: with that as its ``problem``, the batch's error row); read alone, each folder
-    would be part of one volume (a CD export caps the files per folder)."""
-    split = _split_series(cases)
-    out = []
-    for i, case in enumerate(cases):
-        if i not in split or case.problem is not None:
-            out.append(case)
-        elif keep:
-            out.append(replace(case, problem=str(split[i])))
-        else:
-            problems.extend([split[i]])
-    return out
-
-
-def _split_series(cases: Sequence[Case]) -> dict[int, DataError]:
-    """Index of each case whose DICOM series has files in another case's folder that its
-    own folder lacks → why it is refused. A whole copy of the series (the same
-    SOPInstanceUIDs) is no part: the identical-scans rule joins copies. The headers are the
-    cached ones the listing read (:func:`segfew.io.dicom.dicom_header`)."""
-    where: dict[str, dict[Path, set[str]]] = defaultdict(dict)  # uid → folder → instances
-    found: dict[int, list[tuple[str, Path, Path]]] = defaultdict(list)
-    for i, case in enumerate(cases):
-        for path in case.images:
-            for uid, files in _case_series(path).items():
-                if uid and files:
-                    where[uid][files[0].parent] = {_instance(f) for f in files}
-                    found[i].append((uid, files[0].parent, path))
-    out: dict[int, DataError] = {}
-    for i, series in found.items():
-        for uid, folder, path in series:
-            mine = where[uid][folder]
-            others = sorted(((f, keys) for f, keys in where[uid].items()
-                             if f != folder and not keys <= mine), key=lambda o: str(o[0]))
-            if others:
-                total = len(set().union(*where[uid].values()))
-                parts = ", ".join(f"{f} ({len(keys)} of its {total} files)"
-                                  for f, keys in others)
-                out[i] = DataError(f"DICOM series {uid} continues in {parts}: put the "
-                                   "series' files in one folder", path)
-                break
-    return out
-
-
-def _case_series(path: Path) -> dict[str, list[Path]]:
-    """SeriesInstanceUID → files of the DICOM series an image path reads (a series folder,
-    one series of a folder holding several, a DICOM file); empty for other images."""
-    if not path.exists():
-        uid = series_of_path(path)
-        return {} if uid is None else {uid: dicom_series_files(path.parent).get(uid, [])}
-    if path.is_dir():
-        grouped = dicom_series_files(path)
-        return {uid: files for uid, files in grouped.items() if len(files) > 1} or grouped
-    if is_image_file(path) and not path.name.lower().endswith(DICOM_SUFFIXES):
-        return {}
-    header = dicom_header(path)
-    return {header.series_uid: [path]} if header is not None and header.has_pixels else {}
-
-
-def _instance(path: Path) -> str:
-    """What a file is an instance of: its SOPInstanceUID, else the file itself."""
-    header = dicom_header(path)
-    return header.sop_instance_uid if header is not None and header.sop_instance_uid \
-        else str(path.resolve())
+        cases.extend(_find_images(path, channels, recursive, _Problems(collect=False),
+                                  keep_incomplete=True, refuse_split=False))
+    return _refuse_split_series(cases, _Problems(collect=False), keep=True)  # inputs at once

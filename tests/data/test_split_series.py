@@ -10,7 +10,14 @@ import numpy as np
 import pydicom
 import pytest
 
-from segfew.data import collect_cases, find_image_cases
+import segfew.io.dicom
+from segfew.data import (
+    collect_cases,
+    find_cases,
+    find_classification_cases,
+    find_image_cases,
+    read_table,
+)
 from segfew.data.inspect import inspect_dataset
 from segfew.errors import DataError
 from tests.conftest import invoke, make_segmenter, read_csv, save_dicom_series, save_nifti
@@ -95,3 +102,139 @@ def test_inspect_names_the_folders_of_a_split_series(tmp_path: Path) -> None:
     assert len(split) == 2, report.problems
     assert any(str(exam / "part1") in p and str(exam / "part2") in p for p in split)
     assert sorted(c.id for c in report.cases) == ["good", "other"]
+
+
+# ------------------------------------------------------------------------- classes and tables
+
+
+def _classes(root: Path, third: bool = False) -> Path:
+    """``root/classes``: the series' halves under two classes (``DCM/p003``, ``NOR/p003b``;
+    with ``third``, its last 2 files in ``NOR/p003c``), beside them a whole series
+    (``NOR/other``) and a NIfTI scan (``DCM/good``)."""
+    exam = _exam(root)
+    classes = root / "classes"
+    for name, to in (("part1", "DCM/p003"), ("part2", "NOR/p003b"), ("other", "NOR/other"),
+                     ("good.nii.gz", "DCM/good.nii.gz")):
+        (classes / to).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(exam / name, classes / to)
+    if third:
+        (classes / "NOR/p003c").mkdir()
+        for z in (8, 9):
+            shutil.move(classes / f"NOR/p003b/slice{z:03d}.dcm", classes / "NOR/p003c")
+    return classes
+
+
+def test_a_series_split_between_class_folders_stops_training(tmp_path: Path) -> None:
+    classes = _classes(tmp_path)
+    for find in (find_classification_cases, find_cases):  # train-classifier; pretrain, label
+        with pytest.raises(DataError, match=rf"DICOM series {UID} continues in \S*p003b "
+                                            r"\(5 of its 10 files\)"):
+            find(classes)
+    seg = make_segmenter(tmp_path / "seg.pt")
+    said = invoke("train-classifier", "--images", str(classes), "--framework", "measures",
+                  "--features", str(seg), "--out", str(tmp_path / "c.pt"), "--no-progress",
+                  expect=2)
+    assert "continues in" in said and not (tmp_path / "c.pt").exists()
+
+
+def test_each_class_folder_of_a_split_series_is_an_error_row(tmp_path: Path) -> None:
+    classes = _classes(tmp_path, third=True)
+    cases = {c.id: c for c in find_classification_cases(classes, keep_missing=True)}
+    assert sorted(cases) == ["good", "other", "p003", "p003b", "p003c"]
+    assert cases["good"].problem is None and cases["other"].problem is None
+    problem = str(cases["p003"].problem)  # one pass over every class: each names the others
+    assert f"{classes / 'NOR/p003b'} (3 of its 10 files)" in problem
+    assert f"{classes / 'NOR/p003c'} (2 of its 10 files)" in problem
+    assert str(classes / "DCM/p003") in str(cases["p003c"].problem)
+    assert str(classes / "NOR/p003b") in str(cases["p003c"].problem)
+
+
+def test_inspect_names_a_series_split_between_class_folders(tmp_path: Path) -> None:
+    classes = _classes(tmp_path, third=True)
+    report = inspect_dataset(classes)
+    split = [p for p in report.fatal_problems if "continues in" in p]
+    assert len(split) == 3, report.problems
+    assert sorted(c.id for c in report.cases) == ["good", "other"]
+
+
+def _table(root: Path, rows: str) -> Path:
+    _exam(root)
+    table = root / "table.csv"
+    table.write_text("image,label\n" + rows)
+    return table
+
+
+def test_a_table_of_folders_holding_one_series_is_refused(tmp_path: Path) -> None:
+    table = _table(tmp_path, "exam/part1,DCM\nexam/part2,NOR\nexam/other,NOR\n"
+                             "exam/good.nii.gz,DCM\n")
+    with pytest.raises(DataError, match=rf"DICOM series {UID} continues in \S*part2"):
+        read_table(table)
+    cases = {c.id: c for c in read_table(table, keep_missing=True)}  # a batch: error rows
+    assert cases["good"].problem is None and cases["other"].problem is None
+    assert str(tmp_path / "exam/part2") in str(cases["part1"].problem)
+    assert str(tmp_path / "exam/part1") in str(cases["part2"].problem)
+    report = inspect_dataset(tmp_path, table=table)
+    assert len([p for p in report.fatal_problems if "continues in" in p]) == 2, report.problems
+    assert sorted(c.id for c in report.cases) == ["good", "other"]
+
+
+def test_a_table_id_whose_series_continues_in_a_folder_it_does_not_list(
+        tmp_path: Path) -> None:
+    table = _table(tmp_path, "part1,DCM\nother,NOR\ngood,DCM\n")  # part2: no row
+    with pytest.raises(DataError, match=r"continues in \S*part2 \(5 of its 10 files\)"):
+        read_table(table)
+
+
+# ------------------------------------------------------------------------- sub-folders
+
+
+def _nested(root: Path, under: str = "more") -> Path:
+    """``_exam`` with ``part2`` moved into ``part1/<under>``: the case ``part1`` holds half
+    the series, its own sub-folder the other half."""
+    exam = _exam(root)
+    (exam / "part1" / under).parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(exam / "part2", exam / "part1" / under)
+    return exam
+
+
+def test_a_series_continuing_in_the_case_folders_own_sub_folder_is_refused(
+        tmp_path: Path) -> None:
+    exam = _nested(tmp_path)
+    with pytest.raises(DataError, match=rf"DICOM series {UID} continues in \S*part1/more "
+                                        r"\(5 of its 10 files\)"):
+        find_image_cases(exam)
+    rows = {c.id: c.problem for c in collect_cases([exam])}
+    assert rows["good"] is None and rows["other"] is None
+    assert str(exam / "part1/more") in str(rows["part1"])
+    report = inspect_dataset(exam)
+    split = [p for p in report.fatal_problems if "continues in" in p]
+    assert len(split) == 1 and str(exam / "part1/more") in split[0], report.problems
+    assert sorted(c.id for c in report.cases) == ["good", "other"]
+
+
+def test_a_sub_folder_at_any_depth_is_found_and_a_whole_copy_is_none(tmp_path: Path) -> None:
+    exam = _nested(tmp_path, under="a/b/more")
+    with pytest.raises(DataError, match=r"continues in \S*part1/a/b/more"):
+        find_image_cases(exam)
+    whole = _exam(tmp_path / "w", cut=10)  # part1 holds all 10 files; a backup below it
+    shutil.rmtree(whole / "part2")
+    shutil.copytree(whole / "part1", tmp_path / "backup")
+    shutil.move(tmp_path / "backup", whole / "part1" / "backup")
+    assert sorted(c.id for c in find_image_cases(whole)) == ["good", "other", "part1"]
+
+
+def test_no_dicom_header_is_parsed_twice(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    exam = _nested(tmp_path)
+    parsed: list[Path] = []
+    real = segfew.io.dicom._read_before_pixels
+
+    def spy(path: Path, *args, **kw):  # type: ignore[no-untyped-def]
+        parsed.append(Path(path))
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(segfew.io.dicom, "_read_before_pixels", spy)
+    segfew.io.dicom._header.cache_clear()
+    collect_cases([exam])
+    collect_cases([exam / "part1"])
+    assert len(parsed) == len(set(parsed)) == 10 + 4  # the split series and "other"
