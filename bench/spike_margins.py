@@ -1,5 +1,5 @@
-"""How far the extreme voxels of real images lie beyond the rest: the margin under
-:data:`segfew.data.content.SPIKE_RATIO` (docs/refusals.md "Scan content")::
+"""How wide the gaps of values at the ends of real images are: the margin under
+:data:`segfew.data.content.SPIKE_GAP` (docs/refusals.md "Scan content")::
 
     python bench/spike_margins.py ../shared/data/acdc/images ../shared/data/lgg/images
 """
@@ -11,29 +11,23 @@ import warnings
 from pathlib import Path
 
 from segfew.data import collect_cases
-from segfew.data.content import SPIKE_RATIO, extremes
+from segfew.data.content import SPIKE_GAP, widest_gap
 from segfew.io import read_image
-
-
-def margin(path: Path) -> float:
-    """The largest multiple of the rest's range that the extreme voxels reach beyond it."""
-    low, lo, hi, high, _ = extremes(read_image(path).array)
-    span = hi - lo
-    return max(high - hi, lo - low) / span if span > 0 else float("inf")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
     args = parser.parse_args()
-    print("| folder | images | largest multiple (file) | threshold |\n|---|---|---|---|")
+    print("| folder | images | widest gap, in ranges of the middle 98 % (file) | threshold |\n"
+          "|---|---|---|---|")
     for folder in args.folders:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             paths = [p for case in collect_cases([folder], recursive=True) for p in case.images]
-            margins = sorted((margin(p), p.name) for p in paths)
-        top, name = margins[-1]
-        print(f"| {folder} | {len(margins)} | {top:.2f} ({name}) | {SPIKE_RATIO:g} |")
+            gaps = sorted((widest_gap(read_image(p).array), p.name) for p in paths)
+        top, name = gaps[-1]
+        print(f"| {folder} | {len(gaps)} | {top:.2f} ({name}) | {SPIKE_GAP:g} |")
 
 
 if __name__ == "__main__":

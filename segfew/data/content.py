@@ -2,11 +2,13 @@
 
 Whatever it holds, an image is resized onto the network's grid and given a class. One of a
 single value everywhere (a blank export), or a strip a few pixels wide, would be answered
-as confidently as a scan; so both are refused. A few voxels far outside the rest of the
-image's range — a hot pixel, a burnt-in marker at the top of the scale — would squeeze the
-image's contrast in every min–max scaling (CLAHE's included) and change its class: they
-are said, and :func:`segfew.preprocess.grid.normalise` leaves them out of the scaling
-(:func:`spike_range`). The measurements of ``measures`` read the values as stored.
+as confidently as a scan; so both are refused (a blank slice beside its empty label map is
+kept: a segmentation network learns from it). A few voxels separated from the rest of the
+image by a wide gap of values — a hot or dead pixel, a burnt-in marker at the top of the
+bit depth — would squeeze the image's contrast in every min–max scaling (CLAHE's included)
+and change its class: they are said, and :func:`segfew.preprocess.grid.normalise` clips them
+to the nearest value of the rest (:func:`spike_range`). The measurements of ``measures``
+read the values as stored.
 """
 
 from __future__ import annotations
@@ -18,71 +20,118 @@ import numpy as np
 
 from segfew.errors import DataError, DataWarning
 
-__all__ = ["MIN_SIDE", "SPIKE_RATIO", "SPIKE_SHARE", "check_scan_content", "extremes",
-           "spike_range"]
+__all__ = ["BLANK_RTOL", "BLANK_SHARE", "MIN_SIDE", "SPIKE_GAP", "SPIKE_SHARE", "blank",
+           "check_scan_content", "spike_range", "widest_gap"]
 
 MIN_SIDE = 4
 """Voxels an image needs along each in-plane axis (every axis of a 2D image; the two
 longest of a 3D one, whose shortest may be a stack of few slices)."""
-SPIKE_SHARE = 1e-4
-"""Spikes are at most this share of an image's voxels (and at least one voxel) ..."""
-SPIKE_RATIO = 3.0
-"""... lying further beyond the rest of the image than this many times the rest's range:
-above every image of the public example sets (docs/refusals.md "Scan content")."""
+SPIKE_SHARE = 0.01
+"""Spikes are at most this share of an image's voxels at either end (and at least one) ..."""
+SPIKE_GAP = 1.5
+"""... cut off from the rest by a gap of values wider than this many times the range of the
+middle 98 % (1 - 2 × SPIKE_SHARE) of the voxels: the min–max range is then at least 2.5
+times that of the image's content. Above every image of the public example sets
+(docs/refusals.md "Scan content")."""
+BLANK_SHARE = 1e-4
+"""An image is blank when all its voxels but this share (at either end) hold one value ...
+"""
+BLANK_RTOL = 1e-4
+"""... or differ by less than this fraction of their level (float noise around a constant)."""
 
 
-def extremes(array: np.ndarray) -> tuple[float, float, float, float, int]:
-    """``(min, lo, hi, max, k)``: ``lo``/``hi`` bound the image without its ``k`` lowest and
-    ``k`` highest voxels."""
+def _split(array: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """``array`` flattened and partitioned at the blank and spike shares; ``(part, k, m)``:
+    ``part[k]``/``part[n-k-1]`` bound all but the blank share, ``part[m]``/``part[n-m-1]``
+    the middle of the spike rule."""
     flat = np.ravel(array)
     n = flat.size
-    k = max(1, int(n * SPIKE_SHARE))
-    if n <= 2 * k + 1:
-        low, high = float(flat.min()), float(flat.max())
-        return low, low, high, high, k
-    part = np.partition(flat, (k, n - k - 1))
-    return (float(part[:k].min()), float(part[k]), float(part[n - k - 1]),
-            float(part[n - k:].max()), k)
+    k, m = max(1, int(n * BLANK_SHARE)), max(1, int(n * SPIKE_SHARE))
+    if n <= 2 * m + 1:
+        return np.sort(flat), min(k, (n - 1) // 2), min(m, (n - 1) // 2)
+    return np.partition(flat, sorted({k, m, n - m - 1, n - k - 1})), k, m
+
+
+def blank(array: np.ndarray) -> float | None:
+    """The one value an image holds everywhere (but for :data:`BLANK_SHARE` of its voxels,
+    within :data:`BLANK_RTOL`), or None."""
+    part, k, _ = _split(array)
+    lo, hi = float(part[k]), float(part[part.size - k - 1])
+    return lo if hi - lo <= BLANK_RTOL * max(abs(lo), abs(hi)) else None
+
+
+def _ends(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """The lowest and highest :data:`SPIKE_SHARE` of the voxels with the middle's bounds,
+    sorted (float64), and the middle's range; None where the middle holds one value."""
+    part, _, m = _split(array)
+    n = part.size
+    span = float(part[n - m - 1]) - float(part[m])
+    if span <= 0 or n * SPIKE_SHARE < 1:  # too few voxels to tell a spike from the rest
+        return None
+    return (np.sort(part[:m + 1]).astype(np.float64), np.sort(part[n - m - 1:]).astype(np.float64),
+            span)
+
+
+def widest_gap(array: np.ndarray) -> float:
+    """The widest gap of values among the ends of ``array``, in ranges of its middle: what
+    :data:`SPIKE_GAP` is compared with (0 where the middle holds one value)."""
+    ends = _ends(array)
+    if ends is None:
+        return 0.0
+    bottom, top, span = ends
+    return float(max(np.diff(bottom).max(initial=0), np.diff(top).max(initial=0))) / span
 
 
 def spike_range(array: np.ndarray) -> tuple[float, float] | None:
-    """The intensity range of ``array`` without its spikes, or None where it has none.
+    """The range of ``array`` without its spikes, or None where it has none.
 
-    Spikes: at most :data:`SPIKE_SHARE` of the voxels, beyond the rest by more than
-    :data:`SPIKE_RATIO` times the rest's range, above or below it.
+    Spikes: at most :data:`SPIKE_SHARE` of the voxels at either end, beyond a gap of values
+    wider than :data:`SPIKE_GAP` times the range of the middle; the bound is the nearest
+    value on the near side of the gap, so no voxel of the rest is clipped.
     """
-    low, lo, hi, high, _ = extremes(array)
-    span = hi - lo
-    if span <= 0:
+    ends = _ends(array)
+    if ends is None:
         return None
-    up, down = high - hi > SPIKE_RATIO * span, lo - low > SPIKE_RATIO * span
-    if not (up or down):
+    bottom, top, span = ends
+    up = np.flatnonzero(np.diff(top) > SPIKE_GAP * span)
+    down = np.flatnonzero(np.diff(bottom) > SPIKE_GAP * span)
+    if not (up.size or down.size):
         return None
-    return (lo if down else low), (hi if up else high)
+    return (float(bottom[down[-1] + 1]) if down.size else float(bottom[0]),
+            float(top[up[0]]) if up.size else float(top[-1]))
 
 
-def check_scan_content(array: np.ndarray, path: Path) -> None:
+def check_scan_content(array: np.ndarray, path: Path, labelled: bool = False) -> bool:
     """Refuse an image too narrow or too uniform to be a scan; say its spikes.
 
-    ``array``: an image's voxels, ``(X, Y)`` or ``(X, Y, Z)``, finite. Raises
+    ``array``: an image's voxels, ``(X, Y)`` or ``(X, Y, Z)``, finite. ``labelled``: the case
+    has label maps, beside which a blank image is kept: returns True for it, so that
+    :func:`segfew.data.read.read_case` checks that they are empty. Raises
     :class:`DataError` naming ``path``; warns :class:`DataWarning` for spikes.
     """
     sides = sorted(array.shape)
     if min(sides if array.ndim == 2 else sides[1:]) < MIN_SIDE:
         raise DataError(f"an image of {'×'.join(map(str, array.shape))} voxels is no scan: "
                         f"fewer than {MIN_SIDE} along an in-plane axis", path)
-    low, lo, hi, high, k = extremes(array)
-    if lo == hi:
-        rest = "" if low == high else f" but for at most {k} voxel(s)"
-        raise DataError(f"the image holds one value ({lo:g}) everywhere{rest}: nothing to "
-                        "segment or classify", path)
-    rest_range = spike_range(array)
-    if rest_range is None:
-        return
-    n = int(np.count_nonzero((array < rest_range[0]) | (array > rest_range[1])))
-    where = " and ".join(side for side, beyond in (("above", rest_range[1] < high),
-                                                   ("below", rest_range[0] > low)) if beyond)
+    value = blank(array)
+    if value is not None:
+        if labelled:
+            return True
+        raise DataError(f"the image holds one value ({value:g}) everywhere (but for at most "
+                        f"{BLANK_SHARE:.2%} of its voxels): nothing to segment or classify",
+                        path)
+    rest = spike_range(array)
+    if rest is None:
+        return False
+    said = []
+    for side, beyond, bound in (("below", array < rest[0], rest[0]),
+                                ("above", array > rest[1], rest[1])):
+        n = int(np.count_nonzero(beyond))
+        if n:
+            far = float(array.min() if side == "below" else array.max())
+            said.append(f"{n} voxel(s) lie far {side} the rest of the image, which ends at "
+                        f"{bound:g} (they reach {far:g})")
     warnings.warn(DataWarning(
-        f"{n} voxel(s) lie far {where} the rest of the image ({lo:g} to {hi:g}; they reach "
-        f"{low:g} to {high:g}): the network's intensity scaling clips them to the rest's "
-        "range, so that they do not squeeze the image's contrast", path), stacklevel=3)
+        f"{'; '.join(said)}: the network's intensity scaling clips them to the rest, so that "
+        "they do not squeeze the image's contrast", path), stacklevel=3)
+    return False

@@ -98,12 +98,14 @@ def read_case(case: Case, rules: LabelRules | None = None, limits: ReadLimits | 
     rules = rules or LabelRules()
     limits = limits if limits is not None else ReadLimits.from_env()
     images: list[Image] = []
+    blanks: list[Path] = []
     for path in case.images:
         img = read_image(path, limits)
         if images:
             check_same_grid(img, images[0])
         array = replace_non_finite(img.array, path)
-        check_scan_content(array, path)
+        if check_scan_content(array, path, labelled=bool(case.labels)):
+            blanks.append(path)
         images.append(replace(img, array=array))
     labels: list[Image] = []
     for path in case.labels:
@@ -111,6 +113,10 @@ def read_case(case: Case, rules: LabelRules | None = None, limits: ReadLimits | 
         check_same_grid(lab, images[0])
         arr = check_label_values(lab.array, rules.values, path, rules.remap, colour=lab.colour)
         labels.append(replace(lab, array=arr))
+    drawn = [lab.path for lab in labels if lab.array.any()] if blanks else []
+    if drawn:  # a blank slice is kept beside an empty label map, not beside structures
+        raise DataError(f"the image holds one value everywhere, yet {drawn[0]} draws "
+                        "structures on it", blanks[0])
     return images, labels
 
 

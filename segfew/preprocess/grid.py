@@ -98,8 +98,8 @@ def normalise(array: np.ndarray, cfg: Preprocessing) -> np.ndarray:
     - ``zscore``: mean 0, standard deviation 1 over the image.
 
     ``cfg.window`` (low, high), when given, clips the intensities first, in every mode;
-    without one, spikes (:func:`segfew.data.content.spike_range`: a few voxels far beyond
-    the rest) are clipped to the rest's range before any scaling.
+    without one, spikes (:func:`segfew.data.content.spike_range`: a few voxels cut off from
+    the rest by a wide gap of values) are clipped to the rest, in every mode.
 
     Non-finite voxels (NaN, ±inf) become the image's finite minimum, since no scanner
     value means "missing" and one NaN would otherwise spread through every resize.
@@ -110,10 +110,10 @@ def normalise(array: np.ndarray, cfg: Preprocessing) -> np.ndarray:
         a = np.where(np.isfinite(a), a, finite.min() if finite.size else 0.0).astype(np.float32)
     if cfg.window is not None:  # a CT window is applied before any scaling
         a = np.clip(a, *cfg.window)
+    elif (rest := spike_range(a)) is not None:  # a dead pixel must not squeeze the rest
+        a = np.clip(a, *rest)
     if cfg.intensity == "ct":
         return a.copy() if a is array else a
-    if cfg.window is None and (rest := spike_range(a)) is not None:
-        a = np.clip(a, *rest)  # a hot pixel must not squeeze the contrast of the rest
     if cfg.intensity == "zscore":
         std = float(a.std())
         return ((a - a.mean()) / (std if std > 0 else 1.0)).astype(np.float32)

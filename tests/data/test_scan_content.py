@@ -41,32 +41,70 @@ def test_a_stack_of_few_slices_is_a_scan(tmp_path: Path, rng: np.random.Generato
     assert _read(path)[0].size == np.prod(shape)
 
 
-@pytest.mark.parametrize("hot", [0, 1])
-def test_a_blank_image_or_one_blank_but_a_voxel_is_refused(tmp_path: Path, hot: int) -> None:
-    array = np.zeros((32, 32, 4), np.int16)
-    array[3, 5, 1] = 900 * hot
-    path = save_nifti(tmp_path / "blank.nii.gz", array)
-    with pytest.raises(DataError, match=r"blank\.nii\.gz: the image holds one value \(0\) "
-                                        "everywhere"):
+ONE_VOXEL = np.zeros((32, 32, 4), np.int16)
+ONE_VOXEL[3, 5, 1] = 900
+
+
+@pytest.mark.parametrize("array", [np.zeros((32, 32, 4), np.int16), ONE_VOXEL,
+                                   100 + np.random.default_rng(0).normal(0, 1e-3, (32, 32, 4))],
+                         ids=["zeros", "zeros but a voxel", "float noise around 100"])
+def test_a_blank_image_is_refused(tmp_path: Path, array: np.ndarray) -> None:
+    path = save_nifti(tmp_path / "blank.nii.gz", array.astype(np.float32))
+    with pytest.raises(DataError, match=r"blank\.nii\.gz: the image holds one value "
+                                        r"\((0|99\.99\d*)\) everywhere"):
         _read(path)
 
 
-@pytest.mark.parametrize("factor", [5.0, 20.0, -20.0])
-def test_a_hot_voxel_is_said_and_left_out_of_the_intensity_scaling(
-        tmp_path: Path, rng: np.random.Generator, factor: float) -> None:
-    image = rng.normal(300, 60, (40, 40, 6)).clip(0).astype(np.float32)
-    hot = image.copy()
-    hot[7, 9, 2] = factor * image.max()
-    array, said = _read(save_nifti(tmp_path / "hot.nii.gz", hot))
-    side = "above" if factor > 0 else "below"
-    assert len(said) == 1 and f"hot.nii.gz: 1 voxel(s) lie far {side} the rest" in said[0]
-    for intensity in ("clahe", "minmax", "zscore"):
+def test_a_blank_slice_beside_an_empty_label_map_is_kept_not_beside_structures(
+        tmp_path: Path) -> None:
+    """A slice-per-file export (LGG's kaggle_3m) holds blank slices with empty masks: data a
+    segmentation network learns from. A mask drawing structures on a blank image is not."""
+    image = save_nifti(tmp_path / "s0.nii.gz", np.zeros((32, 32), np.uint8))
+    empty = save_nifti(tmp_path / "s0_seg.nii.gz", np.zeros((32, 32), np.uint8))
+    (img,), (lab,) = read_case(Case("s0", (image,), (empty,)))
+    assert not img.array.any() and not lab.array.any()
+    drawn = np.zeros((32, 32), np.uint8)
+    drawn[4:9, 4:9] = 1
+    mask = save_nifti(tmp_path / "s1_seg.nii.gz", drawn)
+    with pytest.raises(DataError, match=r"s0\.nii\.gz: the image holds one value everywhere, "
+                                        r"yet .*s1_seg\.nii\.gz draws structures"):
+        read_case(Case("s0", (image,), (mask,)))
+
+
+def _clipped_to_clean(image: np.ndarray, spiked: np.ndarray, where: np.ndarray,
+                      modes: tuple[str, ...] = ("clahe", "minmax", "zscore", "ct")) -> None:
+    """Each intensity mode sees ``spiked`` as it sees ``image`` away from the spikes."""
+    for intensity in modes:
         cfg = Preprocessing(size=(32, 32), intensity=intensity)  # type: ignore[arg-type]
-        clean, spiked = normalise(image, cfg), normalise(array, cfg)
-        others = np.ones(image.shape, bool)
-        others[7, 9, 2] = False
+        clean, seen = normalise(image, cfg), normalise(spiked, cfg)
         scale = float(np.ptp(clean))
-        assert np.abs(spiked - clean)[others].max() < 0.05 * scale, intensity
+        assert np.abs(seen - clean)[~where].max() < 0.05 * scale, intensity
+
+
+@pytest.mark.parametrize(("factor", "count"), [(3.9, 1), (20.0, 2), (-20.0, 1), (50.0, 200)])
+def test_spikes_are_said_counted_and_left_out_of_the_intensity_scaling(
+        tmp_path: Path, rng: np.random.Generator, factor: float, count: int) -> None:
+    """A hot voxel under 4 times the maximum, two at 20 times, a dead one, a burnt-in marker
+    of 200 voxels (0.3 % of the image) at the top of the bit depth."""
+    image = rng.normal(300, 60, (40, 40, 40)).clip(1).astype(np.float32)
+    where = np.zeros(image.shape, bool)
+    where.flat[rng.choice(image.size, count, replace=False)] = True
+    spiked = np.where(where, factor * image.max(), image).astype(np.float32)
+    array, said = _read(save_nifti(tmp_path / "hot.nii.gz", spiked))
+    side = "above" if factor > 0 else "below"
+    assert len(said) == 1 and f"hot.nii.gz: {count} voxel(s) lie far {side} the rest" in said[0]
+    _clipped_to_clean(image, array, where)
+
+
+def test_dead_pixels_of_a_ct_slice_are_clipped_in_hounsfield_units_too(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    hu = rng.normal(40, 300, (64, 64)).clip(-1024, 3000).astype(np.int16)
+    dead = np.zeros(hu.shape, bool)
+    dead[5, :30] = True
+    _, said = _read(save_nifti(tmp_path / "ct.nii.gz", np.where(dead, -32768, hu).astype(np.int16)))
+    assert "30 voxel(s) lie far below the rest of the image" in said[0]
+    _clipped_to_clean(hu.astype(np.float32), np.where(dead, -32768, hu).astype(np.float32), dead,
+                      ("minmax", "zscore", "ct"))  # CLAHE is local: the row's neighbours move
 
 
 def test_a_window_keeps_its_own_clip_and_an_image_without_spikes_is_unchanged(
@@ -76,6 +114,8 @@ def test_a_window_keeps_its_own_clip_and_an_image_without_spikes_is_unchanged(
     cfg = Preprocessing(size=(32, 32), intensity="minmax")
     unit = (image - image.min()) / np.ptp(image)
     assert np.allclose(normalise(image, cfg), unit, atol=1e-6)
+    tail = np.concatenate([rng.normal(300, 60, 5000), rng.uniform(400, 1500, 40)])
+    assert spike_range(tail) is None  # a tail that thins out is no spike: no gap
     hot = image.copy()
     hot[0, 0] = 1e6
     windowed = Preprocessing(size=(32, 32), intensity="minmax", window=(0.0, 2e6))
