@@ -203,22 +203,25 @@ COMPLEX = ("holds complex values (real and imaginary parts); save its magnitude 
            "real image")
 
 
-def grey(pixels: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
+def grey(pixels: np.ndarray, path: Path, picture: bool = False) -> tuple[np.ndarray, bool]:
     """Colour pixels (components on the last axis) → grey; equal RGB channels are kept as
     stored (a grey image saved as RGB).
 
-    Only an RGB or RGBA picture of integers is colour (alpha dropped); any other number of
-    components, or components of floats (T1, T2, FLAIR stacked in one file), are channels
-    that no weighting of colours may mix: :class:`DataError` asking for a file per channel.
+    Only RGB or RGBA of 8 bits is colour (alpha dropped), or of 16 bits in a ``picture``
+    (PNG, TIFF, a DICOM's RGB); any other number of components, or other types (T1, T2,
+    FLAIR stacked in one MHA or NIfTI, as floats or 16-bit integers), are channels that no
+    weighting of colours may mix: :class:`DataError` asking for a file per channel (a
+    complex image stored as two components, too).
     Returns ``(grey, colour)``: ``colour`` is True when the channels differed and the
     luminance (scikit-image's rgb2gray weights, ITU-R BT.709) was taken, which is said in a
     :class:`DataWarning`.
     """
     n = pixels.shape[-1]
-    if n not in (3, 4) or pixels.dtype.kind not in "ub":
+    if n not in (3, 4) or pixels.dtype not in ((np.uint8, np.uint16) if picture else (np.uint8,)):
         kind = f" of {pixels.dtype.name}" if n in (3, 4) else ""
         raise DataError(f"has {n} components{kind} per pixel: channels, not a colour picture; "
-                        "give one file per channel", path)
+                        "give one file per channel" + (" (a complex image: its magnitude)"
+                                                       if n == 2 else ""), path)
     rgb = pixels[..., :3]
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
         return np.ascontiguousarray(rgb[..., 0]), False

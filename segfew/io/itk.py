@@ -85,7 +85,7 @@ def read_itk(path: Path, limits: ReadLimits, label: bool = False
     if raster:  # a picture's DPI is a print size: pixels of 1, no unit (as PNG)
         img.SetSpacing([1.0] * img.GetDimension())
         img.SetOrigin([0.0] * img.GetDimension())
-    array, affine, colour = from_sitk(img, path)
+    array, affine, colour = from_sitk(img, path, picture=raster or dicom)
     extra: dict[str, Any] = {"format": "itk", "colour": colour, "units_stated": not raster}
     if path.name.lower().endswith((".nrrd", ".nhdr")):
         affine = _nrrd_in_mm(affine, path, img.GetDimension(), extra)
@@ -184,8 +184,9 @@ def _itk_reason(text: str) -> str:
     return " ".join(text.split())[:300]
 
 
-def from_sitk(img: Any, path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
-    """SimpleITK image → (array indexed X, Y[, Z], RAS affine, converted from colour)."""
+def from_sitk(img: Any, path: Path, picture: bool = True) -> tuple[np.ndarray, np.ndarray, bool]:
+    """SimpleITK image → (array indexed X, Y[, Z], RAS affine, converted from colour).
+    ``picture``: a raster or DICOM file, whose 16-bit RGB is colour (:func:`grey`)."""
     import SimpleITK as sitk
 
     array = sitk.GetArrayFromImage(img)  # (Z, Y, X[, C]) or (Y, X[, C])
@@ -193,7 +194,7 @@ def from_sitk(img: Any, path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
     dim = img.GetDimension()
     colour = False
     if ncomp > 1:
-        array, colour = grey(array, path)
+        array, colour = grey(array, path, picture)
     array = np.ascontiguousarray(array.transpose(tuple(range(dim))[::-1]))
     spacing = np.array(img.GetSpacing(), dtype=float)
     origin = np.array(img.GetOrigin(), dtype=float)

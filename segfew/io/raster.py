@@ -99,7 +99,7 @@ def read_with_pillow(path: Path, limits: ReadLimits, after: Exception | None = N
             array = _pixels(im, indices)
     colour = False
     if array.ndim == 3:
-        array, colour = grey(array[..., :3], path)
+        array, colour = grey(array[..., :3], path, picture=True)
     affine = LPS_TO_RAS @ np.eye(4)  # what ITK gives a raster image: origin 0, pixels of 1
     return (np.ascontiguousarray(array.T), affine,
             {"format": "itk", "colour": colour, "units_stated": False})
