@@ -22,7 +22,7 @@ from segfew.data.case import (
 )
 from segfew.data.discover import _find_images, _find_label, _index, _list_images, find_image_cases
 from segfew.data.scan import list_folder
-from segfew.data.split_series import _refuse_split_series
+from segfew.data.split_series import refuse_split_series
 from segfew.errors import DataError
 from segfew.io import case_id, is_dicom_series_dir, is_image_file
 
@@ -166,7 +166,7 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
         cases.append(Case(cid, paths, target=target or None, group=group or cid))
     # a series split between rows' folders, or continuing in one no row names, is refused
     context = [p for found_paths in (index or {}).values() for p in found_paths]
-    return _refuse_split_series(cases, problems, keep_missing, context)
+    return refuse_split_series(cases, problems, keep_missing, context)
 
 
 def _is_path(value: str) -> bool:
@@ -318,7 +318,7 @@ def _find_class_folders(root: Path, channels: Sequence[str] | None,
                             f"duplicate case id {c.id!r} (also in {folder})", c.images[0])))
             seen.setdefault(case.id, folder)
             cases.append(replace(case, target=folder.name))
-    return _refuse_split_series(cases, problems, keep_clashing)  # of every class at once
+    return refuse_split_series(cases, problems, keep_clashing)  # of every class at once
 
 
 def find_classification_cases(images: Path, table: Path | None = None,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
 from segfew.data.scan import list_folder
-from segfew.data.split_series import _refuse_split_series
+from segfew.data.split_series import refuse_split_series
 from segfew.errors import DataError, SpecError
 from segfew.io import case_id, is_image_file
 from segfew.io.dicom import dicom_header, series_of_path
@@ -198,7 +198,7 @@ def _find_segmentation(images: Path, labels: Path | None, channels: Sequence[str
         label_files = _list_images(labels, problems)
     cases_files = _group_channels(files, channels, nnunet, images, problems)
     if same_folder and not label_files:
-        return _refuse_split_series([Case(cid, paths, group=cid)
+        return refuse_split_series([Case(cid, paths, group=cid)
                                      for cid, paths in sorted(cases_files.items())], problems)
 
     label_index = _index(label_files, problems)
@@ -244,7 +244,7 @@ def _find_segmentation(images: Path, labels: Path | None, channels: Sequence[str
     for lid, path in sorted(label_index.items()):
         if lid not in used:
             problems.add(f"label without image (no image for it in {images})", path)
-    return _refuse_split_series(cases, problems)
+    return refuse_split_series(cases, problems)
 
 
 def _find_label(name: str, index: dict[str, Path], allow_own: bool) -> list[Path]:
@@ -297,7 +297,7 @@ def _find_images(inputs: Path | Sequence[Path], channels: Sequence[str] | None,
     cases = [Case(cid, paths, group=cid) for cid, paths in grouped.items()]
     cases = [*cases, *(incomplete or [])]
     if refuse_split:
-        cases = _refuse_split_series(cases, problems, keep_incomplete)
+        cases = refuse_split_series(cases, problems, keep_incomplete)
     return sorted(cases, key=lambda c: (c.id, str(c.images[:1])))
 
 
@@ -336,4 +336,4 @@ def collect_cases(inputs: Sequence[Path], *, recursive: bool = False,
             continue
         cases.extend(_find_images(path, channels, recursive, _Problems(collect=False),
                                   keep_incomplete=True, refuse_split=False))
-    return _refuse_split_series(cases, _Problems(collect=False), keep=True)  # inputs at once
+    return refuse_split_series(cases, _Problems(collect=False), keep=True)  # inputs at once

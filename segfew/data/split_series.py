@@ -4,7 +4,7 @@ is refused in each folder, never read as separate part-volume cases.
 One check for every door that turns folders or tables into cases: image folders
 (``predict``, ``--recursive``, several inputs), segmentation pairs, class sub-folders,
 tables of ids or paths, and the batch commands' inputs each pass the whole set of cases
-they built through :func:`_refuse_split_series` once. A folder case whose own sub-folders
+they built through :func:`refuse_split_series` once. A folder case whose own sub-folders
 (at any depth) hold more files of its series is split too, whether or not they are read.
 """
 
@@ -21,11 +21,13 @@ from segfew.errors import DataError
 from segfew.io import is_image_file
 from segfew.io.dicom import dicom_header, dicom_series_files, series_of_path
 
+__all__ = ["refuse_split_series"]
+
 #: SeriesInstanceUID → folder → that series' files in the folder
 _Below = dict[str, dict[Path, list[Path]]]
 
 
-def _refuse_split_series(cases: list[Case], problems: _Problems, keep: bool = False,
+def refuse_split_series(cases: list[Case], problems: _Problems, keep: bool = False,
                          context: Iterable[Path] = ()) -> list[Case]:
     """``cases`` less each whose DICOM series continues in another case's folder, in one of
     its own folder's sub-folders or in a ``context`` image's folder (images the door found
