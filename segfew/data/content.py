@@ -52,18 +52,25 @@ def _split(array: np.ndarray) -> tuple[np.ndarray, int, int]:
     return np.partition(flat, sorted({k, m, n - m - 1, n - k - 1})), k, m
 
 
+_Split = tuple[np.ndarray, int, int]
+
+
 def blank(array: np.ndarray) -> float | None:
     """The one value an image holds everywhere (but for :data:`BLANK_SHARE` of its voxels,
     within :data:`BLANK_RTOL`), or None."""
-    part, k, _ = _split(array)
+    return _blank(_split(array))
+
+
+def _blank(split: _Split) -> float | None:
+    part, k, _ = split
     lo, hi = float(part[k]), float(part[part.size - k - 1])
     return lo if hi - lo <= BLANK_RTOL * max(abs(lo), abs(hi)) else None
 
 
-def _ends(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+def _ends(split: _Split) -> tuple[np.ndarray, np.ndarray, float] | None:
     """The lowest and highest :data:`SPIKE_SHARE` of the voxels with the middle's bounds,
     sorted (float64), and the middle's range; None where the middle holds one value."""
-    part, _, m = _split(array)
+    part, _, m = split
     n = part.size
     span = float(part[n - m - 1]) - float(part[m])
     if span <= 0 or n * SPIKE_SHARE < 1:  # too few voxels to tell a spike from the rest
@@ -75,7 +82,7 @@ def _ends(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
 def widest_gap(array: np.ndarray) -> float:
     """The widest gap of values among the ends of ``array``, in ranges of its middle: what
     :data:`SPIKE_GAP` is compared with (0 where the middle holds one value)."""
-    ends = _ends(array)
+    ends = _ends(_split(array))
     if ends is None:
         return 0.0
     bottom, top, span = ends
@@ -89,7 +96,11 @@ def spike_range(array: np.ndarray) -> tuple[float, float] | None:
     wider than :data:`SPIKE_GAP` times the range of the middle; the bound is the nearest
     value on the near side of the gap, so no voxel of the rest is clipped.
     """
-    ends = _ends(array)
+    return _spikes(_split(array))
+
+
+def _spikes(split: _Split) -> tuple[float, float] | None:
+    ends = _ends(split)
     if ends is None:
         return None
     bottom, top, span = ends
@@ -113,14 +124,15 @@ def check_scan_content(array: np.ndarray, path: Path, labelled: bool = False) ->
     if min(sides if array.ndim == 2 else sides[1:]) < MIN_SIDE:
         raise DataError(f"an image of {'×'.join(map(str, array.shape))} voxels is no scan: "
                         f"fewer than {MIN_SIDE} along an in-plane axis", path)
-    value = blank(array)
+    split = _split(array)  # one partition for both rules
+    value = _blank(split)
     if value is not None:
         if labelled:
             return True
         raise DataError(f"the image holds one value ({value:g}) everywhere (but for at most "
                         f"{BLANK_SHARE:.2%} of its voxels): nothing to segment or classify",
                         path)
-    rest = spike_range(array)
+    rest = _spikes(split)
     if rest is None:
         return False
     said = []
