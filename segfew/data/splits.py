@@ -26,6 +26,7 @@ from segfew.data.classes import (
 )
 from segfew.errors import DataError, DataWarning
 from segfew.files import check_output, write_text
+from segfew.io import read_image
 
 # ------------------------------------------------------------------------- splits
 
@@ -51,7 +52,8 @@ def group_identical_images(cases: Sequence[Case], where: Path | None = None
     series folder's files, a detached header's data file) or the same voxels
     (:func:`segfew.runinfo.voxel_digest`: the same shape and values however stored — a
     copy decompressed, recompressed or converted to another format). Every image is read
-    once for its voxels (cached within the process).
+    once for its voxels (cached within the process). A blank image (one value everywhere:
+    the empty edge slices of a slice-per-file export) is every patient's, so it joins none.
 
     Why: a copy of a test scan in the training set is leakage the protocol cannot see by
     id. The public ACDC copy holds one such pair (patient074 and patient076). Cases with
@@ -74,12 +76,13 @@ def group_identical_images(cases: Sequence[Case], where: Path | None = None
                 files = scan_files(path)
                 if not sum(f.stat().st_size for f in files):
                     continue  # empty files are no scan (the reader refuses them)
+                voxels = voxel_digest(path)
+                if voxels is None and _blank(path):  # every patient's empty edge slice
+                    continue
                 keys = [("bytes", scan_digest(path, files))]
+                keys += [("voxels", voxels)] if voxels is not None else []
             except OSError:
                 continue  # absent, unreadable, a folder of no series: the reader says so
-            voxels = voxel_digest(path)
-            if voxels is not None:
-                keys.append(("voxels", voxels))
             unit = case.unit
             for key in keys:
                 if case.target is not None:
@@ -100,6 +103,17 @@ def group_identical_images(cases: Sequence[Case], where: Path | None = None
                   if len(set(ids.values())) > 1}
     warn_mixed_classes(cases, out, joined, sorted(relabelled), where)
     return out, [sorted(units) for _, units in sorted(joined.items())]
+
+
+def _blank(path: Path) -> bool:
+    """Whether the scan at ``path`` holds one value everywhere (False: it cannot be read)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # reading it for a command says it
+            array = read_image(path).array
+    except (DataError, OSError, MemoryError):
+        return False
+    return bool(np.ptp(array) == 0) if array.size else False
 
 
 #: the mixed groups (and relabelled scans) a warning names before it counts the rest

@@ -72,11 +72,11 @@ def _scans(folder: Path, ids: list[str], copy_of: dict[str, str]) -> None:
 
     import numpy as np
 
-    from tests.conftest import save_nifti
+    from tests.conftest import ramp, save_nifti
 
     for k, cid in enumerate(ids):
         if cid not in copy_of:
-            save_nifti(folder / f"{cid}.nii.gz", np.full((4, 4, 3), k, np.int16))
+            save_nifti(folder / f"{cid}.nii.gz", ramp((4, 4, 3), np.int16, base=100 * k))
     for cid, original in copy_of.items():
         shutil.copyfile(folder / f"{original}.nii.gz", folder / f"{cid}.nii.gz")
 

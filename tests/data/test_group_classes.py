@@ -112,3 +112,18 @@ def test_inspect_notes_it(tmp_path: Path) -> None:
     report = inspect_dataset(tmp_path / "images", table=table, group_column="group")
     notes = [p for p in report.problems if "several classes" in p]
     assert len(notes) == 1 and "P1" in notes[0] and notes[0] not in report.fatal_problems
+
+
+def test_blank_slices_of_different_patients_are_no_copies(tmp_path: Path) -> None:
+    """A slice-per-file export (LGG's kaggle_3m) holds all-zero edge slices, byte for byte
+    the same in every patient: they join no groups, so patients of two grades stay apart
+    and nobody is told of a labelling error."""
+    groups = ["P1", "P1", "P2", "P2", "P3", "P3", "P4", "P4"]
+    classes = ["G2", "G2", "G3", "G3", "G2", "G2", "G3", "G3"]
+    table = _table(tmp_path, groups, classes)
+    for i in (0, 2, 4, 6):  # each patient's first slice is blank
+        save_nifti(tmp_path / "images" / f"case{i:03d}.nii.gz", np.zeros((4, 4, 3), np.int16))
+    mixed, sides = _split(table, tmp_path / "split")
+    assert mixed == [] and len(set(sides.values())) == 2
+    report = inspect_dataset(tmp_path / "images", table=table, group_column="group")
+    assert not any("identical images" in p for p in report.problems)
