@@ -329,3 +329,32 @@ def test_the_report_opens_with_the_leakage_verdict(tmp_path: Path) -> None:
                    cases=cases)
     first = write_report([tmp_path / "clean"])[0].read_text().split("\n\n")[1]
     assert first.startswith("Leakage check: passed.") and "clean.pt" in first
+
+
+@pytest.mark.parametrize("own", [False, True])
+def test_a_leak_through_the_classifiers_segmentation_network_names_the_network(
+        tmp_path: Path, labelled: tuple[Path, Path], own: bool) -> None:
+    """The classifier trained on other patients, its feature network on the evaluated one:
+    the refusal says which was trained on it, not that the classifier was."""
+    import torch
+
+    from segfew.data import find_classification_cases
+    from segfew.errors import DataError
+    from segfew.evaluation.leakage import check_models, find_leakage
+    from segfew.runinfo import file_digest
+
+    images, table = labelled
+    scan = images / "s4.nii.gz"
+    model = with_manifest(make_classifier(tmp_path / "c.pt"), [scan] if own else [])
+    payload = torch.load(model, map_location="cpu", weights_only=True)
+    meta = json.loads(payload["metadata"])
+    meta["feature_source"] = {"metrics": {"training_data": [file_digest(scan)]}}
+    payload["metadata"] = json.dumps(meta)
+    torch.save(payload, model)
+    cases = find_classification_cases(images, table)
+    check = find_leakage(model, cases)
+    assert check.leaked == ["s4"] and check.network_only == ([] if own else ["s4"])
+    said = ("the model was trained" if own else
+            "the segmentation network inside the classifier was pre-trained")
+    with pytest.raises(DataError, match=f"{said} on 1 evaluated case\\(s\\) \\(s4\\)"):
+        check_models([model], cases)

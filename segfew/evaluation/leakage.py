@@ -57,7 +57,8 @@ class LeakageCheck:
     holds its training images' voxel digests (False: an older model file, whose re-stored
     copies cannot be found). ``unrecorded`` names what the classifier measures whose
     training data is not recorded (another tool's label maps, an nnU-Net): then only the
-    classifier's own training cases were compared.
+    classifier's own training cases were compared. ``network_only``: the leaked cases that
+    trained only the segmentation network inside a classifier, not the classifier itself.
     """
 
     model: str
@@ -66,6 +67,14 @@ class LeakageCheck:
     unrecorded: str | None = None
     restored: list[str] = field(default_factory=list)
     by_voxels: bool = False
+    network_only: list[str] = field(default_factory=list)
+
+    def trained(self) -> str:
+        """Who was trained on the leaked cases, in words: the model, or the segmentation
+        network inside it where the classifier itself trained on none of them."""
+        if self.leaked and set(self.network_only) == set(self.leaked):
+            return "the segmentation network inside the classifier was pre-trained"
+        return "the model was trained"
 
     def describe(self) -> str:
         """One sentence for a log, a report or ``metrics.json``."""
@@ -79,7 +88,7 @@ class LeakageCheck:
         if not self.leaked:
             return (f"{self.model}: no evaluated case trained it "
                     f"({_compared(self.by_voxels)})")
-        return (f"{self.model} was trained on {len(self.leaked)} evaluated case(s): "
+        return (f"{self.model}: {self.trained()} on {len(self.leaked)} evaluated case(s): "
                 f"{self.named()}")
 
     def named(self) -> str:
@@ -171,6 +180,8 @@ class _Record:
     voxels: set[str] = field(default_factory=set)
     by_voxels: bool = False
     unrecorded: str | None = None
+    own: tuple[set[str], set[str]] | None = None
+    """A classifier's own digests and voxel digests, beside its network's in the sets above."""
 
 
 def _voxels(meta_metrics: dict[str, Any]) -> set[str] | None:
@@ -202,7 +213,7 @@ def _manifest(model_path: Path) -> _Record:
     if source is None:
         return _Record(None)
     return _Record(own | source, mine.voxels | (theirs or set()),
-                   mine.by_voxels and theirs is not None)
+                   mine.by_voxels and theirs is not None, own=(own, mine.voxels))
 
 
 def records_voxels(model_path: Path) -> bool:
@@ -260,7 +271,7 @@ def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
     digests = record.digests
     if digests is None:
         return LeakageCheck(str(model_path), checked=False)
-    leaked, restored = set(), set()
+    leaked, restored, network_only = set(), set(), set()
     for case in cases:
         images = [Path(p) for p in case.images]
         if any(trained_on(p, digests) for p in images):
@@ -268,9 +279,15 @@ def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
         elif record.voxels and any(voxel_digest(p) in record.voxels for p in images):
             leaked.add(case.id)
             restored.add(case.id)
+        else:
+            continue
+        if record.own is not None and not (
+                any(trained_on(p, record.own[0]) for p in images)
+                or any(voxel_digest(p) in record.own[1] for p in images)):
+            network_only.add(case.id)
     return LeakageCheck(str(model_path), checked=True, leaked=sorted(leaked),
                         unrecorded=record.unrecorded, restored=sorted(restored),
-                        by_voxels=record.by_voxels)
+                        by_voxels=record.by_voxels, network_only=sorted(network_only))
 
 
 def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool = False
@@ -280,7 +297,7 @@ def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool
     checks = [find_leakage(Path(p), cases) for p in model_paths]
     for check in checks:
         if check.leaked and not allow:
-            raise DataError(f"the model was trained on {len(check.leaked)} evaluated case(s) "
+            raise DataError(f"{check.trained()} on {len(check.leaked)} evaluated case(s) "
                             f"({check.named()}); a score on them is not a test — evaluate "
                             "other cases, or pass --allow-leakage to score them with a warning",
                             check.model)
