@@ -97,7 +97,8 @@ class LeakageCheck:
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "checked": self.checked, "leaked": list(self.leaked),
-                "restored": list(self.restored), "by_voxels": self.by_voxels,
+                "restored": list(self.restored), "network_only": list(self.network_only),
+                "by_voxels": self.by_voxels,
                 "unrecorded": self.unrecorded, "verdict": self.describe()}
 
 
