@@ -148,6 +148,19 @@ def _scan_key(path: Path) -> tuple[Any, ...] | None:
     return (str(path), *stats)
 
 
+def read_quietly(path: Path) -> np.ndarray | None:
+    """The voxels of the scan at ``path`` as :func:`segfew.io.read_image` gives them, its
+    warnings unsaid (reading it for a command says them); None where it cannot be read."""
+    from segfew.io import read_image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return read_image(path).array
+    except (DataError, OSError, MemoryError):
+        return None
+
+
 def voxel_digest(path: Path, array: np.ndarray | None = None) -> str | None:
     """The SHA-256 of the scan's voxels: its identity by content, whatever stores it.
 
@@ -176,13 +189,8 @@ def voxel_digest(path: Path, array: np.ndarray | None = None) -> str | None:
     if key is not None and key in _voxel_cache and array is None:
         return _voxel_cache[key]
     if array is None:
-        from segfew.io import read_image
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # reading it for a command says it
-                array = read_image(path).array
-        except (DataError, OSError, MemoryError):
+        array = read_quietly(path)
+        if array is None:
             return None
     digest = _picture_digest(array) if np.ndim(array) == 2 else _array_digest(array)
     if key is not None:

@@ -26,7 +26,6 @@ from segfew.data.classes import (
 )
 from segfew.errors import DataError, DataWarning
 from segfew.files import check_output, write_text
-from segfew.io import read_image
 
 # ------------------------------------------------------------------------- splits
 
@@ -107,13 +106,10 @@ def group_identical_images(cases: Sequence[Case], where: Path | None = None
 
 def _blank(path: Path) -> bool:
     """Whether the scan at ``path`` holds one value everywhere (False: it cannot be read)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # reading it for a command says it
-            array = read_image(path).array
-    except (DataError, OSError, MemoryError):
-        return False
-    return bool(np.ptp(array) == 0) if array.size else False
+    from segfew.runinfo import read_quietly
+
+    array = read_quietly(path)
+    return array is not None and array.size > 0 and bool(np.ptp(array) == 0)
 
 
 #: the mixed groups (and relabelled scans) a warning names before it counts the rest
