@@ -20,7 +20,7 @@ import numpy as np
 
 from segfew.errors import DataError, DataWarning
 
-__all__ = ["BLANK_RTOL", "BLANK_SHARE", "MIN_SIDE", "SPIKE_GAP", "SPIKE_SHARE", "blank",
+__all__ = ["BLANK_RTOL", "BLANK_SHARE", "MIN_SIDE", "SPIKE_GAP", "SPIKE_SHARE",
            "check_scan_content", "spike_range", "widest_gap"]
 
 MIN_SIDE = 4
@@ -40,7 +40,10 @@ BLANK_RTOL = 1e-4
 """... or differ by less than this fraction of their level (float noise around a constant)."""
 
 
-def _split(array: np.ndarray) -> tuple[np.ndarray, int, int]:
+_Split = tuple[np.ndarray, int, int]
+
+
+def _split(array: np.ndarray) -> _Split:
     """``array`` flattened and partitioned at the blank and spike shares; ``(part, k, m)``:
     ``part[k]``/``part[n-k-1]`` bound all but the blank share, ``part[m]``/``part[n-m-1]``
     the middle of the spike rule."""
@@ -52,16 +55,9 @@ def _split(array: np.ndarray) -> tuple[np.ndarray, int, int]:
     return np.partition(flat, sorted({k, m, n - m - 1, n - k - 1})), k, m
 
 
-_Split = tuple[np.ndarray, int, int]
-
-
-def blank(array: np.ndarray) -> float | None:
+def _blank(split: _Split) -> float | None:
     """The one value an image holds everywhere (but for :data:`BLANK_SHARE` of its voxels,
     within :data:`BLANK_RTOL`), or None."""
-    return _blank(_split(array))
-
-
-def _blank(split: _Split) -> float | None:
     part, k, _ = split
     lo, hi = float(part[k]), float(part[part.size - k - 1])
     return lo if hi - lo <= BLANK_RTOL * max(abs(lo), abs(hi)) else None
