@@ -71,9 +71,13 @@ def spm_mat(header: Path) -> Path | None:
             head = f.read(348)
     except OSError:
         return None
-    analyze = len(head) == 348 and 348 in {int.from_bytes(head[:4], "little"),
-                                           int.from_bytes(head[:4], "big")}
-    return mat if analyze and head[344:347] not in (b"ni1", b"n+1") and mat.is_file() else None
+    sizes = {int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")}
+    return mat if 348 in sizes and _analyze(head) and mat.is_file() else None
+
+
+def _analyze(header: bytes) -> bool:
+    """Whether a 348-byte header is Analyze 7.5 (SPM's): without NIfTI-1's magic."""
+    return len(header) >= 348 and header[344:347] not in (b"ni1", b"n+1")
 
 
 def pair_data_file(header: Path) -> Path | None:
@@ -114,13 +118,13 @@ def _read_opened(h: Any, f: Any, path: Path, data: Path, gzipped: bool, limits: 
     f.seek(0)
     klass: Any = nib.Nifti1Image if sizeof_hdr == 348 else nib.Nifti2Image
     if h is not f:  # a pair: NIfTI magic "ni1"/"ni2", else Analyze 7.5
-        klass = nib.Nifti2Pair if sizeof_hdr == 540 else nib.Nifti1Pair \
-            if raw_header[344:347] in (b"ni1", b"n+1") else nib.Spm2AnalyzeImage
+        klass = nib.Nifti2Pair if sizeof_hdr == 540 else nib.Spm2AnalyzeImage \
+            if _analyze(raw_header) else nib.Nifti1Pair
     file_map = {"header": nib.fileholders.FileHolder(fileobj=h),
                 "image": nib.fileholders.FileHolder(fileobj=f)}
-    mat = path.parent / (path.name[:-4] + ".mat")
     if klass is nib.Spm2AnalyzeImage:  # SPM's affine beside the pair, where there is one
-        file_map["mat"] = nib.fileholders.FileHolder(filename=str(mat)) if mat.is_file() \
+        mat = spm_mat(path)
+        file_map["mat"] = nib.fileholders.FileHolder(filename=str(mat)) if mat is not None \
             else nib.fileholders.FileHolder(fileobj=io.BytesIO())
     with _quiet_nibabel():
         img = klass.from_file_map(file_map)
