@@ -39,13 +39,14 @@ def class_names(cases: Sequence[Case]) -> list[str]:
     return sorted({c.target for c in cases if c.target is not None})
 
 
-def group_identical_images(cases: Sequence[Case], where: Path | None = None
+def group_identical_images(cases: Sequence[Case], where: str | Path | None = None
                            ) -> tuple[list[Case], list[list[str]]]:
     """``cases`` with every set that holds one scan under two ids joined into one group, so
     no split puts a copy on each side (SPEC §6), and the joined sets' group names
     (``case.group``, else the case id). ``inspect`` reports them. A group then holding
     cases of several classes is said in one :class:`DataWarning` naming ``where`` (the
-    table; :func:`warn_mixed_classes`): ``split``, ``experiment`` and ``inspect`` group here.
+    table or tables; :func:`warn_mixed_classes`): ``split``, ``experiment`` and ``inspect``
+    group here.
 
     One scan: the same file bytes (:func:`segfew.runinfo.scan_digest`: a file, a DICOM
     series folder's files, a detached header's data file) or the same voxels
@@ -119,7 +120,7 @@ NAMED_MIXED = 3
 def warn_mixed_classes(cases: Sequence[Case], grouped: Sequence[Case],
                        joined: dict[str, set[str]],
                        relabelled: Sequence[tuple[tuple[str, str], ...]],
-                       where: Path | None) -> None:
+                       where: str | Path | None) -> None:
     """One :class:`DataWarning` for the groups of ``grouped`` holding cases of several
     classes. A group column crossing classes usually means the wrong column or a labelling
     error, and one scan under two classes (``relabelled``: its cases' ids and classes) is

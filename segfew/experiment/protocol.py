@@ -273,7 +273,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
             raise DataError("the fixed test set has no labelled cases", spec.test_table)
     else:
         fixed = []
-    grouped, copies = group_identical_images([*pool, *fixed], spec.data.table)
+    tables = [t for t in (d.table, spec.test_table) if t is not None]
+    grouped, copies = group_identical_images(  # names every table a mixed group may span
+        [*pool, *fixed], " and ".join(map(str, tables)) if len(tables) > 1 else d.table)
     pool, fixed = grouped[:len(pool)], grouped[len(pool):]
     for units in copies:
         log.warning(f"identical images: {', '.join(units)} hold the same scan (the same file "

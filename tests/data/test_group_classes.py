@@ -127,3 +127,21 @@ def test_blank_slices_of_different_patients_are_no_copies(tmp_path: Path) -> Non
     assert mixed == [] and len(set(sides.values())) == 2
     report = inspect_dataset(tmp_path / "images", table=table, group_column="group")
     assert not any("identical images" in p for p in report.problems)
+
+
+def test_the_experiment_names_both_tables_when_a_fixed_test_set_is_given(
+        tmp_path: Path) -> None:
+    """A patient listed in the training table under one class and in the fixed test table
+    under another: the warning names both tables, not the training table alone."""
+    from segfew.experiment.protocol import run_experiment
+
+    cases = make_cases()
+    test = [c.__class__(**{**c.__dict__, "id": c.id + "_t", "target": "nor"})
+            for c in cases if c.group == "dcm00"]
+    spec = make_spec(sizes=[1], test_table=tmp_path / "test.csv")
+    spec = spec.model_copy(update={"data": spec.data.model_copy(
+        update={"table": tmp_path / "labels.csv"})})  # named, not read: the cases are given
+    with pytest.warns(DataWarning, match=r"dcm00 \(dcm: .*; nor: ") as seen:
+        run_experiment(spec, tmp_path / "run", fake_trainer, cases=cases, test_cases=test)
+    said = [str(w.message) for w in seen if "dcm00 (dcm" in str(w.message)]
+    assert said[0].startswith(f"{tmp_path / 'labels.csv'} and {tmp_path / 'test.csv'}: ")
