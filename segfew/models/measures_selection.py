@@ -276,7 +276,8 @@ def _fold_count(y: np.ndarray) -> int:
 
 def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_classes: int,
                       seed: int = 0, candidates: Sequence[Candidate] = CANDIDATES,
-                      fit: Callable[..., Choice] | None = None) -> Choice:
+                      fit: Callable[..., Choice] | None = None, choose: bool | None = None
+                      ) -> Choice:
     """Choose, fit and calibrate a measurement classifier on the training set ``(x, y)``.
 
     ``x`` (N, F) raw measurements named ``names`` (NaN allowed), ``y`` (N,) class indices.
@@ -289,8 +290,10 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
     candidate is fitted (scored by the inner CV all the same, for its temperature and its
     ``cv_summary`` entry), since the winner among many noisy scores of a handful of
     held-out cases is mostly the luckiest (Cawley & Talbot 2010, JMLR 11); with fewer than
-    2 there is no cross-validation, temperature 1. ``fit`` is the fitting function (a test
-    seam; default :func:`_fit`). Raises ValueError on mismatched shapes.
+    2 there is no cross-validation, temperature 1. ``choose`` overrides that rule (True:
+    choose among ``candidates`` whatever the class counts; :func:`nested_estimate` repeats
+    the whole training set's decision in its smaller folds). ``fit`` is the fitting
+    function (a test seam; default :func:`_fit`). Raises ValueError on mismatched shapes.
     """
     fit = fit or _fit
     x = transform(x, names)
@@ -304,7 +307,7 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
         choice = fit(candidates[0], x, y, names, num_classes, seed)
         choice.chosen_by = "the default: too few cases for a cross-validation"
         return choice
-    default = smallest < SELECT_FROM
+    default = smallest < SELECT_FROM if choose is None else not choose
     if default:
         candidates = candidates[:1]
     folds = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y))
@@ -325,9 +328,11 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
     choice.temperature = _temperature(oof[best], y)
     choice.cv_scores = {c.label: s[1] for c, s in scores.items()}
     choice.cv_summary = summary
-    if default:
+    if default and choose is None:
         choice.chosen_by = (f"the default: {smallest} case(s) in a class, fewer than the "
                             f"{SELECT_FROM} a choice among candidates needs")
+    elif default:
+        choice.chosen_by = "the default"
     return choice
 
 
@@ -340,8 +345,11 @@ def nested_estimate(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_clas
     scores; Cawley & Talbot 2010, JMLR 11). Here the whole selection runs again inside
     each of ``min(outer_folds, smallest class count)`` stratified outer folds of ``(x, y)``
     and its chosen model predicts the held-out fold; the pooled held-out predictions are
-    scored. Forests have ``trees`` trees here (fewer than the model file's, to bound the
-    time: the estimate is, if anything, pessimistic). Returns ``{"balanced_accuracy",
+    scored. Each fold makes the decision the whole of ``(x, y)`` makes — to choose among
+    the candidates (from :data:`SELECT_FROM` cases per class) or to fit the default —,
+    though it holds fewer cases: an estimate of the procedure that made the model. Forests
+    have ``trees`` trees here (fewer than the model file's, to bound the time: the
+    estimate is, if anything, pessimistic). Returns ``{"balanced_accuracy",
     "ci", "accuracy", "folds", "n", "chance_rate", "distinguishable_from_chance"}`` (chance:
     1 / classes present, the balanced accuracy of a constant answer), or None when a class
     has fewer than 2 cases.
@@ -351,9 +359,11 @@ def nested_estimate(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_clas
     if len(np.unique(y)) < 2 or k < 2:
         return None
     fit = partial(_fit, trees=trees)
+    choose = int(np.bincount(y)[np.unique(y)].min()) >= SELECT_FROM
     pred = np.zeros(len(y), dtype=np.int64)
     for train, held in StratifiedKFold(k, shuffle=True, random_state=seed + 1).split(x, y):
-        choice = select_classifier(x[train], y[train], names, num_classes, seed, candidates, fit)
+        choice = select_classifier(x[train], y[train], names, num_classes, seed, candidates, fit,
+                                   choose)
         pred[held] = predict_proba(choice, transform(x[held], names)).argmax(1)
     m = classification_metrics(y, pred, None, [str(i) for i in range(num_classes)],
                                bootstrap=CI_RESAMPLES, seed=seed)

@@ -245,6 +245,19 @@ def test_with_few_cases_per_class_the_default_is_fitted_and_nothing_chosen() -> 
     assert chosen.candidate != CANDIDATES[0] and chosen.chosen_by == "inner cross-validation"
 
 
+def test_the_nested_estimate_repeats_the_choice_the_whole_training_set_makes() -> None:
+    """From SELECT_FROM cases per class the model is chosen among the candidates; the
+    nested estimate's folds hold fewer, yet must choose too: else it estimates the default,
+    another procedure (here one that cannot tell the classes apart)."""
+    from segfew.models.measures_selection import CANDIDATES, SELECT_FROM, nested_estimate
+
+    x, y, names = _families_data(per_class=SELECT_FROM + 2)  # folds of 8 per class
+    told = nested_estimate(x, y, names, num_classes=2, seed=0)
+    assert told is not None and told["balanced_accuracy"] > 0.9
+    default = nested_estimate(x, y, names, num_classes=2, seed=0, candidates=CANDIDATES[:1])
+    assert default is not None and default["balanced_accuracy"] < 0.8
+
+
 def test_selection_inside_the_folds_never_sees_a_held_out_row(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """``top`` narrows the columns inside each fit, on that fit's rows: a column that
