@@ -223,11 +223,24 @@ def grey(pixels: np.ndarray, path: Path, picture: bool = False) -> tuple[np.ndar
                         "give one file per channel" + (" (a complex image: its magnitude)"
                                                        if n == 2 else ""), path)
     rgb = pixels[..., :3]
+    if n == 4:
+        refuse_content_in_alpha(rgb, pixels[..., 3], path)
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
         return np.ascontiguousarray(rgb[..., 0]), False
     warnings.warn(DataWarning("RGB image converted to grey (luminance, ITU-R BT.709)", path),
                   stacklevel=3)
     return (rgb.astype(np.float64) @ _RGB_WEIGHTS).astype(np.float32), True
+
+
+def refuse_content_in_alpha(colour: np.ndarray, alpha: np.ndarray, path: Path) -> None:
+    """Refuse a picture whose colour is one value everywhere while its alpha varies: a mask
+    drawn as transparency (black or white on transparent). Read without its alpha, as every
+    picture is, it would be blank — a label map of background alone, trained on as such.
+    Raises :class:`DataError` naming ``path``."""
+    if alpha.size and alpha.min() != alpha.max() and colour.min() == colour.max():
+        raise DataError(f"its colour is one value ({colour.flat[0]}) everywhere and its content "
+                        "lies in the alpha channel (transparency), which segfew does not read: "
+                        "save it as grey levels (a mask: its labels as grey values)", path)
 
 
 def placeholder_spacing(affine: np.ndarray, dim: int, units_stated: bool) -> str | None:

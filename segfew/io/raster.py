@@ -7,7 +7,9 @@ PNG always was (:func:`segfew.io.placeholder_spacing`).
 
 SimpleITK cannot read grey + alpha (PIL mode ``LA``) PNGs, reads a grey + alpha TIFF as
 interleaved samples, 1-bit BMPs not at all, and palette TIFFs as 16-bit colours; those are
-read with Pillow instead (a dependency of scikit-image), alpha dropped as it is for RGBA.
+read with Pillow instead (a dependency of scikit-image), alpha dropped as it is for RGBA
+(a picture whose content lies in its alpha alone is refused:
+:func:`segfew.io.image.refuse_content_in_alpha`).
 
 A palette picture (PIL mode ``P``, a VOC-style mask) read as a label map gives its indices,
 which are the labels: its colours are only how a viewer shows them (three labels may all
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from segfew.errors import DataError
-from segfew.io.image import LPS_TO_RAS, ReadLimits, grey
+from segfew.io.image import LPS_TO_RAS, ReadLimits, grey, refuse_content_in_alpha
 
 __all__ = ["RASTER_IOS", "is_raster", "pillow_mode", "read_with_pillow"]
 
@@ -98,25 +100,28 @@ def read_with_pillow(path: Path, limits: ReadLimits, after: Exception | None = N
             warnings.simplefilter("ignore")  # Pillow's own notes (palette transparency)
             array = _pixels(im, indices)
     colour = False
-    if array.ndim == 3:
-        array, colour = grey(array[..., :3], path, picture=True)
+    if array.ndim == 3 and array.shape[-1] == 2:  # grey + alpha
+        refuse_content_in_alpha(array[..., 0], array[..., 1], path)
+        array = array[..., 0]
+    elif array.ndim == 3:
+        array, colour = grey(array, path, picture=True)
     affine = LPS_TO_RAS @ np.eye(4)  # what ITK gives a raster image: origin 0, pixels of 1
     return (np.ascontiguousarray(array.T), affine,
             {"format": "itk", "colour": colour, "units_stated": False})
 
 
 def _pixels(im: Any, indices: bool = False) -> np.ndarray:
-    """Grey (Y, X) or RGB(A) (Y, X, C) pixels; alpha is dropped by the caller. ``indices``:
-    a palette image's indices (Y, X), not its colours."""
+    """Grey (Y, X), grey + alpha (Y, X, 2) or RGB(A) (Y, X, C) pixels; alpha is dropped by
+    the caller. ``indices``: a palette image's indices (Y, X), not its colours."""
     mode = im.mode
     if indices and mode in ("P", "PA"):
         return np.asarray(im.getchannel(0) if mode == "PA" else im)
     if mode in ("LA", "La"):
-        return np.asarray(im.convert("LA"))[..., 0]
+        return np.asarray(im.convert("LA"))  # (Y, X, 2): the caller drops alpha
     if mode == "1":
         return np.asarray(im.convert("L"))  # 0/255, as ITK reads a 1-bit PNG
     if mode in ("P", "PA"):
         return np.asarray(im.convert("RGBA"))
     if mode in ("L", "I", "F") or mode.startswith("I;16"):
         return np.asarray(im)
-    return np.asarray(im.convert("RGB"))
+    return np.asarray(im.convert("RGBA" if mode.endswith(("A", "a")) else "RGB"))
