@@ -296,9 +296,11 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
                         "(background), 1, 2, …", path)
     present = {int(v) for v in values}
     if 255 in present and present <= {0, 1, 255} and not (allowed and 255 in allowed):
+        void = (" — or 255:0 where 255 marks a border to ignore (VOC-style masks), not "
+                "the structure" if 1 in present else "")
         raise DataError(f"binary mask stored as {'/'.join(str(v) for v in sorted(present))}: "
-                        "remap it with --label-map 255:1 (spec key label_map; data.label_map "
-                        "in a pretrain spec)", path)
+                        f"remap it with --label-map 255:1{void} (spec key label_map; "
+                        "data.label_map in a pretrain spec)", path)
     if allowed is not None:
         bad = sorted(v for v in present if v not in allowed)
         if bad:

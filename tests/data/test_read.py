@@ -67,6 +67,11 @@ def test_a_0_255_mask_names_the_option_that_remaps_it(tmp_path: Path, values: li
         check_label_values(np.array(values, np.uint8), None, p)
     remapped = check_label_values(np.array(values, np.uint8), None, p, remap={255: 1})
     assert set(remapped.tolist()) == {0, 1}
+    if 1 in values:  # 0/1/255: 255 may be VOC's void border, which 255:1 would make structure
+        with pytest.raises(DataError, match=r"or 255:0 where 255 marks a border to ignore"):
+            check_label_values(np.array(values, np.uint8), None, p)
+        voided = check_label_values(np.array(values, np.uint8), None, p, remap={255: 0})
+        assert voided.tolist() == [0, 1, 0]
     # 255 declared as a label is not a mistake
     assert check_label_values(np.array(values, np.uint8), {0, 1, 255}, p).max() == 255
 
