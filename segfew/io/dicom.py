@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from segfew.errors import DataError, DataWarning
+from segfew.io.dicom_stack import SliceInfo, slice_info
 
 __all__ = [
     "GDCM_SYNTAXES",
@@ -122,6 +123,8 @@ class DicomHeader:
     """ImageOrientationPatient is present (a multi-frame file's plane orientation, too)."""
     sop_instance_uid: str = ""
     """SOPInstanceUID: the same in a copy of the file, another in each slice of a series."""
+    stack: SliceInfo | None = None
+    """Size, position, orientation and rescale: how the slice stacks with a series' others."""
 
 
 def dicom_header(path: Path) -> DicomHeader | None:
@@ -185,6 +188,7 @@ def _header(path: Path, size: int, mtime_ns: int, inode: int) -> DicomHeader | N
         transfer_syntax_name=_uid_name(syntax) or syntax,
         lossy_compression=str(ds.get("LossyImageCompression", "") or "").strip(),
         sop_instance_uid=str(ds.get("SOPInstanceUID", "") or ""),
+        stack=slice_info(ds),
         **_geometry_fields(ds),
     )
 

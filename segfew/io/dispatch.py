@@ -100,6 +100,25 @@ _CAUSES = (
     ("Unhandled Transfer Syntax", "no decoder for the transfer syntax"),
     ("Unsupported", "unsupported object type"),
 )
+_TRUNCATED = "the data ends before the header's sizes ({} of {} {}): the file is truncated"
+#: teem's (NRRD) innermost messages, and their cause in words (groups fill the braces)
+_TEEM = (
+    (r"bzip2 encoding not available", "compressed as bzip2, which this build of ITK cannot "
+     "read: re-save it with gzip or raw encoding"),
+    (r"fread got only (\d+) \d+-sized things, not (\d+)", _TRUNCATED, "values"),
+    (r"hit EOF getting byte (\d+) of (\d+)", _TRUNCATED, "bytes"),
+    (r"couldn't parse element (\d+) of (\d+)", _TRUNCATED, "values"),
+    (r"expected (\d+) bytes but received (\d+)", "the compressed data gives {1} of the {0} "
+     "bytes the header's sizes need: the file is truncated or damaged"),
+    (r"couldn't parse \w+ (\d+) of (\d+) \(\"(.*)\"\)", "value {0} of {1} (\"{2}\") is not a "
+     "number"),
+    (r"couldn't parse encoding \"(.*)\"", "unknown NRRD encoding \"{0}\" (raw, gzip, ascii "
+     "and hex are read)"),
+    (r"couldn't parse type \"(.*)\"", "unknown NRRD type \"{0}\""),
+    (r"didn't see required field: (.+)", "the NRRD header has no \"{0}\" field"),
+    (r"couldn't parse \"(.*)\" as magic", "not a NRRD file (it begins \"{0}\")"),
+    (r"axis (\d+) size is zero", "the header gives axis {0} no size (a whole number above 0)"),
+)
 
 
 def _reason(e: Exception, path: Path) -> str:
@@ -114,16 +133,23 @@ def _reason(e: Exception, path: Path) -> str:
         if needle.lower() in raw.lower():
             return words
     text = raw
-    teem = re.findall(r"\[\w+\]\s*\w+:\s*(.+)", text)  # teem (NRRD): a chain, innermost last
+    # teem (NRRD): a chain of "[nrrd] function: message" lines, innermost last
+    teem = re.findall(r"^\[\w+\][ \t]*\w+:[ \t]*(\S.*?)\s*$", text, re.MULTILINE)
     if teem:
         text = teem[-1]
+        for pattern, words, *unit in _TEEM:
+            m = re.search(pattern, text)
+            if m:
+                return words.format(*m.groups(), *unit)
     if "ERROR:" in text:
         text = text.rsplit("ERROR:", 1)[1]
     text = re.sub(r"\w+\s*\(0x[0-9a-fA-F]+\)\s*:?", "", text)  # Class(0x55…):
     text = re.sub(r"\S+\.(cxx|cpp|hxx|h|txx|c)(:\d+)?:?", "", text)  # C++ source locations
     text = re.sub(r"\b(in|In)\s+\S+::\S+", "", text)
     text = re.sub(r"0x[0-9a-fA-F]{6,}", "", text)
-    text = text.replace(f'"{path}"', "").replace(str(path), "").replace(path.name, "")
+    # the file's own name goes (the message names it); a file inside the folder keeps its path
+    text = re.sub(rf"[\"']?{re.escape(str(path))}(?![\\/\w.-])[\"']?", "", text)
+    text = re.sub(rf"(?<![\\/\w.-]){re.escape(path.name)}(?![\\/\w.-])", "", text)
     text = re.sub(r"^\s*File\s+(is\s+)?", "", text.replace('""', "").replace("''", ""))
     text = " ".join(text.split()).strip(" :.") or type(e).__name__
     return text[:160]

@@ -22,11 +22,13 @@ from segfew.errors import DataError, DataWarning
 from segfew.io.dicom import (
     check_dicom_file,
     dicom_geometry,
+    dicom_header,
     dicom_series_files,
     has_pixel_data,
     series_names,
     series_of_path,
 )
+from segfew.io.dicom_stack import check_stack, series_dtype
 from segfew.io.headers import detached_data_files, nrrd_world_units
 from segfew.io.image import COMPLEX, LPS_TO_RAS, ReadLimits, grey
 from segfew.io.raster import is_raster, pillow_mode, read_with_pillow
@@ -110,9 +112,11 @@ def _nrrd_in_mm(affine: np.ndarray, path: Path, dim: int, extra: dict[str, Any]
     return affine
 
 
-def check_itk_header(reader: Any, limits: ReadLimits, path: Path, slices: int = 1) -> None:
+def check_itk_header(reader: Any, limits: ReadLimits, path: Path, slices: int = 1,
+                     dtype: np.dtype | None = None) -> None:
     """Apply ``limits`` to a SimpleITK reader after ``ReadImageInformation``; ``slices`` is
-    the number of frames of a whole series (every frame of every multi-frame file)."""
+    the number of frames of a whole series (every frame of every multi-frame file), ``dtype``
+    the type it is read in where not the reader's own."""
     import SimpleITK as sitk
 
     shape = tuple(int(s) for s in reader.GetSize())
@@ -125,6 +129,8 @@ def check_itk_header(reader: Any, limits: ReadLimits, path: Path, slices: int = 
         itemsize = sitk.Image([1] * len(shape), reader.GetPixelID()).GetSizeOfPixelComponent()
     except RuntimeError:
         itemsize = 8
+    if dtype is not None:
+        itemsize = dtype.itemsize
     limits.check(shape, components, int(itemsize), path)
 
 
@@ -245,7 +251,10 @@ TILT_DEGREES = 0.1
 
 def read_dicom_series(path: Path, limits: ReadLimits
                       ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One DICOM series, checked for even slice spacing and gantry tilt first.
+    """One DICOM series, checked first for slices of one size and orientation, one at each
+    position (:func:`segfew.io.dicom_stack.check_stack`), even slice spacing and no gantry
+    tilt; read in a type that holds every slice's rescaled values where their RescaleSlope
+    or RescaleIntercept differ (:func:`segfew.io.dicom_stack.series_dtype`).
 
     ``path`` is a folder, whose series is its DICOM image files grouped by
     SeriesInstanceUID (:func:`segfew.io.dicom.dicom_series_files`; a series of one file
@@ -273,6 +282,12 @@ def read_dicom_series(path: Path, limits: ReadLimits
             else []
         if sorted(Path(f).name for f in files) != sorted(f.name for f in found):
             files = [str(f) for f in found]
+        headers = [dicom_header(Path(f)) for f in files]
+        stacks = [h.stack for h in headers if h is not None and h.stack is not None]
+        dtype = None
+        if len(stacks) == len(files) and frames == len(files):
+            check_stack([Path(f).name for f in files], stacks, path)
+            dtype = series_dtype(stacks)
         positions, normal, first = [], None, None
         for name in files:
             reader = sitk.ImageFileReader()
@@ -280,7 +295,10 @@ def read_dicom_series(path: Path, limits: ReadLimits
             reader.ReadImageInformation()
             if first is None:
                 first = reader
-                check_itk_header(reader, limits, path, slices=max(frames, len(files)))
+                check_itk_header(reader, limits, path, slices=max(frames, len(files)),
+                                 dtype=dtype)
+                if reader.GetNumberOfComponents() != 1:
+                    dtype = None  # a colour series: slopes are for grey values
             keys = set(reader.GetMetaDataKeys())
             if "0020|0032" in keys and "0020|0037" in keys:
                 positions.append([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
@@ -294,6 +312,9 @@ def read_dicom_series(path: Path, limits: ReadLimits
                                   path)
         series_reader = sitk.ImageSeriesReader()
         series_reader.SetFileNames(files)
+        if dtype is not None:  # each slice is rescaled by its own slope, then cast to this
+            series_reader.SetOutputPixelType(
+                sitk.GetImageFromArray(np.zeros((1, 1), dtype)).GetPixelID())
         img = series_reader.Execute()
     array, affine, colour = from_sitk(img, path)
     extra: dict[str, Any] = {"format": "dicom", "colour": colour}
