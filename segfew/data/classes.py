@@ -5,7 +5,6 @@ and class sub-folders, matched to the cases they name.
 from __future__ import annotations
 
 import bisect
-import csv
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -23,33 +22,11 @@ from segfew.data.case import (
 from segfew.data.discover import _find_images, _find_label, _index, _list_images, find_image_cases
 from segfew.data.scan import list_folder
 from segfew.data.split_series import refuse_split_series
+from segfew.data.table_rows import read_table_rows
 from segfew.errors import DataError
 from segfew.io import case_id, is_dicom_series_dir, is_image_file
 
 # ------------------------------------------------------------------------- classification
-
-
-def _sniff_rows(table: Path) -> list[dict[str, str]]:
-    try:
-        text = table.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"table is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
-                        f"{e.start}; Latin-1 or Windows-1252?): save it as UTF-8, e.g. Excel's "
-                        "'CSV UTF-8' or `iconv -f latin1 -t utf-8`", table) from None
-    except OSError as e:
-        raise DataError(f"cannot read table ({e.strerror or e})", table) from None
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise DataError("table is empty", table)
-    try:
-        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(lines[0], ",\t;")
-    except csv.Error:
-        dialect = csv.excel_tab if table.suffix.lower() in (".tsv", ".tab") else csv.excel
-    reader = csv.DictReader(lines, dialect=dialect)
-    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    if reader.fieldnames is None:
-        raise DataError("table has no header row", table)
-    return rows
 
 
 def _pick_column(columns: Sequence[str], given: str | None, candidates: Sequence[str],
@@ -125,7 +102,7 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
                 classes: bool | None = True) -> list[Case]:
     """:func:`read_table`; ``classes`` None (``inspect``): a class column where there is
     one, and then every row needs its class."""
-    rows = _sniff_rows(table)
+    rows = read_table_rows(table)
     columns = list(rows[0].keys()) if rows else []
     if not rows:
         problems.add("table has a header but no rows", table)
@@ -418,13 +395,11 @@ def _with_targets(cases: Sequence[Case], classified: Sequence[Case],
     return out
 
 
-
-
 def table_ids(table: Path, id_column: str | None = None) -> list[str]:
     """The case ids a table lists, in order (a path becomes its file's case id), for
     commands that only select cases by it (``evaluate --table`` of a segmentation model);
     no class column is needed."""
-    rows = _sniff_rows(Path(table))
+    rows = read_table_rows(Path(table))
     columns = list(rows[0].keys()) if rows else []
     if not rows:
         raise DataError("table has a header but no rows", table)

@@ -19,11 +19,11 @@ from segfew.data.case import GROUP_COLUMNS, ID_COLUMNS, Case
 from segfew.data.classes import (
     _clinicadl_ids,
     _pick_column,
-    _sniff_rows,
     pick_group_column,
     pick_label_column,
     row_images,
 )
+from segfew.data.table_rows import read_table_rows
 from segfew.errors import DataError, DataWarning
 from segfew.files import check_output, write_text
 
@@ -37,6 +37,49 @@ COMPARED_BY = "SHA-256 of the image files and of the decoded voxels (segfew.runi
 def class_names(cases: Sequence[Case]) -> list[str]:
     """Sorted unique targets (cases without a target are ignored)."""
     return sorted({c.target for c in cases if c.target is not None})
+
+
+#: a class of one labelled case is said (:func:`warn_class_names`) where another class has
+#: at least this many: then the one case stands out; a draw of one case of every class does not
+ONE_CASE_AMONG = 3
+
+
+def warn_class_names(cases: Sequence[Case], where: str | Path | None) -> None:
+    """Say what in a training set's classes looks like a slip, in one :class:`DataWarning`
+    each naming ``where`` (the table or folder); nothing is refused.
+
+    - Classes whose names differ only in case or surrounding spaces (``Oval`` and ``oval``):
+      the model learns them as two classes; each is named with its number of cases.
+    - A class with one labelled case while another class has at least
+      :data:`ONE_CASE_AMONG` cases: a lone case (a typo, a mislabelled row) is an outlier,
+      while a few-shot draw of one case per class (``experiment`` at size 1) has every class
+      at one and is not said. A class already said for its spelling is not said again.
+    """
+    counts = Counter(c.target for c in cases if c.target is not None)
+    spellings: dict[str, list[str]] = defaultdict(list)
+    for name in sorted(counts):
+        spellings[name.strip().casefold()].append(name)
+    alike = [names for names in spellings.values() if len(names) > 1]
+
+    def counted(name: str) -> str:
+        return f"{name!r} ({counts[name]} case{'s' if counts[name] != 1 else ''})"
+
+    if alike:
+        listed = "; ".join(" and ".join(counted(n) for n in names) for names in alike)
+        warnings.warn(DataWarning(
+            f"class names that differ only in case or surrounding spaces: {listed}; they are "
+            "learnt as different classes: if each set is one class, write it one way",
+            where), stacklevel=2)
+    said = {n for names in alike for n in names}
+    lone = [n for n, k in sorted(counts.items()) if k == 1 and n not in said]
+    most = max(counts.values(), default=0)
+    if lone and most >= ONE_CASE_AMONG:
+        largest = min(n for n, k in counts.items() if k == most)
+        warnings.warn(DataWarning(
+            f"class{'es' if len(lone) > 1 else ''} {', '.join(map(repr, lone))} "
+            f"{'have' if len(lone) > 1 else 'has'} one labelled case while {largest!r} has "
+            f"{most}: a class of one case is hardly learnt (a typo or a mislabelled row?)",
+            where), stacklevel=2)
 
 
 def group_identical_images(cases: Sequence[Case], where: str | Path | None = None
@@ -167,8 +210,8 @@ def warn_mixed_classes(cases: Sequence[Case], grouped: Sequence[Case],
 
 
 def stratified_split(cases: Sequence[Case], *, per_class: int | None = None,
-                     fraction: float | None = None, seed: int = 0
-                     ) -> tuple[list[Case], list[Case]]:
+                     fraction: float | None = None, seed: int = 0,
+                     where: str | Path | None = None) -> tuple[list[Case], list[Case]]:
     """Split into (training part, held-out part), by class and never splitting a group.
 
     Groups (``case.group`` or else ``case.id``) are the unit: each group is assigned to the
@@ -179,6 +222,8 @@ def stratified_split(cases: Sequence[Case], *, per_class: int | None = None,
     training part, leaving at least one of a class with two or more groups for the second
     part when ``f < 1`` (e.g. ``fraction=1 - val_fraction`` for a validation split). Cases
     without a target form one stratum of their own. Both parts keep the input order.
+    Raises :class:`DataError` (naming ``where``, the cases' table or folder) for a class
+    with fewer than ``per_class`` groups.
     """
     if (per_class is None) == (fraction is None):
         raise ValueError("give exactly one of per_class and fraction")
@@ -205,7 +250,7 @@ def stratified_split(cases: Sequence[Case], *, per_class: int | None = None,
             if len(groups) < per_class:
                 name = repr(target) if target else "cases without a class"
                 raise DataError(f"class {name} has {len(groups)} groups (patients); "
-                                f"cannot take {per_class} per class")
+                                f"cannot take {per_class} per class", where)
             n_train = per_class
         else:
             assert fraction is not None
@@ -286,7 +331,7 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     check_output(out, [table], "folder")
     if images is None:
         images = _parent_split_images(table)
-    rows = _sniff_rows(table)
+    rows = read_table_rows(table)
     if not rows:
         raise DataError("table has a header but no rows", table)
     header = list(rows[0].keys())
@@ -326,11 +371,12 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
             "the same voxels); they are kept on one side of the split", table), stacklevel=2)
     names = ("train.tsv", "test.tsv")
     if train_per_class is not None:
-        first, second = stratified_split(cases, per_class=train_per_class, seed=seed)
+        first, second = stratified_split(cases, per_class=train_per_class, seed=seed,
+                                         where=table)
         names = ("train.tsv", "rest.tsv")
     else:
         second, first = stratified_split(cases, per_class=test_per_class,
-                                         fraction=test_fraction, seed=seed)
+                                         fraction=test_fraction, seed=seed, where=table)
         empty = sorted({c.target or "" for c in second} - {c.target for c in first})
         if empty:
             raise DataError(f"the test part takes every group of class {empty[0]!r}: no "

@@ -19,6 +19,7 @@ import numpy as np
 
 from segfew.data import attach_labels, class_names, find_classification_cases
 from segfew.data.read import warn_placeholder_spacing
+from segfew.data.splits import warn_class_names
 from segfew.errors import DataError, DataWarning, SpecError
 from segfew.frameworks import framework
 from segfew.inference.fit_measures import fit_measurement_classifier, open_measurer
@@ -292,6 +293,7 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
     if write_info:  # said once per command (an experiment's tasks share its data)
         warn_placeholder_spacing(cases, framework(spec.framework).network
                                  == "measurement_classifier")
+        warn_class_names([*cases, *(val_cases or [])], spec.data.table or spec.data.images)
     classes = class_names(list(cases) + list(val_cases or []))
     if len(classes) < 2:  # every framework: nothing to tell apart
         raise DataError(f"one class only ({', '.join(classes)}): a classifier needs cases of "

@@ -1,0 +1,82 @@
+"""The rows of a CSV/TSV table, read once for every command that reads one: the text
+(UTF-8), the separator (sniffed), and a header whose column names each mean one column.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+from segfew.errors import DataError
+
+__all__ = ["check_column_names", "read_table_rows"]
+
+
+def check_column_names(names: Sequence[str], table: Path) -> None:
+    """Refuse a header in which two columns have one name once surrounding spaces and case
+    are set aside (``label`` and ``label``, ``label`` and ``label ``, ``id`` and ``ID``).
+
+    segfew finds a column by its name (``--id-column``, ``--label-column``, or a known name
+    such as ``label``), so of two such columns it would read one and the user could not
+    tell which: each row's class or id would silently come from the other column. This is
+    refused for every column, read or not. Empty names (the trailing separators of a
+    spreadsheet export) name no column and are not compared.
+
+    Raises :class:`DataError` naming ``table`` and both columns (1-based positions).
+    """
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        key = name.strip().casefold()
+        if not key:
+            continue
+        if key in seen:
+            j = seen[key]
+            same = (f"are both named {name.strip()!r}" if names[j] == name else
+                    f"({names[j]!r} and {name!r}) differ only in case or surrounding spaces")
+            raise DataError(f"columns {j + 1} and {i + 1} {same}: segfew cannot tell which "
+                            "one is meant; rename one", table)
+        seen[key] = i
+
+
+def read_table_rows(table: Path) -> list[dict[str, str]]:
+    """The rows of the CSV/TSV ``table`` (UTF-8, a BOM allowed; the separator ``,``, tab or
+    ``;`` sniffed from the header line; blank lines skipped), each a dict from the header's
+    column names (spaces stripped) to the row's values (spaces stripped; ``""`` where a row
+    is short). ``[]``: a header and no rows.
+
+    Raises :class:`DataError` naming ``table`` for a file that is not UTF-8 text or cannot
+    be read, an empty file, a header with two columns of one name
+    (:func:`check_column_names`), and a row with more values than the header has columns
+    (empty values past its end, a spreadsheet's trailing separators, are allowed).
+    """
+    try:
+        text = table.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"table is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                        f"{e.start}; Latin-1 or Windows-1252?): save it as UTF-8, e.g. Excel's "
+                        "'CSV UTF-8' or `iconv -f latin1 -t utf-8`", table) from None
+    except OSError as e:
+        raise DataError(f"cannot read table ({e.strerror or e})", table) from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise DataError("table is empty", table)
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(lines[0], ",\t;")
+    except csv.Error:
+        dialect = csv.excel_tab if table.suffix.lower() in (".tsv", ".tab") else csv.excel
+    reader = csv.reader(lines, dialect=dialect)
+    header = next(reader, None)
+    if not header:
+        raise DataError("table has no header row", table)
+    check_column_names(header, table)
+    names = [name.strip() for name in header]
+    rows = []
+    for line, values in enumerate(reader, start=2):
+        if any(v.strip() for v in values[len(names):]):
+            raise DataError(f"row {line} has {len(values)} values but the header names "
+                            f"{len(names)} columns: a separator inside a value needs quotes",
+                            table)
+        rows.append({name: values[i].strip() if i < len(values) else ""
+                     for i, name in enumerate(names)})
+    return rows

@@ -1,0 +1,111 @@
+"""A training set's classes that look like a slip are said, not refused: names differing
+only in case or spaces ('Oval' and 'oval'), and a class of one case among larger classes.
+A split that cannot take N per class names its table."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+import pytest
+
+from segfew.data import Case, split_table
+from segfew.data.splits import warn_class_names
+from segfew.errors import DataError, DataWarning
+from tests.conftest import invoke
+
+
+def _cases(**per_class: int) -> list[Case]:
+    return [Case(f"{name}{i}", (), target=name.replace("_", " "))
+            for name, n in per_class.items() for i in range(n)]
+
+
+def _said(cases: list[Case], where: str = "t.csv") -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_class_names(cases, where)
+    found = [w.message for w in caught if isinstance(w.message, DataWarning)]
+    assert all(str(m.path) == where for m in found)
+    return [str(m) for m in found]
+
+
+def test_names_differing_only_in_case_or_spaces_are_said_with_their_counts() -> None:
+    cases = [*_cases(normal=8, oval=7, Oval=1),
+             Case("x", (), target="Normal "), Case("y", (), target="Normal ")]
+    said = _said(cases)
+    assert len(said) == 1 and said[0].startswith("t.csv: ")
+    assert "'Normal ' (2 cases) and 'normal' (8 cases)" in said[0]
+    assert "'Oval' (1 case) and 'oval' (7 cases)" in said[0]
+
+
+@pytest.mark.parametrize(("counts", "lone"), [
+    ({"normal": 8, "oval": 7, "ovl": 1}, "class 'ovl' has one labelled case while 'normal' has 8"),
+    ({"a": 3, "b": 1, "c": 1}, "classes 'b', 'c' have one labelled case while 'a' has 3"),
+])
+def test_a_class_of_one_case_among_larger_ones_is_said(counts: dict[str, int],
+                                                       lone: str) -> None:
+    said = _said(_cases(**counts))
+    assert len(said) == 1 and lone in said[0]
+
+
+@pytest.mark.parametrize("counts", [
+    {"normal": 1, "oval": 1, "shifted": 1},  # a few-shot draw: one case of every class
+    {"normal": 2, "oval": 1},  # no class large enough for one case to stand out
+    {"normal": 5, "oval": 4},
+])
+def test_nothing_is_said_of_ordinary_class_counts(counts: dict[str, int]) -> None:
+    assert _said(_cases(**counts)) == []
+
+
+def test_train_classifier_says_both_naming_the_table(phantoms: Path, tmp_path: Path) -> None:
+    """The tester's 'Oval'/'oval' table and a one-case typo, through the command."""
+    with (phantoms / "labels.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    rows[4]["label"], rows[0]["label"] = "Oval", "nromal"
+    table = tmp_path / "typo.csv"
+    with table.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "label", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    out = invoke("train-classifier", "--table", str(table), "--images",
+                 str(phantoms / "images"), "--framework", "scratch", "--size", "32",
+                 "--epochs", "1", "--batch-size", "4", "--no-progress", "--no-cache",
+                 "--out", str(tmp_path / "clf.pt"))
+    lines = " ".join(out.split())
+    assert f"{table}: class names that differ only in case" in lines
+    assert "'Oval' (1 case) and 'oval' (3 cases)" in lines
+    assert f"{table}: class 'nromal' has one labelled case while 'shifted' has 4" in lines
+
+
+def test_split_that_cannot_take_n_per_class_names_the_table(phantoms: Path,
+                                                            tmp_path: Path) -> None:
+    table = phantoms / "labels.csv"
+    with pytest.raises(DataError, match=r"class 'normal' has 4 groups .*cannot take 5") as err:
+        split_table(table, tmp_path / "k5", train_per_class=5)
+    assert err.value.path == table and not (tmp_path / "k5").exists()
+    out = invoke("split", "--table", str(table), "--test-per-class", "9", "--out",
+                 str(tmp_path / "t9"), expect=2)
+    assert f"{table}: class 'normal' has 4 groups" in " ".join(out.split())
+
+
+def test_experiment_at_size_one_says_neither_per_task(phantoms: Path, tmp_path: Path) -> None:
+    """An experiment's training sets hold one case per class on purpose: no task says it,
+    and a spelling slip in the table is not said once per task."""
+    with (phantoms / "labels.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows[4:6]:
+        row["label"] = "Oval"  # two 'Oval', two 'oval': each a class of two patients
+    table = tmp_path / "labels.csv"
+    with table.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "label", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    spec = tmp_path / "curve.toml"
+    spec.write_text('sizes = [1]\nrepetitions = 2\nframeworks = ["scratch"]\nbootstrap = 0\n'
+                    "[preprocess]\nsize = [32, 32]\n"
+                    "[train]\nepochs = 1\nbatch_size = 4\nval_fraction = 0.0\n")
+    out = invoke("experiment", "--spec", str(spec), "--out", str(tmp_path / "run"),
+                 "--images", str(phantoms / "images"), "--table", str(table), "--no-progress")
+    assert "2 of 2 finished" in out
+    assert "one labelled case" not in out and out.count("differ only in case") <= 1
