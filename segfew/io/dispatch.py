@@ -16,6 +16,7 @@ from segfew.errors import DataError
 from segfew.files import atomic_path
 from segfew.io import itk, nifti
 from segfew.io.dicom import is_dicom_series_dir, series_of_path
+from segfew.io.headers import metaimage_shortfall
 from segfew.io.image import (
     IMAGE_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -76,7 +77,10 @@ def read_image(path: str | Path, limits: ReadLimits | None = None, label: bool =
         raise DataError("file cannot be read (permission denied)", path) from None
     except Exception as e:
         log.debug("%s: %s", path, e)  # the library's own words, for a bug report
-        raise DataError(f"cannot read image ({_reason(e, path)})", path) from None
+        meta = path.is_file() and path.name.lower().endswith((".mha", ".mhd"))
+        short = metaimage_shortfall(path) if meta else None
+        reason = _TRUNCATED.format(*short, "bytes") if short else _reason(e, path)
+        raise DataError(f"cannot read image ({reason})", path) from None
     return _make_image(array, affine, path, **extra)
 
 

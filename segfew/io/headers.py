@@ -13,7 +13,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["MAX_HEADER_BYTES", "MM_PER_UNIT", "detached_data_files", "nrrd_world_units"]
+import numpy as np
+
+__all__ = ["MAX_HEADER_BYTES", "MM_PER_UNIT", "detached_data_files", "metaimage_shortfall",
+           "nrrd_world_units"]
 
 #: a header's text read for its data file names (a ``LIST`` of a few thousand slices)
 MAX_HEADER_BYTES = 1 << 20
@@ -69,6 +72,48 @@ def detached_data_files(header: Path) -> list[Path]:
     else:
         names = _pattern_names(value) or [value]
     return [header.parent / n for n in names]
+
+
+#: bytes per element of MetaImage's element types
+_MET_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4,
+              "MET_UINT": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4,
+              "MET_DOUBLE": 8}
+
+
+def metaimage_shortfall(header: Path) -> tuple[int, int] | None:
+    """``(bytes present, bytes the header's sizes need)`` of an uncompressed MetaImage
+    (``.mha``, or ``.mhd`` with one data file) whose voxel data ends early, else None.
+
+    ITK says only "file cannot be read" of a truncated file (MetaIO prints the cause to
+    the console), so the reader asks this to say it in words."""
+    head = _read_head(header)
+    if head is None:
+        return None
+    fields = dict(re.findall(r"^\s*(\w+)\s*=\s*(.*?)\s*$", head.decode("latin-1"), re.MULTILINE))
+    size = _MET_BYTES.get(fields.get("ElementType", ""))
+    try:
+        dims = [int(v) for v in fields.get("DimSize", "").split()]
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
+    except ValueError:
+        return None
+    if (size is None or not dims or fields.get("CompressedData", "False").lower() == "true"
+            or "HeaderSize" in fields):
+        return None
+    need = size * channels * int(np.prod(dims))
+    data = detached_data_files(header)
+    try:
+        if not data:  # LOCAL: the data follow the ElementDataFile line
+            m = re.search(rb"^\s*ElementDataFile\s*=\s*LOCAL[^\n]*\n", head, re.MULTILINE)
+            if m is None:
+                return None
+            have = header.stat().st_size - m.end()
+        elif len(data) == 1:
+            have = data[0].stat().st_size
+        else:
+            return None
+    except OSError:
+        return None
+    return (have, need) if have < need else None
 
 
 def _pattern_names(value: str) -> list[str] | None:
