@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segfew.data import group_identical_images
+from segfew.data.splits import warn_class_names
 from segfew.errors import DataError, Interrupted, SpecError
 from segfew.evaluation.leakage import check_leakage, records_voxels
 from segfew.experiment.splits import (
@@ -274,8 +275,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     else:
         fixed = []
     tables = [t for t in (d.table, spec.test_table) if t is not None]
-    grouped, copies = group_identical_images(  # names every table a mixed group may span
-        [*pool, *fixed], " and ".join(map(str, tables)) if len(tables) > 1 else d.table)
+    where = " and ".join(map(str, tables)) if len(tables) > 1 else d.table or d.images
+    warn_class_names([*pool, *fixed], where)  # once here: the tasks' trainers do not
+    grouped, copies = group_identical_images([*pool, *fixed], where)
     pool, fixed = grouped[:len(pool)], grouped[len(pool):]
     for units in copies:
         log.warning(f"identical images: {', '.join(units)} hold the same scan (the same file "
