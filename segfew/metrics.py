@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from statistics import NormalDist
 from typing import Any
 
@@ -42,18 +42,9 @@ from sklearn.metrics import (
 )
 
 __all__ = [
-    "accuracy_summary",
-    "below_chance",
-    "case_mean_dice",
-    "chance_fields",
-    "chance_words",
-    "classification_metrics",
-    "dice",
-    "dice_per_label",
-    "one_class",
-    "one_class_share",
-    "one_class_words",
-    "proportion_ci",
+    "accuracy_summary", "below_chance", "case_mean_dice", "chance_fields", "chance_words",
+    "classification_metrics", "dice", "dice_per_label", "one_class", "one_class_share",
+    "one_class_words", "proportion_ci",
 ]
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "kappa", "macro_f1")
@@ -71,6 +62,7 @@ def classification_metrics(
     *,
     bootstrap: int = 1000,
     seed: int = 0,
+    groups: Sequence[Hashable] | None = None,
 ) -> dict[str, Any]:
     """Accuracy, balanced accuracy, Cohen's kappa, macro F1, per-class figures and 95% CIs.
 
@@ -90,7 +82,8 @@ def classification_metrics(
 
     ``ci`` holds bootstrap 95% percentile intervals from ``bootstrap`` resamples of the
     cases (seeded by ``seed``; zero-width ones widened, see above); None where undefined in
-    every resample; ``ci`` is empty when ``bootstrap`` is 0.
+    every resample; ``ci`` is empty when ``bootstrap`` is 0. ``groups`` (n,): each case's
+    patient, resampled with all its cases and counted by a Wilson widening (``n_groups``).
     """
     names = [str(n) for n in class_names]
     k = len(names)
@@ -138,9 +131,14 @@ def classification_metrics(
         }
     out["per_class"] = per_class
     out["confusion_matrix"] = cm.astype(int).tolist()
-    out["ci"] = _bootstrap_ci(yt, yp, p, names, bootstrap, seed) if bootstrap > 0 else {}
+    keys = {} if groups is None else {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    unit = None if groups is None else np.array([keys[g] for g in groups], dtype=np.int64)
+    if unit is not None and len(unit) != n:
+        raise ValueError(f"groups has {len(unit)} values for {n} cases")
+    out["ci"] = _bootstrap_ci(yt, yp, p, names, bootstrap, seed, unit) if bootstrap > 0 else {}
     out.update(chance_fields(out["ci"].get("accuracy"), yt))
     out["n"] = n
+    out.update({} if unit is None else {"n_groups": int(unit.max()) + 1})
     out["bootstrap"] = int(bootstrap)
     out["one_class"] = one_class(yt, yp, names)
     return out
@@ -235,10 +233,14 @@ def _resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
                        minlength=resamples * n).reshape(resamples, n).astype(np.float64)
 
 
-def _bootstrap_ci(yt: np.ndarray, yp: np.ndarray, proba: np.ndarray | None,
-                  names: list[str], resamples: int, seed: int) -> dict[str, Any]:
+def _bootstrap_ci(yt: np.ndarray, yp: np.ndarray, proba: np.ndarray | None, names: list[str],
+                  resamples: int, seed: int, unit: np.ndarray | None = None) -> dict[str, Any]:
     n, k = len(yt), len(names)
-    counts = _resample_counts(n, resamples, seed)
+    unit = np.arange(n) if unit is None else unit  # each case's group index: drawn together
+    counts = _resample_counts(int(unit.max()) + 1, resamples, seed)[:, unit]
+    def wilson(hits: float, among: np.ndarray) -> list[float] | None:  # of ``among``'s groups
+        total, units = int(among.sum()), len(np.unique(unit[among]))
+        return proportion_ci(hits * units / total if total else 0, units)
     pair = yt * k + yp  # (n,) index of each case's confusion-matrix cell
     onehot = np.zeros((n, k * k))
     onehot[np.arange(n), pair] = 1.0
@@ -248,7 +250,7 @@ def _bootstrap_ci(yt: np.ndarray, yp: np.ndarray, proba: np.ndarray | None,
         m = metrics_from_confusion(cms)
     cm = onehot.sum(axis=0).reshape(k, k)
     tp, true_k, pred_k = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
-    correct = proportion_ci(int(tp.sum()), n)
+    correct = wilson(int(tp.sum()), np.ones(n, bool))
     pe = float((true_k * pred_k).sum()) / n**2
     floors = {"kappa": [(w - pe) / (1 - pe) for w in correct] if correct and pe < 1 else None}
     ci: dict[str, Any] = {name: _widened(_interval(m[name]), floors.get(name, correct))
@@ -258,13 +260,14 @@ def _bootstrap_ci(yt: np.ndarray, yp: np.ndarray, proba: np.ndarray | None,
         auroc = (_weighted_auroc(proba[:, c], yt == c, counts) if proba is not None
                  else np.full(resamples, np.nan))
         t, pos = int(tp[c]), int(true_k[c])
-        jac = proportion_ci(t, pos + int(pred_k[c]) - t)  # TP / (TP + FN + FP)
-        pairs, a = min(pos, n - pos), _interval(auroc)  # a zero-width ``a`` is [AUROC, AUROC]
+        jac = wilson(t, (yt == c) | (yp == c))  # TP / (TP + FN + FP)
+        pairs = min(len(np.unique(unit[yt == c])), len(np.unique(unit[yt != c])))
+        a = _interval(auroc)  # a zero-width ``a`` is [AUROC, AUROC]
         per_class[name] = {
             "f1": _widened(_interval(m["f1"][:, c]), jac and [2 * j / (1 + j) for j in jac]),
-            "recall": _widened(_interval(m["recall"][:, c]), proportion_ci(t, pos)),
+            "recall": _widened(_interval(m["recall"][:, c]), wilson(t, yt == c)),
             "specificity": _widened(_interval(m["specificity"][:, c]),
-                                    proportion_ci(n - int(pred_k[c]) - pos + t, n - pos)),
+                                    wilson(n - int(pred_k[c]) - pos + t, yt != c)),
             "auroc": _widened(a, a and proportion_ci(round(a[0] * pairs), pairs))}
     ci["per_class"] = per_class
     return ci
@@ -307,7 +310,7 @@ def _widened(ci: list[float] | None, floor: list[float] | None) -> list[float] |
     return [min(ci[0], floor[0]), max(ci[1], floor[1])]
 
 
-def proportion_ci(successes: int, n: int, level: float = 0.95) -> list[float] | None:
+def proportion_ci(successes: float, n: int, level: float = 0.95) -> list[float] | None:
     """Wilson score interval ``[lo, hi]`` of the proportion ``successes / n``; None if n is 0.
 
     Why: unlike a percentile bootstrap it keeps its width at 0/n and n/n. Wilson, J Am Stat
@@ -445,6 +448,3 @@ def case_mean_dice(per_case: Sequence[Mapping[Any, float | None]], labels: Seque
         per_label[label] = float(np.mean(values)) if values else None
     present = [v for v in per_label.values() if v is not None]
     return per_label, (float(np.mean(present)) if present else None)
-
-
-# ---------------------------------------------------------------- display

@@ -144,11 +144,15 @@ def evaluate(
 
 
 def door_lines(metrics: dict[str, Any], table: Path | None) -> list[str]:
-    """How many cases were scored (and from where), the leakage verdict, and chance."""
+    """How many cases (and patients) were scored, from where, and what was skipped
+    (:func:`segfew.evaluation.scope.scope_lines`), the leakage verdict, and chance."""
+    from segfew.evaluation.scope import scope_lines
     from segfew.metrics import chance_words
 
-    source = f"the cases of {table}" if table else "every case found"
-    lines = [escape(f"scored {metrics['n_scored']} of {metrics['n_cases']} cases ({source})")]
+    source = (f"the cases of {table}" if table else
+              "the cases found" if metrics.get("skipped") else "every case found")
+    scope = scope_lines(metrics, source)
+    lines = [escape(scope[0]), *(f"[yellow]{escape(line)}[/]" for line in scope[1:])]
     leakage = metrics.get("leakage") or {}
     verdict = escape(f"leakage check: {leakage.get('verdict', 'not made')}")
     if leakage.get("leaked"):
@@ -187,6 +191,8 @@ def _fmt(value: Any, ci: Any = None) -> str:
 def metrics_tables(metrics: Mapping[str, Any]) -> list[Any]:
     """Rich tables of a :func:`segfew.metrics.classification_metrics` dict: summary, per
     class, confusion matrix."""
+    from segfew.evaluation.scope import missing_words
+
     ci = metrics.get("ci") or {}
     summary = Table(title="Classification metrics (95% bootstrap interval)")
     summary.add_column("metric")
@@ -196,6 +202,9 @@ def metrics_tables(metrics: Mapping[str, Any]) -> list[Any]:
     for key, label in labels.items():
         if key in metrics:
             summary.add_row(label, _fmt(metrics[key], ci.get(key)))
+    if metrics.get("missing_classes"):  # the averages are over the classes held
+        summary.caption = escape(missing_words(metrics["missing_classes"],
+                                               len(metrics["classes"])))
 
     per_class = metrics.get("per_class") or {}
     class_ci = ci.get("per_class") or {}

@@ -10,7 +10,8 @@ failed are reported (``n_failed`` and error rows), never silently dropped.
 Segmentation model: per-label Dice on the source grid (the prediction is restored to the
 image's own shape first, so the score is the one a user sees in a viewer).
 
-One door for both: exactly the cases of ``--table`` are scored (else every case found), and
+One door for both: exactly the cases of ``--table`` are scored (else every case found;
+:mod:`segfew.evaluation.scope` says what they count as: patients, copies, skipped items), and
 before any is, every model file's training manifest is compared with them
 (:mod:`segfew.evaluation.leakage`): a model scored on its own training cases is refused, or with
 ``allow_leakage`` scored and marked everywhere it is written.
@@ -22,8 +23,6 @@ also ``measurements.csv`` (every case's named measurements, as the classifier sa
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,11 +30,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.data import Case, find_classification_cases, find_segmentation_cases, table_ids
-from segfew.data.read import LabelRules, label_values, read_case
+from segfew.data import Case, find_classification_cases, table_ids
+from segfew.data.read import LabelRules, read_case
 from segfew.errors import DataError, DataWarning, SpecError
 from segfew.evaluation.figures import plot_confusion_matrix
 from segfew.evaluation.leakage import check_models, leakage_record
+from segfew.evaluation.scope import (
+    find_scored_segmentation,
+    group_cases,
+    missing_classes,
+    select_table_cases,
+    skipped_at_door,
+)
+from segfew.evaluation.truth import check_truth_values, truth_remap
 from segfew.files import check_output, write_json, write_rows_csv
 from segfew.inference.batch import (
     CASE_ERRORS,
@@ -62,8 +69,6 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from segfew.typing import Progress
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "evaluate_classifier",
@@ -93,11 +98,13 @@ def check_targets(cases: Sequence[Case], classes: Sequence[str],
 
 def score_predictions(targets: Sequence[int], rows: Sequence[PredictionRow],
                       classes: Sequence[str], *, bootstrap: int = 1000, seed: int = 0,
-                      source: str | Path | None = None) -> dict[str, Any]:
+                      source: str | Path | None = None, groups: Sequence[str] | None = None
+                      ) -> dict[str, Any]:
     """Metrics (:func:`segfew.metrics.classification_metrics`) of the rows that were predicted.
 
     ``targets`` are the cases' class indices (:func:`check_targets`), in the rows' order;
-    rows with an error are left out, and if every row failed it is a DataError.
+    rows with an error are left out, and if every row failed it is a DataError. ``groups``:
+    each row's patient (``case.unit``), resampled by the bootstrap instead of the cases.
     """
     ok = [i for i, row in enumerate(rows) if row.status == "ok"]
     if not ok:
@@ -107,8 +114,9 @@ def score_predictions(targets: Sequence[int], rows: Sequence[PredictionRow],
     y_true = np.array([targets[i] for i in ok])
     y_pred = np.array([names.index(rows[i].predicted) for i in ok])
     proba = np.array([[rows[i].probabilities[c] for c in names] for i in ok])
-    metrics = dict(classification_metrics(y_true, y_pred, proba, names,
-                                          bootstrap=bootstrap, seed=seed))
+    metrics = dict(classification_metrics(
+        y_true, y_pred, proba, names, bootstrap=bootstrap, seed=seed,
+        groups=None if groups is None else [groups[i] for i in ok]))
     if metrics["one_class"]:  # said, and kept in metrics.json (one_class)
         warnings.warn(DataWarning(one_class_words(metrics["one_class"]), source), stacklevel=2)
     return metrics
@@ -127,8 +135,8 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
                         table: str | Path | None = None,
                         predictor: Predictor | Sequence[Predictor] | None = None,
                         run_spec: BaseModel | dict[str, Any] | None = None,
-                        allow_leakage: bool = False, explain: Path | None = None
-                        ) -> dict[str, Any]:
+                        allow_leakage: bool = False, explain: Path | None = None,
+                        skipped: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
     """Predict ``cases`` with the classifier(s) at ``model_path`` and score them.
 
     Several model files predict as one ensemble (:mod:`segfew.inference.ensemble`). First the
@@ -139,6 +147,9 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     ``confusion_matrix``, ``ci`` (bootstrap 95% intervals), ``chance_rate`` and
     ``distinguishable_from_chance``, plus ``classes``, ``n_cases``, ``n_scored``,
     ``n_failed``, ``model`` and ``leakage`` (:func:`segfew.evaluation.leakage.leakage_record`),
+    ``n_groups`` (the patients the bootstrap resamples: a table's group column, copies of one
+    scan joined, ``copies``: :func:`segfew.evaluation.scope.group_cases`), ``missing_classes``
+    (the model's classes no case holds) and ``skipped`` (what the listing skipped, as given),
     and for a ``measures`` classifier ``measurements``: the file of every case's measurements
     (``measurements.csv``); ``predictions.csv`` has a ``leaked`` column. ``table`` only names
     the source in error messages; ``predictor`` reuses already loaded models. ``run_spec``
@@ -155,6 +166,7 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
         raise DataError("no labelled cases to evaluate", table)
     classes = list(meta.classes)
     y_all = check_targets(cases, classes, table)
+    cases, copies = group_cases(cases, table)
     inputs = [*paths, *([Path(table)] if table else [])]
     out_dir = check_out_dir(out_dir, cases, inputs)
     checks = check_models(paths, cases, allow_leakage)
@@ -164,7 +176,9 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     rows = classify_all(predictors, cases, progress)
     leakage = leakage_record(checks, allow_leakage)
     metrics = score_predictions(y_all, rows, classes, bootstrap=bootstrap, seed=seed,
-                                source=table)  # every case failed: a DataError, nothing written
+                                source=table, groups=[c.unit for c in cases])  # none: DataError
+    missing = missing_classes([y for y, r in zip(y_all, rows, strict=True) if r.status == "ok"],
+                              classes, table)
     _clear_outputs(out_dir)
     if explain is not None:
         explain_batch(predictors[0], list(cases), rows, explain,
@@ -183,6 +197,9 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
                    for i in range(len(rows)) if rows[i].status != "ok"],
         "model": str(paths[0]) if len(paths) == 1 else [str(m) for m in paths],
         "leakage": leakage,
+        "copies": copies,
+        "missing_classes": missing,
+        "skipped": list(skipped),
         **({"measurements": measured.name} if measured is not None else {}),
     })
     metrics = _jsonable(metrics)
@@ -204,15 +221,16 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
                           progress: Progress | None = None,
                           predictor: Predictor | None = None,
                           run_spec: BaseModel | dict[str, Any] | None = None,
-                          rules: LabelRules | None = None,
-                          allow_leakage: bool = False) -> dict[str, Any]:
+                          rules: LabelRules | None = None, allow_leakage: bool = False,
+                          skipped: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
     """Per-label Dice of the segmentation model at ``model_path`` on ``cases`` (with labels).
 
     The leakage check comes first, as in :func:`evaluate_classifier`. Dice is computed on
     each image's source grid, after the prediction is restored to it. ``metrics.json``:
     ``{"dice": {label: mean over cases}, "mean_dice": mean over foreground labels,
     "per_case": [{"id", "dice": {label: value}, "leaked", "status", "error"}], "n_cases",
-    "n_scored", "n_failed", "model", "leakage"}``. A label absent from both prediction and
+    "n_scored", "n_failed", "model", "leakage", "skipped"}`` (``skipped``: what the listing
+    skipped, as given). A label absent from both prediction and
     truth in a case has no Dice there (None) and is left out of its mean. A case with a
     ``problem`` (e.g. a table id without a labelled image) is an error row. Also writes
     ``per_case.csv`` (with a ``leaked`` column), and ``run.json`` with ``run_spec``
@@ -245,7 +263,7 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
             images, truths = read_case(case, rules)  # the door: every check of the case
             pred, _, _ = predictor.segment_images(case, images)
             truth = truths[0].array
-            _check_truth_values(truth, names, case.labels[0])
+            check_truth_values(truth, names, case.labels[0])
             dice = dice_per_label(pred, truth, foreground)
             entry["dice"] = {names[i]: (None if v is None else float(v)) for i, v in dice.items()}
         except CASE_ERRORS as e:
@@ -269,6 +287,7 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
         "n_failed": len(cases) - len(ok),
         "model": str(model_path),
         "leakage": leakage,
+        "skipped": list(skipped),
     }
     write_json(out_dir / "metrics.json", metrics)
     header = ["id", "path", *(f"dice_{names[i]}" for i in foreground), "mean_dice", "leaked",
@@ -290,19 +309,6 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
     write_run_info(out_dir, spec, None,
                    [Path(model_path), *(p for c in cases for p in (*c.images, *c.labels))])
     return metrics
-
-
-def select_table_cases(cases: Sequence[Case], ids: Sequence[str], table: Path) -> list[Case]:
-    """The ``cases`` a table lists: a case whose id is a table id, or begins with one and
-    ``_`` (the frames or channels of a patient: ``patient003_frame01`` of ``patient003``).
-    A table id that matches no case becomes a case with a ``problem`` (its error row), so
-    exactly the table's cases are scored and none is silently lost."""
-    out: list[Case] = []
-    for tid in dict.fromkeys(ids):
-        hits = [c for c in cases if c.id == tid or c.id.startswith(f"{tid}_")]
-        out += hits or [Case(tid, (), problem=f"table case {tid!r} has no labelled image "
-                                                f"(in {table})")]
-    return out
 
 
 def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
@@ -332,87 +338,34 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
         p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
         _ = p.measurer  # its label maps' source checked once, before any case
     meta = predictors[0].meta
+    skipped: list[dict[str, str]] = []  # what the listing skipped (sub-folders, other files)
     if channels is None and meta.channels:
         channels = list(meta.channels)
     if meta.kind == "classifier" and labels is not None:  # not silently ignored
         raise SpecError("--labels is for a segmentation model; this is a classifier: give "
                         "--table (or class sub-folders)")
     if meta.kind == "classifier":  # a table, or class sub-folders; a missing image: its row
-        cases = find_classification_cases(images, table, channels=channels,
-                                          id_column=id_column, label_column=label_column,
-                                          group_column=group_column, keep_missing=True)
+        with skipped_at_door(skipped):
+            cases = find_classification_cases(images, table, channels=channels,
+                                              id_column=id_column, label_column=label_column,
+                                              group_column=group_column, keep_missing=True)
         return meta.kind, evaluate_classifier(
             paths, cases, out_dir, device=device, batch_size=batch_size,
             bootstrap=bootstrap, seed=seed, progress=progress, table=table,
             predictor=predictors, run_spec=run_spec, allow_leakage=allow_leakage,
-            explain=explain)
+            explain=explain, skipped=skipped)
     if labels is None:
         raise SpecError("a segmentation model is evaluated against label maps: give --labels DIR")
     predictor = predictors[0]
-    cases = predictor.split_channels(find_segmentation_cases(images, labels, channels=channels))
+    cases = predictor.split_channels(find_scored_segmentation(images, labels, channels, skipped))
     if table is not None:
         cases = select_table_cases(cases, table_ids(table, id_column), table)
-    label_map = _truth_remap(label_map, meta.spec, cases, len(meta.classes), paths[0])
+    label_map = truth_remap(label_map, meta.spec, cases, len(meta.classes), paths[0])
     return meta.kind, evaluate_segmentation(paths[0], cases, out_dir, device=device,
                                             batch_size=batch_size, progress=progress,
                                             predictor=predictor, run_spec=run_spec,
                                             rules=LabelRules(remap=label_map),
-                                            allow_leakage=allow_leakage)
-
-
-def _check_truth_values(truth: np.ndarray, names: Sequence[str], path: Path) -> None:
-    """A truth value the model has no output for would score as a structure missed: its
-    case is refused (an error row), naming the values and the model's labels."""
-    extra = sorted(int(v) for v in np.unique(truth) if v >= len(names))
-    if extra:
-        labels = ", ".join(f"{i} {n}" for i, n in enumerate(names))
-        raise DataError(f"label value{'s' if len(extra) > 1 else ''} "
-                        f"{', '.join(map(str, extra))} {'are' if len(extra) > 1 else 'is'} not "
-                        f"among the model's labels ({labels}): remap the truth with "
-                        "--label-map OLD:NEW pairs", path)
-
-
-def _truth_remap(given: Mapping[int, int] | str | None, spec: Mapping[str, Any],
-                 cases: Sequence[Case], num_labels: int, model: Path
-                 ) -> Mapping[int, int] | None:
-    """The remap of the truth maps of ``cases`` for a model of ``num_labels`` outputs and
-    pre-training ``spec``. Pairs are used as given (warned where they map a code of the
-    table ``data.label_map`` otherwise). Else, and for ``consecutive`` (that table, not a
-    numbering afresh: a map missing a code would shift the rest), the table is applied to
-    truths in its codes, nothing to truths in the model's own numbering; values that could
-    be either: DataError. SpecError: ``consecutive`` without a table."""
-    recorded = (spec.get("data") or {}).get("label_map")
-    trained = ({int(k): int(v) for k, v in recorded.items()} if isinstance(recorded, dict)
-               else {})
-    table = ",".join(f"{k}:{v}" for k, v in sorted(trained.items()))
-    if isinstance(given, str) and not trained:
-        raise SpecError("--label-map consecutive: the model records no label table of its "
-                        "pre-training; give OLD:NEW pairs (e.g. 2:1,41:2)", model)
-    if given is not None and not isinstance(given, str):
-        if any(k in trained and v != trained[k] for k, v in given.items()):
-            warnings.warn(DataWarning(f"--label-map maps codes otherwise than the table the "
-                                      f"model was pre-trained with ({table})", model),
-                          stacklevel=3)
-        return given
-    codes = {k for k, v in trained.items() if k != v}
-    if not codes:
-        return None
-    found: set[int] = set()
-    for path in (p for c in cases for p in c.labels):
-        with contextlib.suppress(DataError):  # an unreadable map: its case's error row
-            found |= label_values([path])
-    source, own = found <= {0, *trained}, found <= set(range(num_labels))
-    if own and not (source and found & codes):
-        return None
-    if not own and (source or found & {k for k in codes if k >= num_labels}):
-        log.info("truth label values remapped as the model was pre-trained: %s", table)
-        return trained
-    if own:  # every value could be a code of the table or an output
-        raise DataError(f"the truth maps hold {', '.join(map(str, sorted(found & codes)))}: "
-                        f"codes of the table the model was pre-trained with ({table}) and "
-                        "also its own outputs; say which with --label-map: that table, or "
-                        "N:N pairs for the model's own numbering", model)
-    return None  # neither: each case's values are said in its row
+                                            allow_leakage=allow_leakage, skipped=skipped)
 
 
 def check_out_dir(out_dir: str | Path, cases: Sequence[Case], extra: Sequence[Path] = ()
