@@ -49,10 +49,8 @@ class Case:
         """Channel suffixes from the file names (``X_frame01`` → ``frame01``), else indices."""
         names = []
         for i, path in enumerate(self.images):
-            cid = case_id(path)
-            prefix = f"{self.id}_"
-            names.append(cid[len(prefix):] if cid.startswith(prefix) and len(self.images) > 1
-                         else str(i))
+            name = _channel_of(self.id, case_id(path)) if len(self.images) > 1 else None
+            names.append(name or str(i))
         return names
 
     def per_channel(self) -> list[Case]:
@@ -70,6 +68,17 @@ class Case:
             labels = self.labels if len(self.labels) <= 1 else (self.labels[i],)
             out.append(Case(f"{self.id}_{name}", (path,), labels, self.target, group))
         return out
+
+
+def _channel_of(cid: str, file_id: str) -> str | None:
+    """The channel of file ``file_id`` in case ``cid``: ``X_t1`` in ``X`` → ``t1``; in a
+    case named by its path under ``--recursive`` (``patient1_X``) too."""
+    if file_id.startswith(f"{cid}_"):
+        return file_id[len(cid) + 1:]
+    for k in range(len(file_id) - 1, 0, -1):
+        if file_id[k] == "_" and cid.endswith(f"_{file_id[:k]}"):
+            return file_id[k + 1:]
+    return None
 
 
 class _Problems:

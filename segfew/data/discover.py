@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
-from segfew.data.scan import list_folder
+from segfew.data.scan import label_maps_beside, list_folder, path_ids
 from segfew.data.split_series import refuse_split_series
 from segfew.errors import DataError, SpecError
 from segfew.io import case_id, is_image_file
 from segfew.io.dicom import dicom_header, series_of_path
 
 # ------------------------------------------------------------------------- files
-
 
 def _list_images(folder: Path, problems: _Problems, recursive: bool = False) -> list[Path]:
     """Image files and DICOM series folders in ``folder``, sorted (:func:`list_folder`);
@@ -36,11 +36,12 @@ def _list_images(folder: Path, problems: _Problems, recursive: bool = False) -> 
     return listing.images
 
 
-def _index(paths: Iterable[Path], problems: _Problems) -> dict[str, Path]:
+def _index(paths: Iterable[Path], problems: _Problems,
+           id_of: Callable[[Path], str] = case_id) -> dict[str, Path]:
     """Map case id → path; two files with one id is a problem."""
     index: dict[str, Path] = {}
     for path in paths:
-        cid = case_id(path)
+        cid = id_of(path)
         if cid in index:
             problems.add(f"duplicate case id {cid!r} (also {index[cid]})", path)
             continue
@@ -88,13 +89,18 @@ def _nnunet_layout(images: Path) -> tuple[Path, Path | None, Path | None] | None
 
 def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnunet: bool,
                     folder: Path, problems: _Problems,
-                    incomplete: list[Case] | None = None) -> dict[str, tuple[Path, ...]]:
+                    incomplete: list[Case] | None = None,
+                    ids: Mapping[Path, str] | None = None) -> dict[str, tuple[Path, ...]]:
     """Case id → channel files, by ``--channels`` suffixes or nnU-Net's ``_0000``.
 
     With ``incomplete``, a case missing a channel (or a file matching no channel, or files
     whose case ids clash) is put there as a :class:`Case` with its ``problem``, instead of
-    being a problem of the batch.
+    being a problem of the batch. ``ids``: a file's id where it is not its
+    :func:`~segfew.io.case_id` (:func:`~segfew.data.scan.path_ids`).
     """
+    def id_of(path: Path) -> str:
+        return ids[path] if ids and path in ids else case_id(path)
+
     def per_case(message: str, path: Path, cid: str, paths: tuple[Path, ...]) -> None:
         if incomplete is None:
             problems.add(message, path)
@@ -103,10 +109,10 @@ def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnune
 
     if channels is None and not nnunet:
         if incomplete is None:
-            return {cid: (path,) for cid, path in _index(files, problems).items()}
+            return {cid: (path,) for cid, path in _index(files, problems, id_of).items()}
         by_id: dict[str, list[Path]] = defaultdict(list)
         for path in files:
-            by_id[case_id(path)].append(path)
+            by_id[id_of(path)].append(path)
         for cid, paths in by_id.items():
             for path in paths if len(paths) > 1 else ():  # each clashing file: an error row
                 others = ", ".join(str(p) for p in paths if p != path)
@@ -118,7 +124,7 @@ def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnune
     by_case: dict[str, dict[str, Path]] = defaultdict(dict)
     clashes: dict[str, list[Path]] = defaultdict(list)
     for path in files:
-        cid = case_id(path)
+        cid = id_of(path)
         if channels is not None:
             match = next((c for c in channels if cid.endswith(f"_{c}") and len(cid) > len(c) + 1),
                          None)
@@ -143,9 +149,9 @@ def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnune
     for case, extra in clashes.items():
         found = by_case.pop(case)
         for path in extra:
-            first = next(p for p in found.values() if case_id(p) == case_id(path))
-            per_case(f"duplicate case id {case_id(path)!r} (also {first})", path, case, (path,))
-            per_case(f"duplicate case id {case_id(path)!r} (also {path})", first, case, (first,))
+            first = next(p for p in found.values() if id_of(p) == id_of(path))
+            per_case(f"duplicate case id {id_of(path)!r} (also {first})", path, case, (path,))
+            per_case(f"duplicate case id {id_of(path)!r} (also {path})", first, case, (first,))
     wanted = list(channels) if channels is not None else \
         sorted({c for chans in by_case.values() for c in chans})
     out: dict[str, tuple[Path, ...]] = {}
@@ -261,11 +267,18 @@ def find_image_cases(inputs: Path | Sequence[Path], channels: Sequence[str] | No
                      recursive: bool = False, keep_incomplete: bool = False) -> list[Case]:
     """Unlabelled cases (for ``predict``) from folders, image files or DICOM series folders.
 
-    Every case id must be unique, since outputs are named after it. With
-    ``keep_incomplete``, a case that lacks a channel file, and each file whose case id
-    clashes with another's, is returned with its ``problem`` (a batch gives it an error row)
-    instead of stopping the whole batch; so is each folder of a DICOM series whose files lie
-    in several folders (:mod:`segfew.data.split_series`).
+    Every case id must be unique, since outputs are named after it. With ``recursive``,
+    files of one name in different sub-folders (``patient1/flair.nii.gz``,
+    ``patient2/flair.nii.gz``) are told apart by their path (``patient1_flair``,
+    :func:`~segfew.data.scan.path_ids`). A file named twice (two inputs, or a folder and a
+    file in it) is one case. In a folder, a file named like a label map of an image beside
+    it (``a_seg.nii.gz`` beside ``a.nii.gz``) is skipped with a
+    :class:`~segfew.errors.DataWarning`, not made a case
+    (:func:`~segfew.data.scan.label_maps_beside`). With ``keep_incomplete``, a case that
+    lacks a channel file, and each file whose case id clashes with another's, is returned
+    with its ``problem`` (a batch gives it an error row) instead of stopping the whole
+    batch; so is each folder of a DICOM series whose files lie in several folders
+    (:mod:`segfew.data.split_series`).
     """
     return _find_images(inputs, channels, recursive, _Problems(collect=False), keep_incomplete)
 
@@ -277,6 +290,8 @@ def _find_images(inputs: Path | Sequence[Path], channels: Sequence[str] | None,
     of all the cases it builds at once (class sub-folders, several inputs)."""
     items = [Path(inputs)] if isinstance(inputs, str | Path) else [Path(p) for p in inputs]
     files: list[Path] = []
+    ids: dict[Path, str] = {}
+    seen: set[Path] = set()  # the files of earlier inputs, resolved: one file is one case
     nnunet = False
     for item in items:
         if item.is_dir():
@@ -284,16 +299,25 @@ def _find_images(inputs: Path | Sequence[Path], channels: Sequence[str] | None,
             if layout is not None:
                 nnunet = channels is None
                 item = layout[0]
-            files += _list_images(item, problems, recursive)
+            listed, beside = label_maps_beside(_list_images(item, problems, recursive),
+                                                channels, layout is not None and nnunet)
+            problems.skip(beside)
+            if recursive:
+                ids |= path_ids(listed, item)
+            new = [p for p in listed if p.resolve() not in seen]
+            seen.update(p.resolve() for p in listed)
+            files += new
         elif item.is_file() and (is_image_file(item) or dicom_header(item) is not None):
-            files.append(item)
+            if item.resolve() not in seen:
+                files.append(item)
+                seen.add(item.resolve())
         elif item.exists():
             problems.add("not an image file or folder", item)
         else:
             problems.add("no such file or folder", item)
     incomplete: list[Case] | None = [] if keep_incomplete else None
     grouped = _group_channels(files, channels, nnunet, items[0] if items else Path("."),
-                              problems, incomplete)
+                              problems, incomplete, ids)
     cases = [Case(cid, paths, group=cid) for cid, paths in grouped.items()]
     cases = [*cases, *(incomplete or [])]
     if refuse_split:
@@ -316,24 +340,53 @@ def collect_cases(inputs: Sequence[Path], *, recursive: bool = False,
     :class:`~segfew.errors.DataWarning` naming it (:func:`segfew.data.scan.list_folder`).
     A DICOM series whose files lie in several folders, of one input or of several, gives
     each folder an error row naming all the others (:mod:`segfew.data.split_series`).
+    A file reached by two inputs (given twice, or a folder and a file in it) is one case;
+    different files of one case id from different inputs are each an error row (their
+    outputs, named by the id, would overwrite each other).
     """
     cases: list[Case] = []
-    for raw in inputs:
-        path = Path(raw)
-        if not path.exists() and series_of_path(path) is not None:
-            cases.append(Case(id=case_id(path), images=(path,)))  # one series of a folder
+    origin: list[int] = []  # which input each case came from
+    for n, raw in enumerate(inputs):
+        found = _input_cases(Path(raw), channels, recursive)
+        known = {tuple(p.resolve() for p in c.images) for c in cases}
+        found = [c for c in found if tuple(p.resolve() for p in c.images) not in known]
+        cases += found
+        origin += [n] * len(found)
+    return refuse_split_series(_clashing_inputs(cases, origin), _Problems(collect=False),
+                               keep=True)  # of the inputs at once
+
+
+def _input_cases(path: Path, channels: Sequence[str] | None, recursive: bool) -> list[Case]:
+    """The cases of one input of :func:`collect_cases`."""
+    if not path.exists() and series_of_path(path) is not None:
+        return [Case(id=case_id(path), images=(path,))]  # one series of a folder
+    if not path.exists():
+        raise DataError("input not found", path)
+    if path.is_file():
+        try:
+            found = _find_images(path, channels, recursive, _Problems(collect=False),
+                                 keep_incomplete=True, refuse_split=False)
+        except DataError:
+            found = []
+        # a named file always gets a row; reading it later says what is wrong with it
+        return found or [Case(id=case_id(path), images=(path,))]
+    return _find_images(path, channels, recursive, _Problems(collect=False),
+                        keep_incomplete=True, refuse_split=False)
+
+
+def _clashing_inputs(cases: Sequence[Case], origin: Sequence[int]) -> list[Case]:
+    """Cases of different inputs sharing an id (``d1/a.nii.gz``, ``d2/a.nii.gz``) would
+    write one output (``a_seg.nii.gz``): each becomes an error row naming the others."""
+    by_id: dict[str, list[int]] = defaultdict(list)
+    for i, case in enumerate(cases):
+        by_id[case.id].append(i)
+    out = list(cases)
+    for cid, where in by_id.items():
+        if len({origin[i] for i in where}) < 2:
             continue
-        if not path.exists():
-            raise DataError("input not found", path)
-        if path.is_file():
-            try:
-                found = _find_images(path, channels, recursive, _Problems(collect=False),
-                                     keep_incomplete=True, refuse_split=False)
-            except DataError:
-                found = []
-            # a named file always gets a row; reading it later says what is wrong with it
-            cases.extend(found or [Case(id=case_id(path), images=(path,))])
-            continue
-        cases.extend(_find_images(path, channels, recursive, _Problems(collect=False),
-                                  keep_incomplete=True, refuse_split=False))
-    return refuse_split_series(cases, _Problems(collect=False), keep=True)  # inputs at once
+        for i in where:
+            if out[i].problem is None:
+                others = ", ".join(str(cases[j].images[0]) for j in where if j != i)
+                out[i] = replace(out[i], problem=str(DataError(
+                    f"duplicate case id {cid!r} (also {others})", cases[i].images[0])))
+    return out

@@ -11,23 +11,29 @@ its sub-folders. A detached header (``.mhd``, ``.nhdr``; ``.hdr`` of a NIfTI or 
 pair) and the data file it names are one image. Everything else under the input (data
 files no header names, non-image DICOM objects, READMEs and tables, dangling links,
 unreadable files, folders named like images) is returned in ``skipped`` with the reason,
-never dropped silently.
+never dropped silently. Where a folder becomes cases without label maps (image folders,
+class sub-folders, ``--recursive``), :func:`label_maps_beside` skips the label maps lying
+beside their images, and :func:`path_ids` names the files that share a name in different
+sub-folders.
 """
 
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES
 from segfew.errors import DataError
-from segfew.io import IMAGE_SUFFIXES, is_image_file
+from segfew.io import IMAGE_SUFFIXES, case_id, is_image_file
 from segfew.io.dicom import dicom_header, dicom_series_files, series_names
+from segfew.io.image import image_suffix
 from segfew.io.itk import detached_data_files
 from segfew.io.nifti import is_pair_header, pair_files
 
-__all__ = ["Listing", "list_folder"]
+__all__ = ["Listing", "label_maps_beside", "list_folder", "path_ids"]
 
 #: suffixes a DICOM file may carry; any file may be DICOM, these are checked first
 DICOM_SUFFIXES = (".dcm", ".ima", ".dicom", ".dic")
@@ -39,6 +45,10 @@ DATASET_FILES = frozenset({"label_names.json", "centres.json", "dataset.json", "
 #: preview picture, which is no label map
 LABEL_PREVIEW = "preview"
 DATA_SUFFIXES = (".raw", ".zraw", ".raw.gz", ".img", ".dat", ".bin")
+#: why a sub-folder of the input is not read: true of every command, whether it has
+#: ``--recursive`` or not (evaluate, train-classifier and inspect have none)
+SUBFOLDER_SKIPPED = "a sub-folder, not read (predict, label and pretrain read sub-folders " \
+    "with --recursive)"
 
 
 @dataclass
@@ -102,7 +112,7 @@ def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top:
                 elif not os.access(child, os.R_OK | os.X_OK):
                     out.skip("folder cannot be read (permission denied)", child)
                 elif any(not c.name.startswith(".") for c in child.iterdir()):
-                    out.skip("a sub-folder, not read without --recursive", child)
+                    out.skip(SUBFOLDER_SKIPPED, child)
             continue
         if not child.is_file():
             out.skip("not a regular file", child)
@@ -180,6 +190,72 @@ def _add_series(folder: Path, series: dict[str, list[Path]], out: Listing,
     out.images.extend(singles)
     if len(singles) < len(series):
         out.images.append(folder)
+
+
+def path_ids(files: Sequence[Path], root: Path) -> dict[Path, str]:
+    """Ids for the files of ``--recursive`` over ``root`` whose names clash
+    (``patient1/flair.nii.gz``, ``patient2/flair.nii.gz``): the path from ``root`` joined
+    by ``_`` (``patient1_flair``), as a CD export's series are named
+    (:func:`segfew.io.case_id`).
+
+    Only clashing files are renamed: every other file keeps its name as its id, which is
+    what label maps (``<id>_seg``), ``--masks`` and tables are named after, so ``pretrain
+    --recursive --labels`` and ``--masks`` still find them. The id of a clashing file
+    depends on its path only, never on the order of the listing; ``_`` keeps it one file
+    name for the outputs named after it (``<id>_seg.nii.gz``). Ids that still clash (two
+    formats of one scan in one folder) stay duplicates, each an error row.
+    """
+    counts = Counter(case_id(p) for p in files)
+    out: dict[Path, str] = {}
+    for path in files:
+        if counts[case_id(path)] < 2:
+            continue
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        suffix = image_suffix(rel.name)
+        out[path] = "_".join([*rel.parts[:-1], rel.name[: -len(suffix)] if suffix else rel.name])
+    return out
+
+
+def label_maps_beside(files: Sequence[Path], channels: Sequence[str] | None, nnunet: bool
+                       ) -> tuple[list[Path], list[DataError]]:
+    """``files`` less those named like a label map of an image beside them (``a_seg.nii.gz``
+    in the folder of ``a.nii.gz``; of ``a_t1.nii.gz`` with ``--channels t1``, of
+    ``a_0000.nii.gz`` in nnU-Net's layout), each skipped with its reason: a folder of scans
+    and their masks is not twice as many scans. A label-named file with no image beside
+    it stays a scan (its name may be its own)."""
+    beside: dict[Path, dict[str, Path]] = defaultdict(dict)
+    for path in files:
+        beside[path.parent].setdefault(case_id(path), path)
+    kept: list[Path] = []
+    skipped: list[DataError] = []
+    for path in files:
+        image = _image_of_label(case_id(path), beside[path.parent], channels, nnunet)
+        if image is None or image == path:
+            kept.append(path)
+            continue
+        skipped.append(DataError(
+            f"skipped: a label map of {image.name} (named like one), not read as a scan "
+            "(label maps are given with --labels or --masks)", path))
+    return kept, skipped
+
+
+def _image_of_label(cid: str, beside: Mapping[str, Path], channels: Sequence[str] | None,
+                    nnunet: bool) -> Path | None:
+    for suffix in LABEL_SUFFIXES:
+        base = cid[: -len(suffix)]
+        if not cid.endswith(suffix) or not base:
+            continue
+        names = [base, *(f"{base}_{c}" for c in channels or ())]
+        if nnunet:
+            names += [n for n in beside if (m := _NNUNET_CHANNEL.match(n)) and m["id"] == base]
+        found = next((beside[n] for n in names if n in beside), None)
+        if found is not None:
+            return found
+    return None
+
 
 
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"
