@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import json
 import os
 import socket
@@ -134,6 +135,106 @@ def _check_writable(folder: Path, out: Path, flag: str) -> None:
         raise DataError(f"{flag} cannot be created: {existing} is a file, not a folder", out)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise DataError(f"{flag} cannot be written: no permission to write in {existing}", out)
+
+
+# ------------------------------------------------------------------------- replacing files
+
+#: a run record's name in an output folder; beside an output table it is ``<stem>.run.json``
+RUN_RECORD = "run.json"
+
+
+def check_replace(record: str | Path, names: Iterable[str], overwrite: bool = False,
+                  flag: str = "--out") -> None:
+    """Refuse, before any work, to replace a file that segfew did not write.
+
+    ``names`` are the files a run will write, relative to the folder of ``record``, the
+    run record it writes beside them (``<out>/run.json``, or ``<stem>.run.json`` beside a
+    table). One that exists is replaced only when that record lists it among an earlier
+    run's outputs (:func:`outputs_record`), when the record is an older segfew's that lists
+    no outputs but names this ``--out`` (it wrote everything there), or with ``overwrite``.
+    Raises :class:`DataError` naming the first such file.
+    """
+    if overwrite:
+        return
+    record = Path(record)
+    ours = _recorded(record)
+    for name in names:
+        path = record.parent / name
+        if (path.exists() or path.is_symlink()) and not ours(name):
+            raise DataError(f"exists and segfew did not write it: choose another {flag}, or "
+                            "pass --overwrite", path)
+
+
+def outputs_record(record: str | Path, written: Iterable[str]) -> dict[str, list[str]]:
+    """The run record's ``outputs`` (``written``, names relative to its folder) and
+    ``earlier_outputs``: the files an earlier run's record there (which this one replaces)
+    listed that are still there, so that a later run may replace them too."""
+    record = Path(record)
+    outputs = sorted(set(written))
+    ours = _recorded(record)
+    there = (p.relative_to(record.parent).as_posix() for p in _beside(record)
+             if p != record and not p.name.startswith("."))
+    earlier = [name for name in there if name not in outputs and ours(name)]
+    return {"outputs": outputs, "earlier_outputs": sorted(earlier)}
+
+
+def claim_outputs(record: str | Path, names: Iterable[str]) -> None:
+    """Write a run record listing ``names`` before a run writes them one by one, so that a
+    run stopped part-way can be run again into the same place; the run's full record
+    replaces it at the end. Files an earlier record listed are kept in the list."""
+    record = Path(record)
+    claimed = outputs_record(record, names)
+    write_json(record, {"outputs": claimed["outputs"],
+                        "earlier_outputs": claimed["earlier_outputs"],
+                        "unfinished": "a segfew run started writing these files and did not "
+                                      "finish; its full record replaces this one at the end"})
+
+
+def _run_record(path: Path) -> dict[str, Any] | None:
+    """A segfew run record's contents (a :func:`segfew.runinfo.run_info` dict or the list
+    of :func:`claim_outputs`); None for no such file or a file segfew did not write."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    if isinstance(info.get("outputs"), list) or {"command", "versions"} <= info.keys():
+        return info
+    return None
+
+
+def _recorded(record: Path) -> Any:
+    """``name -> bool``: whether the record at ``record`` says segfew wrote that file
+    (the record itself included)."""
+    info = _run_record(record)
+    if info is None:
+        return lambda name: False
+    if isinstance(info.get("outputs"), list):
+        listed = {str(n) for n in [*info["outputs"], *(info.get("earlier_outputs") or [])]}
+        return lambda name: name in listed or name == record.name
+    spec = info.get("spec")
+    out = spec.get("out") if isinstance(spec, dict) else None
+    if not isinstance(out, str) or not out:
+        return lambda name: name == record.name
+    if record.name == RUN_RECORD:  # an older segfew's folder of outputs: all of it is its
+        return lambda name: Path(out).name == record.parent.name
+    stem = record.name.removesuffix("." + RUN_RECORD)  # an older segfew's table and siblings
+    return lambda name: name == record.name or (
+        Path(out).name.startswith(stem + ".") and name.startswith(stem + "."))
+
+
+def _beside(record: Path) -> list[Path]:
+    """The files a record's scope may hold: everything under its folder for ``run.json``
+    (one level of sub-folders: a preview), the ``<stem>.*`` siblings of ``<stem>.run.json``."""
+    folder = record.parent
+    try:
+        if record.name == RUN_RECORD:
+            return sorted(p for p in [*folder.glob("*"), *folder.glob("*/*")] if p.is_file())
+        stem = record.name.removesuffix("." + RUN_RECORD)
+        return sorted(p for p in folder.glob(f"{glob.escape(stem)}.*") if p.is_file())
+    except OSError:
+        return []
 
 
 # ------------------------------------------------------------------------- run lock

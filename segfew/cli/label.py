@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import typer
 from rich.table import Table
 
 from segfew.choices import Intensity, LabelMethod
@@ -61,6 +62,9 @@ def label(
     seed: Annotated[int | None, setting(L, "seed", "kmeans: seed of the fit.")] = None,
     threads: ThreadsOpt = None,
     spec: SpecOpt = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace files in --out that segfew did not write (by default refused).",
+        show_default="off")] = False,
     progress: ProgressOpt = True,
 ) -> None:
     """Label images without an expert and write one label map per image.
@@ -71,10 +75,14 @@ def label(
     brightness. The labels folder can be given as is to segfew pretrain --labels (no label
     names needed).
 
+    An image that cannot be read or labelled is skipped with a warning naming it (and left
+    out of the k-means fit); the others are labelled, run.json lists the skipped, and the
+    exit code is 1.
+
     Example: segfew label --images data/images --out data/kmeans --k 4
     Example: segfew label --method cavities --channels frame01,frame02 --images acdc --out cav
     """
-    from segfew.jobs.label import label_images
+    from segfew.jobs.label import label_failures, label_images
     from segfew.labelling.kmeans import KMeansLabeller
 
     overrides = {"images": images, "out": out, "table": table, "id_column": id_column,
@@ -86,10 +94,15 @@ def label(
                  "intensity": intensity, "seed": seed, "threads": threads}
     resolved = resolve(LabelSpec, overrides, spec)
     with ProgressView(progress) as view:
-        written = label_images(resolved, progress=view.cases())
+        written = label_images(resolved, progress=view.cases(), overwrite=overwrite)
+    failed = label_failures(resolved.out)
+    skipped = (f"; {len(failed)} image(s) skipped (listed in {resolved.out / 'run.json'})"
+               if failed else "")
     if resolved.method == "cavities":
         console.print(f"{len(written)} label maps written to {resolved.out} (cine cavities: "
-                      f"1 RV, 2 myocardium, 3 LV)", highlight=False)
+                      f"1 RV, 2 myocardium, 3 LV){skipped}", highlight=False)
+        if failed:
+            raise typer.Exit(1)
         return
     labeller = KMeansLabeller.from_file(resolved.out / CENTRES_FILE)
     table_out = Table(title="k-means labels", caption=f"centres in {labeller.intensity} units")
@@ -103,5 +116,7 @@ def label(
     console.print(table_out)
     source = f"centres from {resolved.centres}" if resolved.centres else "centres fitted"
     console.print(f"{len(written)} label maps written to {resolved.out} ({source}); "
-                  f"{labeller.num_labels} labels", highlight=False)
+                  f"{labeller.num_labels} labels{skipped}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
 

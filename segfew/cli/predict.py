@@ -68,6 +68,9 @@ def predict(
         "where the classifier looked or which measurements drove it, probabilities) and "
         "index.html, lowest confidence first.", metavar="<dir>")] = None,
     spec: SpecOpt = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace files at --out that segfew did not write (by default refused).",
+        show_default="off")] = False,
     progress: ProgressOpt = True,
 ) -> None:
     """Predict a class (or a label map) for every scan; a bad file gets an error row.
@@ -80,6 +83,7 @@ def predict(
     Segmentation model: a folder (--out) of <id>_seg.nii.gz in each scan's own geometry.
 
     Beside them goes the run record: <out stem>.run.json next to the CSV, or DIR/run.json.
+    A file at --out that segfew did not write is never replaced without --overwrite.
 
     The exit code is 1 when any case failed, after every row is written.
     """
@@ -113,7 +117,7 @@ def predict(
             workers=resolved.workers, progress=bar.cases("cases"),
             probabilities=resolved.probabilities, min_confidence=resolved.min_confidence,
             tta=resolved.tta, run_spec=resolved, masks=resolved.masks,
-            explain=resolved.explain)
+            explain=resolved.explain, overwrite=overwrite)
     style = "bold red" if failed else "green"
     where = path if path.suffix else path / "predictions.csv"
     hint = f" (errors in {where})" if failed else ""

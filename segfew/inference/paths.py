@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 from segfew.data import collect_cases
 from segfew.data.read import warn_placeholder_spacing
 from segfew.errors import DataError, DataWarning
-from segfew.files import check_output, write_rows_csv
+from segfew.files import (
+    RUN_RECORD,
+    check_output,
+    check_replace,
+    claim_outputs,
+    outputs_record,
+    write_json,
+    write_rows_csv,
+)
 from segfew.inference.batch import (
     CASE_ERRORS,
     case_path,
@@ -33,14 +41,16 @@ from segfew.inference.fit_measures import estimate_caveat
 from segfew.inference.masks import check_masks
 from segfew.inference.run import read_ahead
 from segfew.metrics import one_class_share
-from segfew.runinfo import write_run_info
+from segfew.runinfo import run_info
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from segfew.data import Case
+    from segfew.inference.predictor import Predictor
     from segfew.typing import Progress
 
-__all__ = ["one_class_batch", "predict_paths"]
+__all__ = ["one_class_batch", "predict_paths", "trained_on"]
 
 #: fewer predictions than this say nothing about a classifier answering one class
 ONE_CLASS_MIN_CASES = 5
@@ -53,8 +63,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
                   progress: Progress | None = None,
                   probabilities: bool = False, min_confidence: float = 0.5, tta: bool = False,
                   run_spec: BaseModel | dict[str, Any] | None = None,
-                  masks: Path | None = None, explain: str | Path | None = None
-                  ) -> tuple[Path, int, int]:
+                  masks: Path | None = None, explain: str | Path | None = None,
+                  overwrite: bool = False) -> tuple[Path, int, int]:
     """Predict every case under ``inputs`` and write the results; returns ``(out, n_failed,
     n_cases)``, the cases (rows) written, whatever the number of models.
 
@@ -73,8 +83,14 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
 
     Beside the outputs goes a run record (:func:`segfew.runinfo.write_run_info`) holding
     ``run_spec`` (e.g. the resolved :class:`segfew.spec.PredictSpec`; default: these
-    arguments), versions and a manifest of the inputs: ``<out stem>.run.json`` next to a
-    classifier's CSV, ``run.json`` in a segmentation model's folder.
+    arguments), versions, a manifest of the inputs, the files written (``outputs``) and
+    which cases trained the model (``trained_on``, :func:`trained_on`: a DataWarning names
+    them): ``<out stem>.run.json`` next to a classifier's CSV, ``run.json`` in a segmentation
+    model's folder.
+
+    Before any work, an output file that exists and that no earlier segfew run recorded
+    writing there is a :class:`DataError` naming it, unless ``overwrite``
+    (:func:`segfew.files.check_replace`); so is an ``out`` that is one of the inputs.
     """
     models, predictors = open_models(model_path, device=device, batch_size=batch_size,
                                      precision=precision, workers=workers, tta=tta)
@@ -100,7 +116,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     measured = meta.architecture.name == "measurement_classifier"
     warn_placeholder_spacing(cases, measured)  # a line: sizes in voxels, not mm
     out = Path(out)
-    read = [*models, *inputs, *(p for c in cases for p in c.images)]
+    read = [*models, *inputs, *([masks] if masks is not None else []),
+            *(p for c in cases for p in c.images)]
     if explain is not None:
         check_explain(explain, predictors, read)
 
@@ -109,11 +126,15 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
             raise DataError("a classifier writes a table: give --out a name ending in .csv or "
                             ".tsv", out)
         check_output(out, read, "file")
+        record = out.with_name(out.stem + "." + RUN_RECORD)
+        sheet = out.with_name(out.stem + ".measurements.csv")
+        check_replace(record, [out.name, *([sheet.name] if measured else []), record.name],
+                      overwrite)
         rows = classify_all(predictors, cases, progress, min_confidence)
         write_predictions_csv(out, rows, meta.classes)
         if explain is not None:
             explain_batch(predictor, cases, rows, Path(explain), min_confidence)
-        predictor.write_measurements(out.with_name(out.stem + ".measurements.csv"), cases, rows)
+        measurements = predictor.write_measurements(sheet, cases, rows)
         flag = one_class_batch([r.predicted for r in rows if r.status == "ok"], meta.classes)
         if flag is not None:
             warnings.warn(DataWarning(
@@ -121,19 +142,24 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
                 f"{flag['cases']} cases: unless nearly all of them are {flag['class']!r}, it "
                 "has not learnt the classes (score it on labelled cases: segfew evaluate)",
                 out), stacklevel=2)
-        write_run_info(out.with_name(out.stem + ".run.json"), spec, None,
-                       [*models, *(p for c in cases for p in c.images)],
-                       runtime=predictor.runtime(), extra={"one_class": flag})
+        tables = [out.name, *([measurements.name] if measurements is not None else [])]
+        _write_record(record, spec, models, predictors, cases, tables, {"one_class": flag})
         return out, sum(r.status != "ok" for r in rows), len(rows)
 
     if out.suffix.lower() in (".csv", ".tsv"):
         raise DataError("a segmentation model writes label maps into a folder; give --out DIR",
                         out)
     check_output(out, read, "folder")
-    out.mkdir(parents=True, exist_ok=True)
     cases = predictor.split_channels(cases)
+    record = out / RUN_RECORD
+    planned = [f"{c.id}_{kind}.nii.gz" for c in cases
+               for kind in ("seg", *(["prob"] if probabilities else []))]
+    check_replace(record, [*planned, "predictions.csv", RUN_RECORD], overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    claim_outputs(record, [*planned, "predictions.csv"])  # a run stopped part-way may rerun
     report = progress_counter(progress, len(cases))
     lines = []
+    written: list[str] = []
     failed = 0
     for i, loaded, error in read_ahead(cases, predictor.read_images, predictor.workers,
                                         one_line, CASE_ERRORS):
@@ -141,16 +167,69 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
         try:
             if error:
                 raise DataError(error)
-            written = predictor.segment(case, out, probabilities=probabilities, read=loaded)
-            lines.append([case.id, case_path(case), str(written[0]), "ok", ""])
+            maps = predictor.segment(case, out, probabilities=probabilities, read=loaded)
+            lines.append([case.id, case_path(case), str(maps[0]), "ok", ""])
+            written += [Path(m).name for m in maps]
         except CASE_ERRORS as e:
             failed += 1
             lines.append([case.id, case_path(case), "", "error", error or one_line(e)])
         report(1)
     write_rows_csv(out / "predictions.csv", ["id", "path", "output", "status", "error"], lines)
-    write_run_info(out / "run.json", spec, None, [*models, *(p for c in cases for p in c.images)],
-                   runtime=predictor.runtime())
+    _write_record(record, spec, models, predictors, cases, [*written, "predictions.csv"])
     return out, failed, len(cases)
+
+
+def _write_record(record: Path, spec: BaseModel | dict[str, Any], models: Sequence[Path],
+                  predictors: Sequence[Predictor], cases: Sequence[Case], written: list[str],
+                  extra: dict[str, Any] | None = None) -> None:
+    """Write the run record: the run, the files written, and which cases trained the model,
+    compared by the digests its manifest holds (no scan is hashed twice); a DataWarning
+    names those cases."""
+    info = run_info(spec, None, [*models, *(p for c in cases for p in c.images)],
+                    runtime=predictors[0].runtime(),
+                    extra={**(extra or {}), **outputs_record(record, written)})
+    trained = trained_on(predictors, cases, info["data"])
+    info["trained_on"] = trained
+    if trained["cases"]:
+        ids = trained["cases"]
+        shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+        who = ("the segmentation network inside the classifier" if trained["network_only"]
+               else "the model")
+        warnings.warn(DataWarning(
+            f"{len(ids)} of these {len(cases)} scans trained {who} ({shown}): their "
+            "predictions are no test of it", models[0]), stacklevel=3)
+    write_json(record, info)
+
+
+def trained_on(predictors: Sequence[Predictor], cases: Sequence[Case],
+               data: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Which ``cases`` trained the models: ``{"checked", "cases", "network_only"}``.
+
+    ``data`` is the run's manifest (:func:`segfew.runinfo.manifest`: each image's
+    ``sha256``), compared with the digests each model file records of its training scans
+    (``metrics.training_data``; a classifier's segmentation network's too). ``checked`` is
+    False when a model records none. ``network_only``: every such case trained only the
+    segmentation network inside a classifier. Copies re-stored in other files are not
+    looked for here (``evaluate`` does, by their voxels)."""
+    own: set[str] = set()
+    source: set[str] = set()
+    checked = True
+    for p in predictors:
+        recorded = (p.meta.metrics or {}).get("training_data")
+        checked = checked and isinstance(recorded, list)
+        own |= {str(d) for d in recorded or []}
+        theirs = dict((p.meta.feature_source or {}).get("metrics") or {}).get("training_data")
+        source |= {str(d) for d in theirs or []} if isinstance(theirs, list) else set()
+    digests = {str(row["path"]): str(row["sha256"]) for row in data if "sha256" in row}
+    ids, mine = set(), set()
+    for case in cases:
+        found = {digests.get(str(path)) for path in case.images} - {None}
+        if found & (own | source):
+            ids.add(case.id)
+        if found & own:
+            mine.add(case.id)
+    return {"checked": checked, "cases": sorted(ids),
+            "network_only": bool(ids) and not mine}
 
 
 def one_class_batch(predicted: Sequence[str], classes: Sequence[str]

@@ -7,6 +7,7 @@ From a validated :class:`~segfew.spec.LabelSpec` to one label map per image, the
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -20,9 +21,10 @@ import numpy as np
 from segfew.data import find_cases
 from segfew.data.label_names import CENTRES_FILE, LABEL_NAMES_FILE
 from segfew.data.read import read_case
-from segfew.errors import DataError, DataWarning
+from segfew.errors import DataError, DataWarning, SegfewError
 from segfew.evaluation.figures import plot_label_preview
-from segfew.files import check_output, write_json
+from segfew.files import RUN_RECORD, check_output, check_replace, outputs_record, write_json
+from segfew.inference.batch import CASE_ERRORS, one_line
 from segfew.inference.run import check_source_memory
 from segfew.io import case_id, write_image
 from segfew.labelling.cavities import LABEL_NAMES, LV, cine_cavities, slice_axis_of
@@ -44,7 +46,8 @@ if TYPE_CHECKING:
 PREVIEW_IMAGES = 4
 
 
-def label_images(spec: LabelSpec, progress: Progress | None = None) -> list[Path]:
+def label_images(spec: LabelSpec, progress: Progress | None = None, overwrite: bool = False
+                 ) -> list[Path]:
     """``segfew label``: write one label map per image, by k-means or cine cavities.
 
     Images are found as ``train-classifier`` finds them (``spec.table``, class sub-folders,
@@ -52,10 +55,15 @@ def label_images(spec: LabelSpec, progress: Progress | None = None) -> list[Path
     ``<out>/label_names.json``, ``<out>/preview/kmeans_preview.png`` (a few images beside
     their labels) and ``<out>/run.json``; method ``kmeans`` fits (or loads) the centres and
     writes ``<out>/centres.json``; method ``cavities`` labels each case from all its phases
-    at once (:func:`segfew.labelling.cavities.cine_cavities`). Label maps are moved into ``out``
-    only
-    when all of them are done, so a bad image stops the run with a DataError naming it and
-    leaves no partial output.
+    at once (:func:`segfew.labelling.cavities.cine_cavities`).
+
+    A case that cannot be read or labelled is skipped with a DataWarning naming its file (and
+    left out of a k-means fit); the others are labelled, and ``run.json`` lists the skipped
+    (``failed``: path and reason; :func:`label_failures`). A DataError when no case is left.
+    Label maps are moved into ``out`` only when all of them are done, so a run stopped
+    part-way leaves no partial output. Before any work, a file this run would replace that
+    no earlier segfew run recorded writing there is refused unless ``overwrite``
+    (:func:`segfew.files.check_replace`).
     """
     report = progress or (lambda done, total, what: None)
     cases = find_cases(spec.images, spec.table, spec.channels, spec.id_column, spec.recursive,
@@ -69,19 +77,35 @@ def label_images(spec: LabelSpec, progress: Progress | None = None) -> list[Path
     given = [p for p in (spec.images, spec.table, spec.centres) if p is not None]
     out = check_output(spec.out, [*given, *paths], "folder")
 
+    failed: dict[Path, str] = {}  # a skipped case's first file: why
+
     def read_cases(stage: str) -> Iterator[tuple[Case, list[Image]]]:
-        """Every case with its images, read through the door (all its checks)."""
+        """Every case with its images, read through the door (all its checks); one that
+        fails is skipped with a warning (once), and none left is a DataError."""
         done = 0
         for case in cases:
             report(done, len(paths), stage)
-            images = read_case(case)[0]
-            check_source_memory(images, case.images[0])  # labels are made on its own grid
-            yield case, images
             done += len(case.images)
+            if case.images[0] in failed:
+                continue
+            try:
+                images = read_case(case)[0]
+                check_source_memory(images, case.images[0])  # labels are made on its grid
+            except CASE_ERRORS as e:
+                _skip(failed, case, e)
+                continue
+            yield case, images
         report(len(paths), len(paths), stage)
+        if len(failed) == len(cases):
+            first, why = next(iter(failed.items()))
+            raise DataError(f"none of the {len(cases)} case(s) could be labelled (the first: "
+                            f"{why})", first)
 
     # refusals before any work (and before the thread count is said)
     _refuse_other_labels(out, set(names.values()), spec.method != "cavities")
+    check_replace(out / RUN_RECORD, [*names.values(), LABEL_NAMES_FILE, PREVIEW_FILE.as_posix(),
+                                     *([CENTRES_FILE] if spec.method != "cavities" else []),
+                                     RUN_RECORD], overwrite)
     labeller: KMeansLabeller | None = None
     if spec.method == "cavities":
         label_names = list(LABEL_NAMES)
@@ -104,12 +128,17 @@ def label_images(spec: LabelSpec, progress: Progress | None = None) -> list[Path
     shown: list[tuple[str, np.ndarray, np.ndarray]] = []
     try:
         for case, images in read_cases("writing labels"):
-            maps = ([labeller.label(im.array) for im in images] if labeller is not None
-                    else _case_cavities(case, images))
+            try:
+                maps = ([labeller.label(im.array) for im in images] if labeller is not None
+                        else _case_cavities(case, images))
+                for image, labels in zip(images, maps, strict=True):
+                    assert image.path is not None
+                    write_image(labels, image, staging / names[image.path])
+            except CASE_ERRORS as e:
+                _skip(failed, case, e)
+                continue
             for image, labels in zip(images, maps, strict=True):
-                assert image.path is not None
-                write_image(labels, image, staging / names[image.path])
-                if len(shown) < PREVIEW_IMAGES:
+                if len(shown) < PREVIEW_IMAGES and image.path is not None:
                     shown.append((names[image.path].removesuffix("_seg.nii.gz"), image.array,
                                   labels))
     except BaseException:
@@ -118,7 +147,12 @@ def label_images(spec: LabelSpec, progress: Progress | None = None) -> list[Path
             shutil.rmtree(out, ignore_errors=True)  # a refused run leaves no folder
         raise
     written = []
+    skipped = {p for case in cases if case.images[0] in failed for p in case.images}
     for p in paths:
+        if p in skipped:  # an earlier run's map of it would mix two labellings
+            (staging / names[p]).unlink(missing_ok=True)
+            (out / names[p]).unlink(missing_ok=True)
+            continue
         os.replace(staging / names[p], out / names[p])
         written.append(out / names[p])
     shutil.rmtree(staging, ignore_errors=True)
@@ -127,8 +161,34 @@ def label_images(spec: LabelSpec, progress: Progress | None = None) -> list[Path
     write_json(out / LABEL_NAMES_FILE, {"method": spec.method, "label_names": label_names})
     plot_label_preview(shown, label_names, out / PREVIEW_FILE,
                        "k-means labels" if labeller is not None else "cine cavities")
-    write_run_info(out, spec, spec.seed, inputs=paths)
+    outputs = [p.name for p in written] + [LABEL_NAMES_FILE, PREVIEW_FILE.as_posix(),
+                                           *([CENTRES_FILE] if labeller is not None else [])]
+    write_run_info(out, spec, spec.seed, inputs=paths, extra={
+        "failed": [{"path": str(p), "error": why} for p, why in failed.items()],
+        **outputs_record(out / RUN_RECORD, outputs)})
     return written
+
+
+def label_failures(out: str | Path) -> list[dict[str, str]]:
+    """The cases a ``label`` run into ``out`` skipped (``path``, ``error``), from its
+    ``run.json``; empty when it has none or cannot be read."""
+    try:
+        info = json.loads((Path(out) / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    failed = info.get("failed") if isinstance(info, dict) else None
+    return [f for f in failed if isinstance(f, dict)] if isinstance(failed, list) else []
+
+
+def _skip(failed: dict[Path, str], case: Case, error: BaseException) -> None:
+    """Record a case that cannot be labelled and say so: one line naming its file."""
+    first = Path(case.images[0])
+    if isinstance(error, SegfewError):
+        where, why = error.path or first, error.message
+    else:
+        where, why = first, one_line(error)
+    failed[first] = why
+    warnings.warn(DataWarning(f"{why}; skipped: no label map for it", where), stacklevel=3)
 
 
 def _refuse_other_labels(out: Path, maps: set[str], kmeans: bool) -> None:
