@@ -289,6 +289,8 @@ def test_every_command_refuses_every_defect_in_one_line(
     assert "Traceback" not in output, output
     assert result.exception is None or isinstance(result.exception, SystemExit), output
 
+    skipped = [line for line in output.splitlines()
+               if line.startswith("warning:") and "skipped: no label map" in line]
     batch = {"evaluate": root / "out-eval" / "per_case.csv",
              "predict": root / "pred.csv" if _classifies(root, kind)
              else root / "out-pred" / "predictions.csv"}.get(command)
@@ -298,6 +300,9 @@ def test_every_command_refuses_every_defect_in_one_line(
         assert {rows[c]["status"] for c in GOOD} == {"ok"}, rows
         said = rows["bad"]["error"]
         assert rows["bad"]["status"] == "error"
+    elif command == "label" and skipped:  # a batch: the bad image skipped, the others labelled
+        assert len(skipped) == 1 and result.exit_code == 1, output
+        said = skipped[0]
     elif command == "inspect":  # its table of problems: the row of the bad case
         rows = [line for line in output.splitlines() if "│ error" in line]
         assert rows, output
@@ -319,5 +324,6 @@ def test_every_command_refuses_every_defect_in_one_line(
     assert not leftovers, leftovers  # nothing half-written
     if command in ("pretrain", "train-classifier"):
         assert not list((root / "out").glob("*.pt"))
-    if command == "label":
-        assert not list((root / "out-label").glob("*_seg.nii.gz"))
+    if command == "label":  # the good images' maps, or none where the run was refused
+        maps = sorted(p.name for p in (root / "out-label").glob("*_seg.nii.gz"))
+        assert maps == ([f"{g}_seg.nii.gz" for g in GOOD] if skipped else []), maps

@@ -267,10 +267,9 @@ def test_an_interrupted_label_run_leaves_nothing(tmp_path, rng, monkeypatch) -> 
     assert written and not out.exists()
 
 
-def test_label_refuses_a_scan_too_large_for_free_memory_before_writing(
-        tmp_path, rng, monkeypatch) -> None:
+def test_label_skips_a_scan_too_large_for_free_memory(tmp_path, rng, monkeypatch) -> None:
     """Labels are made on each scan's own grid: one that cannot fit is one line naming it,
-    and nothing is written."""
+    and skipped; the others are labelled (exit 1)."""
     import segfew.inference.run
     import segfew.runtime
 
@@ -282,8 +281,9 @@ def test_label_refuses_a_scan_too_large_for_free_memory_before_writing(
     out = tmp_path / "out"
     result = runner.invoke(app, ["label", "--images", str(images), "--out", str(out), "--k", "2",
                                  "--no-progress"])
-    assert result.exit_code == 2 and "large.nii.gz" in result.output
-    assert "is free" in " ".join(result.output.split()) and not out.exists()
+    assert result.exit_code == 1 and "large.nii.gz" in result.output
+    assert "is free" in " ".join(result.output.split())
+    assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["small_seg.nii.gz"]
 
 
 def test_square_brackets_in_help_and_errors_are_printed_as_written(monkeypatch) -> None:

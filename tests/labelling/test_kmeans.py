@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from segfew.cli import app
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
 from segfew.jobs.label import label_images
 from segfew.labelling.kmeans import KMeansLabeller, fit_kmeans
 from segfew.spec import LabelSpec
@@ -121,13 +121,14 @@ def test_label_images_writes_maps_in_source_geometry(tmp_path, rng):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
-def test_label_images_bad_image_writes_nothing(tmp_path, rng):
+def test_label_images_skips_a_bad_image(tmp_path, rng):
     write_folder(tmp_path / "images", rng)
     (tmp_path / "images" / "p9.nii.gz").write_bytes(b"broken")
     out = tmp_path / "out"
-    with pytest.raises(DataError, match="p9"):
-        label_images(LabelSpec(images=tmp_path / "images", out=out, k=3))
-    assert not out.exists() or not any(out.iterdir())
+    with pytest.warns(DataWarning, match="p9"):
+        written = label_images(LabelSpec(images=tmp_path / "images", out=out, k=3))
+    assert sorted(p.name for p in written) == ["p0_seg.nii.gz", "p1_seg.nii.gz", "p2_seg.nii.gz"]
+    assert not (out / "p9_seg.nii.gz").exists()
 
 
 def test_cli_label_and_centres_reuse(tmp_path, rng):
