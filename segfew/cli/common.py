@@ -255,7 +255,8 @@ PresetOpt = Annotated[
 ResumeOpt = Annotated[bool, typer.Option(help="Continue a stopped run from its last checkpoint.",
                                          show_default="off")]
 OverwriteOpt = Annotated[bool, typer.Option(
-    help="Start afresh in a run folder that holds an unfinished run (its checkpoints go).",
+    help="Start afresh in a run folder that holds an unfinished run (its checkpoints go), or "
+         "replace a model file at --out that segfew did not write.",
     show_default="off")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not cache pre-processed arrays.")]
 

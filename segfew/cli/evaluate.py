@@ -71,6 +71,8 @@ def evaluate(
         E, "explain", "Classifier: a folder for one evidence sheet per case (segmentation, "
         "where the classifier looked or which measurements drove it, probabilities) and "
         "index.html, lowest confidence first.", metavar="<dir>")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace files at --out that segfew did not write.", show_default="off")] = False,
     spec: SpecOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
@@ -120,7 +122,7 @@ def evaluate(
             label_map=resolved.label_map, device=resolved.device, batch_size=resolved.batch_size,
             bootstrap=resolved.bootstrap, seed=resolved.seed, progress=view.cases("cases"),
             run_spec=resolved, allow_leakage=resolved.allow_leakage,
-            masks=resolved.masks, explain=resolved.explain)
+            masks=resolved.masks, explain=resolved.explain, overwrite=overwrite)
     stdout = make_console(stderr=False)
     for line in door_lines(metrics, resolved.table):
         console.print(line, highlight=False)

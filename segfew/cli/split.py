@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
+import typer
 from rich.table import Table
 
 from segfew.cli.common import (
@@ -47,6 +48,8 @@ def split(
         S, "label_column", LABEL_COLUMN_HELP)] = None,
     group_column: Annotated[str | None, setting(
         S, "group_column", GROUP_COLUMN_HELP)] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace tables at --out that segfew did not write.", show_default="off")] = False,
     spec: SpecOpt = None,
 ) -> None:
     """Split a table into train.tsv and test.tsv, by class, keeping each patient on one side.
@@ -61,6 +64,7 @@ def split(
 
       segfew split --table splits/train.tsv --train-per-class 4 --out k4 --seed 1
     """
+    from segfew.files import RUN_RECORD, outputs_record
     from segfew.runinfo import write_run_info
 
     overrides = {"table": table, "out": out, "test_per_class": test_per_class,
@@ -72,9 +76,11 @@ def split(
         resolved.table, resolved.out, test_per_class=resolved.test_per_class,
         test_fraction=resolved.test_fraction, train_per_class=resolved.train_per_class,
         seed=resolved.seed, images=resolved.images, id_column=resolved.id_column,
-        label_column=resolved.label_column, group_column=resolved.group_column)
+        label_column=resolved.label_column, group_column=resolved.group_column,
+        overwrite=overwrite)
+    written = outputs_record(resolved.out / RUN_RECORD, [p.name for p in done.paths])
     write_run_info(resolved.out, resolved, resolved.seed, [resolved.table],
-                   extra={"grouping": done.record()})
+                   extra={"grouping": done.record(), **written})
     names = [p.stem for p in done.paths]
     parts = dict(zip(names, (done.first, done.second), strict=True))
     counts = {n: Counter(c.target for c in part) for n, part in parts.items()}

@@ -25,7 +25,7 @@ from segfew.data.classes import (
 )
 from segfew.data.table_rows import read_table_rows
 from segfew.errors import DataError, DataWarning
-from segfew.files import check_output, write_text
+from segfew.files import RUN_RECORD, check_output, check_replace, write_text
 
 # ------------------------------------------------------------------------- splits
 
@@ -306,7 +306,8 @@ def _parent_split_images(table: Path) -> Path | None:
 def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
                 test_fraction: float | None = None, train_per_class: int | None = None,
                 seed: int = 0, images: Path | None = None, id_column: str | None = None,
-                label_column: str | None = None, group_column: str | None = None) -> TableSplit:
+                label_column: str | None = None, group_column: str | None = None,
+                overwrite: bool = False) -> TableSplit:
     """Write two tables of the rows of ``table``, split by class and never splitting a group
     (patient), as ClinicaDL's split tables are, with the grouping of ``experiment``.
 
@@ -322,13 +323,17 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     are looked up as training does (in ``images``; default: the folder of the split that
     wrote ``table``, named in its ``run.json``, else the table's folder); rows without a
     file found are grouped by the table alone. Rows keep their columns and order. Raises
-    :class:`DataError` for a bad table or a split that leaves a class without training rows.
+    :class:`DataError` for a bad table, a split that leaves a class without training rows,
+    or a table at ``out`` that segfew did not write (unless ``overwrite``:
+    :func:`segfew.files.check_replace`).
     """
     sizes = [test_per_class, test_fraction, train_per_class]
     if sum(v is not None for v in sizes) != 1:
         raise ValueError("give exactly one of test_per_class, test_fraction, train_per_class")
     table = Path(table)
     check_output(out, [table], "folder")
+    names = ("train.tsv", "test.tsv" if train_per_class is None else "rest.tsv")
+    check_replace(Path(out) / RUN_RECORD, [*names, RUN_RECORD], overwrite)
     if images is None:
         images = _parent_split_images(table)
     rows = read_table_rows(table)
@@ -369,11 +374,9 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
         warnings.warn(DataWarning(
             f"identical images: {', '.join(units)} hold the same scan (the same file bytes or "
             "the same voxels); they are kept on one side of the split", table), stacklevel=2)
-    names = ("train.tsv", "test.tsv")
     if train_per_class is not None:
         first, second = stratified_split(cases, per_class=train_per_class, seed=seed,
                                          where=table)
-        names = ("train.tsv", "rest.tsv")
     else:
         second, first = stratified_split(cases, per_class=test_per_class,
                                          fraction=test_fraction, seed=seed, where=table)

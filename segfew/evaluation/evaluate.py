@@ -43,7 +43,14 @@ from segfew.evaluation.scope import (
     skipped_at_door,
 )
 from segfew.evaluation.truth import check_truth_values, truth_remap
-from segfew.files import check_output, write_json, write_rows_csv
+from segfew.files import (
+    RUN_RECORD,
+    check_output,
+    check_replace,
+    outputs_record,
+    write_json,
+    write_rows_csv,
+)
 from segfew.inference.batch import (
     CASE_ERRORS,
     PredictionRow,
@@ -136,7 +143,8 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
                         predictor: Predictor | Sequence[Predictor] | None = None,
                         run_spec: BaseModel | dict[str, Any] | None = None,
                         allow_leakage: bool = False, explain: Path | None = None,
-                        skipped: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+                        skipped: Sequence[dict[str, str]] = (), overwrite: bool = False
+                        ) -> dict[str, Any]:
     """Predict ``cases`` with the classifier(s) at ``model_path`` and score them.
 
     Several model files predict as one ensemble (:mod:`segfew.inference.ensemble`). First the
@@ -168,7 +176,7 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     y_all = check_targets(cases, classes, table)
     cases, copies = group_cases(cases, table)
     inputs = [*paths, *([Path(table)] if table else [])]
-    out_dir = check_out_dir(out_dir, cases, inputs)
+    out_dir = check_out_dir(out_dir, cases, inputs, overwrite)
     checks = check_models(paths, cases, allow_leakage)
     if explain is not None:
         check_explain(explain, predictors, [*inputs, *(p for c in cases for p in c.images)])
@@ -212,7 +220,8 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
         "table": str(table) if table else None, "bootstrap": bootstrap, "seed": seed,
         "device": str(predictors[0].device), "batch_size": batch_size,
         "allow_leakage": allow_leakage, "cases": [c.id for c in cases]}
-    write_run_info(out_dir, spec, seed, [*inputs, *(p for c in cases for p in c.images)])
+    write_run_info(out_dir, spec, seed, [*inputs, *(p for c in cases for p in c.images)],
+                   extra=_written(out_dir))
     return metrics
 
 
@@ -222,7 +231,8 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
                           predictor: Predictor | None = None,
                           run_spec: BaseModel | dict[str, Any] | None = None,
                           rules: LabelRules | None = None, allow_leakage: bool = False,
-                          skipped: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+                          skipped: Sequence[dict[str, str]] = (), overwrite: bool = False
+                          ) -> dict[str, Any]:
     """Per-label Dice of the segmentation model at ``model_path`` on ``cases`` (with labels).
 
     The leakage check comes first, as in :func:`evaluate_classifier`. Dice is computed on
@@ -244,7 +254,7 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
         raise DataError("no labelled cases to evaluate")
     names = list(meta.classes)
     foreground = list(range(1, len(names)))
-    out_dir = check_out_dir(out_dir, cases, [Path(model_path)])
+    out_dir = check_out_dir(out_dir, cases, [Path(model_path)], overwrite)
     leakage = leakage_record(check_models([Path(model_path)], cases, allow_leakage),
                              allow_leakage)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -307,7 +317,8 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
         "batch_size": batch_size, "allow_leakage": allow_leakage,
         "cases": [c.id for c in cases]}
     write_run_info(out_dir, spec, None,
-                   [Path(model_path), *(p for c in cases for p in (*c.images, *c.labels))])
+                   [Path(model_path), *(p for c in cases for p in (*c.images, *c.labels))],
+                   extra=_written(out_dir))
     return metrics
 
 
@@ -320,7 +331,7 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
                    seed: int = 0, progress: Progress | None = None,
                    run_spec: BaseModel | dict[str, Any] | None = None,
                    allow_leakage: bool = False, masks: Path | None = None,
-                   explain: Path | None = None
+                   explain: Path | None = None, overwrite: bool = False
                    ) -> tuple[str, dict[str, Any]]:
     """Find the cases and evaluate; returns ``(model kind, metrics)``.
 
@@ -353,7 +364,7 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
             paths, cases, out_dir, device=device, batch_size=batch_size,
             bootstrap=bootstrap, seed=seed, progress=progress, table=table,
             predictor=predictors, run_spec=run_spec, allow_leakage=allow_leakage,
-            explain=explain, skipped=skipped)
+            explain=explain, skipped=skipped, overwrite=overwrite)
     if labels is None:
         raise SpecError("a segmentation model is evaluated against label maps: give --labels DIR")
     predictor = predictors[0]
@@ -365,15 +376,25 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
                                             batch_size=batch_size, progress=progress,
                                             predictor=predictor, run_spec=run_spec,
                                             rules=LabelRules(remap=label_map),
-                                            allow_leakage=allow_leakage, skipped=skipped)
+                                            allow_leakage=allow_leakage, skipped=skipped,
+                                            overwrite=overwrite)
 
 
-def check_out_dir(out_dir: str | Path, cases: Sequence[Case], extra: Sequence[Path] = ()
-                  ) -> Path:
+def check_out_dir(out_dir: str | Path, cases: Sequence[Case], extra: Sequence[Path] = (),
+                  overwrite: bool = False) -> Path:
     """``out_dir`` may not clobber, or sit inside the folders of, the files evaluated, nor
-    be a model's run folder (:func:`segfew.files.check_output`)."""
+    be a model's run folder (:func:`segfew.files.check_output`), nor hold a file of an
+    evaluation's names that segfew did not write (unless ``overwrite``:
+    :func:`segfew.files.check_replace`)."""
     files = [p for c in cases for p in (*c.images, *c.labels)]
-    return check_output(out_dir, [*files, *{p.parent for p in files}, *extra], "folder")
+    out = check_output(out_dir, [*files, *{p.parent for p in files}, *extra], "folder")
+    check_replace(out / RUN_RECORD, [*OUTPUTS, RUN_RECORD], overwrite)
+    return out
+
+
+def _written(out_dir: Path) -> dict[str, list[str]]:
+    """The run record's list of the outputs this evaluation wrote."""
+    return outputs_record(out_dir / RUN_RECORD, [n for n in OUTPUTS if (out_dir / n).is_file()])
 
 
 #: what an evaluation writes; an earlier one's files are removed before a new one writes,

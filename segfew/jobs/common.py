@@ -24,14 +24,15 @@ from torch.utils.data import TensorDataset
 
 from segfew import train
 from segfew.data import stratified_split
-from segfew.errors import DataWarning, SpecError
+from segfew.errors import DataError, DataWarning, SpecError
 from segfew.evaluation.figures import plot_training_curve
-from segfew.files import check_output, run_lock
+from segfew.files import RUN_RECORD, check_output, run_lock
 from segfew.frameworks import FRAMEWORKS
 from segfew.modelfile import save_model
 from segfew.preprocess.cache import PreprocessCache
 from segfew.runinfo import (
     check_resumable,
+    legacy_run_dir,
     run_dir_for,
     unfinished_run,
     update_run_info,
@@ -72,9 +73,12 @@ def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | C
     """Check a job's model file and run folder against all its inputs (None: not given),
     and a resumed run folder against ``spec``; lock the run folder while the job runs.
 
-    A run folder holding an unfinished run (:func:`segfew.runinfo.unfinished_run`) is
-    never restarted silently: without ``resume`` or ``overwrite`` it is a
-    :class:`SpecError` naming both; ``overwrite`` removes its checkpoints first.
+    A model file at ``out`` that no segfew run wrote (no run folder with its ``run.json``
+    beside it: another tool's checkpoint) is not replaced without ``overwrite``
+    (:class:`DataError`). A run folder holding an unfinished run
+    (:func:`segfew.runinfo.unfinished_run`) is never restarted silently: without ``resume``
+    or ``overwrite`` it is a :class:`SpecError` naming both; ``overwrite`` removes its
+    checkpoints first.
 
     A second run on the same run folder is refused while the first holds the lock
     (:func:`segfew.files.run_lock`); under torchrun only rank 0 writes, so only it locks.
@@ -86,6 +90,11 @@ def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | C
     given = [p for p in inputs if p is not None]
     run_dir = run_dir_for(out)
     check_output(out, given, "file")
+    if (out.exists() or out.is_symlink()) and not (resume or overwrite) and not any(
+            d is not None and (d / RUN_RECORD).is_file()
+            for d in (run_dir, legacy_run_dir(out))):  # no run of segfew's wrote it
+        raise DataError(f"exists and segfew did not write it (no run folder {run_dir.name} "
+                        "beside it): choose another --out, or pass --overwrite", out)
     check_output(run_dir, given, "folder", flag=f"the run folder of {out}", run_folder=True)
     if resume:
         check_resumable(run_dir, spec)
