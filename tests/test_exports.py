@@ -463,7 +463,7 @@ def test_sub_folders_and_link_loops_are_said_not_walked_forever(
 
 @pytest.mark.parametrize(("name", "content", "cause"), [
     ("d.nrrd", b"NRRD0004\ntype: shrt\ndimension: 2\nsizes: 4 4\nencoding: raw\n\n" + bytes(32),
-     'couldn\'t parse type "shrt"'),
+     'unknown NRRD type "shrt"'),
     ("e.nhdr", b"NRRD0004\ntype: short\ndimension: 2\nsizes: 4 4\nencoding: raw\n"
      b"data file: e.raw\n\n", "e.raw, which is missing"),
 ])
@@ -479,7 +479,7 @@ def test_teem_call_chains_become_one_cause(tmp_path: Path, name: str, content: b
     said = str(err.value)
     assert cause in said and name in said, said
     assert "[nrrd]" not in said and "0x" not in said and ".cxx" not in said, said
-    if "parse" in cause:  # the library's own words are kept for a bug report, at DEBUG
+    if name == "d.nrrd":  # the library's own words are kept for a bug report, at DEBUG
         assert any("[nrrd]" in r.getMessage() for r in caplog.records)
 
 
