@@ -12,7 +12,7 @@ from pathlib import Path
 from segfew.errors import DataError, DataWarning
 from segfew.io import case_id
 
-LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels")
+LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels", "_mask")
 ID_COLUMNS = ("id", "case", "case_id", "caseid", "image", "image_path", "filename", "file",
               "path", "patient", "patient_id", "subject", "subject_id", "participant_id")
 LABEL_COLUMNS = ("label", "class", "diagnosis", "target", "y", "category")

@@ -257,7 +257,6 @@ def _image_of_label(cid: str, beside: Mapping[str, Path], channels: Sequence[str
     return None
 
 
-
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 _TEXT_SUFFIXES = frozenset({
     ".csv", ".tsv", ".json", ".txt", ".md", ".rst", ".toml", ".yaml", ".yml", ".xml",

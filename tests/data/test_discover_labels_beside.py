@@ -127,3 +127,25 @@ def test_masks_beside_scans_in_recursive_sub_folders_are_skipped(tmp_path: Path)
     assert [c.id for c in cases] == ["p1_flair", "p2_flair"]
     assert len([s for s in said if "a label map of flair.nii.gz" in s]) == 2
     assert np.all([c.problem is None for c in cases])
+
+
+def test_a_slice_export_with_mask_files_beside_its_slices(tmp_path: Path) -> None:
+    """kaggle_3m (LGG's own export) and BUSI name masks ``<id>_mask``: beside their slices
+    they pair as label maps when the folder is given as both, and are no scans alone."""
+    from PIL import Image as PILImage
+
+    from segfew.data import find_segmentation_cases
+
+    folder = tmp_path / "TCGA_CS_4941"
+    folder.mkdir()
+    for k in (1, 2):
+        PILImage.fromarray(np.asarray(ramp((16, 16)), np.uint8)).save(folder / f"s_{k}.tif")
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4:9, 4:9] = 255
+        PILImage.fromarray(mask).save(folder / f"s_{k}_mask.tif")
+    pairs = find_segmentation_cases(folder, folder)
+    assert [(c.id, c.labels[0].name) for c in pairs] == [("s_1", "s_1_mask.tif"),
+                                                         ("s_2", "s_2_mask.tif")]
+    cases, said = _said(collect_cases, [folder])
+    assert [c.id for c in cases] == ["s_1", "s_2"]
+    assert len([s for s in said if BESIDE.format("s_1.tif") in s]) == 1
