@@ -45,6 +45,9 @@ echo "== 7. experiment: the paper's learning-curve protocol, ending in a report"
 # On phantoms neither segmentation network saw (another seed): no test case trained the
 # features, so the curve is leak-free and the report's first line says so.
 segfew synth --out "$DEMO/curve-data" --dim 2 --n-per-class 10 --size 64 --seed 2 --force
+# A fresh curve on every run: the networks above were just trained again, and an experiment
+# folder resumes only with the networks it started with.
+rm -rf "$DEMO/curve"
 segfew experiment --spec examples/synthetic/curve.toml --out "$DEMO/curve" \
     --images "$DEMO/curve-data/images" --table "$DEMO/curve-data/labels.csv" \
     --features "$DEMO/seg.pt" --threshold-features "$DEMO/seg-kmeans.pt" --no-progress
