@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import numpy as np
 
 from segfew.errors import DataError
 
-__all__ = ["ORIENTATION_TOLERANCE", "SliceInfo", "check_stack", "series_dtype", "slice_info"]
+__all__ = ["ORIENTATION_TOLERANCE", "PROJECTION_MODALITIES", "SliceInfo", "check_stack",
+           "series_dtype", "slice_info", "written_unit"]
 
 #: direction cosines of two slices may differ by this much and still be one orientation
 ORIENTATION_TOLERANCE = 1e-3
@@ -29,6 +31,8 @@ _REPEATS = (("EchoTime", "echoes"), ("EchoNumbers", "echoes"),
             ("TriggerTime", "cardiac phases"), ("DiffusionBValue", "diffusion weightings"),
             ("AcquisitionNumber", "repeated acquisitions"))
 _PLANES = ("sagittal", "coronal", "axial")
+#: modalities whose images are projections (one 2D view each), never slices of a volume
+PROJECTION_MODALITIES = frozenset({"MG", "CR", "DX", "RG", "PX", "IO"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class SliceInfo:
     instance_uid: str = ""
     repeats: tuple[str, ...] = ()
     """The values of the elements of ``_REPEATS`` (empty strings where absent)."""
+    modality: str = ""
+    view: str = ""
+    """ImageLaterality (else Laterality) and ViewPosition, e.g. ``R CC``; empty where absent."""
 
 
 def _numbers(value: Any, n: int) -> tuple[float, ...] | None:
@@ -87,16 +94,21 @@ def slice_info(ds: Any) -> SliceInfo:
         signed=_number(get("PixelRepresentation"), 0) == 1,
         instance_uid=str(get("SOPInstanceUID") or ""),
         repeats=tuple(str(get(k) if get(k) is not None else "").strip() for k, _ in _REPEATS),
+        modality=str(get("Modality") or "").strip().upper(),
+        view=" ".join(str(v).strip() for v in (get("ImageLaterality") or get("Laterality"),
+                                                get("ViewPosition")) if v and str(v).strip()),
     )
 
 
 def check_stack(names: Sequence[str], slices: Sequence[SliceInfo], path: Path) -> None:
     """Refuse slices (``names`` their file names, ``slices`` their headers) that are no one
     volume: of different sizes, of different orientations (a 3-plane localizer, a reformat,
-    a transposed slice), or several at one position (echoes, phases, copies).
+    a transposed slice), several at one position (echoes, phases, copies), or projection
+    views (:func:`_check_projections`).
 
     Raises :class:`DataError` naming ``path`` and two of the files.
     """
+    _check_projections(names, slices, path)
     sizes = {(s.columns, s.rows) for s in slices}
     if len(sizes) > 1:
         one = slices[0]
@@ -119,6 +131,45 @@ def check_stack(names: Sequence[str], slices: Sequence[SliceInfo], path: Path) -
                         "stacks slices of one orientation: give one orientation per folder", path)
     if len(oriented) == len(slices) and all(s.position is not None for s in slices):
         _check_one_per_position(names, slices, path)
+
+
+def _check_projections(names: Sequence[str], slices: Sequence[SliceInfo], path: Path) -> None:
+    """Refuse several projection images in one series: radiographs (mammography views R CC,
+    L CC, R MLO, L MLO; a chest PA and lateral) have no ImagePositionPatient, and ITK would
+    stack them as slices of one volume. Slices without a position are taken as views when
+    their laterality or view position differ, or their modality is a projection one
+    (:data:`PROJECTION_MODALITIES`); other slices without positions stack as before."""
+    if len(slices) < 2 or any(s.position is not None for s in slices):
+        return
+    views = list(dict.fromkeys(s.view for s in slices))
+    modality = next((s.modality for s in slices if s.modality in PROJECTION_MODALITIES), "")
+    if len(views) < 2 and not modality:
+        return
+    shown = ", ".join(v or "no view named" for v in views[:6]) + (", …" if len(views) > 6 else "")
+    what = f"projection views ({shown})" if len(views) > 1 else \
+        f"{modality} projection images ({names[0]}, {names[1]}{', …' if len(names) > 2 else ''})"
+    raise DataError(f"{len(slices)} {what} in one DICOM series, without slice positions: each "
+                    "view is its own 2D image, not a slice of a volume; give one view per file "
+                    "or folder", path)
+
+
+def written_unit(values: Iterable[str]) -> float:
+    """The unit of the last decimal written in DICOM decimal strings (``"-99.38"``: 0.01 mm;
+    ``"1.5e2"``: 10 mm), the finest among ``values``; 0.0 where none is a number.
+
+    An exporter or anonymiser that rounds positions writes every value to at most that many
+    decimals (dropping trailing zeros writes fewer, never more), so the finest unit seen is
+    its rounding: each written value lies within half a unit of the true one."""
+    unit = math.inf
+    for value in values:
+        m = _DECIMAL.match(value.strip())
+        if m is None or not (m.group(1) or m.group(2)):
+            continue
+        unit = min(unit, 10.0 ** (int(m.group(3) or 0) - len(m.group(2) or "")))
+    return unit if math.isfinite(unit) else 0.0
+
+
+_DECIMAL = re.compile(r"^[+-]?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$")
 
 
 def _plane(cosines: tuple[float, ...]) -> str:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["MAX_HEADER_BYTES", "MM_PER_UNIT", "detached_data_files", "metaimage_shortfall",
-           "nrrd_world_units"]
+__all__ = ["MAX_HEADER_BYTES", "MM_PER_UNIT", "data_size_problem", "detached_data_files",
+           "metaimage_shortfall", "nrrd_world_units"]
 
 #: a header's text read for its data file names (a ``LIST`` of a few thousand slices)
 MAX_HEADER_BYTES = 1 << 20
@@ -86,6 +87,26 @@ def metaimage_shortfall(header: Path) -> tuple[int, int] | None:
 
     ITK says only "file cannot be read" of a truncated file (MetaIO prints the cause to
     the console), so the reader asks this to say it in words."""
+    sizes = _metaimage_sizes(header)
+    if sizes is None or sizes.compressed or sizes.offset is not None:
+        return None
+    return (sizes.have, sizes.need) if sizes.have < sizes.need else None
+
+
+class _DataSizes(NamedTuple):
+    have: int
+    """bytes of voxel data present (a ``.mha``'s after its header; a data file's whole)"""
+    need: int
+    """bytes the header's sizes and element type need (uncompressed)"""
+    detached: bool
+    compressed: int | None
+    """a compressed file's stated compressed size (0 where it states none), else None"""
+    offset: int | None
+    """HeaderSize / ``byte skip`` (-1: the data end the file), None where absent or 0"""
+    sizes: str
+
+
+def _metaimage_sizes(header: Path) -> _DataSizes | None:
     head = _read_head(header)
     if head is None:
         return None
@@ -94,12 +115,13 @@ def metaimage_shortfall(header: Path) -> tuple[int, int] | None:
     try:
         dims = [int(v) for v in fields.get("DimSize", "").split()]
         channels = int(fields.get("ElementNumberOfChannels", "1"))
+        offset = int(fields.get("HeaderSize", "0")) or None
+        compressed = int(fields.get("CompressedDataSize", "0")) if \
+            fields.get("CompressedData", "False").lower() == "true" else None
     except ValueError:
         return None
-    if (size is None or not dims or fields.get("CompressedData", "False").lower() == "true"
-            or "HeaderSize" in fields):
+    if size is None or not dims:
         return None
-    need = size * channels * int(np.prod(dims))
     data = detached_data_files(header)
     try:
         if not data:  # LOCAL: the data follow the ElementDataFile line
@@ -113,7 +135,88 @@ def metaimage_shortfall(header: Path) -> tuple[int, int] | None:
             return None
     except OSError:
         return None
-    return (have, need) if have < need else None
+    if offset is not None and offset > 0:
+        have -= offset
+    return _DataSizes(have, size * channels * int(np.prod(dims)), bool(data), compressed,
+                      offset, f"{'×'.join(map(str, dims))} {fields['ElementType']}"
+                      + (f" × {channels} channels" if channels > 1 else ""))
+
+
+#: bytes per element of NRRD's types, by their names with spaces and a ``_t`` dropped
+_NRRD_BYTES = {
+    **dict.fromkeys(("signedchar", "int8", "uchar", "unsignedchar", "uint8"), 1),
+    **dict.fromkeys(("short", "shortint", "signedshort", "signedshortint", "int16", "ushort",
+                     "unsignedshort", "unsignedshortint", "uint16"), 2),
+    **dict.fromkeys(("int", "signedint", "int32", "uint", "unsignedint", "uint32", "float"),
+                    4),
+    **dict.fromkeys(("longlong", "longlongint", "signedlonglong", "signedlonglongint", "int64",
+                     "ulonglong", "unsignedlonglong", "unsignedlonglongint", "uint64",
+                     "double"), 8),
+}
+
+
+def _nrrd_sizes(header: Path) -> _DataSizes | None:
+    """The sizes of a NRRD's one raw data file (``data file:``), else None."""
+    fields = nrrd_fields(header)
+    data = detached_data_files(header)
+    kind = fields.get("type", "").lower().replace(" ", "").removesuffix("_t")
+    size = _NRRD_BYTES.get(kind)
+    if (len(data) != 1 or size is None or fields.get("encoding", "").lower() != "raw"
+            or fields.get("line skip", fields.get("lineskip", "0")).strip() != "0"):
+        return None
+    try:
+        dims = [int(v) for v in fields.get("sizes", "").split()]
+        offset = int(fields.get("byte skip", fields.get("byteskip", "0"))) or None
+        have = data[0].stat().st_size
+    except (ValueError, OSError):
+        return None
+    if not dims:
+        return None
+    if offset is not None and offset > 0:
+        have -= offset
+    return _DataSizes(have, size * int(np.prod(dims)), True, None, offset,
+                      f"{'×'.join(map(str, dims))} {fields['type']}")
+
+
+def data_size_problem(header: Path) -> str | None:
+    """Why the voxel data of a MetaImage (``.mha``, ``.mhd``) or a NRRD with a raw data
+    file (``.nhdr``) do not fit its header, in words (a one-line refusal); None where they
+    fit or the header cannot tell. Read before ITK, which prints MetaIO's own words to the
+    console for a short file and reads the first part of a long one without a word.
+
+    - uncompressed MetaImage data shorter than the header's sizes need: the file is
+      truncated (a short NRRD is left to ITK, whose words say so);
+    - a compressed MetaImage's data shorter than its ``CompressedDataSize``: truncated;
+    - a data file (detached, uncompressed) longer than the sizes need, where no
+      ``HeaderSize`` or ``byte skip`` places the data within it: the header's sizes or
+      element type do not describe the file (16 of 20 slices would be read).
+
+    Never raises.
+    """
+    name = header.name.lower()
+    meta = name.endswith((".mha", ".mhd"))
+    sizes = _metaimage_sizes(header) if meta else \
+        _nrrd_sizes(header) if name.endswith((".nhdr", ".nrrd")) else None
+    if sizes is None:
+        return None
+    if sizes.compressed is not None:
+        if sizes.have < sizes.compressed:
+            return (f"cannot read image (the compressed voxel data end before the header's "
+                    f"CompressedDataSize ({sizes.have} of {sizes.compressed} bytes): the file "
+                    "is truncated)")
+        return None
+    if meta and sizes.have < sizes.need:
+        return _SHORT.format(sizes.have, sizes.need)
+    if sizes.detached and sizes.offset is None and sizes.have > sizes.need:
+        fields = "DimSize or ElementType" if meta else "sizes or type"
+        data = detached_data_files(header)[0].name
+        return (f"the data file {data} holds {sizes.have} bytes where the header's sizes need "
+                f"{sizes.need} ({sizes.sizes}): its {fields} is wrong")
+    return None
+
+
+_SHORT = ("cannot read image (the data ends before the header's sizes ({} of {} bytes): the "
+          "file is truncated)")
 
 
 def _pattern_names(value: str) -> list[str] | None:

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import sys
+import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +32,8 @@ from segfew.io.dicom import (
     series_names,
     series_of_path,
 )
-from segfew.io.dicom_stack import check_stack, series_dtype
-from segfew.io.headers import detached_data_files, nrrd_world_units
+from segfew.io.dicom_stack import check_stack, series_dtype, written_unit
+from segfew.io.headers import data_size_problem, detached_data_files, nrrd_world_units
 from segfew.io.image import COMPLEX, LPS_TO_RAS, ReadLimits, grey
 from segfew.io.raster import is_raster, pillow_mode, read_with_pillow
 
@@ -53,7 +57,8 @@ def read_itk(path: Path, limits: ReadLimits, label: bool = False
     A NRRD's ``space units`` (or ``units``) are converted to mm; a unit segfew does not know
     leaves the file without a real voxel size (a warning says so). ``label``: the file is
     read as a label map, so a palette picture gives its indices (the labels), not colours.
-    Raises :class:`DataError` for a missing data file or a header over ``limits``.
+    Raises :class:`DataError` for a missing data file, voxel data that do not fit the
+    header's sizes (:func:`segfew.io.headers.data_size_problem`) or a header over ``limits``.
     """
     import SimpleITK as sitk
 
@@ -62,6 +67,9 @@ def read_itk(path: Path, limits: ReadLimits, label: bool = False
             if not data.is_file():
                 raise DataError(f"the header names the data file {data.name}, which is missing "
                                 "(copy it beside the header)", path)
+        problem = data_size_problem(path)  # before ITK, which would print MetaIO's words
+        if problem is not None:
+            raise DataError(problem, path)
     dicom = path.suffix.lower() not in IMAGE_IOS or path.suffix.lower() == ".dcm"
     if dicom:
         check_dicom_file(path)
@@ -73,8 +81,9 @@ def read_itk(path: Path, limits: ReadLimits, label: bool = False
     raster = not dicom and is_raster(path, io or reader.GetImageIOFromFileName(str(path)))
     if raster and pillow_mode(path, palette=label) is not None:  # grey + alpha, a palette
         return read_with_pillow(path, limits, indices=label)
+    meta = path.name.lower().endswith((".mha", ".mhd"))
     try:
-        with itk_messages(path):
+        with itk_messages(path), console_of_c(meta) as printed:
             reader.ReadImageInformation()
             check_itk_header(reader, limits, path)
             img = reader.Execute()
@@ -84,6 +93,9 @@ def read_itk(path: Path, limits: ReadLimits, label: bool = False
         if raster:  # a mode ITK has no reader for (a 1-bit BMP): Pillow, or ITK's words
             return read_with_pillow(path, limits, after=e)
         raise
+    if "Uncompress failed" in "".join(printed):  # MetaIO's only word of it; the voxels are junk
+        raise DataError("cannot read image (the compressed voxel data do not decompress: the "
+                        "file is damaged)", path)
     if raster:  # a picture's DPI is a print size: pixels of 1, no unit (as PNG)
         img.SetSpacing([1.0] * img.GetDimension())
         img.SetOrigin([0.0] * img.GetDimension())
@@ -182,6 +194,44 @@ def itk_messages(path: Path) -> Iterator[list[str]]:
             warnings.warn(DataWarning(f"ITK: {reason}", path), stacklevel=3)
 
 
+_CONSOLE = threading.Lock()
+#: what MetaIO prints to the console (std::cerr) itself, past ITK's logger
+_METAIO_PRINTS = re.compile(r"^\s*(MetaImage:|MetaObject:|ideal = |Uncompress failed).*$\n?",
+                            re.MULTILINE)
+
+
+@contextlib.contextmanager
+def console_of_c(capture: bool = True) -> Iterator[list[str]]:
+    """Keep what C++ code prints to the process's stderr (file descriptor 2) out of the
+    terminal: MetaIO writes to ``std::cerr`` itself, past ITK's logger. Yields a list that
+    receives the captured text when the block ends; text other than MetaIO's is written
+    back to stderr then (delayed, not lost). One block at a time (a lock): the descriptor is
+    the process's. Does nothing where ``capture`` is False or descriptor 2 cannot be copied.
+    """
+    printed: list[str] = []
+    if not capture:
+        yield printed
+        return
+    with _CONSOLE, tempfile.TemporaryFile() as sink:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):
+            yield printed
+            return
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield printed
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            printed.append(sink.read(1 << 16).decode("utf-8", "replace"))
+            rest = _METAIO_PRINTS.sub("", printed[0])
+            if rest:
+                sys.stderr.write(rest)
+
+
 def _itk_reason(text: str) -> str:
     text = text.split("WARNING:", 1)[-1]
     text = re.sub(r"^\s*In\s+\S+,\s*line\s+\d+\s*", "", text)
@@ -244,9 +294,11 @@ def write_itk(array: np.ndarray, reference: Image, path: Path, suffix: str,
 # ------------------------------------------------------------------------- DICOM series
 
 SPACING_RTOL = 0.01
-"""Slice steps may differ from their median by 1 % (plus 1 µm) before a series is uneven."""
+"""Slice steps may differ from their median by 1 % (plus 1 µm, plus the rounding of the
+written positions) before a series is uneven."""
 TILT_DEGREES = 0.1
-"""Slices displaced sideways by more than this angle from their normal are a gantry tilt."""
+"""A stack displaced sideways by more than this angle from its normal (beyond the rounding
+of the written positions) is a gantry tilt."""
 
 
 def read_dicom_series(path: Path, limits: ReadLimits
@@ -277,7 +329,7 @@ def read_dicom_series(path: Path, limits: ReadLimits
                         f"({names}), as a folder input lists them", path)
     uid, found = next(iter(multi.items()))
     frames = sum(check_dicom_file(f) for f in found)
-    with itk_messages(path):
+    with itk_messages(path) as messages:
         files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) if uid \
             else []
         if sorted(Path(f).name for f in files) != sorted(f.name for f in found):
@@ -288,7 +340,7 @@ def read_dicom_series(path: Path, limits: ReadLimits
         if len(stacks) == len(files) and frames == len(files):
             check_stack([Path(f).name for f in files], stacks, path)
             dtype = series_dtype(stacks)
-        positions, normal, first = [], None, None
+        positions, written, normal, first = [], [], None, None
         for name in files:
             reader = sitk.ImageFileReader()
             reader.SetFileName(name)
@@ -301,7 +353,9 @@ def read_dicom_series(path: Path, limits: ReadLimits
                     dtype = None  # a colour series: slopes are for grey values
             keys = set(reader.GetMetaDataKeys())
             if "0020|0032" in keys and "0020|0037" in keys:
-                positions.append([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+                parts = reader.GetMetaData("0020|0032").split("\\")
+                written += parts
+                positions.append([float(v) for v in parts])
                 cosines = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
                 normal = np.cross(cosines[:3], cosines[3:6])
         if frames > len(files):
@@ -309,13 +363,15 @@ def read_dicom_series(path: Path, limits: ReadLimits
                             "give one multi-frame file per case", path)
         if normal is not None and len(positions) == len(files):
             check_slice_positions(np.array(positions), normal, [Path(f).name for f in files],
-                                  path)
+                                  path, unit=written_unit(written))
         series_reader = sitk.ImageSeriesReader()
         series_reader.SetFileNames(files)
         if dtype is not None:  # each slice is rescaled by its own slope, then cast to this
             series_reader.SetOutputPixelType(
                 sitk.GetImageFromArray(np.zeros((1, 1), dtype)).GetPixelID())
         img = series_reader.Execute()
+        if normal is not None and len(positions) == len(files):  # checked above, rounding known
+            messages[:] = [m for m in messages if "Non uniform sampling" not in m]
     array, affine, colour = from_sitk(img, path)
     extra: dict[str, Any] = {"format": "dicom", "colour": colour}
     affine = dicom_geometry([Path(f) for f in files], path, img.GetSize(), affine, extra)
@@ -323,12 +379,20 @@ def read_dicom_series(path: Path, limits: ReadLimits
 
 
 def check_slice_positions(positions: np.ndarray, normal: np.ndarray, names: list[str],
-                          path: Path) -> None:
+                          path: Path, unit: float = 0.0) -> None:
     """Refuse a series that ITK would read as an evenly spaced box, but is not one.
 
     ``positions`` are the slices' ImagePositionPatient (N, 3) in mm, in reading order;
-    ``normal`` the slice normal from ImageOrientationPatient. A missing slice shows as one
-    step longer than the others; a gantry tilt as steps that leave the normal.
+    ``normal`` the slice normal from ImageOrientationPatient; ``unit`` (mm) the unit of the
+    last decimal the positions are written with (:func:`segfew.io.dicom_stack.written_unit`:
+    0.625 mm slices written to 2 decimals step 0.62 or 0.63 mm).
+
+    A missing slice shows as one step longer than the others: a step may differ from the
+    median by 1 % plus the rounding, ``unit`` times the sum of the normal's absolute
+    components (each written coordinate is within half a unit of the true one, so two steps
+    differ by at most that), but never by half the median. A gantry tilt shows as slices
+    sheared along their plane; it is judged from the first to the last slice, where the
+    rounding (at most a unit in each coordinate) weighs least against the stack's length.
     """
     if len(positions) < 2:
         return
@@ -340,16 +404,19 @@ def check_slice_positions(positions: np.ndarray, normal: np.ndarray, names: list
         i = int(np.argmin(np.abs(along)))
         raise DataError(f"DICOM slices {names[i]} and {names[i + 1]} lie at the same position; "
                         "give one series (one time point, one echo) per folder", path)
+    rounding = min(unit * float(np.sum(np.abs(normal))), median / 2)
     off = np.abs(np.abs(along) - median)
-    if np.any(off > SPACING_RTOL * median + 1e-3):
+    if np.any(off > SPACING_RTOL * median + 1e-3 + rounding * (1 + 1e-6)):
         i = int(np.argmax(off))
         raise DataError(f"DICOM slice spacing is uneven: {abs(along[i]):.3g} mm between "
                         f"{names[i]} and {names[i + 1]}, {median:.3g} mm elsewhere (a missing "
                         "slice?); segfew reads evenly spaced series only: complete the series "
                         "or resample it (e.g. dcm2niix) first", path)
-    sideways = np.linalg.norm(steps - np.outer(along, normal), axis=1)
-    tilt = float(np.degrees(np.arctan2(float(np.max(sideways)), median)))
-    if tilt > TILT_DEGREES:
+    span = positions[-1] - positions[0]
+    length = abs(float(span @ normal))
+    sideways = float(np.linalg.norm(span - (span @ normal) * normal))
+    if sideways > np.tan(np.radians(TILT_DEGREES)) * length + unit * np.sqrt(3) + 1e-6:
+        tilt = float(np.degrees(np.arctan2(sideways, length)))
         raise DataError(f"DICOM series has a gantry tilt of {tilt:.1f}° (slices sheared along "
                         "their plane), which a box of voxels cannot hold; resample it first "
                         "(e.g. dcm2niix corrects tilt)", path)
