@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import glob
+import hashlib
 import json
 import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -144,50 +145,128 @@ RUN_RECORD = "run.json"
 
 
 def check_replace(record: str | Path, names: Iterable[str], overwrite: bool = False,
-                  flag: str = "--out") -> None:
+                  flag: str = "--out", legacy: Iterable[str] = ()) -> None:
     """Refuse, before any work, to replace a file that segfew did not write.
 
-    ``names`` are the files a run will write, relative to the folder of ``record``, the
-    run record it writes beside them (``<out>/run.json``, or ``<stem>.run.json`` beside a
-    table). One that exists is replaced only when that record lists it among an earlier
-    run's outputs (:func:`outputs_record`), when the record is an older segfew's that lists
-    no outputs but names this ``--out`` (it wrote everything there), or with ``overwrite``.
+    ``names`` are the files a run will write (or remove), relative to the folder of
+    ``record``, the run record it writes beside them (``<out>/run.json``, or
+    ``<stem>.run.json`` beside a table). One that exists is replaced only when that record
+    lists it among an earlier run's outputs (:func:`outputs_record`) and, where the record
+    holds its SHA-256, its bytes are still those segfew wrote (a map corrected by hand is
+    not segfew's any more); when the record is an older segfew's that lists no outputs but
+    names this ``--out`` (it wrote everything there), or names it in ``legacy`` (the files
+    an older segfew wrote beside such a record); or with ``overwrite``.
     Raises :class:`DataError` naming the first such file.
     """
     if overwrite:
         return
     record = Path(record)
-    ours = _recorded(record)
+    ours = _recorded(record, legacy)
     for name in names:
         path = record.parent / name
-        if (path.exists() or path.is_symlink()) and not ours(name):
+        if not (path.exists() or path.is_symlink()):
+            continue
+        verdict = ours(name)
+        if verdict == "changed":
+            raise DataError(f"changed since segfew wrote it (edited by hand?): choose another "
+                            f"{flag}, or pass --overwrite", path)
+        if verdict != "ours":
             raise DataError(f"exists and segfew did not write it: choose another {flag}, or "
                             "pass --overwrite", path)
 
 
-def outputs_record(record: str | Path, written: Iterable[str]) -> dict[str, list[str]]:
-    """The run record's ``outputs`` (``written``, names relative to its folder) and
-    ``earlier_outputs``: the files an earlier run's record there (which this one replaces)
-    listed that are still there, so that a later run may replace them too."""
+def is_recorded(record: str | Path, name: str) -> bool:
+    """Whether the run record at ``record`` says segfew wrote ``name`` (relative to its
+    folder) and, where it holds its SHA-256, the file still holds those bytes: a file that
+    a run may remove (:func:`check_replace`'s rule, without ``overwrite``)."""
+    return _recorded(Path(record), ())(name) == "ours"
+
+
+def outputs_record(record: str | Path, written: Iterable[str],
+                   digests: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The run record's ``outputs`` (``written``, names relative to its folder),
+    ``earlier_outputs`` (the files an earlier run's record there, which this one replaces,
+    listed that are still there, so that a later run may replace them too) and
+    ``output_sha256`` (each output file's SHA-256, so that a file edited since is not taken
+    for segfew's; ``digests`` gives those already computed, an earlier output keeps the
+    digest its record held) and ``output_stat`` (size and modification time: an output
+    that has neither changed is not hashed again when checked)."""
     record = Path(record)
     outputs = sorted(set(written))
-    ours = _recorded(record)
-    there = (p.relative_to(record.parent).as_posix() for p in _beside(record)
-             if p != record and not p.name.startswith("."))
-    earlier = [name for name in there if name not in outputs and ours(name)]
-    return {"outputs": outputs, "earlier_outputs": sorted(earlier)}
+    info = _run_record(record) or {}
+    ours = _recorded(record, ())
+    listed = _listed(info)
+    if listed is not None:  # a record that lists its outputs: those still there
+        there: Iterable[str] = listed
+    else:
+        there = (p.relative_to(record.parent).as_posix() for p in _beside(record)
+                 if p != record and not p.name.startswith("."))
+    earlier = sorted({name for name in there if name not in outputs
+                      and (record.parent / name).exists() and ours(name) == "ours"})
+    old_sha, old_stat = _sums(info)
+    sha: dict[str, str] = {}
+    stat: dict[str, list[int]] = {}
+    for name in outputs:
+        path = record.parent / name
+        if path.is_file():
+            sha[name] = (digests or {}).get(name) or file_sha256(path)
+            stat[name] = _stat(path)
+    for name in earlier:
+        if name in old_sha:
+            sha[name] = old_sha[name]
+            if name in old_stat:
+                stat[name] = old_stat[name]
+    return {"outputs": outputs, "earlier_outputs": earlier, "output_sha256": sha,
+            "output_stat": stat}
 
 
 def claim_outputs(record: str | Path, names: Iterable[str]) -> None:
     """Write a run record listing ``names`` before a run writes them one by one, so that a
     run stopped part-way can be run again into the same place; the run's full record
-    replaces it at the end. Files an earlier record listed are kept in the list."""
+    replaces it at the end. Files an earlier record listed are kept in the list, with the
+    digests it held (checked by :func:`check_replace` before this is called)."""
     record = Path(record)
-    claimed = outputs_record(record, names)
-    write_json(record, {"outputs": claimed["outputs"],
-                        "earlier_outputs": claimed["earlier_outputs"],
+    info = _run_record(record) or {}
+    old_sha, old_stat = _sums(info)
+    names = sorted(set(names))
+    ours = _recorded(record, ())
+    listed = _listed(info) or []
+    earlier = sorted({n for n in listed if n not in names and (record.parent / n).exists()
+                      and ours(n) == "ours"})
+    kept = [n for n in [*names, *earlier] if n in old_sha and (record.parent / n).exists()]
+    write_json(record, {"outputs": names, "earlier_outputs": earlier,
+                        "output_sha256": {n: old_sha[n] for n in kept},
+                        "output_stat": {n: old_stat[n] for n in kept if n in old_stat},
                         "unfinished": "a segfew run started writing these files and did not "
                                       "finish; its full record replaces this one at the end"})
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stat(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _sums(info: dict[str, Any]) -> tuple[dict[str, str], dict[str, list[int]]]:
+    sha = info.get("output_sha256")
+    stat = info.get("output_stat")
+    return ({str(k): str(v) for k, v in sha.items()} if isinstance(sha, dict) else {},
+            {str(k): list(v) for k, v in stat.items() if isinstance(v, list)}
+            if isinstance(stat, dict) else {})
+
+
+def _listed(info: dict[str, Any]) -> list[str] | None:
+    if not isinstance(info.get("outputs"), list):
+        return None
+    return [str(n) for n in [*info["outputs"], *(info.get("earlier_outputs") or [])]]
 
 
 def _run_record(path: Path) -> dict[str, Any] | None:
@@ -204,24 +283,40 @@ def _run_record(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def _recorded(record: Path) -> Any:
-    """``name -> bool``: whether the record at ``record`` says segfew wrote that file
-    (the record itself included)."""
+def _recorded(record: Path, legacy: Iterable[str]) -> Callable[[str], str | None]:
+    """``name -> "ours" | "changed" | None``: whether the record at ``record`` says segfew
+    wrote that file (the record itself included), and whether its bytes changed since
+    (where the record holds their SHA-256)."""
     info = _run_record(record)
     if info is None:
-        return lambda name: False
-    if isinstance(info.get("outputs"), list):
-        listed = {str(n) for n in [*info["outputs"], *(info.get("earlier_outputs") or [])]}
-        return lambda name: name in listed or name == record.name
+        return lambda name: None
+    listed = _listed(info)
+    if listed is not None:
+        names = set(listed)
+        sha, stat = _sums(info)
+
+        def check(name: str) -> str | None:
+            if name == record.name:
+                return "ours"
+            if name not in names:
+                return None
+            path = record.parent / name
+            if name not in sha or not path.is_file():
+                return "ours"  # an older record (names only), or a folder
+            if stat.get(name) == _stat(path) or file_sha256(path) == sha[name]:
+                return "ours"
+            return "changed"
+        return check
+    old = set(legacy)
     spec = info.get("spec")
     out = spec.get("out") if isinstance(spec, dict) else None
     if not isinstance(out, str) or not out:
-        return lambda name: name == record.name
+        return lambda name: "ours" if name == record.name or name in old else None
     if record.name == RUN_RECORD:  # an older segfew's folder of outputs: all of it is its
-        return lambda name: Path(out).name == record.parent.name
+        return lambda name: "ours" if Path(out).name == record.parent.name else None
     stem = record.name.removesuffix("." + RUN_RECORD)  # an older segfew's table and siblings
-    return lambda name: name == record.name or (
-        Path(out).name.startswith(stem + ".") and name.startswith(stem + "."))
+    return lambda name: "ours" if name == record.name or name in old or (
+        Path(out).name.startswith(stem + ".") and name.startswith(stem + ".")) else None
 
 
 def _beside(record: Path) -> list[Path]:

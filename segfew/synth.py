@@ -32,7 +32,15 @@ from pydantic import Field, ValidationError
 
 from segfew.data.label_names import LABEL_NAMES_FILE
 from segfew.errors import SpecError
-from segfew.files import atomic_path, write_json, write_text
+from segfew.files import (
+    RUN_RECORD,
+    atomic_path,
+    check_replace,
+    is_recorded,
+    outputs_record,
+    write_json,
+    write_text,
+)
 from segfew.spec import Settings, describe_validation_error
 
 __all__ = ["CLASSES", "LABELS", "SynthSpec", "make_phantoms", "write_phantoms"]
@@ -76,7 +84,8 @@ class SynthSpec(Settings):
     classes: int = Field(default=3, ge=2, le=len(CLASSES))
     channels: int = Field(default=1, ge=1, le=2, description="2: two phases, ch1 and ch2")
     seed: int = 0
-    force: bool = Field(default=False, description="replace what a non-empty out folder holds")
+    force: bool = Field(default=False, description="write into a non-empty out folder, "
+                        "replacing the phantoms segfew wrote there")
 
 
 def make_phantoms(out: Path, *, dim: int = 2, n_per_class: int = 12, size: int | None = None,
@@ -95,19 +104,39 @@ def make_phantoms(out: Path, *, dim: int = 2, n_per_class: int = 12, size: int |
                                              force=True))
     except ValidationError as e:
         raise SpecError(describe_validation_error(e)) from None
-    return write_phantoms(spec)
+    return write_phantoms(spec, overwrite=True)
 
 
-def write_phantoms(spec: SynthSpec) -> Path:
+def write_phantoms(spec: SynthSpec, overwrite: bool = False) -> Path:
     """:func:`make_phantoms` from a validated spec (what ``segfew synth`` calls).
 
     A non-empty ``spec.out`` is refused (:class:`SpecError`) unless ``spec.force``: a
-    dataset there would be replaced."""
+    dataset there would be replaced. Even then, a file this run would replace or remove
+    that no segfew run recorded writing there (``run.json`` lists the phantoms) is refused
+    (:class:`DataError`, :func:`segfew.files.check_replace`) unless ``overwrite``."""
     out = Path(spec.out)
     if not spec.force and out.is_dir() and any(out.iterdir()):
         raise SpecError("--out is not empty (it may hold a dataset that this would replace); "
-                        "choose an empty folder, or give --force to write over it", out)
+                        "choose an empty folder, or give --force to replace the phantoms "
+                        "segfew wrote there", out)
+    planned = _planned(spec)
+    stale = [p.relative_to(out).as_posix() for folder in ("images", "labels")
+             for p in sorted((out / folder).glob("case*.nii.gz")) if _phantom_name(p.name)]
+    check_replace(out / RUN_RECORD, [*planned, *stale, RUN_RECORD], overwrite)
     return _make(spec)
+
+
+def _phantom_name(name: str) -> bool:
+    return re.fullmatch(r"case\d+(_ch[12])?(_seg)?\.nii\.gz", name) is not None
+
+
+def _planned(spec: SynthSpec) -> list[str]:
+    """The files a run writes, relative to ``spec.out``."""
+    suffixes = ["_ch1", "_ch2"] if spec.channels == 2 else [""]
+    names = [f"{folder}/case{i:03d}{suffix}{tail}.nii.gz"
+             for i in range(spec.classes * spec.n_per_class) for suffix in suffixes
+             for folder, tail in (("images", ""), ("labels", "_seg"))]
+    return [*names, "labels.csv", f"labels/{LABEL_NAMES_FILE}"]
 
 
 def _make(spec: SynthSpec) -> Path:
@@ -133,9 +162,10 @@ def _make(spec: SynthSpec) -> Path:
                         nib.save(nib.Nifti1Image(arr, affine), str(tmp))
                     written.add(path)
             rows.append((case, CLASSES[c].name, case))
-    for folder in ("images", "labels"):
+    for folder in ("images", "labels"):  # an earlier run's phantoms: only those segfew wrote
         for old in (out / folder).glob("case*.nii.gz"):
-            if old not in written and re.fullmatch(r"case\d+(_ch[12])?(_seg)?\.nii\.gz", old.name):
+            if old not in written and _phantom_name(old.name) and is_recorded(
+                    out / RUN_RECORD, old.relative_to(out).as_posix()):
                 old.unlink()
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
@@ -148,7 +178,9 @@ def _make(spec: SynthSpec) -> Path:
     info = spec.model_dump(mode="json")
     info["labels"] = LABELS
     info["class_names"] = [k.name for k in CLASSES[: spec.classes]]
-    write_run_info(out, info, spec.seed)
+    written_names = [p.relative_to(out).as_posix() for p in written]
+    write_run_info(out, info, spec.seed, extra=outputs_record(
+        out / RUN_RECORD, [*written_names, "labels.csv", f"labels/{LABEL_NAMES_FILE}"]))
     return out / "labels.csv"
 
 

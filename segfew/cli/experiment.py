@@ -65,6 +65,9 @@ def experiment(
     )] = False,
     threads: ThreadsOpt = None,
     progress: ProgressOpt = True,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace files in RUN_DIR (run.json, spec.json, data.json, "
+        "report/) that segfew did not write.")] = False,
 ) -> None:
     """Run the paper's learning-curve protocol: every framework, size and repetition.
 
@@ -81,7 +84,7 @@ def experiment(
       segfew experiment --spec curve.toml --out runs/curve --shard $SLURM_ARRAY_TASK_ID/8
     """
     from segfew.experiment.protocol import parse_shard, run_experiment
-    from segfew.experiment.report import write_report
+    from segfew.experiment.report import check_report, write_report
     from segfew.experiment.results import task_status
     from segfew.jobs.experiment_step import make_pretrain_step, make_train_and_score
     from segfew.preprocess.cache import PreprocessCache
@@ -105,14 +108,16 @@ def experiment(
     }
     resolved = resolve(ExperimentSpec, overrides, spec, rename={"test": None})
     shard_range = parse_shard(shard)
+    if shard_range is None:  # before any work: the report at the end must not be refused
+        check_report([out], None, overwrite)
     cache = PreprocessCache()
     with ProgressView(resolved.train.progress) as view:
         step = make_pretrain_step(resolved, cache, view) if resolved.pretrain else None
         run_experiment(resolved, out,
                        make_train_and_score(resolved, cache=cache, progress=view, run_dir=out),
-                       shard=shard_range, pretrain_step=step)
+                       shard=shard_range, pretrain_step=step, overwrite=overwrite)
     if shard_range is None:
-        md, page = write_report([out])
+        md, page = write_report([out], overwrite=overwrite)
         console.print(f"report: {page} (and {md.name})", highlight=False)
         status = task_status([out])
     else:
@@ -139,6 +144,8 @@ def report(
         metavar="RUN_DIR", help="RUN_DIR(s) of one experiment; shards are merged.")],
     out: Annotated[Path | None, typer.Option(
         help="Folder for report.md, report.html and plots (default: RUN_DIR/report).")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace files at --out that segfew did not write.")] = False,
 ) -> None:
     """Write the learning-curve report (Markdown and one self-contained HTML file).
 
@@ -151,7 +158,7 @@ def report(
     from segfew.experiment.report import write_report
     from segfew.experiment.results import task_status
 
-    md, page = write_report(run_dirs, out)
+    md, page = write_report(run_dirs, out, overwrite)
     status = task_status(run_dirs)
     console.print(f"report: {page} (and {md.name})", highlight=False)
     console.print(f"tasks: {len(status.finished)} of {status.total} finished, "

@@ -25,7 +25,11 @@ def synth(
         Y, "channels", "2 writes two phases per case, <id>_ch1 and <id>_ch2.")] = None,
     seed: Annotated[int | None, setting(Y, "seed", "Seed of the phantoms' shapes.")] = None,
     force: Annotated[bool, typer.Option(
-        "--force", help="Write into a non-empty --out, replacing its phantoms.")] = False,
+        "--force", help="Write into a non-empty --out, replacing the phantoms segfew wrote "
+        "there.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="With --force: replace files there that segfew did not write "
+        "too.")] = False,
     spec: SpecOpt = None,
 ) -> None:
     """Write phantom images whose classes differ in the shape and arrangement of structures.
@@ -38,7 +42,7 @@ def synth(
                  "classes": classes, "channels": channels, "seed": seed,
                  "force": force or None}
     resolved = resolve(Y, overrides, spec)
-    table = write_phantoms(resolved)
+    table = write_phantoms(resolved, overwrite=overwrite)
     names = ", ".join(c.name for c in CLASSES[: resolved.classes])
     console.print(
         f"{resolved.classes * resolved.n_per_class} {resolved.dim}D cases "

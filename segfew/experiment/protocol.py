@@ -44,7 +44,7 @@ from segfew.experiment.splits import (
     load_test_cases,
     split_for,
 )
-from segfew.files import check_output, write_json
+from segfew.files import check_output, check_replace, outputs_record, write_json
 from segfew.frameworks import FRAMEWORKS, framework
 from segfew.runinfo import file_digest, write_run_info
 from segfew.spec import ExperimentSpec
@@ -242,7 +242,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
                    shard: tuple[int, int] | None = None,
                    cases: Sequence[Case] | None = None,
                    test_cases: Sequence[Case] | None = None,
-                   pretrain_step: PretrainStep | None = None) -> Path:
+                   pretrain_step: PretrainStep | None = None,
+                   overwrite: bool = False) -> Path:
     """Run (or resume) the protocol's tasks (those of ``shard`` if given) into ``out_dir``.
 
     Each finished task's result is written to ``out_dir/results/<key>.json`` at once;
@@ -260,12 +261,17 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     first (:func:`check_leakage`). With ``spec.pretrain``, ``pretrain_step`` trains one
     network per repetition on its training side, before the repetition's first task, into
     :func:`repetition_features` (kept, so a resumed run does not train it again).
+
+    A ``run.json``, ``spec.json`` or ``data.json`` in ``out_dir`` that no segfew run
+    recorded writing there is refused first (:class:`DataError`), unless ``overwrite``.
     """
     out_dir = Path(out_dir)
     d = spec.data
     check_output(out_dir, [p for p in (d.images, d.table, spec.test_table, spec.test_images,
                                        spec.features, spec.threshold_features,
                                        spec.vgg_weights) if p is not None], "folder")
+    run_name = "run.json" if shard is None else f"run-shard{shard[0]}of{shard[1]}.json"
+    _check_replace(out_dir, run_name, overwrite)
     _check_same_spec(out_dir, spec)
     pool = [c for c in (cases if cases is not None else load_cases(spec)) if c.target is not None]
     if spec.test == "fixed":
@@ -306,16 +312,17 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     results_dir.mkdir(parents=True, exist_ok=True)
     spec_data = spec.model_dump(mode="json")
     write_json(out_dir / "spec.json", spec_data)
-    run_name = "run.json" if shard is None else f"run-shard{shard[0]}of{shard[1]}.json"
     inputs = [*_model_files(spec), *(p for p in (spec.data.table, spec.test_table) if p),
               *(p for c in [*pool, *fixed] for p in c.images)]
-    write_run_info(out_dir / run_name, spec, spec.seed, inputs)
+    info = write_run_info(out_dir / run_name, spec, spec.seed, inputs)
     summary = data_summary(pool, fixed, spec, splits)
     if any(c.leaked for c in checks):
         summary["leakage"] = {c.model: c.leaked for c in checks if c.leaked}
     summary["leakage_check"] = {"per_repetition": spec.pretrain is not None,
                                 "networks": [c.as_dict() for c in checks]}
     write_json(out_dir / "data.json", summary)
+    record = out_dir / run_name
+    write_json(record, {**info, **outputs_record(record, OUTPUTS)})
     digest = spec_digest(spec_data)
 
     for n, task in enumerate(tasks, 1):
@@ -354,7 +361,27 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     if spec.pretrain is not None and made:  # could re-stored copies be looked for?
         summary["leakage_check"]["by_voxels"] = all(records_voxels(p) for p in made)
         write_json(out_dir / "data.json", summary)
+        write_json(record, {**info, **outputs_record(record, OUTPUTS)})
     return out_dir
+
+
+#: the files of a RUN_DIR that its run record lists (results/ and work/ are the tasks')
+OUTPUTS = ("spec.json", "data.json")
+
+
+def _check_replace(out_dir: Path, run_name: str, overwrite: bool) -> None:
+    """Refuse a RUN_DIR file this run would replace that no segfew run there (any shard's
+    record; an older one that lists no outputs wrote them all) recorded writing."""
+    records = sorted(out_dir.glob("run*.json")) or [out_dir / run_name]
+    for name in (run_name, *OUTPUTS):
+        errors = []
+        for record in records:
+            try:
+                check_replace(record, [name], overwrite, legacy=OUTPUTS)
+            except DataError as e:
+                errors.append(e)
+        if len(errors) == len(records):
+            raise errors[0]
 
 
 def _pretrain_repetition(out_dir: Path, repetition: int, pool: Sequence[Case],

@@ -34,12 +34,19 @@ from segfew.experiment.results import (
     summarise_selection,
     task_status,
 )
-from segfew.files import write_text
+from segfew.files import check_replace, is_recorded, outputs_record, write_json, write_text
 from segfew.inference.measure_names import label
 from segfew.inference.predictor import Predictor
 from segfew.metrics import accuracy_summary, below_chance, cases_from_confusion
 
-__all__ = ["write_report"]
+__all__ = ["check_report", "write_report"]
+
+#: the files a report writes beside report.md (its misclassified cases' sheets go under
+#: ``misclassified/``), and its run record: which of them segfew wrote
+REPORT_FILES = ("report.md", "report.html", "accuracy.png", "kappa.png", "f1_per_class.png",
+                "confusion_best.png", "examples.png")
+MISCLASSIFIED = "misclassified"
+REPORT_RECORD = "report.run.json"
 
 _METRIC_WORDS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
                  "kappa": "Cohen's kappa", "macro_f1": "Macro F1"}
@@ -363,21 +370,56 @@ def _data_blocks(data: dict[str, Any]) -> list[Block]:
             Block("table", header=header, items=items)]
 
 
-def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> tuple[Path, Path]:
+def check_report(run_dirs: Sequence[Path], out: Path | None = None,
+                 overwrite: bool = False) -> Path:
+    """Refuse, before any work, a report folder holding a file the report would replace
+    (:data:`REPORT_FILES`, anything under ``misclassified/``) that segfew did not write
+    there, unless ``overwrite`` (:func:`segfew.files.check_replace`; an older segfew's
+    ``<RUN_DIR>/report``, which has no record, is the experiment's). Returns the folder."""
+    dirs = [Path(d) for d in run_dirs]
+    if not dirs:
+        raise ValueError("give at least one RUN_DIR")
+    out = Path(out) if out is not None else dirs[0] / "report"
+    record = out / REPORT_RECORD
+    if not record.exists() and _older_report(dirs[0], out):
+        return out
+    sheets = sorted(p.relative_to(out).as_posix() for p in (out / MISCLASSIFIED).rglob("*")
+                    if p.is_file() or p.is_symlink())
+    check_replace(record, [*REPORT_FILES, *sheets, REPORT_RECORD], overwrite)
+    return out
+
+
+def _older_report(run_dir: Path, out: Path) -> bool:
+    """Whether ``out`` is ``<run_dir>/report`` of an experiment segfew ran there."""
+    return out.resolve() == (run_dir / "report").resolve() and (run_dir / "spec.json").is_file() \
+        and any(is_recorded(p, p.name) for p in run_dir.glob("run*.json"))
+
+
+def write_report(run_dirs: Sequence[Path], out: Path | None = None,
+                 overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``report.md`` (PNGs beside it) and a self-contained ``report.html`` into ``out``.
 
     ``run_dirs``: one RUN_DIR, or the RUN_DIRs of several shards of one experiment (their
     results are merged). ``out`` defaults to ``<first RUN_DIR>/report``. The HTML embeds
     its images and style, so it can be mailed or archived as one file. Returns
-    ``(report.md, report.html)``.
+    ``(report.md, report.html)``. A file there that segfew did not write is refused first,
+    unless ``overwrite`` (:func:`check_report`, a :class:`segfew.errors.DataError`); an
+    earlier report's sheets of misclassified cases are removed; ``report.run.json`` lists
+    what was written.
     """
     dirs = [Path(d) for d in run_dirs]
-    if not dirs:
-        raise ValueError("give at least one RUN_DIR")
-    out = Path(out) if out is not None else dirs[0] / "report"
+    out = check_report(dirs, out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    record = out / REPORT_RECORD
+    for old in sorted((out / MISCLASSIFIED).rglob("*.png")):  # an earlier report's: only
+        if is_recorded(record, old.relative_to(out).as_posix()):  # those segfew wrote
+            old.unlink(missing_ok=True)
     blocks = _blocks(dirs, out)
     md, page = out / "report.md", out / "report.html"
     write_text(md, markdown(blocks, out))
     write_text(page, html_page(blocks))
+    images = [b.path.relative_to(out).as_posix() for b in blocks
+              if b.kind == "image" and b.path is not None and b.path.is_relative_to(out)]
+    write_json(record, {"task": "report", "run_dirs": [str(d) for d in dirs],
+                        **outputs_record(record, [md.name, page.name, *images])})
     return md, page

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segfew.errors import DataError
-from segfew.files import check_output
+from segfew.files import check_output, check_replace, is_recorded, outputs_record, write_json
 from segfew.inference.batch import CASE_ERRORS, one_line
 from segfew.inference.measure_names import cine_channel_words, describe, structure_names
 from segfew.inference.predictor import model_kind
@@ -42,10 +43,13 @@ if TYPE_CHECKING:
     from segfew.inference.batch import PredictionRow
     from segfew.inference.predictor import Predictor
 
-__all__ = ["INDEX", "Explainer", "check_explain", "explain_batch"]
+__all__ = ["INDEX", "RECORD", "Explainer", "check_explain", "explain_batch", "sheet_name"]
 
 INDEX = "index.html"
 SHEETS = "sheets"
+#: the run record of an explain folder: the files it wrote (its own name, so that the folder
+#: may be an evaluation's, whose ``run.json`` is that run's)
+RECORD = "index.run.json"
 SHOWN_MEASUREMENTS = 8  # of the model's top ten
 
 
@@ -54,11 +58,13 @@ class Explainer:
 
     ``predictor`` is the loaded classifier (:class:`segfew.inference.predictor.Predictor`);
     ``min_confidence`` is the threshold below which a case is flagged (as in the
-    predictions table). Raises DataError for a segmentation model.
+    predictions table). An earlier batch's sheets are removed where the run record
+    ``record`` (default ``<out_dir>/index.run.json``) lists them, unchanged, as segfew's;
+    other files are left alone. Raises DataError for a segmentation model.
     """
 
-    def __init__(self, predictor: Predictor, out_dir: Path, min_confidence: float = 0.5
-                 ) -> None:
+    def __init__(self, predictor: Predictor, out_dir: Path, min_confidence: float = 0.5,
+                 record: Path | None = None) -> None:
         if predictor.kind != "classifier":
             raise DataError("--explain draws a classifier's evidence; this is a segmentation "
                             "model", predictor.model_path)
@@ -73,8 +79,11 @@ class Explainer:
             meta.channels or [], names)
         self.records: list[dict[str, Any]] = []
         self._names: set[str] = set()
+        self.record = Path(record) if record is not None else self.out_dir / RECORD
         for old in (self.out_dir / SHEETS).glob("*.png"):  # an earlier batch's sheets would
-            old.unlink(missing_ok=True)  # stand beside an index that no longer lists them
+            name = old.relative_to(self.record.parent).as_posix()  # stand beside an index
+            if is_recorded(self.record, name):  # that no longer lists them: only segfew's
+                old.unlink(missing_ok=True)
 
     def add(self, case: Case, row: PredictionRow, target: str | None = None) -> dict[str, Any]:
         """Write ``case``'s sheet (unless its row failed); returns and keeps its record."""
@@ -83,7 +92,7 @@ class Explainer:
                                   row.low_confidence, "sheet": None, "error": row.error,
                                   "runner_up": _runner_up(row.probabilities)}
         if row.status == "ok":
-            name = re.sub(r"[^\w.-]", "_", row.id) or "case"
+            name = sheet_name(row.id)
             if name in self._names:  # two ids that read the same as file names
                 name = f"{name}_{len(self.records)}"
             self._names.add(name)
@@ -98,8 +107,14 @@ class Explainer:
 
     def write_index(self, title: str) -> Path:
         """``<out_dir>/index.html`` of every record so far
-        (:func:`segfew.inference.sheet.write_index`)."""
-        return write_index(self.records, self.out_dir / INDEX, title, self.min_confidence)
+        (:func:`segfew.inference.sheet.write_index`), and the run record listing it and the
+        sheets (:func:`segfew.files.outputs_record`)."""
+        index = write_index(self.records, self.out_dir / INDEX, title, self.min_confidence)
+        written = [INDEX, *(str(r["sheet"]) for r in self.records if r["sheet"])]
+        write_json(self.out_dir / RECORD, {"task": "explain",
+                                           "model": str(self.predictor.model_path),
+                                           **outputs_record(self.out_dir / RECORD, written)})
+        return index
 
     # -- evidence
 
@@ -172,6 +187,12 @@ class Explainer:
         ev.rest = float(share.sum() - sum(m.contribution for m in shown_bars))
 
 
+def sheet_name(case_id: str) -> str:
+    """The file stem of a case's sheet: its id with characters unsafe in file names as
+    ``_`` (a second id that reads the same gets ``_<position>``)."""
+    return re.sub(r"[^\w.-]", "_", case_id) or "case"
+
+
 def _runner_up(probabilities: dict[str, float]) -> str:
     ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
     return f"{ranked[1][0]} ({ranked[1][1]:.2f})" if len(ranked) > 1 else ""
@@ -187,11 +208,14 @@ def explain_batch(predictor: Predictor, cases: list[Case], rows: list[Prediction
     return explainer.write_index(title or f"{predictor.model_path.name}: {len(cases)} cases")
 
 
-def check_explain(out_dir: str | Path, predictors: list[Predictor], inputs: list[Path]) -> None:
+def check_explain(out_dir: str | Path, predictors: list[Predictor], inputs: list[Path],
+                  ids: Sequence[str] | None = None, overwrite: bool = False) -> None:
     """Refuse ``--explain`` before any work where it cannot be done: a segmentation model,
     an ensemble (whose evidence is not one network's), a head on an nnU-Net's per-case
-    statistics (neither a map on the image nor named measurements), or a folder among the
-    inputs."""
+    statistics (neither a map on the image nor named measurements), a folder among the
+    inputs, or a file there that the batch would replace and segfew did not write
+    (``index.html``, a sheet of one of the cases ``ids``, or any sheet when ``ids`` is
+    None), unless ``overwrite`` (:func:`segfew.files.check_replace`)."""
     if predictors[0].kind != "classifier":
         raise DataError("--explain draws a classifier's evidence; this is a segmentation "
                         "model", predictors[0].model_path)
@@ -202,4 +226,11 @@ def check_explain(out_dir: str | Path, predictors: list[Predictor], inputs: list
     if len(predictors) > 1:
         raise DataError("--explain draws one model's evidence; give one --model",
                         predictors[1].model_path)
-    check_output(out_dir, inputs, "folder", "--explain")
+    out = check_output(out_dir, inputs, "folder", "--explain")
+    if ids is None:
+        sheets = sorted(p.name for p in (out / SHEETS).glob("*.png"))
+    else:  # a case's own name, or the name it gets beside another that reads the same
+        sheets = sorted({f"{n}{tail}.png" for i, n in enumerate(map(sheet_name, ids))
+                         for tail in ("", f"_{i}")})
+    check_replace(out / RECORD, [INDEX, RECORD, *(f"{SHEETS}/{n}" for n in sheets)],
+                  overwrite, "--explain")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segfew.data import collect_cases
+from segfew.data.label_names import CENTRES_FILE, LABEL_NAMES_FILE
 from segfew.data.read import warn_placeholder_spacing
 from segfew.errors import DataError, DataWarning
 from segfew.files import (
@@ -24,6 +25,7 @@ from segfew.files import (
     check_output,
     check_replace,
     claim_outputs,
+    is_recorded,
     outputs_record,
     write_json,
     write_rows_csv,
@@ -76,7 +78,9 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     measurements; none when every case failed). Segmentation model: ``out`` is a folder of
     ``<id>_seg.nii.gz`` label maps in the source geometry (test-time augmented with ``tta``;
     and ``<id>_prob.nii.gz`` with ``probabilities``) plus ``predictions.csv``
-    (``id, path, output, status, error``).
+    (``id, path, output, status, error``) and ``label_names.json`` (the model's label names,
+    which ``pretrain --labels`` reads); an earlier labelling's ``centres.json`` there is
+    removed (refused unless ``overwrite`` when segfew did not write it).
     Cases are built with the model's channel suffixes unless ``channels`` overrides them.
     ``progress(done, total, what)`` is called as cases finish. ``explain`` (one classifier file): a
     folder for one evidence sheet per case and ``index.html`` (:mod:`segfew.inference.explain`).
@@ -119,7 +123,7 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     read = [*models, *inputs, *([masks] if masks is not None else []),
             *(p for c in cases for p in c.images)]
     if explain is not None:
-        check_explain(explain, predictors, read)
+        check_explain(explain, predictors, read, [c.id for c in cases], overwrite)
 
     if meta.kind == "classifier":
         if out.suffix.lower() not in (".csv", ".tsv"):
@@ -154,9 +158,14 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     record = out / RUN_RECORD
     planned = [f"{c.id}_{kind}.nii.gz" for c in cases
                for kind in ("seg", *(["prob"] if probabilities else []))]
-    check_replace(record, [*planned, "predictions.csv", RUN_RECORD], overwrite)
+    # the folder's label names become the model's; k-means centres of an earlier labelling
+    # there would no longer describe its maps: removed if segfew's, else refused
+    centres = [CENTRES_FILE] if (out / CENTRES_FILE).exists() else []
+    check_replace(record, [*planned, "predictions.csv", LABEL_NAMES_FILE, *centres,
+                           RUN_RECORD], overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    claim_outputs(record, [*planned, "predictions.csv"])  # a run stopped part-way may rerun
+    claim_outputs(record, [*planned, "predictions.csv", LABEL_NAMES_FILE])  # a run stopped
+    # part-way may run again
     report = progress_counter(progress, len(cases))
     lines = []
     written: list[str] = []
@@ -175,7 +184,16 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
             lines.append([case.id, case_path(case), "", "error", error or one_line(e)])
         report(1)
     write_rows_csv(out / "predictions.csv", ["id", "path", "output", "status", "error"], lines)
-    _write_record(record, spec, models, predictors, cases, [*written, "predictions.csv"])
+    written.append("predictions.csv")
+    if meta.classes:  # what `pretrain --labels` reads: the names of labels 0, 1, ...
+        write_json(out / LABEL_NAMES_FILE, {"method": "predict", "model": str(models[0]),
+                                            "label_names": list(meta.classes)})
+        written.append(LABEL_NAMES_FILE)
+    elif is_recorded(record, LABEL_NAMES_FILE):
+        (out / LABEL_NAMES_FILE).unlink(missing_ok=True)
+    if centres and is_recorded(record, CENTRES_FILE):
+        (out / CENTRES_FILE).unlink(missing_ok=True)
+    _write_record(record, spec, models, predictors, cases, written)
     return out, failed, len(cases)
 
 
