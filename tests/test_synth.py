@@ -118,6 +118,9 @@ def test_synth_refuses_a_non_empty_out_unless_forced(tmp_path):
     assert result.exit_code == 2
     assert "--out is not empty" in result.output and "--force" in result.output
     assert label.read_bytes() == b"an expert's mask"
-    result = runner.invoke(app, [*args, "--seed", "1", "--force"])
+    result = runner.invoke(app, [*args, "--seed", "1", "--force"])  # segfew's phantoms only
+    assert result.exit_code != 0 and "changed since segfew wrote it" in result.output
+    assert label.read_bytes() == b"an expert's mask"
+    result = runner.invoke(app, [*args, "--seed", "1", "--force", "--overwrite"])
     assert result.exit_code == 0, result.output
     assert label.read_bytes() != b"an expert's mask"

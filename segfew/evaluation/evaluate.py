@@ -32,6 +32,7 @@ import numpy as np
 
 from segfew.data import Case, find_classification_cases, table_ids
 from segfew.data.read import LabelRules, read_case
+from segfew.data.splits import spelt_alike
 from segfew.errors import DataError, DataWarning, SpecError
 from segfew.evaluation.figures import plot_confusion_matrix
 from segfew.evaluation.leakage import check_models, leakage_record
@@ -97,8 +98,11 @@ def check_targets(cases: Sequence[Case], classes: Sequence[str],
             raise DataError(f"case {case.id!r} has no class label", table or case.images[0])
         target = str(case.target)
         if target not in index:
+            alike = spelt_alike(target, classes)
+            hint = f" (the model has {alike[0]!r}: differs only in case)" if alike else ""
             raise DataError(f"case {case.id!r} has class {target!r}, which the model does not "
-                            f"know (its classes: {', '.join(classes)})", table or case.images[0])
+                            f"know (its classes: {', '.join(classes)}){hint}",
+                            table or case.images[0])
         out.append(index[target])
     return out
 
@@ -179,7 +183,8 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     out_dir = check_out_dir(out_dir, cases, inputs, overwrite)
     checks = check_models(paths, cases, allow_leakage)
     if explain is not None:
-        check_explain(explain, predictors, [*inputs, *(p for c in cases for p in c.images)])
+        check_explain(explain, predictors, [*inputs, *(p for c in cases for p in c.images)],
+                      ids=[c.id for c in cases], overwrite=overwrite)
 
     rows = classify_all(predictors, cases, progress)
     leakage = leakage_record(checks, allow_leakage)

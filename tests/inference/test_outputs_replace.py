@@ -60,10 +60,13 @@ def test_predict_reruns_into_its_own_folder(tmp_path: Path, scans: Path) -> None
     assert "case000_prob.nii.gz" in info["outputs"] and "predictions.csv" in info["outputs"]
     predict_paths(model, [scans / "case000.nii.gz"], out, device="cpu")  # again, fewer
     info = json.loads((out / "run.json").read_text())
-    assert info["outputs"] == ["case000_seg.nii.gz", "predictions.csv"]
+    assert info["outputs"] == ["case000_seg.nii.gz", "label_names.json", "predictions.csv"]
     assert "case001_seg.nii.gz" in info["earlier_outputs"]  # still known as segfew's
     predict_paths(model, [scans], out, device="cpu", probabilities=True)
-    (out / "case002_seg.nii.gz").write_bytes(b"mine")  # replaced by hand? still the run's name
+    (out / "case002_seg.nii.gz").write_bytes(b"mine")  # edited by hand: no longer the run's
+    with pytest.raises(DataError, match=r"case002_seg\.nii\.gz: changed since segfew wrote it"):
+        predict_paths(model, [scans], out, device="cpu")
+    (out / "case002_seg.nii.gz").unlink()
     (out / "notes_seg.nii.gz").write_bytes(b"")
     save_nifti(scans.parent / "more" / "notes.nii.gz",
                scan(np.random.default_rng(1), (16, 16, 3)), MM)
