@@ -13,10 +13,14 @@ from segfew.errors import DataError, DataWarning
 from segfew.io import case_id
 
 LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels", "_mask")
-ID_COLUMNS = ("id", "case", "case_id", "caseid", "image", "image_path", "filename", "file",
-              "path", "patient", "patient_id", "subject", "subject_id", "participant_id")
+#: the column names segfew finds by itself, matched with case, spaces, ``_`` and ``-`` set
+#: aside (``PatientID``, ``Patient ID``: segfew.data.table_rows.column_key); ids first
+ID_COLUMNS = ("id", "case", "case_id", "image", "image_path", "filename", "file",
+              "path", "patient", "patient_id", "subject", "subject_id", "participant_id",
+              "mrn", "medical_record_number")
 LABEL_COLUMNS = ("label", "class", "diagnosis", "target", "y", "category")
-GROUP_COLUMNS = ("group", "patient", "patient_id", "subject", "subject_id", "participant_id")
+GROUP_COLUMNS = ("group", "patient", "patient_id", "subject", "subject_id", "participant_id",
+                 "mrn", "medical_record_number")
 #: ClinicaDL tables: a case is ``<participant_id>_<session_id>``, grouped by participant
 CLINICADL_COLUMNS = ("participant_id", "session_id")
 _NNUNET_CHANNEL = re.compile(r"^(?P<id>.+)_(?P<channel>\d{4})$")

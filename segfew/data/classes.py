@@ -5,10 +5,12 @@ and class sub-folders, matched to the cases they name.
 from __future__ import annotations
 
 import bisect
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 from segfew.data.case import (
     CLINICADL_COLUMNS,
@@ -22,8 +24,8 @@ from segfew.data.case import (
 from segfew.data.discover import _find_images, _find_label, _index, _list_images, find_image_cases
 from segfew.data.scan import list_folder
 from segfew.data.split_series import refuse_split_series
-from segfew.data.table_rows import read_table_rows
-from segfew.errors import DataError
+from segfew.data.table_rows import column_key, named_like, read_table_rows
+from segfew.errors import DataError, DataWarning
 from segfew.io import case_id, is_dicom_series_dir, is_image_file
 
 # ------------------------------------------------------------------------- classification
@@ -35,10 +37,10 @@ def _pick_column(columns: Sequence[str], given: str | None, candidates: Sequence
         if given not in columns:
             raise DataError(f"no column {given!r} (columns: {', '.join(columns)})", table)
         return given
-    lower = {c.lower(): c for c in columns}
+    keyed = {column_key(c): c for c in columns}
     for name in candidates:
-        if name in lower:
-            return lower[name]
+        if column_key(name) in keyed:
+            return keyed[column_key(name)]
     raise DataError(f"no {what} column (columns: {', '.join(columns)}); "
                     f"name one with {flag}", table)
 
@@ -52,7 +54,7 @@ def pick_label_column(columns: Sequence[str], given: str | None, table: Path,
     (``required`` false) and no column is named or found."""
     if given is not None:
         return _pick_column(columns, given, LABEL_COLUMNS, "label", "--label-column", table)
-    found = [c for c in columns if c.lower() in LABEL_COLUMNS]
+    found = [c for c in columns if named_like(c, LABEL_COLUMNS)]
     if len(found) > 1:
         raise DataError(f"several class columns ({', '.join(found)}): name one with "
                         "--label-column (spec key data.label_column)", table)
@@ -67,13 +69,37 @@ def pick_label_column(columns: Sequence[str], given: str | None, table: Path,
 def pick_group_column(columns: Sequence[str], given: str | None, id_column: str,
                       table: Path) -> str | None:
     """The table's group (patient) column: ``given`` (``--group-column``), else the first
-    column named like one (:data:`GROUP_COLUMNS`) that is not the id column; None: none,
+    column named like one (:data:`GROUP_COLUMNS`, with case, spaces, ``_`` and ``-`` set
+    aside: ``PatientID``, ``Patient ID``, ``MRN``) that is not the id column; None: none,
     each row is its own group."""
     if given is not None:
         if given not in columns:
             raise DataError(f"no column {given!r} (columns: {', '.join(columns)})", table)
         return given
-    return next((c for c in columns if c.lower() in GROUP_COLUMNS and c != id_column), None)
+    return next((c for c in columns if named_like(c, GROUP_COLUMNS) and c != id_column), None)
+
+
+#: what taking each row as its own patient changes, by command (:func:`warn_rows_as_patients`)
+ROWS_AS_PATIENTS = {
+    "ci": "so the intervals resample rows (slices of one patient count as independent cases)",
+    "val": "so a validation case (they pick the epoch) may be another slice of a training one",
+}
+
+
+def warn_rows_as_patients(cases: Sequence[Case], table: str | Path | None,
+                          effect: Literal["ci", "val"]) -> None:
+    """Say in one :class:`DataWarning` naming ``table`` that each row is taken as its own
+    patient, when ``cases`` are the rows of a ``table`` that names no patient (every
+    ``group`` None: :func:`read_table`); ``effect``: what that changes for the command
+    (:data:`ROWS_AS_PATIENTS`: ``evaluate``'s intervals, ``train-classifier``'s validation
+    cases). Nothing for class sub-folders (``table`` None) or no cases."""
+    if table is None or not cases or any(c.group is not None for c in cases):
+        return
+    warnings.warn(DataWarning(
+        f"no group (patient) column in the table (looked for {', '.join(GROUP_COLUMNS)}, "
+        "in any case, with or without spaces and '_'): each row is taken as its own patient, "
+        f"{ROWS_AS_PATIENTS[effect]}; if rows share patients (slices, sessions), name the "
+        "column with --group-column", table), stacklevel=2)
 
 
 def read_table(table: Path, images: Path | None = None, channels: Sequence[str] | None = None,
@@ -85,7 +111,10 @@ def read_table(table: Path, images: Path | None = None, channels: Sequence[str] 
     The id column holds case ids, matched to image files in ``images`` (default: the
     table's folder, searched recursively) by case id or the ``channels`` rule, or paths
     relative to the table's folder or to ``images``. A group column ("group", or "patient"
-    when it is not the id column) keeps a patient's cases together in splits.
+    when it is not the id column: :func:`pick_group_column`) keeps a patient's cases
+    together in splits; a table that names no patient (no group column, and an id column
+    not named like one) gives every case ``group`` None: each row is its own patient
+    (:func:`warn_rows_as_patients`).
     A row whose image is not found raises :class:`DataError`; with ``keep_missing`` (a
     batch, e.g. ``evaluate``) it becomes a case without images whose ``problem`` says so.
     ``classes`` false (``pretrain``, ``label``): the table needs no class column (ids,
@@ -113,6 +142,7 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
     label_col = pick_label_column(columns, label_column, table, required=classes is True)
     need_class = label_col is not None and classes is not False
     group_col = pick_group_column(columns, group_column, id_col, table)
+    own = group_col is None and not named_like(id_col, GROUP_COLUMNS)  # rows name no patient
 
     root = images if images is not None else table.parent
     index: dict[str, list[Path]] | None = None
@@ -130,17 +160,17 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
         if index is None and not _is_path(value):
             index = _recursive_index(root)
         paths, cid = _row_paths(value, table, images, channels, index, line, found)
-        group = row.get(group_col) if group_col else None
+        group = None if own else ((row.get(group_col) if group_col else "") or cid)
         if paths is None:
             if found is not problems and found.items:  # the case's error row, in a batch
-                cases.append(Case(cid, (), target=target or None, group=group or cid,
+                cases.append(Case(cid, (), target=target or None, group=group,
                                   problem=str(found.items[0])))
             continue
         if cid in seen:
             problems.add(f"duplicate case id {cid!r} (rows {seen[cid]} and {line})", table)
             continue
         seen[cid] = line
-        cases.append(Case(cid, paths, target=target or None, group=group or cid))
+        cases.append(Case(cid, paths, target=target or None, group=group))
     # a series split between rows' folders, or continuing in one no row names, is refused
     context = [p for found_paths in (index or {}).values() for p in found_paths]
     return refuse_split_series(cases, problems, keep_missing, context)
@@ -194,10 +224,10 @@ def _clinicadl_ids(rows: list[dict[str, str]], columns: list[str], group_column:
                    ) -> tuple[list[dict[str, str]], list[str], str | None, str | None]:
     """A ClinicaDL table (participant_id and session_id) gets case ids ``<p>_<s>`` in a
     column ``case_id`` and its participants as groups; other tables pass unchanged."""
-    lower = {c.lower(): c for c in columns}
-    if not all(c in lower for c in CLINICADL_COLUMNS) or "case_id" in lower:
+    keyed = {column_key(c): c for c in columns}
+    if not all(column_key(c) in keyed for c in CLINICADL_COLUMNS) or "caseid" in keyed:
         return rows, columns, None, group_column
-    participant, session = (lower[c] for c in CLINICADL_COLUMNS)
+    participant, session = (keyed[column_key(c)] for c in CLINICADL_COLUMNS)
     rows = [{**row, "case_id": f"{row[participant]}_{row[session]}"} for row in rows]
     return rows, [*columns, "case_id"], "case_id", group_column or participant
 

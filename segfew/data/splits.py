@@ -8,7 +8,7 @@ import io
 import json
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from segfew.data.classes import (
     pick_label_column,
     row_images,
 )
-from segfew.data.table_rows import read_table_rows
+from segfew.data.table_rows import named_like, read_table_rows
 from segfew.errors import DataError, DataWarning
 from segfew.files import RUN_RECORD, check_output, check_replace, write_text
 
@@ -80,6 +80,21 @@ def warn_class_names(cases: Sequence[Case], where: str | Path | None) -> None:
             f"{'have' if len(lone) > 1 else 'has'} one labelled case while {largest!r} has "
             f"{most}: a class of one case is hardly learnt (a typo or a mislabelled row?)",
             where), stacklevel=2)
+
+
+def spelt_alike(name: str, names: Iterable[str]) -> list[str]:
+    """The other ``names`` that differ from ``name`` only in case or surrounding spaces
+    (``oval`` for ``Oval``), sorted: the slip :func:`warn_class_names` warns of, named
+    where a class is refused (too few patients for a split, unknown to a model)."""
+    key = name.strip().casefold()
+    return sorted({n for n in names if n != name and n.strip().casefold() == key})
+
+
+def _one_class_hint(target: str, cases: Sequence[Case]) -> str:
+    """`` ('Oval' and 'oval' differ only in case: one class?)`` where another class of
+    ``cases`` is spelt like ``target`` (:func:`spelt_alike`), else ``""``."""
+    alike = spelt_alike(target, {str(c.target) for c in cases if c.target is not None})
+    return f" ({target!r} and {alike[0]!r} differ only in case: one class?)" if alike else ""
 
 
 def group_identical_images(cases: Sequence[Case], where: str | Path | None = None
@@ -249,8 +264,10 @@ def stratified_split(cases: Sequence[Case], *, per_class: int | None = None,
         if per_class is not None:
             if len(groups) < per_class:
                 name = repr(target) if target else "cases without a class"
-                raise DataError(f"class {name} has {len(groups)} groups (patients); "
-                                f"cannot take {per_class} per class", where)
+                raise DataError(f"class {name} has {len(groups)} group"
+                                f"{'s (patients)' if len(groups) != 1 else ' (patient)'}; "
+                                f"cannot take {per_class} per class"
+                                f"{_one_class_hint(target, cases)}", where)
             n_train = per_class
         else:
             assert fraction is not None
@@ -355,7 +372,7 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
             raise DataError(f"row {line} has no {id_col if not cid else label_col!r}", table)
         cases.append(Case(cid, found[line - 2], target=target,
                           group=(row.get(group_col) if group_col else None) or cid))
-    rows_are_patients = group_col is None and id_col.lower() in GROUP_COLUMNS
+    rows_are_patients = group_col is None and named_like(id_col, GROUP_COLUMNS)
     if group_col is None and not rows_are_patients:
         warnings.warn(DataWarning(
             f"no group (patient) column among {', '.join(columns)} (looked for "
@@ -383,7 +400,8 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
         empty = sorted({c.target or "" for c in second} - {c.target for c in first})
         if empty:
             raise DataError(f"the test part takes every group of class {empty[0]!r}: no "
-                            "training case is left; ask for fewer test cases", table)
+                            "training case is left; ask for fewer test cases"
+                            f"{_one_class_hint(empty[0], cases)}", table)
     first_ids = {c.id for c in first}
     out = Path(out)
     paths = []

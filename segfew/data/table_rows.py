@@ -5,38 +5,76 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from segfew.data.case import CLINICADL_COLUMNS, GROUP_COLUMNS, ID_COLUMNS, LABEL_COLUMNS
 from segfew.errors import DataError
 
-__all__ = ["check_column_names", "read_table_rows"]
+__all__ = ["check_column_names", "column_key", "named_like", "read_table_rows"]
+
+_SET_ASIDE = re.compile(r"[\s_-]+")
+
+
+def column_key(name: str) -> str:
+    """``name`` as segfew matches a column against the names it knows (:data:`ID_COLUMNS`,
+    :data:`LABEL_COLUMNS`, :data:`GROUP_COLUMNS`): case, spaces, underscores and hyphens
+    set aside, so ``PatientID`` (DICOM), ``Patient ID``, ``patient_id`` and ``patient-id``
+    are one name (``patientid``)."""
+    return _SET_ASIDE.sub("", name.casefold())
+
+
+def named_like(name: str, known: Iterable[str]) -> bool:
+    """Whether the column ``name`` is one of the ``known`` names (:func:`column_key`)."""
+    key = column_key(name)
+    return any(column_key(k) == key for k in known)
+
+
+#: the keys of every column name segfew finds by itself
+KNOWN_KEYS = frozenset(map(column_key, (*ID_COLUMNS, *LABEL_COLUMNS, *GROUP_COLUMNS,
+                                        *CLINICADL_COLUMNS)))
 
 
 def check_column_names(names: Sequence[str], table: Path) -> None:
     """Refuse a header in which two columns have one name once surrounding spaces and case
-    are set aside (``label`` and ``label``, ``label`` and ``label ``, ``id`` and ``ID``).
+    are set aside (``label`` and ``label``, ``label`` and ``label ``, ``id`` and ``ID``),
+    or are one of the names segfew finds by itself (id, label, patient…: :data:`KNOWN_KEYS`)
+    once spaces, underscores and hyphens are set aside too (``Patient ID`` and
+    ``patient_id``: :func:`column_key`).
 
     segfew finds a column by its name (``--id-column``, ``--label-column``, or a known name
     such as ``label``), so of two such columns it would read one and the user could not
-    tell which: each row's class or id would silently come from the other column. This is
-    refused for every column, read or not. Empty names (the trailing separators of a
+    tell which: each row's class, id or patient would silently come from the other column.
+    The first rule holds for every column, read or not; the second only for the known
+    names, as other columns are found by their exact name alone (``age_group`` and
+    ``agegroup`` may stand side by side). Empty names (the trailing separators of a
     spreadsheet export) name no column and are not compared.
 
     Raises :class:`DataError` naming ``table`` and both columns (1-based positions).
     """
     seen: dict[str, int] = {}
+    known: dict[str, int] = {}
     for i, name in enumerate(names):
         key = name.strip().casefold()
         if not key:
             continue
+        same = None
         if key in seen:
             j = seen[key]
             same = (f"are both named {name.strip()!r}" if names[j] == name else
                     f"({names[j]!r} and {name!r}) differ only in case or surrounding spaces")
+        elif column_key(name) in known:
+            j = known[column_key(name)]
+            same = (f"({names[j]!r} and {name!r}) are one column name written two ways "
+                    "(segfew matches id, label and patient columns with case, spaces, '_' "
+                    "and '-' set aside)")
+        if same is not None:
             raise DataError(f"columns {j + 1} and {i + 1} {same}: segfew cannot tell which "
                             "one is meant; rename one", table)
         seen[key] = i
+        if column_key(name) in KNOWN_KEYS:
+            known[column_key(name)] = i
 
 
 def read_table_rows(table: Path) -> list[dict[str, str]]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from segfew.data import Case, find_image_cases, group_identical_images
 from segfew.data.case import _Problems
+from segfew.data.classes import warn_rows_as_patients
 from segfew.data.discover import _find_segmentation
 from segfew.errors import DataError, DataWarning
 from segfew.io import case_id
@@ -112,7 +113,10 @@ def group_cases(cases: Sequence[Case], where: str | Path | None
     column, else the id) joined where two hold one scan (the same bytes or voxels:
     :func:`segfew.data.group_identical_images`, which warns of a group crossing classes),
     and each set of copies: ``{"ids": [case ids or patients], "of": "cases" | "patients"}``.
-    A case without images (an error row to be) keeps its own."""
+    A case without images (an error row to be) keeps its own. Rows of a table (``where``)
+    that names no patient are said to be taken as a patient each
+    (:func:`segfew.data.classes.warn_rows_as_patients`): the intervals then resample rows."""
+    warn_rows_as_patients(cases, where, "ci")
     grouped, joined = group_identical_images(cases, where)
     ids = {c.id for c in cases}
     return grouped, [{"ids": units, "of": "cases" if set(units) <= ids else "patients"}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.data import attach_labels, class_names, find_classification_cases
+from segfew.data.classes import warn_rows_as_patients
 from segfew.data.read import warn_placeholder_spacing
 from segfew.data.splits import warn_class_names
 from segfew.errors import DataError, DataWarning, SpecError
@@ -308,6 +309,7 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
         train_cases, val_list = [*cases, *(val_cases or [])], []
     elif val_cases is None:
         train_cases, val_list = validation_split(cases, spec.train, per_class=True)
+        warn_rows_as_patients(cases if write_info and val_list else [], spec.data.table, "val")
     else:
         train_cases, val_list = list(cases), list(val_cases)
 
