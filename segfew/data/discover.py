@@ -5,6 +5,7 @@ pairs and unlabelled images.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -123,14 +124,14 @@ def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnune
         raise SpecError(f"channel {', '.join(twice)} given twice in --channels (channels)")
     by_case: dict[str, dict[str, Path]] = defaultdict(dict)
     clashes: dict[str, list[Path]] = defaultdict(list)
+    unmatched: list[Path] = []
     for path in files:
         cid = id_of(path)
         if channels is not None:
             match = next((c for c in channels if cid.endswith(f"_{c}") and len(cid) > len(c) + 1),
                          None)
             if match is None:
-                per_case("matches no channel (expected a name ending in "
-                         f"{', '.join('_' + c for c in channels)})", path, cid, (path,))
+                unmatched.append(path)
                 continue
             case, channel = cid[: -len(match) - 1], match
         else:
@@ -146,6 +147,8 @@ def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnune
             problems.add(f"duplicate case id {cid!r} (also {by_case[case][channel]})", path)
             continue
         by_case[case][channel] = path
+    if channels is not None:
+        _other_channels(unmatched, by_case, channels, id_of, per_case, problems)
     for case, extra in clashes.items():
         found = by_case.pop(case)
         for path in extra:
@@ -164,6 +167,35 @@ def _group_channels(files: Sequence[Path], channels: Sequence[str] | None, nnune
             continue
         out[case] = tuple(found[c] for c in wanted)
     return out
+
+
+def _other_channels(files: Sequence[Path], by_case: Mapping[str, object],
+                    channels: Sequence[str], id_of: Callable[[Path], str],
+                    per_case: Callable[[str, Path, str, tuple[Path, ...]], None],
+                    problems: _Problems) -> None:
+    """Files matching no channel of ``--channels``: those of a case it found (``X_t1`` of
+    case ``X`` with ``--channels flair``: a BraTS folder read for one channel) are
+    skipped in one line; any other is its own problem (a name the rule does not fit)."""
+    other: list[Path] = []
+    for path in files:
+        cid = id_of(path)
+        if any(cid[:k] in by_case for k in range(len(cid)) if cid[k] == "_"):
+            other.append(path)
+        else:
+            per_case("matches no channel (expected a name ending in "
+                     f"{', '.join('_' + c for c in channels)})", path, id_of(path), (path,))
+    if other:
+        names = sorted({id_of(p)[_case_end(id_of(p), by_case) + 1:] for p in other})
+        shown = ", ".join(names[:6]) + (", …" if len(names) > 6 else "")
+        where = Path(os.path.commonpath([str(p.parent) for p in other]))
+        problems.skip([DataError(
+            f"skipped: {len(other)} file(s) of channels not in --channels {','.join(channels)} "
+            f"({shown}; e.g. {other[0].name})", where)])
+
+
+def _case_end(cid: str, cases: Mapping[str, object]) -> int:
+    """Where the longest case id of ``cases`` that starts ``cid`` ends."""
+    return max(k for k in range(len(cid)) if cid[k] == "_" and cid[:k] in cases)
 
 
 # ------------------------------------------------------------------------- segmentation
@@ -384,9 +416,26 @@ def _clashing_inputs(cases: Sequence[Case], origin: Sequence[int]) -> list[Case]
     for cid, where in by_id.items():
         if len({origin[i] for i in where}) < 2:
             continue
+        hint = _clash_hint([cases[i].images[0] for i in where])
         for i in where:
             if out[i].problem is None:
                 others = ", ".join(str(cases[j].images[0]) for j in where if j != i)
                 out[i] = replace(out[i], problem=str(DataError(
-                    f"duplicate case id {cid!r} (also {others})", cases[i].images[0])))
+                    f"duplicate case id {cid!r} (also {others}){hint}", cases[i].images[0])))
     return out
+
+
+def _clash_hint(paths: Sequence[Path]) -> str:
+    """How to tell same-named files of different inputs apart: their common folder with
+    ``--recursive`` names each by its path (:func:`~segfew.data.scan.path_ids`)."""
+    full = [p.absolute() for p in paths]
+    try:
+        common = Path(os.path.commonpath([str(p) for p in full]))
+    except ValueError:  # different drives
+        return ": rename one of them"
+    ids = path_ids(full, common)
+    if len(set(ids.values())) < len(full) or common == Path(common.anchor):
+        return ": rename one of them"
+    example = ids[full[0]]
+    return (f": give their common folder {common} as one --input with --recursive, which "
+            f"names each by its path ({example}, …), or rename one")

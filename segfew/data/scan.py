@@ -14,7 +14,8 @@ unreadable files, folders named like images) is returned in ``skipped`` with the
 never dropped silently. Where a folder becomes cases without label maps (image folders,
 class sub-folders, ``--recursive``), :func:`label_maps_beside` skips the label maps lying
 beside their images, and :func:`path_ids` names the files that share a name in different
-sub-folders.
+sub-folders. :func:`attach_labels` gives cases their label maps from a folder (flat, the
+images' own tree, or a tree mirroring it), never an image as its own map.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from __future__ import annotations
 import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES
+from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
 from segfew.errors import DataError
 from segfew.io import IMAGE_SUFFIXES, case_id, is_image_file
 from segfew.io.dicom import dicom_header, dicom_series_files, series_names
@@ -33,7 +34,8 @@ from segfew.io.image import image_suffix
 from segfew.io.itk import detached_data_files
 from segfew.io.nifti import is_pair_header, pair_files
 
-__all__ = ["Listing", "label_maps_beside", "list_folder", "path_ids"]
+__all__ = ["LabelMaps", "Listing", "attach_labels", "label_maps_beside", "list_folder",
+           "path_ids", "summarise_skips"]
 
 #: suffixes a DICOM file may carry; any file may be DICOM, these are checked first
 DICOM_SUFFIXES = (".dcm", ".ima", ".dicom", ".dic")
@@ -72,6 +74,27 @@ def list_folder(folder: Path, recursive: bool = False) -> Listing:
     recursive = recursive or (folder / "DICOMDIR").is_file()
     _list_dir(folder, set(), recursive, out, top=True)
     out.images.sort()
+    out.skipped = summarise_skips(out.skipped)
+    return out
+
+
+def summarise_skips(skipped: Sequence[DataError]) -> list[DataError]:
+    """``skipped`` with more than :data:`NAMED_SKIPS` of one reason said in one line (their
+    count, a few names, their common folder): a download's 150 ``Info.cfg`` are one line."""
+    by_reason: dict[str, list[DataError]] = defaultdict(list)
+    for err in skipped:
+        by_reason[err.message].append(err)
+    out: list[DataError] = []
+    for reason, errs in by_reason.items():
+        paths = [e.path for e in errs if e.path is not None]
+        if len(errs) <= NAMED_SKIPS or len(paths) < len(errs):
+            out.extend(errs)
+            continue
+        names = sorted({p.name for p in paths})
+        shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+        where = Path(os.path.commonpath([str(p.parent) for p in paths]))
+        out.append(DataError(f"skipped: {len(errs)} files or folders ({shown}): "
+                             f"{reason.removeprefix('skipped: ')}", where))
     return out
 
 
@@ -239,6 +262,14 @@ def label_maps_beside(files: Sequence[Path], channels: Sequence[str] | None, nnu
         skipped.append(DataError(
             f"skipped: a label map of {image.name} (named like one), not read as a scan "
             "(label maps are given with --labels or --masks)", path))
+    if len(skipped) > NAMED_SKIPS:  # a data set's download (ACDC's 200 _gt): one line
+        first = skipped[0].path
+        assert first is not None
+        where = Path(os.path.commonpath([str(e.path) for e in skipped]))
+        skipped = [DataError(
+            f"skipped: {len(skipped)} label maps lying beside their images (named like one: "
+            f"{first.name}, …), not read as scans (label maps are given with --labels or "
+            "--masks)", where if where.is_dir() else first.parent)]
     return kept, skipped
 
 
@@ -255,6 +286,103 @@ def _image_of_label(cid: str, beside: Mapping[str, Path], channels: Sequence[str
         if found is not None:
             return found
     return None
+
+
+#: label maps skipped beside their images that are each named; more are said in one line
+NAMED_SKIPS = 5
+
+
+class LabelMaps:
+    """The label maps in ``folder``, found for cases by id (:func:`attach_labels`).
+
+    A map of image ``<id>`` is named ``<id>``, ``<id>_gt``, ``<id>_seg``, ``<id>_label``,
+    ``<id>_labels`` or ``<id>_mask`` with any image suffix. With ``recursive`` the
+    sub-folders are read too, and a map is also known by its path from ``folder`` joined
+    by ``_`` (``patient1/flair_seg.nii.gz``: ``patient1_flair_seg``), as
+    :func:`path_ids` names same-named images. An image lying in ``folder``'s tree (the
+    images' own folder given as the labels folder) takes maps from its own folder only and
+    never itself: ``a.nii.gz`` beside ``a_gt.nii.gz`` is the image, ``a_gt`` its map.
+    Raises DataError naming the folder when it is missing or holds no image file.
+    """
+
+    def __init__(self, folder: Path, recursive: bool = False, quiet: bool = False) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise DataError("labels folder not found", self.folder)
+        listing = list_folder(self.folder, recursive)
+        if not quiet:  # quiet: the images' own folder, whose listing said what it skipped
+            _Problems(collect=False).skip(listing.skipped)
+        if not listing.images:
+            raise DataError("no image files found (label maps: .nii.gz, .nii, .nrrd, .mha, "
+                            ".mhd, .png, .tif, …)", self.folder)
+        self.index: dict[str, list[Path]] = defaultdict(list)
+        for path in listing.images:
+            keys = {case_id(path)}
+            rel = path.relative_to(self.folder)
+            if len(rel.parts) > 1:
+                keys.add("_".join([*rel.parts[:-1], case_id(path)]))
+            for key in keys:
+                self.index[key].append(path)
+        self._root = self.folder.resolve()
+
+    def find(self, names: Sequence[str], image: Path) -> Path | None:
+        """The map of ``image`` known by any of ``names`` (its ids), or None. DataError
+        when several files are equally its map."""
+        real = image.resolve()
+        inside = self._root in real.parents  # the labels folder is the images' own tree
+        for suffix in LABEL_SUFFIXES if inside else ("", *LABEL_SUFFIXES):
+            for name in dict.fromkeys(names):  # the most precise id first
+                found = [p for p in dict.fromkeys(self.index.get(name + suffix, []))
+                         if p.resolve() != real
+                         and (not inside or p.parent.resolve() == real.parent)]
+                found = [p for p in found if p.parent.resolve() == real.parent] or found
+                if len(found) > 1:
+                    raise DataError(f"several label files for {case_id(image)!r}: "
+                                    f"{', '.join(str(p) for p in found)}", image)
+                if found:
+                    return found[0]
+        return None
+
+    def attach(self, case: Case) -> Case:
+        """``case`` with its label map(s): one per channel, or one for the case. DataError
+        (naming the image) when a map is missing."""
+        channels = case.channel_names if len(case.images) > 1 else [None] * len(case.images)
+        per_channel = [self.find([f"{case.id}_{ch}" if ch else case.id, case_id(p)], p)
+                       for p, ch in zip(case.images, channels, strict=True)]
+        case_level = self.find([case.id], case.images[0]) if len(case.images) > 1 else None
+        if len(case.images) == 1:
+            case_level = per_channel[0]
+        found = [p for p in per_channel if p is not None]
+        if len(found) == len(case.images) > 1 and case_level is None:
+            chosen = found
+        elif case_level is not None:
+            chosen = [case_level]
+        elif found:  # name the channel whose map is missing
+            missing = [case_id(p) for p, m in zip(case.images, per_channel, strict=True)
+                       if m is None]
+            names = ", ".join(f"{n}{s}.*" for n in missing for s in ("", *LABEL_SUFFIXES))
+            raise DataError(f"label map of channel {', '.join(missing)} missing (looked for "
+                            f"{names} in {self.folder}; found "
+                            f"{', '.join(m.name for m in found)})", case.images[0])
+        else:
+            names = ", ".join(f"{case.id}{s}.*" for s in ("", *LABEL_SUFFIXES))
+            raise DataError(f"image without label (looked for {names} in {self.folder})",
+                            case.images[0])
+        return replace(case, labels=tuple(chosen))
+
+
+def attach_labels(cases: Sequence[Case], labels: Path, recursive: bool = False) -> list[Case]:
+    """Each case with its label map(s) from ``labels`` (:class:`LabelMaps`), matched by id
+    as :func:`segfew.data.find_segmentation_cases` does: one per channel, or one for the
+    case. The sub-folders of ``labels`` are read with ``recursive``, and whenever the
+    cases' images lie in them (the images' own tree given as the labels folder). DataError
+    (one line, naming the image) for a case whose map is missing."""
+    labels = Path(labels)
+    root = labels.resolve()
+    real = [p.resolve() for c in cases for p in c.images]
+    below = any(root in p.parent.parents for p in real)
+    maps = LabelMaps(labels, recursive or below, quiet=any(root in p.parents for p in real))
+    return [maps.attach(c) for c in cases]
 
 
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"

@@ -3,7 +3,8 @@
 Many teams already segment with nnU-Net, TotalSegmentator or by hand. ``train-classifier
 --framework measures --masks DIR`` measures those label maps instead of segmenting: each
 case's map(s) are found in ``DIR`` by case id exactly as voxel labels are
-(:func:`segfew.data.attach_labels`: ``<id>.nii.gz``, ``<id>_seg…``, or one per channel), the
+(:class:`segfew.data.scan.LabelMaps`: ``<id>.nii.gz``, ``<id>_seg…``, or one per channel;
+never the image itself when ``DIR`` is the images' own folder, as in ACDC), the
 label values 0, 1, … are named by ``label_names.json`` in ``DIR`` (as ``segfew label`` writes
 it) or by ``--label-names``, and every measurement of :mod:`segfew.inference.measure`
 (shape) and :mod:`segfew.inference.radiomics` (intensity, surroundings, texture, location)
@@ -20,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.data import attach_labels
 from segfew.data.label_names import read_label_names as names_file
 from segfew.data.read import read_case
+from segfew.data.scan import LabelMaps
 from segfew.errors import DataError
 from segfew.inference.measure import measure_images
 from segfew.inference.measure_names import check_spacing_expected
@@ -156,6 +157,18 @@ class MaskMeasurer(LabelMapMeasurer):
         #: the layout of a multi-channel case's maps: one per channel (True) or one for the
         #: case (False); learnt from the first such case when training (None)
         self.per_channel = per_channel
+        self._maps: dict[bool, LabelMaps] = {}  # the folder's listing, flat and recursive
+
+    def _attach(self, case: Case) -> Case:
+        """``case`` with its maps: ``masks`` is read with its sub-folders when the case's
+        images lie in them (the images' own tree given as ``--masks``)."""
+        root = self.masks.resolve()
+        real = [p.resolve() for p in case.images]
+        below = any(root in p.parent.parents for p in real)
+        if below not in self._maps:  # quiet: the images' own folder, already listed
+            self._maps[below] = LabelMaps(self.masks, recursive=below,
+                                          quiet=any(root in p.parents for p in real))
+        return self._maps[below].attach(case)
 
     @classmethod
     def for_model(cls, source: Mapping[str, Any] | None, masks: Path | None, model: Path
@@ -179,7 +192,7 @@ class MaskMeasurer(LabelMapMeasurer):
         channel: a single map for the case serves every channel). DataError naming the map
         when it holds a value the label names do not name, or no structure at all (the
         other tool found nothing: measuring it would be a confident answer about nothing)."""
-        attached = attach_labels([case], self.masks)[0]
+        attached = self._attach(case)
         images, labels = read_case(attached)
         check_source_memory(images, case.images[0])
         check_spacing_expected(images, case.images[0], self.expect_real)

@@ -1,0 +1,85 @@
+"""What a folder holds beyond its cases is said in one line, not one per file: the label
+maps of a data set's download (ACDC's _gt beside every image), the channels --channels does
+not name (a BraTS folder read for flair only); two inputs holding files of one name get error
+rows that say how to tell them apart."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from segfew.data import collect_cases, find_image_cases
+from segfew.errors import DataWarning
+from tests.conftest import nii, ramp, save_nifti
+
+
+def _said(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fn(*args, **kwargs)
+    return out, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+
+
+def test_many_label_maps_beside_their_images_are_one_line(tmp_path: Path) -> None:
+    flat = tmp_path / "acdc"
+    for n in range(8):
+        save_nifti(flat / f"patient{n:03d}_frame01.nii.gz", ramp((16, 16)))
+        nii(flat / f"patient{n:03d}_frame01_gt.nii.gz", shape=(16, 16))
+    cases, said = _said(find_image_cases, flat)
+    assert len(cases) == 8
+    beside = [s for s in said if "label map" in s]
+    assert len(beside) == 1, said
+    assert "8 label maps" in beside[0] and "patient000_frame01_gt.nii.gz" in beside[0]
+    assert str(flat) in beside[0] and "--labels" in beside[0]
+
+
+def _brats(root: Path, n: int = 3) -> Path:
+    for i in range(n):
+        cid = f"BraTS_{i:05d}"
+        for ch in ("flair", "t1", "t2"):
+            save_nifti(root / cid / f"{cid}_{ch}.nii.gz", ramp((16, 16)))
+    return root
+
+
+def test_channels_naming_one_of_a_cases_files_skips_the_others_in_one_line(
+        tmp_path: Path) -> None:
+    root = _brats(tmp_path / "brats")
+    cases, said = _said(collect_cases, [root], recursive=True, channels=["flair"])
+    assert [(c.id, c.problem) for c in cases] == [
+        (f"BraTS_{i:05d}", None) for i in range(3)]
+    skipped = [s for s in said if "--channels" in s]
+    assert len(skipped) == 1 and "6 file(s)" in skipped[0] and "t1, t2" in skipped[0]
+
+
+def test_a_file_of_no_case_still_matches_no_channel(tmp_path: Path) -> None:
+    root = _brats(tmp_path / "brats", n=1)
+    save_nifti(root / "BraTS_00000" / "notes_scan.nii.gz", ramp((16, 16)))
+    cases = collect_cases([root], recursive=True, channels=["flair"])
+    bad = [c for c in cases if c.problem]
+    assert len(bad) == 1 and "matches no channel" in str(bad[0].problem)
+    assert "notes_scan.nii.gz" in str(bad[0].problem)
+
+
+def test_two_inputs_holding_one_file_name_are_told_how_to_tell_them_apart(
+        tmp_path: Path) -> None:
+    a = save_nifti(tmp_path / "sites" / "siteA" / "p1" / "flair.nii.gz", ramp((16, 16)))
+    b = save_nifti(tmp_path / "sites" / "siteB" / "p1" / "flair.nii.gz", ramp((16, 16)))
+    cases = collect_cases([a.parent, b.parent])
+    assert len(cases) == 2 and all(c.problem for c in cases)
+    for case in cases:
+        problem = str(case.problem)
+        assert "duplicate case id 'flair'" in problem
+        assert f"give their common folder {tmp_path / 'sites'}" in problem
+        assert "--recursive" in problem and "siteA_p1_flair" in problem
+
+
+def test_many_files_skipped_for_one_reason_are_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "acdc_own"
+    for n in range(8):
+        save_nifti(root / f"patient{n:03d}" / f"patient{n:03d}_frame01.nii.gz", ramp((16, 16)))
+        (root / f"patient{n:03d}" / "Info.cfg").write_text("ED: 1\nES: 2\n")
+    cases, said = _said(find_image_cases, root, recursive=True)
+    assert len(cases) == 8
+    assert len(said) == 1, said
+    assert said[0].startswith(f"{root}: skipped: 8 files or folders (Info.cfg)")
+    assert "not an image" in said[0]
