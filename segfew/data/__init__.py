@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from segfew.data.case import LABEL_SUFFIXES, Case
 from segfew.data.classes import (
-    attach_labels,
     find_cases,
     find_class_folders,
     find_classification_cases,
@@ -26,6 +25,7 @@ from segfew.data.discover import (
     find_segmentation_cases,
     read_dataset_json,
 )
+from segfew.data.scan import attach_labels
 from segfew.data.splits import (
     TableSplit,
     class_names,

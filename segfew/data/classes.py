@@ -17,11 +17,10 @@ from segfew.data.case import (
     GROUP_COLUMNS,
     ID_COLUMNS,
     LABEL_COLUMNS,
-    LABEL_SUFFIXES,
     Case,
     _Problems,
 )
-from segfew.data.discover import _find_images, _find_label, _index, _list_images, find_image_cases
+from segfew.data.discover import _find_images, _list_images, find_image_cases
 from segfew.data.scan import list_folder
 from segfew.data.split_series import refuse_split_series
 from segfew.data.table_rows import column_key, named_like, read_table_rows
@@ -368,34 +367,6 @@ def has_class_folders(images: Path) -> bool:
     children = [c for c in images.iterdir() if not c.name.startswith(".")]
     return any(c.is_dir() for c in children) and not list_folder(images).images
 
-
-def attach_labels(cases: Sequence[Case], labels: Path) -> list[Case]:
-    """Give each case its label map(s) from the flat folder ``labels``, matched by case id as
-    :func:`find_segmentation_cases` does (one per channel, or one for the case)."""
-    problems = _Problems(collect=False)
-    index = _index(_list_images(Path(labels), problems), problems)
-    out = []
-    for case in cases:
-        own = [case_id(p) for p in case.images]
-        per_channel = [_find_label(name, index, allow_own=True) for name in own]
-        case_level = _find_label(case.id, index, allow_own=True)
-        if len(own) > 1 and all(per_channel) and not case_level:
-            chosen = [m[0] for m in per_channel]
-        elif case_level:
-            chosen = [case_level[0]]
-        elif len(own) > 1 and any(per_channel):  # name the channel whose map is missing
-            missing = [name for name, m in zip(own, per_channel, strict=True) if not m]
-            names = ", ".join(f"{n}{s}.*" for n in missing for s in ("", *LABEL_SUFFIXES))
-            raise DataError(f"label map of channel {', '.join(missing)} missing (looked for "
-                            f"{names} in {labels}; found "
-                            f"{', '.join(m[0].name for m in per_channel if m)})",
-                            case.images[0])
-        else:
-            names = ", ".join(f"{case.id}{s}.*" for s in ("", *LABEL_SUFFIXES))
-            raise DataError(f"image without label (looked for {names} in {labels})",
-                            case.images[0])
-        out.append(replace(case, labels=tuple(chosen)))
-    return out
 
 
 def with_targets(cases: Sequence[Case], classified: Sequence[Case]) -> list[Case]:

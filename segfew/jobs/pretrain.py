@@ -104,7 +104,7 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
     else:
         found = find_cases(d.images, d.table, d.channels, d.id_column, d.recursive,
                            d.label_column, d.group_column)
-        cases = attach_labels(found, d.labels)
+        cases = attach_labels(found, d.labels, recursive=d.recursive)
     if not cases:
         raise DataError("no labelled images found", spec.data.images)
     # A one-channel network learns from each channel's volume and its own label map
