@@ -59,7 +59,7 @@ def test_nothing_is_said_of_ordinary_class_counts(counts: dict[str, int]) -> Non
 
 
 def test_train_classifier_says_both_naming_the_table(phantoms: Path, tmp_path: Path) -> None:
-    """The tester's 'Oval'/'oval' table and a one-case typo, through the command."""
+    """An 'Oval'/'oval' table and a one-case typo, through the command."""
     with (phantoms / "labels.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     rows[4]["label"], rows[0]["label"] = "Oval", "nromal"

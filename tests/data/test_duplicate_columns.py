@@ -13,7 +13,7 @@ from segfew.data.table_rows import read_table_rows
 from segfew.errors import DataError
 from tests.conftest import invoke, make_classifier, ramp, save_nifti
 
-#: (header, what the refusal says): the tester's three tables and two more of the kind
+#: (header, what the refusal says): a name twice, with a trailing space, id and ID, two more
 HEADERS = [
     ("id,label,label", "columns 2 and 3 are both named 'label'"),
     ("id,label,label ", "columns 2 and 3 ('label' and 'label ')"),

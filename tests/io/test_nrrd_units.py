@@ -95,7 +95,7 @@ def test_an_unknown_unit_is_no_real_voxel_size(tmp_path: Path, unit: str) -> Non
 
 
 def test_a_mask_in_cm_measures_as_its_scan_in_mm(tmp_path: Path) -> None:
-    """The tester's case: one volume as NRRD in mm and in cm gives one volume in mL."""
+    """One volume as NRRD in mm and in cm gives one volume in mL."""
     mask = (VOL > 10).astype(np.uint8)
     mm = read_image(nrrd(tmp_path / "mm.nrrd", spaced(1.25, 1.25, 1.25, '"mm" "mm" "mm"'),
                          mask))
