@@ -209,7 +209,7 @@ def outputs_record(record: str | Path, written: Iterable[str],
     for name in outputs:
         path = record.parent / name
         if path.is_file():
-            sha[name] = (digests or {}).get(name) or file_sha256(path)
+            sha[name] = (digests or {}).get(name) or file_digest(path)
             stat[name] = _stat(path)
     for name in earlier:
         if name in old_sha:
@@ -241,8 +241,9 @@ def claim_outputs(record: str | Path, names: Iterable[str]) -> None:
                                       "finish; its full record replaces this one at the end"})
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (hex)."""
+def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (hex): a run's outputs, the cache's entries, a scan's files
+    (:func:`segfew.runinfo.scan_digest`)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -303,7 +304,7 @@ def _recorded(record: Path, legacy: Iterable[str]) -> Callable[[str], str | None
             path = record.parent / name
             if name not in sha or not path.is_file():
                 return "ours"  # an older record (names only), or a folder
-            if stat.get(name) == _stat(path) or file_sha256(path) == sha[name]:
+            if stat.get(name) == _stat(path) or file_digest(path) == sha[name]:
                 return "ours"
             return "changed"
         return check

@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_info
 
 from segfew import __version__
 from segfew.errors import DataError, SpecError
-from segfew.files import write_json
+from segfew.files import file_digest, write_json
 
 LIBRARIES = ("torch", "numpy", "nibabel", "SimpleITK", "scikit-learn", "scikit-image",
              "pydantic", "typer", "rich", "matplotlib")
@@ -43,15 +43,6 @@ def _version(name: str) -> str:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
-
-
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (the cache key uses it; a scan's is :func:`scan_digest`)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def scan_files(path: Path) -> list[Path]:
