@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -71,8 +72,23 @@ def skipped_at_door(skipped: list[dict[str, str]]) -> Iterator[None]:
             message = w.message
             if isinstance(message, DataWarning) and message.message.startswith(SKIPPED):
                 skipped.append({"path": str(message.path),
-                                "reason": message.message.removeprefix(SKIPPED)})
+                                **_counted(message.message.removeprefix(SKIPPED))})
             warnings.warn_explicit(message, w.category, w.filename, w.lineno, source=w.source)
+
+
+#: a listing's one line for many items skipped (:func:`segfew.data.scan.summarise_skips`,
+#: label maps beside their images, channels not asked for): their count, and their reason
+_SUMMARY = re.compile(r"(\d+) (files or folders \(.*?\): |label maps |file\(s\) of channels)")
+
+
+def _counted(text: str) -> dict[str, Any]:
+    """``{"reason", "count"}`` of a skip's text: one item, or the count a summary line
+    gives (its reason without the count and the names shown)."""
+    m = _SUMMARY.match(text)
+    if m is None:
+        return {"reason": text, "count": 1}
+    reason = text[m.end():] if m[2].startswith("files or folders") else text
+    return {"reason": reason, "count": int(m[1])}
 
 
 def find_scored_segmentation(images: Path, labels: Path, channels: Sequence[str] | None,
@@ -152,9 +168,11 @@ def scope_lines(metrics: dict[str, Any], source: str) -> list[str]:
                  "resample patients, not cases")
     skipped = metrics.get("skipped") or []
     if skipped:
-        folders = sum(s["reason"].startswith("a sub-folder") for s in skipped)
+        count = [int(s.get("count", 1)) for s in skipped]
+        folders = sum(c for s, c in zip(skipped, count, strict=True)
+                      if s["reason"].startswith("a sub-folder"))
         parts = [f"{folders} sub-folder{'s' if folders != 1 else ''}"] if folders else []
-        rest = len(skipped) - folders
+        rest = sum(count) - folders
         parts += [f"{rest} other file{'s' if rest != 1 else ''} or folders"] if rest else []
         line += f"; {' and '.join(parts)} skipped (listed above)"
     lines = [line]
