@@ -77,8 +77,9 @@ def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | C
     beside it: another tool's checkpoint) is not replaced without ``overwrite``
     (:class:`DataError`). A run folder holding an unfinished run
     (:func:`segfew.runinfo.unfinished_run`) is never restarted silently: without ``resume``
-    or ``overwrite`` it is a :class:`SpecError` naming both; ``overwrite`` removes its
-    checkpoints first.
+    or ``overwrite`` it is a :class:`SpecError` naming both. A run not resumed removes the
+    folder's checkpoints first: a completed run trained again and stopped before its own first
+    checkpoint would otherwise be resumed from the earlier run's.
 
     A second run on the same run folder is refused while the first holds the lock
     (:func:`segfew.files.run_lock`); under torchrun only rank 0 writes, so only it locks.
@@ -105,8 +106,8 @@ def guarded_run(out: Path, inputs: Sequence[Path | None], spec: PretrainSpec | C
         if why is not None and not (resume or overwrite):
             raise SpecError(f"the run folder holds an unfinished run ({why}): continue it with "
                             "--resume, or start afresh with --overwrite", run_dir)
-        if overwrite and lock is not None:
-            for name in ("last.pt", "best.pt", "metrics.csv"):
+        if not resume and lock is not None:  # a run started afresh: an earlier run's
+            for name in ("last.pt", "best.pt", "metrics.csv"):  # checkpoints would be resumed
                 (run_dir / name).unlink(missing_ok=True)
         try:
             yield

@@ -54,3 +54,22 @@ def test_train_classifier_on_a_run_marked_running_is_refused(
     assert result.exit_code == 2 and "give one" in result.output
     invoke(*args, "--overwrite")
     assert json.loads(run_json.read_text())["status"] == "completed"
+
+
+def test_a_run_trained_again_never_resumes_the_earlier_runs_checkpoint(
+        phantoms: Path, tmp_path: Path) -> None:
+    """A completed run trained again (no --resume) and stopped before its own first
+    checkpoint: --resume must not continue the earlier run's network, trained on other
+    data. Starting afresh removes the earlier checkpoints."""
+    from segfew.jobs.common import guarded_run
+    from segfew.spec import PretrainSpec
+
+    out = tmp_path / "seg.pt"
+    invoke(*_pretrain_args(phantoms, out))
+    run_dir = tmp_path / "seg-run"
+    assert (run_dir / "last.pt").is_file()
+    spec = PretrainSpec.model_validate({"data": {"images": str(phantoms / "images"),
+                                                 "labels": str(phantoms / "labels")},
+                                        "out": str(out)})
+    with guarded_run(out, [phantoms / "images"], spec, resume=False):
+        assert not (run_dir / "last.pt").exists() and not (run_dir / "best.pt").exists()
