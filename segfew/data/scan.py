@@ -336,6 +336,9 @@ class LabelMaps:
                          if p.resolve() != real
                          and (not inside or p.parent.resolve() == real.parent)]
                 found = [p for p in found if p.parent.resolve() == real.parent] or found
+                if len(found) > 1:  # a mirrored tree: only the map of the image's own folder
+                    found = [p for p in found if p.parent.name == real.parent.name] or (
+                        found if len({p.parent for p in found}) == 1 else [])
                 if len(found) > 1:
                     raise DataError(f"several label files for {case_id(image)!r}: "
                                     f"{', '.join(str(p) for p in found)}", image)

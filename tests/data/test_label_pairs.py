@@ -84,6 +84,18 @@ def test_recursive_a_labels_tree_mirroring_the_images_tree_pairs_by_path(
                                          (labels / "patient2" / "flair_seg.nii.gz",)]
 
 
+def test_recursive_a_mirrored_tree_missing_a_patients_map_says_so(tmp_path: Path) -> None:
+    """Not "several label files": the other patients' maps share the name, not the path."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    for n in (1, 2, 3):
+        save_nifti(images / f"patient{n}" / "flair.nii.gz", ramp((16, 16)))
+    for n in (1, 2):
+        save_nifti(labels / f"patient{n}" / "flair_seg.nii.gz", np.eye(16, dtype=np.uint8))
+    with pytest.raises(DataError, match=r"patient3.flair\.nii\.gz: image without label "
+                                        r"\(looked for patient3_flair\.\*"):
+        attach_labels(find_image_cases(images, recursive=True), labels, recursive=True)
+
+
 def test_acdc_download_folders_pair_without_recursive_when_the_images_lie_in_them(
         tmp_path: Path) -> None:
     root = tmp_path / "acdc_own"
