@@ -356,6 +356,8 @@ class LabelMaps:
         if len(case.images) == 1:
             case_level = per_channel[0]
         found = [p for p in per_channel if p is not None]
+        inside = self._root in case.images[0].resolve().parents  # never the image itself
+        kinds = LABEL_SUFFIXES if inside else ("", *LABEL_SUFFIXES)
         if len(found) == len(case.images) > 1 and case_level is None:
             chosen = found
         elif case_level is not None:
@@ -363,12 +365,12 @@ class LabelMaps:
         elif found:  # name the channel whose map is missing
             missing = [case_id(p) for p, m in zip(case.images, per_channel, strict=True)
                        if m is None]
-            names = ", ".join(f"{n}{s}.*" for n in missing for s in ("", *LABEL_SUFFIXES))
+            names = ", ".join(f"{n}{s}.*" for n in missing for s in kinds)
             raise DataError(f"label map of channel {', '.join(missing)} missing (looked for "
                             f"{names} in {self.folder}; found "
                             f"{', '.join(m.name for m in found)})", case.images[0])
         else:
-            names = ", ".join(f"{case.id}{s}.*" for s in ("", *LABEL_SUFFIXES))
+            names = ", ".join(f"{case.id}{s}.*" for s in kinds)
             raise DataError(f"image without label (looked for {names} in {self.folder})",
                             case.images[0])
         return replace(case, labels=tuple(chosen))

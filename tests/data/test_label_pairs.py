@@ -46,7 +46,8 @@ def test_an_image_folder_without_its_map_says_so_rather_than_pairing_the_image(
     _pair(flat, "a")
     save_nifti(flat / "b.nii.gz", ramp((16, 16)))
     cases = find_image_cases(flat)
-    with pytest.raises(DataError, match=r"b\.nii\.gz: image without label"):
+    with pytest.raises(DataError, match=r"b\.nii\.gz: image without label \(looked for "
+                                        r"b_gt\.\*, b_seg"):  # not b.*: the image itself
         attach_labels(cases, flat)
 
 
