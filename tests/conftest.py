@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +258,16 @@ def scan(rng: np.random.Generator, shape: tuple[int, ...] = (20, 24)) -> np.ndar
     grids = np.meshgrid(*(np.linspace(-1, 1, s) for s in shape), indexing="ij")
     blob = np.exp(-sum(g**2 for g in grids) * rng.uniform(2, 6))
     return (100 * blob + rng.normal(0, 5, shape)).astype(np.float32)
+
+def warned(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, list[str]]:
+    """``fn(*args, **kwargs)`` and the DataWarnings it gave, as text, in order."""
+    from segfew.errors import DataWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fn(*args, **kwargs)
+    return out, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:

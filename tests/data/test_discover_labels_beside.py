@@ -3,7 +3,6 @@ channels; a lone label-named file, or one named on the command line, stays a sca
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +11,13 @@ import pytest
 from segfew.data import collect_cases, find_class_folders, find_image_cases
 from segfew.data.inspect import inspect_dataset
 from segfew.errors import DataWarning
-from tests.conftest import nii, ramp, read_csv, save_nifti
+from tests.conftest import nii, ramp, read_csv, save_nifti, warned
 
 BESIDE = "a label map of {} (named like one), not read as a scan"
 
 
 def _scan(path: Path) -> Path:
     return save_nifti(path, ramp((16, 16)))
-
-
-def _said(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = fn(*args, **kwargs)
-    return out, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
 
 
 def _class_folders(root: Path) -> Path:
@@ -39,7 +31,7 @@ def _class_folders(root: Path) -> Path:
 def test_class_folders_holding_masks_beside_their_scans_train_on_the_scans_only(
         tmp_path: Path) -> None:
     root = _class_folders(tmp_path / "classes")
-    cases, said = _said(find_class_folders, root)
+    cases, said = warned(find_class_folders, root)
     assert [(c.id, c.target) for c in cases] == [
         ("a", "normal"), ("b", "normal"), ("c", "oval"), ("d", "oval")]
     for cid, cls in (("a", "normal"), ("d", "oval")):
@@ -63,12 +55,12 @@ def test_a_flat_predict_folder_of_scans_and_masks_predicts_the_scans(
         _scan(folder / f"{cid}.nii.gz")
         nii(folder / f"{cid}_seg.nii.gz", shape=(16, 16))
     nii(folder / "case001_gt.nii", shape=(16, 16))
-    cases, said = _said(collect_cases, [folder])
+    cases, said = warned(collect_cases, [folder])
     assert [c.id for c in cases] == ["case000", "case001"]
     assert any(str(folder / "case000_seg.nii.gz") in s and BESIDE.format("case000.nii.gz")
                in s for s in said)
     assert any(str(folder / "case001_gt.nii") in s for s in said)
-    assert [c.id for c in _said(find_image_cases, folder)[0]] == ["case000", "case001"]
+    assert [c.id for c in warned(find_image_cases, folder)[0]] == ["case000", "case001"]
 
 
 def test_predict_of_a_flat_folder_gives_no_row_to_a_mask(tmp_path: Path) -> None:
@@ -92,7 +84,7 @@ def test_a_label_named_file_without_its_image_or_named_on_its_own_stays_a_scan(
     _scan(folder / "x_seg.nii.gz")  # no x.* beside it: perhaps a scan genuinely named so
     _scan(folder / "y.nii.gz")
     nii(folder / "y_label.nii.gz", shape=(16, 16))
-    cases, said = _said(collect_cases, [folder])
+    cases, said = warned(collect_cases, [folder])
     assert [c.id for c in cases] == ["x_seg", "y"]
     assert not any("x_seg" in s for s in said)
     # a file named on the command line is always a case
@@ -105,7 +97,7 @@ def test_a_mask_beside_the_channels_of_its_case_is_skipped(tmp_path: Path) -> No
         _scan(folder / f"p_{c}.nii.gz")
     nii(folder / "p_seg.nii.gz", shape=(16, 16))  # the case's map
     nii(folder / "p_t1_gt.nii.gz", shape=(16, 16))  # a channel's map
-    cases, said = _said(find_image_cases, folder, channels=["t1", "t2"])
+    cases, said = warned(find_image_cases, folder, channels=["t1", "t2"])
     assert [(c.id, c.channel_names) for c in cases] == [("p", ["t1", "t2"])]
     assert len([s for s in said if "a label map of" in s]) == 2
 
@@ -113,7 +105,7 @@ def test_a_mask_beside_the_channels_of_its_case_is_skipped(tmp_path: Path) -> No
 def test_the_sub_folder_reason_is_true_of_commands_without_recursive(tmp_path: Path) -> None:
     _scan(tmp_path / "top.nii.gz")
     _scan(tmp_path / "sub" / "inner.nii.gz")
-    _, said = _said(find_image_cases, tmp_path)
+    _, said = warned(find_image_cases, tmp_path)
     line = next(s for s in said if "sub-folder" in s)
     assert "not read without --recursive" not in line
     assert "predict, label and pretrain read sub-folders with --recursive" in line
@@ -123,7 +115,7 @@ def test_masks_beside_scans_in_recursive_sub_folders_are_skipped(tmp_path: Path)
     for p in ("p1", "p2"):
         _scan(tmp_path / p / "flair.nii.gz")
         nii(tmp_path / p / "flair_seg.nii.gz", shape=(16, 16))
-    cases, said = _said(find_image_cases, tmp_path, recursive=True)
+    cases, said = warned(find_image_cases, tmp_path, recursive=True)
     assert [c.id for c in cases] == ["p1_flair", "p2_flair"]
     assert len([s for s in said if "a label map of flair.nii.gz" in s]) == 2
     assert np.all([c.problem is None for c in cases])
@@ -146,6 +138,6 @@ def test_a_slice_export_with_mask_files_beside_its_slices(tmp_path: Path) -> Non
     pairs = find_segmentation_cases(folder, folder)
     assert [(c.id, c.labels[0].name) for c in pairs] == [("s_1", "s_1_mask.tif"),
                                                          ("s_2", "s_2_mask.tif")]
-    cases, said = _said(collect_cases, [folder])
+    cases, said = warned(collect_cases, [folder])
     assert [c.id for c in cases] == ["s_1", "s_2"]
     assert len([s for s in said if BESIDE.format("s_1.tif") in s]) == 1

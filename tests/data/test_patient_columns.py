@@ -6,7 +6,6 @@ class refused by a split is said to differ only in case from another where it do
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import pytest
 from segfew.data import Case, read_table, split_table
 from segfew.data.classes import warn_rows_as_patients
 from segfew.data.table_rows import read_table_rows
-from segfew.errors import DataError, DataWarning
-from tests.conftest import invoke, ramp, save_nifti
+from segfew.errors import DataError
+from tests.conftest import invoke, ramp, save_nifti, warned
 
 #: patient columns as exports name them (DICOM's PatientID, spreadsheets, BIDS, hospitals)
 PATIENT_NAMES = ["PatientID", "Patient ID", "Patient-ID", "MRN", "SubjectID", "Subject ID",
@@ -40,10 +39,7 @@ def _slices(folder: Path, column: str) -> Path:
 
 
 def _warned(call: Callable[[], object]) -> list[str]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        call()
-    return [str(w.message) for w in caught if isinstance(w.message, DataWarning)]
+    return warned(call)[1]
 
 
 @pytest.mark.parametrize("column", PATIENT_NAMES)

@@ -5,19 +5,10 @@ rows that say how to tell them apart."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from segfew.data import collect_cases, find_image_cases
-from segfew.errors import DataWarning
-from tests.conftest import nii, ramp, save_nifti
-
-
-def _said(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = fn(*args, **kwargs)
-    return out, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+from tests.conftest import nii, ramp, save_nifti, warned
 
 
 def test_many_label_maps_beside_their_images_are_one_line(tmp_path: Path) -> None:
@@ -25,7 +16,7 @@ def test_many_label_maps_beside_their_images_are_one_line(tmp_path: Path) -> Non
     for n in range(8):
         save_nifti(flat / f"patient{n:03d}_frame01.nii.gz", ramp((16, 16)))
         nii(flat / f"patient{n:03d}_frame01_gt.nii.gz", shape=(16, 16))
-    cases, said = _said(find_image_cases, flat)
+    cases, said = warned(find_image_cases, flat)
     assert len(cases) == 8
     beside = [s for s in said if "label map" in s]
     assert len(beside) == 1, said
@@ -44,7 +35,7 @@ def _brats(root: Path, n: int = 3) -> Path:
 def test_channels_naming_one_of_a_cases_files_skips_the_others_in_one_line(
         tmp_path: Path) -> None:
     root = _brats(tmp_path / "brats")
-    cases, said = _said(collect_cases, [root], recursive=True, channels=["flair"])
+    cases, said = warned(collect_cases, [root], recursive=True, channels=["flair"])
     assert [(c.id, c.problem) for c in cases] == [
         (f"BraTS_{i:05d}", None) for i in range(3)]
     skipped = [s for s in said if "--channels" in s]
@@ -78,7 +69,7 @@ def test_many_files_skipped_for_one_reason_are_one_line(tmp_path: Path) -> None:
     for n in range(8):
         save_nifti(root / f"patient{n:03d}" / f"patient{n:03d}_frame01.nii.gz", ramp((16, 16)))
         (root / f"patient{n:03d}" / "Info.cfg").write_text("ED: 1\nES: 2\n")
-    cases, said = _said(find_image_cases, root, recursive=True)
+    cases, said = warned(find_image_cases, root, recursive=True)
     assert len(cases) == 8
     assert len(said) == 1, said
     assert said[0].startswith(f"{root}: skipped: 8 files or folders (Info.cfg)")
