@@ -59,3 +59,40 @@ class DataWarning(UserWarning):
 
     def __str__(self) -> str:
         return _located(self.message, self.path)
+
+
+class RepeatedWarnings:
+    """Says a warning of many files for the first few, and counts the rest in one line.
+
+    An export of 7 800 RGB slices warns once per file; a user reads the first few lines and
+    one count. Warnings naming no file are always said.
+    """
+
+    def __init__(self, shown: int = 3) -> None:
+        self.shown = shown
+        self._files: dict[str, dict[Path, None]] = {}  # a warning's text → the files it names
+
+    def admit(self, warning: Warning | str) -> bool:
+        """Whether to say ``warning`` now: False for a file it was said of already, and for the
+        files beyond the first ``shown`` with the same text (those are counted)."""
+        path = getattr(warning, "path", None)
+        if not isinstance(path, Path):
+            return True
+        files = self._files.setdefault(getattr(warning, "message", str(warning)), {})
+        if path in files:
+            return False
+        files[path] = None
+        return len(files) <= self.shown
+
+    def counts(self) -> list[str]:
+        """One line for each text said of more than ``shown`` files, and forget them all."""
+        lines = []
+        for text, files in self._files.items():
+            more = list(files)[self.shown:]
+            if len(more) == 1:
+                lines.append(_located(text, more[0]))
+            elif more:
+                lines.append(f"{text}: also {len(more)} more files ({more[0].name} … "
+                             f"{more[-1].name})")
+        self._files.clear()
+        return lines

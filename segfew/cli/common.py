@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from segfew.data.case import GROUP_COLUMNS, ID_COLUMNS, LABEL_COLUMNS
-from segfew.errors import SegfewError
+from segfew.errors import RepeatedWarnings, SegfewError
 from segfew.spec import resolve_spec
 
 if TYPE_CHECKING:
@@ -83,9 +83,11 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
+            _repeats.counts()  # a command starts with none
             try:
                 result = fn(*args, **kwargs)
                 say_held_notes()
+                _say_repeats()
                 return result
             except SegfewError as e:
                 say_held_notes(drop=True)  # refused before it ran: the one error line
@@ -103,16 +105,30 @@ def handle_errors(fn: F) -> F:
 
 
 def _error(text: str) -> NoReturn:
+    _say_repeats()
     console.print(f"[bold red]error:[/] {escape(' '.join(text.split()))}", highlight=False,
                   soft_wrap=True)
     raise typer.Exit(2) from None
 
 
+#: a warning said of many files: printed for the first few, the others counted at the end
+_repeats = RepeatedWarnings(shown=3)
+
+
 def _show_warning(message: Warning | str, category: type[Warning], filename: str,
                   lineno: int, file: Any = None, line: str | None = None) -> None:
-    console.print(f"[yellow]warning:[/] {escape(' '.join(str(message).split()))}",
-                  highlight=False,
+    if _repeats.admit(message):
+        _warn_line(str(message))
+
+
+def _warn_line(text: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(' '.join(text.split()))}", highlight=False,
                   soft_wrap=True)
+
+
+def _say_repeats() -> None:
+    for text in _repeats.counts():
+        _warn_line(text)
 
 
 # ---------------------------------------------------------------- defaults from the specs

@@ -24,7 +24,7 @@ from segfew.data.discover import _find_images, _find_segmentation, _nnunet_layou
 from segfew.data.label_names import read_label_names
 from segfew.data.read import LabelRules, consecutive_label_map, read_case, source_shape
 from segfew.data.scan import list_folder
-from segfew.errors import DataError
+from segfew.errors import DataError, RepeatedWarnings
 from segfew.io import Image
 from segfew.runinfo import voxel_digest
 from segfew.typing import Progress
@@ -160,11 +160,14 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
             remap = None  # the unreadable map is reported by its case
     else:
         remap = label_map
+    notes = RepeatedWarnings()  # RGB converted, of 7 800 slices: a few notes and a count
     for i, case in enumerate(cases):
         rules = LabelRules(None if label_values is None else frozenset(label_values), remap)
-        report.cases.append(_inspect_case(case, rules, report))
+        report.cases.append(_inspect_case(case, rules, report, notes))
         if progress is not None:
             progress(i + 1, len(cases), case.id)
+    for text in notes.counts():
+        report.add(text, fatal=False)
     _check_dataset(report, cases)
     return report
 
@@ -210,7 +213,8 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
     return _find_images(images, channels, False, found)
 
 
-def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport) -> CaseReport:
+def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport,
+                  notes: RepeatedWarnings) -> CaseReport:
     """Read a case through the door: what it refuses is fatal, what it warns is a note."""
     out = CaseReport(id=case.id, target=case.target, channels=len(case.images),
                      labels=len(case.labels))
@@ -228,7 +232,8 @@ def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport) -> CaseR
                                  e.filename or case.images[0]))
             out.ok = False
     for w in caught:
-        report.add(str(w.message), fatal=False)
+        if notes.admit(w.message):
+            report.add(str(w.message), fatal=False)
     for im in images:  # its voxels' digest, for the copies note: no second read
         if im.path is not None:
             voxel_digest(im.path, im.array)

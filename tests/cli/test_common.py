@@ -299,3 +299,34 @@ def test_square_brackets_in_help_and_errors_are_printed_as_written(monkeypatch) 
     with console.capture() as captured, pytest.raises(typer.Exit):
         handle_errors(lambda: (_ for _ in ()).throw(SpecError("pip install 'segfew[nnunet]'")))()
     assert "error: pip install 'segfew[nnunet]'" in captured.get()
+
+
+def test_a_warning_said_of_many_files_is_printed_for_the_first_few_and_counted(monkeypatch) -> None:
+    """An export of thousands of RGB slices: a few warning lines and one count, not one per file.
+    Warnings of other kinds, and warnings naming no file, are each printed as before."""
+    import warnings
+
+    from segfew.cli.common import _repeats, handle_errors, make_console
+    from segfew.errors import DataWarning
+
+    def command() -> None:
+        for i in range(40):
+            warnings.warn(DataWarning("RGB image converted to grey", f"slices/s{i:02d}.png"),
+                          stacklevel=1)
+        warnings.warn(DataWarning("RGB image converted to grey", "slices/s00.png"), stacklevel=1)
+        warnings.warn(DataWarning("no real voxel size", "slices/s00.png"), stacklevel=1)
+        warnings.warn(DataWarning("a note on the run"), stacklevel=1)
+
+    console = make_console(stderr=False)
+    monkeypatch.setattr(segfew.cli.common, "console", console)
+    with console.capture() as captured:
+        handle_errors(command)()
+    lines = captured.get().splitlines()
+    assert sum("s" in ln and "RGB" in ln for ln in lines) == _repeats.shown + 1
+    assert lines[-1] == (f"warning: RGB image converted to grey: also {40 - _repeats.shown} "
+                         f"more files (s{_repeats.shown:02d}.png … s39.png)")
+    assert "warning: slices/s00.png: no real voxel size" in lines
+    assert "warning: a note on the run" in lines
+    with console.capture() as captured:  # a second command in the same process counts afresh
+        handle_errors(command)()
+    assert captured.get().splitlines() == lines

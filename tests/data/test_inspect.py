@@ -199,3 +199,16 @@ def test_nan_voxels_are_a_note_naming_the_count_not_fatal(tmp_path: Path) -> Non
     assert not report.fatal
     assert any("p0_ed.nii.gz: 1 NaN/infinite voxel(s) of 48 replaced by the image's finite "
                "minimum (0)" in p for p in report.problems), report.problems
+
+
+def test_a_note_of_many_files_is_listed_for_the_first_few_and_counted(tmp_path: Path) -> None:
+    """A colour export of many slices: three notes and one count, not a note per slice."""
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    for i in range(9):
+        PILImage.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+            tmp_path / f"s{i}.png")
+    notes = [p for p in inspect_dataset(tmp_path).problems if "RGB" in p]
+    assert len(notes) == 4 and notes[0].startswith(str(tmp_path / "s0.png"))
+    assert notes[-1].endswith("also 6 more files (s3.png … s8.png)")
