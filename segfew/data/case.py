@@ -13,6 +13,10 @@ from segfew.errors import DataError, DataWarning
 from segfew.io import case_id
 
 LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels", "_mask")
+#: names of a case folder's one label map, whatever its image is called (KiTS:
+#: ``case_00000/imaging.nii.gz`` + ``segmentation.nii.gz``); compared in lower case
+FOLDER_LABEL_NAMES = frozenset({"seg", "segmentation", "mask", "label", "labels", "gt",
+                                "ground_truth", "groundtruth", "labelmap", "label_map"})
 #: the column names segfew finds by itself, matched with case, spaces, ``_`` and ``-`` set
 #: aside (``PatientID``, ``Patient ID``: segfew.data.table_rows.column_key); ids first
 ID_COLUMNS = ("id", "case", "case_id", "image", "image_path", "filename", "file",

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
+from segfew.data.case import _NNUNET_CHANNEL, FOLDER_LABEL_NAMES, LABEL_SUFFIXES, Case, _Problems
 from segfew.errors import DataError
 from segfew.io import IMAGE_SUFFIXES, case_id, is_image_file
 from segfew.io.dicom import dicom_header, dicom_series_files, series_names
@@ -246,9 +246,10 @@ def label_maps_beside(files: Sequence[Path], channels: Sequence[str] | None, nnu
                        ) -> tuple[list[Path], list[DataError]]:
     """``files`` less those named like a label map of an image beside them (``a_seg.nii.gz``
     in the folder of ``a.nii.gz``; of ``a_t1.nii.gz`` with ``--channels t1``, of
-    ``a_0000.nii.gz`` in nnU-Net's layout), each skipped with its reason: a folder of scans
-    and their masks is not twice as many scans. A label-named file with no image beside
-    it stays a scan (its name may be its own)."""
+    ``a_0000.nii.gz`` in nnU-Net's layout; ``segmentation.nii.gz`` beside ``imaging.nii.gz``
+    in a case folder, :data:`~segfew.data.case.FOLDER_LABEL_NAMES`), each skipped with its
+    reason: a folder of scans and their masks is not twice as many scans. A label-named file
+    with no image beside it stays a scan (its name may be its own)."""
     beside: dict[Path, dict[str, Path]] = defaultdict(dict)
     for path in files:
         beside[path.parent].setdefault(case_id(path), path)
@@ -256,6 +257,10 @@ def label_maps_beside(files: Sequence[Path], channels: Sequence[str] | None, nnu
     skipped: list[DataError] = []
     for path in files:
         image = _image_of_label(case_id(path), beside[path.parent], channels, nnunet)
+        if image is None and case_id(path).lower() in FOLDER_LABEL_NAMES:
+            image = next((p for cid, p in beside[path.parent].items()
+                          if cid.lower() not in FOLDER_LABEL_NAMES
+                          and not cid.endswith(LABEL_SUFFIXES)), None)
         if image is None or image == path:
             kept.append(path)
             continue
@@ -324,6 +329,8 @@ class LabelMaps:
             for key in keys:
                 self.index[key].append(path)
         self._root = self.folder.resolve()
+        self._folder_maps = [p for p in listing.images
+                             if case_id(p).lower() in FOLDER_LABEL_NAMES]
 
     def find(self, names: Sequence[str], image: Path) -> Path | None:
         """The map of ``image`` known by any of ``names`` (its ids), or None. DataError
@@ -344,7 +351,20 @@ class LabelMaps:
                                     f"{', '.join(str(p) for p in found)}", image)
                 if found:
                     return found[0]
-        return None
+        return self._folder_map(image, real, inside)
+
+    def _folder_map(self, image: Path, real: Path, inside: bool) -> Path | None:
+        """The one map named ``segmentation``, ``mask``, … in the image's own case folder
+        (KiTS's layout), or in the sub-folder of that name in a mirrored tree; never one at
+        the top of the labels folder, which would be every image's."""
+        found = list(dict.fromkeys(
+            p for p in self._folder_maps if p.resolve() != real and p.parent != self.folder
+            and (p.parent.resolve() == real.parent
+                 or (not inside and p.parent.name == real.parent.name))))
+        if len(found) > 1:
+            raise DataError(f"several label files for {case_id(image)!r}: "
+                            f"{', '.join(str(p) for p in found)}", image)
+        return found[0] if found else None
 
     def attach(self, case: Case) -> Case:
         """``case`` with its label map(s): one per channel, or one for the case. DataError
