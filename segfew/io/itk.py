@@ -414,9 +414,18 @@ def check_slice_positions(positions: np.ndarray, normal: np.ndarray, names: list
                         "or resample it (e.g. dcm2niix) first", path)
     span = positions[-1] - positions[0]
     length = abs(float(span @ normal))
+    allowed = np.tan(np.radians(TILT_DEGREES)) * length + unit * np.sqrt(3) + 1e-6
     sideways = float(np.linalg.norm(span - (span @ normal) * normal))
-    if sideways > np.tan(np.radians(TILT_DEGREES)) * length + unit * np.sqrt(3) + 1e-6:
+    if sideways > allowed:
         tilt = float(np.degrees(np.arctan2(sideways, length)))
         raise DataError(f"DICOM series has a gantry tilt of {tilt:.1f}° (slices sheared along "
                         "their plane), which a box of voxels cannot hold; resample it first "
                         "(e.g. dcm2niix corrects tilt)", path)
+    # one slice moved in its plane, the first and last in line: off the line joining them
+    line = positions[0] + np.outer((positions - positions[0]) @ normal / (span @ normal), span)
+    off_line = np.linalg.norm(positions - line, axis=1)
+    if np.any(off_line > allowed + unit * np.sqrt(3)):
+        i = int(np.argmax(off_line))
+        raise DataError(f"DICOM slice {names[i]} lies {off_line[i]:.3g} mm to the side of the "
+                        "others (moved in its plane), which a box of voxels cannot hold; "
+                        "give one series of aligned slices", path)

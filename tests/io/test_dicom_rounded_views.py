@@ -78,6 +78,17 @@ def test_a_real_gantry_tilt_is_refused_whatever_the_rounding(tmp_path: Path) -> 
         read_image(_series(tmp_path / "s", positions, 2, orientation))
 
 
+@pytest.mark.parametrize("decimals", [2, 6])
+def test_one_slice_moved_in_its_plane_is_refused_by_name(tmp_path: Path, decimals: int) -> None:
+    """The first and last slices in line, one between them 3 mm to the side: no tilt of the
+    stack, but no box of voxels either."""
+    positions = _axial(1.25)
+    positions[5] = (positions[5][0] + 3.0, *positions[5][1:])
+    with pytest.raises(DataError, match=r"slice IM0005\.dcm lies 3 mm to the side of the "
+                                        r"others"):
+        read_image(_series(tmp_path / "s", positions, decimals))
+
+
 def test_the_unit_of_the_last_written_decimal() -> None:
     assert written_unit(["-125.0", "-99.38 ", "7"]) == pytest.approx(0.01)
     assert written_unit(["1.5e2"]) == pytest.approx(10.0)
