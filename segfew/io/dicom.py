@@ -251,7 +251,6 @@ def dicom_geometry(files: Sequence[Path], path: Path, size: Sequence[int],
     headers = [h for h in (dicom_header(f) for f in files) if h is not None]
     if not headers:
         return affine
-    first = headers[0]
     given = sorted({h.pixel_spacing for h in headers if h.pixel_spacing is not None})
     if len(given) > 1 and not np.allclose(given[0], given[-1], rtol=1e-4):
         low, high = ("×".join(f"{v:g}" for v in g) for g in (given[0], given[-1]))
@@ -261,6 +260,14 @@ def dicom_geometry(files: Sequence[Path], path: Path, size: Sequence[int],
     spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :dim], axis=0)
     wanted = spacing.copy()
     reasons = []
+    # what any slice says (GDCM reads the first slice's alone, 1 mm where it says nothing)
+    first = next((h for h in headers if h.pixel_spacing is not None), headers[0])
+    lacking = sum(h.pixel_spacing is None for h in headers)
+    if first.pixel_spacing is not None and lacking:
+        warnings.warn(DataWarning(
+            f"{lacking} of {len(headers)} slices give no PixelSpacing: the others' "
+            f"{'×'.join(f'{v:g}' for v in first.pixel_spacing)} mm is used", path),
+            stacklevel=4)
     if first.pixel_spacing is not None:  # GDCM may take another (a DX's ImagerPixelSpacing)
         wanted[:2] = first.pixel_spacing[::-1]
     elif first.imager_pixel_spacing is not None:

@@ -33,7 +33,7 @@ __all__ = ["PreprocessCache", "load_case"]
 
 CACHE_ENV = "SEGFEW_CACHE"
 DEFAULT_CACHE = ".segfew-cache"
-_CACHE_FORMAT = 5  # bump when the meaning of a cached array changes
+_CACHE_FORMAT = 6  # bump when the meaning of a cached array changes
 
 
 class PreprocessCache:

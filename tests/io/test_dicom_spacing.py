@@ -90,6 +90,21 @@ def test_imager_pixel_spacing_stands_in_with_a_warning(tmp_path: Path,
     assert "magnification" in said[0]
 
 
+@pytest.mark.parametrize("lacking", [(0,), (0, 3)])
+def test_slices_without_pixel_spacing_take_the_others(tmp_path: Path,
+                                                      lacking: tuple[int, ...]) -> None:
+    """The first slice alone says nothing (an anonymiser's slip): the others' size, said."""
+    folder = series(tmp_path / "C")
+    for k in lacking:
+        ds = pydicom.dcmread(folder / f"IM{k:03d}.dcm")
+        del ds.PixelSpacing
+        ds.save_as(folder / f"IM{k:03d}.dcm")
+    img, said = read(folder)
+    assert img.spacing == (0.5, 0.6, 2.0) and img.spacing_known
+    assert said == [f"{folder}: {len(lacking)} of 4 slices give no PixelSpacing: the others' "
+                    "0.6×0.5 mm is used"]
+
+
 def test_a_projection_file_with_imager_pixel_spacing_only(tmp_path: Path) -> None:
     path = one_file(tmp_path / "dx.dcm", drop=("PixelSpacing",), ImagerPixelSpacing=[0.2, 0.3])
     img, said = read(path)
