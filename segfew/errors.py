@@ -19,6 +19,14 @@ def _located(message: str, path: Path | None) -> str:
     return f"{path}: {message}" if path is not None else message
 
 
+def format_bytes(nbytes: int) -> str:
+    """A byte count in words for error messages (``1.5 GiB``)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
 class SegfewError(Exception):
     """A problem the user can fix; ``str(err)`` is one line: ``<path>: <problem>``."""
 

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from segfew.choices import Precision
-from segfew.errors import DataError, SpecError
+from segfew.errors import DataError, SpecError, format_bytes
 
 __all__ = [
     "Capabilities",
@@ -368,9 +368,5 @@ def check_free_memory(need: int, work: str, path: Any = None) -> None:
     system killing the process and the batch with it. ``work`` says what, and the grid."""
     free = available_bytes(torch.device("cpu"))
     if need > free:
-        raise DataError(f"{work} needs about {_size(need)} and {_size(free)} is free: crop "
-                        "or resample it first", path)
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+        raise DataError(f"{work} needs about {format_bytes(need)} and {format_bytes(free)} is "
+                        "free: crop or resample it first", path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segfew.errors import DataError, DataWarning
+from segfew.errors import DataError, DataWarning, format_bytes
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 #: ``.hdr`` is the header of a NIfTI/Analyze pair (SPM); its data file ``.img`` is no image
@@ -188,13 +188,6 @@ def _dims(shape: tuple[int, ...], components: int) -> str:
     dims = "×".join(str(int(s)) for s in shape)
     return f"{dims}×{components}" if components > 1 else dims
 
-
-def format_bytes(nbytes: int) -> str:
-    """A byte count in words for error messages (``1.5 GiB``)."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes} bytes"
 
 
 
