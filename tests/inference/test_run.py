@@ -111,4 +111,4 @@ def test_a_scan_too_large_to_segment_in_free_memory_is_an_error_row_the_batch_go
     assert (out / "small_seg.nii.gz").is_file() and not (out / "large_seg.nii.gz").exists()
     rows = {r["id"]: r for r in csv.DictReader((out / "predictions.csv").open())}
     assert rows["large"]["status"] == "error"
-    assert "large.nii.gz" in rows["large"]["error"] and "MiB is free" in rows["large"]["error"]
+    assert "large.nii.gz" in rows["large"]["error"] and "KiB is free" in rows["large"]["error"]
