@@ -52,8 +52,10 @@ if TYPE_CHECKING:
     from segfew.inference.predictor import Predictor
     from segfew.typing import Progress
 
-__all__ = ["one_class_batch", "predict_paths", "trained_on"]
+__all__ = ["SEGMENTATION_TABLE", "one_class_batch", "predict_paths", "trained_on"]
 
+#: a segmentation model's table of the label maps it wrote, in its output folder
+SEGMENTATION_TABLE = "predictions.csv"
 #: fewer predictions than this say nothing about a classifier answering one class
 ONE_CLASS_MIN_CASES = 5
 
@@ -161,10 +163,10 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     # the folder's label names become the model's; k-means centres of an earlier labelling
     # there would no longer describe its maps: removed if segfew's, else refused
     centres = [CENTRES_FILE] if (out / CENTRES_FILE).exists() else []
-    check_replace(record, [*planned, "predictions.csv", LABEL_NAMES_FILE, *centres,
+    check_replace(record, [*planned, SEGMENTATION_TABLE, LABEL_NAMES_FILE, *centres,
                            RUN_RECORD], overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    claim_outputs(record, [*planned, "predictions.csv", LABEL_NAMES_FILE])  # a run stopped
+    claim_outputs(record, [*planned, SEGMENTATION_TABLE, LABEL_NAMES_FILE])  # a run stopped
     # part-way may run again
     report = progress_counter(progress, len(cases))
     lines = []
@@ -183,8 +185,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
             failed += 1
             lines.append([case.id, case_path(case), "", "error", error or one_line(e)])
         report(1)
-    write_rows_csv(out / "predictions.csv", ["id", "path", "output", "status", "error"], lines)
-    written.append("predictions.csv")
+    write_rows_csv(out / SEGMENTATION_TABLE, ["id", "path", "output", "status", "error"], lines)
+    written.append(SEGMENTATION_TABLE)
     if meta.classes:  # what `pretrain --labels` reads: the names of labels 0, 1, ...
         write_json(out / LABEL_NAMES_FILE, {"method": "predict", "model": str(models[0]),
                                             "label_names": list(meta.classes)})

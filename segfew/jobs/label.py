@@ -23,8 +23,16 @@ from segfew.data.label_names import CENTRES_FILE, LABEL_NAMES_FILE
 from segfew.data.read import read_case
 from segfew.errors import DataError, DataWarning, SegfewError
 from segfew.evaluation.figures import plot_label_preview
-from segfew.files import RUN_RECORD, check_output, check_replace, outputs_record, write_json
+from segfew.files import (
+    RUN_RECORD,
+    check_output,
+    check_replace,
+    is_recorded,
+    outputs_record,
+    write_json,
+)
 from segfew.inference.batch import CASE_ERRORS, one_line
+from segfew.inference.paths import SEGMENTATION_TABLE
 from segfew.inference.run import check_source_memory
 from segfew.io import case_id, write_image
 from segfew.labelling.cavities import LABEL_NAMES, LV, cine_cavities, slice_axis_of
@@ -103,9 +111,12 @@ def label_images(spec: LabelSpec, progress: Progress | None = None, overwrite: b
 
     # refusals before any work (and before the thread count is said)
     _refuse_other_labels(out, set(names.values()), spec.method != "cavities")
+    # a segmentation predict's table of the maps replaced here would describe them no more:
+    # removed if segfew's, else refused
+    stale = [SEGMENTATION_TABLE] if (out / SEGMENTATION_TABLE).exists() else []
     check_replace(out / RUN_RECORD, [*names.values(), LABEL_NAMES_FILE, PREVIEW_FILE.as_posix(),
                                      *([CENTRES_FILE] if spec.method != "cavities" else []),
-                                     RUN_RECORD], overwrite)
+                                     *stale, RUN_RECORD], overwrite)
     labeller: KMeansLabeller | None = None
     if spec.method == "cavities":
         label_names = list(LABEL_NAMES)
@@ -156,6 +167,8 @@ def label_images(spec: LabelSpec, progress: Progress | None = None, overwrite: b
         os.replace(staging / names[p], out / names[p])
         written.append(out / names[p])
     shutil.rmtree(staging, ignore_errors=True)
+    if stale and is_recorded(out / RUN_RECORD, SEGMENTATION_TABLE):
+        (out / SEGMENTATION_TABLE).unlink(missing_ok=True)
     if labeller is not None:
         labeller.save(out / CENTRES_FILE)
     write_json(out / LABEL_NAMES_FILE, {"method": spec.method, "label_names": label_names})

@@ -86,6 +86,29 @@ def test_segmentation_predict_describes_the_folder_it_writes(tmp_path: Path,
         predict_paths(model, [tmp_path / "images"], out, device="cpu")
 
 
+def test_label_into_a_segmentation_predicts_folder_removes_its_table(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    """predict's predictions.csv would list the model's maps that label has just replaced."""
+    from segfew.jobs.label import label_images
+    from segfew.spec import LabelSpec
+
+    for name in ("case000", "case001"):
+        save_nifti(tmp_path / "images" / f"{name}.nii.gz", scan(rng, (16, 16, 3)), MM)
+    out = tmp_path / "maps"
+    spec = LabelSpec(images=tmp_path / "images", out=out, k=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predict_paths(make_segmenter(tmp_path / "seg.pt"), [tmp_path / "images"], out,
+                      device="cpu")
+        assert (out / "predictions.csv").is_file()
+        label_images(spec)
+        assert not (out / "predictions.csv").exists()
+        (out / "predictions.csv").write_text("id,my notes\n")  # not segfew's: refused, kept
+        with pytest.raises(DataError, match=r"predictions\.csv"):
+            label_images(spec)
+    assert (out / "predictions.csv").read_text() == "id,my notes\n"
+
+
 def test_explain_keeps_a_users_files(tmp_path: Path, rng: np.random.Generator) -> None:
     for name in ("case000", "case001"):
         save_nifti(tmp_path / "pictures" / f"{name}.nii.gz", scan(rng), MM)
