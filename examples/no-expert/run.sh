@@ -29,8 +29,9 @@ segfew pretrain --images "$ROOT" --table "$OUT/splits/train.tsv" --labels "$OUT/
 
 for FW in threshold scratch; do
     echo "== train-classifier: framework $FW"
+    FEATURES=(); [ "$FW" = threshold ] && FEATURES=(--features "$OUT/seg-kmeans.pt")
     segfew train-classifier --images "$ROOT" --table "$OUT/splits/train.tsv" --framework "$FW" \
-        --features "$OUT/seg-kmeans.pt" --size "$SIZE" --epochs "$EPOCHS_CLF" \
+        "${FEATURES[@]}" --size "$SIZE" --epochs "$EPOCHS_CLF" \
         --threads "$THREADS" --out "$OUT/clf-$FW.pt"
     echo "== evaluate: framework $FW on the held-out cases"
     segfew evaluate --model "$OUT/clf-$FW.pt" --images "$ROOT" --table "$OUT/splits/test.tsv" \

@@ -41,7 +41,7 @@ console = make_console(stderr=True)
 
 #: notes said only once work is under way (the next line printed, or the end of the work),
 #: so that a run refused before it starts prints its one error line and nothing else
-HELD_BACK = frozenset({"segfew.runtime"})
+HELD_BACK = frozenset({"segfew.runtime", "segfew.spec"})
 held: list[logging.LogRecord] = []
 
 
@@ -60,6 +60,8 @@ def print_record(record: logging.LogRecord) -> None:
     style = "bold red" if record.levelno >= logging.ERROR else (
         "yellow" if record.levelno >= logging.WARNING else None)
     message = record.getMessage()
+    if record.levelno == logging.WARNING:
+        message = f"warning: {message}"
     if style:
         console.print(f"[{style}]{escape(message)}[/]", highlight=False, soft_wrap=True)
     else:
@@ -172,14 +174,14 @@ def setting(model: type[BaseModel], key: str, help: str = "", *decls: str, **kwa
     return typer.Option(*decls, help=text, show_default=show, **kwargs)
 
 
-def _flags(overrides: Mapping[str, Any], rename: Mapping[str, str | None], prefix: str = ""
+def spec_flags(overrides: Mapping[str, Any], rename: Mapping[str, str | None], prefix: str = ""
            ) -> dict[str, str]:
     """Spec key → flag, for the keys a command's flags set (``data.images`` → ``--images``)."""
     out: dict[str, str] = {}
     for key, value in overrides.items():
         path = f"{prefix}{key}"
         if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
-            out.update(_flags(value, rename, f"{path}."))  # a section; else a value (a map)
+            out.update(spec_flags(value, rename, f"{path}."))  # a section; else a value (a map)
         elif path in rename:
             flag = rename[path]
             if flag is not None:
@@ -196,7 +198,7 @@ def resolve(model: type[S], overrides: Mapping[str, Any], spec_file: Path | None
 
     ``rename`` maps spec keys whose flag is not ``--<key>`` (None: set by no flag).
     """
-    flags = _flags(overrides, rename or {})
+    flags = spec_flags(overrides, rename or {})
     return resolve_spec(model, overrides, spec_file, defaults, flags=flags)
 
 

@@ -115,7 +115,9 @@ def predict(
             channels=resolved.channels, device=resolved.device,
             precision=resolved.precision, batch_size=resolved.batch_size,
             workers=resolved.workers, progress=bar.cases("cases"),
-            probabilities=resolved.probabilities, min_confidence=resolved.min_confidence,
+            probabilities=resolved.probabilities,
+            min_confidence=(resolved.min_confidence if "min_confidence" in
+                            resolved.model_fields_set else None),  # a classifier's: 0.5
             tta=resolved.tta, run_spec=resolved, masks=resolved.masks,
             explain=resolved.explain, overwrite=overwrite)
     style = "bold red" if failed else "green"

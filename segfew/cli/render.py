@@ -94,7 +94,7 @@ class ProgressView:
 
 class _ConsoleHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name in HELD_BACK and record.levelno < logging.WARNING:
+        if record.name in HELD_BACK:
             held.append(record)
             return
         say_held_notes()

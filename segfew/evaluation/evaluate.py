@@ -344,8 +344,9 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     select the labelled images, :func:`select_table_cases`), else every case of
     ``images`` (class sub-folders for a classifier, images with label maps in ``labels``
     for a segmentation model). Channels default to the model's. ``run_spec`` (the
-    command's resolved spec) is saved in ``run.json``; ``labels`` given with a classifier
-    raises :class:`SpecError`. ``masks``: the label maps of a
+    command's resolved spec) is saved in ``run.json``; ``labels`` or ``label_map`` given
+    with a classifier, or ``explain`` with a segmentation model, raises :class:`SpecError`
+    (an option that does nothing is not silently ignored). ``masks``: the label maps of a
     classifier trained with ``--masks``; ``explain``: a classifier's evidence sheets
     (:func:`evaluate_classifier`).
     """
@@ -360,6 +361,12 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     if meta.kind == "classifier" and labels is not None:  # not silently ignored
         raise SpecError("--labels is for a segmentation model; this is a classifier: give "
                         "--table (or class sub-folders)")
+    if meta.kind == "classifier" and label_map is not None:
+        raise SpecError("--label-map remaps the label maps a segmentation model is scored "
+                        "against; this is a classifier")
+    if meta.kind != "classifier" and explain is not None:
+        raise SpecError("--explain draws a classifier's evidence; this is a segmentation "
+                        "model")
     if meta.kind == "classifier":  # a table, or class sub-folders; a missing image: its row
         with skipped_at_door(skipped):
             cases = find_classification_cases(images, table, channels=channels,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from segfew.data import collect_cases
 from segfew.data.label_names import CENTRES_FILE, LABEL_NAMES_FILE
 from segfew.data.read import warn_placeholder_spacing
-from segfew.errors import DataError, DataWarning
+from segfew.errors import DataError, DataWarning, SpecError
 from segfew.files import (
     RUN_RECORD,
     check_output,
@@ -37,7 +37,7 @@ from segfew.inference.batch import (
     progress_counter,
     write_predictions_csv,
 )
-from segfew.inference.ensemble import classify_all, open_models
+from segfew.inference.ensemble import MIN_CONFIDENCE, classify_all, open_models
 from segfew.inference.explain import check_explain, explain_batch
 from segfew.inference.fit_measures import estimate_caveat
 from segfew.inference.masks import check_masks
@@ -65,7 +65,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
                   channels: Sequence[str] | None = None, device: str = "auto",
                   batch_size: int = 8, precision: str = "auto", workers: int | None = None,
                   progress: Progress | None = None,
-                  probabilities: bool = False, min_confidence: float = 0.5, tta: bool = False,
+                  probabilities: bool = False, min_confidence: float | None = None,
+                  tta: bool = False,
                   run_spec: BaseModel | dict[str, Any] | None = None,
                   masks: Path | None = None, explain: str | Path | None = None,
                   overwrite: bool = False) -> tuple[Path, int, int]:
@@ -101,6 +102,9 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     models, predictors = open_models(model_path, device=device, batch_size=batch_size,
                                      precision=precision, workers=workers, tta=tta)
     predictor = predictors[0]
+    _refuse_other_kinds_options(predictor, probabilities, tta, min_confidence)
+    if min_confidence is None:
+        min_confidence = MIN_CONFIDENCE
     for p in predictors:  # a classifier of another tool's label maps reads them
         p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
         _ = p.measurer  # its label maps' source checked once, before any case
@@ -197,6 +201,20 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
         (out / CENTRES_FILE).unlink(missing_ok=True)
     _write_record(record, spec, models, predictors, cases, written)
     return out, failed, len(cases)
+
+
+def _refuse_other_kinds_options(predictor: Predictor, probabilities: bool, tta: bool,
+                                min_confidence: float | None) -> None:
+    """An option the model's kind does not use is refused, not silently ignored."""
+    if predictor.kind == "classifier":
+        asked = [o for o, v in (("--probabilities", probabilities), ("--tta", tta)) if v]
+        if asked:
+            raise SpecError(f"{asked[0]} is for a segmentation model; this is a classifier "
+                            "(a measures classifier segments as it was fitted)",
+                            predictor.model_path)
+    elif min_confidence is not None:
+        raise SpecError("--min-confidence flags a classifier's uncertain cases; this is a "
+                        "segmentation model", predictor.model_path)
 
 
 def _write_record(record: Path, spec: BaseModel | dict[str, Any], models: Sequence[Path],

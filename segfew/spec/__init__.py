@@ -19,7 +19,13 @@ from segfew.spec.commands import (
     PretrainSpec,
     SplitSpec,
 )
-from segfew.spec.loading import describe_validation_error, merge, read_spec_file, resolve_spec
+from segfew.spec.loading import (
+    describe_validation_error,
+    given_keys,
+    merge,
+    read_spec_file,
+    resolve_spec,
+)
 from segfew.spec.parts import (
     DEFAULT_VAL_FRACTION,
     MAX_SIZE,
@@ -38,6 +44,7 @@ from segfew.spec.parts import (
     TrainConfig,
 )
 from segfew.spec.presets import PRESETS, preset
+from segfew.spec.unused import unused_settings
 
 __all__ = [
     "DEFAULT_VAL_FRACTION",
@@ -69,8 +76,10 @@ __all__ = [
     "Threads",
     "TrainConfig",
     "describe_validation_error",
+    "given_keys",
     "merge",
     "preset",
     "read_spec_file",
     "resolve_spec",
+    "unused_settings",
 ]

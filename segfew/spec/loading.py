@@ -78,6 +78,12 @@ def resolve_spec(
                         None if from_flags else spec_file) from None
 
 
+def given_keys(overrides: Mapping[str, Any], spec_file: Path | None = None) -> set[str]:
+    """The dotted spec keys a user set, by flag (not None) or in ``spec_file``; preset values
+    are not among them."""
+    return _given(overrides) | (_given(read_spec_file(spec_file)) if spec_file else set())
+
+
 def _given(overrides: Mapping[str, Any], prefix: str = "") -> set[str]:
     """The dotted keys a command's flags set (not None): their errors are not the file's."""
     keys: set[str] = set()
