@@ -145,6 +145,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
         if explain is not None:
             explain_batch(predictor, cases, rows, Path(explain), min_confidence)
         measurements = predictor.write_measurements(sheet, cases, rows)
+        if measured and measurements is None:  # every case failed: an earlier run's sheet
+            sheet.unlink(missing_ok=True)  # would pass for this one's (segfew's: checked)
         flag = one_class_batch([r.predicted for r in rows if r.status == "ok"], meta.classes)
         if flag is not None:
             warnings.warn(DataWarning(

@@ -82,6 +82,9 @@ def test_masks_train_predict_evaluate_end_to_end_without_a_network(
            str(tmp_path / "q.csv"), "--masks", str(empty), "--threads", "1", "--no-progress",
            expect=1)
     assert (tmp_path / "q.csv").is_file() and not (tmp_path / "q.measurements.csv").exists()
+    invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"), "--out",
+           str(out), "--masks", str(empty), "--threads", "1", "--no-progress", expect=1)
+    assert not (tmp_path / "p.measurements.csv").exists()  # the earlier run's: not this one's
 
 
 def test_masks_are_refused_where_they_do_not_belong(phantoms: Path, masks: Path,
