@@ -182,6 +182,13 @@ def is_recorded(record: str | Path, name: str) -> bool:
     return _recorded(Path(record), ())(name) == "ours"
 
 
+def recorded_outputs(record: str | Path) -> frozenset[str]:
+    """The names (relative to its folder) that the segfew run record at ``record`` lists as
+    written, by it or by earlier runs there; empty for no record."""
+    listed = _listed(_run_record(Path(record)) or {})
+    return frozenset(listed or ())
+
+
 def outputs_record(record: str | Path, written: Iterable[str],
                    digests: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The run record's ``outputs`` (``written``, names relative to its folder),

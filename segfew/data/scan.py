@@ -28,6 +28,7 @@ from pathlib import Path
 
 from segfew.data.case import _NNUNET_CHANNEL, FOLDER_LABEL_NAMES, LABEL_SUFFIXES, Case, _Problems
 from segfew.errors import DataError
+from segfew.files import RUN_RECORD, recorded_outputs
 from segfew.io import IMAGE_SUFFIXES, case_id, is_image_file
 from segfew.io.dicom import dicom_header, dicom_series_files, series_names
 from segfew.io.image import image_suffix
@@ -247,15 +248,21 @@ def label_maps_beside(files: Sequence[Path], channels: Sequence[str] | None, nnu
     """``files`` less those named like a label map of an image beside them (``a_seg.nii.gz``
     in the folder of ``a.nii.gz``; of ``a_t1.nii.gz`` with ``--channels t1``, of
     ``a_0000.nii.gz`` in nnU-Net's layout; ``segmentation.nii.gz`` beside ``imaging.nii.gz``
-    in a case folder, :data:`~segfew.data.case.FOLDER_LABEL_NAMES`), each skipped with its
-    reason: a folder of scans and their masks is not twice as many scans. A label-named file
-    with no image beside it stays a scan (its name may be its own)."""
+    in a case folder, :data:`~segfew.data.case.FOLDER_LABEL_NAMES`; a map that a segfew run
+    record beside it lists as written), each skipped with its reason: a folder of scans and
+    their masks is not twice as many scans. A label-named file with no image beside it and
+    no record stays a scan (its name may be its own)."""
     beside: dict[Path, dict[str, Path]] = defaultdict(dict)
     for path in files:
         beside[path.parent].setdefault(case_id(path), path)
+    written = {folder: recorded_outputs(folder / RUN_RECORD) for folder in beside}
     kept: list[Path] = []
     skipped: list[DataError] = []
     for path in files:
+        if path.name in written[path.parent] and case_id(path).endswith(SEGFEW_MAPS):
+            skipped.append(DataError(f"skipped: a map a segfew run wrote (its {RUN_RECORD} "
+                                     "lists it), not read as a scan", path))
+            continue
         image = _image_of_label(case_id(path), beside[path.parent], channels, nnunet)
         if image is None and case_id(path).lower() in FOLDER_LABEL_NAMES:
             image = next((p for cid, p in beside[path.parent].items()
@@ -293,6 +300,8 @@ def _image_of_label(cid: str, beside: Mapping[str, Path], channels: Sequence[str
     return None
 
 
+#: how segfew names the maps it writes (predict, label): ``<id>_seg``, ``<id>_prob``
+SEGFEW_MAPS = ("_seg", "_prob")
 #: label maps skipped beside their images that are each named; more are said in one line
 NAMED_SKIPS = 5
 

@@ -69,3 +69,20 @@ def test_two_folder_maps_for_one_image_are_refused_by_name(tmp_path: Path) -> No
     cases, _ = warned(find_image_cases, root, recursive=True)
     with pytest.raises(DataError, match="several label files"):
         attach_labels(cases, root, recursive=True)
+
+
+def test_maps_a_segfew_run_wrote_are_no_scans_but_stay_label_maps(tmp_path: Path) -> None:
+    """``predict --recursive`` over a study holding an earlier segmentation predict's output
+    folder: the maps its run.json lists are skipped, not classified; as --labels they pair."""
+    from segfew.files import outputs_record, write_json
+
+    save_nifti(tmp_path / "study" / "scans" / "a.nii.gz", ramp((16, 16)))
+    segs = tmp_path / "study" / "segs"
+    save_nifti(segs / "a_seg.nii.gz", np.eye(16, dtype=np.uint8))
+    save_nifti(segs / "b_seg.nii.gz", ramp((16, 16)))  # not in the record: a scan
+    write_json(segs / "run.json", outputs_record(segs / "run.json", ["a_seg.nii.gz"]))
+    cases, said = warned(find_image_cases, tmp_path / "study", recursive=True)
+    assert [c.id for c in cases] == ["a", "b_seg"]
+    assert any("a_seg.nii.gz: skipped: a map a segfew run wrote" in s for s in said)
+    paired = attach_labels(cases[:1], segs)
+    assert paired[0].labels == (segs / "a_seg.nii.gz",)
