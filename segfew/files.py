@@ -344,8 +344,10 @@ def _beside(record: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def run_lock(folder: str | Path) -> Iterator[Path]:
-    """Hold ``<folder>/segfew.lock`` while a run writes into ``folder``.
+def run_lock(folder: str | Path, name: str = LOCK_NAME, what: Path | None = None
+             ) -> Iterator[Path]:
+    """Hold ``<folder>/segfew.lock`` (or ``<folder>/<name>``: one output's lock, ``what``
+    the output a refusal names) while a run writes into ``folder``.
 
     A second run on the same folder is refused with a :class:`DataError` naming the lock
     and who holds it. The lock is an OS file lock (``flock``), so a run that dies releases
@@ -353,23 +355,25 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
     the run left nothing in it (a run refused after its checks).
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError("exists and is a file, not a folder", folder)
     created = [folder, *folder.parents]
     created = created[:next(i for i, p in enumerate(created) if p.exists() or p == p.parent)]
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK_NAME
+    lock = folder / name
     for _ in range(5):
         if fcntl is None:  # pragma: no cover
             try:
                 fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
-                raise _in_use(folder, lock) from None
+                raise _in_use(what or folder, lock) from None
             break
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise _in_use(folder, lock) from None
+            raise _in_use(what or folder, lock) from None
         try:  # the holder before us may have removed the file as we opened it
             if os.fstat(fd).st_ino == os.stat(lock).st_ino:
                 break
@@ -377,7 +381,7 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
             pass
         os.close(fd)
     else:  # pragma: no cover - five races in a row
-        raise _in_use(folder, lock)
+        raise _in_use(what or folder, lock)
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
@@ -390,6 +394,19 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):  # stops at one that is not empty
             for made in created:
                 made.rmdir()
+
+
+#: the end of an output's lock file, beside it (:func:`output_lock`): no one's scan
+OUTPUT_LOCK_SUFFIX = ".segfew.lock"
+
+
+def output_lock(out: str | Path) -> contextlib.AbstractContextManager[Path]:
+    """Hold ``.<name>.segfew.lock`` beside the output file or folder ``out`` while a run
+    writes it (:func:`run_lock`): a second ``predict`` or ``evaluate`` into the same
+    ``--out`` is refused rather than mixed into the first's files. Beside, not inside: the
+    output is not made before the run's checks, and an input folder's listing skips it."""
+    out = Path(out)
+    return run_lock(out.parent, f".{out.name}{OUTPUT_LOCK_SUFFIX}", out)
 
 
 def _in_use(folder: Path, lock: Path) -> DataError:

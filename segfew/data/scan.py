@@ -28,7 +28,7 @@ from pathlib import Path
 
 from segfew.data.case import _NNUNET_CHANNEL, FOLDER_LABEL_NAMES, LABEL_SUFFIXES, Case, _Problems
 from segfew.errors import DataError
-from segfew.files import RUN_RECORD, recorded_outputs
+from segfew.files import OUTPUT_LOCK_SUFFIX, RUN_RECORD, recorded_outputs
 from segfew.io import IMAGE_SUFFIXES, case_id, is_image_file
 from segfew.io.dicom import dicom_header, dicom_series_files, series_names
 from segfew.io.image import image_suffix
@@ -114,6 +114,8 @@ def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top:
     data_files: list[Path] = []
     named: set[Path] = set()
     for child in children:
+        if child.name.endswith(OUTPUT_LOCK_SUFFIX):  # a run writing beside: nothing to say
+            continue
         if child.name.startswith("."):  # .DS_Store, a macOS ._a.nii.gz: no one's scans
             out.skip("a hidden file or folder (its name starts with '.')", child)
             continue

@@ -48,6 +48,7 @@ from segfew.files import (
     RUN_RECORD,
     check_output,
     check_replace,
+    output_lock,
     outputs_record,
     write_json,
     write_rows_csv,
@@ -350,46 +351,49 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     classifier trained with ``--masks``; ``explain``: a classifier's evidence sheets
     (:func:`evaluate_classifier`).
     """
-    paths, predictors = open_models(model_path, device=device, batch_size=batch_size)
-    for p in predictors:  # a classifier of another tool's label maps reads them
-        p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
-        _ = p.measurer  # its label maps' source checked once, before any case
-    meta = predictors[0].meta
-    skipped: list[dict[str, str]] = []  # what the listing skipped (sub-folders, other files)
-    if channels is None and meta.channels:
-        channels = list(meta.channels)
-    if meta.kind == "classifier" and labels is not None:  # not silently ignored
-        raise SpecError("--labels is for a segmentation model; this is a classifier: give "
-                        "--table (or class sub-folders)")
-    if meta.kind == "classifier" and label_map is not None:
-        raise SpecError("--label-map remaps the label maps a segmentation model is scored "
-                        "against; this is a classifier")
-    if meta.kind != "classifier" and explain is not None:
-        raise SpecError("--explain draws a classifier's evidence; this is a segmentation "
-                        "model")
-    if meta.kind == "classifier":  # a table, or class sub-folders; a missing image: its row
-        with skipped_at_door(skipped):
-            cases = find_classification_cases(images, table, channels=channels,
-                                              id_column=id_column, label_column=label_column,
-                                              group_column=group_column, keep_missing=True)
-        return meta.kind, evaluate_classifier(
-            paths, cases, out_dir, device=device, batch_size=batch_size,
-            bootstrap=bootstrap, seed=seed, progress=progress, table=table,
-            predictor=predictors, run_spec=run_spec, allow_leakage=allow_leakage,
-            explain=explain, skipped=skipped, overwrite=overwrite)
-    if labels is None:
-        raise SpecError("a segmentation model is evaluated against label maps: give --labels DIR")
-    predictor = predictors[0]
-    cases = predictor.split_channels(find_scored_segmentation(images, labels, channels, skipped))
-    if table is not None:
-        cases = select_table_cases(cases, table_ids(table, id_column), table)
-    label_map = truth_remap(label_map, meta.spec, cases, len(meta.classes), paths[0])
-    return meta.kind, evaluate_segmentation(paths[0], cases, out_dir, device=device,
-                                            batch_size=batch_size, progress=progress,
-                                            predictor=predictor, run_spec=run_spec,
-                                            rules=LabelRules(remap=label_map),
-                                            allow_leakage=allow_leakage, skipped=skipped,
-                                            overwrite=overwrite)
+    with output_lock(out_dir):  # a second run into out_dir is refused, not mixed in
+        paths, predictors = open_models(model_path, device=device, batch_size=batch_size)
+        for p in predictors:  # a classifier of another tool's label maps reads them
+            p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
+            _ = p.measurer  # its label maps' source checked once, before any case
+        meta = predictors[0].meta
+        skipped: list[dict[str, str]] = []  # what the listing skipped (sub-folders, files)
+        if channels is None and meta.channels:
+            channels = list(meta.channels)
+        if meta.kind == "classifier" and labels is not None:  # not silently ignored
+            raise SpecError("--labels is for a segmentation model; this is a classifier: "
+                            "give --table (or class sub-folders)")
+        if meta.kind == "classifier" and label_map is not None:
+            raise SpecError("--label-map remaps the label maps a segmentation model is "
+                            "scored against; this is a classifier")
+        if meta.kind != "classifier" and explain is not None:
+            raise SpecError("--explain draws a classifier's evidence; this is a segmentation "
+                            "model")
+        if meta.kind == "classifier":  # a table or class sub-folders; a missing image: a row
+            with skipped_at_door(skipped):
+                cases = find_classification_cases(
+                    images, table, channels=channels, id_column=id_column,
+                    label_column=label_column, group_column=group_column, keep_missing=True)
+            return meta.kind, evaluate_classifier(
+                paths, cases, out_dir, device=device, batch_size=batch_size,
+                bootstrap=bootstrap, seed=seed, progress=progress, table=table,
+                predictor=predictors, run_spec=run_spec, allow_leakage=allow_leakage,
+                explain=explain, skipped=skipped, overwrite=overwrite)
+        if labels is None:
+            raise SpecError("a segmentation model is evaluated against label maps: give "
+                            "--labels DIR")
+        predictor = predictors[0]
+        cases = predictor.split_channels(
+            find_scored_segmentation(images, labels, channels, skipped))
+        if table is not None:
+            cases = select_table_cases(cases, table_ids(table, id_column), table)
+        label_map = truth_remap(label_map, meta.spec, cases, len(meta.classes), paths[0])
+        return meta.kind, evaluate_segmentation(paths[0], cases, out_dir, device=device,
+                                                batch_size=batch_size, progress=progress,
+                                                predictor=predictor, run_spec=run_spec,
+                                                rules=LabelRules(remap=label_map),
+                                                allow_leakage=allow_leakage, skipped=skipped,
+                                                overwrite=overwrite)
 
 
 def check_out_dir(out_dir: str | Path, cases: Sequence[Case], extra: Sequence[Path] = (),

@@ -26,6 +26,7 @@ from segfew.files import (
     check_replace,
     claim_outputs,
     is_recorded,
+    output_lock,
     outputs_record,
     write_json,
     write_rows_csv,
@@ -99,110 +100,112 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     writing there is a :class:`DataError` naming it, unless ``overwrite``
     (:func:`segfew.files.check_replace`); so is an ``out`` that is one of the inputs.
     """
-    models, predictors = open_models(model_path, device=device, batch_size=batch_size,
-                                     precision=precision, workers=workers, tta=tta)
-    predictor = predictors[0]
-    _refuse_other_kinds_options(predictor, probabilities, tta, min_confidence)
-    if min_confidence is None:
-        min_confidence = MIN_CONFIDENCE
-    for p in predictors:  # a classifier of another tool's label maps reads them
-        p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
-        _ = p.measurer  # its label maps' source checked once, before any case
-        caveat = estimate_caveat(p.meta.metrics or {})
-        if caveat is not None:  # said before any answer it gives
-            warnings.warn(DataWarning(caveat, p.model_path), stacklevel=2)
-    spec = run_spec if run_spec is not None else {
-        "task": "predict", "model": [str(m) for m in models], "inputs": [str(p) for p in inputs],
-        "recursive": recursive, "channels": list(channels) if channels else None,
-        "device": str(predictor.device), "precision": precision, "batch_size": batch_size,
-        "workers": workers, "probabilities": probabilities, "min_confidence": min_confidence,
-        "tta": tta, "explain": str(explain) if explain else None}
-    meta = predictor.meta
-    if channels is None and meta.channels:
-        channels = list(meta.channels)
-    cases = collect_cases([Path(p) for p in inputs], recursive=recursive, channels=channels)
-    if not cases:
-        raise DataError("no images found in " + ", ".join(str(p) for p in inputs))
-    measured = meta.architecture.name == "measurement_classifier"
-    warn_placeholder_spacing(cases, measured)  # a line: sizes in voxels, not mm
     out = Path(out)
-    read = [*models, *inputs, *([masks] if masks is not None else []),
-            *(p for c in cases for p in c.images)]
-    if explain is not None:
-        check_explain(explain, predictors, read, [c.id for c in cases], overwrite)
-
-    if meta.kind == "classifier":
-        if out.suffix.lower() not in (".csv", ".tsv"):
-            raise DataError("a classifier writes a table: give --out a name ending in .csv or "
-                            ".tsv", out)
-        check_output(out, read, "file")
-        record = out.with_name(out.stem + "." + RUN_RECORD)
-        sheet = out.with_name(out.stem + ".measurements.csv")
-        check_replace(record, [out.name, *([sheet.name] if measured else []), record.name],
-                      overwrite)
-        rows = classify_all(predictors, cases, progress, min_confidence)
-        write_predictions_csv(out, rows, meta.classes)
+    with output_lock(out):  # a second run into the same --out is refused, not mixed in
+        models, predictors = open_models(model_path, device=device, batch_size=batch_size,
+                                         precision=precision, workers=workers, tta=tta)
+        predictor = predictors[0]
+        _refuse_other_kinds_options(predictor, probabilities, tta, min_confidence)
+        if min_confidence is None:
+            min_confidence = MIN_CONFIDENCE
+        for p in predictors:  # a classifier of another tool's label maps reads them
+            p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
+            _ = p.measurer  # its label maps' source checked once, before any case
+            caveat = estimate_caveat(p.meta.metrics or {})
+            if caveat is not None:  # said before any answer it gives
+                warnings.warn(DataWarning(caveat, p.model_path), stacklevel=2)
+        spec = run_spec if run_spec is not None else {
+            "task": "predict", "model": [str(m) for m in models],
+            "inputs": [str(p) for p in inputs],
+            "recursive": recursive, "channels": list(channels) if channels else None,
+            "device": str(predictor.device), "precision": precision, "batch_size": batch_size,
+            "workers": workers, "probabilities": probabilities, "min_confidence": min_confidence,
+            "tta": tta, "explain": str(explain) if explain else None}
+        meta = predictor.meta
+        if channels is None and meta.channels:
+            channels = list(meta.channels)
+        cases = collect_cases([Path(p) for p in inputs], recursive=recursive, channels=channels)
+        if not cases:
+            raise DataError("no images found in " + ", ".join(str(p) for p in inputs))
+        measured = meta.architecture.name == "measurement_classifier"
+        warn_placeholder_spacing(cases, measured)  # a line: sizes in voxels, not mm
+        read = [*models, *inputs, *([masks] if masks is not None else []),
+                *(p for c in cases for p in c.images)]
         if explain is not None:
-            explain_batch(predictor, cases, rows, Path(explain), min_confidence)
-        measurements = predictor.write_measurements(sheet, cases, rows)
-        if measured and measurements is None:  # every case failed: an earlier run's sheet
-            sheet.unlink(missing_ok=True)  # would pass for this one's (segfew's: checked)
-        flag = one_class_batch([r.predicted for r in rows if r.status == "ok"], meta.classes)
-        if flag is not None:
-            warnings.warn(DataWarning(
-                f"the classifier predicts {flag['class']!r} for {flag['share']:.0%} of the "
-                f"{flag['cases']} cases: unless nearly all of them are {flag['class']!r}, it "
-                "has not learnt the classes (score it on labelled cases: segfew evaluate)",
-                out), stacklevel=2)
-        tables = [out.name, *([measurements.name] if measurements is not None else [])]
-        _write_record(record, spec, models, predictors, cases, tables, {"one_class": flag})
-        return out, sum(r.status != "ok" for r in rows), len(rows)
+            check_explain(explain, predictors, read, [c.id for c in cases], overwrite)
 
-    if out.suffix.lower() in (".csv", ".tsv"):
-        raise DataError("a segmentation model writes label maps into a folder; give --out DIR",
-                        out)
-    check_output(out, read, "folder")
-    cases = predictor.split_channels(cases)
-    record = out / RUN_RECORD
-    planned = [f"{c.id}_{kind}.nii.gz" for c in cases
-               for kind in ("seg", *(["prob"] if probabilities else []))]
-    # the folder's label names become the model's; k-means centres of an earlier labelling
-    # there would no longer describe its maps: removed if segfew's, else refused
-    centres = [CENTRES_FILE] if (out / CENTRES_FILE).exists() else []
-    check_replace(record, [*planned, SEGMENTATION_TABLE, LABEL_NAMES_FILE, *centres,
-                           RUN_RECORD], overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    claim_outputs(record, [*planned, SEGMENTATION_TABLE, LABEL_NAMES_FILE])  # a run stopped
-    # part-way may run again
-    report = progress_counter(progress, len(cases))
-    lines = []
-    written: list[str] = []
-    failed = 0
-    for i, loaded, error in read_ahead(cases, predictor.read_images, predictor.workers,
-                                        one_line, CASE_ERRORS):
-        case = cases[i]
-        try:
-            if error:
-                raise DataError(error)
-            maps = predictor.segment(case, out, probabilities=probabilities, read=loaded)
-            lines.append([case.id, case_path(case), str(maps[0]), "ok", ""])
-            written += [Path(m).name for m in maps]
-        except CASE_ERRORS as e:
-            failed += 1
-            lines.append([case.id, case_path(case), "", "error", error or one_line(e)])
-        report(1)
-    write_rows_csv(out / SEGMENTATION_TABLE, ["id", "path", "output", "status", "error"], lines)
-    written.append(SEGMENTATION_TABLE)
-    if meta.classes:  # what `pretrain --labels` reads: the names of labels 0, 1, ...
-        write_json(out / LABEL_NAMES_FILE, {"method": "predict", "model": str(models[0]),
-                                            "label_names": list(meta.classes)})
-        written.append(LABEL_NAMES_FILE)
-    elif is_recorded(record, LABEL_NAMES_FILE):
-        (out / LABEL_NAMES_FILE).unlink(missing_ok=True)
-    if centres and is_recorded(record, CENTRES_FILE):
-        (out / CENTRES_FILE).unlink(missing_ok=True)
-    _write_record(record, spec, models, predictors, cases, written)
-    return out, failed, len(cases)
+        if meta.kind == "classifier":
+            if out.suffix.lower() not in (".csv", ".tsv"):
+                raise DataError("a classifier writes a table: give --out a name ending in .csv or "
+                                ".tsv", out)
+            check_output(out, read, "file")
+            record = out.with_name(out.stem + "." + RUN_RECORD)
+            sheet = out.with_name(out.stem + ".measurements.csv")
+            check_replace(record, [out.name, *([sheet.name] if measured else []), record.name],
+                          overwrite)
+            rows = classify_all(predictors, cases, progress, min_confidence)
+            write_predictions_csv(out, rows, meta.classes)
+            if explain is not None:
+                explain_batch(predictor, cases, rows, Path(explain), min_confidence)
+            measurements = predictor.write_measurements(sheet, cases, rows)
+            if measured and measurements is None:  # every case failed: an earlier run's sheet
+                sheet.unlink(missing_ok=True)  # would pass for this one's (segfew's: checked)
+            flag = one_class_batch([r.predicted for r in rows if r.status == "ok"], meta.classes)
+            if flag is not None:
+                warnings.warn(DataWarning(
+                    f"the classifier predicts {flag['class']!r} for {flag['share']:.0%} of the "
+                    f"{flag['cases']} cases: unless nearly all of them are {flag['class']!r}, it "
+                    "has not learnt the classes (score it on labelled cases: segfew evaluate)",
+                    out), stacklevel=2)
+            tables = [out.name, *([measurements.name] if measurements is not None else [])]
+            _write_record(record, spec, models, predictors, cases, tables, {"one_class": flag})
+            return out, sum(r.status != "ok" for r in rows), len(rows)
+
+        if out.suffix.lower() in (".csv", ".tsv"):
+            raise DataError("a segmentation model writes label maps into a folder; give --out DIR",
+                            out)
+        check_output(out, read, "folder")
+        cases = predictor.split_channels(cases)
+        record = out / RUN_RECORD
+        planned = [f"{c.id}_{kind}.nii.gz" for c in cases
+                   for kind in ("seg", *(["prob"] if probabilities else []))]
+        # the folder's label names become the model's; k-means centres of an earlier labelling
+        # there would no longer describe its maps: removed if segfew's, else refused
+        centres = [CENTRES_FILE] if (out / CENTRES_FILE).exists() else []
+        check_replace(record, [*planned, SEGMENTATION_TABLE, LABEL_NAMES_FILE, *centres,
+                               RUN_RECORD], overwrite)
+        out.mkdir(parents=True, exist_ok=True)
+        claim_outputs(record, [*planned, SEGMENTATION_TABLE, LABEL_NAMES_FILE])  # a run stopped
+        # part-way may run again
+        report = progress_counter(progress, len(cases))
+        lines = []
+        written: list[str] = []
+        failed = 0
+        for i, loaded, error in read_ahead(cases, predictor.read_images, predictor.workers,
+                                            one_line, CASE_ERRORS):
+            case = cases[i]
+            try:
+                if error:
+                    raise DataError(error)
+                maps = predictor.segment(case, out, probabilities=probabilities, read=loaded)
+                lines.append([case.id, case_path(case), str(maps[0]), "ok", ""])
+                written += [Path(m).name for m in maps]
+            except CASE_ERRORS as e:
+                failed += 1
+                lines.append([case.id, case_path(case), "", "error", error or one_line(e)])
+            report(1)
+        write_rows_csv(out / SEGMENTATION_TABLE, ["id", "path", "output", "status", "error"], lines)
+        written.append(SEGMENTATION_TABLE)
+        if meta.classes:  # what `pretrain --labels` reads: the names of labels 0, 1, ...
+            write_json(out / LABEL_NAMES_FILE, {"method": "predict", "model": str(models[0]),
+                                                "label_names": list(meta.classes)})
+            written.append(LABEL_NAMES_FILE)
+        elif is_recorded(record, LABEL_NAMES_FILE):
+            (out / LABEL_NAMES_FILE).unlink(missing_ok=True)
+        if centres and is_recorded(record, CENTRES_FILE):
+            (out / CENTRES_FILE).unlink(missing_ok=True)
+        _write_record(record, spec, models, predictors, cases, written)
+        return out, failed, len(cases)
 
 
 def _refuse_other_kinds_options(predictor: Predictor, probabilities: bool, tta: bool,

@@ -108,3 +108,27 @@ def test_train_classifier_says_the_flags_its_framework_ignores(scans: Path) -> N
     line = next(ln for ln in output.splitlines() if "not used" in ln)
     assert "--epochs (framework measures is fitted in closed form" in line
     assert (scans / "m.pt").is_file()
+
+
+@pytest.mark.parametrize("command", ["predict-classifier", "predict-segmentation", "evaluate"])
+def test_a_second_run_into_an_output_in_use_is_refused(scans: Path, command: str) -> None:
+    """Two runs into one --out at once: the second is refused, not mixed into the first's."""
+    from segfew.files import output_lock
+
+    if command == "evaluate":
+        out = scans / "e"
+        args = ["evaluate", "--model", str(make_segmenter(scans / "m.pt")), "--images",
+                str(scans / "img"), "--labels", str(scans / "lab"), "--out", str(out)]
+    elif command == "predict-segmentation":
+        out = scans / "p"
+        args = ["predict", "--model", str(make_segmenter(scans / "m.pt")), "--input",
+                str(scans / "img"), "--out", str(out)]
+    else:
+        out = scans / "p.csv"
+        args = ["predict", "--model", str(make_classifier(scans / "m.pt")), "--input",
+                str(scans / "img"), "--out", str(out)]
+    with output_lock(out):
+        output = invoke(*args, *RUN, expect=2)
+    assert f"{out}: is in use by another segfew run" in " ".join(output.split())
+    assert not out.exists()
+    invoke(*args, *RUN, expect=1 if command == "predict-classifier" else 0)  # free again
