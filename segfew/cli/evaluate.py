@@ -171,13 +171,18 @@ def door_lines(metrics: dict[str, Any], table: Path | None) -> list[str]:
 
 def dice_table(metrics: dict[str, Any]) -> Any:
     """Mean Dice per label and over foreground labels, as a rich table."""
-    table = Table(title=f"Dice ({metrics['n_cases'] - metrics['n_failed']} cases)")
+    scored = metrics["n_cases"] - metrics["n_failed"]
+    table = Table(title=f"Dice ({scored} cases)", caption="cases: those in the label's mean; "
+                  "a case where neither truth nor prediction holds the label has no Dice")
     table.add_column("label")
     table.add_column("mean Dice", justify="right")
+    table.add_column("cases", justify="right")
+    counts = metrics.get("dice_cases") or {}
     for name, value in metrics["dice"].items():
-        table.add_row(name, "—" if value is None else f"{value:.3f}")
+        table.add_row(name, "—" if value is None else f"{value:.3f}",
+                      f"{counts[name]} of {scored}" if name in counts else "")
     mean = metrics["mean_dice"]
-    table.add_row("[bold]mean[/]", "—" if mean is None else f"[bold]{mean:.3f}[/]")
+    table.add_row("[bold]mean[/]", "—" if mean is None else f"[bold]{mean:.3f}[/]", "")
     return table
 
 

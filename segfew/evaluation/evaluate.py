@@ -296,6 +296,9 @@ def evaluate_segmentation(model_path: str | Path, cases: Sequence[Case], out_dir
     metrics: dict[str, Any] = {
         "dice": mean,
         "mean_dice": mean_dice,
+        # cases in each label's mean: not those where truth and prediction both lack it
+        "dice_cases": {names[i]: sum(c["dice"].get(names[i]) is not None for c in ok)
+                       for i in foreground},
         "per_case": per_case,
         "labels": names,
         "n_cases": len(cases),

@@ -173,7 +173,21 @@ def test_segmentation_dice_is_scored_on_the_source_grid(
     assert metrics["mean_dice"] == pytest.approx(np.mean([np.mean(v) for v in expected.values()]))
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["mean_dice"] == pytest.approx(metrics["mean_dice"])
+    assert saved["dice_cases"] == {"l1": 2, "l2": 2}
     assert len(read_csv(tmp_path / "eval" / "per_case.csv")) == 2
+
+
+def test_the_dice_table_says_how_many_cases_each_mean_holds() -> None:
+    """12 slices, 6 with neither truth nor prediction of the tumour: "6 of 12", not "12"."""
+    from rich.console import Console
+
+    from segfew.cli.evaluate import dice_table
+
+    console = Console(width=200, record=True)
+    console.print(dice_table({"n_cases": 12, "n_failed": 0, "dice": {"tumour": 0.103},
+                              "mean_dice": 0.103, "dice_cases": {"tumour": 6}}))
+    text = console.export_text()
+    assert "6 of 12" in text and "neither truth nor prediction" in " ".join(text.split())
 
 
 def test_a_truth_value_the_model_cannot_predict_is_an_error_row_not_a_zero_dice(
