@@ -11,7 +11,8 @@ A run folder (RUN_DIR) holds::
                          added frameworks)
     run.json             versions, platform, command (run-shard<i>of<N>.json for a shard)
     data.json            classes, cases per class, test-set sizes per repetition
-    results/<key>.json   one per finished task, written as soon as it finishes
+    results/<key>.json   one per finished task, written as soon as it finishes (with its
+                         test cases' ids, patients and classes)
     results/<key>.error.json   one per failed task (retried on the next run)
     work/<key>/          scratch folder handed to the training step
 
@@ -37,6 +38,7 @@ from segfew.data import group_identical_images
 from segfew.data.splits import warn_class_names
 from segfew.errors import DataError, Interrupted, SpecError
 from segfew.evaluation.leakage import check_leakage, records_voxels
+from segfew.experiment.pooling import patient_metrics, test_fields
 from segfew.experiment.splits import (
     _check_splittable,
     data_summary,
@@ -97,8 +99,11 @@ PretrainStep = Callable[[int, list["Case"], Path], Any]
 
 #: ``train_and_score(task, train_cases, test_cases, work_dir) -> dict`` trains one framework
 #: on ``train_cases`` and scores it on ``test_cases``. The dict holds at least ``metrics``
-#: (a :func:`segfew.metrics.classification_metrics` dict); ``predictions`` (rows),
-#: ``seconds`` and any other JSON-serialisable keys are kept in the result file.
+#: (a :func:`segfew.metrics.classification_metrics` dict, best with ``groups`` the test
+#: cases' ``unit``); ``predictions`` (rows: ``id``, ``predicted``, ``status``), ``seconds``
+#: and any other JSON-serialisable keys are kept in the result file. Metrics without
+#: ``n_groups`` get intervals over patients from the rows
+#: (:func:`segfew.experiment.pooling.patient_metrics`).
 TrainAndScore = Callable[["Task", list["Case"], list["Case"], Path], dict[str, Any]]
 
 
@@ -354,6 +359,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
         if "metrics" not in output:
             raise TypeError("train_and_score must return a dict with a 'metrics' key")
         output.setdefault("seconds", time.perf_counter() - start)
+        output["metrics"] = patient_metrics(output["metrics"], output.get("predictions"), test,
+                                            bootstrap=spec.bootstrap, seed=spec.seed)
         write_json(done, {**output, **_task_fields(task, train, test, digest)})
         error_path.unlink(missing_ok=True)
     made = [p for p in (repetition_features(out_dir, r) for r in range(1, spec.repetitions + 1))
@@ -404,4 +411,4 @@ def _task_fields(task: Task, train: Sequence[Case], test: Sequence[Case], digest
     return {"key": task.key, "size": task.size, "repetition": task.repetition,
             "framework": task.framework, "n_train": len(train), "n_test": len(test),
             "train_ids": [c.id for c in train], "test_ids": [c.id for c in test],
-            "spec_digest": digest}
+            **test_fields(test), "spec_digest": digest}

@@ -2,10 +2,12 @@
 
 Built from one or more RUN_DIRs of :func:`segfew.experiment.protocol.run_experiment` (shards are
 merged). It opens with one sentence naming the best framework at each training size with
-its accuracy, a 95% bootstrap interval over the pooled test predictions and the number of
-test cases; the curves (``segfew.evaluation.figures``) follow the paper's Fig. 5 and 8. It speaks of
-patients when the data have a group column, else of cases. The document is assembled
-once as a list of blocks and rendered to both formats, so the two always say the same.
+its accuracy, a 95% bootstrap interval over the pooled test predictions that draws test
+patients (:func:`segfew.experiment.pooling.pooled_accuracy`) and the numbers of test
+patients and cases; the curves (``segfew.evaluation.figures``) follow the paper's Fig. 5
+and 8. It speaks of patients when the data have a group column, else of cases. The
+document is assembled once as a list of blocks and rendered to both formats, so the two
+always say the same.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from segfew.errors import SegfewError
 from segfew.evaluation.figures import (
@@ -26,6 +26,7 @@ from segfew.evaluation.figures import (
 )
 from segfew.evaluation.leakage import experiment_verdict
 from segfew.experiment.gallery import misclassified_sheets
+from segfew.experiment.pooling import confusion, pooled_accuracy
 from segfew.experiment.protocol import FRAMEWORK_NAMES, load_cases, load_spec
 from segfew.experiment.render import Block, html_page, markdown
 from segfew.experiment.results import (
@@ -37,9 +38,9 @@ from segfew.experiment.results import (
 from segfew.files import check_replace, is_recorded, outputs_record, write_json, write_text
 from segfew.inference.measure_names import label
 from segfew.inference.predictor import Predictor
-from segfew.metrics import accuracy_summary, below_chance, cases_from_confusion
+from segfew.metrics import below_chance
 
-__all__ = ["check_report", "write_report"]
+__all__ = ["check_report", "pooled_accuracy", "write_report"]
 
 #: the files a report writes beside report.md (its misclassified cases' sheets go under
 #: ``misclassified/``), and its run record: which of them segfew wrote
@@ -50,7 +51,6 @@ REPORT_RECORD = "report.run.json"
 
 _METRIC_WORDS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
                  "kappa": "Cohen's kappa", "macro_f1": "Macro F1"}
-_BOOTSTRAP = 1000
 
 
 def framework_words(fw: str) -> str:
@@ -84,40 +84,6 @@ def _run_info(run_dirs: Sequence[Path]) -> dict[str, Any]:
     return {}
 
 
-def _confusion(results: Sequence[dict[str, Any]], classes: Sequence[str]) -> np.ndarray:
-    """The confusion matrices of ``results`` summed, rows and columns in ``classes`` order."""
-    total = np.zeros((len(classes), len(classes)), dtype=int)
-    for r in results:
-        cm = (r.get("metrics") or {}).get("confusion_matrix")
-        names = list((r.get("metrics") or {}).get("per_class") or classes)
-        if not cm or len(names) != len(cm):
-            continue
-        for i, row in enumerate(cm):
-            for j, value in enumerate(row):
-                if names[i] in classes and names[j] in classes:
-                    total[classes.index(names[i]), classes.index(names[j])] += int(value)
-    return total
-
-
-def pooled_accuracy(results: Sequence[dict[str, Any]], classes: Sequence[str],
-                    bootstrap: int = _BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
-    """Accuracy of one point (framework, size) over the test cases of all its repetitions
-    pooled, with a 95% bootstrap interval over those cases and the chance rate
-    (:func:`segfew.metrics.accuracy_summary`).
-
-    Returns ``{"accuracy", "low", "high", "n", "per_repetition", "chance_rate",
-    "distinguishable_from_chance"}``: ``n`` test cases in all, ``per_repetition`` in each
-    repetition (the largest when they differ).
-    """
-    y_true, y_pred = cases_from_confusion(_confusion(results, classes))
-    per_rep = max((int(r.get("n_test") or 0) for r in results), default=0)
-    summary = accuracy_summary(y_true == y_pred, y_true, bootstrap=bootstrap, seed=seed)
-    low, high = summary["ci"] or (None, None)
-    return {"accuracy": summary["accuracy"], "low": low, "high": high, "n": summary["n"],
-            "per_repetition": per_rep, "chance_rate": summary["chance_rate"],
-            "distinguishable_from_chance": summary["distinguishable_from_chance"]}
-
-
 def _below_chance(point: dict[str, Any]) -> bool:
     return below_chance(point.get("high"), point.get("chance_rate"))
 
@@ -130,6 +96,10 @@ def _ci(point: dict[str, Any]) -> str:
     return text + (" not distinguishable from chance"
                    if point.get("distinguishable_from_chance") is False
                    else " below chance" if _below_chance(point) else "")
+
+
+def _units(point: dict[str, Any]) -> str:
+    return "—" if point.get("units") is None else str(point["units"])
 
 
 def _times(n: int) -> str:
@@ -160,9 +130,29 @@ def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int]
                      f"{p['accuracy']:.2f}{ci}{chance}")
     if not parts:
         return "No task has finished yet."
-    test = next(iter(points.values()))["per_repetition"]
-    return ("In short: " + "; ".join(parts) + f" — each on {test} test {unit} per "
-            f"repetition, {repetitions} repetition{'s' if repetitions != 1 else ''} pooled.")
+    first = next(iter(points.values()))
+    cases, units = first["per_repetition"], first.get("units_per_repetition")
+    if units is None:  # an older segfew recorded no patients: its cases are the unit
+        test, pooled = f"{cases} test cases", ""
+    else:
+        test = (f"{units} test {unit}" if units == cases
+                else f"{cases} cases of {units} test {unit}")
+        pooled = f" ({first['units']} distinct {unit})" if first.get("units") else ""
+    return ("In short: " + "; ".join(parts) + f" — each on {test} per repetition, "
+            f"{repetitions} repetition{'s' if repetitions != 1 else ''} pooled{pooled}.")
+
+
+def _interval_words(points: dict[tuple[str, int], dict[str, Any]], unit: str) -> str:
+    """What the bracketed intervals resample, for the caption above the results."""
+    one = unit.removesuffix("s")
+    if points and all(p.get("units") is not None for p in points.values()):
+        return (f"intervals in brackets are 95% bootstrap intervals over the pooled test "
+                f"predictions that resample {unit}: a {one} is drawn as one, with all its "
+                "predictions from every repetition that tested it.")
+    return ("intervals in brackets are 95% bootstrap intervals that resample the pooled test "
+            "cases: this run folder records no patients of its test cases (an older segfew "
+            "wrote it), so cases of one patient, and one case tested in several repetitions, "
+            "count as independent.")
 
 
 def _blocks(run_dirs: Sequence[Path], out: Path) -> list[Block]:
@@ -191,7 +181,7 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[Block]:
         f"per class, {_times(spec.repetitions)} with a different random choice of {unit}, "
         f"and scored on {test_words}. Within a repetition every method saw exactly the same "
         f"{unit}. Points show the mean over repetitions; bars show one standard deviation; "
-        "intervals in brackets are 95% bootstrap intervals over the pooled test predictions.")))
+        + _interval_words(points, unit))))
     b.append(Block("p", (
         f"Tasks: {len(status.finished)} of {status.total} finished, {len(status.failed)} "
         f"failed, {len(status.missing)} not run yet.")))
@@ -217,10 +207,11 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[Block]:
 
         b.append(Block("h2", "Results (mean ± standard deviation over repetitions)"))
         b.append(Block("table", header=["method", f"{unit} per class", "repetitions",
-                                         *_METRIC_WORDS.values(), "accuracy, pooled [95% CI]",
-                                         "test cases, pooled"],
+                                         *_METRIC_WORDS.values(), f"distinct test {unit}",
+                                         "accuracy, pooled [95% CI]", "test cases, pooled"],
                         items=[[r["framework"], str(r["size"]), str(r["repetitions"]),
                                 *(_ms(r[m]) for m in _METRIC_WORDS),
+                                _units(points[(r["framework"], r["size"])]),
                                 _ci(points[(r["framework"], r["size"])]),
                                 str(points[(r["framework"], r["size"])]["n"])] for r in rows]))
         b.append(Block("h2", "F1 score per class"))
@@ -267,7 +258,7 @@ def _best_confusion(results: Sequence[dict[str, Any]],
     if not scored or not classes:
         return []
     fw = max(scored, key=lambda item: item[1]["accuracy"])[0]
-    total = _confusion([r for r in results if r["framework"] == fw
+    total = confusion([r for r in results if r["framework"] == fw
                         and int(r["size"]) == largest], classes)
     title = f"{fw}, {largest} per class, all repetitions"
     path = plot_confusion_matrix(total, classes, out / "confusion_best.png", title=title)
