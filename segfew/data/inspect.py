@@ -64,7 +64,8 @@ class DatasetReport:
     labels: Path | None = None
     table: Path | None = None
     kind: str = "images"
-    """``segmentation`` (with label maps), ``classification`` (with classes) or ``images``."""
+    """``segmentation`` (with label maps), ``classification`` (with classes), both
+    (``segmentation and classification``) or ``images``."""
     channel_names: list[str] = field(default_factory=list)
     cases: list[CaseReport] = field(default_factory=list)
     label_counts: dict[int, int] = field(default_factory=dict)
@@ -202,6 +203,8 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
                 found.skip([DataError(f"{n} image{'s are' if n > 1 else ' is'} not in the table "
                                       f"and {'are' if n > 1 else 'is'} not used", table)])
             cases = _with_targets([c for c in cases if c.id in listed_ids], classified, found)
+            if report.kind == "segmentation":  # label maps and classes: what measures reads
+                report.kind = "segmentation and classification"
         return cases
     if table is not None:
         report.kind = "classification"
@@ -294,9 +297,10 @@ def _check_dataset(report: DatasetReport, cases: Sequence[Case]) -> None:
                                      "a split needs at least two", where), fatal=False)
     if report.no_spacing:
         why = sorted(set(report.no_spacing.values()))
-        report.add(f"{len(report.no_spacing)} of {len(report.cases)} cases have no real voxel "
-                   f"size ({', '.join(why)}): it reads as 1 mm, but sizes are in voxels — "
-                   "measurements say vox/px instead of ml/mm", fatal=False)
+        read = sum(c.shape is not None for c in report.cases)  # a refused case: unknown
+        report.add(f"{len(report.no_spacing)} of the {read} cases read have no real voxel "
+                   f"size ({', '.join(why)}): sizes are in voxels, not mm — measurements "
+                   "say vox/px instead of ml/mm", fatal=False)
     with warnings.catch_warnings(record=True) as caught:  # groups crossing classes: a note
         warnings.simplefilter("always")
         copies = group_identical_images(cases, report.table or report.images)[1]

@@ -38,7 +38,8 @@ def test_clean_dataset_summary(tmp_path: Path) -> None:
                              progress=lambda done, total, cid: seen.append(done))
     assert report.problems == [] and not report.fatal
     assert (report.n_cases, report.n_channels, report.n_images, report.n_labelled) == (4, 2, 8, 8)
-    assert report.kind == "segmentation" and report.channel_names == ["ed", "es"]
+    assert report.kind == "segmentation and classification"
+    assert report.channel_names == ["ed", "es"]
     assert report.class_counts == {"A": 2, "B": 2}
     assert report.label_counts == {0: 8 * 24, 1: 4 * 24, 2: 4 * 24}
     assert report.label_volumes == {0: 8, 1: 4, 2: 4}
@@ -163,8 +164,8 @@ def test_acdc_inspect() -> None:
     # the public copy holds one scan under two patients (074 and 076), and its affines are
     # the identity (no spacing): notes, not refusals
     assert [p for p in report.problems if not p.startswith("identical images:")] == [
-        "60 of 60 cases have no real voxel size (identity affine): it reads as 1 mm, but "
-        "sizes are in voxels — measurements say vox/px instead of ml/mm"]
+        "60 of the 60 cases read have no real voxel size (identity affine): sizes are in "
+        "voxels, not mm — measurements say vox/px instead of ml/mm"]
     assert not report.fatal
     assert (report.n_cases, report.n_channels, report.n_labelled) == (60, 2, 120)
     assert report.class_counts == {"DCM": 12, "HCM": 12, "MINF": 12, "NOR": 12, "RV": 12}
@@ -199,6 +200,24 @@ def test_nan_voxels_are_a_note_naming_the_count_not_fatal(tmp_path: Path) -> Non
     assert not report.fatal
     assert any("p0_ed.nii.gz: 1 NaN/infinite voxel(s) of 48 replaced by the image's finite "
                "minimum (0)" in p for p in report.problems), report.problems
+
+
+def test_the_no_spacing_note_counts_the_cases_read(tmp_path: Path) -> None:
+    """A refused case's voxel size is unknown: "1 of the 1 cases read", not "1 of 3"."""
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        PILImage.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(
+            tmp_path / f"{name}.png")
+    (tmp_path / "labels").mkdir()
+    PILImage.fromarray(np.eye(16, dtype=np.uint8)).save(tmp_path / "labels" / "a.png")
+    for name in ("b", "c"):  # refused: another shape
+        PILImage.fromarray(np.eye(8, dtype=np.uint8)).save(tmp_path / "labels" / f"{name}.png")
+    report = inspect_dataset(tmp_path, tmp_path / "labels")
+    assert sum(not c.ok for c in report.cases) == 2
+    assert any(p.startswith("1 of the 1 cases read have no real voxel size")
+               for p in report.problems), report.problems
 
 
 def test_a_note_of_many_files_is_listed_for_the_first_few_and_counted(tmp_path: Path) -> None:
