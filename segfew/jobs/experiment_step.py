@@ -146,6 +146,7 @@ def make_train_and_score(
             bootstrap=spec.bootstrap,
             seed=spec.seed,
             source=task_dir,
+            groups=[c.unit for c in test_cases],  # the interval resamples test patients
         )
         predictions = [
             {
