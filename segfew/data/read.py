@@ -141,6 +141,11 @@ def check_same_grid(img: Image, first: Image) -> None:
         raise DataError(f"shape {source_shape(img)} differs from {first.path} "
                         f"{source_shape(first)}", img.path)
     if not np.allclose(img.source_affine, first.source_affine, rtol=1e-5, atol=GEOMETRY_ATOL):
+        if np.allclose(img.affine, first.affine, rtol=1e-5, atol=GEOMETRY_ATOL):
+            raise DataError(f"orientation {img.orientation or 'unstated'} differs from "
+                            f"{first.path} ({first.orientation or 'unstated'}): the same "
+                            "voxels, stored with their axes flipped or in another order; "
+                            "save both with one affine", img.path)
         raise DataError("geometry (affine/spacing/origin/direction) differs from "
                         f"{first.path} by more than {GEOMETRY_ATOL:g} mm", img.path)
 

@@ -159,3 +159,22 @@ def test_a_jpeg_mask_is_refused_before_it_is_read(tmp_path: Path) -> None:
     mask = save_itk(tmp_path / "a_seg.jpg", np.zeros((5, 7), np.uint8))
     with pytest.raises(DataError, match=r"a_seg\.jpg: label map stored as JPEG"):
         read_case(Case("a", (img,), (mask,)))
+
+
+def test_a_map_of_the_same_voxels_stored_flipped_is_said_as_an_orientation(
+        tmp_path: Path) -> None:
+    """The same world grid with an axis stored the other way (flip and affine agree): not
+    "geometry differs by more than 0.001 mm", which sends a user hunting for a shift."""
+    from tests.conftest import ramp, save_nifti
+
+    affine = np.diag([1.5, 1.5, 8.0, 1.0])
+    save_nifti(tmp_path / "c1.nii.gz", ramp((64, 64, 4)), affine)
+    flipped = affine.copy()
+    flipped[0, 0], flipped[0, 3] = -1.5, 63 * 1.5
+    lab = np.zeros((64, 64, 4), np.uint8)
+    lab[10:20, 5:30] = 1
+    save_nifti(tmp_path / "c1_seg.nii.gz", lab[::-1].copy(), flipped)
+    case = Case("c1", (tmp_path / "c1.nii.gz",), (tmp_path / "c1_seg.nii.gz",))
+    with pytest.raises(DataError, match=r"c1_seg\.nii\.gz: orientation LAS differs from .*"
+                                        r"c1\.nii\.gz \(RAS\): the same voxels"):
+        read_case(case)
