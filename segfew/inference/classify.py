@@ -23,7 +23,7 @@ from segfew.inference.batch import (
 )
 from segfew.inference.masks import MaskMeasurer
 from segfew.inference.measure import Measurer, write_measurements_csv
-from segfew.inference.measure_names import fitted_names, spacing_expected
+from segfew.inference.measure_names import fitted_names, impossible, spacing_expected
 from segfew.inference.nnunet import NnUNetMeasurer
 from segfew.inference.nnunet_stats import NnUNetStats
 from segfew.inference.predictor import Predictor
@@ -45,17 +45,22 @@ class Classifier(Predictor):
         Cases are read and pre-processed by ``workers`` processes ahead of the network;
         every ``batch_size`` consecutive cases, those of equal grid shape go through the
         network together. If the network fails on a batch, its cases are retried one by
-        one so only the offending case becomes an error row.
+        one so only the offending case becomes an error row. A case whose input is doubtful
+        whatever the answer (:meth:`read`) gets its row's ``low_confidence`` set.
         """
         classes = list(self.meta.classes)
         rows = [PredictionRow(id=c.id, path=case_path(c)) for c in cases]
         chunk: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
         in_chunk = 0
-        for i, x, error in read_ahead(cases, self.load, self.workers, one_line, CASE_ERRORS):
+        doubtful = []
+        for i, item, error in read_ahead(cases, self.read, self.workers, one_line, CASE_ERRORS):
             if error:
                 _fail(rows[i], error)
             else:
+                x, doubt = item
                 chunk.setdefault(x.shape, []).append((i, x))
+                if doubt:
+                    doubtful.append(i)
             in_chunk += 1
             if in_chunk == self.batch_size or i == len(cases) - 1:
                 for group in chunk.values():
@@ -63,7 +68,14 @@ class Classifier(Predictor):
                 if progress is not None:
                     progress(in_chunk)
                 chunk, in_chunk = {}, 0
+        for i in doubtful:
+            rows[i].low_confidence = rows[i].status == "ok"
         return rows
+
+    def read(self, case: Case) -> tuple[np.ndarray, bool]:
+        """:meth:`load` of a case, and whether its answer is to be doubted however sure the
+        model is (here never; a measures classifier's case with impossible measurements)."""
+        return self.load(case), False
 
     def _classify_group(self, group: list[tuple[int, np.ndarray]], rows: list[PredictionRow],
                         classes: list[str]) -> None:
@@ -162,8 +174,16 @@ class MeasuresClassifier(Classifier, kind="measures classifier"):
         if len(case.images) != self.in_channels:
             raise DataError(f"case {case.id!r} has {len(case.images)} channel(s), the model "
                             f"expects {self.in_channels}; use --channels", case.images[0])
+        fitted = fitted_names(names, m, case, self.meta.channels)
+        return np.array([m[n] for n in fitted], dtype=np.float64)
 
-        return np.array([m[n] for n in fitted_names(names, m, case)], dtype=np.float64)
+    def read(self, case: Case) -> tuple[np.ndarray, bool]:
+        """:meth:`load`, and whether any of the case's measurements cannot be
+        (:func:`segfew.inference.measure_names.impossible`: an ejection fraction below 0, as
+        when ED and ES are swapped), used by the model or not. The classifier answers such
+        a case, often at 0.99 — on values it never saw, from inputs no heart gives — so its
+        row is flagged ``low_confidence`` (the measuring said why, in a warning)."""
+        return self.load(case), bool(impossible(self.measurer(case)))
 
     def write_measurements(self, path: Path, cases: Sequence[Case],
                            rows: Sequence[PredictionRow]) -> Path | None:

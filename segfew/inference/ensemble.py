@@ -93,7 +93,8 @@ def average_rows(per_model: Sequence[Sequence[PredictionRow]], classes: Sequence
 
     ``per_model[m][i]`` is model ``m``'s row of case ``i`` (the same cases in the same order
     for every model). A case that failed in any model is an error row with that model's
-    message. One model: its rows, unchanged.
+    message; a row any model flagged ``low_confidence`` (:func:`flag_confidence`) stays
+    flagged. One model: its rows, unchanged.
     """
     if len(per_model) == 1:
         return list(per_model[0])
@@ -107,6 +108,7 @@ def average_rows(per_model: Sequence[Sequence[PredictionRow]], classes: Sequence
         row = type(rows[0])(id=rows[0].id, path=rows[0].path)
         row.probabilities = {c: float(v) for c, v in zip(classes, p, strict=True)}
         row.predicted = classes[int(np.argmax(p))]
+        row.low_confidence = any(r.low_confidence for r in rows)  # a model doubted the input
         out.append(row)
     return out
 
@@ -114,10 +116,16 @@ def average_rows(per_model: Sequence[Sequence[PredictionRow]], classes: Sequence
 def flag_confidence(rows: Sequence[PredictionRow], min_confidence: float = MIN_CONFIDENCE
                     ) -> None:
     """Set each ok row's ``confidence`` (its top probability) and ``low_confidence``
-    (confidence < ``min_confidence``), in place; error rows keep none."""
+    (confidence < ``min_confidence``), in place; error rows keep none.
+
+    A row its classifier flagged already stays flagged whatever its confidence: a measures
+    classifier flags a case whose measurements cannot be (an ejection fraction below 0:
+    ED and ES swapped, :meth:`segfew.inference.classify.MeasuresClassifier.read`), where
+    a 0.99 answer is built on values no heart gives and is not a confident one.
+    """
     if not 0 <= min_confidence <= 1:
         raise ValueError(f"min_confidence must be within [0, 1], got {min_confidence}")
     for row in rows:
         if row.status == "ok" and row.probabilities:
             row.confidence = max(row.probabilities.values())
-            row.low_confidence = row.confidence < min_confidence
+            row.low_confidence = row.low_confidence or row.confidence < min_confidence

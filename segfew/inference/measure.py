@@ -46,15 +46,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt, gaussian_filter
+from scipy.ndimage import distance_transform_edt, gaussian_filter, maximum_filter
 from skimage.measure import label as connected
 from skimage.measure import marching_cubes, mesh_surface_area, perimeter, regionprops
 from skimage.morphology import skeletonize
+from skimage.transform import resize
 
 from segfew.data.read import read_case
 from segfew.errors import DataError
 from segfew.files import atomic_path
-from segfew.inference.measure_names import check_spacing_expected
+from segfew.inference.measure_names import check_spacing_expected, impossible_warning
 from segfew.inference.radiomics import image_measurements
 from segfew.inference.run import check_source_memory, segment_on_source
 from segfew.preprocess.grid import preprocess_image, slice_axis_for
@@ -106,6 +107,21 @@ def unit_name(key: str, unit: str | None) -> str:
     return key
 
 
+def _square(mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, float]:
+    """A 2D ``mask`` on square pixels, and their size in mm: itself on square pixels; else
+    on pixels of its coarsest size (scikit-image's ``resize``: each new pixel is in where
+    it is half covered, or any covered when that leaves nothing — a sliver). Pixel-grid
+    measures (perimeter, skeleton) then read a shape alike in every direction, as the
+    same structure imaged on square pixels of that size."""
+    low, step = min(spacing), max(spacing)
+    if step - low <= 1e-6 * step:
+        return mask, float(np.mean(spacing))
+    shape = tuple(max(1, round(n * s / step)) for n, s in zip(mask.shape, spacing, strict=True))
+    cover = resize(mask.astype(np.float32), shape, order=1, anti_aliasing=True)
+    square = cover >= 0.5
+    return (square if square.any() else cover > 0), float(step)
+
+
 def _thickness(mask: np.ndarray, spacing: Sequence[float], slice_axis: int
                ) -> tuple[float, float]:
     """(mean, max) width in mm of a 3D mask, slice by slice across ``slice_axis``."""
@@ -122,7 +138,18 @@ def _thickness(mask: np.ndarray, spacing: Sequence[float], slice_axis: int
         # skeleton it is half the local width (a ring of centres 10–16 mm from its axis
         # reads 6 mm within a quarter voxel).
         dist = distance_transform_edt(np.pad(sl, 1), sampling=in_plane)[1:-1, 1:-1]
-        widths.append(2 * dist[skeletonize(sl)])
+        square, step = _square(sl, in_plane)
+        if square is sl:
+            widths.append(2 * dist[skeletonize(sl)])
+            continue
+        # Non-square pixels: the pixel grid's skeleton of a 20 mm disc on 0.1 × 0.3 mm ones
+        # is a line along the long pixel axis (a 12 mm width read), so the skeleton is
+        # taken on square pixels (_square) and each of its points reads the largest
+        # distance of the source pixels it covers (the ridge of the distance, in mm).
+        ridge = maximum_filter(dist, size=[max(1, round(step / s)) for s in in_plane])
+        at = [np.minimum(((ax + 0.5) * step / s).astype(int), n - 1) for ax, s, n in
+              zip(np.nonzero(skeletonize(square)), in_plane, sl.shape, strict=True)]
+        widths.append(2 * ridge[tuple(at)])
     if not widths:
         return NAN, NAN
     w = np.concatenate(widths)
@@ -190,7 +217,12 @@ def _structure_measurements(mask: np.ndarray, spacing: Sequence[float], slice_ax
         out[skin] = area
         out["sphericity"] = math.pi ** (1 / 3) * (6 * volume_mm3) ** (2 / 3) / area
     else:
-        length = float(perimeter(mask)) * float(np.mean(spacing))
+        # scikit-image's perimeter weighs pixel edges of a square grid (a well-tried count;
+        # the contour of the mask on non-square pixels overstates a disc by 12 %): the mask
+        # is brought to square pixels first (_square), so a disc reads alike whatever the
+        # pixels' aspect. On square pixels: scikit-image's perimeter × the pixel size.
+        square, step = _square(mask, spacing)
+        length = float(perimeter(square)) * step
         out[skin] = length
         out["sphericity"] = 4 * math.pi * count * math.prod(spacing) / length**2 if length else NAN
     props = regionprops(mask.astype(np.uint8), spacing=spacing)[0]
@@ -310,7 +342,10 @@ def measure_images(images: Sequence[Any], label_maps: Sequence[np.ndarray],
     surroundings, texture and location (:func:`segfew.inference.radiomics.image_measurements`).
     A file without a real voxel size is measured in voxels. DataError naming the image when
     a map holds no structure: a segmentation that found nothing has nothing to measure, and
-    its zero volumes would give a confident answer about nothing."""
+    its zero volumes would give a confident answer about nothing. Measurements that cannot
+    be (an ejection fraction below 0: phases in the wrong order) are said in one
+    :class:`segfew.inference.measure_names.ImpossibleMeasurements` warning naming the first
+    image; the values are kept as measured."""
     for i, (name, arr) in enumerate(zip(map_names, label_maps, strict=True)):
         if not np.any(np.isin(arr, list(structures))):
             where = images[min(len(images) - 1, i)]
@@ -320,6 +355,9 @@ def measure_images(images: Sequence[Any], label_maps: Sequence[np.ndarray],
     spacing = images[0].spacing if images[0].spacing_known else None  # one grid per case
     out = measure_case(label_maps, [spacing] * len(label_maps), structures, map_names,
                        slice_axis)
+    warning = impossible_warning(out, images[0].path, map_names, list(structures.values()))
+    if warning is not None:  # e.g. ED and ES swapped: negative ejection fractions
+        warnings.warn(warning, stacklevel=2)
     return out | image_measurements([im.array for im in images], channel_names, label_maps,
                                     spacing, structures, slice_axis)
 

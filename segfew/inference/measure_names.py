@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
 
 if TYPE_CHECKING:
     from segfew.data import Case
 
-__all__ = ["KINDS", "Described", "check_spacing_expected", "cine_channel_words", "describe",
-           "fitted_names", "label", "spacing_expected", "structure_names"]
+__all__ = ["KINDS", "Described", "ImpossibleMeasurements", "check_spacing_expected",
+           "cine_channel_words", "describe", "fitted_names", "impossible", "impossible_warning",
+           "label", "spacing_expected", "structure_names"]
 
 #: measurement kind → (words, unit, factor from the stored value to the shown one)
 KINDS: dict[str, tuple[str, str, float]] = {
@@ -165,13 +166,17 @@ def check_spacing_expected(images: Sequence[Any], path: Path, expect_real: bool 
                     "with the same spacing information", path)
 
 
-def fitted_names(names: Sequence[str], measured: Mapping[str, float], case: Case) -> list[str]:
+def fitted_names(names: Sequence[str], measured: Mapping[str, float], case: Case,
+                 channels: Sequence[str] | None = None) -> list[str]:
     """The names in ``measured`` of the measurements a measures model was fitted on.
 
     A model file of an older segfew names a wall's volume change ``…_ejection_fraction_…``;
-    it is read under its new name. A measurement the case does not give — most often one in
-    mL measured here in voxels, or the reverse, because one set of files has a real spacing
-    and the other has not — is a :class:`DataError`: the model would otherwise see NaN.
+    it is read under its new name. A measurement the case does not give is a
+    :class:`DataError` naming the case's first file (the model would otherwise see NaN),
+    which says why: the sizes are in other units (mL measured here in voxels, or the
+    reverse: one set of files has a real spacing and the other has not), or the case's
+    channels are not the model's ``channels`` (its ``--channels``; None: read from
+    ``names``) in the same order — every measurement name ends in its channel's.
     """
     out, missing = [], []
     for name in names:
@@ -181,10 +186,115 @@ def fitted_names(names: Sequence[str], measured: Mapping[str, float], case: Case
         else:
             missing.append(name)
     if missing:
-        units = {u for n in measured for u in ("_vox", "_px", "_ml", "_mm") if u in n}
+        shown = f"{', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}"
         raise DataError(f"this case does not give measurements the model (or the first "
-                        f"training case) has: {', '.join(missing[:3])}"
-                        f"{', …' if len(missing) > 3 else ''}; its sizes are in "
-                        f"{'/'.join(sorted(u[1:] for u in units)) or '?'}: train and predict "
-                        "on images with the same spacing information", case.images[0])
+                        f"training case) has: {shown}; "
+                        f"{_why_missing(names, measured, case, channels)}", case.images[0])
     return out
+
+
+def _units(names: Sequence[str] | Mapping[str, float]) -> set[str]:
+    """``{"real"}``, ``{"voxels"}``, both or neither: the kind of sizes ``names`` hold."""
+    return {"voxels" if u in ("_vox", "_px") else "real" for n in names
+            for u in ("_vox", "_px", "_ml", "_mm") if u in n}
+
+
+def _channels_of(names: Sequence[str]) -> list[str]:
+    """The channels of measurement ``names`` in their order: each name's last word."""
+    return list(dict.fromkeys(n.rpartition("_")[2] for n in names if "_" in n))
+
+
+def _why_missing(names: Sequence[str], measured: Mapping[str, float], case: Case,
+                 channels: Sequence[str] | None) -> str:
+    """Why a case lacks measurements a model has, in words, with what to do."""
+    have, want = _units(measured), _units(names)
+    if have and want and have != want:
+        said = {"real": "mm and mL", "voxels": "voxels"}
+        return (f"its sizes are in {' and '.join(said[u] for u in sorted(have))}, the "
+                f"model's in {' and '.join(said[u] for u in sorted(want))}: train and predict "
+                "on images with the same spacing information")
+    mine = list(case.channel_names)
+    theirs = list(channels) if channels else _channels_of(names)
+    if mine != theirs and len(mine) == len(theirs):
+        order = " (the same names in another order)" if sorted(mine) == sorted(theirs) else ""
+        return (f"the measurements are named by channel, and the model's channels are "
+                f"{', '.join(theirs)} in that order while this case's are {', '.join(mine)}"
+                f"{order}: name the files with the model's channel names in its order, or "
+                f"pass --channels {','.join(theirs)}")
+    return ("the case's structures or channels differ from those the model was fitted on: "
+            "measure it with the same segmentation (label names) and channels")
+
+
+# ------------------------------------------------------------- impossible values
+
+
+#: kinds that cannot be below 0: sizes, ratios of sizes and shape measures (KINDS but the
+#: volume change, which a growing structure makes negative)
+_NOT_NEGATIVE = tuple(k for k in KINDS if k != "volume_change")
+
+
+class ImpossibleMeasurements(DataWarning):
+    """A :class:`DataWarning` of a case with measurements that cannot be (:func:`impossible`).
+
+    ``message`` is the same text for every case with the same problem, so a batch folds
+    them into a few lines and a count (:class:`segfew.errors.RepeatedWarnings`); the case's
+    own values, ``detail``, are said only in the line of that case (``str``).
+    """
+
+    def __init__(self, message: str, path: str | Path, detail: str) -> None:
+        super().__init__(message, path)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} ({self.detail})"
+
+
+def _kind(name: str) -> str | None:
+    return next((k for k in KINDS if f"_{k}_" in name or name.endswith(f"_{k}")), None)
+
+
+def impossible(measured: Mapping[str, float]) -> dict[str, float]:
+    """The measurements of ``measured`` (:mod:`segfew.inference.measure` names) that cannot
+    be, name → value: a size, ratio or shape measure below 0, an ejection fraction outside
+    [0, 1] (below 0: the later phase's cavity is larger than the first's, which a heart
+    never does when the first phase is end-diastole), a volume change above 1 (a negative
+    later volume). NaN (undefined) is never impossible."""
+    out = {}
+    for name, value in measured.items():
+        kind = _kind(name)
+        if kind is None or value != value:  # not a shape measurement, or NaN
+            continue
+        if ((kind in _NOT_NEGATIVE and value < 0) or (kind == "ejection_fraction" and value > 1)
+                or (kind == "volume_change" and value > 1)):
+            out[name] = value
+    return out
+
+
+def impossible_warning(measured: Mapping[str, float], path: str | Path,
+                       channels: Sequence[str], structures: Sequence[str]
+                       ) -> ImpossibleMeasurements | None:
+    """The warning of a case whose measurements cannot be (:func:`impossible`), naming its
+    file ``path``; None when all can. An ejection fraction below 0 is said as phases in
+    the wrong order: measurements read the first of ``channels`` as end-diastole (ED, the
+    fullest phase; with the heart's ``structures`` and two channels, the second as
+    end-systole, ES — :func:`cine_channel_words`)."""
+    bad = impossible(measured)
+    if not bad:
+        return None
+    detail = "this case: " + ", ".join(f"{n} {v:.3g}" for n, v in bad.items())
+    if channels and all(_kind(n) == "ejection_fraction" and v < 0 for n, v in bad.items()):
+        first, later = channels[0], channels[1] if len(channels) == 2 else "a later one"
+        words = cine_channel_words(channels, structures)
+        read = (f"{first} is read as end-diastole (ED) and {later} as end-systole (ES)"
+                if words.get(first) == "ED" else
+                f"{first} is read as end-diastole (ED, the fullest phase), the others after it")
+        return ImpossibleMeasurements(
+            f"an ejection fraction below 0 (a cavity larger at {later} than at {first}) "
+            f"cannot be: the phases are likely in the wrong order — {read}; name the files so "
+            f"that {first} is the end-diastole phase (a prediction on such a case is flagged "
+            "low_confidence)",
+            path, detail)
+    return ImpossibleMeasurements(
+        "measurements that cannot be (a size below 0, or an ejection fraction or volume "
+        "change outside what a volume allows): check the label maps and the voxel size (a "
+        "prediction on such a case is flagged low_confidence)", path, detail)
