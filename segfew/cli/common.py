@@ -21,10 +21,12 @@ from rich.markup import escape
 
 from segfew.data.case import GROUP_COLUMNS, ID_COLUMNS, LABEL_COLUMNS
 from segfew.errors import RepeatedWarnings, SegfewError
-from segfew.spec import resolve_spec
+from segfew.spec import given_keys, resolve_spec, unused_settings
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+
+    from segfew.spec import ClassifierSpec, ExperimentSpec
 
 #: width of tables and lines when output goes to a file or a pipe (no cutting at 80 columns)
 WIDE = 400
@@ -200,6 +202,20 @@ def resolve(model: type[S], overrides: Mapping[str, Any], spec_file: Path | None
     """
     flags = spec_flags(overrides, rename or {})
     return resolve_spec(model, overrides, spec_file, defaults, flags=flags)
+
+
+def warn_unused(spec: ClassifierSpec | ExperimentSpec, given: set[str],
+                overrides: dict[str, Any]) -> None:
+    """A setting the framework never reads, given by flag or spec file, is said in a warning
+    naming it (:func:`segfew.spec.unused_settings`), not silently ignored. Not refused: one
+    command line looped over frameworks is a common way to compare them. Said once the run
+    is under way (a run refused first prints its one error line)."""
+    unused = unused_settings(spec, given)
+    if unused:
+        flags = {k: f for k, f in spec_flags(overrides, {}).items() if k in given_keys(overrides)}
+        said = [f"{flags.get(key, key)} ({why})" for key, why in sorted(unused.items())]
+        logging.getLogger("segfew.spec").warning(
+            "not used, and without effect on the model: " + "; ".join(said))
 
 
 def split_list(value: str | None) -> list[str] | None:

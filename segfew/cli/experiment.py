@@ -19,10 +19,11 @@ from segfew.cli.common import (
     resolve,
     setting,
     split_list,
+    warn_unused,
 )
 from segfew.cli.render import ProgressView
 from segfew.frameworks import FRAMEWORKS
-from segfew.spec import ExperimentSpec
+from segfew.spec import ExperimentSpec, given_keys
 from segfew.spec import ExperimentSpec as X
 
 
@@ -107,6 +108,7 @@ def experiment(
         "train": {"progress": None if progress else False, "threads": threads},
     }
     resolved = resolve(ExperimentSpec, overrides, spec, rename={"test": None})
+    warn_unused(resolved, given_keys(overrides, spec), overrides)
     shard_range = parse_shard(shard)
     if shard_range is None:  # before any work: the report at the end must not be refused
         check_report([out], None, overwrite)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,12 +24,12 @@ from segfew.cli.common import (
     int_list,
     resolve,
     setting,
-    spec_flags,
     split_list,
     train_overrides,
+    warn_unused,
 )
 from segfew.cli.render import ProgressView
-from segfew.spec import ClassifierSpec, given_keys, read_spec_file, unused_settings
+from segfew.spec import ClassifierSpec, given_keys, read_spec_file
 from segfew.spec import preset as preset_values
 
 C = ClassifierSpec
@@ -139,18 +138,6 @@ def train_classifier(
         )
         for line in trust_lines(result.metrics):
             console.print(line, highlight=False, markup=False)
-
-
-def warn_unused(spec: ClassifierSpec, given: set[str], overrides: dict[str, Any]) -> None:
-    """A setting the framework never reads, given by flag or spec file, is said in a warning
-    naming it (:func:`segfew.spec.unused_settings`), not silently ignored. Not refused: one
-    command line looped over frameworks is a common way to compare them."""
-    unused = unused_settings(spec, given)
-    if unused:
-        flags = {k: f for k, f in spec_flags(overrides, {}).items() if k in given_keys(overrides)}
-        said = [f"{flags.get(key, key)} ({why})" for key, why in sorted(unused.items())]
-        logging.getLogger("segfew.spec").warning(  # said once the run is under way
-            "not used, and without effect on the model: " + "; ".join(said))
 
 
 def trust_lines(metrics: dict[str, Any]) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from segfew.frameworks import framework
-from segfew.spec.commands import ClassifierSpec
+from segfew.spec.commands import ClassifierSpec, ExperimentSpec
 
 __all__ = ["unused_settings"]
 
@@ -30,15 +30,31 @@ PREPROCESS_TAKEN: dict[str, frozenset[str] | None] = {
     "feature_exact": None,
     "imagenet": frozenset({"size", "intensity"}),
 }
+#: the sections an experiment gives every framework's classifier alike
+SHARED = frozenset({"head", "preprocess", "train", "vgg_weights"})
 #: training settings only a fit by epochs reads
 EPOCH_SETTINGS = frozenset({"epochs", "lr", "lr_schedule", "weight_decay", "select_epoch",
                             "early_stopping", "time_budget_s", "batch_size", "augment",
                             "checkpoint_interval_s"})
 
 
-def unused_settings(spec: ClassifierSpec, given: Iterable[str]) -> dict[str, str]:
+def unused_settings(spec: ClassifierSpec | ExperimentSpec, given: Iterable[str]
+                    ) -> dict[str, str]:
     """The settings among ``given`` (dotted spec keys a user set: ``train.epochs``,
-    ``features``) that ``spec.framework`` never reads → why, in words."""
+    ``features``) that ``spec.framework`` never reads → why, in words. For an experiment,
+    those that none of its frameworks reads."""
+    if isinstance(spec, ExperimentSpec):
+        views = [ClassifierSpec.model_construct(
+            framework=f, masks=spec.masks, tta=False, finetune=False) for f in spec.frameworks]
+        each = [_unused(view, [k for k in given if k.partition(".")[0] in SHARED])
+                for view in views]
+        names = ", ".join(spec.frameworks)
+        return {k: f"none of the experiment's frameworks ({names}) reads it"
+                for k in each[0] if all(k in e for e in each)}
+    return _unused(spec, given)
+
+
+def _unused(spec: ClassifierSpec, given: Iterable[str]) -> dict[str, str]:
     info = framework(spec.framework)
     name = f"framework {spec.framework}"
     why: dict[str, str] = {}

@@ -132,3 +132,29 @@ def test_a_second_run_into_an_output_in_use_is_refused(scans: Path, command: str
     assert f"{out}: is in use by another segfew run" in " ".join(output.split())
     assert not out.exists()
     invoke(*args, *RUN, expect=1 if command == "predict-classifier" else 0)  # free again
+
+
+def test_an_experiment_names_a_setting_none_of_its_frameworks_reads() -> None:
+    """[head] r with measures and scratch: read by neither (framework manual reads it)."""
+    from segfew.spec import ExperimentSpec, unused_settings
+
+    given = {"head.r", "head.n_c", "train.epochs", "features"}
+    spec = ExperimentSpec.model_validate({
+        "data": {"images": "x", "table": "t.csv"}, "frameworks": ["measures", "scratch"],
+        "features": "seg.pt", "head": {"r": 2, "n_c": 8}, "train": {"epochs": 5}})
+    assert set(unused_settings(spec, given)) == {"head.r"}
+    with_manual = spec.model_copy(update={"frameworks": ["measures", "manual"]})
+    assert unused_settings(with_manual, given) == {}
+
+
+def test_the_example_curves_give_no_setting_their_frameworks_ignore() -> None:
+    from segfew.spec import ExperimentSpec, given_keys, merge, read_spec_file, unused_settings
+
+    root = Path(__file__).parents[2] / "examples"
+    curves = [p for p in root.glob("*/*.toml") if "frameworks" in read_spec_file(p)]
+    assert len(curves) >= 5
+    for path in curves:
+        spec = ExperimentSpec.model_validate(merge(
+            {"data": {"images": "x", "labels": "y"}, "features": "seg.pt",
+             "threshold_features": "k.pt"}, read_spec_file(path)))
+        assert unused_settings(spec, given_keys({}, path)) == {}, path
