@@ -8,11 +8,21 @@ CLI can print it as it is and exit non-zero, and a batch job can put it in an er
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 def _one_line(message: str, path: str | Path | None) -> tuple[str, Path | None]:
     """The message on one line, and the file it names (None: none)."""
     return " ".join(str(message).split()), None if path is None else Path(path)
+
+
+def _rebuilt(kind: type[Exception], state: dict[str, Any]) -> Exception:
+    """An error or warning unpickled (from a reading process) with all it held: its
+    ``message``, ``path`` and whatever a subclass adds."""
+    out = kind.__new__(kind)
+    Exception.__init__(out, state.get("message", ""))
+    vars(out).update(state)
+    return out
 
 
 def _located(message: str, path: Path | None) -> str:
@@ -36,6 +46,9 @@ class SegfewError(Exception):
 
     def __str__(self) -> str:
         return _located(self.message, self.path)
+
+    def __reduce__(self) -> tuple[Any, tuple[type, dict[str, Any]]]:
+        return _rebuilt, (type(self), vars(self))  # the path survives a reading process
 
 
 class DataError(SegfewError):
@@ -67,6 +80,9 @@ class DataWarning(UserWarning):
 
     def __str__(self) -> str:
         return _located(self.message, self.path)
+
+    def __reduce__(self) -> tuple[Any, tuple[type, dict[str, Any]]]:
+        return _rebuilt, (type(self), vars(self))  # the path survives a reading process
 
 
 class RepeatedWarnings:

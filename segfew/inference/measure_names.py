@@ -285,7 +285,9 @@ def impossible_warning(measured: Mapping[str, float], path: str | Path,
     if channels and all(_kind(n) == "ejection_fraction" and v < 0 for n, v in bad.items()):
         first, later = channels[0], channels[1] if len(channels) == 2 else "a later one"
         words = cine_channel_words(channels, structures)
-        read = (f"{first} is read as end-diastole (ED) and {later} as end-systole (ES)"
+        named = first.upper() == "ED"  # not "ED is read as end-diastole (ED)"
+        read = (f"{first} is read as end-diastole{'' if named else ' (ED)'} and {later} as "
+                f"end-systole{'' if later.upper() == 'ES' else ' (ES)'}"
                 if words.get(first) == "ED" else
                 f"{first} is read as end-diastole (ED, the fullest phase), the others after it")
         return ImpossibleMeasurements(

@@ -10,6 +10,7 @@ in worker processes while the network runs on the current ones.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -196,6 +197,18 @@ class _Reader(Dataset):
             return index, None, self.describe(e)
 
 
+class _Relayed(_Reader):
+    """:class:`_Reader` in a reading process: the warnings of each read go back with its
+    result, to be said in the main process, which folds a warning of many files into one
+    count (a reading process's own printing would fold them out of sight)."""
+
+    def __getitem__(self, index: int) -> tuple[int, Any, str, list[Any]]:  # type: ignore[override]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = super().__getitem__(index)
+        return (*out, [w.message for w in caught])
+
+
 def _as_is(item: Any) -> Any:
     return item
 
@@ -209,15 +222,20 @@ def read_ahead(items: Sequence[Any], read: Callable[[Any], Any], workers: int,
 
     Yields ``(index, result, "")``, or ``(index, None, describe(error))`` for an item whose
     reading raised one of ``errors``: a bad item never stops the others. At most
-    ``2 × workers`` results wait in memory.
+    ``2 × workers`` results wait in memory. A reading process's warnings are said here,
+    in this process.
     """
     reader = _Reader(items, read, describe, errors)
     if workers <= 0 or len(items) < 2:
         yield from (reader[i] for i in range(len(reader)))
         return
-    loader = DataLoader(reader, batch_size=None, shuffle=False, collate_fn=_as_is,
+    loader = DataLoader(_Relayed(items, read, describe, errors), batch_size=None,
+                        shuffle=False, collate_fn=_as_is,
                         num_workers=min(workers, len(items)), prefetch_factor=2)
-    yield from loader
+    for index, result, error, said in loader:
+        for message in said:
+            warnings.warn(message, stacklevel=2)
+        yield index, result, error
 
 
 def default_workers() -> int:

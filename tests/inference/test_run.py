@@ -112,3 +112,28 @@ def test_a_scan_too_large_to_segment_in_free_memory_is_an_error_row_the_batch_go
     rows = {r["id"]: r for r in csv.DictReader((out / "predictions.csv").open())}
     assert rows["large"]["status"] == "error"
     assert "large.nii.gz" in rows["large"]["error"] and "KiB is free" in rows["large"]["error"]
+
+
+def _warn_and_double(item: int) -> int:
+    import warnings as w
+
+    from segfew.errors import DataWarning
+
+    w.warn(DataWarning("RGB image converted to grey", f"slices/s{item:02d}.png"), stacklevel=1)
+    return 2 * item
+
+
+def test_a_reading_processs_warnings_are_said_in_the_main_process() -> None:
+    """Said in a reading process, a warning would be folded there and its count never said
+    (--workers on more than two cores): each comes back, path and all, to be folded here."""
+    import warnings as w
+
+    from segfew.errors import DataWarning
+    from segfew.inference.run import read_ahead
+
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        out = [(i, r) for i, r, _ in read_ahead(list(range(6)), _warn_and_double, workers=2)]
+    assert out == [(i, 2 * i) for i in range(6)]
+    said = [c.message for c in caught if isinstance(c.message, DataWarning)]
+    assert sorted(str(m.path) for m in said) == [f"slices/s{i:02d}.png" for i in range(6)]
