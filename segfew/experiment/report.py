@@ -36,7 +36,7 @@ from segfew.experiment.results import (
     task_status,
 )
 from segfew.files import check_replace, is_recorded, outputs_record, write_json, write_text
-from segfew.inference.measure_names import label
+from segfew.inference.measure_names import cine_channel_words, label
 from segfew.inference.predictor import Predictor
 from segfew.metrics import below_chance
 
@@ -308,12 +308,17 @@ def measurement_blocks(results: Sequence[dict[str, Any]], unit: str = "cases"
             weight[name] = weight.get(name, 0.0) + float(item["importance"]) / len(tasks)
             count[name] = count.get(name, 0) + 1
     top = sorted(weight, key=lambda n: -weight[n])[:12]
+    # each name ends in its channel and starts with its structure: ED/ES for cine phases,
+    # a single image's channel "0" unsaid
+    words = cine_channel_words(list(dict.fromkeys(n.rpartition("_")[2] for n in weight)),
+                               list({n.partition("_")[0] for n in weight}))
     chosen: dict[str, int] = {}
     for r in tasks:
         chosen[str(r.get("measures_model"))] = chosen.get(str(r.get("measures_model")), 0) + 1
     b = [Block("h2", "Measurements behind the measures classifiers"),
          Block("table", header=["measurement", "mean importance", "tasks in its top ten"],
-                items=[[label(n), f"{weight[n]:.3f}", f"{count[n]} of {len(tasks)}"] for n in top]),
+                items=[[label(n, words), f"{weight[n]:.3f}", f"{count[n]} of {len(tasks)}"]
+                       for n in top]),
          Block("list", items=[f"{m}: chosen in {k} of {len(tasks)} tasks"
                                for m, k in sorted(chosen.items(), key=lambda kv: -kv[1])])]
     rows = summarise_selection(tasks)

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from segfew.data import Case
 from segfew.experiment.protocol import Task, run_experiment
 from segfew.experiment.report import pooled_accuracy, write_report
@@ -130,3 +132,20 @@ def test_results_of_an_older_segfew_report_cases(tmp_path: Path) -> None:
     assert f"each on {9 * SLICES} test cases per repetition, 2 repetitions pooled." in text
     assert "resample the pooled test cases: this run folder records no patients" in text
     assert "test patients per repetition" not in text
+
+
+@pytest.mark.parametrize(("names", "said", "unsaid"), [
+    (["tumour_volume_vox_0", "tumour_area_vox_0"], "tumour volume", " at 0"),
+    (["LV_volume_ml_frame01", "RV_volume_ml_frame02", "myocardium_volume_ml_frame01"],
+     "at ED", "frame01"),
+])
+def test_the_reports_measurements_name_channels_as_a_reader_says_them(
+        names: list[str], said: str, unsaid: str) -> None:
+    """One image: no "tumour volume at 0"; two cine phases: ED and ES, not file names."""
+    from segfew.experiment.report import measurement_blocks
+
+    results = [{"top_measurements": [{"measurement": n, "importance": 0.5} for n in names],
+                "measures_model": "forest"}]
+    table = next(b for b in measurement_blocks(results) if b.kind == "table")
+    text = " ".join(str(cell) for row in table.items for cell in row)
+    assert said in text and unsaid not in text
