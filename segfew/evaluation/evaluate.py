@@ -65,6 +65,7 @@ from segfew.inference.batch import (
 from segfew.inference.ensemble import ModelPaths, classify_all, model_paths, open_models
 from segfew.inference.explain import check_explain, explain_batch
 from segfew.inference.masks import check_masks
+from segfew.inference.measure_names import check_channels
 from segfew.inference.predictor import Predictor
 from segfew.metrics import (
     case_mean_dice,
@@ -361,6 +362,8 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
             _ = p.measurer  # its label maps' source checked once, before any case
         meta = predictors[0].meta
         skipped: list[dict[str, str]] = []  # what the listing skipped (sub-folders, files)
+        if meta.architecture.name == "measurement_classifier":
+            check_channels(meta.channels, channels, paths[0])
         if channels is None and meta.channels:
             channels = list(meta.channels)
         if meta.kind == "classifier" and labels is not None:  # not silently ignored

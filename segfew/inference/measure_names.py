@@ -32,7 +32,8 @@ from segfew.errors import DataError, DataWarning
 if TYPE_CHECKING:
     from segfew.data import Case
 
-__all__ = ["KINDS", "Described", "ImpossibleMeasurements", "check_spacing_expected",
+__all__ = ["KINDS", "Described", "ImpossibleMeasurements", "check_channels",
+           "check_spacing_expected",
            "cine_channel_words", "describe", "fitted_names", "impossible", "impossible_warning",
            "label", "spacing_expected", "structure_names"]
 
@@ -164,6 +165,21 @@ def check_spacing_expected(images: Sequence[Any], path: Path, expect_real: bool 
                     f"{'gives no real voxel size' if expect_real else 'gives one'}) and the "
                     f"model was fitted on measurements in {want}: train and predict on images "
                     "with the same spacing information", path)
+
+
+def check_channels(model_channels: Sequence[str] | None, channels: Sequence[str] | None,
+                   path: Path) -> None:
+    """Refuse, before any work, ``--channels`` other than a measures model's own
+    ``model_channels`` (its names, in its order): every measurement is named after its
+    channel, so each case would fail after being segmented. DataError naming ``path``."""
+    if model_channels and channels and list(channels) != list(model_channels):
+        same = sorted(channels) == sorted(model_channels)
+        raise DataError(f"--channels {','.join(channels)}: the model measures channels "
+                        f"{', '.join(model_channels)} in that order"
+                        f"{' (the same names in another order)' if same else ''}, and names "
+                        "each measurement after its channel: name the files with the model's "
+                        f"channel names, in its order (--channels {','.join(model_channels)})",
+                        path)
 
 
 def fitted_names(names: Sequence[str], measured: Mapping[str, float], case: Case,

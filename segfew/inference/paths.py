@@ -42,6 +42,7 @@ from segfew.inference.ensemble import MIN_CONFIDENCE, classify_all, open_models
 from segfew.inference.explain import check_explain, explain_batch
 from segfew.inference.fit_measures import estimate_caveat
 from segfew.inference.masks import check_masks
+from segfew.inference.measure_names import check_channels
 from segfew.inference.run import read_ahead
 from segfew.metrics import one_class_share
 from segfew.runinfo import run_info
@@ -122,6 +123,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
             "workers": workers, "probabilities": probabilities, "min_confidence": min_confidence,
             "tta": tta, "explain": str(explain) if explain else None}
         meta = predictor.meta
+        if meta.architecture.name == "measurement_classifier":
+            check_channels(meta.channels, channels, predictor.model_path)
         if channels is None and meta.channels:
             channels = list(meta.channels)
         cases = collect_cases([Path(p) for p in inputs], recursive=recursive, channels=channels)

@@ -148,14 +148,27 @@ def test_predict_flags_swapped_phases_low_confidence_in_a_few_lines(
 
 def test_the_models_channels_under_other_names_are_said_not_blamed_on_spacing(
         cine_model: tuple[Path, Path], tmp_path: Path) -> None:
+    """Refused before any work at the door; a case that reaches the model under other
+    channel names is said as such, not as a matter of spacing."""
+    from segfew.data import Case
+    from segfew.errors import DataError
+    from segfew.inference.measure_names import fitted_names
+
     clf, masks = cine_model
     renamed = tmp_path / "renamed"
     _cine(renamed, masks, "r0", 9, swap=False, names=("ED", "ES"))
     out = tmp_path / "p.csv"
-    invoke("predict", "--model", str(clf), "--input", str(renamed), "--masks", str(masks),
-           "--channels", "ED,ES", "--out", str(out), "--threads", "1", "--no-progress",
-           "--workers", "0", expect=1)
-    error = next(csv.DictReader(out.open()))["error"]
+    said = invoke("predict", "--model", str(clf), "--input", str(renamed), "--masks",
+                  str(masks), "--channels", "ED,ES", "--out", str(out), "--threads", "1",
+                  "--no-progress", "--workers", "0", expect=2)
+    assert "the model measures channels frame01, frame02 in that order" in " ".join(
+        said.split()) and not out.exists()
+    case = Case("r0", (renamed / "r0_ED.nii.gz", renamed / "r0_ES.nii.gz"))
+    with pytest.raises(DataError) as err:
+        fitted_names(["LV_volume_ml_frame01", "LV_volume_ml_frame02"],
+                     {"LV_volume_ml_ED": 1.0, "LV_volume_ml_ES": 0.5}, case,
+                     ["frame01", "frame02"])
+    error = str(err.value)
     assert "r0_ED.nii.gz" in error
     assert "the model's channels are frame01, frame02 in that order" in error
     assert "this case's are ED, ES" in error and "--channels frame01,frame02" in error
