@@ -278,7 +278,7 @@ def test_the_nested_estimate_warns_when_at_chance() -> None:
     lines = describe_selection({"measures_selection": selection, "measures_nested": blind,
                                 "measures_model": few[0].label})
     assert lines[0].startswith(f"→ {few[0].label}: inner balanced accuracy 0.90 [0.70, 1.00]")
-    assert any(line.startswith("WARNING: the nested estimate is not above chance")
+    assert any(line.startswith("WARNING: the nested estimate is not distinguishable from chance")
                for line in lines)
     lines = describe_selection({"measures_selection": selection, "measures_nested": told})
     assert not any("WARNING" in line for line in lines)

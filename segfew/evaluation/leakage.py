@@ -15,6 +15,9 @@ is found too; for a model file without them the verdict says that such copies we
 looked for.
 A classifier measuring another tool's label maps (``--masks``) or an nnU-Net's is checked
 against its own manifest; that tool's training data is not recorded, and the verdict says so.
+A classifier trained from a table that names patients (a group column) records them
+(``metrics.training_groups``, :func:`training_groups`): an evaluated case of such a patient —
+another slice or visit of a training patient — is leakage too, though no scan is shared.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
     from segfew.data import Case
 
 __all__ = ["LeakageCheck", "check_leakage", "check_models", "experiment_verdict", "find_leakage",
-           "leakage_record", "records_voxels", "trained_digests", "trained_on"]
+           "leakage_record", "records_voxels", "trained_digests", "trained_on", "training_groups"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class LeakageCheck:
     training data is not recorded (another tool's label maps, an nnU-Net): then only the
     classifier's own training cases were compared. ``network_only``: the leaked cases that
     trained only the segmentation network inside a classifier, not the classifier itself.
+    ``patients``: the evaluated patients (group values) whose cases trained the classifier,
+    of ``of_patients`` evaluated; ``by_patient``: the leaked cases found by their patient
+    only (no training scan among their images).
     """
 
     model: str
@@ -68,13 +74,27 @@ class LeakageCheck:
     restored: list[str] = field(default_factory=list)
     by_voxels: bool = False
     network_only: list[str] = field(default_factory=list)
+    patients: list[str] = field(default_factory=list)
+    of_patients: int = 0
+    by_patient: list[str] = field(default_factory=list)
 
     def trained(self) -> str:
-        """Who was trained on the leaked cases, in words: the model, or the segmentation
+        """Who was trained on the leaked scans, in words: the model, or the segmentation
         network inside it where the classifier itself trained on none of them."""
-        if self.leaked and set(self.network_only) == set(self.leaked):
+        scans = set(self.leaked) - set(self.by_patient)
+        if scans and set(self.network_only) == scans:
             return "the segmentation network inside the classifier was pre-trained"
         return "the model was trained"
+
+    def leak_words(self) -> str:
+        """The leak in one clause or two: the evaluated cases whose scans trained the model,
+        then the evaluated patients other cases of whom trained it (how many, one named)."""
+        scans = [i for i in self.leaked if i not in set(self.by_patient)]
+        words = [f"{self.trained()} on {len(scans)} evaluated case(s) ({_shown(scans)}"
+                 f"{_restored_note(self.restored, scans)})"] if scans else []
+        if self.by_patient:
+            words.append(_patient_words(self.patients, self.of_patients, len(self.by_patient)))
+        return "; ".join(words)
 
     def describe(self) -> str:
         """One sentence for a log, a report or ``metrics.json``."""
@@ -88,6 +108,8 @@ class LeakageCheck:
         if not self.leaked:
             return (f"{self.model}: no evaluated case trained it "
                     f"({_compared(self.by_voxels)})")
+        if self.by_patient:
+            return f"{self.model}: {self.leak_words()}"
         return (f"{self.model}: {self.trained()} on {len(self.leaked)} evaluated case(s): "
                 f"{self.named()}")
 
@@ -98,8 +120,24 @@ class LeakageCheck:
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "checked": self.checked, "leaked": list(self.leaked),
                 "restored": list(self.restored), "network_only": list(self.network_only),
-                "by_voxels": self.by_voxels,
+                "by_voxels": self.by_voxels, "patients": list(self.patients),
+                "by_patient": list(self.by_patient),
                 "unrecorded": self.unrecorded, "verdict": self.describe()}
+
+
+def _patient_words(patients: Sequence[str], of: int, cases: int) -> str:
+    """``other cases of 7 of the 7 evaluated patients trained the model (e.g. P1): …``."""
+    return (f"other cases of {len(patients)} of the {of} evaluated patients trained the model "
+            f"(e.g. {patients[0]}): {cases} evaluated case(s) are theirs")
+
+
+def training_groups(cases: Iterable[Case]) -> dict[str, list[str]]:
+    """``{"training_groups": [...]}``: the patients (a table's group column) of the training
+    ``cases``, for :func:`find_leakage`; {} where no case names a patient but itself."""
+    cases = list(cases)
+    if all(c.group is None or c.group == c.id for c in cases):
+        return {}
+    return {"training_groups": sorted({c.group for c in cases if c.group is not None})}
 
 
 def _compared(by_voxels: bool, lacking: str = "this model file records none") -> str:
@@ -183,6 +221,8 @@ class _Record:
     unrecorded: str | None = None
     own: tuple[set[str], set[str]] | None = None
     """A classifier's own digests and voxel digests, beside its network's in the sets above."""
+    groups: frozenset[str] = frozenset()
+    """The patients whose cases trained the classifier (``metrics.training_groups``)."""
 
 
 def _voxels(meta_metrics: dict[str, Any]) -> set[str] | None:
@@ -198,23 +238,24 @@ def _manifest(model_path: Path) -> _Record:
     except (ModelFileError, OSError):  # the step that loads it names the problem
         return _Record(None)
     own, voxels = _recorded(meta.metrics), _voxels(meta.metrics)
+    groups = frozenset(str(g) for g in meta.metrics.get("training_groups") or [])
     folder, running = _run_json_digests(Path(model_path))
     if own is None:
         own = folder
     elif folder is not None and not running:
         own |= folder  # an older classifier's own record skipped series folders
-    mine = _Record(own, voxels or set(), voxels is not None)
+    mine = _Record(own, voxels or set(), voxels is not None, groups=groups)
     if own is None or meta.feature_source is None:
         return mine
     untracked = _unrecorded_source(dict(meta.feature_source))
     if untracked is not None:
-        return _Record(own, mine.voxels, mine.by_voxels, untracked)
+        return _Record(own, mine.voxels, mine.by_voxels, untracked, groups=groups)
     source_metrics = dict(meta.feature_source.get("metrics") or {})
     source, theirs = _recorded(source_metrics), _voxels(source_metrics)
     if source is None:
         return _Record(None)
     return _Record(own | source, mine.voxels | (theirs or set()),
-                   mine.by_voxels and theirs is not None, own=(own, mine.voxels))
+                   mine.by_voxels and theirs is not None, own=(own, mine.voxels), groups=groups)
 
 
 def records_voxels(model_path: Path) -> bool:
@@ -267,12 +308,16 @@ def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
     A case leaked when one of its images is a training scan by :func:`trained_on` (its
     file digests), or — for a model that records its training images' voxel digests — by
     :func:`~segfew.runinfo.voxel_digest` (then it is also in ``restored``). Label maps are
-    not compared: only images are test data."""
+    not compared: only images are test data. A case whose patient (``case.group``) is one of
+    the classifier's ``metrics.training_groups`` leaked too (``by_patient`` where no image
+    matched: another slice or visit of a training patient)."""
     record = _manifest(Path(model_path))
     digests = record.digests
     if digests is None:
         return LeakageCheck(str(model_path), checked=False)
-    leaked, restored, network_only = set(), set(), set()
+    leaked, restored, network_only, by_patient = set(), set(), set(), set()
+    cases = list(cases)
+    patients = {c.group for c in cases if c.group is not None and c.group in record.groups}
     for case in cases:
         images = [Path(p) for p in case.images]
         if any(trained_on(p, digests) for p in images):
@@ -281,6 +326,9 @@ def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
             leaked.add(case.id)
             restored.add(case.id)
         else:
+            if case.group in patients:  # another slice or visit of a training patient
+                leaked.add(case.id)
+                by_patient.add(case.id)
             continue
         if record.own is not None and not (
                 any(trained_on(p, record.own[0]) for p in images)
@@ -288,7 +336,9 @@ def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
             network_only.add(case.id)
     return LeakageCheck(str(model_path), checked=True, leaked=sorted(leaked),
                         unrecorded=record.unrecorded, restored=sorted(restored),
-                        by_voxels=record.by_voxels, network_only=sorted(network_only))
+                        by_voxels=record.by_voxels, network_only=sorted(network_only),
+                        patients=sorted(patients), by_patient=sorted(by_patient),
+                        of_patients=len({c.group for c in cases if c.group is not None}))
 
 
 def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool = False
@@ -298,8 +348,7 @@ def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool
     checks = [find_leakage(Path(p), cases) for p in model_paths]
     for check in checks:
         if check.leaked and not allow:
-            raise DataError(f"{check.trained()} on {len(check.leaked)} evaluated case(s) "
-                            f"({check.named()}); a score on them is not a test — evaluate "
+            raise DataError(f"{check.leak_words()}; a score on them is not a test — evaluate "
                             "other cases, or pass --allow-leakage to score them with a warning",
                             check.model)
     return checks
@@ -334,16 +383,23 @@ def leakage_record(checks: Sequence[LeakageCheck], allowed: bool) -> dict[str, A
     compared), ``leaked`` (ids of evaluated cases that trained a model), ``restored`` (those
     of them found by their voxels only), ``by_voxels`` (every model records its training
     images' voxel digests: re-stored copies were looked for), ``allowed``
-    (``--allow-leakage``), ``verdict`` (one sentence) and each model's check."""
+    (``--allow-leakage``), ``patients`` (evaluated patients whose other cases trained a
+    model), ``verdict`` (one sentence) and each model's check."""
     leaked = sorted({i for c in checks for i in c.leaked})
     restored = sorted({i for c in checks for i in c.restored})
     checked = all(c.checked for c in checks)
     by_voxels = checked and all(c.by_voxels for c in checks)
+    others = {i for c in checks for i in c.by_patient} - {i for c in checks for i in c.leaked
+                                                          if i not in c.by_patient}
+    patients = sorted({p for c in checks for p in c.patients})
     if leaked:
-        verdict = (f"LEAKAGE: {len(leaked)} evaluated case(s) trained the model; their "
-                   "scores are not a test" + (f" ({len(restored)} of them the same voxels as "
-                                              "a training scan, re-stored in another file: "
-                                              f"{_shown(restored)})" if restored else ""))
+        said = [f"{len(leaked) - len(others)} evaluated case(s) trained the model"] * (
+            len(others) < len(leaked))
+        if others:
+            said.append(_patient_words(patients, max(c.of_patients for c in checks), len(others)))
+        verdict = ("LEAKAGE: " + "; ".join(said) + "; their scores are not a test"
+                   + (f" ({len(restored)} of them the same voxels as a training scan, re-stored "
+                      f"in another file: {_shown(restored)})" if restored else ""))
     elif checked and any(c.unrecorded for c in checks):
         verdict = "; ".join(c.describe() for c in checks)
     elif checked:
@@ -352,7 +408,8 @@ def leakage_record(checks: Sequence[LeakageCheck], allowed: bool) -> dict[str, A
     else:
         verdict = ("not checked: " + "; ".join(c.describe() for c in checks if not c.checked))
     return {"checked": checked, "leaked": leaked, "restored": restored, "by_voxels": by_voxels,
-            "allowed": allowed, "verdict": verdict, "models": [c.as_dict() for c in checks]}
+            "patients": patients, "allowed": allowed, "verdict": verdict,
+            "models": [c.as_dict() for c in checks]}
 
 
 def experiment_verdict(data: dict[str, Any], unit: str) -> tuple[bool, str]:

@@ -57,6 +57,10 @@ def fit_measurement_classifier(measurer: Measurer | LabelMapMeasurer, cases: Seq
                                ) -> tuple[Any, dict[str, Any]]:
     """Measure the training ``cases`` and fit the classifier (framework MEASURES).
 
+    Each case's patient is its ``unit`` (the table's group column, else its id): where a
+    patient has several cases (slices, visits), every fold of the selection and of the
+    nested estimate keeps them on one side, and classes are counted in patients.
+
     Every case must give the first case's measurements (a set mixing files with and without
     a real spacing is a DataError, not NaN). The model is chosen by cross-validation
     inside these cases only
@@ -73,7 +77,9 @@ def fit_measurement_classifier(measurer: Measurer | LabelMapMeasurer, cases: Seq
     for case, row in zip(cases, rows, strict=True):  # e.g. one case in mL, another in voxels
         fitted_names(names, row, case)
     x = np.array([[row.get(n, NAN) for n in names] for row in rows], dtype=np.float64)
-    choice = select_classifier(x, np.asarray(targets), names, num_classes, seed=seed)
+    groups = [c.unit for c in cases]
+    choice = select_classifier(x, np.asarray(targets), names, num_classes, seed=seed,
+                               groups=groups)
     args: dict[str, Any] = {"feature_names": names, "num_classes": num_classes,
                             **choice.shape_args, "in_channels": len(cases[0].images),
                             "tta": measurer.tta}
@@ -91,33 +97,49 @@ def fit_measurement_classifier(measurer: Measurer | LabelMapMeasurer, cases: Seq
                "measures_cv_accuracy": choice.cv_scores,
                "measures_selection": selection,
                "measures_nested": nested_estimate(x, np.asarray(targets), names, num_classes,
-                                                  seed=seed),
+                                                  seed=seed, groups=groups),
                "measures_temperature": choice.temperature, "top_measurements": top}
     return model, {"args": args, "metrics": metrics}
 
 
 def _chance_verdict(nested: Mapping[str, Any]) -> str | None:
     """A nested estimate against chance: "below" (its interval wholly under the chance
-    rate), "not above" (the interval holds it), or None (above chance)."""
+    rate), "not distinguishable" (the interval holds it, or none is known), or None (above
+    chance)."""
     if below_chance((nested.get("ci") or [None, None])[1], nested.get("chance_rate")):
         return "below"
-    return None if nested.get("distinguishable_from_chance") is True else "not above"
+    return None if nested.get("distinguishable_from_chance") is True else "not distinguishable"
+
+
+def _inner_chance(entry: Mapping[str, Any], rate: float | None) -> str:
+    """``", not distinguishable from chance (0.50)"`` (or ``below chance``) for an inner score
+    whose interval holds (or lies under) the chance ``rate`` (1 / classes); "" otherwise or
+    where unknown. An older model file's entry lacks its rate: ``rate`` (the nested
+    estimate's) stands in."""
+    ci, rate = entry.get("ci"), entry.get("chance_rate", rate)
+    if not ci or rate is None:
+        return ""
+    if below_chance(ci[1], rate):
+        return f", below chance ({rate:.2f})"
+    return f", not distinguishable from chance ({rate:.2f})" if ci[0] <= rate <= ci[1] else ""
 
 
 def describe_selection(metrics: Mapping[str, Any]) -> list[str]:
     """What a measures model file's ``metrics`` say of its selection, one line each: every
-    candidate with its inner balanced accuracy and 95% interval (the chosen one marked),
-    then the nested estimate — with a warning when it is not above chance, another when its
-    interval lies wholly below chance —, or that no estimate is possible (a class with one
-    case: none can be held out)."""
+    candidate with its inner balanced accuracy and 95% interval (the chosen one marked, and
+    chance named where the interval holds or lies under it), then the nested estimate, of
+    how many patients where they are fewer than the cases — with a warning when it is not
+    distinguishable from chance, another when its interval lies wholly below chance —, or
+    that no estimate is possible (a class with one case: none can be held out)."""
     def score(entry: Mapping[str, Any]) -> str:
         value, ci = entry.get("balanced_accuracy"), entry.get("ci")
         text = "—" if value is None else f"{value:.2f}"
         return text + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
-    lines = [f"{'→' if e.get('chosen') else ' '} {e['candidate']}: inner balanced accuracy "
-             f"{score(e)}" for e in metrics.get("measures_selection") or []]
     nested = metrics.get("measures_nested")
+    rate = (nested or {}).get("chance_rate")
+    lines = [f"{'→' if e.get('chosen') else ' '} {e['candidate']}: inner balanced accuracy "
+             f"{score(e)}{_inner_chance(e, rate)}" for e in metrics.get("measures_selection") or []]
     chosen_by = metrics.get("measures_chosen_by", "")
     default = chosen_by.startswith("the default")  # nothing chosen: too few cases per class
     if default:
@@ -127,18 +149,19 @@ def describe_selection(metrics: Mapping[str, Any]) -> list[str]:
                 "inner cross-validation)", NO_ESTIMATE] if metrics.get("measures_model") else []
     if nested is None:
         return [*lines, NO_ESTIMATE]
+    patients = f" of {nested['groups']} patients" if nested.get("groups") else ""
     lines.append(f"nested estimate of the whole selection ({nested['folds']} outer folds, "
-                 f"{nested['n']} cases): balanced accuracy {score(nested)}"
+                 f"{nested['n']} cases{patients}): balanced accuracy {score(nested)}"
                  + ("" if default else "; the chosen model's inner score above is optimistic"))
     verdict = _chance_verdict(nested)
     if verdict == "below":
         lines.append(f"WARNING: the nested estimate is below chance "
                      f"({nested['chance_rate']:.2f}): the chosen model answers worse than any "
                      "constant answer would")
-    elif verdict == "not above":
-        lines.append(f"WARNING: the nested estimate is not above chance "
-                     f"({nested['chance_rate']:.2f}): these measurements may not tell the "
-                     "classes apart with this few cases")
+    elif verdict == "not distinguishable":
+        lines.append(f"WARNING: the nested estimate is not distinguishable from chance "
+                     f"({nested['chance_rate']:.2f}, 1 / classes): its 95% interval holds it, so "
+                     "these measurements may not tell the classes apart with this few cases")
     return lines
 
 
@@ -152,9 +175,11 @@ def estimate_caveat(metrics: Mapping[str, Any]) -> str | None:
     if nested is None:
         return ("the model records no estimate of its accuracy (a class had fewer than 2 "
                 "training cases): its confidences do not say how often it is right")
-    if _chance_verdict(nested) is None:
+    verdict = _chance_verdict(nested)
+    if verdict is None:
         return None
     ci = nested.get("ci") or [0.0, 0.0]
+    words = "below chance" if verdict == "below" else "not distinguishable from chance"
     return (f"the model's own nested estimate, balanced accuracy "
-            f"{nested['balanced_accuracy']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}], is not above "
-            f"chance ({nested['chance_rate']:.2f}): read its predictions as guesses")
+            f"{nested['balanced_accuracy']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}], is {words} "
+            f"({nested['chance_rate']:.2f}): read its predictions as guesses")

@@ -22,6 +22,7 @@ from segfew.data.classes import warn_rows_as_patients
 from segfew.data.read import warn_placeholder_spacing
 from segfew.data.splits import warn_class_names
 from segfew.errors import DataError, DataWarning, SpecError
+from segfew.evaluation.leakage import training_groups
 from segfew.frameworks import framework
 from segfew.inference.fit_measures import fit_measurement_classifier, open_measurer
 from segfew.inference.measure import Measurer
@@ -282,13 +283,9 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
     a measurement classifier is fitted here (closed form)."""
     if cases is None:
         cases = find_classification_cases(
-            spec.data.images,
-            spec.data.table,
-            channels=spec.data.channels,
-            id_column=spec.data.id_column,
-            label_column=spec.data.label_column,
-            group_column=spec.data.group_column,
-        )
+            spec.data.images, spec.data.table, channels=spec.data.channels,
+            id_column=spec.data.id_column, label_column=spec.data.label_column,
+            group_column=spec.data.group_column)
     if not cases:
         raise DataError("no labelled images found", spec.data.table or spec.data.images)
     if write_info:  # said once per command (an experiment's tasks share its data)
@@ -387,6 +384,7 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
                 "training_data": _digests([*train_cases, *val_list]),
                 "training_voxels": voxel_digests(
                     p for c in [*train_cases, *val_list] for p in c.images),
+                **training_groups([*train_cases, *val_list]),  # other cases of these: leakage
             },
             feature_source=feature_meta.model_dump(mode="json") if feature_meta else source,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -18,7 +18,7 @@ import torch
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_selection import f_classif
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from torch import Tensor
 
 from segfew.metrics import chance_fields, classification_metrics
@@ -68,9 +68,10 @@ SELECT_K = 8
 #: measurement families: shape (segfew.inference.measure), then those of segfew.inference.radiomics
 FAMILIES = ("shape", "intensity", "surround", "texture", "location")
 FOREST_TREES = 200
-#: cases in the smallest class from which the inner CV chooses among the candidates (each of
-#: its 5 folds then holds 2 per class); below, the first candidate is fitted as it is: the
-#: winner among many scores of a few held-out cases is mostly noise (examples/acdc/README.md)
+#: cases (patients, where a patient has several) in the smallest class from which the inner
+#: CV chooses among the candidates (each of its 5 folds then holds 2 per class); below, the
+#: first candidate is fitted as it is: the winner among many scores of a few held-out cases
+#: is mostly noise (examples/acdc/README.md)
 SELECT_FROM = 10
 NESTED_TREES = 25  # forests of the nested estimate's refits (time, see nested_estimate)
 CI_RESAMPLES = 500  # bootstrap resamples of the inner scores' intervals
@@ -270,19 +271,43 @@ def _export_forest(model: Any, columns: np.ndarray, present: np.ndarray, num_cla
     return out
 
 
-def _fold_count(y: np.ndarray) -> int:
-    return int(min(5, np.bincount(y)[np.unique(y)].min()))
+def _patients(groups: Sequence[Hashable] | None, n: int) -> np.ndarray | None:
+    """``groups`` (n,) as an array where some patient holds several cases; None where each
+    case is its own (then every split and count is by case, as without groups)."""
+    g = None if groups is None else np.array([str(v) for v in groups])
+    if g is not None and len(g) != n:
+        raise ValueError(f"{len(g)} groups for {n} cases")
+    return g if g is not None and len(set(g.tolist())) < n else None
+
+
+def _smallest(y: np.ndarray, groups: np.ndarray | None) -> int:
+    """Cases (patients, with ``groups``) in the smallest class present in ``y``."""
+    if groups is None:
+        return int(np.bincount(y)[np.unique(y)].min())
+    return min(len(set(groups[y == c].tolist())) for c in np.unique(y))
+
+
+def _folds(y: np.ndarray, groups: np.ndarray | None, k: int, seed: int
+           ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` stratified folds (train, held-out indices); with ``groups``, a patient's cases
+    on one side of each (k ≤ the smallest class's patients)."""
+    if groups is None:
+        return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(y, y))
+    split = StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(y, y, groups)
+    return [(train, held) for train, held in split if len(held)]
 
 
 def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_classes: int,
                       seed: int = 0, candidates: Sequence[Candidate] = CANDIDATES,
-                      fit: Callable[..., Choice] | None = None, choose: bool | None = None
-                      ) -> Choice:
+                      fit: Callable[..., Choice] | None = None, choose: bool | None = None,
+                      groups: Sequence[Hashable] | None = None) -> Choice:
     """Choose, fit and calibrate a measurement classifier on the training set ``(x, y)``.
 
-    ``x`` (N, F) raw measurements named ``names`` (NaN allowed), ``y`` (N,) class indices.
-    Each candidate is scored by stratified k-fold cross-validation **within** ``x``
-    (k = min(5, smallest class count)); the best balanced accuracy wins (ties: the earlier
+    ``x`` (N, F) raw measurements named ``names`` (NaN allowed), ``y`` (N,) class indices,
+    ``groups`` (N,) each case's patient (None: each case its own). Each candidate is scored
+    by stratified k-fold cross-validation **within** ``x`` (k = min(5, smallest class
+    count); with groups, a patient's cases on one side of every fold, and every count below
+    in patients); the best balanced accuracy wins (ties: the earlier
     candidate), is refitted on all of ``x``, and its temperature is fitted on the
     out-of-fold probabilities (minimal log-loss). ``cv_summary`` keeps every candidate's
     score with its 95% bootstrap interval (:func:`segfew.metrics.classification_metrics`).
@@ -301,8 +326,9 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
     if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(names):
         raise ValueError(f"measurements {x.shape} do not fit {y.shape[0]} targets and "
                          f"{len(names)} names")
-    k = _fold_count(y)
-    smallest = int(np.bincount(y)[np.unique(y)].min())
+    g = _patients(groups, len(y))
+    smallest = _smallest(y, g)
+    k = min(5, smallest)
     if len(np.unique(y)) < 2 or k < 2:
         choice = fit(candidates[0], x, y, names, num_classes, seed)
         choice.chosen_by = "the default: too few cases for a cross-validation"
@@ -310,7 +336,7 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
     default = smallest < SELECT_FROM if choose is None else not choose
     if default:
         candidates = candidates[:1]
-    folds = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y))
+    folds, units = _folds(y, g, k, seed), None if g is None else g.tolist()
     scores, oof, summary = {}, {}, {}
     for cand in candidates:
         proba = np.zeros((len(y), num_classes))
@@ -318,10 +344,11 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
             proba[held] = predict_proba(fit(cand, x[train], y[train], names, num_classes, seed),
                                         x[held])
         m = classification_metrics(y, proba.argmax(1), None, [str(i) for i in range(num_classes)],
-                                   bootstrap=CI_RESAMPLES, seed=seed)
+                                   bootstrap=CI_RESAMPLES, seed=seed, groups=units)
         scores[cand] = (m["balanced_accuracy"] or 0.0, m["accuracy"] or 0.0)
-        summary[cand.label] = {"balanced_accuracy": m["balanced_accuracy"],
-                               "ci": m["ci"].get("balanced_accuracy"), "accuracy": m["accuracy"]}
+        ci = m["ci"].get("balanced_accuracy")
+        summary[cand.label] = {"balanced_accuracy": m["balanced_accuracy"], "ci": ci,
+                               "accuracy": m["accuracy"], **chance_fields(ci, y, balanced=True)}
         oof[cand] = proba
     best = max(candidates, key=lambda c: (scores[c][0], -candidates.index(c)))
     choice = fit(best, x, y, names, num_classes, seed)
@@ -329,7 +356,8 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
     choice.cv_scores = {c.label: s[1] for c, s in scores.items()}
     choice.cv_summary = summary
     if default and choose is None:
-        choice.chosen_by = (f"the default: {smallest} case(s) in a class, fewer than the "
+        unit = "case(s)" if g is None else "patient(s)"
+        choice.chosen_by = (f"the default: {smallest} {unit} in a class, fewer than the "
                             f"{SELECT_FROM} a choice among candidates needs")
     elif default:
         choice.chosen_by = "the default"
@@ -338,38 +366,43 @@ def select_classifier(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_cl
 
 def nested_estimate(x: np.ndarray, y: np.ndarray, names: Sequence[str], num_classes: int,
                     seed: int = 0, candidates: Sequence[Candidate] = CANDIDATES,
-                    outer_folds: int = 3, trees: int = NESTED_TREES) -> dict[str, Any] | None:
+                    outer_folds: int = 3, trees: int = NESTED_TREES,
+                    groups: Sequence[Hashable] | None = None) -> dict[str, Any] | None:
     """An honest estimate of :func:`select_classifier` as a whole: nested cross-validation.
 
     The winner's own inner score is biased upward (it is the maximum of several noisy
     scores; Cawley & Talbot 2010, JMLR 11). Here the whole selection runs again inside
     each of ``min(outer_folds, smallest class count)`` stratified outer folds of ``(x, y)``
     and its chosen model predicts the held-out fold; the pooled held-out predictions are
-    scored. Each fold makes the decision the whole of ``(x, y)`` makes — to choose among
-    the candidates (from :data:`SELECT_FROM` cases per class) or to fit the default —,
-    though it holds fewer cases: an estimate of the procedure that made the model. Forests
-    have ``trees`` trees here (fewer than the model file's, to bound the time: the
-    estimate is, if anything, pessimistic). Returns ``{"balanced_accuracy",
-    "ci", "accuracy", "folds", "n", "chance_rate", "distinguishable_from_chance"}`` (chance:
-    1 / classes present, the balanced accuracy of a constant answer), or None when a class
-    has fewer than 2 cases.
+    scored. With ``groups`` (N,: each case's patient) where a patient holds several cases,
+    every fold, inner or outer, keeps a patient's cases on one side, classes are counted in
+    patients, the interval resamples patients and ``groups`` (their number) is returned.
+    Each fold makes the decision the whole of ``(x, y)`` makes — to choose among the
+    candidates (from :data:`SELECT_FROM` cases per class) or to fit the default —, though it
+    holds fewer cases: an estimate of the procedure that made the model. Forests have
+    ``trees`` trees here (fewer than the model file's, to bound the time: the estimate is,
+    if anything, pessimistic). Returns ``{"balanced_accuracy", "ci", "accuracy", "folds",
+    "n", "chance_rate", "distinguishable_from_chance"}`` (chance: 1 / classes present, the
+    balanced accuracy of a constant answer), or None when a class has fewer than 2 cases.
     """
     y = np.asarray(y, dtype=np.int64)
-    k = min(outer_folds, _fold_count(y))
+    g = _patients(groups, len(y))
+    k = min(outer_folds, 5, _smallest(y, g))
     if len(np.unique(y)) < 2 or k < 2:
         return None
     fit = partial(_fit, trees=trees)
-    choose = int(np.bincount(y)[np.unique(y)].min()) >= SELECT_FROM
-    pred = np.zeros(len(y), dtype=np.int64)
-    for train, held in StratifiedKFold(k, shuffle=True, random_state=seed + 1).split(x, y):
+    choose = _smallest(y, g) >= SELECT_FROM
+    pred, units = np.zeros(len(y), dtype=np.int64), None if g is None else g.tolist()
+    for train, held in _folds(y, g, k, seed + 1):
         choice = select_classifier(x[train], y[train], names, num_classes, seed, candidates, fit,
-                                   choose)
+                                   choose, None if g is None else g[train])
         pred[held] = predict_proba(choice, transform(x[held], names)).argmax(1)
     m = classification_metrics(y, pred, None, [str(i) for i in range(num_classes)],
-                               bootstrap=CI_RESAMPLES, seed=seed)
+                               bootstrap=CI_RESAMPLES, seed=seed, groups=units)
     ci = m["ci"].get("balanced_accuracy")
     return {"balanced_accuracy": m["balanced_accuracy"], "ci": ci, "accuracy": m["accuracy"],
-            "folds": k, "n": len(y), **chance_fields(ci, y, balanced=True)}
+            "folds": k, "n": len(y), **({} if g is None else {"groups": m["n_groups"]}),
+            **chance_fields(ci, y, balanced=True)}
 
 
 def _temperature(proba: np.ndarray, y: np.ndarray) -> float:

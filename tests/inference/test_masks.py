@@ -185,7 +185,7 @@ def test_predict_says_when_the_models_own_estimate_gives_its_answers_no_weight(
     nested = {"balanced_accuracy": 0.55, "ci": [0.3, 0.8], "chance_rate": 0.5,
               "distinguishable_from_chance": False}
     held = estimate_caveat({"measures_model": "m", "measures_nested": nested})
-    assert held is not None and "0.55 [0.30, 0.80], is not above chance (0.50)" in held
+    assert held is not None and "0.55 [0.30, 0.80], is not distinguishable from chance" in held
     above = {**nested, "balanced_accuracy": 0.9, "ci": [0.7, 1.0],
              "distinguishable_from_chance": True}
     assert estimate_caveat({"measures_model": "m", "measures_nested": above}) is None

@@ -1,0 +1,93 @@
+"""The leakage check by patient: a classifier records the patients (the table's group column)
+whose cases trained it, and evaluate treats another case of such a patient — another slice or
+visit — as leakage, as it does a copied scan; a model file without that record is checked as
+before."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from segfew.data import Case
+from segfew.evaluation.leakage import training_groups
+from tests.conftest import invoke
+
+
+def test_the_training_patients_are_recorded_only_where_a_table_names_them() -> None:
+    slices = [Case("P1_z3", (), group="P1"), Case("P1_z4", (), group="P1"),
+              Case("P2_z1", (), group="P2")]
+    assert training_groups(slices) == {"training_groups": ["P1", "P2"]}
+    assert training_groups([Case("a", ()), Case("b", ())]) == {}  # no group column
+    # an id column named like a patient's (ACDC's ``patient``): each case is its own
+    assert training_groups([Case("patient001", (), group="patient001")]) == {}
+
+
+def _tables(phantoms: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The phantoms as two slices of each of 6 patients (two per class): one slice of each
+    trains, the other is evaluated — no scan shared, every patient shared."""
+    rows = list(csv.DictReader((phantoms / "labels.csv").open()))
+    by_class: dict[str, list[str]] = {}
+    for row in rows:
+        by_class.setdefault(row["label"], []).append(row["id"])
+    train, test = [], []
+    for label, ids in sorted(by_class.items()):
+        for i, case in enumerate(sorted(ids)):
+            (train if i % 2 == 0 else test).append((case, label, f"pt-{label}-{i // 2}"))
+    paths = []
+    for name, table in (("train", train), ("test", test)):
+        path = tmp_path / f"{name}.csv"
+        path.write_text("id,label,patient\n" + "".join(f"{a},{b},{c}\n" for a, b, c in table))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def test_evaluate_refuses_other_cases_of_the_training_patients(
+        phantoms: Path, tmp_path: Path) -> None:
+    from segfew.evaluation.leakage import find_leakage
+    from segfew.modelfile import read_model_file
+
+    masks = shutil.copytree(phantoms / "labels", tmp_path / "masks")
+    (masks / "label_names.json").write_text(json.dumps(
+        {"label_names": ["background", "wall", "cavity", "blob"]}))
+    train, test = _tables(phantoms, tmp_path)
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", "--table", str(train), "--images", str(phantoms / "images"),
+           "--framework", "measures", "--masks", str(masks), "--out", str(clf),
+           "--threads", "1", "--no-progress", "--no-cache")
+    meta, _ = read_model_file(clf)
+    patients = sorted({r["patient"] for r in csv.DictReader(train.open())})
+    assert meta.metrics["training_groups"] == patients and len(patients) == 6
+    rows = list(csv.DictReader(test.open()))
+    for group in ("new-", None):  # other patients, or a table that names none: no leak
+        cases = [Case(r["id"], (phantoms / "images" / f"{r['id']}.nii.gz",),
+                      group=None if group is None else group + r["patient"]) for r in rows]
+        check = find_leakage(clf, cases)
+        assert check.checked and check.leaked == [] and check.patients == []
+
+    ev = tmp_path / "ev"
+    evaluate = ("evaluate", "--model", str(clf), "--images", str(phantoms / "images"),
+                "--table", str(test), "--masks", str(masks), "--out", str(ev),
+                "--bootstrap", "20", "--threads", "1", "--no-progress")
+    refused = " ".join(invoke(*evaluate, expect=2).split())
+    assert "other cases of 6 of the 6 evaluated patients trained the model (e.g. pt-" in refused
+    assert "6 evaluated case(s) are theirs" in refused and "--allow-leakage" in refused
+    assert not ev.exists()
+    said = " ".join(invoke(*evaluate, "--allow-leakage").split())
+    assert "LEAKAGE: other cases of 6 of the 6 evaluated patients trained the model" in said
+    leakage = json.loads((ev / "metrics.json").read_text())["leakage"]
+    assert len(leakage["leaked"]) == 6 and leakage["patients"] == patients
+    assert {r["leaked"] for r in csv.DictReader((ev / "predictions.csv").open())} == {"yes"}
+
+    # a model file from before the record: checked by its scans as before, no new refusal
+    payload = torch.load(clf, map_location="cpu", weights_only=True)
+    old = json.loads(payload["metadata"])
+    del old["metrics"]["training_groups"]
+    payload["metadata"] = json.dumps(old)
+    torch.save(payload, clf)
+    shutil.rmtree(ev)
+    said = " ".join(invoke(*evaluate).split())
+    assert "no evaluated case trained" in said and "LEAKAGE" not in said
