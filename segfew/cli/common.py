@@ -177,7 +177,7 @@ def setting(model: type[BaseModel], key: str, help: str = "", *decls: str, **kwa
 
 
 def spec_flags(overrides: Mapping[str, Any], rename: Mapping[str, str | None], prefix: str = ""
-           ) -> dict[str, str]:
+               ) -> dict[str, str]:
     """Spec key → flag, for the keys a command's flags set (``data.images`` → ``--images``)."""
     out: dict[str, str] = {}
     for key, value in overrides.items():

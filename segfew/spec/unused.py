@@ -1,4 +1,5 @@
-"""Settings a framework never reads: given to ``train-classifier``, they are refused.
+"""Settings a framework never reads: given to ``train-classifier`` (or to an experiment none
+of whose frameworks reads them), they are named in a warning.
 
 ``--framework measures --epochs 40`` trained nothing for 40 epochs; ``--framework scratch
 --features seg.pt`` used no segmentation. Each was silently ignored, and the run record
