@@ -328,7 +328,8 @@ def measurement_blocks(results: Sequence[dict[str, Any]], unit: str = "cases"
                              "whole selection in outer folds of the training cases."))
         b.append(Block("table", header=[
             f"{unit} per class", "tasks", "chosen model's inner balanced accuracy",
-            "nested estimate", "test balanced accuracy", "nested estimate at chance"], items=[
+            "nested estimate", "test balanced accuracy",
+            "nested estimate not distinguishable from chance"], items=[
             [str(r["size"]), str(r["tasks"]),
              *("—" if r[k] is None else f"{r[k]:.3f}" for k in ("inner", "nested", "test")),
              f"{r['at_chance']} of {r['tasks']}"] for r in rows]))

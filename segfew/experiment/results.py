@@ -133,7 +133,8 @@ def summarise_selection(results: Sequence[dict[str, Any]]) -> list[dict[str, Any
     """Per training size, what framework measures' inner selection claimed against what it
     got: the mean inner balanced accuracy of the chosen model (biased upward: the best of
     several noisy scores), the mean nested estimate of the whole selection, the mean test
-    balanced accuracy, and in how many tasks the nested estimate was not above chance.
+    balanced accuracy, and in how many tasks the nested estimate was not distinguishable
+    from chance (its interval holds it).
     Rows ``{"size", "tasks", "inner", "nested", "test", "at_chance"}`` (None: unknown)."""
     def mean(values: Sequence[float | None]) -> float | None:
         known = [float(v) for v in values if v is not None]
