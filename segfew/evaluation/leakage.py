@@ -348,9 +348,12 @@ def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool
     checks = [find_leakage(Path(p), cases) for p in model_paths]
     for check in checks:
         if check.leaked and not allow:
+            alike = (" (if the table's group values name other patients, as another cohort "
+                     "numbered alike, pass --allow-leakage)"
+                     if set(check.leaked) <= set(check.by_patient) else "")
             raise DataError(f"{check.leak_words()}; a score on them is not a test — evaluate "
-                            "other cases, or pass --allow-leakage to score them with a warning",
-                            check.model)
+                            "other cases, or pass --allow-leakage to score them with a warning"
+                            f"{alike}", check.model)
     return checks
 
 
