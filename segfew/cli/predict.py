@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Annotated
 
@@ -123,9 +124,18 @@ def predict(
     style = "bold red" if failed else "green"
     where = path if path.suffix else path / "predictions.csv"
     hint = f" (errors in {where})" if failed else ""
-    console.print(f"[{style}]{count} cases, {failed} failed[/] → {path}{hint}",
+    doubtful = _low_confidence(path) if path.suffix else 0
+    flagged = f", {doubtful} low_confidence" if doubtful else ""
+    console.print(f"[{style}]{count} cases, {failed} failed{flagged}[/] → {path}{hint}",
                   highlight=False)
     if resolved.explain is not None:
         console.print(f"evidence sheets → {resolved.explain / 'index.html'}", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+def _low_confidence(table: Path) -> int:
+    """How many rows of a classifier's table are flagged ``low_confidence``."""
+    with table.open(newline="", encoding="utf-8") as f:
+        dialect = "excel-tab" if table.suffix.lower() == ".tsv" else "excel"
+        return sum(row.get("low_confidence") == "yes" for row in csv.DictReader(f, dialect=dialect))

@@ -12,8 +12,7 @@ of this segfew also records the digest of each training image's voxels
 (``metrics.training_voxels``, :func:`segfew.runinfo.voxel_digest`), so a training scan
 re-stored without changing a voxel (decompressed, recompressed, converted to another format)
 is found too; for a model file without them the verdict says that such copies were not
-looked for.
-A classifier measuring another tool's label maps (``--masks``) or an nnU-Net's is checked
+looked for. A classifier measuring another tool's label maps (``--masks``) or an nnU-Net's is checked
 against its own manifest; that tool's training data is not recorded, and the verdict says so.
 A classifier trained from a table that names patients (a group column) records them
 (``metrics.training_groups``, :func:`training_groups`): an evaluated case of such a patient —
@@ -348,12 +347,11 @@ def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool
     checks = [find_leakage(Path(p), cases) for p in model_paths]
     for check in checks:
         if check.leaked and not allow:
-            alike = (" (if the table's group values name other patients, as another cohort "
-                     "numbered alike, pass --allow-leakage)"
-                     if set(check.leaked) <= set(check.by_patient) else "")
+            alike = set(check.leaked) <= set(check.by_patient)  # by the group values only
             raise DataError(f"{check.leak_words()}; a score on them is not a test — evaluate "
                             "other cases, or pass --allow-leakage to score them with a warning"
-                            f"{alike}", check.model)
+                            + " (also when its patients are another cohort's, numbered alike)"
+                            * alike, check.model)
     return checks
 
 

@@ -142,6 +142,7 @@ def test_predict_flags_swapped_phases_low_confidence_in_a_few_lines(
     assert text.count("ejection fraction below 0") == 4  # 3 cases said, the rest counted
     assert "n0_frame01.nii.gz: an ejection fraction below 0" in text
     assert "also 2 more files" in text
+    assert "5 cases, 0 failed, 5 low_confidence" in text  # the last line counts them
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 5 and {r["low_confidence"] for r in rows} == {"yes"}
 
