@@ -28,6 +28,7 @@ from segfew.files import (
     check_output,
     check_replace,
     is_recorded,
+    output_lock,
     outputs_record,
     write_json,
 )
@@ -71,8 +72,14 @@ def label_images(spec: LabelSpec, progress: Progress | None = None, overwrite: b
     Label maps are moved into ``out`` only when all of them are done, so a run stopped
     part-way leaves no partial output. Before any work, a file this run would replace that
     no earlier segfew run recorded writing there is refused unless ``overwrite``
-    (:func:`segfew.files.check_replace`).
+    (:func:`segfew.files.check_replace`). A second run into ``spec.out`` at the same time
+    is refused (:func:`segfew.files.output_lock`).
     """
+    with output_lock(spec.out):
+        return _label_images(spec, progress, overwrite)
+
+
+def _label_images(spec: LabelSpec, progress: Progress | None, overwrite: bool) -> list[Path]:
     report = progress or (lambda done, total, what: None)
     cases = find_cases(spec.images, spec.table, spec.channels, spec.id_column, spec.recursive,
                        spec.label_column)

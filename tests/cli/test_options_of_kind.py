@@ -110,7 +110,8 @@ def test_train_classifier_says_the_flags_its_framework_ignores(scans: Path) -> N
     assert (scans / "m.pt").is_file()
 
 
-@pytest.mark.parametrize("command", ["predict-classifier", "predict-segmentation", "evaluate"])
+@pytest.mark.parametrize("command", ["predict-classifier", "predict-segmentation", "evaluate",
+                                     "label"])
 def test_a_second_run_into_an_output_in_use_is_refused(scans: Path, command: str) -> None:
     """Two runs into one --out at once: the second is refused, not mixed into the first's."""
     from segfew.files import output_lock
@@ -119,6 +120,9 @@ def test_a_second_run_into_an_output_in_use_is_refused(scans: Path, command: str
         out = scans / "e"
         args = ["evaluate", "--model", str(make_segmenter(scans / "m.pt")), "--images",
                 str(scans / "img"), "--labels", str(scans / "lab"), "--out", str(out)]
+    elif command == "label":
+        out = scans / "p"
+        args = ["label", "--images", str(scans / "img"), "--k", "2", "--out", str(out)]
     elif command == "predict-segmentation":
         out = scans / "p"
         args = ["predict", "--model", str(make_segmenter(scans / "m.pt")), "--input",
@@ -127,11 +131,12 @@ def test_a_second_run_into_an_output_in_use_is_refused(scans: Path, command: str
         out = scans / "p.csv"
         args = ["predict", "--model", str(make_classifier(scans / "m.pt")), "--input",
                 str(scans / "img"), "--out", str(out)]
+    run = [a for a in RUN if a not in ("--device", "cpu")] if command == "label" else RUN
     with output_lock(out):
-        output = invoke(*args, *RUN, expect=2)
+        output = invoke(*args, *run, expect=2)
     assert f"{out}: is in use by another segfew run" in " ".join(output.split())
     assert not out.exists()
-    invoke(*args, *RUN, expect=1 if command == "predict-classifier" else 0)  # free again
+    invoke(*args, *run, expect=1 if command == "predict-classifier" else 0)  # free again
 
 
 def test_an_experiment_names_a_setting_none_of_its_frameworks_reads() -> None:
