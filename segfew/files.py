@@ -405,8 +405,8 @@ def output_lock(out: str | Path) -> contextlib.AbstractContextManager[Path]:
     writes it (:func:`run_lock`): a second ``predict`` or ``evaluate`` into the same
     ``--out`` is refused rather than mixed into the first's files. Beside, not inside: the
     output is not made before the run's checks, and an input folder's listing skips it."""
-    out = Path(out)
-    return run_lock(out.parent, f".{out.name}{OUTPUT_LOCK_SUFFIX}", out)
+    real = Path(out).resolve()  # one lock whatever name (a link) the output is given by
+    return run_lock(real.parent, f".{real.name}{OUTPUT_LOCK_SUFFIX}", Path(out))
 
 
 def _in_use(folder: Path, lock: Path) -> DataError:

@@ -104,6 +104,10 @@ def handle_errors(fn: F) -> F:
             except KeyboardInterrupt as e:  # Ctrl-C: one line, the shell's code for SIGINT
                 console.print(str(e) or "interrupted", highlight=False, soft_wrap=True)
                 raise typer.Exit(130) from None
+            except typer.Exit:  # exit 1 (some cases failed): the counts are said first
+                say_held_notes()
+                _say_repeats()
+                raise
 
     return wrapper  # type: ignore[return-value]
 

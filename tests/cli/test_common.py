@@ -306,6 +306,8 @@ def test_a_warning_said_of_many_files_is_printed_for_the_first_few_and_counted(m
     Warnings of other kinds, and warnings naming no file, are each printed as before."""
     import warnings
 
+    import typer
+
     from segfew.cli.common import _repeats, handle_errors, make_console
     from segfew.errors import DataWarning
 
@@ -329,4 +331,12 @@ def test_a_warning_said_of_many_files_is_printed_for_the_first_few_and_counted(m
     assert "warning: a note on the run" in lines
     with console.capture() as captured:  # a second command in the same process counts afresh
         handle_errors(command)()
+    assert captured.get().splitlines() == lines
+
+    def failing() -> None:  # a batch with a failed case exits 1: the count is said first
+        command()
+        raise typer.Exit(1)
+
+    with console.capture() as captured, pytest.raises(typer.Exit):
+        handle_errors(failing)()
     assert captured.get().splitlines() == lines
