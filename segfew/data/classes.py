@@ -147,6 +147,7 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
     index: dict[str, list[Path]] | None = None
     seen: dict[str, int] = {}
     cases = []
+    blank: list[int] = []  # rows naming no patient in the group column
     for line, row in enumerate(rows, start=2):
         value, target = row.get(id_col, ""), row.get(label_col, "") if label_col else ""
         if not value:
@@ -160,6 +161,8 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
             index = _recursive_index(root)
         paths, cid = _row_paths(value, table, images, channels, index, line, found)
         group = None if own else ((row.get(group_col) if group_col else "") or cid)
+        if group_col and not (row.get(group_col) or "").strip():
+            blank.append(line)
         if paths is None:
             if found is not problems and found.items:  # the case's error row, in a batch
                 cases.append(Case(cid, (), target=target or None, group=group,
@@ -170,6 +173,12 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
             continue
         seen[cid] = line
         cases.append(Case(cid, paths, target=target or None, group=group))
+    if blank:  # each its own patient: its slices would be counted as independent patients
+        shown = ", ".join(map(str, blank[:5])) + (", …" if len(blank) > 5 else "")
+        warnings.warn(DataWarning(
+            f"{len(blank)} row(s) give no {group_col!r} (rows {shown}): each is taken as its "
+            "own patient, so a patient's cases among them are split and counted as "
+            "independent; fill in the column", table), stacklevel=3)
     # a series split between rows' folders, or continuing in one no row names, is refused
     context = [p for found_paths in (index or {}).values() for p in found_paths]
     return refuse_split_series(cases, problems, keep_missing, context)

@@ -147,3 +147,16 @@ def test_train_classifier_says_rows_are_patients_where_validation_cases_are_draw
     assert said[0].count("each row is taken as its own patient, so a validation case") == 1
     assert str(table) in said[0] and "--group-column" in said[0]
     assert "each row is taken as its own patient" not in said[1]
+
+
+def test_blank_cells_of_the_patient_column_are_said(tmp_path: Path) -> None:
+    """A blank patient cell makes its row a patient of its own: said, naming the rows."""
+    rows = [f"s{i},{'ab'[i // 4]},{'' if i in (1, 2) else f'P{i // 2}'}" for i in range(8)]
+    table = _table(tmp_path, "id,label,patient", rows)
+    cases, said = warned(read_table, table, tmp_path)
+    assert [c.group for c in cases][:3] == ["P0", "s1", "s2"]
+    line = next(s for s in said if "give no 'patient'" in s)
+    assert line.startswith(f"{table}: 2 row(s) give no 'patient' (rows 3, 4)")
+    assert not [s for s in _warned(lambda: read_table(_slices(tmp_path / "full", "patient"),
+                                                       tmp_path / "full"))
+                if "give no" in s]
