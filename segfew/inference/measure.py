@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt, gaussian_filter, maximum_filter
+from scipy.ndimage import distance_transform_edt, gaussian_filter
 from skimage.measure import label as connected
 from skimage.measure import marching_cubes, mesh_surface_area, perimeter, regionprops
 from skimage.morphology import skeletonize
@@ -107,19 +107,30 @@ def unit_name(key: str, unit: str | None) -> str:
     return key
 
 
+_UPSAMPLE_CAP = 8  # the most a 2D mask's coarse pixel axis is subdivided (_square)
+
+
 def _square(mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, float]:
     """A 2D ``mask`` on square pixels, and their size in mm: itself on square pixels; else
-    on pixels of its coarsest size (scikit-image's ``resize``: each new pixel is in where
-    it is half covered, or any covered when that leaves nothing — a sliver). Pixel-grid
-    measures (perimeter, skeleton) then read a shape alike in every direction, as the
-    same structure imaged on square pixels of that size."""
-    low, step = min(spacing), max(spacing)
-    if step - low <= 1e-6 * step:
+    on pixels of its finest size, at most ``_UPSAMPLE_CAP`` to a coarse pixel (memory stays
+    bounded), by shape-based interpolation — the signed distance to the edge resampled
+    linearly, smoothed by half a source pixel, kept where above 0 (where that leaves nothing,
+    a sliver: where any in) — so the edge runs smoothly between the coarse pixels' centres
+    and a structure a few coarse pixels wide is kept. Pixel-grid measures (perimeter,
+    skeleton, distance) then read a shape alike in every direction."""
+    low, high = min(spacing), max(spacing)
+    if high - low <= 1e-6 * high:
         return mask, float(np.mean(spacing))
+    step = max(low, high / _UPSAMPLE_CAP)
     shape = tuple(max(1, round(n * s / step)) for n, s in zip(mask.shape, spacing, strict=True))
-    cover = resize(mask.astype(np.float32), shape, order=1, anti_aliasing=True)
-    square = cover >= 0.5
-    return (square if square.any() else cover > 0), float(step)
+    inside, outside = (distance_transform_edt(np.pad(m, 1, constant_values=c), sampling=spacing
+                                              )[1:-1, 1:-1] for m, c in ((mask, 0), (~mask, 1)))
+    signed = np.where(mask, inside, -outside).astype(np.float32)  # mm, > 0 inside
+    cover = gaussian_filter(resize(signed, shape, order=1, anti_aliasing=False, mode="edge"),
+                            [s / step / 2 for s in spacing])
+    if not (cover > 0).any():
+        cover = resize(mask.astype(np.float32), shape, order=1, anti_aliasing=False)
+    return cover > 0, float(step)
 
 
 def _thickness(mask: np.ndarray, spacing: Sequence[float], slice_axis: int
@@ -134,22 +145,13 @@ def _thickness(mask: np.ndarray, spacing: Sequence[float], slice_axis: int
     for sl in slices:
         if not sl.any():
             continue
-        # Distance from each voxel centre to the nearest background centre, in mm: on the
-        # skeleton it is half the local width (a ring of centres 10–16 mm from its axis
-        # reads 6 mm within a quarter voxel).
-        dist = distance_transform_edt(np.pad(sl, 1), sampling=in_plane)[1:-1, 1:-1]
+        # On square pixels (_square: the skeleton of a disc on non-square ones is a line
+        # along the long pixel axis), the distance from each pixel centre to the nearest
+        # background centre in mm: on the skeleton, half the local width (a ring of centres
+        # 10–16 mm from its axis reads 6 mm within a quarter pixel).
         square, step = _square(sl, in_plane)
-        if square is sl:
-            widths.append(2 * dist[skeletonize(sl)])
-            continue
-        # Non-square pixels: the pixel grid's skeleton of a 20 mm disc on 0.1 × 0.3 mm ones
-        # is a line along the long pixel axis (a 12 mm width read), so the skeleton is
-        # taken on square pixels (_square) and each of its points reads the largest
-        # distance of the source pixels it covers (the ridge of the distance, in mm).
-        ridge = maximum_filter(dist, size=[max(1, round(step / s)) for s in in_plane])
-        at = [np.minimum(((ax + 0.5) * step / s).astype(int), n - 1) for ax, s, n in
-              zip(np.nonzero(skeletonize(square)), in_plane, sl.shape, strict=True)]
-        widths.append(2 * ridge[tuple(at)])
+        dist = distance_transform_edt(np.pad(square, 1), sampling=step)[1:-1, 1:-1]
+        widths.append(2 * dist[skeletonize(square)])
     if not widths:
         return NAN, NAN
     w = np.concatenate(widths)
@@ -224,7 +226,8 @@ def _structure_measurements(mask: np.ndarray, spacing: Sequence[float], slice_ax
         square, step = _square(mask, spacing)
         length = float(perimeter(square)) * step
         out[skin] = length
-        out["sphericity"] = 4 * math.pi * count * math.prod(spacing) / length**2 if length else NAN
+        area = float(square.sum()) * step**2  # the area the perimeter bounds
+        out["sphericity"] = 4 * math.pi * area / length**2 if length else NAN
     props = regionprops(mask.astype(np.uint8), spacing=spacing)[0]
     out["major_axis_mm"] = float(props.axis_major_length)
     out["minor_axis_mm"] = float(props.axis_minor_length)

@@ -269,36 +269,76 @@ def _kind(name: str) -> str | None:
     return next((k for k in KINDS if f"_{k}_" in name or name.endswith(f"_{k}")), None)
 
 
+#: the size of a structure in one channel (``S_<size>_c``): 3D volume, 2D area
+_SIZES = ("volume_ml", "volume_vox", "area_mm2", "area_px")
+
+
+def _absent(measured: Mapping[str, float]) -> dict[str, tuple[str, str, str]]:
+    """Size names of 0 of a structure that is present (> 0) in another channel of the same
+    case → (structure, this channel, a channel where it is present)."""
+    sizes: dict[tuple[str, str], dict[str, float]] = {}
+    for name, value in measured.items():
+        for size in _SIZES:
+            structure, marker, channel = name.partition(f"_{size}_")
+            if marker and structure and channel:
+                sizes.setdefault((structure, size), {})[channel] = value
+    out = {}
+    for (structure, size), by_channel in sizes.items():
+        present = [c for c, v in by_channel.items() if v > 0]
+        for channel, v in by_channel.items():
+            if present and v == 0:
+                out[f"{structure}_{size}_{channel}"] = (structure, channel, present[0])
+    return out
+
+
 def impossible(measured: Mapping[str, float]) -> dict[str, float]:
     """The measurements of ``measured`` (:mod:`segfew.inference.measure` names) that cannot
-    be, name → value: a size, ratio or shape measure below 0, an ejection fraction outside
-    [0, 1] (below 0: the later phase's cavity is larger than the first's, which a heart
-    never does when the first phase is end-diastole), a volume change above 1 (a negative
-    later volume). NaN (undefined) is never impossible."""
+    be, name → value: a size, ratio or shape measure below 0, an ejection fraction below 0
+    (the later phase's cavity is larger than the first's, which a heart never does when the
+    first phase is end-diastole) or of 1 and above (a cavity of no volume at the later
+    phase), a volume change above 1 (a negative later volume), and a structure's size of 0
+    in one channel while it is present in another of the case (a structure missing from one
+    phase's map; absent from every channel is no contradiction). NaN (undefined) is never
+    impossible by itself."""
     out = {}
     for name, value in measured.items():
         kind = _kind(name)
         if kind is None or value != value:  # not a shape measurement, or NaN
             continue
-        if ((kind in _NOT_NEGATIVE and value < 0) or (kind == "ejection_fraction" and value > 1)
+        if ((kind in _NOT_NEGATIVE and value < 0) or (kind == "ejection_fraction" and value >= 1)
                 or (kind == "volume_change" and value > 1)):
             out[name] = value
-    return out
+    return out | {name: measured[name] for name in _absent(measured)}
+
+
+_FLAGGED = "(a prediction on such a case is flagged low_confidence)"
 
 
 def impossible_warning(measured: Mapping[str, float], path: str | Path,
                        channels: Sequence[str], structures: Sequence[str]
                        ) -> ImpossibleMeasurements | None:
     """The warning of a case whose measurements cannot be (:func:`impossible`), naming its
-    file ``path``; None when all can. An ejection fraction below 0 is said as phases in
-    the wrong order: measurements read the first of ``channels`` as end-diastole (ED, the
-    fullest phase; with the heart's ``structures`` and two channels, the second as
-    end-systole, ES — :func:`cine_channel_words`)."""
+    file ``path``; None when all can. A structure missing from one channel's map is said
+    as such. Ejection fractions below 0 in every cavity are said as phases in the wrong
+    order: measurements read the first of ``channels`` as end-diastole (ED, the fullest
+    phase; with the heart's ``structures`` and two channels, the second as end-systole,
+    ES — :func:`cine_channel_words`); below 0 in some cavities only, as that structure's
+    segmentation. The text is the same for every case with the same problem; the case's
+    values are its ``detail``."""
     bad = impossible(measured)
     if not bad:
         return None
     detail = "this case: " + ", ".join(f"{n} {v:.3g}" for n, v in bad.items())
-    if channels and all(_kind(n) == "ejection_fraction" and v < 0 for n, v in bad.items()):
+    absent = _absent(measured)
+    if absent:
+        said = "; ".join(dict.fromkeys(
+            f"{s} absent from the map at {c} while present at {other}"
+            for s, c, other in absent.values()))
+        return ImpossibleMeasurements(f"{said}: check the label maps {_FLAGGED}", path, detail)
+    negative = all(_kind(n) == "ejection_fraction" and v < 0 for n, v in bad.items())
+    every = all(v < 0 for n, v in measured.items()
+                if _kind(n) == "ejection_fraction" and v == v)
+    if channels and negative and every:
         first, later = channels[0], channels[1] if len(channels) == 2 else "a later one"
         words = cine_channel_words(channels, structures)
         named = first.upper() == "ED"  # not "ED is read as end-diastole (ED)"
@@ -309,10 +349,13 @@ def impossible_warning(measured: Mapping[str, float], path: str | Path,
         return ImpossibleMeasurements(
             f"an ejection fraction below 0 (a cavity larger at {later} than at {first}) "
             f"cannot be: the phases are likely in the wrong order — {read}; name the files so "
-            f"that {first} is the end-diastole phase (a prediction on such a case is flagged "
-            "low_confidence)",
-            path, detail)
+            f"that {first} is the end-diastole phase {_FLAGGED}", path, detail)
+    if negative:
+        return ImpossibleMeasurements(
+            "an ejection fraction below 0 in some cavities while another's is not: the "
+            "phases are in order and that cavity's segmentation is likely wrong (larger at a "
+            f"later phase): check the label maps of that structure {_FLAGGED}", path, detail)
     return ImpossibleMeasurements(
         "measurements that cannot be (a size below 0, or an ejection fraction or volume "
-        "change outside what a volume allows): check the label maps and the voxel size (a "
-        "prediction on such a case is flagged low_confidence)", path, detail)
+        "change outside what a volume allows): check the label maps and the voxel size "
+        f"{_FLAGGED}", path, detail)

@@ -192,3 +192,58 @@ def test_a_disc_on_non_square_pixels_reads_as_on_square_ones(spacing: tuple[floa
     assert m["perimeter_mm"] == pytest.approx(2 * math.pi * 10, rel=0.06)
     assert m["sphericity"] == pytest.approx(square["sphericity"], abs=0.05)
     assert m["thickness_mean_mm"] == pytest.approx(20.0, abs=0.7)  # its diameter
+
+
+def _ring(spacing: tuple[float, float], inner: float, outer: float) -> np.ndarray:
+    ny, nx = int(24 / spacing[0]), int(24 / spacing[1])
+    yy, xx = np.meshgrid((np.arange(ny) - ny / 2 + 0.5) * spacing[0],
+                         (np.arange(nx) - nx / 2 + 0.5) * spacing[1], indexing="ij")
+    r = np.sqrt(yy**2 + xx**2)
+    return (r >= inner) & (r < outer)
+
+
+@pytest.mark.parametrize("spacing", [(0.1, 1.0), (0.6, 0.1)])
+def test_small_and_thin_structures_on_non_square_pixels_are_kept(spacing: tuple[float, float]
+                                                                 ) -> None:
+    """Not rounded to the coarse pixel size: a 2 mm disc keeps its perimeter (a circularity
+    of at most 1), a 0.5 mm ring a perimeter and width, a 2 mm annulus its two edges."""
+    disc = structure_measurements(_ring(spacing, -1.0, 2.0), spacing)
+    assert disc["perimeter_mm"] == pytest.approx(2 * math.pi * 2, rel=0.05)
+    assert disc["sphericity"] <= 1.0
+    thin = structure_measurements(_ring(spacing, 8.0, 8.5), spacing)
+    assert thin["perimeter_mm"] > 25 and thin["thickness_mean_mm"] < 0.7
+    wall = structure_measurements(_ring(spacing, 6.0, 8.0), spacing)
+    square = structure_measurements(_ring((0.1, 0.1), 6.0, 8.0), (0.1, 0.1))
+    assert wall["perimeter_mm"] == pytest.approx(square["perimeter_mm"], rel=0.03)
+    assert wall["thickness_mean_mm"] == pytest.approx(2.0, abs=0.2)
+
+
+def test_a_cavity_missing_from_one_phase_is_said_and_flagged(tmp_path: Path) -> None:
+    from segfew.inference.measure_names import impossible
+
+    healthy, said = _measure(tmp_path, "ok", [_heart(8, 6), _heart(5, 4)])
+    assert said == [] and impossible(healthy) == {}
+    no_es, said_es = _measure(tmp_path, "es", [_heart(8, 6), _heart(0, 4)])
+    assert no_es["LV_ejection_fraction_frame01_frame02"] == 1.0
+    assert "LV_ejection_fraction_frame01_frame02" in impossible(no_es)
+    assert "LV absent from the map at frame02 while present at frame01: check the label " \
+        "maps" in str(said_es[0].message)
+    no_ed, said_ed = _measure(tmp_path, "ed", [_heart(0, 6), _heart(9, 4)])
+    assert impossible(no_ed) == {"LV_volume_ml_frame01": 0.0}  # its NaN EF is not the cause
+    assert "LV absent from the map at frame01 while present at frame02" in str(
+        said_ed[0].message)
+    _, said_other = _measure(tmp_path, "es2", [_heart(9, 7), _heart(0, 5)])
+    assert said_es[0].message.message == said_other[0].message.message  # one folded text
+    assert str(said_es[0].message) != str(said_other[0].message)
+    neither, said = _measure(tmp_path, "none", [_heart(0, 6), _heart(0, 4)])
+    assert said == [] and impossible(neither) == {}  # absent from both: nothing to compare
+
+
+def test_a_negative_ejection_fraction_in_one_cavity_only_is_not_blamed_on_the_phases(
+        tmp_path: Path) -> None:
+    out, said = _measure(tmp_path, "rv", [_heart(8, 4), _heart(5, 6)])
+    assert out["LV_ejection_fraction_frame01_frame02"] > 0
+    assert out["RV_ejection_fraction_frame01_frame02"] < 0
+    (line,) = [str(w.message) for w in said]
+    assert "wrong order" not in line and "check the label maps of that structure" in line
+    assert "RV_ejection_fraction_frame01_frame02" in line
