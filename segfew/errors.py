@@ -7,6 +7,7 @@ CLI can print it as it is and exit non-zero, and a batch job can put it in an er
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -85,16 +86,22 @@ class DataWarning(UserWarning):
         return _rebuilt, (type(self), vars(self))  # the path survives a reading process
 
 
+#: a number in a warning's text (a file's own values): set aside when warnings are compared
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*(?:e[-+]?\d+)?")
+
+
 class RepeatedWarnings:
     """Says a warning of many files for the first few, and counts the rest in one line.
 
     An export of 7 800 RGB slices warns once per file; a user reads the first few lines and
-    one count. Warnings naming no file are always said.
+    one count. Texts that differ only in their numbers (each file's hot-pixel values) are
+    one warning; the count says it with "…" for them. Warnings naming no file are always
+    said.
     """
 
     def __init__(self, shown: int = 3) -> None:
         self.shown = shown
-        self._files: dict[str, dict[Path, None]] = {}  # a warning's text → the files it names
+        self._files: dict[str, dict[Path, str]] = {}  # text, values aside → file → its text
 
     def admit(self, warning: Warning | str) -> bool:
         """Whether to say ``warning`` now: False for a file it was said of already, and for the
@@ -102,17 +109,19 @@ class RepeatedWarnings:
         path = getattr(warning, "path", None)
         if not isinstance(path, Path):
             return True
-        files = self._files.setdefault(getattr(warning, "message", str(warning)), {})
+        text = str(getattr(warning, "message", warning))
+        files = self._files.setdefault(_NUMBER.sub("…", text), {})  # its values aside
         if path in files:
             return False
-        files[path] = None
+        files[path] = text
         return len(files) <= self.shown
 
     def counts(self) -> list[str]:
         """One line for each text said of more than ``shown`` files, and forget them all."""
         lines = []
-        for text, files in self._files.items():
+        for key, files in self._files.items():
             more = list(files)[self.shown:]
+            text = files[more[0]] if more and len({files[f] for f in more}) == 1 else key
             if len(more) == 1:
                 lines.append(_located(text, more[0]))
             elif more:

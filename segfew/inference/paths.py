@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ from segfew.inference.fit_measures import estimate_caveat
 from segfew.inference.masks import check_masks
 from segfew.inference.measure_names import check_channels
 from segfew.inference.run import read_ahead
+from segfew.labelling.kmeans import PREVIEW_FILE
 from segfew.metrics import one_class_share
 from segfew.runinfo import run_info
 
@@ -172,9 +174,9 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
         record = out / RUN_RECORD
         planned = [f"{c.id}_{kind}.nii.gz" for c in cases
                    for kind in ("seg", *(["prob"] if probabilities else []))]
-        # the folder's label names become the model's; k-means centres of an earlier labelling
-        # there would no longer describe its maps: removed if segfew's, else refused
-        centres = [CENTRES_FILE] if (out / CENTRES_FILE).exists() else []
+        # the folder's label names become the model's; k-means centres and the preview of an
+        # earlier labelling would no longer describe its maps: removed if segfew's, else refused
+        centres = [n for n in (CENTRES_FILE, PREVIEW_FILE.as_posix()) if (out / n).exists()]
         check_replace(record, [*planned, SEGMENTATION_TABLE, LABEL_NAMES_FILE, *centres,
                                RUN_RECORD], overwrite)
         out.mkdir(parents=True, exist_ok=True)
@@ -205,8 +207,12 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
             written.append(LABEL_NAMES_FILE)
         elif is_recorded(record, LABEL_NAMES_FILE):
             (out / LABEL_NAMES_FILE).unlink(missing_ok=True)
-        if centres and is_recorded(record, CENTRES_FILE):
-            (out / CENTRES_FILE).unlink(missing_ok=True)
+        for name in centres:
+            if is_recorded(record, name):
+                (out / name).unlink(missing_ok=True)
+                if (out / name).parent != out:
+                    with contextlib.suppress(OSError):  # preview/, if left empty
+                        (out / name).parent.rmdir()
         _write_record(record, spec, models, predictors, cases, written)
         return out, failed, len(cases)
 

@@ -264,8 +264,9 @@ def dicom_geometry(files: Sequence[Path], path: Path, size: Sequence[int],
     first = next((h for h in headers if h.pixel_spacing is not None), headers[0])
     lacking = sum(h.pixel_spacing is None for h in headers)
     if first.pixel_spacing is not None and lacking:
+        others = "other slice's" if len(headers) - lacking == 1 else "others'"
         warnings.warn(DataWarning(
-            f"{lacking} of {len(headers)} slices give no PixelSpacing: the others' "
+            f"{lacking} of {len(headers)} slices give no PixelSpacing: the {others} "
             f"{'×'.join(f'{v:g}' for v in first.pixel_spacing)} mm is used", path),
             stacklevel=4)
     if first.pixel_spacing is not None:  # GDCM may take another (a DX's ImagerPixelSpacing)

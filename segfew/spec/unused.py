@@ -82,7 +82,9 @@ def _unused(spec: ClassifierSpec, given: Iterable[str]) -> dict[str, str]:
                 source = {"imagenet": "ImageNet VGG-16's input (224 × 224, CLAHE)",
                           "feature_exact": "the segmentation network's own pre-processing"
                           }.get(info.preprocess, "the segmentation network's model file")
-                why[key] = f"{name} takes it from {source}"
+                why[key] = (f"{name} measures the --masks label maps on each scan's own grid"
+                            if spec.masks is not None and info.preprocess == "feature_exact"
+                            else f"{name} takes it from {source}")
         elif section == "train" and field in EPOCH_SETTINGS and info.fitting == "closed-form":
             why[key] = f"{name} is fitted in closed form, not by epochs"
     return why

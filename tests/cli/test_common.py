@@ -340,3 +340,21 @@ def test_a_warning_said_of_many_files_is_printed_for_the_first_few_and_counted(m
     with console.capture() as captured, pytest.raises(typer.Exit):
         handle_errors(failing)()
     assert captured.get().splitlines() == lines
+
+
+def test_warnings_that_differ_only_in_their_numbers_fold_into_one_count() -> None:
+    """Each file's own hot-pixel values: one warning of ten files, not ten kinds."""
+    from segfew.errors import DataWarning, RepeatedWarnings
+
+    repeats = RepeatedWarnings(shown=3)
+    said = [repeats.admit(DataWarning(f"1 voxel(s) lie far above the rest, which ends at "
+                                      f"{10200 + i} (they reach {60000 + 100 * i})",
+                                      f"hot{i:02d}.png")) for i in range(10)]
+    assert said == [True] * 3 + [False] * 7
+    assert repeats.counts() == ["… voxel(s) lie far above the rest, which ends at … (they "
+                                "reach …): also 7 more files (hot03.png … hot09.png)"]
+    same = RepeatedWarnings(shown=1)  # one text throughout: said as it is (BT.709 kept)
+    for i in range(3):
+        same.admit(DataWarning("RGB image converted to grey (BT.709)", f"s{i}.png"))
+    assert same.counts() == ["RGB image converted to grey (BT.709): also 2 more files "
+                             "(s1.png … s2.png)"]

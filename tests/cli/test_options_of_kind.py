@@ -73,6 +73,7 @@ def test_evaluate_refuses_an_option_of_the_other_kind(scans: Path, kind: str,
     ("vgg", {"vgg_weights": "w.pth", "preprocess": {"size": [64]}, "finetune": True},
      {"preprocess.size", "finetune"}),
     ("measures", {"tta": True, "train": {"seed": 3}}, set()),
+    ("measures", {"masks": "maps", "preprocess": {"size": [64]}}, {"preprocess.size"}),
 ])
 def test_settings_a_framework_never_reads_are_named(framework: str, settings: dict,
                                                     unused: set[str]) -> None:
@@ -80,9 +81,14 @@ def test_settings_a_framework_never_reads_are_named(framework: str, settings: di
 
     needs = {"measures": {"features": "seg.pt"}, "manual": {"features": "seg.pt"},
              "vgg": {"vgg_weights": "w.pth"}}.get(framework, {})
+    if "masks" in settings:
+        needs = {}
     spec = ClassifierSpec.model_validate(merge(
         {"data": {"images": "x"}, "out": "o.pt", "framework": framework, **needs}, settings))
-    assert set(unused_settings(spec, given_keys(settings))) == unused
+    said = unused_settings(spec, given_keys(settings))
+    assert set(said) == unused
+    if "masks" in settings:  # no network to take it from
+        assert "network" not in said["preprocess.size"]
 
 
 def test_the_example_recipes_give_no_setting_their_framework_ignores() -> None:

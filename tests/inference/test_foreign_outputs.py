@@ -72,14 +72,16 @@ def test_segmentation_predict_describes_the_folder_it_writes(tmp_path: Path,
     labelled = {"method": "kmeans", "label_names": ["background", "k1", "k2", "k3"]}
     write_json(out / "label_names.json", labelled)
     write_json(out / "centres.json", {"k": 3, "keep_background": True})
-    write_json(out / "run.json", outputs_record(out / "run.json",
-                                                ["label_names.json", "centres.json"]))
+    (out / "preview").mkdir()
+    (out / "preview" / "kmeans_preview.png").write_bytes(b"k-means maps")
+    write_json(out / "run.json", outputs_record(out / "run.json", [
+        "label_names.json", "centres.json", "preview/kmeans_preview.png"]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         predict_paths(model, [tmp_path / "images"], out, device="cpu")
     names = json.loads((out / "label_names.json").read_text())["label_names"]
     assert names != labelled["label_names"] and names[0] == "background"
-    assert not (out / "centres.json").exists()
+    assert not (out / "centres.json").exists() and not (out / "preview").exists()
     assert "label_names.json" in json.loads((out / "run.json").read_text())["output_sha256"]
     (out / "centres.json").write_text("{}")  # not segfew's: refused, kept
     with pytest.raises(DataError, match=r"centres\.json"):
