@@ -252,8 +252,9 @@ def label_maps_beside(files: Sequence[Path], channels: Sequence[str] | None, nnu
     ``a_0000.nii.gz`` in nnU-Net's layout; ``segmentation.nii.gz`` beside ``imaging.nii.gz``
     in a case folder, :data:`~segfew.data.case.FOLDER_LABEL_NAMES`; a map that a segfew run
     record beside it lists as written), each skipped with its reason: a folder of scans and
-    their masks is not twice as many scans. A label-named file with no image beside it and
-    no record stays a scan (its name may be its own)."""
+    their masks is not twice as many scans. A file named ``<id>_seg`` … with no image beside
+    it and no record stays a scan (its name may be its own); one named for what it is
+    (``segmentation``, ``mask``) is skipped, image or not."""
     beside: dict[Path, dict[str, Path]] = defaultdict(dict)
     for path in files:
         beside[path.parent].setdefault(case_id(path), path)
@@ -270,6 +271,10 @@ def label_maps_beside(files: Sequence[Path], channels: Sequence[str] | None, nnu
             image = next((p for cid, p in beside[path.parent].items()
                           if cid.lower() not in FOLDER_LABEL_NAMES
                           and not cid.endswith(LABEL_SUFFIXES)), None)
+            if image is None:  # a case folder's map without its image: no scan either
+                skipped.append(DataError(f"skipped: a label map by its name ({path.name}), "
+                                         "with no image beside it", path))
+                continue
         if image is None or image == path:
             kept.append(path)
             continue
@@ -402,7 +407,9 @@ class LabelMaps:
                             f"{', '.join(m.name for m in found)})", case.images[0])
         else:
             names = ", ".join(f"{case.id}{s}.*" for s in kinds)
-            raise DataError(f"image without label (looked for {names} in {self.folder})",
+            own = (", or segmentation.*, mask.*, … in its own folder"
+                   if case.images[0].parent.resolve() != self._root else "")
+            raise DataError(f"image without label (looked for {names} in {self.folder}{own})",
                             case.images[0])
         return replace(case, labels=tuple(chosen))
 

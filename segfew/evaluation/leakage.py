@@ -12,11 +12,11 @@ of this segfew also records the digest of each training image's voxels
 (``metrics.training_voxels``, :func:`segfew.runinfo.voxel_digest`), so a training scan
 re-stored without changing a voxel (decompressed, recompressed, converted to another format)
 is found too; for a model file without them the verdict says that such copies were not
-looked for. A classifier measuring another tool's label maps (``--masks``) or an nnU-Net's is checked
-against its own manifest; that tool's training data is not recorded, and the verdict says so.
-A classifier trained from a table that names patients (a group column) records them
-(``metrics.training_groups``, :func:`training_groups`): an evaluated case of such a patient —
-another slice or visit of a training patient — is leakage too, though no scan is shared.
+looked for. A classifier measuring another tool's label maps (``--masks``) or an nnU-Net's
+is checked against its own manifest; that tool's training data is not recorded, and the
+verdict says so. A classifier trained from a table that names patients (a group column)
+records them (``metrics.training_groups``, :func:`training_groups`): an evaluated case of
+such a patient — another slice or visit of a training patient — is leakage too.
 """
 
 from __future__ import annotations

@@ -56,11 +56,15 @@ def test_a_mask_at_the_top_of_a_labels_folder_is_no_images_map(tmp_path: Path) -
         attach_labels(cases, tmp_path / "labels")
 
 
-def test_a_map_named_file_alone_in_its_folder_stays_a_scan(tmp_path: Path) -> None:
-    save_nifti(tmp_path / "scans" / "p1" / "mask.nii.gz", ramp((16, 16)))
+def test_a_map_named_file_alone_in_its_folder_is_skipped_not_classified(
+        tmp_path: Path) -> None:
+    """A KiTS test case folder that holds only its ``segmentation.nii.gz``: no scan."""
+    save_nifti(tmp_path / "scans" / "p1" / "segmentation.nii.gz", np.eye(16, dtype=np.uint8))
     save_nifti(tmp_path / "scans" / "p2" / "image.nii.gz", ramp((16, 16)))
-    assert [c.id for c in find_image_cases(tmp_path / "scans", recursive=True)] == [
-        "image", "mask"]
+    save_nifti(tmp_path / "scans" / "p3" / "p3_seg.nii.gz", ramp((16, 16)))  # a name of its own
+    cases, said = warned(find_image_cases, tmp_path / "scans", recursive=True)
+    assert [c.id for c in cases] == ["image", "p3_seg"]
+    assert any("segmentation.nii.gz: skipped: a label map by its name" in s for s in said)
 
 
 def test_two_folder_maps_for_one_image_are_refused_by_name(tmp_path: Path) -> None:
