@@ -297,8 +297,10 @@ SPACING_RTOL = 0.01
 """Slice steps may differ from their median by 1 % (plus 1 µm, plus the rounding of the
 written positions) before a series is uneven."""
 TILT_DEGREES = 0.1
-"""A stack displaced sideways by more than this angle from its normal (beyond the rounding
+"""A line of slices leaning from their normal by more than this angle (beyond the rounding
 of the written positions) is a gantry tilt."""
+MOVED_MM = 0.1
+"""A slice this far (mm, beyond the rounding) off the line through the others was moved."""
 
 
 def read_dicom_series(path: Path, limits: ReadLimits
@@ -390,9 +392,10 @@ def check_slice_positions(positions: np.ndarray, normal: np.ndarray, names: list
     A missing slice shows as one step longer than the others: a step may differ from the
     median by 1 % plus the rounding, ``unit`` times the sum of the normal's absolute
     components (each written coordinate is within half a unit of the true one, so two steps
-    differ by at most that), but never by half the median. A gantry tilt shows as slices
-    sheared along their plane; it is judged from the first to the last slice, where the
-    rounding (at most a unit in each coordinate) weighs least against the stack's length.
+    differ by at most that), but never by half the median. A slice further than MOVED_MM
+    plus 2·unit·√3 (a written position is at most unit·√3/2 off, a least-squares line 5/3 of
+    that) from the line fitted through the slices' positions against their depth was moved in
+    its plane; a line leaning from the normal by over TILT_DEGREES is a gantry tilt.
     """
     if len(positions) < 2:
         return
@@ -412,20 +415,36 @@ def check_slice_positions(positions: np.ndarray, normal: np.ndarray, names: list
                         f"{names[i]} and {names[i + 1]}, {median:.3g} mm elsewhere (a missing "
                         "slice?); segfew reads evenly spaced series only: complete the series "
                         "or resample it (e.g. dcm2niix) first", path)
-    span = positions[-1] - positions[0]
-    length = abs(float(span @ normal))
-    allowed = np.tan(np.radians(TILT_DEGREES)) * length + unit * np.sqrt(3) + 1e-6
-    sideways = float(np.linalg.norm(span - (span @ normal) * normal))
-    if sideways > allowed:
-        tilt = float(np.degrees(np.arctan2(sideways, length)))
-        raise DataError(f"DICOM series has a gantry tilt of {tilt:.1f}° (slices sheared along "
-                        "their plane), which a box of voxels cannot hold; resample it first "
-                        "(e.g. dcm2niix corrects tilt)", path)
-    # one slice moved in its plane, the first and last in line: off the line joining them
-    line = positions[0] + np.outer((positions - positions[0]) @ normal / (span @ normal), span)
-    off_line = np.linalg.norm(positions - line, axis=1)
-    if np.any(off_line > allowed + unit * np.sqrt(3)):
-        i = int(np.argmax(off_line))
-        raise DataError(f"DICOM slice {names[i]} lies {off_line[i]:.3g} mm to the side of the "
-                        "others (moved in its plane), which a box of voxels cannot hold; "
-                        "give one series of aligned slices", path)
+    depth, n, rounding = positions @ normal, len(positions), 2 * unit * np.sqrt(3)
+    tol, length = rounding + MOVED_MM, float(np.ptp(depth))
+    design = np.column_stack([np.ones(n), depth - depth.mean()])
+    def fit(rows: np.ndarray) -> tuple[float, np.ndarray]:  # lean (mm/mm), distances (N,)
+        coef = np.linalg.lstsq(design[rows], positions[rows], rcond=None)[0]
+        return (float(np.linalg.norm(coef[1] - (coef[1] @ normal) * normal)),
+                np.linalg.norm(positions - design @ coef, axis=1))
+    lean, off = fit(np.arange(n))
+    tilt = np.tan(np.radians(TILT_DEGREES)) * length + rounding + 1e-3
+    if np.any(off > tol) or lean * length > tilt:
+        # A moved end slice or block pulls a least-squares line, and dropping the worst slice
+        # at a time can end on a line leaning through two groups: fit the longest run of
+        # slices whose steps agree with the median step, then all the slices near that line.
+        jumps = np.linalg.norm(steps - np.outer(along, np.median(steps.T / along, 1)), axis=1)
+        run = max(np.split(np.arange(n), np.flatnonzero(jumps > tol) + 1), key=len)
+        if len(run) > 1:
+            lean, off = fit(run)
+            lean, off = fit(np.flatnonzero(off <= tol)) if np.sum(off <= tol) > 1 else (lean, off)
+    bad = np.flatnonzero(off > tol)
+    if bad.size:
+        i, rest, k = int(bad[np.argmax(off[bad])]), np.setdiff1d(np.arange(n), bad), bad.size
+        said = ("moved in its plane", f"{k} slices off the line through the rest")[k > 1]
+        what = f"DICOM slice {names[i]} lies {off[i]:.3g} mm to the side of the others ({said})"
+        if min(k, rest.size) > 1 and np.ptp(bad) + np.ptp(rest) == n - 2:  # two blocks
+            ends = [f"{names[g[0]]}–{names[g[-1]]}" for g in sorted((bad, rest), key=min)]
+            what = (f"DICOM slices lie in two groups {off[i]:.3g} mm apart sideways ({ends[0]} "
+                    f"and {ends[1]}: a table move?)")
+        raise DataError(f"{what}, which a box of voxels cannot hold; give one series of aligned "
+                        "slices", path)
+    if lean * length > tilt:
+        raise DataError(f"DICOM series has a gantry tilt of {np.degrees(np.arctan(lean)):.1f}° "
+                        "(slices sheared along their plane), which a box of voxels cannot "
+                        "hold; resample it first (e.g. dcm2niix corrects tilt)", path)

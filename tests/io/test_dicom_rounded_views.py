@@ -138,3 +138,46 @@ def test_a_chest_pa_and_lateral_in_one_series_are_refused(tmp_path: Path) -> Non
         _radiograph(folder / f"IM{i}.dcm", "DX", {"ViewPosition": view}, "1.2.3.4.6")
     with pytest.raises(DataError, match=r"2 projection views \(PA, LL\)"):
         read_image(folder)
+
+
+def _moved(positions: list[tuple[float, float, float]], slices: range, mm: float = 3.0
+           ) -> list[tuple[float, float, float]]:
+    """``positions`` with ``slices`` moved ``mm`` along x, in their plane."""
+    return [(p[0] + mm * (k in slices), p[1], p[2]) for k, p in enumerate(positions)]
+
+
+@pytest.mark.parametrize("decimals", [2, 6])
+@pytest.mark.parametrize("end", [0, 9])
+def test_a_moved_end_slice_is_named_not_called_a_tilt(tmp_path: Path, end: int,
+                                                      decimals: int) -> None:
+    """A least-squares line through all ten slices leans towards the moved end one: the fit
+    must not follow it, nor call the stack tilted."""
+    folder = _series(tmp_path / "s", _moved(_axial(1.25), range(end, end + 1)), decimals)
+    with pytest.raises(DataError, match=rf"slice IM000{end}\.dcm lies 3 mm to the side of the "
+                                        r"others \(moved in its plane\)"):
+        read_image(folder)
+
+
+def test_two_moved_slices_are_counted(tmp_path: Path) -> None:
+    folder = _series(tmp_path / "s", _moved(_axial(1.25), range(4, 6)), 2)
+    with pytest.raises(DataError, match=r"slice IM0004\.dcm lies 3 mm to the side of the others "
+                                        r"\(2 slices off the line through the rest\)"):
+        read_image(folder)
+
+
+def test_a_table_move_halfway_is_two_groups_not_a_tilt(tmp_path: Path) -> None:
+    folder = _series(tmp_path / "s", _moved(_axial(1.25), range(5, 10)), 2)
+    with pytest.raises(DataError, match=r"slices lie in two groups 3 mm apart sideways "
+                                        r"\(IM0000\.dcm–IM0004\.dcm and IM0005\.dcm–IM0009\.dcm: "
+                                        r"a table move\?\)") as err:
+        read_image(folder)
+    assert "tilt" not in str(err.value)
+
+
+def test_a_moved_slice_in_a_tilted_stack_is_named(tmp_path: Path) -> None:
+    """The tilt is a line of slices; the moved last slice is off that line."""
+    positions, orientation = _oblique(1.0, tilt=5.0)
+    folder = _series(tmp_path / "s", _moved(positions, range(9, 10)), 2, orientation)
+    with pytest.raises(DataError, match=r"slice IM0009\.dcm lies 3 mm to the side of the others "
+                                        r"\(moved in its plane\)"):
+        read_image(folder)
