@@ -119,3 +119,7 @@ class _Problems:
             self.items.append(err)
 
 
+def patient_key(value: str) -> str:
+    """A patient (group) value as compared across tables: case, surrounding spaces and the
+    leading zeros of its numbers set aside (``P007`` is ``p7``, as a spreadsheet saves it)."""
+    return re.sub(r"\d+", lambda m: str(int(m.group())), str(value).strip().casefold())

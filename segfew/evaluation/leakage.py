@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from segfew.data.case import patient_key
 from segfew.errors import DataError, ModelFileError
 from segfew.inference.masks import EXTERNAL
 from segfew.inference.nnunet import NNUNET
@@ -119,9 +120,8 @@ class LeakageCheck:
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "checked": self.checked, "leaked": list(self.leaked),
                 "restored": list(self.restored), "network_only": list(self.network_only),
-                "by_voxels": self.by_voxels, "patients": list(self.patients),
-                "by_patient": list(self.by_patient),
-                "unrecorded": self.unrecorded, "verdict": self.describe()}
+                "by_voxels": self.by_voxels, "patients": list(self.patients), "by_patient":
+                list(self.by_patient), "unrecorded": self.unrecorded, "verdict": self.describe()}
 
 
 def _patient_words(patients: Sequence[str], of: int, cases: int) -> str:
@@ -130,13 +130,11 @@ def _patient_words(patients: Sequence[str], of: int, cases: int) -> str:
             f"(e.g. {patients[0]}): {cases} evaluated case(s) are theirs")
 
 
-def training_groups(cases: Iterable[Case]) -> dict[str, list[str]]:
+def training_groups(cases: Sequence[Case]) -> dict[str, list[str]]:
     """``{"training_groups": [...]}``: the patients (a table's group column) of the training
     ``cases``, for :func:`find_leakage`; {} where no case names a patient but itself."""
-    cases = list(cases)
-    if all(c.group is None or c.group == c.id for c in cases):
-        return {}
-    return {"training_groups": sorted({c.group for c in cases if c.group is not None})}
+    named = {c.group for c in cases if c.group is not None and c.group != c.id}
+    return {"training_groups": sorted({c.group for c in cases if c.group})} if named else {}
 
 
 def _compared(by_voxels: bool, lacking: str = "this model file records none") -> str:
@@ -316,7 +314,8 @@ def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
         return LeakageCheck(str(model_path), checked=False)
     leaked, restored, network_only, by_patient = set(), set(), set(), set()
     cases = list(cases)
-    patients = {c.group for c in cases if c.group is not None and c.group in record.groups}
+    known = {patient_key(g) for g in record.groups}  # "P007" is "p7" as a spreadsheet saves it
+    patients = {c.group for c in cases if c.group is not None and patient_key(c.group) in known}
     for case in cases:
         images = [Path(p) for p in case.images]
         if any(trained_on(p, digests) for p in images):

@@ -92,3 +92,12 @@ def test_evaluate_refuses_other_cases_of_the_training_patients(
     shutil.rmtree(ev)
     said = " ".join(invoke(*evaluate).split())
     assert "no evaluated case trained" in said and "LEAKAGE" not in said
+
+
+def test_patient_values_written_another_way_are_the_same_patient() -> None:
+    """A spreadsheet drops leading zeros and a hand changes case: P007 is p7."""
+    from segfew.data.case import patient_key
+
+    assert patient_key("P007") == patient_key(" p7 ") == patient_key("P7")
+    assert patient_key("0012") == patient_key("12") != patient_key("120")
+    assert patient_key("TCGA_CS_4943") == patient_key("tcga_cs_4943")
