@@ -7,6 +7,7 @@ From a validated :class:`~segfew.spec.PretrainSpec` to a segmentation model file
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from segfew.data import attach_labels, find_cases, find_segmentation_cases, has_class_folders
 from segfew.data.label_names import read_label_names
 from segfew.data.read import SparseLabelsError, check_lossless, consecutive_label_map
-from segfew.errors import DataError, SpecError
+from segfew.errors import DataError, DataWarning, SpecError
 from segfew.jobs.common import (
     Training,
     fit_and_save,
@@ -102,8 +103,16 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
         raise SpecError("--labels (spec key data.labels) is needed with a table, --recursive "
                         "or class sub-folders")
     else:
-        found = find_cases(d.images, d.table, d.channels, d.id_column, d.recursive,
-                           d.label_column, d.group_column)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            found = find_cases(d.images, d.table, d.channels, d.id_column, d.recursive,
+                               d.label_column, d.group_column)
+        own = Path(d.labels).resolve() == Path(d.images).resolve()  # the maps skipped as scans
+        for w in said:  # are the ones given as --labels: no word of them
+            if not (own and isinstance(w.message, DataWarning)
+                    and str(w.message.message).startswith("skipped: ")
+                    and "label map" in str(w.message.message)):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         cases = attach_labels(found, d.labels, recursive=d.recursive)
     if not cases:
         raise DataError("no labelled images found", spec.data.images)
