@@ -299,8 +299,7 @@ written positions) before a series is uneven."""
 TILT_DEGREES = 0.1
 """A line of slices leaning from their normal by more than this angle (beyond the rounding
 of the written positions) is a gantry tilt."""
-MOVED_MM = 0.1
-"""A slice this far (mm, beyond the rounding) off the line through the others was moved."""
+MOVED_MM = 0.1  # mm: a slice this far (beyond the rounding) off the others' line was moved
 
 
 def read_dicom_series(path: Path, limits: ReadLimits
@@ -393,9 +392,9 @@ def check_slice_positions(positions: np.ndarray, normal: np.ndarray, names: list
     median by 1 % plus the rounding, ``unit`` times the sum of the normal's absolute
     components (each written coordinate is within half a unit of the true one, so two steps
     differ by at most that), but never by half the median. A slice further than MOVED_MM
-    plus 2·unit·√3 (a written position is at most unit·√3/2 off, a least-squares line 5/3 of
-    that) from the line fitted through the slices' positions against their depth was moved in
-    its plane; a line leaning from the normal by over TILT_DEGREES is a gantry tilt.
+    (or what TILT_DEGREES gives over the stack's length) plus 2·unit·√3 (the rounding) from
+    the line fitted through the slices' positions against their depth was moved in its plane;
+    a line leaning from the normal by over TILT_DEGREES is a gantry tilt.
     """
     if len(positions) < 2:
         return
@@ -416,7 +415,8 @@ def check_slice_positions(positions: np.ndarray, normal: np.ndarray, names: list
                         "slice?); segfew reads evenly spaced series only: complete the series "
                         "or resample it (e.g. dcm2niix) first", path)
     depth, n, rounding = positions @ normal, len(positions), 2 * unit * np.sqrt(3)
-    tol, length = rounding + MOVED_MM, float(np.ptp(depth))
+    length = float(np.ptp(depth))  # or what a 0.1° lean gives over the stack's length
+    tol = rounding + max(MOVED_MM, np.tan(np.radians(TILT_DEGREES)) * length)
     design = np.column_stack([np.ones(n), depth - depth.mean()])
     def fit(rows: np.ndarray) -> tuple[float, np.ndarray]:  # lean (mm/mm), distances (N,)
         coef = np.linalg.lstsq(design[rows], positions[rows], rcond=None)[0]
