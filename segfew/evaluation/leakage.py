@@ -26,12 +26,12 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from segfew.data.case import patient_key
+from segfew.data.case import Case, patient_key
 from segfew.errors import DataError, ModelFileError
 from segfew.inference.masks import EXTERNAL
-from segfew.inference.nnunet import NNUNET
+from segfew.inference.nnunet import NNUNET, is_nnunet_folder
 from segfew.modelfile import read_model_file
 from segfew.runinfo import (
     file_digest,
@@ -41,9 +41,6 @@ from segfew.runinfo import (
     scan_files,
     voxel_digest,
 )
-
-if TYPE_CHECKING:
-    from segfew.data import Case
 
 __all__ = ["LeakageCheck", "check_leakage", "check_models", "experiment_verdict", "find_leakage",
            "leakage_record", "records_voxels", "trained_digests", "trained_on", "training_groups"]
@@ -124,8 +121,7 @@ class LeakageCheck:
                 list(self.by_patient), "unrecorded": self.unrecorded, "verdict": self.describe()}
 
 
-def _patient_words(patients: Sequence[str], of: int, cases: int) -> str:
-    """``other cases of 7 of the 7 evaluated patients trained the model (e.g. P1): …``."""
+def _patient_words(patients: Sequence[str], of: int, cases: int) -> str:  # leak_words's
     return (f"other cases of {len(patients)} of the {of} evaluated patients trained the model "
             f"(e.g. {patients[0]}): {cases} evaluated case(s) are theirs")
 
@@ -365,8 +361,11 @@ def check_leakage(model_path: Path, test_cases: Iterable[Case], allow: bool = Fa
     """
     check = find_leakage(Path(model_path), test_cases)
     if not check.checked:
-        warnings.warn(f"{model_path}: no record of the network's training data; cannot check "
-                      "that no test case trained it", stacklevel=2)
+        maps = Path(model_path).is_dir() and not is_nnunet_folder(model_path)  # --masks
+        warnings.warn(f"{model_path}: " + ("label maps of another tool: whether a test case "
+                      "trained the tool that made them is not recorded" if maps else "no "
+                      "record of the network's training data; cannot check that no test case "
+                      "trained it"), stacklevel=2)
         return check
     if check.leaked:
         message = (f"the segmentation network was trained on {len(check.leaked)} test case(s) "
@@ -432,9 +431,10 @@ def experiment_verdict(data: dict[str, Any], unit: str) -> tuple[bool, str]:
         return False, "Leakage check: not recorded in this run folder."
     networks = check.get("networks") or []
     unchecked = [Path(n["model"]).name for n in networks if not n.get("checked")]
-    if unchecked:
-        return True, (f"Leakage check not made: {', '.join(unchecked)} records no training "
-                      f"data, so whether test {unit} trained it is unknown.")
+    if unchecked:  # a model file with no record, or another tool's label maps (a folder)
+        return True, (f"Leakage check not made: {', '.join(unchecked)}: no record of what "
+                      f"trained the network (or the tool that made the label maps), so whether "
+                      f"test {unit} trained it is unknown.")
     if check.get("per_repetition"):
         how = _compared(bool(check.get("by_voxels")), "those networks record none")
         return False, ("Leakage check: passed. The segmentation network was pre-trained anew "

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["describe_selection", "estimate_caveat", "fit_measurement_classifier",
            "open_measurer"]
 
-NO_ESTIMATE = ("no estimate of accuracy is possible: a class has fewer than 2 cases, so none "
-               "can be held out to test the model on")
+NO_ESTIMATE = ("no estimate of accuracy is possible: a class has fewer than 2 cases (patients, "
+               "where a patient has several), so none can be held out to test the model on")
 
 
 def open_measurer(features: Path | None, masks: Path | None, label_names: Sequence[str] | None,
