@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from segfew.cli import common
 from segfew.cli.render import show_library_messages
 
 app = typer.Typer(
@@ -65,7 +66,9 @@ for module_name, function_name, command_name in COMMANDS:
 
 def _terminated(signum: int, frame: object) -> None:
     """SIGTERM (a job scheduler's stop, ``kill``) as Ctrl-C: the same clean-up — staging
-    folders removed, a training run's resume point said — instead of dying mid-write."""
+    folders removed, a training run's resume point said — instead of dying mid-write; the
+    exit code is the shell's for SIGTERM (143)."""
+    common.STOPPED_BY[0] = signum
     raise KeyboardInterrupt("terminated")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Mapping
@@ -74,6 +75,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S", bound="BaseModel")
 
 
+#: the signal that stopped the command (SIGTERM: set by its handler), None for Ctrl-C
+STOPPED_BY: list[int | None] = [None]
+
+
 def handle_errors(fn: F) -> F:
     """One line on stderr per problem, and exit code 2 without a traceback.
 
@@ -88,6 +93,7 @@ def handle_errors(fn: F) -> F:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             _repeats.counts()  # a command starts with none
+            STOPPED_BY[0] = None
             try:
                 result = fn(*args, **kwargs)
                 say_held_notes()
@@ -103,7 +109,7 @@ def handle_errors(fn: F) -> F:
                 _error("not enough memory for this run (try a smaller --size or --batch-size)")
             except KeyboardInterrupt as e:  # Ctrl-C: one line, the shell's code for SIGINT
                 console.print(str(e) or "interrupted", highlight=False, soft_wrap=True)
-                raise typer.Exit(130) from None
+                raise typer.Exit(128 + (STOPPED_BY[0] or signal.SIGINT)) from None
             except typer.Exit:  # exit 1 (some cases failed): the counts are said first
                 say_held_notes()
                 _say_repeats()

@@ -265,6 +265,22 @@ def test_an_interrupted_label_run_leaves_nothing(tmp_path, rng, monkeypatch) -> 
                                  "--no-progress"])
     assert result.exit_code == 130 and "terminated" in result.output
     assert written and not out.exists()
+    written.clear()
+
+    def terminated_on_the_second(array, reference, path):  # type: ignore[no-untyped-def]
+        import signal
+
+        from segfew.cli import _terminated
+
+        if written:
+            _terminated(signal.SIGTERM, None)  # as a scheduler's stop arrives
+        written.append(real(array, reference, path))
+        return written[-1]
+
+    monkeypatch.setattr(segfew.jobs.label, "write_image", terminated_on_the_second)
+    result = runner.invoke(app, ["label", "--images", str(images), "--out", str(out), "--k", "2",
+                                 "--no-progress"])
+    assert result.exit_code == 143 and not out.exists()  # the shell's code for SIGTERM
 
 
 def test_label_skips_a_scan_too_large_for_free_memory(tmp_path, rng, monkeypatch) -> None:
