@@ -120,7 +120,8 @@ def evaluate(
             channels=resolved.channels, id_column=resolved.id_column,
             label_column=resolved.label_column, group_column=resolved.group_column,
             label_map=resolved.label_map, device=resolved.device, batch_size=resolved.batch_size,
-            bootstrap=resolved.bootstrap, seed=resolved.seed, progress=view.cases("cases"),
+            bootstrap=resolved.bootstrap if "bootstrap" in resolved.model_fields_set else None,
+            seed=resolved.seed, progress=view.cases("cases"),
             run_spec=resolved, allow_leakage=resolved.allow_leakage,
             masks=resolved.masks, explain=resolved.explain, overwrite=overwrite)
     stdout = make_console(stderr=False)

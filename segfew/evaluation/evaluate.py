@@ -337,7 +337,7 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
                    channels: Sequence[str] | None = None, id_column: str | None = None,
                    label_column: str | None = None, group_column: str | None = None,
                    label_map: Mapping[int, int] | str | None = None, device: str = "auto",
-                   batch_size: int = 8, bootstrap: int = 1000,
+                   batch_size: int = 8, bootstrap: int | None = None,
                    seed: int = 0, progress: Progress | None = None,
                    run_spec: BaseModel | dict[str, Any] | None = None,
                    allow_leakage: bool = False, masks: Path | None = None,
@@ -350,8 +350,9 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     ``images`` (class sub-folders for a classifier, images with label maps in ``labels``
     for a segmentation model). Channels default to the model's. ``run_spec`` (the
     command's resolved spec) is saved in ``run.json``; ``labels`` or ``label_map`` given
-    with a classifier, or ``explain`` with a segmentation model, raises :class:`SpecError`
-    (an option that does nothing is not silently ignored). ``masks``: the label maps of a
+    with a classifier, or ``explain`` or ``bootstrap`` (None: 1000 for a classifier) with a
+    segmentation model, raises :class:`SpecError` (an option that does nothing is not
+    silently ignored). ``masks``: the label maps of a
     classifier trained with ``--masks``; ``explain``: a classifier's evidence sheets
     (:func:`evaluate_classifier`).
     """
@@ -372,9 +373,10 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
         if meta.kind == "classifier" and label_map is not None:
             raise SpecError("--label-map remaps the label maps a segmentation model is "
                             "scored against; this is a classifier")
-        if meta.kind != "classifier" and explain is not None:
-            raise SpecError("--explain draws a classifier's evidence; this is a segmentation "
-                            "model")
+        if meta.kind != "classifier" and (explain is not None or bootstrap is not None):
+            raise SpecError(("--explain draws a classifier's evidence" if explain is not None else
+                             "--bootstrap draws a classifier's intervals; Dice has none here")
+                            + "; this is a segmentation model")
         if meta.kind == "classifier":  # a table or class sub-folders; a missing image: a row
             with skipped_at_door(skipped):
                 cases = find_classification_cases(
@@ -382,7 +384,8 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
                     label_column=label_column, group_column=group_column, keep_missing=True)
             return meta.kind, evaluate_classifier(
                 paths, cases, out_dir, device=device, batch_size=batch_size,
-                bootstrap=bootstrap, seed=seed, progress=progress, table=table,
+                bootstrap=1000 if bootstrap is None else bootstrap, seed=seed,
+                progress=progress, table=table,
                 predictor=predictors, run_spec=run_spec, allow_leakage=allow_leakage,
                 explain=explain, skipped=skipped, overwrite=overwrite)
         if labels is None:
