@@ -120,19 +120,28 @@ def save_dicom_series(folder: Path, array_xyz: np.ndarray, spacing=(0.8, 0.8, 3.
         sl = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz[:, :, z].T.astype(np.int16)))
         sl.SetSpacing(spacing[:2])
         pos = (origin[0], origin[1] + z * shear, origin[2] + z * spacing[2])
-        for tag, value in {
+        write_dicom_slice(folder / f"slice{z:03d}.dcm", sl, {
             "0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.2.1125.2",
             "0020|000e": series_uid, "0020|0013": str(z + 1),
             "0020|0032": "\\".join(f"{p:.4f}" for p in pos),
             "0020|0037": "1\\0\\0\\0\\1\\0", "0018|0050": f"{spacing[2]:.4f}",
             "0028|0030": f"{spacing[1]:.4f}\\{spacing[0]:.4f}",
-        }.items():
-            sl.SetMetaData(tag, value)
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
-        writer.Execute(sl)
+        })
     return folder
+
+
+def write_dicom_slice(path: Path, image: Any, tags: dict[str, str]) -> Path:
+    """A SimpleITK ``image`` written by GDCM as one DICOM file holding ``tags``
+    (``"0020|0032"``: value), its UIDs kept as the tags give them."""
+    import SimpleITK as sitk
+
+    for tag, value in tags.items():
+        image.SetMetaData(tag, value)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(path))
+    writer.Execute(image)
+    return path
 
 
 #: every format segfew reads, as :func:`tiny_images` writes it

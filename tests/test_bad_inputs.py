@@ -21,7 +21,13 @@ import pytest
 from typer.testing import CliRunner
 
 from segfew.cli import app
-from tests.conftest import huge_nifti, make_classifier, make_segmenter, save_nifti
+from tests.conftest import (
+    huge_nifti,
+    make_classifier,
+    make_segmenter,
+    save_nifti,
+    write_dicom_slice,
+)
 
 GOOD = ("g0", "g1", "g2")
 SIZE = 32
@@ -141,16 +147,10 @@ def _dicom_gap(root: Path) -> None:
     for k in (0, 1, 3, 4):  # slice 2 is missing
         img = sitk.GetImageFromArray(_scan(3).astype(np.int16))
         img.SetSpacing((1.0, 1.0))
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        for tag, value in (("0008|0060", "MR"), ("0020|000d", "1.2.3"),
-                           ("0020|000e", "1.2.3.4"), ("0020|0013", str(k + 1)),
-                           ("0020|0032", f"0\\0\\{2.0 * k}"),
-                           ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0028|0030", "1\\1"),
-                           ("0018|0050", "2")):
-            img.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
-        writer.Execute(img)
+        write_dicom_slice(folder / f"IM{k:04d}.dcm", img, {
+            "0008|0060": "MR", "0020|000d": "1.2.3", "0020|000e": "1.2.3.4",
+            "0020|0013": str(k + 1), "0020|0032": f"0\\0\\{2.0 * k}",
+            "0020|0037": "1\\0\\0\\0\\1\\0", "0028|0030": "1\\1", "0018|0050": "2"})
     save_nifti(root / "labels" / "bad.nii.gz", np.stack([_mask(0)] * 4, axis=-1))
     (root / "table.csv").write_text(
         "id,label\n" + "".join(f"{c},{'AB'[i % 2]}\n" for i, c in enumerate([*GOOD, "bad"])),

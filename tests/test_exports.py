@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from segfew.errors import DataError
-from tests.conftest import ramp, save_itk, save_nifti
+from tests.conftest import ramp, save_itk, save_nifti, write_dicom_slice
 
 NIBABEL_MOSAIC = Path(nib.__file__).parent / "nicom" / "tests" / "data" / "0.dcm"
 
@@ -30,13 +30,9 @@ def dicom_file(path: Path, array_yx: np.ndarray, series: str = "1.2.3.4", z: int
     values = {"0008|0060": "CT", "0020|000d": "1.2.3", "0020|000e": series,
               "0020|0013": str(z + 1), "0020|0032": f"0\\0\\{2.0 * z}",
               "0020|0037": "1\\0\\0\\0\\1\\0", "0028|0030": "1\\1", **tags}
-    for tag, value in values.items():
-        img.SetMetaData(tag.replace("_", "|"), value)
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    writer.SetFileName(str(path.with_suffix(".dcm") if not path.suffix else path))
-    writer.Execute(img)
+    write_dicom_slice(path.with_suffix(".dcm") if not path.suffix else path, img,
+                      {tag.replace("_", "|"): value for tag, value in values.items()})
     if not path.suffix:
         path.with_suffix(".dcm").rename(path)
     return path

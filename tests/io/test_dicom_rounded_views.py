@@ -13,6 +13,7 @@ import pytest
 from segfew.errors import DataError
 from segfew.io import read_image
 from segfew.io.dicom_stack import written_unit
+from tests.conftest import dicom_dataset, write_dicom_slice
 
 
 def _series(folder: Path, positions: list[tuple[float, float, float]], decimals: int,
@@ -24,17 +25,12 @@ def _series(folder: Path, positions: list[tuple[float, float, float]], decimals:
     rng = np.random.default_rng(0)
     for k, pos in enumerate(positions):
         sl = sitk.GetImageFromArray(rng.integers(0, 500, (16, 16)).astype(np.int16))
-        for tag, value in {
+        write_dicom_slice(folder / f"IM{k:04d}.dcm", sl, {
             "0008|0060": "CT", "0020|000d": "1.2.826.0.1.3680043.2.1125.2",
             "0020|000e": "1.2.826.0.1.3680043.2.1125.1", "0020|0013": str(k + 1),
             "0020|0032": "\\".join(f"{round(p, decimals):.{decimals}f}" for p in pos),
             "0020|0037": "\\".join(f"{c:.6f}" for c in orientation),
-        }.items():
-            sl.SetMetaData(tag, value)
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
-        writer.Execute(sl)
+        })
     return folder
 
 
@@ -96,18 +92,9 @@ def test_the_unit_of_the_last_written_decimal() -> None:
 
 
 def _radiograph(path: Path, modality: str, view: dict[str, str], series: str) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     sop = "1.2.840.10008.5.1.4.1.1.1.2" if modality == "MG" else "1.2.840.10008.5.1.4.1.1.1.1"
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
+    ds = dicom_dataset(sop)
     ds.preamble = b"\0" * 128
-    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4", series
     ds.Modality, ds.InstanceNumber = modality, 1
     ds.Rows, ds.Columns, ds.SamplesPerPixel = 24, 16, 1
