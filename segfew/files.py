@@ -208,8 +208,7 @@ def outputs_record(record: str | Path, written: Iterable[str],
     else:
         there = (p.relative_to(record.parent).as_posix() for p in _beside(record)
                  if p != record and not p.name.startswith("."))
-    earlier = sorted({name for name in there if name not in outputs
-                      and (record.parent / name).exists() and ours(name) == "ours"})
+    earlier = _still_ours(record, ours, there, outputs)
     old_sha, old_stat = _sums(info)
     sha: dict[str, str] = {}
     stat: dict[str, list[int]] = {}
@@ -238,8 +237,7 @@ def claim_outputs(record: str | Path, names: Iterable[str]) -> None:
     names = sorted(set(names))
     ours = _recorded(record, ())
     listed = _listed(info) or []
-    earlier = sorted({n for n in listed if n not in names and (record.parent / n).exists()
-                      and ours(n) == "ours"})
+    earlier = _still_ours(record, ours, listed, names)
     kept = [n for n in [*names, *earlier] if n in old_sha and (record.parent / n).exists()]
     write_json(record, {"outputs": names, "earlier_outputs": earlier,
                         "output_sha256": {n: old_sha[n] for n in kept},
@@ -256,6 +254,14 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _still_ours(record: Path, ours: Callable[[str], str | None], listed: Iterable[str],
+                written: Sequence[str]) -> list[str]:
+    """The ``listed`` files, other than those ``written`` now, that are still there and
+    still segfew's: an earlier run's outputs a later run may replace too."""
+    return sorted({n for n in listed if n not in written and (record.parent / n).exists()
+                   and ours(n) == "ours"})
 
 
 def _stat(path: Path) -> list[int]:
