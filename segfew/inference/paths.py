@@ -86,8 +86,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
     ``<id>_seg.nii.gz`` label maps in the source geometry (test-time augmented with ``tta``;
     and ``<id>_prob.nii.gz`` with ``probabilities``) plus ``predictions.csv``
     (``id, path, output, status, error``) and ``label_names.json`` (the model's label names,
-    which ``pretrain --labels`` reads); an earlier labelling's ``centres.json`` there is
-    removed (refused unless ``overwrite`` when segfew did not write it).
+    which ``pretrain --labels`` reads); an earlier labelling's ``centres.json`` and preview
+    there are removed (refused unless ``overwrite`` when segfew did not write them).
     Cases are built with the model's channel suffixes unless ``channels`` overrides them.
     ``progress(done, total, what)`` is called as cases finish. ``explain`` (one classifier file): a
     folder for one evidence sheet per case and ``index.html`` (:mod:`segfew.inference.explain`).
@@ -125,14 +125,14 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
             "workers": workers, "probabilities": probabilities, "min_confidence": min_confidence,
             "tta": tta, "explain": str(explain) if explain else None}
         meta = predictor.meta
-        if meta.architecture.name == "measurement_classifier":
+        measured = meta.architecture.name == "measurement_classifier"
+        if measured:
             check_channels(meta.channels, channels, predictor.model_path)
         if channels is None and meta.channels:
             channels = list(meta.channels)
         cases = collect_cases([Path(p) for p in inputs], recursive=recursive, channels=channels)
         if not cases:
             raise DataError("no images found in " + ", ".join(str(p) for p in inputs))
-        measured = meta.architecture.name == "measurement_classifier"
         warn_placeholder_spacing(cases, measured)  # a line: sizes in voxels, not mm
         read = [*models, *inputs, *([masks] if masks is not None else []),
                 *(p for c in cases for p in c.images)]
