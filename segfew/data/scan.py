@@ -260,7 +260,8 @@ def label_maps_beside(files: Sequence[Path], channels: Sequence[str] | None, nnu
         beside[path.parent].setdefault(case_id(path), path)
     written = {folder: recorded_outputs(folder / RUN_RECORD) for folder in beside}
     kept: list[Path] = []
-    skipped: list[DataError] = []
+    skipped: list[DataError] = []  # each its own line (one text each: the CLI folds them)
+    named: list[DataError] = []  # "a label map of <image>": summed up below when many
     for path in files:
         if path.name in written[path.parent] and case_id(path).endswith(SEGFEW_MAPS):
             skipped.append(DataError(f"skipped: a map a segfew run wrote (its {RUN_RECORD} "
@@ -278,18 +279,18 @@ def label_maps_beside(files: Sequence[Path], channels: Sequence[str] | None, nnu
         if image is None or image == path:
             kept.append(path)
             continue
-        skipped.append(DataError(
+        named.append(DataError(
             f"skipped: a label map of {image.name} (named like one), not read as a scan "
             "(label maps are given with --labels or --masks)", path))
-    if len(skipped) > NAMED_SKIPS:  # a data set's download (ACDC's 200 _gt): one line
-        first = skipped[0].path
+    if len(named) > NAMED_SKIPS:  # a data set's download (ACDC's 200 _gt): one line
+        first = named[0].path
         assert first is not None
-        where = Path(os.path.commonpath([str(e.path) for e in skipped]))
-        skipped = [DataError(
-            f"skipped: {len(skipped)} label maps lying beside their images (named like one: "
+        where = Path(os.path.commonpath([str(e.path) for e in named]))
+        named = [DataError(
+            f"skipped: {len(named)} label maps lying beside their images (named like one: "
             f"{first.name}, …), not read as scans (label maps are given with --labels or "
             "--masks)", where if where.is_dir() else first.parent)]
-    return kept, skipped
+    return kept, [*skipped, *named]
 
 
 def _image_of_label(cid: str, beside: Mapping[str, Path], channels: Sequence[str] | None,

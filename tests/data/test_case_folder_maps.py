@@ -90,3 +90,20 @@ def test_maps_a_segfew_run_wrote_are_no_scans_but_stay_label_maps(tmp_path: Path
     assert any("a_seg.nii.gz: skipped: a map a segfew run wrote" in s for s in said)
     paired = attach_labels(cases[:1], segs)
     assert paired[0].labels == (segs / "a_seg.nii.gz",)
+
+
+def test_many_maps_a_segfew_run_wrote_are_not_said_to_lie_beside_images(tmp_path: Path) -> None:
+    """Only maps named after an image beside them are summed up as such; segfew's own maps
+    in a folder of their own are said for what they are (the CLI folds repeated lines)."""
+    from segfew.files import outputs_record, write_json
+
+    save_nifti(tmp_path / "study" / "scans" / "a.nii.gz", ramp((16, 16)))
+    segs = tmp_path / "study" / "segs"
+    names = [f"c{i}_seg.nii.gz" for i in range(7)]
+    for name in names:
+        save_nifti(segs / name, np.eye(16, dtype=np.uint8))
+    write_json(segs / "run.json", outputs_record(segs / "run.json", names))
+    cases, said = warned(find_image_cases, tmp_path / "study", recursive=True)
+    assert [c.id for c in cases] == ["a"]
+    assert not [s for s in said if "lying beside their images" in s]
+    assert sum("a map a segfew run wrote" in s for s in said) == 7
