@@ -66,7 +66,7 @@ from segfew.inference.ensemble import ModelPaths, classify_all, model_paths, ope
 from segfew.inference.explain import check_explain, explain_batch
 from segfew.inference.masks import check_masks
 from segfew.inference.measure_names import check_channels
-from segfew.inference.predictor import Predictor
+from segfew.inference.predictor import Predictor, refuse_unread_options
 from segfew.metrics import (
     case_mean_dice,
     classification_metrics,
@@ -349,11 +349,12 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     select the labelled images, :func:`select_table_cases`), else every case of
     ``images`` (class sub-folders for a classifier, images with label maps in ``labels``
     for a segmentation model). Channels default to the model's. ``run_spec`` (the
-    command's resolved spec) is saved in ``run.json``; ``labels`` or ``label_map`` given
-    with a classifier, or ``explain`` or ``bootstrap`` (None: 1000 for a classifier) with a
-    segmentation model, raises :class:`SpecError` (an option that does nothing is not
-    silently ignored). ``masks``: the label maps of a
-    classifier trained with ``--masks``; ``explain``: a classifier's evidence sheets
+    command's resolved spec) is saved in ``run.json``; an option the model's kind never reads
+    (:data:`segfew.inference.predictor.ONE_KIND_OPTIONS`: ``labels`` or ``label_map`` with a
+    classifier; ``explain``, ``bootstrap`` — None: 1000 for a classifier —, ``label_column``
+    or ``group_column`` with a segmentation model) raises :class:`SpecError`, not silently
+    ignored. ``masks``: the
+    label maps of a classifier trained with ``--masks``; ``explain``: a classifier's evidence sheets
     (:func:`evaluate_classifier`).
     """
     with output_lock(out_dir):  # a second run into out_dir is refused, not mixed in
@@ -367,16 +368,9 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
             check_channels(meta.channels, channels, paths[0])
         if channels is None and meta.channels:
             channels = list(meta.channels)
-        if meta.kind == "classifier" and labels is not None:  # not silently ignored
-            raise SpecError("--labels is for a segmentation model; this is a classifier: "
-                            "give --table (or class sub-folders)")
-        if meta.kind == "classifier" and label_map is not None:
-            raise SpecError("--label-map remaps the label maps a segmentation model is "
-                            "scored against; this is a classifier")
-        if meta.kind != "classifier" and (explain is not None or bootstrap is not None):
-            raise SpecError(("--explain draws a classifier's evidence" if explain is not None else
-                             "--bootstrap draws a classifier's intervals; Dice has none here")
-                            + "; this is a segmentation model")
+        refuse_unread_options(meta.kind, paths[0], labels=labels, label_map=label_map,
+                              explain=explain, bootstrap=bootstrap, label_column=label_column,
+                              group_column=group_column)
         if meta.kind == "classifier":  # a table or class sub-folders; a missing image: a row
             with skipped_at_door(skipped):
                 cases = find_classification_cases(

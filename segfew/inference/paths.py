@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from segfew.data import collect_cases
 from segfew.data.label_names import CENTRES_FILE, LABEL_NAMES_FILE
 from segfew.data.read import warn_placeholder_spacing
-from segfew.errors import DataError, DataWarning, SpecError
+from segfew.errors import DataError, DataWarning
 from segfew.files import (
     RUN_RECORD,
     check_output,
@@ -44,6 +44,7 @@ from segfew.inference.explain import check_explain, explain_batch
 from segfew.inference.fit_measures import estimate_caveat
 from segfew.inference.masks import check_masks
 from segfew.inference.measure_names import check_channels
+from segfew.inference.predictor import refuse_unread_options
 from segfew.inference.run import read_ahead
 from segfew.labelling.kmeans import PREVIEW_FILE
 from segfew.metrics import one_class_share
@@ -108,7 +109,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
         models, predictors = open_models(model_path, device=device, batch_size=batch_size,
                                          precision=precision, workers=workers, tta=tta)
         predictor = predictors[0]
-        _refuse_other_kinds_options(predictor, probabilities, tta, min_confidence)
+        refuse_unread_options(predictor.meta.kind, predictor.model_path, tta=tta,
+                              probabilities=probabilities, min_confidence=min_confidence)
         if min_confidence is None:
             min_confidence = MIN_CONFIDENCE
         for p in predictors:  # a classifier of another tool's label maps reads them
@@ -215,20 +217,6 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
                         (out / name).parent.rmdir()
         _write_record(record, spec, models, predictors, cases, written)
         return out, failed, len(cases)
-
-
-def _refuse_other_kinds_options(predictor: Predictor, probabilities: bool, tta: bool,
-                                min_confidence: float | None) -> None:
-    """An option the model's kind does not use is refused, not silently ignored."""
-    if predictor.kind == "classifier":
-        asked = [o for o, v in (("--probabilities", probabilities), ("--tta", tta)) if v]
-        if asked:
-            raise SpecError(f"{asked[0]} is for a segmentation model; this is a classifier "
-                            "(a measures classifier segments as it was fitted)",
-                            predictor.model_path)
-    elif min_confidence is not None:
-        raise SpecError("--min-confidence flags a classifier's uncertain cases; this is a "
-                        "segmentation model", predictor.model_path)
 
 
 def _write_record(record: Path, spec: BaseModel | dict[str, Any], models: Sequence[Path],

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.errors import DataError
+from segfew.errors import DataError, SpecError
 from segfew.inference.batch import Advance, PredictionRow
 from segfew.inference.run import default_workers, network_dim
 from segfew.modelfile import load_model
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from segfew.modelfile import ModelMeta
     from segfew.preprocess.cache import PreprocessCache
 
-__all__ = ["PredictionRow", "Predictor", "model_kind"]
+__all__ = ["PredictionRow", "Predictor", "model_kind", "refuse_unread_options"]
 
 #: the predictor class of each kind of model file (:func:`model_kind`), filled as they are
 #: defined (``class Segmenter(Predictor, kind="segmentation")``)
@@ -49,6 +49,34 @@ KINDS: dict[str, type[Predictor]] = {}
 
 NOT_CLASSIFIER = "this is a classifier; it predicts classes, not label maps"
 NOT_SEGMENTER = "this is a segmentation model; it writes label maps, not classes"
+
+
+#: the options of predict and evaluate that one kind of model alone reads: (the kind,
+#: what the option does); given with the other kind they are refused, not ignored
+ONE_KIND_OPTIONS = {
+    "probabilities": ("segmentation", "writes a segmentation model's probability maps"),
+    "tta": ("segmentation", "averages a segmentation model's shifted copies"),
+    "labels": ("segmentation", "holds the label maps a segmentation model is scored against "
+               "(a classifier's truth is --table or class sub-folders)"),
+    "label_map": ("segmentation", "remaps the label maps a segmentation model is scored against"),
+    "min_confidence": ("classifier", "flags a classifier's uncertain cases"),
+    "explain": ("classifier", "draws a classifier's evidence"),
+    "bootstrap": ("classifier", "draws a classifier's intervals; Dice has none here"),
+    "label_column": ("classifier", "names the table's class column; a segmentation model's "
+                     "truth is its label maps (--labels), the table only selects the cases"),
+    "group_column": ("classifier", "names the patients a classifier's intervals resample; "
+                     "Dice has no interval here"),
+}
+
+
+def refuse_unread_options(kind: str, model: Path, **given: object) -> None:
+    """Raise :class:`SpecError` for an option of :data:`ONE_KIND_OPTIONS` given (neither
+    None nor False) to a model of the other ``kind`` (``meta.kind``)."""
+    for option, value in given.items():
+        reader, what = ONE_KIND_OPTIONS[option]
+        if value is not None and value is not False and reader != kind:
+            this = "a classifier" if kind == "classifier" else "a segmentation model"
+            raise SpecError(f"--{option.replace('_', '-')} {what}; this is {this}", model)
 
 
 def model_kind(meta: ModelMeta) -> str:

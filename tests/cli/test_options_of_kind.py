@@ -24,8 +24,8 @@ def scans(tmp_path: Path, rng: np.random.Generator) -> Path:
 
 
 @pytest.mark.parametrize(("kind", "option", "said"), [
-    ("classifier", ("--probabilities",), "--probabilities is for a segmentation model"),
-    ("classifier", ("--tta",), "--tta is for a segmentation model"),
+    ("classifier", ("--probabilities",), "--probabilities writes a segmentation model's"),
+    ("classifier", ("--tta",), "--tta averages a segmentation model's"),
     ("segmentation", ("--min-confidence", "0.9"), "--min-confidence flags a classifier's"),
 ])
 def test_predict_refuses_an_option_of_the_other_kind(scans: Path, kind: str,
@@ -49,6 +49,8 @@ def test_predict_keeps_the_options_of_its_kind(scans: Path) -> None:
     ("classifier", ("--label-map", "2:1"), "--label-map remaps the label maps a segmentation"),
     ("segmentation", ("--explain", "ex"), "--explain draws a classifier's evidence"),
     ("segmentation", ("--bootstrap", "50"), "--bootstrap draws a classifier's intervals"),
+    ("segmentation", ("--label-column", "label"), "--label-column names the table's class"),
+    ("segmentation", ("--group-column", "patient"), "--group-column names the patients"),
 ])
 def test_evaluate_refuses_an_option_of_the_other_kind(scans: Path, kind: str,
                                                       option: tuple[str, ...], said: str
@@ -56,7 +58,7 @@ def test_evaluate_refuses_an_option_of_the_other_kind(scans: Path, kind: str,
     model = (make_classifier if kind == "classifier" else make_segmenter)(scans / "m.pt")
     (scans / "t.csv").write_text("id,label\nc0,cat\nc1,dog\n")
     truth = ("--table", str(scans / "t.csv")) if kind == "classifier" else (
-        "--labels", str(scans / "lab"))
+        "--labels", str(scans / "lab"), "--table", str(scans / "t.csv"))
     output = invoke("evaluate", "--model", str(model), "--images", str(scans / "img"), *truth,
                     "--out", str(scans / "e"), *option, *RUN, expect=2)
     assert said in " ".join(output.split())

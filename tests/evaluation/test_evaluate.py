@@ -98,7 +98,8 @@ def test_labels_given_to_a_classifier_is_a_one_line_error(
                     "--labels", str(images), *(("--table", str(table)) if with_table else ()),
                     "--out", str(out), "--bootstrap", "0", "--device", "cpu", "--no-progress",
                     expect=2)
-    assert "--labels is for a segmentation model; this is a classifier" in output
+    assert "--labels holds the label maps a segmentation model is scored against" in " ".join(
+        output.split())
     assert "no class sub-folders" not in output and not out.exists()
 
 
