@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import bisect
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +21,7 @@ from segfew.data.case import (
     _Problems,
 )
 from segfew.data.discover import _find_images, _list_images, find_image_cases
-from segfew.data.scan import list_folder
+from segfew.data.scan import label_maps_beside, list_folder
 from segfew.data.split_series import refuse_split_series
 from segfew.data.table_rows import column_key, named_like, read_table_rows
 from segfew.errors import DataError, DataWarning
@@ -248,11 +248,20 @@ def _strip_channel(cid: str, channels: Sequence[str]) -> str:
 
 
 def _recursive_index(root: Path) -> dict[str, list[Path]]:
+    """The images under ``root`` by case id; a sub-folder holding one image is also its
+    case's id (KiTS: ``case_00000/imaging.nii.gz``, a table's ``case_00000``)."""
     index: dict[str, list[Path]] = defaultdict(list)
     if root.is_dir():
         quiet = _Problems(collect=True)
-        for path in _list_images(root, quiet, recursive=True):
+        found = _list_images(root, quiet, recursive=True)
+        scans = label_maps_beside(found, None, nnunet=False)[0]  # a folder's map is no scan
+        by_folder = Counter(p.parent for p in scans)
+        for path in found:
             index[case_id(path)].append(path)
+        for path in scans:
+            folder = path.parent
+            if folder != root and by_folder[folder] == 1 and folder.name != case_id(path):
+                index[folder.name].append(path)
     return index
 
 

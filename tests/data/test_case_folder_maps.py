@@ -107,3 +107,20 @@ def test_many_maps_a_segfew_run_wrote_are_not_said_to_lie_beside_images(tmp_path
     assert [c.id for c in cases] == ["a"]
     assert not [s for s in said if "lying beside their images" in s]
     assert sum("a map a segfew run wrote" in s for s in said) == 7
+
+
+def test_a_table_names_case_folders_by_their_folder(tmp_path: Path) -> None:
+    """A table of ``case_00000`` ids finds each folder's one image (KiTS, a hospital's export
+    of one folder per patient); a folder holding two images is no case of its own."""
+    from segfew.data import find_cases
+
+    root = _kits(tmp_path / "kits")
+    save_nifti(root / "case_00002" / "other.nii.gz", ramp((16, 16, 4), base=9))
+    table = tmp_path / "t.csv"
+    table.write_text("id,label\ncase_00000,A\ncase_00001,B\n")
+    cases, _ = warned(find_cases, root, table)
+    assert [(c.id, c.images) for c in cases] == [
+        (f"case_{i:05d}", (root / f"case_{i:05d}" / "imaging.nii.gz",)) for i in range(2)]
+    table.write_text("id,label\ncase_00002,A\n")
+    with pytest.raises(DataError, match="id 'case_00002' has no image"):
+        warned(find_cases, root, table)
