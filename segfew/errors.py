@@ -86,6 +86,22 @@ class DataWarning(UserWarning):
         return _rebuilt, (type(self), vars(self))  # the path survives a reading process
 
 
+class Skipped(DataWarning):
+    """A path a listing does not read as an image, and why: ``skipped: <what>``.
+
+    ``reason``: what every path skipped alike shares (the text, less the count and names of
+    a summary line); ``count``: the paths this one line stands for; ``label_maps``: they
+    are label maps beside their images (where those are the ``--labels`` given, nothing
+    needs saying).
+    """
+
+    def __init__(self, what: str, path: str | Path | None = None, *, count: int = 1,
+                 reason: str | None = None, label_maps: bool = False) -> None:
+        super().__init__(f"skipped: {what}", path)
+        self.reason = " ".join((what if reason is None else reason).split())
+        self.count, self.label_maps = count, label_maps
+
+
 #: a number in a warning's text (a file's own values): set aside when warnings are compared
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*(?:e[-+]?\d+)?")
 

@@ -95,16 +95,17 @@ class _Problems:
     def __init__(self, collect: bool) -> None:
         self.collect = collect
         self.items: list[DataError] = []
-        self.skipped: list[DataError] = []
+        self.skipped: list[DataWarning] = []
 
-    def skip(self, skipped: Iterable[DataError]) -> None:
-        """Paths that are not part of any case: kept (``inspect``) or said as warnings."""
+    def skip(self, skipped: Iterable[DataWarning]) -> None:
+        """Paths that are not part of any case (:class:`~segfew.errors.Skipped`, or a note
+        of ``inspect``): kept (``inspect``) or said as warnings."""
         for err in skipped:
             if any(str(err) == str(s) for s in self.skipped):
                 continue
             self.skipped.append(err)
             if not self.collect:
-                warnings.warn(DataWarning(err.message, err.path), stacklevel=4)
+                warnings.warn(err, stacklevel=4)
 
     def add(self, message: str, path: Path | None = None) -> None:
         err = DataError(message, path)

@@ -14,7 +14,7 @@ from pathlib import Path
 from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
 from segfew.data.scan import label_maps_beside, list_folder, path_ids
 from segfew.data.split_series import refuse_split_series
-from segfew.errors import DataError, SpecError
+from segfew.errors import DataError, Skipped, SpecError
 from segfew.io import case_id, is_image_file
 from segfew.io.dicom import dicom_header, series_of_path
 
@@ -188,9 +188,9 @@ def _other_channels(files: Sequence[Path], by_case: Mapping[str, object],
         names = sorted({id_of(p)[_case_end(id_of(p), by_case) + 1:] for p in other})
         shown = ", ".join(names[:6]) + (", …" if len(names) > 6 else "")
         where = Path(os.path.commonpath([str(p.parent) for p in other]))
-        problems.skip([DataError(
-            f"skipped: {len(other)} file(s) of channels not in --channels {','.join(channels)} "
-            f"({shown}; e.g. {other[0].name})", where)])
+        problems.skip([Skipped(
+            f"{len(other)} file(s) of channels not in --channels {','.join(channels)} "
+            f"({shown}; e.g. {other[0].name})", where, count=len(other))])
 
 
 def _case_end(cid: str, cases: Mapping[str, object]) -> int:

@@ -24,7 +24,7 @@ from segfew.data.discover import _find_images, _find_segmentation, _nnunet_layou
 from segfew.data.label_names import read_label_names
 from segfew.data.read import LabelRules, consecutive_label_map, read_case, source_shape
 from segfew.data.scan import list_folder
-from segfew.errors import DataError, RepeatedWarnings
+from segfew.errors import DataError, DataWarning, RepeatedWarnings
 from segfew.io import Image
 from segfew.runinfo import voxel_digest
 from segfew.typing import Progress
@@ -105,7 +105,7 @@ class DatasetReport:
     def dims(self) -> list[int]:
         return sorted({len(c.shape) for c in self.cases if c.shape is not None})
 
-    def add(self, problem: str | DataError, fatal: bool = True) -> None:
+    def add(self, problem: str | DataError | DataWarning, fatal: bool = True) -> None:
         text = str(problem)
         self.problems.append(text)
         if fatal:
@@ -142,8 +142,8 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
         found.items.append(e)
     for err in found.items:
         report.add(err)
-    for err in found.skipped:
-        report.add(err, fatal=False)
+    for note in found.skipped:
+        report.add(note, fatal=False)
     if label_values is None and report.label_names:
         label_values = set(report.label_names)
     if channels:
@@ -200,8 +200,8 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
             unused = [c for c in cases if c.id not in listed_ids]
             if unused:  # training uses the table's cases only: a note, not a problem each
                 n = len(unused)
-                found.skip([DataError(f"{n} image{'s are' if n > 1 else ' is'} not in the table "
-                                      f"and {'are' if n > 1 else 'is'} not used", table)])
+                found.skip([DataWarning(f"{n} image{'s are' if n > 1 else ' is'} not in the "
+                                        f"table and {'are' if n > 1 else 'is'} not used", table)])
             cases = _with_targets([c for c in cases if c.id in listed_ids], classified, found)
             if report.kind == "segmentation":  # label maps and classes: what measures reads
                 report.kind = "segmentation and classification"

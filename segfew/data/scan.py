@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from segfew.data.case import _NNUNET_CHANNEL, FOLDER_LABEL_NAMES, LABEL_SUFFIXES, Case, _Problems
-from segfew.errors import DataError
+from segfew.errors import DataError, Skipped
 from segfew.files import OUTPUT_LOCK_SUFFIX, RUN_RECORD, recorded_outputs
 from segfew.io import IMAGE_SUFFIXES, case_id, is_image_file
 from segfew.io.dicom import dicom_header, dicom_series_files, series_names
@@ -57,13 +57,13 @@ SUBFOLDER_SKIPPED = "a sub-folder, not read (predict, label and pretrain read su
 @dataclass
 class Listing:
     """``images``: files and DICOM series folders, one per image; ``skipped``: one
-    :class:`~segfew.errors.DataError` per path that is not part of an image, saying why."""
+    :class:`~segfew.errors.Skipped` per path that is not part of an image, saying why."""
 
     images: list[Path] = field(default_factory=list)
-    skipped: list[DataError] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
     def skip(self, reason: str, path: Path) -> None:
-        self.skipped.append(DataError(f"skipped: {reason}", path))
+        self.skipped.append(Skipped(reason, path))
 
 
 def list_folder(folder: Path, recursive: bool = False) -> Listing:
@@ -79,13 +79,13 @@ def list_folder(folder: Path, recursive: bool = False) -> Listing:
     return out
 
 
-def summarise_skips(skipped: Sequence[DataError]) -> list[DataError]:
+def summarise_skips(skipped: Sequence[Skipped]) -> list[Skipped]:
     """``skipped`` with more than :data:`NAMED_SKIPS` of one reason said in one line (their
     count, a few names, their common folder): a download's 150 ``Info.cfg`` are one line."""
-    by_reason: dict[str, list[DataError]] = defaultdict(list)
+    by_reason: dict[str, list[Skipped]] = defaultdict(list)
     for err in skipped:
-        by_reason[err.message].append(err)
-    out: list[DataError] = []
+        by_reason[err.reason].append(err)
+    out: list[Skipped] = []
     for reason, errs in by_reason.items():
         paths = [e.path for e in errs if e.path is not None]
         if len(errs) <= NAMED_SKIPS or len(paths) < len(errs):
@@ -94,8 +94,8 @@ def summarise_skips(skipped: Sequence[DataError]) -> list[DataError]:
         names = sorted({p.name for p in paths})
         shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
         where = Path(os.path.commonpath([str(p.parent) for p in paths]))
-        out.append(DataError(f"skipped: {len(errs)} files or folders ({shown}): "
-                             f"{reason.removeprefix('skipped: ')}", where))
+        out.append(Skipped(f"{len(errs)} files or folders ({shown}): {reason}", where,
+                           count=len(errs), reason=reason))
     return out
 
 
@@ -246,7 +246,7 @@ def path_ids(files: Sequence[Path], root: Path) -> dict[Path, str]:
 
 
 def label_maps_beside(files: Sequence[Path], channels: Sequence[str] | None, nnunet: bool
-                       ) -> tuple[list[Path], list[DataError]]:
+                       ) -> tuple[list[Path], list[Skipped]]:
     """``files`` less those named like a label map of an image beside them (``a_seg.nii.gz``
     in the folder of ``a.nii.gz``; of ``a_t1.nii.gz`` with ``--channels t1``, of
     ``a_0000.nii.gz`` in nnU-Net's layout; ``segmentation.nii.gz`` beside ``imaging.nii.gz``
@@ -260,12 +260,12 @@ def label_maps_beside(files: Sequence[Path], channels: Sequence[str] | None, nnu
         beside[path.parent].setdefault(case_id(path), path)
     written = {folder: recorded_outputs(folder / RUN_RECORD) for folder in beside}
     kept: list[Path] = []
-    skipped: list[DataError] = []  # each its own line (one text each: the CLI folds them)
-    named: list[DataError] = []  # "a label map of <image>": summed up below when many
+    skipped: list[Skipped] = []  # each its own line (one text each: the CLI folds them)
+    named: list[Skipped] = []  # "a label map of <image>": summed up below when many
     for path in files:
         if path.name in written[path.parent] and case_id(path).endswith(SEGFEW_MAPS):
-            skipped.append(DataError(f"skipped: a map a segfew run wrote (its {RUN_RECORD} "
-                                     "lists it), not read as a scan", path))
+            skipped.append(Skipped(f"a map a segfew run wrote (its {RUN_RECORD} lists it), "
+                                   "not read as a scan", path))
             continue
         image = _image_of_label(case_id(path), beside[path.parent], channels, nnunet)
         if image is None and case_id(path).lower() in FOLDER_LABEL_NAMES:
@@ -273,23 +273,24 @@ def label_maps_beside(files: Sequence[Path], channels: Sequence[str] | None, nnu
                           if cid.lower() not in FOLDER_LABEL_NAMES
                           and not cid.endswith(LABEL_SUFFIXES)), None)
             if image is None:  # a case folder's map without its image: no scan either
-                skipped.append(DataError(f"skipped: a label map by its name ({path.name}), "
-                                         "with no image beside it", path))
+                skipped.append(Skipped(f"a label map by its name ({path.name}), with no "
+                                       "image beside it", path))
                 continue
         if image is None or image == path:
             kept.append(path)
             continue
-        named.append(DataError(
-            f"skipped: a label map of {image.name} (named like one), not read as a scan "
-            "(label maps are given with --labels or --masks)", path))
+        named.append(Skipped(
+            f"a label map of {image.name} (named like one), not read as a scan (label maps "
+            "are given with --labels or --masks)", path, label_maps=True))
     if len(named) > NAMED_SKIPS:  # a data set's download (ACDC's 200 _gt): one line
         first = named[0].path
         assert first is not None
         where = Path(os.path.commonpath([str(e.path) for e in named]))
-        named = [DataError(
-            f"skipped: {len(named)} label maps lying beside their images (named like one: "
+        named = [Skipped(
+            f"{len(named)} label maps lying beside their images (named like one: "
             f"{first.name}, …), not read as scans (label maps are given with --labels or "
-            "--masks)", where if where.is_dir() else first.parent)]
+            "--masks)", where if where.is_dir() else first.parent, count=len(named),
+            label_maps=True)]
     return kept, [*skipped, *named]
 
 

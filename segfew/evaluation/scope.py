@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from segfew.data import Case, find_image_cases, group_identical_images
 from segfew.data.case import _Problems
 from segfew.data.classes import warn_rows_as_patients
 from segfew.data.discover import _find_segmentation
-from segfew.errors import DataError, DataWarning
+from segfew.errors import DataError, DataWarning, Skipped
 from segfew.io import case_id
 
 __all__ = [
@@ -41,7 +40,6 @@ __all__ = [
 
 #: problems of the listing that belong to one image's case (its error row), not the batch
 CASE_PROBLEMS = ("image without label", "no label for channel")
-SKIPPED = "skipped: "
 
 
 def select_table_cases(cases: Sequence[Case], ids: Sequence[str], table: Path) -> list[Case]:
@@ -59,9 +57,9 @@ def select_table_cases(cases: Sequence[Case], ids: Sequence[str], table: Path) -
 
 @contextmanager
 def skipped_at_door(skipped: list[dict[str, str]]) -> Iterator[None]:
-    """Append to ``skipped`` ``{"path", "reason"}`` of every ``skipped: …`` DataWarning the
-    block raises (a listing's sub-folders, non-image files); every warning is still raised,
-    after the block, even when it raises."""
+    """Append to ``skipped`` ``{"path", "reason", "count"}`` of every
+    :class:`~segfew.errors.Skipped` the block raises (a listing's sub-folders, non-image
+    files); every warning is still raised, after the block, even when it raises."""
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -70,25 +68,14 @@ def skipped_at_door(skipped: list[dict[str, str]]) -> Iterator[None]:
     finally:
         for w in caught:
             message = w.message
-            if isinstance(message, DataWarning) and message.message.startswith(SKIPPED):
-                skipped.append({"path": str(message.path),
-                                **_counted(message.message.removeprefix(SKIPPED))})
+            if isinstance(message, Skipped):
+                skipped.append(_skip_record(message))
             warnings.warn_explicit(message, w.category, w.filename, w.lineno, source=w.source)
 
 
-#: a listing's one line for many items skipped (:func:`segfew.data.scan.summarise_skips`,
-#: label maps beside their images, channels not asked for): their count, and their reason
-_SUMMARY = re.compile(r"(\d+) (files or folders \(.*?\): |label maps |file\(s\) of channels)")
-
-
-def _counted(text: str) -> dict[str, Any]:
-    """``{"reason", "count"}`` of a skip's text: one item, or the count a summary line
-    gives (its reason without the count and the names shown)."""
-    m = _SUMMARY.match(text)
-    if m is None:
-        return {"reason": text, "count": 1}
-    reason = text[m.end():] if m[2].startswith("files or folders") else text
-    return {"reason": reason, "count": int(m[1])}
+def _skip_record(skip: Skipped) -> dict[str, Any]:
+    """What metrics.json keeps of a skip: its path, reason and count."""
+    return {"path": str(skip.path), "reason": skip.reason, "count": skip.count}
 
 
 def find_scored_segmentation(images: Path, labels: Path, channels: Sequence[str] | None,
@@ -99,9 +86,10 @@ def find_scored_segmentation(images: Path, labels: Path, channels: Sequence[str]
     the listing skipped is warned and appended to ``skipped``."""
     found = _Problems(collect=True)
     cases = _find_segmentation(Path(images), Path(labels), channels, found)
-    for err in found.skipped:
-        skipped.append({"path": str(err.path), "reason": err.message.removeprefix(SKIPPED)})
-        warnings.warn(DataWarning(err.message, err.path), stacklevel=2)
+    for note in found.skipped:
+        if isinstance(note, Skipped):
+            skipped.append(_skip_record(note))
+        warnings.warn(note, stacklevel=2)
     rows = [e for e in found.items if e.message.startswith(CASE_PROBLEMS) and e.path]
     fatal = [e for e in found.items if e not in rows]
     if fatal:

@@ -18,7 +18,7 @@ import numpy as np
 from segfew.data import attach_labels, find_cases, find_segmentation_cases, has_class_folders
 from segfew.data.label_names import read_label_names
 from segfew.data.read import SparseLabelsError, check_lossless, consecutive_label_map
-from segfew.errors import DataError, DataWarning, SpecError
+from segfew.errors import DataError, Skipped, SpecError
 from segfew.jobs.common import (
     Training,
     fit_and_save,
@@ -109,9 +109,7 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
                                d.label_column, d.group_column)
         own = Path(d.labels).resolve() == Path(d.images).resolve()  # the maps skipped as scans
         for w in said:  # are the ones given as --labels: no word of them
-            if not (own and isinstance(w.message, DataWarning)
-                    and str(w.message.message).startswith("skipped: ")
-                    and "label map" in str(w.message.message)):
+            if not (own and isinstance(w.message, Skipped) and w.message.label_maps):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         cases = attach_labels(found, d.labels, recursive=d.recursive)
     if not cases:
