@@ -456,7 +456,8 @@ def test_leakage_refuses_a_training_scan_re_stored_naming_it(tmp_path: Path) -> 
 
 def test_a_model_without_voxel_digests_still_finds_byte_copies_and_says_what_it_cannot(
         tmp_path: Path) -> None:
-    from segfew.evaluation.leakage import experiment_verdict, leakage_record
+    from segfew.evaluation.leakage import leakage_record
+    from segfew.experiment.verdict import experiment_verdict
 
     train = [save_nifti(tmp_path / "train" / f"c{i}.nii.gz", _volume(i)) for i in range(2)]
     old = _pretrained_on(tmp_path / "old.pt", train)  # training_data only
@@ -566,8 +567,8 @@ def test_split_inspect_and_experiment_join_a_scan_re_stored(tmp_path: Path) -> N
 @pytest.mark.parametrize("records", [True, False])
 def test_an_experiment_pretraining_per_repetition_says_whether_voxels_were_compared(
         tmp_path: Path, records: bool) -> None:
-    from segfew.evaluation.leakage import experiment_verdict
     from segfew.experiment.protocol import run_experiment
+    from segfew.experiment.verdict import experiment_verdict
     from segfew.spec import DataSource
     from tests.experiment.test_protocol import Counting, _cases_on_disk, make_spec
 

@@ -42,8 +42,9 @@ from segfew.runinfo import (
     voxel_digest,
 )
 
-__all__ = ["LeakageCheck", "check_leakage", "check_models", "experiment_verdict", "find_leakage",
-           "leakage_record", "records_voxels", "trained_digests", "trained_on", "training_groups"]
+__all__ = ["LeakageCheck", "check_leakage", "check_models", "compared_words", "find_leakage",
+           "lacking_words", "leakage_record", "records_voxels", "restored_note",
+           "trained_digests", "trained_on", "training_groups"]
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,12 @@ class LeakageCheck:
         then the evaluated patients other cases of whom trained it (how many, one named)."""
         scans = [i for i in self.leaked if i not in set(self.by_patient)]
         words = [f"{self.trained()} on {len(scans)} evaluated case(s) ({_shown(scans)}"
-                 f"{_restored_note(self.restored, scans)})"] if scans else []
+                 f"{restored_note(self.restored, scans)})"] if scans else []
         if self.by_patient:
-            words.append(_patient_words(self.patients, self.of_patients, len(self.by_patient)))
+            who = ("the segmentation network inside the classifier"
+                   if set(self.by_patient) <= set(self.network_only) else "the model")
+            words.append(_patient_words(self.patients, self.of_patients, len(self.by_patient),
+                                        who))
         return "; ".join(words)
 
     def describe(self) -> str:
@@ -100,11 +104,11 @@ class LeakageCheck:
                     "that no evaluated case trained it could not be made")
         if not self.leaked and self.unrecorded:
             return (f"{self.model}: no evaluated case trained the classifier "
-                    f"({_compared(self.by_voxels)}); whether any trained {self.unrecorded} "
+                    f"({compared_words(self.by_voxels)}); whether any trained {self.unrecorded} "
                     "is not recorded")
         if not self.leaked:
             return (f"{self.model}: no evaluated case trained it "
-                    f"({_compared(self.by_voxels)})")
+                    f"({compared_words(self.by_voxels)})")
         if self.by_patient:
             return f"{self.model}: {self.leak_words()}"
         return (f"{self.model}: {self.trained()} on {len(self.leaked)} evaluated case(s): "
@@ -112,7 +116,7 @@ class LeakageCheck:
 
     def named(self) -> str:
         """The leaked ids, and which of them are training scans re-stored in other files."""
-        return _shown(self.leaked) + _restored_note(self.restored, self.leaked)
+        return _shown(self.leaked) + restored_note(self.restored, self.leaked)
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "checked": self.checked, "leaked": list(self.leaked),
@@ -121,8 +125,9 @@ class LeakageCheck:
                 list(self.by_patient), "unrecorded": self.unrecorded, "verdict": self.describe()}
 
 
-def _patient_words(patients: Sequence[str], of: int, cases: int) -> str:  # leak_words's
-    return (f"other cases of {len(patients)} of the {of} evaluated patients trained the model "
+def _patient_words(patients: Sequence[str], of: int, cases: int, who: str = "the model"
+                   ) -> str:  # leak_words's
+    return (f"other cases of {len(patients)} of the {of} evaluated patients trained {who} "
             f"(e.g. {patients[0]}): {cases} evaluated case(s) are theirs")
 
 
@@ -133,7 +138,7 @@ def training_groups(cases: Sequence[Case]) -> dict[str, list[str]]:
     return {"training_groups": sorted({c.group for c in cases if c.group})} if named else {}
 
 
-def _compared(by_voxels: bool, lacking: str = "this model file records none") -> str:
+def compared_words(by_voxels: bool, lacking: str = "this model file records none") -> str:
     """What the check compared, in words: by voxels too, or by file bytes only and why
     (``lacking``: which model records no voxel digests)."""
     if by_voxels:
@@ -145,12 +150,12 @@ def _compared(by_voxels: bool, lacking: str = "this model file records none") ->
             "looked for")
 
 
-def _none(names: Sequence[str]) -> str:
+def lacking_words(names: Sequence[str]) -> str:
     """``"a.pt records none"``, ``"a.pt, b.pt record none"``."""
     return f"{', '.join(names)} record{'s' if len(names) == 1 else ''} none"
 
 
-def _restored_note(ids: Sequence[str], leaked: Sequence[str] = ()) -> str:
+def restored_note(ids: Sequence[str], leaked: Sequence[str] = ()) -> str:
     """What to add after the leaked ids ``leaked`` of those found by their voxels only: ""
     for none, ``": the same voxels …"`` when they are all of ``leaked``, else
     ``"; X, Y: the same voxels …"``."""
@@ -215,7 +220,9 @@ class _Record:
     own: tuple[set[str], set[str]] | None = None
     """A classifier's own digests and voxel digests, beside its network's in the sets above."""
     groups: frozenset[str] = frozenset()
-    """The patients whose cases trained the classifier (``metrics.training_groups``)."""
+    """The patients whose cases trained the model or its network (``training_groups``)."""
+    own_groups: frozenset[str] | None = None
+    """A classifier's own patients, beside its network's in ``groups``."""
 
 
 def _voxels(meta_metrics: dict[str, Any]) -> set[str] | None:
@@ -247,8 +254,10 @@ def _manifest(model_path: Path) -> _Record:
     source, theirs = _recorded(source_metrics), _voxels(source_metrics)
     if source is None:
         return _Record(None)
+    network = frozenset(str(g) for g in source_metrics.get("training_groups") or [])
     return _Record(own | source, mine.voxels | (theirs or set()),
-                   mine.by_voxels and theirs is not None, own=(own, mine.voxels), groups=groups)
+                   mine.by_voxels and theirs is not None, own=(own, mine.voxels),
+                   groups=groups | network, own_groups=groups)
 
 
 def records_voxels(model_path: Path) -> bool:
@@ -312,6 +321,8 @@ def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
     cases = list(cases)
     known = {patient_key(g) for g in record.groups}  # "P007" is "p7" as a spreadsheet saves it
     patients = {c.group for c in cases if c.group is not None and patient_key(c.group) in known}
+    own_patients = None if record.own_groups is None else {
+        patient_key(g) for g in record.own_groups}
     for case in cases:
         images = [Path(p) for p in case.images]
         if any(trained_on(p, digests) for p in images):
@@ -323,6 +334,8 @@ def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
             if case.group in patients:  # another slice or visit of a training patient
                 leaked.add(case.id)
                 by_patient.add(case.id)
+                if own_patients is not None and patient_key(case.group) not in own_patients:
+                    network_only.add(case.id)  # a patient of the network's alone
             continue
         if record.own is not None and not (
                 any(trained_on(p, record.own[0]) for p in images)
@@ -368,9 +381,11 @@ def check_leakage(model_path: Path, test_cases: Iterable[Case], allow: bool = Fa
                       "trained it"), stacklevel=2)
         return check
     if check.leaked:
-        message = (f"the segmentation network was trained on {len(check.leaked)} test case(s) "
-                   f"({check.named()}); pre-train per repetition (pretrain = <spec>) "
-                   "or on a disjoint pool, or set allow_leakage = true")
+        what = check.leak_words().replace("evaluated", "test") if check.by_patient else (
+            f"the segmentation network was trained on {len(check.leaked)} test case(s) "
+            f"({check.named()})")
+        message = (f"{what}; pre-train per repetition (pretrain = <spec>) or on a disjoint "
+                   "pool, or set allow_leakage = true")
         if not allow:
             raise DataError(message, model_path)
         warnings.warn(f"{model_path}: LEAKAGE: {message}", stacklevel=2)
@@ -403,47 +418,10 @@ def leakage_record(checks: Sequence[LeakageCheck], allowed: bool) -> dict[str, A
         verdict = "; ".join(c.describe() for c in checks)
     elif checked:
         lacking = [Path(c.model).name for c in checks if not c.by_voxels]
-        verdict = f"no evaluated case trained the model ({_compared(by_voxels, _none(lacking))})"
+        how = compared_words(by_voxels, lacking_words(lacking))
+        verdict = f"no evaluated case trained the model ({how})"
     else:
         verdict = ("not checked: " + "; ".join(c.describe() for c in checks if not c.checked))
     return {"checked": checked, "leaked": leaked, "restored": restored, "by_voxels": by_voxels,
             "patients": patients, "allowed": allowed, "verdict": verdict,
             "models": [c.as_dict() for c in checks]}
-
-
-def experiment_verdict(data: dict[str, Any], unit: str) -> tuple[bool, str]:
-    """The leakage check of an experiment (its ``data.json``) in words, for the report's
-    first screen: ``(alarm, sentence)``; ``alarm`` when a network was trained on test cases
-    (every score is then optimistic) or nothing could be checked."""
-    check = data.get("leakage_check")
-    if data.get("leakage"):
-        names = "; ".join(f"{Path(p).name} on {len(ids)} test {unit} ({', '.join(ids[:6])}"
-                          f"{' …' if len(ids) > 6 else ''})" for p, ids in data["leakage"].items())
-        restored = sorted({i for n in (check or {}).get("networks") or []
-                           for i in n.get("restored") or []})
-        note = f" ({_restored_note(restored)[2:]})" if restored else ""
-        return True, (f"LEAKAGE — these curves are not a test: the segmentation network was "
-                      f"trained on test {unit} ({names}){note}. Every score below is "
-                      "optimistic. "
-                      "Pre-train per repetition (pretrain = <spec>) or on a pool disjoint "
-                      "from every test set.")
-    if check is None:
-        return False, "Leakage check: not recorded in this run folder."
-    networks = check.get("networks") or []
-    unchecked = [Path(n["model"]).name for n in networks if not n.get("checked")]
-    if unchecked:  # a model file with no record, or another tool's label maps (a folder)
-        return True, (f"Leakage check not made: {', '.join(unchecked)}: no record of what "
-                      f"trained the network (or the tool that made the label maps), so whether "
-                      f"test {unit} trained it is unknown.")
-    if check.get("per_repetition"):
-        how = _compared(bool(check.get("by_voxels")), "those networks record none")
-        return False, ("Leakage check: passed. The segmentation network was pre-trained anew "
-                       f"in each repetition on its training {unit} only, and checked against "
-                       f"its test set ({how}).")
-    if networks:
-        shown = ", ".join(Path(n["model"]).name for n in networks)
-        lacking = [Path(n["model"]).name for n in networks if not n.get("by_voxels")]
-        how = _compared(not lacking, _none(lacking))
-        return False, (f"Leakage check: passed. No test {unit}' images trained the "
-                       f"segmentation network ({shown}; {how}).")
-    return False, "Leakage check: no pre-trained network is shared by the repetitions."

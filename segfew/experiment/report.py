@@ -24,7 +24,6 @@ from segfew.evaluation.figures import (
     plot_examples,
     plot_learning_curves,
 )
-from segfew.evaluation.leakage import experiment_verdict
 from segfew.experiment.gallery import misclassified_sheets
 from segfew.experiment.pooling import confusion, pooled_accuracy
 from segfew.experiment.protocol import FRAMEWORK_NAMES, load_cases, load_spec
@@ -35,6 +34,7 @@ from segfew.experiment.results import (
     summarise_selection,
     task_status,
 )
+from segfew.experiment.verdict import experiment_verdict
 from segfew.files import check_replace, is_recorded, outputs_record, write_json, write_text
 from segfew.inference.measure_names import cine_channel_words, label
 from segfew.inference.predictor import Predictor

@@ -19,6 +19,7 @@ from segfew.data import attach_labels, find_cases, find_segmentation_cases, has_
 from segfew.data.label_names import read_label_names
 from segfew.data.read import SparseLabelsError, check_lossless, consecutive_label_map
 from segfew.errors import DataError, Skipped, SpecError
+from segfew.evaluation.leakage import training_groups
 from segfew.jobs.common import (
     Training,
     fit_and_save,
@@ -114,12 +115,7 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
         cases = attach_labels(found, d.labels, recursive=d.recursive)
     if not cases:
         raise DataError("no labelled images found", spec.data.images)
-    # A one-channel network learns from each channel's volume and its own label map
-    # (ACDC: ED and ES, each with a mask); the classifier later runs it per channel.
-    flat: list[Case] = []
-    for case in cases:
-        flat.extend(case.per_channel() if len(case.images) > 1 and len(case.labels) > 1 else [case])
-    return flat
+    return cases
 
 
 def declared_label_names(spec: PretrainSpec) -> list[str] | None:
@@ -153,8 +149,9 @@ def pretrain(
     passed to :func:`segfew.train.fit`; the validation split is announced on the
     ``segfew`` logger. ``cases`` (with label maps) replace discovery from ``spec.data`` —
     the experiment pre-trains each repetition on its training side this way. The model
-    file records the SHA-256 of every training file (``metrics.training_data``) and of every
-    training image's voxels (``metrics.training_voxels``), for leakage checks.
+    file records the SHA-256 of every training file (``metrics.training_data``), of every
+    training image's voxels (``metrics.training_voxels``) and, where a table's group column
+    names them, the training patients (``metrics.training_groups``), for leakage checks.
 
     The run folder is locked while the run writes to it (:func:`guarded_run`); one holding
     an unfinished run needs ``resume`` or ``overwrite``. Before any
@@ -187,9 +184,11 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
     """The M-Net, its tensors and its model file's description (:func:`fit_and_save`)."""
     if cases is None:
         cases = _segmentation_cases(spec)
-    else:
-        cases = [c for case in cases for c in (
-            case.per_channel() if len(case.images) > 1 and len(case.labels) > 1 else [case])]
+    patients = training_groups(cases)  # a table's patients: their other cases are leakage
+    # A one-channel network learns from each channel's volume and its own label map
+    # (ACDC: ED and ES, each with a mask); the classifier later runs it per channel.
+    cases = [c for case in cases for c in (
+        case.per_channel() if len(case.images) > 1 and len(case.labels) > 1 else [case])]
     for case in cases:  # a refusal from headers alone comes before any other line
         for label in case.labels:
             check_lossless(label)
@@ -250,6 +249,7 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
                 "best_epoch": result.best_epoch,
                 "training_data": sorted({row["sha256"] for row in info["data"]}),
                 "training_voxels": voxels,
+                **patients,
             },
         )
 

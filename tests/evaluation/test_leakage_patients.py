@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from segfew.data import Case
@@ -101,3 +102,44 @@ def test_patient_values_written_another_way_are_the_same_patient() -> None:
     assert patient_key("P007") == patient_key(" p7 ") == patient_key("P7")
     assert patient_key("0012") == patient_key("12") != patient_key("120")
     assert patient_key("TCGA_CS_4943") == patient_key("tcga_cs_4943")
+
+
+def test_a_network_pretrained_on_a_tables_patients_records_them(
+        phantoms: Path, tmp_path: Path) -> None:
+    """``pretrain --table`` with a patient column records its patients; a classifier on that
+    network is refused on other slices of them, the network named as what they trained."""
+    from segfew.modelfile import read_model_file
+
+    train, test = _tables(phantoms, tmp_path)
+    tiny = ("--n-s", "2", "--size", "32", "--epochs", "1", "--threads", "1", "--no-progress",
+            "--no-cache")
+    seg = tmp_path / "seg.pt"
+    invoke("pretrain", "--images", str(phantoms / "images"), "--labels",
+           str(phantoms / "labels"), "--table", str(train), "--out", str(seg), *tiny)
+    patients = sorted({r["patient"] for r in csv.DictReader(train.open())})
+    assert read_model_file(seg)[0].metrics["training_groups"] == patients
+    bare = tmp_path / "bare.pt"  # no table: file names are no patients
+    invoke("pretrain", "--images", str(phantoms / "images"), "--labels",
+           str(phantoms / "labels"), "--out", str(bare), *tiny)
+    assert "training_groups" not in read_model_file(bare)[0].metrics
+
+    ids_only = tmp_path / "ids.csv"  # the classifier's own table names no patient
+    ids_only.write_text("".join(",".join(r[:2]) + "\n" for r in csv.reader(train.open())))
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", "--table", str(ids_only), "--images", str(phantoms / "images"),
+           "--framework", "measures", "--features", str(seg), "--out", str(clf),
+           "--threads", "1", "--no-progress", "--no-cache")
+    refused = " ".join(invoke(
+        "evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
+        str(test), "--out", str(tmp_path / "ev"), "--bootstrap", "20", "--threads", "1",
+        "--no-progress", expect=2).split())
+    assert ("other cases of 6 of the 6 evaluated patients trained the segmentation network "
+            "inside the classifier") in refused
+    # an experiment's shared network: the same check of its test patients
+    from segfew.errors import DataError
+    from segfew.evaluation.leakage import check_leakage
+
+    cases = [Case(r["id"], (phantoms / "images" / f"{r['id']}.nii.gz",), group=r["patient"])
+             for r in csv.DictReader(test.open())]
+    with pytest.raises(DataError, match="other cases of 6 of the 6 test patients trained"):
+        check_leakage(seg, cases)

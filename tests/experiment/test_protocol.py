@@ -11,7 +11,6 @@ import pytest
 
 from segfew.data import Case
 from segfew.errors import DataError, SpecError
-from segfew.evaluation.leakage import experiment_verdict
 from segfew.experiment.protocol import (
     Task,
     parse_shard,
@@ -21,6 +20,7 @@ from segfew.experiment.protocol import (
     split_for,
 )
 from segfew.experiment.results import collect_results, summarise, task_status
+from segfew.experiment.verdict import experiment_verdict
 from segfew.metrics import classification_metrics
 from segfew.spec import DataSource, ExperimentSpec
 
