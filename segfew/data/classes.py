@@ -414,17 +414,25 @@ def _with_targets(cases: Sequence[Case], classified: Sequence[Case],
     return out
 
 
-def table_ids(table: Path, id_column: str | None = None) -> list[str]:
-    """The case ids a table lists, in order (a path becomes its file's case id), for
-    commands that only select cases by it (``evaluate --table`` of a segmentation model);
-    no class column is needed."""
+def table_ids(table: Path, id_column: str | None = None, group_column: str | None = None
+              ) -> dict[str, str | None]:
+    """The case ids a table lists, in order (a path becomes its file's case id), each with
+    its patient (the group column, :func:`pick_group_column`; None where none is named), for
+    commands that only select cases by it (``evaluate --table`` of a segmentation model,
+    whose leakage check compares the patients); no class column is needed."""
     rows = read_table_rows(Path(table))
     columns = list(rows[0].keys()) if rows else []
     if not rows:
         raise DataError("table has a header but no rows", table)
     if id_column is None:
-        rows, columns, id_column, _ = _clinicadl_ids(rows, columns, None)
+        rows, columns, id_column, group_column = _clinicadl_ids(rows, columns, group_column)
     col = _pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
-    values = [row.get(col, "") for row in rows]
-    return [case_id(Path(v)) if "/" in v or "\\" in v or is_image_file(Path(v)) else v
-            for v in values if v]
+    group_col = pick_group_column(columns, group_column, col, table)
+    out: dict[str, str | None] = {}
+    for row in rows:
+        v = row.get(col, "")
+        if v:
+            cid = case_id(Path(v)) if "/" in v or "\\" in v or is_image_file(Path(v)) else v
+            patient = (row.get(group_col) or "").strip() if group_col else ""
+            out.setdefault(cid, patient or None)
+    return out

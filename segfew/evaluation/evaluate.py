@@ -351,11 +351,11 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
     for a segmentation model). Channels default to the model's. ``run_spec`` (the
     command's resolved spec) is saved in ``run.json``; an option the model's kind never reads
     (:data:`segfew.inference.predictor.ONE_KIND_OPTIONS`: ``labels`` or ``label_map`` with a
-    classifier; ``explain``, ``bootstrap`` — None: 1000 for a classifier —, ``label_column``
-    or ``group_column`` with a segmentation model) raises :class:`SpecError`, not silently
-    ignored. ``masks``: the
-    label maps of a classifier trained with ``--masks``; ``explain``: a classifier's evidence sheets
-    (:func:`evaluate_classifier`).
+    classifier; ``explain``, ``bootstrap`` — None: 1000 for a classifier — or
+    ``label_column`` with a segmentation model) raises :class:`SpecError`, not silently
+    ignored; a segmentation model's ``group_column`` gives the table's patients to its
+    leakage check. ``masks``: the label maps of a classifier trained with ``--masks``;
+    ``explain``: a classifier's evidence sheets (:func:`evaluate_classifier`).
     """
     with output_lock(out_dir):  # a second run into out_dir is refused, not mixed in
         paths, predictors = open_models(model_path, device=device, batch_size=batch_size)
@@ -369,8 +369,7 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
         if channels is None and meta.channels:
             channels = list(meta.channels)
         refuse_unread_options(meta.kind, paths[0], labels=labels, label_map=label_map,
-                              explain=explain, bootstrap=bootstrap, label_column=label_column,
-                              group_column=group_column)
+                              explain=explain, bootstrap=bootstrap, label_column=label_column)
         if meta.kind == "classifier":  # a table or class sub-folders; a missing image: a row
             with skipped_at_door(skipped):
                 cases = find_classification_cases(
@@ -389,7 +388,7 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
         cases = predictor.split_channels(
             find_scored_segmentation(images, labels, channels, skipped))
         if table is not None:
-            cases = select_table_cases(cases, table_ids(table, id_column), table)
+            cases = select_table_cases(cases, table_ids(table, id_column, group_column), table)
         label_map = truth_remap(label_map, meta.spec, cases, len(meta.classes), paths[0])
         return meta.kind, evaluate_segmentation(paths[0], cases, out_dir, device=device,
                                                 batch_size=batch_size, progress=progress,

@@ -16,8 +16,9 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,17 @@ __all__ = [
 CASE_PROBLEMS = ("image without label", "no label for channel")
 
 
-def select_table_cases(cases: Sequence[Case], ids: Sequence[str], table: Path) -> list[Case]:
-    """The ``cases`` a table lists: a case whose id is a table id, or begins with one and
-    ``_`` (the frames or channels of a patient: ``patient003_frame01`` of ``patient003``).
+def select_table_cases(cases: Sequence[Case], ids: Mapping[str, str | None], table: Path
+                       ) -> list[Case]:
+    """The ``cases`` a table lists (``ids``: each id's patient, :func:`segfew.data.table_ids`):
+    a case whose id is a table id, or begins with one and ``_`` (the frames or channels of a
+    patient: ``patient003_frame01`` of ``patient003``), with the row's patient as its group.
     A table id that matches no case becomes a case with a ``problem`` (its error row), so
     exactly the table's cases are scored and none is silently lost."""
     out: list[Case] = []
-    for tid in dict.fromkeys(ids):
-        hits = [c for c in cases if c.id == tid or c.id.startswith(f"{tid}_")]
+    for tid, patient in ids.items():
+        hits = [c if patient is None else replace(c, group=patient)
+                for c in cases if c.id == tid or c.id.startswith(f"{tid}_")]
         out += hits or [Case(tid, (), problem=f"table case {tid!r} has no labelled image "
                                                 f"(in {table})")]
     return out

@@ -64,8 +64,6 @@ ONE_KIND_OPTIONS = {
     "bootstrap": ("classifier", "draws a classifier's intervals; Dice has none here"),
     "label_column": ("classifier", "names the table's class column; a segmentation model's "
                      "truth is its label maps (--labels), the table only selects the cases"),
-    "group_column": ("classifier", "names the patients a classifier's intervals resample; "
-                     "Dice has no interval here"),
 }
 
 

@@ -50,7 +50,6 @@ def test_predict_keeps_the_options_of_its_kind(scans: Path) -> None:
     ("segmentation", ("--explain", "ex"), "--explain draws a classifier's evidence"),
     ("segmentation", ("--bootstrap", "50"), "--bootstrap draws a classifier's intervals"),
     ("segmentation", ("--label-column", "label"), "--label-column names the table's class"),
-    ("segmentation", ("--group-column", "patient"), "--group-column names the patients"),
 ])
 def test_evaluate_refuses_an_option_of_the_other_kind(scans: Path, kind: str,
                                                       option: tuple[str, ...], said: str

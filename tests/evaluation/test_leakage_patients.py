@@ -143,3 +143,9 @@ def test_a_network_pretrained_on_a_tables_patients_records_them(
              for r in csv.DictReader(test.open())]
     with pytest.raises(DataError, match="other cases of 6 of the 6 test patients trained"):
         check_leakage(seg, cases)
+    # and the network's own Dice on them: its table's patients are compared too
+    dice = " ".join(invoke(
+        "evaluate", "--model", str(seg), "--images", str(phantoms / "images"), "--labels",
+        str(phantoms / "labels"), "--table", str(test), "--out", str(tmp_path / "dice"),
+        "--threads", "1", "--no-progress", expect=2).split())
+    assert "other cases of 6 of the 6 evaluated patients trained the model" in dice
