@@ -168,7 +168,11 @@ class MeasuresClassifier(Classifier, kind="measures classifier"):
         return self.measurer(case)
 
     def load(self, case: Case) -> np.ndarray:
-        """The measurements of a case ``(F,)`` float64, in the order the model was fitted."""
+        """The measurements of a case ``(F,)`` float64, in the order the model was fitted.
+        A case found with a ``problem`` (a table row with no image) raises it as a
+        DataError: its error row."""
+        if case.problem is not None:
+            raise DataError(case.problem)
         m = self.measurer(case)
         names = self.meta.architecture.args["feature_names"]
         if len(case.images) != self.in_channels:

@@ -1,0 +1,34 @@
+"""``evaluate`` of a classifier of another tool's label maps (``--masks``) keeps its good cases
+when a table row finds no image: that row is an error row, as for every other model kind."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+from tests.conftest import invoke
+
+
+def test_a_table_row_without_an_image_is_an_error_row_not_a_lost_batch(
+        phantoms: Path, tmp_path: Path) -> None:
+    masks = shutil.copytree(phantoms / "labels", tmp_path / "masks")
+    (masks / "label_names.json").write_text(json.dumps(
+        {"label_names": ["background", "wall", "cavity", "blob"]}))
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+           str(phantoms / "images"), "--framework", "measures", "--masks", str(masks),
+           "--out", str(clf), "--threads", "1", "--no-progress", "--no-cache")
+    rows = (phantoms / "labels.csv").read_text().splitlines()
+    typo = tmp_path / "typo.csv"
+    typo.write_text("\n".join([rows[0], "nosuchcase," + rows[1].split(",", 1)[1], *rows[2:]]))
+    out = tmp_path / "ev"
+    invoke("evaluate", "--model", str(clf), "--table", str(typo), "--images",
+           str(phantoms / "images"), "--masks", str(masks), "--out", str(out), "--bootstrap",
+           "0", "--allow-leakage", "--threads", "1", "--no-progress", expect=1)
+    table = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(table) == len(rows) - 1
+    failed = [r for r in table if r["status"] == "error"]
+    assert [r["id"] for r in failed] == ["nosuchcase"] and "has no image" in failed[0]["error"]
+    assert json.loads((out / "metrics.json").read_text())["n_scored"] == len(rows) - 2
