@@ -138,21 +138,26 @@ def pooled_accuracy(results: Sequence[Mapping[str, Any]], classes: Sequence[str]
     repetitions count as independent). Where no result records its patients (an older
     segfew), it draws the pooled cases (:func:`segfew.metrics.accuracy_summary`).
 
-    Returns ``{"accuracy", "low", "high", "n", "per_repetition", "units",
-    "units_per_repetition", "chance_rate", "distinguishable_from_chance"}``: ``n`` scored
-    test predictions in all, ``per_repetition`` test cases in each repetition (the largest
-    when they differ); ``units`` distinct patients resampled and ``units_per_repetition``
-    test patients in each repetition (the largest), both None where cases are resampled.
+    Returns ``{"accuracy", "low", "high", "n", "repetitions", "per_repetition",
+    "fewest_per_repetition", "units", "units_per_repetition", "fewest_units_per_repetition",
+    "chance_rate", "distinguishable_from_chance"}``: ``n`` scored test predictions in all,
+    ``repetitions`` results pooled (those finished), ``per_repetition`` test cases in each
+    repetition (the largest when they differ, ``fewest_per_repetition`` the smallest);
+    ``units`` distinct patients resampled and ``units_per_repetition`` test patients in each
+    repetition (the largest; ``fewest_units_per_repetition`` the smallest), all three None
+    where cases are resampled.
     """
-    per_rep = max((int(r.get("n_test") or 0) for r in results), default=0)
+    tested = [int(r.get("n_test") or 0) for r in results]
+    counts = {"repetitions": len(results), "per_repetition": max(tested, default=0),
+              "fewest_per_repetition": min(tested, default=0)}
     rows = _pooled_rows(results, classes)
     if rows is None or not len(rows[0]):
         y_true, y_pred = cases_from_confusion(confusion(results, classes))
         summary = accuracy_summary(y_true == y_pred, y_true, bootstrap=bootstrap, seed=seed)
         low, high = summary["ci"] or (None, None)
         return {"accuracy": summary["accuracy"], "low": low, "high": high, "n": summary["n"],
-                "per_repetition": per_rep, "units": None, "units_per_repetition": None,
-                "chance_rate": summary["chance_rate"],
+                **counts, "units": None, "units_per_repetition": None,
+                "fewest_units_per_repetition": None, "chance_rate": summary["chance_rate"],
                 "distinguishable_from_chance": summary["distinguishable_from_chance"]}
     y_true, y_pred, units = rows
     order = np.argsort(y_true * len(classes) + y_pred, kind="stable")  # as cases_from_confusion
@@ -160,8 +165,9 @@ def pooled_accuracy(results: Sequence[Mapping[str, Any]], classes: Sequence[str]
                                bootstrap=bootstrap, seed=seed,
                                groups=[units[i] for i in order])
     low, high = m["ci"].get("accuracy") or (None, None)
+    patients = [len(set(r["test_groups"])) for r in results]
     return {"accuracy": m["accuracy"], "low": low, "high": high, "n": m["n"],
-            "per_repetition": per_rep, "units": m["n_groups"],
-            "units_per_repetition": max(len(set(r["test_groups"])) for r in results),
+            **counts, "units": m["n_groups"], "units_per_repetition": max(patients),
+            "fewest_units_per_repetition": min(patients),
             "chance_rate": m["chance_rate"],
             "distinguishable_from_chance": m["distinguishable_from_chance"]}

@@ -25,6 +25,8 @@ from segfew.evaluation.figures import (
     plot_learning_curves,
 )
 from segfew.experiment.gallery import misclassified_sheets
+from segfew.experiment.lead import lead_sentence as _summary
+from segfew.experiment.lead import unfinished_words
 from segfew.experiment.pooling import confusion, pooled_accuracy
 from segfew.experiment.protocol import FRAMEWORK_NAMES, load_cases, load_spec
 from segfew.experiment.render import Block, html_page, markdown
@@ -106,42 +108,6 @@ def _times(n: int) -> str:
     return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
 
-def _summary(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence[int],
-             unit: str, repetitions: int) -> str:
-    """One sentence: the best framework at each size (all that tie at 3 decimals), its
-    accuracy, CI and test cases."""
-    parts = []
-    for size in sizes:
-        here = [(fw, p) for (fw, sz), p in points.items() if sz == size
-                and p["accuracy"] is not None]
-        if not here:
-            continue
-        fw, p = max(here, key=lambda item: item[1]["accuracy"])
-        best = [f for f, q in here if round(q["accuracy"], 3) == round(p["accuracy"], 3)]
-        who = (f"{', '.join(best[:-1])} and {best[-1]} tied" if len(best) > 1
-               else f"{fw} was best")
-        ci = (f" (95% CI {p['low']:.2f}–{p['high']:.2f})" if p["low"] is not None else "")
-        chance = (f", not distinguishable from chance ({p['chance_rate']:.2f}, the share of "
-                  "the largest class)" if p.get("distinguishable_from_chance") is False
-                  else f", below chance ({p['chance_rate']:.2f}, the share of the largest "
-                  "class)" if _below_chance(p) else "")
-        one = unit.removesuffix("s") if size == 1 else unit  # 1 labelled patient
-        parts.append(f"with {size} labelled {one} per class, {who} at accuracy "
-                     f"{p['accuracy']:.2f}{ci}{chance}")
-    if not parts:
-        return "No task has finished yet."
-    first = next(iter(points.values()))
-    cases, units = first["per_repetition"], first.get("units_per_repetition")
-    if units is None:  # an older segfew recorded no patients: its cases are the unit
-        test, pooled = f"{cases} test cases", ""
-    else:
-        test = (f"{units} test {unit}" if units == cases
-                else f"{cases} cases of {units} test {unit}")
-        pooled = f" ({first['units']} distinct {unit})" if first.get("units") else ""
-    return ("In short: " + "; ".join(parts) + f" — each on {test} per repetition, "
-            f"{repetitions} repetition{'s' if repetitions != 1 else ''} pooled{pooled}.")
-
-
 def _interval_words(points: dict[tuple[str, int], dict[str, Any]], unit: str) -> str:
     """What the bracketed intervals resample, for the caption above the results."""
     one = unit.removesuffix("s")
@@ -173,7 +139,8 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[Block]:
     b: list[Block] = [Block("h1", f"Learning curves: classification from few labelled {unit}")]
     alarm, verdict = experiment_verdict(data, unit)  # the first screen states it
     b.append(Block("banner" if alarm else "p", verdict))
-    b.append(Block("p", _summary(points, spec.sizes, unit, spec.repetitions)))
+    b.append(Block("p", _summary(points, spec.sizes, unit, spec.repetitions,
+                                 unfinished_words(status))))
     test_words = ("a fixed test set" if spec.test == "fixed" else
                   f"the {unit} not used for training (a new random split each repetition)")
     b.append(Block("p", (
