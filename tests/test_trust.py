@@ -118,7 +118,7 @@ def test_a_classifier_and_an_ensemble_scored_on_training_cases_are_refused(
     images, table = labelled
     clean = with_manifest(make_classifier(tmp_path / "a.pt"), [])
     leaky = with_manifest(make_classifier(tmp_path / "b.pt"), [images / "s4.nii.gz"])
-    base = ["evaluate", "--table", str(table), "--images", str(images), "--bootstrap", "20",
+    base = ["evaluate", "--table", str(table), "--images", str(images), "--bootstrap", "200",
             "--device", "cpu", "--no-progress"]
     invoke(*base, "--model", str(clean), "--out", str(tmp_path / "e1"))
     assert json.loads((tmp_path / "e1" / "metrics.json").read_text())["leakage"]["checked"]

@@ -167,6 +167,9 @@ def door_lines(metrics: dict[str, Any], table: Path | None) -> list[str]:
     words = chance_words(metrics)
     if words:
         lines.append(f"[bold yellow]accuracy {escape(words)}[/]")
+    elif metrics.get("bootstrap") == 0 and "accuracy" in metrics:
+        lines.append("[yellow]no 95% intervals (--bootstrap 0): whether the accuracy is above "
+                     "chance is not checked[/]")
     return lines
 
 

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from segfew.choices import Framework, Intensity, LabelMethod, Precision
 from segfew.frameworks import NEEDS, framework, help_list
 from segfew.spec.parts import (
+    Bootstrap,
     ClassifierTrainConfig,
     DataSource,
     Device,
@@ -210,7 +211,7 @@ class EvaluateSpec(DataSource):
     device: Device = "auto"
     threads: Threads = None
     batch_size: int = Field(default=8, ge=1)
-    bootstrap: int = Field(default=1000, ge=0, description="resamples for the 95% intervals")
+    bootstrap: Bootstrap = Field(default=1000, description="resamples for the 95% intervals")
     seed: int = Field(default=0, description="seed of the bootstrap")
     allow_leakage: bool = Field(
         default=False, description="score cases a model was trained on, with a warning")
@@ -285,7 +286,7 @@ class ExperimentSpec(Settings):
         default=None, ge=1, description="random test groups per class; default all remaining"
     )
     seed: int = 0
-    bootstrap: int = Field(default=1000, ge=0, description="resamples for each task's CIs")
+    bootstrap: Bootstrap = Field(default=1000, description="resamples for each task's CIs")
     features: Path | None = Field(
         default=None, description="segmentation model file (manual, measures), or a trained "
         "nnU-Net v2 results folder (measures, manual)")

@@ -48,7 +48,7 @@ def test_predict_keeps_the_options_of_its_kind(scans: Path) -> None:
 @pytest.mark.parametrize(("kind", "option", "said"), [
     ("classifier", ("--label-map", "2:1"), "--label-map remaps the label maps a segmentation"),
     ("segmentation", ("--explain", "ex"), "--explain draws a classifier's evidence"),
-    ("segmentation", ("--bootstrap", "50"), "--bootstrap draws a classifier's intervals"),
+    ("segmentation", ("--bootstrap", "500"), "--bootstrap draws a classifier's intervals"),
     ("segmentation", ("--label-column", "label"), "--label-column names the table's class"),
 ])
 def test_evaluate_refuses_an_option_of_the_other_kind(scans: Path, kind: str,

@@ -32,7 +32,7 @@ def test_evaluate_cli_metrics_agree_with_the_predictions(
     model = make_classifier(tmp_path / "clf.pt")
     out = tmp_path / "eval"
     said = invoke("evaluate", "--model", str(model), "--table", str(table), "--images",
-                  str(images), "--out", str(out), "--bootstrap", "20", "--device", "cpu",
+                  str(images), "--out", str(out), "--bootstrap", "200", "--device", "cpu",
                   "--no-progress")
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= REQUIRED
@@ -51,7 +51,7 @@ def test_evaluate_cli_metrics_agree_with_the_predictions(
         "labels": None, "channels": None, "id_column": None, "label_column": None,
         "group_column": None, "label_map": None, "device": "cpu", "threads": None,
         "batch_size": 8,
-        "bootstrap": 20, "seed": 0, "allow_leakage": False,
+        "bootstrap": 200, "seed": 0, "allow_leakage": False,
         "masks": None, "explain": None}
     assert info["seed"] == 0
 

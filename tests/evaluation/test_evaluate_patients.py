@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import CLASSES, invoke, make_classifier
 
-ARGS = ("--device", "cpu", "--no-progress", "--bootstrap", "50")
+ARGS = ("--device", "cpu", "--no-progress", "--bootstrap", "200")
 ROWS_AS_PATIENTS = "each row is taken as its own patient, so the intervals resample rows"
 
 

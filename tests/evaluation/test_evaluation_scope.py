@@ -64,7 +64,7 @@ def test_a_group_column_makes_the_patients_the_unit(
                                 *(f"{r},p{i % 3}" for i, r in enumerate(rows[1:]))]) + "\n")
     out = tmp_path / "eval"
     said = invoke("evaluate", "--model", str(make_classifier(tmp_path / "clf.pt")), "--table",
-                  str(table), "--images", str(images), "--out", str(out), "--bootstrap", "50",
+                  str(table), "--images", str(images), "--out", str(out), "--bootstrap", "200",
                   *ARGS)
     assert "scored 6 of 6 cases" in said
     assert "3 patients (groups): the intervals resample patients, not cases" in said
@@ -143,3 +143,27 @@ def test_the_scored_line_counts_the_sub_folders_skipped(
     assert sum(s["count"] for s in skipped) == patients
     if patients == 2:
         assert sorted(Path(s["path"]).name for s in skipped) == ["patient4", "patient5"]
+
+
+@pytest.mark.parametrize("resamples", ["2", "199"])
+def test_too_few_bootstrap_resamples_are_refused(
+        tmp_path: Path, labelled: tuple[Path, Path], resamples: str) -> None:
+    """A "95% interval" of a few resamples can miss its own estimate: refused, not printed."""
+    images, table = labelled
+    out = tmp_path / "eval"
+    said = " ".join(invoke(
+        "evaluate", "--model", str(make_classifier(tmp_path / "clf.pt")), "--table",
+        str(table), "--images", str(images), "--out", str(out), "--bootstrap", resamples,
+        *ARGS, expect=2).split())
+    assert f"{resamples} resamples are too few for a 95% interval: give at least 200" in said
+    assert not out.exists()
+
+
+def test_no_intervals_says_the_chance_check_is_not_made(
+        tmp_path: Path, labelled: tuple[Path, Path]) -> None:
+    images, table = labelled
+    said = " ".join(invoke(
+        "evaluate", "--model", str(make_classifier(tmp_path / "clf.pt")), "--table",
+        str(table), "--images", str(images), "--out", str(tmp_path / "eval"), "--bootstrap",
+        "0", *ARGS).split())
+    assert "no 95% intervals (--bootstrap 0): whether the accuracy is above chance is not" in said

@@ -72,7 +72,7 @@ def test_evaluate_refuses_other_cases_of_the_training_patients(
     ev = tmp_path / "ev"
     evaluate = ("evaluate", "--model", str(clf), "--images", str(phantoms / "images"),
                 "--table", str(test), "--masks", str(masks), "--out", str(ev),
-                "--bootstrap", "20", "--threads", "1", "--no-progress")
+                "--bootstrap", "200", "--threads", "1", "--no-progress")
     refused = " ".join(invoke(*evaluate, expect=2).split())
     assert "other cases of 6 of the 6 evaluated patients trained the model (e.g. pt-" in refused
     assert "6 evaluated case(s) are theirs" in refused and "--allow-leakage" in refused
@@ -131,7 +131,7 @@ def test_a_network_pretrained_on_a_tables_patients_records_them(
            "--threads", "1", "--no-progress", "--no-cache")
     refused = " ".join(invoke(
         "evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
-        str(test), "--out", str(tmp_path / "ev"), "--bootstrap", "20", "--threads", "1",
+        str(test), "--out", str(tmp_path / "ev"), "--bootstrap", "200", "--threads", "1",
         "--no-progress", expect=2).split())
     assert ("other cases of 6 of the 6 evaluated patients trained the segmentation network "
             "inside the classifier") in refused

@@ -60,7 +60,7 @@ def test_masks_train_predict_evaluate_end_to_end_without_a_network(
 
     ev = tmp_path / "ev"
     evaluate = ("evaluate", "--model", str(clf), "--images", str(phantoms / "images"),
-                "--table", str(phantoms / "labels.csv"), "--out", str(ev), "--bootstrap", "20",
+                "--table", str(phantoms / "labels.csv"), "--out", str(ev), "--bootstrap", "200",
                 "--threads", "1", "--no-progress")
     refused = invoke(*evaluate, "--masks", str(masks), expect=2)  # its own training cases
     assert "trained on 12 evaluated case(s)" in " ".join(refused.split())
@@ -298,7 +298,7 @@ def test_an_experiment_measures_given_masks_and_never_fits_on_its_test_cases(
     """The learning curve of measures on another tool's masks: no network anywhere, each
     task's classifier (family choice included) fitted on its training side only."""
     spec = tmp_path / "curve.toml"
-    spec.write_text('sizes = [2]\nrepetitions = 2\nframeworks = ["measures"]\nbootstrap = 10\n')
+    spec.write_text('sizes = [2]\nrepetitions = 2\nframeworks = ["measures"]\nbootstrap = 200\n')
     out = tmp_path / "run"
     invoke("experiment", "--spec", str(spec), "--out", str(out), "--images",
            str(phantoms / "images"), "--table", str(phantoms / "labels.csv"), "--masks",

@@ -153,7 +153,7 @@ def test_an_nnunet_folder_trains_a_measures_classifier_that_predicts(
 
     ev = tmp_path / "ev"
     evaluate = ("evaluate", "--model", str(clf), "--images", str(phantoms / "images"),
-                "--table", str(phantoms / "labels.csv"), "--out", str(ev), "--bootstrap", "10",
+                "--table", str(phantoms / "labels.csv"), "--out", str(ev), "--bootstrap", "200",
                 "--threads", "1", "--no-progress")
     refused = " ".join(invoke(*evaluate, expect=2).split())  # its own training cases
     assert "trained on 12 evaluated case(s)" in refused and not ev.exists()

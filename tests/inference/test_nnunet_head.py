@@ -79,7 +79,7 @@ def test_an_nnunet_folder_feeds_the_head_from_train_classifier_to_predict(
 
     ev = tmp_path / "ev"
     invoke("evaluate", "--model", str(clf), "--images", str(phantoms / "images"), "--table",
-           str(phantoms / "labels.csv"), "--out", str(ev), "--bootstrap", "10", "--threads",
+           str(phantoms / "labels.csv"), "--out", str(ev), "--bootstrap", "200", "--threads",
            "1", "--no-progress", "--allow-leakage")
     metrics = json.loads((ev / "metrics.json").read_text())
     assert metrics["n_cases"] == 12 and len(metrics["leakage"]["leaked"]) == 12

@@ -21,7 +21,7 @@ def test_experiment_trains_and_scores_each_framework_on_the_same_split(
         phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
     spec = tmp_path / "curve.toml"
     spec.write_text(
-        'sizes = [1, 2]\nrepetitions = 1\nframeworks = ["measures", "scratch"]\nbootstrap = 20\n'
+        'sizes = [1, 2]\nrepetitions = 1\nframeworks = ["measures", "scratch"]\nbootstrap = 200\n'
         "allow_leakage = true\n"  # seg_model saw every phantom: only the protocol is tested here
         "[preprocess]\nsize = [32, 32]\n[train]\nepochs = 1\nbatch_size = 4\nval_fraction = 0.0\n"
     )
@@ -80,7 +80,7 @@ def test_experiment_pretrains_per_repetition_and_measures_never_fit_on_test_case
                    "[train]\nepochs = 1\nbatch_size = 4\nval_fraction = 0.0\n")
     spec = tmp_path / "curve.toml"
     spec.write_text('sizes = [1, 2]\nrepetitions = 1\nframeworks = ["measures"]\n'
-                    f'pretrain = "{pre.as_posix()}"\nbootstrap = 10\n')
+                    f'pretrain = "{pre.as_posix()}"\nbootstrap = 200\n')
     out = tmp_path / "run"
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # the pre-training must take the experiment's --threads 1
