@@ -46,7 +46,8 @@ def predict(
     )] = None,
     min_confidence: Annotated[float | None, setting(
         P, "min_confidence", "Classifier: flag a case low_confidence when its top class "
-        "probability is below this.", min=0.0, max=1.0)] = None,
+        "probability is below this (default: halfway from a uniform guess to certainty, "
+        "(1 + 1/K) / 2 for K classes: 0.75 for 2, 0.6 for 5).", min=0.0, max=1.0)] = None,
     tta: Annotated[bool | None, setting(
         P, "tta", "Segmentation: test-time augmentation, the mean of 5 shifted copies "
         "(5× the time).")] = None,
@@ -117,8 +118,7 @@ def predict(
             precision=resolved.precision, batch_size=resolved.batch_size,
             workers=resolved.workers, progress=bar.cases("cases"),
             probabilities=resolved.probabilities,
-            min_confidence=(resolved.min_confidence if "min_confidence" in
-                            resolved.model_fields_set else None),  # a classifier's: 0.5
+            min_confidence=resolved.min_confidence,
             tta=resolved.tta, run_spec=resolved, masks=resolved.masks,
             explain=resolved.explain, overwrite=overwrite)
     style = "bold red" if failed else "green"

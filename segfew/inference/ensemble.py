@@ -4,14 +4,14 @@ With 10–20 labelled cases one model's choice varies with its seed and its trai
 averaging the class probabilities of several model files (seeds, folds, frameworks over the
 same classes) steadies it. Every prediction carries its **confidence**, the largest
 (averaged) class probability, and is flagged ``low_confidence`` below a threshold
-(default :data:`MIN_CONFIDENCE`), so a reader knows which cases to look at first. With
+(default :func:`default_min_confidence`), so a reader knows which cases to look at first. With
 calibrated models (framework ``measures`` fits a temperature on out-of-fold predictions)
 the confidence reads as a probability of being right.
 
 Example::
 
     rows = average_rows([clf_a.classify(cases), clf_b.classify(cases)], classes)
-    flag_confidence(rows, min_confidence=0.5)
+    flag_confidence(rows)  # below halfway from a uniform guess to certainty
 """
 
 from __future__ import annotations
@@ -31,11 +31,16 @@ if TYPE_CHECKING:
     from segfew.inference.batch import PredictionRow
     from segfew.typing import Progress
 
-__all__ = ["MIN_CONFIDENCE", "ModelPaths", "average_rows", "check_same_classes", "classify_all",
-           "flag_confidence", "model_paths", "open_models"]
+__all__ = ["ModelPaths", "average_rows", "check_same_classes", "classify_all",
+           "default_min_confidence", "flag_confidence", "model_paths", "open_models"]
 
-#: default threshold of ``low_confidence``: the top class holds under half the probability
-MIN_CONFIDENCE = 0.5
+
+def default_min_confidence(n_classes: int) -> float:
+    """The default threshold of ``low_confidence`` for ``n_classes`` classes: halfway from a
+    uniform guess (1/K) to certainty, (1 + 1/K) / 2 — 0.75 for 2 classes, 0.6 for 5. A
+    fixed 0.5 ("under half the probability") can never flag a 2-class answer, whose top
+    class always holds at least half."""
+    return (1 + 1 / max(n_classes, 1)) / 2
 
 
 ModelPaths = str | Path | Sequence[str | Path]
@@ -63,7 +68,7 @@ def open_models(model_path: ModelPaths, **options: Any) -> tuple[list[Path], lis
 
 def classify_all(predictors: Sequence[Predictor], cases: Sequence[Case],
                  progress: Progress | None = None,
-                 min_confidence: float = MIN_CONFIDENCE) -> list[PredictionRow]:
+                 min_confidence: float | None = None) -> list[PredictionRow]:
     """Every model's rows of ``cases``, averaged (:func:`average_rows`) and flagged
     (:func:`flag_confidence`); ``progress(done, total, what)`` counts cases × models."""
     report = progress_counter(progress, len(cases) * len(predictors))
@@ -113,19 +118,22 @@ def average_rows(per_model: Sequence[Sequence[PredictionRow]], classes: Sequence
     return out
 
 
-def flag_confidence(rows: Sequence[PredictionRow], min_confidence: float = MIN_CONFIDENCE
+def flag_confidence(rows: Sequence[PredictionRow], min_confidence: float | None = None
                     ) -> None:
     """Set each ok row's ``confidence`` (its top probability) and ``low_confidence``
-    (confidence < ``min_confidence``), in place; error rows keep none.
+    (confidence < ``min_confidence``; None: :func:`default_min_confidence` of the row's
+    classes), in place; error rows keep none.
 
     A row its classifier flagged already stays flagged whatever its confidence: a measures
     classifier flags a case whose measurements cannot be (an ejection fraction below 0:
     ED and ES swapped, :meth:`segfew.inference.classify.MeasuresClassifier.read`), where
     a 0.99 answer is built on values no heart gives and is not a confident one.
     """
-    if not 0 <= min_confidence <= 1:
+    if min_confidence is not None and not 0 <= min_confidence <= 1:
         raise ValueError(f"min_confidence must be within [0, 1], got {min_confidence}")
     for row in rows:
         if row.status == "ok" and row.probabilities:
             row.confidence = max(row.probabilities.values())
-            row.low_confidence = row.low_confidence or row.confidence < min_confidence
+            least = (default_min_confidence(len(row.probabilities)) if min_confidence is None
+                     else min_confidence)
+            row.low_confidence = row.low_confidence or row.confidence < least

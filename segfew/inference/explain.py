@@ -12,7 +12,7 @@ its error in the index and no sheet (sheets are written atomically).
 
 Example::
 
-    explainer = Explainer(predictor, Path("explain"), min_confidence=0.5)
+    explainer = Explainer(predictor, Path("explain"))
     for case, row in zip(cases, rows):
         explainer.add(case, row)
     explainer.write_index("predictions")    # explain/index.html, explain/sheets/<id>.png
@@ -31,6 +31,7 @@ import numpy as np
 from segfew.errors import DataError
 from segfew.files import check_output, check_replace, is_recorded, outputs_record, write_json
 from segfew.inference.batch import CASE_ERRORS, one_line
+from segfew.inference.ensemble import default_min_confidence
 from segfew.inference.measure_names import cine_channel_words, describe, structure_names
 from segfew.inference.predictor import model_kind
 from segfew.inference.run import segment_probabilities
@@ -63,14 +64,15 @@ class Explainer:
     other files are left alone. Raises DataError for a segmentation model.
     """
 
-    def __init__(self, predictor: Predictor, out_dir: Path, min_confidence: float = 0.5,
+    def __init__(self, predictor: Predictor, out_dir: Path, min_confidence: float | None = None,
                  record: Path | None = None) -> None:
         if predictor.kind != "classifier":
             raise DataError("--explain draws a classifier's evidence; this is a segmentation "
                             "model", predictor.model_path)
         self.predictor, self.out_dir = predictor, Path(out_dir)
-        self.min_confidence = float(min_confidence)
         meta = predictor.meta
+        self.min_confidence = (default_min_confidence(len(meta.classes))
+                               if min_confidence is None else float(min_confidence))
         self.classes = list(meta.classes)
         names = list((meta.feature_source or {}).get("classes") or [])
         self.structures = structure_names(names)
@@ -199,7 +201,7 @@ def _runner_up(probabilities: dict[str, float]) -> str:
 
 
 def explain_batch(predictor: Predictor, cases: list[Case], rows: list[PredictionRow],
-                  out_dir: Path, min_confidence: float = 0.5,
+                  out_dir: Path, min_confidence: float | None = None,
                   targets: list[str | None] | None = None, title: str = "") -> Path:
     """A sheet per case of a classified batch, in order, then the index; returns its path."""
     explainer = Explainer(predictor, out_dir, min_confidence)

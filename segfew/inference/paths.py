@@ -39,7 +39,7 @@ from segfew.inference.batch import (
     progress_counter,
     write_predictions_csv,
 )
-from segfew.inference.ensemble import MIN_CONFIDENCE, classify_all, open_models
+from segfew.inference.ensemble import classify_all, default_min_confidence, open_models
 from segfew.inference.explain import check_explain, explain_batch
 from segfew.inference.fit_measures import estimate_caveat
 from segfew.inference.masks import check_masks
@@ -112,7 +112,7 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
         refuse_unread_options(predictor.meta.kind, predictor.model_path, tta=tta,
                               probabilities=probabilities, min_confidence=min_confidence)
         if min_confidence is None:
-            min_confidence = MIN_CONFIDENCE
+            min_confidence = default_min_confidence(len(predictor.meta.classes))
         for p in predictors:  # a classifier of another tool's label maps reads them
             p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
             _ = p.measurer  # its label maps' source checked once, before any case
@@ -165,7 +165,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
                     "has not learnt the classes (score it on labelled cases: segfew evaluate)",
                     out), stacklevel=2)
             tables = [out.name, *([measurements.name] if measurements is not None else [])]
-            _write_record(record, spec, models, predictors, cases, tables, {"one_class": flag})
+            _write_record(record, spec, models, predictors, cases, tables,
+                          {"one_class": flag, "min_confidence": min_confidence})
             return out, sum(r.status != "ok" for r in rows), len(rows)
 
         if out.suffix.lower() in (".csv", ".tsv"):

@@ -246,9 +246,10 @@ class PredictSpec(Settings):
     probabilities: bool = Field(
         default=False, description="segmentation: also write <id>_prob.nii.gz"
     )
-    min_confidence: float = Field(
-        default=0.5, ge=0, le=1,
-        description="classifier: low_confidence = yes below this top class probability")
+    min_confidence: float | None = Field(
+        default=None, ge=0, le=1,
+        description="classifier: low_confidence = yes below this top class probability "
+        "(None: halfway from a uniform guess to certainty, (1 + 1/K) / 2 for K classes)")
     tta: bool = Field(
         default=False, description="segmentation: test-time augmentation (shifted copies)")
     masks: Path | None = Field(default=None, description="a measures classifier fitted on "

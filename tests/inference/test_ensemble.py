@@ -120,6 +120,21 @@ def test_flag_confidence_marks_rows_below_the_threshold() -> None:
         flag_confidence(rows, min_confidence=1.5)
 
 
+def test_the_default_threshold_can_flag_a_two_class_answer() -> None:
+    """0.5 could never flag one (its top class holds at least half): halfway from a uniform
+    guess to certainty, 0.75 for 2 classes and 0.6 for 5."""
+    from segfew.inference.batch import PredictionRow
+    from segfew.inference.ensemble import flag_confidence
+
+    two = [PredictionRow("coin", "", "a", {"a": 0.504, "b": 0.496}),
+           PredictionRow("sure", "", "a", {"a": 0.9, "b": 0.1})]
+    five = [PredictionRow(f"c{i}", "", "a", {"a": top, **{k: (1 - top) / 4 for k in "bcde"}})
+            for i, top in enumerate((0.55, 0.65))]
+    flag_confidence(two)
+    flag_confidence(five)
+    assert [r.low_confidence for r in two + five] == [True, False, True, False]
+
+
 def test_predict_cli_takes_several_models_and_a_confidence_threshold(
         two_classifiers: list[Path], folder: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner

@@ -265,8 +265,10 @@ def test_predict_from_a_spec_file_with_a_flag_overriding_out(
                             "recursive": False, "channels": None, "device": "cpu",
                             "threads": None, "precision": "auto", "batch_size": 1,
                             "workers": None,
-                            "probabilities": False, "min_confidence": 0.5, "tta": False,
+                            "probabilities": False, "min_confidence": None, "tta": False,
                             "masks": None, "explain": None}
+    classes = sum(k.startswith("p_") for k in read_csv(out)[0])
+    assert info["min_confidence"] == pytest.approx((1 + 1 / classes) / 2)  # the one used
     assert info["seed"] is None and info["versions"]["segfew"] and info["threads"] >= 1
     assert {Path(d["path"]).name for d in info["data"]} == {"a.nii.gz", "b.nii.gz",
                                                               classifier.name}  # and the model
