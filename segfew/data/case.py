@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,3 +125,39 @@ def patient_key(value: str) -> str:
     """A patient (group) value as compared across tables: case, surrounding spaces and the
     leading zeros of its numbers set aside (``P007`` is ``p7``, as a spreadsheet saves it)."""
     return re.sub(r"\d+", lambda m: str(int(m.group())), str(value).strip().casefold())
+
+
+#: the spellings of one patient a warning names before it counts the rest
+NAMED_SPELLINGS = 3
+
+
+def one_patient_per_key(values: Sequence[str | None], where: str | Path | None,
+                        first_line: int = 2) -> list[str | None]:
+    """The group (patient) values of a table's rows, in order, with values that are one
+    patient by :func:`patient_key` (``004``, ``4`` and ``P004`` against ``p4``) written as
+    the first of them: every command that reads a table's patients (``split``,
+    ``train-classifier``, ``experiment``, ``evaluate``) then sees one patient, as the
+    leakage check already does. One :class:`DataWarning` naming ``where`` (the table) names
+    the spellings joined and their rows (row ``first_line`` is ``values[0]``); nothing is
+    refused. Blank or None values pass unchanged (the caller decides what they mean)."""
+    first: dict[str, str] = {}
+    rows: dict[str, dict[str, int]] = defaultdict(dict)  # key → spelling → its first row
+    for line, value in enumerate(values, start=first_line):
+        if value is None or not str(value).strip():
+            continue
+        key = patient_key(value)
+        first.setdefault(key, value)
+        rows[key].setdefault(value, line)
+    joined = [spelt for spelt in rows.values() if len(spelt) > 1]
+    if joined:
+        shown = "; ".join(" and ".join(f"{v!r} (row {line})" for v, line in spelt.items())
+                          for spelt in joined[:NAMED_SPELLINGS])
+        more = f"; and {len(joined) - NAMED_SPELLINGS} more" if len(joined) > NAMED_SPELLINGS \
+            else ""
+        n, ways = len(joined), "two" if max(map(len, joined)) == 2 else "several"
+        warnings.warn(DataWarning(
+            f"{'patient' if n == 1 else f'{n} patients'} written {ways} ways: {shown}{more}: "
+            f"taken as one patient{'' if n == 1 else ' each'} (case, surrounding spaces and "
+            "leading zeros set aside); if they are different patients, give them different "
+            "names", where), stacklevel=3)
+    return [v if v is None or not str(v).strip() else first[patient_key(v)] for v in values]

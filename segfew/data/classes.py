@@ -19,6 +19,7 @@ from segfew.data.case import (
     LABEL_COLUMNS,
     Case,
     _Problems,
+    one_patient_per_key,
 )
 from segfew.data.discover import _find_images, _list_images, find_image_cases
 from segfew.data.scan import label_maps_beside, list_folder
@@ -142,6 +143,8 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
     need_class = label_col is not None and classes is not False
     group_col = pick_group_column(columns, group_column, id_col, table)
     own = group_col is None and not named_like(id_col, GROUP_COLUMNS)  # rows name no patient
+    patients = one_patient_per_key([row.get(group_col) if group_col else None for row in rows],
+                                   table)  # one patient however its rows spell it
 
     root = images if images is not None else table.parent
     index: dict[str, list[Path]] | None = None
@@ -160,7 +163,7 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
         if index is None and not _is_path(value):
             index = _recursive_index(root)
         paths, cid = _row_paths(value, table, images, channels, index, line, found)
-        group = None if own else ((row.get(group_col) if group_col else "") or cid)
+        group = None if own else (patients[line - 2] or cid)
         if group_col and not (row.get(group_col) or "").strip():
             blank.append(line)
         if paths is None:
@@ -428,11 +431,13 @@ def table_ids(table: Path, id_column: str | None = None, group_column: str | Non
         rows, columns, id_column, group_column = _clinicadl_ids(rows, columns, group_column)
     col = _pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
     group_col = pick_group_column(columns, group_column, col, table)
+    patients = one_patient_per_key([row.get(group_col) if group_col else None for row in rows],
+                                   table)
     out: dict[str, str | None] = {}
-    for row in rows:
+    for row, patient in zip(rows, patients, strict=True):
         v = row.get(col, "")
         if v:
             cid = case_id(Path(v)) if "/" in v or "\\" in v or is_image_file(Path(v)) else v
-            patient = (row.get(group_col) or "").strip() if group_col else ""
+            patient = (patient or "").strip()
             out.setdefault(cid, patient or None)
     return out

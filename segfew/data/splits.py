@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from segfew.data.case import GROUP_COLUMNS, ID_COLUMNS, Case
+from segfew.data.case import GROUP_COLUMNS, ID_COLUMNS, Case, one_patient_per_key
 from segfew.data.classes import (
     _clinicadl_ids,
     _pick_column,
@@ -23,6 +23,7 @@ from segfew.data.classes import (
     pick_label_column,
     row_images,
 )
+from segfew.data.near_copies import thumbnail, warn_near_copies
 from segfew.data.table_rows import named_like, read_table_rows
 from segfew.errors import DataError, DataWarning
 from segfew.files import RUN_RECORD, check_output, check_replace, write_text
@@ -113,11 +114,15 @@ def group_identical_images(cases: Sequence[Case], where: str | Path | None = Non
     once for its voxels (cached within the process). A blank image (one value everywhere:
     the empty edge slices of a slice-per-file export) is every patient's, so it joins none.
 
+    Scans of different groups that look like one scan re-exported (another intensity
+    scale, a shift, crop or mirror: :mod:`segfew.data.near_copies`, by thumbnails taken
+    while the scans are read) are said in one more :class:`DataWarning`, not joined.
+
     Why: a copy of a test scan in the training set is leakage the protocol cannot see by
     id. The public ACDC copy holds one such pair (patient074 and patient076). Cases with
     no copy keep their group; where no scan has a copy, the splits are unchanged.
     """
-    from segfew.runinfo import scan_digest, scan_files, voxel_digest
+    from segfew.runinfo import read_quietly, scan_digest, scan_files, voxel_digest
 
     parent: dict[str, str] = {}
 
@@ -128,15 +133,21 @@ def group_identical_images(cases: Sequence[Case], where: str | Path | None = Non
 
     first: dict[tuple[str, str], str] = {}  # (kind, digest) → the unit that showed it first
     labelled: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)  # → case id → class
+    thumbs: list[tuple[Path, str, np.ndarray]] = []  # for the near copies (read once)
     for case in cases:
         for path in map(Path, case.images):
             try:
                 files = scan_files(path)
                 if not sum(f.stat().st_size for f in files):
                     continue  # empty files are no scan (the reader refuses them)
-                voxels = voxel_digest(path)
+                array = read_quietly(path)
+                voxels = voxel_digest(path, array) if array is not None else None
                 if voxels is None and _blank(path):  # every patient's empty edge slice
                     continue
+                thumb = thumbnail(array) if array is not None else None
+                del array
+                if thumb is not None:
+                    thumbs.append((path, case.unit, thumb))
                 keys = [("bytes", scan_digest(path, files))]
                 keys += [("voxels", voxels)] if voxels is not None else []
             except OSError:
@@ -160,6 +171,7 @@ def group_identical_images(cases: Sequence[Case], where: str | Path | None = Non
     relabelled = {tuple(sorted(ids.items())) for ids in labelled.values()
                   if len(set(ids.values())) > 1}
     warn_mixed_classes(cases, out, joined, sorted(relabelled), where)
+    warn_near_copies([(p, root(unit), t) for p, unit, t in thumbs], where)
     return out, [sorted(units) for _, units in sorted(joined.items())]
 
 
@@ -365,13 +377,14 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     group_col = pick_group_column(columns, group_col, id_col, table)
     found = row_images([row.get(id_col, "") for row in keyed], table,
                        None if images is None else Path(images))
+    patients = one_patient_per_key([row.get(group_col) if group_col else None
+                                    for row in keyed], table)
     cases = []
     for line, row in enumerate(keyed, start=2):
         cid, target = row.get(id_col, ""), row.get(label_col or "", "")
         if not cid or not target:
             raise DataError(f"row {line} has no {id_col if not cid else label_col!r}", table)
-        cases.append(Case(cid, found[line - 2], target=target,
-                          group=(row.get(group_col) if group_col else None) or cid))
+        cases.append(Case(cid, found[line - 2], target=target, group=patients[line - 2] or cid))
     rows_are_patients = group_col is None and named_like(id_col, GROUP_COLUMNS)
     if group_col is None and not rows_are_patients:
         warnings.warn(DataWarning(

@@ -103,11 +103,11 @@ class LeakageCheck:
             return (f"{self.model}: the model file records no training data, so the check "
                     "that no evaluated case trained it could not be made")
         if not self.leaked and self.unrecorded:
-            return (f"{self.model}: no evaluated case trained the classifier "
+            return (f"{self.model}: no evaluated case trained the classifier as its scan "
                     f"({compared_words(self.by_voxels)}); whether any trained {self.unrecorded} "
                     "is not recorded")
         if not self.leaked:
-            return (f"{self.model}: no evaluated case trained it "
+            return (f"{self.model}: no evaluated case trained it as its scan "
                     f"({compared_words(self.by_voxels)})")
         if self.by_patient:
             return f"{self.model}: {self.leak_words()}"
@@ -140,14 +140,17 @@ def training_groups(cases: Sequence[Case]) -> dict[str, list[str]]:
 
 def compared_words(by_voxels: bool, lacking: str = "this model file records none") -> str:
     """What the check compared, in words: by voxels too, or by file bytes only and why
-    (``lacking``: which model records no voxel digests)."""
+    (``lacking``: which model records no voxel digests); either way, that a copy altered
+    (rescaled, shifted, cropped, noisy) is not found by it."""
+    altered = ("; a copy altered (intensities rescaled, shifted, cropped, noisy) is not "
+               "found: `segfew split` and `inspect` warn of such near copies")
     if by_voxels:
-        return ("every image compared with the training scans by its file's SHA-256 and by "
-                "its voxels")
-    return ("SHA-256 of every image file compared; re-stored copies of training scans "
-            "(decompressed, recompressed, converted) can only be found for models that record "
-            f"their training images' voxel digests, and {lacking}: retrain to have them "
-            "looked for")
+        return ("only the same file bytes or the same voxels: every image compared with the "
+                f"training scans by its file's SHA-256 and by its voxels{altered}")
+    return ("only the same file bytes: SHA-256 of every image file compared; re-stored copies "
+            "of training scans (decompressed, recompressed, converted) can only be found for "
+            f"models that record their training images' voxel digests, and {lacking}: retrain "
+            f"to have them looked for{altered}")
 
 
 def lacking_words(names: Sequence[str]) -> str:
@@ -419,7 +422,7 @@ def leakage_record(checks: Sequence[LeakageCheck], allowed: bool) -> dict[str, A
     elif checked:
         lacking = [Path(c.model).name for c in checks if not c.by_voxels]
         how = compared_words(by_voxels, lacking_words(lacking))
-        verdict = f"no evaluated case trained the model ({how})"
+        verdict = f"no evaluated case trained the model as its scan ({how})"
     else:
         verdict = ("not checked: " + "; ".join(c.describe() for c in checks if not c.checked))
     return {"checked": checked, "leaked": leaked, "restored": restored, "by_voxels": by_voxels,

@@ -48,6 +48,6 @@ def experiment_verdict(data: dict[str, Any], unit: str) -> tuple[bool, str]:
         shown = ", ".join(Path(n["model"]).name for n in networks)
         lacking = [Path(n["model"]).name for n in networks if not n.get("by_voxels")]
         how = compared_words(not lacking, lacking_words(lacking))
-        return False, (f"Leakage check: passed. No test {unit}' images trained the "
-                       f"segmentation network ({shown}; {how}).")
+        return False, (f"Leakage check: passed. No test {unit}' image is one that trained "
+                       f"the segmentation network ({shown}; {how}).")
     return False, "Leakage check: no pre-trained network is shared by the repetitions."
