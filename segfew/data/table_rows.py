@@ -11,6 +11,7 @@ from pathlib import Path
 
 from segfew.data.case import CLINICADL_COLUMNS, GROUP_COLUMNS, ID_COLUMNS, LABEL_COLUMNS
 from segfew.errors import DataError
+from segfew.io.content import misfit
 
 __all__ = ["check_column_names", "column_key", "named_like", "read_table_rows"]
 
@@ -84,10 +85,14 @@ def read_table_rows(table: Path) -> list[dict[str, str]]:
     is short). ``[]``: a header and no rows.
 
     Raises :class:`DataError` naming ``table`` for a file that is not UTF-8 text or cannot
-    be read, an empty file, a header with two columns of one name
+    be read, one that is something else (a workbook, a Git LFS pointer, an HTML page:
+    :func:`segfew.io.content.misfit`), an empty file, a header with two columns of one name
     (:func:`check_column_names`), and a row with more values than the header has columns
     (empty values past its end, a spreadsheet's trailing separators, are allowed).
     """
+    said = misfit(table, "table")  # a workbook, an LFS pointer, an HTML page…
+    if said is not None:
+        raise DataError(f"cannot read table ({said})", table)
     try:
         text = table.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:

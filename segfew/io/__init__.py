@@ -12,7 +12,9 @@ NIfTI (and NIfTI/Analyze ``.hdr``/``.img`` pairs) is read with nibabel
 series with SimpleITK (:mod:`segfew.io.itk`, whose LPS geometry is converted to RAS), the
 picture modes ITK cannot read with Pillow (:mod:`segfew.io.raster`). What ITK leaves out is
 read from the headers: a NRRD's stated unit (:mod:`segfew.io.headers`), a DICOM file's
-missing voxel sizes and orientation (:func:`segfew.io.dicom.dicom_geometry`).
+missing voxel sizes and orientation (:func:`segfew.io.dicom.dicom_geometry`). A file that is
+not what its name says (a Git LFS pointer, an HTML page, a workbook, a damaged PNG) is named
+for what it is from its first bytes (:mod:`segfew.io.content`, which tables share).
 Reading is bounded: the header is checked against :class:`ReadLimits` before any voxel is
 read. What ITK would print goes out as :class:`~segfew.errors.DataWarning` naming the file.
 """

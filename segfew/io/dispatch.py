@@ -15,6 +15,7 @@ import numpy as np
 from segfew.errors import DataError
 from segfew.files import atomic_path
 from segfew.io import itk, nifti
+from segfew.io.content import misfit, misnamed
 from segfew.io.dicom import is_dicom_series_dir, series_of_path
 from segfew.io.headers import metaimage_shortfall
 from segfew.io.image import (
@@ -57,8 +58,9 @@ def read_image(path: str | Path, limits: ReadLimits | None = None, label: bool =
         loader: Callable[[Path, ReadLimits], tuple[np.ndarray, np.ndarray, dict[str, Any]]] = \
             itk.read_dicom_series
     else:
-        if path.stat().st_size == 0:
-            raise DataError("cannot read image (empty file)", path)
+        said = misfit(path, "image")  # an LFS pointer, an HTML page, a damaged PNG…
+        if said is not None:
+            raise DataError(f"cannot read image ({said})", path)
         suffix = image_suffix(path.name)
         if suffix is None and _is_dicom_file(path):
             suffix = ".dcm"  # DICOM files often have no suffix (IM000001)
@@ -79,7 +81,8 @@ def read_image(path: str | Path, limits: ReadLimits | None = None, label: bool =
         log.debug("%s: %s", path, e)  # the library's own words, for a bug report
         meta = path.is_file() and path.name.lower().endswith((".mha", ".mhd"))
         short = metaimage_shortfall(path) if meta else None
-        reason = _TRUNCATED.format(*short, "bytes") if short else _reason(e, path)
+        said = misnamed(path) if path.is_file() else None  # a PNG named .nrrd…
+        reason = _TRUNCATED.format(*short, "bytes") if short else said or _reason(e, path)
         raise DataError(f"cannot read image ({reason})", path) from None
     return _make_image(array, affine, path, **extra)
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.errors import DataError, DataWarning
+from segfew.io.content import misnamed
 from segfew.io.image import COMPLEX, ReadLimits, axcodes, format_bytes, grey
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def read_nifti(path: Path, limits: ReadLimits) -> tuple[np.ndarray, np.ndarray, 
     with open(data, "rb") as raw:
         gzipped = raw.read(2) == b"\x1f\x8b"
     if not pair and path.name.lower().endswith(".gz") and not gzipped:
-        raise DataError("cannot read image (not a gzip file)", path)
+        raise DataError(f"cannot read image ({misnamed(path) or 'not a gzip file'})", path)
     with contextlib.ExitStack() as files:
         f = files.enter_context(gzip.open(data, "rb") if gzipped else open(data, "rb"))  # noqa: SIM115
         h = files.enter_context(open(path, "rb")) if pair else f
