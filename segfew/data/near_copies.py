@@ -9,9 +9,9 @@ different groups whose thumbnails correlate at :data:`NEAR_COPY_CORRELATION` or 
 said in one :class:`~segfew.errors.DataWarning` (:func:`warn_near_copies`). Nothing is
 joined or refused: two patients' scans may look alike, so the user decides.
 
-The threshold was chosen on the public ACDC, LGG, Cheng brain-tumour and BreastMNIST data:
-every pair of different scans there, against the re-exports listed above (the measuring
-script and its figures: ``bench`` notes of this change, not this docstring).
+The thresholds were chosen on the public ACDC, LGG, Cheng brain-tumour and BreastMNIST data:
+every pair of different patients' scans there, against the re-exports listed above
+(``bench/near_copy_margins.py``; its figures in docs/trust.md).
 """
 
 from __future__ import annotations
