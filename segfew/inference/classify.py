@@ -7,6 +7,7 @@ kind a model file holds.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ from segfew.inference.batch import (
     case_path,
     one_line,
 )
+from segfew.inference.input_range import KEY as INPUT_RANGE
+from segfew.inference.input_range import outside_range
 from segfew.inference.masks import MaskMeasurer
 from segfew.inference.measure import Measurer, write_measurements_csv
 from segfew.inference.measure_names import fitted_names, impossible, spacing_expected
@@ -186,8 +189,16 @@ class MeasuresClassifier(Classifier, kind="measures classifier"):
         (:func:`segfew.inference.measure_names.impossible`: an ejection fraction below 0, as
         when ED and ES are swapped), used by the model or not. The classifier answers such
         a case, often at 0.99 — on values it never saw, from inputs no heart gives — so its
-        row is flagged ``low_confidence`` (the measuring said why, in a warning)."""
-        return self.load(case), bool(impossible(self.measurer(case)))
+        row is flagged ``low_confidence`` (the measuring said why, in a warning). So is a
+        case outside the grid or the range of stored values that the model's sizes in
+        pixels or intensities as stored were fitted on, said in a DataWarning naming its
+        file (:func:`segfew.inference.input_range.outside_range`); a model file without
+        that record is not checked."""
+        x, doubt = self.load(case), bool(impossible(self.measurer(case)))
+        warning = outside_range(case, self.meta.metrics.get(INPUT_RANGE))
+        if warning is not None:  # e.g. the same scans exported at half the pixels
+            warnings.warn(warning, stacklevel=2)
+        return x, doubt or warning is not None
 
     def write_measurements(self, path: Path, cases: Sequence[Case],
                            rows: Sequence[PredictionRow]) -> Path | None:

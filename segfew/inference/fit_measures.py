@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.errors import SpecError
+from segfew.inference.input_range import KEY as INPUT_RANGE
+from segfew.inference.input_range import fitted_range
 from segfew.inference.masks import MaskMeasurer, mask_label_names
 from segfew.inference.measure import NAN, Measurer
 from segfew.inference.measure_names import fitted_names
@@ -70,7 +72,11 @@ def fit_measurement_classifier(measurer: Measurer | LabelMapMeasurer, cases: Seq
     inner balanced accuracy with its 95% interval — ``measures_selection`` —, the nested
     estimate of the whole selection — ``measures_nested``, None with under 2 cases in a
     class —, temperature, and the ten measurements it leans on most with the training
-    cases' values per class, ``by_class``: what a case is shown against).
+    cases' values per class, ``by_class``: what a case is shown against). Where the model
+    uses sizes in pixels or voxels or intensities as stored, ``metrics`` also records the
+    training images' grid and range of values (:data:`segfew.inference.input_range.KEY`:
+    :func:`segfew.inference.input_range.fitted_range`), so ``predict`` warns of a case
+    exported otherwise.
     """
     rows = [measurer(c) for c in cases]
     names = list(rows[0])
@@ -99,6 +105,10 @@ def fit_measurement_classifier(measurer: Measurer | LabelMapMeasurer, cases: Seq
                "measures_nested": nested_estimate(x, np.asarray(targets), names, num_classes,
                                                   seed=seed, groups=groups),
                "measures_temperature": choice.temperature, "top_measurements": top}
+    covered = fitted_range(cases, [n for n, v in zip(names, importance, strict=True) if v > 0],
+                           names)
+    if covered is not None:  # what its sizes in px or its stored intensities depend on
+        metrics[INPUT_RANGE] = covered
     return model, {"args": args, "metrics": metrics}
 
 
