@@ -22,6 +22,7 @@ from segfew.cli.common import (
     console,
     handle_errors,
     int_list,
+    parse_label_map,
     resolve,
     setting,
     split_list,
@@ -53,6 +54,9 @@ def train_classifier(
     label_names: Annotated[str | None, setting(
         C, "label_names", "measures --masks: names of label values 0, 1, …, background first "
         "(default: label_names.json in the masks folder).")] = None,
+    label_map: Annotated[str | None, setting(
+        C, "data.label_map", "measures --masks: remap their label values first, e.g. 255:1 for "
+        "0/255 masks (the model records it; predict and evaluate remap alike).")] = None,
     vgg_weights: Annotated[Path | None, setting(
         C, "vgg_weights", "Local torchvision VGG-16 weights (vgg).")] = None,
     channels: ChannelsOpt = None,
@@ -101,6 +105,7 @@ def train_classifier(
             "id_column": id_column,
             "label_column": label_column,
             "group_column": group_column,
+            "label_map": parse_label_map(label_map),
         },
         "out": out,
         "framework": framework,

@@ -23,9 +23,10 @@ The checks, in order:
    a value the map leaves unmapped (:func:`check_remap_keeps_labels_apart`); integers (a
    float map within ``ROUNDING_TOL`` of integers is rounded, with a warning); no negative
    values; a binary mask stored as 0/255 is an error that names
-   ``--label-map 255:1``; values within the declared set, when one is given; codes far
-   sparser than their range refused (:class:`SparseLabelsError`) with the ``--label-map``
-   that makes them 0, 1, 2, ….
+   ``--label-map 255:1``, one resized or anti-aliased (grey levels at the edge of its
+   structure) an error that says so (:mod:`segfew.data.binary_masks`); values within the
+   declared set, when one is given; codes far sparser than their range refused
+   (:class:`SparseLabelsError`) with the ``--label-map`` that makes them 0, 1, 2, ….
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from segfew.data import Case
+from segfew.data.binary_masks import check_binary_255, check_interpolated
 from segfew.data.content import check_scan_content
 from segfew.errors import DataError, DataWarning
 from segfew.io import Image, ReadLimits, read_image
@@ -63,6 +65,9 @@ GEOMETRY_ATOL = 1e-3
 """mm: how far the affines of one case's files may differ (rtol 1e-5 on top)."""
 ROUNDING_TOL = 1e-3
 """A float label map this close to integers is rounded (with a warning), else refused."""
+LABEL_CHECKS = 2
+"""Bumped when :func:`check_label_values` refuses what it let in before (2: interpolated
+binary masks)."""
 
 
 @dataclass(frozen=True)
@@ -77,10 +82,11 @@ class LabelRules:
     remap: Mapping[int, int] | None = None
 
     def key(self) -> str:
-        """A stable text of the rules, for cache keys."""
+        """A stable text of the rules and of the door's label checks (``LABEL_CHECKS``), for
+        cache keys: a map cached before a check was added is read through the door again."""
         values = None if self.values is None else sorted(self.values)
         remap = None if not self.remap else sorted(self.remap.items())
-        return f"values={values};remap={remap}"
+        return f"checks={LABEL_CHECKS};values={values};remap={remap}"
 
 
 def read_case(case: Case, rules: LabelRules | None = None, limits: ReadLimits | None = None
@@ -281,6 +287,7 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
         rounded = np.rint(arr)
         off = float(np.max(np.abs(arr - rounded))) if arr.size else 0.0
         if off > ROUNDING_TOL:
+            check_interpolated(arr, path)  # a 0/1 mask smoothed: say so, not "non-integer"
             worst = float(arr.flat[int(np.argmax(np.abs(arr - rounded)))])
             raise DataError(f"label map has non-integer values (e.g. {worst:g}); give one "
                             "integer label per voxel", path)
@@ -291,6 +298,8 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
     elif arr.dtype.kind not in "iu":
         raise DataError(f"label map has unsupported type {arr.dtype}", path)
     raw = np.unique(arr)
+    if raw.size > 3:  # 0, a maximum and grey levels between: a binary mask resized?
+        check_interpolated(arr, path)
     values = raw
     if remap:
         check_remap_keeps_labels_apart(raw, remap, path)
@@ -300,12 +309,7 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
         raise DataError(f"label map has negative values ({int(values[0])}); labels are 0 "
                         "(background), 1, 2, …", path)
     present = {int(v) for v in values}
-    if 255 in present and present <= {0, 1, 255} and not (allowed and 255 in allowed):
-        void = (" — or 255:0 where 255 marks a border to ignore (VOC-style masks), not "
-                "the structure" if 1 in present else "")
-        raise DataError(f"binary mask stored as {'/'.join(str(v) for v in sorted(present))}: "
-                        f"remap it with --label-map 255:1{void} (spec key label_map; "
-                        "data.label_map in a pretrain spec)", path)
+    check_binary_255(present, allowed, path)
     if allowed is not None:
         bad = sorted(v for v in present if v not in allowed)
         if bad:

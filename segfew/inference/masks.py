@@ -10,7 +10,10 @@ it) or by ``--label-names``, and every measurement of :mod:`segfew.inference.mea
 (shape) and :mod:`segfew.inference.radiomics` (intensity, surroundings, texture, location)
 is taken on the source grid. No network runs. The model file records that its masks come
 from outside (``feature_source = {"masks": "external", "structures": …}``), so ``predict``
-and ``evaluate`` ask for ``--masks`` too.
+and ``evaluate`` ask for ``--masks`` too. Masks numbered otherwise (0/255) are remapped by
+``train-classifier --label-map 255:1`` (spec ``data.label_map``), through the door's
+:class:`segfew.data.read.LabelRules`; the model file records it (``"label_map"``), and
+``predict`` and ``evaluate`` remap their ``--masks`` alike.
 """
 
 from __future__ import annotations
@@ -21,8 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segfew.data.binary_masks import BinaryMaskError
 from segfew.data.label_names import read_label_names as names_file
-from segfew.data.read import read_case
+from segfew.data.read import (
+    LabelRules,
+    SparseLabelsError,
+    label_map_hint,
+    label_values,
+    read_case,
+)
 from segfew.data.scan import LabelMaps
 from segfew.errors import DataError
 from segfew.inference.measure import measure_images
@@ -149,11 +159,16 @@ class MaskMeasurer(LabelMapMeasurer):
     """
 
     def __init__(self, masks: Path, structures: Mapping[int, str],
-                 per_channel: bool | None = None) -> None:
+                 per_channel: bool | None = None, remap: Mapping[int, int] | None = None
+                 ) -> None:
         self.masks = Path(masks)
         if not self.masks.is_dir():
             raise DataError("masks folder not found", self.masks)
         super().__init__(structures)
+        #: label values replaced before any check (``--label-map 255:1``), as the door does
+        self.remap = dict(remap) if remap else None
+        #: the model file whose recorded remap this follows (predict, evaluate), else None
+        self.fitted: Path | None = None
         #: the layout of a multi-channel case's maps: one per channel (True) or one for the
         #: case (False); learnt from the first such case when training (None)
         self.per_channel = per_channel
@@ -178,13 +193,18 @@ class MaskMeasurer(LabelMapMeasurer):
         masks = check_masks(source, masks, model)
         assert masks is not None
         assert source is not None
-        return cls(masks, external_structures(source) or {}, source.get("per_channel"))
+        remap = {int(k): int(v) for k, v in (source.get("label_map") or {}).items()}
+        out = cls(masks, external_structures(source) or {}, source.get("per_channel"), remap)
+        out.fitted = Path(model)
+        return out
 
     @property
     def source(self) -> dict[str, Any]:
         """What a model file records as its ``feature_source``."""
         out = {"masks": EXTERNAL, "structures": {str(k): v for k, v in self.structures.items()},
                "classes": ["background", *self.structures.values()]}
+        if self.remap:
+            out["label_map"] = {str(k): v for k, v in self.remap.items()}
         return out if self.per_channel is None else {**out, "per_channel": self.per_channel}
 
     def label_maps(self, case: Case) -> tuple[list[Any], list[Any]]:
@@ -193,7 +213,12 @@ class MaskMeasurer(LabelMapMeasurer):
         when it holds a value the label names do not name, or no structure at all (the
         other tool found nothing: measuring it would be a confident answer about nothing)."""
         attached = self._attach(case)
-        images, labels = read_case(attached)
+        try:
+            images, labels = read_case(attached, LabelRules(remap=self.remap))
+        except (BinaryMaskError, SparseLabelsError) as err:  # their advice: --label-map
+            if self.fitted is None:  # train-classifier, which takes it
+                raise
+            raise self._cannot_remap(err) from None
         check_source_memory(images, case.images[0])
         check_spacing_expected(images, case.images[0], self.expect_real)
         maps = [lab.array for lab in labels]
@@ -204,6 +229,26 @@ class MaskMeasurer(LabelMapMeasurer):
         if len(maps) == 1 and len(images) > 1:  # one map for the case: each channel's
             maps = maps * len(images)
         return list(images), maps
+
+    def _cannot_remap(self, err: DataError) -> DataError:
+        """``err``, the door's refusal of a 0/255 or sparse-codes map, in words for
+        ``predict`` and ``evaluate``, which remap only as the model file says: the values
+        the classifier measures, and how to get there."""
+        try:
+            raw = sorted(label_values([err.path])) if err.path is not None else []
+        except DataError:
+            return err
+        binary = isinstance(err, BinaryMaskError)
+        hint = "255:1" if binary else label_map_hint(raw, self.remap)
+        numbers = "/".join(str(v) for v in [0, *sorted(self.structures)])
+        names = ", ".join(["background", *(self.structures[v] for v in sorted(self.structures))])
+        remapped = (f", remapped {','.join(f'{a}:{b}' for a, b in self.remap.items())}"
+                    if self.remap else "")
+        found = "/".join(map(str, raw))
+        return DataError(f"{'binary mask' if binary else 'label values'} stored as {found}; the "
+                         f"classifier {self.fitted} was fitted on masks numbered {numbers} "
+                         f"({names}{remapped}): re-save these as {numbers}, or retrain it with "
+                         f"train-classifier --label-map {hint}", err.path)
 
     def _check_layout(self, case: Case, per_channel: bool) -> None:
         """A multi-channel case's maps laid out as the training cases' were: one map

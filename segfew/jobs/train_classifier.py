@@ -25,6 +25,7 @@ from segfew.errors import DataError, DataWarning, SpecError
 from segfew.evaluation.leakage import training_groups
 from segfew.frameworks import framework
 from segfew.inference.fit_measures import fit_measurement_classifier, open_measurer
+from segfew.inference.masks import MaskMeasurer
 from segfew.inference.measure import Measurer
 from segfew.inference.nnunet import is_nnunet_folder
 from segfew.inference.nnunet_stats import NnUNetStats
@@ -219,9 +220,6 @@ def _say_network(model: Any, name: str, sample_shape: tuple[int, ...], samples: 
              f"{(cost['parameters'] or 0) / 1e6:.2f} M parameters{memory}{timing}; a smaller "
              "--size makes it cheaper")
     return cost
-def _with_masks(cases: Sequence[Case], masks: Path | None) -> list[Case]:
-    """``cases`` with their label maps from ``masks`` (``--masks``), for the manifest."""
-    return attach_labels(cases, masks) if masks is not None else []
 
 
 def train_classifier(
@@ -347,6 +345,8 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
         shared = None if isinstance(measurer, NnUNetStats) else measurer
         used = shared or open_measurer(spec.features, spec.masks, spec.label_names,
                                        resolve_device(spec.train.device), spec.tta)
+        if isinstance(used, MaskMeasurer) and shared is None:  # --label-map 255:1, recorded
+            used.remap = dict(spec.data.label_rules().remap or {})  # in its feature_source
         model, fitted = fit_measurement_classifier(
             used, train_cases, train_y, len(classes), seed=spec.train.seed
         )
@@ -394,7 +394,8 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
         val=tensor_dataset(val_x, val_y) if val_x else None, task="classification",
         classes=classes, class_weights=weights.tolist(),
         manifest=[*(p for p in (spec.data.table, spec.features, spec.vgg_weights) if p),
-                  *(p for c in _with_masks(train_cases, spec.masks) for p in c.labels),
+                  *(p for c in (attach_labels(train_cases, spec.masks) if spec.masks else [])
+                    for p in c.labels),
                   *used_files,
                   *(p for c in [*train_cases, *val_list] for p in c.images)],
         runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),

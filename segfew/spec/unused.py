@@ -47,12 +47,17 @@ def unused_settings(spec: ClassifierSpec | ExperimentSpec, given: Iterable[str]
     if isinstance(spec, ExperimentSpec):
         views = [ClassifierSpec.model_construct(
             framework=f, masks=spec.masks, tta=False, finetune=False) for f in spec.frameworks]
-        each = [_unused(view, [k for k in given if k.partition(".")[0] in SHARED])
-                for view in views]
+        each = [_unused(view, [k for k in given if k.partition(".")[0] in SHARED
+                               or _is_label_map(k)]) for view in views]
         names = ", ".join(spec.frameworks)
         return {k: f"none of the experiment's frameworks ({names}) reads it"
                 for k in each[0] if all(k in e for e in each)}
     return _unused(spec, given)
+
+
+def _is_label_map(key: str) -> bool:
+    """``data.label_map``, or one of its pairs (``data.label_map.255`` from a spec file)."""
+    return key == "data.label_map" or key.startswith("data.label_map.")
 
 
 def _unused(spec: ClassifierSpec, given: Iterable[str]) -> dict[str, str]:
@@ -72,6 +77,8 @@ def _unused(spec: ClassifierSpec, given: Iterable[str]) -> dict[str, str]:
             why[key] = f"{name} has no frozen segmentation network to unfreeze"
         elif key == "label_names" and spec.masks is None:
             why[key] = "label names name the values of --masks label maps"
+        elif _is_label_map(key) and spec.masks is None:
+            why["data.label_map"] = "it remaps the values of --masks label maps"
         elif section == "head" and field:
             read = HEAD_READ.get(info.network)
             if read is not None and field not in read:
