@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from segfew.data import group_identical_images
 from segfew.data.splits import warn_class_names
-from segfew.errors import DataError, Interrupted, SpecError
+from segfew.errors import DataError, Interrupted, SegfewError, SpecError
 from segfew.evaluation.leakage import check_leakage, records_voxels
 from segfew.experiment.pooling import patient_metrics, test_fields
 from segfew.experiment.splits import (
@@ -350,11 +350,11 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
             raise Interrupted(f"interrupted in task {task.key}; rerun the same command to "
                               "continue (finished tasks are kept)") from None
         except Exception as e:  # one failed task must not stop the others
+            said = str(e) if isinstance(e, SegfewError) else f"{type(e).__name__}: {e}"
             write_json(error_path, {**_task_fields(task, train, test, digest),
-                                    "error": f"{type(e).__name__}: {e}",
-                                    "traceback": traceback.format_exc(),
+                                    "error": said, "traceback": traceback.format_exc(),
                                     "seconds": time.perf_counter() - start})
-            log.error(f"failed: {task.key}: {type(e).__name__}: {e}")
+            log.error(f"failed: {task.key}: {said}")  # a problem of the data in its words
             continue
         if "metrics" not in output:
             raise TypeError("train_and_score must return a dict with a 'metrics' key")

@@ -435,3 +435,18 @@ def test_allow_leakage_may_change_when_resuming(tmp_path: Path) -> None:
     again = Counting()
     run_experiment(make_spec(allow_leakage=True), tmp_path, again, cases=cases)
     assert again.calls == []  # same results: nothing to redo, and no settings error
+
+
+def test_a_task_failing_on_its_data_is_recorded_in_plain_words(tmp_path: Path) -> None:
+    """A problem of the data reads as segfew says it, not as an exception class name."""
+
+    class Refusing(Counting):
+        def __call__(self, task: Task, *args: Any, **kwargs: Any) -> Any:
+            if task.key == "size002_rep01_scratch":
+                raise DataError("binary mask stored as 0/255", "m.png")
+            return super().__call__(task, *args, **kwargs)
+
+    cases, spec = make_cases(), make_spec()
+    run_experiment(spec, tmp_path, Refusing(), cases=cases)
+    error = json.loads((tmp_path / "results" / "size002_rep01_scratch.error.json").read_text())
+    assert error["error"] == "m.png: binary mask stored as 0/255"
