@@ -64,7 +64,7 @@ from segfew.inference.batch import (
 )
 from segfew.inference.ensemble import ModelPaths, classify_all, model_paths, open_models
 from segfew.inference.explain import check_explain, explain_batch
-from segfew.inference.masks import check_masks
+from segfew.inference.masks import check_masks, mask_files
 from segfew.inference.measure_names import check_channels
 from segfew.inference.predictor import Predictor, refuse_unread_options
 from segfew.metrics import (
@@ -227,7 +227,8 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
         "table": str(table) if table else None, "bootstrap": bootstrap, "seed": seed,
         "device": str(predictors[0].device), "batch_size": batch_size,
         "allow_leakage": allow_leakage, "cases": [c.id for c in cases]}
-    write_run_info(out_dir, spec, seed, [*inputs, *(p for c in cases for p in c.images)],
+    maps = mask_files([p.measurer for p in predictors if p.masks is not None], cases)
+    write_run_info(out_dir, spec, seed, [*inputs, *(p for c in cases for p in c.images), *maps],
                    extra=_written(out_dir))
     return metrics
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from segfew.data import Case
 
 __all__ = ["EXTERNAL", "NAMES_FILE", "LabelMapMeasurer", "MaskMeasurer", "check_masks",
-           "external_structures", "mask_label_names"]
+           "external_structures", "mask_files", "mask_label_names"]
 
 #: the file in a masks folder that names its label values
 NAMES_FILE = "label_names.json"
@@ -185,6 +185,14 @@ class MaskMeasurer(LabelMapMeasurer):
                                           quiet=any(root in p.parents for p in real))
         return self._maps[below].attach(case)
 
+    def map_files(self, case: Case) -> tuple[Path, ...]:
+        """The files of ``case``'s label maps in ``masks`` (for a run's manifest); () where
+        none is found (its error row says why)."""
+        try:
+            return tuple(self._attach(case).labels) if case.images else ()
+        except DataError:
+            return ()
+
     @classmethod
     def for_model(cls, source: Mapping[str, Any] | None, masks: Path | None, model: Path
                   ) -> MaskMeasurer:
@@ -275,3 +283,12 @@ class MaskMeasurer(LabelMapMeasurer):
                             f"(0–{len(names) - 1}: {', '.join(names)})", path)
         if not values - {0}:
             raise DataError("the label map holds no structure (all background)", path)
+
+
+def mask_files(measurers: Sequence[object], cases: Sequence[Case]) -> list[Path]:
+    """Every ``--masks`` label map the :class:`MaskMeasurer` among ``measurers`` reads for
+    ``cases``, once: what decides a measures classifier's answers beside the images, so a
+    run's manifest lists them (the others measure what they segment)."""
+    found = [f for m in measurers if isinstance(m, MaskMeasurer)
+             for c in cases for f in m.map_files(c)]
+    return list(dict.fromkeys(found))

@@ -42,7 +42,7 @@ from segfew.inference.batch import (
 from segfew.inference.ensemble import classify_all, default_min_confidence, open_models
 from segfew.inference.explain import check_explain, explain_batch
 from segfew.inference.fit_measures import estimate_caveat
-from segfew.inference.masks import check_masks
+from segfew.inference.masks import check_masks, mask_files
 from segfew.inference.measure_names import check_channels
 from segfew.inference.predictor import refuse_unread_options
 from segfew.inference.run import read_ahead
@@ -226,7 +226,8 @@ def _write_record(record: Path, spec: BaseModel | dict[str, Any], models: Sequen
     """Write the run record: the run, the files written, and which cases trained the model,
     compared by the digests its manifest holds (no scan is hashed twice); a DataWarning
     names those cases."""
-    info = run_info(spec, None, [*models, *(p for c in cases for p in c.images)],
+    maps = mask_files([p.measurer for p in predictors if p.masks is not None], cases)
+    info = run_info(spec, None, [*models, *(p for c in cases for p in c.images), *maps],
                     runtime=predictors[0].runtime(),
                     extra={**(extra or {}), **outputs_record(record, written)})
     trained = trained_on(predictors, cases, info["data"])
