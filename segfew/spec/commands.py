@@ -13,6 +13,7 @@ from segfew.choices import Framework, Intensity, LabelMethod, Precision
 from segfew.frameworks import NEEDS, framework, help_list
 from segfew.spec.parts import (
     Bootstrap,
+    Channels,
     ClassifierTrainConfig,
     DataSource,
     Device,
@@ -50,7 +51,7 @@ class LabelSpec(Settings):
     id_column: str | None = None
     label_column: str | None = Field(default=None, description="the table's class column "
                                      "(none is needed)")
-    channels: list[str] | None = None
+    channels: Channels = None
     recursive: bool = Field(default=False, description="look for images in sub-folders too")
     k: int = Field(default=5, ge=2, le=64, description=K_MEANS_LABELS)
     keep_background: bool = Field(
@@ -234,7 +235,7 @@ class PredictSpec(Settings):
     inputs: list[Path] = Field(min_length=1, description="image files or folders")
     out: Path
     recursive: bool = False
-    channels: list[str] | None = None
+    channels: Channels = None
     device: Device = "auto"
     threads: Threads = None
     precision: Precision = "auto"

@@ -164,6 +164,19 @@ def _enough_resamples(value: int) -> int:
 
 
 Bootstrap = Annotated[int, Field(ge=0), AfterValidator(_enough_resamples)]
+
+
+def _distinct(names: list[str] | None) -> list[str] | None:
+    if names is not None:
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"channel {', '.join(twice)} is named twice: give each channel "
+                             "once, in the model's order")
+    return names
+
+
+Channels = Annotated[list[str] | None, AfterValidator(_distinct)]
+"""Channel names (``--channels frame01,frame02``), each once."""
 """Bootstrap resamples for the 95% intervals: 0 (none) or at least :data:`MIN_BOOTSTRAP`."""
 Threads = Annotated[int | None, Field(ge=1)]
 """CPU threads for torch and the BLAS/OpenMP pools; None: ``OMP_NUM_THREADS`` when set, else
@@ -304,7 +317,7 @@ class DataSource(Settings):
     images: Path
     labels: Path | None = None
     table: Path | None = None
-    channels: list[str] | None = None
+    channels: Channels = None
     id_column: str | None = None
     label_column: str | None = None
     group_column: str | None = None
