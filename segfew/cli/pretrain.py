@@ -9,6 +9,7 @@ from rich.table import Table
 
 from segfew.choices import Intensity, Precision
 from segfew.cli.common import (
+    GROUP_COLUMN_HELP,
     ID_COLUMN_HELP,
     ChannelsOpt,
     LabelMapOpt,
@@ -50,6 +51,9 @@ def pretrain(
     id_column: Annotated[str | None, setting(P, "data.id_column", ID_COLUMN_HELP)] = None,
     label_column: Annotated[str | None, setting(
         P, "data.label_column", "Table column of classes (none is needed).")] = None,
+    group_column: Annotated[str | None, setting(
+        P, "data.group_column", GROUP_COLUMN_HELP + " The model file records them: evaluate "
+        "refuses other cases of these patients.")] = None,
     dim: Annotated[Literal[2, 3] | None, setting(
         P, "network.dim", "Network dimension: 2 (slices) or 3 (volumes).")] = None,
     channels: ChannelsOpt = None,
@@ -86,7 +90,8 @@ def pretrain(
     overrides = {
         "data": {"images": images, "labels": labels, "table": table, "recursive": recursive,
                  "id_column": id_column, "label_column": label_column,
-                 "channels": split_list(channels), "label_map": parse_label_map(label_map)},
+                 "group_column": group_column, "channels": split_list(channels),
+                 "label_map": parse_label_map(label_map)},
         "out": out,
         "network": {"dim": dim, "n_s": n_s},
         "preprocess": {"size": int_list(size), "intensity": intensity},

@@ -62,7 +62,9 @@ class LeakageCheck:
     trained only the segmentation network inside a classifier, not the classifier itself.
     ``patients``: the evaluated patients (group values) whose cases trained the classifier,
     of ``of_patients`` evaluated; ``by_patient``: the leaked cases found by their patient
-    only (no training scan among their images).
+    only (no training scan among their images). ``patients_unknown``: the evaluated cases
+    name patients but the model file records none of its own, so their other cases
+    could not be looked for.
     """
 
     model: str
@@ -75,6 +77,7 @@ class LeakageCheck:
     patients: list[str] = field(default_factory=list)
     of_patients: int = 0
     by_patient: list[str] = field(default_factory=list)
+    patients_unknown: bool = False
 
     def trained(self) -> str:
         """Who was trained on the leaked scans, in words: the model, or the segmentation
@@ -108,7 +111,7 @@ class LeakageCheck:
                     "is not recorded")
         if not self.leaked:
             return (f"{self.model}: no evaluated case trained it as its scan "
-                    f"({compared_words(self.by_voxels)})")
+                    f"({compared_words(self.by_voxels)}){UNKNOWN_PATIENTS * self.patients_unknown}")
         if self.by_patient:
             return f"{self.model}: {self.leak_words()}"
         return (f"{self.model}: {self.trained()} on {len(self.leaked)} evaluated case(s): "
@@ -122,7 +125,14 @@ class LeakageCheck:
         return {"model": self.model, "checked": self.checked, "leaked": list(self.leaked),
                 "restored": list(self.restored), "network_only": list(self.network_only),
                 "by_voxels": self.by_voxels, "patients": list(self.patients), "by_patient":
-                list(self.by_patient), "unrecorded": self.unrecorded, "verdict": self.describe()}
+                list(self.by_patient), "unrecorded": self.unrecorded,
+                "patients_unknown": self.patients_unknown, "verdict": self.describe()}
+
+
+#: said where the evaluated cases name patients and the model file records none
+UNKNOWN_PATIENTS = ("; other cases of its training patients (slices, visits) could not be "
+                    "looked for: the model file records no patients (pretrain and "
+                    "train-classifier record them from a table's --group-column)")
 
 
 def _patient_words(patients: Sequence[str], of: int, cases: int, who: str = "the model"
@@ -348,7 +358,9 @@ def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
                         unrecorded=record.unrecorded, restored=sorted(restored),
                         by_voxels=record.by_voxels, network_only=sorted(network_only),
                         patients=sorted(patients), by_patient=sorted(by_patient),
-                        of_patients=len({c.group for c in cases if c.group is not None}))
+                        of_patients=len({c.group for c in cases if c.group is not None}),
+                        patients_unknown=not record.groups and any(
+                            c.group is not None and c.group != c.id for c in cases))
 
 
 def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool = False
@@ -422,7 +434,8 @@ def leakage_record(checks: Sequence[LeakageCheck], allowed: bool) -> dict[str, A
     elif checked:
         lacking = [Path(c.model).name for c in checks if not c.by_voxels]
         how = compared_words(by_voxels, lacking_words(lacking))
-        verdict = f"no evaluated case trained the model as its scan ({how})"
+        unknown = UNKNOWN_PATIENTS * any(c.patients_unknown for c in checks)
+        verdict = f"no evaluated case trained the model as its scan ({how}){unknown}"
     else:
         verdict = ("not checked: " + "; ".join(c.describe() for c in checks if not c.checked))
     return {"checked": checked, "leaked": leaked, "restored": restored, "by_voxels": by_voxels,

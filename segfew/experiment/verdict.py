@@ -48,6 +48,10 @@ def experiment_verdict(data: dict[str, Any], unit: str) -> tuple[bool, str]:
         shown = ", ".join(Path(n["model"]).name for n in networks)
         lacking = [Path(n["model"]).name for n in networks if not n.get("by_voxels")]
         how = compared_words(not lacking, lacking_words(lacking))
+        unknown = [Path(n["model"]).name for n in networks if n.get("patients_unknown")]
         return False, (f"Leakage check: passed. No test {unit}' image is one that trained "
-                       f"the segmentation network ({shown}; {how}).")
+                       f"the segmentation network ({shown}; {how})." + (
+                           f" Other cases of its training patients could not be looked for: "
+                           f"{', '.join(unknown)} records no patients (pre-train with the "
+                           "table's --group-column to record them)." if unknown else ""))
     return False, "Leakage check: no pre-trained network is shared by the repetitions."

@@ -185,6 +185,12 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
     if cases is None:
         cases = _segmentation_cases(spec)
     patients = training_groups(cases)  # a table's patients: their other cases are leakage
+    if patients:
+        log.info(f"patients recorded: {len(patients['training_groups'])} (the table's group "
+                 "column): evaluate refuses other cases of them")
+    elif spec.data.table is not None:
+        log.info("patients not recorded: the table names none (--group-column): evaluate can "
+                 "find only copies of these scans, not other slices of their patients")
     # A one-channel network learns from each channel's volume and its own label map
     # (ACDC: ED and ES, each with a mask); the classifier later runs it per channel.
     cases = [c for case in cases for c in (

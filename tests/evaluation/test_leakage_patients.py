@@ -149,3 +149,33 @@ def test_a_network_pretrained_on_a_tables_patients_records_them(
         str(phantoms / "labels"), "--table", str(test), "--out", str(tmp_path / "dice"),
         "--threads", "1", "--no-progress", expect=2).split())
     assert "other cases of 6 of the 6 evaluated patients trained the model" in dice
+
+
+def test_a_network_recording_no_patients_says_they_were_not_looked_for(
+        phantoms: Path, tmp_path: Path) -> None:
+    """A pre-training table whose patient column segfew does not recognise records no
+    patients: the verdict says other cases of them were not looked for (not a bare
+    "passed"), and ``pretrain --group-column`` names the column."""
+    from segfew.modelfile import read_model_file
+
+    train, test = _tables(phantoms, tmp_path)
+    pid = tmp_path / "pid.csv"
+    pid.write_text(train.read_text().replace("id,label,patient", "id,label,pid", 1))
+    tiny = ("--n-s", "2", "--size", "32", "--epochs", "1", "--threads", "1", "--no-progress",
+            "--no-cache")
+    images, labels = str(phantoms / "images"), str(phantoms / "labels")
+    seg = tmp_path / "seg.pt"
+    invoke("pretrain", "--images", images, "--labels", labels, "--table", str(pid), "--out",
+           str(seg), *tiny)
+    dice = ("evaluate", "--model", str(seg), "--images", images, "--labels", labels,
+            "--table", str(test), "--threads", "1", "--no-progress")
+    said = " ".join(invoke(*dice, "--out", str(tmp_path / "d1")).split())
+    assert "no evaluated case trained the model as its scan" in said
+    assert "could not be looked for: the model file records no patients" in said
+    named = tmp_path / "named.pt"
+    invoke("pretrain", "--images", images, "--labels", labels, "--table", str(pid),
+           "--group-column", "pid", "--out", str(named), *tiny)
+    assert read_model_file(named)[0].metrics["training_groups"]
+    dice = tuple(str(named) if a == str(seg) else a for a in dice)
+    refused = " ".join(invoke(*dice, "--out", str(tmp_path / "d2"), expect=2).split())
+    assert "other cases of 6 of the 6 evaluated patients trained the model" in refused
