@@ -33,6 +33,10 @@ def _check_same_digest(run_dirs: Sequence[Path]) -> None:
                         "merged: " + ", ".join(str(d) for d in digests))
 
 
+#: what every task's result file holds (:func:`segfew.experiment.protocol.run_experiment`)
+RESULT_KEYS = ("repetition", "size", "framework", "metrics")
+
+
 def collect_results(run_dir: Path | Sequence[Path]) -> list[dict[str, Any]]:
     """Every finished task's result from one RUN_DIR or several (shards), sorted by task.
 
@@ -50,6 +54,11 @@ def collect_results(run_dir: Path | Sequence[Path]) -> list[dict[str, Any]]:
                 result = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as e:
                 raise DataError(f"unreadable result file ({e})", path) from None
+            lacking = [k for k in RESULT_KEYS if not isinstance(result, dict) or k not in result]
+            if lacking:
+                raise DataError(f"result file without {', '.join(lacking)}: not as segfew "
+                                "experiment writes it; remove it and rerun the experiment to "
+                                "redo its task", path)
             found.setdefault(result.get("key", path.stem), result)
     return sorted(found.values(), key=lambda r: (r["repetition"], r["size"],
                                                  framework_rank(r["framework"])))

@@ -450,3 +450,13 @@ def test_a_task_failing_on_its_data_is_recorded_in_plain_words(tmp_path: Path) -
     run_experiment(spec, tmp_path, Refusing(), cases=cases)
     error = json.loads((tmp_path / "results" / "size002_rep01_scratch.error.json").read_text())
     assert error["error"] == "m.png: binary mask stored as 0/255"
+
+
+@pytest.mark.parametrize("content", ["{}", "[]", '{"repetition": 1, "size": 2}'])
+def test_a_result_file_not_as_segfew_writes_it_is_named(tmp_path: Path, content: str) -> None:
+    cases, spec = make_cases(), make_spec(sizes=[1], repetitions=1)
+    run_experiment(spec, tmp_path, Counting(), cases=cases)
+    (tmp_path / "results" / "odd.json").write_text(content)
+    with pytest.raises(DataError, match=r"odd\.json: result file without .*framework.*"
+                                        "remove it and rerun"):
+        collect_results(tmp_path)
