@@ -23,6 +23,7 @@ from rich.markup import escape
 from segfew.data.case import GROUP_COLUMNS, ID_COLUMNS, LABEL_COLUMNS
 from segfew.errors import RepeatedWarnings, SegfewError
 from segfew.spec import given_keys, resolve_spec, unused_settings
+from segfew.spec.parts import label_map_pairs
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -236,23 +237,14 @@ def split_list(value: str | None) -> list[str] | None:
 
 
 def parse_label_map(value: str | None) -> dict[int, int] | str | None:
-    """``"255:1,128:2"`` → ``{255: 1, 128: 2}``; ``"consecutive"`` stays; None stays None.
-
-    A value given twice (``3:1,3:2``) is refused: one of its two pairs would silently go."""
-    if value is None or value.strip().lower() == "consecutive":
-        return None if value is None else "consecutive"
+    """``"255:1,128:2"`` → ``{255: 1, 128: 2}``; ``"consecutive"`` stays; None stays None
+    (:func:`segfew.spec.parts.label_map_pairs`, which a spec's text goes through too)."""
+    if value is None:
+        return None
     try:
-        pairs = [(int(a), int(b)) for a, b in (v.split(":") for v in value.split(",")
-                                               if v.strip())]
-    except ValueError:
-        raise typer.BadParameter(f"expected OLD:NEW integer pairs, e.g. 255:1, got {value!r}"
-                                 ) from None
-    olds = [a for a, _ in pairs]
-    twice = sorted({a for a in olds if olds.count(a) > 1})
-    if twice:
-        raise typer.BadParameter(f"label value {twice[0]} is mapped twice in {value!r}: give "
-                                 "each OLD value once")
-    return dict(pairs)
+        return label_map_pairs(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def int_list(value: str | None) -> list[int] | None:

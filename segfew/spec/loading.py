@@ -106,8 +106,23 @@ def _setting(loc: Sequence[int | str], keys: Mapping[str, Any] | set[str]) -> st
     return None
 
 
+def _placed(model: type[BaseModel], name: str, prefix: str = "") -> list[str]:
+    """Where a setting ``name`` is at home in ``model`` and its sections (``data.table``)."""
+    found = [f"{prefix}{name}"] if name in model.model_fields else []
+    for key, f in model.model_fields.items():
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+            found += _placed(f.annotation, name, f"{prefix}{key}.")
+    return found
+
+
 def _near(model: type[BaseModel] | None, loc: Sequence[int | str]) -> str:
-    """`` (did you mean 'x'?)`` for an unknown key close to a known one at its level."""
+    """`` (did you mean 'x'?)`` for an unknown key close to a known one at its level; a key
+    at home in another section is sent there (``[data] label_names`` is top-level)."""
+    home = _placed(model, str(loc[-1])) if model is not None and loc else []
+    if home:
+        where = home[0]
+        return (f" here; it is the top-level key {where!r}" if "." not in where else
+                f" here; it belongs under [{where.rsplit('.', 1)[0]}] ({where})")
     for part in loc[:-1]:
         field = model.model_fields.get(str(part)) if model is not None else None
         annotation = field.annotation if field is not None else None

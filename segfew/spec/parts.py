@@ -166,6 +166,25 @@ def _enough_resamples(value: int) -> int:
 Bootstrap = Annotated[int, Field(ge=0), AfterValidator(_enough_resamples)]
 
 
+def label_map_pairs(text: str) -> dict[int, int] | str:
+    """``"255:1,128:2"`` → ``{255: 1, 128: 2}`` (``--label-map``, or the same text in a spec);
+    ``"consecutive"`` stays. ValueError for anything else, or an OLD value given twice
+    (``3:1,3:2``: one of its pairs would silently go)."""
+    if text.strip().lower() == "consecutive":
+        return "consecutive"
+    try:
+        pairs = [(int(a), int(b)) for a, b in (v.split(":") for v in text.split(",")
+                                               if v.strip())]
+    except ValueError:
+        raise ValueError(f"expected OLD:NEW integer pairs, e.g. 255:1, got {text!r}") from None
+    olds = [a for a, _ in pairs]
+    twice = sorted({a for a in olds if olds.count(a) > 1})
+    if twice:
+        raise ValueError(f"label value {twice[0]} is mapped twice in {text!r}: give each OLD "
+                         "value once")
+    return dict(pairs)
+
+
 def _distinct(names: list[str] | None) -> list[str] | None:
     if names is not None:
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -322,9 +341,14 @@ class DataSource(Settings):
     label_column: str | None = None
     group_column: str | None = None
     label_map: dict[int, int] | Literal["consecutive"] | None = Field(
-        default=None, description="label values remapped before any check, e.g. {255: 1}; "
-        '"consecutive": the values found become 0, 1, 2, … in order (pretrain prints the table)'
-    )
+        default=None, description="label values remapped before any check, e.g. {255: 1} "
+        '(or "255:1" as on the command line); "consecutive": the values found become 0, 1, '
+        "2, … in order (pretrain prints the table)")
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _pairs_as_written(cls, v: Any) -> Any:
+        return label_map_pairs(v) if isinstance(v, str) else v
 
     def label_rules(self, values: Sequence[int] | None = None) -> LabelRules:
         """The door's label rules (:class:`segfew.data.read.LabelRules`) for this data
