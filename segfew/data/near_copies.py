@@ -1,9 +1,11 @@
 """Scans that look like one scan re-exported: a cheap check by tiny thumbnails.
 
 :func:`segfew.data.splits.group_identical_images` joins copies with the same file bytes or
-the same voxels. A re-export with another intensity scale, a one-pixel shift, a crop of a
-few pixels, slight noise or a mirror has neither, yet it is the same scan: a split that
-puts it on the other side of its original leaks. Here every image gets a thumbnail
+the same voxels. A re-export with another intensity scale, slight noise, a one-pixel shift,
+a crop of a pixel or two, a mirror (3D: left-right or back-front, as read in RAS) or (2D) a
+rotation has neither, yet it is the same scan: a split that puts it on the other side of
+its original leaks. A shift or crop of several pixels, a gamma or window change and a
+dropped end slice correlate less: they are missed. Here every image gets a thumbnail
 (:func:`thumbnail`: averaged down to a fixed small grid, z-scored), and two images of
 different groups whose thumbnails correlate at :data:`NEAR_COPY_CORRELATION` or more are
 said in one :class:`~segfew.errors.DataWarning` (:func:`warn_near_copies`). Nothing is
@@ -18,8 +20,9 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,9 +36,9 @@ GRID_3D = (8, 16, 16)
 #: scans, and 2D pictures (whose different patients' slices look more alike)
 NEAR_COPY_CORRELATION = 0.97
 NEAR_COPY_CORRELATION_2D = 0.99
-#: images compared at most (the pairs are a matrix product, in blocks of :data:`BLOCK`
-#: rows): beyond it no near copies are looked for
-MOST_COMPARED = 6000
+#: images of one kind (2D, 3D) compared at most (the pairs are a matrix product, in blocks
+#: of :data:`BLOCK` rows): beyond it no near copies are looked for, and a warning says so
+MOST_COMPARED = 12000
 BLOCK = 512
 #: the pairs a warning names before it counts the rest
 NAMED_PAIRS = 3
@@ -78,10 +81,13 @@ def thumbnail(array: np.ndarray) -> np.ndarray | None:
 
 def _orientations(thumb: np.ndarray) -> list[np.ndarray]:
     """A 2D thumbnail's 8 rotations and mirrors (a picture states no orientation, as
-    :func:`segfew.runinfo.voxel_digest` treats it); a 3D one as it is (read in RAS)."""
-    if thumb.size != GRID_2D[0] * GRID_2D[1]:
-        return [thumb]
-    t = thumb.reshape(GRID_2D)
+    :func:`segfew.runinfo.voxel_digest` treats it); a 3D one (read in RAS: its first two
+    axes left-right and back-front) as it is and mirrored along either or both of them.
+    The set holds the inverse of each, so two thumbnails' best correlation is symmetric."""
+    grid = GRID_2D if thumb.size == GRID_2D[0] * GRID_2D[1] else GRID_3D
+    t = thumb.reshape(grid)
+    if len(grid) == 3:
+        return [np.ascontiguousarray(t[::a, ::b]).ravel() for a in (1, -1) for b in (1, -1)]
     return [np.ascontiguousarray(np.rot90(b, k)).ravel() for b in (t, t[::-1]) for k in range(4)]
 
 
@@ -94,41 +100,95 @@ class NearCopy:
     correlation: float
 
 
-def near_copies(thumbs: Sequence[tuple[Path, str, np.ndarray]],
-                threshold: float | None = None) -> list[NearCopy]:
+def _kind(size: int) -> str:
+    """What images a thumbnail of ``size`` values is taken of."""
+    return "2D pictures" if size == GRID_2D[0] * GRID_2D[1] else "3D scans"
+
+
+@dataclass(frozen=True)
+class NearCopies:
+    """What :func:`find_near_copies` found: ``pairs`` (highest correlation first), and
+    ``not_compared``: the number of images of each kind (``"2D pictures"``, ``"3D scans"``)
+    that were more than :data:`MOST_COMPARED`, whose near copies were not looked for."""
+
+    pairs: list[NearCopy] = field(default_factory=list)
+    not_compared: dict[str, int] = field(default_factory=dict)
+
+    def unlooked(self) -> list[str]:
+        """Each kind not compared, in words (``"6002 2D pictures, more than 6000"``)."""
+        return [f"{n} {kind}, more than {MOST_COMPARED}"
+                for kind, n in sorted(self.not_compared.items())]
+
+    def record(self) -> dict[str, Any]:
+        """Every pair (paths, correlation to 4 places) and what was not compared, as a run
+        record keeps them."""
+        return {"compared_by": COMPARED_BY, "pairs": [
+            {"first": str(c.first), "second": str(c.second),
+             "correlation": round(c.correlation, 4)} for c in self.pairs],
+            "not_looked_for": self.unlooked()}
+
+
+#: how :func:`find_near_copies` compares, as a run record says it
+COMPARED_BY = (f"correlation of thumbnails (3D {GRID_3D[0]}x{GRID_3D[1]}x{GRID_3D[2]}, mirrored "
+               f"left-right and back-front, at {NEAR_COPY_CORRELATION} or more; 2D "
+               f"{GRID_2D[0]}x{GRID_2D[1]} in 8 rotations and mirrors, at "
+               f"{NEAR_COPY_CORRELATION_2D} or more)")
+
+
+def find_near_copies(thumbs: Sequence[tuple[Path, str, np.ndarray]],
+                     threshold: float | None = None) -> NearCopies:
     """The pairs of ``thumbs`` (path, group, :func:`thumbnail`) of different groups whose
     thumbnails correlate at ``threshold`` (default :data:`NEAR_COPY_CORRELATION`, 2D
-    :data:`NEAR_COPY_CORRELATION_2D`) or more in some orientation (2D: its 8 rotations
-    and mirrors), highest first. Thumbnails of one grid are compared with each other only;
-    none where more than :data:`MOST_COMPARED` share a grid (time and memory stay bounded:
-    ``BLOCK`` × n correlations at a time)."""
+    :data:`NEAR_COPY_CORRELATION_2D`) or more in some orientation (:func:`_orientations`),
+    highest first. Thumbnails of one grid are compared with each other only; none where
+    more than :data:`MOST_COMPARED` share a grid (counted in ``not_compared``). Memory
+    stays bounded: :data:`BLOCK` × n correlations at a time, each pair computed once (the
+    orientations hold each one's inverse, so turning either image of a pair is enough)."""
     found: list[NearCopy] = []
+    skipped: dict[str, int] = {}
     for size in sorted({t.size for _, _, t in thumbs}):
         same = [(p, g, t) for p, g, t in thumbs if t.size == size]
         n = len(same)
+        if n > MOST_COMPARED:
+            skipped[_kind(size)] = n
         if n < 2 or n > MOST_COMPARED:
             continue
         matrix = np.stack([t for _, _, t in same])
         groups = np.array([g for _, g, _ in same], dtype=object)
         least = threshold if threshold is not None else (
             NEAR_COPY_CORRELATION_2D if size == GRID_2D[0] * GRID_2D[1] else NEAR_COPY_CORRELATION)
-        turned = [np.stack(m) for m in zip(*(_orientations(t) for t in matrix), strict=True)]
-        for start in range(0, n, BLOCK):
-            rows = matrix[start:start + BLOCK]
-            best = np.max([rows @ t.T for t in turned], axis=0)
+        for start in range(0, n, BLOCK):  # a block turned, against itself and later rows
+            turned = zip(*(_orientations(t) for t in matrix[start:start + BLOCK]), strict=True)
+            best = np.full((min(BLOCK, n - start), n - start), -np.inf, np.float32)
+            for rows in turned:
+                np.maximum(best, np.stack(rows) @ matrix[start:].T, out=best)
             for i, j in zip(*np.nonzero(best >= least), strict=True):
-                a = start + int(i)
-                if int(j) > a and groups[a] != groups[j]:
-                    found.append(NearCopy(same[a][0], same[j][0], float(best[i, j])))
-    return sorted(found, key=lambda c: (-c.correlation, str(c.first), str(c.second)))
+                a, b = start + int(i), start + int(j)
+                if b > a and groups[a] != groups[b]:
+                    found.append(NearCopy(same[a][0], same[b][0], float(best[i, j])))
+    pairs = sorted(found, key=lambda c: (-c.correlation, str(c.first), str(c.second)))
+    return NearCopies(pairs, skipped)
+
+
+def near_copies(thumbs: Sequence[tuple[Path, str, np.ndarray]],
+                threshold: float | None = None) -> list[NearCopy]:
+    """The pairs of :func:`find_near_copies`, highest correlation first."""
+    return find_near_copies(thumbs, threshold).pairs
 
 
 def warn_near_copies(thumbs: Sequence[tuple[Path, str, np.ndarray]],
-                     where: str | Path | None) -> list[list[Path]]:
-    """Say the :func:`near_copies` of ``thumbs`` in one :class:`DataWarning` naming
+                     where: str | Path | None) -> NearCopies:
+    """Say the :func:`find_near_copies` of ``thumbs`` in one :class:`DataWarning` naming
     ``where`` (the table or folder): the groups linked by near copies, each set named by
-    one file of each group. Returns those sets of files (empty: none)."""
-    pairs = near_copies(thumbs)
+    one file of each group (:data:`NAMED_PAIRS` sets, the rest counted). Images whose near
+    copies were not looked for (more than :data:`MOST_COMPARED`) are said in another.
+    Returns what was found (every pair, for a run record)."""
+    found = find_near_copies(thumbs)
+    if found.not_compared:
+        warnings.warn(DataWarning(
+            f"near copies not looked for: {'; '.join(found.unlooked())} (at most "
+            f"{MOST_COMPARED} images are compared with each other); only copies with the "
+            "same file bytes or the same voxels were looked for", where), stacklevel=3)
     parent: dict[str, str] = {}
 
     def root(g: str) -> str:
@@ -138,12 +198,12 @@ def warn_near_copies(thumbs: Sequence[tuple[Path, str, np.ndarray]],
 
     group_of = {p: g for p, g, _ in thumbs}
     lowest: dict[str, float] = {}
-    for c in pairs:
+    for c in found.pairs:
         a, b = root(group_of[c.first]), root(group_of[c.second])
         if a != b:
             parent[max(a, b)] = min(a, b)
     shown: dict[str, dict[str, Path]] = {}  # set → group → its first file in a pair
-    for c in pairs:
+    for c in found.pairs:
         top = root(group_of[c.first])
         for path in (c.first, c.second):
             shown.setdefault(top, {}).setdefault(group_of[path], path)
@@ -156,11 +216,15 @@ def warn_near_copies(thumbs: Sequence[tuple[Path, str, np.ndarray]],
             " and ".join(p.name if short else str(p) for p in files)
             + f" (correlation {lowest[top]:.3f} or more)"
             for top, files in list(zip(sorted(shown), sets, strict=True))[:NAMED_PAIRS])
-        more = f"; and {len(sets) - NAMED_PAIRS} more" if len(sets) > NAMED_PAIRS else ""
+        rest = sets[NAMED_PAIRS:]
+        more = (f"; and {len(rest)} more set{'s' if len(rest) > 1 else ''} of "
+                f"{sum(map(len, rest))} files (a split's run.json lists every pair)"
+                if rest else "")
         warnings.warn(DataWarning(
-            "images of different patients look like one scan re-exported (another "
-            f"intensity scale, a shift, crop, mirror or slight noise): {listed}{more}; a "
-            "split may put them on both sides: if they are one scan or one patient, give "
-            "them one patient in the group column (or drop the copy); else check the "
-            "export", where), stacklevel=3)
-    return sets
+            "images of different patients look like one scan re-exported (another intensity "
+            f"scale, slight noise, a one-pixel shift, a crop of a pixel or two, a mirror, a 2D "
+            f"picture's rotation): "
+            f"{listed}{more}; a split may put them on both sides: if they are one scan or one "
+            "patient, give them one patient in the group column (or drop the copy); else "
+            "check the export", where), stacklevel=3)
+    return found

@@ -23,7 +23,7 @@ from segfew.data.classes import (
     pick_label_column,
     row_images,
 )
-from segfew.data.near_copies import thumbnail, warn_near_copies
+from segfew.data.near_copies import NearCopies, thumbnail, warn_near_copies
 from segfew.data.table_rows import named_like, read_table_rows
 from segfew.errors import DataError, DataWarning
 from segfew.files import RUN_RECORD, check_output, check_replace, write_text
@@ -115,13 +115,21 @@ def group_identical_images(cases: Sequence[Case], where: str | Path | None = Non
     the empty edge slices of a slice-per-file export) is every patient's, so it joins none.
 
     Scans of different groups that look like one scan re-exported (another intensity
-    scale, a shift, crop or mirror: :mod:`segfew.data.near_copies`, by thumbnails taken
-    while the scans are read) are said in one more :class:`DataWarning`, not joined.
+    scale, a pixel's shift, a mirror: :mod:`segfew.data.near_copies`, by thumbnails taken
+    while the scans are read) are said in one more :class:`DataWarning`, not joined
+    (:func:`group_images` returns them too); so is a set too large to look in.
 
     Why: a copy of a test scan in the training set is leakage the protocol cannot see by
     id. The public ACDC copy holds one such pair (patient074 and patient076). Cases with
     no copy keep their group; where no scan has a copy, the splits are unchanged.
     """
+    grouped, joined, _ = group_images(cases, where)
+    return grouped, joined
+
+
+def group_images(cases: Sequence[Case], where: str | Path | None = None
+                 ) -> tuple[list[Case], list[list[str]], NearCopies]:
+    """:func:`group_identical_images`, and the near copies it said (every pair)."""
     from segfew.runinfo import read_quietly, scan_digest, scan_files, voxel_digest
 
     parent: dict[str, str] = {}
@@ -171,8 +179,8 @@ def group_identical_images(cases: Sequence[Case], where: str | Path | None = Non
     relabelled = {tuple(sorted(ids.items())) for ids in labelled.values()
                   if len(set(ids.values())) > 1}
     warn_mixed_classes(cases, out, joined, sorted(relabelled), where)
-    warn_near_copies([(p, root(unit), t) for p, unit, t in thumbs], where)
-    return out, [sorted(units) for _, units in sorted(joined.items())]
+    near = warn_near_copies([(p, root(unit), t) for p, unit, t in thumbs], where)
+    return out, [sorted(units) for _, units in sorted(joined.items())], near
 
 
 def _blank(path: Path) -> bool:
@@ -301,7 +309,7 @@ class TableSplit:
     its own patient); ``scans``: rows whose image files were found and compared;
     ``copies``: the groups joined because they hold one scan (the same file bytes or the
     same voxels, :func:`group_identical_images`); ``images``: the folder the images were
-    looked up in (None: the table's folder).
+    looked up in (None: the table's folder); ``near``: the near copies found (and not looked for).
     """
 
     paths: tuple[Path, Path]
@@ -312,13 +320,15 @@ class TableSplit:
     scans: int
     copies: list[list[str]] = field(default_factory=list)
     images: Path | None = None
+    near: NearCopies = field(default_factory=NearCopies)
 
     def record(self) -> dict[str, Any]:
         """The grouping, as ``run.json`` keeps it."""
         return {"group_column": self.group_column, "rows_are_patients": self.rows_are_patients,
                 "scans_compared": self.scans, "compared_by": COMPARED_BY,
                 "identical_scans": self.copies,
-                "images": None if self.images is None else str(self.images)}
+                "images": None if self.images is None else str(self.images),
+                "near_copies": self.near.record()}
 
 
 def _parent_split_images(table: Path) -> Path | None:
@@ -392,7 +402,7 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
             f"{', '.join(GROUP_COLUMNS)}): each row is taken as its own patient; if rows "
             "share patients (slices, sessions), name the column with --group-column",
             table), stacklevel=2)
-    cases, copies = group_identical_images(cases, table)
+    cases, copies, near = group_images(cases, table)
     scans = sum(bool(c.images) for c in cases)
     if not scans:
         warnings.warn(DataWarning(
@@ -428,4 +438,4 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
         write_text(out / name, buf.getvalue())
         paths.append(out / name)
     return TableSplit((paths[0], paths[1]), first, second, group_col, rows_are_patients, scans,
-                      copies, None if images is None else Path(images))
+                      copies, None if images is None else Path(images), near)
