@@ -178,10 +178,10 @@ def one_class_share(top_class: float, top_share: float, n: int, classes: Sequenc
 
 def one_class_words(flag: Mapping[str, Any], what: str = "cases") -> str:
     """The warning for a :func:`one_class` (or validation) flag: what is predicted, and
-    whether that class is the largest of the truth (it learnt the majority) or not (it
-    answers one class whatever the case)."""
+    whether that class is the largest of these cases' truth or not (whatever its training
+    set held: the flag knows only the cases scored)."""
     are = f" ({flag['truth_share']:.0%} of them are)" if "truth_share" in flag else ""
-    why = ("it learnt the majority" if flag.get("truth_majority")
+    why = (f"it answers the largest class of these {what}" if flag.get("truth_majority")
            else "it answers one class whatever the case")
     return (f"the classifier predicts {flag['class']!r} for {flag['share']:.0%} of the "
             f"{flag['cases']} {what}{are}: {why}, not the classes")

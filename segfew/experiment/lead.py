@@ -73,8 +73,13 @@ def lead_sentence(points: dict[tuple[str, int], dict[str, Any]], sizes: Sequence
                   else f", below chance ({p['chance_rate']:.2f}, the share of the largest "
                   "class)" if below_chance(p.get("high"), p.get("chance_rate")) else "")
         one = unit.removesuffix("s") if size == 1 else unit  # 1 labelled patient
+        constant = int(p.get("one_class") or 0)  # answered one class, whatever the case
+        same = (f"; it answered one class for nearly every test {unit.removesuffix('s')} in "
+                + ("every repetition" if constant == p.get("repetitions") else
+                   f"{constant} of {p.get('repetitions')} repetitions")
+                + ", not the classes") if constant else ""
         parts.append(f"with {size} labelled {one} per class, {who} at accuracy "
-                     f"{p['accuracy']:.2f}{ci}{chance}")
+                     f"{p['accuracy']:.2f}{ci}{chance}{same}")
     if not parts:
         return "No task has finished yet."
     lead = f"In short, so far ({unfinished}): " if unfinished else "In short: "

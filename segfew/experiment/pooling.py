@@ -145,11 +145,13 @@ def pooled_accuracy(results: Sequence[Mapping[str, Any]], classes: Sequence[str]
     repetition (the largest when they differ, ``fewest_per_repetition`` the smallest);
     ``units`` distinct patients resampled and ``units_per_repetition`` test patients in each
     repetition (the largest; ``fewest_units_per_repetition`` the smallest), all three None
-    where cases are resampled.
+    where cases are resampled; ``one_class``: the repetitions whose classifier answered one
+    class for nearly every test case (:func:`segfew.metrics.one_class`).
     """
     tested = [int(r.get("n_test") or 0) for r in results]
     counts = {"repetitions": len(results), "per_repetition": max(tested, default=0),
-              "fewest_per_repetition": min(tested, default=0)}
+              "fewest_per_repetition": min(tested, default=0),
+              "one_class": sum(bool((r.get("metrics") or {}).get("one_class")) for r in results)}
     rows = _pooled_rows(results, classes)
     if rows is None or not len(rows[0]):
         y_true, y_pred = cases_from_confusion(confusion(results, classes))

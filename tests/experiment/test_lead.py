@@ -60,3 +60,17 @@ def test_repetitions_that_tested_different_numbers_give_the_range() -> None:
     point = {**_point(12), "fewest_per_repetition": 8, "fewest_units_per_repetition": 8}
     text = _summary({("manual", 1): point}, [1], "patients", 2)
     assert "each on 8–9 test patients per repetition, 2 repetitions pooled" in text, text
+
+
+def test_the_lead_says_a_best_method_answered_one_class() -> None:
+    """A "best" among classifiers that answered one class is said to be one, not a winner."""
+    from segfew.experiment.lead import lead_sentence
+
+    point = {"accuracy": 0.55, "low": 0.42, "high": 0.67, "chance_rate": 0.55,
+             "distinguishable_from_chance": False, "repetitions": 2, "per_repetition": 65,
+             "units_per_repetition": 65, "units": 69}
+    for constant, said in ((2, "in every repetition"), (1, "in 1 of 2 repetitions")):
+        lead = lead_sentence({("manual", 2): {**point, "one_class": constant}}, [2],
+                             "patients", 2)
+        assert f"it answered one class for nearly every test patient {said}" in lead
+    assert "one class" not in lead_sentence({("manual", 2): point}, [2], "patients", 2)
