@@ -7,12 +7,14 @@ From a validated :class:`~segfew.spec.LabelSpec` to one label map per image, the
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,10 +70,15 @@ def label_images(spec: LabelSpec, progress: Progress | None = None, overwrite: b
 
     A case that cannot be read or labelled is skipped with a DataWarning naming its file (and
     left out of a k-means fit); the others are labelled, and ``run.json`` lists the skipped
-    (``failed``: path and reason; :func:`label_failures`). A DataError when no case is left.
-    Label maps are moved into ``out`` only when all of them are done, so a run stopped
-    part-way leaves no partial output. Before any work, a file this run would replace that
-    no earlier segfew run recorded writing there is refused unless ``overwrite``
+    (``failed``: path and reason; :func:`label_failures`). A DataError when no case is left,
+    when a file cannot be written (naming its place in ``out``), when ``spec.centres`` fixes
+    a setting given otherwise (:func:`refuse_unlike_centres`), or when most cavities cases
+    look to have their phases in the order ES, ED (:func:`_refuse_phases_reversed`).
+    Every file is written into a hidden folder of ``out`` first and moved into place only
+    when all are done (:func:`commit_staged`): a run stopped part-way, by an error or an
+    interrupt, leaves ``out`` as it was. ``run.json``'s ``spec`` holds the settings that
+    labelled (those of ``spec.centres`` where given). Before any work, a file this run would
+    replace that no earlier segfew run recorded writing there is refused unless ``overwrite``
     (:func:`segfew.files.check_replace`). A second run into ``spec.out`` at the same time
     is refused (:func:`segfew.files.output_lock`).
     """
@@ -129,6 +136,7 @@ def _label_images(spec: LabelSpec, progress: Progress | None, overwrite: bool) -
         label_names = list(LABEL_NAMES)
     elif spec.centres is not None:
         labeller = KMeansLabeller.from_file(spec.centres)
+        refuse_unlike_centres(spec, labeller, spec.centres)
     set_threads(spec.threads)
     if spec.method != "cavities" and labeller is None:
         labeller = fit_kmeans((im.array for _, ims in read_cases("sampling intensities")
@@ -139,54 +147,74 @@ def _label_images(spec: LabelSpec, progress: Progress | None, overwrite: bool) -
                               intensity=spec.intensity)
     if labeller is not None:
         label_names = labeller.label_names()
+        spec = used_spec(spec, labeller)  # the run record holds the settings that labelled
 
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".segfew-label-", dir=out))
-    shown: list[tuple[str, np.ndarray, np.ndarray]] = []
     try:
-        for case, images in read_cases("writing labels"):
-            try:
-                maps = ([labeller.label(im.array) for im in images] if labeller is not None
-                        else _case_cavities(case, images))
-                for image, labels in zip(images, maps, strict=True):
-                    assert image.path is not None
-                    write_image(labels, image, staging / names[image.path])
-            except CASE_ERRORS as e:
-                _skip(failed, case, e)
-                continue
-            for image, labels in zip(images, maps, strict=True):
-                if len(shown) < PREVIEW_IMAGES and image.path is not None:
-                    shown.append((names[image.path].removesuffix("_seg.nii.gz"), image.array,
-                                  labels))
+        shown, late = _write_maps(read_cases("writing labels"), labeller, staging, out, names,
+                                  failed)
+        if spec.method == "cavities":
+            _refuse_phases_reversed(spec, late, len(cases) - len(failed))
+        skipped = {p for case in cases if case.images[0] in failed for p in case.images}
+        written = [p for p in paths if p not in skipped]
+        extra = [LABEL_NAMES_FILE, PREVIEW_FILE.as_posix(),
+                 *([CENTRES_FILE] if labeller is not None else [])]
+        if labeller is not None:
+            with _writing(out / CENTRES_FILE):
+                labeller.save(staging / CENTRES_FILE)
+        with _writing(out / LABEL_NAMES_FILE):
+            write_json(staging / LABEL_NAMES_FILE,
+                       {"method": spec.method, "label_names": label_names})
+        with _writing(out / PREVIEW_FILE):
+            plot_label_preview(shown, label_names, staging / PREVIEW_FILE,
+                               "k-means labels" if labeller is not None else "cine cavities")
+        # an earlier run's map of a skipped case would mix two labellings: removed
+        gone = [names[p] for p in paths if p in skipped and (out / names[p]).exists()]
+        if stale and is_recorded(out / RUN_RECORD, SEGMENTATION_TABLE):
+            gone.append(SEGMENTATION_TABLE)
+        outputs = [*(names[p] for p in written), *extra]
+
+        def record() -> None:
+            write_run_info(out, spec, spec.seed, inputs=paths, extra={
+                "failed": [{"path": str(p), "error": why} for p, why in failed.items()],
+                **outputs_record(out / RUN_RECORD, outputs)})
+
+        commit_staged(staging, out, outputs, gone, record)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created:
             shutil.rmtree(out, ignore_errors=True)  # a refused run leaves no folder
         raise
-    written = []
-    skipped = {p for case in cases if case.images[0] in failed for p in case.images}
-    for p in paths:
-        if p in skipped:  # an earlier run's map of it would mix two labellings
-            (staging / names[p]).unlink(missing_ok=True)
-            (out / names[p]).unlink(missing_ok=True)
-            continue
-        os.replace(staging / names[p], out / names[p])
-        written.append(out / names[p])
     shutil.rmtree(staging, ignore_errors=True)
-    if stale and is_recorded(out / RUN_RECORD, SEGMENTATION_TABLE):
-        (out / SEGMENTATION_TABLE).unlink(missing_ok=True)
-    if labeller is not None:
-        labeller.save(out / CENTRES_FILE)
-    write_json(out / LABEL_NAMES_FILE, {"method": spec.method, "label_names": label_names})
-    plot_label_preview(shown, label_names, out / PREVIEW_FILE,
-                       "k-means labels" if labeller is not None else "cine cavities")
-    outputs = [p.name for p in written] + [LABEL_NAMES_FILE, PREVIEW_FILE.as_posix(),
-                                           *([CENTRES_FILE] if labeller is not None else [])]
-    write_run_info(out, spec, spec.seed, inputs=paths, extra={
-        "failed": [{"path": str(p), "error": why} for p, why in failed.items()],
-        **outputs_record(out / RUN_RECORD, outputs)})
-    return written
+    return [out / names[p] for p in written]
+
+
+def _write_maps(read: Iterator[tuple[Case, list[Image]]], labeller: KMeansLabeller | None,
+                staging: Path, out: Path, names: dict[Path, str], failed: dict[Path, str]
+                ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[Path]]:
+    """Label every case read and write its maps into ``staging``; a case that cannot be
+    labelled is skipped (:func:`_skip`), one whose map cannot be written stops the run (a
+    DataError naming the map's place in ``out``). Returns the preview's images and the
+    first files of the cases whose LV is larger in a later phase than in the first."""
+    shown: list[tuple[str, np.ndarray, np.ndarray]] = []
+    late: list[Path] = []
+    for case, images in read:
+        try:
+            maps = ([labeller.label(im.array) for im in images] if labeller is not None
+                    else _case_cavities(case, images, late))
+        except CASE_ERRORS as e:
+            _skip(failed, case, e)
+            continue
+        for image, labels in zip(images, maps, strict=True):
+            assert image.path is not None
+            with _writing(out / names[image.path]):
+                write_image(labels, image, staging / names[image.path])
+            if len(shown) < PREVIEW_IMAGES:
+                shown.append((names[image.path].removesuffix("_seg.nii.gz"), image.array,
+                              labels))
+    return shown, late
 
 
 def label_failures(out: str | Path) -> list[dict[str, str]]:
@@ -224,9 +252,10 @@ def _refuse_other_labels(out: Path, maps: set[str], kmeans: bool) -> None:
                         "that this run would not replace: give an empty or new folder", out)
 
 
-def _case_cavities(case: Case, images: list[Image]) -> list[np.ndarray]:
+def _case_cavities(case: Case, images: list[Image], late: list[Path]) -> list[np.ndarray]:
     """The cavities of one case; a DataWarning names a case whose maps say little (no heart
-    found, ES larger than ED, a pixel size the rules were not made for)."""
+    found, a pixel size the rules were not made for). A case whose LV is larger in a later
+    phase than in the first is added to ``late`` (:func:`_refuse_phases_reversed`)."""
     first = case.images[0]
     spacing = images[0].spacing
     try:
@@ -240,10 +269,138 @@ def _case_cavities(case: Case, images: list[Image]) -> list[np.ndarray]:
         warnings.warn(DataWarning(f"{first}: no heart found (no bright cavity that moves "
                                   "between the phases): its label maps are empty"), stacklevel=2)
     elif any(v > lv[0] for v in lv[1:]):
-        warnings.warn(DataWarning(f"{first}: the LV is larger in a later phase than in the "
-                                  "first: is the first channel end-diastole?"), stacklevel=2)
+        late.append(first)
     if not all(1.0 <= v <= 2.5 for v in in_plane):
         warnings.warn(DataWarning(
             f"{first}: pixels of {' × '.join(f'{v:g}' for v in in_plane)} mm; the cavity rules "
             "are sized for cine MRI at 1.2–2 mm: resample in-plane first"), stacklevel=2)
     return maps
+
+
+def _refuse_phases_reversed(spec: LabelSpec, late: Sequence[Path], labelled: int) -> None:
+    """Cavities assume end-diastole first (the blood threshold, and the RV as the cavity that
+    empties, come from it). Most of the ``labelled`` cases (two or more) with an LV larger
+    in a later phase than in the first (``late``) say the channels are in the wrong order:
+    a DataError naming the order to give, before any map is written; a few are a
+    DataWarning each (a case's own rhythm or a poor labelling)."""
+    if len(late) >= 2 and 2 * len(late) > labelled:
+        channels = list(spec.channels or ())
+        if len(channels) == 2:
+            what = (f"the channels look to be in the order ES, ED for {len(late)} of "
+                    f"{labelled} cases (the LV is larger in the second phase than in the first)"
+                    f": give --channels {channels[1]},{channels[0]}, end-diastole first")
+        else:
+            what = (f"the first channel does not look to be end-diastole for {len(late)} of "
+                    f"{labelled} cases (the LV is larger in a later phase than in the first): "
+                    "give the end-diastole phase first in --channels")
+        raise DataError(f"--channels {','.join(channels)}: {what}", spec.table or spec.images)
+    for first in late:
+        warnings.warn(DataWarning(f"{first}: the LV is larger in a later phase than in the "
+                                  "first: is the first channel end-diastole?"), stacklevel=3)
+
+
+#: what a k-means centres file fixes: the LabelSpec settings its fit used
+CENTRES_FIX = ("k", "intensity", "keep_background", "background_threshold")
+#: the settings of a fit alone: without effect when centres are given
+FIT_ONLY = ("seed", "sample_per_image")
+
+
+def refuse_unlike_centres(spec: LabelSpec, labeller: KMeansLabeller, path: Path) -> None:
+    """``--centres`` fixes k, the intensity normalisation and the background: a setting
+    given (flag or spec file, ``spec.model_fields_set``) that differs from the centres
+    file's is refused, one DataError naming the file, the value given and the one fixed; one
+    that agrees is accepted. The fit's own settings (seed, sample_per_image) are refused as
+    without effect."""
+    given = spec.model_fields_set
+    fixed = used_spec(spec, labeller)
+    for key in CENTRES_FIX:
+        mine, theirs = getattr(spec, key), getattr(fixed, key)
+        same = (mine is None and theirs is None) or (
+            mine is not None and theirs is not None and (mine == theirs if isinstance(
+                mine, bool | str) else math.isclose(float(mine), float(theirs))))
+        if key in given and not same:
+            raise DataError(f"{_flag(key, mine)}: these centres were fitted with {key} = "
+                            f"{_shown(theirs)}; drop {_flag(key, mine, value=False)}, or fit "
+                            "anew without --centres", path)
+    for key in FIT_ONLY:
+        if key in given:
+            raise DataError(f"{_flag(key, getattr(spec, key))}: these centres are used as they "
+                            f"are, not fitted again, so {key} has no effect; drop "
+                            f"{_flag(key, None, value=False)}, or fit anew without --centres",
+                            path)
+
+
+def used_spec(spec: LabelSpec, labeller: KMeansLabeller) -> LabelSpec:
+    """``spec`` with the settings that ``labeller`` labels with (:data:`CENTRES_FIX`): what
+    the run record says was used."""
+    return spec.model_copy(update={
+        "k": labeller.k, "intensity": labeller.intensity,
+        "keep_background": labeller.keep_background,
+        "background_threshold": labeller.background_threshold})
+
+
+def _flag(key: str, given: object, value: bool = True) -> str:
+    flag = f"--{key.replace('_', '-')}"
+    if isinstance(given, bool):
+        return flag if given else f"--no-{flag[2:]}"
+    return f"{flag} {given}" if value else flag
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "none (each image's minimum)"
+    return str(value).lower() if isinstance(value, bool) else f"{value}"
+
+
+@contextlib.contextmanager
+def _writing(target: Path, what: str = "cannot write it") -> Iterator[None]:
+    """A file of the run that cannot be written stops it: a DataError naming its place in
+    the output folder and why, never the hidden folder it is first written to."""
+    try:
+        yield
+    except (OSError, SegfewError, ValueError, RuntimeError) as e:
+        if isinstance(e, SegfewError):
+            why = e.message
+        else:
+            why = (e.strerror if isinstance(e, OSError) and e.strerror else one_line(e))
+        raise DataError(f"{what} ({why})", target) from e
+
+
+def commit_staged(staging: Path, out: Path, new: Sequence[str], gone: Sequence[str],
+                  finish: Callable[[], None]) -> None:
+    """Move ``staging/<name>`` onto ``out/<name>`` for each of ``new``, remove ``out/<name>``
+    for each of ``gone``, then call ``finish`` (it writes the run record). The files replaced
+    or removed wait in ``staging`` until ``finish`` returns: an error on the way (a
+    DataError naming the file in ``out`` for an OSError) puts them back and takes the new
+    ones out, so that ``out`` is as it was."""
+    aside = staging / ".replaced"
+    fresh = set(new)
+    done: list[tuple[str, bool]] = []  # name, whether a file it replaced waits aside
+    made: list[Path] = []
+    try:
+        for name in [*new, *gone]:
+            target = out / name
+            with _writing(target):
+                kept = os.path.lexists(target)
+                if kept:
+                    (aside / name).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(target, aside / name)
+                done.append((name, kept))
+                if name in fresh:
+                    if not target.parent.is_dir():
+                        target.parent.mkdir(parents=True)
+                        made.append(target.parent)
+                    os.replace(staging / name, target)
+        with _writing(out / RUN_RECORD):
+            finish()
+    except BaseException:
+        for name, kept in reversed(done):
+            with contextlib.suppress(OSError):
+                if name in fresh:
+                    (out / name).unlink(missing_ok=True)
+                if kept:
+                    os.replace(aside / name, out / name)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
