@@ -56,7 +56,8 @@ def label(
         "normalisation (default: each image's minimum).")] = None,
     centres: Annotated[Path | None, setting(
         L, "centres", "kmeans: centres.json of an earlier run: label with those "
-        "centres.")] = None,
+        "centres (they fix --k, --intensity and the background; another value is "
+        "refused).")] = None,
     intensity: Annotated[Intensity | None, setting(
         L, "intensity", "kmeans: normalisation before clustering.")] = None,
     seed: Annotated[int | None, setting(L, "seed", "kmeans: seed of the fit.")] = None,
