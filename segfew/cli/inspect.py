@@ -104,8 +104,9 @@ def show_report(report: DatasetReport, console: Console, all_cases: bool = False
         summary.add_row("table", str(report.table))
     summary.add_row("kind", report.kind)
     summary.add_row("cases", str(report.n_cases))
-    summary.add_row("channels", f"{report.n_channels} ({', '.join(report.channel_names)})"
-                    if report.channel_names else str(report.n_channels))
+    named = [n for n in report.channel_names if not n.isdigit()]  # "0": a channel unnamed
+    summary.add_row("channels", f"{report.n_channels} ({', '.join(named)})"
+                    if named else str(report.n_channels))
     summary.add_row("images read", str(report.n_images))
     summary.add_row("labelled volumes", str(report.n_labelled))
     summary.add_row("dimensions", ", ".join(f"{d}D" for d in report.dims) or "-")

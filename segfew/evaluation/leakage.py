@@ -31,7 +31,7 @@ from typing import Any
 from segfew.data.case import Case, patient_key
 from segfew.errors import DataError, ModelFileError
 from segfew.inference.masks import EXTERNAL
-from segfew.inference.nnunet import NNUNET, is_nnunet_folder
+from segfew.inference.nnunet import NNUNET, holds_nnunet_plans
 from segfew.modelfile import read_model_file
 from segfew.runinfo import (
     file_digest,
@@ -389,7 +389,7 @@ def check_leakage(model_path: Path, test_cases: Iterable[Case], allow: bool = Fa
     """
     check = find_leakage(Path(model_path), test_cases)
     if not check.checked:
-        maps = Path(model_path).is_dir() and not is_nnunet_folder(model_path)  # --masks
+        maps = Path(model_path).is_dir() and not holds_nnunet_plans(model_path)  # --masks
         warnings.warn(f"{model_path}: " + ("label maps of another tool: whether a test case "
                       "trained the tool that made them is not recorded" if maps else "no "
                       "record of the network's training data; cannot check that no test case "

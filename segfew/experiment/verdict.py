@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from segfew.evaluation.leakage import compared_words, lacking_words, restored_note
+from segfew.inference.nnunet import holds_nnunet_plans
 
 __all__ = ["experiment_verdict"]
 
@@ -34,11 +35,17 @@ def experiment_verdict(data: dict[str, Any], unit: str) -> tuple[bool, str]:
     if check is None:
         return False, "Leakage check: not recorded in this run folder."
     networks = check.get("networks") or []
-    unchecked = [Path(n["model"]).name for n in networks if not n.get("checked")]
-    if unchecked:  # a model file with no record, or another tool's label maps (a folder)
-        return True, (f"Leakage check not made: {', '.join(unchecked)}: no record of what "
-                      f"trained the network (or the tool that made the label maps), so whether "
-                      f"test {unit} trained it is unknown.")
+    unchecked = [Path(n["model"]) for n in networks if not n.get("checked")]
+    maps = [p.name for p in unchecked if p.is_dir() and not holds_nnunet_plans(p)]  # --masks
+    others = [p.name for p in unchecked if p.name not in maps]
+    if maps and not others:  # another tool's (or an expert's) label maps: no network
+        return True, (f"Leakage check not made: {', '.join(maps)} holds label maps of another "
+                      f"tool or an expert (--masks): whether test {unit} trained the tool that "
+                      "made them is not recorded (none, for an expert's own masks).")
+    if unchecked:  # a model file with no record, or an nnU-Net folder
+        return True, (f"Leakage check not made: {', '.join(p.name for p in unchecked)}: no "
+                      f"record of what trained the network (or the tool that made the label "
+                      f"maps), so whether test {unit} trained it is unknown.")
     if check.get("per_repetition"):
         how = compared_words(bool(check.get("by_voxels")), "those networks record none")
         return False, ("Leakage check: passed. The segmentation network was pre-trained anew "

@@ -62,6 +62,12 @@ def is_nnunet_folder(path: Path | None) -> bool:
     return path is not None and Path(path).is_dir()
 
 
+def holds_nnunet_plans(path: Path | str) -> bool:
+    """Whether a folder is an nnU-Net results folder by its content (``plans.json``), not
+    by being a folder: another tool's label maps (``--masks``) are a folder too."""
+    return (Path(path) / "plans.json").is_file()
+
+
 def require_nnunetv2() -> None:
     """Raise SpecError (one line, saying what to install) when nnunetv2 is missing."""
     try:

@@ -306,7 +306,8 @@ def _check_stored_size(path: Path, gzipped: bool, offset: int, declared: int) ->
         if _gunzip_exceeds(path, offset + declared + _GZIP_SLACK):
             raise DataError(f"compressed stream expands to {format_bytes(isize)}, more than the "
                             f"{format_bytes(offset + declared)} its header declares", path)
-        raise DataError("truncated or corrupt gzip stream", path)
+        raise DataError("cannot read image (the file is truncated, or its gzip stream is "
+                        "damaged: copy or download it again)", path)
 
 
 def _gunzip_exceeds(path: Path, limit: int) -> bool:

@@ -143,6 +143,10 @@ def test_cli_clean_and_fatal(tmp_path: Path) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "no problems found" in result.output and "labelled volumes" in result.output
+    assert "2 (ed, es)" in result.output
+    single = runner.invoke(app, ["inspect", "--images", str(labels), "--no-progress"])
+    line = next(ln for ln in single.output.splitlines() if "channels" in ln)
+    assert "(" not in line  # one channel with no name: no "(0)"
     nii(labels / "zz_ed_gt.nii.gz")
     result = runner.invoke(app, args)
     assert result.exit_code == 1

@@ -395,6 +395,7 @@ def test_an_nnunet_folder_shared_by_the_repetitions_is_reported_unchecked(
     cases = _cases_on_disk(tmp_path / "images")
     folder = tmp_path / "Dataset001" / "nnUNetTrainer__nnUNetPlans__2d"
     folder.mkdir(parents=True)
+    (folder / "plans.json").write_text("{}")  # what tells it from a folder of label maps
     spec = make_spec(repetitions=1, sizes=[1], frameworks=["measures"], features=folder)
     with pytest.warns(UserWarning, match="no record"):
         run_experiment(spec, tmp_path / "run", Counting(), cases=cases)

@@ -265,8 +265,8 @@ def test_a_cut_gzip_file_is_truncated_not_a_bomb(tmp_path: Path) -> None:
     for n, tail in enumerate((b"\xff\xff\xff\x7f", b"\x00\x00\x00\x10")):
         cut = tmp_path / f"cut{n}.nii.gz"
         cut.write_bytes(data[: len(data) // 2] + tail)  # a trailer claiming a huge size
-        with pytest.raises(DataError, match=rf"cut{n}\.nii\.gz: truncated or corrupt gzip "
-                                            r"stream$"):
+        with pytest.raises(DataError, match=rf"cut{n}\.nii\.gz: cannot read image \(the file "
+                                            r"is truncated, or its gzip stream is damaged"):
             read_image(cut)
     assert gzip.decompress(data)  # the whole file is fine
 
