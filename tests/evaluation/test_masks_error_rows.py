@@ -56,3 +56,26 @@ def test_the_run_records_list_the_masks_that_decided_the_answers(
         data = json.loads(record.read_text())["data"]
         listed = sorted(Path(d["path"]).name for d in data if Path(d["path"]).parent == masks)
         assert listed == maps and all(len(d["sha256"]) == 64 for d in data), record
+
+
+def test_every_training_case_that_cannot_be_measured_is_named_at_once(
+        phantoms: Path, tmp_path: Path) -> None:
+    """Two masks of no structure: the run names both, not the first alone (a second run
+    would stop on the next)."""
+    import nibabel as nib
+    import numpy as np
+
+    masks = shutil.copytree(phantoms / "labels", tmp_path / "masks")
+    (masks / "label_names.json").write_text(json.dumps(
+        {"label_names": ["background", "wall", "cavity", "blob"]}))
+    blank = sorted(masks.glob("*.nii.gz"))[:2]
+    for path in blank:
+        img = nib.load(path)
+        nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), path)
+    said = " ".join(invoke(
+        "train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+        str(phantoms / "images"), "--framework", "measures", "--masks", str(masks), "--out",
+        str(tmp_path / "clf.pt"), "--threads", "1", "--no-progress", "--no-cache",
+        expect=2).split())
+    assert all(p.name in said for p in blank)
+    assert "and 1 more of the 12 training cases cannot be measured" in said
