@@ -254,7 +254,10 @@ def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport,
         out.intensity = (min(lows), max(highs), total / sum(im.array.size for im in images))
         for im, lo, hi in zip(images, lows, highs, strict=True):
             if lo == hi:
-                report.add(DataError(f"image is constant ({lo:g})", im.path), fatal=False)
+                report.add(DataError(
+                    f"image is constant ({lo:g}): pretrain keeps it beside an all-background "
+                    "label map; a classifier refuses it (nothing to classify)", im.path),
+                    fatal=False)
     counts: Counter[int] = Counter()
     for lab in labels:
         bins = np.bincount(lab.array.ravel().astype(np.int64, copy=False))
@@ -263,7 +266,9 @@ def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport,
         for value in present:
             report.label_volumes[value] = report.label_volumes.get(value, 0) + 1
         if set(present) == {0}:
-            report.add(DataError("label map is all background", lab.path), fatal=False)
+            report.add(DataError(
+                "label map is all background: pretrain learns it as background; framework "
+                "measures refuses it (no structure to measure)", lab.path), fatal=False)
     out.label_counts = dict(sorted(counts.items()))
     for value, count in counts.items():
         report.label_counts[value] = report.label_counts.get(value, 0) + count

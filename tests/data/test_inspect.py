@@ -235,3 +235,19 @@ def test_a_note_of_many_files_is_listed_for_the_first_few_and_counted(tmp_path: 
     notes = [p for p in inspect_dataset(tmp_path).problems if "RGB" in p]
     assert len(notes) == 4 and notes[0].startswith(str(tmp_path / "s0.png"))
     assert notes[-1].endswith("also 6 more files (s3.png … s8.png)")
+
+
+def test_notes_say_which_commands_refuse_what_they_note(tmp_path: Path) -> None:
+    """A blank slice beside an empty map trains a network but stops framework measures: the
+    note says so, instead of a bare "all background" under "no fatal problems"."""
+    images, labels, table = dataset(tmp_path)
+    for name in ("p0_ed_gt", "p1_ed_gt", "p1_es_gt"):
+        nii(labels / f"{name}.nii.gz", value=0, affine=LPS)
+    for name in ("p1_ed", "p1_es"):  # a blank slice beside blank maps
+        nii(images / f"{name}.nii.gz", value=0, dtype=np.int16, affine=LPS)
+    report = inspect_dataset(images, labels, table, ["ed", "es"])
+    assert any("p0_ed_gt.nii.gz: label map is all background: pretrain learns it as "
+               "background; framework measures refuses it" in p for p in report.problems)
+    assert any("p1_ed.nii.gz: image is constant (0): pretrain keeps it beside an "
+               "all-background label map; a classifier refuses it" in p
+               for p in report.problems)
