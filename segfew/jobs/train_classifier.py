@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.data import attach_labels, class_names, find_classification_cases
+from segfew.data import class_names, find_classification_cases
 from segfew.data.classes import warn_rows_as_patients
 from segfew.data.read import warn_placeholder_spacing
 from segfew.data.splits import warn_class_names
@@ -25,7 +25,7 @@ from segfew.errors import DataError, DataWarning, SpecError
 from segfew.evaluation.leakage import training_groups
 from segfew.frameworks import framework
 from segfew.inference.fit_measures import fit_measurement_classifier, open_measurer
-from segfew.inference.masks import MaskMeasurer
+from segfew.inference.masks import MaskMeasurer, mask_files
 from segfew.inference.measure import Measurer
 from segfew.inference.nnunet import is_nnunet_folder
 from segfew.inference.nnunet_stats import NnUNetStats
@@ -334,7 +334,7 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
         weights = label_weights(counts)
     fitted: dict[str, Any] = {}
     measured = framework(spec.framework).network == "measurement_classifier"
-    used_files: list[Path] = []  # an nnU-Net folder's checkpoints and plans
+    used_files: list[Path] = []  # an nnU-Net folder's checkpoints and plans; --masks maps
     if nnunet and not measured:  # the head on an nnU-Net's statistics, computed once
         stats = measurer if isinstance(measurer, NnUNetStats) else open_stats(
             spec, resolve_device(spec.train.device))
@@ -351,7 +351,7 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
             used, train_cases, train_y, len(classes), seed=spec.train.seed
         )
         source = getattr(used, "source", None)  # after measuring: it holds the mask layout
-        used_files = getattr(used, "files", [])
+        used_files = [*getattr(used, "files", []), *mask_files([used], train_cases)]
         model.cpu()
         arch = Architecture(
             name="measurement_classifier",
@@ -394,8 +394,6 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
         val=tensor_dataset(val_x, val_y) if val_x else None, task="classification",
         classes=classes, class_weights=weights.tolist(),
         manifest=[*(p for p in (spec.data.table, spec.features, spec.vgg_weights) if p),
-                  *(p for c in (attach_labels(train_cases, spec.masks) if spec.masks else [])
-                    for p in c.labels),
                   *used_files,
                   *(p for c in [*train_cases, *val_list] for p in c.images)],
         runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),

@@ -36,8 +36,8 @@ def test_a_table_row_without_an_image_is_an_error_row_not_a_lost_batch(
 
 def test_the_run_records_list_the_masks_that_decided_the_answers(
         phantoms: Path, tmp_path: Path) -> None:
-    """predict's and evaluate's manifests hold each --masks label map with its SHA-256: a
-    mask corrected by hand later shows which version gave the table."""
+    """train-classifier's, predict's and evaluate's manifests hold each --masks label map
+    with its SHA-256: a mask corrected by hand later shows which version gave the table."""
     masks = shutil.copytree(phantoms / "labels", tmp_path / "masks")
     (masks / "label_names.json").write_text(json.dumps(
         {"label_names": ["background", "wall", "cavity", "blob"]}))
@@ -52,7 +52,8 @@ def test_the_run_records_list_the_masks_that_decided_the_answers(
     invoke("evaluate", "--model", str(clf), "--table", str(phantoms / "labels.csv"),
            "--images", str(phantoms / "images"), "--masks", str(masks), "--out",
            str(tmp_path / "ev"), "--bootstrap", "0", "--allow-leakage", *run)
-    for record in (tmp_path / "p.run.json", tmp_path / "ev" / "run.json"):
+    for record in (tmp_path / "clf-run" / "run.json", tmp_path / "p.run.json",
+                   tmp_path / "ev" / "run.json"):
         data = json.loads(record.read_text())["data"]
         listed = sorted(Path(d["path"]).name for d in data if Path(d["path"]).parent == masks)
         assert listed == maps and all(len(d["sha256"]) == 64 for d in data), record
