@@ -135,10 +135,9 @@ COMPARED_BY = (f"correlation of thumbnails (3D {GRID_3D[0]}x{GRID_3D[1]}x{GRID_3
                f"{NEAR_COPY_CORRELATION_2D} or more)")
 
 
-def find_near_copies(thumbs: Sequence[tuple[Path, str, np.ndarray]],
-                     threshold: float | None = None) -> NearCopies:
+def find_near_copies(thumbs: Sequence[tuple[Path, str, np.ndarray]]) -> NearCopies:
     """The pairs of ``thumbs`` (path, group, :func:`thumbnail`) of different groups whose
-    thumbnails correlate at ``threshold`` (default :data:`NEAR_COPY_CORRELATION`, 2D
+    thumbnails correlate at :data:`NEAR_COPY_CORRELATION` (2D:
     :data:`NEAR_COPY_CORRELATION_2D`) or more in some orientation (:func:`_orientations`),
     highest first. Thumbnails of one grid are compared with each other only; none where
     more than :data:`MOST_COMPARED` share a grid (counted in ``not_compared``). Memory
@@ -155,8 +154,8 @@ def find_near_copies(thumbs: Sequence[tuple[Path, str, np.ndarray]],
             continue
         matrix = np.stack([t for _, _, t in same])
         groups = np.array([g for _, g, _ in same], dtype=object)
-        least = threshold if threshold is not None else (
-            NEAR_COPY_CORRELATION_2D if size == GRID_2D[0] * GRID_2D[1] else NEAR_COPY_CORRELATION)
+        least = (NEAR_COPY_CORRELATION_2D if size == GRID_2D[0] * GRID_2D[1]
+                 else NEAR_COPY_CORRELATION)
         for start in range(0, n, BLOCK):  # a block turned, against itself and later rows
             turned = zip(*(_orientations(t) for t in matrix[start:start + BLOCK]), strict=True)
             best = np.full((min(BLOCK, n - start), n - start), -np.inf, np.float32)
@@ -168,12 +167,6 @@ def find_near_copies(thumbs: Sequence[tuple[Path, str, np.ndarray]],
                     found.append(NearCopy(same[a][0], same[b][0], float(best[i, j])))
     pairs = sorted(found, key=lambda c: (-c.correlation, str(c.first), str(c.second)))
     return NearCopies(pairs, skipped)
-
-
-def near_copies(thumbs: Sequence[tuple[Path, str, np.ndarray]],
-                threshold: float | None = None) -> list[NearCopy]:
-    """The pairs of :func:`find_near_copies`, highest correlation first."""
-    return find_near_copies(thumbs, threshold).pairs
 
 
 def warn_near_copies(thumbs: Sequence[tuple[Path, str, np.ndarray]],

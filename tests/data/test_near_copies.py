@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from segfew.data import near_copies as near_copies_module
-from segfew.data.near_copies import NEAR_COPY_CORRELATION_2D, near_copies, thumbnail
+from segfew.data.near_copies import NEAR_COPY_CORRELATION_2D, find_near_copies, thumbnail
 from segfew.data.splits import split_table
 from tests.conftest import save_nifti
 
@@ -39,7 +39,7 @@ def test_re_exports_correlate_and_other_scans_do_not() -> None:
     thumbs = [(Path("a.nii"), "a", t)] + [
         (Path(f"{k}.nii"), k, thumbnail(v)) for k, v in {**copies, **{
             f"other{i}": o for i, o in enumerate(others)}}.items()]
-    pairs = near_copies(thumbs)  # type: ignore[arg-type]
+    pairs = find_near_copies(thumbs).pairs  # type: ignore[arg-type]
     linked = {frozenset((c.first.stem, c.second.stem)) for c in pairs}
     for k in copies:
         assert frozenset(("a", k)) in linked, k
@@ -47,7 +47,7 @@ def test_re_exports_correlate_and_other_scans_do_not() -> None:
     assert all(c.correlation >= NEAR_COPY_CORRELATION_2D for c in pairs)
     assert thumbnail(np.full((8, 8), 3.0)) is None  # a blank image has no thumbnail
     # one group: no pair (a patient's own scans may look alike)
-    assert near_copies([(p, "one", th) for p, _, th in thumbs]) == []  # type: ignore[misc]
+    assert find_near_copies([(p, "one", th) for p, _, th in thumbs]).pairs == []  # type: ignore[misc]
 
 
 def test_split_warns_of_near_copies_of_another_patient_naming_both_files(
@@ -91,7 +91,7 @@ def test_a_volume_mirrored_left_right_or_back_front_is_a_near_copy() -> None:
     thumbs = [(Path(f"{k}.nii"), k, thumbnail(np.ascontiguousarray(v)))
               for k, v in {"a": a, **copies, **others}.items()]
     linked = {frozenset((c.first.stem, c.second.stem))
-              for c in near_copies(thumbs)}  # type: ignore[arg-type]
+              for c in find_near_copies(thumbs).pairs}  # type: ignore[arg-type]
     for k in copies:
         assert frozenset(("a", k)) in linked, k
     assert not any(n.startswith("other") for c in linked for n in c)
