@@ -87,17 +87,18 @@ class LeakageCheck:
             return "the segmentation network inside the classifier was pre-trained"
         return "the model was trained"
 
-    def leak_words(self) -> str:
-        """The leak in one clause or two: the evaluated cases whose scans trained the model,
-        then the evaluated patients other cases of whom trained it (how many, one named)."""
+    def leak_words(self, role: str = "evaluated") -> str:
+        """The leak in one clause or two: the ``role`` (evaluated, test) cases whose scans
+        trained the model, then the patients other cases of whom trained it (how many, one
+        named)."""
         scans = [i for i in self.leaked if i not in set(self.by_patient)]
-        words = [f"{self.trained()} on {len(scans)} evaluated case(s) ({_shown(scans)}"
+        words = [f"{self.trained()} on {len(scans)} {role} case(s) ({_shown(scans)}"
                  f"{restored_note(self.restored, scans)})"] if scans else []
         if self.by_patient:
             who = ("the segmentation network inside the classifier"
                    if set(self.by_patient) <= set(self.network_only) else "the model")
             words.append(_patient_words(self.patients, self.of_patients, len(self.by_patient),
-                                        who))
+                                        who, role))
         return "; ".join(words)
 
     def describe(self) -> str:
@@ -135,10 +136,10 @@ UNKNOWN_PATIENTS = ("; other cases of its training patients (slices, visits) cou
                     "train-classifier record them from a table's --group-column)")
 
 
-def _patient_words(patients: Sequence[str], of: int, cases: int, who: str = "the model"
-                   ) -> str:  # leak_words's
-    return (f"other cases of {len(patients)} of the {of} evaluated patients trained {who} "
-            f"(e.g. {patients[0]}): {cases} evaluated case(s) are theirs")
+def _patient_words(patients: Sequence[str], of: int, cases: int, who: str = "the model",
+                   role: str = "evaluated") -> str:  # leak_words's
+    return (f"other cases of {len(patients)} of the {of} {role} patients trained {who} "
+            f"(e.g. {patients[0]}): {cases} {role} case(s) are theirs")
 
 
 def training_groups(cases: Sequence[Case]) -> dict[str, list[str]]:
@@ -396,7 +397,7 @@ def check_leakage(model_path: Path, test_cases: Iterable[Case], allow: bool = Fa
                       "trained it"), stacklevel=2)
         return check
     if check.leaked:
-        what = check.leak_words().replace("evaluated", "test") if check.by_patient else (
+        what = check.leak_words("test") if check.by_patient else (
             f"the segmentation network was trained on {len(check.leaked)} test case(s) "
             f"({check.named()})")
         message = (f"{what}; pre-train per repetition (pretrain = <spec>) or on a disjoint "
