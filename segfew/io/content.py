@@ -1,12 +1,14 @@
 """What a file really is, from its first bytes, for the files that cannot be what their name
 says: a Git LFS pointer, an HTML page (a failed download), a workbook, an archive, a PDF,
-an empty file, a picture given as a table, and a PNG whose chunks are damaged.
+an empty file, a picture given as a table, and a PNG or JPEG cut short or damaged.
 
 One helper for the image readers (:func:`segfew.io.read_image`) and the table reader
 (:func:`segfew.data.table_rows.read_table_rows`), so both say the same in plain words, with
 what to do, instead of a library's phrase for its symptom ("not a gzip file", "not UTF-8").
 A damaged PNG is found here, before ITK reads it: libpng writes its own error lines to the
-terminal, past any logger.
+terminal, past any logger. So is a JPEG cut short (an interrupted download or copy): ITK's
+libjpeg fills what is missing with grey, says "Premature end of JPEG file" on the
+terminal and returns the picture as if whole; Pillow, which decodes it here, refuses it.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ Wanted = Literal["image", "table"]
 
 _HEAD = 512
 _PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG = b"\xff\xd8\xff"
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Excel 97-2003, Word, …
 _LFS = b"version https://git-lfs.github.com/spec"
 _HTML = (b"<!doctype html", b"<html", b"<head", b"<body")
 _AS_CSV = "save it as CSV UTF-8, as Excel's Save As 'CSV UTF-8' does"
 
 #: first bytes of the formats segfew reads, at their offsets, and their names in words
-_FORMATS = ((0, _PNG, "a PNG picture", ".png"), (0, b"\xff\xd8\xff", "a JPEG picture", ".jpg"),
+_FORMATS = ((0, _PNG, "a PNG picture", ".png"), (0, _JPEG, "a JPEG picture", ".jpg"),
             (0, b"II*\x00", "a TIFF picture", ".tif"), (0, b"MM\x00*", "a TIFF picture", ".tif"),
             (0, b"NRRD000", "a NRRD image", ".nrrd"), (128, b"DICM", "a DICOM file", ".dcm"),
             (344, b"n+1\x00", "an uncompressed NIfTI image", ".nii"),
@@ -65,9 +68,10 @@ def _zip_words(path: Path, wanted: Wanted) -> str:
 def misfit(path: Path, wanted: Wanted) -> str | None:
     """Words for what ``path`` really is when its first bytes show it cannot be the
     ``wanted`` kind of file (an image, or a CSV/TSV table), with what to do; for an image,
-    also a PNG whose chunks are damaged or cut short. None where nothing in its bytes says
-    so (the reader then tries it and names its own cause), or the file cannot be opened.
-    Reads the first 512 bytes (a zip's listing; every chunk of a PNG)."""
+    also a PNG whose chunks are damaged or cut short, or a JPEG cut short. None where
+    nothing in its bytes says so (the reader then tries it and names its own cause), or the
+    file cannot be opened.
+    Reads the first 512 bytes (a zip's listing; every chunk of a PNG; a JPEG is decoded)."""
     head = _head(path)
     if head is None:
         return None
@@ -101,6 +105,9 @@ def misfit(path: Path, wanted: Wanted) -> str | None:
     if head.startswith(_PNG):
         damage = _png_damage(path)
         return None if damage is None else f"a damaged PNG file: {damage}"
+    if head.startswith(_JPEG):
+        damage = _jpeg_damage(path)
+        return None if damage is None else f"a damaged JPEG file: {damage}"
     return None
 
 
@@ -165,5 +172,24 @@ def _png_damage(path: Path) -> str | None:
                 if kind == b"IEND":
                     return None
     except OSError:
+        return None
+    return None
+
+
+def _jpeg_damage(path: Path) -> str | None:
+    """Words for a JPEG that ends before its image data does, else None.
+
+    Trailing bytes after the picture are not damage (Pillow stops at its end). Any other
+    failure of Pillow's (a 12-bit or lossless JPEG it does not decode, a decompression bomb)
+    is left to ITK, which reads it or says why not, under the reader's own limits."""
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as im:
+            im.load()
+    except OSError as error:  # Pillow: "image file is truncated (N bytes not processed)"
+        if "truncated" in str(error):
+            return "its image data ends early: the file is truncated; fetch or export it again"
+    except Exception:
         return None
     return None

@@ -78,6 +78,21 @@ def test_a_png_with_a_wrong_checksum_or_cut_short_is_said_in_words(tmp_path: Pat
         in _error(path)
 
 
+def test_a_jpeg_cut_short_is_refused_and_one_with_trailing_bytes_reads(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "slice.jpg"
+    rng = np.random.default_rng(0)
+    PILImage.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(path, quality=90)
+    good = path.read_bytes()
+    path.write_bytes(good + b"trailing bytes an exporter left")
+    assert read_image(path).shape == (64, 64)  # bytes after the picture are not damage
+    path.write_bytes(good[:len(good) // 2])  # ITK would fill the missing half with grey
+    assert _error(path) == (f"{path}: cannot read image (a damaged JPEG file: its image data "
+                            "ends early: the file is truncated; fetch or export it again)")
+    out, err = capfd.readouterr()
+    assert "Premature end" not in out + err
+
+
 def test_an_uncompressed_nifti_named_gz_is_told_to_be_renamed(tmp_path: Path) -> None:
     plain = save_nifti(tmp_path / "a.nii", ramp((8, 8, 4), np.float32, 1))
     named = tmp_path / "a.nii.gz"
