@@ -8,8 +8,13 @@ CLI can print it as it is and exit non-zero, and a batch job can put it in an er
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+_Item = TypeVar("_Item")
+_Out = TypeVar("_Out")
 
 
 def _one_line(message: str, path: str | Path | None) -> tuple[str, Path | None]:
@@ -62,6 +67,37 @@ class SpecError(SegfewError):
 
 class ModelFileError(SegfewError):
     """A model file is missing, corrupt, or from an incompatible segfew version."""
+
+
+def all_at_once(failed: Sequence[SegfewError], total: int, what: str) -> DataError:
+    """One DataError for the cases of a set that failed a check, so that a user mends them
+    all in one go, not one per run: the first's words and a count of the rest (``what``:
+    "training cases cannot be measured"); the others are warned (:class:`DataWarning`), each
+    in its own line, unless every one of the ``total`` cases failed with the same words,
+    which are then said once. ``failed`` must not be empty."""
+    alike = len(failed) == total and all(e.message == failed[0].message for e in failed)
+    if not alike:
+        for other in failed[1:]:
+            warnings.warn(DataWarning(other.message, other.path), stacklevel=3)
+    more = (f" — and {len(failed) - 1} more of the {total} {what} "
+            f"({'the same' if alike else 'each named above'})") if len(failed) > 1 else ""
+    return DataError(failed[0].message + more, failed[0].path)
+
+
+def map_all(function: Callable[[_Item], _Out], items: Iterable[_Item], what: str
+            ) -> list[_Out]:
+    """``function`` of every item (a case read, measured, pre-processed); where some raise
+    :class:`DataError`, every item is still tried and :func:`all_at_once` of their errors is
+    raised (``what``: "training cases cannot be measured")."""
+    done, failed = [], []
+    for item in items:
+        try:
+            done.append(function(item))
+        except DataError as error:
+            failed.append(error)
+    if failed:
+        raise all_at_once(failed, len(done) + len(failed), what)
+    return done
 
 
 class Interrupted(KeyboardInterrupt):

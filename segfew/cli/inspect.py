@@ -176,11 +176,26 @@ def show_report(report: DatasetReport, console: Console, all_cases: bool = False
         for text in listed:
             problems.add_row("[red]error[/]" if text in fatal else "[yellow]note[/]", text)
         console.print(problems)
-        verdict = ("[bold red]fatal problems found: fix them before training[/]"
-                   if report.fatal else "[yellow]no fatal problems[/]")
-        console.print(verdict)
+        console.print(_verdict(report))
     else:
         console.print("[green]no problems found[/]")
+
+
+def _verdict(report: DatasetReport) -> str:
+    """The last line: fatal problems, or none — and then what a classifier would still refuse
+    (a constant image; an all-background map for framework measures), counted, since their
+    notes may be among those not shown."""
+    if report.fatal:
+        return "[bold red]fatal problems found: fix them before training[/]"
+    refused = [f"{n} constant image{'s' if n > 1 else ''} (a classifier refuses "
+               f"{'them' if n > 1 else 'it'})" for n in [len(report.constant_images)] if n]
+    refused += [f"{n} all-background label map{'s' if n > 1 else ''} (framework measures "
+                f"refuses {'them' if n > 1 else 'it'})" for n in [len(report.blank_label_maps)]
+                if n]
+    if not refused:
+        return "[yellow]no fatal problems[/]"
+    return ("[yellow]no fatal problems for pretrain; but " + " and ".join(refused)
+            + ": drop or mend them before training a classifier[/]")
 
 
 def _fmt(values: tuple[float, ...] | tuple[int, ...] | None) -> str:

@@ -78,6 +78,11 @@ class DatasetReport:
     """Case id → why its voxel size is a placeholder (sizes in voxels, not mm)."""
     problems: list[str] = field(default_factory=list)
     fatal_problems: list[str] = field(default_factory=list)
+    constant_images: list[Path] = field(default_factory=list)
+    """Images of one value: notes, since pretrain keeps them, but a classifier refuses them."""
+    blank_label_maps: list[Path] = field(default_factory=list)
+    """All-background label maps: notes, since pretrain learns them, but framework measures
+    refuses them."""
 
     @property
     def fatal(self) -> bool:
@@ -254,6 +259,7 @@ def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport,
         out.intensity = (min(lows), max(highs), total / sum(im.array.size for im in images))
         for im, lo, hi in zip(images, lows, highs, strict=True):
             if lo == hi:
+                report.constant_images.append(Path(im.path or case.images[0]))
                 report.add(DataError(
                     f"image is constant ({lo:g}): pretrain keeps it beside an all-background "
                     "label map; a classifier refuses it (nothing to classify)", im.path),
@@ -266,6 +272,7 @@ def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport,
         for value in present:
             report.label_volumes[value] = report.label_volumes.get(value, 0) + 1
         if set(present) == {0}:
+            report.blank_label_maps.append(Path(lab.path or case.labels[0]))
             report.add(DataError(
                 "label map is all background: pretrain learns it as background; framework "
                 "measures refuses it (no structure to measure)", lab.path), fatal=False)

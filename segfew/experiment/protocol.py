@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from segfew.data import group_identical_images
 from segfew.data.splits import warn_class_names
-from segfew.errors import DataError, Interrupted, SegfewError, SpecError
+from segfew.errors import DataError, Interrupted, SegfewError, SpecError, map_all
 from segfew.evaluation.leakage import check_leakage, records_voxels
 from segfew.experiment.pooling import patient_metrics, test_fields
 from segfew.experiment.splits import (
@@ -258,9 +258,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     finished so far is kept. ``cases`` / ``test_cases`` replace reading ``spec.data`` /
     ``spec.test_table`` (tests, or callers that already hold them). A step with a
     ``check_case`` attribute (the real one: :func:`segfew.data.read.read_case`, the door) has
-    it called on every case first, so a bad file stops the run, in one line, before any
-    training. Each task is announced, and each failure reported, on the ``segfew``
-    logger. Returns ``out_dir``.
+    it called on every case first, so bad files stop the run before any training, all of
+    them named (:func:`segfew.errors.map_all`). Each task is announced, and each
+    failure reported, on the ``segfew`` logger. Returns ``out_dir``.
 
     No leakage (SPEC §6): every shared feature network is checked against every test set
     first (:func:`check_leakage`). With ``spec.pretrain``, ``pretrain_step`` trains one
@@ -299,9 +299,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     _check_splittable([c for c in pool if c.unit not in held], spec)
 
     check_case: Callable[[Case], object] | None = getattr(train_and_score, "check_case", None)
-    if check_case is not None:
-        for case in [*pool, *fixed]:
-            check_case(case)
+    if check_case is not None:  # every bad case named in one run, not one per run
+        map_all(check_case, [*pool, *fixed], "cases cannot be used")
     tasks = shard_tasks(plan_tasks(spec), shard)
     # All splits first (cheap), so a data problem stops the run before any training.
     splits = {(size, rep): split_for(pool, spec, size, rep, fixed)

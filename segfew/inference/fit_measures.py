@@ -5,14 +5,13 @@ cross-validation tried, the one chosen, the nested estimate of the whole procedu
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.errors import DataError, DataWarning, SpecError
+from segfew.errors import SpecError, map_all
 from segfew.inference.input_range import KEY as INPUT_RANGE
 from segfew.inference.input_range import fitted_range
 from segfew.inference.masks import MaskMeasurer, mask_label_names
@@ -55,30 +54,6 @@ def open_measurer(features: Path | None, masks: Path | None, label_names: Sequen
     return Measurer(net, meta.preprocess.plain(), meta.classes, device, tta=tta)
 
 
-def _measured(measurer: Measurer | LabelMapMeasurer, cases: Sequence[Case]
-              ) -> list[dict[str, float]]:
-    """Every training case's measurements; where some cannot be measured (a mask of no
-    structure, a blank image), all of them are named at once — the first in the DataError,
-    the others in a warning each — not one per run."""
-    rows, failed = [], []
-    for case in cases:
-        try:
-            rows.append(measurer(case))
-        except DataError as e:
-            failed.append(e)
-    if failed:
-        alike = len(failed) == len(cases) and all(  # one cause, every case: said once
-            e.message == failed[0].message for e in failed)
-        if not alike:
-            for other in failed[1:]:
-                warnings.warn(DataWarning(other.message, other.path), stacklevel=3)
-        more = (f" — and {len(failed) - 1} more of the {len(cases)} training cases cannot be "
-                f"measured ({'the same' if alike else 'each named above'})"
-                ) if len(failed) > 1 else ""
-        raise DataError(failed[0].message + more, failed[0].path)
-    return rows
-
-
 def fit_measurement_classifier(measurer: Measurer | LabelMapMeasurer, cases: Sequence[Case],
                                targets: Sequence[int], num_classes: int, seed: int = 0
                                ) -> tuple[Any, dict[str, Any]]:
@@ -103,7 +78,7 @@ def fit_measurement_classifier(measurer: Measurer | LabelMapMeasurer, cases: Seq
     :func:`segfew.inference.input_range.fitted_range`), so ``predict`` warns of a case
     exported otherwise.
     """
-    rows = _measured(measurer, cases)
+    rows = map_all(measurer, cases, "training cases cannot be measured")
     names = list(rows[0])
     for case, row in zip(cases, rows, strict=True):  # e.g. one case in mL, another in voxels
         fitted_names(names, row, case)

@@ -18,7 +18,7 @@ import numpy as np
 from segfew.data import attach_labels, find_cases, find_segmentation_cases, has_class_folders
 from segfew.data.label_names import read_label_names
 from segfew.data.read import SparseLabelsError, check_lossless, consecutive_label_map
-from segfew.errors import DataError, Skipped, SpecError
+from segfew.errors import DataError, Skipped, SpecError, map_all
 from segfew.evaluation.leakage import training_groups
 from segfew.jobs.common import (
     Training,
@@ -77,8 +77,9 @@ def _segmentation_samples(
     """Pre-processed (C, *grid) images, label maps and the index of each one's case; a 2D
     network on volumes gets slices (which share their volume's case index)."""
     images, labels, groups = [], [], []
-    for index, case in enumerate(cases):
-        image, label = _labelled_case(case, cfg, cache, rules)
+    loaded = map_all(lambda case: _labelled_case(case, cfg, cache, rules), cases,
+                     "training cases cannot be read")  # every bad case named in one run
+    for index, (case, (image, label)) in enumerate(zip(cases, loaded, strict=True)):
         if image.ndim - 1 == dim:
             images.append(image)
             labels.append(label)
@@ -209,9 +210,16 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
     grid_cfg = spec.preprocess.plain()
     runtime = describe(spec.train.device, spec.train.precision, spec.train.channels_last)
     try:
-        train_x, train_y, _ = _segmentation_samples(train_cases, grid_cfg, dim, cache, rules)
-        val_x, val_y, val_groups = _segmentation_samples(val_cases, grid_cfg, dim, cache,
-                                                         rules)
+        # one pass over both sides: every case that cannot be read is named in one run
+        xs, ys, groups = _segmentation_samples([*train_cases, *val_cases], grid_cfg, dim,
+                                               cache, rules)
+        n = len(train_cases)
+        train = [g < n for g in groups]
+        train_x = [x for x, t in zip(xs, train, strict=True) if t]
+        train_y = [y for y, t in zip(ys, train, strict=True) if t]
+        val_x = [x for x, t in zip(xs, train, strict=True) if not t]
+        val_y = [y for y, t in zip(ys, train, strict=True) if not t]
+        val_groups = [g - n for g in groups if g >= n]
     except SparseLabelsError as e:  # the --label-map to follow: from every map, not one
         raise e.over((p for c in cases for p in c.labels), rules.remap) from None
 

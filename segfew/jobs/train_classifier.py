@@ -21,7 +21,7 @@ from segfew.data import class_names, find_classification_cases
 from segfew.data.classes import warn_rows_as_patients
 from segfew.data.read import warn_placeholder_spacing
 from segfew.data.splits import warn_class_names
-from segfew.errors import DataError, DataWarning, SpecError
+from segfew.errors import DataError, DataWarning, SpecError, map_all
 from segfew.evaluation.leakage import training_groups
 from segfew.frameworks import framework
 from segfew.inference.fit_measures import fit_measurement_classifier, open_measurer
@@ -192,7 +192,8 @@ def _classification_arrays(
     cases: Sequence[Case], cfg: PreprocessConfig, cache: PreprocessCache | None
 ) -> list[np.ndarray]:
     grid_cfg = cfg.plain()
-    arrays = [load_case(case, grid_cfg, cache)[0] for case in cases]
+    arrays = map_all(lambda case: load_case(case, grid_cfg, cache)[0], cases,
+                     "training cases cannot be read")
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise SpecError(

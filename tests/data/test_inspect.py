@@ -251,3 +251,21 @@ def test_notes_say_which_commands_refuse_what_they_note(tmp_path: Path) -> None:
     assert any("p1_ed.nii.gz: image is constant (0): pretrain keeps it beside an "
                "all-background label map; a classifier refuses it" in p
                for p in report.problems)
+
+
+def test_the_verdict_counts_what_a_classifier_would_refuse(tmp_path: Path) -> None:
+    """Constant images and all-background maps are notes (pretrain takes them), so the
+    verdict is "no fatal problems" — but it counts them and says a classifier refuses them,
+    since their notes may be among those not shown."""
+    images, labels, table = dataset(tmp_path)
+    for name in ("p0_ed_gt", "p1_ed_gt", "p1_es_gt"):
+        nii(labels / f"{name}.nii.gz", value=0, affine=LPS)
+    nii(images / "p1_ed.nii.gz", value=0, dtype=np.int16, affine=LPS)
+    result = CliRunner().invoke(app, ["inspect", "--images", str(images), "--labels",
+                                      str(labels), "--table", str(table), "--channels",
+                                      "ed,es", "--no-progress"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, said
+    assert ("no fatal problems for pretrain; but 1 constant image (a classifier refuses "
+            "it) and 3 all-background label maps (framework measures refuses them): drop "
+            "or mend them before training a classifier") in said, said
