@@ -7,6 +7,7 @@ CLI can print it as it is and exit non-zero, and a batch job can put it in an er
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -69,19 +70,25 @@ class ModelFileError(SegfewError):
     """A model file is missing, corrupt, or from an incompatible segfew version."""
 
 
-def all_at_once(failed: Sequence[SegfewError], total: int, what: str) -> DataError:
-    """One DataError for the cases of a set that failed a check, so that a user mends them
-    all in one go, not one per run: the first's words and a count of the rest (``what``:
-    "training cases cannot be measured"); the others are warned (:class:`DataWarning`), each
-    in its own line, unless every one of the ``total`` cases failed with the same words,
-    which are then said once. ``failed`` must not be empty."""
-    alike = len(failed) == total and all(e.message == failed[0].message for e in failed)
+def all_at_once(failed: Sequence[DataError], total: int, what: str) -> DataError:
+    """One error for the cases of a set that failed a check, so that a user mends them all
+    in one go, not one per run: the first error (of its own class, with all it holds), its
+    words followed by a count of the rest (``what``: "training cases cannot be measured");
+    the others are warned (:class:`DataWarning`), each in its own line, unless every one of
+    the ``total`` cases failed with the same words, which are then said once. ``failed``
+    must not be empty."""
+    first = failed[0]
+    alike = len(failed) == total and all(e.message == first.message for e in failed)
     if not alike:
         for other in failed[1:]:
             warnings.warn(DataWarning(other.message, other.path), stacklevel=3)
-    more = (f" — and {len(failed) - 1} more of the {total} {what} "
-            f"({'the same' if alike else 'each named above'})") if len(failed) > 1 else ""
-    return DataError(failed[0].message + more, failed[0].path)
+    if len(failed) == 1:
+        return first
+    error = copy.copy(first)  # a subclass (a refusal with a hint to add) stays itself
+    error.message = (f"{first.message} — and {len(failed) - 1} more of the {total} {what} "
+                     f"({'the same' if alike else 'each named above'})")
+    error.args = (error.message,)
+    return error
 
 
 def map_all(function: Callable[[_Item], _Out], items: Iterable[_Item], what: str

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,15 +131,17 @@ def patient_key(value: str) -> str:
 NAMED_SPELLINGS = 3
 
 
-def one_patient_per_key(values: Sequence[str | None], where: str | Path | None,
-                        first_line: int = 2) -> list[str | None]:
-    """The group (patient) values of a table's rows, in order, with values that are one
+def one_patient_per_key(table_rows: Sequence[Mapping[str, str]], column: str | None,
+                        where: str | Path | None, first_line: int = 2) -> list[str | None]:
+    """The group (patient) values in ``column`` of a table's rows (all None where
+    ``column`` is None: the table names no patient), in order, with values that are one
     patient by :func:`patient_key` (``004``, ``4`` and ``P004`` against ``p4``) written as
     the first of them: every command that reads a table's patients (``split``,
     ``train-classifier``, ``experiment``, ``evaluate``) then sees one patient, as the
     leakage check already does. One :class:`DataWarning` naming ``where`` (the table) names
     the spellings joined and their rows (row ``first_line`` is ``values[0]``); nothing is
     refused. Blank or None values pass unchanged (the caller decides what they mean)."""
+    values = [row.get(column) if column else None for row in table_rows]
     first: dict[str, str] = {}
     rows: dict[str, dict[str, int]] = defaultdict(dict)  # key → spelling → its first row
     for line, value in enumerate(values, start=first_line):

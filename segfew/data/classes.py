@@ -143,8 +143,7 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
     need_class = label_col is not None and classes is not False
     group_col = pick_group_column(columns, group_column, id_col, table)
     own = group_col is None and not named_like(id_col, GROUP_COLUMNS)  # rows name no patient
-    patients = one_patient_per_key([row.get(group_col) if group_col else None for row in rows],
-                                   table)  # one patient however its rows spell it
+    patients = one_patient_per_key(rows, group_col, table)  # one patient however its rows spell it
 
     root = images if images is not None else table.parent
     index: dict[str, list[Path]] | None = None
@@ -431,8 +430,7 @@ def table_ids(table: Path, id_column: str | None = None, group_column: str | Non
         rows, columns, id_column, group_column = _clinicadl_ids(rows, columns, group_column)
     col = _pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
     group_col = pick_group_column(columns, group_column, col, table)
-    patients = one_patient_per_key([row.get(group_col) if group_col else None for row in rows],
-                                   table)
+    patients = one_patient_per_key(rows, group_col, table)
     out: dict[str, str | None] = {}
     for row, patient in zip(rows, patients, strict=True):
         v = row.get(col, "")

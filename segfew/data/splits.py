@@ -387,8 +387,7 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     group_col = pick_group_column(columns, group_col, id_col, table)
     found = row_images([row.get(id_col, "") for row in keyed], table,
                        None if images is None else Path(images))
-    patients = one_patient_per_key([row.get(group_col) if group_col else None
-                                    for row in keyed], table)
+    patients = one_patient_per_key(keyed, group_col, table)
     cases = []
     for line, row in enumerate(keyed, start=2):
         cid, target = row.get(id_col, ""), row.get(label_col or "", "")

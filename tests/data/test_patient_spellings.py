@@ -43,7 +43,9 @@ def _said(record: list[warnings.WarningMessage]) -> list[str]:
 def test_one_spelling_per_patient_with_one_warning_naming_the_rows() -> None:
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        got = one_patient_per_key(["004", "P7", "4", "", None, "p007", "9"], "t.csv")
+        got = one_patient_per_key(
+            [{"p": v} if v is not None else {} for v in ["004", "P7", "4", "", None, "p007", "9"]],
+            "p", "t.csv")
     assert got == ["004", "P7", "004", "", None, "P7", "9"]
     said = _said(record)
     assert len(said) == 1 and isinstance(record[0].message, DataWarning)
