@@ -48,7 +48,7 @@ from segfew.experiment.splits import (
 )
 from segfew.files import check_output, check_replace, outputs_record, write_json
 from segfew.frameworks import FRAMEWORKS, framework
-from segfew.runinfo import file_digest, write_run_info
+from segfew.runinfo import file_digest, run_info
 from segfew.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -213,9 +213,8 @@ def _model_files(spec: ExperimentSpec) -> list[Path]:
             if p is not None]
 
 
-def _check_same_models(out_dir: Path, spec: ExperimentSpec) -> None:
-    """A model file given again must hold what it held (its SHA-256 in the saved run.json):
-    a segmentation network retrained under the same name would mix two feature sources."""
+def _saved_digests(out_dir: Path) -> dict[str, str]:
+    """Path → SHA-256 of every input the run records in ``out_dir`` hold (``run*.json``)."""
     saved: dict[str, str] = {}
     for info in sorted(out_dir.glob("run*.json")):
         try:
@@ -224,12 +223,38 @@ def _check_same_models(out_dir: Path, spec: ExperimentSpec) -> None:
             continue
         saved.update({r["path"]: r["sha256"] for r in rows if isinstance(r, dict)
                       and "path" in r and "sha256" in r})
+    return saved
+
+
+def _check_same_models(out_dir: Path, spec: ExperimentSpec) -> None:
+    """A model file given again must hold what it held (its SHA-256 in the saved run.json):
+    a segmentation network retrained under the same name would mix two feature sources."""
+    saved = _saved_digests(out_dir)
     for path in _model_files(spec):
         old = saved.get(str(path))
         if old is not None and path.is_file() and file_digest(path) != old:
             raise SpecError(f"the model file {path} has changed since this RUN_DIR was "
                             "started (its SHA-256 differs); use a new RUN_DIR, or the "
                             "original file to resume", out_dir)
+
+
+def _check_same_data(out_dir: Path, saved: dict[str, str], info: dict[str, Any]) -> None:
+    """A resumed run (or another shard) whose tables or images changed since its finished
+    tasks ran is refused: their results, from the old classes or scans, would be pooled with
+    the new tasks' in one report. ``saved``: :func:`_saved_digests` before this run's record;
+    ``info``: this run's record (its manifest, ``data``)."""
+    finished = [p for p in (out_dir / "results").glob("*.json")
+                if not p.name.endswith(".error.json")]
+    if not finished:
+        return
+    changed = [str(r["path"]) for r in info.get("data") or [] if isinstance(r, dict)
+               and saved.get(r.get("path", "")) not in (None, r.get("sha256"))]
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        raise DataError(f"{changed[0]}{more} changed since this RUN_DIR's {len(finished)} "
+                        "finished task(s) ran (their SHA-256 differs): their results would "
+                        "be pooled with new ones from other data; use a new RUN_DIR, or the "
+                        "original files to resume", out_dir)
 
 
 def load_spec(run_dir: Path) -> ExperimentSpec:
@@ -315,10 +340,12 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     results_dir = out_dir / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     spec_data = spec.model_dump(mode="json")
-    write_json(out_dir / "spec.json", spec_data)
     inputs = [*_model_files(spec), *(p for p in (spec.data.table, spec.test_table) if p),
               *(p for c in [*pool, *fixed] for p in c.images)]
-    info = write_run_info(out_dir / run_name, spec, spec.seed, inputs)
+    info = run_info(spec, spec.seed, inputs)
+    _check_same_data(out_dir, _saved_digests(out_dir), info)
+    write_json(out_dir / "spec.json", spec_data)
+    write_json(out_dir / run_name, info)
     summary = data_summary(pool, fixed, spec, splits)
     if any(c.leaked for c in checks):
         summary["leakage"] = {c.model: c.leaked for c in checks if c.leaked}

@@ -216,6 +216,27 @@ def test_resume_refuses_a_features_file_whose_content_changed(tmp_path: Path) ->
         run_experiment(spec, run, fake_trainer, cases=cases)
 
 
+def test_resume_refuses_a_table_or_scan_whose_content_changed(tmp_path: Path) -> None:
+    """Classes corrected in the table (or a scan replaced) between shards or a resume: the
+    finished tasks' results, from the old data, would be pooled with the new tasks'."""
+    table = tmp_path / "labels.csv"
+    table.write_text("id,class\nx,dcm\n")
+    cases = _cases_on_disk(tmp_path / "images")
+    spec = make_spec(data=DataSource(images=tmp_path / "images", table=table), sizes=[1],
+                     repetitions=1, features=None, frameworks=["scratch"])
+    run = tmp_path / "run"
+    run_experiment(spec, run, fake_trainer, cases=cases, shard=(1, 2))
+    run_experiment(spec, run, fake_trainer, cases=cases, shard=(1, 2))  # unchanged: resumes
+    table.write_text("id,class\nx,hcm\n")  # a class corrected
+    with pytest.raises(DataError, match=r"labels\.csv changed since this RUN_DIR's 1 finished "
+                                        r"task\(s\) ran"):
+        run_experiment(spec, run, fake_trainer, cases=cases, shard=(2, 2))
+    table.write_text("id,class\nx,dcm\n")
+    cases[0].images[0].write_bytes(b"another scan under the same name")
+    with pytest.raises(DataError, match=r"dcm00_ed\.nii\.gz changed since"):
+        run_experiment(spec, run, fake_trainer, cases=cases)
+
+
 def test_failed_task_is_recorded_and_retried(tmp_path: Path) -> None:
     cases, spec = make_cases(), make_spec()
     bad = "size002_rep01_scratch"
