@@ -122,8 +122,9 @@ def _format(head: bytes) -> tuple[str, str] | None:
 def misnamed(path: Path) -> str | None:
     """Words for an image file that another format's reader failed on because its name
     does not say what it holds (a PNG named ``.nii.gz``, an uncompressed NIfTI named
-    ``.nii.gz``), with the name to give it; None where its first bytes fit its name or
-    show no format segfew knows."""
+    ``.nii.gz``), with the name to give it; None where its first bytes fit its name (a
+    NRRD header named ``.nhdr`` too: a detached header is named so) or show no format
+    segfew knows."""
     head = _head(path)
     kind = _format(head) if head else None
     if kind is None:
@@ -131,6 +132,7 @@ def misnamed(path: Path) -> str | None:
     name, suffix = kind
     lower = path.name.lower()
     if suffix == ".dcm" or lower.endswith((suffix, ".hdr", ".img")) \
+            or (suffix == ".nrrd" and lower.endswith(".nhdr")) \
             or (suffix == ".jpg" and lower.endswith(".jpeg")) \
             or (suffix == ".tif" and lower.endswith(".tiff")):
         return None  # DICOM and NIfTI are read by content, whatever their name

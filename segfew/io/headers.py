@@ -11,6 +11,7 @@ convention, mm, stands.
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -104,6 +105,10 @@ class _DataSizes(NamedTuple):
     offset: int | None
     """HeaderSize / ``byte skip`` (-1: the data end the file), None where absent or 0"""
     sizes: str
+    data: Path
+    """the file holding the voxel data (the header itself for a ``.mha``)"""
+    start: int
+    """where the voxel data begin in ``data`` (before any ``offset``)"""
 
 
 def _metaimage_sizes(header: Path) -> _DataSizes | None:
@@ -128,18 +133,19 @@ def _metaimage_sizes(header: Path) -> _DataSizes | None:
             m = re.search(rb"^\s*ElementDataFile\s*=\s*LOCAL[^\n]*\n", head, re.MULTILINE)
             if m is None:
                 return None
-            have = header.stat().st_size - m.end()
+            file, start = header, m.end()
         elif len(data) == 1:
-            have = data[0].stat().st_size
+            file, start = data[0], 0
         else:
             return None
+        have = file.stat().st_size - start
     except OSError:
         return None
     if offset is not None and offset > 0:
         have -= offset
     return _DataSizes(have, size * channels * int(np.prod(dims)), bool(data), compressed,
                       offset, f"{'×'.join(map(str, dims))} {fields['ElementType']}"
-                      + (f" × {channels} channels" if channels > 1 else ""))
+                      + (f" × {channels} channels" if channels > 1 else ""), file, start)
 
 
 #: bytes per element of NRRD's types, by their names with spaces and a ``_t`` dropped
@@ -156,12 +162,13 @@ _NRRD_BYTES = {
 
 
 def _nrrd_sizes(header: Path) -> _DataSizes | None:
-    """The sizes of a NRRD's one raw data file (``data file:``), else None."""
+    """The sizes of a NRRD's one raw or gzip data file (``data file:``), else None."""
     fields = nrrd_fields(header)
     data = detached_data_files(header)
     kind = fields.get("type", "").lower().replace(" ", "").removesuffix("_t")
     size = _NRRD_BYTES.get(kind)
-    if (len(data) != 1 or size is None or fields.get("encoding", "").lower() != "raw"
+    encoding = fields.get("encoding", "").lower()
+    if (len(data) != 1 or size is None or encoding not in ("raw", "gzip", "gz")
             or fields.get("line skip", fields.get("lineskip", "0")).strip() != "0"):
         return None
     try:
@@ -174,19 +181,23 @@ def _nrrd_sizes(header: Path) -> _DataSizes | None:
         return None
     if offset is not None and offset > 0:
         have -= offset
-    return _DataSizes(have, size * int(np.prod(dims)), True, None, offset,
-                      f"{'×'.join(map(str, dims))} {fields['type']}")
+    return _DataSizes(have, size * int(np.prod(dims)), True, None if encoding == "raw" else 0,
+                      offset, f"{'×'.join(map(str, dims))} {fields['type']}", data[0], 0)
 
 
 def data_size_problem(header: Path) -> str | None:
-    """Why the voxel data of a MetaImage (``.mha``, ``.mhd``) or a NRRD with a raw data
-    file (``.nhdr``) do not fit its header, in words (a one-line refusal); None where they
-    fit or the header cannot tell. Read before ITK, which prints MetaIO's own words to the
-    console for a short file and reads the first part of a long one without a word.
+    """Why the voxel data of a MetaImage (``.mha``, ``.mhd``) or a NRRD with one raw or
+    gzip data file (``.nhdr``) do not fit its header, in words (a one-line refusal); None
+    where they fit or the header cannot tell. Read before ITK, which prints MetaIO's own
+    words to the console for a short file, fills what a short compressed stream lacks with
+    zeros or whatever the memory held, and reads the first part of a long one without a word.
 
-    - uncompressed MetaImage data shorter than the header's sizes need: the file is
-      truncated (a short NRRD is left to ITK, whose words say so);
+    - uncompressed data shorter than the header's sizes need: the file (a ``.nhdr``'s data
+      file, named) is truncated;
     - a compressed MetaImage's data shorter than its ``CompressedDataSize``: truncated;
+    - compressed data (a MetaImage's zlib, a ``.nhdr``'s gzip data file) that inflate to
+      fewer bytes than the sizes need, or more, or do not decompress: inflated here in
+      chunks of 1 MiB, never held whole, and only up to one byte past the sizes' need;
     - a data file (detached, uncompressed) longer than the sizes need, where no
       ``HeaderSize`` or ``byte skip`` places the data within it: the header's sizes or
       element type do not describe the file (16 of 20 slices would be read).
@@ -199,24 +210,85 @@ def data_size_problem(header: Path) -> str | None:
         _nrrd_sizes(header) if name.endswith((".nhdr", ".nrrd")) else None
     if sizes is None:
         return None
+    fields = "DimSize or ElementType" if meta else "sizes or type"
     if sizes.compressed is not None:
         if sizes.have < sizes.compressed:
             return (f"cannot read image (the compressed voxel data end before the header's "
                     f"CompressedDataSize ({sizes.have} of {sizes.compressed} bytes): the file "
                     "is truncated)")
-        return None
-    if meta and sizes.have < sizes.need:
-        return _SHORT.format(sizes.have, sizes.need)
+        return None if sizes.offset is not None else _inflate_problem(sizes, meta, fields)
+    if sizes.have < sizes.need and (meta or sizes.offset is None or sizes.offset > 0):
+        if meta:
+            return _SHORT.format(sizes.have, sizes.need)
+        return (f"cannot read image (its data file {sizes.data.name} holds {sizes.have} bytes "
+                f"where its sizes need {sizes.need} ({sizes.sizes}): a truncated copy)")
     if sizes.detached and sizes.offset is None and sizes.have > sizes.need:
-        fields = "DimSize or ElementType" if meta else "sizes or type"
-        data = detached_data_files(header)[0].name
-        return (f"the data file {data} holds {sizes.have} bytes where the header's sizes need "
-                f"{sizes.need} ({sizes.sizes}): its {fields} is wrong")
+        return (f"the data file {sizes.data.name} holds {sizes.have} bytes where the header's "
+                f"sizes need {sizes.need} ({sizes.sizes}): its {fields} is wrong")
     return None
 
 
 _SHORT = ("cannot read image (the data ends before the header's sizes ({} of {} bytes): the "
           "file is truncated)")
+#: compressed bytes read at a time, and the most inflated bytes held at once
+_CHUNK = 1 << 20
+
+
+def _inflate_problem(sizes: _DataSizes, meta: bool, fields: str) -> str | None:
+    """Words for compressed voxel data that inflate to other than ``sizes.need`` bytes or do
+    not decompress, else None (also where the file cannot be read: the reader says why)."""
+    length = sizes.compressed or sizes.have
+    try:
+        got = _inflated_size(sizes.data, sizes.start, length, sizes.need + 1, members=not meta)
+    except OSError:
+        return None
+    what = (f"its data file {sizes.data.name} inflates" if sizes.detached
+            else "its compressed data inflate")
+    if got is None:
+        if not sizes.detached:
+            return "cannot read image (the compressed voxel data do not decompress: the file " \
+                   "is damaged)"
+        return (f"cannot read image (its data file {sizes.data.name} does not decompress: it "
+                "is damaged; export it again)")
+    if got < sizes.need:
+        return (f"cannot read image ({what} to {got} bytes where its sizes need {sizes.need}: "
+                "the file is truncated or damaged; export it again)")
+    if got > sizes.need:
+        return (f"cannot read image ({what} to more than the {sizes.need} bytes its sizes need "
+                f"({sizes.sizes}): its {fields} is wrong)")
+    return None
+
+
+def _inflated_size(path: Path, start: int, length: int, most: int, members: bool) -> int | None:
+    """How many bytes the zlib or gzip stream in ``length`` bytes of ``path`` from ``start``
+    inflates to, counted up to ``most``; a stream that ends early counts what it gave. With
+    ``members``, gzip members that follow the first count too (as gzread reads them). None
+    where the data do not decompress. Holds at most 2 MiB at once; raises OSError."""
+    stream = zlib.decompressobj(47)  # 32 + 15: a zlib or a gzip header, as MetaIO and teem
+    total = 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        while length > 0 and total < most:
+            data = f.read(min(_CHUNK, length))
+            if not data:
+                break
+            length -= len(data)
+            while total < most:
+                if stream.eof:  # a stream ended: another gzip member, or what is not read
+                    if not data:
+                        break
+                    if not (members and data.startswith(b"\x1f\x8b")):
+                        return total
+                    stream = zlib.decompressobj(47)
+                try:
+                    out = len(stream.decompress(data, _CHUNK))
+                except zlib.error:
+                    return None
+                total += out
+                data = stream.unused_data if stream.eof else stream.unconsumed_tail
+                if not data and out < _CHUNK:  # all of this chunk inflated
+                    break
+    return min(total, most)
 
 
 def _pattern_names(value: str) -> list[str] | None:
