@@ -122,9 +122,12 @@ class _Problems:
 
 
 def patient_key(value: str) -> str:
-    """A patient (group) value as compared across tables: case, surrounding spaces and the
-    leading zeros of its numbers set aside (``P007`` is ``p7``, as a spreadsheet saves it)."""
-    return re.sub(r"\d+", lambda m: str(int(m.group())), str(value).strip().casefold())
+    """A patient (group) value as compared across tables: case, surrounding spaces, the
+    leading zeros of its numbers and a whole number's ``.0`` set aside (``P007`` is ``p7``,
+    as a spreadsheet saves it; ``7.0`` is ``7``, as a column of numbers with a blank reads
+    after a round trip through pandas)."""
+    text = re.sub(r"(?<![\d.])(\d+)\.0+(?![\d.])", r"\1", str(value).strip().casefold())
+    return re.sub(r"(?<![\d.])\d+", lambda m: str(int(m.group())), text)  # not decimals
 
 
 #: the spellings of one patient a warning names before it counts the rest

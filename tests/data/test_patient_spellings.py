@@ -53,6 +53,18 @@ def test_one_spelling_per_patient_with_one_warning_naming_the_rows() -> None:
         in said[0] and "t.csv" in said[0]
 
 
+@pytest.mark.parametrize(("one", "same"), [("7", "7.0"), ("12", "012.00"), ("P7", "p7.0")])
+def test_a_whole_number_written_with_a_decimal_point_is_one_patient(one: str, same: str
+                                                                    ) -> None:
+    """A numeric patient column that once held a blank comes back from pandas as 7.0."""
+    assert patient_key(one) == patient_key(same)
+
+
+@pytest.mark.parametrize(("one", "other"), [("1.05", "1.5"), ("7.5", "7"), ("2.0.1", "2.1")])
+def test_decimals_stay_distinct_patients(one: str, other: str) -> None:
+    assert patient_key(one) != patient_key(other)
+
+
 def test_split_keeps_a_patient_written_two_ways_on_one_side(tmp_path: Path) -> None:
     table = _table(tmp_path)
     for seed in range(6):
