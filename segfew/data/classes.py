@@ -83,23 +83,28 @@ def pick_group_column(columns: Sequence[str], given: str | None, id_column: str,
 ROWS_AS_PATIENTS = {
     "ci": "so the intervals resample rows (slices of one patient count as independent cases)",
     "val": "so a validation case (they pick the epoch) may be another slice of a training one",
+    "cv": "so a fold of the cross-validation inside them (the model it chooses, its nested "
+          "estimate) may hold out a slice of a patient whose other slices it fitted on: read "
+          "those scores as optimistic",
 }
 
 
 def warn_rows_as_patients(cases: Sequence[Case], table: str | Path | None,
-                          effect: Literal["ci", "val"]) -> None:
+                          effect: Literal["ci", "val", "cv"]) -> bool:
     """Say in one :class:`DataWarning` naming ``table`` that each row is taken as its own
     patient, when ``cases`` are the rows of a ``table`` that names no patient (every
     ``group`` None: :func:`read_table`); ``effect``: what that changes for the command
     (:data:`ROWS_AS_PATIENTS`: ``evaluate``'s intervals, ``train-classifier``'s validation
-    cases). Nothing for class sub-folders (``table`` None) or no cases."""
+    cases or the inner cross-validation of framework measures). Nothing for class
+    sub-folders (``table`` None) or no cases. Returns whether it warned."""
     if table is None or not cases or any(c.group is not None for c in cases):
-        return
+        return False
     warnings.warn(DataWarning(
         f"no group (patient) column in the table (looked for {', '.join(GROUP_COLUMNS)}, "
         "in any case, with or without spaces and '_'): each row is taken as its own patient, "
         f"{ROWS_AS_PATIENTS[effect]}; if rows share patients (slices, sessions), name the "
         "column with --group-column", table), stacklevel=2)
+    return True
 
 
 def read_table(table: Path, images: Path | None = None, channels: Sequence[str] | None = None,

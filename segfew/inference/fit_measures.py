@@ -163,6 +163,10 @@ def describe_selection(metrics: Mapping[str, Any]) -> list[str]:
     lines.append(f"nested estimate of the whole selection ({nested['folds']} outer folds, "
                  f"{nested['n']} cases{patients}): balanced accuracy {score(nested)}"
                  + ("" if default else "; the chosen model's inner score above is optimistic"))
+    if nested.get("rows_as_patients"):
+        lines.append("WARNING: the table names no patients, so each row was taken as one: "
+                     "where rows share patients (slices), the folds split them and the nested "
+                     "estimate reads high; name the patient column with --group-column")
     verdict = _chance_verdict(nested)
     if verdict == "below":
         lines.append(f"WARNING: the nested estimate is below chance "
@@ -187,7 +191,10 @@ def estimate_caveat(metrics: Mapping[str, Any]) -> str | None:
                 "training cases): its confidences do not say how often it is right")
     verdict = _chance_verdict(nested)
     if verdict is None:
-        return None
+        return ("the model's own nested estimate took each training row as its own patient "
+                "(the table named none): where rows share patients it reads high, so its "
+                "confidences may say more than it knows") if nested.get("rows_as_patients") \
+            else None
     ci = nested.get("ci") or [0.0, 0.0]
     words = "below chance" if verdict == "below" else "not distinguishable from chance"
     return (f"the model's own nested estimate, balanced accuracy "
