@@ -12,8 +12,9 @@ Conventions, shared by point estimates and intervals:
 - precision of a class never predicted is ``None``, and recall, F1 and AUROC of a class
   absent from the truth are ``None`` (undefined, not 0 as scikit-learn's
   ``zero_division=0`` would write);
-- balanced accuracy is the mean recall over classes present in the truth, macro F1 the
-  mean F1 over classes present in the truth or the predictions (scikit-learn's defaults);
+- balanced accuracy and macro F1 are the mean recall and F1 over the classes present in
+  the truth (scikit-learn's ``f1_score(labels=present, average="macro")``); Cohen's kappa
+  and the chance rate need two classes there, so a one-class truth has neither (None);
 - a percentile bootstrap collapses to one point when every case is right (or wrong), so a
   zero-width interval is widened to the Wilson score interval (:func:`proportion_ci`) of
   the proportion behind it: accuracy, recall, specificity of their cases; balanced
@@ -44,14 +45,12 @@ from sklearn.metrics import (
 __all__ = [
     "accuracy_summary", "below_chance", "case_mean_dice", "chance_fields", "chance_words",
     "classification_metrics", "dice", "dice_per_label", "one_class", "one_class_share",
-    "one_class_words", "proportion_ci",
-]
+    "one_class_words", "proportion_ci"]
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "kappa", "macro_f1")
 #: a classifier predicting one class for at least this share of the cases (whose truth is
 #: less one-sided) is flagged: it has not learnt the classes
 ONE_CLASS_SHARE = 0.9
-PER_CLASS_CI = ("f1", "recall", "specificity", "auroc")
 
 
 def classification_metrics(
@@ -106,12 +105,12 @@ def classification_metrics(
         cm = confusion_matrix(yt, yp, labels=labels)
         precision, recall, f1, support = precision_recall_fscore_support(
             yt, yp, labels=labels, zero_division=0)
-        kappa = cohen_kappa_score(yt, yp, labels=labels)
+        held = np.unique(yt).tolist()  # one class: kappa would be 0 by construction
         out: dict[str, Any] = {
             "accuracy": _num(accuracy_score(yt, yp)),
             "balanced_accuracy": _num(balanced_accuracy_score(yt, yp)),
-            "kappa": _num(kappa),
-            "macro_f1": _num(f1_score(yt, yp, average="macro", zero_division=0)),
+            "kappa": _num(cohen_kappa_score(yt, yp, labels=labels)) if len(held) > 1 else None,
+            "macro_f1": _num(f1_score(yt, yp, labels=held, average="macro", zero_division=0)),
         }
     per_class: dict[str, dict[str, Any]] = {}
     for c, name in enumerate(names):
@@ -129,18 +128,15 @@ def classification_metrics(
             "support": int(support[c]),
             "auroc": auroc,
         }
-    out["per_class"] = per_class
-    out["confusion_matrix"] = cm.astype(int).tolist()
+    out.update(per_class=per_class, confusion_matrix=cm.astype(int).tolist())
     keys = {} if groups is None else {g: i for i, g in enumerate(dict.fromkeys(groups))}
     unit = None if groups is None else np.array([keys[g] for g in groups], dtype=np.int64)
     if unit is not None and len(unit) != n:
         raise ValueError(f"groups has {len(unit)} values for {n} cases")
     out["ci"] = _bootstrap_ci(yt, yp, p, names, bootstrap, seed, unit) if bootstrap > 0 else {}
-    out.update(chance_fields(out["ci"].get("accuracy"), yt))
-    out["n"] = n
+    out.update(chance_fields(out["ci"].get("accuracy"), yt), n=n)
     out.update({} if unit is None else {"n_groups": int(unit.max()) + 1})
-    out["bootstrap"] = int(bootstrap)
-    out["one_class"] = one_class(yt, yp, names)
+    out.update(bootstrap=int(bootstrap), one_class=one_class(yt, yp, names))
     return out
 
 
@@ -204,23 +200,19 @@ def metrics_from_confusion(cms: np.ndarray) -> dict[str, np.ndarray]:
     cms = np.asarray(cms, dtype=np.float64)
     n = cms.sum(axis=(1, 2))
     tp = np.diagonal(cms, axis1=1, axis2=2)
-    true_k = cms.sum(axis=2)
-    pred_k = cms.sum(axis=1)
-    fn = true_k - tp
-    fp = pred_k - tp
+    true_k, pred_k = cms.sum(axis=2), cms.sum(axis=1)  # (B, K) cases of each class, answers
+    fn, fp = true_k - tp, pred_k - tp
     tn = n[:, None] - tp - fn - fp
     with np.errstate(divide="ignore", invalid="ignore"):
         accuracy = tp.sum(axis=1) / n
         recall = np.where(true_k > 0, tp / true_k, np.nan)
         specificity = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
-        f1_all = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
-        f1 = np.where(true_k > 0, f1_all, np.nan)
+        f1 = np.where(true_k > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
         balanced = np.nanmean(recall, axis=1) if recall.size else np.full(len(n), np.nan)
-        seen = (true_k + pred_k) > 0
-        macro_f1 = (f1_all * seen).sum(axis=1) / seen.sum(axis=1)
+        macro_f1 = np.nanmean(f1, axis=1) if f1.size else np.full(len(n), np.nan)
         pe = (true_k * pred_k).sum(axis=1) / n**2
         kappa = (accuracy - pe) / (1 - pe)
-    kappa = np.where(np.isclose(pe, 1.0), np.nan, kappa)
+    kappa = np.where((true_k > 0).sum(axis=1) < 2, np.nan, kappa)  # one class: not defined
     return {"accuracy": accuracy, "balanced_accuracy": balanced, "kappa": kappa,
             "macro_f1": macro_f1, "recall": recall, "specificity": specificity, "f1": f1}
 
@@ -335,20 +327,21 @@ def chance_fields(accuracy_ci: Sequence[float] | None, y_true: Sequence[int] | n
     balanced accuracy of any constant answer), ``distinguishable_from_chance`` (False
     when the 95% interval ``accuracy_ci`` holds it; None without an interval) and, with an
     interval, ``below_chance`` (True when it lies wholly under the rate: distinguishable, but
-    the wrong way).
+    the wrong way); ``truth_classes``, the classes ``y_true`` holds: under two, all three are
+    None (a constant answer scores 1: no accuracy short of it compares with chance).
 
     Why: with a few dozen test cases, an accuracy a little over one half on two classes is as
     likely from a coin as from a model; the interval says so, and the words must too.
     """
-    yt = np.asarray(y_true, dtype=np.int64).ravel()
-    counts = np.bincount(yt)
-    rate = (float(1 / np.count_nonzero(counts) if balanced else counts.max() / len(yt))
-            if len(yt) else None)
+    counts = np.bincount(np.asarray(y_true, dtype=np.int64).ravel())
+    held = int(np.count_nonzero(counts))
+    rate = float(1 / held if balanced else counts.max() / counts.sum()) if held > 1 else None
     if rate is None or not accuracy_ci:
-        return {"chance_rate": rate, "distinguishable_from_chance": None, "below_chance": None}
+        return {"chance_rate": rate, "distinguishable_from_chance": None, "below_chance": None,
+                "truth_classes": held}
     lo, hi = float(accuracy_ci[0]), float(accuracy_ci[1])
     return {"chance_rate": rate, "distinguishable_from_chance": not lo <= rate <= hi,
-            "below_chance": below_chance(hi, rate)}
+            "below_chance": below_chance(hi, rate), "truth_classes": held}
 
 
 def below_chance(high: float | None, chance_rate: float | None) -> bool:
@@ -360,12 +353,19 @@ def below_chance(high: float | None, chance_rate: float | None) -> bool:
 
 def chance_words(summary: Mapping[str, Any], ci_key: str = "accuracy") -> str:
     """The sentence to print beside an accuracy whose interval holds the chance rate, or
-    lies wholly below it (else ""). ``summary`` holds ``chance_rate``,
-    ``distinguishable_from_chance`` and the interval (``summary["ci"][ci_key]`` or
-    ``summary["ci"]`` when it is a pair)."""
+    lies wholly below it, or whose cases hold one class (no comparison), else "".
+    ``summary`` holds :func:`chance_fields` and the interval (``summary["ci"][ci_key]`` or
+    ``summary["ci"]`` when it is a pair); ``per_class`` and ``n`` where known."""
     ci = summary.get("ci")
     pair = ci.get(ci_key) if isinstance(ci, Mapping) else ci
     rate = summary.get("chance_rate")
+    if summary.get("truth_classes") == 1:  # a constant answer is right every time
+        held = [f" ({k})" for k, v in (summary.get("per_class") or {}).items() if v["support"]]
+        n = f" {summary['n']}" if summary.get("n") else ""
+        return (f"cannot be compared with chance: the{n} cases scored all hold one class"
+                f"{''.join(held)}, so always answering it would be right every time"
+                + ("; balanced accuracy is that class's sensitivity and Cohen's kappa is not "
+                   "defined" if "balanced_accuracy" in summary else ""))
     if summary.get("distinguishable_from_chance") is False:
         where = f"its 95% CI {pair[0]:.2f}–{pair[1]:.2f} holds " if pair else "its CI holds "
         return (f"not distinguishable from chance: {where}the chance rate {rate:.2f} (the "
