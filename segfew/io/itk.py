@@ -35,7 +35,7 @@ from segfew.io.dicom import (
 from segfew.io.dicom_stack import check_stack, series_dtype, written_unit
 from segfew.io.headers import data_size_problem, detached_data_files, nrrd_world_units
 from segfew.io.image import COMPLEX, LPS_TO_RAS, ReadLimits, grey
-from segfew.io.raster import is_raster, pillow_mode, read_with_pillow
+from segfew.io.raster import is_raster, pillow_reads, read_with_pillow
 
 if TYPE_CHECKING:
     from segfew.io.image import Image
@@ -79,7 +79,7 @@ def read_itk(path: Path, limits: ReadLimits, label: bool = False
     if io is not None and path.suffix != path.suffix.lower():
         reader.SetImageIO(io)
     raster = not dicom and is_raster(path, io or reader.GetImageIOFromFileName(str(path)))
-    if raster and pillow_mode(path, palette=label) is not None:  # grey + alpha, a palette
+    if raster and pillow_reads(path, palette=label):  # grey + alpha, a palette, turned
         return read_with_pillow(path, limits, indices=label)
     meta = path.name.lower().endswith((".mha", ".mhd"))
     try:

@@ -14,20 +14,32 @@ read with Pillow instead (a dependency of scikit-image), alpha dropped as it is 
 A palette picture (PIL mode ``P``, a VOC-style mask) read as a label map gives its indices,
 which are the labels: its colours are only how a viewer shows them (three labels may all
 show white). Read as an image, it gives its colours, as any picture does.
+
+A picture whose Orientation tag (EXIF in a JPEG or PNG, tag 274 in a TIFF) is other than 1
+is stored turned or mirrored, and every viewer and annotation tool shows it with the tag
+applied; ITK ignores it (a JPEG, a PNG) or misreads it (a TIFF: flipped, in colour). Such a
+picture (image or label map alike, so a pair stays as drawn) is read with Pillow and turned
+as viewers show it, said in a warning.
+
+A TIFF of several pages of one size and mode is a volume (as ITK writes one), read by ITK. A
+TIFF whose pages differ (a thumbnail or reduced copies after the picture) is neither one
+picture nor a volume: it is refused before ITK, whose libtiff prints its errors to the
+terminal.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
 from segfew.io.image import LPS_TO_RAS, ReadLimits, grey, refuse_content_in_alpha
 
-__all__ = ["RASTER_IOS", "is_raster", "pillow_mode", "read_with_pillow"]
+__all__ = ["RASTER_IOS", "is_raster", "orientation", "pillow_reads", "read_with_pillow"]
 
 #: ITK's readers of pictures whose resolution tag is a print size (DPI)
 RASTER_IOS = frozenset({"PNGImageIO", "JPEGImageIO", "JPEG2000ImageIO", "TIFFImageIO",
@@ -38,6 +50,13 @@ _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".ti
             ".bmp": "BMP"}
 #: modes SimpleITK cannot read or misreads (grey + alpha; a palette in a TIFF)
 _PILLOW_MODES = frozenset({"LA", "La", "PA"})
+#: what reading a picture as viewers show it does to its stored pixels, by Orientation tag
+#: (the tag's values 2-8; 1 and any other value: as stored), and Pillow's transposition
+_TURNS = {2: ("mirrored left to right", 0), 3: ("turned 180°", 3),
+          4: ("mirrored top to bottom", 1), 5: ("mirrored across its diagonal", 5),
+          6: ("turned 90° clockwise", 4), 7: ("mirrored across its other diagonal", 6),
+          8: ("turned 90° counter-clockwise", 2)}
+_ORIENTATION = 0x0112  # the EXIF and TIFF Orientation tag
 
 
 def is_raster(path: Path, io: str) -> bool:
@@ -46,24 +65,66 @@ def is_raster(path: Path, io: str) -> bool:
     return io in RASTER_IOS if io else path.name.lower().endswith(_RASTER_SUFFIXES)
 
 
-def pillow_mode(path: Path, palette: bool = False) -> str | None:
-    """The Pillow mode of a raster file that SimpleITK must not read, else None.
+def pillow_reads(path: Path, palette: bool = False) -> bool:
+    """Whether the raster file ``path`` is read with Pillow (:func:`read_with_pillow`), not
+    SimpleITK: a mode SimpleITK cannot read or misreads (grey + alpha, a palette TIFF), a
+    picture with an Orientation tag other than 1 (:func:`orientation`), or a TIFF whose pages
+    differ in size or mode (refused there, before libtiff prints its errors).
 
     ``palette``: a palette file (mode ``P`` or ``PA``) is one too, whatever its format: it is
     read as a label map, whose indices SimpleITK would turn into colours."""
     if not path.name.lower().endswith(_RASTER_SUFFIXES):
-        return None
+        return False
     try:
         from PIL import Image as PILImage
 
         with PILImage.open(path) as im:
-            mode = str(im.mode)
-            fmt = str(im.format)
+            mode, fmt = str(im.mode), str(im.format)
+            if mode in _PILLOW_MODES or (mode == "P" and (fmt == "TIFF" or palette)):
+                return True
+            return orientation(im, path) in _TURNS or bool(_page_sizes(im))
     except Exception:  # not Pillow's to say: ITK reads it or says why not
-        return None
-    if mode in _PILLOW_MODES or (mode == "P" and (fmt == "TIFF" or palette)):
-        return mode
-    return None
+        return False
+
+
+def orientation(im: Any, path: Path) -> int:
+    """The Orientation tag of the open Pillow picture ``im`` (file ``path``): 1 (as stored)
+    where it has none. Pixels are decoded only for a PNG whose EXIF chunk follows them."""
+    if im.format == "PNG" and "exif" not in im.info and "Raw profile type exif" not in im.info:
+        if not _png_exif_after_pixels(path):
+            return 1
+        im.load()  # Pillow reads the chunks after the pixels with them
+    try:
+        value = im.getexif().get(_ORIENTATION, 1)
+        return int(value) if isinstance(value, int) else 1
+    except Exception:  # an EXIF block Pillow cannot parse: no tag a viewer could apply
+        return 1
+
+
+def _png_exif_after_pixels(path: Path) -> bool:
+    """Whether the PNG ``path`` has an eXIf chunk (one after its image data, which Pillow
+    reads only with the pixels); its chunks are walked, their data skipped."""
+    with open(path, "rb") as f:
+        f.seek(8)
+        while len(head := f.read(8)) == 8 and head[4:] != b"IEND":
+            if head[4:] == b"eXIf":
+                return True
+            f.seek(int.from_bytes(head[:4], "big") + 4, 1)
+    return False
+
+
+def _page_sizes(im: Any) -> list[str]:
+    """Each page's size (``W×H``) of a TIFF whose pages differ in size or mode, else []; a
+    TIFF of pages of one size and mode is a volume, which ITK reads."""
+    frames = int(getattr(im, "n_frames", 1)) if im.format == "TIFF" else 1
+    pages = []
+    for i in range(frames):
+        im.seek(i)
+        pages.append((im.size, im.mode))
+    im.seek(0)
+    if len(set(pages)) < 2:
+        return []
+    return [f"{w}×{h}" for (w, h), _ in pages]
 
 
 def read_with_pillow(path: Path, limits: ReadLimits, after: Exception | None = None,
@@ -72,7 +133,10 @@ def read_with_pillow(path: Path, limits: ReadLimits, after: Exception | None = N
     grid, no unit; extra). ``after``: ITK's failure, re-raised when Pillow cannot read the
     file either, or the file holds another format than its suffix says. ``indices``: a
     palette file gives its indices (uint8, a label map's labels) instead of its colours.
-    Raises :class:`DataError` for a file of several frames or one over ``limits``."""
+    A picture with an Orientation tag other than 1 is turned as viewers show it, and a
+    :class:`DataWarning` says how. Raises :class:`DataError` for a file of several frames
+    (a camera JPEG's preview pictures aside: its first is the picture) or one over
+    ``limits``."""
     from PIL import Image as PILImage
 
     try:
@@ -84,10 +148,16 @@ def read_with_pillow(path: Path, limits: ReadLimits, after: Exception | None = N
     with im:
         expected = _FORMATS.get(next((s for s in _FORMATS if path.name.lower().endswith(s)),
                                      ""), "")
-        if after is not None and expected and im.format != expected:
+        fmt = "JPEG" if im.format == "MPO" else im.format  # a camera's JPEG with previews
+        if after is not None and expected and fmt != expected:
             raise DataError(f"holds {im.format} data but is named {path.suffix}; rename it to "
                             "what it holds", path) from None
-        frames = int(getattr(im, "n_frames", 1))
+        frames = 1 if fmt == "JPEG" else int(getattr(im, "n_frames", 1))
+        sizes = _page_sizes(im)
+        if sizes:
+            raise DataError(f"a TIFF of {frames} frames of different sizes ({', '.join(sizes)}:"
+                            " a thumbnail or reduced copies?), which is neither one picture nor "
+                            "a volume; save each frame on its own", path)
         if frames > 1:
             raise DataError(f"a {im.format} of {frames} frames in mode {im.mode}, which "
                             "segfew reads one frame at a time only; save each frame on its own",
@@ -98,7 +168,10 @@ def read_with_pillow(path: Path, limits: ReadLimits, after: Exception | None = N
         limits.check((width, height), bands, itemsize, path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's own notes (palette transparency)
-            array = _pixels(im, indices)
+            array, turned = _shown_pixels(im, path, indices)
+    if turned:
+        warnings.warn(DataWarning(f"its Orientation tag says it is shown {turned} from how it "
+                                  "is stored: read as viewers show it", path), stacklevel=3)
     colour = False
     if array.ndim == 3 and array.shape[-1] == 2:  # grey + alpha
         refuse_content_in_alpha(array[..., 0], array[..., 1], path)
@@ -108,6 +181,38 @@ def read_with_pillow(path: Path, limits: ReadLimits, after: Exception | None = N
     affine = LPS_TO_RAS @ np.eye(4)  # what ITK gives a raster image: origin 0, pixels of 1
     return (np.ascontiguousarray(array.T), affine,
             {"format": "itk", "colour": colour, "units_stated": False})
+
+
+def _shown_pixels(im: Any, path: Path, indices: bool) -> tuple[np.ndarray, str | None]:
+    """The pixels of the open picture ``im`` (file ``path``) as viewers show them
+    (:func:`_pixels`), and how they were turned from how they are stored (None: not). A TIFF
+    is decoded from a copy whose Orientation tag says 1, then turned here: Pillow 11 and later
+    turn a TIFF as they load it, wrongly where the turn swaps its sides, and older ones not."""
+    from PIL import Image as PILImage
+
+    turn = _TURNS.get(orientation(im, path))
+    if turn is None:
+        return _pixels(im, indices), None
+    method = PILImage.Transpose(turn[1])
+    if im.format != "TIFF":
+        return _pixels(im.transpose(method), indices), turn[0]
+    with PILImage.open(_as_stored(path)) as stored:
+        return _pixels(stored.transpose(method), indices), turn[0]
+
+
+def _as_stored(path: Path) -> io.BytesIO:
+    """The TIFF ``path`` with its first page's Orientation tag set to 1 (as stored)."""
+    data = bytearray(path.read_bytes())
+    order: Literal["little", "big"] = "little" if data[:2] == b"II" else "big"
+    big = int.from_bytes(data[2:4], order) == 43  # BigTIFF: 8-byte counts and offsets
+    at = int.from_bytes(data[8:16] if big else data[4:8], order)
+    count = int.from_bytes(data[at:at + (8 if big else 2)], order)
+    step, first = (20, at + 8) if big else (12, at + 2)
+    for entry in range(first, first + count * step, step):
+        if int.from_bytes(data[entry:entry + 2], order) == _ORIENTATION:  # a SHORT, in place
+            value = entry + (12 if big else 8)
+            data[value:value + 2] = (1).to_bytes(2, order)
+    return io.BytesIO(bytes(data))
 
 
 def _pixels(im: Any, indices: bool = False) -> np.ndarray:
