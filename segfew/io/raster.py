@@ -30,6 +30,7 @@ terminal.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +40,8 @@ import numpy as np
 from segfew.errors import DataError, DataWarning
 from segfew.io.image import LPS_TO_RAS, ReadLimits, grey, refuse_content_in_alpha
 
-__all__ = ["RASTER_IOS", "is_raster", "orientation", "pillow_reads", "read_with_pillow"]
+__all__ = ["LIBTIFF_PRINTS", "RASTER_IOS", "as_picture", "is_raster", "orientation",
+           "pillow_reads", "read_with_pillow"]
 
 #: ITK's readers of pictures whose resolution tag is a print size (DPI)
 RASTER_IOS = frozenset({"PNGImageIO", "JPEGImageIO", "JPEG2000ImageIO", "TIFFImageIO",
@@ -57,12 +59,30 @@ _TURNS = {2: ("mirrored left to right", 0), 3: ("turned 180°", 3),
           6: ("turned 90° clockwise", 4), 7: ("mirrored across its other diagonal", 6),
           8: ("turned 90° counter-clockwise", 2)}
 _ORIENTATION = 0x0112  # the EXIF and TIFF Orientation tag
+#: how a line that libtiff prints itself begins (its handlers: "<function or file>: [Warning, ]")
+LIBTIFF_PRINTS = r"(?:_?TIFF\w*|\w*(?:Decode|Encode|JPEG|Fax3)\w*|.*\.(?i:tiff?)): "
 
 
 def is_raster(path: Path, io: str) -> bool:
     """Whether ITK reads ``path`` with a raster reader (``io``: its ImageIO name, or empty
     when none was chosen; then the suffix decides)."""
     return io in RASTER_IOS if io else path.name.lower().endswith(_RASTER_SUFFIXES)
+
+
+def as_picture(img: Any, printed: str, path: Path) -> Any:
+    """The SimpleITK image ``img`` of the raster file ``path`` on a grid of pixels of 1 from
+    origin 0 (its DPI is a print size: no unit, as PNG). What libtiff printed as ITK read it
+    (in ``printed``, kept off the terminal) is said in one :class:`DataWarning`: words of a
+    damaged file that ITK read all the same (compressed data it had to cut)."""
+    img.SetSpacing([1.0] * img.GetDimension())
+    img.SetOrigin([0.0] * img.GetDimension())
+    said = [re.sub(f"^{LIBTIFF_PRINTS}(Warning, )?", "", line).rstrip(".") for line in
+            printed.splitlines() if re.match(LIBTIFF_PRINTS, line)]
+    if said:
+        more = f" (and {len(said) - 1} more such lines)" if len(said) > 1 else ""
+        warnings.warn(DataWarning(f"libtiff, reading it: {said[0]}{more}; the file may be "
+                                  "damaged: check the picture", path), stacklevel=3)
+    return img
 
 
 def pillow_reads(path: Path, palette: bool = False) -> bool:

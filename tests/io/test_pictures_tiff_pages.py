@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
 from segfew.io import read_image
 from tests.conftest import ramp
 
@@ -47,3 +47,35 @@ def test_a_tiff_of_pages_of_one_size_stays_a_volume(tmp_path: Path) -> None:
     first = np.asarray(_picture()).T
     # a volume is LPS to ITK, turned to RAS as every ITK volume (tests/io/test_io.py)
     np.testing.assert_array_equal(img.array[..., 0], first[::-1, ::-1])
+
+
+def _damaged(path: Path, compression: str | None) -> Path:
+    """A 32² TIFF whose strip data (after the 8-byte header, before the IFD) is overwritten."""
+    _picture().save(path, compression=compression)
+    data = bytearray(path.read_bytes())
+    data[40:300] = bytes(0xFF if i % 3 else 0 for i in range(260))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_what_libtiff_prints_of_a_damaged_tiff_is_one_warning_not_terminal_lines(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    path = _damaged(tmp_path / "damaged.tif", "packbits")
+    capfd.readouterr()
+    with pytest.warns(DataWarning) as said:
+        read_image(path)
+    printed = capfd.readouterr()
+    assert "PackBitsDecode" not in printed.err + printed.out
+    libtiff = [str(w.message) for w in said if "libtiff" in str(w.message)]
+    assert len(libtiff) == 1 and libtiff[0].startswith(f"{path}: libtiff, reading it: ")
+    assert "PackBitsDecode" not in libtiff[0]
+
+
+def test_a_tiff_libtiff_cannot_decode_is_refused_without_its_lines(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    path = _damaged(tmp_path / "lzw.tif", "tiff_lzw")
+    capfd.readouterr()
+    with pytest.raises(DataError, match=r"lzw\.tif: "):
+        read_image(path)
+    printed = capfd.readouterr()
+    assert "LZWDecode" not in printed.err + printed.out
