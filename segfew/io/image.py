@@ -79,6 +79,11 @@ class Image:
     """``nifti``, ``itk`` (any SimpleITK file) or ``dicom`` (a series folder)."""
     nifti_codes: tuple[int, int] = (1, 1)
     """(qform_code, sform_code) of a NIfTI source, so written files keep the same meaning."""
+    nifti_pixdim: tuple[float, ...] | None = None
+    """A NIfTI source with neither qform nor sform (codes 0/0): its voxel sizes (pixdim 1–3)
+    as stored. Its outputs are written with codes 0/0 and this pixdim, so that every reader
+    places them where it places the scan (nibabel centres such a file and flips x; ITK puts
+    its first voxel at 0 with identity axes)."""
     nifti_qform: np.ndarray | None = None
     """A NIfTI source's qform as stored, where it differs from the sform (both set): written
     back as it was, so an output overlays its scan in a viewer that shows the qform."""
@@ -135,6 +140,41 @@ def axcodes(affine: np.ndarray) -> str:
         return "".join(c or "?" for c in nib.aff2axcodes(affine))
     except Exception:  # a singular affine has no orientation
         return "???"
+
+
+#: Axes that meet further than this from a right angle are sheared: the bound
+#: :data:`segfew.io.itk.TILT_DEGREES` puts on the lean of a DICOM series (a gantry tilt).
+SHEAR_DEGREES = 0.1
+
+
+def refuse_sheared_axes(affine: np.ndarray, shape: tuple[int, ...], path: Path) -> None:
+    """Refuse a voxel → world ``affine`` whose axes are not perpendicular (beyond
+    :data:`SHEAR_DEGREES`): a sheared grid, as a gantry-tilted CT converted without
+    resampling is stored. A box of voxels cannot hold it: its voxel sizes would be taken
+    from the columns' lengths, so every volume is off by the lean's 1/cos — the same
+    geometry as a DICOM series is refused as a gantry tilt.
+
+    ``shape`` is the stored shape; the spatial axes checked are those kept on reading
+    (trailing axes of one voxel dropped, at most 3). Columns of zeros (no voxel size) are
+    left to the reader. Raises :class:`DataError` naming ``path`` and the angle.
+    """
+    kept = len(shape)
+    while kept > 2 and shape[kept - 1] == 1:
+        kept -= 1
+    columns = np.asarray(affine, dtype=float)[:3, : min(kept, 3, len(affine) - 1)]
+    worst = (0.0, 0, 0)
+    for a in range(columns.shape[1]):
+        for b in range(a + 1, columns.shape[1]):
+            norms = float(np.linalg.norm(columns[:, a]) * np.linalg.norm(columns[:, b]))
+            if norms > 0:
+                cosine = min(1.0, abs(float(columns[:, a] @ columns[:, b])) / norms)
+                worst = max(worst, (90.0 - float(np.degrees(np.arccos(cosine))), a, b))
+    lean, a, b = worst
+    if lean > SHEAR_DEGREES:
+        raise DataError(f"its axes are sheared: axes {a} and {b} meet at {90 - lean:.1f}°, not "
+                        f"90° (a lean of {lean:.1f}°, as a gantry-tilted CT kept unresampled), "
+                        "which a box of voxels cannot hold; resample it to a grid of "
+                        "perpendicular axes first (e.g. dcm2niix corrects gantry tilt)", path)
 
 
 # ------------------------------------------------------------------------- reading

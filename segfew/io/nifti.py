@@ -24,7 +24,7 @@ import numpy as np
 
 from segfew.errors import DataError, DataWarning
 from segfew.io.content import misnamed
-from segfew.io.image import COMPLEX, ReadLimits, axcodes, format_bytes, grey
+from segfew.io.image import COMPLEX, ReadLimits, axcodes, format_bytes, grey, refuse_sheared_axes
 
 if TYPE_CHECKING:
     from segfew.io.image import Image
@@ -142,7 +142,10 @@ def _read_opened(h: Any, f: Any, path: Path, data: Path, gzipped: bool, limits: 
     scaled = (slope not in (None, 1.0)) or (inter not in (None, 0.0))
     extra: dict[str, Any] = {"format": "nifti", "nifti_codes": _codes(header),
                              "units_stated": _unit(header) != "unknown"}
-    affine = _affine_in_mm(img, path, extra, _raw_pixdim(raw_header, sizeof_hdr))
+    pixdim = _raw_pixdim(raw_header, sizeof_hdr)
+    affine = _affine_in_mm(img, path, extra, pixdim)
+    if extra["nifti_codes"] == (0, 0) and klass is not nib.Spm2AnalyzeImage:
+        extra["nifti_pixdim"] = tuple(float(v) for v in pixdim[1:4])  # outputs keep it
     if raw_dtype.fields:  # RGB24 / RGBA32: a record per voxel
         array = np.asarray(img.dataobj)
         names = raw_dtype.names or ()
@@ -201,7 +204,10 @@ def _affine_in_mm(img: Any, path: Path, extra: dict[str, Any], pixdim: np.ndarra
     it: ITK-SNAP and 3D Slicer convert µm and m to mm, so a label map must say the scan's
     unit to overlay it. A voxel size of 0 (pixdim, or an sform column of zeros) is taken as
     1 and said in a warning; the file then has no real voxel size (sizes in voxels). A
-    voxel size or position that is NaN or infinite is refused: no grid can be drawn from it.
+    voxel size or position that is NaN or infinite is refused: no grid can be drawn from it;
+    so are axes that are not perpendicular (:func:`~segfew.io.image.refuse_sheared_axes`).
+    An sform whose axes have no extent (rows of zeros) beside a usable qform gives way to the
+    qform, as in ITK, with a warning.
     """
     header = img.header
     unit = _unit(header)
@@ -213,6 +219,16 @@ def _affine_in_mm(img: Any, path: Path, extra: dict[str, Any], pixdim: np.ndarra
     zooms = pixdim[1: ndim + 1]
     _check_finite(header, path, zooms, qcode, scode)
     affine = np.array(img.affine, dtype=float)
+    if scode and qcode and _degenerate(affine, ndim) and not _degenerate(
+            qform := np.asarray(header.get_qform(), dtype=float), ndim):
+        _check_finite(header, path, zooms, qcode, 0)
+        warnings.warn(DataWarning(
+            f"the sform (sform_code {scode}) {_no_extent(affine, ndim)}: segfew uses the "
+            f"qform instead ({_sizes(qform, ndim, unit)}, {axcodes(qform)[:ndim]}), as ITK "
+            "does", path), stacklevel=4)
+        affine, scode = qform, 0
+        extra["nifti_codes"] = (qcode, 0)  # outputs carry the qform alone
+    refuse_sheared_axes(affine, tuple(img.shape), path)
     for axis, zoom in enumerate(zooms):
         column = float(np.linalg.norm(affine[:3, axis]))
         if column == 0 or (zoom == 0 and not scode):
@@ -227,13 +243,36 @@ def _affine_in_mm(img: Any, path: Path, extra: dict[str, Any], pixdim: np.ndarra
             warnings.warn(DataWarning(f"pixdim[{axis + 1}] (voxel size along axis {axis}) is "
                                       f"negative ({zoom:g}): its size {-zoom:g} is used, as "
                                       "nibabel does", path), stacklevel=4)
-    if qcode > 0 and scode > 0:
+    if qcode > 0 and scode > 0 and not _degenerate(affine, ndim):
         _check_forms_agree(header, path, ndim, unit)
         qform = np.asarray(header.get_qform(), dtype=float)
         if not np.allclose(qform, header.get_sform(), rtol=FORMS_RTOL, atol=1e-4):
             extra["nifti_qform"] = qform
     affine[:3, :] *= scale
     return affine
+
+
+def _degenerate(form: np.ndarray, ndim: int) -> bool:
+    """Whether the first ``ndim`` axes of a form span fewer than ``ndim`` directions (an axis
+    of no extent, e.g. srow rows left at zero by a writer that set the code alone)."""
+    values = np.linalg.svd(np.asarray(form, dtype=float)[:3, :ndim], compute_uv=False)
+    return bool(values[0] == 0 or values[-1] <= 1e-6 * values[0])
+
+
+def _no_extent(form: np.ndarray, ndim: int) -> str:
+    """What is wrong with a degenerate form, in words."""
+    zero = [str(a) for a in range(ndim) if not np.any(form[:3, a])]
+    if len(zero) == ndim:
+        return "has no axes (srow_x, srow_y and srow_z are zeros)"
+    if zero:
+        return f"gives axis {' and '.join(zero)} no extent (a column of zeros)"
+    return "has axes that lie in one plane (no volume)"
+
+
+def _sizes(form: np.ndarray, ndim: int, unit: str) -> str:
+    """Voxel sizes of a form, e.g. ``1.5×1.5×10 mm``."""
+    word = {"unknown": "", "micron": " µm", "meter": " m"}.get(unit, f" {unit}")
+    return "×".join(f"{v:.4g}" for v in np.linalg.norm(form[:3, :ndim], axis=0)) + word
 
 
 #: relative difference of voxel sizes taken as float noise between the qform and the sform
@@ -250,9 +289,8 @@ def _check_forms_agree(header: Any, path: Path, ndim: int, unit: str) -> None:
     axes = [axcodes(f)[:ndim] for f in (qform, sform)]
     if np.allclose(sizes[0], sizes[1], rtol=FORMS_RTOL, atol=1e-6) and axes[0] == axes[1]:
         return
-    word = {"unknown": "", "micron": " µm", "meter": " m"}.get(unit, f" {unit}")
-    q, s = ("×".join(f"{v:.4g}" for v in size) + word for size in sizes)
-    if axes[0] != axes[1]:
+    q, s = (_sizes(f, ndim, unit) for f in (qform, sform))
+    if axes[0] != axes[1] and "?" not in axes[0] + axes[1]:
         q, s = f"{q} ({axes[0]})", f"{s} ({axes[1]})"
     warnings.warn(DataWarning(f"qform and sform disagree: the sform gives voxels of {s}, the "
                               f"qform {q}; segfew uses the sform (the NIfTI standard's "
@@ -352,6 +390,13 @@ def write_nifti(array: np.ndarray, reference: Image, path: Path, vector: bool = 
     affine[:3, :] /= UNIT_MM.get(unit, 1.0)  # back in the scan's unit, so viewers overlay
     img = nib.Nifti1Image(array, affine)
     qcode, scode = reference.nifti_codes
+    if reference.nifti_pixdim is not None:  # neither form: the scan's pixdim, codes 0/0
+        img = nib.Nifti1Image(array, None)
+        img.header["pixdim"][1: 1 + len(reference.nifti_pixdim)] = reference.nifti_pixdim
+        img.header.set_data_dtype(array.dtype)
+        img.header.set_xyzt_units(unit)
+        nib.save(img, str(path))
+        return
     qform = affine if reference.nifti_qform is None else reference.nifti_qform
     img.set_qform(qform, code=qcode or 1)
     img.set_sform(affine, code=scode or (0 if qcode else 1))
