@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from segfew.errors import DataError, DataWarning
-from segfew.io.dicom_stack import SliceInfo, slice_info
+from segfew.io.dicom_stack import SliceInfo, frame_stack, pixel_data_problem, slice_info
 
 __all__ = [
     "GDCM_SYNTAXES",
@@ -52,8 +52,9 @@ def check_dicom_file(path: Path) -> int:
     """Refuse a DICOM file segfew would read wrongly or not at all; returns its frames.
 
     A Siemens MOSAIC (many slices tiled in one frame) would be read as one large 2D image;
-    a transfer syntax GDCM has no decoder for, or a file without pixel data, would fail
-    with the library's words.
+    a transfer syntax GDCM has no decoder for, a file without pixel data or with fewer
+    bytes of them than its size needs (cut short), would fail with the library's words; a
+    multi-frame file's frames must stack (:func:`segfew.io.dicom_stack.frame_stack`).
     """
     header = dicom_header(path)
     if header is None:
@@ -67,6 +68,10 @@ def check_dicom_file(path: Path) -> int:
     if header.transfer_syntax and header.transfer_syntax not in GDCM_SYNTAXES:
         raise DataError(f"no decoder for the transfer syntax {header.transfer_syntax_name}; "
                         "decompress it first (e.g. gdcmconv --raw or dcmdjpeg)", path)
+    if header.pixel_problem:
+        raise DataError(header.pixel_problem, path)
+    if header.frames > 1:
+        frame_stack(path)  # raises for frames that do not stack into one volume
     return header.frames
 
 
@@ -125,6 +130,8 @@ class DicomHeader:
     """SOPInstanceUID: the same in a copy of the file, another in each slice of a series."""
     stack: SliceInfo | None = None
     """Size, position, orientation and rescale: how the slice stacks with a series' others."""
+    pixel_problem: str = ""
+    """Why the pixel data cannot hold the image (the file cut short), in words; else empty."""
 
 
 def dicom_header(path: Path) -> DicomHeader | None:
@@ -154,7 +161,7 @@ def _header(path: Path, size: int, mtime_ns: int, inode: int) -> DicomHeader | N
     if not preamble and path.suffix.lower() not in (".dcm", ".ima", ".dicom", ".dic"):
         return None
     try:
-        ds, pixels = _read_before_pixels(path, force=not preamble)
+        ds, pixels, at = _read_before_pixels(path, force=not preamble)
     except Exception as e:  # a corrupt header: pydicom raises many kinds
         log.debug("%s: pydicom: %r", path, e)
         return None
@@ -189,6 +196,7 @@ def _header(path: Path, size: int, mtime_ns: int, inode: int) -> DicomHeader | N
         lossy_compression=str(ds.get("LossyImageCompression", "") or "").strip(),
         sop_instance_uid=str(ds.get("SOPInstanceUID", "") or ""),
         stack=slice_info(ds),
+        pixel_problem=pixel_data_problem(ds, syntax, at, size, max(1, frames)) if pixels else "",
         **_geometry_fields(ds),
     )
 
@@ -309,26 +317,27 @@ def dicom_geometry(files: Sequence[Path], path: Path, size: Sequence[int],
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # (Float/DoubleFloat) Pixel Data
 
 
-def _read_before_pixels(path: Path, force: bool) -> tuple[Any, bool]:
-    """The dataset up to its pixels, and whether a non-empty Pixel Data element follows.
+def _read_before_pixels(path: Path, force: bool) -> tuple[Any, bool, tuple[int, int]]:
+    """The dataset up to its pixels, whether a non-empty Pixel Data element follows, and
+    where its value starts in the file and its stated length (bytes).
 
     pydicom's ``stop_before_pixels`` cannot tell a file that ends before its pixels from one
     that holds them; its stop callback sees the element (sequences, e.g. an icon image,
     are not searched)."""
     from pydicom.filereader import read_partial
 
-    seen: list[int] = []
+    seen: list[tuple[int, int]] = []
 
     def at_pixels(tag: int, vr: str | None, length: int) -> bool:
         if int(tag) in _PIXEL_TAGS:
             if length:
-                seen.append(int(tag))
+                seen.append((f.tell(), length))  # pydicom stands at the value
             return True
         return False
 
     with open(path, "rb") as f:
         ds = read_partial(f, at_pixels, force=force)
-    return ds, bool(seen)
+    return ds, bool(seen), seen[0] if seen else (0, 0)
 
 
 def dicom_series_files(folder: Path) -> dict[str, list[Path]]:

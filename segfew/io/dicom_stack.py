@@ -1,11 +1,14 @@
-"""Whether the slices of one DICOM series stack into one volume, told from their headers
-before ITK reads a voxel: one size, one orientation, one slice per position (several at a
-position are echoes, phases, repeated acquisitions or copies), and the pixel type that
-holds every slice's rescaled values (:func:`series_dtype`: PET gives each slice its own
-RescaleSlope, and ITK reads the series in the type of its first slice)."""
+"""Whether the slices of one DICOM series (or the frames of one multi-frame file,
+:func:`frame_stack`) stack into one volume, told from their headers before ITK reads a
+voxel: one size, one orientation, one slice per position (several at a position are
+echoes, phases, repeated acquisitions or copies), and the pixel type that holds every
+slice's rescaled values (:func:`series_dtype`: PET gives each slice its own RescaleSlope,
+and ITK reads the series in the type of its first slice); whether a file holds the pixel
+bytes its header needs (:func:`pixel_data_problem`)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -18,19 +21,29 @@ import numpy as np
 
 from segfew.errors import DataError
 
-__all__ = ["ORIENTATION_TOLERANCE", "PROJECTION_MODALITIES", "SliceInfo", "check_stack",
+__all__ = ["ORIENTATION_TOLERANCE", "PROJECTION_MODALITIES", "FrameStack", "SliceInfo",
+           "check_stack", "frame_stack", "frames_by_position", "pixel_data_problem",
            "series_dtype", "slice_info", "written_unit"]
 
 #: direction cosines of two slices may differ by this much and still be one orientation
 ORIENTATION_TOLERANCE = 1e-3
 #: slices closer than this along the slice normal (mm) share one position
 SAME_POSITION_MM = 1e-3
+#: frame steps may differ from their median by this fraction (plus 1 µm, plus the rounding
+#: of the written positions), as a series' slice steps may (segfew.io.itk.SPACING_RTOL)
+SPACING_RTOL = 0.01
 #: header elements that tell slices at one position apart, and what such slices are
 _REPEATS = (("EchoTime", "echoes"), ("EchoNumbers", "echoes"),
             ("TemporalPositionIdentifier", "phases (time points)"),
             ("TriggerTime", "cardiac phases"), ("DiffusionBValue", "diffusion weightings"),
-            ("AcquisitionNumber", "repeated acquisitions"))
+            ("AcquisitionNumber", "repeated acquisitions"),
+            # a multi-frame file's per-frame functional groups
+            ("EffectiveEchoTime", "echoes"), ("TemporalPositionIndex", "phases (time points)"),
+            ("NominalCardiacTriggerDelayTime", "cardiac phases"), ("StackID", "stacks"),
+            ("DimensionIndexValues", ""))
 _PLANES = ("sagittal", "coronal", "axial")
+#: what the items of a stack, the stack and what segfew reads as one volume are called
+_WORDS = {False: ("slices", "series", "folder"), True: ("frames", "multi-frame file", "file")}
 #: modalities whose images are projections (one 2D view each), never slices of a volume
 PROJECTION_MODALITIES = frozenset({"MG", "CR", "DX", "RG", "PX", "IO"})
 
@@ -100,14 +113,17 @@ def slice_info(ds: Any) -> SliceInfo:
     )
 
 
-def check_stack(names: Sequence[str], slices: Sequence[SliceInfo], path: Path) -> None:
+def check_stack(names: Sequence[str], slices: Sequence[SliceInfo], path: Path,
+                frames: bool = False) -> None:
     """Refuse slices (``names`` their file names, ``slices`` their headers) that are no one
     volume: of different sizes, of different orientations (a 3-plane localizer, a reformat,
     a transposed slice), several at one position (echoes, phases, copies), or projection
-    views (:func:`_check_projections`).
+    views (:func:`_check_projections`). ``frames``: the slices are the frames of one
+    multi-frame file (``names`` ``frame 1``, …), and the words say so.
 
-    Raises :class:`DataError` naming ``path`` and two of the files.
+    Raises :class:`DataError` naming ``path`` and two of the files (frames).
     """
+    item, whole, unit = _WORDS[frames]
     _check_projections(names, slices, path)
     sizes = {(s.columns, s.rows) for s in slices}
     if len(sizes) > 1:
@@ -126,11 +142,11 @@ def check_stack(names: Sequence[str], slices: Sequence[SliceInfo], path: Path) -
             groups.append((name, cosines))
     if len(groups) > 1:
         (a, ca), (b, cb) = groups[:2]
-        raise DataError(f"DICOM slices of {len(groups)} orientations in one series: {a} "
+        raise DataError(f"DICOM {item} of {len(groups)} orientations in one {whole}: {a} "
                         f"{_plane(ca)}, {b} {_plane(cb)}; a localizer or reformats? segfew "
-                        "stacks slices of one orientation: give one orientation per folder", path)
+                        f"stacks {item} of one orientation: give one orientation per {unit}", path)
     if len(oriented) == len(slices) and all(s.position is not None for s in slices):
-        _check_one_per_position(names, slices, path)
+        _check_one_per_position(names, slices, path, frames)
 
 
 def _check_projections(names: Sequence[str], slices: Sequence[SliceInfo], path: Path) -> None:
@@ -182,8 +198,9 @@ def _plane(cosines: tuple[float, ...]) -> str:
 
 
 def _check_one_per_position(names: Sequence[str], slices: Sequence[SliceInfo],
-                            path: Path) -> None:
+                            path: Path, frames: bool = False) -> None:
     """Refuse several slices at one position along the slice normal, saying what they are."""
+    item, whole, unit = _WORDS[frames]
     cosines = slices[0].orientation
     assert cosines is not None
     normal = np.cross(cosines[:3], cosines[3:])
@@ -206,19 +223,22 @@ def _check_one_per_position(names: Sequence[str], slices: Sequence[SliceInfo],
         raise DataError(f"DICOM slices {a} and {b} lie at the same position and are copies of "
                         "one slice (the same SOPInstanceUID): remove the copy", path)
     differ = [k for k in range(len(_REPEATS)) if len({slices[i].repeats[k] for i in first}) > 1]
-    kinds = " or ".join(dict.fromkeys(_REPEATS[k][1] for k in differ))
+    kinds = " or ".join(dict.fromkeys(_REPEATS[k][1] for k in differ if _REPEATS[k][1]))
     what = f"several {kinds or 'echoes, phases or repeated acquisitions'}"
     by = ", ".join(_REPEATS[k][0] for k in differ)
-    split = f"split them by {by}, one folder each" if by else "split them, one folder each " \
+    split = f"split them by {by}, one {unit} each" if by else f"split them, one {unit} each " \
         "(no EchoTime, TemporalPositionIdentifier or AcquisitionNumber tells them apart)"
     counts = {len(c) for c in clusters}
     if len(counts) == 1:
-        raise DataError(f"DICOM series holds {len(first)} slices at each of {len(clusters)} "
+        raise DataError(f"DICOM {whole} holds {len(first)} {item} at each of {len(clusters)} "
                         f"positions ({a} and {b} at {along[first[0]]:.4g} mm): {what} in one "
-                        f"series; segfew reads one volume per folder: {split}", path)
-    raise DataError(f"DICOM slices {a} and {b} lie at the same position ({len(shared)} of "
-                    f"{len(clusters)} positions hold more than one slice: {what}?); give one "
-                    f"series (one time point, one echo) per folder: {split}", path)
+                        f"{whole}; segfew reads one volume per {unit}: {split}", path)
+    pair = f"{a} and {b}" if frames else f"slices {a} and {b}"  # frames are named "frame 3"
+    give = "one time point, one echo per file" if frames else \
+        "one series (one time point, one echo) per folder"
+    raise DataError(f"DICOM {pair} lie at the same position ({len(shared)} of "
+                    f"{len(clusters)} positions hold more than one {item[:-1]}: {what}?); give "
+                    f"{give}: {split}", path)
 
 
 #: integer types a series may be read in, smallest first
@@ -250,3 +270,181 @@ def series_dtype(slices: Sequence[SliceInfo]) -> np.dtype | None:
         if info.min <= low and high <= info.max:
             return np.dtype(dtype)
     return np.dtype(np.float64)
+
+
+#: transfer syntaxes whose pixel data are stored as they are (not compressed, not deflated)
+_NATIVE = frozenset({"", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
+
+
+def pixel_data_problem(ds: Any, syntax: str, at: tuple[int, int], size: int, frames: int) -> str:
+    """Why the pixel data of a file of ``size`` bytes cannot hold its image (their value
+    starts at byte ``at[0]`` and states ``at[1]`` bytes), in words; empty where they can
+    or where it cannot be told (compressed or deflated pixels, a YBR 4:2:2 image)."""
+    start, stated = at
+    if syntax not in _NATIVE or stated == 0xFFFFFFFF or "422" in str(
+            ds.get("PhotometricInterpretation", "")):
+        return ""
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        bits, samples = int(ds.get("BitsAllocated", 16)), int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError, AttributeError):
+        return ""
+    need = -(-rows * columns * samples * frames * bits // 8)
+    held = min(stated, max(0, size - start))
+    if held >= need:
+        return ""
+    sizes = f"{rows}×{columns}" + (f"×{samples} samples" if samples > 1 else "") + \
+        (f"×{frames} frames" if frames > 1 else "") + f"×{bits} bits"
+    why = "the file is truncated (cut short in a copy?)" if held < stated else \
+        "the file is damaged"
+    return (f"its pixel data hold {held} bytes where Rows × Columns × bits ({sizes}) need "
+            f"{need}: {why}")
+
+
+# ------------------------------------------------------------------------- multi-frame files
+
+#: a frame further than this (mm, beyond the rounding of the written positions, or what a
+#: lean of 0.1° gives over the stack's length) from the line of the others was moved
+FRAME_MOVED_MM = 0.1
+
+@dataclass(frozen=True)
+class FrameStack:
+    """How the frames of one multi-frame file stack, by their per-frame positions (LPS mm)."""
+
+    order: tuple[int, ...]
+    """The stored frame (0-based) of each slice: along the slice normal, or the stored
+    order where the positions fall along it (as ITK reads those)."""
+    origin: tuple[float, ...]
+    """ImagePositionPatient of the first frame of ``order`` (mm)."""
+    step: tuple[float, ...]
+    """From one frame of ``order`` to the next (mm): the slice normal times the spacing."""
+
+
+def frame_stack(path: Path) -> FrameStack | None:
+    """How the frames of the multi-frame DICOM file ``path`` stack, from its per-frame
+    functional groups (PlanePositionSequence, PlaneOrientationSequence; read with pydicom
+    before the pixels); None where it is no multi-frame file or a frame gives no position
+    or orientation (ITK's reading stands).
+
+    Raises :class:`DataError` naming ``path`` for frames of several orientations, several
+    frames at one position (naming what tells them apart: TemporalPositionIndex,
+    DimensionIndexValues, …, as :func:`check_stack` does for a series), uneven spacing
+    along the normal (the rule of a series), or a frame off the line of the others (a
+    gantry tilt).
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return _frame_stack(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _frame_stack(path: Path, size: int, mtime_ns: int) -> FrameStack | None:
+    """:func:`frame_stack` of a file as it is now (the stat fields are the cache key)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+        found = _frame_slices(ds)
+    except Exception:  # a corrupt header: pydicom raises many kinds; ITK's words stand
+        return None
+    if found is None:
+        return None
+    slices, written = found
+    names = [f"frame {i + 1}" for i in range(len(slices))]
+    check_stack(names, slices, path, frames=True)
+    cosines = slices[0].orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # every frame has one
+    normal = np.cross(cosines[:3], cosines[3:])
+    normal = normal / (np.linalg.norm(normal) or 1.0)
+    positions = np.array([s.position for s in slices], dtype=float)
+    along = positions @ normal
+    falling = bool(np.all(np.diff(along) < 0))  # stored top to bottom: ITK reads them so
+    order = np.arange(len(slices)) if falling else np.argsort(along, kind="stable")
+    steps = np.diff(along[order])
+    median = float(np.median(steps))
+    unit = written_unit(written)
+    rounding = min(unit * float(np.sum(np.abs(normal))), abs(median) / 2)
+    off = np.abs(steps - median)
+    if np.any(off > SPACING_RTOL * abs(median) + 1e-3 + rounding * (1 + 1e-6)):
+        i = int(np.argmax(off))
+        raise DataError(f"DICOM frame spacing is uneven: {abs(steps[i]):.3g} mm between "
+                        f"{names[order[i]]} and {names[order[i + 1]]} (along the slice normal), "
+                        f"{abs(median):.3g} mm elsewhere (a missing frame?); segfew reads evenly "
+                        "spaced frames only: resample it first (e.g. dcm2niix)", path)
+    placed = positions[order]
+    side = placed - placed[0] - np.outer(along[order] - along[order[0]], normal)
+    sideways = np.linalg.norm(side, axis=1)
+    length = float(np.ptp(along))
+    tol = 2 * unit * math.sqrt(3) + max(FRAME_MOVED_MM, math.tan(math.radians(0.1)) * length)
+    if np.any(sideways > tol):
+        i = int(np.argmax(sideways))
+        raise DataError(f"DICOM {names[order[i]]} lies {sideways[i]:.3g} mm to the side of "
+                        f"{names[order[0]]} (a gantry tilt, or a moved frame), which a box of "
+                        "voxels cannot hold; resample it first (e.g. dcm2niix corrects tilt)",
+                        path)
+    return FrameStack(order=tuple(int(i) for i in order),
+                      origin=tuple(float(v) for v in placed[0]),
+                      step=tuple(float(v) for v in normal * median))
+
+
+def _frame_slices(ds: Any) -> tuple[list[SliceInfo], list[str]] | None:
+    """A :class:`SliceInfo` for each frame of a multi-frame dataset (position and
+    orientation from its per-frame, else shared, functional groups; the elements of
+    ``_REPEATS`` from those, else the file's own), and the positions as written; None where
+    the file has no frames, or a frame no position or orientation."""
+    count = int(_number(ds.get("NumberOfFrames"), 1))
+    per = ds.get("PerFrameFunctionalGroupsSequence") or []
+    shared = list(ds.get("SharedFunctionalGroupsSequence") or [])[:1]
+    if count < 2 or len(per) != count:
+        return None
+
+    def find(groups: Sequence[Any], keyword: str) -> Any:
+        for group in groups:  # each functional group macro is a sequence of one item
+            for element in group:
+                if element.VR == "SQ" and len(element.value) and keyword in element.value[0]:
+                    value = element.value[0].get(keyword)
+                    if value not in (None, ""):
+                        return value
+        return None
+
+    one = slice_info(ds)
+    slices, written = [], []
+    for frame in per:
+        position = find([frame, *shared], "ImagePositionPatient")
+        orientation = find([frame, *shared], "ImageOrientationPatient")
+        repeats = []
+        for k, (keyword, _) in enumerate(_REPEATS):
+            value = find([frame, *shared], keyword)
+            repeats.append(one.repeats[k] if value is None else str(value).strip())
+        info = SliceInfo(rows=one.rows, columns=one.columns, position=_numbers(position, 3),
+                         orientation=_numbers(orientation, 6), repeats=tuple(repeats))
+        if info.position is None or info.orientation is None:
+            return None
+        slices.append(info)
+        written += [str(v) for v in position]
+    return slices, written
+
+
+def frames_by_position(path: Path, array: np.ndarray, affine: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """``array`` (X, Y, frames[, channels], as ITK read the file ``path``) and its RAS
+    ``affine`` (mm), with the frames of a multi-frame DICOM file in the order of
+    :func:`frame_stack` and the slice axis and origin its positions give; unchanged where
+    ITK read them so already, or where the file is no such file.
+
+    Raises :class:`DataError` as :func:`frame_stack` does."""
+    if array.ndim < 3:
+        return array, affine
+    stack = frame_stack(path)
+    if stack is None or array.shape[2] != len(stack.order):
+        return array, affine
+    lps_to_ras = np.array([-1.0, -1.0, 1.0])
+    placed = np.array(affine, dtype=float)
+    placed[:3, 2] = lps_to_ras * np.array(stack.step)
+    placed[:3, 3] = lps_to_ras * np.array(stack.origin)
+    if stack.order == tuple(range(len(stack.order))) and \
+            np.allclose(placed, affine, rtol=0, atol=1e-4):
+        return array, affine
+    return np.ascontiguousarray(np.take(array, stack.order, axis=2)), placed
