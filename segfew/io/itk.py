@@ -35,7 +35,7 @@ from segfew.io.dicom import (
 from segfew.io.dicom_stack import check_stack, frames_by_position, series_dtype, written_unit
 from segfew.io.headers import data_size_problem, detached_data_files, nrrd_world_units
 from segfew.io.image import COMPLEX, LPS_TO_RAS, ReadLimits, grey
-from segfew.io.raster import is_raster, pillow_reads, read_with_pillow
+from segfew.io.raster import LIBTIFF_PRINTS, as_picture, is_raster, pillow_reads, read_with_pillow
 
 if TYPE_CHECKING:
     from segfew.io.image import Image
@@ -81,7 +81,7 @@ def read_itk(path: Path, limits: ReadLimits, label: bool = False
     raster = not dicom and is_raster(path, io or reader.GetImageIOFromFileName(str(path)))
     if raster and pillow_reads(path, palette=label):  # grey + alpha, a palette, turned
         return read_with_pillow(path, limits, indices=label)
-    meta = path.name.lower().endswith((".mha", ".mhd"))
+    meta = path.name.lower().endswith((".mha", ".mhd", ".tif", ".tiff"))  # MetaIO, libtiff
     try:
         with itk_messages(path), console_of_c(meta) as printed:
             reader.ReadImageInformation()
@@ -97,8 +97,7 @@ def read_itk(path: Path, limits: ReadLimits, label: bool = False
         raise DataError("cannot read image (the compressed voxel data do not decompress: the "
                         "file is damaged)", path)
     if raster:  # a picture's DPI is a print size: pixels of 1, no unit (as PNG)
-        img.SetSpacing([1.0] * img.GetDimension())
-        img.SetOrigin([0.0] * img.GetDimension())
+        img = as_picture(img, "".join(printed), path)
     array, affine, colour = from_sitk(img, path, picture=raster or dicom)
     extra: dict[str, Any] = {"format": "itk", "colour": colour, "units_stated": not raster}
     if path.name.lower().endswith((".nrrd", ".nhdr")):
@@ -195,16 +194,16 @@ def itk_messages(path: Path) -> Iterator[list[str]]:
 
 
 _CONSOLE = threading.Lock()
-#: what MetaIO prints to the console (std::cerr) itself, past ITK's logger
-_METAIO_PRINTS = re.compile(r"^\s*(MetaImage:|MetaObject:|ideal = |Uncompress failed).*$\n?",
-                            re.MULTILINE)
+#: what MetaIO and libtiff print to the console (std::cerr, stderr) themselves, past ITK's logger
+_METAIO_PRINTS = re.compile(r"^\s*(MetaImage:|MetaObject:|ideal = |Uncompress failed|"
+                            rf"{LIBTIFF_PRINTS}).*$\n?", re.MULTILINE)
 
 
 @contextlib.contextmanager
 def console_of_c(capture: bool = True) -> Iterator[list[str]]:
-    """Keep what C++ code prints to the process's stderr (file descriptor 2) out of the
-    terminal: MetaIO writes to ``std::cerr`` itself, past ITK's logger. Yields a list that
-    receives the captured text when the block ends; text other than MetaIO's is written
+    """Keep what C and C++ code prints to the process's stderr (file descriptor 2) out of the
+    terminal: MetaIO and libtiff write there themselves, past ITK's logger. Yields a list that
+    receives the captured text when the block ends; text other than theirs is written
     back to stderr then (delayed, not lost). One block at a time (a lock): the descriptor is
     the process's. Does nothing where ``capture`` is False or descriptor 2 cannot be copied.
     """
