@@ -118,15 +118,14 @@ def scan_digest(path: Path, files: list[Path] | None = None) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
-#: what :func:`voxel_digest` hashes first; another canonical form would be another version
-VOXELS_V1 = b"segfew voxels v1\n"
+#: what :func:`voxel_digest` hashes first: v1 (older model files'), v2 (written "v2:<hex>")
+VOXELS_V1, VOXELS_V2, VOXEL_VERSION = b"segfew voxels v1\n", b"segfew voxels v2\n", 2
 _CHUNK = 1 << 18  # voxels hashed at a time: 2 MiB of float64
 _voxel_cache: dict[tuple[Any, ...], str | None] = {}
 
 
 def _scan_key(path: Path) -> tuple[Any, ...] | None:
-    """What the cache knows a scan by: path, and each of its files' path, size, mtime and
-    inode (a detached header's own too: its shape is in it). None: no such scan."""
+    """The path, and each of its files' (a detached header's too) path, size, mtime, inode."""
     try:
         files = scan_files(path)
         if not files:
@@ -152,38 +151,37 @@ def read_quietly(path: Path) -> np.ndarray | None:
         return None
 
 
-def voxel_digest(path: Path, array: np.ndarray | None = None) -> str | None:
+def digest_version(digest: str) -> int:
+    """Which :func:`voxel_digest` ``digest`` is: 2 (``"v2:<hex>"``) or 1 (plain hex)."""
+    return 2 if str(digest).startswith("v2:") else 1
+
+
+def voxel_digest(path: Path, array: np.ndarray | None = None, version: int = VOXEL_VERSION
+                 ) -> str | None:
     """The SHA-256 of the scan's voxels: its identity by content, whatever stores it.
 
-    The array :func:`segfew.io.read_image` returns (a 3D scan in its canonical RAS
-    orientation, so a re-save in another storage order is the same scan; a 2D picture, which
-    states no orientation, by the least digest of its 8 rotations and mirrors): ``VOXELS_V1``,
+    The array :func:`segfew.io.read_image` returns: a 3D scan in its canonical RAS
+    orientation (a re-save in another storage order is the same scan) with each axis then
+    flipped by a rule of its content (:func:`_canonical_flips`: a copy whose header gives an
+    axis another direction, as NIfTI qform and sform codes 0 do, is the same scan too); a
+    2D picture by the least digest of its 8 rotations and mirrors. Hashed: ``VOXELS_V2``,
     the shape as text (``"256x256x10\\n"``), then the values in C order as little-endian
-    float32 where float32 holds every one exactly (``"<f4\\n"``: half the bytes to hash),
-    else float64 (``"<f8\\n"``) — a choice made by the values, so the same values in any
-    dtype give one digest — hashed :data:`_CHUNK` voxels at a time (memory stays bounded);
-    -0.0 is hashed as 0.0, and NaN/±inf as the image's finite minimum, as
-    :func:`segfew.data.read.read_case` gives them (``array`` may be that). So a scan
-    decompressed, recompressed, converted to another format or dtype that holds its
-    values is the same scan. The geometry (spacing, origin, direction) does not enter:
-    the same voxels under another header are the same patient's data. ``array``: the scan
-    as ``read_image`` read it, if it is in memory already (it is hashed instead of the file
-    being read again).
+    float32 where it holds every one (``"<f4\\n"``), else float64 (``"<f8\\n"``: chosen by
+    the values, not the dtype), :data:`_CHUNK` voxels at a time; -0.0 as 0.0, NaN/±inf as the
+    finite minimum, as :func:`segfew.data.read.read_case` gives them (``array`` may be that,
+    if in memory already); not the geometry. Returned as ``"v2:<hex>"``; ``version`` 1: the
+    plain hex of ``VOXELS_V1`` without flips, as older model files record (:func:`digest_version`).
 
-    Returns None for a scan that cannot be read (reading it says why) and for a constant
-    image or one without a finite voxel (a blank scan is every blank scan of its shape: it
-    identifies nothing). Cached within the process by the path, size, mtime and inode of
-    each of its files (:func:`scan_files`).
+    None for a scan that cannot be read (reading it says why), a constant image or one
+    without a finite voxel. Cached per version by its files' path, size, mtime and inode.
     """
     path = Path(path)
-    key = _scan_key(path)
+    key = None if (found := _scan_key(path)) is None else (version, *found)
     if key is not None and key in _voxel_cache and array is None:
         return _voxel_cache[key]
-    if array is None:
-        array = read_quietly(path)
-        if array is None:
-            return None
-    digest = _picture_digest(array) if np.ndim(array) == 2 else _array_digest(array)
+    if array is None and (array := read_quietly(path)) is None:
+        return None
+    digest = _digest_of(np.asarray(array), version)
     if key is not None:
         if len(_voxel_cache) >= 1 << 16:
             _voxel_cache.clear()
@@ -191,28 +189,55 @@ def voxel_digest(path: Path, array: np.ndarray | None = None) -> str | None:
     return digest
 
 
-def _picture_digest(array: np.ndarray) -> str | None:
-    """A 2D picture states no orientation (a PNG written from a numpy array is the
-    transpose of the same image written by ITK): the least digest over its 8 rotations and
-    mirrors, so any of them is the same scan."""
-    a = np.asarray(array)
-    turns = [np.rot90(b, k) for b in (a, a[::-1]) for k in range(4)]
-    digests = [d for d in map(_array_digest, turns) if d is not None]
-    return min(digests) if digests else None
-
-
-def _array_digest(array: np.ndarray) -> str | None:
-    array = np.asarray(array)
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        finite = np.isfinite(array)  # as the door gives it: NaN/inf → the finite minimum
+def _digest_of(array: np.ndarray, version: int) -> str | None:
+    if array.dtype.kind == "f" and not (finite := np.isfinite(array)).all():
         if not finite.any():
             return None
-        array = np.where(finite, array, array[finite].min())
+        array = np.where(finite, array, array[finite].min())  # as the door gives them
+    forms = ([np.rot90(b, k) for b in (array, array[::-1]) for k in range(4)] if array.ndim == 2
+             else [array] if version == 1 else _canonical_flips(array))  # 2D: no orientation
+    head = VOXELS_V1 if version == 1 else VOXELS_V2
+    digests = [d for f in forms if (d := _array_digest(f, head)) is not None]
+    return None if not digests else min(digests) if version == 1 else "v2:" + min(digests)
+
+
+def _canonical_flips(array: np.ndarray) -> list[np.ndarray]:
+    """The forms of a 3D scan whose least digest identifies it whatever direction its header
+    gave each of its first three axes: each axis turned so that the first moment of its
+    profile (its slices' sums) about its centre is positive, the same for a copy flipped
+    along any axes; an axis whose moment is 0 (symmetric) both ways: 2^k forms for k such."""
+    forms = [array]  # whole numbers' sums are exact; floats' last bits vary with the order
+    scale = 0.0 if array.dtype.kind in "biu" else 1e-9 * float(np.abs(array).sum())
+    for axis, profile in enumerate(_profiles(array)):
+        if (n := profile.size) < 2:
+            continue
+        weights = (n - 1 - 2 * np.arange(n // 2)).astype(np.float64)
+        moment = float(((profile[::-1] - profile)[:n // 2] * weights).sum())  # negated if flipped
+        if abs(moment) <= scale * n:
+            forms += [np.flip(f, axis) for f in forms]
+        elif moment < 0:
+            forms = [np.flip(f, axis) for f in forms]
+    return forms
+
+
+def _profiles(array: np.ndarray) -> list[np.ndarray]:
+    """The float64 sums of the slices across each of the first 3 axes (3D: in 2 passes)."""
+    if array.ndim != 3:
+        return [array.sum(axis=tuple(a for a in range(array.ndim) if a != axis),
+                          dtype=np.float64) for axis in range(min(array.ndim, 3))]
+    inner = [a for a in range(3) if a != (outer := int(np.argmax(np.abs(array.strides))))]
+    rest = array.sum(axis=outer, dtype=np.float64)  # over the inner two axes, in order
+    out = {outer: array.sum(axis=tuple(inner), dtype=np.float64),
+           inner[0]: rest.sum(axis=1), inner[1]: rest.sum(axis=0)}
+    return [out[a] for a in range(3)]
+
+
+def _array_digest(array: np.ndarray, head: bytes) -> str | None:
     flat = array.reshape(-1)  # C order (a copy only where not contiguous)
     if flat.size == 0:
         return None
     kind = "<f4" if _float32_holds(flat) else "<f8"
-    h = hashlib.sha256(VOXELS_V1 + f"{'x'.join(map(str, array.shape))}\n{kind}\n".encode())
+    h = hashlib.sha256(head + f"{'x'.join(map(str, array.shape))}\n{kind}\n".encode())
     first, constant = float(flat[0]), True
     for start in range(0, flat.size, _CHUNK):
         part = np.array(flat[start:start + _CHUNK], dtype=kind)
@@ -223,8 +248,7 @@ def _array_digest(array: np.ndarray) -> str | None:
 
 
 def _float32_holds(flat: np.ndarray) -> bool:
-    """Whether float32 holds every value exactly (by the values, never the dtype alone, so
-    the choice is the same for the same values in any dtype)."""
+    """Whether float32 holds every value exactly (by the values, never the dtype alone)."""
     if flat.dtype.char in "?bBhHef":  # every value of these
         return True
     return all(np.array_equal(part.astype(np.float32), part)

@@ -6,45 +6,45 @@ scored on its own training cases reads as if they were unseen. Every model file 
 digest of each scan it was trained on (``metrics.training_data``; a classifier also carries
 its segmentation network's record in ``feature_source``), and its run folder's ``run.json``
 holds the manifest, so ``experiment`` and ``evaluate`` compare them with the cases they score.
-A scan's digest (:func:`segfew.runinfo.scan_digest`) covers a DICOM series folder's files and
-a detached header's data file, so a copy under another id or file name is found. A model file
-of this segfew also records the digest of each training image's voxels
-(``metrics.training_voxels``, :func:`segfew.runinfo.voxel_digest`), so a training scan
-re-stored without changing a voxel (decompressed, recompressed, converted to another format)
-is found too; for a model file without them the verdict says that such copies were not
-looked for. A classifier measuring another tool's label maps (``--masks``) or an nnU-Net's
-is checked against its own manifest; that tool's training data is not recorded, and the
-verdict says so. A classifier trained from a table that names patients (a group column)
-records them (``metrics.training_groups``, :func:`training_groups`): an evaluated case of
-such a patient — another slice or visit of a training patient — is leakage too.
+The comparison is :func:`segfew.inference.training_record.match_training` (``predict``'s
+warning counts with it too). A scan's digest (:func:`segfew.runinfo.scan_digest`) covers a
+DICOM series folder's files and a detached header's data file, so a copy under another id or
+file name is found. A model file of this segfew also records the digest of each training
+image's voxels (``metrics.training_voxels``, :func:`segfew.runinfo.voxel_digest`), so a
+training scan re-stored without changing a voxel (decompressed, recompressed, converted to
+another format, saved with another direction of an axis) is found too; for a model file
+without them the verdict says that such copies were not looked for. A classifier measuring
+another tool's label maps (``--masks``) or an nnU-Net's is checked against its own
+manifest; that tool's training data is not recorded, and the verdict says so. A classifier
+trained from a table that names patients (a group column) records them
+(``metrics.training_groups``, :func:`training_groups`): an evaluated case of such a patient
+— another slice or visit of a training patient — is leakage too; evaluated cases that name
+no patients (a table without its patient column) cannot be compared so, and the verdict
+says so.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segfew.data.case import Case, patient_key
-from segfew.errors import DataError, ModelFileError
-from segfew.inference.masks import EXTERNAL
-from segfew.inference.nnunet import NNUNET, holds_nnunet_plans
-from segfew.modelfile import read_model_file
-from segfew.runinfo import (
-    file_digest,
-    legacy_run_dir,
-    run_dir_for,
-    scan_digest,
-    scan_files,
-    voxel_digest,
+from segfew.data.case import Case
+from segfew.errors import DataError
+from segfew.inference.nnunet import holds_nnunet_plans
+from segfew.inference.training_record import (
+    match_training,
+    on_voxels,
+    records_voxels,
+    trained_digests,
+    trained_on,
 )
 
 __all__ = ["LeakageCheck", "check_leakage", "check_models", "compared_words", "find_leakage",
-           "lacking_words", "leakage_record", "records_voxels", "restored_note",
-           "trained_digests", "trained_on", "training_groups"]
+           "lacking_words", "leakage_record", "on_voxels", "records_voxels", "restored_note",
+           "trained_digests", "trained_on", "training_groups", "unnamed_words"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,9 @@ class LeakageCheck:
     of ``of_patients`` evaluated; ``by_patient``: the leaked cases found by their patient
     only (no training scan among their images). ``patients_unknown``: the evaluated cases
     name patients but the model file records none of its own, so their other cases
-    could not be looked for.
+    could not be looked for; ``patients_unnamed``: the other way round, the model records
+    ``training_patients`` patients and the evaluated cases name none (a table without its
+    patient column), so their other cases could not be looked for either.
     """
 
     model: str
@@ -78,6 +80,8 @@ class LeakageCheck:
     of_patients: int = 0
     by_patient: list[str] = field(default_factory=list)
     patients_unknown: bool = False
+    patients_unnamed: bool = False
+    training_patients: int = 0
 
     def trained(self) -> str:
         """Who was trained on the leaked scans, in words: the model, or the segmentation
@@ -109,10 +113,12 @@ class LeakageCheck:
         if not self.leaked and self.unrecorded:
             return (f"{self.model}: no evaluated case trained the classifier as its scan "
                     f"({compared_words(self.by_voxels)}); whether any trained {self.unrecorded} "
-                    "is not recorded")
+                    "is not recorded" + unnamed_words(self.training_patients)
+                    * self.patients_unnamed)
         if not self.leaked:
             return (f"{self.model}: no evaluated case trained it as its scan "
-                    f"({compared_words(self.by_voxels)}){UNKNOWN_PATIENTS * self.patients_unknown}")
+                    f"({compared_words(self.by_voxels)}){UNKNOWN_PATIENTS * self.patients_unknown}"
+                    f"{unnamed_words(self.training_patients) * self.patients_unnamed}")
         if self.by_patient:
             return f"{self.model}: {self.leak_words()}"
         return (f"{self.model}: {self.trained()} on {len(self.leaked)} evaluated case(s): "
@@ -127,13 +133,23 @@ class LeakageCheck:
                 "restored": list(self.restored), "network_only": list(self.network_only),
                 "by_voxels": self.by_voxels, "patients": list(self.patients), "by_patient":
                 list(self.by_patient), "unrecorded": self.unrecorded,
-                "patients_unknown": self.patients_unknown, "verdict": self.describe()}
+                "patients_unknown": self.patients_unknown, "patients_unnamed":
+                self.patients_unnamed, "training_patients": self.training_patients,
+                "verdict": self.describe()}
 
 
 #: said where the evaluated cases name patients and the model file records none
 UNKNOWN_PATIENTS = ("; other cases of its training patients (slices, visits) could not be "
                     "looked for: the model file records no patients (pretrain and "
                     "train-classifier record them from a table's --group-column)")
+
+
+def unnamed_words(patients: int) -> str:
+    """Said where the model file records ``patients`` training patients and the evaluated
+    cases name none: their other cases (slices, visits) could not be looked for."""
+    return (f"; but other cases (slices, visits) of its {patients} training patient(s) could "
+            "not be looked for: the evaluated cases name no patients (give the table's "
+            "patient column: --group-column)")
 
 
 def _patient_words(patients: Sequence[str], of: int, cases: int, who: str = "the model",
@@ -184,184 +200,13 @@ def _shown(ids: Sequence[str], most: int = 8) -> str:
     return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
 
 
-def _recorded(meta_metrics: dict[str, Any]) -> set[str] | None:
-    recorded = meta_metrics.get("training_data")
-    return {str(d) for d in recorded} if isinstance(recorded, list) else None
-
-
-def _run_json_digests(model_path: Path) -> tuple[set[str] | None, bool]:
-    """The digests of the ``run.json`` manifest in the model's run folder (None: none of this
-    model's) and whether that run is still marked running. The run folder an older segfew
-    gave a dotted name (``m-run`` for ``m.v1.pt``) counts only if its spec names this file."""
-    model_path = Path(model_path)
-    for run_dir in (run_dir_for(model_path), legacy_run_dir(model_path)):
-        if run_dir is None:
-            continue
-        try:
-            info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-            out = (info.get("spec") or {}).get("out")
-            rows = info.get("data") or []
-            digests = {str(r["sha256"]) for r in rows if "sha256" in r}
-        except (OSError, json.JSONDecodeError, TypeError, AttributeError):
-            continue
-        if isinstance(out, str) and Path(out).name != model_path.name:
-            continue  # another model's run
-        if out is None and run_dir != run_dir_for(model_path):
-            continue
-        return digests, info.get("status") == "running"
-    return None, False
-
-
-def _unrecorded_source(source: dict[str, Any]) -> str | None:
-    """What a classifier measures whose training data segfew cannot know, or None."""
-    if source.get("masks") == EXTERNAL:
-        return "the tool that made its label maps (--masks)"
-    if NNUNET in source:
-        return "the nnU-Net it reads"
-    return None
-
-
-@dataclass(frozen=True)
-class _Record:
-    """What a model file records of its training scans: ``digests`` (None: nothing, or
-    not its segmentation network's), the voxel digests of its training images, whether
-    every part records those (``by_voxels``) and what it measures with no record."""
-
-    digests: set[str] | None
-    voxels: set[str] = field(default_factory=set)
-    by_voxels: bool = False
-    unrecorded: str | None = None
-    own: tuple[set[str], set[str]] | None = None
-    """A classifier's own digests and voxel digests, beside its network's in the sets above."""
-    groups: frozenset[str] = frozenset()
-    """The patients whose cases trained the model or its network (``training_groups``)."""
-    own_groups: frozenset[str] | None = None
-    """A classifier's own patients, beside its network's in ``groups``."""
-
-
-def _voxels(meta_metrics: dict[str, Any]) -> set[str] | None:
-    recorded = meta_metrics.get("training_voxels")
-    return {str(d) for d in recorded} if isinstance(recorded, list) else None
-
-
-def _manifest(model_path: Path) -> _Record:
-    """:func:`trained_digests`, the voxel digests, and what the classifier measures with no
-    record of its own."""
-    try:
-        meta, _ = read_model_file(model_path)
-    except (ModelFileError, OSError):  # the step that loads it names the problem
-        return _Record(None)
-    own, voxels = _recorded(meta.metrics), _voxels(meta.metrics)
-    groups = frozenset(str(g) for g in meta.metrics.get("training_groups") or [])
-    folder, running = _run_json_digests(Path(model_path))
-    if own is None:
-        own = folder
-    elif folder is not None and not running:
-        own |= folder  # an older classifier's own record skipped series folders
-    mine = _Record(own, voxels or set(), voxels is not None, groups=groups)
-    if own is None or meta.feature_source is None:
-        return mine
-    untracked = _unrecorded_source(dict(meta.feature_source))
-    if untracked is not None:
-        return _Record(own, mine.voxels, mine.by_voxels, untracked, groups=groups)
-    source_metrics = dict(meta.feature_source.get("metrics") or {})
-    source, theirs = _recorded(source_metrics), _voxels(source_metrics)
-    if source is None:
-        return _Record(None)
-    network = frozenset(str(g) for g in source_metrics.get("training_groups") or [])
-    return _Record(own | source, mine.voxels | (theirs or set()),
-                   mine.by_voxels and theirs is not None, own=(own, mine.voxels),
-                   groups=groups | network, own_groups=groups)
-
-
-def records_voxels(model_path: Path) -> bool:
-    """Whether the model file (and the segmentation network inside a classifier) records
-    its training images' voxel digests, so that re-stored copies can be found."""
-    return _manifest(Path(model_path)).by_voxels
-
-
-def trained_digests(model_path: Path) -> set[str] | None:
-    """The digests of every scan a model was trained on (None: not recorded):
-    :func:`~segfew.runinfo.scan_digest`, or each file's for an older segfew's manifest.
-
-    Read from the model file (``metrics.training_data``) and the ``run.json`` manifest in
-    its run folder (:func:`~segfew.runinfo.run_dir_for`), which holds the DICOM series an
-    older classifier's own record lacks — unless that folder holds a later run still marked
-    running. A classifier's set also holds its segmentation network's (``feature_source``); if that
-    network's record is missing, so is the classifier's. A classifier of another tool's
-    or an nnU-Net's label maps has only its own. None also for a file that is not a
-    readable model file.
-    """
-    return _manifest(Path(model_path)).digests
-
-
-def trained_on(image: Path, digests: set[str]) -> bool:
-    """Whether the scan at ``image`` (a file, a detached header with its data, a DICOM
-    series folder) is among ``digests``: its :func:`~segfew.runinfo.scan_digest`, or — the
-    manifest of an older segfew, which hashed each file — the file's own digest, or every
-    one of a series' files'. False for a scan that cannot be read (reading it says why)."""
-    image = Path(image)
-    try:
-        files = scan_files(image)
-        if not files:
-            return False
-        if scan_digest(image, files) in digests:
-            return True
-        if image.is_file() and len(files) == 2 and files[1].suffix.lower() == ".mat" \
-                and file_digest(files[0]) in digests:
-            return True  # an Analyze pair's, as an older segfew recorded it: without its .mat
-        each = [image] if image.is_file() else files
-        if each == files and len(files) == 1:
-            return False  # its own digest was the scan's
-        return all(file_digest(f) in digests for f in each)
-    except OSError:
-        return False
-
-
-def find_leakage(model_path: Path, cases: Iterable[Case]) -> LeakageCheck:
-    """Compare the model's training manifest with the images of ``cases`` (never raises).
-
-    A case leaked when one of its images is a training scan by :func:`trained_on` (its
-    file digests), or — for a model that records its training images' voxel digests — by
-    :func:`~segfew.runinfo.voxel_digest` (then it is also in ``restored``). Label maps are
-    not compared: only images are test data. A case whose patient (``case.group``) is one of
-    the classifier's ``metrics.training_groups`` leaked too (``by_patient`` where no image
-    matched: another slice or visit of a training patient)."""
-    record = _manifest(Path(model_path))
-    digests = record.digests
-    if digests is None:
-        return LeakageCheck(str(model_path), checked=False)
-    leaked, restored, network_only, by_patient = set(), set(), set(), set()
-    cases = list(cases)
-    known = {patient_key(g) for g in record.groups}  # "P007" is "p7" as a spreadsheet saves it
-    patients = {c.group for c in cases if c.group is not None and patient_key(c.group) in known}
-    own_patients = None if record.own_groups is None else {
-        patient_key(g) for g in record.own_groups}
-    for case in cases:
-        images = [Path(p) for p in case.images]
-        if any(trained_on(p, digests) for p in images):
-            leaked.add(case.id)
-        elif record.voxels and any(voxel_digest(p) in record.voxels for p in images):
-            leaked.add(case.id)
-            restored.add(case.id)
-        else:
-            if case.group in patients:  # another slice or visit of a training patient
-                leaked.add(case.id)
-                by_patient.add(case.id)
-                if own_patients is not None and patient_key(case.group) not in own_patients:
-                    network_only.add(case.id)  # a patient of the network's alone
-            continue
-        if record.own is not None and not (
-                any(trained_on(p, record.own[0]) for p in images)
-                or any(voxel_digest(p) in record.own[1] for p in images)):
-            network_only.add(case.id)
-    return LeakageCheck(str(model_path), checked=True, leaked=sorted(leaked),
-                        unrecorded=record.unrecorded, restored=sorted(restored),
-                        by_voxels=record.by_voxels, network_only=sorted(network_only),
-                        patients=sorted(patients), by_patient=sorted(by_patient),
-                        of_patients=len({c.group for c in cases if c.group is not None}),
-                        patients_unknown=not record.groups and any(
-                            c.group is not None and c.group != c.id for c in cases))
+def find_leakage(model_path: Path, cases: Iterable[Case],
+                 hashed: Mapping[str, str] | None = None) -> LeakageCheck:
+    """:func:`segfew.inference.training_record.match_training` as the verdict of
+    ``model_path`` (never raises): a case leaked when one of its images is a training scan
+    by its file digests (``hashed``: path → scan digest already computed) or its voxels
+    (``restored``), or its patient trained the classifier (``by_patient``)."""
+    return LeakageCheck(str(model_path), **vars(match_training(Path(model_path), cases, hashed)))
 
 
 def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool = False
@@ -414,7 +259,9 @@ def leakage_record(checks: Sequence[LeakageCheck], allowed: bool) -> dict[str, A
     of them found by their voxels only), ``by_voxels`` (every model records its training
     images' voxel digests: re-stored copies were looked for), ``allowed``
     (``--allow-leakage``), ``patients`` (evaluated patients whose other cases trained a
-    model), ``verdict`` (one sentence) and each model's check."""
+    model), ``patients_unchecked`` (other cases of training patients could not be looked
+    for: the model or the evaluated cases name no patients), ``verdict`` (one sentence) and
+    each model's check."""
     leaked = sorted({i for c in checks for i in c.leaked})
     restored = sorted({i for c in checks for i in c.restored})
     checked = all(c.checked for c in checks)
@@ -435,10 +282,13 @@ def leakage_record(checks: Sequence[LeakageCheck], allowed: bool) -> dict[str, A
     elif checked:
         lacking = [Path(c.model).name for c in checks if not c.by_voxels]
         how = compared_words(by_voxels, lacking_words(lacking))
-        unknown = UNKNOWN_PATIENTS * any(c.patients_unknown for c in checks)
+        unnamed = [c.training_patients for c in checks if c.patients_unnamed]
+        unknown = (UNKNOWN_PATIENTS * any(c.patients_unknown for c in checks)
+                   + (unnamed_words(max(unnamed)) if unnamed else ""))
         verdict = f"no evaluated case trained the model as its scan ({how}){unknown}"
     else:
         verdict = ("not checked: " + "; ".join(c.describe() for c in checks if not c.checked))
     return {"checked": checked, "leaked": leaked, "restored": restored, "by_voxels": by_voxels,
-            "patients": patients, "allowed": allowed, "verdict": verdict,
-            "models": [c.as_dict() for c in checks]}
+            "patients": patients, "patients_unchecked": any(
+                c.patients_unknown or c.patients_unnamed for c in checks),
+            "allowed": allowed, "verdict": verdict, "models": [c.as_dict() for c in checks]}

@@ -46,6 +46,7 @@ from segfew.inference.masks import check_masks, mask_files
 from segfew.inference.measure_names import check_channels
 from segfew.inference.predictor import refuse_unread_options
 from segfew.inference.run import read_ahead
+from segfew.inference.training_record import match_training
 from segfew.labelling.kmeans import PREVIEW_FILE
 from segfew.metrics import one_class_share
 from segfew.runinfo import run_info
@@ -223,55 +224,55 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
 def _write_record(record: Path, spec: BaseModel | dict[str, Any], models: Sequence[Path],
                   predictors: Sequence[Predictor], cases: Sequence[Case], written: list[str],
                   extra: dict[str, Any] | None = None) -> None:
-    """Write the run record: the run, the files written, and which cases trained the model,
-    compared by the digests its manifest holds (no scan is hashed twice); a DataWarning
-    names those cases."""
+    """Write the run record: the run, the files written, and which cases trained each model
+    (:func:`trained_on`, with the digests its manifest holds: no scan is hashed twice); a
+    DataWarning per model that saw some names it and them."""
     maps = mask_files([p.measurer for p in predictors if p.masks is not None], cases)
     info = run_info(spec, None, [*models, *(p for c in cases for p in c.images), *maps],
                     runtime=predictors[0].runtime(),
                     extra={**(extra or {}), **outputs_record(record, written)})
-    trained = trained_on(predictors, cases, info["data"])
-    info["trained_on"] = trained
-    if trained["cases"]:
-        ids = trained["cases"]
-        shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
-        who = ("the segmentation network inside the classifier" if trained["network_only"]
-               else "the model")
-        warnings.warn(DataWarning(
-            f"{len(ids)} of these {len(cases)} scans trained {who} ({shown}): their "
-            "predictions are no test of it", models[0]), stacklevel=3)
+    trained = trained_on(models, cases, info["data"])
+    info["trained_on"] = {k: trained[k] for k in ("checked", "cases", "network_only")}
+    info["trained_on_by_model"] = trained["models"]
+    for model, each in zip(models, trained["models"], strict=True):
+        if each["cases"]:
+            ids = each["cases"]
+            shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+            who = ("the segmentation network inside the classifier" if each["network_only"]
+                   else "the model")
+            again = each["restored"]
+            note = "" if not again else (": the same voxels, re-stored in other files" if again
+                                         == ids else f"; {', '.join(again[:8])}: re-stored")
+            warnings.warn(DataWarning(
+                f"{len(ids)} of these {len(cases)} scans trained {who} ({shown}{note}): their "
+                "predictions are no test of it", model), stacklevel=3)
     write_json(record, info)
 
 
-def trained_on(predictors: Sequence[Predictor], cases: Sequence[Case],
-               data: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Which ``cases`` trained the models: ``{"checked", "cases", "network_only"}``.
+def trained_on(models: Sequence[Path], cases: Sequence[Case], data: Sequence[dict[str, Any]]
+               ) -> dict[str, Any]:
+    """Which ``cases`` trained the models: ``{"checked", "cases", "network_only", "models"}``,
+    counted as ``evaluate`` counts them (:func:`segfew.inference.training_record.match_training`:
+    the same file bytes, or the same voxels re-stored in another file).
 
     ``data`` is the run's manifest (:func:`segfew.runinfo.manifest`: each image's
-    ``sha256``), compared with the digests each model file records of its training scans
-    (``metrics.training_data``; a classifier's segmentation network's too). ``checked`` is
-    False when a model records none. ``network_only``: every such case trained only the
-    segmentation network inside a classifier. Copies re-stored in other files are not
-    looked for here (``evaluate`` does, by their voxels)."""
-    own: set[str] = set()
-    source: set[str] = set()
-    checked = True
-    for p in predictors:
-        recorded = (p.meta.metrics or {}).get("training_data")
-        checked = checked and isinstance(recorded, list)
-        own |= {str(d) for d in recorded or []}
-        theirs = dict((p.meta.feature_source or {}).get("metrics") or {}).get("training_data")
-        source |= {str(d) for d in theirs or []} if isinstance(theirs, list) else set()
-    digests = {str(row["path"]): str(row["sha256"]) for row in data if "sha256" in row}
-    ids, mine = set(), set()
-    for case in cases:
-        found = {digests.get(str(path)) for path in case.images} - {None}
-        if found & (own | source):
-            ids.add(case.id)
-        if found & own:
-            mine.add(case.id)
-    return {"checked": checked, "cases": sorted(ids),
-            "network_only": bool(ids) and not mine}
+    ``sha256``, not hashed again). ``checked`` is False when a model records nothing;
+    ``cases`` every case that trained one of them; ``network_only``: each of those trained
+    only the segmentation network inside a classifier. ``models``: per model file, in
+    order, ``{"model", "checked", "cases", "restored", "network_only"}`` (``restored``: the
+    cases found by their voxels only). A case is counted by its scan, not its patient."""
+    hashed = {str(row["path"]): str(row["sha256"]) for row in data if "sha256" in row}
+    each: list[dict[str, Any]] = []
+    for model in models:
+        m = match_training(Path(model), cases, hashed)
+        scans = [i for i in m.leaked if i not in m.by_patient]
+        each.append({"model": str(model), "checked": m.checked, "cases": scans,
+                     "restored": m.restored,
+                     "network_only": bool(scans) and set(scans) <= set(m.network_only)})
+    ids = sorted({i for e in each for i in e["cases"]})
+    return {"checked": all(e["checked"] for e in each), "cases": ids,
+            "network_only": bool(ids) and all(e["network_only"] for e in each if e["cases"]),
+            "models": each}
 
 
 def one_class_batch(predicted: Sequence[str], classes: Sequence[str]
