@@ -34,7 +34,7 @@ from segfew.io.dicom import (
 )
 from segfew.io.dicom_stack import check_stack, frames_by_position, series_dtype, written_unit
 from segfew.io.headers import data_size_problem, detached_data_files, nrrd_world_units
-from segfew.io.image import COMPLEX, LPS_TO_RAS, ReadLimits, grey
+from segfew.io.image import COMPLEX, LPS_TO_RAS, ReadLimits, grey, refuse_sheared_axes
 from segfew.io.raster import LIBTIFF_PRINTS, as_picture, is_raster, pillow_reads, read_with_pillow
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ def read_itk(path: Path, limits: ReadLimits, label: bool = False
     if raster:  # a picture's DPI is a print size: pixels of 1, no unit (as PNG)
         img = as_picture(img, "".join(printed), path)
     array, affine, colour = from_sitk(img, path, picture=raster or dicom)
+    refuse_sheared_axes(affine, array.shape, path)  # NRRD space directions, MetaImage matrix
     extra: dict[str, Any] = {"format": "itk", "colour": colour, "units_stated": not raster}
     if path.name.lower().endswith((".nrrd", ".nhdr")):
         affine = _nrrd_in_mm(affine, path, img.GetDimension(), extra)

@@ -351,10 +351,8 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
         model, fitted = fit_measurement_classifier(
             used, train_cases, train_y, len(classes), seed=spec.train.seed
         )
-        nested = fitted["metrics"].get("measures_nested")
-        if warn_rows_as_patients(train_cases if write_info else [], spec.data.table, "cv") \
-                and nested is not None:  # its folds may split a patient's slices: said
-            nested["rows_as_patients"] = True
+        if warn_rows_as_patients(train_cases if write_info else [], spec.data.table, "cv"):
+            (fitted["metrics"].get("measures_nested") or {})["rows_as_patients"] = True
         source = getattr(used, "source", None)  # after measuring: it holds the mask layout
         used_files = [*getattr(used, "files", []), *mask_files([used], train_cases)]
         model.cpu()

@@ -107,7 +107,6 @@ def test_a_sheared_scan_beside_good_ones_is_one_fatal_problem(tmp_path: Path) ->
     assert any("tilted.nii.gz: its axes are sheared" in p for p in report.fatal_problems)
 
 
-@pytest.mark.xfail(strict=True, reason="needs refuse_sheared_axes called in itk.read_itk")
 def test_a_sheared_nrrd_is_refused_as_well(tmp_path: Path) -> None:
     path = tmp_path / "sheared.nrrd"
     path.write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 4 3 2\nencoding: raw\n"

@@ -21,9 +21,9 @@ from tests.conftest import (
 )
 
 LPS_OBLIQUE = np.array([
-    [-0.9, 0.1, 0.0, 12.0],
-    [-0.1, -0.9, 0.2, -30.0],
-    [0.0, 0.3, 2.5, 7.5],
+    [-0.9, 0.1, -0.09, 12.0],  # oblique axes, perpendicular (a sheared grid is refused)
+    [-0.1, -0.9, 0.81, -30.0],
+    [0.0, 0.3, 2.46, 7.5],
     [0.0, 0.0, 0.0, 1.0],
 ])
 
