@@ -92,7 +92,8 @@ def pillow_reads(path: Path, palette: bool = False) -> bool:
     differ in size or mode (refused there, before libtiff prints its errors).
 
     ``palette``: a palette file (mode ``P`` or ``PA``) is one too, whatever its format: it is
-    read as a label map, whose indices SimpleITK would turn into colours."""
+    read as a label map, whose indices SimpleITK would turn into colours; so is a 1-bit
+    file, whose labels are 0/1 where SimpleITK reads 0/255."""
     if not path.name.lower().endswith(_RASTER_SUFFIXES):
         return False
     try:
@@ -100,7 +101,8 @@ def pillow_reads(path: Path, palette: bool = False) -> bool:
 
         with PILImage.open(path) as im:
             mode, fmt = str(im.mode), str(im.format)
-            if mode in _PILLOW_MODES or (mode == "P" and (fmt == "TIFF" or palette)):
+            if mode in _PILLOW_MODES or (mode == "P" and (fmt == "TIFF" or palette)) \
+                    or (mode == "1" and palette):  # a 1-bit mask's labels are 0/1
                 return True
             return orientation(im, path) in _TURNS or bool(_page_sizes(im))
     except Exception:  # not Pillow's to say: ITK reads it or says why not
@@ -237,14 +239,15 @@ def _as_stored(path: Path) -> io.BytesIO:
 
 def _pixels(im: Any, indices: bool = False) -> np.ndarray:
     """Grey (Y, X), grey + alpha (Y, X, 2) or RGB(A) (Y, X, C) pixels; alpha is dropped by
-    the caller. ``indices``: a palette image's indices (Y, X), not its colours."""
+    the caller. ``indices``: a palette image's indices (Y, X), not its colours, and a
+    1-bit image's 0/1."""
     mode = im.mode
     if indices and mode in ("P", "PA"):
         return np.asarray(im.getchannel(0) if mode == "PA" else im)
     if mode in ("LA", "La"):
         return np.asarray(im.convert("LA"))  # (Y, X, 2): the caller drops alpha
-    if mode == "1":
-        return np.asarray(im.convert("L"))  # 0/255, as ITK reads a 1-bit PNG
+    if mode == "1":  # a label map's 0/1 (bool as PIL and scikit-image save it); else 0/255,
+        return np.asarray(im, np.uint8) if indices else np.asarray(im.convert("L"))  # as ITK
     if mode in ("P", "PA"):
         return np.asarray(im.convert("RGBA"))
     if mode in ("L", "I", "F") or mode.startswith("I;16"):

@@ -64,3 +64,18 @@ def test_the_door_reads_a_palette_mask_as_its_labels_not_a_remapped_0_255(
     case = Case("x", (tmp_path / "x.png",), labels=(palette(tmp_path / "x_seg.png", WHITE),))
     _, labels = read_case(case)
     np.testing.assert_array_equal(labels[0].array, LABELS.T)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".bmp"])
+def test_a_one_bit_mask_gives_0_and_1_as_every_reader_does(tmp_path: Path, suffix: str) -> None:
+    """A bool array saved by Pillow or scikit-image is a 1-bit file: its labels are 0/1, not
+    the 0/255 that SimpleITK reads (which the door then refused as "stored as 0/255")."""
+    mask = np.zeros((16, 20), bool)
+    mask[4:10, 5:15] = True
+    path = tmp_path / f"m{suffix}"
+    PILImage.fromarray(mask).save(path)
+    assert PILImage.open(path).mode == "1"
+    label = read_image(path, label=True).array
+    assert sorted(np.unique(label).tolist()) == [0, 1] and label.sum() == mask.sum()
+    assert np.array_equal(label, mask.T)  # (X, Y) as every image here
+    assert sorted(np.unique(read_image(path).array).tolist()) == [0, 255]  # as a picture
