@@ -36,15 +36,17 @@ def _recording(model: Path, scans: list[Path]) -> Path:
 
 def test_predict_counts_re_stored_copies_as_evaluate_does(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    train = save_nifti(tmp_path / "train" / "p3.nii.gz", rng.integers(0, 99, (16, 16, 3)).astype(np.int16), MM)
+    volume = rng.integers(0, 99, (16, 16, 3)).astype(np.int16)
+    train = save_nifti(tmp_path / "train" / "p3.nii.gz", volume, MM)
     model = _recording(make_segmenter(tmp_path / "seg.pt"), [train])
     scans = tmp_path / "scans"
     scans.mkdir()
     shutil.copy(train, scans / "same_bytes.nii.gz")
     nib.save(nib.load(train), scans / "decompressed.nii")
-    save_nifti(scans / "fresh.nii.gz", rng.integers(0, 99, (16, 16, 3)).astype(np.int16), MM)
-    with pytest.warns(DataWarning, match=r"seg\.pt: 2 of these 3 scans trained the model "
-                                         r"\(decompressed, same_bytes; decompressed: re-stored"):
+    save_nifti(scans / "fresh.nii.gz", volume[::-1, :, ::-1] + 1, MM)
+    said = (r"seg\.pt: 2 of these 3 scans trained the model \(decompressed, same_bytes; "
+            r"decompressed: the same voxels, re-stored in other files\)")
+    with pytest.warns(DataWarning, match=said):
         out, failed, _ = predict_paths(model, [scans], tmp_path / "pred", device="cpu")
     trained = json.loads((out / "run.json").read_text())
     assert trained["trained_on"]["cases"] == ["decompressed", "same_bytes"] and failed == 0

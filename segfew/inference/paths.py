@@ -241,8 +241,8 @@ def _write_record(record: Path, spec: BaseModel | dict[str, Any], models: Sequen
             who = ("the segmentation network inside the classifier" if each["network_only"]
                    else "the model")
             again = each["restored"]
-            note = "" if not again else (": the same voxels, re-stored in other files" if again
-                                         == ids else f"; {', '.join(again[:8])}: re-stored")
+            note = "" if not again else ("" if again == ids else f"; {', '.join(again[:8])}"
+                                         ) + ": the same voxels, re-stored in other files"
             warnings.warn(DataWarning(
                 f"{len(ids)} of these {len(cases)} scans trained {who} ({shown}{note}): their "
                 "predictions are no test of it", model), stacklevel=3)
