@@ -432,3 +432,15 @@ def write_rows_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[An
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+def free_memory() -> int:
+    """Bytes of CPU memory free now: the system's MemAvailable (Linux), else free pages;
+    what the checks before a large read or a run compare their need with."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from segfew.choices import Precision
 from segfew.errors import DataError, SpecError, format_bytes
+from segfew.files import free_memory
 
 __all__ = [
     "Capabilities",
@@ -352,14 +353,7 @@ def available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return free_memory()
 
 
 def check_free_memory(need: int, work: str, path: Any = None) -> None:

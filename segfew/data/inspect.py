@@ -25,13 +25,18 @@ from segfew.data.label_names import read_label_names
 from segfew.data.read import LabelRules, consecutive_label_map, read_case, source_shape
 from segfew.data.scan import list_folder
 from segfew.errors import DataError, DataWarning, RepeatedWarnings
-from segfew.io import Image
+from segfew.io import Image, ReadLimits
 from segfew.runinfo import voxel_digest
 from segfew.typing import Progress
 
 __all__ = ["CaseReport", "DatasetReport", "inspect_dataset"]
 
 """Called after each case with (cases done, cases in all, case id)."""
+
+
+#: peak bytes per voxel of one image read through the door and checked (its copies, the
+#: content checks, its digest), with a margin: a larger image is refused before it is read
+INSPECT_BYTES_PER_VOXEL = 32
 
 
 @dataclass
@@ -167,9 +172,12 @@ def inspect_dataset(images: Path, labels: Path | None = None, table: Path | None
     else:
         remap = label_map
     notes = RepeatedWarnings()  # RGB converted, of 7 800 slices: a few notes and a count
+    # an image too large to read and check in the memory free is one problem, not the end
+    limits = ReadLimits.from_env().within_memory(INSPECT_BYTES_PER_VOXEL,
+                                                 "reading and checking this image")
     for i, case in enumerate(cases):
         rules = LabelRules(None if label_values is None else frozenset(label_values), remap)
-        report.cases.append(_inspect_case(case, rules, report, notes))
+        report.cases.append(_inspect_case(case, rules, report, notes, limits))
         if progress is not None:
             progress(i + 1, len(cases), case.id)
     for text in notes.counts():
@@ -222,7 +230,7 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
 
 
 def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport,
-                  notes: RepeatedWarnings) -> CaseReport:
+                  notes: RepeatedWarnings, limits: ReadLimits) -> CaseReport:
     """Read a case through the door: what it refuses is fatal, what it warns is a note."""
     out = CaseReport(id=case.id, target=case.target, channels=len(case.images),
                      labels=len(case.labels))
@@ -231,7 +239,7 @@ def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            images, labels = read_case(case, rules)
+            images, labels = read_case(case, rules, limits)
         except DataError as e:
             report.add(e)
             out.ok = False

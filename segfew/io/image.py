@@ -8,12 +8,13 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from segfew.errors import DataError, DataWarning, format_bytes
+from segfew.files import free_memory
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 #: ``.hdr`` is the header of a NIfTI/Analyze pair (SPM); its data file ``.img`` is no image
@@ -194,6 +195,18 @@ class ReadLimits:
 
     max_voxels: int = 2**30
     max_bytes: int = 2**30
+    free_bytes: int | None = None
+    """Memory free for the work on each image (None: not checked): with ``bytes_per_voxel``
+    (what that work needs per voxel) and ``work`` (what it is, in words), an image too
+    large for it is refused before its voxels are read (:meth:`within_memory`)."""
+    bytes_per_voxel: int = 0
+    work: str = "reading it"
+
+    def within_memory(self, bytes_per_voxel: int, work: str) -> ReadLimits:
+        """These limits, and an image whose ``work`` needs more than ``bytes_per_voxel``
+        times its voxels of the memory free now (:func:`segfew.files.free_memory`) refused."""
+        return replace(self, free_bytes=free_memory(), bytes_per_voxel=bytes_per_voxel,
+                       work=work)
 
     @classmethod
     def from_env(cls) -> ReadLimits:
@@ -205,7 +218,8 @@ class ReadLimits:
                     values[name] = int(float(raw))
                 except ValueError:
                     raise DataError(f"{env}={raw!r} is not a number") from None
-        return cls(**values)
+        return cls(max_voxels=values.get("max_voxels", cls.max_voxels),
+                   max_bytes=values.get("max_bytes", cls.max_bytes))
 
     def check(self, shape: tuple[int, ...], components: int, itemsize: int, path: Path) -> None:
         voxels = math.prod(int(s) for s in shape) * max(1, components)
@@ -218,6 +232,12 @@ class ReadLimits:
             raise DataError(f"the header declares {_dims(shape, components)} voxels = "
                             f"{format_bytes(nbytes)} of data, over the limit of "
                             f"{format_bytes(self.max_bytes)} (raise it with {BYTES_ENV})", path)
+        need = voxels * self.bytes_per_voxel
+        if self.free_bytes is not None and need > self.free_bytes:
+            raise DataError(f"{self.work} ({_dims(shape, components)} voxels) needs about "
+                            f"{format_bytes(need)} and {format_bytes(self.free_bytes)} is free: "
+                            "crop or resample it first", path)
+
 
 
 VOXELS_ENV = "SEGFEW_MAX_VOXELS"

@@ -269,3 +269,25 @@ def test_the_verdict_counts_what_a_classifier_would_refuse(tmp_path: Path) -> No
     assert ("no fatal problems for pretrain; but 1 constant image (a classifier refuses "
             "it) and 3 all-background label maps (framework measures refuses them): drop "
             "or mend them before training a classifier") in said, said
+
+
+def test_an_image_too_large_for_the_memory_free_is_one_problem_and_the_others_are_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 0.9-gigapixel picture took the whole report with it (a MemoryError after minutes);
+    its header now says it cannot be checked in the memory free, before its pixels are read."""
+    import segfew.io.image
+
+    from segfew.data.inspect import INSPECT_BYTES_PER_VOXEL
+
+    rng = np.random.default_rng(0)
+    for name, side in (("small", 32), ("huge", 512)):
+        nib.save(nib.Nifti1Image(rng.normal(100, 10, (side, side, 4)).astype(np.float32),
+                                 np.eye(4)), tmp_path / f"{name}.nii.gz")
+    monkeypatch.setattr(segfew.io.image, "free_memory",
+                        lambda: 64 * 64 * 4 * INSPECT_BYTES_PER_VOXEL)
+    report = inspect_dataset(tmp_path)
+    assert [c.id for c in report.cases if c.ok] == ["small"]
+    (problem,) = report.fatal_problems
+    assert problem.startswith(str(tmp_path / "huge.nii.gz") + ": reading and checking this "
+                              "image (512×512×4 voxels) needs about 32.0 MiB and"), problem
+    assert problem.endswith("is free: crop or resample it first")
