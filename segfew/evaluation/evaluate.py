@@ -34,6 +34,7 @@ from segfew.data import Case, find_classification_cases, table_ids
 from segfew.data.read import LabelRules, read_case
 from segfew.data.splits import spelt_alike
 from segfew.errors import DataError, DataWarning, SpecError
+from segfew.evaluation import truth
 from segfew.evaluation.figures import plot_confusion_matrix
 from segfew.evaluation.leakage import check_models, leakage_record
 from segfew.evaluation.scope import (
@@ -149,8 +150,8 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
                         predictor: Predictor | Sequence[Predictor] | None = None,
                         run_spec: BaseModel | dict[str, Any] | None = None,
                         allow_leakage: bool = False, explain: Path | None = None,
-                        skipped: Sequence[dict[str, str]] = (), overwrite: bool = False
-                        ) -> dict[str, Any]:
+                        skipped: Sequence[dict[str, str]] = (), overwrite: bool = False,
+                        columns: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """Predict ``cases`` with the classifier(s) at ``model_path`` and score them.
 
     Several model files predict as one ensemble (:mod:`segfew.inference.ensemble`). First the
@@ -169,7 +170,8 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
     the source in error messages; ``predictor`` reuses already loaded models. ``run_spec``
     (e.g. the resolved :class:`segfew.spec.EvaluateSpec`) is the spec saved in ``run.json``;
     by default the arguments are. ``explain``: a folder for one evidence sheet per case, with
-    its true class, and ``index.html`` (:mod:`segfew.inference.explain`).
+    its true class, and ``index.html`` (:mod:`segfew.inference.explain`). ``columns``: the
+    table's columns read (:func:`truth.table_columns`), kept in metrics.json and run.json.
     """
     paths = model_paths(model_path)
     predictors = _predictors(paths, predictor, device, batch_size)
@@ -215,6 +217,7 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
         "copies": copies,
         "missing_classes": missing,
         "skipped": list(skipped),
+        "columns": truth.say_columns(columns, table),  # the table's columns scored, said
         **({"measurements": measured.name} if measured is not None else {}),
     })
     metrics = _jsonable(metrics)
@@ -229,7 +232,7 @@ def evaluate_classifier(model_path: ModelPaths, cases: Sequence[Case], out_dir: 
         "allow_leakage": allow_leakage, "cases": [c.id for c in cases]}
     maps = mask_files([p.measurer for p in predictors if p.masks is not None], cases)
     write_run_info(out_dir, spec, seed, [*inputs, *(p for c in cases for p in c.images), *maps],
-                   extra=_written(out_dir))
+                   extra={**_written(out_dir), "columns": metrics["columns"]})
     return metrics
 
 
@@ -372,16 +375,18 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
         refuse_unread_options(meta.kind, paths[0], labels=labels, label_map=label_map,
                               explain=explain, bootstrap=bootstrap, label_column=label_column)
         if meta.kind == "classifier":  # a table or class sub-folders; a missing image: a row
+            columns = truth.table_columns(table, [p.meta.spec for p in predictors], id_column,
+                                          label_column, group_column) if table else {}
             with skipped_at_door(skipped):
                 cases = find_classification_cases(
-                    images, table, channels=channels, id_column=id_column,
-                    label_column=label_column, group_column=group_column, keep_missing=True)
+                    images, table, channels, id_column, columns.get("label"),
+                    columns.get("group"), keep_missing=True)
             return meta.kind, evaluate_classifier(
                 paths, cases, out_dir, device=device, batch_size=batch_size,
                 bootstrap=1000 if bootstrap is None else bootstrap, seed=seed,
                 progress=progress, table=table,
                 predictor=predictors, run_spec=run_spec, allow_leakage=allow_leakage,
-                explain=explain, skipped=skipped, overwrite=overwrite)
+                explain=explain, skipped=skipped, overwrite=overwrite, columns=columns)
         if labels is None:
             raise SpecError("a segmentation model is evaluated against label maps: give "
                             "--labels DIR")
@@ -389,7 +394,8 @@ def evaluate_paths(model_path: ModelPaths, images: Path, out_dir: Path, *,
         cases = predictor.split_channels(
             find_scored_segmentation(images, labels, channels, skipped))
         if table is not None:
-            cases = select_table_cases(cases, table_ids(table, id_column, group_column), table)
+            ids = table_ids(table, id_column, group_column)  # a scan in two rows: refused
+            cases = truth.one_row_per_scan(select_table_cases(cases, ids, table), ids, table)
         label_map = truth_remap(label_map, meta.spec, cases, len(meta.classes), paths[0])
         return meta.kind, evaluate_segmentation(paths[0], cases, out_dir, device=device,
                                                 batch_size=batch_size, progress=progress,

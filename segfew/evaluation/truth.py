@@ -1,25 +1,39 @@
-"""The truth label maps of a segmentation model's evaluation: their codes remapped to the
-model's numbering (as it was pre-trained, or as ``--label-map`` says) and checked against
-the model's outputs (SPEC §6)."""
+"""The truth an evaluation scores against (SPEC §6).
+
+- A classifier's: the table's class column, the one the model records it was trained on
+  before any other column named like a class (:func:`table_columns`), said and recorded.
+- A segmentation model's: the label maps of the table's rows, each scan selected by one
+  row only (:func:`one_row_per_scan`), their codes remapped to the model's numbering (as it
+  was pre-trained, or as ``--label-map`` says) and checked against the model's outputs.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from segfew.data import Case
+from segfew.data.case import ID_COLUMNS
+from segfew.data.classes import (
+    _clinicadl_ids,
+    _pick_column,
+    pick_group_column,
+    pick_label_column,
+)
 from segfew.data.read import label_values
+from segfew.data.table_rows import column_key, read_table_rows
 from segfew.errors import DataError, DataWarning, SpecError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["check_truth_values", "truth_remap"]
+__all__ = ["check_truth_values", "one_row_per_scan", "say_columns", "table_columns",
+           "truth_remap"]
 
 
 def check_truth_values(truth: np.ndarray, names: Sequence[str], path: Path) -> None:
@@ -75,3 +89,71 @@ def truth_remap(given: Mapping[int, int] | str | None, spec: Mapping[str, Any],
                         "also its own outputs; say which with --label-map: that table, or "
                         "N:N pairs for the model's own numbering", model)
     return None  # neither: each case's values are said in its row
+
+
+def table_columns(table: Path, specs: Sequence[Mapping[str, Any]], id_column: str | None,
+                  label_column: str | None, group_column: str | None
+                  ) -> dict[str, str | None]:
+    """``{"label": …, "group": …, "label_source": …}``: the class column a classifier's
+    evaluation of ``table`` scores against, its patient column (None: each row its own
+    patient) and why that class column, in words (:func:`say_columns`). ``specs``: the
+    training specs of the model files, whose ``data.label_column`` is preferred to any
+    other column named like a class (a table may hold a second reading); ``label_column``
+    given wins. DataError (naming ``table``): models trained on different
+    columns that the table both holds, without ``label_column``; a DataWarning when the
+    table lacks the model's column and another is taken. The table's other problems are
+    left to the door that reads it."""
+    rows = read_table_rows(Path(table))
+    if not rows:
+        return {"label": label_column, "group": group_column, "label_source": "as given"}
+    columns = list(rows[0])
+    found = group_column
+    if id_column is None:
+        rows, columns, id_column, found = _clinicadl_ids(rows, columns, group_column)
+    id_col = _pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
+    group = pick_group_column(columns, found, id_col, table)
+    keyed = {column_key(c): c for c in columns}
+    trained = list(dict.fromkeys(str(s["data"]["label_column"]) for s in specs
+                                 if (s.get("data") or {}).get("label_column")))
+    held = list(dict.fromkeys(keyed[column_key(t)] for t in trained if column_key(t) in keyed))
+    label, why = label_column, "as given"
+    if label is None and len(held) > 1:
+        raise DataError(f"the models were trained on different class columns "
+                        f"({', '.join(held)}): name the truth with --label-column", table)
+    if label is None and held:
+        label, why = held[0], "the column the model was trained on"
+    elif label is None:
+        label, why = pick_label_column(columns, None, table), "named like a class column"
+        if trained:
+            warnings.warn(DataWarning(
+                f"the model was trained on class column {trained[0]!r}, which this table "
+                f"lacks: scoring against column {label!r}", table), stacklevel=2)
+    return {"label": label, "group": group, "label_source": why}
+
+
+def say_columns(columns: Mapping[str, str | None] | None, table: str | Path | None
+                ) -> dict[str, str | None]:
+    """Say in one log line which columns of ``table`` an evaluation scored against
+    (:func:`table_columns`; nothing for class sub-folders: ``columns`` empty); returns them
+    as metrics.json and run.json keep them."""
+    if columns and table is not None:
+        group = columns.get("group")
+        log.info("truth: column %r of %s (%s); patients: %s", columns.get("label"),
+                 Path(table).name, columns.get("label_source"),
+                 f"column {group!r}" if group else "none named, each row its own")
+    return dict(columns or {})
+
+
+def one_row_per_scan(cases: Sequence[Case], ids: Iterable[str], table: Path) -> list[Case]:
+    """``cases``, the scans the table's ``ids`` select
+    (:func:`segfew.evaluation.scope.select_table_cases`); DataError (one line, naming
+    ``table`` and both rows) when two ids select one scan (a patient's id and its scan's,
+    ``TCGA_CS_6290`` and ``TCGA_CS_6290_20000917``): it would be scored twice and counted
+    twice in the mean. The classifier door refuses a duplicate case id alike."""
+    ids = list(ids)
+    for cid in dict.fromkeys(c.id for c in cases if c.problem is None):
+        rows = [t for t in ids if cid == t or cid.startswith(f"{t}_")]
+        if len(rows) > 1:
+            raise DataError(f"duplicate case: the rows {rows[0]!r} and {rows[1]!r} both select "
+                            f"the scan {cid!r}; list each scan once", table)
+    return list(cases)
