@@ -160,8 +160,9 @@ def door_lines(metrics: dict[str, Any], table: Path | None) -> list[str]:
     verdict = escape(f"leakage check: {leakage.get('verdict', 'not made')}")
     if leakage.get("leaked"):
         lines.append(f"[bold red]{verdict}: {escape(', '.join(leakage['leaked']))}[/]")
-    elif not leakage.get("checked", False) or leakage.get("by_voxels") is False:
-        lines.append(f"[yellow]{verdict}[/]")  # not made, or blind to re-stored copies
+    elif not leakage.get("checked", False) or leakage.get("by_voxels") is False \
+            or leakage.get("patients_unchecked"):  # not made, blind to re-stored copies,
+        lines.append(f"[yellow]{verdict}[/]")  # or to other cases of training patients
     else:
         lines.append(verdict)
     words = chance_words(metrics)

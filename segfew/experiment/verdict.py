@@ -56,8 +56,15 @@ def experiment_verdict(data: dict[str, Any], unit: str) -> tuple[bool, str]:
         lacking = [Path(n["model"]).name for n in networks if not n.get("by_voxels")]
         how = compared_words(not lacking, lacking_words(lacking))
         unknown = [Path(n["model"]).name for n in networks if n.get("patients_unknown")]
-        return False, (f"Leakage check: passed. No test {unit}' image is one that trained "
-                       f"the segmentation network ({shown}; {how})." + (
+        unnamed = [n for n in networks if n.get("patients_unnamed")]
+        images = (f"No test {unit}' image is one that trained the segmentation network "
+                  f"({shown}; {how}).")
+        if unnamed:  # the network records patients; the test cases name none
+            return True, (f"Leakage check not complete: {images} But other cases (slices, "
+                          f"visits) of its {unnamed[0].get('training_patients')} training "
+                          "patient(s) could not be looked for: the test table names no "
+                          "patients (give its --group-column).")
+        return False, (f"Leakage check: passed. {images}" + (
                            f" Other cases of its training patients could not be looked for: "
                            f"{', '.join(unknown)} records no patients (pre-train with the "
                            "table's --group-column to record them)." if unknown else ""))

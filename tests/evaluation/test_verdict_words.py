@@ -20,6 +20,16 @@ def test_a_passed_check_says_it_compared_scans(tmp_path: Path) -> None:
     assert not alarm and "Other cases of its training patients could not be looked for" in said
 
 
+def test_a_network_recording_patients_beside_a_test_table_naming_none_is_not_passed(
+        tmp_path: Path) -> None:
+    seg = {"model": str(tmp_path / "seg.pt"), "checked": True, "by_voxels": True,
+           "patients_unnamed": True, "training_patients": 14}
+    alarm, said = experiment_verdict(_data(seg), "patients")
+    assert alarm and "passed" not in said, said
+    assert "other cases (slices, visits) of its 14 training patient(s) could not be looked " \
+        "for: the test table names no patients" in said
+
+
 def test_label_maps_of_another_tool_are_not_called_a_network(tmp_path: Path) -> None:
     (tmp_path / "labels").mkdir()
     alarm, said = experiment_verdict(
