@@ -352,24 +352,36 @@ class LabelMaps:
 
     def find(self, names: Sequence[str], image: Path) -> Path | None:
         """The map of ``image`` known by any of ``names`` (its ids), or None. DataError
-        when several files are equally its map."""
+        when several files are equally its map: two of one name in its folder, or one id
+        under two of the map names (``<id>.nii.gz`` beside ``<id>_gt.nii.gz``: an expert's
+        map and a draft, say; which is meant is the user's call, not the name order's)."""
         real = image.resolve()
         inside = self._root in real.parents  # the labels folder is the images' own tree
-        for suffix in LABEL_SUFFIXES if inside else ("", *LABEL_SUFFIXES):
+        kinds = LABEL_SUFFIXES if inside else ("", *LABEL_SUFFIXES)
+        for suffix in kinds:
             for name in dict.fromkeys(names):  # the most precise id first
-                found = [p for p in dict.fromkeys(self.index.get(name + suffix, []))
-                         if p.resolve() != real
-                         and (not inside or p.parent.resolve() == real.parent)]
-                found = [p for p in found if p.parent.resolve() == real.parent] or found
-                if len(found) > 1:  # a mirrored tree: only the map of the image's own folder
-                    found = [p for p in found if p.parent.name == real.parent.name] or (
-                        found if len({p.parent for p in found}) == 1 else [])
+                found = self._named(name + suffix, real, inside)
+                if found:
+                    found += [p for k in kinds if k != suffix
+                              for p in self._named(name + k, real, inside)]
                 if len(found) > 1:
                     raise DataError(f"several label files for {case_id(image)!r}: "
-                                    f"{', '.join(str(p) for p in found)}", image)
+                                    f"{', '.join(p.name for p in found)}: keep one (or move "
+                                    "the others out of the folder)", found[0].parent)
                 if found:
                     return found[0]
         return self._folder_map(image, real, inside)
+
+    def _named(self, key: str, real: Path, inside: bool) -> list[Path]:
+        """The files indexed as ``key`` that may be the map of the image at ``real``: in
+        its own folder where there is one; in a mirrored tree, the folder of its name."""
+        found = [p for p in dict.fromkeys(self.index.get(key, []))
+                 if p.resolve() != real and (not inside or p.parent.resolve() == real.parent)]
+        found = [p for p in found if p.parent.resolve() == real.parent] or found
+        if len(found) > 1:  # a mirrored tree: only the map of the image's own folder
+            found = [p for p in found if p.parent.name == real.parent.name] or (
+                found if len({p.parent for p in found}) == 1 else [])
+        return found
 
     def _folder_map(self, image: Path, real: Path, inside: bool) -> Path | None:
         """The one map named ``segmentation``, ``mask``, … in the image's own case folder

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.data import LABEL_SUFFIXES
 from segfew.data.binary_masks import BinaryMaskError
 from segfew.data.label_names import read_label_names as names_file
 from segfew.data.read import (
@@ -39,7 +38,6 @@ from segfew.errors import DataError
 from segfew.inference.measure import measure_images
 from segfew.inference.measure_names import check_spacing_expected
 from segfew.inference.run import check_source_memory
-from segfew.io import case_id
 from segfew.preprocess.grid import stack_axis
 
 if TYPE_CHECKING:
@@ -185,10 +183,7 @@ class MaskMeasurer(LabelMapMeasurer):
         if below not in self._maps:  # quiet: the images' own folder, already listed
             self._maps[below] = LabelMaps(self.masks, recursive=below,
                                           quiet=any(root in p.parents for p in real))
-        attached = self._maps[below].attach(case)
-        for path in attached.labels:
-            _one_map(self._maps[below], case, path, inside=any(root in p.parents for p in real))
-        return attached
+        return self._maps[below].attach(case)
 
     def map_files(self, case: Case) -> tuple[Path, ...]:
         """The files of ``case``'s label maps in ``masks`` (for a run's manifest); () where
@@ -288,28 +283,6 @@ class MaskMeasurer(LabelMapMeasurer):
                             f"(0–{len(names) - 1}: {', '.join(names)})", path)
         if not values - {0}:
             raise DataError("the label map holds no structure (all background)", path)
-
-
-def _one_map(maps: LabelMaps, case: Case, chosen: Path, inside: bool) -> None:
-    """DataError (one line, naming the files) when ``chosen``, a map of ``case``, has a
-    sibling that is equally its map: ``<id>.nii.gz`` beside ``<id>_gt.nii.gz`` (an expert's
-    map and a draft, say). Which one is meant is the user's call, not the name order's;
-    ``inspect --labels`` refuses the same folder in the same words."""
-    kinds = LABEL_SUFFIXES if inside else ("", *LABEL_SUFFIXES)
-    ids = [case.id, *(case_id(p) for p in case.images),
-           *(f"{case.id}_{ch}" for ch in case.channel_names if len(case.images) > 1)]
-    stem = case_id(chosen)
-    bases = [n for n in ids if any(stem == n + k for k in kinds)]
-    if not bases:  # a case folder's ``segmentation.nii.gz``: one per folder, never two
-        return
-    base = max(bases, key=len)
-    own = {p.resolve() for p in case.images}
-    found = sorted(dict.fromkeys(p for k in kinds for p in maps.index.get(base + k, [])
-                                 if p.parent == chosen.parent and p.resolve() not in own))
-    if len(found) > 1:
-        raise DataError(f"several label files for {base!r}: "
-                        f"{', '.join(p.name for p in found)}: keep one (or move the others "
-                        "out of the folder)", chosen.parent)
 
 
 def mask_files(measurers: Sequence[object], cases: Sequence[Case]) -> list[Path]:

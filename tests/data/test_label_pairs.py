@@ -109,3 +109,20 @@ def test_acdc_download_folders_pair_without_recursive_when_the_images_lie_in_the
     assert [[p.name for p in c.labels] for c in attached] == [
         ["patient001_frame01_gt.nii.gz", "patient001_frame02_gt.nii.gz"],
         ["patient002_frame01_gt.nii.gz", "patient002_frame02_gt.nii.gz"]]
+
+
+def test_an_image_with_two_maps_in_the_labels_folder_is_refused_for_every_pairing(
+        tmp_path: Path) -> None:
+    """``<id>.nii.gz`` beside ``<id>_gt.nii.gz`` (a draft and the expert's map): the pairing
+    that pretrain --table, train-classifier and --masks share took the first name without a
+    word; now it names both."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    save_nifti(images / "a.nii.gz", ramp((16, 16), base=100.0))
+    for name in ("a", "a_gt"):
+        save_nifti(labels / f"{name}.nii.gz", np.ones((16, 16), np.uint8))
+    with pytest.raises(DataError, match=r"labels: several label files for 'a': a\.nii\.gz, "
+                                        r"a_gt\.nii\.gz: keep one"):
+        attach_labels(find_image_cases(images), labels)
+    (labels / "a.nii.gz").unlink()
+    (case,) = attach_labels(find_image_cases(images), labels)
+    assert case.labels == (labels / "a_gt.nii.gz",)
