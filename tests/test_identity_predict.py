@@ -70,3 +70,15 @@ def test_an_ensembles_warning_names_the_model_that_saw_the_scans(tmp_path: Path)
     by_model = {Path(m["model"]).name: m["cases"] for m in record["trained_on_by_model"]}
     assert by_model == {"m6.pt": [], "mleak.pt": ["a", "b", "c"]}
     assert record["trained_on"]["cases"] == ["a", "b", "c"]
+
+
+def test_evaluates_ensemble_verdict_names_the_model_that_saw_the_cases() -> None:
+    """"8 evaluated case(s) trained the model" of a two-model ensemble named neither."""
+    from segfew.evaluation.leakage import LeakageCheck, leakage_record
+
+    clean = LeakageCheck("m6.pt", checked=True, by_voxels=True)
+    seen = LeakageCheck("mleak.pt", checked=True, by_voxels=True, leaked=["a", "b"])
+    verdict = leakage_record([clean, seen], allowed=True)["verdict"]
+    assert verdict.startswith("LEAKAGE: 2 evaluated case(s) trained the model (mleak.pt)")
+    alone = leakage_record([seen], allowed=True)["verdict"]
+    assert alone.startswith("LEAKAGE: 2 evaluated case(s) trained the model;")

@@ -206,7 +206,8 @@ def metrics_tables(metrics: Mapping[str, Any]) -> list[Any]:
     from segfew.evaluation.scope import missing_words
 
     ci = metrics.get("ci") or {}
-    summary = Table(title="Classification metrics (95% bootstrap interval)")
+    summary = Table(title="Classification metrics" + (" (95% bootstrap interval)" if any(
+        v for v in ci.values()) else ""))
     summary.add_column("metric")
     summary.add_column("value", justify="right")
     labels = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",

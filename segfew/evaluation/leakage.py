@@ -270,7 +270,9 @@ def leakage_record(checks: Sequence[LeakageCheck], allowed: bool) -> dict[str, A
                                                           if i not in c.by_patient}
     patients = sorted({p for c in checks for p in c.patients})
     if leaked:
-        said = [f"{len(leaked) - len(others)} evaluated case(s) trained the model"] * (
+        guilty = [Path(c.model).name for c in checks if c.leaked]  # of an ensemble: which
+        which = f" ({', '.join(guilty)})" if len(checks) > 1 else ""
+        said = [f"{len(leaked) - len(others)} evaluated case(s) trained the model{which}"] * (
             len(others) < len(leaked))
         if others:
             said.append(_patient_words(patients, max(c.of_patients for c in checks), len(others)))

@@ -73,6 +73,8 @@ def _unused(spec: ClassifierSpec, given: Iterable[str]) -> dict[str, str]:
             why[key] = "only framework vgg reads ImageNet weights"
         elif key == "tta" and spec.tta and info.network != "measurement_classifier":
             why[key] = f"{name} segments no scan (tta is for framework measures)"
+        elif key == "tta" and spec.tta and spec.masks is not None:
+            why[key] = "with --masks nothing is segmented: the label maps are given"
         elif key == "finetune" and spec.finetune and info.network != "feature_classifier":
             why[key] = f"{name} has no frozen segmentation network to unfreeze"
         elif key == "label_names" and spec.masks is None:

@@ -109,3 +109,14 @@ def test_label_map_without_masks_is_named_as_unused(tmp_path: Path) -> None:
     experiment = ExperimentSpec.model_validate({
         "data": {"images": tmp_path, "label_map": {255: 1}}, "frameworks": ["scratch"]})
     assert "data.label_map" in unused_settings(experiment, {"data.label_map"})
+
+
+def test_tta_with_masks_is_named_as_unused(tmp_path: Path) -> None:
+    """Nothing is segmented with --masks: --tta there changed nothing, yet run.json said it
+    was used."""
+    spec = ClassifierSpec.model_validate({
+        "data": {"images": tmp_path}, "out": tmp_path / "c.pt", "framework": "measures",
+        "masks": tmp_path, "tta": True})
+    assert "nothing is segmented" in unused_settings(spec, {"tta"})["tta"]
+    spec = spec.model_copy(update={"masks": None, "features": tmp_path / "seg.pt"})
+    assert "tta" not in unused_settings(spec, {"tta"})  # segmented: it is read
