@@ -59,9 +59,26 @@ def collect_results(run_dir: Path | Sequence[Path]) -> list[dict[str, Any]]:
                 raise DataError(f"result file without {', '.join(lacking)}: not as segfew "
                                 "experiment writes it; remove it and rerun the experiment to "
                                 "redo its task", path)
+            _check_accuracy(result["metrics"], path)
             found.setdefault(result.get("key", path.stem), result)
     return sorted(found.values(), key=lambda r: (r["repetition"], r["size"],
                                                  framework_rank(r["framework"])))
+
+
+def _check_accuracy(metrics: Any, path: Path) -> None:
+    """DataError where a result's accuracy is not that of its own confusion matrix: the file
+    was edited or damaged, and its row of the report would disagree with the pooled
+    accuracy, which is counted from its predictions."""
+    cm = metrics.get("confusion_matrix") if isinstance(metrics, dict) else None
+    accuracy = metrics.get("accuracy") if isinstance(metrics, dict) else None
+    if not cm or not isinstance(accuracy, int | float):
+        return
+    counts = np.asarray(cm, dtype=float)
+    total = counts.sum()
+    if total and abs(float(np.trace(counts)) / total - accuracy) > 1e-6:
+        raise DataError(f"its accuracy {accuracy:.3f} is not that of its own confusion matrix "
+                        f"({np.trace(counts) / total:.3f}): the file was edited or damaged; "
+                        "remove it and rerun the experiment to redo its task", path)
 
 
 @dataclass

@@ -482,3 +482,18 @@ def test_a_result_file_not_as_segfew_writes_it_is_named(tmp_path: Path, content:
     with pytest.raises(DataError, match=r"odd\.json: result file without .*framework.*"
                                         "remove it and rerun"):
         collect_results(tmp_path)
+
+
+def test_a_result_whose_accuracy_is_not_its_confusion_matrixs_is_named(tmp_path: Path) -> None:
+    """An edited result file: its row of the report would read 0.9 beside a pooled accuracy
+    counted from its predictions."""
+    cases, spec = make_cases(), make_spec(sizes=[1], repetitions=1)
+    run_experiment(spec, tmp_path, fake_trainer, cases=cases)
+    assert collect_results(tmp_path)  # as written: consistent
+    path = sorted((tmp_path / "results").glob("*.json"))[0]
+    result = json.loads(path.read_text())
+    result["metrics"]["accuracy"] = 0.9
+    path.write_text(json.dumps(result))
+    with pytest.raises(DataError, match=rf"{path.name}: its accuracy 0\.900 is not that of its "
+                                        r"own confusion matrix \(0\.\d+\): the file was edited"):
+        collect_results(tmp_path)
