@@ -76,8 +76,8 @@ def test_evaluates_ensemble_verdict_names_the_model_that_saw_the_cases() -> None
     """"8 evaluated case(s) trained the model" of a two-model ensemble named neither."""
     from segfew.evaluation.leakage import LeakageCheck, leakage_record
 
-    clean = LeakageCheck("m6.pt", checked=True, by_voxels=True)
-    seen = LeakageCheck("mleak.pt", checked=True, by_voxels=True, leaked=["a", "b"])
+    clean = LeakageCheck(model="m6.pt", checked=True, by_voxels=True)
+    seen = LeakageCheck(model="mleak.pt", checked=True, by_voxels=True, leaked=["a", "b"])
     verdict = leakage_record([clean, seen], allowed=True)["verdict"]
     assert verdict.startswith("LEAKAGE: 2 evaluated case(s) trained the model (mleak.pt)")
     alone = leakage_record([seen], allowed=True)["verdict"]

@@ -35,6 +35,7 @@ from segfew.data.case import Case
 from segfew.errors import DataError
 from segfew.inference.nnunet import holds_nnunet_plans
 from segfew.inference.training_record import (
+    TrainingMatch,
     match_training,
     on_voxels,
     records_voxels,
@@ -48,8 +49,9 @@ __all__ = ["LeakageCheck", "check_leakage", "check_models", "compared_words", "f
 
 
 @dataclass(frozen=True)
-class LeakageCheck:
-    """The verdict of one model file against the cases it scores.
+class LeakageCheck(TrainingMatch):
+    """The verdict of one model file (``model``) against the cases it scores: what
+    :func:`segfew.inference.training_record.match_training` found, in words.
 
     ``checked`` is False when the model file (or the segmentation network inside a
     classifier) records no training data: nothing could be compared. ``leaked`` are the ids
@@ -69,19 +71,7 @@ class LeakageCheck:
     patient column), so their other cases could not be looked for either.
     """
 
-    model: str
-    checked: bool
-    leaked: list[str] = field(default_factory=list)
-    unrecorded: str | None = None
-    restored: list[str] = field(default_factory=list)
-    by_voxels: bool = False
-    network_only: list[str] = field(default_factory=list)
-    patients: list[str] = field(default_factory=list)
-    of_patients: int = 0
-    by_patient: list[str] = field(default_factory=list)
-    patients_unknown: bool = False
-    patients_unnamed: bool = False
-    training_patients: int = 0
+    model: str = field(kw_only=True)
 
     def trained(self) -> str:
         """Who was trained on the leaked scans, in words: the model, or the segmentation
@@ -206,7 +196,8 @@ def find_leakage(model_path: Path, cases: Iterable[Case],
     ``model_path`` (never raises): a case leaked when one of its images is a training scan
     by its file digests (``hashed``: path → scan digest already computed) or its voxels
     (``restored``), or its patient trained the classifier (``by_patient``)."""
-    return LeakageCheck(str(model_path), **vars(match_training(Path(model_path), cases, hashed)))
+    return LeakageCheck(model=str(model_path),
+                        **vars(match_training(Path(model_path), cases, hashed)))
 
 
 def check_models(model_paths: Sequence[Path], cases: Sequence[Case], allow: bool = False

@@ -276,7 +276,6 @@ def test_an_image_too_large_for_the_memory_free_is_one_problem_and_the_others_ar
     """A 0.9-gigapixel picture took the whole report with it (a MemoryError after minutes);
     its header now says it cannot be checked in the memory free, before its pixels are read."""
     import segfew.io.image
-
     from segfew.data.inspect import INSPECT_BYTES_PER_VOXEL
 
     rng = np.random.default_rng(0)

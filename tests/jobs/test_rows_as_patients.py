@@ -34,9 +34,8 @@ def test_a_table_without_patients_is_said_and_marks_the_nested_estimate(
     assert "WARNING: the table names no patients, so each row was taken as one" in said
     metrics = read_model_file(model)[0].metrics or {}
     assert metrics["measures_nested"]["rows_as_patients"] is True
-    caveat = estimate_caveat(metrics)
-    assert caveat is not None and "took each training row as its own patient" in caveat \
-        or "chance" in (caveat or "")
+    caveat = estimate_caveat(metrics) or ""  # predict says it before any answer
+    assert "took each training row as its own patient" in caveat or "chance" in caveat
 
 
 def test_a_table_with_patients_says_nothing_of_it(phantoms: Path, tmp_path: Path) -> None:
