@@ -144,8 +144,10 @@ def _read_opened(h: Any, f: Any, path: Path, data: Path, gzipped: bool, limits: 
                              "units_stated": _unit(header) != "unknown"}
     pixdim = _raw_pixdim(raw_header, sizeof_hdr)
     affine = _affine_in_mm(img, path, extra, pixdim)
-    if extra["nifti_codes"] == (0, 0) and klass is not nib.Spm2AnalyzeImage:
-        extra["nifti_pixdim"] = tuple(float(v) for v in pixdim[1:4])  # outputs keep it
+    placed = klass is nib.Spm2AnalyzeImage and (  # by SPM's .mat or origin: nibabel's own
+        spm_mat(path) is not None or bool(np.any(np.asarray(header["origin"])[:3])))
+    if extra["nifti_codes"] == (0, 0) and not placed:  # outputs keep its pixdim, codes 0/0
+        extra["nifti_pixdim"] = tuple(float(v) for v in pixdim[1:4])
     if raw_dtype.fields:  # RGB24 / RGBA32: a record per voxel
         array = np.asarray(img.dataobj)
         names = raw_dtype.names or ()
@@ -287,7 +289,10 @@ def _check_forms_agree(header: Any, path: Path, ndim: int, unit: str) -> None:
                                                           header.get_sform()))
     sizes = [np.linalg.norm(f[:3, :ndim], axis=0) for f in (qform, sform)]
     axes = [axcodes(f)[:ndim] for f in (qform, sform)]
-    if np.allclose(sizes[0], sizes[1], rtol=FORMS_RTOL, atol=1e-6) and axes[0] == axes[1]:
+    directions = [f[:3, :ndim] / np.where(z > 0, z, 1.0) for f, z in zip((qform, sform), sizes,
+                                                                         strict=True)]
+    if np.allclose(sizes[0], sizes[1], rtol=FORMS_RTOL, atol=1e-6) and np.allclose(
+            *directions, atol=1e-4):  # the matrices, not their nearest-axis letters (45°: a tie)
         return
     q, s = (_sizes(f, ndim, unit) for f in (qform, sform))
     if axes[0] != axes[1] and "?" not in axes[0] + axes[1]:

@@ -113,3 +113,20 @@ def test_an_analyze_pair_keeps_the_affine_nibabel_reads(tmp_path: Path) -> None:
     write_image((img.array > 20).astype(np.uint8), img, tmp_path / "seg.nii.gz")
     out = nib.load(str(tmp_path / "seg.nii.gz"))
     assert np.allclose(out.affine, nib.load(str(tmp_path / "an.hdr")).affine)
+
+
+def test_an_analyze_pair_placed_by_nothing_gets_outputs_every_reader_overlays(
+        tmp_path: Path) -> None:
+    """Analyze 7.5 without SPM's origin or .mat: nibabel centres it, ITK puts it at 0 — as a
+    NIfTI of codes 0/0, whose outputs keep codes 0/0 and the pixdim for both to agree."""
+    data = ramp((9, 7, 5), np.int16, 0)
+    scan = nib.AnalyzeImage(data, None)
+    scan.header.set_zooms((1.5, 1.5, 10.0))
+    nib.save(scan, str(tmp_path / "an.hdr"))
+    img = read_image(tmp_path / "an.hdr")
+    assert img.nifti_pixdim == (1.5, 1.5, 10.0)
+    write_image((img.array > 20).astype(np.uint8), img, tmp_path / "seg.nii.gz")
+    out = nib.load(str(tmp_path / "seg.nii.gz"))
+    assert np.allclose(out.affine, nib.load(str(tmp_path / "an.hdr")).affine)  # nibabel
+    assert itk_geometry(tmp_path / "seg.nii.gz") == itk_geometry(tmp_path / "an.hdr")  # ITK
+    assert np.array_equal(np.asanyarray(out.dataobj), (data > 20).astype(np.uint8))
