@@ -109,6 +109,9 @@ class _DataSizes(NamedTuple):
     """the file holding the voxel data (the header itself for a ``.mha``)"""
     start: int
     """where the voxel data begin in ``data`` (before any ``offset``)"""
+    step: int
+    """the fewest bytes another size would change ``need`` by (one more along the longest
+    axis): a surplus under it is trailing bytes, not a wrong DimSize or element type"""
 
 
 def _metaimage_sizes(header: Path) -> _DataSizes | None:
@@ -145,7 +148,8 @@ def _metaimage_sizes(header: Path) -> _DataSizes | None:
         have -= offset
     return _DataSizes(have, size * channels * int(np.prod(dims)), bool(data), compressed,
                       offset, f"{'×'.join(map(str, dims))} {fields['ElementType']}"
-                      + (f" × {channels} channels" if channels > 1 else ""), file, start)
+                      + (f" × {channels} channels" if channels > 1 else ""), file, start,
+                      size * channels * int(np.prod(dims)) // max(dims))
 
 
 #: bytes per element of NRRD's types, by their names with spaces and a ``_t`` dropped
@@ -182,7 +186,8 @@ def _nrrd_sizes(header: Path) -> _DataSizes | None:
     if offset is not None and offset > 0:
         have -= offset
     return _DataSizes(have, size * int(np.prod(dims)), True, None if encoding == "raw" else 0,
-                      offset, f"{'×'.join(map(str, dims))} {fields['type']}", data[0], 0)
+                      offset, f"{'×'.join(map(str, dims))} {fields['type']}", data[0], 0,
+                      size * int(np.prod(dims)) // max(dims))
 
 
 def data_size_problem(header: Path) -> str | None:
@@ -198,9 +203,11 @@ def data_size_problem(header: Path) -> str | None:
     - compressed data (a MetaImage's zlib, a ``.nhdr``'s gzip data file) that inflate to
       fewer bytes than the sizes need, or more, or do not decompress: inflated here in
       chunks of 1 MiB, never held whole, and only up to one byte past the sizes' need;
-    - a data file (detached, uncompressed) longer than the sizes need, where no
-      ``HeaderSize`` or ``byte skip`` places the data within it: the header's sizes or
-      element type do not describe the file (16 of 20 slices would be read).
+    - a data file (detached, uncompressed) longer than the sizes need by as much as one
+      more row along the longest axis would take, where no ``HeaderSize`` or ``byte skip``
+      places the data within it: the header's sizes or element type do not describe the
+      file (16 of 20 slices would be read). Fewer trailing bytes are read past, as ITK
+      does and as an attached file's are.
 
     Never raises.
     """
@@ -222,7 +229,7 @@ def data_size_problem(header: Path) -> str | None:
             return _SHORT.format(sizes.have, sizes.need)
         return (f"cannot read image (its data file {sizes.data.name} holds {sizes.have} bytes "
                 f"where its sizes need {sizes.need} ({sizes.sizes}): a truncated copy)")
-    if sizes.detached and sizes.offset is None and sizes.have > sizes.need:
+    if sizes.detached and sizes.offset is None and sizes.have - sizes.need >= sizes.step:
         return (f"the data file {sizes.data.name} holds {sizes.have} bytes where the header's "
                 f"sizes need {sizes.need} ({sizes.sizes}): its {fields} is wrong")
     return None
