@@ -57,6 +57,17 @@ def _scored(predictions: Any, ids: Sequence[str], groups: Sequence[str],
     return yt, yp, units
 
 
+def result_rows(result: Mapping[str, Any], classes: Sequence[str]
+                ) -> tuple[list[int], list[int], list[str]] | None:
+    """``(y_true, y_pred, units)`` of one task result's scored predictions; None where it
+    records no test patients (an older segfew) or its rows do not match its test cases."""
+    if result.get("test_groups") is None:
+        return None
+    ids = [str(i) for i in result.get("test_ids") or []]
+    return _scored(result.get("predictions"), ids, [str(g) for g in result["test_groups"]],
+                   [str(t) for t in result.get("test_targets") or [""] * len(ids)], classes)
+
+
 def patient_metrics(metrics: dict[str, Any], predictions: Any, test: Sequence[Case], *,
                     bootstrap: int, seed: int) -> dict[str, Any]:
     """A task's ``metrics`` (:func:`classification_metrics` of its scored test cases) with
@@ -113,11 +124,7 @@ def _pooled_rows(results: Sequence[Mapping[str, Any]], classes: Sequence[str]
     yp: list[int] = []
     units: list[str] = []
     for r in results:
-        if r.get("test_groups") is None:
-            return None
-        ids = [str(i) for i in r.get("test_ids") or []]
-        rows = _scored(r.get("predictions"), ids, [str(g) for g in r["test_groups"]],
-                       [str(t) for t in r.get("test_targets") or [""] * len(ids)], classes)
+        rows = result_rows(r, classes)
         if rows is None:
             return None
         yt, yp, units = yt + rows[0], yp + rows[1], units + rows[2]

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from segfew.errors import DataError, SpecError
+from segfew.experiment.pooling import result_rows
 from segfew.experiment.protocol import load_spec, plan_tasks, spec_digest
 from segfew.frameworks import framework_rank
+from segfew.metrics import classification_metrics
 
 __all__ = ["TaskStatus", "collect_results", "summarise", "summarise_selection", "task_status"]
 
@@ -59,26 +61,51 @@ def collect_results(run_dir: Path | Sequence[Path]) -> list[dict[str, Any]]:
                 raise DataError(f"result file without {', '.join(lacking)}: not as segfew "
                                 "experiment writes it; remove it and rerun the experiment to "
                                 "redo its task", path)
-            _check_accuracy(result["metrics"], path)
+            _check_metrics(result["metrics"], result, path)
             found.setdefault(result.get("key", path.stem), result)
     return sorted(found.values(), key=lambda r: (r["repetition"], r["size"],
                                                  framework_rank(r["framework"])))
 
 
-def _check_accuracy(metrics: Any, path: Path) -> None:
-    """DataError where a result's accuracy is not that of its own confusion matrix: the file
-    was edited or damaged, and its row of the report would disagree with the pooled
-    accuracy, which is counted from its predictions."""
-    cm = metrics.get("confusion_matrix") if isinstance(metrics, dict) else None
-    accuracy = metrics.get("accuracy") if isinstance(metrics, dict) else None
-    if not cm or not isinstance(accuracy, int | float):
+#: the point metrics of a result that its predictions decide
+_COUNTED = ("accuracy", "balanced_accuracy", "macro_f1", "kappa")
+
+
+def _check_metrics(metrics: Any, result: dict[str, Any], path: Path) -> None:
+    """DataError where a result's metrics are not those of its own predictions (its confusion
+    matrix, accuracy, balanced accuracy, macro F1, kappa; a result of an older segfew, which
+    keeps no patients with its predictions: its accuracy against its confusion matrix): the
+    file was edited or damaged, and its row of the report would disagree with the pooled
+    accuracy, which is counted from the predictions."""
+    if not isinstance(metrics, dict) or not metrics.get("confusion_matrix"):
         return
-    counts = np.asarray(cm, dtype=float)
-    total = counts.sum()
-    if total and abs(float(np.trace(counts)) / total - accuracy) > 1e-6:
-        raise DataError(f"its accuracy {accuracy:.3f} is not that of its own confusion matrix "
-                        f"({np.trace(counts) / total:.3f}): the file was edited or damaged; "
-                        "remove it and rerun the experiment to redo its task", path)
+    classes = list(metrics.get("per_class") or [])
+    rows = result_rows(result, classes) if classes else None
+    if rows is not None and rows[0]:
+        again = classification_metrics(rows[0], rows[1], None, classes, bootstrap=0)
+        counted = {"confusion matrix": again["confusion_matrix"],
+                   **{k.replace("_", " "): again.get(k) for k in _COUNTED}}
+    else:
+        counts = np.asarray(metrics["confusion_matrix"], dtype=float)
+        counted = {"accuracy": float(np.trace(counts) / counts.sum()) if counts.sum() else None}
+    stored = {"confusion matrix": metrics.get("confusion_matrix"),
+              **{k.replace("_", " "): metrics.get(k) for k in _COUNTED}}
+    for name, value in counted.items():
+        if not _same(stored.get(name), value):
+            raise DataError(f"its {name} ({_shown(stored.get(name))}) is not that of its own "
+                            f"predictions ({_shown(value)}): the file was edited or damaged; "
+                            "remove it and rerun the experiment to redo its task", path)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return abs(float(a) - float(b)) <= 1e-6
+    return bool(np.array_equal(np.asarray(a, dtype=object), np.asarray(b, dtype=object))) \
+        if isinstance(a, list) or isinstance(b, list) else a == b
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 @dataclass

@@ -292,7 +292,7 @@ def _check_forms_agree(header: Any, path: Path, ndim: int, unit: str) -> None:
     directions = [f[:3, :ndim] / np.where(z > 0, z, 1.0) for f, z in zip((qform, sform), sizes,
                                                                          strict=True)]
     if np.allclose(sizes[0], sizes[1], rtol=FORMS_RTOL, atol=1e-6) and np.allclose(
-            *directions, atol=1e-4):  # the matrices, not their nearest-axis letters (45°: a tie)
+            directions[0], directions[1], atol=1e-4):  # matrices, not nearest-axis letters
         return
     q, s = (_sizes(f, ndim, unit) for f in (qform, sform))
     if axes[0] != axes[1] and "?" not in axes[0] + axes[1]:

@@ -484,16 +484,30 @@ def test_a_result_file_not_as_segfew_writes_it_is_named(tmp_path: Path, content:
         collect_results(tmp_path)
 
 
-def test_a_result_whose_accuracy_is_not_its_confusion_matrixs_is_named(tmp_path: Path) -> None:
-    """An edited result file: its row of the report would read 0.9 beside a pooled accuracy
-    counted from its predictions."""
+@pytest.mark.parametrize(("key", "value", "named"), [
+    ("accuracy", 0.9, r"its accuracy \(0\.900\)"),
+    ("balanced_accuracy", 0.9, r"its balanced accuracy \(0\.900\)"),
+    ("kappa", 0.9, r"its kappa \(0\.900\)"),
+    ("confusion_matrix", None, r"its confusion matrix \(\[\["),
+])
+def test_a_result_whose_metrics_are_not_its_predictions_is_named(
+        tmp_path: Path, key: str, value: Any, named: str) -> None:
+    """An edited result file: its row of the report would disagree with the pooled accuracy
+    counted from its predictions (a matrix edited with its accuracy to match, too)."""
     cases, spec = make_cases(), make_spec(sizes=[1], repetitions=1)
     run_experiment(spec, tmp_path, fake_trainer, cases=cases)
     assert collect_results(tmp_path)  # as written: consistent
     path = sorted((tmp_path / "results").glob("*.json"))[0]
     result = json.loads(path.read_text())
-    result["metrics"]["accuracy"] = 0.9
+    metrics = result["metrics"]
+    if key == "confusion_matrix":  # the errors moved onto the diagonal, accuracy to match
+        cm = metrics["confusion_matrix"]
+        metrics["confusion_matrix"] = [[sum(row) if i == j else 0 for j in range(len(row))]
+                                       for i, row in enumerate(cm)]
+        metrics["accuracy"] = 1.0
+    else:
+        metrics[key] = value
     path.write_text(json.dumps(result))
-    with pytest.raises(DataError, match=rf"{path.name}: its accuracy 0\.900 is not that of its "
-                                        r"own confusion matrix \(0\.\d+\): the file was edited"):
+    with pytest.raises(DataError, match=rf"{path.name}: {named}.* is not that of its own "
+                                        r"predictions .*: the file was edited or damaged"):
         collect_results(tmp_path)
