@@ -123,10 +123,11 @@ class _Problems:
 
 def patient_key(value: str) -> str:
     """A patient (group) value as compared across tables: case, surrounding spaces, the
-    leading zeros of its numbers and a whole number's ``.0`` set aside (``P007`` is ``p7``,
-    as a spreadsheet saves it; ``7.0`` is ``7``, as a column of numbers with a blank reads
-    after a round trip through pandas)."""
+    leading zeros of its numbers and a number's trailing decimal zeros set aside (``P007`` is
+    ``p7``, as a spreadsheet saves it; ``7.0`` is ``7`` and ``7.50`` is ``7.5``, as a column
+    of numbers with a blank reads after a round trip through pandas)."""
     text = re.sub(r"(?<![\d.])(\d+)\.0+(?![\d.])", r"\1", str(value).strip().casefold())
+    text = re.sub(r"(?<![\d.])(\d+\.\d*?[1-9])0+(?![\d.])", r"\1", text)  # 7.50 is 7.5
     return re.sub(r"(?<![\d.])\d+", lambda m: str(int(m.group())), text)  # not decimals
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from segfew.data.case import _NNUNET_CHANNEL, FOLDER_LABEL_NAMES, LABEL_SUFFIXES, Case, _Problems
-from segfew.errors import DataError, Skipped
+from segfew.errors import DataError, Skipped, map_all
 from segfew.files import OUTPUT_LOCK_SUFFIX, RUN_RECORD, recorded_outputs
 from segfew.io import IMAGE_SUFFIXES, case_id, is_image_file
 from segfew.io.dicom import dicom_header, dicom_series_files, series_names
@@ -433,13 +433,13 @@ def attach_labels(cases: Sequence[Case], labels: Path, recursive: bool = False) 
     as :func:`segfew.data.find_segmentation_cases` does: one per channel, or one for the
     case. The sub-folders of ``labels`` are read with ``recursive``, and whenever the
     cases' images lie in them (the images' own tree given as the labels folder). DataError
-    (one line, naming the image) for a case whose map is missing."""
+    (naming the image) for each case whose map is missing or ambiguous, all in one run."""
     labels = Path(labels)
     root = labels.resolve()
     real = [p.resolve() for c in cases for p in c.images]
     below = any(root in p.parent.parents for p in real)
     maps = LabelMaps(labels, recursive or below, quiet=any(root in p.parents for p in real))
-    return [maps.attach(c) for c in cases]
+    return map_all(maps.attach, cases, "cases cannot be paired with a label map")
 
 
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"

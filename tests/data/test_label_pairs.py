@@ -126,3 +126,22 @@ def test_an_image_with_two_maps_in_the_labels_folder_is_refused_for_every_pairin
     (labels / "a.nii.gz").unlink()
     (case,) = attach_labels(find_image_cases(images), labels)
     assert case.labels == (labels / "a_gt.nii.gz",)
+
+
+def test_every_image_with_two_maps_is_named_in_one_run(tmp_path: Path) -> None:
+    """pretrain --table --labels stopped on the first such image: a second run found the
+    next."""
+    import warnings
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    for case in ("a", "b", "c"):
+        save_nifti(images / f"{case}.nii.gz", ramp((16, 16), base=100.0))
+        save_nifti(labels / f"{case}_gt.nii.gz", np.ones((16, 16), np.uint8))
+    for extra in ("a_seg", "c_mask"):
+        save_nifti(labels / f"{extra}.nii.gz", np.ones((16, 16), np.uint8))
+    with warnings.catch_warnings(record=True) as said, pytest.raises(DataError) as refused:
+        warnings.simplefilter("always")
+        attach_labels(find_image_cases(images), labels)
+    text = " ".join([str(refused.value), *(str(w.message) for w in said)])
+    assert "several label files for 'a'" in text and "several label files for 'c'" in text
+    assert "and 1 more of the 3 cases cannot be paired with a label map" in str(refused.value)
