@@ -16,7 +16,7 @@ from segfew.errors import DataError
 from segfew.files import atomic_path
 from segfew.io import itk, nifti
 from segfew.io.content import misfit, misnamed
-from segfew.io.dicom import is_dicom_series_dir, series_of_path
+from segfew.io.dicom import dicom_series_files, is_dicom_series_dir, series_of_path
 from segfew.io.headers import metaimage_shortfall
 from segfew.io.image import (
     IMAGE_SUFFIXES,
@@ -83,8 +83,31 @@ def read_image(path: str | Path, limits: ReadLimits | None = None, label: bool =
         short = metaimage_shortfall(path) if meta else None
         said = misnamed(path) if path.is_file() else None  # a PNG named .nrrd…
         reason = _TRUNCATED.format(*short, "bytes") if short else said or _reason(e, path)
+        damaged = _unreadable_slice(path) if path.is_dir() else None
+        if damaged is not None:  # which file of the series to fetch again, not the folder
+            raise DataError(f"cannot read this file of the DICOM series {path.name} "
+                            f"({damaged[1]}): fetch or export it again", damaged[0]) from None
         raise DataError(f"cannot read image ({reason})", path) from None
     return _make_image(array, affine, path, **extra)
+
+
+def _unreadable_slice(folder: Path) -> tuple[Path, str] | None:
+    """The first file of the DICOM series in ``folder`` that ITK cannot read on its own,
+    with the cause in words, where the series as a whole could not be read (a slice cut
+    short inside its compressed pixel data, bytes after its data set); None where each
+    reads. Read only after the series failed: one file at a time, until the culprit."""
+    import SimpleITK as sitk
+
+    for files in dicom_series_files(folder).values():
+        for file in files:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(file))
+            try:
+                with itk.itk_messages(file):
+                    reader.Execute()
+            except RuntimeError as e:
+                return file, _reason(e, file)
+    return None
 
 
 def _is_dicom_file(path: Path) -> bool:

@@ -59,3 +59,28 @@ def test_a_multi_frame_file_cut_short_is_named_with_its_frames(tmp_path: Path) -
                                         r"\(5×6×3 frames×16 bits\) need 180: the file is "
                                         "truncated"):
         read_image(path)
+
+
+@pytest.mark.parametrize("damage", ["rle_cut", "trailing_bytes"])
+def test_a_series_whose_one_file_itk_cannot_read_names_that_file(tmp_path: Path,
+                                                                 damage: str) -> None:
+    """Damage the header and size cannot tell (compressed pixel data cut short, bytes after
+    the data set): ITK's failure of the whole series named only the folder; the file it
+    cannot read on its own is named."""
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    folder = _series(tmp_path / "series", slices=5)
+    bad = folder / "IM002.dcm"
+    if damage == "rle_cut":
+        for path in sorted(folder.glob("*.dcm")):
+            ds = pydicom.dcmread(path)
+            ds.compress(RLELossless)
+            ds.save_as(path)
+        _cut(bad, len(bad.read_bytes()) - 40)
+    else:
+        bad.write_bytes(bad.read_bytes() + b"\0GARBAGE" * 64)
+    with pytest.raises(DataError) as refused:
+        read_image(folder)
+    assert str(refused.value).startswith(
+        f"{bad}: cannot read this file of the DICOM series series ("), str(refused.value)
