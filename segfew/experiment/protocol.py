@@ -340,8 +340,10 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     results_dir = out_dir / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     spec_data = spec.model_dump(mode="json")
+    maps = [p for p in (spec.masks, spec.data.labels if spec.pretrain else None) if p]
     inputs = [*_model_files(spec), *(p for p in (spec.data.table, spec.test_table) if p),
-              *(p for c in [*pool, *fixed] for p in c.images)]
+              *(p for c in [*pool, *fixed] for p in c.images), *maps]  # label maps measured
+    #          or trained on: a resume after one changed is refused as after a scan changed
     info = run_info(spec, spec.seed, inputs)
     _check_same_data(out_dir, _saved_digests(out_dir), info)
     write_json(out_dir / "spec.json", spec_data)

@@ -237,6 +237,24 @@ def test_resume_refuses_a_table_or_scan_whose_content_changed(tmp_path: Path) ->
         run_experiment(spec, run, fake_trainer, cases=cases)
 
 
+def test_resume_refuses_a_measured_label_map_whose_content_changed(tmp_path: Path) -> None:
+    """With --masks the label maps are what measures measures: one edited between shards
+    would pool results of two sets of masks."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "dcm00_ed_seg.nii.gz").write_bytes(b"a mask")
+    cases = _cases_on_disk(tmp_path / "images")
+    spec = make_spec(data=DataSource(images=tmp_path / "images"), sizes=[1], repetitions=1,
+                     features=None, frameworks=["measures"], masks=masks)
+    run = tmp_path / "run"
+    run_experiment(spec, run, fake_trainer, cases=cases, shard=(1, 2))
+    assert any(d["path"] == str(masks / "dcm00_ed_seg.nii.gz")
+               for d in json.loads((run / "run-shard1of2.json").read_text())["data"])
+    (masks / "dcm00_ed_seg.nii.gz").write_bytes(b"the mask with half its tumour erased")
+    with pytest.raises(DataError, match=r"dcm00_ed_seg\.nii\.gz changed since"):
+        run_experiment(spec, run, fake_trainer, cases=cases, shard=(2, 2))
+
+
 def test_failed_task_is_recorded_and_retried(tmp_path: Path) -> None:
     cases, spec = make_cases(), make_spec()
     bad = "size002_rep01_scratch"
