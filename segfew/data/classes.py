@@ -437,10 +437,14 @@ def table_ids(table: Path, id_column: str | None = None, group_column: str | Non
     group_col = pick_group_column(columns, group_column, col, table)
     patients = one_patient_per_key(rows, group_col, table)
     out: dict[str, str | None] = {}
-    for row, patient in zip(rows, patients, strict=True):
+    seen: dict[str, int] = {}
+    for line, (row, patient) in enumerate(zip(rows, patients, strict=True), start=2):
         v = row.get(col, "")
         if v:
             cid = case_id(Path(v)) if "/" in v or "\\" in v or is_image_file(Path(v)) else v
-            patient = (patient or "").strip()
-            out.setdefault(cid, patient or None)
+            if cid in seen:  # scored twice, counted twice in the mean: as the classifier door
+                raise DataError(f"duplicate case id {cid!r} (rows {seen[cid]} and {line})",
+                                table)
+            seen[cid] = line
+            out[cid] = (patient or "").strip() or None
     return out

@@ -95,6 +95,12 @@ def test_a_scan_selected_by_two_rows_of_a_segmentation_table_is_refused(
         evaluate_paths(model, images, tmp_path / "ev", table=table, labels=labels,
                        device="cpu")
     assert not (tmp_path / "ev" / "metrics.json").exists()
+    for twice in ("id\np1_20000917\np2\np1_20000917\n",  # one id twice; with its suffix
+                  "id\np1_20000917\np2\np1_20000917.nii.gz\n"):
+        table.write_text(twice)
+        with pytest.raises(DataError, match=r"duplicate case id 'p1_20000917' \(rows 2 and 4\)"):
+            evaluate_paths(model, images, tmp_path / "ev", table=table, labels=labels,
+                           device="cpu")
     table.write_text("id\np1\np2\n")  # one row each: both scored once
     _, metrics = evaluate_paths(model, images, tmp_path / "ev", table=table, labels=labels,
                                 device="cpu")
