@@ -150,9 +150,11 @@ def one_row_per_scan(cases: Sequence[Case], ids: Iterable[str], table: Path) -> 
     ``table`` and both rows) when two ids select one scan (a patient's id and its scan's,
     ``TCGA_CS_6290`` and ``TCGA_CS_6290_20000917``): it would be scored twice and counted
     twice in the mean. The classifier door refuses a duplicate case id alike."""
-    ids = list(ids)
+    wanted = set(ids)
     for cid in dict.fromkeys(c.id for c in cases if c.problem is None):
-        rows = [t for t in ids if cid == t or cid.startswith(f"{t}_")]
+        parts = cid.split("_")  # the ids that select it: itself and its prefixes at a "_"
+        rows = [t for t in ("_".join(parts[:k]) for k in range(1, len(parts) + 1))
+                if t in wanted]
         if len(rows) > 1:
             raise DataError(f"duplicate case: the rows {rows[0]!r} and {rows[1]!r} both select "
                             f"the scan {cid!r}; list each scan once", table)
