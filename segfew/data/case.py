@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from segfew.errors import DataError, DataWarning
+from segfew.errors import DataError, DataWarning, all_at_once
 from segfew.io import case_id
 
 LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels", "_mask")
@@ -91,12 +91,26 @@ def _channel_of(cid: str, file_id: str) -> str | None:
 
 
 class _Problems:
-    """Raise each problem at once (library calls) or collect them all (``inspect``)."""
+    """Raise each problem at once (library calls), collect them all (``inspect``), or
+    collect them to raise together (``together``: :meth:`raise_all` at the end of a
+    listing, so that every bad case of a training set is named in one run)."""
 
-    def __init__(self, collect: bool) -> None:
-        self.collect = collect
+    def __init__(self, collect: bool, together: bool = False) -> None:
+        self.collect, self.together = collect or together, together
+        self.loud = not collect  # skipped paths said as warnings, unless inspect keeps them
         self.items: list[DataError] = []
         self.skipped: list[DataWarning] = []
+
+    def raise_all(self) -> None:
+        """Raise the problems collected, all named (:func:`segfew.errors.all_at_once`)."""
+        if self.items:
+            raise all_at_once(self.items, len(self.items), "problems found")
+
+    def settle(self) -> None:
+        """Raise now what ``together`` collected so far: what follows would only echo it
+        (every image without a label after a missing labels folder)."""
+        if self.together:
+            self.raise_all()
 
     def skip(self, skipped: Iterable[DataWarning]) -> None:
         """Paths that are not part of any case (:class:`~segfew.errors.Skipped`, or a note
@@ -105,7 +119,7 @@ class _Problems:
             if any(str(err) == str(s) for s in self.skipped):
                 continue
             self.skipped.append(err)
-            if not self.collect:
+            if self.loud:
                 warnings.warn(err, stacklevel=4)
 
     def add(self, message: str, path: Path | None = None) -> None:

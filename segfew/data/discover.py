@@ -213,8 +213,11 @@ def find_segmentation_cases(images: Path, labels: Path | None = None,
     the case (``X_gt.*``). Without ``labels`` the images folder may hold the label files
     itself (``<id>_seg.*`` beside ``<id>.*``); if it holds none the cases are unlabelled.
     """
-    return _find_segmentation(Path(images), None if labels is None else Path(labels),
-                              channels, _Problems(collect=False))
+    problems = _Problems(collect=False, together=True)  # every unpaired image named at once
+    cases = _find_segmentation(Path(images), None if labels is None else Path(labels),
+                               channels, problems)
+    problems.raise_all()
+    return cases
 
 
 def _find_segmentation(images: Path, labels: Path | None, channels: Sequence[str] | None,
@@ -234,6 +237,7 @@ def _find_segmentation(images: Path, labels: Path | None, channels: Sequence[str
     else:
         assert labels is not None
         label_files = _list_images(labels, problems)
+    problems.settle()  # a folder missing or empty: its cases' lines would only echo it
     cases_files = _group_channels(files, channels, nnunet, images, problems)
     if same_folder and not label_files:
         return refuse_split_series([Case(cid, paths, group=cid)

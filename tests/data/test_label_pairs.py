@@ -145,3 +145,25 @@ def test_every_image_with_two_maps_is_named_in_one_run(tmp_path: Path) -> None:
     text = " ".join([str(refused.value), *(str(w.message) for w in said)])
     assert "several label files for 'a'" in text and "several label files for 'c'" in text
     assert "and 1 more of the 3 cases cannot be paired with a label map" in str(refused.value)
+
+
+def test_the_folder_form_names_every_unpaired_image_in_one_run(tmp_path: Path) -> None:
+    """pretrain --images --labels (no table) stopped on the first image with two maps, or
+    without one: a second run found the next."""
+    import warnings
+
+    from segfew.data import find_segmentation_cases
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    for case in ("a", "b", "c", "d"):
+        save_nifti(images / f"{case}.nii.gz", ramp((16, 16), base=100.0))
+    for name in ("a_gt", "a_seg", "b_gt", "c_gt", "c_mask"):  # d has none
+        save_nifti(labels / f"{name}.nii.gz", np.ones((16, 16), np.uint8))
+    with warnings.catch_warnings(record=True) as said, pytest.raises(DataError) as refused:
+        warnings.simplefilter("always")
+        find_segmentation_cases(images, labels)
+    text = " ".join([str(refused.value), *(str(w.message) for w in said)])
+    assert "'a'" in text and "'c'" in text and "d.nii.gz: image without label" in text, text
+    assert "and 2 more of the 3 problems found" in str(refused.value)
+    with pytest.raises(DataError, match=r"nowhere: no such folder$"):  # said alone
+        find_segmentation_cases(images, tmp_path / "nowhere")
