@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections import defaultdict
@@ -139,8 +140,11 @@ def patient_key(value: str) -> str:
     """A patient (group) value as compared across tables: case, surrounding spaces, the
     leading zeros of its numbers and a number's trailing decimal zeros set aside (``P007`` is
     ``p7``, as a spreadsheet saves it; ``7.0`` is ``7`` and ``7.50`` is ``7.5``, as a column
-    of numbers with a blank reads after a round trip through pandas)."""
-    text = re.sub(r"(?<![\d.])(\d+)\.0+(?![\d.])", r"\1", str(value).strip().casefold())
+    of numbers with a blank reads after a round trip through pandas; ``1e1`` is ``10``)."""
+    text = str(value).strip().casefold()
+    if re.fullmatch(r"\d+(\.\d*)?e[+-]?\d+", text) and math.isfinite(float(text)):
+        text = format(float(text), "f")  # 1e1, as a spreadsheet may show 10: its digits
+    text = re.sub(r"(?<![\d.])(\d+)\.0+(?![\d.])", r"\1", text)
     text = re.sub(r"(?<![\d.])(\d+\.\d*?[1-9])0+(?![\d.])", r"\1", text)  # 7.50 is 7.5
     return re.sub(r"(?<![\d.])\d+", lambda m: str(int(m.group())), text)  # not decimals
 

@@ -297,6 +297,10 @@ def _check_forms_agree(header: Any, path: Path, ndim: int, unit: str) -> None:
     q, s = (_sizes(f, ndim, unit) for f in (qform, sform))
     if axes[0] != axes[1] and "?" not in axes[0] + axes[1]:
         q, s = f"{q} ({axes[0]})", f"{s} ({axes[1]})"
+    elif not np.allclose(directions[0], directions[1], atol=1e-4):  # same letters: say how
+        turn = max(float(np.degrees(np.arccos(np.clip(a @ b, -1.0, 1.0))))
+                   for a, b in zip(directions[0].T, directions[1].T, strict=True))
+        s += f" with axes turned up to {turn:.0f}° from the qform's"
     warnings.warn(DataWarning(f"qform and sform disagree: the sform gives voxels of {s}, the "
                               f"qform {q}; segfew uses the sform (the NIfTI standard's "
                               "choice), which ITK-SNAP or 3D Slicer may not show", path),

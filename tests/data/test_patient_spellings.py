@@ -54,7 +54,8 @@ def test_one_spelling_per_patient_with_one_warning_naming_the_rows() -> None:
 
 
 @pytest.mark.parametrize(("one", "same"), [("7", "7.0"), ("12", "012.00"), ("P7", "p7.0"),
-                                           ("7.5", "7.50"), ("1.05", "1.0500")])
+                                           ("7.5", "7.50"), ("1.05", "1.0500"),
+                                           ("10", "1e1"), ("0.2", "2E-1")])
 def test_a_whole_number_written_with_a_decimal_point_is_one_patient(one: str, same: str
                                                                     ) -> None:
     """A numeric patient column that once held a blank comes back from pandas as 7.0."""

@@ -109,3 +109,21 @@ def test_one_matrix_as_qform_and_sform_agrees_even_at_45_degrees(tmp_path: Path)
     nib.save(scan, str(tmp_path / "oblique.nii.gz"))
     _, said = read(tmp_path / "oblique.nii.gz")
     assert not [w for w in said if "disagree" in w]
+
+
+def test_forms_that_differ_by_a_turn_alone_say_so(tmp_path: Path) -> None:
+    """+45° against -45° about z: the same sizes and nearest-axis letters, so the note read
+    as two equal descriptions; it says the axes are turned."""
+    def turned(angle: float) -> np.ndarray:
+        c, s = np.cos(angle), np.sin(angle)
+        return np.array([[1.5 * c, -1.5 * s, 0, 0], [1.5 * s, 1.5 * c, 0, 0], [0, 0, 10, 0],
+                         [0, 0, 0, 1]])
+
+    scan = nib.Nifti1Image(np.random.default_rng(0).normal(100, 10, (12, 12, 4))
+                           .astype(np.float32), turned(np.pi / 4))
+    scan.set_sform(turned(np.pi / 4), 1)
+    scan.set_qform(turned(-np.pi / 4), 1)
+    nib.save(scan, str(tmp_path / "turned.nii.gz"))
+    _, said = read(tmp_path / "turned.nii.gz")
+    (note,) = [w for w in said if "disagree" in w]
+    assert "with axes turned up to 90° from the qform's" in note, note
