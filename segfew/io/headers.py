@@ -204,7 +204,7 @@ def data_size_problem(header: Path) -> str | None:
       fewer bytes than the sizes need, or more, or do not decompress: inflated here in
       chunks of 1 MiB, never held whole, and only up to one byte past the sizes' need;
     - a data file (detached, uncompressed) longer than the sizes need by as much as one
-      more row along the longest axis would take, where no ``HeaderSize`` or ``byte skip``
+      more voxel along the longest axis would add, where no ``HeaderSize`` or ``byte skip``
       places the data within it: the header's sizes or element type do not describe the
       file (16 of 20 slices would be read). Fewer trailing bytes are read past, as ITK
       does and as an attached file's are.

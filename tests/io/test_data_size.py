@@ -55,15 +55,15 @@ def test_a_data_file_longer_than_the_header_says_is_refused(tmp_path: Path, suff
 @pytest.mark.parametrize("suffix", [".mhd", ".nhdr"])
 def test_trailing_bytes_fewer_than_a_wrong_size_would_leave_are_read_past(
         tmp_path: Path, suffix: str) -> None:
-    """400 bytes after 16×16×20 shorts: no other DimSize or type leaves that (one more row
-    along the longest axis takes 640), so the file reads, as ITK and an attached file do."""
+    """400 bytes after 16×16×20 shorts: no other DimSize or type leaves that (one more voxel
+    along the longest axis adds 640), so the file reads, as ITK and an attached file do."""
     header = _pair(tmp_path, suffix, 20)
     whole = read_image(header).array
     with (tmp_path / "vol.raw").open("ab") as f:
         f.write(b"\0" * 400)
     assert np.array_equal(read_image(header).array, whole)
     with (tmp_path / "vol.raw").open("ab") as f:
-        f.write(b"\0" * 240)  # 640 in all: one more row of 16 × 20 would fit
+        f.write(b"\0" * 240)  # 640 in all: DimSize 17 16 20 would fit
     with pytest.raises(DataError, match="is wrong"):
         read_image(header)
 
