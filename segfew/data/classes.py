@@ -120,14 +120,15 @@ def read_table(table: Path, images: Path | None = None, channels: Sequence[str] 
     together in splits; a table that names no patient (no group column, and an id column
     not named like one) gives every case ``group`` None: each row is its own patient
     (:func:`warn_rows_as_patients`).
-    A row whose image is not found raises :class:`DataError`; with ``keep_missing`` (a
-    batch, e.g. ``evaluate``) it becomes a case without images whose ``problem`` says so.
-    ``classes`` false (``pretrain``, ``label``): the table needs no class column (ids,
-    paths and groups are enough); cases take their class where one is named or found.
-    """
-    return _read_table(Path(table), None if images is None else Path(images), channels,
-                       id_column, label_column, group_column, _Problems(collect=False),
-                       keep_missing, classes)
+    A row whose image is not found raises :class:`DataError` (every such row named in one
+    run); with ``keep_missing`` (a batch: ``evaluate``) it is a case whose ``problem`` says
+    so. ``classes`` false (``pretrain``, ``label``): no class column is needed (ids, paths
+    and groups are enough); cases take their class where one is named or found."""
+    problems = _Problems(collect=False, together=True)
+    cases = _read_table(Path(table), None if images is None else Path(images), channels,
+                        id_column, label_column, group_column, problems, keep_missing, classes)
+    problems.raise_all()
+    return cases
 
 
 def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None,
@@ -445,6 +446,5 @@ def table_ids(table: Path, id_column: str | None = None, group_column: str | Non
             if cid in seen:  # scored twice, counted twice in the mean: as the classifier door
                 raise DataError(f"duplicate case id {cid!r} (rows {seen[cid]} and {line})",
                                 table)
-            seen[cid] = line
-            out[cid] = (patient or "").strip() or None
+            seen[cid], out[cid] = line, (patient or "").strip() or None
     return out

@@ -167,3 +167,21 @@ def test_the_folder_form_names_every_unpaired_image_in_one_run(tmp_path: Path) -
     assert "and 2 more of the 3 problems found" in str(refused.value)
     with pytest.raises(DataError, match=r"nowhere: no such folder$"):  # said alone
         find_segmentation_cases(images, tmp_path / "nowhere")
+
+
+def test_a_table_names_every_row_without_an_image_in_one_run(tmp_path: Path) -> None:
+    """train-classifier --table stopped on the first row whose image is missing."""
+    import warnings
+
+    from segfew.data import read_table
+
+    images = tmp_path / "images"
+    save_nifti(images / "a.nii.gz", ramp((16, 16), base=100.0))
+    table = tmp_path / "t.csv"
+    table.write_text("id,class\na,x\nb,y\nc,y\n")
+    with warnings.catch_warnings(record=True) as said, pytest.raises(DataError) as refused:
+        warnings.simplefilter("always")
+        read_table(table, images)
+    text = " ".join([str(refused.value), *(str(w.message) for w in said)])
+    assert "id 'b' has no image" in text and "id 'c' has no image" in text, text
+    assert "and 1 more of the 2 problems found" in str(refused.value)
