@@ -312,16 +312,14 @@ def read_dicom_series(path: Path, limits: ReadLimits
     ``path`` is a folder, whose series is its DICOM image files grouped by
     SeriesInstanceUID (:func:`segfew.io.dicom.dicom_series_files`; a series of one file
     beside others, a stray slice, is not part of it), or one series of a folder holding
-    several (:func:`segfew.io.dicom.series_of_path`). Every frame of every file counts
-    against ``limits``.
-    """
+    several (:func:`segfew.io.dicom.series_of_path`); a folder of one multi-frame file
+    reads as that file. Every frame of every file counts against ``limits``."""
     import SimpleITK as sitk
 
     folder, wanted = (path, None) if path.is_dir() else (path.parent, series_of_path(path))
     grouped = dicom_series_files(folder)
-    multi = {uid: files for uid, files in grouped.items() if len(files) > 1} or grouped
-    if wanted is not None:
-        multi = {wanted: grouped.get(wanted, [])}
+    multi = {wanted: grouped.get(wanted, [])} if wanted is not None else \
+        {uid: files for uid, files in grouped.items() if len(files) > 1} or grouped
     if not multi or not next(iter(multi.values())):
         raise DataError("cannot read image (no DICOM series found)", path)
     if len(multi) > 1:
@@ -330,6 +328,8 @@ def read_dicom_series(path: Path, limits: ReadLimits
                         f"({names}), as a folder input lists them", path)
     uid, found = next(iter(multi.items()))
     frames = sum(check_dicom_file(f) for f in found)
+    if len(found) == 1 and frames > 1:  # a folder of one multi-frame file: that file
+        return read_itk(found[0], limits)
     with itk_messages(path) as messages:
         files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) if uid \
             else []
@@ -360,8 +360,8 @@ def read_dicom_series(path: Path, limits: ReadLimits
                 cosines = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
                 normal = np.cross(cosines[:3], cosines[3:6])
         if frames > len(files):
-            raise DataError(f"a series of {len(files)} multi-frame DICOM files ({frames} frames); "
-                            "give one multi-frame file per case", path)
+            raise DataError(f"a series of {len(files)} multi-frame DICOM files ({frames} "
+                            "frames); give one multi-frame file per case", path)
         if normal is not None and len(positions) == len(files):
             check_slice_positions(np.array(positions), normal, [Path(f).name for f in files],
                                   path, unit=written_unit(written))

@@ -113,3 +113,15 @@ def test_frames_of_two_orientations_are_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"frames of 2 orientations in one multi-frame file: "
                                         r"frame 1 axial .*, frame 3 coronal"):
         read(path)
+
+
+def test_a_folder_holding_one_multi_frame_file_reads_as_that_file(tmp_path: Path) -> None:
+    """Refused as "a series of 1 multi-frame DICOM files", though the file read when named."""
+    (tmp_path / "case").mkdir()
+    path = multiframe(tmp_path / "case" / "IM0001", [0, 2, 4, 1, 3])
+    as_file, _ = read(path)
+    as_folder, said = read(tmp_path / "case")
+    np.testing.assert_array_equal(as_folder.array, as_file.array)
+    np.testing.assert_allclose(as_folder.affine, as_file.affine)
+    assert [int(as_folder.array[0, 0, k]) for k in range(5)] == [100, 110, 120, 130, 140]
+    assert said == []
