@@ -248,7 +248,7 @@ def claim_outputs(record: str | Path, names: Iterable[str]) -> None:
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     """SHA-256 of a file's bytes (hex): a run's outputs, the cache's entries, a scan's files
-    (:func:`segfew.runinfo.scan_digest`)."""
+    (:func:`segfew.identity.scan_digest`)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -178,18 +178,18 @@ def test_dangling_links_and_folders_named_like_images_are_said(
                                    OSError(5, "Input/output error")])
 def test_an_unreadable_input_is_recorded_in_the_manifest_not_a_crash(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError) -> None:
-    from segfew import runinfo
+    from segfew import identity, runinfo
 
     good = _volume(tmp_path / "good.nii.gz")
     bad = _volume(tmp_path / "bad.nii.gz")
-    real = runinfo.file_digest
+    real = identity.file_digest
 
     def digest(path: Path, chunk: int = 1 << 20) -> str:
         if Path(path).name == "bad.nii.gz":
             raise error
         return real(path, chunk)
 
-    monkeypatch.setattr(runinfo, "file_digest", digest)
+    monkeypatch.setattr(identity, "file_digest", digest)
     rows = {Path(r["path"]).name: r for r in runinfo.manifest([good, bad])}
     assert "sha256" in rows["good.nii.gz"]
     assert rows["bad.nii.gz"]["unreadable"] == error.strerror
@@ -398,21 +398,21 @@ def test_a_batch_with_an_unreadable_input_writes_its_table_and_run_json(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from segfew import runinfo
+    from segfew import identity
     from tests.conftest import invoke, make_segmenter, read_csv
 
     for name in ("a", "b"):
         save_nifti(tmp_path / "in" / f"{name}.nii.gz", ramp((32, 32), base=ord(name)))
     locked = tmp_path / "in" / "locked.nii.gz"
     locked.write_bytes(b"\0" * 64)
-    real = runinfo.file_digest
+    real = identity.file_digest
 
     def digest(path: Path, chunk: int = 1 << 20) -> str:
         if Path(path).name == locked.name:
             raise PermissionError(13, "Permission denied", str(path))
         return real(path, chunk)
 
-    monkeypatch.setattr(runinfo, "file_digest", digest)
+    monkeypatch.setattr(identity, "file_digest", digest)
     model = make_segmenter(tmp_path / "seg.pt")
     invoke("predict", "--model", str(model), "--input", str(tmp_path / "in"), "--out",
            str(tmp_path / "out"), "--device", "cpu", "--no-progress", expect=1)

@@ -11,7 +11,7 @@ import torch
 
 from segfew.data.case import Case
 from segfew.evaluation.leakage import find_leakage, leakage_record
-from segfew.runinfo import scan_digest
+from segfew.identity import scan_digest
 from tests.conftest import make_segmenter, save_nifti, scan
 
 

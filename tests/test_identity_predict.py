@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from segfew.errors import DataWarning
+from segfew.identity import scan_digest, voxel_digests
 from segfew.inference.paths import predict_paths
-from segfew.runinfo import scan_digest, voxel_digests
 from tests.conftest import make_classifier, make_segmenter, save_nifti, scan
 
 MM = np.diag([1.5, 1.5, 3.0, 1.0])

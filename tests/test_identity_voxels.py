@@ -17,8 +17,8 @@ import torch
 from segfew.data.case import Case
 from segfew.errors import DataError
 from segfew.evaluation.leakage import check_models, find_leakage
+from segfew.identity import voxel_digest, voxel_digests
 from segfew.io import read_image
-from segfew.runinfo import voxel_digest, voxel_digests
 from tests.conftest import make_segmenter, save_nifti
 
 MM = np.diag([1.5, 1.5, 3.0, 1.0])

@@ -31,7 +31,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segfew.runtime",),
     ("segfew.metrics",),  # pure numpy: training's validation and evaluation share one Dice
     ("segfew.io",),
-    ("segfew.runinfo",),  # a scan's digest: a DICOM series' files, a header's data file (io)
+    ("segfew.identity",),  # a scan's digest: a DICOM series' files, a header's data file (io)
+    ("segfew.runinfo",),
     ("segfew.data",),
     ("segfew.preprocess",),
     ("segfew.labelling",),

@@ -17,7 +17,9 @@ import pytest
 from segfew.data import Case
 from segfew.errors import DataError
 from segfew.evaluation.leakage import check_leakage, find_leakage, trained_on
-from segfew.runinfo import file_digest, manifest, scan_digest, scan_files
+from segfew.files import file_digest
+from segfew.identity import scan_digest, scan_files
+from segfew.runinfo import manifest
 from tests.conftest import invoke, save_dicom_series, save_itk, save_nifti
 
 SHAPE = (16, 16, 6)
@@ -370,7 +372,7 @@ def _restored(scan: Path, folder: Path) -> dict[str, Path]:
 
 def test_a_scan_re_stored_without_changing_a_voxel_has_its_voxel_digest(
         tmp_path: Path) -> None:
-    from segfew.runinfo import voxel_digest
+    from segfew.identity import voxel_digest
 
     scan = save_nifti(tmp_path / "a.nii.gz", _volume(1))
     copies = _restored(scan, tmp_path / "copies")
@@ -398,7 +400,7 @@ def test_a_2d_picture_written_transposed_or_mirrored_is_the_same_scan(tmp_path: 
     the same image: a picture states no orientation, so any rotation or mirror matches."""
     from PIL import Image as PILImage
 
-    from segfew.runinfo import voxel_digest
+    from segfew.identity import voxel_digest
 
     plane = (np.arange(12 * 9).reshape(12, 9) * 2).astype(np.uint8)
     paths = []
@@ -413,12 +415,12 @@ def test_a_2d_picture_written_transposed_or_mirrored_is_the_same_scan(tmp_path: 
 
 def test_a_voxel_digest_is_read_once_and_again_when_the_file_changes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import segfew.io
-    from segfew.runinfo import voxel_digest
+    from segfew import identity
+    from segfew.identity import voxel_digest
 
     reads: list[Path] = []
-    real = segfew.io.read_image
-    monkeypatch.setattr(segfew.io, "read_image", lambda p, *a: reads.append(p) or real(p, *a))
+    real = identity.read_image
+    monkeypatch.setattr(identity, "read_image", lambda p, *a: reads.append(p) or real(p, *a))
     scan = save_nifti(tmp_path / "a.nii.gz", _volume(1))
     first = voxel_digest(scan)
     assert voxel_digest(scan) == first and len(reads) == 1
@@ -428,7 +430,7 @@ def test_a_voxel_digest_is_read_once_and_again_when_the_file_changes(
 
 def _recording_voxels(path: Path, scans: list[Path]) -> Path:
     """A model file recording what this segfew's pretrain records: both digests."""
-    from segfew.runinfo import voxel_digests
+    from segfew.identity import voxel_digests
 
     return _pretrained_on(path, scans, training_voxels=voxel_digests(scans))
 
@@ -512,8 +514,8 @@ def test_evaluate_refuses_a_classifier_on_its_training_scan_gunzipped(tmp_path: 
 
 def test_pretrain_records_its_images_voxels_and_not_its_label_maps(
         phantoms: Path, tmp_path: Path) -> None:
+    from segfew.identity import voxel_digest
     from segfew.modelfile import read_model_file
-    from segfew.runinfo import voxel_digest
     from tests.jobs.conftest import TINY_PRETRAIN
 
     out = tmp_path / "seg.pt"

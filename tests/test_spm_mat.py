@@ -13,8 +13,10 @@ import pytest
 
 from segfew.data import Case
 from segfew.errors import DataError
+from segfew.files import file_digest
+from segfew.identity import scan_digest, scan_files, voxel_digest
 from segfew.preprocess.cache import PreprocessCache, load_case
-from segfew.runinfo import file_digest, manifest, scan_digest, scan_files, voxel_digest
+from segfew.runinfo import manifest
 from segfew.spec import PreprocessConfig
 
 SHAPE = (12, 10, 4)

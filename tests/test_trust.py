@@ -30,7 +30,7 @@ def with_manifest(model: Path, trained_on: list[Path]) -> Path:
     train-classifier do: ``metrics.training_data``, the SHA-256 of each image)."""
     import torch
 
-    from segfew.runinfo import file_digest
+    from segfew.files import file_digest
 
     payload = torch.load(model, map_location="cpu", weights_only=True)
     meta = json.loads(payload["metadata"])
@@ -342,7 +342,7 @@ def test_a_leak_through_the_classifiers_segmentation_network_names_the_network(
     from segfew.data import find_classification_cases
     from segfew.errors import DataError
     from segfew.evaluation.leakage import check_models, find_leakage
-    from segfew.runinfo import file_digest
+    from segfew.files import file_digest
 
     images, table = labelled
     scan = images / "s4.nii.gz"

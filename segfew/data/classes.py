@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 from segfew.data.case import (
-    CLINICADL_COLUMNS,
     GROUP_COLUMNS,
     ID_COLUMNS,
-    LABEL_COLUMNS,
     Case,
     _Problems,
     one_patient_per_key,
@@ -24,59 +22,18 @@ from segfew.data.case import (
 from segfew.data.discover import _find_images, _list_images, find_image_cases
 from segfew.data.scan import label_maps_beside, list_folder
 from segfew.data.split_series import refuse_split_series
-from segfew.data.table_rows import column_key, named_like, read_table_rows
+from segfew.data.table_rows import (
+    clinicadl_ids,
+    named_like,
+    pick_column,
+    pick_group_column,
+    pick_label_column,
+    read_table_rows,
+)
 from segfew.errors import DataError, DataWarning
 from segfew.io import case_id, is_dicom_series_dir, is_image_file
 
 # ------------------------------------------------------------------------- classification
-
-
-def _pick_column(columns: Sequence[str], given: str | None, candidates: Sequence[str],
-                 what: str, flag: str, table: Path) -> str:
-    if given is not None:
-        if given not in columns:
-            raise DataError(f"no column {given!r} (columns: {', '.join(columns)})", table)
-        return given
-    keyed = {column_key(c): c for c in columns}
-    for name in candidates:
-        if column_key(name) in keyed:
-            return keyed[column_key(name)]
-    raise DataError(f"no {what} column (columns: {', '.join(columns)}); "
-                    f"name one with {flag}", table)
-
-
-def pick_label_column(columns: Sequence[str], given: str | None, table: Path,
-                      required: bool = True) -> str | None:
-    """The table's class column: ``given`` (``--label-column``), else the one column named
-    like a class (:data:`LABEL_COLUMNS`). Two such columns (e.g. ``label`` and ``diagnosis``)
-    are a :class:`DataError` asking for ``--label-column``: which one is meant is the
-    user's call, not the column order's. None where the command needs no classes
-    (``required`` false) and no column is named or found."""
-    if given is not None:
-        return _pick_column(columns, given, LABEL_COLUMNS, "label", "--label-column", table)
-    found = [c for c in columns if named_like(c, LABEL_COLUMNS)]
-    if len(found) > 1:
-        raise DataError(f"several class columns ({', '.join(found)}): name one with "
-                        "--label-column (spec key data.label_column)", table)
-    if found:
-        return found[0]
-    if not required:
-        return None
-    raise DataError(f"no label column (columns: {', '.join(columns)}); name one with "
-                    "--label-column (spec key data.label_column)", table)
-
-
-def pick_group_column(columns: Sequence[str], given: str | None, id_column: str,
-                      table: Path) -> str | None:
-    """The table's group (patient) column: ``given`` (``--group-column``), else the first
-    column named like one (:data:`GROUP_COLUMNS`, with case, spaces, ``_`` and ``-`` set
-    aside: ``PatientID``, ``Patient ID``, ``MRN``) that is not the id column; None: none,
-    each row is its own group."""
-    if given is not None:
-        if given not in columns:
-            raise DataError(f"no column {given!r} (columns: {', '.join(columns)})", table)
-        return given
-    return next((c for c in columns if named_like(c, GROUP_COLUMNS) and c != id_column), None)
 
 
 #: what taking each row as its own patient changes, by command (:func:`warn_rows_as_patients`)
@@ -143,8 +100,8 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
         problems.add("table has a header but no rows", table)
         return []
     if id_column is None:
-        rows, columns, id_column, group_column = _clinicadl_ids(rows, columns, group_column)
-    id_col = _pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
+        rows, columns, id_column, group_column = clinicadl_ids(rows, columns, group_column)
+    id_col = pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
     label_col = pick_label_column(columns, label_column, table, required=classes is True)
     need_class = label_col is not None and classes is not False
     group_col = pick_group_column(columns, group_column, id_col, table)
@@ -234,18 +191,6 @@ def row_images(values: Sequence[str], table: Path, images: Path | None = None
             paths = tuple(near)
         out.append(paths or ())
     return out
-
-
-def _clinicadl_ids(rows: list[dict[str, str]], columns: list[str], group_column: str | None
-                   ) -> tuple[list[dict[str, str]], list[str], str | None, str | None]:
-    """A ClinicaDL table (participant_id and session_id) gets case ids ``<p>_<s>`` in a
-    column ``case_id`` and its participants as groups; other tables pass unchanged."""
-    keyed = {column_key(c): c for c in columns}
-    if not all(column_key(c) in keyed for c in CLINICADL_COLUMNS) or "caseid" in keyed:
-        return rows, columns, None, group_column
-    participant, session = (keyed[column_key(c)] for c in CLINICADL_COLUMNS)
-    rows = [{**row, "case_id": f"{row[participant]}_{row[session]}"} for row in rows]
-    return rows, [*columns, "case_id"], "case_id", group_column or participant
 
 
 def _strip_channel(cid: str, channels: Sequence[str]) -> str:
@@ -433,8 +378,8 @@ def table_ids(table: Path, id_column: str | None = None, group_column: str | Non
     if not rows:
         raise DataError("table has a header but no rows", table)
     if id_column is None:
-        rows, columns, id_column, group_column = _clinicadl_ids(rows, columns, group_column)
-    col = _pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
+        rows, columns, id_column, group_column = clinicadl_ids(rows, columns, group_column)
+    col = pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
     group_col = pick_group_column(columns, group_column, col, table)
     patients = one_patient_per_key(rows, group_col, table)
     out: dict[str, str | None] = {}

@@ -25,8 +25,8 @@ from segfew.data.label_names import read_label_names
 from segfew.data.read import LabelRules, consecutive_label_map, read_case, source_shape
 from segfew.data.scan import list_folder
 from segfew.errors import DataError, DataWarning, RepeatedWarnings
+from segfew.identity import voxel_digest
 from segfew.io import Image, ReadLimits
-from segfew.runinfo import voxel_digest
 from segfew.typing import Progress
 
 __all__ = ["CaseReport", "DatasetReport", "inspect_dataset"]

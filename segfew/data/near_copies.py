@@ -81,7 +81,7 @@ def thumbnail(array: np.ndarray) -> np.ndarray | None:
 
 def _orientations(thumb: np.ndarray) -> list[np.ndarray]:
     """A 2D thumbnail's 8 rotations and mirrors (a picture states no orientation, as
-    :func:`segfew.runinfo.voxel_digest` treats it); a 3D one (read in RAS: its first two
+    :func:`segfew.identity.voxel_digest` treats it); a 3D one (read in RAS: its first two
     axes left-right and back-front) as it is and mirrored along either or both of them.
     The set holds the inverse of each, so two thumbnails' best correlation is symmetric."""
     grid = GRID_2D if thumb.size == GRID_2D[0] * GRID_2D[1] else GRID_3D

@@ -16,15 +16,16 @@ from typing import Any
 import numpy as np
 
 from segfew.data.case import GROUP_COLUMNS, ID_COLUMNS, Case, one_patient_per_key
-from segfew.data.classes import (
-    _clinicadl_ids,
-    _pick_column,
+from segfew.data.classes import row_images
+from segfew.data.near_copies import NearCopies, thumbnail, warn_near_copies
+from segfew.data.table_rows import (
+    clinicadl_ids,
+    named_like,
+    pick_column,
     pick_group_column,
     pick_label_column,
-    row_images,
+    read_table_rows,
 )
-from segfew.data.near_copies import NearCopies, thumbnail, warn_near_copies
-from segfew.data.table_rows import named_like, read_table_rows
 from segfew.errors import DataError, DataWarning
 from segfew.files import RUN_RECORD, check_output, check_replace, write_text
 
@@ -107,9 +108,9 @@ def group_identical_images(cases: Sequence[Case], where: str | Path | None = Non
     table or tables; :func:`warn_mixed_classes`): ``split``, ``experiment`` and ``inspect``
     group here.
 
-    One scan: the same file bytes (:func:`segfew.runinfo.scan_digest`: a file, a DICOM
+    One scan: the same file bytes (:func:`segfew.identity.scan_digest`: a file, a DICOM
     series folder's files, a detached header's data file) or the same voxels
-    (:func:`segfew.runinfo.voxel_digest`: the same shape and values however stored — a
+    (:func:`segfew.identity.voxel_digest`: the same shape and values however stored — a
     copy decompressed, recompressed or converted to another format). Every image is read
     once for its voxels (cached within the process). A blank image (one value everywhere:
     the empty edge slices of a slice-per-file export) is every patient's, so it joins none.
@@ -130,7 +131,7 @@ def group_identical_images(cases: Sequence[Case], where: str | Path | None = Non
 def group_images(cases: Sequence[Case], where: str | Path | None = None
                  ) -> tuple[list[Case], list[list[str]], NearCopies]:
     """:func:`group_identical_images`, and the near copies it said (every pair)."""
-    from segfew.runinfo import read_quietly, scan_digest, scan_files, voxel_digest
+    from segfew.identity import read_quietly, scan_digest, scan_files, voxel_digest
 
     parent: dict[str, str] = {}
 
@@ -185,7 +186,7 @@ def group_images(cases: Sequence[Case], where: str | Path | None = None
 
 def _blank(path: Path) -> bool:
     """Whether the scan at ``path`` holds one value everywhere (False: it cannot be read)."""
-    from segfew.runinfo import read_quietly
+    from segfew.identity import read_quietly
 
     array = read_quietly(path)
     return array is not None and array.size > 0 and bool(np.ptp(array) == 0)
@@ -381,8 +382,8 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     header = list(rows[0].keys())
     keyed, columns, id_col, group_col = (rows, header, id_column, group_column)
     if id_column is None:
-        keyed, columns, id_col, group_col = _clinicadl_ids(rows, header, group_column)
-    id_col = _pick_column(columns, id_col, ID_COLUMNS, "id or path", "--id-column", table)
+        keyed, columns, id_col, group_col = clinicadl_ids(rows, header, group_column)
+    id_col = pick_column(columns, id_col, ID_COLUMNS, "id or path", "--id-column", table)
     label_col = pick_label_column(columns, label_column, table)
     group_col = pick_group_column(columns, group_col, id_col, table)
     found = row_images([row.get(id_col, "") for row in keyed], table,

@@ -13,7 +13,9 @@ from segfew.data.case import CLINICADL_COLUMNS, GROUP_COLUMNS, ID_COLUMNS, LABEL
 from segfew.errors import DataError
 from segfew.io.content import misfit
 
-__all__ = ["check_column_names", "column_key", "named_like", "read_table_rows"]
+__all__ = ["check_column_names", "class_column_of", "clinicadl_ids", "column_key",
+           "named_like", "pick_column", "pick_group_column", "pick_label_column",
+           "read_table_rows"]
 
 _SET_ASIDE = re.compile(r"[\s_-]+")
 
@@ -123,3 +125,75 @@ def read_table_rows(table: Path) -> list[dict[str, str]]:
         rows.append({name: values[i].strip() if i < len(values) else ""
                      for i, name in enumerate(names)})
     return rows
+
+
+def pick_column(columns: Sequence[str], given: str | None, candidates: Sequence[str],
+                what: str, flag: str, table: Path) -> str:
+    """``given`` if the table has it, else the first of ``candidates`` the table holds
+    (:func:`column_key`); DataError naming ``table`` (and ``flag``, the option that names
+    the column) where neither."""
+    if given is not None:
+        if given not in columns:
+            raise DataError(f"no column {given!r} (columns: {', '.join(columns)})", table)
+        return given
+    keyed = {column_key(c): c for c in columns}
+    for name in candidates:
+        if column_key(name) in keyed:
+            return keyed[column_key(name)]
+    raise DataError(f"no {what} column (columns: {', '.join(columns)}); "
+                    f"name one with {flag}", table)
+
+
+def pick_label_column(columns: Sequence[str], given: str | None, table: Path,
+                      required: bool = True) -> str | None:
+    """The table's class column: ``given`` (``--label-column``), else the one column named
+    like a class (:data:`LABEL_COLUMNS`). Two such columns (e.g. ``label`` and ``diagnosis``)
+    are a :class:`DataError` asking for ``--label-column``: which one is meant is the
+    user's call, not the column order's. None where the command needs no classes
+    (``required`` false) and no column is named or found."""
+    if given is not None:
+        return pick_column(columns, given, LABEL_COLUMNS, "label", "--label-column", table)
+    found = [c for c in columns if named_like(c, LABEL_COLUMNS)]
+    if len(found) > 1:
+        raise DataError(f"several class columns ({', '.join(found)}): name one with "
+                        "--label-column (spec key data.label_column)", table)
+    if found:
+        return found[0]
+    if not required:
+        return None
+    raise DataError(f"no label column (columns: {', '.join(columns)}); name one with "
+                    "--label-column (spec key data.label_column)", table)
+
+
+def class_column_of(table: Path) -> str | None:
+    """The class column :func:`pick_label_column` finds in ``table`` by its name (None: a
+    table without rows); a model records it so that ``evaluate`` scores against the
+    column it was trained on. DataError as :func:`read_table_rows` and
+    :func:`pick_label_column` raise them."""
+    rows = read_table_rows(table)
+    return pick_label_column(list(rows[0]), None, table) if rows else None
+
+
+def pick_group_column(columns: Sequence[str], given: str | None, id_column: str,
+                      table: Path) -> str | None:
+    """The table's group (patient) column: ``given`` (``--group-column``), else the first
+    column named like one (:data:`GROUP_COLUMNS`, with case, spaces, ``_`` and ``-`` set
+    aside: ``PatientID``, ``Patient ID``, ``MRN``) that is not the id column; None: none,
+    each row is its own group."""
+    if given is not None:
+        if given not in columns:
+            raise DataError(f"no column {given!r} (columns: {', '.join(columns)})", table)
+        return given
+    return next((c for c in columns if named_like(c, GROUP_COLUMNS) and c != id_column), None)
+
+
+def clinicadl_ids(rows: list[dict[str, str]], columns: list[str], group_column: str | None
+                  ) -> tuple[list[dict[str, str]], list[str], str | None, str | None]:
+    """A ClinicaDL table (participant_id and session_id) gets case ids ``<p>_<s>`` in a
+    column ``case_id`` and its participants as groups; other tables pass unchanged."""
+    keyed = {column_key(c): c for c in columns}
+    if not all(column_key(c) in keyed for c in CLINICADL_COLUMNS) or "caseid" in keyed:
+        return rows, columns, None, group_column
+    participant, session = (keyed[column_key(c)] for c in CLINICADL_COLUMNS)
+    rows = [{**row, "case_id": f"{row[participant]}_{row[session]}"} for row in rows]
+    return rows, [*columns, "case_id"], "case_id", group_column or participant

@@ -7,10 +7,10 @@ digest of each scan it was trained on (``metrics.training_data``; a classifier a
 its segmentation network's record in ``feature_source``), and its run folder's ``run.json``
 holds the manifest, so ``experiment`` and ``evaluate`` compare them with the cases they score.
 The comparison is :func:`segfew.inference.training_record.match_training` (``predict``'s
-warning counts with it too). A scan's digest (:func:`segfew.runinfo.scan_digest`) covers a
+warning counts with it too). A scan's digest (:func:`segfew.identity.scan_digest`) covers a
 DICOM series folder's files and a detached header's data file, so a copy under another id or
 file name is found. A model file of this segfew also records the digest of each training
-image's voxels (``metrics.training_voxels``, :func:`segfew.runinfo.voxel_digest`), so a
+image's voxels (``metrics.training_voxels``, :func:`segfew.identity.voxel_digest`), so a
 training scan re-stored without changing a voxel (decompressed, recompressed, converted to
 another format, saved with another direction of an axis) is found too; for a model file
 without them the verdict says that such copies were not looked for. A classifier measuring

@@ -20,14 +20,15 @@ import numpy as np
 
 from segfew.data import Case
 from segfew.data.case import ID_COLUMNS
-from segfew.data.classes import (
-    _clinicadl_ids,
-    _pick_column,
+from segfew.data.read import label_values
+from segfew.data.table_rows import (
+    clinicadl_ids,
+    column_key,
+    pick_column,
     pick_group_column,
     pick_label_column,
+    read_table_rows,
 )
-from segfew.data.read import label_values
-from segfew.data.table_rows import column_key, read_table_rows
 from segfew.errors import DataError, DataWarning, SpecError
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,8 @@ def table_columns(table: Path, specs: Sequence[Mapping[str, Any]], id_column: st
     columns = list(rows[0])
     found = group_column
     if id_column is None:
-        rows, columns, id_column, found = _clinicadl_ids(rows, columns, group_column)
-    id_col = _pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
+        rows, columns, id_column, found = clinicadl_ids(rows, columns, group_column)
+    id_col = pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
     group = pick_group_column(columns, found, id_col, table)
     keyed = {column_key(c): c for c in columns}
     trained = list(dict.fromkeys(str(s["data"]["label_column"]) for s in specs

@@ -42,13 +42,14 @@ from segfew.experiment.pooling import patient_metrics, test_fields
 from segfew.experiment.splits import (
     _check_splittable,
     data_summary,
+    label_maps_read,
     load_cases,
     load_test_cases,
     split_for,
 )
-from segfew.files import check_output, check_replace, outputs_record, write_json
+from segfew.files import check_output, check_replace, file_digest, outputs_record, write_json
 from segfew.frameworks import FRAMEWORKS, framework
-from segfew.runinfo import file_digest, run_info
+from segfew.runinfo import run_info
 from segfew.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -340,10 +341,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
     results_dir = out_dir / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     spec_data = spec.model_dump(mode="json")
-    maps = [p for p in (spec.masks, spec.data.labels if spec.pretrain else None) if p]
     inputs = [*_model_files(spec), *(p for p in (spec.data.table, spec.test_table) if p),
-              *(p for c in [*pool, *fixed] for p in c.images), *maps]  # label maps measured
-    #          or trained on: a resume after one changed is refused as after a scan changed
+              *(p for c in [*pool, *fixed] for p in c.images),
+              *label_maps_read(spec, pool, fixed)]
     info = run_info(spec, spec.seed, inputs)
     _check_same_data(out_dir, _saved_digests(out_dir), info)
     write_json(out_dir / "spec.json", spec_data)

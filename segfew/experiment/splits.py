@@ -6,13 +6,15 @@ repetition sees the same patients and a resumed or sharded run draws the same sp
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segfew.data import class_names, find_classification_cases, stratified_split
+from segfew.data import attach_labels, class_names, find_classification_cases, stratified_split
 from segfew.errors import DataError
 from segfew.spec import ExperimentSpec
 
@@ -82,6 +84,26 @@ def load_test_cases(spec: ExperimentSpec) -> list[Case]:
     cases = find_classification_cases(spec.test_images or d.images, spec.test_table,
                                       d.channels, d.id_column, d.label_column, d.group_column)
     return [c for c in cases if c.target is not None]
+
+
+def label_maps_read(spec: ExperimentSpec, pool: Sequence[Case], fixed: Sequence[Case]
+                    ) -> list[Path]:
+    """The label maps the tasks read (``masks`` measured, ``data.labels`` pre-trained on),
+    paired as the tasks pair them, in sub-folders too: the run's manifest lists them, so a
+    resume after one changed is refused as after a scan changed. A folder where a case has
+    none is listed itself (its task's error says why)."""
+    found: list[Path] = []
+    for folder, cases in ((spec.masks, [*pool, *fixed]),
+                          (spec.data.labels if spec.pretrain else None, pool)):
+        if folder is None:
+            continue
+        try:
+            with warnings.catch_warnings():  # the tasks' own pairing says them
+                warnings.simplefilter("ignore")
+                found += [p for c in attach_labels(cases, folder) for p in c.labels]
+        except DataError:
+            found.append(folder)
+    return found
 
 
 def _check_splittable(cases: Sequence[Case], spec: ExperimentSpec) -> None:

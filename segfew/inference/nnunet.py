@@ -37,12 +37,12 @@ import torch
 
 from segfew.data.read import read_case
 from segfew.errors import DataError, ModelFileError, SpecError
+from segfew.files import file_digest
 from segfew.inference.masks import LabelMapMeasurer
 from segfew.inference.measure_names import check_spacing_expected
 from segfew.inference.run import check_source_memory
 from segfew.io.dispatch import from_stored, stored_spacing, to_stored
 from segfew.modelfile import load_weights
-from segfew.runinfo import file_digest
 
 if TYPE_CHECKING:
     from segfew.data import Case

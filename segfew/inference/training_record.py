@@ -7,7 +7,7 @@ other cases of training patients).
 Every model file records the digest of each scan it was trained on (``metrics.training_data``;
 a classifier also carries its segmentation network's record in ``feature_source``), and its
 run folder's ``run.json`` holds the manifest. A model file of a recent segfew also records
-each training image's :func:`segfew.runinfo.voxel_digest` (``metrics.training_voxels``:
+each training image's :func:`segfew.identity.voxel_digest` (``metrics.training_voxels``:
 ``"v2:<hex>"``; an older one's are plain hex, version 1, and compared in that form), and a
 classifier trained from a table that names patients records them (``training_groups``).
 """
@@ -22,18 +22,12 @@ from typing import Any
 
 from segfew.data.case import Case, patient_key
 from segfew.errors import ModelFileError
+from segfew.files import file_digest
+from segfew.identity import digest_version, scan_digest, scan_files, voxel_digest
 from segfew.inference.masks import EXTERNAL
 from segfew.inference.nnunet import NNUNET
 from segfew.modelfile import read_model_file
-from segfew.runinfo import (
-    digest_version,
-    file_digest,
-    legacy_run_dir,
-    run_dir_for,
-    scan_digest,
-    scan_files,
-    voxel_digest,
-)
+from segfew.runinfo import legacy_run_dir, run_dir_for
 
 __all__ = ["TrainingMatch", "match_training", "on_voxels", "records_voxels", "trained_digests",
            "trained_on"]
@@ -156,7 +150,7 @@ def records_voxels(model_path: Path) -> bool:
 
 def trained_digests(model_path: Path) -> set[str] | None:
     """The digests of every scan a model was trained on (None: not recorded):
-    :func:`~segfew.runinfo.scan_digest`, or each file's for an older segfew's manifest.
+    :func:`~segfew.identity.scan_digest`, or each file's for an older segfew's manifest.
 
     Read from the model file (``metrics.training_data``) and the ``run.json`` manifest in
     its run folder (:func:`~segfew.runinfo.run_dir_for`), which holds the DICOM series an
@@ -172,7 +166,7 @@ def trained_digests(model_path: Path) -> set[str] | None:
 def trained_on(image: Path, digests: set[str], hashed: Mapping[str, str] | None = None
                ) -> bool:
     """Whether the scan at ``image`` (a file, a detached header with its data, a DICOM
-    series folder) is among ``digests``: its :func:`~segfew.runinfo.scan_digest` (taken
+    series folder) is among ``digests``: its :func:`~segfew.identity.scan_digest` (taken
     from ``hashed``, path → digest, where a run's manifest holds it), or — the manifest of an
     older segfew, which hashed each file — the file's own digest, or every one of a series'
     files'. False for a scan that cannot be read (reading it says why)."""
@@ -198,7 +192,7 @@ def trained_on(image: Path, digests: set[str], hashed: Mapping[str, str] | None 
 
 
 def on_voxels(images: Iterable[Path], recorded: set[str]) -> bool:
-    """Whether one of ``images`` has a :func:`~segfew.runinfo.voxel_digest` among
+    """Whether one of ``images`` has a :func:`~segfew.identity.voxel_digest` among
     ``recorded``, in each form the record holds (an older model file's: version 1)."""
     versions = sorted({digest_version(d) for d in recorded}, reverse=True)
     return any((voxel_digest(Path(p), version=v) or "") in recorded

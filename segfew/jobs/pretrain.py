@@ -20,6 +20,7 @@ from segfew.data.label_names import read_label_names
 from segfew.data.read import SparseLabelsError, check_lossless, consecutive_label_map
 from segfew.errors import DataError, Skipped, SpecError, map_all
 from segfew.evaluation.leakage import training_groups
+from segfew.identity import voxel_digests
 from segfew.jobs.common import (
     Training,
     fit_and_save,
@@ -30,7 +31,7 @@ from segfew.jobs.common import (
 from segfew.modelfile import ARG_BOUNDS, Architecture, ModelMeta
 from segfew.models import MNet
 from segfew.preprocess.cache import load_case
-from segfew.runinfo import versions, voxel_digests
+from segfew.runinfo import versions
 from segfew.runtime import describe, resolve_device, resolve_plan
 from segfew.spec import PretrainSpec
 from segfew.train import label_weights

@@ -21,9 +21,11 @@ from segfew.data import class_names, find_classification_cases
 from segfew.data.classes import warn_rows_as_patients
 from segfew.data.read import warn_placeholder_spacing
 from segfew.data.splits import warn_class_names
+from segfew.data.table_rows import class_column_of
 from segfew.errors import DataError, DataWarning, SpecError, map_all
 from segfew.evaluation.leakage import training_groups
 from segfew.frameworks import framework
+from segfew.identity import scan_digests, voxel_digests
 from segfew.inference.fit_measures import fit_measurement_classifier, open_measurer
 from segfew.inference.masks import MaskMeasurer, mask_files
 from segfew.inference.measure import Measurer
@@ -49,7 +51,7 @@ from segfew.modelfile import (
 )
 from segfew.models import build_model
 from segfew.preprocess.cache import load_case
-from segfew.runinfo import scan_digest, versions, voxel_digests
+from segfew.runinfo import versions
 from segfew.runtime import describe, resolve_device, resolve_plan
 from segfew.spec import MIN_CASES_TO_PICK_EPOCH, ClassifierSpec, PreprocessConfig
 from segfew.train import label_weights
@@ -246,6 +248,9 @@ def train_classifier(
     an unfinished run needs ``resume`` or ``overwrite``.
     """
     d = spec.data
+    if cases is None and d.table is not None and d.label_column is None:  # model records it
+        d = d.model_copy(update={"label_column": class_column_of(d.table)})
+        spec = spec.model_copy(update={"data": d})
     with guarded_run(spec.out, [d.images, d.labels, d.table, spec.features, spec.vgg_weights,
                                 spec.masks], spec, resume, overwrite):
         return _train_classifier(spec, cases=cases, val_cases=val_cases, resume=resume,
@@ -366,6 +371,7 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
         model, arch = build_classifier(spec, in_channels, len(classes), grid)
         if len(grid) == 3 and is_main():  # a volume network: its size and cost, said first
             _say_network(model, arch["name"], train_x[0].shape, len(train_x), spec)
+    scans = [p for c in [*train_cases, *val_list] for p in c.images]
 
     def describe_model(result: FitResult | None, info: dict[str, Any]) -> ModelMeta:
         best = fitted["metrics"] if result is None else _kept(result, choice, validation,
@@ -384,9 +390,8 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
                 "train_class_counts": dict(zip(classes, counts.tolist(), strict=True)),
                 "train_cases": [c.id for c in train_cases],
                 "validation_cases": [c.id for c in val_list],
-                "training_data": _digests([*train_cases, *val_list]),
-                "training_voxels": voxel_digests(
-                    p for c in [*train_cases, *val_list] for p in c.images),
+                "training_data": scan_digests(scans),
+                "training_voxels": voxel_digests(scans),
                 **training_groups([*train_cases, *val_list]),  # other cases of these: leakage
             },
             feature_source=feature_meta.model_dump(mode="json") if feature_meta else source,
@@ -397,8 +402,7 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
         val=tensor_dataset(val_x, val_y) if val_x else None, task="classification",
         classes=classes, class_weights=weights.tolist(),
         manifest=[*(p for p in (spec.data.table, spec.features, spec.vgg_weights) if p),
-                  *used_files,
-                  *(p for c in [*train_cases, *val_list] for p in c.images)],
+                  *used_files, *scans],
         runtime=describe(spec.train.device, spec.train.precision, spec.train.channels_last),
         metric="validation accuracy", describe=describe_model, keep=choice, augment=not nnunet,
         run_info={"validation": validation}, completed=("one_class_validation",))
@@ -423,20 +427,6 @@ def _kept(result: FitResult, choice: str, validation: dict[str, Any], val_y: Seq
     kept_metric = row.get("val_metric", result.best_metric) if row else result.best_metric
     best["validation_accuracy"] = _validation_summary(kept_metric, val_y, spec.train.seed)
     return best
-
-
-def _digests(cases: Sequence[Case]) -> list[str]:
-    """The digest of every training scan (:func:`segfew.runinfo.scan_digest`: a DICOM
-    series' files, a detached header's data file), beside ``training_voxels``: the manifest
-    ``evaluate`` checks for leakage. A scan that cannot be read again is left out (run.json
-    says so)."""
-    digests = set()
-    for path in (Path(p) for c in cases for p in c.images):
-        try:
-            digests.add(scan_digest(path))
-        except OSError:
-            continue
-    return sorted(digests)
 
 
 def _validation_summary(best: float | None, val_y: Sequence[int], seed: int

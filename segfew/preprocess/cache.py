@@ -23,11 +23,11 @@ import numpy as np
 from segfew.data import Case
 from segfew.data.read import LabelRules, check_label_values, read_case
 from segfew.errors import DataError, DataWarning
-from segfew.files import atomic_path, write_json
+from segfew.files import atomic_path, file_digest, write_json
+from segfew.identity import scan_files
 from segfew.io import ReadLimits, case_id, read_image
 from segfew.preprocess import grid as pp
 from segfew.preprocess.grid import Preprocessing
-from segfew.runinfo import file_digest, scan_files
 
 __all__ = ["PreprocessCache", "load_case"]
 
@@ -148,7 +148,7 @@ class PreprocessCache:
 
     def _digest(self, path: Path) -> str:
         """The identity of every byte the image at ``path`` is read from: the file itself and
-        the rest of its scan (:func:`segfew.runinfo.scan_files`: a detached header's data
+        the rest of its scan (:func:`segfew.identity.scan_files`: a detached header's data
         file, the slices of a DICOM series, one series of a folder holding several)."""
         try:
             files = sorted({*([path] if path.is_file() else []), *scan_files(path)})

@@ -255,6 +255,24 @@ def test_resume_refuses_a_measured_label_map_whose_content_changed(tmp_path: Pat
         run_experiment(spec, run, fake_trainer, cases=cases, shard=(2, 2))
 
 
+def test_resume_refuses_a_label_map_changed_in_a_sub_folder_of_masks(tmp_path: Path) -> None:
+    """The images' own tree given as --masks: their maps lie in sub-folders, which the run's
+    manifest did not list (only the folder's top), so an edited map was not noticed."""
+    cases = _cases_on_disk(tmp_path / "data" / "site1")
+    for c in cases:
+        c.images[0].with_name(f"{c.id}_seg.nii.gz").write_bytes(f"mask {c.id}".encode())
+    spec = make_spec(data=DataSource(images=tmp_path / "data"), sizes=[1], repetitions=1,
+                     features=None, frameworks=["measures"], masks=tmp_path / "data")
+    run = tmp_path / "run"
+    run_experiment(spec, run, fake_trainer, cases=cases, shard=(1, 2))
+    edited = tmp_path / "data" / "site1" / "dcm03_es_seg.nii.gz"
+    assert str(edited) in [d["path"] for d in json.loads(
+        (run / "run-shard1of2.json").read_text())["data"]]
+    edited.write_bytes(b"the mask redrawn")
+    with pytest.raises(DataError, match=r"dcm03_es_seg\.nii\.gz changed since"):
+        run_experiment(spec, run, fake_trainer, cases=cases, shard=(2, 2))
+
+
 def test_failed_task_is_recorded_and_retried(tmp_path: Path) -> None:
     cases, spec = make_cases(), make_spec()
     bad = "size002_rep01_scratch"
@@ -388,9 +406,9 @@ def _cases_on_disk(root: Path) -> list[Case]:
 
 
 def _feature_net(path: Path, trained_on: list[Path]) -> Path:
+    from segfew.files import file_digest
     from segfew.modelfile import Architecture, ModelMeta, save_model
     from segfew.models import MNet
-    from segfew.runinfo import file_digest
 
     meta = ModelMeta(kind="segmentation", preprocess={"size": [32]},
                      architecture=Architecture(name="mnet", args={

@@ -11,8 +11,8 @@ import pytest
 
 from segfew.errors import DataError, DataWarning
 from segfew.files import check_replace, claim_outputs, outputs_record
+from segfew.identity import scan_digest
 from segfew.inference.paths import predict_paths
-from segfew.runinfo import scan_digest
 from tests.conftest import make_classifier, make_segmenter, read_csv, save_nifti, scan
 
 MM = np.diag([1.2, 1.2, 3.0, 1.0])  # a real voxel size: no note about it

@@ -246,3 +246,28 @@ def test_a_classifier_grid_other_than_the_networks_is_said(tmp_path: Path, size,
     if warns:
         assert "32×32" in str(said[0].message) and "64×64" in str(said[0].message)
     assert cfg.intensity == "minmax"  # the network's, whatever the grid
+
+
+def test_a_class_column_found_by_its_name_is_recorded_and_scored_against(
+        phantoms: Path, seg_model: Path, tmp_path: Path) -> None:
+    # no --label-column: the model records the column it found (``label``), so that a test
+    # table holding a second reading (``diagnosis``) is scored against the trained column
+    from segfew.modelfile import read_model_file
+
+    clf = tmp_path / "clf.pt"
+    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+           str(phantoms / "images"), "--framework", "measures", "--features", str(seg_model),
+           "--out", str(clf), "--no-progress", "--no-cache")
+    meta, _ = read_model_file(clf)
+    assert meta.spec["data"]["label_column"] == "label"
+    with (phantoms / "labels.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    table = tmp_path / "two.csv"
+    with table.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, [*rows[0], "diagnosis"])
+        w.writeheader()
+        w.writerows({**r, "diagnosis": "other"} for r in rows)
+    said = " ".join(invoke("evaluate", "--model", str(clf), "--table", str(table), "--images",
+                           str(phantoms / "images"), "--out", str(tmp_path / "ev"),
+                           "--bootstrap", "0", "--no-progress", "--allow-leakage").split())
+    assert "truth: column 'label' of two.csv (the column the model was trained on)" in said
