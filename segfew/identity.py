@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
+import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -89,8 +91,9 @@ def scan_digest(path: Path, files: list[Path] | None = None) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
-#: what :func:`voxel_digest` hashes first: v1 (older model files'), v2 (written "v2:<hex>")
-VOXELS_V1, VOXELS_V2, VOXEL_VERSION = b"segfew voxels v1\n", b"segfew voxels v2\n", 2
+#: what :func:`voxel_digest` hashes first, by version: 1 and 2 (older model files'), 3
+VOXEL_HEADS = {1: b"segfew voxels v1\n", 2: b"segfew voxels v2\n", 3: b"segfew voxels v3\n"}
+VOXEL_VERSION = 3
 _CHUNK = 1 << 18  # voxels hashed at a time: 2 MiB of float64
 _voxel_cache: dict[tuple[Any, ...], str | None] = {}
 
@@ -121,8 +124,10 @@ def read_quietly(path: Path) -> np.ndarray | None:
 
 
 def digest_version(digest: str) -> int:
-    """Which :func:`voxel_digest` ``digest`` is: 2 (``"v2:<hex>"``) or 1 (plain hex)."""
-    return 2 if str(digest).startswith("v2:") else 1
+    """Which :func:`voxel_digest` ``digest`` is: ``"v3:<hex>"`` 3, ``"v2:<hex>"`` 2, plain
+    hex 1."""
+    found = re.match(r"v(\d+):", str(digest))
+    return int(found.group(1)) if found else 1
 
 
 def voxel_digest(path: Path, array: np.ndarray | None = None, version: int = VOXEL_VERSION
@@ -130,16 +135,18 @@ def voxel_digest(path: Path, array: np.ndarray | None = None, version: int = VOX
     """The SHA-256 of the scan's voxels: its identity by content, whatever stores it.
 
     The array :func:`segfew.io.read_image` returns: a 3D scan in its canonical RAS
-    orientation (a re-save in another storage order is the same scan) with each axis then
-    flipped by a rule of its content (:func:`_canonical_flips`: a copy whose header gives an
-    axis another direction, as NIfTI qform and sform codes 0 do, is the same scan too); a
-    2D picture by the least digest of its 8 rotations and mirrors. Hashed: ``VOXELS_V2``,
-    the shape as text (``"256x256x10\\n"``), then the values in C order as little-endian
-    float32 where it holds every one (``"<f4\\n"``), else float64 (``"<f8\\n"``: chosen by
-    the values, not the dtype), :data:`_CHUNK` voxels at a time; -0.0 as 0.0, NaN/±inf as the
-    finite minimum, as :func:`segfew.data.read.read_case` gives them (``array`` may be that,
-    if in memory already); not the geometry. Returned as ``"v2:<hex>"``; ``version`` 1: the
-    plain hex of ``VOXELS_V1`` without flips, as older model files record (:func:`digest_version`).
+    orientation (a re-save in another storage order is the same scan) by the least digest
+    of its forms with the axes in order of size (:func:`_axis_orders`) and each then flipped
+    by a rule of its content (:func:`_canonical_flips`): a copy whose header gives the axes
+    another order or direction, as NIfTI qform and sform codes 0 do, is the same scan too; a
+    2D picture by the least digest of its 8 rotations and mirrors. Hashed: the version's
+    head (:data:`VOXEL_HEADS`), the shape as text (``"256x256x10\\n"``), then the values in
+    C order as little-endian float32 where it holds every one (``"<f4\\n"``), else float64
+    (``"<f8\\n"``: chosen by the values, not the dtype), :data:`_CHUNK` voxels at a time;
+    -0.0 as 0.0, NaN/±inf as the finite minimum, as :func:`segfew.data.read.read_case` gives
+    them (``array`` may be that, if in memory already); not the geometry. Returned as
+    ``"v3:<hex>"``. Older model files record ``version`` 2 (flips, not axis orders: written
+    ``"v2:<hex>"``) or 1 (plain hex, neither), compared in their form (:func:`digest_version`).
 
     None for a scan that cannot be read (reading it says why), a constant image or one
     without a finite voxel. Cached per version by its files' path, size, mtime and inode.
@@ -164,10 +171,21 @@ def _digest_of(array: np.ndarray, version: int) -> str | None:
             return None
         array = np.where(finite, array, array[finite].min())  # as the door gives them
     forms = ([np.rot90(b, k) for b in (array, array[::-1]) for k in range(4)] if array.ndim == 2
-             else [array] if version == 1 else _canonical_flips(array))  # 2D: no orientation
-    head = VOXELS_V1 if version == 1 else VOXELS_V2
-    digests = [d for f in forms if (d := _array_digest(f, head)) is not None]
-    return None if not digests else min(digests) if version == 1 else "v2:" + min(digests)
+             else [array] if version == 1 else _canonical_flips(array) if version == 2
+             else [f for a in _axis_orders(array) for f in _canonical_flips(a)])
+    digests = [d for f in forms if (d := _array_digest(f, VOXEL_HEADS[version])) is not None]
+    return None if not digests else min(digests) if version == 1 else \
+        f"v{version}:{min(digests)}"
+
+
+def _axis_orders(array: np.ndarray) -> list[np.ndarray]:
+    """``array`` with its first three axes in order of size, each order of equal sizes: a
+    copy whose header gives the axes in another order (a sagittal series re-saved with
+    NIfTI codes 0, read in its stored order) has one of these forms too."""
+    sizes = array.shape[:3]
+    return [np.transpose(array, (*order, *range(3, array.ndim)))
+            for order in itertools.permutations(range(3))
+            if [sizes[a] for a in order] == sorted(sizes)]
 
 
 def _canonical_flips(array: np.ndarray) -> list[np.ndarray]:

@@ -8,7 +8,8 @@ Every model file records the digest of each scan it was trained on (``metrics.tr
 a classifier also carries its segmentation network's record in ``feature_source``), and its
 run folder's ``run.json`` holds the manifest. A model file of a recent segfew also records
 each training image's :func:`segfew.identity.voxel_digest` (``metrics.training_voxels``:
-``"v2:<hex>"``; an older one's are plain hex, version 1, and compared in that form), and a
+``"v3:<hex>"``; an older one's are ``"v2:<hex>"`` or plain hex, version 1, each compared in
+its form), and a
 classifier trained from a table that names patients records them (``training_groups``).
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 from segfew.data.case import Case, patient_key
 from segfew.errors import ModelFileError
 from segfew.files import file_digest
-from segfew.identity import digest_version, scan_digest, scan_files, voxel_digest
+from segfew.identity import VOXEL_HEADS, digest_version, scan_digest, scan_files, voxel_digest
 from segfew.inference.masks import EXTERNAL
 from segfew.inference.nnunet import NNUNET
 from segfew.modelfile import read_model_file
@@ -193,8 +194,8 @@ def trained_on(image: Path, digests: set[str], hashed: Mapping[str, str] | None 
 
 def on_voxels(images: Iterable[Path], recorded: set[str]) -> bool:
     """Whether one of ``images`` has a :func:`~segfew.identity.voxel_digest` among
-    ``recorded``, in each form the record holds (an older model file's: version 1)."""
-    versions = sorted({digest_version(d) for d in recorded}, reverse=True)
+    ``recorded``, in each form the record holds (an older model file's: version 1 or 2)."""
+    versions = sorted({digest_version(d) for d in recorded} & set(VOXEL_HEADS), reverse=True)
     return any((voxel_digest(Path(p), version=v) or "") in recorded
                for p in images for v in versions)
 
