@@ -197,8 +197,8 @@ def data_size_problem(header: Path) -> str | None:
     words to the console for a short file, fills what a short compressed stream lacks with
     zeros or whatever the memory held, and reads the first part of a long one without a word.
 
-    - uncompressed data shorter than the header's sizes need: the file (a ``.nhdr``'s data
-      file, named) is truncated;
+    - uncompressed data shorter than the header's sizes need: the file (a detached
+      header's data file, named) is truncated;
     - a compressed MetaImage's data shorter than its ``CompressedDataSize``: truncated;
     - compressed data (a MetaImage's zlib, a ``.nhdr``'s gzip data file) that inflate to
       fewer bytes than the sizes need, or more, or do not decompress: inflated here in
@@ -225,7 +225,7 @@ def data_size_problem(header: Path) -> str | None:
                     "is truncated)")
         return None if sizes.offset is not None else _inflate_problem(sizes, meta, fields)
     if sizes.have < sizes.need and (meta or sizes.offset is None or sizes.offset > 0):
-        if meta:
+        if meta and not sizes.detached:
             return _SHORT.format(sizes.have, sizes.need)
         return (f"cannot read image (its data file {sizes.data.name} holds {sizes.have} bytes "
                 f"where its sizes need {sizes.need} ({sizes.sizes}): a truncated copy)")

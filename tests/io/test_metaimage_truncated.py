@@ -25,16 +25,25 @@ def _cut(path: Path, keep: int) -> None:
     path.write_bytes(path.read_bytes()[:keep])
 
 
-@pytest.mark.parametrize("name", ["a.mha", "a.mhd"])
-def test_a_truncated_metaimage_is_said_to_be_truncated(tmp_path: Path, name: str) -> None:
-    path = _write(tmp_path / name)
+def test_a_truncated_metaimage_is_said_to_be_truncated(tmp_path: Path) -> None:
+    path = _write(tmp_path / "a.mha")
     assert read_image(path).shape == (16, 16, 6)
-    data = tmp_path / "a.raw" if name.endswith(".mhd") else path
-    _cut(data, data.stat().st_size - 1000)
-    with pytest.raises(DataError, match=rf"{name}: cannot read image \(the data ends before the "
+    _cut(path, path.stat().st_size - 1000)
+    with pytest.raises(DataError, match=r"a\.mha: cannot read image \(the data ends before the "
                                         r"header's sizes \(\d+ of 6144 bytes\): the file is "
                                         r"truncated\)"):
         read_image(path)
+
+
+def test_a_truncated_data_file_of_a_mhd_is_named(tmp_path: Path) -> None:
+    """The header was named ("the file is truncated"), though the header is whole."""
+    path = _write(tmp_path / "a.mhd")
+    _cut(tmp_path / "a.raw", 5144)
+    with pytest.raises(DataError) as refused:
+        read_image(path)
+    assert str(refused.value) == (f"{path}: cannot read image (its data file a.raw holds 5144 "
+                                  "bytes where its sizes need 6144 (16×16×6 MET_FLOAT): a "
+                                  "truncated copy)")
 
 
 def test_a_damaged_compressed_metaimage_keeps_the_readers_reason(tmp_path: Path) -> None:
