@@ -42,6 +42,7 @@ from segfew.files import (
     write_text,
 )
 from segfew.spec import Settings, describe_validation_error
+from segfew.spec.parts import Seed
 
 __all__ = ["CLASSES", "LABELS", "SynthSpec", "make_phantoms", "write_phantoms"]
 
@@ -83,7 +84,7 @@ class SynthSpec(Settings):
                              description="voxels per axis (default 64 in 2D, 32 in 3D)")
     classes: int = Field(default=3, ge=2, le=len(CLASSES))
     channels: int = Field(default=1, ge=1, le=2, description="2: two phases, ch1 and ch2")
-    seed: int = 0
+    seed: Seed = 0
     force: bool = Field(default=False, description="write into a non-empty out folder, "
                         "replacing the phantoms segfew wrote there")
 

@@ -21,6 +21,7 @@ from segfew.spec.parts import (
     MNetConfig,
     PreprocessConfig,
     PretrainData,
+    Seed,
     Settings,
     Threads,
     TrainConfig,
@@ -63,7 +64,7 @@ class LabelSpec(Settings):
     centres: Path | None = Field(default=None, description="centres.json of an earlier run")
     intensity: Intensity = Field(default="minmax", description="normalisation before clustering")
     sample_per_image: int = Field(default=20000, ge=100)
-    seed: int = 0
+    seed: Seed = 0
     threads: Threads = None
 
     @model_validator(mode="after")
@@ -174,7 +175,7 @@ class SplitSpec(Settings):
     train_per_class: int | None = Field(
         default=None, ge=1, description="groups per class drawn into train.tsv (the others: "
         "rest.tsv); with one seed, a smaller draw is part of a larger one")
-    seed: int = 0
+    seed: Seed = 0
     images: Path | None = Field(
         default=None, description="where the table's images are (default: the split's that "
         "wrote the table, else the table's folder), to keep copies of one scan (the same file "
@@ -213,7 +214,7 @@ class EvaluateSpec(DataSource):
     threads: Threads = None
     batch_size: int = Field(default=8, ge=1)
     bootstrap: Bootstrap = Field(default=1000, description="resamples for the 95% intervals")
-    seed: int = Field(default=0, description="seed of the bootstrap")
+    seed: Seed = Field(default=0, description="seed of the bootstrap")
     allow_leakage: bool = Field(
         default=False, description="score cases a model was trained on, with a warning")
 
@@ -287,7 +288,7 @@ class ExperimentSpec(Settings):
     test_per_class: int | None = Field(
         default=None, ge=1, description="random test groups per class; default all remaining"
     )
-    seed: int = 0
+    seed: Seed = 0
     bootstrap: Bootstrap = Field(default=1000, description="resamples for each task's CIs")
     features: Path | None = Field(
         default=None, description="segmentation model file (manual, measures), or a trained "

@@ -198,6 +198,8 @@ Channels = Annotated[list[str] | None, AfterValidator(_distinct)]
 """Channel names (``--channels frame01,frame02``), each once."""
 """Bootstrap resamples for the 95% intervals: 0 (none) or at least :data:`MIN_BOOTSTRAP`."""
 Threads = Annotated[int | None, Field(ge=1)]
+#: a random seed: what numpy, scikit-learn and torch all take (0 to 2^32 - 1)
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 """CPU threads for torch and the BLAS/OpenMP pools; None: ``OMP_NUM_THREADS`` when set, else
 the idle cores by the load average (:func:`segfew.runtime.default_threads`)."""
 
@@ -238,7 +240,7 @@ class TrainConfig(Settings):
     checkpoint_interval_s: float = Field(
         default=60.0, ge=0, description="seconds between writes of last.pt (0: every epoch); "
         "the last finished epoch is also written at the end, on Ctrl-C and on an error")
-    seed: int = Field(default=0, description="seed of every random number")
+    seed: Seed = Field(default=0, description="seed of every random number")
     device: Device = "auto"
     threads: Threads = None
     precision: Precision = Field(

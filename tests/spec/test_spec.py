@@ -54,6 +54,8 @@ def test_yaml_spec_is_read(tmp_path: Path) -> None:
         ({"train": {"lr": True}}, "train.lr: expected a number, got true"),  # not 1.0
         ({"train": {"checkpoint_interval_s": True}}, "train.checkpoint_interval_s: expected"),
         ({"network": {"n_s": False}}, "network.n_s: expected a number, got false"),
+        ({"train": {"seed": -1}}, "train.seed: Input should be greater than or equal to 0"),
+        ({"train": {"seed": 2**64}}, "train.seed: Input should be less than or equal to"),
     ],
 )
 def test_bad_values_are_one_line_errors_naming_the_key(overrides: dict, expected: str) -> None:
@@ -61,6 +63,17 @@ def test_bad_values_are_one_line_errors_naming_the_key(overrides: dict, expected
         resolve_spec(PretrainSpec, {**BASE, **overrides})
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["split", "evaluate", "label", "synth", "pretrain",
+                                     "train-classifier"])
+def test_a_seed_no_random_generator_takes_is_refused_in_one_line(command: str,
+                                                                  tmp_path: Path) -> None:
+    """-1 or 2^64 went through to numpy or torch: a traceback."""
+    from tests.conftest import invoke
+
+    said = invoke(command, "--seed", "-1", "--out", str(tmp_path / "out"), expect=2)
+    assert "seed" in said and "greater than or equal to 0" in said and "Traceback" not in said
 
 
 def test_spec_file_errors_name_the_file(tmp_path: Path) -> None:
