@@ -381,7 +381,7 @@ def case_label_maps(model: Any, cfg: Preprocessing, label_names: Sequence[str], 
     names = case.channel_names if model.in_channels == 1 else ["all"]
     maps = []
     for group in groups:
-        x = np.stack([preprocess_image(im.array, cfg, im.spacing) for im in group])
+        x = np.stack([preprocess_image(im.array, cfg, im.spacing, im.path) for im in group])
         labels, _ = segment_on_source(model, x, group[0].shape, cfg, device, batch_size, plan,
                                       tta, group[0].spacing)
         maps.append(keep_largest_component(labels, structures) if largest_component

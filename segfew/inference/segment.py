@@ -47,8 +47,8 @@ class Segmenter(Predictor, kind="segmentation"):
 
     def _prepare(self, case: Case, images: Sequence[Image]) -> np.ndarray:
         check_source_memory(images, case.images[0] if case.images else None)
-        x = np.stack([np.asarray(preprocess_image(im.array, self.preprocessing, im.spacing),
-                                 dtype=np.float32) for im in images])
+        x = np.stack([np.asarray(preprocess_image(im.array, self.preprocessing, im.spacing,
+                                                  im.path), dtype=np.float32) for im in images])
         self.check_input(case, x)
         return x
 

@@ -92,7 +92,7 @@ class PreprocessCache:
             self.misses += 1
             images, labels = read_case(case, rules)
             pp.check_memory([im.array for im in images + labels], case.images[0])
-            return ([pp.preprocess_image(im.array, cfg, im.spacing) for im in images],
+            return ([pp.preprocess_image(im.array, cfg, im.spacing, im.path) for im in images],
                     [pp.preprocess_label(lab.array, cfg, lab.spacing) for lab in labels])
         keys = ([self._key(p, cfg, "image", rules) for p in case.images],
                 [self._key(p, cfg, "label", rules) for p in case.labels])
@@ -109,7 +109,7 @@ class PreprocessCache:
             for w in caught:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             pp.check_memory([im.array for im in images + labels], case.images[0])
-            ready.update({k: pp.preprocess_image(im.array, cfg, im.spacing)
+            ready.update({k: pp.preprocess_image(im.array, cfg, im.spacing, im.path)
                           for k, im in zip(keys[0], images, strict=True)})
             ready.update({k: pp.preprocess_label(lab.array, cfg, lab.spacing)
                           for k, lab in zip(keys[1], labels, strict=True)})

@@ -270,15 +270,30 @@ def check_memory(arrays: Sequence[np.ndarray], path: str | Path | None = None) -
 
 
 def preprocess_image(array: np.ndarray, cfg: Preprocessing,
-                     spacing: Sequence[float] | None = None) -> np.ndarray:
+                     spacing: Sequence[float] | None = None, path: Path | None = None
+                     ) -> np.ndarray:
     """Normalise, then resize linearly onto the grid; float32 of shape ``grid_shape``.
 
     Padding (``keep_aspect``) uses the normalised image's minimum, i.e. its background.
+    Raises :class:`DataError` naming ``path`` for an image whose values all lie outside
+    ``cfg.window``: clipped, every voxel would be one value.
     """
+    if cfg.window is not None:
+        _check_window(array, cfg.window, path)
     plan = _plan(array.shape, cfg, spacing)
     a = normalise(array, cfg)
     out = _to_grid(a, plan, order=1, fill=float(a.min()), anti_alias=True)
     return out.astype(np.float32, copy=False)
+
+
+def _check_window(array: np.ndarray, window: tuple[float, float], path: Path | None) -> None:
+    finite = np.asarray(array)[np.isfinite(array)]
+    if finite.size == 0 or (lo := float(finite.min())) == (hi := float(finite.max())):
+        return  # a constant image is the door's to refuse
+    if hi <= window[0] or lo >= window[1]:
+        raise DataError(f"its values ({lo:g} to {hi:g}) all lie outside the intensity window "
+                        f"[{window[0]:g}, {window[1]:g}]: every voxel would be one value; check "
+                        "[preprocess] window (in the scan's own units, e.g. HU)", path)
 
 
 def preprocess_label(array: np.ndarray, cfg: Preprocessing,

@@ -8,6 +8,7 @@ the plain settings the library takes (:class:`segfew.preprocess.grid.Preprocessi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -77,6 +78,13 @@ class PreprocessConfig(Settings):
         "auto: per image, a stack's slice axis (spaced ≥ 2× wider than the others, or with "
         "≤ 1/4 of their voxels when the spacing is equal), else 2"
     )
+
+    @field_validator("window")
+    @classmethod
+    def _window_low_high(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not (all(map(math.isfinite, v)) and v[0] < v[1]):
+            raise ValueError(f"give (low, high), low below high, got {list(v)}")
+        return v
 
     @field_validator("slice_axis", mode="before")
     @classmethod

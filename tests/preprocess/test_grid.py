@@ -55,6 +55,20 @@ def test_zscore_and_minmax(rng):
     assert not normalise(np.full((4, 4), 7.0), PreprocessConfig(intensity="minmax").plain()).any()
 
 
+def test_an_image_wholly_outside_the_window_is_refused_naming_it(tmp_path) -> None:
+    """Every network input became one constant; pretrain ran to the end without a word."""
+    from segfew.errors import DataError
+    from segfew.preprocess.grid import preprocess_image
+
+    mr = np.linspace(0, 900, 32 * 32, dtype=np.float32).reshape(32, 32)
+    cfg = PreprocessConfig(size=(32,), intensity="minmax", window=(1000, 3000)).plain()
+    with pytest.raises(DataError, match=r"mr\.nii\.gz: its values \(0 to 900\) all lie outside "
+                                        r"the intensity window \[1000, 3000\]"):
+        preprocess_image(mr, cfg, path=tmp_path / "mr.nii.gz")
+    part = PreprocessConfig(size=(32,), intensity="minmax", window=(500, 3000)).plain()
+    assert float(np.ptp(preprocess_image(mr, part))) > 0  # a window holding some values: read
+
+
 def test_ct_keeps_hounsfield_units_and_clips_to_window():
     hu = np.array([[-1000.0, -100.0], [40.0, 1500.0]])
     assert np.array_equal(normalise(hu, PreprocessConfig(intensity="ct").plain()), hu)
@@ -198,7 +212,7 @@ def test_cache_hits_and_misses(tmp_path, rng, monkeypatch):
     calls = []
     real = pp.preprocess_image
     monkeypatch.setattr(pp, "preprocess_image",
-                        lambda a, c, s=None: calls.append(1) or real(a, c, s))
+                        lambda a, c, s=None, p=None: calls.append(1) or real(a, c, s, p))
     cache = PreprocessCache(tmp_path / "cache")
     cfg = PreprocessConfig(size=32).plain()
 

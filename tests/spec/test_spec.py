@@ -55,6 +55,8 @@ def test_yaml_spec_is_read(tmp_path: Path) -> None:
         ({"train": {"checkpoint_interval_s": True}}, "train.checkpoint_interval_s: expected"),
         ({"network": {"n_s": False}}, "network.n_s: expected a number, got false"),
         ({"train": {"seed": -1}}, "train.seed: Input should be greater than or equal to 0"),
+        ({"preprocess": {"window": [400, -1000]}}, "preprocess.window: give (low, "
+                                                   "high), low below high, got [400.0, -1000.0]"),
         ({"train": {"seed": 2**64}}, "train.seed: Input should be less than or equal to"),
     ],
 )
