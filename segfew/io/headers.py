@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["MAX_HEADER_BYTES", "MM_PER_UNIT", "data_size_problem", "detached_data_files",
-           "metaimage_shortfall", "nrrd_world_units"]
+           "metaimage_fields", "metaimage_shortfall", "nrrd_fields", "nrrd_world_units"]
 
 #: a header's text read for its data file names (a ``LIST`` of a few thousand slices)
 MAX_HEADER_BYTES = 1 << 20
@@ -114,11 +114,23 @@ class _DataSizes(NamedTuple):
     axis): a surplus under it is trailing bytes, not a wrong DimSize or element type"""
 
 
+def metaimage_fields(header: Path) -> dict[str, str]:
+    """The fields of a MetaImage header (a ``.mha`` up to its ``ElementDataFile`` line, or a
+    ``.mhd``) by name, values stripped; empty when it cannot be read."""
+    head = _read_head(header)
+    if head is None:
+        return {}
+    text = head.decode("latin-1")
+    end = re.search(r"^\s*ElementDataFile\s*=.*$", text, re.MULTILINE)
+    return dict(re.findall(r"^\s*(\w+)\s*=\s*(.*?)\s*$", text[:end.end()] if end else text,
+                           re.MULTILINE))
+
+
 def _metaimage_sizes(header: Path) -> _DataSizes | None:
     head = _read_head(header)
     if head is None:
         return None
-    fields = dict(re.findall(r"^\s*(\w+)\s*=\s*(.*?)\s*$", head.decode("latin-1"), re.MULTILINE))
+    fields = metaimage_fields(header)
     size = _MET_BYTES.get(fields.get("ElementType", ""))
     try:
         dims = [int(v) for v in fields.get("DimSize", "").split()]

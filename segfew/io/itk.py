@@ -33,7 +33,8 @@ from segfew.io.dicom import (
     series_of_path,
 )
 from segfew.io.dicom_stack import check_stack, frames_by_position, series_dtype, written_unit
-from segfew.io.headers import data_size_problem, detached_data_files, nrrd_world_units
+from segfew.io.header_geometry import header_problem, nrrd_in_mm, states_voxel_size
+from segfew.io.headers import data_size_problem, detached_data_files
 from segfew.io.image import COMPLEX, LPS_TO_RAS, ReadLimits, grey, refuse_sheared_axes
 from segfew.io.raster import LIBTIFF_PRINTS, as_picture, is_raster, pillow_reads, read_with_pillow
 
@@ -67,7 +68,7 @@ def read_itk(path: Path, limits: ReadLimits, label: bool = False
             if not data.is_file():
                 raise DataError(f"the header names the data file {data.name}, which is missing "
                                 "(copy it beside the header)", path)
-        problem = data_size_problem(path)  # before ITK, which would print MetaIO's words
+        problem = header_problem(path) or data_size_problem(path)  # before ITK reads
         if problem is not None:
             raise DataError(problem, path)
     dicom = path.suffix.lower() not in IMAGE_IOS or path.suffix.lower() == ".dcm"
@@ -100,28 +101,13 @@ def read_itk(path: Path, limits: ReadLimits, label: bool = False
         img = as_picture(img, "".join(printed), path)
     array, affine, colour = from_sitk(img, path, picture=raster or dicom)
     refuse_sheared_axes(affine, array.shape, path)  # NRRD space directions, MetaImage matrix
-    extra: dict[str, Any] = {"format": "itk", "colour": colour, "units_stated": not raster}
+    extra: dict[str, Any] = {"format": "itk", "colour": colour,
+                             "units_stated": not raster and states_voxel_size(path)}
     if path.name.lower().endswith((".nrrd", ".nhdr")):
-        affine = _nrrd_in_mm(affine, path, img.GetDimension(), extra)
+        affine = nrrd_in_mm(affine, path, img.GetDimension(), extra)
     elif dicom:
         affine = dicom_geometry([path], path, img.GetSize(), affine, extra)
     return (*frames_by_position(path, array, affine), extra) if dicom else (array, affine, extra)
-
-
-def _nrrd_in_mm(affine: np.ndarray, path: Path, dim: int, extra: dict[str, Any]
-                ) -> np.ndarray:
-    """``affine`` (ITK's numbers, read as mm) in mm by the NRRD's stated units; a unit
-    segfew does not know is said in a warning and leaves no real voxel size."""
-    scales, unknown = nrrd_world_units(path, dim)
-    if unknown is not None:
-        warnings.warn(DataWarning(f"NRRD unit \"{unknown}\" is none segfew knows (mm, cm, m, "
-                                  "µm, nm): no real voxel size, sizes are in voxels", path),
-                      stacklevel=4)
-        extra["spacing_placeholder"] = f"unknown unit \"{unknown}\""
-        return affine
-    affine = np.array(affine, dtype=float)
-    affine[:dim, :] *= np.array(scales)[:, None]  # world axes: ITK's LPS ↔ RAS flips no axis
-    return affine
 
 
 def check_itk_header(reader: Any, limits: ReadLimits, path: Path, slices: int = 1,
