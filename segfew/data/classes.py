@@ -5,6 +5,7 @@ and class sub-folders, matched to the cases they name.
 from __future__ import annotations
 
 import bisect
+import unicodedata
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -115,6 +116,7 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
     blank: list[int] = []  # rows naming no patient in the group column
     for line, row in enumerate(rows, start=2):
         value, target = row.get(id_col, ""), row.get(label_col, "") if label_col else ""
+        target = unicodedata.normalize("NFC", target)  # é typed or composed: one class
         if not value:
             problems.add(f"row {line} has no {id_col!r}", table)
             continue
@@ -294,7 +296,7 @@ def _find_class_folders(root: Path, channels: Sequence[str] | None,
                         cases[i] = replace(c, problem=str(DataError(
                             f"duplicate case id {c.id!r} (also in {folder})", c.images[0])))
             seen.setdefault(case.id, folder)
-            cases.append(replace(case, target=folder.name))
+            cases.append(replace(case, target=unicodedata.normalize("NFC", folder.name)))
     return refuse_split_series(cases, problems, keep_clashing)  # of every class at once
 
 

@@ -24,6 +24,7 @@ from segfew.data.discover import _find_images, _find_segmentation, _nnunet_layou
 from segfew.data.label_names import read_label_names
 from segfew.data.read import LabelRules, consecutive_label_map, read_case, source_shape
 from segfew.data.scan import list_folder
+from segfew.data.splits import warn_class_names
 from segfew.errors import DataError, DataWarning, RepeatedWarnings
 from segfew.identity import voxel_digest
 from segfew.io import Image, ReadLimits
@@ -321,8 +322,9 @@ def _check_dataset(report: DatasetReport, cases: Sequence[Case]) -> None:
         report.add(f"{len(report.no_spacing)} of the {read} cases read have no real voxel "
                    f"size ({', '.join(why)}): sizes are in voxels, not mm — measurements "
                    "say vox/px instead of ml/mm", fatal=False)
-    with warnings.catch_warnings(record=True) as caught:  # groups crossing classes: a note
-        warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:  # classes spelt two ways, groups
+        warnings.simplefilter("always")                  # crossing classes: notes
+        warn_class_names(cases, report.table or report.images)
         copies = group_identical_images(cases, report.table or report.images)[1]
     for w in caught:
         report.add(str(w.message), fatal=False)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from segfew.data.case import GROUP_COLUMNS, ID_COLUMNS, Case, one_patient_per_key
+from segfew.data.case import GROUP_COLUMNS, ID_COLUMNS, Case, one_patient_per_key, patient_key
 from segfew.data.classes import row_images
 from segfew.data.near_copies import NearCopies, thumbnail, warn_near_copies
 from segfew.data.table_rows import (
@@ -50,8 +50,9 @@ def warn_class_names(cases: Sequence[Case], where: str | Path | None) -> None:
     """Say what in a training set's classes looks like a slip, in one :class:`DataWarning`
     each naming ``where`` (the table or folder); nothing is refused.
 
-    - Classes whose names differ only in case or surrounding spaces (``Oval`` and ``oval``):
-      the model learns them as two classes; each is named with its number of cases.
+    - Classes whose names differ only in case, surrounding spaces or how a number is written
+      (``Oval`` and ``oval``, ``1`` and ``1.0``: :func:`class_key`): the model learns them as
+      two classes; each is named with its number of cases.
     - A class with one labelled case while another class has at least
       :data:`ONE_CASE_AMONG` cases: a lone case (a typo, a mislabelled row) is an outlier,
       while a few-shot draw of one case per class (``experiment`` at size 1) has every class
@@ -60,7 +61,7 @@ def warn_class_names(cases: Sequence[Case], where: str | Path | None) -> None:
     counts = Counter(c.target for c in cases if c.target is not None)
     spellings: dict[str, list[str]] = defaultdict(list)
     for name in sorted(counts):
-        spellings[name.strip().casefold()].append(name)
+        spellings[class_key(name)].append(name)
     alike = [names for names in spellings.values() if len(names) > 1]
 
     def counted(name: str) -> str:
@@ -69,9 +70,9 @@ def warn_class_names(cases: Sequence[Case], where: str | Path | None) -> None:
     if alike:
         listed = "; ".join(" and ".join(counted(n) for n in names) for names in alike)
         warnings.warn(DataWarning(
-            f"class names that differ only in case or surrounding spaces: {listed}; they are "
-            "learnt as different classes: if each set is one class, write it one way",
-            where), stacklevel=2)
+            f"class names written two ways (they differ only in case, surrounding spaces or "
+            f"how a number is written): {listed}; they are learnt as different classes: if "
+            "each set is one class, write it one way", where), stacklevel=2)
     said = {n for names in alike for n in names}
     lone = [n for n, k in sorted(counts.items()) if k == 1 and n not in said]
     most = max(counts.values(), default=0)
@@ -84,19 +85,27 @@ def warn_class_names(cases: Sequence[Case], where: str | Path | None) -> None:
             where), stacklevel=2)
 
 
+def class_key(name: str) -> str:
+    """A class name as two spellings of one class share it: case, surrounding spaces and
+    how a number is written set aside (``Oval`` and ``oval``; ``1``, ``1.0`` and ``01``, as
+    a spreadsheet may save them: :func:`segfew.data.case.patient_key`)."""
+    return patient_key(name)
+
+
 def spelt_alike(name: str, names: Iterable[str]) -> list[str]:
-    """The other ``names`` that differ from ``name`` only in case or surrounding spaces
-    (``oval`` for ``Oval``), sorted: the slip :func:`warn_class_names` warns of, named
-    where a class is refused (too few patients for a split, unknown to a model)."""
-    key = name.strip().casefold()
-    return sorted({n for n in names if n != name and n.strip().casefold() == key})
+    """The other ``names`` that are ``name`` written another way (:func:`class_key`:
+    ``oval`` for ``Oval``, ``1.0`` for ``1``), sorted: the slip :func:`warn_class_names`
+    warns of, named where a class is refused (too few patients for a split, unknown to a
+    model)."""
+    key = class_key(name)
+    return sorted({n for n in names if n != name and class_key(n) == key})
 
 
 def _one_class_hint(target: str, cases: Sequence[Case]) -> str:
-    """`` ('Oval' and 'oval' differ only in case: one class?)`` where another class of
+    """`` ('Oval' and 'oval' are written alike: one class?)`` where another class of
     ``cases`` is spelt like ``target`` (:func:`spelt_alike`), else ``""``."""
     alike = spelt_alike(target, {str(c.target) for c in cases if c.target is not None})
-    return f" ({target!r} and {alike[0]!r} differ only in case: one class?)" if alike else ""
+    return f" ({target!r} and {alike[0]!r} are written alike: one class?)" if alike else ""
 
 
 def group_identical_images(cases: Sequence[Case], where: str | Path | None = None

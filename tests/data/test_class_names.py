@@ -39,6 +39,47 @@ def test_names_differing_only_in_case_or_spaces_are_said_with_their_counts() -> 
     assert "'Oval' (1 case) and 'oval' (7 cases)" in said[0]
 
 
+def test_a_number_written_two_ways_is_said_like_case() -> None:
+    """A spreadsheet's ``1`` and ``1.0`` (or ``01``) trained as two classes without a word."""
+    said = _said([*_cases(a=0), *(Case(f"n{i}", (), target="1") for i in range(3)),
+                  *(Case(f"m{i}", (), target="1.0") for i in range(2)),
+                  *(Case(f"k{i}", (), target="2") for i in range(3))])
+    assert len(said) == 1 and "'1' (3 cases) and '1.0' (2 cases)" in said[0]
+    assert _said([Case("a", (), target="1.5"), Case("b", (), target="15")]) == []
+
+
+def test_a_class_typed_composed_and_decomposed_is_one_class(tmp_path: Path) -> None:
+    """'décalé' in NFC and NFD (a macOS folder, a pasted name) were two classes, shown alike."""
+    import unicodedata
+
+    from segfew.data import read_table
+    from tests.conftest import ramp, save_nifti
+
+    lines = ["id,label"]
+    for i in range(4):
+        save_nifti(tmp_path / f"s{i}.nii.gz", ramp((16, 16), base=i))
+        lines.append(f"s{i},{unicodedata.normalize('NFD' if i % 2 else 'NFC', 'décalé')}")
+    table = tmp_path / "t.csv"
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    targets = {c.target for c in read_table(table, tmp_path)}
+    assert targets == {unicodedata.normalize("NFC", "décalé")}
+
+
+def test_inspect_notes_class_names_written_two_ways(phantoms: Path, tmp_path: Path) -> None:
+    with (phantoms / "labels.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows[::2]:
+        row["label"] = row["label"].capitalize()
+    table = tmp_path / "case.csv"
+    with table.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "label", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    out = " ".join(invoke("inspect", "--images", str(phantoms / "images"), "--table",
+                          str(table), "--no-progress").split())
+    assert "class names written two ways" in out
+
+
 @pytest.mark.parametrize(("counts", "lone"), [
     ({"normal": 8, "oval": 7, "ovl": 1}, "class 'ovl' has one labelled case while 'normal' has 8"),
     ({"a": 3, "b": 1, "c": 1}, "classes 'b', 'c' have one labelled case while 'a' has 3"),
@@ -73,7 +114,7 @@ def test_train_classifier_says_both_naming_the_table(phantoms: Path, tmp_path: P
                  "--epochs", "1", "--batch-size", "4", "--no-progress", "--no-cache",
                  "--out", str(tmp_path / "clf.pt"))
     lines = " ".join(out.split())
-    assert f"{table}: class names that differ only in case" in lines
+    assert f"{table}: class names written two ways" in lines
     assert "'Oval' (1 case) and 'oval' (3 cases)" in lines
     assert f"{table}: class 'nromal' has one labelled case while 'shifted' has 4" in lines
 
@@ -108,4 +149,4 @@ def test_experiment_at_size_one_says_neither_per_task(phantoms: Path, tmp_path: 
     out = invoke("experiment", "--spec", str(spec), "--out", str(tmp_path / "run"),
                  "--images", str(phantoms / "images"), "--table", str(table), "--no-progress")
     assert "2 of 2 finished" in out
-    assert "one labelled case" not in out and out.count("differ only in case") == 1
+    assert "one labelled case" not in out and out.count("written two ways") == 1

@@ -111,12 +111,12 @@ def test_a_split_refusing_a_class_names_the_class_spelt_alike(tmp_path: Path) ->
     with pytest.raises(DataError) as err:
         split_table(table, tmp_path / "split", test_per_class=2)
     assert "class 'Oval' has 1 group (patient); cannot take 2 per class ('Oval' and 'oval' " \
-        "differ only in case: one class?)" in str(err.value)
+        "are written alike: one class?)" in str(err.value)
     table = _table(tmp_path, "id,label,patient",
                    [f"{r},P{i}" for i, r in enumerate(rows[:-1])] + ["t0,Oval,P9", "t1,Oval,P9"])
     with pytest.raises(DataError, match="no training case is left") as err:
         split_table(table, tmp_path / "split", test_per_class=1)
-    assert "('Oval' and 'oval' differ only in case: one class?)" in str(err.value)
+    assert "('Oval' and 'oval' are written alike: one class?)" in str(err.value)
     assert not (tmp_path / "split").exists()
 
 
