@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from segfew.errors import DataError, DataWarning
-from segfew.io.dicom_stack import SliceInfo, frame_stack, pixel_data_problem, slice_info
+from segfew.io.dicom_frames import frame_stack
+from segfew.io.dicom_stack import SliceInfo, pixel_data_problem, slice_info
 
 __all__ = [
     "GDCM_SYNTAXES",
@@ -54,7 +55,7 @@ def check_dicom_file(path: Path) -> int:
     A Siemens MOSAIC (many slices tiled in one frame) would be read as one large 2D image;
     a transfer syntax GDCM has no decoder for, a file without pixel data or with fewer
     bytes of them than its size needs (cut short), would fail with the library's words; a
-    multi-frame file's frames must stack (:func:`segfew.io.dicom_stack.frame_stack`).
+    multi-frame file's frames must stack (:func:`segfew.io.dicom_frames.frame_stack`).
     """
     header = dicom_header(path)
     if header is None:
@@ -123,7 +124,8 @@ class DicomHeader:
     slice_thickness: float | None = None
     spacing_between_slices: float | None = None
     positioned: bool = False
-    """ImagePositionPatient is present (a multi-frame file's first frame's, too)."""
+    """ImagePositionPatient is present (a multi-frame file's: per frame; one for the file
+    places its first frame only)."""
     oriented: bool = False
     """ImageOrientationPatient is present (a multi-frame file's plane orientation, too)."""
     sop_instance_uid: str = ""
@@ -236,7 +238,8 @@ def _geometry_fields(ds: Any) -> dict[str, Any]:
         "pixel_spacing": pixel, "imager_pixel_spacing": imager,
         "slice_thickness": thickness[0] if thickness else None,
         "spacing_between_slices": between[0] if between else None,
-        "positioned": find("PlanePositionSequence", "ImagePositionPatient") is not None,
+        "positioned": find("PlanePositionSequence", "ImagePositionPatient") is not None and (
+            int(ds.get("NumberOfFrames") or 1) < 2 or "PerFrameFunctionalGroupsSequence" in ds),
         "oriented": find("PlaneOrientationSequence", "ImageOrientationPatient") is not None,
     }
 

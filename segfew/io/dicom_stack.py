@@ -1,14 +1,13 @@
-"""Whether the slices of one DICOM series (or the frames of one multi-frame file,
-:func:`frame_stack`) stack into one volume, told from their headers before ITK reads a
-voxel: one size, one orientation, one slice per position (several at a position are
-echoes, phases, repeated acquisitions or copies), and the pixel type that holds every
+"""Whether the slices of one DICOM series (or the frames of one multi-frame file:
+:mod:`segfew.io.dicom_frames`) stack into one volume, told from their headers before ITK
+reads a voxel: one size, one orientation, one slice per position (several at a position
+are echoes, phases, repeated acquisitions or copies), and the pixel type that holds every
 slice's rescaled values (:func:`series_dtype`: PET gives each slice its own RescaleSlope,
 and ITK reads the series in the type of its first slice); whether a file holds the pixel
 bytes its header needs (:func:`pixel_data_problem`)."""
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import re
@@ -21,9 +20,8 @@ import numpy as np
 
 from segfew.errors import DataError
 
-__all__ = ["ORIENTATION_TOLERANCE", "PROJECTION_MODALITIES", "FrameStack", "SliceInfo",
-           "check_stack", "frame_stack", "frames_by_position", "pixel_data_problem",
-           "series_dtype", "slice_info", "written_unit"]
+__all__ = ["ORIENTATION_TOLERANCE", "PROJECTION_MODALITIES", "SliceInfo", "check_stack",
+           "frame_slices", "pixel_data_problem", "series_dtype", "slice_info", "written_unit"]
 
 #: direction cosines of two slices may differ by this much and still be one orientation
 ORIENTATION_TOLERANCE = 1e-3
@@ -301,95 +299,7 @@ def pixel_data_problem(ds: Any, syntax: str, at: tuple[int, int], size: int, fra
             f"{need}: {why}")
 
 
-# ------------------------------------------------------------------------- multi-frame files
-
-#: a frame further than this (mm, beyond the rounding of the written positions, or what a
-#: lean of 0.1° gives over the stack's length) from the line of the others was moved
-FRAME_MOVED_MM = 0.1
-
-@dataclass(frozen=True)
-class FrameStack:
-    """How the frames of one multi-frame file stack, by their per-frame positions (LPS mm)."""
-
-    order: tuple[int, ...]
-    """The stored frame (0-based) of each slice: along the slice normal, or the stored
-    order where the positions fall along it (as ITK reads those)."""
-    origin: tuple[float, ...]
-    """ImagePositionPatient of the first frame of ``order`` (mm)."""
-    step: tuple[float, ...]
-    """From one frame of ``order`` to the next (mm): the slice normal times the spacing."""
-
-
-def frame_stack(path: Path) -> FrameStack | None:
-    """How the frames of the multi-frame DICOM file ``path`` stack, from its per-frame
-    functional groups (PlanePositionSequence, PlaneOrientationSequence; read with pydicom
-    before the pixels); None where it is no multi-frame file or a frame gives no position
-    or orientation (ITK's reading stands).
-
-    Raises :class:`DataError` naming ``path`` for frames of several orientations, several
-    frames at one position (naming what tells them apart: TemporalPositionIndex,
-    DimensionIndexValues, …, as :func:`check_stack` does for a series), uneven spacing
-    along the normal (the rule of a series), or a frame off the line of the others (a
-    gantry tilt).
-    """
-    path = Path(path)
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return _frame_stack(path, st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _frame_stack(path: Path, size: int, mtime_ns: int) -> FrameStack | None:
-    """:func:`frame_stack` of a file as it is now (the stat fields are the cache key)."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
-        found = _frame_slices(ds)
-    except Exception:  # a corrupt header: pydicom raises many kinds; ITK's words stand
-        return None
-    if found is None:
-        return None
-    slices, written = found
-    names = [f"frame {i + 1}" for i in range(len(slices))]
-    check_stack(names, slices, path, frames=True)
-    cosines = slices[0].orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # every frame has one
-    normal = np.cross(cosines[:3], cosines[3:])
-    normal = normal / (np.linalg.norm(normal) or 1.0)
-    positions = np.array([s.position for s in slices], dtype=float)
-    along = positions @ normal
-    falling = bool(np.all(np.diff(along) < 0))  # stored top to bottom: ITK reads them so
-    order = np.arange(len(slices)) if falling else np.argsort(along, kind="stable")
-    steps = np.diff(along[order])
-    median = float(np.median(steps))
-    unit = written_unit(written)
-    rounding = min(unit * float(np.sum(np.abs(normal))), abs(median) / 2)
-    off = np.abs(steps - median)
-    if np.any(off > SPACING_RTOL * abs(median) + 1e-3 + rounding * (1 + 1e-6)):
-        i = int(np.argmax(off))
-        raise DataError(f"DICOM frame spacing is uneven: {abs(steps[i]):.3g} mm between "
-                        f"{names[order[i]]} and {names[order[i + 1]]} (along the slice normal), "
-                        f"{abs(median):.3g} mm elsewhere (a missing frame?); segfew reads evenly "
-                        "spaced frames only: resample it first (e.g. dcm2niix)", path)
-    placed = positions[order]
-    side = placed - placed[0] - np.outer(along[order] - along[order[0]], normal)
-    sideways = np.linalg.norm(side, axis=1)
-    length = float(np.ptp(along))
-    tol = 2 * unit * math.sqrt(3) + max(FRAME_MOVED_MM, math.tan(math.radians(0.1)) * length)
-    if np.any(sideways > tol):
-        i = int(np.argmax(sideways))
-        raise DataError(f"DICOM {names[order[i]]} lies {sideways[i]:.3g} mm to the side of "
-                        f"{names[order[0]]} (a gantry tilt, or a moved frame), which a box of "
-                        "voxels cannot hold; resample it first (e.g. dcm2niix corrects tilt)",
-                        path)
-    return FrameStack(order=tuple(int(i) for i in order),
-                      origin=tuple(float(v) for v in placed[0]),
-                      step=tuple(float(v) for v in normal * median))
-
-
-def _frame_slices(ds: Any) -> tuple[list[SliceInfo], list[str]] | None:
+def frame_slices(ds: Any) -> tuple[list[SliceInfo], list[str]] | None:
     """A :class:`SliceInfo` for each frame of a multi-frame dataset (position and
     orientation from its per-frame, else shared, functional groups; the elements of
     ``_REPEATS`` from those, else the file's own), and the positions as written; None where
@@ -425,26 +335,3 @@ def _frame_slices(ds: Any) -> tuple[list[SliceInfo], list[str]] | None:
         slices.append(info)
         written += [str(v) for v in position]
     return slices, written
-
-
-def frames_by_position(path: Path, array: np.ndarray, affine: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """``array`` (X, Y, frames[, channels], as ITK read the file ``path``) and its RAS
-    ``affine`` (mm), with the frames of a multi-frame DICOM file in the order of
-    :func:`frame_stack` and the slice axis and origin its positions give; unchanged where
-    ITK read them so already, or where the file is no such file.
-
-    Raises :class:`DataError` as :func:`frame_stack` does."""
-    if array.ndim < 3:
-        return array, affine
-    stack = frame_stack(path)
-    if stack is None or array.shape[2] != len(stack.order):
-        return array, affine
-    lps_to_ras = np.array([-1.0, -1.0, 1.0])
-    placed = np.array(affine, dtype=float)
-    placed[:3, 2] = lps_to_ras * np.array(stack.step)
-    placed[:3, 3] = lps_to_ras * np.array(stack.origin)
-    if stack.order == tuple(range(len(stack.order))) and \
-            np.allclose(placed, affine, rtol=0, atol=1e-4):
-        return array, affine
-    return np.ascontiguousarray(np.take(array, stack.order, axis=2)), placed

@@ -32,7 +32,8 @@ from segfew.io.dicom import (
     series_names,
     series_of_path,
 )
-from segfew.io.dicom_stack import check_stack, frames_by_position, series_dtype, written_unit
+from segfew.io.dicom_frames import frames_by_position
+from segfew.io.dicom_stack import check_stack, series_dtype, written_unit
 from segfew.io.header_geometry import header_problem, nrrd_in_mm, states_voxel_size
 from segfew.io.headers import data_size_problem, detached_data_files
 from segfew.io.image import COMPLEX, LPS_TO_RAS, ReadLimits, grey, refuse_sheared_axes

@@ -125,3 +125,45 @@ def test_a_folder_holding_one_multi_frame_file_reads_as_that_file(tmp_path: Path
     np.testing.assert_allclose(as_folder.affine, as_file.affine)
     assert [int(as_folder.array[0, 0, k]) for k in range(5)] == [100, 110, 120, 130, 140]
     assert said == []
+
+
+def _legacy(path: Path, frames: int, **elements: Any) -> Path:
+    """A legacy multi-frame MR file (no functional groups): one ImagePositionPatient for
+    the file, NumberOfFrames, and ``elements`` (FrameIncrementPointer, FrameTime …)."""
+    from pydicom.uid import MRImageStorage
+
+    ds = dicom_dataset(MRImageStorage)
+    ds.PatientID, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "P", "MR", 1, 1
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.NumberOfFrames, ds.Rows, ds.Columns = frames, SIZE[1], SIZE[0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelSpacing, ds.ImagePositionPatient = [0.5, 0.5], [0, 0, 0]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = np.stack([np.full(SIZE[::-1], 10 * k, np.uint16)
+                             for k in range(frames)]).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_legacy_cine_loop_is_refused_as_time_points_not_slices(tmp_path: Path) -> None:
+    """An ultrasound/XA-style cine (FrameIncrementPointer → FrameTime) was read as a volume
+    with slices 33.3 "mm" apart (the frame time)."""
+    from pydicom.tag import Tag
+
+    path = _legacy(tmp_path / "cine.dcm", 3, FrameTime=33.3,
+                   FrameIncrementPointer=Tag(0x0018, 0x1063))
+    with pytest.raises(DataError, match=r"cine\.dcm: its 3 frames are time points "
+                                        r"\(FrameIncrementPointer: FrameTime\), not slices"):
+        read(path)
+
+
+def test_legacy_frames_placed_by_one_position_are_not_spaced_by_it(tmp_path: Path) -> None:
+    """The file's one ImagePositionPatient places its first frame only: ITK's 1 mm between
+    frames was taken as measured. SliceThickness is used, said; without it, no voxel size."""
+    thick, said = read(_legacy(tmp_path / "thick.dcm", 3, SliceThickness=4.0))
+    assert thick.spacing[2] == 4.0 and any("SliceThickness (4 mm) apart" in s for s in said)
+    bare, _ = read(_legacy(tmp_path / "bare.dcm", 3))
+    assert bare.spacing_placeholder == "no slice positions or slice spacing in the DICOM header"
