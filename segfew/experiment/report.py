@@ -189,7 +189,7 @@ def _blocks(run_dirs: Sequence[Path], out: Path) -> list[Block]:
         sheets = misclassified_sheets(run_dirs, results, points, spec, out / "misclassified")
         b += [Block("h2", "Misclassified test cases of the best method")] if sheets else []
         b += [Block("image", caption, path=png) for caption, png in sheets]
-        b += measurement_blocks(results, unit)
+        b += measurement_blocks(results, unit, spec.data.channels)
     else:
         b.append(Block("p", "No task has finished yet, so there is nothing to plot."))
     b += _example_blocks(spec, classes, out)
@@ -258,12 +258,14 @@ def _example_blocks(spec: Any, classes: Sequence[str], out: Path) -> list[Block]
             Block("image", "One example image per class with its segmentation", path=path)]
 
 
-def measurement_blocks(results: Sequence[dict[str, Any]], unit: str = "cases"
-                       ) -> list[Block]:
+def measurement_blocks(results: Sequence[dict[str, Any]], unit: str = "cases",
+                       channels: Sequence[str] | None = None) -> list[Block]:
     """The measurements the measures classifiers leaned on, over every task that has them:
     mean importance (a task's importances sum to 1) and in how many tasks each was among
     the ten largest; which model the inner cross-validation chose how often; and its inner
-    score against the nested estimate and the test (:func:`summarise_selection`)."""
+    score against the nested estimate and the test (:func:`summarise_selection`).
+    ``channels``: the experiment's, in order (two cine phases: ED then ES), which name each
+    measurement's phase; without them, the channels in name order."""
     tasks = [r for r in results if r.get("top_measurements")]
     if not tasks:
         return []
@@ -277,8 +279,8 @@ def measurement_blocks(results: Sequence[dict[str, Any]], unit: str = "cases"
     top = sorted(weight, key=lambda n: -weight[n])[:12]
     # each name ends in its channel and starts with its structure: ED/ES for cine phases,
     # a single image's channel "0" unsaid
-    words = cine_channel_words(list(dict.fromkeys(n.rpartition("_")[2] for n in weight)),
-                               list({n.partition("_")[0] for n in weight}))
+    phases = list(channels or sorted({n.rpartition("_")[2] for n in weight}))  # ED first
+    words = cine_channel_words(phases, list({n.partition("_")[0] for n in weight}))
     chosen: dict[str, int] = {}
     for r in tasks:
         chosen[str(r.get("measures_model"))] = chosen.get(str(r.get("measures_model")), 0) + 1

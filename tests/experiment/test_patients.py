@@ -149,3 +149,21 @@ def test_the_reports_measurements_name_channels_as_a_reader_says_them(
     table = next(b for b in measurement_blocks(results) if b.kind == "table")
     text = " ".join(str(cell) for row in table.items for cell in row)
     assert said in text and unsaid not in text
+
+
+@pytest.mark.parametrize("channels", [["frame01", "frame02"], None])
+def test_the_reports_phases_follow_the_channels_not_the_importance_order(
+        channels: list[str] | None) -> None:
+    """The most important measurement at ES (frame02) made frame02 "ED" and frame01 "ES"
+    in every row of the table."""
+    from segfew.experiment.report import measurement_blocks
+
+    names = ["myocardium_volume_vox_frame02", "LV_volume_vox_frame01", "RV_volume_vox_frame02"]
+    results = [{"top_measurements": [{"measurement": n, "importance": w}
+                                     for n, w in zip(names, (0.5, 0.3, 0.2), strict=True)],
+                "measures_model": "forest"}]
+    table = next(b for b in measurement_blocks(results, "patients", channels)
+                 if b.kind == "table")
+    rows = [str(row[0]) for row in table.items]
+    assert rows == ["myocardium volume at ES (voxels)", "LV volume at ED (voxels)",
+                    "RV volume at ES (voxels)"]
