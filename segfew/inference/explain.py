@@ -167,7 +167,8 @@ class Explainer:
         x = np.array([values.get(n, np.nan) for n in names], dtype=np.float64)
         share, base, score, method = contributions(p.model, x, k)
         kind = "probability" if "tree" in method else "logit"
-        ev.decision = f"{method}; {round(base, 2) + 0.0:+.2f} + contributions = {kind} {score:.2f}"
+        ev.decision = (f"{method}; {round(base, 2) + 0.0:+.2f} + contributions = {kind} "
+                       f"{score:.2f} before calibration (the confidence above is after)")
         top = p.meta.metrics.get("top_measurements") or []
         chosen = [t["measurement"] for t in top if t["measurement"] in names]
         if not chosen:  # an older model file: the largest contributions

@@ -40,7 +40,7 @@ __all__ = ["KINDS", "Described", "ImpossibleMeasurements", "check_channels",
 #: measurement kind → (words, unit, factor from the stored value to the shown one)
 KINDS: dict[str, tuple[str, str, float]] = {
     "ejection_fraction": ("ejection fraction", "%", 100.0),
-    "volume_change": ("volume change", "%", 100.0),
+    "volume_change": ("volume decrease", "%", 100.0),  # 1 − later/first: growth is < 0
     "volume_ratio": ("volume ratio", "", 1.0),
     "volume_ml": ("volume", "mL", 1.0),
     "surface_mm2": ("surface area", "mm²", 1.0),

@@ -308,4 +308,4 @@ def test_voxel_sizes_and_volume_changes_are_named_in_words() -> None:
     assert label("LV_volume_vox_frame01", ed) == "LV volume at ED (voxels)"
     assert label("blob_area_px_0", {"0": ""}) == "blob area (pixels)"
     change = describe("myocardium_volume_change_frame01_frame02", ed)
-    assert change.label == "myocardium volume change (ED→ES) (%)" and change.factor == 100.0
+    assert change.label == "myocardium volume decrease (ED→ES) (%)" and change.factor == 100.0
