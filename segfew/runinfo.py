@@ -10,7 +10,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,28 @@ def check_resumable(run_dir: Path, spec: BaseModel) -> None:
         shown = ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in differ[:6])
         raise SpecError(f"the run folder holds another configuration ({shown}); resume with "
                         "its settings, or drop --resume and choose another --out", run_dir)
+
+
+def check_resumed_data(run_dir: Path, data: Sequence[dict[str, Any]]) -> None:
+    """A run resumed (``--resume``) on other inputs than it started on is refused: its
+    checkpoint, trained on the first, would go on with the second, and the run record would
+    list only the second, so a leakage check would miss the first. ``data``: this run's
+    manifest (:func:`manifest`), compared by digest (a folder moved is the same data).
+    Raises :class:`SpecError` naming ``run_dir``; a run record without a manifest passes."""
+    try:
+        saved = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    old = {str(r["sha256"]): str(r.get("path")) for r in saved
+           if isinstance(r, dict) and r.get("sha256")}
+    new = {str(r["sha256"]): str(r.get("path")) for r in data if r.get("sha256")}
+    added, gone = [p for d, p in new.items() if d not in old], [p for d, p in old.items()
+                                                                 if d not in new]
+    if added or gone:
+        first = f"{added[0]} is new" if added else f"{gone[0]} is gone"
+        raise SpecError(f"the run was started on other data ({len(added)} input(s) new, "
+                        f"{len(gone)} gone: {first}); its checkpoint would go on with these: "
+                        "resume with its data, or start afresh with --overwrite", run_dir)
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -26,17 +26,18 @@ from segfew import train
 from segfew.data import stratified_split
 from segfew.errors import DataError, DataWarning, SpecError
 from segfew.evaluation.figures import plot_training_curve
-from segfew.files import RUN_RECORD, check_output, run_lock
+from segfew.files import RUN_RECORD, check_output, run_lock, write_json
 from segfew.frameworks import FRAMEWORKS
 from segfew.modelfile import save_model
 from segfew.preprocess.cache import PreprocessCache
 from segfew.runinfo import (
     check_resumable,
+    check_resumed_data,
     legacy_run_dir,
     run_dir_for,
+    run_info,
     unfinished_run,
     update_run_info,
-    write_run_info,
 )
 from segfew.runtime import seed_everything, set_threads
 from segfew.spec import (
@@ -246,8 +247,11 @@ def fit_and_save(
     run_dir = run_dir_for(spec.out)
     info: dict[str, Any] = {"data": []}
     if write_info and is_main():
-        info = write_run_info(run_dir, spec, spec.train.seed, job.manifest, runtime=job.runtime,
-                              extra={"status": "running", **job.run_info})
+        info = run_info(spec, spec.train.seed, job.manifest, runtime=job.runtime,
+                        extra={"status": "running", **job.run_info})
+        if resume:
+            check_resumed_data(run_dir, info["data"])
+        write_json(run_dir / "run.json", info)
     result = None
     if job.train is not None:
         result = train.fit(job.model, job.train, job.val, task=job.task,

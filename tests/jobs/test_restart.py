@@ -73,3 +73,25 @@ def test_a_run_trained_again_never_resumes_the_earlier_runs_checkpoint(
                                         "out": str(out)})
     with guarded_run(out, [phantoms / "images"], spec, resume=False):
         assert not (run_dir / "last.pt").exists() and not (run_dir / "best.pt").exists()
+
+
+def test_a_run_resumed_on_other_data_is_refused(phantoms: Path, tmp_path: Path) -> None:
+    """--resume with other --images/--labels continued the first data's checkpoint, and the
+    run record then listed only the second: a test on the first was not called leakage."""
+    import shutil
+
+    out = tmp_path / "seg.pt"
+    invoke(*_pretrain_args(phantoms, out))
+    out.unlink()  # stopped before the model file: an unfinished run
+    other = tmp_path / "other"
+    shutil.copytree(phantoms, other)
+    first = sorted((other / "images").iterdir())[0]
+    first.unlink()  # one case fewer
+    next((other / "labels").glob(first.name.split(".")[0] + "*")).unlink()
+    result = runner.invoke(app, [*_pretrain_args(other, out), "--resume"])
+    line = " ".join(result.output.split())
+    assert result.exit_code == 2 and not out.exists(), result.output
+    assert "the run was started on other data (0 input(s) new, 2 gone" in line  # scan, map
+    assert f"{first.name} is gone" in line
+    invoke(*_pretrain_args(phantoms, out), "--resume")  # its own data: resumes
+    assert out.exists()
