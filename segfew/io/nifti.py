@@ -103,6 +103,22 @@ def is_pair_header(path: Path) -> bool:
         & {348, 540} != set()
 
 
+def _check_scaling(header: Any, path: Path) -> None:
+    """Refuse a ``scl_slope`` that is NaN or infinite, or such an ``scl_inter`` beside a
+    slope that scales (``header``: as stored, before nibabel reads it): nibabel reads the
+    first as no scaling (the stored values, without a word) and refuses the second in its
+    own words. A slope of 0 means no scaling (NIfTI-1)."""
+    try:
+        slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
+    except (KeyError, ValueError, TypeError):  # Analyze 7.5: no scaling fields
+        return
+    bad = [f"scl_slope {slope}"] if not math.isfinite(slope) else [
+        f"scl_inter {inter}"] if slope != 0 and not math.isfinite(inter) else []
+    if bad:
+        raise DataError(f"its {bad[0]} cannot scale the voxel values: the header is damaged "
+                        "(a slope of 0 means no scaling)", path)
+
+
 def _read_opened(h: Any, f: Any, path: Path, data: Path, gzipped: bool, limits: ReadLimits
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read from the header stream ``h`` and the voxel stream ``f`` (one stream for ``.nii``)."""
@@ -127,6 +143,7 @@ def _read_opened(h: Any, f: Any, path: Path, data: Path, gzipped: bool, limits: 
         mat = spm_mat(path)
         file_map["mat"] = nib.fileholders.FileHolder(filename=str(mat)) if mat is not None \
             else nib.fileholders.FileHolder(fileobj=io.BytesIO())
+    _check_scaling(klass.header_class(raw_header, check=False), path)
     with _quiet_nibabel():
         img = klass.from_file_map(file_map)
     header = img.header
