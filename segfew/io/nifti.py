@@ -104,16 +104,16 @@ def is_pair_header(path: Path) -> bool:
 
 
 def _check_scaling(header: Any, path: Path) -> None:
-    """Refuse a ``scl_slope`` that is NaN or infinite, or such an ``scl_inter`` beside a
-    slope that scales (``header``: as stored, before nibabel reads it): nibabel reads the
-    first as no scaling (the stored values, without a word) and refuses the second in its
-    own words. A slope of 0 means no scaling (NIfTI-1)."""
+    """Refuse an infinite ``scl_slope``, or an infinite ``scl_inter`` beside a slope that
+    scales (``header``: as stored, before nibabel reads it): nibabel reads the first as no
+    scaling (the stored values, without a word) and refuses the second in its own words. A
+    slope of 0 (NIfTI-1) or NaN (as nibabel writes an unscaled file: ACDC's) means none."""
     try:
         slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
     except (KeyError, ValueError, TypeError):  # Analyze 7.5: no scaling fields
         return
-    bad = [f"scl_slope {slope}"] if not math.isfinite(slope) else [
-        f"scl_inter {inter}"] if slope != 0 and not math.isfinite(inter) else []
+    bad = [f"scl_slope {slope}"] if math.isinf(slope) else [
+        f"scl_inter {inter}"] if slope and math.isfinite(slope) and math.isinf(inter) else []
     if bad:
         raise DataError(f"its {bad[0]} cannot scale the voxel values: the header is damaged "
                         "(a slope of 0 means no scaling)", path)
