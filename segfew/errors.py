@@ -160,31 +160,36 @@ class RepeatedWarnings:
 
     def __init__(self, shown: int = 3) -> None:
         self.shown = shown
-        self._files: dict[str, dict[Path, str]] = {}  # text, values aside → file → its text
+        #: text, values aside → each (file, its text) said or counted
+        self._files: dict[str, dict[tuple[Path, str], None]] = {}
 
     def admit(self, warning: Warning | str) -> bool:
-        """Whether to say ``warning`` now: False for a file it was said of already, and for the
-        files beyond the first ``shown`` with the same text (those are counted)."""
+        """Whether to say ``warning`` now: False for a text said of its file already, and
+        beyond the first ``shown`` with the same text, values aside (those are counted). A
+        file may be said of with other values (a table's rows, each its own line)."""
         path = getattr(warning, "path", None)
         if not isinstance(path, Path):
             return True
         text = str(getattr(warning, "message", warning))
-        files = self._files.setdefault(_NUMBER.sub("…", text), {})  # its values aside
-        if path in files:
+        said = self._files.setdefault(_NUMBER.sub("…", text), {})  # its values aside
+        if (path, text) in said:
             return False
-        files[path] = text
-        return len(files) <= self.shown
+        said[(path, text)] = None
+        return len(said) <= self.shown
 
     def counts(self) -> list[str]:
-        """One line for each text said of more than ``shown`` files, and forget them all."""
+        """One line for each text said more than ``shown`` times, and forget them all."""
         lines = []
-        for key, files in self._files.items():
-            more = list(files)[self.shown:]
-            text = files[more[0]] if more and len({files[f] for f in more}) == 1 else key
+        for key, said in self._files.items():
+            more = list(said)[self.shown:]
+            paths = list(dict.fromkeys(path for path, _ in more))
+            text = more[0][1] if more and len({t for _, t in more}) == 1 else key
             if len(more) == 1:
-                lines.append(_located(text, more[0]))
+                lines.append(_located(more[0][1], more[0][0]))
+            elif more and len(paths) == 1:
+                lines.append(f"{_located(key, paths[0])}: also {len(more)} more of this file")
             elif more:
-                lines.append(f"{text}: also {len(more)} more files ({more[0].name} … "
-                             f"{more[-1].name})")
+                lines.append(f"{text}: also {len(more)} more files ({paths[0].name} … "
+                             f"{paths[-1].name})")
         self._files.clear()
         return lines

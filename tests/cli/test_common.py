@@ -374,3 +374,18 @@ def test_warnings_that_differ_only_in_their_numbers_fold_into_one_count() -> Non
         same.admit(DataWarning("RGB image converted to grey (BT.709)", f"s{i}.png"))
     assert same.counts() == ["RGB image converted to grey (BT.709): also 2 more files "
                              "(s1.png … s2.png)"]
+
+
+def test_a_files_rows_are_each_said_not_taken_for_one_warning() -> None:
+    """Rows 3–6 of a table without images: only row 3 was said (the table was "said of
+    already"), yet the error claimed the others were "each named above"."""
+    from segfew.errors import DataWarning, RepeatedWarnings
+
+    repeats = RepeatedWarnings(shown=3)
+    said = [repeats.admit(DataWarning(f"row {r}: id 's{r}' has no image s{r}.* in images",
+                                      "t.csv")) for r in range(3, 8)]
+    assert said == [True, True, True, False, False]
+    assert repeats.admit(DataWarning("row 3: id 's3' has no image s3.* in images",
+                                     "t.csv")) is False  # the same line again: once
+    assert repeats.counts() == ["t.csv: row …: id 's…' has no image s….* in images: also 2 "
+                                "more of this file"]
