@@ -25,7 +25,7 @@ from segfew.data.discover import (
     find_segmentation_cases,
     read_dataset_json,
 )
-from segfew.data.scan import attach_labels
+from segfew.data.label_maps import attach_labels
 from segfew.data.splits import (
     TableSplit,
     class_names,

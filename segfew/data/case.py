@@ -19,6 +19,19 @@ LABEL_SUFFIXES = ("_gt", "_seg", "_label", "_labels", "_mask")
 #: ``case_00000/imaging.nii.gz`` + ``segmentation.nii.gz``); compared in lower case
 FOLDER_LABEL_NAMES = frozenset({"seg", "segmentation", "mask", "label", "labels", "gt",
                                 "ground_truth", "groundtruth", "labelmap", "label_map"})
+#: folders an archive tool leaves beside the data, holding no one's scans
+ARCHIVE_LEFTOVERS = {"__MACOSX": "a macOS archive's leftovers (resource forks, no scans)"}
+
+
+def hidden_reason(path: Path) -> str | None:
+    """Why a listing passes ``path`` by as no one's scans: a hidden file or folder
+    (``.DS_Store``, a macOS ``._a.nii.gz``) or an archive's leftovers (``__MACOSX``);
+    None for any other name."""
+    if path.name.startswith("."):
+        return "a hidden file or folder (its name starts with '.')"
+    return ARCHIVE_LEFTOVERS.get(path.name)
+
+
 #: the column names segfew finds by itself, matched with case, spaces, ``_`` and ``-`` set
 #: aside (``PatientID``, ``Patient ID``: segfew.data.table_rows.column_key); ids first
 ID_COLUMNS = ("id", "case", "case_id", "image", "image_path", "filename", "file",

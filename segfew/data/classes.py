@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import Literal
 
 from segfew.data.case import (
+    ARCHIVE_LEFTOVERS,
     GROUP_COLUMNS,
     ID_COLUMNS,
     Case,
     _Problems,
+    hidden_reason,
     one_patient_per_key,
 )
 from segfew.data.discover import _find_images, _list_images, find_image_cases
-from segfew.data.scan import label_maps_beside, list_folder
+from segfew.data.label_maps import label_maps_beside
+from segfew.data.scan import list_folder
 from segfew.data.split_series import refuse_split_series
 from segfew.data.table_rows import (
     clinicadl_ids,
@@ -31,7 +34,7 @@ from segfew.data.table_rows import (
     pick_label_column,
     read_table_rows,
 )
-from segfew.errors import DataError, DataWarning
+from segfew.errors import DataError, DataWarning, Skipped
 from segfew.io import case_id, is_dicom_series_dir, is_image_file
 
 # ------------------------------------------------------------------------- classification
@@ -275,11 +278,20 @@ def _find_class_folders(root: Path, channels: Sequence[str] | None,
     if not root.is_dir():
         problems.add("no such folder", root)
         return []
-    classes = [d for d in sorted(root.iterdir())
-               if d.is_dir() and not d.name.startswith(".") and not is_dicom_series_dir(d)]
+    children = sorted(root.iterdir())
+    classes = [d for d in children if d.is_dir() and hidden_reason(d) is None
+               and not is_dicom_series_dir(d)]
     if not classes:
         problems.add("no class sub-folders (expected DIR/<class>/<images>)", root)
         return []
+    problems.skip([Skipped(hidden_reason(d) or "", d) for d in children if d.is_dir()
+                   and hidden_reason(d) in ARCHIVE_LEFTOVERS.values()])
+    stray = [c for c in children if c.is_file() and is_image_file(c) and not hidden_reason(c)]
+    if stray:  # beside class folders an image has no class: not read, and said
+        problems.skip([Skipped(f"{len(stray)} image(s) at the top of a folder of class "
+                               f"sub-folders ({', '.join(c.name for c in stray[:3])}"
+                               f"{', …' if len(stray) > 3 else ''}): not read, as a case's "
+                               "class is the name of its sub-folder", root, count=len(stray))])
     cases: list[Case] = []
     seen: dict[str, Path] = {}
     for folder in classes:
@@ -337,7 +349,7 @@ def has_class_folders(images: Path) -> bool:
     images = Path(images)
     if not images.is_dir() or is_dicom_series_dir(images) or (images / "DICOMDIR").is_file():
         return False
-    children = [c for c in images.iterdir() if not c.name.startswith(".")]
+    children = [c for c in images.iterdir() if hidden_reason(c) is None]
     return any(c.is_dir() for c in children) and not list_folder(images).images
 
 

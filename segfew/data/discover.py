@@ -12,7 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from segfew.data.case import _NNUNET_CHANNEL, LABEL_SUFFIXES, Case, _Problems
-from segfew.data.scan import label_maps_beside, list_folder, path_ids
+from segfew.data.label_maps import label_maps_beside
+from segfew.data.scan import list_folder, path_ids
 from segfew.data.split_series import refuse_split_series
 from segfew.errors import DataError, Skipped, SpecError
 from segfew.io import case_id, is_image_file
@@ -310,7 +311,7 @@ def find_image_cases(inputs: Path | Sequence[Path], channels: Sequence[str] | No
     file in it) is one case. In a folder, a file named like a label map of an image beside
     it (``a_seg.nii.gz`` beside ``a.nii.gz``) is skipped with a
     :class:`~segfew.errors.DataWarning`, not made a case
-    (:func:`~segfew.data.scan.label_maps_beside`). With ``keep_incomplete``, a case that
+    (:func:`~segfew.data.label_maps.label_maps_beside`). With ``keep_incomplete``, a case that
     lacks a channel file, and each file whose case id clashes with another's, is returned
     with its ``problem`` (a batch gives it an error row) instead of stopping the whole
     batch; so is each folder of a DICOM series whose files lie in several folders

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from segfew.data.case import Case, _Problems
+from segfew.data.case import Case, _Problems, hidden_reason
 from segfew.data.scan import DICOM_SUFFIXES
 from segfew.errors import DataError
 from segfew.io import is_image_file
@@ -102,7 +102,7 @@ def _series_below(folder: Path, walked: dict[Path, _Below]) -> _Below:
         here = stack.pop()
         try:
             children = sorted(c for c in here.iterdir()
-                              if not c.name.startswith(".") and c.is_dir())
+                              if hidden_reason(c) is None and c.is_dir())
         except OSError:
             continue
         for child in children:

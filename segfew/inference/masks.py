@@ -3,7 +3,7 @@
 Many teams already segment with nnU-Net, TotalSegmentator or by hand. ``train-classifier
 --framework measures --masks DIR`` measures those label maps instead of segmenting: each
 case's map(s) are found in ``DIR`` by case id exactly as voxel labels are
-(:class:`segfew.data.scan.LabelMaps`: ``<id>.nii.gz``, ``<id>_seg…``, or one per channel;
+(:class:`segfew.data.label_maps.LabelMaps`: ``<id>.nii.gz``, ``<id>_seg…``, or one per channel;
 never the image itself when ``DIR`` is the images' own folder, as in ACDC), the
 label values 0, 1, … are named by ``label_names.json`` in ``DIR`` (as ``segfew label`` writes
 it) or by ``--label-names``, and every measurement of :mod:`segfew.inference.measure`
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.data.binary_masks import BinaryMaskError
+from segfew.data.label_maps import LabelMaps
 from segfew.data.label_names import read_label_names as names_file
 from segfew.data.read import (
     LabelRules,
@@ -33,7 +34,6 @@ from segfew.data.read import (
     label_values,
     read_case,
 )
-from segfew.data.scan import LabelMaps
 from segfew.errors import DataError
 from segfew.inference.measure import measure_images
 from segfew.inference.measure_names import check_spacing_expected

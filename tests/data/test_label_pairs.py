@@ -1,4 +1,4 @@
-"""Label maps found for cases (segfew.data.scan.attach_labels, --masks): the images' own
+"""Label maps found for cases (segfew.data.label_maps.attach_labels, --masks): the images' own
 folder given as the labels folder (ACDC: ``a.nii.gz`` beside ``a_gt.nii.gz``) never pairs
 an image with itself; with --recursive, maps in patient sub-folders (beside their images,
 or in a labels tree mirroring the images') pair with their images, same names included."""
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from segfew.data import find_image_cases
-from segfew.data.scan import attach_labels
+from segfew.data.label_maps import attach_labels
 from segfew.errors import DataError
 from segfew.inference.masks import MaskMeasurer
 from tests.conftest import ramp, save_nifti
