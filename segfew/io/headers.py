@@ -178,27 +178,34 @@ _NRRD_BYTES = {
 
 
 def _nrrd_sizes(header: Path) -> _DataSizes | None:
-    """The sizes of a NRRD's one raw or gzip data file (``data file:``), else None."""
+    """The sizes of a NRRD's one raw or gzip data file (``data file:``), or of the gzip data
+    after an attached header's blank line, else None."""
     fields = nrrd_fields(header)
     data = detached_data_files(header)
     kind = fields.get("type", "").lower().replace(" ", "").removesuffix("_t")
     size = _NRRD_BYTES.get(kind)
     encoding = fields.get("encoding", "").lower()
+    start = 0
+    if not data and encoding in ("gzip", "gz"):  # attached: the data after the blank line
+        head = _read_head(header) or b""
+        found = re.search(rb"\r?\n\r?\n", head)
+        data, start = ([header], found.end()) if found else ([], 0)
     if (len(data) != 1 or size is None or encoding not in ("raw", "gzip", "gz")
             or fields.get("line skip", fields.get("lineskip", "0")).strip() != "0"):
         return None
     try:
         dims = [int(v) for v in fields.get("sizes", "").split()]
         offset = int(fields.get("byte skip", fields.get("byteskip", "0"))) or None
-        have = data[0].stat().st_size
+        have = data[0].stat().st_size - start
     except (ValueError, OSError):
         return None
     if not dims:
         return None
     if offset is not None and offset > 0:
         have -= offset
-    return _DataSizes(have, size * int(np.prod(dims)), True, None if encoding == "raw" else 0,
-                      offset, f"{'×'.join(map(str, dims))} {fields['type']}", data[0], 0,
+    return _DataSizes(have, size * int(np.prod(dims)), data[0] != header,
+                      None if encoding == "raw" else 0, offset,
+                      f"{'×'.join(map(str, dims))} {fields['type']}", data[0], start,
                       size * int(np.prod(dims)) // max(dims))
 
 

@@ -54,7 +54,7 @@ def test_busi_numbered_second_masks_are_label_maps_not_scans(tmp_path: Path) -> 
         _png(tmp_path / "benign" / f"benign ({i}).png", 10 * i)
         _png(tmp_path / "benign" / f"benign ({i})_mask.png", 0)
     _png(tmp_path / "benign" / "benign (2)_mask_1.png", 0)
-    cases, said = _said(find_image_cases, tmp_path / "benign")
+    cases, _ = _said(find_image_cases, tmp_path / "benign")
     assert sorted(c.id for c in cases) == ["benign (1)", "benign (2)"]
     with pytest.raises(DataError, match=r"several label files for 'benign \(2\)': benign "
                                         r"\(2\)_mask\.png, benign \(2\)_mask_1\.png: keep one, "

@@ -7,6 +7,7 @@ the inflated data."""
 from __future__ import annotations
 
 import gzip
+import re
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -141,3 +142,25 @@ def test_a_nrrd_header_named_nhdr_is_not_misnamed(tmp_path: Path) -> None:
     assert misnamed(path) is None
     assert misnamed(path.rename(tmp_path / "v.png")) == (
         "holds a NRRD image but is named .png: rename it to end in .nrrd")
+
+
+def test_an_attached_gzip_nrrd_whose_data_inflate_long_or_short_is_refused(
+        tmp_path: Path) -> None:
+    """Longer: its first part was read without a word (the sizes describe another file)."""
+    import SimpleITK as sitk
+
+    head = (b"NRRD0004\ntype: unsigned short\ndimension: 3\nsizes: 16 16 4\nendian: little\n"
+            b"encoding: gzip\n\n")
+    whole = VOXELS.tobytes()
+    for name, data, words in (
+            ("long", whole + whole[:1024], "inflate to more than the 2048 bytes its sizes "
+                                           "need (16×16×4 unsigned short): its sizes or type"),
+            ("short", whole[:1000], "inflate to 1000 bytes where its sizes need 2048")):
+        path = tmp_path / f"{name}.nrrd"
+        path.write_bytes(head + gzip.compress(data))
+        with pytest.raises(DataError, match=re.escape(words)):
+            read_image(path)
+    written = tmp_path / "itk.nrrd"  # SimpleITK's own compressed NRRD: read as written
+    sitk.WriteImage(sitk.GetImageFromArray(VOXELS.reshape(4, 16, 16)), str(written),
+                    useCompression=True)
+    assert int(read_image(written).array.max()) == int(VOXELS.max())

@@ -27,7 +27,7 @@ def nrrd(path: Path, encoding: str, data: bytes, typ: str = "float") -> Path:
      "cannot read: re-save it with gzip or raw encoding"),
     ("raw_cut", "raw", VALUES[:400], "the data ends before the header's sizes (100 of 256 "
      "values): the file is truncated"),
-    ("gzip_cut", "gzip", gzip.compress(VALUES)[:300], "the compressed data gives"),
+    ("gzip_cut", "gzip", gzip.compress(VALUES)[:300], "its compressed data inflate to"),
     ("hex_cut", "hex", VALUES[:100].hex().encode(), "the data ends before the header's sizes "
      "(100 of 1024 bytes): the file is truncated"),
     ("ascii_bad", "ascii", b"1 2 x 4", 'value 3 of 256 ("x") is not a number'),
