@@ -284,8 +284,8 @@ def _find_class_folders(root: Path, channels: Sequence[str] | None,
     if not classes:
         problems.add("no class sub-folders (expected DIR/<class>/<images>)", root)
         return []
-    problems.skip([Skipped(hidden_reason(d) or "", d) for d in children if d.is_dir()
-                   and hidden_reason(d) in ARCHIVE_LEFTOVERS.values()])
+    problems.skip([Skipped(ARCHIVE_LEFTOVERS[d.name], d) for d in children
+                   if d.is_dir() and d.name in ARCHIVE_LEFTOVERS])  # __MACOSX: said, passed
     stray = [c for c in children if c.is_file() and is_image_file(c) and not hidden_reason(c)]
     if stray:  # beside class folders an image has no class: not read, and said
         problems.skip([Skipped(f"{len(stray)} image(s) at the top of a folder of class "
