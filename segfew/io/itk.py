@@ -220,6 +220,10 @@ def console_of_c(capture: bool = True) -> Iterator[list[str]]:
 
 
 def _itk_reason(text: str) -> str:
+    """ITK's message in words, "" for none worth saying: a private TIFF tag (50838, …) it
+    cannot keep in its meta-data dictionary concerns no voxel."""
+    if "for meta-data dictionary" in text:
+        return ""
     text = text.split("WARNING:", 1)[-1]
     text = re.sub(r"^\s*In\s+\S+,\s*line\s+\d+\s*", "", text)
     text = re.sub(r"\w+ImageIO\s*\(0x[0-9a-f]+\):\s*", "", text)

@@ -4,6 +4,7 @@ refused in segfew's words, before ITK's libtiff can print its own to the termina
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,20 @@ def test_a_tiff_libtiff_cannot_decode_is_refused_without_its_lines(
         read_image(path)
     printed = capfd.readouterr()
     assert "LZWDecode" not in printed.err + printed.out
+
+
+def test_a_private_tiff_tag_itk_cannot_keep_is_not_said(tmp_path: Path) -> None:
+    """A camera's or scanner's private tag (50838) was said three times: "ITK: Tag 50838 has
+    unsupported data type (7) for meta-data dictionary" — of a header field, not a voxel."""
+    from PIL import TiffImagePlugin
+
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    info[50838] = b"\x00\x01\x02\x03"
+    info.tagtype[50838] = 7  # UNDEFINED
+    path = tmp_path / "private.tif"
+    Image.fromarray((np.arange(32 * 32) % 200).astype(np.uint8).reshape(32, 32)).save(
+        path, tiffinfo=info)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img = read_image(path)
+    assert img.shape == (32, 32) and [str(w.message) for w in caught] == []
