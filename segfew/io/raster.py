@@ -180,6 +180,10 @@ def read_with_pillow(path: Path, limits: ReadLimits, after: Exception | None = N
             raise DataError(f"a TIFF of {frames} frames of different sizes ({', '.join(sizes)}:"
                             " a thumbnail or reduced copies?), which is neither one picture nor "
                             "a volume; save each frame on its own", path)
+        if frames > 1 and im.format == "TIFF" and orientation(im, path) in _TURNS:
+            raise DataError(f"a TIFF of {frames} pages whose Orientation tag turns them: "
+                            "segfew reads the pages of a TIFF as a volume as they are stored "
+                            "only; save it without the tag, or each page on its own", path)
         if frames > 1:
             raise DataError(f"a {im.format} of {frames} frames in mode {im.mode}, which "
                             "segfew reads one frame at a time only; save each frame on its own",

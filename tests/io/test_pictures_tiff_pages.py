@@ -97,3 +97,16 @@ def test_a_private_tiff_tag_itk_cannot_keep_is_not_said(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         img = read_image(path)
     assert img.shape == (32, 32) and [str(w.message) for w in caught] == []
+
+
+def test_a_volume_tiff_with_an_orientation_tag_is_refused_saying_so(tmp_path: Path) -> None:
+    """Its pages were said to be "frames … read one frame at a time only", though the same
+    pages without the tag read as a volume."""
+    pages = [_picture() for _ in range(3)]
+    exif = Image.Exif()
+    exif[274] = 6
+    path = tmp_path / "turned.tif"
+    pages[0].save(path, save_all=True, append_images=pages[1:], exif=exif)
+    with pytest.raises(DataError, match=r"turned\.tif: a TIFF of 3 pages whose Orientation "
+                                        r"tag turns them"):
+        read_image(path)
