@@ -209,12 +209,9 @@ def _structure_measurements(mask: np.ndarray, spacing: Sequence[float], slice_ax
     if count == 0:
         return out
     if mask.ndim == 3:
-        # Marching cubes on the mask smoothed by its finest voxel size, in mm on every axis
-        # (a thick slice is not blurred across: smoothed by a voxel, a 6 mm ball on 10 mm
-        # slices lost 70 % of its area). The raw staircase overstates a curved surface by
-        # 10–25 %; smoothing rounds sharp edges instead (a cube reads some 10 % low).
-        # Sphericity compares the surface with the volume it encloses, not the voxel count:
-        # one surface's two measures, so it stays at most 1 but for rounding.
+        # Marching cubes on the mask smoothed by its finest voxel size in mm on every axis
+        # (never across a thick slice); sphericity from the volume that surface encloses, so
+        # at most 1 (docs/measurements.md: how far each shape measure reads off).
         sigma = [min(spacing) / s for s in spacing]
         smooth = gaussian_filter(np.pad(mask, 2).astype(np.float32), sigma)
         if smooth.max() <= 0.5:  # a structure of a few voxels vanishes when smoothed
@@ -223,13 +220,10 @@ def _structure_measurements(mask: np.ndarray, spacing: Sequence[float], slice_ax
         area = float(mesh_surface_area(verts, faces))
         a, b, c = (verts[faces[:, k]] for k in range(3))
         enclosed = abs(float(np.einsum("ij,ij->", a, np.cross(b, c)))) / 6.0  # divergence
-        out[skin] = area
-        out["sphericity"] = math.pi ** (1 / 3) * (6 * enclosed) ** (2 / 3) / area
+        out[skin], out["sphericity"] = area, math.pi ** (1 / 3) * (6 * enclosed) ** (2 / 3) / area
     else:
-        # scikit-image's perimeter weighs pixel edges of a square grid (a well-tried count;
-        # the contour of the mask on non-square pixels overstates a disc by 12 %): the mask
-        # is brought to square pixels first (_square), so a disc reads alike whatever the
-        # pixels' aspect. On square pixels: scikit-image's perimeter × the pixel size.
+        # scikit-image's perimeter (pixel edges of a square grid) on the mask brought to
+        # square pixels (_square), so a disc reads alike whatever the pixels' aspect.
         square, step = _square(mask, spacing)
         length = float(perimeter(square)) * step
         out[skin] = length
