@@ -83,9 +83,10 @@ def _nrrd_geometry_problem(fields: dict[str, str]) -> str | None:
     if sum(k.lower() in ("domain", "space", "time") for k in kinds) > 3:
         return (f"has {len(kinds)} dimensions (sizes {fields.get('sizes', '?')}, kinds "
                 f"{fields['kinds']}); expected a 2D or 3D image: save each time point as a file")
-    for key, what in (("space origin", "position"), ("space directions", "voxel size")):
+    for key, verb, what in (("space origin", "holds", "position"),
+                            ("space directions", "hold", "voxel size")):
         if _NOT_FINITE.search(fields.get(key, "")):
-            return f"its {key} ({fields[key]}) hold NaN or inf: the scan has no {what}"
+            return f"its {key} ({fields[key]}) {verb} NaN or inf: the scan has no {what}"
     for axis, vector in enumerate(re.findall(r"\(([^)]*)\)", fields.get("space directions",
                                                                         "")), 1):
         try:

@@ -47,7 +47,7 @@ def test_a_nrrd_without_the_blank_line_before_its_data_is_refused(tmp_path: Path
 
 @pytest.mark.parametrize(("name", "fields", "words"), [
     ("o.nrrd", "space: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,3)\n"
-     "space origin: (nan,0,0)", "its space origin ((nan,0,0)) hold NaN or inf: the scan has "
+     "space origin: (nan,0,0)", "its space origin ((nan,0,0)) holds NaN or inf: the scan has "
      "no position"),
     ("d.nrrd", "space: left-posterior-superior\nspace directions: (0,0,0) (0,1,0) (0,0,3)",
      "its space directions give axis 1 a length of 0"),
