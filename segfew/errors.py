@@ -186,8 +186,9 @@ class RepeatedWarnings:
             text = more[0][1] if more and len({t for _, t in more}) == 1 else key
             if len(more) == 1:
                 lines.append(_located(more[0][1], more[0][0]))
-            elif more and len(paths) == 1:
-                lines.append(f"{_located(key, paths[0])}: also {len(more)} more of this file")
+            elif more and len(paths) == 1:  # a file's rows: the first as it is, then a count
+                lines.append(f"{_located(more[0][1], paths[0])} (and {len(more) - 1} more like "
+                             "it in this file)")
             elif more:
                 lines.append(f"{text}: also {len(more)} more files ({paths[0].name} … "
                              f"{paths[-1].name})")

@@ -240,8 +240,10 @@ def check_resumed_data(run_dir: Path, data: Sequence[dict[str, Any]]) -> None:
     if added or gone:
         first = f"{added[0]} is new" if added else f"{gone[0]} is gone"
         raise SpecError(f"the run was started on other data ({len(added)} input(s) new, "
-                        f"{len(gone)} gone: {first}); its checkpoint would go on with these: "
-                        "resume with its data, or start afresh with --overwrite", run_dir)
+                        f"{len(gone)} gone: {first}; inputs are compared by their bytes, so a "
+                        "file saved again counts as new); its checkpoint would go on with "
+                        "these: resume with the files it started on, or start afresh with "
+                        "--overwrite", run_dir)
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:

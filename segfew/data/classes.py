@@ -343,6 +343,13 @@ def find_cases(images: Path, table: Path | None = None, channels: Sequence[str] 
     return find_image_cases(images, channels, recursive)
 
 
+def has_classes_below(images: Path) -> bool:
+    """Whether a sub-folder of ``images`` (not hidden, no DICOM series) holds images: what
+    ``train-classifier`` without a table reads as class folders (:func:`find_class_folders`)."""
+    return any(d.is_dir() and hidden_reason(d) is None and not is_dicom_series_dir(d)
+               and list_folder(d).images for d in Path(images).iterdir())
+
+
 def has_class_folders(images: Path) -> bool:
     """True if ``images`` holds sub-folders and no image (no image file, no DICOM series
     sub-folder, no ``DICOMDIR``: :func:`segfew.data.scan.list_folder` finds none)."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from segfew.data import Case, group_identical_images, read_dataset_json
 from segfew.data.case import _Problems
-from segfew.data.classes import _find_class_folders, _read_table, _with_targets
+from segfew.data.classes import _find_class_folders, _read_table, _with_targets, has_classes_below
 from segfew.data.discover import _find_images, _find_segmentation, _nnunet_layout
 from segfew.data.label_names import read_label_names
 from segfew.data.read import LabelRules, consecutive_label_map, read_case, source_shape
@@ -207,6 +207,11 @@ def _match(report: DatasetReport, found: _Problems, channels: Sequence[str] | No
     if segmentation:
         cases = _find_segmentation(images, labels, channels, found)
         report.kind = "segmentation" if any(c.labels for c in cases) else "images"
+        if report.kind == "images" and table is None and has_classes_below(images):
+            found.skip([DataWarning(  # what train-classifier reads here is not what this is
+                "its sub-folders hold images too: train-classifier reads them as class "
+                "folders and not the images at the top (inspect, pretrain, label and predict "
+                "read the images at the top)", images)])
         if table is not None:
             classified = _read_table(table, images if layout is None else layout[0], channels,
                                      id_column, label_column, group_column, found, classes=None)

@@ -11,6 +11,7 @@ are in voxels (:attr:`segfew.io.Image.spacing_placeholder`), as a picture's are.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from pathlib import Path
@@ -18,16 +19,32 @@ from pathlib import Path
 import numpy as np
 
 from segfew.errors import DataWarning
-from segfew.io.headers import MAX_HEADER_BYTES, metaimage_fields, nrrd_fields, nrrd_world_units
+from segfew.io.headers import (
+    DOMAIN_KINDS,
+    MAX_HEADER_BYTES,
+    metaimage_fields,
+    nrrd_fields,
+    nrrd_world_units,
+)
 
 __all__ = ["header_problem", "nrrd_in_mm", "states_voxel_size"]
 
-#: a number that is no number: NaN or ±inf, as C's strtod and Python read them
-_NOT_FINITE = re.compile(r"(?<![\w.])[-+]?(nan|inf(inity)?)(?![\w.])", re.IGNORECASE)
 #: MetaImage fields that place the image (a NaN there is read as 0)
 _META_PLACE = ("Offset", "Origin", "Position", "TransformMatrix", "Rotation", "Orientation",
                "CenterOfRotation")
 _META_SIZE = ("ElementSpacing", "ElementSize")
+
+
+def _not_finite(text: str) -> bool:
+    """Whether one of the numbers in a header field is NaN or infinite (``nan``, ``-inf``,
+    ``1e999``), as C's strtod reads them."""
+    for token in re.split(r"[\s,()]+", text):
+        try:
+            if not math.isfinite(float(token)):
+                return True
+        except ValueError:
+            continue  # a word (none) or nothing
+    return False
 
 
 def _is_nrrd(header: Path) -> bool:
@@ -50,7 +67,7 @@ def header_problem(header: Path) -> str | None:
       ``ElementSpacing``).
     """
     if _is_nrrd(header):
-        return _nrrd_lines_problem(header) or _nrrd_geometry_problem(nrrd_fields(header))
+        return _nrrd_lines_problem(header) or _nrrd_geometry_problem(_nrrd_keys(header))
     if header.name.lower().endswith((".mha", ".mhd")):
         return _meta_geometry_problem(metaimage_fields(header))
     return None
@@ -69,7 +86,8 @@ def _nrrd_lines_problem(header: Path) -> str | None:
         if not line.strip():
             return None  # the blank line that ends the header (or a .nhdr's last newline)
         if line.startswith(b"#") or b": " in line or b":=" in line:
-            if line.lower().startswith(b"data file: list"):
+            key, _, value = line.partition(b": ")
+            if key.replace(b" ", b"").lower() == b"datafile" and value.startswith(b"LIST"):
                 return None  # the data files' names follow, one a line
             continue
         return (f"cannot read image (its header has no blank line before the voxel data: "
@@ -78,21 +96,27 @@ def _nrrd_lines_problem(header: Path) -> str | None:
     return None
 
 
+def _nrrd_keys(header: Path) -> dict[str, str]:
+    """A NRRD's fields by name without spaces (teem reads ``space origin`` and ``spaceorigin``
+    alike)."""
+    return {key.replace(" ", ""): value for key, value in nrrd_fields(header).items()}
+
+
 def _nrrd_geometry_problem(fields: dict[str, str]) -> str | None:
     kinds = fields.get("kinds", "").split()
     if sum(k.lower() in ("domain", "space", "time") for k in kinds) > 3:
         return (f"has {len(kinds)} dimensions (sizes {fields.get('sizes', '?')}, kinds "
                 f"{fields['kinds']}); expected a 2D or 3D image: save each time point as a file")
-    for key, verb, what in (("space origin", "holds", "position"),
-                            ("space directions", "hold", "voxel size")):
-        if _NOT_FINITE.search(fields.get(key, "")):
-            return f"its {key} ({fields[key]}) {verb} NaN or inf: the scan has no {what}"
-    for axis, vector in enumerate(re.findall(r"\(([^)]*)\)", fields.get("space directions",
+    for key, name, verb, what in (("spaceorigin", "space origin", "holds", "position"),
+                                  ("spacedirections", "space directions", "hold", "voxel size")):
+        if _not_finite(fields.get(key, "")):
+            return f"its {name} ({fields[key]}) {verb} NaN or inf: the scan has no {what}"
+    for axis, vector in enumerate(re.findall(r"\(([^)]*)\)", fields.get("spacedirections",
                                                                         "")), 1):
         try:
             if np.linalg.norm([float(v) for v in vector.split(",")]) == 0:
                 return (f"its space directions give axis {axis} a length of 0 "
-                        f"({fields['space directions']}): no voxel size")
+                        f"({fields['spacedirections']}): no voxel size")
         except ValueError:
             return None  # teem's own words
     spacings = fields.get("spacings", "").split()
@@ -103,7 +127,7 @@ def _nrrd_geometry_problem(fields: dict[str, str]) -> str | None:
 
 def _meta_geometry_problem(fields: dict[str, str]) -> str | None:
     for key in _META_PLACE:
-        if _NOT_FINITE.search(fields.get(key, "")):
+        if _not_finite(fields.get(key, "")):
             return f"its {key} ({fields[key]}) holds NaN or inf: the scan has no position"
     for key in _META_SIZE:
         if key in fields and not all(_positive(v) for v in fields[key].split()):
@@ -121,12 +145,16 @@ def _positive(text: str) -> bool:
 
 def states_voxel_size(header: Path) -> bool:
     """Whether a NRRD or MetaImage states a voxel size (NRRD ``space directions`` or
-    ``spacings`` other than NaN; MetaImage ``ElementSpacing`` or ``ElementSize``). Any
-    other file: True (its reader says)."""
+    ``spacings`` with no NaN; MetaImage ``ElementSpacing`` or ``ElementSize``). Any other
+    file: True (its reader says)."""
     if _is_nrrd(header):
-        fields = nrrd_fields(header)
-        return "space directions" in fields or any(
-            s.lower() != "nan" for s in fields.get("spacings", "").split())
+        fields = _nrrd_keys(header)
+        spacings, kinds = fields.get("spacings", "").split(), fields.get("kinds", "").split()
+        if len(kinds) == len(spacings):  # a vector axis (RGB) has none: the image axes'
+            spacings = [s for s, k in zip(spacings, kinds, strict=True)
+                        if k.lower() in DOMAIN_KINDS]
+        return "spacedirections" in fields or (bool(spacings) and all(
+            s.lower() != "nan" for s in spacings))  # one axis of NaN: no voxel size either
     if header.name.lower().endswith((".mha", ".mhd")):
         return any(key in metaimage_fields(header) for key in _META_SIZE)
     return True

@@ -17,8 +17,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["MAX_HEADER_BYTES", "MM_PER_UNIT", "data_size_problem", "detached_data_files",
-           "metaimage_fields", "metaimage_shortfall", "nrrd_fields", "nrrd_world_units"]
+__all__ = ["DOMAIN_KINDS", "MAX_HEADER_BYTES", "MM_PER_UNIT", "data_size_problem",
+           "detached_data_files", "metaimage_fields", "metaimage_shortfall", "nrrd_fields",
+           "nrrd_world_units"]
 
 #: a header's text read for its data file names (a ``LIST`` of a few thousand slices)
 MAX_HEADER_BYTES = 1 << 20
@@ -38,7 +39,7 @@ MM_PER_UNIT = {
 #: what a NRRD writes for a unit it does not state: read as mm, as ITK does
 _UNSTATED = frozenset({"", "???", "none"})
 #: the kinds of NRRD axes that are image axes (the others are a pixel's components)
-_DOMAIN_KINDS = frozenset({"domain", "space", "time", "???", "none", ""})
+DOMAIN_KINDS = frozenset({"domain", "space", "time", "???", "none", ""})
 
 
 def _read_head(header: Path) -> bytes | None:
@@ -375,7 +376,7 @@ def nrrd_world_units(header: Path, dim: int) -> tuple[tuple[float, ...], str | N
         kinds = fields.get("kinds", "").split()
         if kinds and len(kinds) == len(units):
             units = [u for u, k in zip(units, kinds, strict=True)
-                     if k.lower() in _DOMAIN_KINDS]
+                     if k.lower() in DOMAIN_KINDS]
     scales = []
     for unit in units[:dim]:
         key = unit.strip().lower()

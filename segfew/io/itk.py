@@ -102,8 +102,9 @@ def read_itk(path: Path, limits: ReadLimits, label: bool = False
         img = as_picture(img, "".join(printed), path)
     array, affine, colour = from_sitk(img, path, picture=raster or dicom)
     refuse_sheared_axes(affine, array.shape, path)  # NRRD space directions, MetaImage matrix
-    extra: dict[str, Any] = {"format": "itk", "colour": colour,
-                             "units_stated": not raster and states_voxel_size(path)}
+    extra: dict[str, Any] = {"format": "itk", "colour": colour, "units_stated": not raster}
+    if not raster and not states_voxel_size(path):  # ITK's 1 mm is no measurement
+        extra["spacing_placeholder"] = "no voxel size in the header"
     if path.name.lower().endswith((".nrrd", ".nhdr")):
         affine = nrrd_in_mm(affine, path, img.GetDimension(), extra)
     elif dicom:

@@ -115,8 +115,8 @@ def _check_scaling(header: Any, path: Path) -> None:
     bad = [f"scl_slope {slope}"] if math.isinf(slope) else [
         f"scl_inter {inter}"] if slope and math.isfinite(slope) and math.isinf(inter) else []
     if bad:
-        raise DataError(f"its {bad[0]} cannot scale the voxel values: the header is damaged "
-                        "(a slope of 0 means no scaling)", path)
+        raise DataError(f"its {bad[0]} cannot scale the voxel values: the header is damaged"
+                        + (" (a slope of 0 means no scaling)" if "slope" in bad[0] else ""), path)
 
 
 def _read_opened(h: Any, f: Any, path: Path, data: Path, gzipped: bool, limits: ReadLimits

@@ -83,7 +83,8 @@ class PreprocessConfig(Settings):
     @classmethod
     def _window_low_high(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
         if v is not None and not (all(map(math.isfinite, v)) and v[0] < v[1]):
-            raise ValueError(f"give (low, high), low below high, got {list(v)}")
+            raise ValueError(f"give two finite numbers (low, high), low below high, got "
+                             f"{list(v)}")
         return v
 
     @field_validator("slice_axis", mode="before")
@@ -206,8 +207,9 @@ Channels = Annotated[list[str] | None, AfterValidator(_distinct)]
 """Channel names (``--channels frame01,frame02``), each once."""
 """Bootstrap resamples for the 95% intervals: 0 (none) or at least :data:`MIN_BOOTSTRAP`."""
 Threads = Annotated[int | None, Field(ge=1)]
-#: a random seed: what numpy, scikit-learn and torch all take (0 to 2^32 - 1)
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+#: a random seed: 0 to 2^31 - 1, so that the seeds derived from it (``seed + epoch``, ``seed
+#: + repetition``) stay within what numpy, scikit-learn and torch take (below 2^32)
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 """CPU threads for torch and the BLAS/OpenMP pools; None: ``OMP_NUM_THREADS`` when set, else
 the idle cores by the load average (:func:`segfew.runtime.default_threads`)."""
 

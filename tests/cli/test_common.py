@@ -387,5 +387,5 @@ def test_a_files_rows_are_each_said_not_taken_for_one_warning() -> None:
     assert said == [True, True, True, False, False]
     assert repeats.admit(DataWarning("row 3: id 's3' has no image s3.* in images",
                                      "t.csv")) is False  # the same line again: once
-    assert repeats.counts() == ["t.csv: row …: id 's…' has no image s….* in images: also 2 "
-                                "more of this file"]
+    assert repeats.counts() == ["t.csv: row 6: id 's6' has no image s6.* in images (and 1 "
+                                "more like it in this file)"]

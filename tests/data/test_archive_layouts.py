@@ -60,3 +60,19 @@ def test_busi_numbered_second_masks_are_label_maps_not_scans(tmp_path: Path) -> 
                                         r"\(2\)_mask\.png, benign \(2\)_mask_1\.png: keep one, "
                                         r"or merge them"):
         attach_labels(cases, tmp_path / "benign")
+
+
+def test_inspect_says_when_train_classifier_would_read_other_images(tmp_path: Path) -> None:
+    """An image at the top of a class-folder layout: inspect read it alone ("no fatal
+    problems") while train-classifier read the class folders — two data sets, no word."""
+    from segfew.data.inspect import inspect_dataset
+
+    for cls in ("normal", "oval"):
+        save_nifti(tmp_path / cls / f"{cls}0.nii.gz", ramp((16, 16), base=len(cls)))
+    save_nifti(tmp_path / "stray.nii.gz", ramp((16, 16), base=99))
+    report = inspect_dataset(tmp_path)
+    assert any("its sub-folders hold images too: train-classifier reads them as class folders"
+               in p for p in report.problems), report.problems
+    flat = tmp_path / "flat"
+    save_nifti(flat / "a.nii.gz", ramp((16, 16)))
+    assert not any("sub-folders hold images" in p for p in inspect_dataset(flat).problems)

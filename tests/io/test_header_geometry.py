@@ -43,6 +43,11 @@ def test_a_nrrd_without_the_blank_line_before_its_data_is_refused(tmp_path: Path
     assert str(refused.value) == f"{raw}: {words}"
     good = _nrrd(tmp_path / "g.nrrd", "spacings: 1 1 3\nmodality:=MR", "ascii")
     assert read_image(good).spacing == (1.0, 1.0, 3.0)
+    listed = tmp_path / "l.nhdr"  # teem's other spelling of "data file": names follow
+    (tmp_path / "s0.raw").write_bytes(VOXELS[:256].tobytes())
+    listed.write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 16 16 1\nendian: little\n"
+                      "encoding: raw\ndatafile: LIST\ns0.raw\n")
+    assert header_problem(listed) is None
 
 
 @pytest.mark.parametrize(("name", "fields", "words"), [
@@ -54,6 +59,10 @@ def test_a_nrrd_without_the_blank_line_before_its_data_is_refused(tmp_path: Path
     ("s.nrrd", "spacings: 1 0 3", "its spacings (1 0 3) are no voxel size"),
     ("o.mha", "ElementSpacing = 1 1 3\nOffset = nan 0 0", "its Offset (nan 0 0) holds NaN or "
      "inf: the scan has no position"),
+    ("big.mha", "ElementSpacing = 1 1 3\nOffset = 1e999 0 0", "its Offset (1e999 0 0) holds "
+     "NaN or inf"),  # strtod's inf
+    ("alias.nrrd", "space: left-posterior-superior\nspacedirections: (1,0,0) (0,1,0) (0,0,3)\n"
+     "spaceorigin: (nan,0,0)", "its space origin ((nan,0,0)) holds NaN"),  # teem's spelling
     ("z.mha", "ElementSpacing = nan 1 3", "its ElementSpacing (nan 1 3) is no voxel size"),
     ("z0.mha", "ElementSpacing = 0 0 0", "its ElementSpacing (0 0 0) is no voxel size"),
 ])
@@ -68,6 +77,7 @@ def test_a_nan_position_or_a_zero_voxel_size_is_refused_in_words(
 
 @pytest.mark.parametrize(("name", "fields"), [
     ("nan.nrrd", "spacings: NaN NaN NaN"),  # NRRD's word for "not known"
+    ("part.nrrd", "spacings: nan 1 3"),  # one axis without a size: no voxel size either
     ("none.nrrd", "kinds: domain domain domain"),
     ("none.mha", "Offset = 0 0 0"),
 ])
@@ -75,7 +85,7 @@ def test_a_file_stating_no_voxel_size_has_none(tmp_path: Path, name: str, fields
     """ITK gives it 1 mm; it was measured in mm as if the file said so."""
     path = (_nrrd if name.endswith(".nrrd") else _mha)(tmp_path / name, fields)
     img = read_image(path)
-    assert img.spacing_placeholder == "voxel size 1 with no unit"
+    assert img.spacing_placeholder == "no voxel size in the header"
     stated = (_nrrd if name.endswith(".nrrd") else _mha)(
         tmp_path / f"stated_{name}", "spacings: 1 1 3" if name.endswith(".nrrd")
         else "ElementSpacing = 1 1 3")

@@ -55,9 +55,12 @@ def test_yaml_spec_is_read(tmp_path: Path) -> None:
         ({"train": {"checkpoint_interval_s": True}}, "train.checkpoint_interval_s: expected"),
         ({"network": {"n_s": False}}, "network.n_s: expected a number, got false"),
         ({"train": {"seed": -1}}, "train.seed: Input should be greater than or equal to 0"),
-        ({"preprocess": {"window": [400, -1000]}}, "preprocess.window: give (low, "
-                                                   "high), low below high, got [400.0, -1000.0]"),
+        ({"preprocess": {"window": [400, -1000]}}, "preprocess.window: give two finite "
+                                                   "numbers (low, high), low below high"),
+        ({"preprocess": {"window": [0, "inf"]}}, "preprocess.window: give two finite"),
         ({"train": {"seed": 2**64}}, "train.seed: Input should be less than or equal to"),
+        ({"train": {"seed": 2**32 - 1}}, "train.seed: Input should be less than or equal to "
+                                         "2147483647"),  # seed + epoch must stay below 2^32
     ],
 )
 def test_bad_values_are_one_line_errors_naming_the_key(overrides: dict, expected: str) -> None:
