@@ -80,3 +80,25 @@ def test_every_training_case_that_cannot_be_measured_is_named_at_once(
         expect=2).split())
     assert all(p.name in said for p in blank)
     assert "and 1 more of the 12 training cases cannot be measured" in said
+
+
+def test_network_settings_given_to_a_masks_prediction_are_named_as_unused(
+        phantoms: Path, tmp_path: Path) -> None:
+    """With --masks no network runs: --batch-size and --precision were taken without a word
+    (and recorded as if they had a part in the predictions)."""
+    masks = shutil.copytree(phantoms / "labels", tmp_path / "masks")
+    (masks / "label_names.json").write_text(json.dumps(
+        {"label_names": ["background", "wall", "cavity", "blob"]}))
+    clf = tmp_path / "clf.pt"
+    run = ("--threads", "1", "--no-progress")
+    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
+           str(phantoms / "images"), "--framework", "measures", "--masks", str(masks),
+           "--out", str(clf), "--no-cache", *run)
+    said = " ".join(invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"),
+                           "--masks", str(masks), "--out", str(tmp_path / "p.csv"),
+                           "--batch-size", "2", "--precision", "fp32", *run).split())
+    assert "--batch-size, --precision not used: with --masks no network runs" in said
+    quiet = " ".join(invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"),
+                            "--masks", str(masks), "--out", str(tmp_path / "q.csv"),
+                            *run).split())
+    assert "not used" not in quiet
