@@ -129,6 +129,8 @@ _CAUSES = (
     ("Could not find a decoder", "no decoder for the transfer syntax"),
     ("Unhandled Transfer Syntax", "no decoder for the transfer syntax"),
     ("Unsupported", "unsupported object type"),
+    ("Zero-valued spacing", "its header gives a voxel size of 0 (a DICOM PixelSpacing or "
+     "SpacingBetweenSlices of 0): no voxel size to read it by; fix or remove the field"),
 )
 _TRUNCATED = "the data ends before the header's sizes ({} of {} {}): the file is truncated"
 #: teem's (NRRD) innermost messages, and their cause in words (groups fill the braces)

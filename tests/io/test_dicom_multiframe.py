@@ -167,3 +167,12 @@ def test_legacy_frames_placed_by_one_position_are_not_spaced_by_it(tmp_path: Pat
     assert thick.spacing[2] == 4.0 and any("SliceThickness (4 mm) apart" in s for s in said)
     bare, _ = read(_legacy(tmp_path / "bare.dcm", 3))
     assert bare.spacing_placeholder == "no slice positions or slice spacing in the DICOM header"
+
+
+def test_a_spacing_between_slices_of_0_is_refused_in_words(tmp_path: Path) -> None:
+    """ITK's own words were said: "Zero-valued spacing is not supported and may result in
+    undefined behavior. Refusing to change spacing from [1, 1, 1] to …"."""
+    with pytest.raises(DataError) as refused:
+        read(_legacy(tmp_path / "sbs0.dcm", 3, SpacingBetweenSlices=0))
+    said = str(refused.value)
+    assert "its header gives a voxel size of 0" in said and "Refusing" not in said
