@@ -118,6 +118,9 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
         for p in predictors:  # a classifier of another tool's label maps reads them
             p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
             _ = p.measurer  # its label maps' source checked once, before any case
+            caveat = estimate_caveat(p.meta.metrics or {})
+            if caveat is not None:  # said before any answer it gives
+                warnings.warn(DataWarning(caveat, p.model_path), stacklevel=2)
         default = {k: PredictSpec.model_fields[k].default for k in ("batch_size", "precision")}
         idle = [flag for flag, given in (("--batch-size", batch_size != default["batch_size"]),
                                          ("--precision", precision != default["precision"]))
@@ -125,9 +128,6 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
         if idle and all(p.masks is not None for p in predictors):
             warnings.warn(DataWarning(f"{', '.join(idle)} not used: with --masks no network "
                                       "runs, the label maps are given", masks), stacklevel=2)
-            caveat = estimate_caveat(p.meta.metrics or {})
-            if caveat is not None:  # said before any answer it gives
-                warnings.warn(DataWarning(caveat, p.model_path), stacklevel=2)
         spec = run_spec if run_spec is not None else {
             "task": "predict", "model": [str(m) for m in models],
             "inputs": [str(p) for p in inputs],
