@@ -11,15 +11,22 @@ from pathlib import Path
 from tests.conftest import invoke
 
 
-def test_a_table_row_without_an_image_is_an_error_row_not_a_lost_batch(
-        phantoms: Path, tmp_path: Path) -> None:
+def _masks_model(phantoms: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The phantoms' label maps as another tool's (``--masks``), and a measures model of
+    them trained on the phantoms' table."""
     masks = shutil.copytree(phantoms / "labels", tmp_path / "masks")
     (masks / "label_names.json").write_text(json.dumps(
         {"label_names": ["background", "wall", "cavity", "blob"]}))
     clf = tmp_path / "clf.pt"
     invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
            str(phantoms / "images"), "--framework", "measures", "--masks", str(masks),
-           "--out", str(clf), "--threads", "1", "--no-progress", "--no-cache")
+           "--out", str(clf), "--no-cache", "--threads", "1", "--no-progress")
+    return masks, clf
+
+
+def test_a_table_row_without_an_image_is_an_error_row_not_a_lost_batch(
+        phantoms: Path, tmp_path: Path) -> None:
+    masks, clf = _masks_model(phantoms, tmp_path)
     rows = (phantoms / "labels.csv").read_text().splitlines()
     typo = tmp_path / "typo.csv"
     typo.write_text("\n".join([rows[0], "nosuchcase," + rows[1].split(",", 1)[1], *rows[2:]]))
@@ -38,14 +45,8 @@ def test_the_run_records_list_the_masks_that_decided_the_answers(
         phantoms: Path, tmp_path: Path) -> None:
     """train-classifier's, predict's and evaluate's manifests hold each --masks label map
     with its SHA-256: a mask corrected by hand later shows which version gave the table."""
-    masks = shutil.copytree(phantoms / "labels", tmp_path / "masks")
-    (masks / "label_names.json").write_text(json.dumps(
-        {"label_names": ["background", "wall", "cavity", "blob"]}))
-    clf = tmp_path / "clf.pt"
+    masks, clf = _masks_model(phantoms, tmp_path)
     run = ("--threads", "1", "--no-progress")
-    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
-           str(phantoms / "images"), "--framework", "measures", "--masks", str(masks),
-           "--out", str(clf), "--no-cache", *run)
     maps = sorted(p.name for p in masks.glob("*.nii.gz"))
     invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"), "--masks",
            str(masks), "--out", str(tmp_path / "p.csv"), *run)
@@ -86,14 +87,8 @@ def test_network_settings_given_to_a_masks_prediction_are_named_as_unused(
         phantoms: Path, tmp_path: Path) -> None:
     """With --masks no network runs: --batch-size and --precision were taken without a word
     (and recorded as if they had a part in the predictions)."""
-    masks = shutil.copytree(phantoms / "labels", tmp_path / "masks")
-    (masks / "label_names.json").write_text(json.dumps(
-        {"label_names": ["background", "wall", "cavity", "blob"]}))
-    clf = tmp_path / "clf.pt"
+    masks, clf = _masks_model(phantoms, tmp_path)
     run = ("--threads", "1", "--no-progress")
-    invoke("train-classifier", "--table", str(phantoms / "labels.csv"), "--images",
-           str(phantoms / "images"), "--framework", "measures", "--masks", str(masks),
-           "--out", str(clf), "--no-cache", *run)
     said = " ".join(invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"),
                            "--masks", str(masks), "--out", str(tmp_path / "p.csv"),
                            "--batch-size", "2", "--precision", "fp32", *run).split())
