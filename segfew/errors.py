@@ -74,9 +74,10 @@ def all_at_once(failed: Sequence[DataError], total: int, what: str) -> DataError
     """One error for the cases of a set that failed a check, so that a user mends them all
     in one go, not one per run: the first error (of its own class, with all it holds), its
     words followed by a count of the rest (``what``: "training cases cannot be measured");
-    the others are warned (:class:`DataWarning`), each in its own line, unless every one of
-    the ``total`` cases failed with the same words, which are then said once. ``failed``
-    must not be empty."""
+    the others are warned (:class:`DataWarning`), each in its own line (beyond a few of one
+    kind, the CLI counts them: :class:`RepeatedWarnings`), unless every one of the ``total``
+    cases failed with the same words, which are then said once. ``failed`` must not be
+    empty."""
     first = failed[0]
     alike = len(failed) == total and all(e.message == first.message for e in failed)
     if not alike:
@@ -86,7 +87,7 @@ def all_at_once(failed: Sequence[DataError], total: int, what: str) -> DataError
         return first
     error = copy.copy(first)  # a subclass (a refusal with a hint to add) stays itself
     error.message = (f"{first.message} — and {len(failed) - 1} more of the {total} {what} "
-                     f"({'the same' if alike else 'each named above'})")
+                     f"({'the same' if alike else 'warned above'})")
     error.args = (error.message,)
     return error
 

@@ -389,3 +389,21 @@ def test_a_files_rows_are_each_said_not_taken_for_one_warning() -> None:
                                      "t.csv")) is False  # the same line again: once
     assert repeats.counts() == ["t.csv: row 6: id 's6' has no image s6.* in images (and 1 "
                                 "more like it in this file)"]
+
+
+def test_a_table_of_many_rows_without_images_accounts_for_every_row(tmp_path: Path) -> None:
+    """12 table rows without images: 5 were named, the rest folded into a count, yet the
+    error said the others were "each named above". Every row is now named or counted,
+    and the error claims no more than that."""
+    (tmp_path / "imgs").mkdir()
+    rows = [f"imgs/gone{i}.nii.gz,{'AB'[i % 2]}" for i in range(12)]
+    table = tmp_path / "table.csv"
+    table.write_text("path,label\n" + "\n".join(rows) + "\n")
+    said = " ".join(runner.invoke(app, [
+        "train-classifier", "--table", str(table), "--images", str(tmp_path / "imgs"),
+        "--framework", "scratch", "--out", str(tmp_path / "clf.pt")]).output.split())
+    assert "each named above" not in said
+    named = len(set(re.findall(r"gone\d+\.nii\.gz", said)))
+    counted = sum(int(n) for n in re.findall(r"and (\d+) more like it", said))
+    assert named + counted == 12, said
+    assert "and 11 more of the 12" in said and not (tmp_path / "clf.pt").exists()
