@@ -24,6 +24,7 @@ from segfew.data.case import (
 )
 from segfew.data.discover import _find_images, _list_images, find_image_cases
 from segfew.data.label_maps import label_maps_beside
+from segfew.data.label_names import is_label_preview
 from segfew.data.scan import list_folder
 from segfew.data.split_series import refuse_split_series
 from segfew.data.table_rows import (
@@ -279,8 +280,7 @@ def _find_class_folders(root: Path, channels: Sequence[str] | None,
         problems.add("no such folder", root)
         return []
     children = sorted(root.iterdir())
-    classes = [d for d in children if d.is_dir() and hidden_reason(d) is None
-               and not is_dicom_series_dir(d)]
+    classes = [d for d in children if _may_be_class(d)]
     if not classes:
         problems.add("no class sub-folders (expected DIR/<class>/<images>)", root)
         return []
@@ -346,8 +346,14 @@ def find_cases(images: Path, table: Path | None = None, channels: Sequence[str] 
 def has_classes_below(images: Path) -> bool:
     """Whether a sub-folder of ``images`` (not hidden, no DICOM series) holds images: what
     ``train-classifier`` without a table reads as class folders (:func:`find_class_folders`)."""
-    return any(d.is_dir() and hidden_reason(d) is None and not is_dicom_series_dir(d)
-               and list_folder(d).images for d in Path(images).iterdir())
+    return any(_may_be_class(d) and list_folder(d).images for d in Path(images).iterdir())
+
+
+def _may_be_class(folder: Path) -> bool:
+    """Whether ``folder`` may be a class sub-folder: a folder, not hidden, no DICOM series,
+    not the preview of a ``segfew label`` output."""
+    return (folder.is_dir() and hidden_reason(folder) is None and not is_dicom_series_dir(folder)
+            and not is_label_preview(folder))
 
 
 def has_class_folders(images: Path) -> bool:
@@ -356,8 +362,8 @@ def has_class_folders(images: Path) -> bool:
     images = Path(images)
     if not images.is_dir() or is_dicom_series_dir(images) or (images / "DICOMDIR").is_file():
         return False
-    children = [c for c in images.iterdir() if hidden_reason(c) is None]
-    return any(c.is_dir() for c in children) and not list_folder(images).images
+    return (any(_may_be_class(c) for c in images.iterdir())
+            and not list_folder(images).images)
 
 
 

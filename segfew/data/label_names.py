@@ -9,12 +9,22 @@ from pathlib import Path
 
 from segfew.errors import DataError
 
-__all__ = ["CENTRES_FILE", "LABEL_NAMES_FILE", "kmeans_label_names", "read_label_names"]
+__all__ = ["CENTRES_FILE", "LABEL_NAMES_FILE", "PREVIEW_DIR", "is_label_preview",
+           "kmeans_label_names", "read_label_names"]
 
 #: beside every folder of maps ``segfew label`` writes: the names of labels 0, 1, …
 LABEL_NAMES_FILE = "label_names.json"
 #: the k-means centres ``segfew label --method kmeans`` writes (older folders have only these)
 CENTRES_FILE = "centres.json"
+#: the sub-folder of a ``segfew label`` output holding its preview picture, which is no scan
+PREVIEW_DIR = "preview"
+
+
+def is_label_preview(path: Path) -> bool:
+    """Whether ``path`` is the preview folder of a ``segfew label`` output (beside its
+    label names or k-means centres): neither scans nor a class of them."""
+    return (path.name == PREVIEW_DIR and path.is_dir()
+            and any((path.parent / name).is_file() for name in (LABEL_NAMES_FILE, CENTRES_FILE)))
 
 
 def kmeans_label_names(k: int, keep_background: bool) -> list[str]:

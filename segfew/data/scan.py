@@ -27,6 +27,7 @@ from pathlib import Path
 from segfew.data.case import (
     hidden_reason,
 )
+from segfew.data.label_names import is_label_preview
 from segfew.errors import Skipped
 from segfew.files import OUTPUT_LOCK_SUFFIX
 from segfew.io import IMAGE_SUFFIXES, case_id, is_image_file
@@ -42,9 +43,6 @@ DICOM_SUFFIXES = (".dcm", ".ima", ".dicom", ".dic")
 #: files that describe a folder of images or label maps rather than being one: the label
 #: names ``segfew label`` writes, its k-means centres, an nnU-Net ``dataset.json``
 DATASET_FILES = frozenset({"label_names.json", "centres.json", "dataset.json", "run.json"})
-#: the sub-folder of a ``segfew label`` output (beside its label_names.json) holding its
-#: preview picture, which is no label map
-LABEL_PREVIEW = "preview"
 #: skipped paths of one reason that are each named; more are said in one line
 NAMED_SKIPS = 5
 #: data files a detached header names (a file with one of these and no header is skipped)
@@ -124,7 +122,7 @@ def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top:
             out.skip("dangling symbolic link (its target does not exist)", child)
             continue
         if child.is_dir():
-            if child.name == LABEL_PREVIEW and (folder / "label_names.json").is_file():
+            if is_label_preview(child):
                 continue  # segfew label's own preview: nothing to say, nothing to read
             if recursive:
                 _list_dir(child, seen, recursive, out, top=False)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import KMeans
 
-from segfew.data.label_names import kmeans_label_names
+from segfew.data.label_names import PREVIEW_DIR, kmeans_label_names
 from segfew.errors import DataError
 from segfew.files import write_json
 from segfew.preprocess.grid import Preprocessing, normalise
@@ -39,7 +39,7 @@ from segfew.preprocess.grid import Preprocessing, normalise
 __all__ = ["KMeansLabeller", "fit_kmeans"]
 
 FORMAT = "segfew-kmeans"
-PREVIEW_FILE = Path("preview") / "kmeans_preview.png"
+PREVIEW_FILE = Path(PREVIEW_DIR) / "kmeans_preview.png"
 #: above this many distinct values an image is sampled instead of weighted exactly
 _EXACT_MAX_DISTINCT = 4096
 INTENSITIES = ("clahe", "ct", "minmax", "zscore")

@@ -76,3 +76,19 @@ def test_inspect_says_when_train_classifier_would_read_other_images(tmp_path: Pa
     flat = tmp_path / "flat"
     save_nifti(flat / "a.nii.gz", ramp((16, 16)))
     assert not any("sub-folders hold images" in p for p in inspect_dataset(flat).problems)
+
+
+def test_a_label_outputs_preview_is_no_class_folder(tmp_path: Path) -> None:
+    """``inspect`` of a ``segfew label`` output noted its ``preview/`` as class folders, and
+    ``train-classifier`` read the preview picture as a class "preview"."""
+    from segfew.data.inspect import inspect_dataset
+    from segfew.data.label_names import LABEL_NAMES_FILE, PREVIEW_DIR
+
+    save_nifti(tmp_path / "a_seg.nii.gz", ramp((16, 16)))
+    _png(tmp_path / PREVIEW_DIR / "kmeans_preview.png", 30)
+    (tmp_path / LABEL_NAMES_FILE).write_text('{"label_names": ["background", "k1"]}')
+    assert not any("sub-folders hold images" in p for p in inspect_dataset(tmp_path).problems)
+    with pytest.raises(DataError, match="no class sub-folders"):
+        find_classification_cases(tmp_path)
+    (tmp_path / LABEL_NAMES_FILE).unlink()  # a folder of a user's own named preview: a class
+    assert any("sub-folders hold images" in p for p in inspect_dataset(tmp_path).problems)
