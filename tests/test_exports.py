@@ -482,7 +482,8 @@ def test_teem_call_chains_become_one_cause(tmp_path: Path, name: str, content: b
 def test_a_data_sets_own_description_files_are_not_skipped_aloud(tmp_path: Path) -> None:
     """label_names.json (segfew label, synth), centres.json, an nnU-Net dataset.json and
     segfew label's run.json and preview/ describe the folder; a README beside them is
-    still said, and so is a preview/ folder where no label_names.json says whose it is."""
+    still said, and so is a preview/ folder where no label_names.json (or an older output's
+    centres.json) says whose it is."""
     from segfew.data.scan import list_folder
 
     folder = tmp_path / "labels"
@@ -498,4 +499,5 @@ def test_a_data_sets_own_description_files_are_not_skipped_aloud(tmp_path: Path)
         assert [str(e).split(":")[0].rsplit("/", 1)[-1]
                 for e in listing.skipped] == ["README.md"]
     (folder / "label_names.json").unlink()
+    (folder / "centres.json").unlink()
     assert "preview: skipped: a sub-folder" in " ".join(map(str, list_folder(folder).skipped))

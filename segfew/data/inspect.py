@@ -22,7 +22,13 @@ from segfew.data.case import _Problems
 from segfew.data.classes import _find_class_folders, _read_table, _with_targets, has_classes_below
 from segfew.data.discover import _find_images, _find_segmentation, _nnunet_layout
 from segfew.data.label_names import read_label_names
-from segfew.data.read import LabelRules, consecutive_label_map, read_case, source_shape
+from segfew.data.read import (
+    LabelRules,
+    SparseLabelsError,
+    consecutive_label_map,
+    read_case,
+    source_shape,
+)
 from segfew.data.scan import list_folder
 from segfew.data.splits import warn_class_names
 from segfew.errors import DataError, DataWarning, RepeatedWarnings
@@ -246,6 +252,9 @@ def _inspect_case(case: Case, rules: LabelRules, report: DatasetReport,
         warnings.simplefilter("always")
         try:
             images, labels = read_case(case, rules, limits)
+        except SparseLabelsError as e:  # inspect takes --label-map consecutive
+            report.add(e.taking_consecutive())
+            out.ok = False
         except DataError as e:
             report.add(e)
             out.ok = False

@@ -322,10 +322,11 @@ def check_label_values(label: np.ndarray, allowed: set[int] | frozenset[int] | N
 
 
 class SparseLabelsError(DataError):
-    """Label codes far sparser than their range. The door sees one map, so it names
-    ``--label-map consecutive`` (numbered over every map) and gives this map's own pairs
-    only as such: other maps may hold values those pairs would merge with. Where every map
-    is known (``pretrain``), :meth:`over` adds the pairs over all of them."""
+    """Label codes far sparser than their range. The door sees one map, so it gives this
+    map's own pairs only as such: other maps may hold values those pairs would merge with.
+    Where every map is known (``pretrain``), :meth:`over` adds the pairs over all of them;
+    commands that take ``--label-map consecutive`` name it (:meth:`taking_consecutive`):
+    ``evaluate`` and ``train-classifier --masks`` do not, so the door does not."""
 
     HINT_MAX = 80
     """Longer pair lists are not spelled out: ``--label-map consecutive`` is the way."""
@@ -339,8 +340,8 @@ class SparseLabelsError(DataError):
         listed = ", ".join(str(v) for v in present[:8]) + (", …" if len(present) > 8 else "")
         alone = f" (this map alone: {hint})" if len(hint) < cls.HINT_MAX else ""
         return cls(f"label values {listed} are far sparser than their range 0..{present[-1]} "
-                   f"({len(present)} values, {present[-1] + 1} network outputs): remap them "
-                   f"with --label-map consecutive{alone}", path)
+                   f"({len(present)} values): codes, not labels numbered 0, 1, 2, …; remap them "
+                   f"with --label-map OLD:NEW pairs{alone}", path)
 
     def over(self, paths: Iterable[Path], remap: Mapping[int, int] | None,
              limits: ReadLimits | None = None) -> SparseLabelsError:
@@ -358,6 +359,12 @@ class SparseLabelsError(DataError):
             return self
         return SparseLabelsError(f"{self.message}; over all {len(paths)} label maps that is "
                                  f"--label-map {hint}", self.path)
+
+    def taking_consecutive(self) -> SparseLabelsError:
+        """This refusal where ``--label-map consecutive`` is taken (``pretrain``,
+        ``inspect``), which numbers the values of every map in order."""
+        return SparseLabelsError(f"{self.message}; or --label-map consecutive, which numbers "
+                                 "the values of every map", self.path)
 
 
 def label_map_hint(raw: Iterable[int], remap: Mapping[int, int] | None = None) -> str:
@@ -387,8 +394,7 @@ def check_remap_keeps_labels_apart(raw: Iterable[int], remap: Mapping[int, int],
     one = len(kept) == 1
     raise DataError(f"label value{'' if one else 's'} {these} {'is' if one else 'are'} left "
                     f"unmapped by --label-map, which also maps {pairs}: the labels would merge; "
-                    f"map {these} too ({kept[0]}:{kept[0]} merges on purpose) or use "
-                    "--label-map consecutive", path)
+                    f"map {these} too ({kept[0]}:{kept[0]} merges on purpose)", path)
 
 
 def label_values(paths: Iterable[Path], limits: ReadLimits | None = None) -> set[int]:

@@ -222,7 +222,8 @@ def _prepare(spec: PretrainSpec, cache: PreprocessCache, cases: Sequence[Case] |
         val_y = [y for y, t in zip(ys, train, strict=True) if not t]
         val_groups = [g - n for g in groups if g >= n]
     except SparseLabelsError as e:  # the --label-map to follow: from every map, not one
-        raise e.over((p for c in cases for p in c.labels), rules.remap) from None
+        every_map = (p for c in cases for p in c.labels)
+        raise e.over(every_map, rules.remap).taking_consecutive() from None
 
     num_labels = int(max(int(y.max()) for y in train_y + val_y)) + 1
     names = declared or ["background"] + [f"label{i}" for i in range(1, num_labels)]

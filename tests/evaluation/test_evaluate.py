@@ -194,7 +194,9 @@ def test_the_dice_table_says_how_many_cases_each_mean_holds() -> None:
 def test_a_truth_value_the_model_cannot_predict_is_an_error_row_not_a_zero_dice(
         tmp_path: Path, rng: np.random.Generator) -> None:
     """A structure relabelled 3, or a map whose scl_slope doubles every value, scored
-    against a model of labels 0–2 would read as missed structures, silently."""
+    against a model of labels 0–2 would read as missed structures, silently. A code book
+    (0, 2, 41) was refused with the advice of ``--label-map consecutive``, which evaluate
+    then refused for this model, and a count of "network outputs"."""
     import nibabel as nib
 
     from segfew.data import find_segmentation_cases
@@ -204,10 +206,11 @@ def test_a_truth_value_the_model_cannot_predict_is_an_error_row_not_a_zero_dice(
     images, labels = tmp_path / "images", tmp_path / "labels"
     truth = np.zeros((20, 24, 5), np.uint8)
     truth[2:9, 3:12, :3], truth[12:18, 10:20, 2:] = 1, 2
-    for name in ("good", "extra", "slope"):
+    for name in ("good", "extra", "slope", "codes"):
         save_nifti(images / f"{name}.nii.gz", scan(rng, (20, 24, 5)), oblique_affine())
     save_nifti(labels / "good.nii.gz", truth, oblique_affine())
     save_nifti(labels / "extra.nii.gz", np.where(truth == 2, 3, truth), oblique_affine())
+    save_nifti(labels / "codes.nii.gz", np.where(truth == 2, 41, truth * 2), oblique_affine())
     scaled = nib.Nifti1Image(truth, oblique_affine())
     scaled.header.set_slope_inter(2.0, 0.0)  # reads 0, 2, 4
     nib.save(scaled, labels / "slope.nii.gz")
@@ -221,6 +224,9 @@ def test_a_truth_value_the_model_cannot_predict_is_an_error_row_not_a_zero_dice(
                                    "1 l1, 2 l2)")):
         assert rows[name]["status"] == "error"
         assert f"{name}.nii.gz" in rows[name]["error"] and values in rows[name]["error"]
+    codes = rows["codes"]["error"]
+    assert "remap them with --label-map OLD:NEW pairs (this map alone: 2:1,41:2)" in codes
+    assert "consecutive" not in codes and "network" not in codes, codes
 
 
 def test_an_evaluation_neither_writes_into_a_model_run_nor_leaves_another_ones_table(
