@@ -154,7 +154,8 @@ def scope_lines(metrics: dict[str, Any], source: str) -> list[str]:
     of copies. ``metrics``: an evaluation's metrics.json."""
     n, total = metrics["n_scored"], metrics["n_cases"]
     groups = metrics.get("n_groups")
-    line = f"scored {n} of {total} cases ({source})"
+    failed = f"; the other {total - n} failed, each its own error row" if n < total else ""
+    line = f"scored {n} of {total} cases ({source}{failed})"
     if groups is not None and groups < n:
         line += (f", {groups} patient{'s' if groups != 1 else ''} (groups): the intervals "
                  "resample patients, not cases")
