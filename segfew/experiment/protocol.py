@@ -46,6 +46,7 @@ from segfew.experiment.splits import (
     load_cases,
     load_test_cases,
     split_for,
+    training_pool,
 )
 from segfew.files import check_output, check_replace, file_digest, outputs_record, write_json
 from segfew.frameworks import FRAMEWORKS, framework
@@ -321,8 +322,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
                     "bytes or the same voxels); they are kept on one side of every split")
     if not pool:
         raise DataError("no labelled cases to draw training sets from", spec.data.table)
-    held = {c.unit for c in fixed}
-    _check_splittable([c for c in pool if c.unit not in held], spec)
+    _check_splittable(training_pool(pool, fixed, spec), spec)
 
     check_case: Callable[[Case], object] | None = getattr(train_and_score, "check_case", None)
     if check_case is not None:  # every bad case named in one run, not one per run

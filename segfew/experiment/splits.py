@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segfew.data import attach_labels, class_names, find_classification_cases, stratified_split
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
 from segfew.spec import ExperimentSpec
 
 if TYPE_CHECKING:
     from segfew.data import Case
 
-__all__ = ["data_summary", "load_cases", "load_test_cases", "split_for"]
+__all__ = ["data_summary", "load_cases", "load_test_cases", "split_for", "training_pool"]
 
 
 def _seed(spec_seed: int, repetition: int, part: int) -> int:
@@ -106,6 +106,30 @@ def label_maps_read(spec: ExperimentSpec, pool: Sequence[Case], fixed: Sequence[
     return found
 
 
+def training_pool(cases: Sequence[Case], fixed: Sequence[Case], spec: ExperimentSpec
+                  ) -> list[Case]:
+    """The ``cases`` that training sets are drawn from beside the ``fixed`` test set: every
+    patient (group, else id) the test set holds is kept out, and said in one warning — a
+    test row also in the training table, or a test folder's case under a training case's id
+    (one patient as far as the ids tell; a group column tells otherwise)."""
+    held = {c.unit for c in fixed}
+    kept = [c for c in cases if c.unit not in held]
+    gone = [c for c in cases if c.unit in held]
+    if gone:
+        tested = {p.resolve() for c in fixed for p in c.images}
+        other = sum(not all(p.resolve() in tested for p in c.images) for c in gone)
+        ids = ", ".join(c.id for c in gone[:5]) + (", …" if len(gone) > 5 else "")
+        text = (f"{len(gone)} of the {len(cases)} training cases are patients of the fixed "
+                f"test set ({ids}): kept out of every training set, which draws from the "
+                f"other {len(kept)}")
+        if other:
+            text += (f"; {other} of them are other images than the test set's under the same "
+                     "id or group: if they are other patients, give them ids or groups of "
+                     "their own")
+        warnings.warn(DataWarning(text, spec.test_table), stacklevel=2)
+    return kept
+
+
 def _check_splittable(cases: Sequence[Case], spec: ExperimentSpec) -> None:
     groups: dict[str, set[str]] = {}
     for c in cases:
@@ -117,8 +141,9 @@ def _check_splittable(cases: Sequence[Case], spec: ExperimentSpec) -> None:
         listed = ", ".join(f"{t}: {n}" for t, n in short.items())
         what = "for the largest training size" + (" plus the test set" if spec.test == "random"
                                                   else "")
+        fixed = "; the fixed test set's patients are not counted" if spec.test == "fixed" else ""
         raise DataError(f"{need} patients (groups) per class are needed {what}, but some "
-                        f"classes have fewer ({listed}); lower the sizes")
+                        f"classes have fewer ({listed}{fixed}); lower the sizes")
 
 
 def data_summary(cases: Sequence[Case], test_cases: Sequence[Case], spec: ExperimentSpec,

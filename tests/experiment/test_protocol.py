@@ -120,6 +120,32 @@ def test_test_per_class_and_fixed_test_set() -> None:
         assert test == held and not _groups(train) & _groups(held)
 
 
+def test_a_fixed_test_sets_patients_are_kept_out_of_training_and_said(tmp_path: Path) -> None:
+    """Rows of the fixed test set also in the training table were kept out of training
+    without a word; so were a test folder's cases under training ids, and the lack of
+    patients that followed was said as "some classes have fewer" alone."""
+    from dataclasses import replace
+
+    from segfew.errors import DataWarning
+
+    cases = make_cases(patients_per_class=3)
+    held = [c for c in cases if c.group in ("dcm00", "hcm00")]
+    other = [replace(c, images=(Path("test") / c.images[0].name,)) for c in cases
+             if c.group == "nor00"]  # another folder's scans under the same ids
+    spec = make_spec(sizes=[1], repetitions=1, test_table=Path("test.csv"))
+    with pytest.warns(DataWarning) as caught:
+        run_experiment(spec, tmp_path / "a", fake_trainer, cases=cases,
+                       test_cases=[*held, *other])
+    said = " ".join(str(w.message) for w in caught)
+    assert ("6 of the 18 training cases are patients of the fixed test set (dcm00_ed, "
+            "dcm00_es, hcm00_ed, hcm00_es, nor00_ed, …): kept out of every training set, "
+            "which draws from the other 12; 2 of them are other images") in said, said
+    with pytest.raises(DataError, match=r"fewer \(dcm: 2, hcm: 2; the fixed test "
+                                        r"set's patients are not counted\)"):
+        run_experiment(spec.model_copy(update={"sizes": [3]}), tmp_path / "b", fake_trainer,
+                       cases=cases, test_cases=held)
+
+
 def test_too_few_patients_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="lower the sizes"):
         run_experiment(make_spec(sizes=[1, 7]), tmp_path, fake_trainer, cases=make_cases())
