@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -120,3 +121,34 @@ def test_lgg_recipes_are_valid_specs_that_name_the_grade(tmp_path: Path) -> None
                                             **source}, path)
         assert (clf.data.label_column, clf.data.group_column) == ("grade", "patient")
         assert read_spec_file(path)["framework"] == clf.framework
+
+
+READS = ("--images", "--labels", "--table", "--input", "--model", "--features", "--spec")
+
+
+def _walk_through(page: Path) -> list[list[str]]:
+    """The commands of a page's "A walk through" block, each as its words."""
+    import re
+    import shlex
+
+    block = re.search(r"## A walk through\s+```bash\n(.*?)```", page.read_text(), re.S)
+    assert block, page
+    text = re.sub(r"#[^\n]*", "", block.group(1).replace("\\\n", " "))
+    return [shlex.split(line) for line in text.splitlines() if line.strip()]
+
+
+def test_the_walk_throughs_read_only_what_an_earlier_step_wrote() -> None:
+    """The walk-through evaluated on ``test/labels.csv``, predicted ``new-scans/`` and ran
+    ``curve.toml``, none of which any step created: a new user's first commands failed."""
+    root = EXAMPLES.parent
+    for page in (root / "README.md", root / "docs" / "getting-started.md"):
+        written: list[Path] = []
+        for words in _walk_through(page):
+            assert words[0] == "segfew", words
+            for flag, value in pairwise(words):
+                if flag in READS:
+                    path = Path(value)
+                    assert (root / path).exists() or any(
+                        path == out or out in path.parents for out in written), (page, flag, value)
+            if "--out" in words:
+                written.append(Path(words[words.index("--out") + 1]))
