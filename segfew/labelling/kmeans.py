@@ -184,9 +184,14 @@ def fit_kmeans(
     pooled = np.concatenate(values) if values else np.zeros(0)
     pooled_weights = np.concatenate(weights) if weights else np.zeros(0)
     distinct, inverse = np.unique(pooled, return_inverse=True)
+    if distinct.size < 2:  # k >= 2 (LabelSpec): no --k can split one value
+        raise DataError(f"cannot fit {k} clusters: the images hold {distinct.size or 'no'} "
+                        "foreground intensit" + ("y" if distinct.size else "ies") + ", so no "
+                        "--k can split them (binary masks? give them to pretrain as --labels; "
+                        "k-means labels grey-level scans)")
     if distinct.size < k:
         raise DataError(f"cannot fit {k} clusters: the images have only {distinct.size} "
-                        "distinct foreground intensities")
+                        f"distinct foreground intensities: give --k {distinct.size} or less")
     summed = np.bincount(inverse.ravel(), weights=pooled_weights, minlength=distinct.size)
     km = KMeans(n_clusters=k, random_state=seed, n_init=3)
     km.fit(distinct.reshape(-1, 1), sample_weight=summed)

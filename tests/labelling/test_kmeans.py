@@ -64,8 +64,17 @@ def test_without_background_and_with_threshold(rng):
 
 
 def test_too_few_intensities():
-    with pytest.raises(DataError, match="distinct"):
-        fit_kmeans([np.zeros((8, 8)), np.ones((8, 8))], k=3)
+    """Binary masks were told "only 1 distinct foreground intensities": that no --k can
+    split them was left to the reader. Grey levels fewer than k name the --k that fits."""
+    masks = [np.zeros((8, 8)), np.zeros((8, 8))]
+    masks[0][2:5, 2:5], masks[1][3:7, 1:4] = 1, 255
+    with pytest.raises(DataError, match=r"hold 1 foreground intensity, so no --k can split "
+                                        r"them \(binary masks\? give them to pretrain as --labels"):
+        fit_kmeans(masks, k=3)
+    levels = np.repeat(np.arange(4.0), 16).reshape(8, 8)  # 0 and 3 grey levels
+    with pytest.raises(DataError, match="only 3 distinct foreground intensities: give --k 3"):
+        fit_kmeans([levels], k=4)
+    assert fit_kmeans([levels], k=3).k == 3
 
 
 def test_centres_json_round_trip(tmp_path, rng):
