@@ -328,16 +328,17 @@ def find_classification_cases(images: Path, table: Path | None = None,
 
 def find_cases(images: Path, table: Path | None = None, channels: Sequence[str] | None = None,
                id_column: str | None = None, recursive: bool = False,
-               label_column: str | None = None, group_column: str | None = None) -> list[Case]:
+               label_column: str | None = None, group_column: str | None = None,
+               keep_missing: bool = False) -> list[Case]:
     """Cases (classes where known) the way ``train-classifier`` finds them, for commands that
     need no classes (``label``, ``pretrain``): the rows of ``table`` (which needs no class
-    column); else the images of ``images`` (with ``recursive``, of its sub-folders too);
-    else its class sub-folders.
+    column; ``keep_missing``: see :func:`read_table`); else the images of ``images`` (with
+    ``recursive``, of its sub-folders too); else its class sub-folders.
     """
     images = Path(images)
     if table is not None:
         return read_table(table, images, channels, id_column, label_column, group_column,
-                          classes=False)
+                          keep_missing, classes=False)
     if not recursive and has_class_folders(images):
         return find_class_folders(images, channels)
     return find_image_cases(images, channels, recursive)

@@ -89,9 +89,17 @@ def label_images(spec: LabelSpec, progress: Progress | None = None, overwrite: b
 def _label_images(spec: LabelSpec, progress: Progress | None, overwrite: bool) -> list[Path]:
     report = progress or (lambda done, total, what: None)
     cases = find_cases(spec.images, spec.table, spec.channels, spec.id_column, spec.recursive,
-                       spec.label_column)
+                       spec.label_column, keep_missing=True)
+    unfound = [{"path": str(spec.table), "error": str(c.problem)} for c in cases if not c.images]
+    cases = [c for c in cases if c.images]  # a table row without its image: said, recorded
+    if unfound and not cases:
+        first = unfound[0]["error"].removeprefix(f"{spec.table}: ")
+        raise DataError(f"none of its {len(unfound)} rows has its image (the first: {first})",
+                        spec.table)
     if not cases:
         raise DataError("no images found", spec.table or spec.images)
+    for row in unfound:
+        warnings.warn(DataWarning(f"{row['error']}; skipped: no label map for it"), stacklevel=2)
     paths = [p for case in cases for p in case.images]
     # One label map per image file: a multi-channel case gets one per channel file.
     names = {p: f"{case.id if len(case.images) == 1 else case_id(p)}_seg.nii.gz"
@@ -178,7 +186,8 @@ def _label_images(spec: LabelSpec, progress: Progress | None, overwrite: bool) -
 
         def record() -> None:
             write_run_info(out, spec, spec.seed, inputs=paths, extra={
-                "failed": [{"path": str(p), "error": why} for p, why in failed.items()],
+                "failed": [*unfound, *({"path": str(p), "error": why}
+                                       for p, why in failed.items())],
                 **outputs_record(out / RUN_RECORD, outputs)})
 
         commit_staged(staging, out, outputs, gone, record)

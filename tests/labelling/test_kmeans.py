@@ -140,6 +140,24 @@ def test_label_images_skips_a_bad_image(tmp_path, rng):
     assert not (out / "p9_seg.nii.gz").exists()
 
 
+def test_label_from_a_table_keeps_the_rows_whose_images_exist(tmp_path, rng):
+    """One table row without its image stopped the run: no image was labelled."""
+    write_folder(tmp_path / "images", rng)
+    table = tmp_path / "ids.csv"
+    table.write_text("id\np0\ngone\np2\n")
+    out = tmp_path / "out"
+    with pytest.warns(DataWarning, match=r"row 3: id 'gone' has no image .*; skipped: no label"):
+        written = label_images(LabelSpec(images=tmp_path / "images", table=table, out=out, k=3))
+    assert sorted(p.name for p in written) == ["p0_seg.nii.gz", "p2_seg.nii.gz"]
+    failed = json.loads((out / "run.json").read_text())["failed"]
+    assert [f["path"] for f in failed] == [str(table)] and "'gone'" in failed[0]["error"]
+    table.write_text("id\ngone\nlost\n")
+    with pytest.raises(DataError, match=r"none of its 2 rows has its image \(the first: row 2"):
+        label_images(LabelSpec(images=tmp_path / "images", table=table, out=tmp_path / "o2",
+                               k=3))
+    assert not (tmp_path / "o2").exists()
+
+
 def test_cli_label_and_centres_reuse(tmp_path, rng):
     write_folder(tmp_path / "images", rng)
     runner = CliRunner()
