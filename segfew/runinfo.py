@@ -232,18 +232,30 @@ def check_resumed_data(run_dir: Path, data: Sequence[dict[str, Any]]) -> None:
         saved = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))["data"]
     except (OSError, ValueError, KeyError, TypeError):
         return
-    old = {str(r["sha256"]): str(r.get("path")) for r in saved
-           if isinstance(r, dict) and r.get("sha256")}
-    new = {str(r["sha256"]): str(r.get("path")) for r in data if r.get("sha256")}
-    added, gone = [p for d, p in new.items() if d not in old], [p for d, p in old.items()
-                                                                 if d not in new]
-    if added or gone:
-        first = f"{added[0]} is new" if added else f"{gone[0]} is gone"
-        raise SpecError(f"the run was started on other data ({len(added)} input(s) new, "
-                        f"{len(gone)} gone: {first}; inputs are compared by their bytes, so a "
-                        "file saved again counts as new); its checkpoint would go on with "
-                        "these: resume with the files it started on, or start afresh with "
-                        "--overwrite", run_dir)
+    words = other_data(saved, data)
+    if words:
+        raise SpecError(f"the run was started on other data ({words}); its checkpoint would go "
+                        "on with these: resume with the files it started on, or start afresh "
+                        "with --overwrite", run_dir)
+
+
+def other_data(saved: Iterable[Any], data: Iterable[Any]) -> str | None:
+    """How the inputs of manifest ``data`` differ from those of ``saved`` (an earlier run
+    record's), in words — "1 input(s) new, 0 gone: a.nii.gz is new; …" — or None where they
+    hold the same. Compared by digest (SHA-256): a folder moved holds the same data, a file
+    saved again counts as new. Rows without a digest (an unreadable file) are left out."""
+    def digests(rows: Iterable[Any]) -> dict[str, str]:
+        return {str(r["sha256"]): str(r.get("path")) for r in rows
+                if isinstance(r, dict) and r.get("sha256")}
+
+    old, new = digests(saved), digests(data)
+    added = [p for d, p in new.items() if d not in old]
+    gone = [p for d, p in old.items() if d not in new]
+    if not (added or gone):
+        return None
+    first = f"{added[0]} is new" if added else f"{gone[0]} is gone"
+    return (f"{len(added)} input(s) new, {len(gone)} gone: {first}; inputs are compared by "
+            "their bytes, so a file saved again counts as new")
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -50,7 +50,7 @@ from segfew.experiment.splits import (
 )
 from segfew.files import check_output, check_replace, file_digest, outputs_record, write_json
 from segfew.frameworks import FRAMEWORKS, framework
-from segfew.runinfo import run_info
+from segfew.runinfo import other_data, run_info
 from segfew.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -215,23 +215,22 @@ def _model_files(spec: ExperimentSpec) -> list[Path]:
             if p is not None]
 
 
-def _saved_digests(out_dir: Path) -> dict[str, str]:
-    """Path → SHA-256 of every input the run records in ``out_dir`` hold (``run*.json``)."""
-    saved: dict[str, str] = {}
+def _saved_manifest(out_dir: Path) -> list[dict[str, Any]]:
+    """The input rows (path, SHA-256) of every run record in ``out_dir`` (``run*.json``)."""
+    saved: list[dict[str, Any]] = []
     for info in sorted(out_dir.glob("run*.json")):
         try:
             rows = json.loads(info.read_text(encoding="utf-8")).get("data") or []
         except (OSError, json.JSONDecodeError, AttributeError):
             continue
-        saved.update({r["path"]: r["sha256"] for r in rows if isinstance(r, dict)
-                      and "path" in r and "sha256" in r})
+        saved += [r for r in rows if isinstance(r, dict) and "path" in r and "sha256" in r]
     return saved
 
 
 def _check_same_models(out_dir: Path, spec: ExperimentSpec) -> None:
     """A model file given again must hold what it held (its SHA-256 in the saved run.json):
     a segmentation network retrained under the same name would mix two feature sources."""
-    saved = _saved_digests(out_dir)
+    saved = {r["path"]: r["sha256"] for r in _saved_manifest(out_dir)}
     for path in _model_files(spec):
         old = saved.get(str(path))
         if old is not None and path.is_file() and file_digest(path) != old:
@@ -240,23 +239,19 @@ def _check_same_models(out_dir: Path, spec: ExperimentSpec) -> None:
                             "original file to resume", out_dir)
 
 
-def _check_same_data(out_dir: Path, saved: dict[str, str], info: dict[str, Any]) -> None:
-    """A resumed run (or another shard) whose tables or images changed since its finished
-    tasks ran is refused: their results, from the old classes or scans, would be pooled with
-    the new tasks' in one report. ``saved``: :func:`_saved_digests` before this run's record;
-    ``info``: this run's record (its manifest, ``data``)."""
+def _check_same_data(out_dir: Path, saved: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    """A resumed run (or another shard) whose inputs changed since its finished tasks ran —
+    a table or scan changed, added or gone — is refused: their results, from the old
+    classes, scans or splits, would be pooled with the new tasks' in one report. ``saved``:
+    :func:`_saved_manifest` before this run's record; ``info``: this run's record (its
+    manifest, ``data``), compared as a resumed training's (:func:`segfew.runinfo.other_data`)."""
     finished = [p for p in (out_dir / "results").glob("*.json")
                 if not p.name.endswith(".error.json")]
-    if not finished:
-        return
-    changed = [str(r["path"]) for r in info.get("data") or [] if isinstance(r, dict)
-               and saved.get(r.get("path", "")) not in (None, r.get("sha256"))]
-    if changed:
-        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
-        raise DataError(f"{changed[0]}{more} changed since this RUN_DIR's {len(finished)} "
-                        "finished task(s) ran (their SHA-256 differs): their results would "
-                        "be pooled with new ones from other data; use a new RUN_DIR, or the "
-                        "original files to resume", out_dir)
+    words = other_data(saved, info.get("data") or []) if finished else None
+    if words:
+        raise DataError(f"this RUN_DIR's {len(finished)} finished task(s) ran on other data "
+                        f"({words}): their results would be pooled with new ones; use a new "
+                        "RUN_DIR, or the original files to resume", out_dir)
 
 
 def load_spec(run_dir: Path) -> ExperimentSpec:
@@ -345,7 +340,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
               *(p for c in [*pool, *fixed] for p in c.images),
               *label_maps_read(spec, pool, fixed)]
     info = run_info(spec, spec.seed, inputs)
-    _check_same_data(out_dir, _saved_digests(out_dir), info)
+    _check_same_data(out_dir, _saved_manifest(out_dir), info)
     write_json(out_dir / "spec.json", spec_data)
     write_json(out_dir / run_name, info)
     summary = data_summary(pool, fixed, spec, splits)

@@ -254,13 +254,35 @@ def test_resume_refuses_a_table_or_scan_whose_content_changed(tmp_path: Path) ->
     run_experiment(spec, run, fake_trainer, cases=cases, shard=(1, 2))
     run_experiment(spec, run, fake_trainer, cases=cases, shard=(1, 2))  # unchanged: resumes
     table.write_text("id,class\nx,hcm\n")  # a class corrected
-    with pytest.raises(DataError, match=r"labels\.csv changed since this RUN_DIR's 1 finished "
-                                        r"task\(s\) ran"):
+    with pytest.raises(DataError, match=r"this RUN_DIR's 1 finished task\(s\) ran on other "
+                                        r"data \(1 input\(s\) new, 1 gone: .*labels\.csv is "
+                                        r"new; inputs are compared by their bytes"):
         run_experiment(spec, run, fake_trainer, cases=cases, shard=(2, 2))
     table.write_text("id,class\nx,dcm\n")
     cases[0].images[0].write_bytes(b"another scan under the same name")
-    with pytest.raises(DataError, match=r"dcm00_ed\.nii\.gz changed since"):
+    with pytest.raises(DataError, match=r"dcm00_ed\.nii\.gz is new"):
         run_experiment(spec, run, fake_trainer, cases=cases)
+
+
+def test_resume_refuses_a_scan_added_or_gone(tmp_path: Path) -> None:
+    """A scan added to a class folder between shards (no table to change) was taken without
+    a word: the next repetitions drew their splits from other cases than the finished ones'.
+    A resumed training and an experiment now compare their manifests alike, by digest."""
+    cases = _cases_on_disk(tmp_path / "images")
+    spec = make_spec(data=DataSource(images=tmp_path / "images"), sizes=[1], repetitions=1,
+                     features=None, frameworks=["scratch"])
+    run = tmp_path / "run"
+    run_experiment(spec, run, fake_trainer, cases=cases, shard=(1, 2))
+    added = cases[0].images[0].with_name("late.nii.gz")
+    added.write_bytes(b"a scan added later")
+    more = [*cases, Case(id="late", images=(added,), target="dcm", group="late")]
+    with pytest.raises(DataError, match=r"ran on other data \(1 input\(s\) new, 0 gone: "
+                                        r".*late\.nii\.gz is new"):
+        run_experiment(spec, run, fake_trainer, cases=more, shard=(2, 2))
+    with pytest.raises(DataError, match=r"\(0 input\(s\) new, 1 gone: .*dcm00_ed\.nii\.gz "
+                                        r"is gone"):
+        run_experiment(spec, run, fake_trainer, cases=cases[1:], shard=(2, 2))
+    run_experiment(spec, run, fake_trainer, cases=cases, shard=(2, 2))  # as it was: goes on
 
 
 def test_resume_refuses_a_measured_label_map_whose_content_changed(tmp_path: Path) -> None:
@@ -277,7 +299,7 @@ def test_resume_refuses_a_measured_label_map_whose_content_changed(tmp_path: Pat
     assert any(d["path"] == str(masks / "dcm00_ed_seg.nii.gz")
                for d in json.loads((run / "run-shard1of2.json").read_text())["data"])
     (masks / "dcm00_ed_seg.nii.gz").write_bytes(b"the mask with half its tumour erased")
-    with pytest.raises(DataError, match=r"dcm00_ed_seg\.nii\.gz changed since"):
+    with pytest.raises(DataError, match=r"dcm00_ed_seg\.nii\.gz is new"):
         run_experiment(spec, run, fake_trainer, cases=cases, shard=(2, 2))
 
 
@@ -295,7 +317,7 @@ def test_resume_refuses_a_label_map_changed_in_a_sub_folder_of_masks(tmp_path: P
     assert str(edited) in [d["path"] for d in json.loads(
         (run / "run-shard1of2.json").read_text())["data"]]
     edited.write_bytes(b"the mask redrawn")
-    with pytest.raises(DataError, match=r"dcm03_es_seg\.nii\.gz changed since"):
+    with pytest.raises(DataError, match=r"dcm03_es_seg\.nii\.gz is new"):
         run_experiment(spec, run, fake_trainer, cases=cases, shard=(2, 2))
 
 
