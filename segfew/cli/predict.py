@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +22,8 @@ from segfew.cli.common import (
     split_list,
 )
 from segfew.cli.render import ProgressView
-from segfew.spec import PredictSpec
+from segfew.errors import DataWarning
+from segfew.spec import PredictSpec, given_keys
 
 P = PredictSpec
 
@@ -121,6 +123,11 @@ def predict(
             min_confidence=resolved.min_confidence,
             tta=resolved.tta, run_spec=resolved, masks=resolved.masks,
             explain=resolved.explain, overwrite=overwrite)
+    idle = [f"--{k.replace('_', '-')}" for k in ("batch_size", "precision")
+            if k in given_keys(overrides, spec)]
+    if idle and resolved.masks is not None:  # the model took the label maps: no network ran
+        warnings.warn(DataWarning(f"{', '.join(idle)} not used: with --masks no network runs, "
+                                  "the label maps are given", resolved.masks), stacklevel=1)
     style = "bold red" if failed else "green"
     where = path if path.suffix else path / "predictions.csv"
     hint = f" (errors in {where})" if failed else ""

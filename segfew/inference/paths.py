@@ -50,7 +50,6 @@ from segfew.inference.training_record import match_training
 from segfew.labelling.kmeans import PREVIEW_FILE
 from segfew.metrics import one_class_share
 from segfew.runinfo import run_info
-from segfew.spec import PredictSpec
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -121,13 +120,6 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
             caveat = estimate_caveat(p.meta.metrics or {})
             if caveat is not None:  # said before any answer it gives
                 warnings.warn(DataWarning(caveat, p.model_path), stacklevel=2)
-        default = {k: PredictSpec.model_fields[k].default for k in ("batch_size", "precision")}
-        idle = [flag for flag, given in (("--batch-size", batch_size != default["batch_size"]),
-                                         ("--precision", precision != default["precision"]))
-                if given]
-        if idle and all(p.masks is not None for p in predictors):
-            warnings.warn(DataWarning(f"{', '.join(idle)} not used: with --masks no network "
-                                      "runs, the label maps are given", masks), stacklevel=2)
         spec = run_spec if run_spec is not None else {
             "task": "predict", "model": [str(m) for m in models],
             "inputs": [str(p) for p in inputs],
