@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
 
 __all__ = ["ORIENTATION_TOLERANCE", "PROJECTION_MODALITIES", "SliceInfo", "check_stack",
-           "frame_slices", "pixel_data_problem", "series_dtype", "slice_info", "written_unit"]
+           "frame_slices", "pixel_data_problem", "series_dtype", "slice_info", "warn_zero_slope",
+           "written_unit"]
 
 #: direction cosines of two slices may differ by this much and still be one orientation
 ORIENTATION_TOLERANCE = 1e-3
@@ -59,6 +61,8 @@ class SliceInfo:
     slope: float = 1.0
     intercept: float = 0.0
     """RescaleSlope and RescaleIntercept: a stored value v means ``v * slope + intercept``."""
+    zero_slope: bool = False
+    """The header states RescaleSlope 0, which ``slope`` (and GDCM) reads as 1."""
     bits_stored: int = 16
     signed: bool = False
     """PixelRepresentation 1: stored values are two's complement."""
@@ -100,6 +104,7 @@ def slice_info(ds: Any) -> SliceInfo:
         position=_numbers(get("ImagePositionPatient"), 3),
         orientation=_numbers(get("ImageOrientationPatient"), 6),
         slope=_number(get("RescaleSlope"), 1.0) or 1.0,
+        zero_slope=_number(get("RescaleSlope"), 1.0) == 0,
         intercept=_number(get("RescaleIntercept"), 0.0),
         bits_stored=bits if 0 < bits <= 32 else 16,
         signed=_number(get("PixelRepresentation"), 0) == 1,
@@ -237,6 +242,17 @@ def _check_one_per_position(names: Sequence[str], slices: Sequence[SliceInfo],
     raise DataError(f"DICOM {pair} lie at the same position ({len(shared)} of "
                     f"{len(clusters)} positions hold more than one {item[:-1]}: {what}?); give "
                     f"{give}: {split}", path)
+
+
+def warn_zero_slope(slices: Sequence[SliceInfo], path: Path) -> None:
+    """A RescaleSlope of 0 would make every voxel the intercept: GDCM reads it as 1 (the
+    stored values plus the intercept), as segfew does, and a :class:`DataWarning` naming
+    ``path`` says so — the header is damaged, and the values may not be what it meant."""
+    zero = sum(s.zero_slope for s in slices)
+    if zero:
+        warnings.warn(DataWarning(f"RescaleSlope 0 in {zero} of {len(slices)} DICOM header(s), "
+                                  "which would make every voxel the intercept: read as 1 (the "
+                                  "stored values plus the intercept)", path), stacklevel=3)
 
 
 #: integer types a series may be read in, smallest first

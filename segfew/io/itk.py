@@ -33,7 +33,7 @@ from segfew.io.dicom import (
     series_of_path,
 )
 from segfew.io.dicom_frames import frames_by_position
-from segfew.io.dicom_stack import check_stack, series_dtype, written_unit
+from segfew.io.dicom_stack import check_stack, series_dtype, warn_zero_slope, written_unit
 from segfew.io.header_geometry import header_problem, nrrd_in_mm, states_voxel_size
 from segfew.io.headers import data_size_problem, detached_data_files
 from segfew.io.image import COMPLEX, LPS_TO_RAS, ReadLimits, grey, refuse_sheared_axes
@@ -109,6 +109,7 @@ def read_itk(path: Path, limits: ReadLimits, label: bool = False
         affine = nrrd_in_mm(affine, path, img.GetDimension(), extra)
     elif dicom:
         affine = dicom_geometry([path], path, img.GetSize(), affine, extra)
+        warn_zero_slope([h.stack for h in [dicom_header(path)] if h and h.stack], path)
     return (*frames_by_position(path, array, affine), extra) if dicom else (array, affine, extra)
 
 
@@ -329,6 +330,7 @@ def read_dicom_series(path: Path, limits: ReadLimits
             files = [str(f) for f in found]
         headers = [dicom_header(Path(f)) for f in files]
         stacks = [h.stack for h in headers if h is not None and h.stack is not None]
+        warn_zero_slope(stacks, path)
         dtype = None
         if len(stacks) == len(files) and frames == len(files):
             check_stack([Path(f).name for f in files], stacks, path)

@@ -4,6 +4,7 @@ another size named with its file."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from segfew.errors import DataError
+from segfew.errors import DataError, DataWarning
 from segfew.io import read_image
 from tests.conftest import dicom_dataset
 
@@ -101,6 +102,22 @@ def test_per_slice_intercepts_read_exactly(tmp_path: Path) -> None:
     folder = write_series(tmp_path / "ct", n=4, stored=stored, RescaleSlope=lambda k: 1,
                           RescaleIntercept=lambda k: 1000 if k % 2 else 0)
     np.testing.assert_array_equal(as_read(folder), header_values(folder))
+
+
+def test_a_rescale_slope_of_0_is_read_as_1_and_said(tmp_path: Path) -> None:
+    """RescaleSlope 0 (a damaged header: every voxel would be the intercept) was read as 1
+    by GDCM without a word; the series and its single file say it now."""
+    stored = np.tile(np.arange(256, dtype=np.uint16).reshape(16, 16), (3, 1, 1))
+    folder = write_series(tmp_path / "ct", n=3, stored=stored, RescaleSlope=lambda k: 0,
+                          RescaleIntercept=lambda k: -1000)
+    for path, n in ((folder, 3), (folder / "IM0000.dcm", 1)):
+        with pytest.warns(DataWarning, match=rf"RescaleSlope 0 in {n} of {n} DICOM header\(s\)"
+                                             r".*read as 1"):
+            got = np.asarray(read_image(path).array)
+        assert got.min() == -1000 and got.max() == 255 - 1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a slope of 1: nothing to say
+        read_image(write_series(tmp_path / "one", n=3, RescaleSlope=lambda k: 1))
 
 
 def test_one_transposed_slice_is_refused_naming_both_files(tmp_path: Path) -> None:
