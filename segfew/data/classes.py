@@ -16,7 +16,6 @@ from typing import Literal
 from segfew.data.case import (
     ARCHIVE_LEFTOVERS,
     GROUP_COLUMNS,
-    ID_COLUMNS,
     Case,
     _Problems,
     hidden_reason,
@@ -28,10 +27,8 @@ from segfew.data.label_names import is_label_preview
 from segfew.data.scan import list_folder
 from segfew.data.split_series import refuse_split_series
 from segfew.data.table_rows import (
-    clinicadl_ids,
+    id_and_group_columns,
     named_like,
-    pick_column,
-    pick_group_column,
     pick_label_column,
     read_table_rows,
 )
@@ -100,16 +97,12 @@ def _read_table(table: Path, images: Path | None, channels: Sequence[str] | None
     """:func:`read_table`; ``classes`` None (``inspect``): a class column where there is
     one, and then every row needs its class."""
     rows = read_table_rows(table)
-    columns = list(rows[0].keys()) if rows else []
     if not rows:
         problems.add("table has a header but no rows", table)
         return []
-    if id_column is None:
-        rows, columns, id_column, group_column = clinicadl_ids(rows, columns, group_column)
-    id_col = pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
+    rows, columns, id_col, group_col = id_and_group_columns(rows, id_column, group_column, table)
     label_col = pick_label_column(columns, label_column, table, required=classes is True)
     need_class = label_col is not None and classes is not False
-    group_col = pick_group_column(columns, group_column, id_col, table)
     own = group_col is None and not named_like(id_col, GROUP_COLUMNS)  # rows name no patient
     patients = one_patient_per_key(rows, group_col, table)  # one patient however its rows spell it
 
@@ -402,13 +395,9 @@ def table_ids(table: Path, id_column: str | None = None, group_column: str | Non
     commands that only select cases by it (``evaluate --table`` of a segmentation model,
     whose leakage check compares the patients); no class column is needed."""
     rows = read_table_rows(Path(table))
-    columns = list(rows[0].keys()) if rows else []
     if not rows:
         raise DataError("table has a header but no rows", table)
-    if id_column is None:
-        rows, columns, id_column, group_column = clinicadl_ids(rows, columns, group_column)
-    col = pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
-    group_col = pick_group_column(columns, group_column, col, table)
+    rows, _, col, group_col = id_and_group_columns(rows, id_column, group_column, Path(table))
     patients = one_patient_per_key(rows, group_col, table)
     out: dict[str, str | None] = {}
     seen: dict[str, int] = {}

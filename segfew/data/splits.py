@@ -15,14 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from segfew.data.case import GROUP_COLUMNS, ID_COLUMNS, Case, one_patient_per_key, patient_key
+from segfew.data.case import GROUP_COLUMNS, Case, one_patient_per_key, patient_key
 from segfew.data.classes import row_images
 from segfew.data.near_copies import NearCopies, thumbnail, warn_near_copies
 from segfew.data.table_rows import (
-    clinicadl_ids,
+    id_and_group_columns,
     named_like,
-    pick_column,
-    pick_group_column,
     pick_label_column,
     read_table_rows,
 )
@@ -389,12 +387,9 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     if not rows:
         raise DataError("table has a header but no rows", table)
     header = list(rows[0].keys())
-    keyed, columns, id_col, group_col = (rows, header, id_column, group_column)
-    if id_column is None:
-        keyed, columns, id_col, group_col = clinicadl_ids(rows, header, group_column)
-    id_col = pick_column(columns, id_col, ID_COLUMNS, "id or path", "--id-column", table)
+    keyed, columns, id_col, group_col = id_and_group_columns(rows, id_column, group_column,
+                                                             table)
     label_col = pick_label_column(columns, label_column, table)
-    group_col = pick_group_column(columns, group_col, id_col, table)
     found = row_images([row.get(id_col, "") for row in keyed], table,
                        None if images is None else Path(images))
     patients = one_patient_per_key(keyed, group_col, table)

@@ -14,8 +14,8 @@ from segfew.errors import DataError
 from segfew.io.content import misfit
 
 __all__ = ["check_column_names", "class_column_of", "clinicadl_ids", "column_key",
-           "named_like", "pick_column", "pick_group_column", "pick_label_column",
-           "read_table_rows"]
+           "id_and_group_columns", "named_like", "pick_column", "pick_group_column",
+           "pick_label_column", "read_table_rows"]
 
 _SET_ASIDE = re.compile(r"[\s_-]+")
 
@@ -197,3 +197,18 @@ def clinicadl_ids(rows: list[dict[str, str]], columns: list[str], group_column: 
     participant, session = (keyed[column_key(c)] for c in CLINICADL_COLUMNS)
     rows = [{**row, "case_id": f"{row[participant]}_{row[session]}"} for row in rows]
     return rows, [*columns, "case_id"], "case_id", group_column or participant
+
+
+def id_and_group_columns(rows: list[dict[str, str]], id_column: str | None,
+                         group_column: str | None, table: Path
+                         ) -> tuple[list[dict[str, str]], list[str], str, str | None]:
+    """``(rows, columns, id column, group column)`` of a table's ``rows``, as every command
+    that reads a table picks them: the columns given, else found by name
+    (:func:`pick_column`, :func:`pick_group_column`); a ClinicaDL table's participant and
+    session made case ids (:func:`clinicadl_ids`). DataError naming ``table`` where none
+    fits."""
+    columns = list(rows[0]) if rows else []
+    if id_column is None:
+        rows, columns, id_column, group_column = clinicadl_ids(rows, columns, group_column)
+    id_col = pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
+    return rows, columns, id_col, pick_group_column(columns, group_column, id_col, table)

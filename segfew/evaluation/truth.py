@@ -19,13 +19,10 @@ from typing import Any
 import numpy as np
 
 from segfew.data import Case
-from segfew.data.case import ID_COLUMNS
 from segfew.data.read import label_values
 from segfew.data.table_rows import (
-    clinicadl_ids,
     column_key,
-    pick_column,
-    pick_group_column,
+    id_and_group_columns,
     pick_label_column,
     read_table_rows,
 )
@@ -107,12 +104,7 @@ def table_columns(table: Path, specs: Sequence[Mapping[str, Any]], id_column: st
     rows = read_table_rows(Path(table))
     if not rows:
         return {"label": label_column, "group": group_column, "label_source": "as given"}
-    columns = list(rows[0])
-    found = group_column
-    if id_column is None:
-        rows, columns, id_column, found = clinicadl_ids(rows, columns, group_column)
-    id_col = pick_column(columns, id_column, ID_COLUMNS, "id or path", "--id-column", table)
-    group = pick_group_column(columns, found, id_col, table)
+    rows, columns, _, group = id_and_group_columns(rows, id_column, group_column, Path(table))
     keyed = {column_key(c): c for c in columns}
     trained = list(dict.fromkeys(str(s["data"]["label_column"]) for s in specs
                                  if (s.get("data") or {}).get("label_column")))
