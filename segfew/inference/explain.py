@@ -32,6 +32,7 @@ from segfew.errors import DataError
 from segfew.files import check_output, check_replace, is_recorded, outputs_record, write_json
 from segfew.inference.batch import CASE_ERRORS, one_line
 from segfew.inference.ensemble import default_min_confidence
+from segfew.inference.fit_measures import estimate_caveat
 from segfew.inference.measure_names import cine_channel_words, describe, structure_names
 from segfew.inference.predictor import model_kind
 from segfew.inference.run import segment_probabilities
@@ -79,6 +80,7 @@ class Explainer:
         # every channel is said by name (so measurements read as words), cine phases as ED/ES
         self.channel_words = {c: c for c in meta.channels or []} | cine_channel_words(
             meta.channels or [], names)
+        self.caveat = estimate_caveat(meta.metrics or {}) or ""  # on every sheet, and the index
         self.records: list[dict[str, Any]] = []
         self._names: set[str] = set()
         self.record = Path(record) if record is not None else self.out_dir / RECORD
@@ -111,10 +113,12 @@ class Explainer:
         """``<out_dir>/index.html`` of every record so far
         (:func:`segfew.inference.sheet.write_index`), and the run record listing it and the
         sheets (:func:`segfew.files.outputs_record`)."""
-        index = write_index(self.records, self.out_dir / INDEX, title, self.min_confidence)
+        index = write_index(self.records, self.out_dir / INDEX, title, self.min_confidence,
+                            self.caveat)
         written = [INDEX, *(str(r["sheet"]) for r in self.records if r["sheet"])]
         write_json(self.out_dir / RECORD, {"task": "explain",
                                            "model": str(self.predictor.model_path),
+                                           "caveat": self.caveat or None,
                                            **outputs_record(self.out_dir / RECORD, written)})
         return index
 
@@ -131,7 +135,7 @@ class Explainer:
             row.probabilities.values())
         ev = Evidence(row.id, row.predicted, dict(row.probabilities), confidence,
                       self.min_confidence, channels, [], structures=self.structures,
-                      target=target)
+                      target=target, caveat=self.caveat)
         if p.measurer is not None:
             self._measures(case, k, ev)
         else:

@@ -114,11 +114,13 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
                               probabilities=probabilities, min_confidence=min_confidence)
         if min_confidence is None:
             min_confidence = default_min_confidence(len(predictor.meta.classes))
+        caveats: dict[str, str] = {}  # said before any answer, and recorded beside them
         for p in predictors:  # a classifier of another tool's label maps reads them
             p.masks = check_masks(p.meta.feature_source, masks, p.model_path)
             _ = p.measurer  # its label maps' source checked once, before any case
             caveat = estimate_caveat(p.meta.metrics or {})
-            if caveat is not None:  # said before any answer it gives
+            if caveat is not None:
+                caveats[str(p.model_path)] = caveat
                 warnings.warn(DataWarning(caveat, p.model_path), stacklevel=2)
         spec = run_spec if run_spec is not None else {
             "task": "predict", "model": [str(m) for m in models],
@@ -167,7 +169,8 @@ def predict_paths(model_path: str | Path | Sequence[str | Path], inputs: Sequenc
                     out), stacklevel=2)
             tables = [out.name, *([measurements.name] if measurements is not None else [])]
             _write_record(record, spec, models, predictors, cases, tables,
-                          {"one_class": flag, "min_confidence": min_confidence})
+                          {"one_class": flag, "min_confidence": min_confidence,
+                           "caveats": caveats})
             return out, sum(r.status != "ok" for r in rows), len(rows)
 
         if out.suffix.lower() in (".csv", ".tsv"):

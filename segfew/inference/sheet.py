@@ -81,6 +81,7 @@ class Evidence:
     decision: str = ""  # how the contributions are computed, base and score
     n_measurements: int = 0  # how many the model reads (the bars show the largest few)
     rest: float = 0.0  # what the measurements not shown add to the score
+    caveat: str = ""  # what the model's own estimate says of all its answers (chance)
 
 
 def choose_slices(labels: np.ndarray | None, saliency: np.ndarray | None,
@@ -187,7 +188,8 @@ def _verdict(ev: Evidence) -> str:
     else:
         why = (f"confident: the top probability {ev.confidence:.2f} is at or above the "
                f"threshold {ev.min_confidence:.2f}")
-    return f"{why}; margin over the next class {ev.confidence - second:.2f}"
+    said = f"{why}; margin over the next class {ev.confidence - second:.2f}"
+    return f"{said}\nMODEL: {ev.caveat}" if ev.caveat else said
 
 
 #: a case's value this far beyond the classes' range (× the range) is marked, not shown
@@ -306,12 +308,14 @@ def write_sheet(ev: Evidence, path: Path) -> Path:
 
 
 def write_index(records: Sequence[Mapping[str, Any]], path: Path, title: str,
-                threshold: float | None = None) -> Path:
+                threshold: float | None = None, caveat: str = "") -> Path:
     """A self-contained HTML page: one row per case, lowest confidence first, each linking
     its sheet (relative to ``path``); failed cases last with their error. ``records`` hold
     ``id, predicted, target, confidence, low_confidence, sheet, error`` and optionally
     ``runner_up`` (the next class and its probability); ``threshold``: the confidence
-    below which a case is flagged, as the page states it."""
+    below which a case is flagged, as the page states it; ``caveat``: what the model's own
+    estimate says of every answer (:func:`segfew.inference.fit_measures.estimate_caveat`),
+    said above the table."""
     ok = sorted((r for r in records if r.get("sheet")), key=lambda r: r["confidence"])
     failed = [r for r in records if not r.get("sheet")]
     has_target = any(r.get("target") is not None for r in records)
@@ -342,8 +346,10 @@ body {{ font-family: sans-serif; margin: 2em; }}
 table {{ border-collapse: collapse; }}
 td, th {{ border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }}
 tr.low {{ background: #fde8e8; }}
+p.caveat {{ background: #fff3cd; padding: 0.5em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
+{f'<p class="caveat"><strong>The model: {html.escape(caveat)}.</strong></p>' if caveat else ""}
 <p>{len(ok)} sheets, lowest confidence first; {len(failed)} failed.
 Confidence is the top class probability; a case below {limit} is flagged.</p>
 <table><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>

@@ -162,8 +162,11 @@ def test_a_classifier_file_given_as_features_is_refused_in_one_line(
 def test_predict_says_when_the_models_own_estimate_gives_its_answers_no_weight(
         phantoms: Path, masks: Path, tmp_path: Path) -> None:
     """Confidences of 0.9 from a model trained on one case per class, or whose nested
-    estimate holds chance, read as knowledge: predict says so before its answers."""
+    estimate holds chance, read as knowledge: predict says so before its answers. It was
+    said on the terminal only: the table's run record, the evidence sheets and their index
+    carried confident answers without it."""
     from segfew.inference.fit_measures import estimate_caveat
+    from segfew.inference.sheet import Evidence, _verdict
 
     one_each = tmp_path / "one.csv"
     rows = list(csv.DictReader((phantoms / "labels.csv").open()))
@@ -179,9 +182,15 @@ def test_predict_says_when_the_models_own_estimate_gives_its_answers_no_weight(
            "--threads", "1", "--no-progress", "--no-cache")
     out = invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"), "--out",
                  str(tmp_path / "p.csv"), "--masks", str(masks), "--threads", "1",
-                 "--no-progress")
-    assert f"warning: {clf}: the model records no estimate of its accuracy" in " ".join(
-        out.split())
+                 "--no-progress", "--explain", str(tmp_path / "sheets"))
+    said = "the model records no estimate of its accuracy"
+    assert f"warning: {clf}: {said}" in " ".join(out.split())
+    record = json.loads((tmp_path / "p.run.json").read_text())
+    assert said in record["caveats"][str(clf)]
+    assert said in json.loads((tmp_path / "sheets" / "index.run.json").read_text())["caveat"]
+    assert f"The model: {said}" in (tmp_path / "sheets" / "index.html").read_text()
+    sheet = Evidence("c", "a", {"a": 0.9, "b": 0.1}, 0.9, 0.75, ["scan"], [], caveat=said)
+    assert _verdict(sheet).endswith(f"\nMODEL: {said}")
     nested = {"balanced_accuracy": 0.55, "ci": [0.3, 0.8], "chance_rate": 0.5,
               "distinguishable_from_chance": False}
     held = estimate_caveat({"measures_model": "m", "measures_nested": nested})
