@@ -288,8 +288,9 @@ def write_sheet(ev: Evidence, path: Path) -> Path:
         parts: Any = fig.subfigures(len(heights), 1, height_ratios=heights, squeeze=False)
         parts = parts[:, 0]
         truth = f" · true class {ev.target}" if ev.target is not None else ""
+        guess = " · read it as a guess (MODEL, below)" if ev.caveat else ""
         fig.suptitle(f"case {ev.case_id} · predicted {ev.predicted} "
-                     f"(confidence {ev.confidence:.2f}){truth}", fontweight="bold",
+                     f"(confidence {ev.confidence:.2f}){truth}{guess}", fontweight="bold",
                      x=0.02, ha="left")
         _scan_rows(parts[0], panels, ev, ncols)
         if ev.measured:

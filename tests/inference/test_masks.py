@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -165,8 +166,10 @@ def test_predict_says_when_the_models_own_estimate_gives_its_answers_no_weight(
     estimate holds chance, read as knowledge: predict says so before its answers. It was
     said on the terminal only: the table's run record, the evidence sheets and their index
     carried confident answers without it."""
+    from matplotlib.figure import Figure
+
     from segfew.inference.fit_measures import estimate_caveat
-    from segfew.inference.sheet import Evidence, _verdict
+    from segfew.inference.sheet import Evidence, _verdict, write_sheet
 
     one_each = tmp_path / "one.csv"
     rows = list(csv.DictReader((phantoms / "labels.csv").open()))
@@ -189,8 +192,16 @@ def test_predict_says_when_the_models_own_estimate_gives_its_answers_no_weight(
     assert said in record["caveats"][str(clf)]
     assert said in json.loads((tmp_path / "sheets" / "index.run.json").read_text())["caveat"]
     assert f"The model: {said}" in (tmp_path / "sheets" / "index.html").read_text()
-    sheet = Evidence("c", "a", {"a": 0.9, "b": 0.1}, 0.9, 0.75, ["scan"], [], caveat=said)
+    sheet = Evidence("c", "a", {"a": 0.9, "b": 0.1}, 0.9, 0.75, ["scan"],
+                     [np.zeros((8, 8))], caveat=said)
     assert _verdict(sheet).endswith(f"\nMODEL: {said}")
+    titles: list[str] = []
+    real = Figure.suptitle
+    with patch.object(Figure, "suptitle", lambda fig, t, **kw: titles.append(t) or real(
+            fig, t, **kw)):
+        write_sheet(sheet, tmp_path / "c.png")
+    assert titles == ["case c · predicted a (confidence 0.90) · read it as a guess (MODEL, "
+                      "below)"]
     nested = {"balanced_accuracy": 0.55, "ci": [0.3, 0.8], "chance_rate": 0.5,
               "distinguishable_from_chance": False}
     held = estimate_caveat({"measures_model": "m", "measures_nested": nested})
