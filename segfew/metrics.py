@@ -15,11 +15,10 @@ Conventions, shared by point estimates and intervals:
 - balanced accuracy and macro F1 are the mean recall and F1 over the classes present in
   the truth (scikit-learn's ``f1_score(labels=present, average="macro")``); Cohen's kappa
   and the chance rate need two classes there, so a one-class truth has neither (None);
-- a percentile bootstrap collapses to one point when every case is right (or wrong), so a
-  zero-width interval is widened to the Wilson score interval (:func:`proportion_ci`) of
-  the proportion behind it: accuracy, recall, specificity of their cases; balanced
-  accuracy, macro F1 and kappa (on its scale) of the cases correct; F1 of ``TP/(TP+FP+FN)``
-  (on its scale); AUROC of the pairs of its smaller class; a wider one stays bootstrap;
+- a zero-width percentile interval (every case right, or wrong) is widened to the Wilson
+  interval (:func:`proportion_ci`) of the proportion behind it: accuracy, precision,
+  recall, specificity of their cases; balanced accuracy, macro F1 and kappa (its scale)
+  of the cases correct; F1 of ``TP/(TP+FP+FN)``; AUROC of its smaller class's pairs;
 - an undefined value is ``None``, never NaN, so the dict is valid JSON.
 """
 
@@ -74,7 +73,7 @@ def classification_metrics(
         per_class: {name: {precision, recall, specificity, f1, support, auroc}}
         confusion_matrix: K×K list of lists, rows = truth, columns = prediction
         ci: {accuracy: [lo, hi], balanced_accuracy, kappa, macro_f1,
-             per_class: {name: {f1, recall, specificity, auroc: [lo, hi] | None}}}
+             per_class: {name: {precision, f1, recall, specificity, auroc: [lo, hi] | None}}}
         n: number of cases; bootstrap: number of resamples
         one_class: {class, share, truth_share, cases, truth_majority} | None (:func:`one_class`)
         chance_rate, distinguishable_from_chance, below_chance: see :func:`chance_fields`
@@ -145,8 +144,7 @@ def one_class(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.nda
     """``{"class", "share", "truth_share", "cases", "truth_majority"}`` when one class is
     predicted for at least :data:`ONE_CLASS_SHARE` of two or more cases while less of the
     truth is that class; else None. Such a classifier has not learnt the classes, whatever
-    its accuracy (``truth_majority``: the class it answers is the largest of the truth).
-    """
+    its accuracy (``truth_majority``: the class it answers is the largest of the truth)."""
     yt = np.asarray(y_true, dtype=np.int64).ravel()
     yp = np.asarray(y_pred, dtype=np.int64).ravel()
     counts = np.bincount(yp, minlength=len(class_names))
@@ -195,8 +193,7 @@ def metrics_from_confusion(cms: np.ndarray) -> dict[str, np.ndarray]:
     """Metrics of a stack of confusion matrices ``(B, K, K)``; NaN where undefined.
 
     Returns ``accuracy``, ``balanced_accuracy``, ``kappa``, ``macro_f1`` of shape (B,) and
-    ``recall``, ``specificity``, ``f1`` of shape (B, K), with the module's conventions.
-    """
+    ``precision``, ``recall``, ``specificity``, ``f1`` (B, K), by the module's conventions."""
     cms = np.asarray(cms, dtype=np.float64)
     n = cms.sum(axis=(1, 2))
     tp = np.diagonal(cms, axis1=1, axis2=2)
@@ -206,6 +203,7 @@ def metrics_from_confusion(cms: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         accuracy = tp.sum(axis=1) / n
         recall = np.where(true_k > 0, tp / true_k, np.nan)
+        precision = np.where(pred_k > 0, tp / pred_k, np.nan)
         specificity = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
         f1 = np.where(true_k > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
         balanced = np.nanmean(recall, axis=1) if recall.size else np.full(len(n), np.nan)
@@ -214,7 +212,8 @@ def metrics_from_confusion(cms: np.ndarray) -> dict[str, np.ndarray]:
         kappa = (accuracy - pe) / (1 - pe)
     kappa = np.where((true_k > 0).sum(axis=1) < 2, np.nan, kappa)  # one class: not defined
     return {"accuracy": accuracy, "balanced_accuracy": balanced, "kappa": kappa,
-            "macro_f1": macro_f1, "recall": recall, "specificity": specificity, "f1": f1}
+            "macro_f1": macro_f1, "precision": precision, "recall": recall,
+            "specificity": specificity, "f1": f1}
 
 
 def _resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
@@ -257,6 +256,7 @@ def _bootstrap_ci(yt: np.ndarray, yp: np.ndarray, proba: np.ndarray | None, name
         a = _interval(auroc)  # a zero-width ``a`` is [AUROC, AUROC]
         per_class[name] = {
             "f1": _widened(_interval(m["f1"][:, c]), jac and [2 * j / (1 + j) for j in jac]),
+            "precision": _widened(_interval(m["precision"][:, c]), wilson(t, yp == c)),
             "recall": _widened(_interval(m["recall"][:, c]), wilson(t, yt == c)),
             "specificity": _widened(_interval(m["specificity"][:, c]),
                                     wilson(n - int(pred_k[c]) - pos + t, yt != c)),

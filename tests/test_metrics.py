@@ -11,6 +11,7 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     cohen_kappa_score,
     f1_score,
+    precision_score,
     recall_score,
 )
 
@@ -62,6 +63,9 @@ def test_bootstrap_formulas_agree_with_sklearn(rng: np.random.Generator) -> None
     assert fast["recall"][0, :3] == pytest.approx(recall_score(yt, yp, labels=[0, 1, 2],
                                                                average=None))
     assert np.isnan(fast["recall"][0, 3:]).all()
+    assert fast["precision"][0, :4] == pytest.approx(precision_score(
+        yt, yp, labels=[0, 1, 2, 3], average=None, zero_division=0))
+    assert np.isnan(fast["precision"][0, 4])  # never predicted: undefined
 
 
 def test_ci_contains_estimate_and_shrinks_with_more_cases(rng: np.random.Generator) -> None:
@@ -76,7 +80,7 @@ def test_ci_contains_estimate_and_shrinks_with_more_cases(rng: np.random.Generat
         assert lo <= small[key] <= hi
         assert big["ci"][key][1] - big["ci"][key][0] < 0.6 * (hi - lo)
     for name in NAMES:
-        for key in ("f1", "recall", "specificity", "auroc"):
+        for key in ("precision", "f1", "recall", "specificity", "auroc"):  # precision had none
             lo, hi = small["ci"]["per_class"][name][key]
             assert lo <= small["per_class"][name][key] <= hi
 

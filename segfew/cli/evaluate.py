@@ -227,7 +227,8 @@ def metrics_tables(metrics: Mapping[str, Any]) -> list[Any]:
         detail.add_column(column, justify="left" if column == "class" else "right")
     for name, row in per_class.items():
         c = class_ci.get(name) or {}
-        detail.add_row(str(name), str(row.get("support", "")), _fmt(row.get("precision")),
+        detail.add_row(str(name), str(row.get("support", "")),
+                       _fmt(row.get("precision"), c.get("precision")),
                        _fmt(row.get("recall"), c.get("recall")),
                        _fmt(row.get("specificity"), c.get("specificity")),
                        _fmt(row.get("f1"), c.get("f1")), _fmt(row.get("auroc"), c.get("auroc")))
