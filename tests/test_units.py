@@ -168,3 +168,18 @@ def test_a_case_in_voxels_against_a_model_in_ml_is_refused_before_any_work(
     monkeypatch.setattr(segfew.inference.measure, "segment_on_source", never)
     with pytest.raises(DataError, match=r"v\.nii\.gz: this case's sizes would be in voxels"):
         measure(in_voxels)
+
+
+def test_a_one_slice_case_against_a_3d_model_says_it_reads_as_2d(tmp_path: Path) -> None:
+    """One slice of an LGG volume (256 × 256 × 1) against a model fitted on volumes was told
+    its "structures or channels differ": it is read as a 2D image, measured in pixels."""
+    from segfew.inference.measure_names import fitted_names
+
+    flat = Case("one", (tmp_path / "one.nii.gz",))
+    fitted = ["tumour_volume_vox_0", "tumour_surface_vox_0"]
+    measured = {"tumour_area_px_0": 10.0, "tumour_perimeter_px_0": 12.0}
+    with pytest.raises(DataError, match=r"one\.nii\.gz: this case does not give .*; it reads "
+                                        r"as a 2D image and the model was fitted on 3D ones"):
+        fitted_names(fitted, measured, flat)
+    with pytest.raises(DataError, match="structures or channels differ"):  # same dimension
+        fitted_names(fitted, {"liver_volume_vox_0": 1.0}, flat)

@@ -189,10 +189,11 @@ def fitted_names(names: Sequence[str], measured: Mapping[str, float], case: Case
     A model file of an older segfew names a wall's volume change ``…_ejection_fraction_…``;
     it is read under its new name. A measurement the case does not give is a
     :class:`DataError` naming the case's first file (the model would otherwise see NaN),
-    which says why: the sizes are in other units (mL measured here in voxels, or the
-    reverse: one set of files has a real spacing and the other has not), or the case's
-    channels are not the model's ``channels`` (its ``--channels``; None: read from
-    ``names``) in the same order — every measurement name ends in its channel's.
+    which says why: the case is 2D and the model 3D (or the reverse), the sizes are in
+    other units (mL measured here in voxels, or the reverse: one set of files has a real
+    spacing and the other has not), or the case's channels are not the model's
+    ``channels`` (its ``--channels``; None: read from ``names``) in the same order — every
+    measurement name ends in its channel's.
     """
     out, missing = [], []
     for name in names:
@@ -223,6 +224,12 @@ def _channels_of(names: Sequence[str]) -> list[str]:
 def _why_missing(names: Sequence[str], measured: Mapping[str, float], case: Case,
                  channels: Sequence[str] | None) -> str:
     """Why a case lacks measurements a model has, in words, with what to do."""
+    dims = [{d for n in group for d, size in ((3, "_volume_"), (2, "_area_")) if size in n}
+            for group in (measured, names)]
+    if len(dims[0]) == len(dims[1]) == 1 and dims[0] != dims[1]:  # one slice is a 2D image
+        return (f"it reads as a {dims[0].pop()}D image and the model was fitted on "
+                f"{dims[1].pop()}D ones (a volume of one slice reads as 2D): predict on images "
+                "of the dimension it was trained on")
     have, want = _units(measured), _units(names)
     if have and want and have != want:
         said = {"real": "mm and mL", "voxels": "voxels"}
