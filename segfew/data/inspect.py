@@ -30,7 +30,7 @@ from segfew.data.read import (
     source_shape,
 )
 from segfew.data.scan import list_folder
-from segfew.data.splits import warn_class_names
+from segfew.data.splits import check_class_names
 from segfew.errors import DataError, DataWarning, RepeatedWarnings
 from segfew.identity import voxel_digest
 from segfew.io import Image, ReadLimits
@@ -336,9 +336,12 @@ def _check_dataset(report: DatasetReport, cases: Sequence[Case]) -> None:
         report.add(f"{len(report.no_spacing)} of the {read} cases read have no real voxel "
                    f"size ({', '.join(why)}): sizes are in voxels, not mm — measurements "
                    "say vox/px instead of ml/mm", fatal=False)
-    with warnings.catch_warnings(record=True) as caught:  # classes spelt two ways, groups
-        warnings.simplefilter("always")                  # crossing classes: notes
-        warn_class_names(cases, report.table or report.images)
+    with warnings.catch_warnings(record=True) as caught:  # a lone class, groups crossing
+        warnings.simplefilter("always")                  # classes: notes
+        try:  # classes spelt two ways: refused by training, so fatal here
+            check_class_names(cases, report.table or report.images)
+        except DataError as e:
+            report.add(e)
         copies = group_identical_images(cases, report.table or report.images)[1]
     for w in caught:
         report.add(str(w.message), fatal=False)

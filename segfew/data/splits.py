@@ -39,22 +39,23 @@ def class_names(cases: Sequence[Case]) -> list[str]:
     return sorted({c.target for c in cases if c.target is not None})
 
 
-#: a class of one labelled case is said (:func:`warn_class_names`) where another class has
+#: a class of one labelled case is said (:func:`check_class_names`) where another class has
 #: at least this many: then the one case stands out; a draw of one case of every class does not
 ONE_CASE_AMONG = 3
 
 
-def warn_class_names(cases: Sequence[Case], where: str | Path | None) -> None:
-    """Say what in a training set's classes looks like a slip, in one :class:`DataWarning`
-    each naming ``where`` (the table or folder); nothing is refused.
+def check_class_names(cases: Sequence[Case], where: str | Path | None) -> None:
+    """Refuse a training set's classes whose names differ only in case, surrounding spaces
+    or how a number is written (``G2`` and ``g2``, ``1`` and ``1.0``: :func:`class_key`),
+    as ``evaluate`` refuses such a truth class: the model would learn them as two classes,
+    a slip's class of one case turns off the choice of classifier and its estimate. A
+    :class:`DataError` naming ``where`` (the table or folder) and each spelling with its
+    count of cases.
 
-    - Classes whose names differ only in case, surrounding spaces or how a number is written
-      (``Oval`` and ``oval``, ``1`` and ``1.0``: :func:`class_key`): the model learns them as
-      two classes; each is named with its number of cases.
-    - A class with one labelled case while another class has at least
-      :data:`ONE_CASE_AMONG` cases: a lone case (a typo, a mislabelled row) is an outlier,
-      while a few-shot draw of one case per class (``experiment`` at size 1) has every class
-      at one and is not said. A class already said for its spelling is not said again.
+    A class with one labelled case while another class has at least
+    :data:`ONE_CASE_AMONG` cases is said in a :class:`DataWarning`: a lone case (a typo, a
+    mislabelled row) is an outlier, while a few-shot draw of one case per class
+    (``experiment`` at size 1) has every class at one and is not said.
     """
     counts = Counter(c.target for c in cases if c.target is not None)
     spellings: dict[str, list[str]] = defaultdict(list)
@@ -67,12 +68,11 @@ def warn_class_names(cases: Sequence[Case], where: str | Path | None) -> None:
 
     if alike:
         listed = "; ".join(" and ".join(counted(n) for n in names) for names in alike)
-        warnings.warn(DataWarning(
-            f"class names written two ways (they differ only in case, surrounding spaces or "
-            f"how a number is written): {listed}; they are learnt as different classes: if "
-            "each set is one class, write it one way", where), stacklevel=2)
-    said = {n for names in alike for n in names}
-    lone = [n for n, k in sorted(counts.items()) if k == 1 and n not in said]
+        raise DataError(f"class names written two ways (they differ only in case, surrounding "
+                        f"spaces or how a number is written): {listed}; write each class one "
+                        "way (classes that are truly different need names that differ by "
+                        "more)", where)
+    lone = [n for n, k in sorted(counts.items()) if k == 1]
     most = max(counts.values(), default=0)
     if lone and most >= ONE_CASE_AMONG:
         largest = min(n for n, k in counts.items() if k == most)
@@ -92,7 +92,7 @@ def class_key(name: str) -> str:
 
 def spelt_alike(name: str, names: Iterable[str]) -> list[str]:
     """The other ``names`` that are ``name`` written another way (:func:`class_key`:
-    ``oval`` for ``Oval``, ``1.0`` for ``1``), sorted: the slip :func:`warn_class_names`
+    ``oval`` for ``Oval``, ``1.0`` for ``1``), sorted: the slip :func:`check_class_names`
     warns of, named where a class is refused (too few patients for a split, unknown to a
     model)."""
     key = class_key(name)

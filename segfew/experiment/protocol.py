@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segfew.data import group_identical_images
-from segfew.data.splits import warn_class_names
+from segfew.data.splits import check_class_names
 from segfew.errors import DataError, Interrupted, SegfewError, SpecError, map_all
 from segfew.evaluation.leakage import check_leakage, records_voxels
 from segfew.experiment.pooling import patient_metrics, test_fields
@@ -309,7 +309,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
         fixed = []
     tables = [t for t in (d.table, spec.test_table) if t is not None]
     where = " and ".join(map(str, tables)) if len(tables) > 1 else d.table or d.images
-    warn_class_names([*pool, *fixed], where)  # once here: the tasks' trainers do not
+    check_class_names([*pool, *fixed], where)  # once here: the tasks' trainers do not
     grouped, copies = group_identical_images([*pool, *fixed], where)
     pool, fixed = grouped[:len(pool)], grouped[len(pool):]
     for units in copies:

@@ -20,7 +20,7 @@ import numpy as np
 from segfew.data import class_names, find_classification_cases
 from segfew.data.classes import warn_rows_as_patients
 from segfew.data.read import warn_placeholder_spacing
-from segfew.data.splits import warn_class_names
+from segfew.data.splits import check_class_names
 from segfew.data.table_rows import class_column_of
 from segfew.errors import DataError, DataWarning, SpecError, map_all
 from segfew.evaluation.leakage import training_groups
@@ -295,7 +295,7 @@ def _prepare(spec: ClassifierSpec, cache: PreprocessCache, cases: Sequence[Case]
     if write_info:  # said once per command (an experiment's tasks share its data)
         warn_placeholder_spacing(cases, framework(spec.framework).network
                                  == "measurement_classifier")
-        warn_class_names([*cases, *(val_cases or [])], spec.data.table or spec.data.images)
+        check_class_names([*cases, *(val_cases or [])], spec.data.table or spec.data.images)
     classes = class_names(list(cases) + list(val_cases or []))
     if len(classes) < 2:  # every framework: nothing to tell apart
         raise DataError(f"one class only ({', '.join(classes)}): a classifier needs cases of "

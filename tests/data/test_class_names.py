@@ -1,6 +1,6 @@
-"""A training set's classes that look like a slip are said, not refused: names differing
-only in case or spaces ('Oval' and 'oval'), and a class of one case among larger classes.
-A split that cannot take N per class names its table."""
+"""A training set's classes that look like a slip: names differing only in case or spaces
+('Oval' and 'oval') are refused, as evaluate refuses such a truth class; a class of one
+case among larger classes is said. A split that cannot take N per class names its table."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from segfew.data import Case, split_table
-from segfew.data.splits import warn_class_names
+from segfew.data.splits import check_class_names
 from segfew.errors import DataError, DataWarning
 from tests.conftest import invoke
 
@@ -24,27 +24,38 @@ def _cases(**per_class: int) -> list[Case]:
 def _said(cases: list[Case], where: str = "t.csv") -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        warn_class_names(cases, where)
+        check_class_names(cases, where)
     found = [w.message for w in caught if isinstance(w.message, DataWarning)]
     assert all(str(m.path) == where for m in found)
     return [str(m) for m in found]
 
 
-def test_names_differing_only_in_case_or_spaces_are_said_with_their_counts() -> None:
+def _refused(cases: list[Case]) -> str:
+    with pytest.raises(DataError) as err:
+        check_class_names(cases, "t.csv")
+    assert str(err.value.path) == "t.csv"
+    return err.value.message
+
+
+def test_names_differing_only_in_case_or_spaces_are_refused_with_their_counts() -> None:
+    """A grade typed 'g2' among 'G2' trained a 3-class model (exit 0, a warning): the
+    one-case class turned off the choice of classifier and its estimate, and moved the
+    low_confidence threshold. evaluate refused the same slip."""
     cases = [*_cases(normal=8, oval=7, Oval=1),
              Case("x", (), target="Normal "), Case("y", (), target="Normal ")]
-    said = _said(cases)
-    assert len(said) == 1 and said[0].startswith("t.csv: ")
-    assert "'Normal ' (2 cases) and 'normal' (8 cases)" in said[0]
-    assert "'Oval' (1 case) and 'oval' (7 cases)" in said[0]
+    said = _refused(cases)
+    assert "'Normal ' (2 cases) and 'normal' (8 cases)" in said
+    assert "'Oval' (1 case) and 'oval' (7 cases)" in said
+    assert said.endswith("write each class one way (classes that are truly different need "
+                         "names that differ by more)")
 
 
-def test_a_number_written_two_ways_is_said_like_case() -> None:
+def test_a_number_written_two_ways_is_refused_like_case() -> None:
     """A spreadsheet's ``1`` and ``1.0`` (or ``01``) trained as two classes without a word."""
-    said = _said([*_cases(a=0), *(Case(f"n{i}", (), target="1") for i in range(3)),
-                  *(Case(f"m{i}", (), target="1.0") for i in range(2)),
-                  *(Case(f"k{i}", (), target="2") for i in range(3))])
-    assert len(said) == 1 and "'1' (3 cases) and '1.0' (2 cases)" in said[0]
+    said = _refused([*_cases(a=0), *(Case(f"n{i}", (), target="1") for i in range(3)),
+                     *(Case(f"m{i}", (), target="1.0") for i in range(2)),
+                     *(Case(f"k{i}", (), target="2") for i in range(3))])
+    assert "'1' (3 cases) and '1.0' (2 cases)" in said
     assert _said([Case("a", (), target="1.5"), Case("b", (), target="15")]) == []
 
 
@@ -76,8 +87,8 @@ def test_inspect_notes_class_names_written_two_ways(phantoms: Path, tmp_path: Pa
         writer.writeheader()
         writer.writerows(rows)
     out = " ".join(invoke("inspect", "--images", str(phantoms / "images"), "--table",
-                          str(table), "--no-progress").split())
-    assert "class names written two ways" in out
+                          str(table), "--no-progress", expect=1).split())
+    assert "class names written two ways" in out and "fatal problems found" in out
 
 
 @pytest.mark.parametrize(("counts", "lone"), [
@@ -99,8 +110,10 @@ def test_nothing_is_said_of_ordinary_class_counts(counts: dict[str, int]) -> Non
     assert _said(_cases(**counts)) == []
 
 
-def test_train_classifier_says_both_naming_the_table(phantoms: Path, tmp_path: Path) -> None:
-    """An 'Oval'/'oval' table and a one-case typo, through the command."""
+def test_train_classifier_refuses_a_spelling_and_says_a_lone_class(phantoms: Path,
+                                                                    tmp_path: Path) -> None:
+    """An 'Oval'/'oval' table is refused naming the table, nothing written; a one-case typo
+    is said."""
     with (phantoms / "labels.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     rows[4]["label"], rows[0]["label"] = "Oval", "nromal"
@@ -109,14 +122,22 @@ def test_train_classifier_says_both_naming_the_table(phantoms: Path, tmp_path: P
         writer = csv.DictWriter(f, fieldnames=["id", "label", "group"])
         writer.writeheader()
         writer.writerows(rows)
-    out = invoke("train-classifier", "--table", str(table), "--images",
-                 str(phantoms / "images"), "--framework", "scratch", "--size", "32",
-                 "--epochs", "1", "--batch-size", "4", "--no-progress", "--no-cache",
-                 "--out", str(tmp_path / "clf.pt"))
+    run = ("--images", str(phantoms / "images"), "--framework", "scratch", "--size", "32",
+           "--epochs", "1", "--batch-size", "4", "--no-progress", "--no-cache")
+    out = invoke("train-classifier", "--table", str(table), *run, "--out",
+                 str(tmp_path / "clf.pt"), expect=2)
     lines = " ".join(out.split())
-    assert f"{table}: class names written two ways" in lines
+    assert f"error: {table}: class names written two ways" in lines
     assert "'Oval' (1 case) and 'oval' (3 cases)" in lines
-    assert f"{table}: class 'nromal' has one labelled case while 'shifted' has 4" in lines
+    assert not (tmp_path / "clf.pt").exists() and not (tmp_path / "clf-run").exists()
+    rows[4]["label"] = "oval"
+    with table.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "label", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = " ".join(invoke("train-classifier", "--table", str(table), *run, "--out",
+                            str(tmp_path / "clf.pt")).split())
+    assert f"{table}: class 'nromal' has one labelled case while 'oval' has 4" in lines
 
 
 def test_split_that_cannot_take_n_per_class_names_the_table(phantoms: Path,
@@ -132,7 +153,7 @@ def test_split_that_cannot_take_n_per_class_names_the_table(phantoms: Path,
 
 def test_experiment_at_size_one_says_neither_per_task(phantoms: Path, tmp_path: Path) -> None:
     """An experiment's training sets hold one case per class on purpose: no task says it;
-    a spelling slip in the table is said once, for the whole table, not once per task."""
+    a spelling slip in the table is refused once, for the whole table, before any task."""
     with (phantoms / "labels.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for row in rows[4:6]:
@@ -146,7 +167,10 @@ def test_experiment_at_size_one_says_neither_per_task(phantoms: Path, tmp_path: 
     spec.write_text('sizes = [1]\nrepetitions = 2\nframeworks = ["scratch"]\nbootstrap = 0\n'
                     "[preprocess]\nsize = [32, 32]\n"
                     "[train]\nepochs = 1\nbatch_size = 4\nval_fraction = 0.0\n")
-    out = invoke("experiment", "--spec", str(spec), "--out", str(tmp_path / "run"),
-                 "--images", str(phantoms / "images"), "--table", str(table), "--no-progress")
-    assert "2 of 2 finished" in out
-    assert "one labelled case" not in out and out.count("written two ways") == 1
+    run = ("--spec", str(spec), "--out", str(tmp_path / "run"), "--images",
+           str(phantoms / "images"), "--no-progress")
+    out = invoke("experiment", *run, "--table", str(table), expect=2)
+    assert out.count("written two ways") == 1 and "[1/" not in out
+    assert not (tmp_path / "run" / "results").exists()
+    out = invoke("experiment", *run, "--table", str(phantoms / "labels.csv"))
+    assert "2 of 2 finished" in out and "one labelled case" not in out
