@@ -346,8 +346,8 @@ def chance_fields(accuracy_ci: Sequence[float] | None, y_true: Sequence[int] | n
 
 def below_chance(high: float | None, chance_rate: float | None) -> bool:
     """Whether a 95% interval whose upper end is ``high`` lies wholly below ``chance_rate``:
-    worse than any constant answer, which "not distinguishable from chance" alone would not
-    say (a model that learnt the classes the wrong way round, or a leak in reverse)."""
+    worse than always answering the largest class, which "not distinguishable from chance"
+    alone would not say (docs/trust.md says what it may mean)."""
     return high is not None and chance_rate is not None and high < chance_rate
 
 
