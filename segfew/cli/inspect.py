@@ -119,7 +119,9 @@ def show_report(report: DatasetReport, console: Console, all_cases: bool = False
             summary.add_row(f"{name} (min … max)", f"{_fmt(least)} … {_fmt(most)}")
     orientations = sorted({c.orientation for c in report.cases if c.orientation})
     summary.add_row("orientations", ", ".join(orientations) or "-")
-    summary.add_row("problems", f"[red]{len(report.problems)}[/]" if report.problems else "0")
+    fatal, notes = len(report.fatal_problems), len(report.problems) - len(report.fatal_problems)
+    summary.add_row("problems", (f"[red]{fatal} fatal[/]" if fatal else "0 fatal")
+                    + (f", {notes} note{'s' if notes != 1 else ''}" if notes else ""))
     console.print(summary)
 
     if report.cases:

@@ -290,3 +290,17 @@ def test_an_image_too_large_for_the_memory_free_is_one_problem_and_the_others_ar
     assert problem.startswith(str(tmp_path / "huge.nii.gz") + ": reading and checking this "
                               "image (512×512×4 voxels) needs about 32.0 MiB and"), problem
     assert problem.endswith("is free: crop or resample it first")
+
+
+def test_the_summary_counts_fatal_problems_apart_from_notes(tmp_path: Path) -> None:
+    """The summary said "problems 1" of a voxel-size note beside "no fatal problems"."""
+    images, labels, table = dataset(tmp_path, n=1)  # one class: fatal; one case: a note
+    out = " ".join(CliRunner().invoke(app, ["inspect", "--images", str(images), "--labels",
+                                            str(labels), "--table", str(table), "--channels",
+                                            "ed,es", "--no-progress"]).output.split())
+    assert "│ problems │ 1 fatal, 1 note │" in out, out
+    images, labels, table = dataset(tmp_path / "clean")
+    out = " ".join(CliRunner().invoke(app, ["inspect", "--images", str(images), "--labels",
+                                            str(labels), "--table", str(table), "--channels",
+                                            "ed,es", "--no-progress"]).output.split())
+    assert "│ problems │ 0 fatal │" in out, out
