@@ -442,5 +442,6 @@ def _clash_hint(paths: Sequence[Path]) -> str:
     if len(set(ids.values())) < len(full) or common == Path(common.anchor):
         return ": rename one of them"
     example = ids[full[0]]
-    return (f": give their common folder {common} as one --input with --recursive, which "
-            f"names each by its path ({example}, …), or rename one")
+    return (f": rename one, or give their common folder {common} as one --input with "
+            f"--recursive, which reads every image below it and names each by its path "
+            f"({example}, …)")

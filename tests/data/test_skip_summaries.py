@@ -61,7 +61,8 @@ def test_two_inputs_holding_one_file_name_are_told_how_to_tell_them_apart(
         problem = str(case.problem)
         assert "duplicate case id 'flair'" in problem
         assert f"give their common folder {tmp_path / 'sites'}" in problem
-        assert "--recursive" in problem and "siteA_p1_flair" in problem
+        assert "--recursive, which reads every image below it" in problem  # all of them
+        assert "siteA_p1_flair" in problem and ": rename one, or give" in problem
 
 
 def test_many_files_skipped_for_one_reason_are_one_line(tmp_path: Path) -> None:
