@@ -119,8 +119,8 @@ def show_report(report: DatasetReport, console: Console, all_cases: bool = False
             summary.add_row(f"{name} (min … max)", f"{_fmt(least)} … {_fmt(most)}")
     orientations = sorted({c.orientation for c in report.cases if c.orientation})
     summary.add_row("orientations", ", ".join(orientations) or "-")
-    fatal, notes = len(report.fatal_problems), len(report.problems) - len(report.fatal_problems)
-    summary.add_row("problems", (f"[red]{fatal} fatal[/]" if fatal else "0 fatal")
+    errors, notes = len(report.fatal_problems), len(report.problems) - len(report.fatal_problems)
+    summary.add_row("problems", (f"[red]{errors} fatal[/]" if errors else "0 fatal")
                     + (f", {notes} note{'s' if notes != 1 else ''}" if notes else ""))
     console.print(summary)
 
