@@ -154,7 +154,8 @@ def scope_lines(metrics: dict[str, Any], source: str) -> list[str]:
     of copies. ``metrics``: an evaluation's metrics.json."""
     n, total = metrics["n_scored"], metrics["n_cases"]
     groups = metrics.get("n_groups")
-    failed = f"; the other {total - n} failed, each its own error row" if n < total else ""
+    failed = ("" if n == total else "; the other one failed, its own error row"
+              if total - n == 1 else f"; the other {total - n} failed, each its own error row")
     line = f"scored {n} of {total} cases ({source}{failed})"
     if groups is not None and groups < n:
         line += (f", {groups} patient{'s' if groups != 1 else ''} (groups): the intervals "

@@ -317,7 +317,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, train_and_score: TrainAn
                     "bytes or the same voxels); they are kept on one side of every split")
     if not pool:
         raise DataError("no labelled cases to draw training sets from", spec.data.table)
-    _check_splittable(training_pool(pool, fixed, spec), spec)
+    _check_splittable(training_pool(pool, fixed, spec), spec,
+                      {str(c.target) for c in [*pool, *fixed]})
 
     check_case: Callable[[Case], object] | None = getattr(train_and_score, "check_case", None)
     if check_case is not None:  # every bad case named in one run, not one per run

@@ -130,8 +130,11 @@ def training_pool(cases: Sequence[Case], fixed: Sequence[Case], spec: Experiment
     return kept
 
 
-def _check_splittable(cases: Sequence[Case], spec: ExperimentSpec) -> None:
-    groups: dict[str, set[str]] = {}
+def _check_splittable(cases: Sequence[Case], spec: ExperimentSpec,
+                      classes: Iterable[str] = ()) -> None:
+    """Refuse sizes some class cannot give: ``cases`` the training pool, ``classes`` every
+    class of the data (a class the fixed test set emptied counts 0 patients)."""
+    groups: dict[str, set[str]] = {str(t): set() for t in classes}
     for c in cases:
         groups.setdefault(str(c.target), set()).add(c.unit)
     test_groups = (spec.test_per_class or 1) if spec.test == "random" else 0

@@ -147,12 +147,15 @@ def _label_images(spec: LabelSpec, progress: Progress | None, overwrite: bool) -
         refuse_unlike_centres(spec, labeller, spec.centres)
     set_threads(spec.threads)
     if spec.method != "cavities" and labeller is None:
-        labeller = fit_kmeans((im.array for _, ims in read_cases("sampling intensities")
-                               for im in ims), spec.k,
-                              keep_background=spec.keep_background,
-                              background_threshold=spec.background_threshold,
-                              sample_per_image=spec.sample_per_image, seed=spec.seed,
-                              intensity=spec.intensity)
+        try:
+            labeller = fit_kmeans((im.array for _, ims in read_cases("sampling intensities")
+                                   for im in ims), spec.k,
+                                  keep_background=spec.keep_background,
+                                  background_threshold=spec.background_threshold,
+                                  sample_per_image=spec.sample_per_image, seed=spec.seed,
+                                  intensity=spec.intensity)
+        except DataError as e:  # of the images as a whole: named by their folder or table
+            raise DataError(e.message, e.path or spec.table or spec.images) from None
     if labeller is not None:
         label_names = labeller.label_names()
         spec = used_spec(spec, labeller)  # the run record holds the settings that labelled

@@ -102,7 +102,7 @@ def test_a_segmentation_image_without_its_label_map_is_an_error_row(
                   *(("--table", str(table)) if with_table else ()), *ARGS, expect=1)
     assert "1 of 3 cases failed" in said
     source = f"the cases of {table}" if with_table else "every case found"  # the scope only
-    assert (f"scored 2 of 3 cases ({source}; the other 1 failed, each its own error row)"
+    assert (f"scored 2 of 3 cases ({source}; the other one failed, its own error row)"
             in " ".join(said.split())), said
     rows = {r["id"]: r for r in read_csv(out / "per_case.csv")}
     assert [rows[k]["status"] for k in "abc"] == ["ok", "error", "ok"]

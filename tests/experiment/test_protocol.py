@@ -144,6 +144,10 @@ def test_a_fixed_test_sets_patients_are_kept_out_of_training_and_said(tmp_path: 
                                         r"set's patients are not counted\)"):
         run_experiment(spec.model_copy(update={"sizes": [3]}), tmp_path / "b", fake_trainer,
                        cases=cases, test_cases=held)
+    emptied = [c for c in cases if c.group.startswith("dcm")]  # every dcm patient tested
+    with pytest.raises(DataError, match=r"fewer \(dcm: 0; the fixed test set's patients"):
+        run_experiment(spec, tmp_path / "c", fake_trainer, cases=cases, test_cases=emptied)
+    assert not (tmp_path / "c" / "results").exists()
 
 
 def test_too_few_patients_is_a_clear_error(tmp_path: Path) -> None:

@@ -207,3 +207,17 @@ def test_label_refuses_an_out_folder_inside_its_images(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "--out is inside the input folder" in " ".join(result.output.split())
     assert not (images / "labels").exists()
+
+
+def test_label_on_binary_masks_names_their_folder(tmp_path: Path) -> None:
+    """The refusal named no file or folder: a batch script's log could not say which."""
+    for i in range(2):
+        mask = np.zeros((8, 8, 3), np.uint8)
+        mask[2:5, 2:5] = 255
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), str(tmp_path / f"m{i}.nii.gz"))
+    out = CliRunner().invoke(app, ["label", "--images", str(tmp_path), "--out",
+                                   str(tmp_path.parent / "km"), "--no-progress"])
+    assert out.exit_code == 2
+    said = " ".join(out.output.split())
+    assert f"error: {tmp_path}: cannot fit" in said and "no --k can split them" in said
+    assert not (tmp_path.parent / "km").exists()
