@@ -213,7 +213,7 @@ def check_resumable(run_dir: Path, spec: BaseModel) -> None:
         saved = json.loads(saved_path.read_text(encoding="utf-8"))["spec"]
     except (OSError, ValueError, KeyError, TypeError):
         return
-    old, new = _flat(saved), _flat(spec.model_dump(mode="json"))
+    old, new = flat_settings(saved), flat_settings(spec.model_dump(mode="json"))
     differ = sorted(k for k in set(old) | set(new)
                     if k.startswith(RESUME_KEYS) and k in old and old[k] != new.get(k))
     if differ:
@@ -258,10 +258,12 @@ def other_data(saved: Iterable[Any], data: Iterable[Any]) -> str | None:
             "their bytes, so a file saved again counts as new")
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+def flat_settings(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A spec's nested settings as dotted keys (``{"train": {"lr": 1}}`` → ``train.lr``),
+    so that two specs' differences are named setting by setting."""
     if not isinstance(data, dict):
         return {prefix.rstrip("."): data}
     out: dict[str, Any] = {}
     for k, v in data.items():
-        out.update(_flat(v, f"{prefix}{k}."))
+        out.update(flat_settings(v, f"{prefix}{k}."))
     return out

@@ -50,7 +50,7 @@ from segfew.experiment.splits import (
 )
 from segfew.files import check_output, check_replace, file_digest, outputs_record, write_json
 from segfew.frameworks import FRAMEWORKS, framework
-from segfew.runinfo import other_data, run_info
+from segfew.runinfo import flat_settings, other_data, run_info
 from segfew.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,10 @@ __all__ = [
 FRAMEWORK_NAMES = {name: f.title for name, f in FRAMEWORKS.items()}
 
 # Settings that do not change results: a resumed run may differ in them.
+#: the settings that are paths of inputs: a moved folder differs in them
+_INPUT_PATHS = frozenset({"data.images", "data.table", "data.labels", "masks", "test_table",
+                          "test_images", "features", "threshold_features", "vgg_weights",
+                          "pretrain"})
 _IGNORED_ON_RESUME = {"train": ("progress", "device", "threads", "num_workers", "cache_features",
                                 "cache_max_gb")}
 
@@ -201,12 +205,17 @@ def _check_same_spec(out_dir: Path, spec: ExperimentSpec) -> None:
     except (OSError, json.JSONDecodeError) as e:
         raise SpecError(f"cannot read the saved spec ({e}); use a new RUN_DIR",
                         saved_path) from None
-    old, new = _comparable(saved), _comparable(spec.model_dump(mode="json"))
-    if old != new:
-        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    old = flat_settings(_comparable(saved))
+    new = flat_settings(_comparable(spec.model_dump(mode="json")))
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if keys:
+        shown = ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in keys[:4])
+        paths = any(k in _INPUT_PATHS for k in keys)
         raise SpecError(f"this RUN_DIR holds an experiment with other settings (differs in: "
-                        f"{', '.join(keys)}); use a new RUN_DIR, or the same settings to "
-                        "resume", out_dir)
+                        f"{shown}{', …' if len(keys) > 4 else ''}); use a new RUN_DIR, or "
+                        "the same settings to resume"
+                        + ("; its inputs' paths are among its settings: a data folder moved "
+                           "needs the old path or a new RUN_DIR" if paths else ""), out_dir)
     _check_same_models(out_dir, spec)
 
 

@@ -349,7 +349,11 @@ def test_other_spec_in_same_run_dir_is_refused(tmp_path: Path) -> None:
     run_experiment(make_spec(), tmp_path, fake_trainer, cases=cases)
     with pytest.raises(SpecError, match="new RUN_DIR") as e:
         run_experiment(make_spec(repetitions=3), tmp_path, fake_trainer, cases=cases)
-    assert "repetitions" in str(e.value)
+    assert "differs in: repetitions 2 → 3)" in str(e.value) and "paths" not in str(e.value)
+    moved = make_spec(data=DataSource(images=Path("elsewhere/images")))  # a folder moved:
+    with pytest.raises(SpecError, match=r"data\.images 'images' → 'elsewhere/images'.*its "
+                                        r"inputs' paths are among its settings"):  # said so
+        run_experiment(moved, tmp_path, fake_trainer, cases=cases)
     # a setting that cannot change results (progress bars) may differ
     quiet = make_spec()
     quiet.train.progress = False
