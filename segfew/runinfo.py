@@ -242,18 +242,33 @@ def check_resumed_data(run_dir: Path, data: Sequence[dict[str, Any]]) -> None:
 def other_data(saved: Iterable[Any], data: Iterable[Any]) -> str | None:
     """How the inputs of manifest ``data`` differ from those of ``saved`` (an earlier run
     record's), in words — "1 input(s) new, 0 gone: a.nii.gz is new; …" — or None where they
-    hold the same. Compared by digest (SHA-256): a folder moved holds the same data, a file
-    saved again counts as new. Rows without a digest (an unreadable file) are left out."""
-    def digests(rows: Iterable[Any]) -> dict[str, str]:
-        return {str(r["sha256"]): str(r.get("path")) for r in rows
-                if isinstance(r, dict) and r.get("sha256")}
+    hold the same. Compared by digest (SHA-256), each as often as it occurs: a folder moved
+    holds the same data, a file saved again counts as new, and so does another byte copy of
+    an input. Rows without a digest (an unreadable file) are left out."""
+    def by_digest(rows: Iterable[Any]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for r in rows:
+            if isinstance(r, dict) and r.get("sha256"):
+                out.setdefault(str(r["sha256"]), []).append(str(r.get("path")))
+        return out
 
-    old, new = digests(saved), digests(data)
-    added = [p for d, p in new.items() if d not in old]
-    gone = [p for d, p in old.items() if d not in new]
+    def beyond(mine: dict[str, list[str]], theirs: dict[str, list[str]]) -> list[str]:
+        """The paths of each digest that ``mine`` holds more often, those ``theirs`` lacks
+        named first."""
+        out = []
+        for d, paths in mine.items():
+            known = theirs.get(d, [])
+            named = sorted(paths, key=lambda p: p in known)  # a path theirs lacks, first
+            out += named[:max(0, len(paths) - len(known))]
+        return out
+
+    old, new = by_digest(saved), by_digest(data)
+    added, gone = beyond(new, old), beyond(old, new)
     if not (added or gone):
         return None
-    first = f"{added[0]} is new" if added else f"{gone[0]} is gone"
+    changed = [p for p in added if p in gone]  # its bytes differ under the same path
+    first = (f"{changed[0]} changed" if changed else f"{added[0]} is new" if added
+             else f"{gone[0]} is gone")
     return (f"{len(added)} input(s) new, {len(gone)} gone: {first}; inputs are compared by "
             "their bytes, so a file saved again counts as new")
 

@@ -225,15 +225,17 @@ def _model_files(spec: ExperimentSpec) -> list[Path]:
 
 
 def _saved_manifest(out_dir: Path) -> list[dict[str, Any]]:
-    """The input rows (path, SHA-256) of every run record in ``out_dir`` (``run*.json``)."""
-    saved: list[dict[str, Any]] = []
+    """The input rows (path, SHA-256) of the run records in ``out_dir`` (``run*.json``,
+    one per shard), one per path: the last record's where two list it."""
+    saved: dict[str, dict[str, Any]] = {}
     for info in sorted(out_dir.glob("run*.json")):
         try:
             rows = json.loads(info.read_text(encoding="utf-8")).get("data") or []
         except (OSError, json.JSONDecodeError, AttributeError):
             continue
-        saved += [r for r in rows if isinstance(r, dict) and "path" in r and "sha256" in r]
-    return saved
+        saved.update({r["path"]: r for r in rows
+                      if isinstance(r, dict) and "path" in r and "sha256" in r})
+    return list(saved.values())
 
 
 def _check_same_models(out_dir: Path, spec: ExperimentSpec) -> None:

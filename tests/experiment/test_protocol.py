@@ -259,19 +259,20 @@ def test_resume_refuses_a_table_or_scan_whose_content_changed(tmp_path: Path) ->
     run_experiment(spec, run, fake_trainer, cases=cases, shard=(1, 2))  # unchanged: resumes
     table.write_text("id,class\nx,hcm\n")  # a class corrected
     with pytest.raises(DataError, match=r"this RUN_DIR's 1 finished task\(s\) ran on other "
-                                        r"data \(1 input\(s\) new, 1 gone: .*labels\.csv is "
-                                        r"new; inputs are compared by their bytes"):
+                                        r"data \(1 input\(s\) new, 1 gone: .*labels\.csv "
+                                        r"changed; inputs are compared by their bytes"):
         run_experiment(spec, run, fake_trainer, cases=cases, shard=(2, 2))
     table.write_text("id,class\nx,dcm\n")
     cases[0].images[0].write_bytes(b"another scan under the same name")
-    with pytest.raises(DataError, match=r"dcm00_ed\.nii\.gz is new"):
+    with pytest.raises(DataError, match=r"dcm00_ed\.nii\.gz changed"):
         run_experiment(spec, run, fake_trainer, cases=cases)
 
 
 def test_resume_refuses_a_scan_added_or_gone(tmp_path: Path) -> None:
     """A scan added to a class folder between shards (no table to change) was taken without
     a word: the next repetitions drew their splits from other cases than the finished ones'.
-    A resumed training and an experiment now compare their manifests alike, by digest."""
+    A resumed training and an experiment now compare their manifests alike, by digest, each
+    as often as it occurs (a byte copy added is an input added)."""
     cases = _cases_on_disk(tmp_path / "images")
     spec = make_spec(data=DataSource(images=tmp_path / "images"), sizes=[1], repetitions=1,
                      features=None, frameworks=["scratch"])
@@ -286,7 +287,13 @@ def test_resume_refuses_a_scan_added_or_gone(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"\(0 input\(s\) new, 1 gone: .*dcm00_ed\.nii\.gz "
                                         r"is gone"):
         run_experiment(spec, run, fake_trainer, cases=cases[1:], shard=(2, 2))
+    copy = added.with_name("copy.nii.gz")  # a byte copy of a scan there: another input too
+    copy.write_bytes(cases[0].images[0].read_bytes())
+    twin = [*cases, Case(id="copy", images=(copy,), target="dcm", group="copy")]
+    with pytest.raises(DataError, match=r"\(1 input\(s\) new, 0 gone: .*copy\.nii\.gz is new"):
+        run_experiment(spec, run, fake_trainer, cases=twin, shard=(2, 2))
     run_experiment(spec, run, fake_trainer, cases=cases, shard=(2, 2))  # as it was: goes on
+    run_experiment(spec, run, fake_trainer, cases=cases, shard=(1, 2))  # both shards' records
 
 
 def test_resume_refuses_a_measured_label_map_whose_content_changed(tmp_path: Path) -> None:
@@ -303,7 +310,7 @@ def test_resume_refuses_a_measured_label_map_whose_content_changed(tmp_path: Pat
     assert any(d["path"] == str(masks / "dcm00_ed_seg.nii.gz")
                for d in json.loads((run / "run-shard1of2.json").read_text())["data"])
     (masks / "dcm00_ed_seg.nii.gz").write_bytes(b"the mask with half its tumour erased")
-    with pytest.raises(DataError, match=r"dcm00_ed_seg\.nii\.gz is new"):
+    with pytest.raises(DataError, match=r"dcm00_ed_seg\.nii\.gz changed"):
         run_experiment(spec, run, fake_trainer, cases=cases, shard=(2, 2))
 
 
@@ -321,7 +328,7 @@ def test_resume_refuses_a_label_map_changed_in_a_sub_folder_of_masks(tmp_path: P
     assert str(edited) in [d["path"] for d in json.loads(
         (run / "run-shard1of2.json").read_text())["data"]]
     edited.write_bytes(b"the mask redrawn")
-    with pytest.raises(DataError, match=r"dcm03_es_seg\.nii\.gz is new"):
+    with pytest.raises(DataError, match=r"dcm03_es_seg\.nii\.gz changed"):
         run_experiment(spec, run, fake_trainer, cases=cases, shard=(2, 2))
 
 
