@@ -177,7 +177,8 @@ def test_a_one_slice_case_against_a_3d_model_says_it_reads_as_2d(tmp_path: Path)
 
     flat = Case("one", (tmp_path / "one.nii.gz",))
     fitted = ["tumour_volume_vox_0", "tumour_surface_vox_0"]
-    measured = {"tumour_area_px_0": 10.0, "tumour_perimeter_px_0": 12.0}
+    measured = {"tumour_area_px_0": 10.0, "tumour_perimeter_px_0": 12.0,
+                "tumour_to_oedema_volume_ratio_0": 0.5}  # ratios are named so in 2D too
     with pytest.raises(DataError, match=r"one\.nii\.gz: this case does not give .*; it reads "
                                         r"as a 2D image and the model was fitted on 3D ones"):
         fitted_names(fitted, measured, flat)

@@ -224,8 +224,8 @@ def _channels_of(names: Sequence[str]) -> list[str]:
 def _why_missing(names: Sequence[str], measured: Mapping[str, float], case: Case,
                  channels: Sequence[str] | None) -> str:
     """Why a case lacks measurements a model has, in words, with what to do."""
-    dims = [{d for n in group for d, size in ((3, "_volume_"), (2, "_area_")) if size in n}
-            for group in (measured, names)]
+    dims = [{3 if "volume" in size else 2 for n in group for size in _SIZES if f"_{size}_" in n}
+            for group in (measured, names)]  # a 2D case has volume ratios, no volume_ml/vox
     if len(dims[0]) == len(dims[1]) == 1 and dims[0] != dims[1]:  # one slice is a 2D image
         return (f"it reads as a {dims[0].pop()}D image and the model was fitted on "
                 f"{dims[1].pop()}D ones (a volume of one slice reads as 2D): predict on images "
