@@ -237,7 +237,7 @@ def contribution_caption(ev: Evidence) -> str:
     shown = min(SHOWN_BARS, len(ev.measured))
     n = max(ev.n_measurements, shown)
     rest = f"; the other {n - shown} add {ev.rest:+.2f}" if n > shown else ""
-    return (f"what drove {ev.predicted}: {ev.decision}\n"
+    return (_wrap(f"what drove {ev.predicted}: {ev.decision}", 90) + "\n"
             f"top {shown} of {n} measurements shown{rest}")
 
 

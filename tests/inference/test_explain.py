@@ -272,6 +272,9 @@ def test_contribution_caption_names_the_measurements_left_out_and_what_they_add(
     assert "top 8 of 20 measurements shown" in caption and "the other 12 add +1.11" in caption
     ev.n_measurements = 8
     assert "other" not in contribution_caption(ev)
+    ev.decision = ("random forest (mean decrease in impurity); +0.50 + contributions = "
+                   "probability 0.63 before calibration (the confidence above is after)")
+    assert max(map(len, contribution_caption(ev).splitlines())) <= 90  # was clipped
 
 
 def test_a_case_value_far_outside_every_class_is_marked_with_its_value() -> None:
