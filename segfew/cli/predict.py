@@ -123,7 +123,7 @@ def predict(
             min_confidence=resolved.min_confidence,
             tta=resolved.tta, run_spec=resolved, masks=resolved.masks,
             explain=resolved.explain, overwrite=overwrite)
-    idle = [f"--{k.replace('_', '-')}" for k in ("batch_size", "precision")
+    idle = [f"--{k.replace('_', '-')}" for k in ("device", "batch_size", "precision")
             if k in given_keys(overrides, spec)]
     if idle and resolved.masks is not None:  # the model took the label maps: no network ran
         warnings.warn(DataWarning(f"{', '.join(idle)} not used: with --masks no network runs, "

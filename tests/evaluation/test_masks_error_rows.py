@@ -99,5 +99,5 @@ def test_network_settings_given_to_a_masks_prediction_are_named_as_unused(
     assert "not used" not in quiet
     default = " ".join(invoke("predict", "--model", str(clf), "--input", str(phantoms / "images"),
                               "--masks", str(masks), "--out", str(tmp_path / "r.csv"),
-                              "--batch-size", "8", *run).split())  # the default, given
-    assert "--batch-size not used" in default
+                              "--batch-size", "8", "--device", "cpu", *run).split())
+    assert "--device, --batch-size not used" in default  # the default given: said too
