@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -395,10 +396,12 @@ def split_table(table: Path, out: Path, *, test_per_class: int | None = None,
     patients = one_patient_per_key(keyed, group_col, table)
     cases = []
     for line, row in enumerate(keyed, start=2):
-        cid, target = row.get(id_col, ""), row.get(label_col or "", "")
+        cid = row.get(id_col, "")
+        target = unicodedata.normalize("NFC", row.get(label_col or "", ""))  # as training
         if not cid or not target:
             raise DataError(f"row {line} has no {id_col if not cid else label_col!r}", table)
         cases.append(Case(cid, found[line - 2], target=target, group=patients[line - 2] or cid))
+    check_class_names(cases, table)  # refused by training: a split per spelling is no help
     rows_are_patients = group_col is None and named_like(id_col, GROUP_COLUMNS)
     if group_col is None and not rows_are_patients:
         warnings.warn(DataWarning(

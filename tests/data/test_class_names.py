@@ -174,3 +174,15 @@ def test_experiment_at_size_one_says_neither_per_task(phantoms: Path, tmp_path: 
     assert not (tmp_path / "run" / "results").exists()
     out = invoke("experiment", *run, "--table", str(phantoms / "labels.csv"))
     assert "2 of 2 finished" in out and "one labelled case" not in out
+
+
+def test_split_refuses_a_class_written_two_ways(tmp_path: Path) -> None:
+    """split drew 'Normal' and 'normal' as two classes (each its own test quota) and wrote
+    tables that training then refused."""
+    table = tmp_path / "t.csv"
+    table.write_text("id,label\n" + "".join(f"c{i},{'Normal' if i < 3 else 'normal'}\n"
+                                            for i in range(10))
+                     + "".join(f"o{i},oval\n" for i in range(10)))
+    with pytest.raises(DataError, match=r"'Normal' \(3 cases\) and 'normal' \(7 cases\)"):
+        split_table(table, tmp_path / "sp", test_per_class=2)
+    assert not (tmp_path / "sp").exists()
