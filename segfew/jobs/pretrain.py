@@ -106,14 +106,16 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
         raise SpecError("--labels (spec key data.labels) is needed with a table, --recursive "
                         "or class sub-folders")
     else:
-        with warnings.catch_warnings(record=True) as said:
-            warnings.simplefilter("always")
-            found = find_cases(d.images, d.table, d.channels, d.id_column, d.recursive,
-                               d.label_column, d.group_column)
         own = Path(d.labels).resolve() == Path(d.images).resolve()  # the maps skipped as scans
-        for w in said:  # are the ones given as --labels: no word of them
-            if not (own and isinstance(w.message, Skipped) and w.message.label_maps):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        try:  # are the ones given as --labels: no word of them
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                found = find_cases(d.images, d.table, d.channels, d.id_column, d.recursive,
+                                   d.label_column, d.group_column)
+        finally:  # said also when the listing fails: its error counts them as warned above
+            for w in said:
+                if not (own and isinstance(w.message, Skipped) and w.message.label_maps):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         cases = attach_labels(found, d.labels, recursive=d.recursive)
     if not cases:
         raise DataError("no labelled images found", spec.data.images)

@@ -399,11 +399,13 @@ def test_a_table_of_many_rows_without_images_accounts_for_every_row(tmp_path: Pa
     rows = [f"imgs/gone{i}.nii.gz,{'AB'[i % 2]}" for i in range(12)]
     table = tmp_path / "table.csv"
     table.write_text("path,label\n" + "\n".join(rows) + "\n")
-    said = " ".join(runner.invoke(app, [
-        "train-classifier", "--table", str(table), "--images", str(tmp_path / "imgs"),
-        "--framework", "scratch", "--out", str(tmp_path / "clf.pt")]).output.split())
-    assert "each named above" not in said
-    named = len(set(re.findall(r"gone\d+\.nii\.gz", said)))
-    counted = sum(int(n) for n in re.findall(r"and (\d+) more like it", said))
-    assert named + counted == 12, said
-    assert "and 11 more of the 12" in said and not (tmp_path / "clf.pt").exists()
+    where = ["--table", str(table), "--images", str(tmp_path / "imgs")]
+    for command in (["train-classifier", *where, "--framework", "scratch"],  # pretrain's
+                    ["pretrain", *where, "--labels", str(tmp_path / "imgs")]):  # were lost
+        said = " ".join(runner.invoke(app, [*command, "--out", str(tmp_path / "m.pt")]
+                                      ).output.split())
+        assert "each named above" not in said
+        named = len(set(re.findall(r"gone\d+\.nii\.gz", said)))
+        counted = sum(int(n) for n in re.findall(r"and (\d+) more like it", said))
+        assert named + counted == 12, said
+        assert "and 11 more of the 12" in said and not (tmp_path / "m.pt").exists()
