@@ -18,6 +18,7 @@ name in different sub-folders. Which listed file is the label map of which image
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -124,6 +125,10 @@ def _list_dir(folder: Path, seen: set[Path], recursive: bool, out: Listing, top:
         if child.is_dir():
             if is_label_preview(child):
                 continue  # segfew label's own preview: nothing to say, nothing to read
+            if recursive and (command := segfew_outputs(child)) is not None:
+                out.skip(f"the outputs of segfew {command} (its run record says so), not scans",
+                         child)
+                continue
             if recursive:
                 _list_dir(child, seen, recursive, out, top=False)
                 if _named_like_image(child) and not dicom_series_files(child):
@@ -215,6 +220,30 @@ def _add_series(folder: Path, series: dict[str, list[Path]], out: Listing,
     out.images.extend(singles)
     if len(singles) < len(series):
         out.images.append(folder)
+
+
+#: the run records segfew writes into a folder of its outputs
+OUTPUT_RECORDS = ("run.json", "index.run.json", "report.run.json")
+
+
+def segfew_outputs(folder: Path) -> str | None:
+    """The segfew command whose outputs ``folder`` holds, by the run record it wrote there
+    (``label``'s maps, ``predict``'s, an evaluation, an experiment's RUN_DIR, a training's
+    run folder, an explain folder, a report), else None: a listing that walks sub-folders
+    reads none of them as scans. ``synth``'s data set is scans."""
+    for name in OUTPUT_RECORDS:
+        try:
+            info = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(info, dict):
+            continue
+        words = str(info.get("command") or "").split()
+        segfew = "segfew" in (info.get("versions") or {})
+        command = str(info.get("task") or (words[1] if segfew and len(words) > 1 else ""))
+        if command and command != "synth":
+            return command
+    return None
 
 
 def path_ids(files: Sequence[Path], root: Path) -> dict[Path, str]:

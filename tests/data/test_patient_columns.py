@@ -105,19 +105,17 @@ def test_a_table_naming_no_patient_is_said_once_to_be_read_as_one_patient_per_ro
     assert not _warned(lambda: warn_rows_as_patients(cases, None, "ci"))  # class folders
 
 
-def test_a_split_refusing_a_class_names_the_class_spelt_alike(tmp_path: Path) -> None:
-    rows = [f"s{i},oval" for i in range(4)] + [f"n{i},normal" for i in range(4)] + ["t0,Oval"]
-    table = _table(tmp_path, "id,label", rows)
+def test_a_split_refusing_a_class_names_the_class_spelt_alike() -> None:
+    """``split`` refuses such a table first (tests/data/test_class_names.py); the library's
+    draw, given such cases, still names the spelling where a class cannot be split."""
+    from segfew.data import Case, stratified_split
+
+    cases = [*(Case(f"s{i}", (), target="oval") for i in range(4)),
+             *(Case(f"n{i}", (), target="normal") for i in range(4)), Case("t0", (), target="Oval")]
     with pytest.raises(DataError) as err:
-        split_table(table, tmp_path / "split", test_per_class=2)
+        stratified_split(cases, per_class=2, seed=0)
     assert "class 'Oval' has 1 group (patient); cannot take 2 per class ('Oval' and 'oval' " \
         "are written alike: one class?)" in str(err.value)
-    table = _table(tmp_path, "id,label,patient",
-                   [f"{r},P{i}" for i, r in enumerate(rows[:-1])] + ["t0,Oval,P9", "t1,Oval,P9"])
-    with pytest.raises(DataError, match="no training case is left") as err:
-        split_table(table, tmp_path / "split", test_per_class=1)
-    assert "('Oval' and 'oval' are written alike: one class?)" in str(err.value)
-    assert not (tmp_path / "split").exists()
 
 
 def test_a_split_refusing_a_class_with_no_alike_says_no_hint(tmp_path: Path) -> None:

@@ -75,3 +75,30 @@ def test_many_files_skipped_for_one_reason_are_one_line(tmp_path: Path) -> None:
     assert len(said) == 1, said
     assert said[0].startswith(f"{root}: skipped: 8 files or folders (Info.cfg)")
     assert "not an image" in said[0]
+
+
+def test_a_recursive_listing_reads_no_segfew_outputs_as_scans(tmp_path: Path) -> None:
+    """split found a table's scans below its folder, and read an experiment report's
+    evidence sheets (``case000.png``) as scans: a false near-copy warning followed."""
+    import json
+
+    from segfew.data.scan import list_folder
+
+    def record(folder: Path, name: str, info: dict) -> None:  # type: ignore[type-arg]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(info))
+
+    save_nifti(tmp_path / "scans" / "case000.nii.gz", ramp((16, 16)))
+    versions = {"versions": {"segfew": "0.2.0"}}
+    record(tmp_path / "runs" / "curve", "run.json", {"command": "segfew experiment --out x",
+                                                      **versions})
+    save_nifti(tmp_path / "runs" / "curve" / "report" / "case000.nii.gz", ramp((16, 16)))
+    record(tmp_path / "explain", "index.run.json", {"task": "explain"})
+    save_nifti(tmp_path / "explain" / "sheets" / "case001.nii.gz", ramp((16, 16)))
+    record(tmp_path / "data", "run.json", {"command": "segfew synth --out data", **versions})
+    save_nifti(tmp_path / "data" / "images" / "case002.nii.gz", ramp((16, 16)))
+    listing = list_folder(tmp_path, recursive=True)
+    assert sorted(p.name for p in listing.images) == ["case000.nii.gz", "case002.nii.gz"]
+    said = " ".join(map(str, listing.skipped))
+    assert "curve: skipped: the outputs of segfew experiment" in said
+    assert "explain: skipped: the outputs of segfew explain" in said
