@@ -142,6 +142,7 @@ class ClassifierSpec(Settings):
 
     @model_validator(mode="after")
     def _framework_inputs(self) -> ClassifierSpec:
+        _refuse_consecutive(self.data, self.masks)
         if self.masks is not None:
             if self.framework != "measures":
                 raise ValueError("--masks (masks) is for framework measures")
@@ -160,6 +161,16 @@ class ClassifierSpec(Settings):
                     f"framework {self.framework} needs --{field.replace('_', '-')} ({words}{never})"
                 )
         return self
+
+
+def _refuse_consecutive(data: DataSource, masks: Path | None) -> None:
+    """``--label-map consecutive`` numbers the values of every map in order, which only
+    ``pretrain`` and ``inspect`` see; a classifier's maps need the pairs themselves."""
+    if data.label_map == "consecutive":
+        raise ValueError(f"--label-map consecutive (data.label_map) is taken by pretrain and "
+                         f"inspect, which see every label map: give OLD:NEW pairs here (segfew "
+                         f"inspect --images {data.images} --labels {masks or 'MASKS'} "
+                         f"--label-map consecutive prints them)")
 
 
 class SplitSpec(Settings):
@@ -346,6 +357,7 @@ class ExperimentSpec(Settings):
 
     @model_validator(mode="after")
     def _inputs(self) -> ExperimentSpec:
+        _refuse_consecutive(self.data, self.masks)
         if self.test == "fixed" and self.test_table is None:
             raise ValueError("test = fixed needs test_table (a table of the test cases)")
         if self.test == "random" and self.test_table is not None:

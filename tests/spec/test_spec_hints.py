@@ -34,3 +34,19 @@ def test_a_label_map_written_as_on_the_command_line_is_read() -> None:
     assert DataSource(images="i", label_map="consecutive").label_map == "consecutive"
     with pytest.raises(ValidationError, match="mapped twice"):
         DataSource(images="i", label_map="3:1,3:2")
+
+
+def test_consecutive_is_refused_where_the_maps_are_not_all_seen(tmp_path: Path) -> None:
+    """``train-classifier --masks --label-map consecutive`` was refused by the door in words
+    naming no folder and no way on ("resolved by pretrain only")."""
+    from segfew.errors import SpecError
+    from segfew.spec import ClassifierSpec, ExperimentSpec, resolve_spec
+
+    data = {"images": "imgs", "label_map": "consecutive"}
+    with pytest.raises(SpecError, match=r"give OLD:NEW pairs here \(segfew inspect --images "
+                                        r"imgs --labels fs --label-map consecutive prints"):
+        resolve_spec(ClassifierSpec, {"data": data, "out": "m.pt", "framework": "measures",
+                                      "masks": "fs"}, None)
+    with pytest.raises(SpecError, match="taken by pretrain and inspect"):
+        resolve_spec(ExperimentSpec, {"data": data, "frameworks": ["measures"], "sizes": [1],
+                                      "masks": "fs", "label_names": ["background", "a"]}, None)
