@@ -77,12 +77,12 @@ __all__ = [
 FRAMEWORK_NAMES = {name: f.title for name, f in FRAMEWORKS.items()}
 
 # Settings that do not change results: a resumed run may differ in them.
+_IGNORED_ON_RESUME = {"train": ("progress", "device", "threads", "num_workers", "cache_features",
+                                "cache_max_gb")}
 #: the settings that are paths of inputs: a moved folder differs in them
 _INPUT_PATHS = frozenset({"data.images", "data.table", "data.labels", "masks", "test_table",
                           "test_images", "features", "threshold_features", "vgg_weights",
                           "pretrain"})
-_IGNORED_ON_RESUME = {"train": ("progress", "device", "threads", "num_workers", "cache_features",
-                                "cache_max_gb")}
 
 
 @dataclass(frozen=True, order=True)

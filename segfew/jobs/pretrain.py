@@ -107,13 +107,13 @@ def _segmentation_cases(spec: PretrainSpec) -> list[Case]:
                         "or class sub-folders")
     else:
         own = Path(d.labels).resolve() == Path(d.images).resolve()  # the maps skipped as scans
-        try:  # are the ones given as --labels: no word of them
+        try:
             with warnings.catch_warnings(record=True) as said:
                 warnings.simplefilter("always")
                 found = find_cases(d.images, d.table, d.channels, d.id_column, d.recursive,
                                    d.label_column, d.group_column)
         finally:  # said also when the listing fails: its error counts them as warned above
-            for w in said:
+            for w in said:  # are the ones given as --labels: no word of them
                 if not (own and isinstance(w.message, Skipped) and w.message.label_maps):
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         cases = attach_labels(found, d.labels, recursive=d.recursive)
