@@ -34,6 +34,7 @@ from segfew.data.read import (
     label_values,
     read_case,
 )
+from segfew.data.scan import list_folder
 from segfew.errors import DataError
 from segfew.inference.measure import measure_images
 from segfew.inference.measure_names import check_spacing_expected
@@ -67,12 +68,27 @@ def mask_label_names(masks: Path, names: Sequence[str] | None = None) -> dict[in
         raise DataError(f"nothing names the label values: add {NAMES_FILE} "
                         '({"label_names": ["background", "tumour"]}) or set label_names = '
                         '["background", "tumour"] in the spec (train-classifier: '
-                        "--label-names background,tumour)", masks)
+                        f"--label-names background,tumour){_values_found(masks)}", masks)
     out = {i: str(n).strip() for i, n in enumerate(given) if i > 0}
     if not out or any(not n.replace("-", "").replace("_", "").isalnum() for n in out.values()):
         raise DataError("label names must be the background's, then one word (letters, "
                         f"digits, - or _) per structure: {', '.join(map(str, given))}", masks)
     return out
+
+
+def _values_found(masks: Path) -> str:
+    """What the first map in ``masks`` holds, for the refusal that asks for names: how many
+    it needs, or, where the values are codes (0, 2, 41), the pairs that number them first."""
+    try:
+        first = list_folder(masks).images[0]
+        values = sorted(label_values([first]))
+    except (IndexError, DataError, OSError):
+        return ""
+    held = f"; {first.name} holds {', '.join(map(str, values[:8]))}{', …' * (len(values) > 8)}"
+    if values == list(range(len(values))):
+        return f"{held}: {len(values)} names, background first"
+    return (f"{held}: codes — remap them first (--label-map {label_map_hint(values)}), then "
+            "name them")
 
 
 def external_structures(source: Mapping[str, Any] | None) -> dict[int, str] | None:

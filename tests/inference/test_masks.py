@@ -373,3 +373,21 @@ def test_a_two_channel_case_keeps_the_mask_layout_it_was_trained_on(tmp_path: Pa
     assert single(cases["b"]) and single.source["per_channel"] is False
     with pytest.raises(DataError, match="one label map for all channels"):
         single(cases["a"])
+
+
+@pytest.mark.parametrize(("values", "said"), [
+    ([0, 1, 2], "a_seg.nii.gz holds 0, 1, 2: 3 names, background first"),
+    ([0, 2, 41], "a_seg.nii.gz holds 0, 2, 41: codes — remap them first (--label-map "
+                 "2:1,41:2), then name them"),
+])
+def test_unnamed_masks_say_what_a_map_holds(tmp_path: Path, values: list[int],
+                                            said: str) -> None:
+    """A four-value FreeSurfer-like map was asked for two names ("background, tumour"),
+    and told of its codes only after they were given."""
+    from tests.conftest import save_nifti
+
+    save_nifti(tmp_path / "a_seg.nii.gz", np.repeat(np.array(values, np.int16), 4).reshape(
+        len(values), 4))
+    with pytest.raises(DataError) as refused:
+        mask_label_names(tmp_path)
+    assert str(refused.value).endswith(said), refused.value
