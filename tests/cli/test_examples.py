@@ -1,4 +1,5 @@
-"""The examples run as written: the no-expert workflow on images in class sub-folders."""
+"""The examples run as written: the no-expert workflow on images in class sub-folders, the
+recipes as specs, and the walk-throughs reading only what an earlier step wrote."""
 
 from __future__ import annotations
 
